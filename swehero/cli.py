@@ -1,0 +1,38 @@
+"""The `swehero` command line. Each subcommand lives beside the stage it drives and is imported lazily,
+so `swehero --help` stays fast and a broken optional dependency only breaks its own command."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from swehero import __version__
+
+# command name -> "module:attribute" of its click command or group
+COMMANDS: dict[str, str] = {
+    "recipe": "swehero.recipe.cli:recipe",
+    "tiny": "swehero.tiny.cli:tiny",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="swehero")
+def main() -> None:
+    """swehero: reproduce SWE-Zero -> SWE-Hero (arXiv 2604.01496).
+
+    \b
+    Example:
+      swehero recipe run recipes/tiny-cpu.yaml
+    """

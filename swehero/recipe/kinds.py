@@ -1,0 +1,18 @@
+"""The one place stage kinds are registered: kind name -> module path (imported lazily).
+
+Adding a stage kind means adding a line here; the engine never changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+KINDS: dict[str, str] = {
+    "command": "swehero.recipe.command",
+    "tiny": "swehero.tiny.stage",
+}
+
+
+def load_kind(kind: str) -> ModuleType:
+    return importlib.import_module(KINDS[kind])

@@ -1,0 +1,72 @@
+"""What every stage kind sees and provides.
+
+A stage kind is a module (registered in `swehero.recipe.kinds`) that defines:
+
+- `Settings`: a dataclass of the stage's settings; each field has a docstring-style comment. Fields whose
+  type is `InputPath` (or `list[InputPath]`) name files or folders the stage reads: the engine checks they
+  exist before anything runs (unless an earlier stage of the recipe produces them) and fingerprints them so
+  a changed input reruns the stage.
+- `run(settings, ctx) -> dict[str, str]`: does the work, writing only under `ctx.dir`, and returns its
+  outputs by name (paths). Heavy imports (torch, megatron, vllm) go inside `run`, so that validating a
+  recipe stays fast.
+- optionally `RESUMABLE = True`: the stage picks up partial work left in `ctx.dir` by a killed attempt.
+  Otherwise the engine empties `ctx.dir` before a rerun.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+
+class _Input:
+    """Marker for `Annotated[str, INPUT]` fields: a path the stage reads."""
+
+    def __init__(self, hub_ok: bool) -> None:
+        self.hub_ok = hub_ok
+
+    def __repr__(self) -> str:
+        return f"Input(hub_ok={self.hub_ok})"
+
+
+INPUT = _Input(hub_ok=False)
+HUB_INPUT = _Input(hub_ok=True)
+
+InputPath = Annotated[str, INPUT]
+"""A local file or folder the stage reads."""
+
+ModelRef = Annotated[str, HUB_INPUT]
+"""A local Hugging Face folder, or a hub id (`org/name`) where no such local path exists."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The recipe's `model` section."""
+
+    base: ModelRef
+    """Base checkpoint: a Hugging Face folder (or hub id) the first training stage starts from."""
+    tokenizer: ModelRef | None = None
+    """Tokenizer folder or hub id; defaults to `base`."""
+
+    @property
+    def tokenizer_path(self) -> str:
+        return self.tokenizer or self.base
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Everything a stage needs besides its own settings."""
+
+    name: str
+    """The stage's name in the recipe."""
+    dir: Path
+    """`run_dir/<name>`: created before `run`; the stage writes only here."""
+    seed: int
+    """The recipe's seed."""
+    model: ModelConfig | None
+    """The recipe's `model` section, if it has one."""
+    upstream: dict[str, dict[str, str]]
+    """Outputs of the stages in `needs`, by stage name (from their manifests)."""
+    resume: bool
+    """True when an interrupted attempt left partial work in `dir` (only for RESUMABLE kinds)."""
