@@ -1,0 +1,2 @@
+from swehero.cli import main
+main()

@@ -1,0 +1,39 @@
+"""Stage kind `command`: a shell command as a recipe stage (fetching data, a custom conversion, a report).
+
+It runs with `bash -c` in the stage folder, with SWEHERO_STAGE_DIR, SWEHERO_RUN_DIR and SWEHERO_SEED set, gets
+the same skip/rerun bookkeeping as any stage, and fails the recipe if it exits non-zero or a declared output is
+missing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+
+from swehero.recipe.stage import InputPath, StageContext
+
+
+@dataclass
+class Settings:
+    run: str
+    """The bash command line to run."""
+    inputs: list[InputPath] = field(default_factory=list)
+    """Files or folders the command reads: checked to exist, and a change reruns the stage."""
+    outputs: list[str] = field(default_factory=list)
+    """Paths, relative to the stage folder, the command must create."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables."""
+
+
+def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
+    env = {**os.environ, **settings.env, "SWEHERO_STAGE_DIR": str(ctx.dir),
+           "SWEHERO_RUN_DIR": str(ctx.dir.parent), "SWEHERO_SEED": str(ctx.seed)}
+    done = subprocess.run(["bash", "-c", settings.run], cwd=ctx.dir, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"command exited with status {done.returncode}: {settings.run}")
+    outputs = {name: str(ctx.dir / name) for name in settings.outputs}
+    missing = [name for name, path in outputs.items() if not os.path.exists(path)]
+    if missing:
+        raise RuntimeError(f"command did not create its declared outputs: {', '.join(missing)}")
+    return outputs

@@ -1,0 +1,221 @@
+"""The recipe: one root config flowing top-down. `load_recipe` reads, overrides, resolves and validates it,
+and raises one `RecipeError` listing every problem before any stage runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swehero.recipe import kinds
+from swehero.recipe.loader import Lines, RecipeError, apply_override, load_yaml, resolve_references
+from swehero.recipe.schema import build, check, input_paths, suggest
+from swehero.recipe.stage import ModelConfig
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_STAGE_KEYS = ("name", "kind", "needs")
+
+
+@dataclass
+class Stage:
+    """One entry of `stages`: the generic keys plus the kind's own settings (all other keys of the entry)."""
+
+    name: str
+    kind: str
+    needs: list[str]
+    settings: Any
+    """An instance of the kind module's `Settings` dataclass."""
+    inputs: list[str] = field(default_factory=list)
+    """Absolute paths of everything the stage reads (its InputPath settings, and the model if it uses it)."""
+    line: str = ""
+    """`file:line` of the stage entry, for messages."""
+
+
+@dataclass
+class Recipe:
+    """A whole experiment. Top-level keys of the YAML file."""
+
+    name: str
+    """Short name of the experiment."""
+    run_dir: str
+    """Where every stage writes, as `run_dir/<stage>/`. Relative paths are relative to the working directory."""
+    stages: list[Stage]
+    """Stages in the order they run (dependencies first)."""
+    seed: int = 1234
+    """Seed handed to every stage."""
+    model: ModelConfig | None = None
+    """Base checkpoint and tokenizer, for stages that use the model."""
+    description: str = ""
+    """Free text shown by `recipe show`."""
+    file: str = ""
+    """The recipe file this was read from (set by the loader)."""
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A recipe file path, or a bundled recipe's name (`tiny-cpu`): looked up in the source tree's `recipes/`
+    (editable installs) and in `<prefix>/share/swehero/recipes` (wheel installs)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    stem = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    for folder in (Path(__file__).resolve().parents[2] / "recipes", Path(sys.prefix) / "share/swehero/recipes"):
+        if (folder / stem).exists():
+            return folder / stem
+    raise RecipeError([f"{name_or_path}: no such recipe file (and no bundled recipe of that name)"])
+
+
+def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
+    path = find_recipe(str(file))
+    data, lines = load_yaml(path)
+    for assignment in overrides:
+        apply_override(data, lines, assignment)
+    raw_stages = data.get("stages")
+    names = [s.get("name") for s in raw_stages if isinstance(s, dict)] if isinstance(raw_stages, list) else []
+    builtins = {"recipe_dir": str(path.resolve().parent)}
+    builtins.update({f"stages.{n}.dir": f"${{run_dir}}/{n}" for n in names if isinstance(n, str)})
+    data = resolve_references(data, lines, builtins)
+
+    problems: list[str] = []
+    top = {f.name for f in dataclasses.fields(Recipe)} - {"file"}
+    for key in data:
+        if key not in top:
+            problems.append(lines.problem((key,), "unknown field" + suggest(key, sorted(top))))
+    for key in ("name", "run_dir", "stages"):
+        if key not in data:
+            problems.append(lines.problem((key,), "missing required field"))
+    hints = typing.get_type_hints(Recipe, include_extras=True)
+    header = {k: v for k, v in data.items() if k in top and k != "stages"}
+    values = {k: check(hints[k], v, (k,), lines, problems) for k, v in header.items()}
+    stages = _build_stages(data.get("stages", []), lines, problems)
+    if problems:
+        raise RecipeError(problems)
+    recipe = Recipe(stages=stages, file=str(path), **values)
+    _check_graph(recipe, lines)
+    _check_inputs(recipe, lines)
+    recipe.stages = _in_dependency_order(recipe.stages)
+    return recipe
+
+
+def _build_stages(raw: Any, lines: Lines, problems: list[str]) -> list[Stage]:
+    if not isinstance(raw, list):
+        problems.append(lines.problem(("stages",), f"expected a list of stages, got {type(raw).__name__}"))
+        return []
+    stages: list[Stage] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        at = ("stages", i)
+        if not isinstance(entry, dict):
+            problems.append(lines.problem(at, "expected a mapping with name and kind"))
+            continue
+        name, kind, needs = entry.get("name"), entry.get("kind"), entry.get("needs", [])
+        for key in ("name", "kind"):
+            if not isinstance(entry.get(key), str):
+                problems.append(lines.problem(at + (key,), "missing required field" if key not in entry else "must be a string"))
+        if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+            problems.append(lines.problem(at + ("needs",), "must be a list of stage names"))
+            needs = []
+        if not isinstance(name, str) or not isinstance(kind, str):
+            continue
+        if name in seen:
+            problems.append(lines.problem(at + ("name",), f"duplicate stage name {name!r}"))
+        seen.add(name)
+        if kind not in kinds.KINDS:
+            problems.append(lines.problem(at + ("kind",), f"unknown stage kind {kind!r}" + suggest(kind, sorted(kinds.KINDS))))
+            continue
+        module = kinds.load_kind(kind)
+        settings_data = {k: v for k, v in entry.items() if k not in _STAGE_KEYS}
+        settings = build(module.Settings, settings_data, at, lines, problems)
+        stages.append(Stage(name, kind, list(needs), settings, line=lines.where(at)))
+    return stages
+
+
+def _check_graph(recipe: Recipe, lines: Lines) -> None:
+    names = [s.name for s in recipe.stages]
+    problems = []
+    for i, stage in enumerate(recipe.stages):
+        for j, need in enumerate(stage.needs):
+            if need not in names:
+                problems.append(lines.problem(("stages", i, "needs", j), f"no stage named {need!r}" + suggest(need, names)))
+            elif need == stage.name:
+                problems.append(lines.problem(("stages", i, "needs", j), "a stage cannot need itself"))
+    if problems:
+        raise RecipeError(problems)
+    cycle = _find_cycle({s.name: s.needs for s in recipe.stages})
+    if cycle:
+        first = names.index(cycle[0])
+        raise RecipeError([lines.problem(("stages", first, "needs"), f"dependency cycle: {' -> '.join(cycle)}")])
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, trail: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return trail[trail.index(nxt):] + [node, nxt] if nxt in trail else [node, nxt]
+            if nxt not in state and (found := visit(nxt, trail + [node])):
+                return found
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state and (found := visit(node, [])):
+            return found
+    return None
+
+
+def _check_inputs(recipe: Recipe, lines: Lines) -> None:
+    """Every input path exists, is produced by another stage (which then becomes a dependency), or is a hub id
+    where the field allows one."""
+    run_dir = Path(recipe.run_dir).resolve()
+    stage_dirs = {s.name: run_dir / s.name for s in recipe.stages}
+    problems: list[str] = []
+    for i, stage in enumerate(recipe.stages):
+        module = kinds.load_kind(stage.kind)
+        hints = typing.get_type_hints(type(stage.settings), include_extras=True)
+        found = [
+            hit
+            for f in dataclasses.fields(stage.settings)
+            for hit in input_paths(hints[f.name], getattr(stage.settings, f.name), ("stages", i, f.name))
+        ]
+        if getattr(module, "USES_MODEL", False) and recipe.model is not None:
+            found += input_paths(ModelConfig, recipe.model, ("model",))
+        for at, value, marker in found:
+            resolved = Path(value).resolve()
+            producer = next((n for n, d in stage_dirs.items() if resolved.is_relative_to(d) and n != stage.name), None)
+            if producer:
+                if producer not in stage.needs:
+                    stage.needs.append(producer)
+            elif not resolved.exists():
+                if marker.hub_ok and _HUB_ID.match(value):
+                    continue  # resolved by the hub client at run time
+                problems.append(lines.problem(at, f"input not found: {value}"))
+                continue
+            stage.inputs.append(str(resolved))
+    if problems:
+        raise RecipeError(problems)
+    cycle = _find_cycle({s.name: s.needs for s in recipe.stages})
+    if cycle:
+        raise RecipeError([f"{recipe.file}: stages: dependency cycle through input paths: {' -> '.join(cycle)}"])
+
+
+def _in_dependency_order(stages: list[Stage]) -> list[Stage]:
+    """Topological order that keeps the written order wherever dependencies allow."""
+    done: list[Stage] = []
+    pending = list(stages)
+    while pending:
+        ready = next(s for s in pending if all(n in {d.name for d in done} for n in s.needs))
+        done.append(ready)
+        pending.remove(ready)
+    return done

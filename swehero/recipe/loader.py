@@ -1,0 +1,215 @@
+"""Read a recipe YAML into plain data, remembering the line of every value, then apply `--set` overrides and
+resolve `${...}` references.
+
+Errors are `RecipeError`s whose lines read `file:line: field.path: message`, the way compilers report, so an
+editor can jump to them. Each value's location is kept in a `Lines` map from field path to line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FieldPath = tuple[str | int, ...]
+
+
+class RecipeError(Exception):
+    """One or more problems with a recipe, each already formatted as `file:line: field: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def format_path(path: FieldPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "<root>"
+
+
+class Lines:
+    """Where each value came from: `file:line`, or `--set` for command-line overrides."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.by_path: dict[FieldPath, str] = {}
+
+    def where(self, path: FieldPath) -> str:
+        # Fall back to the nearest enclosing value that has a location (e.g. a missing field -> its section).
+        for cut in range(len(path), -1, -1):
+            if path[:cut] in self.by_path:
+                return self.by_path[path[:cut]]
+        return self.file
+
+    def problem(self, path: FieldPath, message: str) -> str:
+        return f"{self.where(path)}: {format_path(path)}: {message}"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-5` as a float (YAML 1.1 wants `1.0e-5`; people write `1e-5`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _to_data(node: yaml.Node, path: FieldPath, lines: Lines, loader: _Loader) -> Any:
+    lines.by_path[path] = f"{lines.file}:{node.start_mark.line + 1}"
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node)
+            if not isinstance(key, str):
+                raise RecipeError([f"{lines.file}:{key_node.start_mark.line + 1}: keys must be strings, got {key!r}"])
+            if key in out:
+                raise RecipeError([f"{lines.file}:{key_node.start_mark.line + 1}: {format_path(path + (key,))}: duplicate key"])
+            out[key] = _to_data(value_node, path + (key,), lines, loader)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_data(item, path + (i,), lines, loader) for i, item in enumerate(node.value)]
+    return loader.construct_object(node)
+
+
+def load_yaml(file: Path) -> tuple[dict[str, Any], Lines]:
+    lines = Lines(str(file))
+    try:
+        text = file.read_text()
+    except OSError as e:
+        raise RecipeError([f"{file}: cannot read recipe: {e.strerror}"]) from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = {} if node is None else _to_data(node, (), lines, loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        context = f" ({e.context} at line {e.context_mark.line + 1})" if e.context and e.context_mark else ""
+        raise RecipeError([f"{file}{line}: YAML syntax error: {e.problem}{context}"]) from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise RecipeError([f"{file}:1: a recipe is a mapping of fields, got {type(data).__name__}"])
+    return data, lines
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+
+
+def apply_override(data: dict[str, Any], lines: Lines, assignment: str) -> None:
+    """Apply one `--set a.b.c=value`. In `stages`, a part may be a stage name or an index."""
+    key, eq, raw = assignment.partition("=")
+    if not eq or not key:
+        raise RecipeError([f"--set {assignment}: expected KEY=VALUE, e.g. stages.sft_zero.lr=1e-5"])
+    value = yaml.load(raw, Loader=_Loader)  # the value is YAML, so 3, 1e-5, true, [a, b] have their types
+    parts = key.split(".")
+    node: Any = data
+    path: FieldPath = ()
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            index = _list_index(node, part)
+            if index is None:
+                names = [s.get("name") for s in node if isinstance(s, dict)]
+                raise RecipeError([f"--set {key}: no item {part!r} in {format_path(path)} (have {names})"])
+            part = index
+        elif not isinstance(node, dict):
+            raise RecipeError([f"--set {key}: {format_path(path)} is not a mapping"])
+        path += (part,)
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and part not in node:
+                node[part] = {}
+            node = node[part]
+    lines.by_path[path] = "--set"
+
+
+def _list_index(items: list[Any], part: str) -> int | None:
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == part:
+            return i
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- references
+
+_REF = re.compile(r"\$\{([^${}]+)\}")
+
+
+def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, Any]) -> dict[str, Any]:
+    """Replace `${a.b}` (another value of the recipe, stages addressed by name), `${env:NAME}` and
+    `${env:NAME,default}` everywhere. A value that is exactly one reference keeps the referenced value's type;
+    references inside longer strings are substituted as text. `builtins` supplies computed values such as
+    `${recipe_dir}` and `${stages.NAME.dir}` (which may themselves hold references)."""
+    problems: list[str] = []
+
+    def lookup(expr: str, at: FieldPath, active: tuple[str, ...]) -> Any:
+        expr = expr.strip()
+        if expr.startswith("env:"):
+            name, comma, default = expr[4:].partition(",")
+            if name in os.environ:
+                return os.environ[name]
+            if comma:
+                return default
+            raise KeyError(f"environment variable {name} is not set (use ${{env:{name},default}} for a default)")
+        if expr in active:
+            raise KeyError(f"reference cycle: {' -> '.join(active + (expr,))}")
+        if expr in builtins:
+            return resolve(builtins[expr], at, active + (expr,))
+        node: Any = data
+        ref_path: FieldPath = ()
+        for part in expr.split("."):
+            if isinstance(node, list):
+                index = _list_index(node, part)
+                if index is None:
+                    raise KeyError(f"${{{expr}}}: no item {part!r} in {format_path(ref_path)}")
+                node = node[index]
+                ref_path += (index,)
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+                ref_path += (part,)
+            else:
+                raise KeyError(f"${{{expr}}}: {format_path(ref_path + (part,))} does not exist")
+        return resolve(node, ref_path, active + (expr,))
+
+    def resolve(value: Any, at: FieldPath, active: tuple[str, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: resolve(v, at + (k,), active) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v, at + (i,), active) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        try:
+            whole = _REF.fullmatch(value)
+            if whole:
+                return lookup(whole.group(1), at, active)
+            return _REF.sub(lambda m: str(lookup(m.group(1), at, active)), value)
+        except KeyError as e:
+            problem = lines.problem(at, str(e.args[0]))
+            if problem not in problems:
+                problems.append(problem)
+            return value
+
+    out = resolve(data, (), ())
+    if problems:
+        raise RecipeError(problems)
+    return out
+
+
+def references_in(value: Any) -> list[str]:
+    """Every `${...}` expression in a value (used to infer which stages a stage reads from)."""
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in references_in(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in references_in(v)]
+    return [m.group(1).strip() for m in _REF.finditer(value)] if isinstance(value, str) else []

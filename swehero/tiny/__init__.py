@@ -1,0 +1,1 @@
+"""Tiny Qwen2-shaped model and tokenizer for tests, the tiny recipe and benchmarks."""

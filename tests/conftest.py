@@ -1,0 +1,28 @@
+"""Shared fixtures: paths to reference material and a tiny model kit built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN_TOKENIZER = ROOT.parent / "shared" / "fixtures" / "qwen2.5-tokenizer"
+
+# Tests run many small torch programs side by side on a 2-core machine: one thread each avoids oversubscription.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_dir() -> Path:
+    if not (QWEN_TOKENIZER / "vocab.json").exists():
+        pytest.skip(f"reference Qwen2.5 tokenizer not found at {QWEN_TOKENIZER} (CI provides ../shared)")
+    return QWEN_TOKENIZER
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from swehero.tiny.kit import TinyModelConfig, make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "model", TinyModelConfig(), seed=0)

@@ -1,0 +1,167 @@
+"""Stages run, are skipped when complete and unchanged, and rerun (with the reason said) otherwise."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from swehero.cli import main
+
+RECIPE = """\
+name: engine
+run_dir: {run}
+stages:
+  - name: first
+    kind: command
+    run: echo first >> {log}; cat {data} > out.txt
+    inputs: [{data}]
+    outputs: [out.txt]
+  - name: second
+    kind: command
+    run: echo second >> {log}; tr a-z A-Z < ../first/out.txt > out.txt
+    inputs: ["${{stages.first.dir}}/out.txt"]
+    outputs: [out.txt]
+  - name: third
+    kind: command
+    needs: [second]
+    run: echo third >> {log}
+"""
+
+
+def setup_recipe(tmp_path: Path) -> Path:
+    (tmp_path / "data.txt").write_text("hello\n")
+    path = tmp_path / "r.yaml"
+    path.write_text(RECIPE.format(run=tmp_path / "run", log=tmp_path / "log", data=tmp_path / "data.txt"))
+    return path
+
+
+def run(path, *args) -> str:
+    result = CliRunner().invoke(main, ["recipe", "run", str(path), *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def ran(tmp_path) -> list[str]:
+    """Stages that ran since the last call (from the log the commands append to)."""
+    log = tmp_path / "log"
+    lines = log.read_text().split() if log.exists() else []
+    log.unlink(missing_ok=True)
+    return lines
+
+
+def manifest(tmp_path, stage) -> dict:
+    return json.loads((tmp_path / "run" / stage / "manifest.json").read_text())
+
+
+def test_run_skip_and_rerun_reasons(tmp_path):
+    path = setup_recipe(tmp_path)
+    run(path)
+    assert ran(tmp_path) == ["first", "second", "third"]
+    assert (tmp_path / "run" / "second" / "out.txt").read_text() == "HELLO\n"
+    m = manifest(tmp_path, "second")
+    assert m["status"] == "complete" and m["upstream"] == {"first": manifest(tmp_path, "first")["fingerprint"]}
+    assert m["outputs"] == {"out.txt": str(tmp_path / "run" / "second" / "out.txt")}
+    assert {"torch", "swehero"} <= set(m["versions"]) and m["started"] <= m["finished"]
+    assert (tmp_path / "run" / "recipe.resolved.yaml").exists()
+
+    # Nothing changed: everything is skipped.
+    out = run(path, "--dry-run")
+    assert out.count("up to date") == 3
+    run(path)
+    assert ran(tmp_path) == []
+
+    # A settings change reruns that stage and everything downstream, and says why.
+    out = run(path, "--dry-run", "--set", "stages.third.run=echo third-b >> " + str(tmp_path / "log"))
+    assert "settings changed: run:" in out and out.count("up to date") == 2
+    run(path, "--set", "stages.second.run=echo second >> " + str(tmp_path / "log") + "; cp ../first/out.txt .")
+    assert ran(tmp_path) == ["second", "third"]
+    out = run(path, "--dry-run", "--force")
+    assert "first   forced" in out and "upstream first reruns" in out and "skip" not in out
+
+    # An input file that changes reruns its reader and the stages downstream.
+    time.sleep(0.01)
+    (tmp_path / "data.txt").write_text("changed\n")
+    out = run(path, "--dry-run")
+    assert f"input changed: {tmp_path / 'data.txt'}" in out and "upstream first reruns" in out
+    run(path)
+    assert ran(tmp_path) == ["first", "second", "third"]
+
+    # An output deleted by hand is noticed.
+    (tmp_path / "run" / "first" / "out.txt").unlink()
+    assert "output missing" in run(path, "--dry-run")
+
+
+def test_from_only_force(tmp_path):
+    path = setup_recipe(tmp_path)
+    run(path)
+    ran(tmp_path)
+    run(path, "--from", "second")
+    assert ran(tmp_path) == ["second", "third"]
+    run(path, "--only", "second")
+    assert ran(tmp_path) == ["second"]
+    run(path, "--force")
+    assert ran(tmp_path) == ["first", "second", "third"]
+    result = CliRunner().invoke(main, ["recipe", "run", str(path), "--only", "nosuch"])
+    assert result.exit_code != 0 and "no stage of that name" in result.output
+
+
+def test_only_refuses_when_needs_incomplete(tmp_path):
+    path = setup_recipe(tmp_path)
+    result = CliRunner().invoke(main, ["recipe", "run", str(path), "--only", "third"])
+    assert result.exit_code != 0 and "needs second, which has not completed" in result.output
+    assert ran(tmp_path) == []
+
+
+def test_failed_stage_is_recorded_and_redone(tmp_path):
+    path = setup_recipe(tmp_path)
+    result = CliRunner().invoke(main, ["recipe", "run", str(path), "--set", "stages.second.run=exit 3"])
+    assert result.exit_code != 0
+    m = manifest(tmp_path, "second")
+    assert m["status"] == "failed" and "status 3" in m["error"]
+    assert ran(tmp_path) == ["first"]
+    out = run(path, "--dry-run")
+    assert "last attempt failed" in out
+    run(path)
+    assert ran(tmp_path) == ["second", "third"]
+
+
+def test_stage_killed_with_sigkill_is_redone(tmp_path):
+    path = setup_recipe(tmp_path)
+    gate = tmp_path / "gate"
+    slow = f"echo second >> {tmp_path / 'log'}; while [ ! -e {gate} ]; do sleep 0.05; done; cp ../first/out.txt ."
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "swehero", "recipe", "run", str(path), "--set",
+                             f"stages.second.run={slow}"], env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ((tmp_path / "log").exists() and "second" in (tmp_path / "log").read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "stage never started"
+            time.sleep(0.05)
+        assert manifest(tmp_path, "second")["status"] == "running"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert ran(tmp_path) == ["first", "second"]
+    assert manifest(tmp_path, "second")["status"] == "running"  # no complete manifest was left behind
+    assert not (tmp_path / "run" / "second" / "out.txt").exists()
+    gate.touch()
+    out = run(path, "--dry-run", "--set", f"stages.second.run={slow}")
+    assert "interrupted while running" in out and "first" in out.splitlines()[0] and "up to date" in out
+    run(path, "--set", f"stages.second.run={slow}")
+    assert ran(tmp_path) == ["second", "third"]
+    assert manifest(tmp_path, "second")["status"] == "complete"
+
+
+def test_bundled_recipe_by_name_and_show(tmp_path):
+    result = CliRunner().invoke(main, ["recipe", "show", "tiny-cpu", "--set", f"run_dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    assert f"base: {tmp_path}/tiny/model" in result.output and "kind: tiny" in result.output
+    result = CliRunner().invoke(main, ["recipe", "validate", "tiny-cpu"])
+    assert result.exit_code == 0 and "ok" in result.output
