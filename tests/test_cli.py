@@ -1,6 +1,8 @@
 """Every command has help with an example; --version works from the installed entry point."""
 
 import subprocess
+import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -19,7 +21,8 @@ def all_commands(group: click.Group, ctx: click.Context, prefix=()):
 
 
 def test_version_from_console_script():
-    out = subprocess.run(["swehero", "--version"], capture_output=True, text=True, check=True).stdout
+    script = Path(sys.executable).parent / "swehero"  # the venv's console script, whatever PATH says
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"swehero, version {__version__}"
 
 
