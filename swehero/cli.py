@@ -12,6 +12,7 @@ from swehero import __version__
 # command name -> "module:attribute" of its click command or group
 COMMANDS: dict[str, str] = {
     "recipe": "swehero.recipe.cli:recipe",
+    "serve": "swehero.serve.cli:serve",
     "tiny": "swehero.tiny.cli:tiny",
 }
 

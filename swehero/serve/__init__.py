@@ -1,0 +1,1 @@
+"""Serving trained checkpoints with vLLM's OpenAI-compatible server."""

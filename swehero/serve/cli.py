@@ -1,0 +1,65 @@
+"""`swehero serve MODEL` and `swehero serve check`."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+from swehero.serve.server import ServeConfig
+
+_DEFAULTS = ServeConfig(model="")
+
+
+class _ServeGroup(click.Group):
+    """`swehero serve MODEL ...` means `swehero serve start MODEL ...`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["start", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_ServeGroup)
+def serve() -> None:
+    """Serve a checkpoint with vLLM's OpenAI-compatible server (the trained chat template and tool parser).
+
+    \b
+    Examples:
+      swehero serve runs/tiny-cpu/export/model --max-model-len 8192
+      swehero serve check trajectories.jsonl --tokenizer runs/tiny-cpu/export/model
+    """
+
+
+@serve.command()
+@click.argument("model")
+@click.option("--name", "served_name", default="", help="Model name clients ask for (default: folder name).")
+@click.option("--parser", default=_DEFAULTS.parser, show_default=True,
+              type=click.Choice(["auto", "hermes", "qwen3_coder"]), help="Tool-call parser.")
+@click.option("--tp", "tensor_parallel_size", default=1, show_default=True, help="Tensor parallel size.")
+@click.option("--max-model-len", default=_DEFAULTS.max_model_len, show_default=True, help="Context length.")
+@click.option("--dtype", default=_DEFAULTS.dtype, show_default=True, help="Weights dtype.")
+@click.option("--gpu-memory-utilization", default=_DEFAULTS.gpu_memory_utilization, show_default=True)
+@click.option("--host", default=_DEFAULTS.host, show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--log", "log_file", type=click.Path(path_type=Path), default=Path("vllm.log"), show_default=True,
+              help="Where the server's output goes.")
+def start(log_file: Path, **settings) -> None:
+    """Start the server, wait until it is healthy, print its URL, and stop it cleanly on Ctrl-C.
+
+    \b
+    Example:
+      swehero serve start /models/swehero-32b --tp 8 --max-model-len 131072
+    """
+    from swehero.serve.server import VLLMServer
+
+    with VLLMServer(ServeConfig(**settings), log_file) as server:
+        click.echo(f"serving {settings['model']} at {server.url} (log: {log_file}); Ctrl-C stops it")
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the same way on SIGTERM as on Ctrl-C
+        try:
+            status = server.process.wait()
+        except KeyboardInterrupt:
+            click.echo("stopping")
+            return
+    raise click.ClickException(f"vLLM exited with status {status}; see {log_file}")

@@ -1,0 +1,172 @@
+"""Start, health-check and stop a vLLM OpenAI-compatible server for a Hugging Face folder.
+
+The server runs as its own process group (so stopping it stops its workers), logs to a file, and is started
+with the tool-call parser and the chat template the model was trained with. `SWEHERO_VLLM_PYTHON` chooses the
+Python that has vLLM (the GPU image keeps vLLM in its own environment); by default it is this one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import swehero
+
+PLUGIN = Path(__file__).with_name("vllm_plugin.py")
+# Our parser name for each model family; `hermes` is served by the JSON-aware plugin (see hermes.py).
+PARSERS = {"hermes": "swehero_hermes", "qwen3_coder": "qwen3_coder"}
+
+
+@dataclass
+class ServeConfig:
+    """How to serve a checkpoint."""
+
+    model: str
+    """Hugging Face folder (or hub id) to serve."""
+    served_name: str = ""
+    """Model name clients ask for; defaults to the folder's name."""
+    parser: str = "auto"
+    """Tool-call parser: hermes (Qwen2.5), qwen3_coder (Qwen3-Coder teachers), or auto (from config.json)."""
+    tensor_parallel_size: int = 1
+    """GPUs per server."""
+    max_model_len: int = 32768
+    """Context length the server accepts (prompt + completion)."""
+    dtype: str = "auto"
+    """Weights dtype (auto: from config.json; CPU needs float32 or bfloat16)."""
+    gpu_memory_utilization: float = 0.9
+    """Fraction of GPU memory vLLM may take (on CPU builds, the fraction of the KV-cache space)."""
+    host: str = "127.0.0.1"
+    """Interface to listen on."""
+    port: int = 0
+    """Port; 0 picks a free one."""
+    startup_timeout_s: float = 900.0
+    """How long to wait for the server to answer /health."""
+    extra_args: list[str] = field(default_factory=list)
+    """More `vllm serve` arguments, passed through."""
+
+
+def tool_parser_for(model_dir: str) -> str:
+    """Qwen3-Coder models emit XML-style calls (qwen3_coder); Qwen2/2.5 emit hermes-style JSON."""
+    config_file = Path(model_dir) / "config.json"
+    name = ""
+    if config_file.exists():
+        config = json.loads(config_file.read_text())
+        name = " ".join([config.get("model_type", ""), *config.get("architectures", [])]).lower()
+    else:
+        name = model_dir.lower()
+    return "qwen3_coder" if "qwen3" in name and ("moe" in name or "coder" in name) else "hermes"
+
+
+def chat_template_of(model_dir: str) -> str | None:
+    """The template file the checkpoint carries, if any (training rendered with it, so serving must too);
+    otherwise vLLM takes the one in tokenizer_config.json."""
+    template = Path(model_dir) / "chat_template.jinja"
+    return str(template) if template.exists() else None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def command(cfg: ServeConfig, port: int) -> list[str]:
+    parser = tool_parser_for(cfg.model) if cfg.parser == "auto" else cfg.parser
+    if parser not in PARSERS:
+        raise ValueError(f"unknown tool-call parser {parser!r}: choose from {', '.join(PARSERS)} or auto")
+    python = os.environ.get("SWEHERO_VLLM_PYTHON", sys.executable)
+    args = [
+        python, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", cfg.model,
+        "--served-model-name", cfg.served_name or Path(cfg.model).name,
+        "--host", cfg.host, "--port", str(port),
+        "--tensor-parallel-size", str(cfg.tensor_parallel_size),
+        "--max-model-len", str(cfg.max_model_len),
+        "--dtype", cfg.dtype,
+        "--gpu-memory-utilization", str(cfg.gpu_memory_utilization),
+        "--enable-auto-tool-choice",
+        "--tool-call-parser", PARSERS[parser],
+        "--generation-config", "vllm",  # sampling comes from each request, not the checkpoint's defaults
+    ]
+    if parser == "hermes":
+        args += ["--tool-parser-plugin", str(PLUGIN)]
+    template = chat_template_of(cfg.model)
+    if template:
+        args += ["--chat-template", template]
+    return args + cfg.extra_args
+
+
+class VLLMServer:
+    """`with VLLMServer(cfg, log_file) as server: server.url` — started, healthy, and always stopped."""
+
+    def __init__(self, cfg: ServeConfig, log_file: Path) -> None:
+        self.cfg = cfg
+        self.log_file = Path(log_file)
+        self.port = cfg.port or free_port(cfg.host)
+        self.url = f"http://{cfg.host}:{self.port}/v1"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "VLLMServer":
+        env = dict(os.environ)
+        # The plugin imports swehero.serve.hermes (standard library only), also from vLLM's own environment.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(swehero.__file__).parents[1]), env.get("PYTHONPATH")]))
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU builds; ignored on GPUs
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(command(self.cfg, self.port), stdout=log, stderr=subprocess.STDOUT,
+                                            env=env, start_new_session=True)
+        self._wait_healthy()
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.cfg.startup_timeout_s
+        health = self.url.removesuffix("/v1") + "/health"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vLLM exited with status {self.process.returncode} while starting; "
+                                   f"last lines of {self.log_file}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(health, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(1.0)
+        self.stop()
+        raise TimeoutError(f"vLLM did not become healthy in {self.cfg.startup_timeout_s:.0f}s; see {self.log_file}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGINT (vLLM shuts down cleanly), then SIGTERM, then SIGKILL, to the whole process group."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+    def __enter__(self) -> "VLLMServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

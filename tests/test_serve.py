@@ -1,0 +1,83 @@
+"""`swehero serve` starts a real vLLM (CPU) server for the tiny model with our tool parser plugin, answers
+chat completions, and on Ctrl-C stops and frees its port."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from swehero.serve.server import ServeConfig, command, free_port, tool_parser_for
+
+pytest.importorskip("vllm")
+
+
+def test_command_line(tiny_model_dir, tmp_path):
+    args = command(ServeConfig(model=str(tiny_model_dir)), port=1234)
+    assert args[args.index("--tool-call-parser") + 1] == "swehero_hermes"
+    assert args[args.index("--tool-parser-plugin") + 1].endswith("vllm_plugin.py")
+    assert args[args.index("--chat-template") + 1] == str(tiny_model_dir / "chat_template.jinja")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_moe", "architectures": ["Qwen3MoeForCausalLM"]}))
+    assert tool_parser_for(str(tmp_path)) == "qwen3_coder"
+    assert tool_parser_for(str(tiny_model_dir)) == "hermes"
+    with pytest.raises(ValueError, match="unknown tool-call parser"):
+        command(ServeConfig(model="m", parser="nope"), port=1)
+
+
+def servers_on(port: int) -> list[int]:
+    """PIDs of processes started with `--port PORT` (the vLLM server and its workers)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if f"--port\0{port}\0".encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+def post(url, payload):
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.timeout(400)
+def test_serve_cli_runs_a_real_server_and_stops_on_ctrl_c(tiny_model_dir, tmp_path):
+    port = free_port()
+    swehero = Path(sys.executable).parent / "swehero"
+    proc = subprocess.Popen(
+        [str(swehero), "serve", str(tiny_model_dir), "--port", str(port), "--max-model-len", "2048",
+         "--dtype", "float32", "--gpu-memory-utilization", "0.2", "--log", str(tmp_path / "vllm.log")],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"at http://127.0.0.1:{port}/v1" in line, line + (tmp_path / "vllm.log").read_text()[-3000:]
+        reply = post(f"http://127.0.0.1:{port}/v1/chat/completions", {
+            "model": tiny_model_dir.name, "max_tokens": 8, "temperature": 0.7, "top_p": 0.8, "top_k": 20,
+            "messages": [{"role": "user", "content": "Fix the bug."}],
+            "tools": [{"type": "function", "function": {"name": "finish", "description": "Finish.",
+                                                        "parameters": {"type": "object", "properties": {}}}}]})
+        assert reply["choices"][0]["finish_reason"] in ("length", "stop", "tool_calls")
+        assert reply["usage"]["completion_tokens"] >= 1
+        assert len(servers_on(port)) >= 2  # the CLI and the vLLM server it started
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    # Nothing listens on the port any more (a TIME_WAIT left by the last connection is not a listener),
+    # and no process of the server is left.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+    deadline = time.monotonic() + 30
+    while servers_on(port):
+        assert time.monotonic() < deadline, f"server processes still running after stop: {servers_on(port)}"
+        time.sleep(0.5)
+    assert "swehero_hermes" in (tmp_path / "vllm.log").read_text()
