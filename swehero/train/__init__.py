@@ -1,0 +1,1 @@
+"""Supervised fine-tuning with Megatron-Core on packed trajectories (SWE-Zero, then SWE-Hero)."""

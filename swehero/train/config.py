@@ -1,0 +1,160 @@
+"""Training settings (the `train` stage's section of a recipe) and the checks that reject a bad parallel
+layout before anything is launched.
+
+Defaults are the paper's SFT settings where it states them (global batch 32, cosine 1e-5 -> 1e-8, 10% warmup,
+3 epochs, loss on assistant tokens only); where it does not (AdamW betas, weight decay, clipping), they are
+Megatron-LM's usual SFT values, marked as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from swehero.recipe.stage import InputPath
+
+
+@dataclass
+class ParallelConfig:
+    """How the model and data are split over GPUs. Data parallelism takes what is left of the world size."""
+
+    tensor: int = 1
+    """Tensor-parallel size (splits every layer; keep within a node)."""
+    pipeline: int = 1
+    """Pipeline-parallel size (splits the layers into stages)."""
+    virtual_pipeline: int = 1
+    """Model chunks per pipeline rank (interleaved schedule, smaller bubble); 1 = plain 1F1B."""
+    context: int = 1
+    """Context-parallel size (splits each sequence; for 64k-128k tokens)."""
+    sequence_parallel: bool = False
+    """Split layer-norm and dropout activations along the sequence over the tensor-parallel group."""
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW and the learning-rate schedule."""
+
+    lr: float = 1e-5
+    """Peak learning rate (paper: 1e-5)."""
+    min_lr: float = 1e-8
+    """Final learning rate (paper: 1e-8)."""
+    warmup_fraction: float = 0.1
+    """Share of the steps spent warming up linearly from 0 (paper: 10%)."""
+    decay: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay after warmup (paper: cosine)."""
+    weight_decay: float = 0.01
+    """Not stated in the paper; Megatron-LM's SFT default."""
+    adam_beta1: float = 0.9
+    """Not stated in the paper."""
+    adam_beta2: float = 0.95
+    """Not stated in the paper; 0.95 is Megatron-LM's usual value for long runs."""
+    adam_eps: float = 1e-8
+    """AdamW epsilon."""
+    clip_grad: float = 1.0
+    """Global gradient-norm clipping; 0 disables it."""
+
+
+@dataclass
+class CheckpointConfig:
+    """Megatron distributed checkpoints under `<stage>/checkpoints/step-N`."""
+
+    every: int = 500
+    """Save every this many steps (and always at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept; older ones are deleted once a newer one is complete."""
+    async_save: bool = True
+    """Write checkpoints in the background (GPU only; CPU runs save synchronously)."""
+
+
+@dataclass
+class Settings:
+    """The `train` stage: supervised fine-tuning on packed trajectories with Megatron-Core."""
+
+    data: InputPath
+    """A `prepare` stage's output folder (packed `train_*` and `valid_*` IndexedDatasets and `stats.json`)."""
+    init: InputPath | None = None
+    """Weights to start from: a Hugging Face folder, or an earlier train stage's folder (its final checkpoint).
+    Default: the recipe's `model.base`."""
+    seq_length: int = 131072
+    """Tokens per packed sequence; must equal the dataset's (paper: 128k with YaRN)."""
+    rope_scaling: dict | None = None
+    """Overrides the checkpoint's `rope_scaling`, e.g. {type: yarn, factor: 4, original_max_position_embeddings: 32768}."""
+    global_batch_size: int = 32
+    """Packed sequences per optimizer step over all data-parallel ranks (paper: 32). Each micro-batch is one
+    packed sequence (the packed path's layout), so a rank accumulates global_batch_size / data-parallel size."""
+    epochs: float = 3.0
+    """Passes over the training set (paper: 3); ignored when `steps` is set."""
+    steps: int | None = None
+    """Optimizer steps, instead of epochs."""
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """Parallel layout."""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """AdamW and schedule."""
+    precision: Literal["bf16", "fp8", "fp32"] = "bf16"
+    """bf16 mixed precision; fp8 through Transformer Engine (GPU); fp32 for CPU tests."""
+    recompute: Literal["none", "selective", "full"] = "selective"
+    """Activation recomputation: selective (attention core) or full (whole layers)."""
+    fused_ce: bool = True
+    """Fused linear + cross-entropy kernel (never materialises the logits); the PyTorch reference on CPU."""
+    distributed_optimizer: bool = True
+    """Shard optimizer state over data-parallel ranks (ZeRO-1)."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpointing."""
+    eval_every: int = 0
+    """Validation loss every this many steps (0: only at the end)."""
+    log_every: int = 1
+    """Metrics every this many steps."""
+    tensorboard: bool = True
+    """Write TensorBoard event files under `<stage>/tensorboard`."""
+    wandb_project: str = ""
+    """Also log to this Weights & Biases project (needs `wandb` and a login)."""
+    nodes: int = 1
+    """Nodes (Slurm launcher)."""
+    gpus_per_node: int = 8
+    """Processes per node; on CPU, the number of gloo processes."""
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    """cuda, or cpu (gloo, through the CPU backend; for tests and the tiny recipe). auto: cuda if available."""
+    export_hf: bool = True
+    """Export the final weights as a Hugging Face folder (`<stage>/hf`) for serving."""
+
+
+class LayoutError(ValueError):
+    pass
+
+
+def check_layout(settings: Settings, hf_config: dict, world_size: int) -> int:
+    """Reject layouts Megatron would fail on (or silently mis-run); returns the data-parallel size."""
+    p = settings.parallel
+    heads, groups = hf_config["num_attention_heads"], hf_config.get("num_key_value_heads", hf_config["num_attention_heads"])
+    layers = hf_config["num_hidden_layers"]
+    problems = []
+    model_parallel = p.tensor * p.pipeline * p.context
+    if world_size % model_parallel:
+        problems.append(f"world size {world_size} is not divisible by tensor {p.tensor} x pipeline {p.pipeline} "
+                        f"x context {p.context} = {model_parallel}")
+    if heads % p.tensor:
+        problems.append(f"tensor {p.tensor} does not divide the {heads} attention heads")
+    if groups % p.tensor:
+        problems.append(f"tensor {p.tensor} does not divide the {groups} key/value heads")
+    if layers % (p.pipeline * p.virtual_pipeline):
+        problems.append(f"pipeline {p.pipeline} x virtual_pipeline {p.virtual_pipeline} does not divide the "
+                        f"{layers} layers")
+    if p.virtual_pipeline > 1 and p.pipeline == 1:
+        problems.append("virtual_pipeline > 1 needs pipeline > 1")
+    if p.sequence_parallel and p.tensor == 1:
+        problems.append("sequence_parallel needs tensor > 1")
+    if settings.seq_length % (2 * p.context):
+        problems.append(f"seq_length {settings.seq_length} is not divisible by 2 x context {p.context} "
+                        "(context parallelism splits each sequence into 2 x context chunks)")
+    data_parallel = max(world_size // model_parallel, 1)
+    if settings.global_batch_size % data_parallel:
+        problems.append(f"global_batch_size {settings.global_batch_size} is not divisible by the data-parallel "
+                        f"size {data_parallel} (world {world_size} / model-parallel {model_parallel})")
+    else:
+        micro_batches = settings.global_batch_size // data_parallel
+        if p.virtual_pipeline > 1 and micro_batches % p.pipeline:
+            problems.append(f"the interleaved schedule needs the {micro_batches} micro-batches per step to be a "
+                            f"multiple of pipeline {p.pipeline}")
+    if problems:
+        raise LayoutError("bad parallel layout: " + "; ".join(problems))
+    return data_parallel

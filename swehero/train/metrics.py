@@ -1,0 +1,103 @@
+"""What a training run reports: JSONL metrics (the record), TensorBoard, optional Weights & Biases, a tqdm
+bar with loss, lr, tokens/s and MFU, and a loss/lr plot at the end. Only the reporting rank creates one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Dense bf16 peak of one H100 SXM (FP8 doubles it); MFU is reported against this unless told otherwise.
+H100_BF16_PEAK_FLOPS = 989e12
+
+
+def training_flops_per_token(hf_config: dict, doc_lengths: list[int]) -> float:
+    """Forward + backward FLOPs per trained token of a Qwen2-style decoder, attention counted exactly for
+    causal attention within each packed document (a token at position p attends to p + 1 keys).
+
+    Matrix multiplies cost 2 FLOPs per weight per token forward, 3x that with the backward: 6 x the
+    parameters that multiply activations (all but the input embedding). Attention scores and the weighted sum
+    add 4 x hidden x keys per layer forward, 12 x ... for training.
+    """
+    h, layers = hf_config["hidden_size"], hf_config["num_hidden_layers"]
+    heads, kv = hf_config["num_attention_heads"], hf_config.get("num_key_value_heads", hf_config["num_attention_heads"])
+    head_dim = hf_config.get("head_dim") or h // heads
+    ffn, vocab = hf_config["intermediate_size"], hf_config["vocab_size"]
+    per_layer = h * heads * head_dim + 2 * h * kv * head_dim + heads * head_dim * h + 3 * h * ffn
+    matmul_params = layers * per_layer + h * vocab
+    tokens = sum(doc_lengths)
+    mean_keys = sum(n * (n + 1) / 2 for n in doc_lengths) / max(tokens, 1)
+    return 6.0 * matmul_params + 12.0 * layers * heads * head_dim * mean_keys
+
+
+class MetricsLogger:
+    def __init__(self, folder: Path, total_steps: int, start_step: int, tensorboard: bool, wandb_project: str,
+                 run_name: str, config: dict) -> None:
+        from tqdm import tqdm
+
+        self.folder = Path(folder)
+        self.jsonl = open(self.folder / "metrics.jsonl", "a")
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.folder / "tensorboard"))
+        self.wandb = None
+        if wandb_project:
+            import wandb
+
+            self.wandb = wandb.init(project=wandb_project, name=run_name, config=config, resume="allow")
+        self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+
+    def log(self, step: int, metrics: dict) -> None:
+        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.jsonl.flush()
+        for key, value in metrics.items():
+            if self.tb is not None:
+                self.tb.add_scalar(key, value, step)
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+        shown = {k: metrics[k] for k in ("loss", "lr", "tokens_per_s", "mfu") if k in metrics}
+        self.bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
+
+    def advance(self) -> None:
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+        plot_curves(self.folder / "metrics.jsonl", self.folder / "loss.png")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The metrics of a run, the last record winning for a step that was logged twice (a resumed run)."""
+    by_step: dict[int, dict] = {}
+    for line in Path(path).read_text().splitlines():
+        record = json.loads(line)
+        by_step[record["step"]] = {**by_step.get(record["step"], {}), **record}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def plot_curves(metrics_file: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(metrics_file)
+    train = [r for r in records if "loss" in r]
+    valid = [r for r in records if "valid_loss" in r]
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
+    if valid:
+        ax_loss.plot([r["step"] for r in valid], [r["valid_loss"] for r in valid], "o-", label="validation")
+    ax_loss.set(xlabel="step", ylabel="loss (per trained token)", title="loss")
+    ax_loss.legend()
+    ax_lr.plot([r["step"] for r in train], [r["lr"] for r in train])
+    ax_lr.set(xlabel="step", ylabel="learning rate", title="learning rate")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

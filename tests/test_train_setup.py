@@ -1,0 +1,92 @@
+"""Training set-up that needs no model: layout checks, the data order, the launchers, FLOPs and plots."""
+
+import json
+
+import pytest
+
+from swehero.train.config import LayoutError, ParallelConfig, Settings, check_layout
+from swehero.train.data import sample_indices, steps_for
+from swehero.train.launch import slurm_script, torchrun_command
+from swehero.train.metrics import plot_curves, read_metrics, training_flops_per_token
+
+QWEN25_CODER_32B = {"hidden_size": 5120, "num_hidden_layers": 64, "num_attention_heads": 40,
+                    "num_key_value_heads": 8, "intermediate_size": 27648, "vocab_size": 152064}
+
+
+def settings(**parallel) -> Settings:
+    return Settings(data="d", seq_length=131072, parallel=ParallelConfig(**parallel))
+
+
+def test_paper_layout_for_32b_is_accepted():
+    # 4 nodes x 8 H100: TP 8, PP 2, CP 2 -> DP 1 ... 32 GPUs; global batch 32 -> 32 micro-batches per step.
+    assert check_layout(settings(tensor=8, pipeline=2, context=2, sequence_parallel=True), QWEN25_CODER_32B, 32) == 1
+    assert check_layout(settings(tensor=8, pipeline=4, virtual_pipeline=2), QWEN25_CODER_32B, 64) == 2
+
+
+@pytest.mark.parametrize("parallel, world, message", [
+    ({"tensor": 3}, 24, "tensor 3 does not divide the 40 attention heads"),
+    ({"tensor": 16}, 16, "tensor 16 does not divide the 8 key/value heads"),
+    ({"tensor": 8, "pipeline": 3}, 24, "pipeline 3 x virtual_pipeline 1 does not divide the 64 layers"),
+    ({"tensor": 8}, 12, "world size 12 is not divisible by tensor 8 x pipeline 1 x context 1 = 8"),
+    ({"sequence_parallel": True}, 8, "sequence_parallel needs tensor > 1"),
+    ({"virtual_pipeline": 2}, 8, "virtual_pipeline > 1 needs pipeline > 1"),
+    ({"tensor": 8}, 8 * 64, "global_batch_size 32 is not divisible by the data-parallel size 64"),
+    ({"tensor": 8, "pipeline": 4, "virtual_pipeline": 2}, 32 * 16, "the 2 micro-batches per step to be a multiple of pipeline 4"),
+])
+def test_bad_layouts_name_the_conflicting_numbers(parallel, world, message):
+    with pytest.raises(LayoutError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_layout(settings(**parallel), QWEN25_CODER_32B, world)
+
+
+def test_context_parallel_needs_divisible_sequence():
+    bad = Settings(data="d", seq_length=1000, parallel=ParallelConfig(context=16))
+    with pytest.raises(LayoutError, match="seq_length 1000 is not divisible by 2 x context 16"):
+        check_layout(bad, QWEN25_CODER_32B, 16)
+
+
+def test_data_order_is_a_function_of_seed_and_step():
+    n, gbs = 10, 4
+    assert steps_for(n, gbs, epochs=3, steps=None) == 7 and steps_for(n, gbs, 3, steps=5) == 5
+    # Over an epoch every sample appears once; DP ranks split each step's batch without overlap.
+    stream = [i for step in range(5) for rank in range(2) for i in sample_indices(n, 7, step, gbs, rank, 2)]
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
+    assert stream[:10] != stream[10:20]  # a new permutation each epoch
+    # DP=1 sees the same samples per step as DP=2 together (what makes the two runs comparable).
+    for step in range(5):
+        both = sample_indices(n, 7, step, gbs, 0, 2) + sample_indices(n, 7, step, gbs, 1, 2)
+        assert both == sample_indices(n, 7, step, gbs, 0, 1)
+    assert sample_indices(n, 8, 0, gbs, 0, 1) != sample_indices(n, 7, 0, gbs, 0, 1)
+
+
+def test_launchers(tmp_path):
+    cmd = torchrun_command(tmp_path, 4)
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc-per-node=4" in cmd
+    assert cmd[-3:] == ["-m", "swehero.train.worker", str(tmp_path)]
+    script = slurm_script(tmp_path, nodes=4, gpus_per_node=8, job_name="hero-32b",
+                          sbatch_options=["--partition=batch", "--time=04:00:00"], container_image="/img/swehero.sqsh")
+    assert "#SBATCH --nodes=4" in script and "#SBATCH --partition=batch" in script
+    assert "--rdzv-endpoint=$head:29500" in script and "--nnodes=4 --nproc-per-node=8" in script
+    assert "--container-image=/img/swehero.sqsh" in script
+    assert script.startswith("#!/bin/bash\n")
+
+
+def test_flops_per_token_matches_the_textbook_estimate():
+    # For short documents attention is negligible and training costs ~6 FLOPs per parameter per token.
+    params = 32.5e9 - 5120 * 152064  # minus the input embedding
+    flops = training_flops_per_token(QWEN25_CODER_32B, [128] * 8)
+    assert flops == pytest.approx(6 * params, rel=0.02)
+    # Long documents add the causal attention term: 12 * layers * hidden * (mean keys per token).
+    long = training_flops_per_token(QWEN25_CODER_32B, [131072])
+    assert long - flops == pytest.approx(12 * 64 * 5120 * ((131072 + 1) / 2 - (128 + 1) / 2), rel=1e-6)
+
+
+def test_metrics_plot_and_resumed_records(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": s, "loss": 3.0 / s, "lr": 1e-5} for s in range(1, 6)]
+    rows += [{"step": 4, "loss": 9.0, "lr": 1e-5}, {"step": 5, "valid_loss": 1.0}]  # step 4 redone after resume
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records = read_metrics(path)
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert records[3]["loss"] == 9.0 and records[4]["valid_loss"] == 1.0 and records[4]["loss"] == 0.6
+    plot_curves(path, tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
