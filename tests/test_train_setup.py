@@ -90,3 +90,37 @@ def test_metrics_plot_and_resumed_records(tmp_path):
     assert records[3]["loss"] == 9.0 and records[4]["valid_loss"] == 1.0 and records[4]["loss"] == 0.6
     plot_curves(path, tmp_path / "loss.png")
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_memory_model_terms_and_fit_warning(tmp_path):
+    from swehero.train.memory import estimate, parameter_count
+    from swehero.train.plan import format_plan, plan_stage
+
+    # Published sizes: Qwen2.5-Coder-32B has 32.8B parameters (the card rounds to 32.5B).
+    assert parameter_count(QWEN25_CODER_32B) == pytest.approx(32.76e9, rel=1e-3)
+    layout = dict(tensor=8, pipeline=2, context=2, sequence_parallel=True)
+    selective = estimate(Settings(data="d", parallel=ParallelConfig(**layout)), QWEN25_CODER_32B, data_parallel=1)
+    full = estimate(Settings(data="d", parallel=ParallelConfig(**layout), recompute="full"), QWEN25_CODER_32B, 1)
+    # bf16 weights over 16 model-parallel ranks; fp32 grads twice that; fp32 master + 2 moments 6x the weights.
+    assert selective.weights_gib == pytest.approx(2 * 32.76e9 / 16 / 2**30, rel=1e-3)
+    assert selective.gradients_gib == pytest.approx(2 * selective.weights_gib)
+    assert selective.optimizer_gib == pytest.approx(6 * selective.weights_gib)
+    # Full recompute keeps one hidden vector per token per layer: 2 bytes x 5120 / 8 x 65536 tokens x 32 layers x 2 in flight.
+    assert full.activations_gib == pytest.approx(2 * 5120 / 8 * 65536 * 32 * 2 / 2**30)
+    assert selective.activations_gib > 10 * full.activations_gib
+    unfused = estimate(Settings(data="d", parallel=ParallelConfig(**layout), fused_ce=False), QWEN25_CODER_32B, 1)
+    assert unfused.logits_gib == pytest.approx(8 * 65536 * 152064 / 8 / 2**30)
+
+    folder = tmp_path / "qwen32b"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(QWEN25_CODER_32B))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "stats.json").write_text(json.dumps({
+        "samples": {"train": 9000, "valid": 90}, "trajectories": {"kept": 30000}, "tokens": 30000 * 20000}))
+    settings = Settings(data=str(tmp_path / "data"), nodes=4, parallel=ParallelConfig(**layout))
+    plan = plan_stage("sft", settings, str(folder), mfu=0.45)
+    assert plan.steps == 3 * 9000 // 32 and plan.tokens == plan.steps * 32 * 131072
+    assert any("more than 80 GiB" in w for w in plan.warnings)
+    assert "GPU-hours" in format_plan(plan, 0.45)
+    settings.recompute = "full"
+    assert not plan_stage("sft", settings, str(folder), mfu=0.45).warnings

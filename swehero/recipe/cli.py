@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 import yaml
@@ -102,3 +103,29 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
     except StageFailed as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"recipe {loaded.name} complete: {loaded.run_dir}")
+
+
+@recipe.command()
+@_recipe_arg
+@_set_opt
+@click.option("--mfu", default=0.45, show_default=True, help="Model FLOPs utilisation assumed for GPU-hours.")
+def plan(recipe_file: str, overrides: tuple[str, ...], mfu: float) -> None:
+    """For each training stage: parameters, memory per GPU by term, tokens and GPU-hours; warns when a
+    layout will not fit in an 80 GB H100.
+
+    \b
+    Example:
+      swehero recipe plan recipes/hero-32b.yaml --mfu 0.4
+    """
+    from swehero.train.plan import format_plan, plan_stage
+
+    loaded = _load(recipe_file, overrides)
+    stages = [s for s in loaded.stages if s.kind == "train"]
+    if not stages:
+        click.echo(f"{loaded.file}: no training stages")
+    for stage in stages:
+        init = stage.settings.init
+        # A checkpoint of an earlier stage has the base model's architecture.
+        local = init and (Path(init) / "config.json").exists()
+        model_ref = init if local or loaded.model is None else loaded.model.base
+        click.echo(format_plan(plan_stage(stage.name, stage.settings, model_ref, mfu), mfu))

@@ -1,0 +1,93 @@
+"""Memory per GPU of a training layout, term by term, so a plan can say what fits before GPUs are booked.
+
+Model: Megatron-Core with bf16 weights, fp32 gradient buffers, AdamW with fp32 master weights and moments
+(sharded over data-parallel ranks by the distributed optimizer), flash attention (no s^2 score matrix), and
+activations counted tensor by tensor for a Qwen2 layer (GQA attention + SwiGLU MLP), following Korthikanti et
+al. 2022 ("Reducing Activation Recomputation in Large Transformer Models"). The first pipeline stage holds the
+most activations: with 1F1B, `pipeline` micro-batches are in flight there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from swehero.train.config import Settings
+
+GiB = 1024**3
+GPU_MEMORY_GIB = 80.0
+"""H100 SXM; a plan warns above this."""
+RUNTIME_OVERHEAD_GIB = 3.0
+"""CUDA context, NCCL buffers, allocator fragmentation: what a measured run holds beyond the terms below."""
+
+
+@dataclass
+class MemoryEstimate:
+    parameters: int
+    """Parameters of the whole model."""
+    weights_gib: float
+    gradients_gib: float
+    optimizer_gib: float
+    activations_gib: float
+    logits_gib: float
+    overhead_gib: float
+
+    @property
+    def total_gib(self) -> float:
+        return (self.weights_gib + self.gradients_gib + self.optimizer_gib + self.activations_gib + self.logits_gib
+                + self.overhead_gib)
+
+
+def parameter_count(hf_config: dict) -> int:
+    h, layers, vocab = hf_config["hidden_size"], hf_config["num_hidden_layers"], hf_config["vocab_size"]
+    heads = hf_config["num_attention_heads"]
+    kv = hf_config.get("num_key_value_heads", heads)
+    head_dim = hf_config.get("head_dim") or h // heads
+    ffn = hf_config["intermediate_size"]
+    attention = h * heads * head_dim + 2 * h * kv * head_dim + heads * head_dim * h + (heads + 2 * kv) * head_dim
+    per_layer = attention + 3 * h * ffn + 2 * h  # + two RMSNorm weights
+    embeddings = vocab * h * (1 if hf_config.get("tie_word_embeddings") else 2)
+    return layers * per_layer + embeddings + h
+
+
+def activation_bytes_per_token_per_layer(hf_config: dict, tensor: int, sequence_parallel: bool, recompute: str,
+                                         dtype_bytes: int = 2) -> float:
+    """Bytes a layer keeps per token for its backward pass."""
+    h = hf_config["hidden_size"]
+    heads = hf_config["num_attention_heads"]
+    kv = hf_config.get("num_key_value_heads", heads)
+    head_dim = hf_config.get("head_dim") or h // heads
+    ffn = hf_config["intermediate_size"]
+    # Replicated across tensor ranks unless sequence-parallel: the norms' and projections' inputs (h each).
+    layer_inputs = 4 * h  # input norm, qkv input, post-attention norm, fc1 input
+    if recompute == "full":
+        return dtype_bytes * h / (tensor if sequence_parallel else 1)
+    # Split across tensor ranks: q, k, v, the attention output (+ fp32 log-sum-exp, negligible), the
+    # output projection's input, the gate and up projections, and the SwiGLU product (fc2's input).
+    split = (heads + 2 * kv) * head_dim + 2 * heads * head_dim + 3 * ffn
+    replicated = layer_inputs / (tensor if sequence_parallel else 1)
+    return dtype_bytes * (replicated + split / tensor)
+
+
+def estimate(settings: Settings, hf_config: dict, data_parallel: int) -> MemoryEstimate:
+    p = settings.parallel
+    total = parameter_count(hf_config)
+    local = total / (p.tensor * p.pipeline)  # embedding and LM head are split over tensor ranks too
+    layers_per_stage = hf_config["num_hidden_layers"] / p.pipeline
+    tokens_per_microbatch = settings.seq_length / p.context
+    in_flight = p.pipeline  # 1F1B: the first stage keeps `pipeline` micro-batches of activations
+    if p.virtual_pipeline > 1:
+        in_flight = p.pipeline * (1 + (p.pipeline - 1) / (p.pipeline * p.virtual_pipeline))
+    per_token = activation_bytes_per_token_per_layer(hf_config, p.tensor, p.sequence_parallel, settings.recompute)
+    activations = per_token * tokens_per_microbatch * layers_per_stage * in_flight
+    # fp32 logits (and their softmax copy) of the last stage for the cross-entropy, unless fused.
+    logits = 0.0 if settings.fused_ce else 2 * 4 * tokens_per_microbatch * hf_config["vocab_size"] / p.tensor
+    optimizer_shards = data_parallel if settings.distributed_optimizer else 1
+    return MemoryEstimate(
+        parameters=total,
+        weights_gib=2 * local / GiB,
+        gradients_gib=4 * local / GiB,
+        optimizer_gib=12 * local / optimizer_shards / GiB,
+        activations_gib=activations / GiB,
+        logits_gib=logits / GiB,
+        overhead_gib=RUNTIME_OVERHEAD_GIB,
+    )

@@ -1,0 +1,90 @@
+"""What a training stage will cost before it runs: parameters, memory per GPU by term, tokens, GPU-hours."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from swehero.train.config import LayoutError, Settings, check_layout
+from swehero.train.data import steps_for
+from swehero.train.memory import GPU_MEMORY_GIB, MemoryEstimate, estimate
+from swehero.train.metrics import H100_BF16_PEAK_FLOPS, training_flops_per_token
+
+BUNDLED_CONFIGS = Path(__file__).resolve().parents[1] / "model" / "configs"
+
+
+def hf_config_for(ref: str) -> dict | None:
+    """config.json of a local Hugging Face folder, or the bundled copy for a known hub id
+    (`Qwen/Qwen2.5-Coder-32B-Instruct` -> model/configs/qwen2.5-coder-32b-instruct.json)."""
+    local = Path(ref) / "config.json"
+    if local.exists():
+        return json.loads(local.read_text())
+    bundled = BUNDLED_CONFIGS / f"{ref.split('/')[-1].lower()}.json"
+    return json.loads(bundled.read_text()) if bundled.exists() else None
+
+
+@dataclass
+class StagePlan:
+    name: str
+    layout: str
+    memory: MemoryEstimate | None
+    steps: int | None
+    tokens: int | None
+    gpu_hours: float | None
+    warnings: list[str]
+
+
+def plan_stage(name: str, settings: Settings, model_ref: str, mfu: float) -> StagePlan:
+    warnings: list[str] = []
+    p = settings.parallel
+    world = settings.nodes * settings.gpus_per_node
+    layout = f"{settings.nodes}x{settings.gpus_per_node} GPUs: TP {p.tensor}, PP {p.pipeline}" + \
+        (f" (virtual {p.virtual_pipeline})" if p.virtual_pipeline > 1 else "") + f", CP {p.context}"
+    config = hf_config_for(model_ref)
+    if config is None:
+        return StagePlan(name, layout, None, None, None, None, [f"no config.json for {model_ref} (not local, not bundled)"])
+    if settings.rope_scaling:
+        config = {**config, "rope_scaling": settings.rope_scaling}
+    try:
+        dp = check_layout(settings, config, world)
+    except LayoutError as e:
+        return StagePlan(name, layout, None, None, None, None, [str(e)])
+    layout += f", DP {dp}, {settings.precision}, recompute {settings.recompute}"
+    memory = estimate(settings, config, dp)
+    if memory.total_gib > GPU_MEMORY_GIB:
+        warnings.append(f"needs ~{memory.total_gib:.0f} GiB per GPU, more than {GPU_MEMORY_GIB:.0f} GiB: add tensor/"
+                        "pipeline/context parallelism or full recompute")
+    stats_file = Path(settings.data) / "stats.json"
+    samples, mean_doc = None, settings.seq_length / 4
+    if stats_file.exists():
+        stats = json.loads(stats_file.read_text())
+        samples = stats["samples"].get("train")
+        if stats["trajectories"]["kept"]:
+            mean_doc = stats["tokens"] / stats["trajectories"]["kept"]
+    steps = settings.steps if settings.steps is not None else (
+        steps_for(samples, settings.global_batch_size, settings.epochs, None) if samples else None)
+    if steps is None:
+        warnings.append("steps unknown until the data stage has run (or set `steps`)")
+        return StagePlan(name, layout, memory, None, None, None, warnings)
+    tokens = steps * settings.global_batch_size * settings.seq_length
+    docs = [int(mean_doc)] * max(1, math.ceil(settings.seq_length / mean_doc))
+    flops = tokens * training_flops_per_token(config, docs)
+    peak = H100_BF16_PEAK_FLOPS * (2 if settings.precision == "fp8" else 1)
+    return StagePlan(name, layout, memory, steps, tokens, flops / (mfu * peak) / 3600, warnings)
+
+
+def format_plan(plan: StagePlan, mfu: float) -> str:
+    lines = [f"stage {plan.name}: {plan.layout}"]
+    m = plan.memory
+    if m is not None:
+        lines.append(f"  parameters     {m.parameters / 1e9:.2f} B")
+        lines.append(f"  memory / GPU   {m.total_gib:.1f} GiB = weights {m.weights_gib:.1f} + gradients "
+                     f"{m.gradients_gib:.1f} + optimizer {m.optimizer_gib:.1f} + activations {m.activations_gib:.1f}"
+                     f" + logits {m.logits_gib:.1f} + runtime {m.overhead_gib:.1f}")
+    if plan.tokens is not None:
+        lines.append(f"  steps          {plan.steps}  ({plan.tokens / 1e9:.2f} B tokens)")
+        lines.append(f"  GPU-hours      {plan.gpu_hours:,.0f} at {mfu:.0%} MFU (H100 peak)")
+    lines += [f"  warning: {w}" for w in plan.warnings]
+    return "\n".join(lines)
