@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "recipe": "swehero.recipe.cli:recipe",
     "serve": "swehero.serve.cli:serve",
     "tiny": "swehero.tiny.cli:tiny",
+    "train": "swehero.train.cli:train",
 }
 
 

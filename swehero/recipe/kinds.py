@@ -11,6 +11,7 @@ from types import ModuleType
 KINDS: dict[str, str] = {
     "command": "swehero.recipe.command",
     "tiny": "swehero.tiny.stage",
+    "train": "swehero.train.stage",
 }
 
 

@@ -1,0 +1,89 @@
+"""The SFT loop, run by every training process (`python -m swehero.train.worker STAGE_DIR`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from swehero.train import model_setup
+from swehero.train.checkpoint import Checkpointer, is_reporting_rank
+from swehero.train.config import Settings
+from swehero.train.data import PackedSequences, sample_indices, steps_for
+from swehero.train.metrics import H100_BF16_PEAK_FLOPS, MetricsLogger, training_flops_per_token
+from swehero.train.step import evaluate, train_step
+
+
+@dataclass
+class TrainJob:
+    """What the stage hands to the worker processes (written as `train_job.json`)."""
+
+    settings: Settings
+    dir: str
+    """The stage folder."""
+    init: str
+    """HF folder or earlier train stage folder to start from."""
+    seed: int
+    name: str
+
+
+def train(job: TrainJob) -> None:
+    s, folder = job.settings, Path(job.dir)
+    env = model_setup.initialize(s, job.seed)
+    model, hf_config = model_setup.build(s, job.init, env)
+    optimizer, scheduler = model_setup.optimizer_and_schedule(s, model, total_steps := total_steps_of(s))
+    data, valid = PackedSequences(s.data, "train"), PackedSequences(s.data, "valid")
+    ckpt = Checkpointer(folder / "checkpoints", s.checkpoint.keep_last, s.checkpoint.async_save and env.cuda)
+    step = ckpt.load_latest(model, optimizer, scheduler)
+    if step == 0:
+        model_setup.load_initial_weights(model, job.init, hf_config)
+    log = MetricsLogger(folder, total_steps, step, s.tensorboard, s.wandb_project, job.name, asdict(s)) \
+        if is_reporting_rank() else None
+    while step < total_steps:
+        began = time.perf_counter()
+        batches = [data[i] for i in sample_indices(len(data), job.seed, step, s.global_batch_size, env.dp_rank, env.dp_size)]
+        metrics = train_step(model, optimizer, scheduler, batches, data.seq_length, env.device)
+        step += 1
+        if log is not None and step % s.log_every == 0:
+            log.log(step, {**metrics, **throughput(batches, hf_config, env, time.perf_counter() - began, s.precision)})
+        if step % s.checkpoint.every == 0 or step == total_steps:
+            ckpt.save(step, model, optimizer, scheduler)
+        if (s.eval_every and step % s.eval_every == 0) or step == total_steps:
+            valid_loss = evaluate(model, validation_groups(valid, env), valid.seq_length, env.device)
+            if log is not None:
+                log.log(step, {"valid_loss": valid_loss})
+        ckpt.poll()
+        if log is not None:
+            log.advance()
+    ckpt.poll(blocking=True)
+    if log is not None:
+        log.close()
+    if s.export_hf:
+        model_setup.export_hf(model, hf_config, job.init, folder / "hf")
+    model_setup.shutdown()
+
+
+def total_steps_of(s: Settings) -> int:
+    stats = json.loads((Path(s.data) / "stats.json").read_text())
+    return steps_for(stats["samples"]["train"], s.global_batch_size, s.epochs, s.steps)
+
+
+def validation_groups(valid: PackedSequences, env) -> list[list]:
+    """This DP rank's share of the validation set, one sample per micro-batch."""
+    mine = list(range(env.dp_rank, len(valid), env.dp_size))
+    return [[valid[i]] for i in mine]
+
+
+def throughput(batches: list, hf_config: dict, env, seconds: float, precision: str) -> dict:
+    """Tokens/s and MFU of this step over the whole job (every DP rank processed as many tokens)."""
+    tokens = sum(b.tokens.numel() for b in batches) * env.dp_size
+    docs = [int(n) for b in batches for n in (b.cu_seqlens[1:] - b.cu_seqlens[:-1])]
+    flops = training_flops_per_token(hf_config, docs) * tokens
+    out = {"tokens_per_s": tokens / seconds, "tflops_per_gpu": flops / seconds / env.world_size / 1e12}
+    if env.cuda:
+        peak = H100_BF16_PEAK_FLOPS * (2 if precision == "fp8" else 1)
+        out["mfu"] = flops / seconds / env.world_size / peak
+    return out

@@ -1,0 +1,139 @@
+"""Megatron-Core set-up for training, behind named helpers: process groups, the model chunks wrapped in
+Megatron's DDP, the distributed AdamW optimizer and LR schedule, initial weights, export."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from swehero.train.config import Settings, check_layout
+
+
+@dataclass(frozen=True)
+class Env:
+    device: torch.device
+    cuda: bool
+    world_size: int
+    dp_rank: int
+    dp_size: int
+
+
+def initialize(s: Settings, seed: int) -> Env:
+    """Process groups for the recipe's layout (NCCL on GPUs; gloo plus the CPU backend on CPU)."""
+    from megatron.core import parallel_state, tensor_parallel
+
+    cuda = s.device == "cuda" or (s.device == "auto" and torch.cuda.is_available())
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    else:
+        from swehero.model import cpu_backend
+
+        cpu_backend.enable()
+    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    p = s.parallel
+    parallel_state.initialize_model_parallel(
+        tensor_model_parallel_size=p.tensor,
+        pipeline_model_parallel_size=p.pipeline,
+        virtual_pipeline_model_parallel_size=p.virtual_pipeline if p.virtual_pipeline > 1 else None,
+        context_parallel_size=p.context,
+    )
+    torch.manual_seed(seed)
+    tensor_parallel.model_parallel_cuda_manual_seed(seed)
+    return Env(
+        device=torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu"),
+        cuda=cuda,
+        world_size=torch.distributed.get_world_size(),
+        dp_rank=parallel_state.get_data_parallel_rank(),
+        dp_size=parallel_state.get_data_parallel_world_size(),
+    )
+
+
+def hf_config_of(init: str) -> dict:
+    """The architecture to build: an HF folder's config.json, or the one an earlier train stage exported."""
+    for candidate in (Path(init) / "config.json", Path(init) / "hf" / "config.json", Path(init) / "config.hf.json"):
+        if candidate.exists():
+            return json.loads(candidate.read_text())
+    raise FileNotFoundError(f"{init}: neither a Hugging Face folder nor a train stage folder with its config")
+
+
+def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
+    """The model chunks of this rank (one per virtual pipeline stage), in Megatron's DDP."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+
+    from swehero.model.provider import build_model_chunks
+
+    hf_config = hf_config_of(init)
+    if s.rope_scaling is not None:
+        hf_config = {**hf_config, "rope_scaling": s.rope_scaling}
+    check_layout(s, hf_config, env.world_size)
+    chunks = build_model_chunks(hf_config, s, env.device)
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True,
+        use_distributed_optimizer=s.distributed_optimizer,
+        overlap_grad_reduce=env.cuda,
+        average_in_collective=False,  # per-token loss: gradients are divided by the global token count instead
+    )
+    model = [DistributedDataParallel(config=chunk.config, ddp_config=ddp_config, module=chunk) for chunk in chunks]
+    from megatron.core.distributed import finalize_model_grads
+
+    config = chunks[0].config
+    config.finalize_model_grads_func = finalize_model_grads
+    if env.cuda:
+        config.no_sync_func = [m.no_sync for m in model] if len(model) > 1 else model[0].no_sync
+    return model, hf_config
+
+
+def optimizer_and_schedule(s: Settings, model: list, total_steps: int):
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+    o = s.optimizer
+    optimizer = get_megatron_optimizer(
+        OptimizerConfig(
+            optimizer="adam", lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay, adam_beta1=o.adam_beta1,
+            adam_beta2=o.adam_beta2, adam_eps=o.adam_eps, clip_grad=o.clip_grad,
+            bf16=s.precision in ("bf16", "fp8"), params_dtype=torch.bfloat16 if s.precision != "fp32" else torch.float32,
+            use_distributed_optimizer=s.distributed_optimizer,
+        ),
+        model,
+    )
+    warmup = int(o.warmup_fraction * total_steps)
+    scheduler = OptimizerParamScheduler(
+        optimizer, init_lr=0.0, max_lr=o.lr, min_lr=o.min_lr if o.decay != "constant" else o.lr,
+        lr_warmup_steps=warmup, lr_decay_steps=max(total_steps, warmup + 1),
+        lr_decay_style=o.decay if o.decay != "constant" else "constant",
+        start_wd=o.weight_decay, end_wd=o.weight_decay, wd_incr_steps=total_steps, wd_incr_style="constant",
+    )
+    return optimizer, scheduler
+
+
+def load_initial_weights(model: list, init: str, hf_config: dict) -> None:
+    """Stage 1 starts from a Hugging Face checkpoint; stage 2 from the final checkpoint of stage 1."""
+    from swehero.train.checkpoint import checkpoints, load_weights
+
+    if (Path(init) / "config.json").exists():
+        from swehero.model.convert import load_hf_weights
+
+        load_hf_weights([getattr(m, "module", m) for m in model], init, hf_config)
+        return
+    found = checkpoints(Path(init) / "checkpoints")
+    if not found:
+        raise FileNotFoundError(f"{init}: no Hugging Face config.json and no checkpoints/step-N to start from")
+    load_weights(model, found[-1][1])
+
+
+def export_hf(model: list, hf_config: dict, init: str, out: Path) -> None:
+    from swehero.model.convert import save_hf_weights
+
+    save_hf_weights([getattr(m, "module", m) for m in model], hf_config, like=init, out=out)
+
+
+def shutdown() -> None:
+    from megatron.core import parallel_state
+
+    parallel_state.destroy_model_parallel()
+    torch.distributed.destroy_process_group()

@@ -1,0 +1,45 @@
+"""Stage kind `train`: write the job file, launch the worker processes with torchrun, report the outputs.
+
+A rerun of an interrupted stage resumes from its last complete checkpoint (the loop finds it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+from pathlib import Path
+
+from swehero.recipe.stage import StageContext
+from swehero.train.config import Settings
+
+USES_MODEL = True
+RESUMABLE = True
+
+
+def job_file(settings: Settings, ctx: StageContext) -> Path:
+    from swehero.train.worker import JOB_FILE
+
+    init = settings.init or (ctx.model.base if ctx.model else None)
+    if init is None:
+        raise ValueError(f"stage {ctx.name}: set `init`, or the recipe's model.base")
+    path = ctx.dir / JOB_FILE
+    path.write_text(json.dumps({"settings": dataclasses.asdict(settings), "dir": str(ctx.dir), "init": init,
+                                "seed": ctx.seed, "name": ctx.name}, indent=2))
+    return path
+
+
+def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
+    from swehero.train.launch import torchrun_command
+
+    if settings.nodes > 1:
+        raise ValueError(f"stage {ctx.name} spans {settings.nodes} nodes: launch it with "
+                         f"`swehero train RECIPE --stage {ctx.name} --launcher slurm`")
+    job_file(settings, ctx)
+    done = subprocess.run(torchrun_command(ctx.dir, settings.nodes * settings.gpus_per_node))
+    if done.returncode != 0:
+        raise RuntimeError(f"training exited with status {done.returncode}; see the output above")
+    outputs = {"checkpoints": str(ctx.dir / "checkpoints"), "metrics": str(ctx.dir / "metrics.jsonl"),
+               "plot": str(ctx.dir / "loss.png")}
+    if settings.export_hf:
+        outputs["hf"] = str(ctx.dir / "hf")
+    return outputs

@@ -1,0 +1,104 @@
+"""One optimizer step and one validation pass, through Megatron-Core's pipeline schedules.
+
+The loss is the sum of masked token cross-entropy divided by the number of trained tokens in the whole global
+batch (all micro-batches on all data-parallel ranks). Megatron-Core does exactly this with
+`calculate_per_token_loss`: the loss function returns (sum, token count), the schedule leaves the sum
+unscaled, and `finalize_model_grads` all-reduces the token count over data-parallel ranks and divides the
+gradients by it. So gradient accumulation and the data-parallel size do not change the result.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Iterator
+
+import torch
+from megatron.core import parallel_state
+from megatron.core.packed_seq_params import PackedSeqParams
+from megatron.core.pipeline_parallel import get_forward_backward_func
+
+from swehero.train.data import PackedBatch
+
+
+def packed_seq_params(cu_seqlens: torch.Tensor) -> PackedSeqParams:
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    longest = int(lengths.max())
+    return PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu_seqlens, cu_seqlens_kv=cu_seqlens,
+                           max_seqlen_q=longest, max_seqlen_kv=longest)
+
+
+def _loss(loss_mask: torch.Tensor, per_token_loss: torch.Tensor):
+    """(sum of masked losses, trained tokens, report): the 3-tuple form that turns on per-token scaling."""
+    mask = loss_mask.reshape(-1).float()
+    total = (per_token_loss.reshape(-1).float() * mask).sum()
+    tokens = mask.sum().to(torch.int)
+    return total, tokens, {"loss": torch.stack([total.detach(), mask.sum().detach()])}
+
+
+def forward_step(data_iterator: Iterator[PackedBatch], model: torch.nn.Module, device: torch.device):
+    batch = next(data_iterator)
+    to = partial(torch.Tensor.to, device=device, non_blocking=True)
+    output = model(
+        to(batch.tokens), to(batch.position_ids), attention_mask=None, labels=to(batch.labels),
+        packed_seq_params=packed_seq_params(to(batch.cu_seqlens)),
+    )
+    return output, partial(_loss, to(batch.loss_mask))
+
+
+def run_batches(model: list, batches: list[PackedBatch], seq_length: int, device: torch.device,
+                forward_only: bool) -> tuple[float, float]:
+    """Forward (and backward) over the micro-batches of a step; returns this DP rank's (loss sum, tokens),
+    known on the last pipeline stage (zeros elsewhere)."""
+    # Each model chunk (virtual pipeline stage) reads the same micro-batches from its own iterator.
+    iterators = [iter(batches) for _ in model]
+    reports = get_forward_backward_func()(
+        forward_step_func=partial(forward_step, device=device),
+        data_iterator=iterators if len(model) > 1 else iterators[0],
+        model=model if len(model) > 1 else model[0],
+        num_microbatches=len(batches),
+        seq_length=seq_length,
+        micro_batch_size=1,
+        forward_only=forward_only,
+    )
+    if not reports:
+        return 0.0, 0.0
+    summed = torch.stack([r["loss"] for r in reports]).sum(dim=0)
+    return float(summed[0]), float(summed[1])
+
+
+def global_mean_loss(loss_sum: float, tokens: float, device: torch.device) -> float:
+    """Loss per trained token of the whole global batch, the same number on every rank."""
+    totals = torch.tensor([loss_sum, tokens], dtype=torch.float64, device=device)
+    if parallel_state.is_pipeline_last_stage(ignore_virtual=True):
+        torch.distributed.all_reduce(totals, group=parallel_state.get_data_parallel_group())
+    # Share the last stage's numbers with the other pipeline stages.
+    last = parallel_state.get_pipeline_model_parallel_last_rank()
+    torch.distributed.broadcast(totals, src=last, group=parallel_state.get_pipeline_model_parallel_group())
+    return float(totals[0] / totals[1].clamp(min=1))
+
+
+def train_step(model: list, optimizer, scheduler, batches: list[PackedBatch], seq_length: int,
+               device: torch.device) -> dict:
+    for chunk in model:
+        chunk.zero_grad_buffer()
+    optimizer.zero_grad()
+    loss_sum, tokens = run_batches(model, batches, seq_length, device, forward_only=False)
+    updated, grad_norm, _ = optimizer.step()
+    if not updated:
+        raise FloatingPointError("optimizer step skipped: non-finite gradients")
+    scheduler.step(increment=1)
+    return {"loss": global_mean_loss(loss_sum, tokens, device), "grad_norm": float(grad_norm or 0.0),
+            "lr": optimizer.param_groups[0]["lr"]}
+
+
+@torch.no_grad()
+def evaluate(model: list, batch_groups: list[list[PackedBatch]], seq_length: int, device: torch.device) -> float:
+    for chunk in model:
+        chunk.eval()
+    loss_sum = tokens = 0.0
+    for batches in batch_groups:
+        s, t = run_batches(model, batches, seq_length, device, forward_only=True)
+        loss_sum, tokens = loss_sum + s, tokens + t
+    for chunk in model:
+        chunk.train()
+    return global_mean_loss(loss_sum, tokens, device)

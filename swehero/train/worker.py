@@ -1,0 +1,29 @@
+"""Entry point of each training process: `python -m swehero.train.worker STAGE_DIR` (torchrun starts one per
+GPU, or per CPU rank). Everything it needs is in `STAGE_DIR/train_job.json`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from swehero.recipe.loader import Lines, RecipeError
+from swehero.recipe.schema import build
+from swehero.train.config import Settings
+from swehero.train.loop import TrainJob, train
+
+JOB_FILE = "train_job.json"
+
+
+def read_job(stage_dir: Path) -> TrainJob:
+    path = Path(stage_dir) / JOB_FILE
+    data = json.loads(path.read_text())
+    problems: list[str] = []
+    settings = build(Settings, data.pop("settings"), ("settings",), Lines(str(path)), problems)
+    if problems:
+        raise RecipeError(problems)
+    return TrainJob(settings=settings, **data)
+
+
+if __name__ == "__main__":
+    train(read_job(Path(sys.argv[1])))
