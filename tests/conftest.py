@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-QWEN_TOKENIZER = Path(__file__).parents[1] / "../shared/fixtures/qwen2.5-tokenizer"
+from tests_paths import QWEN as QWEN_TOKENIZER
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,10 @@ def expand(paths: list[str]) -> list[Path]:
     return files
 
 
-def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    """Yield `(where, row)`; a row that cannot be parsed is yielded as a `Reject` instead of a dict."""
+def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:
+    """Yield `(where, row)`; a row that cannot be parsed is yielded as a `Reject` instead of a dict.
+
+    With `parse=False`, JSONL lines come back as unparsed strings (so worker processes can parse them)."""
     if path.suffix == ".parquet":
         from datasets import load_dataset
 
@@ -44,6 +46,9 @@ def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
         with open(path, encoding="utf-8") as f:
             for i, line in enumerate(f, 1):
                 if not line.strip():
+                    continue
+                if not parse:
+                    yield f"{path}:{i}", line
                     continue
                 try:
                     yield f"{path}:{i}", json.loads(line)
@@ -60,6 +65,20 @@ def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
                 yield f"{path}#{i}", row
         else:
             yield f"{path}", data
+
+
+def parse_row(row: Any) -> dict:
+    """A row from `read_rows(..., parse=False)` as a dict, or raise `Reject`."""
+    if isinstance(row, Reject):
+        raise row
+    if isinstance(row, str):
+        try:
+            row = json.loads(row)
+        except json.JSONDecodeError as e:
+            raise Reject("malformed_json", str(e)) from None
+    if not isinstance(row, dict):
+        raise Reject("not_an_object", type(row).__name__)
+    return row
 
 
 class Rejects:
