@@ -143,3 +143,43 @@ def fit_length(r: Rendered, seq_length: int, policy: str) -> Rendered | None:
         return None
     cut = fitting[-1]
     return Rendered(r.input_ids[:cut], r.loss_mask[:cut], fitting)
+
+
+def render_files(inputs: list[str], tokenizer, out, mask: str = "all") -> dict:
+    """Write `{"id", "input_ids", "loss_mask"}` per valid canonical trajectory in `inputs` to JSONL `out`
+    (rejects to `<out>.rejects.jsonl`); returns counts."""
+    import json
+    from pathlib import Path
+
+    from swehero.data.sources import Rejects, expand, parse_row, read_rows
+    from swehero.data.trajectory import Reject, validate
+
+    out = Path(out)
+    renderer = ChatRenderer(tokenizer, mask=mask)
+    rejects = Rejects(out.with_name(out.stem + ".rejects.jsonl"))
+    n = 0
+    with open(out, "w", encoding="utf-8") as f:
+        for path in expand(inputs):
+            for where, row in read_rows(path):
+                try:
+                    record = validate(parse_row(row))
+                except Reject as r:
+                    rejects.add(where, r)
+                    continue
+                r = renderer.render(record)
+                f.write(json.dumps({"id": record["id"], "input_ids": r.input_ids.tolist(),
+                                    "loss_mask": r.loss_mask.tolist()}) + "\n")
+                n += 1
+    rejects.close()
+    return {"written": n, "rejected": dict(rejects.counts)}
+
+
+def highlight(r: Rendered, tokenizer, style) -> str:
+    """The rendered text with trained tokens passed through `style` (e.g. click.style), run by run."""
+    parts, start = [], 0
+    edges = np.flatnonzero(np.diff(r.loss_mask.astype(np.int8))) + 1
+    for end in [*edges.tolist(), len(r.input_ids)]:
+        text = tokenizer.decode(r.input_ids[start:end].tolist())
+        parts.append(style(text) if r.loss_mask[start] else text)
+        start = end
+    return "".join(parts)
