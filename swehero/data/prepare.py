@@ -101,18 +101,15 @@ def in_valid(instance_id: str, seed: int, fraction: float) -> bool:
 
 # --- worker side -----------------------------------------------------------------------------------------
 
-_renderer = None
+_renderer = None  # set in the main process before the workers fork, so they inherit it
 _cfg: PrepareConfig | None = None
 
 
-def _init_worker(tokenizer_path: str, cfg: PrepareConfig) -> None:
+def _setup(tokenizer, cfg: PrepareConfig) -> None:
     global _renderer, _cfg
-    from transformers import AutoTokenizer
-
     from swehero.data.render import ChatRenderer
 
-    _renderer = ChatRenderer(AutoTokenizer.from_pretrained(tokenizer_path), mask=cfg.mask)
-    _cfg = cfg
+    _renderer, _cfg = ChatRenderer(tokenizer, mask=cfg.mask), cfg
 
 
 def _process(batch: list[tuple[str, object]]) -> list[tuple]:
@@ -151,22 +148,31 @@ def _batches(files: list[Path], size: int):
         yield batch
 
 
-def _results(tokenizer_path: str, cfg: PrepareConfig, batches):
+def _results(tokenizer, cfg: PrepareConfig, batches):
     """Processed batches in submission order, with at most 2 * workers batches in flight."""
+    _setup(tokenizer, cfg)
     if cfg.workers == 0:
-        _init_worker(tokenizer_path, cfg)
         yield from map(_process, batches)
         return
     workers = os.cpu_count() if cfg.workers < 0 else cfg.workers
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # parallelism comes from the processes
-    with mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer_path, cfg)) as pool:
-        pending: deque = deque()
-        for batch in batches:
-            pending.append(pool.apply_async(_process, (batch,)))
-            if len(pending) >= 2 * workers:
+    # Forked workers inherit the loaded tokenizer (no per-worker load); the tokenizer has not encoded anything
+    # yet in this process, and within a worker parallelism comes from the processes, not from its thread pool.
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        with mp.get_context("fork").Pool(workers) as pool:
+            pending: deque = deque()
+            for batch in batches:
+                pending.append(pool.apply_async(_process, (batch,)))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().get()
+            while pending:
                 yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    finally:
+        if previous is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
 
 
 # --- main side -------------------------------------------------------------------------------------------
@@ -191,7 +197,7 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
     n = Counter()
     start = time.perf_counter()
     try:
-        for results in _results(tokenizer_path, cfg, _batches(expand(inputs), cfg.batch_size)):
+        for results in _results(tok, cfg, _batches(expand(inputs), cfg.batch_size)):
             for res in results:
                 n["read"] += 1
                 if res[0] == "reject":

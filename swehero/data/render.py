@@ -110,24 +110,23 @@ class ChatRenderer:
             texts.append(text)
             all_spans.append(spans[-1:] if self.mask == "last" else spans)
         encodings = self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
-        return [_mark(enc.ids, enc.offsets, spans) for enc, spans in zip(encodings, all_spans)]
+        return [_mark(enc, spans) for enc, spans in zip(encodings, all_spans)]
 
     def render(self, record: dict) -> Rendered:
         return self.render_batch([record])[0]
 
 
-def _mark(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> Rendered:
+def _mark(encoding, spans: list[tuple[int, int]]) -> Rendered:
     """Loss 1 on every token whose characters overlap a span (a token straddling a span edge is trained)."""
-    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    starts, ends = off[:, 0], off[:, 1]
-    mask = np.zeros(len(ids), dtype=np.uint8)
+    mask = np.zeros(len(encoding.ids), dtype=np.uint8)
     turn_ends = []
     for a, b in spans:
-        lo = int(np.searchsorted(ends, a, side="right"))
-        hi = int(np.searchsorted(starts, b, side="left"))
-        mask[lo:hi] = 1
-        turn_ends.append(hi)
-    return Rendered(np.asarray(ids, dtype=np.int32), mask, turn_ends)
+        lo, hi = encoding.char_to_token(a), encoding.char_to_token(b - 1)
+        if lo is None or hi is None:
+            raise TemplateError(f"characters {a}..{b} of the rendered text map to no token")
+        mask[lo : hi + 1] = 1
+        turn_ends.append(hi + 1)
+    return Rendered(np.array(encoding.ids, dtype=np.int32), mask, turn_ends)
 
 
 def fit_length(r: Rendered, seq_length: int, policy: str) -> Rendered | None:
