@@ -1,5 +1,7 @@
 """Hand-written canonical trajectories covering the shapes the mask must get right."""
 
+import copy
+
 from swehero.data.trajectory import make_tool_call
 from swehero.toolspec import openhands_tools
 
@@ -11,7 +13,7 @@ def _traj(tid: str, messages: list[dict], instance_id: str | None = None) -> dic
         "repo": "org/repo",
         "source": "test",
         "stage": "zero",
-        "messages": messages,
+        "messages": copy.deepcopy(messages),  # samples share message dicts; callers may mutate theirs
         "tools": openhands_tools(),
         "patch": "diff --git a/x.py b/x.py\n",
         "resolved": None,

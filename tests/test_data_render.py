@@ -62,3 +62,24 @@ def test_fit_length_truncates_at_turn_boundary_or_drops(renderer):
     assert fit_length(out, cut_at + 3, "drop") is None
     assert fit_length(out, out.turn_ends[0] - 1, "truncate") is None
     assert fit_length(out, len(out.input_ids), "drop") is out
+
+
+def test_validate_normalises_null_content_and_rejects_bad_records():
+    from swehero.data.trajectory import Reject
+
+    rec = samples()[0]
+    rec["messages"][2]["content"] = None  # OpenAI: content null next to tool calls
+    assert validate(rec)["messages"][2]["content"] == ""
+    for mutate, reason in [
+        (lambda r: r.pop("tools"), "missing_field"),
+        (lambda r: r["messages"][1].update(role="robot"), "unknown_role"),
+        (lambda r: r["messages"][2]["tool_calls"][0]["function"].update(arguments="[1, 2]"), "invalid_tool_arguments"),
+        (lambda r: r["messages"][-1].update(content="", tool_calls=[]), "empty_assistant_turn"),
+        (lambda r: r.update(messages=[m for m in r["messages"] if m["role"] != "assistant"]), "no_assistant_turn"),
+        (lambda r: r.update(stage="three"), "bad_field"),
+    ]:
+        bad = samples()[0]
+        mutate(bad)
+        with pytest.raises(Reject) as e:
+            validate(bad)
+        assert e.value.reason == reason

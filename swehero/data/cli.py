@@ -71,13 +71,17 @@ def show(tokenizer, input_file, index, mask) -> None:
 
     from swehero.data.render import ChatRenderer, highlight
     from swehero.data.sources import parse_row, read_rows
-    from swehero.data.trajectory import validate
+    from swehero.data.trajectory import Reject, validate
 
     row = next(islice(read_rows(input_file), index, None), None)
     if row is None:
         raise click.BadParameter(f"{input_file} has no trajectory {index}", param_hint="--index")
+    try:
+        record = validate(parse_row(row[1]))
+    except Reject as e:
+        raise click.ClickException(f"{row[0]}: {e}") from None
     tok = AutoTokenizer.from_pretrained(tokenizer)
-    r = ChatRenderer(tok, mask=mask).render(validate(parse_row(row[1])))
+    r = ChatRenderer(tok, mask=mask).render(record)
     click.echo(highlight(r, tok, lambda s: click.style(s, fg="green", bold=True)), color=True)
     click.echo(f"\n[{row[0]}] {len(r.input_ids)} tokens, {int(r.loss_mask.sum())} trained", err=True)
 

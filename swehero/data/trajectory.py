@@ -42,6 +42,9 @@ def validate(record: Any) -> dict:
         raise Reject("bad_field", "resolved must be true, false or null")
     if not isinstance(out["tools"], list) or not all(isinstance(t, dict) for t in out["tools"]):
         raise Reject("bad_field", "tools must be a list of objects")
+    if isinstance(out["messages"], list):  # OpenAI gives `content: null` next to tool calls
+        out["messages"] = [{**m, "content": m.get("content") or ""} if isinstance(m, dict) else m
+                           for m in out["messages"]]
     _check_messages(out["messages"])
     return out
 
@@ -56,7 +59,7 @@ def _check_messages(messages: Any) -> None:
         role = m.get("role")
         if role not in ROLES:
             raise Reject("unknown_role", f"message {i} has role {role!r}")
-        if not isinstance(m.get("content", ""), str):
+        if not isinstance(m["content"], str):
             raise Reject("bad_message", f"message {i} content is not a string")
         if role == "system" and i != 0:
             raise Reject("bad_message", f"system message at position {i}")
