@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to reference material and a tiny model kit built once per session."""
+"""Shared fixtures: the reference Qwen2.5 tokenizer and a tiny model kit built once per session."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-QWEN_TOKENIZER = ROOT.parent / "shared" / "fixtures" / "qwen2.5-tokenizer"
+from tests_paths import QWEN as QWEN_TOKENIZER
 
 # Tests run many small torch programs side by side on a 2-core machine: one thread each avoids oversubscription.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -19,6 +18,13 @@ def qwen_tokenizer_dir() -> Path:
     if not (QWEN_TOKENIZER / "vocab.json").exists():
         pytest.skip(f"reference Qwen2.5 tokenizer not found at {QWEN_TOKENIZER} (CI provides ../shared)")
     return QWEN_TOKENIZER
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer(qwen_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(qwen_tokenizer_dir))
 
 
 @pytest.fixture(scope="session")

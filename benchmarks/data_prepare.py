@@ -1,0 +1,171 @@
+"""Throughput of `swehero data prepare` against the tokenizer's own limits (a benchmark, not a test).
+
+Builds a synthetic corpus shaped like SWE agent trajectories (code-like text, 10-60 turns, tool outputs up to
+several thousand characters, ~15-30k tokens each) and measures, in one run:
+  (a) ceiling: fast-tokenizer batch encoding of the already rendered texts, all cores, no mask, no packing;
+  (b) today's practice: per-sample `apply_chat_template(..., tokenize=True)` in one process (no mask at all);
+  (c) `swehero data prepare` end to end (read, parse, validate, render, tokenize, mask, pack, write), run in a
+      fresh subprocess on the corpus and on a corpus 10x larger, to show peak RSS does not grow with it.
+
+    python benchmarks/data_prepare.py --tokenizer ../shared/fixtures/qwen2.5-tokenizer --trajectories 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+IDENTS = "self value result config parser node token index buffer items path request response handler cache " \
+         "model field schema record stream offset length module filename context options retries".split()
+
+
+def _code_lines(rng: random.Random, n: int) -> list[str]:
+    templates = [
+        "    {a} = {b}.{c}({d}, {n})",
+        "def {a}_{b}(self, {c}, {d}=None):",
+        "        if {a} is not None and len({b}) > {n}:",
+        "            raise ValueError(f\"invalid {a}: {{{b}!r}}\")",
+        "    return [{a} for {a} in {b} if {a}.{c}]",
+        "# {a} the {b} before {c} ({n} bytes)",
+        "{f}:{n}:    {a}.{b} = {c}",
+        "  File \"/testbed/{a}/{b}.py\", line {n}, in {c}",
+    ]
+    out = []
+    for _ in range(n):
+        w = {k: rng.choice(IDENTS) for k in "abcd"}
+        out.append(rng.choice(templates).format(**w, n=rng.randint(0, 9999), f=f"src/{w['a']}/{w['b']}.py"))
+    return out
+
+
+def synthetic_trajectory(rng: random.Random, lines: list[str], i: int, tools: list[dict]) -> dict:
+    from swehero.data.trajectory import make_tool_call
+
+    turns = rng.randint(10, 60)
+    target_chars = rng.randint(15_000, 30_000) * 3  # ~3 characters per token on code
+    per_turn = target_chars // turns
+    messages = [{"role": "system", "content": "You are OpenHands agent, a helpful AI assistant. " * 20},
+                {"role": "user", "content": "\n".join(rng.sample(lines, 30))}]
+    for t in range(turns):
+        cmd = {"command": f"grep -rn '{rng.choice(IDENTS)}' /workspace/repo/src | head -{rng.randint(5, 80)}"}
+        call = make_tool_call(f"call_{t}", "execute_bash", cmd)
+        messages.append({"role": "assistant", "content": " ".join(rng.choices(IDENTS, k=rng.randint(5, 60))),
+                         "tool_calls": [call]})
+        out, size = [], rng.randint(per_turn // 4, per_turn * 7 // 4)
+        while sum(map(len, out)) < size:
+            out.append(rng.choice(lines))
+        messages.append({"role": "tool", "tool_call_id": f"call_{t}", "content": "\n".join(out)})
+    messages.append({"role": "assistant", "content": "The fix is complete."})
+    return {"id": f"syn-{i}", "instance_id": f"org__repo-{i // 2}", "messages": messages, "tools": tools}
+
+
+def write_corpus(path: Path, n: int, seed: int = 0) -> None:
+    from swehero.toolspec import openhands_tools
+
+    rng = random.Random(seed)
+    lines, tools = _code_lines(rng, 20_000), openhands_tools()
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps(synthetic_trajectory(rng, lines, i, tools)) + "\n")
+
+
+def run_prepare(corpus: Path, tokenizer: str, out: Path, seq_length: int, workers: int) -> dict:
+    """`prepare` in a fresh process: its stats plus the peak RSS of the main process and of the largest worker."""
+    code = (
+        "import json, resource, sys, time\n"
+        "from pathlib import Path\n"
+        "from swehero.data.prepare import PrepareConfig, prepare\n"
+        "t = time.perf_counter()\n"
+        f"s = prepare([{str(corpus)!r}], {tokenizer!r}, Path({str(out)!r}), "
+        f"PrepareConfig(seq_length={seq_length}, workers={workers}, valid_fraction=0.01))\n"
+        "s['wall'] = time.perf_counter() - t\n"
+        "s['rss_main_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "s['rss_worker_mb'] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(json.dumps(s))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokenizer", default=str(Path(__file__).parents[1] / "../shared/fixtures/qwen2.5-tokenizer"))
+    ap.add_argument("--trajectories", type=int, default=100)
+    ap.add_argument("--seq-length", type=int, default=32768)
+    ap.add_argument("--workers", type=int, default=-1)
+    ap.add_argument("--repeats", type=int, default=3, help="Report the best of this many runs of each.")
+    ap.add_argument("--scale", type=int, default=10, help="Also run (c) on a corpus this many times larger.")
+    args = ap.parse_args()
+
+    from transformers import AutoTokenizer
+
+    from swehero.data.trajectory import template_messages
+
+    if args.workers < 0:
+        args.workers = os.cpu_count()
+    tmp = Path(tempfile.mkdtemp(prefix="swehero-bench-"))
+    corpus = tmp / "corpus.jsonl"
+    write_corpus(corpus, args.trajectories)
+    records = [json.loads(x) for x in corpus.read_text().splitlines()]
+    tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    convs = [template_messages(r["messages"]) for r in records]
+
+    # This machine may be shared: every figure is the best of `--repeats` runs.
+    def best(fn) -> float:
+        return max(fn() for _ in range(args.repeats))
+
+    def per_sample() -> float:
+        t = time.perf_counter()
+        n = sum(len(tok.apply_chat_template(m, tools=r["tools"], tokenize=True)["input_ids"])
+                for m, r in zip(convs, records))
+        return n / (time.perf_counter() - t)
+
+    texts = [tok.apply_chat_template(m, tools=r["tools"], tokenize=False) for m, r in zip(convs, records)]
+    n_a = sum(len(e.ids) for e in tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False))
+
+    def batch(encode) -> float:
+        t = time.perf_counter()
+        encode(texts, add_special_tokens=False)
+        return n_a / (time.perf_counter() - t)
+
+    b = best(per_sample)
+    a = best(lambda: batch(tok.backend_tokenizer.encode_batch))
+    a_ids = best(lambda: batch(tok.backend_tokenizer.encode_batch_fast))
+    del texts, convs, records
+
+    runs = [run_prepare(corpus, args.tokenizer, tmp / f"out{i}", args.seq_length, args.workers)
+            for i in range(args.repeats)]
+    c = max(runs, key=lambda s: s["rendered_tokens_per_second"])
+    c_tps = c["rendered_tokens_per_second"]
+    print(f"machine: {os.cpu_count()} cores; corpus: {args.trajectories} trajectories, {n_a / 1e6:.2f}M tokens, "
+          f"{n_a / args.trajectories / 1e3:.1f}k tokens each")
+    print(f"(a) batch encode ceiling      {a / 1e6:7.3f} M tokens/s")
+    print(f"(a') batch encode, ids only   {a_ids / 1e6:7.3f} M tokens/s  (encode_batch_fast: no offsets)")
+    print(f"(b) per-sample chat template  {b / 1e6:7.3f} M tokens/s")
+    print(f"(c) swehero data prepare      {c_tps / 1e6:7.3f} M tokens/s  (processing loop; "
+          f"{n_a / c['wall'] / 1e6:.3f} M tokens/s counting process start-up)")
+    print(f"ratios: c/a = {c_tps / a:.2f}, c/b = {c_tps / b:.2f}")
+    print(f"packing efficiency at {args.seq_length}: {c['packing_efficiency']:.4f}; "
+          f"peak RSS main {c['rss_main_mb']:.0f} MB, worker {c['rss_worker_mb']:.0f} MB")
+    if args.scale > 1:
+        big = tmp / "big.jsonl"
+        with open(big, "w") as f:
+            for _ in range(args.scale):
+                f.write(corpus.read_text())
+        cb = run_prepare(big, args.tokenizer, tmp / "out-big", args.seq_length, args.workers)
+        print(f"{args.scale}x corpus: {cb['rendered_tokens_per_second'] / 1e6:.3f} M tokens/s, peak RSS main "
+              f"{cb['rss_main_mb']:.0f} MB, worker {cb['rss_worker_mb']:.0f} MB, "
+              f"packing efficiency {cb['packing_efficiency']:.4f}")
+    shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""`swehero data ...`: import trajectories, render them with the loss mask, inspect them, pack them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+FORMATS = ("nvidia", "nebius", "swe-gym", "swe-smith", "sharegpt", "swe-agent", "canonical")
+
+
+@click.group()
+def data() -> None:
+    """Trajectory data: import -> render/show -> prepare (packed Megatron datasets)."""
+
+
+@data.command("import")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Source format.")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Canonical JSONL to write.")
+@click.option("--stage", type=click.Choice(["zero", "hero"]), default=None, help="Stage label for the records.")
+@click.option("--max-reject-fraction", type=float, default=0.01, show_default=True)
+def import_(fmt, inputs, out, stage, max_reject_fraction) -> None:
+    """Convert trajectories from FORMAT files (JSONL, JSON, Parquet, .traj) to canonical JSONL.
+
+    \b
+    Example:
+      swehero data import --format nvidia --stage zero swe-zero/*.parquet --out data/zero.jsonl
+    """
+    from swehero.data.importers import import_files
+
+    counts = import_files(list(inputs), fmt, out, stage=stage, max_reject_fraction=max_reject_fraction)
+    click.echo(json.dumps(counts))
+
+
+@data.command()
+@click.option("--tokenizer", required=True, help="Tokenizer folder (with chat template) or hub id.")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="JSONL of {id, input_ids, loss_mask}.")
+@click.option("--mask", type=click.Choice(["all", "last"]), default="all", show_default=True)
+def render(tokenizer, inputs, out, mask) -> None:
+    """Tokenize canonical trajectories with the chat template and the assistant-only loss mask.
+
+    \b
+    Example:
+      swehero data render --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct data/zero.jsonl --out rendered.jsonl
+    """
+    from transformers import AutoTokenizer
+
+    from swehero.data.render import render_files
+
+    click.echo(json.dumps(render_files(list(inputs), AutoTokenizer.from_pretrained(tokenizer), out, mask)))
+
+
+@data.command()
+@click.option("--tokenizer", required=True, help="Tokenizer folder (with chat template) or hub id.")
+@click.argument("input_file", type=click.Path(exists=True, path_type=Path))
+@click.option("--index", type=int, default=0, show_default=True, help="Which trajectory (0-based line).")
+@click.option("--mask", type=click.Choice(["all", "last"]), default="all", show_default=True)
+def show(tokenizer, input_file, index, mask) -> None:
+    """Print one rendered trajectory; trained tokens are highlighted (green, bold).
+
+    \b
+    Example:
+      swehero data show --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct data/zero.jsonl --index 3 | less -R
+    """
+    from itertools import islice
+
+    from transformers import AutoTokenizer
+
+    from swehero.data.render import ChatRenderer, highlight
+    from swehero.data.sources import parse_row, read_rows
+    from swehero.data.trajectory import Reject, validate
+
+    row = next(islice(read_rows(input_file), index, None), None)
+    if row is None:
+        raise click.BadParameter(f"{input_file} has no trajectory {index}", param_hint="--index")
+    try:
+        record = validate(parse_row(row[1]))
+    except Reject as e:
+        raise click.ClickException(f"{row[0]}: {e}") from None
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    r = ChatRenderer(tok, mask=mask).render(record)
+    click.echo(highlight(r, tok, lambda s: click.style(s, fg="green", bold=True)), color=True)
+    click.echo(f"\n[{row[0]}] {len(r.input_ids)} tokens, {int(r.loss_mask.sum())} trained", err=True)
+
+
+@data.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--tokenizer", required=True, help="Tokenizer folder (with chat template) or hub id.")
+@click.option("--seq-length", type=int, default=32768, show_default=True, help="Tokens per packed sample.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder to create.")
+@click.option("--mask", type=click.Choice(["all", "last"]), default="all", show_default=True)
+@click.option("--too-long", type=click.Choice(["truncate", "drop"]), default="truncate", show_default=True)
+@click.option("--valid-fraction", type=float, default=0.01, show_default=True, help="Share of instances held out.")
+@click.option("--seed", type=int, default=1234, show_default=True)
+@click.option("--workers", type=int, default=-1, show_default=True, help="-1: every core; 0: no subprocesses.")
+@click.option("--max-reject-fraction", type=float, default=0.01, show_default=True)
+def prepare(inputs, tokenizer, seq_length, out, **options) -> None:
+    """Render, tokenize and best-fit pack canonical trajectories into Megatron IndexedDataset files.
+
+    \b
+    Example:
+      swehero data prepare data/zero.jsonl --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct \\
+          --seq-length 131072 --out data/zero-packed
+    """
+    from swehero.data.prepare import PrepareConfig, prepare as run_prepare
+
+    stats = run_prepare(list(inputs), tokenizer, out, PrepareConfig(seq_length=seq_length, **options))
+    summary = {k: stats[k] for k in ("trajectories", "tokens", "trained_tokens", "samples", "packing_efficiency")}
+    click.echo(json.dumps(summary, indent=2))

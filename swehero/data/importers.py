@@ -1,0 +1,301 @@
+"""Converters from the trajectory formats people have to the canonical record (see `trajectory.py`).
+
+Each importer maps one source row to one canonical record or raises `Reject`; `validate` runs afterwards.
+Sources without a `tools` column get the OpenHands 0.54 tools their teacher saw (`swehero.toolspec`). Tool calls
+written as text (`<tool_call>{json}</tool_call>` or OpenHands' `<function=name><parameter=k>v</parameter>`
+markup) are parsed into structured `tool_calls`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from swehero.data.trajectory import Reject, make_tool_call
+from swehero.toolspec import openhands_tools, tool_schema
+
+_TOOL_CALL_JSON = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
+_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)(?:</function>|$)", re.S)
+_PARAMETER = re.compile(r"<parameter=([^>\s]+)>(.*?)</parameter>", re.S)
+
+
+def text_of(content: Any) -> str:
+    """Message content as one string (OpenAI content-part lists are joined; None is empty)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    raise Reject("bad_message", f"content of type {type(content).__name__}")
+
+
+def _typed(tool: str, name: str, value: str) -> Any:
+    """An OpenHands `<parameter>` value (always text) converted to the type the tool's schema declares."""
+    try:
+        kind = tool_schema(tool)["properties"].get(name, {}).get("type")
+    except KeyError:
+        kind = None
+    if kind in ("integer", "number", "array"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise Reject("invalid_tool_arguments", f"{tool}.{name}={value!r} is not a {kind}") from None
+    return value
+
+
+def parse_text_tool_calls(text: str, prefix: str) -> tuple[str, list[dict]]:
+    """Split assistant text into (content before the first call, structured tool calls)."""
+    calls: list[dict] = []
+    if m := _TOOL_CALL_JSON.search(text):
+        content = text[: m.start()]
+        for i, body in enumerate(_TOOL_CALL_JSON.findall(text)):
+            try:
+                obj = json.loads(body)
+            except json.JSONDecodeError as e:
+                raise Reject("invalid_tool_arguments", f"<tool_call> body: {e}") from None
+            if not isinstance(obj, dict) or "name" not in obj:
+                raise Reject("bad_tool_call", "<tool_call> without name")
+            calls.append(make_tool_call(f"{prefix}_{i}", obj["name"], obj.get("arguments", {})))
+    elif m := _FUNCTION.search(text):
+        content = text[: m.start()]
+        for i, (name, body) in enumerate(_FUNCTION.findall(text)):
+            args = {k: _typed(name, k, v.strip("\n")) for k, v in _PARAMETER.findall(body)}
+            calls.append(make_tool_call(f"{prefix}_{i}", name, args))
+    else:
+        return text, []
+    return content.rstrip(), calls
+
+
+def openai_messages(messages: list[dict], parse_text_calls: bool = False) -> list[dict]:
+    """Normalise OpenAI-style messages: string content, `tool_calls` with JSON-string arguments, and tool results
+    linked to their calls by order where `tool_call_id` is missing."""
+    out: list[dict] = []
+    pending: list[str] = []  # ids of the last assistant turn's calls not yet answered
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise Reject("bad_message", f"message {i} is not an object")
+        role, content = m.get("role"), text_of(m.get("content"))
+        if role == "assistant":
+            calls = [_openai_call(c, f"call_{i}_{j}") for j, c in enumerate(m.get("tool_calls") or [])]
+            if parse_text_calls and not calls:
+                content, calls = parse_text_tool_calls(content, f"call_{i}")
+            pending = [c["id"] for c in calls]
+            msg = {"role": "assistant", "content": content}
+            if calls:
+                msg["tool_calls"] = calls
+            out.append(msg)
+        elif role in ("tool", "function"):
+            call_id = m.get("tool_call_id") or (pending[0] if pending else f"call_{i}")
+            pending = [p for p in pending if p != call_id]
+            msg = {"role": "tool", "tool_call_id": call_id, "content": content}
+            if m.get("name"):
+                msg["name"] = m["name"]
+            out.append(msg)
+        else:
+            out.append({"role": role, "content": content})
+    return out
+
+
+def _openai_call(call: Any, default_id: str) -> dict:
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict):
+        raise Reject("bad_tool_call", "tool call without function")
+    return make_tool_call(call.get("id") or default_id, fn.get("name") or "", fn.get("arguments") or "{}")
+
+
+def _json_field(value: Any) -> Any:
+    """Columns some releases store as JSON strings (`messages`, `tools`)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as e:
+            raise Reject("malformed_json", f"embedded JSON: {e}") from None
+    return value
+
+
+def _require(row: dict, *fields: str) -> None:
+    for f in fields:
+        if row.get(f) is None:
+            raise Reject("missing_field", f)
+
+
+def _resolved(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def nvidia(row: dict, where: str, stage: str | None) -> dict:
+    """nvidia/SWE-{Zero,Hero}-openhands-trajectories: OpenAI messages, no tools column, no resolved label."""
+    _require(row, "instance_id", "trajectory")
+    return {
+        "id": row.get("trajectory_id") or f"{row['instance_id']}@{where}",
+        "instance_id": row["instance_id"],
+        "repo": row.get("repo") or "",
+        "source": f"nvidia/{row.get('dataset') or 'openhands'}",
+        "stage": stage,
+        "messages": openai_messages(_json_field(row["trajectory"])),
+        "tools": openhands_tools(),
+        "patch": row.get("model_patch") or "",
+        "resolved": None,
+        "metadata": {"license": row.get("license")},
+    }
+
+
+def nebius(row: dict, where: str, stage: str | None) -> dict:
+    """nebius/SWE-rebench-openhands-trajectories: OpenAI messages with their own `tools` and a 0/1 `resolved`."""
+    _require(row, "instance_id", "trajectory", "tools")
+    return {
+        "id": row.get("trajectory_id") or f"{row['instance_id']}@{where}",
+        "instance_id": row["instance_id"],
+        "repo": row.get("repo") or "",
+        "source": "nebius/swe-rebench-openhands",
+        "stage": stage,
+        "messages": openai_messages(_json_field(row["trajectory"])),
+        "tools": _json_field(row["tools"]),
+        "patch": row.get("model_patch") or "",
+        "resolved": _resolved(row.get("resolved")),
+        "metadata": {"exit_status": row.get("exit_status")},
+    }
+
+
+def swe_gym(row: dict, where: str, stage: str | None) -> dict:
+    """SWE-Gym/OpenHands-SFT-Trajectories: `<function=...>` calls inside assistant text; the environment's answer
+    comes back as the next user message, which becomes the tool result."""
+    _require(row, "messages")
+    messages = openai_messages(_json_field(row["messages"]), parse_text_calls=True)
+    for prev, m in zip(messages, messages[1:]):
+        if m["role"] == "user" and prev["role"] == "assistant" and prev.get("tool_calls"):
+            m["role"], m["tool_call_id"] = "tool", prev["tool_calls"][0]["id"]
+    instance_id = row.get("instance_id") or where
+    return {
+        "id": row.get("id") or f"swe-gym@{where}",
+        "instance_id": instance_id,
+        "repo": row.get("repo") or "",
+        "source": "swe-gym/openhands-sft",
+        "stage": stage,
+        "messages": messages,
+        "tools": openhands_tools(),
+        "patch": row.get("patch") or "",
+        "resolved": _resolved(row.get("resolved")),
+        "metadata": {},
+    }
+
+
+def swe_smith(row: dict, where: str, stage: str | None) -> dict:
+    """SWE-smith trajectories: `messages` as a JSON string, `traj_id`, `patch`, `resolved`, `model`."""
+    _require(row, "instance_id", "messages")
+    return {
+        "id": row.get("traj_id") or f"{row['instance_id']}@{where}",
+        "instance_id": row["instance_id"],
+        "repo": row.get("repo") or "",
+        "source": "swe-smith",
+        "stage": stage,
+        "messages": openai_messages(_json_field(row["messages"]), parse_text_calls=True),
+        "tools": _json_field(row.get("tools")) or [],
+        "patch": row.get("patch") or "",
+        "resolved": _resolved(row.get("resolved")),
+        "metadata": {"model": row.get("model")},
+    }
+
+
+_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                   "assistant": "assistant", "observation": "tool", "tool": "tool", "function_call": "assistant"}
+
+
+def sharegpt(row: dict, where: str, stage: str | None) -> dict:
+    """ShareGPT-style `conversations: [{from, value}]`; `function_call` turns carry `{"name", "arguments"}` JSON,
+    `gpt` turns may carry `<tool_call>` text."""
+    _require(row, "conversations")
+    messages = []
+    for i, turn in enumerate(_json_field(row["conversations"])):
+        role = _SHAREGPT_ROLES.get(turn.get("from"))
+        if role is None:
+            raise Reject("unknown_role", f"turn {i} from {turn.get('from')!r}")
+        value = turn.get("value") or ""
+        if turn["from"] == "function_call":
+            value = f"<tool_call>{value}</tool_call>"
+        messages.append({"role": role, "content": value})
+    instance_id = row.get("instance_id") or row.get("id") or where
+    return {
+        "id": row.get("id") or f"sharegpt@{where}",
+        "instance_id": instance_id,
+        "repo": row.get("repo") or "",
+        "source": "sharegpt",
+        "stage": stage,
+        "messages": openai_messages(messages, parse_text_calls=True),
+        "tools": _json_field(row.get("tools")) or [],
+        "patch": row.get("patch") or "",
+        "resolved": _resolved(row.get("resolved")),
+        "metadata": {},
+    }
+
+
+def swe_agent(row: dict, where: str, stage: str | None) -> dict:
+    """A SWE-agent `.traj` file: the model's view of the run is `history` (OpenAI-like messages with extra keys);
+    the instance id is the file name's stem, the patch `info.submission`."""
+    _require(row, "history")
+    info = row.get("info") or {}
+    instance_id = row.get("instance_id") or Path(where.split(":")[0].split("#")[0]).stem
+    messages = openai_messages(row["history"], parse_text_calls=True)
+    return {
+        "id": f"swe-agent@{where}",
+        "instance_id": instance_id,
+        "repo": "",
+        "source": "swe-agent",
+        "stage": stage,
+        "messages": messages,
+        "tools": _json_field(row.get("tools")) or [],
+        "patch": info.get("submission") or "",
+        "resolved": None,
+        "metadata": {"exit_status": info.get("exit_status")},
+    }
+
+
+IMPORTERS: dict[str, Callable[[dict, str, str | None], dict]] = {
+    "nvidia": nvidia,
+    "nebius": nebius,
+    "swe-gym": swe_gym,
+    "swe-smith": swe_smith,
+    "sharegpt": sharegpt,
+    "swe-agent": swe_agent,
+    "canonical": lambda row, where, stage: row,
+}
+"""Format name (the `--format` of `swehero data import`) -> converter."""
+
+
+def import_files(paths: list[str], fmt: str, out: Path, stage: str | None = None,
+                 max_reject_fraction: float = 0.01) -> dict:
+    """Convert every row of `paths` from format `fmt` into canonical JSONL at `out` (written to a temporary file
+    and renamed, so `out` is never half-written); rejects go to `<out>.rejects.jsonl`. Returns counts."""
+    from swehero.data.sources import Rejects, expand, read_rows
+    from swehero.data.trajectory import validate
+
+    convert = IMPORTERS[fmt]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    rejects = Rejects(out.with_name(out.stem + ".rejects.jsonl"))
+    n_read = n_written = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for path in expand(paths):
+                for where, row in read_rows(path):
+                    n_read += 1
+                    try:
+                        if isinstance(row, Reject):
+                            raise row
+                        if not isinstance(row, dict):
+                            raise Reject("not_an_object", type(row).__name__)
+                        record = validate(convert(row, where, stage))
+                    except Reject as r:
+                        rejects.add(where, r, row.get("id") if isinstance(row, dict) else None)
+                        continue
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    n_written += 1
+    finally:
+        rejects.close()
+    rejects.check(n_read, max_reject_fraction)
+    tmp.replace(out)
+    return {"read": n_read, "written": n_written, "rejected": dict(rejects.counts)}

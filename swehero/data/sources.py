@@ -1,0 +1,114 @@
+"""Reading rows from local JSONL / JSON / Parquet files, each tagged with where it came from, and recording
+rejects.
+
+JSONL is read line by line here rather than through `datasets`, so that one malformed line becomes one reject
+with its file:line instead of failing the whole file. Parquet goes through `datasets` in streaming mode (bounded
+memory); its rows are tagged `file:row`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from swehero.data.trajectory import Reject
+
+SUFFIXES = (".jsonl", ".json", ".traj", ".parquet")
+
+
+def expand(paths: list[str]) -> list[Path]:
+    """Files named directly, plus the data files inside named folders (sorted, so runs are deterministic)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix in SUFFIXES and f.is_file())
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(p)
+    return files
+
+
+def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:
+    """Yield `(where, row)`; a row that cannot be parsed is yielded as a `Reject` instead of a dict.
+
+    With `parse=False`, JSONL lines come back as unparsed strings (so worker processes can parse them)."""
+    if path.suffix == ".parquet":
+        from datasets import load_dataset
+
+        rows = load_dataset("parquet", data_files=str(path), split="train", streaming=True)
+        for i, row in enumerate(rows, 1):
+            yield f"{path}:{i}", row
+    elif path.suffix == ".jsonl":
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                if not parse:
+                    yield f"{path}:{i}", line
+                    continue
+                try:
+                    yield f"{path}:{i}", json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield f"{path}:{i}", Reject("malformed_json", str(e))
+    else:  # one JSON document: a list of rows, or a single row (a SWE-agent .traj file)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            yield f"{path}:{e.lineno}", Reject("malformed_json", str(e))
+            return
+        if isinstance(data, list):
+            for i, row in enumerate(data, 1):
+                yield f"{path}#{i}", row
+        else:
+            yield f"{path}", data
+
+
+def parse_row(row: Any) -> dict:
+    """A row from `read_rows(..., parse=False)` as a dict, or raise `Reject`."""
+    if isinstance(row, Reject):
+        raise row
+    if isinstance(row, str):
+        try:
+            row = json.loads(row)
+        except json.JSONDecodeError as e:
+            raise Reject("malformed_json", str(e)) from None
+    if not isinstance(row, dict):
+        raise Reject("not_an_object", type(row).__name__)
+    return row
+
+
+class Rejects:
+    """Counts rejects by reason and writes each to a JSONL file with where it came from."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.counts: Counter[str] = Counter()
+        self._file = None
+
+    def add(self, where: str, reject: Reject, record_id: str | None = None) -> None:
+        if self._file is None:
+            self._file = open(self.path, "w", encoding="utf-8")
+        self.counts[reject.reason] += 1
+        row = {"where": where, "reason": reject.reason, "detail": reject.detail, "id": record_id}
+        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def check(self, n_read: int, max_fraction: float) -> None:
+        """Raise with a summary when more than `max_fraction` of the rows read were rejected."""
+        if n_read and self.total / n_read > max_fraction:
+            reasons = ", ".join(f"{r}: {n}" for r, n in self.counts.most_common())
+            raise RuntimeError(
+                f"{self.total} of {n_read} rows rejected ({self.total / n_read:.1%} > --max-reject-fraction "
+                f"{max_fraction:.1%}); reasons: {reasons}; details in {self.path}"
+            )

@@ -1,0 +1,41 @@
+"""Stage kind `prepare`: canonical trajectories -> packed Megatron datasets (see `swehero.data.prepare`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from swehero.data.prepare import PrepareConfig
+from swehero.recipe.stage import InputPath, ModelRef, StageContext
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings(PrepareConfig):
+    """Settings of a `prepare` stage: the inputs plus every `PrepareConfig` field (seq_length, mask, too_long,
+    valid_fraction, batch_size, max_open, max_reject_fraction)."""
+
+    inputs: list[InputPath]
+    """Canonical trajectory files (JSONL/JSON/Parquet) or folders of them; `swehero data import` makes them."""
+    tokenizer: ModelRef | None = None
+    """Tokenizer (with chat template) to render with; default: the recipe's model tokenizer."""
+    seed: int | None = None
+    """Seed of the train/valid split; default: the recipe's seed."""
+    workers: int = -1
+    """Worker processes; -1 uses every core, 0 renders in the stage's own process."""
+
+
+def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
+    from swehero.data.prepare import prepare
+
+    tokenizer = settings.tokenizer or (ctx.model.tokenizer_path if ctx.model else None)
+    if tokenizer is None:
+        raise ValueError("prepare needs a tokenizer: set `tokenizer` in the stage or a `model` section")
+    fields = {k: v for k, v in settings.__dict__.items() if k in PrepareConfig.__dataclass_fields__}
+    cfg = PrepareConfig(**{**fields, "seed": ctx.seed if settings.seed is None else settings.seed})
+    out = ctx.dir / "dataset"
+    prepare(list(settings.inputs), tokenizer, out, cfg)
+    return {
+        "dataset": str(out),
+        "train_prefix": str(out / "train"),
+        "valid_prefix": str(out / "valid"),
+        "stats": str(out / "stats.json"),
+    }

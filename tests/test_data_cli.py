@@ -1,0 +1,50 @@
+import json
+from pathlib import Path
+
+import click
+from click.testing import CliRunner
+
+from swehero.data.cli import data
+from swehero.recipe.stage import ModelConfig, StageContext
+from tests_paths import QWEN
+
+FIXTURES = Path(__file__).parent / "data_fixtures"
+
+
+def _ok(args):
+    result = CliRunner().invoke(data, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_import_render_show_prepare(tmp_path):
+    canon = tmp_path / "c.jsonl"
+    _ok(["import", "--format", "nvidia", "--stage", "zero", str(FIXTURES / "nvidia.jsonl"), "--out", str(canon)])
+    assert [json.loads(x)["stage"] for x in canon.read_text().splitlines()] == ["zero", "zero"]
+
+    _ok(["render", "--tokenizer", str(QWEN), str(canon), "--out", str(tmp_path / "r.jsonl")])
+    rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["astropy__astropy-12907_0", "django__django-11099_2"]
+    assert all(len(r["input_ids"]) == len(r["loss_mask"]) and 0 < sum(r["loss_mask"]) < len(r["loss_mask"]) for r in rows)
+
+    shown = _ok(["show", "--tokenizer", str(QWEN), str(canon), "--index", "1"]).output
+    assert click.style('<tool_call>', fg="green", bold=True)[:9] in shown and "UsernameValidator" in click.unstyle(shown)
+
+    out = _ok(["prepare", str(canon), "--tokenizer", str(QWEN), "--seq-length", "8192", "--out", str(tmp_path / "ds"),
+               "--workers", "0", "--valid-fraction", "0"]).stdout
+    assert json.loads(out)["trajectories"]["kept"] == 2
+    assert (tmp_path / "ds" / "train_tokens.idx").exists()
+
+
+def test_stage_run_uses_recipe_tokenizer_and_seed(tmp_path):
+    from swehero.data.importers import import_files
+    from swehero.data.stage import Settings, run
+
+    import_files([str(FIXTURES / "nebius.jsonl")], "nebius", tmp_path / "c.jsonl", max_reject_fraction=0.6)
+    ctx = StageContext(name="prep", dir=tmp_path / "stage", seed=7, model=ModelConfig(base=str(QWEN)),
+                       upstream={}, resume=False)
+    ctx.dir.mkdir()
+    outputs = run(Settings(inputs=[str(tmp_path / "c.jsonl")], seq_length=4096, workers=0), ctx)
+    stats = json.loads(Path(outputs["stats"]).read_text())
+    assert stats["config"]["seed"] == 7 and stats["trajectories"]["kept"] == 1
+    assert Path(outputs["train_prefix"] + "_tokens.bin").exists()

@@ -1,0 +1,148 @@
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_samples import samples
+from swehero.data.pack import BestFitPacker
+from swehero.data.prepare import PrepareConfig, prepare
+from swehero.data.render import ChatRenderer
+from tests_paths import QWEN
+
+N_INSTANCES = 24
+
+
+def _corpus(path: Path) -> list[dict]:
+    """24 instances x 2 trajectories of the sample shapes, plus one bad line of each kind."""
+    records = []
+    for i in range(N_INSTANCES):
+        for j in range(2):
+            r = copy.deepcopy(samples()[(i + j) % 3])
+            r["id"], r["instance_id"] = f"t{i}-{j}", f"org__repo-{i}"
+            r["messages"][-1]["content"] = f"turn {i}.{j} " * (1 + 40 * ((i * 7 + j) % 5))  # vary lengths
+            records.append(r)
+    bad = [copy.deepcopy(records[0]) for _ in range(4)]
+    del bad[0]["instance_id"]
+    bad[1]["messages"][1]["role"] = "robot"
+    bad[2]["messages"][2]["tool_calls"][0]["function"]["arguments"] = "{not json"
+    bad[3]["messages"][-1] = {"role": "assistant", "content": "  "}
+    lines = [json.dumps(r) for r in records[:10]] + ['{"id": "broken", '] + [json.dumps(b) for b in bad]
+    lines += [json.dumps(r) for r in records[10:]]
+    path.write_text("\n".join(lines) + "\n")
+    return records
+
+
+def _read_split(prefix: Path):
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    tokens, mask = IndexedDataset(f"{prefix}_tokens"), IndexedDataset(f"{prefix}_loss_mask")
+    assert np.array_equal(tokens.sequence_lengths, mask.sequence_lengths)
+    assert np.array_equal(tokens.document_indices, mask.document_indices)
+    samples_ = []
+    for d in range(len(tokens.document_indices) - 1):
+        a, b = tokens.document_indices[d], tokens.document_indices[d + 1]
+        samples_.append(([np.array(tokens[k]) for k in range(a, b)], [np.array(mask[k]) for k in range(a, b)]))  # copies: the mmap closes with the dataset
+    return samples_
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, qwen_tokenizer):
+    tmp = tmp_path_factory.mktemp("prep")
+    records = _corpus(tmp / "in.jsonl")
+    cfg = PrepareConfig(seq_length=6144, valid_fraction=0.25, max_reject_fraction=0.2, max_open=8)
+    stats = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "out", cfg)
+    return tmp, records, cfg, stats
+
+
+def test_packed_samples_hold_exact_renders_with_boundaries(built, qwen_tokenizer):
+    tmp, records, cfg, stats = built
+    renderer = ChatRenderer(qwen_tokenizer)
+    expected = {}
+    for r in records:
+        out = renderer.render(r)
+        expected[tuple(out.input_ids.tolist())] = out.loss_mask
+    pad = stats["pad_token_id"]
+    found = 0
+    for split in ("train", "valid"):
+        for segs, masks in _read_split(tmp / "out" / split):
+            assert sum(len(s) for s in segs) == cfg.seq_length
+            for s, m in zip(segs, masks):
+                if (s == pad).all():
+                    assert not m.any()  # the padding segment closes the sample and is never trained
+                    continue
+                assert np.array_equal(expected[tuple(s.tolist())], m)
+                found += 1
+    assert found == len(records) == stats["trajectories"]["kept"]
+    assert stats["trained_tokens"] == sum(int(m.sum()) for m in expected.values())
+
+
+def test_split_by_instance_stats_and_rejects(built, qwen_tokenizer):
+    tmp, records, cfg, stats = built
+    assert stats["trajectories"]["read"] == len(records) + 5
+    assert stats["trajectories"]["rejected"] == {"malformed_json": 1, "missing_field": 1, "unknown_role": 1,
+                                                 "invalid_tool_arguments": 1, "empty_assistant_turn": 1}
+    rejects = [json.loads(x) for x in (tmp / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [r["where"].rsplit(":", 1)[1] for r in rejects] == ["11", "12", "13", "14", "15"]
+    assert stats["samples"]["valid"] > 0 and stats["samples"]["train"] > 0
+    assert 0.5 < stats["packing_efficiency"] <= 1.0
+    assert (tmp / "out" / "lengths.png").stat().st_size > 1000
+    decode = qwen_tokenizer.decode
+    ids = {split: {decode(s[:40].tolist()) for segs, _ in _read_split(tmp / "out" / split) for s in segs} for split in ("train", "valid")}
+    assert ids["train"] and ids["valid"]
+
+
+def test_rerun_is_deterministic_and_complete_output_is_kept(built):
+    tmp, records, cfg, stats = built
+    again = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "again", cfg)
+    for name in ("train_tokens.bin", "train_loss_mask.bin", "valid_tokens.idx", "train_tokens.idx"):
+        assert (tmp / "out" / name).read_bytes() == (tmp / "again" / name).read_bytes()
+    assert {k: v for k, v in again.items() if k not in ("seconds", "rendered_tokens_per_second")} == \
+           {k: v for k, v in stats.items() if k not in ("seconds", "rendered_tokens_per_second")}
+    mtime = (tmp / "again" / "train_tokens.bin").stat().st_mtime_ns
+    assert prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "again", cfg) == again
+    assert (tmp / "again" / "train_tokens.bin").stat().st_mtime_ns == mtime
+
+
+def test_killed_run_leftovers_restart_cleanly_and_failure_leaves_nothing_complete(built):
+    tmp, records, cfg, stats = built
+    partial = tmp / "resume.partial"
+    partial.mkdir()
+    (partial / "train_tokens.bin").write_bytes(b"half written")
+    prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "resume", cfg)
+    assert not partial.exists()
+    assert (tmp / "resume" / "train_tokens.bin").read_bytes() == (tmp / "out" / "train_tokens.bin").read_bytes()
+    strict = PrepareConfig(seq_length=cfg.seq_length, max_reject_fraction=0.01)
+    with pytest.raises(RuntimeError, match="max-reject-fraction"):
+        prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "strict", strict)
+    assert not (tmp / "strict").exists()
+
+
+def test_too_long_policies(built):
+    tmp, records, cfg, stats = built
+    short = dict(seq_length=2600, valid_fraction=0.0, max_reject_fraction=0.2)
+    trunc = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "trunc", PrepareConfig(**short, too_long="truncate"))
+    drop = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "drop", PrepareConfig(**short, too_long="drop"))
+    assert trunc["trajectories"]["truncated"] > 0
+    assert drop["trajectories"]["dropped"]["too_long"] >= trunc["trajectories"]["truncated"]
+    assert drop["trajectories"]["kept"] + drop["trajectories"]["dropped"]["too_long"] == len(records)
+
+
+def test_multiprocess_output_equals_in_process(built):
+    tmp, records, cfg, stats = built
+    cfg2 = PrepareConfig(**{**cfg.__dict__, "workers": 2, "batch_size": 5})
+    prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "mp", cfg2)
+    for name in ("train_tokens.bin", "train_loss_mask.bin", "valid_tokens.bin", "train_tokens.idx"):
+        assert (tmp / "out" / name).read_bytes() == (tmp / "mp" / name).read_bytes()
+
+
+def test_best_fit_packer():
+    p = BestFitPacker(10, max_open=2)
+    assert p.add("a", 6) == [] and p.add("b", 5) == []
+    assert [b.items for b in p.add("c", 4)] == [["a", "c"]]  # best fit: the 4 goes where room is exactly 4
+    assert p.add("d", 7) == []
+    assert [b.items for b in p.add("e", 8)] == [["d"]]  # a third open bin is needed: the fullest is closed
+    assert [b.items for b in p.flush()] == [["b"], ["e"]]
+    with pytest.raises(ValueError):
+        p.add("e", 11)
