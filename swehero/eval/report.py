@@ -50,7 +50,7 @@ def outcome(episode: dict, grade: dict | None, patch: str) -> tuple[str, str]:
 
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
-    return round(sum(values) / len(values), 2) if values else None
+    return round(sum(values) / len(values), 6) if values else None
 
 
 def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, price_prompt: float = 0.0,
