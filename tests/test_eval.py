@@ -311,4 +311,37 @@ def test_served_tiny_model_completes_an_eval_run(toy, tmp_path, tiny_model_dir):
     out = evaluate(settings, tmp_path / "served")
     report = json.loads(Path(out["report"]).read_text())
     assert report["finished"] == 2 and sum(report["outcomes"].values()) == 2
-    assert all(i["steps"] <= 3 for i in report["instances"])
+    assert report["outcomes"]["infra_error"] == 0, report["instances"]
+    assert all(1 <= i["steps"] <= 3 for i in report["instances"])
+
+
+EVAL_RECIPE = """\
+name: eval
+run_dir: {run}
+stages:
+  - name: eval
+    kind: eval
+    tasks: toy
+    limit: 2
+    agent: {{policy: {policy}, max_steps: 10}}
+    grading: {{grader: local}}
+"""
+
+
+def test_eval_is_a_recipe_stage(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+    from swehero.recipe import kinds
+
+    monkeypatch.setitem(kinds.KINDS, "eval", "swehero.eval.stage")  # the lead registers it in kinds.py at merge
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EVAL_RECIPE.format(run=tmp_path / "bad", policy="gpt"))
+    result = CliRunner().invoke(main, ["recipe", "validate", str(bad)])
+    assert result.exit_code != 0 and "agent.policy" in result.output
+    good = tmp_path / "good.yaml"
+    good.write_text(EVAL_RECIPE.format(run=tmp_path / "run", policy="gold"))
+    result = CliRunner().invoke(main, ["recipe", "run", str(good)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
+    assert report["total"] == 2 and report["resolved"] == 2

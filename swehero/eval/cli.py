@@ -88,13 +88,13 @@ def grade(out: Path, grader, repos, dataset, workers, run_id, prune_images) -> N
     """
     from swehero.eval.grade import GradingSettings, grade as grade_predictions
     from swehero.eval.harness import HarnessConfig
-    from swehero.eval.pipeline import _harness_dataset
+    from swehero.eval.pipeline import harness_dataset
 
     tasks, saved = _saved_tasks(out)
     settings = GradingSettings(grader=grader, workers=workers, harness=HarnessConfig(
         dataset=dataset, run_id=run_id, max_workers=workers, prune_images=prune_images))
     repo_root = Path(repos) if repos else Path(saved["tasks"]).parent / "repos"
-    grade_predictions(tasks, out, settings, repo_root, dataset or _harness_dataset(saved["tasks"]), click.echo)
+    grade_predictions(tasks, out, settings, repo_root, dataset or harness_dataset(saved["tasks"]), click.echo)
     _report(out, tasks, saved)
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from swehero.eval.guards import check_free_disk, docker_root
 from swehero.eval.store import write_json_atomic
 
 FINISH_REASONS = ("submitted", "step_limit", "context_limit", "time_limit", "tool_parse_failures", "agent_error")
@@ -52,6 +53,10 @@ class AgentSettings:
     """Sampling (the paper's evaluation: 0.7 / 0.8 / 20)."""
     max_reply_tokens: int = 4096
     """Tokens per model reply."""
+    min_free_gb: float = 50.0
+    """Free GiB required on Docker's disk before an instance's image is pulled (docker runtime)."""
+    prune_image: bool = False
+    """Remove an instance's image after its attempt (docker runtime; the harness pulls it again to grade)."""
     repos: str = ""
     """Folder of local clones named `owner__name` (local runtime, local grader); empty: `repos/` beside the task
     file."""
@@ -96,11 +101,22 @@ def run_agent(task: dict, settings: AgentSettings, source_repo: Path | None, wor
         openai=OpenAIConfig(base_url=settings.base_url, model=settings.model, temperature=settings.temperature,
                             top_p=settings.top_p, top_k=settings.top_k, max_tokens=settings.max_reply_tokens),
     )
+    image = ""
+    if settings.runtime == "docker":
+        from swehero.agent.container import swebench_image
+
+        image = task.get("image") or swebench_image(task["instance_id"])
+        check_free_disk(docker_root(), settings.min_free_gb, f"pulling {image}")
     try:
         record = run_task(Task.from_row(task), config, out=out, source_repo=source_repo, workdir=workdir)
     except TimeLimit:  # the loop saved the record, patch included, in its `finally`
         record = json.loads(out.read_text()) if out.exists() else {"metadata": {}}
         record["metadata"]["exit_reason"] = "time_limit"
+    finally:
+        if image and settings.prune_image:
+            import docker
+
+            docker.from_env().images.remove(image, force=True)
     meta = record["metadata"]
     return Episode(
         instance_id=task["instance_id"], patch=record.get("patch") or "",

@@ -90,7 +90,7 @@ def run_inference(tasks: list[dict], settings: AgentSettings, out_dir: Path, mod
 
 
 @contextlib.contextmanager
-def endpoint(settings: AgentSettings, serve_model: str, out_dir: Path, max_model_len: int, extra: dict):
+def endpoint(settings: AgentSettings, serve_model: str, out_dir: Path, max_model_len: int):
     """Settings pointing at a model server: the given `base_url`, or a vLLM server started here for `serve_model`
     (stopped on exit) when the policy queries a model and no endpoint was given."""
     if settings.policy != "openai" or settings.base_url:
@@ -100,7 +100,7 @@ def endpoint(settings: AgentSettings, serve_model: str, out_dir: Path, max_model
         raise ValueError("the openai policy needs an endpoint (base_url) or a checkpoint to serve (serve)")
     from swehero.serve.server import ServeConfig, VLLMServer
 
-    config = ServeConfig(model=serve_model, max_model_len=max_model_len, **extra)
+    config = ServeConfig(model=serve_model, max_model_len=max_model_len)
     with VLLMServer(config, Path(out_dir) / "vllm.log") as server:
         yield replace(settings, base_url=server.url, model=settings.model or config.served_name
                       or Path(serve_model).name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from swehero.eval.episode import AgentSettings
@@ -81,11 +81,11 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
         from swehero.eval.guards import check_architecture
 
         check_architecture()
-    agent = settings.agent if settings.agent.repos or repos is None else _with_repos(settings.agent, repos)
-    with endpoint(agent, settings.serve, out_dir, settings.max_model_len, {}) as agent:
+    agent = replace(settings.agent, repos=str(repos)) if repos else settings.agent
+    with endpoint(agent, settings.serve, out_dir, settings.max_model_len) as agent:
         run_inference(tasks, agent, out_dir, model_label(settings), settings.workers, progress=progress)
-    harness_dataset = settings.grading.harness.dataset or _harness_dataset(source)
-    grade(tasks, out_dir, settings.grading, repos, harness_dataset, progress=progress)
+    grade(tasks, out_dir, settings.grading, repos, settings.grading.harness.dataset or harness_dataset(source),
+          progress=progress)
     report = build_report(tasks, out_dir, model_label(settings), benchmark, settings.price_prompt_per_mtok,
                           settings.price_completion_per_mtok)
     outputs = write_report(report, out_dir)
@@ -93,13 +93,8 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     return {"predictions": str(out_dir / PREDICTIONS), **outputs}
 
 
-def _with_repos(agent: AgentSettings, repos: Path) -> AgentSettings:
-    from dataclasses import replace
-
-    return replace(agent, repos=str(repos))
-
-
-def _harness_dataset(source: str) -> str:
+def harness_dataset(source: str) -> str:
+    """What swebench grades against by default: its own copy of a named benchmark, else the task file."""
     from swehero.eval.tasks import benchmark_of
 
     bench = benchmark_of(source)
