@@ -304,7 +304,7 @@ def test_served_tiny_model_completes_an_eval_run(toy, tmp_path, tiny_model_dir):
     outcome class and the report is written."""
     pytest.importorskip("swehero.agent.run", reason="swehero.agent is not on this branch yet (lands with the merge)")
     pytest.importorskip("vllm", reason="vLLM is not installed")
-    settings = _settings(toy, "openai", limit=2, serve=str(tiny_model_dir), max_model_len=4096)
+    settings = _settings(toy, "openai", limit=2, serve=str(tiny_model_dir), max_model_len=16384)
     settings.agent.max_steps = 3
     settings.agent.max_reply_tokens = 64
     settings.agent.time_limit_s = 300
@@ -345,3 +345,35 @@ def test_eval_is_a_recipe_stage(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
     assert report["total"] == 2 and report["resolved"] == 2
+
+
+@pytest.mark.parametrize("model", ["", "m"])
+def test_time_limit_covers_setup_and_agent(toy, tmp_path, model):
+    """A server that accepts connections and never answers: with no model name the agent blocks while setting up
+    (asking the server for its models), with one it blocks in its first query. Either way the instance ends at its
+    time limit, as `time_limit`, and the eval goes on."""
+    pytest.importorskip("swehero.agent.run", reason="swehero.agent is not on this branch yet (lands with the merge)")
+    import socket
+
+    from swehero.eval.inference import run_inference, trajectory_path
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        agent = AgentSettings(policy="openai", base_url=f"http://127.0.0.1:{silent.getsockname()[1]}/v1", model=model,
+                              time_limit_s=3, kill_grace_s=30, repos=str(toy.parent / "repos"))
+        start = time.monotonic()
+        run_inference(select(load_tasks(str(toy)), limit=1), agent, tmp_path, "m", progress=lambda _: None)
+    assert time.monotonic() - start < 30  # ended by the time limit, not by the grace-period kill
+    episode = json.loads(trajectory_path(tmp_path, load_tasks(str(toy))[0]["instance_id"]).read_text())
+    assert episode["finish_reason"] == "time_limit" and 3 <= episode["seconds"] < 10
+
+
+def test_oracle_agent_scores_100_through_local_grader(toy, tmp_path):
+    """The agent's oracle policy edits the checkout with real tool calls (local bubblewrap runtime); its patches
+    must resolve every toy task."""
+    pytest.importorskip("swehero.agent.run", reason="swehero.agent is not on this branch yet (lands with the merge)")
+    out = evaluate(_settings(toy, "oracle", workers=2), tmp_path / "oracle", progress=lambda _: None)
+    report = json.loads(Path(out["report"]).read_text())
+    assert report["resolved"] == 4, report["instances"]
+    assert all(i["finish_reason"] == "submitted" and i["steps"] > 1 for i in report["instances"])
