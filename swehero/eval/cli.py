@@ -86,7 +86,8 @@ def grade(out: Path, grader, repos, dataset, workers, run_id, prune_images) -> N
     Example:
       swehero eval grade runs/v-32b --workers 8 --prune-images
     """
-    from swehero.eval.grade import GradingSettings, grade as grade_predictions
+    from swehero.eval.grade import GradingSettings
+    from swehero.eval.grade import grade as grade_predictions
     from swehero.eval.harness import HarnessConfig
     from swehero.eval.pipeline import harness_dataset
 

@@ -85,7 +85,8 @@ class TimeLimit(BaseException):
 
 # The agent's `metadata.exit_reason` -> our finish reason.
 _EXIT_REASONS = {"finished": "submitted", "step_limit": "step_limit", "context_limit": "context_limit",
-                 "repeated_format_errors": "tool_parse_failures", "policy_error": "agent_error"}
+                 "time_limit": "time_limit", "repeated_format_errors": "tool_parse_failures",
+                 "policy_error": "agent_error"}
 
 
 def run_agent(task: dict, settings: AgentSettings, source_repo: Path | None, workdir: Path, out: Path) -> Episode:
@@ -118,11 +119,14 @@ def run_agent(task: dict, settings: AgentSettings, source_repo: Path | None, wor
 
             docker.from_env().images.remove(image, force=True)
     meta = record["metadata"]
+    reason = meta.get("exit_reason")
+    error = meta.get("error") or meta.get("patch_error", "")
+    if reason not in _EXIT_REASONS:  # an ending we do not know is not silently counted as the model's
+        error = f"the agent ended with exit_reason={reason!r}. {error}"
     return Episode(
         instance_id=task["instance_id"], patch=record.get("patch") or "",
-        finish_reason=_EXIT_REASONS.get(meta.get("exit_reason"), meta.get("exit_reason") or "agent_error"),
-        steps=meta.get("steps", 0), prompt_tokens=meta.get("prompt_tokens"),
-        completion_tokens=meta.get("completion_tokens"), error=meta.get("error") or meta.get("patch_error", ""),
+        finish_reason=_EXIT_REASONS.get(reason, "agent_error"), steps=meta.get("steps", 0),
+        prompt_tokens=meta.get("prompt_tokens"), completion_tokens=meta.get("completion_tokens"), error=error,
         trajectory=record,
     )
 

@@ -10,8 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from swehero.eval.harness import (HarnessConfig, check_harness_dataset, grade_record, parse_harness, run_harness,
-                                  run_id_for)
+from swehero.eval.harness import (
+    HarnessConfig,
+    check_harness_dataset,
+    grade_record,
+    parse_harness,
+    run_harness,
+    run_id_for,
+)
 from swehero.eval.inference import PREDICTIONS, finished
 from swehero.eval.local_grader import LocalGraderConfig, grade_instance
 from swehero.eval.store import JsonlLog

@@ -96,8 +96,9 @@ def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions:
 
 
 def _remove_images(names: list[str]) -> None:
-    import docker
     from swebench.image_builder.docker_utils import remove_image
+
+    import docker
 
     client = docker.from_env()
     for name in names:

@@ -44,9 +44,9 @@ def _attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | N
                                 "source_repo": str(source_repo) if source_repo else ""}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(swehero.__file__).parents[1]),
                                                                        os.environ.get("PYTHONPATH")]))}
-    child = subprocess.Popen([sys.executable, "-m", "swehero.eval.episode", str(spec), str(result)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=open(workdir / "stderr.txt", "wb"),
-                             start_new_session=True)
+    with open(workdir / "stderr.txt", "wb") as stderr:
+        child = subprocess.Popen([sys.executable, "-m", "swehero.eval.episode", str(spec), str(result)], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     try:
         child.wait(timeout=settings.time_limit_s + settings.kill_grace_s)
     except subprocess.TimeoutExpired:

@@ -35,7 +35,7 @@ def _run(cmd: list[str] | str, cwd: Path, timeout: float | None = None) -> subpr
 
 def test_files(test_patch: str) -> list[str]:
     """Files the test patch creates or changes (the harness runs exactly these), deleted ones excluded."""
-    return re.findall(r"^\+\+\+ b/(\S+)$", test_patch, flags=re.M)
+    return re.findall(r"^\+\+\+ b/(\S+)$", test_patch, flags=re.MULTILINE)
 
 
 def _apply_model_patch(checkout: Path, patch_file: Path) -> tuple[bool, str]:
@@ -54,8 +54,14 @@ def _apply_model_patch(checkout: Path, patch_file: Path) -> tuple[bool, str]:
 
 def test_log(checkout: Path, task: dict, model_patch: str, config: LocalGraderConfig) -> str:
     """The test output the harness would write to `test_output.txt`, with its markers."""
-    from swebench.harness.constants import (APPLY_PATCH_FAIL, APPLY_PATCH_PASS, END_TEST_OUTPUT, START_TEST_OUTPUT,
-                                            TEST_EXIT_CODE, TESTS_TIMEOUT)
+    from swebench.harness.constants import (
+        APPLY_PATCH_FAIL,
+        APPLY_PATCH_PASS,
+        END_TEST_OUTPUT,
+        START_TEST_OUTPUT,
+        TEST_EXIT_CODE,
+        TESTS_TIMEOUT,
+    )
 
     patch_file = checkout.parent / "model.patch"
     patch_file.write_text(model_patch)
@@ -81,7 +87,7 @@ def test_log(checkout: Path, task: dict, model_patch: str, config: LocalGraderCo
 
 
 def grade_instance(task: dict, prediction: dict, source_repo: Path, log_dir: Path,
-                   config: LocalGraderConfig = LocalGraderConfig()) -> dict:
+                   config: LocalGraderConfig | None = None) -> dict:
     """Grade one prediction; writes `log_dir/test_output.txt` and `log_dir/report.json` (swebench's format) and
     returns the report's entry for this instance."""
     from swebench.harness.grading import get_eval_report
@@ -95,7 +101,8 @@ def grade_instance(task: dict, prediction: dict, source_repo: Path, log_dir: Pat
                        capture_output=True)
         subprocess.run(["git", "checkout", "-q", "--detach", task["base_commit"]], cwd=checkout, check=True,
                        capture_output=True)
-        (log_dir / "test_output.txt").write_text(test_log(checkout, task, prediction["model_patch"] or "", config))
+        (log_dir / "test_output.txt").write_text(test_log(checkout, task, prediction["model_patch"] or "",
+                                                          config or LocalGraderConfig()))
     spec = TestSpec(instance_id=iid, image="", eval_script_list=[], repo=task["repo"],
                     version=str(task.get("version", "")), FAIL_TO_PASS=task["FAIL_TO_PASS"],
                     PASS_TO_PASS=task["PASS_TO_PASS"], log_parser="parse_log_pytest", eval_type="pass_and_fail")

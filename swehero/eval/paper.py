@@ -19,7 +19,7 @@ PAPER_RESULTS: dict[tuple[str, str], float] = {
 
 def paper_model(name: str) -> str | None:
     """The paper's model a name refers to (`swe-hero-32b`, `/ckpt/SWE_Zero_7B/hf`, ...), if any."""
-    match = re.search(r"swe[-_ ]?(hero|zero)[-_ ]?(7|14|32)b", name, flags=re.I)
+    match = re.search(r"swe[-_ ]?(hero|zero)[-_ ]?(7|14|32)b", name, flags=re.IGNORECASE)
     return f"SWE-{match.group(1).capitalize()}-{match.group(2)}B" if match else None
 
 

@@ -105,8 +105,8 @@ def _pct(x: float | None) -> str:
 def markdown(report: dict) -> str:
     lo, hi = report["ci95"]
     lines = [f"# Eval: {report['model']} on {report['benchmark']}", "",
-             f"**Resolved: {report['resolved']}/{report['total']} = {_pct(report['resolved_rate'])}** "
-             f"(95% Wilson CI {_pct(lo)} – {_pct(hi)})"]
+             (f"**Resolved: {report['resolved']}/{report['total']} = {_pct(report['resolved_rate'])}** "
+              f"(95% Wilson CI {_pct(lo)} – {_pct(hi)})")]
     if report["paper"]:
         lines.append(f"Paper ({report['paper']['model']}, {report['benchmark']}): "
                      f"{_pct(report['paper']['resolved_rate'])}")
