@@ -377,3 +377,44 @@ def test_oracle_agent_scores_100_through_local_grader(toy, tmp_path):
     report = json.loads(Path(out["report"]).read_text())
     assert report["resolved"] == 4, report["instances"]
     assert all(i["finish_reason"] == "submitted" and i["steps"] > 1 for i in report["instances"])
+
+
+def test_harness_runs_up_to_the_docker_engine(toy, tmp_path):
+    """No Docker engine here: the harness gets our arguments, loads our predictions and the task file, records the
+    run, and only then fails to reach Docker. Our own disk guard says clearly what is missing."""
+    import docker
+
+    from swehero.eval.harness import run_harness
+
+    out = evaluate(_settings(toy, "gold", limit=2), tmp_path / "run", progress=lambda _: None)
+    ids = [row["instance_id"] for row in _lines(Path(out["predictions"]))]
+    with pytest.raises(RuntimeError, match="no Docker engine is reachable"):
+        run_harness(HarnessConfig(), tmp_path / "run", str(toy), Path(out["predictions"]), ids, {})
+    with pytest.raises(docker.errors.DockerException):
+        run_harness(HarnessConfig(min_free_gb=0), tmp_path / "run", str(toy), Path(out["predictions"]), ids, {})
+    recorded = json.loads((tmp_path / "run" / "harness" / "logs" / "run_evaluation" / "swehero.run" / "run.json")
+                          .read_text())
+    assert recorded["dataset"] == str(toy) and recorded["split"] == "test"
+
+
+def test_inference_only_then_grade_and_report_commands(toy, tmp_path):
+    from click.testing import CliRunner
+
+    from swehero.eval.cli import eval_group
+
+    out = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(eval_group, ["run", str(out), "--tasks", str(toy), "--policy", "gold", "--grader", "none",
+                                        "--instances", "swehero-toy__stack-1,swehero-toy__calc-1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["total"] == 2 and report["ungraded"] == 2 and report["outcomes"]["infra_error"] == 2
+    assert "Not graded" in (out / "report.md").read_text()
+    result = runner.invoke(eval_group, ["grade", str(out), "--grader", "local"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["resolved"] == 2 and report["ungraded"] == 0
+    assert [i["instance_id"] for i in report["instances"]] == ["swehero-toy__stack-1", "swehero-toy__calc-1"]
+    assert runner.invoke(eval_group, ["report", str(out)]).exit_code == 0
+    result = runner.invoke(eval_group, ["compare", str(out), str(out)])
+    assert result.exit_code == 0 and "| resolved | 2/2 = 100.0% | 2/2 = 100.0% |" in result.output

@@ -25,7 +25,14 @@ def docker_root() -> str:
     """Where the Docker engine stores images (`/var/lib/docker` unless configured otherwise)."""
     import docker
 
-    return docker.from_env().info().get("DockerRootDir") or "/var/lib/docker"
+    try:
+        return docker.from_env().info().get("DockerRootDir") or "/var/lib/docker"
+    except docker.errors.DockerException as e:
+        raise RuntimeError(
+            f"no Docker engine is reachable ({e}). The docker runtime and the swebench grader need one: start "
+            "Docker (or set DOCKER_HOST), grade on Modal (harness.modal: true), or grade Python tasks on this "
+            "machine with the local grader (--grader local)."
+        ) from e
 
 
 def check_free_disk(path: str, min_free_gb: float, what: str) -> float:

@@ -39,7 +39,8 @@ class HarnessConfig:
     modal: bool = False
     """Grade on Modal (remote x86_64 builds) instead of the local Docker engine."""
     min_free_gb: float = 100.0
-    """Free GiB required on Docker's disk before images are pulled or built (checked before every batch)."""
+    """Free GiB required on Docker's disk before images are pulled or built (checked before every batch; 0: no
+    check)."""
     prune_images: bool = False
     """Grade one instance at a time and remove its image afterwards (for small disks)."""
 
@@ -84,7 +85,7 @@ def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions:
     batches = [[iid] for iid in instance_ids] if config.prune_images else [instance_ids]
     with contextlib.chdir(where):  # the harness writes its logs relative to the working directory
         for batch in batches:
-            if not config.modal:
+            if not config.modal and config.min_free_gb > 0:
                 check_free_disk(docker_root(), config.min_free_gb, f"pulling images for {len(batch)} instance(s)")
             run_evaluation(**harness_kwargs(config, dataset, predictions, run_id, batch))
             if config.prune_images:

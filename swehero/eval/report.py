@@ -17,6 +17,7 @@ from swehero.eval.paper import paper_figure
 
 OUTCOMES = ("resolved", "unresolved", "empty_patch", "step_limit", "context_limit", "time_limit",
             "tool_parse_failure", "infra_error")
+NOT_GRADED = "not graded"
 _LIMITS = {"step_limit": "step_limit", "context_limit": "context_limit", "time_limit": "time_limit",
            "tool_parse_failures": "tool_parse_failure"}
 
@@ -44,7 +45,7 @@ def outcome(episode: dict, grade: dict | None, patch: str) -> tuple[str, str]:
     if not patch.strip():
         return "empty_patch", ""
     if grade is None:
-        return "infra_error", "not graded"
+        return "infra_error", NOT_GRADED
     return "unresolved", grade.get("error", "")
 
 
@@ -93,6 +94,7 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
         "averages": {key: _mean([i[key] for i in instances])
                      for key in ("steps", "prompt_tokens", "completion_tokens", "cost_usd", "seconds")},
         "paper": {"model": paper[0], "benchmark": benchmark, "resolved_rate": paper[1] / 100} if paper else None,
+        "ungraded": sum(i["detail"] == NOT_GRADED for i in instances),
         "pending_ids": pending,
         "instances": instances,
     }
@@ -112,6 +114,9 @@ def markdown(report: dict) -> str:
                      f"{_pct(report['paper']['resolved_rate'])}")
     if report["pending"]:
         lines.append(f"\n**Incomplete:** {report['pending']} instance(s) have no prediction yet.")
+    if report["ungraded"]:
+        lines.append(f"\n**Not graded:** {report['ungraded']} prediction(s) (counted as infra_error); run "
+                     "`swehero eval grade`.")
     lines += ["", "## Outcomes", "", "| outcome | count |", "|---|---|"]
     lines += [f"| {name} | {count} |" for name, count in report["outcomes"].items()]
     lines += ["", "## Per repository", "", "| repo | resolved | total | rate |", "|---|---|---|---|"]
