@@ -1,0 +1,148 @@
+"""`swehero eval run|grade|report|compare|toy`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from swehero.eval.episode import AgentSettings
+from swehero.eval.pipeline import Settings
+
+_AGENT = AgentSettings()
+_OUT = click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+_GRADER = click.option("--grader", type=click.Choice(["swebench", "local", "none"]), default="swebench",
+                       show_default=True, help="Official harness (Docker), local pytest grader, or no grading.")
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluate a checkpoint on SWE-bench Verified / Multilingual (or any SWE-bench-shaped task file).
+
+    \b
+    Example:
+      swehero eval run runs/eval-32b --tasks verified --serve /ckpt/swe-hero-32b --workers 16
+    """
+
+
+@eval_group.command()
+@_OUT
+@click.option("--tasks", default="toy", show_default=True, help="Task file, `verified`, `multilingual` or `toy`.")
+@click.option("--instances", default="", help="Comma-separated instance ids.")
+@click.option("--limit", default=0, help="At most N instances.")
+@click.option("--shard", default="", help="i/n: this machine's share.")
+@click.option("--policy", type=click.Choice(["openai", "oracle", "gold", "empty"]), default=_AGENT.policy,
+              show_default=True)
+@click.option("--mode", type=click.Choice(["exec", "zero"]), default=_AGENT.mode, show_default=True)
+@click.option("--runtime", type=click.Choice(["local", "docker"]), default=_AGENT.runtime, show_default=True)
+@click.option("--serve", default="", help="Checkpoint to serve with vLLM for this run.")
+@click.option("--base-url", default="", help="An already running OpenAI-compatible endpoint.")
+@click.option("--model-name", default="", help="model_name_or_path in the predictions (and paper lookup).")
+@click.option("--max-model-len", default=32768, show_default=True)
+@click.option("--workers", default=1, show_default=True, help="Instances attempted concurrently.")
+@click.option("--max-steps", default=_AGENT.max_steps, show_default=True)
+@click.option("--time-limit", default=_AGENT.time_limit_s, show_default=True, help="Seconds per instance.")
+@click.option("--repos", default="", help="Folder of local clones (owner__name) for local runtime/grader.")
+@_GRADER
+def run(out: Path, instances: str, policy, mode, runtime, base_url, max_steps, time_limit, repos, grader,
+        **options) -> None:
+    """Attempt, grade and report; rerunning the same command resumes where it stopped.
+
+    \b
+    Examples:
+      swehero eval run runs/toy-gold --tasks toy --policy gold --grader local
+      swehero eval run runs/v-32b --tasks verified --serve /ckpt/swe-hero-32b --max-model-len 131072 --workers 16
+    """
+    from swehero.eval.pipeline import evaluate
+
+    agent = replace(_AGENT, policy=policy, mode=mode, runtime=runtime, base_url=base_url, max_steps=max_steps,
+                    time_limit_s=time_limit, repos=repos)
+    settings = Settings(instances=[i for i in instances.split(",") if i], agent=agent, **options)
+    settings.grading.grader = grader
+    evaluate(settings, out, progress=click.echo)
+
+
+def _saved_tasks(out: Path) -> tuple[list[dict], dict]:
+    from swehero.eval.tasks import load_tasks, select
+
+    saved = json.loads((out / "eval.json").read_text())
+    return select(load_tasks(saved["tasks"]), saved["instance_ids"]), saved
+
+
+@eval_group.command()
+@_OUT
+@_GRADER
+@click.option("--repos", default="", help="Folder of local clones (local grader); default: beside the task file.")
+@click.option("--dataset", default="", help="Dataset the harness grades against (default: the benchmark's).")
+@click.option("--workers", default=4, show_default=True)
+@click.option("--run-id", default="", help="Harness run id (default: swehero.<folder name>).")
+@click.option("--prune-images", is_flag=True, help="Remove each instance's image after grading it.")
+def grade(out: Path, grader, repos, dataset, workers, run_id, prune_images) -> None:
+    """Grade an eval folder's predictions (only those not graded yet), then rewrite its report.
+
+    \b
+    Example:
+      swehero eval grade runs/v-32b --workers 8 --prune-images
+    """
+    from swehero.eval.grade import GradingSettings
+    from swehero.eval.grade import grade as grade_predictions
+    from swehero.eval.harness import HarnessConfig
+    from swehero.eval.pipeline import harness_dataset
+
+    tasks, saved = _saved_tasks(out)
+    settings = GradingSettings(grader=grader, workers=workers, harness=HarnessConfig(
+        dataset=dataset, run_id=run_id, max_workers=workers, prune_images=prune_images))
+    repo_root = Path(repos) if repos else Path(saved["tasks"]).parent / "repos"
+    grade_predictions(tasks, out, settings, repo_root, dataset or harness_dataset(saved["tasks"]), click.echo)
+    _report(out, tasks, saved)
+
+
+def _report(out: Path, tasks: list[dict], saved: dict) -> None:
+    from swehero.eval.report import build_report, write_report
+
+    report = build_report(tasks, out, saved["model"], saved["benchmark"])
+    paths = write_report(report, out)
+    click.echo(f"resolved {report['resolved']}/{report['total']}; report: {paths['report_md']}")
+
+
+@eval_group.command()
+@_OUT
+def report(out: Path) -> None:
+    """Rewrite report.json / report.md / report.png of an eval folder from its files.
+
+    \b
+    Example:
+      swehero eval report runs/v-32b
+    """
+    tasks, saved = _saved_tasks(out)
+    _report(out, tasks, saved)
+
+
+@eval_group.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
+def compare(runs: tuple[Path, ...]) -> None:
+    """Put the reports of several eval folders side by side (markdown).
+
+    \b
+    Example:
+      swehero eval compare runs/v-7b runs/v-14b runs/v-32b
+    """
+    from swehero.eval.report import compare as compare_reports
+
+    click.echo(compare_reports(list(runs)), nl=False)
+
+
+@eval_group.command()
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+def toy(dest: Path) -> None:
+    """Build the bundled toy tasks (git repositories + tasks.jsonl) into DEST.
+
+    \b
+    Example:
+      swehero eval toy /tmp/toy && swehero eval run /tmp/e --tasks /tmp/toy/tasks.jsonl --policy gold --grader local
+    """
+    from swehero.eval.toy import build_toy_tasks
+
+    click.echo(f"wrote {build_toy_tasks(dest)}")

@@ -1,0 +1,142 @@
+"""Grading with the official harness, swebench 5.0.2, through its Python API (`run_evaluation.main`).
+
+The harness writes `logs/run_evaluation/<run_id>/<model>/<instance>/report.json` relative to the working
+directory and the run summary `<model>.<run_id>.json` to `report_dir`; both go under `<eval dir>/harness`. It
+skips instances that already have a report, so grading resumes. Its containers are named
+`sweb.eval.<instance>.<run_id>`: a distinct run id per eval folder keeps re-runs from colliding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from swehero.eval.guards import check_architecture, check_free_disk, docker_root
+
+HARNESS_DIR = "harness"
+
+
+@dataclass
+class HarnessConfig:
+    """Options passed through to swebench's `run_evaluation.main`, plus our guards."""
+
+    dataset: str = ""
+    """Dataset the harness grades against (hub id or local .json/.jsonl/.parquet with swebench 5 columns: `image`,
+    `eval_script`, `log_parser`, `eval_type`); empty: the benchmark's harness dataset, or the task file."""
+    split: str = "test"
+    run_id: str = ""
+    """Harness run id (in log paths and container names); empty: `swehero.<eval folder name>`."""
+    max_workers: int = 4
+    """Instances graded in parallel (swebench suggests at most 75% of CPU cores)."""
+    timeout_s: int = 1800
+    """Seconds the tests of one instance may run."""
+    open_file_limit: int = 4096
+    task_repo: str = ""
+    """Build the instance images from this swebench task repo instead of pulling published ones."""
+    modal: bool = False
+    """Grade on Modal (remote x86_64 builds) instead of the local Docker engine."""
+    min_free_gb: float = 100.0
+    """Free GiB required on Docker's disk before images are pulled or built (checked before every batch; 0: no
+    check)."""
+    prune_images: bool = False
+    """Grade one instance at a time and remove its image afterwards (for small disks)."""
+
+
+def run_id_for(config: HarnessConfig, out_dir: Path) -> str:
+    return config.run_id or "swehero." + re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(out_dir).resolve().name)
+
+
+def harness_kwargs(config: HarnessConfig, dataset: str, predictions: Path, run_id: str,
+                   instance_ids: list[str]) -> dict:
+    """Keyword arguments for `swebench.harness.run_evaluation.main` (all of its parameters, by name)."""
+    return {
+        "dataset_name": dataset, "split": config.split, "instance_ids": instance_ids,
+        "predictions_path": str(Path(predictions).resolve()), "max_workers": config.max_workers,
+        "open_file_limit": config.open_file_limit, "run_id": run_id, "timeout": config.timeout_s,
+        "rewrite_reports": False, "modal": config.modal, "report_dir": ".", "task_repo": config.task_repo or None,
+    }
+
+
+def check_harness_dataset(tasks: list[dict]) -> None:
+    """swebench 5's `make_test_spec` needs these columns; say so before any container starts."""
+    needed = ("image", "eval_script", "log_parser", "eval_type", "version")
+    missing = sorted({name for task in tasks for name in needed if not task.get(name)})
+    if missing:
+        raise ValueError(
+            f"the harness dataset lacks {', '.join(missing)}, which swebench 5.0.2 needs to build its test specs. "
+            "Grade against swebench's own copy of the benchmark (harness.dataset, e.g. SWE-bench/SWE-bench_Verified) "
+            "or use the local grader for Python toy tasks."
+        )
+
+
+def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions: Path, instance_ids: list[str],
+                images: dict[str, str]) -> Path:
+    """Grade `instance_ids` (non-empty patches); returns the folder the harness wrote under. `images` maps
+    instance ids to image names, for pruning."""
+    from swebench.harness.run_evaluation import main as run_evaluation
+
+    check_architecture(remote=config.modal)
+    where = Path(out_dir) / HARNESS_DIR
+    where.mkdir(parents=True, exist_ok=True)
+    run_id = run_id_for(config, out_dir)
+    batches = [[iid] for iid in instance_ids] if config.prune_images else [instance_ids]
+    with contextlib.chdir(where):  # the harness writes its logs relative to the working directory
+        for batch in batches:
+            if not config.modal and config.min_free_gb > 0:
+                check_free_disk(docker_root(), config.min_free_gb, f"pulling images for {len(batch)} instance(s)")
+            run_evaluation(**harness_kwargs(config, dataset, predictions, run_id, batch))
+            if config.prune_images:
+                _remove_images([images[i] for i in batch if images.get(i)])
+        # the summary over all of them (no instance is left to run, so this only writes the report)
+        if config.prune_images and len(batches) > 1:
+            run_evaluation(**harness_kwargs(config, dataset, predictions, run_id, instance_ids))
+    return where
+
+
+def _remove_images(names: list[str]) -> None:
+    from swebench.image_builder.docker_utils import remove_image
+
+    import docker
+
+    client = docker.from_env()
+    for name in names:
+        remove_image(client, name)
+
+
+def parse_harness(where: Path, run_id: str, model_name: str, instance_ids: list[str]) -> dict[str, dict]:
+    """Grades from the harness's files: each instance's `report.json`, and the run summary for instances that
+    errored without one. Instances the harness did not get to are absent."""
+    from swebench.harness.constants import APPLY_PATCH_FAIL
+
+    model_dir = model_name.replace("/", "__")
+    summary_file = Path(where) / f"{model_dir}.{run_id}.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    errors = set(summary.get("error_ids", []))
+    reasons = summary.get("failure_reasons", {})
+    grades = {}
+    for iid in instance_ids:
+        log_dir = Path(where) / "logs" / "run_evaluation" / run_id / model_dir / iid
+        report_file = log_dir / "report.json"
+        if report_file.exists() and report_file.read_text().strip():
+            entry = json.loads(report_file.read_text())[iid]
+            grades[iid] = grade_record(iid, entry, "swebench")
+        elif iid in errors:
+            # The harness reports a patch that does not apply as an error too; that one is the model's failure.
+            log = log_dir / "run_instance.log"
+            bad_patch = log.exists() and APPLY_PATCH_FAIL in log.read_text(errors="replace")
+            grades[iid] = {"instance_id": iid, "grader": "swebench", "resolved": False, "patch_applied": False,
+                           "infra_failure": not bad_patch,
+                           "error": "patch did not apply" if bad_patch else
+                           reasons.get(iid) or f"harness error; see {log_dir}"}
+    return grades
+
+
+def grade_record(iid: str, entry: dict, grader: str) -> dict:
+    """Our grade line from one instance's swebench report entry."""
+    return {"instance_id": iid, "grader": grader, "resolved": bool(entry["resolved"]),
+            "patch_applied": bool(entry.get("patch_successfully_applied")),
+            "infra_failure": bool(entry.get("infra_failure")), "error": entry.get("infra_failure_reason", ""),
+            "tests_status": entry.get("tests_status")}

@@ -1,0 +1,180 @@
+"""`report.json`, `report.md` and `report.png` of an eval folder, and side-by-side comparison of several.
+
+Every selected instance lands in exactly one outcome class. A resolved instance counts as resolved however the
+agent ended (pass@1 counts the patch); otherwise the first matching reason wins: the infrastructure failed, the
+agent hit a limit or kept sending malformed tool calls, the patch was empty, or it was graded and not resolved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from swehero.eval.grade import grades
+from swehero.eval.inference import finished, trajectory_path
+from swehero.eval.paper import paper_figure
+
+OUTCOMES = ("resolved", "unresolved", "empty_patch", "step_limit", "context_limit", "time_limit",
+            "tool_parse_failure", "infra_error")
+NOT_GRADED = "not graded"
+_LIMITS = {"step_limit": "step_limit", "context_limit": "context_limit", "time_limit": "time_limit",
+           "tool_parse_failures": "tool_parse_failure"}
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sound at 0%, 100% and small n, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 0.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def outcome(episode: dict, grade: dict | None, patch: str) -> tuple[str, str]:
+    """(outcome class, detail) of one instance with a committed prediction."""
+    if grade and grade["resolved"]:
+        return "resolved", ""
+    if episode.get("finish_reason") == "agent_error":
+        return "infra_error", episode.get("error", "")
+    if grade and grade.get("infra_failure"):
+        return "infra_error", grade.get("error", "")
+    if episode.get("finish_reason") in _LIMITS:
+        return _LIMITS[episode["finish_reason"]], episode.get("error", "")
+    if not patch.strip():
+        return "empty_patch", ""
+    if grade is None:
+        return "infra_error", NOT_GRADED
+    return "unresolved", grade.get("error", "")
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 6) if values else None
+
+
+def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, price_prompt: float = 0.0,
+                 price_completion: float = 0.0) -> dict:
+    """Summarize an eval folder. Prices are $ per million prompt / completion tokens (0: no cost column)."""
+    out_dir = Path(out_dir)
+    predictions, graded = finished(out_dir), grades(out_dir)
+    instances, pending = [], []
+    for task in tasks:
+        iid = task["instance_id"]
+        if iid not in predictions:
+            pending.append(iid)
+            continue
+        episode = json.loads(trajectory_path(out_dir, iid).read_text())
+        cls, detail = outcome(episode, graded.get(iid), predictions[iid]["model_patch"] or "")
+        prompt, completion = episode.get("prompt_tokens"), episode.get("completion_tokens")
+        cost = None if prompt is None or not (price_prompt or price_completion) else \
+            (prompt * price_prompt + (completion or 0) * price_completion) / 1e6
+        instances.append({"instance_id": iid, "repo": task["repo"], "outcome": cls, "detail": detail[:500],
+                          "finish_reason": episode.get("finish_reason"), "steps": episode.get("steps", 0),
+                          "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost,
+                          "seconds": episode.get("seconds")})
+    total = len(tasks)
+    resolved = sum(i["outcome"] == "resolved" for i in instances)
+    per_repo: dict[str, dict] = {}
+    for task in tasks:
+        per_repo.setdefault(task["repo"], {"total": 0, "resolved": 0})["total"] += 1
+    for inst in instances:
+        per_repo[inst["repo"]]["resolved"] += inst["outcome"] == "resolved"
+    for row in per_repo.values():
+        row["rate"] = round(row["resolved"] / row["total"], 4)
+    low, high = wilson(resolved, total)
+    paper = paper_figure(model, benchmark)
+    return {
+        "model": model, "benchmark": benchmark, "total": total, "finished": len(instances), "pending": len(pending),
+        "resolved": resolved, "resolved_rate": round(resolved / total, 4) if total else 0.0,
+        "ci95": [round(low, 4), round(high, 4)],
+        "outcomes": {name: sum(i["outcome"] == name for i in instances) for name in OUTCOMES},
+        "per_repo": dict(sorted(per_repo.items())),
+        "averages": {key: _mean([i[key] for i in instances])
+                     for key in ("steps", "prompt_tokens", "completion_tokens", "cost_usd", "seconds")},
+        "paper": {"model": paper[0], "benchmark": benchmark, "resolved_rate": paper[1] / 100} if paper else None,
+        "ungraded": sum(i["detail"] == NOT_GRADED for i in instances),
+        "pending_ids": pending,
+        "instances": instances,
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def markdown(report: dict) -> str:
+    lo, hi = report["ci95"]
+    lines = [f"# Eval: {report['model']} on {report['benchmark']}", "",
+             (f"**Resolved: {report['resolved']}/{report['total']} = {_pct(report['resolved_rate'])}** "
+              f"(95% Wilson CI {_pct(lo)} – {_pct(hi)})")]
+    if report["paper"]:
+        lines.append(f"Paper ({report['paper']['model']}, {report['benchmark']}): "
+                     f"{_pct(report['paper']['resolved_rate'])}")
+    if report["pending"]:
+        lines.append(f"\n**Incomplete:** {report['pending']} instance(s) have no prediction yet.")
+    if report["ungraded"]:
+        lines.append(f"\n**Not graded:** {report['ungraded']} prediction(s) (counted as infra_error); run "
+                     "`swehero eval grade`.")
+    lines += ["", "## Outcomes", "", "| outcome | count |", "|---|---|"]
+    lines += [f"| {name} | {count} |" for name, count in report["outcomes"].items()]
+    lines += ["", "## Per repository", "", "| repo | resolved | total | rate |", "|---|---|---|---|"]
+    lines += [f"| {repo} | {r['resolved']} | {r['total']} | {_pct(r['rate'])} |" for repo, r in report["per_repo"].items()]
+    lines += ["", "## Averages per finished instance", "", "| metric | mean |", "|---|---|"]
+    lines += [f"| {key} | {'—' if v is None else v} |" for key, v in report["averages"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def chart(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+    names, counts = list(report["outcomes"]), list(report["outcomes"].values())
+    left.bar(names, counts, color=["#2a9d8f" if n == "resolved" else "#8d99ae" for n in names])
+    left.set_ylabel("instances")
+    left.set_title(f"{report['model']} on {report['benchmark']}: outcomes")
+    left.tick_params(axis="x", rotation=30)
+    labels, rates = ["ours"], [100 * report["resolved_rate"]]
+    lo, hi = report["ci95"]
+    errors = [[rates[0] - 100 * lo], [100 * hi - rates[0]]]
+    if report["paper"]:
+        labels.append("paper")
+        rates.append(100 * report["paper"]["resolved_rate"])
+        errors = [errors[0] + [0], errors[1] + [0]]
+    right.bar(labels, rates, yerr=errors, capsize=6, color=["#2a9d8f", "#e9c46a"][: len(labels)])
+    right.set_ylabel("% resolved (95% CI)")
+    right.set_ylim(0, 100)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(report: dict, out_dir: Path) -> dict[str, str]:
+    out_dir = Path(out_dir)
+    paths = {"report": out_dir / "report.json", "report_md": out_dir / "report.md", "chart": out_dir / "report.png"}
+    paths["report"].write_text(json.dumps(report, indent=2) + "\n")
+    paths["report_md"].write_text(markdown(report))
+    chart(report, paths["chart"])
+    return {name: str(path) for name, path in paths.items()}
+
+
+def compare(run_dirs: list[Path]) -> str:
+    """A markdown table with one column per run (each folder holds a report.json)."""
+    reports = [json.loads((Path(d) / "report.json").read_text()) for d in run_dirs]
+    header = "| metric | " + " | ".join(Path(d).name for d in run_dirs) + " |"
+    rows = [header, "|---" * (len(reports) + 1) + "|",
+            "| model | " + " | ".join(r["model"] for r in reports) + " |",
+            "| benchmark | " + " | ".join(r["benchmark"] for r in reports) + " |",
+            "| resolved | " + " | ".join(f"{r['resolved']}/{r['total']} = {_pct(r['resolved_rate'])}"
+                                        for r in reports) + " |",
+            "| 95% CI | " + " | ".join(f"{_pct(r['ci95'][0])} – {_pct(r['ci95'][1])}" for r in reports) + " |",
+            "| paper | " + " | ".join(_pct(r["paper"]["resolved_rate"]) if r["paper"] else "—" for r in reports) + " |"]
+    rows += [f"| {name} | " + " | ".join(str(r["outcomes"].get(name, 0)) for r in reports) + " |" for name in OUTCOMES]
+    rows += [f"| avg {key} | " + " | ".join(str(r["averages"].get(key) if r["averages"].get(key) is not None else "—")
+                                            for r in reports) + " |" for key in ("steps", "prompt_tokens",
+                                                                                 "completion_tokens", "cost_usd")]
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,60 @@
+"""Append-only JSONL files keyed by `instance_id`: what makes eval runs resumable and safe to kill.
+
+A line is the commit point of one instance: it is written whole, flushed and fsynced under a lock, and anything it
+refers to (a trajectory file) is written before it. A `kill -9` can only leave a torn last line, which opening the
+file cuts off, so a restarted run redoes exactly the instances without a complete line: nothing lost, nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+
+class JsonlLog:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+
+    def _repair(self) -> None:
+        """Drop a torn last line (a killed writer) so the next append starts on a line of its own."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(self.path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def records(self) -> dict[str, dict]:
+        """Complete records by instance id (the first one wins, though appends never repeat an id)."""
+        out: dict[str, dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    out.setdefault(record["instance_id"], record)
+        return out
+
+    def append(self, record: dict) -> None:
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        with self.lock, open(self.path, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write-then-rename, fsynced: readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,203 @@
+"""Bundled toy tasks: small real git repositories with a bug, the upstream fix and its tests, in the SWE-bench schema.
+
+Each repository has three commits: the project, a commit that introduced the bug (the task's `base_commit`), and
+the upstream fix with its tests. As in SWE-bench, `patch` (gold) and `test_patch` are the fix commit's diff split
+into non-test and test files, so they apply to the base commit by construction, and the fix commit stays in the
+repository's history (an execution-free runtime must strip it). Commits use fixed identities and dates, so the
+commit ids, and with them the task file, are identical on every machine.
+
+`build_toy_tasks(dest)` writes `dest/repos/<owner>__<name>` and `dest/tasks.jsonl` (Verified shape: test lists as
+JSON strings, `environment_setup_commit`). Tests run with pytest from the repository root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+OWNER = "swehero-toy"
+VERSION = "0.1"
+_DATE = "2024-01-01T00:00:00+00:00"
+
+
+@dataclass(frozen=True)
+class ToyRepo:
+    name: str
+    project: dict[str, str]
+    """Files of the first commit (a working project with passing tests)."""
+    bug: dict[str, str]
+    """Files the bug-introducing commit rewrites: the task's base commit."""
+    fix: dict[str, str]
+    """Files the upstream fix rewrites (source and tests)."""
+    fail_to_pass: list[str]
+    pass_to_pass: list[str]
+    problem_statement: str
+
+
+REPOS = [
+    ToyRepo(
+        name="calc",
+        project={
+            "calc/__init__.py": "",
+            "calc/ops.py": "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n",
+            "tests/test_ops.py": "from calc.ops import add, sub\n\n\ndef test_sub():\n    assert sub(5, 3) == 2\n",
+        },
+        bug={"calc/ops.py": "def add(a, b):\n    return a - b\n\n\ndef sub(a, b):\n    return a - b\n"},
+        fix={
+            "calc/ops.py": "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n",
+            "tests/test_ops.py": "from calc.ops import add, sub\n\n\ndef test_sub():\n    assert sub(5, 3) == 2\n\n\n"
+                                 "def test_add():\n    assert add(2, 3) == 5\n    assert add(-1, 1) == 0\n",
+        },
+        fail_to_pass=["tests/test_ops.py::test_add"],
+        pass_to_pass=["tests/test_ops.py::test_sub"],
+        problem_statement="`calc.ops.add` returns the wrong result\n\n`add(2, 3)` returns `-1` instead of `5`: it "
+                          "seems to subtract its arguments.\n",
+    ),
+    ToyRepo(
+        name="textkit",
+        project={
+            "textkit/__init__.py": "",
+            "textkit/slug.py": "import re\n\n\ndef slugify(text):\n    words = re.findall(r\"[A-Za-z0-9]+\", text)\n"
+                               "    return \"-\".join(word.lower() for word in words)\n",
+            "tests/test_slug.py": "from textkit.slug import slugify\n\n\ndef test_spaces():\n"
+                                  "    assert slugify(\"hello world\") == \"hello-world\"\n",
+        },
+        bug={"textkit/slug.py": "import re\n\n\ndef slugify(text):\n    words = re.findall(r\"[A-Za-z0-9]+\", text)\n"
+                                "    return \"-\".join(words)\n"},
+        fix={
+            "textkit/slug.py": "import re\n\n\ndef slugify(text):\n    words = re.findall(r\"[A-Za-z0-9]+\", text)\n"
+                               "    return \"-\".join(word.lower() for word in words)\n",
+            "tests/test_slug.py": "from textkit.slug import slugify\n\n\ndef test_spaces():\n"
+                                  "    assert slugify(\"hello world\") == \"hello-world\"\n\n\n"
+                                  "def test_lowercase():\n    assert slugify(\"Hello World\") == \"hello-world\"\n",
+        },
+        fail_to_pass=["tests/test_slug.py::test_lowercase"],
+        pass_to_pass=["tests/test_slug.py::test_spaces"],
+        problem_statement="slugify keeps upper-case letters\n\n`slugify(\"Hello World\")` gives `Hello-World`; slugs "
+                          "should be lower-case (`hello-world`).\n",
+    ),
+    ToyRepo(
+        name="stack",
+        project={
+            "stack/__init__.py": "",
+            "stack/core.py": "class Stack:\n    def __init__(self):\n        self.items = []\n\n"
+                             "    def push(self, item):\n        self.items.append(item)\n\n"
+                             "    def peek(self):\n        return self.items[-1]\n\n"
+                             "    def __len__(self):\n        return len(self.items)\n",
+            "tests/test_core.py": "from stack.core import Stack\n\n\ndef test_len():\n    s = Stack()\n"
+                                  "    s.push(1)\n    s.push(2)\n    assert len(s) == 2\n",
+        },
+        bug={"stack/core.py": "class Stack:\n    def __init__(self):\n        self.items = []\n\n"
+                              "    def push(self, item):\n        self.items.append(item)\n\n"
+                              "    def peek(self):\n        return self.items[0]\n\n"
+                              "    def __len__(self):\n        return len(self.items)\n"},
+        fix={
+            "stack/core.py": "class Stack:\n    def __init__(self):\n        self.items = []\n\n"
+                             "    def push(self, item):\n        self.items.append(item)\n\n"
+                             "    def peek(self):\n        return self.items[-1]\n\n"
+                             "    def __len__(self):\n        return len(self.items)\n",
+            "tests/test_core.py": "from stack.core import Stack\n\n\ndef test_len():\n    s = Stack()\n"
+                                  "    s.push(1)\n    s.push(2)\n    assert len(s) == 2\n\n\n"
+                                  "def test_peek_returns_last_pushed():\n    s = Stack()\n    s.push(1)\n"
+                                  "    s.push(2)\n    assert s.peek() == 2\n",
+        },
+        fail_to_pass=["tests/test_core.py::test_peek_returns_last_pushed"],
+        pass_to_pass=["tests/test_core.py::test_len"],
+        problem_statement="Stack.peek returns the bottom of the stack\n\nAfter `push(1); push(2)`, `peek()` returns "
+                          "`1`. It should return the most recently pushed item, `2`.\n",
+    ),
+    ToyRepo(
+        name="calendar",
+        project={
+            "calendar_utils/__init__.py": "",
+            "calendar_utils/leap.py": "def is_leap(year):\n"
+                                      "    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)\n",
+            "tests/test_leap.py": "from calendar_utils.leap import is_leap\n\n\ndef test_common_years():\n"
+                                  "    assert is_leap(2024)\n    assert not is_leap(2023)\n",
+        },
+        bug={"calendar_utils/leap.py": "def is_leap(year):\n    return year % 4 == 0\n"},
+        fix={
+            "calendar_utils/leap.py": "def is_leap(year):\n"
+                                      "    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)\n",
+            "tests/test_leap.py": "from calendar_utils.leap import is_leap\n\n\ndef test_common_years():\n"
+                                  "    assert is_leap(2024)\n    assert not is_leap(2023)\n\n\n"
+                                  "def test_centuries():\n    assert not is_leap(1900)\n    assert is_leap(2000)\n",
+        },
+        fail_to_pass=["tests/test_leap.py::test_centuries"],
+        pass_to_pass=["tests/test_leap.py::test_common_years"],
+        problem_statement="is_leap(1900) is True\n\n`calendar_utils.leap.is_leap` says 1900 is a leap year. Century "
+                          "years are leap years only when divisible by 400.\n",
+    ),
+]
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Toy Maintainer", "GIT_AUTHOR_EMAIL": "maintainer@swehero.invalid",
+           "GIT_COMMITTER_NAME": "Toy Maintainer", "GIT_COMMITTER_EMAIL": "maintainer@swehero.invalid",
+           "GIT_AUTHOR_DATE": _DATE, "GIT_COMMITTER_DATE": _DATE, "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_CONFIG_GLOBAL": os.devnull}
+    done = subprocess.run(["git", "-c", "commit.gpgsign=false", *args], cwd=repo, env=env, check=True,
+                          capture_output=True, text=True)
+    return done.stdout
+
+
+def _commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+    return _git(repo, "rev-parse", "HEAD").strip()
+
+
+def build_repo(spec: ToyRepo, dest: Path) -> dict:
+    """Create the repository at `dest` and return its task row."""
+    dest.mkdir(parents=True)
+    _git(dest, "init", "-q", "-b", "main")
+    _commit(dest, spec.project, f"Add {spec.name}")
+    base = _commit(dest, spec.bug, "Refactor")
+    fix = _commit(dest, spec.fix, f"Fix: {spec.problem_statement.splitlines()[0]}")
+    test_files = sorted(p for p in spec.fix if p.startswith("tests/"))
+    source_files = sorted(p for p in spec.fix if not p.startswith("tests/"))
+    return {
+        "repo": f"{OWNER}/{spec.name}",
+        "instance_id": f"{OWNER}__{spec.name}-1",
+        "base_commit": base,
+        "patch": _git(dest, "diff", base, fix, "--", *source_files),
+        "test_patch": _git(dest, "diff", base, fix, "--", *test_files),
+        "problem_statement": spec.problem_statement,
+        "hints_text": "",
+        "created_at": "2024-01-01T00:00:00Z",
+        "version": VERSION,
+        "FAIL_TO_PASS": json.dumps(spec.fail_to_pass),
+        "PASS_TO_PASS": json.dumps(spec.pass_to_pass),
+        "environment_setup_commit": base,
+    }
+
+
+def repo_dir(repos: Path, repo: str) -> Path:
+    """Where a local clone of `owner/name` lives under a repos folder (SWE-bench's `owner__name` spelling)."""
+    return repos / repo.replace("/", "__")
+
+
+def build_toy_tasks(dest: Path) -> Path:
+    """Build every toy repository under `dest/repos` and write `dest/tasks.jsonl`; returns the task file.
+
+    Idempotent: an existing complete build is reused (commit ids are deterministic, so it is the same)."""
+    dest = Path(dest)
+    tasks_file = dest / "tasks.jsonl"
+    if tasks_file.exists():
+        return tasks_file
+    rows = []
+    for spec in REPOS:
+        target = repo_dir(dest / "repos", f"{OWNER}/{spec.name}")
+        if target.exists():  # left by an interrupted build
+            subprocess.run(["rm", "-rf", str(target)], check=True)
+        rows.append(build_repo(spec, target))
+    partial = tasks_file.with_suffix(".partial")
+    partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    partial.replace(tasks_file)
+    return tasks_file
