@@ -11,6 +11,8 @@ from swehero import __version__
 
 # command name -> "module:attribute" of its click command or group
 COMMANDS: dict[str, str] = {
+    "data": "swehero.data.cli:data",
+    "eval": "swehero.eval.cli:eval_group",
     "recipe": "swehero.recipe.cli:recipe",
     "serve": "swehero.serve.cli:serve",
     "tiny": "swehero.tiny.cli:tiny",

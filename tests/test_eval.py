@@ -328,13 +328,11 @@ stages:
 """
 
 
-def test_eval_is_a_recipe_stage(tmp_path, monkeypatch):
+def test_eval_is_a_recipe_stage(tmp_path):
     from click.testing import CliRunner
 
     from swehero.cli import main
-    from swehero.recipe import kinds
 
-    monkeypatch.setitem(kinds.KINDS, "eval", "swehero.eval.stage")  # the lead registers it in kinds.py at merge
     bad = tmp_path / "bad.yaml"
     bad.write_text(EVAL_RECIPE.format(run=tmp_path / "bad", policy="gpt"))
     result = CliRunner().invoke(main, ["recipe", "validate", str(bad)])

@@ -10,6 +10,8 @@ from types import ModuleType
 
 KINDS: dict[str, str] = {
     "command": "swehero.recipe.command",
+    "eval": "swehero.eval.stage",
+    "prepare": "swehero.data.stage",
     "tiny": "swehero.tiny.stage",
     "train": "swehero.train.stage",
 }
