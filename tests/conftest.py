@@ -26,3 +26,10 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from swehero.tiny.kit import TinyModelConfig, make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("tiny") / "model", TinyModelConfig(), seed=0)
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer(qwen_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(qwen_tokenizer_dir))

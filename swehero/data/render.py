@@ -1,0 +1,145 @@
+"""Render trajectories with the tokenizer's own chat template and mark exactly the tokens the assistant produced.
+
+The text is rendered once by `apply_chat_template` (so ids equal `apply_chat_template(..., tokenize=True)` token
+for token), then each assistant turn is located as a character span and the tokens overlapping a span get
+loss 1. A turn's span is what the model generates after the template's generation prompt: its content, its
+tool-call blocks and the turn-closing marker (`<|im_end|>` for ChatML), without the role header or the
+template's trailing newline. Spans come from rendering each assistant message alone after a fixed probe turn
+(linear cost, unlike rendering every prefix); `prefix_spans` is the slow, obviously-right definition that the
+tests hold the fast path to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from swehero.data.trajectory import template_messages
+
+MASK_POLICIES = ("all", "last")
+"""Which assistant turns are trained: every one, or only the final one."""
+
+
+class TemplateError(RuntimeError):
+    """The chat template does not render assistant turns in a way the span logic can trust."""
+
+
+@dataclass
+class Rendered:
+    """One tokenized trajectory."""
+
+    input_ids: np.ndarray
+    """Token ids (int32), equal to `apply_chat_template(messages, tools=tools, tokenize=True)`."""
+    loss_mask: np.ndarray
+    """1 where the token is trained (uint8), same length as `input_ids`."""
+    turn_ends: list[int]
+    """Token index just past each assistant turn's closing marker: the places truncation may cut."""
+
+
+class ChatRenderer:
+    """Renders canonical trajectories with one tokenizer (a transformers fast tokenizer with a chat template)."""
+
+    def __init__(self, tokenizer, mask: str = "all") -> None:
+        if mask not in MASK_POLICIES:
+            raise ValueError(f"mask policy {mask!r} not in {MASK_POLICIES}")
+        self.tokenizer = tokenizer
+        self.mask = mask
+        self._probe = [{"role": "user", "content": "probe"}]
+        self._probe_text = self.text(self._probe)
+        opened = self.text(self._probe, add_generation_prompt=True)
+        if not opened.startswith(self._probe_text):
+            raise TemplateError("the generation prompt is not appended to the rendered conversation")
+        self._header = opened[len(self._probe_text) :]
+        piece = self._turn_piece({"role": "assistant", "content": "X"})
+        if not piece.startswith(self._header + "X"):
+            raise TemplateError(f"assistant turn does not start with the generation prompt {self._header!r}")
+        tail = piece[len(self._header) + 1 :]
+        self._tail = tail
+        self._tail_untrained = len(tail) - len(tail.rstrip())
+
+    def text(self, messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = False) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tools=tools or None, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def _turn_piece(self, message: dict) -> str:
+        rendered = self.text(self._probe + [message])
+        if not rendered.startswith(self._probe_text):
+            raise TemplateError("rendering a conversation is not a prefix of rendering it with one more turn")
+        return rendered[len(self._probe_text) :]
+
+    def spans(self, messages: list[dict], tools: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+        """The rendered text and the character span of every assistant turn's generated part, in order."""
+        msgs = template_messages(messages)
+        text = self.text(msgs, tools)
+        spans, cursor = [], 0
+        for m in msgs:
+            if m["role"] != "assistant":
+                continue
+            piece = self._turn_piece(m)
+            if not piece.endswith(self._tail):
+                raise TemplateError(f"assistant turn does not end with {self._tail!r}")
+            pos = text.find(piece, cursor)
+            if pos < 0:
+                raise TemplateError("an assistant turn renders differently inside the conversation than alone")
+            spans.append((pos + len(self._header), pos + len(piece) - self._tail_untrained))
+            cursor = pos + len(piece)
+        return text, spans
+
+    def prefix_spans(self, messages: list[dict], tools: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+        """Same as `spans`, by definition: render every prefix and take the differences (quadratic; for tests)."""
+        msgs = template_messages(messages)
+        text = self.text(msgs, tools)
+        spans = []
+        for i, m in enumerate(msgs):
+            if m["role"] != "assistant":
+                continue
+            before = self.text(msgs[:i], tools, add_generation_prompt=True)
+            after = self.text(msgs[: i + 1], tools)
+            if not (text.startswith(before) and text.startswith(after) and after.endswith(self._tail)):
+                raise TemplateError(f"prefix property broken at message {i}")
+            spans.append((len(before), len(after) - self._tail_untrained))
+        return text, spans
+
+    def render_batch(self, records: list[dict]) -> list[Rendered]:
+        """Render and tokenize validated records (one batched tokenizer call)."""
+        texts, all_spans = [], []
+        for r in records:
+            text, spans = self.spans(r["messages"], r["tools"])
+            texts.append(text)
+            all_spans.append(spans[-1:] if self.mask == "last" else spans)
+        encodings = self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [_mark(enc.ids, enc.offsets, spans) for enc, spans in zip(encodings, all_spans)]
+
+    def render(self, record: dict) -> Rendered:
+        return self.render_batch([record])[0]
+
+
+def _mark(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> Rendered:
+    """Loss 1 on every token whose characters overlap a span (a token straddling a span edge is trained)."""
+    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    starts, ends = off[:, 0], off[:, 1]
+    mask = np.zeros(len(ids), dtype=np.uint8)
+    turn_ends = []
+    for a, b in spans:
+        lo = int(np.searchsorted(ends, a, side="right"))
+        hi = int(np.searchsorted(starts, b, side="left"))
+        mask[lo:hi] = 1
+        turn_ends.append(hi)
+    return Rendered(np.asarray(ids, dtype=np.int32), mask, turn_ends)
+
+
+def fit_length(r: Rendered, seq_length: int, policy: str) -> Rendered | None:
+    """Make a trajectory fit `seq_length`: keep it, cut it after the last assistant turn that fits
+    (`policy="truncate"`, never mid-turn), or drop it (`policy="drop"`, returns None); None also when nothing
+    trained would remain."""
+    if len(r.input_ids) <= seq_length:
+        return r
+    if policy == "drop":
+        return None
+    fitting = [e for e in r.turn_ends if e <= seq_length]
+    if not fitting or not r.loss_mask[: fitting[-1]].any():
+        return None
+    cut = fitting[-1]
+    return Rendered(r.input_ids[:cut], r.loss_mask[:cut], fitting)

@@ -1,0 +1,110 @@
+"""The canonical trajectory record: one JSON object per line, OpenAI chat messages plus task metadata.
+
+Every importer produces it and everything downstream (render, prepare) consumes it, so `validate` is the one
+gate: a record either comes out normalised or raises `Reject` with a short machine-readable reason.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+STAGES = ("zero", "hero")
+ROLES = ("system", "user", "assistant", "tool")
+
+REQUIRED = ("id", "instance_id", "messages", "tools")
+DEFAULTS: dict[str, Any] = {"repo": "", "source": "", "stage": None, "patch": "", "resolved": None, "metadata": {}}
+"""Optional fields and the value a record gets when it lacks them."""
+
+
+class Reject(ValueError):
+    """A record that cannot be used; `reason` is a short slug counted in stats (`detail` says where exactly)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def validate(record: Any) -> dict:
+    """Check one canonical record and return it with defaults filled in; raise `Reject` if unusable."""
+    if not isinstance(record, dict):
+        raise Reject("not_an_object", type(record).__name__)
+    for field in REQUIRED:
+        if field not in record or record[field] is None:
+            raise Reject("missing_field", field)
+    out = {**DEFAULTS, **record}
+    if not isinstance(out["id"], str) or not out["id"] or not isinstance(out["instance_id"], str):
+        raise Reject("bad_field", "id and instance_id must be non-empty strings")
+    if out["stage"] is not None and out["stage"] not in STAGES:
+        raise Reject("bad_field", f"stage {out['stage']!r} not in {STAGES}")
+    if out["resolved"] is not None and not isinstance(out["resolved"], bool):
+        raise Reject("bad_field", "resolved must be true, false or null")
+    if not isinstance(out["tools"], list) or not all(isinstance(t, dict) for t in out["tools"]):
+        raise Reject("bad_field", "tools must be a list of objects")
+    _check_messages(out["messages"])
+    return out
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise Reject("no_messages")
+    n_assistant = 0
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise Reject("bad_message", f"message {i} is not an object")
+        role = m.get("role")
+        if role not in ROLES:
+            raise Reject("unknown_role", f"message {i} has role {role!r}")
+        if not isinstance(m.get("content", ""), str):
+            raise Reject("bad_message", f"message {i} content is not a string")
+        if role == "system" and i != 0:
+            raise Reject("bad_message", f"system message at position {i}")
+        if role == "assistant":
+            n_assistant += 1
+            calls = m.get("tool_calls") or []
+            if not (m.get("content") or "").strip() and not calls:
+                raise Reject("empty_assistant_turn", f"message {i}")
+            for call in calls:
+                _check_tool_call(call, i)
+    if n_assistant == 0:
+        raise Reject("no_assistant_turn")
+
+
+def _check_tool_call(call: Any, i: int) -> None:
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise Reject("bad_tool_call", f"message {i}: tool call without function name")
+    args = fn.get("arguments")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError as e:
+            raise Reject("invalid_tool_arguments", f"message {i} {fn['name']}: {e}") from None
+    if not isinstance(args, dict):
+        raise Reject("invalid_tool_arguments", f"message {i} {fn['name']}: arguments are not a JSON object")
+
+
+def template_messages(messages: list[dict]) -> list[dict]:
+    """Messages as a chat template must see them: tool-call `arguments` decoded from JSON strings to objects.
+
+    OpenAI messages carry `arguments` as a JSON string, but templates such as Qwen2.5's write `arguments | tojson`;
+    vLLM decodes them before applying the template at inference, so training renders them the same way.
+    """
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            calls = []
+            for c in m["tool_calls"]:
+                fn = c["function"]
+                args = json.loads(fn["arguments"]) if isinstance(fn["arguments"], str) else fn["arguments"]
+                calls.append({**c, "function": {**fn, "arguments": args}})
+            m = {**m, "tool_calls": calls}
+        out.append(m)
+    return out
+
+
+def make_tool_call(call_id: str, name: str, arguments: dict | str) -> dict:
+    """An OpenAI-format tool call (arguments stored as a JSON string, as the OpenAI API returns them)."""
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}

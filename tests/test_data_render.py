@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from data_samples import samples
+from swehero.data.render import ChatRenderer, fit_length
+from swehero.data.trajectory import template_messages, validate
+
+
+@pytest.fixture(scope="module")
+def renderer(qwen_tokenizer):
+    return ChatRenderer(qwen_tokenizer)
+
+
+@pytest.mark.parametrize("sample", samples(), ids=lambda s: s["id"])
+def test_ids_equal_apply_chat_template_and_spans_equal_prefix_definition(renderer, qwen_tokenizer, sample):
+    rec = validate(sample)
+    out = renderer.render(rec)
+    ref = qwen_tokenizer.apply_chat_template(template_messages(rec["messages"]), tools=rec["tools"], tokenize=True)
+    assert out.input_ids.tolist() == ref["input_ids"]
+    assert renderer.spans(rec["messages"], rec["tools"]) == renderer.prefix_spans(rec["messages"], rec["tools"])
+
+
+@pytest.mark.parametrize("sample", samples(), ids=lambda s: s["id"])
+def test_mask_covers_exactly_the_assistant_output(renderer, qwen_tokenizer, sample):
+    rec = validate(sample)
+    out = renderer.render(rec)
+    im_start, im_end = qwen_tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    assistants = [m for m in rec["messages"] if m["role"] == "assistant"]
+    # every assistant turn's closing <|im_end|> is trained, no other <|im_end|> and no <|im_start|> is
+    ends = np.flatnonzero(out.input_ids == im_end)
+    assert out.loss_mask[ends].sum() == len(assistants)
+    assert out.loss_mask[out.input_ids == im_start].sum() == 0
+    # the trained tokens decode to the assistant turns' content and tool-call blocks, in order
+    trained = qwen_tokenizer.decode(out.input_ids[out.loss_mask == 1].tolist())
+    pos = 0
+    for m in assistants:
+        for piece in [m["content"].strip()] + [c["function"]["name"] for c in m.get("tool_calls") or []]:
+            pos = trained.index(piece, pos)
+    untrained = qwen_tokenizer.decode(out.input_ids[out.loss_mask == 0].tolist())
+    for m in rec["messages"]:
+        if m["role"] in ("user", "tool", "system"):
+            assert m["content"] not in trained and m["content"] in untrained
+    assert "assistant" not in trained.replace("assistant turn", "")
+
+
+def test_last_policy_trains_only_final_turn(qwen_tokenizer):
+    rec = validate(samples()[0])
+    full = ChatRenderer(qwen_tokenizer, mask="all").render(rec)
+    last = ChatRenderer(qwen_tokenizer, mask="last").render(rec)
+    assert 0 < last.loss_mask.sum() < full.loss_mask.sum()
+    first_trained = np.flatnonzero(last.loss_mask)[0]
+    assert first_trained > full.turn_ends[-2]
+    assert np.array_equal(last.loss_mask[first_trained:], full.loss_mask[first_trained:])
+
+
+def test_fit_length_truncates_at_turn_boundary_or_drops(renderer):
+    out = renderer.render(validate(samples()[0]))
+    cut_at = out.turn_ends[1]
+    cut = fit_length(out, cut_at + 3, "truncate")
+    assert len(cut.input_ids) == cut_at and cut.turn_ends == out.turn_ends[:2]
+    assert np.array_equal(cut.loss_mask, out.loss_mask[:cut_at])
+    assert fit_length(out, cut_at + 3, "drop") is None
+    assert fit_length(out, out.turn_ends[0] - 1, "truncate") is None
+    assert fit_length(out, len(out.input_ids), "drop") is out
