@@ -1,4 +1,4 @@
-"""The `local` runtime: a fresh checkout per rollout, every command inside bubblewrap.
+"""The `local` runtime: a fresh checkout per rollout (or an existing folder), every command inside bubblewrap.
 
 The sandbox: host directories read-only (home folders, /root, /run and paths named in `hide` replaced by empty
 tmpfs), the checkout writable at the agent-visible path, a private writable /tmp for this rollout, no network,
@@ -98,20 +98,31 @@ class LocalFiles:
 
 
 class LocalRuntime:
-    """One rollout: checkout under `workdir/checkout`, shell state and /tmp under `workdir`."""
+    """Commands and files of one checkout; shell state and /tmp live in a private folder removed by `close()`."""
 
-    def __init__(self, source_repo: Path, base_commit: str, root: str, workdir: Path,
-                 config: RuntimeConfig = RuntimeConfig(), hide: tuple[str, ...] = ()) -> None:
+    def __init__(self, checkout: Path, root: str, workdir: Path, config: RuntimeConfig = RuntimeConfig(),
+                 hide: tuple[str, ...] = ()) -> None:
         self.bwrap = find_bwrap()
-        self.root, self.config = root, config
+        self.checkout, self.root, self.config = checkout.resolve(), root, config
         workdir.mkdir(parents=True, exist_ok=True)
-        self.workdir = Path(tempfile.mkdtemp(prefix="rollout-", dir=workdir.resolve()))
-        self.checkout = self.workdir / "checkout"
-        prepare_checkout(source_repo, base_commit, self.checkout)
+        self.workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=workdir.resolve()))
         for sub in ("state", "tmp"):
             (self.workdir / sub).mkdir()
         self.files = LocalFiles(root, self.checkout)
-        self.hide = (str(source_repo.resolve()), str(self.workdir.parent.resolve()), *hide)
+        self.hide = (str(workdir.resolve()), *hide)
+        self.owned: Path | None = None
+
+    @classmethod
+    def for_task(cls, source_repo: Path, base_commit: str, root: str, workdir: Path,
+                 config: RuntimeConfig = RuntimeConfig()) -> LocalRuntime:
+        """A fresh checkout of `source_repo` at `base_commit` (history after it left out), removed on `close()`;
+        the source repository is hidden from the sandbox."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        checkout = Path(tempfile.mkdtemp(prefix="checkout-", dir=workdir.resolve())) / "repo"
+        prepare_checkout(source_repo, base_commit, checkout)
+        runtime = cls(checkout, root, workdir, config, hide=(str(source_repo.resolve()),))
+        runtime.owned = checkout.parent
+        return runtime
 
     def bwrap_argv(self, cwd: str) -> list[str]:
         top = self.root.strip("/").split("/")[0]
@@ -155,6 +166,8 @@ class LocalRuntime:
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.owned is not None:
+            shutil.rmtree(self.owned, ignore_errors=True)
 
 
 def _pump(proc: subprocess.Popen, buf: CappedBuffer, deadline: float) -> bool:

@@ -32,6 +32,8 @@ class Outcome:
     """Banned programs the command tried to run (zero mode); the command was not run."""
     finished: bool = False
     """`finish` was called: the episode ends."""
+    malformed: bool = False
+    """The call itself was malformed (unknown tool, arguments not a JSON object, a required argument missing)."""
 
 
 def truncate(text: str, limit: int = MAX_OBSERVATION_CHARS) -> str:
@@ -76,17 +78,20 @@ class Tools:
     def call(self, name: str, arguments: str | dict) -> Outcome:
         if name not in TOOL_NAMES:
             return Outcome(f"ERROR: Tool {name} is not registered. (arguments: {arguments}). Please check the tool "
-                           f"name and retry with an existing tool ({', '.join(TOOL_NAMES)}).", error=True)
+                           f"name and retry with an existing tool ({', '.join(TOOL_NAMES)}).", error=True, malformed=True)
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments) if arguments.strip() else {}
             except json.JSONDecodeError as e:
-                return Outcome(f"ERROR: Failed to parse tool call arguments as JSON ({e}): {arguments}", error=True)
+                return Outcome(f"ERROR: Failed to parse tool call arguments as JSON ({e}): {arguments}", error=True,
+                               malformed=True)
         if not isinstance(arguments, dict):
-            return Outcome(f"ERROR: Tool call arguments must be a JSON object, got: {arguments}", error=True)
+            return Outcome(f"ERROR: Tool call arguments must be a JSON object, got: {arguments}", error=True,
+                           malformed=True)
         for required in tool_schema(name)["required"]:
             if required not in arguments:
-                return Outcome(f'ERROR: Missing required argument "{required}" in tool call {name}', error=True)
+                return Outcome(f'ERROR: Missing required argument "{required}" in tool call {name}', error=True,
+                               malformed=True)
         return getattr(self, name)(**arguments)
 
     def execute_bash(self, command, is_input="false", timeout=None, **_ignored) -> Outcome:
