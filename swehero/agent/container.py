@@ -129,7 +129,11 @@ class DockerRuntime:
         import docker  # heavy and optional: only this runtime needs it
 
         self.root, self.config = root, config
-        self.client = docker.from_env()
+        try:
+            self.client = docker.from_env()
+        except docker.errors.DockerException as e:
+            raise RuntimeError(f"the docker runtime cannot reach a Docker engine ({e}); start Docker (or set "
+                               "DOCKER_HOST), or use the local runtime") from e
         self.container = self.client.containers.run(**container_kwargs(image, limits))
         atexit.register(self.close)
         self.sh(f"mkdir -p {STATE_DIR}")
