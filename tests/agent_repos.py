@@ -52,3 +52,8 @@ TWINS_FIX = {"twins.py": TWINS["twins.py"].replace("def g():\n    x = 1\n    y =
 LAYOUT = {"src/app/main.py": "import old\n\nprint('hi')\n", "src/app/old.py": "OLD = True\n", "README": "toy\n"}
 LAYOUT_FIX = {"src/app/main.py": "import new\n\nprint('hi')\n", "src/app/old.py": None,
               "src/app/new.py": "NEW = True\n"}
+
+# longer than one editor view (16k characters): the oracle pages through it; the 0-context hunk needs widening
+BIG = {"big.py": "".join(f"def f{i}():\n    x = 1\n    return x\n\n\n" for i in range(500))}
+BIG_FIX = {"big.py": BIG["big.py"].replace("def f400():\n    x = 1\n    return x\n",
+                                           "def f400():\n    x = 1\n    return x + 1\n")}

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from agent_repos import CALC, CALC_FIX, LAYOUT, LAYOUT_FIX, TWINS, TWINS_FIX, git, make_task
+from agent_repos import BIG, BIG_FIX, CALC, CALC_FIX, LAYOUT, LAYOUT_FIX, TWINS, TWINS_FIX, git, make_task
 
 from swehero.agent.local import LocalRuntime
 from swehero.agent.loop import LoopConfig, run_episode
@@ -20,7 +20,8 @@ from swehero.toolspec import openhands_tools
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 
-TASKS = {"calc": (CALC, CALC_FIX, 3), "twins": (TWINS, TWINS_FIX, 1), "layout": (LAYOUT, LAYOUT_FIX, 3)}
+TASKS = {"calc": (CALC, CALC_FIX, 3), "twins": (TWINS, TWINS_FIX, 1), "layout": (LAYOUT, LAYOUT_FIX, 3),
+         "big": (BIG, BIG_FIX, 0)}
 
 
 def applies_like_gold(src, task, patch: str, tmp_path) -> None:
@@ -30,7 +31,7 @@ def applies_like_gold(src, task, patch: str, tmp_path) -> None:
         subprocess.run(["git", "clone", "-q", str(src), str(dest)], check=True)
         git(dest, "checkout", "-q", task.base_commit)
         (tmp_path / f"{name}.patch").write_text(p)
-        git(dest, "apply", str(tmp_path / f"{name}.patch"))
+        git(dest, "apply", "--unidiff-zero", str(tmp_path / f"{name}.patch"))  # the big task's gold has no context
     assert git(tmp_path / "gold", "status", "--porcelain") == git(tmp_path / "agent", "status", "--porcelain")
     diff = subprocess.run(["diff", "-r", "-x", ".git", str(tmp_path / "gold"), str(tmp_path / "agent")])
     assert diff.returncode == 0
@@ -56,6 +57,8 @@ def test_oracle_solves_toy_tasks(tmp_path, name, mode):
     tool_ids = [m["tool_call_id"] for m in record["messages"] if m["role"] == "tool"]
     assert tool_ids == [c[0]["id"] for c in calls[:-1]]
     applies_like_gold(tmp_path / "src", task, record["patch"], tmp_path)
+    paged = ['"view_range"' in c[0]["function"]["arguments"] for c in calls]
+    assert any(paged) == (name == "big")
     # the checkout and sandbox folders are removed; the per-base-commit history cache stays for more rollouts
     assert [p.name for p in (tmp_path / "work").iterdir()] == ["cache"]
 
