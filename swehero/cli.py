@@ -11,6 +11,7 @@ from swehero import __version__
 
 # command name -> "module:attribute" of its click command or group
 COMMANDS: dict[str, str] = {
+    "agent": "swehero.agent.cli:agent",
     "data": "swehero.data.cli:data",
     "eval": "swehero.eval.cli:eval_group",
     "recipe": "swehero.recipe.cli:recipe",

@@ -12,6 +12,7 @@ KINDS: dict[str, str] = {
     "command": "swehero.recipe.command",
     "eval": "swehero.eval.stage",
     "prepare": "swehero.data.stage",
+    "rollout": "swehero.agent.stage",
     "tiny": "swehero.tiny.stage",
     "train": "swehero.train.stage",
 }
