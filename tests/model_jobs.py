@@ -35,3 +35,76 @@ def hf_logits(hf_dir: Path, tokens: torch.Tensor, position_ids: torch.Tensor | N
     model = Qwen2ForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32, attn_implementation="eager").eval()
     with torch.no_grad():
         return model(tokens, position_ids=position_ids).logits
+
+
+def _diff(logits: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor:
+    """Max |megatron - hf| over the real vocabulary, maxed over all ranks (0 where this rank has no logits)."""
+    local = torch.zeros(())
+    if logits is not None:
+        local = (logits[..., : ref.shape[-1]] - ref).abs().max()
+    torch.distributed.all_reduce(local, op=torch.distributed.ReduceOp.MAX)
+    return local
+
+
+def _model(case: dict, layout: tuple[int, int]):
+    from megatron.core import parallel_state
+
+    from swehero.model.provider import Parallel, build_model, init_parallel, load_hf_config
+
+    parallel_state.destroy_model_parallel()
+    parallel = Parallel(tp=layout[0], pp=layout[1])
+    init_parallel(parallel)
+    hf = load_hf_config(case["hf_dir"])
+    return build_model(hf, parallel, **case.get("build", {})), hf
+
+
+def parity_job(rank: int, cases: list[dict], out: Path) -> None:
+    """Each case: HF folder, layouts, tokens, reference logits, optional packed document lengths.
+
+    Conversion cases (`ckpt`) also save a dist checkpoint at the first layout, reload it at the others and
+    export each back to Hugging Face under `export/<layout>`.
+    """
+    import json
+
+    from swehero.model.checkpoint import load_checkpoint, save_checkpoint
+    from swehero.model.convert import load_hf_weights, save_hf_weights
+    from swehero.model.forward import forward_logits
+    from swehero.model.packing import packed_seq_params, position_ids
+
+    results = {}
+    for case in cases:
+        packed = positions = None
+        if case.get("docs"):
+            packed, positions = packed_seq_params(case["docs"]), position_ids(case["docs"])
+        for i, layout in enumerate(case["layouts"]):
+            model, hf = _model(case, layout)
+            if case.get("ckpt") and i > 0:
+                load_checkpoint(model, case["ckpt"])
+            else:
+                load_hf_weights(model, case["hf_dir"], hf)
+            if case.get("ckpt") and i == 0:
+                save_checkpoint(model, hf, case["ckpt"])
+            logits = forward_logits(model, case["tokens"], positions, packed)
+            results[f"{case['name']}@tp{layout[0]}pp{layout[1]}"] = _diff(logits, case["ref"]).item()
+            if case.get("ckpt"):
+                export = Path(case["ckpt"]).parent / "export" / f"tp{layout[0]}pp{layout[1]}"
+                export.mkdir(parents=True, exist_ok=True)
+                torch.distributed.barrier()
+                save_hf_weights(model, hf, export)
+    if rank == 0:
+        Path(out).write_text(json.dumps(results, indent=2))
+
+
+def param_count_job(rank: int, config_paths: list[Path], out: Path) -> None:
+    """Build each real config on the meta device at TP=1/PP=1 and record its parameter count."""
+    import json
+
+    from swehero.model.provider import Parallel, build_model, init_parallel, load_hf_config
+
+    init_parallel(Parallel())
+    counts = {}
+    for path in config_paths:
+        with torch.device("meta"):
+            model = build_model(load_hf_config(path), Parallel(), dtype=torch.bfloat16, perform_initialization=False)
+        counts[Path(path).name] = sum(p.numel() for p in model.parameters())
+    Path(out).write_text(json.dumps(counts))
