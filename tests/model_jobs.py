@@ -14,7 +14,7 @@ TINY = dict(
 YARN = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}
 
 
-def make_hf(out: Path, seed: int = 0, **overrides) -> Path:
+def make_hf(out: Path, seed: int = 0, dtype: torch.dtype = torch.float32, **overrides) -> Path:
     """A random Qwen2ForCausalLM saved as safetensors, with non-zero q/k/v biases so bias mistakes show."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -25,7 +25,7 @@ def make_hf(out: Path, seed: int = 0, **overrides) -> Path:
         for name, p in model.named_parameters():
             if name.endswith("bias") or "norm" in name:
                 p.copy_(torch.randn_like(p) * 0.5 + (1.0 if "norm" in name else 0.0))
-    model.save_pretrained(out, safe_serialization=True)
+    model.to(dtype).save_pretrained(out, safe_serialization=True)
     return out
 
 

@@ -22,9 +22,10 @@ def save_checkpoint(model: GPTModel, hf: dict[str, Any], ckpt_dir: str | Path) -
     ckpt_dir = Path(ckpt_dir)
     if torch.distributed.get_rank() == 0:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (ckpt_dir / HF_CONFIG).write_text(json.dumps(hf, indent=2))
     torch.distributed.barrier()
     dist_checkpointing.save(model.sharded_state_dict(), str(ckpt_dir))
+    if torch.distributed.get_rank() == 0:
+        (ckpt_dir / HF_CONFIG).write_text(json.dumps(hf, indent=2))
 
 
 def load_checkpoint(model: GPTModel, ckpt_dir: str | Path) -> None:

@@ -135,8 +135,11 @@ def _gather(tensor: torch.Tensor, dim: int | None) -> list[torch.Tensor]:
     return pieces
 
 
-def hf_tensors(model: GPTModel, hf: dict) -> Iterator[tuple[str, torch.Tensor]]:
-    """(HF name, full tensor) for this pipeline stage's weights; every TP rank must iterate (collective)."""
+def hf_tensors(model: GPTModel, hf: dict, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """(HF name, full tensor in `dtype`) for this pipeline stage's weights; every TP rank must iterate (collective).
+
+    Megatron's local spec keeps norm weights in fp32 whatever the model dtype; the cast back is lossless.
+    """
     cfg = model.config
     tp = parallel_state.get_tensor_model_parallel_world_size()
     tied = qwen2.tied_embeddings(hf)
@@ -156,11 +159,16 @@ def hf_tensors(model: GPTModel, hf: dict) -> Iterator[tuple[str, torch.Tensor]]:
             tensors = [torch.cat(pieces, dim=_tp_split_dim(key) or 0)]
             if key in ("embedding.word_embeddings.weight", "output_layer.weight"):
                 tensors = [tensors[0][: hf["vocab_size"]]]
-        yield from zip(names, (t.contiguous() for t in tensors))
+        yield from zip(names, (t.to(dtype).contiguous() for t in tensors))
+
+
+def checkpoint_dtype(hf: dict) -> torch.dtype:
+    """The dtype the Hugging Face weights are stored in: conversion keeps it, so round trips are bit-exact."""
+    return getattr(torch, hf.get("torch_dtype") or hf.get("dtype") or "float32")
 
 
 def save_hf_weights(model: GPTModel, hf: dict, out_dir: str | Path, max_shard_bytes: int = 4 << 30) -> None:
-    """Write this model's weights as safetensors shards plus `model.safetensors.index.json` under `out_dir`.
+    """Write this model's weights, in `hf`'s dtype, as safetensors shards plus `model.safetensors.index.json`.
 
     Collective over all ranks; TP rank 0 of each pipeline stage writes that stage's shards.
     """
@@ -180,7 +188,7 @@ def save_hf_weights(model: GPTModel, hf: dict, out_dir: str | Path, max_shard_by
             written += sum(t.numel() * t.element_size() for t in shard.values())
         shard.clear()
 
-    for name, tensor in hf_tensors(model, hf):
+    for name, tensor in hf_tensors(model, hf, checkpoint_dtype(hf)):
         shard[name] = tensor
         if sum(t.numel() * t.element_size() for t in shard.values()) >= max_shard_bytes:
             flush()
