@@ -1,0 +1,119 @@
+"""Build a Megatron-Core `GPTModel` for a Qwen2.5(-Coder) Hugging Face `config.json`.
+
+`init_parallel` sets up Megatron's process groups; `build_model` builds this rank's part of the model
+(its pipeline stage, its tensor-parallel shard). Layer specs: `"te"` (Transformer Engine, the GPU image) or
+`"local"` (Megatron's own modules, plus packed-sequence support from `packing.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from megatron.core import parallel_state, tensor_parallel
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import (
+    get_gpt_layer_local_spec,
+    get_gpt_layer_with_transformer_engine_spec,
+)
+from megatron.core.transformer import TransformerConfig
+
+from swehero.model import qwen2
+from swehero.model.packing import PackedDotProductAttention
+
+
+@dataclass
+class QwenTransformerConfig(TransformerConfig):
+    """`TransformerConfig` plus the YaRN fields `GPTModel` reads (older megatron-core keeps them on MLA configs)."""
+
+    yarn_rotary_scaling_factor: float = 1.0
+    """YaRN `factor`."""
+    yarn_original_max_position_embeddings: int = 4096
+    """YaRN `original_max_position_embeddings`: the context length the model was pretrained with."""
+    yarn_beta_fast: float = 32.0
+    """YaRN `beta_fast`."""
+    yarn_beta_slow: float = 1.0
+    """YaRN `beta_slow`."""
+    yarn_mscale: float = 1.0
+    """With `yarn_mscale_all_dim=0` this gives HF's attention factor 0.1 * ln(factor) + 1."""
+    yarn_mscale_all_dim: float = 0.0
+    """See `yarn_mscale`."""
+    yarn_correction_range_round_to_int: bool = True
+    """HF's `truncate`: floor/ceil the correction range."""
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """How the model is split across ranks."""
+
+    tp: int = 1
+    """Tensor-parallel size."""
+    pp: int = 1
+    """Pipeline-parallel size (must divide the number of layers)."""
+    sequence_parallel: bool = False
+    """Megatron sequence parallelism (needs tp > 1)."""
+
+
+def init_parallel(parallel: Parallel, seed: int = 1234) -> None:
+    """Create Megatron's TP/PP/DP groups over the already initialised default process group, and seed RNGs."""
+    parallel_state.initialize_model_parallel(
+        tensor_model_parallel_size=parallel.tp, pipeline_model_parallel_size=parallel.pp
+    )
+    tensor_parallel.model_parallel_cuda_manual_seed(seed)
+
+
+def load_hf_config(path: str | Path) -> dict[str, Any]:
+    """A Hugging Face folder or its `config.json` -> the config dict."""
+    path = Path(path)
+    return json.loads((path / "config.json" if path.is_dir() else path).read_text())
+
+
+def layer_spec(spec: str):
+    if spec == "te":
+        return get_gpt_layer_with_transformer_engine_spec()
+    if spec != "local":
+        raise ValueError(f"unknown layer spec {spec!r}: use 'te' or 'local'")
+    local = copy.deepcopy(get_gpt_layer_local_spec(normalization="RMSNorm"))
+    local.submodules.self_attention.submodules.core_attention = PackedDotProductAttention
+    return local
+
+
+def transformer_config(hf: dict[str, Any], parallel: Parallel, dtype: torch.dtype = torch.float32,
+                       **overrides: Any) -> QwenTransformerConfig:
+    """Megatron config for a Qwen2 HF config; `overrides` set any other `TransformerConfig` field."""
+    kwargs = qwen2.transformer_config_kwargs(hf)
+    kwargs.update(
+        tensor_model_parallel_size=parallel.tp,
+        pipeline_model_parallel_size=parallel.pp,
+        sequence_parallel=parallel.sequence_parallel,
+        activation_func=F.silu,
+        params_dtype=dtype,
+        pipeline_dtype=dtype,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        use_cpu_initialization=True,
+    )
+    kwargs.update(overrides)
+    return QwenTransformerConfig(**kwargs)
+
+
+def build_model(hf: dict[str, Any], parallel: Parallel, spec: str = "local", dtype: torch.dtype = torch.float32,
+                **overrides: Any) -> GPTModel:
+    """This rank's stage and shard of the model. Call `init_parallel` first (with the same `parallel`)."""
+    config = transformer_config(hf, parallel, dtype, **overrides)
+    return GPTModel(
+        config=config,
+        transformer_layer_spec=layer_spec(spec),
+        vocab_size=qwen2.padded_vocab_size(hf["vocab_size"], parallel.tp),
+        max_sequence_length=hf["max_position_embeddings"],
+        pre_process=parallel_state.is_pipeline_first_stage(),
+        post_process=parallel_state.is_pipeline_last_stage(),
+        share_embeddings_and_output_weights=qwen2.tied_embeddings(hf),
+        position_embedding_type="yarn" if qwen2.yarn(hf) else "rope",
+        rotary_base=qwen2.rope_theta(hf),
+    )

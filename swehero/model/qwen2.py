@@ -1,0 +1,130 @@
+"""The Qwen2 / Qwen2.5(-Coder) family: Hugging Face config -> Megatron-Core settings, and the weight name table.
+
+Sizes always come from the checkpoint's `config.json`; this file only states what the family is
+(RMSNorm, SwiGLU, grouped-query attention with bias on q/k/v only, RoPE or YaRN) and how its weights are named.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# Megatron name -> Hugging Face name; `*` is the layer index. Megatron names are the Transformer Engine
+# spec's; `LOCAL_SPEC_NAMES` gives the local spec's names for the two norms TE fuses into the next linear.
+NAME_MAP: dict[str, str] = {
+    "embedding.word_embeddings.weight": "model.embed_tokens.weight",
+    "decoder.layers.*.self_attention.linear_qkv.layer_norm_weight": "model.layers.*.input_layernorm.weight",
+    "decoder.layers.*.self_attention.linear_proj.weight": "model.layers.*.self_attn.o_proj.weight",
+    "decoder.layers.*.mlp.linear_fc1.layer_norm_weight": "model.layers.*.post_attention_layernorm.weight",
+    "decoder.layers.*.mlp.linear_fc2.weight": "model.layers.*.mlp.down_proj.weight",
+    "decoder.final_layernorm.weight": "model.norm.weight",
+    "output_layer.weight": "lm_head.weight",
+}
+
+# Fused Megatron tensors -> the Hugging Face tensors they are made of, in order.
+QKV_MAP: dict[str, tuple[str, str, str]] = {
+    f"decoder.layers.*.self_attention.linear_qkv.{kind}": tuple(
+        f"model.layers.*.self_attn.{p}_proj.{kind}" for p in "qkv"
+    )
+    for kind in ("weight", "bias")
+}
+GATE_UP_MAP: dict[str, tuple[str, str]] = {
+    "decoder.layers.*.mlp.linear_fc1.weight": (
+        "model.layers.*.mlp.gate_proj.weight",
+        "model.layers.*.mlp.up_proj.weight",
+    ),
+}
+
+LOCAL_SPEC_NAMES: dict[str, str] = {
+    "self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",
+    "mlp.linear_fc1.layer_norm_weight": "pre_mlp_layernorm.weight",
+}
+
+VOCAB_MULTIPLE = 128
+"""The vocabulary is padded to a multiple of this (and of TP): TP-independent for TP up to 128, so a checkpoint
+reshards freely. Every Qwen2.5 vocabulary (151936, 152064) is already a multiple, so they are not padded."""
+
+
+def padded_vocab_size(vocab_size: int, tp: int) -> int:
+    multiple = math.lcm(VOCAB_MULTIPLE, tp)
+    return -(-vocab_size // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class Yarn:
+    """YaRN rope scaling, read from `rope_scaling` the way Hugging Face and vLLM apply it."""
+
+    factor: float
+    original_max_position_embeddings: int
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    truncate: bool = True
+
+
+def rope_theta(hf: dict[str, Any]) -> float:
+    # transformers 5 writes `rope_parameters` (with the theta inside); published Qwen2.5 configs use `rope_theta`.
+    params = hf.get("rope_parameters") or {}
+    return float(hf.get("rope_theta", params.get("rope_theta", 10000.0)))
+
+
+def yarn(hf: dict[str, Any]) -> Yarn | None:
+    scaling = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "default":
+        return None
+    if kind != "yarn":
+        raise ValueError(f"rope scaling {kind!r} is not supported for Qwen2; use yarn or none")
+    if scaling.get("attention_factor") is not None or scaling.get("mscale") or scaling.get("mscale_all_dim"):
+        raise ValueError("an explicit YaRN attention_factor/mscale is not supported: Qwen2.5 derives it from factor")
+    return Yarn(
+        factor=float(scaling["factor"]),
+        original_max_position_embeddings=int(
+            scaling.get("original_max_position_embeddings") or hf["max_position_embeddings"]
+        ),
+        beta_fast=float(scaling.get("beta_fast") or 32.0),
+        beta_slow=float(scaling.get("beta_slow") or 1.0),
+        truncate=bool(scaling.get("truncate", True)),
+    )
+
+
+def transformer_config_kwargs(hf: dict[str, Any]) -> dict[str, Any]:
+    """Megatron `TransformerConfig` fields for a Qwen2 `config.json` (parallel and dtype settings excluded)."""
+    if hf.get("model_type") not in (None, "qwen2"):
+        raise ValueError(f"expected a qwen2 config, got model_type={hf.get('model_type')!r}")
+    heads = hf["num_attention_heads"]
+    kwargs: dict[str, Any] = dict(
+        num_layers=hf["num_hidden_layers"],
+        hidden_size=hf["hidden_size"],
+        ffn_hidden_size=hf["intermediate_size"],
+        num_attention_heads=heads,
+        num_query_groups=hf.get("num_key_value_heads", heads),
+        kv_channels=hf.get("head_dim") or hf["hidden_size"] // heads,
+        layernorm_epsilon=hf["rms_norm_eps"],
+        normalization="RMSNorm",
+        gated_linear_unit=True,
+        add_bias_linear=False,
+        add_qkv_bias=True,
+        hidden_dropout=0.0,
+        attention_dropout=hf.get("attention_dropout", 0.0),
+        # TE's fused RoPE cannot apply YaRN's cos/sin scale, and the unfused path is exact everywhere.
+        apply_rope_fusion=False,
+        bias_activation_fusion=False,
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        bias_dropout_fusion=False,
+    )
+    scaling = yarn(hf)
+    if scaling is not None:
+        kwargs.update(
+            yarn_rotary_scaling_factor=scaling.factor,
+            yarn_original_max_position_embeddings=scaling.original_max_position_embeddings,
+            yarn_beta_fast=scaling.beta_fast,
+            yarn_beta_slow=scaling.beta_slow,
+            yarn_correction_range_round_to_int=scaling.truncate,
+        )
+    return kwargs
+
+
+def tied_embeddings(hf: dict[str, Any]) -> bool:
+    return bool(hf.get("tie_word_embeddings", False))

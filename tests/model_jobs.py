@@ -1,0 +1,110 @@
+"""Tiny random Qwen2 checkpoints and the multi-process jobs the model tests run (one module so spawn can import it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+TINY = dict(
+    vocab_size=300, hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=64, max_position_embeddings=64, rope_theta=10000.0, rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+)
+YARN = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}
+
+
+def make_hf(out: Path, seed: int = 0, dtype: torch.dtype = torch.float32, **overrides) -> Path:
+    """A random Qwen2ForCausalLM saved as safetensors, with non-zero q/k/v biases so bias mistakes show."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(**{**TINY, **overrides})
+    model = Qwen2ForCausalLM(config).float()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if "norm" in name else 0.0))
+    model.to(dtype).save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def hf_logits(hf_dir: Path, tokens: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    from transformers import Qwen2ForCausalLM
+
+    model = Qwen2ForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32, attn_implementation="eager").eval()
+    with torch.no_grad():
+        return model(tokens, position_ids=position_ids).logits
+
+
+def _diff(logits: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor:
+    """Max |megatron - hf| over the real vocabulary, maxed over all ranks (0 where this rank has no logits)."""
+    local = torch.zeros(())
+    if logits is not None:
+        local = (logits[..., : ref.shape[-1]] - ref).abs().max()
+    torch.distributed.all_reduce(local, op=torch.distributed.ReduceOp.MAX)
+    return local
+
+
+def _model(case: dict, layout: tuple[int, int]):
+    from megatron.core import parallel_state
+
+    from swehero.model.provider import Parallel, build_model, init_parallel, load_hf_config
+
+    parallel_state.destroy_model_parallel()
+    parallel = Parallel(tp=layout[0], pp=layout[1])
+    init_parallel(parallel)
+    hf = load_hf_config(case["hf_dir"])
+    return build_model(hf, parallel, **case.get("build", {})), hf
+
+
+def parity_job(rank: int, cases: list[dict], out: Path) -> None:
+    """Each case: HF folder, layouts, tokens, reference logits, optional packed document lengths.
+
+    Conversion cases (`ckpt`) also save a dist checkpoint at the first layout, reload it at the others and
+    export each back to Hugging Face under `export/<layout>`.
+    """
+    import json
+
+    from swehero.model.checkpoint import load_checkpoint, save_checkpoint
+    from swehero.model.convert import load_hf_weights, save_hf_weights
+    from swehero.model.forward import forward_logits
+    from swehero.model.packing import packed_seq_params, position_ids
+
+    results = {}
+    for case in cases:
+        packed = positions = None
+        if case.get("docs"):
+            packed, positions = packed_seq_params(case["docs"]), position_ids(case["docs"])
+        for i, layout in enumerate(case["layouts"]):
+            model, hf = _model(case, layout)
+            if case.get("ckpt") and i > 0:
+                load_checkpoint(model, case["ckpt"])
+            else:
+                load_hf_weights(model, case["hf_dir"], hf)
+            if case.get("ckpt") and i == 0:
+                save_checkpoint(model, hf, case["ckpt"])
+            logits = forward_logits(model, case["tokens"], positions, packed)
+            results[f"{case['name']}@tp{layout[0]}pp{layout[1]}"] = _diff(logits, case["ref"]).item()
+            if case.get("ckpt"):
+                export = Path(case["ckpt"]).parent / "export" / f"tp{layout[0]}pp{layout[1]}"
+                export.mkdir(parents=True, exist_ok=True)
+                torch.distributed.barrier()
+                save_hf_weights(model, hf, export)
+    if rank == 0:
+        Path(out).write_text(json.dumps(results, indent=2))
+
+
+def param_count_job(rank: int, config_paths: list[Path], out: Path) -> None:
+    """Build each real config on the meta device at TP=1/PP=1 and record its parameter count."""
+    import json
+
+    from swehero.model.provider import Parallel, build_model, init_parallel, load_hf_config
+
+    init_parallel(Parallel())
+    counts = {}
+    for path in config_paths:
+        with torch.device("meta"):
+            model = build_model(load_hf_config(path), Parallel(), dtype=torch.bfloat16, perform_initialization=False)
+        counts[Path(path).name] = sum(p.numel() for p in model.parameters())
+    Path(out).write_text(json.dumps(counts))

@@ -1,0 +1,136 @@
+"""Megatron-Core Qwen2 against transformers, as real gloo multi-process jobs on CPU (fp32, tiny random models).
+
+One 4-rank job runs every layout (TP=1 runs as 4 data-parallel replicas), so the processes start once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from model_jobs import YARN, hf_logits, make_hf, param_count_job, parity_job  # noqa: E402
+
+from swehero.model import cpu_backend  # noqa: E402
+
+TOL = 1e-5
+LAYOUTS = [(1, 1), (2, 1), (1, 2), (2, 2)]
+DOCS = [30, 45, 25]
+YARN_DOCS = [90, 20, 40]  # the first document runs past the original 64 positions
+
+
+def _packed_case(name: str, hf_dir: Path, docs: list[int], layouts: list, seed: int) -> dict:
+    torch.manual_seed(seed)
+    pieces = [torch.randint(0, 300, (1, n)) for n in docs]
+    ref = torch.cat([hf_logits(hf_dir, p) for p in pieces], dim=1)
+    whole = hf_logits(hf_dir, torch.cat(pieces, dim=1))
+    # Without document masking the later documents' logits would differ: the check can fail.
+    assert (whole - ref).abs().max() > 1e-2
+    return dict(name=name, hf_dir=hf_dir, layouts=layouts, tokens=torch.cat(pieces, dim=1), ref=ref, docs=docs)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, float]:
+    root = tmp_path_factory.mktemp("model")
+    plain = make_hf(root / "plain", seed=1)
+    yarn = make_hf(root / "yarn", seed=2, rope_scaling=YARN)
+    tied = make_hf(root / "tied", seed=3, tie_word_embeddings=True)
+    tokens = torch.randint(0, 300, (2, 100), generator=torch.Generator().manual_seed(0))
+    yarn_ref = hf_logits(yarn, tokens)
+    # YaRN changes HF's logits at these positions, so matching them shows Megatron applies it.
+    assert (yarn_ref - hf_logits(plain, tokens)).abs().max() > 1e-2
+    cases = [
+        dict(name="plain", hf_dir=plain, layouts=LAYOUTS, tokens=tokens, ref=hf_logits(plain, tokens)),
+        dict(name="yarn", hf_dir=yarn, layouts=LAYOUTS, tokens=tokens, ref=yarn_ref),
+        dict(name="tied", hf_dir=tied, layouts=[(1, 1), (2, 2)], tokens=tokens, ref=hf_logits(tied, tokens)),
+        _packed_case("packed", plain, DOCS, [(1, 1), (2, 2), (1, 4)], seed=4),
+        _packed_case("packed-yarn", yarn, YARN_DOCS, [(2, 2), (1, 4)], seed=5),
+        # Conversion: save a dist checkpoint at TP=2xPP=2, reload at PP=4 and TP=1, export each to HF.
+        dict(name="ckpt", hf_dir=plain, layouts=[(2, 2), (1, 4), (1, 1)], tokens=tokens,
+             ref=hf_logits(plain, tokens), ckpt=root / "ckpt-plain" / "ckpt"),
+        dict(name="ckpt-tied", hf_dir=tied, layouts=[(2, 2), (1, 1)], tokens=tokens,
+             ref=hf_logits(tied, tokens), ckpt=root / "ckpt-tied" / "ckpt"),
+    ]
+    out = root / "results.json"
+    cpu_backend.launch(parity_job, 4, cases, out)
+    found = json.loads(out.read_text())
+    found["_root"] = str(root)
+    return found
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: f"tp{layout[0]}pp{layout[1]}")
+@pytest.mark.parametrize("name", ["plain", "yarn"])
+def test_logits_match_transformers(results, name, layout):
+    assert results[f"{name}@tp{layout[0]}pp{layout[1]}"] < TOL
+
+
+@pytest.mark.parametrize("key", ["tied@tp1pp1", "tied@tp2pp2"])
+def test_tied_embeddings(results, key):
+    assert results[key] < TOL
+
+
+@pytest.mark.parametrize("key", ["packed@tp1pp1", "packed@tp2pp2", "packed@tp1pp4",
+                                 "packed-yarn@tp2pp2", "packed-yarn@tp1pp4"])
+def test_packed_documents_equal_separate_documents(results, key):
+    assert results[key] < TOL
+
+
+@pytest.mark.parametrize("key", ["ckpt@tp1pp4", "ckpt@tp1pp1", "ckpt-tied@tp1pp1"])
+def test_checkpoint_loads_at_another_layout(results, key):
+    assert results[key] < TOL
+
+
+@pytest.mark.parametrize("case,source,layouts", [
+    ("ckpt-plain", "plain", ["tp2pp2", "tp1pp4", "tp1pp1"]),
+    ("ckpt-tied", "tied", ["tp2pp2", "tp1pp1"]),
+])
+def test_round_trip_is_bit_exact(results, case, source, layouts):
+    from transformers import Qwen2ForCausalLM
+
+    root = Path(results["_root"])
+    original = load_file(root / source / "model.safetensors")
+    for layout in layouts:
+        export = root / case / "export" / layout
+        index = json.loads((export / "model.safetensors.index.json").read_text())
+        exported = {}
+        for file in sorted(set(index["weight_map"].values())):
+            exported.update(load_file(export / file))
+        assert exported.keys() == original.keys()
+        for name, tensor in original.items():
+            assert torch.equal(exported[name], tensor), f"{layout}: {name}"
+    # transformers loads the export (config copied from the source, as `mcore-to-hf --like` does).
+    (export / "config.json").write_text((root / source / "config.json").read_text())
+    Qwen2ForCausalLM.from_pretrained(export)
+
+
+def test_qwen25_coder_7b_layer_shapes(tmp_path):
+    """Exact 7B layer shapes, 2 layers (vocabulary cut to 1024 to spare RAM; its shape is covered below)."""
+    shapes = json.loads((Path(__file__).parents[1] / "swehero/model/configs/qwen2.5-coder-7b-instruct.json").read_text())
+    keep = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "rope_theta",
+            "rms_norm_eps", "max_position_embeddings")
+    hf_dir = make_hf(tmp_path / "hf", seed=6, num_hidden_layers=2, vocab_size=1024, head_dim=128,
+                     **{k: shapes[k] for k in keep})
+    tokens = torch.randint(0, 1024, (1, 48), generator=torch.Generator().manual_seed(0))
+    case = dict(name="7b-shapes", hf_dir=hf_dir, layouts=[(1, 1)], tokens=tokens, ref=hf_logits(hf_dir, tokens))
+    cpu_backend.launch(parity_job, 1, [case], tmp_path / "out.json")
+    assert json.loads((tmp_path / "out.json").read_text())["7b-shapes@tp1pp1"] < TOL
+
+
+# Parameter totals of the published safetensors checkpoints (the model cards round them to 7.61B / 14.7B /
+# 32.5B; the 32B card's figure is low, its safetensors hold 32.76B).
+PUBLISHED = {
+    "qwen2.5-coder-7b-instruct.json": 7_615_616_512,
+    "qwen2.5-coder-14b-instruct.json": 14_770_033_664,
+    "qwen2.5-coder-32b-instruct.json": 32_763_876_352,
+}
+
+
+def test_real_configs_build_on_meta_with_published_sizes(tmp_path):
+    configs = Path(__file__).parents[1] / "swehero/model/configs"
+    cpu_backend.launch(param_count_job, 1, [configs / name for name in PUBLISHED], tmp_path / "counts.json")
+    assert json.loads((tmp_path / "counts.json").read_text()) == PUBLISHED
