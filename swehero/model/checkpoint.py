@@ -30,8 +30,10 @@ def save_checkpoint(model: GPTModel, hf: dict[str, Any], ckpt_dir: str | Path) -
 
 def load_checkpoint(model: GPTModel, ckpt_dir: str | Path) -> None:
     """Collective: fill this rank's part of `model` from a checkpoint saved at any layout."""
-    state = dist_checkpointing.load(model.sharded_state_dict(), str(ckpt_dir))
-    model.load_state_dict(state)
+    template = model.sharded_state_dict()
+    state = dist_checkpointing.load(template, str(ckpt_dir))
+    # Training checkpoints also hold optimizer and schedule state beside the weights: take the weights.
+    model.load_state_dict({key: state[key] for key in template})
 
 
 def checkpoint_hf_config(ckpt_dir: str | Path) -> dict[str, Any]:

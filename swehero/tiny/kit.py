@@ -38,13 +38,13 @@ class TinyModelConfig:
 
     vocab_size: int = 2048
     """BPE vocabulary learned from the corpus, before the 22 added tokens."""
-    hidden_size: int = 128
-    """Model width; the number of attention heads is hidden_size / 64."""
+    hidden_size: int = 256
+    """Model width; the number of attention heads is hidden_size / 64 (4: tensor parallel up to 2 with GQA)."""
     num_layers: int = 2
     """Transformer layers."""
-    num_kv_heads: int = 1
+    num_kv_heads: int = 2
     """Key/value heads (GQA); must divide the number of attention heads."""
-    intermediate_size: int = 384
+    intermediate_size: int = 512
     """SwiGLU hidden size."""
     max_position_embeddings: int = 32768
     """Context length recorded in config.json."""
@@ -133,8 +133,9 @@ def make_tiny(out: Path, cfg: TinyModelConfig, seed: int) -> Path:
     tokenizer = build_tokenizer(cfg.vocab_size)
     tokenizer.save_pretrained(out)
     _mark_as_qwen2_tokenizer(out / "tokenizer_config.json")
-    # Pad the embedding to a multiple of 64 rows, as Qwen2.5 pads 151665 tokens to 152064.
-    vocab = -(-len(tokenizer) // 64) * 64
+    # Pad the embedding to a multiple of 128 rows, as Qwen2.5 pads 151665 tokens to 152064: then Megatron needs
+    # no padding of its own (padded rows would join the softmax with logit 0 and change the loss).
+    vocab = -(-len(tokenizer) // 128) * 128
     bos, eos = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
     config = hf_config(cfg, vocab, bos, eos)
 

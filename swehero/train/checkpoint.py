@@ -2,12 +2,15 @@
 `checkpoints/step-N`, written to a hidden `.step-N.partial` folder and renamed once every rank has finished,
 so a folder named `step-N` is always complete. The last `keep_last` are kept.
 
-A checkpoint holds the model, the distributed optimizer's state, the LR scheduler, the step and every rank's
-RNG state: a resumed run continues exactly where the interrupted one stopped.
+A checkpoint holds the model (at the top level, with `hf_config.json` beside it: the same layout as
+`swehero convert hf-to-mcore` writes, so `swehero convert mcore-to-hf` exports any of them), the distributed
+optimizer's state, the LR scheduler, the step and every rank's RNG state: a resumed run continues exactly
+where the interrupted one stopped.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -16,7 +19,12 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 
+from swehero.model.checkpoint import HF_CONFIG
+
 _STEP = re.compile(r"^step-(\d+)$")
+# Each rank saves and loads its own optimizer shard, with no gathering; the optimizer state then resumes at the
+# same layout (data-parallel size may change), while the weights load at any layout.
+OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}
 
 
 def checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -30,7 +38,15 @@ def _unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
 
 
 def _model_state(model: list) -> dict:
-    return {f"model{i}": _unwrap(chunk).sharded_state_dict() for i, chunk in enumerate(model)}
+    (chunk,) = model  # one model chunk per rank (no virtual pipeline stages)
+    return _unwrap(chunk).sharded_state_dict()
+
+
+def _load_model_state(model: list, state: dict) -> None:
+    _unwrap(model[0]).load_state_dict({k: v for k, v in state.items() if k not in _TRAINING_KEYS})
+
+
+_TRAINING_KEYS = ("optimizer", "scheduler", "step")
 
 
 def _rank_file(path: Path) -> Path:
@@ -42,8 +58,9 @@ def _rng_state() -> dict:
 
 
 class Checkpointer:
-    def __init__(self, folder: Path, keep_last: int, async_save: bool) -> None:
+    def __init__(self, folder: Path, hf_config: dict, keep_last: int, async_save: bool) -> None:
         self.folder = Path(folder)
+        self.hf_config = hf_config
         self.keep_last = keep_last
         self.queue = AsyncCallsQueue() if async_save else None
 
@@ -52,10 +69,11 @@ class Checkpointer:
         if torch.distributed.get_rank() == 0:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
+            (partial / HF_CONFIG).write_text(json.dumps(self.hf_config, indent=2))
         torch.distributed.barrier()
         torch.save(_rng_state(), _rank_file(partial))
         state = _model_state(model)
-        state["optimizer"] = optimizer.sharded_state_dict(state)
+        state["optimizer"] = optimizer.sharded_state_dict(state, metadata=OPTIMIZER_SHARDING)
         state["scheduler"] = scheduler.state_dict()
         state["step"] = step
         request = dist_checkpointing.save(state, str(partial), async_sharded_save=self.queue is not None)
@@ -78,17 +96,21 @@ class Checkpointer:
         if self.queue is not None:
             self.queue.maybe_finalize_async_calls(blocking=blocking)
 
+    def has_checkpoint(self) -> bool:
+        return bool(checkpoints(self.folder))
+
+    @torch.no_grad()
     def load_latest(self, model: list, optimizer, scheduler) -> int:
         """Restore the newest complete checkpoint; returns its step (0 when there is none)."""
         found = checkpoints(self.folder)
         if not found:
             return 0
         step, path = found[-1]
+        _materialise_optimizer_state(optimizer)
         template = _model_state(model)
-        template["optimizer"] = optimizer.sharded_state_dict(template, is_loading=True)
+        template["optimizer"] = optimizer.sharded_state_dict(template, is_loading=True, metadata=OPTIMIZER_SHARDING)
         loaded = dist_checkpointing.load(template, str(path))
-        for i, chunk in enumerate(model):
-            _unwrap(chunk).load_state_dict(loaded[f"model{i}"])
+        _load_model_state(model, loaded)
         optimizer.load_state_dict(loaded["optimizer"])
         scheduler.load_state_dict(loaded["scheduler"])
         rng = torch.load(_rank_file(path), weights_only=False)
@@ -99,12 +121,13 @@ class Checkpointer:
         return step
 
 
-def load_weights(model: list, checkpoint: Path) -> None:
-    """Only the model weights of a checkpoint (stage 2 starting from stage 1): fresh optimizer and schedule."""
-    template = _model_state(model)
-    loaded = dist_checkpointing.load(template, str(checkpoint))
-    for i, chunk in enumerate(model):
-        _unwrap(chunk).load_state_dict(loaded[f"model{i}"])
+def _materialise_optimizer_state(optimizer) -> None:
+    """torch's Adam creates its state at the first step; a checkpoint can only be loaded into existing state.
+    Megatron's distributed optimizer fills it with placeholders (one zero-gradient step) that the load then
+    overwrites, parameters included."""
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        if not inner.optimizer.state:
+            inner._init_optimizer_states_with_dummy_values()
 
 
 def is_reporting_rank() -> bool:

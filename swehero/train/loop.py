@@ -34,12 +34,12 @@ def train(job: TrainJob) -> None:
     s, folder = job.settings, Path(job.dir)
     env = model_setup.initialize(s, job.seed)
     model, hf_config = model_setup.build(s, job.init, env)
-    optimizer, scheduler = model_setup.optimizer_and_schedule(s, model, total_steps := total_steps_of(s))
-    data, valid = PackedSequences(s.data, "train"), PackedSequences(s.data, "valid")
-    ckpt = Checkpointer(folder / "checkpoints", s.checkpoint.keep_last, s.checkpoint.async_save and env.cuda)
-    step = ckpt.load_latest(model, optimizer, scheduler)
-    if step == 0:
+    ckpt = Checkpointer(folder / "checkpoints", hf_config, s.checkpoint.keep_last, s.checkpoint.async_save and env.cuda)
+    if not ckpt.has_checkpoint():
         model_setup.load_initial_weights(model, job.init, hf_config)
+    optimizer, scheduler = model_setup.optimizer_and_schedule(s, model, total_steps := total_steps_of(s))
+    step = ckpt.load_latest(model, optimizer, scheduler)
+    data, valid = PackedSequences(s.data, "train"), PackedSequences(s.data, "valid")
     log = MetricsLogger(folder, total_steps, step, s.tensorboard, s.wandb_project, job.name, asdict(s)) \
         if is_reporting_rank() else None
     while step < total_steps:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,38 +54,63 @@ def initialize(s: Settings, seed: int) -> Env:
 
 
 def hf_config_of(init: str) -> dict:
-    """The architecture to build: an HF folder's config.json, or the one an earlier train stage exported."""
-    for candidate in (Path(init) / "config.json", Path(init) / "hf" / "config.json", Path(init) / "config.hf.json"):
-        if candidate.exists():
-            return json.loads(candidate.read_text())
-    raise FileNotFoundError(f"{init}: neither a Hugging Face folder nor a train stage folder with its config")
+    """The architecture to build: an HF folder's config.json, or the one in an earlier train stage's checkpoint."""
+    from swehero.model.checkpoint import checkpoint_hf_config
+    from swehero.train.checkpoint import checkpoints
+
+    if (Path(init) / "config.json").exists():
+        return json.loads((Path(init) / "config.json").read_text())
+    found = checkpoints(Path(init) / "checkpoints")
+    if not found:
+        raise FileNotFoundError(f"{init}: neither a Hugging Face folder nor a train stage folder with checkpoints")
+    return checkpoint_hf_config(found[-1][1])
+
+
+def _model_overrides(s: Settings, cuda: bool) -> dict:
+    """TransformerConfig fields the training settings decide."""
+    overrides = {"calculate_per_token_loss": True, "context_parallel_size": s.parallel.context}
+    if s.recompute == "full":
+        overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    elif s.recompute == "selective" and cuda:
+        overrides.update(recompute_granularity="selective")
+    if s.precision == "fp8":
+        overrides.update(fp8="hybrid", fp8_recipe="tensorwise")
+    return overrides
 
 
 def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
-    """The model chunks of this rank (one per virtual pipeline stage), in Megatron's DDP."""
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    """This rank's model (its pipeline stage and tensor shard) in Megatron's DDP, as a list of chunks."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 
-    from swehero.model.provider import build_model_chunks
+    from swehero.model.provider import Parallel, build_model
 
     hf_config = hf_config_of(init)
     if s.rope_scaling is not None:
         hf_config = {**hf_config, "rope_scaling": s.rope_scaling}
     check_layout(s, hf_config, env.world_size)
-    chunks = build_model_chunks(hf_config, s, env.device)
+    dtype = torch.float32 if s.precision == "fp32" else torch.bfloat16
+    spec = "te" if env.cuda and _has_transformer_engine() else "local"
+    parallel = Parallel(tp=s.parallel.tensor, pp=s.parallel.pipeline, sequence_parallel=s.parallel.sequence_parallel)
+    chunk = build_model(hf_config, parallel, spec, dtype, **_model_overrides(s, env.cuda))
+    if env.cuda:
+        chunk.cuda()
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
         use_distributed_optimizer=s.distributed_optimizer,
         overlap_grad_reduce=env.cuda,
         average_in_collective=False,  # per-token loss: gradients are divided by the global token count instead
     )
-    model = [DistributedDataParallel(config=chunk.config, ddp_config=ddp_config, module=chunk) for chunk in chunks]
-    from megatron.core.distributed import finalize_model_grads
-
-    config = chunks[0].config
-    config.finalize_model_grads_func = finalize_model_grads
+    model = [DistributedDataParallel(config=chunk.config, ddp_config=ddp_config, module=chunk)]
+    chunk.config.finalize_model_grads_func = finalize_model_grads
     if env.cuda:
-        config.no_sync_func = [m.no_sync for m in model] if len(model) > 1 else model[0].no_sync
+        chunk.config.no_sync_func = model[0].no_sync
     return model, hf_config
+
+
+def _has_transformer_engine() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("transformer_engine") is not None
 
 
 def optimizer_and_schedule(s: Settings, model: list, total_steps: int):
@@ -112,24 +138,34 @@ def optimizer_and_schedule(s: Settings, model: list, total_steps: int):
 
 
 def load_initial_weights(model: list, init: str, hf_config: dict) -> None:
-    """Stage 1 starts from a Hugging Face checkpoint; stage 2 from the final checkpoint of stage 1."""
-    from swehero.train.checkpoint import checkpoints, load_weights
+    """Stage 1 starts from a Hugging Face checkpoint; stage 2 from the final checkpoint of stage 1 (weights only:
+    fresh optimizer and schedule). Called before the optimizer is built, so its fp32 copies start from these."""
+    from swehero.model.checkpoint import load_checkpoint
+    from swehero.model.convert import load_hf_weights
+    from swehero.train.checkpoint import checkpoints
 
-    if (Path(init) / "config.json").exists():
-        from swehero.model.convert import load_hf_weights
-
-        load_hf_weights([getattr(m, "module", m) for m in model], init, hf_config)
-        return
-    found = checkpoints(Path(init) / "checkpoints")
-    if not found:
-        raise FileNotFoundError(f"{init}: no Hugging Face config.json and no checkpoints/step-N to start from")
-    load_weights(model, found[-1][1])
+    chunk = model[0].module
+    with torch.no_grad():
+        if (Path(init) / "config.json").exists():
+            load_hf_weights(chunk, init, hf_config)
+        else:
+            load_checkpoint(chunk, checkpoints(Path(init) / "checkpoints")[-1][1])
 
 
 def export_hf(model: list, hf_config: dict, init: str, out: Path) -> None:
+    """Safetensors shards + index, with the config (incl. any rope_scaling override) and the tokenizer files of
+    the Hugging Face folder the run started from, so `out` serves as is."""
     from swehero.model.convert import save_hf_weights
 
-    save_hf_weights([getattr(m, "module", m) for m in model], hf_config, like=init, out=out)
+    like = Path(init) if (Path(init) / "config.json").exists() else Path(init) / "hf"
+    out.mkdir(parents=True, exist_ok=True)
+    save_hf_weights(model[0].module, hf_config, out)
+    if torch.distributed.get_rank() == 0:
+        for item in like.iterdir():
+            if item.is_file() and not item.name.startswith("model") and item.suffix != ".safetensors":
+                shutil.copy2(item, out / item.name)
+        (out / "config.json").write_text(json.dumps(hf_config, indent=2))
+    torch.distributed.barrier()
 
 
 def shutdown() -> None:
