@@ -35,6 +35,10 @@ def default_chunk_size(num_tokens: int, hidden_size: int, vocab_size: int) -> in
     return min(max(256, 1 << (target - 1).bit_length()), 8192)
 
 
+def _clamped_normalizer(normalizer: float | torch.Tensor, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(normalizer, dtype=torch.float32, device=device).clamp(min=1)
+
+
 def _backend(name: str, device: torch.device) -> ModuleType:
     if name == "auto":
         name = "triton" if device.type == "cuda" else "torch"
@@ -63,11 +67,13 @@ def _combine_vocab_shards(
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, loss_mask, normalizer, vocab_start, tp_group, chunk_size, ops, needs_grad):
+    def forward(
+        ctx, hidden, weight, targets, loss_mask, normalizer, vocab_start, tp_group, chunk_size, ops, needs_grad
+    ):
         num_tokens, vocab_local = hidden.shape[0], weight.shape[0]
         local_targets = targets.long() - vocab_start
         local_targets = torch.where((local_targets >= 0) & (local_targets < vocab_local), local_targets, -1)
-        row_scale = loss_mask.float() / torch.as_tensor(normalizer, dtype=torch.float32, device=hidden.device).clamp(min=1)
+        row_scale = loss_mask.float() / _clamped_normalizer(normalizer, hidden.device)
         hidden_wants, weight_wants = needs_grad
         grad_hidden = torch.empty_like(hidden) if hidden_wants else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if weight_wants else None
@@ -128,9 +134,11 @@ def fused_linear_cross_entropy(
     Returns the fp32 scalar loss. Gradients flow to `hidden` and `weight` (the latter accumulated in fp32).
     """
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
-        raise ValueError(f"expected hidden [T, H] and weight [V, H], got {tuple(hidden.shape)} and {tuple(weight.shape)}")
+        raise ValueError(f"expected hidden [T, H] and weight [V, H], got {list(hidden.shape)} and {list(weight.shape)}")
     if targets.shape != hidden.shape[:1] or loss_mask.shape != hidden.shape[:1]:
-        raise ValueError(f"targets {tuple(targets.shape)} and loss_mask {tuple(loss_mask.shape)} must be [T={hidden.shape[0]}]")
+        raise ValueError(
+            f"targets {list(targets.shape)} and loss_mask {list(loss_mask.shape)} must be [T={hidden.shape[0]}]"
+        )
     ops = _backend(backend, hidden.device)
     chunk = chunk_size or default_chunk_size(hidden.shape[0], hidden.shape[1], weight.shape[0])
     grad_on = torch.is_grad_enabled()
@@ -151,5 +159,4 @@ def unfused_linear_cross_entropy(
     fused versions are tested and benchmarked against. Unsharded weight only."""
     logits = (hidden @ weight.T).float()
     per_token = F.cross_entropy(logits, torch.where(loss_mask.bool(), targets.long(), -100), reduction="none")
-    normalizer = torch.as_tensor(normalizer, dtype=torch.float32, device=hidden.device).clamp(min=1)
-    return (per_token * loss_mask.float()).sum() / normalizer
+    return (per_token * loss_mask.float()).sum() / _clamped_normalizer(normalizer, hidden.device)

@@ -40,4 +40,7 @@ def grad_hidden(grad_logits: torch.Tensor, weight: torch.Tensor, out: torch.Tens
 
 def accumulate_grad_weight_(grad_weight: torch.Tensor, grad_logits: torch.Tensor, hidden: torch.Tensor) -> None:
     """grad_weight [V, H] (fp32) += grad_logits.T [V, C] @ hidden [C, H]."""
-    grad_weight += grad_logits.T @ hidden
+    if grad_logits.dtype == grad_weight.dtype:
+        grad_weight.addmm_(grad_logits.T, hidden)
+    else:  # a [V, H] temporary in the input dtype: the Triton kernel accumulates in fp32 without it
+        grad_weight += grad_logits.T @ hidden

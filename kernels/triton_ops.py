@@ -27,10 +27,13 @@ _DOT_IN_FP32 = tl.constexpr(_INTERPRETING)
 def _matmul_configs() -> list[triton.Config]:
     if _INTERPRETING:  # autotuning in the interpreter would only multiply the (slow) runs
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2})]
-    shapes = [(128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 4, 4), (128, 128, 32, 4, 4), (64, 128, 64, 4, 4)]
+    # (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages): the usual bf16 tiles for Hopper and Ampere.
+    tiles = [
+        (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 4, 4), (128, 128, 32, 4, 4), (64, 128, 64, 4, 4),
+    ]
     return [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_warps=w, num_stages=s)
-        for m, n, k, w, s in shapes
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_warps=warps, num_stages=stages)
+        for m, n, k, warps, stages in tiles
     ]
 
 
@@ -80,7 +83,8 @@ def _logits_stats_kernel(h_ptr, w_ptr, logits_ptr, targets_ptr, part_max_ptr, pa
     pid_m, pid_n = _tile_ids(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = _dot_tile(h_ptr, w_ptr, rm, rn, M, N, K, stride_hm, stride_hk, stride_wk, stride_wn, BLOCK_M, BLOCK_N, BLOCK_K)
+    acc = _dot_tile(h_ptr, w_ptr, rm, rn, M, N, K, stride_hm, stride_hk, stride_wk, stride_wn,
+                    BLOCK_M, BLOCK_N, BLOCK_K)
     row_ok = rm < M
     col_ok = rn < N
     out = logits_ptr + rm.to(tl.int64)[:, None] * stride_lm + rn[None, :]
@@ -119,7 +123,8 @@ def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk
     pid_m, pid_n = _tile_ids(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = _dot_tile(a_ptr, b_ptr, rm, rn, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, BLOCK_M, BLOCK_N, BLOCK_K)
+    acc = _dot_tile(a_ptr, b_ptr, rm, rn, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
+                    BLOCK_M, BLOCK_N, BLOCK_K)
     ptrs = c_ptr + rm.to(tl.int64)[:, None] * stride_cm + rn.to(tl.int64)[None, :] * stride_cn
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     if ACCUMULATE:

@@ -1,4 +1,4 @@
-"""Fused linear + cross-entropy: Triton kernel and PyTorch reference against the unfused loss (linear + F.cross_entropy).
+"""Fused linear + cross-entropy: Triton kernel and PyTorch reference against the unfused loss (linear + cross_entropy).
 
 Without a GPU the Triton kernels run in the interpreter (TRITON_INTERPRET=1, set before triton is imported), so the
 shapes stay small; they are chosen to be no multiple of the 16-wide interpreter tiles nor of the chunk size.
@@ -45,7 +45,7 @@ def loss_and_grads(fn, hidden, weight, *args, grad_scale=2.5, **kwargs):
 
 
 def assert_same(actual, expected, dtype=torch.float32):
-    for name, a, e in zip(("loss", "grad_hidden", "grad_weight"), actual, expected):
+    for name, a, e in zip(("loss", "grad_hidden", "grad_weight"), actual, expected, strict=True):
         torch.testing.assert_close(a, e, **TOLERANCE[dtype], msg=lambda m, name=name: f"{name}: {m}")
 
 
