@@ -6,7 +6,10 @@ allocates above its inputs: on GPU from the CUDA allocator, on CPU as the proces
 the first step.
 
     PYTHONPATH=$PWD python benchmarks/fused_ce.py                       # default shapes for the device
-    PYTHONPATH=$PWD python benchmarks/fused_ce.py --shapes 4096x896x151936 --repeats 3
+    PYTHONPATH=$PWD python benchmarks/fused_ce.py --shapes 4096x896x151936 --repeats 3 --trained 0.4
+
+By default every token is trained, which compares the kernels alone; with `--trained` below 1 the fused versions
+also skip the untrained tokens, as they do in SFT on agent trajectories.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ def _step(impl: str, hidden, weight, targets, loss_mask, normalizer, device: str
         torch.cuda.synchronize()
 
 
-def measure(impl: str, shape: tuple[int, int, int], dtype: str, device: str, repeats: int) -> tuple[float, float]:
+def measure(
+    impl: str, shape: tuple[int, int, int], dtype: str, device: str, repeats: int, trained: float
+) -> tuple[float, float]:
     """Median seconds of one forward + backward, and peak bytes allocated above the inputs (run in a child)."""
     tokens, hidden_size, vocab = shape
     gen = torch.Generator(device=device).manual_seed(0)
@@ -51,7 +56,7 @@ def measure(impl: str, shape: tuple[int, int, int], dtype: str, device: str, rep
     weight = torch.randn(vocab, hidden_size, device=device, dtype=kind, generator=gen).mul_(hidden_size**-0.5)
     weight.requires_grad_()
     targets = torch.randint(0, vocab, (tokens,), device=device, generator=gen)
-    loss_mask = (torch.rand(tokens, device=device, generator=gen) > 0.3).float()
+    loss_mask = (torch.rand(tokens, device=device, generator=gen) < trained).float()
     normalizer = loss_mask.sum()
     args = (impl, hidden, weight, targets, loss_mask, normalizer, device)
 
@@ -107,13 +112,14 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", help="TOKENSxHIDDENxVOCAB (default: a set for the device)")
     parser.add_argument("--dtype", help="bfloat16 on GPU by default, float32 on CPU")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (the median is reported)")
+    parser.add_argument("--trained", type=float, default=1.0, help="fraction of tokens with loss mask 1")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
     names = args.shapes or (GPU_SHAPES if device == "cuda" else CPU_SHAPES)
     shapes = [tuple(int(x) for x in name.split("x")) for name in names]
     print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {_machine(device)}, {dtype}, "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}, {args.trained:.0%} of tokens trained")
     if device != "cuda":
         print("# triton: skipped, the Triton kernel needs a GPU (tests run it in the interpreter)")
     print(f"{'tokens x hidden x vocab':>26} {'impl':>10} {'ms':>10} {'peak MiB':>10} {'speed vs unfused':>17} "
@@ -123,7 +129,7 @@ def main() -> None:
         for impl in IMPLEMENTATIONS:
             if impl == "triton" and device != "cuda":
                 continue
-            result = _in_child(impl, shape, dtype, device, args.repeats)
+            result = _in_child(impl, shape, dtype, device, args.repeats, args.trained)
             label = "x".join(map(str, shape))
             if isinstance(result, str):
                 print(f"{label:>26} {impl:>10} {result:>10}")

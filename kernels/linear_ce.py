@@ -1,6 +1,6 @@
 """Fused LM head + cross-entropy: the loss of `hidden @ weight.T` without materialising the [T, V] logits.
 
-The tokens are processed in chunks. For each chunk the backend computes the chunk's logits and per-row statistics
+Only tokens with a nonzero loss mask are computed, in chunks. For each chunk the backend computes the chunk's logits and per-row statistics
 (max, sum of exponentials relative to that max, logit of the target); under tensor parallelism these are combined
 across the vocabulary shards; then the chunk's logits are turned in place into their gradient and multiplied into
 the gradients of `hidden` and `weight`. So at most one chunk of logits exists at a time.
@@ -70,28 +70,35 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(
         ctx, hidden, weight, targets, loss_mask, normalizer, vocab_start, tp_group, chunk_size, ops, needs_grad
     ):
-        num_tokens, vocab_local = hidden.shape[0], weight.shape[0]
-        local_targets = targets.long() - vocab_start
-        local_targets = torch.where((local_targets >= 0) & (local_targets < vocab_local), local_targets, -1)
-        row_scale = loss_mask.float() / _clamped_normalizer(normalizer, hidden.device)
+        # Untrained tokens (prompts, tool output: most of an agent trajectory) add nothing to the loss or the
+        # gradients, so only trained rows are computed. Counting them syncs with the device once per call.
+        trained = torch.nonzero(loss_mask).squeeze(1)
+        hidden_trained = hidden.index_select(0, trained)
+        row_scale = loss_mask.index_select(0, trained).float() / _clamped_normalizer(normalizer, hidden.device)
+        local_targets = targets.index_select(0, trained).long() - vocab_start
+        local_targets = torch.where((local_targets >= 0) & (local_targets < weight.shape[0]), local_targets, -1)
         hidden_wants, weight_wants = needs_grad
-        grad_hidden = torch.empty_like(hidden) if hidden_wants else None
+        grad_trained = torch.empty_like(hidden_trained) if hidden_wants else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if weight_wants else None
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for start in range(0, num_tokens, chunk_size):
+        for start in range(0, trained.numel(), chunk_size):
             rows = slice(start, start + chunk_size)
-            logits, row_max, sum_exp, target_logit = ops.logits_and_stats(hidden[rows], weight, local_targets[rows])
+            chunk = hidden_trained[rows]
+            logits, row_max, sum_exp, target_logit = ops.logits_and_stats(chunk, weight, local_targets[rows])
             lse, target_logit = _combine_vocab_shards(row_max, sum_exp, target_logit, tp_group)
             loss += ((lse - target_logit) * row_scale[rows]).sum()
             if hidden_wants or weight_wants:
                 grad_logits = ops.logits_to_grad_(logits, lse, local_targets[rows], row_scale[rows])
                 if hidden_wants:
-                    ops.grad_hidden(grad_logits, weight, out=grad_hidden[rows])
+                    ops.grad_hidden(grad_logits, weight, out=grad_trained[rows])
                 if weight_wants:
-                    ops.accumulate_grad_weight_(grad_weight, grad_logits, hidden[rows])
-        if hidden_wants and tp_group is not None:
-            # `hidden` is replicated over the TP group and each shard saw only its part of the vocabulary.
-            dist.all_reduce(grad_hidden, group=tp_group)
+                    ops.accumulate_grad_weight_(grad_weight, grad_logits, chunk)
+        grad_hidden = None
+        if hidden_wants:
+            if tp_group is not None:
+                # `hidden` is replicated over the TP group and each shard saw only its part of the vocabulary.
+                dist.all_reduce(grad_trained, group=tp_group)
+            grad_hidden = torch.zeros_like(hidden).index_copy_(0, trained, grad_trained)
         ctx.grads = (grad_hidden, grad_weight, weight.dtype)
         return loss
 

@@ -123,6 +123,12 @@ def _tensor_parallel_worker(rank, world_size, init_file, backend, vocab):
             vocab_start=start, tp_group=dist.group.WORLD, chunk_size=8, backend=backend,
         )
         assert_same((loss, grad_hidden, grad_weight), (expected[0], expected[1], expected[2][start:end]))
+        nothing_trained = torch.zeros_like(loss_mask)
+        loss, grad_hidden, grad_weight = loss_and_grads(
+            fused_linear_cross_entropy, hidden, weight[start:end], targets, nothing_trained, 0,
+            vocab_start=start, tp_group=dist.group.WORLD, chunk_size=8, backend=backend,
+        )
+        assert loss.item() == 0.0 and not grad_hidden.any() and not grad_weight.any()
     finally:
         dist.destroy_process_group()
 
