@@ -1,9 +1,9 @@
 """Fused LM head + cross-entropy: the loss of `hidden @ weight.T` without materialising the [T, V] logits.
 
-Only tokens with a nonzero loss mask are computed, in chunks. For each chunk the backend computes the chunk's logits and per-row statistics
-(max, sum of exponentials relative to that max, logit of the target); under tensor parallelism these are combined
-across the vocabulary shards; then the chunk's logits are turned in place into their gradient and multiplied into
-the gradients of `hidden` and `weight`. So at most one chunk of logits exists at a time.
+Only tokens with a nonzero loss mask are computed, in chunks. For each chunk the backend computes the chunk's
+logits and per-row statistics (max, sum of exponentials relative to that max, logit of the target); under tensor
+parallelism these are combined across the vocabulary shards; then the chunk's logits are turned in place into their
+gradient and multiplied into the gradients of `hidden` and `weight`. So at most one chunk of logits exists at a time.
 
 The gradients are computed in the forward pass, not recomputed in the backward: the loss is a scalar, so its
 gradient is the forward-time gradient times `grad_output`, and this saves the extra logits matmul a recomputing
