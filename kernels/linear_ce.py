@@ -133,8 +133,9 @@ def fused_linear_cross_entropy(
     normalizer: trained tokens in the global batch (all micro-batches and data-parallel ranks), so that summing the
         returned losses over them gives the global mean; clamped to at least 1, so a batch without trained tokens
         gives loss 0 and zero gradients instead of NaN.
-    tp_group: the tensor-parallel group over which the vocabulary is split; None when unsplit. The gradient of
-        `hidden` is all-reduced over it, so it is the full gradient on every rank.
+    tp_group: the tensor-parallel group over which the vocabulary is split; None when unsplit. `hidden`, `targets`
+        and `loss_mask` must be the same on all its ranks (as Megatron's TP ranks see the same batch). The gradient
+        of `hidden` is all-reduced over it, so it is the full gradient on every rank.
     chunk_size: tokens per chunk (default: `default_chunk_size`).
     backend: "triton", "torch" (the reference) or "auto" (Triton on CUDA tensors, the reference otherwise).
 
