@@ -136,3 +136,13 @@ def _tensor_parallel_worker(rank, world_size, init_file, backend, vocab):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_vocab_parallel_matches_unsharded(backend, tmp_path):
     mp.spawn(_tensor_parallel_worker, args=(2, tmp_path / "rendezvous", backend, 41), nprocs=2)
+
+
+def test_rejects_mismatched_shapes_and_unknown_backend():
+    hidden, weight, targets, loss_mask = make_batch(9, 8, 11)
+    with pytest.raises(ValueError, match="weight"):
+        fused_linear_cross_entropy(hidden, weight[:, :4], targets, loss_mask, 9)
+    with pytest.raises(ValueError, match="loss_mask"):
+        fused_linear_cross_entropy(hidden, weight, targets, loss_mask[:5], 9)
+    with pytest.raises(ValueError, match="backend"):
+        fused_linear_cross_entropy(hidden, weight, targets, loss_mask, 9, backend="cuda")
