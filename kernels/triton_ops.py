@@ -57,21 +57,24 @@ def _tile_ids(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.co
 
 
 @triton.jit
-def _dot_tile(a_ptr, b_ptr, rm, rn, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """fp32 tile A[rm, :] @ B[:, rn]; out-of-range rows, columns and depth read as zero."""
+def _dot_tile(a_ptr, b_ptr, rm, rn, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, acc, BLOCK_K: tl.constexpr):
+    """acc + A[rm, :] @ B[:, rn] in fp32.
+
+    Out-of-range rows and columns are wrapped onto valid ones instead of masked (fewer registers); callers discard
+    them. Pointers advance by one step per iteration rather than being recomputed, for the same reason.
+    """
     rk = tl.arange(0, BLOCK_K)
-    a_rows = rm.to(tl.int64)[:, None] * stride_am
-    b_cols = rn.to(tl.int64)[None, :] * stride_bn
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    a_ptrs = a_ptr + (rm % M).to(tl.int64)[:, None] * stride_am + rk[None, :] * stride_ak
+    b_ptrs = b_ptr + rk[:, None] * stride_bk + (rn % N).to(tl.int64)[None, :] * stride_bn
     for k0 in range(0, K, BLOCK_K):
-        kk = (k0 + rk).to(tl.int64)
-        a = tl.load(a_ptr + a_rows + kk[None, :] * stride_ak, mask=(rm[:, None] < M) & (kk[None, :] < K), other=0.0)
-        b = tl.load(b_ptr + kk[:, None] * stride_bk + b_cols, mask=(kk[:, None] < K) & (rn[None, :] < N), other=0.0)
+        a = tl.load(a_ptrs, mask=rk[None, :] < K - k0, other=0.0)
+        b = tl.load(b_ptrs, mask=rk[:, None] < K - k0, other=0.0)
         if _DOT_IN_FP32:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
     return acc
 
 
@@ -83,8 +86,8 @@ def _logits_stats_kernel(h_ptr, w_ptr, logits_ptr, targets_ptr, part_max_ptr, pa
     pid_m, pid_n = _tile_ids(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = _dot_tile(h_ptr, w_ptr, rm, rn, M, N, K, stride_hm, stride_hk, stride_wk, stride_wn,
-                    BLOCK_M, BLOCK_N, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = _dot_tile(h_ptr, w_ptr, rm, rn, M, N, K, stride_hm, stride_hk, stride_wk, stride_wn, acc, BLOCK_K)
     row_ok = rm < M
     col_ok = rn < N
     out = logits_ptr + rm.to(tl.int64)[:, None] * stride_lm + rn[None, :]
@@ -123,12 +126,12 @@ def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk
     pid_m, pid_n = _tile_ids(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = _dot_tile(a_ptr, b_ptr, rm, rn, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
-                    BLOCK_M, BLOCK_N, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = _dot_tile(a_ptr, b_ptr, rm, rn, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, acc, BLOCK_K)
     ptrs = c_ptr + rm.to(tl.int64)[:, None] * stride_cm + rn.to(tl.int64)[None, :] * stride_cn
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     if ACCUMULATE:
-        acc += tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+        acc += tl.load(ptrs, mask=mask, other=0.0)
     tl.store(ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
 
 
