@@ -78,7 +78,9 @@ def _dot_tile(a_ptr, b_ptr, rm, rn, M, N, K, stride_am, stride_ak, stride_bk, st
     return acc
 
 
-@triton.autotune(configs=_CONFIGS, key=["M", "N", "K"])
+# The autotuners are keyed on the LM head's dimensions only, never on the token count: that changes with every batch
+# (only trained tokens are computed) and retuning costs seconds each time.
+@triton.autotune(configs=_CONFIGS, key=["N", "K"])
 @triton.jit
 def _logits_stats_kernel(h_ptr, w_ptr, logits_ptr, targets_ptr, part_max_ptr, part_sum_ptr, target_logit_ptr,
                          M, N, K, stride_hm, stride_hk, stride_wn, stride_wk, stride_lm,
@@ -118,7 +120,6 @@ def _logits_to_grad_kernel(logits_ptr, lse_ptr, targets_ptr, scale_ptr, N, strid
     tl.store(ptrs, grad.to(logits_ptr.dtype.element_ty), mask=ok)
 
 
-@triton.autotune(configs=_CONFIGS, key=["M", "N", "K", "ACCUMULATE"], restore_value=["c_ptr"])
 @triton.jit
 def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
                    ACCUMULATE: tl.constexpr,
@@ -135,14 +136,20 @@ def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk
     tl.store(ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
 
 
+# grad_hidden [tokens, H] = grad_logits @ weight: tokens are M.
+_grad_hidden_matmul = triton.autotune(configs=_CONFIGS, key=["N", "K"])(_matmul_kernel)
+# grad_weight [V, H] += grad_logits.T @ hidden: tokens are K; tuning runs must not add into the gradient.
+_grad_weight_matmul = triton.autotune(configs=_CONFIGS, key=["M", "N"], restore_value=["c_ptr"])(_matmul_kernel)
+
+
 def _tiles(meta: dict, M: int, N: int) -> tuple[int]:
     return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
 
-def _matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, accumulate: bool) -> None:
+def _matmul(kernel, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, accumulate: bool) -> None:
     """out (+)= a @ b for strided 2-D views, accumulating in fp32."""
     (M, K), N = a.shape, b.shape[1]
-    _matmul_kernel[lambda meta: _tiles(meta, M, N)](
+    kernel[lambda meta: _tiles(meta, M, N)](
         a, b, out, M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
         ACCUMULATE=accumulate,
     )
@@ -180,9 +187,9 @@ def logits_to_grad_(
 
 def grad_hidden(grad_logits: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> None:
     """See torch_ops.grad_hidden."""
-    _matmul(grad_logits, weight, out, accumulate=False)
+    _matmul(_grad_hidden_matmul, grad_logits, weight, out, accumulate=False)
 
 
 def accumulate_grad_weight_(grad_weight: torch.Tensor, grad_logits: torch.Tensor, hidden: torch.Tensor) -> None:
     """See torch_ops.accumulate_grad_weight_."""
-    _matmul(grad_logits.T, hidden, grad_weight, accumulate=True)
+    _matmul(_grad_weight_matmul, grad_logits.T, hidden, grad_weight, accumulate=True)

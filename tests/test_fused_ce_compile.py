@@ -45,12 +45,12 @@ def compile_for_hopper() -> None:
         ["h_ptr", "w_ptr", "logits_ptr", "K", "N", "stride_hm", "stride_wn", "stride_lm"], warps, stages,
     )
     grad_weight = _compile(  # grad_weight (fp32) += grad_logits.T @ hidden
-        triton_ops._matmul_kernel.fn, dict(a_ptr=P16, b_ptr=P16, c_ptr=P32),
+        triton_ops._matmul_kernel, dict(a_ptr=P16, b_ptr=P16, c_ptr=P32),
         {**tiles, "ACCUMULATE": True, "stride_am": 1, "stride_bn": 1, "stride_cn": 1},
         ["a_ptr", "b_ptr", "c_ptr", "N", "stride_ak", "stride_bk", "stride_cm"], warps, stages,
     )
     grad_hidden = _compile(  # grad_hidden = grad_logits @ weight
-        triton_ops._matmul_kernel.fn, dict(a_ptr=P16, b_ptr=P16, c_ptr=P16),
+        triton_ops._matmul_kernel, dict(a_ptr=P16, b_ptr=P16, c_ptr=P16),
         {**tiles, "ACCUMULATE": False, "stride_ak": 1, "stride_bn": 1, "stride_cn": 1},
         ["a_ptr", "b_ptr", "c_ptr", "N", "stride_am", "stride_bk", "stride_cm"], warps, stages,
     )
