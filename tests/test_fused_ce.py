@@ -93,8 +93,10 @@ def test_fully_masked_batch_gives_zero_loss_and_gradients(backend):
 def test_without_grad_and_with_frozen_weight(backend):
     hidden, weight, targets, loss_mask = make_batch(21, 16, 33)
     expected = loss_and_grads(unfused_linear_cross_entropy, hidden, weight, targets, loss_mask, 30)
-    with torch.no_grad():
-        loss = fused_linear_cross_entropy(hidden, weight, targets, loss_mask, 30, chunk_size=8, backend=backend)
+    with torch.no_grad():  # a boolean mask and int32 targets are accepted as well
+        loss = fused_linear_cross_entropy(
+            hidden, weight, targets.int(), loss_mask.bool(), 30, chunk_size=8, backend=backend
+        )
     torch.testing.assert_close(loss, expected[0])
     hidden = hidden.clone().requires_grad_()
     fused_linear_cross_entropy(hidden, weight, targets, loss_mask, 30, chunk_size=8, backend=backend).backward()
