@@ -11,6 +11,8 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
+# On a GPU, fp32 tl.dot would use TF32 (as training never does: it runs in bf16); compare fp32 exactly.
+os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")
 
 import pytest
 import torch.distributed as dist
