@@ -137,3 +137,13 @@ def test_stage_two_starts_from_stage_one_and_export_matches(tmp_path, dataset, t
                 total += float((ce * mask).sum())
                 tokens += float(mask.sum())
     assert total / tokens == pytest.approx(zero[-1]["valid_loss"], rel=1e-4)
+
+
+def test_fused_cross_entropy_matches_the_unfused_loss_under_tp2(tmp_path, dataset, tiny_model_dir):
+    s = settings(dataset, steps=3, gpus_per_node=2, parallel=ParallelConfig(tensor=2))
+    unfused = train(tmp_path / "unfused", s, tiny_model_dir)
+    fused = train(tmp_path / "fused", dataclasses.replace(s, fused_ce=True), tiny_model_dir)
+    for a, b in zip(unfused, fused):
+        for key in ("loss", "grad_norm", "valid_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-5), key

@@ -45,14 +45,14 @@ def train(job: TrainJob) -> None:
     while step < total_steps:
         began = time.perf_counter()
         batches = [data[i] for i in sample_indices(len(data), job.seed, step, s.global_batch_size, env.dp_rank, env.dp_size)]
-        metrics = train_step(model, optimizer, scheduler, batches, data.seq_length, env.device)
+        metrics = train_step(model, optimizer, scheduler, batches, data.seq_length, env.device, s.fused_ce)
         step += 1
         if log is not None and step % s.log_every == 0:
             log.log(step, {**metrics, **throughput(batches, hf_config, env, time.perf_counter() - began, s.precision)})
         if step % s.checkpoint.every == 0 or step == total_steps:
             ckpt.save(step, model, optimizer, scheduler)
         if (s.eval_every and step % s.eval_every == 0) or step == total_steps:
-            valid_loss = evaluate(model, validation_groups(valid, env), valid.seq_length, env.device)
+            valid_loss = evaluate(model, validation_groups(valid, env), valid.seq_length, env.device, s.fused_ce)
             if log is not None:
                 log.log(step, {"valid_loss": valid_loss})
         ckpt.poll()

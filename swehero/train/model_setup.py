@@ -90,8 +90,14 @@ def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
     check_layout(s, hf_config, env.world_size)
     dtype = torch.float32 if s.precision == "fp32" else torch.bfloat16
     spec = "te" if env.cuda and _has_transformer_engine() else "local"
+    if spec == "local" and s.parallel.sequence_parallel:
+        raise ValueError("sequence_parallel needs Transformer Engine's layers (Megatron's local norms refuse it)")
     parallel = Parallel(tp=s.parallel.tensor, pp=s.parallel.pipeline, sequence_parallel=s.parallel.sequence_parallel)
     chunk = build_model(hf_config, parallel, spec, dtype, **_model_overrides(s, env.cuda))
+    if s.fused_ce:
+        from swehero.train import fused_loss
+
+        fused_loss.install(chunk)
     if env.cuda:
         chunk.cuda()
     ddp_config = DistributedDataParallelConfig(

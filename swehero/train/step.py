@@ -18,6 +18,7 @@ from megatron.core.packed_seq_params import PackedSeqParams
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from swehero.train.data import PackedBatch
+from swehero.train.fused_loss import masked_labels
 
 
 def packed_seq_params(cu_seqlens: torch.Tensor) -> PackedSeqParams:
@@ -27,32 +28,35 @@ def packed_seq_params(cu_seqlens: torch.Tensor) -> PackedSeqParams:
                            max_seqlen_q=longest, max_seqlen_kv=longest)
 
 
-def _loss(loss_mask: torch.Tensor, per_token_loss: torch.Tensor):
-    """(sum of masked losses, trained tokens, report): the 3-tuple form that turns on per-token scaling."""
+def _loss(loss_mask: torch.Tensor, output: torch.Tensor):
+    """(sum of masked losses, trained tokens, report): the 3-tuple form that turns on per-token scaling.
+    `output` is the per-token loss, or already the masked sum (the fused kernel's)."""
     mask = loss_mask.reshape(-1).float()
-    total = (per_token_loss.reshape(-1).float() * mask).sum()
+    total = output.float() if output.dim() == 0 else (output.reshape(-1).float() * mask).sum()
     tokens = mask.sum().to(torch.int)
     return total, tokens, {"loss": torch.stack([total.detach(), mask.sum().detach()])}
 
 
-def forward_step(data_iterator: Iterator[PackedBatch], model: torch.nn.Module, device: torch.device):
+def forward_step(data_iterator: Iterator[PackedBatch], model: torch.nn.Module, device: torch.device,
+                 fused_ce: bool):
     batch = next(data_iterator)
     to = partial(torch.Tensor.to, device=device, non_blocking=True)
+    labels = masked_labels(batch.labels, batch.loss_mask) if fused_ce else batch.labels
     output = model(
-        to(batch.tokens), to(batch.position_ids), attention_mask=None, labels=to(batch.labels),
+        to(batch.tokens), to(batch.position_ids), attention_mask=None, labels=to(labels),
         packed_seq_params=packed_seq_params(to(batch.cu_seqlens)),
     )
     return output, partial(_loss, to(batch.loss_mask))
 
 
 def run_batches(model: list, batches: list[PackedBatch], seq_length: int, device: torch.device,
-                forward_only: bool) -> tuple[float, float]:
+                forward_only: bool, fused_ce: bool) -> tuple[float, float]:
     """Forward (and backward) over the micro-batches of a step; returns this DP rank's (loss sum, tokens),
     known on the last pipeline stage (zeros elsewhere)."""
     # Each model chunk (virtual pipeline stage) reads the same micro-batches from its own iterator.
     iterators = [iter(batches) for _ in model]
     reports = get_forward_backward_func()(
-        forward_step_func=partial(forward_step, device=device),
+        forward_step_func=partial(forward_step, device=device, fused_ce=fused_ce),
         data_iterator=iterators if len(model) > 1 else iterators[0],
         model=model if len(model) > 1 else model[0],
         num_microbatches=len(batches),
@@ -78,11 +82,11 @@ def global_mean_loss(loss_sum: float, tokens: float, device: torch.device) -> fl
 
 
 def train_step(model: list, optimizer, scheduler, batches: list[PackedBatch], seq_length: int,
-               device: torch.device) -> dict:
+               device: torch.device, fused_ce: bool) -> dict:
     for chunk in model:
         chunk.zero_grad_buffer()
     optimizer.zero_grad()
-    loss_sum, tokens = run_batches(model, batches, seq_length, device, forward_only=False)
+    loss_sum, tokens = run_batches(model, batches, seq_length, device, forward_only=False, fused_ce=fused_ce)
     updated, grad_norm, _ = optimizer.step()
     if not updated:
         raise FloatingPointError("optimizer step skipped: non-finite gradients")
@@ -92,12 +96,13 @@ def train_step(model: list, optimizer, scheduler, batches: list[PackedBatch], se
 
 
 @torch.no_grad()
-def evaluate(model: list, batch_groups: list[list[PackedBatch]], seq_length: int, device: torch.device) -> float:
+def evaluate(model: list, batch_groups: list[list[PackedBatch]], seq_length: int, device: torch.device,
+             fused_ce: bool) -> float:
     for chunk in model:
         chunk.eval()
     loss_sum = tokens = 0.0
     for batches in batch_groups:
-        s, t = run_batches(model, batches, seq_length, device, forward_only=True)
+        s, t = run_batches(model, batches, seq_length, device, forward_only=True, fused_ce=fused_ce)
         loss_sum, tokens = loss_sum + s, tokens + t
     for chunk in model:
         chunk.train()
