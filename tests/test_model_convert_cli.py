@@ -24,6 +24,12 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v for f in files for k, v in load_file(folder / f).items()}
 
 
+def _checkpoint_keys(ckpt: Path) -> set[str]:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    return set(FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata)
+
+
 def test_cli_round_trip_bf16_across_layouts(tmp_path):
     from transformers import Qwen2ForCausalLM
 
@@ -31,6 +37,11 @@ def test_cli_round_trip_bf16_across_layouts(tmp_path):
     runner = CliRunner()
     result = runner.invoke(convert, ["hf-to-mcore", str(hf_dir), str(tmp_path / "ckpt"), "--tp", "2"])
     assert result.exit_code == 0, result.output
+    # Stored under the TE spec's names, so the GPU (TE) model loads what the CPU (local spec) conversion wrote.
+    keys = _checkpoint_keys(tmp_path / "ckpt")
+    assert "decoder.layers.self_attention.linear_qkv.layer_norm_weight" in keys
+    assert "decoder.layers.mlp.linear_fc1.layer_norm_weight" in keys
+    assert not any("input_layernorm" in k or "pre_mlp_layernorm" in k for k in keys), keys
     result = runner.invoke(convert, ["mcore-to-hf", str(tmp_path / "ckpt"), str(tmp_path / "back"),
                                      "--like", str(hf_dir), "--pp", "2"])
     assert result.exit_code == 0, result.output
