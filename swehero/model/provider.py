@@ -63,7 +63,7 @@ class Parallel:
     pp: int = 1
     """Pipeline-parallel size (must divide the number of layers)."""
     sequence_parallel: bool = False
-    """Megatron sequence parallelism (needs tp > 1)."""
+    """Megatron sequence parallelism: needs tp > 1 and the TE spec (Megatron's local norms refuse it)."""
 
 
 def init_parallel(parallel: Parallel, seed: int = 1234) -> None:
