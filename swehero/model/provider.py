@@ -105,7 +105,8 @@ def transformer_config(hf: dict[str, Any], parallel: Parallel, dtype: torch.dtyp
         pipeline_dtype=dtype,
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
-        use_cpu_initialization=True,
+        # Without CUDA (the CPU backend) parameters must be created on the CPU; with it, directly on the GPU.
+        use_cpu_initialization=not torch.cuda.is_available(),
     )
     kwargs.update(overrides)
     return QwenTransformerConfig(**kwargs)
