@@ -12,6 +12,7 @@ from swehero import __version__
 # command name -> "module:attribute" of its click command or group
 COMMANDS: dict[str, str] = {
     "agent": "swehero.agent.cli:agent",
+    "convert": "swehero.model.cli:convert",
     "data": "swehero.data.cli:data",
     "eval": "swehero.eval.cli:eval_group",
     "recipe": "swehero.recipe.cli:recipe",

@@ -50,6 +50,7 @@ def results(tmp_path_factory) -> dict[str, float]:
         dict(name="tied", hf_dir=tied, layouts=[(1, 1), (2, 2)], tokens=tokens, ref=hf_logits(tied, tokens)),
         _packed_case("packed", plain, DOCS, [(1, 1), (2, 2), (1, 4)], seed=4),
         _packed_case("packed-yarn", yarn, YARN_DOCS, [(2, 2), (1, 4)], seed=5),
+        {**_packed_case("middle-stages-unpacked", plain, DOCS, [(1, 4)], seed=4), "drop_middle_boundaries": True},
         # Conversion: save a dist checkpoint at TP=2xPP=2, reload at PP=4 and TP=1, export each to HF.
         dict(name="ckpt", hf_dir=plain, layouts=[(2, 2), (1, 4), (1, 1)], tokens=tokens,
              ref=hf_logits(plain, tokens), ckpt=root / "ckpt-plain" / "ckpt"),
@@ -78,6 +79,10 @@ def test_tied_embeddings(results, key):
                                  "packed-yarn@tp2pp2", "packed-yarn@tp1pp4"])
 def test_packed_documents_equal_separate_documents(results, key):
     assert results[key] < TOL
+
+
+def test_middle_stages_without_boundaries_would_be_caught(results):
+    assert results["middle-stages-unpacked@tp1pp4"] > 1e-2
 
 
 @pytest.mark.parametrize("key", ["ckpt@tp1pp4", "ckpt@tp1pp1", "ckpt-tied@tp1pp1"])

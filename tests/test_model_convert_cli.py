@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +23,12 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v for f in files for k, v in load_file(folder / f).items()}
 
 
+def _checkpoint_keys(ckpt: Path) -> set[str]:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    return set(FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata)
+
+
 def test_cli_round_trip_bf16_across_layouts(tmp_path):
     from transformers import Qwen2ForCausalLM
 
@@ -31,6 +36,11 @@ def test_cli_round_trip_bf16_across_layouts(tmp_path):
     runner = CliRunner()
     result = runner.invoke(convert, ["hf-to-mcore", str(hf_dir), str(tmp_path / "ckpt"), "--tp", "2"])
     assert result.exit_code == 0, result.output
+    # Stored under the TE spec's names, so the GPU (TE) model loads what the CPU (local spec) conversion wrote.
+    keys = _checkpoint_keys(tmp_path / "ckpt")
+    assert "decoder.layers.self_attention.linear_qkv.layer_norm_weight" in keys
+    assert "decoder.layers.mlp.linear_fc1.layer_norm_weight" in keys
+    assert not any("input_layernorm" in k or "pre_mlp_layernorm" in k for k in keys), keys
     result = runner.invoke(convert, ["mcore-to-hf", str(tmp_path / "ckpt"), str(tmp_path / "back"),
                                      "--like", str(hf_dir), "--pp", "2"])
     assert result.exit_code == 0, result.output
@@ -55,26 +65,3 @@ def test_convert_stage(tmp_path):
     original, exported = _weights(hf_dir), _weights(Path(back["hf"]))
     assert all(torch.equal(exported[k], v) for k, v in original.items()) and exported.keys() == original.keys()
     assert (Path(back["hf"]) / "config.json").exists()
-
-
-CPU_BACKEND_CHECK = """
-import torch
-from swehero.model import cpu_backend
-cpu_backend.enable()
-t = torch.zeros(3, device="cuda")
-assert t.device.type == "cpu"
-assert t.cuda() is t
-assert t.to(torch.cuda.current_device()).device.type == "cpu"
-assert t.type() == "torch.cuda.FloatTensor" and t.bfloat16().type() == "torch.cuda.BFloat16Tensor"
-torch.cuda.manual_seed(1); torch.cuda.synchronize()
-state = torch.cuda.get_rng_state(); a = torch.rand(2); torch.cuda.set_rng_state(state)
-assert torch.equal(a, torch.rand(2))
-print("ok")
-"""
-
-
-def test_cpu_backend_redirects_cuda():
-    repo = Path(__file__).parents[1]
-    done = subprocess.run([sys.executable, "-c", CPU_BACKEND_CHECK], cwd=repo, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
-    assert done.stdout.strip() == "ok", done.stderr

@@ -1,5 +1,9 @@
-"""Megatron distributed checkpoints (`dist_checkpointing`): saved at one TP/PP layout, loadable at any other.
+"""Megatron distributed checkpoints (`dist_checkpointing`) of model weights: saved at one TP/PP layout, loadable at
+any other, and with either layer spec.
 
+The local spec's two norm weights are stored under the names the Transformer Engine spec gives them (TE fuses them
+into the next linear), so a checkpoint converted on a CPU machine with the local spec holds the same keys a TE
+model asks for. TE's `_extra_state` (FP8 metadata) is not model weights and is neither saved nor loaded here.
 The Hugging Face `config.json` the model was built from is stored beside the weights, so a checkpoint alone says
 what model it holds.
 """
@@ -12,9 +16,23 @@ from typing import Any
 
 import torch
 from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing import ShardedTensor
 from megatron.core.models.gpt import GPTModel
 
+from swehero.model import qwen2
+
 HF_CONFIG = "hf_config.json"
+
+
+def weights_sharded_state_dict(model: GPTModel) -> dict[str, Any]:
+    """The model's sharded state dict without TE extra state, with local-spec norm keys renamed to TE's."""
+    sharded = {k: v for k, v in model.sharded_state_dict().items() if not k.endswith("_extra_state")}
+    for value in sharded.values():
+        if isinstance(value, ShardedTensor):
+            for te_suffix, local_suffix in qwen2.LOCAL_SPEC_NAMES.items():
+                if value.key.endswith(f".{local_suffix}"):
+                    value.key = value.key[: -len(local_suffix)] + te_suffix
+    return sharded
 
 
 def save_checkpoint(model: GPTModel, hf: dict[str, Any], ckpt_dir: str | Path) -> None:
@@ -23,17 +41,25 @@ def save_checkpoint(model: GPTModel, hf: dict[str, Any], ckpt_dir: str | Path) -
     if torch.distributed.get_rank() == 0:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     torch.distributed.barrier()
-    dist_checkpointing.save(model.sharded_state_dict(), str(ckpt_dir))
+    dist_checkpointing.save(weights_sharded_state_dict(model), str(ckpt_dir))
     if torch.distributed.get_rank() == 0:
         (ckpt_dir / HF_CONFIG).write_text(json.dumps(hf, indent=2))
 
 
 def load_checkpoint(model: GPTModel, ckpt_dir: str | Path) -> None:
     """Collective: fill this rank's part of `model` from a checkpoint saved at any layout."""
+<<<<<<< HEAD
     template = model.sharded_state_dict()
     state = dist_checkpointing.load(template, str(ckpt_dir))
     # Training checkpoints also hold optimizer and schedule state beside the weights: take the weights.
     model.load_state_dict({key: state[key] for key in template})
+=======
+    state = dist_checkpointing.load(weights_sharded_state_dict(model), str(ckpt_dir))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("_extra_state")]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {ckpt_dir} does not fit the model: missing {missing}, unexpected {unexpected}")
+>>>>>>> model
 
 
 def checkpoint_hf_config(ckpt_dir: str | Path) -> dict[str, Any]:

@@ -44,35 +44,28 @@ class HFReader:
             return f.get_tensor(name)
 
 
-def _pattern(megatron_name: str, layer_number: int | None) -> tuple[str, str | None]:
-    """Local model name -> (table key with `*`, global layer index)."""
+def _table_key(name: str) -> str:
+    """A model state-dict name -> its `qwen2` table key: layer index as `*`, local-spec norms under TE's names."""
     for te_suffix, local_suffix in qwen2.LOCAL_SPEC_NAMES.items():
-        if megatron_name.endswith(f".{local_suffix}"):
-            megatron_name = megatron_name[: -len(local_suffix)] + te_suffix
-    match = _LAYER.search(megatron_name)
-    if match is None:
-        return megatron_name, None
-    return _LAYER.sub(".layers.*.", megatron_name, count=1), str(layer_number)
+        if name.endswith(f".{local_suffix}"):
+            name = name[: -len(local_suffix)] + te_suffix
+    return _LAYER.sub(".layers.*.", name, count=1)
 
 
 def _hf_names(key: str, layer: str | None) -> tuple[str, ...]:
-    fill = (lambda n: n.replace("*", layer)) if layer is not None else (lambda n: n)
-    if key in qwen2.QKV_MAP:
-        return tuple(map(fill, qwen2.QKV_MAP[key]))
-    if key in qwen2.GATE_UP_MAP:
-        return tuple(map(fill, qwen2.GATE_UP_MAP[key]))
-    return (fill(qwen2.NAME_MAP[key]),)
+    names = qwen2.QKV_MAP.get(key) or qwen2.GATE_UP_MAP.get(key) or (qwen2.NAME_MAP[key],)
+    return tuple(n.replace("*", layer) for n in names) if layer is not None else names
 
 
 def _params(model: GPTModel) -> Iterator[tuple[str, str | None, torch.Tensor]]:
     """(table key, global layer index, local tensor) for every weight of this rank's model part."""
-    layer_numbers = {str(i): layer.layer_number - 1 for i, layer in enumerate(model.decoder.layers)}
+    # State-dict names count layers within this pipeline stage; `layer_number` is global and 1-based.
+    global_index = {str(i): str(layer.layer_number - 1) for i, layer in enumerate(model.decoder.layers)}
     for name, tensor in model.state_dict().items():
         if name.endswith("_extra_state"):
             continue
         match = _LAYER.search(name)
-        layer = layer_numbers[match.group(1)] if match else None
-        yield (*_pattern(name, layer), tensor)
+        yield _table_key(name), global_index[match.group(1)] if match else None, tensor
 
 
 def _tp_split_dim(key: str) -> int | None:
@@ -86,8 +79,8 @@ def _tp_split_dim(key: str) -> int | None:
 
 def _fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: int) -> torch.Tensor:
     # Megatron's linear_qkv holds, per query group, that group's query heads then its key then its value.
-    per = lambda t: t.reshape(groups, -1, *t.shape[1:])
-    return torch.cat([per(q), per(k), per(v)], dim=1).reshape(-1, *q.shape[1:])
+    grouped = [t.reshape(groups, -1, *t.shape[1:]) for t in (q, k, v)]
+    return torch.cat(grouped, dim=1).reshape(-1, *q.shape[1:])
 
 
 def _split_qkv(qkv: torch.Tensor, groups: int, heads: int, head_dim: int) -> tuple[torch.Tensor, ...]:

@@ -13,11 +13,12 @@ def forward_logits(model: GPTModel, tokens: torch.Tensor, position_ids: torch.Te
                    packed: PackedSeqParams | None = None) -> torch.Tensor | None:
     """Full-vocabulary (padded) logits [batch, seq, vocab] on the last pipeline stage, None on the others.
 
-    Every rank passes the same `tokens` and `packed`: middle stages need the document boundaries too.
+    Every rank passes the same `tokens` and `packed`: middle stages need the document boundaries too. Packed rows
+    are one row ([1, total tokens]), with `packed_seq_params(doc_lengths)` on the tokens' device.
     """
     batch, seq = tokens.shape
     if position_ids is None:
-        position_ids = torch.arange(seq).unsqueeze(0).expand(batch, seq)
+        position_ids = torch.arange(seq, device=tokens.device).unsqueeze(0).expand(batch, seq)
 
     def step(data_iterator, chunk):
         output = chunk(tokens, position_ids, None, packed_seq_params=packed)

@@ -29,7 +29,14 @@ from swehero.model.packing import PackedDotProductAttention
 
 @dataclass
 class QwenTransformerConfig(TransformerConfig):
-    """`TransformerConfig` plus the YaRN fields `GPTModel` reads (older megatron-core keeps them on MLA configs)."""
+    """`TransformerConfig` plus the RoPE fields `GPTModel` reads from its config when they exist there (newer
+    megatron-core declares them on `TransformerConfig`, 0.16 only on MLA configs): declaring them here makes
+    every version take them from the config."""
+
+    position_embedding_type: str = "rope"
+    """'rope', or 'yarn' when the checkpoint has YaRN `rope_scaling`."""
+    rotary_base: float = 10000.0
+    """RoPE theta."""
 
     yarn_rotary_scaling_factor: float = 1.0
     """YaRN `factor`."""
@@ -56,7 +63,7 @@ class Parallel:
     pp: int = 1
     """Pipeline-parallel size (must divide the number of layers)."""
     sequence_parallel: bool = False
-    """Megatron sequence parallelism (needs tp > 1)."""
+    """Megatron sequence parallelism: needs tp > 1 and the TE spec (Megatron's local norms refuse it)."""
 
 
 def init_parallel(parallel: Parallel, seed: int = 1234) -> None:
@@ -88,6 +95,8 @@ def transformer_config(hf: dict[str, Any], parallel: Parallel, dtype: torch.dtyp
     """Megatron config for a Qwen2 HF config; `overrides` set any other `TransformerConfig` field."""
     kwargs = qwen2.transformer_config_kwargs(hf)
     kwargs.update(
+        position_embedding_type="yarn" if qwen2.yarn(hf) else "rope",
+        rotary_base=qwen2.rope_theta(hf),
         tensor_model_parallel_size=parallel.tp,
         pipeline_model_parallel_size=parallel.pp,
         sequence_parallel=parallel.sequence_parallel,
@@ -96,7 +105,8 @@ def transformer_config(hf: dict[str, Any], parallel: Parallel, dtype: torch.dtyp
         pipeline_dtype=dtype,
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
-        use_cpu_initialization=True,
+        # Without CUDA (the CPU backend) parameters must be created on the CPU; with it, directly on the GPU.
+        use_cpu_initialization=not torch.cuda.is_available(),
     )
     kwargs.update(overrides)
     return QwenTransformerConfig(**kwargs)
@@ -114,6 +124,6 @@ def build_model(hf: dict[str, Any], parallel: Parallel, spec: str = "local", dty
         pre_process=parallel_state.is_pipeline_first_stage(),
         post_process=parallel_state.is_pipeline_last_stage(),
         share_embeddings_and_output_weights=qwen2.tied_embeddings(hf),
-        position_embedding_type="yarn" if qwen2.yarn(hf) else "rope",
-        rotary_base=qwen2.rope_theta(hf),
+        position_embedding_type=config.position_embedding_type,
+        rotary_base=config.rotary_base,
     )

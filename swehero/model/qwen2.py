@@ -92,6 +92,8 @@ def transformer_config_kwargs(hf: dict[str, Any]) -> dict[str, Any]:
     """Megatron `TransformerConfig` fields for a Qwen2 `config.json` (parallel and dtype settings excluded)."""
     if hf.get("model_type") not in (None, "qwen2"):
         raise ValueError(f"expected a qwen2 config, got model_type={hf.get('model_type')!r}")
+    if hf.get("use_sliding_window"):
+        raise ValueError("sliding-window attention is not supported (Qwen2.5 checkpoints ship with it off)")
     heads = hf["num_attention_heads"]
     kwargs: dict[str, Any] = dict(
         num_layers=hf["num_hidden_layers"],
@@ -109,6 +111,8 @@ def transformer_config_kwargs(hf: dict[str, Any]) -> dict[str, Any]:
         attention_dropout=hf.get("attention_dropout", 0.0),
         # TE's fused RoPE cannot apply YaRN's cos/sin scale, and the unfused path is exact everywhere.
         apply_rope_fusion=False,
+        # Fused kernels that exist only on CUDA (or gain nothing without linear biases); a GPU training run may
+        # turn them back on through `build_model(..., **overrides)`.
         bias_activation_fusion=False,
         masked_softmax_fusion=False,
         persist_layer_norm=False,

@@ -10,6 +10,7 @@ from types import ModuleType
 
 KINDS: dict[str, str] = {
     "command": "swehero.recipe.command",
+    "convert": "swehero.model.stage",
     "eval": "swehero.eval.stage",
     "prepare": "swehero.data.stage",
     "rollout": "swehero.agent.stage",
