@@ -48,18 +48,13 @@ def save_checkpoint(model: GPTModel, hf: dict[str, Any], ckpt_dir: str | Path) -
 
 def load_checkpoint(model: GPTModel, ckpt_dir: str | Path) -> None:
     """Collective: fill this rank's part of `model` from a checkpoint saved at any layout."""
-<<<<<<< HEAD
-    template = model.sharded_state_dict()
+    template = weights_sharded_state_dict(model)
     state = dist_checkpointing.load(template, str(ckpt_dir))
     # Training checkpoints also hold optimizer and schedule state beside the weights: take the weights.
-    model.load_state_dict({key: state[key] for key in template})
-=======
-    state = dist_checkpointing.load(weights_sharded_state_dict(model), str(ckpt_dir))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict({key: state[key] for key in template}, strict=False)
     missing = [k for k in missing if not k.endswith("_extra_state")]
     if missing or unexpected:
         raise ValueError(f"checkpoint {ckpt_dir} does not fit the model: missing {missing}, unexpected {unexpected}")
->>>>>>> model
 
 
 def checkpoint_hf_config(ckpt_dir: str | Path) -> dict[str, Any]:
