@@ -1,6 +1,7 @@
 """Stage kind `command`: a shell command as a recipe stage (fetching data, a custom conversion, a report).
 
-It runs with `bash -c` in the stage folder, with SWEHERO_STAGE_DIR, SWEHERO_RUN_DIR and SWEHERO_SEED set, gets
+It runs with `bash -c` in the stage folder, with SWEHERO_STAGE_DIR, SWEHERO_RUN_DIR, SWEHERO_SEED and
+SWEHERO_PYTHON (the Python running swehero, whatever PATH says) set, gets
 the same skip/rerun bookkeeping as any stage, and fails the recipe if it exits non-zero or a declared output is
 missing.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from dataclasses import dataclass, field
 
 from swehero.recipe.stage import InputPath, StageContext
@@ -27,8 +29,8 @@ class Settings:
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
-    env = {**os.environ, **settings.env, "SWEHERO_STAGE_DIR": str(ctx.dir),
-           "SWEHERO_RUN_DIR": str(ctx.dir.parent), "SWEHERO_SEED": str(ctx.seed)}
+    env = {**os.environ, **settings.env, "SWEHERO_STAGE_DIR": str(ctx.dir), "SWEHERO_RUN_DIR": str(ctx.dir.parent),
+           "SWEHERO_SEED": str(ctx.seed), "SWEHERO_PYTHON": sys.executable}
     done = subprocess.run(["bash", "-c", settings.run], cwd=ctx.dir, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"command exited with status {done.returncode}: {settings.run}")
