@@ -50,4 +50,5 @@ TWINS_FIX = {"twins.py": TWINS["twins.py"].replace("def g():\n    x = 1\n    y =
              .replace("    return 0\n", "    return -1\n")}
 
 LAYOUT = {"src/app/main.py": "import old\n\nprint('hi')\n", "src/app/old.py": "OLD = True\n", "README": "toy\n"}
-LAYOUT_FIX = {"src/app/main.py": "import new\n\nprint('hi')\n", "src/app/old.py": None, "src/app/new.py": "NEW = True\n"}
+LAYOUT_FIX = {"src/app/main.py": "import new\n\nprint('hi')\n", "src/app/old.py": None,
+              "src/app/new.py": "NEW = True\n"}

@@ -7,9 +7,9 @@ import shutil
 from dataclasses import asdict
 
 import pytest
+from agent_repos import CALC, CALC_FIX, make_task
 from click.testing import CliRunner
 
-from agent_repos import CALC, CALC_FIX, make_task
 from swehero.agent.cli import agent
 from swehero.data.trajectory import validate
 

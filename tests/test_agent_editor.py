@@ -56,7 +56,8 @@ def test_view_directory_lists_two_levels_without_hidden(ed):
     out = ed("view", ROOT)
     assert out == (f"Here's the files and directories up to 2 levels deep in {ROOT}, excluding hidden items:\n"
                    f"{ROOT}/\n{ROOT}/pkg/\n{ROOT}/pkg/a.py\n\n"
-                   f"1 hidden files/directories in this directory are excluded. You can use 'ls -la {ROOT}' to see them.")
+                   "1 hidden files/directories in this directory are excluded. "
+                   f"You can use 'ls -la {ROOT}' to see them.")
     assert "not allowed when `path` points to a directory" in err(ed, command="view", path=ROOT, view_range=[1, 2])
 
 
@@ -66,13 +67,15 @@ def test_create(ed, repo):
     assert err(ed, command="create", path=f"{ROOT}/pkg/b.py", file_text="y") == (
         f"Invalid `path` parameter: {ROOT}/pkg/b.py. File already exists at: {ROOT}/pkg/b.py. Cannot overwrite "
         "files using command `create`.")
-    assert err(ed, command="create", path=f"{ROOT}/pkg/c.py") == "Parameter `file_text` is required for command: create."
+    assert err(ed, command="create", path=f"{ROOT}/pkg/c.py") == (
+        "Parameter `file_text` is required for command: create.")
 
 
 def test_str_replace_unique_match_rules(ed, repo):
     path = f"{ROOT}/pkg/a.py"
     assert err(ed, command="str_replace", path=path, old_str="two", new_str="2") == (
-        "No replacement was performed. Multiple occurrences of old_str `two` in lines [2, 4]. Please ensure it is unique.")
+        "No replacement was performed. Multiple occurrences of old_str `two` in lines [2, 4]. "
+        "Please ensure it is unique.")
     assert err(ed, command="str_replace", path=path, old_str="six", new_str="6") == (
         f"No replacement was performed, old_str `six` did not appear verbatim in {path}.")
     assert err(ed, command="str_replace", path=path, old_str="one", new_str="one") == (
@@ -97,7 +100,8 @@ def test_insert(ed, repo):
     assert (repo / "pkg" / "a.py").read_text().splitlines()[:3] == ["zero", "one", "1.5"]
     assert err(ed, command="insert", path=path, insert_line=99, new_str="x") == (
         "Invalid `insert_line` parameter: 99. It should be within the range of allowed values: [0, 7]")
-    assert err(ed, command="insert", path=path, new_str="x") == "Parameter `insert_line` is required for command: insert."
+    assert err(ed, command="insert", path=path, new_str="x") == (
+        "Parameter `insert_line` is required for command: insert.")
 
 
 def test_undo_edit(ed, repo):
@@ -117,7 +121,8 @@ def test_path_errors(ed):
         f"Invalid `path` parameter: pkg/a.py. The path should be an absolute path, starting with `/`. Maybe you "
         f"meant {ROOT}/pkg/a.py?")
     assert err(ed, command="view", path=f"{ROOT}/nope.py") == (
-        f"Invalid `path` parameter: {ROOT}/nope.py. The path {ROOT}/nope.py does not exist. Please provide a valid path.")
+        f"Invalid `path` parameter: {ROOT}/nope.py. The path {ROOT}/nope.py does not exist. "
+        "Please provide a valid path.")
     assert "only the `view` command can be used on directories" in err(ed, command="str_replace", path=f"{ROOT}/pkg",
                                                                        old_str="a", new_str="b")
     assert "Unrecognized command delete" in err(ed, command="delete", path=f"{ROOT}/pkg/a.py")

@@ -7,10 +7,10 @@ import shutil
 import subprocess
 
 import pytest
-
 from agent_repos import CALC, CALC_FIX, LAYOUT, LAYOUT_FIX, TWINS, TWINS_FIX, git, make_task
-from swehero.agent.loop import LoopConfig, run_episode
+
 from swehero.agent.local import LocalRuntime
+from swehero.agent.loop import LoopConfig, run_episode
 from swehero.agent.openai_policy import Reply
 from swehero.agent.oracle import parse_patch, unique_edit
 from swehero.agent.run import AgentConfig, run_task
@@ -168,5 +168,7 @@ def test_exec_mode_runs_what_zero_refuses(toy):
     if shutil.which("python3") is None:
         pytest.skip("no python3 on PATH to run")
     command = """bash -c "python3 -c 'open(\\"made_by_exec\\", \\"w\\").write(\\"ran\\")'" """
-    record, _ = episode(toy, [call("execute_bash", {"command": command}), call("finish", {"message": "x"})], mode="exec")
-    assert "+++ b/made_by_exec\n@@ -0,0 +1 @@\n+ran\n\\ No newline at end of file" in record["patch"] and not record["metadata"]["banned"]
+    replies = [call("execute_bash", {"command": command}), call("finish", {"message": "x"})]
+    record, _ = episode(toy, replies, mode="exec")
+    assert "+++ b/made_by_exec\n@@ -0,0 +1 @@\n+ran\n\\ No newline at end of file" in record["patch"]
+    assert not record["metadata"]["banned"]

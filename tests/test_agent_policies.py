@@ -11,11 +11,24 @@ import threading
 
 import pytest
 
-from swehero.agent.container import (DockerLimits, DockerRuntime, container_kwargs, exec_argv, swebench_image,
-                                     tar_one, untar_one)
+from swehero.agent.container import (
+    DockerLimits,
+    DockerRuntime,
+    container_kwargs,
+    exec_argv,
+    swebench_image,
+    tar_one,
+    untar_one,
+)
 from swehero.agent.local import LocalRuntime
-from swehero.agent.openai_policy import (ContextLimit, OpenAIConfig, OpenAIPolicy, PolicyError, assistant_message,
-                                         parse_text_tool_calls)
+from swehero.agent.openai_policy import (
+    ContextLimit,
+    OpenAIConfig,
+    OpenAIPolicy,
+    PolicyError,
+    assistant_message,
+    parse_text_tool_calls,
+)
 
 
 def test_hermes_text_tool_calls_are_parsed():

@@ -8,8 +8,8 @@ import subprocess
 import time
 
 import pytest
-
 from agent_repos import CALC, CALC_FIX, make_task
+
 from swehero.agent.local import LocalRuntime, find_bwrap
 from swehero.agent.runtime import RuntimeConfig
 from swehero.agent.tools import MAX_OBSERVATION_CHARS, Tools
@@ -61,8 +61,8 @@ def test_private_tmp_no_network_own_pids(rt):
     bash(rt, "echo state > /tmp/keep")
     assert "state" in bash(rt, "cat /tmp/keep")  # /tmp persists within the rollout ...
     assert not os.path.exists("/tmp/keep")  # ... but is not the host's
-    out = bash(rt, "cat /sys/class/net/*/operstate 2>/dev/null | sort | tr '\\n' ' '; ls /sys/class/net 2>&1 | tr '\\n' ' '")
-    assert "eth" not in out and "wlan" not in out
+    interfaces = bash(rt, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").split("\n[")[0]
+    assert interfaces == "lo"  # a network namespace of its own, loopback only
     out = bash(rt, "getent hosts example.com || echo no-dns; (exec 3<>/dev/tcp/1.1.1.1/80) 2>&1 | head -1")
     assert "no-dns" in out and "93.184" not in out
     pids = bash(rt, "ls /proc | grep -E '^[0-9]+$' | wc -l").split("\n")[0]
@@ -111,7 +111,8 @@ def test_zero_mode_refuses_banned_commands_before_running_them(rt):
     assert outcome.banned == ["python3"] and outcome.error
     assert outcome.observation.startswith("ERROR: Command refused, nothing was run: it would execute `python3`.")
     assert not (rt.checkout / "ran").exists()
-    assert "[The command completed with exit code 0.]" in tools.call("execute_bash", {"command": "grep -rn add ."}).observation
+    allowed = tools.call("execute_bash", {"command": "grep -rn add ."})
+    assert "[The command completed with exit code 0.]" in allowed.observation and not allowed.banned
 
 
 def test_patch_includes_new_files_and_ignores_agent_git_config(rt):

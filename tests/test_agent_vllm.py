@@ -17,8 +17,8 @@ import time
 import urllib.request
 
 import pytest
-
 from agent_repos import CALC, CALC_FIX, make_task
+
 from swehero.agent.loop import LoopConfig
 from swehero.agent.openai_policy import OpenAIConfig
 from swehero.agent.run import AgentConfig, run_task

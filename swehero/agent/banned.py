@@ -22,7 +22,8 @@ BANNED_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"i?python[0-9.]*|pypy[0-9.]*|python[0-9.]*-config|jython|bpython|ptpython", "python"),
     (r"pytest(-[0-9.]+)?|py\.test|nosetests|nose2|tox|nox|trial|unittest", "test runner"),
     (r"mypy|dmypy|stubtest|pyright|pytype|pyre", "type checker"),
-    (r"pip[0-9.]*|pipx|pipenv|poetry|pdm|hatch|uv|uvx|conda|mamba|micromamba|easy_install|virtualenv", "python packaging"),
+    (r"pip[0-9.]*|pipx|pipenv|poetry|pdm|hatch|uv|uvx|conda|mamba|micromamba|easy_install|virtualenv",
+     "python packaging"),
     (r"apt|apt-get|aptitude|dpkg|yum|dnf|apk", "system package manager"),
 )
 """(regex on the command's basename, what it is): the programs SWE-Zero's prompt forbids running."""

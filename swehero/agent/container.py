@@ -99,7 +99,8 @@ class DockerFiles:
 
     def kind(self, path: str) -> str | None:
         p = shlex.quote(self._check(path))
-        return {"d": "dir", "f": "file"}.get(self.rt.sh(f"if [ -d {p} ]; then echo d; elif [ -e {p} ]; then echo f; fi").strip())
+        found = self.rt.sh(f"if [ -d {p} ]; then echo d; elif [ -e {p} ]; then echo f; fi").strip()
+        return {"d": "dir", "f": "file"}.get(found)
 
     def size(self, path: str) -> int:
         return int(self.rt.sh(f"stat -c %s {shlex.quote(self._check(path))}").strip())

@@ -105,7 +105,8 @@ class Editor:
             if old_str is None:
                 raise ToolError(f"Parameter `old_str` is required for command: {command}.")
             if new_str == old_str:
-                raise _invalid("new_str", new_str, "No replacement was performed. `new_str` and `old_str` must be different.")
+                raise _invalid("new_str", new_str,
+                               "No replacement was performed. `new_str` and `old_str` must be different.")
             return self.str_replace(path, old_str, new_str or "")
         if command == "insert":
             if insert_line is None:
@@ -127,11 +128,13 @@ class Editor:
             raise _invalid("path", path, hint)
         kind = self.files.kind(path)
         if command == "create" and kind is not None:
-            raise _invalid("path", path, f"File already exists at: {path}. Cannot overwrite files using command `create`.")
+            raise _invalid("path", path,
+                           f"File already exists at: {path}. Cannot overwrite files using command `create`.")
         if command != "create" and kind is None:
             raise _invalid("path", path, f"The path {path} does not exist. Please provide a valid path.")
         if command != "view" and kind == "dir":
-            raise _invalid("path", path, f"The path {path} is a directory and only the `view` command can be used on directories.")
+            raise _invalid("path", path,
+                           f"The path {path} is a directory and only the `view` command can be used on directories.")
         return kind
 
     def read(self, path: str) -> str:
@@ -151,7 +154,8 @@ class Editor:
     def view(self, path: str, kind: str | None, view_range) -> str:
         if kind == "dir":
             if view_range:
-                raise _invalid("view_range", view_range, "The `view_range` parameter is not allowed when `path` points to a directory.")
+                raise _invalid("view_range", view_range,
+                               "The `view_range` parameter is not allowed when `path` points to a directory.")
             entries, hidden = self.files.listing(path)
             out = _clip(f"Here's the files and directories up to 2 levels deep in {path}, excluding hidden items:\n"
                         + "\n".join(entries), DIR_CLIPPED)
@@ -177,8 +181,8 @@ class Editor:
             note = f"\nNOTE: We only show up to {n} since there's only {n} lines in this file\n"
             end = n
         if end < start:
-            raise _invalid("view_range", view_range,
-                           f"Its second element `{end}` should be greater than or equal to the first element `{start}`.")
+            raise _invalid("view_range", view_range, f"Its second element `{end}` should be greater than or equal "
+                                                     f"to the first element `{start}`.")
         return numbered("\n".join(_lines(text, start, end).splitlines()), path, start) + note
 
     def str_replace(self, path: str, old_str: str, new_str: str) -> str:
@@ -207,7 +211,7 @@ class Editor:
             raise _invalid("insert_line", insert_line, f"It should be within the range of allowed values: {[0, n]}")
         lines = text.splitlines(keepends=True)
         new_lines = new_str.split("\n")
-        new_text = "".join(lines[:insert_line] + [l + "\n" for l in new_lines] + lines[insert_line:])
+        new_text = "".join(lines[:insert_line] + [line + "\n" for line in new_lines] + lines[insert_line:])
         self.files.write_text(path, new_text)
         self._remember(path, text)
         first = max(0, insert_line - SNIPPET_LINES)

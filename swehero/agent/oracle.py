@@ -107,21 +107,25 @@ class OraclePolicy:
         """Yields (content, tool, arguments); a `FilePatch` in place of the tool means 'plan its edits from the
         `view` observation that just arrived'."""
         first = self.files[0].path
-        yield "Let me look at the repository layout first.", "str_replace_editor", {"command": "view", "path": self.root}
+        root = shlex.quote(self.root)
+        yield "Let me look at the repository layout first.", "str_replace_editor", {"command": "view",
+                                                                                    "path": self.root}
         needle = re.sub(r"\W+", "", first.rsplit("/", 1)[-1].split(".")[0]) or first
         yield (f"Let me find where `{needle}` is referenced.", "execute_bash",
-               {"command": f"cd {shlex.quote(self.root)} && grep -rln --exclude-dir=.git {shlex.quote(needle)} . | head -20"})
+               {"command": f"cd {root} && grep -rln --exclude-dir=.git {shlex.quote(needle)} . | head -20"})
         for fp in self.files:
             path = self._abs(fp.path)
             if fp.kind == "create":
                 text = "\n".join(fp.hunks[0][2]) + "\n" if fp.hunks else ""
-                yield f"I'll create `{fp.path}`.", "str_replace_editor", {"command": "create", "path": path, "file_text": text}
+                args = {"command": "create", "path": path, "file_text": text}
+                yield f"I'll create `{fp.path}`.", "str_replace_editor", args
             elif fp.kind == "delete":
-                yield f"`{fp.path}` is no longer needed; removing it.", "execute_bash", {"command": f"rm {shlex.quote(path)}"}
+                args = {"command": f"rm {shlex.quote(path)}"}
+                yield f"`{fp.path}` is no longer needed; removing it.", "execute_bash", args
             else:
                 yield f"Let me read `{fp.path}`.", "str_replace_editor", {"command": "view", "path": path}
                 yield "", fp, {}
-        yield "Let me review the full change.", "execute_bash", {"command": f"cd {shlex.quote(self.root)} && git diff"}
+        yield "Let me review the full change.", "execute_bash", {"command": f"cd {root} && git diff"}
         yield "The change is complete.", "finish", {"message": "I applied the fix for the issue described in the task."}
 
     def _edits(self, fp: FilePatch, text: str | None) -> list[tuple[str, str, dict]]:

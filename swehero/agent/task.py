@@ -40,7 +40,10 @@ class Task:
 def load_task(path: Path, instance_id: str | None = None) -> Task:
     """Read a task from a `.json` file (one row or a list) or a `.jsonl` file, picking `instance_id` if several."""
     text = Path(path).read_text()
-    rows = [json.loads(l) for l in text.splitlines() if l.strip()] if str(path).endswith(".jsonl") else json.loads(text)
+    if str(path).endswith(".jsonl"):
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        rows = json.loads(text)
     rows = rows if isinstance(rows, list) else [rows]
     if instance_id is not None:
         rows = [r for r in rows if r.get("instance_id") == instance_id]

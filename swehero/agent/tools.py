@@ -78,7 +78,8 @@ class Tools:
     def call(self, name: str, arguments: str | dict) -> Outcome:
         if name not in TOOL_NAMES:
             return Outcome(f"ERROR: Tool {name} is not registered. (arguments: {arguments}). Please check the tool "
-                           f"name and retry with an existing tool ({', '.join(TOOL_NAMES)}).", error=True, malformed=True)
+                           f"name and retry with an existing tool ({', '.join(TOOL_NAMES)}).",
+                           error=True, malformed=True)
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments) if arguments.strip() else {}
