@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 from agent_repos import CALC, CALC_FIX, make_task
@@ -42,3 +45,13 @@ def test_run_with_the_oracle_writes_a_valid_trajectory(tmp_path):
     assert result.output.startswith(f"{task.instance_id}: finished after ")
     record = validate(json.loads(out.read_text()))
     assert record["stage"] == "hero" and "+    return a + b" in record["patch"]
+
+
+def test_agent_imports_stay_light():
+    """The agent never pulls in torch, Megatron, vLLM, transformers or the Docker SDK just by being imported."""
+    code = ("import sys, swehero.agent.cli, swehero.agent.run, swehero.agent.stage, swehero.agent.container; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch', 'megatron', 'vllm', 'transformers', 'docker', 'datasets'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"

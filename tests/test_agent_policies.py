@@ -10,6 +10,7 @@ import subprocess
 import threading
 
 import pytest
+from agent_repos import CALC, CALC_FIX, git, make_task
 
 from swehero.agent.container import (
     DockerLimits,
@@ -29,6 +30,7 @@ from swehero.agent.openai_policy import (
     assistant_message,
     parse_text_tool_calls,
 )
+from swehero.agent.runtime import strip_history_script
 
 
 def test_hermes_text_tool_calls_are_parsed():
@@ -131,7 +133,8 @@ def test_docker_container_settings():
     kw = container_kwargs("img:1", DockerLimits(cpus=1.5, memory="4g", pids=256))
     assert kw["network_mode"] == "none" and kw["nano_cpus"] == 1_500_000_000
     assert (kw["mem_limit"], kw["memswap_limit"], kw["pids_limit"]) == ("4g", "4g", 256)
-    assert kw["command"] == ["sleep", "infinity"] and kw["detach"] and kw["name"].startswith("swehero-")
+    assert kw["command"] == ["sleep", "21600"] and kw["auto_remove"] and kw["detach"]
+    assert kw["name"].startswith("swehero-")
     assert swebench_image("django__django-11099") == "swebench/sweb.eval.x86_64.django_1776_django-11099:latest"
 
 
@@ -165,3 +168,20 @@ def test_docker_runtime_without_engine_says_so(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(RuntimeError, match="cannot reach a Docker engine"):
         DockerRuntime("swebench/sweb.eval.x86_64.x:latest")
+
+
+def test_history_stripping_for_images_leaves_nothing_after_the_base(tmp_path):
+    """The script the docker runtime runs in zero mode, run on a clone with later commits, tags, branches, stash."""
+    task = make_task(tmp_path / "upstream", "calc", CALC, CALC_FIX)
+    repo = tmp_path / "testbed"
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "upstream"), str(repo)], check=True)
+    later = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "branch", "feature", later)
+    (repo / "pkg" / "calc.py").write_text("stashed\n")
+    git(repo, "stash", "-q")
+    subprocess.run(["bash", "-c", strip_history_script(task.base_commit)], cwd=repo, check=True)
+    assert git(repo, "log", "--all", "--format=%H").split() == [task.base_commit]
+    assert git(repo, "for-each-ref", "--format=%(refname)").split() == ["refs/heads/main"]
+    assert git(repo, "tag") == "" and git(repo, "remote") == ""
+    assert subprocess.run(["git", "cat-file", "-e", later], cwd=repo).returncode != 0
+    assert "return a - b" in (repo / "pkg" / "calc.py").read_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -51,6 +53,8 @@ def run(task_path, instance_id, policy, mode, runtime, repo_dir, out, base_url, 
     from swehero.agent.run import AgentConfig, run_task
     from swehero.agent.task import load_task
 
+    # SIGTERM unwinds like Ctrl-C, so the sandbox or container is cleaned up and the trajectory saved
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     task = load_task(task_path, instance_id)
     config = AgentConfig(mode=mode, policy=policy, runtime=runtime, root=root, image=image,
                          loop=LoopConfig(max_steps=max_steps),

@@ -1,10 +1,11 @@
 """The `docker` runtime: a SWE-bench instance image, one container per rollout, the same tool semantics as local.
 
-The container runs `sleep infinity` with no network and CPU/memory/pids limits; every command is `docker exec`ed
+The container runs `sleep <lifetime>` with no network and CPU/memory/pids limits; every command is `docker exec`ed
 through the same state-keeping shell wrapper as the local runtime, under `timeout -s KILL` (GNU timeout signals
 its whole process group). Files move through the archive API, so the editor needs nothing inside the image.
-The container is removed in `close()`, which the caller runs in `finally` (Ctrl-C included), and also by an
-`atexit` hook in case the caller's process is torn down without unwinding.
+The container is removed in `close()`, which the caller runs in `finally` (Ctrl-C and SIGTERM included), by an
+`atexit` hook if the process exits without unwinding, and by the engine itself (`auto_remove`) once its `sleep`
+ends, which covers a SIGKILLed swehero too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import uuid
 from dataclasses import dataclass
 
 from swehero.agent.editor import ToolError
-from swehero.agent.runtime import STATE_DIR, CommandResult, RuntimeConfig, patch_command, shell_script
+from swehero.agent.runtime import (
+    STATE_DIR,
+    CommandResult,
+    RuntimeConfig,
+    patch_command,
+    shell_script,
+    strip_history_script,
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,9 @@ class DockerLimits:
     """Memory limit, swap included (`mem_limit` and `memswap_limit`)."""
     pids: int = 1024
     """Maximum number of processes (`pids_limit`): stops fork bombs."""
+    lifetime: int = 6 * 3600
+    """Seconds after which the container stops and the engine removes it, even if swehero was killed (SIGKILL)
+    before it could clean up."""
 
 
 def swebench_image(instance_id: str, namespace: str = "swebench", tag: str = "latest") -> str:
@@ -42,8 +53,9 @@ def container_kwargs(image: str, limits: DockerLimits) -> dict:
     """Arguments of `client.containers.run` for a rollout container (kept pure so it can be tested without Docker)."""
     return {
         "image": image,
-        "command": ["sleep", "infinity"],
+        "command": ["sleep", str(limits.lifetime)],
         "detach": True,
+        "auto_remove": True,
         "name": f"swehero-{uuid.uuid4().hex[:12]}",
         "network_mode": "none",
         "nano_cpus": int(limits.cpus * 1e9),
@@ -126,7 +138,8 @@ class DockerRuntime:
     """One rollout container from `image`, the repository at `image_repo` shown to the agent at `root`."""
 
     def __init__(self, image: str, root: str = "/testbed", image_repo: str = "/testbed",
-                 config: RuntimeConfig = RuntimeConfig(), limits: DockerLimits = DockerLimits()) -> None:
+                 config: RuntimeConfig = RuntimeConfig(), limits: DockerLimits = DockerLimits(),
+                 strip_history_to: str | None = None) -> None:
         import docker  # heavy and optional: only this runtime needs it
 
         self.root, self.config = root, config
@@ -138,6 +151,8 @@ class DockerRuntime:
         self.container = self.client.containers.run(**container_kwargs(image, limits))
         atexit.register(self.close)
         self.sh(f"mkdir -p {STATE_DIR}")
+        if strip_history_to:  # zero mode: no later commits for the agent to find
+            self.sh(f"cd {shlex.quote(image_repo)} && {strip_history_script(strip_history_to)}")
         if root != image_repo:  # a symlink keeps editable installs that point at the image's path working
             self.sh(f"mkdir -p {shlex.quote(posixpath.dirname(root))} && ln -sfn {image_repo} {shlex.quote(root)}")
         self.files = DockerFiles(self)
@@ -160,15 +175,18 @@ class DockerRuntime:
                              cwd=state[0].strip() or self.root, python=state[1].strip() if len(state) > 1 else "")
 
     def patch(self, base_commit: str) -> str:
-        result = self.execute(f"cd {self.root} && {patch_command(base_commit)}", self.config.max_timeout, 1 << 30)
+        result = self.execute(f"cd {self.root} && {patch_command(base_commit)}", 120, 1 << 30)
         if result.exit_code != 0:
             raise RuntimeError(f"git diff failed in the container: {result.output[-2000:]}")
         return result.output
 
     def close(self) -> None:
+        import docker
+
         container, self.container = getattr(self, "container", None), None
         if container is not None:
+            atexit.unregister(self.close)
             try:
                 container.remove(force=True)
-            finally:
-                atexit.unregister(self.close)
+            except docker.errors.NotFound:  # already gone (auto_remove)
+                pass

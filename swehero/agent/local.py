@@ -158,8 +158,7 @@ class LocalRuntime:
                              timed_out=timed_out, cwd=read("cwd") or self.root, python=read("python"))
 
     def patch(self, base_commit: str) -> str:
-        result = self.execute(f"cd {self.root} && {patch_command(base_commit)}", timeout=self.config.max_timeout,
-                              cap=1 << 30)
+        result = self.execute(f"cd {self.root} && {patch_command(base_commit)}", timeout=120, cap=1 << 30)
         if result.exit_code != 0:
             raise RuntimeError(f"git diff failed in the checkout: {result.output[-2000:]}")
         return result.output

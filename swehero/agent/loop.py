@@ -77,7 +77,7 @@ def run_episode(task: Task, policy: Policy, tools: Tools, config: LoopConfig = L
         meta["exit_reason"] = "context_limit"
     except PolicyError as e:
         meta["exit_reason"], meta["error"] = "policy_error", str(e)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         meta["exit_reason"] = "interrupted"
         raise
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from swehero.agent.container import DockerLimits
 from swehero.agent.loop import LoopConfig, run_episode
@@ -20,11 +21,11 @@ RUNTIMES = ("local", "docker")
 class AgentConfig:
     """Everything that shapes an episode."""
 
-    mode: str = "zero"
+    mode: Literal["zero", "exec"] = "zero"
     """`zero` (execution-free, SWE-Zero) or `exec` (SWE-Hero, evaluation)."""
-    policy: str = "openai"
+    policy: Literal["openai", "oracle"] = "openai"
     """`openai` (a chat-completions server) or `oracle` (replays the task's gold patch)."""
-    runtime: str = "local"
+    runtime: Literal["local", "docker"] = "local"
     """`local` (bubblewrap over a fresh checkout) or `docker` (the task's SWE-bench image)."""
     root: str = ""
     """Agent-visible repository path, with `{repo}`/`{version}` placeholders; empty: OpenHands'
@@ -72,7 +73,8 @@ def _runtime(task: Task, config: AgentConfig, root: str, source_repo: Path | Non
         from swehero.agent.container import DockerRuntime, swebench_image
 
         return DockerRuntime(config.image or task.image or swebench_image(task.instance_id), root,
-                             config=config.sandbox, limits=config.docker)
+                             config=config.sandbox, limits=config.docker,
+                             strip_history_to=task.base_commit if config.mode == "zero" else None)
     from swehero.agent.local import LocalRuntime
 
     if source_repo is None:

@@ -109,11 +109,22 @@ class CappedBuffer:
 
     def text(self) -> str:
         tail = b"".join(self.tail)
-        if self.tail_len > self.half:
-            self.dropped += self.tail_len - self.half
-            tail = tail[-self.half:]
-        middle = f"\n[... {self.dropped} bytes of output dropped ...]\n".encode() if self.dropped else b""
+        dropped = self.dropped + max(len(tail) - self.half, 0)
+        tail = tail[-self.half:]
+        middle = f"\n[... {dropped} bytes of output dropped ...]\n".encode() if dropped else b""
         return (bytes(self.head) + middle + tail).decode("utf-8", errors="replace")
+
+
+def strip_history_script(base_commit: str) -> str:
+    """Shell commands that leave the repository in the current directory with only `base_commit` and its ancestors:
+    on branch `main`, no other branches, tags, remotes, stashes or reflogs, unreachable objects pruned. For images
+    whose repository came with its full history (SWE-bench's do); local checkouts never get the rest."""
+    return (
+        f"git checkout -q -f -B main {shlex.quote(base_commit)} && "
+        "git for-each-ref --format='%(refname)' | grep -vx refs/heads/main | xargs -r -n1 git update-ref -d && "
+        "git remote | xargs -r -n1 git remote remove && rm -f .git/ORIG_HEAD .git/FETCH_HEAD && "
+        "git reflog expire --expire=now --all && git gc -q --prune=now"
+    )
 
 
 def git(*args: str, cwd: Path | None = None) -> str:

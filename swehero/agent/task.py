@@ -37,20 +37,23 @@ class Task:
         return cls(**{f.name: str(row[f.name]) for f in fields(cls) if row.get(f.name) is not None})
 
 
-def load_task(path: Path, instance_id: str | None = None) -> Task:
-    """Read a task from a `.json` file (one row or a list) or a `.jsonl` file, picking `instance_id` if several."""
+def load_tasks(path: Path) -> list[Task]:
+    """Tasks from a `.jsonl` file or a `.json` file (one row or a list of rows)."""
     text = Path(path).read_text()
     if str(path).endswith(".jsonl"):
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     else:
         rows = json.loads(text)
-    rows = rows if isinstance(rows, list) else [rows]
-    if instance_id is not None:
-        rows = [r for r in rows if r.get("instance_id") == instance_id]
-    if len(rows) != 1:
+    return [Task.from_row(row) for row in (rows if isinstance(rows, list) else [rows])]
+
+
+def load_task(path: Path, instance_id: str | None = None) -> Task:
+    """The one task of `path`, or the one with `instance_id`."""
+    tasks = [t for t in load_tasks(path) if instance_id is None or t.instance_id == instance_id]
+    if len(tasks) != 1:
         raise ValueError(f"{path}: expected exactly one task{f' with id {instance_id}' if instance_id else ''}, "
-                         f"found {len(rows)} (pass --instance-id)")
-    return Task.from_row(rows[0])
+                         f"found {len(tasks)} (pass --instance-id)")
+    return tasks[0]
 
 
 def agent_root(template: str, task: Task) -> str:
