@@ -152,3 +152,16 @@ def test_symlinks_pointing_out_are_refused(ed, repo):
     assert (repo.parent / "outside.txt").read_text() == "secret\n"
     assert not (repo.parent / "new.txt").exists()
     assert "     1\tone" in ed("view", f"{ROOT}/inside_link.py")
+
+
+def test_special_files_are_refused_not_read(ed, repo):
+    os.mkfifo(repo / "pipe")
+    assert "not a regular file" in err(ed, command="view", path=f"{ROOT}/pipe")
+    assert "not a regular file" in err(ed, command="str_replace", path=f"{ROOT}/pipe", old_str="a", new_str="b")
+
+
+def test_write_errors_show_agent_paths_only(ed, repo):
+    message = err(ed, command="create", path=f"{ROOT}/no/such/dir.py", file_text="x")
+    assert message == (f"Ran into [Errno 2] No such file or directory: '{ROOT}/no/such/dir.py' while trying to write "
+                       f"to {ROOT}/no/such/dir.py")
+    assert str(repo) not in message

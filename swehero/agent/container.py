@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from swehero.agent.editor import ToolError
 from swehero.agent.runtime import (
     STATE_DIR,
+    CappedBuffer,
     CommandResult,
     RuntimeConfig,
     patch_command,
@@ -162,23 +163,27 @@ class DockerRuntime:
         _, out = self.container.exec_run(["bash", "-c", script])
         return out.decode("utf-8", errors="replace")
 
-    def execute(self, command: str, timeout: float | None = None, cap: int | None = None) -> CommandResult:
+    def execute(self, command: str, timeout: float | None = None) -> CommandResult:
         limit = min(timeout or self.config.default_timeout, self.config.max_timeout)
         self.container.put_archive(STATE_DIR, tar_one("cmd", command.encode()))
-        code, out = self.container.exec_run(exec_argv(self.root, limit, self.config.path), workdir=self.root)
-        cap = cap or self.config.output_cap_bytes
-        text = out.decode("utf-8", errors="replace") if len(out) <= cap else (
-            out[: cap // 2] + b"\n[... output dropped ...]\n" + out[-cap // 2:]).decode("utf-8", errors="replace")
+        api = self.client.api  # the low-level API streams output, so the cap holds while reading
+        exec_id = api.exec_create(self.container.id, exec_argv(self.root, limit, self.config.path),
+                                  workdir=self.root)["Id"]
+        buf = CappedBuffer(self.config.output_cap_bytes)
+        for chunk in api.exec_start(exec_id, stream=True):
+            buf.add(chunk)
+        code = api.exec_inspect(exec_id)["ExitCode"]
         state = self.sh(f"cat {STATE_DIR}/cwd; echo; cat {STATE_DIR}/python 2>/dev/null").split("\n")
         timed_out = code == 137
-        return CommandResult(output=text, exit_code=-1 if timed_out else code, timed_out=timed_out,
+        return CommandResult(output=buf.text(), exit_code=-1 if timed_out else code, timed_out=timed_out,
                              cwd=state[0].strip() or self.root, python=state[1].strip() if len(state) > 1 else "")
 
     def patch(self, base_commit: str) -> str:
-        result = self.execute(f"cd {self.root} && {patch_command(base_commit)}", 120, 1 << 30)
+        result = self.execute(patch_command(self.root, base_commit), 120)
         if result.exit_code != 0:
             raise RuntimeError(f"git diff failed in the container: {result.output[-2000:]}")
-        return result.output
+        chunks, _ = self.container.get_archive(f"{STATE_DIR}/patch")
+        return untar_one(chunks).decode("utf-8", errors="replace")
 
     def close(self) -> None:
         import docker

@@ -44,6 +44,11 @@ def find_bwrap() -> str:
     return path
 
 
+def _describe(error: OSError, path: str) -> str:
+    """An OSError as Python prints it, with the agent-visible path instead of the host's."""
+    return f"[Errno {error.errno}] {error.strerror}: '{path}'" if error.errno else str(error)
+
+
 class LocalFiles:
     """Agent-visible paths under `root` mapped onto the host checkout, refusing anything that leaves it."""
 
@@ -71,13 +76,22 @@ class LocalFiles:
         return self.host(path).stat().st_size
 
     def read_bytes(self, path: str) -> bytes:
-        return self.host(path).read_bytes()
+        host = self.host(path)
+        if not host.is_file():  # a FIFO or device would block or never end
+            raise ToolError(f"File validation failed for {path}: it is not a regular file.")
+        try:
+            return host.read_bytes()
+        except OSError as e:
+            raise ToolError(f"Ran into {_describe(e, path)} while trying to read {path}") from None
 
     def write_text(self, path: str, text: str) -> None:
         host = self.host(path)
-        if not host.parent.is_dir():
-            raise ToolError(f"Ran into [Errno 2] No such file or directory: '{path}' while trying to write to {path}")
-        host.write_text(text, encoding="utf-8")
+        try:
+            if host.exists() and not host.is_file():
+                raise OSError(f"{path} is not a regular file")
+            host.write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise ToolError(f"Ran into {_describe(e, path)} while trying to write to {path}") from None
 
     def listing(self, path: str) -> tuple[list[str], int]:
         top = self.host(path)
@@ -143,25 +157,30 @@ class LocalRuntime:
                  "--setenv", "TERM", "dumb", "--chdir", cwd]
         return argv
 
-    def execute(self, command: str, timeout: float | None = None, cap: int | None = None) -> CommandResult:
+    def execute(self, command: str, timeout: float | None = None) -> CommandResult:
         limit = min(timeout or self.config.default_timeout, self.config.max_timeout)
         argv = self.bwrap_argv(self.root) + ["bash", "--noprofile", "--norc", "-c", shell_script(self.root)]
         (self.workdir / "state" / "cmd").write_text(command)
-        buf = CappedBuffer(cap or self.config.output_cap_bytes)
+        buf = CappedBuffer(self.config.output_cap_bytes)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        timed_out = _pump(proc, buf, time.monotonic() + limit)
-        proc.wait()
+        try:
+            timed_out = _pump(proc, buf, time.monotonic() + limit)
+        except BaseException:  # Ctrl-C or SIGTERM: the sandbox must not outlive the call
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        finally:
+            proc.wait()
         state = self.workdir / "state"
         read = lambda name: (state / name).read_text().strip() if (state / name).exists() else ""  # noqa: E731
         return CommandResult(output=buf.text(), exit_code=-1 if timed_out else proc.returncode,
                              timed_out=timed_out, cwd=read("cwd") or self.root, python=read("python"))
 
     def patch(self, base_commit: str) -> str:
-        result = self.execute(f"cd {self.root} && {patch_command(base_commit)}", timeout=120, cap=1 << 30)
+        result = self.execute(patch_command(self.root, base_commit), timeout=120)
         if result.exit_code != 0:
             raise RuntimeError(f"git diff failed in the checkout: {result.output[-2000:]}")
-        return result.output
+        return (self.workdir / "state" / "patch").read_bytes().decode("utf-8", errors="replace")
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)

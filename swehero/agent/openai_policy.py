@@ -72,7 +72,11 @@ class OpenAIPolicy:
             try:
                 req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
                 with urllib.request.urlopen(req, timeout=self.config.request_timeout) as resp:
-                    return json.loads(resp.read())
+                    body = resp.read()
+                try:
+                    return json.loads(body)
+                except json.JSONDecodeError:
+                    raise PolicyError(f"{url}: the reply is not JSON: {body[:200]!r}") from None
             except urllib.error.HTTPError as e:
                 detail = e.read().decode(errors="replace")[:2000]
                 if e.code == 400 and re.search(r"context length|maximum context|too long", detail, re.I):
@@ -109,7 +113,8 @@ def assistant_message(content: str | None, tool_calls: list | None) -> dict:
     content = content or ""
     calls = [{"id": c.get("id") or _call_id(), "type": "function",
               "function": {"name": c["function"]["name"], "arguments": c["function"].get("arguments") or "{}"}}
-             for c in tool_calls or [] if isinstance(c, dict) and isinstance(c.get("function"), dict)]
+             for c in tool_calls or []
+             if isinstance(c, dict) and isinstance(c.get("function"), dict) and c["function"].get("name")]
     if not calls and "<tool_call>" in content:
         content, calls = parse_text_tool_calls(content)
     message = {"role": "assistant", "content": content}

@@ -77,11 +77,13 @@ def shell_script(root: str) -> str:
     )
 
 
-def patch_command(base_commit: str) -> str:
-    """Stage everything (new files too) and diff against the base, with hooks and fsmonitor disabled: the agent
-    controls `.git/config`, so nothing it configured may run."""
+def patch_command(root: str, base_commit: str) -> str:
+    """Stage everything (new files too) and write the diff against the base to `STATE_DIR/patch`, with hooks,
+    fsmonitor and external diff drivers disabled: the agent controls `.git/config`, so nothing it configured may
+    run. A file, not stdout: git's warnings must not end up in the patch."""
     git = "git -c core.fsmonitor= -c core.hooksPath=/dev/null -c diff.external= -c core.pager=cat"
-    return f"{git} add -A >/dev/null && {git} diff --no-color --no-ext-diff --cached {shlex.quote(base_commit)}"
+    return (f"cd {shlex.quote(root)} && {git} add -A >/dev/null && "
+            f"{git} diff --no-color --no-ext-diff --binary --cached {shlex.quote(base_commit)} > {STATE_DIR}/patch")
 
 
 class CappedBuffer:
