@@ -106,6 +106,10 @@ ALLOWED = [
     "env | sort",
     "timeout 5 grep -r x .",
     "find . -type f | xargs grep -l python",
+    "command -v python3 || echo missing",
+    "which python; type pytest; hash pip 2>/dev/null",
+    "ls /usr/bin/python*",
+    "cat ./setup.py",
 ]
 
 

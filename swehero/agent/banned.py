@@ -233,6 +233,8 @@ def _check_words(words: list[str], found: list[str], depth: int) -> None:
             found.append(name)
             return
         args = words[i + 1 :]
+        if name == "command" and any(a in {"-v", "-V"} for a in args[:2]):
+            return  # `command -v python` only looks the program up
         if name in _WRAPPERS:
             _check_words(_unwrap(name, args), found, depth)
         elif name in _SHELLS:

@@ -58,7 +58,7 @@ def run_episode(task: Task, policy: Policy, tools: Tools, config: LoopConfig = L
     record = {"id": f"{task.instance_id}.{mode}.{uuid.uuid4().hex[:8]}", "instance_id": task.instance_id,
               "repo": task.repo, "source": "swehero-agent", "stage": STAGE[mode], "messages": messages,
               "tools": openhands_tools(), "patch": "", "resolved": None, "metadata": meta}
-    errors_in_row, tokens = 0, _Tokens()
+    errors_in_row, tokens = 0, _Tokens(len(json.dumps(record["tools"])) // 4)
     try:
         while meta["exit_reason"] is None:
             if meta["steps"] >= config.max_steps:
@@ -124,10 +124,11 @@ def _tool_message(call: dict, content: str) -> dict:
 
 
 class _Tokens:
-    """Conversation size: the server's last prompt-token count plus characters / 4 for what came after it."""
+    """Conversation size: the server's last prompt-token count plus characters / 4 for what came after it
+    (before the first count, the tool definitions are estimated too)."""
 
-    def __init__(self) -> None:
-        self.known, self.known_upto = 0, 0
+    def __init__(self, tools_estimate: int) -> None:
+        self.known, self.known_upto = tools_estimate, 0
 
     def estimate(self, messages: list[dict]) -> int:
         return self.known + sum(len(json.dumps(m)) for m in messages[self.known_upto:]) // 4
