@@ -56,7 +56,8 @@ def test_oracle_solves_toy_tasks(tmp_path, name, mode):
     tool_ids = [m["tool_call_id"] for m in record["messages"] if m["role"] == "tool"]
     assert tool_ids == [c[0]["id"] for c in calls[:-1]]
     applies_like_gold(tmp_path / "src", task, record["patch"], tmp_path)
-    assert not any((tmp_path / "work").iterdir())  # the checkout and sandbox folders are removed
+    # the checkout and sandbox folders are removed; the per-base-commit history cache stays for more rollouts
+    assert [p.name for p in (tmp_path / "work").iterdir()] == ["cache"]
 
 
 def test_oracle_widens_context_until_unique():

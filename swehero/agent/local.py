@@ -133,7 +133,7 @@ class LocalRuntime:
         the source repository is hidden from the sandbox."""
         workdir.mkdir(parents=True, exist_ok=True)
         checkout = Path(tempfile.mkdtemp(prefix="checkout-", dir=workdir.resolve())) / "repo"
-        prepare_checkout(source_repo, base_commit, checkout)
+        prepare_checkout(source_repo, base_commit, checkout, workdir.resolve() / "cache")
         runtime = cls(checkout, root, workdir, config, hide=(str(source_repo.resolve()),))
         runtime.owned = checkout.parent
         return runtime

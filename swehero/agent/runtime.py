@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import collections
 import shlex
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -133,18 +135,26 @@ def git(*args: str, cwd: Path | None = None) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
-def prepare_checkout(source: Path, base_commit: str, dest: Path) -> None:
+def prepare_checkout(source: Path, base_commit: str, dest: Path, cache: Path) -> None:
     """A fresh repository at `dest` holding only `base_commit` and its ancestors, checked out on branch `main`.
 
     Not a `git worktree`: a worktree shares refs and objects with its source, so later commits, tags and branches
     would stay reachable (the "git hacking" SWE-Zero rules out), and its metadata lives outside the checkout, where
-    the sandbox cannot write.
+    the sandbox cannot write. The history is fetched once per base commit into a bare repository under `cache`;
+    each rollout then clones that with hard links, which is fast for the 3-5 rollouts per task of SWE-Zero.
     """
     sha = git("rev-parse", "--verify", f"{base_commit}^{{commit}}", cwd=source).strip()
-    dest.mkdir(parents=True)
-    git("init", "-q", "-b", "main", cwd=dest)
-    git("fetch", "-q", "--no-tags", str(source.resolve()), sha, cwd=dest)
-    git("reset", "-q", "--hard", "FETCH_HEAD", cwd=dest)
-    (dest / ".git" / "FETCH_HEAD").unlink(missing_ok=True)
-    git("config", "user.name", "swehero", cwd=dest)
-    git("config", "user.email", "agent@swehero.invalid", cwd=dest)
+    bare = cache / f"{sha}.git"
+    if not bare.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{sha}.", dir=cache))
+        git("init", "-q", "--bare", "-b", "main", cwd=tmp)
+        git("fetch", "-q", "--no-tags", str(source.resolve()), f"{sha}:refs/heads/main", cwd=tmp)
+        try:
+            tmp.rename(bare)  # atomic: concurrent rollouts of the same task never see a half-made cache
+        except OSError:
+            shutil.rmtree(tmp)
+    git("clone", "-q", "--local", "--branch", "main", str(bare), str(dest))
+    git("remote", "remove", "origin", cwd=dest)
+    for key, value in (("user.name", "swehero"), ("user.email", "agent@swehero.invalid")):
+        git("config", key, value, cwd=dest)
