@@ -126,3 +126,14 @@ def test_missing_bwrap_says_how_to_install(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(RuntimeError, match="apt-get install bubblewrap"):
         find_bwrap()
+
+
+def test_bad_timeouts_and_extra_arguments(rt):
+    tools = Tools(rt, "exec")
+    for bad in (-1, 0, "soon", float("nan")):
+        outcome = tools.call("execute_bash", {"command": "echo hi", "timeout": bad})
+        assert outcome.error and outcome.observation.startswith("ERROR: Invalid `timeout` parameter")
+    outcome = tools.call("execute_bash", {"command": "echo hi", "timeout": "3", "security_risk": "LOW"})
+    assert outcome.observation.startswith("hi\n[The command completed with exit code 0.]")
+    big = tools.call("execute_bash", {"command": "sleep 0.1", "timeout": 10**9})  # clamped to max_timeout
+    assert not big.error

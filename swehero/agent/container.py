@@ -163,11 +163,10 @@ class DockerRuntime:
         _, out = self.container.exec_run(["bash", "-c", script])
         return out.decode("utf-8", errors="replace")
 
-    def execute(self, command: str, timeout: float | None = None) -> CommandResult:
-        limit = min(timeout or self.config.default_timeout, self.config.max_timeout)
+    def execute(self, command: str, timeout: float) -> CommandResult:
         self.container.put_archive(STATE_DIR, tar_one("cmd", command.encode()))
         api = self.client.api  # the low-level API streams output, so the cap holds while reading
-        exec_id = api.exec_create(self.container.id, exec_argv(self.root, limit, self.config.path),
+        exec_id = api.exec_create(self.container.id, exec_argv(self.root, timeout, self.config.path),
                                   workdir=self.root)["Id"]
         buf = CappedBuffer(self.config.output_cap_bytes)
         for chunk in api.exec_start(exec_id, stream=True):

@@ -88,7 +88,7 @@ class Editor:
         self.history: dict[str, list[str]] = {}
 
     def __call__(self, command: str, path: str, file_text: str | None = None, view_range=None,
-                 old_str: str | None = None, new_str: str | None = None, insert_line=None, **_ignored) -> str:
+                 old_str: str | None = None, new_str: str | None = None, insert_line=None) -> str:
         if command not in COMMANDS:
             raise ToolError(f"Unrecognized command {command}. The allowed commands for the str_replace_editor tool "
                             f"are: {', '.join(COMMANDS)}")

@@ -157,15 +157,14 @@ class LocalRuntime:
                  "--setenv", "TERM", "dumb", "--chdir", cwd]
         return argv
 
-    def execute(self, command: str, timeout: float | None = None) -> CommandResult:
-        limit = min(timeout or self.config.default_timeout, self.config.max_timeout)
+    def execute(self, command: str, timeout: float) -> CommandResult:
         argv = self.bwrap_argv(self.root) + ["bash", "--noprofile", "--norc", "-c", shell_script(self.root)]
         (self.workdir / "state" / "cmd").write_text(command)
         buf = CappedBuffer(self.config.output_cap_bytes)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
-            timed_out = _pump(proc, buf, time.monotonic() + limit)
+            timed_out = _pump(proc, buf, time.monotonic() + timeout)
         except BaseException:  # Ctrl-C or SIGTERM: the sandbox must not outlive the call
             os.killpg(proc.pid, signal.SIGKILL)
             raise

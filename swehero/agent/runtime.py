@@ -28,7 +28,7 @@ class RuntimeConfig:
     """Limits and paths shared by all runtimes."""
 
     default_timeout: float = 120.0
-    """Seconds a command may run when the agent gives no `timeout` (OpenHands' default of 120 s)."""
+    """Seconds a command may run when the agent gives no `timeout` (the 120 s OpenHands' tool description states)."""
     max_timeout: float = 600.0
     """Upper bound on the `timeout` the agent may ask for."""
     output_cap_bytes: int = 2_000_000
@@ -58,7 +58,8 @@ class Runtime(Protocol):
     files: Files
     config: RuntimeConfig
 
-    def execute(self, command: str, timeout: float | None = None) -> CommandResult: ...
+    def execute(self, command: str, timeout: float) -> CommandResult:
+        """Run `command` in the sandbox's shell, killing everything it started after `timeout` seconds."""
 
     def patch(self, base_commit: str) -> str:
         """`git diff` of the checkout against `base_commit`, new files included."""

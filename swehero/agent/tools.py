@@ -7,6 +7,7 @@ that are not a JSON object, missing required arguments) become error observation
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 from swehero.agent.banned import UnparsableCommand, banned_commands
@@ -89,13 +90,15 @@ class Tools:
         if not isinstance(arguments, dict):
             return Outcome(f"ERROR: Tool call arguments must be a JSON object, got: {arguments}", error=True,
                            malformed=True)
-        for required in tool_schema(name)["required"]:
+        schema = tool_schema(name)
+        for required in schema["required"]:
             if required not in arguments:
                 return Outcome(f'ERROR: Missing required argument "{required}" in tool call {name}', error=True,
                                malformed=True)
-        return getattr(self, name)(**arguments)
+        known = {k: v for k, v in arguments.items() if k in schema["properties"]}  # e.g. newer `security_risk`
+        return getattr(self, name)(**known)
 
-    def execute_bash(self, command, is_input="false", timeout=None, **_ignored) -> Outcome:
+    def execute_bash(self, command, is_input="false", timeout=None) -> Outcome:
         if not isinstance(command, str):
             return Outcome(f"ERROR: Invalid `command` parameter: {command}. It should be a string.", error=True)
         if str(is_input).lower() == "true" or command.strip() in {"", "C-c", "C-d", "C-z"}:
@@ -107,14 +110,17 @@ class Tools:
                 return Outcome(f"ERROR: Command refused, nothing was run: bash cannot parse it ({e}).", error=True)
             if banned:
                 return Outcome(refusal(banned), error=True, banned=banned)
+        config = self.runtime.config
         try:
-            limit = float(timeout) if timeout is not None else None
+            limit = float(timeout) if timeout is not None else config.default_timeout
         except (TypeError, ValueError):
-            return Outcome(f"ERROR: Invalid `timeout` parameter: {timeout}. It should be a number of seconds.",
-                           error=True)
+            limit = math.nan
+        if not limit > 0:  # also NaN
+            return Outcome(f"ERROR: Invalid `timeout` parameter: {timeout}. It should be a positive number of "
+                           "seconds.", error=True)
+        limit = min(limit, config.max_timeout)
         result = self.runtime.execute(command, limit)
-        effective = min(limit or self.runtime.config.default_timeout, self.runtime.config.max_timeout)
-        return Outcome(bash_observation(result, effective), error=result.timed_out)
+        return Outcome(bash_observation(result, limit), error=result.timed_out)
 
     def str_replace_editor(self, command, path, **kwargs) -> Outcome:
         try:
@@ -122,8 +128,8 @@ class Tools:
         except ToolError as e:
             return Outcome(f"ERROR:\n{e}", error=True)
 
-    def think(self, thought, **_ignored) -> Outcome:
+    def think(self, thought) -> Outcome:
         return Outcome("Your thought has been logged.")
 
-    def finish(self, message="", **_ignored) -> Outcome:
+    def finish(self, message) -> Outcome:
         return Outcome(message, finished=True)
