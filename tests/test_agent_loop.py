@@ -11,8 +11,8 @@ from agent_repos import CALC, CALC_FIX, LAYOUT, LAYOUT_FIX, TWINS, TWINS_FIX, gi
 
 from swehero.agent.local import LocalRuntime
 from swehero.agent.loop import LoopConfig, run_episode
-from swehero.agent.openai_policy import Reply
 from swehero.agent.oracle import parse_patch, unique_edit
+from swehero.agent.policy import Reply
 from swehero.agent.run import AgentConfig, run_task
 from swehero.agent.tools import Tools
 from swehero.data.trajectory import Reject, validate

@@ -22,14 +22,8 @@ from swehero.agent.container import (
     untar_one,
 )
 from swehero.agent.local import LocalRuntime
-from swehero.agent.openai_policy import (
-    ContextLimit,
-    OpenAIConfig,
-    OpenAIPolicy,
-    PolicyError,
-    assistant_message,
-    parse_text_tool_calls,
-)
+from swehero.agent.openai_policy import OpenAIConfig, OpenAIPolicy, assistant_message, parse_text_tool_calls
+from swehero.agent.policy import ContextLimit, PolicyError
 from swehero.agent.runtime import strip_history_script
 
 

@@ -11,9 +11,8 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from swehero.agent.openai_policy import ContextLimit, PolicyError, Reply
+from swehero.agent.policy import ContextLimit, Policy, PolicyError, Reply
 from swehero.agent.task import Task, prompt
 from swehero.agent.tools import Tools
 from swehero.toolspec import openhands_tools
@@ -37,10 +36,6 @@ class LoopConfig:
     """Malformed replies in a row (no tool call, several calls, unknown tool, bad arguments) that end the episode."""
     prompt_version: str = "v1"
     """Which `prompts/*.<version>.txt` templates to use."""
-
-
-class Policy(Protocol):
-    def act(self, messages: list[dict], tools: list[dict]) -> Reply: ...
 
 
 def run_episode(task: Task, policy: Policy, tools: Tools, config: LoopConfig = LoopConfig(),

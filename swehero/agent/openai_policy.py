@@ -16,6 +16,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 
+from swehero.agent.policy import ContextLimit, PolicyError, Reply
 from swehero.toolspec import TOOL_NAMES, tool_schema
 
 
@@ -40,22 +41,6 @@ class OpenAIConfig:
     retries: int = 5
     """Attempts after a connection error, HTTP 429 or 5xx, waiting `backoff * 2**attempt` seconds in between."""
     backoff: float = 1.0
-
-
-class PolicyError(RuntimeError):
-    """The model could not be queried (after retries)."""
-
-
-class ContextLimit(PolicyError):
-    """The server refused the request because the conversation no longer fits the model's context."""
-
-
-@dataclass
-class Reply:
-    message: dict
-    """The assistant message, OpenAI format (`tool_calls` with JSON-string `arguments`)."""
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
 
 
 class OpenAIPolicy:

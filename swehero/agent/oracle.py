@@ -14,7 +14,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from swehero.agent.openai_policy import Reply
+from swehero.agent.policy import Reply
 
 _HUNK = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _VIEW_HEADER = re.compile(r"^Here's the result of running `cat -n` on [^\n]*:\n")
