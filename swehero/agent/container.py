@@ -15,6 +15,7 @@ import io
 import posixpath
 import shlex
 import tarfile
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -151,11 +152,16 @@ class DockerRuntime:
                                "DOCKER_HOST), or use the local runtime") from e
         self.container = self.client.containers.run(**container_kwargs(image, limits))
         atexit.register(self.close)
-        self.sh(f"mkdir -p {STATE_DIR}")
-        if strip_history_to:  # zero mode: no later commits for the agent to find
-            self.sh(f"cd {shlex.quote(image_repo)} && {strip_history_script(strip_history_to)}")
-        if root != image_repo:  # a symlink keeps editable installs that point at the image's path working
-            self.sh(f"mkdir -p {shlex.quote(posixpath.dirname(root))} && ln -sfn {image_repo} {shlex.quote(root)}")
+        try:
+            self.sh(f"mkdir -p {STATE_DIR}")
+            if strip_history_to:  # zero mode: no later commits for the agent to find
+                self.sh(f"cd {shlex.quote(image_repo)} && {strip_history_script(strip_history_to)}")
+            if root != image_repo:  # a symlink keeps editable installs that point at the image's path working
+                self.sh(f"mkdir -p {shlex.quote(posixpath.dirname(root))} && "
+                        f"ln -sfn {image_repo} {shlex.quote(root)}")
+        except BaseException:
+            self.close()
+            raise
         self.files = DockerFiles(self)
 
     def sh(self, script: str) -> str:
@@ -169,11 +175,12 @@ class DockerRuntime:
         exec_id = api.exec_create(self.container.id, exec_argv(self.root, timeout, self.config.path),
                                   workdir=self.root)["Id"]
         buf = CappedBuffer(self.config.output_cap_bytes)
+        start = time.monotonic()
         for chunk in api.exec_start(exec_id, stream=True):
             buf.add(chunk)
         code = api.exec_inspect(exec_id)["ExitCode"]
         state = self.sh(f"cat {STATE_DIR}/cwd; echo; cat {STATE_DIR}/python 2>/dev/null").split("\n")
-        timed_out = code == 137
+        timed_out = code == 137 and time.monotonic() - start >= timeout  # not an OOM kill or `kill -9 $$`
         return CommandResult(output=buf.text(), exit_code=-1 if timed_out else code, timed_out=timed_out,
                              cwd=state[0].strip() or self.root, python=state[1].strip() if len(state) > 1 else "")
 
