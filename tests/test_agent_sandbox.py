@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from agent_repos import CALC, CALC_FIX, make_task
@@ -48,12 +50,17 @@ def test_checkout_is_at_base_without_later_history(rt):
 
 
 def test_writes_outside_the_checkout_fail(rt, tmp_path):
-    victim = tmp_path / "victim.txt"
-    victim.write_text("safe\n")
-    out = bash(rt, f"echo pwned > /usr/pwned; echo pwned > {victim}; echo pwned > /etc/pwned; touch {ROOT}/ok")
-    assert out.count("Read-only file system") + out.count("No such file or directory") >= 3, out
-    assert victim.read_text() == "safe\n" and not os.path.exists("/usr/pwned") and not os.path.exists("/etc/pwned")
-    assert (rt.checkout / "ok").exists()
+    # a host folder the sandbox does show (read-only): /tmp is replaced by the rollout's own, so not there
+    outside = Path(tempfile.mkdtemp(prefix="swehero-test-", dir="/var/tmp"))
+    try:
+        victim = outside / "victim.txt"
+        victim.write_text("safe\n")
+        out = bash(rt, f"cat {victim}; echo pwned > {victim}; rm -f {victim}; touch /usr/pwned; touch {ROOT}/ok")
+        assert out.startswith("safe\n") and out.count("Read-only file system") == 3, out
+        assert victim.read_text() == "safe\n" and not os.path.exists("/usr/pwned")
+        assert (rt.checkout / "ok").exists()
+    finally:
+        shutil.rmtree(outside)
     assert "No such file" in bash(rt, f"ls {tmp_path / 'src'}")  # the source repository (full history) is hidden
 
 
@@ -137,3 +144,20 @@ def test_bad_timeouts_and_extra_arguments(rt):
     assert outcome.observation.startswith("hi\n[The command completed with exit code 0.]")
     big = tools.call("execute_bash", {"command": "sleep 0.1", "timeout": 10**9})  # clamped to max_timeout
     assert not big.error
+
+
+def test_source_repository_and_other_rollouts_are_hidden(tmp_path):
+    """Outside /tmp the sandbox would see them read-only: they are covered with empty tmpfs mounts."""
+    base = Path(tempfile.mkdtemp(prefix="swehero-test-", dir="/var/tmp"))
+    try:
+        task = make_task(base / "src", "calc", CALC, CALC_FIX)
+        first = LocalRuntime.for_task(base / "src", task.base_commit, ROOT, base / "work")
+        second = LocalRuntime.for_task(base / "src", task.base_commit, ROOT, base / "work")
+        try:
+            out = bash(first, f"ls -A {base / 'src'} | wc -l; ls -A {base / 'work'} | wc -l; ls {second.checkout}")
+            assert out.startswith("0\n0\nls: cannot access"), out
+        finally:
+            first.close()
+            second.close()
+    finally:
+        shutil.rmtree(base)
