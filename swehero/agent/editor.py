@@ -1,0 +1,237 @@
+"""`str_replace_editor`: OpenHands' file editor (openhands-aci's OHEditor, as used by OpenHands 0.54).
+
+A model trained on OpenHands trajectories has learnt this tool's exact observation texts (the `cat -n` snippets,
+the error sentences), so they are reproduced here; the behaviour (unique-match rule, snippet windows, insert
+semantics, per-file undo history) follows OHEditor too. Our own code, written from its documented behaviour.
+
+The editor works on agent-visible paths through a `Files` object, which maps them onto the runtime's
+filesystem and refuses paths outside the repository (a confinement OpenHands does not have).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Protocol
+
+SNIPPET_LINES = 4
+"""Lines of context shown around an edit."""
+MAX_RESPONSE_CHARS = 16000
+"""Longer file views are clipped (OHEditor's MAX_RESPONSE_LEN_CHAR)."""
+MAX_FILE_BYTES = 10 * 1024 * 1024
+HISTORY_PER_FILE = 10
+
+FILE_CLIPPED = (
+    "<response clipped><NOTE>To save on context only part of this file has been shown to you. You should retry "
+    "this tool after you have searched inside the file with `grep -n` in order to find the line numbers of what "
+    "you are looking for.</NOTE>"
+)
+DIR_CLIPPED = (
+    "<response clipped><NOTE>To save on context only part of this directory has been shown to you. You should "
+    "use `ls -la` instead to view large directories incrementally.</NOTE>"
+)
+COMMANDS = ("view", "create", "str_replace", "insert", "undo_edit")
+
+
+class ToolError(Exception):
+    """A tool call that failed; its message is what the agent sees (after `ERROR:`)."""
+
+
+class Files(Protocol):
+    """The filesystem a runtime exposes to the editor, addressed by agent-visible absolute paths."""
+
+    root: str
+
+    def kind(self, path: str) -> str | None:
+        """'file', 'dir', or None if `path` does not exist; raises ToolError if `path` is outside the root."""
+
+    def size(self, path: str) -> int: ...
+
+    def read_bytes(self, path: str) -> bytes: ...
+
+    def write_text(self, path: str, text: str) -> None: ...
+
+    def listing(self, path: str) -> tuple[list[str], int]:
+        """Entries up to 2 levels below `path` (itself included, dirs with a trailing `/`, hidden ones left out,
+        sorted) and the number of hidden entries directly in `path`."""
+
+
+def _invalid(param: str, value, hint: str) -> ToolError:
+    return ToolError(f"Invalid `{param}` parameter: {value}. {hint}")
+
+
+def _clip(text: str, notice: str) -> str:
+    return text if len(text) <= MAX_RESPONSE_CHARS else text[:MAX_RESPONSE_CHARS] + notice
+
+
+def _count_lines(text: str) -> int:
+    return text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+
+
+def _lines(text: str, start: int, end: int) -> str:
+    """Lines `start`..`end` (1-based, inclusive) with their newlines, like reading a file line by line."""
+    return "".join(text.splitlines(keepends=True)[max(start - 1, 0) : end]) if end >= start else ""
+
+
+def numbered(content: str, description: str, start_line: int = 1) -> str:
+    """The `cat -n`-style snippet every editor observation is built from."""
+    content = _clip(content, FILE_CLIPPED)
+    body = "\n".join(f"{i + start_line:6}\t{line}" for i, line in enumerate(content.split("\n")))
+    return f"Here's the result of running `cat -n` on {description}:\n{body}\n"
+
+
+class Editor:
+    """One editor per episode: it keeps the undo history of the files it edited."""
+
+    def __init__(self, files: Files) -> None:
+        self.files = files
+        self.history: dict[str, list[str]] = {}
+
+    def __call__(self, command: str, path: str, file_text: str | None = None, view_range=None,
+                 old_str: str | None = None, new_str: str | None = None, insert_line=None) -> str:
+        if command not in COMMANDS:
+            raise ToolError(f"Unrecognized command {command}. The allowed commands for the str_replace_editor tool "
+                            f"are: {', '.join(COMMANDS)}")
+        kind = self._validate_path(command, path)
+        if command == "view":
+            return self.view(path, kind, view_range)
+        if command == "create":
+            if file_text is None:
+                raise ToolError(f"Parameter `file_text` is required for command: {command}.")
+            self.files.write_text(path, file_text)
+            self._remember(path, file_text)
+            return f"File created successfully at: {path}"
+        if command == "str_replace":
+            if old_str is None:
+                raise ToolError(f"Parameter `old_str` is required for command: {command}.")
+            if new_str == old_str:
+                raise _invalid("new_str", new_str,
+                               "No replacement was performed. `new_str` and `old_str` must be different.")
+            return self.str_replace(path, old_str, new_str or "")
+        if command == "insert":
+            if insert_line is None:
+                raise ToolError(f"Parameter `insert_line` is required for command: {command}.")
+            if new_str is None:
+                raise ToolError(f"Parameter `new_str` is required for command: {command}.")
+            if not isinstance(insert_line, int) or isinstance(insert_line, bool):
+                raise _invalid("insert_line", insert_line, "It should be an integer.")
+            return self.insert(path, insert_line, new_str)
+        return self.undo_edit(path)
+
+    def _validate_path(self, command: str, path: str) -> str | None:
+        if not isinstance(path, str) or not path.startswith("/"):
+            hint = "The path should be an absolute path, starting with `/`."
+            if isinstance(path, str):
+                suggestion = str(PurePosixPath(self.files.root) / path)
+                if self.files.kind(suggestion) is not None:
+                    hint += f" Maybe you meant {suggestion}?"
+            raise _invalid("path", path, hint)
+        kind = self.files.kind(path)
+        if command == "create" and kind is not None:
+            raise _invalid("path", path,
+                           f"File already exists at: {path}. Cannot overwrite files using command `create`.")
+        if command != "create" and kind is None:
+            raise _invalid("path", path, f"The path {path} does not exist. Please provide a valid path.")
+        if command != "view" and kind == "dir":
+            raise _invalid("path", path,
+                           f"The path {path} is a directory and only the `view` command can be used on directories.")
+        return kind
+
+    def read(self, path: str) -> str:
+        size = self.files.size(path)
+        if size > MAX_FILE_BYTES:
+            raise ToolError(f"File validation failed for {path}: File is too large ({size / 1024 / 1024:.1f}MB). "
+                            f"Maximum allowed size is {MAX_FILE_BYTES // 1024 // 1024}MB.")
+        data = self.files.read_bytes(path)
+        try:
+            if b"\0" in data:
+                raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ToolError(f"File validation failed for {path}: File appears to be binary and this file type "
+                            "cannot be read or edited by this tool.") from None
+
+    def view(self, path: str, kind: str | None, view_range) -> str:
+        if kind == "dir":
+            if view_range:
+                raise _invalid("view_range", view_range,
+                               "The `view_range` parameter is not allowed when `path` points to a directory.")
+            entries, hidden = self.files.listing(path)
+            out = _clip(f"Here's the files and directories up to 2 levels deep in {path}, excluding hidden items:\n"
+                        + "\n".join(entries), DIR_CLIPPED)
+            if hidden:
+                out += (f"\n\n{hidden} hidden files/directories in this directory are excluded. "
+                        f"You can use 'ls -la {path}' to see them.")
+            return out
+        text = self.read(path)
+        if not view_range:
+            return numbered(text, path)
+        if (not isinstance(view_range, list) or len(view_range) != 2
+                or not all(isinstance(i, int) and not isinstance(i, bool) for i in view_range)):
+            raise _invalid("view_range", view_range, "It should be a list of two integers.")
+        n = _count_lines(text)
+        start, end = view_range
+        if start < 1 or start > n:
+            raise _invalid("view_range", view_range,
+                           f"Its first element `{start}` should be within the range of lines of the file: {[1, n]}.")
+        note = ""
+        if end == -1:
+            end = n
+        elif end > n:
+            note = f"\nNOTE: We only show up to {n} since there's only {n} lines in this file\n"
+            end = n
+        if end < start:
+            raise _invalid("view_range", view_range, f"Its second element `{end}` should be greater than or equal "
+                                                     f"to the first element `{start}`.")
+        return numbered("\n".join(_lines(text, start, end).splitlines()), path, start) + note
+
+    def str_replace(self, path: str, old_str: str, new_str: str) -> str:
+        text = self.read(path)
+        starts = [m.start() for m in re.finditer(re.escape(old_str), text)]
+        if not starts:
+            raise ToolError(f"No replacement was performed, old_str `{old_str}` did not appear verbatim in {path}.")
+        if len(starts) > 1:
+            lines = sorted({text.count("\n", 0, s) + 1 for s in starts})
+            raise ToolError(f"No replacement was performed. Multiple occurrences of old_str `{old_str}` in lines "
+                            f"{lines}. Please ensure it is unique.")
+        at = starts[0]
+        new_text = text[:at] + new_str + text[at + len(old_str):]
+        self.files.write_text(path, new_text)
+        self._remember(path, text)
+        line = text.count("\n", 0, at) + 1
+        first = max(0, line - SNIPPET_LINES)
+        snippet = _lines(new_text, first + 1, line + SNIPPET_LINES + new_str.count("\n"))
+        return (f"The file {path} has been edited. " + numbered(snippet, f"a snippet of {path}", first + 1)
+                + "Review the changes and make sure they are as expected. Edit the file again if necessary.")
+
+    def insert(self, path: str, insert_line: int, new_str: str) -> str:
+        text = self.read(path)
+        n = _count_lines(text)
+        if insert_line < 0 or insert_line > n:
+            raise _invalid("insert_line", insert_line, f"It should be within the range of allowed values: {[0, n]}")
+        lines = text.splitlines(keepends=True)
+        new_lines = new_str.split("\n")
+        new_text = "".join(lines[:insert_line] + [line + "\n" for line in new_lines] + lines[insert_line:])
+        self.files.write_text(path, new_text)
+        self._remember(path, text)
+        first = max(0, insert_line - SNIPPET_LINES)
+        last = min(n + len(new_lines), insert_line + SNIPPET_LINES + len(new_lines))
+        snippet = _lines(new_text, first + 1, last)
+        return (f"The file {path} has been edited. "
+                + numbered(snippet, "a snippet of the edited file", max(1, insert_line - SNIPPET_LINES + 1))
+                + "Review the changes and make sure they are as expected (correct indentation, no duplicate lines, "
+                "etc). Edit the file again if necessary.")
+
+    def undo_edit(self, path: str) -> str:
+        self.read(path)
+        stack = self.history.get(path)
+        if not stack:
+            raise ToolError(f"No edit history found for {path}.")
+        old = stack.pop()
+        self.files.write_text(path, old)
+        return f"Last edit to {path} undone successfully. {numbered(old, path)}"
+
+    def _remember(self, path: str, text: str) -> None:
+        stack = self.history.setdefault(path, [])
+        stack.append(text)
+        del stack[:-HISTORY_PER_FILE]

@@ -1,0 +1,215 @@
+"""The `local` runtime: a fresh checkout per rollout (or an existing folder), every command inside bubblewrap.
+
+The sandbox: host directories read-only (home folders, /root, /run and paths named in `hide` replaced by empty
+tmpfs), the checkout writable at the agent-visible path, a private writable /tmp for this rollout, no network,
+its own PID/IPC/UTS namespaces, a new session (no terminal injection), and `--die-with-parent`. On a timeout the
+bwrap process is SIGKILLed; as it holds PID 1 of the namespace, the kernel then kills every process the command
+started, daemons included.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from swehero.agent.editor import ToolError
+from swehero.agent.runtime import (
+    STATE_DIR,
+    CappedBuffer,
+    CommandResult,
+    RuntimeConfig,
+    patch_command,
+    prepare_checkout,
+    shell_script,
+)
+
+_NOT_BOUND = {"proc", "dev", "sys", "tmp", "run", "root", "home", "lost+found", "boot", "mnt", "media"}
+
+
+def find_bwrap() -> str:
+    path = shutil.which("bwrap")
+    if path is None:
+        raise RuntimeError(
+            "bubblewrap (`bwrap`) is not installed; the local runtime needs it to sandbox commands. Install it with "
+            "`sudo apt-get install bubblewrap` (Debian/Ubuntu), `sudo dnf install bubblewrap` (Fedora) or "
+            "`conda install -c conda-forge bubblewrap`, or use `--runtime docker`."
+        )
+    return path
+
+
+def _describe(error: OSError, path: str) -> str:
+    """An OSError as Python prints it, with the agent-visible path instead of the host's."""
+    return f"[Errno {error.errno}] {error.strerror}: '{path}'" if error.errno else str(error)
+
+
+class LocalFiles:
+    """Agent-visible paths under `root` mapped onto the host checkout, refusing anything that leaves it."""
+
+    def __init__(self, root: str, host_root: Path) -> None:
+        self.root = root
+        self.host_root = host_root.resolve()
+
+    def host(self, path: str) -> Path:
+        norm = posixpath.normpath(path)
+        if norm != self.root and not norm.startswith(self.root.rstrip("/") + "/"):
+            raise ToolError(f"Invalid `path` parameter: {path}. Only files inside the repository {self.root} can "
+                            "be viewed or edited.")
+        host = self.host_root / posixpath.relpath(norm, self.root)
+        real = Path(os.path.realpath(host))
+        if real != self.host_root and self.host_root not in real.parents:
+            raise ToolError(f"Invalid `path` parameter: {path}. It is a symbolic link to a location outside the "
+                            f"repository {self.root}.")
+        return host
+
+    def kind(self, path: str) -> str | None:
+        host = self.host(path)
+        return "dir" if host.is_dir() else "file" if host.exists() else None
+
+    def size(self, path: str) -> int:
+        return self.host(path).stat().st_size
+
+    def read_bytes(self, path: str) -> bytes:
+        host = self.host(path)
+        if not host.is_file():  # a FIFO or device would block or never end
+            raise ToolError(f"File validation failed for {path}: it is not a regular file.")
+        try:
+            return host.read_bytes()
+        except OSError as e:
+            raise ToolError(f"Ran into {_describe(e, path)} while trying to read {path}") from None
+
+    def write_text(self, path: str, text: str) -> None:
+        host = self.host(path)
+        try:
+            if host.exists() and not host.is_file():
+                raise OSError(f"{path} is not a regular file")
+            host.write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise ToolError(f"Ran into {_describe(e, path)} while trying to write to {path}") from None
+
+    def listing(self, path: str) -> tuple[list[str], int]:
+        top = self.host(path)
+        hidden = sum(1 for e in os.scandir(top) if e.name.startswith("."))
+        out = [path.rstrip("/") + "/"]
+
+        def walk(host: Path, shown: str, depth: int) -> None:
+            for entry in sorted(os.scandir(host), key=lambda e: e.name):
+                if entry.name.startswith("."):
+                    continue
+                is_dir = entry.is_dir(follow_symlinks=False)
+                out.append(f"{shown}/{entry.name}" + ("/" if is_dir else ""))
+                if is_dir and depth < 2:
+                    walk(Path(entry.path), f"{shown}/{entry.name}", depth + 1)
+
+        walk(top, path.rstrip("/"), 1)
+        return out, hidden
+
+
+class LocalRuntime:
+    """Commands and files of one checkout; shell state and /tmp live in a private folder removed by `close()`."""
+
+    def __init__(self, checkout: Path, root: str, workdir: Path, config: RuntimeConfig = RuntimeConfig(),
+                 hide: tuple[str, ...] = ()) -> None:
+        self.bwrap = find_bwrap()
+        self.checkout, self.root, self.config = checkout.resolve(), root, config
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=workdir.resolve()))
+        for sub in ("state", "tmp"):
+            (self.workdir / sub).mkdir()
+        self.files = LocalFiles(root, self.checkout)
+        self.hide = (str(workdir.resolve()), *hide)
+        self.owned: Path | None = None
+
+    @classmethod
+    def for_task(cls, source_repo: Path, base_commit: str, root: str, workdir: Path,
+                 config: RuntimeConfig = RuntimeConfig()) -> LocalRuntime:
+        """A fresh checkout of `source_repo` at `base_commit` (history after it left out), removed on `close()`;
+        the source repository is hidden from the sandbox."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        checkout = Path(tempfile.mkdtemp(prefix="checkout-", dir=workdir.resolve())) / "repo"
+        prepare_checkout(source_repo, base_commit, checkout, workdir.resolve() / "cache")
+        runtime = cls(checkout, root, workdir, config, hide=(str(source_repo.resolve()),))
+        runtime.owned = checkout.parent
+        return runtime
+
+    def bwrap_argv(self, cwd: str) -> list[str]:
+        top = self.root.strip("/").split("/")[0]
+        argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
+        for entry in sorted(os.scandir("/"), key=lambda e: e.name):
+            if entry.name in _NOT_BOUND or entry.name == top:
+                continue
+            if entry.is_symlink():
+                argv += ["--symlink", os.readlink(entry.path), entry.path]
+            elif entry.is_dir():
+                argv += ["--ro-bind", entry.path, entry.path]
+        for path in self.hide:
+            if os.path.isdir(path) and path.strip("/").split("/")[0] not in _NOT_BOUND | {top}:
+                argv += ["--tmpfs", path]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--bind", str(self.workdir / "tmp"), "/tmp",
+                 "--bind", str(self.checkout), self.root, "--bind", str(self.workdir / "state"), STATE_DIR,
+                 "--setenv", "PATH", self.config.path, "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
+                 "--setenv", "TERM", "dumb", "--chdir", cwd]
+        return argv
+
+    def execute(self, command: str, timeout: float) -> CommandResult:
+        argv = self.bwrap_argv(self.root) + ["bash", "--noprofile", "--norc", "-c", shell_script(self.root)]
+        (self.workdir / "state" / "cmd").write_text(command)
+        buf = CappedBuffer(self.config.output_cap_bytes)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            timed_out = _pump(proc, buf, time.monotonic() + timeout)
+        except BaseException:  # Ctrl-C or SIGTERM: the sandbox must not outlive the call
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        finally:
+            proc.wait()
+        state = self.workdir / "state"
+        read = lambda name: (state / name).read_text().strip() if (state / name).exists() else ""  # noqa: E731
+        return CommandResult(output=buf.text(), exit_code=-1 if timed_out else proc.returncode,
+                             timed_out=timed_out, cwd=read("cwd") or self.root, python=read("python"))
+
+    def patch(self, base_commit: str) -> str:
+        result = self.execute(patch_command(self.root, base_commit), timeout=120)
+        if result.exit_code != 0:
+            raise RuntimeError(f"git diff failed in the checkout: {result.output[-2000:]}")
+        return (self.workdir / "state" / "patch").read_bytes().decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.owned is not None:
+            shutil.rmtree(self.owned, ignore_errors=True)
+
+
+def _pump(proc: subprocess.Popen, buf: CappedBuffer, deadline: float) -> bool:
+    """Read `proc`'s output into `buf` until EOF or `deadline`; on the deadline kill the sandbox. True if killed."""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    fd = proc.stdout.fileno()
+    timed_out = False
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 and not timed_out:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)
+                deadline = time.monotonic() + 5  # let the pipe drain as the namespace dies
+                continue
+            if left <= 0:
+                break
+            if not sel.select(timeout=min(left, 1.0)):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf.add(chunk)
+    finally:
+        sel.close()
+        proc.stdout.close()
+    return timed_out

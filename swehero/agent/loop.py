@@ -1,0 +1,143 @@
+"""The agent loop: query the policy, run its one tool call, repeat; record what the model saw as a trajectory.
+
+The record is the data plane's canonical trajectory (`swehero.data.trajectory.validate` accepts it), saved after
+every step, so a killed episode still leaves a readable file. The patch is the checkout's final `git diff`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from swehero.agent.policy import ContextLimit, Policy, PolicyError, Reply
+from swehero.agent.task import Task, prompt
+from swehero.agent.tools import Tools
+from swehero.toolspec import openhands_tools
+
+STAGE = {"zero": "zero", "exec": "hero"}
+NO_TOOL_CALL = ("ERROR: Your reply contained no tool call. Every turn must call exactly one tool: continue working "
+                "on the task with `execute_bash` or `str_replace_editor`, or call `finish` if you are done.")
+ONE_CALL_ONLY = ("ERROR: Your reply contained {n} tool calls; only one per turn is allowed, so none of them was run. "
+                 "Send them one at a time.")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Limits of one episode."""
+
+    max_steps: int = 100
+    """Assistant turns before the episode ends (the paper's 100)."""
+    max_context_tokens: int = 131072
+    """Conversation size (server-reported prompt tokens, or characters / 4) at which the episode ends (128k)."""
+    max_consecutive_errors: int = 3
+    """Malformed replies in a row (no tool call, several calls, unknown tool, bad arguments) that end the episode."""
+    prompt_version: str = "v1"
+    """Which `prompts/*.<version>.txt` templates to use."""
+
+
+def run_episode(task: Task, policy: Policy, tools: Tools, config: LoopConfig = LoopConfig(),
+                out: Path | None = None, metadata: dict | None = None) -> dict:
+    """Run one episode and return its trajectory record (also written to `out` after every step)."""
+    mode, root = tools.mode, tools.runtime.root
+    messages = [
+        {"role": "system", "content": prompt("system", mode, config.prompt_version, workspace=root)},
+        {"role": "user", "content": prompt("task", mode, config.prompt_version, workspace=root,
+                                           problem_statement=task.problem_statement)},
+    ]
+    meta = {**(metadata or {}), "mode": mode, "agent_root": root, "base_commit": task.base_commit,
+            "prompt_version": config.prompt_version, "exit_reason": None, "steps": 0, "banned": False,
+            "banned_commands": [], "editor_errors": 0, "format_errors": 0}
+    record = {"id": f"{task.instance_id}.{mode}.{uuid.uuid4().hex[:8]}", "instance_id": task.instance_id,
+              "repo": task.repo, "source": "swehero-agent", "stage": STAGE[mode], "messages": messages,
+              "tools": openhands_tools(), "patch": "", "resolved": None, "metadata": meta}
+    errors_in_row, tokens = 0, _Tokens(len(json.dumps(record["tools"])) // 4)
+    try:
+        while meta["exit_reason"] is None:
+            if meta["steps"] >= config.max_steps:
+                meta["exit_reason"] = "step_limit"
+            elif tokens.estimate(messages) > config.max_context_tokens:
+                meta["exit_reason"] = "context_limit"
+            else:
+                reply = policy.act(messages, record["tools"])
+                meta["steps"] += 1
+                tokens.update(reply, messages)
+                errors_in_row = errors_in_row + 1 if _step(reply.message, tools, messages, meta) else 0
+                if errors_in_row >= config.max_consecutive_errors:
+                    meta["exit_reason"] = "repeated_format_errors"
+            _save(record, out)
+    except ContextLimit:
+        meta["exit_reason"] = "context_limit"
+    except PolicyError as e:
+        meta["exit_reason"], meta["error"] = "policy_error", str(e)
+    except (KeyboardInterrupt, SystemExit):
+        meta["exit_reason"] = "interrupted"
+        raise
+    finally:
+        try:
+            record["patch"] = tools.runtime.patch(task.base_commit)
+        except Exception as e:  # the trajectory is still worth keeping without its patch
+            meta["patch_error"] = str(e)
+        _save(record, out)
+    return record
+
+
+def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool:
+    """Act on one assistant message, appending it and the observations; True if the reply was malformed."""
+    calls = message.get("tool_calls") or []
+    if not calls:
+        if (message.get("content") or "").strip():  # an empty reply is left out: the model never sees it again
+            messages.append(message)
+        messages.append({"role": "user", "content": NO_TOOL_CALL})
+        meta["format_errors"] += 1
+        return True
+    messages.append(message)
+    if len(calls) > 1:
+        for call in calls:
+            messages.append(_tool_message(call, ONE_CALL_ONLY.format(n=len(calls))))
+        meta["format_errors"] += 1
+        return True
+    fn = calls[0]["function"]
+    outcome = tools.call(fn["name"], fn["arguments"])
+    if outcome.finished:
+        meta["exit_reason"], meta["finish_message"] = "finished", outcome.observation
+        return False
+    messages.append(_tool_message(calls[0], outcome.observation))
+    if outcome.banned:
+        meta["banned"] = True
+        meta["banned_commands"].extend(outcome.banned)
+    if outcome.error and fn["name"] == "str_replace_editor":
+        meta["editor_errors"] += 1
+    meta["format_errors"] += outcome.malformed
+    return outcome.malformed
+
+
+def _tool_message(call: dict, content: str) -> dict:
+    return {"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"], "content": content}
+
+
+class _Tokens:
+    """Conversation size: the server's last prompt-token count plus characters / 4 for what came after it
+    (before the first count, the tool definitions are estimated too)."""
+
+    def __init__(self, tools_estimate: int) -> None:
+        self.known, self.known_upto = tools_estimate, 0
+
+    def estimate(self, messages: list[dict]) -> int:
+        return self.known + sum(len(json.dumps(m)) for m in messages[self.known_upto:]) // 4
+
+    def update(self, reply: Reply, messages: list[dict]) -> None:
+        if reply.prompt_tokens is not None:
+            self.known = reply.prompt_tokens
+            self.known_upto = len(messages)
+
+
+def _save(record: dict, out: Path | None) -> None:
+    if out is None:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(record, ensure_ascii=False))
+    os.replace(tmp, out)

@@ -1,0 +1,156 @@
+"""The `oracle` policy: solves a task from its gold patch with real tool calls, so valid trajectories exist
+without a model (tests, the tiny recipe, checking a runtime end to end).
+
+It views the repository, greps for the first changed file, views each file it changes, thinks, applies every hunk
+as a `str_replace` (creating new files, deleting removed ones), looks at `git diff` and finishes. Its edits are
+planned against the file text it reads back from the `view` observation, widening a hunk's context until the
+`old_str` is unique, exactly as an agent would have to.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from swehero.agent.policy import Reply
+
+_HUNK = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_VIEW_HEADER = re.compile(r"^Here's the result of running `cat -n` on [^\n]*:\n")
+
+
+@dataclass
+class FilePatch:
+    path: str
+    """Repository-relative path."""
+    kind: str = "modify"
+    """'modify', 'create' or 'delete'."""
+    hunks: list[tuple[int, list[str], list[str]]] = field(default_factory=list)
+    """(first old line, old lines, new lines) per hunk."""
+
+
+def parse_patch(patch: str) -> list[FilePatch]:
+    """The files of a `git diff`-style unified patch; renames, mode-only and binary changes are not supported."""
+    files: list[FilePatch] = []
+    lines = patch.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("diff --git "):
+            files.append(FilePatch(path=line.split(" b/", 1)[1]))
+        elif line.startswith(("rename from", "Binary files", "GIT binary patch")):
+            raise ValueError(f"the oracle cannot apply this patch: {line}")
+        elif line.startswith("new file mode"):
+            files[-1].kind = "create"
+        elif line.startswith("deleted file mode"):
+            files[-1].kind = "delete"
+        elif m := _HUNK.match(line):
+            old, new = [], []
+            n_old = int(m.group(2)) if m.group(2) is not None else 1
+            n_new = int(m.group(4)) if m.group(4) is not None else 1
+            i += 1
+            while i < len(lines) and (len(old) < n_old or len(new) < n_new or lines[i].startswith("\\")):
+                tag, text = lines[i][:1], lines[i][1:]
+                if tag in (" ", ""):
+                    old.append(text)
+                    new.append(text)
+                elif tag == "-":
+                    old.append(text)
+                elif tag == "+":
+                    new.append(text)
+                i += 1
+            files[-1].hunks.append((int(m.group(1)), old, new))
+            continue
+        i += 1
+    return files
+
+
+def text_from_view(observation: str) -> str | None:
+    """The file text behind a full-file `view` observation (None if it was clipped or is no view)."""
+    if not _VIEW_HEADER.match(observation) or "<response clipped>" in observation:
+        return None
+    body = _VIEW_HEADER.sub("", observation, count=1).removesuffix("\n")
+    return "\n".join(line.split("\t", 1)[1] if "\t" in line else "" for line in body.split("\n"))
+
+
+def unique_edit(text: str | None, start: int, old: list[str], new: list[str]) -> tuple[str, str]:
+    """`old_str`/`new_str` for one hunk, with lines of surrounding context added until `old_str` is unique."""
+    before, after = 0, 0
+    lines = text.split("\n") if text is not None else []
+    while True:
+        head = lines[max(start - 1 - before, 0) : start - 1] if before else []
+        tail_at = start - 1 + len(old)
+        tail = lines[tail_at : tail_at + after] if after else []
+        old_str, new_str = "\n".join(head + old + tail), "\n".join(head + new + tail)
+        if text is None or text.count(old_str) == 1 or (before >= start - 1 and tail_at + after >= len(lines)):
+            return old_str, new_str
+        before, after = before + 1, after + 1
+
+
+class OraclePolicy:
+    """Plays back a plan of tool calls; edits are planned when the file's `view` observation arrives."""
+
+    def __init__(self, gold_patch: str, root: str) -> None:
+        self.root = root.rstrip("/")
+        self.files = parse_patch(gold_patch)
+        if not self.files:
+            raise ValueError("the gold patch changes no files")
+        self.pending: list[tuple[str, str, dict]] = []
+        self.steps = iter(self._plan())
+        self.n = 0
+
+    def _abs(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def _plan(self):
+        """Yields (content, tool, arguments); a `FilePatch` in place of the tool means 'plan its edits from the
+        `view` observation that just arrived'."""
+        first = self.files[0].path
+        root = shlex.quote(self.root)
+        yield "Let me look at the repository layout first.", "str_replace_editor", {"command": "view",
+                                                                                    "path": self.root}
+        needle = re.sub(r"\W+", "", first.rsplit("/", 1)[-1].split(".")[0]) or first
+        yield (f"Let me find where `{needle}` is referenced.", "execute_bash",
+               {"command": f"cd {root} && grep -rln --exclude-dir=.git {shlex.quote(needle)} . | head -20"})
+        for fp in self.files:
+            path = self._abs(fp.path)
+            if fp.kind == "create":
+                text = "\n".join(fp.hunks[0][2]) + "\n" if fp.hunks else ""
+                args = {"command": "create", "path": path, "file_text": text}
+                yield f"I'll create `{fp.path}`.", "str_replace_editor", args
+            elif fp.kind == "delete":
+                args = {"command": f"rm {shlex.quote(path)}"}
+                yield f"`{fp.path}` is no longer needed; removing it.", "execute_bash", args
+            else:
+                yield f"Let me read `{fp.path}`.", "str_replace_editor", {"command": "view", "path": path}
+                yield "", fp, {}
+        yield "Let me review the full change.", "execute_bash", {"command": f"cd {root} && git diff"}
+        yield "The change is complete.", "finish", {"message": "I applied the fix for the issue described in the task."}
+
+    def _edits(self, fp: FilePatch, text: str | None) -> list[tuple[str, str, dict]]:
+        out = [("", "think", {"thought": f"`{fp.path}` needs {len(fp.hunks)} change(s); I'll edit each hunk with "
+                                          "enough context to make the match unique."})]
+        offset = 0
+        for start, old, new in fp.hunks:
+            old_str, new_str = unique_edit(text, start + offset, old, new)
+            if text is not None:
+                text = text.replace(old_str, new_str, 1)
+            offset += len(new) - len(old)
+            args = {"command": "str_replace", "path": self._abs(fp.path), "old_str": old_str, "new_str": new_str}
+            out.append((f"Now I'll edit `{fp.path}` around line {start + offset}.", "str_replace_editor", args))
+        return out
+
+    def act(self, messages: list[dict], tools: list[dict]) -> Reply:
+        if not self.pending:
+            content, tool, args = next(self.steps)
+            if isinstance(tool, FilePatch):
+                last = messages[-1].get("content", "") if messages and messages[-1].get("role") == "tool" else ""
+                self.pending = self._edits(tool, text_from_view(last))
+            else:
+                self.pending = [(content, tool, args)]
+        content, tool, args = self.pending.pop(0)
+        self.n += 1
+        call = {"id": f"call_oracle_{self.n}", "type": "function",
+                "function": {"name": tool, "arguments": json.dumps(args)}}
+        return Reply({"role": "assistant", "content": content, "tool_calls": [call]})

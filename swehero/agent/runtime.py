@@ -1,0 +1,161 @@
+"""What a runtime provides to the tools, and the pieces the local and Docker runtimes share.
+
+Each `execute_bash` call runs in a fresh sandboxed shell (so a timeout can kill everything it started); the
+working directory and exported variables are carried from one call to the next through a small state folder,
+which gives the persistent-session behaviour OpenHands' tool description promises. Background processes do not
+outlive their call (OpenHands keeps them in tmux): the sandbox's PID namespace ends with the command.
+"""
+
+from __future__ import annotations
+
+import collections
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from swehero.agent.editor import Files
+
+STATE_DIR = "/.swehero"
+"""Where the shell state (cwd, exported variables, python path) lives inside the sandbox, outside the checkout."""
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Limits and paths shared by all runtimes."""
+
+    default_timeout: float = 120.0
+    """Seconds a command may run when the agent gives no `timeout` (the 120 s OpenHands' tool description states)."""
+    max_timeout: float = 600.0
+    """Upper bound on the `timeout` the agent may ask for."""
+    output_cap_bytes: int = 2_000_000
+    """Bytes of a command's output kept in memory (first and last halves); the rest is dropped while reading."""
+    path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    """PATH inside the sandbox; prepend a virtual environment's `bin` to expose a project environment (exec)."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    output: str
+    """Merged stdout and stderr, decoded (invalid UTF-8 replaced), possibly capped."""
+    exit_code: int
+    """The command's exit status; -1 when it timed out."""
+    timed_out: bool
+    cwd: str
+    """Working directory after the command (agent-visible)."""
+    python: str
+    """`command -v python` after the command, or '' (OpenHands reports the interpreter in every observation)."""
+
+
+class Runtime(Protocol):
+    """A sandbox holding one rollout's checkout."""
+
+    root: str
+    """Agent-visible path of the repository."""
+    files: Files
+    config: RuntimeConfig
+
+    def execute(self, command: str, timeout: float) -> CommandResult:
+        """Run `command` in the sandbox's shell, killing everything it started after `timeout` seconds."""
+
+    def patch(self, base_commit: str) -> str:
+        """`git diff` of the checkout against `base_commit`, new files included."""
+
+    def close(self) -> None: ...
+
+
+def shell_script(root: str) -> str:
+    """The wrapper run by `bash -c` for every command: restore state, run the command the runtime left in the
+    state folder (a file, not an argument or variable: commands with long heredocs exceed argv limits), save state
+    on exit."""
+    s = STATE_DIR
+    return (
+        f"[ -f {s}/env ] && . {s}/env >/dev/null 2>&1\n"
+        f'cd "$(cat {s}/cwd 2>/dev/null || echo {shlex.quote(root)})" 2>/dev/null || cd {shlex.quote(root)}\n'
+        f"trap 'export -p > {s}/env; pwd > {s}/cwd; command -v python > {s}/python 2>/dev/null' EXIT\n"
+        f'eval "$(cat {s}/cmd)"\n'
+    )
+
+
+def patch_command(root: str, base_commit: str) -> str:
+    """Stage everything (new files too) and write the diff against the base to `STATE_DIR/patch`, with hooks,
+    fsmonitor and external diff drivers disabled: the agent controls `.git/config`, so nothing it configured may
+    run. A file, not stdout: git's warnings must not end up in the patch."""
+    git = "git -c core.fsmonitor= -c core.hooksPath=/dev/null -c diff.external= -c core.pager=cat"
+    return (f"cd {shlex.quote(root)} && {git} add -A >/dev/null && "
+            f"{git} diff --no-color --no-ext-diff --binary --cached {shlex.quote(base_commit)} > {STATE_DIR}/patch")
+
+
+class CappedBuffer:
+    """Keeps the first and last `cap // 2` bytes of a stream, counting what it drops."""
+
+    def __init__(self, cap: int) -> None:
+        self.half = max(cap // 2, 1)
+        self.head = bytearray()
+        self.tail: collections.deque[bytes] = collections.deque()
+        self.tail_len = 0
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if not chunk:
+            return
+        self.tail.append(chunk)
+        self.tail_len += len(chunk)
+        while self.tail_len - len(self.tail[0]) >= self.half:
+            self.dropped += len(self.tail[0])
+            self.tail_len -= len(self.tail.popleft())
+
+    def text(self) -> str:
+        tail = b"".join(self.tail)
+        dropped = self.dropped + max(len(tail) - self.half, 0)
+        tail = tail[-self.half:]
+        middle = f"\n[... {dropped} bytes of output dropped ...]\n".encode() if dropped else b""
+        return (bytes(self.head) + middle + tail).decode("utf-8", errors="replace")
+
+
+def strip_history_script(base_commit: str) -> str:
+    """Shell commands that leave the repository in the current directory with only `base_commit` and its ancestors:
+    on branch `main`, no other branches, tags, remotes, stashes or reflogs, unreachable objects pruned. For images
+    whose repository came with its full history (SWE-bench's do); local checkouts never get the rest."""
+    return (
+        f"git checkout -q -f -B main {shlex.quote(base_commit)} && "
+        "git for-each-ref --format='%(refname)' | grep -vx refs/heads/main | xargs -r -n1 git update-ref -d && "
+        "git remote | xargs -r -n1 git remote remove && rm -f .git/ORIG_HEAD .git/FETCH_HEAD && "
+        "git reflog expire --expire=now --all && git gc -q --prune=now"
+    )
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def prepare_checkout(source: Path, base_commit: str, dest: Path, cache: Path) -> None:
+    """A fresh repository at `dest` holding only `base_commit` and its ancestors, checked out on branch `main`.
+
+    Not a `git worktree`: a worktree shares refs and objects with its source, so later commits, tags and branches
+    would stay reachable (the "git hacking" SWE-Zero rules out), and its metadata lives outside the checkout, where
+    the sandbox cannot write. The history is fetched once per base commit into a bare repository under `cache`;
+    each rollout then clones that with hard links, which is fast for the 3-5 rollouts per task of SWE-Zero.
+    """
+    sha = git("rev-parse", "--verify", f"{base_commit}^{{commit}}", cwd=source).strip()
+    bare = cache / f"{sha}.git"
+    if not bare.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{sha}.", dir=cache))
+        git("init", "-q", "--bare", "-b", "main", cwd=tmp)
+        git("fetch", "-q", "--no-tags", str(source.resolve()), f"{sha}:refs/heads/main", cwd=tmp)
+        try:
+            tmp.rename(bare)  # atomic: concurrent rollouts of the same task never see a half-made cache
+        except OSError:
+            shutil.rmtree(tmp)
+    git("clone", "-q", "--local", "--branch", "main", str(bare), str(dest))
+    git("remote", "remove", "origin", cwd=dest)
+    for key, value in (("user.name", "swehero"), ("user.email", "agent@swehero.invalid")):
+        git("config", key, value, cwd=dest)

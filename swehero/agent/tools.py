@@ -1,0 +1,135 @@
+"""Run one tool call against a runtime and write the observation the agent sees, OpenHands 0.54 style.
+
+The tools offered are exactly `swehero.toolspec.openhands_tools()`. Malformed calls (unknown tool, arguments
+that are not a JSON object, missing required arguments) become error observations, never exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from swehero.agent.banned import UnparsableCommand, banned_commands
+from swehero.agent.editor import Editor, ToolError
+from swehero.agent.runtime import CommandResult, Runtime
+from swehero.toolspec import TOOL_NAMES, tool_schema
+
+MAX_OBSERVATION_CHARS = 30000
+"""Bash output longer than this keeps its first and last halves (OpenHands' observation limit)."""
+TRUNCATED = "\n[... Observation truncated due to length ...]\n"
+MODES = ("zero", "exec")
+
+
+@dataclass
+class Outcome:
+    """What a tool call produced."""
+
+    observation: str
+    """Text returned to the agent as the tool message."""
+    error: bool = False
+    """The call failed (bad arguments, editor error, refused command)."""
+    banned: list[str] = field(default_factory=list)
+    """Banned programs the command tried to run (zero mode); the command was not run."""
+    finished: bool = False
+    """`finish` was called: the episode ends."""
+    malformed: bool = False
+    """The call itself was malformed (unknown tool, arguments not a JSON object, a required argument missing)."""
+
+
+def truncate(text: str, limit: int = MAX_OBSERVATION_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return text[:half] + TRUNCATED + text[-half:]
+
+
+def bash_observation(result: CommandResult, timeout: float) -> str:
+    """OpenHands' CmdOutputObservation as the agent sees it: output, status line, then the metadata trailer."""
+    text = truncate(result.output.rstrip("\n"))
+    if result.timed_out:
+        text += (f"\n[The command timed out after {timeout:g} seconds and was killed, together with every process "
+                 "it started. Run long commands with a larger `timeout`, or split them into shorter steps.]")
+    else:
+        text += f"\n[The command completed with exit code {result.exit_code}.]"
+    text += f"\n[Current working directory: {result.cwd}]"
+    if result.python:
+        text += f"\n[Python interpreter: {result.python}]"
+    if not result.timed_out:
+        text += f"\n[Command finished with exit code {result.exit_code}]"
+    return text
+
+
+def refusal(programs: list[str]) -> str:
+    names = ", ".join(f"`{p}`" for p in dict.fromkeys(programs))
+    return (f"ERROR: Command refused, nothing was run: it would execute {names}. This environment is "
+            "execution-free: running code (python in any form), tests, type checkers and package managers is not "
+            "possible. Use the editor and read-only shell commands (grep, find, cat, ls, git log/show/diff) instead.")
+
+
+class Tools:
+    """The four tools over one runtime; `mode` 'zero' refuses banned commands."""
+
+    def __init__(self, runtime: Runtime, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.runtime, self.mode = runtime, mode
+        self.editor = Editor(runtime.files)
+
+    def call(self, name: str, arguments: str | dict) -> Outcome:
+        if name not in TOOL_NAMES:
+            return Outcome(f"ERROR: Tool {name} is not registered. (arguments: {arguments}). Please check the tool "
+                           f"name and retry with an existing tool ({', '.join(TOOL_NAMES)}).",
+                           error=True, malformed=True)
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError as e:
+                return Outcome(f"ERROR: Failed to parse tool call arguments as JSON ({e}): {arguments}", error=True,
+                               malformed=True)
+        if not isinstance(arguments, dict):
+            return Outcome(f"ERROR: Tool call arguments must be a JSON object, got: {arguments}", error=True,
+                           malformed=True)
+        schema = tool_schema(name)
+        for required in schema["required"]:
+            if required not in arguments:
+                return Outcome(f'ERROR: Missing required argument "{required}" in tool call {name}', error=True,
+                               malformed=True)
+        known = {k: v for k, v in arguments.items() if k in schema["properties"]}  # e.g. newer `security_risk`
+        return getattr(self, name)(**known)
+
+    def execute_bash(self, command, is_input="false", timeout=None) -> Outcome:
+        if not isinstance(command, str):
+            return Outcome(f"ERROR: Invalid `command` parameter: {command}. It should be a string.", error=True)
+        if str(is_input).lower() == "true" or command.strip() in {"", "C-c", "C-d", "C-z"}:
+            return Outcome("ERROR: No previous running command to interact with.", error=True)
+        if self.mode == "zero":
+            try:
+                banned = banned_commands(command)
+            except UnparsableCommand as e:
+                return Outcome(f"ERROR: Command refused, nothing was run: bash cannot parse it ({e}).", error=True)
+            if banned:
+                return Outcome(refusal(banned), error=True, banned=banned)
+        config = self.runtime.config
+        try:
+            limit = float(timeout) if timeout is not None else config.default_timeout
+        except (TypeError, ValueError):
+            limit = math.nan
+        if not limit > 0:  # also NaN
+            return Outcome(f"ERROR: Invalid `timeout` parameter: {timeout}. It should be a positive number of "
+                           "seconds.", error=True)
+        limit = min(limit, config.max_timeout)
+        result = self.runtime.execute(command, limit)
+        return Outcome(bash_observation(result, limit), error=result.timed_out)
+
+    def str_replace_editor(self, command, path, **kwargs) -> Outcome:
+        try:
+            return Outcome(self.editor(command, path, **kwargs))
+        except ToolError as e:
+            return Outcome(f"ERROR:\n{e}", error=True)
+
+    def think(self, thought) -> Outcome:
+        return Outcome("Your thought has been logged.")
+
+    def finish(self, message) -> Outcome:
+        return Outcome(message, finished=True)

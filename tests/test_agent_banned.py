@@ -1,0 +1,133 @@
+"""The SWE-Zero banned-command scanner on tricky command lines, both ways."""
+
+from __future__ import annotations
+
+import pytest
+
+from swehero.agent.banned import UnparsableCommand, banned_commands
+
+BANNED = [
+    ("python setup.py test", "python"),
+    ("python3 -c 'print(1)'", "python3"),
+    ("python3.11 -m pytest tests", "python3.11"),
+    ("/usr/bin/python3 x.py", "python3"),
+    ("/opt/conda/envs/testbed/bin/python -V", "python"),
+    ("pytest -x tests/test_a.py", "pytest"),
+    ("py.test tests", "py.test"),
+    ("mypy src", "mypy"),
+    ("pip install -e .", "pip"),
+    ("pip3 list", "pip3"),
+    ("apt-get install -y vim", "apt-get"),
+    ("apt update", "apt"),
+    ("cd src && python -m unittest", "python"),
+    ("ls; pytest", "pytest"),
+    ("grep -rn foo . || python x.py", "python"),
+    ("cat a.txt | python -c 'import sys'", "python"),
+    ("git diff |& python3 filter.py", "python3"),
+    ("(cd tests && pytest)", "pytest"),
+    ("{ pytest; }", "pytest"),
+    ("echo $(python -c 'print(1)')", "python"),
+    ('echo "$(python -c \'print(1)\')"', "python"),
+    ("echo `python --version`", "python"),
+    ("diff <(python a.py) b.txt", "python"),
+    ("bash -c 'python x.py'", "python"),
+    ("sh -c \"cd /x && pytest -q\"", "pytest"),
+    ("bash -lc 'mypy .'", "mypy"),
+    ("env python x.py", "python"),
+    ("env -i PATH=/usr/bin FOO=1 python3 x.py", "python3"),
+    ("PYTHONPATH=. python -m pytest", "python"),
+    ("timeout 10 pytest", "pytest"),
+    ("timeout -s KILL 5 python x.py", "python"),
+    ("nohup python server.py &", "python"),
+    ("sudo -u root pip install x", "pip"),
+    ("ls *.py | xargs python", "python"),
+    ("ls | xargs -I {} python3 {}", "python3"),
+    ("find . -name '*.py' -exec python {} \\;", "python"),
+    ("eval 'python x.py'", "python"),
+    ("./setup.py build", "setup.py"),
+    ("for f in a b; do python $f; done", "python"),
+    ("if true; then pytest; fi", "pytest"),
+    ("while true; do mypy .; done", "mypy"),
+    ("echo hi\npython x.py", "python"),
+    ("cat <<EOF > a.txt\nhello\nEOF\npython a.txt", "python"),
+    ("cat <<EOF\n$(python -c 1)\nEOF", "python"),
+    ("bash -c \"echo \\$(pytest)\"", "pytest"),
+    ("exec python", "python"),
+    ("command python3 x.py", "python3"),
+    ("ipython", "ipython"),
+    ("uv run pytest", "uv"),
+    ("poetry run pytest", "poetry"),
+    ("conda install numpy", "conda"),
+    ("time python x.py", "python"),
+    ("! pytest", "pytest"),
+    ("nice -n 10 python x.py", "python"),
+    ("su -c 'pip install x'", "pip"),
+    ("env -S 'python3 -u' x.py", "python3"),
+]
+
+ALLOWED = [
+    "ls -la",
+    "grep -rn 'python' .",
+    "grep -rn python src/",
+    "find . -name '*.py'",
+    "find . -name '*.py' -exec grep -l foo {} \\;",
+    "cat setup.py",
+    "head -n 20 src/python_thing.py",
+    "git log --oneline -5",
+    "git show HEAD:setup.py",
+    "git diff",
+    "echo 'python x.py'",
+    "echo \"python is banned\"",
+    "echo '$(python x)'",
+    "cd /workspace/repo && ls",
+    "sed -n '1,20p' pytest.ini",
+    "cat mypy.ini",
+    "grep -r pip requirements.txt",
+    "ls | grep python",
+    "wc -l *.py",
+    "cat <<'EOF' > notes.txt\npython x.py\npytest\nEOF",
+    "cat <<EOF > b.txt\npip install x\nEOF",
+    "awk '{print $1}' file.txt",
+    "echo $((1 + 2))",
+    "sed -i 's/python2/python3/' a.cfg",
+    "tree -L 2",
+    "git grep -n 'def main'",
+    "echo hi # python x.py",
+    "FOO=python echo $FOO",
+    "xargs -n 1 echo < list.txt",
+    "ls pythonic/ && cat pythonic/a.txt",
+    "mkdir -p /tmp/x && cp a /tmp/x",
+    "diff a.py b.py",
+    "rg -n pytest",
+    "grep -n \"import pytest\" tests/*.py",
+    "which git",
+    "nl -ba src/app.py | sed -n '10,30p'",
+    "bash -c 'ls && grep -rn foo .'",
+    "env | sort",
+    "timeout 5 grep -r x .",
+    "find . -type f | xargs grep -l python",
+    "command -v python3 || echo missing",
+    "which python; type pytest; hash pip 2>/dev/null",
+    "ls /usr/bin/python*",
+    "cat ./setup.py",
+]
+
+
+@pytest.mark.parametrize("command,program", BANNED)
+def test_banned_lines_are_caught(command, program):
+    assert program in banned_commands(command), command
+
+
+@pytest.mark.parametrize("command", ALLOWED)
+def test_navigation_lines_are_allowed(command):
+    assert banned_commands(command) == [], command
+
+
+def test_tables_are_big_enough():
+    assert len(BANNED) >= 40 and len(ALLOWED) >= 40
+
+
+@pytest.mark.parametrize("command", ["echo 'unterminated", "echo $(python x"])
+def test_unparsable_lines_raise(command):
+    with pytest.raises(UnparsableCommand):
+        banned_commands(command)

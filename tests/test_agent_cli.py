@@ -1,0 +1,57 @@
+"""`swehero agent tool` and `swehero agent run` (the click group, as the root CLI will mount it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from agent_repos import CALC, CALC_FIX, make_task
+from click.testing import CliRunner
+
+from swehero.agent.cli import agent
+from swehero.data.trajectory import validate
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+
+
+def test_tool_runs_one_call_and_prints_the_observation(tmp_path):
+    make_task(tmp_path / "repo", "calc", CALC, CALC_FIX)
+    runner = CliRunner()
+    result = runner.invoke(agent, ["tool", "--repo", str(tmp_path / "repo"), "--mode", "zero", "str_replace_editor",
+                                   json.dumps({"command": "view", "path": "/testbed/pkg/calc.py"})])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Here's the result of running `cat -n` on /testbed/pkg/calc.py:\n")
+    result = runner.invoke(agent, ["tool", "--repo", str(tmp_path / "repo"), "--mode", "zero", "execute_bash",
+                                   json.dumps({"command": "python3 -m pytest"})])
+    assert result.exit_code == 1 and "Command refused" in result.output
+    result = runner.invoke(agent, ["tool", "--repo", str(tmp_path / "repo"), "execute_bash",
+                                   json.dumps({"command": "git log --oneline | wc -l"})])
+    assert result.output.startswith("2\n[The command completed with exit code 0.]")
+
+
+def test_run_with_the_oracle_writes_a_valid_trajectory(tmp_path):
+    task = make_task(tmp_path / "repo", "calc", CALC, CALC_FIX)
+    (tmp_path / "task.json").write_text(json.dumps([asdict(task), {**asdict(task), "instance_id": "other"}]))
+    out = tmp_path / "traj.json"
+    result = CliRunner().invoke(agent, ["run", "--task", str(tmp_path / "task.json"), "--instance-id", task.instance_id,
+                                        "--repo-dir", str(tmp_path / "repo"), "--policy", "oracle", "--mode", "exec",
+                                        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{task.instance_id}: finished after ")
+    record = validate(json.loads(out.read_text()))
+    assert record["stage"] == "hero" and "+    return a + b" in record["patch"]
+
+
+def test_agent_imports_stay_light():
+    """The agent never pulls in torch, Megatron, vLLM, transformers or the Docker SDK just by being imported."""
+    code = ("import sys, swehero.agent.cli, swehero.agent.run, swehero.agent.stage, swehero.agent.container; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch', 'megatron', 'vllm', 'transformers', 'docker', 'datasets'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"

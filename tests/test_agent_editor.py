@@ -1,0 +1,167 @@
+"""str_replace_editor: every command, its OpenHands observation texts and errors, and path confinement."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from swehero.agent.editor import Editor, ToolError
+from swehero.agent.local import LocalFiles
+
+ROOT = "/workspace/toy__calc__0.1"
+
+
+@pytest.fixture
+def repo(tmp_path):
+    (tmp_path / "repo" / "pkg").mkdir(parents=True)
+    (tmp_path / "repo" / "pkg" / "a.py").write_text("one\ntwo\nthree\ntwo\nfive\n")
+    (tmp_path / "repo" / ".hidden").write_text("x")
+    (tmp_path / "outside.txt").write_text("secret\n")
+    return tmp_path / "repo"
+
+
+@pytest.fixture
+def ed(repo):
+    return Editor(LocalFiles(ROOT, repo))
+
+
+def err(ed, **kw) -> str:
+    with pytest.raises(ToolError) as e:
+        ed(**kw)
+    return str(e.value)
+
+
+def test_view_file_is_cat_n(ed):
+    out = ed("view", f"{ROOT}/pkg/a.py")
+    assert out == (f"Here's the result of running `cat -n` on {ROOT}/pkg/a.py:\n"
+                   "     1\tone\n     2\ttwo\n     3\tthree\n     4\ttwo\n     5\tfive\n     6\t\n")
+
+
+def test_view_range(ed):
+    out = ed("view", f"{ROOT}/pkg/a.py", view_range=[2, 3])
+    assert out.endswith("     2\ttwo\n     3\tthree\n")
+    assert ed("view", f"{ROOT}/pkg/a.py", view_range=[4, -1]).endswith("     4\ttwo\n     5\tfive\n")
+    assert "NOTE: We only show up to 5 since there's only 5 lines in this file" in ed(
+        "view", f"{ROOT}/pkg/a.py", view_range=[4, 9])
+    assert err(ed, command="view", path=f"{ROOT}/pkg/a.py", view_range=[0, 2]) == (
+        "Invalid `view_range` parameter: [0, 2]. Its first element `0` should be within the range of lines of "
+        "the file: [1, 5].")
+    assert "Its second element `2` should be greater than or equal to the first element `3`" in err(
+        ed, command="view", path=f"{ROOT}/pkg/a.py", view_range=[3, 2])
+    assert "It should be a list of two integers." in err(ed, command="view", path=f"{ROOT}/pkg/a.py", view_range=[1])
+
+
+def test_view_directory_lists_two_levels_without_hidden(ed):
+    out = ed("view", ROOT)
+    assert out == (f"Here's the files and directories up to 2 levels deep in {ROOT}, excluding hidden items:\n"
+                   f"{ROOT}/\n{ROOT}/pkg/\n{ROOT}/pkg/a.py\n\n"
+                   "1 hidden files/directories in this directory are excluded. "
+                   f"You can use 'ls -la {ROOT}' to see them.")
+    assert "not allowed when `path` points to a directory" in err(ed, command="view", path=ROOT, view_range=[1, 2])
+
+
+def test_create(ed, repo):
+    assert ed("create", f"{ROOT}/pkg/b.py", file_text="x = 1\n") == f"File created successfully at: {ROOT}/pkg/b.py"
+    assert (repo / "pkg" / "b.py").read_text() == "x = 1\n"
+    assert err(ed, command="create", path=f"{ROOT}/pkg/b.py", file_text="y") == (
+        f"Invalid `path` parameter: {ROOT}/pkg/b.py. File already exists at: {ROOT}/pkg/b.py. Cannot overwrite "
+        "files using command `create`.")
+    assert err(ed, command="create", path=f"{ROOT}/pkg/c.py") == (
+        "Parameter `file_text` is required for command: create.")
+
+
+def test_str_replace_unique_match_rules(ed, repo):
+    path = f"{ROOT}/pkg/a.py"
+    assert err(ed, command="str_replace", path=path, old_str="two", new_str="2") == (
+        "No replacement was performed. Multiple occurrences of old_str `two` in lines [2, 4]. "
+        "Please ensure it is unique.")
+    assert err(ed, command="str_replace", path=path, old_str="six", new_str="6") == (
+        f"No replacement was performed, old_str `six` did not appear verbatim in {path}.")
+    assert err(ed, command="str_replace", path=path, old_str="one", new_str="one") == (
+        "Invalid `new_str` parameter: one. No replacement was performed. `new_str` and `old_str` must be different.")
+    out = ed("str_replace", path, old_str="three\ntwo", new_str="THREE\nTWO")
+    assert out == (f"The file {path} has been edited. Here's the result of running `cat -n` on a snippet of {path}:\n"
+                   "     1\tone\n     2\ttwo\n     3\tTHREE\n     4\tTWO\n     5\tfive\n     6\t\n"
+                   "Review the changes and make sure they are as expected. Edit the file again if necessary.")
+    assert (repo / "pkg" / "a.py").read_text() == "one\ntwo\nTHREE\nTWO\nfive\n"
+    ed("str_replace", path, old_str="five\n")  # no new_str: deletes
+    assert (repo / "pkg" / "a.py").read_text() == "one\ntwo\nTHREE\nTWO\n"
+
+
+def test_insert(ed, repo):
+    path = f"{ROOT}/pkg/a.py"
+    out = ed("insert", path, insert_line=1, new_str="1.5")
+    assert out.startswith(f"The file {path} has been edited. Here's the result of running `cat -n` on a snippet of "
+                          "the edited file:\n     1\tone\n     2\t1.5\n     3\ttwo\n")
+    assert out.endswith("Review the changes and make sure they are as expected (correct indentation, no duplicate "
+                        "lines, etc). Edit the file again if necessary.")
+    ed("insert", path, insert_line=0, new_str="zero")
+    assert (repo / "pkg" / "a.py").read_text().splitlines()[:3] == ["zero", "one", "1.5"]
+    assert err(ed, command="insert", path=path, insert_line=99, new_str="x") == (
+        "Invalid `insert_line` parameter: 99. It should be within the range of allowed values: [0, 7]")
+    assert err(ed, command="insert", path=path, new_str="x") == (
+        "Parameter `insert_line` is required for command: insert.")
+
+
+def test_undo_edit(ed, repo):
+    path = f"{ROOT}/pkg/a.py"
+    original = (repo / "pkg" / "a.py").read_text()
+    assert err(ed, command="undo_edit", path=path) == f"No edit history found for {path}."
+    ed("str_replace", path, old_str="five", new_str="5")
+    ed("insert", path, insert_line=0, new_str="top")
+    ed("undo_edit", path)
+    assert (repo / "pkg" / "a.py").read_text() == original.replace("five", "5")
+    assert ed("undo_edit", path).startswith(f"Last edit to {path} undone successfully. Here's the result of running")
+    assert (repo / "pkg" / "a.py").read_text() == original
+
+
+def test_path_errors(ed):
+    assert err(ed, command="view", path="pkg/a.py") == (
+        f"Invalid `path` parameter: pkg/a.py. The path should be an absolute path, starting with `/`. Maybe you "
+        f"meant {ROOT}/pkg/a.py?")
+    assert err(ed, command="view", path=f"{ROOT}/nope.py") == (
+        f"Invalid `path` parameter: {ROOT}/nope.py. The path {ROOT}/nope.py does not exist. "
+        "Please provide a valid path.")
+    assert "only the `view` command can be used on directories" in err(ed, command="str_replace", path=f"{ROOT}/pkg",
+                                                                       old_str="a", new_str="b")
+    assert "Unrecognized command delete" in err(ed, command="delete", path=f"{ROOT}/pkg/a.py")
+
+
+def test_binary_files_are_refused(ed, repo):
+    (repo / "blob.bin").write_bytes(b"\x00\x01\xff")
+    assert "File appears to be binary" in err(ed, command="view", path=f"{ROOT}/blob.bin")
+
+
+@pytest.mark.parametrize("path", [f"{ROOT}/../outside.txt", f"{ROOT}/pkg/../../outside.txt", "/etc/passwd",
+                                  "/workspace", "/workspace/toy__calc__0.1x/a"])
+def test_paths_outside_the_repository_are_refused(ed, path):
+    for command in ("view", "create"):
+        assert "Only files inside the repository" in err(ed, command=command, path=path, file_text="x")
+
+
+def test_symlinks_pointing_out_are_refused(ed, repo):
+    os.symlink(repo.parent / "outside.txt", repo / "link.txt")
+    os.symlink(repo.parent, repo / "linkdir")
+    os.symlink("pkg/a.py", repo / "inside_link.py")
+    assert "symbolic link to a location outside" in err(ed, command="view", path=f"{ROOT}/link.txt")
+    assert "symbolic link to a location outside" in err(ed, command="str_replace", path=f"{ROOT}/link.txt",
+                                                        old_str="secret", new_str="pwned")
+    assert "symbolic link to a location outside" in err(ed, command="create", path=f"{ROOT}/linkdir/new.txt",
+                                                        file_text="x")
+    assert (repo.parent / "outside.txt").read_text() == "secret\n"
+    assert not (repo.parent / "new.txt").exists()
+    assert "     1\tone" in ed("view", f"{ROOT}/inside_link.py")
+
+
+def test_special_files_are_refused_not_read(ed, repo):
+    os.mkfifo(repo / "pipe")
+    assert "not a regular file" in err(ed, command="view", path=f"{ROOT}/pipe")
+    assert "not a regular file" in err(ed, command="str_replace", path=f"{ROOT}/pipe", old_str="a", new_str="b")
+
+
+def test_write_errors_show_agent_paths_only(ed, repo):
+    message = err(ed, command="create", path=f"{ROOT}/no/such/dir.py", file_text="x")
+    assert message == (f"Ran into [Errno 2] No such file or directory: '{ROOT}/no/such/dir.py' while trying to write "
+                       f"to {ROOT}/no/such/dir.py")
+    assert str(repo) not in message

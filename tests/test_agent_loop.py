@@ -1,0 +1,175 @@
+"""The agent loop with real tools and sandboxes: the oracle solves toy tasks, malformed replies never crash."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from agent_repos import CALC, CALC_FIX, LAYOUT, LAYOUT_FIX, TWINS, TWINS_FIX, git, make_task
+
+from swehero.agent.local import LocalRuntime
+from swehero.agent.loop import LoopConfig, run_episode
+from swehero.agent.oracle import parse_patch, unique_edit
+from swehero.agent.policy import Reply
+from swehero.agent.run import AgentConfig, run_task
+from swehero.agent.tools import Tools
+from swehero.data.trajectory import Reject, validate
+from swehero.toolspec import openhands_tools
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+
+TASKS = {"calc": (CALC, CALC_FIX, 3), "twins": (TWINS, TWINS_FIX, 1), "layout": (LAYOUT, LAYOUT_FIX, 3)}
+
+
+def applies_like_gold(src, task, patch: str, tmp_path) -> None:
+    """The agent's patch leaves the repository exactly as the gold patch does."""
+    for name, p in (("gold", task.patch), ("agent", patch)):
+        dest = tmp_path / name
+        subprocess.run(["git", "clone", "-q", str(src), str(dest)], check=True)
+        git(dest, "checkout", "-q", task.base_commit)
+        (tmp_path / f"{name}.patch").write_text(p)
+        git(dest, "apply", str(tmp_path / f"{name}.patch"))
+    assert git(tmp_path / "gold", "status", "--porcelain") == git(tmp_path / "agent", "status", "--porcelain")
+    diff = subprocess.run(["diff", "-r", "-x", ".git", str(tmp_path / "gold"), str(tmp_path / "agent")])
+    assert diff.returncode == 0
+
+
+@pytest.mark.parametrize("mode", ["zero", "exec"])
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_oracle_solves_toy_tasks(tmp_path, name, mode):
+    before, after, context = TASKS[name]
+    task = make_task(tmp_path / "src", name, before, after, context)
+    out = tmp_path / "traj.json"
+    record = run_task(task, AgentConfig(mode=mode, policy="oracle"), out, tmp_path / "src", tmp_path / "work")
+    assert json.loads(out.read_text()) == record
+    validate(record)
+    meta = record["metadata"]
+    assert meta["exit_reason"] == "finished" and not meta["banned"] and meta["editor_errors"] == 0
+    assert record["stage"] == {"zero": "zero", "exec": "hero"}[mode]
+    assert record["tools"] == openhands_tools()
+    assert "/workspace/toy__" in record["messages"][1]["content"]
+    assert ("MUST NOT run code" in record["messages"][0]["content"]) == (mode == "zero")
+    calls = [m["tool_calls"] for m in record["messages"] if m["role"] == "assistant"]
+    assert all(len(c) == 1 for c in calls) and calls[-1][0]["function"]["name"] == "finish"
+    tool_ids = [m["tool_call_id"] for m in record["messages"] if m["role"] == "tool"]
+    assert tool_ids == [c[0]["id"] for c in calls[:-1]]
+    applies_like_gold(tmp_path / "src", task, record["patch"], tmp_path)
+    # the checkout and sandbox folders are removed; the per-base-commit history cache stays for more rollouts
+    assert [p.name for p in (tmp_path / "work").iterdir()] == ["cache"]
+
+
+def test_oracle_widens_context_until_unique():
+    text = TWINS["twins.py"]
+    (fp,) = parse_patch("diff --git a/twins.py b/twins.py\n--- a/twins.py\n+++ b/twins.py\n"
+                        "@@ -9,3 +9,3 @@ def g():\n     x = 1\n-    y = 2\n+    y = 20\n     z = 3\n")
+    (start, old, new), = fp.hunks
+    assert text.count("\n".join(old)) == 2
+    old_str, new_str = unique_edit(text, start, old, new)
+    assert old_str == "def g():\n    x = 1\n    y = 2\n    z = 3\n    return x + y + z" and text.count(old_str) == 1
+    assert new_str == old_str.replace("y = 2", "y = 20")
+
+
+class Scripted:
+    """A policy replaying fixed assistant messages (the conversation still runs through real tools)."""
+
+    def __init__(self, replies: list[dict]) -> None:
+        self.replies = list(replies)
+        self.seen: list[list[dict]] = []
+
+    def act(self, messages, tools):
+        self.seen.append([dict(m) for m in messages])
+        return Reply(self.replies.pop(0) if self.replies else call("think", {"thought": "again"}))
+
+
+def call(name, args, n=[0]) -> dict:
+    n[0] += 1
+    arguments = args if isinstance(args, str) else json.dumps(args)
+    return {"role": "assistant", "content": "",
+            "tool_calls": [{"id": f"c{n[0]}", "type": "function", "function": {"name": name, "arguments": arguments}}]}
+
+
+@pytest.fixture
+def toy(tmp_path):
+    task = make_task(tmp_path / "src", "calc", CALC, CALC_FIX)
+    rt = LocalRuntime.for_task(tmp_path / "src", task.base_commit, "/testbed", tmp_path / "work")
+    yield task, rt
+    rt.close()
+
+
+def episode(toy, replies, mode="zero", **loop):
+    task, rt = toy
+    policy = Scripted(replies)
+    return run_episode(task, policy, Tools(rt, mode), LoopConfig(**loop)), policy
+
+
+def test_malformed_replies_become_error_observations(toy):
+    two = call("think", {"thought": "a"})
+    two["tool_calls"] += call("think", {"thought": "b"})["tool_calls"]
+    record, policy = episode(toy, [
+        call("no_such_tool", {"x": 1}),
+        call("str_replace_editor", {"path": "/testbed"}),
+        {"role": "assistant", "content": "I think I am done."},
+        {"role": "assistant", "content": ""},
+        two,
+        call("str_replace_editor", {"command": "view", "path": "/etc/passwd"}),
+        call("finish", {"message": "done"}),
+    ], max_consecutive_errors=10)
+    validate(record)
+    msgs = record["messages"]
+    texts = [m["content"] for m in msgs if m["role"] in ("tool", "user")][1:]
+    assert texts[0].startswith("ERROR: Tool no_such_tool is not registered.")
+    assert texts[1] == 'ERROR: Missing required argument "command" in tool call str_replace_editor'
+    assert texts[2].startswith("ERROR: Your reply contained no tool call.") and texts[3] == texts[2]
+    assert texts[4] == texts[5] and texts[4].startswith("ERROR: Your reply contained 2 tool calls")
+    assert texts[6].startswith("ERROR:\nInvalid `path` parameter: /etc/passwd. Only files inside the repository")
+    assert not any(m["role"] == "assistant" and not m.get("content") and not m.get("tool_calls") for m in msgs)
+    meta = record["metadata"]
+    assert meta["exit_reason"] == "finished" and meta["format_errors"] == 5 and meta["editor_errors"] == 2
+    assert policy.seen[-1] == msgs[:-1]  # the record is what the model saw, plus its final finish call
+
+
+def test_invalid_json_arguments_are_recorded_verbatim(toy):
+    """The model's broken call is kept as it was (the data plane then filters the trajectory out)."""
+    record, _ = episode(toy, [call("execute_bash", "{not json"), call("finish", {"message": "x"})])
+    assert record["messages"][2]["tool_calls"][0]["function"]["arguments"] == "{not json"
+    assert record["messages"][3]["content"].startswith("ERROR: Failed to parse tool call arguments as JSON")
+    with pytest.raises(Reject, match="invalid_tool_arguments"):
+        validate(record)
+
+
+def test_repeated_failures_end_the_episode(toy):
+    record, _ = episode(toy, [call("nope", {})] * 5, max_consecutive_errors=3)
+    assert record["metadata"]["exit_reason"] == "repeated_format_errors" and record["metadata"]["steps"] == 3
+
+
+def test_step_limit(toy):
+    record, _ = episode(toy, [], max_steps=4)
+    assert record["metadata"]["exit_reason"] == "step_limit" and record["metadata"]["steps"] == 4
+    validate(record)
+
+
+def test_context_budget(toy):
+    record, _ = episode(toy, [], max_context_tokens=100)
+    assert record["metadata"]["exit_reason"] == "context_limit" and record["metadata"]["steps"] == 0
+
+
+def test_banned_attempts_are_flagged_and_not_run(toy):
+    task, rt = toy
+    record, _ = episode(toy, [call("execute_bash", {"command": "cd /testbed && pytest -q || touch ran"}),
+                              call("execute_bash", {"command": "env PYTHONPATH=. /usr/bin/python3 -m pkg"}),
+                              call("finish", {"message": "x"})])
+    meta = record["metadata"]
+    assert meta["banned"] and meta["banned_commands"] == ["pytest", "python3"]
+    assert not (rt.checkout / "ran").exists() and record["patch"] == ""
+
+
+def test_exec_mode_runs_what_zero_refuses(toy):
+    if shutil.which("python3") is None:
+        pytest.skip("no python3 on PATH to run")
+    command = """bash -c "python3 -c 'open(\\"made_by_exec\\", \\"w\\").write(\\"ran\\")'" """
+    replies = [call("execute_bash", {"command": command}), call("finish", {"message": "x"})]
+    record, _ = episode(toy, replies, mode="exec")
+    assert "+++ b/made_by_exec\n@@ -0,0 +1 @@\n+ran\n\\ No newline at end of file" in record["patch"]
+    assert not record["metadata"]["banned"]

@@ -1,0 +1,181 @@
+"""Policies without a model: text tool-call parsing, the OpenAI client's retries against a real HTTP server,
+and the Docker runtime's pure parts (no Docker engine on this machine)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import subprocess
+import threading
+
+import pytest
+from agent_repos import CALC, CALC_FIX, git, make_task
+
+from swehero.agent.container import (
+    DockerLimits,
+    DockerRuntime,
+    container_kwargs,
+    exec_argv,
+    swebench_image,
+    tar_one,
+    untar_one,
+)
+from swehero.agent.local import LocalRuntime
+from swehero.agent.openai_policy import OpenAIConfig, OpenAIPolicy, assistant_message, parse_text_tool_calls
+from swehero.agent.policy import ContextLimit, PolicyError
+from swehero.agent.runtime import strip_history_script
+
+
+def test_hermes_text_tool_calls_are_parsed():
+    content = ('Let me look.\n<tool_call>\n{"name": "str_replace_editor", "arguments": '
+               '{"command": "view", "path": "/testbed"}}\n</tool_call>')
+    msg = assistant_message(content, None)
+    assert msg["content"] == "Let me look."
+    (call,) = msg["tool_calls"]
+    assert call["function"]["name"] == "str_replace_editor" and call["id"].startswith("call_")
+    assert json.loads(call["function"]["arguments"]) == {"command": "view", "path": "/testbed"}
+
+
+def test_qwen3_coder_text_tool_calls_are_parsed_with_schema_types():
+    content = ("<tool_call>\n<function=str_replace_editor>\n<parameter=command>\nview\n</parameter>\n"
+               "<parameter=path>\n/testbed/a.py\n</parameter>\n<parameter=view_range>\n[1, 20]\n</parameter>\n"
+               "</function>\n</tool_call>")
+    text, (call,) = parse_text_tool_calls(content)
+    assert text == ""
+    assert json.loads(call["function"]["arguments"]) == {"command": "view", "path": "/testbed/a.py",
+                                                         "view_range": [1, 20]}
+
+
+def test_unparsable_text_tool_call_is_kept_as_an_invalid_call():
+    text, (call,) = parse_text_tool_calls("hm <tool_call>{broken</tool_call>")
+    assert text == "hm" and call["function"]["name"] == "invalid_tool_call"
+
+
+def test_structured_tool_calls_pass_through():
+    calls = [{"id": "x1", "type": "function", "function": {"name": "think", "arguments": '{"thought": "t"}'}}]
+    assert assistant_message(None, calls) == {"role": "assistant", "content": "", "tool_calls": calls}
+    assert assistant_message("no calls", []) == {"role": "assistant", "content": "no calls"}
+
+
+class _Server:
+    """A real HTTP server on a free port answering with a scripted list of (status, body)."""
+
+    def __init__(self, answers):
+        self.answers, self.requests = list(answers), []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                outer.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                status, body = outer.answers.pop(0)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def _completion(message):
+    return {"choices": [{"message": message}], "usage": {"prompt_tokens": 11, "completion_tokens": 3}}
+
+
+def test_openai_policy_retries_and_sends_sampling_settings():
+    server = _Server([(503, {"error": "busy"}), (429, {"error": "slow down"}),
+                      (200, _completion({"role": "assistant", "content": "ok", "tool_calls": None}))])
+    try:
+        policy = OpenAIPolicy(OpenAIConfig(base_url=server.url, model="m", backoff=0.01))
+        reply = policy.act([{"role": "user", "content": "hi"}], [])
+    finally:
+        server.close()
+    assert reply.message == {"role": "assistant", "content": "ok"} and reply.prompt_tokens == 11
+    assert len(server.requests) == 3
+    sent = server.requests[-1]
+    assert (sent["temperature"], sent["top_p"], sent["top_k"], sent["model"]) == (0.7, 0.8, 20, "m")
+
+
+def test_openai_policy_errors():
+    server = _Server([(400, {"error": "This model's maximum context length is 4096 tokens"}),
+                      (400, {"error": "bad request"}), (500, {}), (500, {})])
+    try:
+        policy = OpenAIPolicy(OpenAIConfig(base_url=server.url, model="m", backoff=0.01, retries=1))
+        with pytest.raises(ContextLimit):
+            policy.act([], [])
+        with pytest.raises(PolicyError, match="HTTP 400"):
+            policy.act([], [])
+        with pytest.raises(PolicyError, match="HTTP 500"):
+            policy.act([], [])
+    finally:
+        server.close()
+    unreachable = OpenAIPolicy(OpenAIConfig(base_url="http://127.0.0.1:9/v1", model="m", retries=0))
+    with pytest.raises(PolicyError):
+        unreachable.act([], [])
+
+
+def test_docker_container_settings():
+    kw = container_kwargs("img:1", DockerLimits(cpus=1.5, memory="4g", pids=256))
+    assert kw["network_mode"] == "none" and kw["nano_cpus"] == 1_500_000_000
+    assert (kw["mem_limit"], kw["memswap_limit"], kw["pids_limit"]) == ("4g", "4g", 256)
+    assert kw["command"] == ["sleep", "21600"] and kw["auto_remove"] and kw["detach"]
+    assert kw["name"].startswith("swehero-")
+    assert swebench_image("django__django-11099") == "swebench/sweb.eval.x86_64.django_1776_django-11099:latest"
+
+
+def test_docker_archive_round_trip():
+    blob = tar_one("a.py", "héllo\n".encode())
+    assert untar_one([blob[:100], blob[100:]]) == "héllo\n".encode()
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+def test_docker_exec_command_runs_and_times_out(tmp_path):
+    """The exact argv `docker exec` would run, run here inside the local sandbox (same state folder layout)."""
+    (tmp_path / "repo").mkdir()
+    sandbox = LocalRuntime(tmp_path / "repo", "/testbed", tmp_path / "work")
+    state = sandbox.workdir / "state"
+    try:
+        (state / "cmd").write_text("mkdir sub && cd sub; echo hi; exit 4")
+        done = subprocess.run(sandbox.bwrap_argv("/testbed") + exec_argv("/testbed", 5, "/usr/bin"),
+                              capture_output=True, text=True)
+        assert (done.returncode, done.stdout) == (4, "hi\n")
+        assert (state / "cwd").read_text().strip() == "/testbed/sub"
+        (state / "cmd").write_text("sleep 30")
+        killed = subprocess.run(sandbox.bwrap_argv("/testbed") + exec_argv("/testbed", 1, "/usr/bin"),
+                                capture_output=True, timeout=20)
+        assert killed.returncode == 137  # what DockerRuntime reads as a timeout
+    finally:
+        sandbox.close()
+
+
+def test_docker_runtime_without_engine_says_so(monkeypatch):
+    pytest.importorskip("docker")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(RuntimeError, match="cannot reach a Docker engine"):
+        DockerRuntime("swebench/sweb.eval.x86_64.x:latest")
+
+
+def test_history_stripping_for_images_leaves_nothing_after_the_base(tmp_path):
+    """The script the docker runtime runs in zero mode, run on a clone with later commits, tags, branches, stash."""
+    task = make_task(tmp_path / "upstream", "calc", CALC, CALC_FIX)
+    repo = tmp_path / "testbed"
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "upstream"), str(repo)], check=True)
+    later = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "branch", "feature", later)
+    (repo / "pkg" / "calc.py").write_text("stashed\n")
+    git(repo, "stash", "-q")
+    subprocess.run(["bash", "-c", strip_history_script(task.base_commit)], cwd=repo, check=True)
+    assert git(repo, "log", "--all", "--format=%H").split() == [task.base_commit]
+    assert git(repo, "for-each-ref", "--format=%(refname)").split() == ["refs/heads/main"]
+    assert git(repo, "tag") == "" and git(repo, "remote") == ""
+    assert subprocess.run(["git", "cat-file", "-e", later], cwd=repo).returncode != 0
+    assert "return a - b" in (repo / "pkg" / "calc.py").read_text()

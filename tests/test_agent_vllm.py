@@ -1,0 +1,97 @@
+"""End to end: the tiny random model served by the real vLLM CPU server drives episodes to the step limit.
+
+A random model writes junk: no tool calls, empty replies, stray `<tool_call>` text. The point is that the loop
+turns all of it into observations and the server accepts every conversation the loop builds, for both modes.
+Starting vLLM takes ~40 s of CPU; the server is always killed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from agent_repos import CALC, CALC_FIX, make_task
+
+from swehero.agent.loop import LoopConfig
+from swehero.agent.openai_policy import OpenAIConfig
+from swehero.agent.run import AgentConfig, run_task
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_url(tiny_model_dir, tmp_path_factory):
+    pytest.importorskip("vllm")
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    # 16k context: the OpenHands tool schemas alone are ~4.3k tokens with the tiny 2k-word vocabulary
+    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
+            "--served-model-name", "tiny", "--dtype", "float32", "--max-model-len", "16384",
+            "--gpu-memory-utilization", "0.2", "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+            "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"vLLM exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"vLLM did not come up in 300 s:\n{log_path.read_text()[-3000:]}")
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+@pytest.mark.parametrize("mode", ["zero", "exec"])
+def test_tiny_model_episode_runs_to_the_step_limit(vllm_url, tmp_path, mode):
+    task = make_task(tmp_path / "src", "calc", CALC, CALC_FIX)
+    config = AgentConfig(mode=mode, policy="openai",
+                         loop=LoopConfig(max_steps=4, max_consecutive_errors=1000),
+                         openai=OpenAIConfig(base_url=vllm_url, model="", max_tokens=48, retries=1))
+    record = run_task(task, config, tmp_path / "traj.json", tmp_path / "src", tmp_path / "work")
+    meta = record["metadata"]
+    assert meta["exit_reason"] == "step_limit", meta
+    assert meta["steps"] == 4 and meta["model"] == "tiny"
+    assert record["messages"][:2][0]["role"] == "system" and len(record["messages"]) >= 2 + 4
+    for m in record["messages"][2:]:
+        assert m["role"] in ("assistant", "tool", "user")
+        if m["role"] == "assistant":
+            assert m["content"] or m.get("tool_calls")
+
+
+def test_server_accepts_a_conversation_with_tool_calls(vllm_url, tmp_path):
+    """An oracle trajectory (tool calls, tool results with ids and names) is a conversation vLLM renders as is."""
+    from swehero.agent.openai_policy import OpenAIPolicy
+
+    task = make_task(tmp_path / "src", "calc", CALC, CALC_FIX)
+    record = run_task(task, AgentConfig(mode="exec", policy="oracle"), None, tmp_path / "src", tmp_path / "work")
+    assert record["metadata"]["exit_reason"] == "finished"
+    policy = OpenAIPolicy(OpenAIConfig(base_url=vllm_url, max_tokens=8, retries=0))
+    reply = policy.act(record["messages"][:-1], record["tools"])
+    assert reply.message["role"] == "assistant" and reply.prompt_tokens > 4000
