@@ -1,4 +1,4 @@
-"""Append-only JSONL files keyed by `instance_id`: what makes eval runs resumable and safe to kill.
+"""Append-only JSONL files keyed by `instance_id` (or another key): what makes runs resumable and safe to kill.
 
 A line is the commit point of one instance: it is written whole, flushed and fsynced under a lock, and anything it
 refers to (a trajectory file) is written before it. A `kill -9` can only leave a torn last line, which opening the
@@ -11,11 +11,17 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Callable, Hashable
+
+
+def by_instance_id(record: dict) -> str:
+    return record["instance_id"]
 
 
 class JsonlLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: Callable[[dict], Hashable] = by_instance_id) -> None:
         self.path = Path(path)
+        self.key = key
         self.lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair()
@@ -31,14 +37,14 @@ class JsonlLog:
                 f.flush()
                 os.fsync(f.fileno())
 
-    def records(self) -> dict[str, dict]:
-        """Complete records by instance id (the first one wins, though appends never repeat an id)."""
-        out: dict[str, dict] = {}
+    def records(self) -> dict:
+        """Complete records by key (the first one wins, though appends never repeat a key)."""
+        out: dict = {}
         if self.path.exists():
             for line in self.path.read_text().splitlines():
                 if line.strip():
                     record = json.loads(line)
-                    out.setdefault(record["instance_id"], record)
+                    out.setdefault(self.key(record), record)
         return out
 
     def append(self, record: dict) -> None:
