@@ -4,8 +4,10 @@ Three ways a training task can leak an evaluation task, checked in this order:
 - `instance_id`: the same id (SWE-Gym and SWE-rebench reuse SWE-bench's `owner__name-PR` ids);
 - `upstream_pr`: the same repository and pull request (from `owner__name-NUMBER` ids, or a `pull_number` /
   `pr_url` column), so a task rebuilt from the same fix under another id is caught;
-- `near_duplicate_statement`: problem statements whose word n-gram Jaccard similarity, estimated with MinHash
-  (datasketch's LSH index), reaches the threshold: a copied or lightly reworded issue.
+- `near_duplicate_statement`: problem statements whose character n-gram Jaccard similarity, estimated with
+  MinHash (datasketch's LSH index), reaches the threshold: a copied or reworded issue. Character shingles over the
+  normalised words survive rewording far better than word shingles (a reworded issue in the tests: 0.66 with
+  5-character shingles, 0.43 with word 3-grams; a different issue about the same API: 0.26 and 0.06).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ _PR_URL = re.compile(r"github\.com/([^/]+/[^/]+)/pull/(\d+)")
 class DecontamConfig:
     threshold: float = 0.5
     """Estimated Jaccard similarity of problem statements at which a training task is dropped."""
-    ngram: int = 3
-    """Words per shingle."""
-    num_perm: int = 128
+    ngram: int = 5
+    """Characters per shingle (of the lower-cased words joined by single spaces)."""
+    num_perm: int = 256
     """MinHash permutations (more: a finer estimate)."""
 
 
@@ -44,8 +46,8 @@ def upstream_pr(task: dict) -> tuple[str, int] | None:
 def _minhash(text: str, cfg: DecontamConfig):
     from datasketch import MinHash
 
-    words = _WORD.findall(text.lower())
-    shingles = {" ".join(words[i:i + cfg.ngram]) for i in range(max(len(words) - cfg.ngram + 1, 1))}
+    text = " ".join(_WORD.findall(text.lower()))
+    shingles = {text[i:i + cfg.ngram] for i in range(max(len(text) - cfg.ngram + 1, 1))}
     mh = MinHash(num_perm=cfg.num_perm, seed=1)
     mh.update_batch([s.encode() for s in shingles])
     return mh
