@@ -11,7 +11,12 @@ import pytest
 
 from swehero.data.trajectory import make_tool_call, validate
 from swehero.distill.decontam import decontaminate, upstream_pr
-from swehero.distill.filters import FilterConfig, editor_errors, filter_trajectories, patch_files
+from swehero.distill.filters import (
+    FilterConfig,
+    editor_errors,
+    filter_trajectories,
+    patch_files,
+)
 from swehero.eval.toy import build_toy_tasks
 from swehero.toolspec import openhands_tools
 
@@ -137,7 +142,7 @@ def test_test_files_come_from_the_task_file_and_resolved_only_grades(tmp_path):
         filter_trajectories([touches], FilterConfig(stage="hero"))
     kept, dropped, _ = filter_trajectories([right, wrong, touches], FilterConfig(stage="hero", tasks=str(toy)))
     assert kept_ids(kept) == ["t0", "t1"] and [d["rule"] for d in dropped] == ["touches_test_files"]
-    kept, dropped, report = filter_trajectories([right, wrong], FilterConfig(stage="hero", tasks=str(toy),
+    kept, dropped, _ = filter_trajectories([right, wrong], FilterConfig(stage="hero", tasks=str(toy),
                                                                              resolved_only=True))
     assert kept_ids(kept) == ["t0"] and dropped[0]["rule"] == "unresolved"
     assert right["resolved"] is True and wrong["resolved"] is False

@@ -92,7 +92,7 @@ def test_serve_check_counts_exact_round_trips(tiny_model_dir, tmp_path):
     src.write_text(json.dumps(record) + "\n")
     cli = [sys.executable, "-c", "from swehero.serve.cli import serve; serve()", "check", str(src), "--parser",
            "hermes", "--tokenizer", str(tiny_model_dir), "--report", str(tmp_path / "report.json")]
-    done = subprocess.run(cli, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "swehero_hermes: 6/6 assistant turns parsed back exactly (5 with tool calls)" in done.stdout
     report = json.loads((tmp_path / "report.json").read_text())

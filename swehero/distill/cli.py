@@ -62,7 +62,8 @@ def run(**params) -> None:
     Example:
       swehero distill run --tasks toy/tasks.jsonl --mode exec --policy oracle --rollouts 2 --workers 4 --out d
     """
-    from swehero.distill.run import Settings, distill as run_distill
+    from swehero.distill.run import Settings
+    from swehero.distill.run import distill as run_distill
     from swehero.distill.shards import slurm_script
     from swehero.eval.episode import AgentSettings
     from swehero.serve.server import ServeConfig

@@ -14,7 +14,6 @@ infrastructure reasons (crash, every teacher down) are logged to `failures.jsonl
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor

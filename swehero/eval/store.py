@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Callable, Hashable
 
 
 def by_instance_id(record: dict) -> str:

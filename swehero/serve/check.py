@@ -57,7 +57,7 @@ def check_trajectories(records: list[dict], tokenizer, family: str = "hermes", e
             for name, parser in parsers.items():
                 try:
                     got = _parsed(parser, output)
-                except Exception as e:  # a parser crash is a mismatch to report, not the end of the check
+                except Exception as e:  # noqa: BLE001 — a parser crash is a mismatch to report, not the end of the check
                     got = f"{type(e).__name__}: {e}"
                 entry = report["parsers"][name]
                 if got == expected:
