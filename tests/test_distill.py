@@ -16,6 +16,7 @@ from swehero.data.trajectory import validate
 from swehero.distill.endpoints import EndpointPool, NoLiveEndpoint
 from swehero.distill.run import Settings, distill
 from swehero.eval.episode import AgentSettings
+from swehero.eval.store import read_jsonl
 from swehero.eval.toy import build_toy_tasks
 from swehero.serve.server import free_port
 
@@ -29,7 +30,7 @@ def toy(tmp_path_factory) -> Path:
 
 
 def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 @pytest.mark.parametrize("mode", ["zero", "exec"])

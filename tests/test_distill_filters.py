@@ -17,6 +17,7 @@ from swehero.distill.filters import (
     filter_trajectories,
     patch_files,
 )
+from swehero.eval.store import read_jsonl
 from swehero.eval.toy import build_toy_tasks
 from swehero.toolspec import openhands_tools
 
@@ -152,16 +153,18 @@ def test_test_files_come_from_the_task_file_and_resolved_only_grades(tmp_path):
 
 def test_filter_cli_writes_the_report(tmp_path):
     src = tmp_path / "in.jsonl"
-    records = [good(0), with_bash("pytest -x"), good(0)]
-    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    junk = good(0)
+    junk["messages"][1]["content"] += " model junk: \u2028 \x85 \x1c \u2029 end"  # raw in the JSONL lines
+    records = [junk, with_bash("pytest -x"), copy.deepcopy(junk)]
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     cli = [sys.executable, "-c", "from swehero.distill.cli import filter_; filter_()"]
     done = subprocess.run(cli + [str(src), "--stage", "zero", "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, check=True)
     assert done.stdout.startswith("kept 1 of 3")
     report = json.loads((tmp_path / "out" / "filter_report.json").read_text())
     assert {r["name"]: r["dropped"] for r in report["rules"]}["banned_command"] == 1
-    assert len((tmp_path / "out" / "trajectories.jsonl").read_text().splitlines()) == 1
-    assert len((tmp_path / "out" / "dropped.jsonl").read_text().splitlines()) == 2
+    assert read_jsonl(tmp_path / "out" / "trajectories.jsonl") == [junk]
+    assert len(read_jsonl(tmp_path / "out" / "dropped.jsonl")) == 2
 
 
 ISSUE = ("QuerySet.bulk_update() crashes when the batch contains a model whose primary key was never saved. "

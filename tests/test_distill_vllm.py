@@ -15,6 +15,7 @@ import pytest
 
 from swehero.distill.run import Settings, distill
 from swehero.eval.episode import AgentSettings
+from swehero.eval.store import read_jsonl
 from swehero.eval.toy import build_toy_tasks
 from swehero.serve.server import ServeConfig, VLLMServer, free_port
 
@@ -53,7 +54,7 @@ def agent(mode: str) -> AgentSettings:
 
 
 def lines(path):
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 @pytest.mark.timeout(400)

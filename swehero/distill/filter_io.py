@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from swehero.distill.filters import FilterConfig, filter_trajectories
+from swehero.eval.store import read_jsonl
 
 REPORT = "filter_report.json"
 
@@ -13,7 +14,7 @@ REPORT = "filter_report.json"
 def filter_file(path: str, cfg: FilterConfig, out_dir: Path) -> dict[str, str]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    records = read_jsonl(path)
     kept, dropped, report = filter_trajectories(records, cfg)
     report["source"] = str(path)
     outputs = {"trajectories": out_dir / "trajectories.jsonl", "dropped": out_dir / "dropped.jsonl",

@@ -41,10 +41,8 @@ class JsonlLog:
         """Complete records by key (the first one wins, though appends never repeat a key)."""
         out: dict = {}
         if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                if line.strip():
-                    record = json.loads(line)
-                    out.setdefault(self.key(record), record)
+            for record in read_jsonl(self.path):
+                out.setdefault(self.key(record), record)
         return out
 
     def append(self, record: dict) -> None:
@@ -53,6 +51,12 @@ class JsonlLog:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSONL file. Lines end at `\n` only: `str.splitlines` also breaks at U+2028, U+0085, U+001C
+    and others, which JSON written with `ensure_ascii=False` carries raw inside strings (model output does)."""
+    return [json.loads(line) for line in Path(path).read_text().split("\n") if line.strip()]
 
 
 def write_json_atomic(path: Path, data) -> None:

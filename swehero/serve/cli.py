@@ -85,9 +85,10 @@ def check(trajectories: Path, parser: str, tokenizer: str, report_file: Path | N
 
     from transformers import AutoTokenizer
 
+    from swehero.eval.store import read_jsonl
     from swehero.serve.check import PARSERS, check_trajectories
 
-    records = [json.loads(line) for line in trajectories.read_text().splitlines() if line.strip()]
+    records = read_jsonl(trajectories)
     report = check_trajectories(records, AutoTokenizer.from_pretrained(tokenizer), parser)
     if report_file:
         report_file.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
