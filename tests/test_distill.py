@@ -157,3 +157,31 @@ def test_failed_episodes_are_logged_and_retried(toy, tmp_path):
     shutil.copytree(toy.parent / "repos" / "swehero-toy__calc", repos / "swehero-toy__calc")
     summary = distill(settings, tmp_path / "out")
     assert summary["episodes"] == 4 and summary["failed_this_run"] == 0 and summary["skipped_as_done"] == 3
+
+
+def test_distill_and_filter_stage_kinds(toy, tmp_path):
+    """Both kinds' Settings build from recipe data with the recipe schema, then run through the stage contract."""
+    from swehero.distill import filter_stage, stage
+    from swehero.recipe.loader import Lines
+    from swehero.recipe.schema import build
+    from swehero.recipe.stage import StageContext
+
+    def settings(kind, data):
+        problems = []
+        built = build(kind.Settings, data, (), Lines("recipe.yaml"), problems)
+        assert not problems
+        return built
+
+    def ctx(name):
+        (tmp_path / name).mkdir()
+        return StageContext(name, tmp_path / name, 0, None, {}, False)
+
+    distilled = stage.run(settings(stage, {"tasks": str(toy), "rollouts": 2, "workers": 2, "progress": False,
+                                           "serve": {"model": "", "max_model_len": 8192},
+                                           "agent": {"policy": "oracle", "mode": "zero"}}), ctx("distill"))
+    assert len(read_jsonl(distilled["trajectories"])) == 8
+    filtered = filter_stage.run(settings(filter_stage, {"trajectories": distilled["trajectories"],
+                                                        "rules": {"stage": "zero"}}), ctx("filter"))
+    report = json.loads(Path(filtered["report"]).read_text())
+    assert report["input"] == 8 and report["kept"] == 4  # the oracle's two rollouts of a task are identical
+    assert {r["name"]: r["dropped"] for r in report["rules"]}["duplicate"] == 4
