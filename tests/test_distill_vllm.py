@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -106,7 +107,7 @@ def test_serve_check_counts_exact_round_trips(tiny_model_dir, tmp_path):
 def test_exec_mode_fails_over_from_a_dead_endpoint(server, toy, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}/v1"
     settings = Settings(tasks=str(toy), limit=2, workers=2, teachers=[dead, server.url], progress=False,
-                        agent=agent("exec"))
+                        agent=replace(agent("exec"), request_retries=1))
     summary = distill(settings, tmp_path)
     records = lines(tmp_path / "trajectories.jsonl")
     assert sorted(r["instance_id"] for r in records) == ["swehero-toy__calc-1", "swehero-toy__textkit-1"]

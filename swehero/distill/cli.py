@@ -47,6 +47,8 @@ def distill() -> None:
 @click.option("--time-limit", default=1800.0, show_default=True, help="Seconds per episode.")
 @click.option("--temperature", default=0.7, show_default=True)
 @click.option("--max-reply-tokens", default=4096, show_default=True)
+@click.option("--request-retries", default=5, show_default=True,
+              help="Retries of a failed request before the episode fails over to another teacher.")
 @click.option("--shard", default="", help="i/n: this shard of the tasks.")
 @click.option("--limit", default=0, help="Only the first N tasks.")
 @click.option("--exclude", multiple=True, help="Evaluation set to decontaminate against (file, verified, multilingual).")
@@ -83,7 +85,8 @@ def run(**params) -> None:
         agent=AgentSettings(policy=params["policy"], mode=params["mode"], runtime=params["runtime"],
                             repos=params["repos"], max_steps=params["max_steps"], time_limit_s=params["time_limit"],
                             model=params["model"], temperature=params["temperature"],
-                            max_reply_tokens=params["max_reply_tokens"]))
+                            max_reply_tokens=params["max_reply_tokens"],
+                            request_retries=params["request_retries"]))
     summary = run_distill(settings, params["out"])
     click.echo(json.dumps({k: summary[k] for k in ("episodes", "finish_reasons", "failed_this_run", "wall_s")}))
 
