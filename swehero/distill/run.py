@@ -81,13 +81,18 @@ def distill(settings: Settings, out_dir: Path) -> dict:
     agent = settings.agent
     if not agent.repos and Path(settings.tasks).is_file():
         agent = replace(agent, repos=str(Path(settings.tasks).parent / "repos"))
-    with teacher_urls(settings, out_dir) as urls:
+    with teacher_urls(settings, out_dir) if todo else contextlib.nullcontext([]) as urls:
         runner = _Runner(agent, urls, log, JsonlLog(out_dir / FAILURES, key=key), out_dir / "work")
         with _progress(len(todo), settings.progress) as bar:
             runner.bar = bar
             with ThreadPoolExecutor(max_workers=max(settings.workers, 1)) as pool:
-                for future in [pool.submit(runner.run, task, k) for task, k in todo]:
-                    future.result()
+                futures = [pool.submit(runner.run, task, k) for task, k in todo]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:  # Ctrl-C: start nothing new; running episodes finish and are committed
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
     shutil.rmtree(out_dir / "work", ignore_errors=True)
     from swehero.distill.summary import summarize
 
@@ -103,8 +108,11 @@ def teacher_urls(settings: Settings, out_dir: Path):
     """The endpoints to use: the listed ones, the agent's `base_url`, or a vLLM server started for `serve.model`."""
     if settings.agent.policy != "openai":
         yield []
-    elif settings.teachers or not settings.serve.model:
-        yield list(settings.teachers) or [settings.agent.base_url or "http://127.0.0.1:8000/v1"]
+    elif settings.teachers or settings.agent.base_url:
+        yield list(settings.teachers) or [settings.agent.base_url]
+    elif not settings.serve.model:
+        raise ValueError("the openai policy needs teacher endpoints (teachers / --teacher) or a checkpoint to "
+                         "serve (serve.model / --serve-model)")
     else:
         from swehero.serve.server import VLLMServer
 
