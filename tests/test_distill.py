@@ -185,3 +185,14 @@ def test_distill_and_filter_stage_kinds(toy, tmp_path):
     report = json.loads(Path(filtered["report"]).read_text())
     assert report["input"] == 8 and report["kept"] == 4  # the oracle's two rollouts of a task are identical
     assert {r["name"]: r["dropped"] for r in report["rules"]}["duplicate"] == 4
+
+
+def test_exclude_decontaminates_before_running(toy, tmp_path):
+    evals = tmp_path / "eval.jsonl"
+    evals.write_text(toy.read_text().splitlines()[1] + "\n")  # the textkit task is in the "evaluation set"
+    summary = distill(Settings(tasks=str(toy), exclude=[str(evals)], workers=2, progress=False,
+                               agent=AgentSettings(policy="oracle", mode="zero")), tmp_path / "out")
+    assert summary["episodes"] == 3
+    assert "swehero-toy__textkit-1" not in {r["instance_id"] for r in read_jsonl(tmp_path / "out" / "trajectories.jsonl")}
+    report = json.loads((tmp_path / "out" / "decontamination.json").read_text())
+    assert report["by_reason"] == {"instance_id": 1} and report["kept"] == 3
