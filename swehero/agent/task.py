@@ -41,7 +41,7 @@ def load_tasks(path: Path) -> list[Task]:
     """Tasks from a `.jsonl` file or a `.json` file (one row or a list of rows)."""
     text = Path(path).read_text()
     if str(path).endswith(".jsonl"):
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = [json.loads(line) for line in text.split("\n") if line.strip()]  # not splitlines: U+2028 is data
     else:
         rows = json.loads(text)
     return [Task.from_row(row) for row in (rows if isinstance(rows, list) else [rows])]

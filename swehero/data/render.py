@@ -56,6 +56,9 @@ class ChatRenderer:
             raise TemplateError(f"assistant turn does not start with the generation prompt {self._header!r}")
         tail = piece[len(self._header) + 1 :]
         self._tail = tail
+        self.turn_end = tail.strip()
+        """The marker closing an assistant turn (`<|im_end|>` for ChatML): the stop token, which a server
+        leaves out of the text it hands to its tool-call parser."""
         self._tail_untrained = len(tail) - len(tail.rstrip())
 
     def text(self, messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = False) -> str:

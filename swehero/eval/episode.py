@@ -53,6 +53,9 @@ class AgentSettings:
     """Sampling (the paper's evaluation: 0.7 / 0.8 / 20)."""
     max_reply_tokens: int = 4096
     """Tokens per model reply."""
+    request_retries: int = 5
+    """Attempts after a failed request to the endpoint (with exponential backoff from 1 s); lower it when other
+    endpoints can take over (distillation fails over to them)."""
     min_free_gb: float = 50.0
     """Free GiB required on Docker's disk before an instance's image is pulled (docker runtime)."""
     prune_image: bool = False
@@ -100,7 +103,8 @@ def run_agent(task: dict, settings: AgentSettings, source_repo: Path | None, wor
         mode=settings.mode, policy=settings.policy, runtime=settings.runtime,
         loop=LoopConfig(max_steps=settings.max_steps, max_context_tokens=settings.max_context_tokens),
         openai=OpenAIConfig(base_url=settings.base_url, model=settings.model, temperature=settings.temperature,
-                            top_p=settings.top_p, top_k=settings.top_k, max_tokens=settings.max_reply_tokens),
+                            top_p=settings.top_p, top_k=settings.top_k, max_tokens=settings.max_reply_tokens,
+                            retries=settings.request_retries),
     )
     image = ""
     if settings.runtime == "docker":

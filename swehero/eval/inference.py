@@ -36,7 +36,8 @@ def finished(out_dir: Path) -> dict[str, dict]:
     return JsonlLog(Path(out_dir) / PREDICTIONS).records()
 
 
-def _attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | None, workdir: Path) -> Episode:
+def attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | None, workdir: Path) -> Episode:
+    """One instance in a child process (episode.py) under the time limit, in `workdir` (emptied first)."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     spec, result = workdir / "spec.json", workdir / "episode.json"
@@ -75,7 +76,7 @@ def run_inference(tasks: list[dict], settings: AgentSettings, out_dir: Path, mod
     def one(task: dict) -> None:
         iid = task["instance_id"]
         source = repo_dir(repos, task["repo"]) if repos and settings.runtime == "local" else None
-        episode = _attempt_in_child(task, settings, source, out_dir / "work" / iid)
+        episode = attempt_in_child(task, settings, source, out_dir / "work" / iid)
         write_json_atomic(trajectory_path(out_dir, iid), asdict(episode))
         predictions.append({"instance_id": iid, "model_name_or_path": model_name, "model_patch": episode.patch})
         shutil.rmtree(out_dir / "work" / iid, ignore_errors=True)

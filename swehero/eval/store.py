@@ -1,4 +1,4 @@
-"""Append-only JSONL files keyed by `instance_id`: what makes eval runs resumable and safe to kill.
+"""Append-only JSONL files keyed by `instance_id` (or another key): what makes runs resumable and safe to kill.
 
 A line is the commit point of one instance: it is written whole, flushed and fsynced under a lock, and anything it
 refers to (a trajectory file) is written before it. A `kill -9` can only leave a torn last line, which opening the
@@ -10,12 +10,18 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 
+def by_instance_id(record: dict) -> str:
+    return record["instance_id"]
+
+
 class JsonlLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: Callable[[dict], Hashable] = by_instance_id) -> None:
         self.path = Path(path)
+        self.key = key
         self.lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair()
@@ -31,14 +37,12 @@ class JsonlLog:
                 f.flush()
                 os.fsync(f.fileno())
 
-    def records(self) -> dict[str, dict]:
-        """Complete records by instance id (the first one wins, though appends never repeat an id)."""
-        out: dict[str, dict] = {}
+    def records(self) -> dict:
+        """Complete records by key (the first one wins, though appends never repeat a key)."""
+        out: dict = {}
         if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                if line.strip():
-                    record = json.loads(line)
-                    out.setdefault(record["instance_id"], record)
+            for record in read_jsonl(self.path):
+                out.setdefault(self.key(record), record)
         return out
 
     def append(self, record: dict) -> None:
@@ -47,6 +51,12 @@ class JsonlLog:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSONL file. Lines end at `\n` only: `str.splitlines` also breaks at U+2028, U+0085, U+001C
+    and others, which JSON written with `ensure_ascii=False` carries raw inside strings (model output does)."""
+    return [json.loads(line) for line in Path(path).read_text().split("\n") if line.strip()]
 
 
 def write_json_atomic(path: Path, data) -> None:

@@ -11,7 +11,9 @@ from types import ModuleType
 KINDS: dict[str, str] = {
     "command": "swehero.recipe.command",
     "convert": "swehero.model.stage",
+    "distill": "swehero.distill.stage",
     "eval": "swehero.eval.stage",
+    "filter": "swehero.distill.filter_stage",
     "prepare": "swehero.data.stage",
     "rollout": "swehero.agent.stage",
     "tiny": "swehero.tiny.stage",

@@ -63,3 +63,37 @@ def start(log_file: Path, **settings) -> None:
             click.echo("stopping")
             return
     raise click.ClickException(f"vLLM exited with status {status}; see {log_file}")
+
+
+@serve.command()
+@click.argument("trajectories", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--parser", default="hermes", show_default=True, type=click.Choice(["hermes"]),
+              help="Tool-call format: compares our plugin (what `swehero serve` uses) with vLLM's own parser.")
+@click.option("--tokenizer", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Tokenizer folder with the chat template training renders with.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the full report (with mismatching examples) as JSON.")
+def check(trajectories: Path, parser: str, tokenizer: str, report_file: Path | None) -> None:
+    """Render every assistant turn of TRAJECTORIES (.jsonl) as training does and parse it back with vLLM's
+    parser classes; fails unless the served parser returns exactly the same tool calls for every turn.
+
+    \b
+    Example:
+      swehero serve check runs/zero-filtered/trajectories.jsonl --parser hermes --tokenizer runs/export/model
+    """
+    import json
+
+    from transformers import AutoTokenizer
+
+    from swehero.eval.store import read_jsonl
+    from swehero.serve.check import PARSERS, check_trajectories
+
+    records = read_jsonl(trajectories)
+    report = check_trajectories(records, AutoTokenizer.from_pretrained(tokenizer), parser)
+    if report_file:
+        report_file.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    for name, entry in report["parsers"].items():
+        click.echo(f"{name}: {entry['exact']}/{report['turns']} assistant turns parsed back exactly "
+                   f"({report['turns_with_calls']} with tool calls)")
+    if report["parsers"][PARSERS[parser][0]]["mismatched"]:
+        raise click.ClickException(f"the served parser {PARSERS[parser][0]} misreads some turns (see --report)")

@@ -1,0 +1,1 @@
+"""Distillation: teacher rollouts on training tasks, the paper's trajectory filters, decontamination."""

@@ -1,0 +1,23 @@
+"""Stage kind `filter`: the paper's trajectory filters over a trajectory file (`<stage>/trajectories.jsonl`,
+`dropped.jsonl`, `filter_report.json`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from swehero.distill.filters import FilterConfig
+from swehero.recipe.stage import InputPath, StageContext
+
+
+@dataclass
+class Settings:
+    trajectories: InputPath
+    """Canonical trajectories (.jsonl), e.g. a `distill` stage's output."""
+    rules: FilterConfig = field(default_factory=FilterConfig)
+    """Stage (zero/hero) and the rules' limits; `resolved_only` stays off unless set (the paper does not use it)."""
+
+
+def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
+    from swehero.distill.filter_io import filter_file
+
+    return filter_file(settings.trajectories, settings.rules, ctx.dir)

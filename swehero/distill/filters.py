@@ -1,0 +1,244 @@
+"""The paper's trajectory filters: named rules, applied per stage, each counted in `filter_report.json`.
+
+Every rule reads only the canonical trajectory (messages, patch, metadata) and, for the test-file rule, the task's
+test patch (from `metadata.test_files`, written by `swehero distill`, or from a task file). A trajectory is dropped
+by the first rule it violates, in the order of RULES; the report also counts every rule's violations on its own,
+so the effect of each rule is visible whatever the order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+STAGES = ("zero", "hero")
+_DIFF_HEADER = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
+
+
+@dataclass
+class FilterConfig:
+    """How trajectories are filtered."""
+
+    stage: Literal["zero", "hero"] = "zero"
+    """zero: SWE-Zero rules (adds the banned-command rule); hero: SWE-Hero rules."""
+    max_steps: int = 100
+    """Assistant turns allowed (the paper's step limit); an episode that ended at the limit is dropped too."""
+    max_editor_errors: int = 3
+    """Drop trajectories with this many `str_replace_editor` errors or more (the paper: 3)."""
+    resolved_only: bool = False
+    """hero only: keep only rollouts whose patch resolves the task (graded locally when not yet graded). The paper
+    does NOT filter on this; off by default."""
+    tasks: str = ""
+    """Task file: test files of each task's test patch (else `metadata.test_files`), and grading for
+    `resolved_only`."""
+    repos: str = ""
+    """Folder of task repositories (`owner__name`) for grading; empty: `repos/` beside the task file."""
+
+
+def patch_files(patch: str) -> list[str]:
+    """Files a unified git diff touches (old and new paths, so deleted and renamed files count)."""
+    return sorted({path for pair in _DIFF_HEADER.findall(patch or "") for path in pair})
+
+
+def _assistant_turns(record: dict) -> list[dict]:
+    return [m for m in record["messages"] if m["role"] == "assistant"]
+
+
+def _calls(record: dict) -> list[dict]:
+    return [c["function"] for m in _assistant_turns(record) for c in m.get("tool_calls") or []]
+
+
+def _arguments(fn: dict) -> dict:
+    args = fn.get("arguments")
+    try:
+        args = json.loads(args) if isinstance(args, str) else args
+    except json.JSONDecodeError:
+        return {}
+    return args if isinstance(args, dict) else {}
+
+
+def ran_banned_command(record: dict, cfg: FilterConfig) -> bool:
+    """Some `execute_bash` call would run a banned program (python, pytest, pip, ...), by the same parser the
+    execution-free runtime refuses commands with; a command bash could not parse counts as banned too."""
+    from swehero.agent.banned import UnparsableCommand, banned_commands
+
+    for fn in _calls(record):
+        command = _arguments(fn).get("command")
+        if fn["name"] != "execute_bash" or not isinstance(command, str):
+            continue
+        try:
+            if banned_commands(command):
+                return True
+        except UnparsableCommand:
+            return True
+    return False
+
+
+def over_step_limit(record: dict, cfg: FilterConfig) -> bool:
+    """More than `max_steps` assistant turns, or the episode was stopped by the step limit."""
+    return (len(_assistant_turns(record)) > cfg.max_steps
+            or (record.get("metadata") or {}).get("exit_reason") == "step_limit")
+
+
+def empty_patch(record: dict, cfg: FilterConfig) -> bool:
+    """The final patch is missing or blank."""
+    return not (record.get("patch") or "").strip()
+
+
+def touches_test_files(record: dict, cfg: FilterConfig, test_files: list[str]) -> bool:
+    """The patch modifies a file that the task's test patch touches."""
+    return bool(set(patch_files(record.get("patch") or "")) & set(test_files))
+
+
+def not_one_tool_call(record: dict, cfg: FilterConfig) -> bool:
+    """Some assistant turn makes zero tool calls or several."""
+    return any(len(m.get("tool_calls") or []) != 1 for m in _assistant_turns(record))
+
+
+def editor_errors(record: dict) -> int:
+    """Tool results of `str_replace_editor` calls that are errors (OpenHands and our agent start them `ERROR`)."""
+    names: dict[str, str] = {}
+    pending: list[str] = []  # names of the latest assistant turn's calls, for results without a tool_call_id
+    count = 0
+    for m in record["messages"]:
+        if m["role"] == "assistant":
+            calls = m.get("tool_calls") or []
+            names.update({c.get("id"): c["function"]["name"] for c in calls if c.get("id")})
+            pending = [c["function"]["name"] for c in calls]
+        elif m["role"] == "tool":
+            name = m.get("name") or names.get(m.get("tool_call_id")) or (pending.pop(0) if pending else "")
+            count += name == "str_replace_editor" and (m.get("content") or "").lstrip().startswith("ERROR")
+    return count
+
+
+def too_many_editor_errors(record: dict, cfg: FilterConfig) -> bool:
+    """`max_editor_errors` or more `str_replace_editor` calls failed."""
+    return editor_errors(record) >= cfg.max_editor_errors
+
+
+def unresolved(record: dict, cfg: FilterConfig) -> bool:
+    """The patch does not resolve the task (only with `resolved_only`)."""
+    return record.get("resolved") is not True
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    stages: tuple[str, ...]
+    check: Callable[..., bool]
+    needs_test_files: bool = False
+
+    @property
+    def doc(self) -> str:
+        return " ".join(self.check.__doc__.split())
+
+
+RULES = [
+    Rule("banned_command", ("zero",), ran_banned_command),
+    Rule("step_limit", STAGES, over_step_limit),
+    Rule("empty_patch", STAGES, empty_patch),
+    Rule("touches_test_files", STAGES, touches_test_files, needs_test_files=True),
+    Rule("not_one_tool_call", STAGES, not_one_tool_call),
+    Rule("editor_errors", STAGES, too_many_editor_errors),
+    Rule("unresolved", ("hero",), unresolved),
+]
+DUPLICATE = "duplicate"
+"""Last rule, over the survivors of the others."""
+DUPLICATE_DOC = "Identical (messages and patch) to a trajectory kept earlier."
+
+
+def fingerprint(record: dict) -> str:
+    body = json.dumps([record["messages"], record.get("patch") or ""], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def active_rules(cfg: FilterConfig) -> list[Rule]:
+    if cfg.stage not in STAGES:
+        raise ValueError(f"filter stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
+    if cfg.resolved_only and cfg.stage != "hero":
+        raise ValueError("resolved_only applies to the hero stage only")
+    return [r for r in RULES if cfg.stage in r.stages and (r.name != "unresolved" or cfg.resolved_only)]
+
+
+def filter_trajectories(records: list[dict], cfg: FilterConfig) -> tuple[list[dict], list[dict], dict]:
+    """(kept, dropped with their rule, report)."""
+    rules = active_rules(cfg)
+    tasks = _tasks(cfg.tasks)
+    if cfg.resolved_only:
+        _grade_ungraded(records, tasks, cfg)
+    kept, dropped, seen = [], [], set()
+    first_hit, violations = Counter(), Counter()
+    for record in records:
+        hits = [r.name for r in rules if _violates(r, record, cfg, tasks)]
+        violations.update(hits)
+        if not hits:
+            fp = fingerprint(record)
+            if fp in seen:
+                hits = [DUPLICATE]
+                violations[DUPLICATE] += 1
+            seen.add(fp)
+        if hits:
+            first_hit[hits[0]] += 1
+            dropped.append({"id": record.get("id"), "instance_id": record["instance_id"], "rule": hits[0],
+                            "violates": hits})
+        else:
+            kept.append(record)
+    report = {
+        "stage": cfg.stage, "input": len(records), "kept": len(kept), "dropped": len(dropped),
+        "rules": [{"name": r.name, "doc": r.doc, "dropped": first_hit[r.name], "violations": violations[r.name]}
+                  for r in rules]
+                 + [{"name": DUPLICATE, "doc": DUPLICATE_DOC, "dropped": first_hit[DUPLICATE],
+                     "violations": violations[DUPLICATE]}],
+        "kept_tasks": len({r["instance_id"] for r in kept}),
+    }
+    return kept, dropped, report
+
+
+
+def _violates(rule: Rule, record: dict, cfg: FilterConfig, tasks: dict[str, dict]) -> bool:
+    if not rule.needs_test_files:
+        return rule.check(record, cfg)
+    task = tasks.get(record["instance_id"])
+    meta = record.get("metadata") or {}
+    if task is not None:
+        files = patch_files(task.get("test_patch") or "")
+    elif "test_files" in meta:
+        files = meta["test_files"]
+    else:
+        raise ValueError(f"{record['instance_id']}: no test patch known (pass the task file: --tasks)")
+    return rule.check(record, cfg, files)
+
+
+def _tasks(path: str) -> dict[str, dict]:
+    if not path:
+        return {}
+    from swehero.eval.tasks import load_tasks
+
+    return {t["instance_id"]: t for t in load_tasks(path)}
+
+
+def _grade_ungraded(records: list[dict], tasks: dict[str, dict], cfg: FilterConfig) -> None:
+    """Fill `resolved` with the local grader (the task's FAIL_TO_PASS/PASS_TO_PASS tests) where it is unknown."""
+    from swehero.eval.local_grader import grade_instance
+    from swehero.eval.toy import repo_dir
+
+    ungraded = [r for r in records if r.get("resolved") is None]
+    if not ungraded:
+        return
+    if not tasks:
+        raise ValueError("resolved_only needs the task file (--tasks) to grade ungraded trajectories")
+    repos = Path(cfg.repos) if cfg.repos else Path(cfg.tasks).parent / "repos"
+    with tempfile.TemporaryDirectory(prefix="swehero-grade-") as tmp:
+        for i, record in enumerate(ungraded):
+            task = tasks[record["instance_id"]]
+            prediction = {"instance_id": task["instance_id"], "model_name_or_path": "distill",
+                          "model_patch": record.get("patch") or ""}
+            report = grade_instance(task, prediction, repo_dir(repos, task["repo"]), Path(tmp) / str(i))
+            record["resolved"] = bool(report.get("resolved"))

@@ -1,0 +1,49 @@
+"""Scale-out: a Slurm array job with one shard per array task, and the merge of the shards' outputs."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+
+def slurm_script(distill_args: list[str], shards: int, out_dir: Path, sbatch_args: list[str] = ()) -> str:
+    """An sbatch script: array task i runs `swehero distill --shard i/N --out OUT/shard-i` with `distill_args`
+    (each task starts its own teacher server when they name a checkpoint, or shares the listed endpoints)."""
+    if shards < 1:
+        raise ValueError("--shards must be at least 1")
+    out = Path(out_dir).resolve()
+    lines = ["#!/bin/bash", "#SBATCH --job-name=swehero-distill", f"#SBATCH --array=0-{shards - 1}",
+             f"#SBATCH --output={out}/slurm-%A_%a.log", *(f"#SBATCH {a}" for a in sbatch_args),
+             "set -euo pipefail",
+             f"# when every array task is done: swehero distill merge {out}/shard-* --out {out}",
+             "swehero distill " + " ".join(shlex.quote(a) for a in distill_args)
+             + f' --progress false --shard "$SLURM_ARRAY_TASK_ID/{shards}" --out "{out}/shard-$SLURM_ARRAY_TASK_ID"']
+    return "\n".join(lines) + "\n"
+
+
+def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
+    """Concatenate the shards' trajectories into `out_dir` (a pair found twice is kept once) with one summary."""
+    from swehero.distill.run import SUMMARY, TRAJECTORIES, key
+    from swehero.distill.summary import summarize
+    from swehero.eval.store import JsonlLog, write_json_atomic
+
+    out_dir = Path(out_dir)
+    merged = JsonlLog(out_dir / TRAJECTORIES, key=key)
+    have = merged.records()
+    walls, duplicates = [], 0
+    for shard in shard_dirs:
+        for pair, record in JsonlLog(Path(shard) / TRAJECTORIES, key=key).records().items():
+            if pair in have:
+                duplicates += 1
+                continue
+            merged.append(record)
+            have[pair] = record
+        summary_file = Path(shard) / SUMMARY
+        if summary_file.exists():
+            import json
+
+            walls.append(json.loads(summary_file.read_text())["wall_s"])
+    summary = summarize(list(have.values()), wall_s=max(walls, default=0.0))
+    summary.update(shards=[str(s) for s in shard_dirs], duplicates_skipped=duplicates)
+    write_json_atomic(out_dir / SUMMARY, summary)
+    return summary

@@ -1,0 +1,70 @@
+"""`swehero serve check`: do vLLM's tool-call parsers read back exactly the calls we train on?
+
+Each assistant turn is rendered by the data plane's renderer (`swehero.data.render.ChatRenderer`, the text training
+sees), cut at the turn's stop token as a server's output would be, and handed to vLLM's own parser classes: the
+plugin `swehero serve` uses (`swehero_hermes`) and vLLM's stock `hermes`. A turn matches when the parser returns the
+same tool calls (names and decoded arguments, in order), or no call for a turn without one.
+"""
+
+from __future__ import annotations
+
+import json
+
+PARSERS = {"hermes": ("swehero_hermes", "hermes")}
+"""--parser family -> the parsers compared (the one `swehero serve` uses first)."""
+
+
+def _parser_classes(family: str) -> dict:
+    from vllm.tool_parsers.hermes_tool_parser import Hermes2ProToolParser
+
+    from swehero.serve.vllm_plugin import JsonAwareHermesToolParser
+
+    classes = {"swehero_hermes": JsonAwareHermesToolParser, "hermes": Hermes2ProToolParser}
+    return {name: classes[name] for name in PARSERS[family]}
+
+
+def _expected(message: dict) -> list[tuple[str, dict]]:
+    calls = []
+    for call in message.get("tool_calls") or []:
+        args = call["function"]["arguments"]
+        calls.append((call["function"]["name"], json.loads(args) if isinstance(args, str) else args))
+    return calls
+
+
+def _parsed(parser, text: str) -> list[tuple[str, dict]]:
+    result = parser.extract_tool_calls(text, None)
+    if not result.tools_called:
+        return []
+    return [(c.function.name, json.loads(c.function.arguments)) for c in result.tool_calls]
+
+
+def check_trajectories(records: list[dict], tokenizer, family: str = "hermes", examples: int = 3) -> dict:
+    """Per parser: turns whose calls came back exactly, and the first few that did not."""
+    from swehero.data.render import ChatRenderer
+
+    renderer = ChatRenderer(tokenizer)
+    parsers = {name: cls(tokenizer) for name, cls in _parser_classes(family).items()}
+    report = {"turns": 0, "turns_with_calls": 0,
+              "parsers": {name: {"exact": 0, "mismatched": 0, "examples": []} for name in parsers}}
+    for record in records:
+        text, spans = renderer.spans(record["messages"], record["tools"])
+        turns = [m for m in record["messages"] if m["role"] == "assistant"]
+        for message, (start, end) in zip(turns, spans):
+            output = text[start:end].removesuffix(renderer.turn_end)
+            expected = _expected(message)
+            report["turns"] += 1
+            report["turns_with_calls"] += bool(expected)
+            for name, parser in parsers.items():
+                try:
+                    got = _parsed(parser, output)
+                except Exception as e:  # noqa: BLE001 — a parser crash is a mismatch to report, not the end of the check
+                    got = f"{type(e).__name__}: {e}"
+                entry = report["parsers"][name]
+                if got == expected:
+                    entry["exact"] += 1
+                    continue
+                entry["mismatched"] += 1
+                if len(entry["examples"]) < examples:
+                    entry["examples"].append({"trajectory": record.get("id"), "expected": expected,
+                                              "parsed": got, "text": output[-500:]})
+    return report

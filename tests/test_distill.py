@@ -1,0 +1,198 @@
+"""swehero distill with the oracle teacher on the toy tasks (real git repositories, bubblewrap sandbox): both modes,
+kill -9 and resume, shards and their merge, the Slurm script, the endpoint pool."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from swehero.data.trajectory import validate
+from swehero.distill.endpoints import EndpointPool, NoLiveEndpoint
+from swehero.distill.run import Settings, distill
+from swehero.eval.episode import AgentSettings
+from swehero.eval.store import read_jsonl
+from swehero.eval.toy import build_toy_tasks
+from swehero.serve.server import free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+CLI = [sys.executable, "-c", "from swehero.distill.cli import distill; distill()"]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    return build_toy_tasks(tmp_path_factory.mktemp("toy"))
+
+
+def lines(path: Path) -> list[dict]:
+    return read_jsonl(path)
+
+
+@pytest.mark.parametrize("mode", ["zero", "exec"])
+def test_oracle_distills_every_task_and_rollout(toy, tmp_path, mode):
+    settings = Settings(tasks=str(toy), rollouts=2, workers=2, progress=False,
+                        agent=AgentSettings(policy="oracle", mode=mode))
+    summary = distill(settings, tmp_path)
+    records = lines(tmp_path / "trajectories.jsonl")
+    tasks = lines(toy)
+    assert sorted((r["instance_id"], r["metadata"]["rollout"]) for r in records) == sorted(
+        (t["instance_id"], k) for t in tasks for k in range(2))
+    gold = {t["instance_id"]: t["patch"] for t in tasks}
+    for record in records:
+        validate(record)
+        assert record["stage"] == {"zero": "zero", "exec": "hero"}[mode]
+        assert record["metadata"]["finish_reason"] == "submitted"
+        assert record["patch"] == gold[record["instance_id"]]
+        assert record["metadata"]["test_files"] and all(f.startswith("tests/") for f in record["metadata"]["test_files"])
+    assert summary["episodes"] == 8 and summary["finish_reasons"] == {"submitted": 8}
+    assert summary["steps"]["p50"] > 0 and summary["tokens"]["total"] > 0 and summary["wall_s"] > 0
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    # a rerun finds everything done and runs nothing
+    again = distill(settings, tmp_path)
+    assert again["skipped_as_done"] == 8 and len(lines(tmp_path / "trajectories.jsonl")) == 8
+
+
+def _stat(pid) -> list[str]:
+    """State, parent pid, ... of a process (empty if it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _children_of(pid: int) -> list[int]:
+    return [int(p.name) for p in Path("/proc").glob("[0-9]*") if _stat(p.name)[1:2] == [str(pid)]]
+
+
+@pytest.mark.timeout(240)
+def test_kill_9_then_resume_loses_and_repeats_nothing(toy, tmp_path):
+    out = tmp_path / "out"
+    argv = CLI + ["--tasks", str(toy), "--mode", "zero", "--policy", "oracle", "--rollouts", "3", "--workers", "2",
+                  "--out", str(out), "--progress", "false"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trajectories = out / "trajectories.jsonl"
+    deadline = time.monotonic() + 120
+    while not (trajectories.exists() and trajectories.read_bytes().count(b"\n") >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, "distill ended or stalled before the kill"
+        time.sleep(0.05)
+    children = _children_of(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = lines(trajectories)
+    assert 3 <= len(partial) < 12, "the kill must land mid-run"
+    time.sleep(1.0)  # the episode children die with their parent (PR_SET_PDEATHSIG)
+    assert children and not [c for c in children if _stat(c)[:1] not in ([], ["Z"])]
+
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=200, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    keys = [(r["instance_id"], r["metadata"]["rollout"]) for r in lines(trajectories)]
+    assert len(keys) == 12 and len(set(keys)) == 12
+    assert Counter(k for _, k in keys) == {0: 4, 1: 4, 2: 4}
+    assert json.loads(done.stdout)["episodes"] == 12
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_as_done"] == len(partial) and summary["episodes"] == 12
+
+
+def test_shards_partition_the_tasks_and_merge(toy, tmp_path):
+    for i in range(2):
+        distill(Settings(tasks=str(toy), shard=f"{i}/2", workers=2, progress=False,
+                         agent=AgentSettings(policy="oracle", mode="zero")), tmp_path / f"shard-{i}")
+    ids = [{r["instance_id"] for r in lines(tmp_path / f"shard-{i}" / "trajectories.jsonl")} for i in range(2)]
+    assert ids[0] and ids[1] and not ids[0] & ids[1]
+    assert ids[0] | ids[1] == {t["instance_id"] for t in lines(toy)}
+    argv = CLI + ["merge", str(tmp_path / "shard-0"), str(tmp_path / "shard-1"), str(tmp_path / "shard-0"),
+                  "--out", str(tmp_path / "all")]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    assert "4 episodes from 3 shard(s) (2 duplicate(s) skipped)" in done.stdout
+    assert len(lines(tmp_path / "all" / "trajectories.jsonl")) == 4
+    assert json.loads((tmp_path / "all" / "summary.json").read_text())["episodes"] == 4
+
+
+def test_slurm_launcher_writes_an_array_job(toy, tmp_path):
+    argv = CLI + ["--tasks", str(toy), "--mode", "zero", "--teacher", "http://a:8000/v1", "--teacher",
+                  "http://b:8000/v1", "--rollouts", "3", "--out", str(tmp_path), "--launcher", "slurm",
+                  "--shards", "8", "--sbatch-arg=--gres=gpu:8"]
+    subprocess.run(argv, check=True, capture_output=True)
+    script = (tmp_path / "distill.sbatch").read_text()
+    assert "#SBATCH --array=0-7" in script and "#SBATCH --gres=gpu:8" in script
+    command = script.splitlines()[-1]
+    assert '--shard "$SLURM_ARRAY_TASK_ID/8"' in command and f'--out "{tmp_path}/shard-$SLURM_ARRAY_TASK_ID"' in command
+    assert "--teacher http://a:8000/v1 --teacher http://b:8000/v1" in command and "--rollouts 3" in command
+    assert "--launcher" not in command and "--shards" not in command
+    done = subprocess.run(["bash", "-n", str(tmp_path / "distill.sbatch")], capture_output=True, check=False)
+    assert done.returncode == 0
+
+
+def test_endpoint_pool_least_loaded_and_dead_endpoints(tmp_path):
+    pool = EndpointPool(["http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"])
+    with pool.borrow() as first, pool.borrow() as second:
+        assert first is not second  # the second goes to the idle one
+        with pool.borrow() as third:
+            assert third is first  # ties: the first listed
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    pool = EndpointPool([dead])
+    with pool.borrow() as endpoint:
+        assert not pool.check(endpoint) and endpoint.dead
+    with pytest.raises(NoLiveEndpoint), pool.borrow():
+        pass
+    assert pool.report() == [{"url": dead, "episodes": 1, "dead": True}]
+
+
+def test_failed_episodes_are_logged_and_retried(toy, tmp_path):
+    """An episode that cannot run (its repository is missing) is not committed; the next run retries it."""
+    repos = tmp_path / "repos"
+    shutil.copytree(toy.parent / "repos", repos)
+    shutil.rmtree(repos / "swehero-toy__calc")
+    settings = Settings(tasks=str(toy), workers=2, progress=False,
+                        agent=AgentSettings(policy="oracle", mode="zero", repos=str(repos)))
+    summary = distill(settings, tmp_path / "out")
+    assert summary["episodes"] == 3 and summary["failed_this_run"] == 1
+    failures = lines(tmp_path / "out" / "failures.jsonl")
+    assert [f["instance_id"] for f in failures] == ["swehero-toy__calc-1"] and failures[0]["error"]
+    shutil.copytree(toy.parent / "repos" / "swehero-toy__calc", repos / "swehero-toy__calc")
+    summary = distill(settings, tmp_path / "out")
+    assert summary["episodes"] == 4 and summary["failed_this_run"] == 0 and summary["skipped_as_done"] == 3
+
+
+def test_distill_and_filter_stage_kinds(toy, tmp_path):
+    """Both kinds' Settings build from recipe data with the recipe schema, then run through the stage contract."""
+    from swehero.distill import filter_stage, stage
+    from swehero.recipe.loader import Lines
+    from swehero.recipe.schema import build
+    from swehero.recipe.stage import StageContext
+
+    def settings(kind, data):
+        problems = []
+        built = build(kind.Settings, data, (), Lines("recipe.yaml"), problems)
+        assert not problems
+        return built
+
+    def ctx(name):
+        (tmp_path / name).mkdir()
+        return StageContext(name, tmp_path / name, 0, None, {}, False)
+
+    distilled = stage.run(settings(stage, {"tasks": str(toy), "rollouts": 2, "workers": 2, "progress": False,
+                                           "serve": {"model": "", "max_model_len": 8192},
+                                           "agent": {"policy": "oracle", "mode": "zero"}}), ctx("distill"))
+    assert len(read_jsonl(distilled["trajectories"])) == 8
+    filtered = filter_stage.run(settings(filter_stage, {"trajectories": distilled["trajectories"],
+                                                        "rules": {"stage": "zero"}}), ctx("filter"))
+    report = json.loads(Path(filtered["report"]).read_text())
+    assert report["input"] == 8 and report["kept"] == 4  # the oracle's two rollouts of a task are identical
+    assert {r["name"]: r["dropped"] for r in report["rules"]}["duplicate"] == 4
+
+
+def test_exclude_decontaminates_before_running(toy, tmp_path):
+    evals = tmp_path / "eval.jsonl"
+    evals.write_text(toy.read_text().splitlines()[1] + "\n")  # the textkit task is in the "evaluation set"
+    summary = distill(Settings(tasks=str(toy), exclude=[str(evals)], workers=2, progress=False,
+                               agent=AgentSettings(policy="oracle", mode="zero")), tmp_path / "out")
+    assert summary["episodes"] == 3
+    assert "swehero-toy__textkit-1" not in {r["instance_id"] for r in read_jsonl(tmp_path / "out" / "trajectories.jsonl")}
+    report = json.loads((tmp_path / "out" / "decontamination.json").read_text())
+    assert report["by_reason"] == {"instance_id": 1} and report["kept"] == 3

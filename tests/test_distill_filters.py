@@ -1,0 +1,221 @@
+"""The paper's trajectory filters (each rule drops exactly the trajectories built to violate it and keeps the rest),
+and decontamination (exact and paraphrased duplicates, same instance, same upstream PR)."""
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swehero.data.trajectory import make_tool_call, validate
+from swehero.distill.decontam import decontaminate, upstream_pr
+from swehero.distill.filters import (
+    FilterConfig,
+    editor_errors,
+    filter_trajectories,
+    patch_files,
+)
+from swehero.eval.store import read_jsonl
+from swehero.eval.toy import build_toy_tasks
+from swehero.toolspec import openhands_tools
+
+FIX = ("diff --git a/calc/ops.py b/calc/ops.py\n--- a/calc/ops.py\n+++ b/calc/ops.py\n@@ -1,2 +1,2 @@\n"
+       " def add(a, b):\n-    return a - b\n+    return a + b\n")
+TEST_EDIT = ("diff --git a/tests/test_ops.py b/tests/test_ops.py\n--- a/tests/test_ops.py\n+++ b/tests/test_ops.py\n"
+             "@@ -1 +1 @@\n-x\n+y\n")
+
+
+def call_turn(n: int, name: str, args: dict, result: str) -> list[dict]:
+    call = make_tool_call(f"call_{n}", name, args)
+    return [{"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "name": name, "content": result}]
+
+
+def good(i: int = 0) -> dict:
+    """A clean execution-free trajectory: explore, edit, finish."""
+    messages = [{"role": "system", "content": "sys"}, {"role": "user", "content": f"fix add ({i})"},
+                *call_turn(1, "execute_bash", {"command": "grep -rn 'def add' . | head"}, "calc/ops.py:1"),
+                *call_turn(2, "str_replace_editor", {"command": "str_replace", "path": "/w/calc/ops.py",
+                                                     "old_str": "a - b", "new_str": "a + b"}, "edited"),
+                {"role": "assistant", "content": "", "tool_calls": [make_tool_call("call_3", "finish",
+                                                                                   {"message": "done"})]}]
+    return {"id": f"t{i}", "instance_id": "swehero-toy__calc-1", "repo": "swehero-toy/calc", "stage": "zero",
+            "messages": messages, "tools": openhands_tools(), "patch": FIX, "resolved": None,
+            "metadata": {"test_files": ["tests/test_ops.py"], "exit_reason": "finished", "rollout": i}}
+
+
+def with_bash(command: str) -> dict:
+    r = good()
+    r["messages"][2:4] = call_turn(1, "execute_bash", {"command": command}, "refused")
+    return r
+
+
+def violators() -> dict[str, list[dict]]:
+    """Trajectories built to violate exactly one rule each, by rule name."""
+    long = good()
+    long["messages"][4:4] = [m for n in range(100) for m in call_turn(10 + n, "think", {"thought": "hm"}, "ok")]
+    stopped = good()
+    stopped["metadata"]["exit_reason"] = "step_limit"
+    no_call, two_calls = good(), good()
+    no_call["messages"][2:4] = [{"role": "assistant", "content": "let me think"}, {"role": "user", "content": "call"}]
+    two_calls["messages"][2]["tool_calls"].append(make_tool_call("call_9", "think", {"thought": "x"}))
+    two_calls["messages"].insert(4, {"role": "tool", "tool_call_id": "call_9", "name": "think", "content": "ok"})
+    errors = good()
+    errors["messages"][4:4] = [m for n in range(3) for m in call_turn(
+        20 + n, "str_replace_editor", {"command": "str_replace", "path": "/w/x", "old_str": "q", "new_str": "r"},
+        "ERROR:\nNo replacement was performed, old_str `q` did not appear verbatim in /w/x.")]
+    null_patch, blank_patch, test_patch = good(), good(), good()
+    null_patch["patch"], blank_patch["patch"], test_patch["patch"] = None, "  \n", FIX + TEST_EDIT
+    return {
+        "banned_command": [with_bash("cd /w && python -m pytest tests"), with_bash("grep x . && pip install y"),
+                           with_bash("echo $(python3 -c 'print(1)')")],
+        "step_limit": [long, stopped],
+        "empty_patch": [null_patch, blank_patch],
+        "touches_test_files": [test_patch],
+        "not_one_tool_call": [no_call, two_calls],
+        "editor_errors": [errors],
+    }
+
+
+def kept_ids(kept):
+    return sorted(r["id"] for r in kept)
+
+
+@pytest.mark.parametrize("stage", ["zero", "hero"])
+def test_each_rule_drops_exactly_its_violators(stage):
+    bad = violators()
+    records, expected_rule = [], {}
+    for rule, items in bad.items():
+        for n, r in enumerate(items):
+            r["id"] = f"{rule}-{n}"
+            records.append(validate(r))
+            expected_rule[r["id"]] = rule
+    clean = [good(i) for i in range(3)]
+    # allowed in both stages: shell navigation, a python file only viewed, 2 editor errors
+    clean[1] = with_bash("find . -name '*.py' | xargs grep -n add; cat setup.py")
+    clean[1]["id"] = "clean-nav"
+    clean[2]["messages"][4:4] = [m for n in range(2) for m in call_turn(
+        30 + n, "str_replace_editor", {"command": "view", "path": "/w/nope"}, "ERROR:\nThe path /w/nope does not exist.")]
+    duplicate = copy.deepcopy(clean[0])
+    duplicate["id"] = "dup"
+    kept, dropped, report = filter_trajectories(records + clean + [duplicate], FilterConfig(stage=stage))
+    assert kept_ids(kept) == kept_ids(clean + (bad["banned_command"] if stage == "hero" else []))
+    by_id = {d["id"]: d["rule"] for d in dropped}
+    for rid, rule in expected_rule.items():
+        if rule == "banned_command" and stage == "hero":
+            assert rid not in by_id  # execution is allowed when SWE-Hero data is made
+        else:
+            assert by_id[rid] == rule
+    assert by_id["dup"] == "duplicate"
+    counts = {r["name"]: r["dropped"] for r in report["rules"]}
+    assert counts == {**{rule: len(items) for rule, items in bad.items() if stage == "zero" or rule != "banned_command"},
+                      "duplicate": 1}
+    assert report["input"] == len(records) + 4 and report["kept"] == len(kept)
+    assert all(r["doc"] for r in report["rules"])
+
+
+def test_rule_helpers():
+    assert patch_files(FIX + TEST_EDIT) == ["calc/ops.py", "tests/test_ops.py"]
+    assert patch_files("diff --git a/old.py b/new.py\nsimilarity index 90%\n") == ["new.py", "old.py"]
+    r = good()
+    assert editor_errors(r) == 0
+    # results without tool_call_id / name (the NVIDIA releases) are matched to calls by order
+    for m in r["messages"]:
+        m.pop("tool_call_id", None), m.pop("name", None)
+        if m["role"] == "tool" and m["content"] == "edited":
+            m["content"] = "ERROR: bad"
+    assert editor_errors(r) == 1
+
+
+def test_test_files_come_from_the_task_file_and_resolved_only_grades(tmp_path):
+    toy = build_toy_tasks(tmp_path / "toy")
+    task = json.loads(toy.read_text().splitlines()[0])
+    right, wrong, touches = good(0), good(1), good(2)
+    for r in (right, wrong, touches):
+        r["metadata"].pop("test_files")
+        r["stage"] = "hero"
+    right["patch"] = task["patch"]
+    wrong["patch"] = FIX.replace("a + b", "b + a + 1")
+    touches["patch"] = task["patch"] + task["test_patch"]
+    with pytest.raises(ValueError, match="--tasks"):
+        filter_trajectories([touches], FilterConfig(stage="hero"))
+    kept, dropped, _ = filter_trajectories([right, wrong, touches], FilterConfig(stage="hero", tasks=str(toy)))
+    assert kept_ids(kept) == ["t0", "t1"] and [d["rule"] for d in dropped] == ["touches_test_files"]
+    kept, dropped, _ = filter_trajectories([right, wrong], FilterConfig(stage="hero", tasks=str(toy),
+                                                                             resolved_only=True))
+    assert kept_ids(kept) == ["t0"] and dropped[0]["rule"] == "unresolved"
+    assert right["resolved"] is True and wrong["resolved"] is False
+    with pytest.raises(ValueError, match="hero"):
+        filter_trajectories([right], FilterConfig(stage="zero", resolved_only=True))
+
+
+def test_filter_cli_writes_the_report(tmp_path):
+    src = tmp_path / "in.jsonl"
+    junk = good(0)
+    junk["messages"][1]["content"] += " model junk: \u2028 \x85 \x1c \u2029 end"  # raw in the JSONL lines
+    records = [junk, with_bash("pytest -x"), copy.deepcopy(junk)]
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    cli = [sys.executable, "-c", "from swehero.distill.cli import filter_; filter_()"]
+    done = subprocess.run(cli + [str(src), "--stage", "zero", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("kept 1 of 3")
+    report = json.loads((tmp_path / "out" / "filter_report.json").read_text())
+    assert {r["name"]: r["dropped"] for r in report["rules"]}["banned_command"] == 1
+    assert read_jsonl(tmp_path / "out" / "trajectories.jsonl") == [junk]
+    assert len(read_jsonl(tmp_path / "out" / "dropped.jsonl")) == 2
+
+
+ISSUE = ("QuerySet.bulk_update() crashes when the batch contains a model whose primary key was never saved. "
+         "Calling bulk_update with a list that mixes saved instances and a freshly constructed instance raises "
+         "an unhelpful AttributeError deep inside the SQL compiler instead of a clear ValueError that explains "
+         "that every object passed to bulk_update must already have a primary key set in the database.")
+PARAPHRASE = ("QuerySet.bulk_update() crashes if the batch includes a model whose primary key was never saved. "
+              "Calling bulk_update with a list that mixes saved objects and a newly constructed instance raises "
+              "a confusing AttributeError deep inside the SQL compiler rather than a clear ValueError explaining "
+              "that every object passed to bulk_update must already have a primary key set in the database.")
+
+
+def row(iid, statement, repo="django/django", **extra):
+    return {"instance_id": iid, "repo": repo, "problem_statement": statement, **extra}
+
+
+def test_decontamination_catches_each_kind_of_overlap():
+    evals = [row("django__django-15368", ISSUE),
+             row("astropy__astropy-12907", "Modeling separability matrix wrong for nested CompoundModels.",
+                 repo="astropy/astropy")]
+    train = [
+        row("django__django-15368", "some other text"),  # the evaluation task itself
+        row("django__django-15368-v2", "rewritten", pull_number=15368),  # same upstream PR, other id
+        row("gym__exact-1", ISSUE, repo="someone/fork"),  # exact copy of the statement
+        row("gym__paraphrase-2", PARAPHRASE, repo="someone/fork"),  # reworded copy
+        row("django__django-99999", "Admin changelist shows wrong totals when filtering by a related date field."),
+        row("pallets__flask-5000", "Blueprint url_prefix is ignored when registering nested blueprints twice.",
+            pr_url="https://github.com/pallets/flask/pull/5000"),
+    ]
+    kept, dropped = decontaminate(train, evals)
+    reasons = {d["instance_id"]: d["reason"] for d in dropped}
+    assert reasons == {"django__django-15368": "instance_id", "django__django-15368-v2": "upstream_pr",
+                       "gym__exact-1": "near_duplicate_statement", "gym__paraphrase-2": "near_duplicate_statement"}
+    assert [t["instance_id"] for t in kept] == ["django__django-99999", "pallets__flask-5000"]
+    sims = {d["instance_id"]: d.get("similarity") for d in dropped}
+    assert sims["gym__exact-1"] == 1.0 and 0.5 <= sims["gym__paraphrase-2"] < 1.0
+    assert upstream_pr(train[5]) == ("pallets/flask", 5000)
+    assert upstream_pr(row("x", "y", repo="a/b")) is None
+
+
+def test_decontaminate_cli(tmp_path):
+    fields = {"base_commit": "0" * 40, "FAIL_TO_PASS": "[]", "PASS_TO_PASS": "[]"}
+    evals, train = tmp_path / "verified.jsonl", tmp_path / "train.jsonl"
+    evals.write_text(json.dumps(row("django__django-15368", ISSUE, **fields)) + "\n")
+    train.write_text("".join(json.dumps(r) + "\n" for r in [
+        row("gym__paraphrase-2", PARAPHRASE, repo="someone/fork", **fields),
+        row("django__django-99999", "Admin changelist totals are wrong.", **fields)]))
+    cli = [sys.executable, "-c", "from swehero.distill.cli import distill; distill()"]
+    done = subprocess.run(cli + ["decontaminate", str(train), "--against", str(evals), "--out",
+                                 str(tmp_path / "clean" / "train.jsonl")], capture_output=True, text=True, check=True)
+    assert "kept 1 of 2" in done.stdout
+    report = json.loads((tmp_path / "clean" / "decontamination.json").read_text())
+    assert report["dropped_tasks"][0]["instance_id"] == "gym__paraphrase-2"
+    assert Path(tmp_path / "clean" / "train.jsonl").read_text().count("\n") == 1
