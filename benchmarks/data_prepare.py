@@ -1,7 +1,7 @@
 """Throughput of `swehero data prepare` against the tokenizer's own limits (a benchmark, not a test).
 
 Builds a synthetic corpus shaped like SWE agent trajectories (code-like text, 10-60 turns, tool outputs up to
-several thousand characters, ~15-30k tokens each) and measures, in one run:
+several thousand characters, lengths log-normal around ~20k tokens, most 15-30k) and measures, in one run:
   (a) ceiling: fast-tokenizer batch encoding of the already rendered texts, all cores, no mask, no packing;
   (b) today's practice: per-sample `apply_chat_template(..., tokenize=True)` in one process (no mask at all);
   (c) `swehero data prepare` end to end (read, parse, validate, render, tokenize, mask, pack, write), run in a
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -49,7 +50,8 @@ def synthetic_trajectory(rng: random.Random, lines: list[str], i: int, tools: li
     from swehero.data.trajectory import make_tool_call
 
     turns = rng.randint(10, 60)
-    target_chars = rng.randint(15_000, 30_000) * 3  # ~3 characters per token on code
+    # Lengths are heavy-tailed like real trajectories: median ~20k tokens, half between ~14k and ~28k.
+    target_chars = int(min(max(rng.lognormvariate(math.log(20_000), 0.5), 3_000), 120_000) * 2.7)
     per_turn = target_chars // turns
     messages = [{"role": "system", "content": "You are OpenHands agent, a helpful AI assistant. " * 20},
                 {"role": "user", "content": "\n".join(rng.sample(lines, 30))}]

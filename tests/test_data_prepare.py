@@ -88,9 +88,12 @@ def test_split_by_instance_stats_and_rejects(built, qwen_tokenizer):
     assert stats["samples"]["valid"] > 0 and stats["samples"]["train"] > 0
     assert 0.5 < stats["packing_efficiency"] <= 1.0
     assert (tmp / "out" / "lengths.png").stat().st_size > 1000
-    decode = qwen_tokenizer.decode
-    ids = {split: {decode(s[:40].tolist()) for segs, _ in _read_split(tmp / "out" / split) for s in segs} for split in ("train", "valid")}
-    assert ids["train"] and ids["valid"]
+    renderer = ChatRenderer(qwen_tokenizer)
+    instance_of = {tuple(renderer.render(r).input_ids.tolist()): r["instance_id"] for r in records}
+    instances = {split: {instance_of[tuple(s.tolist())] for segs, _ in _read_split(tmp / "out" / split)
+                         for s in segs if tuple(s.tolist()) in instance_of} for split in ("train", "valid")}
+    assert instances["train"] and instances["valid"] and not instances["train"] & instances["valid"]
+    assert len(instances["train"] | instances["valid"]) == N_INSTANCES
 
 
 def test_rerun_is_deterministic_and_complete_output_is_kept(built):
