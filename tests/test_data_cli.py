@@ -1,10 +1,12 @@
 import json
+import re
 from pathlib import Path
 
 import click
 from click.testing import CliRunner
 
 from swehero.data.cli import data
+from swehero.data.trajectory import template_messages
 from swehero.recipe.stage import ModelConfig, StageContext
 from tests_paths import QWEN
 
@@ -17,7 +19,7 @@ def _ok(args):
     return result
 
 
-def test_import_render_show_prepare(tmp_path):
+def test_import_render_show_prepare(tmp_path, qwen_tokenizer):
     canon = tmp_path / "c.jsonl"
     _ok(["import", "--format", "nvidia", "--stage", "zero", str(FIXTURES / "nvidia.jsonl"), "--out", str(canon)])
     assert [json.loads(x)["stage"] for x in canon.read_text().splitlines()] == ["zero", "zero"]
@@ -27,8 +29,13 @@ def test_import_render_show_prepare(tmp_path):
     assert [r["id"] for r in rows] == ["astropy__astropy-12907_0", "django__django-11099_2"]
     assert all(len(r["input_ids"]) == len(r["loss_mask"]) and 0 < sum(r["loss_mask"]) < len(r["loss_mask"]) for r in rows)
 
-    shown = _ok(["show", "--tokenizer", str(QWEN), str(canon), "--index", "1"]).output
-    assert click.style('<tool_call>', fg="green", bold=True)[:9] in shown and "UsernameValidator" in click.unstyle(shown)
+    shown = _ok(["show", "--tokenizer", str(QWEN), str(canon), "--index", "1"]).stdout
+    rec = json.loads(canon.read_text().splitlines()[1])
+    text = qwen_tokenizer.apply_chat_template(template_messages(rec["messages"]), tools=rec["tools"], tokenize=False)
+    assert click.unstyle(shown) == text + "\n"
+    highlighted = re.findall(r"(?:\x1b\[[0-9;]*m)+(.*?)\x1b\[0m", shown, re.S)
+    assert highlighted[0].startswith("<tool_call>") and highlighted[-1].endswith("</tool_call><|im_end|>")
+    assert len(highlighted) == 2  # the two assistant turns, nothing else
 
     out = _ok(["prepare", str(canon), "--tokenizer", str(QWEN), "--seq-length", "8192", "--out", str(tmp_path / "ds"),
                "--workers", "0", "--valid-fraction", "0"]).stdout
