@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from data_samples import samples
+from data_samples import USER, samples
+
+USER_TEXT = USER["content"]
 from swehero.data.render import ChatRenderer, fit_length
 from swehero.data.trajectory import template_messages, validate
 
@@ -83,3 +85,19 @@ def test_validate_normalises_null_content_and_rejects_bad_records():
         with pytest.raises(Reject) as e:
             validate(bad)
         assert e.value.reason == reason
+
+
+@pytest.mark.parametrize("sample", samples(), ids=lambda s: s["id"])
+def test_second_tokenizer_and_template(llama_style_tokenizer, sample):
+    tok = llama_style_tokenizer
+    rec = validate(sample)
+    renderer = ChatRenderer(tok)
+    out = renderer.render(rec)
+    ref = tok.apply_chat_template(template_messages(rec["messages"]), tools=rec["tools"], tokenize=True)
+    assert out.input_ids.tolist() == ref["input_ids"]
+    assert renderer.spans(rec["messages"], rec["tools"]) == renderer.prefix_spans(rec["messages"], rec["tools"])
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    n_assistant = sum(m["role"] == "assistant" for m in rec["messages"])
+    assert out.loss_mask[out.input_ids == eot].sum() == n_assistant
+    trained = tok.decode(out.input_ids[out.loss_mask == 1].tolist())
+    assert "<|start_header_id|>" not in trained and "ipython" not in trained and USER_TEXT not in trained
