@@ -154,7 +154,7 @@ def main() -> None:
     print(f"(b) per-sample chat template  {b / 1e6:7.3f} M tokens/s")
     print(f"(c) swehero data prepare      {c_tps / 1e6:7.3f} M tokens/s  (processing loop; "
           f"{n_a / c['wall'] / 1e6:.3f} M tokens/s counting process start-up)")
-    print(f"ratios: c/a = {c_tps / a:.2f}, c/b = {c_tps / b:.2f}")
+    print(f"ratios: c/a = {c_tps / a:.2f}, c/a' = {c_tps / a_ids:.2f}, c/b = {c_tps / b:.2f}")
     print(f"packing efficiency at {args.seq_length}: {c['packing_efficiency']:.4f}; "
           f"peak RSS main {c['rss_main_mb']:.0f} MB, worker {c['rss_worker_mb']:.0f} MB")
     if args.scale > 1:
@@ -163,7 +163,8 @@ def main() -> None:
             for _ in range(args.scale):
                 f.write(corpus.read_text())
         cb = run_prepare(big, args.tokenizer, tmp / "out-big", args.seq_length, args.workers)
-        print(f"{args.scale}x corpus: {cb['rendered_tokens_per_second'] / 1e6:.3f} M tokens/s, peak RSS main "
+        print(f"{args.scale}x corpus: {cb['rendered_tokens_per_second'] / 1e6:.3f} M tokens/s "
+              f"(c/a = {cb['rendered_tokens_per_second'] / a:.2f}), peak RSS main "
               f"{cb['rss_main_mb']:.0f} MB, worker {cb['rss_worker_mb']:.0f} MB, "
               f"packing efficiency {cb['packing_efficiency']:.4f}")
     shutil.rmtree(tmp)

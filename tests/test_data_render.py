@@ -101,3 +101,17 @@ def test_second_tokenizer_and_template(llama_style_tokenizer, sample):
     assert out.loss_mask[out.input_ids == eot].sum() == n_assistant
     trained = tok.decode(out.input_ids[out.loss_mask == 1].tolist())
     assert "<|start_header_id|>" not in trained and "ipython" not in trained and USER_TEXT not in trained
+
+
+@pytest.mark.parametrize("which", ["qwen_tokenizer", "llama_style_tokenizer"])
+def test_byte_position_path_equals_offsets_path(request, which):
+    tok = request.getfixturevalue(which)
+    fast, slow = ChatRenderer(tok), ChatRenderer(tok)
+    slow._byte_lengths = None  # force the offsets path
+    assert fast._byte_lengths is not None
+    recs = [validate(s) for s in samples()]
+    odd = validate(samples()[1])
+    odd["messages"][-1]["content"] = "cafe\u0301 — not NFC, e\u0301"  # a normaliser changes it: falls back
+    for a, b in zip(fast.render_batch(recs + [odd]), slow.render_batch(recs + [odd])):
+        assert np.array_equal(a.input_ids, b.input_ids) and np.array_equal(a.loss_mask, b.loss_mask)
+        assert a.turn_ends == b.turn_ends

@@ -2,7 +2,7 @@
 
 The text is rendered once by `apply_chat_template` (so ids equal `apply_chat_template(..., tokenize=True)` token
 for token), then each assistant turn is located as a character span and the tokens overlapping a span get
-loss 1. A turn's span is what the model generates after the template's generation prompt: its content, its
+loss 1 (found from byte positions for byte-level BPE tokenizers, from the tokenizer's offsets otherwise). A turn's span is what the model generates after the template's generation prompt: its content, its
 tool-call blocks and the turn-closing marker (`<|im_end|>` for ChatML), without the role header or the
 template's trailing newline. Spans come from rendering each assistant message alone after a fixed probe turn
 (linear cost, unlike rendering every prefix); `prefix_spans` is the slow, obviously-right definition that the
@@ -57,6 +57,7 @@ class ChatRenderer:
         tail = piece[len(self._header) + 1 :]
         self._tail = tail
         self._tail_untrained = len(tail) - len(tail.rstrip())
+        self._byte_lengths = byte_length_table(tokenizer.backend_tokenizer)
 
     def text(self, messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = False) -> str:
         return self.tokenizer.apply_chat_template(
@@ -109,11 +110,56 @@ class ChatRenderer:
             text, spans = self.spans(r["messages"], r["tools"])
             texts.append(text)
             all_spans.append(spans[-1:] if self.mask == "last" else spans)
-        encodings = self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
-        return [_mark(enc, spans) for enc, spans in zip(encodings, all_spans)]
+        backend = self.tokenizer.backend_tokenizer
+        if self._byte_lengths is None:
+            encodings = backend.encode_batch(texts, add_special_tokens=False)
+            return [_mark(enc, spans) for enc, spans in zip(encodings, all_spans)]
+        out = []
+        for text, spans, enc in zip(texts, all_spans, backend.encode_batch_fast(texts, add_special_tokens=False)):
+            r = _mark_by_bytes(np.array(enc.ids, dtype=np.int32), self._byte_lengths, text, spans, backend)
+            out.append(r or _mark(backend.encode(text, add_special_tokens=False), spans))
+        return out
 
     def render(self, record: dict) -> Rendered:
         return self.render_batch([record])[0]
+
+
+def byte_length_table(backend) -> np.ndarray | None:
+    """For byte-level BPE tokenizers, the number of text bytes each token id stands for (None otherwise).
+
+    With it, token positions follow from a cumulative sum over the ids, so the tokenizer can skip tracking
+    offsets (`encode_batch_fast`: ~30% faster than `encode_batch`, and tokenization is most of the cost)."""
+    from tokenizers import decoders, models
+
+    if not (isinstance(backend.model, models.BPE) and isinstance(backend.decoder, decoders.ByteLevel)):
+        return None
+    table = np.zeros(backend.get_vocab_size(with_added_tokens=True), dtype=np.int64)
+    for token, i in backend.get_vocab(with_added_tokens=False).items():
+        table[i] = len(token)  # byte-level vocab: one character per byte
+    for i, added in backend.get_added_tokens_decoder().items():
+        table[i] = len(added.content.encode("utf-8"))
+    return table
+
+
+def _mark_by_bytes(ids: np.ndarray, byte_lengths: np.ndarray, text: str, spans, backend) -> Rendered | None:
+    """Like `_mark`, from byte positions; None when the tokens' bytes are not exactly the text's (a normaliser
+    changed the text), so the caller falls back to offsets."""
+    if backend.normalizer is not None and backend.normalizer.normalize_str(text) != text:
+        return None
+    ends = np.cumsum(byte_lengths[ids])
+    if not len(ids) or ends[-1] != len(text.encode("utf-8")):
+        return None
+    starts = ends - byte_lengths[ids]
+    mask = np.zeros(len(ids), dtype=np.uint8)
+    turn_ends = []
+    ascii_text = text.isascii()
+    for a, b in spans:
+        if not ascii_text:
+            a, b = len(text[:a].encode("utf-8")), len(text[:b].encode("utf-8"))
+        lo, hi = int(np.searchsorted(ends, a, side="right")), int(np.searchsorted(starts, b, side="left"))
+        mask[lo:hi] = 1
+        turn_ends.append(hi)
+    return Rendered(ids, mask, turn_ends)
 
 
 def _mark(encoding, spans: list[tuple[int, int]]) -> Rendered:
