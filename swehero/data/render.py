@@ -153,9 +153,12 @@ def _mark_by_bytes(ids: np.ndarray, byte_lengths: np.ndarray, text: str, spans, 
     mask = np.zeros(len(ids), dtype=np.uint8)
     turn_ends = []
     ascii_text = text.isascii()
+    char, byte = 0, 0  # spans are in order: convert character to byte positions incrementally
     for a, b in spans:
         if not ascii_text:
-            a, b = len(text[:a].encode("utf-8")), len(text[:b].encode("utf-8"))
+            a_byte = byte + len(text[char:a].encode("utf-8"))
+            char, byte = b, a_byte + len(text[a:b].encode("utf-8"))
+            a, b = a_byte, byte
         lo, hi = int(np.searchsorted(ends, a, side="right")), int(np.searchsorted(starts, b, side="left"))
         mask[lo:hi] = 1
         turn_ends.append(hi)
