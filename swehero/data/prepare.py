@@ -208,7 +208,7 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
     dropped: Counter[str] = Counter()
     hist = np.zeros(4 * cfg.seq_length // HIST_BUCKET + 1, dtype=np.int64)
     n = Counter()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), _cpu_seconds()
     try:
         for results in _results(tok, cfg, _batches(expand(inputs), cfg.batch_size)):
             for res in results:
@@ -233,13 +233,22 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
             w.close()
     finally:
         rejects.close()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - start_cpu
     rejects.check(n["read"], cfg.max_reject_fraction)
     stats = _stats(n, rejects, dropped, hist, writers, cfg, seconds, pad_id)
+    stats["cpu_seconds"] = round(cpu_seconds, 3)
     _plot_lengths(hist, cfg.seq_length, tmp / "lengths.png")
     (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     tmp.replace(out)
     return stats
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished workers (the pool is joined when `_results` ends)."""
+    import resource
+
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
 
 
 def _percentile(hist: np.ndarray, q: float) -> int:

@@ -11,6 +11,7 @@ tests hold the fast path to.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,10 +142,21 @@ def byte_length_table(backend) -> np.ndarray | None:
     return table
 
 
+def _normalizer_keeps(normalizer, text: str) -> bool:
+    """True when the tokenizer's normaliser leaves `text` unchanged (NFC, as Qwen's, is checked without copying)."""
+    from tokenizers import normalizers
+
+    if normalizer is None:
+        return True
+    if isinstance(normalizer, normalizers.NFC):
+        return unicodedata.is_normalized("NFC", text)
+    return normalizer.normalize_str(text) == text
+
+
 def _mark_by_bytes(ids: np.ndarray, byte_lengths: np.ndarray, text: str, spans, backend) -> Rendered | None:
     """Like `_mark`, from byte positions; None when the tokens' bytes are not exactly the text's (a normaliser
     changed the text), so the caller falls back to offsets."""
-    if backend.normalizer is not None and backend.normalizer.normalize_str(text) != text:
+    if not _normalizer_keeps(backend.normalizer, text):
         return None
     ends = np.cumsum(byte_lengths[ids])
     if not len(ids) or ends[-1] != len(text.encode("utf-8")):
