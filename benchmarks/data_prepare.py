@@ -101,6 +101,35 @@ def run_prepare(corpus: Path, tokenizer: str, out: Path, seq_length: int, worker
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def one_process_comparison(corpus: Path, tokenizer: str, tmp: Path, seq_length: int, repeats: int) -> None:
+    """CPU cost per token of `prepare` in one process (workers=0: everything, packing and writing included)
+    against one thread of ids-only encoding and against per-sample `apply_chat_template`, interleaved so that
+    all three see the same machine load."""
+    from transformers import AutoTokenizer
+
+    from swehero.data.prepare import PrepareConfig, prepare
+    from swehero.data.trajectory import template_messages
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread each
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    records = [json.loads(x) for x in corpus.read_text().splitlines()]
+    convs = [(template_messages(r["messages"]), r["tools"]) for r in records]
+    texts = [tok.apply_chat_template(m, tools=t, tokenize=False) for m, t in convs]
+    for i in range(repeats):
+        c = time.process_time()
+        n = sum(len(e.ids) for e in tok.backend_tokenizer.encode_batch_fast(texts, add_special_tokens=False))
+        encode = n / (time.process_time() - c)
+        c = time.process_time()
+        for m, t in convs:
+            tok.apply_chat_template(m, tools=t, tokenize=True)
+        per_sample = n / (time.process_time() - c)
+        stats = prepare([str(corpus)], tokenizer, tmp / f"one{i}", PrepareConfig(seq_length=seq_length, workers=0))
+        ours = n / stats["cpu_seconds"]  # every trajectory is kept whole: prepare tokenizes the same n tokens
+        print(f"one process, M tokens per CPU-second: ids-only encode {encode / 1e6:.3f}, per-sample template "
+              f"{per_sample / 1e6:.3f}, prepare {ours / 1e6:.3f} (prepare/encode {ours / encode:.2f}, "
+              f"prepare/per-sample {ours / per_sample:.2f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", default=str(Path(__file__).parents[1] / "../shared/fixtures/qwen2.5-tokenizer"))
@@ -166,6 +195,7 @@ def main() -> None:
         print(f"ratios ({unit}): c/a = {c[i] / a[i]:.2f}, c/a' = {c[i] / a_ids[i]:.2f}, c/b = {c[i] / b[i]:.2f}")
     print(f"packing efficiency at {args.seq_length}: {runs[0]['packing_efficiency']:.4f}; "
           f"peak RSS main {runs[0]['rss_main_mb']:.0f} MB, worker {runs[0]['rss_worker_mb']:.0f} MB")
+    one_process_comparison(corpus, args.tokenizer, tmp, args.seq_length, args.repeats)
     if args.scale > 1:
         big = tmp / "big.jsonl"
         with open(big, "w") as f:

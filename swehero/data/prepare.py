@@ -161,9 +161,8 @@ def _batches(files: list[Path], size: int):
         yield batch
 
 
-def _results(tokenizer, cfg: PrepareConfig, batches):
-    """Processed batches in submission order, with at most 2 * workers batches in flight."""
-    _setup(tokenizer, cfg)
+def _results(cfg: PrepareConfig, batches):
+    """Processed batches in submission order, with at most 2 * workers batches in flight (after `_setup`)."""
     if cfg.workers == 0:
         yield from map(_process, batches)
         return
@@ -208,9 +207,10 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
     dropped: Counter[str] = Counter()
     hist = np.zeros(4 * cfg.seq_length // HIST_BUCKET + 1, dtype=np.int64)
     n = Counter()
+    _setup(tok, cfg)
     start, start_cpu = time.perf_counter(), _cpu_seconds()
     try:
-        for results in _results(tok, cfg, _batches(expand(inputs), cfg.batch_size)):
+        for results in _results(cfg, _batches(expand(inputs), cfg.batch_size)):
             for res in results:
                 n["read"] += 1
                 if res[0] == "reject":
