@@ -24,8 +24,35 @@ import tempfile
 import time
 from pathlib import Path
 
-IDENTS = "self value result config parser node token index buffer items path request response handler cache " \
-         "model field schema record stream offset length module filename context options retries".split()
+IDENTS = [
+    "self",
+    "value",
+    "result",
+    "config",
+    "parser",
+    "node",
+    "token",
+    "index",
+    "buffer",
+    "items",
+    "path",
+    "request",
+    "response",
+    "handler",
+    "cache",
+    "model",
+    "field",
+    "schema",
+    "record",
+    "stream",
+    "offset",
+    "length",
+    "module",
+    "filename",
+    "context",
+    "options",
+    "retries",
+]
 
 
 def _code_lines(rng: random.Random, n: int) -> list[str]:
@@ -33,11 +60,11 @@ def _code_lines(rng: random.Random, n: int) -> list[str]:
         "    {a} = {b}.{c}({d}, {n})",
         "def {a}_{b}(self, {c}, {d}=None):",
         "        if {a} is not None and len({b}) > {n}:",
-        "            raise ValueError(f\"invalid {a}: {{{b}!r}}\")",
+        '            raise ValueError(f"invalid {a}: {{{b}!r}}")',
         "    return [{a} for {a} in {b} if {a}.{c}]",
         "# {a} the {b} before {c} ({n} bytes)",
         "{f}:{n}:    {a}.{b} = {c}",
-        "  File \"/testbed/{a}/{b}.py\", line {n}, in {c}",
+        '  File "/testbed/{a}/{b}.py", line {n}, in {c}',
     ]
     out = []
     for _ in range(n):
@@ -53,13 +80,16 @@ def synthetic_trajectory(rng: random.Random, lines: list[str], i: int, tools: li
     # Lengths are heavy-tailed like real trajectories: median ~20k tokens, half between ~14k and ~28k.
     target_chars = int(min(max(rng.lognormvariate(math.log(20_000), 0.5), 3_000), 120_000) * 2.7)
     per_turn = target_chars // turns
-    messages = [{"role": "system", "content": "You are OpenHands agent, a helpful AI assistant. " * 20},
-                {"role": "user", "content": "\n".join(rng.sample(lines, 30))}]
+    messages = [
+        {"role": "system", "content": "You are OpenHands agent, a helpful AI assistant. " * 20},
+        {"role": "user", "content": "\n".join(rng.sample(lines, 30))},
+    ]
     for t in range(turns):
         cmd = {"command": f"grep -rn '{rng.choice(IDENTS)}' /workspace/repo/src | head -{rng.randint(5, 80)}"}
         call = make_tool_call(f"call_{t}", "execute_bash", cmd)
-        messages.append({"role": "assistant", "content": " ".join(rng.choices(IDENTS, k=rng.randint(5, 60))),
-                         "tool_calls": [call]})
+        messages.append(
+            {"role": "assistant", "content": " ".join(rng.choices(IDENTS, k=rng.randint(5, 60))), "tool_calls": [call]}
+        )
         out, size = [], rng.randint(per_turn // 4, per_turn * 7 // 4)
         while sum(map(len, out)) < size:
             out.append(rng.choice(lines))
@@ -74,8 +104,7 @@ def write_corpus(path: Path, n: int, seed: int = 0) -> None:
     rng = random.Random(seed)
     lines, tools = _code_lines(rng, 20_000), openhands_tools()
     with open(path, "w") as f:
-        for i in range(n):
-            f.write(json.dumps(synthetic_trajectory(rng, lines, i, tools)) + "\n")
+        f.writelines(json.dumps(synthetic_trajectory(rng, lines, i, tools)) + "\n" for i in range(n))
 
 
 def run_prepare(corpus: Path, tokenizer: str, out: Path, seq_length: int, workers: int) -> dict:
@@ -125,9 +154,11 @@ def one_process_comparison(corpus: Path, tokenizer: str, tmp: Path, seq_length: 
         per_sample = n / (time.process_time() - c)
         stats = prepare([str(corpus)], tokenizer, tmp / f"one{i}", PrepareConfig(seq_length=seq_length, workers=0))
         ours = n / stats["cpu_seconds"]  # every trajectory is kept whole: prepare tokenizes the same n tokens
-        print(f"one process, M tokens per CPU-second: ids-only encode {encode / 1e6:.3f}, per-sample template "
-              f"{per_sample / 1e6:.3f}, prepare {ours / 1e6:.3f} (prepare/encode {ours / encode:.2f}, "
-              f"prepare/per-sample {ours / per_sample:.2f})")
+        print(
+            f"one process, M tokens per CPU-second: ids-only encode {encode / 1e6:.3f}, per-sample template "
+            f"{per_sample / 1e6:.3f}, prepare {ours / 1e6:.3f} (prepare/encode {ours / encode:.2f}, "
+            f"prepare/per-sample {ours / per_sample:.2f})"
+        )
 
 
 def main() -> None:
@@ -165,8 +196,10 @@ def main() -> None:
         return n / (time.perf_counter() - t), n / (time.process_time() - c)
 
     def per_sample() -> int:
-        return sum(len(tok.apply_chat_template(m, tools=r["tools"], tokenize=True)["input_ids"])
-                   for m, r in zip(convs, records))
+        return sum(
+            len(tok.apply_chat_template(m, tools=r["tools"], tokenize=True)["input_ids"])
+            for m, r in zip(convs, records)
+        )
 
     texts = [tok.apply_chat_template(m, tools=r["tools"], tokenize=False) for m, r in zip(convs, records)]
     n_a = sum(len(e.ids) for e in tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False))
@@ -178,34 +211,45 @@ def main() -> None:
     b = best(lambda: timed(per_sample))
     a = best(lambda: timed(lambda: batch(tok.backend_tokenizer.encode_batch)))
     a_ids = best(lambda: timed(lambda: batch(tok.backend_tokenizer.encode_batch_fast)))
-    del texts, convs, records
 
-    runs = [run_prepare(corpus, args.tokenizer, tmp / f"out{i}", args.seq_length, args.workers)
-            for i in range(args.repeats)]
+    runs = [
+        run_prepare(corpus, args.tokenizer, tmp / f"out{i}", args.seq_length, args.workers) for i in range(args.repeats)
+    ]
     c = (max(r["rendered_tokens_per_second"] for r in runs), max(n_a / r["cpu_seconds"] for r in runs))
-    print(f"machine: {os.cpu_count()} cores; corpus: {args.trajectories} trajectories, {n_a / 1e6:.2f}M tokens, "
-          f"{n_a / args.trajectories / 1e3:.1f}k tokens each")
+    print(
+        f"machine: {os.cpu_count()} cores; corpus: {args.trajectories} trajectories, {n_a / 1e6:.2f}M tokens, "
+        f"{n_a / args.trajectories / 1e3:.1f}k tokens each"
+    )
     print("M tokens per second:               wall   per CPU-second")
-    for name, (wall, cpu) in [("(a) batch encode (encode_batch)", a), ("(a') ids only (encode_batch_fast)", a_ids),
-                              ("(b) per-sample chat template", b), ("(c) swehero data prepare", c)]:
+    for name, (wall, cpu) in [
+        ("(a) batch encode (encode_batch)", a),
+        ("(a') ids only (encode_batch_fast)", a_ids),
+        ("(b) per-sample chat template", b),
+        ("(c) swehero data prepare", c),
+    ]:
         print(f"{name:34s} {wall / 1e6:6.3f}   {cpu / 1e6:6.3f}")
-    print(f"(c) counting process start-up: {max(n_a / r['wall'] for r in runs) / 1e6:.3f} M tokens/s wall, "
-          f"{max(n_a / r['cpu'] for r in runs) / 1e6:.3f} per CPU-second")
+    print(
+        f"(c) counting process start-up: {max(n_a / r['wall'] for r in runs) / 1e6:.3f} M tokens/s wall, "
+        f"{max(n_a / r['cpu'] for r in runs) / 1e6:.3f} per CPU-second"
+    )
     for i, unit in enumerate(("wall", "per CPU-second")):
         print(f"ratios ({unit}): c/a = {c[i] / a[i]:.2f}, c/a' = {c[i] / a_ids[i]:.2f}, c/b = {c[i] / b[i]:.2f}")
-    print(f"packing efficiency at {args.seq_length}: {runs[0]['packing_efficiency']:.4f}; "
-          f"peak RSS main {runs[0]['rss_main_mb']:.0f} MB, worker {runs[0]['rss_worker_mb']:.0f} MB")
+    print(
+        f"packing efficiency at {args.seq_length}: {runs[0]['packing_efficiency']:.4f}; "
+        f"peak RSS main {runs[0]['rss_main_mb']:.0f} MB, worker {runs[0]['rss_worker_mb']:.0f} MB"
+    )
     one_process_comparison(corpus, args.tokenizer, tmp, args.seq_length, args.repeats)
     if args.scale > 1:
         big = tmp / "big.jsonl"
         with open(big, "w") as f:
-            for _ in range(args.scale):
-                f.write(corpus.read_text())
+            f.writelines(corpus.read_text() for _ in range(args.scale))
         cb = run_prepare(big, args.tokenizer, tmp / "out-big", args.seq_length, args.workers)
-        print(f"{args.scale}x corpus: {cb['rendered_tokens_per_second'] / 1e6:.3f} M tokens/s wall, "
-              f"{n_a * args.scale / cb['cpu_seconds'] / 1e6:.3f} per CPU-second, peak RSS main "
-              f"{cb['rss_main_mb']:.0f} MB, worker {cb['rss_worker_mb']:.0f} MB, "
-              f"packing efficiency {cb['packing_efficiency']:.4f}")
+        print(
+            f"{args.scale}x corpus: {cb['rendered_tokens_per_second'] / 1e6:.3f} M tokens/s wall, "
+            f"{n_a * args.scale / cb['cpu_seconds'] / 1e6:.3f} per CPU-second, peak RSS main "
+            f"{cb['rss_main_mb']:.0f} MB, worker {cb['rss_worker_mb']:.0f} MB, "
+            f"packing efficiency {cb['packing_efficiency']:.4f}"
+        )
     shutil.rmtree(tmp)
 
 

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from data_samples import USER, samples
 
 USER_TEXT = USER["content"]

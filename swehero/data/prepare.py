@@ -144,8 +144,14 @@ def _process(batch: list[tuple[str, object]]) -> list[tuple]:
         if fitted is None:
             out[k] = ("drop", "too_long", len(r.input_ids))
         else:
-            out[k] = ("keep", rec["instance_id"], len(r.input_ids), fitted.input_ids, fitted.loss_mask,
-                      len(fitted.input_ids) < len(r.input_ids))
+            out[k] = (
+                "keep",
+                rec["instance_id"],
+                len(r.input_ids),
+                fitted.input_ids,
+                fitted.loss_mask,
+                len(fitted.input_ids) < len(r.input_ids),
+            )
     return out
 
 
@@ -247,8 +253,11 @@ def _cpu_seconds() -> float:
     """CPU time of this process and of its finished workers (the pool is joined when `_results` ends)."""
     import resource
 
-    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-               for f in ("ru_utime", "ru_stime"))
+    return sum(
+        getattr(resource.getrusage(who), f)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for f in ("ru_utime", "ru_stime")
+    )
 
 
 def _percentile(hist: np.ndarray, q: float) -> int:
@@ -260,8 +269,13 @@ def _percentile(hist: np.ndarray, q: float) -> int:
 def _stats(n, rejects, dropped, hist, writers, cfg, seconds, pad_id) -> dict:
     samples = sum(w.samples for w in writers.values())
     return {
-        "trajectories": {"read": n["read"], "kept": n["kept"], "truncated": n["truncated"],
-                         "rejected": dict(rejects.counts), "dropped": dict(dropped)},
+        "trajectories": {
+            "read": n["read"],
+            "kept": n["kept"],
+            "truncated": n["truncated"],
+            "rejected": dict(rejects.counts),
+            "dropped": dict(dropped),
+        },
         "tokens": n["tokens"],
         "trained_tokens": n["trained_tokens"],
         "samples": {s: w.samples for s, w in writers.items()},

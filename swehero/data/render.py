@@ -227,8 +227,12 @@ def render_files(inputs: list[str], tokenizer, out, mask: str = "all") -> dict:
                     rejects.add(where, r)
                     continue
                 r = renderer.render(record)
-                f.write(json.dumps({"id": record["id"], "input_ids": r.input_ids.tolist(),
-                                    "loss_mask": r.loss_mask.tolist()}) + "\n")
+                f.write(
+                    json.dumps(
+                        {"id": record["id"], "input_ids": r.input_ids.tolist(), "loss_mask": r.loss_mask.tolist()}
+                    )
+                    + "\n"
+                )
                 n += 1
     rejects.close()
     return {"written": n, "rejected": dict(rejects.counts)}
