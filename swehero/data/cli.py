@@ -12,7 +12,12 @@ FORMATS = ("nvidia", "nebius", "swe-gym", "swe-smith", "sharegpt", "swe-agent", 
 
 @click.group()
 def data() -> None:
-    """Trajectory data: import -> render/show -> prepare (packed Megatron datasets)."""
+    """Trajectory data: import -> render/show -> prepare (packed Megatron datasets).
+
+    \b
+    Example:
+      swehero data import --format nvidia zero.parquet --out zero.jsonl
+    """
 
 
 @data.command("import")
