@@ -1,12 +1,14 @@
 import json
+import re
 from pathlib import Path
 
 import click
 from click.testing import CliRunner
+from tests_paths import QWEN
 
 from swehero.data.cli import data
+from swehero.data.trajectory import template_messages
 from swehero.recipe.stage import ModelConfig, StageContext
-from tests_paths import QWEN
 
 FIXTURES = Path(__file__).parent / "data_fixtures"
 
@@ -17,7 +19,7 @@ def _ok(args):
     return result
 
 
-def test_import_render_show_prepare(tmp_path):
+def test_import_render_show_prepare(tmp_path, qwen_tokenizer):
     canon = tmp_path / "c.jsonl"
     _ok(["import", "--format", "nvidia", "--stage", "zero", str(FIXTURES / "nvidia.jsonl"), "--out", str(canon)])
     assert [json.loads(x)["stage"] for x in canon.read_text().splitlines()] == ["zero", "zero"]
@@ -25,13 +27,34 @@ def test_import_render_show_prepare(tmp_path):
     _ok(["render", "--tokenizer", str(QWEN), str(canon), "--out", str(tmp_path / "r.jsonl")])
     rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["astropy__astropy-12907_0", "django__django-11099_2"]
-    assert all(len(r["input_ids"]) == len(r["loss_mask"]) and 0 < sum(r["loss_mask"]) < len(r["loss_mask"]) for r in rows)
+    assert all(
+        len(r["input_ids"]) == len(r["loss_mask"]) and 0 < sum(r["loss_mask"]) < len(r["loss_mask"]) for r in rows
+    )
 
-    shown = _ok(["show", "--tokenizer", str(QWEN), str(canon), "--index", "1"]).output
-    assert click.style('<tool_call>', fg="green", bold=True)[:9] in shown and "UsernameValidator" in click.unstyle(shown)
+    shown = _ok(["show", "--tokenizer", str(QWEN), str(canon), "--index", "1"]).stdout
+    rec = json.loads(canon.read_text().splitlines()[1])
+    text = qwen_tokenizer.apply_chat_template(template_messages(rec["messages"]), tools=rec["tools"], tokenize=False)
+    assert click.unstyle(shown) == text + "\n"
+    highlighted = re.findall(r"(?:\x1b\[[0-9;]*m)+(.*?)\x1b\[0m", shown, re.DOTALL)
+    assert highlighted[0].startswith("<tool_call>") and highlighted[-1].endswith("</tool_call><|im_end|>")
+    assert len(highlighted) == 2  # the two assistant turns, nothing else
 
-    out = _ok(["prepare", str(canon), "--tokenizer", str(QWEN), "--seq-length", "8192", "--out", str(tmp_path / "ds"),
-               "--workers", "0", "--valid-fraction", "0"]).stdout
+    out = _ok(
+        [
+            "prepare",
+            str(canon),
+            "--tokenizer",
+            str(QWEN),
+            "--seq-length",
+            "8192",
+            "--out",
+            str(tmp_path / "ds"),
+            "--workers",
+            "0",
+            "--valid-fraction",
+            "0",
+        ]
+    ).stdout
     assert json.loads(out)["trajectories"]["kept"] == 2
     assert (tmp_path / "ds" / "train_tokens.idx").exists()
 
@@ -41,8 +64,9 @@ def test_stage_run_uses_recipe_tokenizer_and_seed(tmp_path):
     from swehero.data.stage import Settings, run
 
     import_files([str(FIXTURES / "nebius.jsonl")], "nebius", tmp_path / "c.jsonl", max_reject_fraction=0.6)
-    ctx = StageContext(name="prep", dir=tmp_path / "stage", seed=7, model=ModelConfig(base=str(QWEN)),
-                       upstream={}, resume=False)
+    ctx = StageContext(
+        name="prep", dir=tmp_path / "stage", seed=7, model=ModelConfig(base=str(QWEN)), upstream={}, resume=False
+    )
     ctx.dir.mkdir()
     outputs = run(Settings(inputs=[str(tmp_path / "c.jsonl")], seq_length=4096, workers=0), ctx)
     stats = json.loads(Path(outputs["stats"]).read_text())

@@ -20,8 +20,11 @@ def _import(tmp_path, fmt, name, **kw):
 
 
 def _calls(record):
-    return [(c["function"]["name"], json.loads(c["function"]["arguments"]))
-            for m in record["messages"] for c in m.get("tool_calls", [])]
+    return [
+        (c["function"]["name"], json.loads(c["function"]["arguments"]))
+        for m in record["messages"]
+        for c in m.get("tool_calls", [])
+    ]
 
 
 def test_nvidia_attaches_openhands_tools_and_links_tool_results_by_order(tmp_path):
@@ -31,7 +34,10 @@ def test_nvidia_attaches_openhands_tools_and_links_tool_results_by_order(tmp_pat
     assert rec["messages"][1]["content"].startswith("<uploaded_files>")  # content parts joined
     tool_ids = [m["tool_call_id"] for m in rec["messages"] if m["role"] == "tool"]
     assert tool_ids == ["toolu_1", "toolu_2", "toolu_3"]
-    assert _calls(rec2)[0] == ("execute_bash", {"command": "grep -rn 'UsernameValidator' /workspace/django", "timeout": 30})
+    assert _calls(rec2)[0] == (
+        "execute_bash",
+        {"command": "grep -rn 'UsernameValidator' /workspace/django", "timeout": 30},
+    )
 
 
 def test_parquet_input_through_datasets(tmp_path):
@@ -59,8 +65,10 @@ def test_swe_gym_inline_function_markup_becomes_tool_calls(tmp_path):
     _, (rec,), _ = _import(tmp_path, "swe-gym", "swe_gym.json")
     assert _calls(rec) == [
         ("execute_bash", {"command": "grep -rn 'def get_parameters_by_path' /workspace/getmoto__moto__4.0"}),
-        ("str_replace_editor", {"command": "view", "path": "/workspace/getmoto__moto__4.0/moto/ssm/models.py",
-                                "view_range": [1720, 1740]}),
+        (
+            "str_replace_editor",
+            {"command": "view", "path": "/workspace/getmoto__moto__4.0/moto/ssm/models.py", "view_range": [1720, 1740]},
+        ),
         ("finish", {}),
     ]
     roles = [m["role"] for m in rec["messages"]]
@@ -76,10 +84,20 @@ def test_swe_smith_json_string_messages(tmp_path):
 
 
 def test_sharegpt_function_call_turns_and_unknown_role_reject(tmp_path):
-    counts, (rec,), rejects = _import(tmp_path, "sharegpt", "sharegpt.jsonl")
+    _, (rec,), rejects = _import(tmp_path, "sharegpt", "sharegpt.jsonl")
     assert _calls(rec) == [("execute_bash", {"command": "ls"}), ("execute_bash", {"command": "cat a.py"})]
-    assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant", "tool", "assistant", "tool", "assistant"]
-    assert rejects == [{"where": rejects[0]["where"], "reason": "unknown_role", "detail": "turn 1 from 'narrator'", "id": "sg-2"}]
+    assert [m["role"] for m in rec["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+    assert rejects == [
+        {"where": rejects[0]["where"], "reason": "unknown_role", "detail": "turn 1 from 'narrator'", "id": "sg-2"}
+    ]
     assert rejects[0]["where"].endswith("sharegpt.jsonl:2")
 
 
@@ -97,14 +115,24 @@ def test_too_many_rejects_fail_with_summary_and_leave_no_output(tmp_path):
 
 
 def test_text_tool_call_parsing():
-    content, calls = parse_text_tool_calls('Hi\n<tool_call>\n{"name": "think", "arguments": {"thought": "é"}}\n</tool_call>', "c")
+    content, calls = parse_text_tool_calls(
+        'Hi\n<tool_call>\n{"name": "think", "arguments": {"thought": "é"}}\n</tool_call>', "c"
+    )
     assert content == "Hi" and json.loads(calls[0]["function"]["arguments"]) == {"thought": "é"}
     assert parse_text_tool_calls("no calls here", "c") == ("no calls here", [])
 
 
-@pytest.mark.parametrize("fmt,name", [("nvidia", "nvidia.jsonl"), ("nebius", "nebius.jsonl"), ("swe-gym", "swe_gym.json"),
-                                      ("swe-smith", "swe_smith.jsonl"), ("sharegpt", "sharegpt.jsonl"),
-                                      ("swe-agent", "marshmallow-code__marshmallow-1867.traj")])
+@pytest.mark.parametrize(
+    "fmt,name",
+    [
+        ("nvidia", "nvidia.jsonl"),
+        ("nebius", "nebius.jsonl"),
+        ("swe-gym", "swe_gym.json"),
+        ("swe-smith", "swe_smith.jsonl"),
+        ("sharegpt", "sharegpt.jsonl"),
+        ("swe-agent", "marshmallow-code__marshmallow-1867.traj"),
+    ],
+)
 def test_imported_records_render_exactly(tmp_path, qwen_tokenizer, fmt, name):
     renderer = ChatRenderer(qwen_tokenizer)
     for rec in _import(tmp_path, fmt, name)[1]:

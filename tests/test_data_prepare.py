@@ -4,14 +4,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from data_samples import samples
+from tests_paths import QWEN
+
 from swehero.data.pack import BestFitPacker
 from swehero.data.prepare import PrepareConfig, prepare
 from swehero.data.render import ChatRenderer
-from tests_paths import QWEN
 
 N_INSTANCES = 24
+TIMINGS = ("seconds", "cpu_seconds", "rendered_tokens_per_second")
 
 
 def _corpus(path: Path) -> list[dict]:
@@ -43,7 +44,9 @@ def _read_split(prefix: Path):
     samples_ = []
     for d in range(len(tokens.document_indices) - 1):
         a, b = tokens.document_indices[d], tokens.document_indices[d + 1]
-        samples_.append(([np.array(tokens[k]) for k in range(a, b)], [np.array(mask[k]) for k in range(a, b)]))  # copies: the mmap closes with the dataset
+        samples_.append(
+            ([np.array(tokens[k]) for k in range(a, b)], [np.array(mask[k]) for k in range(a, b)])
+        )  # copies: the mmap closes with the dataset
     return samples_
 
 
@@ -79,34 +82,48 @@ def test_packed_samples_hold_exact_renders_with_boundaries(built, qwen_tokenizer
 
 
 def test_split_by_instance_stats_and_rejects(built, qwen_tokenizer):
-    tmp, records, cfg, stats = built
+    tmp, records, _, stats = built
     assert stats["trajectories"]["read"] == len(records) + 5
-    assert stats["trajectories"]["rejected"] == {"malformed_json": 1, "missing_field": 1, "unknown_role": 1,
-                                                 "invalid_tool_arguments": 1, "empty_assistant_turn": 1}
+    assert stats["trajectories"]["rejected"] == {
+        "malformed_json": 1,
+        "missing_field": 1,
+        "unknown_role": 1,
+        "invalid_tool_arguments": 1,
+        "empty_assistant_turn": 1,
+    }
     rejects = [json.loads(x) for x in (tmp / "out" / "rejects.jsonl").read_text().splitlines()]
     assert [r["where"].rsplit(":", 1)[1] for r in rejects] == ["11", "12", "13", "14", "15"]
     assert stats["samples"]["valid"] > 0 and stats["samples"]["train"] > 0
     assert 0.5 < stats["packing_efficiency"] <= 1.0
     assert (tmp / "out" / "lengths.png").stat().st_size > 1000
-    decode = qwen_tokenizer.decode
-    ids = {split: {decode(s[:40].tolist()) for segs, _ in _read_split(tmp / "out" / split) for s in segs} for split in ("train", "valid")}
-    assert ids["train"] and ids["valid"]
+    renderer = ChatRenderer(qwen_tokenizer)
+    instance_of = {tuple(renderer.render(r).input_ids.tolist()): r["instance_id"] for r in records}
+    instances = {
+        split: {
+            instance_of[tuple(s.tolist())]
+            for segs, _ in _read_split(tmp / "out" / split)
+            for s in segs
+            if tuple(s.tolist()) in instance_of
+        }
+        for split in ("train", "valid")
+    }
+    assert instances["train"] and instances["valid"] and not instances["train"] & instances["valid"]
+    assert len(instances["train"] | instances["valid"]) == N_INSTANCES
 
 
 def test_rerun_is_deterministic_and_complete_output_is_kept(built):
-    tmp, records, cfg, stats = built
+    tmp, _, cfg, stats = built
     again = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "again", cfg)
     for name in ("train_tokens.bin", "train_loss_mask.bin", "valid_tokens.idx", "train_tokens.idx"):
         assert (tmp / "out" / name).read_bytes() == (tmp / "again" / name).read_bytes()
-    assert {k: v for k, v in again.items() if k not in ("seconds", "rendered_tokens_per_second")} == \
-           {k: v for k, v in stats.items() if k not in ("seconds", "rendered_tokens_per_second")}
+    assert {k: v for k, v in again.items() if k not in TIMINGS} == {k: v for k, v in stats.items() if k not in TIMINGS}
     mtime = (tmp / "again" / "train_tokens.bin").stat().st_mtime_ns
     assert prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "again", cfg) == again
     assert (tmp / "again" / "train_tokens.bin").stat().st_mtime_ns == mtime
 
 
 def test_killed_run_leftovers_restart_cleanly_and_failure_leaves_nothing_complete(built):
-    tmp, records, cfg, stats = built
+    tmp, _, cfg, _ = built
     partial = tmp / "resume.partial"
     partial.mkdir()
     (partial / "train_tokens.bin").write_bytes(b"half written")
@@ -120,8 +137,8 @@ def test_killed_run_leftovers_restart_cleanly_and_failure_leaves_nothing_complet
 
 
 def test_too_long_policies(built):
-    tmp, records, cfg, stats = built
-    short = dict(seq_length=2600, valid_fraction=0.0, max_reject_fraction=0.2)
+    tmp, records, _, _ = built
+    short = {"seq_length": 2600, "valid_fraction": 0.0, "max_reject_fraction": 0.2}
     trunc = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "trunc", PrepareConfig(**short, too_long="truncate"))
     drop = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "drop", PrepareConfig(**short, too_long="drop"))
     assert trunc["trajectories"]["truncated"] > 0
@@ -130,7 +147,7 @@ def test_too_long_policies(built):
 
 
 def test_multiprocess_output_equals_in_process(built):
-    tmp, records, cfg, stats = built
+    tmp, _, cfg, _ = built
     cfg2 = PrepareConfig(**{**cfg.__dict__, "workers": 2, "batch_size": 5})
     prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "mp", cfg2)
     for name in ("train_tokens.bin", "train_loss_mask.bin", "valid_tokens.bin", "train_tokens.idx"):

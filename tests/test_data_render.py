@@ -1,9 +1,54 @@
 import numpy as np
 import pytest
+from data_samples import USER, samples
 
-from data_samples import samples
 from swehero.data.render import ChatRenderer, fit_length
 from swehero.data.trajectory import template_messages, validate
+
+USER_TEXT = USER["content"]
+
+
+LLAMA_STYLE_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if tools %}<|start_header_id|>system<|end_header_id|>\n\nTools: {{ tools | tojson }}"
+    "{%- if messages[0].role == 'system' %}\n{{ messages[0].content }}{%- endif %}<|eot_id|>"
+    "{%- elif messages[0].role == 'system' %}<|start_header_id|>system<|end_header_id|>\n\n{{ messages[0].content }}<|eot_id|>"
+    "{%- endif %}"
+    "{%- for m in messages %}"
+    "{%- if m.role == 'assistant' %}<|start_header_id|>assistant<|end_header_id|>\n\n{{ m.content }}"
+    '{%- for c in m.tool_calls or [] %}{"name": "{{ c.function.name }}", "parameters": {{ c.function.arguments | tojson }}}{%- endfor %}'
+    "<|eot_id|>"
+    "{%- elif m.role != 'system' %}<|start_header_id|>{{ 'ipython' if m.role == 'tool' else m.role }}<|end_header_id|>\n\n"
+    "{{ m.content }}<|eot_id|>"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def llama_style_tokenizer():
+    """A throwaway byte-level BPE (500 merges, trained here) with a Llama-3-style template: a second tokenizer and a
+    second template shape (no newline after the end-of-turn token, BOS from the template, tools in the system)."""
+    from data_samples import samples
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<pad>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [m["content"] for s in samples() for m in s["messages"]] * 5
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=500, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<pad>"
+    )
+    fast.chat_template = LLAMA_STYLE_TEMPLATE
+    return fast
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +128,33 @@ def test_validate_normalises_null_content_and_rejects_bad_records():
         with pytest.raises(Reject) as e:
             validate(bad)
         assert e.value.reason == reason
+
+
+@pytest.mark.parametrize("sample", samples(), ids=lambda s: s["id"])
+def test_second_tokenizer_and_template(llama_style_tokenizer, sample):
+    tok = llama_style_tokenizer
+    rec = validate(sample)
+    renderer = ChatRenderer(tok)
+    out = renderer.render(rec)
+    ref = tok.apply_chat_template(template_messages(rec["messages"]), tools=rec["tools"], tokenize=True)
+    assert out.input_ids.tolist() == ref["input_ids"]
+    assert renderer.spans(rec["messages"], rec["tools"]) == renderer.prefix_spans(rec["messages"], rec["tools"])
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    n_assistant = sum(m["role"] == "assistant" for m in rec["messages"])
+    assert out.loss_mask[out.input_ids == eot].sum() == n_assistant
+    trained = tok.decode(out.input_ids[out.loss_mask == 1].tolist())
+    assert "<|start_header_id|>" not in trained and "ipython" not in trained and USER_TEXT not in trained
+
+
+@pytest.mark.parametrize("which", ["qwen_tokenizer", "llama_style_tokenizer"])
+def test_byte_position_path_equals_offsets_path(request, which):
+    tok = request.getfixturevalue(which)
+    fast, slow = ChatRenderer(tok), ChatRenderer(tok)
+    slow._byte_lengths = None  # force the offsets path
+    assert fast._byte_lengths is not None
+    recs = [validate(s) for s in samples()]
+    odd = validate(samples()[1])
+    odd["messages"][-1]["content"] = "cafe\u0301 — not NFC, e\u0301"  # a normaliser changes it: falls back
+    for a, b in zip(fast.render_batch(recs + [odd]), slow.render_batch(recs + [odd])):
+        assert np.array_equal(a.input_ids, b.input_ids) and np.array_equal(a.loss_mask, b.loss_mask)
+        assert a.turn_ends == b.turn_ends

@@ -110,7 +110,8 @@ def prepare(inputs, tokenizer, seq_length, out, **options) -> None:
       swehero data prepare data/zero.jsonl --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct \\
           --seq-length 131072 --out data/zero-packed
     """
-    from swehero.data.prepare import PrepareConfig, prepare as run_prepare
+    from swehero.data.prepare import PrepareConfig
+    from swehero.data.prepare import prepare as run_prepare
 
     stats = run_prepare(list(inputs), tokenizer, out, PrepareConfig(seq_length=seq_length, **options))
     summary = {k: stats[k] for k in ("trajectories", "tokens", "trained_tokens", "samples", "packing_efficiency")}

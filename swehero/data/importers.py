@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from swehero.data.trajectory import Reject, make_tool_call
 from swehero.toolspec import openhands_tools, tool_schema
 
-_TOOL_CALL_JSON = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
-_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)(?:</function>|$)", re.S)
-_PARAMETER = re.compile(r"<parameter=([^>\s]+)>(.*?)</parameter>", re.S)
+_TOOL_CALL_JSON = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)(?:</function>|$)", re.DOTALL)
+_PARAMETER = re.compile(r"<parameter=([^>\s]+)>(.*?)</parameter>", re.DOTALL)
 
 
 def text_of(content: Any) -> str:
@@ -166,7 +167,7 @@ def swe_gym(row: dict, where: str, stage: str | None) -> dict:
     comes back as the next user message, which becomes the tool result."""
     _require(row, "messages")
     messages = openai_messages(_json_field(row["messages"]), parse_text_calls=True)
-    for prev, m in zip(messages, messages[1:]):
+    for prev, m in pairwise(messages):
         if m["role"] == "user" and prev["role"] == "assistant" and prev.get("tool_calls"):
             m["role"], m["tool_call_id"] = "tool", prev["tool_calls"][0]["id"]
     instance_id = row.get("instance_id") or where
@@ -201,8 +202,16 @@ def swe_smith(row: dict, where: str, stage: str | None) -> dict:
     }
 
 
-_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
-                   "assistant": "assistant", "observation": "tool", "tool": "tool", "function_call": "assistant"}
+_SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "observation": "tool",
+    "tool": "tool",
+    "function_call": "assistant",
+}
 
 
 def sharegpt(row: dict, where: str, stage: str | None) -> dict:
@@ -266,8 +275,9 @@ IMPORTERS: dict[str, Callable[[dict, str, str | None], dict]] = {
 """Format name (the `--format` of `swehero data import`) -> converter."""
 
 
-def import_files(paths: list[str], fmt: str, out: Path, stage: str | None = None,
-                 max_reject_fraction: float = 0.01) -> dict:
+def import_files(
+    paths: list[str], fmt: str, out: Path, stage: str | None = None, max_reject_fraction: float = 0.01
+) -> dict:
     """Convert every row of `paths` from format `fmt` into canonical JSONL at `out` (written to a temporary file
     and renamed, so `out` is never half-written); rejects go to `<out>.rejects.jsonl`. Returns counts."""
     from swehero.data.sources import Rejects, expand, read_rows

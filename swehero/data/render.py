@@ -2,7 +2,7 @@
 
 The text is rendered once by `apply_chat_template` (so ids equal `apply_chat_template(..., tokenize=True)` token
 for token), then each assistant turn is located as a character span and the tokens overlapping a span get
-loss 1. A turn's span is what the model generates after the template's generation prompt: its content, its
+loss 1 (found from byte positions for byte-level BPE tokenizers, from the tokenizer's offsets otherwise). A turn's span is what the model generates after the template's generation prompt: its content, its
 tool-call blocks and the turn-closing marker (`<|im_end|>` for ChatML), without the role header or the
 template's trailing newline. Spans come from rendering each assistant message alone after a fixed probe turn
 (linear cost, unlike rendering every prefix); `prefix_spans` is the slow, obviously-right definition that the
@@ -11,6 +11,7 @@ tests hold the fast path to.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,7 @@ class ChatRenderer:
         """The marker closing an assistant turn (`<|im_end|>` for ChatML): the stop token, which a server
         leaves out of the text it hands to its tool-call parser."""
         self._tail_untrained = len(tail) - len(tail.rstrip())
+        self._byte_lengths = byte_length_table(tokenizer.backend_tokenizer)
 
     def text(self, messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = False) -> str:
         return self.tokenizer.apply_chat_template(
@@ -112,11 +114,70 @@ class ChatRenderer:
             text, spans = self.spans(r["messages"], r["tools"])
             texts.append(text)
             all_spans.append(spans[-1:] if self.mask == "last" else spans)
-        encodings = self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
-        return [_mark(enc, spans) for enc, spans in zip(encodings, all_spans)]
+        backend = self.tokenizer.backend_tokenizer
+        if self._byte_lengths is None:
+            encodings = backend.encode_batch(texts, add_special_tokens=False)
+            return [_mark(enc, spans) for enc, spans in zip(encodings, all_spans)]
+        out = []
+        for text, spans, enc in zip(texts, all_spans, backend.encode_batch_fast(texts, add_special_tokens=False)):
+            r = _mark_by_bytes(np.array(enc.ids, dtype=np.int32), self._byte_lengths, text, spans, backend)
+            out.append(r or _mark(backend.encode(text, add_special_tokens=False), spans))
+        return out
 
     def render(self, record: dict) -> Rendered:
         return self.render_batch([record])[0]
+
+
+def byte_length_table(backend) -> np.ndarray | None:
+    """For byte-level BPE tokenizers, the number of text bytes each token id stands for (None otherwise).
+
+    With it, token positions follow from a cumulative sum over the ids, so the tokenizer can skip tracking
+    offsets (`encode_batch_fast`: ~30% faster than `encode_batch`, and tokenization is most of the cost)."""
+    from tokenizers import decoders, models
+
+    if not (isinstance(backend.model, models.BPE) and isinstance(backend.decoder, decoders.ByteLevel)):
+        return None
+    table = np.zeros(backend.get_vocab_size(with_added_tokens=True), dtype=np.int64)
+    for token, i in backend.get_vocab(with_added_tokens=False).items():
+        table[i] = len(token)  # byte-level vocab: one character per byte
+    for i, added in backend.get_added_tokens_decoder().items():
+        table[i] = len(added.content.encode("utf-8"))
+    return table
+
+
+def _normalizer_keeps(normalizer, text: str) -> bool:
+    """True when the tokenizer's normaliser leaves `text` unchanged (NFC, as Qwen's, is checked without copying)."""
+    from tokenizers import normalizers
+
+    if normalizer is None:
+        return True
+    if isinstance(normalizer, normalizers.NFC):
+        return unicodedata.is_normalized("NFC", text)
+    return normalizer.normalize_str(text) == text
+
+
+def _mark_by_bytes(ids: np.ndarray, byte_lengths: np.ndarray, text: str, spans, backend) -> Rendered | None:
+    """Like `_mark`, from byte positions; None when the tokens' bytes are not exactly the text's (a normaliser
+    changed the text), so the caller falls back to offsets."""
+    if not _normalizer_keeps(backend.normalizer, text):
+        return None
+    ends = np.cumsum(byte_lengths[ids])
+    if not len(ids) or ends[-1] != len(text.encode("utf-8")):
+        return None
+    starts = ends - byte_lengths[ids]
+    mask = np.zeros(len(ids), dtype=np.uint8)
+    turn_ends = []
+    ascii_text = text.isascii()
+    char, byte = 0, 0  # spans are in order: convert character to byte positions incrementally
+    for a, b in spans:
+        if not ascii_text:
+            a_byte = byte + len(text[char:a].encode("utf-8"))
+            char, byte = b, a_byte + len(text[a:b].encode("utf-8"))
+            a, b = a_byte, byte
+        lo, hi = int(np.searchsorted(ends, a, side="right")), int(np.searchsorted(starts, b, side="left"))
+        mask[lo:hi] = 1
+        turn_ends.append(hi)
+    return Rendered(ids, mask, turn_ends)
 
 
 def _mark(encoding, spans: list[tuple[int, int]]) -> Rendered:
@@ -169,8 +230,12 @@ def render_files(inputs: list[str], tokenizer, out, mask: str = "all") -> dict:
                     rejects.add(where, r)
                     continue
                 r = renderer.render(record)
-                f.write(json.dumps({"id": record["id"], "input_ids": r.input_ids.tolist(),
-                                    "loss_mask": r.loss_mask.tolist()}) + "\n")
+                f.write(
+                    json.dumps(
+                        {"id": record["id"], "input_ids": r.input_ids.tolist(), "loss_mask": r.loss_mask.tolist()}
+                    )
+                    + "\n"
+                )
                 n += 1
     rejects.close()
     return {"written": n, "rejected": dict(rejects.counts)}

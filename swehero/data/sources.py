@@ -91,7 +91,7 @@ class Rejects:
 
     def add(self, where: str, reject: Reject, record_id: str | None = None) -> None:
         if self._file is None:
-            self._file = open(self.path, "w", encoding="utf-8")
+            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - kept open across add(), closed by close()
         self.counts[reject.reason] += 1
         row = {"where": where, "reason": reject.reason, "detail": reject.detail, "id": record_id}
         self._file.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from swehero.data.prepare import PrepareConfig
 from swehero.recipe.stage import InputPath, ModelRef, StageContext

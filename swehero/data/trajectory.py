@@ -43,8 +43,9 @@ def validate(record: Any) -> dict:
     if not isinstance(out["tools"], list) or not all(isinstance(t, dict) for t in out["tools"]):
         raise Reject("bad_field", "tools must be a list of objects")
     if isinstance(out["messages"], list):  # OpenAI gives `content: null` next to tool calls
-        out["messages"] = [{**m, "content": m.get("content") or ""} if isinstance(m, dict) else m
-                           for m in out["messages"]]
+        out["messages"] = [
+            {**m, "content": m.get("content") or ""} if isinstance(m, dict) else m for m in out["messages"]
+        ]
     _check_messages(out["messages"])
     return out
 
