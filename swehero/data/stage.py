@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from swehero.data.prepare import PrepareConfig
 from swehero.recipe.stage import InputPath, ModelRef, StageContext
 
+USES_MODEL = True  # the tokenizer defaults to the recipe's model tokenizer
+
 
 @dataclass(frozen=True, kw_only=True)
 class Settings(PrepareConfig):

@@ -11,6 +11,8 @@ A stage kind is a module (registered in `swehero.recipe.kinds`) that defines:
   recipe stays fast.
 - optionally `RESUMABLE = True`: the stage picks up partial work left in `ctx.dir` by a killed attempt.
   Otherwise the engine empties `ctx.dir` before a rerun.
+- optionally `USES_MODEL = True`: the stage reads the recipe's `model` section (`ctx.model`, None otherwise);
+  its paths then count as the stage's inputs (checked, fingerprinted, and a dependency on the stage making them).
 """
 
 from __future__ import annotations
