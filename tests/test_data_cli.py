@@ -71,4 +71,4 @@ def test_stage_run_uses_recipe_tokenizer_and_seed(tmp_path):
     outputs = run(Settings(inputs=[str(tmp_path / "c.jsonl")], seq_length=4096, workers=0), ctx)
     stats = json.loads(Path(outputs["stats"]).read_text())
     assert stats["config"]["seed"] == 7 and stats["trajectories"]["kept"] == 1
-    assert Path(outputs["train_prefix"] + "_tokens.bin").exists()
+    assert (Path(outputs["dataset"]) / "train_tokens.bin").exists()

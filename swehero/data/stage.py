@@ -37,7 +37,5 @@ def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
     prepare(list(settings.inputs), tokenizer, out, cfg)
     return {
         "dataset": str(out),
-        "train_prefix": str(out / "train"),
-        "valid_prefix": str(out / "valid"),
         "stats": str(out / "stats.json"),
     }
