@@ -49,7 +49,8 @@ def run_episode(task: Task, policy: Policy, tools: Tools, config: LoopConfig = L
     ]
     meta = {**(metadata or {}), "mode": mode, "agent_root": root, "base_commit": task.base_commit,
             "prompt_version": config.prompt_version, "exit_reason": None, "steps": 0, "banned": False,
-            "banned_commands": [], "editor_errors": 0, "format_errors": 0}
+            "banned_commands": [], "editor_errors": 0, "format_errors": 0, "prompt_tokens": None,
+            "completion_tokens": None}
     record = {"id": f"{task.instance_id}.{mode}.{uuid.uuid4().hex[:8]}", "instance_id": task.instance_id,
               "repo": task.repo, "source": "swehero-agent", "stage": STAGE[mode], "messages": messages,
               "tools": openhands_tools(), "patch": "", "resolved": None, "metadata": meta}
@@ -64,6 +65,7 @@ def run_episode(task: Task, policy: Policy, tools: Tools, config: LoopConfig = L
                 reply = policy.act(messages, record["tools"])
                 meta["steps"] += 1
                 tokens.update(reply, messages)
+                _count_tokens(meta, reply)
                 errors_in_row = errors_in_row + 1 if _step(reply.message, tools, messages, meta) else 0
                 if errors_in_row >= config.max_consecutive_errors:
                     meta["exit_reason"] = "repeated_format_errors"
@@ -112,6 +114,13 @@ def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool
         meta["editor_errors"] += 1
     meta["format_errors"] += outcome.malformed
     return outcome.malformed
+
+
+def _count_tokens(meta: dict, reply: Reply) -> None:
+    """Totals the server billed (eval's cost column, distill's summary); None while no server reported any."""
+    for key in ("prompt_tokens", "completion_tokens"):
+        if getattr(reply, key) is not None:
+            meta[key] = (meta[key] or 0) + getattr(reply, key)
 
 
 def _tool_message(call: dict, content: str) -> dict:
