@@ -1,6 +1,7 @@
 """Every kind of bad recipe fails before any stage runs, with file:line: field: message."""
 
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -137,3 +138,34 @@ def test_exponent_floats_and_int_promotion(tmp_path):
     assert isinstance(recipe.stage("tiny").settings.model.rope_theta, float)
     found = problems(path, "stages.tiny.model.num_layers=2.5")
     assert any("stages[0].model.num_layers: expected int, got float 2.5" in p for p in found), found
+
+
+def test_variant_recipes_merge_on_their_base(tmp_path):
+    (tmp_path / "base.yaml").write_text(textwrap.dedent(GOOD).replace("{run_dir}", str(tmp_path / "run")))
+    variant = tmp_path / "variant.yaml"
+    variant.write_text("base: base.yaml\nname: v\nstages:\n  - {name: use, run: echo changed}\n"
+                       "  - {name: extra, kind: command, run: echo new, needs: [use]}\n")
+    recipe = load_recipe(variant)
+    assert recipe.name == "v" and [s.name for s in recipe.stages] == ["fetch", "use", "extra"]
+    assert recipe.stage("use").settings.run == "echo changed" and recipe.stage("use").needs == ["fetch"]
+    assert recipe.stage("fetch").settings.outputs == ["out.txt"]  # untouched base stage
+    # Problems name the file the value came from.
+    variant.write_text("base: base.yaml\nstages:\n  - {name: use, rn: echo}\n")
+    assert any(p.startswith(f"{variant}:3: stages[1].rn: unknown field") for p in problems(variant))
+    (tmp_path / "base.yaml").write_text((tmp_path / "base.yaml").read_text().replace("outputs:", "outputz:"))
+    variant.write_text("base: base.yaml\nname: v\n")
+    assert any(p.startswith(f"{tmp_path / 'base.yaml'}:7: stages[0].outputz") for p in problems(variant))
+    variant.write_text("base: nowhere.yaml\nname: v\n")
+    assert any(f"{variant}:1: base: no recipe 'nowhere.yaml'" in p for p in problems(variant))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "recipes").glob("*.yaml")))
+def test_bundled_recipes_validate_and_dry_run(name, tmp_path):
+    from swehero.recipe.engine import plan
+
+    recipe = load_recipe(name, (f"run_dir={tmp_path}",))
+    steps = plan(recipe)
+    assert steps and all(step.run for step in steps)
+    names = [s.name for s in recipe.stages]
+    for stage in recipe.stages:  # dependencies come first
+        assert all(names.index(n) < names.index(stage.name) for n in stage.needs)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from swehero.recipe import kinds
-from swehero.recipe.loader import Lines, RecipeError, apply_override, load_yaml, resolve_references
+from swehero.recipe.loader import Lines, RecipeError, apply_override, load_yaml, merge_base, resolve_references
 from swehero.recipe.schema import build, check, input_paths, suggest
 from swehero.recipe.stage import ModelConfig
 
@@ -74,9 +74,29 @@ def find_recipe(name_or_path: str) -> Path:
     raise RecipeError([f"{name_or_path}: no such recipe file (and no bundled recipe of that name)"])
 
 
+def read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Lines]:
+    """The recipe's YAML with its `base:` chain merged in (see `merge_base`)."""
+    data, lines = load_yaml(path)
+    if "base" not in data:
+        return data, lines
+    if not isinstance(data["base"], str):
+        raise RecipeError([lines.problem(("base",), "must be the path or name of a recipe")])
+    base_path = path.parent / data["base"]
+    if not base_path.exists():
+        try:
+            base_path = find_recipe(data["base"])
+        except RecipeError:
+            raise RecipeError([lines.problem(("base",), f"no recipe {data['base']!r} (a path relative to this "
+                                                        "file, or a bundled recipe's name)")]) from None
+    if base_path.resolve() in seen:
+        raise RecipeError([lines.problem(("base",), f"recipes form a cycle through {base_path}")])
+    base, base_lines = read_recipe_data(base_path, seen + (path.resolve(),))
+    return merge_base(base, base_lines, data, lines), lines
+
+
 def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
     path = find_recipe(str(file))
-    data, lines = load_yaml(path)
+    data, lines = read_recipe_data(path)
     for assignment in overrides:
         apply_override(data, lines, assignment)
     raw_stages = data.get("stages")

@@ -100,6 +100,44 @@ def load_yaml(file: Path) -> tuple[dict[str, Any], Lines]:
     return data, lines
 
 
+# ---------------------------------------------------------------------------------------------- bases
+
+
+def merge_base(base: dict[str, Any], base_lines: Lines, variant: dict[str, Any], lines: Lines) -> dict[str, Any]:
+    """A variant recipe (`base: other.yaml`) on top of its base: mappings merge key by key, stages merge by
+    name (a variant's stage updates the base's stage of that name, new ones are appended), other values are
+    replaced. Each value keeps the file and line it came from."""
+    merged_lines = dict(base_lines.by_path)
+
+    def merge(old: Any, new: Any, path: FieldPath, new_path: FieldPath) -> Any:
+        if isinstance(old, dict) and isinstance(new, dict):
+            out = dict(old)
+            for key, value in new.items():
+                out[key] = merge(old.get(key), value, path + (key,), new_path + (key,))
+            return out
+        if path == ("stages",) and isinstance(old, list) and isinstance(new, list):
+            out = list(old)
+            names = [s.get("name") if isinstance(s, dict) else None for s in old]
+            for j, stage in enumerate(new):
+                name = stage.get("name") if isinstance(stage, dict) else None
+                i = names.index(name) if name in names else len(out)
+                if i == len(out):
+                    out.append(None)
+                out[i] = merge(out[i], stage, path + (i,), new_path + (j,))
+            return out
+        # Replaced: forget the base's locations under this value, take the variant's.
+        for key in [k for k in merged_lines if k[: len(path)] == path]:
+            del merged_lines[key]
+        for key, where in lines.by_path.items():
+            if key[: len(new_path)] == new_path:
+                merged_lines[path + key[len(new_path):]] = where
+        return new
+
+    data = merge(base, {k: v for k, v in variant.items() if k != "base"}, (), ())
+    lines.by_path = merged_lines
+    return data
+
+
 # ---------------------------------------------------------------------------------------------- overrides
 
 

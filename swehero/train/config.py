@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from swehero.recipe.stage import InputPath
+from swehero.recipe.stage import InputPath, ModelRef
 
 
 @dataclass
@@ -72,9 +72,9 @@ class Settings:
 
     data: InputPath
     """A `prepare` stage's output folder (packed `train_*` and `valid_*` IndexedDatasets and `stats.json`)."""
-    init: InputPath | None = None
-    """Weights to start from: a Hugging Face folder, or an earlier train stage's folder (its final checkpoint).
-    Default: the recipe's `model.base`."""
+    init: ModelRef | None = None
+    """Weights to start from: a Hugging Face folder or hub id (downloaded into the Hugging Face cache), or an
+    earlier train stage's folder (its final checkpoint). Default: the recipe's `model.base`."""
     seq_length: int = 131072
     """Tokens per packed sequence; must equal the dataset's (paper: 128k with YaRN)."""
     rope_scaling: dict | None = None

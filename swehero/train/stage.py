@@ -22,6 +22,10 @@ def job_file(settings: Settings, ctx: StageContext) -> Path:
     init = settings.init or (ctx.model.base if ctx.model else None)
     if init is None:
         raise ValueError(f"stage {ctx.name}: set `init`, or the recipe's model.base")
+    if not Path(init).exists():  # a hub id: fetch it once here, not in every training process
+        from huggingface_hub import snapshot_download
+
+        init = snapshot_download(init, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"])
     path = ctx.dir / JOB_FILE
     path.write_text(json.dumps({"settings": dataclasses.asdict(settings), "dir": str(ctx.dir), "init": init,
                                 "seed": ctx.seed, "name": ctx.name}, indent=2))
