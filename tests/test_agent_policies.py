@@ -47,6 +47,13 @@ def test_qwen3_coder_text_tool_calls_are_parsed_with_schema_types():
                                                          "view_range": [1, 20]}
 
 
+def test_hermes_text_tool_call_keeps_a_literal_end_tag_in_its_arguments():
+    args = {"command": "create", "path": "/testbed/p.py", "file_text": "END = '</tool_call>'\n"}
+    content = "Writing it.\n<tool_call>\n" + json.dumps({"name": "str_replace_editor", "arguments": args}) + "\n</tool_call>"
+    text, (call,) = parse_text_tool_calls(content)
+    assert text == "Writing it." and json.loads(call["function"]["arguments"]) == args
+
+
 def test_unparsable_text_tool_call_is_kept_as_an_invalid_call():
     text, (call,) = parse_text_tool_calls("hm <tool_call>{broken</tool_call>")
     assert text == "hm" and call["function"]["name"] == "invalid_tool_call"

@@ -6,7 +6,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from swehero.serve import hermes
+from swehero import hermes
 
 vllm_hermes = pytest.importorskip("vllm.tool_parsers.hermes_tool_parser")
 from swehero.serve.vllm_plugin import JsonAwareHermesToolParser  # noqa: E402

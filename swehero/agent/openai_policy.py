@@ -16,6 +16,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 
+from swehero import hermes
 from swehero.agent.policy import ContextLimit, PolicyError, Reply
 from swehero.toolspec import TOOL_NAMES, tool_schema
 
@@ -119,6 +120,11 @@ def parse_text_tool_calls(content: str) -> tuple[str, list[dict]]:
     A block that parses as neither format is kept as a call to the (unknown) tool `invalid_tool_call`, so the agent
     gets an error observation instead of the call silently vanishing.
     """
+    try:  # hermes JSON bodies, delimited JSON-aware: a literal </tool_call> inside the arguments stays data
+        text, parsed = hermes.parse(content)
+        return text.strip(), [_call(c["name"], json.dumps(c["arguments"], ensure_ascii=False)) for c in parsed]
+    except hermes.MalformedToolCall:
+        pass  # Qwen3-Coder's XML form, or a broken block
     calls = []
     for body in _BLOCK.findall(content):
         fn = _FUNCTION.search(body)

@@ -117,7 +117,7 @@ class VLLMServer:
 
     def start(self) -> "VLLMServer":
         env = dict(os.environ)
-        # The plugin imports swehero.serve.hermes (standard library only), also from vLLM's own environment.
+        # The plugin imports swehero.hermes (standard library only), also from vLLM's own environment.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(swehero.__file__).parents[1]), env.get("PYTHONPATH")]))
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU builds; ignored on GPUs
         self.log_file.parent.mkdir(parents=True, exist_ok=True)

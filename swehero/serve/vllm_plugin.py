@@ -1,7 +1,7 @@
 """vLLM tool-parser plugin `swehero_hermes`: vLLM's hermes parser with JSON-aware block splitting.
 
 Loaded by the server with `--tool-parser-plugin <this file> --tool-call-parser swehero_hermes` (which
-`swehero serve` passes). It changes only how `<tool_call>` blocks are delimited (see `swehero.serve.hermes`);
+`swehero serve` passes). It changes only how `<tool_call>` blocks are delimited (see `swehero.hermes`);
 streaming, ids and content handling stay vLLM's own.
 """
 
@@ -13,7 +13,7 @@ from vllm.entrypoints.generate.base.protocol import ExtractedToolCallInformation
 from vllm.tool_parsers.abstract_tool_parser import ToolParserManager
 from vllm.tool_parsers.hermes_tool_parser import Hermes2ProToolParser
 
-from swehero.serve import hermes
+from swehero import hermes
 
 NAME = "swehero_hermes"
 

@@ -5,7 +5,8 @@ the text `</tool_call>` (an agent editing this very parser, a test fixture, a pr
 decode and is dropped. Here the JSON body is decoded first (`json.JSONDecoder.raw_decode`) and the closing tag is
 expected only after it, so every call the chat template can render comes back intact.
 
-Standard library only: the vLLM plugin (`vllm_plugin.py`) and the agent both use it.
+Standard library only: the vLLM plugin (`swehero/serve/vllm_plugin.py`, also loaded in vLLM's own environment)
+and the agent (tool calls a server returned as text) both use it.
 """
 
 from __future__ import annotations
