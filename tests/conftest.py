@@ -6,11 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests_paths import QWEN as QWEN_TOKENIZER
 
 # Tests run many small torch programs side by side on a 2-core machine: one thread each avoids oversubscription.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Without a GPU the Triton kernels are tested in Triton's interpreter. Triton decides at import time (its own
+# library functions are decorated then), and vLLM imports it early, so the switch is set before any test module.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")
