@@ -89,6 +89,11 @@ def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
         hf_config = {**hf_config, "rope_scaling": s.rope_scaling}
     check_layout(s, hf_config, env.world_size)
     dtype = torch.float32 if s.precision == "fp32" else torch.bfloat16
+    unsupported = {"virtual_pipeline": s.parallel.virtual_pipeline, "context": s.parallel.context}
+    if any(size > 1 for size in unsupported.values()):
+        # The provider builds one model chunk per rank and the batch is not split for context parallelism yet:
+        # refusing beats training a silently wrong model.
+        raise NotImplementedError(f"not supported by the training loop yet: {unsupported} (use 1)")
     spec = "te" if env.cuda and _has_transformer_engine() else "local"
     if spec == "local" and s.parallel.sequence_parallel:
         raise ValueError("sequence_parallel needs Transformer Engine's layers (Megatron's local norms refuse it)")
