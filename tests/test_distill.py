@@ -196,3 +196,27 @@ def test_exclude_decontaminates_before_running(toy, tmp_path):
     assert "swehero-toy__textkit-1" not in {r["instance_id"] for r in read_jsonl(tmp_path / "out" / "trajectories.jsonl")}
     report = json.loads((tmp_path / "out" / "decontamination.json").read_text())
     assert report["by_reason"] == {"instance_id": 1} and report["kept"] == 3
+
+
+def test_repository_mirrors_are_cloned_once_and_serve_every_rollout(toy, tmp_path):
+    from swehero.distill.mirrors import ensure_mirrors
+
+    # The tasks name their repositories as owner/name; the sources live elsewhere (here: local paths).
+    tasks = tmp_path / "tasks.jsonl"
+    shutil.copy(toy, tasks)
+    source = f"{toy.parent}/repos/{{repo_dir}}"
+    settings = Settings(tasks=str(tasks), rollouts=2, workers=2, progress=False, repo_url=source,
+                        agent=AgentSettings(policy="oracle", mode="zero"))
+    summary = distill(settings, tmp_path / "out")
+    assert summary["finish_reasons"] == {"submitted": 8}
+    mirrors = sorted((tmp_path / "out" / "mirrors").iterdir())
+    assert [m.name for m in mirrors] == sorted({t["repo"].replace("/", "__") for t in lines(tasks)})
+    for mirror in mirrors:  # bare mirrors, with every ref of the source (the agent strips later history)
+        bare = subprocess.run(["git", "-C", str(mirror), "rev-parse", "--is-bare-repository"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        assert bare == "true"
+    assert ensure_mirrors({t["repo"] for t in lines(tasks)}, source, tmp_path / "out" / "mirrors") == {
+        t["repo"]: "cached" for t in lines(tasks)}
+    with pytest.raises(RuntimeError, match="git clone --mirror"):
+        ensure_mirrors({"nobody/nothing"}, source, tmp_path / "other")
+    assert not (tmp_path / "other" / "nobody__nothing").exists()  # a failed clone leaves no mirror

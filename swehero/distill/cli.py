@@ -43,6 +43,8 @@ def distill() -> None:
 @click.option("--model", default="", help="Model name the endpoints serve (default: their first).")
 @click.option("--runtime", type=click.Choice(["local", "docker"]), default="local", show_default=True)
 @click.option("--repos", default="", help="Folder of task repositories (local runtime; default: repos/ by the tasks).")
+@click.option("--repo-url", default="", help="Clone a bare mirror of each repository once from this URL/path "
+              "template into --repos (default OUT/mirrors): {repo} = owner/name, {repo_dir} = owner__name.")
 @click.option("--max-steps", default=100, show_default=True)
 @click.option("--time-limit", default=1800.0, show_default=True, help="Seconds per episode.")
 @click.option("--temperature", default=0.7, show_default=True)
@@ -82,6 +84,7 @@ def run(**params) -> None:
         tasks=params["tasks"], rollouts=params["rollouts"], workers=params["workers"],
         teachers=list(params["teachers"]), serve=ServeConfig(model=params["serve_model"]), shard=params["shard"],
         limit=params["limit"], exclude=list(params["exclude"]), progress=params["progress"],
+        repo_url=params["repo_url"],
         agent=AgentSettings(policy=params["policy"], mode=params["mode"], runtime=params["runtime"],
                             repos=params["repos"], max_steps=params["max_steps"], time_limit_s=params["time_limit"],
                             model=params["model"], temperature=params["temperature"],

@@ -55,6 +55,10 @@ class Settings:
     """Mode (zero: SWE-Zero, exec: SWE-Hero), policy, runtime, per-episode limits and sampling."""
     progress: bool = True
     """Show a progress bar (rate, ETA, kept/failed, tokens) on stderr."""
+    repo_url: str = ""
+    """Where each task repository comes from, e.g. `https://github.com/{repo}.git` or `/data/repos/{repo_dir}`
+    ({repo} = owner/name, {repo_dir} = owner__name). When set, a bare mirror of each repository is cloned once
+    into `agent.repos` (default: `<out>/mirrors`) and every rollout checks out from it."""
 
 
 def key(record: dict) -> tuple[str, int]:
@@ -79,7 +83,12 @@ def distill(settings: Settings, out_dir: Path) -> dict:
     done = log.records()
     todo = [(t, k) for t in tasks for k in range(settings.rollouts) if (t["instance_id"], k) not in done]
     agent = settings.agent
-    if not agent.repos and Path(settings.tasks).is_file():
+    if settings.repo_url:
+        from swehero.distill.mirrors import ensure_mirrors
+
+        agent = replace(agent, repos=agent.repos or str(out_dir / "mirrors"))
+        ensure_mirrors({t["repo"] for t, _ in todo}, settings.repo_url, Path(agent.repos))
+    elif not agent.repos and Path(settings.tasks).is_file():
         agent = replace(agent, repos=str(Path(settings.tasks).parent / "repos"))
     with teacher_urls(settings, out_dir) if todo else contextlib.nullcontext([]) as urls:
         runner = _Runner(agent, urls, log, JsonlLog(out_dir / FAILURES, key=key), out_dir / "work")
