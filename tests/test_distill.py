@@ -16,7 +16,7 @@ from swehero.data.trajectory import validate
 from swehero.distill.endpoints import EndpointPool, NoLiveEndpoint
 from swehero.distill.run import Settings, distill
 from swehero.eval.episode import AgentSettings
-from swehero.eval.store import read_jsonl
+from swehero.jsonio import read_jsonl
 from swehero.eval.toy import build_toy_tasks
 from swehero.serve.server import free_port
 

@@ -17,7 +17,7 @@ from swehero.distill.filters import (
     filter_trajectories,
     patch_files,
 )
-from swehero.eval.store import read_jsonl
+from swehero.jsonio import read_jsonl
 from swehero.eval.toy import build_toy_tasks
 from swehero.toolspec import openhands_tools
 

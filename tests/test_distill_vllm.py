@@ -16,7 +16,7 @@ import pytest
 
 from swehero.distill.run import Settings, distill
 from swehero.eval.episode import AgentSettings
-from swehero.eval.store import read_jsonl
+from swehero.jsonio import read_jsonl
 from swehero.eval.toy import build_toy_tasks
 from swehero.serve.server import ServeConfig, VLLMServer, free_port
 

@@ -177,7 +177,7 @@ def test_harness_output_parses_into_outcomes(tmp_path, monkeypatch):
     from swebench.harness.reporting import make_run_report
 
     from swehero.eval.inference import PREDICTIONS, trajectory_path
-    from swehero.eval.store import write_json_atomic
+    from swehero.jsonio import write_json_atomic
 
     model, run_id = "org/swe-hero-32b", "swehero.r1"
     ids = ["o__r-1", "o__r-2", "o__r-3", "o__r-4", "o__r-5"]

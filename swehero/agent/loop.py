@@ -7,7 +7,6 @@ every step, so a killed episode still leaves a readable file. The patch is the c
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from swehero.agent.policy import ContextLimit, Policy, PolicyError, Reply
 from swehero.agent.task import Task, prompt
 from swehero.agent.tools import Tools
+from swehero.jsonio import write_json_atomic
 from swehero.toolspec import openhands_tools
 
 STAGE = {"zero": "zero", "exec": "hero"}
@@ -144,9 +144,5 @@ class _Tokens:
 
 
 def _save(record: dict, out: Path | None) -> None:
-    if out is None:
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(record, ensure_ascii=False))
-    os.replace(tmp, out)
+    if out is not None:
+        write_json_atomic(out, record)

@@ -8,6 +8,8 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from swehero.jsonio import read_jsonl
+
 OPENHANDS_ROOT = "/workspace/{repo}__{version}"
 """OpenHands' SWE-bench layout (`/workspace/<owner>__<name>__<version>`), the one the released trajectories show."""
 SWEBENCH_ROOT = "/testbed"
@@ -39,11 +41,7 @@ class Task:
 
 def load_tasks(path: Path) -> list[Task]:
     """Tasks from a `.jsonl` file or a `.json` file (one row or a list of rows)."""
-    text = Path(path).read_text()
-    if str(path).endswith(".jsonl"):
-        rows = [json.loads(line) for line in text.split("\n") if line.strip()]  # not splitlines: U+2028 is data
-    else:
-        rows = json.loads(text)
+    rows = read_jsonl(path) if str(path).endswith(".jsonl") else json.loads(Path(path).read_text())
     return [Task.from_row(row) for row in (rows if isinstance(rows, list) else [rows])]
 
 

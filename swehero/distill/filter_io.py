@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from swehero.distill.filters import FilterConfig, filter_trajectories
-from swehero.eval.store import read_jsonl
+from swehero.jsonio import read_jsonl
 
 REPORT = "filter_report.json"
 

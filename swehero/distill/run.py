@@ -69,8 +69,9 @@ def key(record: dict) -> tuple[str, int]:
 def distill(settings: Settings, out_dir: Path) -> dict:
     """Run every (task, rollout) not yet in `out_dir/trajectories.jsonl`; write `summary.json`; return it."""
     from swehero.distill.decontam import decontaminate_against
-    from swehero.eval.store import JsonlLog, write_json_atomic
+    from swehero.eval.store import JsonlLog
     from swehero.eval.tasks import load_tasks, select
+    from swehero.jsonio import write_json_atomic
 
     start = time.monotonic()
     out_dir = Path(out_dir)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import swehero
 from swehero.eval.episode import AgentSettings, Episode
-from swehero.eval.store import JsonlLog, write_json_atomic
+from swehero.eval.store import JsonlLog
+from swehero.jsonio import write_json_atomic
 from swehero.eval.toy import repo_dir
 
 PREDICTIONS = "predictions.jsonl"

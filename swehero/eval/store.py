@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable, Hashable
 from pathlib import Path
 
+from swehero.jsonio import read_jsonl
+
 
 def by_instance_id(record: dict) -> str:
     return record["instance_id"]
@@ -51,20 +53,3 @@ class JsonlLog:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSONL file. Lines end at `\n` only: `str.splitlines` also breaks at U+2028, U+0085, U+001C
-    and others, which JSON written with `ensure_ascii=False` carries raw inside strings (model output does)."""
-    return [json.loads(line) for line in Path(path).read_text().split("\n") if line.strip()]
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Write-then-rename, fsynced: readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

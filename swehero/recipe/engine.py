@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from swehero.jsonio import write_json_atomic
 from swehero.recipe import kinds
 from swehero.recipe.config import Recipe, Stage
 from swehero.recipe.stage import StageContext
@@ -68,16 +69,6 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         return json.loads((folder / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: readers see the old or the new file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------ fingerprints
@@ -225,7 +216,7 @@ def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
         "versions": _versions(),
         "git": _git_commit(),
     }
-    write_json_atomic(folder / MANIFEST, manifest)
+    write_json_atomic(folder / MANIFEST, manifest, indent=2, sort_keys=True)
     ctx = StageContext(
         name=stage.name,
         dir=folder.resolve(),
@@ -242,7 +233,7 @@ def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
             raise StageFailed(f"stage {stage.name} reported outputs that do not exist: {', '.join(missing)}")
     except BaseException as e:
         manifest.update(status="failed", error=f"{type(e).__name__}: {e}", finished=_now())
-        write_json_atomic(folder / MANIFEST, manifest)
+        write_json_atomic(folder / MANIFEST, manifest, indent=2, sort_keys=True)
         raise
     manifest.update(
         status="complete",
@@ -252,7 +243,7 @@ def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
     )
     manifest["fingerprint"] = _digest([manifest["settings_hash"], manifest["inputs"], manifest["upstream"],
                                        manifest["seed"], manifest["finished"]])
-    write_json_atomic(folder / MANIFEST, manifest)
+    write_json_atomic(folder / MANIFEST, manifest, indent=2, sort_keys=True)
     return manifest
 
 

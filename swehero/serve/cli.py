@@ -85,7 +85,7 @@ def check(trajectories: Path, parser: str, tokenizer: str, report_file: Path | N
 
     from transformers import AutoTokenizer
 
-    from swehero.eval.store import read_jsonl
+    from swehero.jsonio import read_jsonl
     from swehero.serve.check import PARSERS, check_trajectories
 
     records = read_jsonl(trajectories)
