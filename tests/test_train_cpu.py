@@ -129,7 +129,8 @@ def test_stage_two_starts_from_stage_one_and_export_matches(tmp_path, dataset, t
         for i in range(len(valid)):
             batch = valid[i]
             # Megatron attends within each packed document: run HF on each document alone.
-            for start_, end in zip(batch.cu_seqlens[:-1].tolist(), batch.cu_seqlens[1:].tolist()):
+            bounds = [sum(batch.doc_lengths[:i]) for i in range(len(batch.doc_lengths) + 1)]
+            for start_, end in zip(bounds[:-1], bounds[1:]):
                 doc = batch.tokens[:, start_:end]
                 doc_logits = model(input_ids=doc).logits.float()[0]
                 ce = torch.nn.functional.cross_entropy(doc_logits, batch.labels[0, start_:end], reduction="none")

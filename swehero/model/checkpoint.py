@@ -49,12 +49,16 @@ def save_checkpoint(model: GPTModel, hf: dict[str, Any], ckpt_dir: str | Path) -
 def load_checkpoint(model: GPTModel, ckpt_dir: str | Path) -> None:
     """Collective: fill this rank's part of `model` from a checkpoint saved at any layout."""
     template = weights_sharded_state_dict(model)
-    state = dist_checkpointing.load(template, str(ckpt_dir))
-    # Training checkpoints also hold optimizer and schedule state beside the weights: take the weights.
+    load_weights(model, dist_checkpointing.load(template, str(ckpt_dir)), template, ckpt_dir)
+
+
+def load_weights(model: GPTModel, state: dict[str, Any], template: dict[str, Any], source: str | Path) -> None:
+    """Copy the weights named by `template` from a loaded checkpoint `state` into `model`. Training checkpoints
+    also hold optimizer and schedule state beside the weights; only the weights are taken."""
     missing, unexpected = model.load_state_dict({key: state[key] for key in template}, strict=False)
     missing = [k for k in missing if not k.endswith("_extra_state")]
     if missing or unexpected:
-        raise ValueError(f"checkpoint {ckpt_dir} does not fit the model: missing {missing}, unexpected {unexpected}")
+        raise ValueError(f"checkpoint {source} does not fit the model: missing {missing}, unexpected {unexpected}")
 
 
 def checkpoint_hf_config(ckpt_dir: str | Path) -> dict[str, Any]:

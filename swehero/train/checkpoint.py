@@ -19,7 +19,7 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 
-from swehero.model.checkpoint import HF_CONFIG, weights_sharded_state_dict
+from swehero.model.checkpoint import HF_CONFIG, load_weights, weights_sharded_state_dict
 
 _STEP = re.compile(r"^step-(\d+)$")
 # Each rank saves and loads its own optimizer shard, with no gathering; the optimizer state then resumes at the
@@ -41,13 +41,6 @@ def _model_state(model: list) -> dict:
     """The weights under the same keys `swehero convert` uses (any layer spec reads them back)."""
     (chunk,) = model  # one model chunk per rank (no virtual pipeline stages)
     return weights_sharded_state_dict(_unwrap(chunk))
-
-
-def _load_model_state(model: list, state: dict, template: dict) -> None:
-    missing, unexpected = _unwrap(model[0]).load_state_dict({k: state[k] for k in template}, strict=False)
-    missing = [k for k in missing if not k.endswith("_extra_state")]
-    if missing or unexpected:
-        raise ValueError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}")
 
 
 def _rank_file(path: Path) -> Path:
@@ -112,7 +105,7 @@ class Checkpointer:
         weights = dict(template)
         template["optimizer"] = optimizer.sharded_state_dict(template, is_loading=True, metadata=OPTIMIZER_SHARDING)
         loaded = dist_checkpointing.load(template, str(path))
-        _load_model_state(model, loaded, weights)
+        load_weights(_unwrap(model[0]), loaded, weights, path)
         optimizer.load_state_dict(loaded["optimizer"])
         scheduler.load_state_dict(loaded["scheduler"])
         rng = torch.load(_rank_file(path), weights_only=False)

@@ -1,7 +1,8 @@
 """Packed training sequences from a `prepare` stage, in a deterministic, resumable order.
 
 Each IndexedDataset document is one packed sample of exactly `seq_length` tokens whose sequences are the
-trajectories in it (plus a padding tail); see `swehero.data.prepare` for the layout. The order of samples is
+trajectories in it (plus a padding tail); see `swehero.data.prepare` for the layout. Positions and attention
+boundaries come from `swehero.model.packing`, the same helpers the model's packed-sequence tests use. The order of samples is
 a fixed function of (seed, step), so a resumed run reads exactly what the uninterrupted run would have.
 """
 
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from swehero.model.packing import position_ids
 
 
 @dataclass
@@ -28,8 +31,8 @@ class PackedBatch:
     """[1, S] float, 1 where the label is an assistant token (a training target)."""
     position_ids: torch.Tensor
     """[1, S] positions restarting at 0 at every trajectory."""
-    cu_seqlens: torch.Tensor
-    """[n_docs + 1] int32 cumulative trajectory lengths (Megatron's PackedSeqParams, THD layout)."""
+    doc_lengths: list[int]
+    """Lengths of the trajectories packed in it (and of the padding tail), in order."""
 
 
 class PackedSequences:
@@ -52,19 +55,17 @@ class PackedSequences:
         first, last = self.documents[index], self.documents[index + 1]
         tokens = np.concatenate([self.tokens[j] for j in range(first, last)]).astype(np.int64)
         mask = np.concatenate([self.loss_mask[j] for j in range(first, last)]).astype(np.float32)
-        lengths = self.tokens.sequence_lengths[first:last]
+        lengths = [int(n) for n in self.tokens.sequence_lengths[first:last]]
         assert len(tokens) == self.seq_length, f"sample {index} has {len(tokens)} tokens, expected {self.seq_length}"
         # The model predicts token t+1 at position t; prepare's mask marks targets, so it shifts with the labels.
         labels = np.append(tokens[1:], tokens[-1])
         target_mask = np.append(mask[1:], 0.0)
-        positions = np.concatenate([np.arange(n) for n in lengths])
-        cu_seqlens = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
         return PackedBatch(
             tokens=torch.from_numpy(tokens)[None],
             labels=torch.from_numpy(labels)[None],
             loss_mask=torch.from_numpy(target_mask)[None],
-            position_ids=torch.from_numpy(positions)[None],
-            cu_seqlens=torch.from_numpy(cu_seqlens),
+            position_ids=position_ids(lengths),
+            doc_lengths=lengths,
         )
 
 

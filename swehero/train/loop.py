@@ -80,7 +80,7 @@ def validation_groups(valid: PackedSequences, env) -> list[list]:
 def throughput(batches: list, hf_config: dict, env, seconds: float, precision: str) -> dict:
     """Tokens/s and MFU of this step over the whole job (every DP rank processed as many tokens)."""
     tokens = sum(b.tokens.numel() for b in batches) * env.dp_size
-    docs = [int(n) for b in batches for n in (b.cu_seqlens[1:] - b.cu_seqlens[:-1])]
+    docs = [n for b in batches for n in b.doc_lengths]
     flops = training_flops_per_token(hf_config, docs) * tokens
     out = {"tokens_per_s": tokens / seconds, "tflops_per_gpu": flops / seconds / env.world_size / 1e12}
     if env.cuda:

@@ -14,18 +14,11 @@ from typing import Iterator
 
 import torch
 from megatron.core import parallel_state
-from megatron.core.packed_seq_params import PackedSeqParams
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
+from swehero.model.packing import packed_seq_params
 from swehero.train.data import PackedBatch
 from swehero.train.fused_loss import masked_labels
-
-
-def packed_seq_params(cu_seqlens: torch.Tensor) -> PackedSeqParams:
-    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
-    longest = int(lengths.max())
-    return PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu_seqlens, cu_seqlens_kv=cu_seqlens,
-                           max_seqlen_q=longest, max_seqlen_kv=longest)
 
 
 def _loss(loss_mask: torch.Tensor, output: torch.Tensor):
@@ -44,7 +37,7 @@ def forward_step(data_iterator: Iterator[PackedBatch], model: torch.nn.Module, d
     labels = masked_labels(batch.labels, batch.loss_mask) if fused_ce else batch.labels
     output = model(
         to(batch.tokens), to(batch.position_ids), attention_mask=None, labels=to(labels),
-        packed_seq_params=packed_seq_params(to(batch.cu_seqlens)),
+        packed_seq_params=packed_seq_params(batch.doc_lengths, device),
     )
     return output, partial(_loss, to(batch.loss_mask))
 
