@@ -37,26 +37,30 @@ class MemoryEstimate:
                 + self.overhead_gib)
 
 
-def parameter_count(hf_config: dict) -> int:
-    h, layers, vocab = hf_config["hidden_size"], hf_config["num_hidden_layers"], hf_config["vocab_size"]
-    heads = hf_config["num_attention_heads"]
+def dims(hf_config: dict) -> tuple[int, int, int, int, int]:
+    """(hidden, query heads, key/value heads, head dim, MLP width) of a Qwen2 config."""
+    h, heads = hf_config["hidden_size"], hf_config["num_attention_heads"]
     kv = hf_config.get("num_key_value_heads", heads)
-    head_dim = hf_config.get("head_dim") or h // heads
-    ffn = hf_config["intermediate_size"]
-    attention = h * heads * head_dim + 2 * h * kv * head_dim + heads * head_dim * h + (heads + 2 * kv) * head_dim
-    per_layer = attention + 3 * h * ffn + 2 * h  # + two RMSNorm weights
-    embeddings = vocab * h * (1 if hf_config.get("tie_word_embeddings") else 2)
-    return layers * per_layer + embeddings + h
+    return h, heads, kv, hf_config.get("head_dim") or h // heads, hf_config["intermediate_size"]
+
+
+def layer_matmul_weights(hf_config: dict) -> int:
+    """Weights of one layer's matrix multiplies: q, k, v, output projection, and SwiGLU's gate, up and down."""
+    h, heads, kv, head_dim, ffn = dims(hf_config)
+    return h * heads * head_dim + 2 * h * kv * head_dim + heads * head_dim * h + 3 * h * ffn
+
+
+def parameter_count(hf_config: dict) -> int:
+    h, heads, kv, head_dim, _ = dims(hf_config)
+    per_layer = layer_matmul_weights(hf_config) + (heads + 2 * kv) * head_dim + 2 * h  # + q/k/v biases, 2 RMSNorms
+    embeddings = hf_config["vocab_size"] * h * (1 if hf_config.get("tie_word_embeddings") else 2)
+    return hf_config["num_hidden_layers"] * per_layer + embeddings + h
 
 
 def activation_bytes_per_token_per_layer(hf_config: dict, tensor: int, sequence_parallel: bool, recompute: str,
                                          dtype_bytes: int = 2) -> float:
     """Bytes a layer keeps per token for its backward pass."""
-    h = hf_config["hidden_size"]
-    heads = hf_config["num_attention_heads"]
-    kv = hf_config.get("num_key_value_heads", heads)
-    head_dim = hf_config.get("head_dim") or h // heads
-    ffn = hf_config["intermediate_size"]
+    h, heads, kv, head_dim, ffn = dims(hf_config)
     # Replicated across tensor ranks unless sequence-parallel: the norms' and projections' inputs (h each).
     layer_inputs = 4 * h  # input norm, qkv input, post-attention norm, fc1 input
     if recompute == "full":

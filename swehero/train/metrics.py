@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from swehero.train.memory import dims, layer_matmul_weights
+
 # Dense bf16 peak of one H100 SXM (FP8 doubles it); MFU is reported against this unless told otherwise.
 H100_BF16_PEAK_FLOPS = 989e12
 
@@ -18,12 +20,9 @@ def training_flops_per_token(hf_config: dict, doc_lengths: list[int]) -> float:
     parameters that multiply activations (all but the input embedding). Attention scores and the weighted sum
     add 4 x hidden x keys per layer forward, 12 x ... for training.
     """
-    h, layers = hf_config["hidden_size"], hf_config["num_hidden_layers"]
-    heads, kv = hf_config["num_attention_heads"], hf_config.get("num_key_value_heads", hf_config["num_attention_heads"])
-    head_dim = hf_config.get("head_dim") or h // heads
-    ffn, vocab = hf_config["intermediate_size"], hf_config["vocab_size"]
-    per_layer = h * heads * head_dim + 2 * h * kv * head_dim + heads * head_dim * h + 3 * h * ffn
-    matmul_params = layers * per_layer + h * vocab
+    h, heads, _, head_dim, _ = dims(hf_config)
+    layers = hf_config["num_hidden_layers"]
+    matmul_params = layers * layer_matmul_weights(hf_config) + h * hf_config["vocab_size"]  # + the LM head
     tokens = sum(doc_lengths)
     mean_keys = sum(n * (n + 1) / 2 for n in doc_lengths) / max(tokens, 1)
     return 6.0 * matmul_params + 12.0 * layers * heads * head_dim * mean_keys
