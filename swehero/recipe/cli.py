@@ -13,11 +13,11 @@ from swehero.recipe.loader import RecipeError
 
 DEFAULT_RECIPE = "tiny-cpu"
 _recipe_arg = click.argument("recipe_file", default=DEFAULT_RECIPE, metavar="RECIPE")
-_set_opt = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                         help="Override a value, e.g. --set stages.sft_zero.lr=1e-5 (repeatable).")
 
 
-def _load(recipe_file: str, overrides: tuple[str, ...]) -> Recipe:
+def load_or_exit(recipe_file: str, overrides: tuple[str, ...]) -> Recipe:
     try:
         return load_recipe(recipe_file, overrides)
     except RecipeError as e:
@@ -40,7 +40,7 @@ def recipe() -> None:
 
 @recipe.command()
 @_recipe_arg
-@_set_opt
+@set_option
 def validate(recipe_file: str, overrides: tuple[str, ...]) -> None:
     """Check a recipe without running anything; exit 2 and list every problem as file:line: field: message.
 
@@ -48,13 +48,13 @@ def validate(recipe_file: str, overrides: tuple[str, ...]) -> None:
     Example:
       swehero recipe validate recipes/hero-32b.yaml
     """
-    loaded = _load(recipe_file, overrides)
+    loaded = load_or_exit(recipe_file, overrides)
     click.echo(f"{loaded.file}: ok ({len(loaded.stages)} stages: {', '.join(s.name for s in loaded.stages)})")
 
 
 @recipe.command()
 @_recipe_arg
-@_set_opt
+@set_option
 def show(recipe_file: str, overrides: tuple[str, ...]) -> None:
     """Print the fully resolved recipe: overrides applied, references resolved, defaults filled, inferred needs.
 
@@ -64,12 +64,12 @@ def show(recipe_file: str, overrides: tuple[str, ...]) -> None:
     """
     from swehero.recipe.engine import recipe_as_dict
 
-    click.echo(yaml.safe_dump(recipe_as_dict(_load(recipe_file, overrides)), sort_keys=False), nl=False)
+    click.echo(yaml.safe_dump(recipe_as_dict(load_or_exit(recipe_file, overrides)), sort_keys=False), nl=False)
 
 
 @recipe.command()
 @_recipe_arg
-@_set_opt
+@set_option
 @click.option("--dry-run", is_flag=True, help="Print which stages would run and why; run nothing.")
 @click.option("--from", "start", metavar="STAGE", help="Rerun STAGE and every stage after it.")
 @click.option("--only", metavar="STAGE", help="Run STAGE alone (its needs must be complete).")
@@ -89,7 +89,7 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
     """
     from swehero.recipe.engine import StageFailed, plan, run_recipe
 
-    loaded = _load(recipe_file, overrides)
+    loaded = load_or_exit(recipe_file, overrides)
     if only and start:
         raise click.UsageError("--only and --from cannot be combined")
     try:
@@ -107,7 +107,7 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
 
 @recipe.command()
 @_recipe_arg
-@_set_opt
+@set_option
 @click.option("--mfu", default=0.45, show_default=True, help="Model FLOPs utilisation assumed for GPU-hours.")
 def plan(recipe_file: str, overrides: tuple[str, ...], mfu: float) -> None:
     """For each training stage: parameters, memory per GPU by term, tokens and GPU-hours; warns when a
@@ -119,7 +119,7 @@ def plan(recipe_file: str, overrides: tuple[str, ...], mfu: float) -> None:
     """
     from swehero.train.plan import format_plan, plan_stage
 
-    loaded = _load(recipe_file, overrides)
+    loaded = load_or_exit(recipe_file, overrides)
     stages = [s for s in loaded.stages if s.kind == "train"]
     if not stages:
         click.echo(f"{loaded.file}: no training stages")

@@ -6,13 +6,13 @@ import subprocess
 
 import click
 
-from swehero.recipe.cli import _load, _set_opt
+from swehero.recipe.cli import load_or_exit, set_option
 
 
 @click.command()
 @click.argument("recipe_file", metavar="RECIPE")
 @click.option("--stage", "stage_name", help="The train stage to run (default: the first one).")
-@_set_opt
+@set_option
 @click.option("--launcher", type=click.Choice(["torchrun", "slurm"]), default="torchrun", show_default=True,
               help="torchrun on this node, or write an sbatch script for a multi-node Slurm job.")
 @click.option("--submit", is_flag=True, help="With --launcher slurm: submit the script with sbatch.")
@@ -35,7 +35,7 @@ def train(recipe_file: str, stage_name: str | None, overrides: tuple[str, ...], 
     from swehero.recipe.engine import plan, run_recipe, stage_dir
     from swehero.recipe.stage import StageContext
 
-    loaded = _load(recipe_file, overrides)
+    loaded = load_or_exit(recipe_file, overrides)
     stages = [s for s in loaded.stages if s.kind == "train" and (stage_name in (None, s.name))]
     if not stages:
         raise click.UsageError(f"{loaded.file}: no train stage" + (f" named {stage_name}" if stage_name else ""))
