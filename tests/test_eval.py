@@ -24,7 +24,7 @@ from swehero.eval.pipeline import Settings, evaluate
 from swehero.eval.report import OUTCOMES, build_report, compare, outcome, wilson
 from swehero.eval.store import JsonlLog
 from swehero.eval.tasks import benchmark_of, load_tasks, select
-from swehero.eval.toy import build_toy_tasks
+from swehero.eval.toy import HELDOUT, build_toy_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from swehero.eval.cli import eval_group; eval_group()"]
@@ -48,9 +48,11 @@ def _lines(path: Path) -> list[dict]:
 def test_toy_tasks_are_deterministic_and_in_verified_shape(toy, tmp_path):
     again = build_toy_tasks(tmp_path / "again")
     assert again.read_text() == toy.read_text()
-    rows = _lines(toy)
+    assert (again.parent / HELDOUT).read_text() == (toy.parent / HELDOUT).read_text()
+    rows, heldout = _lines(toy), _lines(toy.parent / HELDOUT)
     assert len(rows) == 4 and len({r["instance_id"] for r in rows}) == 4
-    for row in rows:
+    assert len(heldout) == 3 and not {r["repo"] for r in heldout} & {r["repo"] for r in rows}
+    for row in rows + heldout:
         assert isinstance(row["FAIL_TO_PASS"], str) and json.loads(row["FAIL_TO_PASS"])
         assert row["environment_setup_commit"] == row["base_commit"]
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=toy.parent / "repos" / row["repo"].replace("/", "__"),
@@ -104,6 +106,13 @@ def test_benchmark_presets_resolve_and_fail_clearly_offline(tmp_path):
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "could not load princeton-nlp/SWE-bench_Verified" in done.stderr and "huggingface-cli" in done.stderr
+
+
+def test_heldout_tasks_resolve_with_gold_only(toy, tmp_path):
+    heldout = str(toy.parent / HELDOUT)
+    for policy, resolved in (("gold", 3), ("empty", 0)):
+        out = evaluate(_settings(Path(heldout), policy), tmp_path / policy, progress=lambda _: None)
+        assert json.loads(Path(out["report"]).read_text())["resolved"] == resolved
 
 
 def test_gold_scores_100_and_empty_0_through_local_grader(toy, tmp_path):

@@ -6,8 +6,9 @@ into non-test and test files, so they apply to the base commit by construction, 
 repository's history (an execution-free runtime must strip it). Commits use fixed identities and dates, so the
 commit ids, and with them the task file, are identical on every machine.
 
-`build_toy_tasks(dest)` writes `dest/repos/<owner>__<name>` and `dest/tasks.jsonl` (Verified shape: test lists as
-JSON strings, `environment_setup_commit`). Tests run with pytest from the repository root.
+`build_toy_tasks(dest)` writes `dest/repos/<owner>__<name>`, `dest/tasks.jsonl` (the tasks to train on) and
+`dest/heldout.jsonl` (tasks no training data comes from, for measuring a trained model), both in Verified shape
+(test lists as JSON strings, `environment_setup_commit`). Tests run with pytest from the repository root.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 OWNER = "swehero-toy"
 VERSION = "0.1"
+HELDOUT = "heldout.jsonl"
 _DATE = "2024-01-01T00:00:00+00:00"
 
 
@@ -35,6 +37,8 @@ class ToyRepo:
     fail_to_pass: list[str]
     pass_to_pass: list[str]
     problem_statement: str
+    heldout: bool = False
+    """Listed in `heldout.jsonl` instead of `tasks.jsonl`."""
 
 
 REPOS = [
@@ -131,6 +135,76 @@ REPOS = [
         problem_statement="is_leap(1900) is True\n\n`calendar_utils.leap.is_leap` says 1900 is a leap year. Century "
                           "years are leap years only when divisible by 400.\n",
     ),
+    ToyRepo(
+        name="units",
+        project={
+            "units/__init__.py": "",
+            "units/temperature.py": "def to_fahrenheit(celsius):\n    return celsius * 9 / 5 + 32\n\n\n"
+                                    "def to_celsius(fahrenheit):\n    return (fahrenheit - 32) * 5 / 9\n",
+            "tests/test_temperature.py": "from units.temperature import to_celsius\n\n\ndef test_to_celsius():\n"
+                                         "    assert to_celsius(212) == 100\n",
+        },
+        bug={"units/temperature.py": "def to_fahrenheit(celsius):\n    return celsius * 9 / 5 - 32\n\n\n"
+                                     "def to_celsius(fahrenheit):\n    return (fahrenheit - 32) * 5 / 9\n"},
+        fix={
+            "units/temperature.py": "def to_fahrenheit(celsius):\n    return celsius * 9 / 5 + 32\n\n\n"
+                                    "def to_celsius(fahrenheit):\n    return (fahrenheit - 32) * 5 / 9\n",
+            "tests/test_temperature.py": "from units.temperature import to_celsius, to_fahrenheit\n\n\n"
+                                         "def test_to_celsius():\n    assert to_celsius(212) == 100\n\n\n"
+                                         "def test_to_fahrenheit():\n    assert to_fahrenheit(100) == 212\n"
+                                         "    assert to_fahrenheit(0) == 32\n",
+        },
+        fail_to_pass=["tests/test_temperature.py::test_to_fahrenheit"],
+        pass_to_pass=["tests/test_temperature.py::test_to_celsius"],
+        problem_statement="to_fahrenheit(100) returns 148\n\n`units.temperature.to_fahrenheit(100)` should be `212`; "
+                          "the offset of 32 seems to be subtracted instead of added.\n",
+        heldout=True,
+    ),
+    ToyRepo(
+        name="listutils",
+        project={
+            "listutils/__init__.py": "",
+            "listutils/chunks.py": "def chunked(items, size):\n"
+                                   "    return [items[i:i + size] for i in range(0, len(items), size)]\n",
+            "tests/test_chunks.py": "from listutils.chunks import chunked\n\n\ndef test_empty():\n"
+                                    "    assert chunked([], 3) == []\n",
+        },
+        bug={"listutils/chunks.py": "def chunked(items, size):\n"
+                                    "    return [items[i:i + size - 1] for i in range(0, len(items), size)]\n"},
+        fix={
+            "listutils/chunks.py": "def chunked(items, size):\n"
+                                   "    return [items[i:i + size] for i in range(0, len(items), size)]\n",
+            "tests/test_chunks.py": "from listutils.chunks import chunked\n\n\ndef test_empty():\n"
+                                    "    assert chunked([], 3) == []\n\n\ndef test_sizes():\n"
+                                    "    assert chunked([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]\n",
+        },
+        fail_to_pass=["tests/test_chunks.py::test_sizes"],
+        pass_to_pass=["tests/test_chunks.py::test_empty"],
+        problem_statement="chunked drops items\n\n`chunked([1, 2, 3, 4, 5], 2)` returns `[[1], [3], [5]]` instead of "
+                          "`[[1, 2], [3, 4], [5]]`: every chunk is one item short.\n",
+        heldout=True,
+    ),
+    ToyRepo(
+        name="vowels",
+        project={
+            "vowels/__init__.py": "",
+            "vowels/count.py": "def count_vowels(text):\n    return sum(ch in \"aeiou\" for ch in text.lower())\n",
+            "tests/test_count.py": "from vowels.count import count_vowels\n\n\ndef test_lower():\n"
+                                   "    assert count_vowels(\"banana\") == 3\n",
+        },
+        bug={"vowels/count.py": "def count_vowels(text):\n    return sum(ch in \"aeiou\" for ch in text)\n"},
+        fix={
+            "vowels/count.py": "def count_vowels(text):\n    return sum(ch in \"aeiou\" for ch in text.lower())\n",
+            "tests/test_count.py": "from vowels.count import count_vowels\n\n\ndef test_lower():\n"
+                                   "    assert count_vowels(\"banana\") == 3\n\n\ndef test_upper():\n"
+                                   "    assert count_vowels(\"AEIOU\") == 5\n",
+        },
+        fail_to_pass=["tests/test_count.py::test_upper"],
+        pass_to_pass=["tests/test_count.py::test_lower"],
+        problem_statement="count_vowels ignores capital letters\n\n`count_vowels(\"AEIOU\")` returns `0`; it should "
+                          "count upper-case vowels too and return `5`.\n",
+        heldout=True,
+    ),
 ]
 
 
@@ -184,20 +258,22 @@ def repo_dir(repos: Path, repo: str) -> Path:
 
 
 def build_toy_tasks(dest: Path) -> Path:
-    """Build every toy repository under `dest/repos` and write `dest/tasks.jsonl`; returns the task file.
+    """Build every toy repository under `dest/repos`, write `dest/heldout.jsonl` and then `dest/tasks.jsonl`;
+    returns the (training) task file.
 
     Idempotent: an existing complete build is reused (commit ids are deterministic, so it is the same)."""
     dest = Path(dest)
-    tasks_file = dest / "tasks.jsonl"
-    if tasks_file.exists():
+    tasks_file, heldout_file = dest / "tasks.jsonl", dest / HELDOUT
+    if tasks_file.exists():  # written last: its presence means the build completed
         return tasks_file
-    rows = []
+    rows: dict[bool, list[dict]] = {False: [], True: []}
     for spec in REPOS:
         target = repo_dir(dest / "repos", f"{OWNER}/{spec.name}")
         if target.exists():  # left by an interrupted build
             subprocess.run(["rm", "-rf", str(target)], check=True)
-        rows.append(build_repo(spec, target))
-    partial = tasks_file.with_suffix(".partial")
-    partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    partial.replace(tasks_file)
+        rows[spec.heldout].append(build_repo(spec, target))
+    for path, selected in ((heldout_file, rows[True]), (tasks_file, rows[False])):
+        partial = path.with_suffix(".partial")
+        partial.write_text("".join(json.dumps(row) + "\n" for row in selected))
+        partial.replace(path)
     return tasks_file
