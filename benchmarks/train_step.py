@@ -1,8 +1,10 @@
-"""Training throughput: tokens/s and MFU of the real training loop for a model shape and parallel layout.
+"""Training throughput and memory: tokens/s, MFU and peak memory of the real training loop for a model shape and
+parallel layout, with the memory model's prediction (`recipe plan`'s) for the same run beside the measured peak.
 
 It builds a randomly initialised model of the requested shape (the tiny kit, or a published Qwen2.5-Coder
 config with fewer layers), a packed dataset of random tokens with realistic document lengths, runs
-`swehero.train` under torchrun for a few steps and prints the median over the steps after warm-up.
+`swehero.train` under torchrun for a few steps and prints the median over the steps after warm-up. Memory is
+rank 0's high-water mark above what it held before building the model (GPU: allocated bytes; CPU: resident set).
 
     python benchmarks/train_step.py                                  # tiny model on CPU (gloo)
     python benchmarks/train_step.py --like qwen2.5-coder-7b-instruct --layers 4 --seq 8192 --gpus 1 --device cuda
@@ -23,18 +25,19 @@ import numpy as np
 
 from swehero.train.config import CheckpointConfig, ParallelConfig, Settings
 from swehero.train.launch import torchrun_command
+from swehero.train.memory import estimate
 from swehero.train.metrics import read_metrics
 from swehero.train.worker import JOB_FILE
 
 
-def random_model(folder: Path, like: str | None, layers: int) -> dict:
+def random_model(folder: Path, like: str | None, layers: int, hidden: int, ffn: int) -> dict:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     if like is None:
         from swehero.tiny.kit import TinyModelConfig, make_tiny
 
-        make_tiny(folder, TinyModelConfig(num_layers=layers), seed=0)
+        make_tiny(folder, TinyModelConfig(num_layers=layers, hidden_size=hidden, intermediate_size=ffn), seed=0)
         return json.loads((folder / "config.json").read_text())
     from swehero.train.plan import hf_config_for
 
@@ -81,11 +84,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp8"])
     parser.add_argument("--recompute", default="none", choices=["none", "selective", "full"])
+    parser.add_argument("--hidden", type=int, default=256, help="tiny kit width (without --like)")
+    parser.add_argument("--ffn", type=int, default=512, help="tiny kit MLP width (without --like)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        config = random_model(tmp / "model", args.like, args.layers)
+        config = random_model(tmp / "model", args.like, args.layers, args.hidden, args.ffn)
         random_dataset(tmp / "data", config["vocab_size"], args.seq, args.global_batch * args.steps, args.mean_doc)
         settings = Settings(
             data=str(tmp / "data"), seq_length=args.seq, global_batch_size=args.global_batch, steps=args.steps,
@@ -107,6 +112,12 @@ def main() -> None:
     print(f"{shape}: {tokens_per_s:,.0f} tokens/s, {tflops:.3f} TFLOP/s per device"
           + (f", MFU {mfu:.1%}" if mfu is not None else " (MFU is reported on GPUs only)")
           + f"  [median of {len(steps)} steps]")
+    m = estimate(settings, config, args.gpus // (args.tp * args.pp))
+    predicted = m.total_gib - m.overhead_gib  # the runtime term is what the measurement starts after
+    measured = max(r["peak_memory_gib"] for r in steps)
+    print(f"  peak memory rank 0: measured {measured:.3f} GiB, memory model {predicted:.3f} GiB "
+          f"(ratio {measured / predicted:.2f}) = weights {m.weights_gib:.3f} + gradients {m.gradients_gib:.3f} + "
+          f"optimizer {m.optimizer_gib:.3f} + activations {m.activations_gib:.3f} + logits {m.logits_gib:.3f}")
 
 
 if __name__ == "__main__":

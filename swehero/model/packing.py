@@ -56,7 +56,9 @@ class PackedDotProductAttention(DotProductAttention):
         bounds = packed_seq_params.cu_seqlens_q.tolist()
         outputs = []
         for start, end in zip(bounds[:-1], bounds[1:]):
-            q, k, v = (x[start:end].transpose(0, 1) for x in (query, key, value))
+            # [1, heads, t, head_dim]: with a batch dimension PyTorch's CPU flash kernel applies; without one it
+            # falls back to the math path, which keeps every document's t x t attention probabilities.
+            q, k, v = (x[start:end].transpose(0, 1)[None] for x in (query, key, value))
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scale)
-            outputs.append(out.transpose(0, 1))
+            outputs.append(out[0].transpose(0, 1))
         return torch.cat(outputs).reshape(query.shape[0], -1)

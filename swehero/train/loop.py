@@ -13,6 +13,7 @@ from swehero.train import model_setup
 from swehero.train.checkpoint import Checkpointer, is_reporting_rank
 from swehero.train.config import Settings
 from swehero.train.data import PackedSequences, sample_indices, steps_for
+from swehero.train.memory import GiB, peak_bytes
 from swehero.train.metrics import H100_BF16_PEAK_FLOPS, MetricsLogger, training_flops_per_token
 from swehero.train.step import evaluate, train_step
 
@@ -33,6 +34,7 @@ class TrainJob:
 def train(job: TrainJob) -> None:
     s, folder = job.settings, Path(job.dir)
     env = model_setup.initialize(s, job.seed)
+    before_model = peak_bytes(env.cuda)  # what the model, optimizer and batches add is measured from here
     model, hf_config = model_setup.build(s, job.init, env)
     ckpt = Checkpointer(folder / "checkpoints", hf_config, s.checkpoint.keep_last, s.checkpoint.async_save and env.cuda)
     if not ckpt.has_checkpoint():
@@ -48,7 +50,8 @@ def train(job: TrainJob) -> None:
         metrics = train_step(model, optimizer, scheduler, batches, data.seq_length, env.device, s.fused_ce)
         step += 1
         if log is not None and step % s.log_every == 0:
-            log.log(step, {**metrics, **throughput(batches, hf_config, env, time.perf_counter() - began, s.precision)})
+            log.log(step, {**metrics, **throughput(batches, hf_config, env, time.perf_counter() - began, s.precision),
+                           "peak_memory_gib": (peak_bytes(env.cuda) - before_model) / GiB})
         if step % s.checkpoint.every == 0 or step == total_steps:
             ckpt.save(step, model, optimizer, scheduler)
         if (s.eval_every and step % s.eval_every == 0) or step == total_steps:

@@ -1,7 +1,7 @@
 """Memory per GPU of a training layout, term by term, so a plan can say what fits before GPUs are booked.
 
 Model: Megatron-Core with bf16 weights, fp32 gradient buffers, AdamW with fp32 master weights and moments
-(sharded over data-parallel ranks by the distributed optimizer), flash attention (no s^2 score matrix), and
+(sharded over data-parallel ranks by the distributed optimizer; an fp32 run has no master copy), flash attention (no s^2 score matrix), and
 activations counted tensor by tensor for a Qwen2 layer (GQA attention + SwiGLU MLP), following Korthikanti et
 al. 2022 ("Reducing Activation Recomputation in Large Transformer Models"). The first pipeline stage holds the
 most activations: with 1F1B, `pipeline` micro-batches are in flight there.
@@ -9,6 +9,7 @@ most activations: with 1F1B, `pipeline` micro-batches are in flight there.
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass
 
 from swehero.train.config import Settings
@@ -72,8 +73,19 @@ def activation_bytes_per_token_per_layer(hf_config: dict, tensor: int, sequence_
     return dtype_bytes * (replicated + split / tensor)
 
 
+def peak_bytes(cuda: bool) -> int:
+    """High-water mark of this process: allocated GPU memory, or the resident set size on CPU."""
+    if cuda:
+        import torch
+
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
 def estimate(settings: Settings, hf_config: dict, data_parallel: int) -> MemoryEstimate:
     p = settings.parallel
+    fp32 = settings.precision == "fp32"
+    weight_bytes, optimizer_bytes = (4, 8) if fp32 else (2, 12)  # fp32: the weights are the optimizer's own
     total = parameter_count(hf_config)
     local = total / (p.tensor * p.pipeline)  # embedding and LM head are split over tensor ranks too
     layers_per_stage = hf_config["num_hidden_layers"] / p.pipeline
@@ -81,16 +93,17 @@ def estimate(settings: Settings, hf_config: dict, data_parallel: int) -> MemoryE
     in_flight = p.pipeline  # 1F1B: the first stage keeps `pipeline` micro-batches of activations
     if p.virtual_pipeline > 1:
         in_flight = p.pipeline * (1 + (p.pipeline - 1) / (p.pipeline * p.virtual_pipeline))
-    per_token = activation_bytes_per_token_per_layer(hf_config, p.tensor, p.sequence_parallel, settings.recompute)
+    per_token = activation_bytes_per_token_per_layer(hf_config, p.tensor, p.sequence_parallel, settings.recompute,
+                                                     4 if fp32 else 2)
     activations = per_token * tokens_per_microbatch * layers_per_stage * in_flight
     # fp32 logits (and their softmax copy) of the last stage for the cross-entropy, unless fused.
     logits = 0.0 if settings.fused_ce else 2 * 4 * tokens_per_microbatch * hf_config["vocab_size"] / p.tensor
     optimizer_shards = data_parallel if settings.distributed_optimizer else 1
     return MemoryEstimate(
         parameters=total,
-        weights_gib=2 * local / GiB,
+        weights_gib=weight_bytes * local / GiB,
         gradients_gib=4 * local / GiB,
-        optimizer_gib=12 * local / optimizer_shards / GiB,
+        optimizer_gib=optimizer_bytes * local / optimizer_shards / GiB,
         activations_gib=activations / GiB,
         logits_gib=logits / GiB,
         overhead_gib=RUNTIME_OVERHEAD_GIB,

@@ -79,12 +79,19 @@ def format_plan(plan: StagePlan, mfu: float) -> str:
     lines = [f"stage {plan.name}: {plan.layout}"]
     m = plan.memory
     if m is not None:
-        lines.append(f"  parameters     {m.parameters / 1e9:.2f} B")
-        lines.append(f"  memory / GPU   {m.total_gib:.1f} GiB = weights {m.weights_gib:.1f} + gradients "
-                     f"{m.gradients_gib:.1f} + optimizer {m.optimizer_gib:.1f} + activations {m.activations_gib:.1f}"
-                     f" + logits {m.logits_gib:.1f} + runtime {m.overhead_gib:.1f}")
+        lines.append(f"  parameters     {m.parameters / 1e9:.2f} B" if m.parameters >= 1e8 else
+                     f"  parameters     {m.parameters / 1e6:.2f} M")
+        lines.append(f"  memory / GPU   {_gib(m.total_gib)} GiB = weights {_gib(m.weights_gib)} + gradients "
+                     f"{_gib(m.gradients_gib)} + optimizer {_gib(m.optimizer_gib)} + activations "
+                     f"{_gib(m.activations_gib)} + logits {_gib(m.logits_gib)} + runtime {_gib(m.overhead_gib)}")
     if plan.tokens is not None:
-        lines.append(f"  steps          {plan.steps}  ({plan.tokens / 1e9:.2f} B tokens)")
+        lines.append(f"  steps          {plan.steps}  ({plan.tokens / 1e9:.2f} B tokens)" if plan.tokens >= 1e8 else
+                     f"  steps          {plan.steps}  ({plan.tokens / 1e6:.2f} M tokens)")
         lines.append(f"  GPU-hours      {plan.gpu_hours:,.0f} at {mfu:.0%} MFU (H100 peak)")
     lines += [f"  warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
+
+
+def _gib(x: float) -> str:
+    """One decimal at GPU scale, three for the tiny model's megabytes."""
+    return f"{x:.1f}" if x >= 1 else f"{x:.3f}"
