@@ -8,6 +8,7 @@ from pathlib import Path
 
 from swehero.eval.episode import AgentSettings
 from swehero.eval.grade import GradingSettings
+from swehero.recipe.stage import InputPath
 
 TOY = "toy"
 
@@ -41,6 +42,9 @@ class Settings:
     """$ per million prompt / completion tokens, for the report's cost column (0: no cost)."""
     agent: AgentSettings = field(default_factory=AgentSettings)
     grading: GradingSettings = field(default_factory=GradingSettings)
+    heldout_trajectories: list[InputPath] = field(default_factory=list)
+    """Canonical trajectories (.jsonl) of tasks the checkpoint was not trained on: the report adds the served
+    checkpoint's teacher-forced accuracy on their assistant tokens (needs `serve`)."""
 
 
 def resolve_tasks(settings: Settings, out_dir: Path) -> tuple[list[dict], str, str]:
@@ -70,6 +74,8 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     from swehero.eval.inference import PREDICTIONS, endpoint, run_inference
     from swehero.eval.report import build_report, write_report
 
+    if settings.heldout_trajectories and not settings.serve:
+        raise ValueError("heldout_trajectories needs `serve`: the checkpoint whose accuracy is measured")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks, source, benchmark = resolve_tasks(settings, out_dir)
@@ -86,11 +92,25 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
         run_inference(tasks, agent, out_dir, model_label(settings), settings.workers, progress=progress)
     grade(tasks, out_dir, settings.grading, repos, settings.grading.harness.dataset or harness_dataset(source),
           progress=progress)
+    if settings.heldout_trajectories:
+        score_heldout(settings, out_dir, progress)
     report = build_report(tasks, out_dir, model_label(settings), benchmark, settings.price_prompt_per_mtok,
                           settings.price_completion_per_mtok)
     outputs = write_report(report, out_dir)
     progress(f"resolved {report['resolved']}/{report['total']}; report: {outputs['report_md']}")
     return {"predictions": str(out_dir / PREDICTIONS), **outputs}
+
+
+def score_heldout(settings: Settings, out_dir: Path, progress=print) -> None:
+    """Teacher-forced accuracy of the served checkpoint on the held-out trajectories, once (`teacher_forced.json`)."""
+    from swehero.eval.report import TEACHER_FORCED
+    from swehero.eval.teacher_forced import teacher_forced_accuracy
+    from swehero.jsonio import write_json_atomic
+
+    if not (out_dir / TEACHER_FORCED).exists():
+        progress(f"teacher-forced accuracy of {settings.serve} on {', '.join(settings.heldout_trajectories)}")
+        scored = teacher_forced_accuracy(settings.serve, settings.heldout_trajectories, settings.max_model_len)
+        write_json_atomic(out_dir / TEACHER_FORCED, {**scored, "files": settings.heldout_trajectories})
 
 
 def harness_dataset(source: str) -> str:

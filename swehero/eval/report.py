@@ -15,6 +15,8 @@ from swehero.eval.grade import grades
 from swehero.eval.inference import finished, trajectory_path
 from swehero.eval.paper import paper_figure
 
+TEACHER_FORCED = "teacher_forced.json"
+"""Written by the eval pipeline when it is given held-out trajectories (see teacher_forced.py)."""
 OUTCOMES = ("resolved", "unresolved", "empty_patch", "step_limit", "context_limit", "time_limit",
             "tool_parse_failure", "infra_error")
 NOT_GRADED = "not graded"
@@ -66,12 +68,15 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
             pending.append(iid)
             continue
         episode = json.loads(trajectory_path(out_dir, iid).read_text())
+        meta = (episode.get("trajectory") or {}).get("metadata") or {}
         cls, detail = outcome(episode, graded.get(iid), predictions[iid]["model_patch"] or "")
         prompt, completion = episode.get("prompt_tokens"), episode.get("completion_tokens")
         cost = None if prompt is None or not (price_prompt or price_completion) else \
             (prompt * price_prompt + (completion or 0) * price_completion) / 1e6
         instances.append({"instance_id": iid, "repo": task["repo"], "outcome": cls, "detail": detail[:500],
                           "finish_reason": episode.get("finish_reason"), "steps": episode.get("steps", 0),
+                          # A turn whose one tool call parsed, named a tool and had valid arguments, so it ran.
+                          "valid_tool_calls": episode.get("steps", 0) - meta.get("format_errors", 0),
                           "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost,
                           "seconds": episode.get("seconds")})
     total = len(tasks)
@@ -85,6 +90,8 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
         row["rate"] = round(row["resolved"] / row["total"], 4)
     low, high = wilson(resolved, total)
     paper = paper_figure(model, benchmark)
+    turns, valid = sum(i["steps"] for i in instances), sum(i["valid_tool_calls"] for i in instances)
+    scored = out_dir / TEACHER_FORCED
     return {
         "model": model, "benchmark": benchmark, "total": total, "finished": len(instances), "pending": len(pending),
         "resolved": resolved, "resolved_rate": round(resolved / total, 4) if total else 0.0,
@@ -94,6 +101,8 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
         "averages": {key: _mean([i[key] for i in instances])
                      for key in ("steps", "prompt_tokens", "completion_tokens", "cost_usd", "seconds")},
         "paper": {"model": paper[0], "benchmark": benchmark, "resolved_rate": paper[1] / 100} if paper else None,
+        "tool_calls": {"turns": turns, "valid": valid, "valid_rate": round(valid / turns, 4) if turns else None},
+        "teacher_forced": json.loads(scored.read_text()) if scored.exists() else None,
         "ungraded": sum(i["detail"] == NOT_GRADED for i in instances),
         "pending_ids": pending,
         "instances": instances,
@@ -117,6 +126,12 @@ def markdown(report: dict) -> str:
     if report["ungraded"]:
         lines.append(f"\n**Not graded:** {report['ungraded']} prediction(s) (counted as infra_error); run "
                      "`swehero eval grade`.")
+    calls = report["tool_calls"]
+    lines.append(f"\nValid tool calls: {calls['valid']}/{calls['turns']} assistant turns = {_pct(calls['valid_rate'])}")
+    if report["teacher_forced"]:
+        tf = report["teacher_forced"]
+        lines.append(f"Teacher-forced accuracy on held-out trajectories: {_pct(tf['accuracy'])} of {tf['tokens']} "
+                     f"assistant tokens ({tf['trajectories']} trajectories)")
     lines += ["", "## Outcomes", "", "| outcome | count |", "|---|---|"]
     lines += [f"| {name} | {count} |" for name, count in report["outcomes"].items()]
     lines += ["", "## Per repository", "", "| repo | resolved | total | rate |", "|---|---|---|---|"]
@@ -163,18 +178,42 @@ def write_report(report: dict, out_dir: Path) -> dict[str, str]:
 
 
 def compare(run_dirs: list[Path]) -> str:
-    """A markdown table with one column per run (each folder holds a report.json)."""
+    """A markdown table with one column per run (each folder holds a report.json), then how each run differs
+    from the first (the baseline) on the three measures of a trained agent."""
     reports = [json.loads((Path(d) / "report.json").read_text()) for d in run_dirs]
-    header = "| metric | " + " | ".join(Path(d).name for d in run_dirs) + " |"
+    names = [Path(d).name for d in run_dirs]
+    header = "| metric | " + " | ".join(names) + " |"
     rows = [header, "|---" * (len(reports) + 1) + "|",
             "| model | " + " | ".join(r["model"] for r in reports) + " |",
             "| benchmark | " + " | ".join(r["benchmark"] for r in reports) + " |",
             "| resolved | " + " | ".join(f"{r['resolved']}/{r['total']} = {_pct(r['resolved_rate'])}"
                                         for r in reports) + " |",
             "| 95% CI | " + " | ".join(f"{_pct(r['ci95'][0])} – {_pct(r['ci95'][1])}" for r in reports) + " |",
-            "| paper | " + " | ".join(_pct(r["paper"]["resolved_rate"]) if r["paper"] else "—" for r in reports) + " |"]
-    rows += [f"| {name} | " + " | ".join(str(r["outcomes"].get(name, 0)) for r in reports) + " |" for name in OUTCOMES]
+            "| paper | " + " | ".join(_pct(r["paper"]["resolved_rate"]) if r["paper"] else "—" for r in reports) + " |",
+            "| valid tool calls | " + " | ".join(f"{r['tool_calls']['valid']}/{r['tool_calls']['turns']} = "
+                                                f"{_pct(r['tool_calls']['valid_rate'])}" for r in reports) + " |",
+            "| teacher-forced accuracy | " + " | ".join(_pct(_accuracy(r)) for r in reports) + " |"]
+    rows += [f"| {name} | " + " | ".join(str(r["outcomes"].get(name, 0)) for r in reports) + " |"
+             for name in OUTCOMES[1:]]  # `resolved` has its row above
     rows += [f"| avg {key} | " + " | ".join(str(r["averages"].get(key) if r["averages"].get(key) is not None else "—")
                                             for r in reports) + " |" for key in ("steps", "prompt_tokens",
                                                                                  "completion_tokens", "cost_usd")]
+    rows += [""] + [f"- **{name}** vs {names[0]}: " + "; ".join(_difference(label, value(r), value(reports[0]))
+                                                              for label, value in _MEASURES)
+                    for name, r in zip(names[1:], reports[1:])]
     return "\n".join(rows) + "\n"
+
+
+def _accuracy(report: dict) -> float | None:
+    return report["teacher_forced"]["accuracy"] if report["teacher_forced"] else None
+
+
+_MEASURES = (("teacher-forced accuracy", _accuracy), ("valid tool calls", lambda r: r["tool_calls"]["valid_rate"]),
+             ("resolved", lambda r: r["resolved_rate"]))
+
+
+def _difference(label: str, value: float | None, baseline: float | None) -> str:
+    if value is None or baseline is None:
+        return f"{label} not measured"
+    word = "higher" if value > baseline else "lower" if value < baseline else "the same"
+    return f"{label} {_pct(value)} vs {_pct(baseline)} ({word})"

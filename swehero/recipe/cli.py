@@ -87,7 +87,7 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
       swehero recipe run recipes/hero-32b.yaml --dry-run
       swehero recipe run my.yaml --from sft_hero --set stages.sft_hero.lr=2e-5
     """
-    from swehero.recipe.engine import StageFailed, plan, run_recipe
+    from swehero.recipe.engine import StageFailed, plan, read_manifest, run_recipe, stage_dir
 
     loaded = load_or_exit(recipe_file, overrides)
     if only and start:
@@ -103,6 +103,9 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
     except StageFailed as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"recipe {loaded.name} complete: {loaded.run_dir}")
+    last = loaded.stages[-1]
+    for name, path in ((read_manifest(stage_dir(loaded, last)) or {}).get("outputs") or {}).items():
+        click.echo(f"  {last.name} {name}: {path}")
 
 
 @recipe.command()

@@ -10,6 +10,7 @@ from types import ModuleType
 
 KINDS: dict[str, str] = {
     "command": "swehero.recipe.command",
+    "compare": "swehero.eval.compare_stage",
     "convert": "swehero.model.stage",
     "distill": "swehero.distill.stage",
     "eval": "swehero.eval.stage",

@@ -1,0 +1,23 @@
+"""Stage kind `compare`: eval folders side by side in `<stage>/comparison.md`, each against the first (e.g. a
+trained checkpoint against its untrained base model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from swehero.recipe.stage import InputPath, StageContext
+
+
+@dataclass
+class Settings:
+    runs: list[InputPath]
+    """Eval folders (each holding a report.json), the baseline first."""
+
+
+def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
+    from swehero.eval.report import compare
+
+    out = ctx.dir / "comparison.md"
+    out.write_text("# Comparison\n\n" + compare(settings.runs))
+    print(out.read_text())
+    return {"comparison": str(out)}
