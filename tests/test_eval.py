@@ -108,6 +108,16 @@ def test_benchmark_presets_resolve_and_fail_clearly_offline(tmp_path):
     assert "could not load princeton-nlp/SWE-bench_Verified" in done.stderr and "huggingface-cli" in done.stderr
 
 
+def test_templated_tasks_are_distinct_and_resolve_with_gold_only(tmp_path):
+    tasks = build_toy_tasks(tmp_path / "toy", templated=16)
+    rows = _lines(tasks)
+    assert len(rows) == 20 and len({r["instance_id"] for r in rows}) == 20
+    assert len({r["patch"] for r in rows}) == 20 and len({r["problem_statement"] for r in rows}) == 20
+    for policy, resolved in (("gold", 20), ("empty", 0)):
+        out = evaluate(_settings(tasks, policy, workers=2), tmp_path / policy, progress=lambda _: None)
+        assert json.loads(Path(out["report"]).read_text())["resolved"] == resolved
+
+
 def test_heldout_tasks_resolve_with_gold_only(toy, tmp_path):
     heldout = str(toy.parent / HELDOUT)
     for policy, resolved in (("gold", 3), ("empty", 0)):

@@ -208,6 +208,48 @@ REPOS = [
 ]
 
 
+# Templated one-line bugs, for training data with some variety: (arguments, correct body, buggy body, a call that
+# shows the bug, its right result, the result with the bug).
+_TEMPLATES = [
+    ("a, b", "a + b", "a - b", "{f}(2, 3)", "5", "-1"),
+    ("a, b", "a * b", "a + b", "{f}(3, 4)", "12", "7"),
+    ("items", "items[-1]", "items[0]", "{f}([1, 2, 3])", "3", "1"),
+    ("text", "text.upper()", "text.lower()", "{f}(\"ab\")", "\"AB\"", "\"ab\""),
+    ("a, b", "max(a, b)", "min(a, b)", "{f}(2, 7)", "7", "2"),
+    ("n", "list(range(1, n + 1))", "list(range(1, n))", "{f}(3)", "[1, 2, 3]", "[1, 2]"),
+    ("n", "n % 2 == 0", "n % 2 == 1", "{f}(4)", "True", "False"),
+    ("text", "text.strip()", "text.lstrip()", "{f}(\" a \")", "\"a\"", "\"a \""),
+]
+_PACKAGES = ["alpha", "bravo", "cobalt", "delta", "ember", "fable", "garnet", "harbor", "indigo", "juniper", "kepler",
+             "lumen", "meadow", "nimbus", "orbit", "prism"]
+_FUNCTIONS = [("combine", "plus"), ("product", "times"), ("last_item", "newest"), ("shout", "to_upper"),
+              ("larger", "pick_max"), ("count_up", "first_n"), ("is_even", "even"), ("trim", "clean")]
+_MODULES = ["core", "utils", "helpers", "ops"]
+
+
+def templated_repo(i: int) -> ToyRepo:
+    """The i-th templated task (0 <= i < 16): a package with one buggy function and one correct one."""
+    args, good, bad, call, right, wrong = _TEMPLATES[i % len(_TEMPLATES)]
+    pkg, mod, f = _PACKAGES[i], _MODULES[i % len(_MODULES)], _FUNCTIONS[i % len(_FUNCTIONS)][i // len(_TEMPLATES)]
+    call = call.format(f=f)
+
+    def source(body: str) -> str:
+        return f"def describe():\n    return \"{pkg}\"\n\n\ndef {f}({args}):\n    return {body}\n"
+
+    tests = f"from {pkg}.{mod} import describe, {f}\n\n\ndef test_describe():\n    assert describe() == \"{pkg}\"\n"
+    return ToyRepo(
+        name=pkg,
+        project={f"{pkg}/__init__.py": "", f"{pkg}/{mod}.py": source(good), f"tests/test_{mod}.py": tests},
+        bug={f"{pkg}/{mod}.py": source(bad)},
+        fix={f"{pkg}/{mod}.py": source(good),
+             f"tests/test_{mod}.py": tests + f"\n\ndef test_{f}():\n    assert {call} == {right}\n"},
+        fail_to_pass=[f"tests/test_{mod}.py::test_{f}"],
+        pass_to_pass=[f"tests/test_{mod}.py::test_describe"],
+        problem_statement=f"`{pkg}.{mod}.{f}` gives a wrong result\n\n`{call}` returns `{wrong}`; it should return "
+                          f"`{right}`.\n",
+    )
+
+
 def _git(repo: Path, *args: str) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "Toy Maintainer", "GIT_AUTHOR_EMAIL": "maintainer@swehero.invalid",
            "GIT_COMMITTER_NAME": "Toy Maintainer", "GIT_COMMITTER_EMAIL": "maintainer@swehero.invalid",
@@ -257,9 +299,10 @@ def repo_dir(repos: Path, repo: str) -> Path:
     return repos / repo.replace("/", "__")
 
 
-def build_toy_tasks(dest: Path) -> Path:
+def build_toy_tasks(dest: Path, templated: int = 0) -> Path:
     """Build every toy repository under `dest/repos`, write `dest/heldout.jsonl` and then `dest/tasks.jsonl`;
-    returns the (training) task file.
+    returns the (training) task file. `templated` adds that many templated one-line bugs (up to 16) to the
+    training tasks.
 
     Idempotent: an existing complete build is reused (commit ids are deterministic, so it is the same)."""
     dest = Path(dest)
@@ -267,7 +310,7 @@ def build_toy_tasks(dest: Path) -> Path:
     if tasks_file.exists():  # written last: its presence means the build completed
         return tasks_file
     rows: dict[bool, list[dict]] = {False: [], True: []}
-    for spec in REPOS:
+    for spec in REPOS + [templated_repo(i) for i in range(templated)]:
         target = repo_dir(dest / "repos", f"{OWNER}/{spec.name}")
         if target.exists():  # left by an interrupted build
             subprocess.run(["rm", "-rf", str(target)], check=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from swehero.recipe.loader import Lines, RecipeError
@@ -26,4 +27,8 @@ def read_job(stage_dir: Path) -> TrainJob:
 
 
 if __name__ == "__main__":
+    # Megatron's distributed optimizer calls collectives torch has renamed; the warning comes once per step per
+    # rank and buries the progress bar.
+    warnings.filterwarnings("ignore", r"`torch\.distributed\.(reduce_scatter|all_gather_into)_tensor` is deprecated",
+                            FutureWarning)
     train(read_job(Path(sys.argv[1])))
