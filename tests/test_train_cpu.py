@@ -102,10 +102,14 @@ def test_data_parallel_equals_accumulation_and_resume_reproduces(tmp_path, datas
     while not (folder / "metrics.jsonl").exists() or len(read_metrics(folder / "metrics.jsonl")) < 3:
         assert proc.poll() is None and time.monotonic() < deadline, (folder / "log.txt").read_text()[-3000:]
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher; its workers die with it (worker.die_with_launcher)
     proc.wait()
+    time.sleep(2)
+    logged = len((folder / "metrics.jsonl").read_text().splitlines())
     assert not (folder / "checkpoints" / "step-6").exists()
     resumed = train(folder, s, tiny_model_dir)
+    steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) > logged and steps[logged] <= steps[logged - 1]  # the rerun went back to its checkpoint
     assert losses(resumed) == pytest.approx(losses(one), rel=1e-6)
 
 

@@ -107,6 +107,7 @@ class Checkpointer:
         loaded = dist_checkpointing.load(template, str(path))
         load_weights(_unwrap(model[0]), loaded, weights, path)
         optimizer.load_state_dict(loaded["optimizer"])
+        _restore_adam_step(optimizer)
         scheduler.load_state_dict(loaded["scheduler"])
         rng = torch.load(_rank_file(path), weights_only=False)
         torch.set_rng_state(rng["torch"])
@@ -123,6 +124,20 @@ def _materialise_optimizer_state(optimizer) -> None:
     for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
         if not inner.optimizer.state:
             inner._init_optimizer_states_with_dummy_values()
+
+
+def _restore_adam_step(optimizer) -> None:
+    """torch's AdamW (used where Apex and Transformer Engine are absent: CPU) keeps its step count per parameter,
+    for the bias correction. Megatron's distributed optimizer restores the true count into the param groups,
+    then overwrites the per-parameter counts with the ones in the saved bucket state, which hold 1 (measured
+    with megatron-core 0.16.1: a checkpoint written after 2 steps loads with step 1). Left so, the first resumed
+    update is scaled wrongly and the resumed loss curve drifts from the uninterrupted one."""
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        for group in inner.optimizer.param_groups:
+            for param in group["params"] if "step" in group else []:
+                state = inner.optimizer.state.get(param, {})
+                if torch.is_tensor(state.get("step")):
+                    state["step"] = torch.tensor(float(group["step"]), dtype=state["step"].dtype)
 
 
 def is_reporting_rank() -> bool:
