@@ -63,7 +63,8 @@ def measure(settings: Settings, init: str) -> dict:
     optimizer_bytes += sum(p.numel() * p.element_size() for opt in _optimizers(optimizer)
                            for group in getattr(opt, "shard_fp32_from_float16_groups", []) for p in group)
     model_setup.shutdown()
-    return {"weights": weights, "gradients": gradients, "optimizer": optimizer_bytes, "activations": sum(saved.values())}
+    return {"weights": weights, "gradients": gradients, "optimizer": optimizer_bytes,
+            "activations": sum(saved.values())}
 
 
 def _optimizers(optimizer) -> list:

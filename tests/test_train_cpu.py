@@ -102,7 +102,7 @@ def test_data_parallel_equals_accumulation_and_resume_reproduces(tmp_path, datas
     while not (folder / "metrics.jsonl").exists() or len(read_metrics(folder / "metrics.jsonl")) < 3:
         assert proc.poll() is None and time.monotonic() < deadline, (folder / "log.txt").read_text()[-3000:]
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher; its workers die with it (worker.die_with_launcher)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher; its workers die with it (launch.die_with_parent)
     proc.wait()
     time.sleep(2)
     logged = len((folder / "metrics.jsonl").read_text().splitlines())

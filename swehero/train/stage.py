@@ -33,13 +33,14 @@ def job_file(settings: Settings, ctx: StageContext) -> Path:
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
-    from swehero.train.launch import torchrun_command
+    from swehero.train.launch import die_with_parent, torchrun_command
 
     if settings.nodes > 1:
         raise ValueError(f"stage {ctx.name} spans {settings.nodes} nodes: launch it with "
                          f"`swehero train RECIPE --stage {ctx.name} --launcher slurm`")
     job_file(settings, ctx)
-    done = subprocess.run(torchrun_command(ctx.dir, settings.nodes * settings.gpus_per_node))
+    done = subprocess.run(torchrun_command(ctx.dir, settings.nodes * settings.gpus_per_node),
+                          preexec_fn=die_with_parent)
     if done.returncode != 0:
         raise RuntimeError(f"training exited with status {done.returncode}; see the output above")
     outputs = {"checkpoints": str(ctx.dir / "checkpoints"), "metrics": str(ctx.dir / "metrics.jsonl"),

@@ -3,9 +3,7 @@ GPU, or per CPU rank). Everything it needs is in `STAGE_DIR/train_job.json`."""
 
 from __future__ import annotations
 
-import ctypes
 import json
-import signal
 import sys
 import warnings
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 from swehero.recipe.loader import Lines, RecipeError
 from swehero.recipe.schema import build
 from swehero.train.config import Settings
+from swehero.train.launch import die_with_parent
 from swehero.train.loop import TrainJob, train
 
 JOB_FILE = "train_job.json"
@@ -28,17 +27,10 @@ def read_job(stage_dir: Path) -> TrainJob:
     return TrainJob(settings=settings, **data)
 
 
-def die_with_launcher() -> None:
-    """Ask Linux to SIGKILL this process when its parent (the torchrun agent) dies. torchrun starts workers in
-    their own session, so killing the launcher's process group (kill -9, a node agent giving up) would leave
-    them training on and writing checkpoints beside the rerun that resumes the stage."""
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 if __name__ == "__main__":
-    die_with_launcher()
+    # torchrun starts workers in their own session: killing its process group (kill -9, a node agent giving up)
+    # would leave them training on beside the rerun that resumes the stage.
+    die_with_parent()
     # Megatron's distributed optimizer calls collectives torch has renamed; the warning comes once per step per
     # rank and buries the progress bar.
     warnings.filterwarnings("ignore", r"`torch\.distributed\.(reduce_scatter|all_gather_into)_tensor` is deprecated",
