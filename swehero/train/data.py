@@ -16,8 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from swehero.model.packing import position_ids
-
 
 @dataclass
 class PackedBatch:
@@ -58,6 +56,8 @@ class PackedSequences:
         lengths = [int(n) for n in self.tokens.sequence_lengths[first:last]]
         assert len(tokens) == self.seq_length, f"sample {index} has {len(tokens)} tokens, expected {self.seq_length}"
         # The model predicts token t+1 at position t; prepare's mask marks targets, so it shifts with the labels.
+        from swehero.model.packing import position_ids  # imports Megatron; `recipe plan` only needs steps_for
+
         labels = np.append(tokens[1:], tokens[-1])
         target_mask = np.append(mask[1:], 0.0)
         return PackedBatch(
