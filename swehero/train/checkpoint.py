@@ -107,6 +107,7 @@ class Checkpointer:
         loaded = dist_checkpointing.load(template, str(path))
         load_weights(_unwrap(model[0]), loaded, weights, path)
         optimizer.load_state_dict(loaded["optimizer"])
+        _restore_adam_steps(optimizer)
         scheduler.load_state_dict(loaded["scheduler"])
         rng = torch.load(_rank_file(path), weights_only=False)
         torch.set_rng_state(rng["torch"])
@@ -123,6 +124,19 @@ def _materialise_optimizer_state(optimizer) -> None:
     for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
         if not inner.optimizer.state:
             inner._init_optimizer_states_with_dummy_values()
+
+
+def _restore_adam_steps(optimizer) -> None:
+    """With torch's AdamW (no TE or Apex: the CPU runs), megatron-core 0.16's load leaves every parameter's
+    `step` at the placeholder's 1, in one tensor shared by all parameters that AdamW then advances once per
+    parameter per step: the bias correction of a resumed run would be wrong from its first update. The
+    checkpoint's count is in the loaded param groups. TE's FusedAdam keeps no per-parameter step (a no-op)."""
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        for group in inner.optimizer.param_groups:
+            for param in group["params"]:
+                state = inner.optimizer.state.get(param)
+                if state and "step" in state and "step" in group:
+                    state["step"] = torch.tensor(float(group["step"]))
 
 
 def is_reporting_rank() -> bool:
