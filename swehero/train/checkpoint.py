@@ -19,7 +19,7 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 
-from swehero.model.checkpoint import HF_CONFIG, load_weights, weights_sharded_state_dict
+from swehero.model.checkpoint import HF_CONFIG, load_weights, model_sharded_state_dict
 
 _STEP = re.compile(r"^step-(\d+)$")
 # Each rank saves and loads its own optimizer shard, with no gathering; the optimizer state then resumes at the
@@ -33,14 +33,13 @@ def checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
-    return getattr(chunk, "module", chunk)  # DistributedDataParallel -> the GPTModel it wraps
+def _chunks(model: list) -> list[torch.nn.Module]:
+    return [chunk.module for chunk in model]  # DistributedDataParallel -> the GPTModel it wraps
 
 
 def _model_state(model: list) -> dict:
-    """The weights under the same keys `swehero convert` uses (any layer spec reads them back)."""
-    (chunk,) = model  # one model chunk per rank (no virtual pipeline stages)
-    return weights_sharded_state_dict(_unwrap(chunk))
+    """The weights under the same keys `swehero convert` uses (any layer spec and chunking reads them back)."""
+    return model_sharded_state_dict(_chunks(model))
 
 
 def _rank_file(path: Path) -> Path:
@@ -105,7 +104,7 @@ class Checkpointer:
         weights = dict(template)
         template["optimizer"] = optimizer.sharded_state_dict(template, is_loading=True, metadata=OPTIMIZER_SHARDING)
         loaded = dist_checkpointing.load(template, str(path))
-        load_weights(_unwrap(model[0]), loaded, weights, path)
+        load_weights(_chunks(model), loaded, weights, path)
         optimizer.load_state_dict(loaded["optimizer"])
         _restore_adam_steps(optimizer)
         scheduler.load_state_dict(loaded["scheduler"])
