@@ -73,6 +73,10 @@ def _model_overrides(s: Settings, cuda: bool) -> dict:
         overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     elif s.recompute == "selective" and cuda:
         overrides.update(recompute_granularity="selective")
+    if s.parallel.context > 1 and s.parallel.pipeline > 1:
+        # Context parallelism pads each document (`context.py`), so rows differ in length: pipeline transfers
+        # send their shape first.
+        overrides.update(variable_seq_lengths=True)
     if s.parallel.virtual_pipeline > 1:
         # Megatron-LM's defaults for the interleaved schedule: each transfer posted on its own, overlapped with
         # compute. Batched, a rank's sends to the same peer in both directions (pipeline 2: next = previous) can
@@ -96,13 +100,7 @@ def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
         hf_config = {**hf_config, "rope_scaling": s.rope_scaling}
     check_layout(s, hf_config, env.world_size)
     dtype = torch.float32 if s.precision == "fp32" else torch.bfloat16
-    if s.parallel.context > 1:
-        # The batch is not split for context parallelism yet: refusing beats training a silently wrong model.
-        raise NotImplementedError(f"context parallelism is not supported by the training loop yet: context "
-                                  f"{s.parallel.context} (use 1)")
-    spec = "te" if env.cuda and _has_transformer_engine() else "local"
-    if spec == "local" and s.parallel.sequence_parallel:
-        raise ValueError("sequence_parallel needs Transformer Engine's layers (Megatron's local norms refuse it)")
+    spec = layer_spec(s, env.cuda and _has_transformer_engine())
     p = s.parallel
     parallel = Parallel(tp=p.tensor, pp=p.pipeline, sequence_parallel=p.sequence_parallel, vpp=p.virtual_pipeline)
     chunks = build_model_chunks(hf_config, parallel, spec, dtype, **_model_overrides(s, env.cuda))
@@ -128,6 +126,20 @@ def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
         no_sync = [chunk.no_sync for chunk in model]
         config.no_sync_func = no_sync if len(no_sync) > 1 else no_sync[0]
     return model, hf_config
+
+
+def layer_spec(s: Settings, has_te: bool) -> str:
+    """`te` where Transformer Engine is installed (the GPU image), else Megatron's `local` layers, which cannot
+    run some of the parallel layouts."""
+    if has_te:
+        return "te"
+    if s.parallel.sequence_parallel:
+        raise ValueError("sequence_parallel needs Transformer Engine's layers (Megatron's local norms refuse it)")
+    if s.parallel.context > 1:
+        raise ValueError(f"context {s.parallel.context} needs Transformer Engine's attention (GPU image): it "
+                         "exchanges keys and values between the context-parallel ranks; Megatron's local "
+                         "attention only runs with context 1")
+    return "local"
 
 
 def _has_transformer_engine() -> bool:
