@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -152,3 +153,53 @@ def test_fused_cross_entropy_matches_the_unfused_loss_under_tp2(tmp_path, datase
         for key in ("loss", "grad_norm", "valid_loss"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-5), key
+
+
+@pytest.fixture(scope="module")
+def four_layer_model_dir(tmp_path_factory) -> Path:
+    """The tiny model with 4 layers (same tokenizer): 2 pipeline stages x 2 virtual stages of one layer each."""
+    from swehero.tiny.kit import TinyModelConfig, make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny4") / "model", TinyModelConfig(num_layers=4), seed=0)
+
+
+def test_virtual_pipeline_matches_one_stage_and_resumes(tmp_path, dataset, four_layer_model_dir):
+    plain = settings(dataset, steps=4)
+    interleaved = dataclasses.replace(plain, gpus_per_node=2, parallel=ParallelConfig(pipeline=2, virtual_pipeline=2),
+                                      checkpoint=CheckpointConfig(every=2, keep_last=2, async_save=False))
+    one = train(tmp_path / "pp1", plain, four_layer_model_dir)
+    vpp = train(tmp_path / "vpp", interleaved, four_layer_model_dir)
+    # Same weights, data and math; only the schedule differs (4 chunks over 2 ranks, 4 micro-batches).
+    assert vpp[0]["loss"] == pytest.approx(one[0]["loss"], rel=1e-6)
+    for a, b in zip(one, vpp):
+        for key in ("loss", "grad_norm", "valid_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-5), (key, a, b)
+    assert losses(vpp)[-1] < losses(vpp)[0]
+
+    # Resume from the VPP checkpoint of step 2: steps 3-4 and the exported weights come out the same.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "vpp" / "checkpoints" / "step-2", resumed / "checkpoints" / "step-2")
+    again = train(resumed, interleaved, four_layer_model_dir)
+    assert [r["step"] for r in again] == [3, 4]
+    assert losses(again) == pytest.approx(losses(vpp)[2:], rel=1e-6)
+    exported, reexported = (_hf_weights(folder / "hf") for folder in (tmp_path / "vpp", resumed))
+    assert exported.keys() == reexported.keys() and len(exported) == len(_hf_weights(four_layer_model_dir))
+    for name, tensor in exported.items():
+        assert torch.equal(tensor, reexported[name]), name
+    # ... and equal the one-stage run's weights (float rounding only).
+    for name, tensor in _hf_weights(tmp_path / "pp1" / "hf").items():
+        assert torch.allclose(exported[name], tensor, rtol=1e-4, atol=1e-6), name
+
+    # Stage 2 across layouts: the VPP run's checkpoint into one stage, the one-stage run's into VPP chunks.
+    one_step = {"steps": 1, "export_hf": False}
+    from_vpp = train(tmp_path / "from-vpp", dataclasses.replace(plain, **one_step), tmp_path / "vpp")
+    from_one = train(tmp_path / "from-one", dataclasses.replace(interleaved, **one_step), tmp_path / "pp1")
+    assert from_vpp[0]["loss"] == pytest.approx(from_one[0]["loss"], rel=1e-5)
+    assert from_vpp[0]["loss"] < 0.9 * one[0]["loss"]
+
+
+def _hf_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {name: tensor for f in sorted(folder.glob("*.safetensors")) for name, tensor in load_file(f).items()}

@@ -124,3 +124,31 @@ def test_memory_model_terms_and_fit_warning(tmp_path):
     assert "GPU-hours" in format_plan(plan, 0.45)
     settings.recompute = "full"
     assert not plan_stage("sft", settings, str(folder), mfu=0.45).warnings
+
+
+def test_validation_passes_are_whole_pipeline_groups_padded_with_weightless_copies():
+    from types import SimpleNamespace
+
+    import torch
+
+    from swehero.train.data import PackedBatch
+    from swehero.train.loop import validation_groups
+
+    samples = [PackedBatch(tokens=torch.full((1, 4), i), labels=torch.full((1, 4), i), loss_mask=torch.ones(1, 4),
+                           position_ids=torch.arange(4)[None], doc_lengths=[4]) for i in range(7)]
+    # DP rank 1 of 2 gets samples 1, 3, 5: with pipeline 2 (interleaved: whole groups of 2) a fourth is added.
+    groups = validation_groups(samples, SimpleNamespace(dp_rank=1, dp_size=2), 2)
+    assert [[int(b.tokens[0, 0]) for b in g] for g in groups] == [[1, 3], [5, 5]]
+    assert groups[1][1].loss_mask.sum() == 0 and groups[1][0].loss_mask.sum() == 4
+    assert validation_groups(samples[:1], SimpleNamespace(dp_rank=1, dp_size=2), 2) == []
+
+
+def test_layouts_the_local_layers_cannot_run_are_refused_with_the_reason():
+    from swehero.train.model_setup import layer_spec
+
+    assert layer_spec(settings(context=2), has_te=True) == "te"
+    assert layer_spec(settings(), has_te=False) == "local"
+    with pytest.raises(ValueError, match="context 2 needs Transformer Engine's attention"):
+        layer_spec(settings(context=2), has_te=False)
+    with pytest.raises(ValueError, match="sequence_parallel needs Transformer Engine's layers"):
+        layer_spec(settings(tensor=2, sequence_parallel=True), has_te=False)

@@ -6,6 +6,10 @@ into the next linear), so a checkpoint converted on a CPU machine with the local
 model asks for. TE's `_extra_state` (FP8 metadata) is not model weights and is neither saved nor loaded here.
 The Hugging Face `config.json` the model was built from is stored beside the weights, so a checkpoint alone says
 what model it holds.
+
+A rank with several model chunks (virtual pipeline stages) nests each chunk's weights under `model0`, `model1`,
+... as Megatron-LM does. Tensors are stored under their global names (layer numbers count over the whole model),
+so the nesting never reaches the files: a checkpoint saved with any number of chunks loads with any other.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from megatron.core.dist_checkpointing import ShardedTensor
 from megatron.core.models.gpt import GPTModel
 
 from swehero.model import qwen2
+from swehero.model.provider import Chunks, as_chunks
 
 HF_CONFIG = "hf_config.json"
 
@@ -35,30 +40,48 @@ def weights_sharded_state_dict(model: GPTModel) -> dict[str, Any]:
     return sharded
 
 
-def save_checkpoint(model: GPTModel, hf: dict[str, Any], ckpt_dir: str | Path) -> None:
+def model_sharded_state_dict(model: Chunks) -> dict[str, Any]:
+    """The weights of a rank's model: flat for one chunk, one `model{i}` entry per chunk otherwise."""
+    chunks = as_chunks(model)
+    if len(chunks) == 1:
+        return weights_sharded_state_dict(chunks[0])
+    return {f"model{i}": weights_sharded_state_dict(chunk) for i, chunk in enumerate(chunks)}
+
+
+def _per_chunk(tree: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """The chunks' entries of a dict shaped like `model_sharded_state_dict`'s."""
+    return [tree] if count == 1 else [tree[f"model{i}"] for i in range(count)]
+
+
+def save_checkpoint(model: Chunks, hf: dict[str, Any], ckpt_dir: str | Path) -> None:
     """Collective: every rank writes its shards of `model` into `ckpt_dir`."""
     ckpt_dir = Path(ckpt_dir)
     if torch.distributed.get_rank() == 0:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     torch.distributed.barrier()
-    dist_checkpointing.save(weights_sharded_state_dict(model), str(ckpt_dir))
+    dist_checkpointing.save(model_sharded_state_dict(model), str(ckpt_dir))
     if torch.distributed.get_rank() == 0:
         (ckpt_dir / HF_CONFIG).write_text(json.dumps(hf, indent=2))
 
 
-def load_checkpoint(model: GPTModel, ckpt_dir: str | Path) -> None:
+def load_checkpoint(model: Chunks, ckpt_dir: str | Path) -> None:
     """Collective: fill this rank's part of `model` from a checkpoint saved at any layout."""
-    template = weights_sharded_state_dict(model)
+    template = model_sharded_state_dict(model)
     load_weights(model, dist_checkpointing.load(template, str(ckpt_dir)), template, ckpt_dir)
 
 
-def load_weights(model: GPTModel, state: dict[str, Any], template: dict[str, Any], source: str | Path) -> None:
-    """Copy the weights named by `template` from a loaded checkpoint `state` into `model`. Training checkpoints
-    also hold optimizer and schedule state beside the weights; only the weights are taken."""
-    missing, unexpected = model.load_state_dict({key: state[key] for key in template}, strict=False)
-    missing = [k for k in missing if not k.endswith("_extra_state")]
-    if missing or unexpected:
-        raise ValueError(f"checkpoint {source} does not fit the model: missing {missing}, unexpected {unexpected}")
+def load_weights(model: Chunks, state: dict[str, Any], template: dict[str, Any], source: str | Path) -> None:
+    """Copy the weights named by `template` (a `model_sharded_state_dict`) from a loaded checkpoint `state` into
+    `model`. Training checkpoints also hold optimizer and schedule state beside the weights; only the weights
+    are taken."""
+    chunks = as_chunks(model)
+    for i, (chunk, names, weights) in enumerate(zip(chunks, _per_chunk(template, len(chunks)),
+                                                    _per_chunk(state, len(chunks)))):
+        missing, unexpected = chunk.load_state_dict({key: weights[key] for key in names}, strict=False)
+        missing = [k for k in missing if not k.endswith("_extra_state")]
+        if missing or unexpected:
+            raise ValueError(f"checkpoint {source} does not fit model chunk {i}: missing {missing}, "
+                             f"unexpected {unexpected}")
 
 
 def checkpoint_hf_config(ckpt_dir: str | Path) -> dict[str, Any]:

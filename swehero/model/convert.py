@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from swehero.model import qwen2
+from swehero.model.provider import Chunks, as_chunks
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
@@ -59,7 +60,7 @@ def _hf_names(key: str, layer: str | None) -> tuple[str, ...]:
 
 def _params(model: GPTModel) -> Iterator[tuple[str, str | None, torch.Tensor]]:
     """(table key, global layer index, local tensor) for every weight of this rank's model part."""
-    # State-dict names count layers within this pipeline stage; `layer_number` is global and 1-based.
+    # State-dict names count layers within this model chunk (pipeline stage); `layer_number` is global and 1-based.
     global_index = {str(i): str(layer.layer_number - 1) for i, layer in enumerate(model.decoder.layers)}
     for name, tensor in model.state_dict().items():
         if name.endswith("_extra_state"):
@@ -90,13 +91,14 @@ def _split_qkv(qkv: torch.Tensor, groups: int, heads: int, head_dim: int) -> tup
     return tuple(t.reshape(-1, *qkv.shape[1:]).contiguous() for t in (q, k, v))
 
 
-def load_hf_weights(model: GPTModel, hf_dir: str | Path, hf: dict) -> None:
-    """Copy a Hugging Face checkpoint into this rank's part of `model` (vocabulary rows beyond HF's are zeroed)."""
+def load_hf_weights(model: Chunks, hf_dir: str | Path, hf: dict) -> None:
+    """Copy a Hugging Face checkpoint into this rank's part of `model` (all its chunks; vocabulary rows beyond
+    HF's are zeroed)."""
     reader = HFReader(hf_dir)
     tp, rank = parallel_state.get_tensor_model_parallel_world_size(), parallel_state.get_tensor_model_parallel_rank()
-    cfg = model.config
-    groups_per_rank = cfg.num_query_groups // tp
-    for key, layer, param in _params(model):
+    chunks = as_chunks(model)
+    groups_per_rank = chunks[0].config.num_query_groups // tp
+    for key, layer, param in (item for chunk in chunks for item in _params(chunk)):
         names = _hf_names(key, layer)
         if key == "output_layer.weight" and names[0] not in reader:  # tied checkpoints carry no lm_head
             names = (qwen2.NAME_MAP["embedding.word_embeddings.weight"],)
@@ -160,8 +162,9 @@ def checkpoint_dtype(hf: dict) -> torch.dtype:
     return getattr(torch, hf.get("torch_dtype") or hf.get("dtype") or "float32")
 
 
-def save_hf_weights(model: GPTModel, hf: dict, out_dir: str | Path, max_shard_bytes: int = 4 << 30) -> None:
-    """Write this model's weights, in `hf`'s dtype, as safetensors shards plus `model.safetensors.index.json`.
+def save_hf_weights(model: Chunks, hf: dict, out_dir: str | Path, max_shard_bytes: int = 4 << 30) -> None:
+    """Write this model's weights (all of a rank's chunks), in `hf`'s dtype, as safetensors shards plus
+    `model.safetensors.index.json`.
 
     Collective over all ranks; TP rank 0 of each pipeline stage writes that stage's shards.
     """
@@ -181,7 +184,8 @@ def save_hf_weights(model: GPTModel, hf: dict, out_dir: str | Path, max_shard_by
             written += sum(t.numel() * t.element_size() for t in shard.values())
         shard.clear()
 
-    for name, tensor in hf_tensors(model, hf, checkpoint_dtype(hf)):
+    tensors = (item for chunk in as_chunks(model) for item in hf_tensors(chunk, hf, checkpoint_dtype(hf)))
+    for name, tensor in tensors:
         shard[name] = tensor
         if sum(t.numel() * t.element_size() for t in shard.values()) >= max_shard_bytes:
             flush()

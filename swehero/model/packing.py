@@ -20,18 +20,27 @@ from megatron.core.packed_seq_params import PackedSeqParams
 from megatron.core.transformer.dot_product_attention import DotProductAttention
 
 
-def packed_seq_params(doc_lengths: Sequence[int], device: torch.device | str | None = None) -> PackedSeqParams:
-    """Boundaries of documents of `doc_lengths` tokens packed back to back into one row."""
-    lengths = torch.tensor([0, *doc_lengths], dtype=torch.int32, device=device)
-    cu_seqlens = torch.cumsum(lengths, 0, dtype=torch.int32)
-    longest = int(max(doc_lengths))
+def packed_seq_params(doc_lengths: Sequence[int], device: torch.device | str | None = None,
+                      padded_lengths: Sequence[int] | None = None) -> PackedSeqParams:
+    """Boundaries of documents of `doc_lengths` tokens packed back to back into one row. With `padded_lengths`
+    each document is followed by padding up to that length (context parallelism's layout): the real boundaries
+    say what attends to what, the padded ones where each document starts in the row."""
+    cu_seqlens = _cumulative(doc_lengths, device)
+    padded = _cumulative(padded_lengths, device) if padded_lengths is not None else None
+    longest = int(max(padded_lengths if padded_lengths is not None else doc_lengths))
     return PackedSeqParams(
         qkv_format="thd",
         cu_seqlens_q=cu_seqlens,
         cu_seqlens_kv=cu_seqlens,
+        cu_seqlens_q_padded=padded,
+        cu_seqlens_kv_padded=padded,
         max_seqlen_q=longest,
         max_seqlen_kv=longest,
     )
+
+
+def _cumulative(lengths: Sequence[int], device: torch.device | str | None) -> torch.Tensor:
+    return torch.cumsum(torch.tensor([0, *lengths], dtype=torch.int32, device=device), 0, dtype=torch.int32)
 
 
 def position_ids(doc_lengths: Sequence[int]) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Build a Megatron-Core `GPTModel` for a Qwen2.5(-Coder) Hugging Face `config.json`.
 
 `init_parallel` sets up Megatron's process groups; `build_model` builds this rank's part of the model
-(its pipeline stage, its tensor-parallel shard). Layer specs: `"te"` (Transformer Engine, the GPU image) or
-`"local"` (Megatron's own modules, plus packed-sequence support from `packing.py`).
+(its pipeline stage, its tensor-parallel shard), `build_model_chunks` its virtual pipeline stages. Layer specs:
+`"te"` (Transformer Engine, the GPU image) or `"local"` (Megatron's own modules, plus packed-sequence support from
+`packing.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,12 +65,16 @@ class Parallel:
     """Pipeline-parallel size (must divide the number of layers)."""
     sequence_parallel: bool = False
     """Megatron sequence parallelism: needs tp > 1 and the TE spec (Megatron's local norms refuse it)."""
+    vpp: int = 1
+    """Model chunks (virtual pipeline stages) per pipeline rank for the interleaved schedule: pp * vpp must
+    divide the number of layers. Chunk i of rank r holds layer block i * pp + r."""
 
 
 def init_parallel(parallel: Parallel, seed: int = 1234) -> None:
     """Create Megatron's TP/PP/DP groups over the already initialised default process group, and seed RNGs."""
     parallel_state.initialize_model_parallel(
-        tensor_model_parallel_size=parallel.tp, pipeline_model_parallel_size=parallel.pp
+        tensor_model_parallel_size=parallel.tp, pipeline_model_parallel_size=parallel.pp,
+        virtual_pipeline_model_parallel_size=_virtual_size(parallel),
     )
     tensor_parallel.model_parallel_cuda_manual_seed(seed)
 
@@ -99,6 +104,7 @@ def transformer_config(hf: dict[str, Any], parallel: Parallel, dtype: torch.dtyp
         rotary_base=qwen2.rope_theta(hf),
         tensor_model_parallel_size=parallel.tp,
         pipeline_model_parallel_size=parallel.pp,
+        virtual_pipeline_model_parallel_size=_virtual_size(parallel),
         sequence_parallel=parallel.sequence_parallel,
         activation_func=F.silu,
         params_dtype=dtype,
@@ -112,18 +118,47 @@ def transformer_config(hf: dict[str, Any], parallel: Parallel, dtype: torch.dtyp
     return QwenTransformerConfig(**kwargs)
 
 
+def _virtual_size(parallel: Parallel) -> int | None:
+    # Megatron means "no virtual stages" by None, not 1.
+    return parallel.vpp if parallel.vpp > 1 else None
+
+
+def build_model_chunks(hf: dict[str, Any], parallel: Parallel, spec: str = "local", dtype: torch.dtype = torch.float32,
+                       **overrides: Any) -> list[GPTModel]:
+    """This rank's model chunks in schedule order, sharing one config (the schedules read the first chunk's).
+    Only the first chunk of the first stage embeds and only the last chunk of the last stage has the LM head.
+    Call `init_parallel` first (with the same `parallel`)."""
+    config = transformer_config(hf, parallel, dtype, **overrides)
+    stages = range(parallel.vpp) if parallel.vpp > 1 else [None]
+    return [
+        GPTModel(
+            config=config,
+            transformer_layer_spec=layer_spec(spec),
+            vocab_size=qwen2.padded_vocab_size(hf["vocab_size"], parallel.tp),
+            max_sequence_length=hf["max_position_embeddings"],
+            pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
+            post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
+            share_embeddings_and_output_weights=qwen2.tied_embeddings(hf),
+            position_embedding_type=config.position_embedding_type,
+            rotary_base=config.rotary_base,
+            vp_stage=stage,
+        )
+        for stage in stages
+    ]
+
+
+Chunks = GPTModel | Sequence[GPTModel]
+"""A rank's model: one GPTModel, or its virtual pipeline stages in order."""
+
+
+def as_chunks(model: Chunks) -> list[GPTModel]:
+    return [model] if isinstance(model, GPTModel) else list(model)
+
+
 def build_model(hf: dict[str, Any], parallel: Parallel, spec: str = "local", dtype: torch.dtype = torch.float32,
                 **overrides: Any) -> GPTModel:
-    """This rank's stage and shard of the model. Call `init_parallel` first (with the same `parallel`)."""
-    config = transformer_config(hf, parallel, dtype, **overrides)
-    return GPTModel(
-        config=config,
-        transformer_layer_spec=layer_spec(spec),
-        vocab_size=qwen2.padded_vocab_size(hf["vocab_size"], parallel.tp),
-        max_sequence_length=hf["max_position_embeddings"],
-        pre_process=parallel_state.is_pipeline_first_stage(),
-        post_process=parallel_state.is_pipeline_last_stage(),
-        share_embeddings_and_output_weights=qwen2.tied_embeddings(hf),
-        position_embedding_type=config.position_embedding_type,
-        rotary_base=config.rotary_base,
-    )
+    """This rank's stage and shard of the model, without virtual pipeline stages."""
+    if parallel.vpp > 1:
+        raise ValueError(f"vpp {parallel.vpp} builds several chunks per rank: use build_model_chunks")
+    (model,) = build_model_chunks(hf, parallel, spec, dtype, **overrides)
+    return model

@@ -19,7 +19,7 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 
-from swehero.model.checkpoint import HF_CONFIG, load_weights, weights_sharded_state_dict
+from swehero.model.checkpoint import HF_CONFIG, load_weights, model_sharded_state_dict
 
 _STEP = re.compile(r"^step-(\d+)$")
 # Each rank saves and loads its own optimizer shard, with no gathering; the optimizer state then resumes at the
@@ -33,14 +33,13 @@ def checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
-    return getattr(chunk, "module", chunk)  # DistributedDataParallel -> the GPTModel it wraps
+def _chunks(model: list) -> list[torch.nn.Module]:
+    return [chunk.module for chunk in model]  # DistributedDataParallel -> the GPTModel it wraps
 
 
 def _model_state(model: list) -> dict:
-    """The weights under the same keys `swehero convert` uses (any layer spec reads them back)."""
-    (chunk,) = model  # one model chunk per rank (no virtual pipeline stages)
-    return weights_sharded_state_dict(_unwrap(chunk))
+    """The weights under the same keys `swehero convert` uses (any layer spec and chunking reads them back)."""
+    return model_sharded_state_dict(_chunks(model))
 
 
 def _rank_file(path: Path) -> Path:
@@ -105,9 +104,9 @@ class Checkpointer:
         weights = dict(template)
         template["optimizer"] = optimizer.sharded_state_dict(template, is_loading=True, metadata=OPTIMIZER_SHARDING)
         loaded = dist_checkpointing.load(template, str(path))
-        load_weights(_unwrap(model[0]), loaded, weights, path)
+        load_weights(_chunks(model), loaded, weights, path)
         optimizer.load_state_dict(loaded["optimizer"])
-        _restore_adam_step(optimizer)
+        _restore_adam_steps(optimizer)
         scheduler.load_state_dict(loaded["scheduler"])
         rng = torch.load(_rank_file(path), weights_only=False)
         torch.set_rng_state(rng["torch"])
@@ -126,18 +125,17 @@ def _materialise_optimizer_state(optimizer) -> None:
             inner._init_optimizer_states_with_dummy_values()
 
 
-def _restore_adam_step(optimizer) -> None:
-    """torch's AdamW (used where Apex and Transformer Engine are absent: CPU) keeps its step count per parameter,
-    for the bias correction. Megatron's distributed optimizer restores the true count into the param groups,
-    then overwrites the per-parameter counts with the ones in the saved bucket state, which hold 1 (measured
-    with megatron-core 0.16.1: a checkpoint written after 2 steps loads with step 1). Left so, the first resumed
-    update is scaled wrongly and the resumed loss curve drifts from the uninterrupted one."""
+def _restore_adam_steps(optimizer) -> None:
+    """With torch's AdamW (no TE or Apex: the CPU runs), megatron-core 0.16's load leaves every parameter's
+    `step` at the placeholder's 1, in one tensor shared by all parameters that AdamW then advances once per
+    parameter per step: the bias correction of a resumed run would be wrong from its first update. The
+    checkpoint's count is in the loaded param groups. TE's FusedAdam keeps no per-parameter step (a no-op)."""
     for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
         for group in inner.optimizer.param_groups:
-            for param in group["params"] if "step" in group else []:
-                state = inner.optimizer.state.get(param, {})
-                if torch.is_tensor(state.get("step")):
-                    state["step"] = torch.tensor(float(group["step"]), dtype=state["step"].dtype)
+            for param in group["params"]:
+                state = inner.optimizer.state.get(param)
+                if state and "step" in state and "step" in group:
+                    state["step"] = torch.tensor(float(group["step"]))
 
 
 def is_reporting_rank() -> bool:

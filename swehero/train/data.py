@@ -31,6 +31,9 @@ class PackedBatch:
     """[1, S] positions restarting at 0 at every trajectory."""
     doc_lengths: list[int]
     """Lengths of the trajectories packed in it (and of the padding tail), in order."""
+    padded_lengths: list[int] | None = None
+    """The same documents' lengths after the per-document padding context parallelism adds (`train/context.py`);
+    None when the row is not padded."""
 
 
 class PackedSequences:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -55,7 +55,8 @@ def train(job: TrainJob) -> None:
         if step % s.checkpoint.every == 0 or step == total_steps:
             ckpt.save(step, model, optimizer, scheduler)
         if (s.eval_every and step % s.eval_every == 0) or step == total_steps:
-            valid_loss = evaluate(model, validation_groups(valid, env), valid.seq_length, env.device, s.fused_ce)
+            groups = validation_groups(valid, env, s.parallel.pipeline)
+            valid_loss = evaluate(model, groups, valid.seq_length, env.device, s.fused_ce)
             if log is not None:
                 log.log(step, {"valid_loss": valid_loss})
         ckpt.poll()
@@ -74,10 +75,14 @@ def total_steps_of(s: Settings) -> int:
     return steps_for(stats["samples"]["train"], s.global_batch_size, s.epochs, s.steps)
 
 
-def validation_groups(valid: PackedSequences, env) -> list[list]:
-    """This DP rank's share of the validation set, one sample per micro-batch."""
-    mine = list(range(env.dp_rank, len(valid), env.dp_size))
-    return [[valid[i]] for i in mine]
+def validation_groups(valid: PackedSequences, env, size: int) -> list[list]:
+    """This DP rank's share of the validation set, one sample per micro-batch, in passes of `size` micro-batches
+    (the pipeline size: the interleaved schedule runs whole multiples of it). The last pass is filled up with
+    copies whose loss mask is zero, which add nothing to the loss."""
+    mine = [valid[i] for i in range(env.dp_rank, len(valid), env.dp_size)]
+    if mine:
+        mine += [replace(mine[-1], loss_mask=torch.zeros_like(mine[-1].loss_mask))] * (-len(mine) % size)
+    return [mine[i:i + size] for i in range(0, len(mine), size)]
 
 
 def throughput(batches: list, hf_config: dict, env, seconds: float, precision: str) -> dict:

@@ -73,49 +73,73 @@ def _model_overrides(s: Settings, cuda: bool) -> dict:
         overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     elif s.recompute == "selective" and cuda:
         overrides.update(recompute_granularity="selective")
+    if s.parallel.context > 1 and s.parallel.pipeline > 1:
+        # Context parallelism pads each document (`context.py`), so rows differ in length: pipeline transfers
+        # send their shape first.
+        overrides.update(variable_seq_lengths=True)
+    if s.parallel.virtual_pipeline > 1:
+        # Megatron-LM's defaults for the interleaved schedule: each transfer posted on its own, overlapped with
+        # compute. Batched, a rank's sends to the same peer in both directions (pipeline 2: next = previous) can
+        # be matched with the wrong receives (gloo does), swapping activations and gradients.
+        overrides.update(overlap_p2p_comm=True, batch_p2p_comm=False)
     if s.precision == "fp8":
         overrides.update(fp8="hybrid", fp8_recipe="tensorwise")
     return overrides
 
 
 def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
-    """This rank's model (its pipeline stage and tensor shard) in Megatron's DDP, as a list of chunks."""
+    """This rank's model chunks (its pipeline stage, or its virtual pipeline stages, and tensor shard), each in
+    Megatron's DDP."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 
-    from swehero.model.provider import Parallel, build_model
+    from swehero.model.provider import Parallel, build_model_chunks
+    from swehero.train import fused_loss
 
     hf_config = hf_config_of(init)
     if s.rope_scaling is not None:
         hf_config = {**hf_config, "rope_scaling": s.rope_scaling}
     check_layout(s, hf_config, env.world_size)
     dtype = torch.float32 if s.precision == "fp32" else torch.bfloat16
-    unsupported = {"virtual_pipeline": s.parallel.virtual_pipeline, "context": s.parallel.context}
-    if any(size > 1 for size in unsupported.values()):
-        # The provider builds one model chunk per rank and the batch is not split for context parallelism yet:
-        # refusing beats training a silently wrong model.
-        raise NotImplementedError(f"not supported by the training loop yet: {unsupported} (use 1)")
-    spec = "te" if env.cuda and _has_transformer_engine() else "local"
-    if spec == "local" and s.parallel.sequence_parallel:
-        raise ValueError("sequence_parallel needs Transformer Engine's layers (Megatron's local norms refuse it)")
-    parallel = Parallel(tp=s.parallel.tensor, pp=s.parallel.pipeline, sequence_parallel=s.parallel.sequence_parallel)
-    chunk = build_model(hf_config, parallel, spec, dtype, **_model_overrides(s, env.cuda))
-    if s.fused_ce:
-        from swehero.train import fused_loss
-
-        fused_loss.install(chunk)
-    if env.cuda:
-        chunk.cuda()
+    spec = layer_spec(s, env.cuda and _has_transformer_engine())
+    p = s.parallel
+    parallel = Parallel(tp=p.tensor, pp=p.pipeline, sequence_parallel=p.sequence_parallel, vpp=p.virtual_pipeline)
+    chunks = build_model_chunks(hf_config, parallel, spec, dtype, **_model_overrides(s, env.cuda))
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
         use_distributed_optimizer=s.distributed_optimizer,
         overlap_grad_reduce=env.cuda,
         average_in_collective=False,  # per-token loss: gradients are divided by the global token count instead
     )
-    model = [DistributedDataParallel(config=chunk.config, ddp_config=ddp_config, module=chunk)]
-    chunk.config.finalize_model_grads_func = finalize_model_grads
+    model = []
+    for i, chunk in enumerate(chunks):
+        if s.fused_ce:
+            fused_loss.install(chunk)
+        if env.cuda:
+            chunk.cuda()
+        # As Megatron-LM: later chunks finish their backward before the first, so each is reduced in one piece
+        # while the earlier ones still compute; only the first chunk's, which ends the step, needs buckets.
+        model.append(DistributedDataParallel(config=chunk.config, ddp_config=ddp_config, module=chunk,
+                                             disable_bucketing=i > 0))
+    config = chunks[0].config  # shared by the chunks
+    config.finalize_model_grads_func = finalize_model_grads
     if env.cuda:
-        chunk.config.no_sync_func = model[0].no_sync
+        no_sync = [chunk.no_sync for chunk in model]
+        config.no_sync_func = no_sync if len(no_sync) > 1 else no_sync[0]
     return model, hf_config
+
+
+def layer_spec(s: Settings, has_te: bool) -> str:
+    """`te` where Transformer Engine is installed (the GPU image), else Megatron's `local` layers, which cannot
+    run some of the parallel layouts."""
+    if has_te:
+        return "te"
+    if s.parallel.sequence_parallel:
+        raise ValueError("sequence_parallel needs Transformer Engine's layers (Megatron's local norms refuse it)")
+    if s.parallel.context > 1:
+        raise ValueError(f"context {s.parallel.context} needs Transformer Engine's attention (GPU image): it "
+                         "exchanges keys and values between the context-parallel ranks; Megatron's local "
+                         "attention only runs with context 1")
+    return "local"
 
 
 def _has_transformer_engine() -> bool:
@@ -155,12 +179,12 @@ def load_initial_weights(model: list, init: str, hf_config: dict) -> None:
     from swehero.model.convert import load_hf_weights
     from swehero.train.checkpoint import checkpoints
 
-    chunk = model[0].module
+    chunks = [chunk.module for chunk in model]
     with torch.no_grad():
         if (Path(init) / "config.json").exists():
-            load_hf_weights(chunk, init, hf_config)
+            load_hf_weights(chunks, init, hf_config)
         else:
-            load_checkpoint(chunk, checkpoints(Path(init) / "checkpoints")[-1][1])
+            load_checkpoint(chunks, checkpoints(Path(init) / "checkpoints")[-1][1])
 
 
 def export_hf(model: list, hf_config: dict, init: str, out: Path) -> None:
@@ -170,7 +194,7 @@ def export_hf(model: list, hf_config: dict, init: str, out: Path) -> None:
 
     like = Path(init) if (Path(init) / "config.json").exists() else Path(init) / "hf"
     out.mkdir(parents=True, exist_ok=True)
-    save_hf_weights(model[0].module, hf_config, out)
+    save_hf_weights([chunk.module for chunk in model], hf_config, out)
     if torch.distributed.get_rank() == 0:
         for item in like.iterdir():
             if item.is_file() and not item.name.startswith("model") and item.suffix != ".safetensors":

@@ -1,9 +1,10 @@
 """One optimizer step and one validation pass, through Megatron-Core's pipeline schedules.
 
 The loss is the sum of masked token cross-entropy divided by the number of trained tokens in the whole global
-batch (all micro-batches on all data-parallel ranks). Megatron-Core does exactly this with
+batch (all micro-batches on all data-parallel ranks, and all context-parallel ranks, each of which holds a
+share of every row: see `context.py`). Megatron-Core does exactly this with
 `calculate_per_token_loss`: the loss function returns (sum, token count), the schedule leaves the sum
-unscaled, and `finalize_model_grads` all-reduces the token count over data-parallel ranks and divides the
+unscaled, and `finalize_model_grads` all-reduces the token count over data- and context-parallel ranks and divides the
 gradients by it. So gradient accumulation and the data-parallel size do not change the result.
 """
 
@@ -17,6 +18,7 @@ from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from swehero.model.packing import packed_seq_params
+from swehero.train import context
 from swehero.train.data import PackedBatch
 from swehero.train.fused_loss import masked_labels
 
@@ -33,11 +35,14 @@ def _loss(loss_mask: torch.Tensor, output: torch.Tensor):
 def forward_step(data_iterator: Iterator[PackedBatch], model: torch.nn.Module, device: torch.device,
                  fused_ce: bool):
     batch = next(data_iterator)
+    cp = parallel_state.get_context_parallel_world_size()
+    if cp > 1:
+        batch = context.shard(batch, cp, parallel_state.get_context_parallel_rank())
     to = partial(torch.Tensor.to, device=device, non_blocking=True)
     labels = masked_labels(batch.labels, batch.loss_mask) if fused_ce else batch.labels
     output = model(
         to(batch.tokens), to(batch.position_ids), attention_mask=None, labels=to(labels),
-        packed_seq_params=packed_seq_params(batch.doc_lengths, device),
+        packed_seq_params=packed_seq_params(batch.doc_lengths, device, batch.padded_lengths),
     )
     return output, partial(_loss, to(batch.loss_mask))
 
@@ -67,7 +72,9 @@ def global_mean_loss(loss_sum: float, tokens: float, device: torch.device) -> fl
     """Loss per trained token of the whole global batch, the same number on every rank."""
     totals = torch.tensor([loss_sum, tokens], dtype=torch.float64, device=device)
     if parallel_state.is_pipeline_last_stage(ignore_virtual=True):
-        torch.distributed.all_reduce(totals, group=parallel_state.get_data_parallel_group())
+        # Context-parallel ranks hold different tokens of the same rows: they count like data-parallel ones.
+        group = parallel_state.get_data_parallel_group(with_context_parallel=True)
+        torch.distributed.all_reduce(totals, group=group)
     # Share the last stage's numbers with the other pipeline stages.
     last = parallel_state.get_pipeline_model_parallel_last_rank()
     torch.distributed.broadcast(totals, src=last, group=parallel_state.get_pipeline_model_parallel_group())

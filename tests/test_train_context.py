@@ -1,0 +1,82 @@
+"""Context parallelism's batch path (per-document padding, TE's load-balanced split) and its loss reduction.
+
+The attention itself needs Transformer Engine (not on this machine): what runs here is everything around it.
+"""
+
+import pytest
+import torch
+
+from swehero.train.context import pad_documents, partition_indices, shard
+from swehero.train.data import PackedBatch
+
+
+def row(doc_lengths: list[int], seed: int = 0) -> PackedBatch:
+    g = torch.Generator().manual_seed(seed)
+    n = sum(doc_lengths)
+    return PackedBatch(tokens=torch.randint(1, 100, (1, n), generator=g), labels=torch.randint(1, 100, (1, n), generator=g),
+                       loss_mask=(torch.rand(1, n, generator=g) < 0.6).float(),
+                       position_ids=torch.cat([torch.arange(d) for d in doc_lengths])[None], doc_lengths=doc_lengths)
+
+
+def test_split_follows_te_order():
+    # Documents padded to multiples of 2 x cp = 4: [8, 12, 4]; chunks of 2, 3 and 1 tokens.
+    # TE's thd_get_partitioned_indices: rank r takes chunks r and 2cp-1-r of every document.
+    assert partition_indices([8, 12, 4], cp=2, rank=0).tolist() == [0, 1, 6, 7, 8, 9, 10, 17, 18, 19, 20, 23]
+    assert partition_indices([8, 12, 4], cp=2, rank=1).tolist() == [2, 3, 4, 5, 11, 12, 13, 14, 15, 16, 21, 22]
+    assert partition_indices([8], cp=4, rank=1).tolist() == [1, 6]
+
+
+def test_padding_adds_untrained_tokens_at_each_document_end():
+    batch = row([5, 9, 2])
+    padded = pad_documents(batch, 4)
+    assert padded.padded_lengths == [8, 12, 4] and padded.doc_lengths == [5, 9, 2]
+    assert padded.tokens.shape == (1, 24)
+    for start, new_start, n, target in ((0, 0, 5, 8), (5, 8, 9, 12), (14, 20, 2, 4)):
+        for name in ("tokens", "labels", "loss_mask", "position_ids"):
+            assert torch.equal(getattr(padded, name)[:, new_start:new_start + n], getattr(batch, name)[:, start:start + n])
+        assert padded.loss_mask[0, new_start + n:new_start + target].sum() == 0
+    assert pad_documents(batch, 1).tokens.equal(batch.tokens)
+
+
+@pytest.mark.parametrize("cp", [2, 4])
+def test_ranks_together_hold_the_padded_row_once(cp):
+    batch = row([37, 100, 3, 116])
+    padded = pad_documents(batch, 2 * cp)
+    shards = [shard(batch, cp, r) for r in range(cp)]
+    assert all(s.tokens.shape[1] == padded.tokens.shape[1] // cp for s in shards)
+    order = torch.cat([partition_indices(padded.padded_lengths, cp, r) for r in range(cp)])
+    assert sorted(order.tolist()) == list(range(padded.tokens.shape[1]))
+    for name in ("tokens", "labels", "loss_mask", "position_ids"):
+        rebuilt = torch.empty_like(getattr(padded, name))
+        rebuilt[:, order] = torch.cat([getattr(s, name) for s in shards], dim=1)
+        assert torch.equal(rebuilt, getattr(padded, name)), name
+    # Every rank keeps the whole row's boundaries: attention needs them.
+    assert all(s.doc_lengths == batch.doc_lengths and s.padded_lengths == padded.padded_lengths for s in shards)
+
+
+def _token_losses(batch: PackedBatch) -> torch.Tensor:
+    """A stand-in per-token loss that depends on the token and its label."""
+    return (batch.tokens.float() * 0.01 + batch.labels.float() * 0.001) * batch.loss_mask
+
+
+def loss_reduction_job(rank: int, out: str) -> None:
+    from megatron.core import parallel_state
+
+    from swehero.train.step import global_mean_loss
+
+    parallel_state.initialize_model_parallel(context_parallel_size=2)
+    cp_rank, dp_rank = parallel_state.get_context_parallel_rank(), parallel_state.get_data_parallel_rank()
+    batches = [row([29, 70, 29], seed=dp) for dp in range(2)]  # one row per data-parallel rank
+    mine = shard(batches[dp_rank], 2, cp_rank)
+    mean = global_mean_loss(float(_token_losses(mine).sum()), float(mine.loss_mask.sum()), torch.device("cpu"))
+    torch.save(mean, f"{out}/rank{rank}.pt")
+
+
+def test_loss_is_the_mean_over_the_whole_global_batch_across_context_and_data_ranks(tmp_path):
+    from swehero.model.cpu_backend import launch
+
+    launch(loss_reduction_job, 4, str(tmp_path))
+    batches = [row([29, 70, 29], seed=dp) for dp in range(2)]
+    expected = sum(float(_token_losses(b).sum()) for b in batches) / sum(float(b.loss_mask.sum()) for b in batches)
+    means = [torch.load(tmp_path / f"rank{r}.pt") for r in range(4)]
+    assert means == pytest.approx([expected] * 4, rel=1e-6)  # float32 sums per rank
