@@ -203,3 +203,14 @@ def _hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return {name: tensor for f in sorted(folder.glob("*.safetensors")) for name, tensor in load_file(f).items()}
+
+
+def test_resume_without_the_distributed_optimizer(tmp_path, dataset, tiny_model_dir):
+    # A constant schedule, so that a 2-step run's checkpoint is a valid midpoint of the 4-step run.
+    s = settings(dataset, steps=4, distributed_optimizer=False, export_hf=False,
+                 optimizer=OptimizerConfig(lr=1e-3, min_lr=1e-3, warmup_fraction=0.0, decay="constant"),
+                 checkpoint=CheckpointConfig(every=2, keep_last=2, async_save=False))
+    whole = train(tmp_path / "whole", s, tiny_model_dir)
+    train(tmp_path / "split", dataclasses.replace(s, steps=2), tiny_model_dir)
+    resumed = train(tmp_path / "split", s, tiny_model_dir)
+    assert losses(resumed) == pytest.approx(losses(whole), rel=1e-6)

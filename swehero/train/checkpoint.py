@@ -119,9 +119,9 @@ class Checkpointer:
 def _materialise_optimizer_state(optimizer) -> None:
     """torch's Adam creates its state at the first step; a checkpoint can only be loaded into existing state.
     Megatron's distributed optimizer fills it with placeholders (one zero-gradient step) that the load then
-    overwrites, parameters included."""
+    overwrites, parameters included; its other optimizers do so themselves when asked for a loading template."""
     for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
-        if not inner.optimizer.state:
+        if not inner.optimizer.state and hasattr(inner, "_init_optimizer_states_with_dummy_values"):
             inner._init_optimizer_states_with_dummy_values()
 
 
