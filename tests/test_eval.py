@@ -389,11 +389,13 @@ def test_time_limit_covers_setup_and_agent(toy, tmp_path, model):
 def test_oracle_agent_scores_100_through_local_grader(toy, tmp_path):
     """The agent's oracle policy edits the checkout with real tool calls (local bubblewrap runtime); its patches
     must resolve every toy task."""
-    pytest.importorskip("swehero.agent.run", reason="swehero.agent is not on this branch yet (lands with the merge)")
     out = evaluate(_settings(toy, "oracle", workers=2), tmp_path / "oracle", progress=lambda _: None)
     report = json.loads(Path(out["report"]).read_text())
     assert report["resolved"] == 4, report["instances"]
     assert all(i["finish_reason"] == "submitted" and i["steps"] > 1 for i in report["instances"])
+    # Every oracle turn is one well-formed call to a real tool.
+    assert report["tool_calls"]["valid"] == report["tool_calls"]["turns"] == sum(i["steps"] for i in report["instances"])
+    assert report["tool_calls"]["valid_rate"] == 1.0 and report["teacher_forced"] is None
 
 
 def test_harness_runs_up_to_the_docker_engine(toy, tmp_path):
