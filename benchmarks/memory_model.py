@@ -36,6 +36,7 @@ def measure(settings: Settings, init: str) -> dict:
     import torch
 
     from swehero.train import model_setup
+    from swehero.train.checkpoint import inner_optimizers
     from swehero.train.data import PackedSequences
     from swehero.train.step import train_step
 
@@ -58,17 +59,13 @@ def measure(settings: Settings, init: str) -> dict:
     weights = sum(p.numel() * p.element_size() for chunk in model for p in chunk.parameters())
     gradients = sum(buf.grad_data.numel() * buf.grad_data.element_size()
                     for chunk in model for buf in chunk.buffers)
-    optimizer_bytes = sum(t.numel() * t.element_size() for opt in _optimizers(optimizer)
+    optimizer_bytes = sum(t.numel() * t.element_size() for opt in inner_optimizers(optimizer)
                           for state in opt.optimizer.state.values() for t in state.values() if torch.is_tensor(t))
-    optimizer_bytes += sum(p.numel() * p.element_size() for opt in _optimizers(optimizer)
+    optimizer_bytes += sum(p.numel() * p.element_size() for opt in inner_optimizers(optimizer)
                            for group in getattr(opt, "shard_fp32_from_float16_groups", []) for p in group)
     model_setup.shutdown()
     return {"weights": weights, "gradients": gradients, "optimizer": optimizer_bytes,
             "activations": sum(saved.values())}
-
-
-def _optimizers(optimizer) -> list:
-    return getattr(optimizer, "chained_optimizers", [optimizer])
 
 
 def main() -> None:

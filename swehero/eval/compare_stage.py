@@ -18,6 +18,7 @@ def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
     from swehero.eval.report import compare
 
     out = ctx.dir / "comparison.md"
-    out.write_text("# Comparison\n\n" + compare(settings.runs))
-    print(out.read_text())
+    text = "# Comparison\n\n" + compare(settings.runs)
+    out.write_text(text)
+    print(text)
     return {"comparison": str(out)}

@@ -116,11 +116,16 @@ class Checkpointer:
         return step
 
 
+def inner_optimizers(optimizer) -> list:
+    """The Megatron optimizers inside `optimizer` (a ChainedOptimizer holds several, e.g. one per dtype)."""
+    return getattr(optimizer, "chained_optimizers", [optimizer])
+
+
 def _materialise_optimizer_state(optimizer) -> None:
     """torch's Adam creates its state at the first step; a checkpoint can only be loaded into existing state.
     Megatron's distributed optimizer fills it with placeholders (one zero-gradient step) that the load then
     overwrites, parameters included; its other optimizers do so themselves when asked for a loading template."""
-    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+    for inner in inner_optimizers(optimizer):
         if not inner.optimizer.state and hasattr(inner, "_init_optimizer_states_with_dummy_values"):
             inner._init_optimizer_states_with_dummy_values()
 
@@ -130,7 +135,7 @@ def _restore_adam_steps(optimizer) -> None:
     `step` at the placeholder's 1, in one tensor shared by all parameters that AdamW then advances once per
     parameter per step: the bias correction of a resumed run would be wrong from its first update. The
     checkpoint's count is in the loaded param groups. TE's FusedAdam keeps no per-parameter step (a no-op)."""
-    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+    for inner in inner_optimizers(optimizer):
         for group in inner.optimizer.param_groups:
             for param in group["params"]:
                 state = inner.optimizer.state.get(param)

@@ -20,6 +20,7 @@ from dataclasses import replace
 
 import torch
 
+from swehero.model.packing import position_ids
 from swehero.train.data import PackedBatch
 
 
@@ -27,15 +28,15 @@ def pad_documents(batch: PackedBatch, multiple: int) -> PackedBatch:
     """`batch` with every document padded at its end to a multiple of `multiple` tokens (token 0, loss mask 0,
     positions counting on); `padded_lengths` records the padded document lengths."""
     padded = [-(-n // multiple) * multiple for n in batch.doc_lengths]
-    pieces: dict[str, list[torch.Tensor]] = {"tokens": [], "labels": [], "loss_mask": [], "position_ids": []}
+    pieces: dict[str, list[torch.Tensor]] = {"tokens": [], "labels": [], "loss_mask": []}
     start = 0
     for length, target in zip(batch.doc_lengths, padded):
         for name, pad in (("tokens", 0), ("labels", 0), ("loss_mask", 0.0)):
             doc = getattr(batch, name)[:, start:start + length]
             pieces[name].append(torch.cat([doc, doc.new_full((1, target - length), pad)], dim=1))
-        pieces["position_ids"].append(torch.arange(target)[None])
         start += length
-    return replace(batch, **{name: torch.cat(parts, dim=1) for name, parts in pieces.items()}, padded_lengths=padded)
+    return replace(batch, **{name: torch.cat(parts, dim=1) for name, parts in pieces.items()},
+                   position_ids=position_ids(padded), padded_lengths=padded)
 
 
 def partition_indices(padded_lengths: list[int], cp: int, rank: int) -> torch.Tensor:

@@ -3,8 +3,8 @@
 Model: Megatron-Core with bf16 weights, fp32 gradient buffers, AdamW with fp32 master weights and moments
 (sharded over data-parallel ranks by the distributed optimizer; an fp32 run has no master copy), flash attention
 (no s^2 score matrix), and activations counted tensor by tensor for a Qwen2 layer (GQA attention + SwiGLU MLP),
-following Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models"). The first pipeline stage holds the
-most activations: with 1F1B, `pipeline` micro-batches are in flight there.
+following Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models"). The first
+pipeline stage holds the most activations: with 1F1B, `pipeline` micro-batches are in flight there.
 """
 
 from __future__ import annotations
