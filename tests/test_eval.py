@@ -398,13 +398,15 @@ def test_oracle_agent_scores_100_through_local_grader(toy, tmp_path):
     assert report["tool_calls"]["valid_rate"] == 1.0 and report["teacher_forced"] is None
 
 
-def test_harness_runs_up_to_the_docker_engine(toy, tmp_path):
-    """No Docker engine here: the harness gets our arguments, loads our predictions and the task file, records the
-    run, and only then fails to reach Docker. Our own disk guard says clearly what is missing."""
+def test_harness_runs_up_to_the_docker_engine(toy, tmp_path, monkeypatch):
+    """With an engine that cannot be reached (DOCKER_HOST names a socket that does not exist, whether or not this
+    machine runs Docker), the harness gets our arguments, loads our predictions and the task file, records the run,
+    and only then fails to reach Docker. Our own disk guard says clearly what is missing."""
     import docker
 
     from swehero.eval.harness import run_harness
 
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     out = evaluate(_settings(toy, "gold", limit=2), tmp_path / "run", progress=lambda _: None)
     ids = [row["instance_id"] for row in _lines(Path(out["predictions"]))]
     with pytest.raises(RuntimeError, match="no Docker engine is reachable"):
