@@ -31,7 +31,7 @@ def main() -> None:
 
     from swehero.distill.run import Settings, distill
     from swehero.eval.episode import AgentSettings
-    from swehero.eval.toy import REPOS, build_toy_tasks
+    from swehero.rollout.toy import REPOS, build_toy_tasks
     from swehero.serve.server import ServeConfig, VLLMServer
     from swehero.tiny.kit import TinyModelConfig, make_tiny
 

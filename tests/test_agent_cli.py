@@ -49,7 +49,7 @@ def test_run_with_the_oracle_writes_a_valid_trajectory(tmp_path):
 
 def test_agent_imports_stay_light():
     """The agent never pulls in torch, Megatron, vLLM, transformers or the Docker SDK just by being imported."""
-    code = ("import sys, swehero.agent.cli, swehero.agent.run, swehero.agent.stage, swehero.agent.container; "
+    code = ("import sys, swehero.agent.cli, swehero.agent.run, swehero.rollout.stage, swehero.agent.container; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'torch', 'megatron', 'vllm', 'transformers', 'docker', 'datasets'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

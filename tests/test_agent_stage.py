@@ -36,7 +36,7 @@ stages:
 
 @pytest.fixture
 def registered(monkeypatch):
-    monkeypatch.setitem(kinds.KINDS, "rollout", "swehero.agent.stage")  # the line the lead adds to KINDS
+    monkeypatch.setitem(kinds.KINDS, "rollout", "swehero.rollout.stage")  # the line the lead adds to KINDS
 
 
 def test_rollout_stage_writes_trajectories_and_predictions(tmp_path, registered):
@@ -64,7 +64,7 @@ def test_rollout_stage_writes_trajectories_and_predictions(tmp_path, registered)
     unfinished["metadata"]["exit_reason"] = None
     episode.write_text(json.dumps(unfinished))
     kept = (stage / "episodes" / "toy__calc-1.0.json").stat().st_mtime_ns
-    from swehero.agent.stage import Settings, run
+    from swehero.rollout.stage import Settings, run
     from swehero.recipe.stage import StageContext
 
     ctx = StageContext(name="zero", dir=stage, seed=0, model=None, upstream={}, resume=True)

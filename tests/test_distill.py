@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from swehero.data.trajectory import validate
-from swehero.distill.endpoints import EndpointPool, NoLiveEndpoint
+from swehero.rollout.endpoints import EndpointPool, NoLiveEndpoint
 from swehero.distill.run import Settings, distill
 from swehero.eval.episode import AgentSettings
 from swehero.jsonio import read_jsonl
-from swehero.eval.toy import build_toy_tasks
+from swehero.rollout.toy import build_toy_tasks
 from swehero.serve.server import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")

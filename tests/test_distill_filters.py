@@ -18,7 +18,7 @@ from swehero.distill.filters import (
     patch_files,
 )
 from swehero.jsonio import read_jsonl
-from swehero.eval.toy import build_toy_tasks
+from swehero.rollout.toy import build_toy_tasks
 from swehero.toolspec import openhands_tools
 
 FIX = ("diff --git a/calc/ops.py b/calc/ops.py\n--- a/calc/ops.py\n+++ b/calc/ops.py\n@@ -1,2 +1,2 @@\n"

@@ -17,7 +17,7 @@ import pytest
 from swehero.distill.run import Settings, distill
 from swehero.eval.episode import AgentSettings
 from swehero.jsonio import read_jsonl
-from swehero.eval.toy import build_toy_tasks
+from swehero.rollout.toy import build_toy_tasks
 from swehero.serve.server import ServeConfig, VLLMServer, free_port
 
 pytest.importorskip("vllm")

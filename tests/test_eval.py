@@ -18,13 +18,13 @@ import pytest
 
 from swehero.eval.episode import AgentSettings
 from swehero.eval.grade import GRADES
-from swehero.eval.guards import check_architecture, check_free_disk
+from swehero.agent.docker_host import check_architecture, check_free_disk
 from swehero.eval.harness import HarnessConfig, harness_kwargs, parse_harness
 from swehero.eval.pipeline import Settings, evaluate
 from swehero.eval.report import OUTCOMES, build_report, compare, outcome, wilson
-from swehero.eval.store import JsonlLog
-from swehero.eval.tasks import benchmark_of, load_tasks, select
-from swehero.eval.toy import HELDOUT, build_toy_tasks
+from swehero.jsonio import JsonlLog
+from swehero.rollout.tasks import benchmark_of, load_tasks, select
+from swehero.rollout.toy import HELDOUT, build_toy_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from swehero.eval.cli import eval_group; eval_group()"]
@@ -102,7 +102,7 @@ def test_benchmark_presets_resolve_and_fail_clearly_offline(tmp_path):
     # Nothing may be downloaded here: in offline mode, without a cache, the error must say what to do.
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
            "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", "from swehero.eval.tasks import load_tasks; load_tasks('verified')"],
+    done = subprocess.run([sys.executable, "-c", "from swehero.rollout.tasks import load_tasks; load_tasks('verified')"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "could not load princeton-nlp/SWE-bench_Verified" in done.stderr and "huggingface-cli" in done.stderr
@@ -144,7 +144,7 @@ def test_gold_scores_100_and_empty_0_through_local_grader(toy, tmp_path):
 
 def test_wrong_patch_is_unresolved_and_breaking_p2p_counts(toy, tmp_path):
     """A patch that fixes the F2P test but breaks a P2P one is not resolved, exactly as in swebench."""
-    from swehero.eval.local_grader import grade_instance
+    from swehero.rollout.local_grader import grade_instance
 
     task = load_tasks(str(toy))[0]  # calc: add() subtracts; breaking sub() fails the P2P test
     bad = task["patch"] + ("diff --git a/calc/ops.py b/calc/ops.py\n--- a/calc/ops.py\n+++ b/calc/ops.py\n"

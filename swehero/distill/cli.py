@@ -135,7 +135,7 @@ def decontaminate(tasks, against, out, threshold) -> None:
       swehero distill decontaminate swe-gym.jsonl --against verified --against multilingual --out clean.jsonl
     """
     from swehero.distill.decontam import DecontamConfig, decontaminate_against
-    from swehero.eval.tasks import load_tasks
+    from swehero.rollout.tasks import load_tasks
 
     kept, report = decontaminate_against(load_tasks(tasks), list(against), DecontamConfig(threshold=threshold))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,7 @@ def decontaminate_against(train: list[dict], sources: list[str], cfg: DecontamCo
     """Decontaminate against evaluation task files or named benchmarks; returns (kept, report)."""
     from collections import Counter
 
-    from swehero.eval.tasks import load_tasks
+    from swehero.rollout.tasks import load_tasks
 
     evals = [t for source in sources for t in load_tasks(source)]
     kept, dropped = decontaminate(train, evals, cfg)

@@ -219,15 +219,15 @@ def _violates(rule: Rule, record: dict, cfg: FilterConfig, tasks: dict[str, dict
 def _tasks(path: str) -> dict[str, dict]:
     if not path:
         return {}
-    from swehero.eval.tasks import load_tasks
+    from swehero.rollout.tasks import load_tasks
 
     return {t["instance_id"]: t for t in load_tasks(path)}
 
 
 def _grade_ungraded(records: list[dict], tasks: dict[str, dict], cfg: FilterConfig) -> None:
     """Fill `resolved` with the local grader (the task's FAIL_TO_PASS/PASS_TO_PASS tests) where it is unknown."""
-    from swehero.eval.local_grader import grade_instance
-    from swehero.eval.toy import repo_dir
+    from swehero.rollout.local_grader import grade_instance
+    from swehero.rollout.toy import repo_dir
 
     ungraded = [r for r in records if r.get("resolved") is None]
     if not ungraded:

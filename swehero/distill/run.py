@@ -6,7 +6,7 @@ sandbox), so threads only wait; the child process gives every episode a hard tim
 the runtime or the policy to that episode.
 
 Output and resume: one canonical trajectory per line, appended, flushed and fsynced when its episode ends
-(`swehero.eval.store.JsonlLog`, keyed by `(instance_id, rollout)`). A rerun after any interruption, `kill -9`
+(`swehero.jsonio.JsonlLog`, keyed by `(instance_id, rollout)`). A rerun after any interruption, `kill -9`
 included, skips the committed pairs and redoes the rest: nothing twice, nothing lost. Episodes that failed for
 infrastructure reasons (crash, every teacher down) are logged to `failures.jsonl` and retried by the next run.
 """
@@ -69,8 +69,8 @@ def key(record: dict) -> tuple[str, int]:
 def distill(settings: Settings, out_dir: Path) -> dict:
     """Run every (task, rollout) not yet in `out_dir/trajectories.jsonl`; write `summary.json`; return it."""
     from swehero.distill.decontam import decontaminate_against
-    from swehero.eval.store import JsonlLog
-    from swehero.eval.tasks import load_tasks, select
+    from swehero.jsonio import JsonlLog
+    from swehero.rollout.tasks import load_tasks, select
     from swehero.jsonio import write_json_atomic
 
     start = time.monotonic()
@@ -134,7 +134,7 @@ class _Runner:
     """Runs one (task, rollout) and commits it; shared by the worker threads."""
 
     def __init__(self, agent: AgentSettings, urls: list[str], log, failures, work: Path) -> None:
-        from swehero.distill.endpoints import EndpointPool
+        from swehero.rollout.endpoints import EndpointPool
 
         self.agent, self.log, self.failures, self.work = agent, log, failures, work
         self.pool = EndpointPool(urls) if urls else None
@@ -162,9 +162,9 @@ class _Runner:
             self.bar.update(1)
 
     def _attempt(self, task: dict, k: int) -> Episode:
-        from swehero.distill.endpoints import NoLiveEndpoint
+        from swehero.rollout.endpoints import NoLiveEndpoint
         from swehero.eval.inference import attempt_in_child
-        from swehero.eval.toy import repo_dir
+        from swehero.rollout.toy import repo_dir
 
         source = repo_dir(Path(self.agent.repos), task["repo"]) if self.agent.runtime == "local" else None
         workdir = self.work / f"{task['instance_id']}.{k}"

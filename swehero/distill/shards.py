@@ -25,7 +25,7 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     """Concatenate the shards' trajectories into `out_dir` (a pair found twice is kept once) with one summary."""
     from swehero.distill.run import SUMMARY, TRAJECTORIES, key
     from swehero.distill.summary import summarize
-    from swehero.eval.store import JsonlLog
+    from swehero.jsonio import JsonlLog
     from swehero.jsonio import write_json_atomic
 
     out_dir = Path(out_dir)

@@ -65,7 +65,7 @@ def run(out: Path, instances: str, policy, mode, runtime, base_url, max_steps, t
 
 
 def _saved_tasks(out: Path) -> tuple[list[dict], dict]:
-    from swehero.eval.tasks import load_tasks, select
+    from swehero.rollout.tasks import load_tasks, select
 
     saved = json.loads((out / "eval.json").read_text())
     return select(load_tasks(saved["tasks"]), saved["instance_ids"]), saved
@@ -143,6 +143,6 @@ def toy(dest: Path) -> None:
     Example:
       swehero eval toy /tmp/toy && swehero eval run /tmp/e --tasks /tmp/toy/tasks.jsonl --policy gold --grader local
     """
-    from swehero.eval.toy import build_toy_tasks
+    from swehero.rollout.toy import build_toy_tasks
 
     click.echo(f"wrote {build_toy_tasks(dest)}")

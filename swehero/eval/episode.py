@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from swehero.eval.guards import check_free_disk, docker_root
+from swehero.agent.docker_host import check_free_disk, docker_root
 from swehero.jsonio import write_json_atomic
 
 FINISH_REASONS = ("submitted", "step_limit", "context_limit", "time_limit", "tool_parse_failures", "agent_error")

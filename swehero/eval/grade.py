@@ -19,9 +19,9 @@ from swehero.eval.harness import (
     run_id_for,
 )
 from swehero.eval.inference import PREDICTIONS, finished
-from swehero.eval.local_grader import LocalGraderConfig, grade_instance
-from swehero.eval.store import JsonlLog
-from swehero.eval.toy import repo_dir
+from swehero.rollout.local_grader import LocalGraderConfig, grade_instance
+from swehero.jsonio import JsonlLog
+from swehero.rollout.toy import repo_dir
 
 GRADES = "grades.jsonl"
 

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from swehero.eval.guards import check_architecture, check_free_disk, docker_root
+from swehero.agent.docker_host import check_architecture, check_free_disk, docker_root
 
 HARNESS_DIR = "harness"
 

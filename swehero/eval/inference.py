@@ -20,9 +20,9 @@ from pathlib import Path
 
 import swehero
 from swehero.eval.episode import AgentSettings, Episode
-from swehero.eval.store import JsonlLog
+from swehero.jsonio import JsonlLog
 from swehero.jsonio import write_json_atomic
-from swehero.eval.toy import repo_dir
+from swehero.rollout.toy import repo_dir
 
 PREDICTIONS = "predictions.jsonl"
 TRAJECTORIES = "trajectories"

@@ -49,8 +49,8 @@ class Settings:
 
 def resolve_tasks(settings: Settings, out_dir: Path) -> tuple[list[dict], str, str]:
     """(selected tasks, task file or benchmark name, benchmark key or 'custom')."""
-    from swehero.eval.tasks import benchmark_of, load_tasks, select
-    from swehero.eval.toy import build_toy_tasks
+    from swehero.rollout.tasks import benchmark_of, load_tasks, select
+    from swehero.rollout.toy import build_toy_tasks
 
     source = str(build_toy_tasks(Path(out_dir) / "toy-tasks")) if settings.tasks == TOY else settings.tasks
     bench = benchmark_of(source)
@@ -84,7 +84,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
                                                    "model": model_label(settings),
                                                    "instance_ids": [t["instance_id"] for t in tasks]}, indent=1))
     if settings.agent.runtime == "docker":
-        from swehero.eval.guards import check_architecture
+        from swehero.agent.docker_host import check_architecture
 
         check_architecture()
     agent = replace(settings.agent, repos=str(repos)) if repos else settings.agent
@@ -115,7 +115,7 @@ def score_heldout(settings: Settings, out_dir: Path, progress=print) -> None:
 
 def harness_dataset(source: str) -> str:
     """What swebench grades against by default: its own copy of a named benchmark, else the task file."""
-    from swehero.eval.tasks import benchmark_of
+    from swehero.rollout.tasks import benchmark_of
 
     bench = benchmark_of(source)
     return bench.harness_dataset if bench else source
