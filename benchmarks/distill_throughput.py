@@ -30,7 +30,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from swehero.distill.run import Settings, distill
-    from swehero.eval.episode import AgentSettings
+    from swehero.agent.loop import LoopConfig
+    from swehero.agent.openai_policy import OpenAIConfig
+    from swehero.agent.settings import AgentSettings
     from swehero.rollout.toy import REPOS, build_toy_tasks
     from swehero.serve.server import ServeConfig, VLLMServer
     from swehero.tiny.kit import TinyModelConfig, make_tiny
@@ -45,11 +47,12 @@ def main() -> None:
         with VLLMServer(config, tmp / "vllm.log") as server:
             print(f"vLLM CPU server up in {time.monotonic() - start:.0f}s at {server.url}; {os.cpu_count()} CPU(s)")
             rollouts = -(-args.episodes // len(REPOS))
-            agent = AgentSettings(policy="openai", mode="exec", max_steps=args.max_steps,
-                                  max_reply_tokens=args.reply_tokens, time_limit_s=600)
+            agent = AgentSettings(policy="openai", mode="exec", time_limit_s=600,
+                                  loop=LoopConfig(max_steps=args.max_steps),
+                                  openai=OpenAIConfig(max_reply_tokens=args.reply_tokens))
             rows = []
             for workers in (int(w) for w in args.workers.split(",")):
-                settings = Settings(tasks=str(tasks), rollouts=rollouts, workers=workers, teachers=[server.url],
+                settings = Settings(tasks=str(tasks), rollouts=rollouts, workers=workers, endpoints=[server.url],
                                     progress=False, agent=agent)
                 began = time.monotonic()
                 summary = distill(settings, tmp / f"out-{workers}")

@@ -42,14 +42,14 @@ def test_run_with_the_oracle_writes_a_valid_trajectory(tmp_path):
                                         "--repo-dir", str(tmp_path / "repo"), "--policy", "oracle", "--mode", "exec",
                                         "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith(f"{task.instance_id}: finished after ")
+    assert result.output.startswith(f"{task.instance_id}: submitted after ")
     record = validate(json.loads(out.read_text()))
     assert record["stage"] == "hero" and "+    return a + b" in record["patch"]
 
 
 def test_agent_imports_stay_light():
     """The agent never pulls in torch, Megatron, vLLM, transformers or the Docker SDK just by being imported."""
-    code = ("import sys, swehero.agent.cli, swehero.agent.run, swehero.rollout.stage, swehero.agent.container; "
+    code = ("import sys, swehero.agent.cli, swehero.agent.run, swehero.rollout.runner, swehero.agent.container; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'torch', 'megatron', 'vllm', 'transformers', 'docker', 'datasets'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

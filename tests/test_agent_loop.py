@@ -13,7 +13,8 @@ from swehero.agent.local import LocalRuntime
 from swehero.agent.loop import LoopConfig, run_episode
 from swehero.agent.oracle import parse_patch, unique_edit
 from swehero.agent.policy import Reply
-from swehero.agent.run import AgentConfig, run_task
+from swehero.agent.run import run_task
+from swehero.agent.settings import AgentSettings
 from swehero.agent.tools import Tools
 from swehero.data.trajectory import Reject, validate
 from swehero.toolspec import openhands_tools
@@ -43,11 +44,11 @@ def test_oracle_solves_toy_tasks(tmp_path, name, mode):
     before, after, context = TASKS[name]
     task = make_task(tmp_path / "src", name, before, after, context)
     out = tmp_path / "traj.json"
-    record = run_task(task, AgentConfig(mode=mode, policy="oracle"), out, tmp_path / "src", tmp_path / "work")
+    record = run_task(task, AgentSettings(mode=mode, policy="oracle"), out, tmp_path / "src", tmp_path / "work")
     assert json.loads(out.read_text()) == record
     validate(record)
     meta = record["metadata"]
-    assert meta["exit_reason"] == "finished" and not meta["banned"] and meta["editor_errors"] == 0
+    assert meta["finish_reason"] == "submitted" and not meta["banned"] and meta["editor_errors"] == 0
     assert record["stage"] == {"zero": "zero", "exec": "hero"}[mode]
     assert record["tools"] == openhands_tools()
     assert "/workspace/toy__" in record["messages"][1]["content"]
@@ -129,7 +130,7 @@ def test_malformed_replies_become_error_observations(toy):
     assert texts[6].startswith("ERROR:\nInvalid `path` parameter: /etc/passwd. Only files inside the repository")
     assert not any(m["role"] == "assistant" and not m.get("content") and not m.get("tool_calls") for m in msgs)
     meta = record["metadata"]
-    assert meta["exit_reason"] == "finished" and meta["format_errors"] == 5 and meta["editor_errors"] == 2
+    assert meta["finish_reason"] == "submitted" and meta["format_errors"] == 5 and meta["editor_errors"] == 2
     assert policy.seen[-1] == msgs[:-1]  # the record is what the model saw, plus its final finish call
 
 
@@ -144,18 +145,18 @@ def test_invalid_json_arguments_are_recorded_verbatim(toy):
 
 def test_repeated_failures_end_the_episode(toy):
     record, _ = episode(toy, [call("nope", {})] * 5, max_consecutive_errors=3)
-    assert record["metadata"]["exit_reason"] == "repeated_format_errors" and record["metadata"]["steps"] == 3
+    assert record["metadata"]["finish_reason"] == "tool_parse_failures" and record["metadata"]["steps"] == 3
 
 
 def test_step_limit(toy):
     record, _ = episode(toy, [], max_steps=4)
-    assert record["metadata"]["exit_reason"] == "step_limit" and record["metadata"]["steps"] == 4
+    assert record["metadata"]["finish_reason"] == "step_limit" and record["metadata"]["steps"] == 4
     validate(record)
 
 
 def test_context_budget(toy):
     record, _ = episode(toy, [], max_context_tokens=100)
-    assert record["metadata"]["exit_reason"] == "context_limit" and record["metadata"]["steps"] == 0
+    assert record["metadata"]["finish_reason"] == "context_limit" and record["metadata"]["steps"] == 0
 
 
 def test_banned_attempts_are_flagged_and_not_run(toy):

@@ -13,7 +13,7 @@ import pytest
 from agent_repos import CALC, CALC_FIX, git, make_task
 
 from swehero.agent.container import (
-    DockerLimits,
+    DockerConfig,
     DockerRuntime,
     container_kwargs,
     exec_argv,
@@ -116,7 +116,7 @@ def test_openai_policy_errors():
     server = _Server([(400, {"error": "This model's maximum context length is 4096 tokens"}),
                       (400, {"error": "bad request"}), (500, {}), (500, {})])
     try:
-        policy = OpenAIPolicy(OpenAIConfig(base_url=server.url, model="m", backoff=0.01, retries=1))
+        policy = OpenAIPolicy(OpenAIConfig(base_url=server.url, model="m", backoff=0.01, request_retries=1))
         with pytest.raises(ContextLimit):
             policy.act([], [])
         with pytest.raises(PolicyError, match="HTTP 400"):
@@ -125,13 +125,13 @@ def test_openai_policy_errors():
             policy.act([], [])
     finally:
         server.close()
-    unreachable = OpenAIPolicy(OpenAIConfig(base_url="http://127.0.0.1:9/v1", model="m", retries=0))
+    unreachable = OpenAIPolicy(OpenAIConfig(base_url="http://127.0.0.1:9/v1", model="m", request_retries=0))
     with pytest.raises(PolicyError):
         unreachable.act([], [])
 
 
 def test_docker_container_settings():
-    kw = container_kwargs("img:1", DockerLimits(cpus=1.5, memory="4g", pids=256))
+    kw = container_kwargs("img:1", DockerConfig(cpus=1.5, memory="4g", pids=256))
     assert kw["network_mode"] == "none" and kw["nano_cpus"] == 1_500_000_000
     assert (kw["mem_limit"], kw["memswap_limit"], kw["pids_limit"]) == ("4g", "4g", 256)
     assert kw["command"] == ["sleep", "21600"] and kw["auto_remove"] and kw["detach"]

@@ -21,7 +21,8 @@ from agent_repos import CALC, CALC_FIX, make_task
 
 from swehero.agent.loop import LoopConfig
 from swehero.agent.openai_policy import OpenAIConfig
-from swehero.agent.run import AgentConfig, run_task
+from swehero.agent.run import run_task
+from swehero.agent.settings import AgentSettings
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 
@@ -71,12 +72,12 @@ def vllm_url(tiny_model_dir, tmp_path_factory):
 @pytest.mark.parametrize("mode", ["zero", "exec"])
 def test_tiny_model_episode_runs_to_the_step_limit(vllm_url, tmp_path, mode):
     task = make_task(tmp_path / "src", "calc", CALC, CALC_FIX)
-    config = AgentConfig(mode=mode, policy="openai",
+    config = AgentSettings(mode=mode, policy="openai",
                          loop=LoopConfig(max_steps=4, max_consecutive_errors=1000),
-                         openai=OpenAIConfig(base_url=vllm_url, model="", max_tokens=48, retries=1))
+                         openai=OpenAIConfig(base_url=vllm_url, model="", max_reply_tokens=48, request_retries=1))
     record = run_task(task, config, tmp_path / "traj.json", tmp_path / "src", tmp_path / "work")
     meta = record["metadata"]
-    assert meta["exit_reason"] == "step_limit", meta
+    assert meta["finish_reason"] == "step_limit", meta
     assert meta["steps"] == 4 and meta["model"] == "tiny"
     assert record["messages"][:2][0]["role"] == "system" and len(record["messages"]) >= 2 + 4
     for m in record["messages"][2:]:
@@ -90,8 +91,8 @@ def test_server_accepts_a_conversation_with_tool_calls(vllm_url, tmp_path):
     from swehero.agent.openai_policy import OpenAIPolicy
 
     task = make_task(tmp_path / "src", "calc", CALC, CALC_FIX)
-    record = run_task(task, AgentConfig(mode="exec", policy="oracle"), None, tmp_path / "src", tmp_path / "work")
-    assert record["metadata"]["exit_reason"] == "finished"
-    policy = OpenAIPolicy(OpenAIConfig(base_url=vllm_url, max_tokens=8, retries=0))
+    record = run_task(task, AgentSettings(mode="exec", policy="oracle"), None, tmp_path / "src", tmp_path / "work")
+    assert record["metadata"]["finish_reason"] == "submitted"
+    policy = OpenAIPolicy(OpenAIConfig(base_url=vllm_url, max_reply_tokens=8, request_retries=0))
     reply = policy.act(record["messages"][:-1], record["tools"])
     assert reply.message["role"] == "assistant" and reply.prompt_tokens > 4000

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from swehero.data.trajectory import validate
+from swehero.agent.settings import AgentSettings
 from swehero.rollout.endpoints import EndpointPool, NoLiveEndpoint
 from swehero.distill.run import Settings, distill
-from swehero.eval.episode import AgentSettings
 from swehero.jsonio import read_jsonl
 from swehero.rollout.toy import build_toy_tasks
 from swehero.serve.server import free_port
@@ -85,7 +85,9 @@ def test_kill_9_then_resume_loses_and_repeats_nothing(toy, tmp_path):
     proc.wait()
     partial = lines(trajectories)
     assert 3 <= len(partial) < 12, "the kill must land mid-run"
-    time.sleep(1.0)  # the episode children die with their parent (PR_SET_PDEATHSIG)
+    deadline = time.monotonic() + 30  # the attempt children die with their parent (PR_SET_PDEATHSIG)
+    while [c for c in children if _stat(c)[:1] not in ([], ["Z"])] and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert children and not [c for c in children if _stat(c)[:1] not in ([], ["Z"])]
 
     done = subprocess.run(argv, capture_output=True, text=True, timeout=200, check=False)
@@ -148,8 +150,8 @@ def test_failed_episodes_are_logged_and_retried(toy, tmp_path):
     repos = tmp_path / "repos"
     shutil.copytree(toy.parent / "repos", repos)
     shutil.rmtree(repos / "swehero-toy__calc")
-    settings = Settings(tasks=str(toy), workers=2, progress=False,
-                        agent=AgentSettings(policy="oracle", mode="zero", repos=str(repos)))
+    settings = Settings(tasks=str(toy), workers=2, progress=False, repos=str(repos),
+                        agent=AgentSettings(policy="oracle", mode="zero"))
     summary = distill(settings, tmp_path / "out")
     assert summary["episodes"] == 3 and summary["failed_this_run"] == 1
     failures = lines(tmp_path / "out" / "failures.jsonl")
@@ -220,3 +222,19 @@ def test_repository_mirrors_are_cloned_once_and_serve_every_rollout(toy, tmp_pat
     with pytest.raises(RuntimeError, match="git clone --mirror"):
         ensure_mirrors({"nobody/nothing"}, source, tmp_path / "other")
     assert not (tmp_path / "other" / "nobody__nothing").exists()  # a failed clone leaves no mirror
+
+
+def test_bad_agent_settings_are_recipe_errors(tmp_path):
+    from swehero.recipe.config import load_recipe
+    from swehero.recipe.loader import RecipeError
+
+    (tmp_path / "tasks.jsonl").write_text("")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nrun_dir: {tmp_path / 'run'}\nstages:\n  - name: zero\n    kind: distill\n"
+                      f"    tasks: {tmp_path / 'tasks.jsonl'}\n    agent:\n      mode: hero\n      loop:\n"
+                      "        max_step: 30\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(recipe)
+    text = "\n".join(info.value.problems)
+    assert "r.yaml:8: stages[0].agent.mode: must be one of ['zero', 'exec'], got 'hero'" in text
+    assert "r.yaml:10: stages[0].agent.loop.max_step: unknown field; did you mean 'max_steps'?" in text

@@ -43,7 +43,7 @@ def good(i: int = 0) -> dict:
                                                                                    {"message": "done"})]}]
     return {"id": f"t{i}", "instance_id": "swehero-toy__calc-1", "repo": "swehero-toy/calc", "stage": "zero",
             "messages": messages, "tools": openhands_tools(), "patch": FIX, "resolved": None,
-            "metadata": {"test_files": ["tests/test_ops.py"], "exit_reason": "finished", "rollout": i}}
+            "metadata": {"test_files": ["tests/test_ops.py"], "finish_reason": "submitted", "rollout": i}}
 
 
 def with_bash(command: str) -> dict:
@@ -57,7 +57,7 @@ def violators() -> dict[str, list[dict]]:
     long = good()
     long["messages"][4:4] = [m for n in range(100) for m in call_turn(10 + n, "think", {"thought": "hm"}, "ok")]
     stopped = good()
-    stopped["metadata"]["exit_reason"] = "step_limit"
+    stopped["metadata"]["finish_reason"] = "step_limit"
     no_call, two_calls = good(), good()
     no_call["messages"][2:4] = [{"role": "assistant", "content": "let me think"}, {"role": "user", "content": "call"}]
     two_calls["messages"][2]["tool_calls"].append(make_tool_call("call_9", "think", {"thought": "x"}))

@@ -15,7 +15,9 @@ from dataclasses import replace
 import pytest
 
 from swehero.distill.run import Settings, distill
-from swehero.eval.episode import AgentSettings
+from swehero.agent.loop import LoopConfig
+from swehero.agent.openai_policy import OpenAIConfig
+from swehero.agent.settings import AgentSettings
 from swehero.jsonio import read_jsonl
 from swehero.rollout.toy import build_toy_tasks
 from swehero.serve.server import ServeConfig, VLLMServer, free_port
@@ -51,7 +53,8 @@ def toy(tmp_path_factory):
 
 
 def agent(mode: str) -> AgentSettings:
-    return AgentSettings(policy="openai", mode=mode, max_steps=2, max_reply_tokens=48, time_limit_s=300)
+    return AgentSettings(policy="openai", mode=mode, time_limit_s=300, loop=LoopConfig(max_steps=2),
+                         openai=OpenAIConfig(max_reply_tokens=48))
 
 
 def lines(path):
@@ -106,8 +109,8 @@ def test_serve_check_counts_exact_round_trips(tiny_model_dir, tmp_path):
 @pytest.mark.timeout(300)
 def test_exec_mode_fails_over_from_a_dead_endpoint(server, toy, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    settings = Settings(tasks=str(toy), limit=2, workers=2, teachers=[dead, server.url], progress=False,
-                        agent=replace(agent("exec"), request_retries=1))
+    settings = Settings(tasks=str(toy), limit=2, workers=2, endpoints=[dead, server.url], progress=False,
+                        agent=replace(agent("exec"), openai=OpenAIConfig(max_reply_tokens=48, request_retries=1)))
     summary = distill(settings, tmp_path)
     records = lines(tmp_path / "trajectories.jsonl")
     assert sorted(r["instance_id"] for r in records) == ["swehero-toy__calc-1", "swehero-toy__textkit-1"]

@@ -1,6 +1,6 @@
 """swehero eval: task loading, toy tasks, resumable inference, the local grader, harness plumbing, reports.
 
-No Docker engine runs here: the harness is exercised through its argument building (checked against the real
+The harness is exercised here through its argument building (checked against the real
 `run_evaluation.main` signature), its dataset/prediction loaders and its own report writer, not by grading in
 containers.
 """
@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from swehero.eval.episode import AgentSettings
+from swehero.agent.loop import LoopConfig
+from swehero.agent.openai_policy import OpenAIConfig
+from swehero.agent.settings import AgentSettings
 from swehero.eval.grade import GRADES
 from swehero.agent.docker_host import check_architecture, check_free_disk
 from swehero.eval.harness import HarnessConfig, harness_kwargs, parse_harness
@@ -25,6 +27,7 @@ from swehero.eval.report import OUTCOMES, build_report, compare, outcome, wilson
 from swehero.jsonio import JsonlLog
 from swehero.rollout.tasks import benchmark_of, load_tasks, select
 from swehero.rollout.toy import HELDOUT, build_toy_tasks
+from swehero.serve.server import ServeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from swehero.eval.cli import eval_group; eval_group()"]
@@ -78,7 +81,7 @@ def test_loads_verified_and_multilingual_shapes(toy, tmp_path):
         assert [t["PASS_TO_PASS"] for t in multilingual] == [t["PASS_TO_PASS"] for t in verified]
         assert multilingual[0]["log_parser"] == "parse_log_pytest" and "environment_setup_commit" not in multilingual[0]
     (tmp_path / "bad.jsonl").write_text(json.dumps({"instance_id": "x", "repo": "a/b"}) + "\n")
-    with pytest.raises(ValueError, match="lacks SWE-bench column"):
+    with pytest.raises(ValueError, match="bad.jsonl:1: task .x. lacks column\(s\) base_commit, problem_statement"):
         load_tasks(str(tmp_path / "bad.jsonl"))
 
 
@@ -105,7 +108,7 @@ def test_benchmark_presets_resolve_and_fail_clearly_offline(tmp_path):
     done = subprocess.run([sys.executable, "-c", "from swehero.rollout.tasks import load_tasks; load_tasks('verified')"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
-    assert "could not load princeton-nlp/SWE-bench_Verified" in done.stderr and "huggingface-cli" in done.stderr
+    assert "could not load princeton-nlp/SWE-bench_Verified" in done.stderr and "hf download --repo-type dataset" in done.stderr
 
 
 def test_templated_tasks_are_distinct_and_resolve_with_gold_only(tmp_path):
@@ -224,8 +227,8 @@ def test_harness_output_parses_into_outcomes(tmp_path, monkeypatch):
     out = tmp_path / "eval"
     log = JsonlLog(out / PREDICTIONS)
     for iid in ids:
-        write_json_atomic(trajectory_path(out, iid), {"instance_id": iid, "finish_reason": "submitted", "steps": 7,
-                                                      "prompt_tokens": 1000, "completion_tokens": 100})
+        write_json_atomic(trajectory_path(out, iid), {"instance_id": iid, "metadata": {
+            "finish_reason": "submitted", "steps": 7, "prompt_tokens": 1000, "completion_tokens": 100}})
         log.append(predictions[iid])
     grade_log = JsonlLog(out / GRADES)
     for record in grades.values():
@@ -321,12 +324,9 @@ def test_kill_9_and_resume_loses_nothing_and_duplicates_nothing(toy, tmp_path):
 def test_served_tiny_model_completes_an_eval_run(toy, tmp_path, tiny_model_dir):
     """A real tiny model served by vLLM (CPU) drives the agent: whatever it outputs, every instance ends in an
     outcome class and the report is written."""
-    pytest.importorskip("swehero.agent.run", reason="swehero.agent is not on this branch yet (lands with the merge)")
-    pytest.importorskip("vllm", reason="vLLM is not installed")
-    settings = _settings(toy, "openai", limit=2, serve=str(tiny_model_dir), max_model_len=16384)
-    settings.agent.max_steps = 3
-    settings.agent.max_reply_tokens = 64
-    settings.agent.time_limit_s = 300
+    settings = _settings(toy, "openai", limit=2, serve=ServeConfig(model=str(tiny_model_dir), max_model_len=16384))
+    settings.agent = AgentSettings(policy="openai", time_limit_s=300, loop=LoopConfig(max_steps=3),
+                                   openai=OpenAIConfig(max_reply_tokens=64))
     out = evaluate(settings, tmp_path / "served")
     report = json.loads(Path(out["report"]).read_text())
     assert report["finished"] == 2 and sum(report["outcomes"].values()) == 2
@@ -342,7 +342,7 @@ stages:
     kind: eval
     tasks: toy
     limit: 2
-    agent: {{policy: {policy}, max_steps: 10}}
+    agent: {{policy: {policy}, loop: {{max_steps: 10}}}}
     grading: {{grader: local}}
 """
 
@@ -369,7 +369,6 @@ def test_time_limit_covers_setup_and_agent(toy, tmp_path, model):
     """A server that accepts connections and never answers: with no model name the agent blocks while setting up
     (asking the server for its models), with one it blocks in its first query. Either way the instance ends at its
     time limit, as `time_limit`, and the eval goes on."""
-    pytest.importorskip("swehero.agent.run", reason="swehero.agent is not on this branch yet (lands with the merge)")
     import socket
 
     from swehero.eval.inference import run_inference, trajectory_path
@@ -377,13 +376,15 @@ def test_time_limit_covers_setup_and_agent(toy, tmp_path, model):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        agent = AgentSettings(policy="openai", base_url=f"http://127.0.0.1:{silent.getsockname()[1]}/v1", model=model,
-                              time_limit_s=3, kill_grace_s=30, repos=str(toy.parent / "repos"))
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+        agent = AgentSettings(policy="openai", openai=OpenAIConfig(base_url=url, model=model), time_limit_s=3,
+                              kill_grace_s=30)
         start = time.monotonic()
-        run_inference(select(load_tasks(str(toy)), limit=1), agent, tmp_path, "m", progress=lambda _: None)
+        run_inference(select(load_tasks(str(toy)), limit=1), agent, tmp_path, "m", toy.parent / "repos", [],
+                      progress=lambda _: None)
     assert time.monotonic() - start < 30  # ended by the time limit, not by the grace-period kill
-    episode = json.loads(trajectory_path(tmp_path, load_tasks(str(toy))[0]["instance_id"]).read_text())
-    assert episode["finish_reason"] == "time_limit" and 3 <= episode["seconds"] < 10
+    meta = json.loads(trajectory_path(tmp_path, load_tasks(str(toy))[0]["instance_id"]).read_text())["metadata"]
+    assert meta["finish_reason"] == "time_limit" and 3 <= meta["seconds"] < 10
 
 
 def test_oracle_agent_scores_100_through_local_grader(toy, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 SHORTEN = [
     "stages.sft_zero.steps=12", "stages.sft_hero.steps=4",
-    "stages.eval_untrained.agent.max_steps=2", "stages.eval_untrained.agent.max_reply_tokens=64",
+    "stages.eval_untrained.agent.loop.max_steps=2", "stages.eval_untrained.agent.openai.max_reply_tokens=64",
 ]
 
 

@@ -50,21 +50,27 @@ def run(task_path, instance_id, policy, mode, runtime, repo_dir, out, base_url, 
     """
     from swehero.agent.loop import LoopConfig
     from swehero.agent.openai_policy import OpenAIConfig
-    from swehero.agent.run import AgentConfig, run_task
-    from swehero.agent.task import load_task
+    from swehero.agent.run import run_task
+    from swehero.agent.settings import AgentSettings
+    from swehero.agent.task import Task
+    from swehero.rollout.tasks import load_tasks, select
 
     # SIGTERM unwinds like Ctrl-C, so the sandbox or container is cleaned up and the trajectory saved
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    task = load_task(task_path, instance_id)
-    config = AgentConfig(mode=mode, policy=policy, runtime=runtime, root=root, image=image,
-                         loop=LoopConfig(max_steps=max_steps),
-                         openai=OpenAIConfig(base_url=base_url, model=model, temperature=temperature, top_p=top_p,
-                                             top_k=top_k))
+    tasks = select(load_tasks(str(task_path)), [instance_id] if instance_id else [])
+    if len(tasks) != 1:
+        raise click.BadParameter(f"{task_path} holds {len(tasks)} tasks: choose one with --instance-id",
+                                 param_hint="--task")
+    task = Task.from_row(tasks[0])
+    settings = AgentSettings(mode=mode, policy=policy, runtime=runtime, root=root, image=image,
+                             loop=LoopConfig(max_steps=max_steps),
+                             openai=OpenAIConfig(base_url=base_url, model=model, temperature=temperature,
+                                                 top_p=top_p, top_k=top_k))
     out = out or Path(f"{task.instance_id}.{mode}.json")
-    record = run_task(task, config, out, repo_dir)
+    record = run_task(task, settings, out, repo_dir)
     meta = record["metadata"]
-    click.echo(f"{task.instance_id}: {meta['exit_reason']} after {meta['steps']} steps, patch "
-               f"{len(record['patch'].splitlines())} lines, banned={meta['banned']} -> {out}")
+    click.echo(f"{task.instance_id}: {meta['finish_reason']} after {meta['steps']} steps, patch "
+               f"{len(record['patch'].splitlines())} lines, banned={meta.get('banned', False)} -> {out}")
 
 
 @agent.command()

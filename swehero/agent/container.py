@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from swehero.agent.docker_host import check_free_disk, docker_root
 from swehero.agent.editor import ToolError
 from swehero.agent.runtime import (
     STATE_DIR,
@@ -32,8 +33,8 @@ from swehero.agent.runtime import (
 
 
 @dataclass(frozen=True)
-class DockerLimits:
-    """Resources one rollout container may use."""
+class DockerConfig:
+    """Resources one rollout container may use, and the housekeeping of instance images."""
 
     cpus: float = 2.0
     """CPU cores (`nano_cpus`)."""
@@ -44,6 +45,10 @@ class DockerLimits:
     lifetime: int = 6 * 3600
     """Seconds after which the container stops and the engine removes it, even if swehero was killed (SIGKILL)
     before it could clean up."""
+    min_free_gb: float = 50.0
+    """Free GiB required on Docker's disk before an instance image is pulled."""
+    prune_image: bool = False
+    """Remove the instance image after the attempt (small disks; grading pulls it again)."""
 
 
 def swebench_image(instance_id: str, namespace: str = "swebench", tag: str = "latest") -> str:
@@ -51,7 +56,7 @@ def swebench_image(instance_id: str, namespace: str = "swebench", tag: str = "la
     return f"{namespace}/sweb.eval.x86_64.{instance_id.replace('__', '_1776_')}:{tag}".lower()
 
 
-def container_kwargs(image: str, limits: DockerLimits) -> dict:
+def container_kwargs(image: str, limits: DockerConfig) -> dict:
     """Arguments of `client.containers.run` for a rollout container (kept pure so it can be tested without Docker)."""
     return {
         "image": image,
@@ -140,7 +145,7 @@ class DockerRuntime:
     """One rollout container from `image`, the repository at `image_repo` shown to the agent at `root`."""
 
     def __init__(self, image: str, root: str = "/testbed", image_repo: str = "/testbed",
-                 config: RuntimeConfig = RuntimeConfig(), limits: DockerLimits = DockerLimits(),
+                 config: RuntimeConfig = RuntimeConfig(), limits: DockerConfig = DockerConfig(),
                  strip_history_to: str | None = None) -> None:
         import docker  # heavy and optional: only this runtime needs it
 
@@ -150,6 +155,9 @@ class DockerRuntime:
         except docker.errors.DockerException as e:
             raise RuntimeError(f"the docker runtime cannot reach a Docker engine ({e}); start Docker (or set "
                                "DOCKER_HOST), or use the local runtime") from e
+        if limits.min_free_gb > 0 and not _image_present(self.client, image):  # about to pull it
+            check_free_disk(docker_root(), limits.min_free_gb, f"pulling {image}")
+        self.image, self.prune_image = image, limits.prune_image
         self.container = self.client.containers.run(**container_kwargs(image, limits))
         atexit.register(self.close)
         try:
@@ -201,3 +209,15 @@ class DockerRuntime:
                 container.remove(force=True)
             except docker.errors.NotFound:  # already gone (auto_remove)
                 pass
+            if self.prune_image:
+                self.client.images.remove(self.image, force=True)
+
+
+def _image_present(client, image: str) -> bool:
+    import docker
+
+    try:
+        client.images.get(image)
+        return True
+    except docker.errors.ImageNotFound:
+        return False

@@ -18,10 +18,20 @@ from swehero.jsonio import write_json_atomic
 from swehero.toolspec import openhands_tools
 
 STAGE = {"zero": "zero", "exec": "hero"}
+FINISH_REASONS = ("submitted", "step_limit", "context_limit", "time_limit", "tool_parse_failures", "agent_error",
+                  "interrupted")
+"""How an episode ends (`metadata.finish_reason`): the agent called `finish`; a limit was reached; the model kept
+sending malformed tool calls; the model could not be queried or the runtime failed (agent_error: infrastructure,
+not the model); or the process was stopped."""
 NO_TOOL_CALL = ("ERROR: Your reply contained no tool call. Every turn must call exactly one tool: continue working "
                 "on the task with `execute_bash` or `str_replace_editor`, or call `finish` if you are done.")
 ONE_CALL_ONLY = ("ERROR: Your reply contained {n} tool calls; only one per turn is allowed, so none of them was run. "
                  "Send them one at a time.")
+
+
+class TimeLimit(BaseException):
+    """Raised (by a SIGALRM handler the caller installs) when the attempt's wall-clock limit is reached; a
+    BaseException so that no `except Exception` on the way swallows it. The loop ends as `time_limit`."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ def run_episode(task: Task, policy: Policy, tools: Tools, config: LoopConfig = L
                                            problem_statement=task.problem_statement)},
     ]
     meta = {**(metadata or {}), "mode": mode, "agent_root": root, "base_commit": task.base_commit,
-            "prompt_version": config.prompt_version, "exit_reason": None, "steps": 0, "banned": False,
+            "prompt_version": config.prompt_version, "finish_reason": None, "steps": 0, "banned": False,
             "banned_commands": [], "editor_errors": 0, "format_errors": 0, "prompt_tokens": None,
             "completion_tokens": None}
     record = {"id": f"{task.instance_id}.{mode}.{uuid.uuid4().hex[:8]}", "instance_id": task.instance_id,
@@ -56,11 +66,11 @@ def run_episode(task: Task, policy: Policy, tools: Tools, config: LoopConfig = L
               "tools": openhands_tools(), "patch": "", "resolved": None, "metadata": meta}
     errors_in_row, tokens = 0, _Tokens(len(json.dumps(record["tools"])) // 4)
     try:
-        while meta["exit_reason"] is None:
+        while meta["finish_reason"] is None:
             if meta["steps"] >= config.max_steps:
-                meta["exit_reason"] = "step_limit"
+                meta["finish_reason"] = "step_limit"
             elif tokens.estimate(messages) > config.max_context_tokens:
-                meta["exit_reason"] = "context_limit"
+                meta["finish_reason"] = "context_limit"
             else:
                 reply = policy.act(messages, record["tools"])
                 meta["steps"] += 1
@@ -68,14 +78,16 @@ def run_episode(task: Task, policy: Policy, tools: Tools, config: LoopConfig = L
                 _count_tokens(meta, reply)
                 errors_in_row = errors_in_row + 1 if _step(reply.message, tools, messages, meta) else 0
                 if errors_in_row >= config.max_consecutive_errors:
-                    meta["exit_reason"] = "repeated_format_errors"
+                    meta["finish_reason"] = "tool_parse_failures"
             _save(record, out)
     except ContextLimit:
-        meta["exit_reason"] = "context_limit"
+        meta["finish_reason"] = "context_limit"
+    except TimeLimit:
+        meta["finish_reason"] = "time_limit"
     except PolicyError as e:
-        meta["exit_reason"], meta["error"] = "policy_error", str(e)
+        meta["finish_reason"], meta["error"] = "agent_error", str(e)
     except (KeyboardInterrupt, SystemExit):
-        meta["exit_reason"] = "interrupted"
+        meta["finish_reason"] = "interrupted"
         raise
     finally:
         try:
@@ -104,7 +116,7 @@ def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool
     fn = calls[0]["function"]
     outcome = tools.call(fn["name"], fn["arguments"])
     if outcome.finished:
-        meta["exit_reason"], meta["finish_message"] = "finished", outcome.observation
+        meta["finish_reason"], meta["finish_message"] = "submitted", outcome.observation
         return False
     messages.append(_tool_message(calls[0], outcome.observation))
     if outcome.banned:

@@ -1,8 +1,8 @@
 """The `openai` policy: any OpenAI-compatible chat-completions server (vLLM, teacher APIs) with function calling.
 
 Tool calls normally arrive parsed (vLLM's hermes parser for Qwen2.5, qwen3_coder for Qwen3-Coder). When a server
-returns them as text instead, `<tool_call>` blocks in the content are parsed here: hermes-style JSON bodies and
-Qwen3-Coder-style `<function=...><parameter=...>` bodies. Plain stdlib HTTP: nothing to install.
+returns them as text instead, they are read from the content by `swehero.toolcalls`: hermes-style JSON bodies and
+`<function=...><parameter=...>` markup. Plain stdlib HTTP: nothing to install.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 
-from swehero import hermes
+from swehero import toolcalls
 from swehero.agent.policy import ContextLimit, PolicyError, Reply
-from swehero.toolspec import TOOL_NAMES, tool_schema
 
 
 @dataclass(frozen=True)
 class OpenAIConfig:
     """Endpoint and sampling settings (defaults: the paper's evaluation, temperature 0.7, top-p 0.8, top-k 20)."""
 
-    base_url: str = "http://127.0.0.1:8000/v1"
-    """The server's OpenAI API root (ends in `/v1`)."""
+    base_url: str = ""
+    """The server's OpenAI API root (`http://host:port/v1`); empty in a stage: its `endpoints`, or the server it
+    starts for `serve`."""
     model: str = ""
     """Model name the server knows; empty asks `/models` and uses the first one."""
     api_key_env: str = "OPENAI_API_KEY"
@@ -35,17 +35,21 @@ class OpenAIConfig:
     top_p: float = 0.8
     top_k: int = 20
     """Sent as vLLM's `top_k` extension; -1 leaves it out (for servers that reject it)."""
-    max_tokens: int = 4096
-    """Tokens per reply."""
+    max_reply_tokens: int = 4096
+    """Tokens per model reply (the request's `max_tokens`)."""
     request_timeout: float = 600.0
     """Seconds to wait for one reply."""
-    retries: int = 5
-    """Attempts after a connection error, HTTP 429 or 5xx, waiting `backoff * 2**attempt` seconds in between."""
+    request_retries: int = 5
+    """Retries of a request after a connection error, HTTP 429 or 5xx, waiting `backoff * 2**attempt` seconds in
+    between; lower it when other endpoints can take over (distillation fails over to them)."""
     backoff: float = 1.0
 
 
 class OpenAIPolicy:
     def __init__(self, config: OpenAIConfig) -> None:
+        if not config.base_url:
+            raise PolicyError("the openai policy has no endpoint: set agent.openai.base_url (--base-url), or give the "
+                              "stage endpoints or a checkpoint to serve")
         self.config = config
         self.model = config.model or self._first_model()
 
@@ -54,7 +58,7 @@ class OpenAIPolicy:
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
         data = json.dumps(body).encode() if body is not None else None
         url = self.config.base_url.rstrip("/") + path
-        for attempt in range(self.config.retries + 1):
+        for attempt in range(self.config.request_retries + 1):
             try:
                 req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
                 with urllib.request.urlopen(req, timeout=self.config.request_timeout) as resp:
@@ -67,10 +71,10 @@ class OpenAIPolicy:
                 detail = e.read().decode(errors="replace")[:2000]
                 if e.code == 400 and re.search(r"context length|maximum context|too long", detail, re.I):
                     raise ContextLimit(detail) from None
-                if e.code != 429 and e.code < 500 or attempt == self.config.retries:
+                if e.code != 429 and e.code < 500 or attempt == self.config.request_retries:
                     raise PolicyError(f"{url}: HTTP {e.code}: {detail}") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                if attempt == self.config.retries:
+                if attempt == self.config.request_retries:
                     raise PolicyError(f"{url}: {e}") from None
             time.sleep(self.config.backoff * 2**attempt)
         raise AssertionError("unreachable")
@@ -84,7 +88,7 @@ class OpenAIPolicy:
     def act(self, messages: list[dict], tools: list[dict]) -> Reply:
         body = {"model": self.model, "messages": messages, "tools": tools, "tool_choice": "auto",
                 "temperature": self.config.temperature, "top_p": self.config.top_p,
-                "max_tokens": self.config.max_tokens}
+                "max_tokens": self.config.max_reply_tokens}
         if self.config.top_k >= 0:
             body["top_k"] = self.config.top_k
         resp = self._request("/chat/completions", body)
@@ -101,7 +105,7 @@ def assistant_message(content: str | None, tool_calls: list | None) -> dict:
               "function": {"name": c["function"]["name"], "arguments": c["function"].get("arguments") or "{}"}}
              for c in tool_calls or []
              if isinstance(c, dict) and isinstance(c.get("function"), dict) and c["function"].get("name")]
-    if not calls and "<tool_call>" in content:
+    if not calls:
         content, calls = parse_text_tool_calls(content)
     message = {"role": "assistant", "content": content}
     if calls:
@@ -109,54 +113,15 @@ def assistant_message(content: str | None, tool_calls: list | None) -> dict:
     return message
 
 
-_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|\Z)", re.S)
-_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)(?:</function>|\Z)", re.S)
-_PARAMETER = re.compile(r"<parameter=([^>\s]+)>\n?(.*?)\n?</parameter>", re.S)
-
-
 def parse_text_tool_calls(content: str) -> tuple[str, list[dict]]:
-    """Split `content` into the text outside `<tool_call>` blocks and the calls inside them.
-
-    A block that parses as neither format is kept as a call to the (unknown) tool `invalid_tool_call`, so the agent
-    gets an error observation instead of the call silently vanishing.
-    """
-    try:  # hermes JSON bodies, delimited JSON-aware: a literal </tool_call> inside the arguments stays data
-        text, parsed = hermes.parse(content)
-        return text.strip(), [_call(c["name"], json.dumps(c["arguments"], ensure_ascii=False)) for c in parsed]
-    except hermes.MalformedToolCall:
-        pass  # Qwen3-Coder's XML form, or a broken block
-    calls = []
-    for body in _BLOCK.findall(content):
-        fn = _FUNCTION.search(body)
-        if fn:
-            name = fn.group(1)
-            args = {k: _typed(name, k, v) for k, v in _PARAMETER.findall(fn.group(2))}
-            calls.append(_call(name, json.dumps(args)))
-            continue
-        try:
-            obj = json.loads(body)
-            args = obj.get("arguments", obj.get("parameters", {}))
-            calls.append(_call(obj["name"], args if isinstance(args, str) else json.dumps(args)))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            calls.append(_call("invalid_tool_call", json.dumps({"text": body})))
-    return _BLOCK.sub("", content).strip(), calls
-
-
-def _typed(tool: str, key: str, value: str):
-    """A text parameter converted to its schema type (integers, numbers, arrays), as vLLM's XML parsers do."""
-    if tool not in TOOL_NAMES:
-        return value
-    kind = tool_schema(tool)["properties"].get(key, {}).get("type")
-    try:
-        if kind == "integer":
-            return int(value.strip())
-        if kind == "number":
-            return float(value.strip())
-        if kind == "array":
-            return json.loads(value)
-    except ValueError:
-        pass
-    return value
+    """Split `content` into the text before its first tool call and the calls (`swehero.toolcalls`, the same reader
+    as the importers' and the vLLM plugin's). A call that does not parse is kept as a call to the (unknown) tool
+    `invalid_tool_call`, so the agent gets an error observation instead of the call silently vanishing."""
+    found = toolcalls.blocks(content)
+    calls = [_call(b.call["name"], json.dumps(b.call["arguments"], ensure_ascii=False)) if b.call else
+             _call("invalid_tool_call", json.dumps({"text": content[b.start:b.end], "error": b.error}))
+             for b in found]
+    return (content[: found[0].start] if found else content).strip(), calls
 
 
 def _call_id() -> str:

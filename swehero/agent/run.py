@@ -1,82 +1,71 @@
-"""One task, start to end: build the runtime and policy named in `AgentConfig`, run the loop, always clean up."""
+"""One task, start to end: build the runtime and policy the settings name, run the loop, always clean up."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import uuid
 from pathlib import Path
-from typing import Literal
 
-from swehero.agent.container import DockerLimits
-from swehero.agent.loop import LoopConfig, run_episode
-from swehero.agent.openai_policy import OpenAIConfig
-from swehero.agent.runtime import RuntimeConfig
+from swehero.agent.loop import STAGE, run_episode
+from swehero.agent.settings import AgentSettings
 from swehero.agent.task import OPENHANDS_ROOT, SWEBENCH_ROOT, Task, agent_root
-from swehero.agent.tools import MODES, Tools
-
-POLICIES = ("openai", "oracle")
-RUNTIMES = ("local", "docker")
+from swehero.agent.tools import Tools
+from swehero.jsonio import write_json_atomic
 
 
-@dataclass(frozen=True)
-class AgentConfig:
-    """Everything that shapes an episode."""
-
-    mode: Literal["zero", "exec"] = "zero"
-    """`zero` (execution-free, SWE-Zero) or `exec` (SWE-Hero, evaluation)."""
-    policy: Literal["openai", "oracle"] = "openai"
-    """`openai` (a chat-completions server) or `oracle` (replays the task's gold patch)."""
-    runtime: Literal["local", "docker"] = "local"
-    """`local` (bubblewrap over a fresh checkout) or `docker` (the task's SWE-bench image)."""
-    root: str = ""
-    """Agent-visible repository path, with `{repo}`/`{version}` placeholders; empty: OpenHands'
-    `/workspace/{repo}__{version}` for local, `/testbed` for docker."""
-    image: str = ""
-    """Docker image; empty: the task's `image`, else SWE-bench's instance image name."""
-    loop: LoopConfig = field(default_factory=LoopConfig)
-    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
-    sandbox: RuntimeConfig = field(default_factory=RuntimeConfig)
-    docker: DockerLimits = field(default_factory=DockerLimits)
-
-    def __post_init__(self) -> None:
-        for name, value, allowed in (("mode", self.mode, MODES), ("policy", self.policy, POLICIES),
-                                     ("runtime", self.runtime, RUNTIMES)):
-            if value not in allowed:
-                raise ValueError(f"agent {name} must be one of {', '.join(allowed)}, got {value!r}")
-
-
-def run_task(task: Task, config: AgentConfig, out: Path | None = None, source_repo: Path | None = None,
+def run_task(task: Task, settings: AgentSettings, out: Path | None = None, source_repo: Path | None = None,
              workdir: Path = Path("/tmp/swehero-agent")) -> dict:
     """Run one episode of `task` and return its trajectory record (written to `out` after every step)."""
-    root = agent_root(config.root or (OPENHANDS_ROOT if config.runtime == "local" else SWEBENCH_ROOT), task)
-    policy = _policy(task, config, root)
-    runtime = _runtime(task, config, root, source_repo, workdir)
+    if settings.policy in ("gold", "empty"):
+        return _submission(task, settings, out)
+    root = agent_root(settings.root or (OPENHANDS_ROOT if settings.runtime == "local" else SWEBENCH_ROOT), task)
+    policy = _policy(task, settings, root)
+    runtime = _runtime(task, settings, root, source_repo, workdir)
     try:
-        meta = {"policy": config.policy, "runtime": config.runtime,
-                "model": getattr(policy, "model", config.policy)}
-        return run_episode(task, policy, Tools(runtime, config.mode), config.loop, out, meta)
+        meta = {"policy": settings.policy, "runtime": settings.runtime,
+                "model": getattr(policy, "model", settings.policy)}
+        return run_episode(task, policy, Tools(runtime, settings.mode), settings.loop, out, meta)
     finally:
         runtime.close()
 
 
-def _policy(task: Task, config: AgentConfig, root: str):
-    if config.policy == "oracle":
+def bare_record(task: Task, settings: AgentSettings, finish_reason: str, patch: str = "", error: str = "") -> dict:
+    """A record with no conversation: a submission made without an agent, or an attempt that failed before its
+    episode began. Same fields as an episode's, so every attempt is read the same way."""
+    return {"id": f"{task.instance_id}.{settings.policy}.{uuid.uuid4().hex[:8]}", "instance_id": task.instance_id,
+            "repo": task.repo, "source": "swehero-agent", "stage": STAGE[settings.mode], "messages": [], "tools": [],
+            "patch": patch, "resolved": None,
+            "metadata": {"policy": settings.policy, "mode": settings.mode, "finish_reason": finish_reason,
+                         "error": error, "steps": 0, "format_errors": 0, "prompt_tokens": None,
+                         "completion_tokens": None}}
+
+
+def _submission(task: Task, settings: AgentSettings, out: Path | None) -> dict:
+    """No agent: the gold patch or nothing, recorded like an episode that submitted at once."""
+    record = bare_record(task, settings, "submitted", task.patch if settings.policy == "gold" else "")
+    if out is not None:
+        write_json_atomic(out, record)
+    return record
+
+
+def _policy(task: Task, settings: AgentSettings, root: str):
+    if settings.policy == "oracle":
         from swehero.agent.oracle import OraclePolicy
 
         return OraclePolicy(task.patch, root)
     from swehero.agent.openai_policy import OpenAIPolicy
 
-    return OpenAIPolicy(config.openai)
+    return OpenAIPolicy(settings.openai)
 
 
-def _runtime(task: Task, config: AgentConfig, root: str, source_repo: Path | None, workdir: Path):
-    if config.runtime == "docker":
+def _runtime(task: Task, settings: AgentSettings, root: str, source_repo: Path | None, workdir: Path):
+    if settings.runtime == "docker":
         from swehero.agent.container import DockerRuntime, swebench_image
 
-        return DockerRuntime(config.image or task.image or swebench_image(task.instance_id), root,
-                             config=config.sandbox, limits=config.docker,
-                             strip_history_to=task.base_commit if config.mode == "zero" else None)
+        return DockerRuntime(settings.image or task.image or swebench_image(task.instance_id), root,
+                             config=settings.sandbox, limits=settings.docker,
+                             strip_history_to=task.base_commit if settings.mode == "zero" else None)
     from swehero.agent.local import LocalRuntime
 
     if source_repo is None:
-        raise ValueError("the local runtime needs the task's git repository (--repo-dir)")
-    return LocalRuntime.for_task(source_repo, task.base_commit, root, workdir, config.sandbox)
+        raise ValueError(f"{task.instance_id}: the local runtime needs the task's git repository (repos folder)")
+    return LocalRuntime.for_task(source_repo, task.base_commit, root, workdir, settings.sandbox)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from importlib import resources
-from pathlib import Path
 from string import Template
-
-from swehero.jsonio import read_jsonl
 
 OPENHANDS_ROOT = "/workspace/{repo}__{version}"
 """OpenHands' SWE-bench layout (`/workspace/<owner>__<name>__<version>`), the one the released trajectories show."""
@@ -33,25 +29,8 @@ class Task:
 
     @classmethod
     def from_row(cls, row: dict) -> Task:
-        missing = [f for f in ("instance_id", "repo", "base_commit", "problem_statement") if not row.get(f)]
-        if missing:
-            raise ValueError(f"task row {row.get('instance_id', '?')} lacks {', '.join(missing)}")
+        """The agent's view of a task row loaded by `swehero.rollout.tasks` (which checks the required columns)."""
         return cls(**{f.name: str(row[f.name]) for f in fields(cls) if row.get(f.name) is not None})
-
-
-def load_tasks(path: Path) -> list[Task]:
-    """Tasks from a `.jsonl` file or a `.json` file (one row or a list of rows)."""
-    rows = read_jsonl(path) if str(path).endswith(".jsonl") else json.loads(Path(path).read_text())
-    return [Task.from_row(row) for row in (rows if isinstance(rows, list) else [rows])]
-
-
-def load_task(path: Path, instance_id: str | None = None) -> Task:
-    """The one task of `path`, or the one with `instance_id`."""
-    tasks = [t for t in load_tasks(path) if instance_id is None or t.instance_id == instance_id]
-    if len(tasks) != 1:
-        raise ValueError(f"{path}: expected exactly one task{f' with id {instance_id}' if instance_id else ''}, "
-                         f"found {len(tasks)} (pass --instance-id)")
-    return tasks[0]
 
 
 def agent_root(template: str, task: Task) -> str:

@@ -3,25 +3,21 @@
 Each importer maps one source row to one canonical record or raises `Reject`; `validate` runs afterwards.
 Sources without a `tools` column get the OpenHands 0.54 tools their teacher saw (`swehero.toolspec`). Tool calls
 written as text (`<tool_call>{json}</tool_call>` or OpenHands' `<function=name><parameter=k>v</parameter>`
-markup) are parsed into structured `tool_calls`.
+markup) are parsed into structured `tool_calls` by `swehero.toolcalls`, the reader the agent and the vLLM plugin
+use too.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from swehero import toolcalls
 from swehero.data.trajectory import Reject, make_tool_call
-from swehero.toolspec import openhands_tools, tool_schema
-
-_TOOL_CALL_JSON = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
-_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)(?:</function>|$)", re.DOTALL)
-_PARAMETER = re.compile(r"<parameter=([^>\s]+)>(.*?)</parameter>", re.DOTALL)
-
+from swehero.toolspec import openhands_tools
 
 def text_of(content: Any) -> str:
     """Message content as one string (OpenAI content-part lists are joined; None is empty)."""
@@ -34,41 +30,16 @@ def text_of(content: Any) -> str:
     raise Reject("bad_message", f"content of type {type(content).__name__}")
 
 
-def _typed(tool: str, name: str, value: str) -> Any:
-    """An OpenHands `<parameter>` value (always text) converted to the type the tool's schema declares."""
-    try:
-        kind = tool_schema(tool)["properties"].get(name, {}).get("type")
-    except KeyError:
-        kind = None
-    if kind in ("integer", "number", "array"):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            raise Reject("invalid_tool_arguments", f"{tool}.{name}={value!r} is not a {kind}") from None
-    return value
-
-
 def parse_text_tool_calls(text: str, prefix: str) -> tuple[str, list[dict]]:
-    """Split assistant text into (content before the first call, structured tool calls)."""
-    calls: list[dict] = []
-    if m := _TOOL_CALL_JSON.search(text):
-        content = text[: m.start()]
-        for i, body in enumerate(_TOOL_CALL_JSON.findall(text)):
-            try:
-                obj = json.loads(body)
-            except json.JSONDecodeError as e:
-                raise Reject("invalid_tool_arguments", f"<tool_call> body: {e}") from None
-            if not isinstance(obj, dict) or "name" not in obj:
-                raise Reject("bad_tool_call", "<tool_call> without name")
-            calls.append(make_tool_call(f"{prefix}_{i}", obj["name"], obj.get("arguments", {})))
-    elif m := _FUNCTION.search(text):
-        content = text[: m.start()]
-        for i, (name, body) in enumerate(_FUNCTION.findall(text)):
-            args = {k: _typed(name, k, v.strip("\n")) for k, v in _PARAMETER.findall(body)}
-            calls.append(make_tool_call(f"{prefix}_{i}", name, args))
-    else:
+    """Split assistant text into (content before the first call, structured tool calls), with the reader the agent
+    and the vLLM plugin use (`swehero.toolcalls`), so training data and live rollouts read the same text alike."""
+    try:
+        content, calls = toolcalls.parse(text)
+    except toolcalls.MalformedToolCall as e:
+        raise Reject("invalid_tool_arguments", str(e)) from None
+    if not calls:
         return text, []
-    return content.rstrip(), calls
+    return content.rstrip(), [make_tool_call(f"{prefix}_{i}", c["name"], c["arguments"]) for i, c in enumerate(calls)]
 
 
 def openai_messages(messages: list[dict], parse_text_calls: bool = False) -> list[dict]:

@@ -69,7 +69,9 @@ def run(**params) -> None:
     from swehero.distill.run import Settings
     from swehero.distill.run import distill as run_distill
     from swehero.distill.shards import slurm_script
-    from swehero.eval.episode import AgentSettings
+    from swehero.agent.loop import LoopConfig
+    from swehero.agent.openai_policy import OpenAIConfig
+    from swehero.agent.settings import AgentSettings
     from swehero.serve.server import ServeConfig
 
     if params["launcher"] == "slurm":
@@ -82,14 +84,14 @@ def run(**params) -> None:
         return
     settings = Settings(
         tasks=params["tasks"], rollouts=params["rollouts"], workers=params["workers"],
-        teachers=list(params["teachers"]), serve=ServeConfig(model=params["serve_model"]), shard=params["shard"],
+        endpoints=list(params["teachers"]), serve=ServeConfig(model=params["serve_model"]), shard=params["shard"],
         limit=params["limit"], exclude=list(params["exclude"]), progress=params["progress"],
-        repo_url=params["repo_url"],
+        repo_url=params["repo_url"], repos=params["repos"],
         agent=AgentSettings(policy=params["policy"], mode=params["mode"], runtime=params["runtime"],
-                            repos=params["repos"], max_steps=params["max_steps"], time_limit_s=params["time_limit"],
-                            model=params["model"], temperature=params["temperature"],
-                            max_reply_tokens=params["max_reply_tokens"],
-                            request_retries=params["request_retries"]))
+                            time_limit_s=params["time_limit"], loop=LoopConfig(max_steps=params["max_steps"]),
+                            openai=OpenAIConfig(model=params["model"], temperature=params["temperature"],
+                                                max_reply_tokens=params["max_reply_tokens"],
+                                                request_retries=params["request_retries"])))
     summary = run_distill(settings, params["out"])
     click.echo(json.dumps({k: summary[k] for k in ("episodes", "finish_reasons", "failed_this_run", "wall_s")}))
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from swehero.agent.loop import LoopConfig
+
 STAGES = ("zero", "hero")
 _DIFF_HEADER = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 
@@ -28,8 +30,9 @@ class FilterConfig:
 
     stage: Literal["zero", "hero"] = "zero"
     """zero: SWE-Zero rules (adds the banned-command rule); hero: SWE-Hero rules."""
-    max_steps: int = 100
-    """Assistant turns allowed (the paper's step limit); an episode that ended at the limit is dropped too."""
+    max_steps: int = LoopConfig.max_steps
+    """Assistant turns allowed (the agent's step limit, the paper's 100); an episode that ended at the limit is
+    dropped too."""
     max_editor_errors: int = 3
     """Drop trajectories with this many `str_replace_editor` errors or more (the paper: 3)."""
     resolved_only: bool = False
@@ -84,7 +87,7 @@ def ran_banned_command(record: dict, cfg: FilterConfig) -> bool:
 def over_step_limit(record: dict, cfg: FilterConfig) -> bool:
     """More than `max_steps` assistant turns, or the episode was stopped by the step limit."""
     return (len(_assistant_turns(record)) > cfg.max_steps
-            or (record.get("metadata") or {}).get("exit_reason") == "step_limit")
+            or (record.get("metadata") or {}).get("finish_reason") == "step_limit")
 
 
 def empty_patch(record: dict, cfg: FilterConfig) -> bool:
@@ -227,7 +230,7 @@ def _tasks(path: str) -> dict[str, dict]:
 def _grade_ungraded(records: list[dict], tasks: dict[str, dict], cfg: FilterConfig) -> None:
     """Fill `resolved` with the local grader (the task's FAIL_TO_PASS/PASS_TO_PASS tests) where it is unknown."""
     from swehero.rollout.local_grader import grade_instance
-    from swehero.rollout.toy import repo_dir
+    from swehero.rollout.tasks import repo_dir
 
     ungraded = [r for r in records if r.get("resolved") is None]
     if not ungraded:

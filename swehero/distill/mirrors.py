@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from swehero.rollout.toy import repo_dir
+from swehero.rollout.tasks import repo_dir
 
 
 def mirror_url(template: str, repo: str) -> str:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from swehero.eval.episode import AgentSettings
+from swehero.agent.settings import AgentSettings
 from swehero.eval.pipeline import Settings
+from swehero.serve.server import ServeConfig
 
 _AGENT = AgentSettings()
 _OUT = click.argument("out", type=click.Path(file_okay=False, path_type=Path))
@@ -42,12 +42,12 @@ def eval_group() -> None:
 @click.option("--model-name", default="", help="model_name_or_path in the predictions (and paper lookup).")
 @click.option("--max-model-len", default=32768, show_default=True)
 @click.option("--workers", default=1, show_default=True, help="Instances attempted concurrently.")
-@click.option("--max-steps", default=_AGENT.max_steps, show_default=True)
+@click.option("--max-steps", default=_AGENT.loop.max_steps, show_default=True)
 @click.option("--time-limit", default=_AGENT.time_limit_s, show_default=True, help="Seconds per instance.")
 @click.option("--repos", default="", help="Folder of local clones (owner__name) for local runtime/grader.")
 @_GRADER
-def run(out: Path, instances: str, policy, mode, runtime, base_url, max_steps, time_limit, repos, grader,
-        **options) -> None:
+def run(out: Path, instances: str, policy, mode, runtime, base_url, max_steps, time_limit, repos, grader, serve,
+        max_model_len, **options) -> None:
     """Attempt, grade and report; rerunning the same command resumes where it stopped.
 
     \b
@@ -55,11 +55,14 @@ def run(out: Path, instances: str, policy, mode, runtime, base_url, max_steps, t
       swehero eval run runs/toy-gold --tasks toy --policy gold --grader local
       swehero eval run runs/v-32b --tasks verified --serve /ckpt/swe-hero-32b --max-model-len 131072 --workers 16
     """
+    from dataclasses import replace
+
     from swehero.eval.pipeline import evaluate
 
-    agent = replace(_AGENT, policy=policy, mode=mode, runtime=runtime, base_url=base_url, max_steps=max_steps,
-                    time_limit_s=time_limit, repos=repos)
-    settings = Settings(instances=[i for i in instances.split(",") if i], agent=agent, **options)
+    agent = replace(_AGENT, policy=policy, mode=mode, runtime=runtime, time_limit_s=time_limit,
+                    loop=replace(_AGENT.loop, max_steps=max_steps), openai=replace(_AGENT.openai, base_url=base_url))
+    settings = Settings(instances=[i for i in instances.split(",") if i], agent=agent, repos=repos,
+                        serve=ServeConfig(model=serve, max_model_len=max_model_len), **options)
     settings.grading.grader = grader
     evaluate(settings, out, progress=click.echo)
 
@@ -94,7 +97,7 @@ def grade(out: Path, grader, repos, dataset, workers, run_id, prune_images) -> N
     tasks, saved = _saved_tasks(out)
     settings = GradingSettings(grader=grader, workers=workers, harness=HarnessConfig(
         dataset=dataset, run_id=run_id, max_workers=workers, prune_images=prune_images))
-    repo_root = Path(repos) if repos else Path(saved["tasks"]).parent / "repos"
+    repo_root = Path(repos or saved.get("repos") or Path(saved["tasks"]).parent / "repos")
     grade_predictions(tasks, out, settings, repo_root, dataset or harness_dataset(saved["tasks"]), click.echo)
     _report(out, tasks, saved)
 

@@ -21,7 +21,7 @@ from swehero.eval.harness import (
 from swehero.eval.inference import PREDICTIONS, finished
 from swehero.rollout.local_grader import LocalGraderConfig, grade_instance
 from swehero.jsonio import JsonlLog
-from swehero.rollout.toy import repo_dir
+from swehero.rollout.tasks import repo_dir
 
 GRADES = "grades.jsonl"
 
@@ -54,7 +54,7 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
         return {"graded": 0, "before": len(done)}
     if settings.grader == "local":
         if repos is None:
-            raise ValueError("the local grader needs the folder of local repositories (agent.repos)")
+            raise ValueError("the local grader needs the folder of the task repositories (repos)")
 
         def one(task: dict) -> None:
             iid = task["instance_id"]

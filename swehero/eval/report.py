@@ -34,16 +34,17 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def outcome(episode: dict, grade: dict | None, patch: str) -> tuple[str, str]:
-    """(outcome class, detail) of one instance with a committed prediction."""
+def outcome(attempt: dict, grade: dict | None, patch: str) -> tuple[str, str]:
+    """(outcome class, detail) of one instance with a committed prediction; `attempt` is its trajectory's
+    metadata (finish_reason, error)."""
     if grade and grade["resolved"]:
         return "resolved", ""
-    if episode.get("finish_reason") == "agent_error":
-        return "infra_error", episode.get("error", "")
+    if attempt.get("finish_reason") == "agent_error":
+        return "infra_error", attempt.get("error", "")
     if grade and grade.get("infra_failure"):
         return "infra_error", grade.get("error", "")
-    if episode.get("finish_reason") in _LIMITS:
-        return _LIMITS[episode["finish_reason"]], episode.get("error", "")
+    if attempt.get("finish_reason") in _LIMITS:
+        return _LIMITS[attempt["finish_reason"]], attempt.get("error", "")
     if not patch.strip():
         return "empty_patch", ""
     if grade is None:
@@ -67,18 +68,17 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
         if iid not in predictions:
             pending.append(iid)
             continue
-        episode = json.loads(trajectory_path(out_dir, iid).read_text())
-        meta = (episode.get("trajectory") or {}).get("metadata") or {}
-        cls, detail = outcome(episode, graded.get(iid), predictions[iid]["model_patch"] or "")
-        prompt, completion = episode.get("prompt_tokens"), episode.get("completion_tokens")
+        meta = json.loads(trajectory_path(out_dir, iid).read_text())["metadata"]
+        cls, detail = outcome(meta, graded.get(iid), predictions[iid]["model_patch"] or "")
+        prompt, completion = meta.get("prompt_tokens"), meta.get("completion_tokens")
         cost = None if prompt is None or not (price_prompt or price_completion) else \
             (prompt * price_prompt + (completion or 0) * price_completion) / 1e6
         instances.append({"instance_id": iid, "repo": task["repo"], "outcome": cls, "detail": detail[:500],
-                          "finish_reason": episode.get("finish_reason"), "steps": episode.get("steps", 0),
+                          "finish_reason": meta.get("finish_reason"), "steps": meta.get("steps", 0),
                           # A turn whose one tool call parsed, named a tool and had valid arguments, so it ran.
-                          "valid_tool_calls": episode.get("steps", 0) - meta.get("format_errors", 0),
+                          "valid_tool_calls": meta.get("steps", 0) - meta.get("format_errors", 0),
                           "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost,
-                          "seconds": episode.get("seconds")})
+                          "seconds": meta.get("seconds")})
     total = len(tasks)
     resolved = sum(i["outcome"] == "resolved" for i in instances)
     per_repo: dict[str, dict] = {}

@@ -218,7 +218,7 @@ def _check_inputs(recipe: Recipe, lines: Lines) -> None:
                 if producer not in stage.needs:
                     stage.needs.append(producer)
             elif not resolved.exists():
-                if marker.hub_ok and _HUB_ID.match(value):
+                if marker.hub_ok and _HUB_ID.match(value) or value in marker.names:
                     continue  # resolved by the hub client at run time
                 problems.append(lines.problem(at, f"input not found: {value}"))
                 continue

@@ -16,7 +16,6 @@ KINDS: dict[str, str] = {
     "eval": "swehero.eval.stage",
     "filter": "swehero.distill.filter_stage",
     "prepare": "swehero.data.stage",
-    "rollout": "swehero.rollout.stage",
     "tiny": "swehero.tiny.stage",
     "train": "swehero.train.stage",
 }

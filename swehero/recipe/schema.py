@@ -92,7 +92,7 @@ def input_paths(tp: Any, value: Any, path: FieldPath) -> list[tuple[FieldPath, s
     if origin is Annotated:
         marker = next((a for a in args[1:] if isinstance(a, _Input)), None)
         if marker and isinstance(value, str):
-            return [(path, value, marker)]
+            return [(path, value, marker)] if value else []  # empty: the optional input is not used
         return input_paths(args[0], value, path)
     if origin in (Union, types.UnionType):
         return [hit for a in args if a is not type(None) for hit in input_paths(a, value, path)][:1]

@@ -25,11 +25,13 @@ from typing import Annotated
 class _Input:
     """Marker for `Annotated[str, INPUT]` fields: a path the stage reads."""
 
-    def __init__(self, hub_ok: bool) -> None:
+    def __init__(self, hub_ok: bool, names: tuple[str, ...] = ()) -> None:
         self.hub_ok = hub_ok
+        self.names = names
+        """Words that are not paths but name something the stage knows (a benchmark), accepted as they are."""
 
     def __repr__(self) -> str:
-        return f"Input(hub_ok={self.hub_ok})"
+        return f"Input(hub_ok={self.hub_ok}, names={self.names})"
 
 
 INPUT = _Input(hub_ok=False)
@@ -40,6 +42,11 @@ InputPath = Annotated[str, INPUT]
 
 ModelRef = Annotated[str, HUB_INPUT]
 """A local Hugging Face folder, or a hub id (`org/name`) where no such local path exists."""
+
+
+def input_or_names(*names: str):
+    """The type of a field holding a path the stage reads, or one of `names` (e.g. a benchmark)."""
+    return Annotated[str, _Input(hub_ok=False, names=names)]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""Teacher endpoints shared by the distillation workers: least-loaded dispatch and failover.
+"""Model endpoints for the attempts: which servers they talk to (listed ones, or a vLLM server started for the
+run), least-loaded dispatch and failover.
 
-Each episode borrows the live endpoint with the fewest episodes in flight (ties go to the one listed first) and
-returns it when done. An episode that ends in a policy error makes the pool probe that endpoint's `/models`; an
-endpoint that does not answer is marked dead, never chosen again, and the episode is retried on another one.
+Each attempt borrows the live endpoint with the fewest attempts in flight (ties go to the one listed first) and
+returns it when done. An attempt that ends in an `agent_error` makes the pool probe that endpoint's `/models`; an
+endpoint that does not answer is marked dead, never chosen again, and the attempt is retried on another one.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import contextlib
 import threading
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from swehero.agent.settings import AgentSettings
+from swehero.serve.server import ServeConfig
 
 
 class NoLiveEndpoint(RuntimeError):
-    """Every teacher endpoint is dead."""
+    """Every endpoint is dead."""
 
 
 @dataclass
@@ -70,3 +75,24 @@ class EndpointPool:
 
     def report(self) -> list[dict]:
         return [{"url": e.url, "episodes": e.served, "dead": e.dead} for e in self.endpoints]
+
+
+@contextlib.contextmanager
+def serving(settings: AgentSettings, endpoints: list[str], serve: ServeConfig, log_dir: Path):
+    """`with serving(...) as (settings, urls)`: the endpoints the attempts use, and the settings naming the model.
+
+    Listed `endpoints` first, else the agent's own `openai.base_url`, else a vLLM server started here for
+    `serve.model` and stopped on exit. Policies that query no model get no endpoint."""
+    if settings.policy != "openai":
+        yield settings, []
+    elif endpoints or settings.openai.base_url:
+        yield settings, list(endpoints) or [settings.openai.base_url]
+    elif not serve.model:
+        raise ValueError("the openai policy needs a model endpoint (endpoints / agent.openai.base_url) or a "
+                         "checkpoint to serve (serve.model)")
+    else:
+        from swehero.serve.server import VLLMServer
+
+        with VLLMServer(serve, Path(log_dir) / "vllm.log") as server:
+            openai = replace(settings.openai, base_url=server.url, model=settings.openai.model or serve.name)
+            yield replace(settings, openai=openai), [server.url]

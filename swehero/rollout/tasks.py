@@ -1,17 +1,27 @@
-"""Task sets in the SWE-bench schema: local JSONL/JSON/Parquet files or the named benchmarks, loaded with `datasets`.
+"""Task sets in the SWE-bench schema, the one task loader of swehero: local JSONL/JSON/Parquet files or the named
+benchmarks (through `datasets`), selected by id, shard and limit.
 
 Two shapes exist and both are accepted. SWE-bench Verified stores `FAIL_TO_PASS`/`PASS_TO_PASS` as JSON strings and
 has `environment_setup_commit`; SWE-bench Multilingual stores them as lists and adds `eval_script`, `log_parser` and
-`image`. Tasks are returned as plain dicts with the test lists decoded to lists; every other column passes through.
+`image`. Tasks are plain dicts with the test lists decoded to lists; every other column passes through. Running the
+agent needs only the columns in `REQUIRED`; grading needs the test lists too (`require`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-REQUIRED = ("instance_id", "repo", "base_commit", "problem_statement", "FAIL_TO_PASS", "PASS_TO_PASS")
+from swehero.jsonio import read_jsonl
+from swehero.recipe.stage import input_or_names
+
+REQUIRED = ("instance_id", "repo", "base_commit", "problem_statement")
+"""What the agent needs of a task."""
+TESTS = ("FAIL_TO_PASS", "PASS_TO_PASS")
+"""What grading needs besides."""
+TOY = "toy"
+"""`tasks: toy`: the bundled toy tasks, built into the run's folder (see toy.py)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,57 @@ def benchmark_of(source: str) -> Benchmark | None:
     return _ALIASES.get(source.strip().lower())
 
 
+TaskSource = input_or_names(TOY, *(name for b in BENCHMARKS.values() for name in (b.key, b.hub_id, b.harness_dataset)))
+"""A task file, a benchmark name, or `toy`: the engine checks that a path exists (and reruns the stage when it
+changes)."""
+
+
+@dataclass(kw_only=True)
+class TaskSelection:
+    """Which tasks a stage runs on, and where their repositories are (the fields every rollout stage shares)."""
+
+    tasks: TaskSource = TOY
+    """Task file (.jsonl/.json/.parquet, SWE-bench schema), a benchmark (`verified`, `multilingual` or their hub
+    ids), or `toy` for the bundled toy tasks (built into the stage folder)."""
+    split: str = ""
+    """Dataset split for benchmarks; empty: the benchmark's (test)."""
+    instances: list[str] = field(default_factory=list)
+    """Only these instance ids, in this order."""
+    shard: str = ""
+    """`i/n`: every n-th task starting at the i-th (0-based), to split a task set over machines."""
+    limit: int = 0
+    """At most this many tasks (after sharding; 0: all)."""
+    repos: str = ""
+    """Folder of the task repositories, one git repository (or bare mirror) per task repository named
+    `owner__name` (local runtime, local grader); empty: `repos/` beside the task file."""
+
+
+@dataclass(frozen=True)
+class TaskSet:
+    """A selection, loaded."""
+
+    tasks: list[dict]
+    source: str
+    """The task file (toy tasks: the file built) or the benchmark name."""
+    repos: Path | None
+    """Where the repositories are, if anywhere."""
+    benchmark: str
+    """`verified`, `multilingual`, `toy` or `custom`."""
+
+
+def load_selection(selection: TaskSelection, out_dir: Path) -> TaskSet:
+    """Load and select the tasks of `selection` (building the toy tasks under `out_dir` when asked for)."""
+    from swehero.rollout.toy import build_toy_tasks
+
+    source = str(build_toy_tasks(Path(out_dir) / "toy-tasks")) if selection.tasks == TOY else selection.tasks
+    bench = benchmark_of(source)
+    tasks = select(load_tasks(source, selection.split), selection.instances, selection.limit, selection.shard)
+    repos = Path(selection.repos) if selection.repos else Path(source).parent / "repos" if Path(source).is_file() \
+        else None
+    kind = bench.key if bench else (TOY if selection.tasks == TOY else "custom")
+    return TaskSet(tasks, source, repos, kind)
+
+
 def decode_tests(value) -> list[str]:
     """A test list as stored by either shape: a JSON string (Verified) or a list (Multilingual)."""
     if isinstance(value, str):
@@ -48,43 +109,63 @@ def decode_tests(value) -> list[str]:
     return list(value)
 
 
-def normalize(row: dict) -> dict:
-    missing = [name for name in REQUIRED if name not in row]
+def normalize(row: dict, where: str = "") -> dict:
+    """A task row with its test lists decoded; raises naming the row when a required column is missing."""
+    missing = [name for name in REQUIRED if not row.get(name)]
     if missing:
-        raise ValueError(f"task {row.get('instance_id', '?')!r} lacks SWE-bench column(s): {', '.join(missing)}")
+        raise ValueError(f"{where or 'task'}: task {row.get('instance_id', '?')!r} lacks column(s) "
+                         f"{', '.join(missing)} (SWE-bench schema: {', '.join(REQUIRED + TESTS)})")
     # `datasets` infers timestamps (`created_at`); tasks travel as JSON, so keep them as ISO strings
     task = {key: value.isoformat() if hasattr(value, "isoformat") else value for key, value in row.items()}
-    task["FAIL_TO_PASS"] = decode_tests(row["FAIL_TO_PASS"])
-    task["PASS_TO_PASS"] = decode_tests(row["PASS_TO_PASS"])
+    for name in TESTS:
+        if name in row:
+            task[name] = decode_tests(row[name])
     return task
 
 
-def _load_rows(source: str, split: str) -> list[dict]:
-    import datasets
+def require(tasks: list[dict], columns: tuple[str, ...], why: str) -> None:
+    """Fail before any work starts when a task lacks what a later step needs, naming the step and the fix."""
+    missing = sorted({name for task in tasks for name in columns if name not in task})
+    if missing:
+        raise ValueError(f"the tasks lack {', '.join(missing)}, which {why} needs")
 
+
+def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
+    """(where, row) of every row: local JSON files with the standard library (exact values, `file:line` in errors),
+    Parquet files and benchmarks with `datasets`."""
     path = Path(source)
     if path.is_file():
-        builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(path.suffix)
-        if builder is None:
+        if path.suffix == ".jsonl":
+            return [(f"{source}:{i}", row) for i, row in enumerate(read_jsonl(path), 1)]
+        if path.suffix == ".json":
+            rows = json.loads(path.read_text())
+            rows = rows if isinstance(rows, list) else [rows]
+            return [(f"{source}#{i}", row) for i, row in enumerate(rows, 1)]
+        if path.suffix != ".parquet":
             raise ValueError(f"{source}: task files must be .jsonl, .json or .parquet")
-        return list(datasets.load_dataset(builder, data_files=str(path), split="train"))
+    import datasets
+
+    if path.is_file():
+        rows = datasets.load_dataset("parquet", data_files=str(path), split="train")
+        return [(f"{source}:{i}", row) for i, row in enumerate(rows, 1)]
     bench = benchmark_of(source)
     if bench is None:
         raise ValueError(f"{source!r} is neither a task file nor a known benchmark "
                          f"({', '.join(f'{k} = {b.hub_id}' for k, b in BENCHMARKS.items())})")
     try:
-        return list(datasets.load_dataset(bench.hub_id, split=split or bench.split))
+        rows = datasets.load_dataset(bench.hub_id, split=split or bench.split)
     except Exception as e:  # offline without a cache, gated, renamed: all end the same way for the user
         raise RuntimeError(
             f"could not load {bench.hub_id} through `datasets` ({type(e).__name__}: {e}). It must be in the "
-            f"Hugging Face cache or downloadable: run `huggingface-cli download --repo-type dataset {bench.hub_id}` "
-            "on a machine with network access, or pass a local .jsonl/.parquet file of the tasks instead."
+            f"Hugging Face cache or downloadable: run `hf download --repo-type dataset {bench.hub_id}` on a machine "
+            "with network access (or a recipe's `download` stage), or pass a local .jsonl/.parquet file of the tasks."
         ) from e
+    return [(f"{bench.hub_id}:{i}", row) for i, row in enumerate(rows, 1)]
 
 
 def load_tasks(source: str, split: str = "") -> list[dict]:
     """All tasks of a file or named benchmark, in their stored order; duplicate instance ids are an error."""
-    tasks = [normalize(row) for row in _load_rows(source, split)]
+    tasks = [normalize(row, where) for where, row in _load_rows(source, split)]
     seen: set[str] = set()
     for task in tasks:
         if task["instance_id"] in seen:
@@ -117,3 +198,8 @@ def select(tasks: list[dict], instances: list[str] = (), limit: int = 0, shard: 
         index, count = parse_shard(shard)
         tasks = tasks[index::count]
     return tasks[:limit] if limit > 0 else tasks
+
+
+def repo_dir(repos: Path, repo: str) -> Path:
+    """Where a local clone of `owner/name` lives under a repos folder (SWE-bench's `owner__name` spelling)."""
+    return Path(repos) / repo.replace("/", "__")

@@ -19,6 +19,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from swehero.rollout.tasks import repo_dir
+
 OWNER = "swehero-toy"
 VERSION = "0.1"
 HELDOUT = "heldout.jsonl"
@@ -292,11 +294,6 @@ def build_repo(spec: ToyRepo, dest: Path) -> dict:
         "PASS_TO_PASS": json.dumps(spec.pass_to_pass),
         "environment_setup_commit": base,
     }
-
-
-def repo_dir(repos: Path, repo: str) -> Path:
-    """Where a local clone of `owner/name` lives under a repos folder (SWE-bench's `owner__name` spelling)."""
-    return repos / repo.replace("/", "__")
 
 
 def build_toy_tasks(dest: Path, templated: int = 0) -> Path:

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import swehero
+from swehero.recipe.stage import ModelRef
 
 PLUGIN = Path(__file__).with_name("vllm_plugin.py")
-# Our parser name for each model family; `hermes` is served by the JSON-aware plugin (see hermes.py).
+# Our parser name for each model family; `hermes` is served by the JSON-aware plugin (see swehero/toolcalls.py).
 PARSERS = {"hermes": "swehero_hermes", "qwen3_coder": "qwen3_coder"}
 
 
@@ -30,8 +31,8 @@ PARSERS = {"hermes": "swehero_hermes", "qwen3_coder": "qwen3_coder"}
 class ServeConfig:
     """How to serve a checkpoint."""
 
-    model: str
-    """Hugging Face folder (or hub id) to serve."""
+    model: ModelRef = ""
+    """Hugging Face folder (or hub id) to serve; empty: no server is started."""
     served_name: str = ""
     """Model name clients ask for; defaults to the folder's name."""
     parser: str = "auto"
@@ -52,6 +53,11 @@ class ServeConfig:
     """How long to wait for the server to answer /health."""
     extra_args: list[str] = field(default_factory=list)
     """More `vllm serve` arguments, passed through."""
+
+    @property
+    def name(self) -> str:
+        """The model name clients ask for."""
+        return self.served_name or Path(self.model).name
 
 
 def tool_parser_for(model_dir: str) -> str:
@@ -87,7 +93,7 @@ def command(cfg: ServeConfig, port: int) -> list[str]:
     args = [
         python, "-m", "vllm.entrypoints.openai.api_server",
         "--model", cfg.model,
-        "--served-model-name", cfg.served_name or Path(cfg.model).name,
+        "--served-model-name", cfg.name,
         "--host", cfg.host, "--port", str(port),
         "--tensor-parallel-size", str(cfg.tensor_parallel_size),
         "--max-model-len", str(cfg.max_model_len),
@@ -117,7 +123,7 @@ class VLLMServer:
 
     def start(self) -> "VLLMServer":
         env = dict(os.environ)
-        # The plugin imports swehero.hermes (standard library only), also from vLLM's own environment.
+        # The plugin imports swehero.toolcalls (standard library only), also from vLLM's own environment.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(swehero.__file__).parents[1]), env.get("PYTHONPATH")]))
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU builds; ignored on GPUs
         self.log_file.parent.mkdir(parents=True, exist_ok=True)

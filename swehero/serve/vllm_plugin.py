@@ -1,7 +1,7 @@
 """vLLM tool-parser plugin `swehero_hermes`: vLLM's hermes parser with JSON-aware block splitting.
 
 Loaded by the server with `--tool-parser-plugin <this file> --tool-call-parser swehero_hermes` (which
-`swehero serve` passes). It changes only how `<tool_call>` blocks are delimited (see `swehero.hermes`);
+`swehero serve` passes). It changes only how tool calls are read (see `swehero.toolcalls`, which the importers and the agent use too);
 streaming, ids and content handling stay vLLM's own.
 """
 
@@ -13,7 +13,7 @@ from vllm.entrypoints.generate.base.protocol import ExtractedToolCallInformation
 from vllm.tool_parsers.abstract_tool_parser import ToolParserManager
 from vllm.tool_parsers.hermes_tool_parser import Hermes2ProToolParser
 
-from swehero import hermes
+from swehero import toolcalls
 
 NAME = "swehero_hermes"
 
@@ -22,8 +22,8 @@ NAME = "swehero_hermes"
 class JsonAwareHermesToolParser(Hermes2ProToolParser):
     def extract_tool_calls(self, model_output, request) -> ExtractedToolCallInformation:
         try:
-            content, calls = hermes.parse(model_output)
-        except hermes.MalformedToolCall:
+            content, calls = toolcalls.parse(model_output)
+        except toolcalls.MalformedToolCall:
             # Same outcome as vLLM's parser on a broken call: no tool call, the text comes back as content.
             return ExtractedToolCallInformation(tools_called=False, tool_calls=[], content=model_output)
         if not calls:
@@ -38,7 +38,7 @@ class JsonAwareHermesToolParser(Hermes2ProToolParser):
     def _extract_tool_call_jsons(self, text: str) -> list[tuple[str, bool]]:
         """(json_text, is_complete) per block, for vLLM's streaming diff logic."""
         try:
-            blocks = hermes.regions(text)
-        except hermes.MalformedToolCall:
+            blocks = toolcalls.regions(text)
+        except toolcalls.MalformedToolCall:
             return []
         return [(block.body, block.call is not None) for block in blocks]

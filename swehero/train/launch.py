@@ -4,22 +4,11 @@ else from `STAGE_DIR/train_job.json`, so both launchers start the same thing."""
 
 from __future__ import annotations
 
-import ctypes
 import shlex
-import signal
 import sys
 from pathlib import Path
 
 RDZV_PORT = 29500
-
-
-def die_with_parent() -> None:
-    """Have Linux SIGKILL this process when its parent dies: the training processes (torchrun under the
-    recipe, the workers under torchrun) never outlive whoever started them, so a killed run leaves nothing
-    behind that writes into the stage folder while the rerun resumes it."""
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def torchrun_command(stage_dir: Path, nproc: int) -> list[str]:

@@ -33,7 +33,8 @@ def job_file(settings: Settings, ctx: StageContext) -> Path:
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
-    from swehero.train.launch import die_with_parent, torchrun_command
+    from swehero.process import die_with_parent
+    from swehero.train.launch import torchrun_command
 
     if settings.nodes > 1:
         raise ValueError(f"stage {ctx.name} spans {settings.nodes} nodes: launch it with "

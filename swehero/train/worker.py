@@ -11,7 +11,7 @@ from pathlib import Path
 from swehero.recipe.loader import Lines, RecipeError
 from swehero.recipe.schema import build
 from swehero.train.config import Settings
-from swehero.train.launch import die_with_parent
+from swehero.process import die_with_parent
 from swehero.train.loop import TrainJob, train
 
 JOB_FILE = "train_job.json"

@@ -1,0 +1,111 @@
+"""Many attempts, W at a time, each committed the moment it ends: the one runner of evaluation and distillation.
+
+Concurrency: W threads, each running one attempt at a time in a child process (attempt.py). The work itself
+happens in other processes (the model server, the sandbox or container), so threads only wait; the child process
+gives every attempt a hard time limit and confines a crash to that attempt.
+
+Endpoints: with several model servers, each attempt borrows the live one with the fewest attempts in flight; an
+attempt that ends in an `agent_error` makes the pool probe its server, and one that does not answer is dropped and
+the attempt retried on another (endpoints.py).
+
+Resume: what is committed is the caller's business (`commit` appends to an append-only log, see
+`swehero.jsonio.JsonlLog`); the caller passes only the jobs its log does not hold yet, so a rerun after any
+interruption, `kill -9` included, redoes exactly the missing attempts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from swehero.agent.run import bare_record
+from swehero.agent.settings import AgentSettings
+from swehero.agent.task import Task
+from swehero.rollout.attempt import attempt_in_child
+from swehero.rollout.endpoints import EndpointPool, NoLiveEndpoint
+from swehero.rollout.tasks import repo_dir
+
+
+@dataclass(frozen=True)
+class Job:
+    """One attempt to make: a task, and which of its attempts this is (rollout or run number)."""
+
+    task: dict
+    index: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.task['instance_id']}.{self.index}"
+
+
+def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job, dict], None], work_dir: Path,
+                 repos: Path | None = None, endpoints: list[str] = (), workers: int = 1,
+                 progress: Callable[[str], None] | None = None, bar: bool = False) -> dict:
+    """Attempt every job, `workers` at a time, calling `commit(job, record)` as each ends; returns
+    {"attempts", "agent_errors", "endpoints"}. `repos` holds the task repositories (local runtime)."""
+    pool = EndpointPool(list(endpoints)) if endpoints else None
+    counts, lock = {"attempts": 0, "agent_errors": 0}, threading.Lock()
+    with _bar(len(jobs), bar) as tqdm_bar:
+        say = tqdm_bar.write if tqdm_bar is not None and progress is not None else progress
+
+        def one(job: Job) -> None:
+            source = repo_dir(repos, job.task["repo"]) if repos and settings.runtime == "local" else None
+            record = _attempt(job, settings, source, Path(work_dir) / job.name, pool)
+            commit(job, record)
+            shutil.rmtree(Path(work_dir) / job.name, ignore_errors=True)
+            meta = record["metadata"]
+            with lock:
+                counts["attempts"] += 1
+                counts["agent_errors"] += meta["finish_reason"] == "agent_error"
+                if say is not None:
+                    error = f" — {meta['error'][:200]}" if meta.get("error") else ""
+                    say(f"  {job.name}: {meta['finish_reason']}, {meta['steps']} steps, {len(record['patch'])} "
+                        f"patch chars, {meta['seconds']:.1f}s{error}")
+                if tqdm_bar is not None:
+                    tqdm_bar.set_postfix(agent_errors=counts["agent_errors"], refresh=False)
+                    tqdm_bar.update(1)
+
+        with ThreadPoolExecutor(max_workers=max(workers, 1)) as executor:
+            futures = [executor.submit(one, job) for job in jobs]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # Ctrl-C: start nothing new; running attempts end with their children
+                executor.shutdown(wait=False, cancel_futures=True)
+                raise
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return {**counts, "endpoints": pool.report() if pool else []}
+
+
+def _attempt(job: Job, settings: AgentSettings, source: Path | None, workdir: Path, pool: EndpointPool | None) -> dict:
+    if pool is None:
+        return attempt_in_child(job.task, settings, source, workdir)
+    record = None
+    for _ in pool.endpoints:  # each failover moves to another endpoint, so this many tries suffice
+        try:
+            with pool.borrow() as endpoint:
+                with_url = replace(settings, openai=replace(settings.openai, base_url=endpoint.url))
+                record = attempt_in_child(job.task, with_url, source, workdir)
+        except NoLiveEndpoint as e:
+            record = bare_record(Task.from_row(job.task), settings, "agent_error", error=str(e))
+            record["metadata"]["seconds"] = 0.0
+            return record
+        if record["metadata"]["finish_reason"] != "agent_error" or pool.check(endpoint):
+            break
+    return record
+
+
+@contextlib.contextmanager
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="attempt", dynamic_ncols=True, smoothing=0.1) as bar:
+        yield bar

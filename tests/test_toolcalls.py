@@ -1,0 +1,152 @@
+"""What we train on is what vLLM parses: tool calls rendered by the chat template come back exactly, through
+our JSON-aware reader and vLLM's own parser classes (vLLM 0.32's hermes parser drops some, shown here); and the
+three places that read tool calls written as text (the importers, the agent, the vLLM plugin) read every tricky
+text the same way."""
+
+import json
+
+import pytest
+from transformers import AutoTokenizer
+
+from swehero import toolcalls
+
+vllm_hermes = pytest.importorskip("vllm.tool_parsers.hermes_tool_parser")
+from swehero.serve.vllm_plugin import JsonAwareHermesToolParser  # noqa: E402
+
+CASES = {
+    "code": {"command": "create", "path": "/w/a.py", "file_text": "def f(x):\n    return {'a': [1, 2]}\n"},
+    "quotes": {"command": "execute", "cmd": "grep -rn \"say \\\"hi\\\"\" . | head -n 5"},
+    "newlines": {"thought": "line one\nline two\r\n\ttabbed\n\n"},
+    "non_ascii": {"message": "Größe ändern — 修复 ✓ 🙂"},
+    "literal_end_tag": {"command": "str_replace", "old_str": "END = '</tool_call>'", "new_str": "END = \"</tool_call>\"\n"},
+    "start_tag_inside": {"file_text": "<tool_call>\n{\"name\": \"x\"}\n</tool_call>"},
+    "empty": {},
+}
+
+
+def render(tokenizer, calls, content=""):
+    """The assistant turn exactly as the chat template writes it (what training sees)."""
+    message = {"role": "assistant", "content": content, "tool_calls": [
+        {"type": "function", "function": {"name": name, "arguments": args}} for name, args in calls]}
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "go"}, message], tokenize=False)
+    return text.split("<|im_start|>assistant\n", 1)[1].rsplit("<|im_end|>", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_round_trip_through_our_parser_and_the_plugin(tokenizer, case):
+    calls = [("str_replace_editor", CASES[case]), ("think", {"thought": "next"})]
+    text = render(tokenizer, calls, content="Let me edit.")
+    content, parsed = toolcalls.parse(text)
+    assert content.strip() == "Let me edit."
+    assert [(c["name"], c["arguments"]) for c in parsed] == calls
+    result = JsonAwareHermesToolParser(tokenizer).extract_tool_calls(text, None)
+    assert result.tools_called
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in result.tool_calls] == calls
+
+
+def test_vllm_hermes_drops_a_call_with_a_literal_end_tag(tokenizer):
+    text = render(tokenizer, [("str_replace_editor", CASES["literal_end_tag"])])
+    assert not vllm_hermes.Hermes2ProToolParser(tokenizer).extract_tool_calls(text, None).tools_called
+    assert JsonAwareHermesToolParser(tokenizer).extract_tool_calls(text, None).tools_called
+
+
+@pytest.mark.parametrize("case", ["code", "literal_end_tag", "non_ascii"])
+def test_streaming_reassembles_the_same_call(tokenizer, case):
+    text = render(tokenizer, [("str_replace_editor", CASES[case])])
+    parser = JsonAwareHermesToolParser(tokenizer)
+    name, arguments, previous = None, "", ""
+    for end in range(1, len(text) + 1, 3):
+        current = text[:end] if end + 3 <= len(text) else text
+        delta = parser.extract_tool_calls_streaming(previous, current, current[len(previous):], [], [], [], None)
+        previous = current
+        for call in (delta.tool_calls if delta else []):
+            function = call.function if isinstance(call.function, dict) else call.function.model_dump()
+            name = function.get("name") or name
+            arguments += function.get("arguments") or ""
+        if current is text:
+            break
+    assert name == "str_replace_editor" and json.loads(arguments) == CASES[case]
+
+
+@pytest.mark.parametrize("text, error", [
+    ('<tool_call>\n{"name": "f", "arguments": {"a": 1}\n</tool_call>', "not valid JSON"),
+    ('<tool_call>\n{"name": "f", "arguments": {}} trailing\n</tool_call>', "text after a tool call"),
+    ('<tool_call>\n["not", "a", "call"]\n</tool_call>', "not valid JSON"),
+])
+def test_malformed_calls_are_reported(text, error):
+    with pytest.raises(toolcalls.MalformedToolCall, match=error):
+        toolcalls.parse(text)
+
+
+def test_plain_text_and_unclosed_final_call():
+    assert toolcalls.parse("just text") == ("just text", [])
+    content, calls = toolcalls.parse('thinking\n<tool_call>\n{"name": "finish", "arguments": {"message": "done"}}')
+    assert content == "thinking\n" and calls == [{"name": "finish", "arguments": {"message": "done"}}]
+    # A double-encoded arguments string is accepted as the object it holds.
+    _, calls = toolcalls.parse('<tool_call>\n{"name": "f", "arguments": "{\\"a\\": 1}"}\n</tool_call>')
+    assert calls == [{"name": "f", "arguments": {"a": 1}}]
+
+
+MARKUP = {
+    "literal_end_tag": ("<tool_call>\n<function=str_replace_editor>\n<parameter=command>\nstr_replace\n</parameter>\n"
+                        "<parameter=old_str>\nEND = '</tool_call>'\n</parameter>\n</function>\n</tool_call>"),
+    "non_ascii_typed": ("Lecture d'abord — 先看\n<tool_call>\n<function=str_replace_editor>\n<parameter=command>\nview"
+                        "\n</parameter>\n<parameter=path>\n/w/ä.py\n</parameter>\n<parameter=view_range>\n[1, 20]\n"
+                        "</parameter>\n</function>\n</tool_call>"),
+    "no_block": "Running it.\n<function=execute_bash>\n<parameter=command>ls -la</parameter>\n</function>",
+    "two_calls": ("<tool_call>\n<function=think>\n<parameter=thought>\na\n\n</parameter>\n</function>\n</tool_call>\n"
+                  "<tool_call>\n<function=finish>\n<parameter=message>\ndone\n</parameter>\n</function>\n</tool_call>"),
+}
+
+
+def _three_readers(tokenizer, text: str) -> dict:
+    """(content, [(name, arguments)]) as the importers, the agent and the vLLM plugin read `text`."""
+    from swehero.agent.openai_policy import parse_text_tool_calls as agent_reader
+    from swehero.data.importers import parse_text_tool_calls as importer_reader
+
+    def calls(openai_calls):
+        return [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in openai_calls]
+
+    content, imported = importer_reader(text, "c")
+    agent_content, agent_calls = agent_reader(text)
+    served = JsonAwareHermesToolParser(tokenizer).extract_tool_calls(text, None)
+    return {"importer": (content.strip(), calls(imported)), "agent": (agent_content, calls(agent_calls)),
+            "plugin": ((served.content or "").strip() if served.tools_called else text.strip(),
+                       [(c.function.name, json.loads(c.function.arguments)) for c in served.tool_calls])}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_rendered_calls_read_alike_by_importers_agent_and_plugin(tokenizer, case):
+    calls = [("str_replace_editor", CASES[case]), ("think", {"thought": "next"})]
+    read = _three_readers(tokenizer, render(tokenizer, calls, content="Let me edit."))
+    assert read["importer"] == read["agent"] == read["plugin"] == ("Let me edit.", calls)
+
+
+@pytest.mark.parametrize("case", MARKUP)
+def test_function_markup_reads_alike_by_importers_agent_and_plugin(tokenizer, case):
+    read = _three_readers(tokenizer, MARKUP[case])
+    assert read["importer"] == read["agent"] == read["plugin"], read
+    expected = {"literal_end_tag": [("str_replace_editor", {"command": "str_replace", "old_str": "END = '</tool_call>'"})],
+                "non_ascii_typed": [("str_replace_editor", {"command": "view", "path": "/w/ä.py", "view_range": [1, 20]})],
+                "no_block": [("execute_bash", {"command": "ls -la"})],
+                "two_calls": [("think", {"thought": "a\n"}), ("finish", {"message": "done"})]}[case]
+    assert read["agent"][1] == expected
+
+
+def test_a_malformed_call_is_refused_by_importers_and_plugin_and_reported_to_the_agent(tokenizer):
+    from swehero.agent.openai_policy import parse_text_tool_calls as agent_reader
+    from swehero.data.importers import parse_text_tool_calls as importer_reader
+    from swehero.data.trajectory import Reject
+
+    text = 'ok <tool_call>\n{"name": "think", "arguments": {"thought": 1}\n</tool_call>'
+    with pytest.raises(Reject, match="not valid JSON"):
+        importer_reader(text, "c")
+    assert not JsonAwareHermesToolParser(tokenizer).extract_tool_calls(text, None).tools_called
+    content, (call,) = agent_reader(text)
+    assert content == "ok" and call["function"]["name"] == "invalid_tool_call"
+    assert "not valid JSON" in json.loads(call["function"]["arguments"])["error"]
