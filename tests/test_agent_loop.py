@@ -105,7 +105,8 @@ def toy(tmp_path):
 def episode(toy, replies, mode="zero", **loop):
     task, rt = toy
     policy = Scripted(replies)
-    return run_episode(task, policy, Tools(rt, mode), LoopConfig(**loop)), policy
+    opening = [{"role": "system", "content": "Fix it."}, {"role": "user", "content": task.problem_statement}]
+    return run_episode(task, policy, Tools(rt, mode), opening, LoopConfig(**loop)), policy
 
 
 def test_malformed_replies_become_error_observations(toy):

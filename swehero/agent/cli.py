@@ -39,8 +39,9 @@ def agent() -> None:
 @click.option("--max-steps", default=100, show_default=True)
 @click.option("--root", default="", help="Agent-visible repo path, e.g. /testbed or /workspace/{repo}__{version}.")
 @click.option("--image", default="", help="Docker image (default: SWE-bench's instance image).")
+@click.option("--prompts", "prompts_file", default="", help="Prompts file from `swehero agent prompts extract`.")
 def run(task_path, instance_id, policy, mode, runtime, repo_dir, out, base_url, model, temperature, top_p, top_k,
-        max_steps, root, image) -> None:
+        max_steps, root, image, prompts_file) -> None:
     """Run one episode on one task and write its trajectory; prints the exit reason and the patch size.
 
     \b
@@ -62,7 +63,7 @@ def run(task_path, instance_id, policy, mode, runtime, repo_dir, out, base_url, 
         raise click.BadParameter(f"{task_path} holds {len(tasks)} tasks: choose one with --instance-id",
                                  param_hint="--task")
     task = Task.from_row(tasks[0])
-    settings = AgentSettings(mode=mode, policy=policy, runtime=runtime, root=root, image=image,
+    settings = AgentSettings(mode=mode, policy=policy, runtime=runtime, root=root, image=image, prompts=prompts_file,
                              loop=LoopConfig(max_steps=max_steps),
                              openai=OpenAIConfig(base_url=base_url, model=model, temperature=temperature,
                                                  top_p=top_p, top_k=top_k))
@@ -71,6 +72,35 @@ def run(task_path, instance_id, policy, mode, runtime, repo_dir, out, base_url, 
     meta = record["metadata"]
     click.echo(f"{task.instance_id}: {meta['finish_reason']} after {meta['steps']} steps, patch "
                f"{len(record['patch'].splitlines())} lines, banned={meta.get('banned', False)} -> {out}")
+
+
+@agent.group()
+def prompts() -> None:
+    """The agent's opening messages, taken from training data."""
+
+
+@prompts.command()
+@click.argument("trajectories", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Prompts file to write.")
+@click.option("--tasks", "tasks_file", default="", help="Their task file: problem statements matched exactly.")
+def extract(trajectories, out, tasks_file) -> None:
+    """Derive the system prompt and task-message template of each stage (zero / hero) from canonical TRAJECTORIES;
+    fails, naming two disagreeing trajectories, unless a template covers 95% of its stage.
+
+    \b
+    Example:
+      swehero agent prompts extract runs/hero-7b/import_hero/hero.jsonl --out prompts.json
+      swehero agent run --task task.json --repo-dir ./repo --prompts prompts.json --mode exec
+    """
+    from swehero.agent.prompts import PromptsError, extract_files, summary
+
+    try:
+        found = extract_files(list(trajectories), out, tasks_file)
+    except PromptsError as e:
+        raise click.ClickException(str(e)) from None
+    for line in summary(found):
+        click.echo(line)
+    click.echo(f"wrote {out}")
 
 
 @agent.command()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swehero.agent.policy import ContextLimit, Policy, PolicyError, Reply
-from swehero.agent.task import Task, prompt
+from swehero.agent.task import Task
 from swehero.agent.tools import Tools
 from swehero.jsonio import write_json_atomic
 from swehero.toolspec import openhands_tools
@@ -44,21 +44,16 @@ class LoopConfig:
     """Conversation size (server-reported prompt tokens, or characters / 4) at which the episode ends (128k)."""
     max_consecutive_errors: int = 3
     """Malformed replies in a row (no tool call, several calls, unknown tool, bad arguments) that end the episode."""
-    prompt_version: str = "v1"
-    """Which `prompts/*.<version>.txt` templates to use."""
 
 
-def run_episode(task: Task, policy: Policy, tools: Tools, config: LoopConfig = LoopConfig(),
+def run_episode(task: Task, policy: Policy, tools: Tools, opening: list[dict], config: LoopConfig = LoopConfig(),
                 out: Path | None = None, metadata: dict | None = None) -> dict:
-    """Run one episode and return its trajectory record (also written to `out` after every step)."""
+    """Run one episode from its `opening` messages (system prompt and task message) and return its trajectory
+    record (also written to `out` after every step)."""
     mode, root = tools.mode, tools.runtime.root
-    messages = [
-        {"role": "system", "content": prompt("system", mode, config.prompt_version, workspace=root)},
-        {"role": "user", "content": prompt("task", mode, config.prompt_version, workspace=root,
-                                           problem_statement=task.problem_statement)},
-    ]
+    messages = list(opening)
     meta = {**(metadata or {}), "mode": mode, "agent_root": root, "base_commit": task.base_commit,
-            "prompt_version": config.prompt_version, "finish_reason": None, "steps": 0, "banned": False,
+            "finish_reason": None, "steps": 0, "banned": False,
             "banned_commands": [], "editor_errors": 0, "format_errors": 0, "prompt_tokens": None,
             "completion_tokens": None}
     record = {"id": f"{task.instance_id}.{mode}.{uuid.uuid4().hex[:8]}", "instance_id": task.instance_id,

@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 from swehero.agent.loop import STAGE, run_episode
+from swehero.agent.prompts import Opening, opening_messages
 from swehero.agent.settings import AgentSettings
 from swehero.agent.task import OPENHANDS_ROOT, SWEBENCH_ROOT, Task, agent_root
 from swehero.agent.tools import Tools
@@ -18,12 +19,15 @@ def run_task(task: Task, settings: AgentSettings, out: Path | None = None, sourc
     if settings.policy in ("gold", "empty"):
         return _submission(task, settings, out)
     root = agent_root(settings.root or (OPENHANDS_ROOT if settings.runtime == "local" else SWEBENCH_ROOT), task)
+    opening, prompts = opening_messages(settings.prompts, settings.mode, Opening(
+        workspace=root, repo=task.repo, instance_id=task.instance_id, base_commit=task.base_commit,
+        problem_statement=task.problem_statement, language=task.language or "Python"))
     policy = _policy(task, settings, root)
     runtime = _runtime(task, settings, root, source_repo, workdir)
     try:
-        meta = {"policy": settings.policy, "runtime": settings.runtime,
+        meta = {"policy": settings.policy, "runtime": settings.runtime, "prompts": prompts,
                 "model": getattr(policy, "model", settings.policy)}
-        return run_episode(task, policy, Tools(runtime, settings.mode), settings.loop, out, meta)
+        return run_episode(task, policy, Tools(runtime, settings.mode), opening, settings.loop, out, meta)
     finally:
         runtime.close()
 

@@ -12,6 +12,7 @@ from swehero.agent.container import DockerConfig
 from swehero.agent.loop import LoopConfig
 from swehero.agent.openai_policy import OpenAIConfig
 from swehero.agent.runtime import RuntimeConfig
+from swehero.recipe.stage import InputPath
 
 @dataclass(frozen=True)
 class AgentSettings:
@@ -31,6 +32,9 @@ class AgentSettings:
     `/workspace/{repo}__{version}` for local, `/testbed` for docker."""
     image: str = ""
     """Docker image; empty: the task's `image` column, else SWE-bench's instance image name."""
+    prompts: InputPath = ""
+    """Opening messages taken from the training data (`swehero agent prompts extract`), so the model reads what it
+    was trained on; empty: the built-in prompts (`swehero/agent/prompts/*.v1.txt`)."""
     time_limit_s: float = 3600.0
     """Wall-clock seconds per attempt, setup included; the patch so far is kept."""
     kill_grace_s: float = 60.0

@@ -1,10 +1,8 @@
-"""A task (one SWE-bench-shaped row), where its repository appears to the agent, and the prompts it gets."""
+"""A task (one SWE-bench-shaped row) and where its repository appears to the agent."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from importlib import resources
-from string import Template
 
 OPENHANDS_ROOT = "/workspace/{repo}__{version}"
 """OpenHands' SWE-bench layout (`/workspace/<owner>__<name>__<version>`), the one the released trajectories show."""
@@ -26,6 +24,8 @@ class Task:
     test_patch: str = ""
     image: str = ""
     """Docker image of the task's environment, when the dataset names one (Multilingual does)."""
+    language: str = ""
+    """The repository's language (`Python`, `Java`, ...), as `swehero.rollout.tasks` derives it."""
 
     @classmethod
     def from_row(cls, row: dict) -> Task:
@@ -36,13 +36,3 @@ class Task:
 def agent_root(template: str, task: Task) -> str:
     """The agent-visible repository path: `template` with `{repo}` (`/` spelt `__`) and `{version}` filled in."""
     return template.format(repo=task.repo.replace("/", "__"), version=task.version or "0.0")
-
-
-def prompt(kind: str, mode: str, version: str, **values: str) -> str:
-    """Render `prompts/<kind>_<mode>.<version>.txt` (kind: system or task) with `$name` placeholders."""
-    name = f"{kind}_{mode}.{version}.txt"
-    try:
-        text = resources.files("swehero.agent").joinpath("prompts", name).read_text()
-    except FileNotFoundError:
-        raise ValueError(f"no prompt template {name} (prompt_version {version!r})") from None
-    return Template(text).substitute(values).strip() + "\n"

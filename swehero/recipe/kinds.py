@@ -16,6 +16,7 @@ KINDS: dict[str, str] = {
     "eval": "swehero.eval.stage",
     "filter": "swehero.distill.filter_stage",
     "prepare": "swehero.data.stage",
+    "prompts": "swehero.agent.prompts_stage",
     "tiny": "swehero.tiny.stage",
     "train": "swehero.train.stage",
 }

@@ -9,9 +9,12 @@ agent needs only the columns in `REQUIRED`; grading needs the test lists too (`r
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from swehero.jsonio import read_jsonl
 from swehero.recipe.stage import input_or_names
@@ -120,7 +123,52 @@ def normalize(row: dict, where: str = "") -> dict:
     for name in TESTS:
         if name in row:
             task[name] = decode_tests(row[name])
+    task.setdefault("language", language_of(task))
     return task
+
+
+_FAMILIES = {"python": ("Python", "PY"), "javascript": ("JavaScript", "JS"), "java": ("Java", "JAVA"),
+             "go": ("Go", "GO"), "rust": ("Rust", "RUST"), "c": ("C", "C"), "php": ("PHP", "PHP"),
+             "ruby": ("Ruby", "RUBY")}
+"""swebench's log-parser families (its `harness.log_parsers` modules) -> (language, suffix of the module's
+`MAP_REPO_TO_PARSER_*` table)."""
+_EXTENSIONS = {".py": "Python", ".java": "Java", ".go": "Go", ".rs": "Rust", ".c": "C", ".h": "C", ".cc": "C++",
+               ".cpp": "C++", ".cxx": "C++", ".hpp": "C++", ".hh": "C++", ".php": "PHP", ".rb": "Ruby",
+               ".js": "JavaScript", ".jsx": "JavaScript", ".mjs": "JavaScript", ".ts": "TypeScript",
+               ".tsx": "TypeScript"}
+_PATCHED = re.compile(r"^diff --git a/\S+ b/(\S+)$", re.M)
+
+
+def language_of(task: dict) -> str:
+    """The language of a task's repository, as swebench's specs say: the family of the task's log parser (its
+    `log_parser` column, SWE-bench Multilingual) or of its repository's parser; the files its patches touch tell C++
+    from C and TypeScript from JavaScript, and decide alone where swebench knows neither. Empty if nothing does."""
+    files = Counter(_EXTENSIONS.get(PurePosixPath(f).suffix) for f in
+                    _PATCHED.findall((task.get("patch") or "") + (task.get("test_patch") or "")))
+    files.pop(None, None)
+    family = _swebench_family(task)
+    if family == "c" and files["C++"]:
+        return "C++"
+    if family == "javascript" and files["TypeScript"]:
+        return "TypeScript"
+    if family:
+        return _FAMILIES[family][0]
+    return files.most_common(1)[0][0] if files else ""
+
+
+def _swebench_family(task: dict) -> str:
+    try:
+        from swebench.harness import log_parsers
+    except ImportError:  # the `eval` extra is not installed: the patch's files decide
+        return ""
+    parser = log_parsers.PARSER_REGISTRY.get(task.get("log_parser") or "")
+    if parser is not None:
+        return parser.__module__.rsplit(".", 1)[1]
+    for family, (_, table) in _FAMILIES.items():
+        module = importlib.import_module(f"swebench.harness.log_parsers.{family}")
+        if task.get("repo") in getattr(module, f"MAP_REPO_TO_PARSER_{table}", {}):
+            return family
+    return ""
 
 
 def require(tasks: list[dict], columns: tuple[str, ...], why: str) -> None:

@@ -1,0 +1,289 @@
+"""The agent's opening messages (system prompt and task message): the built-in ones, or templates taken from the
+training data, so that at evaluation the model reads exactly what it was trained on.
+
+`extract` derives, from canonical trajectories (any importer's output), one template per stage (zero / hero): in
+every trajectory's system and first user message it locates the per-task values (workspace path and name,
+repository, instance id, base commit, the repository's language word) and replaces them with named fields; what
+still varies between trajectories once they are removed is the problem statement (or, with a task file, whichever
+task column it equals). A template must cover at least 95% of its stage's trajectories; otherwise the error names
+two trajectories that disagree. Templates are stored as lists of text and `{"field": name}` parts, so no text of
+the prompt can be mistaken for a placeholder.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import posixpath
+import re
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+FORMAT = "swehero-prompts/1"
+COVERAGE = 0.95
+"""Share of a stage's trajectories a template must reproduce exactly."""
+STAGES = {"zero": "zero", "exec": "hero"}
+"""Agent mode -> the training stage whose template it uses."""
+FIELDS = ("workspace", "workspace_name", "repo", "instance_id", "base_commit", "language", "problem_statement")
+"""What a template may ask for, all known when the agent starts an attempt."""
+_WORKSPACE = re.compile(r"/workspace/[^\s<>\"'`]+|/testbed\b")
+_SHA = re.compile(r"\b[0-9a-f]{40}\b")
+_LANGUAGE_WORD = re.compile(r"\bpython\b", re.IGNORECASE)
+
+
+class PromptsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Opening:
+    """The values a template is filled with for one attempt."""
+
+    workspace: str
+    repo: str
+    instance_id: str
+    base_commit: str
+    problem_statement: str
+    language: str = "python"
+
+    def values(self) -> dict[str, str]:
+        return {"workspace": self.workspace, "workspace_name": posixpath.basename(self.workspace.rstrip("/")),
+                "repo": self.repo, "instance_id": self.instance_id, "base_commit": self.base_commit,
+                "language": self.language, "problem_statement": self.problem_statement}
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+
+def opening_messages(prompts_file: str, mode: str, opening: Opening) -> tuple[list[dict], str]:
+    """The system and task messages for an attempt in `mode`, and the prompts' identity (the file's sha256, or
+    `builtin-v1`) for the trajectory's metadata."""
+    if not prompts_file:
+        values = {**opening.values(), "language": opening.language.lower()}
+        return [{"role": "system", "content": _builtin("system", mode, values)},
+                {"role": "user", "content": _builtin("task", mode, values)}], "builtin-v1"
+    data = json.loads(Path(prompts_file).read_text())
+    stage = STAGES[mode]
+    if stage not in data["templates"]:
+        raise PromptsError(f"{prompts_file} has no template for {mode} mode (it needs {stage} trajectories; it has "
+                           f"{', '.join(data['templates'])})")
+    template = data["templates"][stage]
+    return [{"role": "system", "content": fill(template["system"], opening)},
+            {"role": "user", "content": fill(template["task"], opening)}], digest(prompts_file)
+
+
+def fill(parts: list, opening: Opening) -> str:
+    values = opening.values()
+    out = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+        elif part["field"] == "language":  # written as the training data wrote its language word
+            out.append(_cased(opening.language, part.get("case", "lower")))
+        else:
+            out.append(values[part["field"]])
+    return "".join(out)
+
+
+def digest(prompts_file: str) -> str:
+    return "sha256:" + hashlib.sha256(Path(prompts_file).read_bytes()).hexdigest()
+
+
+def _builtin(kind: str, mode: str, values: dict[str, str]) -> str:
+    text = resources.files("swehero.agent").joinpath("prompts", f"{kind}_{mode}.v1.txt").read_text()
+    return Template(text).substitute(values).strip() + "\n"
+
+
+def _cased(language: str, case: str) -> str:
+    return {"lower": language.lower(), "title": language, "upper": language.upper()}[case]
+
+
+# ------------------------------------------------------------------------------------------------ extraction
+
+
+def extract_files(trajectory_files: list[str], out: Path, tasks_file: str = "") -> dict:
+    """`extract` over canonical trajectory files (and, optionally, their task file), written to `out`."""
+    from swehero.jsonio import read_jsonl, write_json_atomic
+
+    records = [r for path in trajectory_files for r in read_jsonl(Path(path))]
+    if not records:
+        raise PromptsError(f"no trajectories in {', '.join(trajectory_files)}")
+    tasks = {}
+    if tasks_file:
+        from swehero.rollout.tasks import load_tasks
+
+        tasks = {t["instance_id"]: t for t in load_tasks(tasks_file)}
+    prompts = {**extract(records, tasks), "sources": [str(p) for p in trajectory_files]}
+    write_json_atomic(Path(out), prompts, indent=1)
+    return prompts
+
+
+def summary(prompts: dict) -> list[str]:
+    """One line per stage: how many trajectories its template covers, and its fields."""
+    return [f"{stage}: the template covers {t['covered']} of {t['trajectories']} trajectories "
+            f"({t['covered'] / t['trajectories']:.1%}); fields: {', '.join(t['fields'])}"
+            for stage, t in prompts["templates"].items()]
+
+
+def extract(records: list[dict], tasks: dict[str, dict] | None = None) -> dict:
+    """Templates of the opening messages of `records`, one per stage (records without a stage count as hero)."""
+    by_stage: dict[str, list[dict]] = {}
+    for record in records:
+        by_stage.setdefault(record.get("stage") or "hero", []).append(record)
+    templates = {}
+    for stage, group in sorted(by_stage.items()):
+        system, system_covered = _template([_first(r, "system") for r in group], group, tasks or {}, False)
+        task, task_covered = _template([_first(r, "user") for r in group], group, tasks or {}, True)
+        templates[stage] = {"system": system, "task": task, "trajectories": len(group),
+                            "covered": min(system_covered, task_covered),
+                            "fields": sorted({p["field"] for p in system + task if isinstance(p, dict)})}
+    return {"format": FORMAT, "templates": templates}
+
+
+def _first(record: dict, role: str) -> str:
+    """The system prompt or the task message (the first user message) of a trajectory."""
+    found = next((m for m in record["messages"] if m["role"] == role), None)
+    if found is None:
+        raise PromptsError(f"trajectory {record['id']} has no {role} message")
+    return found["content"]
+
+
+def _known_values(record: dict, text: str, tasks: dict[str, dict]) -> list[tuple[str, str]]:
+    """(field, value) pairs of one trajectory found in its text, longest value first."""
+    task = tasks.get(record["instance_id"], {})
+    found: dict[str, str] = {}
+    workspace = _WORKSPACE.search(text)
+    if workspace:
+        found["workspace"] = workspace.group(0).rstrip(".,:;)")
+        found["workspace_name"] = posixpath.basename(found["workspace"])
+    commits = set(_SHA.findall(text))
+    if task.get("base_commit") or len(commits) == 1:
+        found["base_commit"] = task.get("base_commit") or commits.pop()
+    for field in ("instance_id", "repo"):
+        if record.get(field) or task.get(field):
+            found[field] = record.get(field) or task.get(field)
+    if task.get("problem_statement"):
+        found["problem_statement"] = task["problem_statement"]
+    return sorted(((f, v) for f, v in found.items() if v and v in text), key=lambda fv: -len(fv[1]))
+
+
+def _parts(text: str, values: list[tuple[str, str]], language: bool) -> list:
+    """`text` as a list of text and field parts, each known value replaced wherever it occurs (and, in a task
+    message, the language word)."""
+    parts: list = [text]
+    for field, value in values:
+        out: list = []
+        for part in parts:
+            if not isinstance(part, str):
+                out.append(part)
+                continue
+            pieces = part.split(value)
+            for i, piece in enumerate(pieces):
+                if i:
+                    out.append({"field": field})
+                out.append(piece)
+        parts = out
+    parts = [p for p in parts if p != ""]
+    return _language_slot(parts) if language else parts
+
+
+def _language_slot(parts: list) -> list:
+    """The first whole word `python` of the text names the repository's language: a field, so a Multilingual task
+    reads its own language there and the rest word for word."""
+    for i, part in enumerate(parts):
+        if isinstance(part, str) and (m := _LANGUAGE_WORD.search(part)):
+            word = m.group(0)
+            case = "lower" if word.islower() else "upper" if word.isupper() else "title"
+            return parts[:i] + [part[: m.start()], {"field": "language", "case": case},
+                                part[m.end():]] + parts[i + 1:]
+    return parts
+
+
+def _template(texts: list[str], records: list[dict], tasks: dict[str, dict], language: bool) -> tuple[list, int]:
+    """The template most of `texts` follow once their known values are fields, and how many follow it."""
+    shapes = [_parts(text, _known_values(r, text, tasks), language) for text, r in zip(texts, records)]
+    keys = [json.dumps(shape) for shape in shapes]
+    shape, count = Counter(keys).most_common(1)[0]
+    if count / len(keys) >= COVERAGE:
+        return json.loads(shape), count
+    return _with_varying_part(shapes, records, tasks)
+
+
+def _with_varying_part(shapes: list[list], records: list[dict], tasks: dict[str, dict]) -> tuple[list, int]:
+    """The template when one part of the text still varies between trajectories: what lies between the text
+    before and after it that (at least 95% of) them share. When a majority shares more of the text around it than
+    95% do, the trajectories follow different templates, and the error names two that disagree."""
+    flat = [_flatten(shape) for shape in shapes]
+    prefix, suffix = _common_ends(flat, COVERAGE)
+    majority_prefix, majority_suffix = _common_ends(flat, 0.5)
+    if len(majority_prefix.strip()) > len(prefix.strip()) or len(majority_suffix.strip()) > len(suffix.strip()):
+        follows = [f.startswith(majority_prefix) and f.endswith(majority_suffix) for f in flat]
+        raise PromptsError(f"no template covers {COVERAGE:.0%} of the trajectories (the commonest covers "
+                           f"{sum(follows)} of {len(flat)}): {records[follows.index(True)]['id']} and "
+                           f"{records[follows.index(False)]['id']} disagree")
+    middles = [f[len(prefix): len(f) - len(suffix)] for f in flat]
+    name = _name_of_varying_part(middles, records, tasks)
+    return _unflatten(prefix) + [{"field": name}] + _unflatten(suffix), len(flat)
+
+
+_MARK = "\x00"
+
+
+def _flatten(parts: list) -> str:
+    """Parts as one string with fields as `\\0name[:case]\\0` (NUL never occurs in prompts)."""
+    return "".join(p if isinstance(p, str) else f"{_MARK}{p['field']}:{p.get('case', '')}{_MARK}" for p in parts)
+
+
+def _unflatten(text: str) -> list:
+    out: list = []
+    for i, piece in enumerate(text.split(_MARK)):
+        if i % 2:
+            field, case = piece.split(":")
+            out.append({"field": field, **({"case": case} if case else {})})
+        elif piece:
+            out.append(piece)
+    return out
+
+
+def _common_ends(texts: list[str], share: float) -> tuple[str, str]:
+    """Longest prefix and suffix shared by more than `share` of `texts` (at least 95%: that many), cut back to
+    whitespace (a varying part starts and ends at a word boundary, so a problem statement that happens to begin
+    like another stays whole)."""
+    need = math.ceil(len(texts) * share) if share >= COVERAGE else len(texts) // 2 + 1
+
+    def shared(strings: list[str]) -> str:
+        best = ""
+        for candidate in Counter(strings).most_common(3):  # anchor on the commonest texts
+            text = candidate[0]
+            lo, hi = 0, len(text)
+            while lo < hi:  # the longest prefix of `text` that `need` strings start with
+                mid = (lo + hi + 1) // 2
+                if sum(s.startswith(text[:mid]) for s in strings) >= need:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            best = max(best, text[:lo], key=len)
+        return best
+
+    prefix = shared(texts)
+    prefix = prefix[: max((prefix.rfind(c) for c in " \n\t"), default=-1) + 1]
+    suffix = shared([t[len(prefix):][::-1] for t in texts])[::-1]
+    cut = min((i for i in (suffix.find(c) for c in " \n\t") if i >= 0), default=len(suffix))
+    return prefix, suffix[cut:]
+
+
+def _name_of_varying_part(middles: list[str], records: list[dict], tasks: dict[str, dict]) -> str:
+    """The varying part is the problem statement: the one per-task text the trajectories carry with no column of
+    their own. With a task file it is checked against the tasks' problem statements."""
+    wrong = [r["id"] for m, r in zip(middles, records)
+             if r["instance_id"] in tasks and m.strip() != tasks[r["instance_id"]]["problem_statement"].strip()]
+    if wrong:
+        raise PromptsError(f"the part of the task message that varies between trajectories is not the task's "
+                           f"problem statement (e.g. in {wrong[0]})")
+    return "problem_statement"

@@ -1,0 +1,108 @@
+"""Prompts taken from the training data: extracted from trajectories whose opening messages are worded unlike
+swehero's own (tests/data_fixtures/openhands_*.jsonl, in NVIDIA's release format), then used by the agent, which
+must open its episodes with exactly those messages, filled with its own task's values."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+from agent_repos import CALC, CALC_FIX, make_task
+from click.testing import CliRunner
+
+from swehero.agent.cli import agent
+from swehero.agent.prompts import PromptsError, extract
+from swehero.data.cli import data
+from swehero.jsonio import read_jsonl
+
+FIXTURES = Path(__file__).parent / "data_fixtures"
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory) -> dict[str, Path]:
+    """The fixtures through the importer, as a user would: `swehero data import --format nvidia`."""
+    out = tmp_path_factory.mktemp("imported")
+    for stage in ("zero", "hero"):
+        result = CliRunner().invoke(data, ["import", "--format", "nvidia", "--stage", stage,
+                                           str(FIXTURES / f"openhands_{stage}.jsonl"), "--out", str(out / f"{stage}.jsonl")])
+        assert result.exit_code == 0, result.output
+    return {stage: out / f"{stage}.jsonl" for stage in ("zero", "hero")}
+
+
+@pytest.fixture(scope="module")
+def prompts_file(imported, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prompts") / "prompts.json"
+    result = CliRunner().invoke(agent, ["prompts", "extract", str(imported["zero"]), str(imported["hero"]),
+                                        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "hero: the template covers 3 of 3 trajectories (100.0%)" in result.output
+    assert "zero: the template covers 3 of 3 trajectories (100.0%)" in result.output
+    return out
+
+
+def _expected_opening(fixture_row: dict, task, workspace: str, language: str = "python") -> tuple[str, str]:
+    """The fixture trajectory's own opening messages with its per-task values replaced by the task's, by plain
+    string replacement: an oracle independent of the extraction."""
+    system, user = fixture_row["trajectory"][0]["content"], fixture_row["trajectory"][1]["content"]
+    name = f"{fixture_row['repo'].replace('/', '__')}__{'2.3'}"
+    problem = user.split("<issue_description>\n", 1)[1].split("\n</issue_description>", 1)[0]
+    commit = next(w for w in user.replace(".", " ").split() if len(w) == 40)
+    user = (user.replace(problem, task.problem_statement).replace(f"/workspace/{name}", workspace)
+            .replace(name, workspace.rsplit("/", 1)[1]).replace(commit, task.base_commit)
+            .replace("a python code repository", f"a {language} code repository"))
+    return system, user
+
+
+@pytest.mark.parametrize("mode, stage", [("exec", "hero"), ("zero", "zero")])
+def test_agent_opens_with_the_extracted_prompts_filled_for_its_task(prompts_file, tmp_path, mode, stage):
+    task = make_task(tmp_path / "repo", "calc", CALC, CALC_FIX)
+    (tmp_path / "task.json").write_text(json.dumps(asdict(task)))
+    out = tmp_path / "traj.json"
+    result = CliRunner().invoke(agent, ["run", "--task", str(tmp_path / "task.json"), "--repo-dir",
+                                        str(tmp_path / "repo"), "--policy", "oracle", "--mode", mode,
+                                        "--prompts", str(prompts_file), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    fixture_row = read_jsonl(FIXTURES / f"openhands_{stage}.jsonl")[0]
+    workspace = f"/workspace/{task.repo.replace('/', '__')}__{task.version or '0.0'}"
+    system, user = _expected_opening(fixture_row, task, workspace)
+    assert record["messages"][0]["content"] == system
+    assert record["messages"][1]["content"] == user
+    assert record["metadata"]["prompts"].startswith("sha256:")
+    assert record["metadata"]["finish_reason"] == "submitted"
+
+
+def test_the_task_message_names_the_tasks_language_and_nothing_else_changes(prompts_file, tmp_path):
+    from swehero.agent.prompts import Opening, opening_messages
+
+    fixture_row = read_jsonl(FIXTURES / "openhands_hero.jsonl")[0]
+    task = replace(make_task(tmp_path / "repo", "calc", CALC, CALC_FIX), language="Java")
+    workspace = "/workspace/google__gson__2.10"
+    messages, _ = opening_messages(str(prompts_file), "exec", Opening(
+        workspace, task.repo, task.instance_id, task.base_commit, task.problem_statement, "Java"))
+    system, user = (m["content"] for m in messages)
+    assert (system, user) == _expected_opening(fixture_row, task, workspace, language="java")
+    assert "I've uploaded a java code repository" in user and user.count("java") == 1
+
+
+def test_no_template_covering_95_percent_names_two_disagreeing_trajectories(imported):
+    records = read_jsonl(imported["hero"])
+    changed = json.loads(json.dumps(records[1]))
+    changed["messages"][1]["content"] = changed["messages"][1]["content"].replace("Work through these phases",
+                                                                                  "Follow this plan")
+    with pytest.raises(PromptsError, match=f"{records[0]['id']} and {changed['id']} disagree"):
+        extract(records[:1] + [changed] + records[2:])
+
+
+def test_one_template_per_stage_and_the_missing_stage_is_a_clear_error(imported, tmp_path):
+    from swehero.agent.prompts import Opening, extract_files, opening_messages
+
+    only_zero = tmp_path / "zero-only.json"
+    extract_files([str(imported["zero"])], only_zero)
+    assert list(json.loads(only_zero.read_text())["templates"]) == ["zero"]
+    with pytest.raises(PromptsError, match="no template for exec mode"):
+        opening_messages(str(only_zero), "exec", Opening("/testbed", "a/b", "a__b-1", "c" * 40, "bug"))
