@@ -23,7 +23,8 @@ from swehero.eval.grade import GRADES
 from swehero.agent.docker_host import check_architecture, check_free_disk
 from swehero.eval.harness import HarnessConfig, harness_kwargs, parse_harness
 from swehero.eval.pipeline import Settings, evaluate
-from swehero.eval.report import OUTCOMES, build_report, compare, outcome, wilson
+from swehero.eval.compare import compare
+from swehero.eval.report import OUTCOMES, build_report, outcome, wilson
 from swehero.jsonio import JsonlLog
 from swehero.rollout.tasks import benchmark_of, load_tasks, select
 from swehero.rollout.toy import HELDOUT, build_toy_tasks

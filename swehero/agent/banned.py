@@ -296,3 +296,9 @@ def _check_exec_args(name: str, args: list[str], found: list[str], depth: int) -
         for i, a in enumerate(args):
             if a in {"-x", "--exec", "-X", "--exec-batch"}:
                 _check_words(args[i + 1 :], found, depth)
+
+
+def simple_commands(command: str) -> list[list[str]]:
+    """The simple commands of a command line, each as its words after quote removal (heredoc bodies left out).
+    Raises `UnparsableCommand` for lines bash could not parse either."""
+    return _simple_commands(_strip_heredocs(command)[0])

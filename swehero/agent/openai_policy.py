@@ -35,6 +35,9 @@ class OpenAIConfig:
     top_p: float = 0.8
     top_k: int = 20
     """Sent as vLLM's `top_k` extension; -1 leaves it out (for servers that reject it)."""
+    seed: int | None = None
+    """Sampling seed sent with every request (vLLM's per-request seed); eval and distill give each attempt its
+    own, so runs are reproducible; None: the server's choice."""
     max_reply_tokens: int = 4096
     """Tokens per model reply (the request's `max_tokens`)."""
     request_timeout: float = 600.0
@@ -91,6 +94,8 @@ class OpenAIPolicy:
                 "max_tokens": self.config.max_reply_tokens}
         if self.config.top_k >= 0:
             body["top_k"] = self.config.top_k
+        if self.config.seed is not None:
+            body["seed"] = self.config.seed
         resp = self._request("/chat/completions", body)
         msg = (resp.get("choices") or [{}])[0].get("message") or {}
         usage = resp.get("usage") or {}

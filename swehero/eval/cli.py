@@ -45,9 +45,13 @@ def eval_group() -> None:
 @click.option("--max-steps", default=_AGENT.loop.max_steps, show_default=True)
 @click.option("--time-limit", default=_AGENT.time_limit_s, show_default=True, help="Seconds per instance.")
 @click.option("--repos", default="", help="Folder of local clones (owner__name) for local runtime/grader.")
+@click.option("--runs", default=1, show_default=True, help="Independent attempts per instance (pass@k, spread).")
+@click.option("--max-attempts", default=1, show_default=True, help="Attempts when one ends without a patch.")
+@click.option("--seed", default=0, show_default=True, help="Sampling seed the attempts' seeds derive from.")
+@click.option("--prompts", "prompts_file", default="", help="Prompts file from `swehero agent prompts extract`.")
 @_GRADER
 def run(out: Path, instances: str, policy, mode, runtime, base_url, max_steps, time_limit, repos, grader, serve,
-        max_model_len, **options) -> None:
+        max_model_len, prompts_file, **options) -> None:
     """Attempt, grade and report; rerunning the same command resumes where it stopped.
 
     \b
@@ -59,7 +63,7 @@ def run(out: Path, instances: str, policy, mode, runtime, base_url, max_steps, t
 
     from swehero.eval.pipeline import evaluate
 
-    agent = replace(_AGENT, policy=policy, mode=mode, runtime=runtime, time_limit_s=time_limit,
+    agent = replace(_AGENT, policy=policy, mode=mode, runtime=runtime, time_limit_s=time_limit, prompts=prompts_file,
                     loop=replace(_AGENT.loop, max_steps=max_steps), openai=replace(_AGENT.openai, base_url=base_url))
     settings = Settings(instances=[i for i in instances.split(",") if i], agent=agent, repos=repos,
                         serve=ServeConfig(model=serve, max_model_len=max_model_len), **options)
@@ -94,20 +98,16 @@ def grade(out: Path, grader, repos, dataset, workers, run_id, prune_images) -> N
     from swehero.eval.harness import HarnessConfig
     from swehero.eval.pipeline import harness_dataset
 
+    from swehero.eval.pipeline import report_eval
+    from swehero.eval.runs import run_dirs
+
     tasks, saved = _saved_tasks(out)
     settings = GradingSettings(grader=grader, workers=workers, harness=HarnessConfig(
         dataset=dataset, run_id=run_id, max_workers=workers, prune_images=prune_images))
     repo_root = Path(repos or saved.get("repos") or Path(saved["tasks"]).parent / "repos")
-    grade_predictions(tasks, out, settings, repo_root, dataset or harness_dataset(saved["tasks"]), click.echo)
-    _report(out, tasks, saved)
-
-
-def _report(out: Path, tasks: list[dict], saved: dict) -> None:
-    from swehero.eval.report import build_report, write_report
-
-    report = build_report(tasks, out, saved["model"], saved["benchmark"])
-    paths = write_report(report, out)
-    click.echo(f"resolved {report['resolved']}/{report['total']}; report: {paths['report_md']}")
+    for run in run_dirs(out, saved.get("runs", 1)):
+        grade_predictions(tasks, run, settings, repo_root, dataset or harness_dataset(saved["tasks"]), click.echo)
+    report_eval(out, tasks, saved, progress=click.echo)
 
 
 @eval_group.command()
@@ -119,8 +119,10 @@ def report(out: Path) -> None:
     Example:
       swehero eval report runs/v-32b
     """
+    from swehero.eval.pipeline import report_eval
+
     tasks, saved = _saved_tasks(out)
-    _report(out, tasks, saved)
+    report_eval(out, tasks, saved, progress=click.echo)
 
 
 @eval_group.command()
@@ -132,7 +134,7 @@ def compare(runs: tuple[Path, ...]) -> None:
     Example:
       swehero eval compare runs/v-7b runs/v-14b runs/v-32b
     """
-    from swehero.eval.report import compare as compare_reports
+    from swehero.eval.compare import compare as compare_reports
 
     click.echo(compare_reports(list(runs)), nl=False)
 

@@ -15,7 +15,7 @@ class Settings:
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
-    from swehero.eval.report import compare
+    from swehero.eval.compare import compare
 
     out = ctx.dir / "comparison.md"
     text = "# Comparison\n\n" + compare(settings.runs)

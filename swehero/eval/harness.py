@@ -46,7 +46,10 @@ class HarnessConfig:
 
 
 def run_id_for(config: HarnessConfig, out_dir: Path) -> str:
-    return config.run_id or "swehero." + re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(out_dir).resolve().name)
+    """The harness run id of an eval folder (or of one run of a repeated eval: `<eval folder>.run-k`)."""
+    folder = Path(out_dir).resolve()
+    name = f"{folder.parent.name}.{folder.name}" if re.fullmatch(r"run-\d+", folder.name) else folder.name
+    return config.run_id or "swehero." + re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
 
 def harness_kwargs(config: HarnessConfig, dataset: str, predictions: Path, run_id: str,

@@ -1,17 +1,20 @@
-"""Inference of an eval folder: one attempt per instance through the rollout runner, into `predictions.jsonl` (the
-official SWE-bench format) and `trajectories/<id>.json`, resumably.
+"""Inference of an eval: every instance attempted once per run through the rollout runner, into each run folder's
+`predictions.jsonl` (the official SWE-bench format) and `trajectories/<id>.json`, resumably.
 
 The prediction line is the commit point: its trajectory file is written first, and a restart attempts only the
-instances without a line (`swehero.jsonio.JsonlLog`), whatever was left half-done.
+(instance, run) pairs without a line (`swehero.jsonio.JsonlLog`), whatever was left half-done. Each attempt has its
+own sampling seed, fixed by the eval's seed, the instance and the run, so runs differ from each other and a rerun
+of the same eval samples the same way.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from swehero.agent.settings import AgentSettings
 from swehero.jsonio import JsonlLog, write_json_atomic
-from swehero.rollout.runner import Job, run_attempts
+from swehero.rollout.runner import Job, run_attempts, sampling_seed
 
 PREDICTIONS = "predictions.jsonl"
 TRAJECTORIES = "trajectories"
@@ -26,20 +29,25 @@ def finished(out_dir: Path) -> dict[str, dict]:
     return JsonlLog(Path(out_dir) / PREDICTIONS).records()
 
 
-def run_inference(tasks: list[dict], settings: AgentSettings, out_dir: Path, model_name: str, repos: Path | None,
-                  endpoints: list[str], workers: int = 1, progress=print) -> dict[str, int]:
-    """Attempt every task without a committed prediction; returns {'done': previously finished, 'ran': now}."""
-    out_dir = Path(out_dir)
-    predictions = JsonlLog(out_dir / PREDICTIONS)
-    done = predictions.records()
-    todo = [Job(t) for t in tasks if t["instance_id"] not in done]
-    progress(f"inference: {len(tasks) - len(todo)} of {len(tasks)} instances already finished, {len(todo)} to run "
-             f"with {workers} worker(s)")
+def run_inference(tasks: list[dict], settings: AgentSettings, runs: list[Path], model_name: str, repos: Path | None,
+                  endpoints: list[str], workers: int = 1, max_attempts: int = 1, seed: int = 0,
+                  progress=print) -> dict[str, int]:
+    """Attempt every (task, run) without a committed prediction in that run's folder; returns
+    {'done': previously finished, 'ran': now}."""
+    logs = [JsonlLog(Path(run) / PREDICTIONS) for run in runs]
+    done = [log.records() for log in logs]
+    todo = [Job(t, k, sampling_seed(seed, t["instance_id"], k)) for t in tasks for k in range(len(runs))
+            if t["instance_id"] not in done[k]]
+    planned = len(tasks) * len(runs)
+    progress(f"inference: {planned - len(todo)} of {planned} attempts already finished, {len(todo)} to run with "
+             f"{workers} worker(s)")
 
     def commit(job: Job, record: dict) -> None:
         iid = job.task["instance_id"]
-        write_json_atomic(trajectory_path(out_dir, iid), record)
-        predictions.append({"instance_id": iid, "model_name_or_path": model_name, "model_patch": record["patch"]})
+        write_json_atomic(trajectory_path(runs[job.index], iid), record)
+        logs[job.index].append({"instance_id": iid, "model_name_or_path": model_name, "model_patch": record["patch"]})
 
-    run_attempts(todo, settings, commit, out_dir / "work", repos, endpoints, workers, progress=progress)
-    return {"done": len(tasks) - len(todo), "ran": len(todo)}
+    work = Path(os.path.commonpath([str(run) for run in runs])) / "work"
+    run_attempts(todo, settings, commit, work, repos, endpoints, workers, progress=progress,
+                 max_attempts=max_attempts)
+    return {"done": planned - len(todo), "ran": len(todo)}

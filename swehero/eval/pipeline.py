@@ -28,6 +28,15 @@ class Settings(TaskSelection):
     or the policy name. Also how the paper's figure is found (e.g. `swe-hero-32b`)."""
     workers: int = 1
     """Instances attempted concurrently."""
+    runs: int = 1
+    """Independent attempts per instance, each run with its own sampling seeds and folder (`run-k`); the report
+    adds mean, standard deviation and pass@k over the runs. The paper reports one run (pass@1)."""
+    max_attempts: int = 1
+    """Attempts per instance and run when an attempt ends without a patch (OpenHands' benchmark default retries);
+    more than 1 raises pass@1 above the paper's one-attempt protocol, and the report says so."""
+    seed: int | None = None
+    """Sampling seed every attempt's own seed is derived from (with the instance and the run); empty: the
+    recipe's seed (0 from the command line)."""
     price_prompt_per_mtok: float = 0.0
     price_completion_per_mtok: float = 0.0
     """$ per million prompt / completion tokens, for the report's cost column (0: no cost)."""
@@ -43,11 +52,12 @@ def model_label(settings: Settings) -> str:
     return settings.model_name or settings.serve.model or settings.agent.openai.model or settings.agent.policy
 
 
-def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str]:
-    """Run inference, grading and the report into `out_dir`; returns the output paths."""
+def evaluate(settings: Settings, out_dir: Path, progress=print, seed: int = 0) -> dict[str, str]:
+    """Run inference, grading and the report into `out_dir`; returns the output paths. `seed` is the recipe's,
+    used when the settings name none."""
     from swehero.eval.grade import grade
     from swehero.eval.inference import PREDICTIONS, run_inference
-    from swehero.eval.report import build_report, write_report
+    from swehero.eval.runs import run_dirs
     from swehero.rollout.endpoints import serving
     from swehero.rollout.tasks import TESTS, load_selection, require
 
@@ -58,26 +68,49 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     selected = load_selection(settings, out_dir)
     if settings.grading.grader != "none":
         require(selected.tasks, TESTS, f"grading ({settings.grading.grader})")
-    (out_dir / "eval.json").write_text(json.dumps({"tasks": selected.source, "benchmark": selected.benchmark,
-                                                   "model": model_label(settings), "repos": str(selected.repos or ""),
-                                                   "instance_ids": [t["instance_id"] for t in selected.tasks]},
-                                                  indent=1))
+    saved = {"tasks": selected.source, "benchmark": selected.benchmark, "model": model_label(settings),
+             "repos": str(selected.repos or ""), "runs": settings.runs,
+             "instance_ids": [t["instance_id"] for t in selected.tasks]}
+    (out_dir / "eval.json").write_text(json.dumps(saved, indent=1))
     if settings.agent.runtime == "docker":
         from swehero.agent.docker_host import check_architecture
 
         check_architecture()
+    runs = run_dirs(out_dir, settings.runs)
     with serving(settings.agent, settings.endpoints, settings.serve, out_dir) as (agent, urls):
-        run_inference(selected.tasks, agent, out_dir, model_label(settings), selected.repos, urls, settings.workers,
-                      progress=progress)
-    grade(selected.tasks, out_dir, settings.grading, selected.repos,
-          settings.grading.harness.dataset or harness_dataset(selected.source), progress=progress)
+        run_inference(selected.tasks, agent, runs, model_label(settings), selected.repos, urls, settings.workers,
+                      settings.max_attempts, seed if settings.seed is None else settings.seed, progress=progress)
+    for run in runs:
+        grade(selected.tasks, run, settings.grading, selected.repos,
+              settings.grading.harness.dataset or harness_dataset(selected.source), progress=progress)
     if settings.heldout_trajectories:
         score_heldout(settings, out_dir, progress)
-    report = build_report(selected.tasks, out_dir, model_label(settings), selected.benchmark,
-                          settings.price_prompt_per_mtok, settings.price_completion_per_mtok)
-    outputs = write_report(report, out_dir)
-    progress(f"resolved {report['resolved']}/{report['total']}; report: {outputs['report_md']}")
-    return {"predictions": str(out_dir / PREDICTIONS), **outputs}
+    outputs = report_eval(out_dir, selected.tasks, saved, settings.price_prompt_per_mtok,
+                          settings.price_completion_per_mtok, progress)
+    return {"predictions": str(runs[0] / PREDICTIONS), **outputs}
+
+
+def report_eval(out_dir: Path, tasks: list[dict], saved: dict, price_prompt: float = 0.0,
+                price_completion: float = 0.0, progress=print) -> dict[str, str]:
+    """Write the report of each run and, for repeated runs, the report over all of them; returns its paths."""
+    from swehero.eval.report import TEACHER_FORCED, build_report, write_report
+    from swehero.eval.runs import aggregate, run_dirs, write_runs_report
+
+    scored = out_dir / TEACHER_FORCED
+    teacher_forced = json.loads(scored.read_text()) if scored.exists() else None
+    runs = run_dirs(out_dir, saved.get("runs", 1))
+    reports = [build_report(tasks, run, saved["model"], saved["benchmark"], price_prompt, price_completion,
+                            teacher_forced) for run in runs]
+    outputs = [write_report(report, run) for report, run in zip(reports, runs)][0]
+    if len(runs) > 1:
+        agg = aggregate(reports)
+        outputs = write_runs_report(agg, out_dir)
+        progress(f"resolved {100 * agg['resolved_rate']:.1f}% on average over {len(runs)} runs (std "
+                 f"{100 * agg['std_rate']:.1f} points), pass@{len(runs)} "
+                 f"{100 * agg['pass_at_k'][str(len(runs))]:.1f}%; report: {outputs['report_md']}")
+    else:
+        progress(f"resolved {reports[0]['resolved']}/{reports[0]['total']}; report: {outputs['report_md']}")
+    return outputs
 
 
 def score_heldout(settings: Settings, out_dir: Path, progress=print) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from swehero.eval.grade import grades
 from swehero.eval.inference import finished, trajectory_path
+from swehero.eval.leaks import seeking_commands
 from swehero.eval.paper import paper_figure
 
 TEACHER_FORCED = "teacher_forced.json"
@@ -58,8 +59,9 @@ def _mean(values: list) -> float | None:
 
 
 def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, price_prompt: float = 0.0,
-                 price_completion: float = 0.0) -> dict:
-    """Summarize an eval folder. Prices are $ per million prompt / completion tokens (0: no cost column)."""
+                 price_completion: float = 0.0, teacher_forced: dict | None = None) -> dict:
+    """Summarize an eval folder (one run). Prices are $ per million prompt / completion tokens (0: no cost column);
+    `teacher_forced` is the checkpoint's score on held-out trajectories, when measured."""
     out_dir = Path(out_dir)
     predictions, graded = finished(out_dir), grades(out_dir)
     instances, pending = [], []
@@ -68,7 +70,8 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
         if iid not in predictions:
             pending.append(iid)
             continue
-        meta = json.loads(trajectory_path(out_dir, iid).read_text())["metadata"]
+        record = json.loads(trajectory_path(out_dir, iid).read_text())
+        meta = record["metadata"]
         cls, detail = outcome(meta, graded.get(iid), predictions[iid]["model_patch"] or "")
         prompt, completion = meta.get("prompt_tokens"), meta.get("completion_tokens")
         cost = None if prompt is None or not (price_prompt or price_completion) else \
@@ -78,7 +81,9 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
                           # A turn whose one tool call parsed, named a tool and had valid arguments, so it ran.
                           "valid_tool_calls": meta.get("steps", 0) - meta.get("format_errors", 0),
                           "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost,
-                          "seconds": meta.get("seconds")})
+                          "seconds": meta.get("seconds"), "attempts": meta.get("attempts", 1),
+                          "prompts": meta.get("prompts"),
+                          "seeking": seeking_commands(record, task.get("base_commit", ""))})
     total = len(tasks)
     resolved = sum(i["outcome"] == "resolved" for i in instances)
     per_repo: dict[str, dict] = {}
@@ -91,7 +96,6 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
     low, high = wilson(resolved, total)
     paper = paper_figure(model, benchmark)
     turns, valid = sum(i["steps"] for i in instances), sum(i["valid_tool_calls"] for i in instances)
-    scored = out_dir / TEACHER_FORCED
     return {
         "model": model, "benchmark": benchmark, "total": total, "finished": len(instances), "pending": len(pending),
         "resolved": resolved, "resolved_rate": round(resolved / total, 4) if total else 0.0,
@@ -102,8 +106,13 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
                      for key in ("steps", "prompt_tokens", "completion_tokens", "cost_usd", "seconds")},
         "paper": {"model": paper[0], "benchmark": benchmark, "resolved_rate": paper[1] / 100} if paper else None,
         "tool_calls": {"turns": turns, "valid": valid, "valid_rate": round(valid / turns, 4) if turns else None},
-        "teacher_forced": json.loads(scored.read_text()) if scored.exists() else None,
+        "teacher_forced": teacher_forced,
         "ungraded": sum(i["detail"] == NOT_GRADED for i in instances),
+        "prompts": sorted({i["prompts"] for i in instances if i["prompts"]}),
+        "attempts": {"max": max((i["attempts"] for i in instances), default=1),
+                     "retried": sum(i["attempts"] > 1 for i in instances)},
+        "leak_audit": [{"instance_id": i["instance_id"], "resolved": i["outcome"] == "resolved",
+                        "commands": i["seeking"]} for i in instances if i["seeking"]],
         "pending_ids": pending,
         "instances": instances,
     }
@@ -138,7 +147,28 @@ def markdown(report: dict) -> str:
     lines += [f"| {repo} | {r['resolved']} | {r['total']} | {_pct(r['rate'])} |" for repo, r in report["per_repo"].items()]
     lines += ["", "## Averages per finished instance", "", "| metric | mean |", "|---|---|"]
     lines += [f"| {key} | {'—' if v is None else v} |" for key, v in report["averages"].items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + protocol_lines(report)) + "\n"
+
+
+def protocol_lines(report: dict) -> list[str]:
+    """How the attempts were made (prompts, retries) and what they looked for: the report's fine print."""
+    lines = ["", "## Protocol", "", f"Prompts: {', '.join(report['prompts']) or '—'}"]
+    if report["attempts"]["max"] > 1:
+        lines.append(f"**Retried:** {report['attempts']['retried']} instance(s) that ended without a patch were "
+                     f"attempted again (up to {report['attempts']['max']} attempts): this raises pass@1, so it is "
+                     "not comparable with single-attempt runs such as the paper's.")
+    else:
+        lines.append("One attempt per instance (the paper's protocol).")
+    lines += ["", "## Leak audit", ""]
+    if not report["leak_audit"]:
+        return lines + ["No attempt ran history- or network-seeking commands."]
+    lines += [f"{len(report['leak_audit'])} attempt(s) ran history- or network-seeking commands "
+              f"({sum(a['resolved'] for a in report['leak_audit'])} of them resolved):", "",
+              "| instance | resolved | commands |", "|---|---|---|"]
+    for audit in report["leak_audit"]:
+        kinds = ", ".join(sorted({c["kind"] for c in audit["commands"]}))
+        lines.append(f"| {audit['instance_id']} | {'yes' if audit['resolved'] else 'no'} | {kinds} |")
+    return lines
 
 
 def chart(report: dict, path: Path) -> None:
@@ -175,45 +205,3 @@ def write_report(report: dict, out_dir: Path) -> dict[str, str]:
     paths["report_md"].write_text(markdown(report))
     chart(report, paths["chart"])
     return {name: str(path) for name, path in paths.items()}
-
-
-def compare(run_dirs: list[Path]) -> str:
-    """A markdown table with one column per run (each folder holds a report.json), then how each run differs
-    from the first (the baseline) on the three measures of a trained agent."""
-    reports = [json.loads((Path(d) / "report.json").read_text()) for d in run_dirs]
-    names = [Path(d).name for d in run_dirs]
-    header = "| metric | " + " | ".join(names) + " |"
-    rows = [header, "|---" * (len(reports) + 1) + "|",
-            "| model | " + " | ".join(r["model"] for r in reports) + " |",
-            "| benchmark | " + " | ".join(r["benchmark"] for r in reports) + " |",
-            "| resolved | " + " | ".join(f"{r['resolved']}/{r['total']} = {_pct(r['resolved_rate'])}"
-                                        for r in reports) + " |",
-            "| 95% CI | " + " | ".join(f"{_pct(r['ci95'][0])} – {_pct(r['ci95'][1])}" for r in reports) + " |",
-            "| paper | " + " | ".join(_pct(r["paper"]["resolved_rate"]) if r["paper"] else "—" for r in reports) + " |",
-            "| valid tool calls | " + " | ".join(f"{r['tool_calls']['valid']}/{r['tool_calls']['turns']} = "
-                                                f"{_pct(r['tool_calls']['valid_rate'])}" for r in reports) + " |",
-            "| teacher-forced accuracy | " + " | ".join(_pct(_accuracy(r)) for r in reports) + " |"]
-    rows += [f"| {name} | " + " | ".join(str(r["outcomes"].get(name, 0)) for r in reports) + " |"
-             for name in OUTCOMES[1:]]  # `resolved` has its row above
-    rows += [f"| avg {key} | " + " | ".join(str(r["averages"].get(key) if r["averages"].get(key) is not None else "—")
-                                            for r in reports) + " |" for key in ("steps", "prompt_tokens",
-                                                                                 "completion_tokens", "cost_usd")]
-    rows += [""] + [f"- **{name}** vs {names[0]}: " + "; ".join(_difference(label, value(r), value(reports[0]))
-                                                              for label, value in _MEASURES)
-                    for name, r in zip(names[1:], reports[1:])]
-    return "\n".join(rows) + "\n"
-
-
-def _accuracy(report: dict) -> float | None:
-    return report["teacher_forced"]["accuracy"] if report["teacher_forced"] else None
-
-
-_MEASURES = (("teacher-forced accuracy", _accuracy), ("valid tool calls", lambda r: r["tool_calls"]["valid_rate"]),
-             ("resolved", lambda r: r["resolved_rate"]))
-
-
-def _difference(label: str, value: float | None, baseline: float | None) -> str:
-    if value is None or baseline is None:
-        return f"{label} not measured"
-    word = "higher" if value > baseline else "lower" if value < baseline else "the same"
-    return f"{label} {_pct(value)} vs {_pct(baseline)} ({word})"

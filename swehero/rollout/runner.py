@@ -16,6 +16,7 @@ interruption, `kill -9` included, redoes exactly the missing attempts.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import threading
 from collections.abc import Callable
@@ -37,17 +38,26 @@ class Job:
 
     task: dict
     index: int = 0
+    seed: int | None = None
+    """Sampling seed (a retry derives its own from it); None: the server's choice."""
 
     @property
     def name(self) -> str:
         return f"{self.task['instance_id']}.{self.index}"
 
 
+def sampling_seed(*parts) -> int:
+    """A seed fixed by `parts` (e.g. the recipe's seed, the instance, the run), the same on every machine."""
+    return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
 def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job, dict], None], work_dir: Path,
                  repos: Path | None = None, endpoints: list[str] = (), workers: int = 1,
-                 progress: Callable[[str], None] | None = None, bar: bool = False) -> dict:
+                 progress: Callable[[str], None] | None = None, bar: bool = False, max_attempts: int = 1) -> dict:
     """Attempt every job, `workers` at a time, calling `commit(job, record)` as each ends; returns
-    {"attempts", "agent_errors", "endpoints"}. `repos` holds the task repositories (local runtime)."""
+    {"attempts", "agent_errors", "endpoints"}. `repos` holds the task repositories (local runtime). An attempt
+    that ends without a patch is made again, up to `max_attempts` times (OpenHands' benchmark protocol); the last
+    one is committed, with `metadata.attempts` saying how many were made."""
     pool = EndpointPool(list(endpoints)) if endpoints else None
     counts, lock = {"attempts": 0, "agent_errors": 0}, threading.Lock()
     with _bar(len(jobs), bar) as tqdm_bar:
@@ -55,7 +65,13 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
 
         def one(job: Job) -> None:
             source = repo_dir(repos, job.task["repo"]) if repos and settings.runtime == "local" else None
-            record = _attempt(job, settings, source, Path(work_dir) / job.name, pool)
+            for attempt in range(1, max_attempts + 1):
+                seed = job.seed if attempt == 1 or job.seed is None else sampling_seed(job.seed, attempt)
+                with_seed = settings if seed is None else replace(settings, openai=replace(settings.openai, seed=seed))
+                record = _attempt(job, with_seed, source, Path(work_dir) / job.name, pool)
+                if record["patch"].strip():
+                    break
+            record["metadata"].update(attempts=attempt, seed=seed)
             commit(job, record)
             shutil.rmtree(Path(work_dir) / job.name, ignore_errors=True)
             meta = record["metadata"]

@@ -1,0 +1,85 @@
+"""Eval folders side by side (`swehero eval compare`, stage kind `compare`): one column per folder, then how each
+differs from the first (the baseline) on the three measures of a trained agent, with a paired bootstrap interval on
+the resolved rate, and warnings where the folders were not evaluated alike (prompts, retries, benchmark)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from swehero.eval.report import OUTCOMES
+from swehero.eval.runs import paired_difference
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def _resolved(report: dict) -> str:
+    if "per_run" in report:
+        return f"{_pct(report['resolved_rate'])} mean of {report['runs']} runs (std {100 * report['std_rate']:.1f})"
+    return f"{report['resolved']}/{report['total']} = {_pct(report['resolved_rate'])}"
+
+
+def _accuracy(report: dict) -> float | None:
+    return report["teacher_forced"]["accuracy"] if report["teacher_forced"] else None
+
+
+_MEASURES = (("teacher-forced accuracy", _accuracy), ("valid tool calls", lambda r: r["tool_calls"]["valid_rate"]),
+             ("resolved", lambda r: r["resolved_rate"]))
+
+
+def compare(eval_dirs: list[Path]) -> str:
+    """The comparison as markdown (each folder holds a report.json, of one run or of repeated runs)."""
+    reports = [json.loads((Path(d) / "report.json").read_text()) for d in eval_dirs]
+    names = [Path(d).name for d in eval_dirs]
+    row = lambda label, cells: f"| {label} | " + " | ".join(cells) + " |"  # noqa: E731
+    rows = [row("metric", names), "|---" * (len(reports) + 1) + "|",
+            row("model", [r["model"] for r in reports]), row("benchmark", [r["benchmark"] for r in reports]),
+            row("runs", [str(r.get("runs", 1)) for r in reports]),
+            row("resolved", [_resolved(r) for r in reports]),
+            row("95% CI (one run, Wilson)", [f"{_pct(r['ci95'][0])} – {_pct(r['ci95'][1])}" if "ci95" in r else "—"
+                                             for r in reports]),
+            row("pass@k (k = runs)", [_pct(r["pass_at_k"][str(r["runs"])]) if "pass_at_k" in r else "—"
+                                      for r in reports]),
+            row("paper", [_pct(r["paper"]["resolved_rate"]) if r["paper"] else "—" for r in reports]),
+            row("valid tool calls", [f"{r['tool_calls']['valid']}/{r['tool_calls']['turns']} = "
+                                     f"{_pct(r['tool_calls']['valid_rate'])}" for r in reports]),
+            row("teacher-forced accuracy", [_pct(_accuracy(r)) for r in reports])]
+    rows += [row(name, [str(r["outcomes"].get(name, 0)) for r in reports]) for name in OUTCOMES[1:]]
+    rows += [row(f"avg {key}", [str(r["averages"][key]) if r.get("averages", {}).get(key) is not None else "—"
+                                for r in reports]) for key in ("steps", "prompt_tokens", "completion_tokens", "cost_usd")]
+    rows.append("")
+    for name, report in zip(names[1:], reports[1:]):
+        parts = [_difference(label, value(report), value(reports[0])) for label, value in _MEASURES]
+        paired = paired_difference(report, reports[0])
+        if paired:
+            verdict = "a real difference" if paired["significant"] else "within run-to-run noise"
+            parts.append(f"resolved difference {100 * paired['difference']:+.1f} points, 95% CI "
+                         f"{100 * paired['ci95'][0]:+.1f} to {100 * paired['ci95'][1]:+.1f} (paired bootstrap over "
+                         f"{paired['instances']} instances): {verdict}")
+        rows.append(f"- **{name}** vs {names[0]}: " + "; ".join(parts))
+    rows += [f"- **warning:** {w}" for w in warnings(names, reports)]
+    return "\n".join(rows) + "\n"
+
+
+def warnings(names: list[str], reports: list[dict]) -> list[str]:
+    """Where the folders were not evaluated alike, so their numbers do not compare directly."""
+    out = []
+    prompts = [tuple(r.get("prompts", [])) for r in reports]
+    if len(set(prompts)) > 1:
+        out.append("the runs used different prompts (" + "; ".join(
+            f"{n}: {', '.join(p) or 'unknown'}" for n, p in zip(names, prompts)) + ")")
+    retried = [n for n, r in zip(names, reports) if r.get("attempts", {}).get("max", 1) > 1]
+    if retried:
+        out.append(f"{', '.join(retried)} retried attempts that ended without a patch, which raises pass@1")
+    if len({r["benchmark"] for r in reports}) > 1:
+        out.append("the runs are on different benchmarks")
+    return out
+
+
+def _difference(label: str, value: float | None, baseline: float | None) -> str:
+    if value is None or baseline is None:
+        return f"{label} not measured"
+    word = "higher" if value > baseline else "lower" if value < baseline else "the same"
+    return f"{label} {_pct(value)} vs {_pct(baseline)} ({word})"

@@ -1,0 +1,149 @@
+"""Repeated runs of one evaluation, and telling a real difference from run-to-run spread.
+
+With `runs: N`, every instance is attempted N times with distinct sampling seeds, each run in its own folder
+(`run-0` ... `run-{N-1}`, each a complete single-run eval folder). The aggregate report gives the resolved rate of
+each run, their mean and standard deviation, pass@k for k = 1..N with the unbiased estimator of Chen et al. (2021)
+(per instance 1 - C(n-c, k) / C(n, k), averaged), and how many runs resolved each instance. Runs of the same model
+on 500 tasks differ by several points; `paired_difference` puts two evaluations of the same tasks side by side with
+a paired bootstrap over instances, which is what a claimed improvement has to beat.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+
+def run_dirs(out_dir: Path, runs: int) -> list[Path]:
+    """The folders of the runs: the eval folder itself for one run, `run-k` inside it for several."""
+    return [Path(out_dir)] if runs == 1 else [Path(out_dir) / f"run-{k}" for k in range(runs)]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Probability that at least one of k attempts, drawn without replacement from n with c correct, is correct."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def aggregate(reports: list[dict]) -> dict:
+    """One report over several runs' reports (same model, benchmark and tasks)."""
+    first = reports[0]
+    rates = [r["resolved_rate"] for r in reports]
+    counts: dict[str, int] = {}
+    for report in reports:
+        for inst in report["instances"]:
+            counts[inst["instance_id"]] = counts.get(inst["instance_id"], 0) + (inst["outcome"] == "resolved")
+    for iid in first["pending_ids"]:
+        counts.setdefault(iid, 0)
+    n = len(reports)
+    turns = sum(r["tool_calls"]["turns"] for r in reports)
+    valid = sum(r["tool_calls"]["valid"] for r in reports)
+    return {
+        "model": first["model"], "benchmark": first["benchmark"], "total": first["total"], "runs": n,
+        "per_run": [{"run": k, "resolved": r["resolved"], "total": r["total"], "rate": r["resolved_rate"],
+                     "pending": r["pending"]} for k, r in enumerate(reports)],
+        "resolved_rate": round(statistics.mean(rates), 4),
+        "std_rate": round(statistics.stdev(rates), 4) if n > 1 else 0.0,
+        "pass_at_k": {str(k): round(statistics.mean(pass_at_k(n, c, k) for c in counts.values()), 4)
+                      for k in range(1, n + 1)},
+        "per_instance": dict(sorted(counts.items())),
+        "outcomes": {name: sum(r["outcomes"][name] for r in reports) for name in first["outcomes"]},
+        "tool_calls": {"turns": turns, "valid": valid, "valid_rate": round(valid / turns, 4) if turns else None},
+        "paper": first["paper"], "teacher_forced": first["teacher_forced"],
+        "prompts": sorted({p for r in reports for p in r["prompts"]}),
+        "attempts": {"max": max(r["attempts"]["max"] for r in reports),
+                     "retried": sum(r["attempts"]["retried"] for r in reports)},
+        "leak_audit": [{**audit, "run": k} for k, r in enumerate(reports) for audit in r["leak_audit"]],
+        "pending": sum(r["pending"] for r in reports),
+    }
+
+
+def resolve_fractions(report: dict) -> dict[str, float]:
+    """Per instance, the share of runs that resolved it (a single run's report: 1 or 0)."""
+    if "per_instance" in report:
+        return {iid: count / report["runs"] for iid, count in report["per_instance"].items()}
+    fractions = {i["instance_id"]: float(i["outcome"] == "resolved") for i in report["instances"]}
+    return {**{iid: 0.0 for iid in report["pending_ids"]}, **fractions}
+
+
+def paired_difference(report: dict, baseline: dict, resamples: int = 2000) -> dict | None:
+    """Mean resolved rate of `report` minus `baseline` over the instances both evaluated, with a 95% paired
+    bootstrap interval over instances (fixed seed, so the same reports always give the same interval)."""
+    a, b = resolve_fractions(report), resolve_fractions(baseline)
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        return None
+    diffs = np.array([a[i] - b[i] for i in shared])
+    rng = np.random.default_rng(0)
+    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"instances": len(shared), "difference": round(float(diffs.mean()), 4),
+            "ci95": [round(float(low), 4), round(float(high), 4)], "significant": bool(low > 0 or high < 0)}
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def markdown(agg: dict) -> str:
+    from swehero.eval.report import protocol_lines
+
+    lines = [f"# Eval: {agg['model']} on {agg['benchmark']}, {agg['runs']} runs", "",
+             f"**Resolved: {_pct(agg['resolved_rate'])} mean over {agg['runs']} runs** (standard deviation "
+             f"{100 * agg['std_rate']:.1f} points); pass@{agg['runs']} {_pct(agg['pass_at_k'][str(agg['runs'])])}"]
+    if agg["paper"]:
+        lines.append(f"Paper ({agg['paper']['model']}, {agg['benchmark']}, pass@1): "
+                     f"{_pct(agg['paper']['resolved_rate'])}")
+    if agg["pending"]:
+        lines.append(f"\n**Incomplete:** {agg['pending']} attempt(s) have no prediction yet.")
+    lines += ["", "## Runs", "", "| run | resolved | rate |", "|---|---|---|"]
+    lines += [f"| {r['run']} | {r['resolved']}/{r['total']} | {_pct(r['rate'])} |" for r in agg["per_run"]]
+    lines += ["", "## pass@k (unbiased estimator)", "", "| k | pass@k |", "|---|---|"]
+    lines += [f"| {k} | {_pct(v)} |" for k, v in agg["pass_at_k"].items()]
+    spread: dict[int, int] = {}
+    for count in agg["per_instance"].values():
+        spread[count] = spread.get(count, 0) + 1
+    lines += ["", "## Instances by the number of runs that resolved them", "", "| runs resolving | instances |",
+              "|---|---|"]
+    lines += [f"| {c} of {agg['runs']} | {spread[c]} |" for c in sorted(spread)]
+    return "\n".join(lines + protocol_lines(agg)) + "\n"
+
+
+def write_runs_report(agg: dict, out_dir: Path) -> dict[str, str]:
+    """`report.json`, `report.md` and `report.png` over all runs, in the eval folder."""
+    from swehero.jsonio import write_json_atomic
+
+    paths = {"report": Path(out_dir) / "report.json", "report_md": Path(out_dir) / "report.md",
+             "chart": Path(out_dir) / "report.png"}
+    write_json_atomic(paths["report"], agg, indent=2)
+    paths["report_md"].write_text(markdown(agg))
+    chart(agg, paths["chart"])
+    return {name: str(path) for name, path in paths.items()}
+
+
+def chart(agg: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    ks = [int(k) for k in agg["pass_at_k"]]
+    left.plot(ks, [100 * v for v in agg["pass_at_k"].values()], marker="o", color="#2a9d8f", label="pass@k")
+    left.axhline(100 * agg["resolved_rate"], color="#8d99ae", linestyle="--", label="mean pass@1")
+    if agg["paper"]:
+        left.axhline(100 * agg["paper"]["resolved_rate"], color="#e9c46a", linestyle=":", label="paper pass@1")
+    left.set_xlabel("k")
+    left.set_ylabel("% resolved")
+    left.set_title(f"{agg['model']} on {agg['benchmark']}")
+    left.legend()
+    right.bar([str(r["run"]) for r in agg["per_run"]], [100 * r["rate"] for r in agg["per_run"]], color="#2a9d8f")
+    right.set_xlabel("run")
+    right.set_ylabel("% resolved")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,140 @@
+"""Repeated runs and pass@k, retries, sampling seeds, the leak audit and comparisons that tell a real difference
+from run-to-run spread."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swehero.eval.compare import compare
+from swehero.eval.leaks import seeking_commands
+from swehero.eval.runs import pass_at_k, paired_difference
+from swehero.rollout.toy import build_toy_tasks
+
+CLI = [sys.executable, "-m", "swehero", "eval"]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    return build_toy_tasks(tmp_path_factory.mktemp("toy"))
+
+
+def _run(out: Path, toy: Path, *args: str) -> dict:
+    done = subprocess.run([*CLI, "run", str(out), "--tasks", str(toy), "--grader", "local", *args],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+def test_three_runs_oracle_resolves_everything_and_no_patch_nothing(toy, tmp_path):
+    oracle = _run(tmp_path / "oracle", toy, "--policy", "oracle", "--runs", "3", "--workers", "2")
+    assert oracle["runs"] == 3 and [r["rate"] for r in oracle["per_run"]] == [1.0, 1.0, 1.0]
+    assert oracle["resolved_rate"] == 1.0 and oracle["std_rate"] == 0.0
+    assert oracle["pass_at_k"] == {"1": 1.0, "2": 1.0, "3": 1.0}
+    assert set(oracle["per_instance"].values()) == {3} and len(oracle["per_instance"]) == 4
+    for k in range(3):  # each run is a complete eval folder, graded and reported
+        run = json.loads((tmp_path / "oracle" / f"run-{k}" / "report.json").read_text())
+        assert run["resolved"] == 4 and run["attempts"] == {"max": 1, "retried": 0}
+    seeds = {json.loads(p.read_text())["metadata"]["seed"]
+             for p in (tmp_path / "oracle").glob("run-*/trajectories/*.json")}
+    assert len(seeds) == 12  # every (instance, run) samples with its own seed
+    assert "pass@k" in (tmp_path / "oracle" / "report.md").read_text()
+
+    empty = _run(tmp_path / "empty", toy, "--policy", "empty", "--runs", "3")
+    assert empty["resolved_rate"] == 0.0 and empty["pass_at_k"]["3"] == 0.0
+    assert set(empty["per_instance"].values()) == {0}
+
+    table = compare([tmp_path / "empty", tmp_path / "oracle"])
+    assert "| runs | 3 | 3 |" in table
+    assert "resolved difference +100.0 points" in table and "a real difference" in table
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_rerun_samples_with_the_same_seeds_and_retries_are_marked(toy, tmp_path):
+    first = _run(tmp_path / "a", toy, "--policy", "gold", "--instances", "swehero-toy__calc-1", "--seed", "7")
+    again = _run(tmp_path / "b", toy, "--policy", "gold", "--instances", "swehero-toy__calc-1", "--seed", "7")
+    seed = lambda out: json.loads((out / "trajectories" / "swehero-toy__calc-1.json").read_text())["metadata"]["seed"]  # noqa: E731
+    assert seed(tmp_path / "a") == seed(tmp_path / "b") and first["resolved"] == again["resolved"] == 1
+
+    retried = _run(tmp_path / "r", toy, "--policy", "empty", "--max-attempts", "3", "--limit", "2")
+    assert retried["attempts"] == {"max": 3, "retried": 2}
+    assert all(i["attempts"] == 3 for i in retried["instances"])
+    assert "raises pass@1" in (tmp_path / "r" / "report.md").read_text()
+    assert "retried attempts that ended without a patch" in compare([tmp_path / "a", tmp_path / "r"])
+
+
+def test_pass_at_k_is_the_unbiased_estimator():
+    for n, c, k in [(5, 2, 1), (5, 2, 3), (10, 3, 4), (4, 0, 2), (4, 4, 1)]:
+        # 1 - P(all k drawn without replacement are wrong), computed by enumerating draws
+        import itertools
+
+        draws = list(itertools.combinations(range(n), k))
+        hit = sum(any(i < c for i in draw) for draw in draws) / len(draws)
+        assert pass_at_k(n, c, k) == pytest.approx(hit)
+    assert pass_at_k(3, 1, 1) == pytest.approx(1 / 3) and math.isclose(pass_at_k(3, 1, 3), 1.0)
+
+
+def _single(outcomes: dict[str, bool]) -> dict:
+    return {"instances": [{"instance_id": i, "outcome": "resolved" if r else "unresolved"} for i, r in outcomes.items()],
+            "pending_ids": []}
+
+
+def test_paired_bootstrap_separates_a_real_difference_from_noise():
+    ids = [f"i{n}" for n in range(200)]
+    base = _single({i: n % 2 == 0 for n, i in enumerate(ids)})  # 50%
+    better = _single({i: n % 2 == 0 or n % 5 == 1 for n, i in enumerate(ids)})  # +10 points, never worse
+    shuffled = _single({i: n % 2 == 1 for n, i in enumerate(ids)})  # also 50%, different instances
+    real = paired_difference(better, base)
+    assert real["difference"] == pytest.approx(0.1) and real["significant"] and real["ci95"][0] > 0
+    noise = paired_difference(shuffled, base)
+    assert noise["difference"] == 0.0 and not noise["significant"] and noise["ci95"][0] < 0 < noise["ci95"][1]
+    assert paired_difference(_single({"x": True}), base) is None  # nothing in common
+
+
+def _bash(command: str) -> dict:
+    return {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "execute_bash", "arguments": json.dumps({"command": command})}}]}
+
+
+@pytest.mark.parametrize("command, kind", [
+    ("cd /workspace/r && git log --all --oneline | head", "history of other refs"),
+    ("git -C /testbed log --oneline --branches", "history of other refs"),
+    ("git reflog", "git reflog"),
+    ("git show 3f2a9c1 -- src/a.py", "a commit by hash"),
+    ("git fetch origin && git log origin/main", "git fetch, pull or clone"),
+    ("git clone https://github.com/o/r /tmp/r", "git fetch, pull or clone"),
+    ("curl -s https://github.com/o/r/pull/1.diff", "network download"),
+    ("cd /tmp; wget https://example.org/x", "network download"),
+    ("pip download requests==2.0", "pip download"),
+])
+def test_leak_audit_finds_history_and_network_seeking_commands(command, kind):
+    assert seeking_commands({"messages": [_bash(command)]}) == [{"command": command, "kind": kind}]
+
+
+@pytest.mark.parametrize("command", ["git log --oneline -5", "git diff HEAD", "git show HEAD:src/a.py",
+                                     "grep -rn curl .", "echo 'git reflog'", "git status", "cat wget.txt",
+                                     "git show abcdef1 -- a.py"])
+def test_leak_audit_leaves_ordinary_commands_alone(command):
+    assert seeking_commands({"messages": [_bash(command)]}, base_commit="abcdef1234" + "0" * 30) == []
+
+
+def test_compare_warns_when_runs_used_different_prompts(tmp_path):
+    report = {"model": "m", "benchmark": "toy", "total": 1, "resolved": 1, "resolved_rate": 1.0, "ci95": [0.2, 1.0],
+              "paper": None, "tool_calls": {"valid": 1, "turns": 1, "valid_rate": 1.0}, "teacher_forced": None,
+              "outcomes": {}, "averages": {}, "instances": [{"instance_id": "a", "outcome": "resolved"}],
+              "pending_ids": [], "attempts": {"max": 1, "retried": 0}}
+    for name, prompts in (("one", ["builtin-v1"]), ("two", ["sha256:ab"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps({**report, "prompts": prompts}))
+    table = compare([tmp_path / "one", tmp_path / "two"])
+    assert "**warning:** the runs used different prompts (one: builtin-v1; two: sha256:ab)" in table
