@@ -8,11 +8,13 @@ from pathlib import Path
 import click
 
 FORMATS = ("nvidia", "nebius", "swe-gym", "swe-smith", "sharegpt", "swe-agent", "canonical")
+_MASK = click.option("--mask", type=click.Choice(["all", "last", "answer"]), default="all", show_default=True,
+                     help="Train every assistant turn, the last one, or the last one's content only.")
 
 
 @click.group()
 def data() -> None:
-    """Trajectory data: import -> render/show -> prepare (packed Megatron datasets).
+    """Trajectory data: import -> render/show -> prepare (packed Megatron datasets); verifier examples.
 
     \b
     Example:
@@ -43,7 +45,7 @@ def import_(fmt, inputs, out, stage, max_reject_fraction) -> None:
 @click.option("--tokenizer", required=True, help="Tokenizer folder (with chat template) or hub id.")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="JSONL of {id, input_ids, loss_mask}.")
-@click.option("--mask", type=click.Choice(["all", "last"]), default="all", show_default=True)
+@_MASK
 def render(tokenizer, inputs, out, mask) -> None:
     """Tokenize canonical trajectories with the chat template and the assistant-only loss mask.
 
@@ -62,7 +64,7 @@ def render(tokenizer, inputs, out, mask) -> None:
 @click.option("--tokenizer", required=True, help="Tokenizer folder (with chat template) or hub id.")
 @click.argument("input_file", type=click.Path(exists=True, path_type=Path))
 @click.option("--index", type=int, default=0, show_default=True, help="Which trajectory (0-based line).")
-@click.option("--mask", type=click.Choice(["all", "last"]), default="all", show_default=True)
+@_MASK
 def show(tokenizer, input_file, index, mask) -> None:
     """Print one rendered trajectory; trained tokens are highlighted (green, bold).
 
@@ -96,7 +98,7 @@ def show(tokenizer, input_file, index, mask) -> None:
 @click.option("--tokenizer", required=True, help="Tokenizer folder (with chat template) or hub id.")
 @click.option("--seq-length", type=int, default=32768, show_default=True, help="Tokens per packed sample.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder to create.")
-@click.option("--mask", type=click.Choice(["all", "last"]), default="all", show_default=True)
+@_MASK
 @click.option("--too-long", type=click.Choice(["truncate", "drop"]), default="truncate", show_default=True)
 @click.option("--valid-fraction", type=float, default=0.01, show_default=True, help="Share of instances held out.")
 @click.option("--seed", type=int, default=1234, show_default=True)
@@ -116,3 +118,29 @@ def prepare(inputs, tokenizer, seq_length, out, **options) -> None:
     stats = run_prepare(list(inputs), tokenizer, out, PrepareConfig(seq_length=seq_length, **options))
     summary = {k: stats[k] for k in ("trajectories", "tokens", "trained_tokens", "samples", "packing_efficiency")}
     click.echo(json.dumps(summary, indent=2))
+
+
+@data.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to create.")
+@click.option("--tokenizer", required=True, help="Tokenizer (with chat template) of the model to train.")
+@click.option("--seq-length", type=int, default=32768, show_default=True, help="Tokens per example (and sample).")
+@click.option("--exclude", multiple=True, help="Evaluation set to decontaminate against (file, verified, ...).")
+@click.option("--per-instance", type=int, default=1, show_default=True, help="Attempts kept per instance and label.")
+@click.option("--balance/--no-balance", default=True, show_default=True, help="Equal numbers of both labels.")
+@click.option("--valid-fraction", type=float, default=0.05, show_default=True, help="Share of instances held out.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=-1, show_default=True, help="-1: every core; 0: no subprocesses.")
+def verifier(inputs, out, tokenizer, exclude, **options) -> None:
+    """Verifier examples from labelled attempts (trajectory files with `resolved`, eval folders), packed for
+    `train`: the conversation, a judging message with the final patch, and a one-token answer (yes/no).
+
+    \b
+    Example:
+      swehero data verifier data/nebius.jsonl runs/eval-train-tasks --tokenizer Qwen/Qwen2.5-Coder-32B-Instruct \\
+          --seq-length 131072 --exclude verified --out data/verifier
+    """
+    from swehero.eval.verifier_data import Settings, build_verifier_data
+
+    stats = build_verifier_data(Settings(inputs=list(inputs), exclude=list(exclude), **options), tokenizer, out)
+    click.echo(json.dumps(stats, indent=2))
