@@ -143,23 +143,24 @@ def _eval_folder(path, attempts: list[tuple[str, str, bool | None]]) -> None:
 
 
 def test_choose_merges_equal_patches_caps_per_instance_and_balances_pairs_first():
-    from swehero.eval.verifier_data import Candidate, choose, normalise_patch
+    from swehero.eval.best_of import normalise_patch
+    from swehero.eval.verifier_data import Candidate, choose
 
     assert normalise_patch("a  b\n\n\tc \n") == normalise_patch("a b\nc")
     cands = [Candidate(f"w{i}", f"t{i}", iid, res, key, f"{i:02d}") for i, (iid, res, key) in enumerate([
-        ("A", True, "p1"), ("A", True, "p1"), ("A", True, "p2"), ("A", False, "p3"),
-        ("B", True, "p4"), ("C", True, "p5"), ("D", False, "p6"), ("D", False, "p7"),
+        ("B", True, "p4"), ("C", True, "p5"), ("A", True, "p1"), ("A", True, "p1"), ("A", True, "p2"),
+        ("A", False, "p3"), ("D", False, "p6"), ("D", False, "p7"),
     ])]
     chosen, dropped = choose(cands, per_instance=1, balance=True)
     assert dropped == Counter(duplicate_patch=1, per_instance=2, balance=1)
-    # 3 resolved (A, B, C) vs 2 unresolved (A, D): A has both labels, so B (first in order) stays, C goes
-    assert [c.where for c in chosen] == ["w0", "w3", "w4", "w6"]
+    # 3 resolved (B, C, A) vs 2 unresolved (A, D): A has both labels so it stays, then B (first in order); C goes
+    assert [c.where for c in chosen] == ["w0", "w2", "w5", "w6"]
     chosen, dropped = choose(cands, per_instance=2, balance=False)
-    assert [c.where for c in chosen] == ["w0", "w2", "w3", "w4", "w5", "w6", "w7"]
+    assert [c.where for c in chosen] == ["w0", "w1", "w2", "w4", "w5", "w6", "w7"]
     assert dropped == Counter(duplicate_patch=1)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_verifier_data_from_files_and_eval_folders_to_a_packed_dataset(tiny_model_dir, tmp_path):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 

@@ -1,4 +1,4 @@
-"""`swehero eval run|grade|report|compare|toy`."""
+"""`swehero eval run|grade|report|select|compare|toy`."""
 
 from __future__ import annotations
 
@@ -123,6 +123,36 @@ def report(out: Path) -> None:
 
     tasks, saved = _saved_tasks(out)
     report_eval(out, tasks, saved, progress=click.echo)
+
+
+@eval_group.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--verifier", required=True, help="Verifier checkpoint (Hugging Face folder) to score attempts with.")
+@click.option("--base-url", default="", help="An already running server of that checkpoint.")
+@click.option("--seq-length", default=32768, show_default=True, help="The verifier's training sequence length.")
+@click.option("--max-model-len", default=0, help="The server's context (default: the sequence length).")
+@click.option("--tp", "tensor_parallel_size", default=1, show_default=True, help="GPUs for the server.")
+@click.option("--dtype", default="auto", show_default=True, help="Weights dtype for vLLM (CPU: float32/bfloat16).")
+@click.option("--workers", default=8, show_default=True, help="Attempts scored concurrently.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the scores and report go (default: the eval folder, when there is one).")
+def select(folders: tuple[Path, ...], verifier, base_url, seq_length, max_model_len, tensor_parallel_size, dtype,
+           workers, out) -> None:
+    """Score every attempt of the runs of FOLDERS (eval folders of the same tasks, runs in the order given) with a
+    trained verifier, select one per instance, and report best@k beside pass@k and the majority patch.
+
+    \b
+    Example:
+      swehero eval select runs/v-32b-8runs --verifier runs/hero-32b-verifier/sft_verifier/hf --seq-length 131072 --tp 8
+    """
+    from swehero.eval.select import VerifierSettings, select_best
+
+    if out is None and len(folders) > 1:
+        raise click.UsageError("several eval folders: say where the selection goes (--out)")
+    serve = ServeConfig(model=verifier, max_model_len=max_model_len or seq_length,
+                        tensor_parallel_size=tensor_parallel_size, dtype=dtype)
+    settings = VerifierSettings(serve=serve, endpoint=base_url, seq_length=seq_length, workers=workers)
+    select_best(list(folders), settings, out or folders[0], progress=click.echo)
 
 
 @eval_group.command()

@@ -30,6 +30,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swehero.eval.best_of import normalise_patch
 from swehero.recipe.stage import InputPath, ModelRef
 from swehero.rollout.tasks import TaskSource
 
@@ -81,11 +82,6 @@ class Candidate:
     """Hash of the patch with whitespace normalised."""
     order: str
     """Seeded sort key."""
-
-
-def normalise_patch(patch: str) -> str:
-    """A patch with runs of whitespace collapsed and blank lines dropped: what makes two patches "the same"."""
-    return "\n".join(" ".join(line.split()) for line in patch.splitlines() if line.strip())
 
 
 def issue_text(task_message: str) -> str:
