@@ -202,3 +202,14 @@ def _tok(path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path))
+
+
+def test_recipe_plan_covers_the_verifier_training_of_hero_32b_verifier():
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    result = CliRunner().invoke(main, ["recipe", "plan", "hero-32b-verifier"])
+    assert result.exit_code == 0, result.output
+    verifier = result.output[result.output.index("stage sft_verifier:"):]
+    assert "TP 8, PP 4" in verifier and "memory / GPU" in verifier and "more than 80 GiB" not in verifier

@@ -62,7 +62,8 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
     if ungraded:
         raise ValueError(f"{len(ungraded)} attempt(s) are not graded yet (e.g. {ungraded[0].trajectory}): run "
                          "`swehero eval grade` first")
-    verifier = {"model": cfg.model, "seq_length": settings.seq_length, "format": FORMAT}
+    model = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
+    verifier = {"model": model, "seq_length": settings.seq_length, "format": FORMAT}
     log = JsonlLog(out_dir / SCORES, key=lambda r: (r["run"], r["instance_id"]))
     scores = log.records()
     other = next((r["verifier"] for r in scores.values() if r["verifier"] != verifier), None)
@@ -109,12 +110,12 @@ class _Scorer:
         self.fmt = fmt
 
     def score(self, record: dict, patch: str) -> dict:
-        from swehero.data.trajectory import Reject, validate
+        from swehero.data.trajectory import validate
 
         try:
             record = validate(record)
             judged = self.fmt.judge(record["messages"], record["tools"], patch)
-        except (Reject, ValueError) as e:  # no conversation, or no task message: nothing to judge
+        except ValueError as e:  # a Reject (no conversation), or no task message: nothing to judge
             return {"score": None, "unscored": str(e)}
         if judged is None:
             return {"score": None, "unscored": f"longer than {self.fmt.seq_length} tokens even truncated"}

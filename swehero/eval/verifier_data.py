@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +208,7 @@ def build_verifier_data(settings: Settings, tokenizer_path: str, out: Path, seed
     examples = _write_examples(settings, fmt, {c.where: c for c in chosen}, out, counts)
     if not examples:
         raise ValueError(f"no attempt of {', '.join(settings.inputs)} fits {settings.seq_length} tokens")
+    shutil.rmtree(out / DATASET, ignore_errors=True)  # prepare keeps a complete folder: these examples are new
     cfg = PrepareConfig(seq_length=settings.seq_length, mask="answer", too_long="drop",
                         valid_fraction=settings.valid_fraction, seed=seed, workers=settings.workers,
                         max_reject_fraction=0.0)
