@@ -167,6 +167,7 @@ def choose(candidates: list[Candidate], per_instance: int, balance: bool) -> tup
 
 def build_verifier_data(settings: Settings, tokenizer_path: str, out: Path, seed: int = 0) -> dict:
     """Write `examples.jsonl`, the packed `dataset/` and `verifier_data.json` under `out`; returns the stats."""
+    from tqdm import tqdm
     from transformers import AutoTokenizer
 
     from swehero.data.prepare import PrepareConfig, prepare
@@ -181,7 +182,8 @@ def build_verifier_data(settings: Settings, tokenizer_path: str, out: Path, seed
     fmt = VerifierFormat(AutoTokenizer.from_pretrained(tokenizer_path), settings.seq_length)
     rejects, counts = Rejects(out / "rejects.jsonl"), Counter()
     candidates, tasks = [], {}
-    for where, record, resolved, patch in _labelled(list(settings.inputs), rejects.add, counts):
+    usable = tqdm(_labelled(list(settings.inputs), rejects.add, counts), desc="labelled attempts", unit=" attempts")
+    for where, record, resolved, patch in usable:
         order = hashlib.sha256(f"{seed}:{record['id']}".encode()).hexdigest()
         patch_key = hashlib.sha256(normalise_patch(patch).encode()).hexdigest()
         candidates.append(Candidate(where, record["id"], record["instance_id"], resolved, patch_key, order))
@@ -231,13 +233,16 @@ def _write_examples(settings: Settings, fmt, wanted: dict[str, Candidate], out: 
                     ) -> list[Candidate]:
     """Read the chosen attempts again, fit each into an example and write them to `examples.jsonl` in the seeded
     order (through a scratch file and byte offsets: the examples are never all in memory); returns those written."""
+    from tqdm import tqdm
+
     from swehero.data.verifier import FORMAT, answer_message
 
     scratch, offsets = out / f".{EXAMPLES}.unordered", {}
-    with open(scratch, "wb") as f:
+    with open(scratch, "wb") as f, tqdm(total=len(wanted), desc="verifier examples", unit=" examples") as bar:
         for where, record, resolved, patch in _labelled(list(settings.inputs), lambda *_: None, Counter()):
             if where not in wanted:
                 continue
+            bar.update()
             judged = fmt.judge(record["messages"], record["tools"], patch)
             if judged is None:
                 counts["too_long"] += 1
