@@ -44,6 +44,7 @@ class VerifierSettings:
 
 def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, progress=print) -> dict[str, str]:
     """Score every attempt of the eval `folders` (their runs in order), select, and write the report to `out_dir`."""
+    from tqdm import tqdm
     from transformers import AutoTokenizer
 
     from swehero.data.verifier import FORMAT, VerifierFormat
@@ -68,7 +69,8 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
     scores = log.records()
     other = next((r["verifier"] for r in scores.values() if r["verifier"] != verifier), None)
     if other is not None:
-        raise ValueError(f"{log.path} holds scores of another verifier ({other}); select into another folder")
+        raise ValueError(f"{log.path} holds scores of another verifier ({other}): select into another "
+                         "folder (--out), or remove the file")
     fmt = VerifierFormat(AutoTokenizer.from_pretrained(cfg.model), settings.seq_length)
     todo = [a for per in attempts.values() for a in per if a.patch.strip() and (a.run, a.instance_id) not in scores]
     progress(f"verifier: {len(scores)} attempt(s) scored before, {len(todo)} to score")
@@ -79,8 +81,6 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
             def one(attempt) -> None:
                 log.append({"run": attempt.run, "instance_id": attempt.instance_id, "verifier": verifier,
                             **scorer.score(attempt.record(), attempt.patch)})
-
-            from tqdm import tqdm
 
             with ThreadPoolExecutor(max_workers=max(settings.workers, 1)) as pool:
                 for future in tqdm([pool.submit(one, a) for a in todo], desc="verifier", unit="attempt"):

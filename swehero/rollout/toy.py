@@ -356,7 +356,8 @@ def build_decoy_tasks(toy_dir: Path, dest: Path) -> Path:
         for row in rows:
             with tempfile.TemporaryDirectory(prefix="swehero-decoy-") as tmp:
                 clone = Path(tmp) / "repo"
-                _git(Path(tmp), "clone", "-q", str(repo_dir(Path(toy_dir) / "repos", row["repo"])), str(clone))
+                source_repo = repo_dir(Path(toy_dir).resolve() / "repos", row["repo"])
+                _git(Path(tmp), "clone", "-q", str(source_repo), str(clone))
                 _git(clone, "checkout", "-q", row["base_commit"])
                 for rel, text in specs[row["repo"].split("/", 1)[1]].decoy.items():
                     (clone / rel).write_text(text)
