@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import swehero
 
@@ -34,7 +35,7 @@ class ServeConfig:
     """Hugging Face folder (or hub id) to serve."""
     served_name: str = ""
     """Model name clients ask for; defaults to the folder's name."""
-    parser: str = "auto"
+    parser: Literal["auto", "hermes", "qwen3_coder"] = "auto"
     """Tool-call parser: hermes (Qwen2.5), qwen3_coder (Qwen3-Coder teachers), or auto (from config.json)."""
     tensor_parallel_size: int = 1
     """GPUs per server."""
