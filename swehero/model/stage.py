@@ -30,19 +30,18 @@ class Settings:
 
 def convert(settings: Settings, out: Path) -> None:
     """Run the conversion on tp * pp ranks, writing `out` (a Megatron checkpoint or a Hugging Face folder)."""
-    from swehero.model import conversion
+    from swehero.model import convert_jobs
     from swehero.model.launch import run_ranks
-    from swehero.model.provider import Parallel
+    from swehero.model.parallel import ParallelConfig
 
-    parallel = Parallel(tp=settings.tp, pp=settings.pp)
-    source = Path(settings.source)
+    parallel = ParallelConfig(tensor=settings.tp, pipeline=settings.pp)
+    ranks, source = settings.tp * settings.pp, Path(settings.source)
     if settings.direction == "hf-to-mcore":
-        run_ranks(conversion.hf_to_mcore, parallel.tp * parallel.pp, source, out, parallel, settings.spec)
+        run_ranks(convert_jobs.hf_to_mcore, ranks, source, out, parallel, settings.spec)
     elif settings.like is None:
         raise ValueError("convert: mcore-to-hf needs `like`, the Hugging Face folder the model came from")
     else:
-        run_ranks(conversion.mcore_to_hf, parallel.tp * parallel.pp, source, out, Path(settings.like), parallel,
-                  settings.spec)
+        run_ranks(convert_jobs.mcore_to_hf, ranks, source, out, Path(settings.like), parallel, settings.spec)
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:

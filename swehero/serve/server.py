@@ -7,7 +7,6 @@ Python that has vLLM (the GPU image keeps vLLM in its own environment); by defau
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import swehero
+from swehero.model.folder import is_hf_folder, read_config
 
 PLUGIN = Path(__file__).with_name("vllm_plugin.py")
 # Our parser name for each model family; `hermes` is served by the JSON-aware plugin (see hermes.py).
@@ -57,10 +57,8 @@ class ServeConfig:
 
 def tool_parser_for(model_dir: str) -> str:
     """Qwen3-Coder models emit XML-style calls (qwen3_coder); Qwen2/2.5 emit hermes-style JSON."""
-    config_file = Path(model_dir) / "config.json"
-    name = ""
-    if config_file.exists():
-        config = json.loads(config_file.read_text())
+    if is_hf_folder(model_dir):
+        config = read_config(model_dir)
         name = " ".join([config.get("model_type", ""), *config.get("architectures", [])]).lower()
     else:
         name = model_dir.lower()
