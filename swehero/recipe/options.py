@@ -32,10 +32,9 @@ from typing import Annotated, Any, Callable, Literal, Union
 import click
 from click.core import ParameterSource
 
-from swehero.recipe.config import HUB_ID
 from swehero.recipe.loader import FieldPath, Lines, RecipeError, apply_override, load_yaml
 from swehero.recipe.schema import build, input_paths
-from swehero.recipe.stage import _Input
+from swehero.recipe.stage import HUB_ID, _Input
 
 
 class SettingsError(click.ClickException):

@@ -17,6 +17,7 @@ A stage kind is a module (registered in `swehero.recipe.kinds`) that defines:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -40,6 +41,9 @@ InputPath = Annotated[str, INPUT]
 
 ModelRef = Annotated[str, HUB_INPUT]
 """A local Hugging Face folder, or a hub id (`org/name`) where no such local path exists."""
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+"""What a hub id looks like."""
 
 
 @dataclass(frozen=True)
