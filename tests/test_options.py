@@ -194,3 +194,17 @@ def test_help_shows_types_defaults_and_docstrings():
     ]:
         assert expected in flat, expected
     assert "--kind" not in text and "--env" not in text and "--source" not in text
+
+
+def test_excluded_fields_and_sections_are_no_options_but_can_be_set(tmp_path):
+    @click.command()
+    @settings_options(Demo, positional=("source",), exclude=("grading", "workers"))
+    def bare(settings: Demo) -> None:
+        click.echo(json.dumps([settings.workers, settings.grading.workers]))
+
+    assert "--grading-workers" not in CliRunner().invoke(bare, ["--help"]).output
+    assert CliRunner().invoke(bare, [str(tmp_path), "--workers", "2"]).exit_code == 2  # no such option
+    result = CliRunner().invoke(bare, [str(tmp_path), "--set", "workers=2", "--set", "grading.workers=5"])
+    assert json.loads(result.output) == [2, 5]
+    with pytest.raises(ValueError, match="no fields"):
+        settings_options(Demo, exclude=("gradin",))

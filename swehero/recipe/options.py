@@ -286,14 +286,17 @@ def settings_options(cls: type, *, positional: tuple[str, ...] = (), exclude: tu
     """Add `cls`'s fields as options (the `positional` ones as arguments, in that order), plus `--config` and
     `--set`, to a click command, which receives `settings`, an instance of `cls`, in their place.
 
-    Fields are named by dotted path. `exclude`: no option (still set through --config/--set). `required`: must be
+    Fields are named by dotted path. `exclude`: no option for these fields or sections (still set through
+    --config/--set). `required`: must be
     given although the field has a default (one a recipe fills from elsewhere). `defaults`: this command's own
     defaults. `fixed`: values the command sets itself; neither an option nor settable.
     """
     defaults, fixed = defaults or {}, fixed or {}
     all_leaves = leaves(cls)
     known = {leaf.dotted for leaf in all_leaves}
+    sections = {leaf.path[:i] for leaf in all_leaves for i in range(1, len(leaf.path))}
     unknown = [n for n in (*positional, *exclude, *required, *defaults, *fixed) if n not in known]
+    unknown = [n for n in unknown if n not in exclude or tuple(n.split(".")) not in sections]
     if unknown:
         raise ValueError(f"{cls.__name__} has no fields {unknown}")
     names = option_names([leaf.path for leaf in all_leaves])
@@ -304,15 +307,15 @@ def settings_options(cls: type, *, positional: tuple[str, ...] = (), exclude: tu
     ordered += [leaf for leaf in all_leaves if leaf.dotted not in positional]
     params = []
     for leaf in ordered:
-        if leaf.dotted in exclude or leaf.dotted in fixed or _metavar(_list_item(leaf.type) or leaf.type) is None:
+        excluded = any(leaf.path[: len(e.split("."))] == tuple(e.split(".")) for e in exclude)
+        if excluded or leaf.dotted in fixed or _metavar(_list_item(leaf.type) or leaf.type) is None:
             continue
         default = _lookup(tree, leaf.path)
         default = leaf.default if default is dataclasses.MISSING else default  # under a section that is None
         must_give = leaf.dotted in required or default is dataclasses.MISSING
         params.append(_parameter(leaf, names[leaf.path], leaf.dotted in positional, default, must_give))
-    spec = _Spec(cls, tree, {leaf.path[:i] for leaf in all_leaves for i in range(1, len(leaf.path))},
-                 {p.leaf.path: p.shown for p in params}, {tuple(k.split(".")): v for k, v in fixed.items()},
-                 [tuple(r.split(".")) for r in required])
+    spec = _Spec(cls, tree, sections, {p.leaf.path: p.shown for p in params},
+                 {tuple(k.split(".")): v for k, v in fixed.items()}, [tuple(r.split(".")) for r in required])
 
     def decorate(command: Callable) -> Callable:
         @functools.wraps(command)
