@@ -7,6 +7,10 @@ from pathlib import Path
 
 import click
 
+from swehero.data.stage import Settings as PrepareSettings
+from swehero.recipe.config import Recipe
+from swehero.recipe.options import settings_options
+
 FORMATS = ("nvidia", "nebius", "swe-gym", "swe-smith", "sharegpt", "swe-agent", "canonical")
 
 
@@ -92,17 +96,10 @@ def show(tokenizer, input_file, index, mask) -> None:
 
 
 @data.command()
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--tokenizer", required=True, help="Tokenizer folder (with chat template) or hub id.")
-@click.option("--seq-length", type=int, default=32768, show_default=True, help="Tokens per packed sample.")
+# Without a recipe, the seed defaults to a recipe's default seed.
+@settings_options(PrepareSettings, positional=("inputs",), required=("tokenizer",), defaults={"seed": Recipe.seed})
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder to create.")
-@click.option("--mask", type=click.Choice(["all", "last"]), default="all", show_default=True)
-@click.option("--too-long", type=click.Choice(["truncate", "drop"]), default="truncate", show_default=True)
-@click.option("--valid-fraction", type=float, default=0.01, show_default=True, help="Share of instances held out.")
-@click.option("--seed", type=int, default=1234, show_default=True)
-@click.option("--workers", type=int, default=-1, show_default=True, help="-1: every core; 0: no subprocesses.")
-@click.option("--max-reject-fraction", type=float, default=0.01, show_default=True)
-def prepare(inputs, tokenizer, seq_length, out, **options) -> None:
+def prepare(settings: PrepareSettings, out: Path) -> None:
     """Render, tokenize and best-fit pack canonical trajectories into Megatron IndexedDataset files.
 
     \b
@@ -110,9 +107,8 @@ def prepare(inputs, tokenizer, seq_length, out, **options) -> None:
       swehero data prepare data/zero.jsonl --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct \\
           --seq-length 131072 --out data/zero-packed
     """
-    from swehero.data.prepare import PrepareConfig
     from swehero.data.prepare import prepare as run_prepare
 
-    stats = run_prepare(list(inputs), tokenizer, out, PrepareConfig(seq_length=seq_length, **options))
+    stats = run_prepare(list(settings.inputs), settings.tokenizer, out, settings.prepare_config(Recipe.seed))
     summary = {k: stats[k] for k in ("trajectories", "tokens", "trained_tokens", "samples", "packing_efficiency")}
     click.echo(json.dumps(summary, indent=2))

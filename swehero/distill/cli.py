@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from swehero.distill.filter_stage import Settings as FilterSettings
+from swehero.recipe.options import settings_options
+
 _LAUNCH_ONLY = ("launcher", "shards", "sbatch_args", "out", "shard", "progress")
 
 
@@ -147,15 +150,9 @@ def decontaminate(tasks, against, out, threshold) -> None:
 
 
 @click.command(name="filter")
-@click.argument("trajectories", type=click.Path(exists=True, dir_okay=False))
-@click.option("--stage", type=click.Choice(["zero", "hero"]), required=True)
+@settings_options(FilterSettings, positional=("trajectories",), required=("rules.stage",))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--tasks", default="", help="Task file (test patches; grading for --resolved-only).")
-@click.option("--repos", default="", help="Task repositories for grading (default: repos/ by the tasks).")
-@click.option("--resolved-only", is_flag=True, help="hero: keep only resolved rollouts (not the paper's default).")
-@click.option("--max-steps", default=100, show_default=True)
-@click.option("--max-editor-errors", default=3, show_default=True)
-def filter_(trajectories, out, **rules) -> None:
+def filter_(settings: FilterSettings, out: Path) -> None:
     """Apply the paper's trajectory filters; writes OUT/trajectories.jsonl, dropped.jsonl, filter_report.json.
 
     \b
@@ -163,9 +160,8 @@ def filter_(trajectories, out, **rules) -> None:
       swehero filter --stage zero runs/zero/trajectories.jsonl --out runs/zero-filtered
     """
     from swehero.distill.filter_io import filter_file
-    from swehero.distill.filters import FilterConfig
 
-    outputs = filter_file(trajectories, FilterConfig(**rules), out)
+    outputs = filter_file(settings.trajectories, settings.rules, out)
     report = json.loads(Path(outputs["report"]).read_text())
     click.echo(f"kept {report['kept']} of {report['input']}: "
                + ", ".join(f"{r['name']} -{r['dropped']}" for r in report["rules"]))

@@ -24,9 +24,8 @@ from megatron.core.dist_checkpointing import ShardedTensor
 from megatron.core.models.gpt import GPTModel
 
 from swehero.model import qwen2
+from swehero.model.folder import CHECKPOINT_CONFIG
 from swehero.model.provider import Chunks, as_chunks
-
-HF_CONFIG = "hf_config.json"
 
 
 def weights_sharded_state_dict(model: GPTModel) -> dict[str, Any]:
@@ -61,7 +60,7 @@ def save_checkpoint(model: Chunks, hf: dict[str, Any], ckpt_dir: str | Path) -> 
     torch.distributed.barrier()
     dist_checkpointing.save(model_sharded_state_dict(model), str(ckpt_dir))
     if torch.distributed.get_rank() == 0:
-        (ckpt_dir / HF_CONFIG).write_text(json.dumps(hf, indent=2))
+        (ckpt_dir / CHECKPOINT_CONFIG).write_text(json.dumps(hf, indent=2))
 
 
 def load_checkpoint(model: Chunks, ckpt_dir: str | Path) -> None:
@@ -82,7 +81,3 @@ def load_weights(model: Chunks, state: dict[str, Any], template: dict[str, Any],
         if missing or unexpected:
             raise ValueError(f"checkpoint {source} does not fit model chunk {i}: missing {missing}, "
                              f"unexpected {unexpected}")
-
-
-def checkpoint_hf_config(ckpt_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(ckpt_dir) / HF_CONFIG).read_text())

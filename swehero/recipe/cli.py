@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 import yaml
@@ -120,6 +119,7 @@ def plan(recipe_file: str, overrides: tuple[str, ...], mfu: float) -> None:
     Example:
       swehero recipe plan recipes/hero-32b.yaml --mfu 0.4
     """
+    from swehero.model.folder import is_hf_folder
     from swehero.train.plan import format_plan, plan_stage
 
     loaded = load_or_exit(recipe_file, overrides)
@@ -129,6 +129,5 @@ def plan(recipe_file: str, overrides: tuple[str, ...], mfu: float) -> None:
     for stage in stages:
         init = stage.settings.init
         # A checkpoint of an earlier stage has the base model's architecture.
-        local = init and (Path(init) / "config.json").exists()
-        model_ref = init if local or loaded.model is None else loaded.model.base
+        model_ref = init if (init and is_hf_folder(init)) or loaded.model is None else loaded.model.base
         click.echo(format_plan(plan_stage(stage.name, stage.settings, model_ref, mfu), mfu))

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
+from swehero.recipe.options import settings_options
 from swehero.serve.server import ServeConfig
-
-_DEFAULTS = ServeConfig(model="")
 
 
 class _ServeGroup(click.Group):
@@ -33,29 +32,21 @@ def serve() -> None:
 
 
 @serve.command()
-@click.argument("model")
-@click.option("--name", "served_name", default="", help="Model name clients ask for (default: folder name).")
-@click.option("--parser", default=_DEFAULTS.parser, show_default=True,
-              type=click.Choice(["auto", "hermes", "qwen3_coder"]), help="Tool-call parser.")
-@click.option("--tp", "tensor_parallel_size", default=1, show_default=True, help="Tensor parallel size.")
-@click.option("--max-model-len", default=_DEFAULTS.max_model_len, show_default=True, help="Context length.")
-@click.option("--dtype", default=_DEFAULTS.dtype, show_default=True, help="Weights dtype.")
-@click.option("--gpu-memory-utilization", default=_DEFAULTS.gpu_memory_utilization, show_default=True)
-@click.option("--host", default=_DEFAULTS.host, show_default=True)
-@click.option("--port", default=8000, show_default=True)
+# A server started by hand listens where OpenAI clients look first; the ones swehero starts for a run take a free port.
+@settings_options(ServeConfig, positional=("model",), defaults={"port": 8000})
 @click.option("--log", "log_file", type=click.Path(path_type=Path), default=Path("vllm.log"), show_default=True,
               help="Where the server's output goes.")
-def start(log_file: Path, **settings) -> None:
+def start(settings: ServeConfig, log_file: Path) -> None:
     """Start the server, wait until it is healthy, print its URL, and stop it cleanly on Ctrl-C.
 
     \b
     Example:
-      swehero serve start /models/swehero-32b --tp 8 --max-model-len 131072
+      swehero serve start /models/swehero-32b --tensor-parallel-size 8 --max-model-len 131072
     """
     from swehero.serve.server import VLLMServer
 
-    with VLLMServer(ServeConfig(**settings), log_file) as server:
-        click.echo(f"serving {settings['model']} at {server.url} (log: {log_file}); Ctrl-C stops it")
+    with VLLMServer(settings, log_file) as server:
+        click.echo(f"serving {settings.model} at {server.url} (log: {log_file}); Ctrl-C stops it")
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the same way on SIGTERM as on Ctrl-C
         try:
             status = server.process.wait()

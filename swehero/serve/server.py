@@ -7,7 +7,6 @@ Python that has vLLM (the GPU image keeps vLLM in its own environment); by defau
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -18,8 +17,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import swehero
+from swehero.model.folder import is_hf_folder, read_config
 from swehero.recipe.stage import ModelRef
 
 PLUGIN = Path(__file__).with_name("vllm_plugin.py")
@@ -35,7 +36,7 @@ class ServeConfig:
     """Hugging Face folder (or hub id) to serve; empty: no server is started."""
     served_name: str = ""
     """Model name clients ask for; defaults to the folder's name."""
-    parser: str = "auto"
+    parser: Literal["auto", "hermes", "qwen3_coder"] = "auto"
     """Tool-call parser: hermes (Qwen2.5), qwen3_coder (Qwen3-Coder teachers), or auto (from config.json)."""
     tensor_parallel_size: int = 1
     """GPUs per server."""
@@ -62,10 +63,8 @@ class ServeConfig:
 
 def tool_parser_for(model_dir: str) -> str:
     """Qwen3-Coder models emit XML-style calls (qwen3_coder); Qwen2/2.5 emit hermes-style JSON."""
-    config_file = Path(model_dir) / "config.json"
-    name = ""
-    if config_file.exists():
-        config = json.loads(config_file.read_text())
+    if is_hf_folder(model_dir):
+        config = read_config(model_dir)
         name = " ".join([config.get("model_type", ""), *config.get("architectures", [])]).lower()
     else:
         name = model_dir.lower()

@@ -19,7 +19,8 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 
-from swehero.model.checkpoint import HF_CONFIG, load_weights, model_sharded_state_dict
+from swehero.model.checkpoint import load_weights, model_sharded_state_dict
+from swehero.model.folder import CHECKPOINT_CONFIG
 
 _STEP = re.compile(r"^step-(\d+)$")
 # Each rank saves and loads its own optimizer shard, with no gathering; the optimizer state then resumes at the
@@ -62,7 +63,7 @@ class Checkpointer:
         if torch.distributed.get_rank() == 0:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            (partial / HF_CONFIG).write_text(json.dumps(self.hf_config, indent=2))
+            (partial / CHECKPOINT_CONFIG).write_text(json.dumps(self.hf_config, indent=2))
         torch.distributed.barrier()
         torch.save(_rng_state(), _rank_file(partial))
         state = _model_state(model)

@@ -11,23 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from swehero.model.parallel import ParallelConfig
 from swehero.recipe.stage import InputPath, ModelRef
-
-
-@dataclass
-class ParallelConfig:
-    """How the model and data are split over GPUs. Data parallelism takes what is left of the world size."""
-
-    tensor: int = 1
-    """Tensor-parallel size (splits every layer; keep within a node)."""
-    pipeline: int = 1
-    """Pipeline-parallel size (splits the layers into stages)."""
-    virtual_pipeline: int = 1
-    """Model chunks per pipeline rank (interleaved schedule, smaller bubble); 1 = plain 1F1B."""
-    context: int = 1
-    """Context-parallel size (splits each sequence; for 64k-128k tokens)."""
-    sequence_parallel: bool = False
-    """Split layer-norm and dropout activations along the sequence over the tensor-parallel group."""
 
 
 @dataclass

@@ -7,23 +7,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from swehero.model.folder import known_config
 from swehero.train.config import LayoutError, Settings, check_layout
 from swehero.train.data import steps_for
 from swehero.train.memory import GPU_MEMORY_GIB, MemoryEstimate, estimate
 from swehero.train.metrics import H100_BF16_PEAK_FLOPS, training_flops_per_token
-
-BUNDLED_CONFIGS = Path(__file__).resolve().parents[1] / "model" / "configs"
-
-
-def hf_config_for(ref: str) -> dict | None:
-    """config.json of a local Hugging Face folder, or the bundled copy for a known hub id
-    (`Qwen/Qwen2.5-Coder-32B-Instruct` -> model/configs/qwen2.5-coder-32b-instruct.json)."""
-    local = Path(ref) / "config.json"
-    if local.exists():
-        return json.loads(local.read_text())
-    bundled = BUNDLED_CONFIGS / f"{ref.split('/')[-1].lower()}.json"
-    return json.loads(bundled.read_text()) if bundled.exists() else None
-
 
 @dataclass
 class StagePlan:
@@ -42,7 +30,7 @@ def plan_stage(name: str, settings: Settings, model_ref: str, mfu: float) -> Sta
     world = settings.nodes * settings.gpus_per_node
     layout = f"{settings.nodes}x{settings.gpus_per_node} GPUs: TP {p.tensor}, PP {p.pipeline}" + \
         (f" (virtual {p.virtual_pipeline})" if p.virtual_pipeline > 1 else "") + f", CP {p.context}"
-    config = hf_config_for(model_ref)
+    config = known_config(model_ref)
     if config is None:
         return StagePlan(name, layout, None, None, None, None, [f"no config.json for {model_ref} (not local, not bundled)"])
     if settings.rope_scaling:
