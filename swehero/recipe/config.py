@@ -13,7 +13,7 @@ from typing import Any
 from swehero.recipe import kinds
 from swehero.recipe.loader import Lines, RecipeError, apply_override, load_yaml, merge_base, resolve_references
 from swehero.recipe.schema import build, check, input_paths, suggest
-from swehero.recipe.stage import HUB_ID, ModelConfig
+from swehero.recipe.stage import ModelConfig
 
 _STAGE_KEYS = ("name", "kind", "needs")
 
