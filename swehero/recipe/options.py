@@ -34,7 +34,7 @@ from click.core import ParameterSource
 
 from swehero.recipe.loader import FieldPath, Lines, RecipeError, apply_override, load_yaml
 from swehero.recipe.schema import build, input_paths
-from swehero.recipe.stage import HUB_ID, _Input
+from swehero.recipe.stage import _Input
 
 
 class SettingsError(click.ClickException):
