@@ -82,7 +82,7 @@ def test_loads_verified_and_multilingual_shapes(toy, tmp_path):
         assert [t["PASS_TO_PASS"] for t in multilingual] == [t["PASS_TO_PASS"] for t in verified]
         assert multilingual[0]["log_parser"] == "parse_log_pytest" and "environment_setup_commit" not in multilingual[0]
     (tmp_path / "bad.jsonl").write_text(json.dumps({"instance_id": "x", "repo": "a/b"}) + "\n")
-    with pytest.raises(ValueError, match="bad.jsonl:1: task .x. lacks column\(s\) base_commit, problem_statement"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: task .x. lacks column\(s\) base_commit, problem_statement"):
         load_tasks(str(tmp_path / "bad.jsonl"))
 
 

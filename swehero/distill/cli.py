@@ -8,10 +8,8 @@ from pathlib import Path
 import click
 
 from swehero.distill.filter_stage import Settings as FilterSettings
+from swehero.distill.run import Settings
 from swehero.recipe.options import settings_options
-
-_LAUNCH_ONLY = ("launcher", "shards", "sbatch_args", "out", "shard", "progress")
-
 
 class _DistillGroup(click.Group):
     """`swehero distill --tasks ...` means `swehero distill run --tasks ...`."""
@@ -35,79 +33,30 @@ def distill() -> None:
 
 
 @distill.command()
-@click.option("--tasks", required=True, type=click.Path(exists=True, dir_okay=False), help="Task file (SWE-bench schema).")
-@click.option("--mode", type=click.Choice(["zero", "exec"]), default="zero", show_default=True)
-@click.option("--policy", type=click.Choice(["openai", "oracle"]), default="openai", show_default=True)
-@click.option("--rollouts", default=1, show_default=True, help="Episodes per task.")
-@click.option("--workers", default=4, show_default=True, help="Episodes at once.")
+@settings_options(Settings)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--teacher", "teachers", multiple=True, help="Teacher endpoint (repeat for several; least-loaded first).")
-@click.option("--serve-model", default="", help="Checkpoint folder to serve with vLLM for the run (no --teacher).")
-@click.option("--model", default="", help="Model name the endpoints serve (default: their first).")
-@click.option("--runtime", type=click.Choice(["local", "docker"]), default="local", show_default=True)
-@click.option("--repos", default="", help="Folder of task repositories (local runtime; default: repos/ by the tasks).")
-@click.option("--repo-url", default="", help="Clone a bare mirror of each repository once from this URL/path "
-              "template into --repos (default OUT/mirrors): {repo} = owner/name, {repo_dir} = owner__name.")
-@click.option("--max-steps", default=100, show_default=True)
-@click.option("--time-limit", default=1800.0, show_default=True, help="Seconds per episode.")
-@click.option("--temperature", default=0.7, show_default=True)
-@click.option("--max-reply-tokens", default=4096, show_default=True)
-@click.option("--request-retries", default=5, show_default=True,
-              help="Retries of a failed request before the episode fails over to another teacher.")
-@click.option("--shard", default="", help="i/n: this shard of the tasks.")
-@click.option("--limit", default=0, help="Only the first N tasks.")
-@click.option("--exclude", multiple=True, help="Evaluation set to decontaminate against (file, verified, multilingual).")
-@click.option("--progress", type=bool, default=True, show_default=True, help="Progress bar.")
 @click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
-              help="slurm: write an array job (one shard per task) instead of running.")
+              help="slurm: write an array job (one shard per array task) instead of running.")
 @click.option("--shards", default=1, show_default=True, help="Array tasks (with --launcher slurm).")
 @click.option("--sbatch-arg", "sbatch_args", multiple=True, help="Extra #SBATCH line, e.g. --gres=gpu:8.")
-def run(**params) -> None:
+def run(settings: Settings, out: Path, launcher: str, shards: int, sbatch_args: tuple[str, ...]) -> None:
     """Run every (task, rollout) not yet in OUT/trajectories.jsonl, then write OUT/summary.json.
 
     \b
     Example:
       swehero distill run --tasks toy/tasks.jsonl --mode exec --policy oracle --rollouts 2 --workers 4 --out d
     """
-    from swehero.distill.run import Settings
     from swehero.distill.run import distill as run_distill
     from swehero.distill.shards import slurm_script
-    from swehero.agent.loop import LoopConfig
-    from swehero.agent.openai_policy import OpenAIConfig
-    from swehero.agent.settings import AgentSettings
-    from swehero.serve.server import ServeConfig
 
-    if params["launcher"] == "slurm":
-        out = params["out"]
-        params["tasks"] = str(Path(params["tasks"]).resolve())  # array tasks may start elsewhere
+    if launcher == "slurm":
         out.mkdir(parents=True, exist_ok=True)
         script = out / "distill.sbatch"
-        script.write_text(slurm_script(_argv(params), params["shards"], out, params["sbatch_args"]))
+        script.write_text(slurm_script(settings, shards, out, list(sbatch_args)))
         click.echo(f"wrote {script}; submit with: sbatch {script}")
         return
-    settings = Settings(
-        tasks=params["tasks"], rollouts=params["rollouts"], workers=params["workers"],
-        endpoints=list(params["teachers"]), serve=ServeConfig(model=params["serve_model"]), shard=params["shard"],
-        limit=params["limit"], exclude=list(params["exclude"]), progress=params["progress"],
-        repo_url=params["repo_url"], repos=params["repos"],
-        agent=AgentSettings(policy=params["policy"], mode=params["mode"], runtime=params["runtime"],
-                            time_limit_s=params["time_limit"], loop=LoopConfig(max_steps=params["max_steps"]),
-                            openai=OpenAIConfig(model=params["model"], temperature=params["temperature"],
-                                                max_reply_tokens=params["max_reply_tokens"],
-                                                request_retries=params["request_retries"])))
-    summary = run_distill(settings, params["out"])
+    summary = run_distill(settings, out)
     click.echo(json.dumps({k: summary[k] for k in ("episodes", "finish_reasons", "failed_this_run", "wall_s")}))
-
-
-def _argv(params: dict) -> list[str]:
-    """The run's options as a command line, less those the launcher sets per array task."""
-    args = []
-    for option in click.get_current_context().command.params:
-        value = params[option.name]
-        for item in value if isinstance(value, tuple) else [value]:
-            if option.name not in _LAUNCH_ONLY and item not in ("", None):
-                args += [option.opts[0], str(item)]
-    return args
 
 
 @distill.command()

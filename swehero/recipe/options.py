@@ -182,7 +182,7 @@ def _metavar(tp: Any) -> str | None:
     tp = _without_none(tp)
     marker = next((a for a in typing.get_args(tp)[1:] if isinstance(a, _Input)), None)
     if typing.get_origin(tp) is Annotated and marker:
-        return "|".join(["PATH"] + ["HUB_ID"] * marker.hub_ok + list(marker.names))
+        return "|".join(["PATH"] + ["HUB_ID"] * marker.hub_ok + [n for n in marker.names if "/" not in n])
     tp = _unwrap(tp)
     if typing.get_origin(tp) is Literal:
         return "[" + "|".join(str(a) for a in typing.get_args(tp)) + "]"
