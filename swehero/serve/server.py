@@ -39,7 +39,11 @@ class ServeConfig:
     parser: Literal["auto", "hermes", "qwen3_coder"] = "auto"
     """Tool-call parser: hermes (Qwen2.5), qwen3_coder (Qwen3-Coder teachers), or auto (from config.json)."""
     tensor_parallel_size: int = 1
-    """GPUs per server."""
+    """GPUs per model replica: enough that the weights plus the KV cache fit (`swehero recipe plan` estimates it;
+    a 32B model in bf16 with a 128k context needs 4 H100s)."""
+    data_parallel_size: int = 1
+    """Model replicas behind the one server, each on its own `tensor_parallel_size` GPUs (vLLM's data
+    parallelism): an 8-GPU node serves a 32B model as 2 replicas of 4 for twice the throughput."""
     max_model_len: int = 32768
     """Context length the server accepts (prompt + completion)."""
     dtype: str = "auto"
@@ -95,6 +99,7 @@ def command(cfg: ServeConfig, port: int) -> list[str]:
         "--served-model-name", cfg.name,
         "--host", cfg.host, "--port", str(port),
         "--tensor-parallel-size", str(cfg.tensor_parallel_size),
+        "--data-parallel-size", str(cfg.data_parallel_size),
         "--max-model-len", str(cfg.max_model_len),
         "--dtype", cfg.dtype,
         "--gpu-memory-utilization", str(cfg.gpu_memory_utilization),
