@@ -126,8 +126,11 @@ def strip_history_script(base_commit: str) -> str:
     whose repository came with its full history (SWE-bench's do); local checkouts never get the rest."""
     return (
         f"git checkout -q -f -B main {shlex.quote(base_commit)} && "
-        "git for-each-ref --format='%(refname)' | grep -vx refs/heads/main | xargs -r -n1 git update-ref -d && "
-        "git remote | xargs -r -n1 git remote remove && rm -f .git/ORIG_HEAD .git/FETCH_HEAD && "
+        "git remote | xargs -r -n1 git remote remove && "
+        # --no-deref: deleting a symbolic ref (refs/remotes/origin/HEAD) must not delete its target instead
+        "git for-each-ref --format='%(refname)' | grep -vx refs/heads/main | "
+        "xargs -r -n1 git update-ref --no-deref -d && "
+        "rm -f .git/ORIG_HEAD .git/FETCH_HEAD && "
         "git reflog expire --expire=now --all && git gc -q --prune=now"
     )
 
