@@ -63,8 +63,8 @@ def toy_images(docker_base_image, tmp_path_factory) -> Path:
     """The toy tasks and their instance images, built once per session; returns a task file of them with the
     harness's columns (`swehero eval images build --out`), the repositories in `repos/` beside it."""
     from swehero.eval.images import build_images, write_harness_tasks
-    from swehero.eval.tasks import load_tasks
-    from swehero.eval.toy import build_toy_tasks
+    from swehero.rollout.tasks import load_tasks
+    from swehero.rollout.toy import build_toy_tasks
 
     tasks_file = build_toy_tasks(tmp_path_factory.mktemp("toy-images"))
     tasks = load_tasks(str(tasks_file))

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from swehero.agent.container import DockerLimits, DockerRuntime
+from swehero.agent.container import DockerConfig, DockerRuntime
 from swehero.agent.editor import Editor, ToolError
 from swehero.agent.task import OPENHANDS_ROOT, Task, agent_root
 from swehero.eval.images import ENV_DIR, image_name
-from swehero.eval.tasks import load_tasks
+from swehero.rollout.tasks import load_tasks
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -34,7 +34,7 @@ def calc(toy_images) -> dict:
 def start(task: dict, **limits) -> DockerRuntime:
     """A rollout container as `run_task` makes it: the workspace root, the history stripped and checked."""
     return DockerRuntime(image_name(task), agent_root(OPENHANDS_ROOT, Task.from_row(task)),
-                         limits=DockerLimits(**limits), base_commit=task["base_commit"])
+                         limits=DockerConfig(**limits), base_commit=task["base_commit"])
 
 
 def processes(rt: DockerRuntime) -> list[str]:
@@ -178,8 +178,8 @@ def _tar(name: str, data: bytes) -> bytes:
 
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from swehero.agent.container import DockerLimits, DockerRuntime
-    rt = DockerRuntime(sys.argv[1], limits=DockerLimits(lifetime=int(sys.argv[2])))
+    from swehero.agent.container import DockerConfig, DockerRuntime
+    rt = DockerRuntime(sys.argv[1], limits=DockerConfig(lifetime=int(sys.argv[2])))
     print(rt.container.name, flush=True)
     if sys.argv[3] == "exit":
         sys.exit(0)  # no close(): the atexit hook removes the container

@@ -11,7 +11,8 @@ import pytest
 
 from agent_repos import git
 from swehero.agent.policy import Reply
-from swehero.agent.run import AgentConfig, run_task
+from swehero.agent.run import run_task
+from swehero.agent.settings import AgentSettings
 from swehero.agent.runtime import FutureHistoryError, history_check_script, require_clean_history
 from swehero.agent.task import Task
 
@@ -61,11 +62,11 @@ class Probe:
         return Reply({"role": "assistant", "content": "", "tool_calls": [call]})
 
 
-def observations(task: Task, config: AgentConfig, tmp_path: Path, source: Path | None,
+def observations(task: Task, config: AgentSettings, tmp_path: Path, source: Path | None,
                  monkeypatch) -> list[str]:
     monkeypatch.setattr("swehero.agent.run._policy", lambda task, config, root: Probe())
     record = run_task(task, config, tmp_path / "traj.json", source, tmp_path / "work")
-    assert record["metadata"]["exit_reason"] == "finished"
+    assert record["metadata"]["finish_reason"] == "submitted"
     return [m["content"] for m in record["messages"] if m["role"] == "tool"]
 
 
@@ -83,7 +84,7 @@ def test_local_runtime_shows_nothing_after_the_base(tmp_path, mode, monkeypatch)
     if subprocess.run(["which", "bwrap"], capture_output=True).returncode:
         pytest.skip("bubblewrap (bwrap) is not installed")
     task = upstream(tmp_path / "upstream")
-    seen = observations(task, AgentConfig(mode=mode, policy="oracle", runtime="local"), tmp_path,
+    seen = observations(task, AgentSettings(mode=mode, policy="oracle", runtime="local"), tmp_path,
                         tmp_path / "upstream", monkeypatch)
     assert_nothing_leaks(seen, [str(tmp_path), str(tmp_path.resolve())])
 
@@ -120,7 +121,7 @@ def test_docker_runtime_shows_nothing_after_the_base(docker_base_image, tmp_path
     leaked = engine.containers.run(image, ["bash", "-c", "git log --all -p; git reflog; git remote -v"],
                                    network_mode="none", remove=True).decode()
     assert SECRET in leaked and str(tmp_path) in leaked  # the image does leak, until the runtime strips it
-    seen = observations(task, AgentConfig(mode=mode, policy="oracle", runtime="docker"), tmp_path, None,
+    seen = observations(task, AgentSettings(mode=mode, policy="oracle", runtime="docker"), tmp_path, None,
                         monkeypatch)
     assert_nothing_leaks(seen, [str(tmp_path)])
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from swehero.agent.container import DockerRuntime, swebench_image
-from swehero.eval.episode import AgentSettings
+from swehero.agent.settings import AgentSettings
 from swehero.eval.grade import GRADES, GradingSettings, grade
 from swehero.eval.images import ACTIVATE, ENV_DIR, build_images
 from swehero.eval.pipeline import Settings, evaluate
-from swehero.eval.tasks import load_tasks
+from swehero.rollout.tasks import load_tasks
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -84,8 +84,8 @@ def test_an_installed_package_imports_the_agents_code_from_the_workspace(docker_
 
 
 def _run(harness_file: Path, out: Path, policy: str, runtime: str = "local") -> dict:
-    settings = Settings(tasks=str(harness_file), agent=AgentSettings(policy=policy, runtime=runtime,
-                                                                     repos=str(harness_file.parent / "repos")))
+    settings = Settings(tasks=str(harness_file), repos=str(harness_file.parent / "repos"),
+                        agent=AgentSettings(policy=policy, runtime=runtime))
     settings.grading.grader = "swebench"
     lines: list[str] = []
     evaluate(settings, out, progress=lines.append)

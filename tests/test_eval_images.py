@@ -10,8 +10,8 @@ import pytest
 
 from swehero.agent.container import swebench_image
 from swehero.eval.images import ACTIVATE, dockerfile, harness_columns, write_harness_tasks
-from swehero.eval.tasks import load_tasks
-from swehero.eval.toy import build_toy_tasks
+from swehero.rollout.tasks import load_tasks
+from swehero.rollout.toy import build_toy_tasks
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_dockerfile_puts_the_environment_before_the_repository():
 
 
 def test_swebench_grader_on_a_file_without_the_harness_columns_fails_before_inference(toy, tmp_path):
-    from swehero.eval.episode import AgentSettings
+    from swehero.agent.settings import AgentSettings
     from swehero.eval.pipeline import Settings, evaluate
 
     settings = Settings(tasks=str(toy), agent=AgentSettings(policy="gold"))

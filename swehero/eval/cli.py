@@ -138,7 +138,7 @@ def build_images_command(tasks_file: Path, repos: Path | None, base: str, out: P
       swehero eval run /tmp/e --tasks /tmp/toy/tasks.jsonl --policy oracle --runtime docker --grader swebench
     """
     from swehero.eval.images import build_images, write_harness_tasks
-    from swehero.eval.tasks import load_tasks
+    from swehero.rollout.tasks import load_tasks
 
     tasks = load_tasks(str(tasks_file))
     names = build_images(tasks, repos or tasks_file.parent / "repos", base,

@@ -55,7 +55,7 @@ def pip_packages(task: dict) -> list[str]:
 
 
 def test_files(test_patch: str) -> list[str]:
-    from swehero.eval.local_grader import test_files as files  # one definition of what the graders run
+    from swehero.rollout.local_grader import test_files as files  # one definition of what the graders run
 
     return files(test_patch)
 
@@ -161,7 +161,7 @@ def build_images(tasks: list[dict], repos: Path, base: str = "", progress=print)
     """Build the image of every task (its repository from `repos/<owner>__<name>`); returns their names in task
     order. `base`: an image with bash, git and python3 with venv; empty: swehero's own (built once if missing)."""
     from swehero.eval.engine import ensure_base_image, ensure_engine
-    from swehero.eval.toy import repo_dir
+    from swehero.rollout.tasks import repo_dir
 
     engine = ensure_engine()
     base = base or ensure_base_image(engine, progress)
