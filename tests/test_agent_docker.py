@@ -74,6 +74,27 @@ def test_commands_run_in_the_instance_environment_at_the_workspace(calc):
         rt.close()
 
 
+@pytest.mark.timeout(180)
+def test_start_up_files_set_the_environment_and_their_output_is_not_run(calc, tmp_path):
+    """An image whose `~/.bashrc` (interactive only, as Debian's is) exports a variable and prints a banner that
+    reads like a command: the variable reaches the agent's commands, the banner is never executed."""
+    import docker
+
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {image_name(calc)}\n"
+        "RUN printf '%s\\n' 'case $- in *i*) ;; *) return;; esac' 'export GREETING=from-bashrc' "
+        "'echo \"Welcome; touch /tmp/banner-ran\"' >> /root/.bashrc\n")
+    image, _ = docker.from_env().images.build(path=str(tmp_path), tag="swehero-test/bashrc-banner:latest", rm=True,
+                                             network_mode="none")
+    rt = DockerRuntime(image.tags[0], "/workspace/swehero-toy__calc__0.1", base_commit=calc["base_commit"])
+    try:
+        seen = rt.execute("echo $GREETING; ls /tmp/banner-ran 2>&1; command -v python", 30)
+        assert seen.output.split("\n")[0] == "from-bashrc" and "No such file" in seen.output
+        assert f"{ENV_DIR}/bin/python" in seen.output
+    finally:
+        rt.close()
+
+
 @pytest.mark.timeout(120)
 def test_no_network(calc):
     rt = start(calc)

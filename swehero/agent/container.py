@@ -114,8 +114,9 @@ def workspace_script(image_repo: str, root: str) -> str:
 
 def activation_script() -> str:
     """Write the environment an interactive shell of the image has (`~/.bashrc` and the like sourced, as in a
-    terminal and in OpenHands' shell) to the state file every command starts from."""
-    return f"bash -i -c 'export -p' </dev/null >{STATE_DIR}/env 2>/dev/null"
+    terminal and in OpenHands' shell) to the state file every command starts from. Through fd 3: whatever the
+    start-up files print must not end up in a file that is sourced."""
+    return f"bash -i -c 'export -p >&3' 3>{STATE_DIR}/env </dev/null >/dev/null 2>&1"
 
 
 def reap_script(keep: str) -> str:
