@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_repos import Scripted
 from swehero.agent.container import DockerConfig, DockerRuntime
 from swehero.agent.editor import Editor, ToolError
 from swehero.agent.task import OPENHANDS_ROOT, Task, agent_root
@@ -93,6 +94,19 @@ def test_start_up_files_set_the_environment_and_their_output_is_not_run(calc, tm
         assert f"{ENV_DIR}/bin/python" in seen.output
     finally:
         rt.close()
+
+
+@pytest.mark.timeout(120)
+def test_an_attempts_container_lives_no_longer_than_the_attempt(calc, tmp_path, monkeypatch):
+    from swehero.agent.run import run_task
+    from swehero.agent.settings import AgentSettings
+
+    probe = Scripted(["tr '\\0' ' ' < /proc/1/cmdline"])
+    monkeypatch.setattr("swehero.agent.run._policy", lambda task, settings, root: probe)
+    record = run_task(Task.from_row(calc), AgentSettings(runtime="docker", time_limit_s=30, kill_grace_s=10),
+                      tmp_path / "traj.json")
+    shown = next(m["content"] for m in record["messages"] if m["role"] == "tool")
+    assert shown.startswith("/sbin/docker-init -- sleep 100 \n")  # 30 + 10 + 60 s, not the 6 h default
 
 
 @pytest.mark.timeout(120)
@@ -199,7 +213,8 @@ def _tar(name: str, data: bytes) -> bytes:
 
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from swehero.agent.container import DockerConfig, DockerRuntime
+    from agent_repos import Scripted
+from swehero.agent.container import DockerConfig, DockerRuntime
     rt = DockerRuntime(sys.argv[1], limits=DockerConfig(lifetime=int(sys.argv[2])))
     print(rt.container.name, flush=True)
     if sys.argv[3] == "exit":

@@ -3,14 +3,12 @@ runtimes and both modes, and the runtimes refuse a repository that still exposes
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from agent_repos import git
-from swehero.agent.policy import Reply
+from agent_repos import Scripted, git
 from swehero.agent.run import run_task
 from swehero.agent.settings import AgentSettings
 from swehero.agent.runtime import FutureHistoryError, history_check_script, require_clean_history
@@ -49,23 +47,11 @@ def upstream(path: Path) -> Task:
                 problem_statement="answer() is off by one")
 
 
-class Probe:
-    """A policy that runs PROBES, then finishes (the runtime, not the policy, is under test)."""
-
-    def __init__(self) -> None:
-        self.calls = [("execute_bash", {"command": c}) for c in PROBES] + [("finish", {"message": "done"})]
-
-    def act(self, messages: list[dict], tools: list[dict]) -> Reply:
-        name, args = self.calls.pop(0)
-        call = {"id": f"call_{len(self.calls)}", "type": "function",
-                "function": {"name": name, "arguments": json.dumps(args)}}
-        return Reply({"role": "assistant", "content": "", "tool_calls": [call]})
-
-
-def observations(task: Task, config: AgentSettings, tmp_path: Path, source: Path | None,
+def observations(task: Task, settings: AgentSettings, tmp_path: Path, source: Path | None,
                  monkeypatch) -> list[str]:
-    monkeypatch.setattr("swehero.agent.run._policy", lambda task, config, root: Probe())
-    record = run_task(task, config, tmp_path / "traj.json", source, tmp_path / "work")
+    probe = Scripted(PROBES)
+    monkeypatch.setattr("swehero.agent.run._policy", lambda task, settings, root: probe)
+    record = run_task(task, settings, tmp_path / "traj.json", source, tmp_path / "work")
     assert record["metadata"]["finish_reason"] == "submitted"
     return [m["content"] for m in record["messages"] if m["role"] == "tool"]
 

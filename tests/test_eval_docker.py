@@ -53,7 +53,8 @@ def test_images_build_command_prints_the_names_the_harness_uses(toy_images, tmp_
 
 SRC_LAYOUT = {
     "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n\n'
-                      '[project]\nname = "srcpkg"\nversion = "0.1"\n\n[tool.setuptools.packages.find]\nwhere = ["src"]\n',
+                      '[project]\nname = "srcpkg"\nversion = "0.1"\n\n'
+                      '[tool.setuptools.packages.find]\nwhere = ["src"]\n',
     "src/srcpkg/__init__.py": "VALUE = 1\n",
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from swehero.agent.loop import STAGE, run_episode
@@ -65,8 +66,12 @@ def _runtime(task: Task, settings: AgentSettings, root: str, source_repo: Path |
     if settings.runtime == "docker":
         from swehero.agent.container import DockerRuntime, swebench_image
 
+        # the container need not outlive the attempt: bounding its lifetime by the attempt's own limits clears the
+        # containers of killed attempts within minutes, not hours
+        attempt_s = int(settings.time_limit_s + settings.kill_grace_s) + 60
+        limits = replace(settings.docker, lifetime=min(settings.docker.lifetime, attempt_s))
         return DockerRuntime(settings.image or task.image or swebench_image(task.instance_id), root,
-                             config=settings.sandbox, limits=settings.docker, base_commit=task.base_commit)
+                             config=settings.sandbox, limits=limits, base_commit=task.base_commit)
     from swehero.agent.local import LocalRuntime
 
     if source_repo is None:
