@@ -213,8 +213,7 @@ def _tar(name: str, data: bytes) -> bytes:
 
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from agent_repos import Scripted
-from swehero.agent.container import DockerConfig, DockerRuntime
+    from swehero.agent.container import DockerConfig, DockerRuntime
     rt = DockerRuntime(sys.argv[1], limits=DockerConfig(lifetime=int(sys.argv[2])))
     print(rt.container.name, flush=True)
     if sys.argv[3] == "exit":
