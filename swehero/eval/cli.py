@@ -134,8 +134,8 @@ def build_images_command(tasks_file: Path, repos: Path | None, base: str, out: P
 
     \b
     Example:
-      swehero eval toy /tmp/toy && swehero eval images build --tasks /tmp/toy/tasks.jsonl
-      swehero eval run /tmp/e --tasks /tmp/toy/tasks.jsonl --policy oracle --runtime docker --grader swebench
+      swehero eval toy /tmp/toy && swehero eval images build --tasks /tmp/toy/tasks.jsonl --out /tmp/toy/h.jsonl
+      swehero eval run /tmp/e --tasks /tmp/toy/h.jsonl --policy oracle --runtime docker --grader swebench
     """
     from swehero.eval.images import build_images, write_harness_tasks
     from swehero.rollout.tasks import load_tasks
