@@ -115,7 +115,12 @@ def toy(dest: Path) -> None:
 
 @eval_group.group()
 def images() -> None:
-    """SWE-bench-shaped instance images for task files without published images (built here, offline)."""
+    """SWE-bench-shaped instance images for task files without published images (built here, offline).
+
+    \b
+    Example:
+      swehero eval images build --tasks tasks.jsonl --repos repos/ --out tasks.harness.jsonl
+    """
 
 
 @images.command("build")
