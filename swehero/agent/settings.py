@@ -29,7 +29,8 @@ class AgentSettings:
     (the task's SWE-bench instance image)."""
     root: str = ""
     """Agent-visible repository path, with `{repo}` (`/` spelt `__`) and `{version}` placeholders; empty: OpenHands'
-    `/workspace/{repo}__{version}` for local, `/testbed` for docker."""
+    `/workspace/{repo}__{version}`, where the training trajectories have it, in both runtimes (docker moves the
+    image's /testbed there)."""
     image: str = ""
     """Docker image; empty: the task's `image` column, else SWE-bench's instance image name."""
     prompts: InputPath = ""

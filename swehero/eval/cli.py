@@ -111,3 +111,43 @@ def toy(dest: Path) -> None:
     from swehero.rollout.toy import build_toy_tasks
 
     click.echo(f"wrote {build_toy_tasks(dest)}")
+
+
+@eval_group.group()
+def images() -> None:
+    """SWE-bench-shaped instance images for task files without published images (built here, offline).
+
+    \b
+    Example:
+      swehero eval images build --tasks tasks.jsonl --repos repos/ --out tasks.harness.jsonl
+    """
+
+
+@images.command("build")
+@click.option("--tasks", "tasks_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Task file (.jsonl/.json/.parquet, SWE-bench schema).")
+@click.option("--repos", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the tasks' git repositories (owner__name); default: repos/ beside the task file.")
+@click.option("--base", default="", help="Base image (bash, git, python3 with venv); default: swehero's own, "
+                                         "built from Debian packages when missing.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the tasks with the harness's columns (image, eval_script, ...) to this file, for "
+                   "--grader swebench.")
+def build_images_command(tasks_file: Path, repos: Path | None, base: str, out: Path | None) -> None:
+    """Build one image per task (repository at /testbed at base_commit, dependencies in the `testbed` environment)
+    and print their names, one per task: the agent's docker runtime and the harness find them by these names.
+
+    \b
+    Example:
+      swehero eval toy /tmp/toy && swehero eval images build --tasks /tmp/toy/tasks.jsonl --out /tmp/toy/h.jsonl
+      swehero eval run /tmp/e --tasks /tmp/toy/h.jsonl --policy oracle --runtime docker --grader swebench
+    """
+    from swehero.eval.images import build_images, write_harness_tasks
+    from swehero.rollout.tasks import load_tasks
+
+    tasks = load_tasks(str(tasks_file))
+    names = build_images(tasks, repos or tasks_file.parent / "repos", base,
+                         progress=lambda line: click.echo(line, err=True))
+    click.echo("\n".join(names))
+    if out:
+        click.echo(f"wrote {write_harness_tasks(tasks, out)}", err=True)

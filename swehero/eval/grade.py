@@ -61,7 +61,7 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
             try:
                 entry = grade_instance(task, predictions[iid], repo_dir(repos, task["repo"]),
                                        out_dir / "grading" / iid, settings.local)
-                record = grade_record(iid, entry, "local")
+                record = grade_record(iid, entry, "local", f"grading/{iid}")
             except Exception as e:  # a broken clone is the infrastructure's failure, not the model's
                 record = {"instance_id": iid, "grader": "local", "resolved": False, "patch_applied": False,
                           "infra_failure": True, "error": f"{type(e).__name__}: {e}"}
@@ -73,7 +73,7 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
                 future.result()
     else:
         if Path(harness_dataset).is_file():  # a hub dataset is checked by the harness itself
-            check_harness_dataset(todo)
+            check_harness_dataset(todo, harness_dataset)
         ids = [t["instance_id"] for t in todo]
         model = predictions[ids[0]]["model_name_or_path"]
         where = run_harness(settings.harness, out_dir, harness_dataset, out_dir / PREDICTIONS, ids,

@@ -60,7 +60,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     from swehero.eval.inference import PREDICTIONS, run_inference
     from swehero.eval.runs import run_dirs
     from swehero.rollout.endpoints import serving
-    from swehero.rollout.tasks import TESTS, load_selection, require
+    from swehero.rollout.tasks import TESTS, load_selection, load_tasks, require
 
     if settings.heldout_trajectories and not settings.serve.model:
         raise ValueError("heldout_trajectories needs `serve.model`: the checkpoint whose accuracy is measured")
@@ -73,6 +73,11 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
              "repos": str(selected.repos or ""), "runs": settings.runs,
              "instance_ids": [t["instance_id"] for t in selected.tasks]}
     (out_dir / "eval.json").write_text(json.dumps(saved, indent=1))
+    harness = settings.grading.harness.dataset or harness_dataset(selected.source)
+    if settings.grading.grader == "swebench" and Path(harness).is_file():  # fail before inference, not after
+        from swehero.eval.harness import check_harness_dataset
+
+        check_harness_dataset(selected.tasks if harness == selected.source else load_tasks(harness), harness)
     if settings.agent.runtime == "docker":
         from swehero.agent.docker_host import check_architecture
 
@@ -82,8 +87,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
         run_inference(selected.tasks, agent, runs, model_label(settings), selected.repos, urls, settings.workers,
                       settings.max_attempts, settings.seed, progress=progress)
     for run in runs:
-        grade(selected.tasks, run, settings.grading, selected.repos,
-              settings.grading.harness.dataset or harness_dataset(selected.source), progress=progress)
+        grade(selected.tasks, run, settings.grading, selected.repos, harness, progress=progress)
     if settings.heldout_trajectories:
         score_heldout(settings, out_dir, progress)
     outputs = report_eval(out_dir, selected.tasks, saved, settings.price_prompt_per_mtok,

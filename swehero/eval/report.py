@@ -83,7 +83,9 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
                           "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost,
                           "seconds": meta.get("seconds"), "attempts": meta.get("attempts", 1),
                           "prompts": meta.get("prompts"),
-                          "seeking": seeking_commands(record, task.get("base_commit", ""))})
+                          "seeking": seeking_commands(record, task.get("base_commit", "")),
+                          # the grader's report and test output, relative to the run's folder
+                          "logs": (graded.get(iid) or {}).get("logs")})
     total = len(tasks)
     resolved = sum(i["outcome"] == "resolved" for i in instances)
     per_repo: dict[str, dict] = {}
