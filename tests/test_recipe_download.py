@@ -1,7 +1,6 @@
 """The `download` stage kind, offline against a Hugging Face cache this test builds in the hub's own layout
 (refs/, snapshots/<commit>/, blobs/), then the import's seeded one-trajectory-per-task selection on its output."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hub_cache import add_to_cache
 
 FIXTURES = Path(__file__).parent / "data_fixtures"
 HERO_COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -47,22 +47,6 @@ def release_rows(tasks: int, rollouts: int) -> list[dict]:
 def parquet_bytes(rows: list[dict], path: Path) -> bytes:
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path.read_bytes()
-
-
-def add_to_cache(cache: Path, repo_id: str, commit: str, files: dict[str, bytes], ref: str | None = "main") -> None:
-    """One snapshot of a dataset repository, stored as huggingface_hub stores downloads: content-addressed blobs,
-    the snapshot's files as relative symlinks to them, and the branch's commit under refs/."""
-    folder = cache / f"datasets--{repo_id.replace('/', '--')}"
-    for name, data in files.items():
-        blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = folder / "snapshots" / commit / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    if ref:
-        (folder / "refs").mkdir(exist_ok=True)
-        (folder / "refs" / ref).write_text(commit)
 
 
 @pytest.fixture
