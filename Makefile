@@ -38,7 +38,8 @@ clean:
 # The model and training tests again under Python 3.12 with megatron-core 0.19.2: the versions the GPU image
 # ships (the main tier runs Python 3.11 with 0.16.1). Its own venv; torch from PyPI, which for 3.12 is the CUDA
 # build (~4 GB with its nvidia-* wheels); it runs on the CPU like the CPU build.
-PY312 ?= python3.12
+# pyenv's 3.12 where pyenv manages the interpreters (its python3.12 shim refuses while 3.11 is selected), else PATH's.
+PY312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
 VENV312 ?= .venv312
 PY312_TESTS = tests/test_model.py tests/test_model_convert_cli.py tests/test_model_cpu_backend.py \
   tests/test_train_setup.py tests/test_train_context.py tests/test_train_cpu.py tests/test_train_fp8_state.py
