@@ -18,7 +18,7 @@ CONSTRAINTS := $(if $(LOCK),-c $(LOCK),)
 TORCH_WHEELS ?= /opt/wheels
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install demo test clean lock
+.PHONY: install demo test clean lock install-py312 test-py312
 
 install: $(STAMP)
 
@@ -44,7 +44,27 @@ test: install
 	$(VENV)/bin/python -m pytest
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VENV312) runs .pytest_cache
+
+# The model and training tests again under Python 3.12 with megatron-core 0.19.2: the versions the GPU image
+# ships (the main tier runs Python 3.11 with 0.16.1). Its own venv; torch from PyPI, which for 3.12 is the CUDA
+# build (~4 GB with its nvidia-* wheels); it runs on the CPU like the CPU build.
+# pyenv's 3.12 where pyenv manages the interpreters (its python3.12 shim refuses while 3.11 is selected), else PATH's.
+PY312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
+VENV312 ?= .venv312
+PY312_TESTS = tests/test_model.py tests/test_model_convert_cli.py tests/test_model_cpu_backend.py \
+  tests/test_train_setup.py tests/test_train_context.py tests/test_train_cpu.py tests/test_train_fp8_state.py
+install-py312: $(VENV312)/.installed
+
+$(VENV312)/.installed: setup.cfg pyproject.toml Makefile
+	test -x $(VENV312)/bin/python || $(PY312) -m venv $(VENV312)
+	$(VENV312)/bin/python -m pip install -q --upgrade pip
+	$(VENV312)/bin/python -m pip install -q "$(TORCH)"
+	$(VENV312)/bin/python -m pip install -q -e ".[megatron,test]"
+	touch $@
+
+test-py312: install-py312
+	$(VENV312)/bin/python -m pytest -p no:cacheprovider $(PY312_TESTS)
 
 # Regenerate every lock file from setup.cfg. Never edit them by hand.
 # locks/cpu-py3.11.lock: this machine kind's environment (`make install`), Python 3.11, linux x86_64;

@@ -169,3 +169,11 @@ def test_bundled_recipes_validate_and_dry_run(name, tmp_path):
     names = [s.name for s in recipe.stages]
     for stage in recipe.stages:  # dependencies come first
         assert all(names.index(n) < names.index(stage.name) for n in stage.needs)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "recipes").glob("*.yaml")))
+def test_bundled_recipes_plan_with_tokens_per_step(name, tmp_path):
+    result = CliRunner().invoke(main, ["recipe", "plan", name, "--set", f"run_dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    train_stages = [s for s in load_recipe(name, (f"run_dir={tmp_path}",)).stages if s.kind == "train"]
+    assert result.output.count("tokens per step") == len(train_stages) > 0

@@ -187,9 +187,14 @@ def test_virtual_pipeline_matches_one_stage_and_resumes(tmp_path, dataset, four_
     assert exported.keys() == reexported.keys() and len(exported) == len(_hf_weights(four_layer_model_dir))
     for name, tensor in exported.items():
         assert torch.equal(tensor, reexported[name]), name
-    # ... and equal the one-stage run's weights (float rounding only).
+    # ... and equal the one-stage run's weights up to float rounding, measured against how far training moved
+    # each tensor: the key biases get a weak gradient (only RoPE keeps it from cancelling in the softmax), so the
+    # schedules' different summation orders reach them as relative noise that Adam's normalisation amplifies
+    # (5e-4 of their update with megatron-core 0.19.2, ~1e-5 for the median tensor); a wrong update is ~1.
+    initial = _hf_weights(four_layer_model_dir)
     for name, tensor in _hf_weights(tmp_path / "pp1" / "hf").items():
-        assert torch.allclose(exported[name], tensor, rtol=1e-4, atol=1e-6), name
+        moved = (tensor - initial[name]).abs().max()
+        assert (exported[name] - tensor).abs().max() <= 1e-3 * moved, name
 
     # Stage 2 across layouts: the VPP run's checkpoint into one stage, the one-stage run's into VPP chunks.
     one_step = {"steps": 1, "export_hf": False}

@@ -30,16 +30,26 @@ def data() -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Canonical JSONL to write.")
 @click.option("--stage", type=click.Choice(["zero", "hero"]), default=None, help="Stage label for the records.")
 @click.option("--max-reject-fraction", type=float, default=0.01, show_default=True)
-def import_(fmt, inputs, out, stage, max_reject_fraction) -> None:
+@click.option("--per-instance", type=click.IntRange(min=1), default=None,
+              help="Keep at most N trajectories per task (seeded choice; default: all).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Keep at most N trajectories in all, after --per-instance (seeded choice; default: all).")
+@click.option("--seed", type=int, default=1234, show_default=True, help="Seeds --per-instance and --limit.")
+def import_(fmt, inputs, out, stage, max_reject_fraction, per_instance, limit, seed) -> None:
     """Convert trajectories from FORMAT files (JSONL, JSON, Parquet, .traj) to canonical JSONL.
 
+    Prints counts: rows read, written, rejected, distinct tasks, records per source, and what a selection kept.
+
     \b
-    Example:
+    Examples:
       swehero data import --format nvidia --stage zero swe-zero/*.parquet --out data/zero.jsonl
+      swehero data import --format nvidia --stage hero swe-hero/ --per-instance 1 --seed 1234 --out hero.jsonl
     """
     from swehero.data.importers import import_files
+    from swehero.data.select import Selection
 
-    counts = import_files(list(inputs), fmt, out, stage=stage, max_reject_fraction=max_reject_fraction)
+    counts = import_files(list(inputs), fmt, out, stage=stage, max_reject_fraction=max_reject_fraction,
+                          selection=Selection(per_instance=per_instance, limit=limit, seed=seed))
     click.echo(json.dumps(counts))
 
 

@@ -237,7 +237,8 @@ def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
         raise
     manifest.update(
         status="complete",
-        outputs={k: str(Path(v).resolve()) for k, v in outputs.items()},
+        outputs={k: os.path.abspath(v) for k, v in outputs.items()},  # symlinks kept: a download links the hub cache
+        provenance=ctx.provenance,
         finished=_now(),
         duration_s=round(time.monotonic() - began, 3),
     )

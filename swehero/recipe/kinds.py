@@ -13,6 +13,7 @@ KINDS: dict[str, str] = {
     "compare": "swehero.eval.compare_stage",
     "convert": "swehero.model.stage",
     "distill": "swehero.distill.stage",
+    "download": "swehero.recipe.download",
     "eval": "swehero.eval.stage",
     "filter": "swehero.distill.filter_stage",
     "prepare": "swehero.data.stage",

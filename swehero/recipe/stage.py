@@ -18,9 +18,9 @@ A stage kind is a module (registered in `swehero.recipe.kinds`) that defines:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 
 class _Input:
@@ -87,3 +87,5 @@ class StageContext:
     """Outputs of the stages in `needs`, by stage name (from their manifests)."""
     resume: bool
     """True when an interrupted attempt left partial work in `dir` (only for RESUMABLE kinds)."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Facts the stage records in its manifest under `provenance`, e.g. the commit a download resolved to."""

@@ -3,8 +3,8 @@
 so a folder named `step-N` is always complete. The last `keep_last` are kept.
 
 A checkpoint holds the model (at the top level, with `hf_config.json` beside it: the same layout as
-`swehero convert hf-to-mcore` writes, so `swehero convert mcore-to-hf` exports any of them), the distributed
-optimizer's state, the LR scheduler, the step and every rank's RNG state: a resumed run continues exactly
+`swehero convert hf-to-mcore` writes, so `swehero convert mcore-to-hf` exports any of them), the modules' extra
+state (Transformer Engine's FP8 scaling state), the distributed optimizer's state, the LR scheduler, the step and every rank's RNG state: a resumed run continues exactly
 where the interrupted one stopped.
 """
 
@@ -39,8 +39,11 @@ def _chunks(model: list) -> list[torch.nn.Module]:
 
 
 def _model_state(model: list) -> dict:
-    """The weights under the same keys `swehero convert` uses (any layer spec and chunking reads them back)."""
-    return model_sharded_state_dict(_chunks(model))
+    """The weights under the same keys `swehero convert` uses (any layer spec and chunking reads them back), and
+    every module's `_extra_state`: Transformer Engine keeps its FP8 scaling state (scales, amax history) there,
+    outside the parameters, so without it a resumed FP8 run would restart its scaling. Megatron stores each as a
+    ShardedObject replicated over tensor- and data-parallel ranks (its convention, as in Megatron-LM)."""
+    return model_sharded_state_dict(_chunks(model), extra_state=True)
 
 
 def _rank_file(path: Path) -> Path:

@@ -43,16 +43,23 @@ def train(recipe_file: str, stage_name: str | None, overrides: tuple[str, ...], 
     if launcher == "torchrun":
         run_recipe(loaded, plan(loaded, only=stage.name), echo=click.echo)
         return
-    from swehero.train.launch import slurm_script
-    from swehero.train.stage import job_file
+    from swehero.train.launch import container_mounts, slurm_script
+    from swehero.train.stage import job_file, paths_read
 
     folder = stage_dir(loaded, stage)
     folder.mkdir(parents=True, exist_ok=True)
     ctx = StageContext(stage.name, folder.resolve(), loaded.seed, loaded.model, {}, resume=True)
-    job_file(stage.settings, ctx)
+    job = job_file(stage.settings, ctx)
+    mounts = []
+    if container_image:
+        try:
+            mounts = container_mounts(paths_read(job))
+        except FileNotFoundError as e:
+            raise click.ClickException(f"stage {stage.name} cannot run in a container: it reads {e}; run the "
+                                       "stages that make it first (swehero recipe run)") from None
     script = folder / "train.sbatch"
     script.write_text(slurm_script(folder, stage.settings.nodes, stage.settings.gpus_per_node,
-                                   f"{loaded.name}-{stage.name}", list(sbatch_options), container_image))
+                                   f"{loaded.name}-{stage.name}", list(sbatch_options), container_image, mounts))
     click.echo(f"wrote {script}")
     if submit:
         subprocess.run(["sbatch", str(script)], check=True)

@@ -123,6 +123,9 @@ def layer_spec(s: Settings, has_te: bool) -> str:
     run some of the parallel layouts."""
     if has_te:
         return "te"
+    if s.precision == "fp8":
+        raise ValueError("precision fp8 needs Transformer Engine's layers (the GPU image): Megatron's local layers "
+                         "would silently train in bf16")
     if s.parallel.sequence_parallel:
         raise ValueError("sequence_parallel needs Transformer Engine's layers (Megatron's local norms refuse it)")
     if s.parallel.context > 1:

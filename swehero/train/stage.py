@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -26,10 +27,19 @@ def job_file(settings: Settings, ctx: StageContext) -> Path:
         from huggingface_hub import snapshot_download
 
         init = snapshot_download(init, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"])
+    # Absolute paths: the workers may start in another folder (a container, another node).
+    fields = {**dataclasses.asdict(settings), "data": os.path.abspath(settings.data)}
     path = ctx.dir / JOB_FILE
-    path.write_text(json.dumps({"settings": dataclasses.asdict(settings), "dir": str(ctx.dir), "init": init,
+    path.write_text(json.dumps({"settings": fields, "dir": str(ctx.dir), "init": os.path.abspath(init),
                                 "seed": ctx.seed, "name": ctx.name}, indent=2))
     return path
+
+
+def paths_read(job_path: Path) -> list[Path]:
+    """What the workers of a job file read: the run folder (this stage's folder, and earlier stages' when `init`
+    is one), the packed data and the initial weights."""
+    job = json.loads(Path(job_path).read_text())
+    return [Path(job["dir"]).parent, Path(job["settings"]["data"]), Path(job["init"])]
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
