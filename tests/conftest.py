@@ -37,3 +37,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from swehero.tiny.kit import TinyModelConfig, make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("tiny") / "model", TinyModelConfig(), seed=0)
+
+
+@pytest.fixture(scope="session")
+def four_layer_model_dir(tmp_path_factory) -> Path:
+    """The tiny model with 4 layers (same tokenizer): 2 pipeline stages x 2 virtual stages of one layer each."""
+    from swehero.tiny.kit import TinyModelConfig, make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny4") / "model", TinyModelConfig(num_layers=4), seed=0)
