@@ -77,7 +77,7 @@ def gradient_job(rank: int, layouts: dict[str, Settings], init: Path, samples: l
     (split over the data-parallel ranks in order, as a global batch is), through the training code: model set-up,
     Megatron DDP, the pipeline schedule, the loss and the gradient finalisation. Writes the finalised gradients in
     Hugging Face names to `out/<layout>/` (exported in place of the weights) and each rank's (loss sum, trained
-    tokens) to `out/<layout>/rank<r>.json`. Run with the data-parallel optimizer off, so every rank holds whole
+    tokens) to `out/<layout>/rank<r>.json`. Run with the distributed optimizer off, so every rank holds whole
     gradients."""
     from megatron.core import parallel_state
 
