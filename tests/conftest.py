@@ -70,3 +70,11 @@ def toy_images(docker_base_image, tmp_path_factory) -> Path:
     tasks = load_tasks(str(tasks_file))
     build_images(tasks, tasks_file.parent / "repos", docker_base_image, progress=lambda line: None)
     return write_harness_tasks(tasks, tasks_file.parent / "harness.jsonl")
+
+
+@pytest.fixture(scope="session")
+def four_layer_model_dir(tmp_path_factory) -> Path:
+    """The tiny model with 4 layers (same tokenizer): 2 pipeline stages x 2 virtual stages of one layer each."""
+    from swehero.tiny.kit import TinyModelConfig, make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny4") / "model", TinyModelConfig(num_layers=4), seed=0)

@@ -66,21 +66,25 @@ class Checkpointer:
         if torch.distributed.get_rank() == 0:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            (partial / CHECKPOINT_CONFIG).write_text(json.dumps(self.hf_config, indent=2))
         torch.distributed.barrier()
-        torch.save(_rng_state(), _rank_file(partial))
+        rng = _rng_state()  # now: an async save finishes steps later
         state = _model_state(model)
         state["optimizer"] = optimizer.sharded_state_dict(state, metadata=OPTIMIZER_SHARDING)
         state["scheduler"] = scheduler.state_dict()
         state["step"] = step
+        # Into the empty folder: Megatron takes any file already there for the leftovers of a crashed save and
+        # says so ("Overwriting old incomplete / corrupted checkpoint"). Our own files go in when it is done.
         request = dist_checkpointing.save(state, str(partial), async_sharded_save=self.queue is not None)
         if self.queue is None:
-            self._publish(partial, step)
+            self._publish(partial, step, rng)
         else:
-            request.add_finalize_fn(lambda: self._publish(partial, step))
+            request.add_finalize_fn(lambda: self._publish(partial, step, rng))
             self.queue.schedule_async_request(request)
 
-    def _publish(self, partial: Path, step: int) -> None:
+    def _publish(self, partial: Path, step: int, rng: dict) -> None:
+        torch.save(rng, _rank_file(partial))
+        if torch.distributed.get_rank() == 0:
+            (partial / CHECKPOINT_CONFIG).write_text(json.dumps(self.hf_config, indent=2))
         torch.distributed.barrier()
         if torch.distributed.get_rank() == 0:
             partial.rename(self.folder / f"step-{step}")

@@ -23,7 +23,8 @@ class Env:
 
 
 def initialize(s: Settings, seed: int) -> Env:
-    """Process groups for the recipe's layout (NCCL on GPUs; gloo plus the CPU backend on CPU)."""
+    """Process groups for the recipe's layout (NCCL on GPUs; gloo plus the CPU backend on CPU), over the default
+    group a launcher already made if there is one (`cpu_backend.launch`, as the gradient tests run)."""
     from megatron.core import parallel_state
 
     from swehero.model.provider import init_parallel
@@ -35,7 +36,8 @@ def initialize(s: Settings, seed: int) -> Env:
         from swehero.model import cpu_backend
 
         cpu_backend.enable()
-    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
     init_parallel(s.parallel, seed)
     return Env(
         device=torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu"),
@@ -58,7 +60,7 @@ def init_weights(init: str) -> Path:
     return found[-1][1]
 
 
-def _model_overrides(s: Settings, cuda: bool) -> dict:
+def model_overrides(s: Settings, cuda: bool) -> dict:
     """TransformerConfig fields the training settings decide."""
     overrides = {"calculate_per_token_loss": True}
     if s.recompute == "full":
@@ -82,8 +84,6 @@ def _model_overrides(s: Settings, cuda: bool) -> dict:
 def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
     """This rank's model chunks (its pipeline stage, or its virtual pipeline stages, and tensor shard), each in
     Megatron's DDP."""
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
-
     from swehero.model.provider import build_model_chunks
     from swehero.train import fused_loss
 
@@ -93,29 +93,36 @@ def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
     check_layout(s, hf_config, env.world_size)
     dtype = torch.float32 if s.precision == "fp32" else torch.bfloat16
     spec = layer_spec(s, env.cuda and _has_transformer_engine())
-    chunks = build_model_chunks(hf_config, s.parallel, spec, dtype, **_model_overrides(s, env.cuda))
-    ddp_config = DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True,
-        use_distributed_optimizer=s.distributed_optimizer,
-        overlap_grad_reduce=env.cuda,
-        average_in_collective=False,  # per-token loss: gradients are divided by the global token count instead
-    )
-    model = []
-    for i, chunk in enumerate(chunks):
+    chunks = build_model_chunks(hf_config, s.parallel, spec, dtype, **model_overrides(s, env.cuda))
+    for chunk in chunks:
         if s.fused_ce:
             fused_loss.install(chunk)
         if env.cuda:
             chunk.cuda()
-        # As Megatron-LM: later chunks finish their backward before the first, so each is reduced in one piece
-        # while the earlier ones still compute; only the first chunk's, which ends the step, needs buckets.
-        model.append(DistributedDataParallel(config=chunk.config, ddp_config=ddp_config, module=chunk,
-                                             disable_bucketing=i > 0))
+    return wrap(chunks, s, env.cuda), hf_config
+
+
+def wrap(chunks: list, s: Settings, cuda: bool) -> list:
+    """Each model chunk in Megatron's DDP, and the gradient finalisation (reduction over data- and
+    context-parallel ranks, division by the global batch's trained tokens) the schedules call after backward."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True,
+        use_distributed_optimizer=s.distributed_optimizer,
+        overlap_grad_reduce=cuda,
+        average_in_collective=False,  # per-token loss: gradients are divided by the global token count instead
+    )
+    # As Megatron-LM: later chunks finish their backward before the first, so each is reduced in one piece
+    # while the earlier ones still compute; only the first chunk's, which ends the step, needs buckets.
+    model = [DistributedDataParallel(config=chunk.config, ddp_config=ddp_config, module=chunk, disable_bucketing=i > 0)
+             for i, chunk in enumerate(chunks)]
     config = chunks[0].config  # shared by the chunks
     config.finalize_model_grads_func = finalize_model_grads
-    if env.cuda:
+    if cuda:
         no_sync = [chunk.no_sync for chunk in model]
         config.no_sync_func = no_sync if len(no_sync) > 1 else no_sync[0]
-    return model, hf_config
+    return model
 
 
 def layer_spec(s: Settings, has_te: bool) -> str:
