@@ -66,8 +66,9 @@ def _arguments(fn: dict) -> dict:
 
 def ran_banned_command(record: dict, cfg: FilterConfig) -> bool:
     """Some `execute_bash` call would run a banned program (python, pytest, pip, ...), by the same parser the
-    execution-free runtime refuses commands with; a command bash could not parse counts as banned too."""
-    from swehero.agent.banned import UnparsableCommand, banned_commands
+    execution-free runtime refuses commands with; a command it refuses for another reason (bash could not parse it,
+    its program is computed at run time) counts as banned too."""
+    from swehero.agent.banned import RefusedCommand, banned_commands
 
     for fn in _calls(record):
         command = _arguments(fn).get("command")
@@ -76,7 +77,7 @@ def ran_banned_command(record: dict, cfg: FilterConfig) -> bool:
         try:
             if banned_commands(command):
                 return True
-        except UnparsableCommand:
+        except RefusedCommand:
             return True
     return False
 
