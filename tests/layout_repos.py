@@ -10,7 +10,7 @@ install time. They build with `layout_backend.py` (in-tree), so nothing is downl
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import layout_backend
@@ -37,7 +37,6 @@ class Layout:
     """Test files the fix rewrites: the test patch."""
     fail_to_pass: list[str]
     pass_to_pass: list[str]
-    install_config: dict = field(default_factory=dict)
     packaged: bool = True
     """Built by the in-tree backend (else a folder of modules, run from the repository root)."""
 
@@ -123,4 +122,4 @@ def make_layout_task(root: Path, layout: Layout, **row) -> dict:
     return {"instance_id": f"layout__{layout.name}-1", "repo": f"layout/{layout.name}", "version": "1.0",
             "base_commit": base, "patch": patch, "test_patch": test_patch,
             "problem_statement": f"{layout.name} is wrong", "FAIL_TO_PASS": layout.fail_to_pass,
-            "PASS_TO_PASS": layout.pass_to_pass, "install_config": layout.install_config, **row}
+            "PASS_TO_PASS": layout.pass_to_pass, **row}

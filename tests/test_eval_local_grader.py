@@ -166,6 +166,26 @@ def test_missing_repository_is_raised(layouts, tmp_path):
                        tmp_path / "nowhere", tmp_path / "out")
 
 
+def test_resolved_only_filter_grades_in_task_environments_and_names_missing_repositories(layouts, config, tmp_path):
+    """`filter --resolved-only` grades through the same settings; a missing repository fails it after the rest."""
+    from swehero.distill.filters import FilterConfig, filter_trajectories
+
+    root, tasks = layouts
+    chosen = [tasks[SRC.name], tasks[COLOUR.name]]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in chosen))
+    (tmp_path / "repos").mkdir()
+    (tmp_path / "repos" / "layout__shout").symlink_to(root / "repos" / "layout__shout")
+    records = [{"id": t["instance_id"], "instance_id": t["instance_id"], "messages": [], "patch": t["patch"],
+                "metadata": {"exit_reason": "finished"}} for t in chosen]
+    cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(tmp_path / "tasks.jsonl"), grading=config)
+    with pytest.raises(MissingRepository, match="layout/geom"):
+        filter_trajectories(records, cfg)
+    assert records[1]["resolved"] is True and "resolved" not in records[0]
+    (tmp_path / "repos" / "layout__geom").symlink_to(root / "repos" / "layout__geom")
+    kept, _, report = filter_trajectories(records, cfg)
+    assert [r["instance_id"] for r in kept] == [t["instance_id"] for t in chosen] and report["kept"] == 2
+
+
 def test_install_recipe_precedence_and_python_lookup():
     task = {"instance_id": "t", "install_config": json.dumps({"python": "3.11", "install": "make install",
                                                               "pip_packages": "six iniconfig"})}
