@@ -45,7 +45,8 @@ SRC = Layout(
     name="geom",
     base={"src/geom/__init__.py": "from .shapes import area\n",
           "src/geom/shapes.py": "def area(w, h):\n    return w + h\n",
-          "tests/test_shapes.py": "from geom import area\n\n\ndef test_area_of_nothing():\n    assert area(0, 0) == 0\n"},
+          "tests/test_shapes.py": "from geom import area\n\n\ndef test_area_of_nothing():\n"
+                                  "    assert area(0, 0) == 0\n"},
     fix={"src/geom/shapes.py": "def area(w, h):\n    return w * h\n"},
     tests={"tests/test_shapes.py": "from geom import area\n\n\ndef test_area_of_nothing():\n    assert area(0, 0) == 0"
                                    "\n\n\ndef test_area():\n    assert area(2, 3) == 6\n"},

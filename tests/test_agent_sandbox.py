@@ -125,8 +125,9 @@ def test_zero_mode_refuses_banned_commands_before_running_them(rt):
 
 def test_patch_includes_new_files_and_ignores_agent_git_config(rt):
     bash(rt, "git config core.fsmonitor 'touch /tmp/fsmonitor-ran; echo'; echo new > added.txt")
+    assert "ok" in bash(rt, "python3 -c 'import pkg.calc' && ls pkg/__pycache__ | grep -q pyc && echo ok")
     patch = rt.patch(rt.files.root and "HEAD")
-    assert "+++ b/added.txt" in patch
+    assert "+++ b/added.txt" in patch and "__pycache__" not in patch
     assert not os.path.exists(rt.workdir / "tmp" / "fsmonitor-ran")
 
 

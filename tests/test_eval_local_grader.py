@@ -112,6 +112,7 @@ def test_failed_install_is_an_infrastructure_failure_and_is_remembered(layouts, 
     entry = grade(root, task, task["patch"], config, tmp_path / "a")
     reason = entry["infra_failure_reason"]
     assert entry["infra_failure"] and not entry["resolved"] and "building the environment" in reason
+    assert entry["patch_successfully_applied"]  # swebench's report says false: no test output to parse
     log = Path(reason.rsplit("log: ", 1)[1])
     assert "broken" in log.read_text()
     again = grade(root, task, task["patch"], config, tmp_path / "b")  # not built again: the failure is remembered
@@ -166,22 +167,26 @@ def test_missing_repository_is_raised(layouts, tmp_path):
                        tmp_path / "nowhere", tmp_path / "out")
 
 
-def test_resolved_only_filter_grades_in_task_environments_and_names_missing_repositories(layouts, config, tmp_path):
-    """`filter --resolved-only` grades through the same settings; a missing repository fails it after the rest."""
+def test_resolved_only_filter_grades_with_the_given_settings_and_names_missing_repositories(layouts, config,
+                                                                                          tmp_path):
+    """`filter --resolved-only` grades with the grader settings it is given (here the test-only dependency comes
+    from them, not from the task file); a missing repository fails it, after the others are graded."""
     from swehero.distill.filters import FilterConfig, filter_trajectories
 
     root, tasks = layouts
-    chosen = [tasks[SRC.name], tasks[COLOUR.name]]
+    chosen = [{k: v for k, v in tasks[TEST_DEP.name].items() if k != "install_config"}, tasks[COLOUR.name]]
     (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in chosen))
     (tmp_path / "repos").mkdir()
-    (tmp_path / "repos" / "layout__shout").symlink_to(root / "repos" / "layout__shout")
+    (tmp_path / "repos" / "layout__stats").symlink_to(root / "repos" / "layout__stats")
     records = [{"id": t["instance_id"], "instance_id": t["instance_id"], "messages": [], "patch": t["patch"],
                 "metadata": {"exit_reason": "finished"}} for t in chosen]
-    cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(tmp_path / "tasks.jsonl"), grading=config)
-    with pytest.raises(MissingRepository, match="layout/geom"):
+    grading = replace(config, env=replace(config.env, pip_packages=tasks[TEST_DEP.name]["install_config"]
+                                          ["pip_packages"]))
+    cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(tmp_path / "tasks.jsonl"), grading=grading)
+    with pytest.raises(MissingRepository, match="layout/shout"):
         filter_trajectories(records, cfg)
-    assert records[1]["resolved"] is True and "resolved" not in records[0]
-    (tmp_path / "repos" / "layout__geom").symlink_to(root / "repos" / "layout__geom")
+    assert records[0]["resolved"] is True and "resolved" not in records[1]
+    (tmp_path / "repos" / "layout__shout").symlink_to(root / "repos" / "layout__shout")
     kept, _, report = filter_trajectories(records, cfg)
     assert [r["instance_id"] for r in kept] == [t["instance_id"] for t in chosen] and report["kept"] == 2
 

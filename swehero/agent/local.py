@@ -4,9 +4,10 @@ The sandbox shows an allow-list, not the host minus a few folders: the system fo
 `/bin`, `/sbin`, `/lib*` links or folders) read-only, the task's environment and its interpreter's installation
 read-only (execution mode), the checkout writable at the agent-visible path, a private writable `/tmp` and shell
 state folder for this rollout, and nothing else: home folders, the project, run directories, task files (gold
-patches) and other checkouts do not exist inside, and the root itself is read-only. No network, its own PID/IPC/UTS namespaces, a new session (no
-terminal injection), and `--die-with-parent`. On a timeout the bwrap process is SIGKILLed; as it holds PID 1 of the
-namespace, the kernel then kills every process the command started, daemons included.
+patches) and other checkouts do not exist inside, and the root itself is read-only. No network, its own
+PID/IPC/UTS namespaces, a new session (no terminal injection), and `--die-with-parent`. On a timeout the bwrap
+process is SIGKILLed; as it holds PID 1 of the namespace, the kernel then kills every process the command started,
+daemons included.
 
 With a task environment (`swehero.agent.taskenv`), the rollout gets its own layer over it at `VENV_ROOT` (first on
 PATH, so `python`, `pip` and `pytest` are the task's), and the checkout is installed into that layer before the
@@ -141,8 +142,8 @@ class LocalRuntime:
     def __init__(self, checkout: Path, root: str, workdir: Path, config: RuntimeConfig = RuntimeConfig(),
                  env: TaskEnv | None = None) -> None:
         self.bwrap = find_bwrap()
-        if any(root == f"/{d}" or root.startswith(f"/{d}/") for d in (*SYSTEM_DIRS, "tmp", "proc", "dev")) \
-                or root in ("/", STATE_DIR) or root.startswith((f"{STATE_DIR}/", f"{VENV_ROOT}/")):
+        if _under(root, (*SYSTEM_DIRS, "tmp", "proc", "dev", STATE_DIR.strip("/"), VENV_ROOT.strip("/"))) \
+                or root == "/":
             raise ValueError(f"the repository cannot appear at {root} inside the sandbox: that path is the "
                              "sandbox's own; choose another agent root (e.g. /workspace/<name> or /testbed)")
         self.checkout, self.root, self.config, self.env = checkout.resolve(), root, config, env
@@ -165,6 +166,7 @@ class LocalRuntime:
         prepare_checkout(source_repo, base_commit, checkout, workdir.resolve() / "cache")
         runtime = cls(checkout, root, workdir, config, env)
         runtime.owned = checkout.parent
+        _exclude(checkout, ["__pycache__/", "*.py[cod]"])  # bytecode of the agent's python runs is no patch
         try:
             runtime.install()
         except BaseException:
@@ -183,10 +185,8 @@ class LocalRuntime:
             raise EnvError(f"installing the checkout into its environment (`{command}`) "
                            f"{'timed out' if result.timed_out else f'failed with exit code {result.exit_code}'}:\n"
                            f"{result.output[-3000:]}")
-        generated = git("ls-files", "--others", "--exclude-standard", cwd=self.checkout).splitlines()
-        if generated:
-            with open(self.checkout / ".git" / "info" / "exclude", "a") as f:
-                f.write("".join(f"/{path}\n" for path in generated))
+        _exclude(self.checkout, [f"/{path}" for path in
+                                 git("ls-files", "--others", "--exclude-standard", cwd=self.checkout).splitlines()])
         for name in ("cwd", "env", "python"):  # the agent's first command starts from a clean shell
             (self.workdir / "state" / name).unlink(missing_ok=True)
 
@@ -199,17 +199,20 @@ class LocalRuntime:
                 argv += ["--symlink", os.readlink(path), path]
             elif os.path.isdir(path):
                 argv += ["--ro-bind", path, path]
+        resolver = os.path.realpath("/etc/resolv.conf")
+        if network and not _under(resolver, SYSTEM_DIRS) and os.path.isfile(resolver):
+            argv += ["--ro-bind", resolver, resolver]  # e.g. systemd-resolved's file under /run, for pip's DNS
         argv += ["--proc", "/proc", "--dev", "/dev", "--bind", str(self.workdir / "tmp"), "/tmp"]
         path = self.config.path
         if self.env is not None:
             for shown in self.env.readonly_paths:
-                if not any(shown == f"/{d}" or shown.startswith(f"/{d}/") for d in SYSTEM_DIRS):
+                if not _under(shown, SYSTEM_DIRS):
                     argv += ["--ro-bind", shown, shown]
             argv += ["--bind", str(self.workdir / "venv"), VENV_ROOT, "--setenv", "VIRTUAL_ENV", VENV_ROOT]
             path = f"{VENV_ROOT}/bin:{path}"
         argv += ["--bind", str(self.checkout), self.root, "--bind", str(self.workdir / "state"), STATE_DIR,
-                 "--remount-ro", "/", "--setenv", "PATH", path, "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
-                 "--setenv", "TERM", "dumb", "--chdir", cwd]
+                 "--remount-ro", "/", "--setenv", "PATH", path, "--setenv", "HOME", "/tmp",
+                 "--setenv", "LANG", "C.UTF-8", "--setenv", "TERM", "dumb", "--chdir", cwd]
         return argv
 
     def execute(self, command: str, timeout: float, network: bool = False) -> CommandResult:
@@ -240,6 +243,19 @@ class LocalRuntime:
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self.owned is not None:
             shutil.rmtree(self.owned, ignore_errors=True)
+
+
+def _exclude(checkout: Path, patterns: list[str]) -> None:
+    """Keep `patterns` out of `git add -A` (and so out of the patch) without touching the repository's files."""
+    if patterns:
+        (checkout / ".git" / "info").mkdir(exist_ok=True)
+        with open(checkout / ".git" / "info" / "exclude", "a") as f:
+            f.write("".join(f"{p}\n" for p in patterns))
+
+
+def _under(path: str, tops) -> bool:
+    """Whether `path` is one of the top-level folders `tops` (names without `/`) or lies inside one."""
+    return any(path == f"/{top}" or path.startswith(f"/{top}/") for top in tops)
 
 
 def _pump(proc: subprocess.Popen, buf: CappedBuffer, deadline: float) -> bool:
