@@ -71,8 +71,8 @@ class EnvSettings:
     """Requirements installed into every environment after the task's own `pip_packages` (test-only
     dependencies): names with versions, wheel files or folders, anything `pip install` takes."""
     runner: str = "pytest"
-    """Requirement of the test runner, installed unless the task's packages name it. A bare `pytest` whose
-    Python matches this one is pinned to the pytest installed here and installed from it offline."""
+    """Requirement of the test runner, installed unless the task's packages name it. When the environment's Python
+    is this one's, the runner and pip are the versions installed here, installed from them offline."""
     cache: str = ""
     """Folder of built environments, shared by runs and processes; empty: `$XDG_CACHE_HOME/swehero/envs`
     (`~/.cache/swehero/envs`)."""
@@ -291,12 +291,19 @@ def _build(env: TaskEnv, spec: InstallSpec, install: str, task: dict, source_rep
 
     python = f"{env.path}/bin/python"
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check"]
-    run([env.interpreter.executable, "-m", "venv", env.path])
-    runner = spec.runner
-    if runner and not any(_req_name(p) == _req_name(runner) for p in spec.pip_packages):
-        local = _runner_wheels(runner, Path(env.path).parent / "wheels") \
-            if env.interpreter.version == _this_version() else None
-        run([*pip, "--no-index", "--find-links", str(local[0]), local[1]] if local else [*pip, runner])
+    runner = spec.runner if spec.runner and not any(_req_name(p) == _req_name(spec.runner)
+                                                    for p in spec.pip_packages) else ""
+    local = _local_wheels(["pip", *([runner] if runner else [])], Path(env.path).parent / "wheels") \
+        if env.interpreter.version == _this_version() else None
+    if local:  # pip and the runner as installed here, offline; pip run from its own wheel, as ensurepip does
+        folder, pins = local
+        run([env.interpreter.executable, "-m", "venv", "--without-pip", env.path])
+        run([python, f"{next(folder.glob('pip-*.whl'))}/pip", "install", "--disable-pip-version-check", "--no-index",
+             "--find-links", str(folder), *pins])
+    else:
+        run([env.interpreter.executable, "-m", "venv", env.path])
+        if runner:
+            run([*pip, runner])
     if spec.pip_packages:
         run([*pip, *spec.pip_packages])
     if not install:
@@ -372,19 +379,19 @@ def _this_version() -> str:
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
-def _runner_wheels(requirement: str, wheels: Path) -> tuple[Path, str] | None:
-    """(folder of wheels, pinned requirement) for `requirement` and everything it needs, when this interpreter has
-    them installed as pure-Python distributions in versions that satisfy it; None otherwise (pip then uses the
-    index). pip cannot make a wheel from an installed distribution, so they are repacked here: the files a
+def _local_wheels(requirements: list[str], wheels: Path) -> tuple[Path, list[str]] | None:
+    """(folder of wheels, pinned requirements) for `requirements` and everything they need, when this interpreter
+    has them installed as pure-Python distributions in versions that satisfy them; None otherwise (pip then uses
+    the index). pip cannot make a wheel from an installed distribution, so they are repacked here: the files a
     distribution's RECORD lists, with a fresh RECORD."""
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
 
     try:
-        top = Requirement(requirement)
+        tops = [Requirement(r) for r in requirements]
     except InvalidRequirement:
         return None
-    todo, found = [top], {}
+    todo, found = list(tops), {}
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)
@@ -411,7 +418,7 @@ def _runner_wheels(requirement: str, wheels: Path) -> tuple[Path, str] | None:
             tmp.rename(folder)
         except OSError:  # another process made the same folder meanwhile
             shutil.rmtree(tmp)
-    return folder, f"{top.name}=={found[canonicalize_name(top.name)].version}"
+    return folder, [f"{top.name}=={found[canonicalize_name(top.name)].version}" for top in tops]
 
 
 def _repack(dist: importlib.metadata.Distribution, dest: Path) -> None:
