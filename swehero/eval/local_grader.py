@@ -29,9 +29,10 @@ from pathlib import Path
 from swehero.agent.local import check_repository
 from swehero.agent.taskenv import EnvError, EnvSettings, activated, ensure_env, make_layer
 
-PYTEST_OPTIONS = ("-rA", "-p", "no:cacheprovider", "--color=no", "--verbosity=0")
-"""After the project's own `addopts` (pytest puts those first), so these win: a `-q`, `-rN` or `--color=yes` in
-the project's configuration cannot change the `PASSED ...` result lines swebench's parser reads."""
+PYTEST_OPTIONS = ("-rA", "-p", "no:cacheprovider", "--color=no")
+"""After the project's own `addopts` (pytest puts those first), so these win: a `-rN` or `--color=yes` in the
+project's configuration cannot change the `PASSED ...` result lines swebench's parser reads (`-q` and `-qq` leave
+them as they are), while its other options (plugins, import mode) still apply."""
 
 
 @dataclass
