@@ -15,7 +15,7 @@ from agent_repos import CALC, CALC_FIX, make_task
 from layout_repos import GENERATED, make_layout_task
 
 import swehero
-from swehero.agent.local import SYSTEM_DIRS, VENV_ROOT, LocalRuntime, find_bwrap
+from swehero.agent.local import SYSTEM_DIRS, VENV_ROOT, LocalRuntime, MissingRepository, find_bwrap
 from swehero.agent.runtime import STATE_DIR, RuntimeConfig
 from swehero.agent.taskenv import EnvSettings, ensure_env
 from swehero.agent.tools import MAX_OBSERVATION_CHARS, Tools
@@ -177,6 +177,11 @@ def test_only_the_allow_list_exists_inside():
             second.close()
     finally:
         shutil.rmtree(base)
+
+
+def test_missing_repository_is_named(tmp_path):
+    with pytest.raises(MissingRepository, match="no git repository for toy/calc at .*toy__calc"):
+        LocalRuntime.for_task(tmp_path / "toy__calc", "HEAD", ROOT, tmp_path / "work")
 
 
 def test_an_agent_root_inside_the_sandbox_own_folders_is_refused(tmp_path):

@@ -160,7 +160,9 @@ class LocalRuntime:
     def for_task(cls, source_repo: Path, base_commit: str, root: str, workdir: Path,
                  config: RuntimeConfig = RuntimeConfig(), env: TaskEnv | None = None) -> LocalRuntime:
         """A fresh checkout of `source_repo` at `base_commit` (history after it left out), removed on `close()`,
-        installed into a layer over `env` when one is given."""
+        installed into a layer over `env` when one is given. Raises `MissingRepository` when `source_repo` is not a
+        git repository, `EnvError` when the checkout does not install."""
+        check_repository(source_repo, str(source_repo.name).replace("__", "/"))
         workdir.mkdir(parents=True, exist_ok=True)
         checkout = Path(tempfile.mkdtemp(prefix="checkout-", dir=workdir.resolve())) / "repo"
         prepare_checkout(source_repo, base_commit, checkout, workdir.resolve() / "cache")
