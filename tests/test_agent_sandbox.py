@@ -180,7 +180,7 @@ def test_only_the_allow_list_exists_inside():
 
 
 def test_missing_repository_is_named(tmp_path):
-    with pytest.raises(MissingRepository, match="no git repository for toy/calc at .*toy__calc"):
+    with pytest.raises(MissingRepository, match="no git repository at .*toy__calc: clone it there"):
         LocalRuntime.for_task(tmp_path / "toy__calc", "HEAD", ROOT, tmp_path / "work")
 
 

@@ -51,11 +51,11 @@ class MissingRepository(FileNotFoundError):
     """A task's repository folder does not exist or is not a git repository."""
 
 
-def check_repository(path: Path, repo: str) -> None:
+def check_repository(path: Path, repo: str = "") -> None:
     """Raise `MissingRepository` unless `path` holds a git repository (the clone of `repo`)."""
     if not (Path(path) / ".git").exists() and not (Path(path) / "HEAD").is_file():
-        raise MissingRepository(f"no git repository for {repo} at {path}: clone it there (the folder of "
-                                "repositories holds one clone per repository, named owner__name)")
+        raise MissingRepository(f"no git repository{f' for {repo}' if repo else ''} at {path}: clone it there (the "
+                                "folder of repositories holds one clone per repository, named owner__name)")
 
 
 def find_bwrap() -> str:
@@ -162,7 +162,7 @@ class LocalRuntime:
         """A fresh checkout of `source_repo` at `base_commit` (history after it left out), removed on `close()`,
         installed into a layer over `env` when one is given. Raises `MissingRepository` when `source_repo` is not a
         git repository, `EnvError` when the checkout does not install."""
-        check_repository(source_repo, str(source_repo.name).replace("__", "/"))
+        check_repository(source_repo)
         workdir.mkdir(parents=True, exist_ok=True)
         checkout = Path(tempfile.mkdtemp(prefix="checkout-", dir=workdir.resolve())) / "repo"
         prepare_checkout(source_repo, base_commit, checkout, workdir.resolve() / "cache")

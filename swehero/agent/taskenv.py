@@ -87,13 +87,16 @@ class EnvSettings:
 
 @dataclass
 class InstallSpec:
-    """How one repository at one version is installed (SWE-bench's spec keys)."""
+    """How one repository at one version is installed (SWE-bench's spec keys), as `install_spec` resolved it."""
 
     python: str = ""
+    """Version or interpreter path; empty: the interpreter running swehero."""
     install: str | None = None
-    """None: decided per checkout (`default_install`)."""
+    """Install command; None: decided per checkout (`default_install`)."""
     pip_packages: list[str] = field(default_factory=list)
+    """The task's packages, then the settings'."""
     runner: str = "pytest"
+    """The test runner's requirement."""
 
 
 @dataclass(frozen=True)
