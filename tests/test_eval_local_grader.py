@@ -201,5 +201,22 @@ def test_install_recipe_precedence_and_python_lookup():
     assert install_spec({"instance_id": "t"}, EnvSettings()).install is None
     with pytest.raises(EnvError, match="no Python 9.9 on this machine"):
         find_python("9.9")
+    with pytest.raises(EnvError, match="no usable Python /nonexistent/python"):
+        find_python("/nonexistent/python")
     here = find_python("")
     assert find_python(here.executable).version == here.version
+
+
+def test_another_python_version_is_found_where_installed():
+    here = find_python("")
+    for minor in range(8, 15):
+        want = f"3.{minor}"
+        if want == here.version:
+            continue
+        try:
+            other = find_python(want)
+        except EnvError:
+            continue
+        assert other.version == want and Path(other.executable).exists() and other.prefix != here.prefix
+        return
+    pytest.skip("no Python 3.8-3.14 other than this one on PATH or installed by pyenv or uv")

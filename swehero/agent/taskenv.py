@@ -192,27 +192,42 @@ def _install_at(source_repo: Path, commit: str) -> str:
 
 
 def find_python(want: str) -> Interpreter:
-    """The base interpreter for `want`: '' (the one running swehero), a version ('3.9') or a path."""
+    """The base interpreter for `want`: '' (the one running swehero), a version ('3.9': `python3.9` on PATH, else
+    one installed by pyenv or uv) or a path."""
     if not want:
-        candidate = getattr(sys, "_base_executable", "") or sys.executable
+        candidates = [getattr(sys, "_base_executable", "") or sys.executable]
     elif re.fullmatch(r"\d+\.\d+", want):
-        candidate = shutil.which(f"python{want}") or ""
-        if not candidate:
-            raise EnvError(f"no Python {want} on this machine (`python{want}` is not on PATH): install it (uv python "
-                           f"install {want}, pyenv, apt) or set the environment's python to an interpreter's path")
+        home = Path.home()
+        candidates = [c for c in [shutil.which(f"python{want}"),  # pyenv's shims answer only for active versions
+                                  *sorted(map(str, home.glob(f".pyenv/versions/{want}.*/bin/python{want}"))),
+                                  *sorted(map(str, home.glob(f".local/share/uv/python/cpython-{want}.*/bin/"
+                                                             f"python{want}")))] if c]
+        if not candidates:
+            raise EnvError(f"no Python {want} on this machine (not on PATH, nor installed by pyenv or uv): install "
+                           f"it (`uv python install {want}`, pyenv, apt) or set the environment's python to an "
+                           "interpreter's path")
     else:
-        candidate = want
+        candidates = [want]
     probe = ("import json, sys; print(json.dumps([getattr(sys, '_base_executable', '') or sys.executable, "
              "sys.version_info[:3], sys.base_prefix]))")
-    try:
-        done = subprocess.run([candidate, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-        exe, version, prefix = json.loads(done.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
-        raise EnvError(f"cannot run the Python interpreter {candidate!r}: {e}") from None
-    short = f"{version[0]}.{version[1]}"
-    if re.fullmatch(r"\d+\.\d+", want) and short != want:
-        raise EnvError(f"python{want} on PATH ({candidate}) is Python {short}")
-    return Interpreter(executable=exe, version=short, full_version=".".join(map(str, version)), prefix=prefix)
+    errors = []
+    for candidate in candidates:
+        try:
+            done = subprocess.run([candidate, "-c", probe], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as e:
+            errors.append(f"{candidate}: {e}")
+            continue
+        try:
+            exe, version, prefix = json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            errors.append(f"{candidate}: {(done.stderr.strip() or 'no answer')[-300:]}")
+            continue
+        short = f"{version[0]}.{version[1]}"
+        if want and re.fullmatch(r"\d+\.\d+", want) and short != want:
+            errors.append(f"{candidate} is Python {short}")
+            continue
+        return Interpreter(executable=exe, version=short, full_version=".".join(map(str, version)), prefix=prefix)
+    raise EnvError(f"no usable Python {want or 'interpreter'}: {'; '.join(errors)}")
 
 
 def default_cache() -> Path:
