@@ -157,17 +157,19 @@ def test_endpoint_pool_least_loaded_and_dead_endpoints(tmp_path):
     assert pool.report() == [{"url": dead, "episodes": 1, "dead": True}]
 
 
-def test_failed_episodes_are_logged_and_retried(toy, tmp_path):
-    """An episode that cannot run (its repository is missing) is not committed; the next run retries it."""
+def test_a_missing_repository_fails_the_run_after_the_others_and_a_rerun_does_it(toy, tmp_path):
+    """An episode whose repository is missing is not attempted or committed; the others are, then the command
+    fails naming the repository; the next run does the missing one."""
+    from swehero.agent.local import MissingRepository
+
     repos = tmp_path / "repos"
     shutil.copytree(toy.parent / "repos", repos)
     shutil.rmtree(repos / "swehero-toy__calc")
     settings = Settings(tasks=str(toy), workers=2, progress=False, repos=str(repos),
                         agent=AgentSettings(policy="oracle", mode="zero"))
-    summary = distill(settings, tmp_path / "out")
-    assert summary["episodes"] == 3 and summary["failed_this_run"] == 1
-    failures = lines(tmp_path / "out" / "failures.jsonl")
-    assert [f["instance_id"] for f in failures] == ["swehero-toy__calc-1"] and failures[0]["error"]
+    with pytest.raises(MissingRepository, match="swehero-toy/calc"):
+        distill(settings, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["episodes"] == 3
     shutil.copytree(toy.parent / "repos" / "swehero-toy__calc", repos / "swehero-toy__calc")
     summary = distill(settings, tmp_path / "out")
     assert summary["episodes"] == 4 and summary["failed_this_run"] == 0 and summary["skipped_as_done"] == 3

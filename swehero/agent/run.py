@@ -72,8 +72,15 @@ def _runtime(task: Task, settings: AgentSettings, root: str, source_repo: Path |
         limits = replace(settings.docker, lifetime=min(settings.docker.lifetime, attempt_s))
         return DockerRuntime(settings.image or task.image or swebench_image(task.instance_id), root,
                              config=settings.sandbox, limits=limits, base_commit=task.base_commit)
-    from swehero.agent.local import LocalRuntime
+    from swehero.agent.local import LocalRuntime, check_repository
 
     if source_repo is None:
         raise ValueError(f"{task.instance_id}: the local runtime needs the task's git repository (repos folder)")
-    return LocalRuntime.for_task(source_repo, task.base_commit, root, workdir, settings.sandbox)
+    env = None
+    if settings.mode == "exec":  # the agent runs the project: its python and pytest are the task's
+        from swehero.agent.taskenv import ensure_env
+
+        check_repository(source_repo, task.repo)
+        env = ensure_env({"repo": task.repo, "version": task.version, "base_commit": task.base_commit,
+                          "install_config": task.install_config or None}, settings.env, source_repo)
+    return LocalRuntime.for_task(source_repo, task.base_commit, root, workdir, settings.sandbox, env=env)

@@ -12,6 +12,7 @@ from swehero.agent.container import DockerConfig
 from swehero.agent.loop import LoopConfig
 from swehero.agent.openai_policy import OpenAIConfig
 from swehero.agent.runtime import RuntimeConfig
+from swehero.agent.taskenv import EnvSettings
 from swehero.recipe.stage import InputPath
 
 @dataclass(frozen=True)
@@ -46,5 +47,8 @@ class AgentSettings:
     """The model endpoint and sampling (policy openai)."""
     sandbox: RuntimeConfig = field(default_factory=RuntimeConfig)
     """Command timeouts, output caps and PATH inside the runtime."""
+    env: EnvSettings = field(default_factory=EnvSettings)
+    """The task's environment on the local runtime in exec mode (and for the local grader's `env`): install
+    command, test dependencies, Python version, cache; the agent's `python` and `pytest` are the task's."""
     docker: DockerConfig = field(default_factory=DockerConfig)
     """Container resources and image housekeeping (runtime docker)."""

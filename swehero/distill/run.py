@@ -107,4 +107,8 @@ def distill(settings: Settings, out_dir: Path) -> dict:
     summary.update(planned=len(tasks) * settings.rollouts, skipped_as_done=len(done),
                    failed_this_run=ran["agent_errors"], endpoints=ran["endpoints"])
     write_json_atomic(out_dir / SUMMARY, summary)
+    if ran["missing_repositories"]:  # the others are done and committed; a rerun with them in place does these
+        from swehero.agent.local import MissingRepository
+
+        raise MissingRepository("; ".join(ran["missing_repositories"]))
     return summary

@@ -130,7 +130,7 @@ def _remove_images(names: list[str]) -> None:
 def parse_harness(where: Path, run_id: str, model_name: str, instance_ids: list[str]) -> dict[str, dict]:
     """Grades from the harness's files: each instance's `report.json`, and the run summary for instances that
     errored without one. Instances the harness did not get to are absent."""
-    from swebench.harness.constants import APPLY_PATCH_FAIL
+    from swebench.harness.constants import APPLY_PATCH_FAIL, APPLY_PATCH_PASS
 
     model_dir = model_name.replace("/", "__")
     summary_file = Path(where) / f"{model_dir}.{run_id}.json"
@@ -141,12 +141,14 @@ def parse_harness(where: Path, run_id: str, model_name: str, instance_ids: list[
     for iid in instance_ids:
         log_dir = Path(where) / "logs" / "run_evaluation" / run_id / model_dir / iid
         report_file = log_dir / "report.json"
+        log = log_dir / "run_instance.log"
         if report_file.exists() and report_file.read_text().strip():
             entry = json.loads(report_file.read_text())[iid]
+            if log.exists():  # swebench sets the flag only when it could parse test output: the log says what happened
+                entry = {**entry, "patch_successfully_applied": APPLY_PATCH_PASS in log.read_text(errors="replace")}
             grades[iid] = grade_record(iid, entry, "swebench", str(log_dir.relative_to(Path(where).parent)))
         elif iid in errors:
             # The harness reports a patch that does not apply as an error too; that one is the model's failure.
-            log = log_dir / "run_instance.log"
             bad_patch = log.exists() and APPLY_PATCH_FAIL in log.read_text(errors="replace")
             grades[iid] = {"instance_id": iid, "grader": "swebench", "resolved": False, "patch_applied": False,
                            "logs": str(log_dir.relative_to(Path(where).parent)), "infra_failure": not bad_patch,

@@ -33,7 +33,7 @@ def run_inference(tasks: list[dict], settings: AgentSettings, runs: list[Path], 
                   endpoints: list[str], workers: int = 1, max_attempts: int = 1, seed: int | None = None,
                   progress=print) -> dict[str, int]:
     """Attempt every (task, run) without a committed prediction in that run's folder; returns
-    {'done': previously finished, 'ran': now}."""
+    {'done': previously finished, 'ran': now, 'missing_repositories': [...]}."""
     logs = [JsonlLog(Path(run) / PREDICTIONS) for run in runs]
     done = [log.records() for log in logs]
     todo = [Job(t, k, None if seed is None else sampling_seed(seed, t["instance_id"], k))
@@ -48,6 +48,6 @@ def run_inference(tasks: list[dict], settings: AgentSettings, runs: list[Path], 
         logs[job.index].append({"instance_id": iid, "model_name_or_path": model_name, "model_patch": record["patch"]})
 
     work = Path(os.path.commonpath([str(run) for run in runs])) / "work"
-    run_attempts(todo, settings, commit, work, repos, endpoints, workers, progress=progress,
-                 max_attempts=max_attempts)
-    return {"done": planned - len(todo), "ran": len(todo)}
+    ran = run_attempts(todo, settings, commit, work, repos, endpoints, workers, progress=progress,
+                       max_attempts=max_attempts)
+    return {"done": planned - len(todo), "ran": len(todo), "missing_repositories": ran["missing_repositories"]}

@@ -84,14 +84,20 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
         check_architecture()
     runs = run_dirs(out_dir, settings.runs)
     with serving(settings.agent, settings.endpoints, settings.serve, out_dir) as (agent, urls):
-        run_inference(selected.tasks, agent, runs, model_label(settings), selected.repos, urls, settings.workers,
-                      settings.max_attempts, settings.seed, progress=progress)
+        inferred = run_inference(selected.tasks, agent, runs, model_label(settings), selected.repos, urls,
+                                 settings.workers, settings.max_attempts, settings.seed, progress=progress)
+    missing = set(inferred["missing_repositories"])
     for run in runs:
-        grade(selected.tasks, run, settings.grading, selected.repos, harness, progress=progress)
+        graded = grade(selected.tasks, run, settings.grading, selected.repos, harness, progress=progress)
+        missing |= set(graded["missing_repositories"])
     if settings.heldout_trajectories:
         score_heldout(settings, out_dir, progress)
     outputs = report_eval(out_dir, selected.tasks, saved, settings.price_prompt_per_mtok,
                           settings.price_completion_per_mtok, progress)
+    if missing:  # everything else is done and reported; a rerun with the repositories in place finishes these
+        from swehero.agent.local import MissingRepository
+
+        raise MissingRepository("; ".join(sorted(missing)))
     return {"predictions": str(runs[0] / PREDICTIONS), **outputs}
 
 
