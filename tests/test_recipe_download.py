@@ -26,10 +26,10 @@ stages:
       hero: {{repo_id: nvidia/SWE-Hero-openhands-trajectories, revision: main, allow_patterns: ["data/*.parquet"]}}
       zero: {{repo_id: nvidia/SWE-Zero-openhands-trajectories, revision: {zero_revision}}}
   - name: import_hero
-    kind: command
-    run: $SWEHERO_PYTHON -m swehero data import --format nvidia ../download/hero --per-instance 1 --seed $SWEHERO_SEED --out hero.jsonl > counts.json
+    kind: import
     inputs: ["${{stages.download.dir}}/hero"]
-    outputs: [hero.jsonl, counts.json]
+    format: nvidia
+    per_instance: 1
 """
 
 
@@ -93,7 +93,7 @@ def test_download_offline_records_the_resolved_commits_and_the_import_keeps_one_
     counts = json.loads((tmp_path / "run/import_hero/counts.json").read_text())
     assert (counts["read"], counts["written"], counts["instances"]) == (15, 15, 5)
     assert counts["selected"] == {"trajectories": 5, "instances": 5, "per_instance": 1, "seed": 1234}
-    kept = [json.loads(line) for line in (tmp_path / "run/import_hero/hero.jsonl").read_text().splitlines()]
+    kept = [json.loads(line) for line in (tmp_path / "run/import_hero/trajectories.jsonl").read_text().splitlines()]
     assert sorted(r["instance_id"] for r in kept) == [f"org__repo-{t}" for t in range(5)]
 
 

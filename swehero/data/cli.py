@@ -7,12 +7,10 @@ from pathlib import Path
 
 import click
 
+from swehero.data.import_stage import Settings as ImportSettings
 from swehero.data.stage import Settings as PrepareSettings
 from swehero.recipe.config import Recipe
 from swehero.recipe.options import settings_options
-
-FORMATS = ("nvidia", "nebius", "swe-gym", "swe-smith", "sharegpt", "swe-agent", "canonical")
-
 
 @click.group()
 def data() -> None:
@@ -25,20 +23,11 @@ def data() -> None:
 
 
 @data.command("import")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Source format.")
-@click.argument("inputs", nargs=-1, required=True)
+@settings_options(ImportSettings, positional=("inputs",), defaults={"seed": 1234})
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Canonical JSONL to write.")
-@click.option("--stage", type=click.Choice(["zero", "hero"]), default=None, help="Stage label for the records.")
-@click.option("--max-reject-fraction", type=float, default=0.01, show_default=True)
-@click.option("--per-instance", type=click.IntRange(min=1), default=None,
-              help="Keep at most N trajectories per task (seeded choice; default: all).")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Keep at most N trajectories in all, after --per-instance (seeded choice; default: all).")
-@click.option("--seed", type=int, default=1234, show_default=True, help="Seeds --per-instance and --limit.")
-def import_(fmt, inputs, out, stage, max_reject_fraction, per_instance, limit, seed) -> None:
-    """Convert trajectories from FORMAT files (JSONL, JSON, Parquet, .traj) to canonical JSONL.
-
-    Prints counts: rows read, written, rejected, distinct tasks, records per source, and what a selection kept.
+def import_(settings: ImportSettings, out: Path) -> None:
+    """Convert trajectories from files of a published format to canonical JSONL; prints rows read, written,
+    rejected, distinct tasks, records per source, and what a selection kept.
 
     \b
     Examples:
@@ -48,8 +37,9 @@ def import_(fmt, inputs, out, stage, max_reject_fraction, per_instance, limit, s
     from swehero.data.importers import import_files
     from swehero.data.select import Selection
 
-    counts = import_files(list(inputs), fmt, out, stage=stage, max_reject_fraction=max_reject_fraction,
-                          selection=Selection(per_instance=per_instance, limit=limit, seed=seed))
+    counts = import_files(list(settings.inputs), settings.format, out, stage=settings.stage,
+                          max_reject_fraction=settings.max_reject_fraction,
+                          selection=Selection(settings.per_instance, settings.limit, settings.seed))
     click.echo(json.dumps(counts))
 
 

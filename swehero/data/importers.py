@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from swehero import toolcalls
 from swehero.data.select import Selection
@@ -247,6 +247,7 @@ IMPORTERS: dict[str, Callable[[dict, str, str | None], dict]] = {
     "canonical": lambda row, where, stage: row,
 }
 """Format name (the `--format` of `swehero data import`) -> converter."""
+Format = Literal[tuple(IMPORTERS)]
 
 
 def import_files(

@@ -112,22 +112,13 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
 @set_option
 @click.option("--mfu", default=0.45, show_default=True, help="Model FLOPs utilisation assumed for GPU-hours.")
 def plan(recipe_file: str, overrides: tuple[str, ...], mfu: float) -> None:
-    """For each training stage: parameters, memory per GPU by term, tokens and GPU-hours; warns when a
-    layout will not fit in an 80 GB H100.
+    """Per training stage: parameters, memory per GPU by term, tokens and GPU-hours; per evaluation: serving
+    memory. Warns when a layout will not fit in an 80 GB H100.
 
     \b
     Example:
       swehero recipe plan recipes/hero-32b.yaml --mfu 0.4
     """
-    from swehero.model.folder import is_hf_folder
-    from swehero.train.plan import format_plan, plan_stage
+    from swehero.recipe.plan import plan_recipe
 
-    loaded = load_or_exit(recipe_file, overrides)
-    stages = [s for s in loaded.stages if s.kind == "train"]
-    if not stages:
-        click.echo(f"{loaded.file}: no training stages")
-    for stage in stages:
-        init = stage.settings.init
-        # A checkpoint of an earlier stage has the base model's architecture.
-        model_ref = init if (init and is_hf_folder(init)) or loaded.model is None else loaded.model.base
-        click.echo(format_plan(plan_stage(stage.name, stage.settings, model_ref, mfu), mfu))
+    click.echo("\n".join(plan_recipe(load_or_exit(recipe_file, overrides), mfu)))

@@ -16,6 +16,7 @@ KINDS: dict[str, str] = {
     "download": "swehero.recipe.download",
     "eval": "swehero.eval.stage",
     "filter": "swehero.distill.filter_stage",
+    "import": "swehero.data.import_stage",
     "prepare": "swehero.data.stage",
     "prompts": "swehero.agent.prompts_stage",
     "tiny": "swehero.tiny.stage",

@@ -148,3 +148,26 @@ def serving_memory(hf_config: dict, tensor_parallel: int, max_model_len: int, co
         overhead_gib=RUNTIME_OVERHEAD_GIB,
         budget_gib=gpu_memory_utilization * gpu_memory_gib,
     )
+
+
+def format_serving(name: str, hf_config: dict, tensor_parallel: int, data_parallel: int, max_model_len: int,
+                   workers: int, gpu_memory_utilization: float = 0.9) -> str:
+    """What serving a stage's checkpoint costs per GPU: it must hold the weights and one sequence of
+    `max_model_len` (vLLM refuses to start otherwise); attempts beyond the full-length sequences that fit wait."""
+    one = serving_memory(hf_config, tensor_parallel, max_model_len, 1, gpu_memory_utilization)
+    per_sequence = one.kv_cache_gib
+    concurrent = max(1, math.ceil(workers / data_parallel))
+    fit = int((one.budget_gib - one.weights_gib - one.overhead_gib) // per_sequence) if per_sequence else concurrent
+    lines = [f"stage {name}: vLLM, {data_parallel} replica(s) x TP {tensor_parallel} = "
+             f"{data_parallel * tensor_parallel} GPUs, {concurrent} attempt(s) per replica",
+             f"  memory / GPU   weights {_gib(one.weights_gib)} + KV cache {_gib(per_sequence)} per "
+             f"{max_model_len}-token sequence + runtime {_gib(one.overhead_gib)}; budget {_gib(one.budget_gib)} GiB "
+             f"({gpu_memory_utilization:.0%} of {GPU_MEMORY_GIB:.0f})"]
+    if not one.fits:
+        lines.append(f"  warning: the weights and one {max_model_len}-token sequence need {_gib(one.total_gib)} GiB "
+                     f"per GPU, more than {_gib(one.budget_gib)}: vLLM will not start; raise "
+                     "serve.tensor_parallel_size or lower serve.max_model_len")
+    elif fit < concurrent:
+        lines.append(f"  note: {fit} full-length sequence(s) fit per replica at once, {concurrent} attempts share "
+                     "it: longer conversations wait for memory (vLLM queues them)")
+    return "\n".join(lines)
