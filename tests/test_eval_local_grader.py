@@ -18,7 +18,7 @@ from layout_repos import COLOUR, GENERATED, LAYOUTS, NOOP_PATCH, SRC, TEST_DEP, 
 
 from swehero.agent.local import MissingRepository
 from swehero.agent.taskenv import EnvError, EnvSettings, ensure_env, find_python, install_spec
-from swehero.eval import local_grader
+from swehero.rollout import local_grader
 from swehero.rollout.local_grader import LocalGraderConfig, grade_instance
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
