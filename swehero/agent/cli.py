@@ -16,12 +16,7 @@ from swehero.recipe.options import settings_options
 
 @click.group()
 def agent() -> None:
-    """The OpenHands-compatible agent: tools, sandboxed runtimes, policies, prompts.
-
-    \b
-    Example:
-      swehero agent run --task task.json --repo-dir ./repo --policy oracle --mode zero
-    """
+    """The OpenHands-compatible agent: one episode, one tool call, its prompts."""
 
 
 @agent.command()
@@ -92,12 +87,7 @@ def tool(repo, mode, root, name, args_json) -> None:
 
 @agent.group()
 def prompts() -> None:
-    """The agent's opening messages, taken from training data.
-
-    \b
-    Example:
-      swehero agent prompts extract hero.jsonl --out prompts.json
-    """
+    """The agent's opening messages, taken from training data."""
 
 
 @prompts.command()

@@ -6,6 +6,7 @@ trained on, and `counts.json` (rows read, written, rejected by reason, tasks, so
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from swehero.data.importers import Format
@@ -32,15 +33,19 @@ class Settings:
     """Seeds the selection; empty: the recipe's seed (1234 from the command line)."""
 
 
-def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
+def import_to(settings: Settings, out: Path, seed: int) -> dict:
+    """Import into `out`; returns the counts. `seed`: the selection's, when the settings name none."""
     from swehero.data.importers import import_files
     from swehero.data.select import Selection
+
+    selection = Selection(settings.per_instance, settings.limit, seed if settings.seed is None else settings.seed)
+    return import_files(list(settings.inputs), settings.format, out, stage=settings.stage,
+                        max_reject_fraction=settings.max_reject_fraction, selection=selection)
+
+
+def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
     from swehero.jsonio import write_json_atomic
 
-    out, counts_file = ctx.dir / TRAJECTORIES, ctx.dir / "counts.json"
-    counts = import_files(list(settings.inputs), settings.format, out, stage=settings.stage,
-                          max_reject_fraction=settings.max_reject_fraction,
-                          selection=Selection(settings.per_instance, settings.limit,
-                                              ctx.seed if settings.seed is None else settings.seed))
-    write_json_atomic(counts_file, counts, indent=1)
-    return {"trajectories": str(out), "counts": str(counts_file)}
+    out, counts = ctx.dir / TRAJECTORIES, ctx.dir / "counts.json"
+    write_json_atomic(counts, import_to(settings, out, ctx.seed), indent=1)
+    return {"trajectories": str(out), "counts": str(counts)}

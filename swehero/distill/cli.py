@@ -7,34 +7,22 @@ from pathlib import Path
 
 import click
 
+from swehero.distill.decontam import DecontamConfig
 from swehero.distill.filter_stage import Settings as FilterSettings
 from swehero.distill.run import Settings
-from swehero.recipe.options import settings_options
+from swehero.recipe.options import DefaultCommandGroup, settings_options
 
-class _DistillGroup(click.Group):
-    """`swehero distill --tasks ...` means `swehero distill run --tasks ...`."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
+_OUT_DIR = click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 
 
-@click.group(cls=_DistillGroup)
+@click.group(cls=DefaultCommandGroup, default="run")
 def distill() -> None:
-    """Teacher rollouts on training tasks (SWE-Zero / SWE-Hero data), resumable and parallel.
-
-    \b
-    Examples:
-      swehero distill --tasks tasks.jsonl --mode zero --policy openai --teacher http://h1:8000/v1 \\
-          --rollouts 3 --workers 32 --out runs/zero
-      swehero distill merge runs/zero/shard-* --out runs/zero
-    """
+    """Teacher rollouts on training tasks (SWE-Zero / SWE-Hero data); `distill ...` is `distill run ...`."""
 
 
 @distill.command()
 @settings_options(Settings)
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@_OUT_DIR
 @click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
               help="slurm: write an array job (one shard per array task) instead of running.")
 @click.option("--shards", default=1, show_default=True, help="Array tasks (with --launcher slurm).")
@@ -51,18 +39,16 @@ def run(settings: Settings, out: Path, launcher: str, shards: int, sbatch_args: 
 
     if launcher == "slurm":
         out.mkdir(parents=True, exist_ok=True)
-        script = out / "distill.sbatch"
-        script.write_text(slurm_script(settings, shards, out, list(sbatch_args)))
-        click.echo(f"wrote {script}; submit with: sbatch {script}")
-        return
+        (out / "distill.sbatch").write_text(slurm_script(settings, shards, out, list(sbatch_args)))
+        return click.echo(f"wrote {out / 'distill.sbatch'}; submit with: sbatch {out / 'distill.sbatch'}")
     summary = run_distill(settings, out)
     click.echo(json.dumps({k: summary[k] for k in ("episodes", "finish_reasons", "failed_this_run", "wall_s")}))
 
 
 @distill.command()
 @click.argument("shard_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-def merge(shard_dirs, out) -> None:
+@_OUT_DIR
+def merge(shard_dirs: tuple[Path, ...], out: Path) -> None:
     """Merge shard outputs (e.g. of a Slurm array job) into OUT/trajectories.jsonl and OUT/summary.json.
 
     \b
@@ -80,27 +66,24 @@ def merge(shard_dirs, out) -> None:
 @click.argument("tasks", type=click.Path(exists=True, dir_okay=False))
 @click.option("--against", multiple=True, required=True, help="Evaluation set: task file, verified or multilingual.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Kept tasks (.jsonl).")
-@click.option("--threshold", default=0.5, show_default=True, help="MinHash Jaccard for near-duplicate statements.")
-def decontaminate(tasks, against, out, threshold) -> None:
+@click.option("--threshold", default=DecontamConfig.threshold, show_default=True,
+              help="MinHash Jaccard of problem statements at which a task is dropped.")
+def decontaminate(tasks: str, against: tuple[str, ...], out: Path, threshold: float) -> None:
     """Drop training tasks overlapping evaluation sets; writes OUT and OUT's decontamination.json report.
 
     \b
     Example:
       swehero distill decontaminate swe-gym.jsonl --against verified --against multilingual --out clean.jsonl
     """
-    from swehero.distill.decontam import DecontamConfig, decontaminate_against
-    from swehero.rollout.tasks import load_tasks
+    from swehero.distill.decontam import decontaminate_file
 
-    kept, report = decontaminate_against(load_tasks(tasks), list(against), DecontamConfig(threshold=threshold))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in kept))
-    (out.parent / "decontamination.json").write_text(json.dumps(report, indent=1) + "\n")
+    report = decontaminate_file(tasks, list(against), out, DecontamConfig(threshold=threshold))
     click.echo(f"kept {report['kept']} of {report['train_tasks']} tasks; dropped {report['by_reason']}")
 
 
 @click.command(name="filter")
 @settings_options(FilterSettings, positional=("trajectories",), required=("rules.stage",))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@_OUT_DIR
 def filter_(settings: FilterSettings, out: Path) -> None:
     """Apply the paper's trajectory filters; writes OUT/trajectories.jsonl, dropped.jsonl, filter_report.json.
 
@@ -110,7 +93,6 @@ def filter_(settings: FilterSettings, out: Path) -> None:
     """
     from swehero.distill.filter_io import filter_file
 
-    outputs = filter_file(settings.trajectories, settings.rules, out)
-    report = json.loads(Path(outputs["report"]).read_text())
+    report = json.loads(Path(filter_file(settings.trajectories, settings.rules, out)["report"]).read_text())
     click.echo(f"kept {report['kept']} of {report['input']}: "
                + ", ".join(f"{r['name']} -{r['dropped']}" for r in report["rules"]))

@@ -16,12 +16,7 @@ _OUT = click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 
 @click.group("eval")
 def eval_group() -> None:
-    """Evaluate a checkpoint on SWE-bench Verified / Multilingual (or any SWE-bench-shaped task file).
-
-    \b
-    Example:
-      swehero eval run runs/eval-32b --tasks verified --serve-model /ckpt/swe-hero-32b --workers 16
-    """
+    """Evaluate a checkpoint on SWE-bench Verified / Multilingual (or any SWE-bench-shaped task file)."""
 
 
 @eval_group.command()
@@ -115,12 +110,7 @@ def toy(dest: Path) -> None:
 
 @eval_group.group()
 def images() -> None:
-    """SWE-bench-shaped instance images for task files without published images (built here, offline).
-
-    \b
-    Example:
-      swehero eval images build --tasks tasks.jsonl --repos repos/ --out tasks.harness.jsonl
-    """
+    """SWE-bench-shaped instance images for task files without published images (built here, offline)."""
 
 
 @images.command("build")
@@ -131,23 +121,15 @@ def images() -> None:
 @click.option("--base", default="", help="Base image (bash, git, python3 with venv); default: swehero's own, "
                                          "built from Debian packages when missing.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the tasks with the harness's columns (image, eval_script, ...) to this file, for "
-                   "--grader swebench.")
+              help="Also write the tasks with the harness's columns (image, eval_script, ...), for --grader swebench.")
 def build_images_command(tasks_file: Path, repos: Path | None, base: str, out: Path | None) -> None:
     """Build one image per task (repository at /testbed at base_commit, dependencies in the `testbed` environment)
-    and print their names, one per task: the agent's docker runtime and the harness find them by these names.
+    and print their names: the docker runtime and the harness find them by these names.
 
     \b
     Example:
-      swehero eval toy /tmp/toy && swehero eval images build --tasks /tmp/toy/tasks.jsonl --out /tmp/toy/h.jsonl
-      swehero eval run /tmp/e --tasks /tmp/toy/h.jsonl --policy oracle --runtime docker --grader swebench
+      swehero eval images build --tasks /tmp/toy/tasks.jsonl --out /tmp/toy/harness.jsonl
     """
-    from swehero.eval.images import build_images, write_harness_tasks
-    from swehero.rollout.tasks import load_tasks
+    from swehero.eval.images import build_command
 
-    tasks = load_tasks(str(tasks_file))
-    names = build_images(tasks, repos or tasks_file.parent / "repos", base,
-                         progress=lambda line: click.echo(line, err=True))
-    click.echo("\n".join(names))
-    if out:
-        click.echo(f"wrote {write_harness_tasks(tasks, out)}", err=True)
+    click.echo("\n".join(build_command(tasks_file, repos, base, out, lambda line: click.echo(line, err=True))))

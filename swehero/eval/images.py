@@ -184,3 +184,15 @@ def write_harness_tasks(tasks: list[dict], out: Path) -> Path:
     """`tasks` with the harness's columns added, as a task file `--grader swebench` can grade."""
     Path(out).write_text("".join(json.dumps({**task, **harness_columns(task)}) + "\n" for task in tasks))
     return Path(out)
+
+
+def build_command(tasks_file: Path, repos: Path | None, base: str, out: Path | None, say) -> list[str]:
+    """`swehero eval images build`: one image per task of `tasks_file`, their names returned; with `out`, the
+    tasks with the harness's columns written there. Progress goes to `say`."""
+    from swehero.rollout.tasks import load_tasks
+
+    tasks = load_tasks(str(tasks_file))
+    names = build_images(tasks, repos or Path(tasks_file).parent / "repos", base, progress=say)
+    if out:
+        say(f"wrote {write_harness_tasks(tasks, out)}")
+    return names

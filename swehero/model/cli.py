@@ -15,12 +15,7 @@ _OUT = click.argument("out", type=click.Path(path_type=Path))
 
 @click.group()
 def convert() -> None:
-    """Convert checkpoints between Hugging Face safetensors and Megatron distributed checkpoints.
-
-    \b
-    Example:
-      swehero convert hf-to-mcore Qwen2.5-Coder-7B-Instruct ckpt/7b
-    """
+    """Convert checkpoints between Hugging Face safetensors and Megatron distributed checkpoints."""
 
 
 @convert.command("hf-to-mcore")

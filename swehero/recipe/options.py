@@ -398,3 +398,16 @@ def _merge(data: dict[str, Any], new: dict[str, Any], at: FieldPath, sections: s
             _merge(data[key], value, at + (key,), sections)
         else:
             data[key] = value
+
+
+class DefaultCommandGroup(click.Group):
+    """A group whose `default` command needs no name: `swehero distill --tasks ...` is `swehero distill run ...`."""
+
+    def __init__(self, *args: Any, default: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default = default
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)

@@ -12,12 +12,7 @@ from swehero.tiny.stage import Settings
 
 @click.group()
 def tiny() -> None:
-    """The tiny model kit: a small Qwen2.5-shaped tokenizer and random Qwen2 model for CPU tests and demos.
-
-    \b
-    Example:
-      swehero tiny make /tmp/tiny
-    """
+    """The tiny model kit: a small Qwen2.5-shaped tokenizer and random Qwen2 model for CPU tests and demos."""
 
 
 @tiny.command()
