@@ -30,9 +30,11 @@ def parity(dry_run: bool) -> bool:
     from megatron.core import parallel_state
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from swehero.model.convert import load_hf_weights
+    from swehero.model.hf_weights import load_hf_weights
     from swehero.model.forward import forward_logits
-    from swehero.model.provider import Parallel, build_model, init_parallel, load_hf_config
+    from swehero.model.folder import read_config
+    from swehero.model.parallel import ParallelConfig
+    from swehero.model.provider import build_model, init_parallel
 
     if dry_run:
         from swehero.model import cpu_backend
@@ -43,7 +45,7 @@ def parity(dry_run: bool) -> bool:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29511"), RANK="0",
                       WORLD_SIZE="1", LOCAL_RANK="0")
     torch.distributed.init_process_group("gloo" if dry_run else "nccl")
-    init_parallel(Parallel())
+    init_parallel(ParallelConfig())
     config = json.loads((BUNDLED / "qwen2.5-coder-7b-instruct.json").read_text())
     config.update(num_hidden_layers=2, torch_dtype="bfloat16")
     if dry_run:
@@ -54,12 +56,12 @@ def parity(dry_run: bool) -> bool:
         torch.manual_seed(0)
         hf_model = Qwen2ForCausalLM(Qwen2Config(**config)).to(dtype)
         hf_model.save_pretrained(tmp, safe_serialization=True)
-        hf = load_hf_config(tmp)
+        hf = read_config(tmp)
         tokens = torch.randint(0, hf["vocab_size"], (1, seq))
         with torch.no_grad():
             reference = hf_model.to(device).eval()(tokens.to(device)).logits.float()
         del hf_model
-        model = build_model(hf, Parallel(), spec="te" if te else "local", dtype=dtype)
+        model = build_model(hf, ParallelConfig(), spec="te" if te else "local", dtype=dtype)
         if not dry_run:
             model.cuda()
         load_hf_weights(model, tmp, hf)

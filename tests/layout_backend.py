@@ -17,15 +17,18 @@ from pathlib import Path
 
 
 def wheel(directory: str, name: str, version: str, files: dict[str, bytes]) -> str:
-    """Write `name-version-py3-none-any.whl` holding `files` and its metadata into `directory`; its file name."""
-    info = f"{name}-{version}.dist-info"
+    """Write `name-version-py3-none-any.whl` holding `files` and its metadata into `directory`; its file name.
+    The file and dist-info names spell the project name with `_` for `-`, as the wheel specification requires
+    (pip 25+ rejects `zeta-fixtures-0.3-...whl`, reading `fixtures` as the version)."""
+    escaped = name.replace("-", "_")
+    info = f"{escaped}-{version}.dist-info"
     files = {**files, f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
              f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: layout-backend\nRoot-Is-Purelib: true\n"
                               b"Tag: py3-none-any\n"}
     record = [f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
               f"{len(data)}" for path, data in files.items()]
     files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,", ""]).encode()
-    filename = f"{name}-{version}-py3-none-any.whl"
+    filename = f"{escaped}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(Path(directory) / filename, "w") as whl:
         for path, data in files.items():
             whl.writestr(path, data)

@@ -85,14 +85,14 @@ def extra_state_job(rank: int, init: str, folder: str) -> None:
     from swehero.train.checkpoint import Checkpointer
     from swehero.train.step import train_step
 
-    local_spec = provider.layer_spec
+    local_spec = provider.transformer_layer_spec
 
     def spec_with_scaling_state(name: str):
         spec = local_spec(name)
         spec.submodules.self_attention.submodules.linear_qkv = ScalingStateLinear
         return spec
 
-    provider.layer_spec = spec_with_scaling_state
+    provider.transformer_layer_spec = spec_with_scaling_state
     parallel_state.initialize_model_parallel(pipeline_model_parallel_size=2)
     model, hf_config, optimizer, scheduler = _build(init)
     for step in range(2):  # real training steps: every forward updates each layer's scaling state

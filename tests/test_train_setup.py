@@ -184,9 +184,11 @@ def test_a_token_budget_per_step_sets_the_rows_and_is_checked_against_seq_length
 
 
 def test_serving_memory_of_the_published_configs():
-    from swehero.train.plan import hf_config_for, kv_cache_bytes_per_token, serving_memory
+    from swehero.model.folder import known_config
+    from swehero.train.plan import kv_cache_bytes_per_token, serving_memory
 
-    coder7b, coder32b = hf_config_for("Qwen/Qwen2.5-Coder-7B-Instruct"), hf_config_for("Qwen/Qwen2.5-Coder-32B-Instruct")
+    coder7b = known_config("Qwen/Qwen2.5-Coder-7B-Instruct")
+    coder32b = known_config("Qwen/Qwen2.5-Coder-32B-Instruct")
     # Keys and values of one token: 2 x 28 layers x 4 KV heads x 128 x 2 bytes; 2 x 64 x 8 x 128 x 2 for 32B.
     assert kv_cache_bytes_per_token(coder7b, 1) == 57344 and kv_cache_bytes_per_token(coder32b, 1) == 262144
     assert kv_cache_bytes_per_token(coder7b, 8) == kv_cache_bytes_per_token(coder7b, 4)  # 4 heads: replicated

@@ -81,7 +81,7 @@ def gradient_job(rank: int, layouts: dict[str, Settings], init: Path, samples: l
     gradients."""
     from megatron.core import parallel_state
 
-    from swehero.model.convert import save_hf_weights
+    from swehero.model.hf_weights import save_hf_weights
     from swehero.train import model_setup
     from swehero.train.data import PackedSequences
     from swehero.train.step import run_batches

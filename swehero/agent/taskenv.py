@@ -277,7 +277,9 @@ def ensure_env(task: dict, settings: EnvSettings, source_repo: Path) -> TaskEnv:
                 _build(env, spec, install, task, source_repo, out, time.monotonic() + settings.build_timeout_s)
         except (subprocess.SubprocessError, OSError, EnvError) as e:
             shutil.rmtree(path, ignore_errors=True)
-            error = f"building the environment of {task['repo']} {task.get('version', '')} failed: {e}; log: {log}"
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:]) if log.exists() else ""
+            error = (f"building the environment of {task['repo']} {task.get('version', '')} failed: {e}; log: {log}"
+                     + (f"; it ends:\n{tail}" if tail else ""))
             write_json_atomic(failed, {"error": error, "log": str(log)})
             raise EnvError(error) from None
         failed.unlink(missing_ok=True)
