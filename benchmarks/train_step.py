@@ -39,9 +39,9 @@ def random_model(folder: Path, like: str | None, layers: int, hidden: int, ffn: 
 
         make_tiny(folder, TinyModelConfig(num_layers=layers, hidden_size=hidden, intermediate_size=ffn), seed=0)
         return json.loads((folder / "config.json").read_text())
-    from swehero.train.plan import hf_config_for
+    from swehero.model.folder import known_config
 
-    config = {**hf_config_for(like), "num_hidden_layers": layers, "torch_dtype": "bfloat16"}
+    config = {**known_config(like), "num_hidden_layers": layers, "torch_dtype": "bfloat16"}
     with torch.device("cpu"):
         model = Qwen2ForCausalLM(Qwen2Config.from_dict(config)).to(torch.bfloat16)
     model.save_pretrained(folder)

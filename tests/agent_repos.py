@@ -57,3 +57,21 @@ LAYOUT_FIX = {"src/app/main.py": "import new\n\nprint('hi')\n", "src/app/old.py"
 BIG = {"big.py": "".join(f"def f{i}():\n    x = 1\n    return x\n\n\n" for i in range(500))}
 BIG_FIX = {"big.py": BIG["big.py"].replace("def f400():\n    x = 1\n    return x\n",
                                            "def f400():\n    x = 1\n    return x + 1\n")}
+
+
+class Scripted:
+    """A policy that runs the given shell commands, one per turn, then finishes: for tests of what a runtime shows
+    the agent (the runtime is under test, not the policy)."""
+
+    def __init__(self, commands: list[str]) -> None:
+        self.calls = [("execute_bash", {"command": c}) for c in commands] + [("finish", {"message": "done"})]
+
+    def act(self, messages: list[dict], tools: list[dict]):
+        import json
+
+        from swehero.agent.policy import Reply
+
+        name, args = self.calls.pop(0)
+        call = {"id": f"call_{len(self.calls)}", "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)}}
+        return Reply({"role": "assistant", "content": "", "tool_calls": [call]})

@@ -37,3 +37,44 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from swehero.tiny.kit import TinyModelConfig, make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("tiny") / "model", TinyModelConfig(), seed=0)
+
+
+@pytest.fixture(scope="session")
+def docker_base_image() -> str:
+    """The Docker engine made ready as `make test` does (installed and started as root when missing) and the base
+    image of locally built instance images; skips with the one-line reason when that cannot be had here."""
+    from swehero.eval.engine import DockerUnavailable, ensure_base_image
+
+    try:
+        return ensure_base_image(progress=lambda line: print(line, flush=True))
+    except DockerUnavailable as e:
+        pytest.skip(f"Docker unavailable: {e}")
+
+
+@pytest.fixture(autouse=True)
+def _docker_engine_for_marked_tests(request) -> None:
+    """Tests marked `docker` get the engine (or are skipped with the reason) without asking for it."""
+    if request.node.get_closest_marker("docker"):
+        request.getfixturevalue("docker_base_image")
+
+
+@pytest.fixture(scope="session")
+def toy_images(docker_base_image, tmp_path_factory) -> Path:
+    """The toy tasks and their instance images, built once per session; returns a task file of them with the
+    harness's columns (`swehero eval images build --out`), the repositories in `repos/` beside it."""
+    from swehero.eval.images import build_images, write_harness_tasks
+    from swehero.rollout.tasks import load_tasks
+    from swehero.rollout.toy import build_toy_tasks
+
+    tasks_file = build_toy_tasks(tmp_path_factory.mktemp("toy-images"))
+    tasks = load_tasks(str(tasks_file))
+    build_images(tasks, tasks_file.parent / "repos", docker_base_image, progress=lambda line: None)
+    return write_harness_tasks(tasks, tasks_file.parent / "harness.jsonl")
+
+
+@pytest.fixture(scope="session")
+def four_layer_model_dir(tmp_path_factory) -> Path:
+    """The tiny model with 4 layers (same tokenizer): 2 pipeline stages x 2 virtual stages of one layer each."""
+    from swehero.tiny.kit import TinyModelConfig, make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny4") / "model", TinyModelConfig(num_layers=4), seed=0)

@@ -49,12 +49,14 @@ def _diff(logits: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor:
 def _model(case: dict, layout: tuple[int, int]):
     from megatron.core import parallel_state
 
-    from swehero.model.provider import Parallel, build_model, init_parallel, load_hf_config
+    from swehero.model.folder import read_config
+    from swehero.model.parallel import ParallelConfig
+    from swehero.model.provider import build_model, init_parallel
 
     parallel_state.destroy_model_parallel()
-    parallel = Parallel(tp=layout[0], pp=layout[1])
+    parallel = ParallelConfig(tensor=layout[0], pipeline=layout[1])
     init_parallel(parallel)
-    hf = load_hf_config(case["hf_dir"])
+    hf = read_config(case["hf_dir"])
     return build_model(hf, parallel, **case.get("build", {})), hf
 
 
@@ -69,7 +71,7 @@ def parity_job(rank: int, cases: list[dict], out: Path) -> None:
     from megatron.core import parallel_state
 
     from swehero.model.checkpoint import load_checkpoint, save_checkpoint
-    from swehero.model.convert import load_hf_weights, save_hf_weights
+    from swehero.model.hf_weights import load_hf_weights, save_hf_weights
     from swehero.model.forward import forward_logits
     from swehero.model.packing import packed_seq_params, position_ids
 
@@ -106,13 +108,15 @@ def param_count_job(rank: int, config_paths: list[Path], out: Path) -> None:
     """Build each real config on the meta device at TP=1/PP=1 and record its parameter count."""
     import json
 
-    from swehero.model.provider import Parallel, build_model, init_parallel, load_hf_config
+    from swehero.model.folder import read_config
+    from swehero.model.parallel import ParallelConfig
+    from swehero.model.provider import build_model, init_parallel
 
-    init_parallel(Parallel())
+    init_parallel(ParallelConfig())
     counts = {}
     for path in config_paths:
         with torch.device("meta"):
-            model = build_model(load_hf_config(path), Parallel(), dtype=torch.bfloat16, perform_initialization=False)
+            model = build_model(read_config(path), ParallelConfig(), dtype=torch.bfloat16, perform_initialization=False)
         counts[Path(path).name] = sum(p.numel() for p in model.parameters())
     Path(out).write_text(json.dumps(counts))
 
@@ -126,13 +130,15 @@ def train_job(rank: int, hf_dir: Path, out: Path) -> None:
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from swehero.model.convert import load_hf_weights
+    from swehero.model.folder import read_config
+    from swehero.model.hf_weights import load_hf_weights
     from swehero.model.packing import packed_seq_params
-    from swehero.model.provider import Parallel, build_model, init_parallel, load_hf_config
+    from swehero.model.parallel import ParallelConfig
+    from swehero.model.provider import build_model, init_parallel
 
-    parallel = Parallel(tp=2, pp=2)
+    parallel = ParallelConfig(tensor=2, pipeline=2)
     init_parallel(parallel)
-    hf = load_hf_config(hf_dir)
+    hf = read_config(hf_dir)
     model = build_model(hf, parallel)
     load_hf_weights(model, hf_dir, hf)
     ddp = DistributedDataParallel(

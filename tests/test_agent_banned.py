@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from swehero.agent.banned import UnparsableCommand, banned_commands
+from swehero.agent.banned import ComputedCommand, UnparsableCommand, banned_commands
 
 BANNED = [
     ("python setup.py test", "python"),
@@ -63,6 +63,54 @@ BANNED = [
     ("nice -n 10 python x.py", "python"),
     ("su -c 'pip install x'", "pip"),
     ("env -S 'python3 -u' x.py", "python3"),
+    ("time -p python x.py", "python"),
+    ("time -p -- pytest -x", "pytest"),
+    ('bash -o pipefail -c "python x"', "python"),
+    ("bash -e -o nounset -c 'pytest -q'", "pytest"),
+    ("bash --norc -xc 'mypy .'", "mypy"),
+    ("sh -c -e 'pytest'", "pytest"),
+    ("busybox sh -c python", "python"),
+    ("toybox env python3 x.py", "python3"),
+    ("bash <<EOF\ncd src\npython x.py\nEOF", "python"),
+    ("sh <<-'EOF'\n\tpytest -q\nEOF", "pytest"),
+    ('bash -s <<< "pytest"', "pytest"),
+    ("bash <<< 'python -V'", "python"),
+    ("coverage run -m pytest", "coverage"),
+    ("coverage3 report", "coverage3"),
+    ("cd tests && behave", "behave"),
+    ("django-admin test", "django-admin"),
+    ("py -3 x.py", "py"),
+    ("uv run python -m pytest", "uv"),
+    ("P=python; $P x.py", "python"),
+    ("export RUNNER=pytest; $RUNNER -q", "pytest"),
+    ("$HOME/.local/bin/pytest -q", "pytest"),
+    ("script -qc 'pytest' /dev/null", "pytest"),
+    ("runuser -u nobody -- python3 x.py", "python3"),
+    ("chrt 10 python x.py", "python"),
+    ("perl -e 'exec \"python\", \"x.py\"'", "python"),
+    ("perl -e 'system(\"pytest -x\")'", "pytest"),
+    ("ruby -e 'system(\"python3 -V\")'", "python3"),
+    ("node -e 'require(\"child_process\").execSync(\"pytest\")'", "pytest"),
+    ("awk 'BEGIN { system(\"pytest -q\") }'", "pytest"),
+    ("awk '{ print | \"python3\" }' cmds.txt", "python3"),
+    ("(( n > 1 )) && pytest", "pytest"),
+    ("x=$(which ls); pytest", "pytest"),
+]
+
+COMPUTED = [
+    ("$(which python) -V", "$(...)"),
+    ("`which grep` -rn x .", "$(...)"),
+    ("${PY} x.py", "${PY}"),
+    ("$RUNNER -q", "$RUNNER"),
+    ('"$TOOL" --version', "$TOOL"),
+    ("${PYTHON:-python3} x.py", "${PYTHON:-python3}"),
+    ("P=$(which pytest); $P", "$P"),
+    ("P=grep; P=sed; $P x", "$P"),
+    ("ls | xargs $CMD", "$CMD"),
+    ("eval \"$CMD\"", "$CMD"),
+    ("bash -c \"$SCRIPT\"", "$SCRIPT"),
+    ("echo pytest | bash", "bash reading its commands from a pipe"),
+    ("cat run_tests.sh | sh -s -- -x", "sh reading its commands from a pipe"),
 ]
 
 ALLOWED = [
@@ -110,6 +158,25 @@ ALLOWED = [
     "which python; type pytest; hash pip 2>/dev/null",
     "ls /usr/bin/python*",
     "cat ./setup.py",
+    "grep -r pytest .",
+    "cat <<EOF > notes.txt\npytest fails on python 3.12\nEOF",
+    "cat <<< 'python -V'",
+    "time -p grep -rn foo .",
+    "bash -o pipefail -c 'git log | head -5'",
+    "busybox grep -rn python .",
+    "bash run_checks.sh",
+    "sh -x scripts/lint.sh",
+    "perl -ne 'print if /pytest/' setup.cfg",
+    "perl -pe 's/python2/python3/' a.cfg",
+    "awk '/python/ {print FILENAME}' *.txt",
+    "P=grep; $P -rn foo .",
+    "ls $HOME; cd $TMPDIR && ls",
+    "x=$(git rev-parse HEAD); git show $x --stat",
+    "grep -rn 'coverage run' .",
+    "echo $(git log -1 --format=%H)",
+    "cat <<'EOF' > run.sh\n#!/bin/bash\npytest -q\nEOF",
+    "(( $n > 1 )) && ls",
+    "(cd src && ls)|grep -c py",
 ]
 
 
@@ -123,8 +190,20 @@ def test_navigation_lines_are_allowed(command):
     assert banned_commands(command) == [], command
 
 
+@pytest.mark.parametrize("command,word", COMPUTED)
+def test_computed_programs_are_refused_with_the_reason(command, word):
+    with pytest.raises(ComputedCommand) as refused:
+        banned_commands(command)
+    assert word in refused.value.programs, refused.value.programs
+    assert f"`{word}`" in str(refused.value) and "cannot be checked beforehand" in str(refused.value)
+
+
+def test_a_banned_name_is_reported_before_a_computed_one():
+    assert banned_commands("pytest; $X") == ["pytest"]
+
+
 def test_tables_are_big_enough():
-    assert len(BANNED) >= 40 and len(ALLOWED) >= 40
+    assert len(BANNED) >= 70 and len(ALLOWED) >= 60 and len(COMPUTED) >= 10
 
 
 @pytest.mark.parametrize("command", ["echo 'unterminated", "echo $(python x"])

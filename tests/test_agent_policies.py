@@ -152,12 +152,12 @@ def test_docker_exec_command_runs_and_times_out(tmp_path):
     state = sandbox.workdir / "state"
     try:
         (state / "cmd").write_text("mkdir sub && cd sub; echo hi; exit 4")
-        done = subprocess.run(sandbox.bwrap_argv("/testbed") + exec_argv("/testbed", 5, "/usr/bin"),
+        done = subprocess.run(sandbox.bwrap_argv("/testbed") + exec_argv("/testbed", 5, "1"),
                               capture_output=True, text=True)
         assert (done.returncode, done.stdout) == (4, "hi\n")
         assert (state / "cwd").read_text().strip() == "/testbed/sub"
         (state / "cmd").write_text("sleep 30")
-        killed = subprocess.run(sandbox.bwrap_argv("/testbed") + exec_argv("/testbed", 1, "/usr/bin"),
+        killed = subprocess.run(sandbox.bwrap_argv("/testbed") + exec_argv("/testbed", 1, "1"),
                                 capture_output=True, timeout=20)
         assert killed.returncode == 137  # what DockerRuntime reads as a timeout
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import pytest
 from agent_repos import CALC, CALC_FIX, make_task
+from layout_repos import GENERATED, make_layout_task
 
-from swehero.agent.local import LocalRuntime, find_bwrap
-from swehero.agent.runtime import RuntimeConfig
+import swehero
+from swehero.agent.local import SYSTEM_DIRS, VENV_ROOT, LocalRuntime, MissingRepository, find_bwrap
+from swehero.agent.runtime import STATE_DIR, RuntimeConfig
+from swehero.agent.taskenv import EnvSettings, ensure_env
 from swehero.agent.tools import MAX_OBSERVATION_CHARS, Tools
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
@@ -49,19 +53,12 @@ def test_checkout_is_at_base_without_later_history(rt):
     assert "v-fixed" not in out and "must stay invisible" not in bash(rt, "git log --all; git reflog")
 
 
-def test_writes_outside_the_checkout_fail(rt, tmp_path):
-    # a host folder the sandbox does show (read-only): /tmp is replaced by the rollout's own, so not there
-    outside = Path(tempfile.mkdtemp(prefix="swehero-test-", dir="/var/tmp"))
-    try:
-        victim = outside / "victim.txt"
-        victim.write_text("safe\n")
-        out = bash(rt, f"cat {victim}; echo pwned > {victim}; rm -f {victim}; touch /usr/pwned; touch {ROOT}/ok")
-        assert out.startswith("safe\n") and out.count("Read-only file system") == 3, out
-        assert victim.read_text() == "safe\n" and not os.path.exists("/usr/pwned")
-        assert (rt.checkout / "ok").exists()
-    finally:
-        shutil.rmtree(outside)
-    assert "No such file" in bash(rt, f"ls {tmp_path / 'src'}")  # the source repository (full history) is hidden
+def test_writes_outside_the_checkout_fail(rt):
+    out = bash(rt, f"touch /usr/pwned /etc/pwned /pwned /workspace/pwned {STATE_DIR}/../pwned; touch {ROOT}/ok "
+                   "/tmp/ok && echo written")
+    assert out.count("Read-only file system") == 5 and "written" in out, out
+    assert not os.path.exists("/usr/pwned") and not os.path.exists("/etc/pwned")
+    assert (rt.checkout / "ok").exists() and (rt.workdir / "tmp" / "ok").exists()
 
 
 def test_private_tmp_no_network_own_pids(rt):
@@ -118,14 +115,19 @@ def test_zero_mode_refuses_banned_commands_before_running_them(rt):
     assert outcome.banned == ["python3"] and outcome.error
     assert outcome.observation.startswith("ERROR: Command refused, nothing was run: it would execute `python3`.")
     assert not (rt.checkout / "ran").exists()
+    computed = tools.call("execute_bash", {"command": "touch ran; $RUNNER tests"})
+    assert computed.error and computed.banned == ["$RUNNER"] and not (rt.checkout / "ran").exists()
+    assert computed.observation.startswith("ERROR: Command refused, nothing was run: the program it runs (`$RUNNER`) "
+                                           "is only known when the command runs")
     allowed = tools.call("execute_bash", {"command": "grep -rn add ."})
     assert "[The command completed with exit code 0.]" in allowed.observation and not allowed.banned
 
 
 def test_patch_includes_new_files_and_ignores_agent_git_config(rt):
     bash(rt, "git config core.fsmonitor 'touch /tmp/fsmonitor-ran; echo'; echo new > added.txt")
+    assert "ok" in bash(rt, "python3 -c 'import pkg.calc' && ls pkg/__pycache__ | grep -q pyc && echo ok")
     patch = rt.patch(rt.files.root and "HEAD")
-    assert "+++ b/added.txt" in patch
+    assert "+++ b/added.txt" in patch and "__pycache__" not in patch
     assert not os.path.exists(rt.workdir / "tmp" / "fsmonitor-ran")
 
 
@@ -146,18 +148,68 @@ def test_bad_timeouts_and_extra_arguments(rt):
     assert not big.error
 
 
-def test_source_repository_and_other_rollouts_are_hidden(tmp_path):
-    """Outside /tmp the sandbox would see them read-only: they are covered with empty tmpfs mounts."""
+def test_only_the_allow_list_exists_inside():
+    """A run directory, a file planted beside it, the task file with its gold patches, the source repository,
+    another rollout, the project, home folders: none of them exists inside (outside /tmp, where the old
+    deny-list sandbox showed them read-only)."""
     base = Path(tempfile.mkdtemp(prefix="swehero-test-", dir="/var/tmp"))
     try:
         task = make_task(base / "src", "calc", CALC, CALC_FIX)
-        first = LocalRuntime.for_task(base / "src", task.base_commit, ROOT, base / "work")
-        second = LocalRuntime.for_task(base / "src", task.base_commit, ROOT, base / "work")
+        (base / "planted.txt").write_text("secret\n")
+        tasks = base / "tasks.jsonl"
+        tasks.write_text(json.dumps({"instance_id": task.instance_id, "patch": task.patch}) + "\n")
+        first = LocalRuntime.for_task(base / "src", task.base_commit, ROOT, base / "run")
+        second = LocalRuntime.for_task(base / "src", task.base_commit, ROOT, base / "run")
         try:
-            out = bash(first, f"ls -A {base / 'src'} | wc -l; ls -A {base / 'work'} | wc -l; ls {second.checkout}")
-            assert out.startswith("0\n0\nls: cannot access"), out
+            project = Path(swehero.__file__).resolve().parents[1]
+            for path in (base / "planted.txt", tasks, base / "src" / ".git" / "config", second.checkout / "pkg",
+                         project / "setup.cfg", Path.home(), "/home", "/var", "/opt", "/srv", "/mnt", "/root"):
+                out = bash(first, f"cat {path} || ls {path}")
+                assert "No such file or directory" in out and "secret" not in out, (path, out)
+            top = set(bash(first, "ls -A /").split("\n[")[0].split())
+            assert top <= {*SYSTEM_DIRS, "proc", "dev", "tmp", STATE_DIR.strip("/"), "workspace"}, top
+            # the agent's tools still work: git, grep, sed, find, the system python in execution mode
+            out = bash(first, "git log --oneline | wc -l; grep -c 'def ' pkg/calc.py; sed -n 1p pkg/calc.py; "
+                              "find . -name '*.py' -not -path './.git/*' | wc -l; python3 -c 'print(6 * 7)'")
+            assert out.startswith("1\n2\ndef add(a, b):\n1\n42\n[The command completed with exit code 0.]"), out
         finally:
             first.close()
             second.close()
     finally:
         shutil.rmtree(base)
+
+
+def test_missing_repository_is_named(tmp_path):
+    with pytest.raises(MissingRepository, match="no git repository at .*toy__calc: clone it there"):
+        LocalRuntime.for_task(tmp_path / "toy__calc", "HEAD", ROOT, tmp_path / "work")
+
+
+def test_an_agent_root_inside_the_sandbox_own_folders_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="cannot appear at /usr/src/repo"):
+        LocalRuntime(tmp_path, "/usr/src/repo", tmp_path / "work")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_exec_mode_runs_in_the_task_environment(tmp_path, monkeypatch):
+    """`python`, `pip` and `pytest` are the task environment's, the checkout is installed into the rollout's layer
+    (its generated version module kept out of the patch), and the shared environment is read-only."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # built offline: see test_eval_local_grader
+    task = make_layout_task(tmp_path, GENERATED)
+    repo, root = tmp_path / "repos" / "layout__vers", "/workspace/layout__vers__1.0"
+    env = ensure_env(task, EnvSettings(cache=str(tmp_path / "envs")), repo)
+    rt = LocalRuntime.for_task(repo, task["base_commit"], root, tmp_path / "work", RuntimeConfig(default_timeout=60),
+                               env=env)
+    try:
+        out = bash(rt, "command -v python pip pytest; python -c 'import vers; print(vers.__file__, vers.version)'")
+        assert out.startswith(f"{VENV_ROOT}/bin/python\n{VENV_ROOT}/bin/pip\n{VENV_ROOT}/bin/pytest\n"
+                              f"{root}/src/vers/__init__.py 1.0\n"), out
+        assert f"[Python interpreter: {VENV_ROOT}/bin/python]" in out
+        (rt.checkout / "fix.patch").write_text(task["patch"] + task["test_patch"])
+        out = bash(rt, "git apply fix.patch && rm fix.patch && pytest -rA tests | grep -E '^(PASSED|FAILED)'")
+        assert out.startswith("PASSED tests/test_vers.py::test_version\nPASSED tests/test_vers.py::test_major\n"), out
+        assert "Read-only file system" in bash(rt, f"touch {env.path}/bin/planted")
+        patch = rt.patch(task["base_commit"])
+        assert "+++ b/src/vers/__init__.py" in patch and "_version.py" not in patch and "__pycache__" not in patch
+    finally:
+        rt.close()

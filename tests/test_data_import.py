@@ -139,3 +139,21 @@ def test_imported_records_render_exactly(tmp_path, qwen_tokenizer, fmt, name):
         out = renderer.render(rec)
         ref = qwen_tokenizer.apply_chat_template(template_messages(rec["messages"]), tools=rec["tools"], tokenize=True)
         assert out.input_ids.tolist() == ref["input_ids"] and out.loss_mask.sum() > 0
+
+
+def test_selection_is_seeded_per_task_and_independent_of_input_order():
+    from swehero.data.select import Selection, select
+
+    records = [(f"task-{t}", f"task-{t}_{r}") for t in range(50) for r in range(4)]
+    one = Selection(per_instance=1, seed=7)
+    kept = {records[i] for i in select(records, one)}
+    assert sorted(t for t, _ in kept) == sorted(f"task-{t}" for t in range(50))  # every task once
+    reordered = records[::-1]
+    assert {reordered[i] for i in select(reordered, one)} == kept  # the same choice in any order
+    assert {records[i] for i in select(records, Selection(per_instance=1, seed=8))} != kept  # the seed matters
+    two_then_limit = select(records, Selection(per_instance=2, limit=60, seed=7))
+    assert len(two_then_limit) == 60 and two_then_limit == sorted(two_then_limit)  # kept in input order
+    per_task = {}
+    for i in two_then_limit:
+        per_task[records[i][0]] = per_task.get(records[i][0], 0) + 1
+    assert max(per_task.values()) <= 2

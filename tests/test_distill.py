@@ -73,7 +73,7 @@ def _children_of(pid: int) -> list[int]:
 def test_kill_9_then_resume_loses_and_repeats_nothing(toy, tmp_path):
     out = tmp_path / "out"
     argv = CLI + ["--tasks", str(toy), "--mode", "zero", "--policy", "oracle", "--rollouts", "3", "--workers", "2",
-                  "--out", str(out), "--progress", "false"]
+                  "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trajectories = out / "trajectories.jsonl"
     deadline = time.monotonic() + 120
@@ -116,7 +116,7 @@ def test_shards_partition_the_tasks_and_merge(toy, tmp_path):
 
 
 def test_slurm_launcher_writes_an_array_job(toy, tmp_path):
-    argv = CLI + ["--tasks", str(toy), "--mode", "zero", "--teacher", "http://a:8000/v1", "--teacher",
+    argv = CLI + ["--tasks", str(toy), "--mode", "zero", "--endpoints", "http://a:8000/v1", "--endpoints",
                   "http://b:8000/v1", "--rollouts", "3", "--out", str(tmp_path), "--launcher", "slurm",
                   "--shards", "8", "--sbatch-arg=--gres=gpu:8"]
     subprocess.run(argv, check=True, capture_output=True)
@@ -124,10 +124,22 @@ def test_slurm_launcher_writes_an_array_job(toy, tmp_path):
     assert "#SBATCH --array=0-7" in script and "#SBATCH --gres=gpu:8" in script
     command = script.splitlines()[-1]
     assert '--shard "$SLURM_ARRAY_TASK_ID/8"' in command and f'--out "{tmp_path}/shard-$SLURM_ARRAY_TASK_ID"' in command
-    assert "--teacher http://a:8000/v1 --teacher http://b:8000/v1" in command and "--rollouts 3" in command
-    assert "--launcher" not in command and "--shards" not in command
+    assert f"--config {tmp_path / 'distill.yaml'}" in command and "--launcher" not in command
     done = subprocess.run(["bash", "-n", str(tmp_path / "distill.sbatch")], capture_output=True, check=False)
     assert done.returncode == 0
+    # Each array task reads the run's own settings back, exactly.
+    import click
+    from click.testing import CliRunner
+
+    from swehero.recipe.options import settings_options
+
+    @click.command()
+    @settings_options(Settings)
+    def read(settings):
+        click.echo(json.dumps([settings.endpoints, settings.rollouts, settings.tasks, settings.agent.mode]))
+
+    result = CliRunner().invoke(read, ["--config", str(tmp_path / "distill.yaml")])
+    assert json.loads(result.output) == [["http://a:8000/v1", "http://b:8000/v1"], 3, str(toy.resolve()), "zero"]
 
 
 def test_endpoint_pool_least_loaded_and_dead_endpoints(tmp_path):
@@ -145,17 +157,19 @@ def test_endpoint_pool_least_loaded_and_dead_endpoints(tmp_path):
     assert pool.report() == [{"url": dead, "episodes": 1, "dead": True}]
 
 
-def test_failed_episodes_are_logged_and_retried(toy, tmp_path):
-    """An episode that cannot run (its repository is missing) is not committed; the next run retries it."""
+def test_a_missing_repository_fails_the_run_after_the_others_and_a_rerun_does_it(toy, tmp_path):
+    """An episode whose repository is missing is not attempted or committed; the others are, then the command
+    fails naming the repository; the next run does the missing one."""
+    from swehero.agent.local import MissingRepository
+
     repos = tmp_path / "repos"
     shutil.copytree(toy.parent / "repos", repos)
     shutil.rmtree(repos / "swehero-toy__calc")
     settings = Settings(tasks=str(toy), workers=2, progress=False, repos=str(repos),
                         agent=AgentSettings(policy="oracle", mode="zero"))
-    summary = distill(settings, tmp_path / "out")
-    assert summary["episodes"] == 3 and summary["failed_this_run"] == 1
-    failures = lines(tmp_path / "out" / "failures.jsonl")
-    assert [f["instance_id"] for f in failures] == ["swehero-toy__calc-1"] and failures[0]["error"]
+    with pytest.raises(MissingRepository, match="swehero-toy/calc"):
+        distill(settings, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["episodes"] == 3
     shutil.copytree(toy.parent / "repos" / "swehero-toy__calc", repos / "swehero-toy__calc")
     summary = distill(settings, tmp_path / "out")
     assert summary["episodes"] == 4 and summary["failed_this_run"] == 0 and summary["skipped_as_done"] == 3

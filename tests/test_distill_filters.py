@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from swehero.data.trajectory import make_tool_call, validate
-from swehero.distill.decontam import decontaminate, upstream_pr
+from swehero.rollout.decontam import decontaminate, upstream_pr
 from swehero.distill.filters import (
     FilterConfig,
     editor_errors,
@@ -70,7 +70,7 @@ def violators() -> dict[str, list[dict]]:
     null_patch["patch"], blank_patch["patch"], test_patch["patch"] = None, "  \n", FIX + TEST_EDIT
     return {
         "banned_command": [with_bash("cd /w && python -m pytest tests"), with_bash("grep x . && pip install y"),
-                           with_bash("echo $(python3 -c 'print(1)')")],
+                           with_bash("echo $(python3 -c 'print(1)')"), with_bash("$RUNNER -q tests")],
         "step_limit": [long, stopped],
         "empty_patch": [null_patch, blank_patch],
         "touches_test_files": [test_patch],

@@ -82,6 +82,18 @@ def test_cpu_and_gpu_serve_the_same_vllm():
     assert extra_pins("cpu")["megatron-core"] == extra_pins("gpu")["megatron-core"]
 
 
+def test_the_python_312_tier_tests_the_megatron_core_the_image_ships():
+    # `make test-py312` installs the `megatron` extra under Python 3.12, the image's Python.
+    assert extra_pins("megatron")["megatron-core"] == extra_pins("gpu")["megatron-core"] == \
+        dockerfile_args()["MEGATRON_CORE_VERSION"]
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    extras = config["options.extras_require"]
+    lines = {name: {line.strip() for line in extras[name].strip().splitlines()} for name in ("megatron", "cpu", "gpu")}
+    for extra in ("cpu", "gpu"):  # both Pythons' pins, as in `megatron`
+        assert lines["megatron"] <= lines[extra], extra
+
+
 def test_base_image_pinned_by_tag_and_digest():
     base = dockerfile_args()["BASE_IMAGE"]
     assert re.fullmatch(r"nvcr\.io/nvidia/pytorch:\d\d\.\d\d-py3@sha256:[0-9a-f]{64}", base), base

@@ -82,7 +82,7 @@ def test_loads_verified_and_multilingual_shapes(toy, tmp_path):
         assert [t["PASS_TO_PASS"] for t in multilingual] == [t["PASS_TO_PASS"] for t in verified]
         assert multilingual[0]["log_parser"] == "parse_log_pytest" and "environment_setup_commit" not in multilingual[0]
     (tmp_path / "bad.jsonl").write_text(json.dumps({"instance_id": "x", "repo": "a/b"}) + "\n")
-    with pytest.raises(ValueError, match="bad.jsonl:1: task .x. lacks column\(s\) base_commit, problem_statement"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: task .x. lacks column\(s\) base_commit, problem_statement"):
         load_tasks(str(tmp_path / "bad.jsonl"))
 
 
@@ -226,6 +226,11 @@ def test_harness_output_parses_into_outcomes(tmp_path, monkeypatch):
     for iid, resolved in (("o__r-1", True), ("o__r-2", False)):
         (logs / iid).mkdir(parents=True)
         (logs / iid / "report.json").write_text(json.dumps(_swebench_instance_report(iid, resolved), indent=4))
+    # swebench leaves patch_successfully_applied false when it cannot parse the test output, although it applied
+    report = json.loads((logs / "o__r-2" / "report.json").read_text())
+    report["o__r-2"]["patch_successfully_applied"] = False
+    (logs / "o__r-2" / "report.json").write_text(json.dumps(report))
+    (logs / "o__r-2" / "run_instance.log").write_text(">>>>> Applied Patch:\nChecking patch a.py...\n")
     (logs / "o__r-3").mkdir(parents=True)  # the model's patch did not apply: the harness errors, no report
     (logs / "o__r-3" / "run_instance.log").write_text(">>>>> Patch Apply Failed:\nerror: corrupt patch\n")
     (logs / "o__r-4").mkdir(parents=True)  # the container never started
@@ -239,6 +244,7 @@ def test_harness_output_parses_into_outcomes(tmp_path, monkeypatch):
 
     grades = parse_harness(where, run_id, model, ids)
     assert grades["o__r-1"]["resolved"] and not grades["o__r-2"]["resolved"]
+    assert grades["o__r-2"]["patch_applied"]
     assert grades["o__r-3"]["error"] == "patch did not apply" and not grades["o__r-3"]["infra_failure"]
     assert grades["o__r-4"]["infra_failure"] and "o__r-5" not in grades
 
@@ -398,7 +404,7 @@ def test_time_limit_covers_setup_and_agent(toy, tmp_path, model):
         agent = AgentSettings(policy="openai", openai=OpenAIConfig(base_url=url, model=model), time_limit_s=3,
                               kill_grace_s=30)
         start = time.monotonic()
-        run_inference(select(load_tasks(str(toy)), limit=1), agent, tmp_path, "m", toy.parent / "repos", [],
+        run_inference(select(load_tasks(str(toy)), limit=1), agent, [tmp_path], "m", toy.parent / "repos", [],
                       progress=lambda _: None)
     assert time.monotonic() - start < 30  # ended by the time limit, not by the grace-period kill
     meta = json.loads(trajectory_path(tmp_path, load_tasks(str(toy))[0]["instance_id"]).read_text())["metadata"]
@@ -458,3 +464,18 @@ def test_inference_only_then_grade_and_report_commands(toy, tmp_path):
     assert runner.invoke(eval_group, ["report", str(out)]).exit_code == 0
     result = runner.invoke(eval_group, ["compare", str(out), str(out)])
     assert result.exit_code == 0 and "| resolved | 2/2 = 100.0% | 2/2 = 100.0% |" in result.output
+
+
+def test_a_missing_repository_fails_the_command_after_the_others(toy, tmp_path):
+    import shutil
+
+    repos = tmp_path / "repos"
+    shutil.copytree(toy.parent / "repos", repos)
+    shutil.rmtree(repos / "swehero-toy__stack")
+    out = tmp_path / "run"
+    done = subprocess.run([*CLI, "run", str(out), "--tasks", str(toy), "--policy", "gold", "--grader", "local",
+                           "--repos", str(repos)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode != 0 and "swehero-toy/stack" in done.stderr
+    report = json.loads((out / "report.json").read_text())  # the others were attempted, graded and reported
+    assert report["resolved"] == 3 and report["pending_ids"] == ["swehero-toy__stack-1"]

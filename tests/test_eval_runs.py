@@ -36,7 +36,7 @@ def _run(out: Path, toy: Path, *args: str) -> dict:
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 def test_three_runs_oracle_resolves_everything_and_no_patch_nothing(toy, tmp_path):
-    oracle = _run(tmp_path / "oracle", toy, "--policy", "oracle", "--runs", "3", "--workers", "2")
+    oracle = _run(tmp_path / "oracle", toy, "--policy", "oracle", "--runs", "3", "--workers", "2", "--seed", "1")
     assert oracle["runs"] == 3 and [r["rate"] for r in oracle["per_run"]] == [1.0, 1.0, 1.0]
     assert oracle["resolved_rate"] == 1.0 and oracle["std_rate"] == 0.0
     assert oracle["pass_at_k"] == {"1": 1.0, "2": 1.0, "3": 1.0}

@@ -18,6 +18,8 @@ from model_jobs import YARN, hf_logits, make_hf, param_count_job, parity_job  # 
 
 from swehero.model import cpu_backend  # noqa: E402
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # every test runs Megatron in spawned processes
+
 TOL = 1e-5
 LAYOUTS = [(1, 1), (2, 1), (1, 2), (2, 2)]
 DOCS = [30, 45, 25]
@@ -38,14 +40,12 @@ def _packed_case(name: str, hf_dir: Path, docs: list[int], layouts: list, seed: 
 def results(tmp_path_factory) -> dict[str, float]:
     root = tmp_path_factory.mktemp("model")
     plain = make_hf(root / "plain", seed=1)
-    yarn = make_hf(root / "yarn", seed=2, rope_scaling=YARN)
+    yarn = make_hf(root / "yarn", seed=1, rope_scaling=YARN)  # the same weights
     tied = make_hf(root / "tied", seed=3, tie_word_embeddings=True)
     tokens = torch.randint(0, 300, (2, 100), generator=torch.Generator().manual_seed(0))
-    yarn_ref = hf_logits(yarn, tokens)
-    # YaRN changes HF's logits at these positions, so matching them shows Megatron applies it.
-    assert (yarn_ref - hf_logits(plain, tokens)).abs().max() > 1e-2
+    plain_ref, yarn_ref = hf_logits(plain, tokens), hf_logits(yarn, tokens)
     cases = [
-        dict(name="plain", hf_dir=plain, layouts=LAYOUTS, tokens=tokens, ref=hf_logits(plain, tokens)),
+        dict(name="plain", hf_dir=plain, layouts=LAYOUTS, tokens=tokens, ref=plain_ref),
         dict(name="yarn", hf_dir=yarn, layouts=LAYOUTS, tokens=tokens, ref=yarn_ref),
         dict(name="tied", hf_dir=tied, layouts=[(1, 1), (2, 2)], tokens=tokens, ref=hf_logits(tied, tokens)),
         _packed_case("packed", plain, DOCS, [(1, 1), (2, 2), (1, 4)], seed=4),
@@ -61,6 +61,7 @@ def results(tmp_path_factory) -> dict[str, float]:
     cpu_backend.launch(parity_job, 4, cases, out)
     found = json.loads(out.read_text())
     found["_root"] = str(root)
+    found["_yarn_vs_plain"] = (yarn_ref - plain_ref).abs().max().item()
     return found
 
 
@@ -68,6 +69,15 @@ def results(tmp_path_factory) -> dict[str, float]:
 @pytest.mark.parametrize("name", ["plain", "yarn"])
 def test_logits_match_transformers(results, name, layout):
     assert results[f"{name}@tp{layout[0]}pp{layout[1]}"] < TOL
+
+
+def test_yarn_changes_the_logits_of_the_same_weights(results):
+    # So Megatron matching transformers' YaRN logits (above) shows it applies YaRN: without it, it would give the
+    # plain logits, this far from them.
+    root = Path(results["_root"])
+    plain, yarn = (load_file(root / name / "model.safetensors") for name in ("plain", "yarn"))
+    assert plain.keys() == yarn.keys() and all(torch.equal(plain[k], yarn[k]) for k in plain)
+    assert results["_yarn_vs_plain"] > 1e-2
 
 
 @pytest.mark.parametrize("key", ["tied@tp1pp1", "tied@tp2pp2"])
@@ -79,6 +89,19 @@ def test_tied_embeddings(results, key):
                                  "packed-yarn@tp2pp2", "packed-yarn@tp1pp4"])
 def test_packed_documents_equal_separate_documents(results, key):
     assert results[key] < TOL
+
+
+def test_packed_documents_at_tp2_pp4_and_tied_embeddings_at_pp4(tmp_path):
+    """8 ranks: every layer on its own pipeline stage, so two middle stages get neither the embedding nor the
+    head, and with tied embeddings the head's copy of the embedding lives three stages after it."""
+    plain = make_hf(tmp_path / "plain", seed=1)
+    tied = make_hf(tmp_path / "tied", seed=3, tie_word_embeddings=True)
+    cases = [_packed_case("packed", plain, DOCS, [(2, 4)], seed=4),
+             _packed_case("packed-tied", tied, DOCS, [(1, 4), (2, 4)], seed=4)]
+    cpu_backend.launch(parity_job, 8, cases, tmp_path / "out.json")
+    found = json.loads((tmp_path / "out.json").read_text())
+    assert found.keys() == {"packed@tp2pp4", "packed-tied@tp1pp4", "packed-tied@tp2pp4"}
+    assert all(diff < TOL for diff in found.values()), found
 
 
 def test_middle_stages_without_boundaries_would_be_caught(results):

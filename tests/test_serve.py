@@ -19,7 +19,8 @@ pytest.importorskip("vllm")
 
 
 def test_command_line(tiny_model_dir, tmp_path):
-    args = command(ServeConfig(model=str(tiny_model_dir)), port=1234)
+    args = command(ServeConfig(model=str(tiny_model_dir), tensor_parallel_size=4, data_parallel_size=2), port=1234)
+    assert args[args.index("--tensor-parallel-size") + 1] == "4" and args[args.index("--data-parallel-size") + 1] == "2"
     assert args[args.index("--tool-call-parser") + 1] == "swehero_hermes"
     assert args[args.index("--tool-parser-plugin") + 1].endswith("vllm_plugin.py")
     assert args[args.index("--chat-template") + 1] == str(tiny_model_dir / "chat_template.jinja")

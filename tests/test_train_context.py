@@ -3,6 +3,8 @@
 The attention itself needs Transformer Engine (not on this machine): what runs here is everything around it.
 """
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -72,6 +74,8 @@ def loss_reduction_job(rank: int, out: str) -> None:
     torch.save(mean, f"{out}/rank{rank}.pt")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_loss_is_the_mean_over_the_whole_global_batch_across_context_and_data_ranks(tmp_path):
     from swehero.model.cpu_backend import launch
 
@@ -80,3 +84,79 @@ def test_loss_is_the_mean_over_the_whole_global_batch_across_context_and_data_ra
     expected = sum(float(_token_losses(b).sum()) for b in batches) / sum(float(b.loss_mask.sum()) for b in batches)
     means = [torch.load(tmp_path / f"rank{r}.pt") for r in range(4)]
     assert means == pytest.approx([expected] * 4, rel=1e-6)  # float32 sums per rank
+
+
+DOCS = [29, 70, 29]
+
+
+def front_loaded(seed: int, rate: float) -> PackedBatch:
+    """A row whose trained tokens (about `rate` of them) lie mostly in each document's first quarter, which
+    context-parallel rank 0 of 2 holds: the ranks' token counts differ, not only the micro-batches'."""
+    batch = row(DOCS, seed)
+    lengths = torch.tensor(DOCS).repeat_interleave(torch.tensor(DOCS))
+    early = batch.position_ids[0] < lengths / 4
+    chance = torch.where(early, min(4 * rate, 1.0), rate / 4)
+    return replace(batch, loss_mask=(torch.rand(chance.shape, generator=torch.Generator().manual_seed(seed))
+                                     < chance).float()[None])
+
+
+# Two micro-batches per data-parallel rank, of 53 and 13 trained tokens on one, 6 and 7 on the other; context-parallel
+# rank 0 holds 41 of the 53, 12 of the 13, all 7 of the last.
+ROWS = [[front_loaded(0, 0.8), front_loaded(1, 0.08)], [front_loaded(2, 0.04), front_loaded(3, 0.02)]]
+
+
+class TokenLossModel(torch.nn.Module):
+    """Stands in for the GPT model where the training step calls it: per-token losses of a token, its label and
+    two weight tables. No attention (context parallelism's needs Transformer Engine), so a token's loss does not
+    depend on which rank holds its neighbours and the whole rows give the reference."""
+
+    def __init__(self, config) -> None:
+        from megatron.core.enums import ModelType
+
+        super().__init__()
+        self.config, self.model_type = config, ModelType.encoder_or_decoder  # what the schedules read
+        g = torch.Generator().manual_seed(0)
+        self.inputs, self.outputs = (torch.nn.Parameter(torch.randn(100, 8, generator=g)) for _ in range(2))
+
+    def set_input_tensor(self, tensor) -> None:
+        """Where a pipeline stage receives the previous one's activations; this model is one stage."""
+
+    def forward(self, tokens, position_ids, attention_mask, labels, packed_seq_params):
+        return token_losses(self.inputs, self.outputs, tokens, labels)
+
+
+def token_losses(inputs: torch.Tensor, outputs: torch.Tensor, tokens: torch.Tensor, labels: torch.Tensor):
+    return torch.nn.functional.softplus((inputs[tokens] * outputs[labels]).sum(-1))
+
+
+def gradient_reduction_job(rank: int, out: str) -> None:
+    from megatron.core.transformer import TransformerConfig
+
+    from swehero.train import model_setup
+    from swehero.train.config import ParallelConfig, Settings
+    from swehero.train.step import run_batches
+
+    s = Settings(data="", precision="fp32", gpus_per_node=4, distributed_optimizer=False, device="cpu",
+                 parallel=ParallelConfig(context=2))
+    env = model_setup.initialize(s, seed=0)
+    config = TransformerConfig(num_layers=1, hidden_size=8, num_attention_heads=1,
+                               **model_setup.model_overrides(s, cuda=False))
+    model = model_setup.wrap([TokenLossModel(config)], s, cuda=False)
+    run_batches(model, ROWS[env.dp_rank], sum(DOCS), env.device, forward_only=False, fused_ce=False)
+    torch.save({name: p.main_grad for name, p in model[0].module.named_parameters()}, f"{out}/rank{rank}.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_gradient_is_the_mean_over_the_whole_global_batch_across_context_and_data_ranks(tmp_path):
+    from swehero.model.cpu_backend import launch
+
+    launch(gradient_reduction_job, 4, str(tmp_path))
+    reference = TokenLossModel(config=None)
+    rows = [r for rank in ROWS for r in rank]
+    total = sum((token_losses(reference.inputs, reference.outputs, r.tokens, r.labels) * r.loss_mask).sum() for r in rows)
+    (total / sum(r.loss_mask.sum() for r in rows)).backward()
+    for rank in range(4):
+        found = torch.load(tmp_path / f"rank{rank}.pt")
+        for name, param in reference.named_parameters():
+            torch.testing.assert_close(found[name], param.grad, rtol=1e-5, atol=1e-7 * param.grad.abs().max())

@@ -5,39 +5,21 @@ import json
 import os
 import shutil
 import signal
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from swehero.data.prepare import PrepareConfig, prepare
-from swehero.train.config import CheckpointConfig, OptimizerConfig, ParallelConfig, Settings
-from swehero.train.launch import torchrun_command
-from swehero.train.metrics import read_metrics
+sys.path.insert(0, str(Path(__file__).parent))
+from train_jobs import hf_weights, losses, settings, start, train, trajectory  # noqa: E402
 
-pytestmark = pytest.mark.timeout(900)
+from swehero.data.prepare import PrepareConfig, prepare  # noqa: E402
+from swehero.train.config import CheckpointConfig, OptimizerConfig, ParallelConfig  # noqa: E402
+from swehero.train.metrics import read_metrics  # noqa: E402
 
-TOOL = {"type": "function", "function": {"name": "open", "description": "Open a file.", "parameters": {
-    "type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}}
-WORDS = ["parser", "config", "utils", "models", "views", "cache", "client", "server", "tests", "setup"]
-
-
-def trajectory(i: int) -> dict:
-    """A short tool-calling episode with a learnable pattern: the assistant opens the file the user names."""
-    name = f"{WORDS[i % 10]}_{WORDS[(i // 10) % 10]}.py"
-    return {
-        "id": f"t{i}", "instance_id": f"task-{i}", "tools": [TOOL],
-        "messages": [
-            {"role": "system", "content": "You fix bugs."},
-            {"role": "user", "content": f"The bug is in {name}."},
-            {"role": "assistant", "content": "", "tool_calls": [
-                {"id": f"c{i}", "type": "function", "function": {"name": "open", "arguments": json.dumps({"path": name})}}]},
-            {"role": "tool", "tool_call_id": f"c{i}", "content": f"def f():\n    return {i}\n"},
-            {"role": "assistant", "content": f"Fixed {name}."},
-        ],
-    }
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
@@ -49,34 +31,6 @@ def dataset(tmp_path_factory, tiny_model_dir) -> Path:
     return folder / "dataset"
 
 
-def settings(dataset: Path, **overrides) -> Settings:
-    base = Settings(data=str(dataset), seq_length=512, global_batch_size=4, steps=6, precision="fp32",
-                    recompute="none", fused_ce=False, device="cpu", tensorboard=False, gpus_per_node=1,
-                    optimizer=OptimizerConfig(lr=2e-3, min_lr=2e-4, warmup_fraction=0.1),
-                    checkpoint=CheckpointConfig(every=100, keep_last=2, async_save=False))
-    return dataclasses.replace(base, **overrides)
-
-
-def start(folder: Path, s: Settings, init: Path, seed: int = 0) -> subprocess.Popen:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "train_job.json").write_text(json.dumps({
-        "settings": dataclasses.asdict(s), "dir": str(folder), "init": str(init), "seed": seed, "name": folder.name}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(torchrun_command(folder, s.gpus_per_node), env=env, start_new_session=True,
-                            stdout=open(folder / "log.txt", "a"), stderr=subprocess.STDOUT)
-
-
-def train(folder: Path, s: Settings, init: Path) -> list[dict]:
-    proc = start(folder, s, init)
-    assert proc.wait() == 0, (folder / "log.txt").read_text()[-4000:]
-    return read_metrics(folder / "metrics.jsonl")
-
-
-def losses(records: list[dict]) -> list[float]:
-    return [r["loss"] for r in records if "loss" in r]
-
-
-@pytest.mark.slow
 def test_an_empty_validation_split_trains_without_validation(tmp_path, tiny_model_dir):
     (tmp_path / "trajectories.jsonl").write_text("".join(json.dumps(trajectory(i)) + "\n" for i in range(8)))
     stats = prepare([str(tmp_path / "trajectories.jsonl")], str(tiny_model_dir), tmp_path / "dataset",
@@ -165,21 +119,19 @@ def test_fused_cross_entropy_matches_the_unfused_loss_under_tp2(tmp_path, datase
                 assert b[key] == pytest.approx(a[key], rel=1e-5), key
 
 
-@pytest.fixture(scope="module")
-def four_layer_model_dir(tmp_path_factory) -> Path:
-    """The tiny model with 4 layers (same tokenizer): 2 pipeline stages x 2 virtual stages of one layer each."""
-    from swehero.tiny.kit import TinyModelConfig, make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("tiny4") / "model", TinyModelConfig(num_layers=4), seed=0)
-
-
 def test_virtual_pipeline_matches_one_stage_and_resumes(tmp_path, dataset, four_layer_model_dir):
     plain = settings(dataset, steps=4)
     interleaved = dataclasses.replace(plain, gpus_per_node=2, parallel=ParallelConfig(pipeline=2, virtual_pipeline=2),
                                       checkpoint=CheckpointConfig(every=2, keep_last=2, async_save=False))
     one = train(tmp_path / "pp1", plain, four_layer_model_dir)
     vpp = train(tmp_path / "vpp", interleaved, four_layer_model_dir)
-    # Same weights, data and math; only the schedule differs (4 chunks over 2 ranks, 4 micro-batches).
+    # Same weights, data and math; only the schedule differs (4 chunks over 2 ranks, 4 micro-batches). What the
+    # schedule must preserve is the function and its gradient: the losses, gradient norms and validation loss of
+    # every step here, each parameter's gradient in test_train_gradients. Not the weights after AdamW: it moves
+    # each weight by about the learning rate whatever the size of its gradient, so a weight whose gradient is
+    # small against its rounding noise moves as the noise, i.e. the reduction order, decides. The key biases' are
+    # such (1e-4 of the whole gradient, mostly cancellation: softmax would ignore them but for RoPE), and after 4
+    # steps they differed between layouts by more than any tolerance that means something for the other weights.
     assert vpp[0]["loss"] == pytest.approx(one[0]["loss"], rel=1e-6)
     for a, b in zip(one, vpp):
         for key in ("loss", "grad_norm", "valid_loss"):
@@ -193,13 +145,10 @@ def test_virtual_pipeline_matches_one_stage_and_resumes(tmp_path, dataset, four_
     again = train(resumed, interleaved, four_layer_model_dir)
     assert [r["step"] for r in again] == [3, 4]
     assert losses(again) == pytest.approx(losses(vpp)[2:], rel=1e-6)
-    exported, reexported = (_hf_weights(folder / "hf") for folder in (tmp_path / "vpp", resumed))
-    assert exported.keys() == reexported.keys() and len(exported) == len(_hf_weights(four_layer_model_dir))
+    exported, reexported = (hf_weights(folder / "hf") for folder in (tmp_path / "vpp", resumed))
+    assert exported.keys() == reexported.keys() and len(exported) == len(hf_weights(four_layer_model_dir))
     for name, tensor in exported.items():
-        assert torch.equal(tensor, reexported[name]), name
-    # ... and equal the one-stage run's weights (float rounding only).
-    for name, tensor in _hf_weights(tmp_path / "pp1" / "hf").items():
-        assert torch.allclose(exported[name], tensor, rtol=1e-4, atol=1e-6), name
+        assert torch.equal(tensor, reexported[name]), name  # the same layout and order of operations: bit for bit
 
     # Stage 2 across layouts: the VPP run's checkpoint into one stage, the one-stage run's into VPP chunks.
     one_step = {"steps": 1, "export_hf": False}
@@ -207,12 +156,6 @@ def test_virtual_pipeline_matches_one_stage_and_resumes(tmp_path, dataset, four_
     from_one = train(tmp_path / "from-one", dataclasses.replace(interleaved, **one_step), tmp_path / "pp1")
     assert from_vpp[0]["loss"] == pytest.approx(from_one[0]["loss"], rel=1e-5)
     assert from_vpp[0]["loss"] < 0.9 * one[0]["loss"]
-
-
-def _hf_weights(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return {name: tensor for f in sorted(folder.glob("*.safetensors")) for name, tensor in load_file(f).items()}
 
 
 def test_resume_without_the_distributed_optimizer(tmp_path, dataset, tiny_model_dir):
@@ -224,3 +167,13 @@ def test_resume_without_the_distributed_optimizer(tmp_path, dataset, tiny_model_
     train(tmp_path / "split", dataclasses.replace(s, steps=2), tiny_model_dir)
     resumed = train(tmp_path / "split", s, tiny_model_dir)
     assert losses(resumed) == pytest.approx(losses(whole), rel=1e-6)
+
+
+def test_training_prints_no_known_harmless_noise(tmp_path, dataset, tiny_model_dir):
+    # fp32 with the distributed optimizer (whose zero_grad reads `.grad` of non-leaf views), a checkpoint each step.
+    s = settings(dataset, steps=2, export_hf=False, checkpoint=CheckpointConfig(every=1, keep_last=2, async_save=False))
+    train(tmp_path / "run", s, tiny_model_dir)
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert [c.name for c in sorted((tmp_path / "run" / "checkpoints").iterdir())] == ["step-1", "step-2"]
+    assert "Overwriting old incomplete / corrupted checkpoint" not in log
+    assert "The .grad attribute of a Tensor that is not a leaf Tensor" not in log

@@ -152,3 +152,50 @@ def test_layouts_the_local_layers_cannot_run_are_refused_with_the_reason():
         layer_spec(settings(context=2), has_te=False)
     with pytest.raises(ValueError, match="sequence_parallel needs Transformer Engine's layers"):
         layer_spec(settings(tensor=2, sequence_parallel=True), has_te=False)
+
+
+def test_a_token_budget_per_step_sets_the_rows_and_is_checked_against_seq_length_and_data_parallel(tmp_path):
+    from swehero.train.config import rows_per_step
+    from swehero.train.plan import format_plan, plan_stage
+
+    budget = Settings(data="d", seq_length=131072, global_batch_tokens=8 * 131072)
+    assert rows_per_step(budget) == 8 and rows_per_step(Settings(data="d")) == 32
+    assert check_layout(budget, QWEN25_CODER_32B, world_size=8) == 8  # DP 8: one row per rank
+    with pytest.raises(LayoutError, match="not a whole number of seq_length 131072 rows"):
+        check_layout(Settings(data="d", seq_length=131072, global_batch_tokens=1_000_000), QWEN25_CODER_32B, 8)
+    with pytest.raises(LayoutError, match="multiple of seq_length x data-parallel = 2097152 tokens"):
+        check_layout(Settings(data="d", seq_length=131072, global_batch_tokens=24 * 131072), QWEN25_CODER_32B, 16)
+
+    folder = tmp_path / "qwen32b"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(QWEN25_CODER_32B))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "stats.json").write_text(json.dumps({
+        "samples": {"train": 1000, "valid": 10}, "trajectories": {"kept": 3000}, "tokens": 3000 * 40000}))
+    s = Settings(data=str(tmp_path / "data"), nodes=4, parallel=ParallelConfig(tensor=8, pipeline=4),
+                 global_batch_tokens=8 * 131072)
+    plan = plan_stage("sft", s, str(folder), mfu=0.45)
+    # 1000 rows, 8 per step: 125 steps per epoch, 375 in 3 epochs, each of 8 x 131072 tokens.
+    assert (plan.rows_per_step, plan.steps_per_epoch, plan.steps) == (8, 125, 375)
+    assert plan.tokens == 375 * 8 * 131072
+    text = format_plan(plan, 0.45)
+    assert "global batch   8 rows x 131072 tokens = 1.05 M tokens per step" in text
+    assert "steps          375, 125 per epoch  (393.22 M tokens)" in text
+
+
+def test_serving_memory_of_the_published_configs():
+    from swehero.model.folder import known_config
+    from swehero.train.plan import kv_cache_bytes_per_token, serving_memory
+
+    coder7b = known_config("Qwen/Qwen2.5-Coder-7B-Instruct")
+    coder32b = known_config("Qwen/Qwen2.5-Coder-32B-Instruct")
+    # Keys and values of one token: 2 x 28 layers x 4 KV heads x 128 x 2 bytes; 2 x 64 x 8 x 128 x 2 for 32B.
+    assert kv_cache_bytes_per_token(coder7b, 1) == 57344 and kv_cache_bytes_per_token(coder32b, 1) == 262144
+    assert kv_cache_bytes_per_token(coder7b, 8) == kv_cache_bytes_per_token(coder7b, 4)  # 4 heads: replicated
+    one = serving_memory(coder32b, tensor_parallel=1, max_model_len=131072, concurrent_sequences=1)
+    assert one.weights_gib == pytest.approx(32.76e9 * 2 / 2**30, rel=1e-3) and one.kv_cache_gib == 32.0
+    assert not one.fits and one.budget_gib == pytest.approx(72.0)  # 61 + 32 + 3 GiB > 90% of 80 GiB
+    two = serving_memory(coder32b, tensor_parallel=2, max_model_len=131072, concurrent_sequences=1)
+    assert two.fits and two.kv_cache_gib == 16.0
+    assert not serving_memory(coder32b, 2, 131072, concurrent_sequences=4).fits
+    assert serving_memory(coder32b, 2, 131072, 4, kv_dtype_bytes=1).kv_cache_gib == 32.0

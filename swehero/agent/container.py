@@ -1,10 +1,19 @@
 """The `docker` runtime: a SWE-bench instance image, one container per rollout, the same tool semantics as local.
 
-The container runs `sleep <lifetime>` with no network and CPU/memory/pids limits; every command is `docker exec`ed
-through the same state-keeping shell wrapper as the local runtime, under `timeout -s KILL` (GNU timeout signals
-its whole process group). Files move through the archive API, so the editor needs nothing inside the image.
-The container is removed in `close()`, which the caller runs in `finally` (Ctrl-C and SIGTERM included), by an
-`atexit` hook if the process exits without unwinding, and by the engine itself (`auto_remove`) once its `sleep`
+The container runs `sleep <lifetime>` with no network and CPU/memory/pids limits. Before the first turn it is made
+to look as OpenHands' SWE-bench runtime makes it look: the image's repository is moved to the agent's workspace
+(`/workspace/<repo>__<version>`, with `/testbed` left as a link to it, so editable installs pointing at /testbed
+still import the agent's code), stripped of everything newer than the base commit (SWE-bench images leak later
+commits, tags and reflogs) and checked for such history; and the environment the image's own shell start-up
+activates (the `testbed` conda environment of SWE-bench's Python images, whatever `~/.bashrc` sets up elsewhere) is
+captured once, so every command the agent runs sees the interpreter and tools the instance's tests use.
+
+Every command is `docker exec`ed through the same state-keeping shell wrapper as the local runtime, under
+`timeout -s KILL`; when it ends, every process it left behind is killed (as in the local runtime, whose PID
+namespace ends with the command), and a watchdog does the same at the time limit, which also ends commands whose
+daemons escaped the process group. Files move through the archive API, so the editor needs nothing inside the
+image. The container is removed in `close()`, which the caller runs in `finally` (Ctrl-C and SIGTERM included), by
+an `atexit` hook if the process exits without unwinding, and by the engine itself (`auto_remove`) once its `sleep`
 ends, which covers a SIGKILLed swehero too.
 """
 
@@ -15,6 +24,7 @@ import io
 import posixpath
 import shlex
 import tarfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,10 +36,16 @@ from swehero.agent.runtime import (
     CappedBuffer,
     CommandResult,
     RuntimeConfig,
+    history_check_script,
     patch_command,
+    require_clean_history,
     shell_script,
     strip_history_script,
 )
+from swehero.agent.task import SWEBENCH_ROOT
+
+REAP_GRACE_S = 5.0
+"""Seconds past a command's timeout before a watchdog kills every process the command started."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +68,8 @@ class DockerConfig:
 
 
 def swebench_image(instance_id: str, namespace: str = "swebench", tag: str = "latest") -> str:
-    """SWE-bench's instance image name (`sweb.eval.x86_64.<id>` with `__` spelt `_1776_`)."""
+    """SWE-bench's instance image name (`sweb.eval.x86_64.<id>` with `__` spelt `_1776_`), as swebench's
+    `ImageSpec.name` spells it; `swehero eval images build` names the images it builds the same way."""
     return f"{namespace}/sweb.eval.x86_64.{instance_id.replace('__', '_1776_')}:{tag}".lower()
 
 
@@ -74,17 +91,47 @@ def container_kwargs(image: str, limits: DockerConfig) -> dict:
     }
 
 
-def exec_argv(root: str, limit: float, path: str) -> list[str]:
-    """The argv `docker exec` runs for one command (the command itself waits in `STATE_DIR/cmd`)."""
-    script = f"export PATH={shlex.quote(path)}:$PATH\n" + shell_script(root)
-    return ["timeout", "-s", "KILL", f"{limit:g}", "bash", "--noprofile", "--norc", "-c", script]
+def exec_argv(root: str, limit: float, keep: str) -> list[str]:
+    """The argv `docker exec` runs for one command (the command itself waits in `STATE_DIR/cmd`): the command under
+    `timeout`, then every process it left behind killed (`keep`: the PIDs to spare, see `reap_script`), which also
+    closes the output stream that a background process would hold open. No start-up files and no PATH of ours: the
+    environment is the image's, plus what its start-up file activated (`STATE_DIR/env`)."""
+    command = shlex.join(["timeout", "-s", "KILL", f"{limit:g}", "bash", "--noprofile", "--norc", "-c",
+                          shell_script(root)])
+    # `timeout -s KILL` kills its own process group, itself included: the wrapper's fd 2 points to /dev/null
+    # meanwhile, so its "Killed" job report is not taken for the command's output
+    return ["bash", "--noprofile", "--norc", "-c",
+            f"exec 3>&2 2>/dev/null; {command} 2>&3; code=$?; exec 2>&3 3>&-; {reap_script(keep)}; exit $code"]
 
 
-def tar_one(name: str, data: bytes) -> bytes:
+def workspace_script(image_repo: str, root: str) -> str:
+    """Move the image's repository to the agent's root and leave a link at the old path (OpenHands copies it; a
+    move keeps one copy, and the link keeps installs that point at the image's path importing the agent's code)."""
+    repo, dest = shlex.quote(image_repo), shlex.quote(root)
+    return (f"if [ ! -e {dest} ]; then mkdir -p {shlex.quote(posixpath.dirname(root))} && mv {repo} {dest} && "
+            f"ln -s {dest} {repo}; fi")
+
+
+def activation_script() -> str:
+    """Write the environment an interactive shell of the image has (`~/.bashrc` and the like sourced, as in a
+    terminal and in OpenHands' shell) to the state file every command starts from. Through fd 3: whatever the
+    start-up files print must not end up in a file that is sourced."""
+    return f"bash -i -c 'export -p >&3' 3>{STATE_DIR}/env </dev/null >/dev/null 2>&1"
+
+
+def reap_script(keep: str) -> str:
+    """Kill every process of the container but PID 1, the lifetime `sleep` and this shell (`keep`: their PIDs),
+    a few rounds over, since a dying fork bomb still forks."""
+    return (f'keep=" {keep} $$ "; for round in 1 2 3 4 5 6 7 8; do left=; for p in /proc/[0-9]*; do '
+            'pid=${p#/proc/}; case "$keep" in *" $pid "*) ;; *) kill -9 "$pid" 2>/dev/null && left=1;; esac; done; '
+            '[ -z "$left" ] && break; done')
+
+
+def tar_one(name: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tarfile.TarInfo(name)
-        info.size, info.mode = len(data), 0o644
+        info.size, info.mode, info.uid, info.gid, info.mtime = len(data), mode, uid, gid, int(time.time())
         tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
@@ -109,8 +156,7 @@ class DockerFiles:
         if not inside(norm):
             raise ToolError(f"Invalid `path` parameter: {path}. Only files inside the repository {self.root} can "
                             "be viewed or edited.")
-        real = self.rt.sh(f"realpath -m {shlex.quote(norm)}").strip()
-        root_real = self.rt.sh(f"realpath -m {shlex.quote(self.root)}").strip()
+        real, root_real = self.rt.sh(f"realpath -m {shlex.quote(norm)} {shlex.quote(self.root)}").split("\n")[:2]
         if real != root_real and not real.startswith(root_real.rstrip("/") + "/"):
             raise ToolError(f"Invalid `path` parameter: {path}. It is a symbolic link to a location outside the "
                             f"repository {self.root}.")
@@ -130,7 +176,11 @@ class DockerFiles:
 
     def write_text(self, path: str, text: str) -> None:
         p = self._check(path)
-        if not self.rt.container.put_archive(posixpath.dirname(p), tar_one(posixpath.basename(p), text.encode())):
+        # An edited file keeps its mode and owner (an executable script stays executable), as a local write does.
+        meta = self.rt.sh(f"stat -c '%a %u %g' {shlex.quote(p)} 2>/dev/null").split()
+        mode, uid, gid = (int(meta[0], 8), int(meta[1]), int(meta[2])) if len(meta) == 3 else (0o644, 0, 0)
+        data = tar_one(posixpath.basename(p), text.encode(), mode, uid, gid)
+        if not self.rt.container.put_archive(posixpath.dirname(p), data):
             raise ToolError(f"Ran into an error while trying to write to {path}")
 
     def listing(self, path: str) -> tuple[list[str], int]:
@@ -142,53 +192,74 @@ class DockerFiles:
 
 
 class DockerRuntime:
-    """One rollout container from `image`, the repository at `image_repo` shown to the agent at `root`."""
+    """One rollout container from `image`, the repository the image keeps at `image_repo` shown to the agent at
+    `root`. With `base_commit`, history after it is removed, and its absence checked, before the first command."""
 
-    def __init__(self, image: str, root: str = "/testbed", image_repo: str = "/testbed",
+    def __init__(self, image: str, root: str = SWEBENCH_ROOT, image_repo: str = SWEBENCH_ROOT,
                  config: RuntimeConfig = RuntimeConfig(), limits: DockerConfig = DockerConfig(),
-                 strip_history_to: str | None = None) -> None:
+                 base_commit: str | None = None) -> None:
         import docker  # heavy and optional: only this runtime needs it
 
         self.root, self.config = root, config
         try:
             self.client = docker.from_env()
+            self.client.ping()
         except docker.errors.DockerException as e:
             raise RuntimeError(f"the docker runtime cannot reach a Docker engine ({e}); start Docker (or set "
                                "DOCKER_HOST), or use the local runtime") from e
-        if limits.min_free_gb > 0 and not _image_present(self.client, image):  # about to pull it
-            check_free_disk(docker_root(), limits.min_free_gb, f"pulling {image}")
+        _require_image(self.client, image, limits.min_free_gb)
         self.image, self.prune_image = image, limits.prune_image
         self.container = self.client.containers.run(**container_kwargs(image, limits))
         atexit.register(self.close)
         try:
-            self.sh(f"mkdir -p {STATE_DIR}")
-            if strip_history_to:  # zero mode: no later commits for the agent to find
-                self.sh(f"cd {shlex.quote(image_repo)} && {strip_history_script(strip_history_to)}")
-            if root != image_repo:  # a symlink keeps editable installs that point at the image's path working
-                self.sh(f"mkdir -p {shlex.quote(posixpath.dirname(root))} && "
-                        f"ln -sfn {image_repo} {shlex.quote(root)}")
+            self.keep = self.sh("for p in /proc/[0-9]*; do [ ${p#/proc/} = $$ ] || echo -n \"${p#/proc/} \"; done")
+            setup = [f"mkdir -p {STATE_DIR}", "git config --global --add safe.directory '*'"]
+            if root != image_repo:
+                setup.append(workspace_script(image_repo, root))
+            if base_commit:
+                setup.append(f"cd {shlex.quote(root)} && {strip_history_script(base_commit)}")
+            code, out = self.run(" && ".join(setup))
+            if code != 0:
+                raise RuntimeError(f"preparing the repository of {image} at {root} failed: {out[-2000:]}")
+            self.sh(activation_script())
+            if base_commit:
+                _, leaks = self.run(f"cd {shlex.quote(root)} && {history_check_script(base_commit)}")
+                require_clean_history(leaks, f"{image}:{root}", base_commit)
         except BaseException:
             self.close()
             raise
         self.files = DockerFiles(self)
 
+    def run(self, script: str) -> tuple[int, str]:
+        """Run a helper command (not the agent's); its exit code and output."""
+        code, out = self.container.exec_run(["bash", "-c", script])
+        return code, out.decode("utf-8", errors="replace")
+
     def sh(self, script: str) -> str:
-        """Run a helper command (not the agent's) and return its output."""
-        _, out = self.container.exec_run(["bash", "-c", script])
-        return out.decode("utf-8", errors="replace")
+        return self.run(script)[1]
+
+    def reap(self) -> None:
+        """Kill every process the agent's commands left running."""
+        self.sh(reap_script(self.keep))
 
     def execute(self, command: str, timeout: float) -> CommandResult:
         self.container.put_archive(STATE_DIR, tar_one("cmd", command.encode()))
         api = self.client.api  # the low-level API streams output, so the cap holds while reading
-        exec_id = api.exec_create(self.container.id, exec_argv(self.root, timeout, self.config.path),
-                                  workdir=self.root)["Id"]
+        exec_id = api.exec_create(self.container.id, exec_argv(self.root, timeout, self.keep), workdir=self.root)["Id"]
         buf = CappedBuffer(self.config.output_cap_bytes)
         start = time.monotonic()
-        for chunk in api.exec_start(exec_id, stream=True):
-            buf.add(chunk)
+        # should the command kill the wrapper that reaps, a daemon it started would hold the output open forever
+        watchdog = threading.Timer(timeout + REAP_GRACE_S, self.reap)
+        watchdog.start()
+        try:
+            for chunk in api.exec_start(exec_id, stream=True):
+                buf.add(chunk)
+        finally:
+            watchdog.cancel()
         code = api.exec_inspect(exec_id)["ExitCode"]
-        state = self.sh(f"cat {STATE_DIR}/cwd; echo; cat {STATE_DIR}/python 2>/dev/null").split("\n")
-        timed_out = code == 137 and time.monotonic() - start >= timeout  # not an OOM kill or `kill -9 $$`
+        elapsed = time.monotonic() - start
+        state = self.sh(f'printf "%s\\n" "$(cat {STATE_DIR}/cwd)" "$(cat {STATE_DIR}/python)"').split("\n")
+        timed_out = code == 137 and elapsed >= timeout  # not an OOM kill or `kill -9 $$`
         return CommandResult(output=buf.text(), exit_code=-1 if timed_out else code, timed_out=timed_out,
                              cwd=state[0].strip() or self.root, python=state[1].strip() if len(state) > 1 else "")
 
@@ -213,11 +284,21 @@ class DockerRuntime:
                 self.client.images.remove(self.image, force=True)
 
 
-def _image_present(client, image: str) -> bool:
+def _require_image(client, image: str, min_free_gb: float) -> None:
+    """The image, pulled (with room checked first) if this engine lacks it; a clear error when it cannot be had."""
     import docker
 
     try:
         client.images.get(image)
-        return True
+        return
     except docker.errors.ImageNotFound:
-        return False
+        pass
+    if min_free_gb > 0:
+        check_free_disk(docker_root(), min_free_gb, f"pulling {image}")
+    try:
+        client.images.pull(image)
+    except docker.errors.APIError as e:
+        raise RuntimeError(
+            f"the Docker image {image} is not on this engine and could not be pulled ({e.explanation or e}). Build "
+            "it from the task file with `swehero eval images build --tasks FILE`, or pull it where a registry is "
+            "reachable") from e

@@ -1,10 +1,18 @@
 """The `local` runtime: a fresh checkout per rollout (or an existing folder), every command inside bubblewrap.
 
-The sandbox: host directories read-only (home folders, /root, /run and paths named in `hide` replaced by empty
-tmpfs), the checkout writable at the agent-visible path, a private writable /tmp for this rollout, no network,
-its own PID/IPC/UTS namespaces, a new session (no terminal injection), and `--die-with-parent`. On a timeout the
-bwrap process is SIGKILLed; as it holds PID 1 of the namespace, the kernel then kills every process the command
-started, daemons included.
+The sandbox shows an allow-list, not the host minus a few folders: the system folders (`/usr`, `/etc` and the
+`/bin`, `/sbin`, `/lib*` links or folders) read-only, the task's environment and its interpreter's installation
+read-only (execution mode), the checkout writable at the agent-visible path, a private writable `/tmp` and shell
+state folder for this rollout, and nothing else: home folders, the project, run directories, task files (gold
+patches) and other checkouts do not exist inside, and the root itself is read-only. No network, its own
+PID/IPC/UTS namespaces, a new session (no terminal injection), and `--die-with-parent`. On a timeout the bwrap
+process is SIGKILLed; as it holds PID 1 of the namespace, the kernel then kills every process the command started,
+daemons included.
+
+With a task environment (`swehero.agent.taskenv`), the rollout gets its own layer over it at `VENV_ROOT` (first on
+PATH, so `python`, `pip` and `pytest` are the task's), and the checkout is installed into that layer before the
+agent's first command, with the network on for that one command (the install command comes from the task's recipe,
+not from the agent).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import os
 import posixpath
 import selectors
+import shlex
 import shutil
 import signal
 import subprocess
@@ -25,12 +34,28 @@ from swehero.agent.runtime import (
     CappedBuffer,
     CommandResult,
     RuntimeConfig,
+    git,
     patch_command,
     prepare_checkout,
     shell_script,
 )
+from swehero.agent.taskenv import EnvError, TaskEnv, make_layer
 
-_NOT_BOUND = {"proc", "dev", "sys", "tmp", "run", "root", "home", "lost+found", "boot", "mnt", "media"}
+SYSTEM_DIRS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+"""Top-level folders the sandbox shows read-only (as links where the host has merged /usr)."""
+VENV_ROOT = "/opt/venv"
+"""Where the rollout's layer over the task environment appears inside the sandbox."""
+
+
+class MissingRepository(FileNotFoundError):
+    """A task's repository folder does not exist or is not a git repository."""
+
+
+def check_repository(path: Path, repo: str = "") -> None:
+    """Raise `MissingRepository` unless `path` holds a git repository (the clone of `repo`)."""
+    if not (Path(path) / ".git").exists() and not (Path(path) / "HEAD").is_file():
+        raise MissingRepository(f"no git repository{f' for {repo}' if repo else ''} at {path}: clone it there (the "
+                                "folder of repositories holds one clone per repository, named owner__name)")
 
 
 def find_bwrap() -> str:
@@ -115,50 +140,85 @@ class LocalRuntime:
     """Commands and files of one checkout; shell state and /tmp live in a private folder removed by `close()`."""
 
     def __init__(self, checkout: Path, root: str, workdir: Path, config: RuntimeConfig = RuntimeConfig(),
-                 hide: tuple[str, ...] = ()) -> None:
+                 env: TaskEnv | None = None) -> None:
         self.bwrap = find_bwrap()
-        self.checkout, self.root, self.config = checkout.resolve(), root, config
+        if _under(root, (*SYSTEM_DIRS, "tmp", "proc", "dev", STATE_DIR.strip("/"), VENV_ROOT.strip("/"))) \
+                or root == "/":
+            raise ValueError(f"the repository cannot appear at {root} inside the sandbox: that path is the "
+                             "sandbox's own; choose another agent root (e.g. /workspace/<name> or /testbed)")
+        self.checkout, self.root, self.config, self.env = checkout.resolve(), root, config, env
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=workdir.resolve()))
         for sub in ("state", "tmp"):
             (self.workdir / sub).mkdir()
         self.files = LocalFiles(root, self.checkout)
-        self.hide = (str(workdir.resolve()), *hide)
         self.owned: Path | None = None
+        if env is not None:
+            make_layer(env, self.workdir / "venv", VENV_ROOT)
 
     @classmethod
     def for_task(cls, source_repo: Path, base_commit: str, root: str, workdir: Path,
-                 config: RuntimeConfig = RuntimeConfig()) -> LocalRuntime:
-        """A fresh checkout of `source_repo` at `base_commit` (history after it left out), removed on `close()`;
-        the source repository is hidden from the sandbox."""
+                 config: RuntimeConfig = RuntimeConfig(), env: TaskEnv | None = None) -> LocalRuntime:
+        """A fresh checkout of `source_repo` at `base_commit` (history after it left out), removed on `close()`,
+        installed into a layer over `env` when one is given. Raises `MissingRepository` when `source_repo` is not a
+        git repository, `EnvError` when the checkout does not install."""
+        check_repository(source_repo)
         workdir.mkdir(parents=True, exist_ok=True)
         checkout = Path(tempfile.mkdtemp(prefix="checkout-", dir=workdir.resolve())) / "repo"
         prepare_checkout(source_repo, base_commit, checkout, workdir.resolve() / "cache")
-        runtime = cls(checkout, root, workdir, config, hide=(str(source_repo.resolve()),))
+        runtime = cls(checkout, root, workdir, config, env)
         runtime.owned = checkout.parent
+        _exclude(checkout, ["__pycache__/", "*.py[cod]"])  # bytecode of the agent's python runs is no patch
+        try:
+            runtime.install()
+        except BaseException:
+            runtime.close()
+            raise
         return runtime
 
-    def bwrap_argv(self, cwd: str) -> list[str]:
-        top = self.root.strip("/").split("/")[0]
-        argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
-        for entry in sorted(os.scandir("/"), key=lambda e: e.name):
-            if entry.name in _NOT_BOUND or entry.name == top:
-                continue
-            if entry.is_symlink():
-                argv += ["--symlink", os.readlink(entry.path), entry.path]
-            elif entry.is_dir():
-                argv += ["--ro-bind", entry.path, entry.path]
-        for path in self.hide:
-            if os.path.isdir(path) and path.strip("/").split("/")[0] not in _NOT_BOUND | {top}:
-                argv += ["--tmpfs", path]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--bind", str(self.workdir / "tmp"), "/tmp",
-                 "--bind", str(self.checkout), self.root, "--bind", str(self.workdir / "state"), STATE_DIR,
-                 "--setenv", "PATH", self.config.path, "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
-                 "--setenv", "TERM", "dumb", "--chdir", cwd]
+    def install(self) -> None:
+        """Install the checkout into the rollout's layer (the task recipe's command, network on), and keep what the
+        install generates (build folders, version files) out of the agent's patch."""
+        command = self.env.install_command(self.checkout) if self.env is not None else ""
+        if not command:
+            return
+        result = self.execute(f"cd {shlex.quote(self.root)} && {command}", self.env.install_timeout_s, network=True)
+        if result.exit_code != 0:
+            raise EnvError(f"installing the checkout into its environment (`{command}`) "
+                           f"{'timed out' if result.timed_out else f'failed with exit code {result.exit_code}'}:\n"
+                           f"{result.output[-3000:]}")
+        _exclude(self.checkout, [f"/{path}" for path in
+                                 git("ls-files", "--others", "--exclude-standard", cwd=self.checkout).splitlines()])
+        for name in ("cwd", "env", "python"):  # the agent's first command starts from a clean shell
+            (self.workdir / "state" / name).unlink(missing_ok=True)
+
+    def bwrap_argv(self, cwd: str, network: bool = False) -> list[str]:
+        argv = [self.bwrap, "--unshare-all", *(["--share-net"] if network else []), "--die-with-parent",
+                "--new-session", "--clearenv"]
+        for name in SYSTEM_DIRS:
+            path = f"/{name}"
+            if os.path.islink(path):
+                argv += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                argv += ["--ro-bind", path, path]
+        resolver = os.path.realpath("/etc/resolv.conf")
+        if network and not _under(resolver, SYSTEM_DIRS) and os.path.isfile(resolver):
+            argv += ["--ro-bind", resolver, resolver]  # e.g. systemd-resolved's file under /run, for pip's DNS
+        argv += ["--proc", "/proc", "--dev", "/dev", "--bind", str(self.workdir / "tmp"), "/tmp"]
+        path = self.config.path
+        if self.env is not None:
+            for shown in self.env.readonly_paths:
+                if not _under(shown, SYSTEM_DIRS):
+                    argv += ["--ro-bind", shown, shown]
+            argv += ["--bind", str(self.workdir / "venv"), VENV_ROOT, "--setenv", "VIRTUAL_ENV", VENV_ROOT]
+            path = f"{VENV_ROOT}/bin:{path}"
+        argv += ["--bind", str(self.checkout), self.root, "--bind", str(self.workdir / "state"), STATE_DIR,
+                 "--remount-ro", "/", "--setenv", "PATH", path, "--setenv", "HOME", "/tmp",
+                 "--setenv", "LANG", "C.UTF-8", "--setenv", "TERM", "dumb", "--chdir", cwd]
         return argv
 
-    def execute(self, command: str, timeout: float) -> CommandResult:
-        argv = self.bwrap_argv(self.root) + ["bash", "--noprofile", "--norc", "-c", shell_script(self.root)]
+    def execute(self, command: str, timeout: float, network: bool = False) -> CommandResult:
+        argv = self.bwrap_argv(self.root, network) + ["bash", "--noprofile", "--norc", "-c", shell_script(self.root)]
         (self.workdir / "state" / "cmd").write_text(command)
         buf = CappedBuffer(self.config.output_cap_bytes)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -185,6 +245,19 @@ class LocalRuntime:
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self.owned is not None:
             shutil.rmtree(self.owned, ignore_errors=True)
+
+
+def _exclude(checkout: Path, patterns: list[str]) -> None:
+    """Keep `patterns` out of `git add -A` (and so out of the patch) without touching the repository's files."""
+    if patterns:
+        (checkout / ".git" / "info").mkdir(exist_ok=True)
+        with open(checkout / ".git" / "info" / "exclude", "a") as f:
+            f.write("".join(f"{p}\n" for p in patterns))
+
+
+def _under(path: str, tops) -> bool:
+    """Whether `path` is one of the top-level folders `tops` (names without `/`) or lies inside one."""
+    return any(path == f"/{top}" or path.startswith(f"/{top}/") for top in tops)
 
 
 def _pump(proc: subprocess.Popen, buf: CappedBuffer, deadline: float) -> bool:

@@ -32,9 +32,12 @@ class OpenAIConfig:
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (vLLM needs none)."""
     temperature: float = 0.7
+    """Sampling temperature (the paper's evaluation: 0.7)."""
     top_p: float = 0.8
+    """Nucleus sampling's probability mass (the paper: 0.8)."""
     top_k: int = 20
-    """Sent as vLLM's `top_k` extension; -1 leaves it out (for servers that reject it)."""
+    """Top-k sampling (the paper: 20), sent as vLLM's `top_k` extension; -1 leaves it out (for servers that reject
+    it)."""
     seed: int | None = None
     """Sampling seed sent with every request (vLLM's per-request seed); eval and distill give each attempt its
     own, so runs are reproducible; None: the server's choice."""

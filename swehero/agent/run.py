@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from swehero.agent.loop import STAGE, run_episode
 from swehero.agent.prompts import Opening, opening_messages
 from swehero.agent.settings import AgentSettings
-from swehero.agent.task import OPENHANDS_ROOT, SWEBENCH_ROOT, Task, agent_root
+from swehero.agent.task import OPENHANDS_ROOT, Task, agent_root
 from swehero.agent.tools import Tools
 from swehero.jsonio import write_json_atomic
 
@@ -18,7 +19,7 @@ def run_task(task: Task, settings: AgentSettings, out: Path | None = None, sourc
     """Run one episode of `task` and return its trajectory record (written to `out` after every step)."""
     if settings.policy in ("gold", "empty"):
         return _submission(task, settings, out)
-    root = agent_root(settings.root or (OPENHANDS_ROOT if settings.runtime == "local" else SWEBENCH_ROOT), task)
+    root = agent_root(settings.root or OPENHANDS_ROOT, task)
     opening, prompts = opening_messages(settings.prompts, settings.mode, Opening(
         workspace=root, repo=task.repo, instance_id=task.instance_id, base_commit=task.base_commit,
         problem_statement=task.problem_statement, language=task.language or "Python"))
@@ -65,11 +66,21 @@ def _runtime(task: Task, settings: AgentSettings, root: str, source_repo: Path |
     if settings.runtime == "docker":
         from swehero.agent.container import DockerRuntime, swebench_image
 
+        # the container need not outlive the attempt: bounding its lifetime by the attempt's own limits clears the
+        # containers of killed attempts within minutes, not hours
+        attempt_s = int(settings.time_limit_s + settings.kill_grace_s) + 60
+        limits = replace(settings.docker, lifetime=min(settings.docker.lifetime, attempt_s))
         return DockerRuntime(settings.image or task.image or swebench_image(task.instance_id), root,
-                             config=settings.sandbox, limits=settings.docker,
-                             strip_history_to=task.base_commit if settings.mode == "zero" else None)
-    from swehero.agent.local import LocalRuntime
+                             config=settings.sandbox, limits=limits, base_commit=task.base_commit)
+    from swehero.agent.local import LocalRuntime, check_repository
 
     if source_repo is None:
         raise ValueError(f"{task.instance_id}: the local runtime needs the task's git repository (repos folder)")
-    return LocalRuntime.for_task(source_repo, task.base_commit, root, workdir, settings.sandbox)
+    env = None
+    if settings.mode == "exec":  # the agent runs the project: its python and pytest are the task's
+        from swehero.agent.taskenv import ensure_env
+
+        check_repository(source_repo, task.repo)
+        env = ensure_env({"repo": task.repo, "version": task.version, "base_commit": task.base_commit,
+                          "install_config": task.install_config or None}, settings.env, source_repo)
+    return LocalRuntime.for_task(source_repo, task.base_commit, root, workdir, settings.sandbox, env=env)

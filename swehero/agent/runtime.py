@@ -126,10 +126,47 @@ def strip_history_script(base_commit: str) -> str:
     whose repository came with its full history (SWE-bench's do); local checkouts never get the rest."""
     return (
         f"git checkout -q -f -B main {shlex.quote(base_commit)} && "
-        "git for-each-ref --format='%(refname)' | grep -vx refs/heads/main | xargs -r -n1 git update-ref -d && "
-        "git remote | xargs -r -n1 git remote remove && rm -f .git/ORIG_HEAD .git/FETCH_HEAD && "
+        "git remote | xargs -r -n1 git remote remove && "
+        # --no-deref: deleting a symbolic ref (refs/remotes/origin/HEAD) must not delete its target instead
+        "git for-each-ref --format='%(refname)' | grep -vx refs/heads/main | "
+        "xargs -r -n1 git update-ref --no-deref -d && "
+        "rm -f .git/ORIG_HEAD .git/FETCH_HEAD && "
         "git reflog expire --expire=now --all && git gc -q --prune=now"
     )
+
+
+class FutureHistoryError(RuntimeError):
+    """The repository shows the agent something newer than the task's base commit (a run must not start)."""
+
+
+def history_check_script(base_commit: str) -> str:
+    """Shell commands, run in the repository, that print one line per way the agent could reach anything newer
+    than `base_commit` (nothing when the history is clean): HEAD elsewhere, a ref past the base (branch, tag, stash,
+    note), a remote, a reflog entry (it would also name where the history came from), FETCH_HEAD and its kin,
+    borrowed objects (alternates), a linked worktree, or an object `git fsck` finds unreachable."""
+    base = shlex.quote(f"{base_commit}^{{commit}}")
+    return (
+        f"base=$(git rev-parse -q --verify {base}) || {{ echo 'the base commit is not in the repository'; exit; }}\n"
+        '[ "$(git rev-parse -q --verify HEAD)" = "$base" ] || echo "HEAD is not the base commit"\n'
+        "git for-each-ref --format='%(refname)' | while read -r ref; do\n"
+        '  git merge-base --is-ancestor "$ref" "$base" 2>/dev/null || echo "$ref is not an ancestor of the base"\n'
+        "done\n"
+        "git remote | sed 's/^/remote /'\n"
+        "for f in FETCH_HEAD ORIG_HEAD MERGE_HEAD CHERRY_PICK_HEAD REVERT_HEAD objects/info/alternates; do\n"
+        '  [ -e "$(git rev-parse --git-path "$f")" ] && echo "$f exists"\n'
+        "done\n"
+        "find \"$(git rev-parse --git-path logs)\" -type f -size +0c 2>/dev/null | sed 's/^/reflog /'\n"
+        "[ \"$(git worktree list | wc -l)\" -le 1 ] || echo 'linked worktrees exist'\n"
+        "git fsck --connectivity-only --unreachable --no-reflogs --no-progress 2>&1 | head -5\n"
+    )
+
+
+def require_clean_history(leaks: str, where: str, base_commit: str) -> None:
+    """Raise FutureHistoryError when `history_check_script` printed anything."""
+    if leaks.strip():
+        raise FutureHistoryError(
+            f"{where}: the repository exposes history beyond the base commit {base_commit[:12]}, so the agent could "
+            f"read the fix; refusing to run it. Found: {'; '.join(leaks.strip().splitlines()[:8])}")
 
 
 def git(*args: str, cwd: Path | None = None) -> str:
@@ -157,5 +194,8 @@ def prepare_checkout(source: Path, base_commit: str, dest: Path, cache: Path) ->
             shutil.rmtree(tmp)
     git("clone", "-q", "--local", "--branch", "main", str(bare), str(dest))
     git("remote", "remove", "origin", cwd=dest)
+    git("reflog", "expire", "--expire=now", "--all", cwd=dest)  # its entries name the cache folder cloned from
     for key, value in (("user.name", "swehero"), ("user.email", "agent@swehero.invalid")):
         git("config", key, value, cwd=dest)
+    leaks = subprocess.run(["bash", "-c", history_check_script(sha)], cwd=dest, capture_output=True, text=True)
+    require_clean_history(leaks.stdout + leaks.stderr, str(dest), sha)

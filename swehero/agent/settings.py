@@ -12,6 +12,7 @@ from swehero.agent.container import DockerConfig
 from swehero.agent.loop import LoopConfig
 from swehero.agent.openai_policy import OpenAIConfig
 from swehero.agent.runtime import RuntimeConfig
+from swehero.agent.taskenv import EnvSettings
 from swehero.recipe.stage import InputPath
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class AgentSettings:
     (the task's SWE-bench instance image)."""
     root: str = ""
     """Agent-visible repository path, with `{repo}` (`/` spelt `__`) and `{version}` placeholders; empty: OpenHands'
-    `/workspace/{repo}__{version}` for local, `/testbed` for docker."""
+    `/workspace/{repo}__{version}`, where the training trajectories have it, in both runtimes (docker moves the
+    image's /testbed there)."""
     image: str = ""
     """Docker image; empty: the task's `image` column, else SWE-bench's instance image name."""
     prompts: InputPath = ""
@@ -45,5 +47,8 @@ class AgentSettings:
     """The model endpoint and sampling (policy openai)."""
     sandbox: RuntimeConfig = field(default_factory=RuntimeConfig)
     """Command timeouts, output caps and PATH inside the runtime."""
+    env: EnvSettings = field(default_factory=EnvSettings)
+    """The task's environment on the local runtime in exec mode (and for the local grader's `env`): install
+    command, test dependencies, Python version, cache; the agent's `python` and `pytest` are the task's."""
     docker: DockerConfig = field(default_factory=DockerConfig)
     """Container resources and image housekeeping (runtime docker)."""

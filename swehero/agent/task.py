@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 
 OPENHANDS_ROOT = "/workspace/{repo}__{version}"
@@ -26,11 +27,14 @@ class Task:
     """Docker image of the task's environment, when the dataset names one (Multilingual does)."""
     language: str = ""
     """The repository's language (`Python`, `Java`, ...), as `swehero.rollout.tasks` derives it."""
+    install_config: str = ""
+    """How to install the repository (SWE-rebench's column, as JSON): the local runtime's task environment."""
 
     @classmethod
     def from_row(cls, row: dict) -> Task:
         """The agent's view of a task row loaded by `swehero.rollout.tasks` (which checks the required columns)."""
-        return cls(**{f.name: str(row[f.name]) for f in fields(cls) if row.get(f.name) is not None})
+        return cls(**{f.name: row[f.name] if isinstance(row[f.name], str) else json.dumps(row[f.name])
+                      for f in fields(cls) if row.get(f.name) is not None})
 
 
 def agent_root(template: str, task: Task) -> str:

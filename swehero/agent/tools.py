@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from swehero.agent.banned import UnparsableCommand, banned_commands
+from swehero.agent.banned import RefusedCommand, banned_commands
 from swehero.agent.editor import Editor, ToolError
 from swehero.agent.runtime import CommandResult, Runtime
 from swehero.toolspec import TOOL_NAMES, tool_schema
@@ -106,8 +106,8 @@ class Tools:
         if self.mode == "zero":
             try:
                 banned = banned_commands(command)
-            except UnparsableCommand as e:
-                return Outcome(f"ERROR: Command refused, nothing was run: bash cannot parse it ({e}).", error=True)
+            except RefusedCommand as e:  # unparsable, or a program computed at run time
+                return Outcome(f"ERROR: Command refused, nothing was run: {e}", error=True, banned=e.programs)
             if banned:
                 return Outcome(refusal(banned), error=True, banned=banned)
         config = self.runtime.config

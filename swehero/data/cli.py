@@ -7,46 +7,44 @@ from pathlib import Path
 
 import click
 
-FORMATS = ("nvidia", "nebius", "swe-gym", "swe-smith", "sharegpt", "swe-agent", "canonical")
+from swehero.data.import_stage import Settings as ImportSettings
+from swehero.data.stage import Settings as PrepareSettings
+from swehero.eval.verifier_data import Settings as VerifierDataSettings
+from swehero.recipe.config import Recipe
+from swehero.recipe.options import settings_options
+
+_TOKENIZER = click.option("--tokenizer", required=True, help="Tokenizer folder (with chat template) or hub id.")
 _MASK = click.option("--mask", type=click.Choice(["all", "last", "answer"]), default="all", show_default=True,
-                     help="Train every assistant turn, the last one, or the last one's content only.")
+                     help="Train every assistant turn, the last one, or only the last one's content (an answer).")
 
 
 @click.group()
 def data() -> None:
-    """Trajectory data: import -> render/show -> prepare (packed Megatron datasets); verifier examples.
-
-    \b
-    Example:
-      swehero data import --format nvidia zero.parquet --out zero.jsonl
-    """
+    """Trajectory data: import -> render/show -> prepare (packed Megatron datasets); verifier examples."""
 
 
 @data.command("import")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Source format.")
-@click.argument("inputs", nargs=-1, required=True)
+@settings_options(ImportSettings, positional=("inputs",), defaults={"seed": Recipe.seed})
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Canonical JSONL to write.")
-@click.option("--stage", type=click.Choice(["zero", "hero"]), default=None, help="Stage label for the records.")
-@click.option("--max-reject-fraction", type=float, default=0.01, show_default=True)
-def import_(fmt, inputs, out, stage, max_reject_fraction) -> None:
-    """Convert trajectories from FORMAT files (JSONL, JSON, Parquet, .traj) to canonical JSONL.
+def import_(settings: ImportSettings, out: Path) -> None:
+    """Convert trajectories of a published format to canonical JSONL; prints what was read, written, rejected,
+    the tasks and sources, and what a selection kept.
 
     \b
     Example:
-      swehero data import --format nvidia --stage zero swe-zero/*.parquet --out data/zero.jsonl
+      swehero data import --format nvidia --stage hero swe-hero/ --per-instance 1 --out hero.jsonl
     """
-    from swehero.data.importers import import_files
+    from swehero.data.import_stage import import_to
 
-    counts = import_files(list(inputs), fmt, out, stage=stage, max_reject_fraction=max_reject_fraction)
-    click.echo(json.dumps(counts))
+    click.echo(json.dumps(import_to(settings, out, settings.seed)))
 
 
 @data.command()
-@click.option("--tokenizer", required=True, help="Tokenizer folder (with chat template) or hub id.")
+@_TOKENIZER
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="JSONL of {id, input_ids, loss_mask}.")
 @_MASK
-def render(tokenizer, inputs, out, mask) -> None:
+def render(tokenizer: str, inputs: tuple[str, ...], out: Path, mask: str) -> None:
     """Tokenize canonical trajectories with the chat template and the assistant-only loss mask.
 
     \b
@@ -61,77 +59,52 @@ def render(tokenizer, inputs, out, mask) -> None:
 
 
 @data.command()
-@click.option("--tokenizer", required=True, help="Tokenizer folder (with chat template) or hub id.")
+@_TOKENIZER
 @click.argument("input_file", type=click.Path(exists=True, path_type=Path))
 @click.option("--index", type=int, default=0, show_default=True, help="Which trajectory (0-based line).")
 @_MASK
-def show(tokenizer, input_file, index, mask) -> None:
+def show(tokenizer: str, input_file: Path, index: int, mask: str) -> None:
     """Print one rendered trajectory; trained tokens are highlighted (green, bold).
 
     \b
     Example:
       swehero data show --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct data/zero.jsonl --index 3 | less -R
     """
-    from itertools import islice
-
     from transformers import AutoTokenizer
 
-    from swehero.data.render import ChatRenderer, highlight
-    from swehero.data.sources import parse_row, read_rows
-    from swehero.data.trajectory import Reject, validate
+    from swehero.data.render import show as render_one
+    from swehero.data.trajectory import Reject
 
-    row = next(islice(read_rows(input_file), index, None), None)
-    if row is None:
-        raise click.BadParameter(f"{input_file} has no trajectory {index}", param_hint="--index")
     try:
-        record = validate(parse_row(row[1]))
-    except Reject as e:
-        raise click.ClickException(f"{row[0]}: {e}") from None
-    tok = AutoTokenizer.from_pretrained(tokenizer)
-    r = ChatRenderer(tok, mask=mask).render(record)
-    click.echo(highlight(r, tok, lambda s: click.style(s, fg="green", bold=True)), color=True)
-    click.echo(f"\n[{row[0]}] {len(r.input_ids)} tokens, {int(r.loss_mask.sum())} trained", err=True)
+        text, summary = render_one(input_file, index, AutoTokenizer.from_pretrained(tokenizer), mask,
+                                   lambda s: click.style(s, fg="green", bold=True))
+    except (Reject, IndexError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(text, color=True)
+    click.echo(f"\n{summary}", err=True)
 
 
 @data.command()
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--tokenizer", required=True, help="Tokenizer folder (with chat template) or hub id.")
-@click.option("--seq-length", type=int, default=32768, show_default=True, help="Tokens per packed sample.")
+@settings_options(PrepareSettings, positional=("inputs",), required=("tokenizer",), defaults={"seed": Recipe.seed})
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder to create.")
-@_MASK
-@click.option("--too-long", type=click.Choice(["truncate", "drop"]), default="truncate", show_default=True)
-@click.option("--valid-fraction", type=float, default=0.01, show_default=True, help="Share of instances held out.")
-@click.option("--seed", type=int, default=1234, show_default=True)
-@click.option("--workers", type=int, default=-1, show_default=True, help="-1: every core; 0: no subprocesses.")
-@click.option("--max-reject-fraction", type=float, default=0.01, show_default=True)
-def prepare(inputs, tokenizer, seq_length, out, **options) -> None:
+def prepare(settings: PrepareSettings, out: Path) -> None:
     """Render, tokenize and best-fit pack canonical trajectories into Megatron IndexedDataset files.
 
     \b
     Example:
-      swehero data prepare data/zero.jsonl --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct \\
-          --seq-length 131072 --out data/zero-packed
+      swehero data prepare data/zero.jsonl --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct --seq-length 131072 --out d
     """
-    from swehero.data.prepare import PrepareConfig
     from swehero.data.prepare import prepare as run_prepare
 
-    stats = run_prepare(list(inputs), tokenizer, out, PrepareConfig(seq_length=seq_length, **options))
-    summary = {k: stats[k] for k in ("trajectories", "tokens", "trained_tokens", "samples", "packing_efficiency")}
-    click.echo(json.dumps(summary, indent=2))
+    stats = run_prepare(list(settings.inputs), settings.tokenizer, out, settings.prepare_config(Recipe.seed))
+    click.echo(json.dumps({k: stats[k] for k in ("trajectories", "tokens", "trained_tokens", "samples",
+                                                 "packing_efficiency")}, indent=2))
 
 
 @data.command()
-@click.argument("inputs", nargs=-1, required=True)
+@settings_options(VerifierDataSettings, positional=("inputs",), required=("tokenizer",), defaults={"seed": 0})
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to create.")
-@click.option("--tokenizer", required=True, help="Tokenizer (with chat template) of the model to train.")
-@click.option("--seq-length", type=int, default=32768, show_default=True, help="Tokens per example (and sample).")
-@click.option("--exclude", multiple=True, help="Evaluation set to decontaminate against (file, verified, ...).")
-@click.option("--per-instance", type=int, default=1, show_default=True, help="Attempts kept per instance and label.")
-@click.option("--balance/--no-balance", default=True, show_default=True, help="Equal numbers of both labels.")
-@click.option("--valid-fraction", type=float, default=0.05, show_default=True, help="Share of instances held out.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=-1, show_default=True, help="-1: every core; 0: no subprocesses.")
-def verifier(inputs, out, tokenizer, exclude, **options) -> None:
+def verifier(settings: VerifierDataSettings, out: Path) -> None:
     """Verifier examples from labelled attempts (trajectory files with `resolved`, eval folders), packed for
     `train`: the conversation, a judging message with the final patch, and a one-token answer (yes/no).
 
@@ -140,7 +113,6 @@ def verifier(inputs, out, tokenizer, exclude, **options) -> None:
       swehero data verifier data/nebius.jsonl runs/eval-train-tasks --tokenizer Qwen/Qwen2.5-Coder-32B-Instruct \\
           --seq-length 131072 --exclude verified --out data/verifier
     """
-    from swehero.eval.verifier_data import Settings, build_verifier_data
+    from swehero.eval.verifier_data import build_verifier_data
 
-    stats = build_verifier_data(Settings(inputs=list(inputs), exclude=list(exclude), **options), tokenizer, out)
-    click.echo(json.dumps(stats, indent=2))
+    click.echo(json.dumps(build_verifier_data(settings, settings.tokenizer, out, seed=settings.seed), indent=2))

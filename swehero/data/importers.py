@@ -10,12 +10,15 @@ use too.
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from swehero import toolcalls
+from swehero.data.select import Selection
 from swehero.data.trajectory import Reject, make_tool_call
 from swehero.toolspec import openhands_tools
 
@@ -244,13 +247,18 @@ IMPORTERS: dict[str, Callable[[dict, str, str | None], dict]] = {
     "canonical": lambda row, where, stage: row,
 }
 """Format name (the `--format` of `swehero data import`) -> converter."""
+Format = Literal[tuple(IMPORTERS)]
 
 
 def import_files(
-    paths: list[str], fmt: str, out: Path, stage: str | None = None, max_reject_fraction: float = 0.01
+    paths: list[str], fmt: str, out: Path, stage: str | None = None, max_reject_fraction: float = 0.01,
+    selection: Selection = Selection(),
 ) -> dict:
     """Convert every row of `paths` from format `fmt` into canonical JSONL at `out` (written to a temporary file
-    and renamed, so `out` is never half-written); rejects go to `<out>.rejects.jsonl`. Returns counts."""
+    and renamed, so `out` is never half-written); rejects go to `<out>.rejects.jsonl`. With an active
+    `selection`, only the trajectories it picks are kept (see `swehero.data.select`). Returns counts: rows read,
+    written, rejected by reason, distinct tasks, records per source; with a selection, also what it kept."""
+    from swehero.data.select import select
     from swehero.data.sources import Rejects, expand, read_rows
     from swehero.data.trajectory import validate
 
@@ -258,7 +266,9 @@ def import_files(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
     rejects = Rejects(out.with_name(out.stem + ".rejects.jsonl"))
-    n_read = n_written = 0
+    n_read = 0
+    written: list[tuple[str, str]] = []  # (instance_id, id) of each line of `tmp`
+    sources: Counter[str] = Counter()
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             for path in expand(paths):
@@ -274,9 +284,30 @@ def import_files(
                         rejects.add(where, r, row.get("id") if isinstance(row, dict) else None)
                         continue
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    n_written += 1
+                    written.append((record["instance_id"], record["id"]))
+                    sources[record["source"]] += 1
     finally:
         rejects.close()
     rejects.check(n_read, max_reject_fraction)
+    counts = {"read": n_read, "written": len(written), "rejected": dict(rejects.counts),
+              "instances": len({instance for instance, _ in written}), "sources": dict(sources)}
+    if selection.active:
+        keep = select(written, selection)
+        _keep_lines(tmp, keep)
+        counts["selected"] = {"trajectories": len(keep), "instances": len({written[i][0] for i in keep}),
+                              **{k: v for k, v in vars(selection).items() if v is not None}}
     tmp.replace(out)
-    return {"read": n_read, "written": n_written, "rejected": dict(rejects.counts)}
+    return counts
+
+
+def _keep_lines(path: Path, positions: list[int]) -> None:
+    """Rewrite a JSONL file with only the lines at `positions` (sorted), streaming."""
+    wanted = iter(positions)
+    nxt = next(wanted, None)
+    partial = path.with_name(path.name + ".selected")
+    with open(path, encoding="utf-8") as src, open(partial, "w", encoding="utf-8") as dst:
+        for i, line in enumerate(src):
+            if i == nxt:
+                dst.write(line)
+                nxt = next(wanted, None)
+    partial.replace(path)

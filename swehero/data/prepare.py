@@ -27,6 +27,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -44,9 +45,9 @@ class PrepareConfig:
 
     seq_length: int = 32768
     """Tokens per packed sample."""
-    mask: str = "all"
+    mask: Literal["all", "last"] = "all"
     """Which assistant turns are trained: `all` or `last`."""
-    too_long: str = "truncate"
+    too_long: Literal["truncate", "drop"] = "truncate"
     """Trajectories longer than `seq_length`: `truncate` after the last assistant turn that fits, or `drop`."""
     valid_fraction: float = 0.01
     """Share of instances (not trajectories) held out for validation."""

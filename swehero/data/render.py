@@ -11,8 +11,10 @@ tests hold the fast path to.
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -215,9 +217,6 @@ def fit_length(r: Rendered, seq_length: int, policy: str) -> Rendered | None:
 def render_files(inputs: list[str], tokenizer, out, mask: str = "all") -> dict:
     """Write `{"id", "input_ids", "loss_mask"}` per valid canonical trajectory in `inputs` to JSONL `out`
     (rejects to `<out>.rejects.jsonl`); returns counts."""
-    import json
-    from pathlib import Path
-
     from swehero.data.sources import Rejects, expand, parse_row, read_rows
     from swehero.data.trajectory import Reject, validate
 
@@ -254,3 +253,22 @@ def highlight(r: Rendered, tokenizer, style) -> str:
         parts.append(style(text) if r.loss_mask[start] else text)
         start = end
     return "".join(parts)
+
+
+def show(path: Path, index: int, tokenizer, mask: str, style) -> tuple[str, str]:
+    """`swehero data show`: trajectory `index` of a file rendered with trained tokens styled, and a summary line.
+    Raises `Reject` (with the row's file:line) for a trajectory that cannot be used, IndexError past the end."""
+    from itertools import islice
+
+    from swehero.data.sources import parse_row, read_rows
+    from swehero.data.trajectory import Reject, validate
+
+    row = next(islice(read_rows(Path(path)), index, None), None)
+    if row is None:
+        raise IndexError(f"{path} has no trajectory {index}")
+    try:
+        record = validate(parse_row(row[1]))
+    except Reject as e:
+        raise Reject(e.reason, f"{row[0]}: {e.detail}") from None
+    r = ChatRenderer(tokenizer, mask=mask).render(record)
+    return highlight(r, tokenizer, style), f"[{row[0]}] {len(r.input_ids)} tokens, {int(r.loss_mask.sum())} trained"

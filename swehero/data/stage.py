@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from swehero.data.prepare import PrepareConfig
@@ -18,11 +19,16 @@ class Settings(PrepareConfig):
     inputs: list[InputPath]
     """Canonical trajectory files (JSONL/JSON/Parquet) or folders of them; `swehero data import` makes them."""
     tokenizer: ModelRef | None = None
-    """Tokenizer (with chat template) to render with; default: the recipe's model tokenizer."""
+    """Tokenizer (with chat template) to render with; in a recipe, default: the model's tokenizer."""
     seed: int | None = None
-    """Seed of the train/valid split; default: the recipe's seed."""
+    """Seed of the train/valid split; in a recipe, default: the recipe's seed."""
     workers: int = -1
     """Worker processes; -1 uses every core, 0 renders in the stage's own process."""
+
+    def prepare_config(self, default_seed: int) -> PrepareConfig:
+        """The packing settings, seeded with `default_seed` unless `seed` is set."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(PrepareConfig)}
+        return PrepareConfig(**{**fields, "seed": default_seed if self.seed is None else self.seed})
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
@@ -31,10 +37,8 @@ def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
     tokenizer = settings.tokenizer or (ctx.model.tokenizer_path if ctx.model else None)
     if tokenizer is None:
         raise ValueError("prepare needs a tokenizer: set `tokenizer` in the stage or a `model` section")
-    fields = {k: v for k, v in settings.__dict__.items() if k in PrepareConfig.__dataclass_fields__}
-    cfg = PrepareConfig(**{**fields, "seed": ctx.seed if settings.seed is None else settings.seed})
     out = ctx.dir / "dataset"
-    prepare(list(settings.inputs), tokenizer, out, cfg)
+    prepare(list(settings.inputs), tokenizer, out, settings.prepare_config(ctx.seed))
     return {
         "dataset": str(out),
         "stats": str(out / "stats.json"),

@@ -14,11 +14,12 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from swehero.agent.loop import LoopConfig
+from swehero.rollout.local_grader import LocalGraderConfig
 
 STAGES = ("zero", "hero")
 _DIFF_HEADER = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
@@ -43,6 +44,9 @@ class FilterConfig:
     `resolved_only`."""
     repos: str = ""
     """Folder of task repositories (`owner__name`) for grading; empty: `repos/` beside the task file."""
+    grading: LocalGraderConfig = field(default_factory=LocalGraderConfig)
+    """How `resolved_only` grades: the task environments (install recipe, test dependencies, Python), or an
+    interpreter to test with as it is, and the test timeout."""
 
 
 def patch_files(patch: str) -> list[str]:
@@ -69,8 +73,9 @@ def _arguments(fn: dict) -> dict:
 
 def ran_banned_command(record: dict, cfg: FilterConfig) -> bool:
     """Some `execute_bash` call would run a banned program (python, pytest, pip, ...), by the same parser the
-    execution-free runtime refuses commands with; a command bash could not parse counts as banned too."""
-    from swehero.agent.banned import UnparsableCommand, banned_commands
+    execution-free runtime refuses commands with; a command it refuses for another reason (bash could not parse it,
+    its program is computed at run time) counts as banned too."""
+    from swehero.agent.banned import RefusedCommand, banned_commands
 
     for fn in _calls(record):
         command = _arguments(fn).get("command")
@@ -79,7 +84,7 @@ def ran_banned_command(record: dict, cfg: FilterConfig) -> bool:
         try:
             if banned_commands(command):
                 return True
-        except UnparsableCommand:
+        except RefusedCommand:
             return True
     return False
 
@@ -228,7 +233,9 @@ def _tasks(path: str) -> dict[str, dict]:
 
 
 def _grade_ungraded(records: list[dict], tasks: dict[str, dict], cfg: FilterConfig) -> None:
-    """Fill `resolved` with the local grader (the task's FAIL_TO_PASS/PASS_TO_PASS tests) where it is unknown."""
+    """Fill `resolved` with the local grader (the task's FAIL_TO_PASS/PASS_TO_PASS tests) where it is unknown.
+    Raises `MissingRepository` naming every task whose repository is missing, after grading all the others."""
+    from swehero.agent.local import MissingRepository
     from swehero.rollout.local_grader import grade_instance
     from swehero.rollout.tasks import repo_dir
 
@@ -238,10 +245,18 @@ def _grade_ungraded(records: list[dict], tasks: dict[str, dict], cfg: FilterConf
     if not tasks:
         raise ValueError("resolved_only needs the task file (--tasks) to grade ungraded trajectories")
     repos = Path(cfg.repos) if cfg.repos else Path(cfg.tasks).parent / "repos"
+    missing: list[str] = []
     with tempfile.TemporaryDirectory(prefix="swehero-grade-") as tmp:
         for i, record in enumerate(ungraded):
             task = tasks[record["instance_id"]]
             prediction = {"instance_id": task["instance_id"], "model_name_or_path": "distill",
                           "model_patch": record.get("patch") or ""}
-            report = grade_instance(task, prediction, repo_dir(repos, task["repo"]), Path(tmp) / str(i))
+            try:
+                report = grade_instance(task, prediction, repo_dir(repos, task["repo"]), Path(tmp) / str(i),
+                                        cfg.grading)
+            except MissingRepository as e:
+                missing.append(str(e))
+                continue
             record["resolved"] = bool(report.get("resolved"))
+    if missing:
+        raise MissingRepository("; ".join(dict.fromkeys(missing)))

@@ -46,6 +46,9 @@ class Settings(TaskSelection):
     """Mode (zero: SWE-Zero, exec: SWE-Hero), policy, runtime, per-episode limits and sampling."""
     progress: bool = True
     """Show a progress bar (rate, ETA, agent errors) on stderr."""
+    seed: int | None = None
+    """Sampling seed every episode's own seed is derived from (with the task and the rollout number); empty: no
+    seed is sent (see the eval stage's `seed` for vLLM's CPU backend)."""
     repo_url: str = ""
     """Where each task repository comes from, e.g. `https://github.com/{repo}.git` or `/data/repos/{repo_dir}`
     ({repo} = owner/name, {repo_dir} = owner__name). When set, a bare mirror of each repository is cloned once
@@ -59,12 +62,12 @@ def key(record: dict) -> tuple[str, int]:
 
 def distill(settings: Settings, out_dir: Path) -> dict:
     """Run every (task, rollout) not yet in `out_dir/trajectories.jsonl`; write `summary.json`; return it."""
-    from swehero.distill.decontam import decontaminate_against
+    from swehero.rollout.decontam import decontaminate_against
     from swehero.distill.filters import patch_files
     from swehero.distill.summary import summarize
     from swehero.jsonio import JsonlLog, write_json_atomic
     from swehero.rollout.endpoints import serving
-    from swehero.rollout.runner import Job, run_attempts
+    from swehero.rollout.runner import Job, run_attempts, sampling_seed
     from swehero.rollout.tasks import load_selection
 
     start = time.monotonic()
@@ -77,7 +80,8 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         write_json_atomic(out_dir / DECONTAMINATION, report)
     log, failures = JsonlLog(out_dir / TRAJECTORIES, key=key), JsonlLog(out_dir / FAILURES, key=key)
     done = log.records()
-    todo = [Job(t, k) for t in tasks for k in range(settings.rollouts) if (t["instance_id"], k) not in done]
+    todo = [Job(t, k, None if settings.seed is None else sampling_seed(settings.seed, t["instance_id"], k))
+            for t in tasks for k in range(settings.rollouts) if (t["instance_id"], k) not in done]
     if settings.repo_url:
         from swehero.distill.mirrors import ensure_mirrors
 
@@ -103,4 +107,8 @@ def distill(settings: Settings, out_dir: Path) -> dict:
     summary.update(planned=len(tasks) * settings.rollouts, skipped_as_done=len(done),
                    failed_this_run=ran["agent_errors"], endpoints=ran["endpoints"])
     write_json_atomic(out_dir / SUMMARY, summary)
+    if ran["missing_repositories"]:  # the others are done and committed; a rerun with them in place does these
+        from swehero.agent.local import MissingRepository
+
+        raise MissingRepository("; ".join(ran["missing_repositories"]))
     return summary

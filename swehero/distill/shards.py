@@ -6,18 +6,28 @@ import shlex
 from pathlib import Path
 
 
-def slurm_script(distill_args: list[str], shards: int, out_dir: Path, sbatch_args: list[str] = ()) -> str:
-    """An sbatch script: array task i runs `swehero distill --shard i/N --out OUT/shard-i` with `distill_args`
-    (each task starts its own teacher server when they name a checkpoint, or shares the listed endpoints)."""
+def slurm_script(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ()) -> str:
+    """An sbatch script: array task i runs `swehero distill --shard i/N --out OUT/shard-i` with the run's settings,
+    written beside it as `distill.yaml` (each task starts its own teacher server when they name a checkpoint, or
+    shares the listed endpoints). Paths in the settings are made absolute: array tasks may start elsewhere."""
+    import dataclasses
+
+    import yaml
+
     if shards < 1:
         raise ValueError("--shards must be at least 1")
     out = Path(out_dir).resolve()
+    data = dataclasses.asdict(settings)
+    for key in ("tasks", "repos"):
+        if data[key] and Path(data[key]).exists():
+            data[key] = str(Path(data[key]).resolve())
+    (out / "distill.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     lines = ["#!/bin/bash", "#SBATCH --job-name=swehero-distill", f"#SBATCH --array=0-{shards - 1}",
              f"#SBATCH --output={out}/slurm-%A_%a.log", *(f"#SBATCH {a}" for a in sbatch_args),
              "set -euo pipefail",
              f"# when every array task is done: swehero distill merge {out}/shard-* --out {out}",
-             "swehero distill " + " ".join(shlex.quote(a) for a in distill_args)
-             + f' --progress false --shard "$SLURM_ARRAY_TASK_ID/{shards}" --out "{out}/shard-$SLURM_ARRAY_TASK_ID"']
+             f"swehero distill --config {shlex.quote(str(out / 'distill.yaml'))} --no-progress "
+             f'--shard "$SLURM_ARRAY_TASK_ID/{shards}" --out "{out}/shard-$SLURM_ARRAY_TASK_ID"']
     return "\n".join(lines) + "\n"
 
 

@@ -3,75 +3,42 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from swehero.agent.settings import AgentSettings
+from swehero.eval.grade import GradingSettings
 from swehero.eval.pipeline import Settings
-from swehero.serve.server import ServeConfig
+from swehero.eval.select import VerifierSettings
+from swehero.recipe.options import settings_options
 
-_AGENT = AgentSettings()
 _OUT = click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-_GRADER = click.option("--grader", type=click.Choice(["swebench", "local", "none"]), default="swebench",
-                       show_default=True, help="Official harness (Docker), local pytest grader, or no grading.")
 
 
 @click.group("eval")
 def eval_group() -> None:
-    """Evaluate a checkpoint on SWE-bench Verified / Multilingual (or any SWE-bench-shaped task file).
-
-    \b
-    Example:
-      swehero eval run runs/eval-32b --tasks verified --serve /ckpt/swe-hero-32b --workers 16
-    """
+    """Evaluate a checkpoint on SWE-bench Verified / Multilingual (or any SWE-bench-shaped task file)."""
 
 
 @eval_group.command()
 @_OUT
-@click.option("--tasks", default="toy", show_default=True, help="Task file, `verified`, `multilingual` or `toy`.")
-@click.option("--instances", default="", help="Comma-separated instance ids.")
-@click.option("--limit", default=0, help="At most N instances.")
-@click.option("--shard", default="", help="i/n: this machine's share.")
-@click.option("--policy", type=click.Choice(["openai", "oracle", "gold", "empty"]), default=_AGENT.policy,
-              show_default=True)
-@click.option("--mode", type=click.Choice(["exec", "zero"]), default=_AGENT.mode, show_default=True)
-@click.option("--runtime", type=click.Choice(["local", "docker"]), default=_AGENT.runtime, show_default=True)
-@click.option("--serve", default="", help="Checkpoint to serve with vLLM for this run.")
-@click.option("--base-url", default="", help="An already running OpenAI-compatible endpoint.")
-@click.option("--model-name", default="", help="model_name_or_path in the predictions (and paper lookup).")
-@click.option("--max-model-len", default=32768, show_default=True)
-@click.option("--workers", default=1, show_default=True, help="Instances attempted concurrently.")
-@click.option("--max-steps", default=_AGENT.loop.max_steps, show_default=True)
-@click.option("--time-limit", default=_AGENT.time_limit_s, show_default=True, help="Seconds per instance.")
-@click.option("--repos", default="", help="Folder of local clones (owner__name) for local runtime/grader.")
-@click.option("--runs", default=1, show_default=True, help="Independent attempts per instance (pass@k, spread).")
-@click.option("--max-attempts", default=1, show_default=True, help="Attempts when one ends without a patch.")
-@click.option("--seed", default=0, show_default=True, help="Sampling seed the attempts' seeds derive from.")
-@click.option("--prompts", "prompts_file", default="", help="Prompts file from `swehero agent prompts extract`.")
-@_GRADER
-def run(out: Path, instances: str, policy, mode, runtime, base_url, max_steps, time_limit, repos, grader, serve,
-        max_model_len, prompts_file, **options) -> None:
-    """Attempt, grade and report; rerunning the same command resumes where it stopped.
+@settings_options(Settings)
+def run(out: Path, settings: Settings) -> None:
+    """Attempt, grade and report into OUT; rerunning the same command resumes where it stopped.
 
     \b
     Examples:
       swehero eval run runs/toy-gold --tasks toy --policy gold --grader local
-      swehero eval run runs/v-32b --tasks verified --serve /ckpt/swe-hero-32b --max-model-len 131072 --workers 16
+      swehero eval run runs/v-32b --tasks verified --serve-model /ckpt/swe-hero-32b --max-model-len 131072 \\
+          --tensor-parallel-size 4 --workers 16 --runtime docker --prompts prompts.json --runs 3
     """
-    from dataclasses import replace
-
     from swehero.eval.pipeline import evaluate
 
-    agent = replace(_AGENT, policy=policy, mode=mode, runtime=runtime, time_limit_s=time_limit, prompts=prompts_file,
-                    loop=replace(_AGENT.loop, max_steps=max_steps), openai=replace(_AGENT.openai, base_url=base_url))
-    settings = Settings(instances=[i for i in instances.split(",") if i], agent=agent, repos=repos,
-                        serve=ServeConfig(model=serve, max_model_len=max_model_len), **options)
-    settings.grading.grader = grader
     evaluate(settings, out, progress=click.echo)
 
 
-def _saved_tasks(out: Path) -> tuple[list[dict], dict]:
+def _saved(out: Path) -> tuple[list[dict], dict]:
     from swehero.rollout.tasks import load_tasks, select
 
     saved = json.loads((out / "eval.json").read_text())
@@ -80,40 +47,31 @@ def _saved_tasks(out: Path) -> tuple[list[dict], dict]:
 
 @eval_group.command()
 @_OUT
-@_GRADER
-@click.option("--repos", default="", help="Folder of local clones (local grader); default: beside the task file.")
-@click.option("--dataset", default="", help="Dataset the harness grades against (default: the benchmark's).")
-@click.option("--workers", default=4, show_default=True)
-@click.option("--run-id", default="", help="Harness run id (default: swehero.<folder name>).")
-@click.option("--prune-images", is_flag=True, help="Remove each instance's image after grading it.")
-def grade(out: Path, grader, repos, dataset, workers, run_id, prune_images) -> None:
+@click.option("--repos", default="", help="Folder of the task repositories (local grader); default: the run's.")
+@settings_options(GradingSettings)
+def grade(out: Path, repos: str, settings: GradingSettings) -> None:
     """Grade an eval folder's predictions (only those not graded yet), then rewrite its report.
 
     \b
     Example:
-      swehero eval grade runs/v-32b --workers 8 --prune-images
+      swehero eval grade runs/v-32b --max-workers 8 --prune-images
     """
-    from swehero.eval.grade import GradingSettings
     from swehero.eval.grade import grade as grade_predictions
-    from swehero.eval.harness import HarnessConfig
-    from swehero.eval.pipeline import harness_dataset
-
-    from swehero.eval.pipeline import report_eval
+    from swehero.eval.pipeline import harness_dataset, report_eval
     from swehero.eval.runs import run_dirs
 
-    tasks, saved = _saved_tasks(out)
-    settings = GradingSettings(grader=grader, workers=workers, harness=HarnessConfig(
-        dataset=dataset, run_id=run_id, max_workers=workers, prune_images=prune_images))
+    tasks, saved = _saved(out)
     repo_root = Path(repos or saved.get("repos") or Path(saved["tasks"]).parent / "repos")
-    for run in run_dirs(out, saved.get("runs", 1)):
-        grade_predictions(tasks, run, settings, repo_root, dataset or harness_dataset(saved["tasks"]), click.echo)
+    for run_dir in run_dirs(out, saved.get("runs", 1)):
+        grade_predictions(tasks, run_dir, settings, repo_root, settings.harness.dataset or
+                          harness_dataset(saved["tasks"]), click.echo)
     report_eval(out, tasks, saved, progress=click.echo)
 
 
 @eval_group.command()
 @_OUT
 def report(out: Path) -> None:
-    """Rewrite report.json / report.md / report.png of an eval folder from its files.
+    """Rewrite the reports of an eval folder (report.json / .md / .png) from its files.
 
     \b
     Example:
@@ -121,44 +79,36 @@ def report(out: Path) -> None:
     """
     from swehero.eval.pipeline import report_eval
 
-    tasks, saved = _saved_tasks(out)
-    report_eval(out, tasks, saved, progress=click.echo)
+    report_eval(out, *_saved(out), progress=click.echo)
 
 
 @eval_group.command()
 @click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--verifier", required=True, help="Verifier checkpoint (Hugging Face folder) to score attempts with.")
-@click.option("--base-url", default="", help="An already running server of that checkpoint.")
-@click.option("--seq-length", default=32768, show_default=True, help="The verifier's training sequence length.")
-@click.option("--max-model-len", default=0, help="The server's context (default: the sequence length).")
-@click.option("--tp", "tensor_parallel_size", default=1, show_default=True, help="GPUs for the server.")
-@click.option("--dtype", default="auto", show_default=True, help="Weights dtype for vLLM (CPU: float32/bfloat16).")
-@click.option("--workers", default=8, show_default=True, help="Attempts scored concurrently.")
+@click.option("--verifier", required=True, help="The verifier checkpoint (a Hugging Face folder) to serve.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the scores and report go (default: the eval folder, when there is one).")
-def select(folders: tuple[Path, ...], verifier, base_url, seq_length, max_model_len, tensor_parallel_size, dtype,
-           workers, out) -> None:
+@settings_options(VerifierSettings, exclude=("serve.model",))
+def select(folders: tuple[Path, ...], verifier: str, out: Path | None, settings: VerifierSettings) -> None:
     """Score every attempt of the runs of FOLDERS (eval folders of the same tasks, runs in the order given) with a
     trained verifier, select one per instance, and report best@k beside pass@k and the majority patch.
 
     \b
     Example:
-      swehero eval select runs/v-32b-8runs --verifier runs/hero-32b-verifier/sft_verifier/hf --seq-length 131072 --tp 8
+      swehero eval select runs/v-32b-8runs --verifier runs/hero-32b-verifier/sft_verifier/hf --seq-length 131072 \\
+          --max-model-len 131072 --tensor-parallel-size 8
     """
-    from swehero.eval.select import VerifierSettings, select_best
+    from swehero.eval.select import select_best
 
     if out is None and len(folders) > 1:
         raise click.UsageError("several eval folders: say where the selection goes (--out)")
-    serve = ServeConfig(model=verifier, max_model_len=max_model_len or seq_length,
-                        tensor_parallel_size=tensor_parallel_size, dtype=dtype)
-    settings = VerifierSettings(serve=serve, endpoint=base_url, seq_length=seq_length, workers=workers)
+    settings = replace(settings, serve=replace(settings.serve, model=verifier))
     select_best(list(folders), settings, out or folders[0], progress=click.echo)
 
 
 @eval_group.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
 def compare(runs: tuple[Path, ...]) -> None:
-    """Put the reports of several eval folders side by side (markdown).
+    """Put eval folders side by side (markdown), each against the first, with paired bootstrap intervals.
 
     \b
     Example:
@@ -172,7 +122,7 @@ def compare(runs: tuple[Path, ...]) -> None:
 @eval_group.command()
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 def toy(dest: Path) -> None:
-    """Build the bundled toy tasks (git repositories + tasks.jsonl) into DEST.
+    """Build the bundled toy tasks (git repositories, tasks.jsonl, heldout.jsonl) into DEST.
 
     \b
     Example:
@@ -181,3 +131,30 @@ def toy(dest: Path) -> None:
     from swehero.rollout.toy import build_toy_tasks
 
     click.echo(f"wrote {build_toy_tasks(dest)}")
+
+
+@eval_group.group()
+def images() -> None:
+    """SWE-bench-shaped instance images for task files without published images (built here, offline)."""
+
+
+@images.command("build")
+@click.option("--tasks", "tasks_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Task file (.jsonl/.json/.parquet, SWE-bench schema).")
+@click.option("--repos", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the tasks' git repositories (owner__name); default: repos/ beside the task file.")
+@click.option("--base", default="", help="Base image (bash, git, python3 with venv); default: swehero's own, "
+                                         "built from Debian packages when missing.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the tasks with the harness's columns (image, eval_script, ...), for --grader swebench.")
+def build_images_command(tasks_file: Path, repos: Path | None, base: str, out: Path | None) -> None:
+    """Build one image per task (repository at /testbed at base_commit, dependencies in the `testbed` environment)
+    and print their names: the docker runtime and the harness find them by these names.
+
+    \b
+    Example:
+      swehero eval images build --tasks /tmp/toy/tasks.jsonl --out /tmp/toy/harness.jsonl
+    """
+    from swehero.eval.images import build_command
+
+    click.echo("\n".join(build_command(tasks_file, repos, base, out, lambda line: click.echo(line, err=True))))

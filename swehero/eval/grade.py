@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from swehero.agent.local import MissingRepository
 from swehero.eval.harness import (
     HarnessConfig,
     check_harness_dataset,
@@ -43,7 +44,8 @@ def grades(out_dir: Path) -> dict[str, dict]:
 
 def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Path | None, harness_dataset: str,
           progress=print) -> dict[str, int]:
-    """Grade every committed, non-empty, ungraded prediction of `tasks`; returns counts."""
+    """Grade every committed, non-empty, ungraded prediction of `tasks`; returns counts and the repositories
+    that were missing (their instances are left ungraded)."""
     out_dir = Path(out_dir)
     log = JsonlLog(out_dir / GRADES)
     done, predictions = log.records(), finished(out_dir)
@@ -51,7 +53,8 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
             and (predictions[t["instance_id"]]["model_patch"] or "").strip()]
     progress(f"grading ({settings.grader}): {len(todo)} prediction(s) to grade, {len(done)} graded before")
     if not todo or settings.grader == "none":
-        return {"graded": 0, "before": len(done)}
+        return {"graded": 0, "before": len(done), "missing_repositories": []}
+    missing: set[str] = set()
     if settings.grader == "local":
         if repos is None:
             raise ValueError("the local grader needs the folder of the task repositories (repos)")
@@ -61,7 +64,10 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
             try:
                 entry = grade_instance(task, predictions[iid], repo_dir(repos, task["repo"]),
                                        out_dir / "grading" / iid, settings.local)
-                record = grade_record(iid, entry, "local")
+                record = grade_record(iid, entry, "local", f"grading/{iid}")
+            except MissingRepository as e:  # not a verdict: left ungraded, named when the others are done
+                missing.add(str(e))
+                return
             except Exception as e:  # a broken clone is the infrastructure's failure, not the model's
                 record = {"instance_id": iid, "grader": "local", "resolved": False, "patch_applied": False,
                           "infra_failure": True, "error": f"{type(e).__name__}: {e}"}
@@ -73,11 +79,11 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
                 future.result()
     else:
         if Path(harness_dataset).is_file():  # a hub dataset is checked by the harness itself
-            check_harness_dataset(todo)
+            check_harness_dataset(todo, harness_dataset)
         ids = [t["instance_id"] for t in todo]
         model = predictions[ids[0]]["model_name_or_path"]
         where = run_harness(settings.harness, out_dir, harness_dataset, out_dir / PREDICTIONS, ids,
                             {t["instance_id"]: t.get("image", "") for t in todo})
         for record in parse_harness(where, run_id_for(settings.harness, out_dir), model, ids).values():
             log.append(record)
-    return {"graded": len(todo), "before": len(done)}
+    return {"graded": len(todo) - len(missing), "before": len(done), "missing_repositories": sorted(missing)}

@@ -39,8 +39,8 @@ class HarnessConfig:
     modal: bool = False
     """Grade on Modal (remote x86_64 builds) instead of the local Docker engine."""
     min_free_gb: float = 100.0
-    """Free GiB required on Docker's disk before images are pulled or built (checked before every batch; 0: no
-    check)."""
+    """Free GiB required on Docker's disk before images are pulled (checked before every batch that names an
+    image the engine lacks; 0: no check)."""
     prune_images: bool = False
     """Grade one instance at a time and remove its image afterwards (for small disks)."""
 
@@ -63,22 +63,40 @@ def harness_kwargs(config: HarnessConfig, dataset: str, predictions: Path, run_i
     }
 
 
-def check_harness_dataset(tasks: list[dict]) -> None:
-    """swebench 5's `make_test_spec` needs these columns; say so before any container starts."""
+def check_harness_dataset(tasks: list[dict], dataset: str) -> None:
+    """swebench 5's `make_test_spec` needs these columns; say so, with the fix, before any work starts."""
     needed = ("image", "eval_script", "log_parser", "eval_type", "version")
     missing = sorted({name for task in tasks for name in needed if not task.get(name)})
     if missing:
+        out = Path(dataset).with_suffix(".harness.jsonl")
         raise ValueError(
-            f"the harness dataset lacks {', '.join(missing)}, which swebench 5.0.2 needs to build its test specs. "
-            "Grade against swebench's own copy of the benchmark (harness.dataset, e.g. SWE-bench/SWE-bench_Verified) "
-            "or use the local grader for Python toy tasks."
+            f"{dataset} lacks {', '.join(missing)}, which swebench 5.0.2's harness needs to grade (each task's test "
+            "spec names its image and eval script). Fix: build the instance images and write those columns with "
+            f"`swehero eval images build --tasks {dataset} --out {out}`, then evaluate {out}; or grade against "
+            "swebench's own copy of the benchmark (harness.dataset), or with --grader local."
         )
+
+
+def _missing_images(names: list[str]) -> bool:
+    """Whether the harness may pull: an image unnamed (hub datasets) or not on the engine."""
+    import docker
+
+    try:
+        engine = docker.from_env()
+        for name in names:
+            if not name:
+                return True
+            engine.images.get(name)
+    except docker.errors.DockerException:  # ImageNotFound, or no engine (the disk check then says so)
+        return True
+    return False
 
 
 def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions: Path, instance_ids: list[str],
                 images: dict[str, str]) -> Path:
     """Grade `instance_ids` (non-empty patches); returns the folder the harness wrote under. `images` maps
-    instance ids to image names, for pruning."""
+    instance ids to image names: the disk guard runs only when one is missing (the harness would pull it), and
+    pruning removes them."""
     from swebench.harness.run_evaluation import main as run_evaluation
 
     check_architecture(remote=config.modal)
@@ -88,7 +106,7 @@ def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions:
     batches = [[iid] for iid in instance_ids] if config.prune_images else [instance_ids]
     with contextlib.chdir(where):  # the harness writes its logs relative to the working directory
         for batch in batches:
-            if not config.modal and config.min_free_gb > 0:
+            if not config.modal and config.min_free_gb > 0 and _missing_images([images.get(i, "") for i in batch]):
                 check_free_disk(docker_root(), config.min_free_gb, f"pulling images for {len(batch)} instance(s)")
             run_evaluation(**harness_kwargs(config, dataset, predictions, run_id, batch))
             if config.prune_images:
@@ -112,7 +130,7 @@ def _remove_images(names: list[str]) -> None:
 def parse_harness(where: Path, run_id: str, model_name: str, instance_ids: list[str]) -> dict[str, dict]:
     """Grades from the harness's files: each instance's `report.json`, and the run summary for instances that
     errored without one. Instances the harness did not get to are absent."""
-    from swebench.harness.constants import APPLY_PATCH_FAIL
+    from swebench.harness.constants import APPLY_PATCH_FAIL, APPLY_PATCH_PASS
 
     model_dir = model_name.replace("/", "__")
     summary_file = Path(where) / f"{model_dir}.{run_id}.json"
@@ -123,23 +141,26 @@ def parse_harness(where: Path, run_id: str, model_name: str, instance_ids: list[
     for iid in instance_ids:
         log_dir = Path(where) / "logs" / "run_evaluation" / run_id / model_dir / iid
         report_file = log_dir / "report.json"
+        log = log_dir / "run_instance.log"
         if report_file.exists() and report_file.read_text().strip():
             entry = json.loads(report_file.read_text())[iid]
-            grades[iid] = grade_record(iid, entry, "swebench")
+            if log.exists():  # swebench sets the flag only when it could parse test output: the log says what happened
+                entry = {**entry, "patch_successfully_applied": APPLY_PATCH_PASS in log.read_text(errors="replace")}
+            grades[iid] = grade_record(iid, entry, "swebench", str(log_dir.relative_to(Path(where).parent)))
         elif iid in errors:
             # The harness reports a patch that does not apply as an error too; that one is the model's failure.
-            log = log_dir / "run_instance.log"
             bad_patch = log.exists() and APPLY_PATCH_FAIL in log.read_text(errors="replace")
             grades[iid] = {"instance_id": iid, "grader": "swebench", "resolved": False, "patch_applied": False,
-                           "infra_failure": not bad_patch,
+                           "logs": str(log_dir.relative_to(Path(where).parent)), "infra_failure": not bad_patch,
                            "error": "patch did not apply" if bad_patch else
                            reasons.get(iid) or f"harness error; see {log_dir}"}
     return grades
 
 
-def grade_record(iid: str, entry: dict, grader: str) -> dict:
-    """Our grade line from one instance's swebench report entry."""
-    return {"instance_id": iid, "grader": grader, "resolved": bool(entry["resolved"]),
+def grade_record(iid: str, entry: dict, grader: str, logs: str) -> dict:
+    """Our grade line from one instance's swebench report entry; `logs`: the folder of its report and test output,
+    relative to the eval folder."""
+    return {"instance_id": iid, "grader": grader, "resolved": bool(entry["resolved"]), "logs": logs,
             "patch_applied": bool(entry.get("patch_successfully_applied")),
             "infra_failure": bool(entry.get("infra_failure")), "error": entry.get("infra_failure_reason", ""),
             "tests_status": entry.get("tests_status")}

@@ -3,8 +3,8 @@
 
 The prediction line is the commit point: its trajectory file is written first, and a restart attempts only the
 (instance, run) pairs without a line (`swehero.jsonio.JsonlLog`), whatever was left half-done. Each attempt has its
-own sampling seed, fixed by the eval's seed, the instance and the run, so runs differ from each other and a rerun
-of the same eval samples the same way.
+own sampling seed when the eval has one, fixed by it, the instance and the run, so runs differ from each other and
+a rerun of the same eval samples the same way.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ def finished(out_dir: Path) -> dict[str, dict]:
 
 
 def run_inference(tasks: list[dict], settings: AgentSettings, runs: list[Path], model_name: str, repos: Path | None,
-                  endpoints: list[str], workers: int = 1, max_attempts: int = 1, seed: int = 0,
+                  endpoints: list[str], workers: int = 1, max_attempts: int = 1, seed: int | None = None,
                   progress=print) -> dict[str, int]:
     """Attempt every (task, run) without a committed prediction in that run's folder; returns
-    {'done': previously finished, 'ran': now}."""
+    {'done': previously finished, 'ran': now, 'missing_repositories': [...]}."""
     logs = [JsonlLog(Path(run) / PREDICTIONS) for run in runs]
     done = [log.records() for log in logs]
-    todo = [Job(t, k, sampling_seed(seed, t["instance_id"], k)) for t in tasks for k in range(len(runs))
-            if t["instance_id"] not in done[k]]
+    todo = [Job(t, k, None if seed is None else sampling_seed(seed, t["instance_id"], k))
+            for t in tasks for k in range(len(runs)) if t["instance_id"] not in done[k]]
     planned = len(tasks) * len(runs)
     progress(f"inference: {planned - len(todo)} of {planned} attempts already finished, {len(todo)} to run with "
              f"{workers} worker(s)")
@@ -48,6 +48,6 @@ def run_inference(tasks: list[dict], settings: AgentSettings, runs: list[Path], 
         logs[job.index].append({"instance_id": iid, "model_name_or_path": model_name, "model_patch": record["patch"]})
 
     work = Path(os.path.commonpath([str(run) for run in runs])) / "work"
-    run_attempts(todo, settings, commit, work, repos, endpoints, workers, progress=progress,
-                 max_attempts=max_attempts)
-    return {"done": planned - len(todo), "ran": len(todo)}
+    ran = run_attempts(todo, settings, commit, work, repos, endpoints, workers, progress=progress,
+                       max_attempts=max_attempts)
+    return {"done": planned - len(todo), "ran": len(todo), "missing_repositories": ran["missing_repositories"]}

@@ -36,11 +36,13 @@ class Settings(TaskSelection):
     """Attempts per instance and run when an attempt ends without a patch (OpenHands' benchmark default retries);
     more than 1 raises pass@1 above the paper's one-attempt protocol, and the report says so."""
     seed: int | None = None
-    """Sampling seed every attempt's own seed is derived from (with the instance and the run); empty: the
-    recipe's seed (0 from the command line)."""
+    """Sampling seed every attempt's own seed is derived from (with the instance and the run), so a rerun samples
+    the same way; empty: no seed is sent and the server samples afresh (the paper's protocol). vLLM 0.32's CPU
+    backend crashes on per-request seeds (`CPU Generator does not use offset`): leave it empty there."""
     price_prompt_per_mtok: float = 0.0
+    """$ per million prompt tokens, for the report's cost column (0: no cost)."""
     price_completion_per_mtok: float = 0.0
-    """$ per million prompt / completion tokens, for the report's cost column (0: no cost)."""
+    """$ per million completion tokens."""
     agent: AgentSettings = field(default_factory=AgentSettings)
     """How each instance is attempted (the paper's evaluation: exec mode, 100 turns, 128k, T 0.7 / 0.8 / 20)."""
     grading: GradingSettings = field(default_factory=GradingSettings)
@@ -56,14 +58,13 @@ def model_label(settings: Settings) -> str:
     return settings.model_name or settings.serve.model or settings.agent.openai.model or settings.agent.policy
 
 
-def evaluate(settings: Settings, out_dir: Path, progress=print, seed: int = 0) -> dict[str, str]:
-    """Run inference, grading and the report into `out_dir`; returns the output paths. `seed` is the recipe's,
-    used when the settings name none."""
+def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str]:
+    """Run inference, grading and the report into `out_dir`; returns the output paths."""
     from swehero.eval.grade import grade
     from swehero.eval.inference import PREDICTIONS, run_inference
     from swehero.eval.runs import run_dirs
     from swehero.rollout.endpoints import serving
-    from swehero.rollout.tasks import TESTS, load_selection, require
+    from swehero.rollout.tasks import TESTS, load_selection, load_tasks, require
 
     if settings.heldout_trajectories and not settings.serve.model:
         raise ValueError("heldout_trajectories needs `serve.model`: the checkpoint whose accuracy is measured")
@@ -76,21 +77,31 @@ def evaluate(settings: Settings, out_dir: Path, progress=print, seed: int = 0) -
              "repos": str(selected.repos or ""), "runs": settings.runs,
              "instance_ids": [t["instance_id"] for t in selected.tasks]}
     (out_dir / "eval.json").write_text(json.dumps(saved, indent=1))
+    harness = settings.grading.harness.dataset or harness_dataset(selected.source)
+    if settings.grading.grader == "swebench" and Path(harness).is_file():  # fail before inference, not after
+        from swehero.eval.harness import check_harness_dataset
+
+        check_harness_dataset(selected.tasks if harness == selected.source else load_tasks(harness), harness)
     if settings.agent.runtime == "docker":
         from swehero.agent.docker_host import check_architecture
 
         check_architecture()
     runs = run_dirs(out_dir, settings.runs)
     with serving(settings.agent, settings.endpoints, settings.serve, out_dir) as (agent, urls):
-        run_inference(selected.tasks, agent, runs, model_label(settings), selected.repos, urls, settings.workers,
-                      settings.max_attempts, seed if settings.seed is None else settings.seed, progress=progress)
+        inferred = run_inference(selected.tasks, agent, runs, model_label(settings), selected.repos, urls,
+                                 settings.workers, settings.max_attempts, settings.seed, progress=progress)
+    missing = set(inferred["missing_repositories"])
     for run in runs:
-        grade(selected.tasks, run, settings.grading, selected.repos,
-              settings.grading.harness.dataset or harness_dataset(selected.source), progress=progress)
+        graded = grade(selected.tasks, run, settings.grading, selected.repos, harness, progress=progress)
+        missing |= set(graded["missing_repositories"])
     if settings.heldout_trajectories:
         score_heldout(settings, out_dir, progress)
     outputs = report_eval(out_dir, selected.tasks, saved, settings.price_prompt_per_mtok,
                           settings.price_completion_per_mtok, progress)
+    if missing:  # everything else is done and reported; a rerun with the repositories in place finishes these
+        from swehero.agent.local import MissingRepository
+
+        raise MissingRepository("; ".join(sorted(missing)))
     if settings.verifier.serve.model:  # after the policy's server has stopped: the verifier gets the GPUs
         from swehero.eval.select import select_best
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.1f}%"
+from swehero.eval.runs import percent
 
 
 def markdown(report: dict) -> str:
@@ -14,16 +12,16 @@ def markdown(report: dict) -> str:
     quality = report["verifier_quality"]
     auc = "—" if quality["auc"] is None else f"{quality['auc']:.3f}"
     lines = [f"# Best of {runs}: {n} instances, verifier {v['model']}", "",
-             f"**best@{runs} {_pct(report['best_at_k'][str(runs)])}** with the verifier; majority patch "
-             f"{_pct(report['majority_at_k'][str(runs)])}; pass@{runs} (an oracle) "
-             f"{_pct(report['pass_at_k'][str(runs)])}; mean of the runs {_pct(report['mean'])}.",
+             f"**best@{runs} {percent(report['best_at_k'][str(runs)])}** with the verifier; majority patch "
+             f"{percent(report['majority_at_k'][str(runs)])}; pass@{runs} (an oracle) "
+             f"{percent(report['pass_at_k'][str(runs)])}; mean of the runs {percent(report['mean'])}.",
              f"Selected attempts resolve {report['selected_resolved']} of the {report['oracle_resolved']} instances "
              f"some run resolved.", "",
              f"Verifier on the {quality['scored']} attempts with a patch ({quality['resolved']} resolved): accuracy "
-             f"{_pct(quality['accuracy'])} (yes when the score is at least 0.5), AUC {auc}.",
+             f"{percent(quality['accuracy'])} (yes when the score is at least 0.5), AUC {auc}.",
              "", "| k | mean (pass@1) | best@k (verifier) | majority patch@k | pass@k |", "|---|---|---|---|---|"]
-    lines += [f"| {k} | {_pct(report['mean'])} | {_pct(report['best_at_k'][k])} | "
-              f"{_pct(report['majority_at_k'][k])} | {_pct(report['pass_at_k'][k])} |" for k in report["best_at_k"]]
+    lines += [f"| {k} | {percent(report['mean'])} | {percent(report['best_at_k'][k])} | "
+              f"{percent(report['majority_at_k'][k])} | {percent(report['pass_at_k'][k])} |" for k in report["best_at_k"]]
     lines += ["", "## Rules", "",
               f"- Score: {v['score']}, one forward pass per attempt ({v['format']}: the training data's judging "
               f"message, attempts longer than {v['seq_length']} tokens truncated from the middle).",

@@ -16,4 +16,4 @@ __all__ = ["RESUMABLE", "Settings", "run"]
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
     from swehero.eval.pipeline import evaluate
 
-    return evaluate(settings, ctx.dir, seed=ctx.seed)
+    return evaluate(settings, ctx.dir)

@@ -8,7 +8,7 @@ labelled by its grade). Which attempts become examples, in this order:
    whose grader failed says nothing about its patch);
 2. decontaminated: instances overlapping the evaluation sets in `exclude` are dropped (same instance id, same
    upstream pull request, or a near-duplicate problem statement: the task message's `<issue_description>` or
-   `<pr_description>` block, else the whole task message; `swehero.distill.decontam`);
+   `<pr_description>` block, else the whole task message; `swehero.rollout.decontam`);
 3. deduplicated by instance: within an instance and label, attempts whose patches are equal once whitespace is
    normalised are one attempt, and at most `per_instance` attempts are kept; "first" always means in the seeded
    order (sha256 of the seed and the trajectory id), never file order;
@@ -173,7 +173,7 @@ def build_verifier_data(settings: Settings, tokenizer_path: str, out: Path, seed
     from swehero.data.prepare import PrepareConfig, prepare
     from swehero.data.sources import Rejects
     from swehero.data.verifier import FORMAT, VerifierFormat
-    from swehero.distill.decontam import decontaminate_against
+    from swehero.rollout.decontam import decontaminate_against
     from swehero.jsonio import write_json_atomic
 
     out = Path(out)

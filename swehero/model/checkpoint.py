@@ -3,7 +3,8 @@ any other, and with either layer spec.
 
 The local spec's two norm weights are stored under the names the Transformer Engine spec gives them (TE fuses them
 into the next linear), so a checkpoint converted on a CPU machine with the local spec holds the same keys a TE
-model asks for. TE's `_extra_state` (FP8 metadata) is not model weights and is neither saved nor loaded here.
+model asks for. TE's `_extra_state` (FP8 scaling state) is not model weights: conversion leaves it out; training
+checkpoints (`swehero.train.checkpoint`) add it, so an FP8 run resumes with its scaling state.
 The Hugging Face `config.json` the model was built from is stored beside the weights, so a checkpoint alone says
 what model it holds.
 
@@ -24,14 +25,15 @@ from megatron.core.dist_checkpointing import ShardedTensor
 from megatron.core.models.gpt import GPTModel
 
 from swehero.model import qwen2
+from swehero.model.folder import CHECKPOINT_CONFIG
 from swehero.model.provider import Chunks, as_chunks
 
-HF_CONFIG = "hf_config.json"
 
-
-def weights_sharded_state_dict(model: GPTModel) -> dict[str, Any]:
-    """The model's sharded state dict without TE extra state, with local-spec norm keys renamed to TE's."""
-    sharded = {k: v for k, v in model.sharded_state_dict().items() if not k.endswith("_extra_state")}
+def weights_sharded_state_dict(model: GPTModel, extra_state: bool = False) -> dict[str, Any]:
+    """The model's sharded state dict, with local-spec norm keys renamed to TE's; with `extra_state`, also the
+    modules' `_extra_state` (Transformer Engine's FP8 scaling state), which only a resume at the same layout
+    and layer spec can read back."""
+    sharded = {k: v for k, v in model.sharded_state_dict().items() if extra_state or not k.endswith("_extra_state")}
     for value in sharded.values():
         if isinstance(value, ShardedTensor):
             for te_suffix, local_suffix in qwen2.LOCAL_SPEC_NAMES.items():
@@ -40,12 +42,13 @@ def weights_sharded_state_dict(model: GPTModel) -> dict[str, Any]:
     return sharded
 
 
-def model_sharded_state_dict(model: Chunks) -> dict[str, Any]:
-    """The weights of a rank's model: flat for one chunk, one `model{i}` entry per chunk otherwise."""
+def model_sharded_state_dict(model: Chunks, extra_state: bool = False) -> dict[str, Any]:
+    """The weights of a rank's model (and, with `extra_state`, the modules' extra state): flat for one chunk, one
+    `model{i}` entry per chunk otherwise."""
     chunks = as_chunks(model)
     if len(chunks) == 1:
-        return weights_sharded_state_dict(chunks[0])
-    return {f"model{i}": weights_sharded_state_dict(chunk) for i, chunk in enumerate(chunks)}
+        return weights_sharded_state_dict(chunks[0], extra_state)
+    return {f"model{i}": weights_sharded_state_dict(chunk, extra_state) for i, chunk in enumerate(chunks)}
 
 
 def _per_chunk(tree: dict[str, Any], count: int) -> list[dict[str, Any]]:
@@ -61,7 +64,7 @@ def save_checkpoint(model: Chunks, hf: dict[str, Any], ckpt_dir: str | Path) -> 
     torch.distributed.barrier()
     dist_checkpointing.save(model_sharded_state_dict(model), str(ckpt_dir))
     if torch.distributed.get_rank() == 0:
-        (ckpt_dir / HF_CONFIG).write_text(json.dumps(hf, indent=2))
+        (ckpt_dir / CHECKPOINT_CONFIG).write_text(json.dumps(hf, indent=2))
 
 
 def load_checkpoint(model: Chunks, ckpt_dir: str | Path) -> None:
@@ -82,7 +85,3 @@ def load_weights(model: Chunks, state: dict[str, Any], template: dict[str, Any],
         if missing or unexpected:
             raise ValueError(f"checkpoint {source} does not fit model chunk {i}: missing {missing}, "
                              f"unexpected {unexpected}")
-
-
-def checkpoint_hf_config(ckpt_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(ckpt_dir) / HF_CONFIG).read_text())

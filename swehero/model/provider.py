@@ -1,17 +1,15 @@
 """Build a Megatron-Core `GPTModel` for a Qwen2.5(-Coder) Hugging Face `config.json`.
 
-`init_parallel` sets up Megatron's process groups; `build_model` builds this rank's part of the model
-(its pipeline stage, its tensor-parallel shard), `build_model_chunks` its virtual pipeline stages. Layer specs:
-`"te"` (Transformer Engine, the GPU image) or `"local"` (Megatron's own modules, plus packed-sequence support from
-`packing.py`).
+`init_parallel` sets up Megatron's process groups for a `ParallelConfig`; `build_model` builds this rank's part of
+the model (its pipeline stage, its tensor-parallel shard), `build_model_chunks` its virtual pipeline stages. Layer
+specs: `"te"` (Transformer Engine, the GPU image) or `"local"` (Megatron's own modules, plus packed-sequence support
+from `packing.py`).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -26,6 +24,7 @@ from megatron.core.transformer import TransformerConfig
 
 from swehero.model import qwen2
 from swehero.model.packing import PackedDotProductAttention
+from swehero.model.parallel import ParallelConfig
 
 
 @dataclass
@@ -55,37 +54,18 @@ class QwenTransformerConfig(TransformerConfig):
     """HF's `truncate`: floor/ceil the correction range."""
 
 
-@dataclass(frozen=True)
-class Parallel:
-    """How the model is split across ranks."""
-
-    tp: int = 1
-    """Tensor-parallel size."""
-    pp: int = 1
-    """Pipeline-parallel size (must divide the number of layers)."""
-    sequence_parallel: bool = False
-    """Megatron sequence parallelism: needs tp > 1 and the TE spec (Megatron's local norms refuse it)."""
-    vpp: int = 1
-    """Model chunks (virtual pipeline stages) per pipeline rank for the interleaved schedule: pp * vpp must
-    divide the number of layers. Chunk i of rank r holds layer block i * pp + r."""
-
-
-def init_parallel(parallel: Parallel, seed: int = 1234) -> None:
-    """Create Megatron's TP/PP/DP groups over the already initialised default process group, and seed RNGs."""
+def init_parallel(parallel: ParallelConfig, seed: int = 1234) -> None:
+    """Create Megatron's TP/PP/CP/DP groups over the already initialised default process group, and seed RNGs."""
     parallel_state.initialize_model_parallel(
-        tensor_model_parallel_size=parallel.tp, pipeline_model_parallel_size=parallel.pp,
-        virtual_pipeline_model_parallel_size=_virtual_size(parallel),
+        tensor_model_parallel_size=parallel.tensor, pipeline_model_parallel_size=parallel.pipeline,
+        virtual_pipeline_model_parallel_size=_virtual_size(parallel), context_parallel_size=parallel.context,
     )
+    torch.manual_seed(seed)
     tensor_parallel.model_parallel_cuda_manual_seed(seed)
 
 
-def load_hf_config(path: str | Path) -> dict[str, Any]:
-    """A Hugging Face folder or its `config.json` -> the config dict."""
-    path = Path(path)
-    return json.loads((path / "config.json" if path.is_dir() else path).read_text())
-
-
-def layer_spec(spec: str):
+def transformer_layer_spec(spec: str):
+    """The layer `ModuleSpec` `GPTModel` takes for a spec name: 'te' (Transformer Engine) or 'local'."""
     if spec == "te":
         return get_gpt_layer_with_transformer_engine_spec()
     if spec != "local":
@@ -95,16 +75,17 @@ def layer_spec(spec: str):
     return local
 
 
-def transformer_config(hf: dict[str, Any], parallel: Parallel, dtype: torch.dtype = torch.float32,
+def transformer_config(hf: dict[str, Any], parallel: ParallelConfig, dtype: torch.dtype = torch.float32,
                        **overrides: Any) -> QwenTransformerConfig:
     """Megatron config for a Qwen2 HF config; `overrides` set any other `TransformerConfig` field."""
     kwargs = qwen2.transformer_config_kwargs(hf)
     kwargs.update(
         position_embedding_type="yarn" if qwen2.yarn(hf) else "rope",
         rotary_base=qwen2.rope_theta(hf),
-        tensor_model_parallel_size=parallel.tp,
-        pipeline_model_parallel_size=parallel.pp,
+        tensor_model_parallel_size=parallel.tensor,
+        pipeline_model_parallel_size=parallel.pipeline,
         virtual_pipeline_model_parallel_size=_virtual_size(parallel),
+        context_parallel_size=parallel.context,
         sequence_parallel=parallel.sequence_parallel,
         activation_func=F.silu,
         params_dtype=dtype,
@@ -118,23 +99,23 @@ def transformer_config(hf: dict[str, Any], parallel: Parallel, dtype: torch.dtyp
     return QwenTransformerConfig(**kwargs)
 
 
-def _virtual_size(parallel: Parallel) -> int | None:
+def _virtual_size(parallel: ParallelConfig) -> int | None:
     # Megatron means "no virtual stages" by None, not 1.
-    return parallel.vpp if parallel.vpp > 1 else None
+    return parallel.virtual_pipeline if parallel.virtual_pipeline > 1 else None
 
 
-def build_model_chunks(hf: dict[str, Any], parallel: Parallel, spec: str = "local", dtype: torch.dtype = torch.float32,
-                       **overrides: Any) -> list[GPTModel]:
+def build_model_chunks(hf: dict[str, Any], parallel: ParallelConfig, spec: str = "local",
+                       dtype: torch.dtype = torch.float32, **overrides: Any) -> list[GPTModel]:
     """This rank's model chunks in schedule order, sharing one config (the schedules read the first chunk's).
     Only the first chunk of the first stage embeds and only the last chunk of the last stage has the LM head.
     Call `init_parallel` first (with the same `parallel`)."""
     config = transformer_config(hf, parallel, dtype, **overrides)
-    stages = range(parallel.vpp) if parallel.vpp > 1 else [None]
+    stages = range(parallel.virtual_pipeline) if parallel.virtual_pipeline > 1 else [None]
     return [
         GPTModel(
             config=config,
-            transformer_layer_spec=layer_spec(spec),
-            vocab_size=qwen2.padded_vocab_size(hf["vocab_size"], parallel.tp),
+            transformer_layer_spec=transformer_layer_spec(spec),
+            vocab_size=qwen2.padded_vocab_size(hf["vocab_size"], parallel.tensor),
             max_sequence_length=hf["max_position_embeddings"],
             pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
             post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
@@ -155,10 +136,11 @@ def as_chunks(model: Chunks) -> list[GPTModel]:
     return [model] if isinstance(model, GPTModel) else list(model)
 
 
-def build_model(hf: dict[str, Any], parallel: Parallel, spec: str = "local", dtype: torch.dtype = torch.float32,
-                **overrides: Any) -> GPTModel:
+def build_model(hf: dict[str, Any], parallel: ParallelConfig, spec: str = "local",
+                dtype: torch.dtype = torch.float32, **overrides: Any) -> GPTModel:
     """This rank's stage and shard of the model, without virtual pipeline stages."""
-    if parallel.vpp > 1:
-        raise ValueError(f"vpp {parallel.vpp} builds several chunks per rank: use build_model_chunks")
+    if parallel.virtual_pipeline > 1:
+        raise ValueError(f"virtual_pipeline {parallel.virtual_pipeline} builds several chunks per rank: use "
+                         "build_model_chunks")
     (model,) = build_model_chunks(hf, parallel, spec, dtype, **overrides)
     return model

@@ -1,9 +1,8 @@
-"""`swehero recipe run|validate|show`."""
+"""`swehero recipe validate|show|run|plan`."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 import yaml
@@ -11,36 +10,30 @@ import yaml
 from swehero.recipe.config import Recipe, load_recipe
 from swehero.recipe.loader import RecipeError
 
-DEFAULT_RECIPE = "tiny-cpu"
-_recipe_arg = click.argument("recipe_file", default=DEFAULT_RECIPE, metavar="RECIPE")
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                        help="Override a value, e.g. --set stages.sft_zero.lr=1e-5 (repeatable).")
+                          help="Override a value, e.g. --set stages.sft_zero.lr=1e-5 (repeatable).")
 
 
 def load_or_exit(recipe_file: str, overrides: tuple[str, ...]) -> Recipe:
     try:
         return load_recipe(recipe_file, overrides)
     except RecipeError as e:
-        click.echo(str(e), err=True)
-        click.echo(f"recipe invalid: {len(e.problems)} problem(s); nothing was run", err=True)
+        click.echo(f"{e}\nrecipe invalid: {len(e.problems)} problem(s); nothing was run", err=True)
         sys.exit(2)
 
 
 @click.group()
 def recipe() -> None:
-    """Validate, inspect and run recipes (YAML experiment files).
-
-    RECIPE is a path or the name of a bundled recipe (default: tiny-cpu).
-
-    \b
-    Example:
-      swehero recipe run recipes/tiny-cpu.yaml --set seed=7
-    """
+    """Validate, inspect, plan and run recipes (YAML experiments). RECIPE is a path or a bundled recipe's name
+    (default: tiny-cpu)."""
 
 
-@recipe.command()
-@_recipe_arg
-@set_option
+def _command(function):
+    """A recipe subcommand: RECIPE and --set, then the command's own options."""
+    return recipe.command()(click.argument("recipe_file", default="tiny-cpu", metavar="RECIPE")(set_option(function)))
+
+
+@_command
 def validate(recipe_file: str, overrides: tuple[str, ...]) -> None:
     """Check a recipe without running anything; exit 2 and list every problem as file:line: field: message.
 
@@ -52,9 +45,7 @@ def validate(recipe_file: str, overrides: tuple[str, ...]) -> None:
     click.echo(f"{loaded.file}: ok ({len(loaded.stages)} stages: {', '.join(s.name for s in loaded.stages)})")
 
 
-@recipe.command()
-@_recipe_arg
-@set_option
+@_command
 def show(recipe_file: str, overrides: tuple[str, ...]) -> None:
     """Print the fully resolved recipe: overrides applied, references resolved, defaults filled, inferred needs.
 
@@ -67,68 +58,44 @@ def show(recipe_file: str, overrides: tuple[str, ...]) -> None:
     click.echo(yaml.safe_dump(recipe_as_dict(load_or_exit(recipe_file, overrides)), sort_keys=False), nl=False)
 
 
-@recipe.command()
-@_recipe_arg
-@set_option
-@click.option("--dry-run", is_flag=True, help="Print which stages would run and why; run nothing.")
-@click.option("--from", "start", metavar="STAGE", help="Rerun STAGE and every stage after it.")
-@click.option("--only", metavar="STAGE", help="Run STAGE alone (its needs must be complete).")
 @click.option("--force", is_flag=True, help="Rerun the selected stages even if up to date.")
+@click.option("--only", metavar="STAGE", help="Run STAGE alone (its needs must be complete).")
+@click.option("--from", "start", metavar="STAGE", help="Rerun STAGE and every stage after it.")
+@click.option("--dry-run", is_flag=True, help="Print which stages would run and why; run nothing.")
+@_command
 def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str | None, only: str | None,
         force: bool) -> None:
-    """Run a recipe's stages in order, skipping the ones that are complete and unchanged.
-
-    Each stage writes under run_dir/<stage>/ and ends with a manifest.json; a stage that was interrupted or
-    whose settings or inputs changed is run again.
+    """Run the stages in order, skipping the complete and unchanged; a stage interrupted or changed runs again.
 
     \b
     Examples:
-      swehero recipe run                       # the bundled tiny-cpu recipe
       swehero recipe run recipes/hero-32b.yaml --dry-run
       swehero recipe run my.yaml --from sft_hero --set stages.sft_hero.lr=2e-5
     """
-    from swehero.recipe.engine import StageFailed, plan, read_manifest, run_recipe, stage_dir
+    from swehero.recipe.engine import StageFailed, describe, plan, run_recipe
 
     loaded = load_or_exit(recipe_file, overrides)
     if only and start:
         raise click.UsageError("--only and --from cannot be combined")
     try:
         steps = plan(loaded, only=only, start=start, force=force)
-        width = max((len(s.stage.name) for s in steps), default=0)
         if dry_run:
-            for step in steps:
-                click.echo(f"{'run ' if step.run else 'skip'}  {step.stage.name:<{width}}  {step.reason}")
-            return
+            return click.echo("\n".join(describe(steps)))
         run_recipe(loaded, steps, echo=click.echo)
     except StageFailed as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"recipe {loaded.name} complete: {loaded.run_dir}")
-    last = loaded.stages[-1]
-    for name, path in ((read_manifest(stage_dir(loaded, last)) or {}).get("outputs") or {}).items():
-        click.echo(f"  {last.name} {name}: {path}")
 
 
-@recipe.command()
-@_recipe_arg
-@set_option
 @click.option("--mfu", default=0.45, show_default=True, help="Model FLOPs utilisation assumed for GPU-hours.")
+@_command
 def plan(recipe_file: str, overrides: tuple[str, ...], mfu: float) -> None:
-    """For each training stage: parameters, memory per GPU by term, tokens and GPU-hours; warns when a
-    layout will not fit in an 80 GB H100.
+    """Per training stage: memory per GPU by term, tokens, GPU-hours; per evaluation: serving memory. Warns when
+    a layout will not fit in an 80 GB H100.
 
     \b
     Example:
       swehero recipe plan recipes/hero-32b.yaml --mfu 0.4
     """
-    from swehero.train.plan import format_plan, plan_stage
+    from swehero.recipe.plan import plan_recipe
 
-    loaded = load_or_exit(recipe_file, overrides)
-    stages = [s for s in loaded.stages if s.kind == "train"]
-    if not stages:
-        click.echo(f"{loaded.file}: no training stages")
-    for stage in stages:
-        init = stage.settings.init
-        # A checkpoint of an earlier stage has the base model's architecture.
-        local = init and (Path(init) / "config.json").exists()
-        model_ref = init if local or loaded.model is None else loaded.model.base
-        click.echo(format_plan(plan_stage(stage.name, stage.settings, model_ref, mfu), mfu))
+    click.echo("\n".join(plan_recipe(load_or_exit(recipe_file, overrides), mfu)))

@@ -4,7 +4,6 @@ and raises one `RecipeError` listing every problem before any stage runs."""
 from __future__ import annotations
 
 import dataclasses
-import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -16,7 +15,6 @@ from swehero.recipe.loader import Lines, RecipeError, apply_override, load_yaml,
 from swehero.recipe.schema import build, check, input_paths, suggest
 from swehero.recipe.stage import ModelConfig
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _STAGE_KEYS = ("name", "kind", "needs")
 
 
@@ -218,7 +216,7 @@ def _check_inputs(recipe: Recipe, lines: Lines) -> None:
                 if producer not in stage.needs:
                     stage.needs.append(producer)
             elif not resolved.exists():
-                if marker.hub_ok and _HUB_ID.match(value) or value in marker.names:
+                if marker.needs_no_file(value):
                     continue  # resolved by the hub client at run time
                 problems.append(lines.problem(at, f"input not found: {value}"))
                 continue

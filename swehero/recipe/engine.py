@@ -237,7 +237,8 @@ def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
         raise
     manifest.update(
         status="complete",
-        outputs={k: str(Path(v).resolve()) for k, v in outputs.items()},
+        outputs={k: os.path.abspath(v) for k, v in outputs.items()},  # symlinks kept: a download links the hub cache
+        provenance=ctx.provenance,
         finished=_now(),
         duration_s=round(time.monotonic() - began, 3),
     )
@@ -255,6 +256,16 @@ def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:
         echo(f"[{n}/{len(todo)}] {step.stage.name} ({step.stage.kind}): {step.reason}")
         manifest = run_stage(recipe, step)
         echo(f"      done in {manifest['duration_s']:.1f}s -> {stage_dir(recipe, step.stage)}")
+    echo(f"recipe {recipe.name} complete: {recipe.run_dir}")
+    last = recipe.stages[-1]
+    for name, path in ((read_manifest(stage_dir(recipe, last)) or {}).get("outputs") or {}).items():
+        echo(f"  {last.name} {name}: {path}")
+
+
+def describe(steps: list[Step]) -> list[str]:
+    """`--dry-run`: each stage, whether it would run, and why."""
+    width = max((len(s.stage.name) for s in steps), default=0)
+    return [f"{'run ' if s.run else 'skip'}  {s.stage.name:<{width}}  {s.reason}" for s in steps]
 
 
 def _now() -> str:

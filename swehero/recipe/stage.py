@@ -17,9 +17,10 @@ A stage kind is a module (registered in `swehero.recipe.kinds`) that defines:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 
 class _Input:
@@ -33,6 +34,10 @@ class _Input:
     def __repr__(self) -> str:
         return f"Input(hub_ok={self.hub_ok}, names={self.names})"
 
+    def needs_no_file(self, value: str) -> bool:
+        """Whether a value with no such local path is still good: a hub id where one may stand, or a name."""
+        return self.hub_ok and bool(HUB_ID.match(value)) or value in self.names
+
 
 INPUT = _Input(hub_ok=False)
 HUB_INPUT = _Input(hub_ok=True)
@@ -42,6 +47,9 @@ InputPath = Annotated[str, INPUT]
 
 ModelRef = Annotated[str, HUB_INPUT]
 """A local Hugging Face folder, or a hub id (`org/name`) where no such local path exists."""
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+"""What a hub id looks like."""
 
 
 def input_or_names(*names: str):
@@ -79,3 +87,5 @@ class StageContext:
     """Outputs of the stages in `needs`, by stage name (from their manifests)."""
     resume: bool
     """True when an interrupted attempt left partial work in `dir` (only for RESUMABLE kinds)."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Facts the stage records in its manifest under `provenance`, e.g. the commit a download resolved to."""

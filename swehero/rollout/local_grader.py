@@ -1,13 +1,20 @@
-"""Grade Python tasks without Docker: fresh clone at `base_commit`, model patch, test patch, pytest, swebench's verdict.
+"""Grade Python tasks without Docker: fresh clone at `base_commit`, model patch, test patch, the task's environment,
+pytest, swebench's verdict.
 
 For machines without Docker (and for the bundled toy tasks). The steps mirror the harness: the model patch is tried
-with the harness's own list of `git apply`/`patch` commands, the test patch is applied, the test files it touches run
-under `pytest -rA` between the harness's start/end markers with the exit code recorded, and the verdict comes from
-`swebench.harness.grading.get_eval_report` with the pytest log parser, so "resolved" means exactly what it means in
-swebench (every FAIL_TO_PASS test passes and every PASS_TO_PASS test still passes). The outputs are the harness's
-too: `test_output.txt` and `report.json` per instance.
+with the harness's own list of `git apply`/`patch` commands, the test patch is applied, the checkout is installed
+into the task's environment (`swehero.agent.taskenv`: a cached venv per repository and version, with a layer per
+checkout), the test files the test patch touches run under `pytest -rA` between the harness's start/end markers with
+the exit code recorded, and the verdict comes from `swebench.harness.grading.get_eval_report` with the pytest log
+parser, so "resolved" means exactly what it means in swebench (every FAIL_TO_PASS test passes and every PASS_TO_PASS
+test still passes). The outputs are the harness's too: `test_output.txt` and `report.json` per instance.
 
-The tests run the model's code unsandboxed, with this machine's Python: use it for tasks you trust to be harmless.
+What swebench's report cannot tell is said in the entry: `patch_successfully_applied` is whether the model patch
+applied (swebench sets it only when the test log parsed), and `infra_failure` / `infra_failure_reason` mark outcomes
+the environment decided, not the patch: an environment that could not be built, a checkout that did not install,
+pytest that could not start, a test module importing a package that neither the environment nor the checkout has.
+
+The tests run the model's code unsandboxed: use it for tasks you trust to be harmless.
 """
 
 from __future__ import annotations
@@ -15,22 +22,45 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from swehero.agent.local import check_repository
+from swehero.agent.taskenv import EnvError, EnvSettings, activated, ensure_env, make_layer
+
+PYTEST_OPTIONS = ("-rA", "-p", "no:cacheprovider", "--color=no")
+"""After the project's own `addopts` (pytest puts those first), so these win: a `-rN` or `--color=yes` in the
+project's configuration cannot change the `PASSED ...` result lines swebench's parser reads (`-q` and `-qq` leave
+them as they are), while its other options (plugins, import mode) still apply."""
 
 
 @dataclass
 class LocalGraderConfig:
     python: str = ""
-    """Interpreter that runs the tests (it needs pytest and the project's dependencies); empty: this one."""
+    """An interpreter to run the tests with as it is (it needs pytest and the project installed), instead of the
+    task's environment; empty: build or reuse the task's environment (`env`) and install the checkout into it."""
     test_timeout_s: float = 600.0
     """Seconds the tests of one instance may run."""
+    env: EnvSettings = field(default_factory=EnvSettings)
+    """How task environments are made: install command, test dependencies, Python version, cache."""
 
 
-def _run(cmd: list[str] | str, cwd: Path, timeout: float | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, shell=isinstance(cmd, str))
+@dataclass
+class GradingRun:
+    """What grading one checkout produced."""
+
+    log: str
+    """`test_output.txt`, with the harness's markers."""
+    patch_applied: bool
+    infra_failure: str = ""
+    """Why the environment, not the patch, decided the outcome; empty when it did not."""
+
+
+def _run(cmd: list[str] | str, cwd: Path, timeout: float | None = None, env: dict | None = None
+         ) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, shell=isinstance(cmd, str),
+                          env=env)
 
 
 def test_files(test_patch: str) -> list[str]:
@@ -52,8 +82,8 @@ def _apply_model_patch(checkout: Path, patch_file: Path) -> tuple[bool, str]:
     return False, output
 
 
-def test_log(checkout: Path, task: dict, model_patch: str, config: LocalGraderConfig) -> str:
-    """The test output the harness would write to `test_output.txt`, with its markers."""
+def run_tests(checkout: Path, task: dict, model_patch: str, config: LocalGraderConfig, source_repo: Path) -> GradingRun:
+    """Apply the patches, install the checkout, run the tests; the log is what the harness would write."""
     from swebench.harness.constants import (
         APPLY_PATCH_FAIL,
         APPLY_PATCH_PASS,
@@ -67,32 +97,86 @@ def test_log(checkout: Path, task: dict, model_patch: str, config: LocalGraderCo
     patch_file.write_text(model_patch)
     applied, output = _apply_model_patch(checkout, patch_file)
     if not applied:
-        return f"{APPLY_PATCH_FAIL}:\n{output}"
+        return GradingRun(f"{APPLY_PATCH_FAIL}:\n{output}", patch_applied=False)
     log = f"{APPLY_PATCH_PASS}:\n{output}\n"
     test_patch = checkout.parent / "test.patch"
     test_patch.write_text(task.get("test_patch") or "")
     if task.get("test_patch"):
         done = _run(["git", "apply", "-v", str(test_patch)], checkout)
         if done.returncode != 0:
-            return log + f"{APPLY_PATCH_FAIL} (test patch):\n{done.stdout}{done.stderr}"
-    command = [config.python or sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider",
-               *test_files(task.get("test_patch") or "")]
+            return GradingRun(log + f"{APPLY_PATCH_FAIL} (test patch):\n{done.stdout}{done.stderr}", True,
+                           infra_failure=f"the task's test patch does not apply: {done.stderr.strip()[-500:]}")
+    base_env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(checkout), "NO_COLOR": "1",
+                "LANG": "C.UTF-8"}
+    if config.python:
+        python, test_env = config.python, base_env
+    else:
+        try:
+            layer, install_log = _install(checkout, task, config.env, source_repo)
+        except EnvError as e:
+            return GradingRun(log + f"{e}\n", True, infra_failure=str(e))
+        log += install_log
+        python, test_env = f"{layer}/bin/python", activated(str(layer), base_env)
+    command = [python, "-m", "pytest", *PYTEST_OPTIONS, *test_files(task.get("test_patch") or "")]
     try:
-        done = subprocess.run(command, cwd=checkout, capture_output=True, text=True, timeout=config.test_timeout_s,
-                              env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(checkout)})
+        done = _run(command, checkout, timeout=config.test_timeout_s, env=test_env)
     except subprocess.TimeoutExpired:
-        return log + f"{START_TEST_OUTPUT}\n{TESTS_TIMEOUT}\n{END_TEST_OUTPUT}\n"
-    return (log + f"+ {' '.join(command)}\n{START_TEST_OUTPUT}\n{done.stdout}{done.stderr}\n{END_TEST_OUTPUT}\n"
+        return GradingRun(log + f"{START_TEST_OUTPUT}\n{TESTS_TIMEOUT}\n{END_TEST_OUTPUT}\n", True)
+    out = done.stdout + done.stderr
+    log += (f"+ {' '.join(command)}\n{START_TEST_OUTPUT}\n{out}\n{END_TEST_OUTPUT}\n"
             f"{TEST_EXIT_CODE}: {done.returncode}\n")
+    return GradingRun(log, True, infra_failure=environment_failure(out, done.returncode, checkout))
+
+
+def _install(checkout: Path, task: dict, settings: EnvSettings, source_repo: Path) -> tuple[Path, str]:
+    """The task's environment with `checkout` installed into a fresh layer beside it: (layer, log lines)."""
+    env = ensure_env(task, settings, source_repo)
+    layer = checkout.parent / "venv"
+    make_layer(env, layer)
+    install = env.install_command(checkout)
+    if not install:
+        return layer, f"+ environment {env.path} (nothing to install)\n"
+    try:
+        done = _run(["bash", "-c", install], checkout, timeout=env.install_timeout_s, env=activated(str(layer)))
+    except subprocess.TimeoutExpired:
+        raise EnvError(f"installing the checkout (`{install}`) took more than {env.install_timeout_s:g}s") from None
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise EnvError(f"installing the checkout (`{install}`) failed with exit code {done.returncode}:\n"
+                       f"{output[-3000:]}")
+    return layer, f"+ environment {env.path}\n+ {install}\n{output[-3000:]}\n"
+
+
+_MISSING_MODULE = re.compile(r"^E?\s*ModuleNotFoundError: No module named '([^']+)'", re.MULTILINE)
+
+
+def environment_failure(output: str, exit_code: int, checkout: Path) -> str:
+    """Why the environment, not the code under test, decided this pytest run ('' when it did not): pytest could
+    not start (exit code 3: internal error, 4: usage error, e.g. an `addopts` option of a plugin that is not
+    installed), or a test module imports a package that is neither installed nor part of the checkout (a module
+    of the checkout that is missing is the code's doing)."""
+    if exit_code in (3, 4):
+        return f"pytest could not run the tests (exit code {exit_code}): {output.strip()[-1000:]}"
+    tracked = None
+    for name in dict.fromkeys(_MISSING_MODULE.findall(output)):
+        top = name.split(".")[0]
+        if tracked is None:
+            tracked = _run(["git", "ls-files"], checkout).stdout.split("\n")
+        if not any(part in (top, f"{top}.py") for path in tracked for part in path.split("/")):
+            return (f"ModuleNotFoundError: No module named '{name}': the task's environment lacks a package the "
+                    "tests import (give it in the install recipe's pip_packages)")
+    return ""
 
 
 def grade_instance(task: dict, prediction: dict, source_repo: Path, log_dir: Path,
                    config: LocalGraderConfig | None = None) -> dict:
-    """Grade one prediction; writes `log_dir/test_output.txt` and `log_dir/report.json` (swebench's format) and
-    returns the report's entry for this instance."""
+    """Grade one prediction; writes `log_dir/test_output.txt` and `log_dir/report.json` (swebench's format, with
+    `patch_successfully_applied` and `infra_failure` as said above) and returns the report's entry for this
+    instance. Raises `MissingRepository` when `source_repo` is not a git repository."""
     from swebench.harness.grading import get_eval_report
     from swebench.types import TestSpec
 
+    check_repository(source_repo, task["repo"])
     iid = task["instance_id"]
     log_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"grade-{iid}-") as tmp:
@@ -101,11 +185,15 @@ def grade_instance(task: dict, prediction: dict, source_repo: Path, log_dir: Pat
                        capture_output=True)
         subprocess.run(["git", "checkout", "-q", "--detach", task["base_commit"]], cwd=checkout, check=True,
                        capture_output=True)
-        (log_dir / "test_output.txt").write_text(test_log(checkout, task, prediction["model_patch"] or "",
-                                                          config or LocalGraderConfig()))
+        run = run_tests(checkout, task, prediction["model_patch"] or "", config or LocalGraderConfig(), source_repo)
+    (log_dir / "test_output.txt").write_text(run.log)
     spec = TestSpec(instance_id=iid, image="", eval_script_list=[], repo=task["repo"],
                     version=str(task.get("version", "")), FAIL_TO_PASS=task["FAIL_TO_PASS"],
                     PASS_TO_PASS=task["PASS_TO_PASS"], log_parser="parse_log_pytest", eval_type="pass_and_fail")
     report = get_eval_report(spec, prediction, str(log_dir / "test_output.txt"), include_tests_status=True)
+    entry = report[iid]
+    entry["patch_successfully_applied"] = run.patch_applied
+    if run.infra_failure and not entry["resolved"]:
+        entry["infra_failure"], entry["infra_failure_reason"] = True, run.infra_failure
     (log_dir / "report.json").write_text(json.dumps(report, indent=4))
-    return report[iid]
+    return entry

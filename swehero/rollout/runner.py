@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from swehero.agent.run import bare_record
+from swehero.agent.local import MissingRepository, check_repository
 from swehero.agent.settings import AgentSettings
 from swehero.agent.task import Task
 from swehero.rollout.attempt import attempt_in_child
@@ -55,16 +56,23 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
                  repos: Path | None = None, endpoints: list[str] = (), workers: int = 1,
                  progress: Callable[[str], None] | None = None, bar: bool = False, max_attempts: int = 1) -> dict:
     """Attempt every job, `workers` at a time, calling `commit(job, record)` as each ends; returns
-    {"attempts", "agent_errors", "endpoints"}. `repos` holds the task repositories (local runtime). An attempt
+    {"attempts", "agent_errors", "endpoints", "missing_repositories"}. `repos` holds the task repositories (local
+    runtime); a job whose repository is missing is not attempted, and named in "missing_repositories". An attempt
     that ends without a patch is made again, up to `max_attempts` times (OpenHands' benchmark protocol); the last
     one is committed, with `metadata.attempts` saying how many were made."""
     pool = EndpointPool(list(endpoints)) if endpoints else None
-    counts, lock = {"attempts": 0, "agent_errors": 0}, threading.Lock()
+    counts, lock, missing = {"attempts": 0, "agent_errors": 0}, threading.Lock(), set()
     with _bar(len(jobs), bar) as tqdm_bar:
         say = tqdm_bar.write if tqdm_bar is not None and progress is not None else progress
 
         def one(job: Job) -> None:
             source = repo_dir(repos, job.task["repo"]) if repos and settings.runtime == "local" else None
+            if source is not None:
+                try:
+                    check_repository(source, job.task["repo"])
+                except MissingRepository as e:  # not the attempt's fault: nothing committed, the caller says so
+                    missing.add(str(e))
+                    return
             for attempt in range(1, max_attempts + 1):
                 seed = job.seed if attempt == 1 or job.seed is None else sampling_seed(job.seed, attempt)
                 with_seed = settings if seed is None else replace(settings, openai=replace(settings.openai, seed=seed))
@@ -95,7 +103,7 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
                 executor.shutdown(wait=False, cancel_futures=True)
                 raise
     shutil.rmtree(work_dir, ignore_errors=True)
-    return {**counts, "endpoints": pool.report() if pool else []}
+    return {**counts, "endpoints": pool.report() if pool else [], "missing_repositories": sorted(missing)}
 
 
 def _attempt(job: Job, settings: AgentSettings, source: Path | None, workdir: Path, pool: EndpointPool | None) -> dict:

@@ -9,6 +9,7 @@ same tool calls (names and decoded arguments, in order), or no call for a turn w
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 PARSERS = {"hermes": ("swehero_hermes", "hermes")}
 """--parser family -> the parsers compared (the one `swehero serve` uses first)."""
@@ -68,3 +69,18 @@ def check_trajectories(records: list[dict], tokenizer, family: str = "hermes", e
                     entry["examples"].append({"trajectory": record.get("id"), "expected": expected,
                                               "parsed": got, "text": output[-500:]})
     return report
+
+
+def check_file(trajectories: Path, tokenizer_dir: str, family: str, report_file: Path | None) -> tuple[list[str], bool]:
+    """`swehero serve check`: one line per parser, and whether the served parser read every turn back exactly;
+    the full report (with mismatching examples) goes to `report_file` when given."""
+    from transformers import AutoTokenizer
+
+    from swehero.jsonio import read_jsonl, write_json_atomic
+
+    report = check_trajectories(read_jsonl(trajectories), AutoTokenizer.from_pretrained(tokenizer_dir), family)
+    if report_file:
+        write_json_atomic(report_file, report, indent=1)
+    lines = [f"{name}: {entry['exact']}/{report['turns']} assistant turns parsed back exactly "
+             f"({report['turns_with_calls']} with tool calls)" for name, entry in report["parsers"].items()]
+    return lines, not report["parsers"][PARSERS[family][0]]["mismatched"]

@@ -7,61 +7,36 @@ from pathlib import Path
 
 import click
 
+from swehero.recipe.options import DefaultCommandGroup, settings_options
 from swehero.serve.server import ServeConfig
 
-_DEFAULTS = ServeConfig(model="")
 
-
-class _ServeGroup(click.Group):
-    """`swehero serve MODEL ...` means `swehero serve start MODEL ...`."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
-            args = ["start", *args]
-        return super().parse_args(ctx, args)
-
-
-@click.group(cls=_ServeGroup)
+@click.group(cls=DefaultCommandGroup, default="start")
 def serve() -> None:
-    """Serve a checkpoint with vLLM's OpenAI-compatible server (the trained chat template and tool parser).
-
-    \b
-    Examples:
-      swehero serve runs/tiny-cpu/export/model --max-model-len 8192
-      swehero serve check trajectories.jsonl --tokenizer runs/tiny-cpu/export/model
-    """
+    """Serve a checkpoint with vLLM (the trained chat template and tool parser); `serve MODEL` is `serve start`."""
 
 
 @serve.command()
-@click.argument("model")
-@click.option("--name", "served_name", default="", help="Model name clients ask for (default: folder name).")
-@click.option("--parser", default=_DEFAULTS.parser, show_default=True,
-              type=click.Choice(["auto", "hermes", "qwen3_coder"]), help="Tool-call parser.")
-@click.option("--tp", "tensor_parallel_size", default=1, show_default=True, help="Tensor parallel size.")
-@click.option("--max-model-len", default=_DEFAULTS.max_model_len, show_default=True, help="Context length.")
-@click.option("--dtype", default=_DEFAULTS.dtype, show_default=True, help="Weights dtype.")
-@click.option("--gpu-memory-utilization", default=_DEFAULTS.gpu_memory_utilization, show_default=True)
-@click.option("--host", default=_DEFAULTS.host, show_default=True)
-@click.option("--port", default=8000, show_default=True)
+# A server started by hand listens where OpenAI clients look first; the ones swehero starts for a run take a free port.
+@settings_options(ServeConfig, positional=("model",), required=("model",), defaults={"port": 8000})
 @click.option("--log", "log_file", type=click.Path(path_type=Path), default=Path("vllm.log"), show_default=True,
               help="Where the server's output goes.")
-def start(log_file: Path, **settings) -> None:
-    """Start the server, wait until it is healthy, print its URL, and stop it cleanly on Ctrl-C.
+def start(settings: ServeConfig, log_file: Path) -> None:
+    """Start the server, wait until it is healthy, print its URL; Ctrl-C (or SIGTERM) stops it cleanly.
 
     \b
     Example:
-      swehero serve start /models/swehero-32b --tp 8 --max-model-len 131072
+      swehero serve start /models/swehero-32b --tensor-parallel-size 4 --data-parallel-size 2
     """
     from swehero.serve.server import VLLMServer
 
-    with VLLMServer(ServeConfig(**settings), log_file) as server:
-        click.echo(f"serving {settings['model']} at {server.url} (log: {log_file}); Ctrl-C stops it")
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the same way on SIGTERM as on Ctrl-C
+    with VLLMServer(settings, log_file) as server:
+        click.echo(f"serving {settings.model} at {server.url} (log: {log_file}); Ctrl-C stops it")
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             status = server.process.wait()
         except KeyboardInterrupt:
-            click.echo("stopping")
-            return
+            return click.echo("stopping")
     raise click.ClickException(f"vLLM exited with status {status}; see {log_file}")
 
 
@@ -74,26 +49,16 @@ def start(log_file: Path, **settings) -> None:
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the full report (with mismatching examples) as JSON.")
 def check(trajectories: Path, parser: str, tokenizer: str, report_file: Path | None) -> None:
-    """Render every assistant turn of TRAJECTORIES (.jsonl) as training does and parse it back with vLLM's
-    parser classes; fails unless the served parser returns exactly the same tool calls for every turn.
+    """Render every assistant turn of TRAJECTORIES as training does and parse it back with vLLM's parser classes;
+    fails unless the served parser returns exactly the same tool calls for every turn.
 
     \b
     Example:
-      swehero serve check runs/zero-filtered/trajectories.jsonl --parser hermes --tokenizer runs/export/model
+      swehero serve check runs/zero-filtered/trajectories.jsonl --tokenizer runs/export/model
     """
-    import json
+    from swehero.serve.check import check_file
 
-    from transformers import AutoTokenizer
-
-    from swehero.jsonio import read_jsonl
-    from swehero.serve.check import PARSERS, check_trajectories
-
-    records = read_jsonl(trajectories)
-    report = check_trajectories(records, AutoTokenizer.from_pretrained(tokenizer), parser)
-    if report_file:
-        report_file.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-    for name, entry in report["parsers"].items():
-        click.echo(f"{name}: {entry['exact']}/{report['turns']} assistant turns parsed back exactly "
-                   f"({report['turns_with_calls']} with tool calls)")
-    if report["parsers"][PARSERS[parser][0]]["mismatched"]:
-        raise click.ClickException(f"the served parser {PARSERS[parser][0]} misreads some turns (see --report)")
+    lines, exact = check_file(trajectories, tokenizer, parser, report_file)
+    click.echo("\n".join(lines))
+    if not exact:
+        raise click.ClickException("the served parser misreads some turns (see --report)")

@@ -7,7 +7,6 @@ Python that has vLLM (the GPU image keeps vLLM in its own environment); by defau
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -18,8 +17,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import swehero
+from swehero.model.folder import is_hf_folder, read_config
 from swehero.recipe.stage import ModelRef
 
 PLUGIN = Path(__file__).with_name("vllm_plugin.py")
@@ -35,10 +36,14 @@ class ServeConfig:
     """Hugging Face folder (or hub id) to serve; empty: no server is started."""
     served_name: str = ""
     """Model name clients ask for; defaults to the folder's name."""
-    parser: str = "auto"
+    parser: Literal["auto", "hermes", "qwen3_coder"] = "auto"
     """Tool-call parser: hermes (Qwen2.5), qwen3_coder (Qwen3-Coder teachers), or auto (from config.json)."""
     tensor_parallel_size: int = 1
-    """GPUs per server."""
+    """GPUs per model replica: enough that the weights plus the KV cache fit (`swehero recipe plan` estimates it;
+    a 32B model in bf16 with a 128k context needs 4 H100s)."""
+    data_parallel_size: int = 1
+    """Model replicas behind the one server, each on its own `tensor_parallel_size` GPUs (vLLM's data
+    parallelism): an 8-GPU node serves a 32B model as 2 replicas of 4 for twice the throughput."""
     max_model_len: int = 32768
     """Context length the server accepts (prompt + completion)."""
     dtype: str = "auto"
@@ -62,10 +67,8 @@ class ServeConfig:
 
 def tool_parser_for(model_dir: str) -> str:
     """Qwen3-Coder models emit XML-style calls (qwen3_coder); Qwen2/2.5 emit hermes-style JSON."""
-    config_file = Path(model_dir) / "config.json"
-    name = ""
-    if config_file.exists():
-        config = json.loads(config_file.read_text())
+    if is_hf_folder(model_dir):
+        config = read_config(model_dir)
         name = " ".join([config.get("model_type", ""), *config.get("architectures", [])]).lower()
     else:
         name = model_dir.lower()
@@ -96,6 +99,7 @@ def command(cfg: ServeConfig, port: int) -> list[str]:
         "--served-model-name", cfg.name,
         "--host", cfg.host, "--port", str(port),
         "--tensor-parallel-size", str(cfg.tensor_parallel_size),
+        "--data-parallel-size", str(cfg.data_parallel_size),
         "--max-model-len", str(cfg.max_model_len),
         "--dtype", cfg.dtype,
         "--gpu-memory-utilization", str(cfg.gpu_memory_utilization),

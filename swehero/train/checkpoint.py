@@ -3,8 +3,8 @@
 so a folder named `step-N` is always complete. The last `keep_last` are kept.
 
 A checkpoint holds the model (at the top level, with `hf_config.json` beside it: the same layout as
-`swehero convert hf-to-mcore` writes, so `swehero convert mcore-to-hf` exports any of them), the distributed
-optimizer's state, the LR scheduler, the step and every rank's RNG state: a resumed run continues exactly
+`swehero convert hf-to-mcore` writes, so `swehero convert mcore-to-hf` exports any of them), the modules' extra
+state (Transformer Engine's FP8 scaling state), the distributed optimizer's state, the LR scheduler, the step and every rank's RNG state: a resumed run continues exactly
 where the interrupted one stopped.
 """
 
@@ -19,7 +19,8 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 
-from swehero.model.checkpoint import HF_CONFIG, load_weights, model_sharded_state_dict
+from swehero.model.checkpoint import load_weights, model_sharded_state_dict
+from swehero.model.folder import CHECKPOINT_CONFIG
 
 _STEP = re.compile(r"^step-(\d+)$")
 # Each rank saves and loads its own optimizer shard, with no gathering; the optimizer state then resumes at the
@@ -38,8 +39,11 @@ def _chunks(model: list) -> list[torch.nn.Module]:
 
 
 def _model_state(model: list) -> dict:
-    """The weights under the same keys `swehero convert` uses (any layer spec and chunking reads them back)."""
-    return model_sharded_state_dict(_chunks(model))
+    """The weights under the same keys `swehero convert` uses (any layer spec and chunking reads them back), and
+    every module's `_extra_state`: Transformer Engine keeps its FP8 scaling state (scales, amax history) there,
+    outside the parameters, so without it a resumed FP8 run would restart its scaling. Megatron stores each as a
+    ShardedObject replicated over tensor- and data-parallel ranks (its convention, as in Megatron-LM)."""
+    return model_sharded_state_dict(_chunks(model), extra_state=True)
 
 
 def _rank_file(path: Path) -> Path:
@@ -62,21 +66,25 @@ class Checkpointer:
         if torch.distributed.get_rank() == 0:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            (partial / HF_CONFIG).write_text(json.dumps(self.hf_config, indent=2))
         torch.distributed.barrier()
-        torch.save(_rng_state(), _rank_file(partial))
+        rng = _rng_state()  # now: an async save finishes steps later
         state = _model_state(model)
         state["optimizer"] = optimizer.sharded_state_dict(state, metadata=OPTIMIZER_SHARDING)
         state["scheduler"] = scheduler.state_dict()
         state["step"] = step
+        # Into the empty folder: Megatron takes any file already there for the leftovers of a crashed save and
+        # says so ("Overwriting old incomplete / corrupted checkpoint"). Our own files go in when it is done.
         request = dist_checkpointing.save(state, str(partial), async_sharded_save=self.queue is not None)
         if self.queue is None:
-            self._publish(partial, step)
+            self._publish(partial, step, rng)
         else:
-            request.add_finalize_fn(lambda: self._publish(partial, step))
+            request.add_finalize_fn(lambda: self._publish(partial, step, rng))
             self.queue.schedule_async_request(request)
 
-    def _publish(self, partial: Path, step: int) -> None:
+    def _publish(self, partial: Path, step: int, rng: dict) -> None:
+        torch.save(rng, _rank_file(partial))
+        if torch.distributed.get_rank() == 0:
+            (partial / CHECKPOINT_CONFIG).write_text(json.dumps(self.hf_config, indent=2))
         torch.distributed.barrier()
         if torch.distributed.get_rank() == 0:
             partial.rename(self.folder / f"step-{step}")

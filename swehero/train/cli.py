@@ -21,38 +21,27 @@ from swehero.recipe.cli import load_or_exit, set_option
 @click.option("--container-image", help="With --launcher slurm: run in this image through pyxis/enroot.")
 def train(recipe_file: str, stage_name: str | None, overrides: tuple[str, ...], launcher: str, submit: bool,
           sbatch_options: tuple[str, ...], container_image: str | None) -> None:
-    """Supervised fine-tuning with Megatron-Core, as a recipe's `train` stage says.
-
-    With torchrun the stage runs like `swehero recipe run --only STAGE` (manifest, resume from the last
-    checkpoint). With slurm the job file and an sbatch script are written to the stage folder; once the job has
-    finished, `swehero recipe run` completes the stage from its final checkpoint.
+    """A recipe's `train` stage: here (as `recipe run --only STAGE`), or as a Slurm job whose final checkpoint a
+    later `recipe run` picks up.
 
     \b
     Examples:
       swehero train recipes/tiny-cpu.yaml --stage sft_zero
       swehero train recipes/hero-32b.yaml --stage sft_hero --launcher slurm --sbatch=--time=48:00:00 --submit
     """
-    from swehero.recipe.engine import plan, run_recipe, stage_dir
-    from swehero.recipe.stage import StageContext
+    from swehero.recipe.engine import plan, run_recipe
+    from swehero.train.stage import slurm_job
 
     loaded = load_or_exit(recipe_file, overrides)
-    stages = [s for s in loaded.stages if s.kind == "train" and (stage_name in (None, s.name))]
-    if not stages:
+    stage = next((s for s in loaded.stages if s.kind == "train" and stage_name in (None, s.name)), None)
+    if stage is None:
         raise click.UsageError(f"{loaded.file}: no train stage" + (f" named {stage_name}" if stage_name else ""))
-    stage = stages[0]
     if launcher == "torchrun":
-        run_recipe(loaded, plan(loaded, only=stage.name), echo=click.echo)
-        return
-    from swehero.train.launch import slurm_script
-    from swehero.train.stage import job_file
-
-    folder = stage_dir(loaded, stage)
-    folder.mkdir(parents=True, exist_ok=True)
-    ctx = StageContext(stage.name, folder.resolve(), loaded.seed, loaded.model, {}, resume=True)
-    job_file(stage.settings, ctx)
-    script = folder / "train.sbatch"
-    script.write_text(slurm_script(folder, stage.settings.nodes, stage.settings.gpus_per_node,
-                                   f"{loaded.name}-{stage.name}", list(sbatch_options), container_image))
+        return run_recipe(loaded, plan(loaded, only=stage.name), echo=click.echo)
+    try:
+        script = slurm_job(loaded, stage, list(sbatch_options), container_image)
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"wrote {script}")
     if submit:
         subprocess.run(["sbatch", str(script)], check=True)

@@ -11,23 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from swehero.model.parallel import ParallelConfig
 from swehero.recipe.stage import InputPath, ModelRef
-
-
-@dataclass
-class ParallelConfig:
-    """How the model and data are split over GPUs. Data parallelism takes what is left of the world size."""
-
-    tensor: int = 1
-    """Tensor-parallel size (splits every layer; keep within a node)."""
-    pipeline: int = 1
-    """Pipeline-parallel size (splits the layers into stages)."""
-    virtual_pipeline: int = 1
-    """Model chunks per pipeline rank (interleaved schedule, smaller bubble); 1 = plain 1F1B."""
-    context: int = 1
-    """Context-parallel size (splits each sequence; for 64k-128k tokens)."""
-    sequence_parallel: bool = False
-    """Split layer-norm and dropout activations along the sequence over the tensor-parallel group."""
 
 
 @dataclass
@@ -80,8 +65,14 @@ class Settings:
     rope_scaling: dict | None = None
     """Overrides the checkpoint's `rope_scaling`, e.g. {type: yarn, factor: 4, original_max_position_embeddings: 32768}."""
     global_batch_size: int = 32
-    """Packed sequences per optimizer step over all data-parallel ranks (paper: 32). Each micro-batch is one
-    packed sequence (the packed path's layout), so a rank accumulates global_batch_size / data-parallel size."""
+    """Packed rows of `seq_length` tokens per optimizer step over all data-parallel ranks: one step trains on
+    global_batch_size x seq_length tokens (32 x 128k = 4.2M with the defaults). The paper's "global batch 32"
+    is read as 32 such rows (see docs/training.md). Each micro-batch is one row, so a rank accumulates
+    global_batch_size / data-parallel size micro-batches."""
+    global_batch_tokens: int | None = None
+    """Tokens per optimizer step instead of `global_batch_size`: it then trains on global_batch_tokens /
+    seq_length rows per step, which must be a whole multiple of the data-parallel size (checked at plan and
+    launch). E.g. 1048576 at seq_length 131072 is 8 rows per step."""
     epochs: float = 3.0
     """Passes over the training set (paper: 3); ignored when `steps` is set."""
     steps: int | None = None
@@ -118,6 +109,14 @@ class Settings:
     """Export the final weights as a Hugging Face folder (`<stage>/hf`) for serving."""
 
 
+def rows_per_step(settings: Settings) -> int:
+    """Packed rows per optimizer step: `global_batch_tokens / seq_length` when a token budget is set, else
+    `global_batch_size`."""
+    if settings.global_batch_tokens is None:
+        return settings.global_batch_size
+    return max(settings.global_batch_tokens // settings.seq_length, 1)
+
+
 class LayoutError(ValueError):
     pass
 
@@ -147,11 +146,19 @@ def check_layout(settings: Settings, hf_config: dict, world_size: int) -> int:
         problems.append(f"seq_length {settings.seq_length} is not divisible by 2 x context {p.context} "
                         "(context parallelism splits each sequence into 2 x context chunks)")
     data_parallel = max(world_size // model_parallel, 1)
-    if settings.global_batch_size % data_parallel:
-        problems.append(f"global_batch_size {settings.global_batch_size} is not divisible by the data-parallel "
-                        f"size {data_parallel} (world {world_size} / model-parallel {model_parallel})")
+    rows = rows_per_step(settings)
+    tokens = settings.global_batch_tokens
+    if tokens is not None and (tokens % settings.seq_length or tokens < settings.seq_length):
+        problems.append(f"global_batch_tokens {tokens} is not a whole number of seq_length {settings.seq_length} "
+                        "rows (each micro-batch is one packed row)")
+    elif rows % data_parallel:
+        what = f"global_batch_size {rows}" if tokens is None else \
+            f"global_batch_tokens {tokens} ({rows} rows of {settings.seq_length})"
+        problems.append(f"{what} is not divisible by the data-parallel size {data_parallel} (world {world_size} / "
+                        f"model-parallel {model_parallel})" + ("" if tokens is None else
+                        f": use a multiple of seq_length x data-parallel = {settings.seq_length * data_parallel} tokens"))
     else:
-        micro_batches = settings.global_batch_size // data_parallel
+        micro_batches = rows // data_parallel
         if p.virtual_pipeline > 1 and micro_batches % p.pipeline:
             problems.append(f"the interleaved schedule needs the {micro_batches} micro-batches per step to be a "
                             f"multiple of pipeline {p.pipeline}")

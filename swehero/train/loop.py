@@ -11,7 +11,7 @@ import torch
 
 from swehero.train import model_setup
 from swehero.train.checkpoint import Checkpointer, is_reporting_rank
-from swehero.train.config import Settings
+from swehero.train.config import Settings, rows_per_step
 from swehero.train.data import PackedSequences, sample_indices, steps_for
 from swehero.train.memory import GiB, peak_bytes
 from swehero.train.metrics import H100_BF16_PEAK_FLOPS, MetricsLogger, training_flops_per_token
@@ -46,7 +46,7 @@ def train(job: TrainJob) -> None:
         if is_reporting_rank() else None
     while step < total_steps:
         began = time.perf_counter()
-        batches = [data[i] for i in sample_indices(len(data), job.seed, step, s.global_batch_size, env.dp_rank, env.dp_size)]
+        batches = [data[i] for i in sample_indices(len(data), job.seed, step, rows_per_step(s), env.dp_rank, env.dp_size)]
         metrics = train_step(model, optimizer, scheduler, batches, data.seq_length, env.device, s.fused_ce)
         step += 1
         if log is not None and step % s.log_every == 0:
@@ -72,7 +72,7 @@ def train(job: TrainJob) -> None:
 
 def total_steps_of(s: Settings) -> int:
     stats = json.loads((Path(s.data) / "stats.json").read_text())
-    return steps_for(stats["samples"]["train"], s.global_batch_size, s.epochs, s.steps)
+    return steps_for(stats["samples"]["train"], rows_per_step(s), s.epochs, s.steps)
 
 
 def validation_groups(valid: PackedSequences, env, size: int) -> list[list]:

@@ -3,14 +3,13 @@ Megatron's DDP, the distributed AdamW optimizer and LR schedule, initial weights
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from swehero.model.folder import is_hf_folder, read_config, write_folder_files
 from swehero.train.config import Settings, check_layout
 
 
@@ -24,8 +23,11 @@ class Env:
 
 
 def initialize(s: Settings, seed: int) -> Env:
-    """Process groups for the recipe's layout (NCCL on GPUs; gloo plus the CPU backend on CPU)."""
-    from megatron.core import parallel_state, tensor_parallel
+    """Process groups for the recipe's layout (NCCL on GPUs; gloo plus the CPU backend on CPU), over the default
+    group a launcher already made if there is one (`cpu_backend.launch`, as the gradient tests run)."""
+    from megatron.core import parallel_state
+
+    from swehero.model.provider import init_parallel
 
     cuda = s.device == "cuda" or (s.device == "auto" and torch.cuda.is_available())
     if cuda:
@@ -34,16 +36,9 @@ def initialize(s: Settings, seed: int) -> Env:
         from swehero.model import cpu_backend
 
         cpu_backend.enable()
-    torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    p = s.parallel
-    parallel_state.initialize_model_parallel(
-        tensor_model_parallel_size=p.tensor,
-        pipeline_model_parallel_size=p.pipeline,
-        virtual_pipeline_model_parallel_size=p.virtual_pipeline if p.virtual_pipeline > 1 else None,
-        context_parallel_size=p.context,
-    )
-    torch.manual_seed(seed)
-    tensor_parallel.model_parallel_cuda_manual_seed(seed)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    init_parallel(s.parallel, seed)
     return Env(
         device=torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu"),
         cuda=cuda,
@@ -53,22 +48,21 @@ def initialize(s: Settings, seed: int) -> Env:
     )
 
 
-def hf_config_of(init: str) -> dict:
-    """The architecture to build: an HF folder's config.json, or the one in an earlier train stage's checkpoint."""
-    from swehero.model.checkpoint import checkpoint_hf_config
+def init_weights(init: str) -> Path:
+    """Where the initial weights are: a Hugging Face folder, or the last checkpoint of an earlier train stage."""
     from swehero.train.checkpoint import checkpoints
 
-    if (Path(init) / "config.json").exists():
-        return json.loads((Path(init) / "config.json").read_text())
+    if is_hf_folder(init):
+        return Path(init)
     found = checkpoints(Path(init) / "checkpoints")
     if not found:
         raise FileNotFoundError(f"{init}: neither a Hugging Face folder nor a train stage folder with checkpoints")
-    return checkpoint_hf_config(found[-1][1])
+    return found[-1][1]
 
 
-def _model_overrides(s: Settings, cuda: bool) -> dict:
+def model_overrides(s: Settings, cuda: bool) -> dict:
     """TransformerConfig fields the training settings decide."""
-    overrides = {"calculate_per_token_loss": True, "context_parallel_size": s.parallel.context}
+    overrides = {"calculate_per_token_loss": True}
     if s.recompute == "full":
         overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     elif s.recompute == "selective" and cuda:
@@ -90,42 +84,45 @@ def _model_overrides(s: Settings, cuda: bool) -> dict:
 def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
     """This rank's model chunks (its pipeline stage, or its virtual pipeline stages, and tensor shard), each in
     Megatron's DDP."""
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
-
-    from swehero.model.provider import Parallel, build_model_chunks
+    from swehero.model.provider import build_model_chunks
     from swehero.train import fused_loss
 
-    hf_config = hf_config_of(init)
+    hf_config = read_config(init_weights(init))
     if s.rope_scaling is not None:
         hf_config = {**hf_config, "rope_scaling": s.rope_scaling}
     check_layout(s, hf_config, env.world_size)
     dtype = torch.float32 if s.precision == "fp32" else torch.bfloat16
     spec = layer_spec(s, env.cuda and _has_transformer_engine())
-    p = s.parallel
-    parallel = Parallel(tp=p.tensor, pp=p.pipeline, sequence_parallel=p.sequence_parallel, vpp=p.virtual_pipeline)
-    chunks = build_model_chunks(hf_config, parallel, spec, dtype, **_model_overrides(s, env.cuda))
-    ddp_config = DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True,
-        use_distributed_optimizer=s.distributed_optimizer,
-        overlap_grad_reduce=env.cuda,
-        average_in_collective=False,  # per-token loss: gradients are divided by the global token count instead
-    )
-    model = []
-    for i, chunk in enumerate(chunks):
+    chunks = build_model_chunks(hf_config, s.parallel, spec, dtype, **model_overrides(s, env.cuda))
+    for chunk in chunks:
         if s.fused_ce:
             fused_loss.install(chunk)
         if env.cuda:
             chunk.cuda()
-        # As Megatron-LM: later chunks finish their backward before the first, so each is reduced in one piece
-        # while the earlier ones still compute; only the first chunk's, which ends the step, needs buckets.
-        model.append(DistributedDataParallel(config=chunk.config, ddp_config=ddp_config, module=chunk,
-                                             disable_bucketing=i > 0))
+    return wrap(chunks, s, env.cuda), hf_config
+
+
+def wrap(chunks: list, s: Settings, cuda: bool) -> list:
+    """Each model chunk in Megatron's DDP, and the gradient finalisation (reduction over data- and
+    context-parallel ranks, division by the global batch's trained tokens) the schedules call after backward."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True,
+        use_distributed_optimizer=s.distributed_optimizer,
+        overlap_grad_reduce=cuda,
+        average_in_collective=False,  # per-token loss: gradients are divided by the global token count instead
+    )
+    # As Megatron-LM: later chunks finish their backward before the first, so each is reduced in one piece
+    # while the earlier ones still compute; only the first chunk's, which ends the step, needs buckets.
+    model = [DistributedDataParallel(config=chunk.config, ddp_config=ddp_config, module=chunk, disable_bucketing=i > 0)
+             for i, chunk in enumerate(chunks)]
     config = chunks[0].config  # shared by the chunks
     config.finalize_model_grads_func = finalize_model_grads
-    if env.cuda:
+    if cuda:
         no_sync = [chunk.no_sync for chunk in model]
         config.no_sync_func = no_sync if len(no_sync) > 1 else no_sync[0]
-    return model, hf_config
+    return model
 
 
 def layer_spec(s: Settings, has_te: bool) -> str:
@@ -133,6 +130,9 @@ def layer_spec(s: Settings, has_te: bool) -> str:
     run some of the parallel layouts."""
     if has_te:
         return "te"
+    if s.precision == "fp8":
+        raise ValueError("precision fp8 needs Transformer Engine's layers (the GPU image): Megatron's local layers "
+                         "would silently train in bf16")
     if s.parallel.sequence_parallel:
         raise ValueError("sequence_parallel needs Transformer Engine's layers (Megatron's local norms refuse it)")
     if s.parallel.context > 1:
@@ -176,30 +176,26 @@ def load_initial_weights(model: list, init: str, hf_config: dict) -> None:
     """Stage 1 starts from a Hugging Face checkpoint; stage 2 from the final checkpoint of stage 1 (weights only:
     fresh optimizer and schedule). Called before the optimizer is built, so its fp32 copies start from these."""
     from swehero.model.checkpoint import load_checkpoint
-    from swehero.model.convert import load_hf_weights
-    from swehero.train.checkpoint import checkpoints
+    from swehero.model.hf_weights import load_hf_weights
 
     chunks = [chunk.module for chunk in model]
     with torch.no_grad():
-        if (Path(init) / "config.json").exists():
+        if is_hf_folder(init):
             load_hf_weights(chunks, init, hf_config)
         else:
-            load_checkpoint(chunks, checkpoints(Path(init) / "checkpoints")[-1][1])
+            load_checkpoint(chunks, init_weights(init))
 
 
 def export_hf(model: list, hf_config: dict, init: str, out: Path) -> None:
     """Safetensors shards + index, with the config (incl. any rope_scaling override) and the tokenizer files of
     the Hugging Face folder the run started from, so `out` serves as is."""
-    from swehero.model.convert import save_hf_weights
+    from swehero.model.hf_weights import save_hf_weights
 
-    like = Path(init) if (Path(init) / "config.json").exists() else Path(init) / "hf"
+    like = Path(init) if is_hf_folder(init) else Path(init) / "hf"
     out.mkdir(parents=True, exist_ok=True)
     save_hf_weights([chunk.module for chunk in model], hf_config, out)
     if torch.distributed.get_rank() == 0:
-        for item in like.iterdir():
-            if item.is_file() and not item.name.startswith("model") and item.suffix != ".safetensors":
-                shutil.copy2(item, out / item.name)
-        (out / "config.json").write_text(json.dumps(hf_config, indent=2))
+        write_folder_files(out, hf_config, like)
     torch.distributed.barrier()
 
 

@@ -10,6 +10,7 @@ gradients by it. So gradient accumulation and the data-parallel size do not chan
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import Iterator
 
@@ -85,7 +86,12 @@ def train_step(model: list, optimizer, scheduler, batches: list[PackedBatch], se
                device: torch.device, fused_ce: bool) -> dict:
     for chunk in model:
         chunk.zero_grad_buffer()
-    optimizer.zero_grad()
+    with warnings.catch_warnings():
+        # megatron-core's distributed optimizer keeps fp32 parameters' shards as views of them (not leaves) and
+        # zero_grad reads their `.grad`, which torch warns about once per process; they never get a gradient
+        # (megatron's own comment on that line: "throws grad-access warning"). Only this exact warning, only here.
+        warnings.filterwarnings("ignore", r"The \.grad attribute of a Tensor that is not a leaf Tensor", UserWarning)
+        optimizer.zero_grad()
     loss_sum, tokens = run_batches(model, batches, seq_length, device, forward_only=False, fused_ce=fused_ce)
     updated, grad_norm, _ = optimizer.step()
     if not updated:

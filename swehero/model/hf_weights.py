@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from swehero.model import qwen2
+from swehero.model.folder import INDEX, weight_files
 from swehero.model.provider import Chunks, as_chunks
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
@@ -30,12 +31,7 @@ class HFReader:
 
     def __init__(self, hf_dir: str | Path) -> None:
         self.dir = Path(hf_dir)
-        index = self.dir / "model.safetensors.index.json"
-        if index.exists():
-            self.files = json.loads(index.read_text())["weight_map"]
-        else:
-            with safe_open(self.dir / "model.safetensors", "pt") as f:
-                self.files = {name: "model.safetensors" for name in f.keys()}
+        self.files = weight_files(hf_dir)
 
     def __contains__(self, name: str) -> bool:
         return name in self.files
@@ -195,4 +191,4 @@ def save_hf_weights(model: Chunks, hf: dict, out_dir: str | Path, max_shard_byte
     if torch.distributed.get_rank() == 0:
         merged = {k: v for names, _ in gathered for k, v in names.items()}
         index = {"metadata": {"total_size": sum(n for _, n in gathered)}, "weight_map": dict(sorted(merged.items()))}
-        (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        (out_dir / INDEX).write_text(json.dumps(index, indent=2))

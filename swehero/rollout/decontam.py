@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 _WORD = re.compile(r"\w+")
 _PR_ID = re.compile(r"^(?P<owner>.+?)__(?P<name>.+)-(?P<number>\d+)$")
@@ -95,3 +96,18 @@ def decontaminate_against(train: list[dict], sources: list[str], cfg: DecontamCo
     return kept, {"against": list(sources), "eval_tasks": len(evals), "train_tasks": len(train), "kept": len(kept),
                   "dropped": len(dropped), "by_reason": dict(Counter(d["reason"] for d in dropped)),
                   "dropped_tasks": dropped, "threshold": cfg.threshold, "ngram": cfg.ngram}
+
+
+def decontaminate_file(tasks_file: str, against: list[str], out: Path, cfg: DecontamConfig) -> dict:
+    """`swehero distill decontaminate`: the kept tasks to `out` (JSONL), the report beside it
+    (`decontamination.json`); returns the report."""
+    import json
+
+    from swehero.jsonio import write_json_atomic
+    from swehero.rollout.tasks import load_tasks
+
+    kept, report = decontaminate_against(load_tasks(tasks_file), against, cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in kept))
+    write_json_atomic(out.parent / "decontamination.json", report, indent=1)
+    return report

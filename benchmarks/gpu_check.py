@@ -1,0 +1,184 @@
+"""Sections of `benchmarks/gpu_check.sh` that are not already benchmarks of their own: bf16 logits parity of the
+Megatron model against transformers, FP8 scaling state through a checkpoint, and a vLLM GPU server with the
+tool-call parser. `--dry-run` runs the same
+code on the CPU at toy size (fp32, Megatron's local layers, vLLM's CPU build), so the check is tested without a GPU.
+
+    python benchmarks/gpu_check.py parity [--dry-run]
+    python benchmarks/gpu_check.py fp8-state [--dry-run]
+    python benchmarks/gpu_check.py serve [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import torch
+
+BUNDLED = Path(__file__).resolve().parents[1] / "swehero" / "model" / "configs"
+
+
+def parity(dry_run: bool) -> bool:
+    """A random model of Qwen2.5-Coder-7B's layer shapes (2 layers, its vocabulary) in bf16 on one GPU, built
+    with Transformer Engine's layers where installed, against transformers on the same weights and tokens."""
+    from megatron.core import parallel_state
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from swehero.model.hf_weights import load_hf_weights
+    from swehero.model.forward import forward_logits
+    from swehero.model.folder import read_config
+    from swehero.model.parallel import ParallelConfig
+    from swehero.model.provider import build_model, init_parallel
+
+    if dry_run:
+        from swehero.model import cpu_backend
+
+        cpu_backend.enable()
+    device, dtype = ("cpu", torch.float32) if dry_run else ("cuda", torch.bfloat16)
+    te = not dry_run and importlib.util.find_spec("transformer_engine") is not None
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29511"), RANK="0",
+                      WORLD_SIZE="1", LOCAL_RANK="0")
+    torch.distributed.init_process_group("gloo" if dry_run else "nccl")
+    init_parallel(ParallelConfig())
+    config = json.loads((BUNDLED / "qwen2.5-coder-7b-instruct.json").read_text())
+    config.update(num_hidden_layers=2, torch_dtype="bfloat16")
+    if dry_run:
+        config.update(hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2,
+                      vocab_size=1024)
+    seq = 64 if dry_run else 2048
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        hf_model = Qwen2ForCausalLM(Qwen2Config(**config)).to(dtype)
+        hf_model.save_pretrained(tmp, safe_serialization=True)
+        hf = read_config(tmp)
+        tokens = torch.randint(0, hf["vocab_size"], (1, seq))
+        with torch.no_grad():
+            reference = hf_model.to(device).eval()(tokens.to(device)).logits.float()
+        del hf_model
+        model = build_model(hf, ParallelConfig(), spec="te" if te else "local", dtype=dtype)
+        if not dry_run:
+            model.cuda()
+        load_hf_weights(model, tmp, hf)
+        logits = forward_logits(model, tokens.to(device))[..., : hf["vocab_size"]].float()
+    diff = (logits - reference).abs()
+    agree = (logits.argmax(-1) == reference.argmax(-1)).float().mean().item()
+    scale = reference.abs().mean().item()
+    # bf16 keeps 8 bits of mantissa: two correct implementations differ by rounding, ~1% of the logits' size.
+    ok = diff.mean().item() <= 0.02 * scale and agree >= 0.98
+    print(f"parity: {'te' if te else 'local'} layers, {dtype}, {seq} tokens, vocab {hf['vocab_size']}: "
+          f"max |diff| {diff.max().item():.4f}, mean |diff| {diff.mean().item():.5f} (mean |logit| {scale:.4f}), "
+          f"argmax agreement {agree:.2%} -> {'PASS' if ok else 'FAIL'}")
+    parallel_state.destroy_model_parallel()
+    torch.distributed.destroy_process_group()
+    return ok
+
+
+def fp8_state(dry_run: bool) -> bool:
+    """Transformer Engine's FP8 scaling state through a training checkpoint: 2 FP8 steps of a 2-layer 7B-shaped
+    model, saved, then a freshly built model resumed from it holds every module's extra state byte for byte.
+    (The dry run has no TE: fp32 local layers, whose extra state is empty; tests/test_train_fp8_state.py checks
+    the round trip on the CPU with a layer that has real state.)"""
+    from megatron.core import parallel_state
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from swehero.model.packing import position_ids
+    from swehero.train import model_setup
+    from swehero.train.checkpoint import Checkpointer
+    from swehero.train.config import Settings
+    from swehero.train.data import PackedBatch
+    from swehero.train.step import train_step
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29512"), RANK="0",
+                      WORLD_SIZE="1", LOCAL_RANK="0")
+    s = Settings(data="unused", seq_length=256 if dry_run else 4096, precision="fp32" if dry_run else "fp8",
+                 device="cpu" if dry_run else "cuda", global_batch_size=1)
+    env = model_setup.initialize(s, seed=0)
+    config = json.loads((BUNDLED / "qwen2.5-coder-7b-instruct.json").read_text())
+    config.update(num_hidden_layers=2)
+    if dry_run:
+        config.update(hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2, vocab_size=1024)
+    with tempfile.TemporaryDirectory() as tmp:
+        Qwen2ForCausalLM(Qwen2Config(**config)).save_pretrained(tmp, safe_serialization=True)
+        model, hf = model_setup.build(s, tmp, env)
+        model_setup.load_initial_weights(model, tmp, hf)
+        optimizer, scheduler = model_setup.optimizer_and_schedule(s, model, total_steps=10)
+        half = s.seq_length // 2
+        for step in range(2):
+            tokens = torch.randint(0, hf["vocab_size"], (1, s.seq_length), generator=torch.Generator().manual_seed(step))
+            batch = PackedBatch(tokens, torch.roll(tokens, -1, 1), torch.ones(1, s.seq_length), position_ids([half, half]),
+                                [half, half])
+            train_step(model, optimizer, scheduler, [batch], s.seq_length, env.device, s.fused_ce)
+        ckpt = Checkpointer(Path(tmp) / "checkpoints", hf, keep_last=1, async_save=False)
+        ckpt.save(2, model, optimizer, scheduler)
+        saved = _extra_states(model)
+        resumed, _ = model_setup.build(s, tmp, env)
+        optimizer, scheduler = model_setup.optimizer_and_schedule(s, resumed, total_steps=10)
+        step = ckpt.load_latest(resumed, optimizer, scheduler)
+        restored = _extra_states(resumed)
+    same = saved.keys() == restored.keys() and all(_equal(saved[k], restored[k]) for k in saved)
+    carried = sum(1 for v in saved.values() if isinstance(v, torch.Tensor) and v.numel())
+    ok = step == 2 and same and (dry_run or carried > 0)
+    print(f"fp8 state: {len(saved)} modules with extra state, {carried} non-empty, restored identically: {same} "
+          f"-> {'PASS' if ok else 'FAIL'}")
+    parallel_state.destroy_model_parallel()
+    torch.distributed.destroy_process_group()
+    return ok
+
+
+def _extra_states(model: list) -> dict:
+    return {name: module.get_extra_state() for name, module in model[0].module.named_modules()
+            if type(module).get_extra_state is not torch.nn.Module.get_extra_state}
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return torch.equal(a.cpu(), b.cpu())
+    return a == b
+
+
+def serve(dry_run: bool) -> bool:
+    """The tiny model served by vLLM (GPU build; CPU build in the dry run) with swehero's tool-call parser plugin:
+    one chat completion offering a tool, answered, and the plugin named in the server's log."""
+    from swehero.serve.server import ServeConfig, VLLMServer
+    from swehero.tiny.kit import TinyModelConfig, make_tiny
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = make_tiny(Path(tmp) / "tiny", TinyModelConfig(), seed=0)
+        cfg = ServeConfig(model=str(model), max_model_len=2048, dtype="float32" if dry_run else "bfloat16",
+                          gpu_memory_utilization=0.2 if dry_run else 0.3)
+        log = Path(tmp) / "vllm.log"
+        with VLLMServer(cfg, log) as server:
+            request = urllib.request.Request(f"{server.url}/chat/completions", headers={"Content-Type": "application/json"},
+                                             data=json.dumps({
+                "model": model.name, "max_tokens": 16, "temperature": 0.7, "top_p": 0.8, "top_k": 20,
+                "messages": [{"role": "user", "content": "Fix the bug."}],
+                "tools": [{"type": "function", "function": {"name": "finish", "description": "Finish.",
+                                                            "parameters": {"type": "object", "properties": {}}}}],
+            }).encode())
+            with urllib.request.urlopen(request, timeout=300) as response:
+                reply = json.loads(response.read())
+        plugin = "swehero_hermes" in log.read_text()
+    choice = reply["choices"][0]
+    ok = plugin and choice["finish_reason"] in ("length", "stop", "tool_calls") and reply["usage"]["completion_tokens"] >= 1
+    print(f"serve: vLLM {'CPU' if dry_run else 'GPU'}, tool parser plugin loaded: {plugin}, finish_reason "
+          f"{choice['finish_reason']}, {reply['usage']['completion_tokens']} tokens -> {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("section", choices=["parity", "fp8-state", "serve"])
+    parser.add_argument("--dry-run", action="store_true", help="CPU, toy sizes: everything but the GPU")
+    args = parser.parse_args()
+    sections = {"parity": parity, "fp8-state": fp8_state, "serve": serve}
+    sys.exit(0 if sections[args.section](args.dry_run) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""A seeded selection of trajectories: at most `per_instance` per task, then at most `limit` in all.
+
+Used where a release holds more than a paper trained on: the public SWE-Hero set has several rollouts per task
+where the paper trained on one (see docs/data.md). Each trajectory gets the key sha256(seed, id); a task
+keeps the `per_instance` trajectories with the smallest keys, and `limit` keeps the smallest keys of what is left.
+The choice depends only on the seed and the ids, not on how the input is split into files or ordered (ids
+repeated in the input are told apart by their order), and the kept records stay in their input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which trajectories an import keeps."""
+
+    per_instance: int | None = None
+    """At most this many trajectories per `instance_id` (None: all)."""
+    limit: int | None = None
+    """At most this many trajectories in all, after `per_instance` (None: all)."""
+    seed: int = 1234
+    """Seeds the choice."""
+
+    @property
+    def active(self) -> bool:
+        return self.per_instance is not None or self.limit is not None
+
+
+def select(records: Iterable[tuple[str, str]], selection: Selection) -> list[int]:
+    """Positions (in input order) of the kept records, given each record's (instance_id, id) in input order."""
+    for name in ("per_instance", "limit"):
+        value = getattr(selection, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    by_instance: dict[str, list[tuple[bytes, int]]] = {}
+    for position, (instance_id, record_id) in enumerate(records):
+        key = hashlib.sha256(f"{selection.seed}\0{record_id}".encode()).digest()  # ties (repeated ids): input order
+        by_instance.setdefault(instance_id, []).append((key, position))
+    kept = [item for group in by_instance.values()
+            for item in (heapq.nsmallest(selection.per_instance, group) if selection.per_instance else group)]
+    if selection.limit is not None:
+        kept = heapq.nsmallest(selection.limit, kept)
+    return sorted(position for _, position in kept)

@@ -1,0 +1,89 @@
+"""Model folders: where a model's Hugging Face config, weights and side files are.
+
+Two kinds of folder hold a model here: a Hugging Face folder (`config.json`, safetensors weights, tokenizer and
+chat template) and a Megatron checkpoint of ours (dist checkpoint files with the Hugging Face config it was built
+from as `hf_config.json`). Exports write a Hugging Face folder that serves as is: the weights, the config they were
+built with, and the side files of the folder the model came from.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+CONFIG = "config.json"
+CHECKPOINT_CONFIG = "hf_config.json"
+"""The Hugging Face config a Megatron checkpoint keeps beside its weights."""
+INDEX = "model.safetensors.index.json"
+BUNDLED_CONFIGS = Path(__file__).with_name("configs")
+"""Published `config.json` shapes of known hub models, for planning without a download."""
+
+SIDE_FILES = (
+    # What transformers' AutoTokenizer and vLLM read besides the weights and config.json: the tokenizer (its
+    # fast and slow forms: BPE vocab and merges, sentencepiece model, WordPiece vocab), its special and added
+    # tokens, the chat template (current and legacy files) and the default sampling settings (vLLM applies
+    # generation_config.json unless told otherwise).
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.json", "merges.txt", "tokenizer.model", "vocab.txt",
+    "chat_template.jinja", "chat_template.json", "generation_config.json",
+)
+SIDE_DIRS = ("additional_chat_templates",)
+"""Folders of extra named chat templates (transformers >= 4.54)."""
+
+
+def is_hf_folder(path: str | Path) -> bool:
+    return (Path(path) / CONFIG).is_file()
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The Hugging Face config of a model: a Hugging Face folder's `config.json` (or that file), or the one a
+    Megatron checkpoint of ours keeps (`hf_config.json`)."""
+    path = Path(path)
+    if path.is_file():
+        return json.loads(path.read_text())
+    for name in (CONFIG, CHECKPOINT_CONFIG):
+        if (path / name).is_file():
+            return json.loads((path / name).read_text())
+    raise FileNotFoundError(f"{path}: no {CONFIG} (Hugging Face folder) or {CHECKPOINT_CONFIG} (Megatron checkpoint)")
+
+
+def known_config(ref: str) -> dict[str, Any] | None:
+    """A model's config without downloading it: a local Hugging Face folder's, or the bundled copy of a known hub
+    model's (`Qwen/Qwen2.5-Coder-32B-Instruct` -> `configs/qwen2.5-coder-32b-instruct.json`); None if neither."""
+    if is_hf_folder(ref):
+        return read_config(ref)
+    bundled = BUNDLED_CONFIGS / f"{ref.split('/')[-1].lower()}.json"
+    return json.loads(bundled.read_text()) if bundled.exists() else None
+
+
+def weight_files(folder: str | Path) -> dict[str, str]:
+    """Tensor name -> the safetensors file holding it: from the shard index, or the single `model.safetensors`."""
+    folder = Path(folder)
+    if (folder / INDEX).exists():
+        return json.loads((folder / INDEX).read_text())["weight_map"]
+    if not (folder / "model.safetensors").exists():
+        raise FileNotFoundError(f"{folder}: no {INDEX} or model.safetensors (only safetensors weights are read)")
+    from safetensors import safe_open
+
+    with safe_open(folder / "model.safetensors", "np") as f:
+        return {name: "model.safetensors" for name in f.keys()}
+
+
+def side_files(folder: str | Path) -> list[Path]:
+    """The side files (tokenizer, chat templates, generation config) a folder has."""
+    folder = Path(folder)
+    return [folder / name for name in (*SIDE_FILES, *SIDE_DIRS) if (folder / name).exists()]
+
+
+def write_folder_files(out: str | Path, config: dict[str, Any], like: str | Path) -> None:
+    """Complete exported weights in `out` into a Hugging Face folder: `config` (what the weights were built with,
+    e.g. with a `rope_scaling` override) as config.json, and `like`'s side files."""
+    out = Path(out)
+    for path in side_files(like):
+        if path.is_dir():
+            shutil.copytree(path, out / path.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(path, out / path.name)
+    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")

@@ -1,0 +1,413 @@
+"""Command-line options generated from a settings dataclass, so a setting is declared once: its field (name, type,
+default, docstring) gives the option, and the recipe schema checks the value.
+
+`settings_options(Settings, positional=...)` decorates a click command: every field becomes `--field-name` (or a
+positional argument), and `--config FILE` and `--set KEY=VALUE` are added; the command receives the checked
+`settings` instance. Precedence: dataclass defaults < the command's `defaults` < --config < options < --set; an
+option counts only when given on the command line (click's parameter source), so its default, shown in --help,
+never overrides the config file.
+
+Names: nested dataclasses are flattened and each leaf is named by the shortest dotted suffix of its path that no
+other leaf ends with (`workers` stays `--workers` beside `grading.workers`, which becomes `--grading-workers`).
+Types: int, float and str take a value, bool is `--x/--no-x`, `Literal` a choice, `list[...]` repeats (a list of
+plain strings also splits at commas), `X | None` is X. Other fields (dicts) are reached with --config/--set only.
+
+Errors read as the recipe engine's, `where: field: message`, where is the config file's `file:line`, the option
+(`--workers`), the argument (`INPUTS`) or `--set`.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import functools
+import inspect
+import textwrap
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Union
+
+import click
+from click.core import ParameterSource
+
+from swehero.recipe.loader import FieldPath, Lines, RecipeError, apply_override, load_yaml
+from swehero.recipe.schema import build, input_paths
+from swehero.recipe.stage import _Input
+
+
+class SettingsError(click.ClickException):
+    """Every problem with a command's settings, one `where: field: message` line each (exit status 2)."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"{self.message}\nsettings invalid: {len(self.problems)} problem(s); nothing was run", err=True)
+
+
+# ---------------------------------------------------------------------------------------------- reading a class
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass, inherited fields included (a subclass's own wins)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+@functools.cache
+def _own_field_docs(klass: type) -> dict[str, str]:
+    # Python keeps no docstrings for attributes: read the string literal that follows each annotated field.
+    body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+    return {
+        node.target.id: inspect.cleandoc(after.value.value)
+        for node, after in zip(body, body[1:])
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+        and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """A field that holds a value (not a nested dataclass), by its path from the root settings class."""
+
+    path: tuple[str, ...]
+    type: Any
+    help: str
+    default: Any
+    """The field's default in its own class (`dataclasses.MISSING` if it has none)."""
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+
+def leaves(cls: type, prefix: tuple[str, ...] = ()) -> list[Leaf]:
+    hints, docs = typing.get_type_hints(cls, include_extras=True), field_docs(cls)
+    out: list[Leaf] = []
+    for f in dataclasses.fields(cls):
+        section = _section_class(hints[f.name])
+        if section:
+            out += leaves(section, prefix + (f.name,))
+        elif f.init:
+            out.append(Leaf(prefix + (f.name,), hints[f.name], docs.get(f.name, ""), _default(f)))
+    return out
+
+
+def option_names(paths: list[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
+    """Each path's shortest suffix that no other path ends with, dashed: `grading.workers` -> `grading-workers`."""
+    names = {}
+    for path in paths:
+        others = [other for other in paths if other != path]
+        size = next((k for k in range(1, len(path)) if all(o[-k:] != path[-k:] for o in others)), len(path))
+        names[path] = "-".join(path[-size:]).replace("_", "-")
+    clashes = sorted({n for n in names.values() if list(names.values()).count(n) > 1})
+    if clashes:
+        raise ValueError(f"settings fields give the same option names: {clashes}")
+    return names
+
+
+def defaults_tree(cls: type) -> dict[str, Any]:
+    """Every field's default as recipe data (nested dataclasses as mappings); fields without one are absent."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if _default(f) is not dataclasses.MISSING:
+            out[f.name] = _as_data(_default(f))
+        elif _section_class(hints[f.name]):
+            out[f.name] = defaults_tree(_section_class(hints[f.name]))
+    return out
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _as_data(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _as_data(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+    return copy.deepcopy(value)
+
+
+def _section_class(tp: Any) -> type | None:
+    """The dataclass a field holds (`X` or `X | None`), if it holds one."""
+    tp = _unwrap(tp)
+    return tp if dataclasses.is_dataclass(tp) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    """`Annotated[X, ...]` and `X | None` -> X."""
+    tp = _without_none(tp)
+    return _unwrap(typing.get_args(tp)[0]) if typing.get_origin(tp) is Annotated else tp
+
+
+def _without_none(tp: Any) -> Any:
+    """`X | None` -> X."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        return options[0] if len(options) == 1 else tp
+    return tp
+
+
+def _lookup(data: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(data, dict) or part not in data:
+            return dataclasses.MISSING
+        data = data[part]
+    return data
+
+
+def _put(data: dict[str, Any], path: FieldPath, value: Any) -> None:
+    for part in path[:-1]:
+        if not isinstance(data.get(part), dict):
+            data[part] = {}
+        data = data[part]
+    data[path[-1]] = value
+
+
+# ---------------------------------------------------------------------------------------------- click parameters
+
+_METAVARS = {int: "INTEGER", float: "FLOAT", str: "TEXT", bool: "BOOLEAN"}
+
+
+def _metavar(tp: Any) -> str | None:
+    """How help shows a value of this type; None for types an option cannot take (mappings, unions)."""
+    tp = _without_none(tp)
+    marker = next((a for a in typing.get_args(tp)[1:] if isinstance(a, _Input)), None)
+    if typing.get_origin(tp) is Annotated and marker:
+        return "|".join(["PATH"] + ["HUB_ID"] * marker.hub_ok + [n for n in marker.names if "/" not in n])
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) is Literal:
+        return "[" + "|".join(str(a) for a in typing.get_args(tp)) + "]"
+    return _METAVARS.get(tp)
+
+
+def _list_item(tp: Any) -> Any:
+    """The item type of a `list[...]` field, else None."""
+    tp = _unwrap(tp)
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is list else None
+
+
+def _splits_at_commas(item: Any) -> bool:
+    return item is str  # plain strings only: a path (`InputPath`) may hold a comma
+
+
+def _coerce(tp: Any, text: str) -> Any:
+    """An option's text as the field's type where it reads as one; else the text, for the schema to report."""
+    tp = _unwrap(tp)
+    if tp in (int, float):
+        try:
+            return tp(text)
+        except ValueError:
+            return text
+    if typing.get_origin(tp) is Literal:
+        return next((a for a in typing.get_args(tp) if str(a) == text), text)
+    return text
+
+
+class _SettingOption(click.Option):
+    """Shows `[required]` for a setting that must be given, but leaves the check to the schema: a --config file
+    may give it."""
+
+    def __init__(self, *args: Any, must_give: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.must_give = must_give
+
+    def get_help_extra(self, ctx: click.Context) -> Any:
+        extra = super().get_help_extra(ctx)
+        if self.must_give:
+            extra["required"] = "required"
+        return extra
+
+
+@dataclasses.dataclass(frozen=True)
+class _Parameter:
+    leaf: Leaf
+    key: str
+    """The click parameter's Python name."""
+    shown: str
+    """`--option-name` or `ARGUMENT`: where an error says the value came from."""
+    decorator: Callable
+
+
+def _parameter(leaf: Leaf, name: str, positional: bool, default: Any, must_give: bool) -> _Parameter:
+    key = "setting__" + "__".join(leaf.path)
+    item = _list_item(leaf.type)
+    metavar = _metavar(leaf.type if item is None else item)
+    if positional:
+        shown = name.upper().replace("-", "_")
+        many = item is not None
+        return _Parameter(leaf, key, shown, click.argument(key, nargs=-1 if many else 1, required=False,
+                                                           metavar=shown + ("..." if many else "")))
+    shown, text = f"--{name}", leaf.help
+    if item is not None:
+        metavar += ",..." if _splits_at_commas(item) else ""
+        text += " (repeatable)"
+    decls = [f"{shown}/--no-{name}" if _unwrap(leaf.type) is bool else shown, key]
+    return _Parameter(leaf, key, shown, click.option(
+        *decls, cls=_SettingOption, must_give=must_give, metavar=metavar, multiple=item is not None, help=text,
+        type=None if _unwrap(leaf.type) is bool else str,  # values are checked by the schema, not by click
+        default=None if default is dataclasses.MISSING else default,
+        show_default=not must_give and default not in ("", [])))
+
+
+def _option_value(leaf: Leaf, value: Any) -> Any:
+    item = _list_item(leaf.type)
+    if item is None:
+        return value if isinstance(value, bool) else _coerce(leaf.type, value)
+    parts = [p for v in value for p in (v.split(",") if _splits_at_commas(item) else [v])]
+    return [_coerce(item, p) for p in parts]
+
+
+_CONFIG = click.option("--config", "settings_config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                       help="YAML mapping of settings, as in a recipe's stage entry (without name and kind); "
+                            "options and --set override it.")
+
+
+def _set_option(example: str) -> Callable:
+    return click.option("--set", "settings_set", multiple=True, metavar="KEY=VALUE",
+                        help=f"Set the setting at a dotted KEY to a YAML VALUE, e.g. --set {example}=... "
+                             "(repeatable; applied last).")
+
+
+# ---------------------------------------------------------------------------------------------- the decorator
+
+
+def settings_options(cls: type, *, positional: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+                     required: tuple[str, ...] = (), defaults: dict[str, Any] | None = None,
+                     fixed: dict[str, Any] | None = None) -> Callable:
+    """Add `cls`'s fields as options (the `positional` ones as arguments, in that order), plus `--config` and
+    `--set`, to a click command, which receives `settings`, an instance of `cls`, in their place.
+
+    Fields are named by dotted path. `exclude`: no option for these fields or sections (still set through
+    --config/--set). `required`: must be
+    given although the field has a default (one a recipe fills from elsewhere). `defaults`: this command's own
+    defaults. `fixed`: values the command sets itself; neither an option nor settable.
+    """
+    defaults, fixed = defaults or {}, fixed or {}
+    all_leaves = leaves(cls)
+    known = {leaf.dotted for leaf in all_leaves}
+    sections = {leaf.path[:i] for leaf in all_leaves for i in range(1, len(leaf.path))}
+    unknown = [n for n in (*positional, *exclude, *required, *defaults, *fixed) if n not in known]
+    unknown = [n for n in unknown if n not in exclude or tuple(n.split(".")) not in sections]
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no fields {unknown}")
+    names = option_names([leaf.path for leaf in all_leaves])
+    tree = defaults_tree(cls)
+    for dotted, value in defaults.items():
+        _put(tree, tuple(dotted.split(".")), value)
+    ordered = [leaf for p in positional for leaf in all_leaves if leaf.dotted == p]
+    ordered += [leaf for leaf in all_leaves if leaf.dotted not in positional]
+    params = []
+    for leaf in ordered:
+        excluded = any(leaf.path[: len(e.split("."))] == tuple(e.split(".")) for e in exclude)
+        if excluded or leaf.dotted in fixed or _metavar(_list_item(leaf.type) or leaf.type) is None:
+            continue
+        default = _lookup(tree, leaf.path)
+        default = leaf.default if default is dataclasses.MISSING else default  # under a section that is None
+        must_give = leaf.dotted in required or default is dataclasses.MISSING
+        params.append(_parameter(leaf, names[leaf.path], leaf.dotted in positional, default, must_give))
+    spec = _Spec(cls, tree, sections, {p.leaf.path: p.shown for p in params},
+                 {tuple(k.split(".")): v for k, v in fixed.items()}, [tuple(r.split(".")) for r in required])
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def wrapper(*args: Any, settings_config: Path | None, settings_set: tuple[str, ...], **kwargs: Any) -> Any:
+            source = click.get_current_context().get_parameter_source
+            given = {p.leaf.path: _option_value(p.leaf, kwargs[p.key]) for p in params
+                     if source(p.key) is ParameterSource.COMMANDLINE}
+            for p in params:
+                del kwargs[p.key]
+            return command(*args, settings=spec.parse(given, settings_config, settings_set), **kwargs)
+
+        for decorator in [_set_option(max(all_leaves, key=lambda leaf: len(leaf.path)).dotted), _CONFIG,
+                          *(p.decorator for p in reversed(params))]:
+            wrapper = decorator(wrapper)
+        arguments = "".join(f"\n\n{p.shown}: {p.leaf.help}" for p in params if p.leaf.dotted in positional)
+        if arguments and wrapper.__doc__:  # after the description, before a `\b` example block
+            head, example, tail = inspect.cleandoc(wrapper.__doc__).partition("\n\n\b\n")
+            wrapper.__doc__ = head + arguments + example + tail
+        return wrapper
+
+    return decorate
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """How one command reads its settings."""
+
+    cls: type
+    tree: dict[str, Any]
+    """The defaults, as recipe data."""
+    sections: set[FieldPath]
+    """Paths of nested settings sections."""
+    shown: dict[FieldPath, str]
+    """The option or argument of each field that has one: errors about the field name it."""
+    fixed: dict[FieldPath, Any]
+    required: list[FieldPath]
+
+    def parse(self, given: dict[FieldPath, Any], config_file: Path | None, assignments: tuple[str, ...]) -> Any:
+        """The defaults, then the config file, the options given on the command line and `--set`, checked."""
+        data = copy.deepcopy(self.tree)
+        lines = Lines(str(config_file) if config_file else "command line")
+        lines.by_path.update(self.shown)
+        by_user = set(given)
+        try:
+            if config_file:
+                config, config_lines = load_yaml(config_file)
+                _merge(data, config, (), self.sections)
+                lines.by_path.update(config_lines.by_path)
+                by_user |= set(config_lines.by_path) - {()}
+            for path, value in given.items():
+                _put(data, path, value)
+                lines.by_path[path] = self.shown[path]
+            for assignment in assignments:
+                apply_override(data, lines, assignment)
+        except RecipeError as e:
+            raise SettingsError(e.problems) from None
+        by_user |= {path for path, where in lines.by_path.items() if where == "--set"}
+
+        def touched(path: FieldPath) -> bool:  # given, or inside or around something given
+            return any(p[: len(path)] == path or path[: len(p)] == p for p in by_user)
+
+        problems = [lines.problem(path, "set by the command") for path in self.fixed if touched(path)]
+        problems += [lines.problem(path, "missing required field") for path in self.required if not touched(path)]
+        for path, value in self.fixed.items():
+            _put(data, path, value)
+        settings = build(self.cls, data, (), lines, problems)
+        if settings is not None:
+            problems += [lines.problem(at, f"input not found: {value}")
+                         for at, value, marker in input_paths(self.cls, settings, ())
+                         if not Path(value).exists() and not marker.needs_no_file(value)]
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+
+def _merge(data: dict[str, Any], new: dict[str, Any], at: FieldPath, sections: set[tuple[str, ...]]) -> None:
+    """Config values over the defaults: a nested settings section merges key by key, any other value replaces."""
+    for key, value in new.items():
+        if at + (key,) in sections and isinstance(value, dict) and isinstance(data.get(key), dict):
+            _merge(data[key], value, at + (key,), sections)
+        else:
+            data[key] = value
+
+
+class DefaultCommandGroup(click.Group):
+    """A group whose `default` command needs no name: `swehero distill --tasks ...` is `swehero distill run ...`."""
+
+    def __init__(self, *args: Any, default: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default = default
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)

@@ -1,0 +1,261 @@
+"""The Docker runtime against a real engine, in containers of the toy tasks' instance images built here.
+
+Needs a Docker engine: the session starts one when it can (tests/conftest.py), else these tests are skipped with
+the reason. Each test starts its own container from the session's images (about 2 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from agent_repos import Scripted
+from swehero.agent.container import DockerConfig, DockerRuntime
+from swehero.agent.editor import Editor, ToolError
+from swehero.agent.task import OPENHANDS_ROOT, Task, agent_root
+from swehero.eval.images import ENV_DIR, image_name
+from swehero.rollout.tasks import load_tasks
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def calc(toy_images) -> dict:
+    return next(t for t in load_tasks(str(toy_images)) if t["instance_id"] == "swehero-toy__calc-1")
+
+
+def start(task: dict, **limits) -> DockerRuntime:
+    """A rollout container as `run_task` makes it: the workspace root, the history stripped and checked."""
+    return DockerRuntime(image_name(task), agent_root(OPENHANDS_ROOT, Task.from_row(task)),
+                         limits=DockerConfig(**limits), base_commit=task["base_commit"])
+
+
+def processes(rt: DockerRuntime) -> list[str]:
+    """Command lines of the container's processes (PID 1 and the lifetime `sleep` included)."""
+    out = rt.sh("for p in /proc/[0-9]*; do [ ${p#/proc/} = $$ ] || tr '\\0' ' ' < $p/cmdline; echo; done")
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def rollout_containers() -> list[str]:
+    import docker
+
+    return [c.name for c in docker.from_env().containers.list(all=True, filters={"label": "swehero=rollout"})]
+
+
+@pytest.mark.timeout(120)
+def test_commands_run_in_the_instance_environment_at_the_workspace(calc):
+    """The image's `python` exists only once its start-up file has activated the `testbed` environment; every
+    agent command runs in that environment, in the repository moved to the OpenHands workspace path."""
+    import docker
+
+    bare = docker.from_env().containers.run(image_name(calc), ["bash", "-c", "command -v python || echo none"],
+                                            network_mode="none", remove=True)
+    assert bare.decode().strip() == "none"
+    rt = start(calc)
+    try:
+        result = rt.execute("command -v python; python -c 'import pytest, sys; print(sys.prefix)'; pwd; "
+                            "readlink /testbed; git rev-parse HEAD", 30)
+        root = "/workspace/swehero-toy__calc__0.1"
+        assert result.output.split() == [f"{ENV_DIR}/bin/python", ENV_DIR, root, root, calc["base_commit"]]
+        assert (result.exit_code, result.cwd, result.python) == (0, root, f"{ENV_DIR}/bin/python")
+        tests = rt.execute("python -m pytest -q tests 2>&1 | tail -1", 60)
+        assert "1 passed" in tests.output  # the instance's own tests run in its environment
+        assert rt.execute("cd calc && export MARK=kept", 10).exit_code == 0
+        later = rt.execute("echo $MARK; pwd; echo $VIRTUAL_ENV", 10)
+        assert later.output.split() == ["kept", f"{root}/calc", ENV_DIR]
+    finally:
+        rt.close()
+
+
+@pytest.mark.timeout(180)
+def test_start_up_files_set_the_environment_and_their_output_is_not_run(calc, tmp_path):
+    """An image whose `~/.bashrc` (interactive only, as Debian's is) exports a variable and prints a banner that
+    reads like a command: the variable reaches the agent's commands, the banner is never executed."""
+    import docker
+
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {image_name(calc)}\n"
+        "RUN printf '%s\\n' 'case $- in *i*) ;; *) return;; esac' 'export GREETING=from-bashrc' "
+        "'echo \"Welcome; touch /tmp/banner-ran\"' >> /root/.bashrc\n")
+    image, _ = docker.from_env().images.build(path=str(tmp_path), tag="swehero-test/bashrc-banner:latest", rm=True,
+                                             network_mode="none")
+    rt = DockerRuntime(image.tags[0], "/workspace/swehero-toy__calc__0.1", base_commit=calc["base_commit"])
+    try:
+        seen = rt.execute("echo $GREETING; ls /tmp/banner-ran 2>&1; command -v python", 30)
+        assert seen.output.split("\n")[0] == "from-bashrc" and "No such file" in seen.output
+        assert f"{ENV_DIR}/bin/python" in seen.output
+    finally:
+        rt.close()
+
+
+@pytest.mark.timeout(120)
+def test_an_attempts_container_lives_no_longer_than_the_attempt(calc, tmp_path, monkeypatch):
+    from swehero.agent.run import run_task
+    from swehero.agent.settings import AgentSettings
+
+    probe = Scripted(["tr '\\0' ' ' < /proc/1/cmdline"])
+    monkeypatch.setattr("swehero.agent.run._policy", lambda task, settings, root: probe)
+    record = run_task(Task.from_row(calc), AgentSettings(runtime="docker", time_limit_s=30, kill_grace_s=10),
+                      tmp_path / "traj.json")
+    shown = next(m["content"] for m in record["messages"] if m["role"] == "tool")
+    assert shown.startswith("/sbin/docker-init -- sleep 100 \n")  # 30 + 10 + 60 s, not the 6 h default
+
+
+@pytest.mark.timeout(120)
+def test_no_network(calc):
+    rt = start(calc)
+    try:
+        probe = rt.execute("python -c \"import socket; socket.create_connection(('10.1.2.3', 80), timeout=5); "
+                           "print('connected')\"", 30)
+        assert probe.exit_code != 0 and "connected" not in probe.output
+        assert "Network is unreachable" in probe.output
+        assert rt.execute("ls /sys/class/net", 10).output.split() == ["lo"]
+    finally:
+        rt.close()
+
+
+@pytest.mark.timeout(180)
+def test_pids_limit_stops_a_fork_bomb(calc):
+    rt = start(calc, pids=64)
+    try:
+        start_time = time.monotonic()
+        bomb = rt.execute("bomb() { bomb | bomb & }; bomb; sleep 5; echo survived", 20)
+        assert time.monotonic() - start_time < 60
+        assert "Resource temporarily unavailable" in bomb.output  # forks refused at the limit
+        assert rt.execute("echo alive", 10).output.strip() == "alive"
+        assert len(processes(rt)) <= 3  # everything the bomb forked was killed with the command
+        assert subprocess.run(["true"]).returncode == 0  # the host still forks
+    finally:
+        rt.close()
+
+
+@pytest.mark.timeout(180)
+def test_memory_limit_kills_an_allocation_loop(calc):
+    rt = start(calc, memory="256m")
+    try:
+        start_time = time.monotonic()
+        hog = rt.execute("python -c \"a = []\nwhile True: a.append(bytearray(10**7))\"", 120)
+        assert hog.exit_code == 137 and not hog.timed_out  # OOM-killed inside the container, long before 120 s
+        assert time.monotonic() - start_time < 60
+        assert rt.execute("echo alive", 10).output.strip() == "alive"
+    finally:
+        rt.close()
+
+
+@pytest.mark.timeout(120)
+def test_timeout_kills_the_whole_process_tree(calc):
+    """A timed-out command dies with everything it started, even daemons that left its process group; a command
+    that finishes takes its background processes with it, as in the local sandbox."""
+    rt = start(calc)
+    try:
+        start_time = time.monotonic()
+        result = rt.execute("setsid sleep 601 & nohup sleep 602 >/dev/null 2>&1 & (sleep 603 &); sleep 604", 3)
+        assert result.timed_out and result.exit_code == -1
+        assert time.monotonic() - start_time < 15
+        assert not [p for p in processes(rt) if "sleep 60" in p]
+        quick = rt.execute("sleep 605 & echo started", 10)
+        assert quick.output.strip() == "started" and not quick.timed_out
+        assert not [p for p in processes(rt) if "sleep 60" in p]
+    finally:
+        rt.close()
+
+
+@pytest.mark.timeout(120)
+def test_binary_and_non_utf8_files_and_huge_outputs_survive(calc):
+    rt = start(calc)
+    root = rt.root
+    try:
+        every_byte = bytes(range(256)) * 4
+        rt.container.put_archive(root, _tar("blob.bin", every_byte))
+        assert rt.files.read_bytes(f"{root}/blob.bin") == every_byte
+        shown = rt.execute("sha256sum blob.bin", 10).output.split()[0]
+        assert shown == hashlib.sha256(every_byte).hexdigest()
+        editor = Editor(rt.files)
+        with pytest.raises(ToolError, match="binary"):
+            editor("view", f"{root}/blob.bin")
+        latin1 = "café = 1\n".encode("latin-1")
+        rt.container.put_archive(root, _tar("latin.py", latin1))
+        with pytest.raises(ToolError, match="binary"):
+            editor("str_replace", f"{root}/latin.py", old_str="1", new_str="2")
+        assert rt.files.read_bytes(f"{root}/latin.py") == latin1  # a refused edit leaves the bytes alone
+        raw = rt.execute("cat latin.py; printf '\\377\\376 end\\n'", 10)
+        assert raw.exit_code == 0 and "caf\ufffd = 1" in raw.output and raw.output.endswith("\ufffd\ufffd end\n")
+        text = "naïve → ünïcödé 🚀\n" * 1000
+        editor("create", f"{root}/notes.md", file_text=text)
+        assert rt.execute("sha256sum notes.md", 10).output.split()[0] == hashlib.sha256(text.encode()).hexdigest()
+        rt.execute("printf '#!/bin/sh\\necho one\\n' > run.sh && chmod 755 run.sh", 10)
+        editor("str_replace", f"{root}/run.sh", old_str="one", new_str="two")
+        assert rt.execute("./run.sh; stat -c %a run.sh", 10).output.split() == ["two", "755"]
+        big = rt.execute("head -c 50000000 /dev/zero | tr '\\0' x; echo; echo tail-marker", 60)
+        assert big.exit_code == 0 and len(big.output) < 2 * rt.config.output_cap_bytes
+        assert "bytes of output dropped" in big.output and big.output.rstrip().endswith("tail-marker")
+        rt.execute("head -c 3000000 /dev/urandom > random.bin", 10)
+        data = rt.files.read_bytes(f"{root}/random.bin")
+        assert len(data) == 3000000
+        assert rt.execute("sha256sum random.bin", 10).output.split()[0] == hashlib.sha256(data).hexdigest()
+    finally:
+        rt.close()
+
+
+def _tar(name: str, data: bytes) -> bytes:
+    from swehero.agent.container import tar_one
+
+    return tar_one(name, data)
+
+
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    from swehero.agent.container import DockerConfig, DockerRuntime
+    rt = DockerRuntime(sys.argv[1], limits=DockerConfig(lifetime=int(sys.argv[2])))
+    print(rt.container.name, flush=True)
+    if sys.argv[3] == "exit":
+        sys.exit(0)  # no close(): the atexit hook removes the container
+    rt.execute("sleep 300", 600)
+""")
+
+
+def _hold(image: str, lifetime: int, then: str) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, image, str(lifetime), then], stdout=subprocess.PIPE,
+                            text=True, env=env)
+    return proc, proc.stdout.readline().strip()
+
+
+def _gone_within(name: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if name not in rollout_containers():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.mark.timeout(180)
+def test_no_container_outlives_a_killed_swehero_past_its_lifetime(calc):
+    proc, name = _hold(image_name(calc), lifetime=15, then="wait")
+    assert name.startswith("swehero-")
+    time.sleep(2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert name in rollout_containers()  # nothing could clean up...
+    assert _gone_within(name, 40)  # ...but the engine removes it once its lifetime has passed
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("then", ["ctrl-c", "exit"])
+def test_no_container_left_after_ctrl_c_or_normal_exit(calc, then):
+    proc, name = _hold(image_name(calc), lifetime=600, then="wait" if then == "ctrl-c" else "exit")
+    assert name.startswith("swehero-")
+    if then == "ctrl-c":
+        time.sleep(2)  # inside `execute("sleep 300")`
+        proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert _gone_within(name, 15)  # at once, not after the 600 s lifetime

@@ -1,0 +1,128 @@
+"""Instance images built here and the official harness grading in them, offline, against a real Docker engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swehero.agent.container import DockerRuntime, swebench_image
+from swehero.agent.settings import AgentSettings
+from swehero.eval.grade import GRADES, GradingSettings, grade
+from swehero.eval.images import ACTIVATE, ENV_DIR, build_images
+from swehero.eval.pipeline import Settings, evaluate
+from swehero.rollout.tasks import load_tasks
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def in_image(image: str, script: str) -> str:
+    import docker
+
+    return docker.from_env().containers.run(image, ["bash", "-c", script], network_mode="none",
+                                            remove=True).decode()
+
+
+@pytest.mark.timeout(300)
+def test_images_build_command_prints_the_names_the_harness_uses(toy_images, tmp_path):
+    """The CLI on the toy task file: one name per task, by the harness's rule, and nothing rebuilt (the session
+    built them); each image is laid out as SWE-bench's."""
+    import docker
+
+    engine = docker.from_env()
+    tasks = load_tasks(str(toy_images.parent / "tasks.jsonl"))
+    names = [swebench_image(t["instance_id"]) for t in tasks]
+    before = [engine.images.get(name).id for name in names]
+    done = subprocess.run([sys.executable, "-m", "swehero", "eval", "images", "build", "--tasks",
+                           str(toy_images.parent / "tasks.jsonl"), "--out", str(tmp_path / "h.jsonl")],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == names
+    assert [engine.images.get(name).id for name in names] == before
+    rows = [json.loads(line) for line in (tmp_path / "h.jsonl").read_text().splitlines()]
+    assert [r["image"] for r in rows] == names and all(r["eval_script"] for r in rows)
+    task = tasks[0]
+    facts = in_image(names[0], "pwd; git rev-parse HEAD; git log --all --format=%H | wc -l; git status --porcelain;"
+                               " cat /root/.bashrc; command -v python || echo no-python; bash -ic 'command -v python'"
+                               " 2>/dev/null").splitlines()
+    assert facts == ["/testbed", task["base_commit"], "2", ACTIVATE, "no-python", f"{ENV_DIR}/bin/python"]
+
+
+SRC_LAYOUT = {
+    "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n\n'
+                      '[project]\nname = "srcpkg"\nversion = "0.1"\n\n'
+                      '[tool.setuptools.packages.find]\nwhere = ["src"]\n',
+    "src/srcpkg/__init__.py": "VALUE = 1\n",
+}
+
+
+@pytest.mark.timeout(300)
+def test_an_installed_package_imports_the_agents_code_from_the_workspace(docker_base_image, tmp_path):
+    """A src-layout project installed in editable mode (`install` column) imports from anywhere in the image; in a
+    rollout the repository moves to the workspace, and the install follows it through the /testbed link."""
+    from agent_repos import git, write
+
+    repo = tmp_path / "repos" / "toy__srcpkg"
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    write(repo, SRC_LAYOUT)
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    task = {"instance_id": "toy__srcpkg-1", "repo": "toy/srcpkg", "version": "0.1", "problem_statement": "-",
+            "base_commit": git(repo, "rev-parse", "HEAD").strip(), "install": "pip install -e ."}
+    [name] = build_images([task], tmp_path / "repos", docker_base_image, progress=lambda _: None)
+    assert in_image(name, "cd / && bash -ic 'python -c \"import srcpkg; print(srcpkg.VALUE)\"' 2>/dev/null") == "1\n"
+    rt = DockerRuntime(name, "/workspace/toy__srcpkg__0.1", base_commit=task["base_commit"])
+    try:
+        rt.files.write_text(f"{rt.root}/src/srcpkg/__init__.py", "VALUE = 2\n")
+        seen = rt.execute("cd / && python -c 'import srcpkg; print(srcpkg.VALUE, srcpkg.__file__)'", 30)
+        assert seen.output.split()[0] == "2"
+    finally:
+        rt.close()
+
+
+def _run(harness_file: Path, out: Path, policy: str, runtime: str = "local") -> dict:
+    settings = Settings(tasks=str(harness_file), repos=str(harness_file.parent / "repos"),
+                        agent=AgentSettings(policy=policy, runtime=runtime))
+    settings.grading.grader = "swebench"
+    lines: list[str] = []
+    evaluate(settings, out, progress=lines.append)
+    return {"report": json.loads((out / "report.json").read_text()), "lines": lines}
+
+
+@pytest.mark.timeout(900)
+def test_harness_grades_oracle_gold_empty_and_noop_patches_offline(toy_images, tmp_path):
+    """`eval run --runtime docker --grader swebench` on the toy tasks: the agent (oracle policy) in containers of
+    the locally built images, then swebench's harness in fresh containers of the same images, nothing pulled."""
+    oracle = _run(toy_images, tmp_path / "oracle", "oracle", runtime="docker")["report"]
+    assert oracle["resolved"] == oracle["total"] == 4, oracle["instances"]
+    assert all(i["finish_reason"] == "submitted" for i in oracle["instances"])
+    for inst in oracle["instances"]:  # the harness's files are where the report points
+        logs = tmp_path / "oracle" / inst["logs"]
+        assert {"report.json", "test_output.txt", "run_instance.log", "eval.sh"} <= {p.name for p in logs.iterdir()}
+        assert json.loads((logs / "report.json").read_text())[inst["instance_id"]]["resolved"]
+        assert "Image not found locally" not in (logs / "run_instance.log").read_text()  # no pull attempted
+    gold = _run(toy_images, tmp_path / "gold", "gold")
+    assert gold["report"]["resolved"] == 4
+    first = {p: p.stat().st_mtime_ns for p in (tmp_path / "gold" / "harness").rglob("report.json")}
+    again = _run(toy_images, tmp_path / "gold", "gold")
+    assert "grading (swebench): 0 prediction(s) to grade, 4 graded before" in again["lines"]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "gold" / "harness").rglob("report.json")} == first
+    assert len((tmp_path / "gold" / GRADES).read_text().splitlines()) == 4
+    empty = _run(toy_images, tmp_path / "empty", "empty")["report"]
+    assert empty["resolved"] == 0 and empty["outcomes"]["empty_patch"] == 4
+    # A patch that applies but fixes nothing: graded by the harness, and not resolved.
+    out, tasks = tmp_path / "noop", load_tasks(str(toy_images))
+    out.mkdir()
+    (out / "predictions.jsonl").write_text("".join(json.dumps(
+        {"instance_id": t["instance_id"], "model_name_or_path": "noop",
+         "model_patch": "diff --git a/NOTES b/NOTES\nnew file mode 100644\n--- /dev/null\n+++ b/NOTES\n@@ -0,0 +1 @@\n"
+                        "+nothing fixed\n"}) + "\n" for t in tasks))
+    grade(tasks, out, GradingSettings(grader="swebench"), None, str(toy_images), progress=lambda _: None)
+    graded = [json.loads(line) for line in (out / GRADES).read_text().splitlines()]
+    assert len(graded) == 4 and not any(g["resolved"] for g in graded)
+    assert all(g["patch_applied"] and not g["infra_failure"] for g in graded)
+    assert all(g["tests_status"]["FAIL_TO_PASS"]["failure"] for g in graded)

@@ -1,0 +1,70 @@
+"""Instance images without an engine: their names, the harness columns written for them, and the early refusal of a
+task file the harness cannot grade."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from swehero.agent.container import swebench_image
+from swehero.eval.images import ACTIVATE, dockerfile, harness_columns, write_harness_tasks
+from swehero.rollout.tasks import load_tasks
+from swehero.rollout.toy import build_toy_tasks
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    return build_toy_tasks(tmp_path_factory.mktemp("toy"))
+
+
+def test_image_names_follow_the_harness(toy):
+    from swebench.image_builder.image_spec import ImageSpec
+
+    for task in load_tasks(str(toy)):
+        name = harness_columns(task)["image"]
+        assert name == swebench_image(task["instance_id"])
+        assert name == ImageSpec(instance_id=task["instance_id"], dockerfile="-", namespace="swebench").name
+    assert harness_columns({**task, "image": "my/own:1"})["image"] == "my/own:1"  # a row's own image wins
+
+
+def test_harness_columns_make_a_test_spec_that_runs_the_test_patch(toy, tmp_path):
+    from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT, TEST_EXIT_CODE
+    from swebench.harness.utils import load_swebench_dataset, make_test_spec
+
+    out = write_harness_tasks(load_tasks(str(toy)), tmp_path / "harness.jsonl")
+    task = load_swebench_dataset(str(out))[0]  # read back as the harness reads it
+    spec = make_test_spec(task)
+    script = spec.eval_script
+    assert spec.image == swebench_image(task["instance_id"]) and spec.log_parser == "parse_log_pytest"
+    assert script.index(ACTIVATE) < script.index(START_TEST_OUTPUT) < script.index(END_TEST_OUTPUT)
+    assert f"python -m pytest -rA tests/test_ops.py\n" in script and TEST_EXIT_CODE in script
+    assert task["test_patch"].rstrip("\n") in script
+    custom = harness_columns({**task, "test_cmd": "pytest -rA -p no:cacheprovider", "install": "pip install -e ."})
+    assert "pytest -rA -p no:cacheprovider tests/test_ops.py" in custom["eval_script"]
+    assert "\npip install -e .\n" in custom["eval_script"]
+
+
+def test_dockerfile_puts_the_environment_before_the_repository():
+    """The environment layer comes first, so tasks with the same dependencies share it (Docker's cache)."""
+    text = dockerfile("swehero/base:x", ["pytest", "hypothesis==6.1"], "pip install -e .")
+    lines = text.splitlines()
+    assert lines[0] == "FROM swehero/base:x"
+    env = next(i for i, line in enumerate(lines) if "python3 -m venv" in line)
+    assert env < lines.index("COPY testbed /testbed") < next(i for i, line in enumerate(lines) if "-e ." in line)
+    assert "--no-index" in lines[env] and "hypothesis==6.1" in lines[env]
+    assert lines[lines.index("COPY testbed /testbed") - 1] == f"RUN echo '{ACTIVATE}' > /root/.bashrc"
+
+
+def test_swebench_grader_on_a_file_without_the_harness_columns_fails_before_inference(toy, tmp_path):
+    from swehero.agent.settings import AgentSettings
+    from swehero.eval.pipeline import Settings, evaluate
+
+    settings = Settings(tasks=str(toy), agent=AgentSettings(policy="gold"))
+    settings.grading.grader = "swebench"
+    with pytest.raises(ValueError, match=r"swehero eval images build --tasks \S+tasks.jsonl --out \S+harness.jsonl"):
+        evaluate(settings, tmp_path / "run", progress=lambda _: None)
+    assert not (tmp_path / "run" / "predictions.jsonl").exists()  # nothing was attempted
+    fixed = write_harness_tasks(load_tasks(str(toy)), tmp_path / "harness.jsonl")
+    assert all(json.loads(line)["eval_script"] for line in fixed.read_text().splitlines())

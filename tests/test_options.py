@@ -1,0 +1,210 @@
+"""Command-line options generated from a settings dataclass (`swehero.recipe.options`): names, types, defaults
+and help from the fields, precedence of defaults < --config < options < --set, and errors that say where a bad
+value came from."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from swehero.recipe.options import field_docs, option_names, settings_options
+from swehero.recipe.stage import InputPath, ModelRef
+
+
+@dataclass
+class Grading:
+    workers: int = 2
+    """Graders at once."""
+    mode: Literal["local", "docker"] = "local"
+    """Where the tests run."""
+
+
+@dataclass(kw_only=True)
+class Base:
+    seed: int = 1
+    """Seed from the base class."""
+    ratio: float = 0.5
+    """Share of the base class."""
+
+
+@dataclass(kw_only=True)
+class Demo(Base):
+    source: InputPath
+    """What to read."""
+    model: ModelRef | None = None
+    """A folder or a hub id."""
+    workers: int = 4
+    """Workers at once."""
+    ratio: float = 0.75
+    """Share, redefined by the subclass."""
+    name: str = "demo"
+    """A name."""
+    flag: bool = False
+    """Turn it on."""
+    mode: Literal["fast", "slow"] = "fast"
+    """How."""
+    tags: list[str] = field(default_factory=list)
+    """Labels."""
+    counts: list[int] = field(default_factory=list)
+    """Numbers."""
+    limit: int | None = None
+    """At most this many; none: no limit."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra variables."""
+    grading: Grading = field(default_factory=lambda: Grading(workers=3))
+    """How to grade."""
+    kind: str = "demo"
+    """Set by the command."""
+
+
+@click.command()
+@settings_options(Demo, positional=("source",), required=("name",), defaults={"seed": 9}, fixed={"kind": "fixed"})
+@click.option("--out", default="o", help="Not a setting.")
+def demo(settings: Demo, out: str) -> None:
+    """Print the settings."""
+    click.echo(json.dumps({**dataclasses.asdict(settings), "out": out}))
+
+
+def invoke(*args: str) -> click.testing.Result:
+    return CliRunner().invoke(demo, list(args))
+
+
+def parsed(*args: str) -> dict:
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def problems(*args: str) -> list[str]:
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    *lines, summary = result.output.strip().splitlines()
+    assert summary == f"settings invalid: {len(lines)} problem(s); nothing was run"
+    return lines
+
+
+def test_names_are_the_shortest_unique_suffix():
+    paths = [("workers",), ("grading", "workers"), ("grading", "mode"), ("a", "b", "c"), ("x", "b", "c"), ("y", "c")]
+    assert option_names(paths) == {
+        ("workers",): "workers", ("grading", "workers"): "grading-workers", ("grading", "mode"): "mode",
+        ("a", "b", "c"): "a-b-c", ("x", "b", "c"): "x-b-c", ("y", "c"): "y-c",
+    }
+    assert option_names([("max_steps",), ("agent", "max_steps")])[("agent", "max_steps")] == "agent-max-steps"
+    with pytest.raises(ValueError, match="a-b"):
+        option_names([("a_b",), ("a", "b"), ("z", "b")])
+
+
+def test_field_docs_read_the_class_source_and_inherit():
+    docs = field_docs(Demo)
+    assert docs["seed"] == "Seed from the base class." and docs["ratio"] == "Share, redefined by the subclass."
+    assert docs["grading"] == "How to grade." and field_docs(Grading)["mode"] == "Where the tests run."
+
+
+def test_defaults(tmp_path):
+    got = parsed(str(tmp_path), "--name", "n")
+    assert got == {
+        "seed": 9, "ratio": 0.75, "source": str(tmp_path), "model": None, "workers": 4, "name": "n", "flag": False,
+        "mode": "fast", "tags": [], "counts": [], "limit": None, "env": {}, "grading": {"workers": 3, "mode": "local"},
+        "kind": "fixed", "out": "o",
+    }
+
+
+def test_every_type(tmp_path):
+    got = parsed(str(tmp_path), "--name", "n", "--seed", "3", "--ratio", "1e-3", "--workers", "8", "--flag",
+                 "--mode", "slow", "--tags", "a,b", "--tags", "c", "--counts", "1", "--counts", "2", "--limit", "5",
+                 "--grading-workers", "6", "--model", "Qwen/Qwen2.5-Coder-7B-Instruct", "--out", "x")
+    assert (got["seed"], got["ratio"], got["workers"], got["flag"], got["mode"]) == (3, 1e-3, 8, True, "slow")
+    assert (got["tags"], got["counts"], got["limit"]) == (["a", "b", "c"], [1, 2], 5)
+    assert got["grading"] == {"workers": 6, "mode": "local"} and got["out"] == "x"
+    assert got["model"] == "Qwen/Qwen2.5-Coder-7B-Instruct"  # a hub id needs no local folder
+    assert parsed(str(tmp_path), "--name", "n", "--flag", "--no-flag")["flag"] is False
+    assert parsed(str(tmp_path), "--name", "n", "--model", str(tmp_path))["model"] == str(tmp_path)
+    # Dicts are no option, but --set reaches them (and anything else), the value read as YAML.
+    assert "--env" not in invoke("--help").output
+    got = parsed(str(tmp_path), "--name", "n", "--set", "env.A=x", "--set", "limit=null", "--limit", "3",
+                 "--set", "tags=[p, q]")
+    assert (got["env"], got["limit"], got["tags"]) == ({"A": "x"}, None, ["p", "q"])
+
+
+def test_precedence_defaults_config_options_set(tmp_path):
+    config = tmp_path / "demo.yaml"
+    config.write_text("source: .\nname: from-config\nworkers: 5\nseed: 11\ngrading:\n  mode: docker\n")
+    got = parsed("--config", str(config))
+    # The config beats the dataclass's and the command's defaults; a section merges with its default key by key.
+    assert (got["name"], got["workers"], got["seed"], got["source"]) == ("from-config", 5, 11, ".")
+    assert got["grading"] == {"workers": 3, "mode": "docker"}
+    # Options beat the config, but only those given: an option's default never overrides the config.
+    got = parsed("--config", str(config), "--workers", "6", str(tmp_path))
+    assert (got["workers"], got["name"], got["seed"], got["source"]) == (6, "from-config", 11, str(tmp_path))
+    # --set beats everything, whatever its place on the line.
+    got = parsed("--set", "workers=7", "--config", str(config), "--workers", "6", "--set", "grading.workers=1")
+    assert (got["workers"], got["grading"]) == (7, {"workers": 1, "mode": "docker"})
+
+
+def test_errors_say_where_the_value_came_from(tmp_path):
+    config = tmp_path / "demo.yaml"
+    config.write_text("source: .\nname: n\ngrading:\n  workers: many\n  modes: docker\n")
+    assert problems("--config", str(config)) == [
+        f"{config}:4: grading.workers: expected int, got str 'many'",
+        f"{config}:5: grading.modes: unknown field; did you mean 'mode'?",
+    ]
+    assert problems(str(tmp_path), "--name", "n", "--workers", "4x", "--mode", "quick", "--counts", "1,2") == [
+        "--workers: workers: expected int, got str '4x'",
+        "--mode: mode: must be one of ['fast', 'slow'], got 'quick'",
+        "--counts: counts[0]: expected int, got str '1,2'",
+    ]
+    assert problems(str(tmp_path), "--name", "n", "--set", "ratio=high", "--set", "kind=other") == [
+        "--set: kind: set by the command",
+        "--set: ratio: expected float, got str 'high'",
+    ]
+    assert problems() == ["--name: name: missing required field", "SOURCE: source: missing required field"]
+    assert problems(str(tmp_path / "absent"), "--name", "n", "--model", "no/such/folder") == [
+        f"SOURCE: source: input not found: {tmp_path / 'absent'}",
+        "--model: model: input not found: no/such/folder",
+    ]
+    assert problems(str(tmp_path), "--name", "n", "--set", "workers") == [
+        "--set workers: expected KEY=VALUE, e.g. stages.sft_zero.lr=1e-5"]
+
+
+def test_help_shows_types_defaults_and_docstrings():
+    text = invoke("--help").output
+    flat = " ".join(text.split())
+    assert "Usage: demo [OPTIONS] SOURCE" in text and "SOURCE: What to read." in flat
+    for expected in [
+        "--seed INTEGER Seed from the base class. [default: 9]",  # the command's default
+        "--ratio FLOAT Share, redefined by the subclass. [default: 0.75]",
+        "--workers INTEGER Workers at once. [default: 4]",
+        "--name TEXT A name. [required]",
+        "--flag / --no-flag Turn it on. [default: no-flag]",
+        "--mode [fast|slow] How. [default: fast]",
+        "--tags TEXT,... Labels. (repeatable)",
+        "--counts INTEGER Numbers. (repeatable)",
+        "--limit INTEGER At most this many; none: no limit.",
+        "--model PATH|HUB_ID A folder or a hub id.",
+        "--grading-workers INTEGER Graders at once. [default: 3]",  # the section's default instance
+        "--config FILE",
+        "--set KEY=VALUE Set the setting at a dotted KEY to a YAML VALUE, e.g. --set grading.workers=...",
+        "--out TEXT Not a setting.",
+    ]:
+        assert expected in flat, expected
+    assert "--kind" not in text and "--env" not in text and "--source" not in text
+
+
+def test_excluded_fields_and_sections_are_no_options_but_can_be_set(tmp_path):
+    @click.command()
+    @settings_options(Demo, positional=("source",), exclude=("grading", "workers"))
+    def bare(settings: Demo) -> None:
+        click.echo(json.dumps([settings.workers, settings.grading.workers]))
+
+    assert "--grading-workers" not in CliRunner().invoke(bare, ["--help"]).output
+    assert CliRunner().invoke(bare, [str(tmp_path), "--workers", "2"]).exit_code == 2  # no such option
+    result = CliRunner().invoke(bare, [str(tmp_path), "--set", "workers=2", "--set", "grading.workers=5"])
+    assert json.loads(result.output) == [2, 5]
+    with pytest.raises(ValueError, match="no fields"):
+        settings_options(Demo, exclude=("gradin",))

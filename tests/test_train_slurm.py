@@ -1,0 +1,76 @@
+"""The Slurm job of a real recipe mounts everything its workers read: hero-32b's first stage, generated from a
+relative run folder with the base model in a hub cache (huggingface_hub's layout, offline) and a packed dataset."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hub_cache import add_to_cache
+
+CONFIGS = Path(__file__).parents[1] / "swehero" / "model" / "configs"
+COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
+
+
+def generate(tmp_path: Path, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "hf-home")}
+    command = [sys.executable, "-m", "swehero", "train", "hero-32b", "--stage", "sft_zero", "--launcher", "slurm",
+               "--container-image", "/images/swehero.sqsh", "--set", "run_dir=runs/h32"]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def every_path_under(path: Path) -> list[Path]:
+    """`path`, everything below it, and where each symlink among them really points."""
+    found = [path, path.resolve()]
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            found += [Path(root, name), Path(root, name).resolve()]
+    return found
+
+
+@pytest.fixture
+def hub(tmp_path) -> Path:
+    cache = tmp_path / "hub"
+    add_to_cache(cache, "Qwen/Qwen2.5-Coder-32B-Instruct", COMMIT, repo_type="model", files={
+        "config.json": (CONFIGS / "qwen2.5-coder-32b-instruct.json").read_bytes(),
+        "model-00001-of-00002.safetensors": b"shard one", "model-00002-of-00002.safetensors": b"shard two",
+        "tokenizer.json": b"{}"})
+    dataset = tmp_path / "runs/h32/prepare_zero/dataset"  # what the prepare stage leaves
+    dataset.mkdir(parents=True)
+    for name in ("train_tokens.bin", "train_tokens.idx", "stats.json"):
+        (dataset / name).write_text("x")
+    return cache
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_hero_32b_job_mounts_every_path_its_workers_read(tmp_path, hub):
+    done = generate(tmp_path, hub)
+    assert done.returncode == 0, done.stdout + done.stderr
+    stage = tmp_path / "runs/h32/sft_zero"
+    script = (stage / "train.sbatch").read_text()
+    binds = re.search(r"--container-mounts=(\S+)", script).group(1).strip("'").split(",")
+    mounts = [Path(b.split(":")[0]) for b in binds]
+    assert all(b.split(":")[0] == b.split(":")[1] for b in binds)  # each at the same path inside
+    job = json.loads((stage / "train_job.json").read_text())
+    reads = [Path(job["dir"]), Path(job["settings"]["data"]), Path(job["init"])]
+    assert all(p.is_absolute() for p in reads)  # a relative run_dir still gives the workers absolute paths
+    assert Path(job["init"]) == hub / "models--Qwen--Qwen2.5-Coder-32B-Instruct/snapshots" / COMMIT
+    for path in (p for read in reads for p in every_path_under(read)):
+        assert any(path.is_relative_to(m) for m in mounts), f"{path} is read by the workers but not mounted"
+    assert f"--container-workdir={stage}" in script
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_job_whose_data_is_missing_is_refused_naming_the_path(tmp_path, hub):
+    for f in (tmp_path / "runs/h32/prepare_zero/dataset").iterdir():
+        f.unlink()
+    (tmp_path / "runs/h32/prepare_zero/dataset").rmdir()
+    done = generate(tmp_path, hub)
+    assert done.returncode != 0
+    assert f"{tmp_path}/runs/h32/prepare_zero/dataset does not exist" in done.stderr
+    assert not (tmp_path / "runs/h32/sft_zero/train.sbatch").exists()
