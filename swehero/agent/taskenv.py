@@ -278,8 +278,8 @@ def ensure_env(task: dict, settings: EnvSettings, source_repo: Path) -> TaskEnv:
         except (subprocess.SubprocessError, OSError, EnvError) as e:
             shutil.rmtree(path, ignore_errors=True)
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:]) if log.exists() else ""
-            error = (f"building the environment of {task['repo']} {task.get('version', '')} failed: {e}; log: {log}"
-                     + (f"; it ends:\n{tail}" if tail else ""))
+            error = (f"building the environment of {task['repo']} {task.get('version', '')} failed: {e}"
+                     + (f"; the log ends:\n{tail}\n" if tail else "") + f"; log: {log}")
             write_json_atomic(failed, {"error": error, "log": str(log)})
             raise EnvError(error) from None
         failed.unlink(missing_ok=True)
