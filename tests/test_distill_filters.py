@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from swehero.data.trajectory import make_tool_call, validate
-from swehero.distill.decontam import decontaminate, upstream_pr
+from swehero.rollout.decontam import decontaminate, upstream_pr
 from swehero.distill.filters import (
     FilterConfig,
     editor_errors,

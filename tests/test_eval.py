@@ -122,6 +122,23 @@ def test_templated_tasks_are_distinct_and_resolve_with_gold_only(tmp_path):
         assert json.loads(Path(out["report"]).read_text())["resolved"] == resolved
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_decoy_patches_apply_and_fail_the_tests(tmp_path):
+    from swehero.rollout.toy import HELDOUT_DECOYS, build_decoy_tasks
+
+    tasks = build_toy_tasks(tmp_path / "toy", templated=16)
+    decoys = build_decoy_tasks(tmp_path / "toy", tmp_path / "decoys")
+    for name, count in ((decoys.name, 20), (HELDOUT_DECOYS, 3)):
+        rows = _lines(decoys.parent / name)
+        gold = {r["instance_id"]: r["patch"] for r in _lines(tasks.parent / ("tasks.jsonl" if count == 20 else HELDOUT))}
+        assert len(rows) == count and all(r["patch"] and r["patch"] != gold[r["instance_id"]] for r in rows)
+        settings = _settings(decoys.parent / name, "gold", workers=2, repos=str(tmp_path / "toy" / "repos"))
+        out = evaluate(settings, tmp_path / name, progress=lambda _: None)  # "gold" submits the task's patch
+        assert json.loads(Path(out["report"]).read_text())["outcomes"]["unresolved"] == count
+        assert all(g["patch_applied"] and not g["resolved"] for g in _lines(tmp_path / name / GRADES))
+
+
 def test_heldout_tasks_resolve_with_gold_only(toy, tmp_path):
     heldout = str(toy.parent / HELDOUT)
     for policy, resolved in (("gold", 3), ("empty", 0)):

@@ -177,3 +177,11 @@ def test_bundled_recipes_plan_with_tokens_per_step(name, tmp_path):
     assert result.exit_code == 0, result.output
     train_stages = [s for s in load_recipe(name, (f"run_dir={tmp_path}",)).stages if s.kind == "train"]
     assert result.output.count("tokens per step") == len(train_stages) > 0
+
+
+def test_plan_covers_the_verifier_stages(tmp_path):
+    """The verifier's training stage and its server (after the policy's) are planned like any other."""
+    result = CliRunner().invoke(main, ["recipe", "plan", "hero-32b-verifier", "--set", f"run_dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    assert "stage sft_verifier: 4x8 GPUs" in result.output
+    assert "stage eval_verified (verifier): vLLM, 1 replica(s) x TP 8 = 8 GPUs" in result.output

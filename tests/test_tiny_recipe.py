@@ -1,6 +1,7 @@
 """The bundled tiny-cpu recipe end to end, shortened: every stage for real (oracle distillation, filters, prepare,
-Megatron training on 2 gloo processes, export, vLLM serving, agent episodes, local grading, the comparison), with
-fewer training steps and agent turns than `make demo` so that CI can afford it."""
+Megatron training on 2 gloo processes, export, vLLM serving, agent episodes, local grading, the comparison, the
+verifier's data, training and selection), with fewer training steps, agent turns and decoy attempts than
+`make demo` so that CI can afford it."""
 
 import json
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 SHORTEN = [
     "stages.sft_zero.steps=12", "stages.sft_hero.steps=4",
     "stages.eval_untrained.agent.loop.max_steps=2", "stages.eval_untrained.agent.openai.max_reply_tokens=64",
+    "stages.decoy_attempts.limit=6", "stages.sft_verifier.steps=2",
 ]
 
 
@@ -26,7 +28,7 @@ def test_shortened_tiny_recipe_runs_end_to_end_and_reruns_nothing(tmp_path):
     run_dir = tmp_path / "run"
     done = recipe(run_dir)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert f"report comparison: {run_dir / 'report' / 'comparison.md'}" in done.stdout
+    assert f"best_of select_md: {run_dir / 'best_of' / 'select.md'}" in done.stdout
 
     untrained, trained = (json.loads((run_dir / name / "report.json").read_text())
                           for name in ("eval_untrained", "eval_trained"))
@@ -44,5 +46,17 @@ def test_shortened_tiny_recipe_runs_end_to_end_and_reruns_nothing(tmp_path):
         trained_on = {json.loads(line)["instance_id"] for line in (run_dir / stage / "trajectories.jsonl").open()}
         assert trained_on and not trained_on & heldout
 
+    # the verifier: a resolved and an unresolved attempt of each of the 6 tasks with decoys, one trained token each
+    data = json.loads((run_dir / "verifier_data" / "verifier_data.json").read_text())
+    assert (data["examples"], data["resolved"], data["unresolved"], data["instances"]) == (12, 6, 6, 6)
+    trained_on = {json.loads(line)["instance_id"] for line in (run_dir / "verifier_data" / "examples.jsonl").open()}
+    assert not trained_on & heldout
+    # it scored the 6 held-out attempts (3 decoys, then 3 gold fixes) and selected one per task
+    select = json.loads((run_dir / "best_of" / "select.json").read_text())
+    assert (select["runs"], select["instances"], select["verifier_quality"]["scored"]) == (2, 3, 6)
+    assert select["mean"] == 0.5 and select["pass_at_k"]["2"] == 1.0 and select["majority_at_k"]["2"] == 0.0
+    chosen = [i["resolved"][i["selected_run"]] for i in select["per_instance"]]
+    assert select["best_at_k"]["2"] == pytest.approx(sum(chosen) / 3, abs=1e-4) <= select["pass_at_k"]["2"]
+
     again = recipe(run_dir, "--dry-run")
-    assert again.returncode == 0 and again.stdout.count("skip") == 14, again.stdout
+    assert again.returncode == 0 and again.stdout.count("skip") == 21, again.stdout

@@ -31,6 +31,15 @@ def dataset(tmp_path_factory, tiny_model_dir) -> Path:
     return folder / "dataset"
 
 
+def test_an_empty_validation_split_trains_without_validation(tmp_path, tiny_model_dir):
+    (tmp_path / "trajectories.jsonl").write_text("".join(json.dumps(trajectory(i)) + "\n" for i in range(8)))
+    stats = prepare([str(tmp_path / "trajectories.jsonl")], str(tiny_model_dir), tmp_path / "dataset",
+                    PrepareConfig(seq_length=512, valid_fraction=0.0, workers=0, seed=0))
+    assert stats["samples"]["valid"] == 0
+    records = train(tmp_path / "run", settings(tmp_path / "dataset", global_batch_size=2, steps=2), tiny_model_dir)
+    assert len(losses(records)) == 2 and not any("valid_loss" in r for r in records)
+
+
 def test_tp2_pp2_trains_and_loss_falls(tmp_path, dataset, tiny_model_dir):
     s = settings(dataset, steps=24, gpus_per_node=4, parallel=ParallelConfig(tensor=2, pipeline=2))
     records = train(tmp_path / "tp2pp2", s, tiny_model_dir)

@@ -59,7 +59,8 @@ class OpenAIPolicy:
         self.config = config
         self.model = config.model or self._first_model()
 
-    def _request(self, path: str, body: dict | None) -> dict:
+    def request(self, path: str, body: dict | None) -> dict:
+        """POST `body` to `path` under the API root (GET without a body), with the configured retries."""
         key = os.environ.get(self.config.api_key_env, "")
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
         data = json.dumps(body).encode() if body is not None else None
@@ -86,7 +87,7 @@ class OpenAIPolicy:
         raise AssertionError("unreachable")
 
     def _first_model(self) -> str:
-        models = self._request("/models", None).get("data") or []
+        models = self.request("/models", None).get("data") or []
         if not models:
             raise PolicyError(f"{self.config.base_url} serves no models")
         return models[0]["id"]
@@ -99,7 +100,7 @@ class OpenAIPolicy:
             body["top_k"] = self.config.top_k
         if self.config.seed is not None:
             body["seed"] = self.config.seed
-        resp = self._request("/chat/completions", body)
+        resp = self.request("/chat/completions", body)
         msg = (resp.get("choices") or [{}])[0].get("message") or {}
         usage = resp.get("usage") or {}
         return Reply(assistant_message(msg.get("content"), msg.get("tool_calls")),

@@ -9,17 +9,18 @@ import click
 
 from swehero.data.import_stage import Settings as ImportSettings
 from swehero.data.stage import Settings as PrepareSettings
+from swehero.eval.verifier_data import Settings as VerifierDataSettings
 from swehero.recipe.config import Recipe
 from swehero.recipe.options import settings_options
 
 _TOKENIZER = click.option("--tokenizer", required=True, help="Tokenizer folder (with chat template) or hub id.")
-_MASK = click.option("--mask", type=click.Choice(["all", "last"]), default="all", show_default=True,
-                     help="Train on every assistant turn, or on the last one only.")
+_MASK = click.option("--mask", type=click.Choice(["all", "last", "answer"]), default="all", show_default=True,
+                     help="Train every assistant turn, the last one, or only the last one's content (an answer).")
 
 
 @click.group()
 def data() -> None:
-    """Trajectory data: import -> render/show -> prepare (packed Megatron datasets)."""
+    """Trajectory data: import -> render/show -> prepare (packed Megatron datasets); verifier examples."""
 
 
 @data.command("import")
@@ -98,3 +99,20 @@ def prepare(settings: PrepareSettings, out: Path) -> None:
     stats = run_prepare(list(settings.inputs), settings.tokenizer, out, settings.prepare_config(Recipe.seed))
     click.echo(json.dumps({k: stats[k] for k in ("trajectories", "tokens", "trained_tokens", "samples",
                                                  "packing_efficiency")}, indent=2))
+
+
+@data.command()
+@settings_options(VerifierDataSettings, positional=("inputs",), required=("tokenizer",), defaults={"seed": 0})
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to create.")
+def verifier(settings: VerifierDataSettings, out: Path) -> None:
+    """Verifier examples from labelled attempts (trajectory files with `resolved`, eval folders), packed for
+    `train`: the conversation, a judging message with the final patch, and a one-token answer (yes/no).
+
+    \b
+    Example:
+      swehero data verifier data/nebius.jsonl runs/eval-train-tasks --tokenizer Qwen/Qwen2.5-Coder-32B-Instruct \\
+          --seq-length 131072 --exclude verified --out data/verifier
+    """
+    from swehero.eval.verifier_data import build_verifier_data
+
+    click.echo(json.dumps(build_verifier_data(settings, settings.tokenizer, out, seed=settings.seed), indent=2))

@@ -20,8 +20,9 @@ import numpy as np
 
 from swehero.data.trajectory import template_messages
 
-MASK_POLICIES = ("all", "last")
-"""Which assistant turns are trained: every one, or only the final one."""
+MASK_POLICIES = ("all", "last", "answer")
+"""Which assistant tokens are trained: every turn, only the final turn, or only the final turn's content without
+its closing marker (a classifier's answer, e.g. a verifier's one-token `yes`/`no`: see `swehero.data.verifier`)."""
 
 
 class TemplateError(RuntimeError):
@@ -63,6 +64,7 @@ class ChatRenderer:
         """The marker closing an assistant turn (`<|im_end|>` for ChatML): the stop token, which a server
         leaves out of the text it hands to its tool-call parser."""
         self._tail_untrained = len(tail) - len(tail.rstrip())
+        self._tail_trained = len(tail.rstrip())
         self._byte_lengths = byte_length_table(tokenizer.backend_tokenizer)
 
     def text(self, messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = False) -> str:
@@ -115,6 +117,8 @@ class ChatRenderer:
         for r in records:
             text, spans = self.spans(r["messages"], r["tools"])
             texts.append(text)
+            if self.mask == "answer":  # the closing marker is the template's, not part of the answer
+                spans = [(spans[-1][0], spans[-1][1] - self._tail_trained)]
             all_spans.append(spans[-1:] if self.mask == "last" else spans)
         backend = self.tokenizer.backend_tokenizer
         if self._byte_lengths is None:

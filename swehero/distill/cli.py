@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from swehero.distill.decontam import DecontamConfig
+from swehero.rollout.decontam import DecontamConfig
 from swehero.distill.filter_stage import Settings as FilterSettings
 from swehero.distill.run import Settings
 from swehero.recipe.options import DefaultCommandGroup, settings_options
@@ -75,7 +75,7 @@ def decontaminate(tasks: str, against: tuple[str, ...], out: Path, threshold: fl
     Example:
       swehero distill decontaminate swe-gym.jsonl --against verified --against multilingual --out clean.jsonl
     """
-    from swehero.distill.decontam import decontaminate_file
+    from swehero.rollout.decontam import decontaminate_file
 
     report = decontaminate_file(tasks, list(against), out, DecontamConfig(threshold=threshold))
     click.echo(f"kept {report['kept']} of {report['train_tasks']} tasks; dropped {report['by_reason']}")

@@ -1,14 +1,16 @@
-"""`swehero eval run|grade|report|compare|toy`."""
+"""`swehero eval run|grade|report|select|compare|toy`."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from swehero.eval.grade import GradingSettings
 from swehero.eval.pipeline import Settings
+from swehero.eval.select import VerifierSettings
 from swehero.recipe.options import settings_options
 
 _OUT = click.argument("out", type=click.Path(file_okay=False, path_type=Path))
@@ -78,6 +80,29 @@ def report(out: Path) -> None:
     from swehero.eval.pipeline import report_eval
 
     report_eval(out, *_saved(out), progress=click.echo)
+
+
+@eval_group.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--verifier", required=True, help="The verifier checkpoint (a Hugging Face folder) to serve.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the scores and report go (default: the eval folder, when there is one).")
+@settings_options(VerifierSettings, exclude=("serve.model",))
+def select(folders: tuple[Path, ...], verifier: str, out: Path | None, settings: VerifierSettings) -> None:
+    """Score every attempt of the runs of FOLDERS (eval folders of the same tasks, runs in the order given) with a
+    trained verifier, select one per instance, and report best@k beside pass@k and the majority patch.
+
+    \b
+    Example:
+      swehero eval select runs/v-32b-8runs --verifier runs/hero-32b-verifier/sft_verifier/hf --seq-length 131072 \\
+          --max-model-len 131072 --tensor-parallel-size 8
+    """
+    from swehero.eval.select import select_best
+
+    if out is None and len(folders) > 1:
+        raise click.UsageError("several eval folders: say where the selection goes (--out)")
+    settings = replace(settings, serve=replace(settings.serve, model=verifier))
+    select_best(list(folders), settings, out or folders[0], progress=click.echo)
 
 
 @eval_group.command()

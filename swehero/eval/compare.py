@@ -8,17 +8,13 @@ import json
 from pathlib import Path
 
 from swehero.eval.report import OUTCOMES
-from swehero.eval.runs import paired_difference
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.1f}%"
+from swehero.eval.runs import paired_difference, percent
 
 
 def _resolved(report: dict) -> str:
     if "per_run" in report:
-        return f"{_pct(report['resolved_rate'])} mean of {report['runs']} runs (std {100 * report['std_rate']:.1f})"
-    return f"{report['resolved']}/{report['total']} = {_pct(report['resolved_rate'])}"
+        return f"{percent(report['resolved_rate'])} mean of {report['runs']} runs (std {100 * report['std_rate']:.1f})"
+    return f"{report['resolved']}/{report['total']} = {percent(report['resolved_rate'])}"
 
 
 def _accuracy(report: dict) -> float | None:
@@ -38,14 +34,14 @@ def compare(eval_dirs: list[Path]) -> str:
             row("model", [r["model"] for r in reports]), row("benchmark", [r["benchmark"] for r in reports]),
             row("runs", [str(r.get("runs", 1)) for r in reports]),
             row("resolved", [_resolved(r) for r in reports]),
-            row("95% CI (one run, Wilson)", [f"{_pct(r['ci95'][0])} – {_pct(r['ci95'][1])}" if "ci95" in r else "—"
+            row("95% CI (one run, Wilson)", [f"{percent(r['ci95'][0])} – {percent(r['ci95'][1])}" if "ci95" in r else "—"
                                              for r in reports]),
-            row("pass@k (k = runs)", [_pct(r["pass_at_k"][str(r["runs"])]) if "pass_at_k" in r else "—"
+            row("pass@k (k = runs)", [percent(r["pass_at_k"][str(r["runs"])]) if "pass_at_k" in r else "—"
                                       for r in reports]),
-            row("paper", [_pct(r["paper"]["resolved_rate"]) if r["paper"] else "—" for r in reports]),
+            row("paper", [percent(r["paper"]["resolved_rate"]) if r["paper"] else "—" for r in reports]),
             row("valid tool calls", [f"{r['tool_calls']['valid']}/{r['tool_calls']['turns']} = "
-                                     f"{_pct(r['tool_calls']['valid_rate'])}" for r in reports]),
-            row("teacher-forced accuracy", [_pct(_accuracy(r)) for r in reports])]
+                                     f"{percent(r['tool_calls']['valid_rate'])}" for r in reports]),
+            row("teacher-forced accuracy", [percent(_accuracy(r)) for r in reports])]
     rows += [row(name, [str(r["outcomes"].get(name, 0)) for r in reports]) for name in OUTCOMES[1:]]
     rows += [row(f"avg {key}", [str(r["averages"][key]) if r.get("averages", {}).get(key) is not None else "—"
                                 for r in reports]) for key in ("steps", "prompt_tokens", "completion_tokens", "cost_usd")]
@@ -82,4 +78,4 @@ def _difference(label: str, value: float | None, baseline: float | None) -> str:
     if value is None or baseline is None:
         return f"{label} not measured"
     word = "higher" if value > baseline else "lower" if value < baseline else "the same"
-    return f"{label} {_pct(value)} vs {_pct(baseline)} ({word})"
+    return f"{label} {percent(value)} vs {percent(baseline)} ({word})"

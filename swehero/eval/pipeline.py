@@ -8,6 +8,7 @@ from pathlib import Path
 
 from swehero.agent.settings import AgentSettings
 from swehero.eval.grade import GradingSettings
+from swehero.eval.select import VerifierSettings
 from swehero.recipe.stage import InputPath
 from swehero.rollout.tasks import TaskSelection
 from swehero.serve.server import ServeConfig
@@ -48,6 +49,9 @@ class Settings(TaskSelection):
     heldout_trajectories: list[InputPath] = field(default_factory=list)
     """Canonical trajectories (.jsonl) of tasks the checkpoint was not trained on: the report adds the served
     checkpoint's teacher-forced accuracy on their assistant tokens (needs `serve`)."""
+    verifier: VerifierSettings = field(default_factory=VerifierSettings)
+    """A trained verifier that selects one attempt per instance among the runs (`select.md`: best@k beside pass@k
+    and the majority patch); empty `verifier.serve.model`: no selection."""
 
 
 def model_label(settings: Settings) -> str:
@@ -98,6 +102,10 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
         from swehero.agent.local import MissingRepository
 
         raise MissingRepository("; ".join(sorted(missing)))
+    if settings.verifier.serve.model:  # after the policy's server has stopped: the verifier gets the GPUs
+        from swehero.eval.select import select_best
+
+        outputs.update(select_best([out_dir], settings.verifier, out_dir, progress))
     return {"predictions": str(runs[0] / PREDICTIONS), **outputs}
 
 

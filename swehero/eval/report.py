@@ -15,6 +15,7 @@ from swehero.eval.grade import grades
 from swehero.eval.inference import finished, trajectory_path
 from swehero.eval.leaks import seeking_commands
 from swehero.eval.paper import paper_figure
+from swehero.eval.runs import percent
 
 TEACHER_FORCED = "teacher_forced.json"
 """Written by the eval pipeline when it is given held-out trajectories (see teacher_forced.py)."""
@@ -120,33 +121,29 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
     }
 
 
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.1f}%"
-
-
 def markdown(report: dict) -> str:
     lo, hi = report["ci95"]
     lines = [f"# Eval: {report['model']} on {report['benchmark']}", "",
-             (f"**Resolved: {report['resolved']}/{report['total']} = {_pct(report['resolved_rate'])}** "
-              f"(95% Wilson CI {_pct(lo)} – {_pct(hi)})")]
+             (f"**Resolved: {report['resolved']}/{report['total']} = {percent(report['resolved_rate'])}** "
+              f"(95% Wilson CI {percent(lo)} – {percent(hi)})")]
     if report["paper"]:
         lines.append(f"Paper ({report['paper']['model']}, {report['benchmark']}): "
-                     f"{_pct(report['paper']['resolved_rate'])}")
+                     f"{percent(report['paper']['resolved_rate'])}")
     if report["pending"]:
         lines.append(f"\n**Incomplete:** {report['pending']} instance(s) have no prediction yet.")
     if report["ungraded"]:
         lines.append(f"\n**Not graded:** {report['ungraded']} prediction(s) (counted as infra_error); run "
                      "`swehero eval grade`.")
     calls = report["tool_calls"]
-    lines.append(f"\nValid tool calls: {calls['valid']}/{calls['turns']} assistant turns = {_pct(calls['valid_rate'])}")
+    lines.append(f"\nValid tool calls: {calls['valid']}/{calls['turns']} assistant turns = {percent(calls['valid_rate'])}")
     if report["teacher_forced"]:
         tf = report["teacher_forced"]
-        lines.append(f"Teacher-forced accuracy on held-out trajectories: {_pct(tf['accuracy'])} of {tf['tokens']} "
+        lines.append(f"Teacher-forced accuracy on held-out trajectories: {percent(tf['accuracy'])} of {tf['tokens']} "
                      f"assistant tokens ({tf['trajectories']} trajectories)")
     lines += ["", "## Outcomes", "", "| outcome | count |", "|---|---|"]
     lines += [f"| {name} | {count} |" for name, count in report["outcomes"].items()]
     lines += ["", "## Per repository", "", "| repo | resolved | total | rate |", "|---|---|---|---|"]
-    lines += [f"| {repo} | {r['resolved']} | {r['total']} | {_pct(r['rate'])} |" for repo, r in report["per_repo"].items()]
+    lines += [f"| {repo} | {r['resolved']} | {r['total']} | {percent(r['rate'])} |" for repo, r in report["per_repo"].items()]
     lines += ["", "## Averages per finished instance", "", "| metric | mean |", "|---|---|"]
     lines += [f"| {key} | {'—' if v is None else v} |" for key, v in report["averages"].items()]
     return "\n".join(lines + protocol_lines(report)) + "\n"

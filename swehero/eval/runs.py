@@ -85,7 +85,8 @@ def paired_difference(report: dict, baseline: dict, resamples: int = 2000) -> di
             "ci95": [round(float(low), 4), round(float(high), 4)], "significant": bool(low > 0 or high < 0)}
 
 
-def _pct(x: float | None) -> str:
+def percent(x: float | None) -> str:
+    """A fraction as a percentage with one decimal; a dash for none."""
     return "—" if x is None else f"{100 * x:.1f}%"
 
 
@@ -93,17 +94,17 @@ def markdown(agg: dict) -> str:
     from swehero.eval.report import protocol_lines
 
     lines = [f"# Eval: {agg['model']} on {agg['benchmark']}, {agg['runs']} runs", "",
-             f"**Resolved: {_pct(agg['resolved_rate'])} mean over {agg['runs']} runs** (standard deviation "
-             f"{100 * agg['std_rate']:.1f} points); pass@{agg['runs']} {_pct(agg['pass_at_k'][str(agg['runs'])])}"]
+             f"**Resolved: {percent(agg['resolved_rate'])} mean over {agg['runs']} runs** (standard deviation "
+             f"{100 * agg['std_rate']:.1f} points); pass@{agg['runs']} {percent(agg['pass_at_k'][str(agg['runs'])])}"]
     if agg["paper"]:
         lines.append(f"Paper ({agg['paper']['model']}, {agg['benchmark']}, pass@1): "
-                     f"{_pct(agg['paper']['resolved_rate'])}")
+                     f"{percent(agg['paper']['resolved_rate'])}")
     if agg["pending"]:
         lines.append(f"\n**Incomplete:** {agg['pending']} attempt(s) have no prediction yet.")
     lines += ["", "## Runs", "", "| run | resolved | rate |", "|---|---|---|"]
-    lines += [f"| {r['run']} | {r['resolved']}/{r['total']} | {_pct(r['rate'])} |" for r in agg["per_run"]]
+    lines += [f"| {r['run']} | {r['resolved']}/{r['total']} | {percent(r['rate'])} |" for r in agg["per_run"]]
     lines += ["", "## pass@k (unbiased estimator)", "", "| k | pass@k |", "|---|---|"]
-    lines += [f"| {k} | {_pct(v)} |" for k, v in agg["pass_at_k"].items()]
+    lines += [f"| {k} | {percent(v)} |" for k, v in agg["pass_at_k"].items()]
     spread: dict[int, int] = {}
     for count in agg["per_instance"].values():
         spread[count] = spread.get(count, 0) + 1

@@ -21,6 +21,7 @@ KINDS: dict[str, str] = {
     "prompts": "swehero.agent.prompts_stage",
     "tiny": "swehero.tiny.stage",
     "train": "swehero.train.stage",
+    "verifier_data": "swehero.eval.verifier_stage",
 }
 
 

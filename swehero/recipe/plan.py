@@ -9,7 +9,7 @@ from swehero.recipe.config import Recipe
 
 def plan_recipe(recipe: Recipe, mfu: float) -> list[str]:
     """One block of text per training or serving stage, in the recipe's order."""
-    from swehero.train.plan import format_plan, format_serving, plan_stage
+    from swehero.train.plan import format_plan, plan_stage
 
     blocks = []
     base = recipe.model.base if recipe.model else None
@@ -19,12 +19,22 @@ def plan_recipe(recipe: Recipe, mfu: float) -> list[str]:
             # A checkpoint of an earlier stage has the base model's architecture.
             model_ref = init if (init and is_hf_folder(init)) or base is None else base
             blocks.append(format_plan(plan_stage(stage.name, stage.settings, model_ref, mfu), mfu))
-        elif stage.kind == "eval" and stage.settings.serve.model:
-            serve = stage.settings.serve
-            config = known_config(serve.model) or (known_config(base) if base else None)
-            if config is None:
-                blocks.append(f"stage {stage.name}: no config.json for {serve.model} yet (made by an earlier stage)")
-                continue
-            blocks.append(format_serving(stage.name, config, serve.tensor_parallel_size, serve.data_parallel_size,
-                                         serve.max_model_len, stage.settings.workers, serve.gpu_memory_utilization))
+        elif stage.kind == "eval":
+            # the policy's server, then the verifier's (which scores the attempts once the policy's has stopped)
+            servers = [(stage.name, stage.settings.serve, stage.settings.workers),
+                       (f"{stage.name} (verifier)", stage.settings.verifier.serve, stage.settings.verifier.workers)]
+            for name, serve, workers in servers:
+                if serve.model:
+                    blocks.append(_serving(name, serve, workers, base))
     return blocks or [f"{recipe.file}: no training or serving stages"]
+
+
+def _serving(name: str, serve, workers: int, base: str | None) -> str:
+    from swehero.train.plan import format_serving
+
+    # A checkpoint of an earlier stage has the base model's architecture.
+    config = known_config(serve.model) or (known_config(base) if base else None)
+    if config is None:
+        return f"stage {name}: no config.json for {serve.model} yet (made by an earlier stage)"
+    return format_serving(name, config, serve.tensor_parallel_size, serve.data_parallel_size, serve.max_model_len,
+                          workers, serve.gpu_memory_utilization)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from swehero.rollout.tasks import repo_dir
@@ -39,6 +39,9 @@ class ToyRepo:
     fail_to_pass: list[str]
     pass_to_pass: list[str]
     problem_statement: str
+    decoy: dict[str, str] = field(default_factory=dict)
+    """Source files of a wrong fix: a plausible edit of the same code that the task's tests reject (see
+    `build_decoy_tasks`)."""
     heldout: bool = False
     """Listed in `heldout.jsonl` instead of `tasks.jsonl`."""
 
@@ -61,6 +64,7 @@ REPOS = [
         pass_to_pass=["tests/test_ops.py::test_sub"],
         problem_statement="`calc.ops.add` returns the wrong result\n\n`add(2, 3)` returns `-1` instead of `5`: it "
                           "seems to subtract its arguments.\n",
+        decoy={"calc/ops.py": "def add(a, b):\n    return abs(a - b)\n\n\ndef sub(a, b):\n    return a - b\n"},
     ),
     ToyRepo(
         name="textkit",
@@ -84,6 +88,8 @@ REPOS = [
         pass_to_pass=["tests/test_slug.py::test_spaces"],
         problem_statement="slugify keeps upper-case letters\n\n`slugify(\"Hello World\")` gives `Hello-World`; slugs "
                           "should be lower-case (`hello-world`).\n",
+        decoy={"textkit/slug.py": "import re\n\n\ndef slugify(text):\n    words = re.findall(r\"[A-Za-z0-9]+\", text)\n"
+                                  "    return \"-\".join(words).strip(\"-\")\n"},
     ),
     ToyRepo(
         name="stack",
@@ -114,6 +120,10 @@ REPOS = [
         pass_to_pass=["tests/test_core.py::test_len"],
         problem_statement="Stack.peek returns the bottom of the stack\n\nAfter `push(1); push(2)`, `peek()` returns "
                           "`1`. It should return the most recently pushed item, `2`.\n",
+        decoy={"stack/core.py": "class Stack:\n    def __init__(self):\n        self.items = []\n\n"
+                                "    def push(self, item):\n        self.items.append(item)\n\n"
+                                "    def peek(self):\n        return min(self.items)\n\n"
+                                "    def __len__(self):\n        return len(self.items)\n"},
     ),
     ToyRepo(
         name="calendar",
@@ -136,6 +146,7 @@ REPOS = [
         pass_to_pass=["tests/test_leap.py::test_common_years"],
         problem_statement="is_leap(1900) is True\n\n`calendar_utils.leap.is_leap` says 1900 is a leap year. Century "
                           "years are leap years only when divisible by 400.\n",
+        decoy={"calendar_utils/leap.py": "def is_leap(year):\n    return year % 4 == 0 and year % 100 != 0\n"},
     ),
     ToyRepo(
         name="units",
@@ -160,6 +171,8 @@ REPOS = [
         pass_to_pass=["tests/test_temperature.py::test_to_celsius"],
         problem_statement="to_fahrenheit(100) returns 148\n\n`units.temperature.to_fahrenheit(100)` should be `212`; "
                           "the offset of 32 seems to be subtracted instead of added.\n",
+        decoy={"units/temperature.py": "def to_fahrenheit(celsius):\n    return celsius * 5 / 9 + 32\n\n\n"
+                                       "def to_celsius(fahrenheit):\n    return (fahrenheit - 32) * 5 / 9\n"},
         heldout=True,
     ),
     ToyRepo(
@@ -184,6 +197,8 @@ REPOS = [
         pass_to_pass=["tests/test_chunks.py::test_empty"],
         problem_statement="chunked drops items\n\n`chunked([1, 2, 3, 4, 5], 2)` returns `[[1], [3], [5]]` instead of "
                           "`[[1, 2], [3, 4], [5]]`: every chunk is one item short.\n",
+        decoy={"listutils/chunks.py": "def chunked(items, size):\n"
+                                      "    return [items[i:i + size + 1] for i in range(0, len(items), size)]\n"},
         heldout=True,
     ),
     ToyRepo(
@@ -205,22 +220,23 @@ REPOS = [
         pass_to_pass=["tests/test_count.py::test_lower"],
         problem_statement="count_vowels ignores capital letters\n\n`count_vowels(\"AEIOU\")` returns `0`; it should "
                           "count upper-case vowels too and return `5`.\n",
+        decoy={"vowels/count.py": "def count_vowels(text):\n    return sum(ch in \"aeiouAEI\" for ch in text)\n"},
         heldout=True,
     ),
 ]
 
 
 # Templated one-line bugs, for training data with some variety: (arguments, correct body, buggy body, a call that
-# shows the bug, its right result, the result with the bug).
+# shows the bug, its right result, the result with the bug, a wrong fix that the test rejects).
 _TEMPLATES = [
-    ("a, b", "a + b", "a - b", "{f}(2, 3)", "5", "-1"),
-    ("a, b", "a * b", "a + b", "{f}(3, 4)", "12", "7"),
-    ("items", "items[-1]", "items[0]", "{f}([1, 2, 3])", "3", "1"),
-    ("text", "text.upper()", "text.lower()", "{f}(\"ab\")", "\"AB\"", "\"ab\""),
-    ("a, b", "max(a, b)", "min(a, b)", "{f}(2, 7)", "7", "2"),
-    ("n", "list(range(1, n + 1))", "list(range(1, n))", "{f}(3)", "[1, 2, 3]", "[1, 2]"),
-    ("n", "n % 2 == 0", "n % 2 == 1", "{f}(4)", "True", "False"),
-    ("text", "text.strip()", "text.lstrip()", "{f}(\" a \")", "\"a\"", "\"a \""),
+    ("a, b", "a + b", "a - b", "{f}(2, 3)", "5", "-1", "b - a"),
+    ("a, b", "a * b", "a + b", "{f}(3, 4)", "12", "7", "a ** b"),
+    ("items", "items[-1]", "items[0]", "{f}([1, 2, 3])", "3", "1", "items[1]"),
+    ("text", "text.upper()", "text.lower()", "{f}(\"ab\")", "\"AB\"", "\"ab\"", "text.title()"),
+    ("a, b", "max(a, b)", "min(a, b)", "{f}(2, 7)", "7", "2", "abs(a - b)"),
+    ("n", "list(range(1, n + 1))", "list(range(1, n))", "{f}(3)", "[1, 2, 3]", "[1, 2]", "list(range(n))"),
+    ("n", "n % 2 == 0", "n % 2 == 1", "{f}(4)", "True", "False", "n % 3 == 0"),
+    ("text", "text.strip()", "text.lstrip()", "{f}(\" a \")", "\"a\"", "\"a \"", "text.rstrip()"),
 ]
 _PACKAGES = ["alpha", "bravo", "cobalt", "delta", "ember", "fable", "garnet", "harbor", "indigo", "juniper", "kepler",
              "lumen", "meadow", "nimbus", "orbit", "prism"]
@@ -231,7 +247,7 @@ _MODULES = ["core", "utils", "helpers", "ops"]
 
 def templated_repo(i: int) -> ToyRepo:
     """The i-th templated task (0 <= i < 16): a package with one buggy function and one correct one."""
-    args, good, bad, call, right, wrong = _TEMPLATES[i % len(_TEMPLATES)]
+    args, good, bad, call, right, wrong, decoy = _TEMPLATES[i % len(_TEMPLATES)]
     pkg, mod, f = _PACKAGES[i], _MODULES[i % len(_MODULES)], _FUNCTIONS[i % len(_FUNCTIONS)][i // len(_TEMPLATES)]
     call = call.format(f=f)
 
@@ -249,6 +265,7 @@ def templated_repo(i: int) -> ToyRepo:
         pass_to_pass=[f"tests/test_{mod}.py::test_describe"],
         problem_statement=f"`{pkg}.{mod}.{f}` gives a wrong result\n\n`{call}` returns `{wrong}`; it should return "
                           f"`{right}`.\n",
+        decoy={f"{pkg}/{mod}.py": source(decoy)},
     )
 
 
@@ -317,3 +334,35 @@ def build_toy_tasks(dest: Path, templated: int = 0) -> Path:
         partial.write_text("".join(json.dumps(row) + "\n" for row in selected))
         partial.replace(path)
     return tasks_file
+
+
+DECOYS, HELDOUT_DECOYS = "decoys.jsonl", "heldout_decoys.jsonl"
+
+
+def build_decoy_tasks(toy_dir: Path, dest: Path) -> Path:
+    """Write `dest/decoys.jsonl` and `dest/heldout_decoys.jsonl`: the tasks of `toy_dir` (made by
+    `build_toy_tasks`; their repositories stay there), each with its `patch` replaced by its decoy, a wrong fix of
+    the same code that the task's tests reject. The oracle policy replays a decoy as it replays a gold patch, which
+    makes unresolved attempts that look like resolved ones: a verifier's negative examples, and wrong candidates to
+    select among. Returns the training tasks' decoy file."""
+    import tempfile
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    specs = {spec.name: spec for spec in REPOS + [templated_repo(i) for i in range(len(_PACKAGES))]}
+    for source, target in ((Path(toy_dir) / "tasks.jsonl", dest / DECOYS),
+                           (Path(toy_dir) / HELDOUT, dest / HELDOUT_DECOYS)):
+        rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+        for row in rows:
+            with tempfile.TemporaryDirectory(prefix="swehero-decoy-") as tmp:
+                clone = Path(tmp) / "repo"
+                source_repo = repo_dir(Path(toy_dir).resolve() / "repos", row["repo"])
+                _git(Path(tmp), "clone", "-q", str(source_repo), str(clone))
+                _git(clone, "checkout", "-q", row["base_commit"])
+                for rel, text in specs[row["repo"].split("/", 1)[1]].decoy.items():
+                    (clone / rel).write_text(text)
+                row["patch"] = _git(clone, "diff")
+        partial = target.with_suffix(".partial")
+        partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        partial.replace(target)
+    return dest / DECOYS

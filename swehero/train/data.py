@@ -45,6 +45,9 @@ class PackedSequences:
         folder = Path(folder)
         stats = json.loads((folder / "stats.json").read_text())
         self.seq_length = int(stats["seq_length"])
+        self.documents = [0]
+        if not stats["samples"][split]:  # an empty split (no instance drawn for it): Megatron cannot map its file
+            return
         self.tokens = IndexedDataset(str(folder / f"{split}_tokens"))
         self.loss_mask = IndexedDataset(str(folder / f"{split}_loss_mask"))
         self.documents = self.tokens.document_indices

@@ -54,7 +54,7 @@ def train(job: TrainJob) -> None:
                            "peak_memory_gib": (peak_bytes(env.cuda) - before_model) / GiB})
         if step % s.checkpoint.every == 0 or step == total_steps:
             ckpt.save(step, model, optimizer, scheduler)
-        if (s.eval_every and step % s.eval_every == 0) or step == total_steps:
+        if len(valid) and ((s.eval_every and step % s.eval_every == 0) or step == total_steps):
             groups = validation_groups(valid, env, s.parallel.pipeline)
             valid_loss = evaluate(model, groups, valid.seq_length, env.device, s.fused_ce)
             if log is not None:

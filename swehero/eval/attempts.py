@@ -1,0 +1,73 @@
+"""The graded attempts of eval folders: for every instance, its attempt in each run, with the trajectory, the
+committed patch and the grade. What selection among attempts and verifier training read."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from swehero.eval.grade import grades
+from swehero.eval.inference import finished, trajectory_path
+from swehero.eval.runs import run_dirs
+
+EVAL_FILE = "eval.json"
+
+
+@dataclass
+class Attempt:
+    run: int
+    """Index of the run among all the runs read (folders in the order given, each folder's runs in order)."""
+    instance_id: str
+    trajectory: Path
+    """The trajectory record's file."""
+    patch: str
+    """The committed prediction's patch (empty: the attempt left none)."""
+    resolved: bool | None
+    """The grade; False for an empty patch (never graded) or an infrastructure failure of the grader; None for
+    a patch not graded yet."""
+    infra_failure: bool = False
+    """The grader failed (the verdict says nothing about the patch)."""
+
+    def record(self) -> dict:
+        return json.loads(self.trajectory.read_text())
+
+
+def is_eval_folder(path: Path) -> bool:
+    return (Path(path) / EVAL_FILE).is_file()
+
+
+def eval_runs(folder: Path) -> tuple[dict, list[Path]]:
+    """The saved settings of an eval folder (`eval.json`) and its run folders."""
+    saved = json.loads((Path(folder) / EVAL_FILE).read_text())
+    return saved, run_dirs(folder, saved.get("runs", 1))
+
+
+def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attempt]]]:
+    """(instance ids, their attempts in run order) over every run of `folders`, which must be evaluations of the
+    same instances. ValueError naming what is missing when an attempt has no committed prediction."""
+    instance_ids, runs = None, []
+    for folder in folders:
+        if not is_eval_folder(folder):
+            raise ValueError(f"{folder} is not an eval folder (no {EVAL_FILE})")
+        saved, dirs = eval_runs(folder)
+        if instance_ids is None:
+            instance_ids = saved["instance_ids"]
+        elif sorted(saved["instance_ids"]) != sorted(instance_ids):
+            raise ValueError(f"{folder} evaluates other instances than {folders[0]}: selection needs every run to "
+                             "attempt the same instances")
+        runs += dirs
+    attempts: dict[str, list[Attempt]] = {iid: [] for iid in instance_ids}
+    for k, run in enumerate(runs):
+        predictions, graded = finished(run), grades(run)
+        missing = [iid for iid in instance_ids if iid not in predictions]
+        if missing:
+            raise ValueError(f"{run}: {len(missing)} instance(s) have no prediction yet (e.g. {missing[0]}); finish "
+                             "the eval first (rerun `swehero eval run`)")
+        for iid in instance_ids:
+            patch = predictions[iid]["model_patch"] or ""
+            grade = graded.get(iid)
+            resolved = bool(grade["resolved"]) if grade else (False if not patch.strip() else None)
+            attempts[iid].append(Attempt(k, iid, trajectory_path(run, iid), patch, resolved,
+                                         bool(grade and grade.get("infra_failure"))))
+    return list(instance_ids), attempts

@@ -1,0 +1,114 @@
+"""Choosing one attempt per instance among N runs, and what the choice is worth: best@k beside pass@k.
+
+Rules (stated in every report):
+
+- **Verifier ranking.** Per instance the attempts are ranked: attempts with a patch before those without (an empty
+  patch resolves nothing), then by the verifier's score, highest first (attempts it could not score last), then by
+  run, lowest first. The selected attempt is the first of the ranking.
+- **best@k.** The expected resolved rate of the selected attempt when the selector sees k of the N attempts, drawn
+  at random without replacement, averaged over every such draw: the attempt at position j of the ranking (0-based)
+  is the best of the drawn ones in C(N-1-j, k-1) of the C(N, k) draws. This is the counterpart of pass@k's unbiased
+  estimator (which averages "at least one drawn attempt resolves" over the same draws): best@1 is the mean resolved
+  rate of the runs, best@N selects among all attempts, best@k never exceeds pass@k, and equals it when the verifier
+  ranks every resolved attempt first. (Selecting among "the first k runs" instead would make best@1 the rate of
+  run 0 alone, above pass@1 whenever run 0 was lucky.)
+- **Majority patch** (no training): among the drawn attempts with a patch, the patch that occurs most often once
+  whitespace is normalised (in every line runs of whitespace become one space and the ends are stripped; blank
+  lines are dropped); a tie goes to the patch whose
+  earliest attempt has the lowest run, and the earliest attempt with that patch is selected; with no patch drawn,
+  nothing resolves. Averaged over all draws of k (C(N, k) <= `MAX_DRAWS`), else over `MAX_DRAWS` draws sampled with
+  a fixed seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+
+import numpy as np
+
+MAX_DRAWS = 2000
+"""Draws of k attempts the majority baseline enumerates (beyond that it samples this many)."""
+
+
+def normalise_patch(patch: str) -> str:
+    """A patch with its whitespace normalised: what makes two patches "the same"."""
+    return "\n".join(" ".join(line.split()) for line in patch.splitlines() if line.strip())
+
+
+def ranking(scores: list[float | None], patches: list[str]) -> list[int]:
+    """Attempt indices (runs), best first, by the module's rule."""
+    return sorted(range(len(scores)), key=lambda k: (not patches[k].strip(), scores[k] is None, -(scores[k] or 0.0), k))
+
+
+def best_at_k(order: list[int], resolved: list[bool], k: int) -> float:
+    """Expected resolved of the selected attempt over all draws of k attempts (closed form, exact)."""
+    n = len(order)
+    return sum(math.comb(n - 1 - j, k - 1) for j, a in enumerate(order) if resolved[a]) / math.comb(n, k)
+
+
+def majority_choice(drawn: list[int], patches: list[str]) -> int | None:
+    """The attempt the majority-patch rule selects among `drawn` (sorted by run), None when none has a patch."""
+    groups: dict[str, list[int]] = {}
+    for a in drawn:
+        if patches[a].strip():
+            groups.setdefault(normalise_patch(patches[a]), []).append(a)
+    if not groups:
+        return None
+    return min(groups.values(), key=lambda members: (-len(members), members[0]))[0]
+
+
+def majority_at_k(patches: list[str], resolved: list[bool], k: int, seed: int = 0) -> float:
+    """Expected resolved of the majority patch's attempt over the draws of k attempts (see MAX_DRAWS)."""
+    n = len(patches)
+    if math.comb(n, k) <= MAX_DRAWS:
+        draws = itertools.combinations(range(n), k)
+    else:
+        rng = np.random.default_rng(seed)
+        draws = (sorted(rng.choice(n, size=k, replace=False).tolist()) for _ in range(MAX_DRAWS))
+    hits = []
+    for drawn in draws:
+        chosen = majority_choice(list(drawn), patches)
+        hits.append(chosen is not None and resolved[chosen])
+    return float(np.mean(hits))
+
+
+def auc(scores: list[float], labels: list[bool]) -> float | None:
+    """Area under the ROC curve: the probability that a resolved attempt scores above an unresolved one (ties
+    count half); the Mann-Whitney statistic, computed here rather than adding scikit-learn for one number."""
+    pos = np.array([s for s, y in zip(scores, labels) if y])
+    neg = np.array([s for s, y in zip(scores, labels) if not y])
+    if not len(pos) or not len(neg):
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+def summarise(instances: list[dict], runs: int) -> dict:
+    """best@k, majority@k, pass@k and the mean over `instances` (each {"scores", "patches", "resolved"} per run),
+    and the verifier's accuracy and AUC on the scored attempts."""
+    from swehero.eval.runs import pass_at_k
+
+    ks = range(1, runs + 1)
+    best, majority, passed = Counter(), Counter(), Counter()
+    for inst in instances:
+        order = ranking(inst["scores"], inst["patches"])
+        for k in ks:
+            best[k] += best_at_k(order, inst["resolved"], k)
+            majority[k] += majority_at_k(inst["patches"], inst["resolved"], k)
+            passed[k] += pass_at_k(runs, sum(inst["resolved"]), k)
+    n = len(instances)
+    scored = [(s, y) for inst in instances for s, y, p in zip(inst["scores"], inst["resolved"], inst["patches"])
+              if s is not None and p.strip()]
+    return {
+        "mean": round(best[1] / n, 4),
+        "best_at_k": {str(k): round(best[k] / n, 4) for k in ks},
+        "majority_at_k": {str(k): round(majority[k] / n, 4) for k in ks},
+        "pass_at_k": {str(k): round(passed[k] / n, 4) for k in ks},
+        "verifier_quality": {
+            "scored": len(scored), "resolved": sum(y for _, y in scored),
+            "accuracy": round(float(np.mean([(s >= 0.5) == y for s, y in scored])), 4) if scored else None,
+            "auc": None if (a := auc([s for s, _ in scored], [y for _, y in scored])) is None else round(a, 4),
+        },
+    }

@@ -1,0 +1,165 @@
+"""Best of N: a trained verifier scores every attempt of repeated runs and one attempt per instance is selected.
+
+Each attempt with a patch is judged in one forward pass: the verifier (served by vLLM) reads the attempt as a
+verifier example without its answer (`swehero.data.verifier`: the same judging message and truncation as in
+training, sent as token ids so the prompt is token for token the training prefix), and vLLM returns the
+log-probabilities of the two answer tokens for the next position (`logprob_token_ids`, whatever their rank). The
+score is p(yes) / (p(yes) + p(no)): the verdict's probability with the mass on other tokens left out. Nothing is
+graded again: the attempts' grades are in their runs' `grades.jsonl`.
+
+Scores are committed one line per attempt to an append-only log (`verifier_scores.jsonl`), so a rerun scores only
+what is missing; the report (`select.json`, `select.md`, `select.png`) follows the rules of
+`swehero.eval.best_of`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swehero.serve.server import ServeConfig
+
+SCORES = "verifier_scores.jsonl"
+SCORE_RULE = "p(yes) / (p(yes) + p(no)) of the verifier's next token after the judging message"
+
+
+@dataclass
+class VerifierSettings:
+    """Selecting one attempt per instance among the runs with a trained verifier (eval setting `verifier`, and
+    `swehero eval select`)."""
+
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    """The verifier checkpoint (a Hugging Face folder, e.g. a verifier `train` stage's `hf`) and how vLLM serves
+    it; empty `model`: no selection. `max_model_len` must hold `seq_length`."""
+    endpoint: str = ""
+    """A server already serving that checkpoint (`http://host:port/v1`); empty: one is started for the scoring."""
+    seq_length: int = 32768
+    """Tokens of a judged attempt: the verifier's training `seq_length` (the same truncation from the middle)."""
+    workers: int = 8
+    """Attempts scored concurrently."""
+
+
+def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, progress=print) -> dict[str, str]:
+    """Score every attempt of the eval `folders` (their runs in order), select, and write the report to `out_dir`."""
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from swehero.data.verifier import FORMAT, VerifierFormat
+    from swehero.eval.attempts import read_attempts
+    from swehero.jsonio import JsonlLog
+
+    cfg = settings.serve
+    if not cfg.model:
+        raise ValueError("selection needs the verifier checkpoint (verifier.serve.model / --verifier)")
+    if settings.seq_length > cfg.max_model_len:
+        raise ValueError(f"verifier seq_length {settings.seq_length} exceeds the server's max_model_len "
+                         f"{cfg.max_model_len}")
+    out_dir = Path(out_dir)
+    instance_ids, attempts = read_attempts([Path(f) for f in folders])
+    ungraded = [a for per in attempts.values() for a in per if a.resolved is None]
+    if ungraded:
+        raise ValueError(f"{len(ungraded)} attempt(s) are not graded yet (e.g. {ungraded[0].trajectory}): run "
+                         "`swehero eval grade` first")
+    model = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
+    verifier = {"model": model, "seq_length": settings.seq_length, "format": FORMAT}
+    log = JsonlLog(out_dir / SCORES, key=lambda r: (r["run"], r["instance_id"]))
+    scores = log.records()
+    other = next((r["verifier"] for r in scores.values() if r["verifier"] != verifier), None)
+    if other is not None:
+        raise ValueError(f"{log.path} holds scores of another verifier ({other}): select into another "
+                         "folder (--out), or remove the file")
+    fmt = VerifierFormat(AutoTokenizer.from_pretrained(cfg.model), settings.seq_length)
+    todo = [a for per in attempts.values() for a in per if a.patch.strip() and (a.run, a.instance_id) not in scores]
+    progress(f"verifier: {len(scores)} attempt(s) scored before, {len(todo)} to score")
+    if todo:
+        with _endpoint(settings, out_dir) as url:
+            scorer = _Scorer(url, fmt)
+
+            def one(attempt) -> None:
+                log.append({"run": attempt.run, "instance_id": attempt.instance_id, "verifier": verifier,
+                            **scorer.score(attempt.record(), attempt.patch)})
+
+            with ThreadPoolExecutor(max_workers=max(settings.workers, 1)) as pool:
+                for future in tqdm([pool.submit(one, a) for a in todo], desc="verifier", unit="attempt"):
+                    future.result()
+        scores = log.records()
+    return write_selection(instance_ids, attempts, scores, verifier, [str(f) for f in folders], out_dir, progress)
+
+
+@contextlib.contextmanager
+def _endpoint(settings: VerifierSettings, log_dir: Path):
+    if settings.endpoint:
+        yield settings.endpoint
+        return
+    from swehero.serve.server import VLLMServer
+
+    with VLLMServer(settings.serve, Path(log_dir) / "verifier-vllm.log") as server:
+        yield server.url
+
+
+class _Scorer:
+    """One completion request per attempt: the prompt's token ids in, the two answers' log-probabilities out."""
+
+    def __init__(self, url: str, fmt) -> None:
+        from swehero.agent.openai_policy import OpenAIConfig, OpenAIPolicy
+
+        self.client = OpenAIPolicy(OpenAIConfig(base_url=url))
+        self.fmt = fmt
+
+    def score(self, record: dict, patch: str) -> dict:
+        from swehero.data.trajectory import validate
+
+        try:
+            record = validate(record)
+            judged = self.fmt.judge(record["messages"], record["tools"], patch)
+        except ValueError as e:  # a Reject (no conversation), or no task message: nothing to judge
+            return {"score": None, "unscored": str(e)}
+        if judged is None:
+            return {"score": None, "unscored": f"longer than {self.fmt.seq_length} tokens even truncated"}
+        prompt = self.fmt.prompt_ids(judged, record["tools"])
+        yes, no = self.fmt.answer_ids[True], self.fmt.answer_ids[False]
+        reply = self.client.request("/completions", {
+            "model": self.client.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": 1,
+            "logprob_token_ids": [yes, no], "return_tokens_as_token_ids": True})
+        top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
+        lp_yes, lp_no = top[f"token_id:{yes}"], top[f"token_id:{no}"]
+        return {"score": 1.0 / (1.0 + math.exp(lp_no - lp_yes)), "logprob_yes": lp_yes, "logprob_no": lp_no,
+                "prompt_tokens": len(prompt), "omitted_messages": judged.omitted_messages,
+                "omitted_patch_lines": judged.omitted_patch_lines}
+
+
+def write_selection(instance_ids: list[str], attempts: dict, scores: dict, verifier: dict, folders: list[str],
+                    out_dir: Path, progress=print) -> dict[str, str]:
+    """`select.json`, `select.md` and `select.png` from the attempts and their scores; returns the paths."""
+    from swehero.eval.best_of import majority_choice, ranking, summarise
+    from swehero.eval.selection_report import chart, markdown
+    from swehero.jsonio import write_json_atomic
+
+    runs = len(next(iter(attempts.values())))
+    instances = []
+    for iid in instance_ids:
+        per = attempts[iid]
+        entry = {"instance_id": iid, "patches": [a.patch for a in per], "resolved": [bool(a.resolved) for a in per],
+                 "scores": [(scores.get((a.run, iid)) or {}).get("score") for a in per]}
+        entry["selected_run"] = ranking(entry["scores"], entry["patches"])[0]
+        entry["majority_run"] = majority_choice(list(range(runs)), entry["patches"])
+        instances.append(entry)
+    summary = summarise(instances, runs)
+    unscored = [s for s in scores.values() if s["score"] is None]
+    report = {"verifier": {**verifier, "score": SCORE_RULE}, "folders": folders, "runs": runs,
+              "instances": len(instances), **summary,
+              "selected_resolved": sum(i["resolved"][i["selected_run"]] for i in instances),
+              "oracle_resolved": sum(any(i["resolved"]) for i in instances),
+              "unscored": [{"run": s["run"], "instance_id": s["instance_id"], "why": s["unscored"]} for s in unscored],
+              "per_instance": [{k: v for k, v in i.items() if k != "patches"} for i in instances]}
+    paths = {"select": out_dir / "select.json", "select_md": out_dir / "select.md", "select_chart": out_dir / "select.png"}
+    write_json_atomic(paths["select"], report, indent=1)
+    paths["select_md"].write_text(markdown(report))
+    chart(report, paths["select_chart"])
+    progress(f"best@{runs} {100 * report['best_at_k'][str(runs)]:.1f}% (majority patch "
+             f"{100 * report['majority_at_k'][str(runs)]:.1f}%, pass@{runs} {100 * report['pass_at_k'][str(runs)]:.1f}%, "
+             f"mean {100 * report['mean']:.1f}%); report: {paths['select_md']}")
+    return {name: str(path) for name, path in paths.items()}

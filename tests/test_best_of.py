@@ -1,0 +1,81 @@
+"""Selection among repeated runs: the ranking rule, best@k (closed form against enumerating every draw, never above
+pass@k, equal to it for a verifier that ranks resolved attempts first), the majority-patch baseline on hand-made
+attempts, and the verifier's AUC."""
+
+import itertools
+import random
+from fractions import Fraction
+
+import pytest
+
+from swehero.eval.best_of import auc, best_at_k, majority_at_k, majority_choice, normalise_patch, ranking, summarise
+from swehero.eval.runs import pass_at_k
+
+
+def test_ranking_puts_patches_first_then_score_then_lowest_run():
+    scores = [0.2, 0.9, None, 0.9, 0.95, 0.7]
+    patches = ["p", "p", "p", "p", "", "p"]
+    # run 4 scores highest but has no patch; runs 1 and 3 tie (lowest run first); run 2 could not be scored
+    assert ranking(scores, patches) == [1, 3, 5, 0, 2, 4]
+
+
+def _enumerated_best_at_k(order, resolved, k):
+    rank = {a: j for j, a in enumerate(order)}
+    draws = list(itertools.combinations(range(len(order)), k))
+    return Fraction(sum(resolved[min(d, key=rank.get)] for d in draws), len(draws))
+
+
+def test_best_at_k_is_the_average_over_all_draws_and_bounded_by_pass_at_k():
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 8)
+        resolved = [rng.random() < 0.4 for _ in range(n)]
+        scores = [rng.choice([None, rng.random(), 0.5]) for _ in range(n)]
+        order = ranking(scores, ["p"] * n)
+        oracle = sorted(range(n), key=lambda a: (not resolved[a], a))  # every resolved attempt first
+        for k in range(1, n + 1):
+            best = best_at_k(order, resolved, k)
+            assert best == pytest.approx(float(_enumerated_best_at_k(order, resolved, k)), abs=1e-12)
+            assert best <= pass_at_k(n, sum(resolved), k) + 1e-12
+            assert best_at_k(oracle, resolved, k) == pytest.approx(pass_at_k(n, sum(resolved), k), abs=1e-12)
+        assert best_at_k(order, resolved, 1) == pytest.approx(sum(resolved) / n)  # best@1 is the mean
+
+
+def test_majority_patch_on_hand_made_attempts():
+    assert normalise_patch("+  x = 1\n\n+\ty\n") == normalise_patch("+ x = 1\n+ y")
+    # whitespace-equal patches count together: runs 0 and 2 outvote runs 1 and 3
+    assert majority_choice([0, 1, 2, 3], ["+a\n", "+b\n", "+a  \n", "+c\n"]) == 0
+    # a tie goes to the patch seen first, and the earliest attempt with it is selected
+    assert majority_choice([0, 1, 2, 3], ["+b\n", "+a\n", "+a\n", "+b\n"]) == 0
+    assert majority_choice([1, 2, 3], ["+b\n", "+a\n", "+a\n", "+b\n"]) == 1
+    assert majority_choice([0, 1, 2], ["", " \n", "+x\n"]) == 2  # empty patches never vote
+    assert majority_choice([0, 1], ["", ""]) is None
+    # k = 2 over ["A", "A", "B"]: {0,1} -> A, {0,2} and {1,2} tie -> A: never the resolved B
+    assert [majority_at_k(["+A\n", "+A\n", "+B\n"], [False, False, True], k) for k in (1, 2, 3)] == \
+        pytest.approx([1 / 3, 0.0, 0.0])
+    # over ["A", "B", "B"]: only {1,2} picks B at k = 2; all three pick B
+    assert [majority_at_k(["+A\n", "+B\n", "+B\n"], [False, True, True], k) for k in (1, 2, 3)] == \
+        pytest.approx([2 / 3, 1 / 3, 1.0])
+
+
+def test_majority_samples_draws_beyond_the_enumeration_limit():
+    patches = ["+A\n"] * 12 + ["+B\n"] * 12 + [""] * 8  # C(32, 16) draws: sampled, with a fixed seed
+    resolved = [True] * 12 + [False] * 20
+    first, again = majority_at_k(patches, resolved, 16), majority_at_k(patches, resolved, 16)
+    assert first == again and 0.3 < first < 0.7
+
+
+def test_auc_and_summary():
+    assert auc([0.9, 0.8, 0.3, 0.1], [True, True, False, False]) == 1.0
+    assert auc([0.5, 0.5], [True, False]) == 0.5
+    assert auc([0.9, 0.1, 0.8], [False, True, True]) == 0.0  # every resolved attempt scores below the other
+    assert auc([0.3], [True]) is None
+    instances = [
+        {"scores": [0.9, 0.2, None], "patches": ["+a\n", "+b\n", ""], "resolved": [True, False, False]},
+        {"scores": [0.1, 0.6, 0.7], "patches": ["+a\n", "+a\n", "+c\n"], "resolved": [True, True, False]},
+    ]
+    s = summarise(instances, 3)
+    assert s["mean"] == round((1 / 3 + 2 / 3) / 2, 4)
+    assert s["best_at_k"]["3"] == 0.5 and s["pass_at_k"]["3"] == 1.0  # the verifier picks run 2 of instance 2
+    assert s["majority_at_k"]["3"] == 1.0  # "+a" is the most common patch of both
+    assert s["verifier_quality"] == {"scored": 5, "resolved": 3, "accuracy": 0.6, "auc": round(3 / 6, 4)}
