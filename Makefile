@@ -18,7 +18,7 @@ CONSTRAINTS := $(if $(LOCK),-c $(LOCK),)
 TORCH_WHEELS ?= /opt/wheels
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install demo test clean lock install-py312 test-py312
+.PHONY: install demo test test-fast clean lock install-py312 test-py312
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ demo: install
 test: install
 	-$(VENV)/bin/python -m swehero.eval.engine
 	$(VENV)/bin/python -m pytest
+
+# The unit tier: everything not marked slow (servers, multi-process training, end-to-end runs) or docker.
+test-fast: install
+	$(VENV)/bin/python -m pytest -m "not slow and not docker"
 
 clean:
 	rm -rf $(VENV) $(VENV312) runs .pytest_cache
@@ -78,7 +82,8 @@ lock: install
 	$(VENV)/bin/python -m pip install -q uv
 	$(VENV)/bin/uv pip compile setup.cfg --extra cpu --extra eval --extra test --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_WHEELS) --no-header --quiet -o locks/cpu-py3.11.lock
-	$(VENV)/bin/uv pip compile setup.cfg --extra megatron --extra test --python-version 3.12 \
+	@# the tier installs $(TORCH) first: the lock must hold that torch, not the newest one megatron-core accepts
+	echo "$(TORCH)" | $(VENV)/bin/uv pip compile setup.cfg - --extra megatron --extra test --python-version 3.12 \
 	  --python-platform x86_64-manylinux_2_28 --no-header --quiet -o $(LOCK312)
 	$(VENV)/bin/uv pip compile setup.cfg --extra gpu --extra eval $(LOCK_FLAGS) \
 	  --no-emit-package torch --no-emit-package transformer-engine --no-emit-package transformer-engine-torch \
