@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import asdict
@@ -38,10 +39,13 @@ def test_run_with_the_oracle_writes_a_valid_trajectory(tmp_path):
     task = make_task(tmp_path / "repo", "calc", CALC, CALC_FIX)
     (tmp_path / "task.json").write_text(json.dumps([asdict(task), {**asdict(task), "instance_id": "other"}]))
     out = tmp_path / "traj.json"
+    before = signal.getsignal(signal.SIGTERM)
     result = CliRunner().invoke(agent, ["run", "--task", str(tmp_path / "task.json"), "--instance-id", task.instance_id,
                                         "--repo-dir", str(tmp_path / "repo"), "--policy", "oracle", "--mode", "exec",
                                         "--out", str(out)])
     assert result.exit_code == 0, result.output
+    # its SIGTERM handler was the command's own: a process forked later by the caller must not inherit it
+    assert signal.getsignal(signal.SIGTERM) is before
     assert result.output.startswith(f"{task.instance_id}: submitted after ")
     record = validate(json.loads(out.read_text()))
     assert record["stage"] == "hero" and "+    return a + b" in record["patch"]

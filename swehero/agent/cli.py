@@ -42,15 +42,19 @@ def run(task_path: Path, instance_id: str | None, repo_dir: Path | None, out: Pa
     from swehero.agent.task import Task
     from swehero.rollout.tasks import load_tasks, select
 
-    # SIGTERM unwinds like Ctrl-C, so the sandbox or container is cleaned up and the trajectory saved
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     tasks = select(load_tasks(str(task_path)), [instance_id] if instance_id else [])
     if len(tasks) != 1:
         raise click.BadParameter(f"{task_path} holds {len(tasks)} tasks: choose one with --instance-id",
                                  param_hint="--task")
     task = Task.from_row(tasks[0])
     out = out or Path(f"{task.instance_id}.{settings.mode}.json")
-    record = run_task(task, settings, out, repo_dir)
+    # SIGTERM unwinds like Ctrl-C, so the sandbox or container is cleaned up and the trajectory saved; the
+    # previous handler comes back after, for callers that run the command in their own process
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        record = run_task(task, settings, out, repo_dir)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     meta = record["metadata"]
     click.echo(f"{task.instance_id}: {meta['finish_reason']} after {meta['steps']} steps, patch "
                f"{len(record['patch'].splitlines())} lines, banned={meta.get('banned', False)} -> {out}")

@@ -23,6 +23,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -179,7 +180,9 @@ def _results(cfg: PrepareConfig, batches):
     previous = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        with mp.get_context("fork").Pool(workers) as pool:
+        # terminate() must stop the workers whatever SIGTERM handler this process had when they were forked
+        with mp.get_context("fork").Pool(workers, initializer=signal.signal,
+                                         initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
             pending: deque = deque()
             for batch in batches:
                 pending.append(pool.apply_async(_process, (batch,)))

@@ -32,11 +32,13 @@ def start(settings: ServeConfig, log_file: Path) -> None:
 
     with VLLMServer(settings, log_file) as server:
         click.echo(f"serving {settings.model} at {server.url} (log: {log_file}); Ctrl-C stops it")
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             status = server.process.wait()
         except KeyboardInterrupt:
             return click.echo("stopping")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     raise click.ClickException(f"vLLM exited with status {status}; see {log_file}")
 
 
