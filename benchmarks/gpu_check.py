@@ -151,7 +151,7 @@ def serve(dry_run: bool) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         model = make_tiny(Path(tmp) / "tiny", TinyModelConfig(), seed=0)
         cfg = ServeConfig(model=str(model), max_model_len=2048, dtype="float32" if dry_run else "bfloat16",
-                          gpu_memory_utilization=0.2 if dry_run else 0.3)
+                          gpu_memory_utilization=0.2 if dry_run else 0.3, compile=not dry_run)
         log = Path(tmp) / "vllm.log"
         with VLLMServer(cfg, log) as server:
             request = urllib.request.Request(f"{server.url}/chat/completions", headers={"Content-Type": "application/json"},

@@ -43,7 +43,7 @@ def vllm_url(tiny_model_dir, tmp_path_factory):
     argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
             "--served-model-name", "tiny", "--dtype", "float32", "--max-model-len", "16384",
             "--gpu-memory-utilization", "0.2", "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
-            "--host", "127.0.0.1", "--port", str(port)]
+            "--host", "127.0.0.1", "--port", str(port), "--optimization-level", "0"]
     with open(log_path, "wb") as log:
         server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:

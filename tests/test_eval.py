@@ -348,7 +348,8 @@ def test_kill_9_and_resume_loses_nothing_and_duplicates_nothing(toy, tmp_path):
 def test_served_tiny_model_completes_an_eval_run(toy, tmp_path, tiny_model_dir):
     """A real tiny model served by vLLM (CPU) drives the agent: whatever it outputs, every instance ends in an
     outcome class and the report is written."""
-    settings = _settings(toy, "openai", limit=2, serve=ServeConfig(model=str(tiny_model_dir), max_model_len=16384))
+    serve = ServeConfig(model=str(tiny_model_dir), max_model_len=16384, compile=False)
+    settings = _settings(toy, "openai", limit=2, serve=serve)
     settings.agent = AgentSettings(policy="openai", time_limit_s=300, loop=LoopConfig(max_steps=3),
                                    openai=OpenAIConfig(max_reply_tokens=64))
     out = evaluate(settings, tmp_path / "served")

@@ -49,7 +49,7 @@ def attempts(toy) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def verifier(tiny_model_dir, tmp_path_factory):
-    serve = ServeConfig(model=str(tiny_model_dir), max_model_len=SEQ, dtype="float32")
+    serve = ServeConfig(model=str(tiny_model_dir), max_model_len=SEQ, dtype="float32", compile=False)
     with VLLMServer(serve, tmp_path_factory.mktemp("vllm") / "vllm.log") as server:
         yield VerifierSettings(serve=serve, endpoint=server.url, seq_length=SEQ, workers=2)
 

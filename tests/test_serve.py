@@ -55,7 +55,7 @@ def test_serve_cli_runs_a_real_server_and_stops_on_ctrl_c(tiny_model_dir, tmp_pa
     swehero = Path(sys.executable).parent / "swehero"
     proc = subprocess.Popen(
         [str(swehero), "serve", str(tiny_model_dir), "--port", str(port), "--max-model-len", "2048",
-         "--dtype", "float32", "--gpu-memory-utilization", "0.2", "--log", str(tmp_path / "vllm.log")],
+         "--dtype", "float32", "--gpu-memory-utilization", "0.2", "--no-compile", "--log", str(tmp_path / "vllm.log")],
         stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         line = proc.stdout.readline()
@@ -82,3 +82,9 @@ def test_serve_cli_runs_a_real_server_and_stops_on_ctrl_c(tiny_model_dir, tmp_pa
         assert time.monotonic() < deadline, f"server processes still running after stop: {servers_on(port)}"
         time.sleep(0.5)
     assert "swehero_hermes" in (tmp_path / "vllm.log").read_text()
+
+
+def test_compile_off_asks_vllm_for_no_optimization():
+    assert "--optimization-level" not in command(ServeConfig(model="m", parser="hermes"), port=1)
+    args = command(ServeConfig(model="m", parser="hermes", compile=False), port=1)
+    assert args[args.index("--optimization-level") + 1] == "0"
