@@ -24,7 +24,8 @@ from swehero.agent.openai_policy import OpenAIConfig
 from swehero.agent.run import run_task
 from swehero.agent.settings import AgentSettings
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+pytestmark = [pytest.mark.slow,  # a real vLLM server
+              pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
 
 
 def _free_port() -> int:

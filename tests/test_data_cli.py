@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 import click
+import pytest
 from click.testing import CliRunner
 from tests_paths import QWEN
 
@@ -19,6 +20,7 @@ def _ok(args):
     return result
 
 
+@pytest.mark.slow
 def test_import_render_show_prepare(tmp_path, qwen_tokenizer):
     canon = tmp_path / "c.jsonl"
     _ok(["import", "--format", "nvidia", "--stage", "zero", str(FIXTURES / "nvidia.jsonl"), "--out", str(canon)])
@@ -59,6 +61,7 @@ def test_import_render_show_prepare(tmp_path, qwen_tokenizer):
     assert (tmp_path / "ds" / "train_tokens.idx").exists()
 
 
+@pytest.mark.slow
 def test_stage_run_uses_recipe_tokenizer_and_seed(tmp_path):
     from swehero.data.importers import import_files
     from swehero.data.stage import Settings, run

@@ -40,6 +40,7 @@ def test_nvidia_attaches_openhands_tools_and_links_tool_results_by_order(tmp_pat
     )
 
 
+@pytest.mark.slow
 def test_parquet_input_through_datasets(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -59,6 +59,7 @@ def built(tmp_path_factory, qwen_tokenizer):
     return tmp, records, cfg, stats
 
 
+@pytest.mark.slow
 def test_packed_samples_hold_exact_renders_with_boundaries(built, qwen_tokenizer):
     tmp, records, cfg, stats = built
     renderer = ChatRenderer(qwen_tokenizer)
@@ -81,6 +82,7 @@ def test_packed_samples_hold_exact_renders_with_boundaries(built, qwen_tokenizer
     assert stats["trained_tokens"] == sum(int(m.sum()) for m in expected.values())
 
 
+@pytest.mark.slow
 def test_split_by_instance_stats_and_rejects(built, qwen_tokenizer):
     tmp, records, _, stats = built
     assert stats["trajectories"]["read"] == len(records) + 5
@@ -111,6 +113,7 @@ def test_split_by_instance_stats_and_rejects(built, qwen_tokenizer):
     assert len(instances["train"] | instances["valid"]) == N_INSTANCES
 
 
+@pytest.mark.slow
 def test_rerun_is_deterministic_and_complete_output_is_kept(built):
     tmp, _, cfg, stats = built
     again = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "again", cfg)
@@ -122,6 +125,7 @@ def test_rerun_is_deterministic_and_complete_output_is_kept(built):
     assert (tmp / "again" / "train_tokens.bin").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_killed_run_leftovers_restart_cleanly_and_failure_leaves_nothing_complete(built):
     tmp, _, cfg, _ = built
     partial = tmp / "resume.partial"
@@ -136,6 +140,7 @@ def test_killed_run_leftovers_restart_cleanly_and_failure_leaves_nothing_complet
     assert not (tmp / "strict").exists()
 
 
+@pytest.mark.slow
 def test_too_long_policies(built):
     tmp, records, _, _ = built
     short = {"seq_length": 2600, "valid_fraction": 0.0, "max_reject_fraction": 0.2}
@@ -146,6 +151,7 @@ def test_too_long_policies(built):
     assert drop["trajectories"]["kept"] + drop["trajectories"]["dropped"]["too_long"] == len(records)
 
 
+@pytest.mark.slow
 def test_multiprocess_output_equals_in_process(built):
     tmp, _, cfg, _ = built
     cfg2 = PrepareConfig(**{**cfg.__dict__, "workers": 2, "batch_size": 5})

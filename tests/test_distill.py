@@ -33,6 +33,7 @@ def lines(path: Path) -> list[dict]:
     return read_jsonl(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["zero", "exec"])
 def test_oracle_distills_every_task_and_rollout(toy, tmp_path, mode):
     settings = Settings(tasks=str(toy), rollouts=2, workers=2, progress=False,
@@ -69,6 +70,7 @@ def _children_of(pid: int) -> list[int]:
     return [int(p.name) for p in Path("/proc").glob("[0-9]*") if _stat(p.name)[1:2] == [str(pid)]]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_kill_9_then_resume_loses_and_repeats_nothing(toy, tmp_path):
     out = tmp_path / "out"
@@ -100,6 +102,7 @@ def test_kill_9_then_resume_loses_and_repeats_nothing(toy, tmp_path):
     assert summary["skipped_as_done"] == len(partial) and summary["episodes"] == 12
 
 
+@pytest.mark.slow
 def test_shards_partition_the_tasks_and_merge(toy, tmp_path):
     for i in range(2):
         distill(Settings(tasks=str(toy), shard=f"{i}/2", workers=2, progress=False,
@@ -157,6 +160,7 @@ def test_endpoint_pool_least_loaded_and_dead_endpoints(tmp_path):
     assert pool.report() == [{"url": dead, "episodes": 1, "dead": True}]
 
 
+@pytest.mark.slow
 def test_a_missing_repository_fails_the_run_after_the_others_and_a_rerun_does_it(toy, tmp_path):
     """An episode whose repository is missing is not attempted or committed; the others are, then the command
     fails naming the repository; the next run does the missing one."""
@@ -175,6 +179,7 @@ def test_a_missing_repository_fails_the_run_after_the_others_and_a_rerun_does_it
     assert summary["episodes"] == 4 and summary["failed_this_run"] == 0 and summary["skipped_as_done"] == 3
 
 
+@pytest.mark.slow
 def test_distill_and_filter_stage_kinds(toy, tmp_path):
     """Both kinds' Settings build from recipe data with the recipe schema, then run through the stage contract."""
     from swehero.distill import filter_stage, stage
@@ -214,6 +219,7 @@ def test_exclude_decontaminates_before_running(toy, tmp_path):
     assert report["by_reason"] == {"instance_id": 1} and report["kept"] == 3
 
 
+@pytest.mark.slow
 def test_repository_mirrors_are_cloned_once_and_serve_every_rollout(toy, tmp_path):
     from swehero.distill.mirrors import ensure_mirrors
 

@@ -129,6 +129,7 @@ def test_rule_helpers():
     assert editor_errors(r) == 1
 
 
+@pytest.mark.slow
 def test_test_files_come_from_the_task_file_and_resolved_only_grades(tmp_path):
     toy = build_toy_tasks(tmp_path / "toy")
     task = json.loads(toy.read_text().splitlines()[0])

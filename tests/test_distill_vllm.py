@@ -23,7 +23,8 @@ from swehero.rollout.toy import build_toy_tasks
 from swehero.serve.server import ServeConfig, VLLMServer, free_port
 
 pytest.importorskip("vllm")
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+pytestmark = [pytest.mark.slow,  # real vLLM servers
+              pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
 
 
 def tiny_serve_config(model_dir, port: int = 0) -> ServeConfig:

@@ -99,6 +99,7 @@ def test_selection_instances_limit_and_shards(toy):
         select(tasks, shard="3/3")
 
 
+@pytest.mark.slow
 def test_benchmark_presets_resolve_and_fail_clearly_offline(tmp_path):
     assert benchmark_of("verified").hub_id == "princeton-nlp/SWE-bench_Verified"
     assert benchmark_of("SWE-bench/SWE-bench_Multilingual").key == "multilingual"
@@ -112,6 +113,7 @@ def test_benchmark_presets_resolve_and_fail_clearly_offline(tmp_path):
     assert "could not load princeton-nlp/SWE-bench_Verified" in done.stderr and "hf download --repo-type dataset" in done.stderr
 
 
+@pytest.mark.slow
 def test_templated_tasks_are_distinct_and_resolve_with_gold_only(tmp_path):
     tasks = build_toy_tasks(tmp_path / "toy", templated=16)
     rows = _lines(tasks)
@@ -139,6 +141,7 @@ def test_decoy_patches_apply_and_fail_the_tests(tmp_path):
         assert all(g["patch_applied"] and not g["resolved"] for g in _lines(tmp_path / name / GRADES))
 
 
+@pytest.mark.slow
 def test_heldout_tasks_resolve_with_gold_only(toy, tmp_path):
     heldout = str(toy.parent / HELDOUT)
     for policy, resolved in (("gold", 3), ("empty", 0)):
@@ -146,6 +149,7 @@ def test_heldout_tasks_resolve_with_gold_only(toy, tmp_path):
         assert json.loads(Path(out["report"]).read_text())["resolved"] == resolved
 
 
+@pytest.mark.slow
 def test_gold_scores_100_and_empty_0_through_local_grader(toy, tmp_path):
     gold = evaluate(_settings(toy, "gold", workers=2), tmp_path / "gold", progress=lambda _: None)
     empty = evaluate(_settings(toy, "empty"), tmp_path / "empty", progress=lambda _: None)
@@ -178,6 +182,7 @@ def test_wrong_patch_is_unresolved_and_breaking_p2p_counts(toy, tmp_path):
     assert entry["tests_status"]["FAIL_TO_PASS"]["success"] == task["FAIL_TO_PASS"]
 
 
+@pytest.mark.slow
 def test_predictions_validate_with_swebench_loaders(toy, tmp_path, monkeypatch):
     from swebench.harness.run_evaluation import get_dataset_from_preds
     from swebench.harness.utils import get_predictions_from_file
@@ -325,6 +330,7 @@ def _wait_for_lines(path: Path, proc: subprocess.Popen, n: int) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_kill_9_and_resume_loses_nothing_and_duplicates_nothing(toy, tmp_path):
     out = tmp_path / "run"
     cmd = [*CLI, "run", str(out), "--tasks", str(toy), "--policy", "gold", "--grader", "local"]
@@ -345,6 +351,7 @@ def test_kill_9_and_resume_loses_nothing_and_duplicates_nothing(toy, tmp_path):
     assert report["resolved"] == 4 and report["pending"] == 0
 
 
+@pytest.mark.slow
 def test_served_tiny_model_completes_an_eval_run(toy, tmp_path, tiny_model_dir):
     """A real tiny model served by vLLM (CPU) drives the agent: whatever it outputs, every instance ends in an
     outcome class and the report is written."""
@@ -372,6 +379,7 @@ stages:
 """
 
 
+@pytest.mark.slow
 def test_eval_is_a_recipe_stage(tmp_path):
     from click.testing import CliRunner
 
@@ -412,6 +420,7 @@ def test_time_limit_covers_setup_and_agent(toy, tmp_path, model):
     assert meta["finish_reason"] == "time_limit" and 3 <= meta["seconds"] < 10
 
 
+@pytest.mark.slow
 def test_oracle_agent_scores_100_through_local_grader(toy, tmp_path):
     """The agent's oracle policy edits the checkout with real tool calls (local bubblewrap runtime); its patches
     must resolve every toy task."""
@@ -424,6 +433,7 @@ def test_oracle_agent_scores_100_through_local_grader(toy, tmp_path):
     assert report["tool_calls"]["valid_rate"] == 1.0 and report["teacher_forced"] is None
 
 
+@pytest.mark.slow
 def test_harness_runs_up_to_the_docker_engine(toy, tmp_path, monkeypatch):
     """With an engine that cannot be reached (DOCKER_HOST names a socket that does not exist, whether or not this
     machine runs Docker), the harness gets our arguments, loads our predictions and the task file, records the run,
@@ -444,6 +454,7 @@ def test_harness_runs_up_to_the_docker_engine(toy, tmp_path, monkeypatch):
     assert recorded["dataset"] == str(toy) and recorded["split"] == "test"
 
 
+@pytest.mark.slow
 def test_inference_only_then_grade_and_report_commands(toy, tmp_path):
     from click.testing import CliRunner
 

@@ -68,6 +68,7 @@ def test_matches_unfused(backend, tokens, hidden_size, vocab, chunk_size):
     assert torch.all(actual[1][loss_mask == 0] == 0), "masked rows must get no hidden gradient"
 
 
+@pytest.mark.slow
 @NO_TRITON
 def test_bf16_kernel_matches_reference_and_unfused():
     hidden, weight, targets, loss_mask = make_batch(45, 40, 70, dtype=torch.bfloat16, seed=1)
@@ -137,6 +138,7 @@ def _tensor_parallel_worker(rank, world_size, init_file, backend, vocab):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_vocab_parallel_matches_unsharded(backend, tmp_path):
     mp.spawn(_tensor_parallel_worker, args=(2, tmp_path / "rendezvous", backend, 41), nprocs=2)

@@ -62,6 +62,7 @@ def compile_for_hopper() -> None:
         assert "wgmma" in ptx, f"{name} does not use Hopper tensor cores"
 
 
+@pytest.mark.slow
 def test_kernels_compile_for_hopper():
     pytest.importorskip("triton.backends.nvidia.compiler", reason="triton's CUDA backend is not installed")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

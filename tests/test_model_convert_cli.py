@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
@@ -15,6 +16,8 @@ from model_jobs import make_hf  # noqa: E402
 
 from swehero.model.cli import convert  # noqa: E402
 from swehero.recipe.stage import StageContext  # noqa: E402
+
+pytestmark = pytest.mark.slow  # Megatron in spawned processes
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
 from model_jobs import make_hf, train_job  # noqa: E402
 
 from swehero.model import cpu_backend  # noqa: E402
+
+pytestmark = pytest.mark.slow  # Megatron in spawned processes
 
 CPU_BACKEND_CHECK = """
 import torch

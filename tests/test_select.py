@@ -17,6 +17,8 @@ from swehero.eval.select import SCORES, VerifierSettings, select_best
 from swehero.rollout.toy import HELDOUT, HELDOUT_DECOYS, build_decoy_tasks, build_toy_tasks
 from swehero.serve.server import ServeConfig, VLLMServer
 
+pytestmark = pytest.mark.slow  # a real vLLM server
+
 SEQ = 4608  # the held-out attempts render to ~5.7k tokens with the tiny tokenizer: the middle is cut
 AGREE = 1e-5
 """How closely vLLM's scores must equal the transformers forward pass's. Where two attempts' scores differ by more

@@ -49,6 +49,7 @@ def post(url, payload):
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_serve_cli_runs_a_real_server_and_stops_on_ctrl_c(tiny_model_dir, tmp_path):
     port = free_port()

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the tiny recipe end to end
+
 SHORTEN = [
     "stages.sft_zero.steps=12", "stages.sft_hero.steps=4",
     "stages.eval_untrained.agent.loop.max_steps=2", "stages.eval_untrained.agent.openai.max_reply_tokens=64",
