@@ -30,7 +30,7 @@ def test_shortened_tiny_recipe_runs_end_to_end_and_reruns_nothing(tmp_path):
     run_dir = tmp_path / "run"
     done = recipe(run_dir)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert f"best_of select_md: {run_dir / 'best_of' / 'select.md'}" in done.stdout
+    assert f"best_of select.md: {run_dir / 'best_of' / 'select.md'}" in done.stdout
 
     untrained, trained = (json.loads((run_dir / name / "report.json").read_text())
                           for name in ("eval_untrained", "eval_trained"))
