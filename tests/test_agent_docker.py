@@ -224,8 +224,10 @@ _HOLDER = textwrap.dedent("""
 
 def _hold(image: str, lifetime: int, then: str) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # SIGINT as a terminal delivers it: a shell runs background jobs with SIGINT ignored, and the child would
+    # inherit that when the tests themselves run in the background
     proc = subprocess.Popen([sys.executable, "-c", _HOLDER, image, str(lifetime), then], stdout=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, proc.stdout.readline().strip()
 
 

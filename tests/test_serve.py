@@ -57,7 +57,9 @@ def test_serve_cli_runs_a_real_server_and_stops_on_ctrl_c(tiny_model_dir, tmp_pa
     proc = subprocess.Popen(
         [str(swehero), "serve", str(tiny_model_dir), "--port", str(port), "--max-model-len", "2048",
          "--dtype", "float32", "--gpu-memory-utilization", "0.2", "--no-compile", "--log", str(tmp_path / "vllm.log")],
-        stdout=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+        # SIGINT as a terminal delivers it, even when the tests run as a background job (SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert f"at http://127.0.0.1:{port}/v1" in line, line + (tmp_path / "vllm.log").read_text()[-3000:]
