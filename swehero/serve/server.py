@@ -57,7 +57,7 @@ class ServeConfig:
     compile: bool = True
     """Let vLLM compile the model (torch.compile, and CUDA graphs on GPUs): faster decoding after a slower start.
     Off (`--optimization-level 0`) for short jobs on small models, where the start dominates: on 2 CPU cores a tiny
-    model's server answered after 62 s instead of 108-156 s."""
+    model's server answered after 63 s instead of 84 s (medians, `benchmarks/serve_startup.py`)."""
     startup_timeout_s: float = 900.0
     """How long to wait for the server to answer /health."""
     extra_args: list[str] = field(default_factory=list)
