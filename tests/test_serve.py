@@ -1,6 +1,7 @@
 """`swehero serve` starts a real vLLM (CPU) server for the tiny model with our tool parser plugin, answers
 chat completions, and on Ctrl-C stops and frees its port."""
 
+import contextlib
 import json
 import os
 import signal
@@ -74,8 +75,11 @@ def test_serve_cli_runs_a_real_server_and_stops_on_ctrl_c(tiny_model_dir, tmp_pa
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # a failed check: the CLI and the server it started (its own session) go too
             os.killpg(proc.pid, signal.SIGKILL)
+            for pid in servers_on(port):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
     # Nothing listens on the port any more (a TIME_WAIT left by the last connection is not a listener),
     # and no process of the server is left.
     with pytest.raises(ConnectionRefusedError):
