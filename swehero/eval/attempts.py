@@ -9,9 +9,7 @@ from pathlib import Path
 
 from swehero.eval.grade import grades
 from swehero.eval.inference import finished, trajectory_path
-from swehero.eval.runs import run_dirs
-
-EVAL_FILE = "eval.json"
+from swehero.eval.runs import EVAL_FILE, eval_runs
 
 
 @dataclass
@@ -35,12 +33,6 @@ class Attempt:
 
 def is_eval_folder(path: Path) -> bool:
     return (Path(path) / EVAL_FILE).is_file()
-
-
-def eval_runs(folder: Path) -> tuple[dict, list[Path]]:
-    """The saved settings of an eval folder (`eval.json`) and its run folders."""
-    saved = json.loads((Path(folder) / EVAL_FILE).read_text())
-    return saved, run_dirs(folder, saved.get("runs", 1))
 
 
 def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attempt]]]:

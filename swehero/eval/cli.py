@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,11 +37,13 @@ def run(out: Path, settings: Settings) -> None:
     evaluate(settings, out, progress=click.echo)
 
 
-def _saved(out: Path) -> tuple[list[dict], dict]:
+def _saved(out: Path) -> tuple[list[dict], dict, list[Path]]:
+    """An eval folder's tasks, saved settings and run folders."""
+    from swehero.eval.runs import eval_runs
     from swehero.rollout.tasks import load_tasks, select
 
-    saved = json.loads((out / "eval.json").read_text())
-    return select(load_tasks(saved["tasks"]), saved["instance_ids"]), saved
+    saved, runs = eval_runs(out)
+    return select(load_tasks(saved["tasks"]), saved["instance_ids"]), saved, runs
 
 
 @eval_group.command()
@@ -58,11 +59,9 @@ def grade(out: Path, repos: str, settings: GradingSettings) -> None:
     """
     from swehero.eval.grade import grade as grade_predictions
     from swehero.eval.pipeline import harness_dataset, report_eval
-    from swehero.eval.runs import run_dirs
-
-    tasks, saved = _saved(out)
+    tasks, saved, runs = _saved(out)
     repo_root = Path(repos or saved.get("repos") or Path(saved["tasks"]).parent / "repos")
-    for run_dir in run_dirs(out, saved.get("runs", 1)):
+    for run_dir in runs:
         grade_predictions(tasks, run_dir, settings, repo_root, settings.harness.dataset or
                           harness_dataset(saved["tasks"]), click.echo)
     report_eval(out, tasks, saved, progress=click.echo)
@@ -79,7 +78,8 @@ def report(out: Path) -> None:
     """
     from swehero.eval.pipeline import report_eval
 
-    report_eval(out, *_saved(out), progress=click.echo)
+    tasks, saved, _ = _saved(out)
+    report_eval(out, tasks, saved, progress=click.echo)
 
 
 @eval_group.command()

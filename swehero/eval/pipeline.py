@@ -62,7 +62,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     """Run inference, grading and the report into `out_dir`; returns the output paths."""
     from swehero.eval.grade import grade
     from swehero.eval.inference import PREDICTIONS, run_inference
-    from swehero.eval.runs import run_dirs
+    from swehero.eval.runs import EVAL_FILE, run_dirs
     from swehero.rollout.endpoints import serving
     from swehero.rollout.tasks import TESTS, load_selection, load_tasks, require
 
@@ -76,7 +76,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     saved = {"tasks": selected.source, "benchmark": selected.benchmark, "model": model_label(settings),
              "repos": str(selected.repos or ""), "runs": settings.runs,
              "instance_ids": [t["instance_id"] for t in selected.tasks]}
-    (out_dir / "eval.json").write_text(json.dumps(saved, indent=1))
+    (out_dir / EVAL_FILE).write_text(json.dumps(saved, indent=1))
     harness = settings.grading.harness.dataset or harness_dataset(selected.source)
     if settings.grading.grader == "swebench" and Path(harness).is_file():  # fail before inference, not after
         from swehero.eval.harness import check_harness_dataset

@@ -10,16 +10,26 @@ a paired bootstrap over instances, which is what a claimed improvement has to be
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
 
 import numpy as np
 
+EVAL_FILE = "eval.json"
+"""What an eval folder evaluates (task source, instance ids, model, number of runs), written before inference."""
+
 
 def run_dirs(out_dir: Path, runs: int) -> list[Path]:
     """The folders of the runs: the eval folder itself for one run, `run-k` inside it for several."""
     return [Path(out_dir)] if runs == 1 else [Path(out_dir) / f"run-{k}" for k in range(runs)]
+
+
+def eval_runs(folder: Path) -> tuple[dict, list[Path]]:
+    """The saved settings of an eval folder (`eval.json`) and its run folders."""
+    saved = json.loads((Path(folder) / EVAL_FILE).read_text())
+    return saved, run_dirs(folder, saved.get("runs", 1))
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
