@@ -70,12 +70,26 @@ def test_data_parallel_equals_accumulation_and_resume_reproduces(tmp_path, datas
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher; its workers die with it (launch.die_with_parent)
     proc.wait()
     time.sleep(2)
+    # Nothing of the killed run lives on: not its ranks, nor what they spawned (the async checkpoint writer).
+    assert not holders_of(folder / "log.txt")
     logged = len((folder / "metrics.jsonl").read_text().splitlines())
     assert not (folder / "checkpoints" / "step-6").exists()
     resumed = train(folder, s, tiny_model_dir)
     steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert len(steps) > logged and steps[logged] <= steps[logged - 1]  # the rerun went back to its checkpoint
     assert losses(resumed) == pytest.approx(losses(one), rel=1e-6)
+
+
+def holders_of(path: Path) -> list[int]:
+    """The processes that hold `path` open (Linux: their /proc/PID/fd links)."""
+    pids = []
+    for fds in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) == str(path) for fd in fds.iterdir()):
+                pids.append(int(fds.parent.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return pids
 
 
 def test_stage_two_starts_from_stage_one_and_export_matches(tmp_path, dataset, tiny_model_dir):

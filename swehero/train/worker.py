@@ -16,6 +16,11 @@ from swehero.train.loop import TrainJob, train
 
 JOB_FILE = "train_job.json"
 
+if __name__ == "__mp_main__":
+    # A process a rank spawns (Megatron's asynchronous checkpoint writer) imports this module under this name. It
+    # too must die with its rank: after a kill -9 it would otherwise wait on its queue forever, holding memory.
+    die_with_parent()
+
 
 def read_job(stage_dir: Path) -> TrainJob:
     path = Path(stage_dir) / JOB_FILE
