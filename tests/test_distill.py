@@ -66,6 +66,10 @@ def _stat(pid) -> list[str]:
         return []
 
 
+def _alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if _stat(pid)[:1] not in ([], ["Z"])]
+
+
 def _children_of(pid: int) -> list[int]:
     return [int(p.name) for p in Path("/proc").glob("[0-9]*") if _stat(p.name)[1:2] == [str(pid)]]
 
@@ -79,18 +83,20 @@ def test_kill_9_then_resume_loses_and_repeats_nothing(toy, tmp_path):
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trajectories = out / "trajectories.jsonl"
     deadline = time.monotonic() + 120
-    while not (trajectories.exists() and trajectories.read_bytes().count(b"\n") >= 3):
+    while True:  # kill after 3 trajectories, while an attempt process runs (between attempts there is none)
         assert proc.poll() is None and time.monotonic() < deadline, "distill ended or stalled before the kill"
-        time.sleep(0.05)
-    children = _children_of(proc.pid)
+        children = _alive(_children_of(proc.pid))
+        if children and trajectories.exists() and trajectories.read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = lines(trajectories)
     assert 3 <= len(partial) < 12, "the kill must land mid-run"
     deadline = time.monotonic() + 30  # the attempt children die with their parent (PR_SET_PDEATHSIG)
-    while [c for c in children if _stat(c)[:1] not in ([], ["Z"])] and time.monotonic() < deadline:
+    while _alive(children) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert children and not [c for c in children if _stat(c)[:1] not in ([], ["Z"])]
+    assert not _alive(children)
 
     done = subprocess.run(argv, capture_output=True, text=True, timeout=200, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
