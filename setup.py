@@ -2,9 +2,12 @@
 imported as `swehero_kernels`, a name no other distribution uses (an unrelated PyPI package is called `kernels`,
 and transformers probes for it)."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
-    packages=find_packages(include=["swehero", "swehero.*"]) + ["swehero_kernels"],
+    # namespace discovery: the data-only folders (agent/prompts, model/configs) are packages too, or setuptools
+    # warns on every install that it may stop shipping them
+    packages=find_namespace_packages(include=["swehero", "swehero.*"], exclude=["*.__pycache__"])
+    + ["swehero_kernels"],
     package_dir={"swehero_kernels": "kernels"},
 )
