@@ -2,10 +2,13 @@
 kill -9 and resume, shards and their merge, the Slurm script, the endpoint pool."""
 
 import json
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -93,7 +96,7 @@ def test_kill_9_then_resume_loses_and_repeats_nothing(toy, tmp_path):
     proc.wait()
     partial = lines(trajectories)
     assert 3 <= len(partial) < 12, "the kill must land mid-run"
-    deadline = time.monotonic() + 30  # the attempt children die with their parent (PR_SET_PDEATHSIG)
+    deadline = time.monotonic() + 30  # the attempts in flight end (or die with their parent, see below)
     while _alive(children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(children)
@@ -106,6 +109,48 @@ def test_kill_9_then_resume_loses_and_repeats_nothing(toy, tmp_path):
     assert json.loads(done.stdout)["episodes"] == 12
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped_as_done"] == len(partial) and summary["episodes"] == 12
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_kill_9_takes_the_attempt_processes_with_it(toy, tmp_path):
+    """Attempts waiting on their teacher (a server that accepts and never answers, so they would wait out the
+    600 s request timeout) die with their runner: nothing of a killed run keeps writing into its folder."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []  # open connections, never answered
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:  # closed at the end of the test
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    argv = CLI + ["--tasks", str(toy), "--mode", "zero", "--policy", "openai", "--workers", "2", "--no-progress",
+                  "--endpoints", f"http://127.0.0.1:{server.getsockname()[1]}/v1", "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(held) < 2:  # both workers' attempts are waiting for a reply
+            assert proc.poll() is None and time.monotonic() < deadline, "distill ended or stalled before the kill"
+            time.sleep(0.05)
+        children += _alive(_children_of(proc.pid))
+        assert len(children) == 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _alive(children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(children), "an attempt process outlived its killed runner"
+    finally:
+        proc.kill()
+        for pid in _alive(children):  # orphans, had the test failed
+            os.kill(pid, signal.SIGKILL)
+        server.close()
+        for connection in held:
+            connection.close()
 
 
 @pytest.mark.slow
