@@ -1,6 +1,8 @@
 """Training set-up that needs no model: layout checks, the data order, the launchers, FLOPs and plots."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -68,6 +70,12 @@ def test_launchers(tmp_path):
     assert "--rdzv-endpoint=$head:29500" in script and "--nnodes=4 --nproc-per-node=8" in script
     assert "--container-image=/img/swehero.sqsh" in script
     assert script.startswith("#!/bin/bash\n")
+
+
+def test_the_worker_module_imports_nothing_heavy():
+    # Processes a rank spawns re-import the worker module (as __mp_main__): it must not bring torch and Megatron.
+    probe = "import sys, swehero.train.worker; print(sorted(m for m in ('torch', 'megatron') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 def test_flops_per_token_matches_the_textbook_estimate():
