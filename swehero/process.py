@@ -1,8 +1,9 @@
-"""Child processes that never outlive their parent. Standard library only (the agent's attempt processes, the
-training workers and the recipe's launchers all use it)."""
+"""Child processes that never outlive their parent, and commands that stop cleanly on SIGTERM. Standard library only
+(the agent's attempt processes, the training workers, the recipe's launchers and the long-running commands use it)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import signal
 import sys
@@ -16,3 +17,15 @@ def die_with_parent() -> None:
     a runner). Elsewhere a no-op: the parent's own timeouts still bound its children."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def on_sigterm(handler):
+    """Handle SIGTERM with `handler` inside the block (so `kill` unwinds like Ctrl-C and cleanup runs), then put the
+    previous handler back: a command run in the caller's own process (click's CliRunner) must not leave its handler
+    to the caller and the workers it forks."""
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

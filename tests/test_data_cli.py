@@ -75,3 +75,13 @@ def test_stage_run_uses_recipe_tokenizer_and_seed(tmp_path):
     stats = json.loads(Path(outputs["stats"]).read_text())
     assert stats["config"]["seed"] == 7 and stats["trajectories"]["kept"] == 1
     assert (Path(outputs["dataset"]) / "train_tokens.bin").exists()
+
+
+@pytest.mark.parametrize("tokenizer", ["/no/such/tokenizer", str(FIXTURES)])
+def test_a_bad_tokenizer_is_a_usage_error_naming_it(tokenizer, tmp_path):
+    """A missing folder, and a folder without a tokenizer, are usage errors (exit 2) about --tokenizer."""
+    result = CliRunner().invoke(data, ["render", "--tokenizer", tokenizer, str(FIXTURES / "nvidia.jsonl"),
+                                       "--out", str(tmp_path / "r.jsonl")])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--tokenizer'" in result.output
+    assert not (tmp_path / "r.jsonl").exists()

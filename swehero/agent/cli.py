@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import click
 
+from swehero.agent.local import LocalRuntime
+from swehero.agent.prompts import PromptsError, extract_files, summary
 from swehero.agent.prompts_stage import Settings as PromptsSettings
+from swehero.agent.run import run_task
 from swehero.agent.settings import AgentSettings
+from swehero.agent.task import Task
+from swehero.agent.tools import Tools
+from swehero.process import on_sigterm
 from swehero.recipe.options import settings_options
+from swehero.rollout.tasks import load_tasks, select
 
 
 @click.group()
@@ -38,23 +45,14 @@ def run(task_path: Path, instance_id: str | None, repo_dir: Path | None, out: Pa
       swehero agent run --task task.json --repo-dir ./repo --policy oracle --mode zero
       swehero agent run --task verified.jsonl --instance-id django__django-11099 --runtime docker
     """
-    from swehero.agent.run import run_task
-    from swehero.agent.task import Task
-    from swehero.rollout.tasks import load_tasks, select
-
     tasks = select(load_tasks(str(task_path)), [instance_id] if instance_id else [])
     if len(tasks) != 1:
         raise click.BadParameter(f"{task_path} holds {len(tasks)} tasks: choose one with --instance-id",
                                  param_hint="--task")
     task = Task.from_row(tasks[0])
     out = out or Path(f"{task.instance_id}.{settings.mode}.json")
-    # SIGTERM unwinds like Ctrl-C, so the sandbox or container is cleaned up and the trajectory saved; the
-    # previous handler comes back after, for callers that run the command in their own process
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
+    with on_sigterm(lambda signum, frame: sys.exit(128 + signum)):  # cleans up the sandbox, keeps the trajectory
         record = run_task(task, settings, out, repo_dir)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     meta = record["metadata"]
     click.echo(f"{task.instance_id}: {meta['finish_reason']} after {meta['steps']} steps, patch "
                f"{len(record['patch'].splitlines())} lines, banned={meta.get('banned', False)} -> {out}")
@@ -74,15 +72,8 @@ def tool(repo, mode, root, name, args_json) -> None:
     Example:
       swehero agent tool --repo . --mode zero execute_bash '{"command": "git log --oneline -3"}'
     """
-    from swehero.agent.local import LocalRuntime
-    from swehero.agent.tools import Tools
-
-    with tempfile.TemporaryDirectory(prefix="swehero-tool-") as tmp:
-        runtime = LocalRuntime(repo, root, Path(tmp))
-        try:
-            outcome = Tools(runtime, mode).call(name, args_json)
-        finally:
-            runtime.close()
+    with tempfile.TemporaryDirectory(prefix="swehero-tool-") as tmp, closing(LocalRuntime(repo, root, Path(tmp))) as rt:
+        outcome = Tools(rt, mode).call(name, args_json)
     click.echo(outcome.observation)
     if outcome.banned:
         click.echo(f"[banned: {', '.join(outcome.banned)}]", err=True)
@@ -105,8 +96,6 @@ def extract(settings: PromptsSettings, out: Path) -> None:
     Example:
       swehero agent prompts extract runs/hero-7b/import_hero/hero.jsonl --out prompts.json
     """
-    from swehero.agent.prompts import PromptsError, extract_files, summary
-
     try:
         found = extract_files(list(settings.trajectories), out, settings.tasks)
     except PromptsError as e:

@@ -7,13 +7,30 @@ from pathlib import Path
 
 import click
 
-from swehero.data.import_stage import Settings as ImportSettings
+from swehero.data.import_stage import Settings as ImportSettings, import_to
+from swehero.data.prepare import prepare as run_prepare
+from swehero.data.render import render_files, show as render_one
 from swehero.data.stage import Settings as PrepareSettings
-from swehero.eval.verifier_data import Settings as VerifierDataSettings
+from swehero.data.trajectory import Reject
+from swehero.eval.verifier_data import Settings as VerifierDataSettings, build_verifier_data
 from swehero.recipe.config import Recipe
 from swehero.recipe.options import settings_options
+from swehero.recipe.stage import HUB_ID
 
-_TOKENIZER = click.option("--tokenizer", required=True, help="Tokenizer folder (with chat template) or hub id.")
+
+def _load_tokenizer(ctx: click.Context, param: click.Parameter, name: str):
+    if not Path(name).exists() and not HUB_ID.match(name):
+        raise click.BadParameter(f"no such folder: {name}")
+    from transformers import AutoTokenizer  # only for the commands that render: it takes seconds to import
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        raise click.BadParameter(str(e)) from None
+
+
+_TOKENIZER = click.option("--tokenizer", required=True, callback=_load_tokenizer,
+                          help="Tokenizer folder (with chat template) or hub id.")
 _MASK = click.option("--mask", type=click.Choice(["all", "last", "answer"]), default="all", show_default=True,
                      help="Train every assistant turn, the last one, or only the last one's content (an answer).")
 
@@ -34,8 +51,6 @@ def import_(settings: ImportSettings, out: Path) -> None:
     Example:
       swehero data import --format nvidia --stage hero swe-hero/ --per-instance 1 --out hero.jsonl
     """
-    from swehero.data.import_stage import import_to
-
     click.echo(json.dumps(import_to(settings, out, settings.seed)))
 
 
@@ -44,18 +59,14 @@ def import_(settings: ImportSettings, out: Path) -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="JSONL of {id, input_ids, loss_mask}.")
 @_MASK
-def render(tokenizer: str, inputs: tuple[str, ...], out: Path, mask: str) -> None:
+def render(tokenizer, inputs: tuple[str, ...], out: Path, mask: str) -> None:
     """Tokenize canonical trajectories with the chat template and the assistant-only loss mask.
 
     \b
     Example:
       swehero data render --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct data/zero.jsonl --out rendered.jsonl
     """
-    from transformers import AutoTokenizer
-
-    from swehero.data.render import render_files
-
-    click.echo(json.dumps(render_files(list(inputs), AutoTokenizer.from_pretrained(tokenizer), out, mask)))
+    click.echo(json.dumps(render_files(list(inputs), tokenizer, out, mask)))
 
 
 @data.command()
@@ -63,21 +74,15 @@ def render(tokenizer: str, inputs: tuple[str, ...], out: Path, mask: str) -> Non
 @click.argument("input_file", type=click.Path(exists=True, path_type=Path))
 @click.option("--index", type=int, default=0, show_default=True, help="Which trajectory (0-based line).")
 @_MASK
-def show(tokenizer: str, input_file: Path, index: int, mask: str) -> None:
+def show(tokenizer, input_file: Path, index: int, mask: str) -> None:
     """Print one rendered trajectory; trained tokens are highlighted (green, bold).
 
     \b
     Example:
       swehero data show --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct data/zero.jsonl --index 3 | less -R
     """
-    from transformers import AutoTokenizer
-
-    from swehero.data.render import show as render_one
-    from swehero.data.trajectory import Reject
-
     try:
-        text, summary = render_one(input_file, index, AutoTokenizer.from_pretrained(tokenizer), mask,
-                                   lambda s: click.style(s, fg="green", bold=True))
+        text, summary = render_one(input_file, index, tokenizer, mask, lambda s: click.style(s, fg="green", bold=True))
     except (Reject, IndexError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(text, color=True)
@@ -94,8 +99,6 @@ def prepare(settings: PrepareSettings, out: Path) -> None:
     Example:
       swehero data prepare data/zero.jsonl --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct --seq-length 131072 --out d
     """
-    from swehero.data.prepare import prepare as run_prepare
-
     stats = run_prepare(list(settings.inputs), settings.tokenizer, out, settings.prepare_config(Recipe.seed))
     click.echo(json.dumps({k: stats[k] for k in ("trajectories", "tokens", "trained_tokens", "samples",
                                                  "packing_efficiency")}, indent=2))
@@ -113,6 +116,4 @@ def verifier(settings: VerifierDataSettings, out: Path) -> None:
       swehero data verifier data/nebius.jsonl runs/eval-train-tasks --tokenizer Qwen/Qwen2.5-Coder-32B-Instruct \\
           --seq-length 131072 --exclude verified --out data/verifier
     """
-    from swehero.eval.verifier_data import build_verifier_data
-
     click.echo(json.dumps(build_verifier_data(settings, settings.tokenizer, out, seed=settings.seed), indent=2))

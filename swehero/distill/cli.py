@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
-from swehero.rollout.decontam import DecontamConfig
+from swehero.distill.filter_io import filter_file
 from swehero.distill.filter_stage import Settings as FilterSettings
-from swehero.distill.run import Settings
+from swehero.distill.run import Settings, distill as run_distill
+from swehero.distill.shards import merge as merge_shards, slurm_job
 from swehero.recipe.options import DefaultCommandGroup, settings_options
+from swehero.rollout.decontam import DecontamConfig, decontaminate_file
 
 _OUT_DIR = click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 
@@ -34,13 +36,9 @@ def run(settings: Settings, out: Path, launcher: str, shards: int, sbatch_args: 
     Example:
       swehero distill run --tasks toy/tasks.jsonl --mode exec --policy oracle --rollouts 2 --workers 4 --out d
     """
-    from swehero.distill.run import distill as run_distill
-    from swehero.distill.shards import slurm_script
-
     if launcher == "slurm":
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "distill.sbatch").write_text(slurm_script(settings, shards, out, list(sbatch_args)))
-        return click.echo(f"wrote {out / 'distill.sbatch'}; submit with: sbatch {out / 'distill.sbatch'}")
+        script = slurm_job(settings, shards, out, list(sbatch_args))
+        return click.echo(f"wrote {script}; submit with: sbatch {script}")
     summary = run_distill(settings, out)
     click.echo(json.dumps({k: summary[k] for k in ("episodes", "finish_reasons", "failed_this_run", "wall_s")}))
 
@@ -55,8 +53,6 @@ def merge(shard_dirs: tuple[Path, ...], out: Path) -> None:
     Example:
       swehero distill merge runs/zero/shard-* --out runs/zero
     """
-    from swehero.distill.shards import merge as merge_shards
-
     summary = merge_shards(list(shard_dirs), out)
     click.echo(f"{summary['episodes']} episodes from {len(shard_dirs)} shard(s) "
                f"({summary['duplicates_skipped']} duplicate(s) skipped) -> {out}")
@@ -75,8 +71,6 @@ def decontaminate(tasks: str, against: tuple[str, ...], out: Path, threshold: fl
     Example:
       swehero distill decontaminate swe-gym.jsonl --against verified --against multilingual --out clean.jsonl
     """
-    from swehero.rollout.decontam import decontaminate_file
-
     report = decontaminate_file(tasks, list(against), out, DecontamConfig(threshold=threshold))
     click.echo(f"kept {report['kept']} of {report['train_tasks']} tasks; dropped {report['by_reason']}")
 
@@ -91,8 +85,6 @@ def filter_(settings: FilterSettings, out: Path) -> None:
     Example:
       swehero filter --stage zero runs/zero/trajectories.jsonl --out runs/zero-filtered
     """
-    from swehero.distill.filter_io import filter_file
-
     report = json.loads(Path(filter_file(settings.trajectories, settings.rules, out)["report"]).read_text())
     click.echo(f"kept {report['kept']} of {report['input']}: "
                + ", ".join(f"{r['name']} -{r['dropped']}" for r in report["rules"]))

@@ -6,10 +6,11 @@ import shlex
 from pathlib import Path
 
 
-def slurm_script(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ()) -> str:
-    """An sbatch script: array task i runs `swehero distill --shard i/N --out OUT/shard-i` with the run's settings,
-    written beside it as `distill.yaml` (each task starts its own teacher server when they name a checkpoint, or
-    shares the listed endpoints). Paths in the settings are made absolute: array tasks may start elsewhere."""
+def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ()) -> Path:
+    """Write `out_dir/distill.sbatch`, an sbatch script whose array task i runs `swehero distill --shard i/N --out
+    OUT/shard-i` with the run's settings, written beside it as `distill.yaml` (each task starts its own teacher
+    server when they name a checkpoint, or shares the listed endpoints); returns the script. Paths in the settings
+    are made absolute: array tasks may start elsewhere."""
     import dataclasses
 
     import yaml
@@ -17,6 +18,7 @@ def slurm_script(settings, shards: int, out_dir: Path, sbatch_args: list[str] = 
     if shards < 1:
         raise ValueError("--shards must be at least 1")
     out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
     data = dataclasses.asdict(settings)
     for key in ("tasks", "repos"):
         if data[key] and Path(data[key]).exists():
@@ -28,7 +30,8 @@ def slurm_script(settings, shards: int, out_dir: Path, sbatch_args: list[str] = 
              f"# when every array task is done: swehero distill merge {out}/shard-* --out {out}",
              f"swehero distill --config {shlex.quote(str(out / 'distill.yaml'))} --no-progress "
              f'--shard "$SLURM_ARRAY_TASK_ID/{shards}" --out "{out}/shard-$SLURM_ARRAY_TASK_ID"']
-    return "\n".join(lines) + "\n"
+    (out / "distill.sbatch").write_text("\n".join(lines) + "\n")
+    return out / "distill.sbatch"
 
 
 def merge(shard_dirs: list[Path], out_dir: Path) -> dict:

@@ -1,4 +1,4 @@
-"""`swehero eval run|grade|report|select|compare|toy`."""
+"""`swehero eval run|grade|report|select|compare|toy|images build`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from pathlib import Path
 
 import click
 
+from swehero.eval.compare import compare as compare_reports
 from swehero.eval.grade import GradingSettings
-from swehero.eval.pipeline import Settings
-from swehero.eval.select import VerifierSettings
+from swehero.eval.images import build_command
+from swehero.eval.pipeline import Settings, evaluate, open_eval, regrade, report_eval
+from swehero.eval.select import VerifierSettings, select_best
 from swehero.recipe.options import settings_options
+from swehero.rollout.toy import build_toy_tasks
 
 _OUT = click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 
@@ -32,18 +35,7 @@ def run(out: Path, settings: Settings) -> None:
       swehero eval run runs/v-32b --tasks verified --serve-model /ckpt/swe-hero-32b --max-model-len 131072 \\
           --tensor-parallel-size 4 --workers 16 --runtime docker --prompts prompts.json --runs 3
     """
-    from swehero.eval.pipeline import evaluate
-
     evaluate(settings, out, progress=click.echo)
-
-
-def _saved(out: Path) -> tuple[list[dict], dict, list[Path]]:
-    """An eval folder's tasks, saved settings and run folders."""
-    from swehero.eval.runs import eval_runs
-    from swehero.rollout.tasks import load_tasks, select
-
-    saved, runs = eval_runs(out)
-    return select(load_tasks(saved["tasks"]), saved["instance_ids"]), saved, runs
 
 
 @eval_group.command()
@@ -57,14 +49,7 @@ def grade(out: Path, repos: str, settings: GradingSettings) -> None:
     Example:
       swehero eval grade runs/v-32b --max-workers 8 --prune-images
     """
-    from swehero.eval.grade import grade as grade_predictions
-    from swehero.eval.pipeline import harness_dataset, report_eval
-    tasks, saved, runs = _saved(out)
-    repo_root = Path(repos or saved.get("repos") or Path(saved["tasks"]).parent / "repos")
-    for run_dir in runs:
-        grade_predictions(tasks, run_dir, settings, repo_root, settings.harness.dataset or
-                          harness_dataset(saved["tasks"]), click.echo)
-    report_eval(out, tasks, saved, progress=click.echo)
+    regrade(out, settings, repos, progress=click.echo)
 
 
 @eval_group.command()
@@ -76,9 +61,7 @@ def report(out: Path) -> None:
     Example:
       swehero eval report runs/v-32b
     """
-    from swehero.eval.pipeline import report_eval
-
-    tasks, saved, _ = _saved(out)
+    tasks, saved, _ = open_eval(out)
     report_eval(out, tasks, saved, progress=click.echo)
 
 
@@ -97,8 +80,6 @@ def select(folders: tuple[Path, ...], verifier: str, out: Path | None, settings:
       swehero eval select runs/v-32b-8runs --verifier runs/hero-32b-verifier/sft_verifier/hf --seq-length 131072 \\
           --max-model-len 131072 --tensor-parallel-size 8
     """
-    from swehero.eval.select import select_best
-
     if out is None and len(folders) > 1:
         raise click.UsageError("several eval folders: say where the selection goes (--out)")
     settings = replace(settings, serve=replace(settings.serve, model=verifier))
@@ -114,8 +95,6 @@ def compare(runs: tuple[Path, ...]) -> None:
     Example:
       swehero eval compare runs/v-7b runs/v-14b runs/v-32b
     """
-    from swehero.eval.compare import compare as compare_reports
-
     click.echo(compare_reports(list(runs)), nl=False)
 
 
@@ -128,8 +107,6 @@ def toy(dest: Path) -> None:
     Example:
       swehero eval toy /tmp/toy && swehero eval run /tmp/e --tasks /tmp/toy/tasks.jsonl --policy gold --grader local
     """
-    from swehero.rollout.toy import build_toy_tasks
-
     click.echo(f"wrote {build_toy_tasks(dest)}")
 
 
@@ -155,6 +132,4 @@ def build_images_command(tasks_file: Path, repos: Path | None, base: str, out: P
     Example:
       swehero eval images build --tasks /tmp/toy/tasks.jsonl --out /tmp/toy/harness.jsonl
     """
-    from swehero.eval.images import build_command
-
     click.echo("\n".join(build_command(tasks_file, repos, base, out, lambda line: click.echo(line, err=True))))

@@ -132,6 +132,28 @@ def report_eval(out_dir: Path, tasks: list[dict], saved: dict, price_prompt: flo
     return outputs
 
 
+def open_eval(out_dir: Path) -> tuple[list[dict], dict, list[Path]]:
+    """An eval folder's tasks, saved settings (`eval.json`) and run folders."""
+    from swehero.eval.runs import eval_runs
+    from swehero.rollout.tasks import load_tasks, select
+
+    saved, runs = eval_runs(out_dir)
+    return select(load_tasks(saved["tasks"]), saved["instance_ids"]), saved, runs
+
+
+def regrade(out_dir: Path, settings: GradingSettings, repos: str = "", progress=print) -> dict[str, str]:
+    """Grade the predictions of an eval folder not graded yet (repositories: `repos`, else the run's), then
+    rewrite its reports."""
+    from swehero.eval.grade import grade
+
+    tasks, saved, runs = open_eval(out_dir)
+    repo_root = Path(repos or saved.get("repos") or Path(saved["tasks"]).parent / "repos")
+    for run_dir in runs:
+        grade(tasks, run_dir, settings, repo_root, settings.harness.dataset or harness_dataset(saved["tasks"]),
+              progress)
+    return report_eval(out_dir, tasks, saved, progress=progress)
+
+
 def score_heldout(settings: Settings, out_dir: Path, progress=print) -> None:
     """Teacher-forced accuracy of the served checkpoint on the held-out trajectories, once (`teacher_forced.json`)."""
     from swehero.eval.report import TEACHER_FORCED

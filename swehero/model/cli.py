@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from swehero.model.stage import Settings
+from swehero.model.stage import Settings, convert as run_convert
 from swehero.recipe.options import settings_options
 
 _OUT = click.argument("out", type=click.Path(path_type=Path))
@@ -30,8 +30,6 @@ def hf_to_mcore(settings: Settings, out: Path) -> None:
     Example:
       swehero convert hf-to-mcore Qwen2.5-Coder-32B-Instruct ckpt/32b --tp 2 --pp 2
     """
-    from swehero.model.stage import convert as run_convert
-
     run_convert(settings, out)
     click.echo(f"wrote Megatron checkpoint {out}")
 
@@ -46,7 +44,5 @@ def mcore_to_hf(settings: Settings, out: Path) -> None:
     Example:
       swehero convert mcore-to-hf runs/sft/checkpoint ckpt/7b-hf --like Qwen2.5-Coder-7B-Instruct
     """
-    from swehero.model.stage import convert as run_convert
-
     run_convert(settings, out)
     click.echo(f"wrote Hugging Face folder {out}")

@@ -8,7 +8,9 @@ import click
 import yaml
 
 from swehero.recipe.config import Recipe, load_recipe
+from swehero.recipe.engine import StageFailed, describe, plan as plan_steps, recipe_as_dict, run_recipe
 from swehero.recipe.loader import RecipeError
+from swehero.recipe.plan import plan_recipe
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a value, e.g. --set stages.sft_zero.lr=1e-5 (repeatable).")
@@ -53,8 +55,6 @@ def show(recipe_file: str, overrides: tuple[str, ...]) -> None:
     Example:
       swehero recipe show tiny-cpu --set run_dir=/tmp/run
     """
-    from swehero.recipe.engine import recipe_as_dict
-
     click.echo(yaml.safe_dump(recipe_as_dict(load_or_exit(recipe_file, overrides)), sort_keys=False), nl=False)
 
 
@@ -72,13 +72,11 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
       swehero recipe run recipes/hero-32b.yaml --dry-run
       swehero recipe run my.yaml --from sft_hero --set stages.sft_hero.lr=2e-5
     """
-    from swehero.recipe.engine import StageFailed, describe, plan, run_recipe
-
     loaded = load_or_exit(recipe_file, overrides)
     if only and start:
         raise click.UsageError("--only and --from cannot be combined")
     try:
-        steps = plan(loaded, only=only, start=start, force=force)
+        steps = plan_steps(loaded, only=only, start=start, force=force)
         if dry_run:
             return click.echo("\n".join(describe(steps)))
         run_recipe(loaded, steps, echo=click.echo)
@@ -96,6 +94,4 @@ def plan(recipe_file: str, overrides: tuple[str, ...], mfu: float) -> None:
     Example:
       swehero recipe plan recipes/hero-32b.yaml --mfu 0.4
     """
-    from swehero.recipe.plan import plan_recipe
-
     click.echo("\n".join(plan_recipe(load_or_exit(recipe_file, overrides), mfu)))

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
+from swehero.process import on_sigterm
 from swehero.recipe.options import DefaultCommandGroup, settings_options
-from swehero.serve.server import ServeConfig
+from swehero.serve.check import check_file
+from swehero.serve.server import ServeConfig, VLLMServer
 
 
 @click.group(cls=DefaultCommandGroup, default="start")
@@ -28,17 +30,12 @@ def start(settings: ServeConfig, log_file: Path) -> None:
     Example:
       swehero serve start /models/swehero-32b --tensor-parallel-size 4 --data-parallel-size 2
     """
-    from swehero.serve.server import VLLMServer
-
-    with VLLMServer(settings, log_file) as server:
+    with VLLMServer(settings, log_file) as server, on_sigterm(signal.default_int_handler):
         click.echo(f"serving {settings.model} at {server.url} (log: {log_file}); Ctrl-C stops it")
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             status = server.process.wait()
         except KeyboardInterrupt:
             return click.echo("stopping")
-        finally:
-            signal.signal(signal.SIGTERM, previous)
     raise click.ClickException(f"vLLM exited with status {status}; see {log_file}")
 
 
@@ -58,8 +55,6 @@ def check(trajectories: Path, parser: str, tokenizer: str, report_file: Path | N
     Example:
       swehero serve check runs/zero-filtered/trajectories.jsonl --tokenizer runs/export/model
     """
-    from swehero.serve.check import check_file
-
     lines, exact = check_file(trajectories, tokenizer, parser, report_file)
     click.echo("\n".join(lines))
     if not exact:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from swehero.recipe.options import settings_options
+from swehero.tiny.kit import make_tiny
 from swehero.tiny.stage import Settings
 
 
@@ -28,7 +29,5 @@ def make(out: Path, seed: int, settings: Settings) -> None:
     Example:
       swehero tiny make /tmp/tiny --seed 0 --num-layers 4
     """
-    from swehero.tiny.kit import make_tiny
-
     make_tiny(out, settings.model, seed)
     click.echo(f"wrote tiny model kit to {out}")

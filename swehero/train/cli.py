@@ -7,6 +7,8 @@ import subprocess
 import click
 
 from swehero.recipe.cli import load_or_exit, set_option
+from swehero.recipe.engine import plan, run_recipe
+from swehero.train.stage import slurm_job
 
 
 @click.command()
@@ -29,9 +31,6 @@ def train(recipe_file: str, stage_name: str | None, overrides: tuple[str, ...], 
       swehero train recipes/tiny-cpu.yaml --stage sft_zero
       swehero train recipes/hero-32b.yaml --stage sft_hero --launcher slurm --sbatch=--time=48:00:00 --submit
     """
-    from swehero.recipe.engine import plan, run_recipe
-    from swehero.train.stage import slurm_job
-
     loaded = load_or_exit(recipe_file, overrides)
     stage = next((s for s in loaded.stages if s.kind == "train" and stage_name in (None, s.name)), None)
     if stage is None:
