@@ -1,5 +1,8 @@
-"""Every command has help with an example; --version works from the installed entry point."""
+"""Every command has help with an example, and every example (in --help and in the docs) names options the command
+has; --version works from the installed entry point."""
 
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +44,52 @@ def test_every_command_has_help_with_example():
 @pytest.mark.parametrize("args", [["nosuch"], ["recipe", "run", "--only"]])
 def test_usage_errors(args):
     assert CliRunner().invoke(main, args).exit_code == 2
+
+
+def help_examples() -> list[tuple[str, str]]:
+    """(command, example line) for every example in a command's --help."""
+    examples = []
+    for path, command in all_commands(main, click.Context(main)):
+        block = (command.help or "").partition("\b\n")[2].replace("\\\n", " ")
+        examples += [(" ".join(path), line) for line in command_lines(block.partition("\n")[2])]
+    return examples
+
+
+def doc_examples() -> list[tuple[str, str]]:
+    """(file, command line) for every `swehero` command in a fenced code block of the README and docs/."""
+    root = Path(__file__).parents[1]
+    return [(f.name, line) for f in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+            for block in re.findall(r"```[a-z]*\n(.*?)```", f.read_text(), re.S)
+            for line in command_lines(block.replace("\\\n", " "))]
+
+
+def command_lines(text: str) -> list[str]:
+    parts = [part.strip().removeprefix("$ ") for line in text.splitlines() for part in re.split(r"&&|\|\|?|;", line)]
+    return [part for part in parts if part.startswith("swehero ")]
+
+
+def parse(line: str) -> None:
+    """Parse a command line as click would, without running it or checking its values (example paths need not
+    exist): an unknown command or option raises click.UsageError."""
+    command, rest = main, shlex.split(line, comments=True)[1:]
+    while isinstance(command, click.Group):
+        sub = command.get_command(click.Context(command), rest[0]) if rest else None
+        if sub is None and not getattr(command, "default", None):
+            raise click.UsageError(f"no command {rest[:1]} in {line}")
+        command, rest = (sub, rest[1:]) if sub else (command.get_command(click.Context(command), command.default), rest)
+    command.make_parser(click.Context(command)).parse_args(rest)
+
+
+EXAMPLES = help_examples() + doc_examples()
+
+
+@pytest.mark.parametrize("where, line", EXAMPLES, ids=[f"{where}: {line}" for where, line in EXAMPLES])
+def test_every_example_names_options_its_command_has(where, line):
+    """Options are generated from settings fields and named by their shortest unique suffix: a renamed field, or a
+    new section whose fields share a name, renames options. Every example shown must still parse."""
+    parse(line)
+
+
+def test_the_example_check_catches_a_renamed_option():
+    with pytest.raises(click.UsageError, match="--max-model-length"):
+        parse("swehero eval run out --tasks toy --max-model-length 4096")

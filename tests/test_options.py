@@ -208,3 +208,33 @@ def test_excluded_fields_and_sections_are_no_options_but_can_be_set(tmp_path):
     assert json.loads(result.output) == [2, 5]
     with pytest.raises(ValueError, match="no fields"):
         settings_options(Demo, exclude=("gradin",))
+
+
+
+@dataclass
+class Served:
+    port: int = 8000
+    """Where it listens."""
+
+
+@dataclass
+class TwoServers:
+    policy: Served = field(default_factory=Served)
+    """The policy's server."""
+    judge: Served = field(default_factory=Served)
+    """The judge's server."""
+
+
+def test_an_excluded_section_does_not_rename_the_options_beside_it():
+    """Names are the shortest unique suffix among the fields that get an option: with the judge's section excluded
+    the policy's port is `--port`, as it was before the judge existed."""
+    def ports(**options):
+        @click.command()
+        @settings_options(TwoServers, **options)
+        def serve(settings: TwoServers) -> None:
+            click.echo(json.dumps([settings.policy.port, settings.judge.port]))
+        return serve
+
+    assert "--policy-port" in CliRunner().invoke(ports(), ["--help"]).output
+    result = CliRunner().invoke(ports(exclude=("judge",)), ["--port", "1", "--set", "judge.port=2"])
+    assert json.loads(result.output) == [1, 2]

@@ -62,16 +62,15 @@ def merge(shard_dirs: tuple[Path, ...], out: Path) -> None:
 @click.argument("tasks", type=click.Path(exists=True, dir_okay=False))
 @click.option("--against", multiple=True, required=True, help="Evaluation set: task file, verified or multilingual.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Kept tasks (.jsonl).")
-@click.option("--threshold", default=DecontamConfig.threshold, show_default=True,
-              help="MinHash Jaccard of problem statements at which a task is dropped.")
-def decontaminate(tasks: str, against: tuple[str, ...], out: Path, threshold: float) -> None:
+@settings_options(DecontamConfig)
+def decontaminate(tasks: str, against: tuple[str, ...], out: Path, settings: DecontamConfig) -> None:
     """Drop training tasks overlapping evaluation sets; writes OUT and OUT's decontamination.json report.
 
     \b
     Example:
       swehero distill decontaminate swe-gym.jsonl --against verified --against multilingual --out clean.jsonl
     """
-    report = decontaminate_file(tasks, list(against), out, DecontamConfig(threshold=threshold))
+    report = decontaminate_file(tasks, list(against), out, settings)
     click.echo(f"kept {report['kept']} of {report['train_tasks']} tasks; dropped {report['by_reason']}")
 
 

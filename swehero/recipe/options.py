@@ -8,7 +8,8 @@ option counts only when given on the command line (click's parameter source), so
 never overrides the config file.
 
 Names: nested dataclasses are flattened and each leaf is named by the shortest dotted suffix of its path that no
-other leaf ends with (`workers` stays `--workers` beside `grading.workers`, which becomes `--grading-workers`).
+other leaf with an option ends with (`workers` stays `--workers` beside `grading.workers`, which becomes
+`--grading-workers`); an excluded section does not lengthen the names beside it.
 Types: int, float and str take a value, bool is `--x/--no-x`, `Literal` a choice, `list[...]` repeats (a list of
 plain strings also splits at commas), `X | None` is X. Other fields (dicts) are reached with --config/--set only.
 
@@ -299,17 +300,17 @@ def settings_options(cls: type, *, positional: tuple[str, ...] = (), exclude: tu
     unknown = [n for n in unknown if n not in exclude or tuple(n.split(".")) not in sections]
     if unknown:
         raise ValueError(f"{cls.__name__} has no fields {unknown}")
-    names = option_names([leaf.path for leaf in all_leaves])
     tree = defaults_tree(cls)
     for dotted, value in defaults.items():
         _put(tree, tuple(dotted.split(".")), value)
     ordered = [leaf for p in positional for leaf in all_leaves if leaf.dotted == p]
     ordered += [leaf for leaf in all_leaves if leaf.dotted not in positional]
+    ordered = [leaf for leaf in ordered if leaf.dotted not in fixed and _metavar(_list_item(leaf.type) or leaf.type)
+               and not any(leaf.path[: len(e.split("."))] == tuple(e.split(".")) for e in exclude)]
+    # named among the fields that get an option only: excluding a section keeps the others' short names
+    names = option_names([leaf.path for leaf in ordered])
     params = []
     for leaf in ordered:
-        excluded = any(leaf.path[: len(e.split("."))] == tuple(e.split(".")) for e in exclude)
-        if excluded or leaf.dotted in fixed or _metavar(_list_item(leaf.type) or leaf.type) is None:
-            continue
         default = _lookup(tree, leaf.path)
         default = leaf.default if default is dataclasses.MISSING else default  # under a section that is None
         must_give = leaf.dotted in required or default is dataclasses.MISSING
