@@ -25,7 +25,7 @@ def eval_group() -> None:
 
 @eval_group.command()
 @_OUT
-@settings_options(Settings, exclude=("verifier",))  # `eval select` is the verifier's command; here: --set verifier.…
+@settings_options(Settings, exclude=("verifier",))  # the verifier: `eval select`, or --set verifier.KEY=...
 def run(out: Path, settings: Settings) -> None:
     """Attempt, grade and report into OUT; rerunning the same command resumes where it stopped.
 
