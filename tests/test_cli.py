@@ -71,13 +71,17 @@ def command_lines(text: str) -> list[str]:
 def parse(line: str) -> None:
     """Parse a command line as click would, without running it or checking its values (example paths need not
     exist): an unknown command or option raises click.UsageError."""
-    command, rest = main, shlex.split(line, comments=True)[1:]
+    command, args = main, shlex.split(line, comments=True)[1:]
     while isinstance(command, click.Group):
-        sub = command.get_command(click.Context(command), rest[0]) if rest else None
-        if sub is None and not getattr(command, "default", None):
-            raise click.UsageError(f"no command {rest[:1]} in {line}")
-        command, rest = (sub, rest[1:]) if sub else (command.get_command(click.Context(command), command.default), rest)
-    command.make_parser(click.Context(command)).parse_args(rest)
+        ctx = click.Context(command)
+        sub = command.get_command(ctx, args[0]) if args else None
+        if sub:
+            command, args = sub, args[1:]
+        elif getattr(command, "default", None):  # DefaultCommandGroup: `distill --tasks ...` is `distill run ...`
+            command = command.get_command(ctx, command.default)
+        else:
+            raise click.UsageError(f"no command {args[:1]} in {line}")
+    command.make_parser(click.Context(command)).parse_args(args)
 
 
 EXAMPLES = help_examples() + doc_examples()

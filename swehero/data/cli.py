@@ -15,11 +15,11 @@ from swehero.data.trajectory import Reject
 from swehero.eval.verifier_data import Settings as VerifierDataSettings, build_verifier_data
 from swehero.recipe.config import Recipe
 from swehero.recipe.options import settings_options
-from swehero.recipe.stage import HUB_ID
+from swehero.recipe.stage import HUB_INPUT
 
 
 def _load_tokenizer(ctx: click.Context, param: click.Parameter, name: str):
-    if not Path(name).exists() and not HUB_ID.match(name):
+    if not Path(name).exists() and not HUB_INPUT.needs_no_file(name):  # what a ModelRef setting accepts
         raise click.BadParameter(f"no such folder: {name}")
     from transformers import AutoTokenizer  # only for the commands that render: it takes seconds to import
 
