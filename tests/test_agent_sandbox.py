@@ -201,7 +201,9 @@ def test_exec_mode_runs_in_the_task_environment(tmp_path, monkeypatch):
     rt = LocalRuntime.for_task(repo, task["base_commit"], root, tmp_path / "work", RuntimeConfig(default_timeout=60),
                                env=env)
     try:
-        out = bash(rt, "command -v python pip pytest; python -c 'import vers; print(vers.__file__, vers.version)'")
+        # -B: a bytecode cache written now would record the checkout's mtime, and the fix below is the same size and
+        # may land within the same second, so pytest would run the stale, unfixed module (seen once in CI).
+        out = bash(rt, "command -v python pip pytest; python -B -c 'import vers; print(vers.__file__, vers.version)'")
         assert out.startswith(f"{VENV_ROOT}/bin/python\n{VENV_ROOT}/bin/pip\n{VENV_ROOT}/bin/pytest\n"
                               f"{root}/src/vers/__init__.py 1.0\n"), out
         assert f"[Python interpreter: {VENV_ROOT}/bin/python]" in out
