@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from swehero import __version__
 from swehero.cli import COMMANDS, main
+from swehero.recipe.options import Command
 
 
 def all_commands(group: click.Group, ctx: click.Context, prefix=()):
@@ -97,3 +98,12 @@ def test_every_example_names_options_its_command_has(where, line):
 def test_the_example_check_catches_a_renamed_option():
     with pytest.raises(click.UsageError, match="--max-model-length"):
         parse("swehero eval run out --tasks toy --max-model-length 4096")
+
+
+def test_a_long_example_wraps_as_shell_continuations_within_the_help_width():
+    example = "swehero eval run out --tasks verified " + " ".join(f"--set k{i}=v{i}" for i in range(30))
+    command = Command("x", examples=[example, "swehero eval report out"])
+    shown = command.help.partition("\b\nExamples:\n")[2].splitlines()
+    assert all(len(line) <= 114 for line in shown) and len(shown) > 3
+    assert [line.endswith(" \\") for line in shown] == [True] * (len(shown) - 2) + [False, False]
+    assert " ".join(line.removesuffix(" \\").strip() for line in shown[:-1]) == example

@@ -17,16 +17,18 @@ from swehero.agent.settings import AgentSettings
 from swehero.agent.task import Task
 from swehero.agent.tools import Tools
 from swehero.process import on_sigterm
-from swehero.recipe.options import settings_options
+from swehero.recipe.options import Group, settings_options
 from swehero.rollout.tasks import load_tasks, select
 
 
-@click.group()
+@click.group(cls=Group)
 def agent() -> None:
     """The OpenHands-compatible agent: one episode, one tool call, its prompts."""
 
 
-@agent.command()
+@agent.command(examples=[
+    "swehero agent run --task task.json --repo-dir ./repo --policy oracle --mode zero",
+    "swehero agent run --task verified.jsonl --instance-id django__django-11099 --runtime docker"])
 @click.option("--task", "task_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="SWE-bench-shaped task row(s): .json (object or list), .jsonl or .parquet.")
 @click.option("--instance-id", default=None, help="Which task, if the file holds several.")
@@ -38,13 +40,7 @@ def agent() -> None:
 @settings_options(AgentSettings, defaults={"openai.base_url": "http://127.0.0.1:8000/v1"})
 def run(task_path: Path, instance_id: str | None, repo_dir: Path | None, out: Path | None,
         settings: AgentSettings) -> None:
-    """Run one episode on one task and write its trajectory; prints how it ended and the patch size.
-
-    \b
-    Example:
-      swehero agent run --task task.json --repo-dir ./repo --policy oracle --mode zero
-      swehero agent run --task verified.jsonl --instance-id django__django-11099 --runtime docker
-    """
+    """Run one episode on one task and write its trajectory; prints how it ended and the patch size."""
     tasks = select(load_tasks(str(task_path)), [instance_id] if instance_id else [])
     if len(tasks) != 1:
         raise click.BadParameter(f"{task_path} holds {len(tasks)} tasks: choose one with --instance-id",
@@ -58,7 +54,8 @@ def run(task_path: Path, instance_id: str | None, repo_dir: Path | None, out: Pa
                f"{len(record['patch'].splitlines())} lines, banned={meta.get('banned', False)} -> {out}")
 
 
-@agent.command()
+@agent.command(examples=[
+    "swehero agent tool --repo . --mode zero execute_bash '{\"command\": \"git log --oneline -3\"}'"])
 @click.option("--repo", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder the sandbox shows at --root (edited in place).")
 @click.option("--mode", type=click.Choice(["zero", "exec"]), default="zero", show_default=True)
@@ -66,12 +63,7 @@ def run(task_path: Path, instance_id: str | None, repo_dir: Path | None, out: Pa
 @click.argument("name")
 @click.argument("args_json")
 def tool(repo, mode, root, name, args_json) -> None:
-    """Run one tool call NAME with ARGS_JSON in the local sandbox and print the observation.
-
-    \b
-    Example:
-      swehero agent tool --repo . --mode zero execute_bash '{"command": "git log --oneline -3"}'
-    """
+    """Run one tool call NAME with ARGS_JSON in the local sandbox and print the observation."""
     with tempfile.TemporaryDirectory(prefix="swehero-tool-") as tmp, closing(LocalRuntime(repo, root, Path(tmp))) as rt:
         outcome = Tools(rt, mode).call(name, args_json)
     click.echo(outcome.observation)
@@ -85,17 +77,13 @@ def prompts() -> None:
     """The agent's opening messages, taken from training data."""
 
 
-@prompts.command()
+@prompts.command(examples=[
+    "swehero agent prompts extract runs/hero-7b/import_hero/hero.jsonl --out prompts.json"])
 @settings_options(PromptsSettings, positional=("trajectories",))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Prompts file to write.")
 def extract(settings: PromptsSettings, out: Path) -> None:
     """Derive the system prompt and task-message template of each stage (zero / hero) from canonical TRAJECTORIES;
-    fails, naming two disagreeing trajectories, unless a template covers 95% of its stage.
-
-    \b
-    Example:
-      swehero agent prompts extract runs/hero-7b/import_hero/hero.jsonl --out prompts.json
-    """
+    fails, naming two disagreeing trajectories, unless a template covers 95% of its stage."""
     try:
         found = extract_files(list(settings.trajectories), out, settings.tasks)
     except PromptsError as e:

@@ -14,7 +14,7 @@ from swehero.data.stage import Settings as PrepareSettings
 from swehero.data.trajectory import Reject
 from swehero.eval.verifier_data import Settings as VerifierDataSettings, build_verifier_data
 from swehero.recipe.config import Recipe
-from swehero.recipe.options import settings_options
+from swehero.recipe.options import Group, settings_options
 from swehero.recipe.stage import HUB_INPUT
 
 
@@ -35,52 +35,40 @@ _MASK = click.option("--mask", type=click.Choice(["all", "last", "answer"]), def
                      help="Train every assistant turn, the last one, or only the last one's content (an answer).")
 
 
-@click.group()
+@click.group(cls=Group)
 def data() -> None:
     """Trajectory data: import -> render/show -> prepare (packed Megatron datasets); verifier examples."""
 
 
-@data.command("import")
+@data.command("import", examples=[
+    "swehero data import --format nvidia --stage hero swe-hero/ --per-instance 1 --out hero.jsonl"])
 @settings_options(ImportSettings, positional=("inputs",), defaults={"seed": Recipe.seed})
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Canonical JSONL to write.")
 def import_(settings: ImportSettings, out: Path) -> None:
     """Convert trajectories of a published format to canonical JSONL; prints what was read, written, rejected,
-    the tasks and sources, and what a selection kept.
-
-    \b
-    Example:
-      swehero data import --format nvidia --stage hero swe-hero/ --per-instance 1 --out hero.jsonl
-    """
+    the tasks and sources, and what a selection kept."""
     click.echo(json.dumps(import_to(settings, out, settings.seed)))
 
 
-@data.command()
+@data.command(examples=[
+    "swehero data render --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct data/zero.jsonl --out rendered.jsonl"])
 @_TOKENIZER
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="JSONL of {id, input_ids, loss_mask}.")
 @_MASK
 def render(tokenizer, inputs: tuple[str, ...], out: Path, mask: str) -> None:
-    """Tokenize canonical trajectories with the chat template and the assistant-only loss mask.
-
-    \b
-    Example:
-      swehero data render --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct data/zero.jsonl --out rendered.jsonl
-    """
+    """Tokenize canonical trajectories with the chat template and the assistant-only loss mask."""
     click.echo(json.dumps(render_files(list(inputs), tokenizer, out, mask)))
 
 
-@data.command()
+@data.command(examples=[
+    "swehero data show --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct data/zero.jsonl --index 3 | less -R"])
 @_TOKENIZER
 @click.argument("input_file", type=click.Path(exists=True, path_type=Path))
 @click.option("--index", type=int, default=0, show_default=True, help="Which trajectory (0-based line).")
 @_MASK
 def show(tokenizer, input_file: Path, index: int, mask: str) -> None:
-    """Print one rendered trajectory; trained tokens are highlighted (green, bold).
-
-    \b
-    Example:
-      swehero data show --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct data/zero.jsonl --index 3 | less -R
-    """
+    """Print one rendered trajectory; trained tokens are highlighted (green, bold)."""
     try:
         text, summary = render_one(input_file, index, tokenizer, mask, lambda s: click.style(s, fg="green", bold=True))
     except (Reject, IndexError) as e:
@@ -89,31 +77,23 @@ def show(tokenizer, input_file: Path, index: int, mask: str) -> None:
     click.echo(f"\n{summary}", err=True)
 
 
-@data.command()
+@data.command(examples=[
+    "swehero data prepare data/zero.jsonl --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct --seq-length 131072 --out d"])
 @settings_options(PrepareSettings, positional=("inputs",), required=("tokenizer",), defaults={"seed": Recipe.seed})
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder to create.")
 def prepare(settings: PrepareSettings, out: Path) -> None:
-    """Render, tokenize and best-fit pack canonical trajectories into Megatron IndexedDataset files.
-
-    \b
-    Example:
-      swehero data prepare data/zero.jsonl --tokenizer Qwen/Qwen2.5-Coder-7B-Instruct --seq-length 131072 --out d
-    """
+    """Render, tokenize and best-fit pack canonical trajectories into Megatron IndexedDataset files."""
     stats = run_prepare(list(settings.inputs), settings.tokenizer, out, settings.prepare_config(Recipe.seed))
     click.echo(json.dumps({k: stats[k] for k in ("trajectories", "tokens", "trained_tokens", "samples",
                                                  "packing_efficiency")}, indent=2))
 
 
-@data.command()
+@data.command(examples=[
+    "swehero data verifier data/nebius.jsonl runs/eval-train-tasks --tokenizer Qwen/Qwen2.5-Coder-32B-Instruct "
+    "--seq-length 131072 --exclude verified --out data/verifier"])
 @settings_options(VerifierDataSettings, positional=("inputs",), required=("tokenizer",), defaults={"seed": 0})
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to create.")
 def verifier(settings: VerifierDataSettings, out: Path) -> None:
     """Verifier examples from labelled attempts (trajectory files with `resolved`, eval folders), packed for
-    `train`: the conversation, a judging message with the final patch, and a one-token answer (yes/no).
-
-    \b
-    Example:
-      swehero data verifier data/nebius.jsonl runs/eval-train-tasks --tokenizer Qwen/Qwen2.5-Coder-32B-Instruct \\
-          --seq-length 131072 --exclude verified --out data/verifier
-    """
+    `train`: the conversation, a judging message with the final patch, and a one-token answer (yes/no)."""
     click.echo(json.dumps(build_verifier_data(settings, settings.tokenizer, out, seed=settings.seed), indent=2))

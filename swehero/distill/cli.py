@@ -11,7 +11,7 @@ from swehero.distill.filter_io import filter_file
 from swehero.distill.filter_stage import Settings as FilterSettings
 from swehero.distill.run import Settings, distill as run_distill
 from swehero.distill.shards import merge as merge_shards, slurm_job
-from swehero.recipe.options import DefaultCommandGroup, settings_options
+from swehero.recipe.options import Command, DefaultCommandGroup, settings_options
 from swehero.rollout.decontam import DecontamConfig, decontaminate_file
 
 _OUT_DIR = click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
@@ -22,7 +22,8 @@ def distill() -> None:
     """Teacher rollouts on training tasks (SWE-Zero / SWE-Hero data); `distill ...` is `distill run ...`."""
 
 
-@distill.command()
+@distill.command(examples=[
+    "swehero distill run --tasks toy/tasks.jsonl --mode exec --policy oracle --rollouts 2 --workers 4 --out d"])
 @settings_options(Settings)
 @_OUT_DIR
 @click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
@@ -30,12 +31,7 @@ def distill() -> None:
 @click.option("--shards", default=1, show_default=True, help="Array tasks (with --launcher slurm).")
 @click.option("--sbatch-arg", "sbatch_args", multiple=True, help="Extra #SBATCH line, e.g. --gres=gpu:8.")
 def run(settings: Settings, out: Path, launcher: str, shards: int, sbatch_args: tuple[str, ...]) -> None:
-    """Run every (task, rollout) not yet in OUT/trajectories.jsonl, then write OUT/summary.json.
-
-    \b
-    Example:
-      swehero distill run --tasks toy/tasks.jsonl --mode exec --policy oracle --rollouts 2 --workers 4 --out d
-    """
+    """Run every (task, rollout) not yet in OUT/trajectories.jsonl, then write OUT/summary.json."""
     if launcher == "slurm":
         script = slurm_job(settings, shards, out, list(sbatch_args))
         return click.echo(f"wrote {script}; submit with: sbatch {script}")
@@ -43,47 +39,34 @@ def run(settings: Settings, out: Path, launcher: str, shards: int, sbatch_args: 
     click.echo(json.dumps({k: summary[k] for k in ("episodes", "finish_reasons", "failed_this_run", "wall_s")}))
 
 
-@distill.command()
+@distill.command(examples=["swehero distill merge runs/zero/shard-* --out runs/zero"])
 @click.argument("shard_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_OUT_DIR
 def merge(shard_dirs: tuple[Path, ...], out: Path) -> None:
-    """Merge shard outputs (e.g. of a Slurm array job) into OUT/trajectories.jsonl and OUT/summary.json.
-
-    \b
-    Example:
-      swehero distill merge runs/zero/shard-* --out runs/zero
-    """
+    """Merge shard outputs (e.g. of a Slurm array job) into OUT/trajectories.jsonl and OUT/summary.json."""
     summary = merge_shards(list(shard_dirs), out)
     click.echo(f"{summary['episodes']} episodes from {len(shard_dirs)} shard(s) "
                f"({summary['duplicates_skipped']} duplicate(s) skipped) -> {out}")
 
 
-@distill.command()
+@distill.command(examples=[
+    "swehero distill decontaminate swe-gym.jsonl --against verified --against multilingual --out clean.jsonl"])
 @click.argument("tasks", type=click.Path(exists=True, dir_okay=False))
 @click.option("--against", multiple=True, required=True, help="Evaluation set: task file, verified or multilingual.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Kept tasks (.jsonl).")
 @settings_options(DecontamConfig)
 def decontaminate(tasks: str, against: tuple[str, ...], out: Path, settings: DecontamConfig) -> None:
-    """Drop training tasks overlapping evaluation sets; writes OUT and OUT's decontamination.json report.
-
-    \b
-    Example:
-      swehero distill decontaminate swe-gym.jsonl --against verified --against multilingual --out clean.jsonl
-    """
+    """Drop training tasks overlapping evaluation sets; writes OUT and OUT's decontamination.json report."""
     report = decontaminate_file(tasks, list(against), out, settings)
     click.echo(f"kept {report['kept']} of {report['train_tasks']} tasks; dropped {report['by_reason']}")
 
 
-@click.command(name="filter")
+@click.command("filter", cls=Command,
+               examples=["swehero filter --stage zero runs/zero/trajectories.jsonl --out runs/zero-filtered"])
 @settings_options(FilterSettings, positional=("trajectories",), required=("rules.stage",))
 @_OUT_DIR
 def filter_(settings: FilterSettings, out: Path) -> None:
-    """Apply the paper's trajectory filters; writes OUT/trajectories.jsonl, dropped.jsonl, filter_report.json.
-
-    \b
-    Example:
-      swehero filter --stage zero runs/zero/trajectories.jsonl --out runs/zero-filtered
-    """
+    """Apply the paper's trajectory filters; writes OUT/trajectories.jsonl, dropped.jsonl, filter_report.json."""
     report = json.loads(Path(filter_file(settings.trajectories, settings.rules, out)["report"]).read_text())
     click.echo(f"kept {report['kept']} of {report['input']}: "
                + ", ".join(f"{r['name']} -{r['dropped']}" for r in report["rules"]))

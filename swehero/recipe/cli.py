@@ -10,6 +10,7 @@ import yaml
 from swehero.recipe.config import Recipe, load_recipe
 from swehero.recipe.engine import StageFailed, describe, plan as plan_steps, recipe_as_dict, run_recipe
 from swehero.recipe.loader import RecipeError
+from swehero.recipe.options import Group
 from swehero.recipe.plan import plan_recipe
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -24,37 +25,30 @@ def load_or_exit(recipe_file: str, overrides: tuple[str, ...]) -> Recipe:
         sys.exit(2)
 
 
-@click.group()
+@click.group(cls=Group)
 def recipe() -> None:
     """Validate, inspect, plan and run recipes (YAML experiments). RECIPE is a path or a bundled recipe's name
     (default: tiny-cpu)."""
 
 
-def _command(function):
+def _command(*examples: str):
     """A recipe subcommand: RECIPE and --set, then the command's own options."""
-    return recipe.command()(click.argument("recipe_file", default="tiny-cpu", metavar="RECIPE")(set_option(function)))
+    def decorate(function):
+        function = click.argument("recipe_file", default="tiny-cpu", metavar="RECIPE")(set_option(function))
+        return recipe.command(examples=list(examples))(function)
+    return decorate
 
 
-@_command
+@_command("swehero recipe validate recipes/hero-32b.yaml")
 def validate(recipe_file: str, overrides: tuple[str, ...]) -> None:
-    """Check a recipe without running anything; exit 2 and list every problem as file:line: field: message.
-
-    \b
-    Example:
-      swehero recipe validate recipes/hero-32b.yaml
-    """
+    """Check a recipe without running anything; exit 2 and list every problem as file:line: field: message."""
     loaded = load_or_exit(recipe_file, overrides)
     click.echo(f"{loaded.file}: ok ({len(loaded.stages)} stages: {', '.join(s.name for s in loaded.stages)})")
 
 
-@_command
+@_command("swehero recipe show tiny-cpu --set run_dir=/tmp/run")
 def show(recipe_file: str, overrides: tuple[str, ...]) -> None:
-    """Print the fully resolved recipe: overrides applied, references resolved, defaults filled, inferred needs.
-
-    \b
-    Example:
-      swehero recipe show tiny-cpu --set run_dir=/tmp/run
-    """
+    """Print the fully resolved recipe: overrides applied, references resolved, defaults filled, inferred needs."""
     click.echo(yaml.safe_dump(recipe_as_dict(load_or_exit(recipe_file, overrides)), sort_keys=False), nl=False)
 
 
@@ -62,16 +56,11 @@ def show(recipe_file: str, overrides: tuple[str, ...]) -> None:
 @click.option("--only", metavar="STAGE", help="Run STAGE alone (its needs must be complete).")
 @click.option("--from", "start", metavar="STAGE", help="Rerun STAGE and every stage after it.")
 @click.option("--dry-run", is_flag=True, help="Print which stages would run and why; run nothing.")
-@_command
+@_command("swehero recipe run recipes/hero-32b.yaml --dry-run",
+          "swehero recipe run my.yaml --from sft_hero --set stages.sft_hero.lr=2e-5")
 def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str | None, only: str | None,
         force: bool) -> None:
-    """Run the stages in order, skipping the complete and unchanged; a stage interrupted or changed runs again.
-
-    \b
-    Examples:
-      swehero recipe run recipes/hero-32b.yaml --dry-run
-      swehero recipe run my.yaml --from sft_hero --set stages.sft_hero.lr=2e-5
-    """
+    """Run the stages in order, skipping the complete and unchanged; a stage interrupted or changed runs again."""
     loaded = load_or_exit(recipe_file, overrides)
     if only and start:
         raise click.UsageError("--only and --from cannot be combined")
@@ -85,13 +74,8 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
 
 
 @click.option("--mfu", default=0.45, show_default=True, help="Model FLOPs utilisation assumed for GPU-hours.")
-@_command
+@_command("swehero recipe plan recipes/hero-32b.yaml --mfu 0.4")
 def plan(recipe_file: str, overrides: tuple[str, ...], mfu: float) -> None:
     """Per training stage: memory per GPU by term, tokens, GPU-hours; per evaluation: serving memory. Warns when
-    a layout will not fit in an 80 GB H100.
-
-    \b
-    Example:
-      swehero recipe plan recipes/hero-32b.yaml --mfu 0.4
-    """
+    a layout will not fit in an 80 GB H100."""
     click.echo("\n".join(plan_recipe(load_or_exit(recipe_file, overrides), mfu)))

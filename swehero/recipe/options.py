@@ -401,7 +401,27 @@ def _merge(data: dict[str, Any], new: dict[str, Any], at: FieldPath, sections: s
             data[key] = value
 
 
-class DefaultCommandGroup(click.Group):
+class Command(click.Command):
+    """A command whose `examples` (whole command lines, written once as data) end its --help, each wrapped to the
+    help's width as a shell line continued with backslashes, so it can be pasted as shown."""
+
+    def __init__(self, *args: Any, examples: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        lines = [" \\\n".join(textwrap.wrap(example, 112, initial_indent="  ", subsequent_indent="      ",
+                                            break_long_words=False, break_on_hyphens=False))
+                 for example in examples]
+        header = "Examples:" if len(examples) > 1 else "Example:"
+        self.help = "\n\n".join([inspect.cleandoc(self.help or ""), "\b\n" + "\n".join([header, *lines])])
+
+
+class Group(click.Group):
+    """A group whose subcommands take `examples` (see `Command`), as do its subgroups'."""
+
+    command_class = Command
+    group_class = type
+
+
+class DefaultCommandGroup(Group):
     """A group whose `default` command needs no name: `swehero distill --tasks ...` is `swehero distill run ...`."""
 
     def __init__(self, *args: Any, default: str, **kwargs: Any) -> None:

@@ -8,10 +8,13 @@ import click
 
 from swehero.recipe.cli import load_or_exit, set_option
 from swehero.recipe.engine import plan, run_recipe
+from swehero.recipe.options import Command
 from swehero.train.stage import slurm_job
 
 
-@click.command()
+@click.command(cls=Command, examples=[
+    "swehero train recipes/tiny-cpu.yaml --stage sft_zero",
+    "swehero train recipes/hero-32b.yaml --stage sft_hero --launcher slurm --sbatch=--time=48:00:00 --submit"])
 @click.argument("recipe_file", metavar="RECIPE")
 @click.option("--stage", "stage_name", help="The train stage to run (default: the first one).")
 @set_option
@@ -24,13 +27,7 @@ from swehero.train.stage import slurm_job
 def train(recipe_file: str, stage_name: str | None, overrides: tuple[str, ...], launcher: str, submit: bool,
           sbatch_options: tuple[str, ...], container_image: str | None) -> None:
     """A recipe's `train` stage: here (as `recipe run --only STAGE`), or as a Slurm job whose final checkpoint a
-    later `recipe run` picks up.
-
-    \b
-    Examples:
-      swehero train recipes/tiny-cpu.yaml --stage sft_zero
-      swehero train recipes/hero-32b.yaml --stage sft_hero --launcher slurm --sbatch=--time=48:00:00 --submit
-    """
+    later `recipe run` picks up."""
     loaded = load_or_exit(recipe_file, overrides)
     stage = next((s for s in loaded.stages if s.kind == "train" and stage_name in (None, s.name)), None)
     if stage is None:
