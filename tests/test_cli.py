@@ -101,9 +101,12 @@ def test_the_example_check_catches_a_renamed_option():
 
 
 def test_a_long_example_wraps_as_shell_continuations_within_the_help_width():
-    example = "swehero eval run out --tasks verified " + " ".join(f"--set k{i}=v{i}" for i in range(30))
+    quoted = """'{"command": "git log --oneline -3 && git status --short"}'"""  # a break inside would change it
+    example = f"swehero agent tool --repo . {'--mode zero ' * 4}execute_bash {quoted} " + "--root /testbed " * 6
     command = Command("x", examples=[example, "swehero eval report out"])
     shown = command.help.partition("\b\nExamples:\n")[2].splitlines()
     assert all(len(line) <= 114 for line in shown) and len(shown) > 3
     assert [line.endswith(" \\") for line in shown] == [True] * (len(shown) - 2) + [False, False]
-    assert " ".join(line.removesuffix(" \\").strip() for line in shown[:-1]) == example
+    assert any(quoted in line for line in shown)
+    rejoined = " ".join(line.removesuffix(" \\").strip() for line in shown[:-1])
+    assert shlex.split(rejoined) == shlex.split(example) and rejoined == example.strip()

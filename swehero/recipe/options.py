@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import functools
 import inspect
+import re
 import textwrap
 import types
 import typing
@@ -407,11 +408,20 @@ class Command(click.Command):
 
     def __init__(self, *args: Any, examples: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        lines = [" \\\n".join(textwrap.wrap(example, 112, initial_indent="  ", subsequent_indent="      ",
-                                            break_long_words=False, break_on_hyphens=False))
-                 for example in examples]
         header = "Examples:" if len(examples) > 1 else "Example:"
-        self.help = "\n\n".join([inspect.cleandoc(self.help or ""), "\b\n" + "\n".join([header, *lines])])
+        shown = "\n".join([header, *map(_shell_lines, examples)])
+        self.help = "\n\n".join([inspect.cleandoc(self.help or ""), "\b\n" + shown])
+
+
+def _shell_lines(command: str, width: int = 112) -> str:
+    """`command` indented and broken into lines of at most `width` characters, continued with backslashes. Not
+    textwrap: it would break inside a quoted argument, where a backslash-newline is no continuation."""
+    lines = ["  "]
+    for word in re.findall(r"""(?:'[^']*'|"[^"]*"|\S)+""", command):
+        if lines[-1].strip() and len(lines[-1]) + 1 + len(word) > width:
+            lines.append("      ")
+        lines[-1] += (" " if lines[-1].strip() else "") + word
+    return " \\\n".join(lines)
 
 
 class Group(click.Group):
