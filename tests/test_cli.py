@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from swehero import __version__
 from swehero.cli import COMMANDS, main
-from swehero.recipe.options import Command
+from swehero.recipe.options import Command, DefaultCommandGroup, Group
 
 
 def all_commands(group: click.Group, ctx: click.Context, prefix=()):
@@ -110,3 +110,10 @@ def test_a_long_example_wraps_as_shell_continuations_within_the_help_width():
     assert any(quoted in line for line in shown)
     rejoined = " ".join(line.removesuffix(" \\").strip() for line in shown[:-1])
     assert shlex.split(rejoined) == shlex.split(example) and rejoined == example.strip()
+
+
+def test_a_subgroup_takes_examples_whatever_its_parent():
+    parent = DefaultCommandGroup("p", default="x")
+    sub = parent.group("sub")(lambda: None)
+    assert type(sub) is Group
+    assert "Example:\n  swehero p sub y" in sub.command(examples=["swehero p sub y"])(lambda: None).help

@@ -428,7 +428,10 @@ class Group(click.Group):
     """A group whose subcommands take `examples` (see `Command`), as do its subgroups'."""
 
     command_class = Command
-    group_class = type
+
+
+# Subgroups are plain `Group`s: click's `type` would give a DefaultCommandGroup's subgroup its required `default`.
+Group.group_class = Group
 
 
 class DefaultCommandGroup(Group):
