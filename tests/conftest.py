@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -39,16 +41,70 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return make_tiny(tmp_path_factory.mktemp("tiny") / "model", TinyModelConfig(), seed=0)
 
 
+class _DockerSetup:
+    """The engine and base image made ready as `python -m swehero.eval.engine` does (as root: `docker.io` installed
+    and `dockerd` started when missing, the base image built once per machine), in a thread started as soon as the
+    session knows it has Docker tests. On a fresh machine that is minutes of apt and debootstrap, mostly waiting on
+    downloads; those tests run last, so the others hide it."""
+
+    def __init__(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="docker-setup", daemon=True)
+        self.outcome: str | Exception | None = None
+        self.progress: list[str] = []
+        self.took_s = self.waited_s = 0.0
+
+    def _run(self) -> None:
+        from swehero.eval.engine import ensure_base_image
+
+        start = time.monotonic()
+        try:
+            self.outcome = ensure_base_image(progress=self.progress.append)
+        except Exception as e:  # handed to the tests that wait for it
+            self.outcome = e
+        self.took_s = time.monotonic() - start
+
+    def wait(self) -> str:
+        """The base image's name; raises what the set-up raised."""
+        if self.thread.ident is None:
+            self.thread.start()  # a test asked before collection said so (a fixture requested at run time)
+        start = time.monotonic()
+        self.thread.join()
+        self.waited_s += time.monotonic() - start
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+_DOCKER = _DockerSetup()
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: `make test-fast` starts nothing
+def pytest_collection_modifyitems(config, items) -> None:
+    needs = [item for item in items if item.get_closest_marker("docker") or "docker_base_image" in item.fixturenames]
+    ids = {id(item) for item in needs}
+    items[:] = [item for item in items if id(item) not in ids] + needs  # each keeps its order
+    if needs and not config.option.collectonly:
+        _DOCKER.thread.start()
+
+
 @pytest.fixture(scope="session")
 def docker_base_image() -> str:
-    """The Docker engine made ready as `make test` does (installed and started as root when missing) and the base
-    image of locally built instance images; skips with the one-line reason when that cannot be had here."""
-    from swehero.eval.engine import DockerUnavailable, ensure_base_image
+    """The base image of locally built instance images, the engine running; skips with the one-line reason when
+    that cannot be had here."""
+    from swehero.eval.engine import DockerUnavailable
 
     try:
-        return ensure_base_image(progress=lambda line: print(line, flush=True))
+        return _DOCKER.wait()
     except DockerUnavailable as e:
         pytest.skip(f"Docker unavailable: {e}")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line on the Docker set-up: what it made, how long it took, and how much of that the tests waited for."""
+    if _DOCKER.thread.ident is not None and isinstance(_DOCKER.outcome, str):
+        terminalreporter.write_line(f"Docker: {_DOCKER.outcome} ready; the set-up took {_DOCKER.took_s:.0f} s in the "
+                                    f"background ({'; '.join(_DOCKER.progress) or 'nothing to build'}), of which the "
+                                    f"Docker tests waited {_DOCKER.waited_s:.0f} s")
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,28 @@ def test_a_running_engine_is_left_alone():
     assert before == after
     assert subprocess.run(["pgrep", "-c", "-x", "dockerd"], capture_output=True, text=True).stdout.strip() in (
         "", "0", "1")  # at most the one engine (none here when DOCKER_HOST names a remote one)
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(os.geteuid() != 0, reason="building the base image needs root")
+def test_a_second_set_up_waits_for_the_first_and_builds_nothing(docker_base_image, monkeypatch):
+    """While one process holds the set-up lock (here: this test, as a build would), another one that needs a base
+    image waits; when the first has made the image, the second finds it and builds nothing."""
+    import docker
+
+    monkeypatch.setattr(engine, "PACKAGES", (*engine.PACKAGES, "less"))  # a recipe whose image is not here
+    name = engine.base_image_name()
+    second = [sys.executable, "-c", "import sys, swehero.eval.engine as e; e.PACKAGES += ('less',); sys.exit(e.main())"]
+    client = docker.from_env()
+    try:
+        with engine.setup_lock():
+            proc = subprocess.Popen(second, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env={**os.environ, "PYTHONPATH": str(ROOT)})
+            time.sleep(5)
+            assert proc.poll() is None  # waiting for the lock
+            client.images.get(docker_base_image).tag(name)  # what the first process "built"
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and out.strip() == name, out + err
+        assert "building" not in err, err
+    finally:
+        client.images.remove(name)  # the tag only: the image keeps its own

@@ -4,12 +4,15 @@
 `dockerd` when it is not running (a running one is left alone). `ensure_base_image` builds the base image offline
 from the Debian mirror apt is configured with (`debootstrap --variant=minbase`, then `docker import`): no
 registry is needed. Its tag holds a hash of its recipe, so it is built once per machine and again only when the
-recipe changes. `make test` and the test session both call `python -m swehero.eval.engine`'s logic, which prints
-the base image's name, or one line saying why Docker is unavailable.
+recipe changes. Both take a lock while they install, start or build, so concurrent callers (the test session's
+background set-up and a test, two `eval images build`s) make each thing once: the later ones wait, then find it.
+`python -m swehero.eval.engine` prints the base image's name, or one line saying why Docker is unavailable.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import inspect
 import os
@@ -27,6 +30,7 @@ PACKAGES = ("python3", "python3-venv", "git", "patch")
 the harness's `git apply`) and `patch` (the harness's last way of applying a patch)."""
 BASE_REPO = "swehero/base"
 DOCKERD_LOG = Path("/var/log/swehero-dockerd.log")
+SETUP_LOCK = Path(tempfile.gettempdir()) / "swehero-docker-setup.lock"
 
 
 class DockerUnavailable(RuntimeError):
@@ -51,6 +55,14 @@ def _root_only(what: str) -> None:
         raise DockerUnavailable(f"{what} needs root; run as root, or start a Docker engine yourself (DOCKER_HOST)")
 
 
+@contextlib.contextmanager
+def setup_lock():
+    """Held while installing, starting or building (root only, as those are): one process at a time."""
+    with open(SETUP_LOCK, "a") as handle:  # closing it releases the lock, however this block ends
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def _apt_install(*packages: str) -> None:
     _root_only(f"installing {' '.join(packages)}")
     for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
@@ -70,20 +82,25 @@ def ensure_engine(wait_s: float = 60.0):
         if "DOCKER_HOST" in os.environ:  # pointed at a remote or custom engine: not ours to start
             raise unreachable
     _root_only("starting a Docker engine")
-    if shutil.which("dockerd") is None:
-        _apt_install("docker.io")
-    DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
-    with open(DOCKERD_LOG, "ab") as log:  # a daemon: it outlives this process, as a system service would
-        subprocess.Popen(["dockerd"], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + wait_s
-    while True:
+    with setup_lock():
         try:
-            return client()
+            return client()  # started by another process while this one waited
         except DockerUnavailable:
-            if time.monotonic() > deadline:
-                tail = DOCKERD_LOG.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty)"]
-                raise DockerUnavailable(f"dockerd did not come up within {wait_s:g}s; {DOCKERD_LOG}: {tail[0]}")
-            time.sleep(0.5)
+            pass
+        if shutil.which("dockerd") is None:
+            _apt_install("docker.io")
+        DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
+        with open(DOCKERD_LOG, "ab") as log:  # a daemon: it outlives this process, as a system service would
+            subprocess.Popen(["dockerd"], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return client()
+            except DockerUnavailable:
+                if time.monotonic() > deadline:
+                    tail = DOCKERD_LOG.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty)"]
+                    raise DockerUnavailable(f"dockerd did not come up within {wait_s:g}s; {DOCKERD_LOG}: {tail[0]}")
+                time.sleep(0.5)
 
 
 def apt_mirror(sources: Path = Path("/etc/apt")) -> str:
@@ -127,16 +144,28 @@ IMPORT_CHANGES = ("ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 def ensure_base_image(engine=None, progress=print) -> str:
     """The base image's name, built first when this engine does not have it (about 4 minutes)."""
-    import docker
-
     engine = engine or ensure_engine()
     name = base_image_name()
+    if _has_image(engine, name):
+        return name
+    _root_only(f"building the base image {name} (debootstrap)")
+    with setup_lock():
+        if not _has_image(engine, name):  # else another process built it while this one waited
+            _build_base_image(engine, name, progress)
+    return name
+
+
+def _has_image(engine, name: str) -> bool:
+    import docker
+
     try:
         engine.images.get(name)
-        return name
+        return True
     except docker.errors.ImageNotFound:
-        pass
-    _root_only(f"building the base image {name} (debootstrap)")
+        return False
+
+
+def _build_base_image(engine, name: str, progress) -> None:
     if shutil.which("debootstrap") is None:
         _apt_install("debootstrap")
     mirror = apt_mirror()
@@ -154,7 +183,6 @@ def ensure_base_image(engine=None, progress=print) -> str:
             tar.stdout.close()
             tar.wait()
     progress(f"built {name} in {time.monotonic() - start:.0f}s")
-    return name
 
 
 def main() -> int:
