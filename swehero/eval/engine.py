@@ -30,7 +30,8 @@ PACKAGES = ("python3", "python3-venv", "git", "patch")
 the harness's `git apply`) and `patch` (the harness's last way of applying a patch)."""
 BASE_REPO = "swehero/base"
 DOCKERD_LOG = Path("/var/log/swehero-dockerd.log")
-SETUP_LOCK = Path(tempfile.gettempdir()) / "swehero-docker-setup.lock"
+SETUP_LOCK = Path("/run/lock/swehero-docker-setup.lock")
+"""Machine-wide, as what it guards is: not under TMPDIR, which differs between jobs on one cluster node."""
 
 
 class DockerUnavailable(RuntimeError):
@@ -58,6 +59,7 @@ def _root_only(what: str) -> None:
 @contextlib.contextmanager
 def setup_lock():
     """Held while installing, starting or building (root only, as those are): one process at a time."""
+    SETUP_LOCK.parent.mkdir(parents=True, exist_ok=True)  # absent in some containers
     with open(SETUP_LOCK, "a") as handle:  # closing it releases the lock, however this block ends
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
