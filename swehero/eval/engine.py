@@ -85,10 +85,8 @@ def ensure_engine(wait_s: float = 60.0):
             raise unreachable
     _root_only("starting a Docker engine")
     with setup_lock():
-        try:
+        with contextlib.suppress(DockerUnavailable):
             return client()  # started by another process while this one waited
-        except DockerUnavailable:
-            pass
         if shutil.which("dockerd") is None:
             _apt_install("docker.io")
         DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
