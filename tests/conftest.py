@@ -44,8 +44,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 class _DockerSetup:
     """The engine and base image made ready as `python -m swehero.eval.engine` does (as root: `docker.io` installed
     and `dockerd` started when missing, the base image built once per machine), in a thread started as soon as the
-    session knows it has Docker tests. On a fresh machine that is minutes of apt and debootstrap, mostly waiting on
-    downloads; those tests run last, so the others hide it."""
+    session knows it has Docker tests. On a fresh machine that is minutes of apt and debootstrap; those tests run
+    last, so the others hide it."""
 
     def __init__(self) -> None:
         self.thread = threading.Thread(target=self._run, name="docker-setup", daemon=True)
