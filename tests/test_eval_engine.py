@@ -83,12 +83,10 @@ def test_a_running_engine_is_left_alone():
 def test_a_second_set_up_waits_for_the_first_and_builds_nothing(docker_base_image, monkeypatch):
     """While one process holds the set-up lock (here: this test, as a build would), another one that needs a base
     image waits; when the first has made the image, the second finds it and builds nothing."""
-    import docker
-
     monkeypatch.setattr(engine, "PACKAGES", (*engine.PACKAGES, "less"))  # a recipe whose image is not here
     name = engine.base_image_name()
     second = [sys.executable, "-c", "import sys, swehero.eval.engine as e; e.PACKAGES += ('less',); sys.exit(e.main())"]
-    client = docker.from_env()
+    client = engine.client()
     try:
         with engine.setup_lock():
             proc = subprocess.Popen(second, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
