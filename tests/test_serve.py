@@ -1,5 +1,5 @@
 """`swehero serve` starts a real vLLM (CPU) server for the tiny model with our tool parser plugin, answers
-chat completions, and on Ctrl-C stops and frees its port."""
+chat completions, and on Ctrl-C stops, frees its port and leaves no file in the temporary folder."""
 
 import contextlib
 import json
@@ -8,13 +8,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 
-from swehero.serve.server import ServeConfig, command, free_port, tool_parser_for
+from swehero.serve.server import ServeConfig, VLLMServer, command, free_port, socket_dir, tool_parser_for
 
 pytest.importorskip("vllm")
 
@@ -55,10 +57,11 @@ def post(url, payload):
 def test_serve_cli_runs_a_real_server_and_stops_on_ctrl_c(tiny_model_dir, tmp_path):
     port = free_port()
     swehero = Path(sys.executable).parent / "swehero"
+    tmp = Path(tempfile.mkdtemp(prefix="t-", dir="/tmp"))  # short: the server's sockets go inside it
     proc = subprocess.Popen(
         [str(swehero), "serve", str(tiny_model_dir), "--port", str(port), "--max-model-len", "2048",
          "--dtype", "float32", "--gpu-memory-utilization", "0.2", "--no-compile", "--log", str(tmp_path / "vllm.log")],
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.PIPE, text=True, start_new_session=True, env={**os.environ, "TMPDIR": str(tmp)},
         # SIGINT as a terminal delivers it, even when the tests run as a background job (SIGINT ignored)
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
@@ -72,6 +75,7 @@ def test_serve_cli_runs_a_real_server_and_stops_on_ctrl_c(tiny_model_dir, tmp_pa
         assert reply["choices"][0]["finish_reason"] in ("length", "stop", "tool_calls")
         assert reply["usage"]["completion_tokens"] >= 1
         assert len(servers_on(port)) >= 2  # the CLI and the vLLM server it started
+        assert [p for p in tmp.glob("vllm-*/*") if p.is_socket()]  # vLLM's ZMQ sockets, in the server's folder
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
     finally:
@@ -89,6 +93,27 @@ def test_serve_cli_runs_a_real_server_and_stops_on_ctrl_c(tiny_model_dir, tmp_pa
         assert time.monotonic() < deadline, f"server processes still running after stop: {servers_on(port)}"
         time.sleep(0.5)
     assert "swehero_hermes" in (tmp_path / "vllm.log").read_text()
+    assert not list(tmp.iterdir())  # vLLM leaves its sockets behind; the server's folder goes with them
+    tmp.rmdir()
+
+
+def test_a_server_that_fails_to_start_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("SWEHERO_VLLM_PYTHON", "false")  # exits at once, as a vLLM that cannot load the model does
+    with pytest.raises(RuntimeError, match="vLLM exited with status 1 while starting"):
+        VLLMServer(ServeConfig(model="m", parser="hermes"), tmp_path / "logs" / "vllm.log").start()
+    assert [p.name for p in tmp_path.iterdir()] == ["logs"]
+
+
+def test_socket_folders_fit_a_socket_address(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert Path(socket_dir()).parent == tmp_path
+    long = tmp_path / ("x" * 60)
+    long.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long))
+    folder = Path(socket_dir())
+    assert folder.parent == Path("/tmp") and len(f"{folder}/{uuid.uuid4()}") <= 107 and not list(long.iterdir())
+    folder.rmdir()
 
 
 def test_compile_off_asks_vllm_for_no_optimization():

@@ -1,17 +1,22 @@
 """Start, health-check and stop a vLLM OpenAI-compatible server for a Hugging Face folder.
 
 The server runs as its own process group (so stopping it stops its workers), logs to a file, and is started
-with the tool-call parser and the chat template the model was trained with. `SWEHERO_VLLM_PYTHON` chooses the
+with the tool-call parser and the chat template the model was trained with. It gets a temporary folder of its own
+as TMPDIR, removed when it stops: vLLM's processes talk over ZMQ sockets made there (7 of them on the CPU build)
+and leave them behind even after a clean shutdown, one set per server started. `SWEHERO_VLLM_PYTHON` chooses the
 Python that has vLLM (the GPU image keeps vLLM in its own environment); by default it is this one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -121,6 +126,16 @@ def command(cfg: ServeConfig, port: int) -> list[str]:
     return args + cfg.extra_args
 
 
+def socket_dir() -> str:
+    """A new temporary folder for a server's ZMQ sockets: vLLM names them `<TMPDIR>/<uuid4>`, and a socket's path
+    must fit in 107 bytes, so a TMPDIR too long for that gives way to /tmp."""
+    folder = tempfile.mkdtemp(prefix="vllm-")
+    if len(folder) + len("/") + 36 <= 107:
+        return folder
+    os.rmdir(folder)
+    return tempfile.mkdtemp(prefix="vllm-", dir="/tmp")
+
+
 class VLLMServer:
     """`with VLLMServer(cfg, log_file) as server: server.url` — started, healthy, and always stopped."""
 
@@ -130,6 +145,7 @@ class VLLMServer:
         self.port = cfg.port or free_port(cfg.host)
         self.url = f"http://{cfg.host}:{self.port}/v1"
         self.process: subprocess.Popen | None = None
+        self.tmp_dir: str | None = None
 
     def start(self) -> "VLLMServer":
         env = dict(os.environ)
@@ -137,10 +153,15 @@ class VLLMServer:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(swehero.__file__).parents[1]), env.get("PYTHONPATH")]))
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU builds; ignored on GPUs
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
-            self.process = subprocess.Popen(command(self.cfg, self.port), stdout=log, stderr=subprocess.STDOUT,
-                                            env=env, start_new_session=True)
-        self._wait_healthy()
+        self.tmp_dir = env["TMPDIR"] = socket_dir()
+        try:
+            with open(self.log_file, "ab") as log:
+                self.process = subprocess.Popen(command(self.cfg, self.port), stdout=log, stderr=subprocess.STDOUT,
+                                                env=env, start_new_session=True)
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _wait_healthy(self) -> None:
@@ -157,7 +178,6 @@ class VLLMServer:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(1.0)
-        self.stop()
         raise TimeoutError(f"vLLM did not become healthy in {self.cfg.startup_timeout_s:.0f}s; see {self.log_file}")
 
     def log_tail(self, lines: int = 30) -> str:
@@ -167,19 +187,18 @@ class VLLMServer:
             return ""
 
     def stop(self, grace_s: float = 20.0) -> None:
-        """SIGINT (vLLM shuts down cleanly), then SIGTERM, then SIGKILL, to the whole process group."""
-        if self.process is None or self.process.poll() is not None:
-            return
+        """SIGINT (vLLM shuts down cleanly), then SIGTERM, then SIGKILL, to the whole process group; then its
+        temporary folder goes."""
         for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-            try:
+            if self.process is None or self.process.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        if self.tmp_dir:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            self.tmp_dir = None
 
     def __enter__(self) -> "VLLMServer":
         return self.start()
