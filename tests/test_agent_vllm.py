@@ -2,72 +2,32 @@
 
 A random model writes junk: no tool calls, empty replies, stray `<tool_call>` text. The point is that the loop
 turns all of it into observations and the server accepts every conversation the loop builds, for both modes.
-Starting vLLM takes ~40 s of CPU; the server is always killed at the end.
+Starting vLLM takes ~40 s of CPU; the server (started as `swehero serve` starts it) is always stopped at the end.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 from agent_repos import CALC, CALC_FIX, make_task
+from tiny_server import tiny_serve_config
 
 from swehero.agent.loop import LoopConfig
 from swehero.agent.openai_policy import OpenAIConfig
 from swehero.agent.run import run_task
 from swehero.agent.settings import AgentSettings
+from swehero.serve.server import VLLMServer
 
 pytestmark = [pytest.mark.slow,  # a real vLLM server
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_url(tiny_model_dir, tmp_path_factory):
     pytest.importorskip("vllm")
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    # 16k context: the OpenHands tool schemas alone are ~4.3k tokens with the tiny 2k-word vocabulary
-    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
-            "--served-model-name", "tiny", "--dtype", "float32", "--max-model-len", "16384",
-            "--gpu-memory-utilization", "0.2", "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
-            "--host", "127.0.0.1", "--port", str(port), "--optimization-level", "0"]
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + 300
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"vLLM exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"vLLM did not come up in 300 s:\n{log_path.read_text()[-3000:]}")
-                time.sleep(1)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+    with VLLMServer(tiny_serve_config(tiny_model_dir), tmp_path_factory.mktemp("vllm") / "server.log") as server:
+        yield server.url
 
 
 @pytest.mark.parametrize("mode", ["zero", "exec"])

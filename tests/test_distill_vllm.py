@@ -13,6 +13,7 @@ import sys
 from dataclasses import replace
 
 import pytest
+from tiny_server import tiny_serve_config
 
 from swehero.distill.run import Settings, distill
 from swehero.agent.loop import LoopConfig
@@ -20,17 +21,11 @@ from swehero.agent.openai_policy import OpenAIConfig
 from swehero.agent.settings import AgentSettings
 from swehero.jsonio import read_jsonl
 from swehero.rollout.toy import build_toy_tasks
-from swehero.serve.server import ServeConfig, VLLMServer, free_port
+from swehero.serve.server import VLLMServer, free_port
 
 pytest.importorskip("vllm")
 pytestmark = [pytest.mark.slow,  # real vLLM servers
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
-
-
-def tiny_serve_config(model_dir, port: int = 0) -> ServeConfig:
-    # 16k context: the OpenHands tool schemas alone are ~4.3k tokens with the tiny 2k-word vocabulary
-    return ServeConfig(model=str(model_dir), served_name="tiny", dtype="float32", max_model_len=16384,
-                       gpu_memory_utilization=0.2, port=port, compile=False)
 
 
 def port_is_free(port: int) -> bool:
