@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tiny_server import servers_on
 
 from swehero.serve.server import ServeConfig, VLLMServer, command, free_port, socket_dir, tool_parser_for
 
@@ -32,18 +33,6 @@ def test_command_line(tiny_model_dir, tmp_path):
     assert tool_parser_for(str(tiny_model_dir)) == "hermes"
     with pytest.raises(ValueError, match="unknown tool-call parser"):
         command(ServeConfig(model="m", parser="nope"), port=1)
-
-
-def servers_on(port: int) -> list[int]:
-    """PIDs of processes started with `--port PORT` (the vLLM server and its workers)."""
-    pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if f"--port\0{port}\0".encode() in (proc / "cmdline").read_bytes():
-                pids.append(int(proc.name))
-        except OSError:
-            pass
-    return pids
 
 
 def post(url, payload):
@@ -106,8 +95,9 @@ def test_a_server_that_fails_to_start_leaves_no_temporary_folder(tmp_path, monke
 
 
 def test_socket_folders_fit_a_socket_address(tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    assert Path(socket_dir()).parent == tmp_path
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # tmp_path itself may already be too long
+        monkeypatch.setattr(tempfile, "tempdir", short)
+        assert Path(socket_dir()).parent == Path(short)
     long = tmp_path / ("x" * 60)
     long.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(long))
