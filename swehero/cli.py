@@ -1,13 +1,20 @@
 """The `swehero` command line. Each subcommand lives beside the stage it drives and is imported lazily,
-so `swehero --help` stays fast and a broken optional dependency only breaks its own command."""
+so `swehero --help` stays fast and a broken optional dependency only breaks its own command.
+
+Every command stops on SIGTERM (`kill`, `timeout`, a scheduler) as on Ctrl-C: the stack unwinds, so what the
+command started goes with it (model servers, which run in their own process groups, attempt processes, sandboxes,
+containers) and nothing half-done is committed; the exit status is 143 (`serve start`, whose job is to serve until
+stopped, exits 0)."""
 
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
 from swehero import __version__
+from swehero.process import on_sigterm
 
 # command name -> "module:attribute" of its click command or group
 COMMANDS: dict[str, str] = {
@@ -33,6 +40,10 @@ class LazyGroup(click.Group):
             return None
         module, attr = COMMANDS[name].split(":")
         return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx: click.Context):
+        with on_sigterm(lambda signum, frame: sys.exit(128 + signum)):
+            return super().invoke(ctx)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
+import subprocess
 import sys
 
 PR_SET_PDEATHSIG = 1
@@ -29,3 +31,17 @@ def on_sigterm(handler):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def end_group(child: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM to the child's process group (it was started with `start_new_session`), on which a well-behaved
+    program cleans up; SIGKILL to the group if the child has not exited `grace_s` later."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGTERM)
+    try:
+        child.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+

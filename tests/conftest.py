@@ -1,8 +1,10 @@
-"""Shared fixtures: the reference Qwen2.5 tokenizer and a tiny model kit built once per session."""
+"""Shared fixtures: the reference Qwen2.5 tokenizer and a tiny model kit built once per session, a teacher that
+never answers, the Docker engine and the toy tasks' instance images."""
 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -39,6 +41,27 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from swehero.tiny.kit import TinyModelConfig, make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("tiny") / "model", TinyModelConfig(), seed=0)
+
+
+@pytest.fixture
+def stalled_teacher():
+    """A teacher that accepts connections and never answers: its attempts would wait out the 600 s request timeout.
+    Yields its URL and the connections it holds."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:  # closed at the end of the test
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/v1", held
+    server.close()
+    for connection in held:
+        connection.close()
 
 
 class _DockerSetup:

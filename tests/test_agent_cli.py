@@ -15,6 +15,7 @@ from agent_repos import CALC, CALC_FIX, make_task
 from click.testing import CliRunner
 
 from swehero.agent.cli import agent
+from swehero.cli import main
 from swehero.data.trajectory import validate
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
@@ -40,11 +41,12 @@ def test_run_with_the_oracle_writes_a_valid_trajectory(tmp_path):
     (tmp_path / "task.json").write_text(json.dumps([asdict(task), {**asdict(task), "instance_id": "other"}]))
     out = tmp_path / "traj.json"
     before = signal.getsignal(signal.SIGTERM)
-    result = CliRunner().invoke(agent, ["run", "--task", str(tmp_path / "task.json"), "--instance-id", task.instance_id,
-                                        "--repo-dir", str(tmp_path / "repo"), "--policy", "oracle", "--mode", "exec",
-                                        "--out", str(out)])
+    result = CliRunner().invoke(main, ["agent", "run", "--task", str(tmp_path / "task.json"), "--instance-id",
+                                       task.instance_id, "--repo-dir", str(tmp_path / "repo"), "--policy", "oracle",
+                                       "--mode", "exec", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    # its SIGTERM handler was the command's own: a process forked later by the caller must not inherit it
+    # the SIGTERM handler was the command line's own (swehero.cli): a process forked later by the caller must not
+    # inherit it
     assert signal.getsignal(signal.SIGTERM) is before
     assert result.output.startswith(f"{task.instance_id}: submitted after ")
     record = validate(json.loads(out.read_text()))

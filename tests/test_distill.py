@@ -1,14 +1,12 @@
 """swehero distill with the oracle teacher on the toy tasks (real git repositories, bubblewrap sandbox): both modes,
-kill -9 and resume, shards and their merge, the Slurm script, the endpoint pool."""
+kill -9 and resume, Ctrl-C and SIGTERM, shards and their merge, the Slurm script, the endpoint pool."""
 
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -111,46 +109,99 @@ def test_kill_9_then_resume_loses_and_repeats_nothing(toy, tmp_path):
     assert summary["skipped_as_done"] == len(partial) and summary["episodes"] == 12
 
 
+def _start_waiting_run(argv: list[str], held: list, **popen) -> tuple[subprocess.Popen, list[int]]:
+    """Start a distill run on the stalled teacher; returns it once both workers' attempts are waiting for a reply,
+    with the attempt processes."""
+    proc = subprocess.Popen(argv, **{"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen})
+    deadline = time.monotonic() + 60
+    while len(held) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "distill ended or stalled before the signal"
+        time.sleep(0.05)
+    children = _alive(_children_of(proc.pid))
+    assert len(children) == 2
+    return proc, children
+
+
+def _gone_within(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pids)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_kill_9_takes_the_attempt_processes_with_it(toy, tmp_path):
-    """Attempts waiting on their teacher (a server that accepts and never answers, so they would wait out the
-    600 s request timeout) die with their runner: nothing of a killed run keeps writing into its folder."""
-    server = socket.create_server(("127.0.0.1", 0))
-    held = []  # open connections, never answered
-
-    def accept() -> None:
-        while True:
-            try:
-                held.append(server.accept()[0])
-            except OSError:  # closed at the end of the test
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
+def test_kill_9_takes_the_attempt_processes_with_it(toy, tmp_path, stalled_teacher):
+    """Attempts waiting on their teacher die with their runner: nothing of a killed run keeps writing into its
+    folder."""
+    url, held = stalled_teacher
     argv = CLI + ["--tasks", str(toy), "--mode", "zero", "--policy", "openai", "--workers", "2", "--no-progress",
-                  "--endpoints", f"http://127.0.0.1:{server.getsockname()[1]}/v1", "--out", str(tmp_path / "out")]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    children: list[int] = []
+                  "--endpoints", url, "--out", str(tmp_path / "out")]
+    proc, children = _start_waiting_run(argv, held)
     try:
-        deadline = time.monotonic() + 60
-        while len(held) < 2:  # both workers' attempts are waiting for a reply
-            assert proc.poll() is None and time.monotonic() < deadline, "distill ended or stalled before the kill"
-            time.sleep(0.05)
-        children += _alive(_children_of(proc.pid))
-        assert len(children) == 2
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        deadline = time.monotonic() + 10
-        while _alive(children) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(children), "an attempt process outlived its killed runner"
+        assert _gone_within(children, 10), "an attempt process outlived its killed runner"
     finally:
         proc.kill()
         for pid in _alive(children):  # orphans, had the test failed
             os.kill(pid, signal.SIGKILL)
-        server.close()
-        for connection in held:
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_ctrl_c_lets_the_running_attempts_finish_and_commit(toy, tmp_path, stalled_teacher):
+    """After one Ctrl-C no attempt starts; the two running ones end when their teacher goes away, are committed, and
+    the command then exits as interrupted."""
+    url, held = stalled_teacher
+    out = tmp_path / "out"
+    argv = [str(Path(sys.executable).parent / "swehero"), "distill", "run", "--tasks", str(toy), "--mode", "zero",
+            "--policy", "openai", "--workers", "2", "--request-retries", "0", "--endpoints", url, "--out", str(out)]
+    proc, children = _start_waiting_run(argv, held, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(3)
+        assert proc.poll() is None and len(_alive(children)) == 2, "Ctrl-C ended the running attempts"
+        for connection in held:  # the teacher goes away: each attempt ends as an agent error
             connection.close()
+        assert proc.wait(timeout=60) == 1
+        committed = sorted(r["instance_id"] for r in lines(out / "failures.jsonl"))
+        assert committed == sorted(t["instance_id"] for t in lines(toy)[:2])  # the two running; none started after
+    finally:
+        proc.kill()
+        for pid in _alive(children):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stop", ["ctrl-c twice", "sigterm"])
+def test_a_second_ctrl_c_or_sigterm_ends_the_running_attempts_at_once(toy, tmp_path, stalled_teacher, stop):
+    """A first Ctrl-C lets the running attempts finish (these wait on a teacher that never answers); a second one, or
+    SIGTERM, ends them within seconds, commits nothing for them, and the command exits as interrupted."""
+    url, held = stalled_teacher
+    out = tmp_path / "out"
+    argv = [str(Path(sys.executable).parent / "swehero"), "distill", "run", "--tasks", str(toy), "--mode", "zero",
+            "--policy", "openai", "--workers", "2", "--no-progress", "--endpoints", url, "--out", str(out)]
+    # SIGINT as a terminal delivers it, even when the tests run as a background job (SIGINT ignored)
+    proc, children = _start_waiting_run(argv, held, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                                        stderr=(tmp_path / "stderr.txt").open("wb"))
+    try:
+        if stop == "ctrl-c twice":
+            proc.send_signal(signal.SIGINT)
+            time.sleep(3)
+            assert proc.poll() is None and len(_alive(children)) == 2, "the first Ctrl-C ended the running attempts"
+            # said even with --no-progress: the run does not end at Ctrl-C, so it says why
+            assert "the 2 running will finish and commit" in (tmp_path / "stderr.txt").read_text()
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT if stop == "ctrl-c twice" else signal.SIGTERM)
+        assert proc.wait(timeout=60) == (1 if stop == "ctrl-c twice" else 128 + signal.SIGTERM)
+        assert time.monotonic() - start < 30 and _gone_within(children, 5)
+        assert not (out / "trajectories.jsonl").exists() or not lines(out / "trajectories.jsonl")
+    finally:
+        proc.kill()
+        for pid in _alive(children):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

@@ -1,16 +1,20 @@
 """The tiny recipe's Docker variant (recipes/tiny-docker.yaml) at reduced size: the toy tasks' instance images
-built by a recipe stage, then SWE-Hero distillation in containers of them, then the paper's filters."""
+built by a recipe stage, then SWE-Hero distillation in containers of them, then the paper's filters; and a run
+stopped by SIGTERM while its attempts run in containers."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from swehero.agent.container import swebench_image
+from swehero.eval.engine import client
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -43,3 +47,35 @@ def test_tiny_docker_recipe_distills_hero_in_containers(tmp_path):
         assert episode["patch"].strip()
     kept = (run_dir / "filter_hero" / "trajectories.jsonl").read_text().splitlines()
     assert len(kept) == 2  # both patches made in containers resolve their tasks (filter: resolved_only)
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_leaves_no_container_behind(toy_images, tmp_path, stalled_teacher):
+    """SIGTERM while two attempts wait on their teacher inside their containers: each attempt process closes its
+    runtime, so the run exits with its containers removed (left alone they would sleep out their lifetime)."""
+    url, held = stalled_teacher
+    engine = client()
+
+    def rollout_containers() -> set[str]:
+        return {c.id for c in engine.containers.list(all=True, filters={"label": "swehero=rollout"})}
+
+    before = rollout_containers()
+    argv = [str(Path(sys.executable).parent / "swehero"), "distill", "run", "--tasks", str(toy_images),
+            "--mode", "exec", "--runtime", "docker", "--policy", "openai", "--workers", "2", "--no-progress",
+            "--endpoints", url, "--out", str(tmp_path / "out"),
+            "--set", "agent.openai.model=teacher"]  # named, so the first request is the first step's, in a container
+    with open(tmp_path / "stderr.txt", "wb") as stderr:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 120
+        while len(held) < 2 or len(rollout_containers() - before) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr.txt").read_text()[-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        assert rollout_containers() - before == set()
+        assert not (tmp_path / "out" / "trajectories.jsonl").exists()
+    finally:
+        proc.kill()
+        for left in rollout_containers() - before:  # had the test failed
+            engine.containers.get(left).remove(force=True)

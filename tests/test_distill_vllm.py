@@ -1,19 +1,24 @@
 """swehero distill with the tiny random model served by the real vLLM CPU server (our tool-parser plugin): both modes,
-failover from a dead endpoint, a server started from a `serve:` checkpoint folder, and `swehero serve check`.
+failover from a dead endpoint, a server started from a `serve:` checkpoint folder (and stopped when the run is
+SIGTERMed), and `swehero serve check`.
 
 Starting vLLM takes ~40-80 s of CPU; each server is stopped at the end and its port checked free. The test that
 needs no module server runs first, so two servers never share the CPU.
 """
 
 import json
+import os
 import shutil
-import socket
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
-from tiny_server import tiny_serve_config
+from tiny_server import port_is_free, servers_on, tiny_serve_config
 
 from swehero.distill.run import Settings, distill
 from swehero.agent.loop import LoopConfig
@@ -26,11 +31,6 @@ from swehero.serve.server import VLLMServer, free_port
 pytest.importorskip("vllm")
 pytestmark = [pytest.mark.slow,  # real vLLM servers
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,52 @@ def test_zero_mode_serves_a_checkpoint_folder_and_frees_its_port(tiny_model_dir,
     assert summary["episodes"] == 2 and summary["failed_this_run"] == 0
     assert {r["stage"] for r in lines(tmp_path / "trajectories.jsonl")} == {"zero"}
     assert (tmp_path / "vllm.log").exists() and port_is_free(port)
+
+
+def _attempts_of(pid: int) -> list[int]:
+    """The attempt processes (`python -m swehero.rollout.attempt`) that process `pid` started."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (b"swehero.rollout.attempt" in (proc / "cmdline").read_bytes()
+                    and f"PPid:\t{pid}\n" in (proc / "status").read_text()):
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.timeout(400)
+def test_sigterm_stops_the_server_the_run_started(tiny_model_dir, toy, tmp_path):
+    """`kill`, `timeout` or a scheduler stopping a run stops the vLLM server it started (which runs in its own process
+    group): nothing keeps the port, the GPUs on a GPU machine, or files in the temporary folder."""
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="t-", dir="/tmp"))  # short: the server's sockets go inside it
+    argv = [str(Path(sys.executable).parent / "swehero"), "distill", "run", "--tasks", str(toy), "--limit", "1",
+            "--mode", "zero", "--policy", "openai", "--serve-model", str(tiny_model_dir), "--served-name", "tiny",
+            "--dtype", "float32", "--max-model-len", "16384", "--gpu-memory-utilization", "0.2", "--no-compile",
+            "--port", str(port), "--max-steps", "100", "--max-reply-tokens", "48", "--max-consecutive-errors", "1000",
+            "--no-progress", "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TMPDIR": str(tmp)})
+    try:
+        deadline = time.monotonic() + 300
+        while not _attempts_of(proc.pid):  # an attempt runs: the server is up
+            assert proc.poll() is None and time.monotonic() < deadline, "distill ended or stalled before the signal"
+            time.sleep(0.2)
+        assert servers_on(port) and list(tmp.glob("vllm-*"))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while servers_on(port):
+            assert time.monotonic() < deadline, f"server processes still running after the run stopped: {servers_on(port)}"
+            time.sleep(0.5)
+        assert port_is_free(port) and not list(tmp.glob("vllm-*"))
+    finally:
+        proc.kill()
+        for pid in servers_on(port):  # orphans, had the test failed
+            os.killpg(pid, signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 CASES = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from contextlib import closing
 from pathlib import Path
@@ -16,7 +15,6 @@ from swehero.agent.run import run_task
 from swehero.agent.settings import AgentSettings
 from swehero.agent.task import Task
 from swehero.agent.tools import Tools
-from swehero.process import on_sigterm
 from swehero.recipe.options import Group, settings_options
 from swehero.rollout.tasks import load_tasks, select
 
@@ -47,8 +45,7 @@ def run(task_path: Path, instance_id: str | None, repo_dir: Path | None, out: Pa
                                  param_hint="--task")
     task = Task.from_row(tasks[0])
     out = out or Path(f"{task.instance_id}.{settings.mode}.json")
-    with on_sigterm(lambda signum, frame: sys.exit(128 + signum)):  # cleans up the sandbox, keeps the trajectory
-        record = run_task(task, settings, out, repo_dir)
+    record = run_task(task, settings, out, repo_dir)  # SIGTERM (see swehero.cli): sandbox closed, trajectory kept
     meta = record["metadata"]
     click.echo(f"{task.instance_id}: {meta['finish_reason']} after {meta['steps']} steps, patch "
                f"{len(record['patch'].splitlines())} lines, banned={meta.get('banned', False)} -> {out}")

@@ -3,11 +3,14 @@
 A process per attempt gives the time limit teeth: the limit starts before the checkout or container is set up, a
 SIGALRM at the limit ends the agent the way a step limit does (the loop still extracts the patch), and a child that
 does not stop within the grace period is killed by the parent, its process group with it. A crash in the runtime or
-the policy ends only this attempt, as an `agent_error` (infrastructure, not the model).
+the policy ends only this attempt, as an `agent_error` (infrastructure, not the model). A runner that is stopped
+(Ctrl-C, SIGTERM) ends its attempts at once: SIGTERM, on which the child unwinds and closes its sandbox or
+container, then SIGKILL after `STOP_GRACE_S`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -15,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +28,9 @@ from swehero.agent.run import bare_record, run_task
 from swehero.agent.settings import AgentSettings
 from swehero.agent.task import Task
 from swehero.jsonio import write_json_atomic
-from swehero.process import die_with_parent
+from swehero.process import die_with_parent, end_group, on_sigterm
+
+STOP_GRACE_S = 10.0
 
 
 def attempt(task: dict, settings: AgentSettings, source_repo: Path | None, workdir: Path) -> dict:
@@ -46,8 +52,10 @@ def attempt(task: dict, settings: AgentSettings, source_repo: Path | None, workd
     return record
 
 
-def attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | None, workdir: Path) -> dict:
-    """`attempt` in a child process, in `workdir` (emptied first); killed `kill_grace_s` after the time limit."""
+def attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | None, workdir: Path,
+                     stop: threading.Event | None = None) -> dict | None:
+    """`attempt` in a child process, in `workdir` (emptied first); killed `kill_grace_s` after the time limit.
+    Once `stop` is set the attempt is ended and None returned: an interrupted attempt has nothing to commit."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     spec, result = workdir / "spec.pickle", workdir / "record.json"
@@ -58,14 +66,20 @@ def attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | No
     with open(workdir / "stderr.txt", "wb") as stderr:
         child = subprocess.Popen([sys.executable, "-m", "swehero.rollout.attempt", str(spec), str(result)], env=env,
                                  stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    deadline = time.monotonic() + settings.time_limit_s + settings.kill_grace_s
     try:
-        child.wait(timeout=settings.time_limit_s + settings.kill_grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
-        return _failed(task, settings, "time_limit", f"killed {settings.kill_grace_s:g}s after the "
-                                                     f"{settings.time_limit_s:g}s time limit")
-    except BaseException:  # Ctrl-C or SIGTERM of the runner: the child and everything it started go too
+        while child.poll() is None:
+            if stop is not None and stop.is_set():
+                end_group(child, STOP_GRACE_S)  # the child unwinds on SIGTERM, closing its sandbox or container
+                return None
+            if time.monotonic() > deadline:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                return _failed(task, settings, "time_limit", f"killed {settings.kill_grace_s:g}s after the "
+                                                             f"{settings.time_limit_s:g}s time limit")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=0.5)  # in slices, to notice `stop`
+    except BaseException:  # Ctrl-C or SIGTERM in this thread: the child and everything it started go too
         os.killpg(child.pid, signal.SIGKILL)
         raise
     if result.exists():
@@ -87,7 +101,8 @@ def _raise_time_limit(signum, frame) -> None:
 def main(spec_file: str, out_file: str) -> None:
     die_with_parent()
     task, settings, source_repo, workdir = pickle.loads(Path(spec_file).read_bytes())
-    write_json_atomic(Path(out_file), attempt(task, settings, source_repo, workdir))
+    with on_sigterm(lambda signum, frame: sys.exit(128 + signum)):  # unwinds: the runtime is closed, nothing written
+        write_json_atomic(Path(out_file), attempt(task, settings, source_repo, workdir))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ the attempt retried on another (endpoints.py).
 Resume: what is committed is the caller's business (`commit` appends to an append-only log, see
 `swehero.jsonio.JsonlLog`); the caller passes only the jobs its log does not hold yet, so a rerun after any
 interruption, `kill -9` included, redoes exactly the missing attempts.
+
+Stopping: a first Ctrl-C starts no new attempt and lets the running ones finish and commit; a second Ctrl-C, or
+SIGTERM (which the command line turns into an exception, see `swehero.cli`), ends them within seconds and commits
+none of them.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
+import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -62,6 +67,7 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
     one is committed, with `metadata.attempts` saying how many were made."""
     pool = EndpointPool(list(endpoints)) if endpoints else None
     counts, lock, missing = {"attempts": 0, "agent_errors": 0}, threading.Lock(), set()
+    stop = threading.Event()
     with _bar(len(jobs), bar) as tqdm_bar:
         say = tqdm_bar.write if tqdm_bar is not None and progress is not None else progress
 
@@ -76,7 +82,9 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
             for attempt in range(1, max_attempts + 1):
                 seed = job.seed if attempt == 1 or job.seed is None else sampling_seed(job.seed, attempt)
                 with_seed = settings if seed is None else replace(settings, openai=replace(settings.openai, seed=seed))
-                record = _attempt(job, with_seed, source, Path(work_dir) / job.name, pool)
+                record = _attempt(job, with_seed, source, Path(work_dir) / job.name, pool, stop)
+                if record is None:  # interrupted: nothing is committed, and a rerun makes the attempt again
+                    return
                 if record["patch"].strip():
                     break
             record["metadata"].update(attempts=attempt, seed=seed)
@@ -99,27 +107,52 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
             try:
                 for future in futures:
                     future.result()
-            except BaseException:  # Ctrl-C: start nothing new; running attempts end with their children
+            except KeyboardInterrupt:
+                executor.shutdown(wait=False, cancel_futures=True)
+                _drain(futures, stop, say or _to_stderr)
+                raise
+            except BaseException:  # SIGTERM (see swehero.cli) or an error: the running attempts end now, uncommitted
+                stop.set()
                 executor.shutdown(wait=False, cancel_futures=True)
                 raise
     shutil.rmtree(work_dir, ignore_errors=True)
     return {**counts, "endpoints": pool.report() if pool else [], "missing_repositories": sorted(missing)}
 
 
-def _attempt(job: Job, settings: AgentSettings, source: Path | None, workdir: Path, pool: EndpointPool | None) -> dict:
+def _drain(futures: list[Future], stop: threading.Event, say: Callable[[str], None]) -> None:
+    """After a first Ctrl-C no attempt starts, and the running ones finish and commit; a second Ctrl-C ends them."""
+    running = [f for f in futures if not f.cancelled()]  # a cancelled future never counts as done for `wait`
+    say(f"stopping: no new attempts; the {sum(f.running() for f in running)} running will finish and commit "
+        "(Ctrl-C again ends them now)")
+    try:
+        wait(running)
+    except BaseException:
+        stop.set()
+        raise
+
+
+def _to_stderr(message: str) -> None:
+    """Said even without progress output: a run that does not end at Ctrl-C must say why."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)  # above the progress bar, if there is one
+
+
+def _attempt(job: Job, settings: AgentSettings, source: Path | None, workdir: Path, pool: EndpointPool | None,
+             stop: threading.Event) -> dict | None:
     if pool is None:
-        return attempt_in_child(job.task, settings, source, workdir)
+        return attempt_in_child(job.task, settings, source, workdir, stop)
     record = None
     for _ in pool.endpoints:  # each failover moves to another endpoint, so this many tries suffice
         try:
             with pool.borrow() as endpoint:
                 with_url = replace(settings, openai=replace(settings.openai, base_url=endpoint.url))
-                record = attempt_in_child(job.task, with_url, source, workdir)
+                record = attempt_in_child(job.task, with_url, source, workdir, stop)
         except NoLiveEndpoint as e:
             record = bare_record(Task.from_row(job.task), settings, "agent_error", error=str(e))
             record["metadata"]["seconds"] = 0.0
             return record
-        if record["metadata"]["finish_reason"] != "agent_error" or pool.check(endpoint):
+        if record is None or record["metadata"]["finish_reason"] != "agent_error" or pool.check(endpoint):
             break
     return record
 
