@@ -45,3 +45,14 @@ def end_group(child: subprocess.Popen, grace_s: float) -> None:
             os.killpg(child.pid, signal.SIGKILL)
         child.wait()
 
+
+def run_group(argv: list[str], grace_s: float = 10.0, **popen) -> int:
+    """Run `argv` in its own process group and return its exit status. If this process is stopped meanwhile (Ctrl-C,
+    or SIGTERM unwinding it, see `on_sigterm`), the whole group is ended (`end_group`): a shell command's own
+    children go with it, where `subprocess.run` would kill the shell alone and leave them running."""
+    child = subprocess.Popen(argv, start_new_session=True, **popen)
+    try:
+        return child.wait()
+    except BaseException:
+        end_group(child, grace_s)
+        raise

@@ -159,6 +159,41 @@ def test_stage_killed_with_sigkill_is_redone(tmp_path):
     assert manifest(tmp_path, "second")["status"] == "complete"
 
 
+def test_sigterm_ends_a_command_stage_with_its_children(tmp_path):
+    """The shell's own children go too (`subprocess.run` would kill the shell alone), and the stage is not complete."""
+    path = setup_recipe(tmp_path)
+    pid_file = tmp_path / "sleeper.pid"
+    sleeper = tmp_path / "sleeper.py"
+    sleeper.write_text(f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)\n")
+    slow = f"{sys.executable} {sleeper}; true"  # `; true`: bash cannot exec the sleeper, which stays its child
+    proc = subprocess.Popen([sys.executable, "-m", "swehero", "recipe", "run", str(path), "--set",
+                             f"stages.second.run={slow}"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "stage never started"
+            time.sleep(0.05)
+        sleeper_pid = int(pid_file.read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 5
+        while _running(sleeper_pid):
+            assert time.monotonic() < deadline, "the command's child outlived the stopped recipe"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+        if pid_file.exists() and pid_file.read_text() and _running(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    assert run(path, "--dry-run").splitlines()[1].endswith("last attempt failed: stopped by SIGTERM")
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_bundled_recipe_by_name_and_show(tmp_path):
     result = CliRunner().invoke(main, ["recipe", "show", "tiny-cpu", "--set", f"run_dir={tmp_path}"])
     assert result.exit_code == 0, result.output

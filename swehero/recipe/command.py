@@ -3,16 +3,17 @@
 It runs with `bash -c` in the stage folder, with SWEHERO_STAGE_DIR, SWEHERO_RUN_DIR, SWEHERO_SEED and
 SWEHERO_PYTHON (the Python running swehero, whatever PATH says) set, gets
 the same skip/rerun bookkeeping as any stage, and fails the recipe if it exits non-zero or a declared output is
-missing.
+missing. It runs in its own process group, so a recipe stopped by Ctrl-C or SIGTERM ends it with everything it
+started (SIGTERM, then SIGKILL 10 s later), and a recipe killed outright takes the shell with it.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from swehero.process import die_with_parent, run_group
 from swehero.recipe.stage import InputPath, StageContext
 
 
@@ -31,9 +32,9 @@ class Settings:
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
     env = {**os.environ, **settings.env, "SWEHERO_STAGE_DIR": str(ctx.dir), "SWEHERO_RUN_DIR": str(ctx.dir.parent),
            "SWEHERO_SEED": str(ctx.seed), "SWEHERO_PYTHON": sys.executable}
-    done = subprocess.run(["bash", "-c", settings.run], cwd=ctx.dir, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"command exited with status {done.returncode}: {settings.run}")
+    status = run_group(["bash", "-c", settings.run], cwd=ctx.dir, env=env, preexec_fn=die_with_parent)
+    if status != 0:
+        raise RuntimeError(f"command exited with status {status}: {settings.run}")
     outputs = {name: str(ctx.dir / name) for name in settings.outputs}
     missing = [name for name, path in outputs.items() if not os.path.exists(path)]
     if missing:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -232,7 +233,7 @@ def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
         if missing:
             raise StageFailed(f"stage {stage.name} reported outputs that do not exist: {', '.join(missing)}")
     except BaseException as e:
-        manifest.update(status="failed", error=f"{type(e).__name__}: {e}", finished=_now())
+        manifest.update(status="failed", error=_why_it_ended(e), finished=_now())
         write_json_atomic(folder / MANIFEST, manifest, indent=2, sort_keys=True)
         raise
     manifest.update(
@@ -266,6 +267,14 @@ def describe(steps: list[Step]) -> list[str]:
     """`--dry-run`: each stage, whether it would run, and why."""
     width = max((len(s.stage.name) for s in steps), default=0)
     return [f"{'run ' if s.run else 'skip'}  {s.stage.name:<{width}}  {s.reason}" for s in steps]
+
+
+def _why_it_ended(e: BaseException) -> str:
+    if isinstance(e, KeyboardInterrupt):
+        return "stopped by Ctrl-C"
+    if isinstance(e, SystemExit) and isinstance(e.code, int) and e.code > 128:  # a signal, see swehero.cli
+        return f"stopped by {signal.Signals(e.code - 128).name}"
+    return f"{type(e).__name__}: {e}"
 
 
 def _now() -> str:
