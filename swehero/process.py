@@ -33,26 +33,25 @@ def on_sigterm(handler):
         signal.signal(signal.SIGTERM, previous)
 
 
-def end_group(child: subprocess.Popen, grace_s: float) -> None:
-    """SIGTERM to the child's process group (it was started with `start_new_session`), on which a well-behaved
-    program cleans up; SIGKILL to the group if the child has not exited `grace_s` later."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGTERM)
-    try:
-        child.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
+def end_group(child: subprocess.Popen, *steps: tuple[int, float]) -> None:
+    """For each (signal, seconds) step while the child runs: the signal to its process group (it was started with
+    `start_new_session`), then up to that long for it to exit. SIGKILL if it outlives them all."""
+    for sig, seconds in (*steps, (signal.SIGKILL, 10.0)):
+        if child.poll() is not None:
+            return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
+            os.killpg(child.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=seconds)
 
 
 def run_group(argv: list[str], grace_s: float = 10.0, **popen) -> int:
     """Run `argv` in its own process group and return its exit status. If this process is stopped meanwhile (Ctrl-C,
-    or SIGTERM unwinding it, see `on_sigterm`), the whole group is ended (`end_group`): a shell command's own
-    children go with it, where `subprocess.run` would kill the shell alone and leave them running."""
+    or SIGTERM unwinding it, see `on_sigterm`), the whole group gets SIGTERM, and SIGKILL `grace_s` later: a shell
+    command's own children go with it, where `subprocess.run` would kill the shell alone and leave them running."""
     child = subprocess.Popen(argv, start_new_session=True, **popen)
     try:
         return child.wait()
     except BaseException:
-        end_group(child, grace_s)
+        end_group(child, (signal.SIGTERM, grace_s))
         raise

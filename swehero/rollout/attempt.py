@@ -70,7 +70,7 @@ def attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | No
     try:
         while child.poll() is None:
             if stop is not None and stop.is_set():
-                end_group(child, STOP_GRACE_S)  # the child unwinds on SIGTERM, closing its sandbox or container
+                end_group(child, (signal.SIGTERM, STOP_GRACE_S))  # it unwinds, closing its sandbox or container
                 return None
             if time.monotonic() > deadline:
                 os.killpg(child.pid, signal.SIGKILL)

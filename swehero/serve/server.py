@@ -9,7 +9,6 @@ Python that has vLLM (the GPU image keeps vLLM in its own environment); by defau
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -26,6 +25,7 @@ from typing import Literal
 
 import swehero
 from swehero.model.folder import is_hf_folder, read_config
+from swehero.process import end_group
 from swehero.recipe.stage import ModelRef
 
 PLUGIN = Path(__file__).with_name("vllm_plugin.py")
@@ -189,13 +189,8 @@ class VLLMServer:
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGINT (vLLM shuts down cleanly), then SIGTERM, then SIGKILL, to the whole process group; then its
         temporary folder goes."""
-        for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-            if self.process is None or self.process.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=wait)
+        if self.process is not None:
+            end_group(self.process, (signal.SIGINT, grace_s), (signal.SIGTERM, 10.0))
         if self.tmp_dir:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
             self.tmp_dir = None
