@@ -9,12 +9,11 @@ stopped, exits 0)."""
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
 from swehero import __version__
-from swehero.process import on_sigterm
+from swehero.process import exit_with_signal, on_sigterm
 
 # command name -> "module:attribute" of its click command or group
 COMMANDS: dict[str, str] = {
@@ -42,7 +41,7 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
     def invoke(self, ctx: click.Context):
-        with on_sigterm(lambda signum, frame: sys.exit(128 + signum)):
+        with on_sigterm(exit_with_signal):
             return super().invoke(ctx)
 
 

@@ -33,6 +33,12 @@ def on_sigterm(handler):
         signal.signal(signal.SIGTERM, previous)
 
 
+def exit_with_signal(signum, frame) -> None:
+    """A SIGTERM handler (see `on_sigterm`) that unwinds the stack as Ctrl-C does and exits with the shell's status
+    for the signal, 128 + its number."""
+    sys.exit(128 + signum)
+
+
 def end_group(child: subprocess.Popen, *steps: tuple[int, float]) -> None:
     """For each (signal, seconds) step while the child runs: the signal to its process group (it was started with
     `start_new_session`), then up to that long for it to exit. SIGKILL if it outlives them all."""

@@ -28,7 +28,7 @@ from swehero.agent.run import bare_record, run_task
 from swehero.agent.settings import AgentSettings
 from swehero.agent.task import Task
 from swehero.jsonio import write_json_atomic
-from swehero.process import die_with_parent, end_group, on_sigterm
+from swehero.process import die_with_parent, end_group, exit_with_signal, on_sigterm
 
 STOP_GRACE_S = 10.0
 
@@ -101,7 +101,7 @@ def _raise_time_limit(signum, frame) -> None:
 def main(spec_file: str, out_file: str) -> None:
     die_with_parent()
     task, settings, source_repo, workdir = pickle.loads(Path(spec_file).read_bytes())
-    with on_sigterm(lambda signum, frame: sys.exit(128 + signum)):  # unwinds: the runtime is closed, nothing written
+    with on_sigterm(exit_with_signal):  # unwinds: the runtime is closed, nothing written
         write_json_atomic(Path(out_file), attempt(task, settings, source_repo, workdir))
 
 
