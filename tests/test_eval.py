@@ -476,6 +476,8 @@ def test_inference_only_then_grade_and_report_commands(toy, tmp_path):
     assert runner.invoke(eval_group, ["report", str(out)]).exit_code == 0
     result = runner.invoke(eval_group, ["compare", str(out), str(out)])
     assert result.exit_code == 0 and "| resolved | 2/2 = 100.0% | 2/2 = 100.0% |" in result.output
+    result = runner.invoke(eval_group, ["compare", str(out), str(tmp_path / "missing")])  # as the `compare` kind
+    assert result.exit_code == 2 and f"RUNS: runs[1]: input not found: {tmp_path / 'missing'}" in result.output
 
 
 def test_a_missing_repository_fails_the_command_after_the_others(toy, tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from swehero.eval.compare import compare as compare_reports
+from swehero.eval.compare_stage import Settings as CompareSettings
 from swehero.eval.grade import GradingSettings
 from swehero.eval.images import build_command
 from swehero.eval.pipeline import Settings, evaluate, open_eval, regrade, report_eval
@@ -69,10 +70,10 @@ def select(folders: tuple[Path, ...], verifier: str, out: Path | None, settings:
 
 
 @eval_group.command(examples=["swehero eval compare runs/v-7b runs/v-14b runs/v-32b"])
-@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
-def compare(runs: tuple[Path, ...]) -> None:
+@settings_options(CompareSettings, positional=("runs",))
+def compare(settings: CompareSettings) -> None:
     """Put eval folders side by side (markdown), each against the first, with paired bootstrap intervals."""
-    click.echo(compare_reports(list(runs)), nl=False)
+    click.echo(compare_reports(settings.runs), nl=False)
 
 
 @eval_group.command(examples=[
