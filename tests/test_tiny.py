@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from swehero.cli import main
+from swehero.recipe.config import Recipe
 from swehero.tiny.kit import QWEN25_ADDED_TOKENS, TinyModelConfig, make_tiny
 
 TOOLS = [
@@ -96,6 +97,11 @@ def test_tied_embeddings_and_cli(tmp_path):
     assert "lm_head.weight" not in load_file(tmp_path / "t" / "model.safetensors")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "t")
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    # Without --seed the command makes the kit a recipe's `tiny` stage makes with the recipe's default seed.
+    stage_kit = make_tiny(tmp_path / "stage", TinyModelConfig(tie_word_embeddings=True, num_layers=1, hidden_size=128,
+                                                              num_kv_heads=1), seed=Recipe.seed)
+    assert torch.equal(load_file(stage_kit / "model.safetensors")["model.embed_tokens.weight"],
+                       model.model.embed_tokens.weight.data)
 
 
 def test_bad_shape_is_rejected(tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from swehero.recipe.config import Recipe
 from swehero.recipe.options import Group, settings_options
 from swehero.tiny.kit import make_tiny
 from swehero.tiny.stage import Settings
@@ -18,7 +19,8 @@ def tiny() -> None:
 
 @tiny.command(examples=["swehero tiny make /tmp/tiny --seed 0 --num-layers 4"])
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--seed", default=0, show_default=True, help="Seed for the random weights.")
+@click.option("--seed", default=Recipe.seed, show_default=True,
+              help="Seed for the random weights; the default is a recipe's, so the kit is its `tiny` stage's.")
 @settings_options(Settings)
 def make(out: Path, seed: int, settings: Settings) -> None:
     """Write a tokenizer and a randomly initialised Qwen2ForCausalLM to OUT as a Hugging Face folder.
