@@ -13,7 +13,7 @@ from swehero.agent.prompts import PromptsError, extract_files, summary
 from swehero.agent.prompts_stage import Settings as PromptsSettings
 from swehero.agent.run import run_task
 from swehero.agent.settings import AgentSettings
-from swehero.agent.task import Task
+from swehero.agent.task import SWEBENCH_ROOT, Task
 from swehero.agent.tools import Tools
 from swehero.recipe.options import Group, settings_options
 from swehero.rollout.tasks import load_tasks, select
@@ -56,7 +56,7 @@ def run(task_path: Path, instance_id: str | None, repo_dir: Path | None, out: Pa
 @click.option("--repo", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder the sandbox shows at --root (edited in place).")
 @click.option("--mode", type=click.Choice(["zero", "exec"]), default="zero", show_default=True)
-@click.option("--root", default="/testbed", show_default=True, help="Where the agent sees the repository.")
+@click.option("--root", default=SWEBENCH_ROOT, show_default=True, help="Where the agent sees the repository.")
 @click.argument("name")
 @click.argument("args_json")
 def tool(repo, mode, root, name, args_json) -> None:
