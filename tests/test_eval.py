@@ -480,6 +480,20 @@ def test_inference_only_then_grade_and_report_commands(toy, tmp_path):
     assert result.exit_code == 2 and f"RUNS: runs[1]: input not found: {tmp_path / 'missing'}" in result.output
 
 
+def test_a_folder_that_is_no_evaluation_is_named_without_a_traceback(tmp_path):
+    from click.testing import CliRunner
+
+    from swehero.eval.cli import eval_group
+
+    folder = tmp_path / "not-an-eval"
+    folder.mkdir()
+    for args in (["report", str(folder)], ["grade", str(folder)], ["select", str(folder), "--verifier", "v"]):
+        result = CliRunner().invoke(eval_group, args)
+        assert result.exit_code == 1 and f"Error: {folder} is not an eval folder (no eval.json)" in result.output, args
+    result = CliRunner().invoke(eval_group, ["compare", str(folder)])
+    assert result.exit_code == 1 and f"Error: no report.json in {folder}: not eval folders" in result.output
+
+
 def test_a_missing_repository_fails_the_command_after_the_others(toy, tmp_path):
     import shutil
 

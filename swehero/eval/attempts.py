@@ -9,7 +9,7 @@ from pathlib import Path
 
 from swehero.eval.grade import grades
 from swehero.eval.inference import finished, trajectory_path
-from swehero.eval.runs import EVAL_FILE, eval_runs
+from swehero.eval.runs import EVAL_FILE, EvalFolderError, eval_runs
 
 
 @dataclass
@@ -37,16 +37,14 @@ def is_eval_folder(path: Path) -> bool:
 
 def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attempt]]]:
     """(instance ids, their attempts in run order) over every run of `folders`, which must be evaluations of the
-    same instances. ValueError naming what is missing when an attempt has no committed prediction."""
+    same instances. EvalFolderError naming what is missing when an attempt has no committed prediction."""
     instance_ids, runs = None, []
     for folder in folders:
-        if not is_eval_folder(folder):
-            raise ValueError(f"{folder} is not an eval folder (no {EVAL_FILE})")
         saved, dirs = eval_runs(folder)
         if instance_ids is None:
             instance_ids = saved["instance_ids"]
         elif sorted(saved["instance_ids"]) != sorted(instance_ids):
-            raise ValueError(f"{folder} evaluates other instances than {folders[0]}: selection needs every run to "
+            raise EvalFolderError(f"{folder} evaluates other instances than {folders[0]}: selection needs every run to "
                              "attempt the same instances")
         runs += dirs
     attempts: dict[str, list[Attempt]] = {iid: [] for iid in instance_ids}
@@ -54,7 +52,7 @@ def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attemp
         predictions, graded = finished(run), grades(run)
         missing = [iid for iid in instance_ids if iid not in predictions]
         if missing:
-            raise ValueError(f"{run}: {len(missing)} instance(s) have no prediction yet (e.g. {missing[0]}); finish "
+            raise EvalFolderError(f"{run}: {len(missing)} instance(s) have no prediction yet (e.g. {missing[0]}); finish "
                              "the eval first (rerun `swehero eval run`)")
         for iid in instance_ids:
             patch = predictions[iid]["model_patch"] or ""

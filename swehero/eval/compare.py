@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from swehero.eval.report import OUTCOMES
-from swehero.eval.runs import paired_difference, percent
+from swehero.eval.runs import EvalFolderError, paired_difference, percent
 
 
 def _resolved(report: dict) -> str:
@@ -27,6 +27,10 @@ _MEASURES = (("teacher-forced accuracy", _accuracy), ("valid tool calls", lambda
 
 def compare(eval_dirs: list[Path]) -> str:
     """The comparison as markdown (each folder holds a report.json, of one run or of repeated runs)."""
+    missing = [str(d) for d in eval_dirs if not (Path(d) / "report.json").is_file()]
+    if missing:
+        raise EvalFolderError(f"no report.json in {', '.join(missing)}: not eval folders, or not reported yet "
+                              "(`swehero eval report FOLDER` writes it)")
     reports = [json.loads((Path(d) / "report.json").read_text()) for d in eval_dirs]
     names = [Path(d).name for d in eval_dirs]
     row = lambda label, cells: f"| {label} | " + " | ".join(cells) + " |"  # noqa: E731

@@ -21,6 +21,10 @@ EVAL_FILE = "eval.json"
 """What an eval folder evaluates (task source, instance ids, model, number of runs), written before inference."""
 
 
+class EvalFolderError(ValueError):
+    """Folders given as evaluations cannot be read as asked: not eval folders, not finished, or not comparable."""
+
+
 def run_dirs(out_dir: Path, runs: int) -> list[Path]:
     """The folders of the runs: the eval folder itself for one run, `run-k` inside it for several."""
     return [Path(out_dir)] if runs == 1 else [Path(out_dir) / f"run-{k}" for k in range(runs)]
@@ -28,6 +32,8 @@ def run_dirs(out_dir: Path, runs: int) -> list[Path]:
 
 def eval_runs(folder: Path) -> tuple[dict, list[Path]]:
     """The saved settings of an eval folder (`eval.json`) and its run folders."""
+    if not (Path(folder) / EVAL_FILE).is_file():
+        raise EvalFolderError(f"{folder} is not an eval folder (no {EVAL_FILE})")
     saved = json.loads((Path(folder) / EVAL_FILE).read_text())
     return saved, run_dirs(folder, saved.get("runs", 1))
 
