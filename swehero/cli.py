@@ -4,7 +4,7 @@ so `swehero --help` stays fast and a broken optional dependency only breaks its 
 Every command stops on SIGTERM (`kill`, `timeout`, a scheduler) as on Ctrl-C: the stack unwinds, so what the
 command started goes with it (model servers, which run in their own process groups, attempt processes, sandboxes,
 containers) and nothing half-done is committed; the exit status is 143 (`serve start`, whose job is to serve until
-stopped, exits 0)."""
+stopped, exits 0). Input a command cannot use (`errors.InputError`) is reported in one line, exit 1."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import importlib
 import click
 
 from swehero import __version__
+from swehero.errors import InputError
 from swehero.process import exit_with_signal, on_sigterm
 
 # command name -> "module:attribute" of its click command or group
@@ -42,7 +43,10 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         with on_sigterm(exit_with_signal):
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except InputError as e:
+                raise click.ClickException(str(e)) from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

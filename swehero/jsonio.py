@@ -16,11 +16,26 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
+from swehero.errors import InputError
+
 
 def read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSONL file. Lines end at `\\n` only: `str.splitlines` also breaks at U+2028, U+0085, U+001C
-    and others, which JSON written with `ensure_ascii=False` carries raw inside strings (model output does)."""
-    return [json.loads(line) for line in Path(path).read_text().split("\n") if line.strip()]
+    """The records of a JSONL file."""
+    return [record for _, record in numbered_jsonl(path)]
+
+
+def numbered_jsonl(path: Path) -> list[tuple[int, Any]]:
+    """(line number, record) of a JSONL file's non-blank lines; a line that is not JSON is an `InputError` naming
+    file:line. Lines end at `\\n` only: `str.splitlines` also breaks at U+2028, U+0085, U+001C and others, which JSON
+    written with `ensure_ascii=False` carries raw inside strings (model output does)."""
+    records = []
+    for number, line in enumerate(Path(path).read_text().split("\n"), 1):
+        if line.strip():
+            try:
+                records.append((number, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{number}: not JSON: {e}") from None
+    return records
 
 
 def write_json_atomic(path: Path, data: Any, indent: int | None = None, sort_keys: bool = False) -> None:

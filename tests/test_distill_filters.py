@@ -168,6 +168,21 @@ def test_filter_cli_writes_the_report(tmp_path):
     assert len(read_jsonl(tmp_path / "out" / "dropped.jsonl")) == 2
 
 
+def test_filter_and_prompts_name_a_row_that_is_no_trajectory(tmp_path):
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    src, bad = tmp_path / "in.jsonl", good(1)
+    del bad["tools"]
+    src.write_text(json.dumps(good(0)) + "\n\n" + json.dumps(bad) + "\n")
+    for args in (["filter", str(src), "--stage", "zero", "--out", str(tmp_path / "f")],
+                 ["agent", "prompts", "extract", str(src), "--out", str(tmp_path / "p.json")]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert f"Error: {src}:3: not a canonical trajectory: missing_field: tools" in result.output, args
+
+
 ISSUE = ("QuerySet.bulk_update() crashes when the batch contains a model whose primary key was never saved. "
          "Calling bulk_update with a list that mixes saved instances and a freshly constructed instance raises "
          "an unhelpful AttributeError deep inside the SQL compiler instead of a clear ValueError that explains "

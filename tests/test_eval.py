@@ -84,6 +84,16 @@ def test_loads_verified_and_multilingual_shapes(toy, tmp_path):
     (tmp_path / "bad.jsonl").write_text(json.dumps({"instance_id": "x", "repo": "a/b"}) + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:1: task .x. lacks column\(s\) base_commit, problem_statement"):
         load_tasks(str(tmp_path / "bad.jsonl"))
+    bad = {"instance_id": "x", "repo": "a/b", "base_commit": "c", "problem_statement": "p", "FAIL_TO_PASS": "[oops"}
+    (tmp_path / "bad.jsonl").write_text("\n" + json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: task 'x': FAIL_TO_PASS: Expecting value"):
+        load_tasks(str(tmp_path / "bad.jsonl"))
+    (tmp_path / "bad.jsonl").write_text(json.dumps(rows[0]) + "\n{torn\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not JSON: Expecting property name"):
+        load_tasks(str(tmp_path / "bad.jsonl"))
+    (tmp_path / "bad.json").write_text("[\n" + json.dumps(rows[0]) + ",\n]\n")
+    with pytest.raises(ValueError, match=r"bad.json:3: not JSON: Expecting value"):
+        load_tasks(str(tmp_path / "bad.json"))
 
 
 def test_selection_instances_limit_and_shards(toy):
@@ -483,14 +493,14 @@ def test_inference_only_then_grade_and_report_commands(toy, tmp_path):
 def test_a_folder_that_is_no_evaluation_is_named_without_a_traceback(tmp_path):
     from click.testing import CliRunner
 
-    from swehero.eval.cli import eval_group
+    from swehero.cli import main
 
     folder = tmp_path / "not-an-eval"
     folder.mkdir()
     for args in (["report", str(folder)], ["grade", str(folder)], ["select", str(folder), "--verifier", "v"]):
-        result = CliRunner().invoke(eval_group, args)
+        result = CliRunner().invoke(main, ["eval", *args])
         assert result.exit_code == 1 and f"Error: {folder} is not an eval folder (no eval.json)" in result.output, args
-    result = CliRunner().invoke(eval_group, ["compare", str(folder)])
+    result = CliRunner().invoke(main, ["eval", "compare", str(folder)])
     assert result.exit_code == 1 and f"Error: no report.json in {folder}: not eval folders" in result.output
 
 

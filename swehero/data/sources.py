@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from swehero.data.trajectory import Reject
+from swehero.data.trajectory import Reject, validate
+from swehero.errors import InputError
 
 SUFFIXES = (".jsonl", ".json", ".traj", ".parquet")
 
@@ -79,6 +80,19 @@ def parse_row(row: Any) -> dict:
     if not isinstance(row, dict):
         raise Reject("not_an_object", type(row).__name__)
     return row
+
+
+def read_trajectories(path: Path) -> list[dict]:
+    """The canonical trajectories of a file, as written. Each is checked first: a row that is not one stops the
+    read with `InputError` naming its file:line and the field, where importing would have counted it a reject."""
+    records = []
+    for where, row in read_rows(Path(path)):
+        try:
+            validate(parse_row(row))
+        except Reject as e:
+            raise InputError(f"{where}: not a canonical trajectory: {e}") from None
+        records.append(row)
+    return records
 
 
 class Rejects:

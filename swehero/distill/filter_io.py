@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from swehero.data.sources import read_trajectories
 from swehero.distill.filters import FilterConfig, filter_trajectories
-from swehero.jsonio import read_jsonl
 
 REPORT = "filter_report.json"
 
@@ -14,7 +14,7 @@ REPORT = "filter_report.json"
 def filter_file(path: str, cfg: FilterConfig, out_dir: Path) -> dict[str, str]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = read_jsonl(path)
+    records = read_trajectories(path)
     kept, dropped, report = filter_trajectories(records, cfg)
     report["source"] = str(path)
     outputs = {"trajectories": out_dir / "trajectories.jsonl", "dropped": out_dir / "dropped.jsonl",

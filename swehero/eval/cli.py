@@ -12,7 +12,6 @@ from swehero.eval.compare_stage import Settings as CompareSettings
 from swehero.eval.grade import GradingSettings
 from swehero.eval.images import build_command
 from swehero.eval.pipeline import Settings, evaluate, open_eval, regrade, report_eval
-from swehero.eval.runs import EvalFolderError
 from swehero.eval.select import VerifierSettings, select_best
 from swehero.recipe.options import Group, settings_options
 from swehero.rollout.toy import build_toy_tasks
@@ -20,17 +19,7 @@ from swehero.rollout.toy import build_toy_tasks
 _OUT = click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 
 
-class _EvalGroup(Group):
-    """Folders that are not the evaluations a command needs are the user's error: a message, not a traceback."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except EvalFolderError as e:
-            raise click.ClickException(str(e)) from None
-
-
-@click.group("eval", cls=_EvalGroup)
+@click.group("eval", cls=Group)
 def eval_group() -> None:
     """Evaluate a checkpoint on SWE-bench Verified / Multilingual (or any SWE-bench-shaped task file)."""
 

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from swehero.errors import InputError
+
 EVAL_FILE = "eval.json"
 """What an eval folder evaluates (task source, instance ids, model, number of runs), written before inference."""
 
 
-class EvalFolderError(ValueError):
+class EvalFolderError(InputError):
     """Folders given as evaluations cannot be read as asked: not eval folders, not finished, or not comparable."""
 
 

@@ -16,7 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from swehero.jsonio import read_jsonl
+from swehero.errors import InputError
+from swehero.jsonio import numbered_jsonl
 from swehero.recipe.stage import input_or_names
 
 REQUIRED = ("instance_id", "repo", "base_commit", "problem_statement")
@@ -116,13 +117,16 @@ def normalize(row: dict, where: str = "") -> dict:
     """A task row with its test lists decoded; raises naming the row when a required column is missing."""
     missing = [name for name in REQUIRED if not row.get(name)]
     if missing:
-        raise ValueError(f"{where or 'task'}: task {row.get('instance_id', '?')!r} lacks column(s) "
+        raise InputError(f"{where or 'task'}: task {row.get('instance_id', '?')!r} lacks column(s) "
                          f"{', '.join(missing)} (SWE-bench schema: {', '.join(REQUIRED + TESTS)})")
     # `datasets` infers timestamps (`created_at`); tasks travel as JSON, so keep them as ISO strings
     task = {key: value.isoformat() if hasattr(value, "isoformat") else value for key, value in row.items()}
     for name in TESTS:
         if name in row:
-            task[name] = decode_tests(row[name])
+            try:
+                task[name] = decode_tests(row[name])
+            except ValueError as e:
+                raise InputError(f"{where or 'task'}: task {row['instance_id']!r}: {name}: {e}") from None
     task.setdefault("language", language_of(task))
     return task
 
@@ -184,13 +188,16 @@ def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
     path = Path(source)
     if path.is_file():
         if path.suffix == ".jsonl":
-            return [(f"{source}:{i}", row) for i, row in enumerate(read_jsonl(path), 1)]
+            return [(f"{source}:{i}", row) for i, row in numbered_jsonl(path)]
         if path.suffix == ".json":
-            rows = json.loads(path.read_text())
+            try:
+                rows = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise InputError(f"{source}:{e.lineno}: not JSON: {e}") from None
             rows = rows if isinstance(rows, list) else [rows]
             return [(f"{source}#{i}", row) for i, row in enumerate(rows, 1)]
         if path.suffix != ".parquet":
-            raise ValueError(f"{source}: task files must be .jsonl, .json or .parquet")
+            raise InputError(f"{source}: task files must be .jsonl, .json or .parquet")
     import datasets
 
     if path.is_file():
@@ -198,7 +205,7 @@ def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
         return [(f"{source}:{i}", row) for i, row in enumerate(rows, 1)]
     bench = benchmark_of(source)
     if bench is None:
-        raise ValueError(f"{source!r} is neither a task file nor a known benchmark "
+        raise InputError(f"{source!r} is neither a task file nor a known benchmark "
                          f"({', '.join(f'{k} = {b.hub_id}' for k, b in BENCHMARKS.items())})")
     try:
         rows = datasets.load_dataset(bench.hub_id, split=split or bench.split)
@@ -217,7 +224,7 @@ def load_tasks(source: str, split: str = "") -> list[dict]:
     seen: set[str] = set()
     for task in tasks:
         if task["instance_id"] in seen:
-            raise ValueError(f"{source}: instance {task['instance_id']} appears twice")
+            raise InputError(f"{source}: instance {task['instance_id']} appears twice")
         seen.add(task["instance_id"])
     return tasks
 
@@ -240,7 +247,7 @@ def select(tasks: list[dict], instances: list[str] = (), limit: int = 0, shard: 
         by_id = {t["instance_id"]: t for t in tasks}
         unknown = [i for i in instances if i not in by_id]
         if unknown:
-            raise ValueError(f"unknown instance id(s): {', '.join(unknown)}")
+            raise InputError(f"unknown instance id(s): {', '.join(unknown)}")
         tasks = [by_id[i] for i in dict.fromkeys(instances)]
     if shard:
         index, count = parse_shard(shard)

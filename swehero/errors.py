@@ -1,0 +1,6 @@
+"""The one exception type for input a command cannot use. Standard library only: every layer raises it."""
+
+
+class InputError(ValueError):
+    """A file, folder or row given to swehero has the wrong shape. The message names it (file:line and field where
+    there are some) and says what is wrong; the command line prints it as `Error: ...` (exit 1), not a traceback."""
