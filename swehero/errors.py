@@ -4,3 +4,8 @@
 class InputError(ValueError):
     """A file, folder or row given to swehero has the wrong shape. The message names it (file:line and field where
     there are some) and says what is wrong; the command line prints it as `Error: ...` (exit 1), not a traceback."""
+
+
+class MissingInput(InputError, FileNotFoundError):
+    """A file or folder given to swehero lacks what it must hold (a model folder without its config, ...); still a
+    FileNotFoundError for the callers that catch one."""

@@ -68,3 +68,17 @@ def test_convert_stage(tmp_path):
     original, exported = _weights(hf_dir), _weights(Path(back["hf"]))
     assert all(torch.equal(exported[k], v) for k, v in original.items()) and exported.keys() == original.keys()
     assert (Path(back["hf"]) / "config.json").exists()
+
+
+def test_a_folder_without_a_model_fails_before_any_rank_starts(tmp_path):
+    from swehero.cli import main
+
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    (config_only / "config.json").write_text("{}")
+    cases = [(tmp_path, f"{tmp_path}: no config.json (Hugging Face folder) or hf_config.json"),
+             (config_only, f"{config_only}: no model.safetensors.index.json or model.safetensors")]
+    for source, message in cases:
+        result = CliRunner().invoke(main, ["convert", "hf-to-mcore", str(source), str(tmp_path / "out")])
+        assert result.exit_code == 1 and f"Error: {message}" in result.output, result.output
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from swehero.data.trajectory import Reject, validate
-from swehero.errors import InputError
+from swehero.errors import InputError, MissingInput
 
 SUFFIXES = (".jsonl", ".json", ".traj", ".parquet")
 
@@ -29,7 +29,7 @@ def expand(paths: list[str]) -> list[Path]:
         elif p.is_file():
             files.append(p)
         else:
-            raise FileNotFoundError(p)
+            raise MissingInput(f"{p}: no such file or folder")
     return files
 
 

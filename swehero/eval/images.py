@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 from swehero.agent.container import swebench_image
+from swehero.errors import MissingInput
 from swehero.agent.runtime import prepare_checkout
 
 ENV_DIR = "/opt/venvs/testbed"
@@ -167,7 +168,7 @@ def build_images(tasks: list[dict], repos: Path, base: str = "", progress=print)
     base = base or ensure_base_image(engine, progress)
     missing = sorted({t["repo"] for t in tasks if not repo_dir(repos, t["repo"]).is_dir()})
     if missing:
-        raise FileNotFoundError(f"no repository folder for {', '.join(missing)} under {repos} (expected "
+        raise MissingInput(f"no repository folder for {', '.join(missing)} under {repos} (expected "
                                 f"{repo_dir(repos, missing[0])}); pass --repos")
     names = []
     with tempfile.TemporaryDirectory(prefix="swehero-images-") as tmp:

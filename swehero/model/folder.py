@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from swehero.errors import MissingInput
+
 CONFIG = "config.json"
 CHECKPOINT_CONFIG = "hf_config.json"
 """The Hugging Face config a Megatron checkpoint keeps beside its weights."""
@@ -46,7 +48,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     for name in (CONFIG, CHECKPOINT_CONFIG):
         if (path / name).is_file():
             return json.loads((path / name).read_text())
-    raise FileNotFoundError(f"{path}: no {CONFIG} (Hugging Face folder) or {CHECKPOINT_CONFIG} (Megatron checkpoint)")
+    raise MissingInput(f"{path}: no {CONFIG} (Hugging Face folder) or {CHECKPOINT_CONFIG} (Megatron checkpoint)")
 
 
 def known_config(ref: str) -> dict[str, Any] | None:
@@ -64,7 +66,7 @@ def weight_files(folder: str | Path) -> dict[str, str]:
     if (folder / INDEX).exists():
         return json.loads((folder / INDEX).read_text())["weight_map"]
     if not (folder / "model.safetensors").exists():
-        raise FileNotFoundError(f"{folder}: no {INDEX} or model.safetensors (only safetensors weights are read)")
+        raise MissingInput(f"{folder}: no {INDEX} or model.safetensors (only safetensors weights are read)")
     from safetensors import safe_open
 
     with safe_open(folder / "model.safetensors", "np") as f:

@@ -31,12 +31,15 @@ class Settings:
 def convert(settings: Settings, out: Path) -> None:
     """Run the conversion on tp * pp ranks, writing `out` (a Megatron checkpoint or a Hugging Face folder)."""
     from swehero.model import convert_jobs
+    from swehero.model.folder import read_config, weight_files
     from swehero.model.launch import run_ranks
     from swehero.model.parallel import ParallelConfig
 
     parallel = ParallelConfig(tensor=settings.tp, pipeline=settings.pp)
     ranks, source = settings.tp * settings.pp, Path(settings.source)
+    read_config(source)  # a wrong folder fails here, in one line, not in each rank once it has imported Megatron
     if settings.direction == "hf-to-mcore":
+        weight_files(source)
         run_ranks(convert_jobs.hf_to_mcore, ranks, source, out, parallel, settings.spec)
     elif settings.like is None:
         raise ValueError("convert: mcore-to-hf needs `like`, the Hugging Face folder the model came from")
