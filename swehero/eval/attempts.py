@@ -9,7 +9,7 @@ from pathlib import Path
 
 from swehero.eval.grade import grades
 from swehero.eval.inference import finished, trajectory_path
-from swehero.eval.runs import EVAL_FILE, EvalFolderError, eval_runs
+from swehero.eval.runs import EvalFolderError, eval_runs
 
 
 @dataclass
@@ -31,10 +31,6 @@ class Attempt:
         return json.loads(self.trajectory.read_text())
 
 
-def is_eval_folder(path: Path) -> bool:
-    return (Path(path) / EVAL_FILE).is_file()
-
-
 def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attempt]]]:
     """(instance ids, their attempts in run order) over every run of `folders`, which must be evaluations of the
     same instances. EvalFolderError naming what is missing when an attempt has no committed prediction."""
@@ -44,16 +40,16 @@ def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attemp
         if instance_ids is None:
             instance_ids = saved["instance_ids"]
         elif sorted(saved["instance_ids"]) != sorted(instance_ids):
-            raise EvalFolderError(f"{folder} evaluates other instances than {folders[0]}: selection needs every run to "
-                             "attempt the same instances")
+            raise EvalFolderError(f"{folder} evaluates other instances than {folders[0]}: selection needs every run "
+                                  "to attempt the same instances")
         runs += dirs
     attempts: dict[str, list[Attempt]] = {iid: [] for iid in instance_ids}
     for k, run in enumerate(runs):
         predictions, graded = finished(run), grades(run)
         missing = [iid for iid in instance_ids if iid not in predictions]
         if missing:
-            raise EvalFolderError(f"{run}: {len(missing)} instance(s) have no prediction yet (e.g. {missing[0]}); finish "
-                             "the eval first (rerun `swehero eval run`)")
+            raise EvalFolderError(f"{run}: {len(missing)} instance(s) have no prediction yet (e.g. {missing[0]}); "
+                                  "finish the eval first (rerun `swehero eval run`)")
         for iid in instance_ids:
             patch = predictions[iid]["model_patch"] or ""
             grade = graded.get(iid)

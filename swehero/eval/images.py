@@ -29,8 +29,8 @@ import tempfile
 from pathlib import Path
 
 from swehero.agent.container import swebench_image
-from swehero.errors import MissingInput
 from swehero.agent.runtime import prepare_checkout
+from swehero.errors import MissingInput
 
 ENV_DIR = "/opt/venvs/testbed"
 ACTIVATE = f"source {ENV_DIR}/bin/activate"
@@ -169,7 +169,7 @@ def build_images(tasks: list[dict], repos: Path, base: str = "", progress=print)
     missing = sorted({t["repo"] for t in tasks if not repo_dir(repos, t["repo"]).is_dir()})
     if missing:
         raise MissingInput(f"no repository folder for {', '.join(missing)} under {repos} (expected "
-                                f"{repo_dir(repos, missing[0])}); pass --repos")
+                           f"{repo_dir(repos, missing[0])}); pass --repos")
     names = []
     with tempfile.TemporaryDirectory(prefix="swehero-images-") as tmp:
         wheels = WheelCache(Path(tmp) / "wheels", image_python(engine, base))

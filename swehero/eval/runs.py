@@ -32,9 +32,13 @@ def run_dirs(out_dir: Path, runs: int) -> list[Path]:
     return [Path(out_dir)] if runs == 1 else [Path(out_dir) / f"run-{k}" for k in range(runs)]
 
 
+def is_eval_folder(path: Path) -> bool:
+    return (Path(path) / EVAL_FILE).is_file()
+
+
 def eval_runs(folder: Path) -> tuple[dict, list[Path]]:
     """The saved settings of an eval folder (`eval.json`) and its run folders."""
-    if not (Path(folder) / EVAL_FILE).is_file():
+    if not is_eval_folder(folder):
         raise EvalFolderError(f"{folder} is not an eval folder (no {EVAL_FILE})")
     saved = json.loads((Path(folder) / EVAL_FILE).read_text())
     return saved, run_dirs(folder, saved.get("runs", 1))

@@ -128,7 +128,8 @@ def _labelled(inputs: list[str], on_reject, counts: Counter):
 def _read(inputs: list[str]):
     """(where, row, None) for the rows of trajectory files, (trajectory file, None, attempt) for eval attempts."""
     from swehero.data.sources import expand, read_rows
-    from swehero.eval.attempts import is_eval_folder, read_attempts
+    from swehero.eval.attempts import read_attempts
+    from swehero.eval.runs import is_eval_folder
 
     for path in inputs:
         if is_eval_folder(Path(path)):
