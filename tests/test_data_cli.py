@@ -1,5 +1,6 @@
 import json
 import re
+import shutil
 from pathlib import Path
 
 import click
@@ -77,11 +78,44 @@ def test_stage_run_uses_recipe_tokenizer_and_seed(tmp_path):
     assert (Path(outputs["dataset"]) / "train_tokens.bin").exists()
 
 
-@pytest.mark.parametrize("tokenizer", ["/no/such/tokenizer", str(FIXTURES)])
-def test_a_bad_tokenizer_is_a_usage_error_naming_it(tokenizer, tmp_path):
+@pytest.mark.parametrize("tokenizer, problem", [("/no/such/tokenizer", "no such tokenizer folder"),
+                                                (str(FIXTURES), "not a tokenizer folder (no tokenizer.json or")])
+def test_a_bad_tokenizer_is_a_usage_error_naming_it(tokenizer, problem, tmp_path):
     """A missing folder, and a folder without a tokenizer, are usage errors (exit 2) about --tokenizer."""
     result = CliRunner().invoke(data, ["render", "--tokenizer", tokenizer, str(FIXTURES / "nvidia.jsonl"),
                                        "--out", str(tmp_path / "r.jsonl")])
     assert result.exit_code == 2, result.output
-    assert "Invalid value for '--tokenizer'" in result.output
+    assert "Invalid value for '--tokenizer'" in result.output and f"{tokenizer}: {problem}" in result.output
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_every_command_that_tokenizes_names_a_bad_tokenizer_in_one_line(tiny_model_dir, tmp_path):
+    """`data prepare` / `verifier` and `serve check` load the tokenizer as `render` does: a folder without one, or
+    one without a chat template, is one `Error:` line naming it (transformers' own message names neither), and
+    nothing is left behind."""
+    from swehero.cli import main
+
+    untemplated = tmp_path / "untemplated"
+    untemplated.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(tiny_model_dir / name, untemplated / name)
+    trajectories = str(FIXTURES / "nvidia.jsonl")
+    for tokenizer, problem in ((FIXTURES, "not a tokenizer folder"), (untemplated, "the tokenizer has no chat template")):
+        out = tmp_path / "out"
+        for args in (["data", "prepare", trajectories, "--tokenizer", str(tokenizer), "--seq-length", "64"],
+                     ["data", "verifier", trajectories, "--tokenizer", str(tokenizer), "--seq-length", "64"],
+                     ["serve", "check", trajectories, "--tokenizer", str(tokenizer)]):
+            result = CliRunner().invoke(main, args + (["--out", str(out)] if args[0] == "data" else []))
+            assert result.exit_code == 1 and result.output.startswith(f"Error: {tokenizer}: {problem}"), args
+            assert "Traceback" not in result.output and not list(tmp_path.glob("out*")), args
+
+
+def test_too_many_rejects_are_one_line_and_leave_only_the_rejects(tmp_path):
+    from swehero.cli import main
+
+    out = tmp_path / "o.jsonl"
+    result = CliRunner().invoke(main, ["data", "import", "--format", "sharegpt", str(FIXTURES / "sharegpt.jsonl"),
+                                       "--max-reject-fraction", "0.1", "--out", str(out)])
+    assert result.exit_code == 1 and result.output.startswith("Error: 1 of "), result.output
+    assert f"details in {tmp_path / 'o.rejects.jsonl'}" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.rejects.jsonl"]  # no o.jsonl, no o.jsonl.partial

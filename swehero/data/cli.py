@@ -9,23 +9,19 @@ import click
 
 from swehero.data.import_stage import Settings as ImportSettings, import_to
 from swehero.data.prepare import prepare as run_prepare
-from swehero.data.render import render_files, show as render_one
+from swehero.data.render import load_tokenizer, render_files, show as render_one
 from swehero.data.stage import Settings as PrepareSettings
 from swehero.data.trajectory import Reject
+from swehero.errors import InputError
 from swehero.eval.verifier_data import Settings as VerifierDataSettings, build_verifier_data
 from swehero.recipe.config import Recipe
 from swehero.recipe.options import Group, settings_options
-from swehero.recipe.stage import HUB_INPUT
 
 
 def _load_tokenizer(ctx: click.Context, param: click.Parameter, name: str):
-    if not Path(name).exists() and not HUB_INPUT.needs_no_file(name):  # what a ModelRef setting accepts
-        raise click.BadParameter(f"no such folder: {name}")
-    from transformers import AutoTokenizer  # only for the commands that render: it takes seconds to import
-
     try:
-        return AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as e:
+        return load_tokenizer(name)
+    except InputError as e:
         raise click.BadParameter(str(e)) from None
 
 

@@ -33,6 +33,7 @@ from typing import Literal
 import numpy as np
 
 from swehero.data.pack import BestFitPacker
+from swehero.data.render import ChatRenderer, fit_length, load_tokenizer
 from swehero.data.sources import Rejects, expand, parse_row, read_rows
 from swehero.data.trajectory import Reject, validate
 
@@ -122,16 +123,12 @@ _cfg: PrepareConfig | None = None
 
 def _setup(tokenizer, cfg: PrepareConfig) -> None:
     global _renderer, _cfg
-    from swehero.data.render import ChatRenderer
-
     _renderer, _cfg = ChatRenderer(tokenizer, mask=cfg.mask), cfg
 
 
 def _process(batch: list[tuple[str, object]]) -> list[tuple]:
     """Rows -> ("reject", where, reason, detail, id) | ("drop", reason, length) | ("keep", instance_id, length,
     ids, mask, truncated), in input order."""
-    from swehero.data.render import fit_length
-
     out: list = [None] * len(batch)
     good = []
     for k, (where, row) in enumerate(batch):
@@ -205,12 +202,10 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
     out = Path(out)
     if (out / "stats.json").exists():
         return json.loads((out / "stats.json").read_text())
+    tok = load_tokenizer(tokenizer_path)  # before the partial folder: a bad tokenizer leaves nothing behind
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftovers: restart cleanly
     tmp.mkdir(parents=True)
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_path)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     writers = {s: PackedWriter(tmp / s, cfg, pad_id) for s in ("train", "valid")}
     rejects = Rejects(tmp / "rejects.jsonl")

@@ -19,10 +19,36 @@ from pathlib import Path
 import numpy as np
 
 from swehero.data.trajectory import template_messages
+from swehero.errors import InputError, MissingInput
+from swehero.recipe.stage import HUB_INPUT
 
 MASK_POLICIES = ("all", "last", "answer")
 """Which assistant tokens are trained: every turn, only the final turn, or only the final turn's content without
 its closing marker (a classifier's answer, e.g. a verifier's one-token `yes`/`no`: see `swehero.data.verifier`)."""
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+"""One of these makes a folder a tokenizer folder for transformers' AutoTokenizer."""
+
+
+def load_tokenizer(ref: str | Path):
+    """The tokenizer of a folder (or of a hub id, where no such local path exists), with the chat template every
+    caller renders conversations with. One that cannot be loaded is an `InputError` naming `ref`: transformers' own
+    messages name neither the folder nor what it lacks."""
+    ref = str(ref)
+    if not Path(ref).exists() and not HUB_INPUT.needs_no_file(ref):  # what a ModelRef setting accepts
+        raise MissingInput(f"{ref}: no such tokenizer folder")
+    if Path(ref).exists() and not any((Path(ref) / name).is_file() for name in TOKENIZER_FILES):
+        raise MissingInput(f"{ref}: not a tokenizer folder (no {' or '.join(TOKENIZER_FILES)})")
+    from transformers import AutoTokenizer  # seconds to import: paid only by the commands that tokenize
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{ref}: cannot load its tokenizer: {' '.join(str(e).split())}") from None
+    if not tokenizer.chat_template:
+        raise InputError(f"{ref}: the tokenizer has no chat template (chat_template in tokenizer_config.json, or "
+                         "chat_template.jinja)")
+    return tokenizer
 
 
 class TemplateError(RuntimeError):

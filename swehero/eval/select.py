@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swehero.errors import InputError
 from swehero.serve.server import ServeConfig
 
 SCORES = "verifier_scores.jsonl"
@@ -45,8 +46,8 @@ class VerifierSettings:
 def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, progress=print) -> dict[str, str]:
     """Score every attempt of the eval `folders` (their runs in order), select, and write the report to `out_dir`."""
     from tqdm import tqdm
-    from transformers import AutoTokenizer
 
+    from swehero.data.render import load_tokenizer
     from swehero.data.verifier import FORMAT, VerifierFormat
     from swehero.eval.attempts import read_attempts
     from swehero.jsonio import JsonlLog
@@ -61,7 +62,7 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
     instance_ids, attempts = read_attempts([Path(f) for f in folders])
     ungraded = [a for per in attempts.values() for a in per if a.resolved is None]
     if ungraded:
-        raise ValueError(f"{len(ungraded)} attempt(s) are not graded yet (e.g. {ungraded[0].trajectory}): run "
+        raise InputError(f"{len(ungraded)} attempt(s) are not graded yet (e.g. {ungraded[0].trajectory}): run "
                          "`swehero eval grade` first")
     model = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     verifier = {"model": model, "seq_length": settings.seq_length, "format": FORMAT}
@@ -69,9 +70,9 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
     scores = log.records()
     other = next((r["verifier"] for r in scores.values() if r["verifier"] != verifier), None)
     if other is not None:
-        raise ValueError(f"{log.path} holds scores of another verifier ({other}): select into another "
+        raise InputError(f"{log.path} holds scores of another verifier ({other}): select into another "
                          "folder (--out), or remove the file")
-    fmt = VerifierFormat(AutoTokenizer.from_pretrained(cfg.model), settings.seq_length)
+    fmt = VerifierFormat(load_tokenizer(cfg.model), settings.seq_length)
     todo = [a for per in attempts.values() for a in per if a.patch.strip() and (a.run, a.instance_id) not in scores]
     progress(f"verifier: {len(scores)} attempt(s) scored before, {len(todo)} to score")
     if todo:

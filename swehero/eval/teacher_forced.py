@@ -15,14 +15,14 @@ def teacher_forced_accuracy(model_dir: str, trajectory_files: list[str], max_tok
     """{"trajectories", "tokens", "correct", "accuracy"} of the Hugging Face checkpoint in `model_dir`; each
     trajectory is cut to its first `max_tokens` tokens (the checkpoint's context)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from swehero.data.render import ChatRenderer
+    from swehero.data.render import ChatRenderer, load_tokenizer
     from swehero.data.trajectory import validate
     from swehero.jsonio import read_jsonl
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    renderer = ChatRenderer(AutoTokenizer.from_pretrained(model_dir))
+    renderer = ChatRenderer(load_tokenizer(model_dir))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").to(device).eval()
     trajectories = tokens = correct = 0
     for path in trajectory_files:

@@ -31,6 +31,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swehero.errors import InputError
 from swehero.eval.best_of import normalise_patch
 from swehero.recipe.stage import InputPath, ModelRef
 from swehero.rollout.tasks import TaskSource
@@ -169,18 +170,18 @@ def choose(candidates: list[Candidate], per_instance: int, balance: bool) -> tup
 def build_verifier_data(settings: Settings, tokenizer_path: str, out: Path, seed: int = 0) -> dict:
     """Write `examples.jsonl`, the packed `dataset/` and `verifier_data.json` under `out`; returns the stats."""
     from tqdm import tqdm
-    from transformers import AutoTokenizer
 
     from swehero.data.prepare import PrepareConfig, prepare
+    from swehero.data.render import load_tokenizer
     from swehero.data.sources import Rejects
     from swehero.data.verifier import FORMAT, VerifierFormat
     from swehero.rollout.decontam import decontaminate_against
     from swehero.jsonio import write_json_atomic
 
+    fmt = VerifierFormat(load_tokenizer(tokenizer_path), settings.seq_length)  # before `out`: a bad one makes none
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed = seed if settings.seed is None else settings.seed
-    fmt = VerifierFormat(AutoTokenizer.from_pretrained(tokenizer_path), settings.seq_length)
     rejects, counts = Rejects(out / "rejects.jsonl"), Counter()
     candidates, tasks = [], {}
     usable = tqdm(_labelled(list(settings.inputs), rejects.add, counts), desc="labelled attempts", unit=" attempts")
@@ -204,13 +205,13 @@ def build_verifier_data(settings: Settings, tokenizer_path: str, out: Path, seed
     missing = [name for label, name in ((True, "resolved"), (False, "unresolved"))
                if not any(c.resolved is label for c in candidates)]
     if missing:
-        raise ValueError(f"no {missing[0]} attempts in {', '.join(settings.inputs)} (counts: {dict(counts)}): a "
+        raise InputError(f"no {missing[0]} attempts in {', '.join(settings.inputs)} (counts: {dict(counts)}): a "
                          "verifier learns from both labels")
     chosen, dropped = choose(candidates, settings.per_instance, settings.balance)
     counts.update(dropped)
     examples = _write_examples(settings, fmt, {c.where: c for c in chosen}, out, counts)
     if not examples:
-        raise ValueError(f"no attempt of {', '.join(settings.inputs)} fits {settings.seq_length} tokens")
+        raise InputError(f"no attempt of {', '.join(settings.inputs)} fits {settings.seq_length} tokens")
     shutil.rmtree(out / DATASET, ignore_errors=True)  # prepare keeps a complete folder: these examples are new
     cfg = PrepareConfig(seq_length=settings.seq_length, mask="answer", too_long="drop",
                         valid_fraction=settings.valid_fraction, seed=seed, workers=settings.workers,

@@ -74,11 +74,10 @@ def check_trajectories(records: list[dict], tokenizer, family: str = "hermes", e
 def check_file(trajectories: Path, tokenizer_dir: str, family: str, report_file: Path | None) -> tuple[list[str], bool]:
     """`swehero serve check`: one line per parser, and whether the served parser read every turn back exactly;
     the full report (with mismatching examples) goes to `report_file` when given."""
-    from transformers import AutoTokenizer
-
+    from swehero.data.render import load_tokenizer
     from swehero.jsonio import read_jsonl, write_json_atomic
 
-    report = check_trajectories(read_jsonl(trajectories), AutoTokenizer.from_pretrained(tokenizer_dir), family)
+    report = check_trajectories(read_jsonl(trajectories), load_tokenizer(tokenizer_dir), family)
     if report_file:
         write_json_atomic(report_file, report, indent=1)
     lines = [f"{name}: {entry['exact']}/{report['turns']} assistant turns parsed back exactly "
