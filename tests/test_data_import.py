@@ -6,6 +6,7 @@ import pytest
 from swehero.data.importers import import_files, parse_text_tool_calls
 from swehero.data.render import ChatRenderer
 from swehero.data.trajectory import template_messages
+from swehero.errors import InputError
 from swehero.toolspec import TOOL_NAMES, openhands_tools
 
 FIXTURES = Path(__file__).parent / "data_fixtures"
@@ -110,9 +111,9 @@ def test_swe_agent_traj(tmp_path):
 
 
 def test_too_many_rejects_fail_with_summary_and_leave_no_output(tmp_path):
-    with pytest.raises(RuntimeError, match="unknown_role: 1"):
+    with pytest.raises(InputError, match="unknown_role: 1"):
         import_files([str(FIXTURES / "sharegpt.jsonl")], "sharegpt", tmp_path / "o.jsonl", max_reject_fraction=0.1)
-    assert not (tmp_path / "o.jsonl").exists()
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.jsonl.partial").exists()
 
 
 def test_text_tool_call_parsing():

@@ -10,6 +10,7 @@ from tests_paths import QWEN
 from swehero.data.pack import BestFitPacker
 from swehero.data.prepare import PrepareConfig, prepare
 from swehero.data.render import ChatRenderer
+from swehero.errors import InputError
 
 N_INSTANCES = 24
 TIMINGS = ("seconds", "cpu_seconds", "rendered_tokens_per_second")
@@ -135,7 +136,7 @@ def test_killed_run_leftovers_restart_cleanly_and_failure_leaves_nothing_complet
     assert not partial.exists()
     assert (tmp / "resume" / "train_tokens.bin").read_bytes() == (tmp / "out" / "train_tokens.bin").read_bytes()
     strict = PrepareConfig(seq_length=cfg.seq_length, max_reject_fraction=0.01)
-    with pytest.raises(RuntimeError, match="max-reject-fraction"):
+    with pytest.raises(InputError, match="max-reject-fraction"):
         prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "strict", strict)
     assert not (tmp / "strict").exists()
 

@@ -286,9 +286,12 @@ def import_files(
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
                     written.append((record["instance_id"], record["id"]))
                     sources[record["source"]] += 1
-    finally:
         rejects.close()
-    rejects.check(n_read, max_reject_fraction)
+        rejects.check(n_read, max_reject_fraction)
+    except BaseException:  # bad input, too many rejects, Ctrl-C: no `.partial` left beside `out`
+        rejects.close()
+        tmp.unlink(missing_ok=True)
+        raise
     counts = {"read": n_read, "written": len(written), "rejected": dict(rejects.counts),
               "instances": len({instance for instance, _ in written}), "sources": dict(sources)}
     if selection.active:

@@ -119,10 +119,11 @@ class Rejects:
             self._file.close()
 
     def check(self, n_read: int, max_fraction: float) -> None:
-        """Raise with a summary when more than `max_fraction` of the rows read were rejected."""
+        """Raise with a summary when more than `max_fraction` of the rows read were rejected: the input is not what
+        the command was told it is (another format, another stage), so it is the input's error."""
         if n_read and self.total / n_read > max_fraction:
             reasons = ", ".join(f"{r}: {n}" for r, n in self.counts.most_common())
-            raise RuntimeError(
+            raise InputError(
                 f"{self.total} of {n_read} rows rejected ({self.total / n_read:.1%} > --max-reject-fraction "
                 f"{max_fraction:.1%}); reasons: {reasons}; details in {self.path}"
             )
