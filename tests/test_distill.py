@@ -218,6 +218,25 @@ def test_shards_partition_the_tasks_and_merge(toy, tmp_path):
     assert "4 episodes from 3 shard(s) (2 duplicate(s) skipped)" in done.stdout
     assert len(lines(tmp_path / "all" / "trajectories.jsonl")) == 4
     assert json.loads((tmp_path / "all" / "summary.json").read_text())["episodes"] == 4
+    # A shard stopped before its summary (an array task at its time limit) is merged as far as it got, and named.
+    (tmp_path / "shard-1" / "summary.json").unlink()
+    argv = CLI + ["merge", str(tmp_path / "shard-0"), str(tmp_path / "shard-1"), "--out", str(tmp_path / "part")]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    assert f"unfinished (no summary.json: rerun, it resumes, then merge again): {tmp_path / 'shard-1'}" in done.stderr
+    summary = json.loads((tmp_path / "part" / "summary.json").read_text())
+    assert summary["episodes"] == 4 and summary["unfinished"] == [str(tmp_path / "shard-1")]
+
+
+def test_merge_refuses_a_folder_no_run_wrote_to(tmp_path):
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    (tmp_path / "shard-0").mkdir()
+    result = CliRunner().invoke(main, ["distill", "merge", str(tmp_path / "shard-0"), "--out", str(tmp_path / "all")])
+    assert result.exit_code == 1, result.output
+    assert f"Error: {tmp_path / 'shard-0'}: not the output of a distill run (no trajectories.jsonl" in result.output
+    assert not (tmp_path / "all").exists()
 
 
 def test_slurm_launcher_writes_an_array_job(toy, tmp_path):

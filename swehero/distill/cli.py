@@ -47,6 +47,9 @@ def merge(shard_dirs: tuple[Path, ...], out: Path) -> None:
     summary = merge_shards(list(shard_dirs), out)
     click.echo(f"{summary['episodes']} episodes from {len(shard_dirs)} shard(s) "
                f"({summary['duplicates_skipped']} duplicate(s) skipped) -> {out}")
+    if summary["unfinished"]:
+        click.echo("unfinished (no summary.json: rerun, it resumes, then merge again): "
+                   + " ".join(summary["unfinished"]), err=True)
 
 
 @distill.command(examples=[

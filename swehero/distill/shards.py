@@ -35,12 +35,18 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
 
 
 def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
-    """Concatenate the shards' trajectories into `out_dir` (a pair found twice is kept once) with one summary."""
+    """Concatenate the shards' trajectories into `out_dir` (a pair found twice is kept once) with one summary. A
+    folder no run has written to is an error; a shard without its summary has not finished (its array task was
+    stopped, or still runs) and is merged as far as it got, and listed as `unfinished`."""
     from swehero.distill.run import SUMMARY, TRAJECTORIES, key
     from swehero.distill.summary import summarize
-    from swehero.jsonio import JsonlLog
-    from swehero.jsonio import write_json_atomic
+    from swehero.errors import MissingInput
+    from swehero.jsonio import JsonlLog, write_json_atomic
 
+    for shard in shard_dirs:
+        if not any((Path(shard) / name).exists() for name in (SUMMARY, TRAJECTORIES)):
+            raise MissingInput(f"{shard}: not the output of a distill run (no {TRAJECTORIES} or {SUMMARY})")
+    unfinished = [str(shard) for shard in shard_dirs if not (Path(shard) / SUMMARY).exists()]
     out_dir = Path(out_dir)
     merged = JsonlLog(out_dir / TRAJECTORIES, key=key)
     have = merged.records()
@@ -58,6 +64,6 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
 
             walls.append(json.loads(summary_file.read_text())["wall_s"])
     summary = summarize(list(have.values()), wall_s=max(walls, default=0.0))
-    summary.update(shards=[str(s) for s in shard_dirs], duplicates_skipped=duplicates)
+    summary.update(shards=[str(s) for s in shard_dirs], duplicates_skipped=duplicates, unfinished=unfinished)
     write_json_atomic(out_dir / SUMMARY, summary)
     return summary
