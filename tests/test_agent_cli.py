@@ -51,6 +51,13 @@ def test_run_with_the_oracle_writes_a_valid_trajectory(tmp_path):
     assert result.output.startswith(f"{task.instance_id}: submitted after ")
     record = validate(json.loads(out.read_text()))
     assert record["stage"] == "hero" and "+    return a + b" in record["patch"]
+    (tmp_path / "not-a-clone").mkdir()  # a wrong --repo-dir is one line, not a traceback
+    result = CliRunner().invoke(main, ["agent", "run", "--task", str(tmp_path / "task.json"), "--instance-id",
+                                       task.instance_id, "--repo-dir", str(tmp_path / "not-a-clone"), "--policy",
+                                       "oracle", "--out", str(tmp_path / "none.json")])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: no git repository for toy/calc at {tmp_path / 'not-a-clone'}: clone")
+    assert not (tmp_path / "none.json").exists()
 
 
 def test_agent_imports_stay_light():

@@ -511,9 +511,10 @@ def test_a_missing_repository_fails_the_command_after_the_others(toy, tmp_path):
     shutil.copytree(toy.parent / "repos", repos)
     shutil.rmtree(repos / "swehero-toy__stack")
     out = tmp_path / "run"
-    done = subprocess.run([*CLI, "run", str(out), "--tasks", str(toy), "--policy", "gold", "--grader", "local",
-                           "--repos", str(repos)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert done.returncode != 0 and "swehero-toy/stack" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "swehero", "eval", "run", str(out), "--tasks", str(toy), "--policy",
+                           "gold", "--grader", "local", "--repos", str(repos)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1 and "Error: no git repository for swehero-toy/stack at" in done.stderr
+    assert "Traceback" not in done.stderr
     report = json.loads((out / "report.json").read_text())  # the others were attempted, graded and reported
     assert report["resolved"] == 3 and report["pending_ids"] == ["swehero-toy__stack-1"]

@@ -40,6 +40,7 @@ from swehero.agent.runtime import (
     shell_script,
 )
 from swehero.agent.taskenv import EnvError, TaskEnv, make_layer
+from swehero.errors import MissingInput
 
 SYSTEM_DIRS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 """Top-level folders the sandbox shows read-only (as links where the host has merged /usr)."""
@@ -47,8 +48,9 @@ VENV_ROOT = "/opt/venv"
 """Where the rollout's layer over the task environment appears inside the sandbox."""
 
 
-class MissingRepository(FileNotFoundError):
-    """A task's repository folder does not exist or is not a git repository."""
+class MissingRepository(MissingInput):
+    """A task's repository folder does not exist or is not a git repository: the input's error, so a command says
+    so in one line (after attempting the tasks whose repositories are there)."""
 
 
 def check_repository(path: Path, repo: str = "") -> None:
