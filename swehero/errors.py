@@ -7,5 +7,5 @@ class InputError(ValueError):
 
 
 class MissingInput(InputError, FileNotFoundError):
-    """A file or folder given to swehero lacks what it must hold (a model folder without its config, ...); still a
-    FileNotFoundError for the callers that catch one."""
+    """A file or folder given to swehero lacks what it must hold (a model folder without its config, ...), or a
+    dataset named is not where it can be read; still a FileNotFoundError for the callers that catch one."""

@@ -117,10 +117,11 @@ def test_benchmark_presets_resolve_and_fail_clearly_offline(tmp_path):
     # Nothing may be downloaded here: in offline mode, without a cache, the error must say what to do.
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
            "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", "from swehero.rollout.tasks import load_tasks; load_tasks('verified')"],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0
-    assert "could not load princeton-nlp/SWE-bench_Verified" in done.stderr and "hf download --repo-type dataset" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "swehero", "eval", "run", str(tmp_path / "e"), "--tasks", "verified",
+                           "--policy", "gold"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "Error: could not load princeton-nlp/SWE-bench_Verified" in done.stderr
+    assert "hf download --repo-type dataset" in done.stderr
 
 
 @pytest.mark.slow

@@ -94,6 +94,21 @@ def test_a_server_that_fails_to_start_leaves_no_temporary_folder(tmp_path, monke
     assert [p.name for p in tmp_path.iterdir()] == ["logs"]
 
 
+def test_a_folder_that_is_no_model_is_named_before_vllm_starts(tmp_path):
+    """Serving a Megatron checkpoint (or any folder without config.json) is one line, before vLLM is launched."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "hf_config.json").write_text("{}")
+    result = CliRunner().invoke(main, ["serve", str(checkpoint), "--log", str(tmp_path / "vllm.log")])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: {checkpoint}: no config.json, so not a Hugging Face model folder")
+    assert "swehero convert mcore-to-hf" in result.output and not (tmp_path / "vllm.log").exists()
+
+
 def test_socket_folders_fit_a_socket_address(tmp_path, monkeypatch):
     with tempfile.TemporaryDirectory(dir="/tmp") as short:  # tmp_path itself may already be too long
         monkeypatch.setattr(tempfile, "tempdir", short)

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from swehero.errors import InputError
+from swehero.errors import InputError, MissingInput
 from swehero.jsonio import numbered_jsonl
 from swehero.recipe.stage import input_or_names
 
@@ -210,7 +210,7 @@ def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
     try:
         rows = datasets.load_dataset(bench.hub_id, split=split or bench.split)
     except Exception as e:  # offline without a cache, gated, renamed: all end the same way for the user
-        raise RuntimeError(
+        raise MissingInput(
             f"could not load {bench.hub_id} through `datasets` ({type(e).__name__}: {e}). It must be in the "
             f"Hugging Face cache or downloadable: run `hf download --repo-type dataset {bench.hub_id}` on a machine "
             "with network access (or a recipe's `download` stage), or pass a local .jsonl/.parquet file of the tasks."

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import swehero
+from swehero.errors import MissingInput
 from swehero.model.folder import is_hf_folder, read_config
 from swehero.process import end_group
 from swehero.recipe.stage import ModelRef
@@ -148,6 +149,9 @@ class VLLMServer:
         self.tmp_dir: str | None = None
 
     def start(self) -> "VLLMServer":
+        if Path(self.cfg.model).exists() and not is_hf_folder(self.cfg.model):  # now, not after vLLM's start-up
+            raise MissingInput(f"{self.cfg.model}: no config.json, so not a Hugging Face model folder vLLM can serve "
+                               "(a Megatron checkpoint is exported with `swehero convert mcore-to-hf`)")
         env = dict(os.environ)
         # The plugin imports swehero.toolcalls (standard library only), also from vLLM's own environment.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(swehero.__file__).parents[1]), env.get("PYTHONPATH")]))
