@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
-from swehero.errors import InputError
+from swehero.errors import InputError, MissingInput
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -24,12 +24,20 @@ def read_jsonl(path: Path) -> list[dict]:
     return [record for _, record in numbered_jsonl(path)]
 
 
+def existing_file(path: str | Path) -> Path:
+    """`path`, which must be a file: a folder or nothing there is a `MissingInput` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInput(f"{path}: {'a folder, where a file is read' if path.is_dir() else 'no such file'}")
+    return path
+
+
 def numbered_jsonl(path: Path) -> list[tuple[int, Any]]:
     """(line number, record) of a JSONL file's non-blank lines; a line that is not JSON is an `InputError` naming
     file:line. Lines end at `\\n` only: `str.splitlines` also breaks at U+2028, U+0085, U+001C and others, which JSON
     written with `ensure_ascii=False` carries raw inside strings (model output does)."""
     records = []
-    for number, line in enumerate(Path(path).read_text().split("\n"), 1):
+    for number, line in enumerate(existing_file(path).read_text().split("\n"), 1):
         if line.strip():
             try:
                 records.append((number, json.loads(line)))

@@ -110,6 +110,20 @@ def test_every_command_that_tokenizes_names_a_bad_tokenizer_in_one_line(tiny_mod
             assert "Traceback" not in result.output and not list(tmp_path.glob("out*")), args
 
 
+def test_a_folder_without_data_files_is_an_error_not_an_empty_dataset(tmp_path):
+    from swehero.cli import main
+
+    empty = tmp_path / "downloads"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "README.md").write_text("not data")
+    for args in (["import", "--format", "nvidia", "--stage", "zero", str(empty), "--out", str(tmp_path / "o.jsonl")],
+                 ["prepare", str(empty), "--tokenizer", str(QWEN), "--seq-length", "64", "--out", str(tmp_path / "d")]):
+        result = CliRunner().invoke(main, ["data", *args])
+        assert result.exit_code == 1, result.output
+        assert f"Error: {empty}: a folder without data files (.jsonl, .json, .traj, .parquet)" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
+
+
 def test_too_many_rejects_are_one_line_and_leave_only_the_rejects(tmp_path):
     from swehero.cli import main
 

@@ -181,6 +181,11 @@ def test_filter_and_prompts_name_a_row_that_is_no_trajectory(tmp_path):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 1, result.output
         assert f"Error: {src}:3: not a canonical trajectory: missing_field: tools" in result.output, args
+    for args in (["filter", str(tmp_path), "--stage", "zero", "--out", str(tmp_path / "f")],
+                 ["agent", "prompts", "extract", str(tmp_path), "--out", str(tmp_path / "p.json")]):
+        result = CliRunner().invoke(main, args)  # a folder where the file goes
+        assert result.exit_code == 1 and f"Error: {tmp_path}: a folder, where a file is read" in result.output, args
+    assert not (tmp_path / "f").exists() and not (tmp_path / "p.json").exists()
 
 
 ISSUE = ("QuerySet.bulk_update() crashes when the batch contains a model whose primary key was never saved. "

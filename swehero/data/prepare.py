@@ -202,7 +202,7 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
     out = Path(out)
     if (out / "stats.json").exists():
         return json.loads((out / "stats.json").read_text())
-    tok = load_tokenizer(tokenizer_path)  # before the partial folder: a bad tokenizer leaves nothing behind
+    files, tok = expand(inputs), load_tokenizer(tokenizer_path)  # before the partial folder: bad input leaves none
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftovers: restart cleanly
     tmp.mkdir(parents=True)
@@ -215,7 +215,7 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
     _setup(tok, cfg)
     start, start_cpu = time.perf_counter(), _cpu_seconds()
     try:
-        for results in _results(cfg, _batches(expand(inputs), cfg.batch_size)):
+        for results in _results(cfg, _batches(files, cfg.batch_size)):
             for res in results:
                 n["read"] += 1
                 if res[0] == "reject":

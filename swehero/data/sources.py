@@ -16,16 +16,21 @@ from typing import Any
 
 from swehero.data.trajectory import Reject, validate
 from swehero.errors import InputError, MissingInput
+from swehero.jsonio import existing_file
 
 SUFFIXES = (".jsonl", ".json", ".traj", ".parquet")
 
 
 def expand(paths: list[str]) -> list[Path]:
-    """Files named directly, plus the data files inside named folders (sorted, so runs are deterministic)."""
+    """Files named directly, plus the data files inside named folders (sorted, so runs are deterministic). A folder
+    without any is an error: an empty dataset from a mistyped folder would otherwise pass unnoticed."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix in SUFFIXES and f.is_file())
+            found = sorted(f for f in p.rglob("*") if f.suffix in SUFFIXES and f.is_file())
+            if not found:
+                raise MissingInput(f"{p}: a folder without data files ({', '.join(SUFFIXES)})")
+            files += found
         elif p.is_file():
             files.append(p)
         else:
@@ -37,6 +42,7 @@ def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:
     """Yield `(where, row)`; a row that cannot be parsed is yielded as a `Reject` instead of a dict.
 
     With `parse=False`, JSONL lines come back as unparsed strings (so worker processes can parse them)."""
+    path = existing_file(path)
     if path.suffix == ".parquet":
         from datasets import load_dataset
 

@@ -12,9 +12,9 @@ REPORT = "filter_report.json"
 
 
 def filter_file(path: str, cfg: FilterConfig, out_dir: Path) -> dict[str, str]:
+    records = read_trajectories(path)  # first: input it cannot read leaves no output folder
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = read_trajectories(path)
     kept, dropped, report = filter_trajectories(records, cfg)
     report["source"] = str(path)
     outputs = {"trajectories": out_dir / "trajectories.jsonl", "dropped": out_dir / "dropped.jsonl",
