@@ -99,10 +99,20 @@ def test_no_template_covering_95_percent_names_two_disagreeing_trajectories(impo
 
 
 def test_one_template_per_stage_and_the_missing_stage_is_a_clear_error(imported, tmp_path):
-    from swehero.agent.prompts import Opening, extract_files, opening_messages
+    from swehero.agent.prompts import Opening, extract_files, opening_messages, read_template
 
     only_zero = tmp_path / "zero-only.json"
     extract_files([str(imported["zero"])], only_zero)
     assert list(json.loads(only_zero.read_text())["templates"]) == ["zero"]
     with pytest.raises(PromptsError, match="no template for exec mode"):
         opening_messages(str(only_zero), "exec", Opening("/testbed", "a/b", "a__b-1", "c" * 40, "bug"))
+    # A file an attempt cannot fill is refused whole, naming the part: runs check it before their first attempt.
+    data = json.loads(only_zero.read_text())
+    data["templates"]["zero"]["task"].append({"field": "secret"})
+    only_zero.write_text(json.dumps(data))
+    with pytest.raises(PromptsError, match=r"zero-only.json: templates.zero.task: not a list of text and \{\"field\""):
+        read_template(str(only_zero), "zero")
+    for broken in ("{", "[]", json.dumps({"templates": {}})):
+        only_zero.write_text(broken)
+        with pytest.raises(PromptsError, match="zero-only.json: not (JSON|a prompts file)"):
+            read_template(str(only_zero), "zero")

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from swehero.agent.local import LocalRuntime
-from swehero.agent.prompts import PromptsError, extract_files, summary
+from swehero.agent.prompts import extract_files, summary
 from swehero.agent.prompts_stage import Settings as PromptsSettings
 from swehero.agent.run import run_task
 from swehero.agent.settings import AgentSettings
@@ -81,8 +81,5 @@ def prompts() -> None:
 def extract(settings: PromptsSettings, out: Path) -> None:
     """Derive the system prompt and task-message template of each stage (zero / hero) from canonical TRAJECTORIES;
     fails, naming two disagreeing trajectories, unless a template covers 95% of its stage."""
-    try:
-        found = extract_files(list(settings.trajectories), out, settings.tasks)
-    except PromptsError as e:
-        raise click.ClickException(str(e)) from None
+    found = extract_files(list(settings.trajectories), out, settings.tasks)
     click.echo("\n".join(summary(found) + [f"wrote {out}"]))

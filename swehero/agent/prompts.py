@@ -25,6 +25,9 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from swehero.errors import InputError
+from swehero.jsonio import existing_file
+
 FORMAT = "swehero-prompts/1"
 COVERAGE = 0.95
 """Share of a stage's trajectories a template must reproduce exactly."""
@@ -37,8 +40,8 @@ _SHA = re.compile(r"\b[0-9a-f]{40}\b")
 _LANGUAGE_WORD = re.compile(r"\bpython\b", re.IGNORECASE)
 
 
-class PromptsError(ValueError):
-    pass
+class PromptsError(InputError):
+    """Trajectories no template can be taken from, or a prompts file an attempt cannot use."""
 
 
 @dataclass(frozen=True)
@@ -68,14 +71,33 @@ def opening_messages(prompts_file: str, mode: str, opening: Opening) -> tuple[li
         values = {**opening.values(), "language": opening.language.lower()}
         return [{"role": "system", "content": _builtin("system", mode, values)},
                 {"role": "user", "content": _builtin("task", mode, values)}], "builtin-v1"
-    data = json.loads(Path(prompts_file).read_text())
+    template = read_template(prompts_file, mode)
+    return [{"role": "system", "content": fill(template["system"], opening)},
+            {"role": "user", "content": fill(template["task"], opening)}], digest(prompts_file)
+
+
+def read_template(prompts_file: str, mode: str) -> dict:
+    """The template a prompts file holds for `mode`, checked: runs call this before their first attempt, so a file
+    that is not one fails the run in one line instead of every attempt."""
+    try:
+        data = json.loads(existing_file(prompts_file).read_text())
+    except json.JSONDecodeError as e:
+        raise PromptsError(f"{prompts_file}: not JSON: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("templates"), dict):
+        raise PromptsError(f"{prompts_file}: not a prompts file (format {FORMAT}, as `swehero agent prompts extract` "
+                           "writes)")
     stage = STAGES[mode]
     if stage not in data["templates"]:
         raise PromptsError(f"{prompts_file} has no template for {mode} mode (it needs {stage} trajectories; it has "
                            f"{', '.join(data['templates'])})")
     template = data["templates"][stage]
-    return [{"role": "system", "content": fill(template["system"], opening)},
-            {"role": "user", "content": fill(template["task"], opening)}], digest(prompts_file)
+    for kind in ("system", "task"):
+        parts = template.get(kind) if isinstance(template, dict) else None
+        if not isinstance(parts, list) or not all(isinstance(p, str) or isinstance(p, dict) and p.get("field") in FIELDS
+                                                  for p in parts):
+            raise PromptsError(f"{prompts_file}: templates.{stage}.{kind}: not a list of text and {{\"field\": F}} "
+                               f"parts, F one of {', '.join(FIELDS)}")
+    return template
 
 
 def fill(parts: list, opening: Opening) -> str:

@@ -15,7 +15,9 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from swehero.agent.prompts import read_template
 from swehero.agent.settings import AgentSettings
+from swehero.errors import InputError
 from swehero.serve.server import ServeConfig
 
 
@@ -82,13 +84,16 @@ def serving(settings: AgentSettings, endpoints: list[str], serve: ServeConfig, l
     """`with serving(...) as (settings, urls)`: the endpoints the attempts use, and the settings naming the model.
 
     Listed `endpoints` first, else the agent's own `openai.base_url`, else a vLLM server started here for
-    `serve.model` and stopped on exit. Policies that query no model get no endpoint."""
+    `serve.model` and stopped on exit. Policies that query no model get no endpoint. The prompts file is checked
+    first: before a server starts, and once rather than in every attempt."""
+    if settings.prompts:
+        read_template(settings.prompts, settings.mode)
     if settings.policy != "openai":
         yield settings, []
     elif endpoints or settings.openai.base_url:
         yield settings, list(endpoints) or [settings.openai.base_url]
     elif not serve.model:
-        raise ValueError("the openai policy needs a model endpoint (endpoints / agent.openai.base_url) or a "
+        raise InputError("the openai policy needs a model endpoint (endpoints / agent.openai.base_url) or a "
                          "checkpoint to serve (serve.model)")
     else:
         from swehero.serve.server import VLLMServer
