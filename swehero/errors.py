@@ -2,7 +2,8 @@
 
 
 class InputError(ValueError):
-    """A file, folder or row given to swehero has the wrong shape. The message names it (file:line and field where
+    """A file, folder or row given to swehero has the wrong shape, or settings do not go together where only a run
+    can tell (a model policy with no model to ask). The message names it (file:line and field where
     there are some) and says what is wrong; the command line prints it as `Error: ...` (exit 1), not a traceback."""
 
 

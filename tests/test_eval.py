@@ -505,6 +505,26 @@ def test_a_folder_that_is_no_evaluation_is_named_without_a_traceback(tmp_path):
     assert result.exit_code == 1 and f"Error: no report.json in {folder}: not eval folders" in result.output
 
 
+def test_what_a_run_cannot_use_is_one_line_before_any_attempt(toy, tmp_path):
+    """Settings and files a run finds unusable only when it starts: `Error: ...`, exit 1, no attempt made (a bad
+    prompts file used to fail every attempt, each committed as an agent_error)."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    (tmp_path / "prompts.json").write_text(json.dumps({"zero": "not a prompts file"}))
+    cases = [(["--policy", "gold"], f"{toy} lacks eval_script"),  # the swebench grader, on tasks without images
+             (["--policy", "openai", "--grader", "local"], "the openai policy needs a model endpoint"),
+             (["--policy", "gold", "--grader", "local", "--shard", "4/2"], "shard '4/2': need 0 <= i < n"),
+             (["--policy", "oracle", "--grader", "local", "--prompts", str(tmp_path / "prompts.json")],
+              f"{tmp_path / 'prompts.json'}: not a prompts file (format swehero-prompts/1")]
+    for i, (args, message) in enumerate(cases):
+        out = tmp_path / f"run-{i}"
+        result = CliRunner().invoke(main, ["eval", "run", str(out), "--tasks", str(toy), *args])
+        assert result.exit_code == 1 and f"Error: {message}" in result.output, result.output
+        assert "Traceback" not in result.output and set(os.listdir(out)) <= {"eval.json"}, args
+
+
 def test_a_missing_repository_fails_the_command_after_the_others(toy, tmp_path):
     import shutil
 

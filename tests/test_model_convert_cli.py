@@ -73,11 +73,13 @@ def test_convert_stage(tmp_path):
 def test_a_folder_without_a_model_fails_before_any_rank_starts(tmp_path):
     from swehero.cli import main
 
-    config_only = tmp_path / "config-only"
-    config_only.mkdir()
-    (config_only / "config.json").write_text("{}")
+    config_only, llama = tmp_path / "config-only", tmp_path / "llama"
+    for folder, config in ((config_only, {}), (llama, {"model_type": "llama"})):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
     cases = [(tmp_path, f"{tmp_path}: no config.json (Hugging Face folder) or hf_config.json"),
-             (config_only, f"{config_only}: no model.safetensors.index.json or model.safetensors")]
+             (config_only, f"{config_only}: no model.safetensors.index.json or model.safetensors"),
+             (llama, f"{llama}: expected a qwen2 config, got model_type='llama'")]
     for source, message in cases:
         result = CliRunner().invoke(main, ["convert", "hf-to-mcore", str(source), str(tmp_path / "out")])
         assert result.exit_code == 1 and f"Error: {message}" in result.output, result.output

@@ -40,7 +40,7 @@ from swehero.agent.runtime import (
     shell_script,
 )
 from swehero.agent.taskenv import EnvError, TaskEnv, make_layer
-from swehero.errors import MissingInput
+from swehero.errors import InputError, MissingInput
 
 SYSTEM_DIRS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 """Top-level folders the sandbox shows read-only (as links where the host has merged /usr)."""
@@ -146,7 +146,7 @@ class LocalRuntime:
         self.bwrap = find_bwrap()
         if _under(root, (*SYSTEM_DIRS, "tmp", "proc", "dev", STATE_DIR.strip("/"), VENV_ROOT.strip("/"))) \
                 or root == "/":
-            raise ValueError(f"the repository cannot appear at {root} inside the sandbox: that path is the "
+            raise InputError(f"the repository cannot appear at {root} inside the sandbox: that path is the "
                              "sandbox's own; choose another agent root (e.g. /workspace/<name> or /testbed)")
         self.checkout, self.root, self.config, self.env = checkout.resolve(), root, config, env
         workdir.mkdir(parents=True, exist_ok=True)

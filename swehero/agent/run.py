@@ -11,6 +11,7 @@ from swehero.agent.prompts import Opening, opening_messages
 from swehero.agent.settings import AgentSettings
 from swehero.agent.task import OPENHANDS_ROOT, Task, agent_root
 from swehero.agent.tools import Tools
+from swehero.errors import InputError
 from swehero.jsonio import write_json_atomic
 
 
@@ -75,7 +76,7 @@ def _runtime(task: Task, settings: AgentSettings, root: str, source_repo: Path |
     from swehero.agent.local import LocalRuntime, check_repository
 
     if source_repo is None:
-        raise ValueError(f"{task.instance_id}: the local runtime needs the task's git repository (repos folder)")
+        raise InputError(f"{task.instance_id}: the local runtime needs the task's git repository (repos folder)")
     env = None
     if settings.mode == "exec":  # the agent runs the project: its python and pytest are the task's
         from swehero.agent.taskenv import ensure_env

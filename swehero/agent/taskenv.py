@@ -40,6 +40,7 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from swehero.errors import InputError
 from swehero.jsonio import write_json_atomic
 
 INSTALL_CONFIG = "install_config"
@@ -148,9 +149,9 @@ def install_spec(task: dict, settings: EnvSettings) -> InstallSpec:
         try:
             given = json.loads(given) if given.strip() else {}
         except json.JSONDecodeError as e:
-            raise ValueError(f"task {task.get('instance_id', '?')}: {INSTALL_CONFIG} is not JSON ({e})") from None
+            raise InputError(f"task {task.get('instance_id', '?')}: {INSTALL_CONFIG} is not JSON ({e})") from None
     if not isinstance(given, dict):
-        raise ValueError(f"task {task.get('instance_id', '?')}: {INSTALL_CONFIG} must be a mapping, got {given!r:.80}")
+        raise InputError(f"task {task.get('instance_id', '?')}: {INSTALL_CONFIG} must be a mapping, got {given!r:.80}")
     packages = given.get("pip_packages") or []
     if isinstance(packages, str):  # SWE-bench's older specs spell the list as one string
         packages = packages.split()

@@ -14,6 +14,8 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from swehero.errors import InputError
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -36,7 +38,7 @@ def select(records: Iterable[tuple[str, str]], selection: Selection) -> list[int
     for name in ("per_instance", "limit"):
         value = getattr(selection, name)
         if value is not None and value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+            raise InputError(f"{name} must be at least 1, got {value}")
     by_instance: dict[str, list[tuple[bytes, int]]] = {}
     for position, (instance_id, record_id) in enumerate(records):
         key = hashlib.sha256(f"{selection.seed}\0{record_id}".encode()).digest()  # ties (repeated ids): input order

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from swehero.data.prepare import PrepareConfig
+from swehero.errors import InputError
 from swehero.recipe.stage import InputPath, ModelRef, StageContext
 
 USES_MODEL = True  # the tokenizer defaults to the recipe's model tokenizer
@@ -36,7 +37,7 @@ def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
 
     tokenizer = settings.tokenizer or (ctx.model.tokenizer_path if ctx.model else None)
     if tokenizer is None:
-        raise ValueError("prepare needs a tokenizer: set `tokenizer` in the stage or a `model` section")
+        raise InputError("prepare needs a tokenizer: set `tokenizer` in the stage or a `model` section")
     out = ctx.dir / "dataset"
     prepare(list(settings.inputs), tokenizer, out, settings.prepare_config(ctx.seed))
     return {

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from swehero.data.render import ChatRenderer, Rendered, TemplateError
 from swehero.data.trajectory import template_messages
+from swehero.errors import InputError
 
 FORMAT = "swehero-verifier/1"
 """Identifies the judging message and truncation rule; recorded with examples and scores."""
@@ -53,7 +54,7 @@ def answer_token_ids(tokenizer) -> dict[bool, int]:
     for label, word in ANSWERS.items():
         ids = tokenizer.encode(word, add_special_tokens=False)
         if len(ids) != 1:
-            raise ValueError(f"the verifier answers {word!r}, which the tokenizer {tokenizer.name_or_path} splits "
+            raise InputError(f"the verifier answers {word!r}, which the tokenizer {tokenizer.name_or_path} splits "
                              f"into {tokenizer.convert_ids_to_tokens(ids)}: each answer must be one token")
         out[label] = ids[0]
     return out

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from swehero.agent.loop import LoopConfig
+from swehero.errors import InputError
 from swehero.rollout.local_grader import LocalGraderConfig
 
 STAGES = ("zero", "hero")
@@ -169,9 +170,9 @@ def fingerprint(record: dict) -> str:
 
 def active_rules(cfg: FilterConfig) -> list[Rule]:
     if cfg.stage not in STAGES:
-        raise ValueError(f"filter stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
+        raise InputError(f"filter stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
     if cfg.resolved_only and cfg.stage != "hero":
-        raise ValueError("resolved_only applies to the hero stage only")
+        raise InputError("resolved_only applies to the hero stage only")
     return [r for r in RULES if cfg.stage in r.stages and (r.name != "unresolved" or cfg.resolved_only)]
 
 
@@ -220,7 +221,7 @@ def _violates(rule: Rule, record: dict, cfg: FilterConfig, tasks: dict[str, dict
     elif "test_files" in meta:
         files = meta["test_files"]
     else:
-        raise ValueError(f"{record['instance_id']}: no test patch known (pass the task file: --tasks)")
+        raise InputError(f"{record['instance_id']}: no test patch known (pass the task file: --tasks)")
     return rule.check(record, cfg, files)
 
 
@@ -243,7 +244,7 @@ def _grade_ungraded(records: list[dict], tasks: dict[str, dict], cfg: FilterConf
     if not ungraded:
         return
     if not tasks:
-        raise ValueError("resolved_only needs the task file (--tasks) to grade ungraded trajectories")
+        raise InputError("resolved_only needs the task file (--tasks) to grade ungraded trajectories")
     repos = Path(cfg.repos) if cfg.repos else Path(cfg.tasks).parent / "repos"
     missing: list[str] = []
     with tempfile.TemporaryDirectory(prefix="swehero-grade-") as tmp:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from swehero.errors import InputError, MissingInput
+
 
 def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ()) -> Path:
     """Write `out_dir/distill.sbatch`, an sbatch script whose array task i runs `swehero distill --shard i/N --out
@@ -16,7 +18,7 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
     import yaml
 
     if shards < 1:
-        raise ValueError("--shards must be at least 1")
+        raise InputError("--shards must be at least 1")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     data = dataclasses.asdict(settings)
@@ -40,7 +42,6 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     stopped, or still runs) and is merged as far as it got, and listed as `unfinished`."""
     from swehero.distill.run import SUMMARY, TRAJECTORIES, key
     from swehero.distill.summary import summarize
-    from swehero.errors import MissingInput
     from swehero.jsonio import JsonlLog, write_json_atomic
 
     for shard in shard_dirs:

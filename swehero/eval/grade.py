@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from swehero.agent.local import MissingRepository
+from swehero.errors import InputError
 from swehero.eval.harness import (
     HarnessConfig,
     check_harness_dataset,
@@ -57,7 +58,7 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
     missing: set[str] = set()
     if settings.grader == "local":
         if repos is None:
-            raise ValueError("the local grader needs the folder of the task repositories (repos)")
+            raise InputError("the local grader needs the folder of the task repositories (repos)")
 
         def one(task: dict) -> None:
             iid = task["instance_id"]

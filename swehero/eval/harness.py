@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swehero.agent.docker_host import check_architecture, check_free_disk, docker_root
+from swehero.errors import InputError
 
 HARNESS_DIR = "harness"
 
@@ -69,7 +70,7 @@ def check_harness_dataset(tasks: list[dict], dataset: str) -> None:
     missing = sorted({name for task in tasks for name in needed if not task.get(name)})
     if missing:
         out = Path(dataset).with_suffix(".harness.jsonl")
-        raise ValueError(
+        raise InputError(
             f"{dataset} lacks {', '.join(missing)}, which swebench 5.0.2's harness needs to grade (each task's test "
             "spec names its image and eval script). Fix: build the instance images and write those columns with "
             f"`swehero eval images build --tasks {dataset} --out {out}`, then evaluate {out}; or grade against "

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from swehero.agent.settings import AgentSettings
+from swehero.errors import InputError
 from swehero.eval.grade import GradingSettings
 from swehero.eval.select import VerifierSettings
 from swehero.recipe.stage import InputPath
@@ -67,7 +68,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     from swehero.rollout.tasks import TESTS, load_selection, load_tasks, require
 
     if settings.heldout_trajectories and not settings.serve.model:
-        raise ValueError("heldout_trajectories needs `serve.model`: the checkpoint whose accuracy is measured")
+        raise InputError("heldout_trajectories needs `serve.model`: the checkpoint whose accuracy is measured")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = load_selection(settings, out_dir)

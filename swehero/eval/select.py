@@ -54,9 +54,9 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
 
     cfg = settings.serve
     if not cfg.model:
-        raise ValueError("selection needs the verifier checkpoint (verifier.serve.model / --verifier)")
+        raise InputError("selection needs the verifier checkpoint (verifier.serve.model / --verifier)")
     if settings.seq_length > cfg.max_model_len:
-        raise ValueError(f"verifier seq_length {settings.seq_length} exceeds the server's max_model_len "
+        raise InputError(f"verifier seq_length {settings.seq_length} exceeds the server's max_model_len "
                          f"{cfg.max_model_len}")
     out_dir = Path(out_dir)
     instance_ids, attempts = read_attempts([Path(f) for f in folders])

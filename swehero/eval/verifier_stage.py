@@ -3,6 +3,7 @@ a `train` stage on `<stage>/dataset` then trains the verifier."""
 
 from __future__ import annotations
 
+from swehero.errors import InputError
 from swehero.eval.verifier_data import Settings
 from swehero.recipe.stage import StageContext
 
@@ -16,6 +17,6 @@ def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
 
     tokenizer = settings.tokenizer or (ctx.model.tokenizer_path if ctx.model else None)
     if tokenizer is None:
-        raise ValueError("verifier_data needs a tokenizer: set `tokenizer` in the stage or a `model` section")
+        raise InputError("verifier_data needs a tokenizer: set `tokenizer` in the stage or a `model` section")
     build_verifier_data(settings, tokenizer, ctx.dir, seed=ctx.seed)
     return {"dataset": str(ctx.dir / DATASET), "examples": str(ctx.dir / EXAMPLES), "stats": str(ctx.dir / STATS)}

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from swehero.errors import InputError
+
 # Megatron name -> Hugging Face name; `*` is the layer index. Megatron names are the Transformer Engine
 # spec's; `LOCAL_SPEC_NAMES` gives the local spec's names for the two norms TE fuses into the next linear.
 NAME_MAP: dict[str, str] = {
@@ -74,9 +76,9 @@ def yarn(hf: dict[str, Any]) -> Yarn | None:
     if kind == "default":
         return None
     if kind != "yarn":
-        raise ValueError(f"rope scaling {kind!r} is not supported for Qwen2; use yarn or none")
+        raise InputError(f"rope scaling {kind!r} is not supported for Qwen2; use yarn or none")
     if scaling.get("attention_factor") is not None or scaling.get("mscale") or scaling.get("mscale_all_dim"):
-        raise ValueError("an explicit YaRN attention_factor/mscale is not supported: Qwen2.5 derives it from factor")
+        raise InputError("an explicit YaRN attention_factor/mscale is not supported: Qwen2.5 derives it from factor")
     return Yarn(
         factor=float(scaling["factor"]),
         original_max_position_embeddings=int(
@@ -88,12 +90,18 @@ def yarn(hf: dict[str, Any]) -> Yarn | None:
     )
 
 
+def check_supported(hf: dict[str, Any]) -> None:
+    """Raise `InputError` unless `hf` is a Qwen2 config this module converts."""
+    if hf.get("model_type") not in (None, "qwen2"):
+        raise InputError(f"expected a qwen2 config, got model_type={hf.get('model_type')!r}")
+    if hf.get("use_sliding_window"):
+        raise InputError("sliding-window attention is not supported (Qwen2.5 checkpoints ship with it off)")
+    yarn(hf)
+
+
 def transformer_config_kwargs(hf: dict[str, Any]) -> dict[str, Any]:
     """Megatron `TransformerConfig` fields for a Qwen2 `config.json` (parallel and dtype settings excluded)."""
-    if hf.get("model_type") not in (None, "qwen2"):
-        raise ValueError(f"expected a qwen2 config, got model_type={hf.get('model_type')!r}")
-    if hf.get("use_sliding_window"):
-        raise ValueError("sliding-window attention is not supported (Qwen2.5 checkpoints ship with it off)")
+    check_supported(hf)
     heads = hf["num_attention_heads"]
     kwargs: dict[str, Any] = dict(
         num_layers=hf["num_hidden_layers"],

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from swehero.errors import InputError
 from swehero.recipe.stage import InputPath, StageContext
 
 OUTPUTS = {"hf-to-mcore": "checkpoint", "mcore-to-hf": "hf"}
@@ -34,15 +35,20 @@ def convert(settings: Settings, out: Path) -> None:
     from swehero.model.folder import read_config, weight_files
     from swehero.model.launch import run_ranks
     from swehero.model.parallel import ParallelConfig
+    from swehero.model.qwen2 import check_supported
 
     parallel = ParallelConfig(tensor=settings.tp, pipeline=settings.pp)
     ranks, source = settings.tp * settings.pp, Path(settings.source)
-    read_config(source)  # a wrong folder fails here, in one line, not in each rank once it has imported Megatron
+    config = read_config(source)  # a wrong folder fails here in one line, not in each rank after importing Megatron
+    try:
+        check_supported(config)
+    except InputError as e:
+        raise InputError(f"{source}: {e}") from None
     if settings.direction == "hf-to-mcore":
         weight_files(source)
         run_ranks(convert_jobs.hf_to_mcore, ranks, source, out, parallel, settings.spec)
     elif settings.like is None:
-        raise ValueError("convert: mcore-to-hf needs `like`, the Hugging Face folder the model came from")
+        raise InputError("convert: mcore-to-hf needs `like`, the Hugging Face folder the model came from")
     else:
         run_ranks(convert_jobs.mcore_to_hf, ranks, source, out, Path(settings.like), parallel, settings.spec)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from swehero.errors import InputError
 from swehero.recipe.stage import StageContext
 
 RESUMABLE = True  # partial downloads live in the hub cache and resume; the stage folder only holds symlinks
@@ -53,7 +54,7 @@ def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
     outputs = {}
     for name, repo in settings.repos.items():
         if not repo.revision.strip():
-            raise ValueError(
+            raise InputError(
                 f"stage {ctx.name}: repos.{name}.revision is empty: pin {repo.repo_id} to a commit (40 hex digits, "
                 "from the repository's 'Files and versions' page), or write `main` to take the latest (the "
                 "manifest then records the commit it was); bundled recipes read it from an environment variable "

@@ -179,7 +179,7 @@ def require(tasks: list[dict], columns: tuple[str, ...], why: str) -> None:
     """Fail before any work starts when a task lacks what a later step needs, naming the step and the fix."""
     missing = sorted({name for task in tasks for name in columns if name not in task})
     if missing:
-        raise ValueError(f"the tasks lack {', '.join(missing)}, which {why} needs")
+        raise InputError(f"the tasks lack {', '.join(missing)}, which {why} needs")
 
 
 def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
@@ -234,9 +234,9 @@ def parse_shard(shard: str) -> tuple[int, int]:
     try:
         index, count = (int(part) for part in shard.split("/"))
     except ValueError:
-        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {shard!r}") from None
+        raise InputError(f"shard must look like i/n (e.g. 0/4), got {shard!r}") from None
     if not 0 <= index < count:
-        raise ValueError(f"shard {shard!r}: need 0 <= i < n")
+        raise InputError(f"shard {shard!r}: need 0 <= i < n")
     return index, count
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import swehero
-from swehero.errors import MissingInput
+from swehero.errors import InputError, MissingInput
 from swehero.model.folder import is_hf_folder, read_config
 from swehero.process import end_group
 from swehero.recipe.stage import ModelRef
@@ -101,7 +101,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def command(cfg: ServeConfig, port: int) -> list[str]:
     parser = tool_parser_for(cfg.model) if cfg.parser == "auto" else cfg.parser
     if parser not in PARSERS:
-        raise ValueError(f"unknown tool-call parser {parser!r}: choose from {', '.join(PARSERS)} or auto")
+        raise InputError(f"unknown tool-call parser {parser!r}: choose from {', '.join(PARSERS)} or auto")
     python = os.environ.get("SWEHERO_VLLM_PYTHON", sys.executable)
     args = [
         python, "-m", "vllm.entrypoints.openai.api_server",

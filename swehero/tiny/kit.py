@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from swehero.errors import InputError
+
 HERE = Path(__file__).parent
 
 # Qwen2.5's added tokens, in id order, with their `special` flag (from the Qwen2.5 Instruct tokenizer_config).
@@ -97,10 +99,10 @@ def build_tokenizer(vocab_size: int):
 def hf_config(cfg: TinyModelConfig, vocab_size: int, bos_id: int, eos_id: int) -> dict:
     """A config.json in the published Qwen2.5 format (what our converters and vLLM read)."""
     if cfg.hidden_size % HEAD_DIM:
-        raise ValueError(f"hidden_size {cfg.hidden_size} must be a multiple of head_dim {HEAD_DIM}")
+        raise InputError(f"hidden_size {cfg.hidden_size} must be a multiple of head_dim {HEAD_DIM}")
     heads = cfg.hidden_size // HEAD_DIM
     if heads % cfg.num_kv_heads:
-        raise ValueError(f"num_kv_heads {cfg.num_kv_heads} must divide the {heads} attention heads")
+        raise InputError(f"num_kv_heads {cfg.num_kv_heads} must divide the {heads} attention heads")
     return {
         "architectures": ["Qwen2ForCausalLM"],
         "attention_dropout": 0.0,

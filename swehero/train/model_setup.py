@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from swehero.errors import InputError
 from swehero.model.folder import is_hf_folder, read_config, write_folder_files
 from swehero.train.config import Settings, check_layout
 
@@ -131,12 +132,12 @@ def layer_spec(s: Settings, has_te: bool) -> str:
     if has_te:
         return "te"
     if s.precision == "fp8":
-        raise ValueError("precision fp8 needs Transformer Engine's layers (the GPU image): Megatron's local layers "
+        raise InputError("precision fp8 needs Transformer Engine's layers (the GPU image): Megatron's local layers "
                          "would silently train in bf16")
     if s.parallel.sequence_parallel:
-        raise ValueError("sequence_parallel needs Transformer Engine's layers (Megatron's local norms refuse it)")
+        raise InputError("sequence_parallel needs Transformer Engine's layers (Megatron's local norms refuse it)")
     if s.parallel.context > 1:
-        raise ValueError(f"context {s.parallel.context} needs Transformer Engine's attention (GPU image): it "
+        raise InputError(f"context {s.parallel.context} needs Transformer Engine's attention (GPU image): it "
                          "exchanges keys and values between the context-parallel ranks; Megatron's local "
                          "attention only runs with context 1")
     return "local"

@@ -10,6 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from swehero.errors import InputError
 from swehero.recipe.stage import StageContext
 from swehero.train.config import Settings
 
@@ -22,7 +23,7 @@ def job_file(settings: Settings, ctx: StageContext) -> Path:
 
     init = settings.init or (ctx.model.base if ctx.model else None)
     if init is None:
-        raise ValueError(f"stage {ctx.name}: set `init`, or the recipe's model.base")
+        raise InputError(f"stage {ctx.name}: set `init`, or the recipe's model.base")
     if not Path(init).exists():  # a hub id: fetch it once here, not in every training process
         from huggingface_hub import snapshot_download
 
@@ -47,7 +48,7 @@ def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
     from swehero.train.launch import torchrun_command
 
     if settings.nodes > 1:
-        raise ValueError(f"stage {ctx.name} spans {settings.nodes} nodes: launch it with "
+        raise InputError(f"stage {ctx.name} spans {settings.nodes} nodes: launch it with "
                          f"`swehero train RECIPE --stage {ctx.name} --launcher slurm`")
     job_file(settings, ctx)
     done = subprocess.run(torchrun_command(ctx.dir, settings.nodes * settings.gpus_per_node),
