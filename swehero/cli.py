@@ -4,7 +4,8 @@ so `swehero --help` stays fast and a broken optional dependency only breaks its 
 Every command stops on SIGTERM (`kill`, `timeout`, a scheduler) as on Ctrl-C: the stack unwinds, so what the
 command started goes with it (model servers, which run in their own process groups, attempt processes, sandboxes,
 containers) and nothing half-done is committed; the exit status is 143 (`serve start`, whose job is to serve until
-stopped, exits 0). Input a command cannot use (`errors.InputError`) is reported in one line, exit 1."""
+stopped, exits 0). Input a command cannot use (`errors.InputError`), and what it needs from this machine but
+cannot have (`errors.Unavailable`), are reported in one line, exit 1."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import importlib
 import click
 
 from swehero import __version__
-from swehero.errors import InputError
+from swehero.errors import InputError, Unavailable
 from swehero.process import exit_with_signal, on_sigterm
 
 # command name -> "module:attribute" of its click command or group
@@ -45,7 +46,7 @@ class LazyGroup(click.Group):
         with on_sigterm(exit_with_signal):
             try:
                 return super().invoke(ctx)
-            except InputError as e:
+            except (InputError, Unavailable) as e:
                 raise click.ClickException(str(e)) from None
 
 

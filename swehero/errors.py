@@ -1,12 +1,19 @@
-"""The one exception type for input a command cannot use. Standard library only: every layer raises it."""
+"""The two exception types the command line reports in one line, `Error: ...` (exit 1), not as a traceback: input a
+command cannot use, and something it needs from this machine that is not there. Standard library only: every layer
+raises them."""
 
 
 class InputError(ValueError):
     """A file, folder or row given to swehero has the wrong shape, or settings do not go together where only a run
-    can tell (a model policy with no model to ask). The message names it (file:line and field where
-    there are some) and says what is wrong; the command line prints it as `Error: ...` (exit 1), not a traceback."""
+    can tell (a model policy with no model to ask). The message names it (file:line and field where there are
+    some) and says what is wrong."""
 
 
 class MissingInput(InputError, FileNotFoundError):
     """A file or folder given to swehero lacks what it must hold (a model folder without its config, ...), or a
     dataset named is not where it can be read; still a FileNotFoundError for the callers that catch one."""
+
+
+class Unavailable(RuntimeError):
+    """What a command needs from this machine is missing or unreachable (a Docker engine, bubblewrap, disk space, an
+    x86_64 CPU for SWE-bench images). The message says what to do about it."""

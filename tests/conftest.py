@@ -114,11 +114,11 @@ def pytest_collection_modifyitems(config, items) -> None:
 def docker_base_image() -> str:
     """The base image of locally built instance images, the engine running; skips with the one-line reason when
     that cannot be had here."""
-    from swehero.eval.engine import DockerUnavailable
+    from swehero.errors import Unavailable
 
     try:
         return _DOCKER.wait()
-    except DockerUnavailable as e:
+    except Unavailable as e:
         pytest.skip(f"Docker unavailable: {e}")
 
 

@@ -25,6 +25,7 @@ from swehero.agent.local import LocalRuntime
 from swehero.agent.openai_policy import OpenAIConfig, OpenAIPolicy, assistant_message, parse_text_tool_calls
 from swehero.agent.policy import ContextLimit, PolicyError
 from swehero.agent.runtime import strip_history_script
+from swehero.errors import Unavailable
 
 
 def test_hermes_text_tool_calls_are_parsed():
@@ -167,7 +168,7 @@ def test_docker_exec_command_runs_and_times_out(tmp_path):
 def test_docker_runtime_without_engine_says_so(monkeypatch):
     pytest.importorskip("docker")
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    with pytest.raises(RuntimeError, match="cannot reach a Docker engine"):
+    with pytest.raises(Unavailable, match="no Docker engine is reachable"):
         DockerRuntime("swebench/sweb.eval.x86_64.x:latest")
 
 

@@ -19,6 +19,7 @@ from swehero.agent.local import SYSTEM_DIRS, VENV_ROOT, LocalRuntime, MissingRep
 from swehero.agent.runtime import STATE_DIR, RuntimeConfig
 from swehero.agent.taskenv import EnvSettings, ensure_env
 from swehero.agent.tools import MAX_OBSERVATION_CHARS, Tools
+from swehero.errors import Unavailable
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 ROOT = "/workspace/toy__calc__0.1"
@@ -133,7 +134,7 @@ def test_patch_includes_new_files_and_ignores_agent_git_config(rt):
 
 def test_missing_bwrap_says_how_to_install(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(RuntimeError, match="apt-get install bubblewrap"):
+    with pytest.raises(Unavailable, match="apt-get install bubblewrap"):
         find_bwrap()
 
 

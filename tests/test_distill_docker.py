@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from swehero.agent.container import swebench_image
-from swehero.eval.engine import client
+from swehero.agent.docker_host import client
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

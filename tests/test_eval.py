@@ -19,6 +19,7 @@ import pytest
 from swehero.agent.loop import LoopConfig
 from swehero.agent.openai_policy import OpenAIConfig
 from swehero.agent.settings import AgentSettings
+from swehero.errors import Unavailable
 from swehero.eval.grade import GRADES
 from swehero.agent.docker_host import check_architecture, check_free_disk
 from swehero.eval.harness import HarnessConfig, harness_kwargs, parse_harness
@@ -316,11 +317,11 @@ def test_paper_table():
 
 def test_guards():
     check_architecture("x86_64")
-    with pytest.raises(RuntimeError, match="x86_64 only"):
+    with pytest.raises(Unavailable, match="x86_64 only"):
         check_architecture("aarch64")
     check_architecture("arm64", remote=True)
     assert check_free_disk("/", 0.0, "x") > 0
-    with pytest.raises(RuntimeError, match="GiB required before pulling"):
+    with pytest.raises(Unavailable, match="GiB required before pulling"):
         check_free_disk("/", 1e9, "pulling images")
 
 
@@ -456,7 +457,7 @@ def test_harness_runs_up_to_the_docker_engine(toy, tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     out = evaluate(_settings(toy, "gold", limit=2), tmp_path / "run", progress=lambda _: None)
     ids = [row["instance_id"] for row in _lines(Path(out["predictions"]))]
-    with pytest.raises(RuntimeError, match="no Docker engine is reachable"):
+    with pytest.raises(Unavailable, match="no Docker engine is reachable"):
         run_harness(HarnessConfig(), tmp_path / "run", str(toy), Path(out["predictions"]), ids, {})
     with pytest.raises(docker.errors.DockerException):
         run_harness(HarnessConfig(min_free_gb=0), tmp_path / "run", str(toy), Path(out["predictions"]), ids, {})
@@ -506,8 +507,9 @@ def test_a_folder_that_is_no_evaluation_is_named_without_a_traceback(tmp_path):
 
 
 def test_what_a_run_cannot_use_is_one_line_before_any_attempt(toy, tmp_path):
-    """Settings and files a run finds unusable only when it starts: `Error: ...`, exit 1, no attempt made (a bad
-    prompts file used to fail every attempt, each committed as an agent_error)."""
+    """Settings, files and machines a run finds unusable only when it starts: `Error: ...`, exit 1, no attempt made
+    (a bad prompts file, or no Docker engine for the docker runtime, used to fail every attempt, each committed as
+    an agent_error)."""
     from click.testing import CliRunner
 
     from swehero.cli import main
@@ -517,10 +519,13 @@ def test_what_a_run_cannot_use_is_one_line_before_any_attempt(toy, tmp_path):
              (["--policy", "openai", "--grader", "local"], "the openai policy needs a model endpoint"),
              (["--policy", "gold", "--grader", "local", "--shard", "4/2"], "shard '4/2': need 0 <= i < n"),
              (["--policy", "oracle", "--grader", "local", "--prompts", str(tmp_path / "prompts.json")],
-              f"{tmp_path / 'prompts.json'}: not a prompts file (format swehero-prompts/1")]
+              f"{tmp_path / 'prompts.json'}: not a prompts file (format swehero-prompts/1"),
+             (["--policy", "oracle", "--grader", "local", "--runtime", "docker"], "no Docker engine is reachable"),
+             (["--policy", "oracle", "--grader", "local"], "bubblewrap (`bwrap`) is not installed")]
+    machine = {4: {"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}, 5: {"PATH": str(tmp_path / "bin")}}
     for i, (args, message) in enumerate(cases):
         out = tmp_path / f"run-{i}"
-        result = CliRunner().invoke(main, ["eval", "run", str(out), "--tasks", str(toy), *args])
+        result = CliRunner().invoke(main, ["eval", "run", str(out), "--tasks", str(toy), *args], env=machine.get(i))
         assert result.exit_code == 1 and f"Error: {message}" in result.output, result.output
         assert "Traceback" not in result.output and set(os.listdir(out)) <= {"eval.json"}, args
 

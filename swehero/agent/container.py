@@ -29,7 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from swehero.agent.docker_host import check_free_disk, docker_root
+from swehero.agent.docker_host import check_free_disk, client, docker_root
 from swehero.agent.editor import ToolError
 from swehero.agent.runtime import (
     STATE_DIR,
@@ -43,6 +43,7 @@ from swehero.agent.runtime import (
     strip_history_script,
 )
 from swehero.agent.task import SWEBENCH_ROOT
+from swehero.errors import Unavailable
 
 REAP_GRACE_S = 5.0
 """Seconds past a command's timeout before a watchdog kills every process the command started."""
@@ -198,15 +199,8 @@ class DockerRuntime:
     def __init__(self, image: str, root: str = SWEBENCH_ROOT, image_repo: str = SWEBENCH_ROOT,
                  config: RuntimeConfig = RuntimeConfig(), limits: DockerConfig = DockerConfig(),
                  base_commit: str | None = None) -> None:
-        import docker  # heavy and optional: only this runtime needs it
-
         self.root, self.config = root, config
-        try:
-            self.client = docker.from_env()
-            self.client.ping()
-        except docker.errors.DockerException as e:
-            raise RuntimeError(f"the docker runtime cannot reach a Docker engine ({e}); start Docker (or set "
-                               "DOCKER_HOST), or use the local runtime") from e
+        self.client = client()
         _require_image(self.client, image, limits.min_free_gb)
         self.image, self.prune_image = image, limits.prune_image
         self.container = self.client.containers.run(**container_kwargs(image, limits))
@@ -298,7 +292,7 @@ def _require_image(client, image: str, min_free_gb: float) -> None:
     try:
         client.images.pull(image)
     except docker.errors.APIError as e:
-        raise RuntimeError(
+        raise Unavailable(
             f"the Docker image {image} is not on this engine and could not be pulled ({e.explanation or e}). Build "
             "it from the task file with `swehero eval images build --tasks FILE`, or pull it where a registry is "
             "reachable") from e

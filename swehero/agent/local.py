@@ -40,7 +40,7 @@ from swehero.agent.runtime import (
     shell_script,
 )
 from swehero.agent.taskenv import EnvError, TaskEnv, make_layer
-from swehero.errors import InputError, MissingInput
+from swehero.errors import InputError, MissingInput, Unavailable
 
 SYSTEM_DIRS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 """Top-level folders the sandbox shows read-only (as links where the host has merged /usr)."""
@@ -63,7 +63,7 @@ def check_repository(path: Path, repo: str = "") -> None:
 def find_bwrap() -> str:
     path = shutil.which("bwrap")
     if path is None:
-        raise RuntimeError(
+        raise Unavailable(
             "bubblewrap (`bwrap`) is not installed; the local runtime needs it to sandbox commands. Install it with "
             "`sudo apt-get install bubblewrap` (Debian/Ubuntu), `sudo dnf install bubblewrap` (Fedora) or "
             "`conda install -c conda-forge bubblewrap`, or use `--runtime docker`."

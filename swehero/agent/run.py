@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from swehero.agent.loop import STAGE, run_episode
-from swehero.agent.prompts import Opening, opening_messages
+from swehero.agent.prompts import Opening, opening_messages, read_template
 from swehero.agent.settings import AgentSettings
 from swehero.agent.task import OPENHANDS_ROOT, Task, agent_root
 from swehero.agent.tools import Tools
@@ -15,10 +15,31 @@ from swehero.errors import InputError
 from swehero.jsonio import write_json_atomic
 
 
+SUBMITTING = ("gold", "empty")
+"""Policies that submit a patch with no episode: they need neither a runtime nor prompts."""
+
+
+def check_ready(settings: AgentSettings) -> None:
+    """What every attempt of a run will need from this machine and from the prompts file, checked once before the
+    first: a problem here would otherwise end each attempt alike, each committed as an agent_error."""
+    if settings.policy in SUBMITTING:
+        return
+    if settings.prompts:
+        read_template(settings.prompts, settings.mode)
+    if settings.runtime == "docker":
+        from swehero.agent.docker_host import client
+
+        client()
+    else:
+        from swehero.agent.local import find_bwrap
+
+        find_bwrap()
+
+
 def run_task(task: Task, settings: AgentSettings, out: Path | None = None, source_repo: Path | None = None,
              workdir: Path = Path("/tmp/swehero-agent")) -> dict:
     """Run one episode of `task` and return its trajectory record (written to `out` after every step)."""
-    if settings.policy in ("gold", "empty"):
+    if settings.policy in SUBMITTING:
         return _submission(task, settings, out)
     root = agent_root(settings.root or OPENHANDS_ROOT, task)
     opening, prompts = opening_messages(settings.prompts, settings.mode, Opening(

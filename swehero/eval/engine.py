@@ -24,6 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from swehero.agent.docker_host import client
+from swehero.errors import Unavailable
+
 SUITE = "bookworm"
 PACKAGES = ("python3", "python3-venv", "git", "patch")
 """What every instance image builds on: an interpreter that can make virtual environments, git (the agent's patch,
@@ -34,21 +37,12 @@ SETUP_LOCK = Path("/run/lock/swehero-docker-setup.lock")
 """Machine-wide, as what it guards is: not under TMPDIR, which differs between jobs on one cluster node."""
 
 
-class DockerUnavailable(RuntimeError):
+ENGINE_TIMEOUT_S = 600
+"""Per request to the engine: committing a built image layer takes minutes on a slow disk."""
+
+
+class DockerUnavailable(Unavailable):
     """No engine or no base image can be had here; the message says why in one line."""
-
-
-def client():
-    try:
-        import docker  # optional: only Docker work needs it
-    except ImportError:
-        raise DockerUnavailable("the docker SDK is not installed (pip install 'swehero[eval]')") from None
-    try:
-        engine = docker.from_env(timeout=600)
-        engine.ping()
-        return engine
-    except docker.errors.DockerException as e:
-        raise DockerUnavailable(f"no Docker engine is reachable ({e})") from None
 
 
 def _root_only(what: str) -> None:
@@ -79,14 +73,14 @@ def ensure_engine(wait_s: float = 60.0):
     """A client of a running engine: the one reachable now, else (as root) `dockerd` started here, installing
     `docker.io` first when it is missing."""
     try:
-        return client()
-    except DockerUnavailable as unreachable:
+        return client(ENGINE_TIMEOUT_S)
+    except Unavailable as unreachable:
         if "DOCKER_HOST" in os.environ:  # pointed at a remote or custom engine: not ours to start
             raise unreachable
     _root_only("starting a Docker engine")
     with setup_lock():
-        with contextlib.suppress(DockerUnavailable):
-            return client()  # started by another process while this one waited
+        with contextlib.suppress(Unavailable):
+            return client(ENGINE_TIMEOUT_S)  # started by another process while this one waited
         if shutil.which("dockerd") is None:
             _apt_install("docker.io")
         DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
@@ -95,8 +89,8 @@ def ensure_engine(wait_s: float = 60.0):
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                return client()
-            except DockerUnavailable:
+                return client(ENGINE_TIMEOUT_S)
+            except Unavailable:
                 if time.monotonic() > deadline:
                     tail = DOCKERD_LOG.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty)"]
                     raise DockerUnavailable(f"dockerd did not come up within {wait_s:g}s; {DOCKERD_LOG}: {tail[0]}")
@@ -190,7 +184,7 @@ def main() -> int:
     try:
         print(ensure_base_image(progress=lambda line: print(line, file=sys.stderr)))
         return 0
-    except DockerUnavailable as e:
+    except Unavailable as e:
         print(f"Docker unavailable: {e}")
         return 1
 

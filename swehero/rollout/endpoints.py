@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from swehero.agent.prompts import read_template
+from swehero.agent.run import check_ready
 from swehero.agent.settings import AgentSettings
 from swehero.errors import InputError
 from swehero.serve.server import ServeConfig
@@ -84,10 +84,9 @@ def serving(settings: AgentSettings, endpoints: list[str], serve: ServeConfig, l
     """`with serving(...) as (settings, urls)`: the endpoints the attempts use, and the settings naming the model.
 
     Listed `endpoints` first, else the agent's own `openai.base_url`, else a vLLM server started here for
-    `serve.model` and stopped on exit. Policies that query no model get no endpoint. The prompts file is checked
-    first: before a server starts, and once rather than in every attempt."""
-    if settings.prompts:
-        read_template(settings.prompts, settings.mode)
+    `serve.model` and stopped on exit. Policies that query no model get no endpoint. First, before a server starts,
+    it checks that attempts can run here at all (`check_ready`)."""
+    check_ready(settings)
     if settings.policy != "openai":
         yield settings, []
     elif endpoints or settings.openai.base_url:
