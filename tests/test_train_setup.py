@@ -124,7 +124,8 @@ def test_memory_model_terms_and_fit_warning(tmp_path):
     (folder / "config.json").write_text(json.dumps(QWEN25_CODER_32B))
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "stats.json").write_text(json.dumps({
-        "samples": {"train": 9000, "valid": 90}, "trajectories": {"kept": 30000}, "tokens": 30000 * 20000}))
+        "seq_length": 131072, "samples": {"train": 9000, "valid": 90}, "trajectories": {"kept": 30000},
+        "tokens": 30000 * 20000}))
     settings = Settings(data=str(tmp_path / "data"), nodes=4, parallel=ParallelConfig(**layout))
     plan = plan_stage("sft", settings, str(folder), mfu=0.45)
     assert plan.steps == 3 * 9000 // 32 and plan.tokens == plan.steps * 32 * 131072
@@ -179,7 +180,8 @@ def test_a_token_budget_per_step_sets_the_rows_and_is_checked_against_seq_length
     (folder / "config.json").write_text(json.dumps(QWEN25_CODER_32B))
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "stats.json").write_text(json.dumps({
-        "samples": {"train": 1000, "valid": 10}, "trajectories": {"kept": 3000}, "tokens": 3000 * 40000}))
+        "seq_length": 131072, "samples": {"train": 1000, "valid": 10}, "trajectories": {"kept": 3000},
+        "tokens": 3000 * 40000}))
     s = Settings(data=str(tmp_path / "data"), nodes=4, parallel=ParallelConfig(tensor=8, pipeline=4),
                  global_batch_tokens=8 * 131072)
     plan = plan_stage("sft", s, str(folder), mfu=0.45)
@@ -189,6 +191,36 @@ def test_a_token_budget_per_step_sets_the_rows_and_is_checked_against_seq_length
     text = format_plan(plan, 0.45)
     assert "global batch   8 rows x 131072 tokens = 1.05 M tokens per step" in text
     assert "steps          375, 125 per epoch  (393.22 M tokens)" in text
+
+
+def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path):
+    from swehero.errors import InputError, MissingInput
+    from swehero.train.plan import plan_stage
+    from swehero.train.stage import check_inputs
+
+    data, model, other = tmp_path / "data", tmp_path / "model", tmp_path / "other"
+    for folder in (data, model, other):
+        folder.mkdir()
+    (data / "stats.json").write_text(json.dumps({
+        "seq_length": 65536, "samples": {"train": 64, "valid": 1}, "trajectories": {"kept": 96}, "tokens": 96 * 40000}))
+    (model / "config.json").write_text(json.dumps({**QWEN25_CODER_32B, "model_type": "qwen2"}))
+    check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
+    # Rows of 65536 tokens under a model, plan and context split built for 131072: the plan warns, launch refuses.
+    longer = Settings(data=str(data), seq_length=131072)
+    with pytest.raises(InputError, match=f"stage sft: seq_length is 131072, but {data} was packed at 65536 tokens"):
+        check_inputs(longer, str(model), "sft")
+    assert any("was packed at 65536" in w for w in plan_stage("sft", longer, str(model), mfu=0.45).warnings)
+    (other / "config.json").write_text(json.dumps({**QWEN25_CODER_32B, "model_type": "llama"}))
+    with pytest.raises(InputError, match=f"stage sft: init {other}: expected a qwen2 config, got model_type='llama'"):
+        check_inputs(Settings(data=str(data), seq_length=65536), str(other), "sft")
+    (other / "config.json").unlink()
+    with pytest.raises(MissingInput, match="neither a Hugging Face folder .* nor a train stage's folder"):
+        check_inputs(Settings(data=str(data), seq_length=65536), str(other), "sft")
+    for missing_data, init in ((data / "nope", model), (data, tmp_path / "sft_zero/hf")):
+        with pytest.raises(MissingInput, match="stage sft cannot start: .* does not exist; run the stages that make"):
+            check_inputs(Settings(data=str(missing_data), seq_length=65536), str(init), "sft")
+    with pytest.raises(MissingInput, match=f"{model}: no stats.json"):
+        check_inputs(Settings(data=str(model), seq_length=65536), str(model), "sft")
 
 
 def test_serving_memory_of_the_published_configs():

@@ -4,6 +4,7 @@ relative run folder with the base model in a hub cache (huggingface_hub's layout
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,10 @@ CONFIGS = Path(__file__).parents[1] / "swehero" / "model" / "configs"
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
 
 
-def generate(tmp_path: Path, cache: Path) -> subprocess.CompletedProcess:
+def generate(tmp_path: Path, cache: Path, *options: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "hf-home")}
     command = [sys.executable, "-m", "swehero", "train", "hero-32b", "--stage", "sft_zero", "--launcher", "slurm",
-               "--container-image", "/images/swehero.sqsh", "--set", "run_dir=runs/h32"]
+               "--set", "run_dir=runs/h32", *options]
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -40,15 +41,16 @@ def hub(tmp_path) -> Path:
         "tokenizer.json": b"{}"})
     dataset = tmp_path / "runs/h32/prepare_zero/dataset"  # what the prepare stage leaves
     dataset.mkdir(parents=True)
-    for name in ("train_tokens.bin", "train_tokens.idx", "stats.json"):
+    for name in ("train_tokens.bin", "train_tokens.idx"):
         (dataset / name).write_text("x")
+    (dataset / "stats.json").write_text(json.dumps({"seq_length": 131072, "samples": {"train": 64, "valid": 1}}))
     return cache
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_the_hero_32b_job_mounts_every_path_its_workers_read(tmp_path, hub):
-    done = generate(tmp_path, hub)
+    done = generate(tmp_path, hub, "--container-image", "/images/swehero.sqsh")
     assert done.returncode == 0, done.stdout + done.stderr
     stage = tmp_path / "runs/h32/sft_zero"
     script = (stage / "train.sbatch").read_text()
@@ -66,11 +68,25 @@ def test_the_hero_32b_job_mounts_every_path_its_workers_read(tmp_path, hub):
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_a_job_whose_data_is_missing_is_refused_naming_the_path(tmp_path, hub):
+@pytest.mark.parametrize("where", ["container", "host"])
+def test_a_job_whose_data_is_missing_is_refused_naming_the_path(tmp_path, hub, where):
+    # On the host too: the job would otherwise fail on every node after its wait in the queue.
     for f in (tmp_path / "runs/h32/prepare_zero/dataset").iterdir():
         f.unlink()
     (tmp_path / "runs/h32/prepare_zero/dataset").rmdir()
-    done = generate(tmp_path, hub)
-    assert done.returncode != 0
-    assert f"{tmp_path}/runs/h32/prepare_zero/dataset does not exist" in done.stderr
+    done = generate(tmp_path, hub, *(["--container-image", "/images/swehero.sqsh"] if where == "container" else []))
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"Error: stage sft_zero cannot start: {tmp_path}/runs/h32/prepare_zero/dataset "
+                                   "does not exist; run the stages that make it first (swehero recipe run)")
     assert not (tmp_path / "runs/h32/sft_zero/train.sbatch").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_job_that_starts_from_a_stage_not_run_yet_is_refused_not_looked_up_on_the_hub(tmp_path, hub):
+    # sft_hero starts from sft_zero's folder: a local path, which must not be taken for a hub id.
+    shutil.copytree(tmp_path / "runs/h32/prepare_zero", tmp_path / "runs/h32/prepare_hero")
+    done = generate(tmp_path, hub, "--stage", "sft_hero")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"Error: stage sft_hero cannot start: {tmp_path}/runs/h32/sft_zero does not "
+                                   "exist; run the stages that make it first (swehero recipe run)")

@@ -36,7 +36,10 @@ from swehero.data.pack import BestFitPacker
 from swehero.data.render import ChatRenderer, fit_length, load_tokenizer
 from swehero.data.sources import Rejects, expand, parse_row, read_rows
 from swehero.data.trajectory import Reject, validate
+from swehero.errors import MissingInput
 
+STATS = "stats.json"
+"""A dataset's summary (seq_length, samples per split, tokens, ...), written last: a folder with it is complete."""
 HIST_BUCKET = 256
 """Width in tokens of the length-histogram buckets (stats keep a fixed-size histogram, not every length)."""
 
@@ -200,8 +203,8 @@ def _results(cfg: PrepareConfig, batches):
 def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfig) -> dict:
     """Build the packed dataset at `out`; returns the stats. A complete `out` is left as is (its stats returned)."""
     out = Path(out)
-    if (out / "stats.json").exists():
-        return json.loads((out / "stats.json").read_text())
+    if (out / STATS).exists():
+        return read_stats(out)
     files, tok = expand(inputs), load_tokenizer(tokenizer_path)  # before the partial folder: bad input leaves none
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftovers: restart cleanly
@@ -243,7 +246,7 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
     stats = _stats(n, rejects, dropped, hist, writers, cfg, seconds, pad_id)
     stats["cpu_seconds"] = round(cpu_seconds, 3)
     _plot_lengths(hist, cfg.seq_length, tmp / "lengths.png")
-    (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    (tmp / STATS).write_text(json.dumps(stats, indent=2) + "\n")
     tmp.replace(out)
     return stats
 
@@ -263,6 +266,14 @@ def _percentile(hist: np.ndarray, q: float) -> int:
     """Upper edge of the bucket holding the q-th percentile (exact to HIST_BUCKET tokens)."""
     c = np.cumsum(hist)
     return int((np.searchsorted(c, q / 100 * c[-1]) + 1) * HIST_BUCKET) if c[-1] else 0
+
+
+def read_stats(dataset: str | Path) -> dict:
+    """The stats of a finished dataset; MissingInput for a folder a `prepare` stage did not finish."""
+    path = Path(dataset) / STATS
+    if not path.is_file():
+        raise MissingInput(f"{dataset}: no {STATS}, so not a dataset `swehero data prepare` finished")
+    return json.loads(path.read_text())
 
 
 def _stats(n, rejects, dropped, hist, writers, cfg, seconds, pad_id) -> dict:

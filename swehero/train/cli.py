@@ -34,10 +34,7 @@ def train(recipe_file: str, stage_name: str | None, overrides: tuple[str, ...], 
         raise click.UsageError(f"{loaded.file}: no train stage" + (f" named {stage_name}" if stage_name else ""))
     if launcher == "torchrun":
         return run_recipe(loaded, plan(loaded, only=stage.name), echo=click.echo)
-    try:
-        script = slurm_job(loaded, stage, list(sbatch_options), container_image)
-    except FileNotFoundError as e:
-        raise click.ClickException(str(e)) from None
+    script = slurm_job(loaded, stage, list(sbatch_options), container_image)
     click.echo(f"wrote {script}")
     if submit:
         subprocess.run(["sbatch", str(script)], check=True)

@@ -61,7 +61,7 @@ class Settings:
     """Weights to start from: a Hugging Face folder or hub id (downloaded into the Hugging Face cache), or an
     earlier train stage's folder (its final checkpoint). Default: the recipe's `model.base`."""
     seq_length: int = 131072
-    """Tokens per packed sequence; must equal the dataset's (paper: 128k with YaRN)."""
+    """Tokens per packed sequence; must equal the dataset's, checked at launch (paper: 128k with YaRN)."""
     rope_scaling: dict | None = None
     """Overrides the checkpoint's `rope_scaling`, e.g. {type: yarn, factor: 4, original_max_position_embeddings: 32768}."""
     global_batch_size: int = 32

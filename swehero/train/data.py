@@ -9,12 +9,13 @@ a fixed function of (seed, step), so a resumed run reads exactly what the uninte
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from swehero.data.prepare import read_stats
 
 
 @dataclass
@@ -43,7 +44,7 @@ class PackedSequences:
         from megatron.core.datasets.indexed_dataset import IndexedDataset
 
         folder = Path(folder)
-        stats = json.loads((folder / "stats.json").read_text())
+        stats = read_stats(folder)
         self.seq_length = int(stats["seq_length"])
         self.documents = [0]
         if not stats["samples"][split]:  # an empty split (no instance drawn for it): Megatron cannot map its file
@@ -73,6 +74,15 @@ class PackedSequences:
             position_ids=position_ids(lengths),
             doc_lengths=lengths,
         )
+
+
+def seq_length_mismatch(seq_length: int, dataset: str | Path, stats: dict) -> str | None:
+    """Why a stage of `seq_length` cannot train on a dataset with these stats, if it cannot: the model, the memory
+    plan and the context-parallel split are built for `seq_length`, every sample has the dataset's length."""
+    if stats["seq_length"] != seq_length:
+        return (f"seq_length is {seq_length}, but {dataset} was packed at {stats['seq_length']} tokens per sample: "
+                "set them equal")
+    return None
 
 
 def steps_for(num_samples: int, global_batch_size: int, epochs: float, steps: int | None) -> int:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
+from swehero.data.prepare import read_stats
 from swehero.train import model_setup
 from swehero.train.checkpoint import Checkpointer, is_reporting_rank
 from swehero.train.config import Settings, rows_per_step
@@ -71,7 +71,7 @@ def train(job: TrainJob) -> None:
 
 
 def total_steps_of(s: Settings) -> int:
-    stats = json.loads((Path(s.data) / "stats.json").read_text())
+    stats = read_stats(s.data)
     return steps_for(stats["samples"]["train"], rows_per_step(s), s.epochs, s.steps)
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from swehero.data.prepare import STATS, read_stats
 from swehero.model.folder import known_config
 from swehero.train.config import LayoutError, Settings, check_layout, rows_per_step
-from swehero.train.data import steps_for
+from swehero.train.data import seq_length_mismatch, steps_for
 from swehero.train.memory import GPU_MEMORY_GIB, RUNTIME_OVERHEAD_GIB, GiB, MemoryEstimate, dims, estimate, parameter_count
 from swehero.train.metrics import H100_BF16_PEAK_FLOPS, training_flops_per_token
 
@@ -52,10 +52,11 @@ def plan_stage(name: str, settings: Settings, model_ref: str, mfu: float) -> Sta
     if memory.total_gib > GPU_MEMORY_GIB:
         warnings.append(f"needs ~{memory.total_gib:.0f} GiB per GPU, more than {GPU_MEMORY_GIB:.0f} GiB: add tensor/"
                         "pipeline/context parallelism or full recompute")
-    stats_file = Path(settings.data) / "stats.json"
     samples, mean_doc = None, settings.seq_length / 4
-    if stats_file.exists():
-        stats = json.loads(stats_file.read_text())
+    if (Path(settings.data) / STATS).exists():
+        stats = read_stats(settings.data)
+        if problem := seq_length_mismatch(settings.seq_length, settings.data, stats):
+            warnings.append(problem)
         samples = stats["samples"].get("train")
         if stats["trajectories"]["kept"]:
             mean_doc = stats["tokens"] / stats["trajectories"]["kept"]

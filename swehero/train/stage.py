@@ -10,8 +10,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from swehero.errors import InputError
-from swehero.recipe.stage import StageContext
+from swehero.errors import InputError, MissingInput, Unavailable
+from swehero.recipe.stage import HUB_ID, StageContext
 from swehero.train.config import Settings
 
 USES_MODEL = True
@@ -24,16 +24,49 @@ def job_file(settings: Settings, ctx: StageContext) -> Path:
     init = settings.init or (ctx.model.base if ctx.model else None)
     if init is None:
         raise InputError(f"stage {ctx.name}: set `init`, or the recipe's model.base")
-    if not Path(init).exists():  # a hub id: fetch it once here, not in every training process
+    if not Path(init).exists() and HUB_ID.match(init):  # fetch it once here, not in every training process
         from huggingface_hub import snapshot_download
 
-        init = snapshot_download(init, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"])
+        try:
+            init = snapshot_download(init, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"])
+        except OSError as e:  # offline, unknown repository, no access: the hub's own words say which
+            raise Unavailable(f"stage {ctx.name}: cannot fetch {init} from the Hugging Face hub: {e}") from None
+    check_inputs(settings, init, ctx.name)
     # Absolute paths: the workers may start in another folder (a container, another node).
     fields = {**dataclasses.asdict(settings), "data": os.path.abspath(settings.data)}
     path = ctx.dir / JOB_FILE
     path.write_text(json.dumps({"settings": fields, "dir": str(ctx.dir), "init": os.path.abspath(init),
                                 "seed": ctx.seed, "name": ctx.name}, indent=2))
     return path
+
+
+def check_inputs(settings: Settings, init: str, name: str) -> None:
+    """What every worker would otherwise fail on, each after importing Megatron (or a Slurm job after its wait in
+    the queue), checked once before any starts: the data and the initial weights exist, the data was packed at
+    the stage's seq_length, and a Hugging Face folder holds a Qwen2 model."""
+    from swehero.data.prepare import read_stats
+    from swehero.model.folder import is_hf_folder, read_config
+    from swehero.model.qwen2 import check_supported
+    from swehero.train.data import seq_length_mismatch
+
+    for path in (settings.data, init):
+        if not Path(path).exists():  # an earlier stage's output, not made yet
+            raise not_made_yet(name, f"{os.path.abspath(path)} does not exist")
+    if problem := seq_length_mismatch(settings.seq_length, settings.data, read_stats(settings.data)):
+        raise InputError(f"stage {name}: {problem}")
+    if is_hf_folder(init):
+        try:
+            check_supported(read_config(init))
+        except InputError as e:
+            raise InputError(f"stage {name}: init {init}: {e}") from None
+    elif not (Path(init) / "checkpoints").is_dir():
+        raise MissingInput(f"stage {name}: init {init} is neither a Hugging Face folder (config.json) nor a train "
+                           "stage's folder (checkpoints/)")
+
+
+def not_made_yet(stage: str, missing: str) -> MissingInput:
+    return MissingInput(f"stage {stage} cannot start: {missing}; run the stages that make it first "
+                        "(swehero recipe run)")
 
 
 def paths_read(job_path: Path) -> list[Path]:
@@ -64,8 +97,8 @@ def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
 
 def slurm_job(recipe, stage, sbatch_options: list[str], container_image: str | None) -> Path:
     """Write the stage's job file and an sbatch script for it (one torchrun per node) into the stage folder;
-    returns the script. In a container, every folder the workers read is mounted, or the error names the one
-    that does not exist yet."""
+    returns the script. What the workers read must exist (or the error names it) before the job waits in a queue;
+    in a container, every folder they read is mounted."""
     from swehero.recipe.engine import stage_dir
     from swehero.train.launch import container_mounts, slurm_script
 
@@ -74,11 +107,11 @@ def slurm_job(recipe, stage, sbatch_options: list[str], container_image: str | N
     job = job_file(stage.settings, StageContext(stage.name, folder.resolve(), recipe.seed, recipe.model, {},
                                                 resume=True))
     try:
-        mounts = container_mounts(paths_read(job)) if container_image else []
+        mounts = container_mounts(paths_read(job))  # also checks every path and symlink target exists
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"stage {stage.name} cannot run in a container: it reads {e}; run the stages that "
-                                "make it first (swehero recipe run)") from None
+        raise not_made_yet(stage.name, str(e)) from None
     script = folder / "train.sbatch"
     script.write_text(slurm_script(folder, stage.settings.nodes, stage.settings.gpus_per_node,
-                                   f"{recipe.name}-{stage.name}", sbatch_options, container_image, mounts))
+                                   f"{recipe.name}-{stage.name}", sbatch_options, container_image,
+                                   mounts if container_image else []))
     return script
