@@ -83,4 +83,9 @@ def test_a_folder_without_a_model_fails_before_any_rank_starts(tmp_path):
     for source, message in cases:
         result = CliRunner().invoke(main, ["convert", "hf-to-mcore", str(source), str(tmp_path / "out")])
         assert result.exit_code == 1 and f"Error: {message}" in result.output, result.output
+    # Back to Hugging Face: a Hugging Face folder (or a train stage's folder) is no Megatron checkpoint.
+    result = CliRunner().invoke(main, ["convert", "mcore-to-hf", str(config_only), str(tmp_path / "out"),
+                                       "--like", str(config_only)])
+    message = f"Error: {config_only}: no hf_config.json, so not a Megatron checkpoint of swehero's"
+    assert result.exit_code == 1 and message in result.output, result.output
     assert not (tmp_path / "out").exists()

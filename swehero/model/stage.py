@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from swehero.errors import InputError
+from swehero.errors import InputError, MissingInput
 from swehero.recipe.stage import InputPath, StageContext
 
 OUTPUTS = {"hf-to-mcore": "checkpoint", "mcore-to-hf": "hf"}
@@ -31,24 +31,32 @@ class Settings:
 
 def convert(settings: Settings, out: Path) -> None:
     """Run the conversion on tp * pp ranks, writing `out` (a Megatron checkpoint or a Hugging Face folder)."""
-    from swehero.model import convert_jobs
-    from swehero.model.folder import read_config, weight_files
-    from swehero.model.launch import run_ranks
-    from swehero.model.parallel import ParallelConfig
+    from swehero.model.folder import CHECKPOINT_CONFIG, read_config, weight_files
     from swehero.model.qwen2 import check_supported
 
-    parallel = ParallelConfig(tensor=settings.tp, pipeline=settings.pp)
-    ranks, source = settings.tp * settings.pp, Path(settings.source)
-    config = read_config(source)  # a wrong folder fails here in one line, not in each rank after importing Megatron
+    # A wrong folder fails here in one line, not in each rank after importing Megatron.
+    source = Path(settings.source)
+    if settings.direction == "mcore-to-hf":
+        if settings.like is None:
+            raise InputError("convert: mcore-to-hf needs `like`, the Hugging Face folder the model came from")
+        if not (source / CHECKPOINT_CONFIG).is_file():
+            raise MissingInput(f"{source}: no {CHECKPOINT_CONFIG}, so not a Megatron checkpoint of swehero's "
+                               "(`convert hf-to-mcore`'s output, or a train stage's checkpoints/step-N)")
+    config = read_config(source)
     try:
         check_supported(config)
     except InputError as e:
         raise InputError(f"{source}: {e}") from None
     if settings.direction == "hf-to-mcore":
         weight_files(source)
+
+    from swehero.model import convert_jobs
+    from swehero.model.launch import run_ranks
+    from swehero.model.parallel import ParallelConfig
+
+    parallel, ranks = ParallelConfig(tensor=settings.tp, pipeline=settings.pp), settings.tp * settings.pp
+    if settings.direction == "hf-to-mcore":
         run_ranks(convert_jobs.hf_to_mcore, ranks, source, out, parallel, settings.spec)
-    elif settings.like is None:
-        raise InputError("convert: mcore-to-hf needs `like`, the Hugging Face folder the model came from")
     else:
         run_ranks(convert_jobs.mcore_to_hf, ranks, source, out, Path(settings.like), parallel, settings.spec)
 
