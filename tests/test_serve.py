@@ -109,6 +109,25 @@ def test_a_folder_that_is_no_model_is_named_before_vllm_starts(tmp_path):
     assert "swehero convert mcore-to-hf" in result.output and not (tmp_path / "vllm.log").exists()
 
 
+def test_a_port_another_server_holds_is_refused_before_vllm_starts(tmp_path, tiny_model_dir):
+    """Another server on the port would answer the health checks while vLLM loads: the run would use its model."""
+    import socket
+
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = CliRunner().invoke(main, ["serve", str(tiny_model_dir), "--port", str(port),
+                                           "--log", str(tmp_path / "vllm.log")])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: 127.0.0.1:{port} is taken (Address already in use), so another server")
+    assert not (tmp_path / "vllm.log").exists()
+
+
 def test_socket_folders_fit_a_socket_address(tmp_path, monkeypatch):
     with tempfile.TemporaryDirectory(dir="/tmp") as short:  # tmp_path itself may already be too long
         monkeypatch.setattr(tempfile, "tempdir", short)

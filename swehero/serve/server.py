@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import swehero
-from swehero.errors import InputError, MissingInput
+from swehero.errors import InputError, MissingInput, Unavailable
 from swehero.model.folder import is_hf_folder, read_config
 from swehero.process import end_group
 from swehero.recipe.stage import ModelRef
@@ -98,6 +98,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Unavailable if another process listens on `port`: it would answer our health checks while vLLM loads, so
+    a run would talk to whatever model that server holds."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as vLLM's server binds: TIME_WAIT is free
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise Unavailable(f"{host}:{port} is taken ({e.strerror}), so another server would answer for this one: "
+                              "stop it, or choose another port (0 picks a free one)") from None
+
+
 def command(cfg: ServeConfig, port: int) -> list[str]:
     parser = tool_parser_for(cfg.model) if cfg.parser == "auto" else cfg.parser
     if parser not in PARSERS:
@@ -152,6 +164,8 @@ class VLLMServer:
         if Path(self.cfg.model).exists() and not is_hf_folder(self.cfg.model):  # now, not after vLLM's start-up
             raise MissingInput(f"{self.cfg.model}: no config.json, so not a Hugging Face model folder vLLM can serve "
                                "(a Megatron checkpoint is exported with `swehero convert mcore-to-hf`)")
+        if self.cfg.port:
+            check_port_free(self.cfg.host, self.port)
         env = dict(os.environ)
         # The plugin imports swehero.toolcalls (standard library only), also from vLLM's own environment.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(swehero.__file__).parents[1]), env.get("PYTHONPATH")]))
