@@ -128,13 +128,36 @@ def test_leak_audit_leaves_ordinary_commands_alone(command):
     assert seeking_commands({"messages": [_bash(command)]}, base_commit="abcdef1234" + "0" * 30) == []
 
 
+def _report(outcomes: dict[str, bool], **fields) -> dict:
+    """A single run's report.json with the fields `compare` reads."""
+    resolved = sum(outcomes.values())
+    return {"model": "m", "benchmark": "toy", "total": len(outcomes), "resolved": resolved,
+            "resolved_rate": resolved / len(outcomes), "ci95": [0.0, 1.0], "paper": None,
+            "tool_calls": {"valid": 1, "turns": 1, "valid_rate": 1.0}, "teacher_forced": None, "outcomes": {},
+            "averages": {}, "attempts": {"max": 1, "retried": 0}, **_single(outcomes), **fields}
+
+
 def test_compare_warns_when_runs_used_different_prompts(tmp_path):
-    report = {"model": "m", "benchmark": "toy", "total": 1, "resolved": 1, "resolved_rate": 1.0, "ci95": [0.2, 1.0],
-              "paper": None, "tool_calls": {"valid": 1, "turns": 1, "valid_rate": 1.0}, "teacher_forced": None,
-              "outcomes": {}, "averages": {}, "instances": [{"instance_id": "a", "outcome": "resolved"}],
-              "pending_ids": [], "attempts": {"max": 1, "retried": 0}}
     for name, prompts in (("one", ["builtin-v1"]), ("two", ["sha256:ab"])):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "report.json").write_text(json.dumps({**report, "prompts": prompts}))
+        (tmp_path / name / "report.json").write_text(json.dumps(_report({"a": True}, prompts=prompts)))
     table = compare([tmp_path / "one", tmp_path / "two"])
     assert "**warning:** the runs used different prompts (one: builtin-v1; two: sha256:ab)" in table
+    assert "instances" not in table.split("**warning:**", 1)[1]  # same tasks: no word about them
+
+
+def test_compare_warns_when_runs_are_over_other_tasks(tmp_path):
+    """Another --limit, --shard or task file: the resolved rates side by side are then over different tasks."""
+    ids = [f"t{n}" for n in range(6)]
+    runs = {"all": _report({i: n < 3 for n, i in enumerate(ids)}),
+            "first-half": _report({i: True for i in ids[:3]}),
+            "others": _report({"u1": True, "u2": False})}
+    for name, report in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(report))
+    table = compare([tmp_path / name for name in runs])
+    assert ("**warning:** first-half evaluated 3 instances, 3 of all's 6: its rates are over other tasks; the paired "
+            "difference uses the shared ones alone") in table
+    assert "**warning:** others evaluated 2 instances, 0 of all's 6: no task in common, so the rates do not compare" \
+        in table
+    assert "(paired bootstrap over 3 instances)" in table

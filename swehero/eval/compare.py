@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from swehero.eval.report import OUTCOMES
-from swehero.eval.runs import EvalFolderError, paired_difference, percent
+from swehero.eval.runs import EvalFolderError, paired_difference, percent, resolve_fractions
 
 
 def _resolved(report: dict) -> str:
@@ -75,6 +75,14 @@ def warnings(names: list[str], reports: list[dict]) -> list[str]:
         out.append(f"{', '.join(retried)} retried attempts that ended without a patch, which raises pass@1")
     if len({r["benchmark"] for r in reports}) > 1:
         out.append("the runs are on different benchmarks")
+    baseline = set(resolve_fractions(reports[0]))
+    for name, report in zip(names[1:], reports[1:]):
+        mine = set(resolve_fractions(report))
+        if mine != baseline:  # another --limit, --shard or task file: the rates above are over other tasks
+            shared = len(mine & baseline)
+            out.append(f"{name} evaluated {len(mine)} instances, {shared} of {names[0]}'s {len(baseline)}: "
+                       + ("its rates are over other tasks; the paired difference uses the shared ones alone" if shared
+                          else "no task in common, so the rates do not compare"))
     return out
 
 
