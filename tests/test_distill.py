@@ -151,21 +151,27 @@ def test_kill_9_takes_the_attempt_processes_with_it(toy, tmp_path, stalled_teach
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_ctrl_c_lets_the_running_attempts_finish_and_commit(toy, tmp_path, stalled_teacher):
-    """After one Ctrl-C no attempt starts; the two running ones end when their teacher goes away, are committed, and
+    """After one Ctrl-C no attempt starts; the two running ones end when their teacher answers, are committed, and
     the command then exits as interrupted."""
     url, held = stalled_teacher
     out = tmp_path / "out"
     argv = [str(Path(sys.executable).parent / "swehero"), "distill", "run", "--tasks", str(toy), "--mode", "zero",
-            "--policy", "openai", "--workers", "2", "--request-retries", "0", "--endpoints", url, "--out", str(out)]
+            "--policy", "openai", "--openai-model", "teacher", "--workers", "2", "--request-retries", "0",
+            "--endpoints", url, "--out", str(out)]
     proc, children = _start_waiting_run(argv, held, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         proc.send_signal(signal.SIGINT)
         time.sleep(3)
         assert proc.poll() is None and len(_alive(children)) == 2, "Ctrl-C ended the running attempts"
-        for connection in held:  # the teacher goes away: each attempt ends as an agent error
+        for connection in held:  # the teacher answers that the conversation is too long: each episode ends there
+            body = b'{"error": {"message": "maximum context length is 64 tokens"}}'
+            connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: "
+                               + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
             connection.close()
         assert proc.wait(timeout=60) == 1
-        committed = sorted(r["instance_id"] for r in lines(out / "failures.jsonl"))
+        records = lines(out / "trajectories.jsonl")
+        assert {r["metadata"]["finish_reason"] for r in records} == {"context_limit"}
+        committed = sorted(r["instance_id"] for r in records)
         assert committed == sorted(t["instance_id"] for t in lines(toy)[:2])  # the two running; none started after
     finally:
         proc.kill()
@@ -279,6 +285,22 @@ def test_endpoint_pool_least_loaded_and_dead_endpoints(tmp_path):
     with pytest.raises(NoLiveEndpoint), pool.borrow():
         pass
     assert pool.report() == [{"url": dead, "episodes": 1, "dead": True}]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_run_whose_endpoints_stop_answering_stops_and_commits_nothing_for_them(toy, tmp_path):
+    """Committed as agent errors, the attempts left would never be redone by a resume: the run stops instead."""
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "swehero", "distill", "run", "--tasks", str(toy), "--mode", "zero",
+                           "--policy", "openai", "--request-retries", "0", "--no-progress", "--endpoints", dead,
+                           "--out", str(out)], capture_output=True, text=True, timeout=100)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().endswith(f"Error: no model endpoint answers (GET /models) any more: {dead}; the "
+                                        "attempts committed are kept, and the same command resumes with the rest "
+                                        "once one answers")
+    assert not any(lines(out / name) for name in ("trajectories.jsonl", "failures.jsonl") if (out / name).exists())
 
 
 @pytest.mark.slow

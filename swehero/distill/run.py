@@ -6,7 +6,8 @@ process per episode with a hard time limit, teacher endpoints with least-loaded 
 Output and resume: one canonical trajectory per line, appended, flushed and fsynced when its episode ends
 (`swehero.jsonio.JsonlLog`, keyed by `(instance_id, rollout)`). A rerun after any interruption, `kill -9` included,
 skips the committed pairs and redoes the rest: nothing twice, nothing lost. Episodes that failed for infrastructure
-reasons (crash, every teacher down) are logged to `failures.jsonl` and retried by the next run.
+reasons (a crash) are logged to `failures.jsonl` and retried by the next run; when every teacher is down the run
+stops instead (`swehero.rollout.endpoints`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ run), least-loaded dispatch and failover.
 
 Each attempt borrows the live endpoint with the fewest attempts in flight (ties go to the one listed first) and
 returns it when done. An attempt that ends in an `agent_error` makes the pool probe that endpoint's `/models`; an
-endpoint that does not answer is marked dead, never chosen again, and the attempt is retried on another one.
+endpoint that does not answer is marked dead, never chosen again, and the attempt is retried on another one. When
+none is left the run stops, committing nothing for the attempts that found them dead.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from pathlib import Path
 
 from swehero.agent.run import check_ready
 from swehero.agent.settings import AgentSettings
-from swehero.errors import InputError
+from swehero.errors import InputError, Unavailable
 from swehero.serve.server import ServeConfig
 
 
-class NoLiveEndpoint(RuntimeError):
-    """Every endpoint is dead."""
+class NoLiveEndpoint(Unavailable):
+    """Every endpoint is dead. The run stops rather than commit its remaining attempts as agent errors, which a
+    resume would never redo."""
 
 
 @dataclass
@@ -58,7 +60,9 @@ class EndpointPool:
         with self._lock:
             live = [e for e in self.endpoints if not e.dead]
             if not live:
-                raise NoLiveEndpoint(f"all teacher endpoints are dead: {', '.join(e.url for e in self.endpoints)}")
+                raise NoLiveEndpoint(f"no model endpoint answers (GET /models) any more: "
+                                     f"{', '.join(e.url for e in self.endpoints)}; the attempts committed are kept, "
+                                     "and the same command resumes with the rest once one answers")
             chosen = min(live, key=lambda e: e.in_flight)
             chosen.in_flight += 1
             chosen.served += 1

@@ -29,12 +29,10 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from swehero.agent.run import bare_record
 from swehero.agent.local import MissingRepository, check_repository
 from swehero.agent.settings import AgentSettings
-from swehero.agent.task import Task
 from swehero.rollout.attempt import attempt_in_child
-from swehero.rollout.endpoints import EndpointPool, NoLiveEndpoint
+from swehero.rollout.endpoints import EndpointPool
 from swehero.rollout.tasks import repo_dir
 
 
@@ -142,19 +140,12 @@ def _attempt(job: Job, settings: AgentSettings, source: Path | None, workdir: Pa
              stop: threading.Event) -> dict | None:
     if pool is None:
         return attempt_in_child(job.task, settings, source, workdir, stop)
-    record = None
-    for _ in pool.endpoints:  # each failover moves to another endpoint, so this many tries suffice
-        try:
-            with pool.borrow() as endpoint:
-                with_url = replace(settings, openai=replace(settings.openai, base_url=endpoint.url))
-                record = attempt_in_child(job.task, with_url, source, workdir, stop)
-        except NoLiveEndpoint as e:
-            record = bare_record(Task.from_row(job.task), settings, "agent_error", error=str(e))
-            record["metadata"]["seconds"] = 0.0
-            return record
+    while True:  # each failover marks an endpoint dead: once all are, `borrow` raises NoLiveEndpoint
+        with pool.borrow() as endpoint:
+            with_url = replace(settings, openai=replace(settings.openai, base_url=endpoint.url))
+            record = attempt_in_child(job.task, with_url, source, workdir, stop)
         if record is None or record["metadata"]["finish_reason"] != "agent_error" or pool.check(endpoint):
-            break
-    return record
+            return record
 
 
 @contextlib.contextmanager
