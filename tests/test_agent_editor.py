@@ -133,6 +133,19 @@ def test_binary_files_are_refused(ed, repo):
     assert "File appears to be binary" in err(ed, command="view", path=f"{ROOT}/blob.bin")
 
 
+def test_windows_line_endings_read_as_openhands_text_mode_reads_them(ed, repo):
+    """OHEditor reads with Python's universal newlines: no \r in what the agent sees, old_str written with \n
+    matches, and the edited file is written back with \n, as OpenHands leaves it."""
+    (repo / "win.txt").write_bytes(b"one\r\ntwo\r\nold\rthree\r\n")
+    assert ed("view", f"{ROOT}/win.txt").endswith("     1\tone\n     2\ttwo\n     3\told\n     4\tthree\n     5\t\n")
+    assert ed("view", f"{ROOT}/win.txt", view_range=[3, 4]).endswith("     3\told\n     4\tthree\n")
+    out = ed("str_replace", f"{ROOT}/win.txt", old_str="two\nold", new_str="two\nnew")
+    assert out.startswith(f"The file {ROOT}/win.txt has been edited.") and "     3\tnew\n" in out
+    assert (repo / "win.txt").read_bytes() == b"one\ntwo\nnew\nthree\n"
+    ed("undo_edit", f"{ROOT}/win.txt")
+    assert (repo / "win.txt").read_bytes() == b"one\ntwo\nold\nthree\n"
+
+
 @pytest.mark.parametrize("path", [f"{ROOT}/../outside.txt", f"{ROOT}/pkg/../../outside.txt", "/etc/passwd",
                                   "/workspace", "/workspace/toy__calc__0.1x/a"])
 def test_paths_outside_the_repository_are_refused(ed, path):

@@ -146,10 +146,13 @@ class Editor:
         try:
             if b"\0" in data:
                 raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
-            return data.decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise ToolError(f"File validation failed for {path}: File appears to be binary and this file type "
                             "cannot be read or edited by this tool.") from None
+        # OHEditor opens files in text mode, whose universal newlines read \r\n and \r as \n: the agent never sees
+        # a \r, matches old_str written with \n, and an edit writes the file back with \n line endings.
+        return text.replace("\r\n", "\n").replace("\r", "\n")
 
     def view(self, path: str, kind: str | None, view_range) -> str:
         if kind == "dir":
