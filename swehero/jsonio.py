@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from swehero.errors import InputError, MissingInput
 
 def read_jsonl(path: Path) -> list[dict]:
     """The records of a JSONL file."""
-    return [record for _, record in numbered_jsonl(path)]
+    return [record for _, record in iter_jsonl(path)]
 
 
 def existing_file(path: str | Path) -> Path:
@@ -32,18 +32,23 @@ def existing_file(path: str | Path) -> Path:
     return path
 
 
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, record) of a JSONL file's non-blank lines, one line in memory at a time (a distillation's
+    trajectories run to tens of GB); a line that is not JSON is an `InputError` naming file:line. Lines end at `\\n`
+    only: `str.splitlines` also breaks at U+2028, U+0085, U+001C and others, which JSON written with
+    `ensure_ascii=False` carries raw inside strings (model output does)."""
+    with open(existing_file(path), "rb") as f:  # binary lines end at b"\n" alone
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise InputError(f"{path}:{number}: not JSON: {e}") from None
+
+
 def numbered_jsonl(path: Path) -> list[tuple[int, Any]]:
-    """(line number, record) of a JSONL file's non-blank lines; a line that is not JSON is an `InputError` naming
-    file:line. Lines end at `\\n` only: `str.splitlines` also breaks at U+2028, U+0085, U+001C and others, which JSON
-    written with `ensure_ascii=False` carries raw inside strings (model output does)."""
-    records = []
-    for number, line in enumerate(existing_file(path).read_text().split("\n"), 1):
-        if line.strip():
-            try:
-                records.append((number, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{number}: not JSON: {e}") from None
-    return records
+    """`iter_jsonl` as a list."""
+    return list(iter_jsonl(path))
 
 
 def write_json_atomic(path: Path, data: Any, indent: int | None = None, sort_keys: bool = False) -> None:
@@ -71,22 +76,42 @@ class JsonlLog:
         self._repair()
 
     def _repair(self) -> None:
-        """Drop a torn last line (a killed writer) so the next append starts on a line of its own."""
-        if not self.path.exists():
+        """Drop a torn last line (a killed writer) so the next append starts on a line of its own. Only the tail is
+        read: the log may be far larger than memory."""
+        if not self.path.exists() or not self.path.stat().st_size:
             return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(self.path, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
-                f.flush()
-                os.fsync(f.fileno())
+        with open(self.path, "r+b") as f:
+            end = f.seek(0, os.SEEK_END)
+            f.seek(end - 1)
+            if f.read(1) == b"\n":
+                return
+            start = end
+            while start > 0:  # back to the last complete line's newline, a block at a time
+                block = min(start, 1 << 20)
+                f.seek(start - block)
+                newline = f.read(block).rfind(b"\n")
+                start -= block
+                if newline >= 0:
+                    start += newline + 1
+                    break
+            f.truncate(start)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def __iter__(self) -> Iterator[dict]:
+        """The complete records, in the order committed, one in memory at a time."""
+        if self.path.exists():
+            yield from (record for _, record in iter_jsonl(self.path))
+
+    def keys(self) -> set:
+        """The keys committed: what a resumed run skips, without holding the records."""
+        return {self.key(record) for record in self}
 
     def records(self) -> dict:
         """Complete records by key (the first one wins, though appends never repeat a key)."""
         out: dict = {}
-        if self.path.exists():
-            for record in read_jsonl(self.path):
-                out.setdefault(self.key(record), record)
+        for record in self:
+            out.setdefault(self.key(record), record)
         return out
 
     def append(self, record: dict) -> None:

@@ -83,6 +83,12 @@ def kept_ids(kept):
     return sorted(r["id"] for r in kept)
 
 
+def run_filters(records: list[dict], cfg: FilterConfig) -> tuple[list[dict], list[dict], dict]:
+    kept, dropped = [], []
+    report = filter_trajectories(records, cfg, kept.append, dropped.append)
+    return kept, dropped, report
+
+
 @pytest.mark.parametrize("stage", ["zero", "hero"])
 def test_each_rule_drops_exactly_its_violators(stage):
     bad = violators()
@@ -100,7 +106,7 @@ def test_each_rule_drops_exactly_its_violators(stage):
         30 + n, "str_replace_editor", {"command": "view", "path": "/w/nope"}, "ERROR:\nThe path /w/nope does not exist.")]
     duplicate = copy.deepcopy(clean[0])
     duplicate["id"] = "dup"
-    kept, dropped, report = filter_trajectories(records + clean + [duplicate], FilterConfig(stage=stage))
+    kept, dropped, report = run_filters(records + clean + [duplicate], FilterConfig(stage=stage))
     assert kept_ids(kept) == kept_ids(clean + (bad["banned_command"] if stage == "hero" else []))
     by_id = {d["id"]: d["rule"] for d in dropped}
     for rid, rule in expected_rule.items():
@@ -141,15 +147,14 @@ def test_test_files_come_from_the_task_file_and_resolved_only_grades(tmp_path):
     wrong["patch"] = FIX.replace("a + b", "b + a + 1")
     touches["patch"] = task["patch"] + task["test_patch"]
     with pytest.raises(ValueError, match="--tasks"):
-        filter_trajectories([touches], FilterConfig(stage="hero"))
-    kept, dropped, _ = filter_trajectories([right, wrong, touches], FilterConfig(stage="hero", tasks=str(toy)))
+        run_filters([touches], FilterConfig(stage="hero"))
+    kept, dropped, _ = run_filters([right, wrong, touches], FilterConfig(stage="hero", tasks=str(toy)))
     assert kept_ids(kept) == ["t0", "t1"] and [d["rule"] for d in dropped] == ["touches_test_files"]
-    kept, dropped, _ = filter_trajectories([right, wrong], FilterConfig(stage="hero", tasks=str(toy),
-                                                                             resolved_only=True))
+    kept, dropped, _ = run_filters([right, wrong], FilterConfig(stage="hero", tasks=str(toy), resolved_only=True))
     assert kept_ids(kept) == ["t0"] and dropped[0]["rule"] == "unresolved"
     assert right["resolved"] is True and wrong["resolved"] is False
     with pytest.raises(ValueError, match="hero"):
-        filter_trajectories([right], FilterConfig(stage="zero", resolved_only=True))
+        run_filters([right], FilterConfig(stage="zero", resolved_only=True))
 
 
 def test_filter_cli_writes_the_report(tmp_path):

@@ -325,13 +325,17 @@ def test_guards():
         check_free_disk("/", 1e9, "pulling images")
 
 
-def test_torn_last_line_is_dropped(tmp_path):
+@pytest.mark.parametrize("torn", ['{"instance_id": "b", "x"', '{"instance_id": "b", "x": "' + "y" * 3_000_000])
+def test_torn_last_line_is_dropped(tmp_path, torn):
+    """Only the tail is read to find it, a block at a time: a torn line longer than a block still goes whole."""
     path = tmp_path / "p.jsonl"
-    path.write_text('{"instance_id": "a", "x": 1}\n{"instance_id": "b", "x"')  # a writer killed mid-line
+    path.write_text('{"instance_id": "a", "x": 1}\n' + torn)  # a writer killed mid-line
     log = JsonlLog(path)
-    assert list(log.records()) == ["a"]
+    assert list(log.records()) == ["a"] and log.keys() == {"a"}
     log.append({"instance_id": "b", "x": 2})
     assert log.records()["b"] == {"instance_id": "b", "x": 2}
+    path.write_text(torn)  # the first line torn: nothing is left
+    assert JsonlLog(path).keys() == set() and path.read_bytes() == b""
 
 
 def _wait_for_lines(path: Path, proc: subprocess.Popen, n: int) -> None:

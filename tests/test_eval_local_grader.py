@@ -184,10 +184,11 @@ def test_resolved_only_filter_grades_with_the_given_settings_and_names_missing_r
                                           ["pip_packages"]))
     cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(tmp_path / "tasks.jsonl"), grading=grading)
     with pytest.raises(MissingRepository, match="layout/shout"):
-        filter_trajectories(records, cfg)
+        filter_trajectories(records, cfg, lambda record: None, lambda drop: None)
     assert records[0]["resolved"] is True and "resolved" not in records[1]
     (tmp_path / "repos" / "layout__shout").symlink_to(root / "repos" / "layout__shout")
-    kept, _, report = filter_trajectories(records, cfg)
+    kept = []
+    report = filter_trajectories(records, cfg, kept.append, lambda drop: None)
     assert [r["instance_id"] for r in kept] == [t["instance_id"] for t in chosen] and report["kept"] == 2
 
 

@@ -131,10 +131,10 @@ def _cased(language: str, case: str) -> str:
 
 def extract_files(trajectory_files: list[str], out: Path, tasks_file: str = "") -> dict:
     """`extract` over canonical trajectory files (and, optionally, their task file), written to `out`."""
-    from swehero.data.sources import read_trajectories  # training data's format, checked as the importers check it
+    from swehero.data.sources import iter_trajectories  # training data's format, checked as the importers check it
     from swehero.jsonio import write_json_atomic
 
-    records = [r for path in trajectory_files for r in read_trajectories(Path(path))]
+    records = [r for path in trajectory_files for r in iter_trajectories(Path(path))]
     if not records:
         raise PromptsError(f"no trajectories in {', '.join(trajectory_files)}")
     tasks = {}

@@ -88,17 +88,16 @@ def parse_row(row: Any) -> dict:
     return row
 
 
-def read_trajectories(path: Path) -> list[dict]:
-    """The canonical trajectories of a file, as written. Each is checked first: a row that is not one stops the
-    read with `InputError` naming its file:line and the field, where importing would have counted it a reject."""
-    records = []
+def iter_trajectories(path: Path) -> Iterator[dict]:
+    """The canonical trajectories of a file, as written, one at a time. Each is checked first: a row that is not one
+    stops the read with `InputError` naming its file:line and the field, where importing would have counted it a
+    reject."""
     for where, row in read_rows(Path(path)):
         try:
             validate(parse_row(row))
         except Reject as e:
             raise InputError(f"{where}: not a canonical trajectory: {e}") from None
-        records.append(row)
-    return records
+        yield row
 
 
 class Rejects:

@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-from swehero.data.sources import read_trajectories
+from swehero.data.sources import iter_trajectories
 from swehero.distill.filters import FilterConfig, filter_trajectories
 
 REPORT = "filter_report.json"
 
 
 def filter_file(path: str, cfg: FilterConfig, out_dir: Path) -> dict[str, str]:
-    records = read_trajectories(path)  # first: input it cannot read leaves no output folder
+    """Stream `path` through the filters into `out_dir`. The files appear whole or not at all: each is written
+    under a temporary name and renamed at the end; input it cannot read leaves no output (nor a folder it made)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    kept, dropped, report = filter_trajectories(records, cfg)
-    report["source"] = str(path)
+    made = not out_dir.exists()
     outputs = {"trajectories": out_dir / "trajectories.jsonl", "dropped": out_dir / "dropped.jsonl",
                "report": out_dir / REPORT}
-    outputs["trajectories"].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
-    outputs["dropped"].write_text("".join(json.dumps(d) + "\n" for d in dropped))
-    outputs["report"].write_text(json.dumps(report, indent=1) + "\n")
+    partial = {name: p.with_name(f".{p.name}.partial") for name, p in outputs.items()}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(partial["trajectories"], "w") as kept, open(partial["dropped"], "w") as dropped:
+            report = filter_trajectories(iter_trajectories(path), cfg,
+                                         lambda r: kept.write(json.dumps(r, ensure_ascii=False) + "\n"),
+                                         lambda d: dropped.write(json.dumps(d) + "\n"))
+        report["source"] = str(path)
+        partial["report"].write_text(json.dumps(report, indent=1) + "\n")
+    except BaseException:
+        if made:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        for p in partial.values():
+            p.unlink(missing_ok=True)
+        raise
+    for name, p in outputs.items():
+        partial[name].replace(p)
     return {name: str(p) for name, p in outputs.items()}

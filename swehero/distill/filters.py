@@ -13,7 +13,7 @@ import json
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -176,15 +176,20 @@ def active_rules(cfg: FilterConfig) -> list[Rule]:
     return [r for r in RULES if cfg.stage in r.stages and (r.name != "unresolved" or cfg.resolved_only)]
 
 
-def filter_trajectories(records: list[dict], cfg: FilterConfig) -> tuple[list[dict], list[dict], dict]:
-    """(kept, dropped with their rule, report)."""
+def filter_trajectories(records: Iterable[dict], cfg: FilterConfig, keep: Callable[[dict], None],
+                        drop: Callable[[dict], None]) -> dict:
+    """Hand each record to `keep`, or its drop entry (the rule, and every rule it violates) to `drop`, one record at
+    a time: a distillation's trajectories can be far larger than memory. Returns the report. With `resolved_only`,
+    a record not graded yet is graded first; a task whose repository is missing is named, with every other such
+    task, in a `MissingRepository` raised at the end."""
     rules = active_rules(cfg)
     tasks = _tasks(cfg.tasks)
-    if cfg.resolved_only:
-        _grade_ungraded(records, tasks, cfg)
-    kept, dropped, seen = [], [], set()
-    first_hit, violations = Counter(), Counter()
+    seen, kept_tasks, missing = set(), set(), []
+    first_hit, violations, counts = Counter(), Counter(), Counter()
     for record in records:
+        counts["input"] += 1
+        if cfg.resolved_only and record.get("resolved") is None and not _grade(record, tasks, cfg, missing):
+            continue
         hits = [r.name for r in rules if _violates(r, record, cfg, tasks)]
         violations.update(hits)
         if not hits:
@@ -195,20 +200,25 @@ def filter_trajectories(records: list[dict], cfg: FilterConfig) -> tuple[list[di
             seen.add(fp)
         if hits:
             first_hit[hits[0]] += 1
-            dropped.append({"id": record.get("id"), "instance_id": record["instance_id"], "rule": hits[0],
-                            "violates": hits})
+            counts["dropped"] += 1
+            drop({"id": record.get("id"), "instance_id": record["instance_id"], "rule": hits[0],
+                  "violates": hits})
         else:
-            kept.append(record)
-    report = {
-        "stage": cfg.stage, "input": len(records), "kept": len(kept), "dropped": len(dropped),
+            counts["kept"] += 1
+            kept_tasks.add(record["instance_id"])
+            keep(record)
+    if missing:
+        from swehero.agent.local import MissingRepository
+
+        raise MissingRepository("; ".join(dict.fromkeys(missing)))
+    return {
+        "stage": cfg.stage, "input": counts["input"], "kept": counts["kept"], "dropped": counts["dropped"],
         "rules": [{"name": r.name, "doc": r.doc, "dropped": first_hit[r.name], "violations": violations[r.name]}
                   for r in rules]
                  + [{"name": DUPLICATE, "doc": DUPLICATE_DOC, "dropped": first_hit[DUPLICATE],
                      "violations": violations[DUPLICATE]}],
-        "kept_tasks": len({r["instance_id"] for r in kept}),
+        "kept_tasks": len(kept_tasks),
     }
-    return kept, dropped, report
-
 
 
 def _violates(rule: Rule, record: dict, cfg: FilterConfig, tasks: dict[str, dict]) -> bool:
@@ -233,31 +243,24 @@ def _tasks(path: str) -> dict[str, dict]:
     return {t["instance_id"]: t for t in load_tasks(path)}
 
 
-def _grade_ungraded(records: list[dict], tasks: dict[str, dict], cfg: FilterConfig) -> None:
-    """Fill `resolved` with the local grader (the task's FAIL_TO_PASS/PASS_TO_PASS tests) where it is unknown.
-    Raises `MissingRepository` naming every task whose repository is missing, after grading all the others."""
+def _grade(record: dict, tasks: dict[str, dict], cfg: FilterConfig, missing: list[str]) -> bool:
+    """Fill the record's `resolved` with the local grader (the task's FAIL_TO_PASS/PASS_TO_PASS tests); False, with
+    the reason added to `missing`, when the task's repository is missing."""
     from swehero.agent.local import MissingRepository
     from swehero.rollout.local_grader import grade_instance
     from swehero.rollout.tasks import repo_dir
 
-    ungraded = [r for r in records if r.get("resolved") is None]
-    if not ungraded:
-        return
     if not tasks:
         raise InputError("resolved_only needs the task file (--tasks) to grade ungraded trajectories")
+    task = tasks[record["instance_id"]]
     repos = Path(cfg.repos) if cfg.repos else Path(cfg.tasks).parent / "repos"
-    missing: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="swehero-grade-") as tmp:
-        for i, record in enumerate(ungraded):
-            task = tasks[record["instance_id"]]
-            prediction = {"instance_id": task["instance_id"], "model_name_or_path": "distill",
-                          "model_patch": record.get("patch") or ""}
-            try:
-                report = grade_instance(task, prediction, repo_dir(repos, task["repo"]), Path(tmp) / str(i),
-                                        cfg.grading)
-            except MissingRepository as e:
-                missing.append(str(e))
-                continue
-            record["resolved"] = bool(report.get("resolved"))
-    if missing:
-        raise MissingRepository("; ".join(dict.fromkeys(missing)))
+    prediction = {"instance_id": task["instance_id"], "model_name_or_path": "distill",
+                  "model_patch": record.get("patch") or ""}
+    try:
+        with tempfile.TemporaryDirectory(prefix="swehero-grade-") as work:
+            report = grade_instance(task, prediction, repo_dir(repos, task["repo"]), Path(work) / "grade", cfg.grading)
+    except MissingRepository as e:
+        missing.append(str(e))
+        return False
+    record["resolved"] = bool(report.get("resolved"))
+    return True

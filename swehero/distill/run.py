@@ -80,7 +80,7 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         tasks, report = decontaminate_against(tasks, settings.exclude)
         write_json_atomic(out_dir / DECONTAMINATION, report)
     log, failures = JsonlLog(out_dir / TRAJECTORIES, key=key), JsonlLog(out_dir / FAILURES, key=key)
-    done = log.records()
+    done = log.keys()
     todo = [Job(t, k, None if settings.seed is None else sampling_seed(settings.seed, t["instance_id"], k))
             for t in tasks for k in range(settings.rollouts) if (t["instance_id"], k) not in done]
     if settings.repo_url:
@@ -104,7 +104,7 @@ def distill(settings: Settings, out_dir: Path) -> dict:
     with endpoints as (agent, urls):
         ran = run_attempts(todo, agent, commit, out_dir / "work", repos, urls, settings.workers,
                            bar=settings.progress)
-    summary = summarize(list(log.records().values()), wall_s=time.monotonic() - start)
+    summary = summarize(log, wall_s=time.monotonic() - start)
     summary.update(planned=len(tasks) * settings.rollouts, skipped_as_done=len(done),
                    failed_this_run=ran["agent_errors"], endpoints=ran["endpoints"])
     write_json_atomic(out_dir / SUMMARY, summary)

@@ -50,21 +50,21 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     unfinished = [str(shard) for shard in shard_dirs if not (Path(shard) / SUMMARY).exists()]
     out_dir = Path(out_dir)
     merged = JsonlLog(out_dir / TRAJECTORIES, key=key)
-    have = merged.records()
+    have = merged.keys()  # records stream through: the shards together can be far larger than memory
     walls, duplicates = [], 0
     for shard in shard_dirs:
-        for pair, record in JsonlLog(Path(shard) / TRAJECTORIES, key=key).records().items():
-            if pair in have:
+        for record in JsonlLog(Path(shard) / TRAJECTORIES, key=key):
+            if key(record) in have:
                 duplicates += 1
                 continue
             merged.append(record)
-            have[pair] = record
+            have.add(key(record))
         summary_file = Path(shard) / SUMMARY
         if summary_file.exists():
             import json
 
             walls.append(json.loads(summary_file.read_text())["wall_s"])
-    summary = summarize(list(have.values()), wall_s=max(walls, default=0.0))
+    summary = summarize(merged, wall_s=max(walls, default=0.0))
     summary.update(shards=[str(s) for s in shard_dirs], duplicates_skipped=duplicates, unfinished=unfinished)
     write_json_atomic(out_dir / SUMMARY, summary)
     return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -25,16 +26,25 @@ def percentiles(values: list[float]) -> dict:
             "mean": round(float(np.mean(values)), 2), "total": float(sum(values))}
 
 
-def summarize(records: list[dict], wall_s: float) -> dict:
-    """Figures over the committed trajectories (all of them, including those of earlier, resumed runs)."""
-    meta = [r.get("metadata") or {} for r in records]
+def summarize(records: Iterable[dict], wall_s: float) -> dict:
+    """Figures over the committed trajectories (all of them, including those of earlier, resumed runs), read once
+    and not kept: a run's trajectories can be far larger than memory."""
+    tasks, reasons, with_patch, steps, tokens, seconds = set(), Counter(), 0, [], [], []
+    for record in records:
+        meta = record.get("metadata") or {}
+        tasks.add(record["instance_id"])
+        reasons[meta.get("finish_reason", "unknown")] += 1
+        with_patch += bool((record.get("patch") or "").strip())
+        steps.append(meta.get("steps", 0))
+        tokens.append(tokens_of(record))
+        seconds.append(meta.get("seconds", 0.0))
     return {
-        "episodes": len(records),
-        "tasks": len({r["instance_id"] for r in records}),
-        "finish_reasons": dict(Counter(m.get("finish_reason", "unknown") for m in meta).most_common()),
-        "with_patch": sum(bool((r.get("patch") or "").strip()) for r in records),
-        "steps": percentiles([m.get("steps", 0) for m in meta]),
-        "tokens": percentiles([tokens_of(r) for r in records]),
-        "episode_seconds": percentiles([m.get("seconds", 0.0) for m in meta]),
+        "episodes": len(steps),
+        "tasks": len(tasks),
+        "finish_reasons": dict(reasons.most_common()),
+        "with_patch": with_patch,
+        "steps": percentiles(steps),
+        "tokens": percentiles(tokens),
+        "episode_seconds": percentiles(seconds),
         "wall_s": round(wall_s, 2),
     }
