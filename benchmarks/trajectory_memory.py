@@ -1,11 +1,11 @@
-"""Peak memory of the commands that read a whole trajectory file: `distill merge` and `filter` (a benchmark, not a
-test). A distillation's trajectories run to tens of GB (~300k SWE-Zero episodes of 10-30 turns), so each command
-must stream them; peak RSS should stay flat as the input grows.
+"""Peak memory of the commands that read a whole trajectory file: `distill merge`, `filter` and `agent prompts
+extract` (a benchmark, not a test). A distillation's trajectories run to tens of GB (~300k SWE-Zero episodes of
+10-30 turns), so each command must stream them; peak RSS should stay flat as the input grows.
 
-Writes synthetic shards of canonical trajectories (the oracle's toy trajectory with a padded tool output, ~45 KB
-each), then, each in a fresh process, measures peak RSS of: `distill merge` of the shards, `filter --stage zero` of
-the merged file, and the baseline a non-streaming reader pays, `json.loads` of every line into a list. Repeated on
-inputs `--scale` times larger, to show which figures grow with the input.
+Writes synthetic shards of canonical trajectories (the oracle's toy trajectory with a padded tool output, ~58 KB
+each), then, each in a fresh process, measures peak RSS of: `distill merge` of the shards, `filter --stage zero`
+and `agent prompts extract` of the merged file, and the baseline a non-streaming reader pays, `json.loads` of every
+line into a list. Repeated on inputs `--scale` times larger, to show which figures grow with the input.
 
     python benchmarks/trajectory_memory.py --episodes 6000 --scale 3
 """
@@ -69,6 +69,8 @@ def measure(base: dict, work: Path, episodes: int) -> dict:
                "merge_mb": peak_rss_mb(swehero + ["distill", "merge", *map(str, shards), "--out", str(merged)]),
                "filter_mb": peak_rss_mb(swehero + ["filter", str(merged / "trajectories.jsonl"), "--stage", "zero",
                                                    "--out", str(work / "filtered")]),
+               "prompts_mb": peak_rss_mb(swehero + ["agent", "prompts", "extract", str(merged / "trajectories.jsonl"),
+                                                    "--out", str(work / "prompts.json")]),
                "load_all_mb": peak_rss_mb([sys.executable, "-c", LOAD_ALL, str(merged / "trajectories.jsonl")])}
     for folder in (work / "in", merged, work / "filtered"):
         shutil.rmtree(folder)
@@ -82,11 +84,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="swehero-bench-") as tmp:
         base = toy_trajectory(Path(tmp))
-        print("| input MB | distill merge peak MB | filter peak MB | load-all baseline peak MB |")
-        print("|---|---|---|---|")
+        print("| input MB | distill merge peak MB | filter peak MB | prompts extract peak MB | load-all peak MB |")
+        print("|---|---|---|---|---|")
         for episodes in (args.episodes, args.episodes * args.scale):
             f = measure(base, Path(tmp), episodes)
-            print(f"| {f['input_mb']:.0f} | {f['merge_mb']:.0f} | {f['filter_mb']:.0f} | {f['load_all_mb']:.0f} |")
+            print(f"| {f['input_mb']:.0f} | {f['merge_mb']:.0f} | {f['filter_mb']:.0f} | {f['prompts_mb']:.0f} "
+                  f"| {f['load_all_mb']:.0f} |")
 
 
 if __name__ == "__main__":

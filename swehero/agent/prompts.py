@@ -134,7 +134,7 @@ def extract_files(trajectory_files: list[str], out: Path, tasks_file: str = "") 
     from swehero.data.sources import iter_trajectories  # training data's format, checked as the importers check it
     from swehero.jsonio import write_json_atomic
 
-    records = [r for path in trajectory_files for r in iter_trajectories(Path(path))]
+    records = [_opening(r) for path in trajectory_files for r in iter_trajectories(Path(path))]
     if not records:
         raise PromptsError(f"no trajectories in {', '.join(trajectory_files)}")
     tasks = {}
@@ -145,6 +145,14 @@ def extract_files(trajectory_files: list[str], out: Path, tasks_file: str = "") 
     prompts = {**extract(records, tasks), "sources": [str(p) for p in trajectory_files]}
     write_json_atomic(Path(out), prompts, indent=1)
     return prompts
+
+
+def _opening(record: dict) -> dict:
+    """What `extract` reads of a trajectory (its ids, stage and opening messages), not the whole episode: training
+    data runs to tens of GB."""
+    firsts = [next((m for m in record["messages"] if m["role"] == role), None) for role in ("system", "user")]
+    return {**{k: record.get(k) for k in ("id", "instance_id", "repo", "stage")},
+            "messages": [m for m in firsts if m is not None]}
 
 
 def summary(prompts: dict) -> list[str]:
