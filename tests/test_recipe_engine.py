@@ -130,6 +130,50 @@ def test_failed_stage_is_recorded_and_redone(tmp_path):
     assert ran(tmp_path) == ["second", "third"]
 
 
+RESUMABLE_RECIPE = """\
+name: resume
+run_dir: {run}
+stages:
+  - name: attempts
+    kind: eval
+    tasks: {tasks}
+    repos: {repos}
+    agent: {{policy: gold}}
+    grading: {{grader: local}}
+"""
+
+
+def test_a_resumable_stage_that_stopped_goes_on_unless_its_settings_changed(tmp_path):
+    """An eval stage fails after attempting what it could (a repository is missing): its attempts are kept for the
+    next run with the same settings, and never mixed into a run with other settings, `--from` or `--force`."""
+    from swehero.rollout.toy import build_toy_tasks
+
+    toy = build_toy_tasks(tmp_path / "toy").parent
+    repos = tmp_path / "repos"
+    repos.mkdir()
+    names = [json.loads(line)["repo"].replace("/", "__") for line in (toy / "heldout.jsonl").read_text().splitlines()]
+    for name in names[1:]:
+        (repos / name).symlink_to(toy / "repos" / name)
+    path = tmp_path / "r.yaml"
+    path.write_text(RESUMABLE_RECIPE.format(run=tmp_path / "run", tasks=toy / "heldout.jsonl", repos=repos))
+    result = CliRunner().invoke(main, ["recipe", "run", str(path)])
+    assert result.exit_code == 1 and "Error: " in result.output and names[0].replace("__", "/") in result.output
+    stage = tmp_path / "run" / "attempts"
+    assert manifest(tmp_path, "attempts")["status"] == "failed"
+    attempted = (stage / "predictions.jsonl").read_text()
+    assert len(attempted.splitlines()) == 2
+    (repos / names[0]).symlink_to(toy / "repos" / names[0])
+    changed = run(path, "--dry-run", "--set", "stages.attempts.agent.loop.max_steps=7").splitlines()[0]
+    assert changed.endswith("settings changed: agent.loop.max_steps: 100 -> 7") and "resuming" not in changed
+    for fresh in ("--force", "--from"):
+        line = run(path, "--dry-run", fresh, *(["attempts"] if fresh == "--from" else [])).splitlines()[0]
+        assert "last attempt failed: MissingRepository" in line and "resuming" not in line
+    assert "(resuming)" in run(path, "--dry-run", "--only", "attempts")
+    assert "(resuming)" in run(path)
+    assert (stage / "predictions.jsonl").read_text().startswith(attempted)  # the two kept, the third added
+    assert len((stage / "predictions.jsonl").read_text().splitlines()) == 3
+
+
 def test_stage_killed_with_sigkill_is_redone(tmp_path):
     path = setup_recipe(tmp_path)
     gate = tmp_path / "gate"
@@ -184,7 +228,7 @@ def test_sigterm_ends_a_command_stage_with_its_children(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
         if pid_file.exists() and pid_file.read_text() and _running(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
-    assert run(path, "--dry-run").splitlines()[1].endswith("last attempt failed: stopped by SIGTERM")
+    assert "last attempt failed: stopped by SIGTERM; settings changed: run:" in run(path, "--dry-run").splitlines()[1]
 
 
 def _running(pid: int) -> bool:

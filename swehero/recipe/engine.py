@@ -131,15 +131,14 @@ def plan(recipe: Recipe, only: str | None = None, start: str | None = None, forc
         if only is not None and stage.name != only:
             steps.append(Step(stage, False, "not selected (--only)"))
             continue
-        forced = force or only == stage.name or (start_index is not None and index >= start_index)
+        fresh = force or (start_index is not None and index >= start_index)  # asked to redo it from scratch
         if only is None and start_index is not None and index < start_index:
             steps.append(Step(stage, False, "before --from"))
             continue
-        reason = _why_run(recipe, stage, manifest, running)
-        if forced and not reason:
+        reason, unfinished = _why_run(recipe, stage, manifest, running)
+        if (fresh or only == stage.name) and not reason:
             reason = "forced"
-        resume = bool(reason) and manifest is not None and manifest.get("status") == "running" and \
-            getattr(kinds.load_kind(stage.kind), "RESUMABLE", False) and not forced
+        resume = unfinished and not fresh and getattr(kinds.load_kind(stage.kind), "RESUMABLE", False)
         if reason:
             running.add(stage.name)
             steps.append(Step(stage, True, reason + (" (resuming)" if resume else ""), resume))
@@ -159,16 +158,27 @@ def _is_complete(recipe: Recipe, name: str) -> bool:
     return manifest is not None and manifest.get("status") == "complete"
 
 
-def _why_run(recipe: Recipe, stage: Stage, manifest: dict[str, Any] | None, running: set[str]) -> str:
+def _why_run(recipe: Recipe, stage: Stage, manifest: dict[str, Any] | None, running: set[str]) -> tuple[str, bool]:
+    """Why the stage runs ("" if it does not), and whether its last attempt left work to go on with: it stopped
+    (killed, stopped by a signal or Ctrl-C, or failed) with the same kind, settings, seed, inputs and upstream. Work
+    done with other settings is never mixed into a new attempt."""
     if manifest is None:
-        return "never ran"
-    if manifest.get("status") == "running":
-        return "interrupted while running"
-    if manifest.get("status") != "complete":
-        return f"last attempt {manifest.get('status')}: {manifest.get('error', '')}".strip()
+        return "never ran", False
     rerun_upstream = [n for n in stage.needs if n in running]
-    if rerun_upstream:
-        return f"upstream {', '.join(rerun_upstream)} reruns"
+    changed = f"upstream {', '.join(rerun_upstream)} reruns" if rerun_upstream else _changed(recipe, stage, manifest)
+    status = manifest.get("status")
+    if status != "complete":
+        ended = "interrupted while running" if status == "running" else \
+            f"last attempt {status}: {manifest.get('error', '')}".strip()
+        return (f"{ended}; {changed}" if changed else ended), not changed
+    if changed:
+        return changed, False
+    missing = [p for p in manifest.get("outputs", {}).values() if not Path(p).exists()]
+    return ("output missing: " + ", ".join(missing) if missing else ""), False
+
+
+def _changed(recipe: Recipe, stage: Stage, manifest: dict[str, Any]) -> str:
+    """What differs between the attempt `manifest` records and the stage as the recipe now defines it."""
     identity = _identity(recipe, stage, _upstream_fingerprints(recipe, stage))
     if manifest.get("kind") != identity["kind"]:
         return f"kind changed: {manifest.get('kind')} -> {identity['kind']}"
@@ -182,9 +192,6 @@ def _why_run(recipe: Recipe, stage: Stage, manifest: dict[str, Any] | None, runn
     changed = [n for n, fp in identity["upstream"].items() if manifest.get("upstream", {}).get(n) != fp]
     if changed:
         return f"upstream {', '.join(changed)} changed since"
-    missing = [p for p in manifest.get("outputs", {}).values() if not Path(p).exists()]
-    if missing:
-        return "output missing: " + ", ".join(missing)
     return ""
 
 

@@ -9,8 +9,9 @@ A stage kind is a module (registered in `swehero.recipe.kinds`) that defines:
 - `run(settings, ctx) -> dict[str, str]`: does the work, writing only under `ctx.dir`, and returns its
   outputs by name (paths). Heavy imports (torch, megatron, vllm) go inside `run`, so that validating a
   recipe stays fast.
-- optionally `RESUMABLE = True`: the stage picks up partial work left in `ctx.dir` by a killed attempt.
-  Otherwise the engine empties `ctx.dir` before a rerun.
+- optionally `RESUMABLE = True`: the stage picks up partial work left in `ctx.dir` by an attempt that was killed,
+  stopped or failed with the same settings, seed, inputs and upstream. Otherwise the engine empties `ctx.dir`
+  before a rerun.
 - optionally `USES_MODEL = True`: the stage reads the recipe's `model` section (`ctx.model`, None otherwise);
   its paths then count as the stage's inputs (checked, fingerprinted, and a dependency on the stage making them).
 """
