@@ -63,6 +63,13 @@ def write_json_atomic(path: Path, data: Any, indent: int | None = None, sort_key
     os.replace(tmp, path)
 
 
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """`key.path: old -> new` for every leaf where two JSON-like values differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) for d in differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+
+
 def by_instance_id(record: dict) -> str:
     return record["instance_id"]
 

@@ -496,6 +496,29 @@ def test_inference_only_then_grade_and_report_commands(toy, tmp_path):
     assert result.exit_code == 2 and f"RUNS: runs[1]: input not found: {tmp_path / 'missing'}" in result.output
 
 
+@pytest.mark.slow
+def test_an_eval_folder_resumes_only_with_the_settings_its_attempts_were_made_with(toy, tmp_path):
+    """Resuming with another policy (or model, agent limit, seed, ...) would report a mix of two ways of attempting
+    as one number; more tasks, or more workers, resume."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    out, runner = tmp_path / "run", CliRunner()
+    args = ["eval", "run", str(out), "--tasks", str(toy), "--grader", "none"]
+    assert runner.invoke(main, args + ["--policy", "gold", "--limit", "2"]).exit_code == 0
+    made = (out / "predictions.jsonl").read_text()
+    result = runner.invoke(main, args + ["--policy", "empty"])
+    assert result.exit_code == 1 and result.output.startswith(
+        f"Error: {out} holds attempts made with other settings (agent.policy: 'gold' -> 'empty'; model: 'gold' -> "
+        "'empty'): evaluate into another folder")
+    assert (out / "predictions.jsonl").read_text() == made
+    result = runner.invoke(main, args + ["--policy", "gold", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert (out / "predictions.jsonl").read_text().startswith(made)
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == len(toy.read_text().splitlines())
+
+
 def test_a_folder_that_is_no_evaluation_is_named_without_a_traceback(tmp_path):
     from click.testing import CliRunner
 

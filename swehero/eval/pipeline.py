@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from swehero.agent.settings import AgentSettings
 from swehero.errors import InputError
+from swehero.jsonio import differences
 from swehero.eval.grade import GradingSettings
 from swehero.eval.select import VerifierSettings
 from swehero.recipe.stage import InputPath
@@ -59,6 +60,33 @@ def model_label(settings: Settings) -> str:
     return settings.model_name or settings.serve.model or settings.agent.openai.model or settings.agent.policy
 
 
+def attempt_settings(settings: Settings) -> dict:
+    """What decides how an attempt goes: the model, the agent and its limits, sampling seeds, retries, the number
+    of runs. Not where the server is (`openai.base_url`, endpoints, ports), nor how many attempts run at once."""
+    agent = asdict(settings.agent)
+    del agent["openai"]["base_url"], agent["openai"]["api_key_env"]
+    return {"model": model_label(settings), "serve_model": settings.serve.model,
+            "max_model_len": settings.serve.max_model_len, "agent": agent, "seed": settings.seed,
+            "max_attempts": settings.max_attempts, "runs": settings.runs}
+
+
+def check_same_attempts(out_dir: Path, saved: dict) -> None:
+    """An eval folder holds attempts made one way: resuming it with other settings would report their mix as one
+    number. Folders from before these settings were saved are not checked."""
+    from swehero.eval.inference import PREDICTIONS
+    from swehero.eval.runs import EVAL_FILE, run_dirs
+
+    if not (out_dir / EVAL_FILE).is_file():
+        return
+    before = json.loads((out_dir / EVAL_FILE).read_text())
+    made = any((run / PREDICTIONS).is_file() and (run / PREDICTIONS).stat().st_size
+               for run in run_dirs(out_dir, before.get("runs", 1)))
+    changed = differences(before["attempts"], saved["attempts"]) if made and "attempts" in before else []
+    if changed:
+        raise InputError(f"{out_dir} holds attempts made with other settings ({'; '.join(changed)}): evaluate into "
+                         "another folder, or rerun with the same settings to resume")
+
+
 def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str]:
     """Run inference, grading and the report into `out_dir`; returns the output paths."""
     from swehero.eval.grade import grade
@@ -76,7 +104,8 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
         require(selected.tasks, TESTS, f"grading ({settings.grading.grader})")
     saved = {"tasks": selected.source, "benchmark": selected.benchmark, "model": model_label(settings),
              "repos": str(selected.repos or ""), "runs": settings.runs,
-             "instance_ids": [t["instance_id"] for t in selected.tasks]}
+             "instance_ids": [t["instance_id"] for t in selected.tasks], "attempts": attempt_settings(settings)}
+    check_same_attempts(out_dir, saved)
     (out_dir / EVAL_FILE).write_text(json.dumps(saved, indent=1))
     harness = settings.grading.harness.dataset or harness_dataset(selected.source)
     if settings.grading.grader == "swebench" and Path(harness).is_file():  # fail before inference, not after

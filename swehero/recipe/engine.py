@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from swehero.jsonio import write_json_atomic
+from swehero.jsonio import differences, write_json_atomic
 from swehero.recipe import kinds
 from swehero.recipe.config import Recipe, Stage
 from swehero.recipe.stage import StageContext
@@ -107,12 +107,6 @@ def _identity(recipe: Recipe, stage: Stage, upstream: dict[str, str]) -> dict[st
     }
 
 
-def _changes(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [c for k in sorted(set(old) | set(new)) for c in _changes(old.get(k), new.get(k), f"{prefix}{k}.")]
-    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
-
-
 # ------------------------------------------------------------------------------------------ planning
 
 
@@ -183,7 +177,7 @@ def _changed(recipe: Recipe, stage: Stage, manifest: dict[str, Any]) -> str:
     if manifest.get("kind") != identity["kind"]:
         return f"kind changed: {manifest.get('kind')} -> {identity['kind']}"
     if manifest.get("settings_hash") != identity["settings_hash"]:
-        return "settings changed: " + "; ".join(_changes(manifest.get("settings"), identity["settings"]))
+        return "settings changed: " + "; ".join(differences(manifest.get("settings"), identity["settings"]))
     if manifest.get("seed") != identity["seed"]:
         return f"seed changed: {manifest.get('seed')} -> {identity['seed']}"
     changed = [p for p, fp in identity["inputs"].items() if manifest.get("inputs", {}).get(p) != fp]
