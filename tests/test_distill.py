@@ -272,6 +272,23 @@ def test_slurm_launcher_writes_an_array_job(toy, tmp_path):
     assert json.loads(result.output) == [["http://a:8000/v1", "http://b:8000/v1"], 3, str(toy.resolve()), "zero"]
 
 
+@pytest.mark.slow
+def test_a_run_resumes_only_with_the_settings_its_episodes_were_made_with(toy, tmp_path):
+    """Episodes of two ways of attempting would be one dataset with one summary; more tasks or workers resume."""
+    from swehero.errors import InputError
+
+    zero = Settings(tasks=str(toy), limit=1, progress=False, agent=AgentSettings(policy="oracle", mode="zero"))
+    distill(zero, tmp_path)
+    made = (tmp_path / "trajectories.jsonl").read_text()
+    with pytest.raises(InputError, match=rf"{tmp_path} holds attempts made with other settings \(agent.mode: 'zero' "
+                                         r"-> 'exec'\): write into another folder"):
+        distill(Settings(tasks=str(toy), progress=False, agent=AgentSettings(policy="oracle", mode="exec")), tmp_path)
+    assert (tmp_path / "trajectories.jsonl").read_text() == made
+    summary = distill(Settings(tasks=str(toy), workers=2, progress=False,
+                               agent=AgentSettings(policy="oracle", mode="zero")), tmp_path)
+    assert summary["skipped_as_done"] == 1 and summary["episodes"] == len(lines(toy))
+
+
 def test_endpoint_pool_least_loaded_and_dead_endpoints(tmp_path):
     pool = EndpointPool(["http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"])
     with pool.borrow() as first, pool.borrow() as second:

@@ -511,7 +511,7 @@ def test_an_eval_folder_resumes_only_with_the_settings_its_attempts_were_made_wi
     result = runner.invoke(main, args + ["--policy", "empty"])
     assert result.exit_code == 1 and result.output.startswith(
         f"Error: {out} holds attempts made with other settings (agent.policy: 'gold' -> 'empty'; model: 'gold' -> "
-        "'empty'): evaluate into another folder")
+        "'empty'): write into another folder")
     assert (out / "predictions.jsonl").read_text() == made
     result = runner.invoke(main, args + ["--policy", "gold", "--workers", "2"])
     assert result.exit_code == 0, result.output

@@ -13,6 +13,7 @@ stops instead (`swehero.rollout.endpoints`).
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from swehero.serve.server import ServeConfig
 TRAJECTORIES = "trajectories.jsonl"
 FAILURES = "failures.jsonl"
 SUMMARY = "summary.json"
+ATTEMPTS = "attempts.json"
+"""What decides how the run's episodes go (`rollout.runner.attempt_identity`): a resume must match it."""
 DECONTAMINATION = "decontamination.json"
 
 
@@ -68,7 +71,7 @@ def distill(settings: Settings, out_dir: Path) -> dict:
     from swehero.distill.summary import summarize
     from swehero.jsonio import JsonlLog, write_json_atomic
     from swehero.rollout.endpoints import serving
-    from swehero.rollout.runner import Job, run_attempts, sampling_seed
+    from swehero.rollout.runner import Job, attempt_identity, check_resumable, run_attempts, sampling_seed
     from swehero.rollout.tasks import load_selection
 
     start = time.monotonic()
@@ -81,6 +84,9 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         write_json_atomic(out_dir / DECONTAMINATION, report)
     log, failures = JsonlLog(out_dir / TRAJECTORIES, key=key), JsonlLog(out_dir / FAILURES, key=key)
     done = log.keys()
+    attempts, recorded = attempt_identity(settings.agent, settings.serve, seed=settings.seed), out_dir / ATTEMPTS
+    check_resumable(out_dir, json.loads(recorded.read_text()) if done and recorded.is_file() else None, attempts)
+    write_json_atomic(recorded, attempts, indent=1)
     todo = [Job(t, k, None if settings.seed is None else sampling_seed(settings.seed, t["instance_id"], k))
             for t in tasks for k in range(settings.rollouts) if (t["instance_id"], k) not in done]
     if settings.repo_url:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from swehero.agent.settings import AgentSettings
 from swehero.errors import InputError
-from swehero.jsonio import differences
 from swehero.eval.grade import GradingSettings
 from swehero.eval.select import VerifierSettings
 from swehero.recipe.stage import InputPath
@@ -60,31 +59,17 @@ def model_label(settings: Settings) -> str:
     return settings.model_name or settings.serve.model or settings.agent.openai.model or settings.agent.policy
 
 
-def attempt_settings(settings: Settings) -> dict:
-    """What decides how an attempt goes: the model, the agent and its limits, sampling seeds, retries, the number
-    of runs. Not where the server is (`openai.base_url`, endpoints, ports), nor how many attempts run at once."""
-    agent = asdict(settings.agent)
-    del agent["openai"]["base_url"], agent["openai"]["api_key_env"]
-    return {"model": model_label(settings), "serve_model": settings.serve.model,
-            "max_model_len": settings.serve.max_model_len, "agent": agent, "seed": settings.seed,
-            "max_attempts": settings.max_attempts, "runs": settings.runs}
-
-
 def check_same_attempts(out_dir: Path, saved: dict) -> None:
-    """An eval folder holds attempts made one way: resuming it with other settings would report their mix as one
-    number. Folders from before these settings were saved are not checked."""
+    """Refuse to resume an eval folder whose committed attempts were made with other `attempts` settings. Folders
+    from before these settings were saved are not checked."""
     from swehero.eval.inference import PREDICTIONS
     from swehero.eval.runs import EVAL_FILE, run_dirs
+    from swehero.rollout.runner import check_resumable
 
-    if not (out_dir / EVAL_FILE).is_file():
-        return
-    before = json.loads((out_dir / EVAL_FILE).read_text())
+    before = json.loads((out_dir / EVAL_FILE).read_text()) if (out_dir / EVAL_FILE).is_file() else {}
     made = any((run / PREDICTIONS).is_file() and (run / PREDICTIONS).stat().st_size
                for run in run_dirs(out_dir, before.get("runs", 1)))
-    changed = differences(before["attempts"], saved["attempts"]) if made and "attempts" in before else []
-    if changed:
-        raise InputError(f"{out_dir} holds attempts made with other settings ({'; '.join(changed)}): evaluate into "
-                         "another folder, or rerun with the same settings to resume")
+    check_resumable(out_dir, before.get("attempts") if made else None, saved["attempts"])
 
 
 def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str]:
@@ -93,6 +78,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     from swehero.eval.inference import PREDICTIONS, run_inference
     from swehero.eval.runs import EVAL_FILE, run_dirs
     from swehero.rollout.endpoints import serving
+    from swehero.rollout.runner import attempt_identity
     from swehero.rollout.tasks import TESTS, load_selection, load_tasks, require
 
     if settings.heldout_trajectories and not settings.serve.model:
@@ -104,7 +90,9 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
         require(selected.tasks, TESTS, f"grading ({settings.grading.grader})")
     saved = {"tasks": selected.source, "benchmark": selected.benchmark, "model": model_label(settings),
              "repos": str(selected.repos or ""), "runs": settings.runs,
-             "instance_ids": [t["instance_id"] for t in selected.tasks], "attempts": attempt_settings(settings)}
+             "instance_ids": [t["instance_id"] for t in selected.tasks],
+             "attempts": attempt_identity(settings.agent, settings.serve, model=model_label(settings),
+                                          seed=settings.seed, max_attempts=settings.max_attempts, runs=settings.runs)}
     check_same_attempts(out_dir, saved)
     (out_dir / EVAL_FILE).write_text(json.dumps(saved, indent=1))
     harness = settings.grading.harness.dataset or harness_dataset(selected.source)

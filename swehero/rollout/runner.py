@@ -26,14 +26,17 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from swehero.agent.local import MissingRepository, check_repository
 from swehero.agent.settings import AgentSettings
+from swehero.errors import InputError
+from swehero.jsonio import differences
 from swehero.rollout.attempt import attempt_in_child
 from swehero.rollout.endpoints import EndpointPool
 from swehero.rollout.tasks import repo_dir
+from swehero.serve.server import ServeConfig
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,23 @@ class Job:
     @property
     def name(self) -> str:
         return f"{self.task['instance_id']}.{self.index}"
+
+
+def attempt_identity(agent: AgentSettings, serve: ServeConfig, **more) -> dict:
+    """What decides how an attempt goes, recorded beside a run's attempts: the agent's settings (not where its
+    server is), the served checkpoint and its context length, and `more` (seeds, retries, ...)."""
+    settings = asdict(agent)
+    del settings["openai"]["base_url"], settings["openai"]["api_key_env"]
+    return {"agent": settings, "serve_model": serve.model, "max_model_len": serve.max_model_len, **more}
+
+
+def check_resumable(out_dir: Path, before: dict | None, now: dict) -> None:
+    """`out_dir` holds attempts made as `before` says (None: none, or not recorded): resuming it as `now` says
+    would mix two ways of attempting in one result, so any difference is an InputError naming each."""
+    changed = differences(before, now) if before is not None else []
+    if changed:
+        raise InputError(f"{out_dir} holds attempts made with other settings ({'; '.join(changed)}): write into "
+                         "another folder, or rerun with the same settings to resume")
 
 
 def sampling_seed(*parts) -> int:
