@@ -46,11 +46,6 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                     raise InputError(f"{path}:{number}: not JSON: {e}") from None
 
 
-def numbered_jsonl(path: Path) -> list[tuple[int, Any]]:
-    """`iter_jsonl` as a list."""
-    return list(iter_jsonl(path))
-
-
 def write_json_atomic(path: Path, data: Any, indent: int | None = None, sort_keys: bool = False) -> None:
     """Write-then-rename, fsynced: readers see the old file or the new one, never half of one."""
     path = Path(path)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from swehero.errors import InputError, MissingInput
-from swehero.jsonio import numbered_jsonl
+from swehero.jsonio import iter_jsonl
 from swehero.recipe.stage import input_or_names
 
 REQUIRED = ("instance_id", "repo", "base_commit", "problem_statement")
@@ -188,7 +188,7 @@ def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
     path = Path(source)
     if path.is_file():
         if path.suffix == ".jsonl":
-            return [(f"{source}:{i}", row) for i, row in numbered_jsonl(path)]
+            return [(f"{source}:{i}", row) for i, row in iter_jsonl(path)]
         if path.suffix == ".json":
             try:
                 rows = json.loads(path.read_text())
