@@ -183,11 +183,10 @@ def test_binary_and_non_utf8_files_and_huge_outputs_survive(calc):
             editor("view", f"{root}/blob.bin")
         latin1 = "café = 1\n".encode("latin-1")
         rt.container.put_archive(root, _tar("latin.py", latin1))
-        with pytest.raises(ToolError, match="binary"):
-            editor("str_replace", f"{root}/latin.py", old_str="1", new_str="2")
-        assert rt.files.read_bytes(f"{root}/latin.py") == latin1  # a refused edit leaves the bytes alone
+        editor("str_replace", f"{root}/latin.py", old_str="1", new_str="2")  # read and written back as Latin-1
+        assert rt.files.read_bytes(f"{root}/latin.py") == "café = 2\n".encode("latin-1")
         raw = rt.execute("cat latin.py; printf '\\377\\376 end\\n'", 10)
-        assert raw.exit_code == 0 and "caf\ufffd = 1" in raw.output and raw.output.endswith("\ufffd\ufffd end\n")
+        assert raw.exit_code == 0 and "caf\ufffd = 2" in raw.output and raw.output.endswith("\ufffd\ufffd end\n")
         text = "naïve → ünïcödé 🚀\n" * 1000
         editor("create", f"{root}/notes.md", file_text=text)
         assert rt.execute("sha256sum notes.md", 10).output.split()[0] == hashlib.sha256(text.encode()).hexdigest()

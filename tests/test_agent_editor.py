@@ -130,7 +130,55 @@ def test_path_errors(ed):
 
 def test_binary_files_are_refused(ed, repo):
     (repo / "blob.bin").write_bytes(b"\x00\x01\xff")
-    assert "File appears to be binary" in err(ed, command="view", path=f"{ROOT}/blob.bin")
+    (repo / "every_byte.dat").write_bytes(bytes(range(256)) * 4)
+    (repo / "mod.pyc").write_bytes(b"looks like text\n")  # binaryornot goes by the name first
+    for name in ("blob.bin", "every_byte.dat", "mod.pyc"):
+        assert "File appears to be binary" in err(ed, command="view", path=f"{ROOT}/{name}")
+
+
+def test_legacy_encodings_are_read_and_written_back_as_openhands_does(ed, repo):
+    """OHEditor reads a file in chardet's guess (above 0.7 confidence) and writes it back in the same encoding."""
+    latin = repo / "latin.py"
+    latin.write_bytes("# -*- coding: latin-1 -*-\nname = 'café'\n".encode("latin-1"))
+    assert "     2\tname = 'café'\n" in ed("view", f"{ROOT}/latin.py")
+    ed("str_replace", f"{ROOT}/latin.py", old_str="'café'", new_str="'crème'")
+    assert latin.read_bytes() == "# -*- coding: latin-1 -*-\nname = 'crème'\n".encode("latin-1")
+    # A character Latin-1 lacks: OHEditor's write error, and the file is left as it was.
+    assert err(ed, command="str_replace", path=f"{ROOT}/latin.py", old_str="crème", new_str="→") == (
+        f"Ran into 'latin-1' codec can't encode character '\\u2192' in position 34: ordinal not in range(256) "
+        f"while trying to write to {ROOT}/latin.py")
+    assert latin.read_bytes().endswith("'crème'\n".encode("latin-1"))
+    ed("undo_edit", f"{ROOT}/latin.py")
+    assert latin.read_bytes().endswith("'café'\n".encode("latin-1"))
+
+    wide = repo / "wide.txt"
+    wide.write_bytes("first\nsecond\n".encode("utf-16"))  # with its BOM; NUL bytes, yet text
+    assert ed("view", f"{ROOT}/wide.txt").endswith("     1\tfirst\n     2\tsecond\n     3\t\n")
+    ed("insert", f"{ROOT}/wide.txt", insert_line=1, new_str="middle")
+    assert wide.read_bytes().decode("utf-16") == "first\nmiddle\nsecond\n"
+
+    bom = repo / "bom.py"
+    bom.write_bytes(b"\xef\xbb\xbfx = 1\n")
+    assert ed("view", f"{ROOT}/bom.py").endswith("     1\tx = 1\n     2\t\n")  # no U+FEFF shown
+    ed("str_replace", f"{ROOT}/bom.py", old_str="1", new_str="2")
+    assert bom.read_bytes() == b"\xef\xbb\xbfx = 2\n"
+
+
+def test_utf8_files_are_read_as_utf8_where_chardet_guesses_a_legacy_encoding(ed, repo):
+    """chardet 5.2 calls this ISO-8859-1 (0.73): OHEditor would show `Â©` and write `→` edits in Latin-1."""
+    source = "# © 2024 The Authors\n" + "import os\n" * 40
+    (repo / "licensed.py").write_text(source, encoding="utf-8")
+    assert "     1\t# © 2024 The Authors\n" in ed("view", f"{ROOT}/licensed.py")
+    ed("str_replace", f"{ROOT}/licensed.py", old_str="The Authors", new_str="The Authors → us")
+    assert (repo / "licensed.py").read_text(encoding="utf-8").startswith("# © 2024 The Authors → us\n")
+
+
+def test_files_no_guess_can_read_give_openhands_read_error(ed, repo):
+    """Below chardet's threshold OHEditor falls back to UTF-8, and the decode error is what the agent sees."""
+    (repo / "short.txt").write_bytes("éèê à\n".encode("latin-1"))
+    assert err(ed, command="view", path=f"{ROOT}/short.txt") == (
+        f"Ran into 'utf-8' codec can't decode byte 0xe9 in position 0: invalid continuation byte while trying to "
+        f"read {ROOT}/short.txt")
 
 
 def test_windows_line_endings_read_as_openhands_text_mode_reads_them(ed, repo):

@@ -175,13 +175,13 @@ class DockerFiles:
         chunks, _ = self.rt.container.get_archive(self._check(path))
         return untar_one(chunks)
 
-    def write_text(self, path: str, text: str) -> None:
+    def write_bytes(self, path: str, data: bytes) -> None:
         p = self._check(path)
         # An edited file keeps its mode and owner (an executable script stays executable), as a local write does.
         meta = self.rt.sh(f"stat -c '%a %u %g' {shlex.quote(p)} 2>/dev/null").split()
         mode, uid, gid = (int(meta[0], 8), int(meta[1]), int(meta[2])) if len(meta) == 3 else (0o644, 0, 0)
-        data = tar_one(posixpath.basename(p), text.encode(), mode, uid, gid)
-        if not self.rt.container.put_archive(posixpath.dirname(p), data):
+        archive = tar_one(posixpath.basename(p), data, mode, uid, gid)
+        if not self.rt.container.put_archive(posixpath.dirname(p), archive):
             raise ToolError(f"Ran into an error while trying to write to {path}")
 
     def listing(self, path: str) -> tuple[list[str], int]:

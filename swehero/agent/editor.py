@@ -10,9 +10,13 @@ filesystem and refuses paths outside the repository (a confinement OpenHands doe
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import PurePosixPath
 from typing import Protocol
+
+import chardet
+from binaryornot.helpers import is_binary_string
 
 SNIPPET_LINES = 4
 """Lines of context shown around an edit."""
@@ -20,6 +24,11 @@ MAX_RESPONSE_CHARS = 16000
 """Longer file views are clipped (OHEditor's MAX_RESPONSE_LEN_CHAR)."""
 MAX_FILE_BYTES = 10 * 1024 * 1024
 HISTORY_PER_FILE = 10
+BINARY_SNIFF_BYTES = 1024
+"""What binaryornot's `is_binary` looks at: the start of the file."""
+ENCODING_SNIFF_BYTES = 1024 * 1024
+ENCODING_MIN_CONFIDENCE = 0.7
+"""OHEditor's EncodingManager: chardet's guess over the first MiB, taken above this confidence, else UTF-8."""
 
 FILE_CLIPPED = (
     "<response clipped><NOTE>To save on context only part of this file has been shown to you. You should retry "
@@ -49,7 +58,7 @@ class Files(Protocol):
 
     def read_bytes(self, path: str) -> bytes: ...
 
-    def write_text(self, path: str, text: str) -> None: ...
+    def write_bytes(self, path: str, data: bytes) -> None: ...
 
     def listing(self, path: str) -> tuple[list[str], int]:
         """Entries up to 2 levels below `path` (itself included, dirs with a trailing `/`, hidden ones left out,
@@ -73,6 +82,27 @@ def _lines(text: str, start: int, end: int) -> str:
     return "".join(text.splitlines(keepends=True)[max(start - 1, 0) : end]) if end >= start else ""
 
 
+def decode(data: bytes) -> tuple[str, str]:
+    """A file's text and the encoding to write it back in, as OHEditor reads it; raises UnicodeError or LookupError
+    (an encoding Python lacks) when it cannot.
+
+    OHEditor takes chardet's guess for every file. Here a file that is valid UTF-8 is read as UTF-8 first: for
+    common UTF-8 sources chardet 5.2 guesses a legacy encoding above the threshold (a `# ©` licence header:
+    ISO-8859-1 at 0.73; a docstring with `’`: Windows-1254 at 0.99; transformers' `modeling_utils.py`: Windows-1252
+    at 0.729), so OHEditor shows their non-ASCII text as mojibake and writes an agent's non-ASCII edit into them in
+    that encoding. Other files (Latin-1, Shift JIS, UTF-16 with its BOM) get chardet's guess, as there.
+    """
+    # A BOM-led UTF-8 file reads without its BOM and keeps it when written, as chardet's UTF-8-SIG does there.
+    encoding = "utf-8-sig" if data.startswith(codecs.BOM_UTF8) else "utf-8"
+    try:
+        return data.decode(encoding), encoding
+    except UnicodeDecodeError:
+        guess = chardet.detect(data[:ENCODING_SNIFF_BYTES])
+        if not guess["encoding"] or guess["confidence"] <= ENCODING_MIN_CONFIDENCE:
+            raise
+        return data.decode(guess["encoding"]), guess["encoding"]
+
+
 def numbered(content: str, description: str, start_line: int = 1) -> str:
     """The `cat -n`-style snippet every editor observation is built from."""
     content = _clip(content, FILE_CLIPPED)
@@ -86,6 +116,8 @@ class Editor:
     def __init__(self, files: Files) -> None:
         self.files = files
         self.history: dict[str, list[str]] = {}
+        self.encodings: dict[str, str] = {}
+        """Each file's encoding as last read: an edit writes the file back in it."""
 
     def __call__(self, command: str, path: str, file_text: str | None = None, view_range=None,
                  old_str: str | None = None, new_str: str | None = None, insert_line=None) -> str:
@@ -98,7 +130,8 @@ class Editor:
         if command == "create":
             if file_text is None:
                 raise ToolError(f"Parameter `file_text` is required for command: {command}.")
-            self.files.write_text(path, file_text)
+            self.encodings[path] = "utf-8"
+            self.write(path, file_text)
             self._remember(path, file_text)
             return f"File created successfully at: {path}"
         if command == "str_replace":
@@ -143,13 +176,14 @@ class Editor:
             raise ToolError(f"File validation failed for {path}: File is too large ({size / 1024 / 1024:.1f}MB). "
                             f"Maximum allowed size is {MAX_FILE_BYTES // 1024 // 1024}MB.")
         data = self.files.read_bytes(path)
-        try:
-            if b"\0" in data:
-                raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
+        # binaryornot's `is_binary`, on bytes: the runtime's files need not be on this host's disk.
+        if path.endswith(".pyc") or is_binary_string(data[:BINARY_SNIFF_BYTES]):
             raise ToolError(f"File validation failed for {path}: File appears to be binary and this file type "
-                            "cannot be read or edited by this tool.") from None
+                            "cannot be read or edited by this tool.")
+        try:
+            text, self.encodings[path] = decode(data)
+        except (UnicodeError, LookupError) as e:
+            raise ToolError(f"Ran into {e} while trying to read {path}") from None
         # OHEditor opens files in text mode, whose universal newlines read \r\n and \r as \n: the agent never sees
         # a \r, matches old_str written with \n, and an edit writes the file back with \n line endings.
         return text.replace("\r\n", "\n").replace("\r", "\n")
@@ -199,7 +233,7 @@ class Editor:
                             f"{lines}. Please ensure it is unique.")
         at = starts[0]
         new_text = text[:at] + new_str + text[at + len(old_str):]
-        self.files.write_text(path, new_text)
+        self.write(path, new_text)
         self._remember(path, text)
         line = text.count("\n", 0, at) + 1
         first = max(0, line - SNIPPET_LINES)
@@ -215,7 +249,7 @@ class Editor:
         lines = text.splitlines(keepends=True)
         new_lines = new_str.split("\n")
         new_text = "".join(lines[:insert_line] + [line + "\n" for line in new_lines] + lines[insert_line:])
-        self.files.write_text(path, new_text)
+        self.write(path, new_text)
         self._remember(path, text)
         first = max(0, insert_line - SNIPPET_LINES)
         last = min(n + len(new_lines), insert_line + SNIPPET_LINES + len(new_lines))
@@ -231,8 +265,15 @@ class Editor:
         if not stack:
             raise ToolError(f"No edit history found for {path}.")
         old = stack.pop()
-        self.files.write_text(path, old)
+        self.write(path, old)
         return f"Last edit to {path} undone successfully. {numbered(old, path)}"
+
+    def write(self, path: str, text: str) -> None:
+        try:
+            data = text.encode(self.encodings[path])
+        except UnicodeEncodeError as e:  # a character the file's legacy encoding lacks
+            raise ToolError(f"Ran into {e} while trying to write to {path}") from None
+        self.files.write_bytes(path, data)
 
     def _remember(self, path: str, text: str) -> None:
         stack = self.history.setdefault(path, [])

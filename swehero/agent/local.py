@@ -111,12 +111,12 @@ class LocalFiles:
         except OSError as e:
             raise ToolError(f"Ran into {_describe(e, path)} while trying to read {path}") from None
 
-    def write_text(self, path: str, text: str) -> None:
+    def write_bytes(self, path: str, data: bytes) -> None:
         host = self.host(path)
         try:
             if host.exists() and not host.is_file():
                 raise OSError(f"{path} is not a regular file")
-            host.write_text(text, encoding="utf-8")
+            host.write_bytes(data)
         except OSError as e:
             raise ToolError(f"Ran into {_describe(e, path)} while trying to write to {path}") from None
 
