@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -59,6 +61,26 @@ def test_view_directory_lists_two_levels_without_hidden(ed):
                    "1 hidden files/directories in this directory are excluded. "
                    f"You can use 'ls -la {ROOT}' to see them.")
     assert "not allowed when `path` points to a directory" in err(ed, command="view", path=ROOT, view_range=[1, 2])
+
+
+def openhands_listing(host: Path, shown: str) -> list[str]:
+    """OHEditor's own listing: `find | sort` (C locale), then a `/` after each directory; paths shown as the agent
+    sees them."""
+    found = subprocess.run(f"find {host} -maxdepth 2 -not \\( -path '{host}/.*' -o -path '{host}/*/.*' \\) | sort",
+                           shell=True, capture_output=True, text=True, check=True, env={"LC_ALL": "C"}).stdout
+    return [shown + p[len(str(host)):] + ("/" if Path(p).is_dir() else "") for p in found.splitlines()]
+
+
+def test_directory_listing_is_in_openhands_order(ed, repo):
+    """Sorted as whole paths, so `pkg-extra.py` and `pkg.txt` come between `pkg/` and `pkg/a.py`."""
+    for name in ("pkg-extra.py", "pkg.txt", "Zeta/inner.py", "_private/x.py", "a b/c.py", "deep/er/est.py", "é.py"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("x\n")
+    out = ed("view", ROOT).split("\n")
+    listed = out[1:out.index("")]
+    assert listed == openhands_listing(repo, ROOT)
+    at = {name: listed.index(f"{ROOT}/{name}") for name in ("pkg/", "pkg-extra.py", "pkg.txt", "pkg/a.py")}
+    assert at["pkg/"] < at["pkg-extra.py"] < at["pkg.txt"] < at["pkg/a.py"]
 
 
 def test_create(ed, repo):

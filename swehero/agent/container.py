@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass
 
 from swehero.agent.docker_host import check_free_disk, client, docker_root
-from swehero.agent.editor import ToolError
+from swehero.agent.editor import ToolError, slash_dirs
 from swehero.agent.runtime import (
     STATE_DIR,
     CappedBuffer,
@@ -187,9 +187,8 @@ class DockerFiles:
     def listing(self, path: str) -> tuple[list[str], int]:
         p = shlex.quote(self._check(path).rstrip("/") or "/")
         hidden = self.rt.sh(f"find {p} -mindepth 1 -maxdepth 1 -name '.*' | wc -l").strip()
-        out = self.rt.sh(f"find {p} -maxdepth 2 -not \\( -path {p}'/.*' -o -path {p}'/*/.*' \\) "
-                         "\\( -type d -printf '%p/\\n' -o -printf '%p\\n' \\) | LC_ALL=C sort")
-        return out.splitlines(), int(hidden or 0)
+        out = self.rt.sh(f"find {p} -maxdepth 2 -not \\( -path {p}'/.*' -o -path {p}'/*/.*' \\) -printf '%y%p\\n'")
+        return slash_dirs([(line[1:], line[0] == "d") for line in out.splitlines()]), int(hidden or 0)
 
 
 class DockerRuntime:

@@ -61,8 +61,14 @@ class Files(Protocol):
     def write_bytes(self, path: str, data: bytes) -> None: ...
 
     def listing(self, path: str) -> tuple[list[str], int]:
-        """Entries up to 2 levels below `path` (itself included, dirs with a trailing `/`, hidden ones left out,
-        sorted) and the number of hidden entries directly in `path`."""
+        """Entries up to 2 levels below `path` (itself included, hidden ones left out) as `slash_dirs` gives
+        them, and the number of hidden entries directly in `path`."""
+
+
+def slash_dirs(found: list[tuple[str, bool]]) -> list[str]:
+    """(path, is a directory) pairs as OHEditor lists them: `find ... | sort` over the whole paths, in byte order
+    (the C locale of SWE-bench images), then a `/` after each directory: `pkg/`, `pkg-extra.py`, `pkg/mod.py`."""
+    return [p + "/" if is_dir else p for p, is_dir in sorted(found)]
 
 
 def _invalid(param: str, value, hint: str) -> ToolError:

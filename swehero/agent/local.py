@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from swehero.agent.editor import ToolError
+from swehero.agent.editor import ToolError, slash_dirs
 from swehero.agent.runtime import (
     STATE_DIR,
     CappedBuffer,
@@ -123,19 +123,19 @@ class LocalFiles:
     def listing(self, path: str) -> tuple[list[str], int]:
         top = self.host(path)
         hidden = sum(1 for e in os.scandir(top) if e.name.startswith("."))
-        out = [path.rstrip("/") + "/"]
+        found = [(path.rstrip("/"), True)]
 
         def walk(host: Path, shown: str, depth: int) -> None:
-            for entry in sorted(os.scandir(host), key=lambda e: e.name):
+            for entry in os.scandir(host):
                 if entry.name.startswith("."):
                     continue
                 is_dir = entry.is_dir(follow_symlinks=False)
-                out.append(f"{shown}/{entry.name}" + ("/" if is_dir else ""))
+                found.append((f"{shown}/{entry.name}", is_dir))
                 if is_dir and depth < 2:
                     walk(Path(entry.path), f"{shown}/{entry.name}", depth + 1)
 
         walk(top, path.rstrip("/"), 1)
-        return out, hidden
+        return slash_dirs(found), hidden
 
 
 class LocalRuntime:
