@@ -83,6 +83,13 @@ def test_directory_listing_is_in_openhands_order(ed, repo):
     assert at["pkg/"] < at["pkg-extra.py"] < at["pkg.txt"] < at["pkg/a.py"]
 
 
+def test_names_that_are_not_utf8_are_listed_as_command_output_shows_them(ed, repo):
+    os.close(os.open(bytes(repo) + b"/caf\xe9.txt", os.O_CREAT | os.O_WRONLY))
+    listed = ed("view", ROOT)
+    assert f"{ROOT}/caf\ufffd.txt\n" in listed
+    listed.encode("utf-8")  # no lone surrogate: the observation can be saved and sent
+
+
 def test_create(ed, repo):
     assert ed("create", f"{ROOT}/pkg/b.py", file_text="x = 1\n") == f"File created successfully at: {ROOT}/pkg/b.py"
     assert (repo / "pkg" / "b.py").read_text() == "x = 1\n"

@@ -67,8 +67,12 @@ class Files(Protocol):
 
 def slash_dirs(found: list[tuple[str, bool]]) -> list[str]:
     """(path, is a directory) pairs as OHEditor lists them: `find ... | sort` over the whole paths, in byte order
-    (the C locale of SWE-bench images), then a `/` after each directory: `pkg/`, `pkg-extra.py`, `pkg/mod.py`."""
-    return [p + "/" if is_dir else p for p, is_dir in sorted(found)]
+    (the C locale of SWE-bench images), then a `/` after each directory: `pkg/`, `pkg-extra.py`, `pkg/mod.py`.
+
+    A name that is not UTF-8 (os.scandir's surrogate escapes) is shown with U+FFFD, as command output shows it: a
+    lone surrogate cannot be written to a trajectory or sent to a model."""
+    as_bytes = [(p.encode("utf-8", "surrogateescape"), is_dir) for p, is_dir in found]
+    return [p.decode("utf-8", "replace") + ("/" if is_dir else "") for p, is_dir in sorted(as_bytes)]
 
 
 def _invalid(param: str, value, hint: str) -> ToolError:
