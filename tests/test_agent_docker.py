@@ -206,13 +206,14 @@ def test_binary_and_non_utf8_files_and_huge_outputs_survive(calc):
 
 @pytest.mark.timeout(120)
 def test_directory_listing_is_openhands_own(calc):
-    """The editor's directory view lists what OHEditor's `find -L | sort` lists in the container, in its order."""
+    """The editor's directory view lists what OHEditor's `find -L | sort` lists in the container, in its order,
+    linked directories with their entries."""
     rt = start(calc)
     try:
         tree = f"{rt.root}/tree"
         rt.execute("mkdir -p tree/pkg tree/Zeta tree/_x/.hid 'tree/a b' tree/deep/er && touch tree/pkg/a.py "
                    "tree/pkg-extra.py tree/pkg.txt tree/Zeta/i.py tree/.env tree/_x/.hid/h 'tree/a b/c' "
-                   "tree/deep/er/est.py tree/é.py", 10)
+                   "tree/deep/er/est.py tree/é.py && ln -s pkg tree/linked", 10)
         openhands = rt.sh(f"find -L {tree} -maxdepth 2 -not \\( -path '{tree}/.*' -o -path '{tree}/*/.*' \\) | sort "
                           "| while IFS= read -r p; do if [ -d \"$p\" ]; then echo \"$p/\"; else echo \"$p\"; fi; done")
         view = Editor(rt.files)("view", tree)
@@ -220,6 +221,8 @@ def test_directory_listing_is_openhands_own(calc):
                         f"{openhands.rstrip()}\n\n1 hidden files/directories in this directory are excluded. "
                         f"You can use 'ls -la {tree}' to see them.")
         assert view.index(f"{tree}/pkg-extra.py\n") < view.index(f"{tree}/pkg/a.py\n")
+        assert f"{tree}/linked/a.py\n" in view  # the link is followed, as `find -L` follows it
+        assert Editor(rt.files)("view", f"{tree}/linked").endswith(f"\n{tree}/linked/\n{tree}/linked/a.py")
     finally:
         rt.close()
 

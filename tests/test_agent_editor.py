@@ -64,9 +64,9 @@ def test_view_directory_lists_two_levels_without_hidden(ed):
 
 
 def openhands_listing(host: Path, shown: str) -> list[str]:
-    """OHEditor's own listing: `find | sort` (C locale), then a `/` after each directory; paths shown as the agent
-    sees them."""
-    found = subprocess.run(f"find {host} -maxdepth 2 -not \\( -path '{host}/.*' -o -path '{host}/*/.*' \\) | sort",
+    """OHEditor's own listing: `find -L | sort` (C locale), then a `/` after each directory; paths shown as the
+    agent sees them."""
+    found = subprocess.run(f"find -L {host} -maxdepth 2 -not \\( -path '{host}/.*' -o -path '{host}/*/.*' \\) | sort",
                            shell=True, capture_output=True, text=True, check=True, env={"LC_ALL": "C"}).stdout
     return [shown + p[len(str(host)):] + ("/" if Path(p).is_dir() else "") for p in found.splitlines()]
 
@@ -76,9 +76,15 @@ def test_directory_listing_is_in_openhands_order(ed, repo):
     for name in ("pkg-extra.py", "pkg.txt", "Zeta/inner.py", "_private/x.py", "a b/c.py", "deep/er/est.py", "é.py"):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text("x\n")
+    os.symlink("pkg", repo / "linked")  # followed, as `find -L` follows it
     out = ed("view", ROOT).split("\n")
     listed = out[1:out.index("")]
     assert listed == openhands_listing(repo, ROOT)
+    assert f"{ROOT}/linked/a.py" in listed
+    assert ed("view", f"{ROOT}/linked").split("\n")[1:] == [f"{ROOT}/linked/", f"{ROOT}/linked/a.py"]
+    os.symlink(repo.parent, repo / "out")  # leads out of the checkout to the host: listed, not followed
+    listed = ed("view", ROOT).split("\n")
+    assert f"{ROOT}/out" in listed and not [line for line in listed if line.startswith(f"{ROOT}/out/")]
     at = {name: listed.index(f"{ROOT}/{name}") for name in ("pkg/", "pkg-extra.py", "pkg.txt", "pkg/a.py")}
     assert at["pkg/"] < at["pkg-extra.py"] < at["pkg.txt"] < at["pkg/a.py"]
 

@@ -186,8 +186,11 @@ class DockerFiles:
 
     def listing(self, path: str) -> tuple[list[str], int]:
         p = shlex.quote(self._check(path).rstrip("/") or "/")
-        hidden = self.rt.sh(f"find {p} -mindepth 1 -maxdepth 1 -name '.*' | wc -l").strip()
-        out = self.rt.sh(f"find {p} -maxdepth 2 -not \\( -path {p}'/.*' -o -path {p}'/*/.*' \\) -printf '%y%p\\n'")
+        # -L as OHEditor: a linked directory (the path itself too) is listed with its entries. The container's own
+        # files outside the checkout are no secret, so links leading there are followed as well.
+        hidden = self.rt.sh(f"find -L {p} -mindepth 1 -maxdepth 1 -name '.*' | wc -l").strip()
+        out = self.rt.sh(f"find -L {p} -maxdepth 2 -not \\( -path {p}'/.*' -o -path {p}'/*/.*' \\) "
+                         "-printf '%y%p\\n' 2>/dev/null")
         return slash_dirs([(line[1:], line[0] == "d") for line in out.splitlines()]), int(hidden or 0)
 
 

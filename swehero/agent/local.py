@@ -89,11 +89,15 @@ class LocalFiles:
             raise ToolError(f"Invalid `path` parameter: {path}. Only files inside the repository {self.root} can "
                             "be viewed or edited.")
         host = self.host_root / posixpath.relpath(norm, self.root)
-        real = Path(os.path.realpath(host))
-        if real != self.host_root and self.host_root not in real.parents:
+        if not self.inside(host):
             raise ToolError(f"Invalid `path` parameter: {path}. It is a symbolic link to a location outside the "
                             f"repository {self.root}.")
         return host
+
+    def inside(self, host: Path | str) -> bool:
+        """Whether `host`, symbolic links resolved, is in the checkout."""
+        real = Path(os.path.realpath(host))
+        return real == self.host_root or self.host_root in real.parents
 
     def kind(self, path: str) -> str | None:
         host = self.host(path)
@@ -129,7 +133,8 @@ class LocalFiles:
             for entry in os.scandir(host):
                 if entry.name.startswith("."):
                     continue
-                is_dir = entry.is_dir(follow_symlinks=False)
+                # followed as OHEditor's `find -L` follows links, unless one leads out of the checkout to the host
+                is_dir = entry.is_dir() and (not entry.is_symlink() or self.inside(entry.path))
                 found.append((f"{shown}/{entry.name}", is_dir))
                 if is_dir and depth < 2:
                     walk(Path(entry.path), f"{shown}/{entry.name}", depth + 1)
