@@ -110,6 +110,23 @@ def test_interactive_input_is_refused(rt):
         "ERROR: No previous running command to interact with.")
 
 
+def test_several_commands_on_separate_lines_are_refused_as_openhands_refuses_them(rt):
+    """OpenHands' bash session splits a command with bashlex and runs nothing when it finds more than one."""
+    outcome = Tools(rt, "exec").call("execute_bash", {"command": "touch ran\n# then list\nls -1  \n"})
+    assert outcome.error and outcome.observation == (
+        "ERROR: Cannot execute multiple commands at once.\nPlease run each command separately OR chain them into a "
+        "single command via && or ;\nProvided commands:\n(1) touch ran\n# then list\n(2) ls -1\n"
+        "[Error occurred in processing last action]")
+    assert not (rt.checkout / "ran").exists()
+    # One top-level command each: chained, a compound, a quoted newline, a continued line; and a here-document
+    # ending the command, which bashlex cannot parse, so OpenHands runs it whole.
+    for command in ("touch a; touch b && touch c", "for f in d e; do\n  touch $f\ndone", "echo 'x\ny' > f",
+                    "touch \\\n  g", "cat > h <<'EOF'\nline one\nEOF"):
+        assert "[The command completed with exit code 0.]" in bash(rt, command), command
+    assert sorted(p.name for p in rt.checkout.iterdir() if len(p.name) == 1) == list("abcdefgh")
+    assert (rt.checkout / "h").read_text() == "line one\n"
+
+
 def test_zero_mode_refuses_banned_commands_before_running_them(rt):
     tools = Tools(rt, "zero")
     outcome = tools.call("execute_bash", {"command": "touch ran && bash -c 'python3 -c 1'"})

@@ -10,6 +10,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+import bashlex
+
 from swehero.agent.banned import RefusedCommand, banned_commands
 from swehero.agent.editor import Editor, ToolError
 from swehero.agent.runtime import CommandResult, Runtime
@@ -19,6 +21,10 @@ MAX_OBSERVATION_CHARS = 30000
 """Bash output longer than this keeps its first and last halves (OpenHands' observation limit)."""
 TRUNCATED = "\n[... Observation truncated due to length ...]\n"
 MODES = ("zero", "exec")
+MULTIPLE_COMMANDS = ("ERROR: Cannot execute multiple commands at once.\nPlease run each command separately OR chain "
+                     "them into a single command via && or ;\nProvided commands:\n{listed}\n"
+                     "[Error occurred in processing last action]")
+"""OpenHands' bash session refuses a command of several top-level commands (lines) with this ErrorObservation."""
 
 
 @dataclass
@@ -58,6 +64,32 @@ def bash_observation(result: CommandResult, timeout: float) -> str:
     if not result.timed_out:
         text += f"\n[Command finished with exit code {result.exit_code}]"
     return text
+
+
+def top_level_commands(command: str) -> list[str]:
+    """The commands OpenHands' bash session finds in `command` (its `split_bash_commands`, over bashlex): one per
+    top-level node, so lines, not `;` or `&&`; text between nodes (comments) stays with the command before it. What
+    bashlex cannot parse (a here-document that ends the command, `$((...))`) is one command, as there."""
+    try:
+        nodes = bashlex.parse(command)
+    except (bashlex.errors.ParsingError, NotImplementedError, TypeError, AttributeError):
+        return [command]
+    found: list[str] = []
+    end = 0
+    for node in nodes:
+        start = node.pos[0]
+        if found:
+            found[-1] += command[end:start].rstrip()
+        elif command[end:start].strip():
+            found.append(command[end:start].rstrip())
+        found.append(command[start:node.pos[1]].rstrip())
+        end = node.pos[1]
+    rest = command[end:].rstrip()
+    if found:
+        found[-1] += rest
+    elif rest:
+        found.append(rest)
+    return found
 
 
 def refusal(programs: list[str]) -> str:
@@ -110,6 +142,10 @@ class Tools:
                 return Outcome(f"ERROR: Command refused, nothing was run: {e}", error=True, banned=e.programs)
             if banned:
                 return Outcome(refusal(banned), error=True, banned=banned)
+        commands = top_level_commands(command.strip())
+        if len(commands) > 1:
+            listed = "\n".join(f"({i}) {c}" for i, c in enumerate(commands, 1))
+            return Outcome(MULTIPLE_COMMANDS.format(listed=listed), error=True)
         config = self.runtime.config
         try:
             limit = float(timeout) if timeout is not None else config.default_timeout
