@@ -77,7 +77,7 @@ def test_an_installed_package_imports_the_agents_code_from_the_workspace(docker_
     assert in_image(name, "cd / && bash -ic 'python -c \"import srcpkg; print(srcpkg.VALUE)\"' 2>/dev/null") == "1\n"
     rt = DockerRuntime(name, "/workspace/toy__srcpkg__0.1", base_commit=task["base_commit"])
     try:
-        rt.files.write_text(f"{rt.root}/src/srcpkg/__init__.py", "VALUE = 2\n")
+        rt.files.write_bytes(f"{rt.root}/src/srcpkg/__init__.py", b"VALUE = 2\n")
         seen = rt.execute("cd / && python -c 'import srcpkg; print(srcpkg.VALUE, srcpkg.__file__)'", 30)
         assert seen.output.split()[0] == "2"
     finally:
