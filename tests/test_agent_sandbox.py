@@ -105,9 +105,13 @@ def test_output_caps_hold(rt):
 
 
 def test_interactive_input_is_refused(rt):
+    """As OpenHands answers when no command is running: an empty command asks for more output, input interacts."""
     tools = Tools(rt, "exec")
-    assert tools.call("execute_bash", {"command": "", "is_input": "true"}).observation == (
+    assert tools.call("execute_bash", {"command": "y", "is_input": "true"}).observation == (
         "ERROR: No previous running command to interact with.")
+    for command in ("", "  "):
+        assert tools.call("execute_bash", {"command": command, "is_input": "false"}).observation == (
+            "ERROR: No previous running command to retrieve logs from.")
 
 
 def test_several_commands_on_separate_lines_are_refused_as_openhands_refuses_them(rt):

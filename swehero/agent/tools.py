@@ -133,7 +133,11 @@ class Tools:
     def execute_bash(self, command, is_input="false", timeout=None) -> Outcome:
         if not isinstance(command, str):
             return Outcome(f"ERROR: Invalid `command` parameter: {command}. It should be a string.", error=True)
-        if str(is_input).lower() == "true" or command.strip() in {"", "C-c", "C-d", "C-z"}:
+        # A timed-out command is killed (see bash_observation): none is ever left running to read more output from
+        # or to send input to. These are OpenHands' answers when none is.
+        if not command.strip():
+            return Outcome("ERROR: No previous running command to retrieve logs from.", error=True)
+        if str(is_input).lower() == "true" or command.strip() in {"C-c", "C-d", "C-z"}:
             return Outcome("ERROR: No previous running command to interact with.", error=True)
         if self.mode == "zero":
             try:
