@@ -112,6 +112,10 @@ def test_interactive_input_is_refused(rt):
     for command in ("", "  "):
         assert tools.call("execute_bash", {"command": command, "is_input": "false"}).observation == (
             "ERROR: No previous running command to retrieve logs from.")
+    # Only the string "true" is input to OpenHands; anything else runs as a command.
+    for flag in (True, "True", "yes"):
+        assert "[Command finished with exit code 0]" in tools.call(
+            "execute_bash", {"command": "echo ran", "is_input": flag}).observation
 
 
 def test_several_commands_on_separate_lines_are_refused_as_openhands_refuses_them(rt):

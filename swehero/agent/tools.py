@@ -137,7 +137,9 @@ class Tools:
         # or to send input to. These are OpenHands' answers when none is.
         if not command.strip():
             return Outcome("ERROR: No previous running command to retrieve logs from.", error=True)
-        if str(is_input).lower() == "true" or command.strip() in {"C-c", "C-d", "C-z"}:
+        # OpenHands takes `is_input` as input only when it is the string "true" (the schema's enum); a JSON `true`
+        # runs the command as any other.
+        if is_input == "true" or command.strip() in {"C-c", "C-d", "C-z"}:
             return Outcome("ERROR: No previous running command to interact with.", error=True)
         if self.mode == "zero":
             try:
