@@ -205,9 +205,9 @@ def test_binary_and_non_utf8_files_and_huge_outputs_survive(calc):
 
 
 @pytest.mark.timeout(120)
-def test_directory_listing_is_openhands_own(calc):
+def test_directory_listing_and_links_are_openhands_own(calc):
     """The editor's directory view lists what OHEditor's `find -L | sort` lists in the container, in its order,
-    linked directories with their entries."""
+    linked directories with their entries; linked files are read and written through their links."""
     rt = start(calc)
     try:
         tree = f"{rt.root}/tree"
@@ -223,6 +223,12 @@ def test_directory_listing_is_openhands_own(calc):
         assert view.index(f"{tree}/pkg-extra.py\n") < view.index(f"{tree}/pkg/a.py\n")
         assert f"{tree}/linked/a.py\n" in view  # the link is followed, as `find -L` follows it
         assert Editor(rt.files)("view", f"{tree}/linked").endswith(f"\n{tree}/linked/\n{tree}/linked/a.py")
+        # A linked file is read and edited through its link, which stays a link (as OHEditor's open() does).
+        rt.execute("printf 'x = 1\\n' > tree/target.py && ln -s target.py tree/alias.py", 10)
+        editor = Editor(rt.files)
+        assert editor("view", f"{tree}/alias.py").endswith("     1\tx = 1\n     2\t\n")
+        editor("str_replace", f"{tree}/alias.py", old_str="1", new_str="2")
+        assert rt.sh(f"readlink {tree}/alias.py; cat {tree}/target.py") == "target.py\nx = 2\n"
     finally:
         rt.close()
 

@@ -248,6 +248,8 @@ def test_symlinks_pointing_out_are_refused(ed, repo):
     assert (repo.parent / "outside.txt").read_text() == "secret\n"
     assert not (repo.parent / "new.txt").exists()
     assert "     1\tone" in ed("view", f"{ROOT}/inside_link.py")
+    ed("str_replace", f"{ROOT}/inside_link.py", old_str="one", new_str="uno")  # through the link, which stays one
+    assert (repo / "inside_link.py").is_symlink() and (repo / "pkg" / "a.py").read_text().startswith("uno\n")
 
 
 def test_special_files_are_refused_not_read(ed, repo):

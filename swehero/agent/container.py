@@ -151,7 +151,9 @@ class DockerFiles:
     def __init__(self, runtime: DockerRuntime) -> None:
         self.rt, self.root = runtime, runtime.root
 
-    def _check(self, path: str) -> str:
+    def _check(self, path: str, follow: bool = False) -> str:
+        """`path` normalised, or with `follow` its target, symbolic links resolved (where reads and writes go, as
+        they go through a link locally); refused unless that target lies in the repository."""
         norm = posixpath.normpath(path)
         inside = lambda p: p == self.root or p.startswith(self.root.rstrip("/") + "/")  # noqa: E731
         if not inside(norm):
@@ -161,7 +163,7 @@ class DockerFiles:
         if real != root_real and not real.startswith(root_real.rstrip("/") + "/"):
             raise ToolError(f"Invalid `path` parameter: {path}. It is a symbolic link to a location outside the "
                             f"repository {self.root}.")
-        return norm
+        return real if follow else norm
 
     def kind(self, path: str) -> str | None:
         p = shlex.quote(self._check(path))
@@ -169,14 +171,14 @@ class DockerFiles:
         return {"d": "dir", "f": "file"}.get(found)
 
     def size(self, path: str) -> int:
-        return int(self.rt.sh(f"stat -c %s {shlex.quote(self._check(path))}").strip())
+        return int(self.rt.sh(f"stat -c %s {shlex.quote(self._check(path, follow=True))}").strip())
 
     def read_bytes(self, path: str) -> bytes:
-        chunks, _ = self.rt.container.get_archive(self._check(path))
+        chunks, _ = self.rt.container.get_archive(self._check(path, follow=True))
         return untar_one(chunks)
 
     def write_bytes(self, path: str, data: bytes) -> None:
-        p = self._check(path)
+        p = self._check(path, follow=True)
         # An edited file keeps its mode and owner (an executable script stays executable), as a local write does.
         meta = self.rt.sh(f"stat -c '%a %u %g' {shlex.quote(p)} 2>/dev/null").split()
         mode, uid, gid = (int(meta[0], 8), int(meta[1]), int(meta[2])) if len(meta) == 3 else (0o644, 0, 0)
