@@ -229,6 +229,9 @@ def test_directory_listing_and_links_are_openhands_own(calc):
         assert editor("view", f"{tree}/alias.py").endswith("     1\tx = 1\n     2\t\n")
         editor("str_replace", f"{tree}/alias.py", old_str="1", new_str="2")
         assert rt.sh(f"readlink {tree}/alias.py; cat {tree}/target.py") == "target.py\nx = 2\n"
+        rt.execute("mkfifo tree/pipe", 10)
+        with pytest.raises(ToolError, match=f"^File validation failed for {tree}/pipe: it is not a regular file.$"):
+            editor("view", f"{tree}/pipe")
     finally:
         rt.close()
 

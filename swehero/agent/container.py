@@ -137,12 +137,11 @@ def tar_one(name: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 
     return buf.getvalue()
 
 
-def untar_one(chunks) -> bytes:
+def untar_one(chunks) -> bytes | None:
+    """The content of the one file a `get_archive` stream holds; None when it is not a regular file."""
     with tarfile.open(fileobj=io.BytesIO(b"".join(chunks)), mode="r") as tar:
         member = tar.next()
-        if member is None or not member.isfile():
-            raise ToolError("not a regular file")
-        return tar.extractfile(member).read()
+        return tar.extractfile(member).read() if member is not None and member.isfile() else None
 
 
 class DockerFiles:
@@ -175,7 +174,10 @@ class DockerFiles:
 
     def read_bytes(self, path: str) -> bytes:
         chunks, _ = self.rt.container.get_archive(self._check(path, follow=True))
-        return untar_one(chunks)
+        data = untar_one(chunks)
+        if data is None:  # a FIFO or device: the local runtime's words
+            raise ToolError(f"File validation failed for {path}: it is not a regular file.")
+        return data
 
     def write_bytes(self, path: str, data: bytes) -> None:
         p = self._check(path, follow=True)
@@ -266,7 +268,7 @@ class DockerRuntime:
         if result.exit_code != 0:
             raise RuntimeError(f"git diff failed in the container: {result.output[-2000:]}")
         chunks, _ = self.container.get_archive(f"{STATE_DIR}/patch")
-        return untar_one(chunks).decode("utf-8", errors="replace")
+        return (untar_one(chunks) or b"").decode("utf-8", errors="replace")
 
     def close(self) -> None:
         import docker
