@@ -268,7 +268,10 @@ class DockerRuntime:
         if result.exit_code != 0:
             raise RuntimeError(f"git diff failed in the container: {result.output[-2000:]}")
         chunks, _ = self.container.get_archive(f"{STATE_DIR}/patch")
-        return (untar_one(chunks) or b"").decode("utf-8", errors="replace")
+        data = untar_one(chunks)
+        if data is None:
+            raise RuntimeError(f"{STATE_DIR}/patch is not a regular file in the container")
+        return data.decode("utf-8", errors="replace")
 
     def close(self) -> None:
         import docker
