@@ -133,13 +133,14 @@ class Tools:
     def execute_bash(self, command, is_input="false", timeout=None) -> Outcome:
         if not isinstance(command, str):
             return Outcome(f"ERROR: Invalid `command` parameter: {command}. It should be a string.", error=True)
+        stripped = command.strip()  # what OpenHands' bash session looks at
         # A timed-out command is killed (see bash_observation): none is ever left running to read more output from
         # or to send input to. These are OpenHands' answers when none is.
-        if not command.strip():
+        if not stripped:
             return Outcome("ERROR: No previous running command to retrieve logs from.", error=True)
         # OpenHands takes `is_input` as input only when it is the string "true" (the schema's enum); a JSON `true`
         # runs the command as any other.
-        if is_input == "true" or command.strip() in {"C-c", "C-d", "C-z"}:
+        if is_input == "true" or stripped in {"C-c", "C-d", "C-z"}:
             return Outcome("ERROR: No previous running command to interact with.", error=True)
         if self.mode == "zero":
             try:
@@ -148,7 +149,7 @@ class Tools:
                 return Outcome(f"ERROR: Command refused, nothing was run: {e}", error=True, banned=e.programs)
             if banned:
                 return Outcome(refusal(banned), error=True, banned=banned)
-        commands = top_level_commands(command.strip())
+        commands = top_level_commands(stripped)
         if len(commands) > 1:
             listed = "\n".join(f"({i}) {c}" for i, c in enumerate(commands, 1))
             return Outcome(MULTIPLE_COMMANDS.format(listed=listed), error=True)
