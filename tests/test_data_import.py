@@ -78,6 +78,130 @@ def test_swe_gym_inline_function_markup_becomes_tool_calls(tmp_path):
     assert rec["messages"][2]["content"] == "Let me find the code."
 
 
+# OpenHands' text format (its fn_call_converter), written out here as OpenHands writes it, to check that importing
+# gives back the function-calling conversation it was made from.
+_GYM_TOOLS = [
+    {"type": "function", "function": {
+        "name": "execute_bash", "description": "Execute a bash command in the terminal.\n* One command at a time.\n",
+        "parameters": {"type": "object", "properties": {"command": {"type": "string", "description": "The command."}},
+                       "required": ["command"]}}},
+    {"type": "function", "function": {
+        "name": "str_replace_editor", "description": "Custom editing tool for viewing and editing files.",
+        "parameters": {"type": "object", "properties": {
+            "command": {"type": "string", "enum": ["view", "create", "str_replace", "insert", "undo_edit"]},
+            "path": {"type": "string"}, "new_str": {"type": "string"}, "old_str": {"type": "string"},
+            "view_range": {"type": "array", "items": {"type": "integer"}}}, "required": ["command", "path"]}}},
+    {"type": "function", "function": {"name": "finish", "description": "Finish the interaction."}},
+]
+_GYM_CONVERSATION = [
+    {"role": "system", "content": "You are OpenHands agent, a helpful AI assistant.\n<IMPORTANT>\n* Explore first.\n"
+                                  "</IMPORTANT>"},
+    {"role": "user", "content": "<uploaded_files>\n/workspace/getmoto__moto__4.0\n</uploaded_files>\nI've uploaded a "
+                                "python code repository. Consider the following PR description:\n\n<pr_description>\n"
+                                "SSM get_parameters_by_path ignores the filter.\n</pr_description>\n"},
+    {"role": "assistant", "content": "Let me find the code.", "call": ("execute_bash", {"command": "grep -rn "
+                                     "'def get_parameters_by_path' /workspace/getmoto__moto__4.0"})},
+    {"role": "tool", "name": "execute_bash", "content": "moto/ssm/models.py:1723:    def get_parameters_by_path(\n"
+                                                        "[Command finished with exit code 0]"},
+    {"role": "assistant", "content": "", "call": ("str_replace_editor", {
+        "command": "str_replace", "path": "/workspace/getmoto__moto__4.0/moto/ssm/models.py",
+        "old_str": "        if filters:\n            pass", "new_str": "        if filters:\n            apply(filters)"})},
+    {"role": "tool", "name": "str_replace_editor", "content": "The file has been edited. \n  1723\tif filters:"},
+    {"role": "assistant", "content": "Done.", "call": ("finish", {})},
+]
+_EXAMPLE = ("Here's a running example of how to perform a task with the provided tools.\n\n"
+            "--------------------- START OF EXAMPLE ---------------------\n\nUSER: List the files.\n\n"
+            "ASSISTANT: Sure!\n<function=execute_bash>\n<parameter=command>\nls\n</parameter>\n</function>\n\n"
+            "USER: EXECUTION RESULT of [execute_bash]:\napp.py\n\n"
+            "--------------------- END OF EXAMPLE ---------------------\n\n"
+            "Do NOT assume the environment is the same as in the example above.\n\n"
+            "--------------------- NEW TASK DESCRIPTION ---------------------\n")
+
+
+def _openhands_text_format(prose_parameters: bool, example: bool) -> list[dict]:
+    """`_GYM_CONVERSATION` as OpenHands sends it to a model without function calling."""
+    described = ""
+    for i, tool in enumerate(_GYM_TOOLS, 1):
+        fn = tool["function"]
+        described += f"{chr(10) if i > 1 else ''}---- BEGIN FUNCTION #{i}: {fn['name']} ----\n"
+        described += f"Description: {fn['description']}\n"
+        if prose_parameters:  # later versions: a line per parameter
+            described += "".join(f"  ({j}) {k} ({v['type']}): ...\n" for j, (k, v) in
+                                 enumerate(fn.get("parameters", {"properties": {}})["properties"].items(), 1))
+        elif "parameters" in fn:
+            described += f"Parameters: {json.dumps(fn['parameters'], indent=2)}\n"
+        else:
+            described += "No parameters are required for this function.\n"
+        described += f"---- END FUNCTION #{i} ----\n"
+    suffix = (f"\nYou have access to the following functions:\n\n{described}\nIf you choose to call a function ONLY "
+              "reply in the following format with NO suffix:\n\n<function=example_function_name>\n...\n")
+    out = []
+    for m in _GYM_CONVERSATION:
+        if m["role"] == "system":
+            out.append({"role": "system", "content": m["content"] + suffix})
+        elif m["role"] == "user":
+            content = m["content"]
+            if example:
+                content = (_EXAMPLE + content + "\n--------------------- END OF NEW TASK DESCRIPTION "
+                           "---------------------\n\nPLEASE follow the format strictly! PLEASE EMIT ONE AND ONLY ONE "
+                           "FUNCTION CALL PER MESSAGE.\n")
+            out.append({"role": "user", "content": content})
+        elif m["role"] == "assistant":
+            name, args = m["call"]
+            call = f"<function={name}>\n"
+            for k, v in args.items():
+                nl = "\n" if isinstance(v, str) and "\n" in v else ""
+                call += f"<parameter={k}>{nl}{v}{nl}</parameter>\n"
+            out.append({"role": "assistant", "content": (m["content"] + "\n\n" + call + "</function>").lstrip()})
+        else:
+            out.append({"role": "user", "content": f"EXECUTION RESULT of [{m['name']}]:\n" + m["content"]})
+    return out
+
+
+@pytest.mark.parametrize("prose_parameters,example", [(False, False), (True, True)],
+                         ids=["swe-gym-version", "later-version-with-example"])
+def test_swe_gym_openhands_text_format_gives_back_the_function_calling_conversation(
+        tmp_path, qwen_tokenizer, prose_parameters, example):
+    rows = [{"instance_id": "getmoto__moto-5752", "messages": _openhands_text_format(prose_parameters, example)}]
+    (tmp_path / "gym.json").write_text(json.dumps(rows))
+    out = tmp_path / "gym.jsonl"
+    import_files([str(tmp_path / "gym.json")], "swe-gym", out)
+    (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(m["role"], m["content"]) for m in rec["messages"]] == [(m["role"], m["content"]) for m in
+                                                                    _GYM_CONVERSATION]
+    assert _calls(rec) == [m["call"] for m in _GYM_CONVERSATION if m["role"] == "assistant"]
+    tool_results = [m for m in rec["messages"] if m["role"] == "tool"]
+    assert [m["name"] for m in tool_results] == ["execute_bash", "str_replace_editor"]
+    calls = [c["id"] for m in rec["messages"] for c in m.get("tool_calls", [])]
+    assert [m["tool_call_id"] for m in tool_results] == calls[:2]
+    # The tools the teacher saw when its system message wrote them as JSON; the OpenHands set when as prose.
+    assert rec["tools"] == (openhands_tools() if prose_parameters else _GYM_TOOLS)
+    text = ChatRenderer(qwen_tokenizer).text(template_messages(rec["messages"]), rec["tools"])
+    for leftover in ("EXECUTION RESULT of", "You have access to the following functions", "<function=",
+                     "START OF EXAMPLE", "PLEASE follow the format"):
+        assert leftover not in text
+
+
+def test_sharegpt_system_column_bare_tools_and_openhands_markup(tmp_path):
+    tools = [{"name": "execute_bash", "description": "Run a bash command.",
+              "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}]
+    row = {"id": "adp-1", "system": "You are OpenHands agent.", "tools": json.dumps(tools), "conversations": [
+        {"from": "human", "value": "How many files are in /etc?"},
+        {"from": "function_call", "value": "I will count them.\n\n<function=execute_bash>\n<parameter=command>\n"
+                                           "ls -1 /etc | wc -l\n</parameter>\n</function>"},
+        {"from": "observation", "value": "EXECUTION RESULT of [execute_bash]:\n220"},
+        {"from": "gpt", "value": "There are 220."}]}
+    (tmp_path / "adp.jsonl").write_text(json.dumps(row) + "\n")
+    out = tmp_path / "adp.out.jsonl"
+    import_files([str(tmp_path / "adp.jsonl")], "sharegpt", out)
+    (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(m["role"], m["content"]) for m in rec["messages"]] == [
+        ("system", "You are OpenHands agent."), ("user", "How many files are in /etc?"),
+        ("assistant", "I will count them."), ("tool", "220"), ("assistant", "There are 220.")]
+    assert _calls(rec) == [("execute_bash", {"command": "ls -1 /etc | wc -l"})]
+    assert rec["tools"] == [{"type": "function", "function": tools[0]}]  # as vLLM renders tools
+
+
 def test_swe_smith_json_string_messages(tmp_path):
     _, (rec,), _ = _import(tmp_path, "swe-smith", "swe_smith.jsonl")
     assert rec["id"].endswith("8qa84d2e") and rec["resolved"] is True and rec["tools"] == []

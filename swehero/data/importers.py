@@ -45,6 +45,75 @@ def parse_text_tool_calls(text: str, prefix: str) -> tuple[str, list[dict]]:
     return content.rstrip(), [make_tool_call(f"{prefix}_{i}", c["name"], c["arguments"]) for i, c in enumerate(calls)]
 
 
+# OpenHands' text format for models without native function calling (its `fn_call_converter`): the tool
+# descriptions appended to the system message, in later versions an example conversation wrapped around the first
+# user message, and tool results sent back as user messages that start `EXECUTION RESULT of [name]:`. Left in
+# training data, they would teach a second tool-call format and a system prompt our agent never shows.
+_DESCRIBED = "\nYou have access to the following functions:\n\n---- BEGIN FUNCTION #1: "
+_DESCRIBED_FUNCTION = re.compile(
+    r"---- BEGIN FUNCTION #(\d+): (\S+) ----\nDescription: (.*?)\n"
+    r"(?:Parameters: (\{.*?\})\n|No parameters are required for this function\.\n)---- END FUNCTION #\1 ----", re.S)
+_EXAMPLE_START = "Here's a running example of how to perform a task with the provided tools."
+_EXAMPLE_END = "--------------------- NEW TASK DESCRIPTION ---------------------\n"
+_TASK_END = "\n--------------------- END OF NEW TASK DESCRIPTION ---------------------\n\nPLEASE follow the format"
+_RESULT = re.compile(r"EXECUTION RESULT of \[(.*?)\]:\n")
+
+
+def from_openhands_text_format(messages: list[dict]) -> tuple[list[dict], list[dict] | None]:
+    """Undo OpenHands' text format, as its own `convert_non_fncall_messages_to_fncall_messages` does: the system
+    message loses the tool descriptions, the first user message the example, and a result becomes a `tool` message
+    holding what the tool printed. Returns the messages and the tools the system message described: as written when
+    every description gives its parameters as JSON (SWE-Gym's version), the OpenHands 0.54 set when they are prose
+    (other versions), None when the system message describes none."""
+    out, tools, first_user = [], None, True
+    for m in messages:
+        if not isinstance(m, dict):
+            out.append(m)
+            continue
+        role, content = m.get("role"), text_of(m.get("content"))
+        if role == "system" and (cut := content.find(_DESCRIBED)) != -1:
+            tools = _described_tools(content[cut:])
+            m = {**m, "content": content[:cut]}
+        elif role == "user" and first_user:
+            first_user = False
+            if content.lstrip().startswith(_EXAMPLE_START) and _EXAMPLE_END in content:
+                content = content[content.index(_EXAMPLE_END) + len(_EXAMPLE_END):]
+            if (cut := content.rfind(_TASK_END)) != -1:
+                content = content[:cut]
+            m = {**m, "content": content}
+        elif role in ("user", "tool") and (result := _RESULT.match(content)):
+            m = {**m, "role": "tool", "name": result.group(1), "content": content[result.end():]}
+        out.append(m)
+    return out, tools
+
+
+def _described_tools(text: str) -> list[dict]:
+    found = list(_DESCRIBED_FUNCTION.finditer(text))
+    if not found or len(found) != text.count("---- BEGIN FUNCTION #"):
+        return openhands_tools()
+    tools = []
+    for match in found:
+        function = {"name": match.group(2), "description": match.group(3)}
+        if match.group(4):
+            try:
+                function["parameters"] = json.loads(match.group(4))
+            except json.JSONDecodeError:
+                return openhands_tools()
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+def openai_tools(tools: Any) -> list:
+    """A `tools` column as OpenAI tools: bare function definitions (`{name, description, parameters}`, as
+    LLaMA-Factory's ShareGPT format stores them) are wrapped in `{type: function, function: ...}`, the form vLLM
+    renders at inference, so training renders the same system prompt."""
+    tools = _json_field(tools) or []
+    if not isinstance(tools, list):
+        raise Reject("bad_field", "tools must be a list")
+    return [{"type": "function", "function": t} if isinstance(t, dict) and "function" not in t and "name" in t
+            else t for t in tools]
+
+
 def openai_messages(messages: list[dict], parse_text_calls: bool = False) -> list[dict]:
     """Normalise OpenAI-style messages: string content, `tool_calls` with JSON-string arguments, and tool results
     linked to their calls by order where `tool_call_id` is missing."""
@@ -92,6 +161,13 @@ def _json_field(value: Any) -> Any:
     return value
 
 
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
 def _require(row: dict, *fields: str) -> None:
     for f in fields:
         if row.get(f) is None:
@@ -129,7 +205,7 @@ def nebius(row: dict, where: str, stage: str | None) -> dict:
         "source": "nebius/swe-rebench-openhands",
         "stage": stage,
         "messages": openai_messages(_json_field(row["trajectory"])),
-        "tools": _json_field(row["tools"]),
+        "tools": openai_tools(row["tools"]),
         "patch": row.get("model_patch") or "",
         "resolved": _resolved(row.get("resolved")),
         "metadata": {"exit_status": row.get("exit_status")},
@@ -140,7 +216,8 @@ def swe_gym(row: dict, where: str, stage: str | None) -> dict:
     """SWE-Gym/OpenHands-SFT-Trajectories: `<function=...>` calls inside assistant text; the environment's answer
     comes back as the next user message, which becomes the tool result."""
     _require(row, "messages")
-    messages = openai_messages(_json_field(row["messages"]), parse_text_calls=True)
+    raw, described = from_openhands_text_format(_json_field(row["messages"]))
+    messages = openai_messages(raw, parse_text_calls=True)
     for prev, m in pairwise(messages):
         if m["role"] == "user" and prev["role"] == "assistant" and prev.get("tool_calls"):
             m["role"], m["tool_call_id"] = "tool", prev["tool_calls"][0]["id"]
@@ -152,7 +229,7 @@ def swe_gym(row: dict, where: str, stage: str | None) -> dict:
         "source": "swe-gym/openhands-sft",
         "stage": stage,
         "messages": messages,
-        "tools": openhands_tools(),
+        "tools": described or openhands_tools(),
         "patch": row.get("patch") or "",
         "resolved": _resolved(row.get("resolved")),
         "metadata": {},
@@ -169,7 +246,7 @@ def swe_smith(row: dict, where: str, stage: str | None) -> dict:
         "source": "swe-smith",
         "stage": stage,
         "messages": openai_messages(_json_field(row["messages"]), parse_text_calls=True),
-        "tools": _json_field(row.get("tools")) or [],
+        "tools": openai_tools(row.get("tools")),
         "patch": row.get("patch") or "",
         "resolved": _resolved(row.get("resolved")),
         "metadata": {"model": row.get("model")},
@@ -189,18 +266,22 @@ _SHAREGPT_ROLES = {
 
 
 def sharegpt(row: dict, where: str, stage: str | None) -> dict:
-    """ShareGPT-style `conversations: [{from, value}]`; `function_call` turns carry `{"name", "arguments"}` JSON,
-    `gpt` turns may carry `<tool_call>` text."""
+    """ShareGPT-style `conversations: [{from, value}]` with an optional `system` column; `function_call` turns carry
+    `{"name", "arguments"}` JSON (LLaMA-Factory) or a call written as text, as `gpt` turns may (`<tool_call>` JSON,
+    OpenHands' `<function=...>` markup, whose text format is undone as for SWE-Gym)."""
     _require(row, "conversations")
-    messages = []
+    messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
     for i, turn in enumerate(_json_field(row["conversations"])):
         role = _SHAREGPT_ROLES.get(turn.get("from"))
         if role is None:
             raise Reject("unknown_role", f"turn {i} from {turn.get('from')!r}")
+        if role == "system" and messages:
+            raise Reject("bad_message", f"turn {i} is a system turn and the row has a `system` column or turn")
         value = turn.get("value") or ""
-        if turn["from"] == "function_call":
+        if turn["from"] == "function_call" and isinstance(_json_or_none(value), dict):
             value = f"<tool_call>{value}</tool_call>"
         messages.append({"role": role, "content": value})
+    messages, described = from_openhands_text_format(messages)
     instance_id = row.get("instance_id") or row.get("id") or where
     return {
         "id": row.get("id") or f"sharegpt@{where}",
@@ -209,7 +290,7 @@ def sharegpt(row: dict, where: str, stage: str | None) -> dict:
         "source": "sharegpt",
         "stage": stage,
         "messages": openai_messages(messages, parse_text_calls=True),
-        "tools": _json_field(row.get("tools")) or [],
+        "tools": openai_tools(row.get("tools")) or described or [],
         "patch": row.get("patch") or "",
         "resolved": _resolved(row.get("resolved")),
         "metadata": {},
@@ -230,7 +311,7 @@ def swe_agent(row: dict, where: str, stage: str | None) -> dict:
         "source": "swe-agent",
         "stage": stage,
         "messages": messages,
-        "tools": _json_field(row.get("tools")) or [],
+        "tools": openai_tools(row.get("tools")),
         "patch": info.get("submission") or "",
         "resolved": None,
         "metadata": {"exit_status": info.get("exit_status")},
