@@ -209,6 +209,29 @@ def test_swe_smith_json_string_messages(tmp_path):
     assert rec["messages"][3] == {"role": "tool", "tool_call_id": "toolu_01", "content": "pydantic\ntests"}
 
 
+def test_a_call_written_as_text_is_answered_by_the_next_user_message(tmp_path):
+    # SWE-smith's text split (SWE-agent without function calling): the observation comes back as a user message.
+    messages = [{"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "<pr_description>\nvalidate_call loses defaults\n</pr_description>"},
+                {"role": "assistant", "content": "Let me explore.\n\n<function=bash>\n<parameter=command>ls /testbed"
+                                                 "</parameter>\n</function>"},
+                {"role": "user", "content": "OBSERVATION:\npydantic\ntests"},
+                {"role": "assistant", "content": "Now I know the layout."},
+                {"role": "user", "content": "Please continue."},
+                {"role": "assistant", "content": "<function=submit>\n</function>"}]
+    row = {"instance_id": "pydantic__pydantic.acb0f10f.combine_file__0a1b2c", "traj_id": "t1",
+           "messages": json.dumps(messages)}
+    (tmp_path / "smith.jsonl").write_text(json.dumps(row) + "\n")
+    out = tmp_path / "smith.out.jsonl"
+    import_files([str(tmp_path / "smith.jsonl")], "swe-smith", out)
+    (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant", "tool", "assistant", "user",
+                                                   "assistant"]
+    assert rec["messages"][3] == {"role": "tool", "tool_call_id": rec["messages"][2]["tool_calls"][0]["id"],
+                                  "content": "OBSERVATION:\npydantic\ntests"}
+    assert _calls(rec) == [("bash", {"command": "ls /testbed"}), ("submit", {})]
+
+
 def test_sharegpt_function_call_turns_and_unknown_role_reject(tmp_path):
     _, (rec,), rejects = _import(tmp_path, "sharegpt", "sharegpt.jsonl")
     assert _calls(rec) == [("execute_bash", {"command": "ls"}), ("execute_bash", {"command": "cat a.py"})]

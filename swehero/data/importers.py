@@ -13,7 +13,6 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable
-from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,16 +115,22 @@ def openai_tools(tools: Any) -> list:
 
 def openai_messages(messages: list[dict], parse_text_calls: bool = False) -> list[dict]:
     """Normalise OpenAI-style messages: string content, `tool_calls` with JSON-string arguments, and tool results
-    linked to their calls by order where `tool_call_id` is missing."""
+    linked to their calls by order where `tool_call_id` is missing. With `parse_text_calls`, calls written in an
+    assistant message's text become `tool_calls`, and a user message right after such a turn is its result: a
+    scaffold without function calling (OpenHands' text format, SWE-agent's) answers a call that way."""
     out: list[dict] = []
     pending: list[str] = []  # ids of the last assistant turn's calls not yet answered
+    from_text = False  # those calls were written as text
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise Reject("bad_message", f"message {i} is not an object")
         role, content = m.get("role"), text_of(m.get("content"))
+        if role == "user" and from_text and pending and out[-1]["role"] == "assistant":
+            role = "tool"
         if role == "assistant":
             calls = [_openai_call(c, f"call_{i}_{j}") for j, c in enumerate(m.get("tool_calls") or [])]
-            if parse_text_calls and not calls:
+            from_text = parse_text_calls and not calls
+            if from_text:
                 content, calls = parse_text_tool_calls(content, f"call_{i}")
             pending = [c["id"] for c in calls]
             msg = {"role": "assistant", "content": content}
@@ -213,14 +218,11 @@ def nebius(row: dict, where: str, stage: str | None) -> dict:
 
 
 def swe_gym(row: dict, where: str, stage: str | None) -> dict:
-    """SWE-Gym/OpenHands-SFT-Trajectories: `<function=...>` calls inside assistant text; the environment's answer
-    comes back as the next user message, which becomes the tool result."""
+    """SWE-Gym/OpenHands-SFT-Trajectories: OpenHands' text format (`<function=...>` calls inside assistant text,
+    the environment's answer as the next user message), undone."""
     _require(row, "messages")
     raw, described = from_openhands_text_format(_json_field(row["messages"]))
     messages = openai_messages(raw, parse_text_calls=True)
-    for prev, m in pairwise(messages):
-        if m["role"] == "user" and prev["role"] == "assistant" and prev.get("tool_calls"):
-            m["role"], m["tool_call_id"] = "tool", prev["tool_calls"][0]["id"]
     instance_id = row.get("instance_id") or where
     return {
         "id": row.get("id") or f"swe-gym@{where}",
