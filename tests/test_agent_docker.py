@@ -187,6 +187,13 @@ def test_binary_and_non_utf8_files_and_huge_outputs_survive(calc):
         assert rt.files.read_bytes(f"{root}/latin.py") == "café = 2\n".encode("latin-1")
         raw = rt.execute("cat latin.py; printf '\\377\\376 end\\n'", 10)
         assert raw.exit_code == 0 and "caf\ufffd = 2" in raw.output and raw.output.endswith("\ufffd\ufffd end\n")
+        patch = rt.patch(calc["base_commit"])  # the Latin-1 file as a binary patch: its bytes survive as text
+        assert "\ufffd" not in patch and "diff --git a/latin.py b/latin.py\nnew file mode 100644" in patch
+        rt.container.put_archive("/tmp", _tar("latin.patch", patch.encode()))
+        check = rt.execute(f"git clone -q {root} /tmp/check && git -C /tmp/check checkout -q {calc['base_commit']} "
+                           "&& git -C /tmp/check apply /tmp/latin.patch && cmp /tmp/check/latin.py latin.py "
+                           "&& echo same", 30)
+        assert check.output.strip().endswith("same"), check.output
         text = "naïve → ünïcödé 🚀\n" * 1000
         editor("create", f"{root}/notes.md", file_text=text)
         assert rt.execute("sha256sum notes.md", 10).output.split()[0] == hashlib.sha256(text.encode()).hexdigest()

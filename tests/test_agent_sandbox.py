@@ -157,6 +157,28 @@ def test_patch_includes_new_files_and_ignores_agent_git_config(rt):
     assert not os.path.exists(rt.workdir / "tmp" / "fsmonitor-ran")
 
 
+def test_patch_of_files_not_in_utf8_applies_byte_for_byte(rt, tmp_path):
+    """A prediction is text: a changed Latin-1 file travels as a git binary patch, every other file as text."""
+    bash(rt, "printf '# -*- coding: latin-1 -*-\\nname = \"caf\\351\"\\nx = 1\\n' > latin.py && "
+             "printf 'old \\351\\n' > 'odd *[name] \"q\".txt' && printf 'bye \\351\\n' > gone.txt && "
+             "git add -A && git -c user.name=t -c user.email=t@t commit -qm 'Latin-1 files'")
+    base = bash(rt, "git rev-parse HEAD").split("\n")[0]
+    Tools(rt, "exec").call("str_replace_editor", {"command": "str_replace", "path": f"{ROOT}/latin.py",
+                                                  "old_str": "x = 1", "new_str": "x = 2"})
+    bash(rt, "printf 'new \\351\\n' >> 'odd *[name] \"q\".txt' && rm gone.txt && printf 'plain\\n' >> pkg/calc.py")
+    patch = rt.patch(base)
+    assert "\ufffd" not in patch and patch.count("GIT binary patch") == 3
+    assert "+plain" in patch  # the UTF-8 file stays a readable text diff
+    check = tmp_path / "check"
+    subprocess.run(["git", "clone", "-q", str(rt.checkout), str(check)], check=True)
+    subprocess.run(["git", "-C", str(check), "checkout", "-q", base], check=True)
+    subprocess.run(["git", "-C", str(check), "apply", "-"], input=patch.encode(), check=True)
+    for name in ("latin.py", 'odd *[name] "q".txt', "pkg/calc.py"):
+        assert (check / name).read_bytes() == (rt.checkout / name).read_bytes(), name
+    assert (check / "latin.py").read_bytes().endswith("caf\xe9\"\nx = 2\n".encode("latin-1"))
+    assert not (check / "gone.txt").exists()
+
+
 def test_missing_bwrap_says_how_to_install(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(Unavailable, match="apt-get install bubblewrap"):

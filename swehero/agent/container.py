@@ -36,8 +36,8 @@ from swehero.agent.runtime import (
     CappedBuffer,
     CommandResult,
     RuntimeConfig,
+    git_patch,
     history_check_script,
-    patch_command,
     require_clean_history,
     shell_script,
     strip_history_script,
@@ -264,14 +264,17 @@ class DockerRuntime:
                              cwd=state[0].strip() or self.root, python=state[1].strip() if len(state) > 1 else "")
 
     def patch(self, base_commit: str) -> str:
-        result = self.execute(patch_command(self.root, base_commit), 120)
+        return git_patch(self._write_patch, self.root, base_commit)
+
+    def _write_patch(self, command: str) -> bytes:
+        result = self.execute(command, 120)
         if result.exit_code != 0:
             raise RuntimeError(f"git diff failed in the container: {result.output[-2000:]}")
         chunks, _ = self.container.get_archive(f"{STATE_DIR}/patch")
         data = untar_one(chunks)
         if data is None:
             raise RuntimeError(f"{STATE_DIR}/patch is not a regular file in the container")
-        return data.decode("utf-8", errors="replace")
+        return data
 
     def close(self) -> None:
         import docker

@@ -35,7 +35,7 @@ from swehero.agent.runtime import (
     CommandResult,
     RuntimeConfig,
     git,
-    patch_command,
+    git_patch,
     prepare_checkout,
     shell_script,
 )
@@ -243,10 +243,13 @@ class LocalRuntime:
                              timed_out=timed_out, cwd=read("cwd") or self.root, python=read("python"))
 
     def patch(self, base_commit: str) -> str:
-        result = self.execute(patch_command(self.root, base_commit), timeout=120)
+        return git_patch(self._write_patch, self.root, base_commit)
+
+    def _write_patch(self, command: str) -> bytes:
+        result = self.execute(command, timeout=120)
         if result.exit_code != 0:
             raise RuntimeError(f"git diff failed in the checkout: {result.output[-2000:]}")
-        return (self.workdir / "state" / "patch").read_bytes().decode("utf-8", errors="replace")
+        return (self.workdir / "state" / "patch").read_bytes()
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -9,6 +9,7 @@ outlive their call (OpenHands keeps them in tmux): the sandbox's PID namespace e
 from __future__ import annotations
 
 import collections
+import re
 import shlex
 import shutil
 import subprocess
@@ -80,13 +81,71 @@ def shell_script(root: str) -> str:
     )
 
 
-def patch_command(root: str, base_commit: str) -> str:
+def patch_command(root: str, base_commit: str, binary: list[bytes] = ()) -> str:
     """Stage everything (new files too) and write the diff against the base to `STATE_DIR/patch`, with hooks,
     fsmonitor and external diff drivers disabled: the agent controls `.git/config`, so nothing it configured may
-    run. A file, not stdout: git's warnings must not end up in the patch."""
-    git = "git -c core.fsmonitor= -c core.hooksPath=/dev/null -c diff.external= -c core.pager=cat"
-    return (f"cd {shlex.quote(root)} && {git} add -A >/dev/null && "
+    run. A file, not stdout: git's warnings must not end up in the patch. The files at the paths `binary` are
+    diffed as git binary patches (see `git_patch`)."""
+    git = ("git -c core.fsmonitor= -c core.hooksPath=/dev/null -c diff.external= -c core.pager=cat "
+           "-c core.quotePath=true")
+    mark = ""
+    if binary:  # $GIT_DIR/info/attributes outranks the repository's own .gitattributes
+        lines = " ".join(shlex.quote(f"{_attribute_pattern(path)} binary") for path in binary)
+        mark = (f'attributes="$({git} rev-parse --git-path info/attributes)" && '
+                f'mkdir -p "$(dirname "$attributes")" && printf "%s\\n" {lines} >> "$attributes" && ')
+    return (f"cd {shlex.quote(root)} && {git} add -A >/dev/null && {mark}"
             f"{git} diff --no-color --no-ext-diff --binary --cached {shlex.quote(base_commit)} > {STATE_DIR}/patch")
+
+
+def git_patch(write_patch, root: str, base_commit: str) -> str:
+    """The checkout's patch against `base_commit`; `write_patch(command)` runs a `patch_command` in the sandbox and
+    returns the patch file's bytes.
+
+    A prediction is a JSON string, so a changed file whose text is not UTF-8 (a Latin-1 source, which the editor
+    keeps in Latin-1) cannot travel in a text hunk: its bytes would be replaced and the hunk would no longer apply.
+    Such files are diffed again as git binary patches, which are ASCII and which `git apply` (the harness's first
+    way of applying a patch) applies byte for byte; every other file stays a text diff."""
+    data = write_patch(patch_command(root, base_commit))
+    undecodable = list(dict.fromkeys(path for section in data.split(b"\ndiff --git ") if not _is_utf8(section)
+                                     for path in _diff_paths(section)))
+    if undecodable:
+        data = write_patch(patch_command(root, base_commit, undecodable))
+    return data.decode("utf-8", errors="replace")
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+_C_ESCAPES = {b"a": 7, b"b": 8, b"t": 9, b"n": 10, b"v": 11, b"f": 12, b"r": 13}
+
+
+def _diff_paths(section: bytes) -> list[bytes]:
+    """The old and new paths of one file's text diff, from its `--- a/...` and `+++ b/...` header lines (C-quoted by
+    git when unusual, a tab appended when they hold a space)."""
+    paths = []
+    for line in section.split(b"\n"):
+        if line.startswith(b"@@"):
+            break
+        if line.startswith((b"--- ", b"+++ ")) and line[4:] != b"/dev/null":
+            name = line[4:].removesuffix(b"\t")
+            if name.startswith(b'"'):
+                name = re.sub(rb"\\([0-7]{3}|.)", lambda m: bytes([int(m[1], 8) if len(m[1]) == 3 else
+                                                                      _C_ESCAPES.get(m[1], m[1][0])]), name[1:-1])
+            paths.append(name[2:])  # without a/ or b/
+    return paths
+
+
+def _attribute_pattern(path: bytes) -> str:
+    """A .gitattributes pattern matching exactly `path`: anchored, glob characters escaped, C-quoted."""
+    escaped = re.sub(rb"([\\*?\[])", rb"\\\1", b"/" + path)
+    quoted = "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\{chr(b)}" if b in b'"\\'
+                     else f"\\{b:03o}" for b in escaped)
+    return f'"{quoted}"'
 
 
 class CappedBuffer:
