@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 import bashlex
@@ -50,9 +51,48 @@ def truncate(text: str, limit: int = MAX_OBSERVATION_CHARS) -> str:
     return text[:half] + TRUNCATED + text[-half:]
 
 
+_CONTROL = re.compile(
+    r"\x1b\[([0-?]*)[ -/]*([@-~])"  # CSI: colours, cursor moves, erase in line (K)
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
+    r"|\x1b[ -/]*[0-~]?"  # two-character escapes
+    r"|[\r\b]")
+
+
+def as_terminal_shows(text: str) -> str:
+    """Command output as OpenHands' tmux pane shows it: OpenHands runs commands in a terminal and reads the rendered
+    pane, so escape sequences (colours a tool forces, titles) never reach the model, and a carriage return or
+    backspace moves the cursor back so that later text overwrites earlier (a progress bar shows its last state).
+    Cursor moves other than those are dropped; a line is never wrapped (OpenHands' pane is 1000 columns, joined)."""
+    if "\x1b" not in text and "\r" not in text and "\b" not in text:
+        return text
+    return "\n".join(_render_line(line) for line in text.replace("\r\n", "\n").split("\n"))
+
+
+def _render_line(line: str) -> str:
+    shown, col, pos = "", 0, 0
+    for m in _CONTROL.finditer(line + "\r"):  # a final \r writes the last run of text and changes nothing
+        run = line[pos:m.start()]
+        shown, col = shown[:col].ljust(col) + run + shown[col + len(run):], col + len(run)
+        pos, code = m.end(), m.group()
+        if code == "\r":
+            col = 0
+        elif code == "\b":
+            col = max(col - 1, 0)
+        elif m.group(2) == "K":  # erase in line: from the cursor to its end, from its start to the cursor, all
+            mode = m.group(1) or "0"
+            if mode == "0":
+                shown = shown[:col]
+            elif mode == "1":
+                shown = " " * min(col + 1, len(shown)) + shown[col + 1:]
+            else:
+                shown = ""
+    return shown
+
+
 def bash_observation(result: CommandResult, timeout: float) -> str:
     """OpenHands' CmdOutputObservation as the agent sees it: output, status line, then the metadata trailer."""
-    text = truncate(result.output.rstrip("\n"))
+    text = truncate(as_terminal_shows(result.output).rstrip("\n"))
     if result.timed_out:
         text += (f"\n[The command timed out after {timeout:g} seconds and was killed, together with every process "
                  "it started. Run long commands with a larger `timeout`, or split them into shorter steps.]")
