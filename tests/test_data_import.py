@@ -182,6 +182,14 @@ def test_swe_gym_openhands_text_format_gives_back_the_function_calling_conversat
         assert leftover not in text
 
 
+def test_swe_gym_rows_with_a_tools_column_keep_it(tmp_path):
+    rows = [{"instance_id": "getmoto__moto-5752", "messages": _openhands_text_format(True, False),
+             "tools": [t["function"] for t in _GYM_TOOLS]}]
+    (tmp_path / "gym.json").write_text(json.dumps(rows))
+    import_files([str(tmp_path / "gym.json")], "swe-gym", tmp_path / "gym.jsonl")
+    assert json.loads((tmp_path / "gym.jsonl").read_text())["tools"] == _GYM_TOOLS
+
+
 def test_sharegpt_system_column_bare_tools_and_openhands_markup(tmp_path):
     tools = [{"name": "execute_bash", "description": "Run a bash command.",
               "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}]

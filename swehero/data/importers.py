@@ -219,7 +219,8 @@ def nebius(row: dict, where: str, stage: str | None) -> dict:
 
 def swe_gym(row: dict, where: str, stage: str | None) -> dict:
     """SWE-Gym/OpenHands-SFT-Trajectories: OpenHands' text format (`<function=...>` calls inside assistant text,
-    the environment's answer as the next user message), undone."""
+    the environment's answer as the next user message), undone; releases with function calling and a `tools`
+    column keep their tools."""
     _require(row, "messages")
     raw, described = from_openhands_text_format(_json_field(row["messages"]))
     messages = openai_messages(raw, parse_text_calls=True)
@@ -231,7 +232,7 @@ def swe_gym(row: dict, where: str, stage: str | None) -> dict:
         "source": "swe-gym/openhands-sft",
         "stage": stage,
         "messages": messages,
-        "tools": described or openhands_tools(),
+        "tools": openai_tools(row.get("tools")) or described or openhands_tools(),
         "patch": row.get("patch") or "",
         "resolved": _resolved(row.get("resolved")),
         "metadata": {},
