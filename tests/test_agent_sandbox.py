@@ -63,6 +63,7 @@ def test_output_is_shown_as_a_terminal_shows_it(rt):
     ("ab\bc", "ac"),
     ("x\x1b(By\x1b]8;;http://a\x1b\\link\x1b]8;;\x1b\\", "xylink"),
     ("a\r\nb\r\n", "a\nb\n"),
+    ("bin\x00ary\x07\x7f\x1f.", "binary."),
 ])
 def test_terminal_rendering(raw, shown):
     assert as_terminal_shows(raw) == shown

@@ -56,15 +56,18 @@ _CONTROL = re.compile(
     r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
     r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
     r"|\x1b[ -/]*[0-~]?"  # two-character escapes
-    r"|[\r\b]")
+    r"|[\r\b]"
+    r"|[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")  # other control characters: a terminal shows nothing for them
+_NEEDS_RENDERING = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def as_terminal_shows(text: str) -> str:
     """Command output as OpenHands' tmux pane shows it: OpenHands runs commands in a terminal and reads the rendered
     pane, so escape sequences (colours a tool forces, titles) never reach the model, and a carriage return or
-    backspace moves the cursor back so that later text overwrites earlier (a progress bar shows its last state).
-    Cursor moves other than those are dropped; a line is never wrapped (OpenHands' pane is 1000 columns, joined)."""
-    if "\x1b" not in text and "\r" not in text and "\b" not in text:
+    backspace moves the cursor back so that later text overwrites earlier (a progress bar shows its last state);
+    other control characters (NUL, BEL, ...) show nothing. Cursor moves other than those are dropped; a line is
+    never wrapped (OpenHands' pane is 1000 columns, joined)."""
+    if not _NEEDS_RENDERING.search(text):
         return text
     return "\n".join(_render_line(line) for line in text.replace("\r\n", "\n").split("\n"))
 
