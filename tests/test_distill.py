@@ -18,6 +18,7 @@ from swehero.agent.settings import AgentSettings
 from swehero.rollout.endpoints import EndpointPool, NoLiveEndpoint
 from swehero.distill.run import Settings, distill
 from swehero.jsonio import read_jsonl
+from swehero.rollout.tasks import load_tasks
 from swehero.rollout.toy import build_toy_tasks
 from swehero.serve.server import free_port
 
@@ -57,6 +58,30 @@ def test_oracle_distills_every_task_and_rollout(toy, tmp_path, mode):
     # a rerun finds everything done and runs nothing
     again = distill(settings, tmp_path)
     assert again["skipped_as_done"] == 8 and len(lines(tmp_path / "trajectories.jsonl")) == 8
+
+
+def test_a_tasks_history_is_copied_once_for_all_its_attempts(toy, tmp_path):
+    """The local runtime's copy of a task's git history serves every attempt of the task, and goes after the last."""
+    from swehero.rollout.runner import Job, run_attempts
+
+    first, second = load_tasks(str(toy))[:2]
+    histories = tmp_path / "work" / "history"
+    seen = []  # at each commit: the instance, and the history copies there are (name, inode)
+
+    def commit(job, record):
+        assert record["metadata"]["finish_reason"] == "submitted" and record["patch"] == job.task["patch"]
+        seen.append((job.task["instance_id"], sorted((p.parent.name, p.name, p.stat().st_ino)
+                                                     for p in histories.glob("*/*"))))
+
+    jobs = [Job(first, 0), Job(first, 1), Job(first, 2), Job(second, 0)]
+    ran = run_attempts(jobs, AgentSettings(policy="oracle", mode="zero"), commit, tmp_path / "work",
+                       repos=toy.parent / "repos", workers=1)
+    assert ran["attempts"] == 4
+    copies = seen[0][1]
+    assert [c[0] for c in copies] == [first["instance_id"]] and copies[0][1].endswith(".git")
+    assert seen[:3] == [(first["instance_id"], copies)] * 3  # one copy, made once, for the three attempts
+    assert [c[0] for c in seen[3][1]] == [second["instance_id"]]  # the first task's copy went after its last
+    assert not (tmp_path / "work").exists()
 
 
 def _stat(pid) -> list[str]:

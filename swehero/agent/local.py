@@ -165,14 +165,17 @@ class LocalRuntime:
 
     @classmethod
     def for_task(cls, source_repo: Path, base_commit: str, root: str, workdir: Path,
-                 config: RuntimeConfig = RuntimeConfig(), env: TaskEnv | None = None) -> LocalRuntime:
+                 config: RuntimeConfig = RuntimeConfig(), env: TaskEnv | None = None,
+                 history_cache: Path | None = None) -> LocalRuntime:
         """A fresh checkout of `source_repo` at `base_commit` (history after it left out), removed on `close()`,
-        installed into a layer over `env` when one is given. Raises `MissingRepository` when `source_repo` is not a
-        git repository, `EnvError` when the checkout does not install."""
+        installed into a layer over `env` when one is given. The history up to `base_commit` is copied once into
+        `history_cache` (default: `workdir/cache`, removed with the runtime), so that other attempts of the task
+        that share the cache clone it instead of copying it again. Raises `MissingRepository` when `source_repo` is
+        not a git repository, `EnvError` when the checkout does not install."""
         check_repository(source_repo)
         workdir.mkdir(parents=True, exist_ok=True)
         checkout = Path(tempfile.mkdtemp(prefix="checkout-", dir=workdir.resolve())) / "repo"
-        prepare_checkout(source_repo, base_commit, checkout, workdir.resolve() / "cache")
+        prepare_checkout(source_repo, base_commit, checkout, (history_cache or workdir / "cache").resolve())
         runtime = cls(checkout, root, workdir, config, env)
         runtime.owned = checkout.parent
         _exclude(checkout, ["__pycache__/", "*.py[cod]"])  # bytecode of the agent's python runs is no patch

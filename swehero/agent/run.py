@@ -37,8 +37,10 @@ def check_ready(settings: AgentSettings) -> None:
 
 
 def run_task(task: Task, settings: AgentSettings, out: Path | None = None, source_repo: Path | None = None,
-             workdir: Path = Path("/tmp/swehero-agent")) -> dict:
-    """Run one episode of `task` and return its trajectory record (written to `out` after every step)."""
+             workdir: Path = Path("/tmp/swehero-agent"), history_cache: Path | None = None) -> dict:
+    """Run one episode of `task` and return its trajectory record (written to `out` after every step).
+    `history_cache`: where the local runtime keeps the task's git history for other attempts of the same task
+    (default: inside `workdir`, for this attempt alone)."""
     if settings.policy in SUBMITTING:
         return _submission(task, settings, out)
     root = agent_root(settings.root or OPENHANDS_ROOT, task)
@@ -46,7 +48,7 @@ def run_task(task: Task, settings: AgentSettings, out: Path | None = None, sourc
         workspace=root, repo=task.repo, instance_id=task.instance_id, base_commit=task.base_commit,
         problem_statement=task.problem_statement, language=task.language or "Python"))
     policy = _policy(task, settings, root)
-    runtime = _runtime(task, settings, root, source_repo, workdir)
+    runtime = _runtime(task, settings, root, source_repo, workdir, history_cache)
     try:
         meta = {"policy": settings.policy, "runtime": settings.runtime, "prompts": prompts,
                 "model": getattr(policy, "model", settings.policy)}
@@ -84,7 +86,8 @@ def _policy(task: Task, settings: AgentSettings, root: str):
     return OpenAIPolicy(settings.openai)
 
 
-def _runtime(task: Task, settings: AgentSettings, root: str, source_repo: Path | None, workdir: Path):
+def _runtime(task: Task, settings: AgentSettings, root: str, source_repo: Path | None, workdir: Path,
+             history_cache: Path | None):
     if settings.runtime == "docker":
         from swehero.agent.container import DockerRuntime, swebench_image
 
@@ -105,4 +108,5 @@ def _runtime(task: Task, settings: AgentSettings, root: str, source_repo: Path |
         check_repository(source_repo, task.repo)
         env = ensure_env({"repo": task.repo, "version": task.version, "base_commit": task.base_commit,
                           "install_config": task.install_config or None}, settings.env, source_repo)
-    return LocalRuntime.for_task(source_repo, task.base_commit, root, workdir, settings.sandbox, env=env)
+    return LocalRuntime.for_task(source_repo, task.base_commit, root, workdir, settings.sandbox, env=env,
+                                 history_cache=history_cache)

@@ -33,7 +33,8 @@ from swehero.process import die_with_parent, end_group, exit_with_signal, on_sig
 STOP_GRACE_S = 10.0
 
 
-def attempt(task: dict, settings: AgentSettings, source_repo: Path | None, workdir: Path) -> dict:
+def attempt(task: dict, settings: AgentSettings, source_repo: Path | None, workdir: Path,
+            history_cache: Path | None = None) -> dict:
     """Run one attempt under the time limit; always returns a trajectory record whose metadata holds
     `finish_reason`, `seconds` and, when it failed, `error`."""
     start = time.monotonic()
@@ -41,7 +42,7 @@ def attempt(task: dict, settings: AgentSettings, source_repo: Path | None, workd
     signal.signal(signal.SIGALRM, _raise_time_limit)
     signal.setitimer(signal.ITIMER_REAL, settings.time_limit_s)
     try:
-        record = run_task(row, settings, workdir / "trajectory.json", source_repo, workdir / "agent")
+        record = run_task(row, settings, workdir / "trajectory.json", source_repo, workdir / "agent", history_cache)
     except TimeLimit:  # reached before the episode began (a slow checkout or image pull)
         record = bare_record(row, settings, "time_limit", error=f"time limit of {settings.time_limit_s:g}s reached")
     except Exception as e:  # anything else is the infrastructure's fault, and ends only this attempt
@@ -53,14 +54,15 @@ def attempt(task: dict, settings: AgentSettings, source_repo: Path | None, workd
 
 
 def attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | None, workdir: Path,
-                     stop: threading.Event | None = None) -> dict | None:
+                     stop: threading.Event | None = None, history_cache: Path | None = None) -> dict | None:
     """`attempt` in a child process, in `workdir` (emptied first); killed `kill_grace_s` after the time limit.
-    Once `stop` is set the attempt is ended and None returned: an interrupted attempt has nothing to commit."""
+    Once `stop` is set the attempt is ended and None returned: an interrupted attempt has nothing to commit.
+    `history_cache` is shared with the task's other attempts (see `LocalRuntime.for_task`)."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     spec, result = workdir / "spec.pickle", workdir / "record.json"
     # pickle: an internal hand-over between two processes of the same swehero, settings dataclasses included
-    spec.write_bytes(pickle.dumps((task, settings, source_repo, workdir)))
+    spec.write_bytes(pickle.dumps((task, settings, source_repo, workdir, history_cache)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(swehero.__file__).parents[1]),
                                                                        os.environ.get("PYTHONPATH")]))}
     with open(workdir / "stderr.txt", "wb") as stderr:
@@ -100,9 +102,9 @@ def _raise_time_limit(signum, frame) -> None:
 
 def main(spec_file: str, out_file: str) -> None:
     die_with_parent()
-    task, settings, source_repo, workdir = pickle.loads(Path(spec_file).read_bytes())
+    task, settings, source_repo, workdir, history_cache = pickle.loads(Path(spec_file).read_bytes())
     with on_sigterm(exit_with_signal):  # unwinds: the runtime is closed, nothing written
-        write_json_atomic(Path(out_file), attempt(task, settings, source_repo, workdir))
+        write_json_atomic(Path(out_file), attempt(task, settings, source_repo, workdir, history_cache))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import hashlib
 import shutil
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
@@ -86,10 +87,24 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
     pool = EndpointPool(list(endpoints)) if endpoints else None
     counts, lock, missing = {"attempts": 0, "agent_errors": 0}, threading.Lock(), set()
     stop = threading.Event()
+    # The local runtime copies a task's git history before its first attempt; the task's other attempts (3-5
+    # rollouts, runs) clone that copy, and it goes when the last of them has ended.
+    histories, attempts_left = Path(work_dir) / "history", Counter(job.task["instance_id"] for job in jobs)
     with _bar(len(jobs), bar) as tqdm_bar:
         say = tqdm_bar.write if tqdm_bar is not None and progress is not None else progress
 
         def one(job: Job) -> None:
+            try:
+                attempt_job(job)
+            finally:
+                instance = job.task["instance_id"]
+                with lock:
+                    attempts_left[instance] -= 1
+                    last = not attempts_left[instance]
+                if last:
+                    shutil.rmtree(histories / instance, ignore_errors=True)
+
+        def attempt_job(job: Job) -> None:
             source = repo_dir(repos, job.task["repo"]) if repos and settings.runtime == "local" else None
             if source is not None:
                 try:
@@ -100,7 +115,8 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
             for attempt in range(1, max_attempts + 1):
                 seed = job.seed if attempt == 1 or job.seed is None else sampling_seed(job.seed, attempt)
                 with_seed = settings if seed is None else replace(settings, openai=replace(settings.openai, seed=seed))
-                record = _attempt(job, with_seed, source, Path(work_dir) / job.name, pool, stop)
+                record = _attempt(job, with_seed, source, Path(work_dir) / job.name, pool, stop,
+                                  histories / job.task["instance_id"])
                 if record is None:  # interrupted: nothing is committed, and a rerun makes the attempt again
                     return
                 if record["patch"].strip():
@@ -157,13 +173,13 @@ def _to_stderr(message: str) -> None:
 
 
 def _attempt(job: Job, settings: AgentSettings, source: Path | None, workdir: Path, pool: EndpointPool | None,
-             stop: threading.Event) -> dict | None:
+             stop: threading.Event, history: Path) -> dict | None:
     if pool is None:
-        return attempt_in_child(job.task, settings, source, workdir, stop)
+        return attempt_in_child(job.task, settings, source, workdir, stop, history)
     while True:  # each failover marks an endpoint dead: once all are, `borrow` raises NoLiveEndpoint
         with pool.borrow() as endpoint:
             with_url = replace(settings, openai=replace(settings.openai, base_url=endpoint.url))
-            record = attempt_in_child(job.task, with_url, source, workdir, stop)
+            record = attempt_in_child(job.task, with_url, source, workdir, stop, history)
         if record is None or record["metadata"]["finish_reason"] != "agent_error" or pool.check(endpoint):
             return record
 
