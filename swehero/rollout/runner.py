@@ -88,7 +88,8 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
     counts, lock, missing = {"attempts": 0, "agent_errors": 0}, threading.Lock(), set()
     stop = threading.Event()
     # The local runtime copies a task's git history before its first attempt; the task's other attempts (3-5
-    # rollouts, runs) clone that copy, and it goes when the last of them has ended.
+    # rollouts, runs) clone that copy, and it goes when the last of them has ended. Callers list a task's jobs
+    # together, so about `workers` copies exist at a time.
     histories, attempts_left = Path(work_dir) / "history", Counter(job.task["instance_id"] for job in jobs)
     with _bar(len(jobs), bar) as tqdm_bar:
         say = tqdm_bar.write if tqdm_bar is not None and progress is not None else progress
