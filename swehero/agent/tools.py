@@ -56,17 +56,19 @@ _CONTROL = re.compile(
     r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
     r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
     r"|\x1b[ -/]*[0-~]?"  # two-character escapes
-    r"|[\r\b]"
+    r"|[\r\b\t]"
     r"|[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")  # other control characters: a terminal shows nothing for them
-_NEEDS_RENDERING = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_NEEDS_RENDERING = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 
 
 def as_terminal_shows(text: str) -> str:
     """Command output as OpenHands' tmux pane shows it: OpenHands runs commands in a terminal and reads the rendered
-    pane, so escape sequences (colours a tool forces, titles) never reach the model, and a carriage return or
-    backspace moves the cursor back so that later text overwrites earlier (a progress bar shows its last state);
-    other control characters (NUL, BEL, ...) show nothing. Cursor moves other than those are dropped; a line is
-    never wrapped (OpenHands' pane is 1000 columns, joined)."""
+    pane, so escape sequences (colours a tool forces, titles) never reach the model; a carriage return or backspace
+    moves the cursor back so that later text overwrites earlier (a progress bar shows its last state), and a tab
+    moves it to the next multiple of 8 columns (the tmux of OpenHands' images shows spaces there, and nothing for a
+    tab that ends a line); other control characters (NUL, BEL, ...) show nothing. Of the other cursor moves, those
+    along the line are followed and the rest dropped; a line is never wrapped (OpenHands' pane is 1000 columns, joined). A character counts as one column
+    (a terminal gives East Asian wide characters two)."""
     if not _NEEDS_RENDERING.search(text):
         return text
     return "\n".join(_render_line(line) for line in text.replace("\r\n", "\n").split("\n"))
@@ -75,14 +77,19 @@ def as_terminal_shows(text: str) -> str:
 def _render_line(line: str) -> str:
     shown, col, pos = "", 0, 0
     for m in _CONTROL.finditer(line + "\r"):  # a final \r writes the last run of text and changes nothing
-        run = line[pos:m.start()]
-        shown, col = shown[:col].ljust(col) + run + shown[col + len(run):], col + len(run)
-        pos, code = m.end(), m.group()
+        if run := line[pos:m.start()]:
+            shown, col = shown[:col].ljust(col) + run + shown[col + len(run):], col + len(run)
+        pos, code, final = m.end(), m.group(), m.group(2)
+        n = int(m.group(1)) if final and m.group(1).isdigit() else None
         if code == "\r":
             col = 0
         elif code == "\b":
             col = max(col - 1, 0)
-        elif m.group(2) == "K":  # erase in line: from the cursor to its end, from its start to the cursor, all
+        elif code == "\t":
+            col = (col // 8 + 1) * 8
+        elif final in ("C", "D", "G"):  # cursor forward, back, to a column (1-based)
+            col = {"C": col + (n or 1), "D": max(col - (n or 1), 0), "G": max((n or 1) - 1, 0)}[final]
+        elif final == "K":  # erase in line: from the cursor to its end, from its start to the cursor, all
             mode = m.group(1) or "0"
             if mode == "0":
                 shown = shown[:col]
