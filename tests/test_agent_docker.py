@@ -106,7 +106,7 @@ def test_an_attempts_container_lives_no_longer_than_the_attempt(calc, tmp_path, 
     record = run_task(Task.from_row(calc), AgentSettings(runtime="docker", time_limit_s=30, kill_grace_s=10),
                       tmp_path / "traj.json")
     shown = next(m["content"] for m in record["messages"] if m["role"] == "tool")
-    assert shown.startswith("/sbin/docker-init -- sleep 100 \n")  # 30 + 10 + 60 s, not the 6 h default
+    assert shown.startswith("/sbin/docker-init -- sleep 100\n")  # 30 + 10 + 60 s, not the 6 h default
 
 
 @pytest.mark.timeout(120)

@@ -52,6 +52,12 @@ def test_output_is_shown_as_a_terminal_shows_it(rt):
     out = bash(rt, "printf '\\033[1;32mPASSED\\033[0m test_a\\n\\033]0;title\\007'; "
                    "printf 'fetch 10%%\\rfetch 55%%\\rfetch 100%%\\ndone\\r\\n'; printf 'step 3/3\\r\\033[Kok\\n'")
     assert out.startswith("PASSED test_a\nfetch 100%\ndone\nok\n[The command completed with exit code 0.]"), out
+    # OpenHands strips each row at its end and the whole output at both ends
+    assert bash(rt, "printf '\\n\\n   lead\\ntrail   \\n\\n'").startswith("lead\ntrail\n[The command completed")
+    # past the pane's screen and history, the last rows tmux kept, under OpenHands' note
+    out = bash(rt, "seq 1 20000")
+    assert out.startswith("[Previous command outputs are truncated. Showing the last 10013 lines of the output "
+                          "below.]\n9989\n9990\n") and "\n20000\n[The command completed with exit code 0.]" in out
 
 
 def test_checkout_is_at_base_without_later_history(rt):

@@ -3,12 +3,18 @@ runs each command in a 1000x1000 tmux pane and reads it back with `capture-pane 
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 import shutil
 import subprocess
+import time
 
 import pytest
 
-from swehero.agent.tools import as_terminal_shows
+from swehero.agent.tools import as_terminal_shows, openhands_reads
+
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
 OUTPUTS = [
     "plain text\n",
@@ -39,7 +45,7 @@ def tmux_shows(raw: str, tmp_path) -> str:
         subprocess.run(tmux + ["kill-server"], capture_output=True)
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+@needs_tmux
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("raw", OUTPUTS)
 def test_output_is_what_a_tmux_pane_shows(raw, tmp_path, monkeypatch):
@@ -53,3 +59,85 @@ def test_what_the_pane_shows():
     assert "     1  def f():\n     2          return 1\na\nabcdefghXj\n1234567 z\n12345678        z\n" in shown
     assert "xylink\nprompt$ \nbinary.\n" in shown and "\x1b" not in shown
     assert as_terminal_shows("no controls\n") == "no controls\n"
+
+
+class OpenHandsPane:
+    """A bash in a tmux pane set up as OpenHands 0.54's bash session sets it up (1000 x 1000, `history-limit` 10,000
+    on a new window, its prompt), run and read as it runs and reads one command: the pane cleared, the command
+    typed, the pane captured (`-J -pS -`, each row stripped at its end) once the next prompt shows, and the text
+    above that prompt taken (after the prompt before the command, when it is still there)."""
+
+    PS1 = "\n###PS1JSON###\n" + json.dumps({
+        "pid": "$!", "exit_code": "$?", "username": r"\u", "hostname": r"\h", "working_dir": r"$(pwd)",
+        "py_interpreter_path": r'$(which python 2>/dev/null || echo "")'}, indent=2) + "\n###PS1END###\n"
+    PROMPT = re.compile(r"^###PS1JSON###(.*?)###PS1END###", re.S | re.M)
+
+    def __init__(self, tmp_path):
+        self.tmux = ["tmux", "-S", str(tmp_path / "tmux.socket")]
+        rc = tmp_path / "bashrc"  # OpenHands types this setting in; a file keeps the pane free of its echo
+        rc.write_text(f"PS1={shlex.quote(self.PS1)}\nPS2=\n")
+        self.run("new-session", "-d", "-s", "oh", "-x", "1000", "-y", "1000")
+        self.run("set-option", "-g", "history-limit", "10000")
+        self.run("new-window", "-t", "oh", "-n", "bash", f"bash --noprofile --rcfile {rc}")  # the first window
+        self.run("kill-window", "-t", "oh:0")                                          # keeps the default limit
+        self.wait_for_prompts(1)
+
+    def run(self, *args) -> str:
+        return subprocess.run(self.tmux + list(args), capture_output=True, text=True, check=True).stdout
+
+    def keys(self, text: str, enter: bool = True) -> None:
+        self.run("send-keys", "-t", "oh:bash", "-l", text)
+        if enter:
+            self.run("send-keys", "-t", "oh:bash", "Enter")
+
+    def content(self) -> str:
+        return "\n".join(line.rstrip() for line in self.run("capture-pane", "-t", "oh:bash", "-J", "-pS", "-")
+                         .split("\n"))
+
+    def wait_for_prompts(self, n: int) -> list[re.Match]:
+        for _ in range(200):
+            content = self.content()
+            prompts = list(self.PROMPT.finditer(content))
+            if len(prompts) >= n or (prompts and content.rstrip().endswith("###PS1END###")):
+                return prompts
+            time.sleep(0.1)
+        raise AssertionError(f"no prompt:\n{content[-2000:]}")
+
+    def read(self, command: str) -> tuple[int, str]:
+        """OpenHands' lines count (`splitlines` of the text above the last prompt) and that text, stripped."""
+        self.run("send-keys", "-t", "oh:bash", "C-l")
+        time.sleep(0.2)
+        self.run("clear-history", "-t", "oh:bash")
+        assert len(self.wait_for_prompts(1)) == 1
+        self.keys(command)
+        time.sleep(0.5)
+        prompts = self.wait_for_prompts(2)
+        content = self.content()
+        above = content[: prompts[-1].start()] if len(prompts) == 1 else \
+            content[prompts[0].end() + 1: prompts[-1].start()]
+        text = above.lstrip().removeprefix(command).strip()
+        return (len(above.splitlines()) if len(prompts) == 1 else 0), text
+
+    def close(self) -> None:
+        subprocess.run(self.tmux + ["kill-server"], capture_output=True)
+
+
+@needs_tmux
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_long_outputs_keep_what_the_pane_keeps(tmp_path):
+    """Past the screen and the history, OpenHands shows what tmux kept: tmux frees a tenth of a full history at once,
+    so that depends on the length. Short outputs, lines wrapped over several rows, and outputs just past the limit."""
+    pane = OpenHandsPane(tmp_path)
+    try:
+        for command in ("seq 1 5000", "seq 1 10970", "seq 1 10990", "seq 1 11500", "seq 1 20000",
+                        "printf '  lead\\n\\nmid   \\n\\n'",
+                        "for i in $(seq 1 4000); do printf \"%0${i}d\\n\" 0 | head -c 2100; echo; done"):
+            output = subprocess.run(["bash", "-c", command], capture_output=True, text=True).stdout
+            note, text = openhands_reads(output, command)
+            count, expected = pane.read(command)
+            assert text == expected, command
+            assert note == (f"[Previous command outputs are truncated. Showing the last {count} lines of the output "
+                            "below.]\n" if count else ""), command
+    finally:
+        pane.close()

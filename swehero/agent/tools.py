@@ -100,9 +100,45 @@ def _render_line(line: str) -> str:
     return shown
 
 
-def bash_observation(result: CommandResult, timeout: float) -> str:
+SCREEN_ROWS, COLUMNS, HISTORY_LIMIT = 1000, 1000, 10_000
+"""OpenHands' tmux pane: 1000 x 1000 on screen, 10,000 rows of history (its `history-limit`)."""
+PROMPT_ROWS = 11
+"""Rows OpenHands' prompt takes: a blank row, then its metadata as 8 rows of JSON between two marker rows."""
+
+
+def openhands_reads(output: str, command: str) -> tuple[str, str]:
+    """What OpenHands 0.54's bash session makes of a finished command's output, as (note, output): the pane as tmux
+    shows it (`as_terminal_shows`), every row stripped at its end and the whole at both ends.
+
+    The pane is cleared before each command, then holds the prompt, the command, its output, the next prompt and
+    the cursor's row. When that is more than the screen and the history hold, the prompt before the command has
+    scrolled away and OpenHands shows what is left above the last prompt, under a note. tmux frees a tenth of a full
+    history at once, so what is left depends on the output's length: it is computed here as tmux keeps it (checked
+    against tmux: `tests/test_agent_terminal.py`)."""
+    shown = as_terminal_shows(output).split("\n")
+    rows = [max(1, -(-len(line) // COLUMNS)) for line in shown]  # a line longer than the pane wraps
+    total = PROMPT_ROWS + sum(max(1, -(-len(line) // COLUMNS)) for line in command.split("\n")) + sum(rows) \
+        + PROMPT_ROWS  # the last prompt's blank row is the output's last (empty) line; the cursor's row instead
+    lines = [line.rstrip() for line in shown]
+    if total <= SCREEN_ROWS + HISTORY_LIMIT:
+        return "", "\n".join(lines).strip()
+    freed = HISTORY_LIMIT // 10
+    scrolled = total - SCREEN_ROWS  # rows that went into the history; when it is full, `freed` rows go
+    history = HISTORY_LIMIT - freed + 1 + (scrolled - HISTORY_LIMIT - 1) % freed
+    room, kept = SCREEN_ROWS + history - PROMPT_ROWS, []  # less the cursor's row and the last prompt's markers
+    for line, n in zip(reversed(lines), reversed(rows)):
+        if room <= 0:
+            break
+        kept.append(line if n <= room else line[(n - room) * COLUMNS:])  # the start of a wrapped line is gone
+        room -= n
+    return (f"[Previous command outputs are truncated. Showing the last {len(kept)} lines of the output below.]\n",
+            "\n".join(reversed(kept)).strip())
+
+
+def bash_observation(result: CommandResult, command: str, timeout: float) -> str:
     """OpenHands' CmdOutputObservation as the agent sees it: output, status line, then the metadata trailer."""
-    text = truncate(as_terminal_shows(result.output).rstrip("\n"))
+    note, shown = openhands_reads(result.output, command)
+    text = note + truncate(shown)  # the note is outside what OpenHands truncates
     if result.timed_out:
         text += (f"\n[The command timed out after {timeout:g} seconds and was killed, together with every process "
                  "it started. Run long commands with a larger `timeout`, or split them into shorter steps.]")
@@ -213,7 +249,7 @@ class Tools:
                            "seconds.", error=True)
         limit = min(limit, config.max_timeout)
         result = self.runtime.execute(command, limit)
-        return Outcome(bash_observation(result, limit), error=result.timed_out)
+        return Outcome(bash_observation(result, command, limit), error=result.timed_out)
 
     def str_replace_editor(self, command, path, **kwargs) -> Outcome:
         try:
