@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from swehero.agent.tools import as_terminal_shows, openhands_reads
+from swehero.agent.terminal import as_terminal_shows, openhands_reads
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
