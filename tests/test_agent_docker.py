@@ -110,6 +110,26 @@ def test_an_attempts_container_lives_no_longer_than_the_attempt(calc, tmp_path, 
 
 
 @pytest.mark.timeout(120)
+def test_commands_have_a_terminal_as_in_the_local_sandbox(calc):
+    """Output goes to a terminal of OpenHands' pane size, as in the local runtime (where tests/test_agent_terminal.py
+    compares it with OpenHands' pane itself): input from /dev/null, newlines left as written, git never pages."""
+    rt = start(calc)
+    try:
+        probe = rt.execute("python -c \"import shutil, sys; print(tuple(shutil.get_terminal_size()), "
+                           "sys.stdout.isatty(), sys.stdin.isatty())\"; echo $TERM", 30)
+        assert probe.output == "(1000, 1000) True False\ndumb\n"
+        assert rt.execute("ls", 10).output == rt.execute("ls -C -w 1000 | cat", 10).output != \
+            rt.execute("ls | cat", 10).output
+        warned = rt.execute("python -c \"import warnings; print('first'); warnings.warn('second'); print('third')\"",
+                            30).output.splitlines()
+        assert warned[0] == "first" and "UserWarning: second" in warned[1] and warned[-1] == "third"
+        log = rt.execute("git -c core.pager='echo PAGED' log -1 --format=%H", 10)
+        assert log.output.split() == [calc["base_commit"]] and not log.timed_out
+    finally:
+        rt.close()
+
+
+@pytest.mark.timeout(120)
 def test_no_network(calc):
     rt = start(calc)
     try:

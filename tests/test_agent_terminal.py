@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from swehero.agent.local import LocalRuntime
 from swehero.agent.terminal import as_terminal_shows, openhands_reads
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -75,7 +76,8 @@ class OpenHandsPane:
     def __init__(self, tmp_path):
         self.tmux = ["tmux", "-S", str(tmp_path / "tmux.socket")]
         rc = tmp_path / "bashrc"  # OpenHands types this setting in; a file keeps the pane free of its echo
-        rc.write_text(f"PS1={shlex.quote(self.PS1)}\nPS2=\n")
+        # and the first command it runs in the pane: without it, git would page long output in the terminal
+        rc.write_text(f"PS1={shlex.quote(self.PS1)}\nPS2=\nalias git='git --no-pager'\n")
         self.run("new-session", "-d", "-s", "oh", "-x", "1000", "-y", "1000")
         self.run("set-option", "-g", "history-limit", "10000")
         self.run("new-window", "-t", "oh", "-n", "bash", f"bash --noprofile --rcfile {rc}")  # the first window
@@ -140,4 +142,41 @@ def test_long_outputs_keep_what_the_pane_keeps(tmp_path):
             assert note == (f"[Previous command outputs are truncated. Showing the last {count} lines of the output "
                             "below.]\n" if count else ""), command
     finally:
+        pane.close()
+
+
+@needs_tmux
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_commands_show_in_our_sandbox_what_they_show_in_openhands_pane(tmp_path, monkeypatch):
+    """Programs see a terminal of the pane's size, so they format for one as in OpenHands: `ls` in columns with names
+    quoted for the shell, a width of 1000 (argparse's help is not wrapped), Python's output and its warnings in the
+    order written, git's decorations, and no pager."""
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in [f"module_{i}.py" for i in range(40)] + ["with space.txt", "README.md"]:
+        (repo / name).write_text("x\n")
+    git_env = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    subprocess.run(["git", *git_env, "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", *git_env, "commit", "-qm", "first"], cwd=repo, check=True)
+    commands = [
+        "ls",
+        "python3 -c \"import shutil, sys; print(tuple(shutil.get_terminal_size()), sys.stdout.isatty())\"",
+        "python3 -c \"import argparse; p = argparse.ArgumentParser(prog='tool'); "
+        "p.add_argument('--mode', help=' '.join(['word'] * 60)); p.print_help()\"",
+        "python3 -c \"import warnings; print('first'); warnings.warn('second'); print('third')\"",
+        "git -c core.pager='echo PAGED' log --oneline",
+    ]
+    pane = OpenHandsPane(tmp_path)
+    runtime = LocalRuntime(repo, "/workspace/repo", tmp_path / "work")
+    try:
+        pane.read(f"cd {shlex.quote(str(repo))}")
+        for command in commands:
+            _, shown = openhands_reads(runtime.execute(command, 30).output, command)
+            assert shown == pane.read(command)[1], command
+    finally:
+        runtime.close()
         pane.close()

@@ -43,6 +43,7 @@ from swehero.agent.runtime import (
     strip_history_script,
 )
 from swehero.agent.task import SWEBENCH_ROOT
+from swehero.agent.terminal import COLUMNS, SCREEN_ROWS
 from swehero.errors import Unavailable
 
 REAP_GRACE_S = 5.0
@@ -99,10 +100,13 @@ def exec_argv(root: str, limit: float, keep: str) -> list[str]:
     environment is the image's, plus what its start-up file activated (`STATE_DIR/env`)."""
     command = shlex.join(["timeout", "-s", "KILL", f"{limit:g}", "bash", "--noprofile", "--norc", "-c",
                           shell_script(root)])
+    # The exec has a terminal (see `DockerRuntime.execute`), sized as the local runtime's, here: the wrapper is in its
+    # foreground, the command not (`timeout` gives it its own process group); its input is /dev/null, as there.
     # `timeout -s KILL` kills its own process group, itself included: the wrapper's fd 2 points to /dev/null
     # meanwhile, so its "Killed" job report is not taken for the command's output
     return ["bash", "--noprofile", "--norc", "-c",
-            f"exec 3>&2 2>/dev/null; {command} 2>&3; code=$?; exec 2>&3 3>&-; {reap_script(keep)}; exit $code"]
+            f"stty rows {SCREEN_ROWS} cols {COLUMNS} -onlcr 2>/dev/null; exec 3>&2 2>/dev/null; "
+            f"{command} 2>&3 </dev/null; code=$?; exec 2>&3 3>&-; {reap_script(keep)}; exit $code"]
 
 
 def workspace_script(image_repo: str, root: str) -> str:
@@ -245,14 +249,16 @@ class DockerRuntime:
     def execute(self, command: str, timeout: float) -> CommandResult:
         self.container.put_archive(STATE_DIR, tar_one("cmd", command.encode()))
         api = self.client.api  # the low-level API streams output, so the cap holds while reading
-        exec_id = api.exec_create(self.container.id, exec_argv(self.root, timeout, self.keep), workdir=self.root)["Id"]
+        # a terminal, as the local runtime's commands have (TERM as there, not Docker's xterm): see `exec_argv`
+        exec_id = api.exec_create(self.container.id, exec_argv(self.root, timeout, self.keep), tty=True,
+                                  environment={"TERM": "dumb"}, workdir=self.root)["Id"]
         buf = CappedBuffer(self.config.output_cap_bytes)
         start = time.monotonic()
         # should the command kill the wrapper that reaps, a daemon it started would hold the output open forever
         watchdog = threading.Timer(timeout + REAP_GRACE_S, self.reap)
         watchdog.start()
         try:
-            for chunk in api.exec_start(exec_id, stream=True):
+            for chunk in api.exec_start(exec_id, tty=True, stream=True):
                 buf.add(chunk)
         finally:
             watchdog.cancel()

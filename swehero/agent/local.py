@@ -17,14 +17,19 @@ not from the agent).
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import posixpath
+import pty
 import selectors
 import shlex
 import shutil
 import signal
 import subprocess
+import struct
 import tempfile
+import termios
 import time
 from pathlib import Path
 
@@ -40,6 +45,7 @@ from swehero.agent.runtime import (
     shell_script,
 )
 from swehero.agent.taskenv import EnvError, TaskEnv, make_layer
+from swehero.agent.terminal import COLUMNS, SCREEN_ROWS
 from swehero.errors import InputError, MissingInput, Unavailable
 
 SYSTEM_DIRS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -231,14 +237,19 @@ class LocalRuntime:
         argv = self.bwrap_argv(self.root, network) + ["bash", "--noprofile", "--norc", "-c", shell_script(self.root)]
         (self.workdir / "state" / "cmd").write_text(command)
         buf = CappedBuffer(self.config.output_cap_bytes)
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        reader, terminal = _terminal()
         try:
-            timed_out = _pump(proc, buf, time.monotonic() + timeout)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal,
+                                    start_new_session=True)
+        finally:
+            os.close(terminal)  # only the sandbox holds it now, so reading ends when the sandbox ends
+        try:
+            timed_out = _pump(proc, reader, buf, time.monotonic() + timeout)
         except BaseException:  # Ctrl-C or SIGTERM: the sandbox must not outlive the call
             os.killpg(proc.pid, signal.SIGKILL)
             raise
         finally:
+            os.close(reader)
             proc.wait()
         state = self.workdir / "state"
         read = lambda name: (state / name).read_text().strip() if (state / name).exists() else ""  # noqa: E731
@@ -273,11 +284,24 @@ def _under(path: str, tops) -> bool:
     return any(path == f"/{top}" or path.startswith(f"/{top}/") for top in tops)
 
 
-def _pump(proc: subprocess.Popen, buf: CappedBuffer, deadline: float) -> bool:
-    """Read `proc`'s output into `buf` until EOF or `deadline`; on the deadline kill the sandbox. True if killed."""
+def _terminal() -> tuple[int, int]:
+    """A pseudo-terminal (reading end, command's end) of the size of OpenHands' tmux pane, for a command's output:
+    programs format for a terminal there (`ls` in columns, a width of 1000 for pytest and argparse, line-buffered
+    Python, so its output and its warnings come in the order written), so they must here too. Newlines are not made
+    CRLF: the bytes read are the bytes written, and the rendering treats a newline as a terminal does."""
+    reader, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", SCREEN_ROWS, COLUMNS, 0, 0))
+    attrs = termios.tcgetattr(terminal)
+    attrs[1] &= ~termios.ONLCR  # output flags
+    termios.tcsetattr(terminal, termios.TCSANOW, attrs)
+    return reader, terminal
+
+
+def _pump(proc: subprocess.Popen, fd: int, buf: CappedBuffer, deadline: float) -> bool:
+    """Read `proc`'s output from `fd` into `buf` until its end or `deadline`; on the deadline kill the sandbox. True
+    if killed."""
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    fd = proc.stdout.fileno()
+    sel.register(fd, selectors.EVENT_READ)
     timed_out = False
     try:
         while True:
@@ -285,17 +309,21 @@ def _pump(proc: subprocess.Popen, buf: CappedBuffer, deadline: float) -> bool:
             if left <= 0 and not timed_out:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)
-                deadline = time.monotonic() + 5  # let the pipe drain as the namespace dies
+                deadline = time.monotonic() + 5  # let the terminal drain as the namespace dies
                 continue
             if left <= 0:
                 break
             if not sel.select(timeout=min(left, 1.0)):
                 continue
-            chunk = os.read(fd, 65536)
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError as e:  # a terminal whose other end every process has closed
+                if e.errno != errno.EIO:
+                    raise
+                chunk = b""
             if not chunk:
                 break
             buf.add(chunk)
     finally:
         sel.close()
-        proc.stdout.close()
     return timed_out

@@ -77,6 +77,8 @@ def shell_script(root: str) -> str:
         f"[ -f {s}/env ] && . {s}/env >/dev/null 2>&1\n"
         f'cd "$(cat {s}/cwd 2>/dev/null || echo {shlex.quote(root)})" 2>/dev/null || cd {shlex.quote(root)}\n'
         f"trap 'export -p > {s}/env; pwd > {s}/cwd; command -v python > {s}/python 2>/dev/null' EXIT\n"
+        # OpenHands' first command in its shell: with a terminal, git would page long output and wait for a key
+        'shopt -s expand_aliases; alias git="git --no-pager"\n'
         f'eval "$(cat {s}/cmd)"\n'
     )
 

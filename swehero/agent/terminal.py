@@ -2,7 +2,8 @@
 
 OpenHands (0.54) runs each command in a tmux pane and reads the rendered pane back, so the model trained on its
 trajectories saw what a terminal shows, stripped as OpenHands strips it, and only what the pane still held. Our
-runtimes run commands without a terminal and capture their bytes; this module turns those into the same text.
+runtimes give each command a terminal of the pane's size too (so programs format their output for one), but read
+the bytes written to it, not a rendered screen; this module turns those into the same text.
 """
 
 from __future__ import annotations
