@@ -5,8 +5,9 @@ function-calling tools. Their JSON schemas and descriptions are part of the prom
 template renders them into the system turn), so training data without a `tools` column gets exactly these,
 and the agent offers exactly these at inference. Pure data, no heavy imports.
 
-Descriptions follow OpenHands 0.54's wording (its `codeact_agent/tools/*.py`, detailed variants). Later
-OpenHands versions add a required `security_risk` argument; 0.54 trajectories predate it, so it is absent here.
+They are OpenHands 0.54.0's word for word: what its `codeact_agent/tools/*.py` build for a model given the detailed
+descriptions (every model but OpenAI's; tests/data_fixtures/openhands-0.54.0-tools.json was written by running
+them). Later OpenHands versions add a required `security_risk` argument; 0.54 trajectories predate it.
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ import copy
 
 _BASH_DESCRIPTION = """Execute a bash command in the terminal within a persistent shell session.
 
+
 ### Command Execution
 * One command at a time: You can only execute one bash command at a time. If you need to run multiple commands sequentially, use `&&` or `;` to chain them together.
 * Persistent session: Commands execute in a persistent shell session where environment variables, virtual environments, and working directory persist between commands.
-* Timeout: Commands have a soft timeout of 120 seconds, once that's reached, you have the option to continue or interrupt the command (see section below for details)
+* Soft timeout: Commands have a soft timeout of 10 seconds, once that's reached, you have the option to continue or interrupt the command (see section below for details)
 
-### Running and Interacting with Processes
-* Long running commands: For commands that may run indefinitely, run them in the background and redirect output to a file, e.g. `python3 app.py > server.log 2>&1 &`.
-* Interact with running process: If a bash command returns exit code `-1`, this means the process is not yet finished. By setting `is_input` to `true`, you can:
+### Long-running Commands
+* For commands that may run indefinitely, run them in the background and redirect output to a file, e.g. `python3 app.py > server.log 2>&1 &`.
+* For commands that may run for a long time (e.g. installation or testing commands), or commands that run for a fixed amount of time (e.g. sleep), you should set the "timeout" parameter of your function call to an appropriate value.
+* If a bash command returns exit code `-1`, this means the process hit the soft timeout and is not yet finished. By setting `is_input` to `true`, you can:
   - Send empty `command` to retrieve additional logs
   - Send text (set `command` to the text) to STDIN of the running process
   - Send control commands like `C-c` (Ctrl+C), `C-d` (Ctrl+D), or `C-z` (Ctrl+Z) to interrupt the process
+  - If you do C-c, you can re-start the process with a longer "timeout" parameter to let it run to completion
 
 ### Best Practices
 * Directory verification: Before creating new directories or files, first verify the parent directory exists and is the correct location.
@@ -37,10 +41,12 @@ _BASH_DESCRIPTION = """Execute a bash command in the terminal within a persisten
 
 _EDITOR_DESCRIPTION = """Custom editing tool for viewing, creating and editing files in plain-text format
 * State is persistent across command calls and discussions with the user
-* If `path` is a file, `view` displays the result of applying `cat -n`. If `path` is a directory, `view` lists non-hidden files and directories up to 2 levels deep
+* If `path` is a text file, `view` displays the result of applying `cat -n`. If `path` is a directory, `view` lists non-hidden files and directories up to 2 levels deep
+* The following binary file extensions can be viewed in Markdown format: [".xlsx", ".pptx", ".wav", ".mp3", ".m4a", ".flac", ".pdf", ".docx"]. IT DOES NOT HANDLE IMAGES.
 * The `create` command cannot be used if the specified `path` already exists as a file
 * If a `command` generates a long output, it will be truncated and marked with `<response clipped>`
 * The `undo_edit` command will revert the last edit made to the file at `path`
+* This tool can be used for creating and editing files in plain-text format.
 
 
 Before using this tool:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,14 @@ def test_openhands_054_tool_set():
     assert bash["properties"]["timeout"]["type"] == "number"
     assert tool_schema("think")["required"] == ["thought"] and tool_schema("finish")["required"] == ["message"]
     assert all(t["type"] == "function" and t["function"]["description"] for t in tools)
+
+
+def test_tools_are_openhands_054_own_word_for_word():
+    """The definitions CodeActAgent of OpenHands 0.54.0 sends a model that gets the detailed descriptions (every model
+    but OpenAI's), as its `codeact_agent/tools/*.py` build them: descriptions, parameters, order. The fixture was
+    written by running those files of the 0.54.0 tag."""
+    fixture = Path(__file__).parent / "data_fixtures" / "openhands-0.54.0-tools.json"
+    assert openhands_tools() == json.loads(fixture.read_text())
 
 
 def test_copies_are_independent_and_unknown_names_fail():
