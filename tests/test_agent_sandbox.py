@@ -107,6 +107,19 @@ def test_background_processes_end_with_their_command(rt):
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout == b""
 
 
+def test_each_command_closes_its_terminal(rt, monkeypatch):
+    """Every command gets a pseudo-terminal: both ends are closed after it, also when the sandbox fails to start
+    (a rollout runs hundreds of commands, and a distillation many rollouts in one process)."""
+    open_fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    before = open_fds()
+    for _ in range(3):
+        assert rt.execute("test -t 1 && echo on-a-terminal", 10).output == "on-a-terminal\n"
+    monkeypatch.setattr(rt, "bwrap", "/nonexistent/bwrap")
+    with pytest.raises(FileNotFoundError):
+        rt.execute("true", 10)
+    assert open_fds() == before
+
+
 def test_output_caps_hold(rt):
     t = time.monotonic()
     out = bash(rt, "yes 0123456789 | head -c 50000000; echo; echo END")

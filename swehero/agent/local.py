@@ -241,6 +241,9 @@ class LocalRuntime:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal,
                                     start_new_session=True)
+        except BaseException:
+            os.close(reader)
+            raise
         finally:
             os.close(terminal)  # only the sandbox holds it now, so reading ends when the sandbox ends
         try:
