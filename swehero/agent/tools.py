@@ -52,20 +52,21 @@ def truncate(text: str, limit: int = MAX_OBSERVATION_CHARS) -> str:
 
 
 def bash_observation(result: CommandResult, command: str, timeout: float) -> str:
-    """OpenHands' CmdOutputObservation as the agent sees it: output, status line, then the metadata trailer."""
+    """OpenHands' CmdOutputObservation as the agent sees it: output, status line, then the trailer its next prompt
+    gave (none after a timeout: no prompt came). OpenHands cuts the output to its limit when it makes the
+    observation and then the whole message to the same limit, so a long output also loses what the note and the
+    trailer take from the limit."""
     note, shown = openhands_reads(result.output, command)
-    text = note + truncate(shown)  # the note is outside what OpenHands truncates
+    text = note + truncate(shown)
     if result.timed_out:
-        text += (f"\n[The command timed out after {timeout:g} seconds and was killed, together with every process "
-                 "it started. Run long commands with a larger `timeout`, or split them into shorter steps.]")
-    else:
-        text += f"\n[The command completed with exit code {result.exit_code}.]"
+        return truncate(text + f"\n[The command timed out after {timeout:g} seconds and was killed, together with "
+                        "every process it started. Run long commands with a larger `timeout`, or split them into "
+                        "shorter steps.]")
+    text += f"\n[The command completed with exit code {result.exit_code}.]"
     text += f"\n[Current working directory: {result.cwd}]"
     if result.python:
         text += f"\n[Python interpreter: {result.python}]"
-    if not result.timed_out:
-        text += f"\n[Command finished with exit code {result.exit_code}]"
-    return text
+    return truncate(text + f"\n[Command finished with exit code {result.exit_code}]")
 
 
 def top_level_commands(command: str) -> list[str]:
