@@ -36,7 +36,7 @@ from swehero.data.pack import BestFitPacker
 from swehero.data.render import ChatRenderer, fit_length, load_tokenizer
 from swehero.data.sources import Rejects, expand, parse_row, read_rows
 from swehero.data.trajectory import Reject, validate
-from swehero.errors import MissingInput
+from swehero.errors import InputError, MissingInput
 
 STATS = "stats.json"
 """A dataset's summary (seq_length, samples per split, tokens, ...), written last: a folder with it is complete."""
@@ -243,6 +243,10 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
         rejects.close()
     seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - start_cpu
     rejects.check(n["read"], cfg.max_reject_fraction)
+    if not n["kept"]:  # an empty dataset would fail only in training, far from the cause
+        raise InputError(f"{', '.join(inputs)}: none of the {n['read']} trajectories was kept (dropped: "
+                         f"{dict(dropped) or 'none'}, rejected: {dict(rejects.counts) or 'none'}); their median "
+                         f"length is {_percentile(hist, 50)} tokens, seq_length {cfg.seq_length}")
     stats = _stats(n, rejects, dropped, hist, writers, cfg, seconds, pad_id)
     stats["cpu_seconds"] = round(cpu_seconds, 3)
     _plot_lengths(hist, cfg.seq_length, tmp / "lengths.png")
