@@ -116,3 +116,17 @@ def test_one_template_per_stage_and_the_missing_stage_is_a_clear_error(imported,
         only_zero.write_text(broken)
         with pytest.raises(PromptsError, match="zero-only.json: not (JSON|a prompts file)"):
             read_template(str(only_zero), "zero")
+
+
+def test_built_in_exec_prompts_are_openhands_054_own():
+    """Without a prompts file, exec mode opens as OpenHands 0.54.0 opened a SWE-bench instance: its system prompt
+    and `swe_default.j2`, compared with jinja2's rendering of those files (a problem statement with `$` and braces
+    stays as written)."""
+    from swehero.agent.prompts import Opening, opening_messages
+    from swehero.agent.task import OPENHANDS_ROOT, Task, agent_root
+
+    fixture = json.loads((FIXTURES / "openhands-0.54.0-swebench-opening.json").read_text())
+    task = Task.from_row(fixture["instance"])
+    messages, label = opening_messages("", "exec", Opening(agent_root(OPENHANDS_ROOT, task), task.repo,
+                                                           task.instance_id, task.base_commit, task.problem_statement))
+    assert [m["content"] for m in messages] == [fixture["system"], fixture["task"]] and label == "builtin-v2"

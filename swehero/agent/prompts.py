@@ -33,6 +33,10 @@ COVERAGE = 0.95
 """Share of a stage's trajectories a template must reproduce exactly."""
 STAGES = {"zero": "zero", "exec": "hero"}
 """Agent mode -> the training stage whose template it uses."""
+BUILTIN = "v2"
+"""Version of the built-in prompts (`swehero/agent/prompts/*.v2.txt`). In exec mode they are OpenHands 0.54.0's own:
+CodeActAgent's system prompt and its SWE-bench instruction (`swe_default.j2`), which the SWE-Hero teacher and the
+paper's evaluation used; in zero mode they are ours (the paper's execution-free prompt is not published)."""
 FIELDS = ("workspace", "workspace_name", "repo", "instance_id", "base_commit", "language", "problem_statement")
 """What a template may ask for, all known when the agent starts an attempt."""
 _WORKSPACE = re.compile(r"/workspace/[^\s<>\"'`]+|/testbed\b")
@@ -66,11 +70,11 @@ class Opening:
 
 def opening_messages(prompts_file: str, mode: str, opening: Opening) -> tuple[list[dict], str]:
     """The system and task messages for an attempt in `mode`, and the prompts' identity (the file's sha256, or
-    `builtin-v1`) for the trajectory's metadata."""
+    `builtin-v2`) for the trajectory's metadata."""
     if not prompts_file:
         values = {**opening.values(), "language": opening.language.lower()}
         return [{"role": "system", "content": _builtin("system", mode, values)},
-                {"role": "user", "content": _builtin("task", mode, values)}], "builtin-v1"
+                {"role": "user", "content": _builtin("task", mode, values)}], f"builtin-{BUILTIN}"
     template = read_template(prompts_file, mode)
     return [{"role": "system", "content": fill(template["system"], opening)},
             {"role": "user", "content": fill(template["task"], opening)}], digest(prompts_file)
@@ -117,9 +121,18 @@ def digest(prompts_file: str) -> str:
     return "sha256:" + hashlib.sha256(Path(prompts_file).read_bytes()).hexdigest()
 
 
+def builtin_templates() -> list[str]:
+    """The built-in templates, unfilled (the tiny tokenizer learns their words: every trajectory's prompt has them)."""
+    return [_builtin_template(kind, mode) for mode in STAGES for kind in ("system", "task")]
+
+
 def _builtin(kind: str, mode: str, values: dict[str, str]) -> str:
-    text = resources.files("swehero.agent").joinpath("prompts", f"{kind}_{mode}.v1.txt").read_text()
-    return Template(text).substitute(values).strip() + "\n"
+    # OpenHands strips its system prompt, and jinja drops a template's last newline
+    return Template(_builtin_template(kind, mode)).substitute(values).strip()
+
+
+def _builtin_template(kind: str, mode: str) -> str:
+    return resources.files("swehero.agent").joinpath("prompts", f"{kind}_{mode}.{BUILTIN}.txt").read_text()
 
 
 def _cased(language: str, case: str) -> str:

@@ -1,10 +1,10 @@
 """The tiny model kit: a Qwen2.5-shaped tokenizer and a randomly initialised Qwen2 model, small enough that
 tests, the tiny recipe and benchmarks can train and serve them on a laptop CPU.
 
-The tokenizer is a byte-level BPE trained on `corpus.txt` and the agent's tool descriptions with Qwen2's pre-tokenizer regex, the 22 Qwen2.5
-added tokens (same order and special flags, so `<tool_call>` stays a plain added token) and the Qwen2.5
-Instruct chat template with tool calling (`qwen2.5_chat_template.jinja`, Apache-2.0, from the Qwen2.5
-Instruct tokenizer_config.json). The model's config.json is written in the published Qwen2.5 format.
+The tokenizer is a byte-level BPE trained on `corpus.txt`, the agent's tool descriptions and prompts with Qwen2's
+pre-tokenizer regex, the 22 Qwen2.5 added tokens (same order and special flags, so `<tool_call>` stays a plain added
+token) and the Qwen2.5 Instruct chat template with tool calling (`qwen2.5_chat_template.jinja`, Apache-2.0, from the
+Qwen2.5 Instruct tokenizer_config.json). The model's config.json is written in the published Qwen2.5 format.
 """
 
 from __future__ import annotations
@@ -60,10 +60,12 @@ HEAD_DIM = 64
 
 
 def build_tokenizer(vocab_size: int):
-    """Train the byte-level BPE on the bundled corpus and the agent's tool descriptions; deterministic.
+    """Train the byte-level BPE on the bundled corpus, the agent's tool descriptions and its built-in prompts;
+    deterministic.
 
-    Every trajectory's prompt carries the tool descriptions (~11k characters); learning their words keeps that
-    prefix short, as a real tokenizer's large vocabulary does, and attention on CPU costs the square of it."""
+    Every trajectory's prompt carries the tool descriptions and a system prompt (~20k characters in execution
+    mode); learning their words keeps that prefix short, as a real tokenizer's large vocabulary does, and attention
+    on CPU costs the square of it."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -76,9 +78,11 @@ def build_tokenizer(vocab_size: int):
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
+    from swehero.agent.prompts import builtin_templates
     from swehero.toolspec import openhands_tools
 
     corpus = (HERE / "corpus.txt").read_text().splitlines(keepends=True) + [json.dumps(openhands_tools()) + "\n"]
+    corpus += builtin_templates()
     bpe.train_from_iterator(corpus, trainer)
     for content, special in QWEN25_ADDED_TOKENS:
         bpe.add_tokens([AddedToken(content, special=special, normalized=False, single_word=False,
