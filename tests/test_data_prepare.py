@@ -150,8 +150,9 @@ def test_too_long_policies(built):
     assert trunc["trajectories"]["truncated"] > 0
     assert drop["trajectories"]["dropped"]["too_long"] >= trunc["trajectories"]["truncated"]
     assert drop["trajectories"]["kept"] + drop["trajectories"]["dropped"]["too_long"] == len(records)
-    with pytest.raises(InputError, match=rf"none of the {len(records)} trajectories was kept \(dropped: "
-                                         r"\{'too_long': \d+\}.*median length is \d+ tokens, seq_length 256"):
+    with pytest.raises(InputError, match=rf"none of the \d+ trajectories was kept \(dropped: \{{'too_long': "
+                                         rf"{len(records)}\}}, rejected: \{{.+\}}\); their median length is \d+ "
+                                         r"tokens, seq_length 256"):
         prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "none", PrepareConfig(**{**short, "seq_length": 256},
                                                                                too_long="drop"))
     assert not (tmp / "none").exists()
