@@ -100,8 +100,9 @@ def exec_argv(root: str, limit: float, keep: str) -> list[str]:
     environment is the image's, plus what its start-up file activated (`STATE_DIR/env`)."""
     command = shlex.join(["timeout", "-s", "KILL", f"{limit:g}", "bash", "--noprofile", "--norc", "-c",
                           shell_script(root)])
-    # The exec has a terminal (see `DockerRuntime.execute`), sized as the local runtime's, here: the wrapper is in its
-    # foreground, the command not (`timeout` gives it its own process group); its input is /dev/null, as there.
+    # The exec has a terminal (see `DockerRuntime.execute`). The wrapper sizes it as the local runtime's terminal:
+    # the wrapper runs in the terminal's foreground, the command does not (`timeout` gives it a process group of its
+    # own). The command's input is /dev/null, as in the local runtime.
     # `timeout -s KILL` kills its own process group, itself included: the wrapper's fd 2 points to /dev/null
     # meanwhile, so its "Killed" job report is not taken for the command's output
     return ["bash", "--noprofile", "--norc", "-c",
