@@ -6,6 +6,7 @@ the reason. Each test starts its own container from the session's images (about 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import signal
@@ -18,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from agent_repos import Scripted
+from swehero.agent.bash_session import STILL_RUNNING
 from swehero.agent.container import DockerConfig, DockerRuntime
 from swehero.agent.editor import Editor, ToolError
 from swehero.agent.task import OPENHANDS_ROOT, Task, agent_root
+from swehero.agent.tools import Tools
 from swehero.eval.images import ENV_DIR, image_name
 from swehero.rollout.tasks import load_tasks
 
@@ -112,12 +115,12 @@ def test_an_attempts_container_lives_no_longer_than_the_attempt(calc, tmp_path, 
 @pytest.mark.timeout(120)
 def test_commands_have_a_terminal_as_in_the_local_sandbox(calc):
     """Output goes to a terminal of OpenHands' pane size, as in the local runtime (where tests/test_agent_terminal.py
-    compares it with OpenHands' pane itself): input from /dev/null, newlines left as written, git never pages."""
+    compares it with OpenHands' pane itself): input from it too, newlines left as written, git never pages."""
     rt = start(calc)
     try:
         probe = rt.execute("python -c \"import shutil, sys; print(tuple(shutil.get_terminal_size()), "
                            "sys.stdout.isatty(), sys.stdin.isatty())\"; echo $TERM", 30)
-        assert probe.output == "(1000, 1000) True False\ndumb\n"
+        assert probe.output == "(1000, 1000) True True\ndumb\n"
         assert rt.execute("ls", 10).output == rt.execute("ls -C -w 1000 | cat", 10).output != \
             rt.execute("ls | cat", 10).output
         warned = rt.execute("python -c \"import warnings; print('first'); warnings.warn('second'); print('third')\"",
@@ -183,6 +186,30 @@ def test_timeout_kills_the_whole_process_tree(calc):
         assert not [p for p in processes(rt) if "sleep 60" in p]
         quick = rt.execute("sleep 605 & echo started", 10)
         assert quick.output.strip() == "started" and not quick.timed_out
+        assert not [p for p in processes(rt) if "sleep 60" in p]
+    finally:
+        rt.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_command_outlives_its_call_as_in_openhands(calc):
+    """As in the local runtime (tests/test_agent_sandbox.py): a quiet command runs on after its call, takes input
+    and Ctrl-C through its terminal, and is killed, with what it started, before the patch is taken."""
+    rt = start(calc)
+    try:
+        rt.config = dataclasses.replace(rt.config, no_output_timeout=1)
+        tools = Tools(rt, "exec")
+        call = lambda **kw: tools.call("execute_bash", kw).observation  # noqa: E731
+        quiet = f"[The command has no new output after 1 seconds. {STILL_RUNNING}]"
+        assert call(command="python -c 'x = input(\"name? \"); print(\"hi\", x)'") == f"name?\n{quiet}"
+        assert call(command="bob", is_input="true").startswith("hi bob\n[The command completed with exit code 0.]")
+        assert call(command="cd calc && echo start && sleep 60") == f"start\n{quiet}"
+        ended = call(command="C-c", is_input="true")
+        assert ended.startswith(f"^C\n[The command completed with exit code 130. CTRL+C was sent.]\n"
+                                f"[Current working directory: {rt.root}/calc]"), ended
+        assert call(command="sleep 607 & sleep 608") == f"\n{quiet}"
+        assert [p for p in processes(rt) if "sleep 60" in p]
+        rt.patch(calc["base_commit"])
         assert not [p for p in processes(rt) if "sleep 60" in p]
     finally:
         rt.close()

@@ -146,21 +146,21 @@ def test_docker_archive_round_trip():
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
-def test_docker_exec_command_runs_and_times_out(tmp_path):
+def test_docker_exec_command_runs_and_reaps(tmp_path):
     """The exact argv `docker exec` would run, run here inside the local sandbox (same state folder layout)."""
     (tmp_path / "repo").mkdir()
     sandbox = LocalRuntime(tmp_path / "repo", "/testbed", tmp_path / "work")
     state = sandbox.workdir / "state"
     try:
         (state / "cmd").write_text("mkdir sub && cd sub; echo hi; exit 4")
-        done = subprocess.run(sandbox.bwrap_argv("/testbed") + exec_argv("/testbed", 5, "1"),
+        done = subprocess.run(sandbox.bwrap_argv("/testbed") + exec_argv("/testbed", "1"),
                               capture_output=True, text=True)
         assert (done.returncode, done.stdout) == (4, "hi\n")
         assert (state / "cwd").read_text().strip() == "/testbed/sub"
-        (state / "cmd").write_text("sleep 30")
-        killed = subprocess.run(sandbox.bwrap_argv("/testbed") + exec_argv("/testbed", 1, "1"),
-                                capture_output=True, timeout=20)
-        assert killed.returncode == 137  # what DockerRuntime reads as a timeout
+        (state / "cmd").write_text("sleep 300 & echo started")  # the background sleep would hold the output open
+        reaped = subprocess.run(sandbox.bwrap_argv("/testbed") + exec_argv("/testbed", "1"),
+                                capture_output=True, text=True, timeout=20)
+        assert (reaped.returncode, reaped.stdout) == (0, "started\n")
     finally:
         sandbox.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,10 +16,11 @@ from agent_repos import CALC, CALC_FIX, make_task
 from layout_repos import GENERATED, make_layout_task
 
 import swehero
+from swehero.agent.bash_session import CONTINUED, MAX_OBSERVATION_CHARS, STILL_RUNNING
 from swehero.agent.local import SYSTEM_DIRS, VENV_ROOT, LocalRuntime, MissingRepository, find_bwrap
 from swehero.agent.runtime import STATE_DIR, RuntimeConfig
 from swehero.agent.taskenv import EnvSettings, ensure_env
-from swehero.agent.tools import MAX_OBSERVATION_CHARS, Tools
+from swehero.agent.tools import Tools
 from swehero.errors import Unavailable
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
@@ -88,15 +90,63 @@ def test_private_tmp_no_network_own_pids(rt):
 
 
 def test_timeout_kills_the_whole_process_tree(rt):
+    """A command run to its end (`execute`: installs, patches) dies at its time limit with everything it started;
+    an agent's command past its limit keeps running until the next episode's first command, the patch or the end."""
     marker = f"sleep {1000 + os.getpid() % 1000}.5"
+    tree = f"({marker} &) ; setsid {marker} & nohup {marker} >/dev/null 2>&1 & echo started; {marker}"
+    running = lambda: subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout  # noqa: E731
     t = time.monotonic()
-    out = bash(rt, f"({marker} &) ; setsid {marker} & nohup {marker} >/dev/null 2>&1 & echo started; {marker}",
-               timeout=2)
+    result = rt.execute(tree, 2)
     assert time.monotonic() - t < 10
-    assert out.startswith("started\n[The command timed out after 2 seconds and was killed")
-    assert out.endswith("shorter steps.]")  # no prompt came, so no trailer from one (OpenHands' empty metadata)
+    assert (result.output, result.exit_code, result.timed_out) == ("started\n", -1, True)
     time.sleep(0.5)
-    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout == b""
+    assert running() == b""
+    out = bash(rt, tree, timeout=2)
+    assert out == f"started\n[The command timed out after 2.0 seconds. {STILL_RUNNING}]"  # no prompt, no trailer
+    assert running() != b""
+    rt.patch("HEAD")
+    time.sleep(0.5)
+    assert running() == b""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_command_outlives_its_call_as_in_openhands(rt):
+    """OpenHands 0.54's bash session: a call without `timeout` returns once the command is quiet for a while (10 s
+    there), and the command runs on; the next calls wait again (''), type into it or send keys (`is_input`), and
+    any other command is not run. The texts are OpenHands', the terminal's echo as tmux shows it."""
+    rt.config = dataclasses.replace(rt.config, no_output_timeout=1)
+    tools = Tools(rt, "exec")
+    call = lambda **kw: tools.call("execute_bash", kw).observation  # noqa: E731
+    quiet = f"[The command has no new output after 1 seconds. {STILL_RUNNING}]"
+    assert call(command="cd pkg && echo start && sleep 60 && echo after") == f"start\n{quiet}"
+    assert call(command="ls") == (f'{CONTINUED}\n[Your command "ls" is NOT executed. The previous command is still '
+                                  "running - You CANNOT send new commands until the previous command is completed. "
+                                  f"By setting `is_input` to `true`, you can interact with the current process: "
+                                  f"{STILL_RUNNING}]")
+    assert call(command="") == f"{CONTINUED}\n{quiet}"
+    ended = call(command="C-c", is_input="true")  # the shell's state is kept, as the shell of a pane keeps it
+    assert ended.startswith(f"^C\n[The command completed with exit code 130. CTRL+C was sent.]\n"
+                            f"[Current working directory: {ROOT}/pkg]")
+    assert ended.endswith("[Command finished with exit code 130]")
+    assert call(command="python3 -c 'x = input(\"name? \"); print(\"hi\", x)'") == f"name?\n{quiet}"
+    assert call(command="bob", is_input="true").startswith("hi bob\n[The command completed with exit code 0.]")
+    assert call(command="cat") == f"\n{quiet}"
+    assert call(command="C-d", is_input="true").startswith("\n[The command completed with exit code 0. CTRL+D was")
+    # the agent's `timeout` waits however quiet the command is; output that keeps coming is never quiet
+    assert call(command="sleep 2; echo done", timeout=1) == (
+        f"\n[The command timed out after 1.0 seconds. {STILL_RUNNING}]")
+    assert call(command="", timeout=10).startswith("done\n[The command completed with exit code 0.]")
+    assert call(command="for i in 1 2 3 4; do echo $i; sleep 0.5; done").startswith("1\n2\n3\n4\n[The command "
+                                                                                   "completed")
+    # C-z: bash reports the job stopped and returns to its prompt (here the job is killed: nothing keeps it)
+    assert call(command="sleep 60") == f"\n{quiet}"
+    assert call(command="C-z", is_input="true").startswith(
+        "^Z\n[1]+  Stopped                 sleep 60\n[The command completed with exit code 148. CTRL+Z was sent.]")
+    # keys typed at the idle prompt: Ctrl-C gives a new prompt, other keys nothing
+    assert call(command="C-c").startswith(f"^C\n[The command completed with exit code 130. CTRL+C was sent.]\n"
+                                          f"[Current working directory: {ROOT}/pkg]")
+    assert call(command="C-l") == f"\n{quiet}"
 
 
 def test_background_processes_end_with_their_command(rt):
@@ -133,11 +183,11 @@ def test_output_caps_hold(rt):
                "\n[Command finished with exit code 0]")
     half = MAX_OBSERVATION_CHARS // 2
     assert out == lines[:half] + "\n[... Observation truncated due to length ...]\n" + (lines + trailer)[-half:]
-    out = bash(rt, "yes", timeout=2)  # endless output: killed at the deadline, memory stays capped
-    assert "timed out after 2 seconds" in out and len(out) < MAX_OBSERVATION_CHARS + 400
+    out = bash(rt, "yes", timeout=2)  # endless output: the call ends at its deadline, memory stays capped
+    assert f"timed out after 2.0 seconds. {STILL_RUNNING}]" in out and len(out) < MAX_OBSERVATION_CHARS + 400
 
 
-def test_interactive_input_is_refused(rt):
+def test_interactive_input_is_refused_when_no_command_runs(rt):
     """As OpenHands answers when no command is running: an empty command asks for more output, input interacts."""
     tools = Tools(rt, "exec")
     assert tools.call("execute_bash", {"command": "y", "is_input": "true"}).observation == (

@@ -8,10 +8,10 @@ commits, tags and reflogs) and checked for such history; and the environment the
 activates (the `testbed` conda environment of SWE-bench's Python images, whatever `~/.bashrc` sets up elsewhere) is
 captured once, so every command the agent runs sees the interpreter and tools the instance's tests use.
 
-Every command is `docker exec`ed through the same state-keeping shell wrapper as the local runtime, under
-`timeout -s KILL`; when it ends, every process it left behind is killed (as in the local runtime, whose PID
-namespace ends with the command), and a watchdog does the same at the time limit, which also ends commands whose
-daemons escaped the process group. Files move through the archive API, so the editor needs nothing inside the
+Every command is `docker exec`ed, on a terminal of its own, through the same state-keeping shell wrapper as the local
+runtime; when it ends, every process it left behind is killed (as in the local runtime, whose PID namespace ends with
+the command), and killing a command kills every process but the container's own, which also ends daemons that
+escaped its process group. Files move through the archive API, so the editor needs nothing inside the
 image. The container is removed in `close()`, which the caller runs in `finally` (Ctrl-C and SIGTERM included), by
 an `atexit` hook if the process exits without unwinding, and by the engine itself (`auto_remove`) once its `sleep`
 ends, which covers a SIGKILLed swehero too.
@@ -23,8 +23,8 @@ import atexit
 import io
 import posixpath
 import shlex
+import select
 import tarfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,22 +33,18 @@ from swehero.agent.docker_host import check_free_disk, client, docker_root
 from swehero.agent.editor import ToolError, slash_dirs
 from swehero.agent.runtime import (
     STATE_DIR,
-    CappedBuffer,
     CommandResult,
     RuntimeConfig,
     git_patch,
     history_check_script,
     require_clean_history,
+    run_to_end,
     shell_script,
     strip_history_script,
 )
 from swehero.agent.task import SWEBENCH_ROOT
 from swehero.agent.terminal import COLUMNS, SCREEN_ROWS
 from swehero.errors import Unavailable
-
-REAP_GRACE_S = 5.0
-"""Seconds past a command's timeout before a watchdog kills every process the command started."""
-
 
 @dataclass(frozen=True)
 class DockerConfig:
@@ -93,21 +89,18 @@ def container_kwargs(image: str, limits: DockerConfig) -> dict:
     }
 
 
-def exec_argv(root: str, limit: float, keep: str) -> list[str]:
-    """The argv `docker exec` runs for one command (the command itself waits in `STATE_DIR/cmd`): the command under
-    `timeout`, then every process it left behind killed (`keep`: the PIDs to spare, see `reap_script`), which also
-    closes the output stream that a background process would hold open. No start-up files and no PATH of ours: the
-    environment is the image's, plus what its start-up file activated (`STATE_DIR/env`)."""
-    command = shlex.join(["timeout", "-s", "KILL", f"{limit:g}", "bash", "--noprofile", "--norc", "-c",
-                          shell_script(root)])
-    # The exec has a terminal (see `DockerRuntime.execute`). The wrapper sizes it as the local runtime's terminal:
-    # the wrapper runs in the terminal's foreground, the command does not (`timeout` gives it a process group of its
-    # own). The command's input is /dev/null, as in the local runtime.
-    # `timeout -s KILL` kills its own process group, itself included: the wrapper's fd 2 points to /dev/null
-    # meanwhile, so its "Killed" job report is not taken for the command's output
+def exec_argv(root: str, keep: str) -> list[str]:
+    """The argv `docker exec` runs for one command (the command itself waits in `STATE_DIR/cmd`): the command, then
+    every process it left behind killed (`keep`: the PIDs to spare, see `reap_script`), which also closes the
+    terminal that a background process would hold open. No start-up files and no PATH of ours: the environment is
+    the image's, plus what its start-up file activated (`STATE_DIR/env`)."""
+    command = shlex.join(["bash", "--noprofile", "--norc", "-c", shell_script(root)])
+    # The exec's terminal is sized as the local runtime's. Ctrl-C typed on it interrupts the whole process group,
+    # this wrapper included: its trap lets it outlive the command and reap. Its fd 2 points to /dev/null meanwhile,
+    # so that a report of a command killed by a signal ("Killed") is not taken for the command's output.
     return ["bash", "--noprofile", "--norc", "-c",
-            f"stty rows {SCREEN_ROWS} cols {COLUMNS} -onlcr 2>/dev/null; exec 3>&2 2>/dev/null; "
-            f"{command} 2>&3 </dev/null; code=$?; exec 2>&3 3>&-; {reap_script(keep)}; exit $code"]
+            f"stty rows {SCREEN_ROWS} cols {COLUMNS} -onlcr 2>/dev/null; trap : INT; exec 3>&2 2>/dev/null; "
+            f"{command} 2>&3; code=$?; exec 2>&3 3>&-; {reap_script(keep)}; exit $code"]
 
 
 def workspace_script(image_repo: str, root: str) -> str:
@@ -210,7 +203,7 @@ class DockerRuntime:
     def __init__(self, image: str, root: str = SWEBENCH_ROOT, image_repo: str = SWEBENCH_ROOT,
                  config: RuntimeConfig = RuntimeConfig(), limits: DockerConfig = DockerConfig(),
                  base_commit: str | None = None) -> None:
-        self.root, self.config = root, config
+        self.root, self.config, self.running = root, config, None
         self.client = client()
         _require_image(self.client, image, limits.min_free_gb)
         self.image, self.prune_image = image, limits.prune_image
@@ -247,30 +240,28 @@ class DockerRuntime:
         """Kill every process the agent's commands left running."""
         self.sh(reap_script(self.keep))
 
-    def execute(self, command: str, timeout: float) -> CommandResult:
+    def start(self, command: str) -> DockerChannel:
+        self.stop()
         self.container.put_archive(STATE_DIR, tar_one("cmd", command.encode()))
-        api = self.client.api  # the low-level API streams output, so the cap holds while reading
+        api = self.client.api
         # a terminal, as the local runtime's commands have (TERM as there, not Docker's xterm): see `exec_argv`
-        exec_id = api.exec_create(self.container.id, exec_argv(self.root, timeout, self.keep), tty=True,
+        exec_id = api.exec_create(self.container.id, exec_argv(self.root, self.keep), stdin=True, tty=True,
                                   environment={"TERM": "dumb"}, workdir=self.root)["Id"]
-        buf = CappedBuffer(self.config.output_cap_bytes)
-        start = time.monotonic()
-        # should the command kill the wrapper that reaps, a daemon it started would hold the output open forever
-        watchdog = threading.Timer(timeout + REAP_GRACE_S, self.reap)
-        watchdog.start()
-        try:
-            for chunk in api.exec_start(exec_id, tty=True, stream=True):
-                buf.add(chunk)
-        finally:
-            watchdog.cancel()
-        code = api.exec_inspect(exec_id)["ExitCode"]
-        elapsed = time.monotonic() - start
-        state = self.sh(f'printf "%s\\n" "$(cat {STATE_DIR}/cwd)" "$(cat {STATE_DIR}/python)"').split("\n")
-        timed_out = code == 137 and elapsed >= timeout  # not an OOM kill or `kill -9 $$`
-        return CommandResult(output=buf.text(), exit_code=-1 if timed_out else code, timed_out=timed_out,
-                             cwd=state[0].strip() or self.root, python=state[1].strip() if len(state) > 1 else "")
+        self.running = DockerChannel(self, exec_id, api.exec_start(exec_id, tty=True, socket=True))
+        return self.running
+
+    def execute(self, command: str, timeout: float) -> CommandResult:
+        return run_to_end(self.start(command), timeout, self.config.output_cap_bytes)
+
+    def stop(self) -> None:
+        """Kill the command started last, if it still runs."""
+        if self.running is not None:
+            self.running.kill()
+            self.running.finish()
+            self.running = None
 
     def patch(self, base_commit: str) -> str:
+        self.stop()  # a command left running must not change the checkout while it is diffed
         return git_patch(self._write_patch, self.root, base_commit)
 
     def _write_patch(self, command: str) -> bytes:
@@ -287,6 +278,8 @@ class DockerRuntime:
         import docker
 
         container, self.container = getattr(self, "container", None), None
+        if getattr(self, "running", None) is not None:
+            self.running.attached.close()  # its processes go with the container
         if container is not None:
             atexit.unregister(self.close)
             try:
@@ -295,6 +288,45 @@ class DockerRuntime:
                 pass
             if self.prune_image:
                 self.client.images.remove(self.image, force=True)
+
+
+class DockerChannel:
+    """A command `docker exec`ed on a terminal: the exec and the socket attached to its terminal."""
+
+    def __init__(self, runtime: DockerRuntime, exec_id: str, attached) -> None:
+        self.runtime, self.exec_id, self.attached = runtime, exec_id, attached
+        self.socket = getattr(attached, "_sock", attached)  # the socket under docker-py's SocketIO
+        self.ended = False
+        self.result: tuple[int, str, str] | None = None
+
+    def read(self, timeout: float) -> bytes | None:
+        if self.ended:
+            return None
+        if not select.select([self.socket], [], [], timeout)[0]:
+            return b""
+        chunk = self.socket.recv(65536)
+        self.ended = not chunk
+        return chunk or None
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.socket.sendall(data)
+        except BrokenPipeError:  # the command has just ended: typing on its terminal does nothing
+            pass
+
+    def kill(self) -> None:
+        if not self.ended:
+            self.runtime.reap()
+
+    def finish(self) -> tuple[int, str, str]:
+        if self.result is None:  # once: each costs two calls to the engine
+            self.ended = True
+            self.attached.close()
+            code = self.runtime.client.api.exec_inspect(self.exec_id)["ExitCode"]
+            state = self.runtime.sh(f'printf "%s\\n" "$(cat {STATE_DIR}/cwd)" "$(cat {STATE_DIR}/python)"')
+            cwd, _, python = state.partition("\n")
+            self.result = (code if code is not None else -1), cwd.strip() or self.runtime.root, python.strip()
+        return self.result
 
 
 def _require_image(client, image: str, min_free_gb: float) -> None:

@@ -5,9 +5,9 @@ The sandbox shows an allow-list, not the host minus a few folders: the system fo
 read-only (execution mode), the checkout writable at the agent-visible path, a private writable `/tmp` and shell
 state folder for this rollout, and nothing else: home folders, the project, run directories, task files (gold
 patches) and other checkouts do not exist inside, and the root itself is read-only. No network, its own
-PID/IPC/UTS namespaces, a new session (no terminal injection), and `--die-with-parent`. On a timeout the bwrap
-process is SIGKILLed; as it holds PID 1 of the namespace, the kernel then kills every process the command started,
-daemons included.
+PID/IPC/UTS namespaces, a new session whose only terminal is the command's own (made for it on the host), and
+`--die-with-parent`. To kill a command the bwrap process is SIGKILLed; as it holds PID 1 of the namespace, the kernel
+then kills every process the command started, daemons included.
 
 With a task environment (`swehero.agent.taskenv`), the rollout gets its own layer over it at `VENV_ROOT` (first on
 PATH, so `python`, `pip` and `pytest` are the task's), and the checkout is installed into that layer before the
@@ -30,18 +30,17 @@ import subprocess
 import struct
 import tempfile
 import termios
-import time
 from pathlib import Path
 
 from swehero.agent.editor import ToolError, slash_dirs
 from swehero.agent.runtime import (
     STATE_DIR,
-    CappedBuffer,
     CommandResult,
     RuntimeConfig,
     git,
     git_patch,
     prepare_checkout,
+    run_to_end,
     shell_script,
 )
 from swehero.agent.taskenv import EnvError, TaskEnv, make_layer
@@ -166,6 +165,7 @@ class LocalRuntime:
             (self.workdir / sub).mkdir()
         self.files = LocalFiles(root, self.checkout)
         self.owned: Path | None = None
+        self.running: LocalChannel | None = None
         if env is not None:
             make_layer(env, self.workdir / "venv", VENV_ROOT)
 
@@ -233,33 +233,36 @@ class LocalRuntime:
                  "--setenv", "LANG", "C.UTF-8", "--setenv", "TERM", "dumb", "--chdir", cwd]
         return argv
 
-    def execute(self, command: str, timeout: float, network: bool = False) -> CommandResult:
-        argv = self.bwrap_argv(self.root, network) + ["bash", "--noprofile", "--norc", "-c", shell_script(self.root)]
+    def start(self, command: str, network: bool = False) -> LocalChannel:
+        # `setsid -c` makes the terminal the shell's controlling terminal, so that Ctrl-C typed on it interrupts
+        # the command (bwrap's --new-session left the sandbox without one); -w: the sandbox ends with the shell
+        argv = self.bwrap_argv(self.root, network) + ["setsid", "-w", "-c", "bash", "--noprofile", "--norc", "-c",
+                                                      shell_script(self.root)]
+        self.stop()
         (self.workdir / "state" / "cmd").write_text(command)
-        buf = CappedBuffer(self.config.output_cap_bytes)
         reader, terminal = _terminal()
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal,
-                                    start_new_session=True)
+            proc = subprocess.Popen(argv, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True)
         except BaseException:
             os.close(reader)
             raise
         finally:
             os.close(terminal)  # only the sandbox holds it now, so reading ends when the sandbox ends
-        try:
-            timed_out = _pump(proc, reader, buf, time.monotonic() + timeout)
-        except BaseException:  # Ctrl-C or SIGTERM: the sandbox must not outlive the call
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
-        finally:
-            os.close(reader)
-            proc.wait()
-        state = self.workdir / "state"
-        read = lambda name: (state / name).read_text().strip() if (state / name).exists() else ""  # noqa: E731
-        return CommandResult(output=buf.text(), exit_code=-1 if timed_out else proc.returncode,
-                             timed_out=timed_out, cwd=read("cwd") or self.root, python=read("python"))
+        self.running = LocalChannel(proc, reader, self.workdir / "state", self.root)
+        return self.running
+
+    def execute(self, command: str, timeout: float, network: bool = False) -> CommandResult:
+        return run_to_end(self.start(command, network), timeout, self.config.output_cap_bytes)
+
+    def stop(self) -> None:
+        """Kill the command started last, if it still runs."""
+        if self.running is not None:
+            self.running.kill()
+            self.running.finish()
+            self.running = None
 
     def patch(self, base_commit: str) -> str:
+        self.stop()  # a command left running must not change the checkout while it is diffed
         return git_patch(self._write_patch, self.root, base_commit)
 
     def _write_patch(self, command: str) -> bytes:
@@ -269,6 +272,7 @@ class LocalRuntime:
         return (self.workdir / "state" / "patch").read_bytes()
 
     def close(self) -> None:
+        self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self.owned is not None:
             shutil.rmtree(self.owned, ignore_errors=True)
@@ -300,33 +304,42 @@ def _terminal() -> tuple[int, int]:
     return reader, terminal
 
 
-def _pump(proc: subprocess.Popen, fd: int, buf: CappedBuffer, deadline: float) -> bool:
-    """Read `proc`'s output from `fd` into `buf` until its end or `deadline`; on the deadline kill the sandbox. True
-    if killed."""
-    sel = selectors.DefaultSelector()
-    sel.register(fd, selectors.EVENT_READ)
-    timed_out = False
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 and not timed_out:
-                timed_out = True
-                os.killpg(proc.pid, signal.SIGKILL)
-                deadline = time.monotonic() + 5  # let the terminal drain as the namespace dies
-                continue
-            if left <= 0:
-                break
-            if not sel.select(timeout=min(left, 1.0)):
-                continue
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError as e:  # a terminal whose other end every process has closed
-                if e.errno != errno.EIO:
-                    raise
-                chunk = b""
-            if not chunk:
-                break
-            buf.add(chunk)
-    finally:
-        sel.close()
-    return timed_out
+class LocalChannel:
+    """A command running in its sandbox: the sandbox's process and the host end of its terminal."""
+
+    def __init__(self, proc: subprocess.Popen, reader: int, state: Path, root: str) -> None:
+        self.proc, self.reader, self.state, self.root = proc, reader, state, root
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(reader, selectors.EVENT_READ)
+
+    def read(self, timeout: float) -> bytes | None:
+        if self.reader < 0:
+            return None
+        if not self.selector.select(timeout=timeout):
+            return b""
+        try:
+            return os.read(self.reader, 65536) or None
+        except OSError as e:  # a terminal whose other end every process has closed
+            if e.errno != errno.EIO:
+                raise
+            return None
+
+    def write(self, data: bytes) -> None:
+        try:
+            os.write(self.reader, data)
+        except OSError as e:  # the command has just ended: typing on its terminal does nothing
+            if e.errno != errno.EIO:
+                raise
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # bwrap holds PID 1 of the sandbox: its processes all die
+
+    def finish(self) -> tuple[int, str, str]:
+        if self.reader >= 0:
+            self.selector.close()
+            os.close(self.reader)
+            self.reader = -1
+        code = self.proc.wait()
+        read = lambda name: (self.state / name).read_text().strip() if (self.state / name).exists() else ""  # noqa
+        return code, read("cwd") or self.root, read("python")

@@ -1,19 +1,23 @@
 """What a runtime provides to the tools, and the pieces the local and Docker runtimes share.
 
-Each `execute_bash` call runs in a fresh sandboxed shell (so a timeout can kill everything it started); the
-working directory and exported variables are carried from one call to the next through a small state folder,
-which gives the persistent-session behaviour OpenHands' tool description promises. Background processes do not
-outlive their call (OpenHands keeps them in tmux): the sandbox's PID namespace ends with the command.
+Each `execute_bash` command runs in a fresh sandboxed shell on a terminal of its own (so killing it kills everything
+it started); the working directory and exported variables are carried from one command to the next through a small
+state folder, which gives the persistent-session behaviour OpenHands' tool description promises. A command may
+outlive the call that started it (OpenHands' soft timeout): the runtime hands it back as a `Channel`, to read more
+output from, type into, or kill. Background processes do not outlive their command (OpenHands keeps them in tmux):
+the sandbox's processes end with it.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import re
 import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -29,7 +33,11 @@ class RuntimeConfig:
     """Limits and paths shared by all runtimes."""
 
     default_timeout: float = 120.0
-    """Seconds a command may run when the agent gives no `timeout` (the 120 s OpenHands' tool description states)."""
+    """Seconds a call waits for a command when the agent gives no `timeout` (OpenHands' sandbox timeout); the
+    command keeps running after it."""
+    no_output_timeout: float = 10.0
+    """Seconds without new output after which a call without `timeout` returns, the command still running
+    (OpenHands' no-change timeout, which its tool description states)."""
     max_timeout: float = 600.0
     """Upper bound on the `timeout` the agent may ask for."""
     output_cap_bytes: int = 2_000_000
@@ -45,10 +53,27 @@ class CommandResult:
     exit_code: int
     """The command's exit status; -1 when it timed out."""
     timed_out: bool
+    """It ran past its time and was killed."""
     cwd: str
     """Working directory after the command (agent-visible)."""
     python: str
     """`command -v python` after the command, or '' (OpenHands reports the interpreter in every observation)."""
+
+
+class Channel(Protocol):
+    """One command running in the sandbox, on a terminal of its own."""
+
+    def read(self, timeout: float) -> bytes | None:
+        """Output written within `timeout` seconds (b'' when none was); None once the command has ended."""
+
+    def write(self, data: bytes) -> None:
+        """Type `data` on the command's terminal (keys such as Ctrl-C act as they act on a terminal)."""
+
+    def kill(self) -> None:
+        """Kill the command and everything it started."""
+
+    def finish(self) -> tuple[int, str, str]:
+        """After the end: the exit status, the working directory and `command -v python` the command left."""
 
 
 class Runtime(Protocol):
@@ -59,8 +84,11 @@ class Runtime(Protocol):
     files: Files
     config: RuntimeConfig
 
+    def start(self, command: str) -> Channel:
+        """Start `command` in the sandbox's shell; a command started earlier is killed first."""
+
     def execute(self, command: str, timeout: float) -> CommandResult:
-        """Run `command` in the sandbox's shell, killing everything it started after `timeout` seconds."""
+        """Run `command` to its end, killing everything it started after `timeout` seconds."""
 
     def patch(self, base_commit: str) -> str:
         """`git diff` of the checkout against `base_commit`, new files included."""
@@ -77,6 +105,9 @@ def shell_script(root: str) -> str:
         f"[ -f {s}/env ] && . {s}/env >/dev/null 2>&1\n"
         f'cd "$(cat {s}/cwd 2>/dev/null || echo {shlex.quote(root)})" 2>/dev/null || cd {shlex.quote(root)}\n'
         f"trap 'export -p > {s}/env; pwd > {s}/cwd; command -v python > {s}/python 2>/dev/null' EXIT\n"
+        # Ctrl-C ends the command as it ends a command line in an interactive shell: the rest is not run, the
+        # status is 130, and the state is saved
+        "trap 'exit 130' INT\n"
         # OpenHands' first command in its shell: with a terminal, git would page long output and wait for a key
         'shopt -s expand_aliases; alias git="git --no-pager"\n'
         f'eval "$(cat {s}/cmd)"\n'
@@ -148,6 +179,46 @@ def _attribute_pattern(path: bytes) -> str:
     quoted = "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\{chr(b)}" if b in b'"\\'
                      else f"\\{b:03o}" for b in escaped)
     return f'"{quoted}"'
+
+
+class Output:
+    """A command's output so far, read from its channel until it ends, a deadline passes or it goes quiet."""
+
+    def __init__(self, channel: Channel, cap_bytes: int) -> None:
+        self.channel, self.buffer, self.ended = channel, CappedBuffer(cap_bytes), False
+
+    def wait(self, timeout: float, quiet: float = math.inf) -> str:
+        """Read until the command ends ('ended'), `timeout` seconds pass ('timeout'), or `quiet` seconds pass
+        without output ('quiet')."""
+        start = last = time.monotonic()
+        while not self.ended:
+            now = time.monotonic()
+            if now >= start + timeout or now >= last + quiet:
+                return "timeout" if now >= start + timeout else "quiet"
+            chunk = self.channel.read(min(start + timeout - now, last + quiet - now, 1.0))
+            if chunk is None:
+                self.ended = True
+            elif chunk:
+                self.buffer.add(chunk)
+                last = time.monotonic()
+        return "ended"
+
+
+def run_to_end(channel: Channel, timeout: float, cap_bytes: int) -> CommandResult:
+    """The result of a command read to its end, or killed after `timeout` seconds (its output up to then)."""
+    output = Output(channel, cap_bytes)
+    try:
+        timed_out = output.wait(timeout) != "ended"
+        if timed_out:
+            channel.kill()
+            output.wait(5)  # what the terminal still holds as the sandbox dies
+    except BaseException:  # Ctrl-C or SIGTERM: the sandbox must not outlive the call
+        channel.kill()
+        raise
+    finally:
+        code, cwd, python = channel.finish()
+    return CommandResult(output=output.buffer.text(), exit_code=-1 if timed_out else code, timed_out=timed_out,
+                         cwd=cwd, python=python)
 
 
 class CappedBuffer:

@@ -13,14 +13,11 @@ from dataclasses import dataclass, field
 import bashlex
 
 from swehero.agent.banned import RefusedCommand, banned_commands
+from swehero.agent.bash_session import BashSession, special_key
 from swehero.agent.editor import Editor, ToolError
-from swehero.agent.runtime import CommandResult, Runtime
-from swehero.agent.terminal import openhands_reads
+from swehero.agent.runtime import Runtime
 from swehero.toolspec import TOOL_NAMES, tool_schema
 
-MAX_OBSERVATION_CHARS = 30000
-"""Bash output longer than this keeps its first and last halves (OpenHands' observation limit)."""
-TRUNCATED = "\n[... Observation truncated due to length ...]\n"
 MODES = ("zero", "exec")
 MULTIPLE_COMMANDS = ("ERROR: Cannot execute multiple commands at once.\nPlease run each command separately OR chain "
                      "them into a single command via && or ;\nProvided commands:\n{listed}\n"
@@ -42,31 +39,6 @@ class Outcome:
     """`finish` was called: the episode ends."""
     malformed: bool = False
     """The call itself was malformed (unknown tool, arguments not a JSON object, a required argument missing)."""
-
-
-def truncate(text: str, limit: int = MAX_OBSERVATION_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return text[:half] + TRUNCATED + text[-half:]
-
-
-def bash_observation(result: CommandResult, command: str, timeout: float) -> str:
-    """OpenHands' CmdOutputObservation as the agent sees it: output, status line, then the trailer its next prompt
-    gave (none after a timeout: no prompt came). OpenHands cuts the output to its limit when it makes the
-    observation and then the whole message to the same limit, so a long output also loses what the note and the
-    trailer take from the limit."""
-    note, shown = openhands_reads(result.output, command)
-    text = note + truncate(shown)
-    if result.timed_out:
-        return truncate(text + f"\n[The command timed out after {timeout:g} seconds and was killed, together with "
-                        "every process it started. Run long commands with a larger `timeout`, or split them into "
-                        "shorter steps.]")
-    text += f"\n[The command completed with exit code {result.exit_code}.]"
-    text += f"\n[Current working directory: {result.cwd}]"
-    if result.python:
-        text += f"\n[Python interpreter: {result.python}]"
-    return truncate(text + f"\n[Command finished with exit code {result.exit_code}]")
 
 
 def top_level_commands(command: str) -> list[str]:
@@ -110,6 +82,7 @@ class Tools:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.runtime, self.mode = runtime, mode
         self.editor = Editor(runtime.files)
+        self.bash = BashSession(runtime)
 
     def call(self, name: str, arguments: str | dict) -> Outcome:
         if name not in TOOL_NAMES:
@@ -137,15 +110,14 @@ class Tools:
         if not isinstance(command, str):
             return Outcome(f"ERROR: Invalid `command` parameter: {command}. It should be a string.", error=True)
         stripped = command.strip()  # what OpenHands' bash session looks at
-        # A timed-out command is killed (see bash_observation): none is ever left running to read more output from
-        # or to send input to. These are OpenHands' answers when none is.
-        if not stripped:
-            return Outcome("ERROR: No previous running command to retrieve logs from.", error=True)
         # OpenHands takes `is_input` as input only when it is the string "true" (the schema's enum); a JSON `true`
         # runs the command as any other.
-        if is_input == "true" or stripped in {"C-c", "C-d", "C-z"}:
+        is_input = is_input == "true"
+        if not self.bash.running and not stripped:
+            return Outcome("ERROR: No previous running command to retrieve logs from.", error=True)
+        if not self.bash.running and is_input:
             return Outcome("ERROR: No previous running command to interact with.", error=True)
-        if self.mode == "zero":
+        if self.mode == "zero" and special_key(stripped) is None:  # input too: a shell or `less` may read it
             try:
                 banned = banned_commands(command)
             except RefusedCommand as e:  # unparsable, or a program computed at run time
@@ -164,9 +136,10 @@ class Tools:
         if not limit > 0:  # also NaN
             return Outcome(f"ERROR: Invalid `timeout` parameter: {timeout}. It should be a positive number of "
                            "seconds.", error=True)
-        limit = min(limit, config.max_timeout)
-        result = self.runtime.execute(command, limit)
-        return Outcome(bash_observation(result, command, limit), error=result.timed_out)
+        # a `timeout` of the agent's makes the call wait for it however quiet the command is (OpenHands' blocking)
+        observation, running = self.bash.execute(stripped, is_input, min(limit, config.max_timeout),
+                                                 blocking=timeout is not None)
+        return Outcome(observation, error=running)
 
     def str_replace_editor(self, command, path, **kwargs) -> Outcome:
         try:

@@ -1,0 +1,143 @@
+"""What one `execute_bash` call does, and the observation it returns, as OpenHands 0.54's bash session
+(`openhands/runtime/utils/bash.py`) does it.
+
+A call waits for its command to end, but not forever: without a `timeout` from the agent it returns after
+`no_output_timeout` seconds without new output, or after `default_timeout` seconds, and with one at that time; the
+command keeps running. Until it ends, the next call may send '' (wait again, see only the new output), input text
+or a key such as C-c (with `is_input`); any other command is not run. What the model saw in OpenHands' trajectories
+it sees here, word for word.
+"""
+
+from __future__ import annotations
+
+import math
+
+from swehero.agent.runtime import CommandResult, Output, Runtime
+from swehero.agent.terminal import openhands_reads
+
+MAX_OBSERVATION_CHARS = 30000
+"""Bash output longer than this keeps its first and last halves (OpenHands' observation limit)."""
+TRUNCATED = "\n[... Observation truncated due to length ...]\n"
+STILL_RUNNING = (
+    "You may wait longer to see additional output by sending empty command '', send other commands to interact with "
+    'the current process, send keys ("C-c", "C-z", "C-d") to interrupt/kill the previous command before sending '
+    "your new command, or use the timeout parameter in execute_bash for future commands.")
+"""OpenHands' TIMEOUT_MESSAGE_TEMPLATE, the end of every observation of a command still running."""
+CONTINUED = "[Below is the output of the previous command.]\n"
+
+
+def truncate(text: str, limit: int = MAX_OBSERVATION_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return text[:half] + TRUNCATED + text[-half:]
+
+
+def special_key(command: str) -> bytes | None:
+    """The byte a terminal gets for `C-<key>` (OpenHands sends such a command as that key, without Enter)."""
+    if command.startswith("C-") and len(command) == 3 and 0x40 <= ord(command[2].upper()) <= 0x5f:
+        return bytes([ord(command[2].upper()) & 0x1f])
+    return None
+
+
+def completed_observation(result: CommandResult, command: str, continued: str | None = None) -> str:
+    """OpenHands' CmdOutputObservation of a command that ended, as the agent sees it: output, status line, then the
+    trailer its next prompt gave. OpenHands cuts the output to its limit when it makes the observation and then the
+    whole message to the same limit, so a long output also loses what the note and the trailer take from the limit.
+    `continued`: the new output, when an earlier observation showed the rest."""
+    note, shown = openhands_reads(result.output, command) if continued is None else ("", continued)
+    key = f" CTRL+{command[-1].upper()} was sent." if special_key(command) else ""
+    text = note + truncate(shown) + f"\n[The command completed with exit code {result.exit_code}.{key}]"
+    text += f"\n[Current working directory: {result.cwd}]"
+    if result.python:
+        text += f"\n[Python interpreter: {result.python}]"
+    return truncate(text + f"\n[Command finished with exit code {result.exit_code}]")
+
+
+class BashSession:
+    """The agent's terminal over a runtime: at most one command running, which calls may wait for, type into or
+    interrupt."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.output: Output | None = None
+        """The running command's output, None when none runs."""
+        self.command = ""
+        """The running command as the agent gave it."""
+        self.shown: str | None = None
+        """Its output as the last observation of it saw it; None before the first."""
+        self.stopped = 0
+        """Commands stopped with C-z (bash numbers them as jobs)."""
+
+    @property
+    def running(self) -> bool:
+        return self.output is not None
+
+    def execute(self, command: str, is_input: bool, timeout: float, blocking: bool) -> tuple[str, bool]:
+        """Run, continue or type into a command (`command` stripped, as OpenHands strips it), waiting at most
+        `timeout` seconds, or with `blocking` False also until `no_output_timeout` seconds pass without output. The
+        observation, and whether the command still runs."""
+        key = special_key(command)
+        quiet = math.inf if blocking else self.runtime.config.no_output_timeout
+        waited = (f"\n[The command timed out after {timeout} seconds. {STILL_RUNNING}]" if blocking else
+                  f"\n[The command has no new output after {quiet:g} seconds. {STILL_RUNNING}]")
+        if self.output is not None and command and not is_input:
+            return self._running(command, f'\n[Your command "{command}" is NOT executed. The previous command is '
+                                 "still running - You CANNOT send new commands until the previous command is "
+                                 "completed. By setting `is_input` to `true`, you can interact with the current "
+                                 f"process: {STILL_RUNNING}]"), True
+        if self.output is None and key is not None:  # typed at the idle prompt: only Ctrl-C makes a new one
+            if key != b"\x03":
+                return truncate(waited), False
+            state = self.runtime.execute(":", self.runtime.config.default_timeout)  # where the shell stands
+            return completed_observation(CommandResult("^C", 130, False, state.cwd, state.python), command), False
+        if self.output is None:
+            self.output = Output(self.runtime.start(command), self.runtime.config.output_cap_bytes)
+            self.command, self.shown = command, None
+        elif key == b"\x1a":
+            return self._stop(command), False
+        elif command:
+            self.output.channel.write(key if key is not None else command.encode() + b"\r")
+        end = self.output.wait(timeout, quiet)
+        if end == "ended":
+            return self._ended(command), False
+        if end == "timeout" and not blocking:  # the call's own limit came before the command went quiet
+            waited = f"\n[The command timed out after {timeout} seconds. {STILL_RUNNING}]"
+        return self._running(command, waited), True
+
+    def _ended(self, command: str) -> str:
+        continued = self._new_output(command)[1] if self.shown is not None else None
+        code, cwd, python = self.output.channel.finish()
+        result = CommandResult(self.output.buffer.text(), code, False, cwd, python)
+        self.output = None
+        return completed_observation(result, command, continued)
+
+    def _stop(self, command: str) -> str:
+        """C-z: bash stops the job, reports it and returns to its prompt, the job kept for `fg`. Our shell keeps no
+        jobs, so the command is killed instead; the observation is bash's."""
+        self.output.channel.write(b"\x1a")
+        self.output.wait(0.5, 0.2)  # the terminal's echo
+        self.output.channel.kill()
+        self.output.wait(5)
+        self.stopped += 1
+        _, new = self._new_output(command)
+        _, cwd, python = self.output.channel.finish()
+        self.output = None
+        job = f"[{self.stopped}]+  {'Stopped':<24}{self.command}"
+        return completed_observation(CommandResult("", 148, False, cwd, python), command,
+                                     f"{new}\n{job}".lstrip("\n"))
+
+    def _new_output(self, command: str) -> tuple[str, str]:
+        """(prefix, output) of the running command not shown yet, as OpenHands cuts it from its pane: what earlier
+        observations showed, then the echo of what was typed, are left out."""
+        _, shown = openhands_reads(self.output.buffer.text(), self.command)
+        new, prefix = shown, ""
+        if self.shown is not None:
+            new, prefix = shown.removeprefix(self.shown), CONTINUED
+            new = new.lstrip().removeprefix(command).lstrip()
+        self.shown = shown
+        return prefix, new.rstrip()
+
+    def _running(self, command: str, suffix: str) -> str:
+        prefix, new = self._new_output(command)
+        return truncate(prefix + truncate(new) + suffix)
