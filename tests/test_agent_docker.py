@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from agent_repos import Scripted
-from swehero.agent.bash_session import STILL_RUNNING
+from openhands_session import replay
 from swehero.agent.container import DockerConfig, DockerRuntime
 from swehero.agent.editor import Editor, ToolError
 from swehero.agent.task import OPENHANDS_ROOT, Task, agent_root
@@ -193,21 +193,15 @@ def test_timeout_kills_the_whole_process_tree(calc):
 
 @pytest.mark.timeout(120)
 def test_a_command_outlives_its_call_as_in_openhands(calc):
-    """As in the local runtime (tests/test_agent_sandbox.py): a quiet command runs on after its call, takes input
-    and Ctrl-C through its terminal, and is killed, with what it started, before the patch is taken."""
+    """As in the local runtime (tests/test_agent_sandbox.py): calls recorded from OpenHands' own bash session give
+    the same observations; a command left running is killed, with what it started, before the patch is taken."""
     rt = start(calc)
     try:
+        rt.execute("mkdir pkg", 10)
+        replay(rt, rt.root)
         rt.config = dataclasses.replace(rt.config, no_output_timeout=1)
-        tools = Tools(rt, "exec")
-        call = lambda **kw: tools.call("execute_bash", kw).observation  # noqa: E731
-        quiet = f"[The command has no new output after 1 seconds. {STILL_RUNNING}]"
-        assert call(command="python -c 'x = input(\"name? \"); print(\"hi\", x)'") == f"name?\n{quiet}"
-        assert call(command="bob", is_input="true").startswith("hi bob\n[The command completed with exit code 0.]")
-        assert call(command="cd calc && echo start && sleep 60") == f"start\n{quiet}"
-        ended = call(command="C-c", is_input="true")
-        assert ended.startswith(f"^C\n[The command completed with exit code 130. CTRL+C was sent.]\n"
-                                f"[Current working directory: {rt.root}/calc]"), ended
-        assert call(command="sleep 607 & sleep 608") == f"\n{quiet}"
+        assert Tools(rt, "exec").call("execute_bash", {"command": "sleep 607 & sleep 608"}).observation.startswith(
+            "\n[The command has no new output after 1 seconds.")
         assert [p for p in processes(rt) if "sleep 60" in p]
         rt.patch(calc["base_commit"])
         assert not [p for p in processes(rt) if "sleep 60" in p]

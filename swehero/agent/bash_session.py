@@ -68,6 +68,8 @@ class BashSession:
         """Its output as the last observation of it saw it; None before the first."""
         self.stopped = 0
         """Commands stopped with C-z (bash numbers them as jobs)."""
+        self.exit_code = 0
+        """The last command's exit status (`$?` at the prompt)."""
 
     @property
     def running(self) -> bool:
@@ -89,8 +91,10 @@ class BashSession:
         if self.output is None and key is not None:  # typed at the idle prompt: only Ctrl-C makes a new one
             if key != b"\x03":
                 return truncate(waited), False
+            # bash draws a new prompt; `$?` stays the last command's
             state = self.runtime.execute(":", self.runtime.config.default_timeout)  # where the shell stands
-            return completed_observation(CommandResult("^C", 130, False, state.cwd, state.python), command), False
+            return completed_observation(CommandResult("^C", self.exit_code, False, state.cwd, state.python),
+                                         command), False
         if self.output is None:
             self.output = Output(self.runtime.start(command), self.runtime.config.output_cap_bytes)
             self.command, self.shown = command, None
@@ -109,7 +113,7 @@ class BashSession:
         continued = self._new_output(command)[1] if self.shown is not None else None
         code, cwd, python = self.output.channel.finish()
         result = CommandResult(self.output.buffer.text(), code, False, cwd, python)
-        self.output = None
+        self.output, self.exit_code = None, code
         return completed_observation(result, command, continued)
 
     def _stop(self, command: str) -> str:
@@ -122,7 +126,7 @@ class BashSession:
         self.stopped += 1
         _, new = self._new_output(command)
         _, cwd, python = self.output.channel.finish()
-        self.output = None
+        self.output, self.exit_code = None, 148
         job = f"[{self.stopped}]+  {'Stopped':<24}{self.command}"
         return completed_observation(CommandResult("", 148, False, cwd, python), command,
                                      f"{new}\n{job}".lstrip("\n"))
