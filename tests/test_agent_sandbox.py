@@ -237,6 +237,12 @@ def test_missing_bwrap_says_how_to_install(monkeypatch):
         find_bwrap()
 
 
+def test_missing_setsid_says_what_to_install(tmp_path):
+    (tmp_path / "repo").mkdir()
+    with pytest.raises(Unavailable, match="`setsid` \\(util-linux\\) is not on the sandbox's PATH"):
+        LocalRuntime(tmp_path / "repo", "/testbed", tmp_path / "work", RuntimeConfig(path=str(tmp_path)))
+
+
 def test_bad_timeouts_and_extra_arguments(rt):
     tools = Tools(rt, "exec")
     for bad in (-1, 0, "soon", float("nan")):

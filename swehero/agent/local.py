@@ -154,6 +154,10 @@ class LocalRuntime:
     def __init__(self, checkout: Path, root: str, workdir: Path, config: RuntimeConfig = RuntimeConfig(),
                  env: TaskEnv | None = None) -> None:
         self.bwrap = find_bwrap()
+        if shutil.which("setsid", path=config.path) is None:  # the sandbox shows the host's system folders
+            raise Unavailable(f"`setsid` (util-linux) is not on the sandbox's PATH ({config.path}); the local runtime "
+                              "needs it to give each command its own terminal. Install util-linux, or use "
+                              "`--runtime docker`.")
         if _under(root, (*SYSTEM_DIRS, "tmp", "proc", "dev", STATE_DIR.strip("/"), VENV_ROOT.strip("/"))) \
                 or root == "/":
             raise InputError(f"the repository cannot appear at {root} inside the sandbox: that path is the "
