@@ -22,4 +22,4 @@ def replay(runtime, root: str) -> None:
                      **({"timeout": call["timeout"]} if call["timeout"] is not None else {})}
         seen = tools.call("execute_bash", arguments).observation
         seen = "\n".join(line for line in seen.split("\n") if not line.startswith("[Python interpreter: "))
-        assert seen == call["observation"].replace("{root}", root), call
+        assert seen == call["observation"].replace("{root}", root), (call, seen)

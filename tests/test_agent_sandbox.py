@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -116,6 +117,20 @@ def test_a_command_outlives_its_call_as_in_openhands(rt):
     there), and the command runs on; the next calls wait again (''), type into it or send keys (`is_input`), and
     any other command is not run. Calls recorded from OpenHands' own bash session give the same observations here."""
     replay(rt, ROOT)
+
+
+def test_ctrl_c_interrupts_also_when_swehero_runs_in_the_background(rt):
+    """A shell starts a background job with SIGINT ignored, and children inherit that: the sandbox must not, or the
+    agent's Ctrl-C would do nothing (the replay above failed so when CI ran in the background)."""
+    tools = Tools(rt, "exec")
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        running = tools.call("execute_bash", {"command": "sleep 30", "timeout": 1}).observation
+        assert running.startswith("\n[The command timed out after 1.0 seconds.")
+        interrupted = tools.call("execute_bash", {"command": "C-c", "is_input": "true", "timeout": 20}).observation
+        assert interrupted.startswith("^C\n[The command completed with exit code 130. CTRL+C was sent.]"), interrupted
+    finally:
+        signal.signal(signal.SIGINT, ignored)
 
 
 def test_background_processes_end_with_their_command(rt):

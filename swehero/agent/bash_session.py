@@ -11,6 +11,7 @@ it sees here, word for word.
 from __future__ import annotations
 
 import math
+import time
 
 from swehero.agent.runtime import CommandResult, Output, Runtime
 from swehero.agent.terminal import openhands_reads
@@ -120,7 +121,9 @@ class BashSession:
         """C-z: bash stops the job, reports it and returns to its prompt, the job kept for `fg`. Our shell keeps no
         jobs, so the command is killed instead; the observation is bash's."""
         self.output.channel.write(b"\x1a")
-        self.output.wait(0.5, 0.2)  # the terminal's echo
+        echoed = time.monotonic() + 5  # the terminal's `^Z`, which a loaded machine may take a while to show
+        while not (self.output.ended or self.output.buffer.text().endswith("^Z")) and time.monotonic() < echoed:
+            self.output.wait(0.1)
         self.output.channel.kill()
         self.output.wait(5)
         self.stopped += 1

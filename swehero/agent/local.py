@@ -246,7 +246,8 @@ class LocalRuntime:
         (self.workdir / "state" / "cmd").write_text(command)
         reader, terminal = _terminal()
         try:
-            proc = subprocess.Popen(argv, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True)
+            proc = subprocess.Popen(argv, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True,
+                                    preexec_fn=_default_interrupts)
         except BaseException:
             os.close(reader)
             raise
@@ -306,6 +307,15 @@ def _terminal() -> tuple[int, int]:
     attrs[1] &= ~termios.ONLCR  # output flags
     termios.tcsetattr(terminal, termios.TCSANOW, attrs)
     return reader, terminal
+
+
+def _default_interrupts() -> None:
+    """In the sandbox's process before it starts: Ctrl-C and Ctrl-\\ kill by default. A shell runs a background job
+    (`swehero ... &` in a script, `nohup`) with SIGINT and SIGQUIT ignored, an ignored signal stays ignored across
+    exec, and bash cannot undo it, so the keys typed on a command's terminal would do nothing. Only `signal.signal`
+    runs here, which takes no lock a thread of the parent could hold."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 class LocalChannel:
