@@ -82,16 +82,16 @@ class BashSession:
         observation, and whether the command still runs."""
         key = special_key(command)
         quiet = math.inf if blocking else self.runtime.config.no_output_timeout
-        waited = (f"\n[The command timed out after {timeout} seconds. {STILL_RUNNING}]" if blocking else
-                  f"\n[The command has no new output after {quiet:g} seconds. {STILL_RUNNING}]")
+        waited = {"timeout": f"\n[The command timed out after {timeout} seconds. {STILL_RUNNING}]",
+                  "quiet": f"\n[The command has no new output after {quiet:g} seconds. {STILL_RUNNING}]"}
         if self.output is not None and command and not is_input:
             return self._running(command, f'\n[Your command "{command}" is NOT executed. The previous command is '
                                  "still running - You CANNOT send new commands until the previous command is "
                                  "completed. By setting `is_input` to `true`, you can interact with the current "
                                  f"process: {STILL_RUNNING}]"), True
         if self.output is None and key is not None:  # typed at the idle prompt: only Ctrl-C makes a new one
-            if key != b"\x03":
-                return truncate(waited), False
+            if key != b"\x03":  # no prompt comes: the call waits as long as it would for a command
+                return truncate(waited["timeout" if blocking else "quiet"]), False
             # bash draws a new prompt; `$?` stays the last command's
             state = self.runtime.execute(":", self.runtime.config.default_timeout)  # where the shell stands
             return completed_observation(CommandResult("^C", self.exit_code, False, state.cwd, state.python),
@@ -106,9 +106,7 @@ class BashSession:
         end = self.output.wait(timeout, quiet)
         if end == "ended":
             return self._ended(command), False
-        if end == "timeout" and not blocking:  # the call's own limit came before the command went quiet
-            waited = f"\n[The command timed out after {timeout} seconds. {STILL_RUNNING}]"
-        return self._running(command, waited), True
+        return self._running(command, waited[end]), True
 
     def _ended(self, command: str) -> str:
         continued = self._new_output(command)[1] if self.shown is not None else None

@@ -323,6 +323,7 @@ class LocalChannel:
 
     def __init__(self, proc: subprocess.Popen, reader: int, state: Path, root: str) -> None:
         self.proc, self.reader, self.state, self.root = proc, reader, state, root
+        self.result: tuple[int, str, str] | None = None
         self.selector = selectors.DefaultSelector()
         self.selector.register(reader, selectors.EVENT_READ)
 
@@ -350,10 +351,11 @@ class LocalChannel:
             os.killpg(self.proc.pid, signal.SIGKILL)  # bwrap holds PID 1 of the sandbox: its processes all die
 
     def finish(self) -> tuple[int, str, str]:
-        if self.reader >= 0:
+        if self.result is None:  # once, as the Docker runtime's: the runtime finishes its last command again
             self.selector.close()
             os.close(self.reader)
             self.reader = -1
-        code = self.proc.wait()
-        read = lambda name: (self.state / name).read_text().strip() if (self.state / name).exists() else ""  # noqa
-        return code, read("cwd") or self.root, read("python")
+            code = self.proc.wait()
+            read = lambda name: (self.state / name).read_text().strip() if (self.state / name).exists() else ""  # noqa
+            self.result = code, read("cwd") or self.root, read("python")
+        return self.result
