@@ -4,6 +4,7 @@ never answers, the Docker engine and the toy tasks' instance images."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
@@ -103,6 +104,12 @@ _DOCKER = _DockerSetup()
 
 @pytest.hookimpl(trylast=True)  # after -m/-k deselection: `make test-fast` starts nothing
 def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `bwrap` (agents in the local sandbox) are skipped with the reason when bubblewrap is missing;
+    Docker tests run last, after the engine and base image set up in the background."""
+    if shutil.which("bwrap") is None:
+        for item in items:
+            if item.get_closest_marker("bwrap"):
+                item.add_marker(pytest.mark.skip(reason="bubblewrap (bwrap) is not installed"))
     needs = [item for item in items if item.get_closest_marker("docker") or "docker_base_image" in item.fixturenames]
     ids = {id(item) for item in needs}
     items[:] = [item for item in items if id(item) not in ids] + needs  # each keeps its order

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from swehero.agent.cli import agent
 from swehero.cli import main
 from swehero.data.trajectory import validate
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+pytestmark = pytest.mark.bwrap
 
 
 def test_tool_runs_one_call_and_prints_the_observation(tmp_path):

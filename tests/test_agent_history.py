@@ -65,10 +65,9 @@ def assert_nothing_leaks(seen: list[str], host_paths: list[str]) -> None:
             assert path not in text, f"{path} shown to the agent: {text[:500]}"
 
 
+@pytest.mark.bwrap
 @pytest.mark.parametrize("mode", ["zero", "exec"])
 def test_local_runtime_shows_nothing_after_the_base(tmp_path, mode, monkeypatch):
-    if subprocess.run(["which", "bwrap"], capture_output=True).returncode:
-        pytest.skip("bubblewrap (bwrap) is not installed")
     task = upstream(tmp_path / "upstream")
     seen = observations(task, AgentSettings(mode=mode, policy="oracle", runtime="local"), tmp_path,
                         tmp_path / "upstream", monkeypatch)

@@ -19,7 +19,7 @@ from swehero.agent.tools import Tools
 from swehero.data.trajectory import Reject, validate
 from swehero.toolspec import openhands_tools
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+pytestmark = pytest.mark.bwrap
 
 TASKS = {"calc": (CALC, CALC_FIX, 3), "twins": (TWINS, TWINS_FIX, 1), "layout": (LAYOUT, LAYOUT_FIX, 3),
          "big": (BIG, BIG_FIX, 0)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
 import subprocess
 import threading
 
@@ -145,7 +144,7 @@ def test_docker_archive_round_trip():
     assert untar_one([blob[:100], blob[100:]]) == "héllo\n".encode()
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+@pytest.mark.bwrap
 def test_docker_exec_command_runs_and_reaps(tmp_path):
     """The exact argv `docker exec` would run, run here inside the local sandbox (same state folder layout)."""
     (tmp_path / "repo").mkdir()

@@ -5,7 +5,6 @@ must open its episodes with exactly those messages, filled with its own task's v
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from swehero.data.cli import data
 from swehero.jsonio import read_jsonl
 
 FIXTURES = Path(__file__).parent / "data_fixtures"
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+pytestmark = pytest.mark.bwrap
 
 
 @pytest.fixture(scope="module")

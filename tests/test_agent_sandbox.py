@@ -24,7 +24,7 @@ from swehero.agent.taskenv import EnvSettings, ensure_env
 from swehero.agent.tools import Tools
 from swehero.errors import Unavailable
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+pytestmark = pytest.mark.bwrap
 ROOT = "/workspace/toy__calc__0.1"
 
 

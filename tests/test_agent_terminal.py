@@ -146,7 +146,7 @@ def test_long_outputs_keep_what_the_pane_keeps(tmp_path):
 
 
 @needs_tmux
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+@pytest.mark.bwrap
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_commands_show_in_our_sandbox_what_they_show_in_openhands_pane(tmp_path, monkeypatch):

@@ -7,7 +7,6 @@ Starting vLLM takes ~40 s of CPU; the server (started as `swehero serve` starts 
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 from agent_repos import CALC, CALC_FIX, make_task
@@ -20,7 +19,7 @@ from swehero.agent.settings import AgentSettings
 from swehero.serve.server import VLLMServer
 
 pytestmark = [pytest.mark.slow,  # a real vLLM server
-              pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
+              pytest.mark.bwrap]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from swehero.rollout.tasks import load_tasks
 from swehero.rollout.toy import build_toy_tasks
 from swehero.serve.server import free_port
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+pytestmark = pytest.mark.bwrap
 CLI = [sys.executable, "-c", "from swehero.distill.cli import distill; distill()"]
 
 

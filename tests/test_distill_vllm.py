@@ -30,7 +30,7 @@ from swehero.serve.server import VLLMServer, free_port
 
 pytest.importorskip("vllm")
 pytestmark = [pytest.mark.slow,  # real vLLM servers
-              pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
+              pytest.mark.bwrap]
 
 
 @pytest.fixture(scope="module")

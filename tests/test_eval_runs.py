@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ def _run(out: Path, toy: Path, *args: str) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+@pytest.mark.bwrap
 def test_three_runs_oracle_resolves_everything_and_no_patch_nothing(toy, tmp_path):
     oracle = _run(tmp_path / "oracle", toy, "--policy", "oracle", "--runs", "3", "--workers", "2", "--seed", "1")
     assert oracle["runs"] == 3 and [r["rate"] for r in oracle["per_run"]] == [1.0, 1.0, 1.0]
