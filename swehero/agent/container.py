@@ -34,8 +34,8 @@ from swehero.agent.editor import ToolError, slash_dirs
 from swehero.agent.runtime import (
     STATE_DIR,
     CommandResult,
+    OneCommandAtATime,
     RuntimeConfig,
-    git_patch,
     history_check_script,
     require_clean_history,
     run_to_end,
@@ -196,14 +196,14 @@ class DockerFiles:
         return slash_dirs([(line[1:], line[0] == "d") for line in out.splitlines()]), int(hidden or 0)
 
 
-class DockerRuntime:
+class DockerRuntime(OneCommandAtATime):
     """One rollout container from `image`, the repository the image keeps at `image_repo` shown to the agent at
     `root`. With `base_commit`, history after it is removed, and its absence checked, before the first command."""
 
     def __init__(self, image: str, root: str = SWEBENCH_ROOT, image_repo: str = SWEBENCH_ROOT,
                  config: RuntimeConfig = RuntimeConfig(), limits: DockerConfig = DockerConfig(),
                  base_commit: str | None = None) -> None:
-        self.root, self.config, self.running = root, config, None
+        self.root, self.config = root, config
         self.client = client()
         _require_image(self.client, image, limits.min_free_gb)
         self.image, self.prune_image = image, limits.prune_image
@@ -253,17 +253,6 @@ class DockerRuntime:
     def execute(self, command: str, timeout: float) -> CommandResult:
         return run_to_end(self.start(command), timeout, self.config.output_cap_bytes)
 
-    def stop(self) -> None:
-        """Kill the command started last, if it still runs."""
-        if self.running is not None:
-            self.running.kill()
-            self.running.finish()
-            self.running = None
-
-    def patch(self, base_commit: str) -> str:
-        self.stop()  # a command left running must not change the checkout while it is diffed
-        return git_patch(self._write_patch, self.root, base_commit)
-
     def _write_patch(self, command: str) -> bytes:
         result = self.execute(command, 120)
         if result.exit_code != 0:
@@ -278,7 +267,7 @@ class DockerRuntime:
         import docker
 
         container, self.container = getattr(self, "container", None), None
-        if getattr(self, "running", None) is not None:
+        if self.running is not None:
             self.running.attached.close()  # its processes go with the container
         if container is not None:
             atexit.unregister(self.close)

@@ -36,9 +36,9 @@ from swehero.agent.editor import ToolError, slash_dirs
 from swehero.agent.runtime import (
     STATE_DIR,
     CommandResult,
+    OneCommandAtATime,
     RuntimeConfig,
     git,
-    git_patch,
     prepare_checkout,
     run_to_end,
     shell_script,
@@ -148,7 +148,7 @@ class LocalFiles:
         return slash_dirs(found), hidden
 
 
-class LocalRuntime:
+class LocalRuntime(OneCommandAtATime):
     """Commands and files of one checkout; shell state and /tmp live in a private folder removed by `close()`."""
 
     def __init__(self, checkout: Path, root: str, workdir: Path, config: RuntimeConfig = RuntimeConfig(),
@@ -169,7 +169,6 @@ class LocalRuntime:
             (self.workdir / sub).mkdir()
         self.files = LocalFiles(root, self.checkout)
         self.owned: Path | None = None
-        self.running: LocalChannel | None = None
         if env is not None:
             make_layer(env, self.workdir / "venv", VENV_ROOT)
 
@@ -258,17 +257,6 @@ class LocalRuntime:
 
     def execute(self, command: str, timeout: float, network: bool = False) -> CommandResult:
         return run_to_end(self.start(command, network), timeout, self.config.output_cap_bytes)
-
-    def stop(self) -> None:
-        """Kill the command started last, if it still runs."""
-        if self.running is not None:
-            self.running.kill()
-            self.running.finish()
-            self.running = None
-
-    def patch(self, base_commit: str) -> str:
-        self.stop()  # a command left running must not change the checkout while it is diffed
-        return git_patch(self._write_patch, self.root, base_commit)
 
     def _write_patch(self, command: str) -> bytes:
         result = self.execute(command, timeout=120)

@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from swehero.agent.editor import Files
 
@@ -94,6 +94,27 @@ class Runtime(Protocol):
         """`git diff` of the checkout against `base_commit`, new files included."""
 
     def close(self) -> None: ...
+
+
+class OneCommandAtATime:
+    """What both runtimes do with the agent's commands: one runs at a time (`running`, set by `start`), and `stop`
+    kills it, before the next command starts, before the patch is taken and at close."""
+
+    root: str
+    running: Channel | None = None
+    _write_patch: Callable[[str], bytes]
+    """Runs a command that writes the patch (see `git_patch`) and returns the patch it wrote."""
+
+    def stop(self) -> None:
+        """Kill the command started last, if it still runs."""
+        if self.running is not None:
+            self.running.kill()
+            self.running.finish()
+            self.running = None
+
+    def patch(self, base_commit: str) -> str:
+        self.stop()  # a command left running must not change the checkout while it is diffed
+        return git_patch(self._write_patch, self.root, base_commit)
 
 
 def shell_script(root: str) -> str:
