@@ -7,6 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from swehero.agent.bash_session import truncate
 from swehero.agent.tools import Tools
 
 RECORDED = json.loads((Path(__file__).parent / "data_fixtures" / "openhands-0.54.0-bash-session.json").read_text())
@@ -14,12 +15,22 @@ RECORDED = json.loads((Path(__file__).parent / "data_fixtures" / "openhands-0.54
 
 def replay(runtime, root: str) -> None:
     """Make the recorded calls in `runtime` (a folder `pkg` in its checkout) and compare each observation with
-    OpenHands', but for the interpreter line: our sandboxes have their own PATH."""
+    OpenHands'. Our sandboxes have their own PATH, so the interpreter line they show is put where OpenHands shows
+    one (where it was recorded, no `python` was on the PATH). OpenHands' agent cuts a long observation to its limit
+    when it puts it in the conversation; the recorder took it before that."""
     runtime.config = dataclasses.replace(runtime.config, no_output_timeout=RECORDED["no_change_timeout"])
     tools = Tools(runtime, "exec")
     for call in RECORDED["calls"]:
         arguments = {"command": call["command"], "is_input": "true" if call["is_input"] else "false",
                      **({"timeout": call["timeout"]} if call["timeout"] is not None else {})}
         seen = tools.call("execute_bash", arguments).observation
-        seen = "\n".join(line for line in seen.split("\n") if not line.startswith("[Python interpreter: "))
-        assert seen == call["observation"].replace("{root}", root), (call, seen)
+        expected = call["observation"].replace("{root}", root)
+        python = [line for line in seen.split("\n") if line.startswith("[Python interpreter: ")]
+        if python:
+            finished = expected.rindex("\n[Command finished with exit code ")
+            expected = f"{expected[:finished]}\n{python[-1]}{expected[finished:]}"
+        expected = truncate(expected)
+        at = next((i for i, pair in enumerate(zip(seen, expected)) if pair[0] != pair[1]), min(map(len, (seen, expected))))
+        assert seen == expected, (f"{call['command']!r}: differs at character {at} ({len(seen)} here, {len(expected)} "
+                                  f"in OpenHands): {seen[max(at - 60, 0):at + 60]!r} != "
+                                  f"{expected[max(at - 60, 0):at + 60]!r}")

@@ -63,6 +63,17 @@ def test_output_is_shown_as_a_terminal_shows_it(rt):
                           "below.]\n9989\n9990\n") and "\n20000\n[The command completed with exit code 0.]" in out
 
 
+def test_a_long_output_loses_its_top_only_when_the_next_prompt_comes(rt):
+    """In OpenHands' pane a running command has no prompt below it: 10,985 rows show whole while it runs. Once it
+    ends, the next prompt pushes the pane's first 1,000 rows out, and OpenHands shows everything from the row that is
+    now first again (the same texts as OpenHands' own bash session gave for these two calls)."""
+    tools = Tools(rt, "exec")
+    running = tools.call("execute_bash", {"command": "seq 1 10985; sleep 3", "timeout": 1}).observation
+    assert running.startswith("1\n2\n3\n") and "[The command timed out after 1.0 seconds." in running
+    ended = tools.call("execute_bash", {"command": "", "timeout": 10}).observation
+    assert ended.startswith("989\n990\n") and "\n10985\n[The command completed with exit code 0.]" in ended
+
+
 def test_checkout_is_at_base_without_later_history(rt):
     out = bash(rt, "cat pkg/calc.py; git log --all --oneline | wc -l; git tag; git branch -a; git status --short")
     assert "return a - b" in out.split("\n")[2]

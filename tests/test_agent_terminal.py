@@ -120,6 +120,26 @@ class OpenHandsPane:
         text = above.lstrip().removeprefix(command).strip()
         return (len(above.splitlines()) if len(prompts) == 1 else 0), text
 
+    def read_running(self, command: str) -> str:
+        """What OpenHands shows of `command` while it still runs (it must print, then sleep): the pane captured once
+        it stops changing, the text after the prompt before the command (all of it when that prompt is gone), the
+        command's echo left out. Ctrl-C then ends it."""
+        self.run("send-keys", "-t", "oh:bash", "C-l")
+        time.sleep(0.2)
+        self.run("clear-history", "-t", "oh:bash")
+        assert len(self.wait_for_prompts(1)) == 1
+        self.keys(command)
+        content, previous = "", None
+        while content != previous:
+            time.sleep(1)
+            content, previous = self.content(), content
+        prompts = list(self.PROMPT.finditer(content))
+        assert len(prompts) <= 1 and not content.rstrip().endswith("###PS1END###"), "it ended: sleep longer"
+        text = content[prompts[0].end() + 1:] if prompts else content
+        self.run("send-keys", "-t", "oh:bash", "C-c")
+        self.wait_for_prompts(2)
+        return text.lstrip().removeprefix(command).strip()
+
     def close(self) -> None:
         subprocess.run(self.tmux + ["kill-server"], capture_output=True)
 
@@ -141,6 +161,27 @@ def test_long_outputs_keep_what_the_pane_keeps(tmp_path):
             assert text == expected, command
             assert note == (f"[Previous command outputs are truncated. Showing the last {count} lines of the output "
                             "below.]\n" if count else ""), command
+    finally:
+        pane.close()
+
+
+@needs_tmux
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_outputs_of_running_commands_keep_what_the_pane_keeps(tmp_path):
+    """While the command runs no next prompt takes rows, so an output that would lose its top once the command ends
+    is still whole (10,985 rows); longer ones lose a tenth of the history at a time, as after the end."""
+    pane = OpenHandsPane(tmp_path)
+    try:
+        shown, ended = {}, {}
+        for lines in (5000, 10985, 10990, 21000):
+            output = subprocess.run(["seq", "1", str(lines)], capture_output=True, text=True).stdout
+            command = f"seq 1 {lines}; sleep 60"
+            shown[lines] = openhands_reads(output, command, ended=False)[1]
+            ended[lines] = openhands_reads(output, command)[1]
+            assert shown[lines] == pane.read_running(command), lines
+        assert shown[10985].startswith("1\n2\n") and ended[10985].startswith("989\n")
+        assert shown[10990].startswith("989\n") and shown[21000].startswith("10989\n")
     finally:
         pane.close()
 

@@ -109,7 +109,7 @@ class BashSession:
         return self._running(command, waited[end]), True
 
     def _ended(self, command: str) -> str:
-        continued = self._new_output(command)[1] if self.shown is not None else None
+        continued = self._new_output(command, ended=True)[1] if self.shown is not None else None
         code, cwd, python = self.output.channel.finish()
         result = CommandResult(self.output.buffer.text(), code, False, cwd, python)
         self.output, self.exit_code = None, code
@@ -125,17 +125,18 @@ class BashSession:
         self.output.channel.kill()
         self.output.wait(5)
         self.stopped += 1
-        _, new = self._new_output(command)
+        _, new = self._new_output(command, ended=True)
         _, cwd, python = self.output.channel.finish()
         self.output, self.exit_code = None, 148
         job = f"[{self.stopped}]+  {'Stopped':<24}{self.command}"
         return completed_observation(CommandResult("", 148, False, cwd, python), command,
                                      f"{new}\n{job}".lstrip("\n"))
 
-    def _new_output(self, command: str) -> tuple[str, str]:
-        """(prefix, output) of the running command not shown yet, as OpenHands cuts it from its pane: what earlier
-        observations showed, then the echo of what was typed, are left out."""
-        _, shown = openhands_reads(self.output.buffer.text(), self.command)
+    def _new_output(self, command: str, ended: bool) -> tuple[str, str]:
+        """(prefix, output) of the command not shown yet, as OpenHands cuts it from its pane (with the next prompt
+        below it once it has `ended`): what earlier observations showed, then the echo of what was typed, are left
+        out. When the pane's history has dropped the top of what they showed, all that the pane holds is new."""
+        _, shown = openhands_reads(self.output.buffer.text(), self.command, ended)
         new, prefix = shown, ""
         if self.shown is not None:
             new, prefix = shown.removeprefix(self.shown), CONTINUED
@@ -144,5 +145,5 @@ class BashSession:
         return prefix, new.rstrip()
 
     def _running(self, command: str, suffix: str) -> str:
-        prefix, new = self._new_output(command)
+        prefix, new = self._new_output(command, ended=False)
         return truncate(prefix + truncate(new) + suffix)

@@ -65,26 +65,28 @@ PROMPT_ROWS = 11
 """Rows OpenHands' prompt takes: a blank row, then its metadata as 8 rows of JSON between two marker rows."""
 
 
-def openhands_reads(output: str, command: str) -> tuple[str, str]:
-    """What OpenHands 0.54's bash session makes of a finished command's output, as (note, output): the pane as tmux
-    shows it (`as_terminal_shows`), every row stripped at its end and the whole at both ends.
+def openhands_reads(output: str, command: str, ended: bool = True) -> tuple[str, str]:
+    """What OpenHands 0.54's bash session makes of a command's output, as (note, output): the pane as tmux shows it
+    (`as_terminal_shows`), every row stripped at its end and the whole at both ends.
 
-    The pane is cleared before each command, then holds the prompt, the command, its output, the next prompt and
-    the cursor's row. When that is more than the screen and the history hold, the prompt before the command has
-    scrolled away and OpenHands shows what is left above the last prompt, under a note. tmux frees a tenth of a full
-    history at once, so what is left depends on the output's length: it is computed here as tmux keeps it (checked
-    against tmux: `tests/test_agent_terminal.py`)."""
+    The pane is cleared before each command, then holds the prompt, the command, its output, and once the command
+    has `ended` the next prompt, then the cursor's row. When that is more than the screen and the history hold, the
+    prompt before the command has scrolled away and OpenHands shows what is left (above the last prompt, under a
+    note, when the command has ended). tmux frees a tenth of a full history at once, so what is left depends on the
+    output's length: it is computed here as tmux keeps it (checked against tmux: `tests/test_agent_terminal.py`)."""
     shown = as_terminal_shows(output).split("\n")
     rows = [_rows(line) for line in shown]
-    # the last prompt's blank row is the output's last (empty) line; the cursor's row takes its place in the count
-    total = PROMPT_ROWS + sum(_rows(line) for line in command.split("\n")) + sum(rows) + PROMPT_ROWS
+    # the next prompt's blank row is the output's last (empty) line, and the cursor's row takes its place in the
+    # count; while the command runs, the cursor is on the output's last line
+    below = PROMPT_ROWS if ended else 0
+    total = PROMPT_ROWS + sum(_rows(line) for line in command.split("\n")) + sum(rows) + below
     lines = [line.rstrip() for line in shown]
     if total <= SCREEN_ROWS + HISTORY_LIMIT:
         return "", "\n".join(lines).strip()
     freed = HISTORY_LIMIT // 10
     scrolled = total - SCREEN_ROWS  # rows that went into the history; when it is full, `freed` rows go
     history = HISTORY_LIMIT - freed + 1 + (scrolled - HISTORY_LIMIT - 1) % freed
-    room, kept = SCREEN_ROWS + history - PROMPT_ROWS, []  # less the cursor's row and the last prompt's markers
+    room, kept = SCREEN_ROWS + history - below, []  # less the cursor's row and the next prompt's markers
     for line, n in zip(reversed(lines), reversed(rows)):
         if room <= 0:
             break

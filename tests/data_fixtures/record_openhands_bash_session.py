@@ -38,6 +38,8 @@ CALLS = [  # (command, is_input, the agent's timeout or None)
     ("echo typed", True, None),
     ("", False, None),
     ("seq 1 3", False, None),
+    ("seq 1 10985; sleep 7", False, None),  # past the pane's history only once the next prompt comes
+    ("", False, None),
 ]
 
 
