@@ -98,7 +98,7 @@ class Runtime(Protocol):
 
 class OneCommandAtATime:
     """What both runtimes do with the agent's commands: one runs at a time (`running`, set by `start`), and `stop`
-    kills it, before the next command starts, before the patch is taken and at close."""
+    kills it before the next command starts and before the patch is taken."""
 
     root: str
     running: Channel | None = None
