@@ -30,7 +30,7 @@ def replay(runtime, root: str) -> None:
             finished = expected.rindex("\n[Command finished with exit code ")
             expected = f"{expected[:finished]}\n{python[-1]}{expected[finished:]}"
         expected = truncate(expected)
-        at = next((i for i, pair in enumerate(zip(seen, expected)) if pair[0] != pair[1]), min(map(len, (seen, expected))))
+        at = next((i for i, (a, b) in enumerate(zip(seen, expected)) if a != b), min(len(seen), len(expected)))
         assert seen == expected, (f"{call['command']!r}: differs at character {at} ({len(seen)} here, {len(expected)} "
                                   f"in OpenHands): {seen[max(at - 60, 0):at + 60]!r} != "
                                   f"{expected[max(at - 60, 0):at + 60]!r}")
