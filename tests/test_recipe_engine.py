@@ -174,6 +174,34 @@ def test_a_resumable_stage_that_stopped_goes_on_unless_its_settings_changed(tmp_
     assert len((stage / "predictions.jsonl").read_text().splitlines()) == 3
 
 
+def test_a_stage_handed_to_slurm_resumes_unless_its_settings_changed(tmp_path, monkeypatch):
+    """What `swehero train --launcher slurm` records: the next run goes on from the job's work (the real cluster's
+    test: tests/test_slurm_jobs.py), never with other settings; with the job's id and no squeue here to ask whether
+    it has ended, it refuses rather than training beside it."""
+    from swehero.recipe.config import load_recipe
+    from swehero.recipe.engine import hand_off, plan
+
+    path = tmp_path / "r.yaml"
+    (tmp_path / "tasks.jsonl").write_text("")  # never read: nothing runs
+    path.write_text(RESUMABLE_RECIPE.format(run=tmp_path / "run", tasks=tmp_path / "tasks.jsonl", repos=tmp_path))
+    recipe = load_recipe(str(path))
+    (tmp_path / "run" / "attempts").mkdir(parents=True)
+    (tmp_path / "run" / "attempts" / "left.txt").write_text("a fresh attempt starts in an empty folder")
+    hand_off(recipe, plan(recipe)[0], lambda: {"slurm_script": "/jobs/x.sbatch", "slurm_job": None})
+    assert not (tmp_path / "run" / "attempts" / "left.txt").exists()
+    line = run(path, "--dry-run").splitlines()[0]
+    assert line.endswith("attempts  handed to Slurm (/jobs/x.sbatch) (resuming)")
+    line = run(path, "--dry-run", "--set", "stages.attempts.agent.loop.max_steps=7").splitlines()[0]
+    assert line.endswith("handed to Slurm (/jobs/x.sbatch); settings changed: agent.loop.max_steps: 100 -> 7")
+
+    hand_off(recipe, plan(recipe)[0], lambda: {"slurm_script": "/jobs/x.sbatch", "slurm_job": "77"})
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    result = CliRunner().invoke(main, ["recipe", "run", str(path)])
+    assert result.exit_code == 1
+    assert result.output == ("Error: squeue is not on PATH: cannot tell whether Slurm job 77 has ended; run this on "
+                             "a node of the cluster\n")
+
+
 def test_stage_killed_with_sigkill_is_redone(tmp_path):
     path = setup_recipe(tmp_path)
     gate = tmp_path / "gate"

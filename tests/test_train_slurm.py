@@ -44,6 +44,8 @@ def hub(tmp_path) -> Path:
     for name in ("train_tokens.bin", "train_tokens.idx"):
         (dataset / name).write_text("x")
     (dataset / "stats.json").write_text(json.dumps({"seq_length": 131072, "samples": {"train": 64, "valid": 1}}))
+    (dataset.parent / "manifest.json").write_text(json.dumps({"status": "complete", "fingerprint": "0",
+                                                              "outputs": {"dataset": str(dataset)}}))
     return cache
 
 
@@ -88,5 +90,5 @@ def test_a_job_that_starts_from_a_stage_not_run_yet_is_refused_not_looked_up_on_
     shutil.copytree(tmp_path / "runs/h32/prepare_zero", tmp_path / "runs/h32/prepare_hero")
     done = generate(tmp_path, hub, "--stage", "sft_hero")
     assert done.returncode == 1
-    assert done.stderr.strip() == (f"Error: stage sft_hero cannot start: {tmp_path}/runs/h32/sft_zero does not "
-                                   "exist; run the stages that make it first (swehero recipe run)")
+    assert done.stderr.strip() == ("Error: stage sft_hero needs sft_zero, which has not completed; run it first "
+                                   "(drop --only / --from)")

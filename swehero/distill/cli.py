@@ -11,7 +11,7 @@ from swehero.distill.filter_io import filter_file
 from swehero.distill.filter_stage import Settings as FilterSettings
 from swehero.distill.run import Settings, distill as run_distill
 from swehero.distill.shards import merge as merge_shards, slurm_job
-from swehero.recipe.options import Command, DefaultCommandGroup, settings_options
+from swehero.recipe.options import Command, DefaultCommandGroup, launcher_options, settings_options, submit_if_asked
 from swehero.rollout.decontam import DecontamConfig, decontaminate_file
 
 _OUT_DIR = click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
@@ -26,15 +26,14 @@ def distill() -> None:
     "swehero distill run --tasks toy/tasks.jsonl --mode exec --policy oracle --rollouts 2 --workers 4 --out d"])
 @settings_options(Settings)
 @_OUT_DIR
-@click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
-              help="slurm: write an array job (one shard per array task) instead of running.")
+@launcher_options("local", "an array job (one shard per array task)")
 @click.option("--shards", default=1, show_default=True, help="Array tasks (with --launcher slurm).")
-@click.option("--sbatch-arg", "sbatch_args", multiple=True, help="Extra #SBATCH line, e.g. --gres=gpu:8.")
-def run(settings: Settings, out: Path, launcher: str, shards: int, sbatch_args: tuple[str, ...]) -> None:
+def run(settings: Settings, out: Path, launcher: str, sbatch_options: tuple[str, ...], submit: bool,
+        shards: int) -> None:
     """Run every (task, rollout) not yet in OUT/trajectories.jsonl, then write OUT/summary.json."""
     if launcher == "slurm":
-        script = slurm_job(settings, shards, out, list(sbatch_args))
-        return click.echo(f"wrote {script}; submit with: sbatch {script}")
+        submit_if_asked(slurm_job(settings, shards, out, list(sbatch_options)), submit)
+        return click.echo(f"when every array task has ended: swehero distill merge {out}/shard-* --out {out}")
     summary = run_distill(settings, out)
     click.echo(json.dumps({k: summary[k] for k in ("episodes", "finish_reasons", "failed_this_run", "wall_s")}))
 

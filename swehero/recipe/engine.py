@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -28,6 +28,7 @@ from swehero.jsonio import differences, write_json_atomic
 from swehero.recipe import kinds
 from swehero.recipe.config import Recipe, Stage
 from swehero.recipe.stage import StageContext
+from swehero.slurm import job_state
 
 MANIFEST = "manifest.json"
 _VERSIONED = ("swehero", "torch", "transformers", "tokenizers", "megatron-core", "transformer-engine",
@@ -44,6 +45,8 @@ class Step:
     run: bool
     reason: str
     resume: bool = False
+    waits: bool = False
+    """Not run: a Slurm job is still working on the stage."""
 
 
 # ------------------------------------------------------------------------------------------ describing a recipe
@@ -129,6 +132,9 @@ def plan(recipe: Recipe, only: str | None = None, start: str | None = None, forc
         if only is None and start_index is not None and index < start_index:
             steps.append(Step(stage, False, "before --from"))
             continue
+        if busy := _slurm_job_busy(manifest):  # never a second attempt writing into the job's folder
+            steps.append(Step(stage, False, f"{busy}: run again when it has ended", waits=True))
+            continue
         reason, unfinished = _why_run(recipe, stage, manifest, running)
         if (fresh or only == stage.name) and not reason:
             reason = "forced"
@@ -141,6 +147,10 @@ def plan(recipe: Recipe, only: str | None = None, start: str | None = None, forc
     for step in steps:
         if step.run:
             missing = [n for n in step.stage.needs if n not in running and not _is_complete(recipe, n)]
+            for name in missing:
+                if busy := _slurm_job_busy(read_manifest(stage_dir(recipe, recipe.stage(name)))):
+                    raise StageFailed(f"stage {step.stage.name} needs {name}, whose {busy}; run again when it "
+                                      "has ended")
             if missing:
                 raise StageFailed(f"stage {step.stage.name} needs {', '.join(missing)}, which has not completed; "
                                   f"run it first (drop --only / --from)")
@@ -152,18 +162,31 @@ def _is_complete(recipe: Recipe, name: str) -> bool:
     return manifest is not None and manifest.get("status") == "complete"
 
 
+def _slurm_job_busy(manifest: dict[str, Any] | None) -> str:
+    """"Slurm job N is pending" (or running, ...) while the job a stage was handed to is in the queue; "" if
+    there is none or it has ended."""
+    job = (manifest or {}).get("slurm_job") if (manifest or {}).get("status") == "slurm" else None
+    state = job and job_state(job)
+    return f"Slurm job {job} is {state.lower()}" if state else ""
+
+
 def _why_run(recipe: Recipe, stage: Stage, manifest: dict[str, Any] | None, running: set[str]) -> tuple[str, bool]:
     """Why the stage runs ("" if it does not), and whether its last attempt left work to go on with: it stopped
-    (killed, stopped by a signal or Ctrl-C, or failed) with the same kind, settings, seed, inputs and upstream. Work
-    done with other settings is never mixed into a new attempt."""
+    (killed, stopped by a signal or Ctrl-C, or failed), or was handed to a Slurm job, with the same kind, settings,
+    seed, inputs and upstream. Work done with other settings is never mixed into a new attempt."""
     if manifest is None:
         return "never ran", False
     rerun_upstream = [n for n in stage.needs if n in running]
     changed = f"upstream {', '.join(rerun_upstream)} reruns" if rerun_upstream else _changed(recipe, stage, manifest)
     status = manifest.get("status")
     if status != "complete":
-        ended = "interrupted while running" if status == "running" else \
-            f"last attempt {status}: {manifest.get('error', '')}".strip()
+        if status == "slurm":
+            ended = f"handed to Slurm ({manifest.get('slurm_script')}" + \
+                (f", job {manifest['slurm_job']})" if manifest.get("slurm_job") else ")")
+        elif status == "running":
+            ended = "interrupted while running"
+        else:
+            ended = f"last attempt {status}: {manifest.get('error', '')}".strip()
         return (f"{ended}; {changed}" if changed else ended), not changed
     if changed:
         return changed, False
@@ -189,35 +212,59 @@ def _changed(recipe: Recipe, stage: Stage, manifest: dict[str, Any]) -> str:
     return ""
 
 
+def _upstream_manifests(recipe: Recipe, stage: Stage) -> dict[str, dict]:
+    return {n: read_manifest(stage_dir(recipe, recipe.stage(n))) or {} for n in stage.needs}
+
+
 def _upstream_fingerprints(recipe: Recipe, stage: Stage) -> dict[str, str]:
-    out = {}
-    for name in stage.needs:
-        manifest = read_manifest(stage_dir(recipe, recipe.stage(name))) or {}
-        out[name] = manifest.get("fingerprint", "")
-    return out
+    return {n: m.get("fingerprint", "") for n, m in _upstream_manifests(recipe, stage).items()}
 
 
 # ------------------------------------------------------------------------------------------ running
 
 
-def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
-    stage = step.stage
-    folder = stage_dir(recipe, stage)
+def _begin(recipe: Recipe, step: Step) -> Path:
+    """The stage's folder, emptied first unless the step resumes."""
+    folder = stage_dir(recipe, step.stage)
     if folder.exists() and not step.resume:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    upstream_manifests = {n: read_manifest(stage_dir(recipe, recipe.stage(n))) or {} for n in stage.needs}
-    module = kinds.load_kind(stage.kind)
-    manifest = {
+    return folder
+
+
+def _attempt(recipe: Recipe, stage: Stage, status: str) -> dict[str, Any]:
+    """The manifest of an attempt starting: what the stage is (its identity, which decides later whether it is
+    up to date or may resume) and where it runs."""
+    return {
         "name": stage.name,
         "recipe": str(Path(recipe.file).resolve()),
-        **_identity(recipe, stage, {n: m.get("fingerprint", "") for n, m in upstream_manifests.items()}),
-        "status": "running",
+        **_identity(recipe, stage, _upstream_fingerprints(recipe, stage)),
+        "status": status,
         "started": _now(),
         "host": socket.gethostname(),
         "versions": _versions(),
         "git": _git_commit(),
     }
+
+
+def hand_off(recipe: Recipe, step: Step, launch: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run `step`'s stage as a Slurm job: `launch` writes the job into the stage's folder (emptied first unless the
+    step resumes), may submit it, and returns what to record (`slurm_script`, and `slurm_job` once submitted). A
+    later `recipe run` then waits while the job is queued or running, and afterwards resumes the stage (its kind
+    finds the job's work done, or goes on from where it stopped) instead of starting it afresh."""
+    folder = _begin(recipe, step)
+    record = launch()
+    manifest = {**_attempt(recipe, step.stage, "slurm"), **record}
+    write_json_atomic(folder / MANIFEST, manifest, indent=2, sort_keys=True)
+    return manifest
+
+
+def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
+    stage = step.stage
+    folder = _begin(recipe, step)
+    upstream_manifests = _upstream_manifests(recipe, stage)
+    module = kinds.load_kind(stage.kind)
+    manifest = _attempt(recipe, stage, "running")
     write_json_atomic(folder / MANIFEST, manifest, indent=2, sort_keys=True)
     ctx = StageContext(
         name=stage.name,
@@ -258,6 +305,8 @@ def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:
         echo(f"[{n}/{len(todo)}] {step.stage.name} ({step.stage.kind}): {step.reason}")
         manifest = run_stage(recipe, step)
         echo(f"      done in {manifest['duration_s']:.1f}s -> {stage_dir(recipe, step.stage)}")
+    if waiting := [f"stage {s.stage.name}: {s.reason}" for s in steps if s.waits]:
+        raise StageFailed("; ".join(waiting))
     echo(f"recipe {recipe.name} complete: {recipe.run_dir}")
     last = recipe.stages[-1]
     for name, path in ((read_manifest(stage_dir(recipe, last)) or {}).get("outputs") or {}).items():

@@ -445,3 +445,26 @@ class DefaultCommandGroup(Group):
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
             args = [self.default, *args]
         return super().parse_args(ctx, args)
+
+
+def launcher_options(here: str, job: str) -> Callable:
+    """`--launcher HERE|slurm`, `--sbatch OPTION` and `--submit`, named alike by every command that can write a
+    Slurm job (`job` says what the job is) instead of running here."""
+    options = [
+        click.option("--launcher", type=click.Choice([here, "slurm"]), default=here, show_default=True,
+                     help=f"Run on this machine, or write {job} instead (see --sbatch, --submit)."),
+        # --sbatch-arg: the name `distill run` first had
+        click.option("--sbatch", "--sbatch-arg", "sbatch_options", multiple=True, metavar="OPTION",
+                     help="Extra #SBATCH option, e.g. --sbatch=--partition=batch (repeatable)."),
+        click.option("--submit", is_flag=True, help="With --launcher slurm: submit the job with sbatch."),
+    ]
+    return lambda function: functools.reduce(lambda f, option: option(f), reversed(options), function)
+
+
+def submit_if_asked(script: Path, submit: bool) -> str | None:
+    """Say where the job script is and submit it if asked; returns the Slurm job id when it was submitted."""
+    from swehero.slurm import submit as sbatch
+
+    job = sbatch(script) if submit else None
+    click.echo(f"wrote {script}; " + (f"submitted as Slurm job {job}" if job else f"submit it with: sbatch {script}"))
+    return job

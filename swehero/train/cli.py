@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import click
 
 from swehero.recipe.cli import load_or_exit, set_option
-from swehero.recipe.engine import plan, run_recipe
-from swehero.recipe.options import Command
+from swehero.recipe.engine import StageFailed, hand_off, plan, run_recipe
+from swehero.recipe.options import Command, launcher_options, submit_if_asked
 from swehero.train.stage import slurm_job
 
 
@@ -18,23 +16,29 @@ from swehero.train.stage import slurm_job
 @click.argument("recipe_file", metavar="RECIPE")
 @click.option("--stage", "stage_name", help="The train stage to run (default: the first one).")
 @set_option
-@click.option("--launcher", type=click.Choice(["torchrun", "slurm"]), default="torchrun", show_default=True,
-              help="torchrun on this node, or write an sbatch script for a multi-node Slurm job.")
-@click.option("--submit", is_flag=True, help="With --launcher slurm: submit the script with sbatch.")
-@click.option("--sbatch", "sbatch_options", multiple=True, metavar="OPTION",
-              help="Extra #SBATCH option, e.g. --sbatch=--partition=batch (repeatable).")
+@launcher_options("torchrun", "an sbatch script for a multi-node job (one torchrun per node)")
 @click.option("--container-image", help="With --launcher slurm: run in this image through pyxis/enroot.")
-def train(recipe_file: str, stage_name: str | None, overrides: tuple[str, ...], launcher: str, submit: bool,
-          sbatch_options: tuple[str, ...], container_image: str | None) -> None:
-    """A recipe's `train` stage: here (as `recipe run --only STAGE`), or as a Slurm job whose final checkpoint a
-    later `recipe run` picks up."""
+def train(recipe_file: str, stage_name: str | None, overrides: tuple[str, ...], launcher: str,
+          sbatch_options: tuple[str, ...], submit: bool, container_image: str | None) -> None:
+    """A recipe's `train` stage: here (as `recipe run --only STAGE`), or as a Slurm job. A later `recipe run`
+    waits while the job is queued or running, then completes the stage from its work (or goes on from its last
+    checkpoint)."""
     loaded = load_or_exit(recipe_file, overrides)
     stage = next((s for s in loaded.stages if s.kind == "train" and stage_name in (None, s.name)), None)
     if stage is None:
         raise click.UsageError(f"{loaded.file}: no train stage" + (f" named {stage_name}" if stage_name else ""))
-    if launcher == "torchrun":
-        return run_recipe(loaded, plan(loaded, only=stage.name), echo=click.echo)
-    script = slurm_job(loaded, stage, list(sbatch_options), container_image)
-    click.echo(f"wrote {script}")
-    if submit:
-        subprocess.run(["sbatch", str(script)], check=True)
+    try:
+        steps = plan(loaded, only=stage.name)
+        step = next(s for s in steps if s.stage is stage)
+        if not step.run:
+            raise StageFailed(f"stage {stage.name}: {step.reason}")
+        if launcher == "torchrun":
+            return run_recipe(loaded, steps, echo=click.echo)
+
+        def launch() -> dict:
+            script = slurm_job(loaded, stage, list(sbatch_options), container_image)
+            return {"slurm_script": str(script), "slurm_job": submit_if_asked(script, submit)}
+
+        hand_off(loaded, step, launch)
+    except StageFailed as e:
+        raise click.ClickException(str(e)) from None

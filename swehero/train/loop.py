@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from swehero.data.prepare import read_stats
+from swehero.jsonio import write_json_atomic
 from swehero.train import model_setup
 from swehero.train.checkpoint import Checkpointer, is_reporting_rank
 from swehero.train.config import Settings, rows_per_step
@@ -16,6 +17,7 @@ from swehero.train.data import PackedSequences, sample_indices, steps_for
 from swehero.train.memory import GiB, peak_bytes
 from swehero.train.metrics import H100_BF16_PEAK_FLOPS, MetricsLogger, training_flops_per_token
 from swehero.train.step import evaluate, train_step
+from swehero.train.worker import FINISHED
 
 
 @dataclass
@@ -67,6 +69,9 @@ def train(job: TrainJob) -> None:
         log.close()
     if s.export_hf:
         model_setup.export_hf(model, hf_config, job.init, folder / "hf")
+    torch.distributed.barrier()  # every rank's checkpoint written: the stage's work is done
+    if torch.distributed.get_rank() == 0:
+        write_json_atomic(folder / FINISHED, {"step": step, "hf": s.export_hf})
     model_setup.shutdown()
 
 

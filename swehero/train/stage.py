@@ -77,17 +77,11 @@ def paths_read(job_path: Path) -> list[Path]:
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
-    from swehero.process import die_with_parent
-    from swehero.train.launch import torchrun_command
+    from swehero.train.worker import FINISHED
 
-    if settings.nodes > 1:
-        raise InputError(f"stage {ctx.name} spans {settings.nodes} nodes: launch it with "
-                         f"`swehero train RECIPE --stage {ctx.name} --launcher slurm`")
-    job_file(settings, ctx)
-    done = subprocess.run(torchrun_command(ctx.dir, settings.nodes * settings.gpus_per_node),
-                          preexec_fn=die_with_parent)
-    if done.returncode != 0:
-        raise RuntimeError(f"training exited with status {done.returncode}; see the output above")
+    # A resumed attempt's workers may have finished already: a Slurm job, or a run stopped just after them.
+    if not (ctx.resume and (ctx.dir / FINISHED).exists()):
+        train_here(settings, ctx)
     outputs = {"checkpoints": str(ctx.dir / "checkpoints"), "metrics": str(ctx.dir / "metrics.jsonl"),
                "plot": str(ctx.dir / "loss.png")}
     if settings.export_hf:
@@ -115,3 +109,18 @@ def slurm_job(recipe, stage, sbatch_options: list[str], container_image: str | N
                                    f"{recipe.name}-{stage.name}", sbatch_options, container_image,
                                    mounts if container_image else []))
     return script
+
+
+def train_here(settings: Settings, ctx: StageContext) -> None:
+    """The workers on this node, under torchrun."""
+    from swehero.process import die_with_parent
+    from swehero.train.launch import torchrun_command
+
+    if settings.nodes > 1:
+        raise InputError(f"stage {ctx.name} spans {settings.nodes} nodes: launch it with "
+                         f"`swehero train RECIPE --stage {ctx.name} --launcher slurm`")
+    job_file(settings, ctx)
+    done = subprocess.run(torchrun_command(ctx.dir, settings.nodes * settings.gpus_per_node),
+                          preexec_fn=die_with_parent)
+    if done.returncode != 0:
+        raise RuntimeError(f"training exited with status {done.returncode}; see the output above")

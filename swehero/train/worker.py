@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from swehero.train.loop import TrainJob
 
 JOB_FILE = "train_job.json"
+# Written last, once every rank has saved its final checkpoint and the export is complete.
+FINISHED = "finished.json"
 
 if __name__ == "__mp_main__":
     # A process a rank spawns (Megatron's checkpoint writer, the manager of its results queue) imports this module

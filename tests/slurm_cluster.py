@@ -1,0 +1,96 @@
+"""A one-node Slurm cluster on this machine for the tests: munged, slurmctld and slurmd from Debian's packages,
+each with its own files in a fresh folder and free ports, so nothing of the machine's own Slurm (if any) is used.
+The node offers 2 GPUs as generic resources backed by /dev/null and /dev/zero: a job asks for GPUs exactly as on a
+real cluster and gets CUDA_VISIBLE_DEVICES; the workers then find no CUDA and train on the CPU."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol")
+
+
+def missing() -> str:
+    """Why no cluster can start here ("" if one can), installing Debian's packages first as root."""
+    if os.geteuid() != 0:
+        return "a private Slurm cluster needs root (slurmd starts jobs as their user)"
+    if any(shutil.which(name) is None for name in DAEMONS):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for argv in (["apt-get", "update", "-qq"],
+                     ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]):
+            done = subprocess.run(argv, capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                return f"`{' '.join(argv)}` failed: {(done.stderr or done.stdout).strip()[-300:]}"
+    return ""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SlurmCluster:
+    def __init__(self) -> None:
+        # Short and fixed-depth: munge's socket path must fit in a sockaddr_un (108 bytes).
+        self.dir = Path(tempfile.mkdtemp(prefix="swehero-slurm-"))
+        node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout.split()[0]
+        munge = self.dir / "munge"
+        munge.mkdir(mode=0o700)
+        (munge / "key").write_bytes(os.urandom(128))
+        (munge / "key").chmod(0o600)
+        self.conf = self.dir / "slurm.conf"
+        self.conf.write_text("\n".join([
+            "ClusterName=swehero-test", f"SlurmctldHost={socket.gethostname()}",
+            "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={munge / 'socket'}",
+            "SlurmUser=root", "SlurmdUser=root", f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
+            f"StateSaveLocation={self.dir / 'state'}", f"SlurmdSpoolDir={self.dir / 'spool'}",
+            f"SlurmctldPidFile={self.dir / 'slurmctld.pid'}", f"SlurmdPidFile={self.dir / 'slurmd.pid'}",
+            f"SlurmctldLogFile={self.dir / 'slurmctld.log'}", f"SlurmdLogFile={self.dir / 'slurmd.log'}",
+            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none", "MpiDefault=none", "ReturnToService=2",
+            "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core", "GresTypes=gpu",
+            f"{node} CPUs={os.cpu_count()} RealMemory=4000 Gres=gpu:2 State=UNKNOWN",
+            "PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""]))
+        (self.dir / "gres.conf").write_text(f"{node} Name=gpu File=/dev/null\n{node} Name=gpu File=/dev/zero\n")
+        # Jobs inherit the submitter's environment (sbatch --export=ALL): this Python's `swehero` and `torchrun`.
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf),
+                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        subprocess.run(["munged", "--force", f"--socket={munge / 'socket'}", f"--key-file={munge / 'key'}",
+                        f"--log-file={munge / 'log'}", f"--pid-file={munge / 'pid'}", f"--seed-file={munge / 'seed'}"],
+                       check=True)
+        for daemon in ("slurmctld", "slurmd"):
+            subprocess.run([daemon, "-f", str(self.conf)], env=self.env, check=True)
+        deadline = time.monotonic() + 60
+        while self.run("sinfo", "--noheader", "--format=%t").stdout.strip() != "idle":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the test cluster's node never became idle; see {self.dir}/slurm*.log")
+            time.sleep(0.5)
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=60)
+
+    def wait(self, job: str, timeout_s: float) -> None:
+        """Until Slurm no longer queues or runs `job` (asked as `recipe run` asks: SLURM_CONF must point here)."""
+        from swehero.slurm import job_state
+
+        deadline = time.monotonic() + timeout_s
+        while job_state(job) is not None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Slurm job {job} still {job_state(job)} after {timeout_s} s")
+            time.sleep(1)
+
+    def close(self) -> None:
+        self.run("scontrol", "shutdown")  # slurmctld and every slurmd
+        pid = self.dir / "munge" / "pid"
+        if pid.exists():
+            os.kill(int(pid.read_text()), 15)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,97 @@
+"""The Slurm launchers against a real (one-node) Slurm cluster: the jobs `swehero train` and `swehero distill`
+write are submitted with sbatch and run, and what they leave is picked up as it would be on a cluster."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from slurm_cluster import SlurmCluster, missing
+
+pytestmark = pytest.mark.slow  # Slurm daemons, then training and agent episodes inside jobs
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    if why := missing():
+        pytest.skip(why)
+    cluster = SlurmCluster()
+    with pytest.MonkeyPatch.context() as patch:  # what swehero asks in this process (squeue) goes to it too
+        patch.setenv("SLURM_CONF", str(cluster.conf))
+        yield cluster
+    cluster.close()
+
+
+def swehero(slurm: SlurmCluster, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "swehero", *args], cwd=cwd, env=slurm.env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def job_id(output: str) -> str:
+    return re.search(r"submitted as Slurm job (\d+)", output).group(1)
+
+
+@pytest.mark.timeout(600)
+def test_a_train_stage_run_by_slurm_is_completed_by_the_next_recipe_run_without_training_again(slurm, tmp_path):
+    recipe = ["tiny-cpu", "--set", f"run_dir={tmp_path / 'run'}", "--set", "stages.sft_zero.steps=3"]
+    for stage in ("tiny", "toy_tasks", "distill_zero", "filter_zero", "prepare_zero"):
+        done = swehero(slurm, tmp_path, "recipe", "run", *recipe, "--only", stage)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    # Held in the queue (--sbatch=--hold) until released, so that "still queued" is seen for certain.
+    done = swehero(slurm, tmp_path, "train", *recipe, "--stage", "sft_zero", "--launcher", "slurm",
+                   "--sbatch=--hold", "--submit")
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = job_id(done.stdout)
+    stage = tmp_path / "run" / "sft_zero"
+    assert "#SBATCH --hold" in (stage / "train.sbatch").read_text()
+
+    # While the job is queued, nothing else trains into its folder, and what needs it says why it waits.
+    done = swehero(slurm, tmp_path, "recipe", "run", *recipe, "--only", "sft_zero", "--dry-run")
+    assert f"skip  sft_zero              Slurm job {job} is pending: run again when it has ended" in done.stdout
+    for command in (["recipe", "run", *recipe, "--only", "sft_zero"], ["train", *recipe, "--stage", "sft_zero"]):
+        done = swehero(slurm, tmp_path, *command)
+        assert (done.returncode, done.stderr) == (
+            1, f"Error: stage sft_zero: Slurm job {job} is pending: run again when it has ended\n")
+    done = swehero(slurm, tmp_path, "recipe", "run", *recipe)
+    assert done.returncode == 1
+    assert f"stage sft_hero needs sft_zero, whose Slurm job {job} is pending" in done.stderr
+
+    assert slurm.run("scontrol", "release", job).returncode == 0
+    slurm.wait(job, timeout_s=300)
+    log = next(stage.glob("slurm-*.out")).read_text()
+    assert (stage / "finished.json").exists(), log[-3000:]
+    trained = [json.loads(line) for line in (stage / "metrics.jsonl").open()]
+
+    done = swehero(slurm, tmp_path, "recipe", "run", *recipe, "--only", "sft_zero")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"sft_zero (train): handed to Slurm ({stage / 'train.sbatch'}, job {job}) (resuming)" in done.stdout
+    assert "step/s" not in done.stderr  # no training bar: nothing was trained again
+    assert [json.loads(line) for line in (stage / "metrics.jsonl").open()] == trained
+    manifest = json.loads((stage / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and Path(manifest["outputs"]["hf"], "config.json").exists()
+    done = swehero(slurm, tmp_path, "recipe", "run", *recipe, "--dry-run")
+    assert "skip  sft_zero              up to date" in done.stdout
+
+
+@pytest.mark.timeout(600)
+def test_a_distill_array_job_runs_every_task_once_across_its_shards(slurm, tmp_path):
+    from swehero.rollout.toy import build_toy_tasks
+
+    tasks = build_toy_tasks(tmp_path / "toy")
+    out = tmp_path / "zero"
+    done = swehero(slurm, tmp_path, "distill", "run", "--tasks", str(tasks), "--mode", "zero", "--policy", "oracle",
+                   "--out", str(out), "--launcher", "slurm", "--shards", "2", "--sbatch=--cpus-per-task=1", "--submit")
+    assert done.returncode == 0, done.stderr[-3000:]
+    slurm.wait(job_id(done.stdout), timeout_s=300)
+    logs = "".join(p.read_text() for p in out.glob("slurm-*.log"))
+    assert all((out / f"shard-{i}" / "summary.json").exists() for i in range(2)), logs[-3000:]
+
+    done = swehero(slurm, tmp_path, "distill", "merge", *map(str, sorted(out.glob("shard-*"))), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    merged = [json.loads(line)["instance_id"] for line in (out / "trajectories.jsonl").open()]
+    expected = [json.loads(line)["instance_id"] for line in tasks.open()]
+    assert sorted(merged) == sorted(expected)
+    assert all(json.loads((out / f"shard-{i}" / "summary.json").read_text())["episodes"] for i in range(2))
