@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,16 +34,21 @@ def job_id(output: str) -> str:
     return re.search(r"submitted as Slurm job (\d+)", output).group(1)
 
 
-@pytest.mark.timeout(600)
-def test_a_train_stage_run_by_slurm_is_completed_by_the_next_recipe_run_without_training_again(slurm, tmp_path):
-    recipe = ["tiny-cpu", "--set", f"run_dir={tmp_path / 'run'}", "--set", "stages.sft_zero.steps=3"]
+def records(stage: Path) -> list[dict]:
+    return [json.loads(line) for line in (stage / "metrics.jsonl").open()]
+
+
+@pytest.mark.timeout(900)
+def test_a_train_stage_run_by_slurm_goes_on_after_a_cancel_and_is_completed_without_training_again(slurm, tmp_path):
+    recipe = ["tiny-cpu", "--set", f"run_dir={tmp_path / 'run'}", "--set", "stages.sft_zero.steps=6",
+              "--set", "stages.sft_zero.checkpoint.every=2"]
     for stage in ("tiny", "toy_tasks", "distill_zero", "filter_zero", "prepare_zero"):
         done = swehero(slurm, tmp_path, "recipe", "run", *recipe, "--only", stage)
         assert done.returncode == 0, done.stderr[-3000:]
+    train = ["train", *recipe, "--stage", "sft_zero", "--launcher", "slurm", "--submit"]
 
     # Held in the queue (--sbatch=--hold) until released, so that "still queued" is seen for certain.
-    done = swehero(slurm, tmp_path, "train", *recipe, "--stage", "sft_zero", "--launcher", "slurm",
-                   "--sbatch=--hold", "--submit")
+    done = swehero(slurm, tmp_path, *train, "--sbatch=--hold")
     assert done.returncode == 0, done.stderr[-3000:]
     job = job_id(done.stdout)
     stage = tmp_path / "run" / "sft_zero"
@@ -51,7 +57,7 @@ def test_a_train_stage_run_by_slurm_is_completed_by_the_next_recipe_run_without_
     # While the job is queued, nothing else trains into its folder, and what needs it says why it waits.
     done = swehero(slurm, tmp_path, "recipe", "run", *recipe, "--only", "sft_zero", "--dry-run")
     assert f"skip  sft_zero              Slurm job {job} is pending: run again when it has ended" in done.stdout
-    for command in (["recipe", "run", *recipe, "--only", "sft_zero"], ["train", *recipe, "--stage", "sft_zero"]):
+    for command in (["recipe", "run", *recipe, "--only", "sft_zero"], train[:-3]):
         done = swehero(slurm, tmp_path, *command)
         assert (done.returncode, done.stderr) == (
             1, f"Error: stage sft_zero: Slurm job {job} is pending: run again when it has ended\n")
@@ -59,17 +65,32 @@ def test_a_train_stage_run_by_slurm_is_completed_by_the_next_recipe_run_without_
     assert done.returncode == 1
     assert f"stage sft_hero needs sft_zero, whose Slurm job {job} is pending" in done.stderr
 
+    # Released, then cancelled once its first checkpoint is written, as a time limit or a preemption ends a job.
     assert slurm.run("scontrol", "release", job).returncode == 0
+    deadline = time.monotonic() + 300
+    while not (stage / "checkpoints" / "step-2").is_dir():
+        assert time.monotonic() < deadline, (stage / f"slurm-{job}.out").read_text()[-3000:]
+        time.sleep(0.2)
+    assert slurm.run("scancel", job).returncode == 0
+    slurm.wait(job, timeout_s=120)
+    assert not (stage / "finished.json").exists()
+    kept = max(int(p.name.removeprefix("step-")) for p in (stage / "checkpoints").glob("step-*"))  # complete ones
+    logged = len(records(stage))
+
+    # Submitted again, the job goes on from that checkpoint; its folder is kept.
+    done = swehero(slurm, tmp_path, *train)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = job_id(done.stdout)
     slurm.wait(job, timeout_s=300)
-    log = next(stage.glob("slurm-*.out")).read_text()
-    assert (stage / "finished.json").exists(), log[-3000:]
-    trained = [json.loads(line) for line in (stage / "metrics.jsonl").open()]
+    assert (stage / "finished.json").exists(), (stage / f"slurm-{job}.out").read_text()[-3000:]
+    trained = records(stage)
+    assert kept < 6 and trained[logged]["step"] == kept + 1 and trained[-1]["step"] == 6
 
     done = swehero(slurm, tmp_path, "recipe", "run", *recipe, "--only", "sft_zero")
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"sft_zero (train): handed to Slurm ({stage / 'train.sbatch'}, job {job}) (resuming)" in done.stdout
     assert "step/s" not in done.stderr  # no training bar: nothing was trained again
-    assert [json.loads(line) for line in (stage / "metrics.jsonl").open()] == trained
+    assert records(stage) == trained
     manifest = json.loads((stage / "manifest.json").read_text())
     assert manifest["status"] == "complete" and Path(manifest["outputs"]["hf"], "config.json").exists()
     done = swehero(slurm, tmp_path, "recipe", "run", *recipe, "--dry-run")
