@@ -1,7 +1,9 @@
-"""A one-node Slurm cluster on this machine for the tests: munged, slurmctld and slurmd from Debian's packages,
-each with its own files in a fresh folder and free ports, so nothing of the machine's own Slurm (if any) is used.
-The node offers 2 GPUs as generic resources backed by /dev/null and /dev/zero: a job asks for GPUs exactly as on a
-real cluster and gets CUDA_VISIBLE_DEVICES; the workers then find no CUDA and train on the CPU."""
+"""A Slurm cluster of two nodes on this machine for the tests: munged, slurmctld and one slurmd per node from
+Debian's packages, each with its own files in a fresh folder and free ports, so nothing of the machine's own Slurm
+(if any) is used. The first node is named as this machine, so that a job's first node resolves as a rendezvous
+host, as on a real cluster. Each node offers one GPU as a generic resource backed by /dev/null or /dev/zero: a job
+asks for GPUs exactly as on a real cluster and gets CUDA_VISIBLE_DEVICES; the workers then find no CUDA and train
+on the CPU."""
 
 from __future__ import annotations
 
@@ -42,37 +44,40 @@ class SlurmCluster:
     def __init__(self) -> None:
         # Short and fixed-depth: munge's socket path must fit in a sockaddr_un (108 bytes).
         self.dir = Path(tempfile.mkdtemp(prefix="swehero-slurm-"))
-        node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout.split()[0]
+        self.nodes = [socket.gethostname(), f"{socket.gethostname()}-2"]
         munge = self.dir / "munge"
         munge.mkdir(mode=0o700)
         (munge / "key").write_bytes(os.urandom(128))
         (munge / "key").chmod(0o600)
         self.conf = self.dir / "slurm.conf"
         self.conf.write_text("\n".join([
-            "ClusterName=swehero-test", f"SlurmctldHost={socket.gethostname()}",
+            "ClusterName=swehero-test", f"SlurmctldHost={self.nodes[0]}",
             "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={munge / 'socket'}",
-            "SlurmUser=root", "SlurmdUser=root", f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
-            f"StateSaveLocation={self.dir / 'state'}", f"SlurmdSpoolDir={self.dir / 'spool'}",
-            f"SlurmctldPidFile={self.dir / 'slurmctld.pid'}", f"SlurmdPidFile={self.dir / 'slurmd.pid'}",
-            f"SlurmctldLogFile={self.dir / 'slurmctld.log'}", f"SlurmdLogFile={self.dir / 'slurmd.log'}",
+            "SlurmUser=root", "SlurmdUser=root", f"SlurmctldPort={_free_port()}",
+            f"StateSaveLocation={self.dir / 'state'}", f"SlurmdSpoolDir={self.dir / 'spool-%n'}",
+            f"SlurmctldPidFile={self.dir / 'slurmctld.pid'}", f"SlurmdPidFile={self.dir / 'slurmd-%n.pid'}",
+            f"SlurmctldLogFile={self.dir / 'slurmctld.log'}", f"SlurmdLogFile={self.dir / 'slurmd-%n.log'}",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
             "AccountingStorageType=accounting_storage/none", "MpiDefault=none", "ReturnToService=2",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core", "GresTypes=gpu",
-            f"{node} CPUs={os.cpu_count()} RealMemory=4000 Gres=gpu:2 State=UNKNOWN",
+            *(f"NodeName={node} NodeHostname={node} NodeAddr=127.0.0.1 Port={_free_port()} CPUs={os.cpu_count()} "
+              "RealMemory=4000 Gres=gpu:1 State=UNKNOWN" for node in self.nodes),
             "PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""]))
-        (self.dir / "gres.conf").write_text(f"{node} Name=gpu File=/dev/null\n{node} Name=gpu File=/dev/zero\n")
+        (self.dir / "gres.conf").write_text("".join(
+            f"NodeName={node} Name=gpu File={device}\n" for node, device in zip(self.nodes, ("/dev/null", "/dev/zero"))))
         # Jobs inherit the submitter's environment (sbatch --export=ALL): this Python's `swehero` and `torchrun`.
         self.env = {**os.environ, "SLURM_CONF": str(self.conf),
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         subprocess.run(["munged", "--force", f"--socket={munge / 'socket'}", f"--key-file={munge / 'key'}",
                         f"--log-file={munge / 'log'}", f"--pid-file={munge / 'pid'}", f"--seed-file={munge / 'seed'}"],
                        check=True)
-        for daemon in ("slurmctld", "slurmd"):
-            subprocess.run([daemon, "-f", str(self.conf)], env=self.env, check=True)
+        subprocess.run(["slurmctld", "-f", str(self.conf)], env=self.env, check=True)
+        for node in self.nodes:
+            subprocess.run(["slurmd", "-f", str(self.conf), "-N", node], env=self.env, check=True)
         deadline = time.monotonic() + 60
-        while self.run("sinfo", "--noheader", "--format=%t").stdout.strip() != "idle":
+        while self.run("sinfo", "--noheader", "--Node", "--format=%t").stdout.split() != ["idle", "idle"]:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the test cluster's node never became idle; see {self.dir}/slurm*.log")
+                raise RuntimeError(f"the test cluster's nodes never became idle; see {self.dir}/slurm*.log")
             time.sleep(0.5)
 
     def run(self, *argv: str) -> subprocess.CompletedProcess:

@@ -39,13 +39,16 @@ def records(stage: Path) -> list[dict]:
 
 
 @pytest.mark.timeout(900)
-def test_a_train_stage_run_by_slurm_goes_on_after_a_cancel_and_is_completed_without_training_again(slurm, tmp_path):
+def test_a_two_node_training_job_goes_on_after_a_cancel_and_its_stage_completes_without_training_again(slurm,
+                                                                                                      tmp_path):
+    # Two nodes of one GPU each: one torchrun per node, c10d rendezvous on the first, data parallel across them.
+    layout = ["--set", "stages.sft_zero.nodes=2", "--set", "stages.sft_zero.gpus_per_node=1"]
     recipe = ["tiny-cpu", "--set", f"run_dir={tmp_path / 'run'}", "--set", "stages.sft_zero.steps=6",
               "--set", "stages.sft_zero.checkpoint.every=2"]
     for stage in ("tiny", "toy_tasks", "distill_zero", "filter_zero", "prepare_zero"):
         done = swehero(slurm, tmp_path, "recipe", "run", *recipe, "--only", stage)
         assert done.returncode == 0, done.stderr[-3000:]
-    train = ["train", *recipe, "--stage", "sft_zero", "--launcher", "slurm", "--submit"]
+    train = ["train", *recipe, *layout, "--stage", "sft_zero", "--launcher", "slurm", "--submit"]
 
     # Held in the queue (--sbatch=--hold) until released, so that "still queued" is seen for certain.
     done = swehero(slurm, tmp_path, *train, "--sbatch=--hold")
@@ -55,13 +58,13 @@ def test_a_train_stage_run_by_slurm_goes_on_after_a_cancel_and_is_completed_with
     assert "#SBATCH --hold" in (stage / "train.sbatch").read_text()
 
     # While the job is queued, nothing else trains into its folder, and what needs it says why it waits.
-    done = swehero(slurm, tmp_path, "recipe", "run", *recipe, "--only", "sft_zero", "--dry-run")
+    done = swehero(slurm, tmp_path, "recipe", "run", *recipe, *layout, "--only", "sft_zero", "--dry-run")
     assert f"skip  sft_zero              Slurm job {job} is pending: run again when it has ended" in done.stdout
-    for command in (["recipe", "run", *recipe, "--only", "sft_zero"], train[:-3]):
+    for command in (["recipe", "run", *recipe, *layout, "--only", "sft_zero"], train[:-3]):
         done = swehero(slurm, tmp_path, *command)
         assert (done.returncode, done.stderr) == (
             1, f"Error: stage sft_zero: Slurm job {job} is pending: run again when it has ended\n")
-    done = swehero(slurm, tmp_path, "recipe", "run", *recipe)
+    done = swehero(slurm, tmp_path, "recipe", "run", *recipe, *layout)
     assert done.returncode == 1
     assert f"stage sft_hero needs sft_zero, whose Slurm job {job} is pending" in done.stderr
 
@@ -86,15 +89,22 @@ def test_a_train_stage_run_by_slurm_goes_on_after_a_cancel_and_is_completed_with
     trained = records(stage)
     assert kept < 6 and trained[logged]["step"] == kept + 1 and trained[-1]["step"] == 6
 
-    done = swehero(slurm, tmp_path, "recipe", "run", *recipe, "--only", "sft_zero")
+    # A stage of two nodes could not train here: it completes from the job's work.
+    done = swehero(slurm, tmp_path, "recipe", "run", *recipe, *layout, "--only", "sft_zero")
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"sft_zero (train): handed to Slurm ({stage / 'train.sbatch'}, job {job}) (resuming)" in done.stdout
     assert "step/s" not in done.stderr  # no training bar: nothing was trained again
     assert records(stage) == trained
     manifest = json.loads((stage / "manifest.json").read_text())
     assert manifest["status"] == "complete" and Path(manifest["outputs"]["hf"], "config.json").exists()
-    done = swehero(slurm, tmp_path, "recipe", "run", *recipe, "--dry-run")
+    done = swehero(slurm, tmp_path, "recipe", "run", *recipe, *layout, "--dry-run")
     assert "skip  sft_zero              up to date" in done.stdout
+
+    # The same training on one node of two GPUs, uninterrupted, here: the same loss at every step.
+    done = swehero(slurm, tmp_path, "recipe", "run", *recipe, "--only", "sft_zero")
+    assert done.returncode == 0 and "settings changed: gpus_per_node: 1 -> 2; nodes: 2 -> 1" in done.stdout
+    here = {r["step"]: r["loss"] for r in records(stage) if "loss" in r}
+    assert {r["step"]: r["loss"] for r in trained if "loss" in r} == pytest.approx(here, rel=1e-5)
 
 
 @pytest.mark.timeout(600)
