@@ -1,18 +1,14 @@
-"""Slurm as a login node offers it: submit a batch script (`sbatch`), ask whether a job is still in the queue
-(`squeue`). The command-line tools, not Slurm's REST API, which many sites do not run."""
+"""Slurm as a login node offers it: submit a batch script (`sbatch`), ask which jobs of a script are still in
+the queue (`squeue`). The command-line tools, not Slurm's REST API, which many sites do not run."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from swehero.errors import Unavailable
-
-# squeue can still list a job for a few minutes after it ended (MinJobAge), in one of these states.
-_ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-          "TIMEOUT"}
-
 
 def _tool(name: str, why: str) -> str:
     path = shutil.which(name)
@@ -30,13 +26,13 @@ def submit(script: Path) -> str:
     return done.stdout.strip().split(";")[0]  # "ID" or "ID;CLUSTER"
 
 
-def job_state(job_id: str) -> str | None:
-    """The state of a job Slurm still queues or runs (PENDING, RUNNING, ...; an array job's first such task's);
-    None once it has ended."""
-    squeue = _tool("squeue", f"cannot tell whether Slurm job {job_id} has ended; run this on a node of the cluster")
-    done = subprocess.run([squeue, "--noheader", "--jobs", job_id, "--format", "%T"], capture_output=True, text=True)
+def jobs_running(script: Path) -> list[tuple[str, str]]:
+    """(job id, state) of each job Slurm still queues or runs (squeue's default: pending, running, completing)
+    whose batch script is `script`, whoever submitted it and however: squeue gives the script's absolute path."""
+    squeue = _tool("squeue", f"cannot tell whether a Slurm job of {script} is still queued or running; run this on "
+                             "a node of the cluster")
+    done = subprocess.run([squeue, "--noheader", "--format=%i|%T|%o"], capture_output=True, text=True)
     if done.returncode != 0:
-        if "Invalid job id" in done.stderr:  # ended long enough ago that the controller forgot it
-            return None
-        raise Unavailable(f"squeue --jobs {job_id} failed (status {done.returncode}): {done.stderr.strip()}")
-    return next((state for state in done.stdout.split() if state not in _ENDED), None)
+        raise Unavailable(f"squeue failed (status {done.returncode}): {done.stderr.strip()}")
+    jobs = [line.split("|", 2) for line in done.stdout.splitlines() if line.count("|") >= 2]
+    return [(job, state) for job, state, command in jobs if os.path.realpath(command) == os.path.realpath(script)]

@@ -84,13 +84,13 @@ class SlurmCluster:
         return subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=60)
 
     def wait(self, job: str, timeout_s: float) -> None:
-        """Until Slurm no longer queues or runs `job` (asked as `recipe run` asks: SLURM_CONF must point here)."""
-        from swehero.slurm import job_state
-
+        """Until Slurm no longer queues or runs `job` (an ended job's state may still be listed for a while)."""
         deadline = time.monotonic() + timeout_s
-        while job_state(job) is not None:
+        # An array job lists a state for each of its tasks still queued or running.
+        while states := {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING"}.intersection(
+                self.run("squeue", "--noheader", "--jobs", job, "--format=%T").stdout.split()):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Slurm job {job} still {job_state(job)} after {timeout_s} s")
+                raise TimeoutError(f"Slurm job {job} still {', '.join(sorted(states))} after {timeout_s} s")
             time.sleep(1)
 
     def close(self) -> None:

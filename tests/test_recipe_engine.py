@@ -176,8 +176,8 @@ def test_a_resumable_stage_that_stopped_goes_on_unless_its_settings_changed(tmp_
 
 def test_a_stage_handed_to_slurm_resumes_unless_its_settings_changed(tmp_path, monkeypatch):
     """What `swehero train --launcher slurm` records: the next run goes on from the job's work (the real cluster's
-    test: tests/test_slurm_jobs.py), never with other settings; with the job's id and no squeue here to ask whether
-    it has ended, it refuses rather than training beside it."""
+    test: tests/test_slurm_jobs.py), never with other settings. Once the job was submitted, with no squeue here to
+    ask whether it has ended, it refuses rather than training beside it; a script only written does not stop it."""
     from swehero.recipe.config import load_recipe
     from swehero.recipe.engine import hand_off, plan
 
@@ -189,17 +189,17 @@ def test_a_stage_handed_to_slurm_resumes_unless_its_settings_changed(tmp_path, m
     (tmp_path / "run" / "attempts" / "left.txt").write_text("a fresh attempt starts in an empty folder")
     hand_off(recipe, plan(recipe)[0], lambda: {"slurm_script": "/jobs/x.sbatch", "slurm_job": None})
     assert not (tmp_path / "run" / "attempts" / "left.txt").exists()
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
     line = run(path, "--dry-run").splitlines()[0]
     assert line.endswith("attempts  handed to Slurm (/jobs/x.sbatch) (resuming)")
     line = run(path, "--dry-run", "--set", "stages.attempts.agent.loop.max_steps=7").splitlines()[0]
     assert line.endswith("handed to Slurm (/jobs/x.sbatch); settings changed: agent.loop.max_steps: 100 -> 7")
 
     hand_off(recipe, plan(recipe)[0], lambda: {"slurm_script": "/jobs/x.sbatch", "slurm_job": "77"})
-    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
     result = CliRunner().invoke(main, ["recipe", "run", str(path)])
     assert result.exit_code == 1
-    assert result.output == ("Error: squeue is not on PATH: cannot tell whether Slurm job 77 has ended; run this on "
-                             "a node of the cluster\n")
+    assert result.output == ("Error: squeue is not on PATH: cannot tell whether a Slurm job of /jobs/x.sbatch is "
+                             "still queued or running; run this on a node of the cluster\n")
 
 
 def test_stage_killed_with_sigkill_is_redone(tmp_path):

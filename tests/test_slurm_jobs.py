@@ -50,12 +50,16 @@ def test_a_two_node_training_job_goes_on_after_a_cancel_and_its_stage_completes_
         assert done.returncode == 0, done.stderr[-3000:]
     train = ["train", *recipe, *layout, "--stage", "sft_zero", "--launcher", "slurm", "--submit"]
 
-    # Held in the queue (--sbatch=--hold) until released, so that "still queued" is seen for certain.
-    done = swehero(slurm, tmp_path, *train, "--sbatch=--hold")
+    # Written, then submitted by hand from elsewhere by a relative path; held in the queue (--sbatch=--hold) until
+    # released, so that "still queued" is seen for certain.
+    done = swehero(slurm, tmp_path, *train[:-1], "--sbatch=--hold")
     assert done.returncode == 0, done.stderr[-3000:]
-    job = job_id(done.stdout)
     stage = tmp_path / "run" / "sft_zero"
+    assert done.stdout == f"wrote {stage / 'train.sbatch'}; submit it with: sbatch {stage / 'train.sbatch'}\n"
     assert "#SBATCH --hold" in (stage / "train.sbatch").read_text()
+    done = subprocess.run(["sbatch", "--parsable", "sft_zero/train.sbatch"], cwd=stage.parent, env=slurm.env,
+                          capture_output=True, text=True)
+    job = done.stdout.strip()
 
     # While the job is queued, nothing else trains into its folder, and what needs it says why it waits.
     done = swehero(slurm, tmp_path, "recipe", "run", *recipe, *layout, "--only", "sft_zero", "--dry-run")

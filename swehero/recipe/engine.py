@@ -28,7 +28,7 @@ from swehero.jsonio import differences, write_json_atomic
 from swehero.recipe import kinds
 from swehero.recipe.config import Recipe, Stage
 from swehero.recipe.stage import StageContext
-from swehero.slurm import job_state
+from swehero.slurm import jobs_running
 
 MANIFEST = "manifest.json"
 _VERSIONED = ("swehero", "torch", "transformers", "tokenizers", "megatron-core", "transformer-engine",
@@ -163,11 +163,15 @@ def _is_complete(recipe: Recipe, name: str) -> bool:
 
 
 def _slurm_job_busy(manifest: dict[str, Any] | None) -> str:
-    """"Slurm job N is pending" (or running, ...) while the job a stage was handed to is in the queue; "" if
-    there is none or it has ended."""
-    job = (manifest or {}).get("slurm_job") if (manifest or {}).get("status") == "slurm" else None
-    state = job and job_state(job)
-    return f"Slurm job {job} is {state.lower()}" if state else ""
+    """"Slurm job N is pending" (or running, ...) while a job of the script a stage was handed to is in the queue,
+    submitted by `--submit` or by hand; "" if there is none. Where Slurm cannot be asked, a stage whose job was
+    submitted cannot be run (it may still be running); one whose script was only written can."""
+    if (manifest or {}).get("status") != "slurm":
+        return ""
+    if shutil.which("squeue") is None and not manifest.get("slurm_job"):
+        return ""
+    jobs = jobs_running(Path(manifest["slurm_script"]))
+    return f"Slurm job {jobs[0][0]} is {jobs[0][1].lower()}" if jobs else ""
 
 
 def _why_run(recipe: Recipe, stage: Stage, manifest: dict[str, Any] | None, running: set[str]) -> tuple[str, bool]:

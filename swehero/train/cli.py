@@ -37,7 +37,7 @@ def train(recipe_file: str, stage_name: str | None, overrides: tuple[str, ...], 
 
         def launch() -> dict:
             script = slurm_job(loaded, stage, list(sbatch_options), container_image)
-            return {"slurm_script": str(script), "slurm_job": submit_if_asked(script, submit)}
+            return {"slurm_script": str(script.resolve()), "slurm_job": submit_if_asked(script, submit)}
 
         hand_off(loaded, step, launch)
     except StageFailed as e:
