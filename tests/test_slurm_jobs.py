@@ -112,15 +112,19 @@ def test_a_two_node_training_job_goes_on_after_a_cancel_and_its_stage_completes_
 
 
 @pytest.mark.timeout(600)
-def test_a_distill_array_job_runs_every_task_once_across_its_shards(slurm, tmp_path):
+def test_a_distill_array_job_runs_every_task_once_across_its_shards_wherever_it_is_submitted(slurm, tmp_path):
     from swehero.rollout.toy import build_toy_tasks
 
     tasks = build_toy_tasks(tmp_path / "toy")
     out = tmp_path / "zero"
-    done = swehero(slurm, tmp_path, "distill", "run", "--tasks", str(tasks), "--mode", "zero", "--policy", "oracle",
-                   "--out", str(out), "--launcher", "slurm", "--shards", "2", "--sbatch=--cpus-per-task=1", "--submit")
+    # Relative paths, then the script submitted by hand from another folder: its tasks read what was meant here.
+    done = swehero(slurm, tmp_path, "distill", "run", "--tasks", "toy/tasks.jsonl", "--exclude", "toy/heldout.jsonl",
+                   "--mode", "zero", "--policy", "oracle", "--out", "zero", "--launcher", "slurm", "--shards", "2",
+                   "--sbatch=--cpus-per-task=1")
     assert done.returncode == 0, done.stderr[-3000:]
-    slurm.wait(job_id(done.stdout), timeout_s=300)
+    done = subprocess.run(["sbatch", "--parsable", str(out / "distill.sbatch")], cwd="/", env=slurm.env,
+                          capture_output=True, text=True)
+    slurm.wait(done.stdout.strip(), timeout_s=300)
     logs = "".join(p.read_text() for p in out.glob("slurm-*.log"))
     assert all((out / f"shard-{i}" / "summary.json").exists() for i in range(2)), logs[-3000:]
 

@@ -11,8 +11,9 @@ from swehero.errors import InputError, MissingInput
 def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ()) -> Path:
     """Write `out_dir/distill.sbatch`, an sbatch script whose array task i runs `swehero distill --shard i/N --out
     OUT/shard-i` with the run's settings, written beside it as `distill.yaml` (each task starts its own teacher
-    server when they name a checkpoint, or shares the listed endpoints); returns the script. Paths in the settings
-    are made absolute: array tasks may start elsewhere."""
+    server when they name a checkpoint, or shares the listed endpoints); returns the script. The tasks start in the
+    folder this runs in, wherever the script is submitted from, so relative paths in the settings (tasks, prompts,
+    excluded task files, a model) name what they name here."""
     import dataclasses
 
     import yaml
@@ -21,13 +22,10 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
         raise InputError("--shards must be at least 1")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    data = dataclasses.asdict(settings)
-    for key in ("tasks", "repos"):
-        if data[key] and Path(data[key]).exists():
-            data[key] = str(Path(data[key]).resolve())
-    (out / "distill.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    (out / "distill.yaml").write_text(yaml.safe_dump(dataclasses.asdict(settings), sort_keys=False))
     lines = ["#!/bin/bash", "#SBATCH --job-name=swehero-distill", f"#SBATCH --array=0-{shards - 1}",
-             f"#SBATCH --output={out}/slurm-%A_%a.log", *(f"#SBATCH {a}" for a in sbatch_args),
+             f"#SBATCH --chdir={Path.cwd()}", f"#SBATCH --output={out}/slurm-%A_%a.log",
+             *(f"#SBATCH {a}" for a in sbatch_args),
              "set -euo pipefail",
              f"# when every array task is done: swehero distill merge {out}/shard-* --out {out}",
              f"swehero distill --config {shlex.quote(str(out / 'distill.yaml'))} --no-progress "
