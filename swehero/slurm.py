@@ -10,6 +10,7 @@ from pathlib import Path
 
 from swehero.errors import Unavailable
 
+
 def _tool(name: str, why: str) -> str:
     path = shutil.which(name)
     if path is None:

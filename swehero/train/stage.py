@@ -96,8 +96,7 @@ def slurm_job(recipe, stage, sbatch_options: list[str], container_image: str | N
     from swehero.recipe.engine import stage_dir
     from swehero.train.launch import container_mounts, slurm_script
 
-    folder = stage_dir(recipe, stage)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = stage_dir(recipe, stage)  # made by the hand-off (recipe.engine.hand_off)
     job = job_file(stage.settings, StageContext(stage.name, folder.resolve(), recipe.seed, recipe.model, {},
                                                 resume=True))
     try:
