@@ -92,7 +92,8 @@ class OpenAIPolicy:
             raise PolicyError(f"{self.config.base_url} serves no models")
         return models[0]["id"]
 
-    def act(self, messages: list[dict], tools: list[dict]) -> Reply:
+    def chat_request(self, messages: list[dict], tools: list[dict]) -> dict:
+        """The body `act` posts to `/chat/completions`."""
         body = {"model": self.model, "messages": messages, "tools": tools, "tool_choice": "auto",
                 "temperature": self.config.temperature, "top_p": self.config.top_p,
                 "max_tokens": self.config.max_reply_tokens}
@@ -100,7 +101,10 @@ class OpenAIPolicy:
             body["top_k"] = self.config.top_k
         if self.config.seed is not None:
             body["seed"] = self.config.seed
-        resp = self.request("/chat/completions", body)
+        return body
+
+    def act(self, messages: list[dict], tools: list[dict]) -> Reply:
+        resp = self.request("/chat/completions", self.chat_request(messages, tools))
         msg = (resp.get("choices") or [{}])[0].get("message") or {}
         usage = resp.get("usage") or {}
         return Reply(assistant_message(msg.get("content"), msg.get("tool_calls")),

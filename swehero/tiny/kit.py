@@ -128,6 +128,9 @@ def hf_config(cfg: TinyModelConfig, vocab_size: int, bos_id: int, eos_id: int) -
         "sliding_window": None,
         "tie_word_embeddings": cfg.tie_word_embeddings,
         "torch_dtype": "float32",
+        # As published: transformers 5 warns of a Mistral tokenizer bug when a tokenizer's folder has a config.json
+        # without it.
+        "transformers_version": "4.43.1",
         "use_cache": True,
         "use_sliding_window": False,
         "vocab_size": vocab_size,
