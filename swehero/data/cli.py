@@ -9,7 +9,7 @@ import click
 
 from swehero.data.import_stage import Settings as ImportSettings, import_to
 from swehero.data.prepare import prepare as run_prepare
-from swehero.data.render import load_tokenizer, render_files, show as render_one
+from swehero.data.render import MASK_POLICIES, load_tokenizer, render_files, show as render_one
 from swehero.data.stage import Settings as PrepareSettings
 from swehero.data.trajectory import Reject
 from swehero.errors import InputError
@@ -27,7 +27,7 @@ def _load_tokenizer(ctx: click.Context, param: click.Parameter, name: str):
 
 _TOKENIZER = click.option("--tokenizer", required=True, callback=_load_tokenizer,
                           help="Tokenizer folder (with chat template) or hub id.")
-_MASK = click.option("--mask", type=click.Choice(["all", "last", "answer"]), default="all", show_default=True,
+_MASK = click.option("--mask", type=click.Choice(MASK_POLICIES), default="all", show_default=True,
                      help="Train every assistant turn, the last one, or only the last one's content (an answer).")
 
 
