@@ -67,7 +67,7 @@ def blocks(text: str) -> list[Block]:
 
 
 def parse(text: str) -> tuple[str, list[dict]]:
-    """Split a finished model output into the content before its first call and its calls.
+    """Split a finished model output into its content (`content_before`) and its calls.
 
     Raises MalformedToolCall when a call does not parse, so callers can report it. A final `<tool_call>` block
     without `</tool_call>` is accepted (generation may stop on the end-of-turn token first).
@@ -76,7 +76,15 @@ def parse(text: str) -> tuple[str, list[dict]]:
     for block in found:
         if block.call is None:
             raise MalformedToolCall(block.error)
-    return (text[: found[0].start] if found else text), [block.call for block in found]
+    return content_before(text, found), [block.call for block in found]
+
+
+def content_before(text: str, found: list[Block]) -> str:
+    """A reply's `content`: the text before its first call, less the one newline the chat template writes between
+    content and call (Qwen2.5's `content + '\\n<tool_call>'`); all of the text when there is no call. So the
+    message renders back to the very text the model wrote, and the model reads its own turns in later steps
+    as it read them in training. vLLM's hermes parser keeps that newline: its message renders with two."""
+    return text[: found[0].start].removesuffix("\n") if found else text
 
 
 def _json_block(text: str, start: int, body: int) -> Block:

@@ -56,7 +56,7 @@ def test_hermes_text_tool_call_keeps_a_literal_end_tag_in_its_arguments():
 
 def test_unparsable_text_tool_call_is_kept_as_an_invalid_call():
     text, (call,) = parse_text_tool_calls("hm <tool_call>{broken</tool_call>")
-    assert text == "hm" and call["function"]["name"] == "invalid_tool_call"
+    assert text == "hm " and call["function"]["name"] == "invalid_tool_call"
 
 
 def test_structured_tool_calls_pass_through():

@@ -9,17 +9,20 @@ accepts every conversation the loop builds, for both modes. Starting vLLM takes 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from agent_repos import CALC, CALC_FIX, make_task
 from tiny_server import qwen_vocab_model, tiny_serve_config
 
 from swehero.agent.loop import LoopConfig
-from swehero.agent.openai_policy import OpenAIConfig, OpenAIPolicy
+from swehero.agent.openai_policy import OpenAIConfig, OpenAIPolicy, assistant_message
 from swehero.agent.run import run_task
 from swehero.agent.settings import AgentSettings
 from swehero.data.render import ChatRenderer, load_tokenizer
 from swehero.data.trajectory import make_tool_call
 from swehero.serve.server import VLLMServer
+from swehero.toolspec import openhands_tools
 
 pytestmark = [pytest.mark.slow,  # a real vLLM server
               pytest.mark.bwrap]
@@ -104,3 +107,33 @@ def test_what_vllm_feeds_the_model_is_what_training_renders(vllm_url, model_dir,
                        "max_tokens": 1, "return_token_ids": True}
             served = policy.request("/chat/completions", request)["prompt_token_ids"]
             assert served == rendered.input_ids[:start].tolist(), f"message {turn} of {record['instance_id']}"
+
+
+# Replies written as the chat template writes assistant turns: what a trained model writes.
+TEMPLATE_REPLIES = [
+    'Let me look.\n<tool_call>\n{"name": "think", "arguments": {"thought": "x"}}\n</tool_call>',
+    'Zwei Zeilen —\n\nnoch eine.\n<tool_call>\n{"name": "execute_bash", "arguments": {"command": "ls"}}\n</tool_call>',
+    '<tool_call>\n{"name": "finish", "arguments": {"message": "done"}}\n</tool_call>',
+    "No call this time.\n",
+]
+
+
+@pytest.mark.parametrize("reply", TEMPLATE_REPLIES)
+def test_the_model_reads_its_own_reply_in_the_next_step(vllm_url, model_dir, reply):
+    """The random model is made to write a reply as trained (vLLM's structured outputs, a regex); the agent stores
+    what the server returns, and the next step's prompt holds that reply as the model wrote it."""
+    policy = OpenAIPolicy(OpenAIConfig(base_url=vllm_url, request_retries=0))
+    tools = openhands_tools()
+    opening = [{"role": "system", "content": "You are a helpful agent."}, {"role": "user", "content": "Fix it."}]
+    first = policy.request("/chat/completions", {**policy.chat_request(opening, tools), "max_tokens": 200,
+                                                 "return_token_ids": True,
+                                                 "structured_outputs": {"regex": re.escape(reply)}})
+    served = first["choices"][0]["message"]
+    message = assistant_message(served["content"], served.get("tool_calls"))
+    after = ([{"role": "tool", "tool_call_id": message["tool_calls"][0]["id"], "content": "ok"}]
+             if message.get("tool_calls") else [{"role": "user", "content": "Go on."}])
+    second = policy.request("/chat/completions", {**policy.chat_request(opening + [message] + after, tools),
+                                                  "max_tokens": 1, "return_token_ids": True})
+    tokenizer = load_tokenizer(model_dir)
+    before, now = (tokenizer.decode(r["prompt_token_ids"]) for r in (first, second))
+    assert now.startswith(before + reply + "<|im_end|>"), now[len(before):][:300]

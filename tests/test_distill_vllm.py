@@ -143,9 +143,11 @@ def test_serve_check_counts_exact_round_trips(tiny_model_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "swehero_hermes: 6/6 assistant turns parsed back exactly (5 with tool calls)" in done.stdout
     report = json.loads((tmp_path / "report.json").read_text())
+    # vLLM 0.32's hermes keeps the newline before each call in the content (and drops the call with a literal
+    # </tool_call>): only the turn without a call comes back as trained.
     stock = report["parsers"]["hermes"]
-    assert stock["exact"] == 5 and stock["mismatched"] == 1  # vLLM 0.32's hermes drops the literal </tool_call>
-    assert stock["examples"][0]["parsed"] == [] and "END = '</tool_call>'" in json.dumps(stock["examples"][0])
+    assert stock["exact"] == 1 and stock["mismatched"] == 5
+    assert stock["examples"][0]["parsed"]["content"] == "step code\n"
 
 
 @pytest.mark.timeout(300)

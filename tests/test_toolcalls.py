@@ -42,10 +42,10 @@ def test_round_trip_through_our_parser_and_the_plugin(tokenizer, case):
     calls = [("str_replace_editor", CASES[case]), ("think", {"thought": "next"})]
     text = render(tokenizer, calls, content="Let me edit.")
     content, parsed = toolcalls.parse(text)
-    assert content.strip() == "Let me edit."
+    assert content == "Let me edit."
     assert [(c["name"], c["arguments"]) for c in parsed] == calls
     result = JsonAwareHermesToolParser(tokenizer).extract_tool_calls(text, None)
-    assert result.tools_called
+    assert result.tools_called and result.content == "Let me edit."
     assert [(c.function.name, json.loads(c.function.arguments)) for c in result.tool_calls] == calls
 
 
@@ -86,7 +86,7 @@ def test_malformed_calls_are_reported(text, error):
 def test_plain_text_and_unclosed_final_call():
     assert toolcalls.parse("just text") == ("just text", [])
     content, calls = toolcalls.parse('thinking\n<tool_call>\n{"name": "finish", "arguments": {"message": "done"}}')
-    assert content == "thinking\n" and calls == [{"name": "finish", "arguments": {"message": "done"}}]
+    assert content == "thinking" and calls == [{"name": "finish", "arguments": {"message": "done"}}]
     # A double-encoded arguments string is accepted as the object it holds.
     _, calls = toolcalls.parse('<tool_call>\n{"name": "f", "arguments": "{\\"a\\": 1}"}\n</tool_call>')
     assert calls == [{"name": "f", "arguments": {"a": 1}}]
@@ -115,8 +115,8 @@ def _three_readers(tokenizer, text: str) -> dict:
     content, imported = importer_reader(text, "c")
     agent_content, agent_calls = agent_reader(text)
     served = JsonAwareHermesToolParser(tokenizer).extract_tool_calls(text, None)
-    return {"importer": (content.strip(), calls(imported)), "agent": (agent_content, calls(agent_calls)),
-            "plugin": ((served.content or "").strip() if served.tools_called else text.strip(),
+    return {"importer": (content, calls(imported)), "agent": (agent_content, calls(agent_calls)),
+            "plugin": ((served.content or "") if served.tools_called else text,
                        [(c.function.name, json.loads(c.function.arguments)) for c in served.tool_calls])}
 
 
@@ -148,5 +148,32 @@ def test_a_malformed_call_is_refused_by_importers_and_plugin_and_reported_to_the
         importer_reader(text, "c")
     assert not JsonAwareHermesToolParser(tokenizer).extract_tool_calls(text, None).tools_called
     content, (call,) = agent_reader(text)
-    assert content == "ok" and call["function"]["name"] == "invalid_tool_call"
+    assert content == "ok " and call["function"]["name"] == "invalid_tool_call"
     assert "not valid JSON" in json.loads(call["function"]["arguments"])["error"]
+
+
+
+REPLIES = [(content, n) for content in ["Let me edit.", "", "Two lines\n\nthen a blank one", "  spaced  ", "ends\n"]
+           for n in (0, 1, 2) if content or n]  # an empty reply is not stored
+
+
+@pytest.mark.parametrize("content, n_calls", REPLIES)
+def test_a_served_reply_renders_back_to_the_text_the_model_wrote(tokenizer, content, n_calls):
+    """A reply the model wrote as the template writes turns, read by the plugin (as vLLM serves it) and stored by
+    the agent, renders back to that very text: in later steps the model reads its own turn as in training."""
+    from swehero.agent.openai_policy import assistant_message
+
+    calls = [("str_replace_editor", CASES["literal_end_tag"]), ("think", {"thought": "next"})][:n_calls]
+    text = render(tokenizer, calls, content)
+    served = JsonAwareHermesToolParser(tokenizer).extract_tool_calls(text, None)
+    tool_calls = [{"id": f"c{i}", "type": "function", "function": c.function.model_dump()}
+                  for i, c in enumerate(served.tool_calls)] if served.tools_called else None
+    stored = assistant_message(served.content, tool_calls)
+    stored_calls = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in stored.get("tool_calls", [])]
+    assert render(tokenizer, stored_calls, stored["content"]) == text
+
+
+def test_vllm_hermes_keeps_the_newline_the_template_writes_before_a_call(tokenizer):
+    """Stored as vLLM's parser returns it, the content renders with two newlines before the call."""
+    text = render(tokenizer, [("think", {"thought": "next"})], "Let me edit.")
+    assert vllm_hermes.Hermes2ProToolParser(tokenizer).extract_tool_calls(text, None).content == "Let me edit.\n"

@@ -134,7 +134,7 @@ def parse_text_tool_calls(content: str) -> tuple[str, list[dict]]:
     calls = [_call(b.call["name"], json.dumps(b.call["arguments"], ensure_ascii=False)) if b.call else
              _call("invalid_tool_call", json.dumps({"text": content[b.start:b.end], "error": b.error}))
              for b in found]
-    return (content[: found[0].start] if found else content).strip(), calls
+    return toolcalls.content_before(content, found), calls
 
 
 def _call_id() -> str:

@@ -34,7 +34,9 @@ def text_of(content: Any) -> str:
 
 def parse_text_tool_calls(text: str, prefix: str) -> tuple[str, list[dict]]:
     """Split assistant text into (content before the first call, structured tool calls), with the reader the agent
-    and the vLLM plugin use (`swehero.toolcalls`), so training data and live rollouts read the same text alike."""
+    and the vLLM plugin use (`swehero.toolcalls`), so training data and live rollouts read the same text alike.
+    The content's trailing whitespace is the source format's spacing before its call (OpenHands' text format
+    leaves a blank line), not the model's words: our template writes its own."""
     try:
         content, calls = toolcalls.parse(text)
     except toolcalls.MalformedToolCall as e:

@@ -3,7 +3,8 @@
 Each assistant turn is rendered by the data plane's renderer (`swehero.data.render.ChatRenderer`, the text training
 sees), cut at the turn's stop token as a server's output would be, and handed to vLLM's own parser classes: the
 plugin `swehero serve` uses (`swehero_hermes`) and vLLM's stock `hermes`. A turn matches when the parser returns the
-same tool calls (names and decoded arguments, in order), or no call for a turn without one.
+turn's content and the same tool calls (names and decoded arguments, in order), or no call for a turn without one:
+then the agent stores the turn as it was trained on, and the model reads it so in later steps.
 """
 
 from __future__ import annotations
@@ -24,23 +25,24 @@ def _parser_classes(family: str) -> dict:
     return {name: classes[name] for name in PARSERS[family]}
 
 
-def _expected(message: dict) -> list[tuple[str, dict]]:
+def _expected(message: dict) -> dict:
     calls = []
     for call in message.get("tool_calls") or []:
         args = call["function"]["arguments"]
         calls.append((call["function"]["name"], json.loads(args) if isinstance(args, str) else args))
-    return calls
+    return {"content": message.get("content") or "", "calls": calls}
 
 
-def _parsed(parser, text: str) -> list[tuple[str, dict]]:
+def _parsed(parser, text: str) -> dict:
     result = parser.extract_tool_calls(text, None)
     if not result.tools_called:
-        return []
-    return [(c.function.name, json.loads(c.function.arguments)) for c in result.tool_calls]
+        return {"content": text, "calls": []}
+    return {"content": result.content or "",
+            "calls": [(c.function.name, json.loads(c.function.arguments)) for c in result.tool_calls]}
 
 
 def check_trajectories(records: list[dict], tokenizer, family: str = "hermes", examples: int = 3) -> dict:
-    """Per parser: turns whose calls came back exactly, and the first few that did not."""
+    """Per parser: turns whose content and calls came back exactly, and the first few that did not."""
     from swehero.data.render import ChatRenderer
 
     renderer = ChatRenderer(tokenizer)
@@ -54,7 +56,7 @@ def check_trajectories(records: list[dict], tokenizer, family: str = "hermes", e
             output = text[start:end].removesuffix(renderer.turn_end)
             expected = _expected(message)
             report["turns"] += 1
-            report["turns_with_calls"] += bool(expected)
+            report["turns_with_calls"] += bool(expected["calls"])
             for name, parser in parsers.items():
                 try:
                     got = _parsed(parser, output)

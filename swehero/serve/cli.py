@@ -44,7 +44,7 @@ def start(settings: ServeConfig, log_file: Path) -> None:
               help="Also write the full report (with mismatching examples) as JSON.")
 def check(trajectories: Path, parser: str, tokenizer: str, report_file: Path | None) -> None:
     """Render every assistant turn of TRAJECTORIES as training does and parse it back with vLLM's parser classes;
-    fails unless the served parser returns exactly the same tool calls for every turn."""
+    fails unless the served parser returns exactly the same content and tool calls for every turn."""
     lines, exact = check_file(trajectories, tokenizer, parser, report_file)
     click.echo("\n".join(lines))
     if not exact:

@@ -1,8 +1,10 @@
 """vLLM tool-parser plugin `swehero_hermes`: vLLM's hermes parser with JSON-aware block splitting.
 
 Loaded by the server with `--tool-parser-plugin <this file> --tool-call-parser swehero_hermes` (which
-`swehero serve` passes). It changes only how tool calls are read (see `swehero.toolcalls`, which the importers and the agent use too);
-streaming, ids and content handling stay vLLM's own.
+`swehero serve` passes). It changes how a finished reply is read (see `swehero.toolcalls`, which the importers and
+the agent use too): every call the template can write comes back, and the content comes back without the newline
+the template puts before the first call, so the reply renders back to the text the model wrote. Streaming and ids
+stay vLLM's own: streamed content deltas still carry that newline.
 """
 
 from __future__ import annotations
