@@ -1,12 +1,11 @@
 """Serving the tiny model in tests: its settings, and the checks that a stopped server left nothing running."""
 
-import json
 import shutil
 import socket
 from pathlib import Path
 
 from swehero.serve.server import ServeConfig
-from swehero.tiny.kit import TinyModelConfig, hf_config
+from swehero.tiny.kit import TinyModelConfig, write_random_model
 
 
 def tiny_serve_config(model_dir, port: int = 0) -> ServeConfig:
@@ -35,17 +34,8 @@ def servers_on(port: int) -> list[int]:
 def qwen_vocab_model(out: Path, tokenizer_dir: Path) -> Path:
     """A random one-layer Qwen2 model with a real tokenizer (Qwen2.5's): what vLLM feeds it is what it would feed
     Qwen2.5-Coder. 20M parameters, nearly all of them the embeddings."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer
 
     shutil.copytree(tokenizer_dir, out)
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    bos, eos = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
     shape = TinyModelConfig(hidden_size=64, num_kv_heads=1, intermediate_size=128, num_layers=1)
-    config = hf_config(shape, -(-len(tokenizer) // 128) * 128, bos, eos)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config.from_dict(config))
-    model.generation_config.eos_token_id = [eos, bos]
-    model.save_pretrained(out, safe_serialization=True)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")  # the published format, as make_tiny's
-    return out
+    return write_random_model(out, shape, AutoTokenizer.from_pretrained(out), seed=0)

@@ -139,14 +139,20 @@ def hf_config(cfg: TinyModelConfig, vocab_size: int, bos_id: int, eos_id: int) -
 
 def make_tiny(out: Path, cfg: TinyModelConfig, seed: int) -> Path:
     """Write a Hugging Face folder (config, safetensors weights, tokenizer, generation config) to `out`."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(cfg.vocab_size)
     tokenizer.save_pretrained(out)
     _mark_as_qwen2_tokenizer(out / "tokenizer_config.json")
+    return write_random_model(out, cfg, tokenizer, seed)
+
+
+def write_random_model(out: Path, cfg: TinyModelConfig, tokenizer, seed: int) -> Path:
+    """Write a randomly initialised Qwen2 model of shape `cfg` for `tokenizer` (config, safetensors weights,
+    generation config) into the folder `out`."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
     # Pad the embedding to a multiple of 128 rows, as Qwen2.5 pads 151665 tokens to 152064: then Megatron needs
     # no padding of its own (padded rows would join the softmax with logit 0 and change the loss).
     vocab = -(-len(tokenizer) // 128) * 128
