@@ -95,6 +95,10 @@ def test_loads_verified_and_multilingual_shapes(toy, tmp_path):
     (tmp_path / "bad.json").write_text("[\n" + json.dumps(rows[0]) + ",\n]\n")
     with pytest.raises(ValueError, match=r"bad.json:3: not JSON: Expecting value"):
         load_tasks(str(tmp_path / "bad.json"))
+    for name, text in (("empty.json", "[]\n"), ("empty.jsonl", "\n\n")):  # e.g. all dropped by decontamination
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=rf"{name}: no tasks in it"):
+            load_tasks(str(tmp_path / name))
 
 
 def test_selection_instances_limit_and_shards(toy):

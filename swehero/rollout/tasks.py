@@ -219,8 +219,10 @@ def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
 
 
 def load_tasks(source: str, split: str = "") -> list[dict]:
-    """All tasks of a file or named benchmark, in their stored order; duplicate instance ids are an error."""
+    """All tasks of a file or named benchmark, in their stored order; no task or a duplicate instance id is an error."""
     tasks = [normalize(row, where) for where, row in _load_rows(source, split)]
+    if not tasks:  # an emptied file (a decontamination that dropped all, a failed export) would otherwise run nothing
+        raise InputError(f"{source}: no tasks in it")
     seen: set[str] = set()
     for task in tasks:
         if task["instance_id"] in seen:
