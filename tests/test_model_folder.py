@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from swehero.model import qwen2
 from swehero.model.folder import known_config, read_config, side_files, weight_files, write_folder_files
 
+YARN_128K = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}  # the recipes' override
 MESSAGES = [{"role": "system", "content": "Fix bugs."}, {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Done."}]
 
@@ -90,3 +92,53 @@ def test_the_slow_tokenizer_files_travel_too(qwen_tokenizer_dir, tmp_path):
               for d in (like, out)]
     assert render[0] == render[1] and "<tools>" in render[0]
     assert Path(out / "config.json").read_text() == '{\n  "model_type": "qwen2"\n}\n'
+
+
+def published_and_transformers5_configs() -> dict[str, dict]:
+    """Qwen2.5-Coder-7B-Instruct's config as published (`rope_theta`, `rope_scaling: null`) and as transformers 5
+    saves it (a fine-tune saved by a recent Trainer: the theta inside `rope_parameters`)."""
+    from transformers import Qwen2Config
+
+    published = known_config("Qwen/Qwen2.5-Coder-7B-Instruct")
+    resaved = Qwen2Config.from_dict(published).to_dict()
+    assert "rope_theta" not in resaved and resaved["rope_parameters"]["rope_theta"] == 1e6  # the layout in question
+    return {"published": published, "transformers5": resaved}
+
+
+@pytest.mark.parametrize("layout", ["published", "transformers5"])
+def test_a_yarn_override_is_read_by_transformers_as_megatron_applies_it(layout):
+    from transformers import Qwen2Config
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    config = published_and_transformers5_configs()[layout]
+    extended = qwen2.with_rope_scaling(config, YARN_128K)
+    assert qwen2.with_rope_scaling(extended, YARN_128K) == extended  # stage 2 applies the same override again
+    assert qwen2.with_rope_scaling(config, {"type": "yarn", "factor": 4.0}) == extended  # original from the config
+    # The context the scaling reaches: vLLM takes it from here, without multiplying by `factor` for YaRN.
+    assert extended["max_position_embeddings"] == 131072
+    assert (qwen2.rope_theta(extended), qwen2.yarn(extended)) == (1e6, qwen2.Yarn(4.0, 32768))  # what Megatron builds
+    read = Qwen2Config.from_dict(extended)
+    params = read.rope_parameters
+    assert (params["rope_type"], params["rope_theta"], params["factor"], params["original_max_position_embeddings"]) \
+        == ("yarn", 1e6, 4.0, 32768)
+    # The frequencies and attention scale transformers computes are the same in both layouts.
+    inv_freq, scale = ROPE_INIT_FUNCTIONS["yarn"](read, "cpu")
+    reference = Qwen2Config.from_dict(qwen2.with_rope_scaling(published_and_transformers5_configs()["published"],
+                                                              YARN_128K))
+    ref_freq, ref_scale = ROPE_INIT_FUNCTIONS["yarn"](reference, "cpu")
+    assert scale == ref_scale == pytest.approx(0.1 * np.log(4.0) + 1.0)
+    assert inv_freq.tolist() == ref_freq.tolist()
+
+
+@pytest.mark.slow  # imports vLLM (7 s)
+@pytest.mark.parametrize("layout", ["published", "transformers5"])
+def test_vllm_takes_the_128k_context_and_the_theta_from_an_exported_yarn_config(layout, qwen_tokenizer_dir, tmp_path):
+    from vllm.config import ModelConfig
+
+    # What a train stage with the recipes' override exports, as vLLM reads it before loading any weights.
+    write_folder_files(tmp_path, qwen2.with_rope_scaling(published_and_transformers5_configs()[layout], YARN_128K),
+                       qwen_tokenizer_dir)
+    served = ModelConfig(model=str(tmp_path), max_model_len=131072, generation_config="vllm")
+    assert served.max_model_len == 131072  # vLLM 0.32 refused this while max_position_embeddings stayed 32768
+    params = served.hf_config.rope_parameters
+    assert (params["rope_type"], params["rope_theta"], params["factor"]) == ("yarn", 1e6, 4.0)

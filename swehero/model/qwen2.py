@@ -90,6 +90,33 @@ def yarn(hf: dict[str, Any]) -> Yarn | None:
     )
 
 
+def with_rope_scaling(hf: dict[str, Any], scaling: dict[str, Any]) -> dict[str, Any]:
+    """`hf` with a rope-scaling override, written so that transformers 5 and vLLM 0.32 read what Megatron trains:
+
+    - `original_max_position_embeddings` explicit (else the checkpoint's earlier YaRN value, else its
+      `max_position_embeddings`), so applying the override again (stage 2) changes nothing;
+    - for YaRN, `max_position_embeddings` = original x factor, the context the scaling reaches: vLLM no longer
+      multiplies it by `factor` for YaRN (as transformers never did) and refuses a longer `--max-model-len`;
+    - inside `rope_parameters` when the config keeps its theta there (transformers 5's layout), since a
+      `rope_scaling` beside it is read with the default theta (10000 instead of Qwen2.5's 1e6)."""
+    scaling = dict(scaling)
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    out = dict(hf)
+    if kind == "yarn":
+        earlier = yarn(hf)
+        original = scaling.get("original_max_position_embeddings") or (
+            earlier.original_max_position_embeddings if earlier else hf["max_position_embeddings"])
+        scaling["original_max_position_embeddings"] = original
+        out["max_position_embeddings"] = int(original * float(scaling["factor"]))
+    if hf.get("rope_parameters") and not hf.get("rope_scaling"):
+        scaling.pop("type", None)
+        out["rope_parameters"] = {**hf["rope_parameters"], **scaling, "rope_type": kind}
+    else:
+        out["rope_scaling"] = scaling
+    yarn(out)  # an unsupported kind fails here, naming it
+    return out
+
+
 def check_supported(hf: dict[str, Any]) -> None:
     """Raise `InputError` unless `hf` is a Qwen2 config this module converts."""
     if hf.get("model_type") not in (None, "qwen2"):

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from swehero.errors import InputError
+from swehero.model import qwen2
 from swehero.model.folder import is_hf_folder, read_config, write_folder_files
 from swehero.train.config import Settings, check_layout
 
@@ -90,7 +91,7 @@ def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
 
     hf_config = read_config(init_weights(init))
     if s.rope_scaling is not None:
-        hf_config = {**hf_config, "rope_scaling": s.rope_scaling}
+        hf_config = qwen2.with_rope_scaling(hf_config, s.rope_scaling)
     check_layout(s, hf_config, env.world_size)
     dtype = torch.float32 if s.precision == "fp32" else torch.bfloat16
     spec = layer_spec(s, env.cuda and _has_transformer_engine())

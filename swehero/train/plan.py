@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swehero.data.prepare import STATS, read_stats
+from swehero.model import qwen2
 from swehero.model.folder import known_config
 from swehero.train.config import LayoutError, Settings, check_layout, rows_per_step
 from swehero.train.data import seq_length_mismatch, steps_for
@@ -42,7 +43,7 @@ def plan_stage(name: str, settings: Settings, model_ref: str, mfu: float) -> Sta
         return StagePlan(name, layout, None, None, None, None,
                          [f"no config.json for {model_ref} (not local, not bundled)"], **batch)
     if settings.rope_scaling:
-        config = {**config, "rope_scaling": settings.rope_scaling}
+        config = qwen2.with_rope_scaling(config, settings.rope_scaling)
     try:
         dp = check_layout(settings, config, world)
     except LayoutError as e:
