@@ -204,7 +204,15 @@ def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path
     (data / "stats.json").write_text(json.dumps({
         "seq_length": 65536, "samples": {"train": 64, "valid": 1}, "trajectories": {"kept": 96}, "tokens": 96 * 40000}))
     (model / "config.json").write_text(json.dumps({**QWEN25_CODER_32B, "model_type": "qwen2"}))
+    with pytest.raises(InputError, match=f"stage sft: {model} has no tokenizer .* for the export"):
+        check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
+    check_inputs(Settings(data=str(data), seq_length=65536, export_hf=False), str(model), "sft")
+    (model / "tokenizer_config.json").write_text("{}")
     check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
+    # Stage 2 takes the tokenizer from stage 1's export: one run with export_hf: false left none.
+    (tmp_path / "sft_zero" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(InputError, match=f"stage sft: {tmp_path / 'sft_zero' / 'hf'} has no tokenizer"):
+        check_inputs(Settings(data=str(data), seq_length=65536), str(tmp_path / "sft_zero"), "sft")
     # Rows of 65536 tokens under a model, plan and context split built for 131072: the plan warns, launch refuses.
     longer = Settings(data=str(data), seq_length=131072)
     with pytest.raises(InputError, match=f"stage sft: seq_length is 131072, but {data} was packed at 65536 tokens"):

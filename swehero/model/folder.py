@@ -79,6 +79,12 @@ def side_files(folder: str | Path) -> list[Path]:
     return [folder / name for name in (*SIDE_FILES, *SIDE_DIRS) if (folder / name).exists()]
 
 
+def side_files_from(init: str | Path) -> Path:
+    """The Hugging Face folder an export takes its tokenizer and chat template from: `init` itself, or the export
+    of the train stage `init` names."""
+    return Path(init) if is_hf_folder(init) else Path(init) / "hf"
+
+
 def write_folder_files(out: str | Path, config: dict[str, Any], like: str | Path) -> None:
     """Complete exported weights in `out` into a Hugging Face folder: `config` (what the weights were built with,
     e.g. with a `rope_scaling` override) as config.json, and `like`'s side files."""

@@ -11,7 +11,7 @@ import torch
 
 from swehero.errors import InputError
 from swehero.model import qwen2
-from swehero.model.folder import is_hf_folder, read_config, write_folder_files
+from swehero.model.folder import is_hf_folder, read_config, side_files_from, write_folder_files
 from swehero.train.config import Settings, check_layout
 
 
@@ -193,7 +193,7 @@ def export_hf(model: list, hf_config: dict, init: str, out: Path) -> None:
     the Hugging Face folder the run started from, so `out` serves as is."""
     from swehero.model.hf_weights import save_hf_weights
 
-    like = Path(init) if is_hf_folder(init) else Path(init) / "hf"
+    like = side_files_from(init)
     out.mkdir(parents=True, exist_ok=True)
     save_hf_weights([chunk.module for chunk in model], hf_config, out)
     if torch.distributed.get_rank() == 0:
