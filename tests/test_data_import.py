@@ -56,6 +56,22 @@ def test_parquet_input_through_datasets(tmp_path):
     assert json.loads(out.read_text().splitlines()[0])["id"] == "astropy__astropy-12907_0"
 
 
+def test_tools_stored_as_parquet_structs_come_back_as_the_teacher_saw_them(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # nebius's release keeps `tools` as a column of structs: one Arrow schema for all tools, so each tool is read
+    # back with every other tool's parameters set to null, unless the importer drops them.
+    (row,) = [json.loads(x) for x in (FIXTURES / "nebius.jsonl").read_text().splitlines()[:1]]
+    row["tools"] = openhands_tools()
+    pq.write_table(pa.Table.from_pylist([row]), tmp_path / "nebius.parquet")
+    read_back = pq.read_table(tmp_path / "nebius.parquet").to_pylist()[0]["tools"]
+    assert read_back[1]["function"]["parameters"]["properties"]["command"] is None  # `think` has no `command`
+    out = tmp_path / "out.jsonl"
+    assert import_files([str(tmp_path / "nebius.parquet")], "nebius", out)["written"] == 1
+    assert json.loads(out.read_text())["tools"] == openhands_tools()
+
+
 def test_nebius_keeps_its_tools_and_resolved_and_rejects_bad_arguments(tmp_path):
     counts, records, rejects = _import(tmp_path, "nebius", "nebius.jsonl")
     assert counts["written"] == 1 and records[0]["resolved"] is True

@@ -108,11 +108,23 @@ def openai_tools(tools: Any) -> list:
     """A `tools` column as OpenAI tools: bare function definitions (`{name, description, parameters}`, as
     LLaMA-Factory's ShareGPT format stores them) are wrapped in `{type: function, function: ...}`, the form vLLM
     renders at inference, so training renders the same system prompt."""
-    tools = _json_field(tools) or []
+    tools = _without_nulls(_json_field(tools) or [])
     if not isinstance(tools, list):
         raise Reject("bad_field", "tools must be a list")
     return [{"type": "function", "function": t} if isinstance(t, dict) and "function" not in t and "name" in t
             else t for t in tools]
+
+
+def _without_nulls(value: Any) -> Any:
+    """Tool definitions less their null-valued keys. A Parquet (Arrow) column of structs has one schema for all its
+    rows, so every tool read back carries every other tool's parameters as nulls (`think` gets `"command": null`,
+    ...); rendered, they would give a system prompt the model never sees at inference. Nothing in a function
+    schema needs a null value."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def openai_messages(messages: list[dict], parse_text_calls: bool = False) -> list[dict]:
