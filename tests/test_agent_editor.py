@@ -44,8 +44,10 @@ def test_view_range(ed):
     out = ed("view", f"{ROOT}/pkg/a.py", view_range=[2, 3])
     assert out.endswith("     2\ttwo\n     3\tthree\n")
     assert ed("view", f"{ROOT}/pkg/a.py", view_range=[4, -1]).endswith("     4\ttwo\n     5\tfive\n")
-    assert "NOTE: We only show up to 5 since there's only 5 lines in this file" in ed(
-        "view", f"{ROOT}/pkg/a.py", view_range=[4, 9])
+    # openhands-aci 0.3.1 (what OpenHands 0.54 pins) refuses a range past the end; 0.3.2 clamped it.
+    assert err(ed, command="view", path=f"{ROOT}/pkg/a.py", view_range=[4, 9]) == (
+        "Invalid `view_range` parameter: [4, 9]. Its second element `9` should be smaller than the number of lines "
+        "in the file: `5`.")
     assert err(ed, command="view", path=f"{ROOT}/pkg/a.py", view_range=[0, 2]) == (
         "Invalid `view_range` parameter: [0, 2]. Its first element `0` should be within the range of lines of "
         "the file: [1, 5].")
@@ -87,6 +89,39 @@ def test_directory_listing_is_in_openhands_order(ed, repo):
     assert f"{ROOT}/out" in listed and not [line for line in listed if line.startswith(f"{ROOT}/out/")]
     at = {name: listed.index(f"{ROOT}/{name}") for name in ("pkg/", "pkg-extra.py", "pkg.txt", "pkg/a.py")}
     assert at["pkg/"] < at["pkg-extra.py"] < at["pkg.txt"] < at["pkg/a.py"]
+
+
+def test_long_views_are_clipped_where_openhands_clips_them(ed, repo):
+    (repo / "long.py").write_text("".join(f"value_{i:04} = {i} * 2  # a line of forty characters\n"
+                                          for i in range(1000)))
+    out = ed("view", f"{ROOT}/long.py")
+    notice = ("<response clipped><NOTE>Due to the max output limit, only part of this file has been shown to you. "
+              "You should retry this tool after you have searched inside the file with `grep -n` in order to find "
+              "the line numbers of what you are looking for.</NOTE>")
+    # The first 16000 characters of the file, then the notice, numbered as one text.
+    text = (repo / "long.py").read_text()[:16000] + notice
+    assert out == (f"Here's the result of running `cat -n` on {ROOT}/long.py:\n"
+                   + "\n".join(f"{i:6}\t{line}" for i, line in enumerate(text.split("\n"), 1)) + "\n")
+    # A directory: `find`'s output is clipped before the header and the directories' slashes are added.
+    for i in range(1100):
+        (repo / "big" / f"d{i}").mkdir(parents=True)
+    listed = ed("view", f"{ROOT}/big").split("\n")[1:]
+    found = "".join(f"{ROOT}/big/{name}\n" for name in ["", *sorted(f"d{i}" for i in range(1100))])
+    found = found.replace(f"{ROOT}/big/\n", f"{ROOT}/big\n", 1)[:16000].split("\n")
+    assert listed[:-1] == [line + "/" for line in found[:-1]]
+    assert listed[-1] == found[-1] + ("<response clipped><NOTE>Due to the max output limit, only part of this "
+                                      "directory has been shown to you. You should use `ls -la` instead to view large "
+                                      "directories incrementally.</NOTE>")
+
+
+def test_lines_are_counted_at_newlines_only_as_openhands_reads_files(ed, repo):
+    """A form feed (Python sources have them) is no line break when a file is read line by line."""
+    (repo / "ff.py").write_text("a = 1\n\x0c\ndef f():\n    return 1\n\x0c\nb = 2\nc = 3\n")
+    ed("insert", f"{ROOT}/ff.py", insert_line=3, new_str="# inserted")
+    assert (repo / "ff.py").read_text() == "a = 1\n\x0c\ndef f():\n# inserted\n    return 1\n\x0c\nb = 2\nc = 3\n"
+    # Lines 6-8 as the file reads them, shown split as `str.splitlines` splits them (the form feed ends a line).
+    assert ed("view", f"{ROOT}/ff.py", view_range=[6, 8]).split("\n")[1:] == [
+        "     6\t", "     7\t", "     8\tb = 2", "     9\tc = 3", ""]
 
 
 def test_names_that_are_not_utf8_are_listed_as_command_output_shows_them(ed, repo):

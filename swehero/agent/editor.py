@@ -30,14 +30,15 @@ ENCODING_SNIFF_BYTES = 1024 * 1024
 ENCODING_MIN_CONFIDENCE = 0.7
 """OHEditor's EncodingManager: chardet's guess over the first MiB, taken above this confidence, else UTF-8."""
 
+# openhands-aci 0.3.1's notices (`editor/prompts.py`), the version OpenHands 0.54 pins.
 FILE_CLIPPED = (
-    "<response clipped><NOTE>To save on context only part of this file has been shown to you. You should retry "
-    "this tool after you have searched inside the file with `grep -n` in order to find the line numbers of what "
-    "you are looking for.</NOTE>"
+    "<response clipped><NOTE>Due to the max output limit, only part of this file has been shown to you. You should "
+    "retry this tool after you have searched inside the file with `grep -n` in order to find the line numbers of "
+    "what you are looking for.</NOTE>"
 )
 DIR_CLIPPED = (
-    "<response clipped><NOTE>To save on context only part of this directory has been shown to you. You should "
-    "use `ls -la` instead to view large directories incrementally.</NOTE>"
+    "<response clipped><NOTE>Due to the max output limit, only part of this directory has been shown to you. You "
+    "should use `ls -la` instead to view large directories incrementally.</NOTE>"
 )
 COMMANDS = ("view", "create", "str_replace", "insert", "undo_edit")
 
@@ -87,9 +88,17 @@ def _count_lines(text: str) -> int:
     return text.count("\n") + (0 if text.endswith("\n") or not text else 1)
 
 
+def _split_lines(text: str) -> list[str]:
+    """The lines of `text` with their newlines, as reading a file line by line gives them: split at \n only (not
+    at the form feeds and other breaks `str.splitlines` also splits at; `read` has made every \r a \n)."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
 def _lines(text: str, start: int, end: int) -> str:
     """Lines `start`..`end` (1-based, inclusive) with their newlines, like reading a file line by line."""
-    return "".join(text.splitlines(keepends=True)[max(start - 1, 0) : end]) if end >= start else ""
+    return "".join(_split_lines(text)[max(start - 1, 0) : end]) if end >= start else ""
 
 
 def decode(data: bytes) -> tuple[str, str]:
@@ -204,8 +213,12 @@ class Editor:
                 raise _invalid("view_range", view_range,
                                "The `view_range` parameter is not allowed when `path` points to a directory.")
             entries, hidden = self.files.listing(path)
-            out = _clip(f"Here's the files and directories up to 2 levels deep in {path}, excluding hidden items:\n"
-                        + "\n".join(entries), DIR_CLIPPED)
+            # OHEditor clips `find`'s output (a path per line) and then adds the `/` of each directory it lists
+            # whole; the line cut short carries the notice.
+            found = _clip("".join(entry.rstrip("/") + "\n" for entry in entries), DIR_CLIPPED).strip().split("\n")
+            listed = [entry if shown == entry.rstrip("/") else shown for shown, entry in zip(found, entries)]
+            out = (f"Here's the files and directories up to 2 levels deep in {path}, excluding hidden items:\n"
+                   + "\n".join(listed + found[len(listed):]))
             if hidden:
                 out += (f"\n\n{hidden} hidden files/directories in this directory are excluded. "
                         f"You can use 'ls -la {path}' to see them.")
@@ -221,16 +234,14 @@ class Editor:
         if start < 1 or start > n:
             raise _invalid("view_range", view_range,
                            f"Its first element `{start}` should be within the range of lines of the file: {[1, n]}.")
-        note = ""
-        if end == -1:
-            end = n
-        elif end > n:
-            note = f"\nNOTE: We only show up to {n} since there's only {n} lines in this file\n"
-            end = n
-        if end < start:
+        if end > n:
+            raise _invalid("view_range", view_range, f"Its second element `{end}` should be smaller than the number "
+                                                     f"of lines in the file: `{n}`.")
+        if end != -1 and end < start:
             raise _invalid("view_range", view_range, f"Its second element `{end}` should be greater than or equal "
                                                      f"to the first element `{start}`.")
-        return numbered("\n".join(_lines(text, start, end).splitlines()), path, start) + note
+        # As OHEditor: the lines read as a file reads them, shown split as `str.splitlines` splits them.
+        return numbered("\n".join(_lines(text, start, n if end == -1 else end).splitlines()), path, start)
 
     def str_replace(self, path: str, old_str: str, new_str: str) -> str:
         text = self.read(path)
@@ -256,7 +267,7 @@ class Editor:
         n = _count_lines(text)
         if insert_line < 0 or insert_line > n:
             raise _invalid("insert_line", insert_line, f"It should be within the range of allowed values: {[0, n]}")
-        lines = text.splitlines(keepends=True)
+        lines = _split_lines(text)
         new_lines = new_str.split("\n")
         new_text = "".join(lines[:insert_line] + [line + "\n" for line in new_lines] + lines[insert_line:])
         self.write(path, new_text)
