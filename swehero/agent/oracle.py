@@ -137,10 +137,13 @@ class OraclePolicy:
         (None if even a page was clipped)."""
         yield "The file is long; let me count its lines.", "execute_bash", {"command": f"wc -l < {shlex.quote(path)}"}
         count = re.match(r"\s*(\d+)", self.last)
-        lines = []
-        for start in range(1, max(int(count.group(1)) if count else 1, 1) + 1, self.PAGE):
-            yield (f"Reading lines {start}-{start + self.PAGE - 1}.", "str_replace_editor",
-                   {"command": "view", "path": path, "view_range": [start, start + self.PAGE - 1]})
+        lines, total = [], max(int(count.group(1)) if count else 1, 1)
+        for start in range(1, total + 1, self.PAGE):
+            # The last page runs to the end (-1): the editor refuses a range past it, and `wc -l` leaves out a last
+            # line without a newline.
+            end = start + self.PAGE - 1 if start + self.PAGE <= total else -1
+            yield (f"Reading lines {start}-{end if end > 0 else 'the end'}.", "str_replace_editor",
+                   {"command": "view", "path": path, "view_range": [start, end]})
             page = lines_from_view(self.last)
             if page is None:
                 return None
