@@ -15,8 +15,8 @@ RECORDED = json.loads((Path(__file__).parent / "data_fixtures" / "openhands-0.54
 
 def replay(runtime, root: str) -> None:
     """Make the recorded calls in `runtime` (a folder `pkg` in its checkout) and compare each observation with
-    OpenHands'. Our sandboxes have their own PATH, so the interpreter line they show is put where OpenHands shows
-    one (where it was recorded, no `python` was on the PATH). OpenHands' agent cuts a long observation to its limit
+    OpenHands'. Our sandboxes have their own PATH, so the interpreter line OpenHands showed (that of the machine
+    it was recorded on) gives way to theirs, where they show one. OpenHands' agent cuts a long observation to its limit
     when it puts it in the conversation; the recorder took it before that."""
     runtime.config = dataclasses.replace(runtime.config, no_output_timeout=RECORDED["no_change_timeout"])
     tools = Tools(runtime, "exec")
@@ -24,7 +24,8 @@ def replay(runtime, root: str) -> None:
         arguments = {"command": call["command"], "is_input": "true" if call["is_input"] else "false",
                      **({"timeout": call["timeout"]} if call["timeout"] is not None else {})}
         seen = tools.call("execute_bash", arguments).observation
-        expected = call["observation"].replace("{root}", root)
+        expected = "\n".join(line for line in call["observation"].replace("{root}", root).split("\n")
+                             if not line.startswith("[Python interpreter: "))
         python = [line for line in seen.split("\n") if line.startswith("[Python interpreter: ")]
         if python:
             finished = expected.rindex("\n[Command finished with exit code ")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -110,11 +111,13 @@ def test_timeout_kills_the_whole_process_tree(rt):
     t = time.monotonic()
     result = rt.execute(tree, 2)
     assert time.monotonic() - t < 10
-    assert (result.output, result.exit_code, result.timed_out) == ("started\n", -1, True)
+    # The shell reports the two jobs it put in the background, as OpenHands' interactive shell does.
+    jobs = r"\[1\] \d+\n\[2\] \d+\nstarted\n"
+    assert re.fullmatch(jobs, result.output) and (result.exit_code, result.timed_out) == (-1, True)
     time.sleep(0.5)
     assert running() == b""
     out = bash(rt, tree, timeout=2)
-    assert out == f"started\n[The command timed out after 2.0 seconds. {STILL_RUNNING}]"  # no prompt, no trailer
+    assert re.fullmatch(jobs + re.escape(f"[The command timed out after 2.0 seconds. {STILL_RUNNING}]"), out)
     assert running() != b""
     rt.patch("HEAD")
     time.sleep(0.5)
@@ -147,7 +150,7 @@ def test_ctrl_c_interrupts_also_when_swehero_runs_in_the_background(rt):
 def test_background_processes_end_with_their_command(rt):
     marker = f"sleep {2000 + os.getpid() % 1000}.5"
     out = bash(rt, f"{marker} & echo bg")
-    assert out.startswith("bg\n[The command completed with exit code 0.]")
+    assert re.match(r"\[1\] \d+\nbg\n\[The command completed with exit code 0.\]", out)  # the job reported
     time.sleep(0.5)
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout == b""
 

@@ -11,6 +11,7 @@ it sees here, word for word.
 from __future__ import annotations
 
 import math
+import re
 import time
 
 from swehero.agent.runtime import CommandResult, Output, Runtime
@@ -126,6 +127,8 @@ class BashSession:
         self.output.wait(5)
         self.stopped += 1
         _, new = self._new_output(command, ended=True)
+        # Our shell reports the job too, but as its first: OpenHands' numbers it among the session's stopped jobs.
+        new = re.sub(r"\n?\[\d+\]\+\s+Stopped\s[^\n]*$", "", new)
         _, cwd, python = self.output.channel.finish()
         self.output, self.exit_code = None, 148
         job = f"[{self.stopped}]+  {'Stopped':<24}{self.command}"

@@ -39,7 +39,7 @@ from swehero.agent.runtime import (
     history_check_script,
     require_clean_history,
     run_to_end,
-    shell_script,
+    shell_argv,
     strip_history_script,
 )
 from swehero.agent.task import SWEBENCH_ROOT
@@ -94,7 +94,7 @@ def exec_argv(root: str, keep: str) -> list[str]:
     every process it left behind killed (`keep`: the PIDs to spare, see `reap_script`), which also closes the
     terminal that a background process would hold open. No start-up files and no PATH of ours: the environment is
     the image's, plus what its start-up file activated (`STATE_DIR/env`)."""
-    command = shlex.join(["bash", "--noprofile", "--norc", "-c", shell_script(root)])
+    command = shlex.join(shell_argv(root))
     # The exec's terminal is sized as the local runtime's. Ctrl-C typed on it interrupts the whole process group,
     # this wrapper included: its trap lets it outlive the command and reap. Its fd 2 points to /dev/null meanwhile,
     # so that a report of a command killed by a signal ("Killed") is not taken for the command's output.

@@ -41,7 +41,7 @@ from swehero.agent.runtime import (
     git,
     prepare_checkout,
     run_to_end,
-    shell_script,
+    shell_argv,
 )
 from swehero.agent.taskenv import EnvError, TaskEnv, make_layer
 from swehero.agent.terminal import COLUMNS, SCREEN_ROWS
@@ -239,8 +239,7 @@ class LocalRuntime(OneCommandAtATime):
     def start(self, command: str, network: bool = False) -> LocalChannel:
         # `setsid -c` makes the terminal the shell's controlling terminal, so that Ctrl-C typed on it interrupts
         # the command (bwrap's --new-session left the sandbox without one); -w: the sandbox ends with the shell
-        argv = self.bwrap_argv(self.root, network) + ["setsid", "-w", "-c", "bash", "--noprofile", "--norc", "-c",
-                                                      shell_script(self.root)]
+        argv = self.bwrap_argv(self.root, network) + ["setsid", "-w", "-c", *shell_argv(self.root)]
         self.stop()
         (self.workdir / "state" / "cmd").write_text(command)
         reader, terminal = _terminal()

@@ -117,6 +117,14 @@ class OneCommandAtATime:
         return git_patch(self._write_patch, self.root, base_commit)
 
 
+def shell_argv(root: str) -> list[str]:
+    """The shell every command runs in: interactive (`-i`), as OpenHands' shell in its terminal is, so that what
+    bash itself prints reads as there: `bash: foo: command not found` (a non-interactive shell adds the line of
+    its script, `bash: line 6: ...`), a syntax error on one line, `[1] 4212` for a job started in the background.
+    No start-up files: the environment is restored from the state folder (see `shell_script`)."""
+    return ["bash", "--noprofile", "--norc", "-i", "-c", shell_script(root)]
+
+
 def shell_script(root: str) -> str:
     """The wrapper run by `bash -c` for every command: restore state, run the command the runtime left in the
     state folder (a file, not an argument or variable: commands with long heredocs exceed argv limits), save state

@@ -40,6 +40,10 @@ CALLS = [  # (command, is_input, the agent's timeout or None)
     ("seq 1 3", False, None),
     ("seq 1 10985; sleep 7", False, None),  # past the pane's history only once the next prompt comes
     ("", False, None),
+    # What bash itself prints, as an interactive shell prints it (no `line N:` of a script).
+    ("nosuchcmd --version", False, None),
+    ("cd nowhere", False, None),
+    ("if true; then echo x; fi fi", False, None),
 ]
 
 
