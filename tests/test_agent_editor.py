@@ -195,7 +195,9 @@ def test_path_errors(ed):
         "Please provide a valid path.")
     assert "only the `view` command can be used on directories" in err(ed, command="str_replace", path=f"{ROOT}/pkg",
                                                                        old_str="a", new_str="b")
-    assert "Unrecognized command delete" in err(ed, command="delete", path=f"{ROOT}/pkg/a.py")
+    assert err(ed, command="delete", path=f"{ROOT}/pkg/a.py") == (
+        "Unrecognized command delete. The allowed commands for the oh_editor tool are: view, create, str_replace, "
+        "insert, undo_edit")
 
 
 def test_binary_files_are_refused(ed, repo):
@@ -203,7 +205,22 @@ def test_binary_files_are_refused(ed, repo):
     (repo / "every_byte.dat").write_bytes(bytes(range(256)) * 4)
     (repo / "mod.pyc").write_bytes(b"looks like text\n")  # binaryornot goes by the name first
     for name in ("blob.bin", "every_byte.dat", "mod.pyc"):
+        assert ed.is_binary_file(f"{ROOT}/{name}")  # a view is refused before the editor (test_agent_sandbox)
         assert "File appears to be binary" in err(ed, command="view", path=f"{ROOT}/{name}")
+        assert "File appears to be binary" in err(ed, command="str_replace", path=f"{ROOT}/{name}", old_str="a",
+                                                  new_str="b")
+    assert not ed.is_binary_file(f"{ROOT}/pkg/a.py") and not ed.is_binary_file(f"{ROOT}/pkg")
+    assert not ed.is_binary_file("/etc/passwd")  # outside: the editor says so
+
+
+def test_paths_are_read_as_openhands_reads_them(ed):
+    """OHEditor takes `Path(path)`: a trailing slash, `//` and `/./` are gone from its texts."""
+    for given in (f"{ROOT}/pkg/", f"{ROOT}//pkg", f"{ROOT}/./pkg"):
+        assert ed("view", given).startswith(f"Here's the files and directories up to 2 levels deep in {ROOT}/pkg, "
+                                            f"excluding hidden items:\n{ROOT}/pkg/\n{ROOT}/pkg/a.py")
+    assert err(ed, command="create", path=f"{ROOT}/./pkg/a.py", file_text="x") == (
+        f"Invalid `path` parameter: {ROOT}/pkg/a.py. File already exists at: {ROOT}/pkg/a.py. Cannot overwrite files "
+        "using command `create`.")
 
 
 def test_legacy_encodings_are_read_and_written_back_as_openhands_does(ed, repo):

@@ -147,6 +147,12 @@ def test_ctrl_c_interrupts_also_when_swehero_runs_in_the_background(rt):
         signal.signal(signal.SIGINT, ignored)
 
 
+def test_a_view_of_a_binary_file_is_refused_as_openhands_refuses_it(rt):
+    (rt.checkout / "blob.bin").write_bytes(b"\x00\x01\xff")
+    view = Tools(rt, "exec").call("str_replace_editor", {"command": "view", "path": f"{ROOT}/blob.bin"})
+    assert (view.observation, view.error) == ("ERROR_BINARY_FILE\n[Error occurred in processing last action]", True)
+
+
 def test_background_processes_end_with_their_command(rt):
     marker = f"sleep {2000 + os.getpid() % 1000}.5"
     out = bash(rt, f"{marker} & echo bg")

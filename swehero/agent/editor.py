@@ -101,6 +101,12 @@ def _lines(text: str, start: int, end: int) -> str:
     return "".join(_split_lines(text)[max(start - 1, 0) : end]) if end >= start else ""
 
 
+def _binary(path: str, data: bytes) -> bool:
+    """binaryornot's `is_binary` (a `.pyc`, or binary-looking first bytes), on bytes: the runtime's files need not
+    be on this host's disk."""
+    return path.endswith(".pyc") or is_binary_string(data[:BINARY_SNIFF_BYTES])
+
+
 def decode(data: bytes) -> tuple[str, str]:
     """A file's text and the encoding to write it back in, as OHEditor reads it; raises UnicodeError or LookupError
     (an encoding Python lacks) when it cannot.
@@ -140,10 +146,12 @@ class Editor:
 
     def __call__(self, command: str, path: str, file_text: str | None = None, view_range=None,
                  old_str: str | None = None, new_str: str | None = None, insert_line=None) -> str:
-        if command not in COMMANDS:
-            raise ToolError(f"Unrecognized command {command}. The allowed commands for the str_replace_editor tool "
-                            f"are: {', '.join(COMMANDS)}")
+        if isinstance(path, str) and path.startswith("/"):
+            path = str(PurePosixPath(path))  # OHEditor takes `Path(path)`: `/repo/pkg/` is `/repo/pkg` in its texts
         kind = self._validate_path(command, path)
+        if command not in COMMANDS:  # after the path, under OHEditor's own tool name, as there
+            raise ToolError(f"Unrecognized command {command}. The allowed commands for the oh_editor tool "
+                            f"are: {', '.join(COMMANDS)}")
         if command == "view":
             return self.view(path, kind, view_range)
         if command == "create":
@@ -195,8 +203,7 @@ class Editor:
             raise ToolError(f"File validation failed for {path}: File is too large ({size / 1024 / 1024:.1f}MB). "
                             f"Maximum allowed size is {MAX_FILE_BYTES // 1024 // 1024}MB.")
         data = self.files.read_bytes(path)
-        # binaryornot's `is_binary`, on bytes: the runtime's files need not be on this host's disk.
-        if path.endswith(".pyc") or is_binary_string(data[:BINARY_SNIFF_BYTES]):
+        if _binary(path, data):
             raise ToolError(f"File validation failed for {path}: File appears to be binary and this file type "
                             "cannot be read or edited by this tool.")
         try:
@@ -206,6 +213,13 @@ class Editor:
         # OHEditor opens files in text mode, whose universal newlines read \r\n and \r as \n: the agent never sees
         # a \r, matches old_str written with \n, and an edit writes the file back with \n line endings.
         return text.replace("\r\n", "\n").replace("\r", "\n")
+
+    def is_binary_file(self, path: str) -> bool:
+        """What OpenHands checks before it hands a `view` to the editor (and answers `ERROR_BINARY_FILE`)."""
+        try:
+            return self.files.kind(path) == "file" and _binary(path, self.files.read_bytes(path))
+        except ToolError:  # outside the repository: the editor says so
+            return False
 
     def view(self, path: str, kind: str | None, view_range) -> str:
         if kind == "dir":

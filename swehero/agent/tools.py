@@ -142,6 +142,9 @@ class Tools:
         return Outcome(observation, error=running)
 
     def str_replace_editor(self, command, path, **kwargs) -> Outcome:
+        if command == "view" and isinstance(path, str) and self.editor.is_binary_file(path):
+            # OpenHands' runtime refuses the view itself, as an ErrorObservation, before its editor sees it.
+            return Outcome("ERROR_BINARY_FILE\n[Error occurred in processing last action]", error=True)
         try:
             return Outcome(self.editor(command, path, **kwargs))
         except ToolError as e:
