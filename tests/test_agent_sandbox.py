@@ -153,6 +153,15 @@ def test_a_view_of_a_binary_file_is_refused_as_openhands_refuses_it(rt):
     assert (view.observation, view.error) == ("ERROR_BINARY_FILE\n[Error occurred in processing last action]", True)
 
 
+def test_an_insert_line_written_as_a_string_is_read_as_openhands_reads_it(rt):
+    tools, path = Tools(rt, "exec"), f"{ROOT}/pkg/calc.py"
+    assert tools.call("str_replace_editor", {"command": "insert", "path": path, "insert_line": "1",
+                                             "new_str": "# one"}).observation.startswith(f"The file {path} has been")
+    assert (rt.checkout / "pkg" / "calc.py").read_text().split("\n")[1] == "# one"
+    bad = tools.call("str_replace_editor", {"command": "insert", "path": path, "insert_line": "two", "new_str": "x"})
+    assert (bad.observation, bad.error) == ("ERROR:\nInvalid insert_line value: 'two'. Expected an integer.", True)
+
+
 def test_background_processes_end_with_their_command(rt):
     marker = f"sleep {2000 + os.getpid() % 1000}.5"
     out = bash(rt, f"{marker} & echo bg")

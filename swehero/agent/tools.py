@@ -145,6 +145,12 @@ class Tools:
         if command == "view" and isinstance(path, str) and self.editor.is_binary_file(path):
             # OpenHands' runtime refuses the view itself, as an ErrorObservation, before its editor sees it.
             return Outcome("ERROR_BINARY_FILE\n[Error occurred in processing last action]", error=True)
+        insert_line = kwargs.get("insert_line")
+        if command != "view" and isinstance(insert_line, str):  # the runtime reads a number written as a string
+            try:
+                kwargs["insert_line"] = int(insert_line)
+            except ValueError:
+                return Outcome(f"ERROR:\nInvalid insert_line value: '{insert_line}'. Expected an integer.", error=True)
         try:
             return Outcome(self.editor(command, path, **kwargs))
         except ToolError as e:
