@@ -198,6 +198,18 @@ def test_swe_gym_openhands_text_format_gives_back_the_function_calling_conversat
         assert leftover not in text
 
 
+def test_the_task_end_of_openhands_before_0_18_is_cut_too(tmp_path):
+    """OpenHands 0.15-0.17 wrote the suffix after the task without a newline before it (it lstripped it)."""
+    messages = _openhands_text_format(False, True)
+    task = _GYM_CONVERSATION[1]["content"].rstrip("\n") + " It is fine if it is very long."
+    messages[1]["content"] = messages[1]["content"].replace(
+        _GYM_CONVERSATION[1]["content"] + "\n--------------------- END", task + "--------------------- END")
+    assert task + "--------------------- END" in messages[1]["content"]
+    (tmp_path / "gym.json").write_text(json.dumps([{"instance_id": "getmoto__moto-5752", "messages": messages}]))
+    import_files([str(tmp_path / "gym.json")], "swe-gym", tmp_path / "gym.jsonl")
+    assert json.loads((tmp_path / "gym.jsonl").read_text())["messages"][1]["content"] == task
+
+
 def test_swe_gym_rows_with_a_tools_column_keep_it(tmp_path):
     rows = [{"instance_id": "getmoto__moto-5752", "messages": _openhands_text_format(True, False),
              "tools": [t["function"] for t in _GYM_TOOLS]}]

@@ -56,7 +56,8 @@ _DESCRIBED_FUNCTION = re.compile(
     r"(?:Parameters: (\{.*?\})\n|No parameters are required for this function\.\n)---- END FUNCTION #\1 ----", re.S)
 _EXAMPLE_START = "Here's a running example of how to perform a task with the provided tools."
 _EXAMPLE_END = "--------------------- NEW TASK DESCRIPTION ---------------------\n"
-_TASK_END = "\n--------------------- END OF NEW TASK DESCRIPTION ---------------------\n\nPLEASE follow the format"
+_TASK_END = "--------------------- END OF NEW TASK DESCRIPTION ---------------------\n\nPLEASE follow the format"
+"""Written after the task with a newline before it; before OpenHands 0.18 without one (the suffix was lstripped)."""
 _RESULT = re.compile(r"EXECUTION RESULT of \[(.*?)\]:\n")
 
 
@@ -80,7 +81,7 @@ def from_openhands_text_format(messages: list[dict]) -> tuple[list[dict], list[d
             if content.lstrip().startswith(_EXAMPLE_START) and _EXAMPLE_END in content:
                 content = content[content.index(_EXAMPLE_END) + len(_EXAMPLE_END):]
             if (cut := content.rfind(_TASK_END)) != -1:
-                content = content[:cut]
+                content = content[:cut].removesuffix("\n")
             m = {**m, "content": content}
         elif role in ("user", "tool") and (result := _RESULT.match(content)):
             m = {**m, "role": "tool", "name": result.group(1), "content": content[result.end():]}
