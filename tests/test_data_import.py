@@ -134,23 +134,33 @@ _EXAMPLE = ("Here's a running example of how to perform a task with the provided
             "--------------------- NEW TASK DESCRIPTION ---------------------\n")
 
 
-def _openhands_text_format(prose_parameters: bool, example: bool) -> list[dict]:
-    """`_GYM_CONVERSATION` as OpenHands sends it to a model without function calling."""
+def _described(tools: list[dict], prose_parameters: bool) -> str:
+    """Tools described in a system message as OpenHands' text format does (`convert_tools_to_description`): the
+    parameters as JSON (SWE-Gym's version) or, in later versions and SWE-agent's copy, a line per parameter."""
     described = ""
-    for i, tool in enumerate(_GYM_TOOLS, 1):
+    for i, tool in enumerate(tools, 1):
         fn = tool["function"]
         described += f"{chr(10) if i > 1 else ''}---- BEGIN FUNCTION #{i}: {fn['name']} ----\n"
         described += f"Description: {fn['description']}\n"
-        if prose_parameters:  # later versions: a line per parameter
-            described += "".join(f"  ({j}) {k} ({v['type']}): ...\n" for j, (k, v) in
-                                 enumerate(fn.get("parameters", {"properties": {}})["properties"].items(), 1))
+        if "parameters" in fn and prose_parameters:
+            described += "Parameters:\n"
+            for j, (name, prop) in enumerate(fn["parameters"]["properties"].items(), 1):
+                status = "required" if name in fn["parameters"].get("required", []) else "optional"
+                about = prop.get("description", "No description provided") + (
+                    "\nAllowed values: [" + ", ".join(f"`{v}`" for v in prop["enum"]) + "]" if "enum" in prop else "")
+                described += f"  ({j}) {name} ({prop.get('type', 'string')}, {status}): {about}\n"
         elif "parameters" in fn:
             described += f"Parameters: {json.dumps(fn['parameters'], indent=2)}\n"
         else:
             described += "No parameters are required for this function.\n"
         described += f"---- END FUNCTION #{i} ----\n"
-    suffix = (f"\nYou have access to the following functions:\n\n{described}\nIf you choose to call a function ONLY "
-              "reply in the following format with NO suffix:\n\n<function=example_function_name>\n...\n")
+    return (f"\nYou have access to the following functions:\n\n{described}\nIf you choose to call a function ONLY "
+            "reply in the following format with NO suffix:\n\n<function=example_function_name>\n...\n")
+
+
+def _openhands_text_format(prose_parameters: bool, example: bool) -> list[dict]:
+    """`_GYM_CONVERSATION` as OpenHands sends it to a model without function calling."""
+    suffix = _described(_GYM_TOOLS, prose_parameters)
     out = []
     for m in _GYM_CONVERSATION:
         if m["role"] == "system":
@@ -243,6 +253,41 @@ def test_swe_smith_json_string_messages(tmp_path):
     assert rec["id"].endswith("8qa84d2e") and rec["resolved"] is True and rec["tools"] == []
     assert _calls(rec) == [("bash", {"command": "ls /testbed"}), ("submit", {})]
     assert rec["messages"][3] == {"role": "tool", "tool_call_id": "toolu_01", "content": "pydantic\ntests"}
+
+
+_SWE_AGENT_TOOLS = [  # SWE-smith's text split: SWE-agent's tools, described in its system message as OpenHands does
+    {"type": "function", "function": {"name": "bash", "description": "Execute a bash command in the terminal.\n",
+                                      "parameters": {"type": "object", "properties": {"command": {
+                                          "type": "string", "description": "The bash command to execute.\nCan be "
+                                                                           "`ctrl+c` to interrupt."}},
+                                                     "required": ["command"]}}},
+    {"type": "function", "function": {"name": "submit", "description": "Finish the interaction."}},
+    {"type": "function", "function": {"name": "str_replace_editor", "description": "Custom editing tool.",
+                                      "parameters": {"type": "object", "properties": {
+                                          "command": {"type": "string", "description": "The commands to run.",
+                                                      "enum": ["view", "create", "str_replace"]},
+                                          "view_range": {"type": "array", "description": "Lines to show."}},
+                                                     "required": ["command"]}}},
+]
+
+
+def test_swe_agent_tools_described_in_prose_become_the_records_tools(tmp_path, qwen_tokenizer):
+    messages = [{"role": "system", "content": "You are a helpful assistant." + _described(_SWE_AGENT_TOOLS, True)},
+                {"role": "user", "content": "<pr_description>\nvalidate_call loses defaults\n</pr_description>"},
+                {"role": "assistant", "content": "Let me look.\n\n<function=str_replace_editor>\n<parameter=command>"
+                                                 "view</parameter>\n<parameter=view_range>[1, 5]</parameter>\n"
+                                                 "</function>"},
+                {"role": "user", "content": "OBSERVATION:\n1 import x"},
+                {"role": "assistant", "content": "<function=submit>\n</function>"}]
+    row = {"instance_id": "pydantic__pydantic.acb0f10f.combine_file__0a1b2c", "messages": json.dumps(messages)}
+    (tmp_path / "smith.jsonl").write_text(json.dumps(row) + "\n")
+    import_files([str(tmp_path / "smith.jsonl")], "swe-smith", tmp_path / "out.jsonl")
+    rec = json.loads((tmp_path / "out.jsonl").read_text())
+    assert rec["tools"] == _SWE_AGENT_TOOLS  # read back from the prose: these tools' schemas lose nothing in it
+    assert rec["messages"][0]["content"] == "You are a helpful assistant."
+    assert _calls(rec) == [("str_replace_editor", {"command": "view", "view_range": [1, 5]}), ("submit", {})]
+    text = ChatRenderer(qwen_tokenizer).text(template_messages(rec["messages"]), rec["tools"])
+    assert "<function=" not in text and "You have access to the following functions" not in text
 
 
 def test_a_call_written_as_text_is_answered_by_the_next_user_message(tmp_path):

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from swehero import toolcalls
 from swehero.data.select import Selection
 from swehero.data.trajectory import Reject, make_tool_call
-from swehero.toolspec import openhands_tools
+from swehero.toolspec import TOOL_NAMES, openhands_tools
 
 def text_of(content: Any) -> str:
     """Message content as one string (OpenAI content-part lists are joined; None is empty)."""
@@ -53,7 +53,11 @@ def parse_text_tool_calls(text: str, prefix: str) -> tuple[str, list[dict]]:
 _DESCRIBED = "\nYou have access to the following functions:\n\n---- BEGIN FUNCTION #1: "
 _DESCRIBED_FUNCTION = re.compile(
     r"---- BEGIN FUNCTION #(\d+): (\S+) ----\nDescription: (.*?)\n"
-    r"(?:Parameters: (\{.*?\})\n|No parameters are required for this function\.\n)---- END FUNCTION #\1 ----", re.S)
+    r"(?:Parameters: (\{.*?\})\n|Parameters:\n(.*?)|No parameters are required for this function\.\n)"
+    r"---- END FUNCTION #\1 ----", re.S)
+_PROSE_PARAMETER = re.compile(r"^  \((\d+)\) (\S+) \(([^,()]+), (required|optional)\): ", re.M)
+"""A parameter as later versions describe it: `  (1) command (string, required): ...`, then its description,
+which may run over several lines and end with `Allowed values: [`a`, `b`]`."""
 _EXAMPLE_START = "Here's a running example of how to perform a task with the provided tools."
 _EXAMPLE_END = "--------------------- NEW TASK DESCRIPTION ---------------------\n"
 _TASK_END = "--------------------- END OF NEW TASK DESCRIPTION ---------------------\n\nPLEASE follow the format"
@@ -90,10 +94,14 @@ def from_openhands_text_format(messages: list[dict]) -> tuple[list[dict], list[d
 
 
 def _described_tools(text: str) -> list[dict]:
+    """The tools a system message describes. As written where it gives their parameters as JSON; where it gives
+    them in prose, the OpenHands 0.54 set when it names only OpenHands tools (the schema our agent offers them
+    with; prose loses some of it), else the tools the prose describes (SWE-agent's `bash`, `submit`, ...: calls to
+    them must find them in the record)."""
     found = list(_DESCRIBED_FUNCTION.finditer(text))
     if not found or len(found) != text.count("---- BEGIN FUNCTION #"):
         return openhands_tools()
-    tools = []
+    tools, prose = [], False
     for match in found:
         function = {"name": match.group(2), "description": match.group(3)}
         if match.group(4):
@@ -101,8 +109,36 @@ def _described_tools(text: str) -> list[dict]:
                 function["parameters"] = json.loads(match.group(4))
             except json.JSONDecodeError:
                 return openhands_tools()
+        elif match.group(5) is not None:
+            prose = True
+            function["parameters"] = _prose_parameters(match.group(5))
+            if function["parameters"] is None:
+                return openhands_tools()
         tools.append({"type": "function", "function": function})
+    if prose and {t["function"]["name"] for t in tools} <= set(TOOL_NAMES):
+        return openhands_tools()
     return tools
+
+
+def _prose_parameters(text: str) -> dict | None:
+    """A JSON schema from a prose parameter list (OpenHands' `convert_tools_to_description`); None if it is not
+    one. What prose does not say (array item types, defaults) is not there."""
+    parts = _PROSE_PARAMETER.split(text)
+    if parts[0] or (len(parts) - 1) // 5 == 0 and text:
+        return None
+    properties, required = {}, []
+    for i in range(1, len(parts), 5):
+        number, name, kind, status, description = parts[i:i + 5]
+        if int(number) != len(properties) + 1:
+            return None
+        prop = {"type": kind, "description": description.removesuffix("\n")}
+        if allowed := re.search(r"\nAllowed values: \[((?:`[^`]*`(?:, )?)*)\]$", prop["description"]):
+            prop["description"] = prop["description"][:allowed.start()]
+            prop["enum"] = re.findall(r"`([^`]*)`", allowed.group(1))
+        properties[name] = prop
+        if status == "required":
+            required.append(name)
+    return {"type": "object", "properties": properties, "required": required}
 
 
 def openai_tools(tools: Any) -> list:
@@ -257,14 +293,15 @@ def swe_gym(row: dict, where: str, stage: str | None) -> dict:
 def swe_smith(row: dict, where: str, stage: str | None) -> dict:
     """SWE-smith trajectories: `messages` as a JSON string, `traj_id`, `patch`, `resolved`, `model`."""
     _require(row, "instance_id", "messages")
+    raw, described = from_openhands_text_format(_json_field(row["messages"]))  # the text split describes its tools
     return {
         "id": row.get("traj_id") or f"{row['instance_id']}@{where}",
         "instance_id": row["instance_id"],
         "repo": row.get("repo") or "",
         "source": "swe-smith",
         "stage": stage,
-        "messages": openai_messages(_json_field(row["messages"]), parse_text_calls=True),
-        "tools": openai_tools(row.get("tools")),
+        "messages": openai_messages(raw, parse_text_calls=True),
+        "tools": openai_tools(row.get("tools")) or described or [],
         "patch": row.get("patch") or "",
         "resolved": _resolved(row.get("resolved")),
         "metadata": {"model": row.get("model")},
