@@ -1,15 +1,22 @@
-"""Replay of execute_bash calls recorded from OpenHands 0.54.0's own bash session (a tmux pane), for the runtimes'
-tests: data_fixtures/openhands-0.54.0-bash-session.json, written by data_fixtures/record_openhands_bash_session.py."""
+"""Replays of tool calls recorded from OpenHands 0.54.0's own components, for the runtimes' tests: execute_bash calls
+in its bash session (a tmux pane; data_fixtures/openhands-0.54.0-bash-session.json, written by
+data_fixtures/record_openhands_bash_session.py) and str_replace_editor calls through its runtime and openhands-aci
+0.3.1's editor (data_fixtures/openhands-aci-0.3.1-editor.json, written by data_fixtures/record_openhands_editor.py)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
-from pathlib import Path
+import shlex
+from pathlib import Path, PurePosixPath
 
 from swehero.agent.bash_session import truncate
 from swehero.agent.tools import Tools
 
+from data_fixtures.record_openhands_editor import DIRS, FILES, folder_name
+
+EDITOR_RECORDED = json.loads((Path(__file__).parent / "data_fixtures" / "openhands-aci-0.3.1-editor.json").read_text())
 RECORDED = json.loads((Path(__file__).parent / "data_fixtures" / "openhands-0.54.0-bash-session.json").read_text())
 
 
@@ -35,3 +42,26 @@ def replay(runtime, root: str) -> None:
         assert seen == expected, (f"{call['command']!r}: differs at character {at} ({len(seen)} here, {len(expected)} "
                                   f"in OpenHands): {seen[max(at - 60, 0):at + 60]!r} != "
                                   f"{expected[max(at - 60, 0):at + 60]!r}")
+
+
+def replay_editor(runtime, root: str) -> None:
+    """Make the recorded str_replace_editor calls on the recorded files in `runtime` (whose repository is shown at
+    `root`) and compare each observation, then the files they leave, with OpenHands'."""
+    folder = f"{root}/{folder_name(root)}"
+    parents = {str(PurePosixPath(folder, name).parent) for name in FILES} | {f"{folder}/{name}" for name in DIRS}
+    runtime.execute("mkdir -p " + " ".join(shlex.quote(path) for path in sorted(parents)), 60)
+    for name, data in FILES.items():
+        runtime.files.write_bytes(f"{folder}/{name}", data)
+    tools = Tools(runtime, "exec")
+    for call in EDITOR_RECORDED["calls"]:
+        arguments = json.loads(json.dumps(call["arguments"]).replace("{folder}", folder))
+        seen = tools.call("str_replace_editor", arguments).observation.replace(folder, "{folder}")
+        expected = call["observation"]
+        at = next((i for i, (a, b) in enumerate(zip(seen, expected)) if a != b), min(len(seen), len(expected)))
+        assert seen == expected, (f"{call['arguments']}: differs at character {at}: "
+                                  f"{seen[max(at - 60, 0):at + 60]!r} != {expected[max(at - 60, 0):at + 60]!r}")
+    listed = runtime.execute(f"cd {shlex.quote(folder)} && find . -type f | cut -c3- | LC_ALL=C sort", 60).output
+    left = {name: base64.b64encode(runtime.files.read_bytes(f"{folder}/{name}")).decode()
+            for name in listed.split()}
+    differ = sorted(set(left.items()) ^ set(EDITOR_RECORDED["files_after"].items()))
+    assert not differ, [(path, base64.b64decode(data)[:200]) for path, data in differ]

@@ -224,13 +224,15 @@ def test_paths_are_read_as_openhands_reads_them(ed):
 
 
 def test_legacy_encodings_are_read_and_written_back_as_openhands_does(ed, repo):
-    """OHEditor reads a file in chardet's guess (above 0.7 confidence) and writes it back in the same encoding."""
+    """OHEditor reads a file in charset-normalizer's guess (above 0.9 confidence) and writes it back in the same
+    encoding (more cases, compared with OHEditor itself: test_agent_sandbox's recorded editor calls)."""
     latin = repo / "latin.py"
     latin.write_bytes("# -*- coding: latin-1 -*-\nname = 'café'\n".encode("latin-1"))
     assert "     2\tname = 'café'\n" in ed("view", f"{ROOT}/latin.py")
     ed("str_replace", f"{ROOT}/latin.py", old_str="'café'", new_str="'crème'")
     assert latin.read_bytes() == "# -*- coding: latin-1 -*-\nname = 'crème'\n".encode("latin-1")
-    # A character Latin-1 lacks: OHEditor's write error, and the file is left as it was.
+    # A character Latin-1 lacks: OHEditor's write error. The file is left as it was (OHEditor opens it for writing
+    # before it encodes, and leaves it empty).
     assert err(ed, command="str_replace", path=f"{ROOT}/latin.py", old_str="crème", new_str="→") == (
         f"Ran into 'latin-1' codec can't encode character '\\u2192' in position 34: ordinal not in range(256) "
         f"while trying to write to {ROOT}/latin.py")
@@ -251,21 +253,27 @@ def test_legacy_encodings_are_read_and_written_back_as_openhands_does(ed, repo):
     assert bom.read_bytes() == b"\xef\xbb\xbfx = 2\n"
 
 
-def test_utf8_files_are_read_as_utf8_where_chardet_guesses_a_legacy_encoding(ed, repo):
-    """chardet 5.2 calls this ISO-8859-1 (0.73): OHEditor would show `Â©` and write `→` edits in Latin-1."""
-    source = "# © 2024 The Authors\n" + "import os\n" * 40
-    (repo / "licensed.py").write_text(source, encoding="utf-8")
-    assert "     1\t# © 2024 The Authors\n" in ed("view", f"{ROOT}/licensed.py")
-    ed("str_replace", f"{ROOT}/licensed.py", old_str="The Authors", new_str="The Authors → us")
-    assert (repo / "licensed.py").read_text(encoding="utf-8").startswith("# © 2024 The Authors → us\n")
+def test_utf8_files_are_read_as_utf8_where_a_legacy_encoding_is_guessed(ed, repo):
+    """charset-normalizer 3.4.2 calls this UTF-8 file CP949 (1.0): OHEditor would show Korean mojibake and write
+    edits in CP949."""
+    import charset_normalizer
+
+    (repo / "accents.txt").write_text("éèê à\n", encoding="utf-8")
+    assert charset_normalizer.detect((repo / "accents.txt").read_bytes())["encoding"] == "CP949"
+    assert ed("view", f"{ROOT}/accents.txt").endswith("     1\téèê à\n     2\t\n")
+    ed("str_replace", f"{ROOT}/accents.txt", old_str="à", new_str="à → ù")
+    assert (repo / "accents.txt").read_text(encoding="utf-8") == "éèê à → ù\n"
 
 
 def test_files_no_guess_can_read_give_openhands_read_error(ed, repo):
-    """Below chardet's threshold OHEditor falls back to UTF-8, and the decode error is what the agent sees."""
-    (repo / "short.txt").write_bytes("éèê à\n".encode("latin-1"))
-    assert err(ed, command="view", path=f"{ROOT}/short.txt") == (
-        f"Ran into 'utf-8' codec can't decode byte 0xe9 in position 0: invalid continuation byte while trying to "
-        f"read {ROOT}/short.txt")
+    """At or below charset-normalizer's threshold (this Shift JIS line: GB18030 at 0.9) OHEditor falls back to
+    UTF-8: an edit gives its read error, which a view gives here too (OHEditor's view lets the decode error out of
+    the editor, and OpenHands' runtime fails on the call)."""
+    (repo / "short.py").write_bytes("# 日本語のコメント\nx = 1\n".encode("shift_jis"))
+    message = (f"Ran into 'utf-8' codec can't decode byte 0x93 in position 2: invalid start byte while trying to "
+               f"read {ROOT}/short.py")
+    assert err(ed, command="view", path=f"{ROOT}/short.py") == message
+    assert err(ed, command="str_replace", path=f"{ROOT}/short.py", old_str="x = 1", new_str="x = 2") == message
 
 
 def test_windows_line_endings_read_as_openhands_text_mode_reads_them(ed, repo):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from agent_repos import CALC, CALC_FIX, make_task
 from layout_repos import GENERATED, make_layout_task
-from openhands_session import replay
+from openhands_session import replay, replay_editor
 
 import swehero
 from swehero.agent.bash_session import MAX_OBSERVATION_CHARS, STILL_RUNNING
@@ -145,6 +145,10 @@ def test_ctrl_c_interrupts_also_when_swehero_runs_in_the_background(rt):
         assert interrupted.startswith("^C\n[The command completed with exit code 130. CTRL+C was sent.]"), interrupted
     finally:
         signal.signal(signal.SIGINT, ignored)
+
+
+def test_editor_calls_recorded_from_openhands_give_the_same_observations_and_files(rt):
+    replay_editor(rt, ROOT)
 
 
 def test_a_view_of_a_binary_file_is_refused_as_openhands_refuses_it(rt):
