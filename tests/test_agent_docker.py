@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from agent_repos import Scripted
-from openhands_session import replay
+from openhands_session import replay, replay_editor
 from swehero.agent.container import DockerConfig, DockerRuntime
 from swehero.agent.editor import Editor, ToolError
 from swehero.agent.task import OPENHANDS_ROOT, Task, agent_root
@@ -206,6 +206,16 @@ def test_a_command_outlives_its_call_as_in_openhands(calc):
         assert [p for p in processes(rt) if "sleep 60" in p]
         rt.patch(calc["base_commit"])
         assert not [p for p in processes(rt) if "sleep 60" in p]
+    finally:
+        rt.close()
+
+
+@pytest.mark.timeout(300)
+def test_editor_calls_recorded_from_openhands_give_the_same_observations_and_files(calc):
+    """As in the local runtime: the container's files, read and written through the Docker API, give OpenHands'."""
+    rt = start(calc)
+    try:
+        replay_editor(rt, rt.root)
     finally:
         rt.close()
 

@@ -183,7 +183,14 @@ class DockerFiles:
         meta = self.rt.sh(f"stat -c '%a %u %g' {shlex.quote(p)} 2>/dev/null").split()
         mode, uid, gid = (int(meta[0], 8), int(meta[1]), int(meta[2])) if len(meta) == 3 else (0o644, 0, 0)
         archive = tar_one(posixpath.basename(p), data, mode, uid, gid)
-        if not self.rt.container.put_archive(posixpath.dirname(p), archive):
+        import docker.errors  # optional: a DockerRuntime's client has imported it already
+
+        try:
+            written = self.rt.container.put_archive(posixpath.dirname(p), archive)
+        except docker.errors.NotFound:  # no such folder: what writing the file there says (the local runtime's)
+            raise ToolError(f"Ran into [Errno 2] No such file or directory: '{path}' while trying to write to "
+                            f"{path}") from None
+        if not written:
             raise ToolError(f"Ran into an error while trying to write to {path}")
 
     def listing(self, path: str) -> tuple[list[str], int]:
