@@ -216,9 +216,11 @@ class Editor:
         return text.replace("\r\n", "\n").replace("\r", "\n")
 
     def is_binary_file(self, path: str) -> bool:
-        """What OpenHands checks before it hands a `view` to the editor (and answers `ERROR_BINARY_FILE`)."""
+        """What OpenHands checks before it hands a `view` to the editor (and answers `ERROR_BINARY_FILE`). A file
+        over the editor's size limit is not read for it (a runtime reads whole files): the editor's error says why."""
         try:
-            return self.files.kind(path) == "file" and _binary(path, self.files.read_bytes(path))
+            return (self.files.kind(path) == "file" and self.files.size(path) <= MAX_FILE_BYTES
+                    and _binary(path, self.files.read_bytes(path)))
         except ToolError:  # outside the repository: the editor says so
             return False
 
