@@ -245,6 +245,9 @@ def test_zero_mode_refuses_banned_commands_before_running_them(rt):
     assert computed.error and computed.banned == ["$RUNNER"] and not (rt.checkout / "ran").exists()
     assert computed.observation.startswith("ERROR: Command refused, nothing was run: the program it runs (`$RUNNER`) "
                                            "is only known when the command runs")
+    # Written as one grep, but OpenHands' escaping makes the shell run `python3` too (`keystrokes`).
+    hidden = tools.call("execute_bash", {"command": "touch ran; grep -n x\\|python3 pkg/calc.py"})
+    assert hidden.banned == ["python3"] and not (rt.checkout / "ran").exists()
     allowed = tools.call("execute_bash", {"command": "grep -rn add ."})
     assert "[The command completed with exit code 0.]" in allowed.observation and not allowed.banned
 

@@ -15,6 +15,7 @@ import re
 import time
 
 from swehero.agent.runtime import CommandResult, Output, Runtime
+from swehero.agent.keystrokes import typed_command
 from swehero.agent.terminal import openhands_reads
 
 MAX_OBSERVATION_CHARS = 30000
@@ -42,12 +43,15 @@ def special_key(command: str) -> bytes | None:
     return None
 
 
-def completed_observation(result: CommandResult, command: str, continued: str | None = None) -> str:
+def completed_observation(result: CommandResult, command: str, continued: str | None = None,
+                          typed: str | None = None, echoed: bool = False) -> str:
     """OpenHands' CmdOutputObservation of a command that ended, as the agent sees it: output, status line, then the
     trailer its next prompt gave. OpenHands cuts the output to its limit when it makes the observation and then the
     whole message to the same limit, so a long output also loses what the note and the trailer take from the limit.
-    `continued`: the new output, when an earlier observation showed the rest."""
-    note, shown = openhands_reads(result.output, command) if continued is None else ("", continued)
+    `continued`: the new output, when an earlier observation showed the rest; `typed`, `echoed`: the command as
+    the shell got it, and whether OpenHands left its echo (`keystrokes.typed_command`)."""
+    note, shown = openhands_reads(result.output, typed or command, echoed=echoed) if continued is None \
+        else ("", continued)
     key = f" CTRL+{command[-1].upper()} was sent." if special_key(command) else ""
     text = note + truncate(shown) + f"\n[The command completed with exit code {result.exit_code}.{key}]"
     text += f"\n[Current working directory: {result.cwd}]"
@@ -65,7 +69,9 @@ class BashSession:
         self.output: Output | None = None
         """The running command's output, None when none runs."""
         self.command = ""
-        """The running command as the agent gave it."""
+        """The running command as the shell got it (`keystrokes.typed_command`)."""
+        self.echoed = False
+        """OpenHands could not cut that command's echo from its pane: observations show it."""
         self.shown: str | None = None
         """Its output as the last observation of it saw it; None before the first."""
         self.stopped = 0
@@ -98,8 +104,9 @@ class BashSession:
             return completed_observation(CommandResult("^C", self.exit_code, False, state.cwd, state.python),
                                          command), False
         if self.output is None:
-            self.output = Output(self.runtime.start(command), self.runtime.config.output_cap_bytes)
-            self.command, self.shown = command, None
+            typed, echoed = typed_command(command) if key is None else (command, False)
+            self.output = Output(self.runtime.start(typed), self.runtime.config.output_cap_bytes)
+            self.command, self.echoed, self.shown = typed, echoed, None
         elif key == b"\x1a":
             return self._stop(command), False
         elif command:
@@ -114,7 +121,7 @@ class BashSession:
         code, cwd, python = self.output.channel.finish()
         result = CommandResult(self.output.buffer.text(), code, False, cwd, python)
         self.output, self.exit_code = None, code
-        return completed_observation(result, command, continued)
+        return completed_observation(result, command, continued, self.command, self.echoed)
 
     def _stop(self, command: str) -> str:
         """C-z: bash stops the job, reports it and returns to its prompt, the job kept for `fg`. Our shell keeps no
@@ -139,7 +146,7 @@ class BashSession:
         """(prefix, output) of the command not shown yet, as OpenHands cuts it from its pane (with the next prompt
         below it once it has `ended`): what earlier observations showed, then the echo of what was typed, are left
         out. When the pane's history has dropped the top of what they showed, all that the pane holds is new."""
-        _, shown = openhands_reads(self.output.buffer.text(), self.command, ended)
+        _, shown = openhands_reads(self.output.buffer.text(), self.command, ended, self.echoed)
         new, prefix = shown, ""
         if self.shown is not None:
             new, prefix = shown.removeprefix(self.shown), CONTINUED

@@ -65,7 +65,7 @@ PROMPT_ROWS = 11
 """Rows OpenHands' prompt takes: a blank row, then its metadata as 8 rows of JSON between two marker rows."""
 
 
-def openhands_reads(output: str, command: str, ended: bool = True) -> tuple[str, str]:
+def openhands_reads(output: str, command: str, ended: bool = True, echoed: bool = False) -> tuple[str, str]:
     """What OpenHands 0.54's bash session makes of a command's output, as (note, output): the pane as tmux shows it
     (`as_terminal_shows`), every row stripped at its end and the whole at both ends.
 
@@ -73,13 +73,17 @@ def openhands_reads(output: str, command: str, ended: bool = True) -> tuple[str,
     has `ended` the next prompt, then the cursor's row. When that is more than the screen and the history hold, the
     prompt before the command has scrolled away and OpenHands shows what is left (above the last prompt, under a
     note, when the command has ended). tmux frees a tenth of a full history at once, so what is left depends on the
-    output's length: it is computed here as tmux keeps it (checked against tmux: `tests/test_agent_terminal.py`)."""
+    output's length: it is computed here as tmux keeps it (checked against tmux: `tests/test_agent_terminal.py`).
+    `echoed`: OpenHands could not cut the command's echo, so it is shown above the output."""
     shown = as_terminal_shows(output).split("\n")
+    echo = command.split("\n")
+    if echoed:
+        shown = echo + shown
     rows = [_rows(line) for line in shown]
     # the next prompt's blank row is the output's last (empty) line, and the cursor's row takes its place in the
     # count; while the command runs, the cursor is on the output's last line
     below = PROMPT_ROWS if ended else 0
-    total = PROMPT_ROWS + sum(_rows(line) for line in command.split("\n")) + sum(rows) + below
+    total = PROMPT_ROWS + (0 if echoed else sum(_rows(line) for line in echo)) + sum(rows) + below
     lines = [line.rstrip() for line in shown]
     if total <= SCREEN_ROWS + HISTORY_LIMIT:
         return "", "\n".join(lines).strip()

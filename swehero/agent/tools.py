@@ -15,6 +15,7 @@ import bashlex
 from swehero.agent.banned import RefusedCommand, banned_commands
 from swehero.agent.bash_session import BashSession, special_key
 from swehero.agent.editor import Editor, ToolError
+from swehero.agent.keystrokes import typed_command
 from swehero.agent.runtime import Runtime
 from swehero.toolspec import TOOL_NAMES, tool_schema
 
@@ -119,7 +120,9 @@ class Tools:
             return Outcome("ERROR: No previous running command to interact with.", error=True)
         if self.mode == "zero" and special_key(stripped) is None:  # input too: a shell or `less` may read it
             try:
-                banned = banned_commands(command)
+                # what the shell gets may differ from what was written (`keystrokes`): neither may run a banned one
+                given = command if is_input else typed_command(stripped)[0]
+                banned = list(dict.fromkeys(banned_commands(command) + banned_commands(given)))
             except RefusedCommand as e:  # unparsable, or a program computed at run time
                 return Outcome(f"ERROR: Command refused, nothing was run: {e}", error=True, banned=e.programs)
             if banned:

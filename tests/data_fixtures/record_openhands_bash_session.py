@@ -44,6 +44,14 @@ CALLS = [  # (command, is_input, the agent's timeout or None)
     ("nosuchcmd --version", False, None),
     ("cd nowhere", False, None),
     ("if true; then echo x; fi fi", False, None),
+    # What OpenHands' escaping and tmux make of a backslash before `;` or `|`, and of a final `;`.
+    ("mkdir -p sub && echo x > sub/m.py", False, None),
+    ('find sub -name "*.py" -exec grep -l x {} \\;', False, None),
+    ('find sub -name "*.py" -exec grep -l x {} \\; | head -3', False, None),
+    ('find sub -name "*.py" -exec grep -l x {} \\; 2>/dev/null', False, None),
+    ("ls sub;", False, None),
+    ("grep -n x\\|y sub/m.py", False, None),
+    ("grep -n 'x\\|y' sub/m.py", False, None),
 ]
 
 
