@@ -204,10 +204,10 @@ def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path
     (data / "stats.json").write_text(json.dumps({
         "seq_length": 65536, "samples": {"train": 64, "valid": 1}, "trajectories": {"kept": 96}, "tokens": 96 * 40000}))
     (model / "config.json").write_text(json.dumps({**QWEN25_CODER_32B, "model_type": "qwen2"}))
-    with pytest.raises(InputError, match=f"stage sft: {model} has no tokenizer .* for the export"):
+    with pytest.raises(InputError, match=f"stage sft: {model} has no tokenizer \\(tokenizer.json, .*\\) for the "):
         check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
     check_inputs(Settings(data=str(data), seq_length=65536, export_hf=False), str(model), "sft")
-    (model / "tokenizer_config.json").write_text("{}")
+    (model / "tokenizer.json").write_text("{}")  # a tokenizer in any of its forms
     check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
     # Stage 2 takes the tokenizer from stage 1's export: one run with export_hf: false left none.
     (tmp_path / "sft_zero" / "checkpoints").mkdir(parents=True)

@@ -33,6 +33,8 @@ SIDE_FILES = (
 )
 SIDE_DIRS = ("additional_chat_templates",)
 """Folders of extra named chat templates (transformers >= 4.54)."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+"""A tokenizer in any of its forms: a folder with none of these has none."""
 
 
 def is_hf_folder(path: str | Path) -> bool:
@@ -77,6 +79,10 @@ def side_files(folder: str | Path) -> list[Path]:
     """The side files (tokenizer, chat templates, generation config) a folder has."""
     folder = Path(folder)
     return [folder / name for name in (*SIDE_FILES, *SIDE_DIRS) if (folder / name).exists()]
+
+
+def has_tokenizer(folder: str | Path) -> bool:
+    return any((Path(folder) / name).exists() for name in TOKENIZER_FILES)
 
 
 def side_files_from(init: str | Path) -> Path:

@@ -45,7 +45,7 @@ def check_inputs(settings: Settings, init: str, name: str) -> None:
     the queue), checked once before any starts: the data and the initial weights exist, the data was packed at
     the stage's seq_length, and a Hugging Face folder holds a Qwen2 model."""
     from swehero.data.prepare import read_stats
-    from swehero.model.folder import is_hf_folder, read_config, side_files_from
+    from swehero.model.folder import TOKENIZER_FILES, has_tokenizer, is_hf_folder, read_config, side_files_from
     from swehero.model.qwen2 import check_supported
     from swehero.train.data import seq_length_mismatch
 
@@ -62,10 +62,11 @@ def check_inputs(settings: Settings, init: str, name: str) -> None:
     elif not (Path(init) / "checkpoints").is_dir():
         raise MissingInput(f"stage {name}: init {init} is neither a Hugging Face folder (config.json) nor a train "
                            "stage's folder (checkpoints/)")
-    if settings.export_hf and not (side_files_from(init) / "tokenizer_config.json").exists():
+    if settings.export_hf and not has_tokenizer(side_files_from(init)):
         # Else the export, hours later, would have weights but no tokenizer or chat template to serve with.
-        raise InputError(f"stage {name}: {side_files_from(init)} has no tokenizer (tokenizer_config.json) for the "
-                         "export to take; start from a folder with one, or export the earlier stage (export_hf: true)")
+        raise InputError(f"stage {name}: {side_files_from(init)} has no tokenizer ({', '.join(TOKENIZER_FILES)}) "
+                         "for the export to take; start from a folder with one, or export the earlier stage "
+                         "(export_hf: true)")
 
 
 def not_made_yet(stage: str, missing: str) -> MissingInput:
