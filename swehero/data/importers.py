@@ -124,7 +124,7 @@ def _prose_parameters(text: str) -> dict | None:
     """A JSON schema from a prose parameter list (OpenHands' `convert_tools_to_description`); None if it is not
     one. What prose does not say (array item types, defaults) is not there."""
     parts = _PROSE_PARAMETER.split(text)
-    if parts[0] or (len(parts) - 1) // 5 == 0 and text:
+    if parts[0]:  # text before the first parameter line
         return None
     properties, required = {}, []
     for i in range(1, len(parts), 5):
