@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from swehero.agent.editor import Editor, ToolError
+from swehero.agent.editor import BinaryFile, Editor, ToolError
 from swehero.agent.local import LocalFiles
 
 ROOT = "/workspace/toy__calc__0.1"
@@ -205,12 +205,15 @@ def test_binary_files_are_refused(ed, repo):
     (repo / "every_byte.dat").write_bytes(bytes(range(256)) * 4)
     (repo / "mod.pyc").write_bytes(b"looks like text\n")  # binaryornot goes by the name first
     for name in ("blob.bin", "every_byte.dat", "mod.pyc"):
-        assert ed.is_binary_file(f"{ROOT}/{name}")  # a view is refused before the editor (test_agent_sandbox)
+        with pytest.raises(BinaryFile):  # a view is refused as OpenHands' runtime refuses it (test_agent_sandbox)
+            ed("view", f"{ROOT}/{name}")
         assert "File appears to be binary" in err(ed, command="view", path=f"{ROOT}/{name}")
         assert "File appears to be binary" in err(ed, command="str_replace", path=f"{ROOT}/{name}", old_str="a",
                                                   new_str="b")
-    assert not ed.is_binary_file(f"{ROOT}/pkg/a.py") and not ed.is_binary_file(f"{ROOT}/pkg")
-    assert not ed.is_binary_file("/etc/passwd")  # outside: the editor says so
+    ed("view", f"{ROOT}/pkg/a.py"), ed("view", f"{ROOT}/pkg")  # neither is binary
+    with pytest.raises(ToolError) as outside:  # outside: the editor says so
+        ed("view", "/etc/passwd")
+    assert not isinstance(outside.value, BinaryFile)
 
 
 def test_paths_are_read_as_openhands_reads_them(ed):

@@ -48,6 +48,11 @@ class ToolError(Exception):
     """A tool call that failed; its message is what the agent sees (after `ERROR:`)."""
 
 
+class BinaryFile(ToolError):
+    """The file is binary. OpenHands' runtime refuses a `view` of it before its editor sees it (`tools.py` answers
+    as it does); an edit gets this message."""
+
+
 class Files(Protocol):
     """The filesystem a runtime exposes to the editor, addressed by agent-visible absolute paths."""
 
@@ -205,7 +210,7 @@ class Editor:
                             f"Maximum allowed size is {MAX_FILE_BYTES // 1024 // 1024}MB.")
         data = self.files.read_bytes(path)
         if _binary(path, data):
-            raise ToolError(f"File validation failed for {path}: File appears to be binary and this file type "
+            raise BinaryFile(f"File validation failed for {path}: File appears to be binary and this file type "
                             "cannot be read or edited by this tool.")
         try:
             text, self.encodings[path] = decode(data)
@@ -214,15 +219,6 @@ class Editor:
         # OHEditor opens files in text mode, whose universal newlines read \r\n and \r as \n: the agent never sees
         # a \r, matches old_str written with \n, and an edit writes the file back with \n line endings.
         return text.replace("\r\n", "\n").replace("\r", "\n")
-
-    def is_binary_file(self, path: str) -> bool:
-        """What OpenHands checks before it hands a `view` to the editor (and answers `ERROR_BINARY_FILE`). A file
-        over the editor's size limit is not read for it (a runtime reads whole files): the editor's error says why."""
-        try:
-            return (self.files.kind(path) == "file" and self.files.size(path) <= MAX_FILE_BYTES
-                    and _binary(path, self.files.read_bytes(path)))
-        except ToolError:  # outside the repository: the editor says so
-            return False
 
     def view(self, path: str, kind: str | None, view_range) -> str:
         if kind == "dir":

@@ -14,16 +14,20 @@ import bashlex
 
 from swehero.agent.banned import RefusedCommand, banned_commands
 from swehero.agent.bash_session import BashSession, special_key
-from swehero.agent.editor import Editor, ToolError
+from swehero.agent.editor import BinaryFile, Editor, ToolError
 from swehero.agent.keystrokes import typed_command
 from swehero.agent.runtime import Runtime
 from swehero.toolspec import TOOL_NAMES, tool_schema
 
 MODES = ("zero", "exec")
 MULTIPLE_COMMANDS = ("ERROR: Cannot execute multiple commands at once.\nPlease run each command separately OR chain "
-                     "them into a single command via && or ;\nProvided commands:\n{listed}\n"
-                     "[Error occurred in processing last action]")
+                     "them into a single command via && or ;\nProvided commands:\n{listed}")
 """OpenHands' bash session refuses a command of several top-level commands (lines) with this ErrorObservation."""
+
+
+def error_observation(content: str) -> str:
+    """An OpenHands ErrorObservation as its agent puts it in the conversation."""
+    return content + "\n[Error occurred in processing last action]"
 
 
 @dataclass
@@ -130,7 +134,7 @@ class Tools:
         commands = top_level_commands(stripped)
         if len(commands) > 1:
             listed = "\n".join(f"({i}) {c}" for i, c in enumerate(commands, 1))
-            return Outcome(MULTIPLE_COMMANDS.format(listed=listed), error=True)
+            return Outcome(error_observation(MULTIPLE_COMMANDS.format(listed=listed)), error=True)
         config = self.runtime.config
         try:
             limit = float(timeout) if timeout is not None else config.default_timeout
@@ -145,9 +149,6 @@ class Tools:
         return Outcome(observation, error=running)
 
     def str_replace_editor(self, command, path, **kwargs) -> Outcome:
-        if command == "view" and isinstance(path, str) and self.editor.is_binary_file(path):
-            # OpenHands' runtime refuses the view itself, as an ErrorObservation, before its editor sees it.
-            return Outcome("ERROR_BINARY_FILE\n[Error occurred in processing last action]", error=True)
         insert_line = kwargs.get("insert_line")
         if command != "view" and isinstance(insert_line, str):  # the runtime reads a number written as a string
             try:
@@ -156,6 +157,10 @@ class Tools:
                 return Outcome(f"ERROR:\nInvalid insert_line value: '{insert_line}'. Expected an integer.", error=True)
         try:
             return Outcome(self.editor(command, path, **kwargs))
+        except BinaryFile as e:
+            if command == "view":  # OpenHands' runtime refuses it as an ErrorObservation, before its editor sees it
+                return Outcome(error_observation("ERROR_BINARY_FILE"), error=True)
+            return Outcome(f"ERROR:\n{e}", error=True)
         except ToolError as e:
             return Outcome(f"ERROR:\n{e}", error=True)
 
