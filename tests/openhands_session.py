@@ -20,6 +20,13 @@ EDITOR_RECORDED = json.loads((Path(__file__).parent / "data_fixtures" / "openhan
 RECORDED = json.loads((Path(__file__).parent / "data_fixtures" / "openhands-0.54.0-bash-session.json").read_text())
 
 
+def assert_same(call: str, seen: str, expected: str) -> None:
+    """`seen` is OpenHands' observation of `call`; else say where they part."""
+    at = next((i for i, (a, b) in enumerate(zip(seen, expected)) if a != b), min(len(seen), len(expected)))
+    assert seen == expected, (f"{call}: differs at character {at} ({len(seen)} here, {len(expected)} in OpenHands): "
+                              f"{seen[max(at - 60, 0):at + 60]!r} != {expected[max(at - 60, 0):at + 60]!r}")
+
+
 def replay(runtime, root: str) -> None:
     """Make the recorded calls in `runtime` (a folder `pkg` in its checkout) and compare each observation with
     OpenHands'. Our sandboxes have their own PATH, so the interpreter line OpenHands showed (that of the machine
@@ -37,11 +44,7 @@ def replay(runtime, root: str) -> None:
         if python:
             finished = expected.rindex("\n[Command finished with exit code ")
             expected = f"{expected[:finished]}\n{python[-1]}{expected[finished:]}"
-        expected = truncate(expected)
-        at = next((i for i, (a, b) in enumerate(zip(seen, expected)) if a != b), min(len(seen), len(expected)))
-        assert seen == expected, (f"{call['command']!r}: differs at character {at} ({len(seen)} here, {len(expected)} "
-                                  f"in OpenHands): {seen[max(at - 60, 0):at + 60]!r} != "
-                                  f"{expected[max(at - 60, 0):at + 60]!r}")
+        assert_same(repr(call["command"]), seen, truncate(expected))
 
 
 def replay_editor(runtime, root: str) -> None:
@@ -56,10 +59,7 @@ def replay_editor(runtime, root: str) -> None:
     for call in EDITOR_RECORDED["calls"]:
         arguments = json.loads(json.dumps(call["arguments"]).replace("{folder}", folder))
         seen = tools.call("str_replace_editor", arguments).observation.replace(folder, "{folder}")
-        expected = call["observation"]
-        at = next((i for i, (a, b) in enumerate(zip(seen, expected)) if a != b), min(len(seen), len(expected)))
-        assert seen == expected, (f"{call['arguments']}: differs at character {at}: "
-                                  f"{seen[max(at - 60, 0):at + 60]!r} != {expected[max(at - 60, 0):at + 60]!r}")
+        assert_same(str(call["arguments"]), seen, call["observation"])
     listed = runtime.execute(f"cd {shlex.quote(folder)} && find . -type f | cut -c3- | LC_ALL=C sort", 60).output
     left = {name: base64.b64encode(runtime.files.read_bytes(f"{folder}/{name}")).decode()
             for name in listed.split()}
