@@ -248,6 +248,10 @@ def test_zero_mode_refuses_banned_commands_before_running_them(rt):
     # Written as one grep, but OpenHands' escaping makes the shell run `python3` too (`keystrokes`).
     hidden = tools.call("execute_bash", {"command": "touch ran; grep -n x\\|python3 pkg/calc.py"})
     assert hidden.banned == ["python3"] and not (rt.checkout / "ran").exists()
+    # Nor does bash's history expansion: `!!:1-2` makes `python3 -V` of the words of an allowed command.
+    tools.call("execute_bash", {"command": "echo python3 -V"})
+    recalled = tools.call("execute_bash", {"command": "touch ran; !!:1-2"})
+    assert recalled.banned == ["python3"] and not (rt.checkout / "ran").exists()
     allowed = tools.call("execute_bash", {"command": "grep -rn add ."})
     assert "[The command completed with exit code 0.]" in allowed.observation and not allowed.banned
 

@@ -14,6 +14,9 @@ import math
 import re
 import time
 
+from dataclasses import dataclass
+
+from swehero.agent.history_expansion import HISTORY_SIZE, Expansion, expansion_script, may_expand, read_expansion
 from swehero.agent.runtime import CommandResult, Output, Runtime
 from swehero.agent.keystrokes import typed_command
 from swehero.agent.terminal import openhands_reads
@@ -60,6 +63,18 @@ def completed_observation(result: CommandResult, command: str, continued: str | 
     return truncate(text + f"\n[Command finished with exit code {result.exit_code}]")
 
 
+@dataclass(frozen=True)
+class ShellInput:
+    """One command as OpenHands' shell reads it."""
+
+    typed: str
+    """What OpenHands types (`keystrokes.typed_command`)."""
+    echoed: bool
+    """OpenHands cannot cut its echo from the pane: observations show it."""
+    expansion: Expansion
+    """What bash's history expansion makes of it (`history_expansion`)."""
+
+
 class BashSession:
     """The agent's terminal over a runtime: at most one command running, which calls may wait for, type into or
     interrupt."""
@@ -78,15 +93,28 @@ class BashSession:
         """Commands stopped with C-z (bash numbers them as jobs)."""
         self.exit_code = 0
         """The last command's exit status (`$?` at the prompt)."""
+        self.history: list[str] = []
+        """The commands in bash's history, the last `HISTORY_SIZE` (what `!!`, `!-2`, `!grep` find)."""
 
     @property
     def running(self) -> bool:
         return self.output is not None
 
-    def execute(self, command: str, is_input: bool, timeout: float, blocking: bool) -> tuple[str, bool]:
+    def read(self, command: str) -> ShellInput:
+        """What the shell reads and runs for a new `command`. Expanding history takes a round trip into the
+        sandbox, for commands with a `!` only."""
+        typed, echoed = typed_command(command)
+        if not may_expand(typed):
+            return ShellInput(typed, echoed, Expansion(typed, "", False, (typed,)))
+        result = self.runtime.execute(expansion_script(self.history, typed), self.runtime.config.default_timeout)
+        expansion = read_expansion(result.output, self.history, typed)
+        return ShellInput(typed, echoed and not expansion.with_echo, expansion)
+
+    def execute(self, command: str, is_input: bool, timeout: float, blocking: bool,
+                shell: ShellInput | None = None) -> tuple[str, bool]:
         """Run, continue or type into a command (`command` stripped, as OpenHands strips it), waiting at most
         `timeout` seconds, or with `blocking` False also until `no_output_timeout` seconds pass without output. The
-        observation, and whether the command still runs."""
+        observation, and whether the command still runs. `shell`: `read(command)`, when the caller has it."""
         key = special_key(command)
         quiet = math.inf if blocking else self.runtime.config.no_output_timeout
         waited = {"timeout": f"\n[The command timed out after {timeout} seconds. {STILL_RUNNING}]",
@@ -104,9 +132,20 @@ class BashSession:
             return completed_observation(CommandResult("^C", self.exit_code, False, state.cwd, state.python),
                                          command), False
         if self.output is None:
-            typed, echoed = typed_command(command) if key is None else (command, False)
-            self.output = Output(self.runtime.start(typed), self.runtime.config.output_cap_bytes)
-            self.command, self.echoed, self.shown = typed, echoed, None
+            shell = shell or self.read(command)
+            self.history = (self.history + list(shell.expansion.entries))[-HISTORY_SIZE:]
+            self.command, self.echoed, self.shown = shell.typed, shell.echoed, None
+            if not shell.expansion.runs:  # bash dropped every line: it printed why, and `$?` stays
+                state = self.runtime.execute(":", self.runtime.config.default_timeout)
+                return completed_observation(CommandResult(shell.expansion.printed, self.exit_code, False, state.cwd,
+                                                           state.python), command, None, shell.typed,
+                                             shell.echoed), False
+            runs = shell.expansion.runs
+            if 0 < self.exit_code < 256:  # each command has a fresh shell: `$?` starts as the last command left it
+                runs = f"(exit {self.exit_code})\n{runs}"
+            self.output = Output(self.runtime.start(runs), self.runtime.config.output_cap_bytes)
+            if shell.expansion.printed:  # before the command's own output, as bash prints it while reading
+                self.output.buffer.add((shell.expansion.printed + "\n").replace("\n", "\r\n").encode())
         elif key == b"\x1a":
             return self._stop(command), False
         elif command:

@@ -122,10 +122,13 @@ class Tools:
             return Outcome("ERROR: No previous running command to retrieve logs from.", error=True)
         if not self.bash.running and is_input:
             return Outcome("ERROR: No previous running command to interact with.", error=True)
+        starts = not (is_input or self.bash.running or special_key(stripped) is not None)
+        shell = self.bash.read(stripped) if starts else None
         if self.mode == "zero" and special_key(stripped) is None:  # input too: a shell or `less` may read it
             try:
-                # what the shell gets may differ from what was written (`keystrokes`): neither may run a banned one
-                given = command if is_input else typed_command(stripped)[0]
+                # what the shell runs may differ from what was written (`keystrokes`, `history_expansion`): neither
+                # may run a banned one
+                given = command if is_input else shell.expansion.runs if shell else typed_command(stripped)[0]
                 banned = list(dict.fromkeys(banned_commands(command) + banned_commands(given)))
             except RefusedCommand as e:  # unparsable, or a program computed at run time
                 return Outcome(f"ERROR: Command refused, nothing was run: {e}", error=True, banned=e.programs)
@@ -145,7 +148,7 @@ class Tools:
                            "seconds.", error=True)
         # a `timeout` of the agent's makes the call wait for it however quiet the command is (OpenHands' blocking)
         observation, running = self.bash.execute(stripped, is_input, min(limit, config.max_timeout),
-                                                 blocking=timeout is not None)
+                                                 blocking=timeout is not None, shell=shell)
         return Outcome(observation, error=running)
 
     def str_replace_editor(self, command, path, **kwargs) -> Outcome:

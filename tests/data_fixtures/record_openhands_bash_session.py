@@ -11,6 +11,7 @@ whole application, are skipped.
 
 import json
 import logging
+import os
 import sys
 import tempfile
 import types
@@ -52,6 +53,19 @@ CALLS = [  # (command, is_input, the agent's timeout or None)
     ("ls sub;", False, None),
     ("grep -n x\\|y sub/m.py", False, None),
     ("grep -n 'x\\|y' sub/m.py", False, None),
+    # Bash's history expansion: a `!` that finds no earlier command drops its line, `$?` staying; one that finds
+    # one is printed as expanded and run.
+    ("ls nowhere", False, None),
+    ("python3 -c \"print('Done!')\"", False, None),
+    ("echo $?", False, None),
+    ('echo "a!b"; echo after', False, None),
+    ('for i in 1 2; do\n  echo "i!x"\n  echo $i\ndone', False, None),
+    ("echo 'a!b' \"x != y\"", False, None),
+    ("cat <<EOF\nkept !ec\nEOF", False, None),
+    ("echo x y z", False, None),
+    ("echo !$ !!", False, None),
+    ("!for", False, None),
+    ("^y^w", False, None),
 ]
 
 
@@ -80,6 +94,7 @@ def main(src: str) -> None:
     BashSession, CmdRunAction = load(src)
     work = Path(tempfile.mkdtemp())
     (work / "pkg").mkdir()
+    os.environ["HOME"] = tempfile.mkdtemp()  # bash's history starts empty, as in a new container
     session = BashSession(str(work), no_change_timeout_seconds=NO_CHANGE_TIMEOUT)
     session.initialize()
     warm_up = CmdRunAction(command="true")  # OpenHands' runtime runs its own set-up commands before the agent's
