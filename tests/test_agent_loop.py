@@ -17,6 +17,7 @@ from swehero.agent.run import run_task
 from swehero.agent.settings import AgentSettings
 from swehero.agent.tools import Tools
 from swehero.data.trajectory import Reject, validate
+from swehero.distill.filters import FilterConfig, not_one_tool_call
 from swehero.toolspec import openhands_tools
 
 pytestmark = pytest.mark.bwrap
@@ -133,6 +134,15 @@ def test_malformed_replies_become_error_observations(toy):
     meta = record["metadata"]
     assert meta["finish_reason"] == "submitted" and meta["format_errors"] == 5 and meta["editor_errors"] == 2
     assert policy.seen[-1] == msgs[:-1]  # the record is what the model saw, plus its final finish call
+
+
+def test_an_empty_reply_is_left_out_but_the_quality_filter_still_drops_the_trajectory(toy):
+    """The paper drops trajectories with an assistant turn without exactly one tool call: an empty one too, though
+    the record leaves it out (its answer stays)."""
+    record, _ = episode(toy, [call("execute_bash", {"command": "ls"}), {"role": "assistant", "content": ""},
+                              call("finish", {"message": "done"})])
+    assert [len(m["tool_calls"]) for m in record["messages"] if m["role"] == "assistant"] == [1, 1]
+    assert not_one_tool_call(record, FilterConfig())
 
 
 def test_invalid_json_arguments_are_recorded_verbatim(toy):
