@@ -139,8 +139,15 @@ def shell_script(root: str) -> str:
         "trap 'exit 130' INT\n"
         # OpenHands' first command in its shell: with a terminal, git would page long output and wait for a key
         'shopt -s expand_aliases; alias git="git --no-pager"\n'
-        f'eval "$(cat {s}/cmd)"\n'
+        # A command bash cannot end yet (an open quote, `&&`, `if`, here-document) waits for its next lines from the
+        # terminal, as OpenHands' shell waits for them at its empty PS2 prompt: bash's parse of it stops at the end
+        # of the file. In a subshell, which leaves no variable behind; Ctrl-C while it waits ends it (job control
+        # gives it a process group of its own, so the INT trap above does not see that Ctrl-C) and runs nothing.
+        f'(while found="$(BASH_ENV= bash -n {s}/cmd 2>&1)"; [[ $found == *"unexpected EOF while looking for '
+        'matching"* || $found == *"unexpected end of file"* || $found == *"delimited by end-of-file"* ]]; do '
+        f'IFS= read -r line || break; printf "\\n%s" "$line" >> {s}/cmd; done) && eval "$(cat {s}/cmd)"\n'
     )
+
 
 
 def patch_command(root: str, base_commit: str, binary: list[bytes] = ()) -> str:

@@ -66,6 +66,14 @@ CALLS = [  # (command, is_input, the agent's timeout or None)
     ("echo !$ !!", False, None),
     ("!for", False, None),
     ("^y^w", False, None),
+    # A command bash cannot end yet waits, running, for its next lines: typed input gives them, Ctrl-C drops it.
+    ("cat > notes.txt <<EOF\nline one", False, None),
+    ("EOF", True, None),
+    ("cat notes.txt", False, None),
+    ("ls &&", False, None),
+    ("C-c", True, None),
+    ("echo 'a", False, None),
+    ("b'", True, None),
 ]
 
 
