@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swehero.agent.loop import LoopConfig
 from swehero.agent.settings import AgentSettings
 from swehero.errors import InputError
 from swehero.eval.grade import GradingSettings
@@ -20,8 +21,10 @@ class Settings(TaskSelection):
     """Stage kind `eval` (and `swehero eval run`): the tasks (see `TaskSelection`), how they are attempted, graded
     and reported."""
 
-    serve: ServeConfig = field(default_factory=ServeConfig)
-    """The checkpoint (Hugging Face folder) to serve with vLLM for the run, when no endpoint is given."""
+    serve: ServeConfig = field(default_factory=lambda: ServeConfig(max_model_len=LoopConfig.max_context_tokens))
+    """The checkpoint (Hugging Face folder) to serve with vLLM for the run, when no endpoint is given; by default
+    with the agent's whole context (the paper's 128k: the checkpoint needs YaRN for it, as the recipes' exports
+    have)."""
     endpoints: list[str] = field(default_factory=list)
     """Already running OpenAI-compatible endpoints (`http://host:port/v1`), least-loaded first with failover;
     empty: `agent.openai.base_url`, else the server started for `serve`."""
