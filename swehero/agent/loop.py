@@ -23,10 +23,13 @@ FINISH_REASONS = ("submitted", "step_limit", "context_limit", "time_limit", "too
 """How an episode ends (`metadata.finish_reason`): the agent called `finish`; a limit was reached; the model kept
 sending malformed tool calls; the model could not be queried or the runtime failed (agent_error: infrastructure,
 not the model); or the process was stopped."""
-NO_TOOL_CALL = ("ERROR: Your reply contained no tool call. Every turn must call exactly one tool: continue working "
-                "on the task with `execute_bash` or `str_replace_editor`, or call `finish` if you are done.")
-ONE_CALL_ONLY = ("ERROR: Your reply contained {n} tool calls; only one per turn is allowed, so none of them was run. "
-                 "Send them one at a time.")
+KEEP_GOING = ("Please continue working on the task on whatever approach you think is suitable.\n"
+              "When you think you have solved the question, please use the finish tool and include your final answer "
+              "in the message parameter of the finish tool.\n"
+              "IMPORTANT: YOU SHOULD NEVER ASK FOR HUMAN HELP.\n")
+"""The user message that answers a reply without a tool call: OpenHands' SWE-bench evaluation (`codeact_user_response`
+of its `evaluation/utils/shared.py`), which adds `GIVE_UP` once the conversation holds two user messages."""
+GIVE_UP = 'If you want to give up, use the "finish" tool to finish the interaction.\n'
 
 
 class TimeLimit(BaseException):
@@ -94,33 +97,35 @@ def run_episode(task: Task, policy: Policy, tools: Tools, opening: list[dict], c
 
 
 def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool:
-    """Act on one assistant message, appending it and the observations; True if the reply was malformed."""
+    """Act on one assistant message, appending it and the observations; True if the reply was malformed. A reply
+    without exactly one tool call counts as a format error (the paper's filter drops such turns from training), but
+    several calls run in turn, as OpenHands runs them."""
     calls = message.get("tool_calls") or []
     if not calls:
         if (message.get("content") or "").strip():  # an empty reply is left out: the model never sees it again
             messages.append(message)
-        messages.append({"role": "user", "content": NO_TOOL_CALL})
+        asked = sum(m["role"] == "user" for m in messages)
+        messages.append({"role": "user", "content": KEEP_GOING + (GIVE_UP if asked >= 2 else "")})
         meta["format_errors"] += 1
         return True
     messages.append(message)
-    if len(calls) > 1:
-        for call in calls:
-            messages.append(_tool_message(call, ONE_CALL_ONLY.format(n=len(calls))))
-        meta["format_errors"] += 1
-        return True
-    fn = calls[0]["function"]
-    outcome = tools.call(fn["name"], fn["arguments"])
-    if outcome.finished:
-        meta["finish_reason"], meta["finish_message"] = "submitted", outcome.observation
-        return False
-    messages.append(_tool_message(calls[0], outcome.observation))
-    if outcome.banned:
-        meta["banned"] = True
-        meta["banned_commands"].extend(outcome.banned)
-    if outcome.error and fn["name"] == "str_replace_editor":
-        meta["editor_errors"] += 1
-    meta["format_errors"] += outcome.malformed
-    return outcome.malformed
+    meta["format_errors"] += len(calls) > 1
+    malformed = False
+    for call in calls:
+        fn = call["function"]
+        outcome = tools.call(fn["name"], fn["arguments"])
+        if outcome.finished:  # the calls after it are not run
+            meta["finish_reason"], meta["finish_message"] = "submitted", outcome.observation
+            break
+        messages.append(_tool_message(call, outcome.observation))
+        if outcome.banned:
+            meta["banned"] = True
+            meta["banned_commands"].extend(outcome.banned)
+        if outcome.error and fn["name"] == "str_replace_editor":
+            meta["editor_errors"] += 1
+        meta["format_errors"] += outcome.malformed
+        malformed = malformed or outcome.malformed
+    return malformed
 
 
 def _count_tokens(meta: dict, reply: Reply) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from swehero.agent.loop import NO_TOOL_CALL, LoopConfig
+from swehero.agent.loop import KEEP_GOING, LoopConfig
 from swehero.errors import InputError
 from swehero.rollout.local_grader import LocalGraderConfig
 
@@ -108,9 +108,9 @@ def touches_test_files(record: dict, cfg: FilterConfig, test_files: list[str]) -
 
 def not_one_tool_call(record: dict, cfg: FilterConfig) -> bool:
     """Some assistant turn makes zero tool calls or several. Our agent leaves an empty reply out of the
-    conversation, but the `NO_TOOL_CALL` message that answers it stays and marks that turn."""
+    conversation, but the message that answers it (`KEEP_GOING`) stays and marks that turn."""
     return (any(len(m.get("tool_calls") or []) != 1 for m in _assistant_turns(record))
-            or any(m["role"] == "user" and m["content"] == NO_TOOL_CALL for m in record["messages"]))
+            or any(m["role"] == "user" and m["content"].startswith(KEEP_GOING) for m in record["messages"]))
 
 
 def editor_errors(record: dict) -> int:
