@@ -128,4 +128,16 @@ def test_built_in_exec_prompts_are_openhands_054_own():
     task = Task.from_row(fixture["instance"])
     messages, label = opening_messages("", "exec", Opening(agent_root(OPENHANDS_ROOT, task), task.repo,
                                                            task.instance_id, task.base_commit, task.problem_statement))
-    assert [m["content"] for m in messages] == [fixture["system"], fixture["task"]] and label == "builtin-v2"
+    assert [m["content"] for m in messages] == [fixture["system"], fixture["task"]] and label == "builtin-v3"
+
+
+def test_zero_modes_builtin_task_message_keeps_the_sentences_it_shares_with_openhands_as_they_are():
+    """Zero mode's built-in prompts are ours, but the sentences its task message takes from OpenHands' (exec mode's,
+    word for word) read as there: one line each, the directory named by its name."""
+    from swehero.agent.prompts import Opening, opening_messages
+
+    opening = Opening("/workspace/a__b__1.0", "a/b", "a__b-1", "c" * 40, "bug")
+    zero, exec_ = (opening_messages("", mode, opening)[0][1]["content"].split("\n") for mode in ("zero", "exec"))
+    taken = [line for line in exec_ if line.startswith(("I've uploaded", "Can you help", "I've already", "Your task"))]
+    assert len(taken) == 4 and all(line in zero for line in taken)
+    assert "in the directory a__b__1.0. Consider" in taken[0]

@@ -137,11 +137,11 @@ def _report(outcomes: dict[str, bool], **fields) -> dict:
 
 
 def test_compare_warns_when_runs_used_different_prompts(tmp_path):
-    for name, prompts in (("one", ["builtin-v2"]), ("two", ["sha256:ab"])):
+    for name, prompts in (("one", ["builtin-v3"]), ("two", ["sha256:ab"])):
         (tmp_path / name).mkdir()
         (tmp_path / name / "report.json").write_text(json.dumps(_report({"a": True}, prompts=prompts)))
     table = compare([tmp_path / "one", tmp_path / "two"])
-    assert "**warning:** the runs used different prompts (one: builtin-v2; two: sha256:ab)" in table
+    assert "**warning:** the runs used different prompts (one: builtin-v3; two: sha256:ab)" in table
     assert "instances" not in table.split("**warning:**", 1)[1]  # same tasks: no word about them
 
 

@@ -33,8 +33,8 @@ COVERAGE = 0.95
 """Share of a stage's trajectories a template must reproduce exactly."""
 STAGES = {"zero": "zero", "exec": "hero"}
 """Agent mode -> the training stage whose template it uses."""
-BUILTIN = "v2"
-"""Version of the built-in prompts (`swehero/agent/prompts/*.v2.txt`). In exec mode they are OpenHands 0.54.0's own:
+BUILTIN = "v3"
+"""Version of the built-in prompts (`swehero/agent/prompts/*.v3.txt`). In exec mode they are OpenHands 0.54.0's own:
 CodeActAgent's system prompt and its SWE-bench instruction (`swe_default.j2`), which the SWE-Hero teacher and the
 paper's evaluation used; in zero mode they are ours (the paper's execution-free prompt is not published)."""
 FIELDS = ("workspace", "workspace_name", "repo", "instance_id", "base_commit", "language", "problem_statement")
@@ -70,7 +70,7 @@ class Opening:
 
 def opening_messages(prompts_file: str, mode: str, opening: Opening) -> tuple[list[dict], str]:
     """The system and task messages for an attempt in `mode`, and the prompts' identity (the file's sha256, or
-    `builtin-v2`) for the trajectory's metadata."""
+    `builtin-v3`) for the trajectory's metadata."""
     if not prompts_file:
         values = {**opening.values(), "language": opening.language.lower()}
         return [{"role": "system", "content": _builtin("system", mode, values)},

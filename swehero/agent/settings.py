@@ -36,7 +36,7 @@ class AgentSettings:
     """Docker image; empty: the task's `image` column, else SWE-bench's instance image name."""
     prompts: InputPath = ""
     """Opening messages taken from the training data (`swehero agent prompts extract`), so the model reads what it
-    was trained on; empty: the built-in prompts (`swehero/agent/prompts/*.v2.txt`)."""
+    was trained on; empty: the built-in prompts (`swehero/agent/prompts/*.v3.txt`)."""
     time_limit_s: float = 3600.0
     """Wall-clock seconds per attempt, setup included; the patch so far is kept."""
     kill_grace_s: float = 60.0
