@@ -22,7 +22,7 @@ from swehero.agent.settings import AgentSettings
 from swehero.errors import Unavailable
 from swehero.eval.grade import GRADES
 from swehero.agent.docker_host import check_architecture, check_free_disk
-from swehero.eval.harness import HarnessConfig, harness_kwargs, parse_harness
+from swehero.eval.harness import HarnessConfig, harness_kwargs, parse_harness, run_id_for
 from swehero.eval.pipeline import Settings, evaluate
 from swehero.eval.compare import compare
 from swehero.eval.report import OUTCOMES, build_report, outcome, wilson
@@ -469,8 +469,8 @@ def test_harness_runs_up_to_the_docker_engine(toy, tmp_path, monkeypatch):
         run_harness(HarnessConfig(), tmp_path / "run", str(toy), Path(out["predictions"]), ids, {})
     with pytest.raises(docker.errors.DockerException):
         run_harness(HarnessConfig(min_free_gb=0), tmp_path / "run", str(toy), Path(out["predictions"]), ids, {})
-    recorded = json.loads((tmp_path / "run" / "harness" / "logs" / "run_evaluation" / "swehero.run" / "run.json")
-                          .read_text())
+    run_id = run_id_for(HarnessConfig(), tmp_path / "run")
+    recorded = json.loads((tmp_path / "run" / "harness" / "logs" / "run_evaluation" / run_id / "run.json").read_text())
     assert recorded["dataset"] == str(toy) and recorded["split"] == "test"
 
 

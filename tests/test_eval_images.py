@@ -44,6 +44,11 @@ def test_harness_columns_make_a_test_spec_that_runs_the_test_patch(toy, tmp_path
     custom = harness_columns({**task, "test_cmd": "pytest -rA -p no:cacheprovider", "install": "pip install -e ."})
     assert "pytest -rA -p no:cacheprovider tests/test_ops.py" in custom["eval_script"]
     assert "\npip install -e .\n" in custom["eval_script"]
+    # a data file of the test patch is reset with the tests, but not handed to pytest (swebench's NON_TEST_EXTS)
+    data = "diff --git a/tests/data.json b/tests/data.json\n--- /dev/null\n+++ b/tests/data.json\n@@ -0,0 +1 @@\n+{}\n"
+    with_data = harness_columns({**task, "test_patch": task["test_patch"] + data})["eval_script"]
+    assert "python -m pytest -rA tests/test_ops.py\n" in with_data
+    assert f"git checkout {task['base_commit']} tests/test_ops.py tests/data.json\n" in with_data
 
 
 def test_dockerfile_puts_the_environment_before_the_repository():

@@ -1,6 +1,8 @@
 """Grade the committed predictions into `grades.jsonl` (append-only, resumable), with the local grader or swebench.
 
-Empty patches are not graded (the harness skips them too); they are their own outcome class in the report.
+Empty patches are not graded (the harness skips them too); they are their own outcome class in the report. A
+harness error that says nothing about the patch is logged with `retry` and graded again by the next grading, whose
+line supersedes it: an instance's grade is its latest line.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from swehero.eval.harness import (
     run_harness,
     run_id_for,
 )
+from swehero.eval.images import image_name
 from swehero.eval.inference import PREDICTIONS, finished
-from swehero.rollout.local_grader import LocalGraderConfig, grade_instance
+from swehero.rollout.local_grader import LocalGraderConfig, check_local, grade_instance
 from swehero.jsonio import JsonlLog
-from swehero.rollout.tasks import repo_dir
+from swehero.rollout.tasks import load_tasks, repo_dir
 
 GRADES = "grades.jsonl"
 
@@ -40,7 +43,23 @@ class GradingSettings:
 
 
 def grades(out_dir: Path) -> dict[str, dict]:
-    return JsonlLog(Path(out_dir) / GRADES).records()
+    """Each graded instance's grade: its latest line, which supersedes a harness error graded again."""
+    return {record["instance_id"]: record for record in JsonlLog(Path(out_dir) / GRADES)}
+
+
+def is_final(grade: dict) -> bool:
+    """Whether a grade is a verdict on the patch, rather than a harness error to grade again."""
+    return not grade.get("retry")
+
+
+def harness_rows(tasks: list[dict], harness_dataset: str) -> list[dict]:
+    """The rows the harness grades `tasks` with: those of the harness dataset where it is a file (it may be another
+    file than the tasks, such as one `eval images build` wrote), else the tasks' own (a hub dataset is checked by
+    the harness itself)."""
+    if not Path(harness_dataset).is_file():
+        return tasks
+    ids = {t["instance_id"] for t in tasks}
+    return [row for row in load_tasks(harness_dataset) if row["instance_id"] in ids]
 
 
 def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Path | None, harness_dataset: str,
@@ -49,7 +68,8 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
     that were missing (their instances are left ungraded)."""
     out_dir = Path(out_dir)
     log = JsonlLog(out_dir / GRADES)
-    done, predictions = log.records(), finished(out_dir)
+    done = {iid: record for iid, record in grades(out_dir).items() if is_final(record)}
+    predictions = finished(out_dir)
     todo = [t for t in tasks if t["instance_id"] in predictions and t["instance_id"] not in done
             and (predictions[t["instance_id"]]["model_patch"] or "").strip()]
     progress(f"grading ({settings.grader}): {len(todo)} prediction(s) to grade, {len(done)} graded before")
@@ -59,6 +79,7 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
     if settings.grader == "local":
         if repos is None:
             raise InputError("the local grader needs the folder of the task repositories (repos)")
+        check_local(todo)
 
         def one(task: dict) -> None:
             iid = task["instance_id"]
@@ -79,12 +100,13 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
             for future in [pool.submit(one, task) for task in todo]:
                 future.result()
     else:
-        if Path(harness_dataset).is_file():  # a hub dataset is checked by the harness itself
-            check_harness_dataset(todo, harness_dataset)
+        rows = harness_rows(todo, harness_dataset)
+        if Path(harness_dataset).is_file():
+            check_harness_dataset(rows, harness_dataset)
         ids = [t["instance_id"] for t in todo]
         model = predictions[ids[0]]["model_name_or_path"]
         where = run_harness(settings.harness, out_dir, harness_dataset, out_dir / PREDICTIONS, ids,
-                            {t["instance_id"]: t.get("image", "") for t in todo})
+                            {row["instance_id"]: image_name(row) for row in rows})
         for record in parse_harness(where, run_id_for(settings.harness, out_dir), model, ids).values():
             log.append(record)
     return {"graded": len(todo) - len(missing), "before": len(done), "missing_repositories": sorted(missing)}

@@ -3,12 +3,14 @@
 The harness writes `logs/run_evaluation/<run_id>/<model>/<instance>/report.json` relative to the working
 directory and the run summary `<model>.<run_id>.json` to `report_dir`; both go under `<eval dir>/harness`. It
 skips instances that already have a report, so grading resumes. Its containers are named
-`sweb.eval.<instance>.<run_id>`: a distinct run id per eval folder keeps re-runs from colliding.
+`sweb.eval.<instance>.<run_id>`, and it force-removes a container of that name before starting its own: a
+distinct run id per eval folder keeps gradings of two folders, at once or one after the other, from colliding.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ class HarnessConfig:
     `eval_script`, `log_parser`, `eval_type`); empty: the benchmark's harness dataset, or the task file."""
     split: str = "test"
     run_id: str = ""
-    """Harness run id (in log paths and container names); empty: `swehero.<eval folder name>`."""
+    """Harness run id (in log paths and container names); empty: `swehero.<eval folder name>.<hash of its path>`."""
     max_workers: int = 4
     """Instances graded in parallel (swebench suggests at most 75% of CPU cores)."""
     timeout_s: int = 1800
@@ -47,10 +49,15 @@ class HarnessConfig:
 
 
 def run_id_for(config: HarnessConfig, out_dir: Path) -> str:
-    """The harness run id of an eval folder (or of one run of a repeated eval: `<eval folder>.run-k`)."""
+    """The harness run id of an eval folder (or of one run of a repeated eval: `<eval folder>.run-k`), ending in a
+    short hash of the folder's resolved path: `/runs/a/verified` and `/runs/b/verified` get different ones, and
+    every grading of one folder the same one, so a rerun finds the harness's logs of the last."""
+    if config.run_id:
+        return config.run_id
     folder = Path(out_dir).resolve()
     name = f"{folder.parent.name}.{folder.name}" if re.fullmatch(r"run-\d+", folder.name) else folder.name
-    return config.run_id or "swehero." + re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+    digest = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
+    return f"swehero.{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}.{digest}"
 
 
 def harness_kwargs(config: HarnessConfig, dataset: str, predictions: Path, run_id: str,
@@ -131,31 +138,57 @@ def _remove_images(names: list[str]) -> None:
 def parse_harness(where: Path, run_id: str, model_name: str, instance_ids: list[str]) -> dict[str, dict]:
     """Grades from the harness's files: each instance's `report.json`, and the run summary for instances that
     errored without one. Instances the harness did not get to are absent."""
-    from swebench.harness.constants import APPLY_PATCH_FAIL, APPLY_PATCH_PASS
+    from swebench.harness.constants import APPLY_PATCH_PASS
 
     model_dir = model_name.replace("/", "__")
     summary_file = Path(where) / f"{model_dir}.{run_id}.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     errors = set(summary.get("error_ids", []))
-    reasons = summary.get("failure_reasons", {})
     grades = {}
     for iid in instance_ids:
         log_dir = Path(where) / "logs" / "run_evaluation" / run_id / model_dir / iid
         report_file = log_dir / "report.json"
         log = log_dir / "run_instance.log"
+        logs = str(log_dir.relative_to(Path(where).parent))
         if report_file.exists() and report_file.read_text().strip():
             entry = json.loads(report_file.read_text())[iid]
             if log.exists():  # swebench sets the flag only when it could parse test output: the log says what happened
                 entry = {**entry, "patch_successfully_applied": APPLY_PATCH_PASS in log.read_text(errors="replace")}
-            grades[iid] = grade_record(iid, entry, "swebench", str(log_dir.relative_to(Path(where).parent)))
+            grades[iid] = grade_record(iid, entry, "swebench", logs)
         elif iid in errors:
-            # The harness reports a patch that does not apply as an error too; that one is the model's failure.
-            bad_patch = log.exists() and APPLY_PATCH_FAIL in log.read_text(errors="replace")
-            grades[iid] = {"instance_id": iid, "grader": "swebench", "resolved": False, "patch_applied": False,
-                           "logs": str(log_dir.relative_to(Path(where).parent)), "infra_failure": not bad_patch,
-                           "error": "patch did not apply" if bad_patch else
-                           reasons.get(iid) or f"harness error; see {log_dir}"}
+            grades[iid] = error_record(iid, log_dir, summary, logs)
     return grades
+
+
+def error_record(iid: str, log_dir: Path, summary: dict, logs: str) -> dict:
+    """Our grade line for an instance the harness errored on without a report. Two such errors are verdicts on the
+    patch: it did not apply (the model's failure), or its tests ran past the harness's timeout (labelled as
+    swebench's `infra_failure` module classifies the logs; a timeout is ambiguous, not the environment's). Any
+    other error (Docker out of space, an image that could not be pulled) says nothing about the patch: its line
+    says `retry`, and the next grading runs the instance again, as swebench's own resume does (it reruns every
+    instance without a report); the later line supersedes this one."""
+    from swebench.harness.constants import APPLY_PATCH_FAIL
+
+    log = log_dir / "run_instance.log"
+    record = {"instance_id": iid, "grader": "swebench", "resolved": False, "patch_applied": False, "logs": logs}
+    if log.exists() and APPLY_PATCH_FAIL in log.read_text(errors="replace"):
+        return {**record, "infra_failure": False, "error": "patch did not apply"}
+    reason = summary.get("failure_reasons", {}).get(iid)
+    if tests_timed_out(log_dir):  # the patch applied: the tests ran, and did not finish
+        return {**record, "patch_applied": True, "infra_failure": iid in summary.get("infra_failure_ids", []),
+                "error": reason or "tests_timed_out"}
+    return {**record, "infra_failure": True, "error": reason or f"harness error; see {log_dir}", "retry": True}
+
+
+def tests_timed_out(log_dir: Path) -> bool:
+    """Whether the harness stopped the tests at its timeout: it ends their output with the line swebench's
+    `infra_failure` module recognizes as `tests_timed_out`."""
+    from swebench.harness.constants import LOG_TEST_OUTPUT
+    from swebench.harness.infra_failure import INFRA_FAILURE_SIGNATURES
+
+    pattern = next(pattern for reason, _, pattern in INFRA_FAILURE_SIGNATURES if reason == "tests_timed_out")
+    output = log_dir / LOG_TEST_OUTPUT
+    return output.exists() and re.search(pattern, output.read_text(errors="replace"), re.MULTILINE) is not None
 
 
 def grade_record(iid: str, entry: dict, grader: str, logs: str) -> dict:

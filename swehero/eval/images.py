@@ -14,7 +14,7 @@ environment image tier). Optional task columns, named after SWE-bench's install 
 - `pip_packages`: requirement strings (a list, or one string split at spaces); default `pytest`.
 - `install`: a shell command run in /testbed with the environment active (e.g. `pip install -e .`); pip then finds
   only the fetched wheels (`pip_packages`, plus setuptools and wheel for builds).
-- `test_cmd`: the test command of the eval script, followed by the test files; default `python -m pytest -rA`
+- `test_cmd`: the test command of the eval script, followed by the test files (not the data files); default `python -m pytest -rA`
   (as the local grader, so both graders run the same tests).
 """
 
@@ -55,12 +55,6 @@ def pip_packages(task: dict) -> list[str]:
     return packages.split() if isinstance(packages, str) else [str(p) for p in packages]
 
 
-def test_files(test_patch: str) -> list[str]:
-    from swehero.rollout.local_grader import test_files as files  # one definition of what the graders run
-
-    return files(test_patch)
-
-
 def eval_script(task: dict) -> str:
     """The harness's `eval_script` column for a task of these images, shaped as swebench's Python eval scripts:
     activate, show the tree, reset and apply the test patch, run the test files between the harness's markers,
@@ -68,8 +62,11 @@ def eval_script(task: dict) -> str:
     from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT
     from swebench.utils import generate_heredoc_delimiter
 
+    from swehero.rollout.local_grader import test_directives, test_files  # one definition of what the graders run
+
     base, test_patch = task["base_commit"], task.get("test_patch") or ""
     files = " ".join(shlex.quote(f) for f in test_files(test_patch))
+    tests = " ".join(shlex.quote(f) for f in test_directives(test_patch))
     delimiter = generate_heredoc_delimiter(test_patch)
     lines = ["#!/bin/bash", "set -uxo pipefail", ACTIVATE, "cd /testbed",
              "git config --global --add safe.directory /testbed", "git status", "git show",
@@ -77,7 +74,7 @@ def eval_script(task: dict) -> str:
     if task.get("install"):
         lines.append(task["install"])
     lines += [f"git checkout {base} {files}", f"git apply -v - <<'{delimiter}'", test_patch.rstrip("\n"), delimiter,
-              f": '{START_TEST_OUTPUT}'", f"{task.get('test_cmd') or DEFAULT_TEST_CMD} {files}",
+              f": '{START_TEST_OUTPUT}'", f"{task.get('test_cmd') or DEFAULT_TEST_CMD} {tests}",
               f": '{END_TEST_OUTPUT}'", f"git checkout {base} {files}"]
     return "\n".join(lines) + "\n"
 

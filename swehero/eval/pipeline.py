@@ -82,6 +82,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     from swehero.eval.runs import EVAL_FILE, run_dirs
     from swehero.rollout.endpoints import serving
     from swehero.rollout.runner import attempt_identity
+    from swehero.rollout.local_grader import check_local
     from swehero.rollout.tasks import TESTS, load_selection, load_tasks, require
 
     if settings.heldout_trajectories and not settings.serve.model:
@@ -91,6 +92,8 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     selected = load_selection(settings, out_dir)
     if settings.grading.grader != "none":
         require(selected.tasks, TESTS, f"grading ({settings.grading.grader})")
+    if settings.grading.grader == "local":  # fail before inference, not after
+        check_local(selected.tasks)
     saved = {"tasks": selected.source, "benchmark": selected.benchmark, "model": model_label(settings),
              "repos": str(selected.repos or ""), "runs": settings.runs,
              "instance_ids": [t["instance_id"] for t in selected.tasks],

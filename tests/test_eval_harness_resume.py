@@ -1,0 +1,211 @@
+"""Grading with the harness across reruns: which harness errors are graded again, how they are labelled, which
+dataset and images a grading uses, and the run ids that keep gradings of two folders apart.
+
+swebench's `run_evaluation.main` is replaced by a scripted one that writes, per instance, the files the real one
+writes for that outcome (in its layout, relative to the working directory) and the run summary with swebench's own
+`make_run_report`; everything of ours between `grade` and those files runs as it does with Docker.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from swehero.agent.container import swebench_image
+from swehero.errors import InputError
+from swehero.eval import harness
+from swehero.eval.grade import GRADES, GradingSettings, grade, grades
+from swehero.eval.harness import HarnessConfig, parse_harness, run_id_for
+from swehero.eval.inference import PREDICTIONS, trajectory_path
+from swehero.eval.report import build_report
+from swehero.jsonio import JsonlLog, write_json_atomic
+
+MODEL = "org/m"
+VERIFIED = "SWE-bench/SWE-bench_Verified"
+
+
+def _task(iid: str) -> dict:
+    """A row as `--tasks verified` loads it: princeton-nlp's columns, no `image`."""
+    return {"instance_id": iid, "repo": "o/r", "base_commit": "abc", "problem_statement": "p",
+            "FAIL_TO_PASS": ["t::a"], "PASS_TO_PASS": [], "version": "1.0"}
+
+
+def _instance_report(iid: str) -> dict:
+    passed = {"success": ["t::a"], "failure": []}
+    none = {"success": [], "failure": []}
+    return {iid: {"patch_is_None": False, "patch_exists": True, "patch_successfully_applied": True,
+                  "resolved": True, "infra_failure": False,
+                  "tests_status": {"FAIL_TO_PASS": passed, "PASS_TO_PASS": none, "FAIL_TO_FAIL": none,
+                                   "PASS_TO_FAIL": none}}}
+
+
+def _write_outcome(log_dir: Path, iid: str, outcome: str) -> None:
+    """The files `run_instance` leaves for one outcome."""
+    from swebench.harness.constants import APPLY_PATCH_FAIL, APPLY_PATCH_PASS
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    applied = f"{APPLY_PATCH_PASS}:\nChecking patch a.py...\n"
+    if outcome == "no_space":  # the container could not be created: Docker's error, logged, no report
+        (log_dir / "run_instance.log").write_text(f"Error in evaluating model for {iid}: 500 Server Error: "
+                                                  "Error response from daemon: no space left on device\n")
+    elif outcome == "bad_patch":
+        (log_dir / "run_instance.log").write_text(f"{APPLY_PATCH_FAIL}:\nerror: corrupt patch at line 3\n")
+    elif outcome == "timeout":  # the tests ran past `timeout`: their output ends with the harness's line, no report
+        (log_dir / "run_instance.log").write_text(applied + "Test runtime: 1_800.00 seconds\n")
+        (log_dir / "test_output.txt").write_text("collected 1 item\n\n\nTimeout error: 1800 seconds exceeded.")
+    elif outcome == "resolved":
+        (log_dir / "run_instance.log").write_text(applied)
+        (log_dir / "test_output.txt").write_text("PASSED t::a\n")
+        (log_dir / "report.json").write_text(json.dumps(_instance_report(iid), indent=4))
+
+
+class ScriptedHarness:
+    """Stands in for `run_evaluation.main`: each instance it runs takes the next of its scripted outcomes. Like the
+    real one it skips instances that have a report.json and writes the summary of the instances it was given."""
+
+    def __init__(self, outcomes: dict[str, list[str]]) -> None:
+        self.outcomes = {iid: list(script) for iid, script in outcomes.items()}
+        self.calls: list[dict] = []
+
+    def __call__(self, **kwargs) -> None:
+        from swebench.harness.constants import RUN_EVALUATION_LOG_DIR
+        from swebench.harness.reporting import make_run_report
+
+        self.calls.append(kwargs)
+        predictions = {p["instance_id"]: p for p in JsonlLog(Path(kwargs["predictions_path"]))}
+        for iid in kwargs["instance_ids"]:
+            log_dir = RUN_EVALUATION_LOG_DIR / kwargs["run_id"] / MODEL.replace("/", "__") / iid
+            if not (log_dir / "report.json").exists():
+                _write_outcome(log_dir, iid, self.outcomes[iid].pop(0))
+        make_run_report(predictions, [{"instance_id": i} for i in kwargs["instance_ids"]], kwargs["run_id"], None,
+                        kwargs["report_dir"])
+
+    def graded(self) -> list[list[str]]:
+        return [call["instance_ids"] for call in self.calls]
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    def install(outcomes: dict[str, list[str]]) -> ScriptedHarness:
+        import swebench.harness.run_evaluation
+
+        fake = ScriptedHarness(outcomes)
+        monkeypatch.setattr(swebench.harness.run_evaluation, "main", fake)
+        return fake
+
+    return install
+
+
+def _predict(out: Path, ids: list[str]) -> None:
+    log = JsonlLog(out / PREDICTIONS)
+    for iid in ids:
+        log.append({"instance_id": iid, "model_name_or_path": MODEL, "model_patch": "diff --git a/a.py b/a.py\n"})
+        write_json_atomic(trajectory_path(out, iid), {"instance_id": iid, "metadata": {"finish_reason": "submitted"}})
+
+
+def _settings(**harness_options) -> GradingSettings:
+    return GradingSettings(grader="swebench", harness=HarnessConfig(min_free_gb=0, **harness_options))
+
+
+def _grade(tasks: list[dict], out: Path, dataset: str = VERIFIED, settings: GradingSettings | None = None) -> dict:
+    return grade(tasks, out, settings or _settings(), None, dataset, progress=lambda _: None)
+
+
+def test_rerun_grades_again_what_a_harness_error_left_ungraded(tmp_path, scripted):
+    """Docker out of space leaves no report: the rerun grades that instance again (as swebench's resume would) and
+    its verdict supersedes the error, which stays in grades.jsonl; verdicts, a patch that did not apply included,
+    are not graded twice."""
+    ids = ["o__r-1", "o__r-2", "o__r-3"]
+    tasks, out = [_task(i) for i in ids], tmp_path / "verified"
+    _predict(out, ids)
+    harness_run = scripted({"o__r-1": ["no_space", "resolved"], "o__r-2": ["bad_patch"], "o__r-3": ["resolved"]})
+    assert _grade(tasks, out)["graded"] == 3
+    assert grades(out)["o__r-1"]["infra_failure"]
+
+    assert _grade(tasks, out) == {"graded": 1, "before": 2, "missing_repositories": []}
+    assert _grade(tasks, out) == {"graded": 0, "before": 3, "missing_repositories": []}
+    assert harness_run.graded() == [ids, ["o__r-1"]]
+    lines = [json.loads(line) for line in (out / GRADES).read_text().splitlines()]
+    assert [(g["instance_id"], g["error"]) for g in lines if g["instance_id"] == "o__r-1"] == [
+        ("o__r-1", "container_unavailable"), ("o__r-1", "")]
+    assert grades(out)["o__r-1"]["resolved"] and "retry" not in grades(out)["o__r-1"]
+    report = build_report(tasks, out, MODEL, "verified")
+    assert (report["resolved"], report["outcomes"]["unresolved"], report["outcomes"]["infra_error"]) == (2, 1, 0)
+
+
+def test_harness_errors_are_labelled_by_swebench_classification(tmp_path, scripted):
+    """A timeout is a verdict on the patch (its tests ran, and did not finish), which swebench's infra_failure
+    module calls ambiguous, not the environment's: unresolved, not an infra failure, not graded again."""
+    ids = ["o__r-1", "o__r-2", "o__r-3"]
+    tasks, out = [_task(i) for i in ids], tmp_path / "verified"
+    _predict(out, ids)
+    harness_run = scripted({"o__r-1": ["timeout"], "o__r-2": ["no_space", "no_space"], "o__r-3": ["bad_patch"]})
+    _grade(tasks, out)
+    summary = json.loads((out / "harness" / f"org__m.{run_id_for(HarnessConfig(), out)}.json").read_text())
+    assert summary["ambiguous_failure_ids"] == ["o__r-1"] and summary["infra_failure_ids"] == ["o__r-2"]
+
+    graded = parse_harness(out / "harness", run_id_for(HarnessConfig(), out), MODEL, ids)
+    timeout, no_space, bad_patch = (graded[i] for i in ids)
+    assert (timeout["infra_failure"], timeout["error"], timeout.get("retry")) == (False, "tests_timed_out", None)
+    assert timeout["patch_applied"] and not timeout["resolved"]
+    assert (no_space["infra_failure"], no_space["error"], no_space["retry"]) == (True, "container_unavailable", True)
+    assert (bad_patch["infra_failure"], bad_patch["error"], bad_patch.get("retry")) == (False, "patch did not apply",
+                                                                                      None)
+    _grade(tasks, out)
+    assert harness_run.graded() == [ids, ["o__r-2"]]
+    outcomes = build_report(tasks, out, MODEL, "verified")["outcomes"]
+    assert (outcomes["unresolved"], outcomes["infra_error"]) == (2, 1)
+
+
+def test_grading_checks_the_harness_dataset_it_reads(tmp_path, scripted):
+    """An offline harness dataset in its own file (what `eval images build --out` writes) has the harness's columns
+    that the task rows lack: grading checks its rows, and the harness reads it."""
+    iid = "o__r-1"
+    out = tmp_path / "eval"
+    _predict(out, [iid])
+    harness_file = tmp_path / "tasks.harness.jsonl"
+    harness_file.write_text(json.dumps({**_task(iid), "image": swebench_image(iid), "eval_script": "#!/bin/bash\n",
+                                        "log_parser": "parse_log_pytest", "eval_type": "pass_and_fail"}) + "\n")
+    harness_run = scripted({iid: ["resolved"]})
+    assert _grade([_task(iid)], out, str(harness_file))["graded"] == 1
+    assert harness_run.calls[0]["dataset_name"] == str(harness_file) and grades(out)[iid]["resolved"]
+
+    bare = tmp_path / "tasks.jsonl"  # the task file itself: the check still stops it, naming the columns
+    bare.write_text(json.dumps(_task(iid)) + "\n")
+    _predict(tmp_path / "again", [iid])
+    with pytest.raises(InputError, match="lacks eval_script, eval_type, image, log_parser"):
+        _grade([{**_task(iid), "image": "x", "eval_script": "y", "log_parser": "z", "eval_type": "w"}],
+               tmp_path / "again", str(bare))
+
+
+def test_prune_images_removes_the_images_the_harness_used(tmp_path, scripted, monkeypatch):
+    """SWE-bench Verified rows have no `image` column: pruning removes the instance images by the harness's name."""
+    ids = ["django__django-11099", "astropy__astropy-12907"]
+    out = tmp_path / "verified"
+    _predict(out, ids)
+    removed: list[list[str]] = []
+    monkeypatch.setattr(harness, "_remove_images", removed.append)  # the engine call itself needs Docker
+    harness_run = scripted({iid: ["resolved"] for iid in ids})
+    _grade([_task(i) for i in ids], out, settings=_settings(prune_images=True))
+    assert removed == [["swebench/sweb.eval.x86_64.django_1776_django-11099:latest"],
+                       ["swebench/sweb.eval.x86_64.astropy_1776_astropy-12907:latest"]]
+    assert harness_run.graded() == [[ids[0]], [ids[1]], ids]
+
+
+def test_run_ids_differ_between_folders_of_one_name_and_stay_for_one_folder(tmp_path, monkeypatch):
+    """swebench force-removes a container named as the one it starts (`sweb.eval.<instance>.<run id>`): two folders
+    called `verified` graded at once must not share a run id, and a rerun of one folder must find its own logs."""
+    config = HarnessConfig()
+    a, b = tmp_path / "a" / "verified", tmp_path / "b" / "verified"
+    assert run_id_for(config, a) != run_id_for(config, b)
+    a.parent.mkdir(parents=True)
+    monkeypatch.chdir(a.parent)
+    assert run_id_for(config, Path("verified")) == run_id_for(config, a)
+    assert run_id_for(config, a / "run-1").startswith("swehero.verified.run-1.")
+    docker_name = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # the engine's rule for container names
+    assert all(docker_name.fullmatch(f"sweb.eval.o__r-1.{run_id_for(config, folder)}")
+               for folder in (a, b, tmp_path / "my eval (2)", a / "run-0"))
+    assert run_id_for(HarnessConfig(run_id="mine"), a) == "mine"
