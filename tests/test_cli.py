@@ -119,11 +119,12 @@ def test_a_subgroup_takes_examples_whatever_its_parent():
     assert "Example:\n  swehero p sub y" in sub.command(examples=["swehero p sub y"])(lambda: None).help
 
 
-def test_eval_serves_the_agents_whole_context_by_default():
-    """The paper evaluates at 128k: a checkpoint served by `eval run` gets the agent's context budget, not the
-    32k `swehero serve` starts a plain server with."""
+@pytest.mark.parametrize("command", ["eval", "distill"])
+def test_a_rollout_serves_the_agents_whole_context_by_default(command):
+    """The paper evaluates at 128k: a checkpoint served by `eval run` or `distill run` gets the agent's context
+    budget, not the 32k `swehero serve` starts a plain server with."""
     from swehero.agent.loop import LoopConfig
 
-    shown = CliRunner().invoke(main, ["eval", "run", "--help"], terminal_width=200).output
+    shown = CliRunner().invoke(main, [command, "run", "--help"], terminal_width=200).output
     option = re.search(r"--max-model-len INTEGER\s+(.*?)\[default: (\d+)\]", shown, re.S)
     assert option and int(option[2]) == LoopConfig().max_context_tokens == 131072

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from swehero.agent.settings import AgentSettings
+from swehero.rollout.endpoints import rollout_server
 from swehero.rollout.tasks import TaskSelection
 from swehero.serve.server import ServeConfig
 
@@ -42,8 +43,9 @@ class Settings(TaskSelection):
     endpoints: list[str] = field(default_factory=list)
     """Teacher endpoints (`http://host:port/v1`), least-loaded first, failing over when one dies; empty: the
     agent's `openai.base_url`, or a server started here for `serve.model`."""
-    serve: ServeConfig = field(default_factory=ServeConfig)
-    """A checkpoint folder to serve with vLLM for the run when no endpoint is given (stopped at the end)."""
+    serve: ServeConfig = field(default_factory=rollout_server)
+    """A checkpoint folder to serve with vLLM for the run when no endpoint is given (stopped at the end), by default
+    with the agent's whole context."""
     exclude: list[str] = field(default_factory=list)
     """Evaluation sets (task files, or `verified`/`multilingual`) whose tasks are removed first (decontamination)."""
     agent: AgentSettings = field(default_factory=lambda: AgentSettings(mode="zero", time_limit_s=1800.0))

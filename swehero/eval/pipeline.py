@@ -6,12 +6,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swehero.agent.loop import LoopConfig
 from swehero.agent.settings import AgentSettings
 from swehero.errors import InputError
 from swehero.eval.grade import GradingSettings
 from swehero.eval.select import VerifierSettings
 from swehero.recipe.stage import InputPath
+from swehero.rollout.endpoints import rollout_server
 from swehero.rollout.tasks import TaskSelection
 from swehero.serve.server import ServeConfig
 
@@ -21,7 +21,7 @@ class Settings(TaskSelection):
     """Stage kind `eval` (and `swehero eval run`): the tasks (see `TaskSelection`), how they are attempted, graded
     and reported."""
 
-    serve: ServeConfig = field(default_factory=lambda: ServeConfig(max_model_len=LoopConfig.max_context_tokens))
+    serve: ServeConfig = field(default_factory=rollout_server)
     """The checkpoint (Hugging Face folder) to serve with vLLM for the run, when no endpoint is given; by default
     with the agent's whole context (the paper's 128k: the checkpoint needs YaRN for it, as the recipes' exports
     have)."""

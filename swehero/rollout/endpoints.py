@@ -16,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from swehero.agent.loop import LoopConfig
 from swehero.agent.run import check_ready
 from swehero.agent.settings import AgentSettings
 from swehero.errors import InputError, Unavailable
@@ -81,6 +82,12 @@ class EndpointPool:
 
     def report(self) -> list[dict]:
         return [{"url": e.url, "episodes": e.served, "dead": e.dead} for e in self.endpoints]
+
+
+def rollout_server() -> ServeConfig:
+    """The default server a rollout starts for its policy: one that takes the agent's whole context (the paper's
+    128k), where `swehero serve`'s own default is 32k."""
+    return ServeConfig(max_model_len=LoopConfig.max_context_tokens)
 
 
 @contextlib.contextmanager
