@@ -64,6 +64,19 @@ def test_output_is_shown_as_a_terminal_shows_it(rt):
                           "below.]\n9989\n9990\n") and "\n20000\n[The command completed with exit code 0.]" in out
 
 
+def test_a_command_bash_drops_while_expanding_costs_one_round_trip(rt, monkeypatch):
+    """bash prints why and runs nothing; the observation's working directory is the one the expansion's own round
+    trip found, not a second start of the sandbox."""
+    bash(rt, "cd pkg")
+    calls = []
+    monkeypatch.setattr(rt, "execute", lambda command, timeout, execute=rt.execute:
+                        calls.append(command) or execute(command, timeout))
+    out = bash(rt, "python3 -c \"print('Done!')\"")
+    assert out == ("bash: !': event not found\n[The command completed with exit code 0.]\n"
+                   f"[Current working directory: {ROOT}/pkg]\n[Command finished with exit code 0]")
+    assert len(calls) == 1
+
+
 def test_a_long_output_loses_its_top_only_when_the_next_prompt_comes(rt):
     """In OpenHands' pane a running command has no prompt below it: 10,985 rows show whole while it runs. Once it
     ends, the next prompt pushes the pane's first 1,000 rows out, and OpenHands shows everything from the row that is

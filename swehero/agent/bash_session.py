@@ -73,6 +73,8 @@ class ShellInput:
     """OpenHands cannot cut its echo from the pane: observations show it."""
     expansion: Expansion
     """What bash's history expansion makes of it (`history_expansion`)."""
+    state: CommandResult | None = None
+    """Where the shell stood when the expansion's round trip ran (its `cwd` and `python`); None without one."""
 
 
 class BashSession:
@@ -108,7 +110,7 @@ class BashSession:
             return ShellInput(typed, echoed, Expansion(typed, "", False, (typed,)))
         result = self.runtime.execute(expansion_script(self.history, typed), self.runtime.config.default_timeout)
         expansion = read_expansion(result.output, self.history, typed)
-        return ShellInput(typed, echoed and not expansion.with_echo, expansion)
+        return ShellInput(typed, echoed and not expansion.with_echo, expansion, result)
 
     def execute(self, command: str, is_input: bool, timeout: float, blocking: bool,
                 shell: ShellInput | None = None) -> tuple[str, bool]:
@@ -136,7 +138,7 @@ class BashSession:
             self.history = (self.history + list(shell.expansion.entries))[-HISTORY_SIZE:]
             self.command, self.echoed, self.shown = shell.typed, shell.echoed, None
             if not shell.expansion.runs:  # bash dropped every line: it printed why, and `$?` stays
-                state = self.runtime.execute(":", self.runtime.config.default_timeout)
+                state = shell.state or self.runtime.execute(":", self.runtime.config.default_timeout)
                 return completed_observation(CommandResult(shell.expansion.printed, self.exit_code, False, state.cwd,
                                                            state.python), command, None, shell.typed,
                                              shell.echoed), False
