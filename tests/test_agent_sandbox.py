@@ -269,6 +269,24 @@ def test_zero_mode_refuses_banned_commands_before_running_them(rt):
     assert "[The command completed with exit code 0.]" in allowed.observation and not allowed.banned
 
 
+def test_the_editor_follows_links_as_the_sandbox_follows_them(rt):
+    """A link's absolute target is a path in the sandbox: `/workspace/...` leads into the checkout, and the host's own
+    path of the checkout leads nowhere there, so the editor neither refuses the one nor follows the other."""
+    bash(rt, f"ln -s {ROOT}/pkg/calc.py abs.py && ln -s {ROOT}/pkg absdir && ln -s {rt.checkout}/pkg/calc.py host.py")
+    assert "def add(a, b):" in bash(rt, "cat abs.py absdir/calc.py") and "No such file" in bash(rt, "cat host.py")
+    editor = lambda **kw: Tools(rt, "exec").call("str_replace_editor", kw).observation  # noqa: E731
+    assert "     3\t    return a - b" in editor(command="view", path=f"{ROOT}/abs.py")
+    editor(command="str_replace", path=f"{ROOT}/abs.py", old_str="return a - b\n\n\n", new_str="return a + b\n\n\n")
+    editor(command="str_replace", path=f"{ROOT}/absdir/calc.py", old_str='"""Add."""', new_str='"""Sum."""')
+    assert (rt.checkout / "pkg" / "calc.py").read_text().startswith('def add(a, b):\n    """Sum."""\n    return a + b')
+    assert (rt.checkout / "abs.py").is_symlink() and (rt.checkout / "absdir").is_symlink()
+    assert f"{ROOT}/absdir/calc.py" in editor(command="view", path=ROOT)
+    assert "outside the repository" in editor(command="view", path=f"{ROOT}/host.py")
+    bash(rt, f"ln -s {ROOT}/loop loop")
+    assert f"{ROOT}/loop\n" in editor(command="view", path=ROOT)
+    assert "Too many levels of symbolic links" in editor(command="view", path=f"{ROOT}/loop")
+
+
 def test_patch_includes_new_files_and_ignores_agent_git_config(rt):
     bash(rt, "git config core.fsmonitor 'touch /tmp/fsmonitor-ran; echo'; echo new > added.txt")
     assert "ok" in bash(rt, "python3 -c 'import pkg.calc' && ls pkg/__pycache__ | grep -q pyc && echo ok")

@@ -89,20 +89,50 @@ class LocalFiles:
         self.host_root = host_root.resolve()
 
     def host(self, path: str) -> Path:
+        """Where `path` leads on the host, symbolic links resolved."""
         norm = posixpath.normpath(path)
-        if norm != self.root and not norm.startswith(self.root.rstrip("/") + "/"):
+        if not self._in_root(norm):
             raise ToolError(f"Invalid `path` parameter: {path}. Only files inside the repository {self.root} can "
                             "be viewed or edited.")
-        host = self.host_root / posixpath.relpath(norm, self.root)
-        if not self.inside(host):
+        real = self.resolve(norm)
+        if real is None:
             raise ToolError(f"Invalid `path` parameter: {path}. It is a symbolic link to a location outside the "
                             f"repository {self.root}.")
-        return host
+        return real
 
-    def inside(self, host: Path | str) -> bool:
-        """Whether `host`, symbolic links resolved, is in the checkout."""
-        real = Path(os.path.realpath(host))
-        return real == self.host_root or self.host_root in real.parents
+    def resolve(self, path: str) -> Path | None:
+        """The host path of agent-visible `path` with its symbolic links resolved as the sandbox resolves them, or
+        None when one leads out of the repository. Not the host's `realpath`: a link's absolute target
+        (`/testbed/pkg`) names a path inside the sandbox, which on the host is elsewhere or nothing."""
+        done, todo, links = "/", path.split("/"), 0
+        while todo:
+            name = todo.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":
+                done = posixpath.dirname(done)
+                continue
+            step = posixpath.join(done, name)
+            if not self._in_root(step):
+                if not self.root.startswith(step + "/"):  # only the folders above the root are known, as folders
+                    return None
+                done = step
+                continue
+            host = self.host_root / posixpath.relpath(step, self.root)
+            if not host.is_symlink():
+                done = step
+                continue
+            links += 1
+            if links > 40:  # the kernel's limit: the sandbox's own `cat` fails on such a loop
+                raise ToolError(f"Invalid `path` parameter: {path}. {os.strerror(errno.ELOOP)}.")
+            target = os.readlink(host)
+            todo[:0] = target.split("/")
+            if target.startswith("/"):
+                done = "/"
+        return self.host_root / posixpath.relpath(done, self.root) if self._in_root(done) else None
+
+    def _in_root(self, norm: str) -> bool:
+        return norm == self.root or norm.startswith(self.root.rstrip("/") + "/")
 
     def kind(self, path: str) -> str | None:
         host = self.host(path)
@@ -138,11 +168,15 @@ class LocalFiles:
             for entry in os.scandir(host):
                 if entry.name.startswith("."):
                     continue
-                # followed as OHEditor's `find -L` follows links, unless one leads out of the checkout to the host
-                is_dir = entry.is_dir() and (not entry.is_symlink() or self.inside(entry.path))
+                # followed as OHEditor's `find -L` follows links, unless one leads out of the checkout (or loops)
+                try:
+                    target = self.resolve(f"{shown}/{entry.name}") if entry.is_symlink() else Path(entry.path)
+                except ToolError:
+                    target = None
+                is_dir = target is not None and target.is_dir()
                 found.append((f"{shown}/{entry.name}", is_dir))
                 if is_dir and depth < 2:
-                    walk(Path(entry.path), f"{shown}/{entry.name}", depth + 1)
+                    walk(target, f"{shown}/{entry.name}", depth + 1)
 
         walk(top, path.rstrip("/"), 1)
         return slash_dirs(found), hidden

@@ -151,19 +151,28 @@ def shell_script(root: str) -> str:
 
 
 def patch_command(root: str, base_commit: str, binary: list[bytes] = ()) -> str:
-    """Stage everything (new files too) and write the diff against the base to `STATE_DIR/patch`, with hooks,
-    fsmonitor and external diff drivers disabled: the agent controls `.git/config`, so nothing it configured may
-    run. A file, not stdout: git's warnings must not end up in the patch. The files at the paths `binary` are
-    diffed as git binary patches (see `git_patch`)."""
+    """Stage everything (new files too) and write the diff against the base to `STATE_DIR/patch`, as OpenHands'
+    SWE-bench evaluation does: first remove every `.git` folder below the root (a repository the agent made with
+    `git init` would make `git add -A` fail, or add its files as one gitlink), then `git add -A` and
+    `git diff --cached <base>`. A file, not stdout: git's warnings must not end up in the patch. The files at the
+    paths `binary` are diffed as git binary patches (see `git_patch`).
+
+    The agent controls `.git/config` and `.git/info/attributes`, so what it configured there must not change the
+    patch or run a program of its: hooks, fsmonitor, external diff drivers and textconv are off, and line endings,
+    prefixes and context are git's defaults. The repository's own `.gitattributes` still applies, and clean/smudge
+    filters the agent configures still run (in OpenHands too)."""
     git = ("git -c core.fsmonitor= -c core.hooksPath=/dev/null -c diff.external= -c core.pager=cat "
-           "-c core.quotePath=true")
+           "-c core.quotePath=true -c core.autocrlf=false")
     mark = ""
     if binary:  # $GIT_DIR/info/attributes outranks the repository's own .gitattributes
         lines = " ".join(shlex.quote(f"{_attribute_pattern(path)} binary") for path in binary)
         mark = (f'attributes="$({git} rev-parse --git-path info/attributes)" && '
                 f'mkdir -p "$(dirname "$attributes")" && printf "%s\\n" {lines} >> "$attributes" && ')
-    return (f"cd {shlex.quote(root)} && {git} add -A >/dev/null && {mark}"
-            f"{git} diff --no-color --no-ext-diff --binary --cached {shlex.quote(base_commit)} > {STATE_DIR}/patch")
+    # find fails on a folder the agent made unreadable, which `git add -A` skips with a warning: no reason to fail
+    nested = "{ find . -path ./.git -prune -o -type d -name .git -prune -exec rm -rf {} + || true; }"
+    return (f"cd {shlex.quote(root)} && {nested} && {git} add -A >/dev/null && {mark}"
+            f"{git} diff --no-color --no-ext-diff --no-textconv --binary --src-prefix=a/ --dst-prefix=b/ -U3 "
+            f"--cached {shlex.quote(base_commit)} > {STATE_DIR}/patch")
 
 
 def git_patch(write_patch, root: str, base_commit: str) -> str:
@@ -347,7 +356,9 @@ def prepare_checkout(source: Path, base_commit: str, dest: Path, cache: Path) ->
     Not a `git worktree`: a worktree shares refs and objects with its source, so later commits, tags and branches
     would stay reachable (the "git hacking" SWE-Zero rules out), and its metadata lives outside the checkout, where
     the sandbox cannot write. The history is fetched once per base commit into a bare repository under `cache`;
-    each rollout then clones that with hard links, which is fast for the 3-5 rollouts per task of SWE-Zero.
+    each rollout then clones that with its objects copied, not hard-linked: the agent may rewrite a file of its
+    `.git/objects`, and through a hard link that would corrupt the cache for every later rollout of the task. The
+    copy costs about 0.2 s for a history of 230 MB (OpenHands' own, one pack, files in the page cache).
     """
     sha = git("rev-parse", "--verify", f"{base_commit}^{{commit}}", cwd=source).strip()
     bare = cache / f"{sha}.git"
@@ -360,7 +371,7 @@ def prepare_checkout(source: Path, base_commit: str, dest: Path, cache: Path) ->
             tmp.rename(bare)  # atomic: concurrent rollouts of the same task never see a half-made cache
         except OSError:
             shutil.rmtree(tmp)
-    git("clone", "-q", "--local", "--branch", "main", str(bare), str(dest))
+    git("clone", "-q", "--no-hardlinks", "--branch", "main", str(bare), str(dest))
     git("remote", "remove", "origin", cwd=dest)
     git("reflog", "expire", "--expire=now", "--all", cwd=dest)  # its entries name the cache folder cloned from
     for key, value in (("user.name", "swehero"), ("user.email", "agent@swehero.invalid")):
