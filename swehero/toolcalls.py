@@ -52,8 +52,8 @@ class Block:
 
 def blocks(text: str) -> list[Block]:
     """Every tool call of a finished model output, in order, each parsed or with the reason it could not be."""
-    if START not in text:  # function markup written without blocks (OpenHands' text format)
-        return [_function_block(text, m.start(), m.end(), m) for m in _FUNCTION.finditer(text)]
+    if START not in text:
+        return markup_blocks(text)
     found: list[Block] = []
     pos = 0
     while (start := text.find(START, pos)) != -1:
@@ -66,13 +66,19 @@ def blocks(text: str) -> list[Block]:
     return found
 
 
-def parse(text: str) -> tuple[str, list[dict]]:
-    """Split a finished model output into its content (`content_before`) and its calls.
+def markup_blocks(text: str) -> list[Block]:
+    """The calls of a text written as function markup without `<tool_call>` blocks (OpenHands' text format)."""
+    return [_function_block(text, m.start(), m.end(), m) for m in _FUNCTION.finditer(text)]
+
+
+def parse(text: str, markup_only: bool = False) -> tuple[str, list[dict]]:
+    """Split a finished model output into its content (`content_before`) and its calls; with `markup_only`, only
+    function markup outside blocks is a call (a source known to write OpenHands' text format).
 
     Raises MalformedToolCall when a call does not parse, so callers can report it. A final `<tool_call>` block
     without `</tool_call>` is accepted (generation may stop on the end-of-turn token first).
     """
-    found = blocks(text)
+    found = markup_blocks(text) if markup_only else blocks(text)
     for block in found:
         if block.call is None:
             raise MalformedToolCall(block.error)

@@ -387,3 +387,110 @@ def test_selection_is_seeded_per_task_and_independent_of_input_order():
     for i in two_then_limit:
         per_task[records[i][0]] = per_task.get(records[i][0], 0) + 1
     assert max(per_task.values()) <= 2
+
+
+def _parquet(path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def _records_and_rejects(out):
+    rejects = out.with_name(out.stem + ".rejects.jsonl")
+    return ([json.loads(line) for line in out.read_text().splitlines()],
+            [json.loads(line) for line in rejects.read_text().splitlines()] if rejects.exists() else [])
+
+
+def test_content_parts_from_parquet_join_text_with_newlines_and_reject_other_parts(tmp_path):
+    # One Arrow schema for all parts: the text parts come back with `image_url: null`, the image part with
+    # `text: null`. vLLM joins text parts with "\n" before a string-content template renders them.
+    text = [{"type": "text", "text": "line A"}, {"type": "text", "text": "line B"}]
+    image = [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": "x.png"}}]
+    rows = [{"instance_id": "a__b-1", "trajectory_id": f"t{n}", "trajectory": [
+        {"role": "user", "content": parts}, {"role": "assistant", "content": [{"type": "text", "text": "ok"}]}]}
+        for n, parts in ((1, text), (2, image))]
+    out = tmp_path / "out.jsonl"
+    counts = import_files([str(_parquet(tmp_path / "parts.parquet", rows))], "nvidia", out, max_reject_fraction=1)
+    assert counts["rejected"] == {"bad_message": 1}
+    (rec,), (reject,) = _records_and_rejects(out)
+    assert rec["messages"][0]["content"] == "line A\nline B"
+    assert reject == {"where": f"{tmp_path / 'parts.parquet'}:2", "reason": "bad_message",
+                      "detail": "message 0 content part 1 is 'image_url', not text", "id": "t2"}
+
+
+def test_a_row_no_check_foresaw_fails_naming_its_file_and_row(tmp_path):
+    (tmp_path / "sg.jsonl").write_text(json.dumps({"conversations": ["not a turn"]}) + "\n")
+    with pytest.raises(InputError, match=r"sg\.jsonl:1: cannot import this row as sharegpt: AttributeError"):
+        import_files([str(tmp_path / "sg.jsonl")], "sharegpt", tmp_path / "o.jsonl", max_reject_fraction=1)
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def _two_calls(arguments):
+    call = lambda i, name, args: {"id": i, "type": "function", "function": {"name": name, "arguments": args}}
+    return [{"role": "user", "content": "t"},
+            {"role": "assistant", "content": "", "tool_calls": [call("c1", "execute_bash", arguments[0]),
+                                                                call("c2", "str_replace_editor", arguments[1])]},
+            {"role": "tool", "content": "r1"}, {"role": "tool", "content": "r2"},
+            {"role": "assistant", "content": "done"}]
+
+
+def test_arguments_stored_as_objects_lose_the_nulls_arrow_fills_in(tmp_path):
+    objects = ({"command": "ls"}, {"command": "view", "path": "/w"})
+    rows = [{"instance_id": "a__b-3", "trajectory_id": "t3", "trajectory": _two_calls(objects)}]
+    out = tmp_path / "out.jsonl"
+    import_files([str(_parquet(tmp_path / "args.parquet", rows))], "nvidia", out)
+    (rec,), _ = _records_and_rejects(out)
+    assert _calls(rec) == [("execute_bash", {"command": "ls"}), ("str_replace_editor", objects[1])]
+    # JSONL: an object's nulls may be Arrow's too (a `datasets` export); a JSON string's are the model's.
+    strings = ('{"command": "ls", "timeout": null}', {"command": "view", "path": "/w", "view_range": None})
+    (tmp_path / "args.jsonl").write_text(json.dumps({"instance_id": "a__b-3", "trajectory": _two_calls(strings)}))
+    import_files([str(tmp_path / "args.jsonl")], "nvidia", out)
+    (rec,), _ = _records_and_rejects(out)
+    assert _calls(rec) == [("execute_bash", {"command": "ls", "timeout": None}), ("str_replace_editor", objects[1])]
+
+
+@pytest.mark.parametrize("fmt,id_column", [("nvidia", "trajectory_id"), ("nebius", "trajectory_id"),
+                                           ("swe-smith", "traj_id")])
+def test_rejects_name_the_rows_own_id(tmp_path, fmt, id_column):
+    row = {"instance_id": "a__b-4", id_column: "own-id", "trajectory": [{"role": "user", "content": "t"}],
+           "tools": [], "messages": json.dumps([{"role": "user", "content": "t"}])}
+    (tmp_path / "in.jsonl").write_text(json.dumps(row) + "\n")
+    out = tmp_path / "out.jsonl"
+    import_files([str(tmp_path / "in.jsonl")], fmt, out, max_reject_fraction=1)
+    _, (reject,) = _records_and_rejects(out)
+    assert (reject["reason"], reject["id"]) == ("no_assistant_turn", "own-id")
+
+
+def test_a_legacy_function_call_is_a_tool_call(tmp_path):
+    turn = {"role": "assistant", "content": "Let me check.",
+            "function_call": {"name": "execute_bash", "arguments": '{"command": "ls"}'}}
+    both = {**turn, "tool_calls": [{"id": "c", "type": "function",
+                                    "function": {"name": "think", "arguments": '{"thought": "x"}'}}]}
+    rows = [{"instance_id": "a__b-5", "trajectory_id": f"t{n}", "trajectory": [
+        {"role": "user", "content": "t"}, assistant, {"role": "function", "name": "execute_bash", "content": "r"},
+        {"role": "assistant", "content": "done"}]} for n, assistant in ((1, turn), (2, both))]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    import_files([str(tmp_path / "in.jsonl")], "nvidia", out, max_reject_fraction=1)
+    (rec,), (reject,) = _records_and_rejects(out)
+    assert _calls(rec) == [("execute_bash", {"command": "ls"})] and rec["messages"][1]["content"] == "Let me check."
+    assert rec["messages"][2]["tool_call_id"] == rec["messages"][1]["tool_calls"][0]["id"]
+    assert (reject["reason"], reject["id"]) == ("bad_message", "t2")
+
+
+def test_swe_gym_text_may_mention_tool_call_tags(tmp_path):
+    said = "I will grep for <tool_call> usage."
+    row = {"id": "g1", "instance_id": "g", "messages": [
+        {"role": "user", "content": "t"},
+        {"role": "assistant", "content": f"{said}\n<function=execute_bash>\n<parameter=command>grep -rn '<tool_call>' "
+                                         "src</parameter>\n</function>"},
+        {"role": "user", "content": "EXECUTION RESULT of [execute_bash]:\nsrc/a.py"},
+        {"role": "assistant", "content": "Done."}]}
+    (tmp_path / "gym.jsonl").write_text(json.dumps(row) + "\n")
+    out = tmp_path / "out.jsonl"
+    import_files([str(tmp_path / "gym.jsonl")], "swe-gym", out)
+    (rec,), _ = _records_and_rejects(out)
+    assert rec["messages"][1]["content"] == said
+    assert _calls(rec) == [("execute_bash", {"command": "grep -rn '<tool_call>' src"})]

@@ -158,3 +158,17 @@ def test_byte_position_path_equals_offsets_path(request, which):
     for a, b in zip(fast.render_batch(recs + [odd]), slow.render_batch(recs + [odd])):
         assert np.array_equal(a.input_ids, b.input_ids) and np.array_equal(a.loss_mask, b.loss_mask)
         assert a.turn_ends == b.turn_ends
+
+
+@pytest.mark.parametrize("which", ["qwen_tokenizer", "llama_style_tokenizer"])
+def test_a_message_quoting_a_rendered_turn_is_not_trained(request, which):
+    # A user message and a tool result that hold a later assistant turn exactly as the template renders it (a
+    # chat log, a test fixture): the mask must land on the turns, not on the quotes.
+    renderer = ChatRenderer(request.getfixturevalue(which))
+    call = {"id": "c1", "type": "function", "function": {"name": "execute_bash", "arguments": '{"command": "cat log"}'}}
+    turns = [{"role": "assistant", "content": "", "tool_calls": [call]}, {"role": "assistant", "content": "Done."}]
+    quote = [renderer._turn_piece(template_messages([t])) for t in turns]
+    rec = validate({"id": "q", "instance_id": "q", "tools": [], "messages": [
+        {"role": "user", "content": f"A log:\n{quote[0]}{quote[1]}end"}, turns[0],
+        {"role": "tool", "tool_call_id": "c1", "content": quote[1]}, turns[1]]})
+    assert renderer.spans(rec["messages"], rec["tools"]) == renderer.prefix_spans(rec["messages"], rec["tools"])

@@ -19,26 +19,46 @@ from typing import Any, Literal
 from swehero import toolcalls
 from swehero.data.select import Selection
 from swehero.data.trajectory import Reject, make_tool_call
+from swehero.errors import InputError
 from swehero.toolspec import TOOL_NAMES, openhands_tools
 
-def text_of(content: Any) -> str:
-    """Message content as one string (OpenAI content-part lists are joined; None is empty)."""
+def text_of(content: Any, i: int) -> str:
+    """Message `i`'s content as one string; None is empty. OpenAI content-part lists are joined with newlines, as
+    vLLM's chat_utils joins text parts for a template that takes string content (and OpenHands serialises them),
+    so the model trains on the text it reads at inference."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    raise Reject("bad_message", f"content of type {type(content).__name__}")
+        return "\n".join(text for j, part in enumerate(content) if (text := _part_text(part, i, j)) is not None)
+    raise Reject("bad_message", f"message {i} content of type {type(content).__name__}")
 
 
-def parse_text_tool_calls(text: str, prefix: str) -> tuple[str, list[dict]]:
+def _part_text(part: Any, i: int, j: int) -> str | None:
+    """The text of content part `j` of message `i`; None for a text part without text, which vLLM skips. A part
+    is told by its `type`, not by a `text` key: read from Parquet, every part has every part's fields (one Arrow
+    schema), so an image part comes with `text: null`. A part of another type (an image, audio) holds nothing a
+    text model can be trained on."""
+    if isinstance(part, str):
+        return part
+    kind, text = (part.get("type"), part.get("text")) if isinstance(part, dict) else (type(part).__name__, None)
+    if kind in (None, "text") and isinstance(text, str):
+        return text
+    if kind == "text" and text is None:
+        return None
+    raise Reject("bad_message", f"message {i} content part {j} is {kind or 'untyped'!r}, not text")
+
+
+def parse_text_tool_calls(text: str, prefix: str, markup_only: bool = False) -> tuple[str, list[dict]]:
     """Split assistant text into (content before the first call, structured tool calls), with the reader the agent
     and the vLLM plugin use (`swehero.toolcalls`), so training data and live rollouts read the same text alike.
+    With `markup_only`, only OpenHands' `<function=...>` markup is a call: a source known to write its calls that
+    way (SWE-Gym) may mention `<tool_call>` in its text, which the shared reader would take for a hermes call.
     The content's trailing whitespace is the source format's spacing before its call (OpenHands' text format
     leaves a blank line), not the model's words: our template writes its own."""
     try:
-        content, calls = toolcalls.parse(text)
+        content, calls = toolcalls.parse(text, markup_only)
     except toolcalls.MalformedToolCall as e:
         raise Reject("invalid_tool_arguments", str(e)) from None
     if not calls:
@@ -72,11 +92,11 @@ def from_openhands_text_format(messages: list[dict]) -> tuple[list[dict], list[d
     every description gives its parameters as JSON (SWE-Gym's version), the OpenHands 0.54 set when they are prose
     (other versions), None when the system message describes none."""
     out, tools, first_user = [], None, True
-    for m in messages:
+    for i, m in enumerate(messages):
         if not isinstance(m, dict):
             out.append(m)
             continue
-        role, content = m.get("role"), text_of(m.get("content"))
+        role, content = m.get("role"), text_of(m.get("content"), i)
         if role == "system" and (cut := content.find(_DESCRIBED)) != -1:
             tools = _described_tools(content[cut:])
             m = {**m, "content": content[:cut]}
@@ -153,10 +173,11 @@ def openai_tools(tools: Any) -> list:
 
 
 def _without_nulls(value: Any) -> Any:
-    """Tool definitions less their null-valued keys. A Parquet (Arrow) column of structs has one schema for all its
-    rows, so every tool read back carries every other tool's parameters as nulls (`think` gets `"command": null`,
-    ...); rendered, they would give a system prompt the model never sees at inference. Nothing in a function
-    schema needs a null value."""
+    """Tool definitions, or tool-call arguments stored as objects, less their null-valued keys. A Parquet (Arrow)
+    column of structs has one schema for all its rows, so every tool read back carries every other tool's
+    parameters as nulls (`think` gets `"command": null`, ...), and every call's arguments the other calls' keys
+    (`execute_bash` gets `"path": null`); rendered, they would give a system prompt the model never sees at
+    inference and calls it never made. Nothing in a function schema needs a null value."""
     if isinstance(value, dict):
         return {k: _without_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
@@ -164,25 +185,33 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def openai_messages(messages: list[dict], parse_text_calls: bool = False) -> list[dict]:
+def openai_messages(messages: list[dict], parse_text_calls: bool = False, markup_only: bool = False) -> list[dict]:
     """Normalise OpenAI-style messages: string content, `tool_calls` with JSON-string arguments, and tool results
     linked to their calls by order where `tool_call_id` is missing. With `parse_text_calls`, calls written in an
-    assistant message's text become `tool_calls`, and a user message right after such a turn is its result: a
-    scaffold without function calling (OpenHands' text format, SWE-agent's) answers a call that way."""
+    assistant message's text become `tool_calls` (only `<function=...>` markup with `markup_only`), and a user
+    message right after such a turn is its result: a scaffold without function calling (OpenHands' text format,
+    SWE-agent's) answers a call that way. OpenAI's legacy `function_call` (one call without an id, answered by a
+    `function` message) is the same call as a one-element `tool_calls`, and becomes one: vLLM would drop the
+    field, and the turn would train as if the model had stopped without calling."""
     out: list[dict] = []
     pending: list[str] = []  # ids of the last assistant turn's calls not yet answered
     from_text = False  # those calls were written as text
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise Reject("bad_message", f"message {i} is not an object")
-        role, content = m.get("role"), text_of(m.get("content"))
+        role, content = m.get("role"), text_of(m.get("content"), i)
         if role == "user" and from_text and pending and out[-1]["role"] == "assistant":
             role = "tool"
         if role == "assistant":
-            calls = [_openai_call(c, f"call_{i}_{j}") for j, c in enumerate(m.get("tool_calls") or [])]
+            raw_calls = m.get("tool_calls") or []
+            if m.get("function_call"):
+                if raw_calls:
+                    raise Reject("bad_message", f"message {i} has both tool_calls and a legacy function_call")
+                raw_calls = [{"function": m["function_call"]}]
+            calls = [_openai_call(c, f"call_{i}_{j}") for j, c in enumerate(raw_calls)]
             from_text = parse_text_calls and not calls
             if from_text:
-                content, calls = parse_text_tool_calls(content, f"call_{i}")
+                content, calls = parse_text_tool_calls(content, f"call_{i}", markup_only)
             pending = [c["id"] for c in calls]
             msg = {"role": "assistant", "content": content}
             if calls:
@@ -204,7 +233,12 @@ def _openai_call(call: Any, default_id: str) -> dict:
     fn = call.get("function") if isinstance(call, dict) else None
     if not isinstance(fn, dict):
         raise Reject("bad_tool_call", "tool call without function")
-    return make_tool_call(call.get("id") or default_id, fn.get("name") or "", fn.get("arguments") or "{}")
+    arguments = fn.get("arguments") or "{}"
+    if isinstance(arguments, dict):
+        # An object cannot say whether a null is the model's or Arrow's filling (Parquet, or JSONL exported from
+        # a `datasets` table); a JSON string is what the model wrote, nulls included, and is kept as is.
+        arguments = _without_nulls(arguments)
+    return make_tool_call(call.get("id") or default_id, fn.get("name") or "", arguments)
 
 
 def _json_field(value: Any) -> Any:
@@ -274,7 +308,7 @@ def swe_gym(row: dict, where: str, stage: str | None) -> dict:
     column keep their tools."""
     _require(row, "messages")
     raw, described = from_openhands_text_format(_json_field(row["messages"]))
-    messages = openai_messages(raw, parse_text_calls=True)
+    messages = openai_messages(raw, parse_text_calls=True, markup_only=True)
     instance_id = row.get("instance_id") or where
     return {
         "id": row.get("id") or f"swe-gym@{where}",
@@ -385,6 +419,9 @@ IMPORTERS: dict[str, Callable[[dict, str, str | None], dict]] = {
 """Format name (the `--format` of `swehero data import`) -> converter."""
 Format = Literal[tuple(IMPORTERS)]
 
+ID_COLUMNS = {"nvidia": "trajectory_id", "nebius": "trajectory_id", "swe-smith": "traj_id", "swe-agent": None}
+"""Format -> the column holding a row's own id (`id` where not listed), which the rejects file names."""
+
 
 def import_files(
     paths: list[str], fmt: str, out: Path, stage: str | None = None, max_reject_fraction: float = 0.01,
@@ -398,7 +435,7 @@ def import_files(
     from swehero.data.sources import Rejects, expand, read_rows
     from swehero.data.trajectory import validate
 
-    convert = IMPORTERS[fmt]
+    convert, id_column = IMPORTERS[fmt], ID_COLUMNS.get(fmt, "id")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
     rejects = Rejects(out.with_name(out.stem + ".rejects.jsonl"))
@@ -417,8 +454,10 @@ def import_files(
                             raise Reject("not_an_object", type(row).__name__)
                         record = validate(convert(row, where, stage))
                     except Reject as r:
-                        rejects.add(where, r, row.get("id") if isinstance(row, dict) else None)
+                        rejects.add(where, r, row.get(id_column) if id_column and isinstance(row, dict) else None)
                         continue
+                    except Exception as e:  # a row shaped as no importer check foresaw: say which, not a traceback
+                        raise InputError(f"{where}: cannot import this row as {fmt}: {type(e).__name__}: {e}") from e
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
                     written.append((record["instance_id"], record["id"]))
                     sources[record["source"]] += 1

@@ -4,9 +4,9 @@ The text is rendered once by `apply_chat_template` (so ids equal `apply_chat_tem
 for token), then each assistant turn is located as a character span and the tokens overlapping a span get
 loss 1 (found from byte positions for byte-level BPE tokenizers, from the tokenizer's offsets otherwise). A turn's span is what the model generates after the template's generation prompt: its content, its
 tool-call blocks and the turn-closing marker (`<|im_end|>` for ChatML), without the role header or the
-template's trailing newline. Spans come from rendering each assistant message alone after a fixed probe turn
-(linear cost, unlike rendering every prefix); `prefix_spans` is the slow, obviously-right definition that the
-tests hold the fast path to.
+template's trailing newline. Spans come from rendering each assistant message, and each run of messages between
+two of them, alone after a fixed probe turn (linear cost, unlike rendering every prefix); `prefix_spans` is the
+slow, obviously-right definition that the tests hold the fast path to.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class ChatRenderer:
         if not opened.startswith(self._probe_text):
             raise TemplateError("the generation prompt is not appended to the rendered conversation")
         self._header = opened[len(self._probe_text) :]
-        piece = self._turn_piece({"role": "assistant", "content": "X"})
+        piece = self._turn_piece([{"role": "assistant", "content": "X"}])
         if not piece.startswith(self._header + "X"):
             raise TemplateError(f"assistant turn does not start with the generation prompt {self._header!r}")
         tail = piece[len(self._header) + 1 :]
@@ -98,28 +98,38 @@ class ChatRenderer:
             messages, tools=tools or None, tokenize=False, add_generation_prompt=add_generation_prompt
         )
 
-    def _turn_piece(self, message: dict) -> str:
-        rendered = self.text(self._probe + [message])
+    def _turn_piece(self, messages: list[dict]) -> str:
+        rendered = self.text(self._probe + messages)
         if not rendered.startswith(self._probe_text):
             raise TemplateError("rendering a conversation is not a prefix of rendering it with one more turn")
         return rendered[len(self._probe_text) :]
 
     def spans(self, messages: list[dict], tools: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-        """The rendered text and the character span of every assistant turn's generated part, in order."""
+        """The rendered text and the character span of every assistant turn's generated part, in order.
+
+        Each turn is taken where the template puts it, not searched for: a tool result or user message may quote a
+        rendered turn verbatim (a log of a chat), and a search would train the quote. The first turn ends the
+        rendering of the conversation up to it; each later one starts where the previous turn and the messages
+        after it, rendered alone after the probe turn, end."""
         msgs = template_messages(messages)
         text = self.text(msgs, tools)
-        spans, cursor = [], 0
-        for m in msgs:
+        spans: list[tuple[int, int]] = []
+        cursor, run_start = 0, 0  # where the messages since the last turn start in `text`, and their index
+        for i, m in enumerate(msgs):
             if m["role"] != "assistant":
                 continue
-            piece = self._turn_piece(m)
+            piece = self._turn_piece([m])
             if not piece.endswith(self._tail):
                 raise TemplateError(f"assistant turn does not end with {self._tail!r}")
-            pos = text.find(piece, cursor)
-            if pos < 0:
+            if spans:
+                pos = cursor + len(self._turn_piece(msgs[run_start:i])) if i > run_start else cursor
+            else:  # the system prompt and tools render only at the start: this prefix is rendered as it is
+                upto = self.text(msgs[: i + 1], tools)
+                pos = len(upto) - len(piece) if upto.endswith(piece) and text.startswith(upto) else -1
+            if pos < 0 or not text.startswith(piece, pos):
                 raise TemplateError("an assistant turn renders differently inside the conversation than alone")
             spans.append((pos + len(self._header), pos + len(piece) - self._tail_untrained))
-            cursor = pos + len(piece)
+            cursor, run_start = pos + len(piece), i + 1
         return text, spans
 
     def prefix_spans(self, messages: list[dict], tools: list[dict]) -> tuple[str, list[tuple[int, int]]]:
