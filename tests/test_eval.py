@@ -19,7 +19,7 @@ import pytest
 from swehero.agent.loop import LoopConfig
 from swehero.agent.openai_policy import OpenAIConfig
 from swehero.agent.settings import AgentSettings
-from swehero.errors import Unavailable
+from swehero.errors import InputError, Unavailable
 from swehero.eval.grade import GRADES
 from swehero.agent.docker_host import check_architecture, check_free_disk
 from swehero.eval.harness import HarnessConfig, harness_kwargs, parse_harness, run_id_for
@@ -99,6 +99,55 @@ def test_loads_verified_and_multilingual_shapes(toy, tmp_path):
         (tmp_path / name).write_text(text)
         with pytest.raises(ValueError, match=rf"{name}: no tasks in it"):
             load_tasks(str(tmp_path / name))
+
+
+def test_rows_that_are_no_tasks_are_named_by_file_line_and_field(toy, tmp_path):
+    """Rows of the wrong shape are input errors naming where they are, not tracebacks from later steps."""
+    row = _lines(toy)[0]
+    cases = {"null.jsonl": json.dumps(row) + "\nnull\n", "list.jsonl": "[1, 2]\n", "objects.json": "[1]",
+             "id.jsonl": json.dumps({**row, "instance_id": 12}) + "\n",
+             "twice.jsonl": json.dumps(row) + "\n\n" + json.dumps(row) + "\n",
+             "lines.json": json.dumps(row) + "\n" + json.dumps({**row, "instance_id": "b"}) + "\n"}
+    messages = {"null.jsonl": r"null.jsonl:2: a task is a JSON object with SWE-bench's columns, got None",
+                "list.jsonl": r"list.jsonl:1: a task is a JSON object .*, got \[1, 2\]",
+                "objects.json": r"objects.json#1: a task is a JSON object .*, got 1",
+                "id.jsonl": r"id.jsonl:1: task 12: instance_id must be a string, got 12",
+                "twice.jsonl": rf"twice.jsonl:3: instance {row['instance_id']} appears twice "
+                               r"\(first at .*twice.jsonl:1\)",
+                "lines.json": r"lines.json:2: not JSON: Extra data.*JSON Lines: name the file .jsonl"}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(InputError, match=messages[name]):
+            load_tasks(str(tmp_path / name))
+
+
+def test_an_empty_test_list_is_refused_where_grading_needs_one(toy, tmp_path):
+    """An empty string is no test list (swebench's `make_test_spec` cannot read it): a task set for distillation
+    without tests loads without the column, and an eval that grades stops before inference, naming row and field.
+    A genuine `[]` is graded, with a warning: any patch resolves it."""
+    rows = _lines(toy)
+    iid = rows[1]["instance_id"]
+    rows[1]["FAIL_TO_PASS"] = " "
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert "FAIL_TO_PASS" not in load_tasks(str(tasks))[1]
+    with pytest.raises(InputError, match=rf"tasks.jsonl:2: task '{iid}': FAIL_TO_PASS is empty; grading needs"):
+        load_tasks(str(tasks), tests=True)
+    for grader in ("local", "swebench"):
+        settings = _settings(tasks, "gold")
+        settings.grading.grader = grader
+        with pytest.raises(InputError, match=rf"tasks.jsonl:2: task '{iid}': FAIL_TO_PASS is empty"):
+            evaluate(settings, tmp_path / grader, progress=lambda _: None)
+        assert not (tmp_path / grader / "run-0").exists() and not (tmp_path / grader / "predictions.jsonl").exists()
+
+    rows[1]["FAIL_TO_PASS"] = "[]"
+    tasks.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    said = []
+    settings = _settings(tasks, "gold")
+    settings.grading.grader = "swebench"  # stops before inference: the toy tasks have no images
+    with pytest.raises(InputError, match="lacks eval_script"):
+        evaluate(settings, tmp_path / "empty-list", progress=said.append)
+    assert said == [f"warning: 1 task(s) have an empty FAIL_TO_PASS, so no test checks the fix: {iid}"]
 
 
 def test_selection_instances_limit_and_shards(toy):
@@ -471,7 +520,8 @@ def test_harness_runs_up_to_the_docker_engine(toy, tmp_path, monkeypatch):
         run_harness(HarnessConfig(min_free_gb=0), tmp_path / "run", str(toy), Path(out["predictions"]), ids, {})
     run_id = run_id_for(HarnessConfig(), tmp_path / "run")
     recorded = json.loads((tmp_path / "run" / "harness" / "logs" / "run_evaluation" / run_id / "run.json").read_text())
-    assert recorded["dataset"] == str(toy) and recorded["split"] == "test"
+    assert recorded["dataset"] == str((tmp_path / "run" / "harness" / "tasks.jsonl").resolve())
+    assert recorded["split"] == "test"
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from swehero.eval.harness import HarnessConfig, parse_harness, run_id_for
 from swehero.eval.inference import PREDICTIONS, trajectory_path
 from swehero.eval.report import build_report
 from swehero.jsonio import JsonlLog, write_json_atomic
+from swehero.rollout.tasks import load_tasks
 
 MODEL = "org/m"
 VERIFIED = "SWE-bench/SWE-bench_Verified"
@@ -171,7 +172,8 @@ def test_grading_checks_the_harness_dataset_it_reads(tmp_path, scripted):
                                         "log_parser": "parse_log_pytest", "eval_type": "pass_and_fail"}) + "\n")
     harness_run = scripted({iid: ["resolved"]})
     assert _grade([_task(iid)], out, str(harness_file))["graded"] == 1
-    assert harness_run.calls[0]["dataset_name"] == str(harness_file) and grades(out)[iid]["resolved"]
+    assert harness_run.calls[0]["dataset_name"] == str((out / "harness" / "tasks.jsonl").resolve())
+    assert grades(out)[iid]["resolved"]
 
     bare = tmp_path / "tasks.jsonl"  # the task file itself: the check still stops it, naming the columns
     bare.write_text(json.dumps(_task(iid)) + "\n")
@@ -179,6 +181,40 @@ def test_grading_checks_the_harness_dataset_it_reads(tmp_path, scripted):
     with pytest.raises(InputError, match="lacks eval_script, eval_type, image, log_parser"):
         _grade([{**_task(iid), "image": "x", "eval_script": "y", "log_parser": "z", "eval_type": "w"}],
                tmp_path / "again", str(bare))
+
+
+def test_the_harness_reads_every_task_file_swehero_reads(tmp_path, scripted):
+    """swebench's loader reads a .jsonl with `splitlines` and `json.loads` a line: a byte-order mark, a blank line
+    or a raw U+2028 in a string stops it. The harness gets swehero's copy of the tasks, which its own loader reads
+    as swehero read the file."""
+    from swebench.harness.utils import load_swebench_dataset
+
+    ids = ["o__r-1", "o__r-2"]
+    out = tmp_path / "eval"
+    _predict(out, ids)
+    rows = [{**_task(iid), "problem_statement": "one\u2028two", "image": swebench_image(iid),
+             "eval_script": "#!/bin/bash\n", "log_parser": "parse_log_pytest", "eval_type": "pass_and_fail"}
+            for iid in ids]
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_bytes(b"\xef\xbb\xbf" + "\n\n".join(json.dumps(row, ensure_ascii=False) for row in rows).encode()
+                      + b"\n\n")
+    harness_run = scripted({iid: ["resolved"] for iid in ids})
+    _grade([_task(iid) for iid in ids], out, str(tasks))
+    read = load_swebench_dataset(harness_run.calls[0]["dataset_name"], "test")
+    assert read == load_tasks(str(tasks)) and [row["problem_statement"] for row in read] == ["one\u2028two"] * 2
+
+
+def test_a_log_parser_swebench_lacks_stops_grading_before_the_harness_runs(tmp_path, scripted):
+    iid = "o__r-1"
+    out = tmp_path / "eval"
+    _predict(out, [iid])
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({**_task(iid), "image": "img", "eval_script": "#!/bin/bash\n",
+                                 "log_parser": "parse_log_pytest_v3", "eval_type": "pass_and_fail"}) + "\n")
+    harness_run = scripted({iid: ["resolved"]})
+    with pytest.raises(InputError, match="task 'o__r-1': log_parser 'parse_log_pytest_v3' is not one of swebench"):
+        _grade([_task(iid)], out, str(tasks))
+    assert not harness_run.calls
 
 
 def test_prune_images_removes_the_images_the_harness_used(tmp_path, scripted, monkeypatch):

@@ -8,6 +8,7 @@ The tests run with this interpreter (`LocalGraderConfig.python`): no environment
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -200,3 +201,55 @@ def test_an_eval_of_tasks_in_other_languages_with_the_local_grader_stops_before_
     with pytest.raises(InputError, match="is a Go task"):
         evaluate(settings, tmp_path / "run", progress=lambda _: None)
     assert not (tmp_path / "run" / "predictions.jsonl").exists()  # nothing was attempted
+
+
+def test_a_log_parser_swebench_lacks_is_refused_before_the_tests_run(tmp_path):
+    repo, base = base_repo(tmp_path / "repo", {**CODE, "tests/test_mod.py": PYTEST_TESTS})
+    test_patch = diff(repo, {"tests/test_mod.py": PYTEST_TESTS + PYTEST_F2P})
+    task = task_of("o/r", base, test_patch, ["tests/test_mod.py::test_f"], [], log_parser="parse_log_pytest_v3")
+    with pytest.raises(InputError, match="task 'o__r-1': log_parser 'parse_log_pytest_v3' is not one of swebench"):
+        grade(repo, task, diff(repo, FIX), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_task_without_its_test_lists_is_refused_before_the_tests_run(tmp_path):
+    """A test list stored as an empty string (a task set without tests, for distillation) loads without the column,
+    and grading it, as the `resolved_only` filter would, stops instead of resolving any patch against no tests."""
+    repo, base = base_repo(tmp_path / "repo", {**CODE, "tests/test_mod.py": PYTEST_TESTS})
+    test_patch = diff(repo, {"tests/test_mod.py": PYTEST_TESTS + PYTEST_F2P})
+    task = normalize({**task_of("o/r", base, test_patch, [], []), "FAIL_TO_PASS": "", "problem_statement": "p"})
+    with pytest.raises(InputError, match="task 'o__r-1' has no FAIL_TO_PASS test list, which grading needs"):
+        grade(repo, task, diff(repo, FIX), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def _touching(*paths: str) -> str:
+    return "".join(f"diff --git a/{p} b/{p}\n--- a/{p}\n+++ b/{p}\n@@ -1 +1 @@\n-a\n+b\n" for p in paths)
+
+
+@pytest.mark.parametrize("repo_name, patch, test_patch, log_parser, language", [
+    # repositories swebench does not know: the test patch's files decide, then the patch's
+    ("bokeh/bokeh", _touching("bokehjs/src/lib/plot.ts", "bokehjs/src/lib/glyph.ts", "src/bokeh/plots.py"),
+     _touching("tests/unit/bokeh/models/test_plots.py"), "", "Python"),
+    ("pandas-dev/pandas", _touching("pandas/_libs/src/tokenizer.c", "pandas/_libs/include/tokenizer.h", "doc/v2.rst"),
+     _touching("pandas/tests/io/parser/test_c_parser_only.py"), "", "Python"),
+    ("o/r", _touching("src/a.ts", "src/b.py"), "", "", "TypeScript"),
+    # SWE-bench Multilingual rows: their log parser's family, C++ and TypeScript told by the files
+    ("gohugoio/hugo", _touching("hugolib/site.go"), _touching("hugolib/site_test.go", "testdata/x.py"),
+     "parse_log_gotest", "Go"),
+    ("fmtlib/fmt", _touching("include/fmt/format.h"), _touching("test/format-test.cc"), "parse_log_ctest", "C++"),
+    ("vuejs/core", _touching("packages/a.ts"), _touching("packages/a.spec.ts"), "parse_log_vitest", "TypeScript"),
+])
+def test_the_language_is_the_one_the_graded_tests_are_in(repo_name, patch, test_patch, log_parser, language):
+    """A Python library whose fix touches its C extension or TypeScript client is a Python task: the local grader
+    takes it, and the agent is told Python."""
+    from swehero.rollout.local_grader import check_local
+
+    task = normalize({**task_of(repo_name, "abc", test_patch, ["t"], [], patch=patch, problem_statement="p"),
+                      **({"log_parser": log_parser} if log_parser else {})})
+    assert task["language"] == language
+    if language == "Python":
+        check_local([task])
+    else:
+        with pytest.raises(InputError, match=re.escape(f"is a {language} task")):
+            check_local([task])

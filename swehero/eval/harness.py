@@ -2,7 +2,8 @@
 
 The harness writes `logs/run_evaluation/<run_id>/<model>/<instance>/report.json` relative to the working
 directory and the run summary `<model>.<run_id>.json` to `report_dir`; both go under `<eval dir>/harness`. It
-skips instances that already have a report, so grading resumes. Its containers are named
+skips instances that already have a report, so grading resumes. A task file is handed to it as the copy swehero
+writes of it, `<eval dir>/harness/tasks.jsonl` (see `harness_copy`). Its containers are named
 `sweb.eval.<instance>.<run_id>`, and it force-removes a container of that name before starting its own: a
 distinct run id per eval folder keeps gradings of two folders, at once or one after the other, from colliding.
 """
@@ -72,7 +73,10 @@ def harness_kwargs(config: HarnessConfig, dataset: str, predictions: Path, run_i
 
 
 def check_harness_dataset(tasks: list[dict], dataset: str) -> None:
-    """swebench 5's `make_test_spec` needs these columns; say so, with the fix, before any work starts."""
+    """swebench 5's `make_test_spec` needs these columns, and its grading a log parser it has; say so, with the fix,
+    before any work starts."""
+    from swebench.harness.log_parsers import PARSER_REGISTRY
+
     needed = ("image", "eval_script", "log_parser", "eval_type", "version")
     missing = sorted({name for task in tasks for name in needed if not task.get(name)})
     if missing:
@@ -83,6 +87,24 @@ def check_harness_dataset(tasks: list[dict], dataset: str) -> None:
             f"`swehero eval images build --tasks {dataset} --out {out}`, then evaluate {out}; or grade against "
             "swebench's own copy of the benchmark (harness.dataset), or with --grader local."
         )
+    for task in tasks:  # the harness looks the parser up after the tests ran
+        if task["log_parser"] not in PARSER_REGISTRY:
+            raise InputError(f"{dataset}: task {task['instance_id']!r}: log_parser {task['log_parser']!r} is not "
+                             "one of swebench 5.0.2's parsers (swebench.harness.log_parsers.PARSER_REGISTRY)")
+
+
+def harness_copy(dataset: str, where: Path) -> str:
+    """What the harness is handed for `dataset`: a hub name as it is; for a task file, `where/tasks.jsonl`, its
+    tasks as swehero loads them, one JSON object a line with non-ASCII escaped. swebench's loader splits a .jsonl at
+    every `str.splitlines` break (a U+2028 inside a string, a blank line) and reads no byte-order mark, which
+    swehero's loader takes, so every task file swehero runs is one the harness reads."""
+    from swehero.rollout.tasks import load_tasks
+
+    if not Path(dataset).is_file():
+        return dataset
+    copy = Path(where).resolve() / "tasks.jsonl"
+    copy.write_text("".join(json.dumps(task) + "\n" for task in load_tasks(dataset, tests=True)))
+    return str(copy)
 
 
 def _missing_images(names: list[str]) -> bool:
@@ -111,6 +133,7 @@ def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions:
     where = Path(out_dir) / HARNESS_DIR
     where.mkdir(parents=True, exist_ok=True)
     run_id = run_id_for(config, out_dir)
+    dataset = harness_copy(dataset, where)
     batches = [[iid] for iid in instance_ids] if config.prune_images else [instance_ids]
     with contextlib.chdir(where):  # the harness writes its logs relative to the working directory
         for batch in batches:

@@ -83,15 +83,18 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     from swehero.rollout.endpoints import serving
     from swehero.rollout.runner import attempt_identity
     from swehero.rollout.local_grader import check_local
-    from swehero.rollout.tasks import TESTS, load_selection, load_tasks, require
+    from swehero.rollout.tasks import load_selection, load_tasks
 
     if settings.heldout_trajectories and not settings.serve.model:
         raise InputError("heldout_trajectories needs `serve.model`: the checkpoint whose accuracy is measured")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    selected = load_selection(settings, out_dir)
-    if settings.grading.grader != "none":
-        require(selected.tasks, TESTS, f"grading ({settings.grading.grader})")
+    to_grade = settings.grading.grader != "none"
+    selected = load_selection(settings, out_dir, tests=to_grade)
+    untested = [t["instance_id"] for t in selected.tasks if not t.get("FAIL_TO_PASS")]
+    if to_grade and untested:  # swebench grades them too, and resolves any patch that keeps PASS_TO_PASS passing
+        progress(f"warning: {len(untested)} task(s) have an empty FAIL_TO_PASS, so no test checks the fix: "
+                 f"{', '.join(untested[:5])}{' ...' if len(untested) > 5 else ''}")
     if settings.grading.grader == "local":  # fail before inference, not after
         check_local(selected.tasks)
     saved = {"tasks": selected.source, "benchmark": selected.benchmark, "model": model_label(settings),
@@ -105,7 +108,8 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     if settings.grading.grader == "swebench" and Path(harness).is_file():  # fail before inference, not after
         from swehero.eval.harness import check_harness_dataset
 
-        check_harness_dataset(selected.tasks if harness == selected.source else load_tasks(harness), harness)
+        check_harness_dataset(selected.tasks if harness == selected.source else load_tasks(harness, tests=True),
+                              harness)
     if settings.agent.runtime == "docker":
         from swehero.agent.docker_host import check_architecture
 
@@ -156,13 +160,14 @@ def report_eval(out_dir: Path, tasks: list[dict], saved: dict, price_prompt: flo
     return outputs
 
 
-def open_eval(out_dir: Path) -> tuple[list[dict], dict, list[Path]]:
-    """An eval folder's tasks, saved settings (`eval.json`) and run folders."""
+def open_eval(out_dir: Path, tests: bool = False) -> tuple[list[dict], dict, list[Path]]:
+    """An eval folder's tasks (`tests`: each with its test lists, for grading), saved settings (`eval.json`) and
+    run folders."""
     from swehero.eval.runs import eval_runs
     from swehero.rollout.tasks import load_tasks, select
 
     saved, runs = eval_runs(out_dir)
-    return select(load_tasks(saved["tasks"]), saved["instance_ids"]), saved, runs
+    return select(load_tasks(saved["tasks"], tests=tests), saved["instance_ids"]), saved, runs
 
 
 def regrade(out_dir: Path, settings: GradingSettings, repos: str = "", progress=print) -> dict[str, str]:
@@ -170,7 +175,7 @@ def regrade(out_dir: Path, settings: GradingSettings, repos: str = "", progress=
     rewrite its reports."""
     from swehero.eval.grade import grade
 
-    tasks, saved, runs = open_eval(out_dir)
+    tasks, saved, runs = open_eval(out_dir, tests=settings.grader != "none")
     repo_root = Path(repos or saved.get("repos") or Path(saved["tasks"]).parent / "repos")
     for run_dir in runs:
         grade(tasks, run_dir, settings, repo_root, settings.harness.dataset or harness_dataset(saved["tasks"]),

@@ -35,7 +35,7 @@ from pathlib import Path
 from swehero.agent.local import check_repository
 from swehero.agent.taskenv import EnvError, EnvSettings, activated, ensure_env, make_layer
 from swehero.errors import InputError
-from swehero.rollout.tasks import language_of
+from swehero.rollout.tasks import TESTS, language_of
 
 PYTEST_OPTIONS = ("-rA", "-p", "no:cacheprovider", "--color=no")
 """After the project's own `addopts` (pytest puts those first), so these win: a `-rN` or `--color=yes` in the
@@ -119,19 +119,28 @@ def _no_test_command(task: dict) -> str:
             "test command: grade it from swebench's harness dataset (whose rows carry it) or with `--grader swebench`")
 
 
-def check_python(task: dict) -> None:
-    """Raise `InputError` for a task in another language than Python (SWE-bench Multilingual): its tests need the
-    toolchain of the harness's image, and pytest cannot run them."""
+def check_task(task: dict) -> None:
+    """Raise `InputError` for a task the local grader cannot grade, before its tests run: one in another language
+    than Python (SWE-bench Multilingual: its tests need the toolchain of the harness's image, and pytest cannot run
+    them), one without its test lists, or one whose `log_parser` swebench does not have."""
+    from swebench.harness.log_parsers import PARSER_REGISTRY
+
     language = task.get("language") or language_of(task)
     if language and language.lower() != "python":
         raise InputError(f"task {task['instance_id']!r} ({task['repo']}) is a {language} task: the local grader "
                          "runs Python tests only; grade it with `--grader swebench`")
+    missing = [name for name in TESTS if name not in task]
+    if missing:
+        raise InputError(f"task {task['instance_id']!r} has no {' or '.join(missing)} test list, which grading needs")
+    if log_parser(task) not in PARSER_REGISTRY:
+        raise InputError(f"task {task['instance_id']!r}: log_parser {task['log_parser']!r} is not one of swebench "
+                         "5.0.2's parsers (swebench.harness.log_parsers.PARSER_REGISTRY)")
 
 
 def check_local(tasks: list[dict]) -> None:
-    """`check_python` for every task, before any is attempted or graded."""
+    """`check_task` for every task, before any is attempted or graded."""
     for task in tasks:
-        check_python(task)
+        check_task(task)
 
 
 def _apply_model_patch(checkout: Path, patch_file: Path) -> tuple[bool, str]:
@@ -271,12 +280,12 @@ def grade_instance(task: dict, prediction: dict, source_repo: Path, log_dir: Pat
                    config: LocalGraderConfig | None = None) -> dict:
     """Grade one prediction; writes `log_dir/test_output.txt` and `log_dir/report.json` (swebench's format, with
     `patch_successfully_applied` and `infra_failure` as said above) and returns the report's entry for this
-    instance. Raises `InputError` for a task that is not in Python and `MissingRepository` when `source_repo` is
-    not a git repository."""
+    instance. Raises `InputError` for a task it cannot grade (`check_task`) and `MissingRepository` when
+    `source_repo` is not a git repository."""
     from swebench.harness.grading import get_eval_report
     from swebench.types import TestSpec
 
-    check_python(task)
+    check_task(task)
     check_repository(source_repo, task["repo"])
     iid = task["instance_id"]
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ benchmarks (through `datasets`), selected by id, shard and limit.
 Two shapes exist and both are accepted. SWE-bench Verified stores `FAIL_TO_PASS`/`PASS_TO_PASS` as JSON strings and
 has `environment_setup_commit`; SWE-bench Multilingual stores them as lists and adds `eval_script`, `log_parser` and
 `image`. Tasks are plain dicts with the test lists decoded to lists; every other column passes through. Running the
-agent needs only the columns in `REQUIRED`; grading needs the test lists too (`require`).
+agent needs only the columns in `REQUIRED`; grading needs the test lists too (`load_tasks(..., tests=True)`).
 """
 
 from __future__ import annotations
@@ -91,13 +91,14 @@ class TaskSet:
     """`verified`, `multilingual`, `toy` or `custom`."""
 
 
-def load_selection(selection: TaskSelection, out_dir: Path) -> TaskSet:
-    """Load and select the tasks of `selection` (building the toy tasks under `out_dir` when asked for)."""
+def load_selection(selection: TaskSelection, out_dir: Path, tests: bool = False) -> TaskSet:
+    """Load and select the tasks of `selection` (building the toy tasks under `out_dir` when asked for); `tests`:
+    every task must have its test lists (see `load_tasks`)."""
     from swehero.rollout.toy import build_toy_tasks
 
     source = str(build_toy_tasks(Path(out_dir) / "toy-tasks")) if selection.tasks == TOY else selection.tasks
     bench = benchmark_of(source)
-    tasks = select(load_tasks(source, selection.split), selection.instances, selection.limit, selection.shard)
+    tasks = select(load_tasks(source, selection.split, tests), selection.instances, selection.limit, selection.shard)
     repos = Path(selection.repos) if selection.repos else Path(source).parent / "repos" if Path(source).is_file() \
         else None
     kind = bench.key if bench else (TOY if selection.tasks == TOY else "custom")
@@ -107,26 +108,42 @@ def load_selection(selection: TaskSelection, out_dir: Path) -> TaskSet:
 def decode_tests(value) -> list[str]:
     """A test list as stored by either shape: a JSON string (Verified) or a list (Multilingual)."""
     if isinstance(value, str):
-        value = json.loads(value) if value.strip() else []
+        value = json.loads(value)
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
         raise ValueError(f"expected a list of test ids (or its JSON string), got {value!r:.80}")
     return list(value)
 
 
-def normalize(row: dict, where: str = "") -> dict:
-    """A task row with its test lists decoded; raises naming the row when a required column is missing."""
+def normalize(row: dict, where: str = "", tests: bool = False) -> dict:
+    """A task row with its test lists decoded; raises naming the row when it is no JSON object or a required column
+    is missing or no string. A test list stored as an empty string (the empty columns added to task sets without
+    tests, e.g. R2E-Gym's, for distillation) is left out: not `[]`, under which any patch would grade resolved.
+    `tests`: the row must have both test lists (grading)."""
+    where = where or "task"
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: a task is a JSON object with SWE-bench's columns, got {row!r:.80}")
     missing = [name for name in REQUIRED if not row.get(name)]
     if missing:
-        raise InputError(f"{where or 'task'}: task {row.get('instance_id', '?')!r} lacks column(s) "
+        raise InputError(f"{where}: task {row.get('instance_id', '?')!r} lacks column(s) "
                          f"{', '.join(missing)} (SWE-bench schema: {', '.join(REQUIRED + TESTS)})")
+    # ids name folders and files, and the harness matches them to predictions: all of these are strings there
+    for name in REQUIRED:
+        if not isinstance(row[name], str):
+            raise InputError(f"{where}: task {row['instance_id']!r}: {name} must be a string, got {row[name]!r:.80}")
     # `datasets` infers timestamps (`created_at`); tasks travel as JSON, so keep them as ISO strings
     task = {key: value.isoformat() if hasattr(value, "isoformat") else value for key, value in row.items()}
     for name in TESTS:
-        if name in row:
+        blank = isinstance(row.get(name), str) and not row[name].strip()
+        if tests and (blank or name not in row):
+            raise InputError(f"{where}: task {row['instance_id']!r}: {name} is {'empty' if blank else 'missing'}; "
+                             "grading needs its list of test ids (a JSON list, or its JSON string: `[]` for none)")
+        if blank:
+            del task[name]
+        elif name in row:
             try:
                 task[name] = decode_tests(row[name])
             except ValueError as e:
-                raise InputError(f"{where or 'task'}: task {row['instance_id']!r}: {name}: {e}") from None
+                raise InputError(f"{where}: task {row['instance_id']!r}: {name}: {e}") from None
     task.setdefault("language", language_of(task))
     return task
 
@@ -146,18 +163,26 @@ _PATCHED = re.compile(r"^diff --git a/\S+ b/(\S+)$", re.M)
 def language_of(task: dict) -> str:
     """The language of a task's repository, as swebench's specs say: the family of the task's log parser (its
     `log_parser` column, SWE-bench Multilingual) or of its repository's parser; the files its patches touch tell C++
-    from C and TypeScript from JavaScript, and decide alone where swebench knows neither. Empty if nothing does."""
-    files = Counter(_EXTENSIONS.get(PurePosixPath(f).suffix) for f in
-                    _PATCHED.findall((task.get("patch") or "") + (task.get("test_patch") or "")))
-    files.pop(None, None)
+    from C and TypeScript from JavaScript. Where swebench knows neither, the most of the test patch's files decide
+    (the tests graded are in the language the grader must run), else the most of the patch's: a Python library
+    whose fix touches its C extension or its TypeScript client (pandas, bokeh) tests in Python. Empty if nothing
+    does."""
+    tests, fix = (_languages(task.get(column) or "") for column in ("test_patch", "patch"))
     family = _swebench_family(task)
-    if family == "c" and files["C++"]:
+    if family == "c" and (tests + fix)["C++"]:
         return "C++"
-    if family == "javascript" and files["TypeScript"]:
+    if family == "javascript" and (tests + fix)["TypeScript"]:
         return "TypeScript"
     if family:
         return _FAMILIES[family][0]
-    return files.most_common(1)[0][0] if files else ""
+    return (tests or fix).most_common(1)[0][0] if tests or fix else ""
+
+
+def _languages(patch: str) -> Counter:
+    """How many of the files a patch touches are in each language (files of no known language not counted)."""
+    files = Counter(_EXTENSIONS.get(PurePosixPath(f).suffix) for f in _PATCHED.findall(patch))
+    files.pop(None, None)
+    return files
 
 
 def _swebench_family(task: dict) -> str:
@@ -175,13 +200,6 @@ def _swebench_family(task: dict) -> str:
     return ""
 
 
-def require(tasks: list[dict], columns: tuple[str, ...], why: str) -> None:
-    """Fail before any work starts when a task lacks what a later step needs, naming the step and the fix."""
-    missing = sorted({name for task in tasks for name in columns if name not in task})
-    if missing:
-        raise InputError(f"the tasks lack {', '.join(missing)}, which {why} needs")
-
-
 def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
     """(where, row) of every row: local JSON files with the standard library (exact values, `file:line` in errors),
     Parquet files and benchmarks with `datasets`."""
@@ -193,7 +211,9 @@ def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
             try:
                 rows = json.loads(path.read_text())
             except json.JSONDecodeError as e:
-                raise InputError(f"{source}:{e.lineno}: not JSON: {e}") from None
+                # `datasets.Dataset.to_json` writes JSON Lines, whatever the file is called
+                hint = "; one JSON object a line is JSON Lines: name the file .jsonl" if e.msg == "Extra data" else ""
+                raise InputError(f"{source}:{e.lineno}: not JSON: {e}{hint}") from None
             rows = rows if isinstance(rows, list) else [rows]
             return [(f"{source}#{i}", row) for i, row in enumerate(rows, 1)]
         if path.suffix != ".parquet":
@@ -218,16 +238,19 @@ def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
     return [(f"{bench.hub_id}:{i}", row) for i, row in enumerate(rows, 1)]
 
 
-def load_tasks(source: str, split: str = "") -> list[dict]:
-    """All tasks of a file or named benchmark, in their stored order; no task or a duplicate instance id is an error."""
-    tasks = [normalize(row, where) for where, row in _load_rows(source, split)]
+def load_tasks(source: str, split: str = "", tests: bool = False) -> list[dict]:
+    """All tasks of a file or named benchmark, in their stored order; no task or a duplicate instance id is an error.
+    `tests`: every task must have its test lists, as grading needs (see `normalize`)."""
+    tasks, seen = [], {}
+    for where, row in _load_rows(source, split):
+        task = normalize(row, where, tests)
+        if task["instance_id"] in seen:
+            raise InputError(f"{where}: instance {task['instance_id']} appears twice (first at "
+                             f"{seen[task['instance_id']]})")
+        seen[task["instance_id"]] = where
+        tasks.append(task)
     if not tasks:  # an emptied file (a decontamination that dropped all, a failed export) would otherwise run nothing
         raise InputError(f"{source}: no tasks in it")
-    seen: set[str] = set()
-    for task in tasks:
-        if task["instance_id"] in seen:
-            raise InputError(f"{source}: instance {task['instance_id']} appears twice")
-        seen.add(task["instance_id"])
     return tasks
 
 
