@@ -451,6 +451,17 @@ def test_arguments_stored_as_objects_lose_the_nulls_arrow_fills_in(tmp_path):
     assert _calls(rec) == [("execute_bash", {"command": "ls", "timeout": None}), ("str_replace_editor", objects[1])]
 
 
+@pytest.mark.parametrize("arguments", ["", None])
+def test_empty_or_missing_arguments_are_no_json_object(tmp_path, arguments):
+    """Not `{}`: that would train a call without the arguments the model left out, which vLLM could not render."""
+    row = {"instance_id": "a__b-3", "trajectory_id": "t", "trajectory": _two_calls((arguments, "{}"))}
+    (tmp_path / "in.jsonl").write_text(json.dumps(row) + "\n")
+    out = tmp_path / "out.jsonl"
+    import_files([str(tmp_path / "in.jsonl")], "nvidia", out, max_reject_fraction=1)
+    records, (reject,) = _records_and_rejects(out)
+    assert not records and reject["reason"] == "invalid_tool_arguments"
+
+
 @pytest.mark.parametrize("fmt,id_column", [("nvidia", "trajectory_id"), ("nebius", "trajectory_id"),
                                            ("swe-smith", "traj_id")])
 def test_rejects_name_the_rows_own_id(tmp_path, fmt, id_column):

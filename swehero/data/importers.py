@@ -233,7 +233,8 @@ def _openai_call(call: Any, default_id: str) -> dict:
     fn = call.get("function") if isinstance(call, dict) else None
     if not isinstance(fn, dict):
         raise Reject("bad_tool_call", "tool call without function")
-    arguments = fn.get("arguments") or "{}"
+    # no default: an empty or missing `arguments` is no JSON object, and vLLM could not render it either
+    arguments = fn.get("arguments")
     if isinstance(arguments, dict):
         # An object cannot say whether a null is the model's or Arrow's filling (Parquet, or JSONL exported from
         # a `datasets` table); a JSON string is what the model wrote, nulls included, and is kept as is.
