@@ -17,6 +17,7 @@ from swehero.distill.filters import (
     filter_trajectories,
     patch_files,
 )
+from swehero.errors import InputError
 from swehero.jsonio import read_jsonl
 from swehero.rollout.toy import build_toy_tasks
 from swehero.toolspec import openhands_tools
@@ -229,6 +230,8 @@ def test_decontamination_catches_each_kind_of_overlap():
     assert sims["gym__exact-1"] == 1.0 and 0.5 <= sims["gym__paraphrase-2"] < 1.0
     assert upstream_pr(train[5]) == ("pallets/flask", 5000)
     assert upstream_pr(row("x", "y", repo="a/b")) is None
+    with pytest.raises(InputError, match=r"task 'x': pull_number '12a' is not a PR number"):
+        upstream_pr(row("x", "y", repo="a/b", pull_number="12a"))
 
 
 def test_decontaminate_cli(tmp_path):

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from swehero.errors import InputError
+
 _WORD = re.compile(r"\w+")
 _PR_ID = re.compile(r"^(?P<owner>.+?)__(?P<name>.+)-(?P<number>\d+)$")
 _PR_URL = re.compile(r"github\.com/([^/]+/[^/]+)/pull/(\d+)")
@@ -37,6 +39,8 @@ def upstream_pr(task: dict) -> tuple[str, int] | None:
     if match:
         return match.group(1).lower(), int(match.group(2))
     if task.get("pull_number") not in (None, "") and task.get("repo"):
+        if not str(task["pull_number"]).isdigit():
+            raise InputError(f"task {task['instance_id']!r}: pull_number {task['pull_number']!r} is not a PR number")
         return task["repo"].lower(), int(task["pull_number"])
     match = _PR_ID.match(task["instance_id"])
     if match:
