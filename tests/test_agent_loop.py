@@ -110,7 +110,7 @@ def episode(toy, replies, mode="zero", **loop):
     return run_episode(task, policy, Tools(rt, mode), opening, LoopConfig(**loop)), policy
 
 
-def test_malformed_replies_become_error_observations(toy):
+def test_malformed_replies_are_answered_as_openhands_answers_them(toy):
     two = call("think", {"thought": "a"})
     two["tool_calls"] += call("think", {"thought": "b"})["tool_calls"]
     record, policy = episode(toy, [
@@ -125,15 +125,20 @@ def test_malformed_replies_become_error_observations(toy):
     validate(record)
     msgs = record["messages"]
     texts = [m["content"] for m in msgs if m["role"] in ("tool", "user")][1:]
-    assert texts[0].startswith("ERROR: Tool no_such_tool is not registered.")
-    assert texts[1] == 'ERROR: Missing required argument "command" in tool call str_replace_editor'
+    # a call OpenHands' `response_to_actions` refuses: the reply leaves the conversation, the error is a user message
+    # (after another user message, two newlines first), and it is no message of the user's for `GIVE_UP`
+    assert texts[0] == ("\n\nTool no_such_tool is not registered. (arguments: {'x': 1}). Please check the tool name "
+                        "and retry with an existing tool.\n[Error occurred in processing last action]")
+    assert texts[1] == ('\n\nMissing required argument "command" in tool call str_replace_editor\n'
+                        "[Error occurred in processing last action]")
+    assert [m["role"] for m in msgs[:5]] == ["system", "user", "user", "user", "assistant"]
     # OpenHands' answer to a reply without a tool call; from the second on, it offers to give up
     assert texts[2] == KEEP_GOING and texts[3] == KEEP_GOING + GIVE_UP
     assert texts[4] == texts[5] == "Your thought has been logged."  # two calls of one reply run in turn
     assert texts[6].startswith("ERROR:\nInvalid `path` parameter: /etc/passwd. Only files inside the repository")
     assert not any(m["role"] == "assistant" and not m.get("content") and not m.get("tool_calls") for m in msgs)
     meta = record["metadata"]
-    assert meta["finish_reason"] == "submitted" and meta["format_errors"] == 5 and meta["editor_errors"] == 2
+    assert meta["finish_reason"] == "submitted" and meta["format_errors"] == 5 and meta["editor_errors"] == 1
     assert policy.seen[-1] == msgs[:-1]  # the record is what the model saw, plus its final finish call
 
 
@@ -146,13 +151,28 @@ def test_an_empty_reply_is_left_out_but_the_quality_filter_still_drops_the_traje
     assert not_one_tool_call(record, FilterConfig())
 
 
-def test_invalid_json_arguments_are_recorded_verbatim(toy):
-    """The model's broken call is kept as it was (the data plane then filters the trajectory out)."""
-    record, _ = episode(toy, [call("execute_bash", "{not json"), call("finish", {"message": "x"})])
-    assert record["messages"][2]["tool_calls"][0]["function"]["arguments"] == "{not json"
-    assert record["messages"][3]["content"].startswith("ERROR: Failed to parse tool call arguments as JSON")
-    with pytest.raises(Reject, match="invalid_tool_arguments"):
-        validate(record)
+@pytest.mark.parametrize("name, arguments, error", [
+    ("execute_bash", "{not json", "Failed to parse tool call arguments: {not json"),
+    ("execute_bash", "", "Failed to parse tool call arguments: "),
+    ("execute_bash", {"command": "ls", "timeout": "soon"}, "Invalid float passed to 'timeout' argument: soon"),
+    ("str_replace_editor", {"command": "create", "path": "/testbed/n.py", "file_text": "", "security_risk": "LOW"},
+     "Unexpected argument security_risk in tool call str_replace_editor. Allowed arguments are: {'command', 'path', "
+     "'file_text', 'old_str', 'new_str', 'insert_line', 'view_range'}"),
+])
+def test_a_call_openhands_cannot_read_runs_nothing_and_leaves_a_valid_record(toy, name, arguments, error):
+    record, _ = episode(toy, [call("execute_bash", {"command": "ls"}), call(name, arguments),
+                              call("finish", {"message": "x"})])
+    assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant", "tool", "user", "assistant"]
+    assert record["messages"][4]["content"] == error + "\n[Error occurred in processing last action]"
+    assert record["metadata"]["format_errors"] == 1 and "n.py" not in record["patch"]
+    validate(record)  # the broken reply is not in it
+
+
+def test_finish_and_think_need_no_argument_in_openhands(toy):
+    record, _ = episode(toy, [call("think", {}), call("finish", {})])
+    assert record["messages"][-2]["content"] == "Your thought has been logged."
+    meta = record["metadata"]
+    assert (meta["finish_reason"], meta["finish_message"], meta["format_errors"]) == ("submitted", "", 0)
 
 
 def test_repeated_failures_end_the_episode(toy):

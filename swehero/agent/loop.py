@@ -11,9 +11,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from swehero.agent.bash_session import truncate
 from swehero.agent.policy import ContextLimit, Policy, PolicyError, Reply
 from swehero.agent.task import Task
-from swehero.agent.tools import Tools
+from swehero.agent.tools import ERROR_TRAILER, InvalidCall, Tools, error_observation, parse_call
 from swehero.jsonio import write_json_atomic
 from swehero.toolspec import openhands_tools
 
@@ -104,16 +105,25 @@ def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool
     if not calls:
         if (message.get("content") or "").strip():  # an empty reply is left out: the model never sees it again
             messages.append(message)
-        asked = sum(m["role"] == "user" for m in messages)
+        # OpenHands counts the user's messages (the task, its own answers like this one), not errors shown as such
+        asked = sum(m["role"] == "user" and not m["content"].endswith(ERROR_TRAILER) for m in messages)
         messages.append({"role": "user", "content": KEEP_GOING + (GIVE_UP if asked >= 2 else "")})
+        meta["format_errors"] += 1
+        return True
+    try:
+        parsed = [parse_call(call["function"]["name"], call["function"]["arguments"]) for call in calls]
+    except InvalidCall as e:
+        # OpenHands' controller: no call of the reply runs, the reply leaves the conversation, and the error comes
+        # as a user message, two newlines first when it follows another user message
+        separator = "\n\n" if messages[-1]["role"] == "user" else ""
+        messages.append({"role": "user", "content": separator + error_observation(truncate(str(e)))})
         meta["format_errors"] += 1
         return True
     messages.append(message)
     meta["format_errors"] += len(calls) > 1
-    malformed = False
-    for call in calls:
-        fn = call["function"]
-        outcome = tools.call(fn["name"], fn["arguments"])
+    for call, arguments in zip(calls, parsed):
+        name = call["function"]["name"]
+        outcome = tools.run(name, arguments)
         if outcome.finished:  # the calls after it are not run
             meta["finish_reason"], meta["finish_message"] = "submitted", outcome.observation
             break
@@ -121,11 +131,9 @@ def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool
         if outcome.banned:
             meta["banned"] = True
             meta["banned_commands"].extend(outcome.banned)
-        if outcome.error and fn["name"] == "str_replace_editor":
+        if outcome.error and name == "str_replace_editor":
             meta["editor_errors"] += 1
-        meta["format_errors"] += outcome.malformed
-        malformed = malformed or outcome.malformed
-    return malformed
+    return False
 
 
 def _count_tokens(meta: dict, reply: Reply) -> None:

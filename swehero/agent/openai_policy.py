@@ -115,7 +115,7 @@ def assistant_message(content: str | None, tool_calls: list | None) -> dict:
     """Normalise a server reply; tool calls written as `<tool_call>` text become real tool calls."""
     content = content or ""
     calls = [{"id": c.get("id") or _call_id(), "type": "function",
-              "function": {"name": c["function"]["name"], "arguments": c["function"].get("arguments") or "{}"}}
+              "function": {"name": c["function"]["name"], "arguments": c["function"].get("arguments") or ""}}
              for c in tool_calls or []
              if isinstance(c, dict) and isinstance(c.get("function"), dict) and c["function"].get("name")]
     if not calls:
@@ -128,12 +128,13 @@ def assistant_message(content: str | None, tool_calls: list | None) -> dict:
 
 def parse_text_tool_calls(content: str) -> tuple[str, list[dict]]:
     """Split `content` into the text before its first tool call and the calls (`swehero.toolcalls`, the same reader
-    as the importers' and the vLLM plugin's). A call that does not parse is kept as a call to the (unknown) tool
-    `invalid_tool_call`, so the agent gets an error observation instead of the call silently vanishing."""
+    as the importers' and the vLLM plugin's). When a call does not parse (a reply cut by the token limit), the whole
+    text is the reply and it has no call, as vLLM's hermes parser and our plugin return it: OpenHands then answers
+    it as any reply without a call."""
     found = toolcalls.blocks(content)
-    calls = [_call(b.call["name"], json.dumps(b.call["arguments"], ensure_ascii=False)) if b.call else
-             _call("invalid_tool_call", json.dumps({"text": content[b.start:b.end], "error": b.error}))
-             for b in found]
+    if any(b.call is None for b in found):
+        return content, []
+    calls = [_call(b.call["name"], json.dumps(b.call["arguments"], ensure_ascii=False)) for b in found]
     return toolcalls.content_before(content, found), calls
 
 

@@ -1,7 +1,8 @@
 """Run one tool call against a runtime and write the observation the agent sees, OpenHands 0.54 style.
 
-The tools offered are exactly `swehero.toolspec.openhands_tools()`. Malformed calls (unknown tool, arguments
-that are not a JSON object, missing required arguments) become error observations, never exceptions.
+The tools offered are exactly `swehero.toolspec.openhands_tools()`. A call is first read as OpenHands'
+`response_to_actions` reads it (`parse_call`); one it refuses there (unknown tool, arguments that are not JSON, a
+missing argument) runs nothing, and the loop answers it as OpenHands' controller does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 import bashlex
 
 from swehero.agent.banned import RefusedCommand, banned_commands
-from swehero.agent.bash_session import BashSession, special_key
+from swehero.agent.bash_session import BashSession, special_key, truncate
 from swehero.agent.editor import BinaryFile, Editor, ToolError
 from swehero.agent.keystrokes import typed_command
 from swehero.agent.runtime import Runtime
@@ -25,9 +26,12 @@ MULTIPLE_COMMANDS = ("ERROR: Cannot execute multiple commands at once.\nPlease r
 """OpenHands' bash session refuses a command of several top-level commands (lines) with this ErrorObservation."""
 
 
+ERROR_TRAILER = "\n[Error occurred in processing last action]"
+
+
 def error_observation(content: str) -> str:
     """An OpenHands ErrorObservation as its agent puts it in the conversation."""
-    return content + "\n[Error occurred in processing last action]"
+    return content + ERROR_TRAILER
 
 
 @dataclass
@@ -42,8 +46,49 @@ class Outcome:
     """Banned programs the command tried to run (zero mode); the command was not run."""
     finished: bool = False
     """`finish` was called: the episode ends."""
-    malformed: bool = False
-    """The call itself was malformed (unknown tool, arguments not a JSON object, a required argument missing)."""
+
+
+class InvalidCall(ValueError):
+    """A call OpenHands' `response_to_actions` refuses before any action runs (its FunctionCallValidationError or
+    FunctionCallNotExistsError), with OpenHands' text."""
+
+
+REQUIRED = {"execute_bash": ("command",), "str_replace_editor": ("command", "path")}
+"""The arguments OpenHands checks for; `think` and `finish` default theirs to ''."""
+
+
+def parse_call(name: str, arguments: str | dict) -> dict:
+    """The keyword arguments of a call as OpenHands 0.54's `response_to_actions` reads it, or InvalidCall. It checks
+    only what OpenHands checks: arguments that are JSON, the tool's name, `REQUIRED`, a `timeout` that is a number,
+    and, for an edit (not a view), no argument the editor lacks; other unknown arguments are dropped."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            raise InvalidCall(f"Failed to parse tool call arguments: {arguments}") from None
+    if name not in TOOL_NAMES:  # the arguments as Python prints them, as there
+        raise InvalidCall(f"Tool {name} is not registered. (arguments: {arguments}). Please check the tool name and "
+                          "retry with an existing tool.")
+    if not isinstance(arguments, dict):  # OpenHands fails the whole episode on these (an AttributeError)
+        raise InvalidCall(f"Tool call arguments must be a JSON object, got: {json.dumps(arguments)}")
+    for required in REQUIRED.get(name, ()):
+        if required not in arguments:
+            raise InvalidCall(f'Missing required argument "{required}" in tool call {name}')
+    properties = tool_schema(name)["properties"]
+    if name == "execute_bash" and "timeout" in arguments:
+        try:
+            float(arguments["timeout"])
+        except ValueError:
+            raise InvalidCall(f"Invalid float passed to 'timeout' argument: {arguments['timeout']}") from None
+        except TypeError:  # null: OpenHands fails the episode; here it is the default timeout (`execute_bash`)
+            pass
+    if name == "str_replace_editor" and arguments["command"] != "view":
+        for key in arguments:
+            if key not in properties:  # OpenHands prints a Python set, whose order varies: here the schema's
+                allowed = "{" + ", ".join(repr(k) for k in properties) + "}"
+                raise InvalidCall(f"Unexpected argument {key} in tool call {name}. Allowed arguments are: {allowed}")
+    defaults = {"think": {"thought": ""}, "finish": {"message": ""}}.get(name, {})
+    return {**defaults, **{k: v for k, v in arguments.items() if k in properties}}
 
 
 def top_level_commands(command: str) -> list[str]:
@@ -90,26 +135,15 @@ class Tools:
         self.bash = BashSession(runtime)
 
     def call(self, name: str, arguments: str | dict) -> Outcome:
-        if name not in TOOL_NAMES:
-            return Outcome(f"ERROR: Tool {name} is not registered. (arguments: {arguments}). Please check the tool "
-                           f"name and retry with an existing tool ({', '.join(TOOL_NAMES)}).",
-                           error=True, malformed=True)
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments) if arguments.strip() else {}
-            except json.JSONDecodeError as e:
-                return Outcome(f"ERROR: Failed to parse tool call arguments as JSON ({e}): {arguments}", error=True,
-                               malformed=True)
-        if not isinstance(arguments, dict):
-            return Outcome(f"ERROR: Tool call arguments must be a JSON object, got: {arguments}", error=True,
-                           malformed=True)
-        schema = tool_schema(name)
-        for required in schema["required"]:
-            if required not in arguments:
-                return Outcome(f'ERROR: Missing required argument "{required}" in tool call {name}', error=True,
-                               malformed=True)
-        known = {k: v for k, v in arguments.items() if k in schema["properties"]}  # e.g. newer `security_risk`
-        return getattr(self, name)(**known)
+        """Read and run one call; a call `parse_call` refuses gives its error observation."""
+        try:
+            return self.run(name, parse_call(name, arguments))
+        except InvalidCall as e:
+            return Outcome(error_observation(truncate(str(e))), error=True)
+
+    def run(self, name: str, arguments: dict) -> Outcome:
+        """Run a call `parse_call` read."""
+        return getattr(self, name)(**arguments)
 
     def execute_bash(self, command, is_input="false", timeout=None) -> Outcome:
         if not isinstance(command, str):
