@@ -85,7 +85,7 @@ class Scripted:
 
     def act(self, messages, tools):
         self.seen.append([dict(m) for m in messages])
-        return Reply(self.replies.pop(0) if self.replies else call("think", {"thought": "again"}))
+        return Reply(self.replies.pop(0) if self.replies else call("think", {"thought": f"step {len(self.seen)}"}))
 
 
 def call(name, args, n=[0]) -> dict:
@@ -178,6 +178,21 @@ def test_finish_and_think_need_no_argument_in_openhands(toy):
 def test_repeated_failures_end_the_episode(toy):
     record, _ = episode(toy, [call("nope", {})] * 5, max_consecutive_errors=3)
     assert record["metadata"]["finish_reason"] == "tool_parse_failures" and record["metadata"]["steps"] == 3
+
+
+def test_an_agent_repeating_itself_is_stopped_as_openhands_stops_it(toy):
+    """OpenHands' stuck detector, before every step: the same command and result four times ends the episode, also
+    between the calls of one reply; the patch is still taken."""
+    edit = call("str_replace_editor", {"command": "str_replace", "path": "/testbed/pkg/calc.py",
+                                       "old_str": '"""Add."""\n    return a - b', "new_str": '"""Add."""\n    return a + b'})
+    record, policy = episode(toy, [edit] + [call("execute_bash", {"command": "ls"})] * 6, mode="exec")
+    meta = record["metadata"]
+    assert (meta["finish_reason"], meta["steps"]) == ("stuck", 5) and "+    return a + b" in record["patch"]
+    four = call("execute_bash", {"command": "ls"})
+    four["tool_calls"] *= 5
+    record, _ = episode(toy, [four])
+    assert record["metadata"]["finish_reason"] == "stuck"
+    assert sum(m["role"] == "tool" for m in record["messages"]) == 4  # the fifth call did not run
 
 
 def test_step_limit(toy):

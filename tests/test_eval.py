@@ -328,7 +328,7 @@ def test_harness_output_parses_into_outcomes(tmp_path, monkeypatch):
     for record in grades.values():
         grade_log.append(record)
     report = build_report([{"instance_id": i, "repo": "o/r"} for i in ids], out, model, "verified", 3.0, 15.0)
-    assert report["outcomes"] == {"resolved": 1, "unresolved": 2, "empty_patch": 1, "step_limit": 0,
+    assert report["outcomes"] == {"resolved": 1, "unresolved": 2, "empty_patch": 1, "stuck": 0, "step_limit": 0,
                                   "context_limit": 0, "time_limit": 0, "tool_parse_failure": 0, "infra_error": 1}
     assert report["paper"] == {"model": "SWE-Hero-32B", "benchmark": "verified", "resolved_rate": 0.622}
     assert report["averages"]["cost_usd"] == pytest.approx((1000 * 3 + 100 * 15) / 1e6)

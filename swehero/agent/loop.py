@@ -13,17 +13,19 @@ from pathlib import Path
 
 from swehero.agent.bash_session import truncate
 from swehero.agent.policy import ContextLimit, Policy, PolicyError, Reply
+from swehero.agent.stuck import is_stuck
 from swehero.agent.task import Task
 from swehero.agent.tools import ERROR_TRAILER, InvalidCall, Tools, error_observation, parse_call
 from swehero.jsonio import write_json_atomic
 from swehero.toolspec import openhands_tools
 
 STAGE = {"zero": "zero", "exec": "hero"}
-FINISH_REASONS = ("submitted", "step_limit", "context_limit", "time_limit", "tool_parse_failures", "agent_error",
-                  "interrupted")
-"""How an episode ends (`metadata.finish_reason`): the agent called `finish`; a limit was reached; the model kept
-sending malformed tool calls; the model could not be queried or the runtime failed (agent_error: infrastructure,
-not the model); or the process was stopped."""
+FINISH_REASONS = ("submitted", "stuck", "step_limit", "context_limit", "time_limit", "tool_parse_failures",
+                  "agent_error", "interrupted")
+"""How an episode ends (`metadata.finish_reason`): the agent called `finish`; it repeated itself as OpenHands'
+stuck detector sees it (`stuck.is_stuck`); a limit was reached; the model kept sending malformed tool calls; the
+model could not be queried or the runtime failed (agent_error: infrastructure, not the model); or the process was
+stopped."""
 KEEP_GOING = ("Please continue working on the task on whatever approach you think is suitable.\n"
               "When you think you have solved the question, please use the finish tool and include your final answer "
               "in the message parameter of the finish tool.\n"
@@ -66,7 +68,9 @@ def run_episode(task: Task, policy: Policy, tools: Tools, opening: list[dict], c
     errors_in_row, tokens = 0, _Tokens(len(json.dumps(record["tools"])) // 4)
     try:
         while meta["finish_reason"] is None:
-            if meta["steps"] >= config.max_steps:
+            if is_stuck(messages):  # OpenHands checks before every step, before its limits
+                meta["finish_reason"] = "stuck"
+            elif meta["steps"] >= config.max_steps:
                 meta["finish_reason"] = "step_limit"
             elif tokens.estimate(messages) > config.max_context_tokens:
                 meta["finish_reason"] = "context_limit"
@@ -121,7 +125,10 @@ def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool
         return True
     messages.append(message)
     meta["format_errors"] += len(calls) > 1
-    for call, arguments in zip(calls, parsed):
+    for n, (call, arguments) in enumerate(zip(calls, parsed)):
+        if n and is_stuck(messages):  # each call of a reply is a step of OpenHands' controller
+            meta["finish_reason"] = "stuck"
+            break
         name = call["function"]["name"]
         outcome = tools.run(name, arguments)
         if outcome.finished:  # the calls after it are not run

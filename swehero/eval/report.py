@@ -19,10 +19,10 @@ from swehero.eval.runs import percent
 
 TEACHER_FORCED = "teacher_forced.json"
 """Written by the eval pipeline when it is given held-out trajectories (see teacher_forced.py)."""
-OUTCOMES = ("resolved", "unresolved", "empty_patch", "step_limit", "context_limit", "time_limit",
+OUTCOMES = ("resolved", "unresolved", "empty_patch", "stuck", "step_limit", "context_limit", "time_limit",
             "tool_parse_failure", "infra_error")
 NOT_GRADED = "not graded"
-_LIMITS = {"step_limit": "step_limit", "context_limit": "context_limit", "time_limit": "time_limit",
+_LIMITS = {"stuck": "stuck", "step_limit": "step_limit", "context_limit": "context_limit", "time_limit": "time_limit",
            "tool_parse_failures": "tool_parse_failure"}
 
 
