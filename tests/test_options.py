@@ -7,14 +7,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from swehero.recipe.options import field_docs, option_names, settings_options
-from swehero.recipe.stage import InputPath, ModelRef
+from swehero.recipe.stage import InputPath, ModelRef, Range
 
 
 @dataclass
@@ -169,7 +169,7 @@ def test_errors_say_where_the_value_came_from(tmp_path):
         "--model: model: input not found: no/such/folder",
     ]
     assert problems(str(tmp_path), "--name", "n", "--set", "workers") == [
-        "--set workers: expected KEY=VALUE, e.g. stages.sft_zero.lr=1e-5"]
+        "--set workers: expected KEY=VALUE, e.g. stages.sft_zero.optimizer.lr=3e-5"]
 
 
 def test_help_shows_types_defaults_and_docstrings():
@@ -238,3 +238,38 @@ def test_an_excluded_section_does_not_rename_the_options_beside_it():
     assert "--policy-port" in CliRunner().invoke(ports(), ["--help"]).output
     result = CliRunner().invoke(ports(exclude=("judge",)), ["--port", "1", "--set", "judge.port=2"])
     assert json.loads(result.output) == [1, 2]
+
+
+@dataclass
+class Bounded:
+    rows: Annotated[int, Range(min=1)] = 8
+    """At least one."""
+    share: Annotated[float, Range(gt=0, lt=1)] = 0.5
+    """Strictly between 0 and 1."""
+    limit: Annotated[int, Range(min=1)] | None = None
+    """None, or at least one."""
+
+
+@click.command()
+@settings_options(Bounded)
+def bounded(settings: Bounded) -> None:
+    click.echo(json.dumps(dataclasses.asdict(settings)))
+
+
+def test_ranges_are_checked_wherever_the_value_came_from(tmp_path):
+    config = tmp_path / "bounded.yaml"
+    config.write_text("share: 1\n")
+    result = CliRunner().invoke(bounded, ["--rows", "0", "--limit", "-2", "--config", str(config)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.splitlines() == [
+        "--rows: rows: must be >= 1, got 0",
+        f"{config}:1: share: must be > 0 and < 1, got 1.0",
+        "--limit: limit: must be >= 1, got -2",
+        "settings invalid: 3 problem(s); nothing was run",
+    ]
+    result = CliRunner().invoke(bounded, ["--set", "share=0", "--rows", "many"])
+    assert result.output.splitlines()[:2] == ["--rows: rows: expected int, got str 'many'",  # the type, not a range
+                                              "--set: share: must be > 0 and < 1, got 0.0"]
+    result = CliRunner().invoke(bounded, ["--rows", "1", "--share", "0.99", "--limit", "1"])
+    assert json.loads(result.output) == {"rows": 1, "share": 0.99, "limit": 1}
+    assert "--rows INTEGER" in CliRunner().invoke(bounded, ["--help"]).output

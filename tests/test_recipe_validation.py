@@ -1,5 +1,6 @@
 """Every kind of bad recipe fails before any stage runs, with file:line: field: message."""
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -8,7 +9,7 @@ from click.testing import CliRunner
 
 from swehero.cli import main
 from swehero.recipe.config import load_recipe
-from swehero.recipe.loader import RecipeError
+from swehero.recipe.loader import RecipeError, load_yaml
 
 GOOD = """\
 name: t
@@ -185,3 +186,126 @@ def test_plan_covers_the_verifier_stages(tmp_path):
     assert result.exit_code == 0, result.output
     assert "stage sft_verifier: 4x8 GPUs" in result.output
     assert "stage eval_verified (verifier): vLLM, 1 replica(s) x TP 8 = 8 GPUs" in result.output
+
+
+def test_stage_names_are_folder_names(tmp_path):
+    """A name such as `.` or `../x` would make the stage's folder another stage's, the run's or one outside it,
+    which a rerun empties: every such name is refused, and nothing runs."""
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    path = write(tmp_path, """\
+        name: t
+        run_dir: {run_dir}
+        stages:
+          - {name: a, kind: command, run: echo hi > out.txt, outputs: [out.txt]}
+          - {name: ".", kind: command, run: "true"}
+          - {name: "../precious", kind: command, run: "true"}
+          - {name: "a.b", kind: command, run: "true"}
+          - {name: "", kind: command, run: "true"}
+          - {name: "-x", kind: command, run: "true"}
+          - {name: "ok-2_B", kind: command, run: "true"}
+        """)
+    found = problems(path)
+    for i, name in [(1, "."), (2, "../precious"), (3, "a.b"), (4, ""), (5, "-x")]:
+        assert any(p.startswith(f"{path}:{i + 4}: stages[{i}].name: {name!r} is not a stage name") for p in found), found
+    assert len(found) == 5, found
+    result = CliRunner().invoke(main, ["recipe", "run", str(path)])
+    assert result.exit_code == 2 and "nothing was run" in result.output
+    assert not (tmp_path / "run").exists() and (outside / "keep.txt").read_text() == "keep"
+
+
+def test_values_that_are_not_yaml_are_one_line_errors(tmp_path):
+    path = write(tmp_path, GOOD)
+    for value, reason in [("[a", "expected ',' or ']', but got '<stream end>'"), ("2020-13-45", "month must be in 1..12")]:
+        found = problems(path, f"description={value}")
+        assert found == [f"--set description={value}: the value is not YAML: {reason} (quote it to keep it a string)"]
+    bad_date = write(tmp_path, GOOD.replace("run_dir:", "description: 2020-13-45\nrun_dir:"))
+    assert problems(bad_date) == [f"{bad_date}:2: description: cannot read '2020-13-45': month must be in 1..12 "
+                                  "(quote it to keep it a string)"]
+
+
+@pytest.mark.parametrize("text, value", [
+    ("-e5", "-e5"), (".e5", ".e5"), ("+e2", "+e2"), ("e5", "e5"),  # no digit before the exponent: strings
+    ("1e-5", 1e-5), ("+1.e5", 1e5), (".5e1", 5.0), ("1_000e3", 1e6), ("-2E+2", -200.0),
+])
+def test_exponent_floats_need_a_digit(tmp_path, text, value):
+    data, _ = load_yaml(write(tmp_path, f"x: {text}\n"))
+    assert data["x"] == value and type(data["x"]) is type(value)
+
+
+def test_documented_overrides_name_real_fields():
+    """The `--set stages....` examples of docs/recipes.md and of `recipe --help` apply to the bundled hero-32b."""
+    docs = (Path(__file__).parents[1] / "docs" / "recipes.md").read_text()
+    helps = [CliRunner().invoke(main, ["recipe", command, "--help"], terminal_width=400).output
+             for command in ("validate", "run")]
+    examples = sorted(set(re.findall(r"--set (stages\.[^\s`)]+)", "\n".join([docs, *helps]))) - {
+        "stages.download.repos.zero.revision=..."})  # a placeholder value
+    assert any(".lr=" in e for e in examples), examples
+    for assignment in examples:
+        try:
+            load_recipe("hero-32b", (assignment,))
+        except RecipeError as e:  # an example's file need not exist; its field must
+            assert not [p for p in e.problems if "input not found" not in p], (assignment, e.problems)
+
+
+def test_settings_out_of_range_are_reported_before_anything_runs(tmp_path):
+    (tmp_path / "t.jsonl").write_text("")
+    path = write(tmp_path, """\
+        name: t
+        run_dir: {run_dir}
+        stages:
+          - name: prep
+            kind: prepare
+            inputs: [t.jsonl]
+            seq_length: -5
+            valid_fraction: 1
+            batch_size: 0
+            max_open: 0
+          - name: sft
+            kind: train
+            data: ${stages.prep.dir}/dataset
+            epochs: 0
+            optimizer: {lr: -1}
+        """.replace("t.jsonl", str(tmp_path / "t.jsonl")))
+    assert problems(path) == [
+        f"{path}:7: stages[0].seq_length: must be >= 1, got -5",
+        f"{path}:8: stages[0].valid_fraction: must be >= 0 and < 1, got 1.0",
+        f"{path}:9: stages[0].batch_size: must be >= 1, got 0",
+        f"{path}:10: stages[0].max_open: must be >= 1, got 0",
+        f"{path}:14: stages[1].epochs: must be > 0, got 0.0",
+        f"{path}:15: stages[1].optimizer.lr: must be > 0, got -1.0",
+    ]
+    assert problems(path, "stages.prep.valid_fraction=-1")[1].endswith("valid_fraction: must be >= 0 and < 1, got -1.0")
+
+
+@pytest.mark.parametrize("mfu", ["0", "-1", "1.5"])
+def test_plan_takes_a_utilisation_between_0_and_1(mfu):
+    result = CliRunner().invoke(main, ["recipe", "plan", "hero-32b", "--mfu", mfu])
+    assert result.exit_code == 2 and "Invalid value for '--mfu'" in result.output
+
+
+def test_references_schema_and_needs_are_checked_in_one_pass(tmp_path):
+    """A typo'd key that breaks a reference is reported with the reference, and beside every other stage's problems
+    and bad needs, instead of one phase at a time."""
+    path = write(tmp_path, """\
+        name: t
+        rundir: x
+        run_dir: {run_dir}
+        stages:
+          - {name: a, kind: command, run: "true", outputz: [o.txt]}
+          - {name: b, kind: command, run: "true", outputs: "${stages.a.outputs}", needs: [c]}
+          - {name: c, kind: command, run: "true", needs: [b, nope]}
+          - {name: d, kind: comand, run: "true"}
+        """)
+    assert problems(path, "stages.x.run=1", "stages.a.seed=[") == [
+        "--set stages.x.run: no item 'x' in stages (have ['a', 'b', 'c', 'd'])",
+        "--set stages.a.seed=[: the value is not YAML: expected the node content, but found '<stream end>' "
+        "(quote it to keep it a string)",
+        f"{path}:6: stages[1].outputs: ${{stages.a.outputs}}: stages[0].outputs does not exist",
+        f"{path}:2: rundir: unknown field; did you mean 'run_dir'?",
+        f"{path}:5: stages[0].outputz: unknown field; did you mean 'outputs'?",
+        f"{path}:8: stages[3].kind: unknown stage kind 'comand'; did you mean 'command'?",
+        f"{path}:7: stages[2].needs[1]: no stage named 'nope' (valid: a, b, c, d)",
+        f"{path}:6: stages[1].needs: dependency cycle: b -> c -> b",
+    ]

@@ -30,10 +30,11 @@ import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from swehero.errors import InputError
 from swehero.eval.best_of import normalise_patch
-from swehero.recipe.stage import InputPath, ModelRef
+from swehero.recipe.stage import InputPath, ModelRef, Range
 from swehero.rollout.tasks import TaskSource
 
 EXAMPLES = "examples.jsonl"
@@ -52,7 +53,7 @@ class Settings:
     (labels from their grades)."""
     tokenizer: ModelRef | None = None
     """Tokenizer (with chat template) of the model the verifier is trained from; default: the recipe's model's."""
-    seq_length: int = 32768
+    seq_length: Annotated[int, Range(min=1)] = 32768
     """Tokens per example and per packed sample; longer attempts are truncated from the middle. Selection must use
     the same value."""
     exclude: list[TaskSource] = field(default_factory=list)
@@ -61,7 +62,7 @@ class Settings:
     """Attempts kept per instance and label (after merging equal patches)."""
     balance: bool = True
     """Cut the larger label to the size of the smaller."""
-    valid_fraction: float = 0.05
+    valid_fraction: Annotated[float, Range(min=0, lt=1)] = 0.05
     """Share of instances held out for the validation loss."""
     seed: int | None = None
     """Seeds the order of attempts and the train/valid split; default: the recipe's seed (0 from the CLI)."""

@@ -14,7 +14,7 @@ from swehero.recipe.options import Group
 from swehero.recipe.plan import plan_recipe
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                          help="Override a value, e.g. --set stages.sft_zero.lr=1e-5 (repeatable).")
+                          help="Override a value, e.g. --set stages.sft_zero.optimizer.lr=3e-5 (repeatable).")
 
 
 def load_or_exit(recipe_file: str, overrides: tuple[str, ...]) -> Recipe:
@@ -57,7 +57,7 @@ def show(recipe_file: str, overrides: tuple[str, ...]) -> None:
 @click.option("--from", "start", metavar="STAGE", help="Rerun STAGE and every stage after it.")
 @click.option("--dry-run", is_flag=True, help="Print which stages would run and why; run nothing.")
 @_command("swehero recipe run recipes/hero-32b.yaml --dry-run",
-          "swehero recipe run my.yaml --from sft_hero --set stages.sft_hero.lr=2e-5")
+          "swehero recipe run my.yaml --from sft_hero --set stages.sft_hero.optimizer.lr=2e-5")
 def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str | None, only: str | None,
         force: bool) -> None:
     """Run the stages in order, skipping the complete and unchanged; a stage interrupted or changed runs again."""
@@ -73,7 +73,8 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
         raise click.ClickException(str(e)) from None
 
 
-@click.option("--mfu", default=0.45, show_default=True, help="Model FLOPs utilisation assumed for GPU-hours.")
+@click.option("--mfu", type=click.FloatRange(0, 1, min_open=True), default=0.45, show_default=True,
+              help="Model FLOPs utilisation assumed for GPU-hours (a share: GPU-hours divide by it).")
 @_command("swehero recipe plan recipes/hero-32b.yaml --mfu 0.4")
 def plan(recipe_file: str, overrides: tuple[str, ...], mfu: float) -> None:
     """Per training stage: memory per GPU by term, tokens, GPU-hours; per evaluation: serving memory. Warns when

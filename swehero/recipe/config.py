@@ -4,6 +4,7 @@ and raises one `RecipeError` listing every problem before any stage runs."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,10 @@ from swehero.recipe.schema import build, check, input_paths, suggest
 from swehero.recipe.stage import ModelConfig
 
 _STAGE_KEYS = ("name", "kind", "needs")
+
+STAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+"""A stage name is its folder under `run_dir` and a segment of `${stages.NAME.…}`: no `.`, `/`, or empty name,
+which would reach (and, on a rerun, empty) a folder outside the stage's own."""
 
 
 @dataclass
@@ -95,15 +100,18 @@ def read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str,
 def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
     path = find_recipe(str(file))
     data, lines = read_recipe_data(path)
+    problems: list[str] = []
     for assignment in overrides:
-        apply_override(data, lines, assignment)
+        try:
+            apply_override(data, lines, assignment)
+        except RecipeError as e:
+            problems += e.problems
     raw_stages = data.get("stages")
     names = [s.get("name") for s in raw_stages if isinstance(s, dict)] if isinstance(raw_stages, list) else []
     builtins = {"recipe_dir": str(path.resolve().parent)}
     builtins.update({f"stages.{n}.dir": f"${{run_dir}}/{n}" for n in names if isinstance(n, str)})
-    data = resolve_references(data, lines, builtins)
+    data = resolve_references(data, lines, builtins, problems)
 
-    problems: list[str] = []
     top = {f.name for f in dataclasses.fields(Recipe)} - {"file"}
     for key in data:
         if key not in top:
@@ -115,10 +123,11 @@ def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
     header = {k: v for k, v in data.items() if k in top and k != "stages"}
     values = {k: check(hints[k], v, (k,), lines, problems) for k, v in header.items()}
     stages = _build_stages(data.get("stages", []), lines, problems)
+    problems += _check_graph(stages, data.get("stages"), lines)
     if problems:
         raise RecipeError(problems)
     recipe = Recipe(stages=stages, file=str(path), **values)
-    _check_graph(recipe, lines)
+    # last: it needs every setting, and the inputs it finds inside other stages' folders add dependencies
     _check_inputs(recipe, lines)
     recipe.stages = _in_dependency_order(recipe.stages)
     return recipe
@@ -144,7 +153,10 @@ def _build_stages(raw: Any, lines: Lines, problems: list[str]) -> list[Stage]:
             needs = []
         if not isinstance(name, str) or not isinstance(kind, str):
             continue
-        if name in seen:
+        if not STAGE_NAME.fullmatch(name):
+            problems.append(lines.problem(at + ("name",), f"{name!r} is not a stage name: use letters, digits, "
+                                                          "'_' and '-' (not first)"))
+        elif name in seen:
             problems.append(lines.problem(at + ("name",), f"duplicate stage name {name!r}"))
         seen.add(name)
         if kind not in kinds.KINDS:
@@ -157,21 +169,24 @@ def _build_stages(raw: Any, lines: Lines, problems: list[str]) -> list[Stage]:
     return stages
 
 
-def _check_graph(recipe: Recipe, lines: Lines) -> None:
-    names = [s.name for s in recipe.stages]
+def _check_graph(stages: list[Stage], raw: list[Any], lines: Lines) -> list[str]:
+    """Problems with `needs`: names of no stage, and cycles. `stages` are those of the `raw` entries whose name and
+    kind were good; a need may name any entry (one with a bad kind is reported as that)."""
+    at = {e["name"]: ("stages", i) for i, e in enumerate(raw) if isinstance(e, dict) and isinstance(e.get("name"), str)}
+    names = list(at)
     problems = []
-    for i, stage in enumerate(recipe.stages):
+    for stage in stages:
         for j, need in enumerate(stage.needs):
             if need not in names:
-                problems.append(lines.problem(("stages", i, "needs", j), f"no stage named {need!r}" + suggest(need, names)))
+                problems.append(lines.problem(at[stage.name] + ("needs", j), f"no stage named {need!r}" + suggest(need, names)))
             elif need == stage.name:
-                problems.append(lines.problem(("stages", i, "needs", j), "a stage cannot need itself"))
-    if problems:
-        raise RecipeError(problems)
-    cycle = _find_cycle({s.name: s.needs for s in recipe.stages})
+                problems.append(lines.problem(at[stage.name] + ("needs", j), "a stage cannot need itself"))
+    # needs already reported (no such stage, the stage itself) are left out of the cycle search
+    built = {s.name for s in stages}
+    cycle = _find_cycle({s.name: [n for n in s.needs if n in built and n != s.name] for s in stages})
     if cycle:
-        first = names.index(cycle[0])
-        raise RecipeError([lines.problem(("stages", first, "needs"), f"dependency cycle: {' -> '.join(cycle)}")])
+        problems.append(lines.problem(at[cycle[0]] + ("needs",), f"dependency cycle: {' -> '.join(cycle)}"))
+    return problems
 
 
 def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:

@@ -54,11 +54,20 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads `1e-5` as a float (YAML 1.1 wants `1.0e-5`; people write `1e-5`)."""
 
 
+# The mantissa needs a digit (`1e5`, `1.e5`, `.5e5`), as in YAML 1.2: `-e5` or `.e5` stay strings.
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)[eE][-+]?\d+$"),
     list("-+0123456789."),
 )
+
+
+def _construct(loader: _Loader, node: yaml.Node, where: str) -> Any:
+    """A scalar's value. One that looks like a date but is none (`2020-13-45`) raises ValueError: say where."""
+    try:
+        return loader.construct_object(node)
+    except ValueError as e:
+        raise RecipeError([f"{where}: cannot read {node.value!r}: {e} (quote it to keep it a string)"]) from None
 
 
 def _to_data(node: yaml.Node, path: FieldPath, lines: Lines, loader: _Loader) -> Any:
@@ -66,7 +75,7 @@ def _to_data(node: yaml.Node, path: FieldPath, lines: Lines, loader: _Loader) ->
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node)
+            key = _construct(loader, key_node, f"{lines.file}:{key_node.start_mark.line + 1}: {format_path(path)}")
             if not isinstance(key, str):
                 raise RecipeError([f"{lines.file}:{key_node.start_mark.line + 1}: keys must be strings, got {key!r}"])
             if key in out:
@@ -75,7 +84,7 @@ def _to_data(node: yaml.Node, path: FieldPath, lines: Lines, loader: _Loader) ->
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_data(item, path + (i,), lines, loader) for i, item in enumerate(node.value)]
-    return loader.construct_object(node)
+    return _construct(loader, node, f"{lines.by_path[path]}: {format_path(path)}")
 
 
 def load_yaml(file: Path) -> tuple[dict[str, Any], Lines]:
@@ -145,8 +154,12 @@ def apply_override(data: dict[str, Any], lines: Lines, assignment: str) -> None:
     """Apply one `--set a.b.c=value`. In `stages`, a part may be a stage name or an index."""
     key, eq, raw = assignment.partition("=")
     if not eq or not key:
-        raise RecipeError([f"--set {assignment}: expected KEY=VALUE, e.g. stages.sft_zero.lr=1e-5"])
-    value = yaml.load(raw, Loader=_Loader)  # the value is YAML, so 3, 1e-5, true, [a, b] have their types
+        raise RecipeError([f"--set {assignment}: expected KEY=VALUE, e.g. stages.sft_zero.optimizer.lr=3e-5"])
+    try:
+        value = yaml.load(raw, Loader=_Loader)  # the value is YAML, so 3, 1e-5, true, [a, b] have their types
+    except (yaml.YAMLError, ValueError) as e:
+        reason = getattr(e, "problem", None) or str(e)  # a MarkedYAMLError's `problem` is the one-line reason
+        raise RecipeError([f"--set {assignment}: the value is not YAML: {reason} (quote it to keep it a string)"]) from None
     parts = key.split(".")
     node: Any = data
     path: FieldPath = ()
@@ -184,12 +197,18 @@ def _list_index(items: list[Any], part: str) -> int | None:
 _REF = re.compile(r"\$\{([^${}]+)\}")
 
 
-def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, Any]) -> dict[str, Any]:
+class Unresolved(str):
+    """A value whose reference could not be resolved: already reported, so the schema accepts it as any type
+    (its problem would otherwise be reported twice, as the reference's and as a wrong type)."""
+
+
+def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, Any],
+                       problems: list[str]) -> dict[str, Any]:
     """Replace `${a.b}` (another value of the recipe, stages addressed by name), `${env:NAME}` and
     `${env:NAME,default}` everywhere. A value that is exactly one reference keeps the referenced value's type;
     references inside longer strings are substituted as text. `builtins` supplies computed values such as
-    `${recipe_dir}` and `${stages.NAME.dir}` (which may themselves hold references)."""
-    problems: list[str] = []
+    `${recipe_dir}` and `${stages.NAME.dir}` (which may themselves hold references). A reference that cannot be
+    resolved is appended to `problems` and its value left `Unresolved`, so that the rest is still checked."""
 
     def lookup(expr: str, at: FieldPath, active: tuple[str, ...]) -> Any:
         expr = expr.strip()
@@ -236,12 +255,9 @@ def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, A
             problem = lines.problem(at, str(e.args[0]))
             if problem not in problems:
                 problems.append(problem)
-            return value
+            return Unresolved(value)
 
-    out = resolve(data, (), ())
-    if problems:
-        raise RecipeError(problems)
-    return out
+    return resolve(data, (), ())
 
 
 def references_in(value: Any) -> list[str]:

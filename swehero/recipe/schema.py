@@ -14,8 +14,8 @@ import types
 import typing
 from typing import Annotated, Any, Literal, Union
 
-from swehero.recipe.loader import FieldPath, Lines
-from swehero.recipe.stage import _Input
+from swehero.recipe.loader import FieldPath, Lines, Unresolved
+from swehero.recipe.stage import Range, _Input
 
 
 def suggest(name: str, options: list[str]) -> str:
@@ -45,9 +45,17 @@ def build(cls: type, data: Any, path: FieldPath, lines: Lines, problems: list[st
 
 def check(tp: Any, value: Any, path: FieldPath, lines: Lines, problems: list[str]) -> Any:
     """Check (and lightly coerce: int -> float) one value against a type annotation."""
+    if isinstance(value, Unresolved):
+        return value
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Annotated:
-        return check(args[0], value, path, lines, problems)
+        before = len(problems)
+        value = check(args[0], value, path, lines, problems)
+        for marker in args[1:]:
+            # only a value of the right type has a range to check
+            if isinstance(marker, Range) and len(problems) == before and (problem := marker.problem(value)):
+                problems.append(lines.problem(path, problem))
+        return value
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None

@@ -5,7 +5,8 @@ A stage kind is a module (registered in `swehero.recipe.kinds`) that defines:
 - `Settings`: a dataclass of the stage's settings; each field has a docstring-style comment. Fields whose
   type is `InputPath` (or `list[InputPath]`) name files or folders the stage reads: the engine checks they
   exist before anything runs (unless an earlier stage of the recipe produces them) and fingerprints them so
-  a changed input reruns the stage.
+  a changed input reruns the stage. Fields typed `Annotated[int, Range(min=1)]` (see `Range`) are bounded: the
+  schema rejects a value out of range, in a recipe and on a command line alike.
 - `run(settings, ctx) -> dict[str, str]`: does the work, writing only under `ctx.dir`, and returns its
   outputs by name (paths). Heavy imports (torch, megatron, vllm) go inside `run`, so that validating a
   recipe stays fast.
@@ -18,6 +19,7 @@ A stage kind is a module (registered in `swehero.recipe.kinds`) that defines:
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,27 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 def input_or_names(*names: str):
     """The type of a field holding a path the stage reads, or one of `names` (e.g. a benchmark)."""
     return Annotated[str, _Input(hub_ok=False, names=names)]
+
+
+@dataclass(frozen=True)
+class Range:
+    """Marker for `Annotated[int, Range(min=1)]` or `Annotated[float, Range(gt=0, lt=1)]`: the bounds the schema
+    checks, so that a value no stage can use (`seq_length: -5`, `valid_fraction: 1`) fails validation instead of
+    failing, or silently doing nothing, at run time. `min`/`max` are inclusive, `gt`/`lt` exclusive."""
+
+    min: float | None = None
+    max: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+
+    def problem(self, value: float) -> str | None:
+        """`must be ...` when `value` is out of range, else None."""
+        bounds = [(sign, bound, test) for sign, bound, test in [
+            (">=", self.min, operator.ge), (">", self.gt, operator.gt),
+            ("<=", self.max, operator.le), ("<", self.lt, operator.lt)] if bound is not None]
+        if all(test(value, bound) for _, bound, test in bounds):
+            return None
+        return "must be " + " and ".join(f"{sign} {bound}" for sign, bound, _ in bounds) + f", got {value!r}"
 
 
 @dataclass(frozen=True)

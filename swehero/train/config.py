@@ -9,17 +9,17 @@ Megatron-LM's usual SFT values, marked as such.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 from swehero.model.parallel import ParallelConfig
-from swehero.recipe.stage import InputPath, ModelRef
+from swehero.recipe.stage import InputPath, ModelRef, Range
 
 
 @dataclass
 class OptimizerConfig:
     """AdamW and the learning-rate schedule."""
 
-    lr: float = 1e-5
+    lr: Annotated[float, Range(gt=0)] = 1e-5
     """Peak learning rate (paper: 1e-5)."""
     min_lr: float = 1e-8
     """Final learning rate (paper: 1e-8)."""
@@ -60,11 +60,11 @@ class Settings:
     init: ModelRef | None = None
     """Weights to start from: a Hugging Face folder or hub id (downloaded into the Hugging Face cache), or an
     earlier train stage's folder (its final checkpoint). Default: the recipe's `model.base`."""
-    seq_length: int = 131072
+    seq_length: Annotated[int, Range(min=1)] = 131072
     """Tokens per packed sequence; must equal the dataset's, checked at launch (paper: 128k with YaRN)."""
     rope_scaling: dict | None = None
     """Overrides the checkpoint's `rope_scaling`, e.g. {type: yarn, factor: 4, original_max_position_embeddings: 32768}."""
-    global_batch_size: int = 32
+    global_batch_size: Annotated[int, Range(min=1)] = 32
     """Packed rows of `seq_length` tokens per optimizer step over all data-parallel ranks: one step trains on
     global_batch_size x seq_length tokens (32 x 128k = 4.2M with the defaults). The paper's "global batch 32"
     is read as 32 such rows (see docs/training.md). Each micro-batch is one row, so a rank accumulates
@@ -73,7 +73,7 @@ class Settings:
     """Tokens per optimizer step instead of `global_batch_size`: it then trains on global_batch_tokens /
     seq_length rows per step, which must be a whole multiple of the data-parallel size (checked at plan and
     launch). E.g. 1048576 at seq_length 131072 is 8 rows per step."""
-    epochs: float = 3.0
+    epochs: Annotated[float, Range(gt=0)] = 3.0
     """Passes over the training set (paper: 3); ignored when `steps` is set."""
     steps: int | None = None
     """Optimizer steps, instead of epochs."""
