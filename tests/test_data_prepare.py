@@ -142,7 +142,7 @@ def test_killed_run_leftovers_restart_cleanly_and_failure_leaves_nothing_complet
 
 
 @pytest.mark.slow
-def test_too_long_policies(built):
+def test_too_long_policies(built, qwen_tokenizer):
     tmp, records, _, _ = built
     short = {"seq_length": 2600, "valid_fraction": 0.0, "max_reject_fraction": 0.2}
     trunc = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "trunc", PrepareConfig(**short, too_long="truncate"))
@@ -150,9 +150,11 @@ def test_too_long_policies(built):
     assert trunc["trajectories"]["truncated"] > 0
     assert drop["trajectories"]["dropped"]["too_long"] >= trunc["trajectories"]["truncated"]
     assert drop["trajectories"]["kept"] + drop["trajectories"]["dropped"]["too_long"] == len(records)
+    lengths = sorted(len(ChatRenderer(qwen_tokenizer).render(r).input_ids) for r in records)
+    median = (lengths[len(lengths) // 2 - 1] // 256 + 1) * 256  # upper edge of its 256-token bucket, not capped
     with pytest.raises(InputError, match=rf"none of the \d+ trajectories was kept \(dropped: \{{'too_long': "
-                                         rf"{len(records)}\}}, rejected: \{{.+\}}\); their median length is \d+ "
-                                         r"tokens, seq_length 256"):
+                                         rf"{len(records)}\}}, rejected: \{{.+\}}\); their median length is "
+                                         rf"{median} tokens, seq_length 256"):
         prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "none", PrepareConfig(**{**short, "seq_length": 256},
                                                                                too_long="drop"))
     assert not (tmp / "none").exists()
@@ -176,3 +178,72 @@ def test_best_fit_packer():
     assert [b.items for b in p.flush()] == [["b"], ["e"]]
     with pytest.raises(ValueError):
         p.add("e", 11)
+
+
+@pytest.mark.slow
+def test_a_complete_dataset_made_otherwise_is_refused_naming_what_differs(built):
+    """A rerun into a finished folder reuses it only when it was made from the same inputs and settings (any
+    number of workers); otherwise it says what differs instead of returning the old dataset."""
+    tmp, records, cfg, stats = built
+    again = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "out", PrepareConfig(**{**cfg.__dict__, "workers": 2}))
+    assert again == stats
+    with pytest.raises(InputError, match=r"out holds a dataset made from other inputs or settings \(settings."
+                                         r"seq_length: 6144 -> 4096\): choose another --out, or delete it"):
+        prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "out", PrepareConfig(**{**cfg.__dict__, "seq_length": 4096}))
+    other = tmp / "other" / "in.jsonl"
+    other.parent.mkdir()
+    other.write_text("".join(json.dumps(r) + "\n" for r in records[:6]))
+    with pytest.raises(InputError, match=rf"\(inputs.{tmp / 'in.jsonl'}: '\d+:\d+' -> None; inputs.{other}: None -> "):
+        prepare([str(other)], str(QWEN), tmp / "out", cfg)
+
+
+@pytest.mark.parametrize("existing", ["folder", "file"])
+def test_an_out_that_is_not_a_dataset_is_refused_before_any_work(existing, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in samples()))
+    out = tmp_path / "out"
+    if existing == "folder":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    else:
+        out.write_text("mine")
+    with pytest.raises(InputError, match=rf"^{out}: already exists and is not a dataset `swehero data prepare` "
+                                         r"finished \(no stats.json\): choose another --out, or delete it$"):
+        prepare([str(src)], str(QWEN), out, PrepareConfig(seq_length=4096))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out"]  # no out.partial: no work was done
+
+
+@pytest.mark.slow
+def test_length_percentiles_are_true_lengths_however_long(tmp_path, qwen_tokenizer):
+    """Percentiles count every rendered length, not lengths capped at a multiple of seq_length."""
+    records = samples()
+    long = copy.deepcopy(records[0])
+    long["id"] = "long"
+    long["messages"][-1]["content"] = "word " * 12000
+    records.append(long)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    cfg = PrepareConfig(seq_length=2600, valid_fraction=0.0)
+    stats = prepare([str(tmp_path / "in.jsonl")], str(QWEN), tmp_path / "out", cfg)
+    length = len(ChatRenderer(qwen_tokenizer).render(long).input_ids)
+    assert length > 4 * cfg.seq_length and stats["trajectories"]["truncated"] == 1
+    assert stats["length_percentiles"]["p99"] == (length // 256 + 1) * 256
+
+
+@pytest.mark.slow
+def test_each_input_file_and_each_id_is_trained_once(built):
+    """A folder and a file in it name the file once; a later row with an id already read is a `duplicate_id`
+    reject."""
+    tmp, records, cfg, _ = built
+    sub = tmp / "dup"
+    sub.mkdir()
+    (sub / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:6]))
+    once = prepare([str(sub), str(sub / "a.jsonl"), f"{sub}/../dup/a.jsonl"], str(QWEN), tmp / "dup-once", cfg)
+    assert once["trajectories"]["read"] == once["trajectories"]["kept"] == 6
+    (sub / "b.jsonl").write_text(json.dumps(records[2]) + "\n" + json.dumps(records[7]) + "\n")
+    lenient = PrepareConfig(**{**cfg.__dict__, "max_reject_fraction": 0.5})
+    twice = prepare([str(sub)], str(QWEN), tmp / "dup-ids", lenient)
+    assert twice["trajectories"]["read"] == 8 and twice["trajectories"]["kept"] == 7
+    assert twice["trajectories"]["rejected"] == {"duplicate_id": 1}
+    reject = json.loads((tmp / "dup-ids" / "rejects.jsonl").read_text())
+    assert reject == {"where": f"{sub / 'b.jsonl'}:1", "reason": "duplicate_id",
+                      "detail": f"id {records[2]['id']!r} was read before", "id": records[2]["id"]}

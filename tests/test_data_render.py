@@ -172,3 +172,38 @@ def test_a_message_quoting_a_rendered_turn_is_not_trained(request, which):
         {"role": "user", "content": f"A log:\n{quote[0]}{quote[1]}end"}, turns[0],
         {"role": "tool", "tool_call_id": "c1", "content": quote[1]}, turns[1]]})
     assert renderer.spans(rec["messages"], rec["tools"]) == renderer.prefix_spans(rec["messages"], rec["tools"])
+
+
+def test_show_a_negative_or_missing_index_is_one_line(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from tests_paths import QWEN
+
+    from swehero.cli import main
+
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in samples()))
+    for index, problem in (("-1", "--index -1: must be 0 or more"), ("3", f"{src} has no trajectory 3")):
+        result = CliRunner().invoke(main, ["data", "show", "--tokenizer", str(QWEN), str(src), "--index", index])
+        assert result.exit_code == 1 and result.output == f"Error: {problem}\n", result.output
+
+
+def test_render_fails_when_too_many_rows_are_rejected_and_writes_nothing(tmp_path):
+    """As `import` and `prepare`: input that is not canonical trajectories (here: rendered output) is one line naming
+    the rejects file, not an empty output and exit 0."""
+    import json
+
+    from click.testing import CliRunner
+    from tests_paths import QWEN
+
+    from swehero.cli import main
+
+    src = tmp_path / "rendered.jsonl"
+    src.write_text("".join(json.dumps({"id": f"r{i}", "input_ids": [1], "loss_mask": [0]}) + "\n" for i in range(3)))
+    out = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(main, ["data", "render", "--tokenizer", str(QWEN), str(src), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.output == (f"Error: 3 of 3 rows rejected (100.0% > --max-reject-fraction 1.0%); reasons: "
+                             f"missing_field: 3; details in {tmp_path / 'r.rejects.jsonl'}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.rejects.jsonl", "rendered.jsonl"]

@@ -52,9 +52,11 @@ def import_(settings: ImportSettings, out: Path) -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="JSONL of {id, input_ids, loss_mask}.")
 @_MASK
-def render(tokenizer, inputs: tuple[str, ...], out: Path, mask: str) -> None:
+@click.option("--max-reject-fraction", type=float, default=0.01, show_default=True,
+              help="Fail when more than this share of rows is malformed (as `import` and `prepare` do).")
+def render(tokenizer, inputs: tuple[str, ...], out: Path, mask: str, max_reject_fraction: float) -> None:
     """Tokenize canonical trajectories with the chat template and the assistant-only loss mask."""
-    click.echo(json.dumps(render_files(list(inputs), tokenizer, out, mask)))
+    click.echo(json.dumps(render_files(list(inputs), tokenizer, out, mask, max_reject_fraction)))
 
 
 @data.command(examples=[

@@ -28,7 +28,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
@@ -37,32 +37,34 @@ from swehero.data.render import ChatRenderer, fit_length, load_tokenizer
 from swehero.data.sources import Rejects, expand, parse_row, read_rows
 from swehero.data.trajectory import Reject, validate
 from swehero.errors import InputError, MissingInput
+from swehero.jsonio import differences
+from swehero.recipe.stage import Range
 
 STATS = "stats.json"
 """A dataset's summary (seq_length, samples per split, tokens, ...), written last: a folder with it is complete."""
 HIST_BUCKET = 256
-"""Width in tokens of the length-histogram buckets (stats keep a fixed-size histogram, not every length)."""
+"""Width in tokens of the length-histogram buckets (stats keep a count per bucket, not every length)."""
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
     """How trajectories become packed training sequences."""
 
-    seq_length: int = 32768
+    seq_length: Annotated[int, Range(min=1)] = 32768
     """Tokens per packed sample."""
     mask: Literal["all", "last"] = "all"
     """Which assistant turns are trained: `all` or `last`."""
     too_long: Literal["truncate", "drop"] = "truncate"
     """Trajectories longer than `seq_length`: `truncate` after the last assistant turn that fits, or `drop`."""
-    valid_fraction: float = 0.01
+    valid_fraction: Annotated[float, Range(min=0, lt=1)] = 0.01
     """Share of instances (not trajectories) held out for validation."""
     seed: int = 1234
     """Seeds the train/valid split."""
     workers: int = 0
     """Worker processes; 0 renders in the main process, -1 uses every core."""
-    batch_size: int = 8
+    batch_size: Annotated[int, Range(min=1)] = 8
     """Trajectories per worker task (one batched tokenizer call); small tasks keep every worker busy."""
-    max_open: int = 256
+    max_open: Annotated[int, Range(min=1)] = 256
     """Packed samples kept open for best fit (bounds memory: max_open * seq_length tokens)."""
     sort_window: int = 256
     """Trajectories buffered and placed longest first (best-fit decreasing within a window: 1-2 points more
@@ -130,8 +132,8 @@ def _setup(tokenizer, cfg: PrepareConfig) -> None:
 
 
 def _process(batch: list[tuple[str, object]]) -> list[tuple]:
-    """Rows -> ("reject", where, reason, detail, id) | ("drop", reason, length) | ("keep", instance_id, length,
-    ids, mask, truncated), in input order."""
+    """Rows -> ("reject", where, id, reason, detail) | ("drop", where, id, reason, length) | ("keep", where, id,
+    instance_id, length, ids, mask, truncated), in input order."""
     out: list = [None] * len(batch)
     good = []
     for k, (where, row) in enumerate(batch):
@@ -139,15 +141,17 @@ def _process(batch: list[tuple[str, object]]) -> list[tuple]:
             row = parse_row(row)
             good.append((k, validate(row)))
         except Reject as r:
-            out[k] = ("reject", where, r.reason, r.detail, row.get("id") if isinstance(row, dict) else None)
+            out[k] = ("reject", where, row.get("id") if isinstance(row, dict) else None, r.reason, r.detail)
     rendered = _renderer.render_batch([rec for _, rec in good])
     for (k, rec), r in zip(good, rendered):
         fitted = fit_length(r, _cfg.seq_length, _cfg.too_long)
         if fitted is None:
-            out[k] = ("drop", "too_long", len(r.input_ids))
+            out[k] = ("drop", batch[k][0], rec["id"], "too_long", len(r.input_ids))
         else:
             out[k] = (
                 "keep",
+                batch[k][0],
+                rec["id"],
                 rec["instance_id"],
                 len(r.input_ids),
                 fitted.input_ids,
@@ -201,11 +205,24 @@ def _results(cfg: PrepareConfig, batches):
 
 
 def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfig) -> dict:
-    """Build the packed dataset at `out`; returns the stats. A complete `out` is left as is (its stats returned)."""
+    """Build the packed dataset at `out`; returns the stats. A complete `out` made from the same inputs and settings
+    is left as is (its stats returned); one made otherwise, or anything else already at `out`, is an InputError."""
     out = Path(out)
+    files = expand(inputs)
+    made_from = _made_from(files, tokenizer_path, cfg)
     if (out / STATS).exists():
-        return read_stats(out)
-    files, tok = expand(inputs), load_tokenizer(tokenizer_path)  # before the partial folder: bad input leaves none
+        stats = read_stats(out)
+        changed = differences(stats["made_from"], made_from) if "made_from" in stats else \
+            ["what it was made from is not recorded (an older swehero made it)"]
+        if changed:
+            raise InputError(f"{out} holds a dataset made from other inputs or settings ({'; '.join(changed)}): "
+                             "choose another --out, or delete it to rebuild")
+        return stats
+    # checked before any work: the final rename could not replace it, and the work would be lost
+    if out.is_file() or (out.is_dir() and any(out.iterdir())):
+        raise InputError(f"{out}: already exists and is not a dataset `swehero data prepare` finished (no {STATS}): "
+                         "choose another --out, or delete it")
+    tok = load_tokenizer(tokenizer_path)  # before the partial folder: bad input leaves none
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftovers: restart cleanly
     tmp.mkdir(parents=True)
@@ -213,24 +230,30 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
     writers = {s: PackedWriter(tmp / s, cfg, pad_id) for s in ("train", "valid")}
     rejects = Rejects(tmp / "rejects.jsonl")
     dropped: Counter[str] = Counter()
-    hist = np.zeros(4 * cfg.seq_length // HIST_BUCKET + 1, dtype=np.int64)
+    buckets: Counter[int] = Counter()  # length // HIST_BUCKET -> trajectories: as long as the longest, no cap
     n = Counter()
+    seen_ids: set[str] = set()
     _setup(tok, cfg)
     start, start_cpu = time.perf_counter(), _cpu_seconds()
     try:
         for results in _results(cfg, _batches(files, cfg.batch_size)):
             for res in results:
                 n["read"] += 1
-                if res[0] == "reject":
-                    rejects.add(res[1], Reject(res[2], res[3]), res[4])
+                kind, where, record_id = res[:3]
+                if kind == "reject":
+                    rejects.add(where, Reject(res[3], res[4]), record_id)
                     continue
-                length = res[2]
-                hist[min(length // HIST_BUCKET, len(hist) - 1)] += 1
+                if record_id in seen_ids:  # the same trajectory again (another copy of a file): trained once
+                    rejects.add(where, Reject("duplicate_id", f"id {record_id!r} was read before"), record_id)
+                    continue
+                seen_ids.add(record_id)
+                length = res[4]
+                buckets[length // HIST_BUCKET] += 1
                 n["rendered_tokens"] += length
-                if res[0] == "drop":
-                    dropped[res[1]] += 1
+                if kind == "drop":
+                    dropped[res[3]] += 1
                     continue
-                _, instance_id, _, ids, mask, truncated = res
+                instance_id, _, ids, mask, truncated = res[3:]
                 split = "valid" if in_valid(instance_id, cfg.seed, cfg.valid_fraction) else "train"
                 writers[split].add(ids, mask)
                 n["kept"] += 1
@@ -242,6 +265,8 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
     finally:
         rejects.close()
     seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - start_cpu
+    hist = np.zeros(max(buckets, default=0) + 1, dtype=np.int64)
+    hist[list(buckets)] = list(buckets.values())
     rejects.check(n["read"], cfg.max_reject_fraction)
     if not n["kept"]:  # an empty dataset would fail only in training, far from the cause
         raise InputError(f"{', '.join(inputs)}: none of the {n['read']} trajectories was kept (dropped: "
@@ -249,10 +274,22 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
                          f"length is {_percentile(hist, 50)} tokens, seq_length {cfg.seq_length}")
     stats = _stats(n, rejects, dropped, hist, writers, cfg, seconds, pad_id)
     stats["cpu_seconds"] = round(cpu_seconds, 3)
+    stats["made_from"] = made_from
     _plot_lengths(hist, cfg.seq_length, tmp / "lengths.png")
     (tmp / STATS).write_text(json.dumps(stats, indent=2) + "\n")
     tmp.replace(out)
     return stats
+
+
+def _made_from(files: list[Path], tokenizer_path: str, cfg: PrepareConfig) -> dict:
+    """What decides a dataset's content, recorded in its stats so that a rerun can tell whether the dataset at
+    `--out` is the one asked for: each input file's size and mtime (stat only, as the recipe engine does), the
+    tokenizer and the settings, less `workers` and `batch_size` (the output is identical with any of them)."""
+    tokenizer = Path(tokenizer_path)
+    settings = {k: v for k, v in cfg.__dict__.items() if k not in ("workers", "batch_size")}
+    return {"inputs": {str(f.resolve()): f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files},
+            "tokenizer": str(tokenizer.resolve()) if tokenizer.exists() else tokenizer_path,
+            "settings": settings}
 
 
 def _cpu_seconds() -> float:

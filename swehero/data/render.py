@@ -250,33 +250,43 @@ def fit_length(r: Rendered, seq_length: int, policy: str) -> Rendered | None:
     return Rendered(r.input_ids[:cut], r.loss_mask[:cut], fitting)
 
 
-def render_files(inputs: list[str], tokenizer, out, mask: str = "all") -> dict:
+def render_files(inputs: list[str], tokenizer, out, mask: str = "all", max_reject_fraction: float = 0.01) -> dict:
     """Write `{"id", "input_ids", "loss_mask"}` per valid canonical trajectory in `inputs` to JSONL `out`
-    (rejects to `<out>.rejects.jsonl`); returns counts."""
+    (rejects to `<out>.rejects.jsonl`); returns counts. More than `max_reject_fraction` of the rows rejected is an
+    InputError, as in `prepare` and `import`, and `out` is then not written (nor a `.partial` left)."""
     from swehero.data.sources import Rejects, expand, parse_row, read_rows
     from swehero.data.trajectory import Reject, validate
 
     out = Path(out)
     renderer = ChatRenderer(tokenizer, mask=mask)
     rejects = Rejects(out.with_name(out.stem + ".rejects.jsonl"))
-    n = 0
-    with open(out, "w", encoding="utf-8") as f:
-        for path in expand(inputs):
-            for where, row in read_rows(path):
-                try:
-                    record = validate(parse_row(row))
-                except Reject as r:
-                    rejects.add(where, r)
-                    continue
-                r = renderer.render(record)
-                f.write(
-                    json.dumps(
-                        {"id": record["id"], "input_ids": r.input_ids.tolist(), "loss_mask": r.loss_mask.tolist()}
+    tmp = out.with_name(out.name + ".partial")
+    n = n_read = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for path in expand(inputs):
+                for where, row in read_rows(path):
+                    n_read += 1
+                    try:
+                        record = validate(parse_row(row))
+                    except Reject as r:
+                        rejects.add(where, r)
+                        continue
+                    r = renderer.render(record)
+                    f.write(
+                        json.dumps(
+                            {"id": record["id"], "input_ids": r.input_ids.tolist(), "loss_mask": r.loss_mask.tolist()}
+                        )
+                        + "\n"
                     )
-                    + "\n"
-                )
-                n += 1
-    rejects.close()
+                    n += 1
+        rejects.close()
+        rejects.check(n_read, max_reject_fraction)
+    except BaseException:  # bad input, too many rejects, Ctrl-C: no half-written output beside `out`
+        rejects.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(out)
     return {"written": n, "rejected": dict(rejects.counts)}
 
 
@@ -299,6 +309,8 @@ def show(path: Path, index: int, tokenizer, mask: str, style) -> tuple[str, str]
     from swehero.data.sources import parse_row, read_rows
     from swehero.data.trajectory import Reject, validate
 
+    if index < 0:  # islice takes no negative start; counting from the end would read the whole file anyway
+        raise IndexError(f"--index {index}: must be 0 or more")
     row = next(islice(read_rows(Path(path)), index, None), None)
     if row is None:
         raise IndexError(f"{path} has no trajectory {index}")

@@ -22,20 +22,23 @@ SUFFIXES = (".jsonl", ".json", ".traj", ".parquet")
 
 
 def expand(paths: list[str]) -> list[Path]:
-    """Files named directly, plus the data files inside named folders (sorted, so runs are deterministic). A folder
-    without any is an error: an empty dataset from a mistyped folder would otherwise pass unnoticed."""
-    files: list[Path] = []
+    """Files named directly, plus the data files inside named folders (sorted, so runs are deterministic), each once
+    however often it is named (a folder and a file in it, a path given twice): read twice, its trajectories would
+    be trained twice. A folder without any is an error: an empty dataset from a mistyped folder would otherwise pass
+    unnoticed."""
+    files: dict[Path, Path] = {}  # resolved -> as named, in first-named order
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.suffix in SUFFIXES and f.is_file())
             if not found:
                 raise MissingInput(f"{p}: a folder without data files ({', '.join(SUFFIXES)})")
-            files += found
         elif p.is_file():
-            files.append(p)
+            found = [p]
         else:
             raise MissingInput(f"{p}: no such file or folder")
-    return files
+        for f in found:
+            files.setdefault(f.resolve(), f)
+    return list(files.values())
 
 
 def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:

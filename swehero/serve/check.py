@@ -73,13 +73,28 @@ def check_trajectories(records: list[dict], tokenizer, family: str = "hermes", e
     return report
 
 
+def read_trajectories(path: Path) -> list[dict]:
+    """The canonical trajectories of `path` (JSONL, JSON, Parquet), read and checked as the data commands read them,
+    normalised as training renders them; a row that is not one, or a file without any, is an InputError naming it:
+    a check of anything else would report on turns training never sees."""
+    from swehero.data.sources import iter_trajectories
+    from swehero.data.trajectory import validate
+    from swehero.errors import InputError
+
+    records = [validate(row) for row in iter_trajectories(path)]
+    if not records:
+        raise InputError(f"{path}: no trajectories to check")
+    return records
+
+
 def check_file(trajectories: Path, tokenizer_dir: str, family: str, report_file: Path | None) -> tuple[list[str], bool]:
     """`swehero serve check`: one line per parser, and whether the served parser read every turn back exactly;
     the full report (with mismatching examples) goes to `report_file` when given."""
     from swehero.data.render import load_tokenizer
-    from swehero.jsonio import read_jsonl, write_json_atomic
+    from swehero.jsonio import write_json_atomic
 
-    report = check_trajectories(read_jsonl(trajectories), load_tokenizer(tokenizer_dir), family)
+    tokenizer = load_tokenizer(tokenizer_dir)  # first: a bad --tokenizer is the error, whatever the file holds
+    report = check_trajectories(read_trajectories(trajectories), tokenizer, family)
     if report_file:
         write_json_atomic(report_file, report, indent=1)
     lines = [f"{name}: {entry['exact']}/{report['turns']} assistant turns parsed back exactly "
