@@ -230,20 +230,21 @@ def test_length_percentiles_are_true_lengths_however_long(tmp_path, qwen_tokeniz
 
 
 @pytest.mark.slow
-def test_each_input_file_and_each_id_is_trained_once(built):
-    """A folder and a file in it name the file once; a later row with an id already read is a `duplicate_id`
-    reject."""
+def test_each_input_file_and_each_trajectory_is_trained_once(built):
+    """A folder and a file in it name the file once; a later copy of a conversation already read is a `duplicate`
+    reject, found by its content: another trajectory that happens to share its id is kept."""
     tmp, records, cfg, _ = built
     sub = tmp / "dup"
     sub.mkdir()
     (sub / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:6]))
     once = prepare([str(sub), str(sub / "a.jsonl"), f"{sub}/../dup/a.jsonl"], str(QWEN), tmp / "dup-once", cfg)
     assert once["trajectories"]["read"] == once["trajectories"]["kept"] == 6
-    (sub / "b.jsonl").write_text(json.dumps(records[2]) + "\n" + json.dumps(records[7]) + "\n")
+    copy, same_id = {**records[2], "id": "copied"}, {**records[7], "id": records[0]["id"]}
+    (sub / "b.jsonl").write_text(json.dumps(copy) + "\n" + json.dumps(same_id) + "\n")
     lenient = PrepareConfig(**{**cfg.__dict__, "max_reject_fraction": 0.5})
     twice = prepare([str(sub)], str(QWEN), tmp / "dup-ids", lenient)
     assert twice["trajectories"]["read"] == 8 and twice["trajectories"]["kept"] == 7
-    assert twice["trajectories"]["rejected"] == {"duplicate_id": 1}
+    assert twice["trajectories"]["rejected"] == {"duplicate": 1}
     reject = json.loads((tmp / "dup-ids" / "rejects.jsonl").read_text())
-    assert reject == {"where": f"{sub / 'b.jsonl'}:1", "reason": "duplicate_id",
-                      "detail": f"id {records[2]['id']!r} was read before", "id": records[2]["id"]}
+    assert reject == {"where": f"{sub / 'b.jsonl'}:1", "reason": "duplicate",
+                      "detail": f"the same messages and tools as {sub / 'a.jsonl'}:3", "id": "copied"}

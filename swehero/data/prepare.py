@@ -35,7 +35,7 @@ import numpy as np
 from swehero.data.pack import BestFitPacker
 from swehero.data.render import ChatRenderer, fit_length, load_tokenizer
 from swehero.data.sources import Rejects, expand, parse_row, read_rows
-from swehero.data.trajectory import Reject, validate
+from swehero.data.trajectory import Reject, trained_digest, validate
 from swehero.errors import InputError, MissingInput
 from swehero.jsonio import differences
 from swehero.recipe.stage import Range
@@ -132,8 +132,9 @@ def _setup(tokenizer, cfg: PrepareConfig) -> None:
 
 
 def _process(batch: list[tuple[str, object]]) -> list[tuple]:
-    """Rows -> ("reject", where, id, reason, detail) | ("drop", where, id, reason, length) | ("keep", where, id,
-    instance_id, length, ids, mask, truncated), in input order."""
+    """Rows -> ("reject", where, id, reason, detail) | ("drop", where, id, digest, reason, length) | ("keep", where,
+    id, digest, instance_id, length, ids, mask, truncated), in input order; `digest`: what is trained of it
+    (`trained_digest`)."""
     out: list = [None] * len(batch)
     good = []
     for k, (where, row) in enumerate(batch):
@@ -146,12 +147,13 @@ def _process(batch: list[tuple[str, object]]) -> list[tuple]:
     for (k, rec), r in zip(good, rendered):
         fitted = fit_length(r, _cfg.seq_length, _cfg.too_long)
         if fitted is None:
-            out[k] = ("drop", batch[k][0], rec["id"], "too_long", len(r.input_ids))
+            out[k] = ("drop", batch[k][0], rec["id"], trained_digest(rec), "too_long", len(r.input_ids))
         else:
             out[k] = (
                 "keep",
                 batch[k][0],
                 rec["id"],
+                trained_digest(rec),
                 rec["instance_id"],
                 len(r.input_ids),
                 fitted.input_ids,
@@ -232,7 +234,7 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
     dropped: Counter[str] = Counter()
     buckets: Counter[int] = Counter()  # length // HIST_BUCKET -> trajectories: as long as the longest, no cap
     n = Counter()
-    seen_ids: set[str] = set()
+    seen: dict[str, str] = {}  # trained_digest -> where it was first read
     _setup(tok, cfg)
     start, start_cpu = time.perf_counter(), _cpu_seconds()
     try:
@@ -243,17 +245,20 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
                 if kind == "reject":
                     rejects.add(where, Reject(res[3], res[4]), record_id)
                     continue
-                if record_id in seen_ids:  # the same trajectory again (another copy of a file): trained once
-                    rejects.add(where, Reject("duplicate_id", f"id {record_id!r} was read before"), record_id)
+                # the same conversation again (another copy of a file): trained once. By content, not by `id`: a
+                # source's ids need not be unique, and two copies need not share one
+                digest = res[3]
+                if digest in seen:
+                    rejects.add(where, Reject("duplicate", f"the same messages and tools as {seen[digest]}"), record_id)
                     continue
-                seen_ids.add(record_id)
-                length = res[4]
+                seen[digest] = where
+                length = res[5]
                 buckets[length // HIST_BUCKET] += 1
                 n["rendered_tokens"] += length
                 if kind == "drop":
-                    dropped[res[3]] += 1
+                    dropped[res[4]] += 1
                     continue
-                instance_id, _, ids, mask, truncated = res[3:]
+                instance_id, _, ids, mask, truncated = res[4:]
                 split = "valid" if in_valid(instance_id, cfg.seed, cfg.valid_fraction) else "train"
                 writers[split].add(ids, mask)
                 n["kept"] += 1

@@ -6,6 +6,7 @@ gate: a record either comes out normalised or raises `Reject` with a short machi
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -106,6 +107,12 @@ def template_messages(messages: list[dict]) -> list[dict]:
             m = {**m, "tool_calls": calls}
         out.append(m)
     return out
+
+
+def trained_digest(record: dict) -> str:
+    """A hash of what training sees of a trajectory (its messages and tools), equal for two copies of it."""
+    body = json.dumps([record["messages"], record["tools"]], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def make_tool_call(call_id: str, name: str, arguments: dict | str) -> dict:
