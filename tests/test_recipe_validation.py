@@ -160,6 +160,76 @@ def test_variant_recipes_merge_on_their_base(tmp_path):
     assert any(f"{variant}:1: base: no recipe 'nowhere.yaml'" in p for p in problems(variant))
 
 
+def test_a_variant_stage_without_a_kind_must_name_a_stage_of_the_base(tmp_path):
+    """A mistyped name would otherwise be appended as a new stage, reported as missing its kind."""
+    (tmp_path / "base.yaml").write_text(textwrap.dedent(GOOD).replace("{run_dir}", str(tmp_path / "run")))
+    variant = tmp_path / "variant.yaml"
+    variant.write_text("base: base.yaml\nstages:\n  - {name: use, run: echo changed}\n  - {name: fecth, run: echo}\n"
+                       "  - {name: extra, kind: command, run: echo new}\n")
+    assert problems(variant) == [
+        f"{variant}:4: stages[1].name: no stage 'fecth' in the base recipe; did you mean 'fetch'?"]
+
+
+def test_a_reference_to_a_setting_left_out_is_its_default(tmp_path):
+    """The value the stage gets: a section given in part has its class's defaults for the keys it leaves out (3600 s),
+    a section left out its field's default (distill's agent: 1800 s)."""
+    path = write(tmp_path, """\
+        name: t
+        run_dir: {run_dir}
+        stages:
+          - {name: tiny, kind: tiny, model: {num_layers: 3}}
+          - {name: given, kind: distill, agent: {mode: exec}}
+          - {name: left, kind: distill}
+          - name: c
+            kind: command
+            run: echo ${stages.tiny.model.num_layers} ${stages.tiny.model.hidden_size}
+            outputs: ${stages.left.exclude}
+            env: {AGENT: "${stages.given.agent.time_limit_s} ${stages.left.agent.time_limit_s} ${stages.left.agent.mode}"}
+        """)
+    c = load_recipe(path).stage("c")
+    assert c.settings.run == "echo 3 256" and c.settings.env == {"AGENT": "3600.0 1800.0 zero"}
+    assert c.settings.outputs == []
+    path = write(tmp_path, """\
+        name: t
+        run_dir: {run_dir}
+        stages:
+          - {name: tiny, kind: tiny}
+          - {name: bare, kind: command}
+          - {name: c, kind: command, run: "${stages.bare.run}", outputs: ["${stages.tiny.model.num_layer}"]}
+        """)
+    assert problems(path) == [
+        f"{path}:6: stages[2].run: ${{stages.bare.run}}: stages[1].run is not set in the recipe (no default)",
+        f"{path}:6: stages[2].outputs[0]: ${{stages.tiny.model.num_layer}}: stages[0].model.num_layer does not exist",
+        f"{path}:5: stages[1].run: missing required field",
+    ]
+
+
+def test_a_whole_value_environment_variable_is_read_as_yaml(tmp_path, monkeypatch):
+    """As if written in its place (`1e-5` a float); an empty one stays text, as does one inside a longer string."""
+    monkeypatch.delenv("SWEHERO_TEST_SEED", raising=False)
+    monkeypatch.delenv("SWEHERO_TEST_UNSET", raising=False)
+    monkeypatch.setenv("SWEHERO_TEST_THETA", "1e-5")
+    monkeypatch.setenv("SWEHERO_TEST_TEXT", "a: [b #c")
+    path = write(tmp_path, """\
+        name: t
+        seed: ${env:SWEHERO_TEST_SEED,7}
+        run_dir: {run_dir}
+        stages:
+          - {name: tiny, kind: tiny, model: {rope_theta: "${env:SWEHERO_TEST_THETA}"}}
+          - name: c
+            kind: command
+            run: echo ${env:SWEHERO_TEST_SEED,7}
+            env: {EMPTY: "${env:SWEHERO_TEST_UNSET,}", TEXT: "${env:SWEHERO_TEST_TEXT}"}
+        """)
+    recipe = load_recipe(path)
+    assert recipe.seed == 7 and recipe.stage("tiny").settings.model.rope_theta == 1e-5
+    assert recipe.stage("c").settings.run == "echo 7"
+    assert recipe.stage("c").settings.env == {"EMPTY": "", "TEXT": "a: [b #c"}
+    monkeypatch.setenv("SWEHERO_TEST_SEED", "2020-13-45")
+    assert problems(path) == [
+        f"{path}:2: seed: ${{env:SWEHERO_TEST_SEED,7}}: cannot read '2020-13-45': month must be in 1..12"]
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "recipes").glob("*.yaml")))
 def test_bundled_recipes_validate_and_dry_run(name, tmp_path):
     from swehero.recipe.engine import plan
@@ -286,15 +356,15 @@ def test_plan_takes_a_utilisation_between_0_and_1(mfu):
 
 
 def test_references_schema_and_needs_are_checked_in_one_pass(tmp_path):
-    """A typo'd key that breaks a reference is reported with the reference, and beside every other stage's problems
-    and bad needs, instead of one phase at a time."""
+    """A reference to no setting is reported beside every other stage's problems and bad needs, instead of one phase
+    at a time."""
     path = write(tmp_path, """\
         name: t
         rundir: x
         run_dir: {run_dir}
         stages:
           - {name: a, kind: command, run: "true", outputz: [o.txt]}
-          - {name: b, kind: command, run: "true", outputs: "${stages.a.outputs}", needs: [c]}
+          - {name: b, kind: command, run: "true", outputs: "${stages.a.output}", needs: [c]}
           - {name: c, kind: command, run: "true", needs: [b, nope]}
           - {name: d, kind: comand, run: "true"}
         """)
@@ -302,7 +372,7 @@ def test_references_schema_and_needs_are_checked_in_one_pass(tmp_path):
         "--set stages.x.run: no item 'x' in stages (have ['a', 'b', 'c', 'd'])",
         "--set stages.a.seed=[: the value is not YAML: expected the node content, but found '<stream end>' "
         "(quote it to keep it a string)",
-        f"{path}:6: stages[1].outputs: ${{stages.a.outputs}}: stages[0].outputs does not exist",
+        f"{path}:6: stages[1].outputs: ${{stages.a.output}}: stages[0].output does not exist",
         f"{path}:2: rundir: unknown field; did you mean 'run_dir'?",
         f"{path}:5: stages[0].outputz: unknown field; did you mean 'outputs'?",
         f"{path}:8: stages[3].kind: unknown stage kind 'comand'; did you mean 'command'?",

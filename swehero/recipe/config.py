@@ -4,6 +4,7 @@ and raises one `RecipeError` listing every problem before any stage runs."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import sys
 import typing
@@ -12,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from swehero.recipe import kinds
-from swehero.recipe.loader import Lines, RecipeError, apply_override, load_yaml, merge_base, resolve_references
-from swehero.recipe.schema import build, check, input_paths, suggest
+from swehero.recipe.loader import FieldPath, Lines, RecipeError, apply_override, load_yaml, merge_base, resolve_references
+from swehero.recipe.schema import as_data, build, check, field_default, input_paths, section_class, suggest
 from swehero.recipe.stage import ModelConfig
 
 _STAGE_KEYS = ("name", "kind", "needs")
@@ -94,7 +95,24 @@ def read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str,
     if base_path.resolve() in seen:
         raise RecipeError([lines.problem(("base",), f"recipes form a cycle through {base_path}")])
     base, base_lines = read_recipe_data(base_path, seen + (path.resolve(),))
+    misnamed = _stages_not_in_base(base, data, lines)
+    if misnamed:
+        raise RecipeError(misnamed)
     return merge_base(base, base_lines, data, lines), lines
+
+
+def _stages_not_in_base(base: dict[str, Any], variant: dict[str, Any], lines: Lines) -> list[str]:
+    """A variant's stage entry without a `kind` changes a stage of its base (a new stage needs one): naming no stage
+    of the base, it is a mistyped name, which merging would append as a new stage missing its kind."""
+    base_stages = base.get("stages")
+    names = [s.get("name") for s in base_stages if isinstance(s, dict)] if isinstance(base_stages, list) else []
+    entries = variant.get("stages") if names and isinstance(variant.get("stages"), list) else []
+    return [
+        lines.problem(("stages", j, "name"), f"no stage {entry['name']!r} in the base recipe" + suggest(entry["name"], names))
+        for j, entry in enumerate(entries)
+        if isinstance(entry, dict) and "kind" not in entry and isinstance(entry.get("name"), str)
+        and entry["name"] not in names
+    ]
 
 
 def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
@@ -110,7 +128,7 @@ def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
     names = [s.get("name") for s in raw_stages if isinstance(s, dict)] if isinstance(raw_stages, list) else []
     builtins = {"recipe_dir": str(path.resolve().parent)}
     builtins.update({f"stages.{n}.dir": f"${{run_dir}}/{n}" for n in names if isinstance(n, str)})
-    data = resolve_references(data, lines, builtins, problems)
+    data = resolve_references(data, lines, builtins, functools.partial(_default_setting, data), problems)
 
     top = {f.name for f in dataclasses.fields(Recipe)} - {"file"}
     for key in data:
@@ -131,6 +149,35 @@ def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
     _check_inputs(recipe, lines)
     recipe.stages = _in_dependency_order(recipe.stages)
     return recipe
+
+
+def _default_setting(data: dict[str, Any], path: FieldPath) -> Any:
+    """What a stage gets for a setting its entry leaves out, as recipe data: `path` is `("stages", i, field, ...)`
+    with all but its last part in the recipe. A part of a section the recipe gives takes the section class's field
+    default, a section left out its field's default (which may differ: distill's `agent`). `dataclasses.MISSING` if
+    the path names no setting of the stage's kind; KeyError if the setting has no default."""
+    if len(path) < 3 or path[0] != "stages" or not isinstance(path[1], int):
+        return dataclasses.MISSING
+    kind = data["stages"][path[1]].get("kind")
+    if not isinstance(kind, str) or kind not in kinds.KINDS:
+        return dataclasses.MISSING
+    cls: type | None = kinds.load_kind(kind).Settings
+    for part in path[2:-1]:
+        section = _init_fields(cls).get(part)
+        cls = section and section_class(typing.get_type_hints(cls, include_extras=True)[part])
+        if cls is None:
+            return dataclasses.MISSING
+    f = _init_fields(cls).get(path[-1])
+    if f is None:
+        return dataclasses.MISSING
+    default = field_default(f)
+    if default is dataclasses.MISSING:
+        raise KeyError("is not set in the recipe (no default)")
+    return as_data(default)
+
+
+def _init_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}
 
 
 def _build_stages(raw: Any, lines: Lines, problems: list[str]) -> list[Stage]:

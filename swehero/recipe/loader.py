@@ -7,10 +7,11 @@ editor can jump to them. Each value's location is kept in a `Lines` map from fie
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -203,22 +204,27 @@ class Unresolved(str):
 
 
 def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, Any],
-                       problems: list[str]) -> dict[str, Any]:
+                       default_of: Callable[[FieldPath], Any], problems: list[str]) -> dict[str, Any]:
     """Replace `${a.b}` (another value of the recipe, stages addressed by name), `${env:NAME}` and
-    `${env:NAME,default}` everywhere. A value that is exactly one reference keeps the referenced value's type;
+    `${env:NAME,default}` everywhere. A value that is exactly one reference keeps the referenced value's type, and
+    an environment variable that is the whole value is read as a YAML scalar (`seed: ${env:SEED,7}` is an int);
     references inside longer strings are substituted as text. `builtins` supplies computed values such as
-    `${recipe_dir}` and `${stages.NAME.dir}` (which may themselves hold references). A reference that cannot be
-    resolved is appended to `problems` and its value left `Unresolved`, so that the rest is still checked."""
+    `${recipe_dir}` and `${stages.NAME.dir}` (which may themselves hold references). `default_of(path)` gives the
+    value of a setting the recipe leaves out, `dataclasses.MISSING` if the path names no setting, or raises
+    KeyError saying why it has none. A reference that cannot be resolved is appended to `problems` and its value
+    left `Unresolved`, so that the rest is still checked."""
 
-    def lookup(expr: str, at: FieldPath, active: tuple[str, ...]) -> Any:
+    def lookup(expr: str, at: FieldPath, active: tuple[str, ...], whole: bool) -> Any:
         expr = expr.strip()
         if expr.startswith("env:"):
             name, comma, default = expr[4:].partition(",")
             if name in os.environ:
-                return os.environ[name]
-            if comma:
-                return default
-            raise KeyError(f"environment variable {name} is not set (use ${{env:{name},default}} for a default)")
+                text = os.environ[name]
+            elif comma:
+                text = default
+            else:
+                raise KeyError(f"environment variable {name} is not set (use ${{env:{name},default}} for a default)")
+            return _scalar(text, expr) if whole else text
         if expr in active:
             raise KeyError(f"reference cycle: {' -> '.join(active + (expr,))}")
         if expr in builtins:
@@ -236,7 +242,14 @@ def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, A
                 node = node[part]
                 ref_path += (part,)
             else:
-                raise KeyError(f"${{{expr}}}: {format_path(ref_path + (part,))} does not exist")
+                # Left out of the recipe, a setting still has the value its default gives it.
+                try:
+                    node = default_of(ref_path + (part,)) if isinstance(node, dict) else dataclasses.MISSING
+                except KeyError as e:
+                    raise KeyError(f"${{{expr}}}: {format_path(ref_path + (part,))} {e.args[0]}") from None
+                if node is dataclasses.MISSING:
+                    raise KeyError(f"${{{expr}}}: {format_path(ref_path + (part,))} does not exist")
+                ref_path += (part,)
         return resolve(node, ref_path, active + (expr,))
 
     def resolve(value: Any, at: FieldPath, active: tuple[str, ...]) -> Any:
@@ -249,8 +262,8 @@ def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, A
         try:
             whole = _REF.fullmatch(value)
             if whole:
-                return lookup(whole.group(1), at, active)
-            return _REF.sub(lambda m: str(lookup(m.group(1), at, active)), value)
+                return lookup(whole.group(1), at, active, whole=True)
+            return _REF.sub(lambda m: str(lookup(m.group(1), at, active, whole=False)), value)
         except KeyError as e:
             problem = lines.problem(at, str(e.args[0]))
             if problem not in problems:
@@ -258,6 +271,21 @@ def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, A
             return Unresolved(value)
 
     return resolve(data, (), ())
+
+
+def _scalar(text: str, expr: str) -> Any:
+    """An environment value read as the recipe would read it written in place of the reference: `7` an int, `1e-5`
+    a float, `true` a bool. Read as one plain scalar, not parsed as YAML text, so that `a: b`, `[x` or `x #y` stay
+    the text they are."""
+    if not text:
+        return text  # `${env:NAME,}` is how a recipe writes "empty" (a required revision): not YAML's null
+    loader = _Loader("")
+    try:
+        return loader.construct_object(yaml.ScalarNode(loader.resolve(yaml.ScalarNode, text, (True, False)), text))
+    except ValueError as e:  # a date that is none, `2020-13-45`
+        raise KeyError(f"${{{expr}}}: cannot read {text!r}: {e}") from None
+    finally:
+        loader.dispose()
 
 
 def references_in(value: Any) -> list[str]:

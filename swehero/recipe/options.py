@@ -26,16 +26,15 @@ import functools
 import inspect
 import re
 import textwrap
-import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Literal
 
 import click
 from click.core import ParameterSource
 
 from swehero.recipe.loader import FieldPath, Lines, RecipeError, apply_override, load_yaml
-from swehero.recipe.schema import build, input_paths
+from swehero.recipe.schema import as_data, build, field_default, input_paths, section_class, unwrap, without_none
 from swehero.recipe.stage import _Input
 
 
@@ -95,11 +94,11 @@ def leaves(cls: type, prefix: tuple[str, ...] = ()) -> list[Leaf]:
     hints, docs = typing.get_type_hints(cls, include_extras=True), field_docs(cls)
     out: list[Leaf] = []
     for f in dataclasses.fields(cls):
-        section = _section_class(hints[f.name])
+        section = section_class(hints[f.name])
         if section:
             out += leaves(section, prefix + (f.name,))
         elif f.init:
-            out.append(Leaf(prefix + (f.name,), hints[f.name], docs.get(f.name, ""), _default(f)))
+            out.append(Leaf(prefix + (f.name,), hints[f.name], docs.get(f.name, ""), field_default(f)))
     return out
 
 
@@ -121,41 +120,11 @@ def defaults_tree(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls, include_extras=True)
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if _default(f) is not dataclasses.MISSING:
-            out[f.name] = _as_data(_default(f))
-        elif _section_class(hints[f.name]):
-            out[f.name] = defaults_tree(_section_class(hints[f.name]))
+        if field_default(f) is not dataclasses.MISSING:
+            out[f.name] = as_data(field_default(f))
+        elif section_class(hints[f.name]):
+            out[f.name] = defaults_tree(section_class(hints[f.name]))
     return out
-
-
-def _default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
-def _as_data(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _as_data(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
-    return copy.deepcopy(value)
-
-
-def _section_class(tp: Any) -> type | None:
-    """The dataclass a field holds (`X` or `X | None`), if it holds one."""
-    tp = _unwrap(tp)
-    return tp if dataclasses.is_dataclass(tp) else None
-
-
-def _unwrap(tp: Any) -> Any:
-    """`Annotated[X, ...]` and `X | None` -> X."""
-    tp = _without_none(tp)
-    return _unwrap(typing.get_args(tp)[0]) if typing.get_origin(tp) is Annotated else tp
-
-
-def _without_none(tp: Any) -> Any:
-    """`X | None` -> X."""
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        options = [a for a in typing.get_args(tp) if a is not type(None)]
-        return options[0] if len(options) == 1 else tp
-    return tp
 
 
 def _lookup(data: Any, path: tuple[str, ...]) -> Any:
@@ -181,11 +150,11 @@ _METAVARS = {int: "INTEGER", float: "FLOAT", str: "TEXT", bool: "BOOLEAN"}
 
 def _metavar(tp: Any) -> str | None:
     """How help shows a value of this type; None for types an option cannot take (mappings, unions)."""
-    tp = _without_none(tp)
+    tp = without_none(tp)
     marker = next((a for a in typing.get_args(tp)[1:] if isinstance(a, _Input)), None)
     if typing.get_origin(tp) is Annotated and marker:
         return "|".join(["PATH"] + ["HUB_ID"] * marker.hub_ok + [n for n in marker.names if "/" not in n])
-    tp = _unwrap(tp)
+    tp = unwrap(tp)
     if typing.get_origin(tp) is Literal:
         return "[" + "|".join(str(a) for a in typing.get_args(tp)) + "]"
     return _METAVARS.get(tp)
@@ -193,7 +162,7 @@ def _metavar(tp: Any) -> str | None:
 
 def _list_item(tp: Any) -> Any:
     """The item type of a `list[...]` field, else None."""
-    tp = _unwrap(tp)
+    tp = unwrap(tp)
     return typing.get_args(tp)[0] if typing.get_origin(tp) is list else None
 
 
@@ -203,7 +172,7 @@ def _splits_at_commas(item: Any) -> bool:
 
 def _coerce(tp: Any, text: str) -> Any:
     """An option's text as the field's type where it reads as one; else the text, for the schema to report."""
-    tp = _unwrap(tp)
+    tp = unwrap(tp)
     if tp in (int, float):
         try:
             return tp(text)
@@ -252,10 +221,10 @@ def _parameter(leaf: Leaf, name: str, positional: bool, default: Any, must_give:
     if item is not None:
         metavar += ",..." if _splits_at_commas(item) else ""
         text += " (repeatable)"
-    decls = [f"{shown}/--no-{name}" if _unwrap(leaf.type) is bool else shown, key]
+    decls = [f"{shown}/--no-{name}" if unwrap(leaf.type) is bool else shown, key]
     return _Parameter(leaf, key, shown, click.option(
         *decls, cls=_SettingOption, must_give=must_give, metavar=metavar, multiple=item is not None, help=text,
-        type=None if _unwrap(leaf.type) is bool else str,  # values are checked by the schema, not by click
+        type=None if unwrap(leaf.type) is bool else str,  # values are checked by the schema, not by click
         default=None if default is dataclasses.MISSING else default,
         show_default=not must_give and default not in ("", [])))
 

@@ -8,6 +8,7 @@ line of every field, which pydantic's locations would not.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -122,3 +123,35 @@ def _name(tp: Any) -> str:
 
 def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    """A field's default value (its factory's product), or `dataclasses.MISSING`."""
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def as_data(value: Any) -> Any:
+    """A default as recipe data: dataclasses as mappings, other values copied."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: as_data(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+    return copy.deepcopy(value)
+
+
+def section_class(tp: Any) -> type | None:
+    """The dataclass a field holds (`X` or `X | None`), if it holds one."""
+    tp = unwrap(tp)
+    return tp if dataclasses.is_dataclass(tp) else None
+
+
+def unwrap(tp: Any) -> Any:
+    """`Annotated[X, ...]` and `X | None` -> X."""
+    tp = without_none(tp)
+    return unwrap(typing.get_args(tp)[0]) if typing.get_origin(tp) is Annotated else tp
+
+
+def without_none(tp: Any) -> Any:
+    """`X | None` -> X."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        return options[0] if len(options) == 1 else tp
+    return tp
