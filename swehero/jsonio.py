@@ -13,8 +13,9 @@ import json
 import os
 import threading
 from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from swehero.errors import InputError, MissingInput
 
@@ -46,16 +47,42 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                     raise InputError(f"{path}:{number}: not JSON: {e}") from None
 
 
-def write_json_atomic(path: Path, data: Any, indent: int | None = None, sort_keys: bool = False) -> None:
-    """Write-then-rename, fsynced: readers see the old file or the new one, never half of one."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path for the block to write `path` at, by any means (a chart library's own writer too): beside
+    it, so the rename is atomic, and with its suffix, for writers that take the format from it. Fsynced and renamed
+    over `path` when the block ends, removed if it raises. Readers see the old file or the new one, never half of
+    one; a reader that opened the old one keeps reading it whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w") as f:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:  # an fsync through any descriptor flushes the file's data
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[IO[str]]:
+    """`path` opened for writing text (UTF-8), through `atomic_path`."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        yield f
+
+
+def write_json_atomic(path: Path, data: Any, indent: int | None = None, sort_keys: bool = False) -> None:
+    """`data` as JSON, through `atomic_file`."""
+    with atomic_file(path) as f:
         json.dump(data, f, ensure_ascii=False, indent=indent, sort_keys=sort_keys, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`text` (UTF-8), through `atomic_file`."""
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:

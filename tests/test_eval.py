@@ -25,7 +25,7 @@ from swehero.agent.docker_host import check_architecture, check_free_disk
 from swehero.eval.harness import HarnessConfig, harness_kwargs, parse_harness, run_id_for
 from swehero.eval.pipeline import Settings, evaluate
 from swehero.eval.compare import compare
-from swehero.eval.report import OUTCOMES, build_report, outcome, wilson
+from swehero.eval.report import NOT_GRADED, OUTCOMES, build_report, outcome, wilson
 from swehero.jsonio import JsonlLog
 from swehero.rollout.tasks import benchmark_of, load_tasks, select
 from swehero.rollout.toy import HELDOUT, build_toy_tasks
@@ -338,6 +338,8 @@ def test_harness_output_parses_into_outcomes(tmp_path, monkeypatch):
 @pytest.mark.parametrize("episode,grade,patch,expected", [
     ({"finish_reason": "step_limit"}, {"resolved": True}, "d", "resolved"),
     ({"finish_reason": "step_limit"}, {"resolved": False}, "d", "step_limit"),
+    ({"finish_reason": "step_limit"}, None, "d", "infra_error"),  # not graded yet: it may resolve
+    ({"finish_reason": "time_limit"}, None, "d", "infra_error"),
     ({"finish_reason": "step_limit"}, None, "", "step_limit"),
     ({"finish_reason": "context_limit"}, {"resolved": False}, "d", "context_limit"),
     ({"finish_reason": "time_limit"}, None, "", "time_limit"),
@@ -350,6 +352,54 @@ def test_harness_output_parses_into_outcomes(tmp_path, monkeypatch):
 ])
 def test_every_instance_gets_one_outcome(episode, grade, patch, expected):
     assert outcome(episode, grade, patch)[0] == expected and expected in OUTCOMES
+
+
+def test_a_patch_at_a_limit_not_graded_yet_is_flagged_as_not_graded():
+    """So the report's "Not graded" notice counts it: graded, it may well resolve."""
+    assert outcome({"finish_reason": "context_limit", "error": "128k"}, None, "d") == ("infra_error", NOT_GRADED)
+
+
+def _priced_folder(out: Path, tokens: dict) -> None:
+    from swehero.eval.inference import PREDICTIONS, trajectory_path
+    from swehero.jsonio import write_json_atomic
+
+    write_json_atomic(trajectory_path(out, "o__r-1"), {"instance_id": "o__r-1", "metadata": {
+        "finish_reason": "submitted", "steps": 2, **tokens}})
+    JsonlLog(out / PREDICTIONS).append({"instance_id": "o__r-1", "model_name_or_path": "m", "model_patch": "diff"})
+
+
+@pytest.mark.parametrize("tokens, cost", [({"prompt_tokens": 10**6, "completion_tokens": 10**5}, 4.5),
+                                          ({"prompt_tokens": 10**6, "completion_tokens": None}, None),
+                                          ({"prompt_tokens": None, "completion_tokens": 10**5}, None)])
+def test_a_missing_token_count_makes_the_cost_unknown_not_smaller(tmp_path, tokens, cost):
+    _priced_folder(tmp_path, tokens)
+    report = build_report([{"instance_id": "o__r-1", "repo": "o/r"}], tmp_path, "m", "verified", 3.0, 15.0)
+    assert report["instances"][0]["cost_usd"] == cost and report["averages"]["cost_usd"] == cost
+    # without a price for them, completion tokens are not needed for the cost
+    if tokens["prompt_tokens"] is not None:
+        assert build_report([{"instance_id": "o__r-1", "repo": "o/r"}], tmp_path, "m", "verified", 3.0)[
+            "averages"]["cost_usd"] == 3.0
+
+
+def test_eval_report_and_grade_keep_the_runs_prices(toy, tmp_path):
+    """The prices are saved with the folder, so the reports `eval report` and `eval grade` rewrite keep the cost."""
+    from click.testing import CliRunner
+
+    from swehero.eval.cli import eval_group
+
+    out = tmp_path / "run"
+    settings = _settings(toy, "empty", instances=["swehero-toy__calc-1"], price_prompt_per_mtok=3.0,
+                         price_completion_per_mtok=15.0)
+    settings.grading.grader = "none"
+    evaluate(settings, out, progress=lambda _: None)
+    path = out / "trajectories" / "swehero-toy__calc-1.json"
+    record = json.loads(path.read_text())  # the empty policy asks no model: token counts as a model's would be
+    record["metadata"].update(prompt_tokens=10**6, completion_tokens=10**5)
+    path.write_text(json.dumps(record))
+    for command in (["report", str(out)], ["grade", str(out), "--grader", "local"]):
+        result = CliRunner().invoke(eval_group, command)
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "report.json").read_text())["averages"]["cost_usd"] == 4.5, command
 
 
 def test_wilson_interval():

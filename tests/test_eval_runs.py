@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 
 from swehero.eval.compare import compare
+from swehero.eval.grade import GRADES
+from swehero.eval.inference import PREDICTIONS, trajectory_path
 from swehero.eval.leaks import seeking_commands
-from swehero.eval.runs import pass_at_k, paired_difference
+from swehero.eval.report import build_report, write_report
+from swehero.eval.runs import aggregate, markdown, pass_at_k, paired_difference, resolve_fractions, write_runs_report
+from swehero.jsonio import JsonlLog, write_json_atomic
 from swehero.rollout.toy import build_toy_tasks
 
 CLI = [sys.executable, "-m", "swehero", "eval"]
@@ -54,7 +58,8 @@ def test_three_runs_oracle_resolves_everything_and_no_patch_nothing(toy, tmp_pat
 
     table = compare([tmp_path / "empty", tmp_path / "oracle"])
     assert "| runs | 3 | 3 |" in table
-    assert "resolved difference +100.0 points" in table and "a real difference" in table
+    # 4 instances: even all four resolved on one side alone is no evidence (an exact sign test gives p = 0.125)
+    assert "resolved difference +100.0 points" in table and "too few shared instances to tell" in table
 
 
 @pytest.mark.slow
@@ -83,6 +88,13 @@ def test_pass_at_k_is_the_unbiased_estimator():
     assert pass_at_k(3, 1, 1) == pytest.approx(1 / 3) and math.isclose(pass_at_k(3, 1, 3), 1.0)
 
 
+@pytest.mark.parametrize("c", [0, 1, 3])
+def test_pass_at_k_refuses_more_draws_than_attempts(c):
+    """k of n attempts cannot be drawn for k > n: no value is right there, and 1.0 claimed success at c = 0."""
+    with pytest.raises(ValueError, match="pass@4 needs at least 4 attempts per instance, not 3"):
+        pass_at_k(3, c, 4)
+
+
 def _single(outcomes: dict[str, bool]) -> dict:
     return {"instances": [{"instance_id": i, "outcome": "resolved" if r else "unresolved"} for i, r in outcomes.items()],
             "pending_ids": []}
@@ -98,6 +110,77 @@ def test_paired_bootstrap_separates_a_real_difference_from_noise():
     noise = paired_difference(shuffled, base)
     assert noise["difference"] == 0.0 and not noise["significant"] and noise["ci95"][0] < 0 < noise["ci95"][1]
     assert paired_difference(_single({"x": True}), base) is None  # nothing in common
+
+
+def test_a_difference_on_few_shared_instances_is_called_too_few_to_tell():
+    ids = [f"i{n}" for n in range(9)]
+    few = paired_difference(_single({i: True for i in ids}), _single({i: False for i in ids}))
+    assert few["difference"] == 1.0 and few["ci95"] == [1.0, 1.0] and few["significant"] is None
+    ids.append("i9")  # ten: an exact sign test gives p = 0.002 for all ten on one side
+    assert paired_difference(_single({i: True for i in ids}), _single({i: False for i in ids}))["significant"]
+
+
+TASKS = [{"instance_id": f"t{n}", "repo": "o/r"} for n in range(4)]
+
+
+def _run_folder(out: Path, results: dict[str, bool | None]) -> dict:
+    """A run's folder as inference and grading leave it, and its report: per instance of `results` a patch graded
+    resolved (True) or not (False), or not graded (None); the other TASKS have no prediction yet."""
+    predictions, grades = JsonlLog(out / PREDICTIONS), JsonlLog(out / GRADES)
+    for iid, resolved in results.items():
+        write_json_atomic(trajectory_path(out, iid), {"instance_id": iid, "metadata": {
+            "finish_reason": "submitted", "steps": 3, "prompt_tokens": 10, "completion_tokens": 5}})
+        predictions.append({"instance_id": iid, "model_name_or_path": "m", "model_patch": "diff"})
+        if resolved is not None:
+            grades.append({"instance_id": iid, "resolved": resolved})
+    return build_report(TASKS, out, "m", "toy")
+
+
+def test_the_report_over_runs_flags_predictions_not_graded(tmp_path):
+    """As the report of one run does: an ungraded prediction counts as infra_error, and the notice says to grade."""
+    graded = _run_folder(tmp_path / "run-0", {t["instance_id"]: True for t in TASKS})
+    ungraded = _run_folder(tmp_path / "run-1", {"t0": True, "t1": None, "t2": None, "t3": False})
+    agg = aggregate([graded, ungraded])
+    assert agg["ungraded"] == 2 and [r["ungraded"] for r in agg["per_run"]] == [0, 2]
+    assert "**Not graded:** 2 prediction(s) (counted as infra_error); run `swehero eval grade`." in markdown(agg)
+
+
+def test_attempts_not_made_yet_are_left_out_of_the_comparison(tmp_path):
+    """An incomplete folder is compared over the attempts it made, and named with how many it has not made."""
+    full = _run_folder(tmp_path / "full", {t["instance_id"]: True for t in TASKS})
+    half = _run_folder(tmp_path / "half", {"t0": True, "t1": True})
+    assert resolve_fractions(half) == {"t0": 1.0, "t1": 1.0}
+    assert paired_difference(half, full)["difference"] == 0.0  # not -0.5: t2 and t3 are not failures
+    runs = aggregate([full, _run_folder(tmp_path / "run-1", {"t0": False, "t1": True, "t2": True})])
+    assert runs["missing_attempts"] == {"t3": 1}
+    assert resolve_fractions(runs) == {"t0": 0.5, "t1": 1.0, "t2": 1.0, "t3": 1.0}  # t3: its one attempt made
+    for name, report in (("full", full), ("half", half), ("runs", runs)):
+        (tmp_path / "cmp" / name).mkdir(parents=True)
+        (tmp_path / "cmp" / name / "report.json").write_text(json.dumps(report))
+    table = compare([tmp_path / "cmp" / name for name in ("full", "half", "runs")])
+    assert ("**warning:** half is incomplete: 2 attempt(s) not made yet; its rates count them as unresolved, the "
+            "paired difference leaves them out") in table
+    assert "**warning:** runs is incomplete: 1 attempt(s) not made yet" in table
+    assert "evaluated" not in table  # the same instances were selected: no word about other tasks
+    assert "(paired bootstrap over 2 instances)" in table
+
+
+def test_reports_are_replaced_whole_under_a_reader(tmp_path):
+    """A reader (`eval compare`) that opened a report before a run rewrote it reads the old one whole, never the
+    new one half written."""
+    runs = [_run_folder(tmp_path / f"run-{k}", {"t0": True}) for k in range(2)]
+    paths = {**write_report(runs[0], tmp_path / "run-0"), **{f"runs_{k}": v for k, v in
+                                                             write_runs_report(aggregate(runs), tmp_path).items()}}
+    readers = {name: open(path, "rb") for name, path in paths.items()}
+    old = {name: Path(path).read_bytes() for name, path in paths.items()}
+    runs = [_run_folder(tmp_path / "later" / f"run-{k}", {"t0": True, "t1": True}) for k in range(2)]
+    write_report(runs[0], tmp_path / "run-0")
+    write_runs_report(aggregate(runs), tmp_path)
+    for name, reader in readers.items():
+        with reader:
+            assert reader.read() == old[name], name
+        assert Path(paths[name]).read_bytes() != old[name], name
+    assert not list(tmp_path.glob("**/.*.tmp*"))  # no temporary file left behind
 
 
 def _bash(command: str) -> dict:
@@ -130,7 +213,7 @@ def test_leak_audit_leaves_ordinary_commands_alone(command):
 def _report(outcomes: dict[str, bool], **fields) -> dict:
     """A single run's report.json with the fields `compare` reads."""
     resolved = sum(outcomes.values())
-    return {"model": "m", "benchmark": "toy", "total": len(outcomes), "resolved": resolved,
+    return {"model": "m", "benchmark": "toy", "total": len(outcomes), "resolved": resolved, "pending": 0,
             "resolved_rate": resolved / len(outcomes), "ci95": [0.0, 1.0], "paper": None,
             "tool_calls": {"valid": 1, "turns": 1, "valid_rate": 1.0}, "teacher_forced": None, "outcomes": {},
             "averages": {}, "attempts": {"max": 1, "retried": 0}, **_single(outcomes), **fields}

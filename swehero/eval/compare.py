@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from swehero.eval.report import OUTCOMES
-from swehero.eval.runs import EvalFolderError, paired_difference, percent, resolve_fractions
+from swehero.eval.runs import MIN_SHARED, EvalFolderError, paired_difference, percent
 
 
 def _resolved(report: dict) -> str:
@@ -54,7 +54,8 @@ def compare(eval_dirs: list[Path]) -> str:
         parts = [_difference(label, value(report), value(reports[0])) for label, value in _MEASURES]
         paired = paired_difference(report, reports[0])
         if paired:
-            verdict = "a real difference" if paired["significant"] else "within run-to-run noise"
+            verdict = (f"too few shared instances to tell (fewer than {MIN_SHARED})" if paired["significant"] is None
+                       else "a real difference" if paired["significant"] else "within run-to-run noise")
             parts.append(f"resolved difference {100 * paired['difference']:+.1f} points, 95% CI "
                          f"{100 * paired['ci95'][0]:+.1f} to {100 * paired['ci95'][1]:+.1f} (paired bootstrap over "
                          f"{paired['instances']} instances): {verdict}")
@@ -75,15 +76,26 @@ def warnings(names: list[str], reports: list[dict]) -> list[str]:
         out.append(f"{', '.join(retried)} retried attempts that ended without a patch, which raises pass@1")
     if len({r["benchmark"] for r in reports}) > 1:
         out.append("the runs are on different benchmarks")
-    baseline = set(resolve_fractions(reports[0]))
+    for name, report in zip(names, reports):
+        if report["pending"]:  # `pending` counts instances in one run's report, attempts in one of several runs
+            out.append(f"{name} is incomplete: {report['pending']} attempt(s) not made yet; its rates count them as "
+                       "unresolved, the paired difference leaves them out")
+    baseline = _selected(reports[0])
     for name, report in zip(names[1:], reports[1:]):
-        mine = set(resolve_fractions(report))
+        mine = _selected(report)
         if mine != baseline:  # another --limit, --shard or task file: the rates above are over other tasks
             shared = len(mine & baseline)
             out.append(f"{name} evaluated {len(mine)} instances, {shared} of {names[0]}'s {len(baseline)}: "
                        + ("its rates are over other tasks; the paired difference uses the shared ones alone" if shared
                           else "no task in common, so the rates do not compare"))
     return out
+
+
+def _selected(report: dict) -> set[str]:
+    """The instances a folder evaluates, attempted yet or not."""
+    if "per_instance" in report:
+        return set(report["per_instance"])
+    return {i["instance_id"] for i in report["instances"]} | set(report["pending_ids"])
 
 
 def _difference(label: str, value: float | None, baseline: float | None) -> str:

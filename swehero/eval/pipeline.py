@@ -100,6 +100,9 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     saved = {"tasks": selected.source, "benchmark": selected.benchmark, "model": model_label(settings),
              "repos": str(selected.repos or ""), "runs": settings.runs,
              "instance_ids": [t["instance_id"] for t in selected.tasks],
+             # with the folder, so `eval report` and `eval grade` rewrite the reports with the cost column
+             "price_prompt_per_mtok": settings.price_prompt_per_mtok,
+             "price_completion_per_mtok": settings.price_completion_per_mtok,
              "attempts": attempt_identity(settings.agent, settings.serve, model=model_label(settings),
                                           seed=settings.seed, max_attempts=settings.max_attempts, runs=settings.runs)}
     check_same_attempts(out_dir, saved)
@@ -124,8 +127,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
         missing |= set(graded["missing_repositories"])
     if settings.heldout_trajectories:
         score_heldout(settings, out_dir, progress)
-    outputs = report_eval(out_dir, selected.tasks, saved, settings.price_prompt_per_mtok,
-                          settings.price_completion_per_mtok, progress)
+    outputs = report_eval(out_dir, selected.tasks, saved, progress)
     if missing:  # everything else is done and reported; a rerun with the repositories in place finishes these
         from swehero.agent.local import MissingRepository
 
@@ -137,17 +139,17 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     return {"predictions": str(runs[0] / PREDICTIONS), **outputs}
 
 
-def report_eval(out_dir: Path, tasks: list[dict], saved: dict, price_prompt: float = 0.0,
-                price_completion: float = 0.0, progress=print) -> dict[str, str]:
-    """Write the report of each run and, for repeated runs, the report over all of them; returns its paths."""
+def report_eval(out_dir: Path, tasks: list[dict], saved: dict, progress=print) -> dict[str, str]:
+    """Write the report of each run and, for repeated runs, the report over all of them, priced as `saved` says
+    (folders saved without prices: no cost column); returns its paths."""
     from swehero.eval.report import TEACHER_FORCED, build_report, write_report
     from swehero.eval.runs import aggregate, run_dirs, write_runs_report
 
     scored = out_dir / TEACHER_FORCED
     teacher_forced = json.loads(scored.read_text()) if scored.exists() else None
     runs = run_dirs(out_dir, saved.get("runs", 1))
-    reports = [build_report(tasks, run, saved["model"], saved["benchmark"], price_prompt, price_completion,
-                            teacher_forced) for run in runs]
+    reports = [build_report(tasks, run, saved["model"], saved["benchmark"], saved.get("price_prompt_per_mtok", 0.0),
+                            saved.get("price_completion_per_mtok", 0.0), teacher_forced) for run in runs]
     outputs = [write_report(report, run) for report, run in zip(reports, runs)][0]
     if len(runs) > 1:
         agg = aggregate(reports)

@@ -2,7 +2,8 @@
 
 Every selected instance lands in exactly one outcome class. A resolved instance counts as resolved however the
 agent ended (pass@1 counts the patch); otherwise the first matching reason wins: the infrastructure failed, the
-agent hit a limit or kept sending malformed tool calls, the patch was empty, or it was graded and not resolved.
+patch is not graded yet (an infra_error the report flags, whatever the finish reason), the agent hit a limit or kept
+sending malformed tool calls, the patch was empty, or it was graded and not resolved.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from swehero.eval.inference import finished, trajectory_path
 from swehero.eval.leaks import seeking_commands
 from swehero.eval.paper import paper_figure
 from swehero.eval.runs import percent
+from swehero.jsonio import atomic_path, write_json_atomic, write_text_atomic
 
 TEACHER_FORCED = "teacher_forced.json"
 """Written by the eval pipeline when it is given held-out trajectories (see teacher_forced.py)."""
@@ -45,12 +47,12 @@ def outcome(attempt: dict, grade: dict | None, patch: str) -> tuple[str, str]:
         return "infra_error", attempt.get("error", "")
     if grade and grade.get("infra_failure"):
         return "infra_error", grade.get("error", "")
+    if grade is None and patch.strip():  # before the limits: a patch at a limit is graded too, and may resolve
+        return "infra_error", NOT_GRADED
     if attempt.get("finish_reason") in _LIMITS:
         return _LIMITS[attempt["finish_reason"]], attempt.get("error", "")
     if not patch.strip():
         return "empty_patch", ""
-    if grade is None:
-        return "infra_error", NOT_GRADED
     return "unresolved", grade.get("error", "")
 
 
@@ -75,8 +77,10 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
         meta = record["metadata"]
         cls, detail = outcome(meta, graded.get(iid), predictions[iid]["model_patch"] or "")
         prompt, completion = meta.get("prompt_tokens"), meta.get("completion_tokens")
-        cost = None if prompt is None or not (price_prompt or price_completion) else \
-            (prompt * price_prompt + (completion or 0) * price_completion) / 1e6
+        priced = ((prompt, price_prompt), (completion, price_completion))
+        # a priced count that is missing makes the cost unknown: counting it as 0 would understate it
+        cost = None if not (price_prompt or price_completion) or any(n is None and p for n, p in priced) else \
+            sum(n * p for n, p in priced if p) / 1e6
         instances.append({"instance_id": iid, "repo": task["repo"], "outcome": cls, "detail": detail[:500],
                           "finish_reason": meta.get("finish_reason"), "steps": meta.get("steps", 0),
                           # A turn whose one tool call parsed, named a tool and had valid arguments, so it ran.
@@ -130,10 +134,10 @@ def markdown(report: dict) -> str:
         lines.append(f"Paper ({report['paper']['model']}, {report['benchmark']}): "
                      f"{percent(report['paper']['resolved_rate'])}")
     if report["pending"]:
-        lines.append(f"\n**Incomplete:** {report['pending']} instance(s) have no prediction yet.")
+        lines.append(f"\n**Incomplete:** {report['pending']} instance(s) have no prediction yet (counted as "
+                     "unresolved in the rate above, as SWE-bench counts an instance without a prediction).")
     if report["ungraded"]:
-        lines.append(f"\n**Not graded:** {report['ungraded']} prediction(s) (counted as infra_error); run "
-                     "`swehero eval grade`.")
+        lines.append(ungraded_line(report["ungraded"]))
     calls = report["tool_calls"]
     lines.append(f"\nValid tool calls: {calls['valid']}/{calls['turns']} assistant turns = {percent(calls['valid_rate'])}")
     if report["teacher_forced"]:
@@ -147,6 +151,11 @@ def markdown(report: dict) -> str:
     lines += ["", "## Averages per finished instance", "", "| metric | mean |", "|---|---|"]
     lines += [f"| {key} | {'—' if v is None else v} |" for key, v in report["averages"].items()]
     return "\n".join(lines + protocol_lines(report)) + "\n"
+
+
+def ungraded_line(ungraded: int) -> str:
+    """The notice of predictions without a grade, in the report of one run and of several."""
+    return f"\n**Not graded:** {ungraded} prediction(s) (counted as infra_error); run `swehero eval grade`."
 
 
 def protocol_lines(report: dict) -> list[str]:
@@ -193,14 +202,16 @@ def chart(report: dict, path: Path) -> None:
     right.set_ylabel("% resolved (95% CI)")
     right.set_ylim(0, 100)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
 def write_report(report: dict, out_dir: Path) -> dict[str, str]:
+    """The three report files, each written whole (`eval compare` may read them while a run rewrites them)."""
     out_dir = Path(out_dir)
     paths = {"report": out_dir / "report.json", "report_md": out_dir / "report.md", "chart": out_dir / "report.png"}
-    paths["report"].write_text(json.dumps(report, indent=2) + "\n")
-    paths["report_md"].write_text(markdown(report))
+    write_json_atomic(paths["report"], report, indent=2)
+    write_text_atomic(paths["report_md"], markdown(report))
     chart(report, paths["chart"])
     return {name: str(path) for name, path in paths.items()}

@@ -20,7 +20,12 @@ import numpy as np
 from swehero.errors import InputError
 
 EVAL_FILE = "eval.json"
-"""What an eval folder evaluates (task source, instance ids, model, number of runs), written before inference."""
+"""What an eval folder evaluates (task source, instance ids, model, number of runs, prices), written before
+inference."""
+MIN_SHARED = 10
+"""Fewest shared instances on which `paired_difference` calls a difference real or noise. Below it the bootstrap
+has too few distinct resamples to be calibrated (one instance gives a zero-width interval), and even a difference
+that every shared instance agrees on is not significant by an exact sign test below 6 (2 * 0.5**n > 0.05)."""
 
 
 class EvalFolderError(InputError):
@@ -46,6 +51,8 @@ def eval_runs(folder: Path) -> tuple[dict, list[Path]]:
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Probability that at least one of k attempts, drawn without replacement from n with c correct, is correct."""
+    if k > n:  # C(n-c, k) / C(n, k) is 0/0 there: returning 1 would claim a success that no draw can make
+        raise ValueError(f"pass@{k} needs at least {k} attempts per instance, not {n}")
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
@@ -56,18 +63,20 @@ def aggregate(reports: list[dict]) -> dict:
     first = reports[0]
     rates = [r["resolved_rate"] for r in reports]
     counts: dict[str, int] = {}
+    missing: dict[str, int] = {}  # attempts not made yet, per instance that has any
     for report in reports:
         for inst in report["instances"]:
             counts[inst["instance_id"]] = counts.get(inst["instance_id"], 0) + (inst["outcome"] == "resolved")
-    for iid in first["pending_ids"]:
-        counts.setdefault(iid, 0)
+        for iid in report["pending_ids"]:
+            missing[iid] = missing.get(iid, 0) + 1
+            counts.setdefault(iid, 0)
     n = len(reports)
     turns = sum(r["tool_calls"]["turns"] for r in reports)
     valid = sum(r["tool_calls"]["valid"] for r in reports)
     return {
         "model": first["model"], "benchmark": first["benchmark"], "total": first["total"], "runs": n,
         "per_run": [{"run": k, "resolved": r["resolved"], "total": r["total"], "rate": r["resolved_rate"],
-                     "pending": r["pending"]} for k, r in enumerate(reports)],
+                     "pending": r["pending"], "ungraded": r["ungraded"]} for k, r in enumerate(reports)],
         "resolved_rate": round(statistics.mean(rates), 4),
         "std_rate": round(statistics.stdev(rates), 4) if n > 1 else 0.0,
         "pass_at_k": {str(k): round(statistics.mean(pass_at_k(n, c, k) for c in counts.values()), 4)
@@ -81,20 +90,25 @@ def aggregate(reports: list[dict]) -> dict:
                      "retried": sum(r["attempts"]["retried"] for r in reports)},
         "leak_audit": [{**audit, "run": k} for k, r in enumerate(reports) for audit in r["leak_audit"]],
         "pending": sum(r["pending"] for r in reports),
+        "missing_attempts": dict(sorted(missing.items())),
+        "ungraded": sum(r["ungraded"] for r in reports),
     }
 
 
 def resolve_fractions(report: dict) -> dict[str, float]:
-    """Per instance, the share of runs that resolved it (a single run's report: 1 or 0)."""
+    """Per instance with an attempt made, the share of its attempts that resolved it (a single run's report: 1 or
+    0). An attempt not made yet is no failure: it is left out, and an instance with none is absent."""
     if "per_instance" in report:
-        return {iid: count / report["runs"] for iid, count in report["per_instance"].items()}
-    fractions = {i["instance_id"]: float(i["outcome"] == "resolved") for i in report["instances"]}
-    return {**{iid: 0.0 for iid in report["pending_ids"]}, **fractions}
+        missing = report.get("missing_attempts", {})  # absent from reports written before it was recorded
+        return {iid: count / (report["runs"] - missing.get(iid, 0)) for iid, count in report["per_instance"].items()
+                if missing.get(iid, 0) < report["runs"]}
+    return {i["instance_id"]: float(i["outcome"] == "resolved") for i in report["instances"]}
 
 
 def paired_difference(report: dict, baseline: dict, resamples: int = 2000) -> dict | None:
-    """Mean resolved rate of `report` minus `baseline` over the instances both evaluated, with a 95% paired
-    bootstrap interval over instances (fixed seed, so the same reports always give the same interval)."""
+    """Mean resolved rate of `report` minus `baseline` over the instances both evaluated (attempts made), with a
+    95% paired bootstrap interval over instances (fixed seed, so the same reports always give the same interval).
+    `significant` is None below `MIN_SHARED` shared instances: too few to tell."""
     a, b = resolve_fractions(report), resolve_fractions(baseline)
     shared = sorted(set(a) & set(b))
     if not shared:
@@ -104,7 +118,8 @@ def paired_difference(report: dict, baseline: dict, resamples: int = 2000) -> di
     means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return {"instances": len(shared), "difference": round(float(diffs.mean()), 4),
-            "ci95": [round(float(low), 4), round(float(high), 4)], "significant": bool(low > 0 or high < 0)}
+            "ci95": [round(float(low), 4), round(float(high), 4)],
+            "significant": bool(low > 0 or high < 0) if len(shared) >= MIN_SHARED else None}
 
 
 def percent(x: float | None) -> str:
@@ -113,7 +128,7 @@ def percent(x: float | None) -> str:
 
 
 def markdown(agg: dict) -> str:
-    from swehero.eval.report import protocol_lines
+    from swehero.eval.report import protocol_lines, ungraded_line
 
     lines = [f"# Eval: {agg['model']} on {agg['benchmark']}, {agg['runs']} runs", "",
              f"**Resolved: {percent(agg['resolved_rate'])} mean over {agg['runs']} runs** (standard deviation "
@@ -122,7 +137,10 @@ def markdown(agg: dict) -> str:
         lines.append(f"Paper ({agg['paper']['model']}, {agg['benchmark']}, pass@1): "
                      f"{percent(agg['paper']['resolved_rate'])}")
     if agg["pending"]:
-        lines.append(f"\n**Incomplete:** {agg['pending']} attempt(s) have no prediction yet.")
+        lines.append(f"\n**Incomplete:** {agg['pending']} attempt(s) have no prediction yet (counted as unresolved "
+                     "in the rates above, as in the report of one run).")
+    if agg["ungraded"]:
+        lines.append(ungraded_line(agg["ungraded"]))
     lines += ["", "## Runs", "", "| run | resolved | rate |", "|---|---|---|"]
     lines += [f"| {r['run']} | {r['resolved']}/{r['total']} | {percent(r['rate'])} |" for r in agg["per_run"]]
     lines += ["", "## pass@k (unbiased estimator)", "", "| k | pass@k |", "|---|---|"]
@@ -138,12 +156,12 @@ def markdown(agg: dict) -> str:
 
 def write_runs_report(agg: dict, out_dir: Path) -> dict[str, str]:
     """`report.json`, `report.md` and `report.png` over all runs, in the eval folder."""
-    from swehero.jsonio import write_json_atomic
+    from swehero.jsonio import write_json_atomic, write_text_atomic
 
     paths = {"report": Path(out_dir) / "report.json", "report_md": Path(out_dir) / "report.md",
              "chart": Path(out_dir) / "report.png"}
     write_json_atomic(paths["report"], agg, indent=2)
-    paths["report_md"].write_text(markdown(agg))
+    write_text_atomic(paths["report_md"], markdown(agg))
     chart(agg, paths["chart"])
     return {name: str(path) for name, path in paths.items()}
 
@@ -153,6 +171,8 @@ def chart(agg: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from swehero.jsonio import atomic_path
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     ks = [int(k) for k in agg["pass_at_k"]]
@@ -168,5 +188,6 @@ def chart(agg: dict, path: Path) -> None:
     right.set_xlabel("run")
     right.set_ylabel("% resolved")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)

@@ -137,7 +137,7 @@ def write_selection(instance_ids: list[str], attempts: dict, scores: dict, verif
     """`select.json`, `select.md` and `select.png` from the attempts and their scores; returns the paths."""
     from swehero.eval.best_of import majority_choice, ranking, summarise
     from swehero.eval.selection_report import chart, markdown
-    from swehero.jsonio import write_json_atomic
+    from swehero.jsonio import atomic_path, write_json_atomic, write_text_atomic
 
     runs = len(next(iter(attempts.values())))
     instances = []
@@ -157,9 +157,11 @@ def write_selection(instance_ids: list[str], attempts: dict, scores: dict, verif
               "unscored": [{"run": s["run"], "instance_id": s["instance_id"], "why": s["unscored"]} for s in unscored],
               "per_instance": [{k: v for k, v in i.items() if k != "patches"} for i in instances]}
     paths = {"select": out_dir / "select.json", "select_md": out_dir / "select.md", "select_chart": out_dir / "select.png"}
+    # each file whole: a reader may open them while a selection rewrites them
     write_json_atomic(paths["select"], report, indent=1)
-    paths["select_md"].write_text(markdown(report))
-    chart(report, paths["select_chart"])
+    write_text_atomic(paths["select_md"], markdown(report))
+    with atomic_path(paths["select_chart"]) as tmp:
+        chart(report, tmp)
     progress(f"best@{runs} {100 * report['best_at_k'][str(runs)]:.1f}% (majority patch "
              f"{100 * report['majority_at_k'][str(runs)]:.1f}%, pass@{runs} {100 * report['pass_at_k'][str(runs)]:.1f}%, "
              f"mean {100 * report['mean']:.1f}%); report: {paths['select_md']}")
