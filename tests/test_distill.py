@@ -270,6 +270,33 @@ def test_merge_refuses_a_folder_no_run_wrote_to(tmp_path):
     assert not (tmp_path / "all").exists()
 
 
+def test_merge_refuses_shards_made_with_other_settings(tmp_path):
+    """Two shards of one result attempted two ways would be one dataset with one summary; the merged folder keeps
+    the shards' settings, so that a later run into it is checked against them."""
+    from swehero.distill.shards import merge
+    from swehero.errors import InputError
+
+    for shard, mode in (("shard-0", "zero"), ("shard-1", "exec"), ("shard-2", "zero")):
+        (tmp_path / shard).mkdir()
+        (tmp_path / shard / "trajectories.jsonl").write_text("")
+        (tmp_path / shard / "attempts.json").write_text(json.dumps({"agent": {"mode": mode}}))
+    with pytest.raises(InputError, match=rf"{tmp_path / 'shard-1'} holds attempts made otherwise than "
+                                         rf"{tmp_path / 'shard-0'} \(agent.mode: 'zero' -> 'exec'\)"):
+        merge([tmp_path / "shard-0", tmp_path / "shard-1"], tmp_path / "all")
+    merge([tmp_path / "shard-0", tmp_path / "shard-2"], tmp_path / "all")
+    assert json.loads((tmp_path / "all" / "attempts.json").read_text()) == {"agent": {"mode": "zero"}}
+
+
+def test_an_attempt_whose_runner_is_gone_does_nothing(tmp_path):
+    """A runner killed while its attempt process still imports (before it can ask to die with it) leaves no
+    attempt behind: the process sees its parent is not the runner that started it, and exits."""
+    out = tmp_path / "record.json"
+    done = subprocess.run([sys.executable, "-m", "swehero.rollout.attempt", str(tmp_path / "spec"), str(out), "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "the runner that started this attempt is gone" in done.stderr
+    assert not out.exists()
+
+
 def test_slurm_launcher_writes_an_array_job(toy, tmp_path):
     argv = CLI + ["--tasks", str(toy), "--mode", "zero", "--endpoints", "http://a:8000/v1", "--endpoints",
                   "http://b:8000/v1", "--rollouts", "3", "--out", str(tmp_path), "--launcher", "slurm",
@@ -312,6 +339,26 @@ def test_a_run_resumes_only_with_the_settings_its_episodes_were_made_with(toy, t
     summary = distill(Settings(tasks=str(toy), workers=2, progress=False,
                                agent=AgentSettings(policy="oracle", mode="zero")), tmp_path)
     assert summary["skipped_as_done"] == 1 and summary["episodes"] == len(lines(toy))
+    fewer = distill(Settings(tasks=str(toy), limit=1, progress=False, agent=AgentSettings(policy="oracle",
+                                                                                          mode="zero")), tmp_path)
+    assert (fewer["planned"], fewer["skipped_as_done"]) == (1, 1)  # of this run's plan, not all that is done
+
+
+@pytest.mark.slow
+def test_a_changed_prompts_file_is_another_setting_and_its_path_is_not(toy, tmp_path):
+    from swehero.agent.prompts import FORMAT
+    from swehero.errors import InputError
+
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"format": FORMAT, "templates": {"zero": {
+        "system": ["You are an execution-free agent."], "task": [{"field": "problem_statement"}]}}}))
+    run = lambda path: distill(Settings(tasks=str(toy), limit=1, progress=False, agent=AgentSettings(  # noqa: E731
+        policy="oracle", mode="zero", prompts=path)), tmp_path / "out")
+    run(str(prompts))
+    run(os.path.relpath(prompts))  # the same file named otherwise: resumes
+    prompts.write_text(prompts.read_text().replace("execution-free", "execution free"))
+    with pytest.raises(InputError, match=r"holds attempts made with other settings \(agent.prompts: 'sha256:"):
+        run(str(prompts))
 
 
 def test_endpoint_pool_least_loaded_and_dead_endpoints(tmp_path):
@@ -437,9 +484,10 @@ def test_bad_agent_settings_are_recipe_errors(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"name: r\nrun_dir: {tmp_path / 'run'}\nstages:\n  - name: zero\n    kind: distill\n"
                       f"    tasks: {tmp_path / 'tasks.jsonl'}\n    agent:\n      mode: hero\n      loop:\n"
-                      "        max_step: 30\n")
+                      "        max_step: 30\n    rollouts: 0\n")
     with pytest.raises(RecipeError) as info:
         load_recipe(recipe)
     text = "\n".join(info.value.problems)
     assert "r.yaml:8: stages[0].agent.mode: must be one of ['zero', 'exec'], got 'hero'" in text
     assert "r.yaml:10: stages[0].agent.loop.max_step: unknown field; did you mean 'max_steps'?" in text
+    assert "r.yaml:11: stages[0].rollouts: must be >= 1, got 0" in text  # a run that would do nothing

@@ -107,14 +107,19 @@ def test_rows_that_are_no_tasks_are_named_by_file_line_and_field(toy, tmp_path):
     cases = {"null.jsonl": json.dumps(row) + "\nnull\n", "list.jsonl": "[1, 2]\n", "objects.json": "[1]",
              "id.jsonl": json.dumps({**row, "instance_id": 12}) + "\n",
              "twice.jsonl": json.dumps(row) + "\n\n" + json.dumps(row) + "\n",
-             "lines.json": json.dumps(row) + "\n" + json.dumps({**row, "instance_id": "b"}) + "\n"}
+             "lines.json": json.dumps(row) + "\n" + json.dumps({**row, "instance_id": "b"}) + "\n",
+             "path.jsonl": json.dumps({**row, "instance_id": "../../victim"}) + "\n",
+             "dots.jsonl": json.dumps({**row, "instance_id": ".."}) + "\n"}
     messages = {"null.jsonl": r"null.jsonl:2: a task is a JSON object with SWE-bench's columns, got None",
                 "list.jsonl": r"list.jsonl:1: a task is a JSON object .*, got \[1, 2\]",
                 "objects.json": r"objects.json#1: a task is a JSON object .*, got 1",
                 "id.jsonl": r"id.jsonl:1: task 12: instance_id must be a string, got 12",
                 "twice.jsonl": rf"twice.jsonl:3: instance {row['instance_id']} appears twice "
                                r"\(first at .*twice.jsonl:1\)",
-                "lines.json": r"lines.json:2: not JSON: Extra data.*JSON Lines: name the file .jsonl"}
+                "lines.json": r"lines.json:2: not JSON: Extra data.*JSON Lines: name the file .jsonl",
+                # a run empties the folders named by its ids: a path there would empty folders outside the run
+                "path.jsonl": r"path.jsonl:1: task '../../victim': instance_id names files and folders: it cannot",
+                "dots.jsonl": r"dots.jsonl:1: task '..': instance_id names files and folders"}
     for name, text in cases.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(InputError, match=messages[name]):

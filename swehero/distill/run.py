@@ -17,8 +17,10 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from swehero.agent.settings import AgentSettings
+from swehero.recipe.stage import Range
 from swehero.rollout.endpoints import rollout_server
 from swehero.rollout.tasks import TaskSelection
 from swehero.serve.server import ServeConfig
@@ -36,7 +38,7 @@ class Settings(TaskSelection):
     """One distillation run (the `distill` stage's settings; `swehero distill` fills the same fields): the training
     tasks (see `TaskSelection`), how many episodes of each, and how each is attempted."""
 
-    rollouts: int = 1
+    rollouts: Annotated[int, Range(min=1)] = 1
     """Episodes per task (the paper: 3-5 for SWE-Zero, 1 for SWE-Hero)."""
     workers: int = 4
     """Episodes running at once."""
@@ -113,7 +115,8 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         ran = run_attempts(todo, agent, commit, out_dir / "work", repos, urls, settings.workers,
                            bar=settings.progress)
     summary = summarize(log, wall_s=time.monotonic() - start)
-    summary.update(planned=len(tasks) * settings.rollouts, skipped_as_done=len(done),
+    summary.update(planned=len(tasks) * settings.rollouts,
+                   skipped_as_done=len(tasks) * settings.rollouts - len(todo),
                    failed_this_run=ran["agent_errors"], endpoints=ran["endpoints"])
     write_json_atomic(out_dir / SUMMARY, summary)
     if ran["missing_repositories"]:  # the others are done and committed; a rerun with them in place does these

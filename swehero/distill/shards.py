@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -38,15 +39,26 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     """Concatenate the shards' trajectories into `out_dir` (a pair found twice is kept once) with one summary. A
     folder no run has written to is an error; a shard without its summary has not finished (its array task was
     stopped, or still runs) and is merged as far as it got, and listed as `unfinished`."""
-    from swehero.distill.run import SUMMARY, TRAJECTORIES, key
+    from swehero.distill.run import ATTEMPTS, SUMMARY, TRAJECTORIES, key
     from swehero.distill.summary import summarize
-    from swehero.jsonio import JsonlLog, write_json_atomic
+    from swehero.jsonio import JsonlLog, differences, write_json_atomic
 
     for shard in shard_dirs:
         if not any((Path(shard) / name).exists() for name in (SUMMARY, TRAJECTORIES)):
             raise MissingInput(f"{shard}: not the output of a distill run (no {TRAJECTORIES} or {SUMMARY})")
     unfinished = [str(shard) for shard in shard_dirs if not (Path(shard) / SUMMARY).exists()]
     out_dir = Path(out_dir)
+    # one result holds attempts made one way: the shards' (and what `out_dir` already holds) must agree, and the
+    # merged folder records it, so that a later run into it is checked against it too
+    made = {str(d): json.loads((Path(d) / ATTEMPTS).read_text())
+            for d in [*shard_dirs, out_dir] if (Path(d) / ATTEMPTS).is_file()}
+    if made:
+        (first, identity), *others = made.items()
+        for where, attempts in others:
+            if changed := differences(identity, attempts):
+                raise InputError(f"{where} holds attempts made otherwise than {first} ({'; '.join(changed)}): the "
+                                 "shards of one result must share their settings")
+        write_json_atomic(out_dir / ATTEMPTS, identity, indent=1)
     merged = JsonlLog(out_dir / TRAJECTORIES, key=key)
     have = merged.keys()  # records stream through: the shards together can be far larger than memory
     walls, duplicates = [], 0
@@ -59,8 +71,6 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
             have.add(key(record))
         summary_file = Path(shard) / SUMMARY
         if summary_file.exists():
-            import json
-
             walls.append(json.loads(summary_file.read_text())["wall_s"])
     summary = summarize(merged, wall_s=max(walls, default=0.0))
     summary.update(shards=[str(s) for s in shard_dirs], duplicates_skipped=duplicates, unfinished=unfinished)

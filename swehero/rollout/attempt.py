@@ -66,8 +66,9 @@ def attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | No
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(swehero.__file__).parents[1]),
                                                                        os.environ.get("PYTHONPATH")]))}
     with open(workdir / "stderr.txt", "wb") as stderr:
-        child = subprocess.Popen([sys.executable, "-m", "swehero.rollout.attempt", str(spec), str(result)], env=env,
-                                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        child = subprocess.Popen([sys.executable, "-m", "swehero.rollout.attempt", str(spec), str(result),
+                                  str(os.getpid())], env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                 start_new_session=True)
     deadline = time.monotonic() + settings.time_limit_s + settings.kill_grace_s
     try:
         while child.poll() is None:
@@ -100,12 +101,14 @@ def _raise_time_limit(signum, frame) -> None:
     raise TimeLimit()
 
 
-def main(spec_file: str, out_file: str) -> None:
+def main(spec_file: str, out_file: str, runner_pid: str) -> None:
     die_with_parent()
+    if os.getppid() != int(runner_pid):  # the runner died before the line above (during this module's imports)
+        sys.exit("the runner that started this attempt is gone")
     task, settings, source_repo, workdir, history_cache = pickle.loads(Path(spec_file).read_bytes())
     with on_sigterm(exit_with_signal):  # unwinds: the runtime is closed, nothing written
         write_json_atomic(Path(out_file), attempt(task, settings, source_repo, workdir, history_cache))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from swehero.agent.local import MissingRepository, check_repository
+from swehero.agent.prompts import digest
 from swehero.agent.settings import AgentSettings
 from swehero.errors import InputError
 from swehero.jsonio import differences
@@ -59,6 +60,8 @@ def attempt_identity(agent: AgentSettings, serve: ServeConfig, **more) -> dict:
     server is), the served checkpoint and its context length, and `more` (seeds, retries, ...)."""
     settings = asdict(agent)
     del settings["openai"]["base_url"], settings["openai"]["api_key_env"]
+    if agent.prompts:  # what the model reads, not where the file lies
+        settings["prompts"] = digest(agent.prompts)
     return {"agent": settings, "serve_model": serve.model, "max_model_len": serve.max_model_len, **more}
 
 

@@ -130,6 +130,10 @@ def normalize(row: dict, where: str = "", tests: bool = False) -> dict:
     for name in REQUIRED:
         if not isinstance(row[name], str):
             raise InputError(f"{where}: task {row['instance_id']!r}: {name} must be a string, got {row[name]!r:.80}")
+    # an instance id names the folders and files of its attempts, logs and histories, which a run empties
+    if row["instance_id"] in (".", "..") or any(c in row["instance_id"] for c in "/\0"):
+        raise InputError(f"{where}: task {row['instance_id']!r}: instance_id names files and folders: it cannot "
+                         "hold '/' or be '.' or '..'")
     # `datasets` infers timestamps (`created_at`); tasks travel as JSON, so keep them as ISO strings
     task = {key: value.isoformat() if hasattr(value, "isoformat") else value for key, value in row.items()}
     for name in TESTS:
