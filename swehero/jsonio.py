@@ -9,6 +9,7 @@ the items without a complete line: nothing lost, nothing twice.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -71,6 +72,19 @@ def atomic_file(path: Path) -> Iterator[IO[str]]:
     """`path` opened for writing text (UTF-8), through `atomic_path`."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         yield f
+
+
+@contextmanager
+def exclusive(lock: Path, busy: str = "") -> Iterator[None]:
+    """Hold an exclusive lock on the file `lock` (created if missing) for the block; released however the block
+    ends, also when the process dies. Per open file, so threads of one process exclude each other too. Waits for
+    the lock, unless `busy` is given: then, if it is held, an InputError of `busy` at once."""
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+        except BlockingIOError:
+            raise InputError(busy) from None
+        yield
 
 
 def write_json_atomic(path: Path, data: Any, indent: int | None = None, sort_keys: bool = False) -> None:

@@ -297,6 +297,26 @@ def test_an_attempt_whose_runner_is_gone_does_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_a_second_run_into_a_folder_in_use_is_refused(toy, tmp_path):
+    """Two runs appending to one folder at once (a Slurm requeue while the first still runs) would interleave their
+    logs; the second stops before any work, and the folder is free again once the first ends."""
+    import fcntl
+
+    from swehero.errors import InputError
+    from swehero.eval.pipeline import Settings as EvalSettings, evaluate
+
+    settings = Settings(tasks=str(toy), limit=1, progress=False, agent=AgentSettings(policy="oracle"))
+    for folder, run in (("d", lambda: distill(settings, tmp_path / "d")),
+                        ("e", lambda: evaluate(EvalSettings(tasks=str(toy), limit=1), tmp_path / "e"))):
+        (tmp_path / folder).mkdir()
+        with open(tmp_path / folder / ".lock", "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            with pytest.raises(InputError, match=rf"{tmp_path / folder}: another run is writing into this folder"):
+                run()
+        assert sorted(p.name for p in (tmp_path / folder).iterdir()) == [".lock"]
+    assert distill(settings, tmp_path / "d")["episodes"] == 1
+
+
 def test_slurm_launcher_writes_an_array_job(toy, tmp_path):
     argv = CLI + ["--tasks", str(toy), "--mode", "zero", "--endpoints", "http://a:8000/v1", "--endpoints",
                   "http://b:8000/v1", "--rollouts", "3", "--out", str(tmp_path), "--launcher", "slurm",

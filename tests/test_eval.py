@@ -663,7 +663,7 @@ def test_what_a_run_cannot_use_is_one_line_before_any_attempt(toy, tmp_path):
         out = tmp_path / f"run-{i}"
         result = CliRunner().invoke(main, ["eval", "run", str(out), "--tasks", str(toy), *args], env=machine.get(i))
         assert result.exit_code == 1 and f"Error: {message}" in result.output, result.output
-        assert "Traceback" not in result.output and set(os.listdir(out)) <= {"eval.json"}, args
+        assert "Traceback" not in result.output and set(os.listdir(out)) <= {"eval.json", ".lock"}, args
 
 
 def test_a_missing_repository_fails_the_command_after_the_others(toy, tmp_path):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -41,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from swehero.errors import InputError
-from swehero.jsonio import write_json_atomic
+from swehero.jsonio import exclusive, write_json_atomic
 
 INSTALL_CONFIG = "install_config"
 """Task column with the install recipe: a mapping (or its JSON string) with SWE-bench's spec keys `python`,
@@ -264,7 +263,7 @@ def ensure_env(task: dict, settings: EnvSettings, source_repo: Path) -> TaskEnv:
         return TaskEnv.load(path)
     cache.mkdir(parents=True, exist_ok=True)
     failed, log = cache / f"{key}.failed.json", cache / f"{key}.log"
-    with _locked(cache / f"{key}.lock"):
+    with exclusive(cache / f"{key}.lock"):
         if (path / READY).exists():  # another process built it while this one waited
             return TaskEnv.load(path)
         if failed.exists() and not settings.retry_failed:
@@ -286,16 +285,6 @@ def ensure_env(task: dict, settings: EnvSettings, source_repo: Path) -> TaskEnv:
         failed.unlink(missing_ok=True)
         write_json_atomic(path / READY, asdict(env), indent=1)
     return env
-
-
-@contextlib.contextmanager
-def _locked(lock: Path):
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # per open file: threads of one process exclude each other too
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _build(env: TaskEnv, spec: InstallSpec, install: str, task: dict, source_repo: Path, log, deadline: float

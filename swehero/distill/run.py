@@ -73,54 +73,55 @@ def distill(settings: Settings, out_dir: Path) -> dict:
     from swehero.rollout.decontam import decontaminate_against
     from swehero.distill.filters import patch_files
     from swehero.distill.summary import summarize
-    from swehero.jsonio import JsonlLog, write_json_atomic
+    from swehero.jsonio import JsonlLog, exclusive, write_json_atomic
     from swehero.rollout.endpoints import serving
-    from swehero.rollout.runner import Job, attempt_identity, check_resumable, run_attempts, sampling_seed
+    from swehero.rollout.runner import BUSY, LOCK, Job, attempt_identity, check_resumable, run_attempts, sampling_seed
     from swehero.rollout.tasks import load_selection
 
     start = time.monotonic()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    selected = load_selection(settings, out_dir)
-    tasks, repos = selected.tasks, selected.repos
-    if settings.exclude:
-        tasks, report = decontaminate_against(tasks, settings.exclude)
-        write_json_atomic(out_dir / DECONTAMINATION, report)
-    log, failures = JsonlLog(out_dir / TRAJECTORIES, key=key), JsonlLog(out_dir / FAILURES, key=key)
-    done = log.keys()
-    attempts, recorded = attempt_identity(settings.agent, settings.serve, seed=settings.seed), out_dir / ATTEMPTS
-    check_resumable(out_dir, json.loads(recorded.read_text()) if done and recorded.is_file() else None, attempts)
-    write_json_atomic(recorded, attempts, indent=1)
-    todo = [Job(t, k, None if settings.seed is None else sampling_seed(settings.seed, t["instance_id"], k))
-            for t in tasks for k in range(settings.rollouts) if (t["instance_id"], k) not in done]
-    if settings.repo_url:
-        from swehero.distill.mirrors import ensure_mirrors
+    with exclusive(out_dir / LOCK, busy=f"{out_dir}: {BUSY}"):
+        selected = load_selection(settings, out_dir)
+        tasks, repos = selected.tasks, selected.repos
+        if settings.exclude:
+            tasks, report = decontaminate_against(tasks, settings.exclude)
+            write_json_atomic(out_dir / DECONTAMINATION, report)
+        log, failures = JsonlLog(out_dir / TRAJECTORIES, key=key), JsonlLog(out_dir / FAILURES, key=key)
+        done = log.keys()
+        attempts, recorded = attempt_identity(settings.agent, settings.serve, seed=settings.seed), out_dir / ATTEMPTS
+        check_resumable(out_dir, json.loads(recorded.read_text()) if done and recorded.is_file() else None, attempts)
+        write_json_atomic(recorded, attempts, indent=1)
+        todo = [Job(t, k, None if settings.seed is None else sampling_seed(settings.seed, t["instance_id"], k))
+                for t in tasks for k in range(settings.rollouts) if (t["instance_id"], k) not in done]
+        if settings.repo_url:
+            from swehero.distill.mirrors import ensure_mirrors
 
-        repos = Path(settings.repos) if settings.repos else out_dir / "mirrors"
-        ensure_mirrors({job.task["repo"] for job in todo}, settings.repo_url, repos)
+            repos = Path(settings.repos) if settings.repos else out_dir / "mirrors"
+            ensure_mirrors({job.task["repo"] for job in todo}, settings.repo_url, repos)
 
-    def commit(job: Job, record: dict) -> None:
-        meta = record["metadata"]
-        if meta["finish_reason"] == "agent_error":  # the infrastructure's failure: retried by the next run
-            failures.append({"instance_id": job.task["instance_id"], "metadata": {"rollout": job.index},
-                             "error": meta.get("error", "")[-2000:]})
-            return
-        meta.update(rollout=job.index, test_files=patch_files(job.task.get("test_patch") or ""))
-        log.append(record)
+        def commit(job: Job, record: dict) -> None:
+            meta = record["metadata"]
+            if meta["finish_reason"] == "agent_error":  # the infrastructure's failure: retried by the next run
+                failures.append({"instance_id": job.task["instance_id"], "metadata": {"rollout": job.index},
+                                 "error": meta.get("error", "")[-2000:]})
+                return
+            meta.update(rollout=job.index, test_files=patch_files(job.task.get("test_patch") or ""))
+            log.append(record)
 
-    # no server is started for a run with nothing left to do
-    endpoints = serving(settings.agent, settings.endpoints, settings.serve, out_dir) if todo else \
-        contextlib.nullcontext((settings.agent, []))
-    with endpoints as (agent, urls):
-        ran = run_attempts(todo, agent, commit, out_dir / "work", repos, urls, settings.workers,
-                           bar=settings.progress)
-    summary = summarize(log, wall_s=time.monotonic() - start)
-    summary.update(planned=len(tasks) * settings.rollouts,
-                   skipped_as_done=len(tasks) * settings.rollouts - len(todo),
-                   failed_this_run=ran["agent_errors"], endpoints=ran["endpoints"])
-    write_json_atomic(out_dir / SUMMARY, summary)
-    if ran["missing_repositories"]:  # the others are done and committed; a rerun with them in place does these
-        from swehero.agent.local import MissingRepository
+        # no server is started for a run with nothing left to do
+        endpoints = serving(settings.agent, settings.endpoints, settings.serve, out_dir) if todo else \
+            contextlib.nullcontext((settings.agent, []))
+        with endpoints as (agent, urls):
+            ran = run_attempts(todo, agent, commit, out_dir / "work", repos, urls, settings.workers,
+                               bar=settings.progress)
+        summary = summarize(log, wall_s=time.monotonic() - start)
+        summary.update(planned=len(tasks) * settings.rollouts,
+                       skipped_as_done=len(tasks) * settings.rollouts - len(todo),
+                       failed_this_run=ran["agent_errors"], endpoints=ran["endpoints"])
+        write_json_atomic(out_dir / SUMMARY, summary)
+        if ran["missing_repositories"]:  # the others are done and committed; a rerun with them in place does these
+            from swehero.agent.local import MissingRepository
 
-        raise MissingRepository("; ".join(ran["missing_repositories"]))
-    return summary
+            raise MissingRepository("; ".join(ran["missing_repositories"]))
+        return summary

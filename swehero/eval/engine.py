@@ -12,7 +12,6 @@ background set-up and a test, two `eval images build`s) make each thing once: th
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import inspect
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from swehero.agent.docker_host import client
 from swehero.errors import Unavailable
+from swehero.jsonio import exclusive
 
 SUITE = "bookworm"
 PACKAGES = ("python3", "python3-venv", "git", "patch")
@@ -54,8 +54,7 @@ def _root_only(what: str) -> None:
 def setup_lock():
     """Held while installing, starting or building (root only, as those are): one process at a time."""
     SETUP_LOCK.parent.mkdir(parents=True, exist_ok=True)  # absent in some containers
-    with open(SETUP_LOCK, "a") as handle:  # closing it releases the lock, however this block ends
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with exclusive(SETUP_LOCK):
         yield
 
 

@@ -81,7 +81,8 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     from swehero.eval.inference import PREDICTIONS, run_inference
     from swehero.eval.runs import EVAL_FILE, run_dirs
     from swehero.rollout.endpoints import serving
-    from swehero.rollout.runner import attempt_identity
+    from swehero.jsonio import exclusive
+    from swehero.rollout.runner import BUSY, LOCK, attempt_identity
     from swehero.rollout.local_grader import check_local
     from swehero.rollout.tasks import load_selection, load_tasks
 
@@ -89,54 +90,55 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
         raise InputError("heldout_trajectories needs `serve.model`: the checkpoint whose accuracy is measured")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    to_grade = settings.grading.grader != "none"
-    selected = load_selection(settings, out_dir, tests=to_grade)
-    untested = [t["instance_id"] for t in selected.tasks if not t.get("FAIL_TO_PASS")]
-    if to_grade and untested:  # swebench grades them too, and resolves any patch that keeps PASS_TO_PASS passing
-        progress(f"warning: {len(untested)} task(s) have an empty FAIL_TO_PASS, so no test checks the fix: "
-                 f"{', '.join(untested[:5])}{' ...' if len(untested) > 5 else ''}")
-    if settings.grading.grader == "local":  # fail before inference, not after
-        check_local(selected.tasks)
-    saved = {"tasks": selected.source, "benchmark": selected.benchmark, "model": model_label(settings),
-             "repos": str(selected.repos or ""), "runs": settings.runs,
-             "instance_ids": [t["instance_id"] for t in selected.tasks],
-             # with the folder, so `eval report` and `eval grade` rewrite the reports with the cost column
-             "price_prompt_per_mtok": settings.price_prompt_per_mtok,
-             "price_completion_per_mtok": settings.price_completion_per_mtok,
-             "attempts": attempt_identity(settings.agent, settings.serve, model=model_label(settings),
-                                          seed=settings.seed, max_attempts=settings.max_attempts, runs=settings.runs)}
-    check_same_attempts(out_dir, saved)
-    (out_dir / EVAL_FILE).write_text(json.dumps(saved, indent=1))
-    harness = settings.grading.harness.dataset or harness_dataset(selected.source)
-    if settings.grading.grader == "swebench" and Path(harness).is_file():  # fail before inference, not after
-        from swehero.eval.harness import check_harness_dataset
+    with exclusive(out_dir / LOCK, busy=f"{out_dir}: {BUSY}"):
+        to_grade = settings.grading.grader != "none"
+        selected = load_selection(settings, out_dir, tests=to_grade)
+        untested = [t["instance_id"] for t in selected.tasks if not t.get("FAIL_TO_PASS")]
+        if to_grade and untested:  # swebench grades them too, and resolves any patch that keeps PASS_TO_PASS passing
+            progress(f"warning: {len(untested)} task(s) have an empty FAIL_TO_PASS, so no test checks the fix: "
+                     f"{', '.join(untested[:5])}{' ...' if len(untested) > 5 else ''}")
+        if settings.grading.grader == "local":  # fail before inference, not after
+            check_local(selected.tasks)
+        saved = {"tasks": selected.source, "benchmark": selected.benchmark, "model": model_label(settings),
+                 "repos": str(selected.repos or ""), "runs": settings.runs,
+                 "instance_ids": [t["instance_id"] for t in selected.tasks],
+                 # with the folder, so `eval report` and `eval grade` rewrite the reports with the cost column
+                 "price_prompt_per_mtok": settings.price_prompt_per_mtok,
+                 "price_completion_per_mtok": settings.price_completion_per_mtok,
+                 "attempts": attempt_identity(settings.agent, settings.serve, model=model_label(settings),
+                                              seed=settings.seed, max_attempts=settings.max_attempts, runs=settings.runs)}
+        check_same_attempts(out_dir, saved)
+        (out_dir / EVAL_FILE).write_text(json.dumps(saved, indent=1))
+        harness = settings.grading.harness.dataset or harness_dataset(selected.source)
+        if settings.grading.grader == "swebench" and Path(harness).is_file():  # fail before inference, not after
+            from swehero.eval.harness import check_harness_dataset
 
-        check_harness_dataset(selected.tasks if harness == selected.source else load_tasks(harness, tests=True),
-                              harness)
-    if settings.agent.runtime == "docker":
-        from swehero.agent.docker_host import check_architecture
+            check_harness_dataset(selected.tasks if harness == selected.source else load_tasks(harness, tests=True),
+                                  harness)
+        if settings.agent.runtime == "docker":
+            from swehero.agent.docker_host import check_architecture
 
-        check_architecture()
-    runs = run_dirs(out_dir, settings.runs)
-    with serving(settings.agent, settings.endpoints, settings.serve, out_dir) as (agent, urls):
-        inferred = run_inference(selected.tasks, agent, runs, model_label(settings), selected.repos, urls,
-                                 settings.workers, settings.max_attempts, settings.seed, progress=progress)
-    missing = set(inferred["missing_repositories"])
-    for run in runs:
-        graded = grade(selected.tasks, run, settings.grading, selected.repos, harness, progress=progress)
-        missing |= set(graded["missing_repositories"])
-    if settings.heldout_trajectories:
-        score_heldout(settings, out_dir, progress)
-    outputs = report_eval(out_dir, selected.tasks, saved, progress)
-    if missing:  # everything else is done and reported; a rerun with the repositories in place finishes these
-        from swehero.agent.local import MissingRepository
+            check_architecture()
+        runs = run_dirs(out_dir, settings.runs)
+        with serving(settings.agent, settings.endpoints, settings.serve, out_dir) as (agent, urls):
+            inferred = run_inference(selected.tasks, agent, runs, model_label(settings), selected.repos, urls,
+                                     settings.workers, settings.max_attempts, settings.seed, progress=progress)
+        missing = set(inferred["missing_repositories"])
+        for run in runs:
+            graded = grade(selected.tasks, run, settings.grading, selected.repos, harness, progress=progress)
+            missing |= set(graded["missing_repositories"])
+        if settings.heldout_trajectories:
+            score_heldout(settings, out_dir, progress)
+        outputs = report_eval(out_dir, selected.tasks, saved, progress)
+        if missing:  # everything else is done and reported; a rerun with the repositories in place finishes these
+            from swehero.agent.local import MissingRepository
 
-        raise MissingRepository("; ".join(sorted(missing)))
-    if settings.verifier.serve.model:  # after the policy's server has stopped: the verifier gets the GPUs
-        from swehero.eval.select import select_best
+            raise MissingRepository("; ".join(sorted(missing)))
+        if settings.verifier.serve.model:  # after the policy's server has stopped: the verifier gets the GPUs
+            from swehero.eval.select import select_best
 
-        outputs.update(select_best([out_dir], settings.verifier, out_dir, progress))
-    return {"predictions": str(runs[0] / PREDICTIONS), **outputs}
+            outputs.update(select_best([out_dir], settings.verifier, out_dir, progress))
+        return {"predictions": str(runs[0] / PREDICTIONS), **outputs}
 
 
 def report_eval(out_dir: Path, tasks: list[dict], saved: dict, progress=print) -> dict[str, str]:

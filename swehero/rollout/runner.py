@@ -55,6 +55,12 @@ class Job:
         return f"{self.task['instance_id']}.{self.index}"
 
 
+LOCK = ".lock"
+"""Held by the run writing into a folder (`jsonio.exclusive`): its logs are appended to by one run at a time."""
+BUSY = ("another run is writing into this folder (a Slurm requeue while the first still runs?): wait for it to end, "
+        "or write elsewhere")
+
+
 def attempt_identity(agent: AgentSettings, serve: ServeConfig, **more) -> dict:
     """What decides how an attempt goes, recorded beside a run's attempts: the agent's settings (not where its
     server is), the served checkpoint and its context length, and `more` (seeds, retries, ...)."""
