@@ -433,21 +433,17 @@ def import_files(
     `selection`, only the trajectories it picks are kept (see `swehero.data.select`). Returns counts: rows read,
     written, rejected by reason, distinct tasks, records per source; with a selection, also what it kept."""
     from swehero.data.select import select
-    from swehero.data.sources import Rejects, expand, read_rows
+    from swehero.data.sources import checked_output, expand, read_rows
     from swehero.data.trajectory import validate
 
     convert, id_column = IMPORTERS[fmt], ID_COLUMNS.get(fmt, "id")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    rejects = Rejects(out.with_name(out.stem + ".rejects.jsonl"))
-    n_read = 0
-    written: list[tuple[str, str]] = []  # (instance_id, id) of each line of `tmp`
+    written: list[tuple[str, str]] = []  # (instance_id, id) of each line written
     sources: Counter[str] = Counter()
-    try:
+    with checked_output(out, max_reject_fraction) as (tmp, rejects, n):
         with open(tmp, "w", encoding="utf-8") as f:
             for path in expand(paths):
                 for where, row in read_rows(path):
-                    n_read += 1
+                    n["read"] += 1
                     try:
                         if isinstance(row, Reject):
                             raise row
@@ -462,20 +458,13 @@ def import_files(
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
                     written.append((record["instance_id"], record["id"]))
                     sources[record["source"]] += 1
-        rejects.close()
-        rejects.check(n_read, max_reject_fraction)
-    except BaseException:  # bad input, too many rejects, Ctrl-C: no `.partial` left beside `out`
-        rejects.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    counts = {"read": n_read, "written": len(written), "rejected": dict(rejects.counts),
-              "instances": len({instance for instance, _ in written}), "sources": dict(sources)}
-    if selection.active:
-        keep = select(written, selection)
-        _keep_lines(tmp, keep)
-        counts["selected"] = {"trajectories": len(keep), "instances": len({written[i][0] for i in keep}),
-                              **{k: v for k, v in vars(selection).items() if v is not None}}
-    tmp.replace(out)
+        counts = {"read": n["read"], "written": len(written), "rejected": dict(rejects.counts),
+                  "instances": len({instance for instance, _ in written}), "sources": dict(sources)}
+        if selection.active:
+            keep = select(written, selection)
+            _keep_lines(tmp, keep)
+            counts["selected"] = {"trajectories": len(keep), "instances": len({written[i][0] for i in keep}),
+                                  **{k: v for k, v in vars(selection).items() if v is not None}}
     return counts
 
 

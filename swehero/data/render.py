@@ -253,41 +253,25 @@ def fit_length(r: Rendered, seq_length: int, policy: str) -> Rendered | None:
 def render_files(inputs: list[str], tokenizer, out, mask: str = "all", max_reject_fraction: float = 0.01) -> dict:
     """Write `{"id", "input_ids", "loss_mask"}` per valid canonical trajectory in `inputs` to JSONL `out`
     (rejects to `<out>.rejects.jsonl`); returns counts. More than `max_reject_fraction` of the rows rejected is an
-    InputError, as in `prepare` and `import`, and `out` is then not written (nor a `.partial` left)."""
-    from swehero.data.sources import Rejects, expand, parse_row, read_rows
+    InputError, as in `prepare` and `import`, and `out` is then not written (nor anything half-written left)."""
+    from swehero.data.sources import checked_output, expand, parse_row, read_rows
     from swehero.data.trajectory import Reject, validate
 
-    out = Path(out)
     renderer = ChatRenderer(tokenizer, mask=mask)
-    rejects = Rejects(out.with_name(out.stem + ".rejects.jsonl"))
-    tmp = out.with_name(out.name + ".partial")
-    n = n_read = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for path in expand(inputs):
-                for where, row in read_rows(path):
-                    n_read += 1
-                    try:
-                        record = validate(parse_row(row))
-                    except Reject as r:
-                        rejects.add(where, r)
-                        continue
-                    r = renderer.render(record)
-                    f.write(
-                        json.dumps(
-                            {"id": record["id"], "input_ids": r.input_ids.tolist(), "loss_mask": r.loss_mask.tolist()}
-                        )
-                        + "\n"
-                    )
-                    n += 1
-        rejects.close()
-        rejects.check(n_read, max_reject_fraction)
-    except BaseException:  # bad input, too many rejects, Ctrl-C: no half-written output beside `out`
-        rejects.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(out)
-    return {"written": n, "rejected": dict(rejects.counts)}
+    with checked_output(Path(out), max_reject_fraction) as (tmp, rejects, n), open(tmp, "w", encoding="utf-8") as f:
+        for path in expand(inputs):
+            for where, row in read_rows(path):
+                n["read"] += 1
+                try:
+                    record = validate(parse_row(row))
+                except Reject as r:
+                    rejects.add(where, r)
+                    continue
+                r = renderer.render(record)
+                ids, trained = r.input_ids.tolist(), r.loss_mask.tolist()
+                f.write(json.dumps({"id": record["id"], "input_ids": ids, "loss_mask": trained}) + "\n")
+                n["written"] += 1
+    return {"written": n["written"], "rejected": dict(rejects.counts)}
 
 
 def highlight(r: Rendered, tokenizer, style) -> str:

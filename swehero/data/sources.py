@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from swehero.data.trajectory import Reject, validate
 from swehero.errors import InputError, MissingInput
-from swehero.jsonio import existing_file
+from swehero.jsonio import atomic_path, existing_file
 
 SUFFIXES = (".jsonl", ".json", ".traj", ".parquet")
 
@@ -101,6 +102,22 @@ def iter_trajectories(path: Path) -> Iterator[dict]:
         except Reject as e:
             raise InputError(f"{where}: not a canonical trajectory: {e}") from None
         yield row
+
+
+@contextmanager
+def checked_output(out: Path, max_reject_fraction: float) -> Iterator[tuple[Path, Rejects, Counter]]:
+    """For a command writing `out` from the rows it reads: where to write it, its rejects (`<out>.rejects.jsonl`,
+    kept whatever happens) and a counter the command counts the rows it read in (`read`). When the block ends,
+    more than `max_reject_fraction` of them rejected is an InputError; `out` appears only then, and only whole:
+    on an error, Ctrl-C or too many rejects nothing half-written is left beside it."""
+    rejects, counts = Rejects(out.with_name(out.stem + ".rejects.jsonl")), Counter()
+    try:
+        with atomic_path(out) as tmp:
+            yield tmp, rejects, counts
+            rejects.close()
+            rejects.check(counts["read"], max_reject_fraction)
+    finally:
+        rejects.close()
 
 
 class Rejects:
