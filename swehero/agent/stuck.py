@@ -14,10 +14,9 @@ import json
 import re
 from itertools import takewhile
 
-from swehero.agent.tools import ERROR_TRAILER
+from swehero.agent.tools import ERROR_TRAILER, NO_INPUT, NO_LOGS
 
-NOT_RUNNING = ("ERROR: No previous running command to retrieve logs from.",
-               "ERROR: No previous running command to interact with.")
+NOT_RUNNING = (NO_LOGS, NO_INPUT)
 """OpenHands' bash session answers these as a CmdOutputObservation of command '' (exit code -1), no error."""
 EXIT_CODE = re.compile(r"\[Command finished with exit code (-?\d+)\]\Z")
 """The last line of a command that ended; without it (still running, not run, or refused in zero mode, which

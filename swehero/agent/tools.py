@@ -27,6 +27,9 @@ MULTIPLE_COMMANDS = ("ERROR: Cannot execute multiple commands at once.\nPlease r
 
 
 ERROR_TRAILER = "\n[Error occurred in processing last action]"
+NO_LOGS = "ERROR: No previous running command to retrieve logs from."
+NO_INPUT = "ERROR: No previous running command to interact with."
+"""OpenHands' bash session's answers to an empty command, or input, when no command runs."""
 
 
 def error_observation(content: str) -> str:
@@ -153,9 +156,9 @@ class Tools:
         # runs the command as any other.
         is_input = is_input == "true"
         if not self.bash.running and not stripped:
-            return Outcome("ERROR: No previous running command to retrieve logs from.", error=True)
+            return Outcome(NO_LOGS, error=True)
         if not self.bash.running and is_input:
-            return Outcome("ERROR: No previous running command to interact with.", error=True)
+            return Outcome(NO_INPUT, error=True)
         starts = not (is_input or self.bash.running or special_key(stripped) is not None)
         shell = self.bash.read(stripped) if starts else None
         if self.mode == "zero" and special_key(stripped) is None:  # input too: a shell or `less` may read it
