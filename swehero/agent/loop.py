@@ -11,11 +11,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from swehero.agent.bash_session import truncate
 from swehero.agent.policy import ContextLimit, Policy, PolicyError, Reply
 from swehero.agent.stuck import is_stuck
 from swehero.agent.task import Task
-from swehero.agent.tools import ERROR_TRAILER, InvalidCall, Tools, error_observation, parse_call
+from swehero.agent.tools import ERROR_TRAILER, InvalidCall, Tools, parse_call
 from swehero.jsonio import write_json_atomic
 from swehero.toolspec import openhands_tools
 
@@ -120,7 +119,7 @@ def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool
         # OpenHands' controller: no call of the reply runs, the reply leaves the conversation, and the error comes
         # as a user message, two newlines first when it follows another user message
         separator = "\n\n" if messages[-1]["role"] == "user" else ""
-        messages.append({"role": "user", "content": separator + error_observation(truncate(str(e)))})
+        messages.append({"role": "user", "content": separator + e.observation})
         meta["format_errors"] += 1
         return True
     messages.append(message)

@@ -55,6 +55,11 @@ class InvalidCall(ValueError):
     """A call OpenHands' `response_to_actions` refuses before any action runs (its FunctionCallValidationError or
     FunctionCallNotExistsError), with OpenHands' text."""
 
+    @property
+    def observation(self) -> str:
+        """What the model reads of it: OpenHands' ErrorObservation, cut as its observations are."""
+        return error_observation(truncate(str(self)))
+
 
 REQUIRED = {"execute_bash": ("command",), "str_replace_editor": ("command", "path")}
 """The arguments OpenHands checks for; `think` and `finish` default theirs to ''."""
@@ -142,7 +147,7 @@ class Tools:
         try:
             return self.run(name, parse_call(name, arguments))
         except InvalidCall as e:
-            return Outcome(error_observation(truncate(str(e))), error=True)
+            return Outcome(e.observation, error=True)
 
     def run(self, name: str, arguments: dict) -> Outcome:
         """Run a call `parse_call` read."""
