@@ -75,7 +75,7 @@ def harness_kwargs(config: HarnessConfig, dataset: str, predictions: Path, run_i
 def check_harness_dataset(tasks: list[dict], dataset: str) -> None:
     """swebench 5's `make_test_spec` needs these columns, and its grading a log parser it has; say so, with the fix,
     before any work starts."""
-    from swebench.harness.log_parsers import PARSER_REGISTRY
+    from swehero.rollout.local_grader import log_parser
 
     needed = ("image", "eval_script", "log_parser", "eval_type", "version")
     missing = sorted({name for task in tasks for name in needed if not task.get(name)})
@@ -87,10 +87,11 @@ def check_harness_dataset(tasks: list[dict], dataset: str) -> None:
             f"`swehero eval images build --tasks {dataset} --out {out}`, then evaluate {out}; or grade against "
             "swebench's own copy of the benchmark (harness.dataset), or with --grader local."
         )
-    for task in tasks:  # the harness looks the parser up after the tests ran
-        if task["log_parser"] not in PARSER_REGISTRY:
-            raise InputError(f"{dataset}: task {task['instance_id']!r}: log_parser {task['log_parser']!r} is not "
-                             "one of swebench 5.0.2's parsers (swebench.harness.log_parsers.PARSER_REGISTRY)")
+    for task in tasks:
+        try:
+            log_parser(task)
+        except InputError as e:
+            raise InputError(f"{dataset}: {e}") from None
 
 
 def harness_copy(dataset: str, where: Path) -> str:

@@ -90,11 +90,15 @@ def test_directives(test_patch: str) -> list[str]:
 
 def log_parser(task: dict) -> str:
     """The name, in swebench's `PARSER_REGISTRY`, of the parser that reads the task's test output: the task's own
-    `log_parser` (swebench 5's harness datasets), else the one swebench maps its repository to, else pytest's."""
+    `log_parser` (swebench 5's harness datasets), else the one swebench maps its repository to, else pytest's. A
+    `log_parser` swebench lacks is an InputError: swebench looks it up only after the tests ran."""
     from swebench.harness.log_parsers import PARSER_REGISTRY
     from swebench.harness.log_parsers.python import MAP_REPO_TO_PARSER_PY
 
     if task.get("log_parser"):
+        if task["log_parser"] not in PARSER_REGISTRY:
+            raise InputError(f"task {task['instance_id']!r}: log_parser {task['log_parser']!r} is not one of "
+                             "swebench 5.0.2's parsers (swebench.harness.log_parsers.PARSER_REGISTRY)")
         return task["log_parser"]
     parser = MAP_REPO_TO_PARSER_PY.get(task["repo"])
     return next((name for name, function in PARSER_REGISTRY.items() if function is parser), "parse_log_pytest")
@@ -123,8 +127,6 @@ def check_task(task: dict) -> None:
     """Raise `InputError` for a task the local grader cannot grade, before its tests run: one in another language
     than Python (SWE-bench Multilingual: its tests need the toolchain of the harness's image, and pytest cannot run
     them), one without its test lists, or one whose `log_parser` swebench does not have."""
-    from swebench.harness.log_parsers import PARSER_REGISTRY
-
     language = task.get("language") or language_of(task)
     if language and language.lower() != "python":
         raise InputError(f"task {task['instance_id']!r} ({task['repo']}) is a {language} task: the local grader "
@@ -132,9 +134,7 @@ def check_task(task: dict) -> None:
     missing = [name for name in TESTS if name not in task]
     if missing:
         raise InputError(f"task {task['instance_id']!r} has no {' or '.join(missing)} test list, which grading needs")
-    if log_parser(task) not in PARSER_REGISTRY:
-        raise InputError(f"task {task['instance_id']!r}: log_parser {task['log_parser']!r} is not one of swebench "
-                         "5.0.2's parsers (swebench.harness.log_parsers.PARSER_REGISTRY)")
+    log_parser(task)
 
 
 def check_local(tasks: list[dict]) -> None:
