@@ -10,6 +10,7 @@ import click
 from swehero.data.import_stage import Settings as ImportSettings, import_to
 from swehero.data.prepare import prepare as run_prepare
 from swehero.data.render import MASK_POLICIES, load_tokenizer, render_files, show as render_one
+from swehero.data.sources import MAX_REJECT_FRACTION
 from swehero.data.stage import Settings as PrepareSettings
 from swehero.data.trajectory import Reject
 from swehero.errors import InputError
@@ -52,7 +53,7 @@ def import_(settings: ImportSettings, out: Path) -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="JSONL of {id, input_ids, loss_mask}.")
 @_MASK
-@click.option("--max-reject-fraction", type=float, default=0.01, show_default=True,
+@click.option("--max-reject-fraction", type=float, default=MAX_REJECT_FRACTION, show_default=True,
               help="Fail when more than this share of rows is malformed (as `import` and `prepare` do).")
 def render(tokenizer, inputs: tuple[str, ...], out: Path, mask: str, max_reject_fraction: float) -> None:
     """Tokenize canonical trajectories with the chat template and the assistant-only loss mask."""

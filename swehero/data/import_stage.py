@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from swehero.data.importers import Format
+from swehero.data.sources import MAX_REJECT_FRACTION
 from swehero.recipe.stage import InputPath, StageContext
 
 TRAJECTORIES = "trajectories.jsonl"
@@ -23,7 +24,7 @@ class Settings:
     """Their format (see docs/data.md)."""
     stage: Literal["zero", "hero"] | None = None
     """The stage label every record gets (SWE-Zero or SWE-Hero data)."""
-    max_reject_fraction: float = 0.01
+    max_reject_fraction: float = MAX_REJECT_FRACTION
     """Fail when more than this share of the rows cannot be used (each reject is logged with its file:line)."""
     per_instance: int | None = None
     """Keep at most this many trajectories per task (a seeded choice; empty: all)."""

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from swehero import toolcalls
 from swehero.data.select import Selection
+from swehero.data.sources import MAX_REJECT_FRACTION
 from swehero.data.trajectory import Reject, make_tool_call
 from swehero.errors import InputError
 from swehero.toolspec import TOOL_NAMES, openhands_tools
@@ -425,7 +426,7 @@ ID_COLUMNS = {"nvidia": "trajectory_id", "nebius": "trajectory_id", "swe-smith":
 
 
 def import_files(
-    paths: list[str], fmt: str, out: Path, stage: str | None = None, max_reject_fraction: float = 0.01,
+    paths: list[str], fmt: str, out: Path, stage: str | None = None, max_reject_fraction: float = MAX_REJECT_FRACTION,
     selection: Selection = Selection(),
 ) -> dict:
     """Convert every row of `paths` from format `fmt` into canonical JSONL at `out` (written to a temporary file

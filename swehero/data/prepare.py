@@ -34,7 +34,7 @@ import numpy as np
 
 from swehero.data.pack import BestFitPacker
 from swehero.data.render import ChatRenderer, fit_length, load_tokenizer
-from swehero.data.sources import Rejects, expand, parse_row, read_rows
+from swehero.data.sources import MAX_REJECT_FRACTION, Rejects, expand, parse_row, read_rows
 from swehero.data.trajectory import Reject, trained_digest, validate
 from swehero.errors import InputError, MissingInput
 from swehero.jsonio import differences
@@ -69,7 +69,7 @@ class PrepareConfig:
     sort_window: int = 256
     """Trajectories buffered and placed longest first (best-fit decreasing within a window: 1-2 points more
     packing efficiency than arrival order); bounds memory like `max_open`."""
-    max_reject_fraction: float = 0.01
+    max_reject_fraction: float = MAX_REJECT_FRACTION
     """Fail when more than this share of rows is malformed."""
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import unicodedata
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
-from swehero.data.trajectory import template_messages
+from swehero.data.sources import MAX_REJECT_FRACTION, checked_output, expand, parse_row, read_rows
+from swehero.data.trajectory import Reject, template_messages, validate
 from swehero.errors import InputError, MissingInput
 from swehero.recipe.stage import HUB_INPUT
 
@@ -250,13 +252,11 @@ def fit_length(r: Rendered, seq_length: int, policy: str) -> Rendered | None:
     return Rendered(r.input_ids[:cut], r.loss_mask[:cut], fitting)
 
 
-def render_files(inputs: list[str], tokenizer, out, mask: str = "all", max_reject_fraction: float = 0.01) -> dict:
+def render_files(inputs: list[str], tokenizer, out, mask: str = "all",
+                 max_reject_fraction: float = MAX_REJECT_FRACTION) -> dict:
     """Write `{"id", "input_ids", "loss_mask"}` per valid canonical trajectory in `inputs` to JSONL `out`
     (rejects to `<out>.rejects.jsonl`); returns counts. More than `max_reject_fraction` of the rows rejected is an
     InputError, as in `prepare` and `import`, and `out` is then not written (nor anything half-written left)."""
-    from swehero.data.sources import checked_output, expand, parse_row, read_rows
-    from swehero.data.trajectory import Reject, validate
-
     renderer = ChatRenderer(tokenizer, mask=mask)
     with checked_output(Path(out), max_reject_fraction) as (tmp, rejects, n), open(tmp, "w", encoding="utf-8") as f:
         for path in expand(inputs):
@@ -288,11 +288,6 @@ def highlight(r: Rendered, tokenizer, style) -> str:
 def show(path: Path, index: int, tokenizer, mask: str, style) -> tuple[str, str]:
     """`swehero data show`: trajectory `index` of a file rendered with trained tokens styled, and a summary line.
     Raises `Reject` (with the row's file:line) for a trajectory that cannot be used, IndexError past the end."""
-    from itertools import islice
-
-    from swehero.data.sources import parse_row, read_rows
-    from swehero.data.trajectory import Reject, validate
-
     if index < 0:  # islice takes no negative start; counting from the end would read the whole file anyway
         raise IndexError(f"--index {index}: must be 0 or more")
     row = next(islice(read_rows(Path(path)), index, None), None)

@@ -19,6 +19,11 @@ from swehero.data.trajectory import Reject, validate
 from swehero.errors import InputError, MissingInput
 from swehero.jsonio import atomic_path, existing_file
 
+MAX_REJECT_FRACTION = 0.01
+"""The share of the rows read that every data command (import, render, prepare, verifier data) may reject, by
+default, before it fails: a few malformed rows are a dataset's noise, more mean the input is not what the command
+was told it is."""
+
 SUFFIXES = (".jsonl", ".json", ".traj", ".parquet")
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
+from swehero.data.sources import MAX_REJECT_FRACTION
 from swehero.errors import InputError
 from swehero.eval.best_of import normalise_patch
 from swehero.recipe.stage import InputPath, ModelRef, Range
@@ -68,7 +69,7 @@ class Settings:
     """Seeds the order of attempts and the train/valid split; default: the recipe's seed (0 from the CLI)."""
     workers: int = -1
     """Processes packing the examples (`prepare`); -1: every core, 0: none."""
-    max_reject_fraction: float = 0.01
+    max_reject_fraction: float = MAX_REJECT_FRACTION
     """Fail when more than this share of the records read is malformed."""
 
 
