@@ -146,7 +146,7 @@ def test_variant_recipes_merge_on_their_base(tmp_path):
     variant = tmp_path / "variant.yaml"
     variant.write_text("base: base.yaml\nname: v\nstages:\n  - {name: use, run: echo changed}\n"
                        "  - {name: extra, kind: command, run: echo new, needs: [use]}\n")
-    recipe = load_recipe(variant)
+    recipe = load_recipe(variant, (f"run_dir={tmp_path / 'v'}",))
     assert recipe.name == "v" and [s.name for s in recipe.stages] == ["fetch", "use", "extra"]
     assert recipe.stage("use").settings.run == "echo changed" and recipe.stage("use").needs == ["fetch"]
     assert recipe.stage("fetch").settings.outputs == ["out.txt"]  # untouched base stage
@@ -158,6 +158,26 @@ def test_variant_recipes_merge_on_their_base(tmp_path):
     assert any(p.startswith(f"{tmp_path / 'base.yaml'}:7: stages[0].outputz") for p in problems(variant))
     variant.write_text("base: nowhere.yaml\nname: v\n")
     assert any(f"{variant}:1: base: no recipe 'nowhere.yaml'" in p for p in problems(variant))
+
+
+def test_a_variant_sets_its_own_run_dir(tmp_path):
+    """Inherited, a variant's run_dir is its base's: its changed stages would empty and overwrite the base run's
+    folders (a probe's variant replaced the base's trained checkpoint). Given in the file or with --set, it runs."""
+    (tmp_path / "base.yaml").write_text(textwrap.dedent(GOOD).replace("{run_dir}", str(tmp_path / "run")))
+    variant = tmp_path / "variant.yaml"
+    variant.write_text("base: base.yaml\nname: v\nstages:\n  - {name: use, run: echo changed}\n")
+    assert problems(variant) == [f"{variant}: run_dir: missing required field (a variant sets its own: sharing "
+                                 "its base's, it would overwrite that run's stages)"]
+    assert load_recipe(variant, (f"run_dir={tmp_path / 'mine'}",)).run_dir == str(tmp_path / "mine")
+    variant.write_text("base: tiny-cpu\nname: v\n")  # its 36 references to run_dir are not reported again
+    assert problems(variant) == [f"{variant}: run_dir: missing required field (a variant sets its own: sharing "
+                                 "its base's, it would overwrite that run's stages)"]
+    middle = tmp_path / "middle.yaml"  # each variant of a chain sets its own, not only the first
+    middle.write_text(f"base: base.yaml\nrun_dir: {tmp_path / 'middle'}\n")
+    variant.write_text("base: middle.yaml\nname: v\n")
+    assert any("run_dir: missing required field" in p for p in problems(variant))
+    variant.write_text(f"base: middle.yaml\nname: v\nrun_dir: {tmp_path / 'v'}\n")
+    assert load_recipe(variant).run_dir == str(tmp_path / "v")
 
 
 def test_a_variant_stage_without_a_kind_must_name_a_stage_of_the_base(tmp_path):

@@ -98,7 +98,11 @@ def read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str,
     misnamed = _stages_not_in_base(base, data, lines)
     if misnamed:
         raise RecipeError(misnamed)
-    return merge_base(base, base_lines, data, lines), lines
+    merged = merge_base(base, base_lines, data, lines)
+    if "run_dir" not in data:  # inherited, the variant's stages would empty and overwrite the base run's folders
+        merged.pop("run_dir", None)
+        lines.by_path[("run_dir",)] = str(path)  # reported missing in the variant, not at its base's first line
+    return merged, lines
 
 
 def _stages_not_in_base(base: dict[str, Any], variant: dict[str, Any], lines: Lines) -> list[str]:
@@ -128,15 +132,19 @@ def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
     names = [s.get("name") for s in raw_stages if isinstance(s, dict)] if isinstance(raw_stages, list) else []
     builtins = {"recipe_dir": str(path.resolve().parent)}
     builtins.update({f"stages.{n}.dir": f"${{run_dir}}/{n}" for n in names if isinstance(n, str)})
+    missing = [key for key in ("name", "run_dir", "stages") if key not in data]
     data = resolve_references(data, lines, builtins, functools.partial(_default_setting, data), problems)
+    # reported once, as missing, not again at every reference to it (a variant's tiny-cpu has 36 to run_dir)
+    problems = [p for p in problems if not any(f"${{{key}}}: {key} does not exist" in p for key in missing)]
 
     top = {f.name for f in dataclasses.fields(Recipe)} - {"file"}
     for key in data:
         if key not in top:
             problems.append(lines.problem((key,), "unknown field" + suggest(key, sorted(top))))
-    for key in ("name", "run_dir", "stages"):
-        if key not in data:
-            problems.append(lines.problem((key,), "missing required field"))
+    for key in missing:
+        problems.append(lines.problem((key,), "missing required field" + (
+            " (a variant sets its own: sharing its base's, it would overwrite that run's stages)"
+            if key == "run_dir" else "")))
     hints = typing.get_type_hints(Recipe, include_extras=True)
     header = {k: v for k, v in data.items() if k in top and k != "stages"}
     values = {k: check(hints[k], v, (k,), lines, problems) for k, v in header.items()}
