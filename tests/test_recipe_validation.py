@@ -262,6 +262,19 @@ def test_bundled_recipes_validate_and_dry_run(name, tmp_path):
         assert all(names.index(n) < names.index(stage.name) for n in stage.needs)
 
 
+def test_the_paper_recipes_stage_two_and_packing_follow_stage_one(tmp_path):
+    """An edit of sft_zero's shape is stage 2's and the packing's too: a probe's 4-GPU nodes and 64k context reached
+    sft_zero alone, so stage 2 asked 4-GPU nodes for 8 GPUs and prepare_hero packed 128k rows sft_hero refused."""
+    edits = {"gpus_per_node": 4, "seq_length": 65536, "precision": "fp8", "epochs": 2.0}
+    for name, follower in (("hero-7b", "sft_hero"), ("hero-32b", "sft_hero"), ("hero-32b-verifier", "sft_verifier")):
+        recipe = load_recipe(name, (f"run_dir={tmp_path}", *(f"stages.sft_zero.{k}={v}" for k, v in edits.items())))
+        stage_two = recipe.stage(follower).settings
+        assert (stage_two.gpus_per_node, stage_two.precision) == (4, "fp8")
+        if follower == "sft_hero":
+            assert (stage_two.seq_length, stage_two.epochs) == (65536, 2.0)
+        assert recipe.stage("prepare_zero").settings.seq_length == recipe.stage("prepare_hero").settings.seq_length == 65536
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "recipes").glob("*.yaml")))
 def test_bundled_recipes_plan_with_tokens_per_step(name, tmp_path):
     result = CliRunner().invoke(main, ["recipe", "plan", name, "--set", f"run_dir={tmp_path}"])
