@@ -273,3 +273,21 @@ def test_ranges_are_checked_wherever_the_value_came_from(tmp_path):
     result = CliRunner().invoke(bounded, ["--rows", "1", "--share", "0.99", "--limit", "1"])
     assert json.loads(result.output) == {"rows": 1, "share": 0.99, "limit": 1}
     assert "--rows INTEGER" in CliRunner().invoke(bounded, ["--help"]).output
+
+
+def test_verbatim_list_items_keep_their_commas(tmp_path):
+    """vLLM's JSON-valued arguments (and pip's `pkg>=1,<2`) hold commas: split at them, a probe's
+    `--speculative-config={...}` reached vLLM in two broken pieces."""
+    from swehero.serve.server import ServeConfig
+
+    got = []
+
+    @click.command()
+    @settings_options(ServeConfig, positional=("model",))
+    def serve(settings: ServeConfig) -> None:
+        got.append(settings)
+
+    speculative = '--speculative-config={"method": "ngram", "num_speculative_tokens": 5}'
+    result = CliRunner().invoke(serve, [str(tmp_path), "--extra-args", speculative, "--extra-args=--enforce-eager"])
+    assert result.exit_code == 0, result.output
+    assert got[0].extra_args == [speculative, "--enforce-eager"]

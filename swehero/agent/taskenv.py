@@ -41,6 +41,7 @@ from pathlib import Path
 
 from swehero.errors import InputError
 from swehero.jsonio import exclusive, write_json_atomic
+from swehero.recipe.stage import Verbatim
 
 INSTALL_CONFIG = "install_config"
 """Task column with the install recipe: a mapping (or its JSON string) with SWE-bench's spec keys `python`,
@@ -67,7 +68,7 @@ class EnvSettings:
     .[test]`; editable, so that the agent's `python` sees its edits); None: the task's `install_config.install`,
     else `python -m pip install -e .` when the checkout is a Python project (pyproject.toml with a build system or
     project table, or setup.py); empty string: install nothing."""
-    pip_packages: list[str] = field(default_factory=list)
+    pip_packages: list[Verbatim] = field(default_factory=list)
     """Requirements installed into every environment after the task's own `pip_packages` (test-only
     dependencies): names with versions, wheel files or folders, anything `pip install` takes."""
     runner: str = "pytest"

@@ -11,7 +11,8 @@ Names: nested dataclasses are flattened and each leaf is named by the shortest d
 other leaf with an option ends with (`workers` stays `--workers` beside `grading.workers`, which becomes
 `--grading-workers`); an excluded section does not lengthen the names beside it.
 Types: int, float and str take a value, bool is `--x/--no-x`, `Literal` a choice, `list[...]` repeats (a list of
-plain strings also splits at commas), `X | None` is X. Other fields (dicts) are reached with --config/--set only.
+plain strings also splits at commas; paths and `Verbatim` texts do not), `X | None` is X. Other fields (dicts)
+are reached with --config/--set only.
 
 Errors read as the recipe engine's, `where: field: message`, where is the config file's `file:line`, the option
 (`--workers`), the argument (`INPUTS`) or `--set`.
@@ -167,7 +168,7 @@ def _list_item(tp: Any) -> Any:
 
 
 def _splits_at_commas(item: Any) -> bool:
-    return item is str  # plain strings only: a path (`InputPath`) may hold a comma
+    return item is str  # plain strings only: a path (`InputPath`) or a `Verbatim` text may hold a comma
 
 
 def _coerce(tp: Any, text: str) -> Any:

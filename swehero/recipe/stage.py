@@ -51,6 +51,10 @@ InputPath = Annotated[str, INPUT]
 ModelRef = Annotated[str, HUB_INPUT]
 """A local Hugging Face folder, or a hub id (`org/name`) where no such local path exists."""
 
+Verbatim = Annotated[str, "verbatim"]
+"""A text taken as it is: in a list option, each repeat is one item, never split at commas (the text may hold
+commas itself: a `vllm serve` argument's JSON, a pip requirement `pkg>=1,<2`)."""
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 """What a hub id looks like."""
 

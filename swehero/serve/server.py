@@ -27,7 +27,7 @@ import swehero
 from swehero.errors import InputError, MissingInput, Unavailable
 from swehero.model.folder import is_hf_folder, read_config
 from swehero.process import end_group
-from swehero.recipe.stage import ModelRef
+from swehero.recipe.stage import ModelRef, Verbatim
 
 PLUGIN = Path(__file__).with_name("vllm_plugin.py")
 # Our parser name for each model family; `hermes` is served by the JSON-aware plugin (see swehero/toolcalls.py).
@@ -66,8 +66,8 @@ class ServeConfig:
     model's server answered after 63 s instead of 84 s (medians, `benchmarks/serve_startup.py`)."""
     startup_timeout_s: float = 900.0
     """How long to wait for the server to answer /health."""
-    extra_args: list[str] = field(default_factory=list)
-    """More `vllm serve` arguments, passed through."""
+    extra_args: list[Verbatim] = field(default_factory=list)
+    """More `vllm serve` arguments, passed through (one per repeat: `--extra-args=--hf-overrides={...}`)."""
 
     @property
     def name(self) -> str:
