@@ -275,6 +275,15 @@ def test_the_paper_recipes_stage_two_and_packing_follow_stage_one(tmp_path):
         assert recipe.stage("prepare_zero").settings.seq_length == recipe.stage("prepare_hero").settings.seq_length == 65536
 
 
+def test_the_paper_recipes_checkpoint_within_stage_two(tmp_path):
+    """sft_hero trains ~314 steps at the paper's data size (`recipe plan`): the default interval (500) saved nothing
+    before its end, so a failure 6 hours in started it again; sft_zero saved every 9 hours."""
+    for name in ("zero-7b", "hero-7b", "hero-14b", "hero-32b", "hero-32b-fp8", "hero-32b-verifier"):
+        for stage in load_recipe(name, (f"run_dir={tmp_path}",)).stages:
+            if stage.kind == "train":
+                assert stage.settings.checkpoint.every <= 50, (name, stage.name)
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "recipes").glob("*.yaml")))
 def test_bundled_recipes_plan_with_tokens_per_step(name, tmp_path):
     result = CliRunner().invoke(main, ["recipe", "plan", name, "--set", f"run_dir={tmp_path}"])
