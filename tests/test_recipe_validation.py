@@ -160,6 +160,15 @@ def test_variant_recipes_merge_on_their_base(tmp_path):
     assert any(f"{variant}:1: base: no recipe 'nowhere.yaml'" in p for p in problems(variant))
 
 
+def test_a_misspelt_section_in_set_is_reported_at_set(tmp_path):
+    """`--set stages.sft_zero.optimiser.lr=1` blamed the bundled recipe's line of the stage; the `stages[5]` form
+    the problems print is accepted as a path too."""
+    found = problems("hero-7b", f"run_dir={tmp_path}", "stages.sft_zero.optimiser.lr=1")
+    assert found == ["--set: stages[5].optimiser: unknown field; did you mean 'optimizer'?"], found
+    recipe = load_recipe("hero-7b", (f"run_dir={tmp_path}", "stages[5].optimizer.lr=3e-5"))
+    assert recipe.stage("sft_zero").settings.optimizer.lr == 3e-5
+
+
 def test_a_variant_sets_its_own_run_dir(tmp_path):
     """Inherited, a variant's run_dir is its base's: its changed stages would empty and overwrite the base run's
     folders (a probe's variant replaced the base's trained checkpoint). Given in the file or with --set, it runs."""

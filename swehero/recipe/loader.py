@@ -152,7 +152,8 @@ def merge_base(base: dict[str, Any], base_lines: Lines, variant: dict[str, Any],
 
 
 def apply_override(data: dict[str, Any], lines: Lines, assignment: str) -> None:
-    """Apply one `--set a.b.c=value`. In `stages`, a part may be a stage name or an index."""
+    """Apply one `--set a.b.c=value`. In `stages`, a part may be a stage name or an index (`stages.5` or, as
+    problems are reported, `stages[5]`)."""
     key, eq, raw = assignment.partition("=")
     if not eq or not key:
         raise RecipeError([f"--set {assignment}: expected KEY=VALUE, e.g. stages.sft_zero.optimizer.lr=3e-5"])
@@ -161,7 +162,7 @@ def apply_override(data: dict[str, Any], lines: Lines, assignment: str) -> None:
     except (yaml.YAMLError, ValueError) as e:
         reason = getattr(e, "problem", None) or str(e)  # a MarkedYAMLError's `problem` is the one-line reason
         raise RecipeError([f"--set {assignment}: the value is not YAML: {reason} (quote it to keep it a string)"]) from None
-    parts = key.split(".")
+    parts = re.sub(r"\[(\d+)\]", r".\1", key).split(".")
     node: Any = data
     path: FieldPath = ()
     for i, part in enumerate(parts):
@@ -180,6 +181,7 @@ def apply_override(data: dict[str, Any], lines: Lines, assignment: str) -> None:
         else:
             if isinstance(node, dict) and part not in node:
                 node[part] = {}
+                lines.by_path[path] = "--set"  # a key the override made up is reported there, not in the recipe
             node = node[part]
     lines.by_path[path] = "--set"
 
