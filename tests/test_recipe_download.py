@@ -103,4 +103,27 @@ def test_an_empty_revision_stops_the_stage_naming_the_field(tmp_path, hub_cache)
     done = run_recipe(tmp_path, hub_cache, "")
     assert done.returncode != 0
     assert "repos.zero.revision is empty" in done.stderr
-    assert json.loads((tmp_path / "run/download/manifest.json").read_text())["status"] == "failed"
+    assert not (tmp_path / "run/download").exists()  # refused before the stage started
+
+
+def test_an_unpinned_download_stops_the_run_before_its_first_stage(tmp_path):
+    """hero-32b-verifier downloads its labelled data after both trainings: an unset revision stopped the run there,
+    days in. `recipe run` now checks every stage it will run before it runs the first."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"""\
+name: late-download
+run_dir: {tmp_path / "run"}
+stages:
+  - {{name: train_for_days, kind: command, run: "touch {tmp_path / 'trained'}"}}
+  - name: download_later
+    kind: download
+    needs: [train_for_days]
+    repos: {{labels: {{repo_id: nebius/SWE-rebench-openhands-trajectories, revision: ""}}}}
+""")
+    result = CliRunner().invoke(main, ["recipe", "run", str(recipe)])
+    assert result.exit_code == 1 and "stage download_later: repos.labels.revision is empty" in result.output
+    assert not (tmp_path / "trained").exists() and not (tmp_path / "run/train_for_days").exists()

@@ -48,17 +48,21 @@ class Settings:
     """Hub cache to download into; default: the environment's (`HF_HUB_CACHE`, `HF_HOME`, ~/.cache/huggingface)."""
 
 
+def check(settings: Settings, name: str) -> None:
+    for entry, repo in settings.repos.items():
+        if not repo.revision.strip():
+            raise InputError(
+                f"stage {name}: repos.{entry}.revision is empty: pin {repo.repo_id} to a commit (40 hex digits, "
+                "from the repository's 'Files and versions' page), or write `main` to take the latest (the "
+                "manifest then records the commit it was); bundled recipes read it from an environment variable "
+                "named in the recipe file")
+
+
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
     from huggingface_hub import snapshot_download
 
     outputs = {}
     for name, repo in settings.repos.items():
-        if not repo.revision.strip():
-            raise InputError(
-                f"stage {ctx.name}: repos.{name}.revision is empty: pin {repo.repo_id} to a commit (40 hex digits, "
-                "from the repository's 'Files and versions' page), or write `main` to take the latest (the "
-                "manifest then records the commit it was); bundled recipes read it from an environment variable "
-                "named in the recipe file")
         snapshot = Path(snapshot_download(
             repo.repo_id, repo_type=repo.repo_type, revision=repo.revision, allow_patterns=repo.allow_patterns,
             cache_dir=settings.cache_dir,

@@ -305,6 +305,9 @@ def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:
     Path(recipe.run_dir).mkdir(parents=True, exist_ok=True)
     (Path(recipe.run_dir) / "recipe.resolved.yaml").write_text(yaml.safe_dump(recipe_as_dict(recipe), sort_keys=False))
     todo = [s for s in steps if s.run]
+    for step in todo:  # what would stop a later stage stops the run now, not after days of the earlier ones
+        if check := getattr(kinds.load_kind(step.stage.kind), "check", None):
+            check(step.stage.settings, step.stage.name)
     for n, step in enumerate(todo, 1):
         echo(f"[{n}/{len(todo)}] {step.stage.name} ({step.stage.kind}): {step.reason}")
         manifest = run_stage(recipe, step)
