@@ -28,11 +28,25 @@ def test_command_line(tiny_model_dir, tmp_path):
     assert args[args.index("--tool-call-parser") + 1] == "swehero_hermes"
     assert args[args.index("--tool-parser-plugin") + 1].endswith("vllm_plugin.py")
     assert args[args.index("--chat-template") + 1] == str(tiny_model_dir / "chat_template.jinja")
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_moe", "architectures": ["Qwen3MoeForCausalLM"]}))
-    assert tool_parser_for(str(tmp_path)) == "qwen3_coder"
     assert tool_parser_for(str(tiny_model_dir)) == "hermes"
     with pytest.raises(ValueError, match="unknown tool-call parser"):
         command(ServeConfig(model="m", parser="nope"), port=1)
+
+
+def test_the_parser_follows_the_chat_template_not_the_config(tmp_path):
+    """Qwen3-235B and Qwen3-Coder-480B are both `qwen3_moe`; the first writes hermes JSON calls, which vLLM's
+    qwen3_coder parser (chosen for every qwen3_moe before) drops whole. Their templates tell them apart."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_moe", "architectures": ["Qwen3MoeForCausalLM"]}))
+    hermes = "{{- '<tool_call>\\n' }}{{- tool_call.arguments | tojson }}"
+    coder = "{{- '<tool_call>\\n<function=' + tool_call.name + '>\\n' }}"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": hermes}))
+    assert tool_parser_for(str(tmp_path)) == "hermes"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": [{"name": "default", "template": coder}]}))
+    assert tool_parser_for(str(tmp_path)) == "qwen3_coder"
+    (tmp_path / "chat_template.jinja").write_text(hermes)  # the file wins over tokenizer_config.json, as in vLLM
+    assert tool_parser_for(str(tmp_path)) == "hermes"
+    assert tool_parser_for("Qwen/Qwen3-Coder-480B-A35B-Instruct") == "qwen3_coder"
+    assert tool_parser_for("Qwen/Qwen3-235B-A22B-Instruct-2507") == "hermes"
 
 
 def post(url, payload):

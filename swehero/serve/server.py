@@ -9,6 +9,7 @@ Python that has vLLM (the GPU image keeps vLLM in its own environment); by defau
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ from typing import Literal
 
 import swehero
 from swehero.errors import InputError, MissingInput, Unavailable
-from swehero.model.folder import is_hf_folder, read_config
+from swehero.model.folder import is_hf_folder
 from swehero.process import end_group
 from swehero.recipe.stage import ModelRef, Verbatim
 
@@ -75,14 +76,24 @@ class ServeConfig:
         return self.served_name or Path(self.model).name
 
 
-def tool_parser_for(model_dir: str) -> str:
-    """Qwen3-Coder models emit XML-style calls (qwen3_coder); Qwen2/2.5 emit hermes-style JSON."""
-    if is_hf_folder(model_dir):
-        config = read_config(model_dir)
-        name = " ".join([config.get("model_type", ""), *config.get("architectures", [])]).lower()
-    else:
-        name = model_dir.lower()
-    return "qwen3_coder" if "qwen3" in name and ("moe" in name or "coder" in name) else "hermes"
+def tool_parser_for(model: str) -> str:
+    """The parser of the calls a model writes, read off the chat template that renders them: Qwen3-Coder's writes
+    XML-style `<function=NAME>` calls (qwen3_coder); Qwen2.5's and the other Qwen3 models' hermes JSON. The config
+    cannot tell: Qwen3-Coder-480B and Qwen3-235B are both `qwen3_moe`, and qwen3_coder's parser drops JSON calls
+    whole. A hub id (no local folder) goes by its name, which says Coder."""
+    if is_hf_folder(model):
+        return "qwen3_coder" if "<function=" in chat_template_text(model) else "hermes"
+    return "qwen3_coder" if "qwen3-coder" in model.lower() else "hermes"
+
+
+def chat_template_text(model_dir: str) -> str:
+    """The chat template(s) of a folder: `chat_template.jinja`, else tokenizer_config.json's (a text, or a list of
+    named templates); empty if it has none."""
+    if chat_template_of(model_dir):
+        return (Path(model_dir) / "chat_template.jinja").read_text()
+    tokenizer_config = Path(model_dir) / "tokenizer_config.json"
+    template = json.loads(tokenizer_config.read_text()).get("chat_template", "") if tokenizer_config.exists() else ""
+    return template if isinstance(template, str) else "\n".join(t.get("template", "") for t in template)
 
 
 def chat_template_of(model_dir: str) -> str | None:
