@@ -3,6 +3,7 @@ and decontamination (exact and paraphrased duplicates, same instance, same upstr
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,14 +12,18 @@ import pytest
 
 from swehero.data.trajectory import make_tool_call, validate
 from swehero.rollout.decontam import decontaminate, upstream_pr
+from swehero.distill.filter_io import filter_file
 from swehero.distill.filters import (
     FilterConfig,
     editor_errors,
     filter_trajectories,
     patch_files,
+    ran_banned_command,
 )
 from swehero.errors import InputError
 from swehero.jsonio import read_jsonl
+from swehero.rollout import local_grader
+from swehero.rollout.local_grader import LocalGraderConfig
 from swehero.rollout.toy import build_toy_tasks
 from swehero.toolspec import openhands_tools
 
@@ -26,6 +31,9 @@ FIX = ("diff --git a/calc/ops.py b/calc/ops.py\n--- a/calc/ops.py\n+++ b/calc/op
        " def add(a, b):\n-    return a - b\n+    return a + b\n")
 TEST_EDIT = ("diff --git a/tests/test_ops.py b/tests/test_ops.py\n--- a/tests/test_ops.py\n+++ b/tests/test_ops.py\n"
              "@@ -1 +1 @@\n-x\n+y\n")
+QUOTED_TEST_EDIT = ('diff --git "a/tests/test_\\303\\274n.py" "b/tests/test_\\303\\274n.py"\n'
+                    '--- "a/tests/test_\\303\\274n.py"\n+++ "b/tests/test_\\303\\274n.py"\n@@ -1 +1 @@\n-x\n+y\n')
+"""An edit of `tests/test_ün.py` as git writes it (core.quotePath)."""
 
 
 def call_turn(n: int, name: str, args: dict, result: str) -> list[dict]:
@@ -67,14 +75,19 @@ def violators() -> dict[str, list[dict]]:
     errors["messages"][4:4] = [m for n in range(3) for m in call_turn(
         20 + n, "str_replace_editor", {"command": "str_replace", "path": "/w/x", "old_str": "q", "new_str": "r"},
         "ERROR:\nNo replacement was performed, old_str `q` did not appear verbatim in /w/x.")]
-    null_patch, blank_patch, test_patch = good(), good(), good()
+    null_patch, blank_patch, test_patch, quoted_test_patch = good(), good(), good(), good()
     null_patch["patch"], blank_patch["patch"], test_patch["patch"] = None, "  \n", FIX + TEST_EDIT
+    quoted_test_patch["patch"] = FIX + QUOTED_TEST_EDIT
+    quoted_test_patch["metadata"]["test_files"] = ["tests/test_ün.py"]
+    # the runtime refused what `!!:1` expanded to (`pytest`, from the `: pytest` before): only the metadata says so
+    expanded = with_bash("!!:1")
+    expanded["metadata"].update(banned=True, banned_commands=["pytest"])
     return {
         "banned_command": [with_bash("cd /w && python -m pytest tests"), with_bash("grep x . && pip install y"),
-                           with_bash("echo $(python3 -c 'print(1)')"), with_bash("$RUNNER -q tests")],
+                           with_bash("echo $(python3 -c 'print(1)')"), with_bash("$RUNNER -q tests"), expanded],
         "step_limit": [long, stopped],
         "empty_patch": [null_patch, blank_patch],
-        "touches_test_files": [test_patch],
+        "touches_test_files": [test_patch, quoted_test_patch],
         "not_one_tool_call": [no_call, two_calls],
         "editor_errors": [errors],
     }
@@ -136,6 +149,119 @@ def test_rule_helpers():
     assert editor_errors(r) == 1
 
 
+def test_patch_paths_are_read_as_git_writes_them(tmp_path):
+    """One parser of diff headers for the filters and the grader: paths with a space, a non-ASCII letter or a quote
+    (git C-quotes the last two), a rename, a deletion, a created empty file and a binary one are read as git's own
+    name list has them, and hunk lines that look like headers (a removed `-- a/x`) are not headers."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "core.quotePath=true", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=repo, check=True, capture_output=True, text=True).stdout
+
+    def write(files: dict[str, str | bytes]) -> None:
+        for name, text in files.items():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            getattr(repo / name, "write_bytes" if isinstance(text, bytes) else "write_text")(text)
+
+    git("init", "-q")
+    write({"tests/test my.py": "a\n", "tests/test_ün.py": "a\n", 'tests/q"uote.py': "a\n", "old name.py": "x\n" * 20,
+           "gone.py": "g\n", "src/mod.py": "-- a/fake.py\nkeep\n"})
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    git("mv", "old name.py", "new name.py")
+    (repo / "gone.py").unlink()
+    write({"tests/test my.py": "b\n", "tests/test_ün.py": "b\n", 'tests/q"uote.py': "b\n", "new name.py": "x\n" * 19,
+           "src/mod.py": "keep\n++ b/fake2.py\n", "tests/empty.py": "", "tests/data.bin": bytes(range(256))})
+    git("add", "-A")
+    patch = git("diff", "--cached", "-M", "--binary", "HEAD")
+    assert '"a/tests/test_\\303\\274n.py"' in patch and "\n--- a/fake.py\n" in patch and "\n+++ b/fake2.py\n" in patch
+    listed = git("diff", "--cached", "-M", "--name-status", "-z", "HEAD").split("\0")[:-1]
+    expected, i = set(), 0
+    while i < len(listed):
+        status, names = listed[i][0], listed[i + 1:i + (3 if listed[i][0] in "RC" else 2)]
+        expected.add({"A": (None, names[0]), "D": (names[0], None)}.get(status, (names[0], names[-1])))
+        i += 1 + len(names)
+    assert len(expected) == 8
+    assert patch_files(patch) == sorted({path for pair in expected for path in pair if path})
+    assert sorted(local_grader.test_files(patch)) == sorted(new for _, new in expected if new)
+    assert set(local_grader.diff_files(patch)) == expected
+
+
+@pytest.mark.bwrap
+def test_a_command_bash_expands_into_a_banned_one_drops_the_trajectory(tmp_path):
+    """The runtime refuses what bash's history expansion makes of `!!:1` and `^echo^pytest` (`pytest`); the text the
+    agent typed names no banned program, so the rule reads the refusal the episode's metadata records."""
+    from agent_repos import CALC, CALC_FIX, Scripted, make_task
+
+    from swehero.agent.local import LocalRuntime
+    from swehero.agent.loop import run_episode
+    from swehero.agent.tools import Tools
+
+    task = make_task(tmp_path / "src", "calc", CALC, CALC_FIX)
+    runtime = LocalRuntime.for_task(tmp_path / "src", task.base_commit, "/testbed", tmp_path / "work")
+    opening = [{"role": "system", "content": "Fix it."}, {"role": "user", "content": task.problem_statement}]
+    try:
+        record = run_episode(task, Scripted([": pytest", "!!:1", "echo foo", "^echo^pytest"]), Tools(runtime, "zero"),
+                             opening)
+    finally:
+        runtime.close()
+    assert record["metadata"]["banned_commands"] == ["pytest", "pytest"]
+    assert ran_banned_command(record, FilterConfig())
+    record["metadata"]["test_files"] = []  # as `swehero distill` adds
+    kept, dropped, _ = run_filters([validate(record)], FilterConfig(stage="zero"))
+    assert not kept and dropped[0]["rule"] == "banned_command"
+
+
+def test_a_null_content_is_read_as_validation_makes_it(tmp_path):
+    """A message whose content is null is a canonical trajectory (`validate` makes it ""): the filters read the
+    validated record, and write it."""
+    record = good(0)
+    record["messages"].insert(4, {"role": "user", "content": None})
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(record) + "\n")
+    filter_file(str(src), FilterConfig(stage="zero"), tmp_path / "out")
+    assert read_jsonl(tmp_path / "out" / "trajectories.jsonl") == [validate(record)]
+
+
+def test_resolved_only_checks_every_repository_first_and_grades_only_what_the_other_rules_keep(tmp_path):
+    """Grading runs tests (hours of them on real data): a task whose repository is missing stops `filter` before
+    anything is graded, with every such task named; a record another rule drops is not graded, so its repository
+    is not needed."""
+    from swehero.agent.local import MissingRepository
+
+    toy = build_toy_tasks(tmp_path / "toy")
+    tasks = [json.loads(line) for line in toy.read_text().splitlines()][:3]
+    records = [good(i) for i in range(3)]
+    for record, task in zip(records, tasks):
+        record.update(instance_id=task["instance_id"], repo=task["repo"], stage="hero", patch=task["patch"])
+    records[2]["messages"][2]["tool_calls"].append(make_tool_call("call_9", "think", {"thought": "x"}))
+    src, out = tmp_path / "in.jsonl", tmp_path / "out"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    hidden = {task["repo"]: tmp_path / "hidden" / task["repo"].replace("/", "__") for task in tasks[1:]}
+    for repo, where in hidden.items():
+        shutil.move(toy.parent / "repos" / where.name, where)
+    ran = tmp_path / "tests_ran"  # an interpreter that notes each test run
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.write_text(f'#!/bin/sh\necho "$*" >> "{ran}"\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(toy), grading=LocalGraderConfig(python=str(python)))
+
+    with pytest.raises(MissingRepository) as missing:
+        filter_file(str(src), cfg, out)
+    assert tasks[1]["repo"] in str(missing.value) and tasks[2]["repo"] not in str(missing.value)
+    assert not ran.exists() and not out.exists()
+
+    shutil.move(hidden[tasks[1]["repo"]], toy.parent / "repos" / hidden[tasks[1]["repo"]].name)
+    filter_file(str(src), cfg, out)
+    kept = read_jsonl(out / "trajectories.jsonl")
+    assert [(r["id"], r["resolved"]) for r in kept] == [("t0", True), ("t1", True)]
+    assert [d["rule"] for d in read_jsonl(out / "dropped.jsonl")] == ["not_one_tool_call"]
+    assert len(ran.read_text().splitlines()) == 2
+
+
 @pytest.mark.slow
 def test_test_files_come_from_the_task_file_and_resolved_only_grades(tmp_path):
     toy = build_toy_tasks(tmp_path / "toy")
@@ -170,7 +296,7 @@ def test_filter_cli_writes_the_report(tmp_path):
     assert done.stdout.startswith("kept 1 of 3")
     report = json.loads((tmp_path / "out" / "filter_report.json").read_text())
     assert {r["name"]: r["dropped"] for r in report["rules"]}["banned_command"] == 1
-    assert read_jsonl(tmp_path / "out" / "trajectories.jsonl") == [junk]
+    assert read_jsonl(tmp_path / "out" / "trajectories.jsonl") == [validate(junk)]
     assert len(read_jsonl(tmp_path / "out" / "dropped.jsonl")) == 2
 
 

@@ -170,8 +170,8 @@ def test_missing_repository_is_raised(layouts, tmp_path):
 def test_resolved_only_filter_grades_with_the_given_settings_and_names_missing_repositories(layouts, config,
                                                                                           tmp_path):
     """`filter --resolved-only` grades with the grader settings it is given (here the test-only dependency comes
-    from them, not from the task file); a missing repository fails it, after the others are graded."""
-    from swehero.distill.filters import FilterConfig, filter_trajectories
+    from them, not from the task file); a missing repository fails it before anything is graded."""
+    from swehero.distill.filters import FilterConfig, check_gradable, filter_trajectories
 
     root, tasks = layouts
     chosen = [{k: v for k, v in tasks[TEST_DEP.name].items() if k != "install_config"}, tasks[COLOUR.name]]
@@ -184,8 +184,8 @@ def test_resolved_only_filter_grades_with_the_given_settings_and_names_missing_r
                                           ["pip_packages"]))
     cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(tmp_path / "tasks.jsonl"), grading=grading)
     with pytest.raises(MissingRepository, match="layout/shout"):
-        filter_trajectories(records, cfg, lambda record: None, lambda drop: None)
-    assert records[0]["resolved"] is True and "resolved" not in records[1]
+        check_gradable(records, cfg)
+    assert not any("resolved" in record for record in records)
     (tmp_path / "repos" / "layout__shout").symlink_to(root / "repos" / "layout__shout")
     kept = []
     report = filter_trajectories(records, cfg, kept.append, lambda drop: None)

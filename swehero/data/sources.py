@@ -98,15 +98,15 @@ def parse_row(row: Any) -> dict:
 
 
 def iter_trajectories(path: Path) -> Iterator[dict]:
-    """The canonical trajectories of a file, as written, one at a time. Each is checked first: a row that is not one
-    stops the read with `InputError` naming its file:line and the field, where importing would have counted it a
-    reject."""
+    """The canonical trajectories of a file, one at a time, as `validate` returns them (defaults filled in, a null
+    `content` made ""). A row that is not one stops the read with `InputError` naming its file:line and the field,
+    where importing would have counted it a reject."""
     for where, row in read_rows(Path(path)):
         try:
-            validate(parse_row(row))
+            record = validate(parse_row(row))
         except Reject as e:
             raise InputError(f"{where}: not a canonical trajectory: {e}") from None
-        yield row
+        yield record
 
 
 @contextmanager

@@ -7,14 +7,17 @@ import shutil
 from pathlib import Path
 
 from swehero.data.sources import iter_trajectories
-from swehero.distill.filters import FilterConfig, filter_trajectories
+from swehero.distill.filters import FilterConfig, check_gradable, filter_trajectories
 
 REPORT = "filter_report.json"
 
 
 def filter_file(path: str, cfg: FilterConfig, out_dir: Path) -> dict[str, str]:
     """Stream `path` through the filters into `out_dir`. The files appear whole or not at all: each is written
-    under a temporary name and renamed at the end; input it cannot read leaves no output (nor a folder it made)."""
+    under a temporary name and renamed at the end; input it cannot read leaves no output (nor a folder it made).
+    With `resolved_only`, `path` is read once more first, so that a task grading would lack stops the run before
+    hours of grading, not after."""
+    check_gradable(iter_trajectories(path), cfg)
     out_dir = Path(out_dir)
     made = not out_dir.exists()
     outputs = {"trajectories": out_dir / "trajectories.jsonl", "dropped": out_dir / "dropped.jsonl",

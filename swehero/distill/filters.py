@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -20,10 +19,10 @@ from typing import Literal
 
 from swehero.agent.loop import KEEP_GOING, LoopConfig
 from swehero.errors import InputError
-from swehero.rollout.local_grader import LocalGraderConfig
+from swehero.rollout.local_grader import LocalGraderConfig, patch_files
 
 STAGES = ("zero", "hero")
-_DIFF_HEADER = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
+UNRESOLVED = "unresolved"
 
 
 @dataclass
@@ -50,11 +49,6 @@ class FilterConfig:
     interpreter to test with as it is, and the test timeout."""
 
 
-def patch_files(patch: str) -> list[str]:
-    """Files a unified git diff touches (old and new paths, so deleted and renamed files count)."""
-    return sorted({path for pair in _DIFF_HEADER.findall(patch or "") for path in pair})
-
-
 def _assistant_turns(record: dict) -> list[dict]:
     return [m for m in record["messages"] if m["role"] == "assistant"]
 
@@ -75,9 +69,14 @@ def _arguments(fn: dict) -> dict:
 def ran_banned_command(record: dict, cfg: FilterConfig) -> bool:
     """Some `execute_bash` call would run a banned program (python, pytest, pip, ...), by the same parser the
     execution-free runtime refuses commands with; a command it refuses for another reason (bash could not parse it,
-    its program is computed at run time) counts as banned too."""
+    its program is computed at run time) counts as banned too. So does a trajectory whose metadata says the runtime
+    refused a banned command (`banned`, `banned_commands`): what bash ran may differ from what was typed (history
+    expansion, `!!:1` or `^echo^pytest`), and the runtime judged what would have run."""
     from swehero.agent.banned import RefusedCommand, banned_commands
 
+    meta = record.get("metadata") or {}
+    if meta.get("banned") or meta.get("banned_commands"):
+        return True
     for fn in _calls(record):
         command = _arguments(fn).get("command")
         if fn["name"] != "execute_bash" or not isinstance(command, str):
@@ -158,7 +157,7 @@ RULES = [
     Rule("touches_test_files", STAGES, touches_test_files, needs_test_files=True),
     Rule("not_one_tool_call", STAGES, not_one_tool_call),
     Rule("editor_errors", STAGES, too_many_editor_errors),
-    Rule("unresolved", ("hero",), unresolved),
+    Rule(UNRESOLVED, ("hero",), unresolved),
 ]
 DUPLICATE = "duplicate"
 """Last rule, over the survivors of the others."""
@@ -175,31 +174,24 @@ def active_rules(cfg: FilterConfig) -> list[Rule]:
         raise InputError(f"filter stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
     if cfg.resolved_only and cfg.stage != "hero":
         raise InputError("resolved_only applies to the hero stage only")
-    return [r for r in RULES if cfg.stage in r.stages and (r.name != "unresolved" or cfg.resolved_only)]
+    return [r for r in RULES if cfg.stage in r.stages and (r.name != UNRESOLVED or cfg.resolved_only)]
 
 
 def filter_trajectories(records: Iterable[dict], cfg: FilterConfig, keep: Callable[[dict], None],
                         drop: Callable[[dict], None]) -> dict:
     """Hand each record to `keep`, or its drop entry (the rule, and every rule it violates) to `drop`, one record at
     a time: a distillation's trajectories can be far larger than memory. Returns the report. With `resolved_only`,
-    a record not graded yet is graded first; a task whose repository is missing is named, with every other such
-    task, in a `MissingRepository` raised at the end."""
+    a record not graded yet is graded (its tests run) only if it passes every other rule and repeats none kept, so
+    `unresolved` counts violations among the graded only; `check_gradable` over the same records first names every
+    task grading would lack before any is graded."""
     rules = active_rules(cfg)
     tasks = _tasks(cfg.tasks)
-    seen, kept_tasks, missing = set(), set(), []
+    seen, kept_tasks = set(), set()
     first_hit, violations, counts = Counter(), Counter(), Counter()
     for record in records:
         counts["input"] += 1
-        if cfg.resolved_only and record.get("resolved") is None and not _grade(record, tasks, cfg, missing):
-            continue
-        hits = [r.name for r in rules if _violates(r, record, cfg, tasks)]
+        hits = _hits(record, rules, cfg, tasks, seen)
         violations.update(hits)
-        if not hits:
-            fp = fingerprint(record)
-            if fp in seen:
-                hits = [DUPLICATE]
-                violations[DUPLICATE] += 1
-            seen.add(fp)
         if hits:
             first_hit[hits[0]] += 1
             counts["dropped"] += 1
@@ -209,10 +201,6 @@ def filter_trajectories(records: Iterable[dict], cfg: FilterConfig, keep: Callab
             counts["kept"] += 1
             kept_tasks.add(record["instance_id"])
             keep(record)
-    if missing:
-        from swehero.agent.local import MissingRepository
-
-        raise MissingRepository("; ".join(dict.fromkeys(missing)))
     return {
         "stage": cfg.stage, "input": counts["input"], "kept": counts["kept"], "dropped": counts["dropped"],
         "rules": [{"name": r.name, "doc": r.doc, "dropped": first_hit[r.name], "violations": violations[r.name]}
@@ -221,6 +209,55 @@ def filter_trajectories(records: Iterable[dict], cfg: FilterConfig, keep: Callab
                      "violations": violations[DUPLICATE]}],
         "kept_tasks": len(kept_tasks),
     }
+
+
+def check_gradable(records: Iterable[dict], cfg: FilterConfig) -> None:
+    """With `resolved_only`, before anything is graded: raise naming every task that the records to grade (not
+    graded yet, passing every other rule) would need but that is not in the task file, that the local grader
+    cannot grade, or whose repository is missing (`MissingRepository`, all of them in one message)."""
+    if not cfg.resolved_only:
+        return
+    from swehero.agent.local import MissingRepository, check_repository
+    from swehero.rollout.local_grader import check_local
+    from swehero.rollout.tasks import repo_dir
+
+    rules, tasks = active_rules(cfg), _tasks(cfg.tasks)
+    to_grade = {record["instance_id"] for record in records
+                if record.get("resolved") is None and not _other_hits(record, rules, cfg, tasks)}
+    if to_grade:
+        _check_known(sorted(to_grade), tasks, cfg)
+    check_local([tasks[iid] for iid in sorted(to_grade)])
+    missing = []
+    for repo in sorted({tasks[iid]["repo"] for iid in to_grade}):
+        try:
+            check_repository(repo_dir(_repos(cfg), repo), repo)
+        except MissingRepository as e:
+            missing.append(str(e))
+    if missing:
+        raise MissingRepository("; ".join(missing))
+
+
+def _hits(record: dict, rules: list[Rule], cfg: FilterConfig, tasks: dict[str, dict], seen: set[str]) -> list[str]:
+    """The rules `record` violates, in order; `[DUPLICATE]` if none but it repeats one kept (`seen`, which a record
+    kept joins). Grading is slow, so a record is graded last, and only when nothing else drops it."""
+    hits = _other_hits(record, rules, cfg, tasks)
+    fp = None if hits else fingerprint(record)
+    if cfg.resolved_only:
+        if record.get("resolved") is None and fp is not None and fp not in seen:
+            _grade(record, tasks, cfg)
+        if record.get("resolved") is not None and unresolved(record, cfg):
+            hits.append(UNRESOLVED)
+    if hits:
+        return hits
+    if fp in seen:
+        return [DUPLICATE]
+    seen.add(fp)
+    return []
+
+
+def _other_hits(record: dict, rules: list[Rule], cfg: FilterConfig, tasks: dict[str, dict]) -> list[str]:
+    """The rules other than `unresolved` that `record` violates."""
+    return [r.name for r in rules if r.name != UNRESOLVED and _violates(r, record, cfg, tasks)]
 
 
 def _violates(rule: Rule, record: dict, cfg: FilterConfig, tasks: dict[str, dict]) -> bool:
@@ -245,24 +282,29 @@ def _tasks(path: str) -> dict[str, dict]:
     return {t["instance_id"]: t for t in load_tasks(path)}
 
 
-def _grade(record: dict, tasks: dict[str, dict], cfg: FilterConfig, missing: list[str]) -> bool:
-    """Fill the record's `resolved` with the local grader (the task's FAIL_TO_PASS/PASS_TO_PASS tests); False, with
-    the reason added to `missing`, when the task's repository is missing."""
-    from swehero.agent.local import MissingRepository
+def _check_known(instance_ids: list[str], tasks: dict[str, dict], cfg: FilterConfig) -> None:
+    """Raise `InputError` unless the task file has every task of `instance_ids`, which grading needs."""
+    if not tasks:
+        raise InputError("resolved_only needs the task file (--tasks) to grade ungraded trajectories")
+    unknown = [iid for iid in instance_ids if iid not in tasks]
+    if unknown:
+        raise InputError(f"{cfg.tasks}: no task {', '.join(unknown)}, which resolved_only grades trajectories of")
+
+
+def _repos(cfg: FilterConfig) -> Path:
+    return Path(cfg.repos) if cfg.repos else Path(cfg.tasks).parent / "repos"
+
+
+def _grade(record: dict, tasks: dict[str, dict], cfg: FilterConfig) -> None:
+    """Fill the record's `resolved` with the local grader (the task's FAIL_TO_PASS/PASS_TO_PASS tests)."""
     from swehero.rollout.local_grader import grade_instance
     from swehero.rollout.tasks import repo_dir
 
-    if not tasks:
-        raise InputError("resolved_only needs the task file (--tasks) to grade ungraded trajectories")
+    _check_known([record["instance_id"]], tasks, cfg)
     task = tasks[record["instance_id"]]
-    repos = Path(cfg.repos) if cfg.repos else Path(cfg.tasks).parent / "repos"
     prediction = {"instance_id": task["instance_id"], "model_name_or_path": "distill",
                   "model_patch": record.get("patch") or ""}
-    try:
-        with tempfile.TemporaryDirectory(prefix="swehero-grade-") as work:
-            report = grade_instance(task, prediction, repo_dir(repos, task["repo"]), Path(work) / "grade", cfg.grading)
-    except MissingRepository as e:
-        missing.append(str(e))
-        return False
+    with tempfile.TemporaryDirectory(prefix="swehero-grade-") as work:
+        report = grade_instance(task, prediction, repo_dir(_repos(cfg), task["repo"]), Path(work) / "grade",
+                                cfg.grading)
     record["resolved"] = bool(report.get("resolved"))
-    return True
