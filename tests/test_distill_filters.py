@@ -17,10 +17,10 @@ from swehero.distill.filters import (
     FilterConfig,
     editor_errors,
     filter_trajectories,
-    patch_files,
     ran_banned_command,
 )
 from swehero.errors import InputError
+from swehero.gitdiff import diff_files, patch_files
 from swehero.jsonio import read_jsonl
 from swehero.rollout import local_grader
 from swehero.rollout.local_grader import LocalGraderConfig
@@ -186,7 +186,7 @@ def test_patch_paths_are_read_as_git_writes_them(tmp_path):
     assert len(expected) == 8
     assert patch_files(patch) == sorted({path for pair in expected for path in pair if path})
     assert sorted(local_grader.test_files(patch)) == sorted(new for _, new in expected if new)
-    assert set(local_grader.diff_files(patch)) == expected
+    assert set(diff_files(patch)) == expected
 
 
 @pytest.mark.bwrap

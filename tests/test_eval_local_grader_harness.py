@@ -234,6 +234,9 @@ def _touching(*paths: str) -> str:
     ("pandas-dev/pandas", _touching("pandas/_libs/src/tokenizer.c", "pandas/_libs/include/tokenizer.h", "doc/v2.rst"),
      _touching("pandas/tests/io/parser/test_c_parser_only.py"), "", "Python"),
     ("o/r", _touching("src/a.ts", "src/b.py"), "", "", "TypeScript"),
+    # a test file's name git quotes (non-ASCII, or a space): read as the file it is
+    ("o/r", _touching("src/a.ts"), _touching('"tests/t\\303\\274 x.py"').replace('a/"', '"a/').replace('b/"', '"b/'),
+     "", "Python"),
     # SWE-bench Multilingual rows: their log parser's family, C++ and TypeScript told by the files
     ("gohugoio/hugo", _touching("hugolib/site.go"), _touching("hugolib/site_test.go", "testdata/x.py"),
      "parse_log_gotest", "Go"),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from swehero.agent.editor import Files
+from swehero.gitdiff import c_unquote
 
 STATE_DIR = "/.swehero"
 """Where the shell state (cwd, exported variables, python path) lives inside the sandbox, outside the checkout."""
@@ -199,9 +200,6 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-_C_ESCAPES = {b"a": 7, b"b": 8, b"t": 9, b"n": 10, b"v": 11, b"f": 12, b"r": 13}
-
-
 def _diff_paths(section: bytes) -> list[bytes]:
     """The old and new paths of one file's text diff, from its `--- a/...` and `+++ b/...` header lines (C-quoted by
     git when unusual, a tab appended when they hold a space)."""
@@ -212,8 +210,7 @@ def _diff_paths(section: bytes) -> list[bytes]:
         if line.startswith((b"--- ", b"+++ ")) and line[4:] != b"/dev/null":
             name = line[4:].removesuffix(b"\t")
             if name.startswith(b'"'):
-                name = re.sub(rb"\\([0-7]{3}|.)", lambda m: bytes([int(m[1], 8) if len(m[1]) == 3 else
-                                                                      _C_ESCAPES.get(m[1], m[1][0])]), name[1:-1])
+                name = c_unquote(name[1:-1])
             paths.append(name[2:])  # without a/ or b/
     return paths
 

@@ -19,7 +19,8 @@ from typing import Literal
 
 from swehero.agent.loop import KEEP_GOING, LoopConfig
 from swehero.errors import InputError
-from swehero.rollout.local_grader import LocalGraderConfig, patch_files
+from swehero.gitdiff import patch_files
+from swehero.rollout.local_grader import LocalGraderConfig
 
 STAGES = ("zero", "hero")
 UNRESOLVED = "unresolved"

@@ -71,7 +71,7 @@ def key(record: dict) -> tuple[str, int]:
 def distill(settings: Settings, out_dir: Path) -> dict:
     """Run every (task, rollout) not yet in `out_dir/trajectories.jsonl`; write `summary.json`; return it."""
     from swehero.rollout.decontam import decontaminate_against
-    from swehero.distill.filters import patch_files
+    from swehero.gitdiff import patch_files
     from swehero.distill.summary import summarize
     from swehero.jsonio import JsonlLog, exclusive, write_json_atomic
     from swehero.rollout.endpoints import serving

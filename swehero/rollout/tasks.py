@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import importlib
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from swehero.errors import InputError, MissingInput
+from swehero.gitdiff import diff_files
 from swehero.jsonio import iter_jsonl
 from swehero.recipe.stage import input_or_names
 
@@ -161,7 +161,6 @@ _EXTENSIONS = {".py": "Python", ".java": "Java", ".go": "Go", ".rs": "Rust", ".c
                ".cpp": "C++", ".cxx": "C++", ".hpp": "C++", ".hh": "C++", ".php": "PHP", ".rb": "Ruby",
                ".js": "JavaScript", ".jsx": "JavaScript", ".mjs": "JavaScript", ".ts": "TypeScript",
                ".tsx": "TypeScript"}
-_PATCHED = re.compile(r"^diff --git a/\S+ b/(\S+)$", re.M)
 
 
 def language_of(task: dict) -> str:
@@ -184,7 +183,7 @@ def language_of(task: dict) -> str:
 
 def _languages(patch: str) -> Counter:
     """How many of the files a patch touches are in each language (files of no known language not counted)."""
-    files = Counter(_EXTENSIONS.get(PurePosixPath(f).suffix) for f in _PATCHED.findall(patch))
+    files = Counter(_EXTENSIONS.get(PurePosixPath(new).suffix) for _, new in diff_files(patch) if new is not None)
     files.pop(None, None)
     return files
 
