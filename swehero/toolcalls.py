@@ -3,14 +3,17 @@ server that returned its calls as text) and the vLLM plugin (what a served model
 
 - hermes (Qwen2.5's chat template): `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`;
 - function markup (OpenHands' CodeAct text format, SWE-Gym's trajectories, Qwen3-Coder):
-  `<function=NAME>\\n<parameter=KEY>\\nVALUE\\n</parameter>\\n</function>`, inside a `<tool_call>` block or not.
-  Values are text, converted to the type the tool's schema declares (`swehero.toolspec`); one newline on each side
-  of a value belongs to the markup, as in vLLM's qwen3_coder parser.
+  `<function=NAME>\\n<parameter=KEY>\\nVALUE\\n</parameter>\\n</function>`, inside a `<tool_call>` block or, for
+  the importers of text-format trajectories, bare. It is a call only when closed by `</function>`: a text that
+  merely names `<function=NAME>` is prose. Values are text, converted to the type the tool's schema declares
+  (`swehero.toolspec`); one newline on each side of a value belongs to the markup, as in vLLM's qwen3_coder parser.
 
 vLLM's hermes parser finds calls with the regex `<tool_call>(.*?)</tool_call>`, so a call whose arguments contain
 the text `</tool_call>` (an agent editing this very parser, a test fixture, a prompt) is cut short, fails to
 decode and is dropped. Here the JSON body is decoded first (`json.JSONDecoder.raw_decode`) and the closing tag is
-expected only after it, so every call the chat template can render comes back intact.
+expected only after it, so every call the chat template can render comes back intact. The text before the first
+call may name the tag too (`the parser splits <tool_call> blocks`): a `<tool_call>` that does not open a call is
+prose when another `<tool_call>` follows; only the last one failing makes the reply malformed.
 
 Standard library only: the vLLM plugin is also loaded in vLLM's own environment.
 """
@@ -27,13 +30,20 @@ START = "<tool_call>"
 END = "</tool_call>"
 FUNCTION = "<function="
 FUNCTION_END = "</function>"
-_DECODER = json.JSONDecoder()
-_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)(?:</function>|\Z)", re.S)
+_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)</function>", re.S)
 _PARAMETER = re.compile(r"<parameter=([^>\s]+)>(.*?)</parameter>", re.S)
 
 
 class MalformedToolCall(ValueError):
     pass
+
+
+def _not_json(constant: str):
+    raise json.JSONDecodeError(f"{constant} is not JSON", constant, 0)
+
+
+# Python's decoder also reads NaN and Infinity, which a client's JSON decoder refuses in a call's arguments.
+_DECODER = json.JSONDecoder(parse_constant=_not_json)
 
 
 @dataclass
@@ -50,20 +60,12 @@ class Block:
     """Why it did not parse."""
 
 
-def blocks(text: str) -> list[Block]:
-    """Every tool call of a finished model output, in order, each parsed or with the reason it could not be."""
-    if START not in text:
+def blocks(text: str, bare_markup: bool = False) -> list[Block]:
+    """Every `<tool_call>` block of a finished model output, in order, each parsed or with the reason it could not
+    be; with `bare_markup`, a text without `<tool_call>` is read as function markup outside blocks."""
+    if bare_markup and START not in text:
         return markup_blocks(text)
-    found: list[Block] = []
-    pos = 0
-    while (start := text.find(START, pos)) != -1:
-        body = _skip_space(text, start + len(START))
-        if text.startswith(FUNCTION, body):
-            found.append(_function_in_block(text, start, body))
-        else:
-            found.append(_json_block(text, start, body))
-        pos = found[-1].end
-    return found
+    return _tool_call_blocks(text, streaming=False)[0]
 
 
 def markup_blocks(text: str) -> list[Block]:
@@ -71,14 +73,15 @@ def markup_blocks(text: str) -> list[Block]:
     return [_function_block(text, m.start(), m.end(), m) for m in _FUNCTION.finditer(text)]
 
 
-def parse(text: str, markup_only: bool = False) -> tuple[str, list[dict]]:
-    """Split a finished model output into its content (`content_before`) and its calls; with `markup_only`, only
-    function markup outside blocks is a call (a source known to write OpenHands' text format).
+def parse(text: str, markup_only: bool = False, bare_markup: bool = False) -> tuple[str, list[dict]]:
+    """Split a finished model output into its content (`content_before`) and its calls: `<tool_call>` blocks (as
+    Qwen2.5's template writes them); with `bare_markup`, function markup outside blocks in a text without any;
+    with `markup_only`, only function markup outside blocks (a source known to write OpenHands' text format).
 
     Raises MalformedToolCall when a call does not parse, so callers can report it. A final `<tool_call>` block
     without `</tool_call>` is accepted (generation may stop on the end-of-turn token first).
     """
-    found = markup_blocks(text) if markup_only else blocks(text)
+    found = markup_blocks(text) if markup_only else blocks(text, bare_markup)
     for block in found:
         if block.call is None:
             raise MalformedToolCall(block.error)
@@ -93,45 +96,89 @@ def content_before(text: str, found: list[Block]) -> str:
     return text[: found[0].start].removesuffix("\n") if found else text
 
 
-def _json_block(text: str, start: int, body: int) -> Block:
-    close = text.find(END, body)
+def arguments_json(arguments: dict) -> str:
+    """A call's arguments as JSON text, non-ASCII written as is, as the chat template writes them. Arguments that
+    hold a lone surrogate (decoded from an escape such as `\\ud83d`) are written with ASCII escapes instead:
+    UTF-8 cannot encode one, and a server's response holding it fails (HTTP 500)."""
+    written = json.dumps(arguments, ensure_ascii=False)
+    return written if _is_utf8(written) else json.dumps(arguments)
+
+
+def _tool_call_blocks(text: str, streaming: bool) -> tuple[list[Block], int | None]:
+    """The `<tool_call>` blocks of `text` and, while it streams, the offset of a block that cannot be told yet
+    (None when there is none). Before the first call, a `<tool_call>` that does not open one is prose when
+    another follows (streaming: always, since it is content either way). So is a failed block when another
+    follows: a reply's prose cannot hold a call."""
+    found: list[Block] = []
+    pos = 0
+    while (start := text.find(START, pos)) != -1:
+        block = _block(text, start, streaming)
+        if block is None:
+            return found, start
+        if block.call is None and not found and (streaming or text.find(START, start + len(START)) != -1):
+            pos = start + len(START)
+            continue
+        found.append(block)
+        pos = block.end
+    return found, None
+
+
+def _block(text: str, start: int, streaming: bool) -> Block | None:
+    """The block that opens at `start`; None while streaming when the text so far cannot tell what it is."""
+    body = _skip_space(text, start + len(START))
+    if text.startswith(FUNCTION, body):
+        return _function_in_block(text, start, body, streaming)
+    if streaming and FUNCTION.startswith(text[body:]):  # nothing yet, or the start of `<function=`
+        return None
+    return _json_block(text, start, body, streaming)
+
+
+def _json_block(text: str, start: int, body: int, streaming: bool) -> Block | None:
     try:
         value, body_end = _DECODER.raw_decode(text, body)
-    except json.JSONDecodeError:
-        end = len(text) if close == -1 else close + len(END)
-        return Block(start, end, None, f"tool call is not valid JSON: {text[body:end][:80]!r}")
+    except json.JSONDecodeError as e:
+        if streaming and _json_prefix(text[body:], e):
+            return None
+        return _failed(text, start, body, f"tool call is not valid JSON: {text[body:body + 80]!r}")
+    call = _as_call(value)
+    if call is None:
+        return _failed(text, start, body, f"tool call is not valid JSON: {text[body:body + 80]!r}")
+    return _closed(text, start, body, body_end, call, streaming)
+
+
+def _function_in_block(text: str, start: int, body: int, streaming: bool) -> Block | None:
+    """Function markup inside `<tool_call>`: the block ends after `</function>` and `</tool_call>` (so a value
+    may hold a literal `</tool_call>`). Values cannot hold `</parameter>` or `</function>`: the markup has no
+    escaping (hermes JSON can carry anything)."""
+    match = _FUNCTION.match(text, body)
+    if match is None:
+        if streaming:
+            return None
+        return _failed(text, start, body, f"tool call is neither JSON nor closed function markup: "
+                                          f"{text[start:start + 80]!r}")
+    block = _function_block(text, start, match.end(), match)
+    if block.call is None:
+        return block
+    return _closed(text, start, body, match.end(), block.call, streaming)
+
+
+def _closed(text: str, start: int, body: int, body_end: int, call: dict, streaming: bool) -> Block:
+    """A block whose call ends at `body_end`: `</tool_call>` must follow, or nothing (generation stopped before
+    it), or, while streaming, the first characters of `</tool_call>`."""
     after = _skip_space(text, body_end)
     if text.startswith(END, after):
-        end = after + len(END)
-    elif after < len(text):
-        end = len(text) if close == -1 else close + len(END)
-        return Block(start, end, None, f"text after a tool call's JSON where {END} belongs: "
-                                       f"{text[after:after + 40]!r}")
-    else:
-        end = after
-    call = _as_call(value)
-    error = "" if call else f"tool call is not valid JSON: {text[body:body + 80]!r}"
-    return Block(start, end, call, error)
+        return Block(start, after + len(END), call)
+    if after == len(text) or (streaming and END.startswith(text[after:])):
+        return Block(start, len(text), call)
+    return _failed(text, start, body, f"text after a tool call where {END} belongs: {text[after:after + 40]!r}")
 
 
-def _function_in_block(text: str, start: int, body: int) -> Block:
-    """Function markup inside `<tool_call>`: the block ends after `</function>` (so a value may hold a literal
-    `</tool_call>`), or, unclosed, at the next `</tool_call>`. Values cannot hold `</parameter>` or `</function>`:
-    the markup has no escaping (hermes JSON can carry anything)."""
-    close = text.find(FUNCTION_END, body)
-    if close != -1:
-        function_end = close + len(FUNCTION_END)
-        after = _skip_space(text, function_end)
-        end = after + len(END) if text.startswith(END, after) else function_end
-        return _function_block(text, start, end, _FUNCTION.match(text[:function_end], body))
+def _failed(text: str, start: int, body: int, error: str) -> Block:
     close = text.find(END, body)
-    end = len(text) if close == -1 else close + len(END)
-    return _function_block(text, start, end, _FUNCTION.match(text[: end - len(END) if close != -1 else end], body))
+    return Block(start, len(text) if close == -1 else close + len(END), None, error)
 
 
-def _function_block(text: str, start: int, end: int, match: re.Match | None) -> Block:
-    if match is None:
-        return Block(start, end, None, f"tool call is neither JSON nor function markup: {text[start:start + 80]!r}")
+def _function_block(text: str, start: int, end: int, match: re.Match) -> Block:
     name = match.group(1)
     try:
         arguments = {key: _typed(name, key, value.removeprefix("\n").removesuffix("\n"))
@@ -152,56 +199,24 @@ def _typed(tool: str, key: str, value: str):
         raise MalformedToolCall(f"parameter {key} of {tool} is not a valid {kind}: {value[:80]!r}") from None
 
 
-# ------------------------------------------------------------------------------------ streaming (the vLLM plugin)
-
-
-@dataclass
-class Region:
-    """One hermes `<tool_call>` block of a model's output while it streams."""
-
-    start: int
-    """Offset of `<tool_call>`."""
-    body: str
-    """The JSON text (complete or, while streaming, partial)."""
-    call: dict | None
-    """`{"name": str, "arguments": dict}` once the body is a complete, well-formed call; else None."""
-    closed: bool
-    """Whether `</tool_call>` followed the body."""
-
-
-def regions(text: str) -> list[Region]:
-    """Every hermes `<tool_call>` block of `text`, in order. The last one may be unfinished (streaming)."""
-    found: list[Region] = []
-    pos = 0
-    while (start := text.find(START, pos)) != -1:
-        body_start = _skip_space(text, start + len(START))
-        try:
-            value, body_end = _DECODER.raw_decode(text, body_start)
-        except json.JSONDecodeError:
-            # Unfinished JSON (still streaming) or not JSON at all: the rest of the text is this block's body.
-            found.append(Region(start, _without_partial_end(text[body_start:]).strip(), None, False))
-            break
-        after = _skip_space(text, body_end)
-        closed = text.startswith(END, after)
-        found.append(Region(start, text[body_start:body_end], _as_call(value), closed))
-        if not closed:
-            if after < len(text) and not END.startswith(text[after:]):
-                raise MalformedToolCall(f"text after a tool call's JSON where {END} belongs: {text[after:after + 40]!r}")
-            break
-        pos = after + len(END)
-    return found
-
-
 def _as_call(value: object) -> dict | None:
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not _is_utf8(value["name"]):
         return None
     arguments = value.get("arguments", {})
     if isinstance(arguments, str):  # some models double-encode; accept a JSON string holding an object
         try:
-            arguments = json.loads(arguments)
+            arguments = _DECODER.decode(arguments)
         except json.JSONDecodeError:
             return None
     return {"name": value["name"], "arguments": arguments} if isinstance(arguments, dict) else None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _skip_space(text: str, i: int) -> int:
@@ -210,9 +225,81 @@ def _skip_space(text: str, i: int) -> int:
     return i
 
 
-def _without_partial_end(text: str) -> str:
-    """Drop a trailing prefix of `</tool_call>` (the tag may be arriving token by token)."""
-    for n in range(min(len(END) - 1, len(text)), 0, -1):
-        if text.endswith(END[:n]):
-            return text[:-n]
-    return text
+# ------------------------------------------------------------------------------------ streaming (the vLLM plugin)
+
+
+@dataclass
+class Streamed:
+    """What a model's output, still streaming, holds so far."""
+
+    content_end: int
+    """`text[:content_end]` is content whatever follows (a `<tool_call>` that opens no call included)."""
+    calls: list[dict]
+    """The calls complete so far, as `parse` will read them."""
+
+
+def streamed(text: str) -> Streamed:
+    """Read a model's output while it streams, as `parse` will read it when finished: a call counts once its body
+    is complete, so nothing of a body that cannot become a call is sent; a call after a malformed one neither."""
+    found, undecided = _tool_call_blocks(text, streaming=True)
+    calls = []
+    for block in found:
+        if block.call is None:
+            break
+        calls.append(block.call)
+    if found:
+        content_end = found[0].start
+    elif undecided is not None:
+        content_end = undecided
+    else:
+        content_end = len(text) - _partial_tag(text, START)
+    return Streamed(content_end, calls)
+
+
+def _partial_tag(text: str, tag: str) -> int:
+    """Length of the start of `tag` that ends `text` (the tag may be arriving token by token)."""
+    return next((n for n in range(min(len(tag) - 1, len(text)), 0, -1) if text.endswith(tag[:n])), 0)
+
+
+_JSON_NESTING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*("|\\?\Z)|[{}\[\]]', re.S)
+"""A JSON string (group 1: `"` when closed, else it runs to the end of the text) or a bracket."""
+_UNFINISHED_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{0,3})\Z")
+_TOKEN_ENDINGS = ("", "0", ":0", '"":0', "rue", "ue", "e", "alse", "lse", "se", "ull", "ll", "l")
+"""What completes a JSON text cut between or inside tokens: a value or a number's digits after `:`, `[`, `,`,
+`-`, `1.` or `1e`; a member after `{`'s `,`; a key's value; the rest of a literal."""
+
+
+def _json_prefix(text: str, error: json.JSONDecodeError) -> bool:
+    """Whether `text`, which the decoder found cut short or wrong (`error`), is the beginning of a JSON object,
+    i.e. some text completes it."""
+    if not text.startswith("{"):
+        return False
+    if error.msg.startswith("Unterminated string"):  # the common case, a long value arriving: all before it read
+        return True
+    closers = []
+    string_end = '"'  # how the last string ends: `"`; a backslash or nothing when it runs to the end of the text
+    for m in _JSON_NESTING.finditer(text):
+        token = m.group()
+        if token in ("{", "["):
+            closers.append("}" if token == "{" else "]")
+        elif token in ("}", "]"):
+            if not closers or closers.pop() != token:
+                return False
+        else:
+            string_end = m.group(1)
+    if string_end == '"':
+        endings = _TOKEN_ENDINGS
+    else:  # the string is open: finish its escape, close it, and give it a value in case it is a key
+        escape = _UNFINISHED_ESCAPE.search(text[-6:])
+        fill = "n" if string_end == "\\" else "0" * (4 - len(escape.group(1))) if escape else ""
+        endings = (fill + '"', fill + '":0')
+    rest = "".join(reversed(closers))
+    return any(_decodes(text + ending + rest) for ending in endings)
+
+
+def _decodes(text: str) -> bool:
+    try:
+        _DECODER.decode(text)
+    except json.JSONDecodeError:
+        return False
+    return True

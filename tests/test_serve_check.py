@@ -48,3 +48,17 @@ def test_a_json_array_of_trajectories_is_checked_as_prepare_reads_it(tiny_model_
     path.write_text(json.dumps(samples()))
     result = _check(path, tiny_model_dir)
     assert "assistant turns parsed back exactly" in result.output, result.output
+
+
+@pytest.mark.slow  # loads vLLM's parsers
+def test_text_naming_the_tool_call_tag_before_a_call_is_read_back_exactly(tiny_model_dir, tmp_path):
+    pytest.importorskip("vllm")
+    record = samples()[0]
+    turn = next(m for m in record["messages"] if m["role"] == "assistant" and m.get("tool_calls"))
+    turn["content"] = "The parser splits `<tool_call>` blocks with a regex. Let me look."
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    result = _check(path, tiny_model_dir)
+    assert result.exit_code == 0, result.output
+    turns = sum(m["role"] == "assistant" for m in record["messages"])
+    assert f"swehero_hermes: {turns}/{turns} assistant turns parsed back exactly" in result.output, result.output

@@ -1,9 +1,11 @@
 """What we train on is what vLLM parses: tool calls rendered by the chat template come back exactly, through
 our JSON-aware reader and vLLM's own parser classes (vLLM 0.32's hermes parser drops some, shown here); and the
 three places that read tool calls written as text (the importers, the agent, the vLLM plugin) read every tricky
-text the same way."""
+text the same way, but function markup outside `<tool_call>`, which only the importers of text-format trajectories
+read as calls. Streamed, the plugin sends the calls the finished reply holds."""
 
 import json
+import random
 
 import pytest
 from transformers import AutoTokenizer
@@ -55,21 +57,25 @@ def test_vllm_hermes_drops_a_call_with_a_literal_end_tag(tokenizer):
     assert JsonAwareHermesToolParser(tokenizer).extract_tool_calls(text, None).tools_called
 
 
-@pytest.mark.parametrize("case", ["code", "literal_end_tag", "non_ascii"])
-def test_streaming_reassembles_the_same_call(tokenizer, case):
-    text = render(tokenizer, [("str_replace_editor", CASES[case])])
+def stream(tokenizer, text: str, step: int = 3) -> tuple[str, list[tuple[str, str]]]:
+    """(content, [(name, arguments text)]) as the plugin streams `text` arriving `step` characters at a time."""
     parser = JsonAwareHermesToolParser(tokenizer)
-    name, arguments, previous = None, "", ""
-    for end in range(1, len(text) + 1, 3):
-        current = text[:end] if end + 3 <= len(text) else text
+    content, calls, previous = "", {}, ""
+    for end in range(step, len(text) + step, step):
+        current = text[:end]
         delta = parser.extract_tool_calls_streaming(previous, current, current[len(previous):], [], [], [], None)
         previous = current
+        content += (delta.content or "") if delta else ""
         for call in (delta.tool_calls if delta else []):
             function = call.function if isinstance(call.function, dict) else call.function.model_dump()
-            name = function.get("name") or name
-            arguments += function.get("arguments") or ""
-        if current is text:
-            break
+            name, arguments = calls.get(call.index, ("", ""))
+            calls[call.index] = (name + (function.get("name") or ""), arguments + (function.get("arguments") or ""))
+    return content, [calls[i] for i in sorted(calls)]
+
+
+@pytest.mark.parametrize("case", ["code", "literal_end_tag", "non_ascii"])
+def test_streaming_reassembles_the_same_call(tokenizer, case):
+    _, [(name, arguments)] = stream(tokenizer, render(tokenizer, [("str_replace_editor", CASES[case])]))
     assert name == "str_replace_editor" and json.loads(arguments) == CASES[case]
 
 
@@ -98,7 +104,6 @@ MARKUP = {
     "non_ascii_typed": ("Lecture d'abord — 先看\n<tool_call>\n<function=str_replace_editor>\n<parameter=command>\nview"
                         "\n</parameter>\n<parameter=path>\n/w/ä.py\n</parameter>\n<parameter=view_range>\n[1, 20]\n"
                         "</parameter>\n</function>\n</tool_call>"),
-    "no_block": "Running it.\n<function=execute_bash>\n<parameter=command>ls -la</parameter>\n</function>",
     "two_calls": ("<tool_call>\n<function=think>\n<parameter=thought>\na\n\n</parameter>\n</function>\n</tool_call>\n"
                   "<tool_call>\n<function=finish>\n<parameter=message>\ndone\n</parameter>\n</function>\n</tool_call>"),
 }
@@ -133,7 +138,6 @@ def test_function_markup_reads_alike_by_importers_agent_and_plugin(tokenizer, ca
     assert read["importer"] == read["agent"] == read["plugin"], read
     expected = {"literal_end_tag": [("str_replace_editor", {"command": "str_replace", "old_str": "END = '</tool_call>'"})],
                 "non_ascii_typed": [("str_replace_editor", {"command": "view", "path": "/w/ä.py", "view_range": [1, 20]})],
-                "no_block": [("execute_bash", {"command": "ls -la"})],
                 "two_calls": [("think", {"thought": "a\n"}), ("finish", {"message": "done"})]}[case]
     assert read["agent"][1] == expected
 
@@ -175,3 +179,137 @@ def test_vllm_hermes_keeps_the_newline_the_template_writes_before_a_call(tokeniz
     """Stored as vLLM's parser returns it, the content renders with two newlines before the call."""
     text = render(tokenizer, [("think", {"thought": "next"})], "Let me edit.")
     assert vllm_hermes.Hermes2ProToolParser(tokenizer).extract_tool_calls(text, None).content == "Let me edit.\n"
+
+
+PROSE_WITH_TAGS = [
+    "The parser splits `<tool_call>` blocks with a regex. Let me look.",
+    "A block opens with <tool_call>{ and closes with </tool_call>.",
+    "<tool_call>",
+    "x <tool_call>{} y",
+    'It wrote <tool_call>\n{"name": 1}\n</tool_call> and stopped.',
+    "`<tool_call><function=x>` is Qwen3-Coder's form.",
+]
+
+
+@pytest.mark.parametrize("content", PROSE_WITH_TAGS)
+def test_a_tool_call_tag_named_before_a_call_is_content(tokenizer, content):
+    """Text before a call may name `<tool_call>`: a tag that opens no call is prose when another tag follows."""
+    calls = [("execute_bash", {"command": "grep -rn '<tool_call>' vllm/"}), ("think", {"thought": "next"})]
+    read = _three_readers(tokenizer, render(tokenizer, calls, content))
+    assert read["importer"] == read["agent"] == read["plugin"] == (content, calls)
+
+
+def test_a_tag_named_before_a_broken_last_call_leaves_the_reply_malformed():
+    text = 'The <tool_call> tag.\n<tool_call>\n{"name": "f", "arguments": {"a": 1}\n</tool_call>'
+    with pytest.raises(toolcalls.MalformedToolCall, match="not valid JSON"):
+        toolcalls.parse(text)
+
+
+def test_random_template_renders_come_back_exactly(tokenizer):
+    """Contents and arguments drawn from the characters and tags that trip readers up, rendered by the template,
+    read back by the plugin exactly."""
+    rng = random.Random(1)
+    pieces = ["a", " ", "\n", '"', "\\", "<", ">", "{", "}", ":", "é", "😀", "null", toolcalls.START, toolcalls.END,
+              "<function=x>", "</function>", "\n</tool_call>\n", "}\n</tool_call>"]
+
+    def text():
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+
+    parser = JsonAwareHermesToolParser(tokenizer)
+    for _ in range(300):
+        calls = [(rng.choice(["execute_bash", "think", "finish"]), {text(): text() for _ in range(rng.randint(0, 2))})
+                 for _ in range(rng.randint(1, 2))]
+        content = rng.choice(["", "Let me look.", text()])
+        rendered = render(tokenizer, calls, content)
+        served = parser.extract_tool_calls(rendered, None)
+        read = (served.content or "", [(c.function.name, json.loads(c.function.arguments)) for c in served.tool_calls])
+        assert read == (content, calls), rendered
+
+
+BARE_MARKUP = {
+    "named": "I looked at how the template writes `<function=NAME>` blocks; nothing to change.",
+    "example": ("Done: OpenHands' text format, e.g.\n<function=finish>\n<parameter=message>\nok\n</parameter>\n"
+                "</function>\nis now read."),
+    "call": "Running it.\n<function=execute_bash>\n<parameter=command>ls -la</parameter>\n</function>",
+}
+
+
+@pytest.mark.parametrize("case", BARE_MARKUP)
+def test_function_markup_outside_a_block_is_prose_to_the_agent_and_plugin(tokenizer, case):
+    """As vLLM's hermes parser reads it: a served reply's calls are `<tool_call>` blocks."""
+    read = _three_readers(tokenizer, BARE_MARKUP[case])
+    assert read["agent"] == read["plugin"] == (BARE_MARKUP[case], [])
+    result = vllm_hermes.Hermes2ProToolParser(tokenizer).extract_tool_calls(BARE_MARKUP[case], None)
+    assert (result.tools_called, result.content) == (False, BARE_MARKUP[case])
+
+
+def test_bare_function_markup_is_a_call_only_when_closed(tokenizer):
+    """Text-format trajectories (SWE-Gym, SWE-smith) write each call as bare markup closed by `</function>`."""
+    from swehero.data.importers import parse_text_tool_calls as importer_reader
+
+    assert importer_reader(BARE_MARKUP["named"], "c") == (BARE_MARKUP["named"], [])
+    assert importer_reader(BARE_MARKUP["named"], "c", markup_only=True) == (BARE_MARKUP["named"], [])
+    assert _three_readers(tokenizer, BARE_MARKUP["call"])["importer"] == (
+        "Running it.", [("execute_bash", {"command": "ls -la"})])
+
+
+LONE_SURROGATE = '<tool_call>\n{"name": "execute_bash", "arguments": {"command": "printf \'\\ud83d\'"}}\n</tool_call>'
+
+
+def test_a_lone_surrogate_escape_is_served_as_an_escape(tokenizer):
+    """UTF-8 cannot encode a lone surrogate: written as is, the server's response would fail (HTTP 500)."""
+    served = JsonAwareHermesToolParser(tokenizer).extract_tool_calls(LONE_SURROGATE, None)
+    (call,) = served.tool_calls
+    call.model_dump_json().encode("utf-8")  # as the server writes its response: raised UnicodeEncodeError
+    assert json.loads(call.function.arguments) == {"command": "printf '\ud83d'"}
+    _, [(_, streamed)] = stream(tokenizer, LONE_SURROGATE)
+    assert streamed == call.function.arguments
+
+
+def test_non_ascii_arguments_are_served_as_the_template_writes_them(tokenizer):
+    calls = [("think", CASES["non_ascii"])]
+    served = JsonAwareHermesToolParser(tokenizer).extract_tool_calls(render(tokenizer, calls), None)
+    assert served.tool_calls[0].function.arguments == json.dumps(CASES["non_ascii"], ensure_ascii=False)
+
+
+def _strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+STREAMED = {
+    "prose_tag_then_call": 'The <tool_call> tag is special.\n<tool_call>\n{"name": "f", "arguments": {"a": "b"}}\n'
+                           "</tool_call>",
+    "arguments_a_list": '<tool_call>\n{"name": "f", "arguments": ["ls"]}\n</tool_call>',
+    "arguments_double_encoded": '<tool_call>\n{"name": "f", "arguments": "{\\"a\\": 1}"}\n</tool_call>',
+    "arguments_nan": '<tool_call>\n{"name": "f", "arguments": {"a": NaN}}\n</tool_call>',
+    "no_arguments": '<tool_call>\n{"name": "finish"}\n</tool_call>',
+    "broken_json": '<tool_call>\n{"name": "f", "arguments": {"a": ls}}\n</tool_call>',
+    "markup_in_block": MARKUP["two_calls"],
+    "two_calls": ('Look.\n<tool_call>\n{"name": "f", "arguments": {"a": "</tool_call>"}}\n</tool_call>'
+                  '\n<tool_call>\n{"name": "g", "arguments": {}}\n</tool_call>'),
+}
+
+
+@pytest.mark.parametrize("step", [1, 4])
+@pytest.mark.parametrize("case", STREAMED)
+def test_streaming_reads_as_the_finished_reply(tokenizer, case, step):
+    """Streamed, the same calls with the same arguments text (always JSON), and the same content, newline before
+    the first call aside (streamed content is vLLM's own); nothing of a body that cannot become a call."""
+    text = STREAMED[case]
+    served = JsonAwareHermesToolParser(tokenizer).extract_tool_calls(text, None)
+    content, calls = stream(tokenizer, text, step)
+    assert calls == [(c.function.name, c.function.arguments) for c in served.tool_calls]
+    assert all(isinstance(_strict_json(arguments), dict) for _, arguments in calls)
+    expected = served.content + "\n" if served.content and served.tools_called else served.content or ""
+    assert content == expected
+
+
+def test_streaming_sends_no_call_after_a_broken_one(tokenizer):
+    """A reply whose second call is broken is malformed; streamed, the first call was sent before the second began,
+    and nothing of the second is."""
+    first = '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>\n'
+    assert stream(tokenizer, first + STREAMED["broken_json"]) == ("", [("f", '{"a": 1}')])
+    served = JsonAwareHermesToolParser(tokenizer).extract_tool_calls(first + STREAMED["broken_json"], None)
+    assert not served.tools_called

@@ -134,7 +134,7 @@ def parse_text_tool_calls(content: str) -> tuple[str, list[dict]]:
     found = toolcalls.blocks(content)
     if any(b.call is None for b in found):
         return content, []
-    calls = [_call(b.call["name"], json.dumps(b.call["arguments"], ensure_ascii=False)) for b in found]
+    calls = [_call(b.call["name"], toolcalls.arguments_json(b.call["arguments"])) for b in found]
     return toolcalls.content_before(content, found), calls
 
 

@@ -59,7 +59,7 @@ def parse_text_tool_calls(text: str, prefix: str, markup_only: bool = False) -> 
     The content's trailing whitespace is the source format's spacing before its call (OpenHands' text format
     leaves a blank line), not the model's words: our template writes its own."""
     try:
-        content, calls = toolcalls.parse(text, markup_only)
+        content, calls = toolcalls.parse(text, markup_only, bare_markup=True)
     except toolcalls.MalformedToolCall as e:
         raise Reject("invalid_tool_arguments", str(e)) from None
     if not calls:

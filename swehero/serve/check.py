@@ -78,10 +78,9 @@ def read_trajectories(path: Path) -> list[dict]:
     normalised as training renders them; a row that is not one, or a file without any, is an InputError naming it:
     a check of anything else would report on turns training never sees."""
     from swehero.data.sources import iter_trajectories
-    from swehero.data.trajectory import validate
     from swehero.errors import InputError
 
-    records = [validate(row) for row in iter_trajectories(path)]
+    records = list(iter_trajectories(path))
     if not records:
         raise InputError(f"{path}: no trajectories to check")
     return records
