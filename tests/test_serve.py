@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from tiny_server import servers_on
 
-from swehero.serve.server import ServeConfig, VLLMServer, command, free_port, socket_dir, tool_parser_for
+from swehero.serve.server import (ServeConfig, VLLMServer, command, free_port, package_path, socket_dir,
+                                  tool_parser_for)
 
 pytest.importorskip("vllm")
 
@@ -158,3 +159,18 @@ def test_compile_off_asks_vllm_for_no_optimization():
     assert "--optimization-level" not in command(ServeConfig(model="m", parser="hermes"), port=1)
     args = command(ServeConfig(model="m", parser="hermes", compile=False), port=1)
     assert args[args.index("--optimization-level") + 1] == "0"
+
+
+def test_vllm_finds_the_swehero_package_and_nothing_beside_it(tmp_path):
+    """The plugin's import path: in the GPU image swehero is installed in the base image's dist-packages, and that
+    folder on vLLM's PYTHONPATH put NGC's torch before the vLLM environment's own."""
+    import subprocess
+    import sys
+
+    path = package_path(str(tmp_path))
+    assert os.listdir(path) == ["swehero"]
+    # no site-packages (-S): the package alone must import, and nothing else installed here may
+    probe = "import swehero.toolcalls, importlib.util as u; print(u.find_spec('click'))"
+    done = subprocess.run([sys.executable, "-S", "-c", probe], env={"PYTHONPATH": path}, capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "None", done.stderr

@@ -160,6 +160,16 @@ def socket_dir() -> str:
     return tempfile.mkdtemp(prefix="vllm-", dir="/tmp")
 
 
+def package_path(folder: str) -> str:
+    """A folder under `folder` that holds the swehero package alone, for vLLM's PYTHONPATH: the plugin imports
+    swehero.toolcalls (standard library only), also in vLLM's own environment. Not the folder swehero is installed
+    in: in the GPU image that is the base image's dist-packages, whose torch and transformers would shadow vLLM's."""
+    path = Path(folder) / "python"
+    path.mkdir()
+    (path / "swehero").symlink_to(Path(swehero.__file__).parent, target_is_directory=True)
+    return str(path)
+
+
 class VLLMServer:
     """`with VLLMServer(cfg, log_file) as server: server.url` — started, healthy, and always stopped."""
 
@@ -178,11 +188,10 @@ class VLLMServer:
         if self.cfg.port:
             check_port_free(self.cfg.host, self.port)
         env = dict(os.environ)
-        # The plugin imports swehero.toolcalls (standard library only), also from vLLM's own environment.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(swehero.__file__).parents[1]), env.get("PYTHONPATH")]))
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU builds; ignored on GPUs
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_dir = env["TMPDIR"] = socket_dir()
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_path(self.tmp_dir), env.get("PYTHONPATH")]))
         try:
             with open(self.log_file, "ab") as log:
                 self.process = subprocess.Popen(command(self.cfg, self.port), stdout=log, stderr=subprocess.STDOUT,
