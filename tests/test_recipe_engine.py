@@ -266,6 +266,22 @@ def _running(pid: int) -> bool:
         return False
 
 
+def test_bundled_recipes_are_found_where_pip_put_them(tmp_path, monkeypatch):
+    """Debian's and NGC's system Python install data files under /usr/local (its `posix_local` scheme: `sysconfig`'s
+    data folder) while `sys.prefix` is /usr, so the GPU image found no bundled recipe. Installing into this
+    machine's real /usr/local is not for a test: the scheme's answer is what is stood in for."""
+    import sysconfig
+
+    from swehero.recipe.config import find_recipe
+
+    (tmp_path / "share/swehero/recipes").mkdir(parents=True)
+    (tmp_path / "share/swehero/recipes/only-installed.yaml").write_text("name: x\n")
+    real = sysconfig.get_path
+    monkeypatch.setattr(sysconfig, "get_path",
+                        lambda name, *args, **kwargs: str(tmp_path) if name == "data" else real(name, *args, **kwargs))
+    assert find_recipe("only-installed") == tmp_path / "share/swehero/recipes/only-installed.yaml"
+
+
 def test_bundled_recipe_by_name_and_show(tmp_path):
     result = CliRunner().invoke(main, ["recipe", "show", "tiny-cpu", "--set", f"run_dir={tmp_path}"])
     assert result.exit_code == 0, result.output

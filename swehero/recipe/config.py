@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import re
 import sys
+import sysconfig
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,12 +68,16 @@ class Recipe:
 
 def find_recipe(name_or_path: str) -> Path:
     """A recipe file path, or a bundled recipe's name (`tiny-cpu`): looked up in the source tree's `recipes/`
-    (editable installs) and in `<prefix>/share/swehero/recipes` (wheel installs)."""
+    (editable installs) and in `share/swehero/recipes` where pip put the data files (wheel installs): under the
+    install scheme's data folder, which is not `sys.prefix` for Debian's and NGC's system Python (`/usr/local`,
+    prefix `/usr`)."""
     path = Path(name_or_path)
     if path.exists():
         return path
     stem = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
-    for folder in (Path(__file__).resolve().parents[2] / "recipes", Path(sys.prefix) / "share/swehero/recipes"):
+    installed = dict.fromkeys(Path(prefix) / "share/swehero/recipes"
+                              for prefix in (sysconfig.get_path("data"), sys.prefix))
+    for folder in (Path(__file__).resolve().parents[2] / "recipes", *installed):
         if (folder / stem).exists():
             return folder / stem
     raise RecipeError([f"{name_or_path}: no such recipe file (and no bundled recipe of that name)"])
