@@ -324,7 +324,9 @@ def test_slurm_launcher_writes_an_array_job(toy, tmp_path):
     subprocess.run(argv, check=True, capture_output=True)
     script = (tmp_path / "distill.sbatch").read_text()
     assert "#SBATCH --array=0-7" in script and "#SBATCH --gres=gpu:8" in script
+    assert "--gpus=" not in script  # the endpoints serve the teacher
     command = script.splitlines()[-1]
+    assert command.startswith(f"{sys.executable} -m swehero distill ")  # not whichever swehero a node's PATH finds
     assert '--shard "$SLURM_ARRAY_TASK_ID/8"' in command and f'--out "{tmp_path}/shard-$SLURM_ARRAY_TASK_ID"' in command
     assert f"--config {tmp_path / 'distill.yaml'}" in command and "--launcher" not in command
     done = subprocess.run(["bash", "-n", str(tmp_path / "distill.sbatch")], capture_output=True, check=False)
@@ -342,6 +344,17 @@ def test_slurm_launcher_writes_an_array_job(toy, tmp_path):
 
     result = CliRunner().invoke(read, ["--config", str(tmp_path / "distill.yaml")])
     assert json.loads(result.output) == [["http://a:8000/v1", "http://b:8000/v1"], 3, str(toy.resolve()), "zero"]
+
+
+def test_an_array_job_serving_its_teacher_asks_for_the_servers_gpus(toy, tmp_path):
+    """Without a GPU request each array task had no GPU (or two 8-GPU servers met on one node) and one CPU."""
+    argv = CLI + ["--tasks", str(toy), "--mode", "zero", "--serve-model", "Qwen/Qwen3-Coder-480B-A35B-Instruct",
+                  "--tensor-parallel-size", "8", "--workers", "16", "--out", str(tmp_path), "--launcher", "slurm",
+                  "--shards", "4", "--sbatch-arg=--partition=gpu"]
+    subprocess.run(argv, check=True, capture_output=True)
+    script = (tmp_path / "distill.sbatch").read_text().splitlines()
+    assert "#SBATCH --gpus=8" in script and "#SBATCH --cpus-per-task=26" in script
+    assert script.index("#SBATCH --cpus-per-task=26") < script.index("#SBATCH --partition=gpu")  # the user's last
 
 
 @pytest.mark.slow

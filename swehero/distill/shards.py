@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from swehero.errors import InputError, MissingInput
+from swehero.rollout.endpoints import serves_here
 
 
 def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ()) -> Path:
@@ -14,8 +15,14 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
     OUT/shard-i` with the run's settings, written beside it as `distill.yaml` (each task starts its own teacher
     server when they name a checkpoint, or shares the listed endpoints); returns the script. The tasks start in the
     folder this runs in, wherever the script is submitted from, so relative paths in the settings (tasks, prompts,
-    excluded task files, a model) name what they name here."""
+    excluded task files, a model) name what they name here.
+
+    A task that serves its own teacher asks for that server's GPUs and CPUs for its processes and the episodes
+    (by default Slurm would give it one CPU and no GPU, and could put two 8-GPU servers on one node);
+    `sbatch_args` come after, and sbatch takes the last of an option given twice. It runs the Python that wrote it,
+    not whichever `swehero` the node's PATH finds."""
     import dataclasses
+    import sys
 
     import yaml
 
@@ -24,13 +31,17 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "distill.yaml").write_text(yaml.safe_dump(dataclasses.asdict(settings), sort_keys=False))
+    serves = serves_here(settings.agent, settings.endpoints, settings.serve)
+    gpus = settings.serve.tensor_parallel_size * settings.serve.data_parallel_size if serves else 0
+    cpus = gpus + 2 + settings.workers  # vLLM: a process per GPU, its API server and engine; one per episode
     lines = ["#!/bin/bash", "#SBATCH --job-name=swehero-distill", f"#SBATCH --array=0-{shards - 1}",
              f"#SBATCH --chdir={Path.cwd()}", f"#SBATCH --output={out}/slurm-%A_%a.log",
+             *([f"#SBATCH --gpus={gpus}", f"#SBATCH --cpus-per-task={cpus}"] if serves else []),
              *(f"#SBATCH {a}" for a in sbatch_args),
              "set -euo pipefail",
              f"# when every array task is done: swehero distill merge {out}/shard-* --out {out}",
-             f"swehero distill --config {shlex.quote(str(out / 'distill.yaml'))} --no-progress "
-             f'--shard "$SLURM_ARRAY_TASK_ID/{shards}" --out "{out}/shard-$SLURM_ARRAY_TASK_ID"']
+             f"{shlex.quote(sys.executable)} -m swehero distill --config {shlex.quote(str(out / 'distill.yaml'))} "
+             f'--no-progress --shard "$SLURM_ARRAY_TASK_ID/{shards}" --out "{out}/shard-$SLURM_ARRAY_TASK_ID"']
     (out / "distill.sbatch").write_text("\n".join(lines) + "\n")
     return out / "distill.sbatch"
 

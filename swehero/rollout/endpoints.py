@@ -90,6 +90,11 @@ def rollout_server() -> ServeConfig:
     return ServeConfig(max_model_len=LoopConfig.max_context_tokens)
 
 
+def serves_here(settings: AgentSettings, endpoints: list[str], serve: ServeConfig) -> bool:
+    """Whether `serving` starts a vLLM server: the policy queries a model that no endpoint offers."""
+    return settings.policy == "openai" and not (endpoints or settings.openai.base_url) and bool(serve.model)
+
+
 @contextlib.contextmanager
 def serving(settings: AgentSettings, endpoints: list[str], serve: ServeConfig, log_dir: Path):
     """`with serving(...) as (settings, urls)`: the endpoints the attempts use, and the settings naming the model.
