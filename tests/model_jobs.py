@@ -29,6 +29,19 @@ def make_hf(out: Path, seed: int = 0, dtype: torch.dtype = torch.float32, **over
     return out
 
 
+def with_tokenizer(hf_dir: Path) -> Path:
+    """`hf_dir` with the reference Qwen2.5 tokenizer beside its weights, as a downloaded model has (what an export
+    takes from `like`)."""
+    import shutil
+
+    from tests_paths import QWEN
+
+    for path in QWEN.iterdir():
+        if path.name != "README.md":
+            shutil.copy(path, hf_dir / path.name)
+    return hf_dir
+
+
 def hf_logits(hf_dir: Path, tokens: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
     from transformers import Qwen2ForCausalLM
 

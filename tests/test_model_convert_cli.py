@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from model_jobs import make_hf  # noqa: E402
+from model_jobs import hf_logits, make_hf, parity_job, with_tokenizer  # noqa: E402
 
 from swehero.model.cli import convert  # noqa: E402
 from swehero.recipe.stage import StageContext  # noqa: E402
@@ -35,7 +35,7 @@ def _checkpoint_keys(ckpt: Path) -> set[str]:
 def test_cli_round_trip_bf16_across_layouts(tmp_path):
     from transformers import Qwen2ForCausalLM
 
-    hf_dir = make_hf(tmp_path / "hf", seed=7, dtype=torch.bfloat16)
+    hf_dir = with_tokenizer(make_hf(tmp_path / "hf", seed=7, dtype=torch.bfloat16))
     runner = CliRunner()
     result = runner.invoke(convert, ["hf-to-mcore", str(hf_dir), str(tmp_path / "ckpt"), "--tp", "2"])
     assert result.exit_code == 0, result.output
@@ -55,10 +55,36 @@ def test_cli_round_trip_bf16_across_layouts(tmp_path):
     assert torch.equal(*logits)
 
 
+@pytest.mark.timeout(900)
+def test_fewer_kv_heads_than_tp_ranks_and_an_export_over_an_old_model(tmp_path):
+    """Like Qwen2.5-1.5B (12 heads, 2 KV heads) at --tp 4: 4 heads and 2 KV heads at TP=4, where Megatron gives each
+    pair of ranks one KV head. Then an export into a folder that held another model's model.safetensors."""
+    from swehero.model import cpu_backend
+
+    hf_dir = with_tokenizer(make_hf(tmp_path / "hf", seed=3))
+    tokens = torch.randint(0, 300, (1, 20), generator=torch.Generator().manual_seed(0))
+    ckpt = tmp_path / "ckpt"  # saved at TP=4, reloaded at TP=1; each layout exported under export/
+    case = dict(name="kv", hf_dir=hf_dir, layouts=[(4, 1), (1, 1)], tokens=tokens, ref=hf_logits(hf_dir, tokens),
+                ckpt=ckpt)
+    cpu_backend.launch(parity_job, 4, [case], tmp_path / "results.json")
+    diffs = json.loads((tmp_path / "results.json").read_text())
+    assert diffs["kv@tp4pp1"] < 1e-5 and diffs["kv@tp1pp1"] < 1e-5, diffs
+    original = _weights(hf_dir)
+    for layout in ("tp4pp1", "tp1pp1"):
+        exported = _weights(tmp_path / "export" / layout)
+        assert exported.keys() == original.keys() and all(torch.equal(exported[k], v) for k, v in original.items())
+
+    old = make_hf(tmp_path / "out", seed=4)  # transformers prefers a model.safetensors to an index
+    result = CliRunner().invoke(convert, ["mcore-to-hf", str(ckpt), str(old), "--like", str(hf_dir)])
+    assert result.exit_code == 0, result.output
+    assert not (old / "model.safetensors").exists()
+    assert torch.equal(hf_logits(old, tokens), case["ref"])
+
+
 def test_convert_stage(tmp_path):
     from swehero.model import stage
 
-    hf_dir = make_hf(tmp_path / "hf", seed=8)
+    hf_dir = with_tokenizer(make_hf(tmp_path / "hf", seed=8))
     ctx = StageContext(name="to-mcore", dir=tmp_path / "run", seed=0, model=None, upstream={}, resume=False)
     ctx.dir.mkdir()
     out = stage.run(stage.Settings(source=str(hf_dir)), ctx)

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
-from swehero.model import qwen2
-from swehero.model.folder import known_config, read_config, side_files, weight_files, write_folder_files
+sys.path.insert(0, str(Path(__file__).parent))
+from model_jobs import make_hf, with_tokenizer  # noqa: E402
+
+from swehero.errors import InputError, MissingInput  # noqa: E402
+from swehero.model import qwen2, stage  # noqa: E402
+from swehero.model.folder import (  # noqa: E402
+    check_hf_weights, known_config, read_config, remove_weights, side_files, weight_files, write_folder_files,
+)
+from swehero.model.parallel import model_split_problems  # noqa: E402
 
 YARN_128K = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}  # the recipes' override
 MESSAGES = [{"role": "system", "content": "Fix bugs."}, {"role": "user", "content": "Hi"},
@@ -142,3 +150,122 @@ def test_vllm_takes_the_128k_context_and_the_theta_from_an_exported_yarn_config(
     assert served.max_model_len == 131072  # vLLM 0.32 refused this while max_position_embeddings stayed 32768
     params = served.hf_config.rope_parameters
     assert (params["rope_type"], params["rope_theta"], params["factor"]) == ("yarn", 1e6, 4.0)
+
+
+@pytest.fixture(scope="module")
+def untied_hf(tmp_path_factory) -> Path:
+    """A 2-layer untied Qwen2 folder as transformers saves it (one model.safetensors), with a tokenizer."""
+    return with_tokenizer(make_hf(tmp_path_factory.mktemp("untied") / "hf", num_hidden_layers=2))
+
+
+def _changed_copy(source: Path, to: Path, drop: str = "", add: dict | None = None, config: dict | None = None) -> Path:
+    shutil.copytree(source, to)
+    weights = load_file(str(to / "model.safetensors"))
+    weights.pop(drop, None)
+    save_file({**weights, **(add or {})}, str(to / "model.safetensors"), metadata={"format": "pt"})
+    if config:
+        (to / "config.json").write_text(json.dumps({**read_config(to), **config}))
+    return to
+
+
+def _sharded_copy(source: Path, to: Path) -> Path:
+    """`source` as a sharded download: one file per tensor group and an index."""
+    shutil.copytree(source, to)
+    weights = load_file(str(to / "model.safetensors"))
+    (to / "model.safetensors").unlink()
+    names = sorted(weights)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for file, part in halves.items():
+        save_file({n: weights[n] for n in part}, str(to / file))
+    index = {"weight_map": {n: file for file, part in halves.items() for n in part}}
+    (to / "model.safetensors.index.json").write_text(json.dumps(index))
+    return to
+
+
+def _bad_folders(untied: Path, tmp: Path) -> list[tuple[Path, type, str]]:
+    """(folder, error, message) for each way a downloaded folder can be unusable."""
+    no_bias = _changed_copy(untied, tmp / "no-bias", drop="model.layers.1.self_attn.q_proj.bias")
+    no_head = _changed_copy(untied, tmp / "no-head", drop="lm_head.weight")
+    awq = _changed_copy(untied, tmp / "awq", config={"quantization_config": {"quant_method": "awq", "bits": 4}})
+    truncated = shutil.copytree(untied, tmp / "truncated")
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    partial, dangling = _sharded_copy(untied, tmp / "partial"), _sharded_copy(untied, tmp / "dangling")
+    (partial / "model-00002-of-00002.safetensors").unlink()  # an interrupted download
+    blob = tmp / "blobs" / "gone"  # a Hugging Face cache whose blob was removed
+    (dangling / "model-00001-of-00002.safetensors").unlink()
+    (dangling / "model-00001-of-00002.safetensors").symlink_to(blob)
+    return [
+        (no_bias, MissingInput, f"{no_bias}: 1 tensor(s) its config.json needs are not in its weights: "
+                                "model.layers.1.self_attn.q_proj.bias"),
+        (no_head, MissingInput, f"{no_head}: 1 tensor(s) its config.json needs are not in its weights: "
+                                "lm_head.weight (tie_word_embeddings is false"),
+        (awq, InputError, f"{awq}/config.json: quantization_config (awq): quantized weights are not converted"),
+        (truncated, InputError, f"{truncated}/model.safetensors: unreadable safetensors file"),
+        (partial, MissingInput, f"{partial}/model-00002-of-00002.safetensors: listed in "
+                                "model.safetensors.index.json but missing"),
+        (dangling, MissingInput, f"{dangling}/model-00001-of-00002.safetensors: listed in "
+                                 "model.safetensors.index.json but missing"),
+    ]
+
+
+@pytest.mark.timeout(600)  # the code before this check started ranks for most of these
+def test_a_folder_convert_cannot_read_fails_in_one_line_before_any_rank_starts(untied_hf, tmp_path):
+    for folder, error, message in _bad_folders(untied_hf, tmp_path):
+        with pytest.raises(error) as caught:
+            stage.convert(stage.Settings(source=str(folder)), tmp_path / "out")
+        assert str(caught.value).startswith(message) and "\n" not in str(caught.value), (folder, caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_hf_tensors_a_config_needs(untied_hf, tmp_path, capsys):
+    config = read_config(untied_hf)
+    check_hf_weights(untied_hf, config)  # the folder transformers saved is complete, and nothing is left out
+    assert capsys.readouterr().err == ""
+    # A tied model takes its LM head from the embeddings: without lm_head.weight it is complete.
+    tied = _changed_copy(untied_hf, tmp_path / "tied", drop="lm_head.weight", config={"tie_word_embeddings": True})
+    check_hf_weights(tied, read_config(tied))
+    # Tensors the config does not use are left out with one warning, RoPE's computed frequencies without one.
+    extra = {f"model.layers.2.{name}": np.zeros(2, np.float32)
+             for name in ("mlp.up_proj.weight", "input_layernorm.weight")}
+    extra["model.layers.0.self_attn.rotary_emb.inv_freq"] = np.zeros(2, np.float32)
+    bigger = _changed_copy(untied_hf, tmp_path / "bigger", add=extra)
+    check_hf_weights(bigger, config)
+    assert capsys.readouterr().err == (f"warning: {bigger}: 2 tensor(s) its config.json does not use are left out: "
+                                       "model.layers.2.input_layernorm.weight, model.layers.2.mlp.up_proj.weight\n")
+
+
+def test_a_split_the_model_does_not_divide_fails_naming_the_config_field(untied_hf, tmp_path):
+    # The tiny folder: 4 heads, 2 KV heads, 2 layers.
+    for tp, pp, problem in ((3, 1, "tensor 3 does not divide num_attention_heads 4; tensor 3 neither divides nor is "
+                                   "a multiple of num_key_value_heads 2; tensor 3 does not divide intermediate_size "
+                                   "512"),
+                            (1, 3, "pipeline 3 does not divide num_hidden_layers 2")):
+        with pytest.raises(InputError, match=f"^{untied_hf}: cannot split the model over tp {tp} x pp {pp}: "
+                                             f"{problem}$"):
+            stage.convert(stage.Settings(source=str(untied_hf), tp=tp, pp=pp), tmp_path / "out")
+    qwen_1_5b = {"num_attention_heads": 12, "num_key_value_heads": 2, "num_hidden_layers": 28,
+                 "intermediate_size": 8960}
+    assert model_split_problems(qwen_1_5b, tensor=4, pipeline=4) == []  # 2 KV heads over 4 ranks: 2 ranks each
+    assert model_split_problems(qwen_1_5b, tensor=8, pipeline=3) == [
+        "tensor 8 does not divide num_attention_heads 12", "pipeline 3 does not divide num_hidden_layers 28"]
+
+
+def test_an_export_needs_a_tokenizer_to_take(untied_hf, tmp_path):
+    checkpoint = tmp_path / "ckpt"  # what the check reads of a Megatron checkpoint
+    checkpoint.mkdir()
+    shutil.copy(untied_hf / "config.json", checkpoint / "hf_config.json")
+    settings = stage.Settings(source=str(checkpoint), direction="mcore-to-hf", like=str(checkpoint))
+    with pytest.raises(MissingInput, match=f"^{checkpoint}: no tokenizer \\(tokenizer.json, .*\\) for the export"):
+        stage.convert(settings, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_export_replaces_the_weights_a_folder_held_and_keeps_the_rest(tmp_path):
+    weights = ["model.safetensors", "model-00001-of-00002.safetensors", "model.safetensors.index.json",
+               "pytorch_model.bin", "pytorch_model-00001-of-00002.bin", "pytorch_model.bin.index.json"]
+    kept = ["config.json", "tokenizer.json", "training_args.bin", "README.md"]
+    for name in weights + kept:
+        (tmp_path / name).write_text("x")
+    remove_weights(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)

@@ -28,7 +28,6 @@ def mcore_to_hf(rank: int, ckpt: Path, out: Path, like: Path, parallel: Parallel
     hf = read_config(ckpt)
     model = build_model(hf, parallel, spec, dtype=checkpoint_dtype(hf), perform_initialization=False)
     load_checkpoint(model, ckpt)
-    out.mkdir(parents=True, exist_ok=True)
     save_hf_weights(model, hf, out)
     if rank == 0:
         write_folder_files(out, hf, like)

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
-from swehero.errors import MissingInput
+from swehero.errors import InputError, MissingInput
+from swehero.model import qwen2
 
 CONFIG = "config.json"
 CHECKPOINT_CONFIG = "hf_config.json"
 """The Hugging Face config a Megatron checkpoint keeps beside its weights."""
 INDEX = "model.safetensors.index.json"
+WEIGHT_FILES = ("*.safetensors.index.json", "pytorch_model*.bin.index.json", "*.safetensors", "pytorch_model*.bin")
+"""What transformers and vLLM may load as a folder's weights, shard indexes first."""
 BUNDLED_CONFIGS = Path(__file__).with_name("configs")
 """Published `config.json` shapes of known hub models, for planning without a download."""
 
@@ -69,10 +73,56 @@ def weight_files(folder: str | Path) -> dict[str, str]:
         return json.loads((folder / INDEX).read_text())["weight_map"]
     if not (folder / "model.safetensors").exists():
         raise MissingInput(f"{folder}: no {INDEX} or model.safetensors (only safetensors weights are read)")
-    from safetensors import safe_open
+    return dict.fromkeys(_tensor_names(folder / "model.safetensors"), "model.safetensors")
 
-    with safe_open(folder / "model.safetensors", "np") as f:
-        return {name: "model.safetensors" for name in f.keys()}
+
+def _tensor_names(path: Path) -> list[str]:
+    """The tensors a safetensors file's header lists, failing in one line that names the file."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():  # also a dangling link, as a Hugging Face cache holds after an interrupted download
+        raise MissingInput(f"{path}: listed in {INDEX} but missing; download the model again")
+    try:
+        with safe_open(path, "np") as f:
+            return list(f.keys())
+    except SafetensorError as e:
+        raise InputError(f"{path}: unreadable safetensors file ({e}); download it again") from None
+
+
+def check_hf_weights(folder: str | Path, config: dict[str, Any]) -> None:
+    """Fail in one line unless `folder` holds, in files that open, every tensor a model of `config` is built from;
+    warn (stderr) about tensors that would be left out."""
+    folder = Path(folder)
+    if config.get("quantization_config"):
+        method = config["quantization_config"].get("quant_method", "?")
+        raise InputError(f"{folder / CONFIG}: quantization_config ({method}): quantized weights are not converted; "
+                         "use the unquantized release")
+    present: set[str] = set()
+    for file in sorted(set(weight_files(folder).values())):
+        present.update(_tensor_names(folder / file))
+    needed = qwen2.hf_weight_names(config)
+    missing = sorted(needed - present)
+    if missing:
+        why = " (tie_word_embeddings is false, so the LM head is a tensor of its own)" \
+            if "lm_head.weight" in missing else ""
+        raise MissingInput(f"{folder}: {len(missing)} tensor(s) its {CONFIG} needs are not in its weights: "
+                           f"{_few(missing)}{why}")
+    unused = sorted(n for n in present - needed if not qwen2.is_harmless_unused(n, config))
+    if unused:
+        print(f"warning: {folder}: {len(unused)} tensor(s) its {CONFIG} does not use are left out: {_few(unused)}",
+              file=sys.stderr)
+
+
+def _few(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def remove_weights(folder: str | Path) -> None:
+    """Remove the weights a folder holds (shard indexes first), so that new ones written there are all a loader
+    finds: transformers prefers an old `model.safetensors` to a new index. The side files stay."""
+    for pattern in WEIGHT_FILES:
+        for path in sorted(Path(folder).glob(pattern)):
+            path.unlink()
 
 
 def side_files(folder: str | Path) -> list[Path]:

@@ -19,8 +19,9 @@ from megatron.core.models.gpt import GPTModel
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from swehero.errors import MissingInput
 from swehero.model import qwen2
-from swehero.model.folder import INDEX, weight_files
+from swehero.model.folder import INDEX, remove_weights, weight_files
 from swehero.model.provider import Chunks, as_chunks
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
@@ -37,6 +38,8 @@ class HFReader:
         return name in self.files
 
     def get(self, name: str) -> torch.Tensor:
+        if name not in self.files:
+            raise MissingInput(f"{self.dir}: no tensor {name} in its weights")
         with safe_open(self.dir / self.files[name], "pt") as f:
             return f.get_tensor(name)
 
@@ -75,7 +78,9 @@ def _tp_split_dim(key: str) -> int | None:
 
 
 def _fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: int) -> torch.Tensor:
-    # Megatron's linear_qkv holds, per query group, that group's query heads then its key then its value.
+    # Megatron's linear_qkv holds, per query group, that group's query heads then its key then its value; tensor
+    # parallelism splits the whole of it in equal row blocks: a rank's groups when it has some, else its share of
+    # one group (fewer key/value heads than ranks: attention gathers the whole and takes its group).
     grouped = [t.reshape(groups, -1, *t.shape[1:]) for t in (q, k, v)]
     return torch.cat(grouped, dim=1).reshape(-1, *q.shape[1:])
 
@@ -93,17 +98,15 @@ def load_hf_weights(model: Chunks, hf_dir: str | Path, hf: dict) -> None:
     reader = HFReader(hf_dir)
     tp, rank = parallel_state.get_tensor_model_parallel_world_size(), parallel_state.get_tensor_model_parallel_rank()
     chunks = as_chunks(model)
-    groups_per_rank = chunks[0].config.num_query_groups // tp
+    groups = chunks[0].config.num_query_groups
     for key, layer, param in (item for chunk in chunks for item in _params(chunk)):
         names = _hf_names(key, layer)
-        if key == "output_layer.weight" and names[0] not in reader:  # tied checkpoints carry no lm_head
+        if key == "output_layer.weight" and qwen2.tied_embeddings(hf):  # the head is the embedding
             names = (qwen2.NAME_MAP["embedding.word_embeddings.weight"],)
         parts = [reader.get(n) for n in names]
         dim = _tp_split_dim(key)
         if key in qwen2.QKV_MAP:
-            # Split each of q/k/v by query groups first, so each rank fuses its own groups.
-            parts = [p.chunk(tp, dim=0)[rank] for p in parts]
-            full = _fuse_qkv(*parts, groups_per_rank)
+            full = _fuse_qkv(*parts, groups).chunk(tp, dim=0)[rank]
         elif key in qwen2.GATE_UP_MAP:
             full = torch.cat([p.chunk(tp, dim=0)[rank] for p in parts])
         else:
@@ -132,7 +135,6 @@ def hf_tensors(model: GPTModel, hf: dict, dtype: torch.dtype) -> Iterator[tuple[
     Megatron's local spec keeps norm weights in fp32 whatever the model dtype; the cast back is lossless.
     """
     cfg = model.config
-    tp = parallel_state.get_tensor_model_parallel_world_size()
     tied = qwen2.tied_embeddings(hf)
     for key, layer, param in _params(model):
         if key == "output_layer.weight" and tied:
@@ -140,9 +142,7 @@ def hf_tensors(model: GPTModel, hf: dict, dtype: torch.dtype) -> Iterator[tuple[
         names = _hf_names(key, layer)
         pieces = _gather(param.detach(), _tp_split_dim(key))
         if key in qwen2.QKV_MAP:
-            splits = [_split_qkv(p, cfg.num_query_groups // tp, cfg.num_attention_heads // tp, cfg.kv_channels)
-                      for p in pieces]
-            tensors = [torch.cat([s[i] for s in splits]) for i in range(3)]
+            tensors = _split_qkv(torch.cat(pieces), cfg.num_query_groups, cfg.num_attention_heads, cfg.kv_channels)
         elif key in qwen2.GATE_UP_MAP:
             halves = [p.chunk(2) for p in pieces]
             tensors = [torch.cat([h[i] for h in halves]) for i in range(2)]
@@ -160,11 +160,16 @@ def checkpoint_dtype(hf: dict) -> torch.dtype:
 
 def save_hf_weights(model: Chunks, hf: dict, out_dir: str | Path, max_shard_bytes: int = 4 << 30) -> None:
     """Write this model's weights (all of a rank's chunks), in `hf`'s dtype, as safetensors shards plus
-    `model.safetensors.index.json`.
+    `model.safetensors.index.json`, replacing any weights `out_dir` held (as `save_pretrained` does). The index
+    is written last: an interrupted export leaves no loadable weights.
 
     Collective over all ranks; TP rank 0 of each pipeline stage writes that stage's shards.
     """
     out_dir = Path(out_dir)
+    if torch.distributed.get_rank() == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_weights(out_dir)
+    torch.distributed.barrier()
     writer = parallel_state.get_tensor_model_parallel_rank() == 0
     stage = parallel_state.get_pipeline_model_parallel_rank()
     weight_map: dict[str, str] = {}

@@ -23,3 +23,23 @@ class ParallelConfig:
     """Split layer-norm and dropout activations along the sequence over the tensor-parallel group (needs
     tensor > 1 and Transformer Engine's layers: Megatron's local norms refuse it)."""
 
+
+def model_split_problems(hf_config: dict, tensor: int, pipeline: int, virtual_pipeline: int = 1) -> list[str]:
+    """What of a Hugging Face config (field named) a tensor x pipeline split cannot divide, which Megatron would
+    otherwise fail on inside every rank. Fewer key/value heads than tensor ranks is fine when they divide it:
+    Megatron then gives each group of tensor / num_key_value_heads ranks one key/value head."""
+    heads = hf_config["num_attention_heads"]
+    kv_heads = hf_config.get("num_key_value_heads", heads)
+    layers, ffn = hf_config["num_hidden_layers"], hf_config["intermediate_size"]
+    problems = []
+    if heads % tensor:
+        problems.append(f"tensor {tensor} does not divide num_attention_heads {heads}")
+    if kv_heads % tensor and tensor % kv_heads:
+        problems.append(f"tensor {tensor} neither divides nor is a multiple of num_key_value_heads {kv_heads}")
+    if ffn % tensor:
+        problems.append(f"tensor {tensor} does not divide intermediate_size {ffn}")
+    stages = pipeline * virtual_pipeline
+    if layers % stages:
+        what = f"pipeline {pipeline}" + (f" x virtual_pipeline {virtual_pipeline}" if virtual_pipeline > 1 else "")
+        problems.append(f"{what} does not divide num_hidden_layers {layers}")
+    return problems

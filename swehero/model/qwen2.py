@@ -43,6 +43,9 @@ LOCAL_SPEC_NAMES: dict[str, str] = {
     "mlp.linear_fc1.layer_norm_weight": "pre_mlp_layernorm.weight",
 }
 
+HARMLESS_UNUSED = ("rotary_emb.inv_freq",)
+"""Endings of tensors some Hugging Face checkpoints carry that no model needs (RoPE's frequencies are computed)."""
+
 VOCAB_MULTIPLE = 128
 """The vocabulary is padded to a multiple of this (and of TP): TP-independent for TP up to 128, so a checkpoint
 reshards freely. Every Qwen2.5 vocabulary (151936, 152064) is already a multiple, so they are not padded."""
@@ -167,3 +170,19 @@ def transformer_config_kwargs(hf: dict[str, Any]) -> dict[str, Any]:
 
 def tied_embeddings(hf: dict[str, Any]) -> bool:
     return bool(hf.get("tie_word_embeddings", False))
+
+
+def hf_weight_names(hf: dict[str, Any]) -> set[str]:
+    """The Hugging Face tensors a model of config `hf` is built from: the table's names for each of its
+    `num_hidden_layers` layers, and `lm_head.weight` unless the embeddings are tied."""
+    names = [*NAME_MAP.values(), *(n for fused in (*QKV_MAP.values(), *GATE_UP_MAP.values()) for n in fused)]
+    if tied_embeddings(hf):
+        names.remove(NAME_MAP["output_layer.weight"])
+    layers = [str(i) for i in range(hf["num_hidden_layers"])]
+    return {n.replace("*", layer) for n in names for layer in (layers if "*" in n else ["*"])}
+
+
+def is_harmless_unused(name: str, hf: dict[str, Any]) -> bool:
+    """Whether leaving out Hugging Face tensor `name` loses nothing: computed buffers, and a tied model's copy of
+    the embeddings as LM head."""
+    return name.endswith(HARMLESS_UNUSED) or (tied_embeddings(hf) and name == NAME_MAP["output_layer.weight"])

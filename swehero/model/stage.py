@@ -31,24 +31,8 @@ class Settings:
 
 def convert(settings: Settings, out: Path) -> None:
     """Run the conversion on tp * pp ranks, writing `out` (a Megatron checkpoint or a Hugging Face folder)."""
-    from swehero.model.folder import CHECKPOINT_CONFIG, read_config, weight_files
-    from swehero.model.qwen2 import check_supported
-
-    # A wrong folder fails here in one line, not in each rank after importing Megatron.
     source = Path(settings.source)
-    if settings.direction == "mcore-to-hf":
-        if settings.like is None:
-            raise InputError("convert: mcore-to-hf needs `like`, the Hugging Face folder the model came from")
-        if not (source / CHECKPOINT_CONFIG).is_file():
-            raise MissingInput(f"{source}: no {CHECKPOINT_CONFIG}, so not a Megatron checkpoint of swehero's "
-                               "(`convert hf-to-mcore`'s output, or a train stage's checkpoints/step-N)")
-    config = read_config(source)
-    try:
-        check_supported(config)
-    except InputError as e:
-        raise InputError(f"{source}: {e}") from None
-    if settings.direction == "hf-to-mcore":
-        weight_files(source)
+    _check_inputs(settings, source)
 
     from swehero.model import convert_jobs
     from swehero.model.launch import run_ranks
@@ -59,6 +43,35 @@ def convert(settings: Settings, out: Path) -> None:
         run_ranks(convert_jobs.hf_to_mcore, ranks, source, out, parallel, settings.spec)
     else:
         run_ranks(convert_jobs.mcore_to_hf, ranks, source, out, Path(settings.like), parallel, settings.spec)
+
+
+def _check_inputs(settings: Settings, source: Path) -> None:
+    """A wrong folder or layout fails here in one line, not in each rank after importing Megatron."""
+    from swehero.model.folder import CHECKPOINT_CONFIG, TOKENIZER_FILES, check_hf_weights, has_tokenizer, read_config
+    from swehero.model.parallel import model_split_problems
+    from swehero.model.qwen2 import check_supported
+
+    if settings.direction == "mcore-to-hf":
+        if settings.like is None:
+            raise InputError("convert: mcore-to-hf needs `like`, the Hugging Face folder the model came from")
+        if not (source / CHECKPOINT_CONFIG).is_file():
+            raise MissingInput(f"{source}: no {CHECKPOINT_CONFIG}, so not a Megatron checkpoint of swehero's "
+                               "(`convert hf-to-mcore`'s output, or a train stage's checkpoints/step-N)")
+        if not has_tokenizer(settings.like):
+            # Else the export would have weights but no tokenizer or chat template to serve with.
+            raise MissingInput(f"{settings.like}: no tokenizer ({', '.join(TOKENIZER_FILES)}) for the export to "
+                               "take; `like` is the Hugging Face folder the model came from")
+    config = read_config(source)
+    try:
+        check_supported(config)
+    except InputError as e:
+        raise InputError(f"{source}: {e}") from None
+    if settings.direction == "hf-to-mcore":
+        check_hf_weights(source, config)
+    problems = model_split_problems(config, settings.tp, settings.pp)
+    if problems:
+        raise InputError(f"{source}: cannot split the model over tp {settings.tp} x pp {settings.pp}: "
+                         + "; ".join(problems))
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
