@@ -191,3 +191,39 @@ def test_training_prints_no_known_harmless_noise(tmp_path, dataset, tiny_model_d
     assert [c.name for c in sorted((tmp_path / "run" / "checkpoints").iterdir())] == ["step-1", "step-2"]
     assert "Overwriting old incomplete / corrupted checkpoint" not in log
     assert "The .grad attribute of a Tensor that is not a leaf Tensor" not in log
+
+
+def test_a_non_finite_step_stops_the_run_before_its_checkpoint(tmp_path, dataset, tiny_model_dir):
+    # A learning rate no weight survives: step 1 is finite, its update overflows, step 2's loss and gradients are NaN.
+    s = settings(dataset, steps=4, checkpoint=CheckpointConfig(every=1, keep_last=2, async_save=False),
+                 optimizer=OptimizerConfig(lr=1e19, min_lr=1e19, warmup_fraction=0.0, decay="constant"))
+    folder = tmp_path / "run"
+    for attempt in range(2):
+        assert start(folder, s, tiny_model_dir).wait() != 0
+        log = (folder / "log.txt").read_text()
+        assert log.count(f"in training step 2, before its checkpoint: a rerun resumes from {folder}/checkpoints/"
+                         "step-1") == attempt + 1, log[-3000:]
+        # Nothing of the NaN state was kept or exported, and the last good checkpoint is left.
+        assert [c.name for c in (folder / "checkpoints").iterdir()] == ["step-1"]
+        assert not (folder / "finished.json").exists() and not (folder / "hf").exists()
+    assert "found NaN in local grad norm" in log
+    # The rerun resumed from step 1: it logged no step of its own before failing at step 2 again.
+    assert [r["step"] for r in read_metrics(folder / "metrics.jsonl")] == [1]
+
+
+def test_resume_at_another_data_parallel_size_and_a_clear_error_at_another_tensor_size(tmp_path, dataset,
+                                                                                         tiny_model_dir):
+    s = settings(dataset, steps=4, export_hf=False, checkpoint=CheckpointConfig(every=2, keep_last=2, async_save=False))
+    whole = train(tmp_path / "dp1", s, tiny_model_dir)
+    for name in ("dp2", "tp2"):
+        shutil.copytree(tmp_path / "dp1" / "checkpoints" / "step-2", tmp_path / name / "checkpoints" / "step-2")
+    # Every rank of the wider run takes the RNG state of its model-parallel position; the optimizer reshards.
+    resumed = train(tmp_path / "dp2", dataclasses.replace(s, gpus_per_node=2), tiny_model_dir)
+    assert [r["step"] for r in resumed if "loss" in r] == [3, 4]
+    assert losses(resumed) == pytest.approx(losses(whole)[2:], rel=1e-5)
+    # Megatron cannot reshard the optimizer over tensor ranks: one line naming both layouts, not its KeyError.
+    tp2 = dataclasses.replace(s, gpus_per_node=2, parallel=ParallelConfig(tensor=2))
+    assert start(tmp_path / "tp2", tp2, tiny_model_dir).wait() != 0
+    assert (f"LayoutError: {tmp_path}/tp2/checkpoints/step-2 was saved at tensor 1, pipeline 1, context 1, this run "
+            f"is tensor 2, pipeline 1, context 1: the optimizer state resumes only at the layout it was saved at"
+            in (tmp_path / "tp2" / "log.txt").read_text())

@@ -1,5 +1,6 @@
 """Training set-up that needs no model: layout checks, the data order, the launchers, FLOPs and plots."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -23,12 +24,14 @@ def test_paper_layout_for_32b_is_accepted():
     # 4 nodes x 8 H100: TP 8, PP 2, CP 2 -> DP 1 ... 32 GPUs; global batch 32 -> 32 micro-batches per step.
     assert check_layout(settings(tensor=8, pipeline=2, context=2, sequence_parallel=True), QWEN25_CODER_32B, 32) == 1
     assert check_layout(settings(tensor=8, pipeline=4, virtual_pipeline=2), QWEN25_CODER_32B, 64) == 2
+    # more tensor ranks than key/value heads: Megatron gives each group of 8 / 4 ranks one key/value head
+    assert check_layout(settings(tensor=8), {**QWEN25_CODER_32B, "num_key_value_heads": 4}, 8) == 1
 
 
 @pytest.mark.parametrize("parallel, world, message", [
-    ({"tensor": 3}, 24, "tensor 3 does not divide the 40 attention heads"),
-    ({"tensor": 16}, 16, "tensor 16 does not divide the 8 key/value heads"),
-    ({"tensor": 8, "pipeline": 3}, 24, "pipeline 3 x virtual_pipeline 1 does not divide the 64 layers"),
+    ({"tensor": 3}, 24, "tensor 3 does not divide num_attention_heads 40"),
+    ({"tensor": 5}, 5, "tensor 5 neither divides nor is a multiple of num_key_value_heads 8"),
+    ({"tensor": 8, "pipeline": 3}, 24, "pipeline 3 does not divide num_hidden_layers 64"),
     ({"tensor": 8}, 12, "world size 12 is not divisible by tensor 8 x pipeline 1 x context 1 = 8"),
     ({"sequence_parallel": True}, 8, "sequence_parallel needs tensor > 1"),
     ({"virtual_pipeline": 2}, 8, "virtual_pipeline > 1 needs pipeline > 1"),
@@ -247,3 +250,96 @@ def test_serving_memory_of_the_published_configs():
     assert two.fits and two.kv_cache_gib == 16.0
     assert not serving_memory(coder32b, 2, 131072, concurrent_sequences=4).fits
     assert serving_memory(coder32b, 2, 131072, 4, kv_dtype_bytes=1).kv_cache_gib == 32.0
+
+
+def test_intervals_and_kept_checkpoints_below_one_fail_validation(tmp_path):
+    from swehero.recipe.config import load_recipe
+    from swehero.recipe.loader import RecipeError
+
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "r.yaml"
+    path.write_text(f"""\
+name: r
+run_dir: {tmp_path / "run"}
+stages:
+  - name: sft
+    kind: train
+    data: {tmp_path / "data"}
+    init: {tmp_path / "data"}
+    checkpoint: {{every: 0, keep_last: 0}}
+    log_every: 0
+    eval_every: -1
+""")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, ())
+    # Each was a ZeroDivisionError in every worker after step 1, or (keep_last 0) silently kept every checkpoint.
+    assert info.value.problems == [
+        f"{path}:8: stages[0].checkpoint.every: must be >= 1, got 0",
+        f"{path}:8: stages[0].checkpoint.keep_last: must be >= 1, got 0",
+        f"{path}:9: stages[0].log_every: must be >= 1, got 0",
+        f"{path}:10: stages[0].eval_every: must be >= 0, got -1",
+    ]
+
+
+def _dataset(folder, train: int, seq_length: int = 65536):
+    folder.mkdir()
+    (folder / "stats.json").write_text(json.dumps({
+        "seq_length": seq_length, "samples": {"train": train, "valid": 3}, "trajectories": {"kept": 3},
+        "tokens": 3 * 40000}))
+    return folder
+
+
+def _model(folder, **config):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({**QWEN25_CODER_32B, "model_type": "qwen2", **config}))
+    (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+def test_an_empty_training_split_is_refused_at_launch_and_the_plan_says_why(tmp_path):
+    from swehero.errors import InputError
+    from swehero.train.plan import plan_stage
+    from swehero.train.stage import check_inputs
+
+    data, model = _dataset(tmp_path / "data", train=0), _model(tmp_path / "model")
+    s = Settings(data=str(data), seq_length=65536, gpus_per_node=8, parallel=ParallelConfig(tensor=8))
+    with pytest.raises(InputError, match=f"^stage sft: {data / 'stats.json'}: the training split is empty "
+                                         r"\(0 packed samples, 3 in validation\): prepare more trajectories"):
+        check_inputs(s, str(model), "sft")
+    plan = plan_stage("sft", s, str(model), mfu=0.45)
+    assert plan.steps is None and plan.warnings[-1] == (
+        f"{data / 'stats.json'}: the training split is empty (0 packed samples, 3 in validation): prepare more "
+        "trajectories or a smaller valid_fraction")
+    assert not any("steps unknown" in w for w in plan.warnings)
+
+
+def test_a_layout_the_model_cannot_take_is_refused_at_launch_in_one_line(tmp_path):
+    from swehero.errors import InputError, MissingInput
+    from swehero.train.stage import check_inputs
+
+    data, model = _dataset(tmp_path / "data", train=64), _model(tmp_path / "model", num_attention_heads=28,
+                                                                 num_key_value_heads=4, num_hidden_layers=28)
+    good = Settings(data=str(data), seq_length=65536, gpus_per_node=8, parallel=ParallelConfig(tensor=4))
+    check_inputs(good, str(model), "sft")
+    for bad, message in [
+        (dict(parallel=ParallelConfig(tensor=8)), "tensor 8 does not divide num_attention_heads 28"),
+        (dict(gpus_per_node=2, parallel=ParallelConfig(), global_batch_size=3),
+         r"global_batch_size 3 is not divisible by the data-parallel size 2 \(world 2 / model-parallel 1\)"),
+        (dict(nodes=3, parallel=ParallelConfig(tensor=4, pipeline=3)), "pipeline 3 does not divide "
+                                                                       "num_hidden_layers 28"),
+    ]:
+        with pytest.raises(InputError, match=f"^stage sft: bad parallel layout: {message}$"):
+            check_inputs(dataclasses.replace(good, **bad), str(model), "sft")
+    # Stage 2: the config an earlier stage's newest checkpoint keeps, which the workers would build.
+    stage_one = tmp_path / "sft_zero"
+    (stage_one / "hf").mkdir(parents=True)
+    (stage_one / "hf" / "tokenizer.json").write_text("{}")
+    (stage_one / "checkpoints").mkdir()
+    with pytest.raises(MissingInput, match="stage sft cannot start: .*sft_zero: neither a Hugging Face folder nor a "
+                                           "train stage folder with checkpoints"):
+        check_inputs(good, str(stage_one), "sft")
+    (stage_one / "checkpoints" / "step-4").mkdir()
+    (stage_one / "checkpoints" / "step-4" / "hf_config.json").write_text(
+        json.dumps({**QWEN25_CODER_32B, "num_attention_heads": 30}))
+    with pytest.raises(InputError, match="^stage sft: bad parallel layout: tensor 4 does not divide num_attention_heads 30"):
+        check_inputs(good, str(stage_one), "sft")

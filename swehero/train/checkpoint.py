@@ -4,14 +4,14 @@ so a folder named `step-N` is always complete. The last `keep_last` are kept.
 
 A checkpoint holds the model (at the top level, with `hf_config.json` beside it: the same layout as
 `swehero convert hf-to-mcore` writes, so `swehero convert mcore-to-hf` exports any of them), the modules' extra
-state (Transformer Engine's FP8 scaling state), the distributed optimizer's state, the LR scheduler, the step and every rank's RNG state: a resumed run continues exactly
-where the interrupted one stopped.
+state (Transformer Engine's FP8 scaling state), the distributed optimizer's state, the LR scheduler, the step, the
+RNG state of every model-parallel position and the layout (`layout.json`): a resumed run continues exactly where the
+interrupted one stopped.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -21,17 +21,12 @@ from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQu
 
 from swehero.model.checkpoint import load_weights, model_sharded_state_dict
 from swehero.model.folder import CHECKPOINT_CONFIG
+from swehero.train.config import LayoutError
+from swehero.train.folders import checkpoints
 
-_STEP = re.compile(r"^step-(\d+)$")
 # Each rank saves and loads its own optimizer shard, with no gathering; the optimizer state then resumes at the
 # same layout (data-parallel size may change), while the weights load at any layout.
 OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}
-
-
-def checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints, oldest first."""
-    found = [(int(m.group(1)), p) for p in Path(folder).glob("step-*") if (m := _STEP.match(p.name))]
-    return sorted(found)
 
 
 def _chunks(model: list) -> list[torch.nn.Module]:
@@ -46,8 +41,47 @@ def _model_state(model: list) -> dict:
     return model_sharded_state_dict(_chunks(model), extra_state=True)
 
 
-def _rank_file(path: Path) -> Path:
-    return path / f"rng-rank{torch.distributed.get_rank()}.pt"
+LAYOUT = "layout.json"
+MODEL_PARALLEL = ("tensor", "pipeline", "context")
+"""What the optimizer state cannot be resharded over (the data-parallel size can change)."""
+
+
+def _layout() -> dict:
+    return {"tensor": parallel_state.get_tensor_model_parallel_world_size(),
+            "pipeline": parallel_state.get_pipeline_model_parallel_world_size(),
+            "context": parallel_state.get_context_parallel_world_size(),
+            "data": parallel_state.get_data_parallel_world_size()}
+
+
+def _check_layout(path: Path) -> None:
+    """A one-line error where Megatron's load would fail on a key of the optimizer state (checkpoints written before
+    the layout was recorded are not checked)."""
+    if not (path / LAYOUT).exists():
+        return
+    saved, now = (_model_parallel(layout) for layout in (json.loads((path / LAYOUT).read_text()), _layout()))
+    if saved != now:
+        raise LayoutError(f"{path} was saved at {saved}, this run is {now}: the optimizer state resumes only at the "
+                          "layout it was saved at (the data-parallel size may change); to change it, start a new "
+                          f"stage from this one (init: {path.parent.parent})")
+
+
+def _model_parallel(layout: dict) -> str:
+    """'tensor 2, pipeline 1, context 1'."""
+    return ", ".join(f"{k} {layout[k]}" for k in MODEL_PARALLEL)
+
+
+def _rng_file(path: Path) -> Path:
+    """The RNG state of this rank's model-parallel position. Its data- and context-parallel ranks seed alike and
+    draw alike (Megatron seeds by tensor rank only), so they hold the same state and one file serves them at any
+    data-parallel size, as Megatron-LM stores it; dropout then resumes as the uninterrupted run would have."""
+    return path / (f"rng-tp{parallel_state.get_tensor_model_parallel_rank()}-"
+                   f"pp{parallel_state.get_pipeline_model_parallel_rank()}.pt")
+
+
+def _saved_rng_file(path: Path) -> Path:
+    """This rank's RNG file in a checkpoint: by model-parallel position, or by rank in those written before."""
+    by_position = _rng_file(path)
+    return by_position if by_position.exists() else path / f"rng-rank{torch.distributed.get_rank()}.pt"
 
 
 def _rng_state() -> dict:
@@ -82,9 +116,11 @@ class Checkpointer:
             self.queue.schedule_async_request(request)
 
     def _publish(self, partial: Path, step: int, rng: dict) -> None:
-        torch.save(rng, _rank_file(partial))
+        if parallel_state.get_data_parallel_rank(with_context_parallel=True) == 0:
+            torch.save(rng, _rng_file(partial))
         if torch.distributed.get_rank() == 0:
             (partial / CHECKPOINT_CONFIG).write_text(json.dumps(self.hf_config, indent=2))
+            (partial / LAYOUT).write_text(json.dumps(_layout()))
         torch.distributed.barrier()
         if torch.distributed.get_rank() == 0:
             partial.rename(self.folder / f"step-{step}")
@@ -98,7 +134,11 @@ class Checkpointer:
             self.queue.maybe_finalize_async_calls(blocking=blocking)
 
     def has_checkpoint(self) -> bool:
-        return bool(checkpoints(self.folder))
+        return self.newest() is not None
+
+    def newest(self) -> Path | None:
+        found = checkpoints(self.folder)
+        return found[-1][1] if found else None
 
     @torch.no_grad()
     def load_latest(self, model: list, optimizer, scheduler) -> int:
@@ -107,6 +147,7 @@ class Checkpointer:
         if not found:
             return 0
         step, path = found[-1]
+        _check_layout(path)
         _materialise_optimizer_state(optimizer)
         template = _model_state(model)
         weights = dict(template)
@@ -116,7 +157,7 @@ class Checkpointer:
         optimizer.load_state_dict(loaded["optimizer"])
         _restore_adam_steps(optimizer)
         scheduler.load_state_dict(loaded["scheduler"])
-        rng = torch.load(_rank_file(path), weights_only=False)
+        rng = torch.load(_saved_rng_file(path), weights_only=False)
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from swehero.model.parallel import ParallelConfig
+from swehero.model.parallel import ParallelConfig, model_split_problems
 from swehero.recipe.stage import InputPath, ModelRef, Range
 
 
@@ -43,9 +43,9 @@ class OptimizerConfig:
 class CheckpointConfig:
     """Megatron distributed checkpoints under `<stage>/checkpoints/step-N`."""
 
-    every: int = 500
+    every: Annotated[int, Range(min=1)] = 500
     """Save every this many steps (and always at the end)."""
-    keep_last: int = 2
+    keep_last: Annotated[int, Range(min=1)] = 2
     """Checkpoints kept; older ones are deleted once a newer one is complete."""
     async_save: bool = True
     """Write checkpoints in the background (GPU only; CPU runs save synchronously)."""
@@ -91,9 +91,9 @@ class Settings:
     """Shard optimizer state over data-parallel ranks (ZeRO-1)."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpointing."""
-    eval_every: int = 0
+    eval_every: Annotated[int, Range(min=0)] = 0
     """Validation loss every this many steps (0: only at the end)."""
-    log_every: int = 1
+    log_every: Annotated[int, Range(min=1)] = 1
     """Metrics every this many steps."""
     tensorboard: bool = True
     """Write TensorBoard event files under `<stage>/tensorboard`."""
@@ -124,20 +124,12 @@ class LayoutError(ValueError):
 def check_layout(settings: Settings, hf_config: dict, world_size: int) -> int:
     """Reject layouts Megatron would fail on (or silently mis-run); returns the data-parallel size."""
     p = settings.parallel
-    heads, groups = hf_config["num_attention_heads"], hf_config.get("num_key_value_heads", hf_config["num_attention_heads"])
-    layers = hf_config["num_hidden_layers"]
     problems = []
     model_parallel = p.tensor * p.pipeline * p.context
     if world_size % model_parallel:
         problems.append(f"world size {world_size} is not divisible by tensor {p.tensor} x pipeline {p.pipeline} "
                         f"x context {p.context} = {model_parallel}")
-    if heads % p.tensor:
-        problems.append(f"tensor {p.tensor} does not divide the {heads} attention heads")
-    if groups % p.tensor:
-        problems.append(f"tensor {p.tensor} does not divide the {groups} key/value heads")
-    if layers % (p.pipeline * p.virtual_pipeline):
-        problems.append(f"pipeline {p.pipeline} x virtual_pipeline {p.virtual_pipeline} does not divide the "
-                        f"{layers} layers")
+    problems += model_split_problems(hf_config, p.tensor, p.pipeline, p.virtual_pipeline)
     if p.virtual_pipeline > 1 and p.pipeline == 1:
         problems.append("virtual_pipeline > 1 needs pipeline > 1")
     if p.sequence_parallel and p.tensor == 1:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from swehero.data.prepare import read_stats
+from swehero.data.prepare import STATS, read_stats
 
 
 @dataclass
@@ -83,6 +83,15 @@ def seq_length_mismatch(seq_length: int, dataset: str | Path, stats: dict) -> st
         return (f"seq_length is {seq_length}, but {dataset} was packed at {stats['seq_length']} tokens per sample: "
                 "set them equal")
     return None
+
+
+def empty_training_split(dataset: str | Path, stats: dict) -> str | None:
+    """Why a dataset with these stats has nothing to train on, if it has not: every instance was drawn for the
+    validation split (few trajectories, a large valid_fraction), and a step needs at least one training row."""
+    if stats["samples"]["train"]:
+        return None
+    return (f"{Path(dataset) / STATS}: the training split is empty (0 packed samples, {stats['samples']['valid']} in "
+            "validation): prepare more trajectories or a smaller valid_fraction")
 
 
 def steps_for(num_samples: int, global_batch_size: int, epochs: float, steps: int | None) -> int:

@@ -49,7 +49,12 @@ def train(job: TrainJob) -> None:
     while step < total_steps:
         began = time.perf_counter()
         batches = [data[i] for i in sample_indices(len(data), job.seed, step, rows_per_step(s), env.dp_rank, env.dp_size)]
-        metrics = train_step(model, optimizer, scheduler, batches, data.seq_length, env.device, s.fused_ce)
+        try:
+            metrics = train_step(model, optimizer, scheduler, batches, data.seq_length, env.device, s.fused_ce)
+        except Exception as e:  # Megatron's own checks (a NaN gradient) do not say which step
+            e.add_note(f"in training step {step + 1}, before its checkpoint: a rerun resumes from "
+                       f"{ckpt.newest() or 'the initial weights'}")
+            raise
         step += 1
         if log is not None and step % s.log_every == 0:
             log.log(step, {**metrics, **throughput(batches, hf_config, env, time.perf_counter() - began, s.precision),

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 
 from swehero.errors import InputError
-from swehero.model import qwen2
-from swehero.model.folder import is_hf_folder, read_config, side_files_from, write_folder_files
+from swehero.model.folder import is_hf_folder, side_files_from, write_folder_files
 from swehero.train.config import Settings, check_layout
+from swehero.train.folders import init_weights, model_config
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,6 @@ def initialize(s: Settings, seed: int) -> Env:
     )
 
 
-def init_weights(init: str) -> Path:
-    """Where the initial weights are: a Hugging Face folder, or the last checkpoint of an earlier train stage."""
-    from swehero.train.checkpoint import checkpoints
-
-    if is_hf_folder(init):
-        return Path(init)
-    found = checkpoints(Path(init) / "checkpoints")
-    if not found:
-        raise FileNotFoundError(f"{init}: neither a Hugging Face folder nor a train stage folder with checkpoints")
-    return found[-1][1]
-
-
 def model_overrides(s: Settings, cuda: bool) -> dict:
     """TransformerConfig fields the training settings decide."""
     overrides = {"calculate_per_token_loss": True}
@@ -89,9 +77,7 @@ def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
     from swehero.model.provider import build_model_chunks
     from swehero.train import fused_loss
 
-    hf_config = read_config(init_weights(init))
-    if s.rope_scaling is not None:
-        hf_config = qwen2.with_rope_scaling(hf_config, s.rope_scaling)
+    hf_config = model_config(s, init)
     check_layout(s, hf_config, env.world_size)
     dtype = torch.float32 if s.precision == "fp32" else torch.bfloat16
     spec = layer_spec(s, env.cuda and _has_transformer_engine())
@@ -114,6 +100,7 @@ def wrap(chunks: list, s: Settings, cuda: bool) -> list:
         use_distributed_optimizer=s.distributed_optimizer,
         overlap_grad_reduce=cuda,
         average_in_collective=False,  # per-token loss: gradients are divided by the global token count instead
+        check_for_nan_in_grad=True,  # as Megatron-LM: a NaN or infinite local gradient stops the step, unreduced
     )
     # As Megatron-LM: later chunks finish their backward before the first, so each is reduced in one piece
     # while the earlier ones still compute; only the first chunk's, which ends the step, needs buckets.

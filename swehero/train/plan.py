@@ -10,7 +10,7 @@ from swehero.data.prepare import STATS, read_stats
 from swehero.model import qwen2
 from swehero.model.folder import known_config
 from swehero.train.config import LayoutError, Settings, check_layout, rows_per_step
-from swehero.train.data import seq_length_mismatch, steps_for
+from swehero.train.data import empty_training_split, seq_length_mismatch, steps_for
 from swehero.train.memory import GPU_MEMORY_GIB, RUNTIME_OVERHEAD_GIB, GiB, MemoryEstimate, dims, estimate, parameter_count
 from swehero.train.metrics import H100_BF16_PEAK_FLOPS, training_flops_per_token
 
@@ -56,8 +56,8 @@ def plan_stage(name: str, settings: Settings, model_ref: str, mfu: float) -> Sta
     samples, mean_doc = None, settings.seq_length / 4
     if (Path(settings.data) / STATS).exists():
         stats = read_stats(settings.data)
-        if problem := seq_length_mismatch(settings.seq_length, settings.data, stats):
-            warnings.append(problem)
+        warnings += [problem for problem in (seq_length_mismatch(settings.seq_length, settings.data, stats),
+                                             empty_training_split(settings.data, stats)) if problem]
         samples = stats["samples"].get("train")
         if stats["trajectories"]["kept"]:
             mean_doc = stats["tokens"] / stats["trajectories"]["kept"]
@@ -65,7 +65,8 @@ def plan_stage(name: str, settings: Settings, model_ref: str, mfu: float) -> Sta
     steps = settings.steps if settings.steps is not None else (
         steps_for(samples, rows, settings.epochs, None) if samples else None)
     if steps is None:
-        warnings.append("steps unknown until the data stage has run (or set `steps`)")
+        if samples is None:  # else the empty split's warning says why
+            warnings.append("steps unknown until the data stage has run (or set `steps`)")
         return StagePlan(name, layout, memory, None, None, None, warnings, **batch)
     tokens = steps * rows * settings.seq_length
     docs = [int(mean_doc)] * max(1, math.ceil(settings.seq_length / mean_doc))

@@ -43,16 +43,21 @@ def job_file(settings: Settings, ctx: StageContext) -> Path:
 def check_inputs(settings: Settings, init: str, name: str) -> None:
     """What every worker would otherwise fail on, each after importing Megatron (or a Slurm job after its wait in
     the queue), checked once before any starts: the data and the initial weights exist, the data was packed at
-    the stage's seq_length, and a Hugging Face folder holds a Qwen2 model."""
+    the stage's seq_length and has training rows, a Hugging Face folder holds a Qwen2 model, and the parallel
+    layout fits that model on the stage's processes."""
     from swehero.data.prepare import read_stats
     from swehero.model.folder import TOKENIZER_FILES, has_tokenizer, is_hf_folder, read_config, side_files_from
     from swehero.model.qwen2 import check_supported
-    from swehero.train.data import seq_length_mismatch
+    from swehero.train.config import LayoutError, check_layout
+    from swehero.train.data import empty_training_split, seq_length_mismatch
+    from swehero.train.folders import model_config
 
     for path in (settings.data, init):
         if not Path(path).exists():  # an earlier stage's output, not made yet
             raise not_made_yet(name, f"{os.path.abspath(path)} does not exist")
-    if problem := seq_length_mismatch(settings.seq_length, settings.data, read_stats(settings.data)):
+    stats = read_stats(settings.data)
+    if problem := seq_length_mismatch(settings.seq_length, settings.data, stats) or \
+            empty_training_split(settings.data, stats):
         raise InputError(f"stage {name}: {problem}")
     if is_hf_folder(init):
         try:
@@ -67,6 +72,14 @@ def check_inputs(settings: Settings, init: str, name: str) -> None:
         raise InputError(f"stage {name}: {side_files_from(init)} has no tokenizer ({', '.join(TOKENIZER_FILES)}) "
                          "for the export to take; start from a folder with one, or export the earlier stage "
                          "(export_hf: true)")
+    try:
+        config = model_config(settings, init)
+    except MissingInput as e:  # an earlier stage's folder, before its first checkpoint
+        raise not_made_yet(name, str(e)) from None
+    try:
+        check_layout(settings, config, settings.nodes * settings.gpus_per_node)
+    except LayoutError as e:
+        raise InputError(f"stage {name}: {e}") from None
 
 
 def not_made_yet(stage: str, missing: str) -> MissingInput:

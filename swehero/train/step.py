@@ -10,6 +10,7 @@ gradients by it. So gradient accumulation and the data-parallel size do not chan
 
 from __future__ import annotations
 
+import math
 import warnings
 from functools import partial
 from typing import Iterator
@@ -97,8 +98,20 @@ def train_step(model: list, optimizer, scheduler, batches: list[PackedBatch], se
     if not updated:
         raise FloatingPointError("optimizer step skipped: non-finite gradients")
     scheduler.step(increment=1)
-    return {"loss": global_mean_loss(loss_sum, tokens, device), "grad_norm": float(grad_norm or 0.0),
-            "lr": optimizer.param_groups[0]["lr"]}
+    metrics = {"loss": global_mean_loss(loss_sum, tokens, device), "grad_norm": float(grad_norm or 0.0),
+               "lr": optimizer.param_groups[0]["lr"]}
+    check_finite(metrics)
+    return metrics
+
+
+def check_finite(metrics: dict) -> None:
+    """Stop at a NaN or infinite loss or gradient norm: Megatron skips an update only with a loss scaler (fp16),
+    so in bf16, fp8 and fp32 the weights would go on as NaN and later checkpoints would replace the good ones.
+    Both numbers are reduced over all ranks (the gradient norm by the optimizer), so every rank stops at the same
+    step and none is left waiting in a collective."""
+    bad = {name: metrics[name] for name in ("loss", "grad_norm") if not math.isfinite(metrics[name])}
+    if bad:
+        raise FloatingPointError("non-finite " + ", ".join(f"{name} {value}" for name, value in bad.items()))
 
 
 @torch.no_grad()
