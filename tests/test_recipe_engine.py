@@ -202,6 +202,27 @@ def test_a_stage_handed_to_slurm_resumes_unless_its_settings_changed(tmp_path, m
                              "still queued or running; run this on a node of the cluster\n")
 
 
+def test_a_train_stage_resumes_when_only_its_logging_changed(tmp_path, monkeypatch):
+    """A probe changed log_every on an interrupted train stage: its folder, checkpoints and all, was emptied and
+    training began again. Logging settings change what a stage reports, not what it makes."""
+    from swehero.recipe.config import load_recipe
+    from swehero.recipe.engine import hand_off, plan
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "model").mkdir()
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: t\nrun_dir: {tmp_path / 'run'}\nstages:\n"
+                    f"  - {{name: sft, kind: train, data: {tmp_path / 'data'}, init: {tmp_path / 'model'}}}\n")
+    recipe = load_recipe(str(path))
+    hand_off(recipe, plan(recipe)[0], lambda: {"slurm_script": "/jobs/t.sbatch", "slurm_job": None})
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    for reporting in ("log_every=5", "eval_every=100", "tensorboard=false", "wandb_project=mine"):
+        line = run(path, "--dry-run", "--set", f"stages.sft.{reporting}").splitlines()[0]
+        assert line.endswith("handed to Slurm (/jobs/t.sbatch) (resuming)"), line
+    line = run(path, "--dry-run", "--set", "stages.sft.log_every=5", "--set", "stages.sft.optimizer.lr=2e-5")
+    assert "settings changed: " in line and "optimizer.lr: 1e-05 -> 2e-05" in line and "resuming" not in line, line
+
+
 def test_stage_killed_with_sigkill_is_redone(tmp_path):
     path = setup_recipe(tmp_path)
     gate = tmp_path / "gate"

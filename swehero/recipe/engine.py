@@ -203,7 +203,9 @@ def _changed(recipe: Recipe, stage: Stage, manifest: dict[str, Any]) -> str:
     identity = _identity(recipe, stage, _upstream_fingerprints(recipe, stage))
     if manifest.get("kind") != identity["kind"]:
         return f"kind changed: {manifest.get('kind')} -> {identity['kind']}"
-    if manifest.get("settings_hash") != identity["settings_hash"]:
+    reporting = getattr(kinds.load_kind(stage.kind), "REPORTING", ())
+    if manifest.get("settings_hash") != identity["settings_hash"] and \
+            _without(manifest.get("settings"), reporting) != _without(identity["settings"], reporting):
         return "settings changed: " + "; ".join(differences(manifest.get("settings"), identity["settings"]))
     if manifest.get("seed") != identity["seed"]:
         return f"seed changed: {manifest.get('seed')} -> {identity['seed']}"
@@ -214,6 +216,10 @@ def _changed(recipe: Recipe, stage: Stage, manifest: dict[str, Any]) -> str:
     if changed:
         return f"upstream {', '.join(changed)} changed since"
     return ""
+
+
+def _without(settings: Any, fields: tuple[str, ...]) -> Any:
+    return {k: v for k, v in settings.items() if k not in fields} if isinstance(settings, dict) else settings
 
 
 def _upstream_manifests(recipe: Recipe, stage: Stage) -> dict[str, dict]:

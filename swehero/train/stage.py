@@ -16,6 +16,7 @@ from swehero.train.config import Settings
 
 USES_MODEL = True
 RESUMABLE = True
+REPORTING = ("log_every", "eval_every", "tensorboard", "wandb_project")
 
 
 def job_file(settings: Settings, ctx: StageContext) -> Path:
