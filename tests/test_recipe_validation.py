@@ -301,6 +301,22 @@ def test_bundled_recipes_plan_with_tokens_per_step(name, tmp_path):
     assert result.output.count("tokens per step") == len(train_stages) > 0
 
 
+def test_plan_warns_when_training_goes_past_the_positions_the_model_reaches(tmp_path):
+    """Without the recipe's YaRN (or with factor 2) sft_zero trained at 128k past Qwen2.5's 32k positions, and
+    vLLM refused the evaluations' 128k max_model_len after days of training; validation said ok."""
+    def plan(*sets):
+        args = ["recipe", "plan", "zero-7b", "--set", f"run_dir={tmp_path}", *(a for s in sets for a in ("--set", s))]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "positions the model reaches" not in plan()
+    assert "seq_length 131072 is longer than the 32768 positions the model reaches:" in plan(
+        "stages.sft_zero.rope_scaling=null")
+    assert "seq_length 131072 is longer than the 65536 positions the model reaches with this rope_scaling" in plan(
+        "stages.sft_zero.rope_scaling={type: yarn, factor: 2.0, original_max_position_embeddings: 32768}")
+
+
 def test_plan_covers_the_verifier_stages(tmp_path):
     """The verifier's training stage and its server (after the policy's) are planned like any other."""
     result = CliRunner().invoke(main, ["recipe", "plan", "hero-32b-verifier", "--set", f"run_dir={tmp_path}"])

@@ -44,10 +44,16 @@ def plan_stage(name: str, settings: Settings, model_ref: str, mfu: float) -> Sta
                          [f"no config.json for {model_ref} (not local, not bundled)"], **batch)
     if settings.rope_scaling:
         config = qwen2.with_rope_scaling(config, settings.rope_scaling)
+    if settings.seq_length > config.get("max_position_embeddings", math.inf):
+        warnings.append(f"seq_length {settings.seq_length} is longer than the {config['max_position_embeddings']} "
+                        "positions the model reaches" + (" with this rope_scaling" if settings.rope_scaling else "")
+                        + ": the export says so, and vLLM refuses a longer max_model_len; extend it with YaRN "
+                        "(rope_scaling: {type: yarn, factor: F, original_max_position_embeddings: N}, F x N >= "
+                        "seq_length)")
     try:
         dp = check_layout(settings, config, world)
     except LayoutError as e:
-        return StagePlan(name, layout, None, None, None, None, [str(e)], **batch)
+        return StagePlan(name, layout, None, None, None, None, warnings + [str(e)], **batch)
     layout += f", DP {dp}, {settings.precision}, recompute {settings.recompute}"
     memory = estimate(settings, config, dp)
     if memory.total_gib > GPU_MEMORY_GIB:
