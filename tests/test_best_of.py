@@ -8,7 +8,16 @@ from fractions import Fraction
 
 import pytest
 
-from swehero.eval.best_of import auc, best_at_k, majority_at_k, majority_choice, normalise_patch, ranking, summarise
+from swehero.eval.best_of import (
+    auc,
+    best_at_k,
+    majority_at_k,
+    majority_choice,
+    normalise_patch,
+    patch_groups,
+    ranking,
+    summarise,
+)
 from swehero.eval.runs import pass_at_k
 
 
@@ -41,27 +50,70 @@ def test_best_at_k_is_the_average_over_all_draws_and_bounded_by_pass_at_k():
         assert best_at_k(order, resolved, 1) == pytest.approx(sum(resolved) / n)  # best@1 is the mean
 
 
+def _majority(drawn, patches):
+    return majority_choice(drawn, patch_groups(patches))
+
+
+def _majority_at_k(patches, resolved, k):
+    return majority_at_k(patch_groups(patches), resolved, k)
+
+
 def test_majority_patch_on_hand_made_attempts():
-    assert normalise_patch("+  x = 1\n\n+\ty\n") == normalise_patch("+ x = 1\n+ y")
+    assert patch_groups(["+a\n", "", "+b\n", "+a  \n", " \n"]) == [0, None, 1, 0, None]
     # whitespace-equal patches count together: runs 0 and 2 outvote runs 1 and 3
-    assert majority_choice([0, 1, 2, 3], ["+a\n", "+b\n", "+a  \n", "+c\n"]) == 0
+    assert _majority([0, 1, 2, 3], ["+a\n", "+b\n", "+a  \n", "+c\n"]) == 0
     # a tie goes to the patch seen first, and the earliest attempt with it is selected
-    assert majority_choice([0, 1, 2, 3], ["+b\n", "+a\n", "+a\n", "+b\n"]) == 0
-    assert majority_choice([1, 2, 3], ["+b\n", "+a\n", "+a\n", "+b\n"]) == 1
-    assert majority_choice([0, 1, 2], ["", " \n", "+x\n"]) == 2  # empty patches never vote
-    assert majority_choice([0, 1], ["", ""]) is None
+    assert _majority([0, 1, 2, 3], ["+b\n", "+a\n", "+a\n", "+b\n"]) == 0
+    assert _majority([1, 2, 3], ["+b\n", "+a\n", "+a\n", "+b\n"]) == 1
+    assert _majority([0, 1, 2], ["", " \n", "+x\n"]) == 2  # empty patches never vote
+    assert _majority([0, 1], ["", ""]) is None
     # k = 2 over ["A", "A", "B"]: {0,1} -> A, {0,2} and {1,2} tie -> A: never the resolved B
-    assert [majority_at_k(["+A\n", "+A\n", "+B\n"], [False, False, True], k) for k in (1, 2, 3)] == \
+    assert [_majority_at_k(["+A\n", "+A\n", "+B\n"], [False, False, True], k) for k in (1, 2, 3)] == \
         pytest.approx([1 / 3, 0.0, 0.0])
     # over ["A", "B", "B"]: only {1,2} picks B at k = 2; all three pick B
-    assert [majority_at_k(["+A\n", "+B\n", "+B\n"], [False, True, True], k) for k in (1, 2, 3)] == \
+    assert [_majority_at_k(["+A\n", "+B\n", "+B\n"], [False, True, True], k) for k in (1, 2, 3)] == \
         pytest.approx([2 / 3, 1 / 3, 1.0])
+
+
+HEAD = "diff --git a/m.py b/m.py\nindex 3f2a1b0..9c4d2e7 100644\n--- a/m.py\n+++ b/m.py\n@@ -1,3 +1,5 @@ def f(x):\n"
+EARLY_RETURN = HEAD + "+    if x is None:\n+        x = 0\n+        return x\n     return x + 1\n"
+ALWAYS_RETURN = HEAD + "+    if x is None:\n+        x = 0\n+    return x\n     return x + 1\n"  # breaks f
+
+
+def test_patches_that_differ_in_indentation_are_different_patches():
+    assert normalise_patch(EARLY_RETURN) != normalise_patch(ALWAYS_RETURN)
+    assert normalise_patch(HEAD + "+\tx = 1\n") != normalise_patch(HEAD + "+    x = 1\n")
+    # what does not change the patch still does not count: trailing whitespace, blank lines, blob hashes, headers'
+    # spacing, a blank context line whose space an editor stripped
+    respaced = ("diff --git  a/m.py b/m.py\nindex 0000000..1111111 100644\n--- a/m.py \n+++ b/m.py\n"
+                "@@  -1,3 +1,5 @@  def f(x):\n\n+    if x is None:  \n+        x = 0\t\n+        return x\n"
+                "     return x + 1 \n\n")
+    assert normalise_patch(respaced) == normalise_patch(EARLY_RETURN)
+    assert normalise_patch(HEAD + " \n+    y = 2\n") == normalise_patch(HEAD + "\n+    y = 2\n")
+    # two resolved attempts and one whose indentation breaks f: the broken one is not outvoted by a merged pair
+    patches, resolved = [HEAD + "+    x = x or 0\n", ALWAYS_RETURN, EARLY_RETURN], [True, False, True]
+    assert _majority([0, 1, 2], patches) == 0
+    assert _majority_at_k(patches, resolved, 3) == 1.0
+
+
+def test_each_patch_is_normalised_once_however_many_draws_vote(monkeypatch):
+    import swehero.eval.best_of as best_of
+
+    calls = []
+    real = best_of.normalise_patch
+    monkeypatch.setattr(best_of, "normalise_patch", lambda patch: calls.append(patch) or real(patch))
+    n = 12  # C(12, 6) = 924 draws at k = 6 alone
+    inst = {"patches": [f"+fix {i % 3}\n" for i in range(n)], "resolved": [i % 3 == 0 for i in range(n)],
+            "scores": [i / n for i in range(n)]}
+    summary = summarise([inst], n)
+    assert len(calls) == n
+    assert summary["majority_at_k"][str(n)] == 1.0  # three patches of 4 attempts tie: run 0's, resolved
 
 
 def test_majority_samples_draws_beyond_the_enumeration_limit():
     patches = ["+A\n"] * 12 + ["+B\n"] * 12 + [""] * 8  # C(32, 16) draws: sampled, with a fixed seed
     resolved = [True] * 12 + [False] * 20
-    first, again = majority_at_k(patches, resolved, 16), majority_at_k(patches, resolved, 16)
+    first, again = _majority_at_k(patches, resolved, 16), _majority_at_k(patches, resolved, 16)
     assert first == again and 0.3 < first < 0.7
 
 

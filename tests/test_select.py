@@ -4,6 +4,7 @@ they imply are checked against an independent forward pass with transformers."""
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,7 @@ def test_selection_follows_the_verifiers_scores_checked_with_transformers(attemp
                                                                            tmp_path):
     outputs = select_best(list(attempts), verifier, tmp_path, progress=lambda _: None)
     report = json.loads(Path(outputs["select"]).read_text())
-    logged = {(r["run"], r["instance_id"]): r for r in map(json.loads, (tmp_path / SCORES).open())}
+    logged = _logged(tmp_path, attempts)
     expected = _transformers_scores(tiny_model_dir, attempts)
     assert set(logged) == set(expected) and len(expected) == 6
     errors = {key: abs(logged[key]["score"] - score) for key, (score, _) in expected.items()}
@@ -116,6 +117,50 @@ def test_selection_follows_the_verifiers_scores_checked_with_transformers(attemp
     other = VerifierSettings(serve=verifier.serve, endpoint="http://127.0.0.1:9/v1", seq_length=SEQ - 8)
     with pytest.raises(ValueError, match="another verifier"):
         select_best(list(attempts), other, tmp_path, progress=lambda _: None)
+
+
+def _select(folders: list[Path], settings: VerifierSettings, out: Path) -> dict:
+    return json.loads(Path(select_best(folders, settings, out, progress=lambda _: None)["select"]).read_text())
+
+
+def _logged(out: Path, folders: tuple[Path, ...]) -> dict[tuple[int, str], dict]:
+    """The scores logged in `out`, by (run, instance) of the attempt each line names."""
+    runs = {str(folder): run for run, folder in enumerate(folders)}
+    lines = [r for r in map(json.loads, (out / SCORES).open()) if str(Path(r["trajectory"]).parents[1]) in runs]
+    return {(runs[str(Path(r["trajectory"]).parents[1])], r["instance_id"]): r for r in lines}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_scores_follow_their_attempts_whatever_the_order_or_folder(attempts, verifier, tmp_path):
+    """A score belongs to the attempt it judged: folders given in another order, or another set of folders, into
+    the same --out reuse the scores of the attempts they share and score the others."""
+    decoy, gold = attempts
+    report = _select([decoy, gold], verifier, tmp_path)
+    dead = VerifierSettings(serve=verifier.serve, endpoint="http://127.0.0.1:9/v1", seq_length=SEQ)
+    swapped = _select([gold, decoy], dead, tmp_path)  # scores nothing: the dead endpoint is never asked
+    swapped_instances = {inst["instance_id"]: inst for inst in swapped["per_instance"]}
+    for before in report["per_instance"]:
+        after = swapped_instances[before["instance_id"]]
+        assert after["resolved"] == before["resolved"][::-1] == [True, False]
+        assert after["scores"] == before["scores"][::-1]
+    assert swapped["best_at_k"] == report["best_at_k"]
+
+    redone = tmp_path / "gold-redone"  # the gold run again, one attempt of it made anew (another patch)
+    shutil.copytree(gold, redone)
+    iid = report["per_instance"][0]["instance_id"]
+    trajectory = redone / "trajectories" / f"{iid}.json"
+    record = json.loads(trajectory.read_text())
+    record["patch"] += "+# made again\n"
+    trajectory.write_text(json.dumps(record))
+    predictions = [json.loads(line) for line in (redone / "predictions.jsonl").open()]
+    (redone / "predictions.jsonl").write_text("".join(
+        json.dumps({**p, "model_patch": record["patch"]} if p["instance_id"] == iid else p) + "\n" for p in predictions))
+    _select([decoy, redone], verifier, tmp_path)
+    again = _logged(tmp_path, (decoy, redone))
+    # only the attempt made anew was scored: the copy's other attempts are the same attempts, their scores reused
+    assert [key for key in again if key[0] == 1] == [(1, iid)]
+    assert again[1, iid]["score"] is not None
 
 
 @pytest.mark.slow

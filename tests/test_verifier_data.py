@@ -147,6 +147,7 @@ def test_choose_merges_equal_patches_caps_per_instance_and_balances_pairs_first(
     from swehero.eval.verifier_data import Candidate, choose
 
     assert normalise_patch("a  b\n\n\tc \n") == normalise_patch("a b\nc")
+    assert normalise_patch(PATCH) != normalise_patch(PATCH.replace("+    return b", "+        return b"))
     cands = [Candidate(f"w{i}", f"t{i}", iid, res, key, f"{i:02d}") for i, (iid, res, key) in enumerate([
         ("B", True, "p4"), ("C", True, "p5"), ("A", True, "p1"), ("A", True, "p1"), ("A", True, "p2"),
         ("A", False, "p3"), ("D", False, "p6"), ("D", False, "p7"),

@@ -3,11 +3,12 @@ committed patch and the grade. What selection among attempts and verifier traini
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from swehero.eval.grade import grades
+from swehero.eval.grade import grades, is_final
 from swehero.eval.inference import finished, trajectory_path
 from swehero.eval.runs import EvalFolderError, eval_runs
 
@@ -22,13 +23,21 @@ class Attempt:
     patch: str
     """The committed prediction's patch (empty: the attempt left none)."""
     resolved: bool | None
-    """The grade; False for an empty patch (never graded) or an infrastructure failure of the grader; None for
-    a patch not graded yet."""
+    """The grade; False for an empty patch (never graded) or an infrastructure failure of the grader that its
+    line makes final (counted unresolved, as the runs' reports count it); None for a patch not graded yet,
+    including one whose grading errored and is to be graded again (a `retry` line is no verdict)."""
     infra_failure: bool = False
     """The grader failed (the verdict says nothing about the patch)."""
 
     def record(self) -> dict:
         return json.loads(self.trajectory.read_text())
+
+    def fingerprint(self) -> str:
+        """sha256 of what a verifier judges of the attempt, its trajectory file and its patch: equal only for the
+        same attempt, wherever its folder is and in whatever order the runs are read."""
+        digest = hashlib.sha256(self.trajectory.read_bytes())
+        digest.update(b"\0" + self.patch.encode())
+        return digest.hexdigest()
 
 
 def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attempt]]]:
@@ -53,6 +62,8 @@ def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attemp
         for iid in instance_ids:
             patch = predictions[iid]["model_patch"] or ""
             grade = graded.get(iid)
+            if grade is not None and not is_final(grade):  # a harness error to grade again: no verdict yet
+                grade = None
             resolved = bool(grade["resolved"]) if grade else (False if not patch.strip() else None)
             attempts[iid].append(Attempt(k, iid, trajectory_path(run, iid), patch, resolved,
                                          bool(grade and grade.get("infra_failure"))))

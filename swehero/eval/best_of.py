@@ -13,11 +13,10 @@ Rules (stated in every report):
   ranks every resolved attempt first. (Selecting among "the first k runs" instead would make best@1 the rate of
   run 0 alone, above pass@1 whenever run 0 was lucky.)
 - **Majority patch** (no training): among the drawn attempts with a patch, the patch that occurs most often once
-  whitespace is normalised (in every line runs of whitespace become one space and the ends are stripped; blank
-  lines are dropped); a tie goes to the patch whose
-  earliest attempt has the lowest run, and the earliest attempt with that patch is selected; with no patch drawn,
-  nothing resolves. Averaged over all draws of k (C(N, k) <= `MAX_DRAWS`), else over `MAX_DRAWS` draws sampled with
-  a fixed seed.
+  normalised (`normalise_patch`: whitespace that does not change what the patch does); a tie goes to the patch
+  whose earliest attempt has the lowest run, and the earliest attempt with that patch is selected; with no patch
+  drawn, nothing resolves. Averaged over all draws of k (C(N, k) <= `MAX_DRAWS`), else over `MAX_DRAWS` draws
+  sampled with a fixed seed. Each patch is normalised once (`patch_groups`); the draws vote over its group.
 """
 
 from __future__ import annotations
@@ -33,8 +32,32 @@ MAX_DRAWS = 2000
 
 
 def normalise_patch(patch: str) -> str:
-    """A patch with its whitespace normalised: what makes two patches "the same"."""
-    return "\n".join(" ".join(line.split()) for line in patch.splitlines() if line.strip())
+    """A patch with the whitespace that does not change what it does normalised: what makes two patches "the same".
+
+    Inside a hunk (after an `@@` line) a line is its marker and content: the leading whitespace of the content is
+    kept (indentation is Python's syntax) and trailing whitespace is dropped. Other lines (`diff --git`, `---`/`+++`
+    file headers, `@@` hunk headers) have each run of whitespace made one space and their ends stripped, and
+    `index` lines, whose blob hashes restate the content compared line by line, are dropped. Blank lines are
+    dropped everywhere."""
+    lines, in_hunk = [], False
+    for line in patch.splitlines():
+        if in_hunk and line[:1] in (" ", "+", "-"):
+            line = line.rstrip()
+        else:
+            line = " ".join(line.split())
+            # a hunk's lines run from its `@@` header to the next file's `diff` line (`\ No newline` stays in it)
+            in_hunk = line.startswith("@@") or (in_hunk and not line.startswith("diff "))
+            if line.startswith("index "):
+                continue
+        if line:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def patch_groups(patches: list[str]) -> list[int | None]:
+    """Per attempt, the number of its patch once normalised (equal patches share one), None without a patch."""
+    numbers: dict[str, int] = {}
+    return [numbers.setdefault(normalise_patch(p), len(numbers)) if p.strip() else None for p in patches]
 
 
 def ranking(scores: list[float | None], patches: list[str]) -> list[int]:
@@ -48,20 +71,22 @@ def best_at_k(order: list[int], resolved: list[bool], k: int) -> float:
     return sum(math.comb(n - 1 - j, k - 1) for j, a in enumerate(order) if resolved[a]) / math.comb(n, k)
 
 
-def majority_choice(drawn: list[int], patches: list[str]) -> int | None:
-    """The attempt the majority-patch rule selects among `drawn` (sorted by run), None when none has a patch."""
-    groups: dict[str, list[int]] = {}
+def majority_choice(drawn: list[int], groups: list[int | None]) -> int | None:
+    """The attempt the majority-patch rule selects among `drawn` (sorted by run), None when none has a patch;
+    `groups` are the attempts' `patch_groups`."""
+    members: dict[int, list[int]] = {}
     for a in drawn:
-        if patches[a].strip():
-            groups.setdefault(normalise_patch(patches[a]), []).append(a)
-    if not groups:
+        if groups[a] is not None:
+            members.setdefault(groups[a], []).append(a)
+    if not members:
         return None
-    return min(groups.values(), key=lambda members: (-len(members), members[0]))[0]
+    return min(members.values(), key=lambda same: (-len(same), same[0]))[0]
 
 
-def majority_at_k(patches: list[str], resolved: list[bool], k: int, seed: int = 0) -> float:
-    """Expected resolved of the majority patch's attempt over the draws of k attempts (see MAX_DRAWS)."""
-    n = len(patches)
+def majority_at_k(groups: list[int | None], resolved: list[bool], k: int, seed: int = 0) -> float:
+    """Expected resolved of the majority patch's attempt over the draws of k attempts (see MAX_DRAWS); `groups`
+    are the attempts' `patch_groups`."""
+    n = len(groups)
     if math.comb(n, k) <= MAX_DRAWS:
         draws = itertools.combinations(range(n), k)
     else:
@@ -69,7 +94,7 @@ def majority_at_k(patches: list[str], resolved: list[bool], k: int, seed: int = 
         draws = (sorted(rng.choice(n, size=k, replace=False).tolist()) for _ in range(MAX_DRAWS))
     hits = []
     for drawn in draws:
-        chosen = majority_choice(list(drawn), patches)
+        chosen = majority_choice(list(drawn), groups)
         hits.append(chosen is not None and resolved[chosen])
     return float(np.mean(hits))
 
@@ -93,10 +118,10 @@ def summarise(instances: list[dict], runs: int) -> dict:
     ks = range(1, runs + 1)
     best, majority, passed = Counter(), Counter(), Counter()
     for inst in instances:
-        order = ranking(inst["scores"], inst["patches"])
+        order, groups = ranking(inst["scores"], inst["patches"]), patch_groups(inst["patches"])
         for k in ks:
             best[k] += best_at_k(order, inst["resolved"], k)
-            majority[k] += majority_at_k(inst["patches"], inst["resolved"], k)
+            majority[k] += majority_at_k(groups, inst["resolved"], k)
             passed[k] += pass_at_k(runs, sum(inst["resolved"]), k)
     n = len(instances)
     scored = [(s, y) for inst in instances for s, y, p in zip(inst["scores"], inst["resolved"], inst["patches"])

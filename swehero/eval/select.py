@@ -7,8 +7,10 @@ log-probabilities of the two answer tokens for the next position (`logprob_token
 score is p(yes) / (p(yes) + p(no)): the verdict's probability with the mass on other tokens left out. Nothing is
 graded again: the attempts' grades are in their runs' `grades.jsonl`.
 
-Scores are committed one line per attempt to an append-only log (`verifier_scores.jsonl`), so a rerun scores only
-what is missing; the report (`select.json`, `select.md`, `select.png`) follows the rules of
+Scores are committed one line per attempt to an append-only log (`verifier_scores.jsonl`), each under the
+attempt's fingerprint (`Attempt.fingerprint`: its trajectory file and patch), so a rerun scores only the attempts
+without one, whatever the order of the folders or the folder the log is in, and an attempt made again is scored
+again; the report (`select.json`, `select.md`, `select.png`) follows the rules of
 `swehero.eval.best_of`.
 """
 
@@ -62,31 +64,35 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
     instance_ids, attempts = read_attempts([Path(f) for f in folders])
     ungraded = [a for per in attempts.values() for a in per if a.resolved is None]
     if ungraded:
-        raise InputError(f"{len(ungraded)} attempt(s) are not graded yet (e.g. {ungraded[0].trajectory}): run "
-                         "`swehero eval grade` first")
+        raise InputError(f"{len(ungraded)} attempt(s) are not graded yet, or their grading errored and is to be "
+                         f"done again (e.g. {ungraded[0].trajectory}): run `swehero eval grade` first")
     model = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     verifier = {"model": model, "seq_length": settings.seq_length, "format": FORMAT}
-    log = JsonlLog(out_dir / SCORES, key=lambda r: (r["run"], r["instance_id"]))
-    scores = log.records()
-    other = next((r["verifier"] for r in scores.values() if r["verifier"] != verifier), None)
+    log = JsonlLog(out_dir / SCORES, key=lambda r: r.get("attempt"))  # lines of older logs have none: scored again
+    logged = log.records()
+    other = next((r["verifier"] for r in logged.values() if r["verifier"] != verifier), None)
     if other is not None:
         raise InputError(f"{log.path} holds scores of another verifier ({other}): select into another "
                          "folder (--out), or remove the file")
     fmt = VerifierFormat(load_tokenizer(cfg.model), settings.seq_length)
-    todo = [a for per in attempts.values() for a in per if a.patch.strip() and (a.run, a.instance_id) not in scores]
-    progress(f"verifier: {len(scores)} attempt(s) scored before, {len(todo)} to score")
+    judged = [a for per in attempts.values() for a in per if a.patch.strip()]
+    fingerprints = {(a.run, a.instance_id): a.fingerprint() for a in judged}
+    todo = [a for a in judged if fingerprints[a.run, a.instance_id] not in logged]
+    progress(f"verifier: {len(judged) - len(todo)} attempt(s) scored before, {len(todo)} to score")
     if todo:
         with _endpoint(settings, out_dir) as url:
             scorer = _Scorer(url, fmt)
 
             def one(attempt) -> None:
-                log.append({"run": attempt.run, "instance_id": attempt.instance_id, "verifier": verifier,
-                            **scorer.score(attempt.record(), attempt.patch)})
+                log.append({"attempt": fingerprints[attempt.run, attempt.instance_id],
+                            "trajectory": str(attempt.trajectory), "instance_id": attempt.instance_id,
+                            "verifier": verifier, **scorer.score(attempt.record(), attempt.patch)})
 
             with ThreadPoolExecutor(max_workers=max(settings.workers, 1)) as pool:
                 for future in tqdm([pool.submit(one, a) for a in todo], desc="verifier", unit="attempt"):
                     future.result()
-        scores = log.records()
+        logged = log.records()
+    scores = {key: logged[fingerprint] for key, fingerprint in fingerprints.items()}
     return write_selection(instance_ids, attempts, scores, verifier, [str(f) for f in folders], out_dir, progress)
 
 
@@ -134,8 +140,9 @@ class _Scorer:
 
 def write_selection(instance_ids: list[str], attempts: dict, scores: dict, verifier: dict, folders: list[str],
                     out_dir: Path, progress=print) -> dict[str, str]:
-    """`select.json`, `select.md` and `select.png` from the attempts and their scores; returns the paths."""
-    from swehero.eval.best_of import majority_choice, ranking, summarise
+    """`select.json`, `select.md` and `select.png` from the attempts and their scores (by run and instance);
+    returns the paths."""
+    from swehero.eval.best_of import majority_choice, patch_groups, ranking, summarise
     from swehero.eval.selection_report import chart, markdown
     from swehero.jsonio import atomic_path, write_json_atomic, write_text_atomic
 
@@ -146,15 +153,19 @@ def write_selection(instance_ids: list[str], attempts: dict, scores: dict, verif
         entry = {"instance_id": iid, "patches": [a.patch for a in per], "resolved": [bool(a.resolved) for a in per],
                  "scores": [(scores.get((a.run, iid)) or {}).get("score") for a in per]}
         entry["selected_run"] = ranking(entry["scores"], entry["patches"])[0]
-        entry["majority_run"] = majority_choice(list(range(runs)), entry["patches"])
+        entry["majority_run"] = majority_choice(list(range(runs)), patch_groups(entry["patches"]))
         instances.append(entry)
     summary = summarise(instances, runs)
-    unscored = [s for s in scores.values() if s["score"] is None]
+    unscored = [{"run": run, "instance_id": iid, "why": s["unscored"]} for (run, iid), s in scores.items()
+                if s["score"] is None]
+    # counted unresolved, as the runs' reports count them (outcome infra_error), and named beside the figures
+    grader_failures = [{"run": a.run, "instance_id": a.instance_id} for iid in instance_ids for a in attempts[iid]
+                       if a.infra_failure]
     report = {"verifier": {**verifier, "score": SCORE_RULE}, "folders": folders, "runs": runs,
               "instances": len(instances), **summary,
               "selected_resolved": sum(i["resolved"][i["selected_run"]] for i in instances),
               "oracle_resolved": sum(any(i["resolved"]) for i in instances),
-              "unscored": [{"run": s["run"], "instance_id": s["instance_id"], "why": s["unscored"]} for s in unscored],
+              "unscored": unscored, "grader_failures": grader_failures,
               "per_instance": [{k: v for k, v in i.items() if k != "patches"} for i in instances]}
     paths = {"select": out_dir / "select.json", "select_md": out_dir / "select.md", "select_chart": out_dir / "select.png"}
     # each file whole: a reader may open them while a selection rewrites them

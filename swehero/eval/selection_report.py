@@ -30,11 +30,16 @@ def markdown(report: dict) -> str:
               "mean); best@k never exceeds pass@k.",
               "- Majority patch: the most common patch among the drawn attempts, whitespace normalised; ties go to "
               "the patch seen first (lowest run).",
-              "- Nothing is graded again: the attempts' grades come from their runs."]
+              "- Nothing is graded again: the attempts' grades come from their runs; an attempt whose grader failed "
+              "counts as unresolved, as in the runs' reports."]
     if report["unscored"]:
         lines += ["", f"{len(report['unscored'])} attempt(s) with a patch could not be scored (ranked after the "
                       "scored ones):", ""]
         lines += [f"- run {u['run']}, {u['instance_id']}: {u['why']}" for u in report["unscored"][:20]]
+    if report["grader_failures"]:
+        lines += ["", f"{len(report['grader_failures'])} attempt(s) whose grader failed (`infra_failure`) count as "
+                      "unresolved:", ""]
+        lines += [f"- run {g['run']}, {g['instance_id']}" for g in report["grader_failures"][:20]]
     return "\n".join(lines) + "\n"
 
 

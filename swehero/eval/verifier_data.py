@@ -9,9 +9,10 @@ labelled by its grade). Which attempts become examples, in this order:
 2. decontaminated: instances overlapping the evaluation sets in `exclude` are dropped (same instance id, same
    upstream pull request, or a near-duplicate problem statement: the task message's `<issue_description>` or
    `<pr_description>` block, else the whole task message; `swehero.rollout.decontam`);
-3. deduplicated by instance: within an instance and label, attempts whose patches are equal once whitespace is
-   normalised are one attempt, and at most `per_instance` attempts are kept; "first" always means in the seeded
-   order (sha256 of the seed and the trajectory id), never file order;
+3. deduplicated by instance: within an instance and label, attempts whose patches are equal once normalised as
+   the majority patch's are (`swehero.eval.best_of.normalise_patch`: indentation counts) are one attempt, and at
+   most `per_instance` attempts are kept; "first" always means in the seeded order (sha256 of the seed and the
+   trajectory id), never file order;
 4. balanced: the larger label is cut to the size of the smaller, keeping first the attempts of instances that have
    both labels (a resolved and an unresolved attempt at the same task teach the verifier to judge the patch, not
    the task's difficulty), then in the seeded order.
@@ -83,7 +84,7 @@ class Candidate:
     instance_id: str
     resolved: bool
     patch_key: str
-    """Hash of the patch with whitespace normalised."""
+    """Hash of the patch normalised (`normalise_patch`)."""
     order: str
     """Seeded sort key."""
 
