@@ -2,6 +2,7 @@
 and decontamination (exact and paraphrased duplicates, same instance, same upstream PR)."""
 
 import copy
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -318,6 +319,141 @@ def test_filter_and_prompts_name_a_row_that_is_no_trajectory(tmp_path):
         result = CliRunner().invoke(main, args)  # a folder where the file goes
         assert result.exit_code == 1 and f"Error: {tmp_path}: a folder, where a file is read" in result.output, args
     assert not (tmp_path / "f").exists() and not (tmp_path / "p.json").exists()
+
+
+def release_turn(n: int, name: str, args: dict, result: str) -> list[dict]:
+    """One assistant call and its result, as the NVIDIA release writes them (OpenHands messages)."""
+    call = {"id": f"c{n}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+    return [{"role": "assistant", "content": "", "tool_calls": [call]}, {"role": "tool", "content": result}]
+
+
+def release_row(task: int, rollout: int, editor_errors: int, patch: str) -> dict:
+    """A row shaped like the SWE-Zero/SWE-Hero releases' (no test patch): `editor_errors` failed edits, then a
+    finish; `patch` is the final patch."""
+    failed = "ERROR:\nNo replacement was performed, old_str `q` did not appear verbatim in /workspace/r/a.py."
+    messages = [{"role": "system", "content": "You are OpenHands agent."},
+                {"role": "user", "content": f"Fix the bug in /workspace/r/a.py (task {task})"},
+                *release_turn(0, "str_replace_editor", {"command": "view", "path": "/workspace/r/a.py"},
+                              f"rollout {rollout}: a.py"),
+                *[m for n in range(editor_errors) for m in release_turn(
+                    1 + n, "str_replace_editor",
+                    {"command": "str_replace", "path": "/workspace/r/a.py", "old_str": "q", "new_str": "r"}, failed)],
+                *release_turn(99, "finish", {"message": "done"}, "done")]
+    return {"instance_id": f"o__r-{task}", "repo": "o/r", "license": "MIT", "trajectory_id": f"o__r-{task}_{rollout}",
+            "trajectory": json.dumps(messages), "model_patch": patch, "dataset": "SWE-rebench"}
+
+
+def release_with_bad_rollouts(path: Path, tasks: int) -> Path:
+    """A release-shaped Parquet file where each task has two clean rollouts, one ending with an empty patch and
+    one with 4 `str_replace_editor` errors: the probe's case, where the import's seeded pick took bad ones."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [row for t in range(tasks) for row in (release_row(t, 0, 0, FIX), release_row(t, 1, 0, ""),
+                                                  release_row(t, 2, 4, FIX), release_row(t, 3, 0, FIX))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.mark.parametrize("recipe_name, import_stage, filter_stage, prepare_stage, per_task", [
+    ("zero-7b", "import_zero", "filter_zero", "prepare_zero", 2),
+    ("hero-7b", "import_hero", "filter_hero", "prepare_hero", 1),
+])
+def test_the_paper_recipes_filter_the_release_then_select_among_the_clean_rollouts(
+        tmp_path, recipe_name, import_stage, filter_stage, prepare_stage, per_task):
+    """The paper filters first, then keeps ~2 (SWE-Zero) or 1 (SWE-Hero) trajectories per task: the recipes
+    selected at import, so `per_instance: 1` kept a rollout with an empty patch or 4 editor errors although a
+    clean one existed (11 of 20 in a probe). The release carries no test patch: the test-file rule is skipped,
+    and the report says so."""
+    from swehero.data.import_stage import import_to
+    from swehero.distill import filter_stage as stage_kind
+    from swehero.recipe.config import load_recipe
+    from swehero.recipe.stage import StageContext
+
+    run_dir = tmp_path / "run"
+    recipe = load_recipe(recipe_name, (f"run_dir={run_dir}",))
+    filtering = recipe.stage(filter_stage).settings
+    assert filtering.trajectories == f"{run_dir}/{import_stage}/trajectories.jsonl"
+    assert recipe.stage(prepare_stage).settings.inputs == [f"{run_dir}/{filter_stage}/trajectories.jsonl"]
+    assert not filtering.rules.resolved_only  # the paper does not filter SWE-Hero on resolution
+
+    release = release_with_bad_rollouts(tmp_path / "release" / "data" / "train.parquet", tasks=12)
+    imported = tmp_path / "imported.jsonl"
+    import_to(dataclasses.replace(recipe.stage(import_stage).settings, inputs=[str(release.parent)]), imported,
+              recipe.seed)
+    assert len(read_jsonl(imported)) == 48  # every released rollout: the selection is the filter's
+    ctx = StageContext(filter_stage, tmp_path / filter_stage, recipe.seed, None, {}, False)
+    ctx.dir.mkdir()
+    outputs = stage_kind.run(dataclasses.replace(filtering, trajectories=str(imported)), ctx)
+
+    kept = read_jsonl(outputs["trajectories"])
+    assert all(r["patch"] == FIX and editor_errors(r) == 0 for r in kept), [r["id"] for r in kept]
+    assert sorted(r["instance_id"] for r in kept) == sorted(f"o__r-{t}" for t in range(12) for _ in range(per_task))
+    report = json.loads(Path(outputs["report"]).read_text())
+    assert report["skipped"] == ["touches_test_files"]
+    assert "touches_test_files" not in [r["name"] for r in report["rules"]]
+    assert (report["input"], report["kept"]) == (48, 24)
+    assert report["selected"] == {"trajectories": 12 * per_task, "instances": 12, "per_instance": per_task,
+                                  "seed": recipe.seed, **({"limit": 300000} if per_task == 2 else {})}
+
+
+def test_filter_cli_selects_among_what_the_rules_keep_seeded(tmp_path):
+    """`swehero filter --per-instance/--limit/--seed`: the selection runs on the survivors of the rules, the same
+    for the same seed whatever the input order."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    records = [good(i) for i in range(8)]
+    for i, r in enumerate(records):
+        r["instance_id"] = f"task-{i % 4}"
+        r["patch"] = "" if i < 2 else FIX  # task-0 and task-1 each lose a rollout to empty_patch
+    src, shuffled = tmp_path / "in.jsonl", tmp_path / "shuffled.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    shuffled.write_text("".join(json.dumps(r) + "\n" for r in reversed(records)))
+
+    def run(path: Path, out: str, *options: str) -> list[dict]:
+        result = CliRunner().invoke(main, ["filter", str(path), "--stage", "zero", "--out", str(tmp_path / out),
+                                           *options])
+        assert result.exit_code == 0, result.output
+        kept = read_jsonl(tmp_path / out / "trajectories.jsonl")
+        assert result.output.rstrip().endswith(f"; selected {len(kept)} of them")  # the summary says what is left
+        return kept
+
+    one_each = run(src, "a", "--per-instance", "1")
+    assert sorted(r["instance_id"] for r in one_each) == ["task-0", "task-1", "task-2", "task-3"]
+    assert {r["id"] for r in one_each} >= {"t4", "t5"}  # the only survivors of task-0 and task-1
+    assert kept_ids(run(shuffled, "b", "--per-instance", "1")) == kept_ids(one_each)
+    assert len(run(src, "c", "--per-instance", "1", "--limit", "3", "--seed", "7")) == 3
+    report = json.loads((tmp_path / "c" / "filter_report.json").read_text())
+    assert report["kept"] == 6 and report["selected"] == {"trajectories": 3, "instances": 3, "per_instance": 1,
+                                                           "limit": 3, "seed": 7}
+    assert report["skipped"] == []
+
+
+def test_skipped_rules_do_not_run_and_unknown_ones_are_errors(tmp_path):
+    """Without a test patch the test-file rule stops the filter unless the settings skip it by name; a name that is
+    no rule of the stage is an error, not a silent no-op."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    touches = good(0)
+    touches["metadata"].pop("test_files")
+    touches["patch"] = FIX + TEST_EDIT
+    with pytest.raises(InputError, match="no test patch known"):
+        run_filters([validate(touches)], FilterConfig(stage="hero"))
+    kept, _, report = run_filters([validate(touches)], FilterConfig(stage="hero", skip=["touches_test_files"]))
+    assert kept_ids(kept) == ["t0"] and report["skipped"] == ["touches_test_files"]
+    with pytest.raises(InputError, match=r"skip: 'banned_command' is no rule of the hero stage"):
+        run_filters([], FilterConfig(stage="hero", skip=["banned_command"]))
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(good(0)) + "\n")
+    result = CliRunner().invoke(main, ["filter", str(src), "--stage", "zero", "--skip", "touches_test_file",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "touches_test_file" in result.output and "--skip" in result.output
 
 
 ISSUE = ("QuerySet.bulk_update() crashes when the batch contains a model whose primary key was never saved. "

@@ -161,11 +161,11 @@ def test_variant_recipes_merge_on_their_base(tmp_path):
 
 
 def test_a_misspelt_section_in_set_is_reported_at_set(tmp_path):
-    """`--set stages.sft_zero.optimiser.lr=1` blamed the bundled recipe's line of the stage; the `stages[5]` form
+    """`--set stages.sft_zero.optimiser.lr=1` blamed the bundled recipe's line of the stage; the `stages[6]` form
     the problems print is accepted as a path too."""
     found = problems("hero-7b", f"run_dir={tmp_path}", "stages.sft_zero.optimiser.lr=1")
-    assert found == ["--set: stages[5].optimiser: unknown field; did you mean 'optimizer'?"], found
-    recipe = load_recipe("hero-7b", (f"run_dir={tmp_path}", "stages[5].optimizer.lr=3e-5"))
+    assert found == ["--set: stages[6].optimiser: unknown field; did you mean 'optimizer'?"], found
+    recipe = load_recipe("hero-7b", (f"run_dir={tmp_path}", "stages[6].optimizer.lr=3e-5"))
     assert recipe.stage("sft_zero").settings.optimizer.lr == 3e-5
 
 
@@ -446,3 +446,33 @@ def test_references_schema_and_needs_are_checked_in_one_pass(tmp_path):
         f"{path}:7: stages[2].needs[1]: no stage named 'nope' (valid: a, b, c, d)",
         f"{path}:6: stages[1].needs: dependency cycle: b -> c -> b",
     ]
+
+
+def test_a_filter_skipping_no_rule_is_reported_at_its_field(tmp_path):
+    """`rules.skip` names rules the filter leaves out (the releases carry no test patch for `touches_test_files`):
+    a misspelt name is a validation error at its line and field, not a rule silently left running."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("")
+    path = write(tmp_path, f"name: t\nrun_dir: {tmp_path}/run\nstages:\n  - name: f\n    kind: filter\n"
+                           f"    trajectories: {src}\n    rules: {{stage: zero, skip: [touches_test_file]}}\n")
+    found = problems(path)
+    assert len(found) == 1 and found[0].startswith(f"{path}:7: stages[0].rules.skip[0]: must be one of ["), found
+    assert "'touches_test_files'" in found[0] and "got 'touches_test_file'" in found[0]
+
+
+def test_the_paper_recipes_import_every_trajectory_and_select_after_the_filter(tmp_path):
+    """The paper filters, then keeps ~2 trajectories per task (SWE-Zero, ~300k) and 1 (SWE-Hero); selecting at the
+    import kept rollouts the filter drops although the task had a clean one."""
+    for name in ("zero-7b", "hero-7b", "hero-14b", "hero-32b", "hero-32b-fp8", "hero-32b-verifier"):
+        recipe = load_recipe(name, (f"run_dir={tmp_path}",))
+        stages = {stage.name: stage.settings for stage in recipe.stages}
+        for imported in ("import_zero", "import_hero"):
+            assert (stages[imported].per_instance, stages[imported].limit) == (None, None), (name, imported)
+        zero = stages["filter_zero"].rules
+        assert (zero.stage, zero.skip, zero.per_instance, zero.limit) == ("zero", ["touches_test_files"], 2, 300000)
+        assert stages["prepare_zero"].inputs == [f"{tmp_path}/filter_zero/trajectories.jsonl"]
+        if "filter_hero" in stages:
+            hero = stages["filter_hero"].rules
+            assert (hero.stage, hero.skip, hero.per_instance, hero.limit) == ("hero", ["touches_test_files"], 1, None)
+            assert not hero.resolved_only
+            assert stages["prepare_hero"].inputs == [f"{tmp_path}/filter_hero/trajectories.jsonl"]

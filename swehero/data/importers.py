@@ -433,7 +433,7 @@ def import_files(
     and renamed, so `out` is never half-written); rejects go to `<out>.rejects.jsonl`. With an active
     `selection`, only the trajectories it picks are kept (see `swehero.data.select`). Returns counts: rows read,
     written, rejected by reason, distinct tasks, records per source; with a selection, also what it kept."""
-    from swehero.data.select import select
+    from swehero.data.select import select_lines
     from swehero.data.sources import checked_output, expand, read_rows
     from swehero.data.trajectory import validate
 
@@ -462,21 +462,6 @@ def import_files(
         counts = {"read": n["read"], "written": len(written), "rejected": dict(rejects.counts),
                   "instances": len({instance for instance, _ in written}), "sources": dict(sources)}
         if selection.active:
-            keep = select(written, selection)
-            _keep_lines(tmp, keep)
-            counts["selected"] = {"trajectories": len(keep), "instances": len({written[i][0] for i in keep}),
-                                  **{k: v for k, v in vars(selection).items() if v is not None}}
+            counts["selected"] = select_lines(tmp, written, selection)
     return counts
 
-
-def _keep_lines(path: Path, positions: list[int]) -> None:
-    """Rewrite a JSONL file with only the lines at `positions` (sorted), streaming."""
-    wanted = iter(positions)
-    nxt = next(wanted, None)
-    partial = path.with_name(path.name + ".selected")
-    with open(path, encoding="utf-8") as src, open(partial, "w", encoding="utf-8") as dst:
-        for i, line in enumerate(src):
-            if i == nxt:
-                dst.write(line)
-                nxt = next(wanted, None)
-    partial.replace(path)

@@ -13,6 +13,7 @@ import hashlib
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from swehero.errors import InputError
 
@@ -48,3 +49,25 @@ def select(records: Iterable[tuple[str, str]], selection: Selection) -> list[int
     if selection.limit is not None:
         kept = heapq.nsmallest(selection.limit, kept)
     return sorted(position for _, position in kept)
+
+
+def select_lines(path: Path, records: list[tuple[str, str]], selection: Selection) -> dict:
+    """Keep only the lines of JSONL file `path` that `selection` picks, given each line's (instance_id, id), by
+    rewriting it line by line. Returns what it kept: trajectories, tasks, and the selection's settings."""
+    keep = select(records, selection)
+    _keep_lines(path, keep)
+    return {"trajectories": len(keep), "instances": len({records[i][0] for i in keep}),
+            **{k: v for k, v in vars(selection).items() if v is not None}}
+
+
+def _keep_lines(path: Path, positions: list[int]) -> None:
+    """Rewrite a JSONL file with only the lines at `positions` (sorted), streaming."""
+    wanted = iter(positions)
+    nxt = next(wanted, None)
+    partial = path.with_name(path.name + ".selected")
+    with open(path, encoding="utf-8") as src, open(partial, "w", encoding="utf-8") as dst:
+        for i, line in enumerate(src):
+            if i == nxt:
+                dst.write(line)
+                nxt = next(wanted, None)
+    partial.replace(path)

@@ -70,5 +70,6 @@ def decontaminate(tasks: str, against: tuple[str, ...], out: Path, settings: Dec
 def filter_(settings: FilterSettings, out: Path) -> None:
     """Apply the paper's trajectory filters; writes OUT/trajectories.jsonl, dropped.jsonl, filter_report.json."""
     report = json.loads(Path(filter_file(settings.trajectories, settings.rules, out)["report"]).read_text())
+    selected = f"; selected {report['selected']['trajectories']} of them" if "selected" in report else ""
     click.echo(f"kept {report['kept']} of {report['input']}: "
-               + ", ".join(f"{r['name']} -{r['dropped']}" for r in report["rules"]))
+               + ", ".join(f"{r['name']} -{r['dropped']}" for r in report["rules"]) + selected)

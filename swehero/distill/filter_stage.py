@@ -1,5 +1,5 @@
-"""Stage kind `filter`: the paper's trajectory filters over a trajectory file (`<stage>/trajectories.jsonl`,
-`dropped.jsonl`, `filter_report.json`)."""
+"""Stage kind `filter`: the paper's trajectory filters over a trajectory file, then an optional seeded selection
+among the trajectories they keep (`<stage>/trajectories.jsonl`, `dropped.jsonl`, `filter_report.json`)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from swehero.recipe.stage import InputPath, StageContext
 @dataclass
 class Settings:
     trajectories: InputPath
-    """Canonical trajectories (.jsonl), e.g. a `distill` stage's output."""
+    """Canonical trajectories (.jsonl), e.g. a `distill` or `import` stage's output."""
     rules: FilterConfig = field(default_factory=FilterConfig)
-    """Stage (zero/hero) and the rules' limits; `resolved_only` stays off unless set (the paper does not use it)."""
+    """Stage (zero/hero), the rules' limits, rules to skip, and the selection among the kept (`per_instance`,
+    `limit`, seeded by the recipe's seed unless `seed` is set); `resolved_only` stays off unless set (the paper
+    does not use it)."""
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
     from swehero.distill.filter_io import filter_file
 
-    return filter_file(settings.trajectories, settings.rules, ctx.dir)
+    return filter_file(settings.trajectories, settings.rules, ctx.dir, ctx.seed)

@@ -3,7 +3,7 @@
 Every rule reads only the canonical trajectory (messages, patch, metadata) and, for the test-file rule, the task's
 test patch (from `metadata.test_files`, written by `swehero distill`, or from a task file). A trajectory is dropped
 by the first rule it violates, in the order of RULES; the report also counts every rule's violations on its own,
-so the effect of each rule is visible whatever the order.
+so the effect of each rule is visible whatever the order. Rules named in `skip` do not run, and the report says so.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from swehero.agent.loop import KEEP_GOING, LoopConfig
+from swehero.data.select import Selection
 from swehero.errors import InputError
 from swehero.gitdiff import patch_files
+from swehero.recipe.stage import Range
 from swehero.rollout.local_grader import LocalGraderConfig
 
 STAGES = ("zero", "hero")
@@ -48,6 +50,20 @@ class FilterConfig:
     grading: LocalGraderConfig = field(default_factory=LocalGraderConfig)
     """How `resolved_only` grades: the task environments (install recipe, test dependencies, Python), or an
     interpreter to test with as it is, and the test timeout."""
+    skip: list[Literal[SKIPPABLE]] = field(default_factory=list)
+    """Rules not to run, listed in the report as skipped: `touches_test_files` where no test patch is known (the
+    released datasets carry none)."""
+    per_instance: Annotated[int, Range(min=1)] | None = None
+    """Of the trajectories that pass the rules, keep at most this many per task (a seeded choice, as the import's
+    selection; empty: all)."""
+    limit: Annotated[int, Range(min=1)] | None = None
+    """Of those, keep at most this many in all, after `per_instance` (a seeded choice; empty: all)."""
+    seed: int | None = None
+    """Seeds the selection; empty: the recipe's seed (1234 from the command line)."""
+
+    def selection(self, seed: int = Selection.seed) -> Selection:
+        """The selection among the trajectories that pass the rules; `seed` where the settings name none."""
+        return Selection(self.per_instance, self.limit, seed if self.seed is None else self.seed)
 
 
 def _assistant_turns(record: dict) -> list[dict]:
@@ -160,6 +176,8 @@ RULES = [
     Rule("editor_errors", STAGES, too_many_editor_errors),
     Rule(UNRESOLVED, ("hero",), unresolved),
 ]
+SKIPPABLE = tuple(r.name for r in RULES if r.name != UNRESOLVED)
+"""The rules `skip` may name (`unresolved` is `resolved_only`'s to turn on)."""
 DUPLICATE = "duplicate"
 """Last rule, over the survivors of the others."""
 DUPLICATE_DOC = "Identical (messages and patch) to a trajectory kept earlier."
@@ -175,7 +193,17 @@ def active_rules(cfg: FilterConfig) -> list[Rule]:
         raise InputError(f"filter stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
     if cfg.resolved_only and cfg.stage != "hero":
         raise InputError("resolved_only applies to the hero stage only")
-    return [r for r in RULES if cfg.stage in r.stages and (r.name != UNRESOLVED or cfg.resolved_only)]
+    applicable = [r for r in RULES if cfg.stage in r.stages and (r.name != UNRESOLVED or cfg.resolved_only)]
+    _check_skip(cfg, {r.name for r in applicable})
+    return [r for r in applicable if r.name not in cfg.skip]
+
+
+def _check_skip(cfg: FilterConfig, applicable: set[str]) -> None:
+    """Raise `InputError` for a name in `skip` that is no rule of this stage: skipping it would skip nothing."""
+    wrong = [name for name in cfg.skip if name not in SKIPPABLE or name not in applicable]
+    if wrong:
+        raise InputError(f"skip: {', '.join(map(repr, wrong))} is no rule of the {cfg.stage} stage that can be "
+                         f"skipped ({', '.join(n for n in SKIPPABLE if n in applicable)})")
 
 
 def filter_trajectories(records: Iterable[dict], cfg: FilterConfig, keep: Callable[[dict], None],
@@ -208,6 +236,7 @@ def filter_trajectories(records: Iterable[dict], cfg: FilterConfig, keep: Callab
                   for r in rules]
                  + [{"name": DUPLICATE, "doc": DUPLICATE_DOC, "dropped": first_hit[DUPLICATE],
                      "violations": violations[DUPLICATE]}],
+        "skipped": list(cfg.skip),
         "kept_tasks": len(kept_tasks),
     }
 
