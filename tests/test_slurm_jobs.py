@@ -2,6 +2,7 @@
 write are submitted with sbatch and run, and what they leave is picked up as it would be on a cluster."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -19,6 +20,10 @@ def slurm():
     if why := missing():
         pytest.skip(why)
     cluster = SlurmCluster()
+    # Jobs inherit the submitter's environment: without this Python's folder on PATH, a job that ran a program
+    # found there (`torchrun`, `swehero`) would fail, as it does on a cluster where the environment is not activated.
+    cluster.env["PATH"] = os.pathsep.join(folder for folder in cluster.env["PATH"].split(os.pathsep)
+                                          if Path(folder) != Path(sys.executable).parent)
     with pytest.MonkeyPatch.context() as patch:  # what swehero asks in this process (squeue) goes to it too
         patch.setenv("SLURM_CONF", str(cluster.conf))
         yield cluster
@@ -72,17 +77,22 @@ def test_a_two_node_training_job_goes_on_after_a_cancel_and_its_stage_completes_
     assert done.returncode == 1
     assert f"stage sft_hero needs sft_zero, whose Slurm job {job} is pending" in done.stderr
 
-    # Released, then cancelled once its first checkpoint is written, as a time limit or a preemption ends a job.
+    # Released, then signalled once its first checkpoint is written, as Slurm signals a job before its time limit
+    # (#SBATCH --signal): the workers save the step they reached and the job ends.
     assert slurm.run("scontrol", "release", job).returncode == 0
     deadline = time.monotonic() + 300
     while not (stage / "checkpoints" / "step-2").is_dir():
-        assert time.monotonic() < deadline, (stage / f"slurm-{job}.out").read_text()[-3000:]
+        ended = not {"PENDING", "CONFIGURING", "RUNNING"}.intersection(
+            slurm.run("squeue", "--noheader", "--jobs", job, "--format=%T").stdout.split())
+        assert not ended and time.monotonic() < deadline, (stage / f"slurm-{job}.out").read_text()[-3000:]
         time.sleep(0.2)
-    assert slurm.run("scancel", job).returncode == 0
+    assert slurm.run("scancel", "--signal=USR1", job).returncode == 0
     slurm.wait(job, timeout_s=120)
     assert not (stage / "finished.json").exists()
     kept = max(int(p.name.removeprefix("step-")) for p in (stage / "checkpoints").glob("step-*"))  # complete ones
     logged = len(records(stage))
+    out = (stage / f"slurm-{job}.out").read_text()
+    assert kept == records(stage)[-1]["step"] and f"stopped by SIGUSR1 after step {kept} of 6" in out, out[-3000:]
 
     # Submitted again, the job goes on from that checkpoint; its folder is kept.
     done = swehero(slurm, tmp_path, *train)

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_jobs import hf_weights, losses, settings, start, train, trajectory  # noqa: E402
+from train_jobs import hf_weights, losses, settings, start, start_stage, train, trajectory  # noqa: E402
 
 from swehero.data.prepare import PrepareConfig, prepare  # noqa: E402
 from swehero.train.config import CheckpointConfig, OptimizerConfig, ParallelConfig  # noqa: E402
@@ -78,6 +79,44 @@ def test_data_parallel_equals_accumulation_and_resume_reproduces(tmp_path, datas
     steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert len(steps) > logged and steps[logged] <= steps[logged - 1]  # the rerun went back to its checkpoint
     assert losses(resumed) == pytest.approx(losses(one), rel=1e-6)
+
+
+def test_a_stopped_stage_saves_the_step_it_reached_and_its_rerun_resumes_from_it(tmp_path, dataset, tiny_model_dir):
+    # No checkpoint before the last step: whatever the rerun does not train again, the stop saved.
+    s = settings(dataset, steps=6, export_hf=False)
+    whole = train(tmp_path / "whole", s, tiny_model_dir)
+    folder = tmp_path / "stopped"
+    stage = start_stage(folder, dataset, tiny_model_dir, steps=6, export_hf=False)
+    deadline = time.monotonic() + 300
+    while not (folder / "metrics.jsonl").exists() or len(read_metrics(folder / "metrics.jsonl")) < 2:
+        assert stage.poll() is None and time.monotonic() < deadline, (folder / "log.txt").read_text()[-3000:]
+        time.sleep(0.2)
+    stage.send_signal(signal.SIGTERM)  # as `kill` or a scheduler stops `recipe run`
+    assert stage.wait(timeout=120) == 128 + signal.SIGTERM, (folder / "log.txt").read_text()[-3000:]
+    reached = read_metrics(folder / "metrics.jsonl")[-1]["step"]
+    assert 2 <= reached < 6
+    assert [c.name for c in (folder / "checkpoints").iterdir()] == [f"step-{reached}"]
+    assert not (folder / "finished.json").exists()
+    log = (folder / "log.txt").read_text()
+    assert f"stopped by SIGUSR1 after step {reached} of 6: saved {folder}/checkpoints/step-{reached}; run the stage " \
+           "again to resume from it" in log, log[-3000:]
+
+    resumed = train(folder, s, tiny_model_dir)
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3, 4, 5, 6]  # the rerun trained no step again
+    assert losses(resumed) == pytest.approx(losses(whole), rel=1e-6)
+
+
+def test_every_worker_starts_with_what_megatron_needs_in_its_environment(tmp_path):
+    from swehero.train.launch import torchrun_command
+
+    # The worker module swapped for one that reports its environment; torchrun is started as both launchers start it.
+    (tmp_path / "report.py").write_text(
+        "import os, sys\nopen(sys.argv[1], 'w').write(os.environ.get('CUDA_DEVICE_MAX_CONNECTIONS', ''))\n")
+    command = torchrun_command(tmp_path / "seen", 1)
+    command[command.index("swehero.train.worker") - 1:-1] = [str(tmp_path / "report.py")]
+    subprocess.run(command, check=True, timeout=120, capture_output=True)
+    assert (tmp_path / "seen").read_text() == "1"  # Megatron overlaps tensor-parallel communication only with 1
 
 
 def holders_of(path: Path) -> list[int]:

@@ -65,7 +65,7 @@ def test_data_order_is_a_function_of_seed_and_step():
 
 def test_launchers(tmp_path):
     cmd = torchrun_command(tmp_path, 4)
-    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc-per-node=4" in cmd
+    assert cmd[1:4] == ["-m", "swehero.train.launch", "--standalone"] and "--nproc-per-node=4" in cmd
     assert cmd[-3:] == ["-m", "swehero.train.worker", str(tmp_path)]
     script = slurm_script(tmp_path, nodes=4, gpus_per_node=8, job_name="hero-32b",
                           sbatch_options=["--partition=batch", "--time=04:00:00"], container_image="/img/swehero.sqsh")

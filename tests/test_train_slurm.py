@@ -92,3 +92,21 @@ def test_a_job_that_starts_from_a_stage_not_run_yet_is_refused_not_looked_up_on_
     assert done.returncode == 1
     assert done.stderr.strip() == ("Error: stage sft_hero needs sft_zero, which has not completed; run it first "
                                    "(drop --only / --from)")
+
+
+def test_the_job_runs_torchrun_on_every_cpu_of_its_nodes_with_the_submitters_python():
+    from swehero.train.launch import slurm_script
+
+    def srun(script: str) -> str:
+        return next(line for line in script.splitlines() if line.startswith("srun "))
+
+    script = slurm_script(Path("/runs/h32/sft_zero"), 4, 8, "h32", ["--signal=USR1@1200"])
+    # Since Slurm 22.05 a step no longer inherits the job's CPUs per task: under task/affinity or task/cgroup
+    # torchrun and its 8 workers would share one CPU. Not run on the test cluster, whose TaskPlugin binds nothing.
+    assert srun(script).startswith(
+        f"srun --cpus-per-task=$SLURM_CPUS_ON_NODE {sys.executable} -m swehero.train.launch ")
+    in_image = slurm_script(Path("/runs/h32/sft_zero"), 4, 8, "h32", [], "/images/swehero.sqsh", [Path("/runs")])
+    assert " --container-workdir=/runs/h32/sft_zero python -m swehero.train.launch " in srun(in_image)
+    # The warning before the time limit, which a site's own (later) option overrides.
+    assert re.findall(r"^#SBATCH --signal=.*$", script, re.M) == ["#SBATCH --signal=USR1@600",
+                                                                  "#SBATCH --signal=USR1@1200"]

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -54,6 +55,29 @@ def start(folder: Path, s: Settings, init: Path, seed: int = 0) -> subprocess.Po
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(torchrun_command(folder, s.gpus_per_node), env=env, start_new_session=True,
                             stdout=open(folder / "log.txt", "a"), stderr=subprocess.STDOUT)
+
+
+# A train stage run as the command line runs it (swehero.cli: SIGTERM unwinds), with `settings(DATA, **OVERRIDES)`.
+STAGE = f"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from train_jobs import settings
+from swehero.process import exit_with_signal, on_sigterm
+from swehero.recipe.stage import StageContext
+from swehero.train.stage import train_here
+folder, data, init, overrides = sys.argv[1:]
+with on_sigterm(exit_with_signal):
+    train_here(settings(Path(data), init=init, **json.loads(overrides)),
+               StageContext(Path(folder).name, Path(folder), 0, None, {{}}, resume=True))
+"""
+
+
+def start_stage(folder: Path, data: Path, init: Path, **overrides) -> subprocess.Popen:
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-c", STAGE, str(folder), str(data), str(init), json.dumps(overrides)],
+                            env=env, stdout=open(folder / "log.txt", "a"), stderr=subprocess.STDOUT)
 
 
 def train(folder: Path, s: Settings, init: Path) -> list[dict]:

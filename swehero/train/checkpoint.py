@@ -95,7 +95,9 @@ class Checkpointer:
         self.keep_last = keep_last
         self.queue = AsyncCallsQueue() if async_save else None
 
-    def save(self, step: int, model: list, optimizer, scheduler) -> None:
+    def save(self, step: int, model: list, optimizer, scheduler, background: bool = True) -> None:
+        """Save `step`: in the background with `async_save` unless not `background` (the process ends next)."""
+        background = background and self.queue is not None
         partial = self.folder / f".step-{step}.partial"
         if torch.distributed.get_rank() == 0:
             shutil.rmtree(partial, ignore_errors=True)
@@ -108,8 +110,8 @@ class Checkpointer:
         state["step"] = step
         # Into the empty folder: Megatron takes any file already there for the leftovers of a crashed save and
         # says so ("Overwriting old incomplete / corrupted checkpoint"). Our own files go in when it is done.
-        request = dist_checkpointing.save(state, str(partial), async_sharded_save=self.queue is not None)
-        if self.queue is None:
+        request = dist_checkpointing.save(state, str(partial), async_sharded_save=background)
+        if not background:
             self._publish(partial, step, rng)
         else:
             request.add_finalize_fn(lambda: self._publish(partial, step, rng))

@@ -1,19 +1,36 @@
-"""Launching training: `torchrun` on one node, or an sbatch script for Slurm (one torchrun per node,
-c10d rendezvous on the first node). The worker (`python -m swehero.train.worker STAGE_DIR`) reads everything
-else from `STAGE_DIR/train_job.json`, so both launchers start the same thing."""
+"""Launching training: torchrun on one node, or an sbatch script for Slurm (one torchrun per node, c10d rendezvous
+on the first node). The worker (`python -m swehero.train.worker STAGE_DIR`) reads everything else from
+`STAGE_DIR/train_job.json`, so both launchers start the same thing.
+
+Both start torchrun through this module (`python -m swehero.train.launch TORCHRUN_ARGS`), which sets what every
+worker needs before CUDA starts and keeps torchrun out of the way of a stop request: SIGUSR1 asks the workers to
+save at the next step boundary and exit (`swehero.train.worker.STOP_SIGNALS`). torchrun would die of it (the
+signal's default action), taking its workers with it; here it hands the signal on to its workers instead, so that
+signalling torchrun alone (`recipe run` stopped, a Slurm site that signals only the task) reaches them too."""
 
 from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
 RDZV_PORT = 29500
+WORKER_ENV = {"CUDA_DEVICE_MAX_CONNECTIONS": "1"}  # Megatron overlaps TP communication with compute only with 1
+STOP_SIGNAL = signal.SIGUSR1
+STOP_MARGIN_S = 600
+"""How long before a Slurm job's time limit its workers are asked to stop: time for a step and a checkpoint."""
+
+
+def launcher(python: str) -> list[str]:
+    """torchrun as `python` runs it: never a `torchrun` found on PATH, which may be missing on a node or another
+    environment's."""
+    return [python, "-m", "swehero.train.launch"]
 
 
 def torchrun_command(stage_dir: Path, nproc: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+    return [*launcher(sys.executable), "--standalone", f"--nproc-per-node={nproc}",
             "-m", "swehero.train.worker", str(stage_dir)]
 
 
@@ -48,11 +65,13 @@ def container_mounts(paths: list[Path]) -> list[Path]:
 
 def slurm_script(stage_dir: Path, nodes: int, gpus_per_node: int, job_name: str, sbatch_options: list[str],
                  container_image: str | None = None, mounts: list[Path] = ()) -> str:
-    """An sbatch script; `sbatch_options` are extra `#SBATCH` lines such as `--partition=batch`, `--time=4:00:00`.
-    With a container image, `mounts` (see `container_mounts`) are bound at the same paths inside it."""
+    """An sbatch script; `sbatch_options` are extra `#SBATCH` lines such as `--partition=batch`, `--time=4:00:00`
+    (or `--signal=USR1@1200`, for more time to stop in than `STOP_MARGIN_S`). With a container image, `mounts` (see
+    `container_mounts`) are bound at the same paths inside it, and the image's python runs torchrun."""
     stage_dir = Path(stage_dir).resolve()
+    python = "python" if container_image else shlex.quote(sys.executable)
     torchrun = " ".join([
-        "torchrun", f"--nnodes={nodes}", f"--nproc-per-node={gpus_per_node}",
+        *launcher(python), f"--nnodes={nodes}", f"--nproc-per-node={gpus_per_node}",
         "--rdzv-id=$SLURM_JOB_ID", "--rdzv-backend=c10d", f"--rdzv-endpoint=$head:{RDZV_PORT}",
         "-m", "swehero.train.worker", shlex.quote(str(stage_dir)),
     ])
@@ -67,11 +86,35 @@ def slurm_script(stage_dir: Path, nodes: int, gpus_per_node: int, job_name: str,
         f"#SBATCH --gpus-per-node={gpus_per_node}",
         "#SBATCH --exclusive",
         f"#SBATCH --output={stage_dir}/slurm-%j.out",
-        *[f"#SBATCH {option}" for option in sbatch_options],
+        # To the step's processes before the time limit: the workers save at the next step boundary and exit.
+        f"#SBATCH --signal={STOP_SIGNAL.name.removeprefix('SIG')}@{STOP_MARGIN_S}",
+        *[f"#SBATCH {option}" for option in sbatch_options],  # after ours: sbatch takes an option's last value
         "set -euo pipefail",
         'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-        "export CUDA_DEVICE_MAX_CONNECTIONS=1  # Megatron overlaps TP communication with compute",
-        f"srun {container}{torchrun}",
+        # The whole node for torchrun and its workers: since Slurm 22.05 a step no longer inherits the job's CPUs
+        # per task, and with task/affinity or task/cgroup it would be bound to one CPU.
+        f"srun --cpus-per-task=$SLURM_CPUS_ON_NODE {container}{torchrun}",
         "",
     ]
     return "\n".join(lines)
+
+
+def _children() -> list[int]:
+    """This process's children (its workers, under torchrun), from each of its threads' list in /proc."""
+    return [int(pid) for listing in Path("/proc/self/task").glob("*/children") for pid in listing.read_text().split()]
+
+
+def _hand_on(signum, frame) -> None:
+    for pid in _children():
+        try:
+            os.kill(pid, signum)  # the worker only, not its process group: what it spawned ignores the signal
+        except ProcessLookupError:  # ended meanwhile
+            pass
+
+
+if __name__ == "__main__":
+    os.environ.update(WORKER_ENV)  # before torchrun starts any worker, so before any initialises CUDA
+    signal.signal(STOP_SIGNAL, _hand_on)
+    from torch.distributed.run import main
+
+    main()

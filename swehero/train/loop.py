@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -17,7 +19,7 @@ from swehero.train.data import PackedSequences, sample_indices, steps_for
 from swehero.train.memory import GiB, peak_bytes
 from swehero.train.metrics import H100_BF16_PEAK_FLOPS, MetricsLogger, training_flops_per_token
 from swehero.train.step import evaluate, train_step
-from swehero.train.worker import FINISHED
+from swehero.train.worker import FINISHED, StopRequest
 
 
 @dataclass
@@ -33,7 +35,7 @@ class TrainJob:
     name: str
 
 
-def train(job: TrainJob) -> None:
+def train(job: TrainJob, stop: StopRequest) -> None:
     s, folder = job.settings, Path(job.dir)
     env = model_setup.initialize(s, job.seed)
     before_model = peak_bytes(env.cuda)  # what the model, optimizer and batches add is measured from here
@@ -69,15 +71,39 @@ def train(job: TrainJob) -> None:
         ckpt.poll()
         if log is not None:
             log.advance()
+        if step < total_steps and (signum := agreed_stop(stop, env.device)):
+            break
     ckpt.poll(blocking=True)
     if log is not None:
         log.close()
-    if s.export_hf:
-        model_setup.export_hf(model, hf_config, job.init, folder / "hf")
-    torch.distributed.barrier()  # every rank's checkpoint written: the stage's work is done
-    if torch.distributed.get_rank() == 0:
-        write_json_atomic(folder / FINISHED, {"step": step, "hf": s.export_hf})
+    if step < total_steps:
+        save_stopped(ckpt, step, total_steps, signum, model, optimizer, scheduler)
+    else:
+        if s.export_hf:
+            model_setup.export_hf(model, hf_config, job.init, folder / "hf")
+        torch.distributed.barrier()  # every rank's checkpoint written: the stage's work is done
+        if torch.distributed.get_rank() == 0:
+            write_json_atomic(folder / FINISHED, {"step": step, "hf": s.export_hf})
     model_setup.shutdown()
+
+
+def agreed_stop(stop: StopRequest, device) -> int:
+    """The stop signal any rank has received (0: none). Ranks receive one at different moments, or not all of them
+    (torchrun hands its own on to the workers of its node only): agreeing at each step boundary, as Megatron-LM's
+    DistributedSignalHandler does, every rank stops after the same step."""
+    flag = torch.tensor([stop.signum], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return int(flag.item())
+
+
+def save_stopped(ckpt: Checkpointer, step: int, total_steps: int, signum: int, model, optimizer, scheduler) -> None:
+    """What a run stopped by a signal leaves: a checkpoint of the last step it trained, and no FINISHED, so that a
+    rerun of the stage resumes from it. The workers then exit with status 0."""
+    if ckpt.newest() != ckpt.folder / f"step-{step}":
+        ckpt.save(step, model, optimizer, scheduler, background=False)  # the process ends next
+    if torch.distributed.get_rank() == 0:
+        print(f"stopped by {signal.Signals(signum).name} after step {step} of {total_steps}: saved {ckpt.newest()}; "
+              "run the stage again to resume from it", file=sys.stderr, flush=True)
 
 
 def total_steps_of(s: Settings) -> int:

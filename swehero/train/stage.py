@@ -130,15 +130,37 @@ def slurm_job(recipe, stage, sbatch_options: list[str], container_image: str | N
 
 
 def train_here(settings: Settings, ctx: StageContext) -> None:
-    """The workers on this node, under torchrun."""
+    """The workers on this node, under torchrun. Stopped meanwhile (Ctrl-C, or SIGTERM: see swehero.cli), this asks
+    them to save at their next step boundary and waits for them before it goes on stopping; stopped again, it ends
+    them at once."""
     from swehero.process import die_with_parent
     from swehero.train.launch import torchrun_command
+    from swehero.train.worker import FINISHED
 
     if settings.nodes > 1:
         raise InputError(f"stage {ctx.name} spans {settings.nodes} nodes: launch it with "
                          f"`swehero train RECIPE --stage {ctx.name} --launcher slurm`")
     job_file(settings, ctx)
-    done = subprocess.run(torchrun_command(ctx.dir, settings.nodes * settings.gpus_per_node),
-                          preexec_fn=die_with_parent)
-    if done.returncode != 0:
-        raise RuntimeError(f"training exited with status {done.returncode}; see the output above")
+    # In its own session, so that Ctrl-C reaches this process alone, which then stops torchrun as SIGTERM would.
+    torchrun = subprocess.Popen(torchrun_command(ctx.dir, settings.nodes * settings.gpus_per_node),
+                                preexec_fn=die_with_parent, start_new_session=True)
+    try:
+        status = torchrun.wait()
+    except BaseException:
+        stop_at_step_boundary(torchrun)
+        raise
+    if status != 0:
+        raise RuntimeError(f"training exited with status {status}; see the output above")
+    if not (ctx.dir / FINISHED).exists():  # a stop signal sent to torchrun or its workers directly
+        raise RuntimeError("training stopped before its last step; see the output above")
+
+
+def stop_at_step_boundary(torchrun: subprocess.Popen) -> None:
+    from swehero.train.launch import STOP_SIGNAL
+
+    torchrun.send_signal(STOP_SIGNAL)  # handed on to the workers (swehero.train.launch)
+    try:
+        torchrun.wait()
+    except BaseException:  # stopped again: now
+        torchrun.kill()  # its workers die with it
+        raise
