@@ -32,6 +32,17 @@ def dataset(tmp_path_factory, tiny_model_dir) -> Path:
     return folder / "dataset"
 
 
+# One rank, 6 steps, a checkpoint every 2 (steps 4 and 6 kept), exported: the run the resume, stop, data-parallel and
+# stage-two tests compare with or start from. Shared, since each training run costs seconds of imports per rank.
+REFERENCE = {"steps": 6, "checkpoint": CheckpointConfig(every=2, keep_last=2, async_save=False)}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, dataset, tiny_model_dir) -> tuple[Path, list[dict]]:
+    folder = tmp_path_factory.mktemp("reference") / "run"
+    return folder, train(folder, settings(dataset, **REFERENCE), tiny_model_dir)
+
+
 def test_an_empty_validation_split_trains_without_validation(tmp_path, tiny_model_dir):
     (tmp_path / "trajectories.jsonl").write_text("".join(json.dumps(trajectory(i)) + "\n" for i in range(8)))
     stats = prepare([str(tmp_path / "trajectories.jsonl")], str(tiny_model_dir), tmp_path / "dataset",
@@ -51,15 +62,15 @@ def test_tp2_pp2_trains_and_loss_falls(tmp_path, dataset, tiny_model_dir):
     assert (tmp_path / "tp2pp2" / "loss.png").exists() and (tmp_path / "tp2pp2" / "checkpoints" / "step-24").is_dir()
 
 
-def test_data_parallel_equals_accumulation_and_resume_reproduces(tmp_path, dataset, tiny_model_dir):
-    s = settings(dataset, steps=6, checkpoint=CheckpointConfig(every=2, keep_last=2, async_save=False))
-    one = train(tmp_path / "dp1", s, tiny_model_dir)
+def test_data_parallel_equals_accumulation_and_resume_reproduces(tmp_path, dataset, tiny_model_dir, reference):
+    s = settings(dataset, **REFERENCE)
+    one_dir, one = reference
     two = train(tmp_path / "dp2", dataclasses.replace(s, gpus_per_node=2), tiny_model_dir)
     # The same global batch: 4 micro-batches on one rank vs 2 on each of two ranks.
     for a, b in zip(one, two):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
-    assert [c.name for c in sorted((tmp_path / "dp1" / "checkpoints").iterdir())] == ["step-4", "step-6"]
+    assert [c.name for c in sorted((one_dir / "checkpoints").iterdir())] == ["step-4", "step-6"]
 
     # Kill -9 after step 3 is logged (checkpoint at step 2), then rerun: it resumes and the curve is the same.
     folder = tmp_path / "killed"
@@ -81,10 +92,11 @@ def test_data_parallel_equals_accumulation_and_resume_reproduces(tmp_path, datas
     assert losses(resumed) == pytest.approx(losses(one), rel=1e-6)
 
 
-def test_a_stopped_stage_saves_the_step_it_reached_and_its_rerun_resumes_from_it(tmp_path, dataset, tiny_model_dir):
+def test_a_stopped_stage_saves_the_step_it_reached_and_its_rerun_resumes_from_it(tmp_path, dataset, tiny_model_dir,
+                                                                                 reference):
     # No checkpoint before the last step: whatever the rerun does not train again, the stop saved.
     s = settings(dataset, steps=6, export_hf=False)
-    whole = train(tmp_path / "whole", s, tiny_model_dir)
+    whole = reference[1]
     folder = tmp_path / "stopped"
     stage = start_stage(folder, dataset, tiny_model_dir, steps=6, export_hf=False)
     deadline = time.monotonic() + 300
@@ -131,20 +143,19 @@ def holders_of(path: Path) -> list[int]:
     return pids
 
 
-def test_stage_two_starts_from_stage_one_and_export_matches(tmp_path, dataset, tiny_model_dir):
+def test_stage_two_starts_from_stage_one_and_export_matches(tmp_path, dataset, reference):
     from transformers import AutoModelForCausalLM
 
     from swehero.train.data import PackedSequences
 
-    s = settings(dataset, steps=8)
-    zero = train(tmp_path / "zero", s, tiny_model_dir)
-    hero = train(tmp_path / "hero", dataclasses.replace(s, steps=2), tmp_path / "zero")
+    zero_dir, zero = reference
+    hero = train(tmp_path / "hero", settings(dataset, steps=2), zero_dir)
     # Stage 2 begins where stage 1 ended (its first loss is far below stage 1's), with a fresh schedule.
     assert hero[0]["loss"] < 0.8 * zero[0]["loss"]
     assert hero[0]["lr"] > 2 * zero[-1]["lr"]
 
     # The exported Hugging Face model gives the validation loss Megatron measured.
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "zero" / "hf", torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(zero_dir / "hf", torch_dtype=torch.float32)
     valid = PackedSequences(dataset, "valid")
     total = tokens = 0.0
     with torch.no_grad():
@@ -222,12 +233,9 @@ def test_resume_without_the_distributed_optimizer(tmp_path, dataset, tiny_model_
     assert losses(resumed) == pytest.approx(losses(whole), rel=1e-6)
 
 
-def test_training_prints_no_known_harmless_noise(tmp_path, dataset, tiny_model_dir):
-    # fp32 with the distributed optimizer (whose zero_grad reads `.grad` of non-leaf views), a checkpoint each step.
-    s = settings(dataset, steps=2, export_hf=False, checkpoint=CheckpointConfig(every=1, keep_last=2, async_save=False))
-    train(tmp_path / "run", s, tiny_model_dir)
-    log = (tmp_path / "run" / "log.txt").read_text()
-    assert [c.name for c in sorted((tmp_path / "run" / "checkpoints").iterdir())] == ["step-1", "step-2"]
+def test_training_prints_no_known_harmless_noise(reference):
+    # fp32 with the distributed optimizer (whose zero_grad reads `.grad` of non-leaf views), three checkpoints.
+    log = (reference[0] / "log.txt").read_text()
     assert "Overwriting old incomplete / corrupted checkpoint" not in log
     assert "The .grad attribute of a Tensor that is not a leaf Tensor" not in log
 
@@ -251,18 +259,18 @@ def test_a_non_finite_step_stops_the_run_before_its_checkpoint(tmp_path, dataset
 
 
 def test_resume_at_another_data_parallel_size_and_a_clear_error_at_another_tensor_size(tmp_path, dataset,
-                                                                                         tiny_model_dir):
-    s = settings(dataset, steps=4, export_hf=False, checkpoint=CheckpointConfig(every=2, keep_last=2, async_save=False))
-    whole = train(tmp_path / "dp1", s, tiny_model_dir)
+                                                                                         tiny_model_dir, reference):
+    s = settings(dataset, export_hf=False, **REFERENCE)
+    whole_dir, whole = reference
     for name in ("dp2", "tp2"):
-        shutil.copytree(tmp_path / "dp1" / "checkpoints" / "step-2", tmp_path / name / "checkpoints" / "step-2")
+        shutil.copytree(whole_dir / "checkpoints" / "step-4", tmp_path / name / "checkpoints" / "step-4")
     # Every rank of the wider run takes the RNG state of its model-parallel position; the optimizer reshards.
     resumed = train(tmp_path / "dp2", dataclasses.replace(s, gpus_per_node=2), tiny_model_dir)
-    assert [r["step"] for r in resumed if "loss" in r] == [3, 4]
-    assert losses(resumed) == pytest.approx(losses(whole)[2:], rel=1e-5)
+    assert [r["step"] for r in resumed if "loss" in r] == [5, 6]
+    assert losses(resumed) == pytest.approx(losses(whole)[4:], rel=1e-5)
     # Megatron cannot reshard the optimizer over tensor ranks: one line naming both layouts, not its KeyError.
     tp2 = dataclasses.replace(s, gpus_per_node=2, parallel=ParallelConfig(tensor=2))
     assert start(tmp_path / "tp2", tp2, tiny_model_dir).wait() != 0
-    assert (f"LayoutError: {tmp_path}/tp2/checkpoints/step-2 was saved at tensor 1, pipeline 1, context 1, this run "
+    assert (f"LayoutError: {tmp_path}/tp2/checkpoints/step-4 was saved at tensor 1, pipeline 1, context 1, this run "
             f"is tensor 2, pipeline 1, context 1: the optimizer state resumes only at the layout it was saved at"
             in (tmp_path / "tp2" / "log.txt").read_text())
