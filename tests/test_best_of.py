@@ -104,7 +104,7 @@ def test_each_patch_is_normalised_once_however_many_draws_vote(monkeypatch):
     monkeypatch.setattr(best_of, "normalise_patch", lambda patch: calls.append(patch) or real(patch))
     n = 12  # C(12, 6) = 924 draws at k = 6 alone
     inst = {"patches": [f"+fix {i % 3}\n" for i in range(n)], "resolved": [i % 3 == 0 for i in range(n)],
-            "scores": [i / n for i in range(n)]}
+            "scores": [i / n for i in range(n)], "graded": [True] * n}
     summary = summarise([inst], n)
     assert len(calls) == n
     assert summary["majority_at_k"][str(n)] == 1.0  # three patches of 4 attempts tie: run 0's, resolved
@@ -126,8 +126,15 @@ def test_auc_and_summary():
         {"scores": [0.9, 0.2, None], "patches": ["+a\n", "+b\n", ""], "resolved": [True, False, False]},
         {"scores": [0.1, 0.6, 0.7], "patches": ["+a\n", "+a\n", "+c\n"], "resolved": [True, True, False]},
     ]
-    s = summarise(instances, 3)
+    s = summarise([{**inst, "graded": [True] * 3} for inst in instances], 3)
     assert s["mean"] == round((1 / 3 + 2 / 3) / 2, 4)
     assert s["best_at_k"]["3"] == 0.5 and s["pass_at_k"]["3"] == 1.0  # the verifier picks run 2 of instance 2
     assert s["majority_at_k"]["3"] == 1.0  # "+a" is the most common patch of both
     assert s["verifier_quality"] == {"scored": 5, "resolved": 3, "accuracy": 0.6, "auc": round(3 / 6, 4)}
+
+    # The grader failed on instance 2's run 2 for good: unresolved in the rates, as the runs' reports count it, but
+    # its true label is unknown, so the verifier is not judged on it (it scored 0.7, which counted as a mistake).
+    graded = [{**instances[0], "graded": [True] * 3}, {**instances[1], "graded": [True, True, False]}]
+    g = summarise(graded, 3)
+    assert {k: g[k] for k in ("mean", "best_at_k", "pass_at_k")} == {k: s[k] for k in ("mean", "best_at_k", "pass_at_k")}
+    assert g["verifier_quality"] == {"scored": 4, "resolved": 3, "accuracy": 0.75, "auc": round(2 / 3, 4)}

@@ -118,8 +118,9 @@ def auc(scores: list[float], labels: list[bool]) -> float | None:
 
 
 def summarise(instances: list[dict], runs: int) -> dict:
-    """best@k, majority@k, pass@k and the mean over `instances` (each {"scores", "patches", "resolved"} per run),
-    and the verifier's accuracy and AUC on the scored attempts."""
+    """best@k, majority@k, pass@k and the mean over `instances` (each {"scores", "patches", "resolved", "graded"}
+    per run), and the verifier's accuracy and AUC on the scored attempts whose grade is known: an
+    attempt whose grader failed counts as unresolved in the rates, but its true label is unknown."""
     from swehero.eval.runs import pass_at_k
 
     ks = range(1, runs + 1)
@@ -131,8 +132,10 @@ def summarise(instances: list[dict], runs: int) -> dict:
             majority[k] += majority_at_k(groups, inst["resolved"], k)
             passed[k] += pass_at_k(runs, sum(inst["resolved"]), k)
     n = len(instances)
-    scored = [(s, y) for inst in instances for s, y, p in zip(inst["scores"], inst["resolved"], inst["patches"])
-              if s is not None and p.strip()]
+    scored = [(s, y) for inst in instances
+              for s, y, p, graded in zip(inst["scores"], inst["resolved"], inst["patches"],
+                                         inst["graded"])
+              if s is not None and p.strip() and graded]
     return {
         "mean": round(best[1] / n, 4),
         "best_at_k": {str(k): round(best[k] / n, 4) for k in ks},

@@ -151,6 +151,7 @@ def write_selection(instance_ids: list[str], attempts: dict, scores: dict, verif
     for iid in instance_ids:
         per = attempts[iid]
         entry = {"instance_id": iid, "patches": [a.patch for a in per], "resolved": [bool(a.resolved) for a in per],
+                 "graded": [not a.infra_failure for a in per],
                  "scores": [(scores.get((a.run, iid)) or {}).get("score") for a in per]}
         entry["selected_run"] = ranking(entry["scores"], entry["patches"])[0]
         entry["majority_run"] = majority_choice(list(range(runs)), patch_groups(entry["patches"]))

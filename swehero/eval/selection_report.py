@@ -17,7 +17,7 @@ def markdown(report: dict) -> str:
              f"{percent(report['pass_at_k'][str(runs)])}; mean of the runs {percent(report['mean'])}.",
              f"Selected attempts resolve {report['selected_resolved']} of the {report['oracle_resolved']} instances "
              f"some run resolved.", "",
-             f"Verifier on the {quality['scored']} attempts with a patch ({quality['resolved']} resolved): accuracy "
+             f"Verifier on the {quality['scored']} graded attempts with a patch ({quality['resolved']} resolved): accuracy "
              f"{percent(quality['accuracy'])} (yes when the score is at least 0.5), AUC {auc}.",
              "", "| k | mean (pass@1) | best@k (verifier) | majority patch@k | pass@k |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {percent(report['mean'])} | {percent(report['best_at_k'][k])} | "
