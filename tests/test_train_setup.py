@@ -197,7 +197,11 @@ def test_a_token_budget_per_step_sets_the_rows_and_is_checked_against_seq_length
 
 
 def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
     from swehero.errors import InputError, MissingInput
+    from swehero.model.qwen2 import hf_weight_names
     from swehero.train.plan import plan_stage
     from swehero.train.stage import check_inputs
 
@@ -206,7 +210,15 @@ def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path
         folder.mkdir()
     (data / "stats.json").write_text(json.dumps({
         "seq_length": 65536, "samples": {"train": 64, "valid": 1}, "trajectories": {"kept": 96}, "tokens": 96 * 40000}))
-    (model / "config.json").write_text(json.dumps({**QWEN25_CODER_32B, "model_type": "qwen2"}))
+    config = {**QWEN25_CODER_32B, "model_type": "qwen2", "tie_word_embeddings": False}
+    (model / "config.json").write_text(json.dumps(config))
+    # Only the names of the tensors are read: one number stands for each.
+    names = sorted(hf_weight_names(config))
+    save_file({n: torch.zeros(1) for n in names if n != "lm_head.weight"}, model / "model.safetensors")
+    with pytest.raises(MissingInput, match=f"{model}: 1 tensor\\(s\\) its config.json needs are not in its weights: "
+                                           "lm_head.weight \\(tie_word_embeddings is false"):
+        check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
+    save_file({n: torch.zeros(1) for n in names}, model / "model.safetensors")
     with pytest.raises(InputError, match=f"stage sft: {model} has no tokenizer \\(tokenizer.json, .*\\) for the "):
         check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
     check_inputs(Settings(data=str(data), seq_length=65536, export_hf=False), str(model), "sft")

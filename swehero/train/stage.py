@@ -44,10 +44,11 @@ def job_file(settings: Settings, ctx: StageContext) -> Path:
 def check_inputs(settings: Settings, init: str, name: str) -> None:
     """What every worker would otherwise fail on, each after importing Megatron (or a Slurm job after its wait in
     the queue), checked once before any starts: the data and the initial weights exist, the data was packed at
-    the stage's seq_length and has training rows, a Hugging Face folder holds a Qwen2 model, and the parallel
-    layout fits that model on the stage's processes."""
+    the stage's seq_length and has training rows, a Hugging Face folder holds a Qwen2 model whose every tensor its
+    weight files list, and the parallel layout fits that model on the stage's processes."""
     from swehero.data.prepare import read_stats
-    from swehero.model.folder import TOKENIZER_FILES, has_tokenizer, is_hf_folder, read_config, side_files_from
+    from swehero.model.folder import (TOKENIZER_FILES, check_hf_weights, has_tokenizer, is_hf_folder, read_config,
+                                      side_files_from)
     from swehero.model.qwen2 import check_supported
     from swehero.train.config import LayoutError, check_layout
     from swehero.train.data import empty_training_split, seq_length_mismatch
@@ -65,6 +66,7 @@ def check_inputs(settings: Settings, init: str, name: str) -> None:
             check_supported(read_config(init))
         except InputError as e:
             raise InputError(f"stage {name}: init {init}: {e}") from None
+        check_hf_weights(init, read_config(init))  # names the file; else every rank fails loading it
     elif not (Path(init) / "checkpoints").is_dir():
         raise MissingInput(f"stage {name}: init {init} is neither a Hugging Face folder (config.json) nor a train "
                            "stage's folder (checkpoints/)")
