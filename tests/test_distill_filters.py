@@ -5,8 +5,10 @@ import copy
 import dataclasses
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -226,6 +228,31 @@ def test_a_null_content_is_read_as_validation_makes_it(tmp_path):
     assert read_jsonl(tmp_path / "out" / "trajectories.jsonl") == [validate(record)]
 
 
+def toy_records(toy: Path, count: int) -> tuple[list[dict], list[dict]]:
+    """The first `count` toy tasks, and a hero trajectory for each that ends with its gold patch."""
+    tasks = [json.loads(line) for line in toy.read_text().splitlines()][:count]
+    records = [good(i) for i in range(count)]
+    for record, task in zip(records, tasks):
+        record.update(instance_id=task["instance_id"], repo=task["repo"], stage="hero", patch=task["patch"])
+    return tasks, records
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def noting_python(tmp_path: Path, hold_run: int = 0) -> tuple[Path, Path]:
+    """An interpreter that notes each test run in a file (returned second); its run number `hold_run` never ends,
+    so that a test can stop grading in the middle."""
+    ran, python = tmp_path / "tests_ran", tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    hold = f'[ "$(wc -l < "{ran}")" -eq {hold_run} ] && while :; do sleep 0.1; done\n' if hold_run else ""
+    python.write_text(f'#!/bin/sh\necho "$*" >> "{ran}"\n{hold}exec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    return python, ran
+
+
 def test_resolved_only_checks_every_repository_first_and_grades_only_what_the_other_rules_keep(tmp_path):
     """Grading runs tests (hours of them on real data): a task whose repository is missing stops `filter` before
     anything is graded, with every such task named; a record another rule drops is not graded, so its repository
@@ -233,21 +260,13 @@ def test_resolved_only_checks_every_repository_first_and_grades_only_what_the_ot
     from swehero.agent.local import MissingRepository
 
     toy = build_toy_tasks(tmp_path / "toy")
-    tasks = [json.loads(line) for line in toy.read_text().splitlines()][:3]
-    records = [good(i) for i in range(3)]
-    for record, task in zip(records, tasks):
-        record.update(instance_id=task["instance_id"], repo=task["repo"], stage="hero", patch=task["patch"])
+    tasks, records = toy_records(toy, 3)
     records[2]["messages"][2]["tool_calls"].append(make_tool_call("call_9", "think", {"thought": "x"}))
-    src, out = tmp_path / "in.jsonl", tmp_path / "out"
-    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    src, out = write_jsonl(tmp_path / "in.jsonl", records), tmp_path / "out"
     hidden = {task["repo"]: tmp_path / "hidden" / task["repo"].replace("/", "__") for task in tasks[1:]}
     for repo, where in hidden.items():
         shutil.move(toy.parent / "repos" / where.name, where)
-    ran = tmp_path / "tests_ran"  # an interpreter that notes each test run
-    python = tmp_path / "bin" / "python"
-    python.parent.mkdir()
-    python.write_text(f'#!/bin/sh\necho "$*" >> "{ran}"\nexec "{sys.executable}" "$@"\n')
-    python.chmod(0o755)
+    python, ran = noting_python(tmp_path)
     cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(toy), grading=LocalGraderConfig(python=str(python)))
 
     with pytest.raises(MissingRepository) as missing:
@@ -261,6 +280,118 @@ def test_resolved_only_checks_every_repository_first_and_grades_only_what_the_ot
     assert [(r["id"], r["resolved"]) for r in kept] == [("t0", True), ("t1", True)]
     assert [d["rule"] for d in read_jsonl(out / "dropped.jsonl")] == ["not_one_tool_call"]
     assert len(ran.read_text().splitlines()) == 2
+
+
+FILTER_RECIPE = """\
+name: grading
+run_dir: {run}
+stages:
+  - name: hero
+    kind: filter
+    trajectories: {src}
+    rules: {{stage: hero, resolved_only: true, tasks: {tasks}, grading: {{python: {python}}}}}
+"""
+NEW_FILE = "diff --git a/NOTES b/NOTES\nnew file mode 100644\n--- /dev/null\n+++ b/NOTES\n@@ -0,0 +1 @@\n+note\n"
+"""A patch that applies to any task and resolves none."""
+
+
+def wait_for(done, process: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
+    """Poll `done` while `process` runs; fail, with its output, if it ends first or takes too long."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            pytest.fail(f"gave up waiting (exit {process.returncode}):\n{log.read_text()}")
+        time.sleep(0.05)
+
+
+def grading_report(out: Path) -> dict:
+    return json.loads((out / "filter_report.json").read_text())["grading"]
+
+
+@pytest.mark.slow  # a filter run and a recipe run, each interrupted and run again, in subprocesses
+@pytest.mark.parametrize("via", ["filter", "recipe"])
+def test_an_interrupted_grading_goes_on_from_its_grade_log(tmp_path, via):
+    """`swehero filter --resolved-only`, or a `filter` stage, stopped by Ctrl-C in the middle of grading keeps every
+    grade made (`grades.jsonl`), and the next run grades only the rest: a release's grading takes hours. A recipe
+    resumes the stage with its log, unless its settings changed."""
+    toy = build_toy_tasks(tmp_path / "toy")
+    _, records = toy_records(toy, 3)
+    src = write_jsonl(tmp_path / "in.jsonl", records)
+    python, ran = noting_python(tmp_path, hold_run=2)
+    if via == "filter":
+        out = tmp_path / "out"
+        command = [sys.executable, "-c", "from swehero.distill.cli import filter_; filter_()", str(src), "--stage",
+                   "hero", "--resolved-only", "--tasks", str(toy), "--grading-python", str(python), "--out", str(out)]
+    else:
+        out, recipe = tmp_path / "run" / "hero", tmp_path / "r.yaml"
+        recipe.write_text(FILTER_RECIPE.format(run=tmp_path / "run", src=src, tasks=toy, python=python))
+        command = [sys.executable, "-c", "from swehero.cli import main; main()", "recipe", "run", str(recipe)]
+    log = tmp_path / "first.log"
+    with open(log, "w") as output:
+        first = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    wait_for(lambda: ran.exists() and len(ran.read_text().splitlines()) == 2, first, log)  # grading the second
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=60) != 0
+    assert [(line["id"], line["resolved"]) for line in read_jsonl(out / "grades.jsonl")] == [("t0", True)]
+    left = sorted(p.name for p in out.iterdir())
+    assert left == ["grades.jsonl"] + (["manifest.json"] if via == "recipe" else [])  # no partial output
+    if via == "recipe":
+        plan = subprocess.run(command + ["--dry-run"], capture_output=True, text=True, check=True).stdout
+        assert "(resuming)" in plan, plan
+        changed = subprocess.run(command + ["--dry-run", "--set", "stages.hero.rules.grading.test_timeout_s=60"],
+                                 capture_output=True, text=True, check=True).stdout
+        assert "settings changed" in changed and "resuming" not in changed, changed
+
+    subprocess.run(command, capture_output=True, check=True)
+    assert grading_report(out) == {"graded": 2, "reused": 1}
+    assert len(ran.read_text().splitlines()) == 4  # the interrupted grading and the third; the first not again
+    assert [line["id"] for line in read_jsonl(out / "grades.jsonl")] == ["t0", "t1", "t2"]
+    assert [r["resolved"] for r in read_jsonl(out / "trajectories.jsonl")] == [True, True, True]
+
+
+@pytest.mark.slow  # three filter runs grading real test suites
+def test_a_changed_patch_task_or_grading_setting_is_graded_again(tmp_path):
+    """A grade is reused only for the same task entry, patch and grading settings: anything else that decides it
+    changed is graded again, never given the stale grade."""
+    toy = build_toy_tasks(tmp_path / "toy")
+    tasks, records = toy_records(toy, 3)
+    python, ran = noting_python(tmp_path)
+    src, out = tmp_path / "in.jsonl", tmp_path / "out"
+    cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(toy), grading=LocalGraderConfig(python=str(python)))
+
+    def grading(rows: list[dict], cfg: FilterConfig = cfg) -> dict:
+        filter_file(str(write_jsonl(src, rows)), cfg, out)
+        return grading_report(out)
+
+    assert grading(records) == {"graded": 3, "reused": 0}
+    records[0]["patch"] = NEW_FILE
+    edited = [json.loads(line) for line in toy.read_text().splitlines()]
+    edited[1]["PASS_TO_PASS"] = "[]"
+    write_jsonl(toy, edited)
+    assert grading(records) == {"graded": 2, "reused": 1}
+    assert [(d["id"], d["rule"]) for d in read_jsonl(out / "dropped.jsonl")] == [("t0", "unresolved")]
+    longer = dataclasses.replace(cfg, grading=LocalGraderConfig(python=str(python), test_timeout_s=60))
+    assert grading(records[2:], longer) == {"graded": 1, "reused": 0}
+    assert len(ran.read_text().splitlines()) == 6
+
+
+def test_a_grade_line_torn_by_a_kill_is_ignored(tmp_path):
+    """`kill -9` in the middle of appending a grade leaves a torn last line: the rerun cuts it off and goes on."""
+    toy = build_toy_tasks(tmp_path / "toy")
+    _, records = toy_records(toy, 1)
+    python, ran = noting_python(tmp_path)
+    src, out = write_jsonl(tmp_path / "in.jsonl", records), tmp_path / "out"
+    cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(toy), grading=LocalGraderConfig(python=str(python)))
+    filter_file(str(src), cfg, out)
+    grades = out / "grades.jsonl"
+    whole = grades.read_text()
+    with open(grades, "a") as log:
+        log.write('{"key": "0123')
+    filter_file(str(src), cfg, out)
+    assert grading_report(out) == {"graded": 0, "reused": 1}
+    assert grades.read_text() == whole and len(ran.read_text().splitlines()) == 1
 
 
 @pytest.mark.slow

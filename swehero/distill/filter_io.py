@@ -1,4 +1,5 @@
-"""Filtering a trajectory file into a folder: kept trajectories, the dropped ones with their rule, the report."""
+"""Filtering a trajectory file into a folder: kept trajectories, the dropped ones with their rule, the report, and
+with `resolved_only` the log of grades (`grades.jsonl`) that a rerun into the same folder goes on from."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from swehero.data.select import Selection, select_lines
 from swehero.data.sources import iter_trajectories
-from swehero.distill.filters import FilterConfig, check_gradable, filter_trajectories
+from swehero.distill.filters import GRADES, FilterConfig, Grades, check_gradable, filter_trajectories
 
 REPORT = "filter_report.json"
 
@@ -18,7 +19,8 @@ def filter_file(path: str, cfg: FilterConfig, out_dir: Path, seed: int = Selecti
     by `seed` where `cfg` names none), rewriting the kept file line by line. The files appear whole or not at all:
     each is written under a temporary name and renamed at the end; input it cannot read leaves no output (nor a
     folder it made). With `resolved_only`, `path` is read once more first, so that a task grading would lack stops
-    the run before hours of grading, not after."""
+    the run before hours of grading, not after; each grade is logged in `out_dir/grades.jsonl` as it is made, kept
+    whatever stops the run, and reused by the next run into `out_dir`."""
     check_gradable(iter_trajectories(path), cfg)
     selection = cfg.selection(seed)
     out_dir = Path(out_dir)
@@ -28,6 +30,7 @@ def filter_file(path: str, cfg: FilterConfig, out_dir: Path, seed: int = Selecti
     partial = {name: p.with_name(f".{p.name}.partial") for name, p in outputs.items()}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        grades = Grades(out_dir / GRADES) if cfg.resolved_only else None
         kept_ids: list[tuple[str, str]] = []  # (instance_id, id) of each line kept, all the selection needs
         with open(partial["trajectories"], "w") as kept, open(partial["dropped"], "w") as dropped:
 
@@ -37,17 +40,23 @@ def filter_file(path: str, cfg: FilterConfig, out_dir: Path, seed: int = Selecti
                     kept_ids.append((record["instance_id"], record["id"]))
 
             report = filter_trajectories(iter_trajectories(path), cfg, keep,
-                                         lambda d: dropped.write(json.dumps(d) + "\n"))
+                                         lambda d: dropped.write(json.dumps(d) + "\n"), grades)
         if selection.active:
             report["selected"] = select_lines(partial["trajectories"], kept_ids, selection)
         report["source"] = str(path)
         partial["report"].write_text(json.dumps(report, indent=1) + "\n")
     except BaseException:
-        if made:
-            shutil.rmtree(out_dir, ignore_errors=True)
         for p in partial.values():
             p.unlink(missing_ok=True)
+        if made and not _holds_grades(out_dir):
+            shutil.rmtree(out_dir, ignore_errors=True)
         raise
     for name, p in outputs.items():
         partial[name].replace(p)
     return {name: str(p) for name, p in outputs.items()}
+
+
+def _holds_grades(out_dir: Path) -> bool:
+    """Whether `out_dir` holds grades, hours of tests that a rerun reuses."""
+    log = out_dir / GRADES
+    return log.is_file() and log.stat().st_size > 0

@@ -1,5 +1,9 @@
 """Stage kind `filter`: the paper's trajectory filters over a trajectory file, then an optional seeded selection
-among the trajectories they keep (`<stage>/trajectories.jsonl`, `dropped.jsonl`, `filter_report.json`)."""
+among the trajectories they keep (`<stage>/trajectories.jsonl`, `dropped.jsonl`, `filter_report.json`).
+
+Resumable: `resolved_only`'s grades are logged append-only (`grades.jsonl`), so a rerun after an interruption grades
+only what was not graded; the other outputs are written afresh.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from dataclasses import dataclass, field
 
 from swehero.distill.filters import FilterConfig
 from swehero.recipe.stage import InputPath, StageContext
+
+RESUMABLE = True
 
 
 @dataclass

@@ -4,10 +4,14 @@ Every rule reads only the canonical trajectory (messages, patch, metadata) and, 
 test patch (from `metadata.test_files`, written by `swehero distill`, or from a task file). A trajectory is dropped
 by the first rule it violates, in the order of RULES; the report also counts every rule's violations on its own,
 so the effect of each rule is visible whatever the order. Rules named in `skip` do not run, and the report says so.
+
+`resolved_only` grades run tests, hours of them for a release's trajectories: each grade is committed to an
+append-only log (`Grades`) the moment it is made, so a filter that is killed or stopped goes on where it stopped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -21,11 +25,14 @@ from swehero.agent.loop import KEEP_GOING, LoopConfig
 from swehero.data.select import Selection
 from swehero.errors import InputError
 from swehero.gitdiff import patch_files
+from swehero.jsonio import JsonlLog
 from swehero.recipe.stage import Range
 from swehero.rollout.local_grader import LocalGraderConfig
 
 STAGES = ("zero", "hero")
 UNRESOLVED = "unresolved"
+GRADES = "grades.jsonl"
+"""The log of `resolved_only`'s grades in the output folder."""
 
 
 @dataclass
@@ -188,6 +195,44 @@ def fingerprint(record: dict) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def grade_key(task: dict, patch: str, grading: LocalGraderConfig) -> str:
+    """A fingerprint of what decides a grade: the task's entry, the patch and the grading settings."""
+    body = json.dumps([task, patch, dataclasses.asdict(grading)], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _by_key(line: dict) -> str:
+    return line["key"]
+
+
+class Grades:
+    """`resolved_only`'s grades by `grade_key`: each one graded is appended to `log` (when given; flushed and fsynced
+    line by line) before the filter goes on, and one whose key is there is reused, not graded again. A changed task
+    entry, patch or grading setting changes the key, so it is graded again, never given a stale grade."""
+
+    def __init__(self, log: Path | None = None) -> None:
+        self.log = JsonlLog(log, key=_by_key) if log is not None else None
+        before = self.log.records() if self.log is not None else {}
+        self.known = {key: line["resolved"] for key, line in before.items()}
+        self.counts = Counter()
+
+    def resolved(self, record: dict, task: dict, cfg: FilterConfig) -> bool:
+        """Whether `record`'s patch resolves `task`: a grade made before, else the local grader's, logged."""
+        patch = record.get("patch") or ""
+        key = grade_key(task, patch, cfg.grading)
+        if key in self.known:
+            self.counts["reused"] += 1
+            return self.known[key]
+        resolved = _run_grader(task, patch, cfg)
+        if self.log is not None:
+            self.log.append({"key": key, "instance_id": task["instance_id"], "id": record.get("id"),
+                             "resolved": resolved})
+        self.known[key] = resolved
+        self.counts["graded"] += 1
+        print(f"  {task['instance_id']} ({record.get('id')}): {'resolved' if resolved else 'not resolved'}", flush=True)
+        return resolved
+
+
 def active_rules(cfg: FilterConfig) -> list[Rule]:
     if cfg.stage not in STAGES:
         raise InputError(f"filter stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
@@ -207,19 +252,21 @@ def _check_skip(cfg: FilterConfig, applicable: set[str]) -> None:
 
 
 def filter_trajectories(records: Iterable[dict], cfg: FilterConfig, keep: Callable[[dict], None],
-                        drop: Callable[[dict], None]) -> dict:
+                        drop: Callable[[dict], None], grades: Grades | None = None) -> dict:
     """Hand each record to `keep`, or its drop entry (the rule, and every rule it violates) to `drop`, one record at
     a time: a distillation's trajectories can be far larger than memory. Returns the report. With `resolved_only`,
     a record not graded yet is graded (its tests run) only if it passes every other rule and repeats none kept, so
     `unresolved` counts violations among the graded only; `check_gradable` over the same records first names every
-    task grading would lack before any is graded."""
+    task grading would lack before any is graded. `grades`: those made before, and where to log the new ones
+    (default: none, and no log)."""
     rules = active_rules(cfg)
+    grades = grades if grades is not None else Grades()
     tasks = _tasks(cfg.tasks)
     seen, kept_tasks = set(), set()
     first_hit, violations, counts = Counter(), Counter(), Counter()
     for record in records:
         counts["input"] += 1
-        hits = _hits(record, rules, cfg, tasks, seen)
+        hits = _hits(record, rules, cfg, tasks, seen, grades)
         violations.update(hits)
         if hits:
             first_hit[hits[0]] += 1
@@ -230,7 +277,7 @@ def filter_trajectories(records: Iterable[dict], cfg: FilterConfig, keep: Callab
             counts["kept"] += 1
             kept_tasks.add(record["instance_id"])
             keep(record)
-    return {
+    report = {
         "stage": cfg.stage, "input": counts["input"], "kept": counts["kept"], "dropped": counts["dropped"],
         "rules": [{"name": r.name, "doc": r.doc, "dropped": first_hit[r.name], "violations": violations[r.name]}
                   for r in rules]
@@ -239,6 +286,9 @@ def filter_trajectories(records: Iterable[dict], cfg: FilterConfig, keep: Callab
         "skipped": list(cfg.skip),
         "kept_tasks": len(kept_tasks),
     }
+    if cfg.resolved_only:
+        report["grading"] = {"graded": grades.counts["graded"], "reused": grades.counts["reused"]}
+    return report
 
 
 def check_gradable(records: Iterable[dict], cfg: FilterConfig) -> None:
@@ -267,14 +317,15 @@ def check_gradable(records: Iterable[dict], cfg: FilterConfig) -> None:
         raise MissingRepository("; ".join(missing))
 
 
-def _hits(record: dict, rules: list[Rule], cfg: FilterConfig, tasks: dict[str, dict], seen: set[str]) -> list[str]:
+def _hits(record: dict, rules: list[Rule], cfg: FilterConfig, tasks: dict[str, dict], seen: set[str],
+          grades: Grades) -> list[str]:
     """The rules `record` violates, in order; `[DUPLICATE]` if none but it repeats one kept (`seen`, which a record
     kept joins). Grading is slow, so a record is graded last, and only when nothing else drops it."""
     hits = _other_hits(record, rules, cfg, tasks)
     fp = None if hits else fingerprint(record)
     if cfg.resolved_only:
         if record.get("resolved") is None and fp is not None and fp not in seen:
-            _grade(record, tasks, cfg)
+            _grade(record, tasks, cfg, grades)
         if record.get("resolved") is not None and unresolved(record, cfg):
             hits.append(UNRESOLVED)
     if hits:
@@ -325,16 +376,19 @@ def _repos(cfg: FilterConfig) -> Path:
     return Path(cfg.repos) if cfg.repos else Path(cfg.tasks).parent / "repos"
 
 
-def _grade(record: dict, tasks: dict[str, dict], cfg: FilterConfig) -> None:
-    """Fill the record's `resolved` with the local grader (the task's FAIL_TO_PASS/PASS_TO_PASS tests)."""
+def _grade(record: dict, tasks: dict[str, dict], cfg: FilterConfig, grades: Grades) -> None:
+    """Fill the record's `resolved`, from `grades`."""
+    _check_known([record["instance_id"]], tasks, cfg)
+    record["resolved"] = grades.resolved(record, tasks[record["instance_id"]], cfg)
+
+
+def _run_grader(task: dict, patch: str, cfg: FilterConfig) -> bool:
+    """Whether `patch` resolves `task` by the local grader (the task's FAIL_TO_PASS/PASS_TO_PASS tests)."""
     from swehero.rollout.local_grader import grade_instance
     from swehero.rollout.tasks import repo_dir
 
-    _check_known([record["instance_id"]], tasks, cfg)
-    task = tasks[record["instance_id"]]
-    prediction = {"instance_id": task["instance_id"], "model_name_or_path": "distill",
-                  "model_patch": record.get("patch") or ""}
+    prediction = {"instance_id": task["instance_id"], "model_name_or_path": "distill", "model_patch": patch}
     with tempfile.TemporaryDirectory(prefix="swehero-grade-") as work:
         report = grade_instance(task, prediction, repo_dir(_repos(cfg), task["repo"]), Path(work) / "grade",
                                 cfg.grading)
-    record["resolved"] = bool(report.get("resolved"))
+    return bool(report.get("resolved"))
