@@ -30,9 +30,13 @@ section() {  # section NAME LIMIT_S COMMAND...
   if timeout --kill-after=10 "$limit" "$@"; then
     RESULTS+=("PASS  $name  $(( $(date +%s) - t0 ))s")
   else
-    RESULTS+=("FAIL  $name  $(( $(date +%s) - t0 ))s (exit $?)")
+    local status=$?  # before $(date) below resets $?
+    RESULTS+=("FAIL  $name  $(( $(date +%s) - t0 ))s (exit $status)")
   fi
 }
+
+# Sourced (by the tests), the script only defines `section`.
+[[ "${BASH_SOURCE[0]}" != "$0" ]] && return 0
 
 if [[ -z "$DRY" ]]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || { echo "no GPU: use --dry-run"; exit 2; }

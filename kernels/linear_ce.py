@@ -35,6 +35,20 @@ def default_chunk_size(num_tokens: int, hidden_size: int, vocab_size: int) -> in
     return min(max(256, 1 << (target - 1).bit_length()), 8192)
 
 
+def _agreed_chunk_size(hidden: torch.Tensor, weight: torch.Tensor, tp_group: dist.ProcessGroup | None) -> int:
+    """`default_chunk_size` for the largest vocabulary shard of the TP group.
+
+    Each chunk all-reduces its statistics, so every rank must run the same chunks; shards may be uneven, and sized
+    from its own shard each rank could pick another chunk size. The largest shard's chunk logits take the most memory.
+    """
+    vocab_size = weight.shape[0]
+    if tp_group is not None and dist.get_world_size(tp_group) > 1:
+        largest = torch.tensor(vocab_size, device=weight.device)
+        dist.all_reduce(largest, op=dist.ReduceOp.MAX, group=tp_group)
+        vocab_size = int(largest)
+    return default_chunk_size(hidden.shape[0], hidden.shape[1], vocab_size)
+
+
 def _clamped_normalizer(normalizer: float | torch.Tensor, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(normalizer, dtype=torch.float32, device=device).clamp(min=1)
 
@@ -136,7 +150,7 @@ def fused_linear_cross_entropy(
     tp_group: the tensor-parallel group over which the vocabulary is split; None when unsplit. `hidden`, `targets`
         and `loss_mask` must be the same on all its ranks (as Megatron's TP ranks see the same batch). The gradient
         of `hidden` is all-reduced over it, so it is the full gradient on every rank.
-    chunk_size: tokens per chunk (default: `default_chunk_size`).
+    chunk_size: tokens per chunk (default: `default_chunk_size` for the largest vocabulary shard of `tp_group`).
     backend: "triton", "torch" (the reference) or "auto" (Triton on CUDA tensors, the reference otherwise).
 
     Returns the fp32 scalar loss. Gradients flow to `hidden` and `weight` (the latter accumulated in fp32).
@@ -148,7 +162,7 @@ def fused_linear_cross_entropy(
             f"targets {list(targets.shape)} and loss_mask {list(loss_mask.shape)} must be [T={hidden.shape[0]}]"
         )
     ops = _backend(backend, hidden.device)
-    chunk = chunk_size or default_chunk_size(hidden.shape[0], hidden.shape[1], weight.shape[0])
+    chunk = chunk_size or _agreed_chunk_size(hidden, weight, tp_group)
     grad_on = torch.is_grad_enabled()
     needs_grad = (grad_on and hidden.requires_grad, grad_on and weight.requires_grad)
     return _LinearCrossEntropy.apply(

@@ -20,7 +20,8 @@ import triton.language as tl
 
 _INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 # The interpreter (triton 3.9) computes tl.dot on bfloat16 tiles wrongly (it multiplies their raw uint16 storage), so
-# there the tiles are upcast first; bf16 products are exact in fp32, so the result is what the GPU's dot computes.
+# there the tiles are upcast first; bf16 products are exact in fp32, so the dot gives what the GPU's dot gives. (Its
+# fp32 -> bf16 conversions truncate where the GPU rounds to nearest, though: its bf16 logits can differ by one step.)
 _DOT_IN_FP32 = tl.constexpr(_INTERPRETING)
 
 
@@ -38,7 +39,6 @@ def _matmul_configs() -> list[triton.Config]:
 
 
 _CONFIGS = _matmul_configs()
-_MIN_BLOCK_N = min(c.kwargs["BLOCK_N"] for c in _CONFIGS)
 _ELEMENTWISE_BLOCK = 1024
 
 
@@ -80,7 +80,9 @@ def _dot_tile(a_ptr, b_ptr, rm, rn, M, N, K, stride_am, stride_ak, stride_bk, st
 
 # The autotuners are keyed on the LM head's dimensions only, never on the token count: that changes with every batch
 # (only trained tokens are computed) and retuning costs seconds each time.
-@triton.autotune(configs=_CONFIGS, key=["N", "K"])
+# Tuning runs every config on the caller's buffers, and a wide tile fills fewer partial rows than a narrow one: the rows
+# it leaves must add nothing, so their sums are zeroed (their maxima, logits of the same rows, are harmless).
+@triton.autotune(configs=_CONFIGS, key=["N", "K"], reset_to_zero=["part_sum_ptr"])
 @triton.jit
 def _logits_stats_kernel(h_ptr, w_ptr, logits_ptr, targets_ptr, part_max_ptr, part_sum_ptr, target_logit_ptr,
                          M, N, K, stride_hm, stride_hk, stride_wn, stride_wk, stride_lm,
@@ -93,7 +95,12 @@ def _logits_stats_kernel(h_ptr, w_ptr, logits_ptr, targets_ptr, part_max_ptr, pa
     row_ok = rm < M
     col_ok = rn < N
     out = logits_ptr + rm.to(tl.int64)[:, None] * stride_lm + rn[None, :]
-    tl.store(out, acc.to(logits_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+    stored = acc.to(logits_ptr.dtype.element_ty)
+    tl.store(out, stored, mask=row_ok[:, None] & col_ok[None, :])
+    # The statistics are those of the logits as stored (in bf16: rounded): the gradient kernel reads these back, and
+    # exp(logit - lse) sums to 1 only when both come from the same values. From the fp32 accumulator, the rounding
+    # (up to 1/16 at logits of 16-32) outweighs 1 - p of confident tokens and flips their gradient's sign.
+    acc = stored.to(tl.float32)
 
     logits = tl.where(col_ok[None, :], acc, float("-inf"))
     tile_max = tl.max(logits, axis=1)
@@ -162,7 +169,7 @@ def logits_and_stats(
     (M, K), N = hidden.shape, weight.shape[0]
     logits = torch.empty((M, N), dtype=hidden.dtype, device=hidden.device)
     # One partial per (column tile, row); sized for the narrowest configured tile, unused tiles stay neutral.
-    num_parts = triton.cdiv(N, _MIN_BLOCK_N)
+    num_parts = triton.cdiv(N, min(config.kwargs["BLOCK_N"] for config in _logits_stats_kernel.configs))
     part_max = torch.full((num_parts, M), float("-inf"), dtype=torch.float32, device=hidden.device)
     part_sum = torch.zeros((num_parts, M), dtype=torch.float32, device=hidden.device)
     target_logit = torch.zeros(M, dtype=torch.float32, device=hidden.device)

@@ -1,6 +1,6 @@
 """benchmarks/gpu_check.sh is ready for the day a GPU is lent: valid bash, and its dry run (every section on the
 CPU at toy size: parity, FP8 state through a checkpoint, fused CE, a training step, a vLLM server with the tool
-parser) passes."""
+parser) passes, and a failing section says how it failed."""
 
 import subprocess
 import sys
@@ -13,6 +13,12 @@ SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
 
 def test_script_is_valid_bash():
     assert subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True).returncode == 0
+
+
+def test_failed_section_reports_its_exit_status():
+    run_section = f'source "{SCRIPT}" && section failing 5 bash -c "exit 3"; echo "${{RESULTS[0]}}"'
+    done = subprocess.run(["bash", "-c", run_section], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines()[-1].startswith("FAIL  failing") and "(exit 3)" in done.stdout, done.stdout
 
 
 @pytest.mark.slow
