@@ -3,6 +3,7 @@ never answers, the Docker engine and the toy tasks' instance images."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -21,6 +22,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # library functions are decorated then), and vLLM imports it early, so the switch is set before any test module.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_configure(config) -> None:
+    """Stops the run when `swehero_kernels` is not this checkout's `kernels/`. It is installed under that name (see
+    setup.py), so PYTHONPATH=$PWD does not provide it: an environment holding another checkout's editable install would
+    have the tests check that checkout's kernels."""
+    kernels = Path(__file__).resolve().parents[1] / "kernels"
+    spec = importlib.util.find_spec("swehero_kernels")
+    found = Path(spec.origin).resolve().parent if spec and spec.origin else None
+    if found != kernels:
+        raise pytest.UsageError(f"swehero_kernels is {found or 'not installed'}, not this checkout's {kernels}: "
+                                f"install this checkout (`make install`, or `pip install -e {kernels.parent}`)")
 
 
 @pytest.fixture(scope="session")
