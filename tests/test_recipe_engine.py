@@ -102,7 +102,9 @@ def test_from_only_force(tmp_path):
     ran(tmp_path)
     run(path, "--from", "second")
     assert ran(tmp_path) == ["second", "third"]
-    run(path, "--only", "second")
+    run(path, "--only", "second")  # up to date: left as a plain run leaves it
+    assert ran(tmp_path) == []
+    run(path, "--only", "second", "--force")
     assert ran(tmp_path) == ["second"]
     run(path, "--force")
     assert ran(tmp_path) == ["first", "second", "third"]

@@ -19,9 +19,9 @@ SHORTEN = [
 ]
 
 
-def recipe(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
+def recipe(run_dir: Path, *args: str, command: tuple[str, ...] = ("recipe", "run")) -> subprocess.CompletedProcess:
     sets = [arg for item in SHORTEN for arg in ("--set", item)]
-    return subprocess.run([sys.executable, "-m", "swehero", "recipe", "run", "tiny-cpu", "--set",
+    return subprocess.run([sys.executable, "-m", "swehero", *command, "tiny-cpu", "--set",
                            f"run_dir={run_dir}", *sets, *args], capture_output=True, text=True, timeout=1500)
 
 
@@ -63,3 +63,14 @@ def test_shortened_tiny_recipe_runs_end_to_end_and_reruns_nothing(tmp_path):
 
     again = recipe(run_dir, "--dry-run")
     assert again.returncode == 0 and again.stdout.count("skip") == 21, again.stdout
+
+    # Neither `--only` nor `swehero train` (which empties the folder to write a job) retrains a finished stage.
+    folder = sorted(p.name for p in (run_dir / "sft_zero").iterdir())
+    assert recipe(run_dir, "--only", "sft_zero").returncode == 0
+    for stage in (["--stage", "sft_zero"], []):  # with no --stage: the first train stage, since all are done
+        done = recipe(run_dir, *stage, "--launcher", "slurm", command=("train",))
+        assert (done.returncode, done.stderr.split(" (completed")[0]) == (1, "Error: stage sft_zero: up to date"), \
+            done.stderr
+        assert done.stderr.endswith("; --force trains it again from scratch\n")
+    assert sorted(p.name for p in (run_dir / "sft_zero").iterdir()) == folder
+    assert recipe(run_dir, "--dry-run").stdout.count("skip") == 21

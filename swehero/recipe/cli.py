@@ -52,8 +52,8 @@ def show(recipe_file: str, overrides: tuple[str, ...]) -> None:
     click.echo(yaml.safe_dump(recipe_as_dict(load_or_exit(recipe_file, overrides)), sort_keys=False), nl=False)
 
 
-@click.option("--force", is_flag=True, help="Rerun the selected stages even if up to date.")
-@click.option("--only", metavar="STAGE", help="Run STAGE alone (its needs must be complete).")
+@click.option("--force", is_flag=True, help="Rerun the selected stages from scratch even if up to date.")
+@click.option("--only", metavar="STAGE", help="Run STAGE alone, as a plain run would (its needs must be complete).")
 @click.option("--from", "start", metavar="STAGE", help="Rerun STAGE and every stage after it.")
 @click.option("--dry-run", is_flag=True, help="Print which stages would run and why; run nothing.")
 @_command("swehero recipe run recipes/hero-32b.yaml --dry-run",

@@ -136,7 +136,7 @@ def plan(recipe: Recipe, only: str | None = None, start: str | None = None, forc
             steps.append(Step(stage, False, f"{busy}: run again when it has ended", waits=True))
             continue
         reason, unfinished = _why_run(recipe, stage, manifest, running)
-        if (fresh or only == stage.name) and not reason:
+        if fresh and not reason:
             reason = "forced"
         resume = unfinished and not fresh and getattr(kinds.load_kind(stage.kind), "RESUMABLE", False)
         if reason:
@@ -155,6 +155,18 @@ def plan(recipe: Recipe, only: str | None = None, start: str | None = None, forc
                 raise StageFailed(f"stage {step.stage.name} needs {', '.join(missing)}, which has not completed; "
                                   f"run it first (drop --only / --from)")
     return steps
+
+
+def stage_to_run(recipe: Recipe, kind: str, name: str | None = None) -> Stage:
+    """The stage of `kind` named `name`; without a name, the first of that kind a plain run would run, else the
+    first one (whose plan then says it is up to date)."""
+    stages = [s for s in recipe.stages if s.kind == kind and name in (None, s.name)]
+    if not stages:
+        raise StageFailed(f"{recipe.file}: no {kind} stage" + (f" named {name}" if name else ""))
+    if name is None:
+        runs = {step.stage.name for step in plan(recipe) if step.run or step.waits}
+        return next((s for s in stages if s.name in runs), stages[0])
+    return stages[0]
 
 
 def _is_complete(recipe: Recipe, name: str) -> bool:

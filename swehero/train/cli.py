@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from swehero.recipe.cli import load_or_exit, set_option
-from swehero.recipe.engine import StageFailed, hand_off, plan, run_recipe
+from swehero.recipe.engine import StageFailed, hand_off, plan, run_recipe, stage_to_run
 from swehero.recipe.options import Command, launcher_options, submit_if_asked
 from swehero.train.stage import slurm_job
 
@@ -14,24 +14,24 @@ from swehero.train.stage import slurm_job
     "swehero train recipes/tiny-cpu.yaml --stage sft_zero",
     "swehero train recipes/hero-32b.yaml --stage sft_hero --launcher slurm --sbatch=--time=48:00:00 --submit"])
 @click.argument("recipe_file", metavar="RECIPE")
-@click.option("--stage", "stage_name", help="The train stage to run (default: the first one).")
+@click.option("--stage", "stage_name", help="The train stage to run (default: the first one not up to date).")
+@click.option("--force", is_flag=True, help="Train an up-to-date stage again, from scratch (its checkpoints go).")
 @set_option
 @launcher_options("torchrun", "an sbatch script for a multi-node job (one torchrun per node)")
 @click.option("--container-image", help="With --launcher slurm: run in this image through pyxis/enroot.")
-def train(recipe_file: str, stage_name: str | None, overrides: tuple[str, ...], launcher: str,
+def train(recipe_file: str, stage_name: str | None, force: bool, overrides: tuple[str, ...], launcher: str,
           sbatch_options: tuple[str, ...], submit: bool, container_image: str | None) -> None:
     """A recipe's `train` stage: here (as `recipe run --only STAGE`), or as a Slurm job. A later `recipe run`
     waits while the job is queued or running, then completes the stage from its work (or goes on from its last
-    checkpoint)."""
+    checkpoint). An up-to-date stage is left alone unless --force: writing a job empties the stage's folder."""
     loaded = load_or_exit(recipe_file, overrides)
-    stage = next((s for s in loaded.stages if s.kind == "train" and stage_name in (None, s.name)), None)
-    if stage is None:
-        raise click.UsageError(f"{loaded.file}: no train stage" + (f" named {stage_name}" if stage_name else ""))
     try:
-        steps = plan(loaded, only=stage.name)
+        stage = stage_to_run(loaded, "train", stage_name)
+        steps = plan(loaded, only=stage.name, force=force)
         step = next(s for s in steps if s.stage is stage)
         if not step.run:
-            raise StageFailed(f"stage {stage.name}: {step.reason}")
+            raise StageFailed(f"stage {stage.name}: {step.reason}" + ("" if step.waits else
+                                                                      "; --force trains it again from scratch"))
         if launcher == "torchrun":
             return run_recipe(loaded, steps, echo=click.echo)
 
