@@ -638,6 +638,10 @@ def test_decontaminate_cli(tmp_path):
     done = subprocess.run(cli + ["decontaminate", str(train), "--against", str(evals), "--out",
                                  str(tmp_path / "clean" / "train.jsonl")], capture_output=True, text=True, check=True)
     assert "kept 1 of 2" in done.stdout
-    report = json.loads((tmp_path / "clean" / "decontamination.json").read_text())
+    # A second run into the same folder against another set: each output keeps its own report.
+    subprocess.run(cli + ["decontaminate", str(train), "--against", str(train), "--out",
+                          str(tmp_path / "clean" / "none.jsonl")], capture_output=True, text=True, check=True)
+    report = json.loads((tmp_path / "clean" / "train.decontamination.json").read_text())
     assert report["dropped_tasks"][0]["instance_id"] == "gym__paraphrase-2"
+    assert json.loads((tmp_path / "clean" / "none.decontamination.json").read_text())["kept"] == 0
     assert Path(tmp_path / "clean" / "train.jsonl").read_text().count("\n") == 1

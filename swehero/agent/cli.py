@@ -75,7 +75,7 @@ def prompts() -> None:
 
 
 @prompts.command(examples=[
-    "swehero agent prompts extract runs/hero-7b/import_hero/hero.jsonl --out prompts.json"])
+    "swehero agent prompts extract runs/hero-7b/import_hero/trajectories.jsonl --out prompts.json"])
 @settings_options(PromptsSettings, positional=("trajectories",))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Prompts file to write.")
 def extract(settings: PromptsSettings, out: Path) -> None:

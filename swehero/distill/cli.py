@@ -58,7 +58,7 @@ def merge(shard_dirs: tuple[Path, ...], out: Path) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Kept tasks (.jsonl).")
 @settings_options(DecontamConfig)
 def decontaminate(tasks: str, against: tuple[str, ...], out: Path, settings: DecontamConfig) -> None:
-    """Drop training tasks overlapping evaluation sets; writes OUT and OUT's decontamination.json report."""
+    """Drop training tasks overlapping evaluation sets; writes OUT and its report (OUT stem.decontamination.json)."""
     report = decontaminate_file(tasks, list(against), out, settings)
     click.echo(f"kept {report['kept']} of {report['train_tasks']} tasks; dropped {report['by_reason']}")
 

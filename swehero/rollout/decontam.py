@@ -103,8 +103,8 @@ def decontaminate_against(train: list[dict], sources: list[str], cfg: DecontamCo
 
 
 def decontaminate_file(tasks_file: str, against: list[str], out: Path, cfg: DecontamConfig) -> dict:
-    """`swehero distill decontaminate`: the kept tasks to `out` (JSONL), the report beside it
-    (`decontamination.json`); returns the report."""
+    """`swehero distill decontaminate`: the kept tasks to `out` (JSONL), the report beside it, named after it
+    (`clean.jsonl` -> `clean.decontamination.json`: runs into one folder keep theirs); returns the report."""
     import json
 
     from swehero.jsonio import write_json_atomic
@@ -113,5 +113,5 @@ def decontaminate_file(tasks_file: str, against: list[str], out: Path, cfg: Deco
     kept, report = decontaminate_against(load_tasks(tasks_file), against, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in kept))
-    write_json_atomic(out.parent / "decontamination.json", report, indent=1)
+    write_json_atomic(out.with_name(f"{out.stem}.decontamination.json"), report, indent=1)
     return report

@@ -39,7 +39,7 @@ class TinyModelConfig:
     """Shape of the tiny model. head_dim is fixed at 64 so vLLM's CPU attention accepts it."""
 
     vocab_size: int = 2048
-    """BPE vocabulary learned from the corpus, before the 22 added tokens."""
+    """Most BPE tokens to learn from the corpus, before the 22 added tokens (fewer when it runs out of merges)."""
     hidden_size: int = 256
     """Model width; the number of attention heads is hidden_size / 64 (4: tensor parallel up to 2 with GQA)."""
     num_layers: int = 2
