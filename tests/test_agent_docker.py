@@ -6,6 +6,7 @@ the reason. Each test starts its own container from the session's images (about 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -351,3 +352,62 @@ def test_no_container_left_after_ctrl_c_or_normal_exit(calc, then):
         proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
     assert _gone_within(name, 15)  # at once, not after the 600 s lifetime
+
+
+@pytest.fixture
+def own_image(calc):
+    """The calc task's image under a name of this test's own, which pruning may remove."""
+    import docker
+
+    engine = docker.from_env()
+    name = f"swehero-test/prune:{os.urandom(4).hex()}"
+    engine.images.get(image_name(calc)).tag(name)
+    yield name
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        engine.images.remove(name)
+
+
+def image_exists(name: str) -> bool:
+    import docker
+
+    try:
+        docker.from_env().images.get(name)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+@pytest.mark.timeout(180)
+def test_a_pruning_runtime_leaves_the_image_to_the_tasks_other_containers(calc, own_image):
+    """Closing one of two rollouts of a task must neither take the image from the other (removed by force, it would
+    only be untagged: the next rollout could not start, a locally built image cannot be pulled) nor raise over a
+    finished attempt; the image goes with the last container that uses it."""
+    limits = dict(limits=DockerConfig(prune_image=True, min_free_gb=0), base_commit=calc["base_commit"])
+    first, second = DockerRuntime(own_image, **limits), DockerRuntime(own_image, **limits)
+    first.close()
+    third = DockerRuntime(own_image, **limits)
+    third.close()
+    assert image_exists(own_image)
+    second.close()
+    assert not image_exists(own_image)
+    second.close()  # closing again, the image gone: nothing to do, nothing raised
+
+
+@pytest.mark.timeout(300)
+def test_a_run_prunes_a_tasks_image_after_its_last_attempt(calc, own_image, tmp_path):
+    """Three attempts of one task, two at a time, with `docker.prune_image`: every attempt finds the image and
+    submits, and the image goes once the last has ended."""
+    from swehero.agent.settings import AgentSettings
+    from swehero.rollout.runner import Job, run_attempts
+
+    settings = AgentSettings(policy="oracle", mode="zero", runtime="docker", image=own_image,
+                             docker=DockerConfig(prune_image=True, min_free_gb=0))
+    ended = []
+
+    def commit(job, record):
+        ended.append((record["metadata"]["finish_reason"], record["metadata"].get("error"), bool(record["patch"])))
+        assert image_exists(own_image)  # still there for the attempts not yet ended
+
+    ran = run_attempts([Job(calc, i) for i in range(3)], settings, commit, tmp_path / "work", workers=2)
+    assert ended == [("submitted", None, True)] * 3 and ran["agent_errors"] == 0
+    assert not image_exists(own_image)

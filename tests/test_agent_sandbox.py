@@ -8,19 +8,23 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from agent_repos import CALC, CALC_FIX, make_task
+from agent_repos import CALC, CALC_FIX, Scripted, make_task
 from layout_repos import GENERATED, make_layout_task
 from openhands_session import replay, replay_editor
 
 import swehero
 from swehero.agent.bash_session import MAX_OBSERVATION_CHARS, STILL_RUNNING
+from swehero.agent.loop import run_episode
 from swehero.agent.local import SYSTEM_DIRS, VENV_ROOT, LocalRuntime, MissingRepository, find_bwrap
+from swehero.agent.run import run_task
 from swehero.agent.runtime import STATE_DIR, RuntimeConfig
+from swehero.agent.settings import AgentSettings
 from swehero.agent.taskenv import EnvSettings, ensure_env
 from swehero.agent.tools import Tools
 from swehero.errors import Unavailable
@@ -327,6 +331,74 @@ def test_missing_setsid_says_what_to_install(tmp_path):
     (tmp_path / "repo").mkdir()
     with pytest.raises(Unavailable, match="`setsid` \\(util-linux\\) is not on the sandbox's PATH"):
         LocalRuntime(tmp_path / "repo", "/testbed", tmp_path / "work", RuntimeConfig(path=str(tmp_path)))
+
+
+REFUSED_NAMESPACES = """
+import json, sys
+from pathlib import Path
+from swehero.agent.local import LocalRuntime
+from swehero.agent.run import check_ready
+from swehero.agent.settings import AgentSettings
+from swehero.errors import Unavailable
+said = []
+for start in (lambda: check_ready(AgentSettings()),
+              lambda: LocalRuntime(Path(sys.argv[1]), "/testbed", Path(sys.argv[2]))):
+    try:
+        start()
+        said.append(None)
+    except Unavailable as e:
+        said.append(str(e))
+print(json.dumps(said))
+"""
+
+
+def test_a_kernel_refusing_the_sandboxs_namespaces_stops_the_run_before_any_attempt(tmp_path):
+    """As on a host with `user.max_user_namespaces=0` (or in a container, or under Ubuntu 24.04's AppArmor rule):
+    bwrap is installed but cannot make its namespaces, so every command of every attempt would fail. Here the kernel
+    refuses them for real, inside a user namespace made with `--disable-userns`."""
+    refusing = ["bwrap", "--unshare-user", "--disable-userns", "--dev-bind", "/", "/"]
+    if subprocess.run([*refusing, "true"], capture_output=True).returncode != 0:
+        pytest.skip("this bubblewrap or kernel cannot make a user namespace that refuses nested ones")
+    (tmp_path / "repo").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(swehero.__file__).parents[1])}
+    ran = subprocess.run([*refusing, sys.executable, "-c", REFUSED_NAMESPACES, str(tmp_path / "repo"),
+                          str(tmp_path / "work")], capture_output=True, text=True, env=env, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    ready, runtime = json.loads(ran.stdout)
+    assert ready is not None, "check_ready passed where no sandbox can be made"
+    assert ready.startswith("bubblewrap cannot make its sandbox on this machine (bwrap: ") and "\n" not in ready
+    assert "--runtime docker" in ready
+    assert runtime == ready  # the runtime itself refuses to start alike
+
+
+def test_an_episode_whose_patch_cannot_be_taken_is_an_agent_error(tmp_path):
+    """A runtime broken during the episode (here: its repository gone) leaves no patch to grade or train on: the
+    attempt is the infrastructure's failure, counted and retried as such, not a submission with an empty patch."""
+    task = make_task(tmp_path / "src", "calc", CALC, CALC_FIX)
+    runtime = LocalRuntime.for_task(tmp_path / "src", task.base_commit, ROOT, tmp_path / "work")
+    opening = [{"role": "system", "content": "You are an agent."}, {"role": "user", "content": "Fix calc."}]
+    try:
+        record = run_episode(task, Scripted(["rm -rf .git"]), Tools(runtime, "exec"), opening)
+    finally:
+        runtime.close()
+    meta = record["metadata"]
+    assert meta["finish_reason"] == "agent_error", meta
+    assert meta["error"].startswith("taking the patch failed: git diff failed in the checkout")
+    assert meta["patch_error"] and record["patch"] == ""
+
+
+def test_agent_run_leaves_no_history_behind_but_a_shared_history_stays(tmp_path):
+    """A single attempt's own copy of the task's history goes with its runtime; a run's copy, shared by the task's
+    attempts, is the run's to remove."""
+    task = make_task(tmp_path / "src", "calc", CALC, CALC_FIX)
+    settings = AgentSettings(policy="oracle", mode="zero")
+    record = run_task(task, settings, source_repo=tmp_path / "src", workdir=tmp_path / "work")
+    assert record["metadata"]["finish_reason"] == "submitted" and record["patch"]
+    assert list((tmp_path / "work").rglob("*")) == []
+    run_task(task, settings, source_repo=tmp_path / "src", workdir=tmp_path / "work",
+             history_cache=tmp_path / "shared")
+    assert [p.name for p in (tmp_path / "shared").iterdir()] == [f"{task.base_commit}.git"]
+    assert list((tmp_path / "work").rglob("*")) == []
 
 
 def test_bad_timeouts_and_extra_arguments(rt):

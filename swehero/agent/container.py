@@ -24,6 +24,7 @@ import io
 import posixpath
 import shlex
 import select
+import sys
 import tarfile
 import time
 import uuid
@@ -62,7 +63,8 @@ class DockerConfig:
     min_free_gb: float = 50.0
     """Free GiB required on Docker's disk before an instance image is pulled."""
     prune_image: bool = False
-    """Remove the instance image after the attempt (small disks; grading pulls it again)."""
+    """Remove the instance image once it is no longer needed (small disks; grading pulls it again): after the
+    runtime's container (one attempt), or after a run's last attempt of the task (the runner)."""
 
 
 def swebench_image(instance_id: str, namespace: str = "swebench", tag: str = "latest") -> str:
@@ -283,7 +285,7 @@ class DockerRuntime(OneCommandAtATime):
             except docker.errors.NotFound:  # already gone (auto_remove)
                 pass
             if self.prune_image:
-                self.client.images.remove(self.image, force=True)
+                remove_image(self.client, self.image)
 
 
 class DockerChannel:
@@ -323,6 +325,23 @@ class DockerChannel:
             cwd, _, python = state.partition("\n")
             self.result = (code if code is not None else -1), cwd.strip() or self.runtime.root, python.strip()
         return self.result
+
+
+def remove_image(client, image: str) -> None:
+    """Remove `image` unless a container still uses it (another attempt of the task, which would then lose it: a
+    removal by force, or of one of several names, only untags, and the task's next attempt finds no image, nor can
+    it pull one built here); gone already is fine. Housekeeping only, so it never raises: a finished attempt's
+    record matters more than the disk."""
+    import docker
+
+    try:
+        if not client.containers.list(all=True, filters={"ancestor": image}):
+            client.images.remove(image)
+    except docker.errors.ImageNotFound:
+        pass
+    except Exception as e:  # the engine's refusal, or no engine at all
+        if getattr(e, "status_code", None) != 409:  # 409: in use
+            print(f"warning: could not remove the Docker image {image}: {e}", file=sys.stderr)
 
 
 def _require_image(client, image: str, min_free_gb: float) -> None:

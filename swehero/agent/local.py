@@ -76,6 +76,36 @@ def find_bwrap() -> str:
     return path
 
 
+def usable_bwrap() -> str:
+    """`bwrap`, once it has made a sandbox as the runtime's (`true` in it): where the kernel refuses the namespaces
+    (inside a Docker or Kubernetes container, Ubuntu 24.04's AppArmor rule for unprivileged user namespaces, a host
+    with `user.max_user_namespaces` at 0) every command of every attempt would fail alike, so this says so at once,
+    with bubblewrap's own words."""
+    bwrap = find_bwrap()
+    tried = subprocess.run([*sandbox_argv(bwrap), "true"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=60)
+    if tried.returncode != 0:
+        said = " ".join(tried.stderr.split()) or f"exit code {tried.returncode}"
+        raise Unavailable(f"bubblewrap cannot make its sandbox on this machine ({said}); the local runtime needs "
+                          "unprivileged user namespaces (not given inside most Docker/Kubernetes containers, nor "
+                          "on Ubuntu 24.04 unless `kernel.apparmor_restrict_unprivileged_userns=0`; "
+                          "`user.max_user_namespaces` must be above 0): allow them, or use `--runtime docker`")
+    return bwrap
+
+
+def sandbox_argv(bwrap: str, network: bool = False) -> list[str]:
+    """What every sandbox is: its namespaces, the system folders read-only, its own /proc and /dev."""
+    argv = [bwrap, "--unshare-all", *(["--share-net"] if network else []), "--die-with-parent", "--new-session",
+            "--clearenv"]
+    for name in SYSTEM_DIRS:
+        path = f"/{name}"
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    return argv + ["--proc", "/proc", "--dev", "/dev"]
+
+
 def _describe(error: OSError, path: str) -> str:
     """An OSError as Python prints it, with the agent-visible path instead of the host's."""
     return f"[Errno {error.errno}] {error.strerror}: '{path}'" if error.errno else str(error)
@@ -187,7 +217,7 @@ class LocalRuntime(OneCommandAtATime):
 
     def __init__(self, checkout: Path, root: str, workdir: Path, config: RuntimeConfig = RuntimeConfig(),
                  env: TaskEnv | None = None) -> None:
-        self.bwrap = find_bwrap()
+        self.bwrap = usable_bwrap()
         if shutil.which("setsid", path=config.path) is None:  # the sandbox shows the host's system folders
             raise Unavailable(f"`setsid` (util-linux) is not on the sandbox's PATH ({config.path}); the local runtime "
                               "needs it to give each command its own terminal. Install util-linux, or use "
@@ -212,15 +242,20 @@ class LocalRuntime(OneCommandAtATime):
                  history_cache: Path | None = None) -> LocalRuntime:
         """A fresh checkout of `source_repo` at `base_commit` (history after it left out), removed on `close()`,
         installed into a layer over `env` when one is given. The history up to `base_commit` is copied once into
-        `history_cache` (default: `workdir/cache`, removed with the runtime), so that other attempts of the task
-        that share the cache clone it instead of copying it again. Raises `MissingRepository` when `source_repo` is
-        not a git repository, `EnvError` when the checkout does not install."""
+        `history_cache` (default: beside the checkout, removed with it), so that other attempts of the task that
+        share the cache clone it instead of copying it again. Raises `MissingRepository` when `source_repo` is not a
+        git repository, `EnvError` when the checkout does not install."""
         check_repository(source_repo)
         workdir.mkdir(parents=True, exist_ok=True)
-        checkout = Path(tempfile.mkdtemp(prefix="checkout-", dir=workdir.resolve())) / "repo"
-        prepare_checkout(source_repo, base_commit, checkout, (history_cache or workdir / "cache").resolve())
-        runtime = cls(checkout, root, workdir, config, env)
-        runtime.owned = checkout.parent
+        owned = Path(tempfile.mkdtemp(prefix="checkout-", dir=workdir.resolve()))
+        try:
+            checkout = owned / "repo"
+            prepare_checkout(source_repo, base_commit, checkout, (history_cache or owned / "cache").resolve())
+            runtime = cls(checkout, root, workdir, config, env)
+        except BaseException:
+            shutil.rmtree(owned, ignore_errors=True)
+            raise
+        runtime.owned = owned
         _exclude(checkout, ["__pycache__/", "*.py[cod]"])  # bytecode of the agent's python runs is no patch
         try:
             runtime.install()
@@ -246,18 +281,11 @@ class LocalRuntime(OneCommandAtATime):
             (self.workdir / "state" / name).unlink(missing_ok=True)
 
     def bwrap_argv(self, cwd: str, network: bool = False) -> list[str]:
-        argv = [self.bwrap, "--unshare-all", *(["--share-net"] if network else []), "--die-with-parent",
-                "--new-session", "--clearenv"]
-        for name in SYSTEM_DIRS:
-            path = f"/{name}"
-            if os.path.islink(path):
-                argv += ["--symlink", os.readlink(path), path]
-            elif os.path.isdir(path):
-                argv += ["--ro-bind", path, path]
+        argv = sandbox_argv(self.bwrap, network)
         resolver = os.path.realpath("/etc/resolv.conf")
         if network and not _under(resolver, SYSTEM_DIRS) and os.path.isfile(resolver):
             argv += ["--ro-bind", resolver, resolver]  # e.g. systemd-resolved's file under /run, for pip's DNS
-        argv += ["--proc", "/proc", "--dev", "/dev", "--bind", str(self.workdir / "tmp"), "/tmp"]
+        argv += ["--bind", str(self.workdir / "tmp"), "/tmp"]
         path = self.config.path
         if self.env is not None:
             for shown in self.env.readonly_paths:

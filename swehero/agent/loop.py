@@ -23,8 +23,8 @@ FINISH_REASONS = ("submitted", "stuck", "step_limit", "context_limit", "time_lim
                   "agent_error", "interrupted")
 """How an episode ends (`metadata.finish_reason`): the agent called `finish`; it repeated itself as OpenHands'
 stuck detector sees it (`stuck.is_stuck`); a limit was reached; the model kept sending malformed tool calls; the
-model could not be queried or the runtime failed (agent_error: infrastructure, not the model); or the process was
-stopped."""
+model could not be queried or the runtime failed, taking the final patch included (agent_error: infrastructure, not
+the model); or the process was stopped."""
 KEEP_GOING = ("Please continue working on the task on whatever approach you think is suitable.\n"
               "When you think you have solved the question, please use the finish tool and include your final answer "
               "in the message parameter of the finish tool.\n"
@@ -95,9 +95,18 @@ def run_episode(task: Task, policy: Policy, tools: Tools, opening: list[dict], c
         try:
             record["patch"] = tools.runtime.patch(task.base_commit)
         except Exception as e:  # the trajectory is still worth keeping without its patch
-            meta["patch_error"] = str(e)
+            _patch_failed(meta, str(e))
         _save(record, out)
     return record
+
+
+def _patch_failed(meta: dict, error: str) -> None:
+    """An episode whose patch could not be taken (its sandbox broken, its repository unreadable) has no outcome to
+    grade or train on, however it ended: the runtime's failure, so an `agent_error`, which runs count and retry."""
+    meta["patch_error"] = error
+    if meta["finish_reason"] != "interrupted":
+        meta["finish_reason"] = "agent_error"
+        meta["error"] = meta.get("error") or f"taking the patch failed: {error}"
 
 
 def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool:

@@ -31,16 +31,16 @@ def check_ready(settings: AgentSettings) -> None:
 
         client()
     else:
-        from swehero.agent.local import find_bwrap
+        from swehero.agent.local import usable_bwrap
 
-        find_bwrap()
+        usable_bwrap()  # bubblewrap there, and allowed to make its namespaces
 
 
 def run_task(task: Task, settings: AgentSettings, out: Path | None = None, source_repo: Path | None = None,
              workdir: Path = Path("/tmp/swehero-agent"), history_cache: Path | None = None) -> dict:
     """Run one episode of `task` and return its trajectory record (written to `out` after every step).
     `history_cache`: where the local runtime keeps the task's git history for other attempts of the same task
-    (default: inside `workdir`, for this attempt alone)."""
+    (default: the runtime's own, removed with it)."""
     if settings.policy in SUBMITTING:
         return _submission(task, settings, out)
     root = agent_root(settings.root or OPENHANDS_ROOT, task)
@@ -86,17 +86,24 @@ def _policy(task: Task, settings: AgentSettings, root: str):
     return OpenAIPolicy(settings.openai)
 
 
+def task_image(task: Task, settings: AgentSettings) -> str:
+    """The Docker image the task's attempts run in: the settings' one, else the task's, else SWE-bench's name."""
+    from swehero.agent.container import swebench_image
+
+    return settings.image or task.image or swebench_image(task.instance_id)
+
+
 def _runtime(task: Task, settings: AgentSettings, root: str, source_repo: Path | None, workdir: Path,
              history_cache: Path | None):
     if settings.runtime == "docker":
-        from swehero.agent.container import DockerRuntime, swebench_image
+        from swehero.agent.container import DockerRuntime
 
         # the container need not outlive the attempt: bounding its lifetime by the attempt's own limits clears the
         # containers of killed attempts within minutes, not hours
         attempt_s = int(settings.time_limit_s + settings.kill_grace_s) + 60
         limits = replace(settings.docker, lifetime=min(settings.docker.lifetime, attempt_s))
-        return DockerRuntime(settings.image or task.image or swebench_image(task.instance_id), root,
-                             config=settings.sandbox, limits=limits, base_commit=task.base_commit)
+        return DockerRuntime(task_image(task, settings), root, config=settings.sandbox, limits=limits,
+                             base_commit=task.base_commit)
     from swehero.agent.local import LocalRuntime, check_repository
 
     if source_repo is None:

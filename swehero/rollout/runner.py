@@ -32,7 +32,9 @@ from pathlib import Path
 
 from swehero.agent.local import MissingRepository, check_repository
 from swehero.agent.prompts import digest
+from swehero.agent.run import task_image
 from swehero.agent.settings import AgentSettings
+from swehero.agent.task import Task
 from swehero.errors import InputError
 from swehero.jsonio import differences
 from swehero.rollout.attempt import attempt_in_child
@@ -99,7 +101,14 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
     # The local runtime copies a task's git history before its first attempt; the task's other attempts (3-5
     # rollouts, runs) clone that copy, and it goes when the last of them has ended. Callers list a task's jobs
     # together, so about `workers` copies exist at a time.
-    histories, attempts_left = Path(work_dir) / "history", Counter(job.task["instance_id"] for job in jobs)
+    histories = Path(work_dir) / "history"
+    history_users = _Users(job.task["instance_id"] for job in jobs)
+    # Likewise an image docker.prune_image removes: after an attempt it would be gone for the task's other attempts
+    # (the running ones fail, the later ones cannot start), so it goes after the last attempt that runs in it.
+    prune = settings.runtime == "docker" and settings.docker.prune_image
+    if prune:
+        settings = replace(settings, docker=replace(settings.docker, prune_image=False))
+    image_users = _Users(_image(job, settings) for job in jobs) if prune else None
     with _bar(len(jobs), bar) as tqdm_bar:
         say = tqdm_bar.write if tqdm_bar is not None and progress is not None else progress
 
@@ -107,12 +116,10 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
             try:
                 attempt_job(job)
             finally:
-                instance = job.task["instance_id"]
-                with lock:
-                    attempts_left[instance] -= 1
-                    last = not attempts_left[instance]
-                if last:
-                    shutil.rmtree(histories / instance, ignore_errors=True)
+                if history_users.done(job.task["instance_id"]):
+                    shutil.rmtree(histories / job.task["instance_id"], ignore_errors=True)
+                if image_users is not None and image_users.done(_image(job, settings)):
+                    _remove_image(_image(job, settings))
 
         def attempt_job(job: Job) -> None:
             source = repo_dir(repos, job.task["repo"]) if repos and settings.runtime == "local" else None
@@ -161,6 +168,30 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
                 raise
     shutil.rmtree(work_dir, ignore_errors=True)
     return {**counts, "endpoints": pool.report() if pool else [], "missing_repositories": sorted(missing)}
+
+
+class _Users:
+    """How many jobs still use each thing (a task's copy of its history, an image): the last to end removes it."""
+
+    def __init__(self, keys) -> None:
+        self.left, self.lock = Counter(keys), threading.Lock()
+
+    def done(self, key: str) -> bool:
+        """One job using `key` has ended; True when it was the last."""
+        with self.lock:
+            self.left[key] -= 1
+            return not self.left[key]
+
+
+def _image(job: Job, settings: AgentSettings) -> str:
+    return task_image(Task.from_row(job.task), settings)
+
+
+def _remove_image(image: str) -> None:
+    from swehero.agent.container import remove_image
+    from swehero.agent.docker_host import client
+
+    remove_image(client(), image)
 
 
 def _drain(futures: list[Future], stop: threading.Event, say: Callable[[str], None]) -> None:
