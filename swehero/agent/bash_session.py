@@ -47,14 +47,15 @@ def special_key(command: str) -> bytes | None:
 
 
 def completed_observation(result: CommandResult, command: str, continued: str | None = None,
-                          typed: str | None = None, echoed: bool = False) -> str:
+                          typed: str | None = None, echoed: bool = False, scrolled: int = 0) -> str:
     """OpenHands' CmdOutputObservation of a command that ended, as the agent sees it: output, status line, then the
     trailer its next prompt gave. OpenHands cuts the output to its limit when it makes the observation and then the
     whole message to the same limit, so a long output also loses what the note and the trailer take from the limit.
     `continued`: the new output, when an earlier observation showed the rest; `typed`, `echoed`: the command as
-    the shell got it, and whether OpenHands left its echo (`keystrokes.typed_command`)."""
-    note, shown = openhands_reads(result.output, typed or command, echoed=echoed) if continued is None \
-        else ("", continued)
+    the shell got it, and whether OpenHands left its echo (`keystrokes.typed_command`); `scrolled`: rows of the
+    output's start left out of `result.output` (`CappedBuffer.pane`)."""
+    note, shown = openhands_reads(result.output, typed or command, echoed=echoed, scrolled=scrolled) \
+        if continued is None else ("", continued)
     key = f" CTRL+{command[-1].upper()} was sent." if special_key(command) else ""
     text = note + truncate(shown) + f"\n[The command completed with exit code {result.exit_code}.{key}]"
     text += f"\n[Current working directory: {result.cwd}]"
@@ -160,9 +161,10 @@ class BashSession:
     def _ended(self, command: str) -> str:
         continued = self._new_output(command, ended=True)[1] if self.shown is not None else None
         code, cwd, python = self.output.channel.finish()
-        result = CommandResult(self.output.buffer.text(), code, False, cwd, python)
+        output, scrolled = self.output.buffer.pane()
         self.output, self.exit_code = None, code
-        return completed_observation(result, command, continued, self.command, self.echoed)
+        return completed_observation(CommandResult(output, code, False, cwd, python), command, continued,
+                                     self.command, self.echoed, scrolled)
 
     def _stop(self, command: str) -> str:
         """C-z: bash stops the job, reports it and returns to its prompt, the job kept for `fg`. Our shell keeps no
@@ -187,7 +189,8 @@ class BashSession:
         """(prefix, output) of the command not shown yet, as OpenHands cuts it from its pane (with the next prompt
         below it once it has `ended`): what earlier observations showed, then the echo of what was typed, are left
         out. When the pane's history has dropped the top of what they showed, all that the pane holds is new."""
-        _, shown = openhands_reads(self.output.buffer.text(), self.command, ended, self.echoed)
+        output, scrolled = self.output.buffer.pane()
+        _, shown = openhands_reads(output, self.command, ended, self.echoed, scrolled)
         new, prefix = shown, ""
         if self.shown is not None:
             new, prefix = shown.removeprefix(self.shown), CONTINUED

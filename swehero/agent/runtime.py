@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from swehero.agent.editor import Files
+from swehero.agent.terminal import Scrollback
 from swehero.gitdiff import c_unquote
 
 STATE_DIR = "/.swehero"
@@ -42,7 +43,8 @@ class RuntimeConfig:
     max_timeout: float = 600.0
     """Upper bound on the `timeout` the agent may ask for."""
     output_cap_bytes: int = 2_000_000
-    """Bytes of a command's output kept in memory (first and last halves); the rest is dropped while reading."""
+    """Bytes of a command's output kept as read (first and last halves, the last one up to twice that while
+    reading); of the rest only what OpenHands' pane would still hold is kept, as the pane shows it."""
     path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     """PATH inside the sandbox; prepend a virtual environment's `bin` to expose a project environment (exec)."""
 
@@ -129,26 +131,28 @@ def shell_argv(root: str) -> list[str]:
 def shell_script(root: str) -> str:
     """The wrapper run by `bash -c` for every command: restore state, run the command the runtime left in the
     state folder (a file, not an argument or variable: commands with long heredocs exceed argv limits), save state
-    on exit."""
+    on exit. Its own plumbing runs no program found on the agent's PATH: a PATH the agent broke breaks only its
+    commands, builtins still run and PATH can be set back, as in OpenHands' shell."""
     s = STATE_DIR
     return (
-        f"[ -f {s}/env ] && . {s}/env >/dev/null 2>&1\n"
-        f'cd "$(cat {s}/cwd 2>/dev/null || echo {shlex.quote(root)})" 2>/dev/null || cd {shlex.quote(root)}\n'
-        f"trap 'export -p > {s}/env; pwd > {s}/cwd; command -v python > {s}/python 2>/dev/null' EXIT\n"
         # Ctrl-C ends the command as it ends a command line in an interactive shell: the rest is not run, the
-        # status is 130, and the state is saved
+        # status is 130, and the state is saved if it was restored
         "trap 'exit 130' INT\n"
-        # OpenHands' first command in its shell: with a terminal, git would page long output and wait for a key
-        'shopt -s expand_aliases; alias git="git --no-pager"\n'
         # A command bash cannot end yet (an open quote, `&&`, `if`, here-document) waits for its next lines from the
         # terminal, as OpenHands' shell waits for them at its empty PS2 prompt: bash's parse of it stops at the end
-        # of the file. In a subshell, which leaves no variable behind; Ctrl-C while it waits ends it (job control
-        # gives it a process group of its own, so the INT trap above does not see that Ctrl-C) and runs nothing.
+        # of the file. Before the agent's state is restored (its PATH must not hide `bash`), in a subshell, which
+        # leaves no variable behind; Ctrl-C while it waits ends it and runs nothing (the status stays 130: the INT
+        # trap does not run, and `exit` prints nothing there).
         f'(while found="$(BASH_ENV= bash -n {s}/cmd 2>&1)"; [[ $found == *"unexpected EOF while looking for '
         'matching"* || $found == *"unexpected end of file"* || $found == *"delimited by end-of-file"* ]]; do '
-        f'IFS= read -r line || break; printf "\\n%s" "$line" >> {s}/cmd; done) && eval "$(cat {s}/cmd)"\n'
+        f'IFS= read -r line || break; printf "\\n%s" "$line" >> {s}/cmd; done) || exit 2>/dev/null\n'
+        f"[ -f {s}/env ] && . {s}/env >/dev/null 2>&1\n"
+        f'[[ -s {s}/cwd ]] && cd "$(< {s}/cwd)" 2>/dev/null || cd {shlex.quote(root)}\n'
+        f"trap 'export -p > {s}/env; pwd > {s}/cwd; command -v python > {s}/python 2>/dev/null' EXIT\n"
+        # OpenHands' first command in its shell: with a terminal, git would page long output and wait for a key
+        'shopt -s expand_aliases; alias git="git --no-pager"\n'
+        f'eval "$(< {s}/cmd)"\n'
     )
-
 
 
 def patch_command(root: str, base_commit: str, binary: list[bytes] = ()) -> str:
@@ -264,7 +268,8 @@ def run_to_end(channel: Channel, timeout: float, cap_bytes: int) -> CommandResul
 
 
 class CappedBuffer:
-    """Keeps the first and last `cap // 2` bytes of a stream, counting what it drops."""
+    """Keeps the first and last `cap // 2` bytes of a stream (`text`), counting what it drops. What it drops goes on
+    into a `Scrollback`, so that the output can still be shown as OpenHands' pane would show it whole (`pane`)."""
 
     def __init__(self, cap: int) -> None:
         self.half = max(cap // 2, 1)
@@ -272,6 +277,8 @@ class CappedBuffer:
         self.tail: collections.deque[bytes] = collections.deque()
         self.tail_len = 0
         self.dropped = 0
+        self.scrollback: Scrollback | None = None
+        """What the pane holds of the bytes before `tail`; None until bytes are dropped."""
 
     def add(self, chunk: bytes) -> None:
         room = self.half - len(self.head)
@@ -282,9 +289,19 @@ class CappedBuffer:
             return
         self.tail.append(chunk)
         self.tail_len += len(chunk)
-        while self.tail_len - len(self.tail[0]) >= self.half:
-            self.dropped += len(self.tail[0])
-            self.tail_len -= len(self.tail.popleft())
+        if self.tail_len >= 2 * self.half:
+            self._scroll()
+
+    def _scroll(self) -> None:
+        """Move all but the last half (or a little more) of the tail into the scrollback."""
+        data = b"".join(self.tail)
+        cut = _scroll_point(data, len(data) - self.half)
+        scrolled = data[:cut]
+        if self.scrollback is None:  # the stream starts with the head
+            self.scrollback, scrolled = Scrollback(), bytes(self.head) + scrolled
+        self.scrollback.write(scrolled.decode("utf-8", errors="replace"))
+        self.dropped += cut
+        self.tail, self.tail_len = collections.deque([data[cut:]]), len(data) - cut
 
     def text(self) -> str:
         tail = b"".join(self.tail)
@@ -292,6 +309,30 @@ class CappedBuffer:
         tail = tail[-self.half:]
         middle = f"\n[... {dropped} bytes of output dropped ...]\n".encode() if dropped else b""
         return (bytes(self.head) + middle + tail).decode("utf-8", errors="replace")
+
+    def pane(self) -> tuple[str, int]:
+        """The output for `openhands_reads`: whole, or once bytes were dropped, what the pane still holds of them
+        followed by the tail; and the rows of its start left out (its `scrolled` argument)."""
+        tail = b"".join(self.tail)
+        if self.scrollback is None:
+            return (bytes(self.head) + tail).decode("utf-8", errors="replace"), 0
+        return self.scrollback.text() + tail.decode("utf-8", errors="replace"), self.scrollback.scrolled
+
+
+def _scroll_point(data: bytes, at: int) -> int:
+    """Where to cut `data`, at `at` or a little before: after a newline (in the second half, so that a cut moves
+    at least half), else at the start of a character and outside an escape sequence, so that each side decodes and
+    renders as it would joined."""
+    newline = data.rfind(b"\n", at // 2, at)
+    if newline >= 0:
+        return newline + 1
+    escape = data.rfind(b"\x1b", max(at - 256, 0), at)
+    if escape > 0:
+        at = escape
+    for _ in range(3):  # UTF-8 continuation bytes
+        if at > 0 and 0x80 <= data[at] < 0xC0:
+            at -= 1
+    return at
 
 
 def strip_history_script(base_commit: str) -> str:
