@@ -197,11 +197,7 @@ def test_a_token_budget_per_step_sets_the_rows_and_is_checked_against_seq_length
 
 
 def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path):
-    import torch
-    from safetensors.torch import save_file
-
     from swehero.errors import InputError, MissingInput
-    from swehero.model.qwen2 import hf_weight_names
     from swehero.train.plan import plan_stage
     from swehero.train.stage import check_inputs
 
@@ -212,13 +208,11 @@ def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path
         "seq_length": 65536, "samples": {"train": 64, "valid": 1}, "trajectories": {"kept": 96}, "tokens": 96 * 40000}))
     config = {**QWEN25_CODER_32B, "model_type": "qwen2", "tie_word_embeddings": False}
     (model / "config.json").write_text(json.dumps(config))
-    # Only the names of the tensors are read: one number stands for each.
-    names = sorted(hf_weight_names(config))
-    save_file({n: torch.zeros(1) for n in names if n != "lm_head.weight"}, model / "model.safetensors")
+    _names_only_weights(model, config, leave_out=("lm_head.weight",))
     with pytest.raises(MissingInput, match=f"{model}: 1 tensor\\(s\\) its config.json needs are not in its weights: "
                                            "lm_head.weight \\(tie_word_embeddings is false"):
         check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
-    save_file({n: torch.zeros(1) for n in names}, model / "model.safetensors")
+    _names_only_weights(model, config)
     with pytest.raises(InputError, match=f"stage sft: {model} has no tokenizer \\(tokenizer.json, .*\\) for the "):
         check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
     check_inputs(Settings(data=str(data), seq_length=65536, export_hf=False), str(model), "sft")
@@ -303,9 +297,22 @@ def _dataset(folder, train: int, seq_length: int = 65536):
 
 def _model(folder, **config):
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({**QWEN25_CODER_32B, "model_type": "qwen2", **config}))
+    config = {**QWEN25_CODER_32B, "model_type": "qwen2", **config}
+    (folder / "config.json").write_text(json.dumps(config))
     (folder / "tokenizer.json").write_text("{}")
+    _names_only_weights(folder, config)
     return folder
+
+
+def _names_only_weights(folder, config: dict, leave_out: tuple[str, ...] = ()) -> None:
+    """A `model.safetensors` with every tensor `config` needs but `leave_out`, one number each: the launch checks
+    read only the names."""
+    import torch
+    from safetensors.torch import save_file
+
+    from swehero.model.qwen2 import hf_weight_names
+
+    save_file({n: torch.zeros(1) for n in hf_weight_names(config) if n not in leave_out}, folder / "model.safetensors")
 
 
 def test_an_empty_training_split_is_refused_at_launch_and_the_plan_says_why(tmp_path):

@@ -32,13 +32,27 @@ def every_path_under(path: Path) -> list[Path]:
     return found
 
 
+def two_shards(config: dict) -> dict[str, bytes]:
+    """The model's weights as two safetensors shards and their index, one number per tensor: the launch reads only
+    the names."""
+    import torch
+    from safetensors.torch import save
+
+    from swehero.model.qwen2 import hf_weight_names
+
+    names = sorted(hf_weight_names(config))
+    shards = {f"model-0000{i + 1}-of-00002.safetensors": names[i::2] for i in range(2)}
+    index = {"weight_map": {name: file for file, part in shards.items() for name in part}}
+    return {"model.safetensors.index.json": json.dumps(index).encode(),
+            **{file: save({name: torch.zeros(1) for name in part}) for file, part in shards.items()}}
+
+
 @pytest.fixture
 def hub(tmp_path) -> Path:
     cache = tmp_path / "hub"
+    config = (CONFIGS / "qwen2.5-coder-32b-instruct.json").read_bytes()
     add_to_cache(cache, "Qwen/Qwen2.5-Coder-32B-Instruct", COMMIT, repo_type="model", files={
-        "config.json": (CONFIGS / "qwen2.5-coder-32b-instruct.json").read_bytes(),
-        "model-00001-of-00002.safetensors": b"shard one", "model-00002-of-00002.safetensors": b"shard two",
-        "tokenizer.json": b"{}"})
+        "config.json": config, **two_shards(json.loads(config)), "tokenizer.json": b"{}"})
     dataset = tmp_path / "runs/h32/prepare_zero/dataset"  # what the prepare stage leaves
     dataset.mkdir(parents=True)
     for name in ("train_tokens.bin", "train_tokens.idx"):
