@@ -56,7 +56,31 @@ def atomic_path(path: Path) -> Iterator[Path]:
     one; a reader that opened the old one keeps reading it whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}")
+    with _renamed_over(path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}"),
+                       path) as tmp:
+        yield tmp
+
+
+PARTIAL = ".partial"
+"""The suffix of the temporary path `partial_path` writes at."""
+
+
+@contextmanager
+def partial_path(path: Path) -> Iterator[Path]:
+    """Like `atomic_path`, for output that one run at a time writes, for hours, and that a killed run leaves
+    half-written: the temporary path is always `<path>.partial`, which a run removes first, so killed runs leave at
+    most that one file (not one more per run), named so that a folder read as input skips it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + PARTIAL)
+    tmp.unlink(missing_ok=True)
+    with _renamed_over(tmp, path):
+        yield tmp
+
+
+@contextmanager
+def _renamed_over(tmp: Path, path: Path) -> Iterator[Path]:
+    """`tmp`, fsynced and renamed over `path` when the block ends, removed if it raises."""
     try:
         yield tmp
         with open(tmp, "rb") as f:  # an fsync through any descriptor flushes the file's data

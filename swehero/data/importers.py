@@ -19,7 +19,7 @@ from typing import Any, Literal
 from swehero import toolcalls
 from swehero.data.select import Selection
 from swehero.data.sources import MAX_REJECT_FRACTION
-from swehero.data.trajectory import Reject, make_tool_call
+from swehero.data.trajectory import Reject, make_tool_call, without_nulls
 from swehero.errors import InputError
 from swehero.toolspec import TOOL_NAMES, openhands_tools
 
@@ -166,24 +166,11 @@ def openai_tools(tools: Any) -> list:
     """A `tools` column as OpenAI tools: bare function definitions (`{name, description, parameters}`, as
     LLaMA-Factory's ShareGPT format stores them) are wrapped in `{type: function, function: ...}`, the form vLLM
     renders at inference, so training renders the same system prompt."""
-    tools = _without_nulls(_json_field(tools) or [])
+    tools = without_nulls(_json_field(tools) or [])
     if not isinstance(tools, list):
         raise Reject("bad_field", "tools must be a list")
     return [{"type": "function", "function": t} if isinstance(t, dict) and "function" not in t and "name" in t
             else t for t in tools]
-
-
-def _without_nulls(value: Any) -> Any:
-    """Tool definitions, or tool-call arguments stored as objects, less their null-valued keys. A Parquet (Arrow)
-    column of structs has one schema for all its rows, so every tool read back carries every other tool's
-    parameters as nulls (`think` gets `"command": null`, ...), and every call's arguments the other calls' keys
-    (`execute_bash` gets `"path": null`); rendered, they would give a system prompt the model never sees at
-    inference and calls it never made. Nothing in a function schema needs a null value."""
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
 
 
 def openai_messages(messages: list[dict], parse_text_calls: bool = False, markup_only: bool = False) -> list[dict]:
@@ -239,7 +226,7 @@ def _openai_call(call: Any, default_id: str) -> dict:
     if isinstance(arguments, dict):
         # An object cannot say whether a null is the model's or Arrow's filling (Parquet, or JSONL exported from
         # a `datasets` table); a JSON string is what the model wrote, nulls included, and is kept as is.
-        arguments = _without_nulls(arguments)
+        arguments = without_nulls(arguments)
     return make_tool_call(call.get("id") or default_id, fn.get("name") or "", arguments)
 
 
@@ -434,17 +421,18 @@ def import_files(
     `selection`, only the trajectories it picks are kept (see `swehero.data.select`). Returns counts: rows read,
     written, rejected by reason, distinct tasks, records per source; with a selection, also what it kept."""
     from swehero.data.select import select_lines
-    from swehero.data.sources import checked_output, expand, read_rows
+    from swehero.data.sources import checked_output, expand, progress, read_rows
     from swehero.data.trajectory import validate
 
     convert, id_column = IMPORTERS[fmt], ID_COLUMNS.get(fmt, "id")
     written: list[tuple[str, str]] = []  # (instance_id, id) of each line written
     sources: Counter[str] = Counter()
     with checked_output(out, max_reject_fraction) as (tmp, rejects, n):
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f, progress("import", " rows") as bar:
             for path in expand(paths):
                 for where, row in read_rows(path):
                     n["read"] += 1
+                    bar.update()
                     try:
                         if isinstance(row, Reject):
                             raise row

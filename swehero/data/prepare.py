@@ -34,7 +34,7 @@ import numpy as np
 
 from swehero.data.pack import BestFitPacker
 from swehero.data.render import ChatRenderer, fit_length, load_tokenizer
-from swehero.data.sources import MAX_REJECT_FRACTION, Rejects, expand, parse_row, read_rows
+from swehero.data.sources import MAX_REJECT_FRACTION, Rejects, expand, parse_row, progress, read_rows
 from swehero.data.trajectory import Reject, trained_digest, validate
 from swehero.errors import InputError, MissingInput
 from swehero.jsonio import differences
@@ -61,7 +61,7 @@ class PrepareConfig:
     seed: int = 1234
     """Seeds the train/valid split."""
     workers: int = 0
-    """Worker processes; 0 renders in the main process, -1 uses every core."""
+    """Worker processes; 0 renders in the main process, -1 one per core this process may run on."""
     batch_size: Annotated[int, Range(min=1)] = 8
     """Trajectories per worker task (one batched tokenizer call); small tasks keep every worker busy."""
     max_open: Annotated[int, Range(min=1)] = 256
@@ -175,12 +175,19 @@ def _batches(files: list[Path], size: int):
         yield batch
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on: its affinity mask (`taskset`, a Slurm or cgroup allocation), not all
+    of the host's, which `os.cpu_count` gives. One worker per host core on a big node would fork tens of workers
+    (each holds a tokenizer) onto a few cores."""
+    return len(os.sched_getaffinity(0))
+
+
 def _results(cfg: PrepareConfig, batches):
     """Processed batches in submission order, with at most 2 * workers batches in flight (after `_setup`)."""
     if cfg.workers == 0:
         yield from map(_process, batches)
         return
-    workers = os.cpu_count() if cfg.workers < 0 else cfg.workers
+    workers = usable_cpus() if cfg.workers < 0 else cfg.workers
     # Forked workers inherit the loaded tokenizer (no per-worker load); the tokenizer has not encoded anything
     # yet in this process, and within a worker parallelism comes from the processes, not from its thread pool.
     previous = os.environ.get("TOKENIZERS_PARALLELISM")
@@ -238,7 +245,7 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
     _setup(tok, cfg)
     start, start_cpu = time.perf_counter(), _cpu_seconds()
     try:
-        for results in _results(cfg, _batches(files, cfg.batch_size)):
+        for results in _shown(_results(cfg, _batches(files, cfg.batch_size)), n, start):
             for res in results:
                 n["read"] += 1
                 kind, where, record_id = res[:3]
@@ -284,6 +291,17 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
     (tmp / STATS).write_text(json.dumps(stats, indent=2) + "\n")
     tmp.replace(out)
     return stats
+
+
+def _shown(batches, n: Counter, start: float):
+    """The processed `batches`, counted on a progress bar as the caller handles them: trajectories read, kept, and
+    rendered tokens per second (from the counts `n` the caller keeps)."""
+    with progress("prepare", " trajectories") as bar:
+        for results in batches:
+            yield results
+            rate = n["rendered_tokens"] / max(time.perf_counter() - start, 1e-9)
+            bar.set_postfix_str(f"{n['kept']} kept, {rate:,.0f} tokens/s", refresh=False)
+            bar.update(len(results))
 
 
 def _made_from(files: list[Path], tokenizer_path: str, cfg: PrepareConfig) -> dict:

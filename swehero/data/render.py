@@ -162,9 +162,17 @@ class ChatRenderer:
         if self._byte_lengths is None:
             encodings = backend.encode_batch(texts, add_special_tokens=False)
             return [_mark(enc, spans) for enc, spans in zip(encodings, all_spans)]
+        # A text the normaliser changes is told first: its tokens' bytes are not the text's, so it is encoded once,
+        # with offsets (one batch too), not twice (fast, then again with offsets).
+        by_bytes = [_normalizer_keeps(backend.normalizer, text) for text in texts]
+        fast = iter(backend.encode_batch_fast([t for t, ok in zip(texts, by_bytes) if ok], add_special_tokens=False))
+        offsets = iter(backend.encode_batch([t for t, ok in zip(texts, by_bytes) if not ok], add_special_tokens=False))
         out = []
-        for text, spans, enc in zip(texts, all_spans, backend.encode_batch_fast(texts, add_special_tokens=False)):
-            r = _mark_by_bytes(np.array(enc.ids, dtype=np.int32), self._byte_lengths, text, spans, backend)
+        for text, spans, ok in zip(texts, all_spans, by_bytes):
+            if not ok:
+                out.append(_mark(next(offsets), spans))
+                continue
+            r = _mark_by_bytes(np.array(next(fast).ids, dtype=np.int32), self._byte_lengths, text, spans)
             out.append(r or _mark(backend.encode(text, add_special_tokens=False), spans))
         return out
 
@@ -200,11 +208,9 @@ def _normalizer_keeps(normalizer, text: str) -> bool:
     return normalizer.normalize_str(text) == text
 
 
-def _mark_by_bytes(ids: np.ndarray, byte_lengths: np.ndarray, text: str, spans, backend) -> Rendered | None:
-    """Like `_mark`, from byte positions; None when the tokens' bytes are not exactly the text's (a normaliser
-    changed the text), so the caller falls back to offsets."""
-    if not _normalizer_keeps(backend.normalizer, text):
-        return None
+def _mark_by_bytes(ids: np.ndarray, byte_lengths: np.ndarray, text: str, spans) -> Rendered | None:
+    """Like `_mark`, from byte positions, for a text the normaliser keeps (`_normalizer_keeps`); None when the
+    tokens' bytes are not exactly the text's all the same, so the caller falls back to offsets."""
     ends = np.cumsum(byte_lengths[ids])
     if not len(ids) or ends[-1] != len(text.encode("utf-8")):
         return None

@@ -9,15 +9,16 @@ memory); its rows are tagged `file:row`.
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from swehero.data.trajectory import Reject, validate
+from swehero.data.trajectory import Reject, validate, without_nulls
 from swehero.errors import InputError, MissingInput
-from swehero.jsonio import atomic_path, existing_file
+from swehero.jsonio import PARTIAL, existing_file, partial_path
 
 MAX_REJECT_FRACTION = 0.01
 """The share of the rows read that every data command (import, render, prepare, verifier data) may reject, by
@@ -25,17 +26,19 @@ default, before it fails: a few malformed rows are a dataset's noise, more mean 
 was told it is."""
 
 SUFFIXES = (".jsonl", ".json", ".traj", ".parquet")
+REJECTS = ".rejects.jsonl"
+"""The suffix of the file beside a command's output listing the rows it rejected (`checked_output`)."""
 
 
 def expand(paths: list[str]) -> list[Path]:
     """Files named directly, plus the data files inside named folders (sorted, so runs are deterministic), each once
     however often it is named (a folder and a file in it, a path given twice): read twice, its trajectories would
-    be trained twice. A folder without any is an error: an empty dataset from a mistyped folder would otherwise pass
-    unnoticed."""
+    be trained twice. Hidden files and what swehero leaves half-written (`_is_data_file`) are not data. A folder
+    without any is an error: an empty dataset from a mistyped folder would otherwise pass unnoticed."""
     files: dict[Path, Path] = {}  # resolved -> as named, in first-named order
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix in SUFFIXES and f.is_file())
+            found = sorted(f for f in p.rglob("*") if _is_data_file(f.relative_to(p)) and f.is_file())
             if not found:
                 raise MissingInput(f"{p}: a folder without data files ({', '.join(SUFFIXES)})")
         elif p.is_file():
@@ -45,6 +48,15 @@ def expand(paths: list[str]) -> list[Path]:
         for f in found:
             files.setdefault(f.resolve(), f)
     return list(files.values())
+
+
+def _is_data_file(path: Path) -> bool:
+    """Whether a path inside a folder read as input holds data: one with a data suffix, not hidden (an editor's
+    or a writer's temporary file, `atomic_path`'s included), not inside a hidden folder and not inside a `.partial`
+    one (a killed `prepare`'s): a half-written or excluded copy of the data would be trained on silently. Nor an
+    import's list of the rows it rejected, which would be rejected again and count against the reject limit."""
+    return path.suffix in SUFFIXES and not path.name.endswith(REJECTS) \
+        and not any(part.startswith(".") or part.endswith(PARTIAL) for part in path.parts)
 
 
 def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:
@@ -57,7 +69,7 @@ def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:
 
         rows = load_dataset("parquet", data_files=str(path), split="train", streaming=True)
         for i, row in enumerate(rows, 1):
-            yield f"{path}:{i}", row
+            yield f"{path}:{i}", _without_arrow_nulls(row)
     elif path.suffix == ".jsonl":
         with open(path, encoding="utf-8") as f:
             for i, line in enumerate(f, 1):
@@ -81,6 +93,14 @@ def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:
                 yield f"{path}#{i}", row
         else:
             yield f"{path}", data
+
+
+def _without_arrow_nulls(row: dict) -> dict:
+    """A Parquet row with `tools` and `messages` (the canonical record's lists of structs) less their null-valued
+    keys (`without_nulls`): Arrow gives each tool the other tools' parameters as nulls, each message the other
+    messages' keys (`tool_calls: null` on a user message), where the written rows had none. Parquet cannot say
+    whether a null was written, so none is kept; JSON strings (arguments, a column of JSON) are kept as written."""
+    return {k: without_nulls(v) if k in ("tools", "messages") else v for k, v in row.items()}
 
 
 def parse_row(row: Any) -> dict:
@@ -114,15 +134,47 @@ def checked_output(out: Path, max_reject_fraction: float) -> Iterator[tuple[Path
     """For a command writing `out` from the rows it reads: where to write it, its rejects (`<out>.rejects.jsonl`,
     kept whatever happens) and a counter the command counts the rows it read in (`read`). When the block ends,
     more than `max_reject_fraction` of them rejected is an InputError; `out` appears only then, and only whole:
-    on an error, Ctrl-C or too many rejects nothing half-written is left beside it."""
-    rejects, counts = Rejects(out.with_name(out.stem + ".rejects.jsonl")), Counter()
+    on an error, Ctrl-C or too many rejects nothing half-written is left beside it. It is written at
+    `<out>.partial`, which a rerun replaces: a `kill -9` leaves only that, which a folder read as input skips."""
+    rejects, counts = Rejects(out.with_name(out.stem + REJECTS)), Counter()
     try:
-        with atomic_path(out) as tmp:
+        with partial_path(out) as tmp:
             yield tmp, rejects, counts
             rejects.close()
             rejects.check(counts["read"], max_reject_fraction)
     finally:
         rejects.close()
+
+
+LOG_PROGRESS_EVERY = 60.0
+"""Seconds between the progress lines a data command writes where stderr is not a terminal."""
+
+
+def progress(desc: str, unit: str):
+    """A tqdm counter on stderr for a command that reads rows for hours at the paper's scale (inputs are streamed,
+    so there is no total). On a terminal it redraws in place; elsewhere (a log file, Slurm's output), whose
+    redraws' carriage returns would pile up on one line, it writes a line every `LOG_PROGRESS_EVERY` seconds,
+    the first one that late, so a short run's output holds only its result."""
+    from tqdm import tqdm
+
+    if sys.stderr.isatty():
+        return tqdm(desc=desc, unit=unit, dynamic_ncols=True)
+    every = LOG_PROGRESS_EVERY
+    return tqdm(desc=desc, unit=unit, file=_Lines(sys.stderr), delay=every, mininterval=every, maxinterval=every)
+
+
+class _Lines:
+    """A stream that writes each of tqdm's redraws as a line of its own."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        if text := text.strip():
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 class Rejects:

@@ -24,7 +24,7 @@ class Settings(PrepareConfig):
     seed: int | None = None
     """Seed of the train/valid split; in a recipe, default: the recipe's seed."""
     workers: int = -1
-    """Worker processes; -1 uses every core, 0 renders in the stage's own process."""
+    """Worker processes; -1 one per core the stage may run on (its CPU affinity), 0 renders in its own process."""
 
     def prepare_config(self, default_seed: int) -> PrepareConfig:
         """The packing settings, seeded with `default_seed` unless `seed` is set."""

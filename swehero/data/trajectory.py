@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 STAGES = ("zero", "hero")
@@ -43,12 +44,70 @@ def validate(record: Any) -> dict:
         raise Reject("bad_field", "resolved must be true, false or null")
     if not isinstance(out["tools"], list) or not all(isinstance(t, dict) for t in out["tools"]):
         raise Reject("bad_field", "tools must be a list of objects")
-    if isinstance(out["messages"], list):  # OpenAI gives `content: null` next to tool calls
-        out["messages"] = [
-            {**m, "content": m.get("content") or ""} if isinstance(m, dict) else m for m in out["messages"]
-        ]
+    if isinstance(out["messages"], list):
+        out["messages"] = [_normalised(m) if isinstance(m, dict) else m for m in out["messages"]]
     _check_messages(out["messages"])
+    _check_utf8(out)
     return out
+
+
+def _normalised(message: dict) -> dict:
+    """A message with `content: null` (OpenAI gives it next to tool calls) made "", and tool-call arguments stored
+    as an object less their null-valued keys (`without_nulls`)."""
+    message = {**message, "content": message.get("content") or ""}
+    if isinstance(message.get("tool_calls"), list):
+        message["tool_calls"] = [_without_argument_nulls(call) for call in message["tool_calls"]]
+    return message
+
+
+def _without_argument_nulls(call: Any) -> Any:
+    fn = call.get("function") if isinstance(call, dict) else None
+    if isinstance(fn, dict) and isinstance(fn.get("arguments"), dict):
+        return {**call, "function": {**fn, "arguments": without_nulls(fn["arguments"])}}
+    return call
+
+
+def without_nulls(value: Any) -> Any:
+    """A JSON-like value (tool definitions, tool-call arguments stored as objects, messages read from Parquet) less
+    its null-valued keys, at every depth. A Parquet (Arrow) column of structs has one schema for all its rows, so
+    every tool read back carries every other tool's parameters as nulls (`think` gets `"command": null`, ...), and
+    every call's arguments the other calls' keys (`execute_bash` gets `"path": null`); rendered, they would give a
+    system prompt the model never sees at inference and calls it never made. Nothing in a function schema needs a
+    null value."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A UTF-16 surrogate on its own: valid in JSON as an escape (`json.dumps` writes one for each undecodable byte a
+`surrogateescape` reader kept), but no UTF-8 text holds it, so neither the tokenizer nor a UTF-8 file takes it."""
+
+
+def _check_utf8(record: dict) -> None:
+    """Reject a record with a string that is not text: rendering or writing it would fail the whole run."""
+    for field, value in record.items():
+        if field == "messages":
+            for i, message in enumerate(value):
+                if (found := _surrogate_in(message)) is not None:
+                    raise Reject("not_utf8", f"message {i} holds {found}, which UTF-8 cannot encode")
+        elif (found := _surrogate_in(value)) is not None:
+            raise Reject("not_utf8", f"{field} holds {found}, which UTF-8 cannot encode")
+
+
+def _surrogate_in(value: Any) -> str | None:
+    """The first lone surrogate in a JSON-like value's strings, keys included, named (`a lone surrogate
+    U+DC80`); None if there is none."""
+    if isinstance(value, str):
+        match = _SURROGATE.search(value)
+        return None if match is None else f"a lone surrogate U+{ord(match.group()):04X}"
+    if isinstance(value, dict):
+        value = [part for item in value.items() for part in item]
+    if isinstance(value, list):
+        return next((found for item in value if (found := _surrogate_in(item)) is not None), None)
+    return None
 
 
 def _check_messages(messages: Any) -> None:
@@ -88,6 +147,8 @@ def _check_tool_call(call: Any, i: int) -> None:
             raise Reject("invalid_tool_arguments", f"message {i} {fn['name']}: {e}") from None
     if not isinstance(args, dict):
         raise Reject("invalid_tool_arguments", f"message {i} {fn['name']}: arguments are not a JSON object")
+    if (found := _surrogate_in(args)) is not None:  # an escape inside the JSON string: rendering decodes it
+        raise Reject("not_utf8", f"message {i} {fn['name']}: arguments hold {found}, which UTF-8 cannot encode")
 
 
 def template_messages(messages: list[dict]) -> list[dict]:
