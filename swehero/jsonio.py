@@ -3,8 +3,11 @@ JSON does, and append-only JSONL logs that make runs resumable. Standard library
 
 An append-only log is keyed by `instance_id` (or another key). A line is the commit point of one item: it is
 written whole, flushed and fsynced under a lock, and anything it refers to (a trajectory file) is written before
-it. A `kill -9` can only leave a torn last line, which opening the log cuts off, so a restarted run redoes exactly
-the items without a complete line: nothing lost, nothing twice.
+it. A `kill -9` can only leave a torn last line, which the next writer to open the log cuts off, so a restarted run
+redoes exactly the items without a complete line: nothing lost, nothing twice. Readers (`JsonlLogReader`) never
+change the file, so they are safe while a writer appends: a last line without its newline is skipped, being written
+or torn. Writers hold an advisory lock (`flock`) on the log while they append a line or cut a torn one, so a writer
+opening the log never cuts a line another process is writing.
 """
 
 from __future__ import annotations
@@ -40,12 +43,26 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     only: `str.splitlines` also breaks at U+2028, U+0085, U+001C and others, which JSON written with
     `ensure_ascii=False` carries raw inside strings (model output does)."""
     with open(existing_file(path), "rb") as f:  # binary lines end at b"\n" alone
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    raise InputError(f"{path}:{number}: not JSON: {e}") from None
+        yield from _parsed(path, enumerate(f, 1))
+
+
+def _parsed(path: Path, lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, Any]]:
+    """(line number, record) of the non-blank ones of `path`'s numbered `lines`; one not JSON is an `InputError`."""
+    for number, line in lines:
+        if line.strip():
+            try:
+                yield number, json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise InputError(f"{path}:{number}: not JSON: {e}") from None
+
+
+def _terminated(lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
+    """The numbered `lines` up to one without its newline, which is the end of the file as it was read: a line being
+    appended, or torn by a kill. Reading on would take what a writer appends next as a line of its own."""
+    for number, line in lines:
+        if not line.endswith(b"\n"):
+            return
+        yield number, line
 
 
 @contextmanager
@@ -134,21 +151,50 @@ def by_instance_id(record: dict) -> str:
     return record["instance_id"]
 
 
-class JsonlLog:
+class JsonlLogReader:
+    """An append-only JSONL log read as it stands, without changing it: safe while a writer appends to it."""
+
     def __init__(self, path: Path, key: Callable[[dict], Hashable] = by_instance_id) -> None:
         self.path = Path(path)
         self.key = key
-        self.lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[dict]:
+        """The complete records, in the order committed, one in memory at a time."""
+        if self.path.exists():
+            with open(existing_file(self.path), "rb") as f:
+                yield from (record for _, record in _parsed(self.path, _terminated(enumerate(f, 1))))
+
+    def keys(self) -> set:
+        """The keys committed: what a resumed run skips, without holding the records."""
+        return {self.key(record) for record in self}
+
+    def records(self) -> dict:
+        """Complete records by key (the first one wins, though appends never repeat a key)."""
+        out: dict = {}
+        for record in self:
+            out.setdefault(self.key(record), record)
+        return out
+
+
+class JsonlLog(JsonlLogReader):
+    """The log's writer: opening it cuts a torn last line, which a killed writer left, so that the next append
+    starts on a line of its own."""
+
+    def __init__(self, path: Path, key: Callable[[dict], Hashable] = by_instance_id) -> None:
+        super().__init__(path, key)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair()
 
     def _repair(self) -> None:
-        """Drop a torn last line (a killed writer) so the next append starts on a line of its own. Only the tail is
+        """Drop a torn last line, under the lock, so never a line that another writer is appending. Only the tail is
         read: the log may be far larger than memory."""
-        if not self.path.exists() or not self.path.stat().st_size:
+        if not self.path.exists():
             return
         with open(self.path, "r+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
             end = f.seek(0, os.SEEK_END)
+            if not end:
+                return
             f.seek(end - 1)
             if f.read(1) == b"\n":
                 return
@@ -165,25 +211,10 @@ class JsonlLog:
             f.flush()
             os.fsync(f.fileno())
 
-    def __iter__(self) -> Iterator[dict]:
-        """The complete records, in the order committed, one in memory at a time."""
-        if self.path.exists():
-            yield from (record for _, record in iter_jsonl(self.path))
-
-    def keys(self) -> set:
-        """The keys committed: what a resumed run skips, without holding the records."""
-        return {self.key(record) for record in self}
-
-    def records(self) -> dict:
-        """Complete records by key (the first one wins, though appends never repeat a key)."""
-        out: dict = {}
-        for record in self:
-            out.setdefault(self.key(record), record)
-        return out
-
     def append(self, record: dict) -> None:
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
-        with self.lock, open(self.path, "ab") as f:
+        with open(self.path, "ab") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # per open file: threads of this process wait for each other too
             f.write(line)
             f.flush()
             os.fsync(f.fileno())

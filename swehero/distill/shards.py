@@ -52,7 +52,7 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     stopped, or still runs) and is merged as far as it got, and listed as `unfinished`."""
     from swehero.distill.run import ATTEMPTS, SUMMARY, TRAJECTORIES, key
     from swehero.distill.summary import summarize
-    from swehero.jsonio import JsonlLog, differences, write_json_atomic
+    from swehero.jsonio import JsonlLog, JsonlLogReader, differences, write_json_atomic
 
     for shard in shard_dirs:
         if not any((Path(shard) / name).exists() for name in (SUMMARY, TRAJECTORIES)):
@@ -74,7 +74,7 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     have = merged.keys()  # records stream through: the shards together can be far larger than memory
     walls, duplicates = [], 0
     for shard in shard_dirs:
-        for record in JsonlLog(Path(shard) / TRAJECTORIES, key=key):
+        for record in JsonlLogReader(Path(shard) / TRAJECTORIES, key=key):
             if key(record) in have:
                 duplicates += 1
                 continue

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from swehero.agent.settings import AgentSettings
-from swehero.jsonio import JsonlLog, write_json_atomic
+from swehero.jsonio import JsonlLog, JsonlLogReader, write_json_atomic
 from swehero.rollout.runner import Job, run_attempts, sampling_seed
 
 PREDICTIONS = "predictions.jsonl"
@@ -26,7 +26,7 @@ def trajectory_path(out_dir: Path, instance_id: str) -> Path:
 
 def finished(out_dir: Path) -> dict[str, dict]:
     """Predictions committed so far, by instance id."""
-    return JsonlLog(Path(out_dir) / PREDICTIONS).records()
+    return JsonlLogReader(Path(out_dir) / PREDICTIONS).records()
 
 
 def run_inference(tasks: list[dict], settings: AgentSettings, runs: list[Path], model_name: str, repos: Path | None,

@@ -1,0 +1,86 @@
+"""Append-only JSONL logs read while their writer appends: readers (`eval`'s `finished`, `distill merge`) never change
+the file nor fail on the line being written, and a second writer opening the log waits for that line instead of
+cutting it. Real processes, lines of several MB (each one written by the kernel a page at a time)."""
+
+import json
+import multiprocessing
+from pathlib import Path
+
+from swehero.distill.run import TRAJECTORIES
+from swehero.distill.shards import merge
+from swehero.eval.inference import PREDICTIONS, finished
+from swehero.jsonio import JsonlLog
+
+LINES, LINE_BYTES = 6, 4_000_000
+fork = multiprocessing.get_context("fork")
+
+
+def trajectory(i: int) -> dict:
+    return {"instance_id": f"t{i}", "messages": [], "patch": "x" * LINE_BYTES, "metadata": {"rollout": 0}}
+
+
+def prediction(i: int) -> dict:
+    return {"instance_id": f"t{i}", "model_name_or_path": "m", "model_patch": "x" * LINE_BYTES}
+
+
+def write_logs(shard: Path, run: Path) -> None:
+    """A distill shard and an eval run, both still running: each line is committed (fsynced) before the next."""
+    trajectories, predictions = JsonlLog(shard / TRAJECTORIES), JsonlLog(run / PREDICTIONS)
+    for i in range(LINES):
+        trajectories.append(trajectory(i))
+        predictions.append(prediction(i))
+
+
+def until(done, errors, read) -> None:
+    """`read()` over and over until `done`; what it raised goes to `errors`."""
+    try:
+        while not done.is_set():
+            read()
+    except Exception as e:  # noqa: BLE001 - handed to the test, which names it
+        errors.put(f"{type(e).__name__}: {e}"[:300])
+
+
+def committed(path: Path) -> list[str]:
+    """The ids of the complete lines of a log."""
+    return [json.loads(line)["instance_id"] for line in path.open("rb") if line.endswith(b"\n")]
+
+
+def test_logs_read_while_appended_lose_nothing_and_readers_never_fail(tmp_path):
+    shard, run, merged = tmp_path / "shard-0", tmp_path / "run", tmp_path / "merged"
+    for folder, log in ((shard, TRAJECTORIES), (run, PREDICTIONS)):
+        folder.mkdir()
+        (folder / log).touch()
+    done, errors = fork.Event(), fork.Queue()
+    readers = [fork.Process(target=until, args=(done, errors, read)) for read in (
+        lambda: (finished(run), merge([shard], merged)),  # `eval report` and `distill merge`
+        lambda: (JsonlLog(shard / TRAJECTORIES), JsonlLog(run / PREDICTIONS)),  # a second writer opening the logs
+    )]
+    writer = fork.Process(target=write_logs, args=(shard, run))
+    for process in (*readers, writer):
+        process.start()
+    writer.join(60)
+    done.set()
+    for reader in readers:
+        reader.join(60)
+    assert errors.empty(), errors.get()
+    assert writer.exitcode == 0 and [reader.exitcode for reader in readers] == [0, 0]
+    ids = [f"t{i}" for i in range(LINES)]
+    assert committed(shard / TRAJECTORIES) == ids
+    assert committed(run / PREDICTIONS) == ids
+    assert (shard / TRAJECTORIES).read_bytes().endswith(b"\n") and list(finished(run)) == ids
+    merge([shard], merged)  # merging again adds the rest
+    assert committed(merged / TRAJECTORIES) == ids
+
+
+def test_a_line_being_written_is_skipped_by_readers_and_left_alone(tmp_path):
+    """What a reader finds while a line is half-written (or torn by a kill): the complete lines; the file unchanged."""
+    shard, run = tmp_path / "shard-0", tmp_path / "run"
+    half = json.dumps(trajectory(1))[:1000].encode()
+    for folder, log, record in ((shard, TRAJECTORIES, trajectory(0)), (run, PREDICTIONS, prediction(0))):
+        folder.mkdir()
+        (folder / log).write_bytes(json.dumps(record).encode() + b"\n" + half)
+    before = {path: path.read_bytes() for path in (shard / TRAJECTORIES, run / PREDICTIONS)}
+    assert list(finished(run)) == ["t0"]
+    summary = merge([shard], tmp_path / "merged")
+    assert summary["unfinished"] == [str(shard)] and committed(tmp_path / "merged" / TRAJECTORIES) == ["t0"]
+    assert [path.name for path in before if path.read_bytes() != before[path]] == []
