@@ -1,12 +1,13 @@
 """Grade the committed predictions into `grades.jsonl` (append-only, resumable), with the local grader or swebench.
 
 Empty patches are not graded (the harness skips them too); they are their own outcome class in the report. A
-harness error that says nothing about the patch is logged with `retry` and graded again by the next grading, whose
-line supersedes it: an instance's grade is its latest line.
+grading error that says nothing about the patch (the harness's, or a local clone that failed) is logged with `retry`
+and graded again by the next grading, whose line supersedes it: an instance's grade is its latest line.
 """
 
 from __future__ import annotations
 
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,14 @@ from swehero.eval.harness import (
     check_harness_dataset,
     grade_record,
     parse_harness,
+    retry_record,
     run_harness,
     run_id_for,
 )
 from swehero.eval.images import image_name
 from swehero.eval.inference import PREDICTIONS, finished
 from swehero.rollout.local_grader import LocalGraderConfig, check_local, grade_instance
-from swehero.jsonio import JsonlLog
+from swehero.jsonio import JsonlLog, JsonlLogReader
 from swehero.rollout.tasks import load_tasks, repo_dir
 
 GRADES = "grades.jsonl"
@@ -44,12 +46,28 @@ class GradingSettings:
 
 def grades(out_dir: Path) -> dict[str, dict]:
     """Each graded instance's grade: its latest line, which supersedes a harness error graded again."""
-    return {record["instance_id"]: record for record in JsonlLog(Path(out_dir) / GRADES)}
+    return {record["instance_id"]: record for record in JsonlLogReader(Path(out_dir) / GRADES)}
 
 
 def is_final(grade: dict) -> bool:
     """Whether a grade is a verdict on the patch, rather than a harness error to grade again."""
     return not grade.get("retry")
+
+
+def failure_text(error: Exception) -> str:
+    """What a failed local grading says: the exception, with the tail of a failed command's stderr (`git clone`'s
+    "No space left on device"), which its message leaves out."""
+    text = f"{type(error).__name__}: {error}"
+    stderr = error.stderr if isinstance(error, subprocess.CalledProcessError) else None
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    return f"{text}: {stderr.strip()[-1000:]}" if stderr and stderr.strip() else text
+
+
+def verdict(record: dict) -> str:
+    if not is_final(record):
+        return f"grader error, graded again by the next grading ({record['error']})"
+    return "resolved" if record["resolved"] else "not resolved"
 
 
 def harness_rows(tasks: list[dict], harness_dataset: str) -> list[dict]:
@@ -83,18 +101,18 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
 
         def one(task: dict) -> None:
             iid = task["instance_id"]
+            logs = f"grading/{iid}"
             try:
-                entry = grade_instance(task, predictions[iid], repo_dir(repos, task["repo"]),
-                                       out_dir / "grading" / iid, settings.local)
-                record = grade_record(iid, entry, "local", f"grading/{iid}")
+                entry = grade_instance(task, predictions[iid], repo_dir(repos, task["repo"]), out_dir / logs,
+                                       settings.local)
+                record = grade_record(iid, entry, "local", logs)
             except MissingRepository as e:  # not a verdict: left ungraded, named when the others are done
                 missing.add(str(e))
                 return
-            except Exception as e:  # a broken clone is the infrastructure's failure, not the model's
-                record = {"instance_id": iid, "grader": "local", "resolved": False, "patch_applied": False,
-                          "infra_failure": True, "error": f"{type(e).__name__}: {e}"}
+            except Exception as e:  # a broken clone (a full disk) is the infrastructure's failure, not the model's
+                record = retry_record(iid, "local", logs, failure_text(e))
             log.append(record)
-            progress(f"  {iid}: {'resolved' if record['resolved'] else 'not resolved'}")
+            progress(f"  {iid}: {verdict(record)}")
 
         with ThreadPoolExecutor(max_workers=max(settings.workers, 1)) as pool:
             for future in [pool.submit(one, task) for task in todo]:

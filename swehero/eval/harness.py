@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from swehero.agent.docker_host import check_architecture, check_free_disk, docker_root
@@ -63,10 +63,11 @@ def run_id_for(config: HarnessConfig, out_dir: Path) -> str:
 
 def harness_kwargs(config: HarnessConfig, dataset: str, predictions: Path, run_id: str,
                    instance_ids: list[str]) -> dict:
-    """Keyword arguments for `swebench.harness.run_evaluation.main` (all of its parameters, by name)."""
+    """Keyword arguments for `swebench.harness.run_evaluation.main` (all of its parameters, by name). `predictions`
+    is absolute: the harness runs in another working directory (`run_harness`)."""
     return {
         "dataset_name": dataset, "split": config.split, "instance_ids": instance_ids,
-        "predictions_path": str(Path(predictions).resolve()), "max_workers": config.max_workers,
+        "predictions_path": str(predictions), "max_workers": config.max_workers,
         "open_file_limit": config.open_file_limit, "run_id": run_id, "timeout": config.timeout_s,
         "rewrite_reports": False, "modal": config.modal, "report_dir": ".", "task_repo": config.task_repo or None,
     }
@@ -131,7 +132,11 @@ def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions:
     from swebench.harness.run_evaluation import main as run_evaluation
 
     check_architecture(remote=config.modal)
-    where = Path(out_dir) / HARNESS_DIR
+    # resolved here, before the harness's working directory replaces the one relative paths are relative to
+    out_dir, predictions = Path(out_dir).resolve(), Path(predictions).resolve()
+    if config.task_repo and Path(config.task_repo).is_dir():  # else a GitHub reference (`owner/repo`), or none
+        config = replace(config, task_repo=str(Path(config.task_repo).resolve()))
+    where = out_dir / HARNESS_DIR
     where.mkdir(parents=True, exist_ok=True)
     run_id = run_id_for(config, out_dir)
     dataset = harness_copy(dataset, where)
@@ -201,7 +206,14 @@ def error_record(iid: str, log_dir: Path, summary: dict, logs: str) -> dict:
     if tests_timed_out(log_dir):  # the patch applied: the tests ran, and did not finish
         return {**record, "patch_applied": True, "infra_failure": iid in summary.get("infra_failure_ids", []),
                 "error": reason or "tests_timed_out"}
-    return {**record, "infra_failure": True, "error": reason or f"harness error; see {log_dir}", "retry": True}
+    return retry_record(iid, "swebench", logs, reason or f"harness error; see {log_dir}")
+
+
+def retry_record(iid: str, grader: str, logs: str, error: str) -> dict:
+    """Our grade line for a grading that failed without deciding anything about the patch (a harness error, a local
+    clone on a full disk): no verdict, and `retry`: the next grading grades the instance again."""
+    return {"instance_id": iid, "grader": grader, "resolved": False, "patch_applied": False, "logs": logs,
+            "infra_failure": True, "error": error, "retry": True}
 
 
 def tests_timed_out(log_dir: Path) -> bool:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from swehero.agent.settings import AgentSettings
-from swehero.errors import InputError
+from swehero.errors import InputError, Unavailable
 from swehero.eval.grade import GradingSettings
 from swehero.eval.select import VerifierSettings
 from swehero.recipe.stage import InputPath
@@ -59,7 +59,25 @@ class Settings(TaskSelection):
 
 
 def model_label(settings: Settings) -> str:
-    return settings.model_name or settings.serve.model or settings.agent.openai.model or settings.agent.policy
+    """`model_name_or_path` of the predictions: the name given, the served checkpoint, the agent's model, else the
+    model the endpoints serve (the first one answering lists it first in `/models`, as each attempt's policy finds
+    it), else the policy."""
+    named = settings.model_name or settings.serve.model or settings.agent.openai.model
+    urls = [url for url in settings.endpoints or [settings.agent.openai.base_url] if url]
+    if named or settings.agent.policy != "openai" or not urls:
+        return named or settings.agent.policy
+    from swehero.agent.openai_policy import OpenAIPolicy
+    from swehero.agent.policy import PolicyError
+
+    errors = []
+    for url in urls:
+        try:  # as briefly as `alive` probes an endpoint: a server that hangs should not hold the run for hours
+            return OpenAIPolicy(replace(settings.agent.openai, base_url=url, request_timeout=10.0,
+                                        request_retries=2)).model
+        except PolicyError as e:
+            errors.append(str(e))
+    raise Unavailable(f"no model endpoint says which model it serves ({'; '.join(errors)}): start one, or name "
+                      "the model (--model-name)")
 
 
 def check_same_attempts(out_dir: Path, saved: dict) -> None:
@@ -99,13 +117,14 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
                      f"{', '.join(untested[:5])}{' ...' if len(untested) > 5 else ''}")
         if settings.grading.grader == "local":  # fail before inference, not after
             check_local(selected.tasks)
-        saved = {"tasks": selected.source, "benchmark": selected.benchmark, "model": model_label(settings),
+        label = model_label(settings)
+        saved = {"tasks": selected.source, "benchmark": selected.benchmark, "model": label,
                  "repos": str(selected.repos or ""), "runs": settings.runs,
                  "instance_ids": [t["instance_id"] for t in selected.tasks],
                  # with the folder, so `eval report` and `eval grade` rewrite the reports with the cost column
                  "price_prompt_per_mtok": settings.price_prompt_per_mtok,
                  "price_completion_per_mtok": settings.price_completion_per_mtok,
-                 "attempts": attempt_identity(settings.agent, settings.serve, model=model_label(settings),
+                 "attempts": attempt_identity(settings.agent, settings.serve, model=label,
                                               seed=settings.seed, max_attempts=settings.max_attempts, runs=settings.runs)}
         check_same_attempts(out_dir, saved)
         (out_dir / EVAL_FILE).write_text(json.dumps(saved, indent=1))
@@ -121,7 +140,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
             check_architecture()
         runs = run_dirs(out_dir, settings.runs)
         with serving(settings.agent, settings.endpoints, settings.serve, out_dir) as (agent, urls):
-            inferred = run_inference(selected.tasks, agent, runs, model_label(settings), selected.repos, urls,
+            inferred = run_inference(selected.tasks, agent, runs, label, selected.repos, urls,
                                      settings.workers, settings.max_attempts, settings.seed, progress=progress)
         missing = set(inferred["missing_repositories"])
         for run in runs:
@@ -178,13 +197,17 @@ def regrade(out_dir: Path, settings: GradingSettings, repos: str = "", progress=
     """Grade the predictions of an eval folder not graded yet (repositories: `repos`, else the run's), then
     rewrite its reports."""
     from swehero.eval.grade import grade
+    from swehero.jsonio import exclusive
+    from swehero.rollout.runner import BUSY, LOCK
 
     tasks, saved, runs = open_eval(out_dir, tests=settings.grader != "none")
     repo_root = Path(repos or saved.get("repos") or Path(saved["tasks"]).parent / "repos")
-    for run_dir in runs:
-        grade(tasks, run_dir, settings, repo_root, settings.harness.dataset or harness_dataset(saved["tasks"]),
-              progress)
-    return report_eval(out_dir, tasks, saved, progress=progress)
+    # as `evaluate`: two gradings at once would grade an instance twice, and in one harness run id
+    with exclusive(Path(out_dir) / LOCK, busy=f"{out_dir}: {BUSY}"):
+        for run_dir in runs:
+            grade(tasks, run_dir, settings, repo_root, settings.harness.dataset or harness_dataset(saved["tasks"]),
+                  progress)
+        return report_eval(out_dir, tasks, saved, progress=progress)
 
 
 def score_heldout(settings: Settings, out_dir: Path, progress=print) -> None:
