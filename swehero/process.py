@@ -61,3 +61,33 @@ def run_group(argv: list[str], grace_s: float = 10.0, **popen) -> int:
     except BaseException:
         end_group(child, (signal.SIGTERM, grace_s))
         raise
+
+
+def run_captured(argv: list[str] | str, timeout_s: float | None = None, **popen) -> subprocess.CompletedProcess:
+    """`subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)` in its own process group: at the
+    timeout the whole group is killed, the command's children too (`subprocess.run` kills the command alone and
+    leaves them running), and the `TimeoutExpired` carries, as text, the output written until then (`subprocess.run`
+    drops it, or hands it over as bytes)."""
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                             start_new_session=True, **popen)
+    try:
+        stdout, stderr = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        stdout, stderr = _rest_of_output(child)
+        raise subprocess.TimeoutExpired(argv, timeout_s, stdout, stderr) from None
+    except BaseException:  # interrupted: the group must not outlive the caller
+        end_group(child)
+        raise
+    return subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
+
+
+def _rest_of_output(child: subprocess.Popen, wait_s: float = 10.0) -> tuple[str, str]:
+    """All a killed child wrote; what had arrived after `wait_s` when a process that left its group holds the pipes
+    open."""
+    try:
+        return child.communicate(timeout=wait_s)
+    except subprocess.TimeoutExpired as still_open:
+        child.wait()
+        return tuple((text or b"").decode(errors="replace") for text in (still_open.stdout, still_open.stderr))

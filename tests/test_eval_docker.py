@@ -126,3 +126,23 @@ def test_harness_grades_oracle_gold_empty_and_noop_patches_offline(toy_images, t
     assert len(graded) == 4 and not any(g["resolved"] for g in graded)
     assert all(g["patch_applied"] and not g["infra_failure"] for g in graded)
     assert all(g["tests_status"]["FAIL_TO_PASS"]["failure"] for g in graded)
+
+
+HANGS = ("diff --git a/conftest.py b/conftest.py\nnew file mode 100644\n--- /dev/null\n+++ b/conftest.py\n"
+         "@@ -0,0 +1,2 @@\n+import time\n+time.sleep(3600)\n")
+
+
+@pytest.mark.timeout(600)
+def test_tests_that_hang_are_stopped_at_the_harness_timeout_and_graded(toy_images, tmp_path):
+    """A patch whose tests never finish: the harness stops them at its timeout with `kill` in the container (the
+    base image has it) and the grade is a verdict, unresolved, not a harness error that every grading retries."""
+    from swehero.eval.harness import HarnessConfig
+
+    task = load_tasks(str(toy_images))[0]
+    (tmp_path / "predictions.jsonl").write_text(json.dumps(
+        {"instance_id": task["instance_id"], "model_name_or_path": "hang", "model_patch": HANGS}) + "\n")
+    settings = GradingSettings(grader="swebench", harness=HarnessConfig(timeout_s=10))
+    grade([task], tmp_path, settings, None, str(toy_images), progress=lambda _: None)
+    [graded] = [json.loads(line) for line in (tmp_path / GRADES).read_text().splitlines()]
+    assert graded["error"] == "tests_timed_out" and "retry" not in graded, graded
+    assert graded["patch_applied"] and not graded["resolved"] and not graded["infra_failure"]

@@ -28,9 +28,10 @@ from swehero.errors import Unavailable
 from swehero.jsonio import exclusive
 
 SUITE = "bookworm"
-PACKAGES = ("python3", "python3-venv", "git", "patch")
+PACKAGES = ("python3", "python3-venv", "git", "patch", "procps")
 """What every instance image builds on: an interpreter that can make virtual environments, git (the agent's patch,
-the harness's `git apply`) and `patch` (the harness's last way of applying a patch)."""
+the harness's `git apply`), `patch` (the harness's last way of applying a patch) and procps (the harness stops
+tests that run past its timeout with `kill` in the container; without it they never get a verdict)."""
 BASE_REPO = "swehero/base"
 DOCKERD_LOG = Path("/var/log/swehero-dockerd.log")
 SETUP_LOCK = Path("/run/lock/swehero-docker-setup.lock")

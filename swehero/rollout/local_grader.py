@@ -35,6 +35,7 @@ from pathlib import Path
 from swehero.agent.local import check_repository
 from swehero.agent.taskenv import EnvError, EnvSettings, activated, ensure_env, make_layer
 from swehero.errors import InputError
+from swehero.process import run_captured
 from swehero.rollout.tasks import TESTS, language_of
 from swehero.gitdiff import diff_files, patch_files
 
@@ -72,8 +73,8 @@ class GradingRun:
 
 def _run(cmd: list[str] | str, cwd: Path, timeout: float | None = None, env: dict | None = None
          ) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, shell=isinstance(cmd, str),
-                          env=env)
+    """`cmd` with its output; at the timeout it is stopped with every process it started (`run_captured`)."""
+    return run_captured(cmd, timeout, cwd=cwd, shell=isinstance(cmd, str), env=env)
 
 
 def test_files(test_patch: str) -> list[str]:
@@ -226,12 +227,14 @@ def run_tests(checkout: Path, task: dict, model_patch: str, config: LocalGraderC
     command, shown = _test_command(task, python, with_pytest)
     try:
         done = _run(command, checkout, timeout=config.test_timeout_s, env=test_env)
-    except subprocess.TimeoutExpired:
-        return GradingRun(log + f"{START_TEST_OUTPUT}\n{TESTS_TIMEOUT}\n{END_TEST_OUTPUT}\n", True)
+    except subprocess.TimeoutExpired as stopped:  # what the tests wrote before stopping shows where they hung
+        return GradingRun(log + f"+ {shown}\n{START_TEST_OUTPUT}\n{stopped.stdout}{stopped.stderr}\n"
+                                f"{TESTS_TIMEOUT}\n{END_TEST_OUTPUT}\n", True)
     out = done.stdout + done.stderr
     log += (f"+ {shown}\n{START_TEST_OUTPUT}\n{out}\n{END_TEST_OUTPUT}\n"
             f"{TEST_EXIT_CODE}: {done.returncode}\n")
-    return GradingRun(log, True, infra_failure=environment_failure(out, done.returncode, checkout, with_pytest))
+    return GradingRun(log, True, infra_failure=environment_failure(out, done.returncode, checkout, model_patch,
+                                                                   with_pytest))
 
 
 def _install(checkout: Path, task: dict, settings: EnvSettings, source_repo: Path) -> tuple[Path, str]:
@@ -256,25 +259,52 @@ def _install(checkout: Path, task: dict, settings: EnvSettings, source_repo: Pat
 _MISSING_MODULE = re.compile(r"^E?\s*ModuleNotFoundError: No module named '([^']+)'", re.MULTILINE)
 
 
-def environment_failure(output: str, exit_code: int, checkout: Path, pytest: bool = True) -> str:
+def environment_failure(output: str, exit_code: int, checkout: Path, model_patch: str, pytest: bool = True) -> str:
     """Why the environment, not the code under test, decided this test run ('' when it did not): the tests could
     not start (pytest's exit code 3: internal error, 4: usage error, e.g. an `addopts` option of a plugin that is
     not installed; a shell's 126/127 for a runner that is not executable or not found, e.g. a `python` the
-    runner's shebang asks for), or a test module imports a package that is neither installed nor part of the
-    checkout (a module of the checkout that is missing is the code's doing)."""
+    runner's shebang asks for), or the tests import a package that the environment lacks (`missing_package`)."""
     if pytest and exit_code in (3, 4):
         return f"pytest could not run the tests (exit code {exit_code}): {output.strip()[-1000:]}"
     if not pytest and exit_code in (126, 127):
         return f"the test command could not start (exit code {exit_code}): {output.strip()[-1000:]}"
-    tracked = None
+    missing = missing_package(output, checkout, model_patch)
+    if missing:
+        return (f"ModuleNotFoundError: No module named '{missing}': the task's environment lacks a package the "
+                "tests import (give it in the install recipe's pip_packages)")
+    return ""
+
+
+def missing_package(output: str, checkout: Path, model_patch: str) -> str:
+    """The first module a `ModuleNotFoundError` in `output` names that the environment should have had ('' when
+    none): neither part of the checkout (a module of the checkout that is missing is the code's doing) nor one the
+    model patch's own lines import (the patch's doing: swebench calls that unresolved, not an infrastructure
+    failure)."""
+    tracked, imported = None, patch_imports(model_patch)
     for name in dict.fromkeys(_MISSING_MODULE.findall(output)):
         top = name.split(".")[0]
+        if top in imported:
+            continue
         if tracked is None:
             tracked = _run(["git", "ls-files"], checkout).stdout.split("\n")
         if not any(part in (top, f"{top}.py") for path in tracked for part in path.split("/")):
-            return (f"ModuleNotFoundError: No module named '{name}': the task's environment lacks a package the "
-                    "tests import (give it in the install recipe's pip_packages)")
+            return name
     return ""
+
+
+def patch_imports(patch: str) -> set[str]:
+    """Top-level names of the modules the lines a patch adds import (`import a.b, c as d`, `from a import b`;
+    relative imports are the checkout's own)."""
+    names = set()
+    for line in patch.splitlines():
+        if not line.startswith("+") or line.startswith("+++ "):
+            continue
+        words = line[1:].split(None, 1)
+        if len(words) == 2 and words[0] == "from":
+            names.add(words[1].split()[0].split(".")[0])
+        elif len(words) == 2 and words[0] == "import":
+            names.update(module.split()[0].split(".")[0] for module in words[1].split(",") if module.strip())
+    return names - {""}
 
 
 def grade_instance(task: dict, prediction: dict, source_repo: Path, log_dir: Path,
