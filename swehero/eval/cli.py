@@ -95,7 +95,7 @@ def images() -> None:
               help="Task file (.jsonl/.json/.parquet, SWE-bench schema).")
 @click.option("--repos", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of the tasks' git repositories (owner__name); default: repos/ beside the task file.")
-@click.option("--base", default="", help="Base image (bash, git, python3 with venv); default: swehero's own, "
+@click.option("--base", default="", help="Base image (bash, git, kill, python3 with venv); default: swehero's own, "
                                          "built from Debian packages when missing.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the tasks with the harness's columns (image, eval_script, ...), for --grader swebench.")

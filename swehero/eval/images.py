@@ -157,7 +157,8 @@ def image_python(engine, base: str) -> str:
 
 def build_images(tasks: list[dict], repos: Path, base: str = "", progress=print) -> list[str]:
     """Build the image of every task (its repository from `repos/<owner>__<name>`); returns their names in task
-    order. `base`: an image with bash, git and python3 with venv; empty: swehero's own (built once if missing)."""
+    order. `base`: an image with bash, git, kill (swebench stops a hung test with it) and python3 with venv; empty:
+    swehero's own (built once if missing)."""
     from swehero.eval.engine import ensure_base_image, ensure_engine
     from swehero.rollout.tasks import repo_dir
 
