@@ -330,7 +330,9 @@ def test_an_interrupted_grading_goes_on_from_its_grade_log(tmp_path, via):
         command = [sys.executable, "-c", "from swehero.cli import main; main()", "recipe", "run", str(recipe)]
     log = tmp_path / "first.log"
     with open(log, "w") as output:
-        first = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        # Ctrl-C as a terminal sends it, also when the tests run in the background (whose children ignore SIGINT)
+        first = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: ran.exists() and len(ran.read_text().splitlines()) == 2, first, log)  # grading the second
     first.send_signal(signal.SIGINT)
     assert first.wait(timeout=60) != 0
