@@ -48,6 +48,7 @@ def read_in_chunks(output: str, cap: int, seed: int) -> CappedBuffer:
     ("one progress bar of 1 MB", "".join(f"{i}\n" for i in range(12000)) + "".join(
         f"\r\x1b[K\x1b[32m{i}%\x1b[0m|{'█' * (i % 30)}é\t" for i in range(30000)) + "\ndone\n", 20_000),
 ])
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
 def test_an_output_past_the_cap_shows_what_openhands_shows_of_it_whole(name, output, cap):
     """What is dropped while reading goes through the pane as OpenHands' would hold it: the note, the lines kept and
     the first of them are those of the whole output, ended or still running, however the output was read."""

@@ -379,6 +379,7 @@ def test_a_changed_patch_task_or_grading_setting_is_graded_again(tmp_path):
     assert len(ran.read_text().splitlines()) == 6
 
 
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
 def test_a_grade_line_torn_by_a_kill_is_ignored(tmp_path):
     """`kill -9` in the middle of appending a grade leaves a torn last line: the rerun cuts it off and goes on."""
     toy = build_toy_tasks(tmp_path / "toy")
@@ -629,6 +630,7 @@ def test_decontamination_catches_each_kind_of_overlap():
         upstream_pr(row("x", "y", repo="a/b", pull_number="12a"))
 
 
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
 def test_decontaminate_cli(tmp_path):
     fields = {"base_commit": "0" * 40, "FAIL_TO_PASS": "[]", "PASS_TO_PASS": "[]"}
     evals, train = tmp_path / "verified.jsonl", tmp_path / "train.jsonl"

@@ -73,6 +73,7 @@ def test_eval_grade_with_the_harness_grades_a_relative_folder(toy_images, tmp_pa
     assert (tmp_path / "runs" / "gold" / graded["logs"] / "report.json").is_file()
 
 
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
 def test_a_folder_is_graded_by_one_command_at_a_time(toy, tmp_path):
     """`eval grade` while `eval run` (or another `eval grade`) writes into the folder is refused, in the words a
     second `eval run` gets: both would grade the same instances, and with the harness remove each other's
@@ -93,6 +94,7 @@ def test_a_folder_is_graded_by_one_command_at_a_time(toy, tmp_path):
     assert [g["resolved"] for g in _lines(out / GRADES)] == [True]
 
 
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
 def test_a_grading_the_machine_failed_is_graded_again(toy, tmp_path, monkeypatch):
     """`git clone` failing for want of disk space decides nothing about the patch: the line says `retry`, with what
     git said, and the next `eval grade` grades the instance."""
@@ -157,6 +159,7 @@ class _Endpoint:
         self.httpd.server_close()
 
 
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
 def test_predictions_are_named_after_the_model_the_endpoint_serves(toy, tmp_path):
     """`eval run --base-url URL` with no model named: the predictions, `eval.json` and the report name the model
     the endpoint's `/models` lists, as the attempts query it, not the policy."""
@@ -176,6 +179,7 @@ def test_predictions_are_named_after_the_model_the_endpoint_serves(toy, tmp_path
     assert (out / "report.md").read_text().startswith("# Eval: fake-coder on ")
 
 
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
 def test_a_model_named_is_the_label_whatever_the_endpoint_serves(toy, tmp_path):
     endpoint = _Endpoint("fake-coder")
     try:
@@ -185,6 +189,7 @@ def test_a_model_named_is_the_label_whatever_the_endpoint_serves(toy, tmp_path):
     assert [p["model_name_or_path"] for p in _lines(out / PREDICTIONS)] == ["mine"]
 
 
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
 def test_an_endpoint_that_names_no_model_stops_the_run_before_any_attempt(toy, tmp_path):
     from click.testing import CliRunner
 

@@ -8,6 +8,8 @@ import signal
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from test_eval_local_grader_harness import CODE, CONFIG, FIX, PYTEST_F2P, PYTEST_TESTS, base_repo, diff, grade, \
     task_of
 
@@ -20,6 +22,7 @@ def _task(repo: Path, base: str, tests: str) -> dict:
     return task_of("o/r", base, diff(repo, {TEST_FILE: tests}), [f"{TEST_FILE}::test_f"], [f"{TEST_FILE}::test_exists"])
 
 
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
 def test_a_missing_package_is_the_environments_failure_unless_the_patch_imports_it(tmp_path):
     """As swebench's harness does, a patch whose own code imports a module that is not there is unresolved; a test
     module importing a package that is not installed says the environment lacks it."""
@@ -44,6 +47,7 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
 def test_tests_that_hang_are_stopped_with_their_children_and_their_output_is_kept(tmp_path):
     """At the timeout the tests stop with every process they started, and the log keeps what pytest wrote until
     then (which test hung) before the harness's timeout line."""

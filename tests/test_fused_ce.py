@@ -250,6 +250,7 @@ def test_rejects_mismatched_shapes_and_unknown_backend():
         fused_linear_cross_entropy(hidden, weight, targets, loss_mask, 9, backend="cuda")
 
 
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
 def test_run_stops_when_swehero_kernels_is_another_checkouts(tmp_path):
     """The package is `kernels/` installed under another name, so PYTHONPATH=$PWD cannot put this checkout's first:
     a run that would test another checkout's kernels must stop and say so."""

@@ -6,6 +6,8 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import pytest
+
 from swehero.distill.run import TRAJECTORIES
 from swehero.distill.shards import merge
 from swehero.eval.inference import PREDICTIONS, finished
@@ -45,6 +47,7 @@ def committed(path: Path) -> list[str]:
     return [json.loads(line)["instance_id"] for line in path.open("rb") if line.endswith(b"\n")]
 
 
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
 def test_logs_read_while_appended_lose_nothing_and_readers_never_fail(tmp_path):
     shard, run, merged = tmp_path / "shard-0", tmp_path / "run", tmp_path / "merged"
     for folder, log in ((shard, TRAJECTORIES), (run, PREDICTIONS)):
