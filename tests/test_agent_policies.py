@@ -3,13 +3,12 @@ and the Docker runtime's pure parts (no Docker engine on this machine)."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import subprocess
-import threading
 
 import pytest
 from agent_repos import CALC, CALC_FIX, git, make_task
+from json_server import JsonServer
 
 from swehero.agent.container import (
     DockerConfig,
@@ -67,33 +66,16 @@ def test_structured_tool_calls_pass_through():
     assert assistant_message("no calls", []) == {"role": "assistant", "content": "no calls"}
 
 
-class _Server:
-    """A real HTTP server on a free port answering with a scripted list of (status, body)."""
+class _Server(JsonServer):
+    """Answers the requests (POSTs) it gets with a scripted list of (status, body), keeping them."""
 
     def __init__(self, answers):
         self.answers, self.requests = list(answers), []
-        outer = self
+        super().__init__(self._answer)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                outer.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                status, body = outer.answers.pop(0)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
-
-    def close(self):
-        self.httpd.shutdown()
+    def _answer(self, method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        self.requests.append(body)
+        return self.answers.pop(0)
 
 
 def _completion(message):

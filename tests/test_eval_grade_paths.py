@@ -3,15 +3,14 @@ a grading the machine failed graded again, and predictions named after the model
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
-import threading
 import uuid
 from pathlib import Path
 
 import pytest
+from json_server import JsonServer
 
 from swehero.agent.openai_policy import OpenAIConfig
 from swehero.agent.settings import AgentSettings
@@ -124,39 +123,20 @@ def test_a_grading_the_machine_failed_is_graded_again(toy, tmp_path, monkeypatch
     assert len(_lines(out / GRADES)) == 2
 
 
-class _Endpoint:
-    """A real OpenAI-compatible server on a free port: `/models` lists `served`; every chat reply finishes."""
+class _Endpoint(JsonServer):
+    """An OpenAI-compatible server: `/models` lists `served`; every chat reply finishes."""
 
     def __init__(self, served: str) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self._send({"object": "list", "data": [{"id": served, "object": "model"}]})
+        self.served = served
+        super().__init__(self._answer)
 
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                finish = {"name": "finish", "arguments": json.dumps({"message": "done"})}
-                self._send({"choices": [{"message": {"role": "assistant", "content": "", "tool_calls": [
-                    {"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function", "function": finish}]}}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 2}})
-
-            def _send(self, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def _answer(self, method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        if method == "GET":
+            return 200, {"object": "list", "data": [{"id": self.served, "object": "model"}]}
+        finish = {"name": "finish", "arguments": json.dumps({"message": "done"})}
+        return 200, {"choices": [{"message": {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function", "function": finish}]}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 2}}
 
 
 @pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
