@@ -63,10 +63,11 @@ def check_inputs(settings: Settings, init: str, name: str) -> None:
         raise InputError(f"stage {name}: {problem}")
     if is_hf_folder(init):
         try:
-            check_supported(read_config(init))
+            config = read_config(init)
+            check_supported(config)
         except InputError as e:
             raise InputError(f"stage {name}: init {init}: {e}") from None
-        check_hf_weights(init, read_config(init))  # names the file; else every rank fails loading it
+        check_hf_weights(init, config)  # names the file; else every rank fails loading it
     elif not (Path(init) / "checkpoints").is_dir():
         raise MissingInput(f"stage {name}: init {init} is neither a Hugging Face folder (config.json) nor a train "
                            "stage's folder (checkpoints/)")
