@@ -118,8 +118,8 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
             finally:
                 if history_users.done(job.task["instance_id"]):
                     shutil.rmtree(histories / job.task["instance_id"], ignore_errors=True)
-                if image_users is not None and image_users.done(_image(job, settings)):
-                    _remove_image(_image(job, settings))
+                if image_users is not None and image_users.done(image := _image(job, settings)):
+                    _remove_image(image)
 
         def attempt_job(job: Job) -> None:
             source = repo_dir(repos, job.task["repo"]) if repos and settings.runtime == "local" else None
