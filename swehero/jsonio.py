@@ -85,14 +85,32 @@ PARTIAL = ".partial"
 @contextmanager
 def partial_path(path: Path) -> Iterator[Path]:
     """Like `atomic_path`, for output that one run at a time writes, for hours, and that a killed run leaves
-    half-written: the temporary path is always `<path>.partial`, which a run removes first, so killed runs leave at
-    most that one file (not one more per run), named so that a folder read as input skips it."""
+    half-written: the temporary path is always `<path>.partial`, which a run empties first, so killed runs leave at
+    most that one file (not one more per run), named so that a folder read as input skips it. The run holds a lock
+    on it: a second run writing the same `path` meanwhile is an InputError, where it would have emptied the first
+    one's file and had the first rename its own half-written one over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + PARTIAL)
-    tmp.unlink(missing_ok=True)
-    with _renamed_over(tmp, path):
-        yield tmp
+    with _locked(tmp, busy=f"{path}: another run is writing it (into {tmp}); wait for it to end, or stop it"):
+        with _renamed_over(tmp, path):
+            yield tmp
+
+
+@contextmanager
+def _locked(path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path`, emptied (created if missing), or raise InputError(busy)."""
+    while True:
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InputError(busy) from None
+            # the file locked may have been renamed over its output, by a run that ended meanwhile: lock the new one
+            if os.path.exists(path) and os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                handle.truncate(0)
+                yield
+                return
 
 
 @contextmanager

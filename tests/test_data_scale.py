@@ -20,9 +20,11 @@ from swehero.data import sources
 from swehero.data.importers import import_files
 from swehero.data.prepare import PrepareConfig, prepare
 from swehero.data.render import ChatRenderer, render_files
-from swehero.data.select import Selection
+from swehero.data.select import Selection, select_lines
 from swehero.data.sources import expand, iter_trajectories
 from swehero.data.trajectory import make_tool_call
+from swehero.errors import InputError
+from swehero.jsonio import partial_path
 
 REPO = Path(__file__).parents[1]
 
@@ -70,6 +72,28 @@ def test_a_killed_import_leaves_nothing_that_preparing_its_folder_trains(tmp_pat
     assert stats["trajectories"]["read"] == stats["trajectories"]["kept"] == 150
     assert stats["trajectories"]["rejected"] == {}
 
+
+
+def test_an_import_into_an_output_another_run_is_writing_is_refused_and_leaves_that_run_whole(tmp_path):
+    _corpus(tmp_path / "in.jsonl", instances=3, per_instance=1)
+    out = tmp_path / "zero.jsonl"
+    with partial_path(out) as first_runs:  # a first run, still writing
+        first_runs.write_text("the first run's rows\n")
+        with pytest.raises(InputError, match=f"{out}: another run is writing it"):
+            import_files([str(tmp_path / "in.jsonl")], "canonical", out)
+        assert first_runs.read_text() == "the first run's rows\n"
+    assert out.read_text() == "the first run's rows\n"
+    import_files([str(tmp_path / "in.jsonl")], "canonical", out)  # once it has ended
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_a_selection_that_fails_midway_leaves_only_the_file_it_was_selecting_from(tmp_path):
+    """What it writes is a `.partial` file (skipped as input, replaced by a rerun), removed when it fails."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(b'{"n": 1}\n{"n": 2}\n\xff\n')  # the third line cannot be read: the rewrite fails there
+    with pytest.raises(UnicodeDecodeError):
+        select_lines(rows, [("a", "1"), ("a", "2"), ("b", "3")], Selection(per_instance=1))
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
 
 def test_a_folder_read_as_input_skips_hidden_and_half_written_files(tmp_path):
     (tmp_path / "sub").mkdir()

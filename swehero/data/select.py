@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swehero.errors import InputError
+from swehero.jsonio import partial_path
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,8 @@ def _keep_lines(path: Path, positions: list[int]) -> None:
     """Rewrite a JSONL file with only the lines at `positions` (sorted), streaming."""
     wanted = iter(positions)
     nxt = next(wanted, None)
-    partial = path.with_name(path.name + ".selected")
-    with open(path, encoding="utf-8") as src, open(partial, "w", encoding="utf-8") as dst:
+    with partial_path(path) as kept, open(path, encoding="utf-8") as src, open(kept, "w", encoding="utf-8") as dst:
         for i, line in enumerate(src):
             if i == nxt:
                 dst.write(line)
                 nxt = next(wanted, None)
-    partial.replace(path)
