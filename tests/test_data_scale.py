@@ -203,17 +203,19 @@ def test_object_arguments_lose_their_nulls_from_any_file_and_schema_nulls_in_jso
 # --- progress and workers ------------------------------------------------------------------------------------
 
 
-def test_prepare_and_import_say_how_far_they_got_on_stderr(tmp_path, capfd, monkeypatch):
+def test_import_render_and_prepare_say_how_far_they_got_on_stderr(tmp_path, capfd, monkeypatch, qwen_tokenizer):
     """Not a terminal (a log file, Slurm's output): lines, not a bar redrawn with carriage returns."""
     # a line a minute, were it not for this (not raising: were it gone, no line would come and the test fail)
     monkeypatch.setattr(sources, "LOG_PROGRESS_EVERY", 0, raising=False)
     _corpus(tmp_path / "in.jsonl", instances=6, per_instance=1)
     import_files([str(tmp_path / "in.jsonl")], "canonical", tmp_path / "c.jsonl")
+    render_files([str(tmp_path / "c.jsonl")], qwen_tokenizer, tmp_path / "r.jsonl")
     prepare([str(tmp_path / "c.jsonl")], str(QWEN), tmp_path / "d", PrepareConfig(seq_length=4096, workers=0))
     err = capfd.readouterr().err
     assert "\r" not in err
     lines = err.splitlines()
     assert any(line.startswith("import: 6 rows [") for line in lines), err
+    assert any(line.startswith("render: 6 rows [") for line in lines), err
     last = next(line for line in reversed(lines) if line.startswith("prepare: "))
     assert last.startswith("prepare: 6 trajectories [") and "6 kept, " in last and " tokens/s]" in last, err
 

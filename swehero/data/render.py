@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from swehero.data.sources import MAX_REJECT_FRACTION, checked_output, expand, parse_row, read_rows
+from swehero.data.sources import MAX_REJECT_FRACTION, checked_output, expand, parse_row, progress, read_rows
 from swehero.data.trajectory import Reject, template_messages, validate
 from swehero.errors import InputError, MissingInput
 from swehero.recipe.stage import HUB_INPUT
@@ -264,10 +264,12 @@ def render_files(inputs: list[str], tokenizer, out, mask: str = "all",
     (rejects to `<out>.rejects.jsonl`); returns counts. More than `max_reject_fraction` of the rows rejected is an
     InputError, as in `prepare` and `import`, and `out` is then not written (nor anything half-written left)."""
     renderer = ChatRenderer(tokenizer, mask=mask)
-    with checked_output(Path(out), max_reject_fraction) as (tmp, rejects, n), open(tmp, "w", encoding="utf-8") as f:
+    with checked_output(Path(out), max_reject_fraction) as (tmp, rejects, n), open(tmp, "w", encoding="utf-8") as f, \
+            progress("render", " rows") as bar:
         for path in expand(inputs):
             for where, row in read_rows(path):
                 n["read"] += 1
+                bar.update()
                 try:
                     record = validate(parse_row(row))
                 except Reject as r:
