@@ -87,6 +87,16 @@ def test_an_import_into_an_output_another_run_is_writing_is_refused_and_leaves_t
     assert len(out.read_text().splitlines()) == 3
 
 
+
+def test_an_empty_input_is_an_error_not_an_empty_output(tmp_path, qwen_tokenizer):
+    """A truncated copy or a download that wrote nothing: a stage of the recipe would complete with no data."""
+    (tmp_path / "in.jsonl").write_text("")
+    with pytest.raises(InputError, match=f"{tmp_path / 'in.jsonl'}: no rows to read"):
+        import_files([str(tmp_path / "in.jsonl")], "canonical", tmp_path / "o.jsonl")
+    with pytest.raises(InputError, match=f"{tmp_path / 'in.jsonl'}: no rows to read"):
+        render_files([str(tmp_path / "in.jsonl")], qwen_tokenizer, tmp_path / "r.jsonl")
+    assert [p.name for p in tmp_path.iterdir()] == ["in.jsonl"]
+
 def test_a_selection_that_fails_midway_leaves_only_the_file_it_was_selecting_from(tmp_path):
     """What it writes is a `.partial` file (skipped as input, replaced by a rerun), removed when it fails."""
     rows = tmp_path / "rows.jsonl"

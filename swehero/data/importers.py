@@ -427,7 +427,7 @@ def import_files(
     convert, id_column = IMPORTERS[fmt], ID_COLUMNS.get(fmt, "id")
     written: list[tuple[str, str]] = []  # (instance_id, id) of each line written
     sources: Counter[str] = Counter()
-    with checked_output(out, max_reject_fraction) as (tmp, rejects, n):
+    with checked_output(out, max_reject_fraction, paths) as (tmp, rejects, n):
         with open(tmp, "w", encoding="utf-8") as f, progress("import", " rows") as bar:
             for path in expand(paths):
                 for where, row in read_rows(path):

@@ -264,8 +264,8 @@ def render_files(inputs: list[str], tokenizer, out, mask: str = "all",
     (rejects to `<out>.rejects.jsonl`); returns counts. More than `max_reject_fraction` of the rows rejected is an
     InputError, as in `prepare` and `import`, and `out` is then not written (nor anything half-written left)."""
     renderer = ChatRenderer(tokenizer, mask=mask)
-    with checked_output(Path(out), max_reject_fraction) as (tmp, rejects, n), open(tmp, "w", encoding="utf-8") as f, \
-            progress("render", " rows") as bar:
+    with checked_output(Path(out), max_reject_fraction, inputs) as (tmp, rejects, n), \
+            open(tmp, "w", encoding="utf-8") as f, progress("render", " rows") as bar:
         for path in expand(inputs):
             for where, row in read_rows(path):
                 n["read"] += 1

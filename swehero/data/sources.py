@@ -130,10 +130,12 @@ def iter_trajectories(path: Path) -> Iterator[dict]:
 
 
 @contextmanager
-def checked_output(out: Path, max_reject_fraction: float) -> Iterator[tuple[Path, Rejects, Counter]]:
-    """For a command writing `out` from the rows it reads: where to write it, its rejects (`<out>.rejects.jsonl`,
-    kept whatever happens) and a counter the command counts the rows it read in (`read`). When the block ends,
-    more than `max_reject_fraction` of them rejected is an InputError; `out` appears only then, and only whole:
+def checked_output(out: Path, max_reject_fraction: float,
+                   inputs: list[str]) -> Iterator[tuple[Path, Rejects, Counter]]:
+    """For a command writing `out` from the rows it reads from `inputs`: where to write it, its rejects
+    (`<out>.rejects.jsonl`, kept whatever happens) and a counter the command counts the rows it read in (`read`).
+    When the block ends, no row read (empty files: a truncated copy) or more than `max_reject_fraction` of them
+    rejected is an InputError; `out` appears only then, and only whole:
     on an error, Ctrl-C or too many rejects nothing half-written is left beside it. It is written at
     `<out>.partial`, which a rerun replaces: a `kill -9` leaves only that, which a folder read as input skips."""
     rejects, counts = Rejects(out.with_name(out.stem + REJECTS)), Counter()
@@ -141,6 +143,8 @@ def checked_output(out: Path, max_reject_fraction: float) -> Iterator[tuple[Path
         with partial_path(out) as tmp:
             yield tmp, rejects, counts
             rejects.close()
+            if not counts["read"]:
+                raise InputError(f"{', '.join(map(str, inputs))}: no rows to read (empty files?)")
             rejects.check(counts["read"], max_reject_fraction)
     finally:
         rejects.close()
