@@ -5,6 +5,7 @@ they imply are checked against an independent forward pass with transformers."""
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,21 @@ def test_eval_with_a_verifier_setting_reports_best_of_its_runs(toy, verifier, tm
     assert report["runs"] == 2 and report["verifier_quality"]["scored"] == 6
     assert report["best_at_k"] == report["pass_at_k"] == {"1": 1.0, "2": 1.0}  # the oracle resolves every task
     assert outputs["select_md"] == str(tmp_path / "eval" / "select.md")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_a_verifier_written_again_into_its_folder_does_not_reuse_the_old_scores(attempts, verifier, tmp_path):
+    """The folder of the verifier is the same, its weights are not: the scores of the one before are refused."""
+    from swehero.tiny.kit import TinyModelConfig, make_tiny
+
+    folder = Path(shutil.copytree(verifier.serve.model, tmp_path / "verifier"))
+    scored = VerifierSettings(serve=replace(verifier.serve, model=str(folder)), endpoint=verifier.endpoint,
+                              seq_length=SEQ, workers=2)
+    _select(list(attempts), scored, tmp_path / "out")
+    shutil.rmtree(folder)
+    make_tiny(folder, TinyModelConfig(), seed=1)  # retrained into the same folder
+    dead = replace(scored, endpoint="http://127.0.0.1:9/v1")
+    with pytest.raises(ValueError, match=r"holds scores of another verifier \(weights: '\w+' -> '\w+'\)"):
+        _select(list(attempts), dead, tmp_path / "out")
+

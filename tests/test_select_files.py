@@ -1,19 +1,30 @@
 """What a selection reads and writes without a verifier: the attempts' grades (a grading error to retry is no
-grade; a grader's failure counts as unresolved), and the files it writes (`select.json`, `.md`, `.png`), with
+grade; a grader's failure counts as unresolved), runs given twice, the verifier's identity, the score of a verdict
+ruled out, the checks an eval makes before its runs, and the files it writes (`select.json`, `.md`, `.png`), with
 scores given by hand."""
 
 import json
+import math
+import os
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from data_samples import samples
 
+from swehero.agent.policy import PolicyError
 from swehero.errors import InputError
 from swehero.eval.attempts import Attempt, read_attempts
-from swehero.eval.select import VerifierSettings, select_best, write_selection
+from swehero.eval.runs import EvalFolderError
+from swehero.eval.select import SCORES, VerifierSettings, select_best, write_selection
 from swehero.serve.server import ServeConfig
 
 VERIFIER = {"model": "v", "seq_length": 8, "format": "f"}
 RETRY = {"resolved": False, "patch_applied": False, "infra_failure": True, "retry": True, "error": "docker: no space"}
+PATCH = "diff --git a/x.py b/x.py\n--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-    return a\n+    return b\n"
 GRADER_FAILED = {"resolved": False, "patch_applied": False, "infra_failure": True, "error": "OSError: broken clone"}
 
 
@@ -37,13 +48,15 @@ def test_selection_files_are_replaced_whole_under_a_reader(tmp_path):
     assert not list(tmp_path.glob(".*.tmp*"))
 
 
-def _eval_folder(path: Path, grades: dict[str, list[dict]]) -> None:
-    """A one-run eval folder in the layout `swehero eval run` writes: per instance, a patch and its grade lines."""
+def _eval_folder(path: Path, grades: dict[str, list[dict]], record: dict | None = None) -> None:
+    """A one-run eval folder in the layout `swehero eval run` writes: per instance, a patch and its grade lines; the
+    trajectories are `record` (default: none a verifier can judge) under each instance's id."""
     (path / "trajectories").mkdir(parents=True)
     (path / "eval.json").write_text(json.dumps({"runs": 1, "instance_ids": list(grades)}))
     with open(path / "predictions.jsonl", "w") as p, open(path / "grades.jsonl", "w") as g:
         for iid, lines in grades.items():
-            (path / "trajectories" / f"{iid}.json").write_text(json.dumps({"id": iid, "instance_id": iid}))
+            (path / "trajectories" / f"{iid}.json").write_text(json.dumps({**(record or {}), "id": iid,
+                                                                           "instance_id": iid}))
             p.write(json.dumps({"instance_id": iid, "model_name_or_path": "m", "model_patch": f"+fix {iid}\n"}) + "\n")
             g.writelines(json.dumps({"instance_id": iid, **line}) + "\n" for line in lines)
 
@@ -73,3 +86,137 @@ def test_a_grader_failure_counts_as_unresolved_and_is_named_in_the_report(tmp_pa
     assert report["grader_failures"] == [{"run": 0, "instance_id": "B"}]
     assert "1 attempt(s) whose grader failed (`infra_failure`) count as unresolved" in \
         Path(paths["select_md"]).read_text()
+
+
+def test_a_run_given_twice_or_copied_is_refused_not_counted_twice(tmp_path):
+    """Two runs of the same attempts are no independent runs: pass@k and best@k would count them twice."""
+    _eval_folder(tmp_path / "e", {"A": [{"resolved": True}], "B": [{"resolved": False}]})
+    (tmp_path / "link").symlink_to(tmp_path / "e")
+    for again in (tmp_path / "e", tmp_path / "link"):
+        with pytest.raises(EvalFolderError, match=rf"{again}: the run folder {tmp_path / 'e'} is given twice"):
+            read_attempts([tmp_path / "e", again])
+    copy = Path(shutil.copytree(tmp_path / "e", tmp_path / "copy"))
+    settings = VerifierSettings(serve=ServeConfig(model="never/loaded", max_model_len=64), seq_length=64,
+                                endpoint="http://127.0.0.1:9/v1")
+    with pytest.raises(EvalFolderError, match=rf"{copy}: every attempt is one of {tmp_path / 'e'} "):
+        select_best([tmp_path / "e", copy], settings, tmp_path / "out", progress=lambda _: None)
+
+
+def test_the_verifiers_identity_follows_its_weights_and_config(tmp_path):
+    """A verifier written again into the same folder (retrained, exported again) is another verifier: its old
+    scores are not reused. Only the config's content and the weights' names, sizes and times are read."""
+    from swehero.eval.select import verifier_identity
+
+    folder = tmp_path / "verifier"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"hidden_size": 8}')
+    (folder / "model.safetensors").write_bytes(b"weights")
+    settings = VerifierSettings(serve=ServeConfig(model=str(folder), max_model_len=64), seq_length=64)
+    first = verifier_identity(settings)
+    (folder / "tokenizer.json").write_text("{}")  # a side file: the same weights
+    assert verifier_identity(settings) == first
+    os.utime(folder / "model.safetensors", ns=(1, 1))  # new weights of the same size
+    retrained = verifier_identity(settings)
+    assert retrained["weights"] != first["weights"] and retrained["model"] == first["model"]
+    (folder / "config.json").write_text('{"hidden_size": 16}')
+    assert verifier_identity(settings)["weights"] not in (first["weights"], retrained["weights"])
+
+
+class _Completions(ThreadingHTTPServer):
+    """A completions endpoint answering as vLLM does: the two verdicts' log-probabilities, here given, for what the
+    tiny model served by vLLM never produces (vLLM reports a verdict the model rules out, -inf, as -9999.0), and a
+    server that dies: after `answers` completions it stops, mid-request, and refuses connections."""
+
+    def __init__(self, logprobs: tuple[float, float], answers: int | None = None) -> None:
+        logprob_yes, logprob_no = logprobs
+        server = self
+        answered = threading.Semaphore(answers if answers is not None else 1 << 30)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:  # /models
+                self._send({"data": [{"id": "verifier"}]})
+
+            def do_POST(self) -> None:
+                yes, no = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["logprob_token_ids"]
+                if not answered.acquire(blocking=False):
+                    server.stop()
+                    return  # the connection is dropped unanswered
+                self._send({"choices": [{"logprobs": {"top_logprobs": [
+                    {f"token_id:{yes}": logprob_yes, f"token_id:{no}": logprob_no}]}}]})
+
+            def _send(self, reply: dict) -> None:
+                body = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.mark.parametrize("logprobs, score", [((0.0, -9999.0), 1.0), ((-9999.0, 0.0), 0.0),
+                                             ((math.log(0.3), math.log(0.1)), 0.75)])
+def test_a_verdict_the_verifier_rules_out_scores_0_or_1_without_overflow(tiny_model_dir, logprobs, score):
+    from swehero.data.render import load_tokenizer
+    from swehero.data.verifier import VerifierFormat
+    from swehero.eval.select import _Scorer
+
+    record = {**samples()[0], "patch": PATCH}
+    server = _Completions(logprobs)
+    try:
+        scored = _Scorer(server.url, VerifierFormat(load_tokenizer(str(tiny_model_dir)), 4096)).score(record, PATCH)
+    finally:
+        server.stop()
+    assert scored["score"] == pytest.approx(score) and (scored["logprob_yes"], scored["logprob_no"]) == logprobs
+
+
+def test_eval_checks_its_verifier_settings_before_any_run(tmp_path):
+    """A verifier setting no selection can use fails before the runs, not after hours of them; a running server
+    alone (`verifier.endpoint`) is a selection too, which needs the checkpoint it serves."""
+    from swehero.agent.settings import AgentSettings
+    from swehero.eval.pipeline import Settings, evaluate
+    from swehero.rollout.toy import HELDOUT, build_toy_tasks
+
+    toy = build_toy_tasks(tmp_path / "toy").parent
+    unusable = {
+        r"verifier\.endpoint needs verifier\.serve\.model too": VerifierSettings(endpoint="http://127.0.0.1:9/v1"),
+        r"verifier\.seq_length 8192 exceeds verifier\.serve\.max_model_len 4096": VerifierSettings(
+            serve=ServeConfig(model="never/loaded", max_model_len=4096), seq_length=8192)}
+    for k, (problem, verifier) in enumerate(unusable.items()):
+        settings = Settings(tasks=str(toy / HELDOUT), repos=str(toy / "repos"), agent=AgentSettings(policy="gold"),
+                            runs=2, verifier=verifier)
+        settings.grading.grader = "local"
+        with pytest.raises(InputError, match=problem):
+            evaluate(settings, tmp_path / f"eval-{k}", progress=lambda _: None)
+        assert not (tmp_path / f"eval-{k}").exists()  # nothing was run
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_verifier_server_that_dies_fails_the_selection_within_one_retry_cycle(tiny_model_dir, tmp_path):
+    """Each request retries a dead server for half a minute (backoff 1 + 2 + 4 + 8 + 16 s): the attempts not started
+    when the first fails are not started, and the score committed before stays."""
+    instances = [f"i{k}" for k in range(6)]
+    _eval_folder(tmp_path / "e", {iid: [{"resolved": k % 2 == 0}] for k, iid in enumerate(instances)},
+                 record=samples()[0])
+    server = _Completions((-0.5, -1.0), answers=1)
+    settings = VerifierSettings(serve=ServeConfig(model=str(tiny_model_dir), max_model_len=4096), seq_length=4096,
+                                endpoint=server.url, workers=2)
+    start = time.monotonic()
+    with pytest.raises(PolicyError, match="Connection refused"):
+        select_best([tmp_path / "e"], settings, tmp_path / "out", progress=lambda _: None)
+    # the two requests under way when it died retry at once; four more attempts, two at a time, would be two more
+    assert time.monotonic() - start < 50
+    assert [line["instance_id"] for line in map(json.loads, (tmp_path / "out" / SCORES).open())] == ["i0"]

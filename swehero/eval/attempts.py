@@ -42,7 +42,8 @@ class Attempt:
 
 def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attempt]]]:
     """(instance ids, their attempts in run order) over every run of `folders`, which must be evaluations of the
-    same instances. EvalFolderError naming what is missing when an attempt has no committed prediction."""
+    same instances, each run read once. EvalFolderError naming what is missing when an attempt has no committed
+    prediction."""
     instance_ids, runs = None, []
     for folder in folders:
         saved, dirs = eval_runs(folder)
@@ -52,6 +53,7 @@ def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attemp
             raise EvalFolderError(f"{folder} evaluates other instances than {folders[0]}: selection needs every run "
                                   "to attempt the same instances")
         runs += dirs
+    _check_read_once(runs)
     attempts: dict[str, list[Attempt]] = {iid: [] for iid in instance_ids}
     for k, run in enumerate(runs):
         predictions, graded = finished(run), grades(run)
@@ -68,3 +70,28 @@ def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attemp
             attempts[iid].append(Attempt(k, iid, trajectory_path(run, iid), patch, resolved,
                                          bool(grade and grade.get("infra_failure"))))
     return list(instance_ids), attempts
+
+
+def _check_read_once(runs: list[Path]) -> None:
+    """Refuse a run folder given twice (the same folder, or one through a link): its attempts would count as
+    independent runs twice, overstating pass@k and best@k."""
+    seen: dict[Path, Path] = {}
+    for run in runs:
+        if run.resolve() in seen:
+            raise EvalFolderError(f"{run}: the run folder {run.resolve()} is given twice (also as "
+                                  f"{seen[run.resolve()]}); give each run once")
+        seen[run.resolve()] = run
+
+
+def check_distinct_runs(attempts: dict[str, list[Attempt]], fingerprints: dict[tuple[int, str], str]) -> None:
+    """Refuse a run whose every attempt is an attempt of another run (by `fingerprints`, per run and instance): a
+    copy of that run, which would count as an independent run and overstate pass@k and best@k. Independent runs
+    never share a whole run: each attempt's trajectory has an id of its own."""
+    seen: dict[tuple[str, ...], Path] = {}
+    for attempt in next(iter(attempts.values()), []):  # an instance's attempt in each run: the run's index and folder
+        run = attempt.trajectory.parents[1]
+        original = seen.setdefault(tuple(fingerprints[attempt.run, iid] for iid in attempts), run)
+        if original != run:
+            raise EvalFolderError(f"{run}: every attempt is one of {original} (the same trajectories and patches): "
+                                  "a copy of that run would count as an independent run and overstate pass@k and "
+                                  "best@k; give it once")

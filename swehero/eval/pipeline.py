@@ -9,7 +9,7 @@ from pathlib import Path
 from swehero.agent.settings import AgentSettings
 from swehero.errors import InputError, Unavailable
 from swehero.eval.grade import GradingSettings
-from swehero.eval.select import VerifierSettings
+from swehero.eval.select import VerifierSettings, check_verifier
 from swehero.recipe.stage import InputPath
 from swehero.rollout.endpoints import rollout_server
 from swehero.rollout.tasks import TaskSelection
@@ -55,7 +55,7 @@ class Settings(TaskSelection):
     checkpoint's teacher-forced accuracy on their assistant tokens (needs `serve`)."""
     verifier: VerifierSettings = field(default_factory=VerifierSettings)
     """A trained verifier that selects one attempt per instance among the runs (`select.md`: best@k beside pass@k
-    and the majority patch); empty `verifier.serve.model`: no selection."""
+    and the majority patch); empty `verifier.serve.model` and `verifier.endpoint`: no selection."""
 
 
 def model_label(settings: Settings) -> str:
@@ -93,6 +93,15 @@ def check_same_attempts(out_dir: Path, saved: dict) -> None:
     check_resumable(out_dir, before.get("attempts") if made else None, saved["attempts"])
 
 
+def check_settings(settings: Settings) -> None:
+    """InputError for settings that do not go together, which need no attempt to tell: checked before any work, so
+    that a mistake does not surface after hours of runs."""
+    if settings.heldout_trajectories and not settings.serve.model:
+        raise InputError("heldout_trajectories needs `serve.model`: the checkpoint whose accuracy is measured")
+    if settings.verifier.selects:
+        check_verifier(settings.verifier)
+
+
 def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str]:
     """Run inference, grading and the report into `out_dir`; returns the output paths."""
     from swehero.eval.grade import grade
@@ -104,8 +113,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     from swehero.rollout.local_grader import check_local
     from swehero.rollout.tasks import load_selection, load_tasks
 
-    if settings.heldout_trajectories and not settings.serve.model:
-        raise InputError("heldout_trajectories needs `serve.model`: the checkpoint whose accuracy is measured")
+    check_settings(settings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(out_dir / LOCK, busy=f"{out_dir}: {BUSY}"):
@@ -153,7 +161,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
             from swehero.agent.local import MissingRepository
 
             raise MissingRepository("; ".join(sorted(missing)))
-        if settings.verifier.serve.model:  # after the policy's server has stopped: the verifier gets the GPUs
+        if settings.verifier.selects:  # after the policy's server has stopped: the verifier gets the GPUs
             from swehero.eval.select import select_best
 
             outputs.update(select_best([out_dir], settings.verifier, out_dir, progress))

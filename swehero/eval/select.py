@@ -10,14 +10,16 @@ graded again: the attempts' grades are in their runs' `grades.jsonl`.
 Scores are committed one line per attempt to an append-only log (`verifier_scores.jsonl`), each under the
 attempt's fingerprint (`Attempt.fingerprint`: its trajectory file and patch), so a rerun scores only the attempts
 without one, whatever the order of the folders or the folder the log is in, and an attempt made again is scored
-again; the report (`select.json`, `select.md`, `select.png`) follows the rules of
-`swehero.eval.best_of`.
+again; the log names the verifier that scored it (checkpoint, a fingerprint of its folder's config and weights,
+`seq_length`, format), and scores of another are refused. The report (`select.json`, `select.md`, `select.png`)
+follows the rules of `swehero.eval.best_of`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,47 +38,74 @@ class VerifierSettings:
 
     serve: ServeConfig = field(default_factory=ServeConfig)
     """The verifier checkpoint (a Hugging Face folder, e.g. a verifier `train` stage's `hf`) and how vLLM serves
-    it; empty `model`: no selection. `max_model_len` must hold `seq_length`."""
+    it; empty `model` and `endpoint`: no selection. `max_model_len` must hold `seq_length`."""
     endpoint: str = ""
-    """A server already serving that checkpoint (`http://host:port/v1`); empty: one is started for the scoring."""
+    """A server already serving that checkpoint (`http://host:port/v1`); empty: one is started for the scoring.
+    `serve.model` still names the checkpoint: its tokenizer renders the prompts and its folder names the scores."""
     seq_length: int = 32768
     """Tokens of a judged attempt: the verifier's training `seq_length` (the same truncation from the middle)."""
     workers: int = 8
     """Attempts scored concurrently."""
 
+    @property
+    def selects(self) -> bool:
+        """A verifier is named, by its checkpoint or a server of it: an eval selects after its runs."""
+        return bool(self.serve.model or self.endpoint)
 
-def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, progress=print) -> dict[str, str]:
-    """Score every attempt of the eval `folders` (their runs in order), select, and write the report to `out_dir`."""
-    from tqdm import tqdm
 
-    from swehero.data.render import load_tokenizer
-    from swehero.data.verifier import FORMAT, VerifierFormat
-    from swehero.eval.attempts import read_attempts
-    from swehero.jsonio import JsonlLog
-
+def check_verifier(settings: VerifierSettings) -> None:
+    """InputError for verifier settings no selection can use, which need no attempt to tell: an eval checks them
+    before its runs, not after hours of them."""
     cfg = settings.serve
+    if not cfg.model and settings.endpoint:
+        raise InputError("verifier.endpoint needs verifier.serve.model too, the checkpoint it serves: its tokenizer "
+                         "renders the prompts and its folder names the scores")
     if not cfg.model:
         raise InputError("selection needs the verifier checkpoint (verifier.serve.model / --verifier)")
     if settings.seq_length > cfg.max_model_len:
-        raise InputError(f"verifier seq_length {settings.seq_length} exceeds the server's max_model_len "
-                         f"{cfg.max_model_len}")
+        raise InputError(f"verifier.seq_length {settings.seq_length} exceeds verifier.serve.max_model_len "
+                         f"{cfg.max_model_len}: the server must hold a judged attempt")
+
+
+def verifier_identity(settings: VerifierSettings) -> dict:
+    """What the scores in a log depend on: the checkpoint (its resolved folder and a fingerprint of its config and
+    weights, so another model written into the same folder is another verifier; a hub id as named), the
+    truncation and the format."""
+    from swehero.data.verifier import FORMAT
+    from swehero.model.folder import folder_fingerprint
+
+    model = Path(settings.serve.model)
+    local = model.exists()
+    return {"model": str(model.resolve()) if local else settings.serve.model,
+            "weights": folder_fingerprint(model) if local else None,
+            "seq_length": settings.seq_length, "format": FORMAT}
+
+
+def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, progress=print) -> dict[str, str]:
+    """Score every attempt of the eval `folders` (their runs in order), select, and write the report to `out_dir`."""
+    from swehero.data.render import load_tokenizer
+    from swehero.data.verifier import VerifierFormat
+    from swehero.eval.attempts import check_distinct_runs, read_attempts
+    from swehero.jsonio import JsonlLog, differences
+
+    check_verifier(settings)
     out_dir = Path(out_dir)
     instance_ids, attempts = read_attempts([Path(f) for f in folders])
     ungraded = [a for per in attempts.values() for a in per if a.resolved is None]
     if ungraded:
         raise InputError(f"{len(ungraded)} attempt(s) are not graded yet, or their grading errored and is to be "
                          f"done again (e.g. {ungraded[0].trajectory}): run `swehero eval grade` first")
-    model = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
-    verifier = {"model": model, "seq_length": settings.seq_length, "format": FORMAT}
+    fingerprints = {(a.run, a.instance_id): a.fingerprint() for per in attempts.values() for a in per}
+    check_distinct_runs(attempts, fingerprints)
+    verifier = verifier_identity(settings)
     log = JsonlLog(out_dir / SCORES, key=lambda r: r.get("attempt"))  # lines of older logs have none: scored again
     logged = log.records()
     other = next((r["verifier"] for r in logged.values() if r["verifier"] != verifier), None)
     if other is not None:
-        raise InputError(f"{log.path} holds scores of another verifier ({other}): select into another "
-                         "folder (--out), or remove the file")
-    fmt = VerifierFormat(load_tokenizer(cfg.model), settings.seq_length)
+        raise InputError(f"{log.path} holds scores of another verifier ({'; '.join(differences(other, verifier))}): "
+                         "select into another folder (--out), or remove the file")
+    fmt = VerifierFormat(load_tokenizer(settings.serve.model), settings.seq_length)
     judged = [a for per in attempts.values() for a in per if a.patch.strip()]
-    fingerprints = {(a.run, a.instance_id): a.fingerprint() for a in judged}
     todo = [a for a in judged if fingerprints[a.run, a.instance_id] not in logged]
     progress(f"verifier: {len(judged) - len(todo)} attempt(s) scored before, {len(todo)} to score")
     if todo:
@@ -88,12 +117,37 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
                             "trajectory": str(attempt.trajectory), "instance_id": attempt.instance_id,
                             "verifier": verifier, **scorer.score(attempt.record(), attempt.patch)})
 
-            with ThreadPoolExecutor(max_workers=max(settings.workers, 1)) as pool:
-                for future in tqdm([pool.submit(one, a) for a in todo], desc="verifier", unit="attempt"):
-                    future.result()
+            _each(one, todo, settings.workers)
         logged = log.records()
-    scores = {key: logged[fingerprint] for key, fingerprint in fingerprints.items()}
+    scores = {(a.run, a.instance_id): logged[fingerprints[a.run, a.instance_id]] for a in judged}
     return write_selection(instance_ids, attempts, scores, verifier, [str(f) for f in folders], out_dir, progress)
+
+
+def _each(score, attempts: list, workers: int) -> None:
+    """`score(attempt)` for every attempt, `workers` at a time. The first failure is raised once the attempts under
+    way end, and no attempt starts after it: against a dead server each would retry with backoff (half a minute
+    each, hours for an eval's attempts)."""
+    from tqdm import tqdm
+
+    failed = threading.Event()
+
+    def one(attempt) -> None:
+        if failed.is_set():
+            return
+        try:
+            score(attempt)
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+        futures = [pool.submit(one, a) for a in attempts]
+        try:
+            for future in tqdm(futures, desc="verifier", unit="attempt"):
+                future.result()
+        except BaseException:  # an interrupt too: the pool then waits only for the attempts under way
+            failed.set()
+            raise
 
 
 @contextlib.contextmanager
@@ -133,9 +187,18 @@ class _Scorer:
             "logprob_token_ids": [yes, no], "return_tokens_as_token_ids": True})
         top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
         lp_yes, lp_no = top[f"token_id:{yes}"], top[f"token_id:{no}"]
-        return {"score": 1.0 / (1.0 + math.exp(lp_no - lp_yes)), "logprob_yes": lp_yes, "logprob_no": lp_no,
+        return {"score": yes_probability(lp_yes, lp_no), "logprob_yes": lp_yes, "logprob_no": lp_no,
                 "prompt_tokens": len(prompt), "omitted_messages": judged.omitted_messages,
                 "omitted_patch_lines": judged.omitted_patch_lines}
+
+
+def yes_probability(lp_yes: float, lp_no: float) -> float:
+    """p(yes) / (p(yes) + p(no)) from the two log-probabilities, the logistic of their difference computed without
+    overflow: vLLM reports an impossible token's log-probability as -9999.0, far past `math.exp`'s range."""
+    if lp_yes >= lp_no:
+        return 1.0 / (1.0 + math.exp(lp_no - lp_yes))
+    odds = math.exp(lp_yes - lp_no)
+    return odds / (1.0 + odds)
 
 
 def write_selection(instance_ids: list[str], attempts: dict, scores: dict, verifier: dict, folders: list[str],

@@ -5,12 +5,21 @@ Resumable: predictions and grades are append-only, so a rerun after an interrupt
 
 from __future__ import annotations
 
-from swehero.eval.pipeline import Settings
+from swehero.errors import InputError
+from swehero.eval.pipeline import Settings, check_settings
 from swehero.recipe.stage import StageContext
 
 RESUMABLE = True
 
-__all__ = ["RESUMABLE", "Settings", "run"]
+__all__ = ["RESUMABLE", "Settings", "check", "run"]
+
+
+def check(settings: Settings, name: str) -> None:
+    """Settings that do not go together stop `recipe run` before its first stage, not after days of them."""
+    try:
+        check_settings(settings)
+    except InputError as e:
+        raise InputError(f"stage {name}: {e}") from None
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:

@@ -8,6 +8,7 @@ built with, and the side files of the folder the model came from.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -117,12 +118,28 @@ def _few(names: list[str], shown: int = 3) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
+def weight_paths(folder: str | Path) -> list[Path]:
+    """The files of a folder's weights, shard indexes first."""
+    return [path for pattern in WEIGHT_FILES for path in sorted(Path(folder).glob(pattern))]
+
+
 def remove_weights(folder: str | Path) -> None:
     """Remove the weights a folder holds (shard indexes first), so that new ones written there are all a loader
     finds: transformers prefers an old `model.safetensors` to a new index. The side files stay."""
-    for pattern in WEIGHT_FILES:
-        for path in sorted(Path(folder).glob(pattern)):
-            path.unlink()
+    for path in weight_paths(folder):
+        path.unlink()
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """sha256 (16 hex digits) of a Hugging Face folder's `config.json` and the name, size and mtime of each weight
+    file: another model written into the same folder (retrained, exported again) changes it. Stat only for the
+    weights: hashing tens of GB on every use would cost minutes."""
+    folder = Path(folder)
+    digest = hashlib.sha256((folder / CONFIG).read_bytes() if (folder / CONFIG).is_file() else b"")
+    for path in weight_paths(folder):
+        st = path.stat()
+        digest.update(f"\0{path.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
 
 
 def side_files(folder: str | Path) -> list[Path]:
