@@ -17,7 +17,7 @@ from swehero.train.checkpoint import Checkpointer, is_reporting_rank
 from swehero.train.config import Settings, rows_per_step
 from swehero.train.data import PackedSequences, sample_indices, steps_for
 from swehero.train.memory import GiB, peak_bytes
-from swehero.train.metrics import H100_BF16_PEAK_FLOPS, MetricsLogger, training_flops_per_token
+from swehero.train.metrics import H100_BF16_PEAK_FLOPS, LogInterval, MetricsLogger, training_flops_per_token
 from swehero.train.step import evaluate, train_step
 from swehero.train.worker import FINISHED, StopRequest
 
@@ -48,6 +48,7 @@ def train(job: TrainJob, stop: StopRequest) -> None:
     data, valid = PackedSequences(s.data, "train"), PackedSequences(s.data, "valid")
     log = MetricsLogger(folder, total_steps, step, s.tensorboard, s.wandb_project, job.name, asdict(s)) \
         if is_reporting_rank() else None
+    interval = LogInterval()
     while step < total_steps:
         began = time.perf_counter()
         batches = [data[i] for i in sample_indices(len(data), job.seed, step, rows_per_step(s), env.dp_rank, env.dp_size)]
@@ -58,9 +59,11 @@ def train(job: TrainJob, stop: StopRequest) -> None:
                        f"{ckpt.newest() or 'the initial weights'}")
             raise
         step += 1
-        if log is not None and step % s.log_every == 0:
-            log.log(step, {**metrics, **throughput(batches, hf_config, env, time.perf_counter() - began, s.precision),
-                           "peak_memory_gib": (peak_bytes(env.cuda) - before_model) / GiB})
+        if log is not None:
+            seconds = time.perf_counter() - began
+            interval.add({**metrics, **throughput(batches, hf_config, env, seconds, s.precision)}, seconds)
+            if step % s.log_every == 0:
+                log.log(step, {**interval.pop(), "peak_memory_gib": (peak_bytes(env.cuda) - before_model) / GiB})
         if step % s.checkpoint.every == 0 or step == total_steps:
             ckpt.save(step, model, optimizer, scheduler)
         if len(valid) and ((s.eval_every and step % s.eval_every == 0) or step == total_steps):

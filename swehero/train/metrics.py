@@ -4,6 +4,7 @@ bar with loss, lr, tokens/s and MFU, and a loss/lr plot at the end. Only the rep
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from swehero.train.memory import dims, layer_matmul_weights
@@ -28,6 +29,32 @@ def training_flops_per_token(hf_config: dict, doc_lengths: list[int]) -> float:
     return 6.0 * matmul_params + 12.0 * layers * heads * head_dim * mean_keys
 
 
+# Per-step rates (work over the step's seconds): over a log interval they are its work over its time.
+RATES = ("tokens_per_s", "tflops_per_gpu", "mfu")
+
+
+@dataclass
+class LogInterval:
+    """The training steps since the last log record, reduced to one record as Megatron-LM's `training_log` reduces
+    its log interval: the loss is the mean of the steps' losses, every step counting once (each is already the mean
+    over its own global batch's trained tokens), the rates are the interval's work over its time, and the rest
+    (learning rate, gradient norm) is the last step's, as Megatron-LM logs them."""
+
+    steps: list[tuple[dict, float]] = field(default_factory=list)
+    """(metrics, seconds) of each step."""
+
+    def add(self, metrics: dict, seconds: float) -> None:
+        self.steps.append((metrics, seconds))
+
+    def pop(self) -> dict:
+        """The record of the interval; the next one starts empty."""
+        record = {**self.steps[-1][0], "loss": sum(m["loss"] for m, _ in self.steps) / len(self.steps)}
+        seconds = sum(t for _, t in self.steps)
+        record.update({key: sum(m[key] * t for m, t in self.steps) / seconds for key in RATES if key in record})
+        self.steps = []
+        return record
+
+
 class MetricsLogger:
     def __init__(self, folder: Path, total_steps: int, start_step: int, tensorboard: bool, wandb_project: str,
                  run_name: str, config: dict) -> None:
@@ -39,7 +66,10 @@ class MetricsLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.folder / "tensorboard"))
+            # A resumed run logs again the steps after its checkpoint: their events from before the resume are
+            # dropped, those of the checkpoint's own step (not trained again) kept. metrics.jsonl keeps both, and
+            # read_metrics takes the later one.
+            self.tb = SummaryWriter(str(self.folder / "tensorboard"), purge_step=start_step + 1)
         self.wandb = None
         if wandb_project:
             import wandb

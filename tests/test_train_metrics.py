@@ -1,0 +1,48 @@
+"""What a training run logs: one record per log interval, and TensorBoard after a resume."""
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from swehero.train.metrics import LogInterval, MetricsLogger
+
+
+def test_a_log_record_reports_its_whole_interval():
+    interval = LogInterval()
+    # Three steps of a log_every=3 run: the last step's loss alone (6.0) is not the interval's.
+    steps = [({"loss": 9.0, "grad_norm": 3.0, "lr": 1e-3, "tokens_per_s": 100.0, "mfu": 0.1}, 1.0),
+             ({"loss": 7.5, "grad_norm": 2.0, "lr": 2e-3, "tokens_per_s": 400.0, "mfu": 0.4}, 3.0),
+             ({"loss": 6.0, "grad_norm": 5.0, "lr": 3e-3, "tokens_per_s": 200.0, "mfu": 0.2}, 1.0)]
+    for metrics, seconds in steps:
+        interval.add(metrics, seconds)
+    record = interval.pop()
+    assert record["loss"] == pytest.approx(7.5)  # every step counts once, as in Megatron-LM
+    # 100 + 1200 + 200 tokens in 5 s, not the mean of the three rates (233.3)
+    assert record["tokens_per_s"] == pytest.approx(300.0) and record["mfu"] == pytest.approx(0.3)
+    assert record["grad_norm"] == 5.0 and record["lr"] == 3e-3  # the last step's, as Megatron-LM logs them
+
+    interval.add({"loss": 4.0, "grad_norm": 1.0, "lr": 1e-3, "tokens_per_s": 50.0}, 2.0)
+    assert interval.pop() == {"loss": 4.0, "grad_norm": 1.0, "lr": 1e-3, "tokens_per_s": 50.0}
+
+
+def log_run(folder, start_step: int, losses: dict[int, float], valid: dict[int, float]) -> None:
+    logger = MetricsLogger(folder, 6, start_step, tensorboard=True, wandb_project="", run_name="run", config={})
+    for step, loss in losses.items():
+        logger.log(step, {"loss": loss, "lr": 1e-3})
+        if step in valid:
+            logger.log(step, {"valid_loss": valid[step]})
+        logger.advance()
+    logger.close()
+
+
+def scalars(folder, tag: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(folder / "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_tensorboard_after_a_resume_holds_each_step_once(tmp_path):
+    # Killed after step 4 with the checkpoint of step 2: the rerun logs steps 3-6 again.
+    log_run(tmp_path, 0, {1: 9.0, 2: 8.0, 3: 7.0, 4: 6.0}, valid={2: 7.5})
+    log_run(tmp_path, 2, {3: 7.25, 4: 6.25, 5: 5.0, 6: 4.0}, valid={})
+    assert scalars(tmp_path, "loss") == [(1, 9.0), (2, 8.0), (3, 7.25), (4, 6.25), (5, 5.0), (6, 4.0)]
+    assert scalars(tmp_path, "valid_loss") == [(2, 7.5)]  # the checkpoint's step itself is not trained again
