@@ -14,7 +14,7 @@ import importlib
 import click
 
 from swehero import __version__
-from swehero.errors import InputError, Unavailable
+from swehero.errors import InputError, ProcessFailed, Unavailable
 from swehero.process import exit_with_signal, on_sigterm
 
 # command name -> "module:attribute" of its click command or group
@@ -46,7 +46,7 @@ class LazyGroup(click.Group):
         with on_sigterm(exit_with_signal):
             try:
                 return super().invoke(ctx)
-            except (InputError, Unavailable) as e:
+            except (InputError, ProcessFailed, Unavailable) as e:
                 raise click.ClickException(str(e)) from None
 
 

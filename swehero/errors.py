@@ -1,6 +1,6 @@
-"""The two exception types the command line reports in one line, `Error: ...` (exit 1), not as a traceback: input a
-command cannot use, and something it needs from this machine that is not there. Standard library only: every layer
-raises them."""
+"""The exception types the command line reports in one line, `Error: ...` (exit 1), not as a traceback: input a
+command cannot use, something it needs from this machine that is not there, and a process it started for the
+work that failed (whose own output says why). Standard library only: every layer raises them."""
 
 
 class InputError(ValueError):
@@ -17,3 +17,8 @@ class MissingInput(InputError, FileNotFoundError):
 class Unavailable(RuntimeError):
     """What a command needs from this machine is missing or unreachable (a Docker engine, bubblewrap, disk space, an
     x86_64 CPU for SWE-bench images). The message says what to do about it."""
+
+
+class ProcessFailed(RuntimeError):
+    """A process swehero started to do the work (a recipe's command, torchrun, a build) failed. The message says
+    which, with its exit status or the end of its output; the traceback of the Python that waited would add nothing."""

@@ -1,5 +1,6 @@
 """Child processes that never outlive their parent, and commands that stop cleanly on SIGTERM. Standard library only
-(the agent's attempt processes, the training workers, the recipe's launchers and the long-running commands use it)."""
+(the agent's attempt processes, the training workers, the recipe's launchers and the long-running commands use it;
+run as a script, it is the guard of a process group, see `start_group`)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,47 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 
 PR_SET_PDEATHSIG = 1
+MARKS = "SWEHERO_GROUP_MARKS"
+"""In a process's environment: the marks of the process groups (see `start_group`) it descends from,
+space-separated. A descendant that left its group (a new session: torchrun's workers) still carries them."""
+
+_recorders: list[Callable[[dict], None]] = []
+_recording = threading.Lock()
 
 
-def die_with_parent() -> None:
+def die_with_parent(forks: bool = False) -> None:
     """Have Linux SIGKILL this process when its parent dies, so a killed run leaves nothing behind that keeps
     writing into its folder while the rerun resumes it (training processes under torchrun, attempt processes under
-    a runner). Elsewhere a no-op: the parent's own timeouts still bound its children."""
+    a runner). With `forks`, also each process it forks from now on without exec (multiprocessing's "fork":
+    Megatron's checkpoint writers), when the thread that forked it dies: the kernel clears the setting in a forked
+    child. Elsewhere a no-op: the parent's own timeouts still bound its children."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if forks:
+            os.register_at_fork(before=_note_forking_parent, after_in_child=_die_with_forking_parent)
+
+
+_forking_parent = 0
+
+
+def _note_forking_parent() -> None:
+    global _forking_parent
+    _forking_parent = os.getpid()
+
+
+def _die_with_forking_parent() -> None:
+    die_with_parent()
+    if os.getppid() != _forking_parent:  # it died before the line above, which cannot take effect any more
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -39,6 +69,96 @@ def exit_with_signal(signum, frame) -> None:
     sys.exit(128 + signum)
 
 
+def start_group(argv: list[str] | str, **popen) -> subprocess.Popen:
+    """`subprocess.Popen(argv, **popen)` in a new session, so that a signal reaches its whole process group (see
+    `end_group`), which never outlives this process: a guard process SIGKILLs what is left of it once this one has
+    died, however it died (the OOM killer, a scheduler's kill -9), where `die_with_parent` would reach the command
+    alone and not what it started (a shell's pipeline, vLLM's engine). Its processes carry a new mark in their
+    environment (MARKS), which `recording_groups` hands on, so that a rerun can end them should the guard be gone."""
+    mark = uuid.uuid4().hex
+    env = dict(os.environ if popen.get("env") is None else popen["env"])
+    env[MARKS] = " ".join(filter(None, [env.get(MARKS), mark]))
+    # The guard first: it then covers the group from its first process on, even if this one dies in between.
+    guard = subprocess.Popen([sys.executable, "-I", "-S", __file__, mark, str(os.getpid())], stdin=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    threading.Thread(target=guard.wait, daemon=True).start()  # reaps it once the group has ended
+    # Closed unwritten if the command cannot start: the guard then ends at once. A guard that failed leaves the group
+    # to the rerun (see `recording_groups`).
+    with contextlib.suppress(BrokenPipeError), guard.stdin:
+        child = subprocess.Popen(argv, **{**popen, "env": env}, start_new_session=True)
+        guard.stdin.write(f"{child.pid}\n")
+    group = {"host": socket.gethostname(), "pgid": child.pid, "mark": mark}
+    with _recording:
+        for record in _recorders:
+            record(group)
+    return child
+
+
+@contextlib.contextmanager
+def recording_groups(record: Callable[[dict], None]) -> Iterator[None]:
+    """Within the block, `record(group)` for each process group `start_group` starts, from any thread, one call at
+    a time: `group` is what `end_left_behind` needs to end it later ({"host", "pgid", "mark"})."""
+    _recorders.append(record)
+    try:
+        yield
+    finally:
+        _recorders.remove(record)
+
+
+def end_left_behind(groups: list[dict], wait_s: float = 10.0) -> None:
+    """SIGKILL what is left on this host of process groups `start_group` started (as `recording_groups` handed them
+    on), and wait up to `wait_s` until it has died, so that it writes nothing more: every process that carries the
+    mark of one, and the group itself while a process of it does. A reused pid lacks the mark, so an unrelated
+    process is never hit."""
+    here = {group["mark"]: group["pgid"] for group in groups if group.get("host") == socket.gethostname()}
+    deadline = time.monotonic() + wait_s
+    while here and (left := _carrying(here.keys())) and time.monotonic() < deadline:
+        for pid, marks in left.items():
+            with contextlib.suppress(ProcessLookupError):
+                if (pgid := os.getpgid(pid)) in {here[mark] for mark in marks}:
+                    os.killpg(pgid, signal.SIGKILL)  # also those of its processes that dropped the mark
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def _carrying(marks: Iterable[str]) -> dict[int, list[str]]:
+    """The live processes (a zombie shows no environment) whose environment carries any of `marks`, with those it
+    carries: this user's only, as others' environments cannot be read."""
+    wanted, found = set(marks), {}
+    with contextlib.suppress(OSError):  # no /proc: not Linux
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                if carried := wanted.intersection(_marks_of(entry.name)):
+                    found[int(entry.name)] = sorted(carried)
+    return found
+
+
+def _marks_of(pid: str) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            variables = environ.read().split(b"\0")
+    except OSError:  # gone, or another user's
+        return []
+    prefix = f"{MARKS}=".encode()
+    return next((v[len(prefix):].decode(errors="replace").split() for v in variables if v.startswith(prefix)), [])
+
+
+def _guard(mark: str, parent: int, every_s: float = 0.2) -> None:
+    """A process group's guard (see `start_group`), a child of the process that starts the group, `parent`: told
+    the group's id on stdin, it ends with the group, or ends what is left of it once `parent` has died."""
+    told = sys.stdin.readline()  # nothing: the command did not start, or `parent` died before it could tell
+    pgid = int(told) if told.strip() else None
+    while pgid and os.getppid() == parent:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:  # a process of it that changed user: the group lives on
+            pass
+        time.sleep(every_s)
+    end_left_behind([{"host": socket.gethostname(), "pgid": pgid, "mark": mark}])
+
+
 def end_group(child: subprocess.Popen, *steps: tuple[int, float]) -> None:
     """For each (signal, seconds) step while the child runs: the signal to its process group (it was started with
     `start_new_session`), then up to that long for it to exit. SIGKILL if it outlives them all."""
@@ -52,10 +172,11 @@ def end_group(child: subprocess.Popen, *steps: tuple[int, float]) -> None:
 
 
 def run_group(argv: list[str], grace_s: float = 10.0, **popen) -> int:
-    """Run `argv` in its own process group and return its exit status. If this process is stopped meanwhile (Ctrl-C,
-    or SIGTERM unwinding it, see `on_sigterm`), the whole group gets SIGTERM, and SIGKILL `grace_s` later: a shell
-    command's own children go with it, where `subprocess.run` would kill the shell alone and leave them running."""
-    child = subprocess.Popen(argv, start_new_session=True, **popen)
+    """Run `argv` in its own process group (see `start_group`) and return its exit status. If this process is stopped
+    meanwhile (Ctrl-C, or SIGTERM unwinding it, see `on_sigterm`), the whole group gets SIGTERM, and SIGKILL
+    `grace_s` later: a shell command's own children go with it, where `subprocess.run` would kill the shell alone
+    and leave them running."""
+    child = start_group(argv, **popen)
     try:
         return child.wait()
     except BaseException:
@@ -91,3 +212,7 @@ def _rest_of_output(child: subprocess.Popen, wait_s: float = 10.0) -> tuple[str,
     except subprocess.TimeoutExpired as still_open:
         child.wait()
         return tuple((text or b"").decode(errors="replace") for text in (still_open.stdout, still_open.stderr))
+
+
+if __name__ == "__main__":  # the guard of a process group, see `start_group`
+    _guard(sys.argv[1], int(sys.argv[2]))

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from swehero.cli import main
@@ -132,6 +133,60 @@ def test_failed_stage_is_recorded_and_redone(tmp_path):
     assert ran(tmp_path) == ["second", "third"]
 
 
+
+def test_a_failed_command_is_one_line_naming_its_status_not_a_traceback(tmp_path):
+    path = setup_recipe(tmp_path)
+    result = CliRunner().invoke(main, ["recipe", "run", str(path), "--set", "stages.second.run=exit 3"])
+    assert result.exit_code == 1 and result.output.splitlines()[-1] == "Error: command exited with status 3: exit 3"
+
+
+def test_only_says_when_a_stage_it_needs_is_out_of_date(tmp_path):
+    path = setup_recipe(tmp_path)
+    run(path)
+    out = run(path, "--dry-run", "--only", "third", "--set", f"stages.first.run=cat {tmp_path / 'data.txt'} > out.txt")
+    assert "up to date" in out and "its input is out of date: a plain run would first rerun second (upstream first " \
+                                   "reruns)" in out
+    assert "out of date" not in run(path, "--dry-run", "--only", "third")
+
+
+
+def test_an_eval_stage_whose_verifier_cannot_select_stops_the_run_before_its_first_stage(tmp_path):
+    path = setup_recipe(tmp_path)
+    with open(path, "a") as f:
+        f.write("  - {name: ev, kind: eval, tasks: toy, agent: {policy: gold}, "
+                "verifier: {endpoint: 'http://127.0.0.1:9/v1'}}\n")
+    result = CliRunner().invoke(main, ["recipe", "run", str(path)])
+    assert result.exit_code == 1 and "Error: stage ev: verifier.endpoint needs verifier.serve.model too" in result.output
+    assert ran(tmp_path) == []
+
+@pytest.mark.timeout(120)
+def test_a_second_run_of_a_run_dir_in_use_is_refused_and_leaves_the_first_alone(tmp_path):
+    """Another terminal, or a Slurm requeue while the first job still runs: the second run would take the stage the
+    first is running for an interrupted one and empty its folder under it."""
+    path = setup_recipe(tmp_path)
+    gate = tmp_path / "gate"
+    slow = f"echo second >> {tmp_path / 'log'}; while [ ! -e {gate} ]; do sleep 0.05; done; cp ../first/out.txt ."
+    first = subprocess.Popen([sys.executable, "-m", "swehero", "recipe", "run", str(path), "--set",
+                              f"stages.second.run={slow}"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ((tmp_path / "log").exists() and "second" in (tmp_path / "log").read_text()):
+            assert first.poll() is None and time.monotonic() < deadline, "stage never started"
+            time.sleep(0.05)
+        for command in (["recipe", "run", str(path), "--set", f"stages.second.run={slow}"],
+                        ["train", str(path)]):
+            second = CliRunner().invoke(main, command)
+            assert second.exit_code == 1, second.output
+            assert f"{tmp_path / 'run'}: another `recipe run` or `swehero train` is running" in second.output
+        assert manifest(tmp_path, "second")["status"] == "running"
+        gate.touch()
+        assert first.wait(timeout=60) == 0
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert ran(tmp_path) == ["first", "second", "third"]
+    assert manifest(tmp_path, "second")["status"] == "complete"
+
 RESUMABLE_RECIPE = """\
 name: resume
 run_dir: {run}
@@ -204,9 +259,10 @@ def test_a_stage_handed_to_slurm_resumes_unless_its_settings_changed(tmp_path, m
                              "still queued or running; run this on a node of the cluster\n")
 
 
-def test_a_train_stage_resumes_when_only_its_logging_changed(tmp_path, monkeypatch):
+def test_a_train_stage_resumes_when_only_its_logging_gpus_or_checkpointing_changed(tmp_path, monkeypatch):
     """A probe changed log_every on an interrupted train stage: its folder, checkpoints and all, was emptied and
-    training began again. Logging settings change what a stage reports, not what it makes."""
+    training began again; another moved it to twice the GPUs (a run resumes at another data-parallel size). These
+    settings change how a stage runs and what it reports, not what it makes."""
     from swehero.recipe.config import load_recipe
     from swehero.recipe.engine import hand_off, plan
 
@@ -218,11 +274,15 @@ def test_a_train_stage_resumes_when_only_its_logging_changed(tmp_path, monkeypat
     recipe = load_recipe(str(path))
     hand_off(recipe, plan(recipe)[0], lambda: {"slurm_script": "/jobs/t.sbatch", "slurm_job": None})
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
-    for reporting in ("log_every=5", "eval_every=100", "tensorboard=false", "wandb_project=mine"):
-        line = run(path, "--dry-run", "--set", f"stages.sft.{reporting}").splitlines()[0]
+    for how in ("log_every=5", "eval_every=100", "tensorboard=false", "wandb_project=mine", "nodes=2",
+                "gpus_per_node=4", "checkpoint.every=10", "recompute=full"):
+        line = run(path, "--dry-run", "--set", f"stages.sft.{how}").splitlines()[0]
         assert line.endswith("handed to Slurm (/jobs/t.sbatch) (resuming)"), line
-    line = run(path, "--dry-run", "--set", "stages.sft.log_every=5", "--set", "stages.sft.optimizer.lr=2e-5")
-    assert "settings changed: " in line and "optimizer.lr: 1e-05 -> 2e-05" in line and "resuming" not in line, line
+    # Megatron cannot reshard the optimizer state across tensor-parallel sizes
+    for what, said in (("optimizer.lr=2e-5", "optimizer.lr: 1e-05 -> 2e-05"),
+                       ("parallel.tensor=2", "parallel.tensor: 1 -> 2")):
+        line = run(path, "--dry-run", "--set", "stages.sft.log_every=5", "--set", f"stages.sft.{what}")
+        assert "settings changed: " in line and said in line and "resuming" not in line, line
 
 
 def test_stage_killed_with_sigkill_is_redone(tmp_path):

@@ -1,6 +1,7 @@
 """Training set-up that needs no model: layout checks, the data order, the launchers, FLOPs and plots."""
 
 import dataclasses
+import importlib.util
 import json
 import subprocess
 import sys
@@ -197,7 +198,7 @@ def test_a_token_budget_per_step_sets_the_rows_and_is_checked_against_seq_length
 
 
 def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path):
-    from swehero.errors import InputError, MissingInput
+    from swehero.errors import InputError, MissingInput, Unavailable
     from swehero.train.plan import plan_stage
     from swehero.train.stage import check_inputs
 
@@ -218,6 +219,9 @@ def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path
     check_inputs(Settings(data=str(data), seq_length=65536, export_hf=False), str(model), "sft")
     (model / "tokenizer.json").write_text("{}")  # a tokenizer in any of its forms
     check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
+    if importlib.util.find_spec("wandb") is None:  # as in the Docker image, which does not install it
+        with pytest.raises(Unavailable, match="stage sft: wandb_project is set, but wandb is not installed here"):
+            check_inputs(Settings(data=str(data), seq_length=65536, wandb_project="p"), str(model), "sft")
     # Stage 2 takes the tokenizer from stage 1's export: one run with export_hf: false left none.
     (tmp_path / "sft_zero" / "checkpoints").mkdir(parents=True)
     with pytest.raises(InputError, match=f"stage sft: {tmp_path / 'sft_zero' / 'hf'} has no tokenizer"):

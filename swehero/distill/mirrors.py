@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from swehero.errors import ProcessFailed
 from swehero.rollout.tasks import repo_dir
 
 
@@ -35,7 +36,7 @@ def ensure_mirrors(repos: set[str], url_template: str, cache: Path) -> dict[str,
         url = mirror_url(url_template, repo)
         done = subprocess.run(["git", "clone", "--mirror", "--quiet", url, str(partial)], capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"git clone --mirror {url} failed: {done.stderr.strip()[-2000:]}")
+            raise ProcessFailed(f"git clone --mirror {url} failed: {done.stderr.strip()[-2000:]}")
         partial.rename(target)
         status[repo] = "cloned"
     return status

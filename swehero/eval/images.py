@@ -30,7 +30,7 @@ from pathlib import Path
 
 from swehero.agent.container import swebench_image
 from swehero.agent.runtime import prepare_checkout
-from swehero.errors import MissingInput
+from swehero.errors import MissingInput, ProcessFailed
 
 ENV_DIR = "/opt/venvs/testbed"
 ACTIVATE = f"source {ENV_DIR}/bin/activate"
@@ -113,7 +113,7 @@ class WheelCache:
                                    "--python-version", self.python_version, *packages],
                                   capture_output=True, text=True)
             if done.returncode != 0:
-                raise RuntimeError(f"fetching {' '.join(packages)} for Python {self.python_version} failed: "
+                raise ProcessFailed(f"fetching {' '.join(packages)} for Python {self.python_version} failed: "
                                    f"{done.stderr.strip()[-2000:]}")
             tmp.rename(dest)
         return dest
@@ -142,7 +142,7 @@ def build_image(engine, task: dict, source_repo: Path, base: str, wheels: WheelC
         engine.images.build(path=str(context), tag=name, rm=True, forcerm=True, network_mode="none")
     except docker.errors.BuildError as e:
         log = "".join(line.get("stream", "") or line.get("error", "") for line in e.build_log)
-        raise RuntimeError(f"building {name} for {task['instance_id']} failed: {e.msg}\n{log[-3000:]}") from None
+        raise ProcessFailed(f"building {name} for {task['instance_id']} failed: {e.msg}\n{log[-3000:]}") from None
     finally:
         subprocess.run(["rm", "-rf", str(context)], check=False)
     return name

@@ -8,7 +8,7 @@ import click
 import yaml
 
 from swehero.recipe.config import Recipe, load_recipe
-from swehero.recipe.engine import StageFailed, describe, plan as plan_steps, recipe_as_dict, run_recipe
+from swehero.recipe.engine import StageFailed, describe, plan as plan_steps, recipe_as_dict, run_lock, run_recipe
 from swehero.recipe.loader import RecipeError
 from swehero.recipe.options import Group
 from swehero.recipe.plan import plan_recipe
@@ -65,10 +65,10 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
     if only and start:
         raise click.UsageError("--only and --from cannot be combined")
     try:
-        steps = plan_steps(loaded, only=only, start=start, force=force)
         if dry_run:
-            return click.echo("\n".join(describe(steps)))
-        run_recipe(loaded, steps, echo=click.echo)
+            return click.echo("\n".join(describe(plan_steps(loaded, only=only, start=start, force=force))))
+        with run_lock(loaded):
+            run_recipe(loaded, plan_steps(loaded, only=only, start=start, force=force), echo=click.echo)
     except StageFailed as e:
         raise click.ClickException(str(e)) from None
 

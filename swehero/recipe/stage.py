@@ -15,9 +15,9 @@ A stage kind is a module (registered in `swehero.recipe.kinds`) that defines:
   before a rerun.
 - optionally `USES_MODEL = True`: the stage reads the recipe's `model` section (`ctx.model`, None otherwise);
   its paths then count as the stage's inputs (checked, fingerprinted, and a dependency on the stage making them).
-- optionally `REPORTING = ("field", ...)`: settings that change what the stage reports, not what it makes (a train
-  stage's logging). Changed alone, they neither make a complete stage run again nor empty an interrupted one's
-  folder (days of checkpoints): it resumes with them.
+- optionally `NOT_IN_RESULT = ("field", ...)`: settings that change how the stage runs or what it reports, not
+  what it makes (a train stage's logging, GPU count, checkpoint cadence). Changed alone, they neither make a
+  complete stage run again nor empty an interrupted one's folder (days of checkpoints): it resumes with them.
 - optionally `check(settings, name) -> None`: raises InputError for settings that would stop `run` and need no
   earlier stage's work to tell (an unpinned download). `recipe run` checks every stage it is about to run before
   it runs the first, so a run is not stopped by its last stage after days of the others.

@@ -27,7 +27,7 @@ from typing import Literal
 import swehero
 from swehero.errors import InputError, MissingInput, Unavailable
 from swehero.model.folder import is_hf_folder
-from swehero.process import end_group
+from swehero.process import end_group, start_group
 from swehero.recipe.stage import ModelRef, Verbatim
 
 PLUGIN = Path(__file__).with_name("vllm_plugin.py")
@@ -194,8 +194,8 @@ class VLLMServer:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_path(self.tmp_dir), env.get("PYTHONPATH")]))
         try:
             with open(self.log_file, "ab") as log:
-                self.process = subprocess.Popen(command(self.cfg, self.port), stdout=log, stderr=subprocess.STDOUT,
-                                                env=env, start_new_session=True)
+                # its whole process group (vLLM's engine and workers) goes with this process, even killed outright
+                self.process = start_group(command(self.cfg, self.port), stdout=log, stderr=subprocess.STDOUT, env=env)
             self._wait_healthy()
         except BaseException:
             self.stop()

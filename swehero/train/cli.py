@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from swehero.recipe.cli import load_or_exit, set_option
-from swehero.recipe.engine import StageFailed, hand_off, plan, run_recipe, stage_to_run
+from swehero.recipe.engine import StageFailed, hand_off, plan, run_lock, run_recipe, stage_to_run
 from swehero.recipe.options import Command, launcher_options, submit_if_asked
 from swehero.train.stage import slurm_job
 
@@ -26,19 +26,20 @@ def train(recipe_file: str, stage_name: str | None, force: bool, overrides: tupl
     checkpoint). An up-to-date stage is left alone unless --force: writing a job empties the stage's folder."""
     loaded = load_or_exit(recipe_file, overrides)
     try:
-        stage = stage_to_run(loaded, "train", stage_name)
-        steps = plan(loaded, only=stage.name, force=force)
-        step = next(s for s in steps if s.stage is stage)
-        if not step.run:
-            raise StageFailed(f"stage {stage.name}: {step.reason}" + ("" if step.waits else
-                                                                      "; --force trains it again from scratch"))
-        if launcher == "torchrun":
-            return run_recipe(loaded, steps, echo=click.echo)
+        with run_lock(loaded):
+            stage = stage_to_run(loaded, "train", stage_name)
+            steps = plan(loaded, only=stage.name, force=force)
+            step = next(s for s in steps if s.stage is stage)
+            if not step.run:
+                raise StageFailed(f"stage {stage.name}: {step.reason}" + ("" if step.waits else
+                                                                          "; --force trains it again from scratch"))
+            if launcher == "torchrun":
+                return run_recipe(loaded, steps, echo=click.echo)
 
-        def launch() -> dict:
-            script = slurm_job(loaded, stage, list(sbatch_options), container_image)
-            return {"slurm_script": str(script.resolve()), "slurm_job": submit_if_asked(script, submit)}
+            def launch() -> dict:
+                script = slurm_job(loaded, stage, list(sbatch_options), container_image)
+                return {"slurm_script": str(script.resolve()), "slurm_job": submit_if_asked(script, submit)}
 
-        hand_off(loaded, step, launch)
+            hand_off(loaded, step, launch)
     except StageFailed as e:
         raise click.ClickException(str(e)) from None

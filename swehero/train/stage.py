@@ -5,18 +5,23 @@ A rerun of an interrupted stage resumes from its last complete checkpoint (the l
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
 from pathlib import Path
 
-from swehero.errors import InputError, MissingInput, Unavailable
+from swehero.errors import InputError, MissingInput, ProcessFailed, Unavailable
 from swehero.recipe.stage import HUB_ID, StageContext
 from swehero.train.config import Settings
 
 USES_MODEL = True
 RESUMABLE = True
-REPORTING = ("log_every", "eval_every", "tensorboard", "wandb_project")
+# The data-parallel size (nodes, GPUs per node) and the checkpoint cadence change how a run goes, not the model it
+# makes: a stage resumes across them (a node lost, fewer GPUs). Tensor, pipeline and context sizes do not resume:
+# Megatron cannot reshard the optimizer state.
+NOT_IN_RESULT = ("log_every", "eval_every", "tensorboard", "wandb_project", "nodes", "gpus_per_node", "checkpoint",
+                 "recompute")
 
 
 def job_file(settings: Settings, ctx: StageContext) -> Path:
@@ -45,7 +50,8 @@ def check_inputs(settings: Settings, init: str, name: str) -> None:
     """What every worker would otherwise fail on, each after importing Megatron (or a Slurm job after its wait in
     the queue), checked once before any starts: the data and the initial weights exist, the data was packed at
     the stage's seq_length and has training rows, a Hugging Face folder holds a Qwen2 model whose every tensor its
-    weight files list, and the parallel layout fits that model on the stage's processes."""
+    weight files list, the parallel layout fits that model on the stage's processes, and wandb is there if asked for
+    (rank 0 would import it only once the model is loaded)."""
     from swehero.data.prepare import read_stats
     from swehero.model.folder import (TOKENIZER_FILES, check_hf_weights, has_tokenizer, is_hf_folder, read_config,
                                       side_files_from)
@@ -54,6 +60,9 @@ def check_inputs(settings: Settings, init: str, name: str) -> None:
     from swehero.train.data import empty_training_split, seq_length_mismatch
     from swehero.train.folders import model_config
 
+    if settings.wandb_project and importlib.util.find_spec("wandb") is None:
+        raise Unavailable(f"stage {name}: wandb_project is set, but wandb is not installed here: pip install wandb, "
+                          "or leave wandb_project empty")
     for path in (settings.data, init):
         if not Path(path).exists():  # an earlier stage's output, not made yet
             raise not_made_yet(name, f"{os.path.abspath(path)} does not exist")
@@ -136,7 +145,7 @@ def train_here(settings: Settings, ctx: StageContext) -> None:
     """The workers on this node, under torchrun. Stopped meanwhile (Ctrl-C, or SIGTERM: see swehero.cli), this asks
     them to save at their next step boundary and waits for them before it goes on stopping; stopped again, it ends
     them at once."""
-    from swehero.process import die_with_parent
+    from swehero.process import die_with_parent, start_group
     from swehero.train.launch import torchrun_command
     from swehero.train.worker import FINISHED
 
@@ -144,18 +153,19 @@ def train_here(settings: Settings, ctx: StageContext) -> None:
         raise InputError(f"stage {ctx.name} spans {settings.nodes} nodes: launch it with "
                          f"`swehero train RECIPE --stage {ctx.name} --launcher slurm`")
     job_file(settings, ctx)
-    # In its own session, so that Ctrl-C reaches this process alone, which then stops torchrun as SIGTERM would.
-    torchrun = subprocess.Popen(torchrun_command(ctx.dir, settings.nodes * settings.gpus_per_node),
-                                preexec_fn=die_with_parent, start_new_session=True)
+    # In its own session, so that Ctrl-C reaches this process alone, which then stops torchrun as SIGTERM would;
+    # guarded, so that nothing of it (workers, their checkpoint writers) outlives this process killed outright.
+    torchrun = start_group(torchrun_command(ctx.dir, settings.nodes * settings.gpus_per_node),
+                           preexec_fn=die_with_parent)
     try:
         status = torchrun.wait()
     except BaseException:
         stop_at_step_boundary(torchrun)
         raise
     if status != 0:
-        raise RuntimeError(f"training exited with status {status}; see the output above")
+        raise ProcessFailed(f"training exited with status {status}; see the output above")
     if not (ctx.dir / FINISHED).exists():  # a stop signal sent to torchrun or its workers directly
-        raise RuntimeError("training stopped before its last step; see the output above")
+        raise ProcessFailed("training stopped before its last step; see the output above")
 
 
 def stop_at_step_boundary(torchrun: subprocess.Popen) -> None:

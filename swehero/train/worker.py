@@ -42,7 +42,7 @@ if __name__ == "__mp_main__":
     # holding memory. Nothing heavy is imported above: every rank spawns such a process at its first checkpoint,
     # which would otherwise import torch and Megatron again for nothing (measured on CPU: 1.8 s of a 14 s tiny run,
     # and 430 MB resident per rank).
-    die_with_parent()
+    die_with_parent(forks=True)  # the writers it forks in turn too
     # Slurm signals every process of its step: the checkpoint writer must live on to the rank's last save.
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
@@ -65,8 +65,9 @@ def read_job(stage_dir: Path) -> TrainJob:
 
 if __name__ == "__main__":
     # torchrun starts workers in their own session: killing its process group (kill -9, a node agent giving up)
-    # would leave them training on beside the rerun that resumes the stage.
-    die_with_parent()
+    # would leave them training on beside the rerun that resumes the stage. So must what it forks: Megatron's
+    # torch_dist checkpoint writer would otherwise outlive it, stuck.
+    die_with_parent(forks=True)
     stop = StopRequest()  # first: a stop signal must not kill a rank that is still loading
     # Megatron's distributed optimizer calls collectives torch has renamed; the warning comes once per step per
     # rank and buries the progress bar.
