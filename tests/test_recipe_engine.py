@@ -97,6 +97,25 @@ def test_run_skip_and_rerun_reasons(tmp_path):
     assert "output missing" in run(path, "--dry-run")
 
 
+
+def test_a_run_moved_elsewhere_is_the_same_run(tmp_path):
+    """Moved to a bigger disk: its manifests, settings and inputs name the old place; nothing reruns (a probe's
+    rerun of a moved run retrained every stage, emptying the folders it had moved)."""
+    path = setup_recipe(tmp_path)
+    run(path)
+    ran(tmp_path)
+    (tmp_path / "run").rename(tmp_path / "moved")
+    moved = ["--set", f"run_dir={tmp_path / 'moved'}"]
+    out = run(path, "--dry-run", *moved)
+    assert out.count("up to date") == 3, out
+    run(path, *moved)
+    assert ran(tmp_path) == []
+    # and a change there reruns as it would have here, with the moved stage's output as input
+    run(path, *moved, "--set", "stages.second.run=echo second >> " + str(tmp_path / "log") + "; cp ../first/out.txt .")
+    assert ran(tmp_path) == ["second", "third"]
+    second = json.loads((tmp_path / "moved" / "second" / "manifest.json").read_text())
+    assert list(second["inputs"]) == [str(tmp_path / "moved" / "first" / "out.txt")]
+
 def test_from_only_force(tmp_path):
     path = setup_recipe(tmp_path)
     run(path)

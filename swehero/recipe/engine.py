@@ -78,6 +78,41 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         return None
 
 
+def stage_manifest(recipe: Recipe, stage: Stage) -> dict[str, Any] | None:
+    """The manifest of the stage's last attempt, its paths under the `run_dir` it ran in read as under the recipe's
+    (a run moved or copied, to a bigger disk say, is the same run; its settings, inputs and outputs name the old
+    place). Manifests that do not record their `run_dir` (an older swehero's) are read as they are."""
+    manifest = read_manifest(stage_dir(recipe, stage))
+    recorded = (manifest or {}).get("run_dir") or {}
+    moves = [(recorded[form], new) for form, new in _run_dir_forms(recipe).items()
+             if recorded.get(form) not in (None, new)]
+    if not moves:
+        return manifest
+    for field in ("settings", "inputs", "outputs"):
+        manifest[field] = _moved(manifest.get(field), sorted(moves, key=lambda move: -len(move[0])))
+    return manifest
+
+
+def _run_dir_forms(recipe: Recipe) -> dict[str, str]:
+    """`run_dir` as settings name it (as written), as outputs do (absolute) and as inputs do (symlinks resolved)."""
+    return {"written": recipe.run_dir, "absolute": os.path.abspath(recipe.run_dir),
+            "resolved": str(Path(recipe.run_dir).resolve())}
+
+
+def _moved(value: Any, moves: list[tuple[str, str]]) -> Any:
+    """`value` with every string (dict keys too) that is a path under an old folder of `moves` put under the new."""
+    if isinstance(value, dict):
+        return {_moved(k, moves): _moved(v, moves) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_moved(v, moves) for v in value]
+    if isinstance(value, str):
+        for old, new in moves:
+            old = old.rstrip("/") or old
+            if value.rstrip("/") == old or value.startswith(old + "/"):
+                return new.rstrip("/") + value[len(old):]
+    return value
+
+
 # ------------------------------------------------------------------------------------------ fingerprints
 
 
@@ -126,7 +161,7 @@ def plan(recipe: Recipe, only: str | None = None, start: str | None = None, forc
     running: set[str] = set()
     start_index = names.index(start) if start else None
     for index, stage in enumerate(recipe.stages):
-        manifest = read_manifest(stage_dir(recipe, stage))
+        manifest = stage_manifest(recipe, stage)
         complete = manifest is not None and manifest.get("status") == "complete"
         if only is not None and stage.name != only:
             steps.append(Step(stage, False, "not selected (--only)"))
@@ -151,7 +186,7 @@ def plan(recipe: Recipe, only: str | None = None, start: str | None = None, forc
         if step.run:
             missing = [n for n in step.stage.needs if n not in running and not _is_complete(recipe, n)]
             for name in missing:
-                if busy := _slurm_job_busy(read_manifest(stage_dir(recipe, recipe.stage(name)))):
+                if busy := _slurm_job_busy(stage_manifest(recipe, recipe.stage(name))):
                     raise StageFailed(f"stage {step.stage.name} needs {name}, whose {busy}; run again when it "
                                       "has ended")
             if missing:
@@ -183,7 +218,7 @@ def stage_to_run(recipe: Recipe, kind: str, name: str | None = None) -> Stage:
 
 
 def _is_complete(recipe: Recipe, name: str) -> bool:
-    manifest = read_manifest(stage_dir(recipe, recipe.stage(name)))
+    manifest = stage_manifest(recipe, recipe.stage(name))
     return manifest is not None and manifest.get("status") == "complete"
 
 
@@ -248,7 +283,7 @@ def _without(settings: Any, fields: tuple[str, ...]) -> Any:
 
 
 def _upstream_manifests(recipe: Recipe, stage: Stage) -> dict[str, dict]:
-    return {n: read_manifest(stage_dir(recipe, recipe.stage(n))) or {} for n in stage.needs}
+    return {n: stage_manifest(recipe, recipe.stage(n)) or {} for n in stage.needs}
 
 
 def _upstream_fingerprints(recipe: Recipe, stage: Stage) -> dict[str, str]:
@@ -275,6 +310,7 @@ def _attempt(recipe: Recipe, stage: Stage, status: str) -> dict[str, Any]:
     return {
         "name": stage.name,
         "recipe": str(Path(recipe.file).resolve()),
+        "run_dir": _run_dir_forms(recipe),
         **_identity(recipe, stage, _upstream_fingerprints(recipe, stage)),
         "status": status,
         "started": _now(),
@@ -369,7 +405,7 @@ def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:
         raise StageFailed("; ".join(waiting))
     echo(f"recipe {recipe.name} complete: {recipe.run_dir}")
     last = recipe.stages[-1]
-    for name, path in ((read_manifest(stage_dir(recipe, last)) or {}).get("outputs") or {}).items():
+    for name, path in ((stage_manifest(recipe, last) or {}).get("outputs") or {}).items():
         echo(f"  {last.name} {name}: {path}")
 
 
