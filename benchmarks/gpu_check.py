@@ -132,7 +132,9 @@ def fp8_state(dry_run: bool) -> bool:
 
 
 def _extra_states(model: list) -> dict:
-    return {name: module.get_extra_state() for name, module in model[0].module.named_modules()
+    from swehero.train.model_setup import model_chunks
+
+    return {name: module.get_extra_state() for name, module in model_chunks(model)[0].named_modules()
             if type(module).get_extra_state is not torch.nn.Module.get_extra_state}
 
 

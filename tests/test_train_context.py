@@ -143,7 +143,7 @@ def gradient_reduction_job(rank: int, out: str) -> None:
                                **model_setup.model_overrides(s, cuda=False))
     model = model_setup.wrap([TokenLossModel(config)], s, cuda=False)
     run_batches(model, ROWS[env.dp_rank], sum(DOCS), env.device, forward_only=False, fused_ce=False)
-    torch.save({name: p.main_grad for name, p in model[0].module.named_parameters()}, f"{out}/rank{rank}.pt")
+    torch.save({name: p.main_grad for name, p in model_setup.model_chunks(model)[0].named_parameters()}, f"{out}/rank{rank}.pt")
 
 
 @pytest.mark.slow

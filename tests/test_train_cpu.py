@@ -223,14 +223,57 @@ def test_virtual_pipeline_matches_one_stage_and_resumes(tmp_path, dataset, four_
 
 
 def test_resume_without_the_distributed_optimizer(tmp_path, dataset, tiny_model_dir):
-    # A constant schedule, so that a 2-step run's checkpoint is a valid midpoint of the 4-step run.
     s = settings(dataset, steps=4, distributed_optimizer=False, export_hf=False,
-                 optimizer=OptimizerConfig(lr=1e-3, min_lr=1e-3, warmup_fraction=0.0, decay="constant"),
                  checkpoint=CheckpointConfig(every=2, keep_last=2, async_save=False))
     whole = train(tmp_path / "whole", s, tiny_model_dir)
-    train(tmp_path / "split", dataclasses.replace(s, steps=2), tiny_model_dir)
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-2", tmp_path / "split" / "checkpoints" / "step-2")
     resumed = train(tmp_path / "split", s, tiny_model_dir)
-    assert losses(resumed) == pytest.approx(losses(whole), rel=1e-6)
+    assert [r["step"] for r in resumed if "loss" in r] == [3, 4]
+    assert losses(resumed) == pytest.approx(losses(whole)[2:], rel=1e-6)
+
+
+def test_a_resume_with_another_schedule_stops_naming_the_setting(tmp_path, dataset, tiny_model_dir, reference):
+    # Megatron's scheduler would otherwise carry on with the checkpoint's 6-step schedule, or stop on a bare assert.
+    shutil.copytree(reference[0] / "checkpoints" / "step-4", tmp_path / "longer" / "checkpoints" / "step-4")
+    longer = settings(dataset, export_hf=False, **{**REFERENCE, "steps": 8})
+    assert start(tmp_path / "longer", longer, tiny_model_dir).wait() != 0
+    log = (tmp_path / "longer" / "log.txt").read_text()
+    assert (f"InputError: {tmp_path}/longer/checkpoints/step-4: its LR schedule has lr_decay_steps 6, this run's is 8 "
+            "(from the run's steps (steps, or epochs of the data at global_batch_size)): a run resumes only with the "
+            f"schedule it was saved with; set it back, or start a new stage from this one (init: {tmp_path}/longer)"
+            in log), log[-3000:]
+    assert not (tmp_path / "longer" / "metrics.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def bf16_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny model with its weights saved in bf16, as Qwen2.5's are."""
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path_factory.mktemp("bf16") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.bfloat16).save_pretrained(folder)
+    return folder
+
+
+def test_bf16_on_megatrons_local_layers_saves_resumes_and_exports(tmp_path, dataset, bf16_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    # Megatron's local layers (no Transformer Engine here) create their norm weights in fp32: unless every chunk is
+    # cast as Megatron-LM's Float16Module does, the distributed optimizer's state cannot be saved.
+    s = settings(dataset, steps=4, precision="bf16", gpus_per_node=2,
+                 checkpoint=CheckpointConfig(every=2, keep_last=2, async_save=False))
+    whole = train(tmp_path / "whole", s, bf16_model_dir)
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-2", tmp_path / "resumed" / "checkpoints" / "step-2")
+    resumed = train(tmp_path / "resumed", s, bf16_model_dir)
+    assert [r["step"] for r in resumed if "loss" in r] == [3, 4]
+    assert losses(resumed) == pytest.approx(losses(whole)[2:], rel=1e-6)
+    exported, reexported = (hf_weights(folder / "hf") for folder in (tmp_path / "whole", tmp_path / "resumed"))
+    for name, tensor in exported.items():
+        assert tensor.dtype == torch.bfloat16 and torch.equal(tensor, reexported[name]), name
+    model, info = AutoModelForCausalLM.from_pretrained(tmp_path / "whole" / "hf", torch_dtype="auto",
+                                                       output_loading_info=True)
+    assert model.dtype == torch.bfloat16 and not any(info.values()), info
 
 
 def test_training_prints_no_known_harmless_noise(reference):

@@ -51,7 +51,9 @@ class ScalingStateLinear(ColumnParallelLinear):
 
 
 def _qkv_layers(model: list) -> list:
-    return [layer.self_attention.linear_qkv for chunk in model for layer in chunk.module.decoder.layers]
+    from swehero.train.model_setup import model_chunks
+
+    return [layer.self_attention.linear_qkv for chunk in model_chunks(model) for layer in chunk.decoder.layers]
 
 
 def _build(init: str):

@@ -120,7 +120,7 @@ def gradient_job(rank: int, layouts: dict[str, Settings], init: Path, samples: l
         batches = [data[i] for i in samples[env.dp_rank * share:(env.dp_rank + 1) * share]]
         loss_sum, tokens = run_batches(model, batches, data.seq_length, env.device, forward_only=False,
                                        fused_ce=s.fused_ce)
-        chunks = [chunk.module for chunk in model]
+        chunks = model_setup.model_chunks(model)
         with torch.no_grad():
             for chunk in chunks:
                 for param in chunk.parameters():

@@ -23,14 +23,11 @@ from swehero.model.checkpoint import load_weights, model_sharded_state_dict
 from swehero.model.folder import CHECKPOINT_CONFIG
 from swehero.train.config import LayoutError
 from swehero.train.folders import checkpoints
+from swehero.train.model_setup import check_schedule, model_chunks
 
 # Each rank saves and loads its own optimizer shard, with no gathering; the optimizer state then resumes at the
 # same layout (data-parallel size may change), while the weights load at any layout.
 OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}
-
-
-def _chunks(model: list) -> list[torch.nn.Module]:
-    return [chunk.module for chunk in model]  # DistributedDataParallel -> the GPTModel it wraps
 
 
 def _model_state(model: list) -> dict:
@@ -38,7 +35,7 @@ def _model_state(model: list) -> dict:
     every module's `_extra_state`: Transformer Engine keeps its FP8 scaling state (scales, amax history) there,
     outside the parameters, so without it a resumed FP8 run would restart its scaling. Megatron stores each as a
     ShardedObject replicated over tensor- and data-parallel ranks (its convention, as in Megatron-LM)."""
-    return model_sharded_state_dict(_chunks(model), extra_state=True)
+    return model_sharded_state_dict(model_chunks(model), extra_state=True)
 
 
 LAYOUT = "layout.json"
@@ -155,7 +152,8 @@ class Checkpointer:
         weights = dict(template)
         template["optimizer"] = optimizer.sharded_state_dict(template, is_loading=True, metadata=OPTIMIZER_SHARDING)
         loaded = dist_checkpointing.load(template, str(path))
-        load_weights(_chunks(model), loaded, weights, path)
+        check_schedule(scheduler, loaded["scheduler"], path)
+        load_weights(model_chunks(model), loaded, weights, path)
         optimizer.load_state_dict(loaded["optimizer"])
         _restore_adam_steps(optimizer)
         scheduler.load_state_dict(loaded["scheduler"])

@@ -91,10 +91,12 @@ def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
 
 
 def wrap(chunks: list, s: Settings, cuda: bool) -> list:
-    """Each model chunk in Megatron's DDP, and the gradient finalisation (reduction over data- and
-    context-parallel ranks, division by the global batch's trained tokens) the schedules call after backward."""
+    """Each model chunk in Megatron's DDP (in bf16 or fp16 training, around Megatron's `Float16Module`), and the
+    gradient finalisation (reduction over data- and context-parallel ranks, division by the global batch's trained
+    tokens) the schedules call after backward. `model_chunks` reaches the chunks inside."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 
+    chunks = [_in_training_precision(chunk) for chunk in chunks]
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
         use_distributed_optimizer=s.distributed_optimizer,
@@ -112,6 +114,26 @@ def wrap(chunks: list, s: Settings, cuda: bool) -> list:
         no_sync = [chunk.no_sync for chunk in model]
         config.no_sync_func = no_sync if len(no_sync) > 1 else no_sync[0]
     return model
+
+
+def _in_training_precision(chunk: torch.nn.Module) -> torch.nn.Module:
+    """As Megatron-LM's `get_model`: in bf16 or fp16 training (fp8 included) every parameter in that dtype, and
+    the last stage's output back in fp32. Megatron's local layers create their norm weights in fp32 whatever
+    `params_dtype` says; a model half bf16, half fp32 ties the distributed optimizer's state to the wrong
+    parameters, and its checkpoint save fails."""
+    from megatron.core.transformer.module import Float16Module
+
+    config = chunk.config
+    return Float16Module(config, chunk) if config.bf16 or config.fp16 else chunk
+
+
+def model_chunks(model: list) -> list[torch.nn.Module]:
+    """The GPTModels inside `wrap`'s chunks: what holds the weights under their checkpoint and export names."""
+    from megatron.core.distributed import DistributedDataParallel
+    from megatron.core.transformer.module import Float16Module
+    from megatron.core.utils import unwrap_model
+
+    return unwrap_model(model, (DistributedDataParallel, Float16Module))
 
 
 def layer_spec(s: Settings, has_te: bool) -> str:
@@ -157,8 +179,35 @@ def optimizer_and_schedule(s: Settings, model: list, total_steps: int):
         lr_warmup_steps=warmup, lr_decay_steps=max(total_steps, warmup + 1),
         lr_decay_style=o.decay if o.decay != "constant" else "constant",
         start_wd=o.weight_decay, end_wd=o.weight_decay, wd_incr_steps=total_steps, wd_incr_style="constant",
+        # As Megatron-LM: a resumed run keeps the schedule it was saved with, and a setting that changes it is an
+        # error (`check_schedule`) rather than silently overridden by the checkpoint's.
+        use_checkpoint_opt_param_scheduler=False, override_opt_param_scheduler=False,
     )
     return optimizer, scheduler
+
+
+_STEPS = "the run's steps (steps, or epochs of the data at global_batch_size)"
+SCHEDULE_SETTINGS = {
+    "max_lr": "optimizer.lr",
+    "min_lr": "optimizer.min_lr (optimizer.lr with decay constant)",
+    "lr_warmup_steps": f"optimizer.warmup_fraction of {_STEPS}",
+    "lr_decay_steps": _STEPS,
+    "lr_decay_style": "optimizer.decay",
+    "start_wd": "optimizer.weight_decay",
+    "wd_incr_steps": _STEPS,
+}
+"""The settings each value of the LR schedule's checkpointed state comes from (`optimizer_and_schedule`)."""
+
+
+def check_schedule(scheduler, saved: dict, source: Path) -> None:
+    """A one-line error naming the setting where this run's schedule differs from the one checkpoint `source` saved
+    (Megatron's own check is a bare assert in its terms)."""
+    for field, setting in SCHEDULE_SETTINGS.items():
+        now = getattr(scheduler, field)
+        if field in saved and saved[field] != now:
+            raise InputError(f"{source}: its LR schedule has {field} {saved[field]}, this run's is {now} (from "
+                             f"{setting}): a run resumes only with the schedule it was saved with; set it back, or "
+                             f"start a new stage from this one (init: {source.parent.parent})")
 
 
 def load_initial_weights(model: list, init: str, hf_config: dict) -> None:
@@ -167,7 +216,7 @@ def load_initial_weights(model: list, init: str, hf_config: dict) -> None:
     from swehero.model.checkpoint import load_checkpoint
     from swehero.model.hf_weights import load_hf_weights
 
-    chunks = [chunk.module for chunk in model]
+    chunks = model_chunks(model)
     with torch.no_grad():
         if is_hf_folder(init):
             load_hf_weights(chunks, init, hf_config)
@@ -182,7 +231,7 @@ def export_hf(model: list, hf_config: dict, init: str, out: Path) -> None:
 
     like = side_files_from(init)
     out.mkdir(parents=True, exist_ok=True)
-    save_hf_weights([chunk.module for chunk in model], hf_config, out)
+    save_hf_weights(model_chunks(model), hf_config, out)
     if torch.distributed.get_rank() == 0:
         write_folder_files(out, hf_config, like)
     torch.distributed.barrier()
