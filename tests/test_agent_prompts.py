@@ -141,3 +141,56 @@ def test_zero_modes_builtin_task_message_keeps_the_sentences_it_shares_with_open
     taken = [line for line in exec_ if line.startswith(("I've uploaded", "Can you help", "I've already", "Your task"))]
     assert len(taken) == 4 and all(line in zero for line in taken)
     assert "in the directory a__b__1.0. Consider" in taken[0]
+
+
+# Problem statements as SWE-bench writes them (`f"{title}\n{body}\n"`, so nearly all end in a line break), and the
+# rarer shapes: a body that ends in a line break of its own, a Windows line end, none at all, leading whitespace.
+SWE_BENCH_STATEMENTS = ["Blueprint name may be empty\nIt should raise ValueError.\n",
+                        "separability_matrix wrong for nested models\n", "Crash on None input\n\nTraceback ...\n\n",
+                        "Add option --foo\r\nSee #12.\r\n", "Docs: typo in README\n"]
+ODD_STATEMENTS = ["Slow import of baz module", "\nStarts with a blank line\n", "  indented first line\n"]
+
+
+def _swe_default_trajectories(statements: list[str]) -> list[dict]:
+    """Canonical trajectories whose opening messages are OpenHands' own (`swe_default.j2`), one per statement."""
+    from swehero.agent.prompts import Opening, opening_messages
+
+    records = []
+    for i, statement in enumerate(statements):
+        opening = Opening(f"/workspace/org__proj{i}__1.{i}", f"org/proj{i}", f"org__proj{i}-{i}", f"{i:02d}" * 20,
+                          statement)
+        messages, _ = opening_messages("", "exec", opening)
+        records.append({"id": f"t{i}", "instance_id": opening.instance_id, "repo": opening.repo, "stage": "hero",
+                        "messages": messages, "opening": opening})
+    return records
+
+
+@pytest.mark.parametrize("statements", [SWE_BENCH_STATEMENTS * 4, SWE_BENCH_STATEMENTS * 4 + ODD_STATEMENTS],
+                         ids=["swe-bench", "with-odd-statements"])
+def test_the_template_filled_with_each_raw_statement_gives_back_its_training_task_message(statements):
+    """Without a task file the statements' own whitespace (SWE-bench's end in a line break) stays theirs, not the
+    template's: the agent, filling in a raw statement, reads what the model was trained on, to the character."""
+    from swehero.agent.prompts import fill
+
+    records = _swe_default_trajectories(statements)
+    template = extract(records)["templates"]["hero"]
+    assert [fill(template["task"], r["opening"]) for r in records] == [r["messages"][1]["content"] for r in records]
+    assert template["covered"] == len(records)
+
+
+def test_a_trajectory_the_template_does_not_give_back_is_not_covered():
+    records = _swe_default_trajectories(SWE_BENCH_STATEMENTS * 4)
+    records[3]["messages"][1]["content"] = records[3]["messages"][1]["content"].replace("Be thorough", "Be brief")
+    assert extract(records)["templates"]["hero"]["covered"] == len(records) - 1
+
+
+def test_a_task_file_whose_statements_do_not_fill_in_to_the_training_text_is_refused():
+    """The training data wrote its statements stripped; the task file's end in a blank line (a body that ends in a
+    line break). Filling in the task's statement would add two line breaks to every task message, so no trajectory
+    is covered and extraction fails."""
+    stripped = [s.strip() for s in SWE_BENCH_STATEMENTS * 4]
+    records = _swe_default_trajectories(stripped)
+    tasks = {r["instance_id"]: {"instance_id": r["instance_id"], "problem_statement": s + "\n\n"}
+             for r, s in zip(records, stripped)}
+    with pytest.raises(PromptsError, match="gives back the opening messages of only 0 of 20 trajectories"):
+        extract(records, tasks)

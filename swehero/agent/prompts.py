@@ -5,9 +5,11 @@ training data, so that at evaluation the model reads exactly what it was trained
 every trajectory's system and first user message it locates the per-task values (workspace path and name,
 repository, instance id, base commit, the repository's language word) and replaces them with named fields; what
 still varies between trajectories once they are removed is the problem statement (or, with a task file, whichever
-task column it equals). A template must cover at least 95% of its stage's trajectories; otherwise the error names
-two trajectories that disagree. Templates are stored as lists of text and `{"field": name}` parts, so no text of
-the prompt can be mistaken for a placeholder.
+task column it equals). A trajectory counts as covered only if its template, filled as the agent fills it (with the
+trajectory's own values and problem statement: the task file's, else the text in the statement's place), gives back
+its opening messages exactly. A template must cover at least 95% of its stage's trajectories; otherwise the error
+names two trajectories that disagree, or one the template does not give back. Templates are stored as lists of text
+and `{"field": name}` parts, so no text of the prompt can be mistaken for a placeholder.
 
 Standard library only.
 """
@@ -20,7 +22,7 @@ import math
 import posixpath
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -182,12 +184,49 @@ def extract(records: list[dict], tasks: dict[str, dict] | None = None) -> dict:
         by_stage.setdefault(record.get("stage") or "hero", []).append(record)
     templates = {}
     for stage, group in sorted(by_stage.items()):
-        system, system_covered = _template([_first(r, "system") for r in group], group, tasks or {}, False)
-        task, task_covered = _template([_first(r, "user") for r in group], group, tasks or {}, True)
+        system = _template([_first(r, "system") for r in group], group, tasks or {}, False)
+        task = _template([_first(r, "user") for r in group], group, tasks or {}, True)
         templates[stage] = {"system": system, "task": task, "trajectories": len(group),
-                            "covered": min(system_covered, task_covered),
+                            "covered": _covered(system, task, group, tasks or {}),
                             "fields": sorted({p["field"] for p in system + task if isinstance(p, dict)})}
     return {"format": FORMAT, "templates": templates}
+
+
+def _covered(system: list, task: list, records: list[dict], tasks: dict[str, dict]) -> int:
+    """How many of `records` the templates give back exactly; fewer than 95% is an error naming one they do not."""
+    missed = [r["id"] for r in records if not _reproduces(system, task, r, tasks)]
+    if len(records) - len(missed) < math.ceil(len(records) * COVERAGE):
+        raise PromptsError(f"the template gives back the opening messages of only {len(records) - len(missed)} of "
+                           f"{len(records)} trajectories (e.g. not those of {missed[0]})")
+    return len(records) - len(missed)
+
+
+def _reproduces(system: list, task: list, record: dict, tasks: dict[str, dict]) -> bool:
+    """Whether the templates, filled as the agent fills them for this trajectory's task (Task.language is title
+    case), give back its system and task messages exactly."""
+    texts = _first(record, "system"), _first(record, "user")
+    known = dict(pair for text in texts for pair in _known_values(record, text, tasks))
+    opening = Opening(known.get("workspace", ""), known.get("repo", ""), known.get("instance_id", ""),
+                      known.get("base_commit", ""), "", "Python")
+    statement = tasks.get(record["instance_id"], {}).get("problem_statement")
+    if statement is None:
+        statement = _text_in_place_of_statement(task, texts[1], opening)
+    if statement is None:
+        return False
+    opening = replace(opening, problem_statement=statement)
+    return (fill(system, opening), fill(task, opening)) == texts
+
+
+def _text_in_place_of_statement(parts: list, text: str, opening: Opening) -> str | None:
+    """What `text` holds where `parts` has the problem statement ("" if it has none), or None if `text` does not
+    follow `parts` around it."""
+    at = next((i for i, p in enumerate(parts) if isinstance(p, dict) and p["field"] == "problem_statement"), None)
+    if at is None:
+        return ""
+    before, after = fill(parts[:at], opening), fill(parts[at + 1:], opening)
+    if len(before) + len(after) > len(text) or not (text.startswith(before) and text.endswith(after)):
+        return None
+    return text[len(before): len(text) - len(after)]
 
 
 def _first(record: dict, role: str) -> str:
@@ -249,17 +288,17 @@ def _language_slot(parts: list) -> list:
     return parts
 
 
-def _template(texts: list[str], records: list[dict], tasks: dict[str, dict], language: bool) -> tuple[list, int]:
-    """The template most of `texts` follow once their known values are fields, and how many follow it."""
+def _template(texts: list[str], records: list[dict], tasks: dict[str, dict], language: bool) -> list:
+    """The template most of `texts` follow once their known values are fields."""
     shapes = [_parts(text, _known_values(r, text, tasks), language) for text, r in zip(texts, records)]
     keys = [json.dumps(shape) for shape in shapes]
     shape, count = Counter(keys).most_common(1)[0]
     if count / len(keys) >= COVERAGE:
-        return json.loads(shape), count
+        return json.loads(shape)
     return _with_varying_part(shapes, records, tasks)
 
 
-def _with_varying_part(shapes: list[list], records: list[dict], tasks: dict[str, dict]) -> tuple[list, int]:
+def _with_varying_part(shapes: list[list], records: list[dict], tasks: dict[str, dict]) -> list:
     """The template when one part of the text still varies between trajectories: what lies between the text
     before and after it that (at least 95% of) them share. When a majority shares more of the text around it than
     95% do, the trajectories follow different templates, and the error names two that disagree."""
@@ -271,9 +310,25 @@ def _with_varying_part(shapes: list[list], records: list[dict], tasks: dict[str,
         raise PromptsError(f"no template covers {COVERAGE:.0%} of the trajectories (the commonest covers "
                            f"{sum(follows)} of {len(flat)}): {records[follows.index(True)]['id']} and "
                            f"{records[follows.index(False)]['id']} disagree")
+    prefix, suffix = _statement_whitespace_given_back(prefix, suffix)
     middles = [f[len(prefix): len(f) - len(suffix)] for f in flat]
     name = _name_of_varying_part(middles, records, tasks)
-    return _unflatten(prefix) + [{"field": name}] + _unflatten(suffix), len(flat)
+    return _unflatten(prefix) + [{"field": name}] + _unflatten(suffix)
+
+
+def _statement_whitespace_given_back(prefix: str, suffix: str) -> tuple[str, str]:
+    """The text around the varying part less the whitespace that belongs to the problem statements: the agent fills
+    in a raw statement, whose own whitespace the trajectories carry too (SWE-bench's end in a line break). Which
+    whitespace is the template's the trajectories cannot tell when (nearly) all statements share it, so the template
+    keeps the one line break that puts the statement on lines of its own (as OpenHands' templates place it), and
+    the indentation of the text after it; any other whitespace next to it is the statement's."""
+    run = prefix[len(prefix.rstrip()):]
+    if "\n" in run:
+        prefix = prefix[: len(prefix) - len(run) + run.index("\n") + 1]
+    run = suffix[: len(suffix) - len(suffix.lstrip())]
+    if "\n" in run:
+        suffix = suffix[run.rindex("\n"):]
+    return prefix, suffix
 
 
 _MARK = "\x00"
