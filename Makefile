@@ -23,9 +23,11 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml Makefile $(LOCK)
-	@if ! command -v bwrap >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; \
-	  else echo "note: bubblewrap (the agent's sandbox) is missing: sudo apt-get install bubblewrap"; fi; fi
+	@# bubblewrap: the agent's sandbox; tmux: the tests compare the agent's terminal output with a real tmux pane
+	@missing=""; command -v bwrap >/dev/null || missing=bubblewrap; command -v tmux >/dev/null || missing="$$missing tmux"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: missing $$missing: sudo apt-get install $$missing"; fi; fi
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	@# setuptools too: the venv's own older copy would otherwise stay, and differ from the lock

@@ -95,6 +95,21 @@ BANNED = [
     ("awk '{ print | \"python3\" }' cmds.txt", "python3"),
     ("(( n > 1 )) && pytest", "pytest"),
     ("x=$(which ls); pytest", "pytest"),
+    # Python's own programs import or run the file they are given (`pydoc3 evil` executes evil.py)
+    ("cd /workspace/repo && pydoc3 evil | head -3", "pydoc3"),
+    ("pydoc3.11 pkg.module", "pydoc3.11"),
+    ("printf 'c\\nq\\n' | pdb3 evil.py | head -3", "pdb3"),
+    ("pdb3.11 -c continue evil.py < /dev/null", "pdb3.11"),
+    ("/usr/bin/pdb3 evil.py", "pdb3"),
+    ("timeout 5 pdb -c continue evil.py", "pdb"),
+    ("py3compile evil.py", "py3compile"),
+    ("env py3clean .", "py3clean"),
+    ("pygettext3 -o /dev/null evil.py", "pygettext3"),
+    ("xargs pygettext3.11 < files.txt", "pygettext3.11"),
+    ("2to3 -w evil.py", "2to3"),
+    ("/usr/bin/2to3-3.11 evil.py", "2to3-3.11"),
+    ("bash -c 'idle3 evil.py'", "idle3"),
+    ("idle-python3.11 -r evil.py", "idle-python3.11"),
 ]
 
 COMPUTED = [

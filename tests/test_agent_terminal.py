@@ -13,6 +13,7 @@ import time
 import pytest
 
 from swehero.agent.local import LocalRuntime
+from swehero.agent.runtime import CappedBuffer
 from swehero.agent.terminal import as_terminal_shows, openhands_reads
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -32,9 +33,9 @@ OUTPUTS = [
 ]
 
 
-def tmux_shows(raw: str, tmp_path) -> str:
+def tmux_shows(raw: bytes, tmp_path) -> str:
     out, socket = tmp_path / "output", str(tmp_path / "tmux.socket")
-    out.write_bytes(raw.encode())
+    out.write_bytes(raw)
     tmux = ["tmux", "-S", socket]
     subprocess.run(tmux + ["new-session", "-d", "-x", "1000", "-y", "1000",
                            f"cat {out}; tmux -S {socket} wait-for -S shown; sleep 60"], check=True)
@@ -51,7 +52,7 @@ def tmux_shows(raw: str, tmp_path) -> str:
 @pytest.mark.parametrize("raw", OUTPUTS)
 def test_output_is_what_a_tmux_pane_shows(raw, tmp_path, monkeypatch):
     monkeypatch.setenv("LANG", "C.UTF-8")
-    assert as_terminal_shows(raw).rstrip("\n") == tmux_shows(raw, tmp_path).rstrip("\n")
+    assert as_terminal_shows(raw).rstrip("\n") == tmux_shows(raw.encode(), tmp_path).rstrip("\n")
 
 
 def test_what_the_pane_shows():
@@ -60,6 +61,42 @@ def test_what_the_pane_shows():
     assert "     1  def f():\n     2          return 1\na\nabcdefghXj\n1234567 z\n12345678        z\n" in shown
     assert "xylink\nprompt$ \nbinary.\n" in shown and "\x1b" not in shown
     assert as_terminal_shows("no controls\n") == "no controls\n"
+
+
+INVALID_UTF8 = {  # bytes -> what tmux 3.3a shows (checked by hand, and below against tmux where installed)
+    b"na\xc3\xafve\nna\xc3\n": "naïve\nna\n",  # `cut -c1-3` cuts a character short
+    b"# Author: Jos\xe9\n": "# Author: Jos\n",  # a Latin-1 source
+    b"a\xffb \x80 \xc0\x80 \xfe\n": "ab   \n",  # bytes that start no character
+    b"a\xe2\x82b\xf0\x9f\x98\tc\n": "ab      c\n",  # an ASCII byte ends a character cut short
+    b"a\xc3\xc3\xa9b \xe2\x82\xc3\xa9\n": "ab \n",  # a lead byte takes its length's bytes before the check
+    b"a\xed\xa0\x80b\xf4\x90\x80\x80c\xe0\x80\x80\n": "abc\n",  # a surrogate, past U+10FFFF, overlong
+    b"\xe2\x82\xac \xf0\x9f\x98\x80 \xef\xbf\xbd\n": "€ 😀 \ufffd\n",  # valid ones, U+FFFD written as such
+}
+
+
+def as_read(raw: bytes, cap_bytes: int = 1 << 20) -> str:
+    """What the agent is shown of `raw` read from a command's terminal."""
+    buffer = CappedBuffer(cap_bytes)
+    buffer.add(raw)
+    return as_terminal_shows(buffer.text())
+
+
+@needs_tmux
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("raw", INVALID_UTF8)
+def test_invalid_utf8_is_left_out_as_a_tmux_pane_leaves_it_out(raw, tmp_path, monkeypatch):
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    assert as_read(raw).rstrip("\n") == tmux_shows(raw, tmp_path).rstrip("\n")
+
+
+def test_invalid_utf8_is_left_out():
+    for raw, shown in INVALID_UTF8.items():
+        assert as_read(raw) == shown, raw
+    buffer = CappedBuffer(64)  # capped: the head, the scrollback and the tail decode alike
+    for raw in [b"x\xff" * 50 + b"\n"] * 10:
+        buffer.add(raw)
+    pane, _ = buffer.pane()
+    assert "\ufffd" not in buffer.text() + pane and "xxxx" in buffer.text() and "x" * 50 in pane
 
 
 class OpenHandsPane:
@@ -210,6 +247,7 @@ def test_commands_show_in_our_sandbox_what_they_show_in_openhands_pane(tmp_path,
         "p.add_argument('--mode', help=' '.join(['word'] * 60)); p.print_help()\"",
         "python3 -c \"import warnings; print('first'); warnings.warn('second'); print('third')\"",
         "git -c core.pager='echo PAGED' log --oneline",
+        "printf 'na\\xc3\\xafve\\n' | cut -c1-3; printf 'a\\xffb\\n'",
     ]
     pane = OpenHandsPane(tmp_path)
     runtime = LocalRuntime(repo, "/workspace/repo", tmp_path / "work")

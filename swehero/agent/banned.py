@@ -25,7 +25,9 @@ import shlex
 from dataclasses import dataclass, field
 
 BANNED_PATTERNS: tuple[tuple[str, str], ...] = (
-    (r"i?python[0-9.]*|pypy[0-9.]*|python[0-9.]*-config|jython|bpython|ptpython|py", "python"),
+    (r"i?python[0-9.]*|pypy[0-9.]*|python[0-9.]*-config|jython|bpython|ptpython|py"
+     r"|pdb[0-9.]*|pydoc[0-9.]*|py3compile|py3clean|pygettext[0-9.]*|2to3[0-9.-]*|idle[0-9.]*|idle-python[0-9.]*",
+     "python"),
     (r"pytest(-[0-9.]+)?|py\.test|nosetests|nose2|tox|nox|trial|unittest|coverage[0-9.-]*|behave|green|stestr"
      r"|django-admin", "test runner"),
     (r"mypy|dmypy|stubtest|pyright|pytype|pyre", "type checker"),
@@ -34,7 +36,9 @@ BANNED_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"apt|apt-get|aptitude|dpkg|yum|dnf|apk", "system package manager"),
 )
 """(regex on the command's basename, what it is): the programs SWE-Zero's prompt forbids running. `coverage`,
-`behave`, `green`, `stestr` and `django-admin` run the project's code as pytest does; `py` is the Python launcher."""
+`behave`, `green`, `stestr` and `django-admin` run the project's code as pytest does; `py` is the Python launcher;
+`pdb`, `pydoc`, `py3compile`, `py3clean`, `pygettext`, `2to3` and `idle` are Python's own programs, run by it on
+what they are given (`pydoc3 mod` imports mod.py, `pdb3 -c continue x.py` runs x.py)."""
 
 _BANNED = [(re.compile(rf"(?:{rx})\Z"), what) for rx, what in BANNED_PATTERNS]
 

@@ -10,6 +10,7 @@ the sandbox's processes end with it.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import math
 import re
@@ -52,7 +53,7 @@ class RuntimeConfig:
 @dataclass(frozen=True)
 class CommandResult:
     output: str
-    """Merged stdout and stderr, decoded (invalid UTF-8 replaced), possibly capped."""
+    """Merged stdout and stderr, decoded as tmux decodes it (`decode_as_tmux`), possibly capped."""
     exit_code: int
     """The command's exit status; -1 when it timed out."""
     timed_out: bool
@@ -267,6 +268,33 @@ def run_to_end(channel: Channel, timeout: float, cap_bytes: int) -> CommandResul
                          cwd=cwd, python=python)
 
 
+def decode_as_tmux(data: bytes) -> str:
+    """Command output as text, invalid UTF-8 left out as OpenHands' tmux pane leaves it out (`errors="replace"` would
+    show U+FFFD there, which OpenHands' observations never hold)."""
+    return data.decode("utf-8", errors=_TMUX_DISCARDS)
+
+
+_UTF8_LENGTHS = {**dict.fromkeys(range(0xC2, 0xE0), 2), **dict.fromkeys(range(0xE0, 0xF0), 3),
+                 **dict.fromkeys(range(0xF0, 0xF5), 4)}
+"""Lead byte -> length of the character it starts, as tmux's `utf8_open` takes them (other bytes start none)."""
+
+
+def _tmux_discard(error: UnicodeDecodeError) -> tuple[str, int]:
+    """Drop what tmux 3.3a (input.c, utf8.c) drops at an invalid byte. A lead byte takes as many more non-ASCII bytes
+    as its length asks for, continuation bytes or not, before the whole is checked (so `\\xc3\\xc3\\xa9` loses its
+    `\\xa9` too); an ASCII byte ends a character cut short; any other byte is dropped alone. Not modelled: tmux steps
+    over an escape sequence or DEL inside a character, which programs do not write."""
+    data, end = error.object, error.start + 1
+    last = error.start + _UTF8_LENGTHS.get(data[error.start], 1)
+    while end < min(last, len(data)) and data[end] >= 0x80:
+        end += 1
+    return "", end
+
+
+_TMUX_DISCARDS = "swehero-tmux-discards"
+codecs.register_error(_TMUX_DISCARDS, _tmux_discard)
+
+
 class CappedBuffer:
     """Keeps the first and last `cap // 2` bytes of a stream (`text`), counting what it drops. What it drops goes on
     into a `Scrollback`, so that the output can still be shown as OpenHands' pane would show it whole (`pane`)."""
@@ -299,7 +327,7 @@ class CappedBuffer:
         scrolled = data[:cut]
         if self.scrollback is None:  # the stream starts with the head
             self.scrollback, scrolled = Scrollback(), bytes(self.head) + scrolled
-        self.scrollback.write(scrolled.decode("utf-8", errors="replace"))
+        self.scrollback.write(decode_as_tmux(scrolled))
         self.dropped += cut
         self.tail, self.tail_len = collections.deque([data[cut:]]), len(data) - cut
 
@@ -308,15 +336,15 @@ class CappedBuffer:
         dropped = self.dropped + max(len(tail) - self.half, 0)
         tail = tail[-self.half:]
         middle = f"\n[... {dropped} bytes of output dropped ...]\n".encode() if dropped else b""
-        return (bytes(self.head) + middle + tail).decode("utf-8", errors="replace")
+        return decode_as_tmux(bytes(self.head) + middle + tail)
 
     def pane(self) -> tuple[str, int]:
         """The output for `openhands_reads`: whole, or once bytes were dropped, what the pane still holds of them
         followed by the tail; and the rows of its start left out (its `scrolled` argument)."""
         tail = b"".join(self.tail)
         if self.scrollback is None:
-            return (bytes(self.head) + tail).decode("utf-8", errors="replace"), 0
-        return self.scrollback.text() + tail.decode("utf-8", errors="replace"), self.scrollback.scrolled
+            return decode_as_tmux(bytes(self.head) + tail), 0
+        return self.scrollback.text() + decode_as_tmux(tail), self.scrollback.scrolled
 
 
 def _scroll_point(data: bytes, at: int) -> int:
