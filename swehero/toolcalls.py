@@ -200,9 +200,12 @@ def _typed(tool: str, key: str, value: str):
 
 
 def _as_call(value: object) -> dict | None:
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not _is_utf8(value["name"]):
+    # No `arguments` (`parameters` instead, or none at all): no call, as vLLM's hermes parser reads it; the chat
+    # template writes the key for every call, so training never shows a call without it.
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not _is_utf8(value["name"]) \
+            or "arguments" not in value:
         return None
-    arguments = value.get("arguments", {})
+    arguments = value["arguments"]
     if isinstance(arguments, str):  # some models double-encode; accept a JSON string holding an object
         try:
             arguments = _DECODER.decode(arguments)

@@ -97,12 +97,15 @@ def test_openai_policy_retries_and_sends_sampling_settings():
 
 
 def test_openai_policy_errors():
-    server = _Server([(400, {"error": "This model's maximum context length is 4096 tokens"}),
+    # vLLM's answer to a prompt of exactly max_model_len tokens: no token left, the context limit all the same
+    at_the_limit = {"error": {"message": "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)"}}
+    server = _Server([(400, {"error": "This model's maximum context length is 4096 tokens"}), (400, at_the_limit),
                       (400, {"error": "bad request"}), (500, {}), (500, {})])
     try:
         policy = OpenAIPolicy(OpenAIConfig(base_url=server.url, model="m", backoff=0.01, request_retries=1))
-        with pytest.raises(ContextLimit):
-            policy.act([], [])
+        for _ in range(2):
+            with pytest.raises(ContextLimit):
+                policy.act([], [])
         with pytest.raises(PolicyError, match="HTTP 400"):
             policy.act([], [])
         with pytest.raises(PolicyError, match="HTTP 500"):

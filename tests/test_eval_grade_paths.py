@@ -124,15 +124,18 @@ def test_a_grading_the_machine_failed_is_graded_again(toy, tmp_path, monkeypatch
 
 
 class _Endpoint(JsonServer):
-    """An OpenAI-compatible server: `/models` lists `served`; every chat reply finishes."""
+    """An OpenAI-compatible server: `/models` lists `served`; every chat reply finishes. `strict`: as vLLM, a
+    request for another model is refused."""
 
-    def __init__(self, served: str) -> None:
-        self.served = served
+    def __init__(self, served: str, strict: bool = False) -> None:
+        self.served, self.strict = served, strict
         super().__init__(self._answer)
 
     def _answer(self, method: str, path: str, body: dict | None) -> tuple[int, dict]:
         if method == "GET":
             return 200, {"object": "list", "data": [{"id": self.served, "object": "model"}]}
+        if self.strict and body["model"] != self.served:
+            return 404, {"error": {"message": f"The model `{body['model']}` does not exist.", "code": 404}}
         finish = {"name": "finish", "arguments": json.dumps({"message": "done"})}
         return 200, {"choices": [{"message": {"role": "assistant", "content": "", "tool_calls": [
             {"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function", "function": finish}]}}],
@@ -167,6 +170,27 @@ def test_a_model_named_is_the_label_whatever_the_endpoint_serves(toy, tmp_path):
     finally:
         endpoint.close()
     assert [p["model_name_or_path"] for p in _lines(out / PREDICTIONS)] == ["mine"]
+
+
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
+def test_an_endpoint_that_refuses_the_requests_stops_the_run_before_any_attempt(toy, tmp_path):
+    """A misspelt model name: every attempt ended as an agent error, committed, the run a finished report of 0%
+    that a rerun with the right name refused to touch (other settings)."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    endpoint, out = _Endpoint("qtiny", strict=True), tmp_path / "run"
+    try:
+        result = CliRunner().invoke(main, ["eval", "run", str(out), "--tasks", str(toy), "--instances", CALC,
+                                           "--policy", "openai", "--base-url", endpoint.url, "--openai-model",
+                                           "qtiny-typo", "--grader", "none"])
+    finally:
+        endpoint.close()
+    assert result.exit_code == 1, result.output
+    assert f"Error: {endpoint.url}/chat/completions: HTTP 404: " in result.output
+    assert "qtiny-typo` does not exist" in result.output and "no attempt was made" in result.output
+    assert not (out / PREDICTIONS).exists()
 
 
 @pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes

@@ -155,6 +155,23 @@ def test_a_malformed_call_is_refused_by_importers_plugin_and_agent_alike(tokeniz
 
 
 
+
+@pytest.mark.parametrize("body", ['{"name": "execute_bash", "parameters": {"command": "ls"}}', '{"name": "finish"}'])
+def test_a_call_without_arguments_is_no_call_to_vllm_the_plugin_the_agent_and_the_importers(tokenizer, body):
+    """The agent answered a call written with `parameters` as one with no arguments ("missing command"), where
+    OpenHands behind vLLM sees no call; and stored it back as `"arguments": {}`, a text the model never wrote."""
+    from swehero.agent.openai_policy import parse_text_tool_calls as agent_reader
+    from swehero.data.importers import parse_text_tool_calls as importer_reader
+    from swehero.data.trajectory import Reject
+
+    text = f"Let me look.\n<tool_call>\n{body}\n</tool_call>"
+    assert not vllm_hermes.Hermes2ProToolParser(tokenizer).extract_tool_calls(text, None).tools_called
+    assert not JsonAwareHermesToolParser(tokenizer).extract_tool_calls(text, None).tools_called
+    assert agent_reader(text) == (text, [])
+    with pytest.raises(Reject):
+        importer_reader(text, "c")
+
+
 REPLIES = [(content, n) for content in ["Let me edit.", "", "Two lines\n\nthen a blank one", "  spaced  ", "ends\n"]
            for n in (0, 1, 2) if content or n]  # an empty reply is not stored
 

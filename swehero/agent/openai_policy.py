@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 
 from swehero import toolcalls
-from swehero.agent.policy import ContextLimit, PolicyError, Reply
+from swehero.agent.policy import ContextLimit, PolicyError, Reply, RequestRefused
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,13 @@ class OpenAIPolicy:
                     raise PolicyError(f"{url}: the reply is not JSON: {body[:200]!r}") from None
             except urllib.error.HTTPError as e:
                 detail = e.read().decode(errors="replace")[:2000]
-                if e.code == 400 and re.search(r"context length|maximum context|too long", detail, re.I):
+                # vLLM: a prompt past max_model_len; exactly at it, no token left to generate
+                if e.code == 400 and re.search(r"context length|maximum context|too long|max_tokens must be at least 1",
+                                               detail, re.I):
                     raise ContextLimit(detail) from None
-                if e.code != 429 and e.code < 500 or attempt == self.config.request_retries:
+                if e.code != 429 and e.code < 500:
+                    raise RequestRefused(f"{url}: HTTP {e.code}: {detail}") from None
+                if attempt == self.config.request_retries:
                     raise PolicyError(f"{url}: HTTP {e.code}: {detail}") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
                 if attempt == self.config.request_retries:

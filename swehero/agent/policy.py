@@ -25,3 +25,8 @@ class PolicyError(RuntimeError):
 
 class ContextLimit(PolicyError):
     """The server refused the request because the conversation no longer fits the model's context."""
+
+
+class RequestRefused(PolicyError):
+    """The server refused the request itself (HTTP 4xx other than 429 and the context limit: an unknown model name,
+    a missing key, tool calling not enabled): it would refuse every request alike."""
