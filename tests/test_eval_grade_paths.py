@@ -181,16 +181,19 @@ def test_an_endpoint_that_refuses_the_requests_stops_the_run_before_any_attempt(
     from swehero.cli import main
 
     endpoint, out = _Endpoint("qtiny", strict=True), tmp_path / "run"
+    argv = ["eval", "run", str(out), "--tasks", str(toy), "--instances", CALC, "--policy", "openai", "--base-url",
+            endpoint.url, "--grader", "none", "--openai-model"]
     try:
-        result = CliRunner().invoke(main, ["eval", "run", str(out), "--tasks", str(toy), "--instances", CALC,
-                                           "--policy", "openai", "--base-url", endpoint.url, "--openai-model",
-                                           "qtiny-typo", "--grader", "none"])
+        refused = CliRunner().invoke(main, argv + ["qtiny-typo"])
+        assert not (out / PREDICTIONS).exists() or not _lines(out / PREDICTIONS)
+        mended = CliRunner().invoke(main, argv + ["qtiny"])
     finally:
         endpoint.close()
-    assert result.exit_code == 1, result.output
-    assert f"Error: {endpoint.url}/chat/completions: HTTP 404: " in result.output
-    assert "qtiny-typo` does not exist" in result.output and "no attempt was made" in result.output
-    assert not (out / PREDICTIONS).exists()
+    assert refused.exit_code == 1, refused.output
+    assert f"Error: {endpoint.url}/chat/completions: HTTP 404: " in refused.output
+    assert "qtiny-typo` does not exist" in refused.output and "resumes with the rest" in refused.output
+    assert mended.exit_code == 0, mended.output
+    assert [p["model_name_or_path"] for p in _lines(out / PREDICTIONS)] == ["qtiny"]
 
 
 @pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from swehero.agent.policy import ContextLimit, Policy, PolicyError, Reply
+from swehero.agent.policy import ContextLimit, EndpointRefused, Policy, PolicyError, Reply
 from swehero.agent.stuck import is_stuck
 from swehero.agent.task import Task
 from swehero.agent.tools import ERROR_TRAILER, InvalidCall, Tools, parse_call
@@ -88,6 +88,8 @@ def run_episode(task: Task, policy: Policy, tools: Tools, opening: list[dict], c
         meta["finish_reason"] = "time_limit"
     except PolicyError as e:
         meta["finish_reason"], meta["error"] = "agent_error", str(e)
+        if isinstance(e, EndpointRefused):  # for the runner: not the attempt's outcome, and every attempt's alike
+            meta["endpoint_refused"] = True
     except (KeyboardInterrupt, SystemExit):
         meta["finish_reason"] = "interrupted"
         raise

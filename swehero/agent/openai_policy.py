@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 
 from swehero import toolcalls
-from swehero.agent.policy import ContextLimit, PolicyError, Reply, RequestRefused
+from swehero.agent.policy import ContextLimit, EndpointRefused, PolicyError, Reply
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,9 @@ class OpenAIPolicy:
                 if e.code == 400 and re.search(r"context length|maximum context|too long|max_tokens must be at least 1",
                                                detail, re.I):
                     raise ContextLimit(detail) from None
-                if e.code != 429 and e.code < 500:
-                    raise RequestRefused(f"{url}: HTTP {e.code}: {detail}") from None
-                if attempt == self.config.request_retries:
+                if e.code in (401, 403, 404):
+                    raise EndpointRefused(f"{url}: HTTP {e.code}: {detail}") from None
+                if e.code != 429 and e.code < 500 or attempt == self.config.request_retries:
                     raise PolicyError(f"{url}: HTTP {e.code}: {detail}") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
                 if attempt == self.config.request_retries:

@@ -27,6 +27,6 @@ class ContextLimit(PolicyError):
     """The server refused the request because the conversation no longer fits the model's context."""
 
 
-class RequestRefused(PolicyError):
-    """The server refused the request itself (HTTP 4xx other than 429 and the context limit: an unknown model name,
-    a missing key, tool calling not enabled): it would refuse every request alike."""
+class EndpointRefused(PolicyError):
+    """The server refuses to serve this client at all (HTTP 401, 403, 404: a missing key, a misspelt model name):
+    it would refuse every request alike, whatever the conversation."""

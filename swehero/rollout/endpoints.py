@@ -28,6 +28,12 @@ class NoLiveEndpoint(Unavailable):
     resume would never redo."""
 
 
+class EndpointRefusesRequests(InputError):
+    """An endpoint refuses the attempts' requests themselves (HTTP 401, 403, 404: a missing key, a misspelt model
+    name). The run stops rather than commit every attempt as an agent error, a finished report of 0% that a rerun
+    with the settings mended would refuse to touch (made with other settings)."""
+
+
 @dataclass
 class Endpoint:
     url: str
@@ -46,25 +52,6 @@ def alive(url: str, timeout: float = 10.0) -> bool:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
-
-
-def check_accepted(urls: list[str], settings: AgentSettings) -> None:
-    """InputError if an endpoint that answers refuses the attempts' requests themselves (a misspelt model name, a
-    missing key, a server started without tool calling): each attempt would end as an agent error, committed, and
-    the run as a finished report of 0% that a rerun keeps. One request of one token each, with the attempts'
-    model, tools and sampling; an endpoint that does not answer is the runner's to fail over."""
-    from swehero.agent.openai_policy import OpenAIPolicy
-    from swehero.agent.policy import PolicyError, RequestRefused
-    from swehero.toolspec import openhands_tools
-
-    for url in filter(alive, urls):
-        try:
-            OpenAIPolicy(replace(settings.openai, base_url=url, max_reply_tokens=1, request_retries=0)).act(
-                [{"role": "user", "content": "Reply with one word."}], openhands_tools())
-        except RequestRefused as e:
-            raise InputError(f"{e}; no attempt was made") from None
-        except PolicyError:  # not the request's fault (a reply cut short, a timeout): the attempts will tell
-            pass
 
 
 class EndpointPool:
@@ -125,9 +112,7 @@ def serving(settings: AgentSettings, endpoints: list[str], serve: ServeConfig, l
     if settings.policy != "openai":
         yield settings, []
     elif endpoints or settings.openai.base_url:
-        urls = list(endpoints) or [settings.openai.base_url]
-        check_accepted(urls, settings)
-        yield settings, urls
+        yield settings, list(endpoints) or [settings.openai.base_url]
     elif not serve.model:
         raise InputError("the openai policy needs a model endpoint (endpoints / agent.openai.base_url) or a "
                          "checkpoint to serve (serve.model)")

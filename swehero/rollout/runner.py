@@ -38,7 +38,7 @@ from swehero.agent.task import Task
 from swehero.errors import InputError
 from swehero.jsonio import differences
 from swehero.rollout.attempt import attempt_in_child
-from swehero.rollout.endpoints import EndpointPool
+from swehero.rollout.endpoints import EndpointPool, EndpointRefusesRequests
 from swehero.rollout.tasks import repo_dir
 from swehero.serve.server import ServeConfig
 
@@ -216,13 +216,22 @@ def _to_stderr(message: str) -> None:
 def _attempt(job: Job, settings: AgentSettings, source: Path | None, workdir: Path, pool: EndpointPool | None,
              stop: threading.Event, history: Path) -> dict | None:
     if pool is None:
-        return attempt_in_child(job.task, settings, source, workdir, stop, history)
+        return _accepted(attempt_in_child(job.task, settings, source, workdir, stop, history))
     while True:  # each failover marks an endpoint dead: once all are, `borrow` raises NoLiveEndpoint
         with pool.borrow() as endpoint:
             with_url = replace(settings, openai=replace(settings.openai, base_url=endpoint.url))
-            record = attempt_in_child(job.task, with_url, source, workdir, stop, history)
+            record = _accepted(attempt_in_child(job.task, with_url, source, workdir, stop, history))
         if record is None or record["metadata"]["finish_reason"] != "agent_error" or pool.check(endpoint):
             return record
+
+
+def _accepted(record: dict | None) -> dict | None:
+    """`record`, unless its endpoint refused its requests themselves: then the run stops, committing nothing."""
+    if record is not None and record["metadata"].get("endpoint_refused"):
+        raise EndpointRefusesRequests(f"{record['metadata']['error']}: every attempt's requests would be refused "
+                                      "alike; the attempts committed are kept, and the same command, its settings "
+                                      "mended, resumes with the rest")
+    return record
 
 
 @contextlib.contextmanager
