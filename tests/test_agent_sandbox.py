@@ -119,6 +119,7 @@ def test_private_tmp_no_network_own_pids(rt):
     assert int(pids) < 10
 
 
+@pytest.mark.slow  # seconds of real processes: the fast tier stays under 2 minutes
 def test_timeout_kills_the_whole_process_tree(rt):
     """A command run to its end (`execute`: installs, patches) dies at its time limit with everything it started;
     an agent's command past its limit keeps running until the next episode's first command, the patch or the end."""
@@ -204,6 +205,7 @@ def test_each_command_closes_its_terminal(rt, monkeypatch):
     assert open_fds() == before
 
 
+@pytest.mark.slow  # seconds of real processes: the fast tier stays under 2 minutes
 def test_output_caps_hold(rt):
     t = time.monotonic()
     out = bash(rt, "yes 0123456789 | head -c 50000000; echo; echo END")

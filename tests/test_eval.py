@@ -521,6 +521,7 @@ def test_eval_is_a_recipe_stage(tmp_path):
     assert report["total"] == 2 and report["resolved"] == 2
 
 
+@pytest.mark.slow  # seconds of real processes: the fast tier stays under 2 minutes
 @pytest.mark.parametrize("model", ["", "m"])
 def test_time_limit_covers_setup_and_agent(toy, tmp_path, model):
     """A server that accepts connections and never answers: with no model name the agent blocks while setting up
@@ -666,6 +667,7 @@ def test_what_a_run_cannot_use_is_one_line_before_any_attempt(toy, tmp_path):
         assert "Traceback" not in result.output and set(os.listdir(out)) <= {"eval.json", ".lock"}, args
 
 
+@pytest.mark.slow  # seconds of real processes: the fast tier stays under 2 minutes
 def test_a_missing_repository_fails_the_command_after_the_others(toy, tmp_path):
     import shutil
 
