@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from train_jobs import hf_weights, losses, settings, start, start_stage, train, trajectory  # noqa: E402
 
 from swehero.data.prepare import PrepareConfig, prepare  # noqa: E402
-from swehero.train.config import CheckpointConfig, OptimizerConfig, ParallelConfig  # noqa: E402
+from swehero.train.config import CheckpointConfig, OptimizerConfig, ParallelConfig, Settings  # noqa: E402
 from swehero.train.metrics import read_metrics  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -225,9 +225,14 @@ def test_virtual_pipeline_matches_one_stage_and_resumes(tmp_path, dataset, four_
 def test_resume_without_the_distributed_optimizer(tmp_path, dataset, tiny_model_dir):
     s = settings(dataset, steps=4, distributed_optimizer=False, export_hf=False,
                  checkpoint=CheckpointConfig(every=2, keep_last=2, async_save=False))
-    whole = train(tmp_path / "whole", s, tiny_model_dir)
-    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-2", tmp_path / "split" / "checkpoints" / "step-2")
-    resumed = train(tmp_path / "split", s, tiny_model_dir)
+    _resumes_at_step_2_as_it_went_on(tmp_path, s, tiny_model_dir)
+
+
+def _resumes_at_step_2_as_it_went_on(tmp_path: Path, s: Settings, init: Path) -> None:
+    """A 4-step run, and a run started from its step-2 checkpoint alone: steps 3-4 come out the same."""
+    whole = train(tmp_path / "whole", s, init)
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-2", tmp_path / "resumed" / "checkpoints" / "step-2")
+    resumed = train(tmp_path / "resumed", s, init)
     assert [r["step"] for r in resumed if "loss" in r] == [3, 4]
     assert losses(resumed) == pytest.approx(losses(whole)[2:], rel=1e-6)
 
@@ -263,11 +268,7 @@ def test_bf16_on_megatrons_local_layers_saves_resumes_and_exports(tmp_path, data
     # cast as Megatron-LM's Float16Module does, the distributed optimizer's state cannot be saved.
     s = settings(dataset, steps=4, precision="bf16", gpus_per_node=2,
                  checkpoint=CheckpointConfig(every=2, keep_last=2, async_save=False))
-    whole = train(tmp_path / "whole", s, bf16_model_dir)
-    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-2", tmp_path / "resumed" / "checkpoints" / "step-2")
-    resumed = train(tmp_path / "resumed", s, bf16_model_dir)
-    assert [r["step"] for r in resumed if "loss" in r] == [3, 4]
-    assert losses(resumed) == pytest.approx(losses(whole)[2:], rel=1e-6)
+    _resumes_at_step_2_as_it_went_on(tmp_path, s, bf16_model_dir)
     exported, reexported = (hf_weights(folder / "hf") for folder in (tmp_path / "whole", tmp_path / "resumed"))
     for name, tensor in exported.items():
         assert tensor.dtype == torch.bfloat16 and torch.equal(tensor, reexported[name]), name
