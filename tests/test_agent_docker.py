@@ -239,7 +239,8 @@ def test_binary_and_non_utf8_files_and_huge_outputs_survive(calc):
         editor("str_replace", f"{root}/latin.py", old_str="1", new_str="2")  # read and written back as Latin-1
         assert rt.files.read_bytes(f"{root}/latin.py") == "café = 2\n".encode("latin-1")
         raw = rt.execute("cat latin.py; printf '\\377\\376 end\\n'", 10)
-        assert raw.exit_code == 0 and "caf\ufffd = 2" in raw.output and raw.output.endswith("\ufffd\ufffd end\n")
+        # bytes that are not UTF-8 are left out, as OpenHands' tmux pane leaves them out
+        assert raw.exit_code == 0 and raw.output.endswith("caf = 2\n end\n")
         patch = rt.patch(calc["base_commit"])  # the Latin-1 file as a binary patch: its bytes survive as text
         assert "\ufffd" not in patch and "diff --git a/latin.py b/latin.py\nnew file mode 100644" in patch
         rt.container.put_archive("/tmp", _tar("latin.patch", patch.encode()))

@@ -200,7 +200,10 @@ def plan(recipe: Recipe, only: str | None = None, start: str | None = None, forc
 def _note_stale_needs(recipe: Recipe, step: Step) -> None:
     """`--only` runs (or skips) a stage on what its needs hold now; say which of them a plain run would rerun first,
     since the stage then works from (or was made from) outdated input."""
-    plain = {s.stage.name: s.reason for s in plan(recipe) if s.run}
+    try:
+        plain = {s.stage.name: s.reason for s in plan(recipe) if s.run}
+    except StageFailed:  # a plain run could not start now (a need's Slurm job is queued): no plan to compare with
+        return
     if stale := [f"{name} ({plain[name]})" for name in step.stage.needs if name in plain]:
         step.reason += f"; its input is out of date: a plain run would first rerun {', '.join(stale)}"
 
