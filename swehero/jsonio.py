@@ -101,11 +101,7 @@ def partial_path(path: Path) -> Iterator[Path]:
 def _locked(path: Path, busy: str) -> Iterator[None]:
     """Hold an exclusive lock on the file `path`, emptied (created if missing), or raise InputError(busy)."""
     while True:
-        with open(path, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise InputError(busy) from None
+        with exclusive(path, busy) as handle:
             # the file locked may have been renamed over its output, by a run that ended meanwhile: lock the new one
             if os.path.exists(path) and os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
                 handle.truncate(0)
@@ -134,16 +130,17 @@ def atomic_file(path: Path) -> Iterator[IO[str]]:
 
 
 @contextmanager
-def exclusive(lock: Path, busy: str = "") -> Iterator[None]:
-    """Hold an exclusive lock on the file `lock` (created if missing) for the block; released however the block
-    ends, also when the process dies. Per open file, so threads of one process exclude each other too. Waits for
-    the lock, unless `busy` is given: then, if it is held, an InputError of `busy` at once."""
+def exclusive(lock: Path, busy: str = "") -> Iterator[IO[str]]:
+    """Hold an exclusive lock on the file `lock` (created if missing) for the block, which gets it open for
+    appending; released however the block ends, also when the process dies. Per open file, so threads of one
+    process exclude each other too. Waits for the lock, unless `busy` is given: then, if it is held, an InputError
+    of `busy` at once."""
     with open(lock, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
         except BlockingIOError:
             raise InputError(busy) from None
-        yield
+        yield handle
 
 
 def write_json_atomic(path: Path, data: Any, indent: int | None = None, sort_keys: bool = False) -> None:
