@@ -72,6 +72,11 @@ INVALID_UTF8 = {  # bytes -> what tmux 3.3a shows (checked by hand, and below ag
     b"a\xed\xa0\x80b\xf4\x90\x80\x80c\xe0\x80\x80\n": "abc\n",  # a surrogate, past U+10FFFF, overlong
     b"\xe2\x82\xac \xf0\x9f\x98\x80 \xef\xbf\xbd\n": "€ 😀 \ufffd\n",  # valid ones, U+FFFD written as such
 }
+WIDTHLESS = {  # valid UTF-8 of characters tmux gives no width (glibc's wcwidth -1): they show nothing either
+    "don’t\n".encode().decode("latin-1").encode(): "donât\n",  # mojibake: U+0080, U+0099 are C1 controls
+    "a\u0378b\ufffec\U0010ffffd\u2028e\u2029f\x85g\n".encode(): "abcdefg\n",  # unassigned, noncharacters, separators
+    "\xad\u200b\ufeff\ue000\u061c\xa0|\n".encode(): "\xad\u200b\ufeff\ue000\u061c\xa0|\n",  # format, private use: shown
+}
 
 
 def as_read(raw: bytes, cap_bytes: int = 1 << 20) -> str:
@@ -83,14 +88,14 @@ def as_read(raw: bytes, cap_bytes: int = 1 << 20) -> str:
 
 @needs_tmux
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("raw", INVALID_UTF8)
-def test_invalid_utf8_is_left_out_as_a_tmux_pane_leaves_it_out(raw, tmp_path, monkeypatch):
+@pytest.mark.parametrize("raw", {**INVALID_UTF8, **WIDTHLESS})
+def test_what_tmux_drops_is_left_out_as_a_tmux_pane_leaves_it_out(raw, tmp_path, monkeypatch):
     monkeypatch.setenv("LANG", "C.UTF-8")
     assert as_read(raw).rstrip("\n") == tmux_shows(raw, tmp_path).rstrip("\n")
 
 
-def test_invalid_utf8_is_left_out():
-    for raw, shown in INVALID_UTF8.items():
+def test_what_tmux_drops_is_left_out():
+    for raw, shown in {**INVALID_UTF8, **WIDTHLESS}.items():
         assert as_read(raw) == shown, raw
     buffer = CappedBuffer(64)  # capped: the head, the scrollback and the tail decode alike
     for raw in [b"x\xff" * 50 + b"\n"] * 10:

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
@@ -270,8 +271,22 @@ def run_to_end(channel: Channel, timeout: float, cap_bytes: int) -> CommandResul
 
 def decode_as_tmux(data: bytes) -> str:
     """Command output as text, invalid UTF-8 left out as OpenHands' tmux pane leaves it out (`errors="replace"` would
-    show U+FFFD there, which OpenHands' observations never hold)."""
-    return data.decode("utf-8", errors=_TMUX_DISCARDS)
+    show U+FFFD there, which OpenHands' observations never hold), and so are the characters tmux gives no width."""
+    return _without_widthless(data.decode("utf-8", errors=_TMUX_DISCARDS))
+
+
+_WIDTHLESS = ("Cc", "Cn", "Zl", "Zp")
+"""Unicode categories of the characters tmux 3.3a drops: those glibc's `wcwidth` gives -1 (C1 controls such as the
+U+0080-U+009F of mojibake, unassigned code points and noncharacters, the line and paragraph separators). Checked
+against tmux with glibc 2.36 on every code point of planes 0-3 and 14; both use Unicode 14, as Python 3.11 does (3.12
+knows the characters Unicode 15 added). ASCII's controls are the terminal's to interpret (`terminal.py`)."""
+
+
+def _without_widthless(text: str) -> str:
+    if text.isascii():
+        return text
+    dropped = {ord(ch): None for ch in set(text) if ch > "\x7f" and unicodedata.category(ch) in _WIDTHLESS}
+    return text.translate(dropped) if dropped else text
 
 
 _UTF8_LENGTHS = {**dict.fromkeys(range(0xC2, 0xE0), 2), **dict.fromkeys(range(0xE0, 0xF0), 3),
