@@ -110,6 +110,13 @@ BANNED = [
     ("/usr/bin/2to3-3.11 evil.py", "2to3-3.11"),
     ("bash -c 'idle3 evil.py'", "idle3"),
     ("idle-python3.11 -r evil.py", "idle-python3.11"),
+    ("function t { python -m pytest; }; t", "python"),  # a one-line function's body
+    ("git bisect run pytest -x", "pytest"),
+    ("git -C /testbed bisect run python3 check.py", "python3"),
+    ("git rebase -x 'python -m pytest' HEAD~3", "python"),
+    ("git rebase --exec=tox HEAD~1", "tox"),
+    ("git submodule foreach --recursive 'pip install .'", "pip"),
+    ("diff <(python3 old.py) expected.txt", "python3"),
 ]
 
 COMPUTED = [
@@ -126,6 +133,9 @@ COMPUTED = [
     ("bash -c \"$SCRIPT\"", "$SCRIPT"),
     ("echo pytest | bash", "bash reading its commands from a pipe"),
     ("cat run_tests.sh | sh -s -- -x", "sh reading its commands from a pipe"),
+    ("bash <(echo pytest)", "bash reading its commands from a process substitution"),
+    ("source <(sed s/x/y/ run.sh)", "source reading its commands from a process substitution"),
+    ("bash < <(echo pytest)", "bash reading its commands from a pipe"),
 ]
 
 ALLOWED = [
@@ -192,6 +202,10 @@ ALLOWED = [
     "cat <<'EOF' > run.sh\n#!/bin/bash\npytest -q\nEOF",
     "(( $n > 1 )) && ls",
     "(cd src && ls)|grep -c py",
+    "function show { grep -rn \"$1\" src; }; show foo",
+    "diff <(sort a.txt) <(sort b.txt) setup.py",  # after a process substitution: the command's arguments
+    "while read f; do wc -l $f; done < <(find . -name '*.py')",
+    "git log --oneline -3 && git bisect log",
 ]
 
 

@@ -198,6 +198,8 @@ def _bash(command: str) -> dict:
     ("curl -s https://github.com/o/r/pull/1.diff", "network download"),
     ("cd /tmp; wget https://example.org/x", "network download"),
     ("pip download requests==2.0", "pip download"),
+    ("diff <(git show 3f2a9c1:a.py) a.py", "a commit by hash"),  # commands in substitutions run too
+    ("echo $(git reflog | head -1)", "git reflog"),
 ])
 def test_leak_audit_finds_history_and_network_seeking_commands(command, kind):
     assert seeking_commands({"messages": [_bash(command)]}) == [{"command": command, "kind": kind}]

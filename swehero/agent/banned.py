@@ -4,8 +4,8 @@ SWE-Zero is execution-free: the agent may navigate (grep, find, cat, git log) bu
 (`python` in any form, test runners, type checkers, package managers). The agent writes arbitrary bash, so the
 check has to see through pipelines, `&&`/`||`/`;`, subshells, `$(...)`/backticks, `bash -c '...'`, `eval`,
 wrappers (`env`, `timeout`, `time -p`, `xargs`, `sudo`, `busybox`, ...), shell options (`bash -o pipefail -c`),
-heredocs and here-strings fed to a shell, `find -exec`, inline programs of other interpreters that start programs
-(`perl -e 'system("pytest")'`), and absolute paths such as `/usr/bin/python3`. A command whose program is only
+heredocs and here-strings fed to a shell, `find -exec`, `git bisect run`, process substitutions, one-line function
+bodies, inline programs of other interpreters that start programs (`perl -e 'system("pytest")'`), and absolute paths such as `/usr/bin/python3`. A command whose program is only
 known at run time (`$cmd`, `${cmd}`, `$(...)` as the command word, a script piped into a shell) cannot be checked:
 it is refused with that reason, unless its variable was assigned a plain word earlier in the same line.
 
@@ -45,7 +45,7 @@ _BANNED = [(re.compile(rf"(?:{rx})\Z"), what) for rx, what in BANNED_PATTERNS]
 _SHELLS = {"bash", "sh", "dash", "zsh", "ksh", "ash", "mksh", "yash"}
 _SHELL_OPTION_VALUE = {"-o", "+o", "-O", "+O", "--rcfile", "--init-file"}
 _KEYWORDS = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}", "coproc"}
-_SKIP_CONSTRUCTS = {"for", "select", "case", "function", "[[", "[", "test", "esac", "in"}
+_SKIP_CONSTRUCTS = {"for", "select", "case", "[[", "[", "test", "esac", "in"}
 _DECLARATIONS = {"export", "readonly", "declare", "typeset", "local"}
 # wrapper -> options that take a separate value; the first other non-option word is the wrapped command
 _WRAPPERS: dict[str, set[str]] = {
@@ -98,6 +98,8 @@ _SPAWNS = re.compile(r"\b(system|exec\w*|spawn\w*|popen\w*|Popen|qx|child_proces
 or `awk '/python/'` stay the text tools they are."""
 _SEPARATORS = {";", "&", "&&", "||", "|", "|&", "\n", "(", ")", ";;", ";&", ";;&"}
 _PIPES = {"|", "|&"}
+_PROCESS_SUBSTITUTION = "<(...)"
+"""The word a process substitution stands for in a simple command (its commands are scanned apart)."""
 _REDIRECT = re.compile(r"[0-9]*(<<<|<<-|<<|<>|<&|>&|>>|>\||<|>)|&>>?")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\[[^]]*\])?\+?=")
 _HEREDOC = re.compile(r"(?<!<)<<(?!<)-?\s*(['\"]?)([A-Za-z0-9_.-]+)\1")  # not the here-string `<<<`
@@ -200,6 +202,9 @@ class _Scan:
                 continue
             if word in _SKIP_CONSTRUCTS or word.startswith("$((") or word.startswith("(("):
                 return
+            if word == "function":  # `function f { pytest; }` on one line: the body follows the name
+                i += 2
+                continue
             if word in _DECLARATIONS:
                 for arg in words[i + 1:]:
                     if (m := _ASSIGNMENT.match(arg)) is not None:
@@ -225,12 +230,16 @@ class _Scan:
             kind, value = _shell_input(args)
             if kind == "script":
                 self.line(value, depth + 1)
+            elif kind == "file" and value == _PROCESS_SUBSTITUTION:
+                self.computed.append(f"{name} reading its commands from a process substitution")
             elif kind == "file":
                 self.words([value], simple, depth)  # `bash script.py`
             elif simple.stdin is not None:  # `bash <<EOF`, `bash -s <<< "pytest"`
                 self.line(simple.stdin, depth + 1)
             elif simple.piped:
                 self.computed.append(f"{name} reading its commands from a pipe")
+        elif name in {"source", "."} and args[:1] == [_PROCESS_SUBSTITUTION]:
+            self.computed.append(f"{name} reading its commands from a process substitution")
         elif name == "eval":
             self.line(" ".join(args), depth + 1)
         elif name == "find":
@@ -242,11 +251,25 @@ class _Scan:
             for i, a in enumerate(args):
                 if a in {"-x", "--exec", "-X", "--exec-batch"}:
                     self.words(args[i + 1 :], simple, depth)
+        elif name == "git":
+            self.git(args, simple, depth)
         elif name == "parallel" and args:
             self.line(" ".join(a for a in args if a not in {":::", "::::"}), depth + 1)
         elif name in _INTERPRETERS:
             for program in (a for a in args if _SPAWNS.search(a)):
                 self.found += [w for w in re.findall(r"[A-Za-z0-9_./+-]+", program) if why_banned(w)]
+
+    def git(self, args: list[str], simple: _Simple, depth: int) -> None:
+        """`git bisect run CMD ARGS`, `git rebase --exec SCRIPT` and `git submodule foreach SCRIPT` run commands."""
+        for i, a in enumerate(args):
+            if args[i:i + 2] == ["bisect", "run"]:
+                self.words(args[i + 2:], simple, depth)
+            elif a in {"-x", "--exec"} and "rebase" in args[:i] and i + 1 < len(args):
+                self.line(args[i + 1], depth + 1)
+            elif a.startswith("--exec=") and "rebase" in args[:i]:
+                self.line(a.removeprefix("--exec="), depth + 1)
+            elif args[i:i + 2] == ["submodule", "foreach"]:
+                self.line(" ".join(w for w in args[i + 2:] if w != "--recursive"), depth + 1)
 
     def assign(self, name: str, value: str) -> None:
         computed = "$" in value or "`" in value
@@ -364,9 +387,17 @@ def _simple_commands(command: str, heredocs: list[str]) -> list[_Simple]:
     except ValueError as e:
         raise UnparsableCommand(str(e)) from None
     commands = [_Simple()]
-    redirect = ""
-    for tok in tokens:
-        if redirect:  # the redirection's target
+    redirect, i = "", 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok in {"<", ">"} and tokens[i + 1:i + 2] == ["("]:  # `<(cmd)`, `>(cmd)`: a file name made at run time
+            i = _closing(tokens, i + 1)  # its commands are scanned as substitutions (`_substitutions`)
+            if redirect == "<":  # `bash < <(cmd)` reads cmd's output, as from a pipe
+                commands[-1].piped = True
+            elif not redirect:
+                commands[-1].words.append(_PROCESS_SUBSTITUTION)
+            redirect = ""
+        elif redirect:  # the redirection's target
             heredoc = re.fullmatch(_HEREDOC_WORD.format(r"(\d+)"), tok)
             if redirect in {"<<", "<<-"} and heredoc:
                 commands[-1].stdin = heredocs[int(heredoc.group(1))]
@@ -379,7 +410,18 @@ def _simple_commands(command: str, heredocs: list[str]) -> list[_Simple]:
             redirect = m.group(1) or tok
         else:
             commands[-1].words.append(tok)
+        i += 1
     return [c for c in commands if c.words]
+
+
+def _closing(tokens: list[str], opening: int) -> int:
+    """Index of the `)` that closes the `(` at `opening` (the last token if none does)."""
+    depth = 0
+    for i in range(opening, len(tokens)):
+        depth += {"(": 1, ")": -1}.get(tokens[i], 0)
+        if depth == 0:
+            return i
+    return len(tokens) - 1
 
 
 _OPERATOR = re.compile(r";;&|;;|;&|&&|\|\||\|&|&>>|&>|<<<|<<-|<<|<>|<&|>&|>>|>\||[;&|()<>\n]")
@@ -439,7 +481,11 @@ def _shell_input(args: list[str]) -> tuple[str, str]:
 
 
 def simple_commands(command: str) -> list[list[str]]:
-    """The simple commands of a command line, each as its words after quote removal (heredoc bodies left out).
-    Raises `UnparsableCommand` for lines bash could not parse either."""
+    """The simple commands of a command line, each as its words after quote removal (heredoc bodies left out), then
+    those of its substitutions (`$(...)`, `<(...)`, backticks), which run too. Raises `UnparsableCommand` for lines
+    bash could not parse either."""
     command, bodies = _strip_heredocs(command)
-    return [simple.words for simple in _simple_commands(command, [body for body, _ in bodies])]
+    found = [simple.words for simple in _simple_commands(command, [body for body, _ in bodies])]
+    for sub in _substitutions(command, in_double_quotes=False):
+        found += simple_commands(sub)
+    return found
