@@ -1,6 +1,7 @@
 """swehero distill with the oracle teacher on the toy tasks (real git repositories, bubblewrap sandbox): both modes,
 kill -9 and resume, Ctrl-C and SIGTERM, shards and their merge, the Slurm script, the endpoint pool."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -287,6 +288,53 @@ def test_merge_refuses_shards_made_with_other_settings(tmp_path):
     assert json.loads((tmp_path / "all" / "attempts.json").read_text()) == {"agent": {"mode": "zero"}}
 
 
+def _episode(instance_id: str, rollout: int, patch: str) -> dict:
+    return {"instance_id": instance_id, "patch": patch, "messages": [{"role": "user", "content": "fix it"}],
+            "metadata": {"rollout": rollout, "finish_reason": "submitted", "steps": 1}}
+
+
+def _write_run(folder: Path, episodes: list[dict], failures: list[tuple[str, int]] = ()) -> None:
+    folder.mkdir()
+    (folder / "trajectories.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
+    (folder / "failures.jsonl").write_text("".join(json.dumps({"instance_id": i, "metadata": {"rollout": k},
+                                                               "error": "crash"}) + "\n" for i, k in failures))
+    (folder / "summary.json").write_text(json.dumps({"wall_s": 1.0}))
+
+
+def test_merging_two_runs_of_the_same_tasks_is_refused(tmp_path):
+    """Two independent runs of the same tasks both number their rollouts from 0: keeping one episode per pair would
+    silently halve the data, so two different episodes under one pair are an error, before anything is merged; the
+    same episode found twice (a shard merged again) is kept once."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    _write_run(tmp_path / "A", [_episode("t-1", 0, "a0"), _episode("t-1", 1, "a1")])
+    _write_run(tmp_path / "B", [_episode("t-1", 0, "b0"), _episode("t-1", 1, "b1")])
+    merge = ["distill", "merge", str(tmp_path / "A"), str(tmp_path / "B"), "--out", str(tmp_path / "AB")]
+    result = CliRunner().invoke(main, merge)
+    assert result.exit_code == 1, result.output
+    assert (f"Error: t-1 rollout 0: {tmp_path / 'A' / 'trajectories.jsonl'} and {tmp_path / 'B' / 'trajectories.jsonl'}"
+            " hold different episodes of it" in result.output)
+    assert "--shard i/n" in result.output
+    assert not (tmp_path / "AB" / "trajectories.jsonl").exists()  # A's episodes were not merged either
+    result = CliRunner().invoke(main, ["distill", "merge", str(tmp_path / "A"), str(tmp_path / "A"), "--out",
+                                       str(tmp_path / "AA")])
+    assert result.exit_code == 0 and "2 episodes from 2 shard(s) (2 duplicate(s) skipped)" in result.output
+
+
+def test_merge_counts_the_failed_episodes_no_run_has_made_since(tmp_path):
+    """A shard's failed episodes (`failures.jsonl`) that its trajectories lack leave the merged result short: the
+    shard is not complete. A failure a later run made good is not counted."""
+    from swehero.distill.shards import merge
+
+    _write_run(tmp_path / "shard-0", [_episode("t-1", 0, "p")], failures=[("t-1", 0), ("t-2", 0), ("t-2", 0)])
+    _write_run(tmp_path / "shard-1", [_episode("t-3", 0, "p")], failures=[("t-3", 0)])
+    summary = merge([tmp_path / "shard-0", tmp_path / "shard-1"], tmp_path / "all")
+    assert summary["failed"] == {str(tmp_path / "shard-0"): 1} and summary["outstanding_failures"] == 1
+    assert json.loads((tmp_path / "all" / "summary.json").read_text())["failed"] == summary["failed"]
+
+
 def test_an_attempt_whose_runner_is_gone_does_nothing(tmp_path):
     """A runner killed while its attempt process still imports (before it can ask to die with it) leaves no
     attempt behind: the process sees its parent is not the runner that started it, and exits."""
@@ -484,6 +532,54 @@ def test_exclude_decontaminates_before_running(toy, tmp_path):
     assert report["by_reason"] == {"instance_id": 1} and report["kept"] == 3
 
 
+def test_a_resume_that_excludes_a_committed_task_is_refused(toy, tmp_path):
+    """Excluding a task whose trajectories an earlier run committed would keep them in the training data while the
+    decontamination report says the task was dropped: the run stops before any work, writing nothing."""
+    from swehero.errors import InputError
+
+    evals = tmp_path / "eval.jsonl"
+    evals.write_text(toy.read_text().splitlines()[1] + "\n")  # the textkit task is in the "evaluation set"
+    settings = Settings(tasks=str(toy), limit=2, workers=2, progress=False,
+                        agent=AgentSettings(policy="oracle", mode="zero"))
+    distill(settings, tmp_path / "out")
+    before = {name: (tmp_path / "out" / name).read_text() for name in ("trajectories.jsonl", "summary.json")}
+    with pytest.raises(InputError, match=r"trajectories.jsonl: 1 task\(s\) with committed trajectories are now "
+                                         r"excluded \(swehero-toy__textkit-1\): distill into a fresh --out"):
+        distill(dataclasses.replace(settings, exclude=[str(evals)]), tmp_path / "out")
+    assert {name: (tmp_path / "out" / name).read_text() for name in before} == before
+    assert not (tmp_path / "out" / "decontamination.json").exists()
+
+
+def test_a_rerun_without_exclude_leaves_no_decontamination_report(toy, tmp_path):
+    """The report of an earlier run with --exclude would say tasks were dropped that this run distills."""
+    evals = tmp_path / "eval.jsonl"
+    evals.write_text(toy.read_text().splitlines()[1] + "\n")
+    settings = Settings(tasks=str(toy), limit=2, workers=2, progress=False, exclude=[str(evals)],
+                        agent=AgentSettings(policy="oracle", mode="zero"))
+    assert distill(settings, tmp_path / "out")["episodes"] == 1
+    assert (tmp_path / "out" / "decontamination.json").exists()
+    assert distill(dataclasses.replace(settings, exclude=[]), tmp_path / "out")["episodes"] == 2
+    assert not (tmp_path / "out" / "decontamination.json").exists()
+
+
+def test_the_summary_counts_the_failed_episodes_not_made_since(toy, tmp_path):
+    """An episode the infrastructure failed (here: a base commit the repository lacks) is counted as outstanding,
+    and the run still succeeds, as an eval with infrastructure errors does; once a rerun makes it, it is not."""
+    tasks = [json.loads(line) for line in toy.read_text().splitlines()[:2]]
+    good_commit, tasks[1]["base_commit"] = tasks[1]["base_commit"], "dead" * 10
+    task_file = tmp_path / "tasks.jsonl"
+    task_file.write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    settings = Settings(tasks=str(task_file), repos=str(toy.parent / "repos"), workers=2, progress=False,
+                        agent=AgentSettings(policy="oracle", mode="zero"))
+    summary = distill(settings, tmp_path / "out")
+    assert summary["failed_this_run"] == 1 and summary["outstanding_failures"] == 1 and summary["episodes"] == 1
+    tasks[1]["base_commit"] = good_commit
+    task_file.write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    summary = distill(settings, tmp_path / "out")
+    assert summary["episodes"] == 2 and summary["outstanding_failures"] == 0
+    assert len(lines(tmp_path / "out" / "failures.jsonl")) == 1  # the log of what failed stays as it was
+
+
 @pytest.mark.slow
 def test_repository_mirrors_are_cloned_once_and_serve_every_rollout(toy, tmp_path):
     from swehero.distill.mirrors import ensure_mirrors
@@ -496,7 +592,7 @@ def test_repository_mirrors_are_cloned_once_and_serve_every_rollout(toy, tmp_pat
                         agent=AgentSettings(policy="oracle", mode="zero"))
     summary = distill(settings, tmp_path / "out")
     assert summary["finish_reasons"] == {"submitted": 8}
-    mirrors = sorted((tmp_path / "out" / "mirrors").iterdir())
+    mirrors = sorted(m for m in (tmp_path / "out" / "mirrors").iterdir() if m.suffix != ".lock")
     assert [m.name for m in mirrors] == sorted({t["repo"].replace("/", "__") for t in lines(tasks)})
     for mirror in mirrors:  # bare mirrors, with every ref of the source (the agent strips later history)
         bare = subprocess.run(["git", "-C", str(mirror), "rev-parse", "--is-bare-repository"],
@@ -504,8 +600,7 @@ def test_repository_mirrors_are_cloned_once_and_serve_every_rollout(toy, tmp_pat
         assert bare == "true"
     assert ensure_mirrors({t["repo"] for t in lines(tasks)}, source, tmp_path / "out" / "mirrors") == {
         t["repo"]: "cached" for t in lines(tasks)}
-    with pytest.raises(RuntimeError, match="git clone --mirror"):
-        ensure_mirrors({"nobody/nothing"}, source, tmp_path / "other")
+    assert ensure_mirrors({"nobody/nothing"}, source, tmp_path / "other") == {"nobody/nothing": "failed"}
     assert not (tmp_path / "other" / "nobody__nothing").exists()  # a failed clone leaves no mirror
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from swehero.data.trajectory import make_tool_call, validate
-from swehero.rollout.decontam import decontaminate, upstream_pr
+from swehero.rollout.decontam import decontaminate, decontaminate_against, upstream_pr
 from swehero.distill.filter_io import filter_file
 from swehero.distill.filters import (
     FilterConfig,
@@ -628,6 +628,20 @@ def test_decontamination_catches_each_kind_of_overlap():
     assert upstream_pr(row("x", "y", repo="a/b")) is None
     with pytest.raises(InputError, match=r"task 'x': pull_number '12a' is not a PR number"):
         upstream_pr(row("x", "y", repo="a/b", pull_number="12a"))
+
+
+def test_a_task_in_several_evaluation_sets_counts_once(tmp_path):
+    """SWE-bench Verified is a subset of SWE-bench (and an evaluation set may be named twice): a task they share is
+    one evaluation task."""
+    fields = {"base_commit": "0" * 40, "FAIL_TO_PASS": "[]", "PASS_TO_PASS": "[]"}
+    verified, full = tmp_path / "verified.jsonl", tmp_path / "full.jsonl"
+    verified.write_text(json.dumps(row("django__django-15368", ISSUE, **fields)) + "\n")
+    full.write_text(verified.read_text() + json.dumps(row("astropy__astropy-12907", "Separability matrix is wrong.",
+                                                          repo="astropy/astropy", **fields)) + "\n")
+    train = [row("gym__exact-1", ISSUE, repo="someone/fork"), row("django__django-99999", "Admin totals are wrong.")]
+    kept, report = decontaminate_against(train, [str(verified), str(full), str(verified)])
+    assert [t["instance_id"] for t in kept] == ["django__django-99999"]
+    assert report["eval_tasks"] == 2 and report["dropped_tasks"][0]["matches"] == "django__django-15368"
 
 
 @pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes

@@ -35,7 +35,8 @@ def run(settings: Settings, out: Path, launcher: str, sbatch_options: tuple[str,
         submit_if_asked(slurm_job(settings, shards, out, list(sbatch_options)), submit)
         return click.echo(f"when every array task has ended: swehero distill merge {out}/shard-* --out {out}")
     summary = run_distill(settings, out)
-    click.echo(json.dumps({k: summary[k] for k in ("episodes", "finish_reasons", "failed_this_run", "wall_s")}))
+    click.echo(json.dumps({k: summary[k] for k in ("episodes", "finish_reasons", "failed_this_run",
+                                                   "outstanding_failures", "wall_s")}))
 
 
 @distill.command(examples=["swehero distill merge runs/zero/shard-* --out runs/zero"])
@@ -49,6 +50,9 @@ def merge(shard_dirs: tuple[Path, ...], out: Path) -> None:
     if summary["unfinished"]:
         click.echo("unfinished (no summary.json: rerun, it resumes, then merge again): "
                    + " ".join(summary["unfinished"]), err=True)
+    if summary["failed"]:
+        click.echo("failed episodes outstanding (rerun the shard, it retries them, then merge again): "
+                   + " ".join(f"{shard} ({n})" for shard, n in summary["failed"].items()), err=True)
 
 
 @distill.command(examples=[

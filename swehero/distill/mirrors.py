@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+import uuid
 from pathlib import Path
 
-from swehero.errors import ProcessFailed
+from swehero.jsonio import exclusive
 from swehero.rollout.tasks import repo_dir
+
+PARTIAL = ".partial-"
+"""A clone in progress is `<name>.partial-<random>` beside its mirror, renamed to `<name>` when complete."""
 
 
 def mirror_url(template: str, repo: str) -> str:
@@ -20,23 +25,39 @@ def mirror_url(template: str, repo: str) -> str:
 
 
 def ensure_mirrors(repos: set[str], url_template: str, cache: Path) -> dict[str, str]:
-    """Clone the repositories that have no mirror in `cache` yet; returns {repo: "cloned" | "cached"}.
+    """Clone the repositories that have no mirror in `cache` yet; returns {repo: "cloned" | "cached" | "failed"}.
 
-    A clone goes to `<name>.partial` and is renamed when complete, so an interrupted clone is redone, never used.
-    """
+    A repository that cannot be cloned (deleted, renamed, private) gets no mirror and its git error on stderr: the
+    runner then names it missing and attempts the other tasks. Several processes (a sharded run's array tasks) may
+    fill one cache at once: each repository is cloned by one of them while the others wait for its mirror."""
     cache.mkdir(parents=True, exist_ok=True)
-    status = {}
-    for repo in sorted(repos):
-        target = repo_dir(cache, repo)
-        if target.exists():
-            status[repo] = "cached"
-            continue
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        url = mirror_url(url_template, repo)
-        done = subprocess.run(["git", "clone", "--mirror", "--quiet", url, str(partial)], capture_output=True, text=True)
+    return {repo: ensure_mirror(repo, url_template, cache) for repo in sorted(repos)}
+
+
+def ensure_mirror(repo: str, url_template: str, cache: Path) -> str:
+    """One repository's mirror, under a lock of its own beside it."""
+    target = repo_dir(cache, repo)
+    if target.exists():  # a mirror appears only complete (renamed into place): no lock needed to use it
+        return "cached"
+    with exclusive(target.with_name(target.name + ".lock")):
+        if target.exists():  # cloned by the process that held the lock before this one
+            return "cached"
+        for stale in cache.glob(target.name + PARTIAL + "*"):  # left by a killed clone: none runs without the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        return clone_mirror(repo, mirror_url(url_template, repo), target)
+
+
+def clone_mirror(repo: str, url: str, target: Path) -> str:
+    """`git clone --mirror url target` through a folder of its own, so an interrupted clone is never used."""
+    partial = target.with_name(target.name + PARTIAL + uuid.uuid4().hex)
+    try:
+        done = subprocess.run(["git", "clone", "--mirror", "--quiet", url, str(partial)], capture_output=True,
+                              text=True)
         if done.returncode != 0:
-            raise ProcessFailed(f"git clone --mirror {url} failed: {done.stderr.strip()[-2000:]}")
+            print(f"{repo}: no mirror, git clone --mirror {url} failed: {' '.join(done.stderr.split())[-2000:]}",
+                  file=sys.stderr)
+            return "failed"
         partial.rename(target)
-        status[repo] = "cloned"
-    return status
+        return "cloned"
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)

@@ -6,8 +6,9 @@ process per episode with a hard time limit, teacher endpoints with least-loaded 
 Output and resume: one canonical trajectory per line, appended, flushed and fsynced when its episode ends
 (`swehero.jsonio.JsonlLog`, keyed by `(instance_id, rollout)`). A rerun after any interruption, `kill -9` included,
 skips the committed pairs and redoes the rest: nothing twice, nothing lost. Episodes that failed for infrastructure
-reasons (a crash) are logged to `failures.jsonl` and retried by the next run; when every teacher is down the run
-stops instead (`swehero.rollout.endpoints`).
+reasons (a crash) are logged to `failures.jsonl` and retried by the next run; the summary counts those not
+committed since as `outstanding_failures`, and the run still succeeds, as an eval with infrastructure errors does.
+When every teacher is down the run stops instead (`swehero.rollout.endpoints`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,26 @@ def key(record: dict) -> tuple[str, int]:
     return record["instance_id"], record["metadata"]["rollout"]
 
 
+def outstanding_failures(out_dir: Path, committed: set) -> set[tuple[str, int]]:
+    """The episodes in `failures.jsonl` not in `committed` (a later run did not make them since): what the output
+    still lacks, and the next run retries."""
+    from swehero.jsonio import JsonlLogReader
+
+    return JsonlLogReader(Path(out_dir) / FAILURES, key=key).keys() - committed
+
+
+def check_none_committed(dropped: list[dict], done: set, out_dir: Path) -> None:
+    """Refuse a resume that excludes tasks an earlier run committed: their trajectories would stay in the training
+    data while the decontamination report says they were dropped."""
+    from swehero.errors import InputError
+
+    leaked = sorted({task for task, _ in done} & {d["instance_id"] for d in dropped})
+    if leaked:
+        shown = ", ".join(leaked[:3]) + (f" and {len(leaked) - 3} more" if len(leaked) > 3 else "")
+        raise InputError(f"{out_dir / TRAJECTORIES}: {len(leaked)} task(s) with committed trajectories are now "
+                         f"excluded ({shown}): distill into a fresh --out, or delete their lines from it first")
+
+
 def distill(settings: Settings, out_dir: Path) -> dict:
     """Run every (task, rollout) not yet in `out_dir/trajectories.jsonl`; write `summary.json`; return it."""
     from swehero.rollout.decontam import decontaminate_against
@@ -84,11 +105,14 @@ def distill(settings: Settings, out_dir: Path) -> dict:
     with exclusive(out_dir / LOCK, busy=f"{out_dir}: {BUSY}"):
         selected = load_selection(settings, out_dir)
         tasks, repos = selected.tasks, selected.repos
-        if settings.exclude:
-            tasks, report = decontaminate_against(tasks, settings.exclude)
-            write_json_atomic(out_dir / DECONTAMINATION, report)
         log, failures = JsonlLog(out_dir / TRAJECTORIES, key=key), JsonlLog(out_dir / FAILURES, key=key)
         done = log.keys()
+        if settings.exclude:
+            tasks, report = decontaminate_against(tasks, settings.exclude)
+            check_none_committed(report["dropped_tasks"], done, out_dir)
+            write_json_atomic(out_dir / DECONTAMINATION, report)
+        else:  # an earlier run's report no longer holds: the tasks it dropped are run now
+            (out_dir / DECONTAMINATION).unlink(missing_ok=True)
         attempts, recorded = attempt_identity(settings.agent, settings.serve, seed=settings.seed), out_dir / ATTEMPTS
         check_resumable(out_dir, json.loads(recorded.read_text()) if done and recorded.is_file() else None, attempts)
         write_json_atomic(recorded, attempts, indent=1)
@@ -108,6 +132,7 @@ def distill(settings: Settings, out_dir: Path) -> dict:
                 return
             meta.update(rollout=job.index, test_files=patch_files(job.task.get("test_patch") or ""))
             log.append(record)
+            done.add(key(record))  # the summary's outstanding failures, without reading the log again
 
         # no server is started for a run with nothing left to do
         endpoints = serving(settings.agent, settings.endpoints, settings.serve, out_dir) if todo else \
@@ -118,7 +143,8 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         summary = summarize(log, wall_s=time.monotonic() - start)
         summary.update(planned=len(tasks) * settings.rollouts,
                        skipped_as_done=len(tasks) * settings.rollouts - len(todo),
-                       failed_this_run=ran["agent_errors"], endpoints=ran["endpoints"])
+                       failed_this_run=ran["agent_errors"],
+                       outstanding_failures=len(outstanding_failures(out_dir, done)), endpoints=ran["endpoints"])
         write_json_atomic(out_dir / SUMMARY, summary)
         if ran["missing_repositories"]:  # the others are done and committed; a rerun with them in place does these
             from swehero.agent.local import MissingRepository

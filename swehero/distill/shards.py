@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from pathlib import Path
@@ -15,7 +16,8 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
     OUT/shard-i` with the run's settings, written beside it as `distill.yaml` (each task starts its own teacher
     server when they name a checkpoint, or shares the listed endpoints); returns the script. The tasks start in the
     folder this runs in, wherever the script is submitted from, so relative paths in the settings (tasks, prompts,
-    excluded task files, a model) name what they name here.
+    excluded task files, a model) name what they name here. With `repo_url` and no `repos`, every task clones into
+    one mirror cache, `out_dir/mirrors`.
 
     A task that serves its own teacher asks for that server's GPUs and CPUs for its processes and the episodes
     (by default Slurm would give it one CPU and no GPU, and could put two 8-GPU servers on one node);
@@ -30,6 +32,8 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
         raise InputError("--shards must be at least 1")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if settings.repo_url and not settings.repos:  # one cache for every shard, so each history is fetched once
+        settings = dataclasses.replace(settings, repos=str(out / "mirrors"))
     (out / "distill.yaml").write_text(yaml.safe_dump(dataclasses.asdict(settings), sort_keys=False))
     serves = serves_here(settings.agent, settings.endpoints, settings.serve)
     gpus = settings.serve.tensor_parallel_size * settings.serve.data_parallel_size if serves else 0
@@ -46,11 +50,35 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
     return out / "distill.sbatch"
 
 
+def fingerprint(record: dict) -> bytes:
+    return hashlib.blake2b(json.dumps(record, sort_keys=True, ensure_ascii=False).encode(), digest_size=16).digest()
+
+
+def check_one_episode_per_key(files: list[Path]) -> set:
+    """The keys of the records `files` hold; two different records under one key are an error. Only a fingerprint
+    of each record is kept: the files together can be far larger than memory."""
+    from swehero.distill.run import key
+    from swehero.jsonio import JsonlLogReader
+
+    seen: dict = {}
+    for file in files:
+        for record in JsonlLogReader(file, key=key):
+            made = fingerprint(record)
+            first, where = seen.setdefault(key(record), (made, file))
+            if first != made:
+                raise InputError(f"{record['instance_id']} rollout {key(record)[1]}: {where} and {file} hold "
+                                 "different episodes of it (every run numbers its rollouts from 0): merge the shards "
+                                 "of one run, and split work between runs by task (--shard i/n), not by rollout")
+    return set(seen)
+
+
 def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     """Concatenate the shards' trajectories into `out_dir` (a pair found twice is kept once) with one summary. A
-    folder no run has written to is an error; a shard without its summary has not finished (its array task was
-    stopped, or still runs) and is merged as far as it got, and listed as `unfinished`."""
-    from swehero.distill.run import ATTEMPTS, SUMMARY, TRAJECTORIES, key
+    folder no run has written to is an error, and so is a pair two folders hold different episodes of (two runs of
+    the same tasks); a shard without its summary has not finished (its array task was stopped, or still runs) and
+    is merged as far as it got, and listed as `unfinished`; a shard whose failed episodes (`failures.jsonl`) are
+    not in the merged trajectories is listed under `failed`, with how many."""
+    from swehero.distill.run import ATTEMPTS, SUMMARY, TRAJECTORIES, key, outstanding_failures
     from swehero.distill.summary import summarize
     from swehero.jsonio import JsonlLog, JsonlLogReader, differences, write_json_atomic
 
@@ -71,10 +99,14 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
                                  "shards of one result must share their settings")
         write_json_atomic(out_dir / ATTEMPTS, identity, indent=1)
     merged = JsonlLog(out_dir / TRAJECTORIES, key=key)
-    have = merged.keys()  # records stream through: the shards together can be far larger than memory
+    # checked before anything is appended; records stream through: the shards together can be far larger than memory
+    checked = check_one_episode_per_key([merged.path, *(Path(shard) / TRAJECTORIES for shard in shard_dirs)])
+    have = merged.keys()
     walls, duplicates = [], 0
     for shard in shard_dirs:
         for record in JsonlLogReader(Path(shard) / TRAJECTORIES, key=key):
+            if key(record) not in checked:  # committed by a running shard after the check: left for the next merge
+                continue
             if key(record) in have:
                 duplicates += 1
                 continue
@@ -83,7 +115,9 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
         summary_file = Path(shard) / SUMMARY
         if summary_file.exists():
             walls.append(json.loads(summary_file.read_text())["wall_s"])
+    failed = {str(shard): n for shard in shard_dirs if (n := len(outstanding_failures(shard, have)))}
     summary = summarize(merged, wall_s=max(walls, default=0.0))
-    summary.update(shards=[str(s) for s in shard_dirs], duplicates_skipped=duplicates, unfinished=unfinished)
+    summary.update(shards=[str(s) for s in shard_dirs], duplicates_skipped=duplicates, unfinished=unfinished,
+                   outstanding_failures=sum(failed.values()), failed=failed)
     write_json_atomic(out_dir / SUMMARY, summary)
     return summary

@@ -68,6 +68,8 @@ def decontaminate(train: list[dict], evals: list[dict], cfg: DecontamConfig = De
     lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
     hashes = {}
     for t in evals:
+        if t["instance_id"] in hashes:  # in several evaluation sets (Verified is a subset of SWE-bench): one entry
+            continue
         hashes[t["instance_id"]] = _minhash(t["problem_statement"], cfg)
         lsh.insert(t["instance_id"], hashes[t["instance_id"]])
     kept, dropped = [], []
@@ -97,9 +99,10 @@ def decontaminate_against(train: list[dict], sources: list[str], cfg: DecontamCo
 
     evals = [t for source in sources for t in load_tasks(source)]
     kept, dropped = decontaminate(train, evals, cfg)
-    return kept, {"against": list(sources), "eval_tasks": len(evals), "train_tasks": len(train), "kept": len(kept),
-                  "dropped": len(dropped), "by_reason": dict(Counter(d["reason"] for d in dropped)),
-                  "dropped_tasks": dropped, "threshold": cfg.threshold, "ngram": cfg.ngram}
+    return kept, {"against": list(sources), "eval_tasks": len({t["instance_id"] for t in evals}),
+                  "train_tasks": len(train), "kept": len(kept), "dropped": len(dropped),
+                  "by_reason": dict(Counter(d["reason"] for d in dropped)), "dropped_tasks": dropped,
+                  "threshold": cfg.threshold, "ngram": cfg.ngram}
 
 
 def decontaminate_file(tasks_file: str, against: list[str], out: Path, cfg: DecontamConfig) -> dict:

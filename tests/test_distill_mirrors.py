@@ -1,0 +1,101 @@
+"""The repository cache of `distill run --repo-url` (`swehero.distill.mirrors`): a repository that cannot be cloned
+costs only its own tasks, and several processes (a sharded run's array tasks) share one cache."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from swehero.agent.settings import AgentSettings
+from swehero.distill.run import Settings, distill
+from swehero.rollout.toy import build_toy_tasks
+
+FILL_CACHE = """
+import json, sys, time
+from pathlib import Path
+from swehero.distill.mirrors import ensure_mirrors
+go = Path(sys.argv[3])
+print("ready", flush=True)
+while not go.exists():  # both processes start cloning within a millisecond of each other
+    time.sleep(0.001)
+print(json.dumps(ensure_mirrors({"o/big"}, sys.argv[1], Path(sys.argv[2]))))
+"""
+
+
+def big_repository(path: Path, files: int = 60) -> None:
+    """A git repository of `files` incompressible 100 kB files, whose clone takes a few tenths of a second."""
+    subprocess.run(["git", "init", "--quiet", str(path)], check=True)
+    stream = [b"blob\nmark :%d\ndata 100000\n%s\n" % (i + 1, os.urandom(100_000)) for i in range(files)]
+    stream.append(b"commit refs/heads/main\ncommitter t <t@example.com> 0 +0000\ndata 2\nc\n"
+                  + b"".join(b"M 100644 :%d f%d\n" % (i + 1, i) for i in range(files)) + b"\n")
+    subprocess.run(["git", "-C", str(path), "fast-import", "--quiet"], input=b"".join(stream), check=True)
+
+
+def test_two_processes_fill_one_mirror_cache_at_once(tmp_path):
+    """Each used to clear and clone into the same `<name>.partial`: both failed, and no mirror was left."""
+    big_repository(tmp_path / "src" / "o__big")
+    cache, go = tmp_path / "mirrors", tmp_path / "go"
+    argv = [sys.executable, "-c", FILL_CACHE, f"file://{tmp_path}/src/{{repo_dir}}", str(cache), str(go)]
+    processes = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [p.stdout.readline() for p in processes] == ["ready\n"] * 2
+    go.touch()
+    ended = [p.communicate(timeout=120) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [err for _, err in ended]
+    assert sorted(json.loads(out)["o/big"] for out, _ in ended) == ["cached", "cloned"]
+    assert sorted(p.name for p in cache.iterdir()) == ["o__big", "o__big.lock"]  # no clone left half-done
+    mirrored = subprocess.run(["git", "-C", str(cache / "o__big"), "ls-tree", "--name-only", "main"],
+                              capture_output=True, text=True, check=True).stdout.split()
+    assert len(mirrored) == 60
+
+
+def test_a_clone_killed_midway_is_redone(tmp_path):
+    """What a killed clone left is never used as a mirror, and goes when the repository is cloned."""
+    from swehero.distill.mirrors import ensure_mirrors
+
+    big_repository(tmp_path / "src" / "o__big", files=2)
+    left = tmp_path / "mirrors" / "o__big.partial-0123"
+    left.mkdir(parents=True)
+    assert ensure_mirrors({"o/big"}, f"{tmp_path}/src/{{repo_dir}}", tmp_path / "mirrors") == {"o/big": "cloned"}
+    assert not left.exists()
+
+
+@pytest.mark.slow
+def test_a_repository_that_cannot_be_cloned_costs_only_its_tasks(tmp_path, capfd):
+    """One deleted or private repository among thousands used to stop the run before its first episode."""
+    from swehero.agent.local import MissingRepository
+
+    toy = build_toy_tasks(tmp_path / "toy")
+    sources = tmp_path / "sources"
+    shutil.copytree(toy.parent / "repos", sources)
+    shutil.rmtree(sources / "swehero-toy__calc")
+    settings = Settings(tasks=str(toy), workers=2, progress=False, repo_url=f"{sources}/{{repo_dir}}",
+                        agent=AgentSettings(policy="oracle", mode="zero"))
+    with pytest.raises(MissingRepository, match="no git repository for swehero-toy/calc at"):
+        distill(settings, tmp_path / "out")
+    said = capfd.readouterr().err
+    assert f"swehero-toy/calc: no mirror, git clone --mirror {sources}/swehero-toy__calc failed: fatal: " in said
+    assert "does not exist" in said  # git's reason
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["episodes"] == 3
+    shutil.copytree(toy.parent / "repos" / "swehero-toy__calc", sources / "swehero-toy__calc")
+    summary = distill(settings, tmp_path / "out")  # the rerun clones it and does its task
+    assert summary["episodes"] == 4 and summary["skipped_as_done"] == 3
+
+
+def test_the_shards_of_a_run_share_one_mirror_cache(tmp_path):
+    """Each array task cloned every repository again into its own `shard-i/mirrors`."""
+    from swehero.distill.shards import slurm_job
+
+    tasks = "tasks.jsonl"  # not read until an array task runs
+    github = Settings(tasks=tasks, endpoints=["http://a:8000/v1"], repo_url="https://github.com/{repo}.git")
+    slurm_job(github, 4, tmp_path / "out")
+    assert yaml.safe_load((tmp_path / "out" / "distill.yaml").read_text())["repos"] == str(tmp_path / "out" / "mirrors")
+    chosen = Settings(tasks=tasks, endpoints=["http://a:8000/v1"], repo_url=github.repo_url, repos="/data/mirrors")
+    slurm_job(chosen, 4, tmp_path / "mine")
+    assert yaml.safe_load((tmp_path / "mine" / "distill.yaml").read_text())["repos"] == "/data/mirrors"
+    slurm_job(Settings(tasks=tasks, endpoints=["http://a:8000/v1"]), 4, tmp_path / "local")  # no --repo-url
+    assert yaml.safe_load((tmp_path / "local" / "distill.yaml").read_text())["repos"] == ""
