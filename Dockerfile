@@ -12,9 +12,16 @@ ARG VLLM_VERSION=0.32.0
 ARG SWEBENCH_VERSION=5.0.2
 ARG DOCKER_SDK_VERSION=7.2.0
 
+# ---- the base image with pip unconstrained. NVIDIA's PyTorch images (25.03 on) set PIP_CONSTRAINT to
+# /etc/pip/constraint.txt, which pins every package they ship, torch included: neither vLLM's torch==2.13.0 nor
+# docker/train.lock's versions install under it, and once they are installed its pins no longer describe the image.
+# Megatron-LM clears it too (docs/get-started/install.md; docker/Dockerfile.ci.dev, on this base image).
+FROM ${BASE_IMAGE} AS base
+ENV PIP_CONSTRAINT=""
+
 # ---- vLLM in its own environment: vLLM pins torch==2.13.0 and would otherwise replace the base image's torch,
 # which Transformer Engine is compiled against. `swehero serve` runs $SWEHERO_VLLM_PYTHON.
-FROM ${BASE_IMAGE} AS vllm
+FROM base AS vllm
 ARG VLLM_VERSION
 COPY docker/vllm.lock /tmp/vllm.lock
 RUN python -m venv /opt/vllm \
@@ -22,7 +29,7 @@ RUN python -m venv /opt/vllm \
  && /opt/vllm/bin/python -c "import vllm; assert vllm.__version__ == '${VLLM_VERSION}', vllm.__version__"
 
 # ---- the training / evaluation environment on the base image's Python, torch and Transformer Engine.
-FROM ${BASE_IMAGE}
+FROM base
 ARG MEGATRON_CORE_VERSION
 ARG SWEBENCH_VERSION
 ARG DOCKER_SDK_VERSION

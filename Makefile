@@ -95,7 +95,9 @@ lock: install
 	@# the tier installs $(TORCH) first: the lock must hold that torch, not the newest one megatron-core accepts
 	echo "$(TORCH)" | $(VENV)/bin/uv pip compile setup.cfg - --extra megatron --extra test --python-version 3.12 \
 	  --python-platform x86_64-manylinux_2_28 --no-header --quiet -o $(LOCK312)
-	$(VENV)/bin/uv pip compile setup.cfg --extra gpu --extra eval $(LOCK_FLAGS) \
+	@# the image trains with what the 3.12 tier tests: the same torch for the resolution, and every package both
+	@# environments hold at the tier's version (so $(LOCK312) comes first)
+	echo "$(TORCH)" | $(VENV)/bin/uv pip compile setup.cfg - --extra gpu --extra eval -c $(LOCK312) $(LOCK_FLAGS) \
 	  --no-emit-package torch --no-emit-package transformer-engine --no-emit-package transformer-engine-torch \
 	  --no-emit-package transformer-engine-cu12 --no-emit-package transformer-engine-cu13 -o docker/train.lock
 	$(VENV)/bin/uv pip compile setup.cfg --extra vllm $(LOCK_FLAGS) -o docker/vllm.lock

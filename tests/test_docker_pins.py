@@ -3,6 +3,7 @@ CPU environment `make install` builds is the locked one."""
 
 import configparser
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from docker.utils.build import exclude_paths
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -17,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE_PYTHON = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_platform": "linux",
                 "platform_machine": "x86_64"}
 CPU_LOCK = ROOT / "locks" / "cpu-py3.11.lock"
+TIER_312_LOCK = ROOT / "locks" / "cpu-py3.12.lock"
 CPU_PYTHON = {"python_version": "3.11", "python_full_version": "3.11.7", "sys_platform": "linux",
               "platform_machine": "x86_64"}
 REMOVED_BY_MAKE_INSTALL = {"torchvision", "torchaudio", "torchcodec"}
@@ -41,6 +44,13 @@ def extra_pins(extra: str) -> dict[str, str]:
 def dockerfile_args() -> dict[str, str]:
     text = (ROOT / "Dockerfile").read_text()
     return dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
+
+
+def dockerfile_instructions() -> list[tuple[int, str, str]]:
+    """(line, instruction, arguments) of each Dockerfile instruction, its continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text()
+    return [(text.count("\n", 0, m.start()) + 1, m[1].upper(), re.sub(r"\\\n\s*", " ", m[2]))
+            for m in re.finditer(r"^(\w+)[ \t]+((?:.*\\\n)*.*)$", text, flags=re.M)]
 
 
 def lock_pins(name: str | Path) -> dict[str, str]:
@@ -75,6 +85,62 @@ def test_lock_files_match_setup_cfg():
     assert vllm["vllm"] == extra_pins("vllm")["vllm"], "docker/vllm.lock is stale; run `make lock`"
     # The base image provides torch and Transformer Engine to the training environment: the lock must not.
     assert not {"torch", "transformer-engine", "transformer-engine-torch"} & set(train)
+
+
+def test_image_trains_with_the_versions_the_python_312_tier_tests():
+    # `make lock` resolves train.lock with the tier's torch and constrained by the tier's lock. vllm.lock is left
+    # out: vLLM's own venv runs no swehero code beyond the standard library (the tool-parser plugin).
+    train, tier = lock_pins("train.lock"), lock_pins(TIER_312_LOCK)
+    differ = {name: (train[name], tier[name])
+              for name in sorted(train.keys() & tier.keys()) if train[name] != tier[name]}
+    assert not differ, f"docker/train.lock and {TIER_312_LOCK.name} pin {differ} (train, tier): run `make lock`"
+
+
+def test_chat_templates_render_with_one_transformers_everywhere():
+    # Training data is rendered with the training environment's transformers, live prompts with vLLM's: the same
+    # chat template could render differently across versions. vLLM 0.32 caps it, so setup.cfg does too.
+    locks = {name: lock_pins(name)["transformers"] for name in ("train.lock", "vllm.lock", CPU_LOCK, TIER_312_LOCK)}
+    assert len(set(locks.values())) == 1, f"transformers differs between the lock files: {locks}; run `make lock`"
+
+
+def test_pip_installs_run_without_the_base_images_constraint():
+    # NVIDIA's PyTorch images set PIP_CONSTRAINT to a file pinning every package they ship, torch included: vLLM's
+    # torch==2.13.0 and docker/train.lock's versions cannot install under it.
+    stage_env, env = {}, {}
+    for line, instruction, args in dockerfile_instructions():
+        if instruction == "FROM":
+            parent, name = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", args, flags=re.I).groups()
+            env = stage_env[name] = dict(stage_env.get(parent, {}))
+        elif instruction == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(args))
+        elif instruction == "RUN" and "pip install" in args:
+            assert env.get("PIP_CONSTRAINT") == "", \
+                f"Dockerfile:{line}: pip install runs under the base image's PIP_CONSTRAINT"
+
+
+def build_context(root: Path) -> set[str]:
+    """The paths `docker build root` sends, as the docker SDK selects them with root's .dockerignore."""
+    lines = [line.strip() for line in (root / ".dockerignore").read_text().splitlines()]
+    return exclude_paths(str(root), [line for line in lines if line and not line.startswith("#")])
+
+
+def test_build_context_leaves_out_venvs_and_run_outputs(tmp_path):
+    makefile = (ROOT / "Makefile").read_text()
+    venvs = re.findall(r"^VENV(?:312)? \?= (\S+)$", makefile, flags=re.M)  # `make test` creates both here
+    assert len(venvs) == 2, venvs
+    for name in (".dockerignore", "Dockerfile"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for folder in [*venvs, "runs/demo", "swehero", "docker"]:
+        (tmp_path / folder).mkdir(parents=True)
+    for venv in venvs:
+        (tmp_path / venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (tmp_path / "runs/demo/manifest.json").write_text("{}")
+    (tmp_path / "swehero/__init__.py").write_text("")
+    (tmp_path / "docker/train.lock").write_text("")
+    context = build_context(tmp_path)
+    sent = {path for path in context if path.split("/")[0] in [*venvs, "runs"]}
+    assert not sent, f".dockerignore lets `docker build .` send {sorted(sent)}"
+    assert {"Dockerfile", "swehero/__init__.py", "docker/train.lock"} <= context
 
 
 def test_cpu_and_gpu_serve_the_same_vllm():
