@@ -71,6 +71,11 @@ def test_good_recipe_loads(tmp_path):
     (GOOD.replace("echo hi > out.txt", "echo ${nothing.here}"), ":6: stages[0].run: ${nothing.here}: nothing does not exist"),
     (GOOD.replace("echo hi > out.txt", "echo ${env:SWEHERO_SURELY_UNSET}"), "environment variable SWEHERO_SURELY_UNSET is not set"),
     ("name: ${a}\na: ${name}\nrun_dir: x\nstages: []\n", "reference cycle"),
+    (GOOD.replace("cat ../fetch/out.txt", "cat ${stages.fetc.dir}/out.txt"),
+     ":11: stages[1].run: ${stages.fetc.dir}: no item 'fetc' in stages; did you mean 'fetch'?"),
+    # a cycle only the input paths make, at the line of a stage in it
+    (GOOD.replace("    outputs: [out.txt]", "    outputs: [out.txt]\n    inputs: ['${stages.use.dir}/o.txt']", 1),
+     ":4: stages[0]: dependency cycle through input paths: fetch -> use -> fetch"),
     # duplicate names and keys
     (GOOD.replace("name: use", "name: fetch"), ":8: stages[1].name: duplicate stage name 'fetch'"),
     ("name: t\nname: u\nrun_dir: x\nstages: []\n", ":2: name: duplicate key"),
@@ -414,6 +419,76 @@ def test_settings_out_of_range_are_reported_before_anything_runs(tmp_path):
         f"{path}:15: stages[1].optimizer.lr: must be > 0, got -1.0",
     ]
     assert problems(path, "stages.prep.valid_fraction=-1")[1].endswith("valid_fraction: must be >= 0 and < 1, got -1.0")
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("stages.sft_zero.parallel.tensor=0", "parallel.tensor: must be >= 1, got 0"),
+    ("stages.sft_zero.parallel.context=-2", "parallel.context: must be >= 1, got -2"),
+    ("stages.sft_zero.nodes=0", "nodes: must be >= 1, got 0"),
+    ("stages.sft_zero.gpus_per_node=0", "gpus_per_node: must be >= 1, got 0"),
+    ("stages.sft_zero.steps=-5", "steps: must be >= 1, got -5"),
+    ("stages.sft_zero.optimizer.warmup_fraction=2", "optimizer.warmup_fraction: must be >= 0 and <= 1, got 2.0"),
+    ("stages.sft_zero.optimizer.min_lr=1", "optimizer.min_lr: must be <= lr (1e-05), got 1.0"),
+    ("stages.eval_verified.serve.tensor_parallel_size=0", "serve.tensor_parallel_size: must be >= 1, got 0"),
+    ("stages.eval_verified.serve.data_parallel_size=0", "serve.data_parallel_size: must be >= 1, got 0"),
+    ("stages.eval_verified.serve.max_model_len=0", "serve.max_model_len: must be >= 1, got 0"),
+    ("stages.eval_verified.agent.openai.top_p=7", "agent.openai.top_p: must be > 0 and <= 1, got 7.0"),
+    ("stages.eval_verified.agent.openai.top_k=-2", "agent.openai.top_k: must be >= -1, got -2"),
+    ("stages.eval_verified.agent.openai.temperature=-1", "agent.openai.temperature: must be >= 0 and <= 2, got -1.0"),
+    ("stages.eval_verified.agent.loop.max_steps=0", "agent.loop.max_steps: must be >= 1, got 0"),
+    ("stages.eval_verified.workers=0", "workers: must be >= 1, got 0"),
+    ("stages.eval_verified.grading.workers=0", "grading.workers: must be >= 1, got 0"),
+])
+def test_sizes_and_sampling_settings_out_of_range_are_reported(assignment, message, tmp_path):
+    """Each was accepted, then divided by (`recipe plan`: ZeroDivisionError) or planned as nonsense (0x8 GPUs)."""
+    found = problems("hero-7b", f"run_dir={tmp_path}", assignment)
+    assert re.fullmatch(rf"--set: stages\[\d+\]\.{re.escape(message)}", found[0]), found
+
+
+@pytest.mark.parametrize("assignment", ["stages.sft_zero.parallel.tensor=0",
+                                        "stages.eval_verified.serve.tensor_parallel_size=0"])
+def test_plan_reports_a_size_of_0_instead_of_dividing_by_it(assignment):
+    result = CliRunner().invoke(main, ["recipe", "plan", "hero-7b", "--set", assignment])
+    assert result.exit_code == 2 and "must be >= 1, got 0" in result.output, result.output
+
+
+def test_min_lr_above_lr_is_reported_at_its_line(tmp_path):
+    path = write(tmp_path, """\
+        name: t
+        run_dir: {run_dir}
+        stages:
+          - name: sft
+            kind: train
+            data: d
+            optimizer:
+              lr: 1.0e-5
+              min_lr: 1.0e-3
+          - name: sft2
+            kind: train
+            data: d
+            optimizer: {lr: "${nothing}", min_lr: 1.0e-3}
+        """)
+    assert problems(path) == [f"{path}:13: stages[1].optimizer.lr: ${{nothing}}: nothing does not exist",
+                              f"{path}:9: stages[0].optimizer.min_lr: must be <= lr (1e-05), got 0.001"]
+
+
+def test_commands_built_from_the_settings_report_ranges_too():
+    result = CliRunner().invoke(main, ["serve", "start", "some/model", "--tensor-parallel-size", "0"])
+    assert result.exit_code == 2, result.output
+    assert "--tensor-parallel-size: tensor_parallel_size: must be >= 1, got 0" in result.output
+
+
+@pytest.mark.parametrize("layout, world, message", [
+    (dict(tensor=0), 8, "tensor 0"), (dict(pipeline=0, context=-1), 8, "pipeline 0, context -1"),
+    (dict(virtual_pipeline=0), 8, "virtual_pipeline 0"), ({}, 0, "world size 0")])
+def test_a_layout_built_outside_a_recipe_with_a_size_below_1_is_a_layout_error(layout, world, message):
+    from swehero.model.folder import known_config
+    from swehero.model.parallel import ParallelConfig
+    from swehero.train.config import LayoutError, Settings, check_layout
+
+    with pytest.raises(LayoutError, match=f"bad parallel layout: {message}: sizes must be >= 1"):
+        check_layout(Settings(data="d", parallel=ParallelConfig(**layout)),
+                     known_config("Qwen/Qwen2.5-Coder-7B-Instruct"), world)
 
 
 @pytest.mark.parametrize("mfu", ["0", "-1", "1.5"])

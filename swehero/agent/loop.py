@@ -10,12 +10,14 @@ import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from swehero.agent.policy import ContextLimit, EndpointRefused, Policy, PolicyError, Reply
 from swehero.agent.stuck import is_stuck
 from swehero.agent.task import Task
 from swehero.agent.tools import ERROR_TRAILER, InvalidCall, Tools, parse_call
 from swehero.jsonio import write_json_atomic
+from swehero.recipe.stage import Range
 from swehero.toolspec import openhands_tools
 
 STAGE = {"zero": "zero", "exec": "hero"}
@@ -43,11 +45,11 @@ class TimeLimit(BaseException):
 class LoopConfig:
     """Limits of one episode."""
 
-    max_steps: int = 100
+    max_steps: Annotated[int, Range(min=1)] = 100
     """Assistant turns before the episode ends (the paper's 100)."""
-    max_context_tokens: int = 131072
+    max_context_tokens: Annotated[int, Range(min=1)] = 131072
     """Conversation size (server-reported prompt tokens, or characters / 4) at which the episode ends (128k)."""
-    max_consecutive_errors: int = 3
+    max_consecutive_errors: Annotated[int, Range(min=1)] = 3
     """Malformed replies in a row (no tool call, several calls, unknown tool, bad arguments) that end the episode."""
 
 

@@ -15,9 +15,11 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from typing import Annotated
 
 from swehero import toolcalls
 from swehero.agent.policy import ContextLimit, EndpointRefused, PolicyError, Reply
+from swehero.recipe.stage import Range
 
 
 @dataclass(frozen=True)
@@ -31,24 +33,24 @@ class OpenAIConfig:
     """Model name the server knows; empty asks `/models` and uses the first one."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (vLLM needs none)."""
-    temperature: float = 0.7
-    """Sampling temperature (the paper's evaluation: 0.7)."""
-    top_p: float = 0.8
+    temperature: Annotated[float, Range(min=0, max=2)] = 0.7
+    """Sampling temperature (the paper's evaluation: 0.7); 0 is greedy, 2 the most OpenAI and vLLM accept."""
+    top_p: Annotated[float, Range(gt=0, max=1)] = 0.8
     """Nucleus sampling's probability mass (the paper: 0.8)."""
-    top_k: int = 20
+    top_k: Annotated[int, Range(min=-1)] = 20
     """Top-k sampling (the paper: 20), sent as vLLM's `top_k` extension; -1 leaves it out (for servers that reject
     it)."""
     seed: int | None = None
     """Sampling seed sent with every request (vLLM's per-request seed); eval and distill give each attempt its
     own, so runs are reproducible; None: the server's choice."""
-    max_reply_tokens: int = 4096
+    max_reply_tokens: Annotated[int, Range(min=1)] = 4096
     """Tokens per model reply (the request's `max_tokens`)."""
-    request_timeout: float = 600.0
+    request_timeout: Annotated[float, Range(gt=0)] = 600.0
     """Seconds to wait for one reply."""
-    request_retries: int = 5
+    request_retries: Annotated[int, Range(min=0)] = 5
     """Retries of a request after a connection error, HTTP 429 or 5xx, waiting `backoff * 2**attempt` seconds in
     between; lower it when other endpoints can take over (distillation fails over to them)."""
-    backoff: float = 1.0
+    backoff: Annotated[float, Range(min=0)] = 1.0
 
 
 class OpenAIPolicy:

@@ -11,7 +11,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from swehero.agent.local import MissingRepository
 from swehero.errors import InputError
@@ -26,6 +26,7 @@ from swehero.eval.harness import (
 )
 from swehero.eval.images import image_name
 from swehero.eval.inference import PREDICTIONS, finished
+from swehero.recipe.stage import Range
 from swehero.rollout.local_grader import LocalGraderConfig, check_local, grade_instance
 from swehero.jsonio import JsonlLog, JsonlLogReader
 from swehero.rollout.tasks import load_tasks, repo_dir
@@ -38,7 +39,7 @@ class GradingSettings:
     grader: Literal["local", "swebench", "none"] = "swebench"
     """swebench: the official harness in Docker; local: clone + pytest on this machine (Python tasks without
     Docker, e.g. the toy tasks); none: inference only."""
-    workers: int = 1
+    workers: Annotated[int, Range(min=1)] = 1
     """Instances the local grader grades in parallel."""
     local: LocalGraderConfig = field(default_factory=LocalGraderConfig)
     harness: HarnessConfig = field(default_factory=HarnessConfig)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated
 
 from swehero.agent.settings import AgentSettings
 from swehero.errors import InputError, Unavailable
 from swehero.eval.grade import GradingSettings
 from swehero.eval.select import VerifierSettings, check_verifier
-from swehero.recipe.stage import InputPath
+from swehero.recipe.stage import InputPath, Range
 from swehero.rollout.endpoints import rollout_server
 from swehero.rollout.tasks import TaskSelection
 from swehero.serve.server import ServeConfig
@@ -31,21 +32,21 @@ class Settings(TaskSelection):
     model_name: str = ""
     """`model_name_or_path` written to the predictions; empty: the served checkpoint's path, the endpoint's model,
     or the policy name. Also how the paper's figure is found (e.g. `swe-hero-32b`)."""
-    workers: int = 1
+    workers: Annotated[int, Range(min=1)] = 1
     """Instances attempted concurrently."""
-    runs: int = 1
+    runs: Annotated[int, Range(min=1)] = 1
     """Independent attempts per instance, each run with its own sampling seeds and folder (`run-k`); the report
     adds mean, standard deviation and pass@k over the runs. The paper reports one run (pass@1)."""
-    max_attempts: int = 1
+    max_attempts: Annotated[int, Range(min=1)] = 1
     """Attempts per instance and run when an attempt ends without a patch (OpenHands' benchmark default retries);
     more than 1 raises pass@1 above the paper's one-attempt protocol, and the report says so."""
     seed: int | None = None
     """Sampling seed every attempt's own seed is derived from (with the instance and the run), so a rerun samples
     the same way; empty: no seed is sent and the server samples afresh (the paper's protocol). vLLM 0.32's CPU
     backend crashes on per-request seeds (`CPU Generator does not use offset`): leave it empty there."""
-    price_prompt_per_mtok: float = 0.0
+    price_prompt_per_mtok: Annotated[float, Range(min=0)] = 0.0
     """$ per million prompt tokens, for the report's cost column (0: no cost)."""
-    price_completion_per_mtok: float = 0.0
+    price_completion_per_mtok: Annotated[float, Range(min=0)] = 0.0
     """$ per million completion tokens."""
     agent: AgentSettings = field(default_factory=AgentSettings)
     """How each instance is attempted (the paper's evaluation: exec mode, 100 turns, 128k, T 0.7 / 0.8 / 20)."""

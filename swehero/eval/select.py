@@ -23,8 +23,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from swehero.errors import InputError
+from swehero.recipe.stage import Range
 from swehero.serve.server import ServeConfig
 
 SCORES = "verifier_scores.jsonl"
@@ -42,9 +44,9 @@ class VerifierSettings:
     endpoint: str = ""
     """A server already serving that checkpoint (`http://host:port/v1`); empty: one is started for the scoring.
     `serve.model` still names the checkpoint: its tokenizer renders the prompts and its folder names the scores."""
-    seq_length: int = 32768
+    seq_length: Annotated[int, Range(min=1)] = 32768
     """Tokens of a judged attempt: the verifier's training `seq_length` (the same truncation from the middle)."""
-    workers: int = 8
+    workers: Annotated[int, Range(min=1)] = 8
     """Attempts scored concurrently."""
 
     @property

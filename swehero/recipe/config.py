@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from swehero.recipe import kinds
-from swehero.recipe.loader import FieldPath, Lines, RecipeError, apply_override, load_yaml, merge_base, resolve_references
-from swehero.recipe.schema import as_data, build, check, field_default, input_paths, section_class, suggest
+from swehero.recipe.loader import (FieldPath, Lines, RecipeError, apply_override, load_yaml, merge_base,
+                                   resolve_references, suggest)
+from swehero.recipe.schema import as_data, build, check, field_default, input_paths, section_class
 from swehero.recipe.stage import ModelConfig
 
 _STAGE_KEYS = ("name", "kind", "needs")
@@ -300,7 +301,8 @@ def _check_inputs(recipe: Recipe, lines: Lines) -> None:
         raise RecipeError(problems)
     cycle = _find_cycle({s.name: s.needs for s in recipe.stages})
     if cycle:
-        raise RecipeError([f"{recipe.file}: stages: dependency cycle through input paths: {' -> '.join(cycle)}"])
+        at = ("stages", [s.name for s in recipe.stages].index(cycle[0]))
+        raise RecipeError([lines.problem(at, f"dependency cycle through input paths: {' -> '.join(cycle)}")])
 
 
 def _in_dependency_order(stages: list[Stage]) -> list[Stage]:

@@ -8,6 +8,7 @@ editor can jump to them. Each value's location is kept in a `Lines` map from fie
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 from pathlib import Path
@@ -24,6 +25,12 @@ class RecipeError(Exception):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+def suggest(name: str, options: list[str]) -> str:
+    """The nearest of `options` to a mistyped `name`, or all of them when none is near."""
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(options)})"
 
 
 def format_path(path: FieldPath) -> str:
@@ -237,7 +244,8 @@ def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, A
             if isinstance(node, list):
                 index = _list_index(node, part)
                 if index is None:
-                    raise KeyError(f"${{{expr}}}: no item {part!r} in {format_path(ref_path)}")
+                    names = [n for item in node if isinstance(item, dict) and isinstance(n := item.get("name"), str)]
+                    raise KeyError(f"${{{expr}}}: no item {part!r} in {format_path(ref_path)}" + suggest(part, names))
                 node = node[index]
                 ref_path += (index,)
             elif isinstance(node, dict) and part in node:

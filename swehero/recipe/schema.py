@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import types
 import typing
 from typing import Annotated, Any, Literal, Union
 
-from swehero.recipe.loader import FieldPath, Lines, Unresolved
+from swehero.recipe.loader import FieldPath, Lines, Unresolved, suggest
 from swehero.recipe.stage import Range, _Input
-
-
-def suggest(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(options)})"
 
 
 def build(cls: type, data: Any, path: FieldPath, lines: Lines, problems: list[str]) -> Any:
@@ -41,7 +35,19 @@ def build(cls: type, data: Any, path: FieldPath, lines: Lines, problems: list[st
     for name, f in fields.items():
         if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             problems.append(lines.problem(path + (name,), "missing required field"))
-    return None if len(problems) > before else cls(**kwargs)
+    if len(problems) > before:
+        return None
+    built = cls(**kwargs)
+    if not any(isinstance(value, Unresolved) for value in kwargs.values()):  # already reported
+        problems += [lines.problem(path + (name,), message) for name, message in cross_field_problems(built)]
+    return built
+
+
+def cross_field_problems(settings: Any) -> list[tuple[str, str]]:
+    """(field, message) for values a dataclass says do not go together (`min_lr` above `lr`): its optional
+    `cross_field_problems()` method, which a value's own type and range cannot tell."""
+    method = getattr(settings, "cross_field_problems", None)
+    return method() if method else []
 
 
 def check(tp: Any, value: Any, path: FieldPath, lines: Lines, problems: list[str]) -> Any:

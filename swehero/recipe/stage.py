@@ -6,7 +6,9 @@ A stage kind is a module (registered in `swehero.recipe.kinds`) that defines:
   type is `InputPath` (or `list[InputPath]`) name files or folders the stage reads: the engine checks they
   exist before anything runs (unless an earlier stage of the recipe produces them) and fingerprints them so
   a changed input reruns the stage. Fields typed `Annotated[int, Range(min=1)]` (see `Range`) are bounded: the
-  schema rejects a value out of range, in a recipe and on a command line alike.
+  schema rejects a value out of range, in a recipe and on a command line alike. A settings dataclass (or a section of
+  one) may define `cross_field_problems() -> list[(field, message)]` for values that do not go together (`min_lr`
+  above `lr`); the schema reports each at that field's line.
 - `run(settings, ctx) -> dict[str, str]`: does the work, writing only under `ctx.dir`, and returns its
   outputs by name (paths). Heavy imports (torch, megatron, vllm) go inside `run`, so that validating a
   recipe stays fast.

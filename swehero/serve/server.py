@@ -22,13 +22,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import swehero
 from swehero.errors import InputError, MissingInput, Unavailable
 from swehero.model.folder import is_hf_folder
 from swehero.process import end_group, start_group
-from swehero.recipe.stage import ModelRef, Verbatim
+from swehero.recipe.stage import ModelRef, Range, Verbatim
 
 PLUGIN = Path(__file__).with_name("vllm_plugin.py")
 # Our parser name for each model family; `hermes` is served by the JSON-aware plugin (see swehero/toolcalls.py).
@@ -45,27 +45,27 @@ class ServeConfig:
     """Model name clients ask for; defaults to the folder's name."""
     parser: Literal["auto", "hermes", "qwen3_coder"] = "auto"
     """Tool-call parser: hermes (Qwen2.5), qwen3_coder (Qwen3-Coder teachers), or auto (from config.json)."""
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: Annotated[int, Range(min=1)] = 1
     """GPUs per model replica: enough that the weights plus the KV cache fit (`swehero recipe plan` estimates it;
     a 32B model in bf16 with a 128k context needs 4 H100s)."""
-    data_parallel_size: int = 1
+    data_parallel_size: Annotated[int, Range(min=1)] = 1
     """Model replicas behind the one server, each on its own `tensor_parallel_size` GPUs (vLLM's data
     parallelism): an 8-GPU node serves a 32B model as 2 replicas of 4 for twice the throughput."""
-    max_model_len: int = 32768
+    max_model_len: Annotated[int, Range(min=1)] = 32768
     """Context length the server accepts (prompt + completion)."""
     dtype: str = "auto"
     """Weights dtype (auto: from config.json; CPU needs float32 or bfloat16)."""
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: Annotated[float, Range(gt=0, max=1)] = 0.9
     """Fraction of GPU memory vLLM may take (on CPU builds, the fraction of the KV-cache space)."""
     host: str = "127.0.0.1"
     """Interface to listen on."""
-    port: int = 0
+    port: Annotated[int, Range(min=0, max=65535)] = 0
     """Port; 0 picks a free one."""
     compile: bool = True
     """Let vLLM compile the model (torch.compile, and CUDA graphs on GPUs): faster decoding after a slower start.
     Off (`--optimization-level 0`) for short jobs on small models, where the start dominates: on 2 CPU cores a tiny
     model's server answered after 63 s instead of 84 s (medians, `benchmarks/serve_startup.py`)."""
-    startup_timeout_s: float = 900.0
+    startup_timeout_s: Annotated[float, Range(gt=0)] = 900.0
     """How long to wait for the server to answer /health."""
     extra_args: list[Verbatim] = field(default_factory=list)
     """More `vllm serve` arguments, passed through (one per repeat: `--extra-args=--hf-overrides={...}`)."""

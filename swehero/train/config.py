@@ -21,22 +21,28 @@ class OptimizerConfig:
 
     lr: Annotated[float, Range(gt=0)] = 1e-5
     """Peak learning rate (paper: 1e-5)."""
-    min_lr: float = 1e-8
-    """Final learning rate (paper: 1e-8)."""
-    warmup_fraction: float = 0.1
+    min_lr: Annotated[float, Range(min=0)] = 1e-8
+    """Final learning rate (paper: 1e-8); at most `lr`."""
+    warmup_fraction: Annotated[float, Range(min=0, max=1)] = 0.1
     """Share of the steps spent warming up linearly from 0 (paper: 10%)."""
     decay: Literal["cosine", "linear", "constant"] = "cosine"
     """Decay after warmup (paper: cosine)."""
-    weight_decay: float = 0.01
+    weight_decay: Annotated[float, Range(min=0)] = 0.01
     """Not stated in the paper; Megatron-LM's SFT default."""
-    adam_beta1: float = 0.9
+    adam_beta1: Annotated[float, Range(min=0, lt=1)] = 0.9
     """Not stated in the paper."""
-    adam_beta2: float = 0.95
+    adam_beta2: Annotated[float, Range(min=0, lt=1)] = 0.95
     """Not stated in the paper; 0.95 is Megatron-LM's usual value for long runs."""
-    adam_eps: float = 1e-8
+    adam_eps: Annotated[float, Range(gt=0)] = 1e-8
     """AdamW epsilon."""
-    clip_grad: float = 1.0
+    clip_grad: Annotated[float, Range(min=0)] = 1.0
     """Global gradient-norm clipping; 0 disables it."""
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        # Megatron's scheduler asserts min_lr <= lr only once training starts, after the model is loaded
+        if self.min_lr > self.lr:
+            return [("min_lr", f"must be <= lr ({self.lr}), got {self.min_lr}")]
+        return []
 
 
 @dataclass
@@ -75,7 +81,7 @@ class Settings:
     launch). E.g. 1048576 at seq_length 131072 is 8 rows per step."""
     epochs: Annotated[float, Range(gt=0)] = 3.0
     """Passes over the training set (paper: 3); ignored when `steps` is set."""
-    steps: int | None = None
+    steps: Annotated[int, Range(min=1)] | None = None
     """Optimizer steps, instead of epochs."""
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     """Parallel layout."""
@@ -99,9 +105,9 @@ class Settings:
     """Write TensorBoard event files under `<stage>/tensorboard`."""
     wandb_project: str = ""
     """Also log to this Weights & Biases project (needs `wandb` and a login)."""
-    nodes: int = 1
+    nodes: Annotated[int, Range(min=1)] = 1
     """Nodes (Slurm launcher)."""
-    gpus_per_node: int = 8
+    gpus_per_node: Annotated[int, Range(min=1)] = 8
     """Processes per node; on CPU, the number of gloo processes."""
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """cuda, or cpu (gloo, through the CPU backend; for tests and the tiny recipe). auto: cuda if available."""
@@ -124,6 +130,11 @@ class LayoutError(ValueError):
 def check_layout(settings: Settings, hf_config: dict, world_size: int) -> int:
     """Reject layouts Megatron would fail on (or silently mis-run); returns the data-parallel size."""
     p = settings.parallel
+    # a layout built outside the schema (Python callers) can still hold sizes the checks below would divide by
+    sizes = {"world size": world_size, "tensor": p.tensor, "pipeline": p.pipeline,
+             "virtual_pipeline": p.virtual_pipeline, "context": p.context}
+    if too_small := [f"{name} {size}" for name, size in sizes.items() if size < 1]:
+        raise LayoutError(f"bad parallel layout: {', '.join(too_small)}: sizes must be >= 1")
     problems = []
     model_parallel = p.tensor * p.pipeline * p.context
     if world_size % model_parallel:
