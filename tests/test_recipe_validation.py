@@ -136,6 +136,14 @@ def test_override_errors_name_the_option(tmp_path):
     assert any("--set: stages[0].lr: unknown field" in p for p in found), found
 
 
+def test_a_set_that_replaces_a_section_is_blamed_for_what_it_holds(tmp_path):
+    """`--set stages.sft_zero.optimizer={lr: x}` was reported at the recipe's line of the lr it replaced."""
+    found = problems("hero-7b", f"run_dir={tmp_path}", "stages.sft_zero.optimizer={lr: x}")
+    assert found == ["--set: stages[6].optimizer.lr: expected float, got str 'x'"], found
+    found = problems("tiny-cpu", f"run_dir={tmp_path}", "stages.prepare_zero.inputs=[nowhere.jsonl]")
+    assert [p for p in found if "nowhere" in p] == ["--set: stages[4].inputs[0]: input not found: nowhere.jsonl"], found
+
+
 def test_exponent_floats_and_int_promotion(tmp_path):
     path = write(tmp_path, "name: t\nrun_dir: {run_dir}\nstages:\n  - {name: tiny, kind: tiny}\n")
     recipe = load_recipe(path, ("stages.tiny.model.rope_theta=1e6",))

@@ -185,6 +185,9 @@ def apply_override(data: dict[str, Any], lines: Lines, assignment: str) -> None:
         path += (part,)
         if last:
             node[part] = value
+            # the file's lines for what the value replaced would be blamed for the value's own problems
+            for stale in [p for p in lines.by_path if p[:len(path)] == path]:
+                del lines.by_path[stale]
         else:
             if isinstance(node, dict) and part not in node:
                 node[part] = {}
