@@ -117,8 +117,12 @@ def test_memory_model_terms_and_fit_warning(tmp_path):
     assert selective.weights_gib == pytest.approx(2 * 32.76e9 / 16 / 2**30, rel=1e-3)
     assert selective.gradients_gib == pytest.approx(2 * selective.weights_gib)
     assert selective.optimizer_gib == pytest.approx(6 * selective.weights_gib)
-    # Full recompute keeps one hidden vector per token per layer: 2 bytes x 5120 / 8 x 65536 tokens x 32 layers x 2 in flight.
-    assert full.activations_gib == pytest.approx(2 * 5120 / 8 * 65536 * 32 * 2 / 2**30)
+    # Full recompute keeps one hidden vector per token per layer: 2 bytes x 5120 / 8 x 65536 tokens x 32 layers x 2 in
+    # flight, plus the layer re-run in the backward pass, whole for one micro-batch: 2 bytes x (4 x 5120 norm and
+    # projection inputs + (40 + 2 x 8) x 128 q, k, v + 2 x 40 x 128 attention output and o_proj input + 3 x 27648
+    # gate, up and SwiGLU product) / 8 x 65536 tokens.
+    recomputed = 2 * (4 * 5120 + 56 * 128 + 80 * 128 + 3 * 27648) / 8 * 65536
+    assert full.activations_gib == pytest.approx((2 * 5120 / 8 * 65536 * 32 * 2 + recomputed) / 2**30)
     assert selective.activations_gib > 10 * full.activations_gib
     unfused = estimate(Settings(data="d", parallel=ParallelConfig(**layout), fused_ce=False), QWEN25_CODER_32B, 1)
     assert unfused.logits_gib == pytest.approx(8 * 65536 * 152064 / 8 / 2**30)

@@ -25,10 +25,12 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
+from swehero.errors import InputError
 from swehero.jsonio import differences, exclusive, write_json_atomic
 from swehero.process import end_left_behind, recording_groups
 from swehero.recipe import kinds
 from swehero.recipe.config import Recipe, Stage
+from swehero.recipe.plan import unservable
 from swehero.recipe.stage import StageContext
 from swehero.slurm import jobs_running
 
@@ -400,6 +402,8 @@ def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:
     for step in todo:  # what would stop a later stage stops the run now, not after days of the earlier ones
         if check := getattr(kinds.load_kind(step.stage.kind), "check", None):
             check(step.stage.settings, step.stage.name)
+    if problems := unservable(recipe, [step.stage for step in todo]):
+        raise InputError("; ".join(problems))
     for n, step in enumerate(todo, 1):
         echo(f"[{n}/{len(todo)}] {step.stage.name} ({step.stage.kind}): {step.reason}")
         manifest = run_stage(recipe, step)

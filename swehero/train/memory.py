@@ -4,7 +4,8 @@ Model: Megatron-Core with bf16 weights, fp32 gradient buffers, AdamW with fp32 m
 (sharded over data-parallel ranks by the distributed optimizer; an fp32 run has no master copy), flash attention
 (no s^2 score matrix), and activations counted tensor by tensor for a Qwen2 layer (GQA attention + SwiGLU MLP),
 following Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models"). The first
-pipeline stage holds the most activations: with 1F1B, `pipeline` micro-batches are in flight there.
+pipeline stage holds the most activations: with 1F1B, `pipeline` micro-batches are in flight there. Full recompute
+keeps each layer's input, plus, in the backward pass, all activations of the layer being re-run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ GPU_MEMORY_GIB = 80.0
 """H100 SXM; a plan warns above this."""
 RUNTIME_OVERHEAD_GIB = 3.0
 """CUDA context, NCCL buffers, allocator fragmentation: what a measured run holds beyond the terms below."""
+FULL_RECOMPUTE_LAYERS = 1
+"""Layers per checkpointed chunk under `recompute: full` (Megatron's `recompute_num_layers` with the uniform
+method, as `model_setup.model_overrides` passes it): the backward pass re-runs one chunk at a time."""
 
 
 @dataclass
@@ -73,6 +77,15 @@ def activation_bytes_per_token_per_layer(hf_config: dict, tensor: int, sequence_
     return dtype_bytes * (replicated + split / tensor)
 
 
+def recomputed_chunk_bytes(hf_config: dict, settings: Settings, tokens_per_microbatch: float,
+                           layers_per_stage: float, dtype_bytes: int) -> float:
+    """What full recompute holds on top of the checkpoints: in the backward pass Megatron re-runs the forward of
+    one chunk of layers for one micro-batch, and keeps all of that chunk's activations until its backward ends."""
+    p = settings.parallel
+    per_token = activation_bytes_per_token_per_layer(hf_config, p.tensor, p.sequence_parallel, "none", dtype_bytes)
+    return per_token * tokens_per_microbatch * min(FULL_RECOMPUTE_LAYERS, layers_per_stage)
+
+
 def peak_bytes(cuda: bool) -> int:
     """High-water mark of this process: allocated GPU memory, or the resident set size on CPU."""
     if cuda:
@@ -96,6 +109,9 @@ def estimate(settings: Settings, hf_config: dict, data_parallel: int) -> MemoryE
     per_token = activation_bytes_per_token_per_layer(hf_config, p.tensor, p.sequence_parallel, settings.recompute,
                                                      4 if fp32 else 2)
     activations = per_token * tokens_per_microbatch * layers_per_stage * in_flight
+    if settings.recompute == "full":
+        activations += recomputed_chunk_bytes(hf_config, settings, tokens_per_microbatch, layers_per_stage,
+                                              4 if fp32 else 2)
     # fp32 logits (and their softmax copy) of the last stage for the cross-entropy, unless fused.
     logits = 0.0 if settings.fused_ce else 2 * 4 * tokens_per_microbatch * hf_config["vocab_size"] / p.tensor
     optimizer_shards = data_parallel if settings.distributed_optimizer else 1

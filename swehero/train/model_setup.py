@@ -13,6 +13,7 @@ from swehero.errors import InputError
 from swehero.model.folder import is_hf_folder, side_files_from, write_folder_files
 from swehero.train.config import Settings, check_layout
 from swehero.train.folders import init_weights, model_config
+from swehero.train.memory import FULL_RECOMPUTE_LAYERS
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ def model_overrides(s: Settings, cuda: bool) -> dict:
     """TransformerConfig fields the training settings decide."""
     overrides = {"calculate_per_token_loss": True}
     if s.recompute == "full":
-        overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+        overrides.update(recompute_granularity="full", recompute_method="uniform",
+                         recompute_num_layers=FULL_RECOMPUTE_LAYERS)
     elif s.recompute == "selective" and cuda:
         overrides.update(recompute_granularity="selective")
     if s.parallel.context > 1 and s.parallel.pipeline > 1:

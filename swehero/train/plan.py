@@ -9,6 +9,7 @@ from pathlib import Path
 from swehero.data.prepare import STATS, read_stats
 from swehero.model import qwen2
 from swehero.model.folder import known_config
+from swehero.model.parallel import model_split_problems
 from swehero.train.config import LayoutError, Settings, check_layout, rows_per_step
 from swehero.train.data import empty_training_split, seq_length_mismatch, steps_for
 from swehero.train.memory import GPU_MEMORY_GIB, RUNTIME_OVERHEAD_GIB, GiB, MemoryEstimate, dims, estimate, parameter_count
@@ -159,10 +160,24 @@ def serving_memory(hf_config: dict, tensor_parallel: int, max_model_len: int, co
     )
 
 
+def serving_problems(hf_config: dict, tensor_parallel: int, max_model_len: int,
+                     max_positions: int | None) -> list[str]:
+    """Why vLLM would not start a server of `hf_config`: heads (or the MLP) that tensor_parallel_size does not
+    split, or a `max_model_len` past the `max_positions` the model reaches (None: not known yet)."""
+    problems = [f"serve.tensor_parallel_size: {p}: vLLM will not start"
+                for p in model_split_problems(hf_config, tensor_parallel, 1)]
+    if max_positions is not None and max_model_len > max_positions:
+        problems.append(f"serve.max_model_len {max_model_len} is longer than the {max_positions} positions the "
+                        "model reaches: vLLM will not start; lower it, or train with a rope_scaling that reaches it")
+    return problems
+
+
 def format_serving(name: str, hf_config: dict, tensor_parallel: int, data_parallel: int, max_model_len: int,
-                   workers: int, gpu_memory_utilization: float = 0.9) -> str:
+                   workers: int, gpu_memory_utilization: float = 0.9, *, gpus_per_node: int,
+                   max_positions: int | None) -> str:
     """What serving a stage's checkpoint costs per GPU: it must hold the weights and one sequence of
-    `max_model_len` (vLLM refuses to start otherwise); attempts beyond the full-length sequences that fit wait."""
+    `max_model_len` (vLLM refuses to start otherwise); attempts beyond the full-length sequences that fit wait.
+    Warns first where vLLM would not start the layout at all (`serving_problems`)."""
     one = serving_memory(hf_config, tensor_parallel, max_model_len, 1, gpu_memory_utilization)
     per_sequence = one.kv_cache_gib
     concurrent = max(1, math.ceil(workers / data_parallel))
@@ -172,6 +187,12 @@ def format_serving(name: str, hf_config: dict, tensor_parallel: int, data_parall
              f"  memory / GPU   weights {_gib(one.weights_gib)} + KV cache {_gib(per_sequence)} per "
              f"{max_model_len}-token sequence + runtime {_gib(one.overhead_gib)}; budget {_gib(one.budget_gib)} GiB "
              f"({gpu_memory_utilization:.0%} of {GPU_MEMORY_GIB:.0f})"]
+    lines += [f"  warning: {problem}"
+              for problem in serving_problems(hf_config, tensor_parallel, max_model_len, max_positions)]
+    if (gpus := tensor_parallel * data_parallel) > gpus_per_node:
+        lines.append(f"  warning: {data_parallel} replica(s) x TP {tensor_parallel} = {gpus} GPUs, more than the "
+                     f"{gpus_per_node} of a node: one vLLM server runs on one node; lower serve.data_parallel_size "
+                     "or serve.tensor_parallel_size")
     if not one.fits:
         lines.append(f"  warning: the weights and one {max_model_len}-token sequence need {_gib(one.total_gib)} GiB "
                      f"per GPU, more than {_gib(one.budget_gib)}: vLLM will not start; raise "

@@ -1,0 +1,92 @@
+"""`swehero recipe plan` against what vLLM and Megatron-Core do: serving layouts vLLM refuses at startup, and the
+memory full recompute holds in the backward pass."""
+
+import pytest
+from click.testing import CliRunner
+
+from swehero.cli import main
+from swehero.model.folder import known_config
+from swehero.train.config import ParallelConfig, Settings
+from swehero.train.memory import GiB, estimate
+
+
+def plan(recipe: str, tmp_path, *sets: str) -> str:
+    args = ["recipe", "plan", recipe, "--set", f"run_dir={tmp_path}", *(a for s in sets for a in ("--set", s))]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def stage_block(output: str, name: str) -> str:
+    """The lines of `stage NAME: ...` up to the next stage."""
+    block = output.split(f"stage {name}: ", 1)[1]
+    return block.split("\nstage ", 1)[0]
+
+
+def test_plan_warns_where_vllm_refuses_the_serving_tensor_parallel_size(tmp_path):
+    """vLLM refuses heads that TP does not divide ("Total number of attention heads (28) must be divisible by tensor
+    parallel size (8)"), and key/value heads TP neither divides nor is a multiple of; the plan printed the memory
+    of such a layout and no warning."""
+    eval_7b = stage_block(plan("hero-7b", tmp_path, "stages.eval_verified.serve.tensor_parallel_size=8",
+                               "stages.eval_verified.serve.data_parallel_size=1"), "eval_verified")
+    assert "warning: serve.tensor_parallel_size: tensor 8 does not divide num_attention_heads 28" in eval_7b
+    assert "num_key_value_heads" not in eval_7b  # 4 KV heads, each on 2 of the 8 ranks: vLLM replicates them
+    eval_14b = stage_block(plan("hero-14b", tmp_path, "stages.eval_verified.serve.tensor_parallel_size=3"),
+                           "eval_verified")
+    assert "tensor 3 does not divide num_attention_heads 40" in eval_14b
+    assert "tensor 3 neither divides nor is a multiple of num_key_value_heads 8" in eval_14b
+    assert "warning" not in plan("hero-14b", tmp_path).split("stage eval_verified")[1]
+
+
+def test_plan_warns_when_a_server_needs_more_gpus_than_a_node_of_the_recipe(tmp_path):
+    """One vLLM server runs on one node: 4 replicas x TP 3 is 12 GPUs, more than the 8 the recipe's nodes have
+    (its train stages' gpus_per_node)."""
+    twelve = "stages.eval_verified.serve.tensor_parallel_size=3"
+    assert "12 GPUs, more than the 8 of a node" in stage_block(plan("hero-14b", tmp_path, twelve), "eval_verified")
+    sixteen = plan("hero-14b", tmp_path, twelve, "stages.sft_zero.gpus_per_node=16")
+    assert "of a node" not in stage_block(sixteen, "eval_verified")
+
+
+def test_plan_warns_when_an_evaluation_serves_past_the_positions_the_trained_model_reaches(tmp_path):
+    """Trained at 32k without YaRN, the export reaches 32768 positions, and vLLM refuses the evaluations'
+    max_model_len 131072; the plan said nothing. Stage 2 without a rope_scaling of its own keeps stage 1's."""
+    long = "serve.max_model_len 131072 is longer than the 32768 positions the model reaches"
+    short = plan("hero-7b", tmp_path, "stages.sft_zero.seq_length=32768", "stages.sft_zero.rope_scaling=null")
+    assert long in stage_block(short, "eval_verified") and long in stage_block(short, "eval_multilingual")
+    assert "positions the model reaches" not in plan("hero-7b", tmp_path)
+    assert long not in plan("hero-7b", tmp_path, "stages.sft_hero.rope_scaling=null")
+    served_at_32k = plan("hero-7b", tmp_path, "stages.sft_zero.seq_length=32768", "stages.sft_zero.rope_scaling=null",
+                         "stages.eval_verified.serve.max_model_len=32768")
+    assert long not in stage_block(served_at_32k, "eval_verified")
+
+
+@pytest.mark.parametrize("size, tensor, pipeline, recomputed_gib", [("7B", 4, 2, 5.06), ("14B", 8, 2, 2.42),
+                                                                    ("32B", 8, 4, 3.69)])
+def test_full_recompute_counts_the_layer_re_run_in_the_backward_pass(size, tensor, pipeline, recomputed_gib):
+    """Megatron re-runs one layer's forward (recompute_num_layers 1) for one micro-batch in the backward pass and
+    holds all its activations until that layer's backward ends: 10-20% of the bundled recipes' planned totals,
+    left out when only each layer's checkpointed input was counted."""
+    config = known_config(f"Qwen/Qwen2.5-Coder-{size}-Instruct")
+    layout = ParallelConfig(tensor=tensor, pipeline=pipeline, sequence_parallel=True)
+    full = estimate(Settings(data="d", parallel=layout, recompute="full"), config, 1)
+    none = estimate(Settings(data="d", parallel=layout, recompute="none"), config, 1)
+    # The first stage holds layers / pipeline layers for each of its `pipeline` micro-batches in flight (1F1B).
+    layers_held = config["num_hidden_layers"]
+    one_layer = none.activations_gib / layers_held
+    checkpoint = 2 * config["hidden_size"] / tensor * 131072 / GiB  # a layer's input, split by sequence parallelism
+    assert one_layer == pytest.approx(recomputed_gib, abs=0.01)
+    assert full.activations_gib == pytest.approx(checkpoint * layers_held + one_layer)
+
+
+def test_recipe_run_refuses_an_evaluation_vllm_would_not_start(tmp_path, monkeypatch):
+    """Days of training, then an eval stage whose server vLLM refuses: `recipe run` stops before its first stage
+    (the node-size warning, a guess from the train stages, does not stop it)."""
+    for name in ("SWEHERO_SWE_ZERO_REVISION", "SWEHERO_SWE_HERO_REVISION"):
+        monkeypatch.setenv(name, "main")
+    args = ["recipe", "run", "hero-7b", "--set", f"run_dir={tmp_path}",
+            "--set", "stages.eval_verified.serve.tensor_parallel_size=8"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert "stage eval_verified: serve.tensor_parallel_size: tensor 8 does not divide num_attention_heads 28: vLLM " \
+           "will not start" in result.output, result.output
+    assert not (tmp_path / "fetch_zero").exists() and not list(tmp_path.glob("*/manifest.json"))
