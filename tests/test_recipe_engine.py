@@ -197,6 +197,11 @@ def test_a_second_run_of_a_run_dir_in_use_is_refused_and_leaves_the_first_alone(
             second = CliRunner().invoke(main, command)
             assert second.exit_code == 1, second.output
             assert f"{tmp_path / 'run'}: another `recipe run` or `swehero train` is running" in second.output
+        # a dry run beside it says so (it does not take the lock: a real run is never refused for a dry one)
+        dry = CliRunner().invoke(main, ["recipe", "run", str(path), "--dry-run", "--set", f"stages.second.run={slow}"])
+        assert dry.exit_code == 0 and dry.output.startswith(
+            f"{tmp_path / 'run'}: another `recipe run` or `swehero train` is running now; a stage shown as "
+            "interrupted while running is the one it runs\n"), dry.output
         assert manifest(tmp_path, "second")["status"] == "running"
         gate.touch()
         assert first.wait(timeout=60) == 0

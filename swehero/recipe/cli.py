@@ -8,7 +8,8 @@ import click
 import yaml
 
 from swehero.recipe.config import Recipe, load_recipe
-from swehero.recipe.engine import StageFailed, describe, plan as plan_steps, recipe_as_dict, run_lock, run_recipe
+from swehero.recipe.engine import (StageFailed, describe, plan as plan_steps, recipe_as_dict, run_in_progress,
+                                   run_lock, run_recipe)
 from swehero.recipe.loader import RecipeError
 from swehero.recipe.options import Group
 from swehero.recipe.plan import plan_recipe
@@ -66,6 +67,9 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
         raise click.UsageError("--only and --from cannot be combined")
     try:
         if dry_run:
+            if run_in_progress(loaded):
+                click.echo(f"{loaded.run_dir}: another `recipe run` or `swehero train` is running now; a stage shown "
+                           "as interrupted while running is the one it runs")
             return click.echo("\n".join(describe(plan_steps(loaded, only=only, start=start, force=force))))
         with run_lock(loaded):
             run_recipe(loaded, plan_steps(loaded, only=only, start=start, force=force), echo=click.echo)

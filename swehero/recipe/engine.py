@@ -395,6 +395,19 @@ def run_lock(recipe: Recipe) -> Iterator[None]:
         yield
 
 
+def run_in_progress(recipe: Recipe) -> bool:
+    """Whether another command holds `run_lock` now. `--dry-run` asks instead of taking the lock, so that it never
+    makes a real run wait or be refused."""
+    lock = Path(recipe.run_dir) / RUN_LOCK
+    if not lock.exists():
+        return False
+    try:
+        with exclusive(lock, busy="held"):
+            return False
+    except InputError:
+        return True
+
+
 def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:
     Path(recipe.run_dir).mkdir(parents=True, exist_ok=True)
     (Path(recipe.run_dir) / "recipe.resolved.yaml").write_text(yaml.safe_dump(recipe_as_dict(recipe), sort_keys=False))
