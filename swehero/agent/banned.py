@@ -5,9 +5,10 @@ SWE-Zero is execution-free: the agent may navigate (grep, find, cat, git log) bu
 check has to see through pipelines, `&&`/`||`/`;`, subshells, `$(...)`/backticks, `bash -c '...'`, `eval`,
 wrappers (`env`, `timeout`, `time -p`, `xargs`, `sudo`, `busybox`, ...), shell options (`bash -o pipefail -c`),
 heredocs and here-strings fed to a shell, `find -exec`, `git bisect run`, process substitutions, one-line function
-bodies, inline programs of other interpreters that start programs (`perl -e 'system("pytest")'`), and absolute paths such as `/usr/bin/python3`. A command whose program is only
-known at run time (`$cmd`, `${cmd}`, `$(...)` as the command word, a script piped into a shell) cannot be checked:
-it is refused with that reason, unless its variable was assigned a plain word earlier in the same line.
+bodies, inline programs of other interpreters that start programs (`perl -e 'system("pytest")'`), and absolute
+paths such as `/usr/bin/python3`. A command whose program is only known at run time (`$cmd`, `${cmd}`, `$(...)` as
+the command word, a script piped into a shell) cannot be checked: it is refused with that reason, unless its
+variable was assigned a plain word earlier in the same line.
 
 Why our own shlex-based scanner and not `bashlex`: bashlex is GPL-3.0 (this package is Apache-2.0), and it raises
 on syntax it does not model (`case`, arithmetic, some heredocs), which leaves a filter that must answer for every
