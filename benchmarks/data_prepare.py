@@ -5,7 +5,8 @@ several thousand characters, lengths log-normal around ~20k tokens, most 15-30k)
   (a) ceiling: fast-tokenizer batch encoding of the already rendered texts, all cores, no mask, no packing;
   (b) today's practice: per-sample `apply_chat_template(..., tokenize=True)` in one process (no mask at all);
   (c) `swehero data prepare` end to end (read, parse, validate, render, tokenize, mask, pack, write), run in a
-      fresh subprocess on the corpus and on a corpus 10x larger, to show peak RSS does not grow with it.
+      fresh subprocess on the corpus and on a corpus 10x larger (as many more distinct trajectories, drawn the same
+      way), to show peak RSS does not grow with it.
 
     python benchmarks/data_prepare.py --tokenizer ../shared/fixtures/qwen2.5-tokenizer --trajectories 100
 """
@@ -126,8 +127,15 @@ def run_prepare(corpus: Path, tokenizer: str, out: Path, seq_length: int, worker
         "print(json.dumps(s))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if res.returncode:  # prepare's own message (which rows, why) is on its stderr
+        raise RuntimeError(f"prepare of {corpus} failed (exit {res.returncode}):\n{res.stderr[-4000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def rendered_tokens(stats: dict) -> float:
+    """Tokens `prepare` rendered and tokenized (before truncation and dropping), from its stats."""
+    return stats["rendered_tokens_per_second"] * stats["seconds"]
 
 
 def one_process_comparison(corpus: Path, tokenizer: str, tmp: Path, seq_length: int, repeats: int) -> None:
@@ -170,14 +178,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="Report the best of this many runs of each.")
     ap.add_argument("--scale", type=int, default=10, help="Also run (c) on a corpus this many times larger.")
     args = ap.parse_args()
+    if args.workers < 0:
+        args.workers = os.cpu_count()
+    tmp = Path(tempfile.mkdtemp(prefix="swehero-bench-"))
+    try:
+        run_benchmarks(args, tmp)
+    finally:
+        shutil.rmtree(tmp)
 
+
+def run_benchmarks(args: argparse.Namespace, tmp: Path) -> None:
     from transformers import AutoTokenizer
 
     from swehero.data.trajectory import template_messages
 
-    if args.workers < 0:
-        args.workers = os.cpu_count()
-    tmp = Path(tempfile.mkdtemp(prefix="swehero-bench-"))
     corpus = tmp / "corpus.jsonl"
     write_corpus(corpus, args.trajectories)
     records = [json.loads(x) for x in corpus.read_text().splitlines()]
@@ -240,17 +254,18 @@ def main() -> None:
     )
     one_process_comparison(corpus, args.tokenizer, tmp, args.seq_length, args.repeats)
     if args.scale > 1:
+        # Distinct trajectories drawn like the corpus's: prepare trains each conversation once, so copies of the
+        # corpus would be rejected as duplicates.
         big = tmp / "big.jsonl"
-        with open(big, "w") as f:
-            f.writelines(corpus.read_text() for _ in range(args.scale))
+        write_corpus(big, args.trajectories * args.scale)
         cb = run_prepare(big, args.tokenizer, tmp / "out-big", args.seq_length, args.workers)
         print(
-            f"{args.scale}x corpus: {cb['rendered_tokens_per_second'] / 1e6:.3f} M tokens/s wall, "
-            f"{n_a * args.scale / cb['cpu_seconds'] / 1e6:.3f} per CPU-second, peak RSS main "
+            f"{args.scale}x corpus: {rendered_tokens(cb) / 1e6:.2f}M tokens, "
+            f"{cb['rendered_tokens_per_second'] / 1e6:.3f} M tokens/s wall, "
+            f"{rendered_tokens(cb) / cb['cpu_seconds'] / 1e6:.3f} per CPU-second, peak RSS main "
             f"{cb['rss_main_mb']:.0f} MB, worker {cb['rss_worker_mb']:.0f} MB, "
             f"packing efficiency {cb['packing_efficiency']:.4f}"
         )
-    shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":

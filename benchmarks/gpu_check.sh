@@ -35,27 +35,36 @@ section() {  # section NAME LIMIT_S COMMAND...
   fi
 }
 
-# Sourced (by the tests), the script only defines `section`.
+skip() {  # skip NAME REASON: a section not run, named in the summary
+  RESULTS+=("SKIP  $1  ($2)")
+}
+
+# Sourced (by the tests), the script only defines `section` and `skip`.
 [[ "${BASH_SOURCE[0]}" != "$0" ]] && return 0
 
 if [[ -z "$DRY" ]]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || { echo "no GPU: use --dry-run"; exit 2; }
   HAS_TE=$("$PYTHON" -c 'import importlib.util as u; print(int(u.find_spec("transformer_engine") is not None))')
-  section "parity (bf16, 7B layers)" 60 "$PYTHON" benchmarks/gpu_check.py parity
+  LAYERS=$([[ "$HAS_TE" == 1 ]] && echo "Transformer Engine" || echo "Megatron local")
+  section "parity (bf16, 7B layers, $LAYERS layers)" 60 "$PYTHON" benchmarks/gpu_check.py parity
   section "fused CE vs unfused (7B head)" 100 "$PYTHON" benchmarks/fused_ce.py \
     --shapes 16384x3584x152064 32768x3584x152064 --repeats 3
   section "train step bf16 (7B, 4 layers, 8k)" 70 "$PYTHON" benchmarks/train_step.py \
     --like qwen2.5-coder-7b-instruct --layers 4 --seq 8192 --global-batch 4 --steps 6 --device cuda --gpus 1 \
     --precision bf16
+  FP8_STEP="train step fp8 (7B, 4 layers, 8k)" FP8_RESUME="fp8 resume (TE scaling state)"
   if [[ "$HAS_TE" == 1 ]]; then
-    section "train step fp8 (7B, 4 layers, 8k)" 70 "$PYTHON" benchmarks/train_step.py \
+    section "$FP8_STEP" 70 "$PYTHON" benchmarks/train_step.py \
       --like qwen2.5-coder-7b-instruct --layers 4 --seq 8192 --global-batch 4 --steps 6 --device cuda --gpus 1 \
       --precision fp8
-    section "fp8 resume (TE scaling state)" 60 "$PYTHON" benchmarks/gpu_check.py fp8-state
+    section "$FP8_RESUME" 60 "$PYTHON" benchmarks/gpu_check.py fp8-state
+  else
+    skip "$FP8_STEP" "no transformer_engine"
+    skip "$FP8_RESUME" "no transformer_engine"
   fi
   section "vLLM GPU serve + tool parser" 120 "$PYTHON" benchmarks/gpu_check.py serve
 else
-  section "parity (dry run)" 120 "$PYTHON" benchmarks/gpu_check.py parity --dry-run
+  section "parity (dry run, bf16, Megatron local layers)" 120 "$PYTHON" benchmarks/gpu_check.py parity --dry-run
   section "fp8 resume (dry run)" 120 "$PYTHON" benchmarks/gpu_check.py fp8-state --dry-run
   section "fused CE vs unfused (dry run)" 120 "$PYTHON" benchmarks/fused_ce.py --shapes 512x64x1024 --repeats 1
   section "train step (dry run)" 180 "$PYTHON" benchmarks/train_step.py --layers 2 --seq 256 --global-batch 2 \

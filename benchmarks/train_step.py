@@ -29,6 +29,8 @@ from swehero.train.memory import estimate
 from swehero.train.metrics import read_metrics
 from swehero.train.worker import JOB_FILE
 
+WARMUP_STEPS = 2  # compile, allocate and warm caches: left out of the medians
+
 
 def random_model(folder: Path, like: str | None, layers: int, hidden: int, ffn: int) -> dict:
     import torch
@@ -80,13 +82,17 @@ def main() -> None:
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--pp", type=int, default=1)
     parser.add_argument("--global-batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=8,
+                        help=f"steps to run; the first {WARMUP_STEPS} are warm-up, the rest are measured")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp8"])
     parser.add_argument("--recompute", default="none", choices=["none", "selective", "full"])
     parser.add_argument("--hidden", type=int, default=256, help="tiny kit width (without --like)")
     parser.add_argument("--ffn", type=int, default=512, help="tiny kit MLP width (without --like)")
     args = parser.parse_args()
+    if args.steps <= WARMUP_STEPS:
+        parser.error(f"--steps {args.steps}: at least {WARMUP_STEPS + 1}, as the first {WARMUP_STEPS} are warm-up "
+                     "and not measured")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -104,7 +110,7 @@ def main() -> None:
         (run / JOB_FILE).write_text(json.dumps({"settings": dataclasses.asdict(settings), "dir": str(run),
                                                  "init": str(tmp / "model"), "seed": 0, "name": "bench"}))
         subprocess.run(torchrun_command(run, args.gpus), check=True, stdout=sys.stderr)
-        steps = [r for r in read_metrics(run / "metrics.jsonl") if "tokens_per_s" in r][2:]  # skip warm-up
+        steps = [r for r in read_metrics(run / "metrics.jsonl") if "tokens_per_s" in r][WARMUP_STEPS:]
     tokens_per_s = statistics.median(r["tokens_per_s"] for r in steps)
     tflops = statistics.median(r["tflops_per_gpu"] for r in steps)
     mfu = statistics.median(r["mfu"] for r in steps) if "mfu" in steps[0] else None
