@@ -562,6 +562,23 @@ def test_a_rerun_without_exclude_leaves_no_decontamination_report(toy, tmp_path)
     assert not (tmp_path / "out" / "decontamination.json").exists()
 
 
+def test_a_failed_episode_no_longer_planned_is_not_outstanding(toy, tmp_path):
+    """Excluded since (or deselected, or past the rollouts), a failed episode is never retried: not outstanding,
+    in the run's summary and through a merge."""
+    from swehero.distill.shards import merge
+
+    tasks = [json.loads(line) for line in toy.read_text().splitlines()[:2]]
+    tasks[1]["base_commit"] = "dead" * 10
+    task_file, excluded = tmp_path / "tasks.jsonl", tmp_path / "eval.jsonl"
+    task_file.write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    excluded.write_text(json.dumps(tasks[1]) + "\n")
+    settings = Settings(tasks=str(task_file), repos=str(toy.parent / "repos"), workers=2, progress=False,
+                        agent=AgentSettings(policy="oracle", mode="zero"))
+    assert distill(settings, tmp_path / "out")["outstanding_failures"] == 1
+    assert distill(dataclasses.replace(settings, exclude=[str(excluded)]), tmp_path / "out")["outstanding_failures"] == 0
+    assert merge([tmp_path / "out"], tmp_path / "merged")["failed"] == {}
+
+
 def test_the_summary_counts_the_failed_episodes_not_made_since(toy, tmp_path):
     """An episode the infrastructure failed (here: a base commit the repository lacks) is counted as outstanding,
     and the run still succeeds, as an eval with infrastructure errors does; once a rerun makes it, it is not."""

@@ -1,6 +1,8 @@
 """`swehero recipe plan` against what vLLM and Megatron-Core do: serving layouts vLLM refuses at startup, and the
 memory full recompute holds in the backward pass."""
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -54,7 +56,8 @@ def test_plan_warns_when_an_evaluation_serves_past_the_positions_the_trained_mod
     short = plan("hero-7b", tmp_path, "stages.sft_zero.seq_length=32768", "stages.sft_zero.rope_scaling=null")
     assert long in stage_block(short, "eval_verified") and long in stage_block(short, "eval_multilingual")
     assert "positions the model reaches" not in plan("hero-7b", tmp_path)
-    assert long not in plan("hero-7b", tmp_path, "stages.sft_hero.rope_scaling=null")
+    keeps_yarn = plan("hero-7b", tmp_path, "stages.sft_hero.rope_scaling=null")
+    assert long not in keeps_yarn and "positions the model reaches" not in stage_block(keeps_yarn, "sft_hero")
     served_at_32k = plan("hero-7b", tmp_path, "stages.sft_zero.seq_length=32768", "stages.sft_zero.rope_scaling=null",
                          "stages.eval_verified.serve.max_model_len=32768")
     assert long not in stage_block(served_at_32k, "eval_verified")
@@ -89,4 +92,27 @@ def test_recipe_run_refuses_an_evaluation_vllm_would_not_start(tmp_path, monkeyp
     assert result.exit_code != 0
     assert "stage eval_verified: serve.tensor_parallel_size: tensor 8 does not divide num_attention_heads 28: vLLM " \
            "will not start" in result.output, result.output
-    assert not (tmp_path / "fetch_zero").exists() and not list(tmp_path.glob("*/manifest.json"))
+    assert not list(tmp_path.glob("*/manifest.json"))
+    dry = CliRunner().invoke(main, [*args, "--dry-run"])
+    assert dry.exit_code == 0 and dry.output.startswith("a run would stop before its first stage: stage "
+                                                        "eval_verified: serve.tensor_parallel_size: tensor 8"), dry.output
+
+
+def test_only_servers_started_here_with_known_configs_are_refused(tmp_path):
+    """An eval served by endpoints starts no server; a model another kind of stage makes has an unknown
+    architecture (the base's is a guess); a train stage's export is judged as the recipe makes it now, not by
+    what an earlier run left on disk."""
+    from swehero.recipe.config import load_recipe
+    from swehero.recipe.plan import unservable
+
+    def refused(*sets: str) -> list[str]:
+        recipe = load_recipe("hero-7b", (f"run_dir={tmp_path}", *sets))
+        return unservable(recipe, recipe.stages)
+
+    tp8 = "stages.eval_verified.serve.tensor_parallel_size=8"
+    assert refused(tp8) and not refused(tp8, "stages.eval_verified.endpoints=[http://127.0.0.1:9/v1]")
+    assert not refused(tp8, f"stages.eval_verified.serve.model={tmp_path}/download/model")  # not a train stage's
+    stale = tmp_path / "sft_hero" / "hf"  # an earlier run's export without YaRN: 32768 positions
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text(json.dumps(known_config("Qwen/Qwen2.5-Coder-7B-Instruct")))
+    assert refused() == []

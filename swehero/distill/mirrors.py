@@ -6,6 +6,7 @@ from the mirror through the agent's runtime (history up to the base commit only,
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -51,8 +52,10 @@ def clone_mirror(repo: str, url: str, target: Path) -> str:
     """`git clone --mirror url target` through a folder of its own, so an interrupted clone is never used."""
     partial = target.with_name(target.name + PARTIAL + uuid.uuid4().hex)
     try:
+        # a private or deleted repository over https would otherwise ask for credentials on the terminal, holding
+        # the repository's lock, and every process waiting for it, until someone answers
         done = subprocess.run(["git", "clone", "--mirror", "--quiet", url, str(partial)], capture_output=True,
-                              text=True)
+                              text=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"}, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             print(f"{repo}: no mirror, git clone --mirror {url} failed: {' '.join(done.stderr.split())[-2000:]}",
                   file=sys.stderr)

@@ -69,12 +69,14 @@ def key(record: dict) -> tuple[str, int]:
     return record["instance_id"], record["metadata"]["rollout"]
 
 
-def outstanding_failures(out_dir: Path, committed: set) -> set[tuple[str, int]]:
-    """The episodes in `failures.jsonl` not in `committed` (a later run did not make them since): what the output
+def outstanding_failures(out_dir: Path, committed: set, planned: set | None = None) -> set[tuple[str, int]]:
+    """The episodes in `failures.jsonl` not in `committed` (a later run did not make them since) and, where the
+    run's plan is known, still `planned` (not excluded, deselected or beyond the rollouts since): what the output
     still lacks, and the next run retries."""
     from swehero.jsonio import JsonlLogReader
 
-    return JsonlLogReader(Path(out_dir) / FAILURES, key=key).keys() - committed
+    failed = JsonlLogReader(Path(out_dir) / FAILURES, key=key).keys() - committed
+    return failed if planned is None else failed & planned
 
 
 def check_none_committed(dropped: list[dict], done: set, out_dir: Path) -> None:
@@ -116,6 +118,7 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         attempts, recorded = attempt_identity(settings.agent, settings.serve, seed=settings.seed), out_dir / ATTEMPTS
         check_resumable(out_dir, json.loads(recorded.read_text()) if done and recorded.is_file() else None, attempts)
         write_json_atomic(recorded, attempts, indent=1)
+        planned = {(t["instance_id"], k) for t in tasks for k in range(settings.rollouts)}
         todo = [Job(t, k, None if settings.seed is None else sampling_seed(settings.seed, t["instance_id"], k))
                 for t in tasks for k in range(settings.rollouts) if (t["instance_id"], k) not in done]
         if settings.repo_url:
@@ -144,7 +147,8 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         summary.update(planned=len(tasks) * settings.rollouts,
                        skipped_as_done=len(tasks) * settings.rollouts - len(todo),
                        failed_this_run=ran["agent_errors"],
-                       outstanding_failures=len(outstanding_failures(out_dir, done)), endpoints=ran["endpoints"])
+                       outstanding_failures=len(outstanding_failures(out_dir, done, planned)),
+                       endpoints=ran["endpoints"])
         write_json_atomic(out_dir / SUMMARY, summary)
         if ran["missing_repositories"]:  # the others are done and committed; a rerun with them in place does these
             from swehero.agent.local import MissingRepository

@@ -102,7 +102,7 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     # checked before anything is appended; records stream through: the shards together can be far larger than memory
     checked = check_one_episode_per_key([merged.path, *(Path(shard) / TRAJECTORIES for shard in shard_dirs)])
     have = merged.keys()
-    walls, duplicates = [], 0
+    walls, duplicates, summaries = [], 0, {}
     for shard in shard_dirs:
         for record in JsonlLogReader(Path(shard) / TRAJECTORIES, key=key):
             if key(record) not in checked:  # committed by a running shard after the check: left for the next merge
@@ -114,8 +114,11 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
             have.add(key(record))
         summary_file = Path(shard) / SUMMARY
         if summary_file.exists():
-            walls.append(json.loads(summary_file.read_text())["wall_s"])
-    failed = {str(shard): n for shard in shard_dirs if (n := len(outstanding_failures(shard, have)))}
+            summaries[shard] = json.loads(summary_file.read_text())
+            walls.append(summaries[shard]["wall_s"])
+    # a shard's own count knows its plan (a failed task excluded since is not outstanding)
+    failed = {str(shard): n for shard in shard_dirs
+              if (n := summaries.get(shard, {}).get("outstanding_failures", len(outstanding_failures(shard, have))))}
     summary = summarize(merged, wall_s=max(walls, default=0.0))
     summary.update(shards=[str(s) for s in shard_dirs], duplicates_skipped=duplicates, unfinished=unfinished,
                    outstanding_failures=sum(failed.values()), failed=failed)

@@ -12,7 +12,7 @@ from swehero.recipe.engine import (StageFailed, describe, plan as plan_steps, re
                                    run_lock, run_recipe)
 from swehero.recipe.loader import RecipeError
 from swehero.recipe.options import Group
-from swehero.recipe.plan import plan_recipe
+from swehero.recipe.plan import plan_recipe, unservable
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a value, e.g. --set stages.sft_zero.optimizer.lr=3e-5 (repeatable).")
@@ -70,7 +70,10 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
             if run_in_progress(loaded):
                 click.echo(f"{loaded.run_dir}: another `recipe run` or `swehero train` is running now; a stage shown "
                            "as interrupted while running is the one it runs")
-            return click.echo("\n".join(describe(plan_steps(loaded, only=only, start=start, force=force))))
+            steps = plan_steps(loaded, only=only, start=start, force=force)
+            if problems := unservable(loaded, [step.stage for step in steps if step.run]):
+                click.echo("a run would stop before its first stage: " + "; ".join(problems))
+            return click.echo("\n".join(describe(steps)))
         with run_lock(loaded):
             run_recipe(loaded, plan_steps(loaded, only=only, start=start, force=force), echo=click.echo)
     except StageFailed as e:

@@ -24,39 +24,44 @@ def plan_recipe(recipe: Recipe, mfu: float) -> list[str]:
             init = stage.settings.init
             # A checkpoint of an earlier stage has the base model's architecture.
             model_ref = init if (init and is_hf_folder(init)) or base is None else base
-            blocks.append(format_plan(plan_stage(stage.name, stage.settings, model_ref, mfu), mfu))
+            config = _trained_config(recipe, stage)
+            blocks.append(format_plan(plan_stage(stage.name, stage.settings, model_ref, mfu, config), mfu))
         elif stage.kind == "eval":
             blocks += [_serving(recipe, name, serve, workers) for name, serve, workers in _servers(stage)]
     return blocks or [f"{recipe.file}: no training or serving stages"]
 
 
 def unservable(recipe: Recipe, stages: list[Stage]) -> list[str]:
-    """Why vLLM would not start the servers of `stages` (`swehero.train.plan.serving_problems`): `recipe run`
-    stops on these before its first stage, not after days of training."""
+    """Why vLLM would not start the servers `stages` start (`swehero.train.plan.serving_problems`), for the models
+    whose config is known: `recipe run` stops on these before its first stage, not after days of training."""
     from swehero.train.plan import serving_problems
 
     problems = []
     for stage in stages:
         for name, serve, _ in _servers(stage) if stage.kind == "eval" else []:
-            config, max_positions = _served_config(recipe, serve)
-            if config is not None:
+            config, max_positions, guessed = _served_config(recipe, serve)
+            if config is not None and not guessed:
                 problems += [f"stage {name}: {problem}" for problem in serving_problems(
                     config, serve.tensor_parallel_size, serve.max_model_len, max_positions)]
     return problems
 
 
 def _servers(stage: Stage) -> list[tuple]:
-    """(name, serve settings, workers) of an eval stage's servers: the policy's, then the verifier's (which
-    scores the attempts once the policy's has stopped)."""
-    servers = [(stage.name, stage.settings.serve, stage.settings.workers),
-               (f"{stage.name} (verifier)", stage.settings.verifier.serve, stage.settings.verifier.workers)]
-    return [server for server in servers if server[1].model]
+    """(name, serve settings, workers) of the servers an eval stage starts: the policy's, unless endpoints serve
+    it, then the verifier's, unless its endpoint does (it scores the attempts once the policy's has stopped)."""
+    from swehero.rollout.endpoints import serves_here
+
+    s = stage.settings
+    servers = [(stage.name, s.serve, s.workers)] if serves_here(s.agent, s.endpoints, s.serve) else []
+    if s.verifier.serve.model and not s.verifier.endpoint:
+        servers.append((f"{stage.name} (verifier)", s.verifier.serve, s.verifier.workers))
+    return servers
 
 
 def _serving(recipe: Recipe, name: str, serve, workers: int) -> str:
     from swehero.train.plan import format_serving
 
-    config, max_positions = _served_config(recipe, serve)
+    config, max_positions, _ = _served_config(recipe, serve)
     if config is None:
         return f"stage {name}: no config.json for {serve.model} yet (made by an earlier stage)"
     return format_serving(name, config, serve.tensor_parallel_size, serve.data_parallel_size, serve.max_model_len,
@@ -64,18 +69,19 @@ def _serving(recipe: Recipe, name: str, serve, workers: int) -> str:
                           max_positions=max_positions)
 
 
-def _served_config(recipe: Recipe, serve) -> tuple[dict | None, int | None]:
-    """The config of the model `serve` serves, and the positions vLLM lets it reach (None: not known)."""
+def _served_config(recipe: Recipe, serve) -> tuple[dict | None, int | None, bool]:
+    """The config of the model `serve` serves, the positions vLLM lets it reach (None: not known), and whether the
+    config is a guess (the base model's architecture, for a model another kind of stage makes)."""
     maker = _train_stage_making(recipe, serve.model)
-    config = known_config(serve.model) or (_trained_config(recipe, maker) if maker else None)
+    # a train stage's export as the recipe makes it now, not one an earlier run left on disk
+    config = (_trained_config(recipe, maker) if maker else None) or known_config(serve.model)
     # vLLM's limit for Qwen2 (YaRN or none): max_position_embeddings, which a YaRN export sets to original x factor;
     # unknown where `--hf-overrides` changes the config vLLM reads.
     overridden = any(arg.startswith("--hf-overrides") for arg in serve.extra_args)
     max_positions = config.get("max_position_embeddings") if config and not overridden else None
     if config is None and recipe.model:
-        # Made by another kind of stage: the base model's architecture, but its context is not known.
-        config = known_config(recipe.model.base)
-    return config, max_positions
+        return known_config(recipe.model.base), None, True
+    return config, max_positions, False
 
 
 def _train_stage_making(recipe: Recipe, model: str) -> Stage | None:

@@ -31,7 +31,9 @@ class StagePlan:
     """Optimizer steps in one pass over the packed training rows (None until the data stage has run)."""
 
 
-def plan_stage(name: str, settings: Settings, model_ref: str, mfu: float) -> StagePlan:
+def plan_stage(name: str, settings: Settings, model_ref: str, mfu: float, config: dict | None = None) -> StagePlan:
+    """What a train stage of `model_ref` costs; `config`, where known, is the config the stage trains (a recipe's
+    stage 2 keeps stage 1's YaRN), else `model_ref`'s with the stage's rope_scaling."""
     warnings: list[str] = []
     p = settings.parallel
     world = settings.nodes * settings.gpus_per_node
@@ -39,12 +41,13 @@ def plan_stage(name: str, settings: Settings, model_ref: str, mfu: float) -> Sta
         (f" (virtual {p.virtual_pipeline})" if p.virtual_pipeline > 1 else "") + f", CP {p.context}"
     rows = rows_per_step(settings)
     batch = {"rows_per_step": rows, "seq_length": settings.seq_length}
-    config = known_config(model_ref)
     if config is None:
-        return StagePlan(name, layout, None, None, None, None,
-                         [f"no config.json for {model_ref} (not local, not bundled)"], **batch)
-    if settings.rope_scaling:
-        config = qwen2.with_rope_scaling(config, settings.rope_scaling)
+        config = known_config(model_ref)
+        if config is None:
+            return StagePlan(name, layout, None, None, None, None,
+                             [f"no config.json for {model_ref} (not local, not bundled)"], **batch)
+        if settings.rope_scaling:
+            config = qwen2.with_rope_scaling(config, settings.rope_scaling)
     if settings.seq_length > config.get("max_position_embeddings", math.inf):
         warnings.append(f"seq_length {settings.seq_length} is longer than the {config['max_position_embeddings']} "
                         "positions the model reaches" + (" with this rope_scaling" if settings.rope_scaling else "")
