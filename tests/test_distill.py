@@ -61,6 +61,7 @@ def test_oracle_distills_every_task_and_rollout(toy, tmp_path, mode):
     assert again["skipped_as_done"] == 8 and len(lines(tmp_path / "trajectories.jsonl")) == 8
 
 
+@pytest.mark.slow
 def test_a_tasks_history_is_copied_once_for_all_its_attempts(toy, tmp_path):
     """The local runtime's copy of a task's git history serves every attempt of the task, and goes after the last."""
     from swehero.rollout.runner import Job, run_attempts
@@ -550,6 +551,7 @@ def test_a_resume_that_excludes_a_committed_task_is_refused(toy, tmp_path):
     assert not (tmp_path / "out" / "decontamination.json").exists()
 
 
+@pytest.mark.slow
 def test_a_rerun_without_exclude_leaves_no_decontamination_report(toy, tmp_path):
     """The report of an earlier run with --exclude would say tasks were dropped that this run distills."""
     evals = tmp_path / "eval.jsonl"
@@ -562,6 +564,7 @@ def test_a_rerun_without_exclude_leaves_no_decontamination_report(toy, tmp_path)
     assert not (tmp_path / "out" / "decontamination.json").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_episode_no_longer_planned_is_not_outstanding(toy, tmp_path):
     """Excluded since (or deselected, or past the rollouts), a failed episode is never retried: not outstanding,
     in the run's summary and through a merge."""
@@ -579,6 +582,7 @@ def test_a_failed_episode_no_longer_planned_is_not_outstanding(toy, tmp_path):
     assert merge([tmp_path / "out"], tmp_path / "merged")["failed"] == {}
 
 
+@pytest.mark.slow
 def test_the_summary_counts_the_failed_episodes_not_made_since(toy, tmp_path):
     """An episode the infrastructure failed (here: a base commit the repository lacks) is counted as outstanding,
     and the run still succeeds, as an eval with infrastructure errors does; once a rerun makes it, it is not."""

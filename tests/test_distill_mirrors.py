@@ -36,6 +36,7 @@ def big_repository(path: Path, files: int = 60) -> None:
     subprocess.run(["git", "-C", str(path), "fast-import", "--quiet"], input=b"".join(stream), check=True)
 
 
+@pytest.mark.slow
 def test_two_processes_fill_one_mirror_cache_at_once(tmp_path):
     """Each used to clear and clone into the same `<name>.partial`: both failed, and no mirror was left."""
     big_repository(tmp_path / "src" / "o__big")

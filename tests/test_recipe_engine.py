@@ -178,6 +178,7 @@ def test_an_eval_stage_whose_verifier_cannot_select_stops_the_run_before_its_fir
     assert result.exit_code == 1 and "Error: stage ev: verifier.endpoint needs verifier.serve.model too" in result.output
     assert ran(tmp_path) == []
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_second_run_of_a_run_dir_in_use_is_refused_and_leaves_the_first_alone(tmp_path):
     """Another terminal, or a Slurm requeue while the first job still runs: the second run would take the stage the
@@ -224,6 +225,7 @@ stages:
 """
 
 
+@pytest.mark.slow
 def test_a_resumable_stage_that_stopped_goes_on_unless_its_settings_changed(tmp_path):
     """An eval stage fails after attempting what it could (a repository is missing): its attempts are kept for the
     next run with the same settings, and never mixed into a run with other settings, `--from` or `--force`."""
@@ -338,6 +340,7 @@ def test_stage_killed_with_sigkill_is_redone(tmp_path):
     assert manifest(tmp_path, "second")["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_sigterm_ends_a_command_stage_with_its_children(tmp_path):
     """The shell's own children go too (`subprocess.run` would kill the shell alone), and the stage is not complete."""
     path = setup_recipe(tmp_path)
