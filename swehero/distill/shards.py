@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 from pathlib import Path
@@ -50,13 +49,10 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
     return out / "distill.sbatch"
 
 
-def fingerprint(record: dict) -> bytes:
-    return hashlib.blake2b(json.dumps(record, sort_keys=True, ensure_ascii=False).encode(), digest_size=16).digest()
-
-
 def check_one_episode_per_key(files: list[Path]) -> set:
     """The keys of the records `files` hold; two different records under one key are an error. Only a fingerprint
     of each record is kept: the files together can be far larger than memory."""
+    from swehero.distill.filters import fingerprint
     from swehero.distill.run import key
     from swehero.jsonio import JsonlLogReader
 
