@@ -219,4 +219,6 @@ def test_a_verifier_server_that_dies_fails_the_selection_within_one_retry_cycle(
         select_best([tmp_path / "e"], settings, tmp_path / "out", progress=lambda _: None)
     # the two requests under way when it died retry at once; four more attempts, two at a time, would be two more
     assert time.monotonic() - start < 50
-    assert [line["instance_id"] for line in map(json.loads, (tmp_path / "out" / SCORES).open())] == ["i0"]
+    # the one answer went to whichever of the first two requests reached the server first
+    scored = [line["instance_id"] for line in map(json.loads, (tmp_path / "out" / SCORES).open())]
+    assert len(scored) == 1 and scored[0] in ("i0", "i1")
