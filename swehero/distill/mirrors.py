@@ -25,11 +25,15 @@ def mirror_url(template: str, repo: str) -> str:
     return template.format(repo=repo, repo_dir=repo.replace("/", "__"))
 
 
-def ensure_mirrors(repos: set[str], url_template: str, cache: Path) -> dict[str, str]:
-    """Clone the repositories that have no mirror in `cache` yet; returns {repo: "cloned" | "cached" | "failed"}.
+MIRRORED = ("cloned", "cached")
 
-    A repository that cannot be cloned (deleted, renamed, private) gets no mirror and its git error on stderr: the
-    runner then names it missing and attempts the other tasks. Several processes (a sharded run's array tasks) may
+
+def ensure_mirrors(repos: set[str], url_template: str, cache: Path) -> dict[str, str]:
+    """Clone the repositories that have no mirror in `cache` yet; returns {repo: outcome}, the outcome "cloned",
+    "cached", or why there is no mirror.
+
+    A repository that cannot be cloned (deleted, renamed, private) gets no mirror, and its git error on stderr at
+    once: the runner then skips its tasks and attempts the others. Several processes (a sharded run's array tasks) may
     fill one cache at once: each repository is cloned by one of them while the others wait for its mirror."""
     cache.mkdir(parents=True, exist_ok=True)
     return {repo: ensure_mirror(repo, url_template, cache) for repo in sorted(repos)}
@@ -57,9 +61,9 @@ def clone_mirror(repo: str, url: str, target: Path) -> str:
         done = subprocess.run(["git", "clone", "--mirror", "--quiet", url, str(partial)], capture_output=True,
                               text=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"}, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
-            print(f"{repo}: no mirror, git clone --mirror {url} failed: {' '.join(done.stderr.split())[-2000:]}",
-                  file=sys.stderr)
-            return "failed"
+            why = f"{repo}: no mirror, git clone --mirror {url} failed: {' '.join(done.stderr.split())[-2000:]}"
+            print(why, file=sys.stderr)
+            return why
         partial.rename(target)
         return "cloned"
     finally:

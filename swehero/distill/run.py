@@ -121,11 +121,13 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         planned = {(t["instance_id"], k) for t in tasks for k in range(settings.rollouts)}
         todo = [Job(t, k, None if settings.seed is None else sampling_seed(settings.seed, t["instance_id"], k))
                 for t in tasks for k in range(settings.rollouts) if (t["instance_id"], k) not in done]
+        unmirrored: list[str] = []  # why a repository has no mirror: the reason its tasks are not attempted
         if settings.repo_url:
-            from swehero.distill.mirrors import ensure_mirrors
+            from swehero.distill.mirrors import MIRRORED, ensure_mirrors
 
             repos = Path(settings.repos) if settings.repos else out_dir / "mirrors"
-            ensure_mirrors({job.task["repo"] for job in todo}, settings.repo_url, repos)
+            outcomes = ensure_mirrors({job.task["repo"] for job in todo}, settings.repo_url, repos)
+            unmirrored = [outcome for outcome in outcomes.values() if outcome not in MIRRORED]
 
         def commit(job: Job, record: dict) -> None:
             meta = record["metadata"]
@@ -153,5 +155,5 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         if ran["missing_repositories"]:  # the others are done and committed; a rerun with them in place does these
             from swehero.agent.local import MissingRepository
 
-            raise MissingRepository("; ".join(ran["missing_repositories"]))
+            raise MissingRepository("; ".join(unmirrored or ran["missing_repositories"]))
         return summary
