@@ -1,4 +1,6 @@
-"""What a training run logs: one record per log interval, and TensorBoard after a resume."""
+"""What a training run logs: one record per log interval, and TensorBoard and Weights & Biases after a resume."""
+
+import time
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -24,8 +26,9 @@ def test_a_log_record_reports_its_whole_interval():
     assert interval.pop() == {"loss": 4.0, "grad_norm": 1.0, "lr": 1e-3, "tokens_per_s": 50.0}
 
 
-def log_run(folder, start_step: int, losses: dict[int, float], valid: dict[int, float]) -> None:
-    logger = MetricsLogger(folder, 6, start_step, tensorboard=True, wandb_project="", run_name="run", config={})
+def log_run(folder, start_step: int, losses: dict[int, float], valid: dict[int, float], wandb_project: str = "") -> None:
+    logger = MetricsLogger(folder, 6, start_step, tensorboard=True, wandb_project=wandb_project, run_name="run",
+                           config={})
     for step, loss in losses.items():
         logger.log(step, {"loss": loss, "lr": 1e-3})
         if step in valid:
@@ -46,3 +49,26 @@ def test_tensorboard_after_a_resume_holds_each_step_once(tmp_path):
     log_run(tmp_path, 2, {3: 7.25, 4: 6.25, 5: 5.0, 6: 4.0}, valid={})
     assert scalars(tmp_path, "loss") == [(1, 9.0), (2, 8.0), (3, 7.25), (4, 6.25), (5, 5.0), (6, 4.0)]
     assert scalars(tmp_path, "valid_loss") == [(2, 7.5)]  # the checkpoint's step itself is not trained again
+
+
+@pytest.mark.slow
+def test_a_resumed_training_logs_to_the_same_wandb_run_and_a_new_one_to_another(tmp_path, monkeypatch):
+    """A requeued job started a new Weights & Biases run at each resume (`resume="allow"` without an id), and wrote
+    wandb's files wherever the command was started. Offline mode: wandb itself, without a server."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.chdir(tmp_path)
+    stage = tmp_path / "sft"
+    stage.mkdir()
+
+    def runs() -> list[str]:  # the run id of each offline run, oldest first (wandb names them by start time)
+        return [p.name.rsplit("-", 1)[1] for p in sorted((stage / "wandb").glob("offline-run-*"))]
+
+    log_run(stage, 0, {1: 9.0, 2: 8.0, 3: 7.0}, valid={}, wandb_project="p")
+    log_run(stage, 2, {3: 7.25, 4: 6.25}, valid={}, wandb_project="p")  # resumed from the checkpoint of step 2
+    first, resumed = runs()
+    assert resumed == first
+    time.sleep(1.1)  # the next run's folder sorts after (wandb's names have whole seconds)
+    log_run(stage, 0, {1: 9.5}, valid={}, wandb_project="p")  # trained again from the start: another run
+    assert runs()[:2] == [first, first] and runs()[2] != first
+    assert not (tmp_path / "wandb").exists()

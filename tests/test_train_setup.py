@@ -1,7 +1,6 @@
 """Training set-up that needs no model: layout checks, the data order, the launchers, FLOPs and plots."""
 
 import dataclasses
-import importlib.util
 import json
 import subprocess
 import sys
@@ -201,7 +200,7 @@ def test_a_token_budget_per_step_sets_the_rows_and_is_checked_against_seq_length
     assert "steps          375, 125 per epoch  (393.22 M tokens)" in text
 
 
-def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path):
+def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path, monkeypatch):
     from swehero.errors import InputError, MissingInput, Unavailable
     from swehero.train.plan import plan_stage
     from swehero.train.stage import check_inputs
@@ -223,7 +222,8 @@ def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path
     check_inputs(Settings(data=str(data), seq_length=65536, export_hf=False), str(model), "sft")
     (model / "tokenizer.json").write_text("{}")  # a tokenizer in any of its forms
     check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
-    if importlib.util.find_spec("wandb") is None:  # as in the Docker image, which does not install it
+    with monkeypatch.context() as without_wandb:  # as in the Docker image, which does not install it
+        without_wandb.setitem(sys.modules, "wandb", None)  # what find_spec takes for a module that is not there
         with pytest.raises(Unavailable, match="stage sft: wandb_project is set, but wandb is not installed here"):
             check_inputs(Settings(data=str(data), seq_length=65536, wandb_project="p"), str(model), "sft")
     # Stage 2 takes the tokenizer from stage 1's export: one run with export_hf: false left none.

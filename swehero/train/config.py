@@ -104,7 +104,8 @@ class Settings:
     tensorboard: bool = True
     """Write TensorBoard event files under `<stage>/tensorboard`."""
     wandb_project: str = ""
-    """Also log to this Weights & Biases project (needs `wandb` and a login)."""
+    """Also log to this Weights & Biases project (needs `wandb` and a login, or WANDB_MODE=offline); a training
+    resumed from a checkpoint goes on in the same wandb run."""
     nodes: Annotated[int, Range(min=1)] = 1
     """Nodes (Slurm launcher)."""
     gpus_per_node: Annotated[int, Range(min=1)] = 8

@@ -4,6 +4,7 @@ bar with loss, lr, tokens/s and MFU, and a loss/lr plot at the end. Only the rep
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,7 +75,8 @@ class MetricsLogger:
         if wandb_project:
             import wandb
 
-            self.wandb = wandb.init(project=wandb_project, name=run_name, config=config, resume="allow")
+            self.wandb = wandb.init(project=wandb_project, name=run_name, config=config, dir=self.folder,
+                                    id=wandb_run_id(self.folder, start_step), resume="allow")
         self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
 
     def log(self, step: int, metrics: dict) -> None:
@@ -99,6 +101,17 @@ class MetricsLogger:
         if self.wandb is not None:
             self.wandb.finish()
         plot_curves(self.folder / "metrics.jsonl", self.folder / "loss.png")
+
+
+def wandb_run_id(folder: Path, start_step: int) -> str:
+    """The Weights & Biases run a training logs to: the one it logged to before when it resumes from a checkpoint
+    (a requeued job goes on in the same run), a new one when it starts from step 0."""
+    saved = folder / "wandb_run_id"
+    if start_step > 0 and saved.is_file():
+        return saved.read_text().strip()
+    run_id = uuid.uuid4().hex[:16]
+    saved.write_text(run_id + "\n")
+    return run_id
 
 
 def read_metrics(path: Path) -> list[dict]:
