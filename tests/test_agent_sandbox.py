@@ -323,6 +323,19 @@ def test_patch_of_files_not_in_utf8_applies_byte_for_byte(rt, tmp_path):
     assert not (check / "gone.txt").exists()
 
 
+def test_binary_files_are_left_out_of_the_patch_as_openhands_leaves_them_out(rt):
+    """OpenHands' SWE-bench evaluation drops what git diffs as binary (remove_binary_diffs); the prediction carried
+    them as base85 git binary patches, an agent's database or image of any size among them."""
+    bash(rt, "printf 'PNG\\0\\1\\2' > logo.png && printf '*.dat binary\\n' > .gitattributes && git add -A && "
+             "git -c user.name=t -c user.email=t@t commit -qm 'a binary file'")
+    base = bash(rt, "git rev-parse HEAD").split("\n")[0]
+    bash(rt, "printf 'PNG\\0\\3' > logo.png && printf 'db\\0\\0' > cache.sqlite && printf 'text\\n' > data.dat && "
+             "printf 'caf\\351\\n' > latin.txt && printf 'plain\\n' >> pkg/calc.py")
+    patch = rt.patch(base)
+    assert not any(name in patch for name in ("logo.png", "cache.sqlite", "data.dat"))
+    assert "+plain" in patch and patch.count("GIT binary patch") == 1 and "latin.txt" in patch  # text not in UTF-8
+
+
 def test_missing_bwrap_says_how_to_install(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(Unavailable, match="apt-get install bubblewrap"):

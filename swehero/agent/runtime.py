@@ -186,16 +186,30 @@ def git_patch(write_patch, root: str, base_commit: str) -> str:
     """The checkout's patch against `base_commit`; `write_patch(command)` runs a `patch_command` in the sandbox and
     returns the patch file's bytes.
 
-    A prediction is a JSON string, so a changed file whose text is not UTF-8 (a Latin-1 source, which the editor
-    keeps in Latin-1) cannot travel in a text hunk: its bytes would be replaced and the hunk would no longer apply.
-    Such files are diffed again as git binary patches, which are ASCII and which `git apply` (the harness's first
-    way of applying a patch) applies byte for byte; every other file stays a text diff."""
+    Files git diffs as binary (NUL bytes, a `binary` attribute: images, databases, compiled files) are left out,
+    as OpenHands' SWE-bench evaluation leaves them out (its `remove_binary_diffs`). A prediction is a JSON string,
+    so a changed file whose text is not UTF-8 (a Latin-1 source, which the editor keeps in Latin-1) cannot travel
+    in a text hunk: its bytes would be replaced and the hunk would no longer apply. Such files are diffed again as
+    git binary patches, which are ASCII and which `git apply` (the harness's first way of applying a patch)
+    applies byte for byte; every other file stays a text diff."""
     data = write_patch(patch_command(root, base_commit))
-    undecodable = list(dict.fromkeys(path for section in data.split(b"\ndiff --git ") if not _is_utf8(section)
-                                     for path in _diff_paths(section)))
+    # the second diff marks only other files binary: these files' diffs come out of it byte for byte the same
+    binary = {diff for diff in _file_diffs(data) if _diffed_as_binary(diff)}
+    undecodable = list(dict.fromkeys(path for diff in _file_diffs(data) if not _is_utf8(diff)
+                                     for path in _diff_paths(diff)))
     if undecodable:
         data = write_patch(patch_command(root, base_commit, undecodable))
-    return data.decode("utf-8", errors="replace")
+    return b"".join(diff for diff in _file_diffs(data) if diff not in binary).decode("utf-8", errors="replace")
+
+
+def _file_diffs(patch: bytes) -> list[bytes]:
+    """A patch cut into its files' diffs, each from its `diff --git` line (no hunk line starts so: hunk lines start
+    with a space, `+`, `-` or a backslash)."""
+    return [diff for diff in re.split(rb"(?m)^(?=diff --git )", patch) if diff]
+
+
+def _diffed_as_binary(diff: bytes) -> bool:
+    return b"\nGIT binary patch\n" in diff or b"\nBinary files " in diff
 
 
 def _is_utf8(data: bytes) -> bool:
