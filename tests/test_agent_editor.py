@@ -315,6 +315,90 @@ def test_symlinks_pointing_out_are_refused(ed, repo):
     assert (repo / "inside_link.py").is_symlink() and (repo / "pkg" / "a.py").read_text().startswith("uno\n")
 
 
+
+def swap_after_resolve(monkeypatch, place: Path, link_to: Path) -> None:
+    """Make `place` a link to `link_to` from the moment each `LocalFiles.resolve()` has answered, and itself again
+    when the next one looks: the interleaving that a command left running in the sandbox (`mv -T sub d && ln -s
+    /outside sub && rm sub && mv -T d sub` in a loop) wins now and then, here on every call, with real files."""
+    aside = place.with_name(f"{place.name}.aside")
+    resolve = LocalFiles.resolve
+
+    def resolve_then_swap(files, path):
+        if place.is_symlink():
+            place.unlink()
+            aside.rename(place)
+        found = resolve(files, path)
+        place.rename(aside)
+        place.symlink_to(link_to)
+        return found
+
+    monkeypatch.setattr(LocalFiles, "resolve", resolve_then_swap)
+
+
+@pytest.fixture
+def outside(repo):
+    (repo.parent / "outside").mkdir()
+    (repo.parent / "outside" / "secret.txt").write_text("host secret\n")
+    return repo.parent / "outside"
+
+
+def outcome(call, *args):
+    """What `call` returns, or the message of the ToolError it raises."""
+    try:
+        return call(*args)
+    except ToolError as e:
+        return str(e)
+
+
+@pytest.fixture
+def swapped_sub(repo, outside, monkeypatch):
+    (repo / "sub").mkdir()
+    (repo / "sub" / "inside.txt").write_text("inside\n")
+    swap_after_resolve(monkeypatch, repo / "sub", outside)
+    return LocalFiles(ROOT, repo)
+
+
+def test_a_folder_swapped_for_a_link_after_the_check_reads_nothing_outside(swapped_sub):
+    secret = f"{ROOT}/sub/secret.txt"
+    refused = f"Ran into [Errno 20] Not a directory: '{secret}' while trying to read {secret}"
+    assert outcome(swapped_sub.read_bytes, secret) == refused
+    assert outcome(swapped_sub.size, secret) == refused
+    assert outcome(swapped_sub.kind, secret) is None
+    assert outcome(swapped_sub.listing, f"{ROOT}/sub") == (f"Ran into [Errno 20] Not a directory: '{ROOT}/sub' "
+                                                           f"while trying to read {ROOT}/sub")
+
+
+def test_a_folder_swapped_for_a_link_after_the_check_writes_nothing_outside(swapped_sub, outside):
+    planted = f"{ROOT}/sub/planted.txt"
+    assert outcome(swapped_sub.write_bytes, planted, b"x") == (f"Ran into [Errno 20] Not a directory: '{planted}' "
+                                                               f"while trying to write to {planted}")
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
+def test_a_file_swapped_for_a_link_after_the_check_is_not_followed(repo, outside, monkeypatch):
+    swap_after_resolve(monkeypatch, repo / "pkg" / "a.py", outside / "secret.txt")
+    files = LocalFiles(ROOT, repo)
+    path = f"{ROOT}/pkg/a.py"
+    through_link = f"[Errno 40] Too many levels of symbolic links: '{path}'"
+    assert outcome(files.read_bytes, path) == f"Ran into {through_link} while trying to read {path}"
+    assert outcome(files.write_bytes, path, b"pwned") == f"Ran into {through_link} while trying to write to {path}"
+    assert (outside / "secret.txt").read_text() == "host secret\n"
+
+
+def test_a_link_removed_while_it_is_read_is_a_missing_path_not_a_crash(ed, repo, monkeypatch):
+    """A command in the sandbox can remove a link between the editor's look at it and the reading of its target."""
+    os.symlink("pkg/a.py", repo / "gone.py")
+    readlink = os.readlink
+
+    def remove_then_readlink(*args, **kwargs):
+        (repo / "gone.py").unlink(missing_ok=True)
+        return readlink(*args, **kwargs)
+
+    monkeypatch.setattr(os, "readlink", remove_then_readlink)
+    assert err(ed, command="view", path=f"{ROOT}/gone.py") == (
+        f"Invalid `path` parameter: {ROOT}/gone.py. The path {ROOT}/gone.py does not exist. Please provide a valid "
+        "path.")
+
 def test_special_files_are_refused_not_read(ed, repo):
     os.mkfifo(repo / "pipe")
     assert "not a regular file" in err(ed, command="view", path=f"{ROOT}/pipe")

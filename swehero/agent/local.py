@@ -26,10 +26,13 @@ import selectors
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import struct
 import tempfile
 import termios
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from swehero.agent.editor import ToolError, slash_dirs
@@ -111,8 +114,20 @@ def _describe(error: OSError, path: str) -> str:
     return f"[Errno {error.errno}] {error.strerror}: '{path}'" if error.errno else str(error)
 
 
+FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+"""How each folder on the way to a file is opened: a folder, and not through a symbolic link."""
+MISSING = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+"""Errors that mean "no such path" to pathlib's `exists()`: a component missing, no folder, or (now) a link."""
+
+
 class LocalFiles:
-    """Agent-visible paths under `root` mapped onto the host checkout, refusing anything that leaves it."""
+    """Agent-visible paths under `root` mapped onto the host checkout, refusing anything that leaves it.
+
+    The editor runs on the host while the agent's commands may still be running in the sandbox, so any folder can
+    become a symbolic link between the moment `resolve()` looks at a path and the moment it is opened. Every access
+    therefore goes through file descriptors opened beneath the checkout, one component at a time and never through
+    a link (`open_beneath`): a component swapped for a link since makes the call fail, instead of leading out of the
+    checkout. Done by hand because pathlib and `open` follow links by name, and Python has no `openat2`."""
 
     def __init__(self, root: str, host_root: Path) -> None:
         self.root = root
@@ -133,7 +148,8 @@ class LocalFiles:
     def resolve(self, path: str) -> Path | None:
         """The host path of agent-visible `path` with its symbolic links resolved as the sandbox resolves them, or
         None when one leads out of the repository. Not the host's `realpath`: a link's absolute target
-        (`/testbed/pkg`) names a path inside the sandbox, which on the host is elsewhere or nothing."""
+        (`/testbed/pkg`) names a path inside the sandbox, which on the host is elsewhere or nothing. The path
+        returned lies beneath the checkout, with no `..` in it."""
         done, todo, links = "/", path.split("/"), 0
         while todo:
             name = todo.pop(0)
@@ -148,14 +164,13 @@ class LocalFiles:
                     return None
                 done = step
                 continue
-            host = self.host_root / posixpath.relpath(step, self.root)
-            if not host.is_symlink():
+            target = self._link_target(self.host_root / posixpath.relpath(step, self.root))
+            if target is None:
                 done = step
                 continue
             links += 1
             if links > 40:  # the kernel's limit: the sandbox's own `cat` fails on such a loop
                 raise ToolError(f"Invalid `path` parameter: {path}. {os.strerror(errno.ELOOP)}.")
-            target = os.readlink(host)
             todo[:0] = target.split("/")
             if target.startswith("/"):
                 done = "/"
@@ -164,52 +179,127 @@ class LocalFiles:
     def _in_root(self, norm: str) -> bool:
         return norm == self.root or norm.startswith(self.root.rstrip("/") + "/")
 
+    def _link_target(self, host: Path) -> str | None:
+        """What the symbolic link at `host` holds, or None when `host` is no link (now: a command running in the
+        sandbox may have just removed it)."""
+        try:
+            with self._folder_of(host) as (folder, name):
+                return os.readlink(name, dir_fd=folder)
+        except OSError:
+            return None
+
+    @contextmanager
+    def _folder_of(self, host: Path) -> Iterator[tuple[int, str]]:
+        """The folder holding `host` (a path `resolve()` gave), opened beneath the checkout, and `host`'s name in it
+        (`.` for the checkout itself)."""
+        *folders, name = host.relative_to(self.host_root).parts or (".",)
+        folder = os.open(self.host_root, FOLDER)
+        try:
+            for inner in folders:
+                opened = os.open(inner, FOLDER, dir_fd=folder)
+                os.close(folder)
+                folder = opened
+            yield folder, name
+        finally:
+            os.close(folder)
+
+    def open_beneath(self, host: Path, flags: int, mode: int = 0o777) -> int:
+        """A file descriptor of `host` (a path `resolve()` gave) opened with `flags`, through no symbolic link: one
+        that a component has become since `resolve()` fails the open (ELOOP or ENOTDIR)."""
+        with self._folder_of(host) as (folder, name):
+            return os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=folder)
+
+    def _lstat(self, host: Path) -> os.stat_result:
+        with self._folder_of(host) as (folder, name):
+            return os.stat(name, dir_fd=folder, follow_symlinks=False)
+
     def kind(self, path: str) -> str | None:
         host = self.host(path)
-        return "dir" if host.is_dir() else "file" if host.exists() else None
+        with _reporting(path, "read"):
+            try:
+                mode = self._lstat(host).st_mode
+            except OSError as e:
+                if e.errno in MISSING:
+                    return None
+                raise
+        return "dir" if stat.S_ISDIR(mode) else "file"
 
     def size(self, path: str) -> int:
-        return self.host(path).stat().st_size
+        host = self.host(path)
+        with _reporting(path, "read"):
+            return self._lstat(host).st_size
 
     def read_bytes(self, path: str) -> bytes:
         host = self.host(path)
-        if not host.is_file():  # a FIFO or device would block or never end
-            raise ToolError(f"File validation failed for {path}: it is not a regular file.")
-        try:
-            return host.read_bytes()
-        except OSError as e:
-            raise ToolError(f"Ran into {_describe(e, path)} while trying to read {path}") from None
+        with _reporting(path, "read"):
+            # opened nonblocking, as a FIFO would block the open until a writer came, and refused unread, as a FIFO or
+            # device would block or never end
+            with os.fdopen(self.open_beneath(host, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+                if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                    raise ToolError(f"File validation failed for {path}: it is not a regular file.")
+                return file.read()
 
     def write_bytes(self, path: str, data: bytes) -> None:
         host = self.host(path)
-        try:
-            if host.exists() and not host.is_file():
-                raise OSError(f"{path} is not a regular file")
-            host.write_bytes(data)
-        except OSError as e:
-            raise ToolError(f"Ran into {_describe(e, path)} while trying to write to {path}") from None
+        with _reporting(path, "write to"):
+            # 0o666 less the umask for a new file, as Path.write_bytes; nonblocking, as reading; truncated only once
+            # known to be a regular file, and not replaced, so that an existing file keeps its mode and inode
+            with os.fdopen(self.open_beneath(host, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, 0o666), "wb") as file:
+                if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                    raise OSError(f"{path} is not a regular file")
+                os.ftruncate(file.fileno(), 0)
+                file.write(data)
 
     def listing(self, path: str) -> tuple[list[str], int]:
-        top = self.host(path)
-        hidden = sum(1 for e in os.scandir(top) if e.name.startswith("."))
-        found = [(path.rstrip("/"), True)]
-
-        def walk(host: Path, shown: str, depth: int) -> None:
-            for entry in os.scandir(host):
-                if entry.name.startswith("."):
-                    continue
-                # followed as OHEditor's `find -L` follows links, unless one leads out of the checkout (or loops)
-                try:
-                    target = self.resolve(f"{shown}/{entry.name}") if entry.is_symlink() else Path(entry.path)
-                except ToolError:
-                    target = None
-                is_dir = target is not None and target.is_dir()
-                found.append((f"{shown}/{entry.name}", is_dir))
-                if is_dir and depth < 2:
-                    walk(target, f"{shown}/{entry.name}", depth + 1)
-
-        walk(top, path.rstrip("/"), 1)
+        shown = path.rstrip("/")
+        host = self.host(path)
+        with _reporting(path, "read"):
+            top = self.open_beneath(host, FOLDER)
+        found = [(shown, True)]
+        try:
+            hidden = self._walk(top, shown, 1, found)
+        finally:
+            os.close(top)
         return slash_dirs(found), hidden
+
+    def _walk(self, folder: int, shown: str, depth: int, found: list[tuple[str, bool]]) -> int:
+        """Add the entries of the open `folder` (agent-visible `shown`) and of its subfolders, to `depth` 2, to
+        `found` as (path, is a folder), hidden ones left out; the number of hidden entries directly in `folder`."""
+        hidden = 0
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    hidden += 1
+                    continue
+                inner = self._subfolder(folder, entry, f"{shown}/{entry.name}")
+                found.append((f"{shown}/{entry.name}", inner is not None))
+                if inner is not None:
+                    try:
+                        if depth < 2:
+                            self._walk(inner, f"{shown}/{entry.name}", depth + 1, found)
+                    finally:
+                        os.close(inner)
+        return hidden
+
+    def _subfolder(self, folder: int, entry: os.DirEntry, shown: str) -> int | None:
+        """`entry` of the open `folder` opened as a folder, or None when it is none. A link is followed as OHEditor's
+        `find -L` follows links, unless it leads out of the checkout (or loops)."""
+        try:
+            if not entry.is_symlink():
+                return os.open(entry.name, FOLDER, dir_fd=folder)
+            target = self.resolve(shown)
+            return None if target is None else self.open_beneath(target, FOLDER)
+        except (OSError, ToolError):
+            return None
+
+
+@contextmanager
+def _reporting(path: str, doing: str) -> Iterator[None]:
+    """An OSError of the editor's file access as its error observation, naming the agent-visible `path`."""
+    try:
+        yield
+    except OSError as e:
+        raise ToolError(f"Ran into {_describe(e, path)} while trying to {doing} {path}") from None
 
 
 class LocalRuntime(OneCommandAtATime):
