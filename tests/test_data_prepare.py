@@ -1,5 +1,6 @@
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -248,3 +249,31 @@ def test_each_input_file_and_each_trajectory_is_trained_once(built):
     reject = json.loads((tmp / "dup-ids" / "rejects.jsonl").read_text())
     assert reject == {"where": f"{sub / 'b.jsonl'}:1", "reason": "duplicate",
                       "detail": f"the same messages and tools as {sub / 'a.jsonl'}:3", "id": "copied"}
+
+
+@pytest.mark.slow
+def test_a_dataset_is_not_reused_once_another_tokenizer_is_saved_into_its_tokenizer_folder(tmp_path):
+    """The folder's path alone was recorded: a probe saved another tokenizer to it and got the old dataset back
+    (other tokens, another pad id) instead of one tokenized with the tokenizer now there."""
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    for f in QWEN.iterdir():
+        shutil.copyfile(f, tok / f.name)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples()))
+    cfg = PrepareConfig(seq_length=4096, valid_fraction=0.0)
+    first = prepare([str(tmp_path / "in.jsonl")], str(tok), tmp_path / "out", cfg)
+    assert prepare([str(tmp_path / "in.jsonl")], str(tok), tmp_path / "out", cfg) == first
+
+    config = json.loads((tok / "tokenizer_config.json").read_text())
+    (tok / "tokenizer_config.json").write_text(json.dumps({**config, "pad_token": "<|im_end|>"}))
+    fresh = prepare([str(tmp_path / "in.jsonl")], str(tok), tmp_path / "fresh", cfg)
+    assert fresh["pad_token_id"] != first["pad_token_id"]
+    with pytest.raises(InputError, match=r"out holds a dataset made from other inputs or settings \(tokenizer_files"
+                                         r"\.tokenizer_config\.json: '[0-9a-f]{16}' -> '[0-9a-f]{16}'\)"):
+        prepare([str(tmp_path / "in.jsonl")], str(tok), tmp_path / "out", cfg)
+
+    # what an older swehero recorded (no `tokenizer_files`) is not recorded, not a change: reused as before
+    stats = json.loads((tmp_path / "fresh" / "stats.json").read_text())
+    del stats["made_from"]["tokenizer_files"]
+    (tmp_path / "fresh" / "stats.json").write_text(json.dumps(stats))
+    assert prepare([str(tmp_path / "in.jsonl")], str(tok), tmp_path / "fresh", cfg) == stats

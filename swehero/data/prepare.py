@@ -38,6 +38,7 @@ from swehero.data.sources import MAX_REJECT_FRACTION, Rejects, expand, parse_row
 from swehero.data.trajectory import Reject, trained_digest, validate
 from swehero.errors import InputError, MissingInput
 from swehero.jsonio import differences
+from swehero.model.folder import SIDE_FILES
 from swehero.recipe.stage import Range
 
 STATS = "stats.json"
@@ -221,7 +222,7 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
     made_from = _made_from(files, tokenizer_path, cfg)
     if (out / STATS).exists():
         stats = read_stats(out)
-        changed = differences(stats["made_from"], made_from) if "made_from" in stats else \
+        changed = _changes(stats["made_from"], made_from) if "made_from" in stats else \
             ["what it was made from is not recorded (an older swehero made it)"]
         if changed:
             raise InputError(f"{out} holds a dataset made from other inputs or settings ({'; '.join(changed)}): "
@@ -307,12 +308,31 @@ def _shown(batches, n: Counter, start: float):
 def _made_from(files: list[Path], tokenizer_path: str, cfg: PrepareConfig) -> dict:
     """What decides a dataset's content, recorded in its stats so that a rerun can tell whether the dataset at
     `--out` is the one asked for: each input file's size and mtime (stat only, as the recipe engine does), the
-    tokenizer and the settings, less `workers` and `batch_size` (the output is identical with any of them)."""
+    tokenizer (a local folder's path and the digests of its tokenizer files: another tokenizer saved into the same
+    folder makes other tokens) and the settings, less `workers` and `batch_size` (the output is identical with any
+    of them)."""
     tokenizer = Path(tokenizer_path)
     settings = {k: v for k, v in cfg.__dict__.items() if k not in ("workers", "batch_size")}
-    return {"inputs": {str(f.resolve()): f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files},
-            "tokenizer": str(tokenizer.resolve()) if tokenizer.exists() else tokenizer_path,
-            "settings": settings}
+    made_from = {"inputs": {str(f.resolve()): f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files},
+                 "tokenizer": str(tokenizer.resolve()) if tokenizer.exists() else tokenizer_path,
+                 "settings": settings}
+    if tokenizer.is_dir():
+        made_from["tokenizer_files"] = _tokenizer_digests(tokenizer)
+    return made_from
+
+
+def _tokenizer_digests(folder: Path) -> dict[str, str]:
+    """sha256 (16 hex digits) of each file of the folder that decides how a conversation renders and tokenizes
+    (the tokenizer and chat template files, megabytes: not the sampling defaults), by name. By content, so a copy of
+    the same tokenizer, or its files touched, still reuses the dataset."""
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()[:16]
+            for name in SIDE_FILES if name != "generation_config.json" and (folder / name).is_file()}
+
+
+def _changes(recorded: dict, made_from: dict) -> list[str]:
+    """What differs between the `made_from` a dataset records and the one asked for. A field it lacks (an older
+    swehero recorded no `tokenizer_files`) is not recorded, not a change: that dataset is reused as before."""
+    return differences(recorded, {k: v for k, v in made_from.items() if k in recorded})
 
 
 def _cpu_seconds() -> float:

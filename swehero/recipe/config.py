@@ -52,7 +52,7 @@ class Recipe:
     stages: list[Stage]
     """Stages in the order they run (dependencies first)."""
     seed: int = 1234
-    """Seed handed to every stage."""
+    """Seed of the stages that draw at random (those that use it: see docs/recipes.md); every stage records it."""
     model: ModelConfig | None = None
     """Base checkpoint and tokenizer, for stages that use the model."""
     description: str = ""

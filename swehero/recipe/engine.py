@@ -1,8 +1,8 @@
 """Run a recipe's stages in order, each under `run_dir/<stage>/`, each finished by an atomic `manifest.json`.
 
 A stage is skipped when its manifest says complete and nothing it depends on changed: its settings, the
-recipe seed, its input files (size and mtime, like make), the completed upstream stages it needs, and its
-outputs still exist. Anything else reruns it, and `plan` says why.
+recipe's `model` section (for the kinds that use it), the recipe seed, its input files (size and mtime, like make),
+the completed upstream stages it needs, and its outputs still exist. Anything else reruns it, and `plan` says why.
 """
 
 from __future__ import annotations
@@ -82,16 +82,17 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 def stage_manifest(recipe: Recipe, stage: Stage) -> dict[str, Any] | None:
     """The manifest of the stage's last attempt, its paths under the `run_dir` it ran in read as under the recipe's
-    (a run moved or copied, to a bigger disk say, is the same run; its settings, inputs and outputs name the old
-    place). Manifests that do not record their `run_dir` (an older swehero's) are read as they are."""
+    (a run moved or copied, to a bigger disk say, is the same run; its settings, model, inputs and outputs name
+    the old place). Manifests that do not record their `run_dir` (an older swehero's) are read as they are."""
     manifest = read_manifest(stage_dir(recipe, stage))
     recorded = (manifest or {}).get("run_dir") or {}
     moves = [(recorded[form], new) for form, new in _run_dir_forms(recipe).items()
              if recorded.get(form) not in (None, new)]
     if not moves:
         return manifest
-    for field in ("settings", "inputs", "outputs"):
-        manifest[field] = _moved(manifest.get(field), sorted(moves, key=lambda move: -len(move[0])))
+    for field in ("settings", "model", "inputs", "outputs"):
+        if field in manifest:  # one an older swehero did not record stays unrecorded
+            manifest[field] = _moved(manifest[field], sorted(moves, key=lambda move: -len(move[0])))
     return manifest
 
 
@@ -140,7 +141,7 @@ def fingerprint_path(path: str) -> str:
 
 def _identity(recipe: Recipe, stage: Stage, upstream: dict[str, str]) -> dict[str, Any]:
     settings = dataclasses.asdict(stage.settings)
-    return {
+    identity = {
         "kind": stage.kind,
         "seed": recipe.seed,
         "settings": settings,
@@ -148,6 +149,10 @@ def _identity(recipe: Recipe, stage: Stage, upstream: dict[str, str]) -> dict[st
         "inputs": {path: fingerprint_path(path) for path in stage.inputs},
         "upstream": upstream,
     }
+    if getattr(kinds.load_kind(stage.kind), "USES_MODEL", False):
+        # its local paths are among the inputs, but a hub id (`Qwen/...`) is no file: the section itself is recorded
+        identity["model"] = dataclasses.asdict(recipe.model) if recipe.model else None
+    return identity
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -272,6 +277,9 @@ def _changed(recipe: Recipe, stage: Stage, manifest: dict[str, Any]) -> str:
     if manifest.get("settings_hash") != identity["settings_hash"] and \
             _without(manifest.get("settings"), not_in_result) != _without(identity["settings"], not_in_result):
         return "settings changed: " + "; ".join(differences(manifest.get("settings"), identity["settings"]))
+    # an older swehero's manifest does not record the model section: not recorded is not a change
+    if "model" in manifest and manifest["model"] != identity.get("model"):
+        return "settings changed: " + "; ".join(differences(manifest["model"], identity.get("model"), "model."))
     if manifest.get("seed") != identity["seed"]:
         return f"seed changed: {manifest.get('seed')} -> {identity['seed']}"
     changed = [p for p, fp in identity["inputs"].items() if manifest.get("inputs", {}).get(p) != fp]
@@ -458,15 +466,18 @@ def _versions() -> dict[str, str]:
 
 def _git_commit() -> str | None:
     """The commit of the swehero source this ran from, with `-dirty` if it had local changes; in the Docker
-    image, which has no .git, the commit it was built from (SWEHERO_GIT_COMMIT)."""
+    image, which has no .git, the commit it was built from (SWEHERO_GIT_COMMIT). None where git does not track
+    this very file: an install in a project's (git-ignored) virtual environment lies inside the project's
+    repository, whose commit and changes say nothing of swehero (the manifest's `versions` name its release)."""
     if os.environ.get("SWEHERO_GIT_COMMIT"):
         return os.environ["SWEHERO_GIT_COMMIT"]
-    source = Path(__file__).resolve().parents[2]
+    here = Path(__file__).resolve()
+    git = ["git", "-C", str(here.parent)]
     try:
-        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run([*git, "ls-files", "--error-unmatch", here.name], capture_output=True, check=True)
+        head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("-dirty" if dirty else "")
