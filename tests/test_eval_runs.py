@@ -221,11 +221,17 @@ def _report(outcomes: dict[str, bool], **fields) -> dict:
             "averages": {}, "attempts": {"max": 1, "retried": 0}, **_single(outcomes), **fields}
 
 
+def _write_reports(root: Path, reports: dict[str, dict]) -> list[Path]:
+    """Each report in a folder of its name (a relative path) under `root`; the folders, in order."""
+    for name, report in reports.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "report.json").write_text(json.dumps(report))
+    return [root / name for name in reports]
+
+
 def test_compare_warns_when_runs_used_different_prompts(tmp_path):
-    for name, prompts in (("one", ["builtin-v3"]), ("two", ["sha256:ab"])):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "report.json").write_text(json.dumps(_report({"a": True}, prompts=prompts)))
-    table = compare([tmp_path / "one", tmp_path / "two"])
+    table = compare(_write_reports(tmp_path, {name: _report({"a": True}, prompts=prompts)
+                                              for name, prompts in (("one", ["builtin-v3"]), ("two", ["sha256:ab"]))}))
     assert "**warning:** the runs used different prompts (one: builtin-v3; two: sha256:ab)" in table
     assert "instances" not in table.split("**warning:**", 1)[1]  # same tasks: no word about them
 
@@ -236,12 +242,38 @@ def test_compare_warns_when_runs_are_over_other_tasks(tmp_path):
     runs = {"all": _report({i: n < 3 for n, i in enumerate(ids)}),
             "first-half": _report({i: True for i in ids[:3]}),
             "others": _report({"u1": True, "u2": False})}
-    for name, report in runs.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "report.json").write_text(json.dumps(report))
-    table = compare([tmp_path / name for name in runs])
+    table = compare(_write_reports(tmp_path, runs))
     assert ("**warning:** first-half evaluated 3 instances, 3 of all's 6: its rates are over other tasks; the paired "
             "difference uses the shared ones alone") in table
     assert "**warning:** others evaluated 2 instances, 0 of all's 6: no task in common, so the rates do not compare" \
         in table
     assert "(paired bootstrap over 3 instances)" in table
+
+
+def test_compare_warns_when_teacher_forced_accuracy_is_over_other_heldout_trajectories(tmp_path):
+    """The accuracy of one checkpoint on 3 held-out trajectories and on 1 of them differs by several points: side by
+    side, that reads as a difference between checkpoints."""
+    scored = lambda accuracy, files, tokens: _report({"a": True}, teacher_forced={  # noqa: E731
+        "trajectories": len(files), "tokens": tokens, "correct": int(accuracy * tokens), "accuracy": accuracy,
+        "files": files})
+    base, trained, one, cut = _write_reports(tmp_path, {
+        "base": scored(0.719, ["h.jsonl"], 1395), "trained": scored(0.8, ["h.jsonl"], 1395),
+        "one": scored(0.653, ["one.jsonl"], 493), "cut": scored(0.7, ["h.jsonl"], 1200)})  # cut: a shorter context
+    assert "held-out" not in compare([base, trained])
+    assert ("**warning:** teacher-forced accuracy is measured on different held-out trajectories (base: 1 "
+            "trajectories, 1395 tokens of h.jsonl; one: 1 trajectories, 493 tokens of one.jsonl): its difference is "
+            "not the checkpoints' alone") in compare([base, one])
+    assert "held-out trajectories (base: 1 trajectories, 1395 tokens of h.jsonl; cut: 1 trajectories, 1200 tokens " \
+        "of h.jsonl)" in compare([base, cut])
+
+
+def test_compare_names_each_folder_by_the_path_suffix_that_tells_them_apart(tmp_path):
+    """The same stage of two recipe runs has one folder name: its columns need the runs' names too."""
+    runs = _write_reports(tmp_path, {"runA/eval_verified": _report({"a": True}),
+                                     "runB/eval_verified": _report({"a": False})})
+    table = compare(runs)
+    assert table.startswith("| metric | runA/eval_verified | runB/eval_verified |\n")
+    assert "- **runB/eval_verified** vs runA/eval_verified: " in table
+    assert f"Folders: runA/eval_verified is {runs[0]}; runB/eval_verified is {runs[1]}\n" in table
+    assert compare([runs[0], tmp_path / "runA" / ".." / "runB" / "eval_verified"]) == table  # named as they are
+    assert compare([runs[0], runs[0]]).startswith("| metric | eval_verified | eval_verified |\n")

@@ -1,11 +1,13 @@
 """Eval folders side by side (`swehero eval compare`, stage kind `compare`): one column per folder, then how each
 differs from the first (the baseline) on the three measures of a trained agent, with a paired bootstrap interval on
-the resolved rate, and warnings where the folders were not evaluated alike (prompts, retries, benchmark)."""
+the resolved rate, and warnings where the folders were not evaluated alike (prompts, retries, benchmark,
+held-out trajectories)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
+from pathlib import Path, PurePath
 
 from swehero.eval.report import OUTCOMES
 from swehero.eval.runs import MIN_SHARED, EvalFolderError, paired_difference, percent
@@ -32,7 +34,8 @@ def compare(eval_dirs: list[Path]) -> str:
         raise EvalFolderError(f"no report.json in {', '.join(missing)}: not eval folders, or not reported yet "
                               "(`swehero eval report FOLDER` writes it)")
     reports = [json.loads((Path(d) / "report.json").read_text()) for d in eval_dirs]
-    names = [Path(d).name for d in eval_dirs]
+    paths = [os.path.abspath(d) for d in eval_dirs]
+    names = column_names(paths)
     row = lambda label, cells: f"| {label} | " + " | ".join(cells) + " |"  # noqa: E731
     rows = [row("metric", names), "|---" * (len(reports) + 1) + "|",
             row("model", [r["model"] for r in reports]), row("benchmark", [r["benchmark"] for r in reports]),
@@ -49,7 +52,7 @@ def compare(eval_dirs: list[Path]) -> str:
     rows += [row(name, [str(r["outcomes"].get(name, 0)) for r in reports]) for name in OUTCOMES[1:]]
     rows += [row(f"avg {key}", [str(r["averages"][key]) if r.get("averages", {}).get(key) is not None else "—"
                                 for r in reports]) for key in ("steps", "prompt_tokens", "completion_tokens", "cost_usd")]
-    rows.append("")
+    rows += ["", "Folders: " + "; ".join(f"{name} is {path}" for name, path in zip(names, paths)), ""]
     for name, report in zip(names[1:], reports[1:]):
         parts = [_difference(label, value(report), value(reports[0])) for label, value in _MEASURES]
         paired = paired_difference(report, reports[0])
@@ -64,6 +67,17 @@ def compare(eval_dirs: list[Path]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def column_names(paths: list[str]) -> list[str]:
+    """Each folder named by the shortest path suffix that tells the folders apart: `v-7b` beside `v-14b`, but
+    `runA/eval_verified` beside `runB/eval_verified` (the same stage of two recipe runs, the usual comparison)."""
+    parts = [PurePath(path).parts for path in paths]
+    for length in range(1, max(map(len, parts))):
+        names = [str(PurePath(*p[-length:])) for p in parts]
+        if len(set(names)) == len(set(parts)):
+            return names
+    return [str(PurePath(*p)) for p in parts]
+
+
 def warnings(names: list[str], reports: list[dict]) -> list[str]:
     """Where the folders were not evaluated alike, so their numbers do not compare directly."""
     out = []
@@ -76,6 +90,13 @@ def warnings(names: list[str], reports: list[dict]) -> list[str]:
         out.append(f"{', '.join(retried)} retried attempts that ended without a patch, which raises pass@1")
     if len({r["benchmark"] for r in reports}) > 1:
         out.append("the runs are on different benchmarks")
+    heldout = {name: r["teacher_forced"] for name, r in zip(names, reports) if r["teacher_forced"]}
+    # the files name the set; the token count tells the same files cut to another context, or edited since
+    if len({(tuple(tf.get("files", ())), tf["tokens"]) for tf in heldout.values()}) > 1:
+        out.append("teacher-forced accuracy is measured on different held-out trajectories (" + "; ".join(
+            f"{name}: {tf['trajectories']} trajectories, {tf['tokens']} tokens of "
+            f"{', '.join(tf.get('files', ())) or 'unrecorded files'}" for name, tf in heldout.items())
+            + "): its difference is not the checkpoints' alone")
     for name, report in zip(names, reports):
         if report["pending"]:  # `pending` counts instances in one run's report, attempts in one of several runs
             out.append(f"{name} is incomplete: {report['pending']} attempt(s) not made yet; its rates count them as "
