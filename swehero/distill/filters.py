@@ -28,6 +28,7 @@ from swehero.gitdiff import patch_files
 from swehero.jsonio import JsonlLog
 from swehero.recipe.stage import Range
 from swehero.rollout.local_grader import LocalGraderConfig
+from swehero.rollout.tasks import canonical_digest
 
 STAGES = ("zero", "hero")
 UNRESOLVED = "unresolved"
@@ -197,8 +198,7 @@ def fingerprint(record: dict) -> str:
 
 def grade_key(task: dict, patch: str, grading: LocalGraderConfig) -> str:
     """A fingerprint of what decides a grade: the task's entry, the patch and the grading settings."""
-    body = json.dumps([task, patch, dataclasses.asdict(grading)], sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(body.encode()).hexdigest()
+    return canonical_digest([task, patch, dataclasses.asdict(grading)])
 
 
 def _by_key(line: dict) -> str:

@@ -29,7 +29,7 @@ from swehero.eval.inference import PREDICTIONS, finished
 from swehero.recipe.stage import Range
 from swehero.rollout.local_grader import LocalGraderConfig, check_local, grade_instance
 from swehero.jsonio import JsonlLog, JsonlLogReader
-from swehero.rollout.tasks import load_tasks, repo_dir
+from swehero.rollout.tasks import load_tasks, repo_dir, task_digest
 
 GRADES = "grades.jsonl"
 
@@ -48,6 +48,14 @@ class GradingSettings:
 def grades(out_dir: Path) -> dict[str, dict]:
     """Each graded instance's grade: its latest line, which supersedes a harness error graded again."""
     return {record["instance_id"]: record for record in JsonlLogReader(Path(out_dir) / GRADES)}
+
+
+def current_grades(out_dir: Path, tasks: list[dict]) -> dict[str, dict]:
+    """`grades`, less those made against another version of the task row `tasks` holds (its test lists, test patch,
+    ...: `task_digest` differs); a grade that recorded none was made before digests were, and counts."""
+    digests = {t["instance_id"]: task_digest(t) for t in tasks}
+    return {iid: grade for iid, grade in grades(out_dir).items()
+            if iid not in digests or grade.get("task_digest", digests[iid]) == digests[iid]}
 
 
 def is_final(grade: dict) -> bool:
@@ -87,11 +95,13 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
     that were missing (their instances are left ungraded)."""
     out_dir = Path(out_dir)
     log = JsonlLog(out_dir / GRADES)
-    done = {iid: record for iid, record in grades(out_dir).items() if is_final(record)}
+    done = {iid: record for iid, record in current_grades(out_dir, tasks).items() if is_final(record)}
+    edited = {iid for iid, record in grades(out_dir).items() if is_final(record)} - set(done)
     predictions = finished(out_dir)
     todo = [t for t in tasks if t["instance_id"] in predictions and t["instance_id"] not in done
             and (predictions[t["instance_id"]]["model_patch"] or "").strip()]
-    progress(f"grading ({settings.grader}): {len(todo)} prediction(s) to grade, {len(done)} graded before")
+    again = f" ({len(edited)} graded again: their task row changed)" if edited else ""
+    progress(f"grading ({settings.grader}): {len(todo)} prediction(s) to grade{again}, {len(done)} graded before")
     if not todo or settings.grader == "none":
         return {"graded": 0, "before": len(done), "missing_repositories": []}
     missing: set[str] = set()
@@ -112,7 +122,7 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
                 return
             except Exception as e:  # a broken clone (a full disk) is the infrastructure's failure, not the model's
                 record = retry_record(iid, "local", logs, failure_text(e))
-            log.append(record)
+            log.append({**record, "task_digest": task_digest(task)})
             progress(f"  {iid}: {verdict(record)}")
 
         with ThreadPoolExecutor(max_workers=max(settings.workers, 1)) as pool:
@@ -126,6 +136,7 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
         model = predictions[ids[0]]["model_name_or_path"]
         where = run_harness(settings.harness, out_dir, harness_dataset, out_dir / PREDICTIONS, ids,
                             {row["instance_id"]: image_name(row) for row in rows})
-        for record in parse_harness(where, run_id_for(settings.harness, out_dir), model, ids).values():
-            log.append(record)
+        digests = {t["instance_id"]: task_digest(t) for t in todo}
+        for iid, record in parse_harness(where, run_id_for(settings.harness, out_dir), model, ids).items():
+            log.append({**record, "task_digest": digests[iid]})
     return {"graded": len(todo) - len(missing), "before": len(done), "missing_repositories": sorted(missing)}

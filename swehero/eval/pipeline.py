@@ -81,17 +81,36 @@ def model_label(settings: Settings) -> str:
                       "the model (--model-name)")
 
 
-def check_same_attempts(out_dir: Path, saved: dict) -> None:
-    """Refuse to resume an eval folder whose committed attempts were made with other `attempts` settings. Folders
-    from before these settings were saved are not checked."""
-    from swehero.eval.inference import PREDICTIONS
-    from swehero.eval.runs import EVAL_FILE, run_dirs
+def saved_settings(out_dir: Path) -> dict:
+    """What an earlier run into `out_dir` saved (`eval.json`); {} for a new folder."""
+    from swehero.eval.runs import EVAL_FILE
+
+    return json.loads((out_dir / EVAL_FILE).read_text()) if (out_dir / EVAL_FILE).is_file() else {}
+
+
+def check_same_attempts(out_dir: Path, before: dict, saved: dict) -> None:
+    """Refuse to resume an eval folder whose committed attempts were made with other `attempts` settings, or on
+    another version of their task (`task_digests`). Folders from before these were saved are not checked."""
+    from swehero.eval.inference import finished
+    from swehero.eval.runs import run_dirs
     from swehero.rollout.runner import check_resumable
 
-    before = json.loads((out_dir / EVAL_FILE).read_text()) if (out_dir / EVAL_FILE).is_file() else {}
-    made = any((run / PREDICTIONS).is_file() and (run / PREDICTIONS).stat().st_size
-               for run in run_dirs(out_dir, before.get("runs", 1)))
+    made = {iid for run in run_dirs(out_dir, before.get("runs", 1)) for iid in finished(run)}
     check_resumable(out_dir, before.get("attempts") if made else None, saved["attempts"])
+    recorded = before.get("task_digests", {})
+    edited = sorted(iid for iid in made if recorded.get(iid, saved["task_digests"].get(iid))
+                    != saved["task_digests"].get(iid))
+    if edited:  # what the agent saw changed: regrading cannot mend an attempt made on another task
+        shown = ", ".join(edited[:5]) + (f" and {len(edited) - 5} more" if len(edited) > 5 else "")
+        raise InputError(f"{out_dir} holds attempts made on another version of {len(edited)} task(s) in "
+                         f"{saved['tasks']} ({shown}): what the agent saw of them (problem statement, base commit, "
+                         "...) changed; write into another folder, or rerun with the task rows they were made on")
+
+
+def _absolute(path: str | Path | None) -> str:
+    """A path saved in `eval.json` as it is from here, so that `eval report` and `eval grade` find it from any
+    directory; a benchmark name, or no path, as is."""
+    return str(Path(path).resolve()) if path and Path(path).exists() else str(path or "")
 
 
 def check_settings(settings: Settings) -> None:
@@ -110,7 +129,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
     from swehero.eval.runs import EVAL_FILE, run_dirs
     from swehero.rollout.endpoints import serving
     from swehero.jsonio import exclusive
-    from swehero.rollout.runner import BUSY, LOCK, attempt_identity
+    from swehero.rollout.runner import BUSY, LOCK, attempt_identity, attempted_task_digest
     from swehero.rollout.local_grader import check_local
     from swehero.rollout.tasks import load_selection, load_tasks
 
@@ -127,15 +146,19 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
         if settings.grading.grader == "local":  # fail before inference, not after
             check_local(selected.tasks)
         label = model_label(settings)
-        saved = {"tasks": selected.source, "benchmark": selected.benchmark, "model": label,
-                 "repos": str(selected.repos or ""), "runs": settings.runs,
+        before = saved_settings(out_dir)
+        saved = {"tasks": _absolute(selected.source), "benchmark": selected.benchmark, "model": label,
+                 "repos": _absolute(selected.repos), "runs": settings.runs,
                  "instance_ids": [t["instance_id"] for t in selected.tasks],
+                 # what each attempt was made from, kept for the tasks not selected now: their attempts stay
+                 "task_digests": {**before.get("task_digests", {}),
+                                  **{t["instance_id"]: attempted_task_digest(t) for t in selected.tasks}},
                  # with the folder, so `eval report` and `eval grade` rewrite the reports with the cost column
                  "price_prompt_per_mtok": settings.price_prompt_per_mtok,
                  "price_completion_per_mtok": settings.price_completion_per_mtok,
                  "attempts": attempt_identity(settings.agent, settings.serve, model=label,
                                               seed=settings.seed, max_attempts=settings.max_attempts, runs=settings.runs)}
-        check_same_attempts(out_dir, saved)
+        check_same_attempts(out_dir, before, saved)
         (out_dir / EVAL_FILE).write_text(json.dumps(saved, indent=1))
         harness = settings.grading.harness.dataset or harness_dataset(selected.source)
         if settings.grading.grader == "swebench" and Path(harness).is_file():  # fail before inference, not after
@@ -220,16 +243,35 @@ def regrade(out_dir: Path, settings: GradingSettings, repos: str = "", progress=
 
 
 def score_heldout(settings: Settings, out_dir: Path, progress=print) -> None:
-    """Teacher-forced accuracy of the served checkpoint on the held-out trajectories, once (`teacher_forced.json`)."""
+    """Teacher-forced accuracy of the served checkpoint on the held-out trajectories (`teacher_forced.json`),
+    scored again only when the checkpoint (its path or weights), its context or the held-out files differ from
+    those the score recorded; a score recorded without them is kept unless its list of files differs."""
     from swehero.eval.report import TEACHER_FORCED
     from swehero.eval.teacher_forced import teacher_forced_accuracy
     from swehero.jsonio import write_json_atomic
+    from swehero.rollout.runner import recorded_differences
 
-    if not (out_dir / TEACHER_FORCED).exists():
-        progress(f"teacher-forced accuracy of {settings.serve.model} on {', '.join(settings.heldout_trajectories)}")
-        scored = teacher_forced_accuracy(settings.serve.model, settings.heldout_trajectories,
-                                         settings.serve.max_model_len)
-        write_json_atomic(out_dir / TEACHER_FORCED, {**scored, "files": settings.heldout_trajectories})
+    scored, now, why = out_dir / TEACHER_FORCED, heldout_identity(settings), ""
+    if scored.exists():
+        recorded = json.loads(scored.read_text())  # the score, and what it was made from
+        changed = recorded_differences({key: recorded[key] for key in now if key in recorded}, now)
+        if not changed:
+            return
+        why = f" (scored again: {'; '.join(changed)})"
+    progress(f"teacher-forced accuracy of {settings.serve.model} on {', '.join(settings.heldout_trajectories)}{why}")
+    score = teacher_forced_accuracy(settings.serve.model, settings.heldout_trajectories, settings.serve.max_model_len)
+    write_json_atomic(scored, {**score, **now})
+
+
+def heldout_identity(settings: Settings) -> dict:
+    """What decides the teacher-forced score: the checkpoint's path and `folder_fingerprint`, the context it is cut
+    to, and the held-out files, each by path and size and mtime (`fingerprint_path`)."""
+    from swehero.model.folder import folder_fingerprint
+    from swehero.fingerprint import fingerprint_path
+
+    return {"files": list(settings.heldout_trajectories), "model": settings.serve.model,
+            "weights": folder_fingerprint(settings.serve.model), "max_model_len": settings.serve.max_model_len,
+            "file_fingerprints": [fingerprint_path(path) for path in settings.heldout_trajectories]}
 
 
 def harness_dataset(source: str) -> str:

@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from swehero.eval.grade import grades
+from swehero.eval.grade import current_grades
 from swehero.eval.inference import finished, trajectory_path
 from swehero.eval.leaks import seeking_commands
 from swehero.eval.paper import paper_figure
@@ -66,7 +66,8 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
     """Summarize an eval folder (one run). Prices are $ per million prompt / completion tokens (0: no cost column);
     `teacher_forced` is the checkpoint's score on held-out trajectories, when measured."""
     out_dir = Path(out_dir)
-    predictions, graded = finished(out_dir), grades(out_dir)
+    # a grade made against another version of its task is no grade of this one
+    predictions, graded = finished(out_dir), current_grades(out_dir, tasks)
     instances, pending = [], []
     for task in tasks:
         iid = task["instance_id"]
@@ -142,8 +143,9 @@ def markdown(report: dict) -> str:
     lines.append(f"\nValid tool calls: {calls['valid']}/{calls['turns']} assistant turns = {percent(calls['valid_rate'])}")
     if report["teacher_forced"]:
         tf = report["teacher_forced"]
+        files = f" in {', '.join(tf['files'])}" if tf.get("files") else ""
         lines.append(f"Teacher-forced accuracy on held-out trajectories: {percent(tf['accuracy'])} of {tf['tokens']} "
-                     f"assistant tokens ({tf['trajectories']} trajectories)")
+                     f"assistant tokens ({tf['trajectories']} trajectories{files})")
     lines += ["", "## Outcomes", "", "| outcome | count |", "|---|---|"]
     lines += [f"| {name} | {count} |" for name, count in report["outcomes"].items()]
     lines += ["", "## Per repository", "", "| repo | resolved | total | rate |", "|---|---|---|---|"]

@@ -8,7 +8,6 @@ the completed upstream stages it needs, and its outputs still exist. Anything el
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from swehero.errors import InputError
+from swehero.fingerprint import fingerprint_path, short_digest
 from swehero.jsonio import differences, exclusive, write_json_atomic
 from swehero.process import end_left_behind, recording_groups
 from swehero.recipe import kinds
@@ -116,27 +116,7 @@ def _moved(value: Any, moves: list[tuple[str, str]]) -> Any:
     return value
 
 
-# ------------------------------------------------------------------------------------------ fingerprints
-
-
-def _digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def fingerprint_path(path: str) -> str:
-    """Size and mtime of a file, or of every file under a folder (stat only: content hashing of a 60 GB
-    checkpoint on every run would cost minutes)."""
-    p = Path(path)
-    if p.is_file():
-        st = p.stat()
-        return f"{st.st_size}:{st.st_mtime_ns}"
-    entries = []
-    for root, dirs, files in os.walk(p):
-        dirs.sort()
-        for name in sorted(files):
-            st = os.stat(os.path.join(root, name))
-            entries.append((os.path.relpath(os.path.join(root, name), p), st.st_size, st.st_mtime_ns))
-    return _digest(entries)
+# ------------------------------------------------------------------------------------------ identity
 
 
 def _identity(recipe: Recipe, stage: Stage, upstream: dict[str, str]) -> dict[str, Any]:
@@ -145,7 +125,7 @@ def _identity(recipe: Recipe, stage: Stage, upstream: dict[str, str]) -> dict[st
         "kind": stage.kind,
         "seed": recipe.seed,
         "settings": settings,
-        "settings_hash": _digest(settings),
+        "settings_hash": short_digest(settings),
         "inputs": {path: fingerprint_path(path) for path in stage.inputs},
         "upstream": upstream,
     }
@@ -385,7 +365,7 @@ def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
         finished=_now(),
         duration_s=round(time.monotonic() - began, 3),
     )
-    manifest["fingerprint"] = _digest([manifest["settings_hash"], manifest["inputs"], manifest["upstream"],
+    manifest["fingerprint"] = short_digest([manifest["settings_hash"], manifest["inputs"], manifest["upstream"],
                                        manifest["seed"], manifest["finished"]])
     write_json_atomic(folder / MANIFEST, manifest, indent=2, sort_keys=True)
     return manifest

@@ -37,9 +37,10 @@ from swehero.agent.settings import AgentSettings
 from swehero.agent.task import Task
 from swehero.errors import InputError
 from swehero.jsonio import differences
+from swehero.model.folder import folder_fingerprint, is_hf_folder
 from swehero.rollout.attempt import attempt_in_child
 from swehero.rollout.endpoints import EndpointPool, EndpointRefusesRequests
-from swehero.rollout.tasks import repo_dir
+from swehero.rollout.tasks import repo_dir, task_digest
 from swehero.serve.server import ServeConfig
 
 
@@ -63,23 +64,50 @@ BUSY = ("another run is writing into this folder (a Slurm requeue while the firs
         "or write elsewhere")
 
 
+WEIGHTS = "serve_weights"
+"""The identity's key for the served folder's `folder_fingerprint`: its path alone does not tell a model retrained
+or exported again into it."""
+
+
 def attempt_identity(agent: AgentSettings, serve: ServeConfig, **more) -> dict:
     """What decides how an attempt goes, recorded beside a run's attempts: the agent's settings (not where its
-    server is), the served checkpoint and its context length, and `more` (seeds, retries, ...)."""
+    server is), the served checkpoint (a local folder also by its weights) and its context length, and `more`
+    (seeds, retries, ...)."""
     settings = asdict(agent)
     del settings["openai"]["base_url"], settings["openai"]["api_key_env"]
     if agent.prompts:  # what the model reads, not where the file lies
         settings["prompts"] = digest(agent.prompts)
-    return {"agent": settings, "serve_model": serve.model, "max_model_len": serve.max_model_len, **more}
+    weights = {WEIGHTS: folder_fingerprint(serve.model)} if serve.model and is_hf_folder(serve.model) else {}
+    return {"agent": settings, "serve_model": serve.model, **weights, "max_model_len": serve.max_model_len, **more}
+
+
+def recorded_differences(before: dict, now: dict) -> list[str]:
+    """`differences` of the keys `before` recorded: a key added since an older run wrote `before` was not recorded
+    there, which is no difference."""
+    return differences(before, {key: value for key, value in now.items() if key in before})
 
 
 def check_resumable(out_dir: Path, before: dict | None, now: dict) -> None:
     """`out_dir` holds attempts made as `before` says (None: none, or not recorded): resuming it as `now` says
     would mix two ways of attempting in one result, so any difference is an InputError naming each."""
-    changed = differences(before, now) if before is not None else []
+    if before is None:
+        return
+    if before.get("serve_model") != now.get("serve_model"):  # another checkpoint: its path says so, not its weights
+        before = {key: value for key, value in before.items() if key != WEIGHTS}
+    changed = [f"the weights in {now['serve_model']} changed since these attempts were made"
+               if d.startswith(f"{WEIGHTS}:") else d for d in recorded_differences(before, now)]
     if changed:
         raise InputError(f"{out_dir} holds attempts made with other settings ({'; '.join(changed)}): write into "
                          "another folder, or rerun with the same settings to resume")
+
+
+def attempted_task_digest(task: dict) -> str:
+    """A digest of what an attempt is made from of a task row: the agent's view of it (`Task`), less the test patch,
+    which only grading reads. An edit of anything else (problem statement, base commit, gold patch) changes what
+    the agent saw, so attempts made before it are of another task."""
+    seen = asdict(Task.from_row(task))
+    del seen["test_patch"]
+    return task_digest(seen)
 
 
 def sampling_seed(*parts) -> int:

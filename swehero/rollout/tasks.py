@@ -9,6 +9,7 @@ agent needs only the columns in `REQUIRED`; grading needs the test lists too (`l
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from collections import Counter
@@ -255,6 +256,18 @@ def load_tasks(source: str, split: str = "", tests: bool = False) -> list[dict]:
     if not tasks:  # an emptied file (a decontamination that dropped all, a failed export) would otherwise run nothing
         raise InputError(f"{source}: no tasks in it")
     return tasks
+
+
+def task_digest(task: dict) -> str:
+    """`sha256:` of a task row as loaded, every column of it: a result kept under it is never taken for an edited
+    row."""
+    return "sha256:" + canonical_digest(task)
+
+
+def canonical_digest(value) -> str:
+    """sha256 of a JSON-like value written with its keys sorted: the same for equal values, whatever their order."""
+    body = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def parse_shard(shard: str) -> tuple[int, int]:

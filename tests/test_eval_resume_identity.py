@@ -1,0 +1,223 @@
+"""A rerun into an eval folder keeps only what was made from what it runs on now: attempts of the same weights (a
+model written again into the served folder is another model; distillation shares the rollout identity), grades of
+the same task rows, a teacher-forced score of the same checkpoint and held-out files. Folders written before these
+were recorded resume as they did."""
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from swehero.agent.settings import AgentSettings
+from swehero.errors import InputError
+from swehero.eval.grade import GRADES, GradingSettings, grade
+from swehero.eval.pipeline import Settings, evaluate, open_eval, score_heldout
+from swehero.eval.report import TEACHER_FORCED, build_report, markdown
+from swehero.rollout.runner import attempt_identity, check_resumable
+from swehero.rollout.tasks import load_tasks
+from swehero.rollout.toy import build_toy_tasks
+from swehero.serve.server import ServeConfig
+
+OLD_IDENTITY = ("agent", "serve_model", "max_model_len")
+"""The keys `attempt_identity` recorded before the served folder's weights were part of it."""
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    return build_toy_tasks(tmp_path_factory.mktemp("toy"))
+
+
+def _folder(path: Path, weights: bytes) -> Path:
+    """A Hugging Face folder as far as the identity reads one: its config and weight files."""
+    path.mkdir(exist_ok=True)
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(weights)
+    return path
+
+
+def _identity(model: Path) -> dict:
+    return attempt_identity(AgentSettings(policy="gold"), ServeConfig(model=str(model)))
+
+
+def test_a_model_written_again_into_the_served_folder_is_refused_by_its_weights(tmp_path):
+    ckpt = _folder(tmp_path / "ckpt", b"a" * 8)
+    made = _identity(ckpt)
+    check_resumable(tmp_path, made, _identity(ckpt))  # the same weights resume
+    _folder(ckpt, b"b" * 16)  # retrained, exported to the same path
+    with pytest.raises(InputError, match=re.escape(f"(the weights in {ckpt} changed since these attempts were made)")):
+        check_resumable(tmp_path, made, _identity(ckpt))
+    with pytest.raises(InputError) as other:  # another path is said by the path alone
+        check_resumable(tmp_path, made, _identity(shutil.copytree(ckpt, tmp_path / "mB")))
+    assert f"(serve_model: '{ckpt}' -> '{tmp_path / 'mB'}')" in str(other.value)
+    # attempts recorded before the weights were: not recorded, so no difference
+    check_resumable(tmp_path, {key: made[key] for key in OLD_IDENTITY}, _identity(ckpt))
+
+
+def _gold_prediction(task: dict, run: Path) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "predictions.jsonl").write_text(json.dumps(
+        {"instance_id": task["instance_id"], "model_name_or_path": "gold", "model_patch": task["patch"]}) + "\n")
+
+
+def _local() -> GradingSettings:
+    return GradingSettings(grader="local")
+
+
+@pytest.mark.slow  # two local gradings
+def test_a_grade_made_against_an_edited_task_row_is_graded_again(toy, tmp_path):
+    """A grade kept by instance id alone would report the old verdict for an edited FAIL_TO_PASS; a grade from
+    before rows were recorded is kept."""
+    task, repos, said = load_tasks(str(toy), tests=True)[0], toy.parent / "repos", []
+    _gold_prediction(task, tmp_path)
+    assert grade([task], tmp_path, _local(), repos, str(toy), progress=lambda _: None)["graded"] == 1
+    edited = {**task, "FAIL_TO_PASS": ["tests/test_ops.py::test_nothing_named_so"]}
+    assert grade([edited], tmp_path, _local(), repos, str(toy), progress=said.append)["graded"] == 1
+    assert said[0] == ("grading (local): 1 prediction(s) to grade (1 graded again: their task row changed), 0 graded "
+                       "before") and said[1] == f"  {task['instance_id']}: not resolved"
+    lines = [json.loads(line) for line in (tmp_path / GRADES).read_text().splitlines()]
+    (tmp_path / GRADES).write_text(json.dumps({k: v for k, v in lines[0].items() if k != "task_digest"}) + "\n")
+    assert grade([task], tmp_path, _local(), repos, str(toy), progress=lambda _: None)["graded"] == 0
+
+
+def test_a_report_gives_no_grade_made_against_another_version_of_the_task(toy, tmp_path):
+    task, said = load_tasks(str(toy), tests=True)[0], []
+    _gold_prediction(task, tmp_path)
+    grade([task], tmp_path, _local(), toy.parent / "repos", str(toy), progress=said.append)
+    trajectory = tmp_path / "trajectories" / f"{task['instance_id']}.json"
+    trajectory.parent.mkdir()
+    trajectory.write_text(json.dumps({"messages": [], "metadata": {"finish_reason": "submitted", "steps": 0}}))
+    assert build_report([task], tmp_path, "gold", "custom")["resolved"] == 1
+    edited = build_report([{**task, "PASS_TO_PASS": []}], tmp_path, "gold", "custom")
+    assert edited["resolved"] == 0 and edited["ungraded"] == 1
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _edit(toy: Path, out: Path, **columns) -> Path:
+    """A copy of the toy task file with its first row's `columns` replaced."""
+    rows = _rows(toy)
+    rows[0].update(columns)
+    out.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return out
+
+
+def _eval(tasks: Path, repos: Path, out: Path, **kw) -> list[str]:
+    said = []
+    settings = Settings(tasks=str(tasks), repos=str(repos), agent=AgentSettings(policy="gold"), limit=1, **kw)
+    settings.grading.grader = "local"
+    evaluate(settings, out, progress=said.append)
+    return said
+
+
+@pytest.mark.slow
+def test_an_eval_rerun_on_an_edited_task_regrades_or_refuses(toy, tmp_path, monkeypatch):
+    """Edited test lists: the attempt stands (the agent never saw them) and is graded again, as a fresh folder
+    grades it. An edited problem statement or base commit: the attempt was made on another task, so the rerun is
+    refused, naming it."""
+    out = tmp_path / "E2"
+    _eval(toy, toy.parent / "repos", out)
+    tests = _edit(toy, tmp_path / "tests.jsonl", FAIL_TO_PASS=json.dumps(["tests/test_ops.py::test_nothing_so"]))
+    said = _eval(tests, toy.parent / "repos", out)
+    fresh = _eval(tests, toy.parent / "repos", tmp_path / "fresh")
+    assert said[-1] == f"resolved 0/1; report: {out / 'report.md'}" and fresh[-1].startswith("resolved 0/1")
+    iid = _rows(toy)[0]["instance_id"]
+    for column, value in (("problem_statement", "Another bug."), ("base_commit", "0" * 40)):
+        edited = _edit(toy, tmp_path / f"{column}.jsonl", **{column: value})
+        with pytest.raises(InputError, match=re.escape(f"{out} holds attempts made on another version of 1 task(s) "
+                                                       f"in {edited} ({iid}): what the agent saw of them")):
+            _eval(edited, toy.parent / "repos", out)
+    monkeypatch.chdir(tmp_path)  # a folder made from a relative path finds its tasks from anywhere
+    _eval(Path(os.path.relpath(toy, tmp_path)), toy.parent / "repos", Path("E3"))
+    monkeypatch.chdir(toy.parent)
+    assert [t["instance_id"] for t in open_eval(tmp_path / "E3")[0]] == [iid]
+
+
+@pytest.mark.slow
+def test_an_eval_folder_of_the_old_records_resumes_without_redoing_anything(toy, tmp_path):
+    """eval.json without task digests or served weights, grades without task digests: the same command resumes,
+    attempting and grading nothing again."""
+    ckpt = _folder(tmp_path / "ckpt", b"a" * 8)
+    out = tmp_path / "E"
+    _eval(toy, toy.parent / "repos", out, serve=ServeConfig(model=str(ckpt)))
+    saved = json.loads((out / "eval.json").read_text())
+    saved.pop("task_digests", None)
+    saved["attempts"].pop("serve_weights", None)
+    (out / "eval.json").write_text(json.dumps(saved))
+    (out / GRADES).write_text("".join(json.dumps({k: v for k, v in line.items() if k != "task_digest"}) + "\n"
+                                      for line in _rows(out / GRADES)))
+    said = _eval(toy, toy.parent / "repos", out, serve=ServeConfig(model=str(ckpt)))
+    assert "inference: 1 of 1 attempts already finished, 0 to run with 1 worker(s)" in said
+    assert "grading (local): 0 prediction(s) to grade, 1 graded before" in said and "resolved 1/1" in said[-1]
+    _folder(ckpt, b"b" * 16)  # now recorded: new weights in the same folder are refused
+    with pytest.raises(InputError, match=re.escape(f"the weights in {ckpt} changed since these attempts were made")):
+        _eval(toy, toy.parent / "repos", out, serve=ServeConfig(model=str(ckpt)))
+
+
+def _heldout(path: Path) -> str:
+    from data_samples import samples
+
+    path.write_text(json.dumps(samples()[0]) + "\n")
+    return str(path)
+
+
+def _score(model: Path, files: list[str], out: Path) -> dict:
+    score_heldout(Settings(serve=ServeConfig(model=str(model), max_model_len=4096), heldout_trajectories=files), out,
+                  progress=lambda _: None)
+    return json.loads((out / TEACHER_FORCED).read_text())
+
+
+def _mark(out: Path, keep: tuple = ()) -> None:
+    """Mark the recorded score, so that a score made again shows (`keep`: only these keys, as older files held)."""
+    scored = json.loads((out / TEACHER_FORCED).read_text())
+    scored = {key: scored[key] for key in keep} if keep else scored
+    (out / TEACHER_FORCED).write_text(json.dumps({**scored, "accuracy": -1.0}))
+
+
+@pytest.mark.slow
+def test_a_teacher_forced_score_is_made_again_for_other_weights_or_held_out_files(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    ckpt = Path(shutil.copytree(tiny_model_dir, tmp_path / "ckpt"))
+    one, two = _heldout(tmp_path / "one.jsonl"), _heldout(tmp_path / "two.jsonl")
+    first = _score(ckpt, [one], tmp_path)
+    assert first["files"] == [one] and first["accuracy"] >= 0
+    _mark(tmp_path)
+    assert _score(ckpt, [one], tmp_path)["accuracy"] == -1.0  # the same checkpoint and files: kept
+    weights = load_file(ckpt / "model.safetensors")
+    save_file({name: tensor.flip(0).contiguous() for name, tensor in weights.items()}, ckpt / "model.safetensors",
+              metadata={"format": "pt"})  # another model written to the same path
+    rescored = _score(ckpt, [one], tmp_path)
+    assert rescored["accuracy"] >= 0 and rescored["model"] == str(ckpt) and rescored["weights"] != first["weights"]
+    _mark(tmp_path)
+    assert _score(ckpt, [one, two], tmp_path)["accuracy"] >= 0  # another held-out set
+    _mark(tmp_path, keep=("trajectories", "tokens", "correct", "files"))  # written before the rest was recorded
+    assert _score(ckpt, [one, two], tmp_path)["accuracy"] == -1.0
+    assert _score(ckpt, [two], tmp_path)["accuracy"] >= 0
+
+
+def test_the_report_names_the_held_out_files_it_scored(tmp_path):
+    report = {"model": "m", "benchmark": "custom", "total": 0, "resolved": 0, "resolved_rate": 0.0, "ci95": [0, 0],
+              "paper": None, "pending": 0, "ungraded": 0, "tool_calls": {"valid": 0, "turns": 0, "valid_rate": None},
+              "teacher_forced": {"accuracy": 0.5, "tokens": 10, "trajectories": 2, "files": ["h/one.jsonl"]},
+              "outcomes": {}, "per_repo": {}, "averages": {}, "prompts": [], "attempts": {"max": 1, "retried": 0},
+              "leak_audit": []}
+    assert "assistant tokens (2 trajectories in h/one.jsonl)" in markdown(report)
+
+
+@pytest.mark.slow  # two runs of real attempts
+def test_a_distill_rerun_after_new_weights_in_its_served_folder_is_refused(toy, tmp_path):
+    """Distillation records its attempts through the same identity (`attempts.json`)."""
+    from swehero.distill.run import Settings as DistillSettings, distill
+
+    ckpt = _folder(tmp_path / "ckpt", b"a" * 8)
+    settings = DistillSettings(tasks=str(toy), limit=1, progress=False, agent=AgentSettings(policy="gold"),
+                               serve=ServeConfig(model=str(ckpt)))
+    assert distill(settings, tmp_path / "D")["episodes"] == 1
+    _folder(ckpt, b"b" * 16)
+    with pytest.raises(InputError, match=re.escape(f"the weights in {ckpt} changed since these attempts were made")):
+        distill(settings, tmp_path / "D")
