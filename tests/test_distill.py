@@ -408,7 +408,8 @@ def test_an_array_job_serving_its_teacher_asks_for_the_servers_gpus(toy, tmp_pat
 
 @pytest.mark.slow
 def test_a_run_resumes_only_with_the_settings_its_episodes_were_made_with(toy, tmp_path):
-    """Episodes of two ways of attempting would be one dataset with one summary; more tasks or workers resume."""
+    """Episodes of two ways of attempting would be one dataset with one summary; more tasks or workers resume, fewer
+    tasks or rollouts do not (the episodes no longer planned would stay in the data)."""
     from swehero.errors import InputError
 
     zero = Settings(tasks=str(toy), limit=1, progress=False, agent=AgentSettings(policy="oracle", mode="zero"))
@@ -421,9 +422,11 @@ def test_a_run_resumes_only_with_the_settings_its_episodes_were_made_with(toy, t
     summary = distill(Settings(tasks=str(toy), workers=2, progress=False,
                                agent=AgentSettings(policy="oracle", mode="zero")), tmp_path)
     assert summary["skipped_as_done"] == 1 and summary["episodes"] == len(lines(toy))
-    fewer = distill(Settings(tasks=str(toy), limit=1, progress=False, agent=AgentSettings(policy="oracle",
-                                                                                          mode="zero")), tmp_path)
-    assert (fewer["planned"], fewer["skipped_as_done"]) == (1, 1)  # of this run's plan, not all that is done
+    made = (tmp_path / "trajectories.jsonl").read_text()
+    with pytest.raises(InputError, match=rf"committed episodes of {len(lines(toy)) - 1} task\(s\) are not in this "
+                                         r"run's plan"):
+        distill(zero, tmp_path)
+    assert (tmp_path / "trajectories.jsonl").read_text() == made
 
 
 @pytest.mark.slow
@@ -549,6 +552,68 @@ def test_a_resume_that_excludes_a_committed_task_is_refused(toy, tmp_path):
         distill(dataclasses.replace(settings, exclude=[str(evals)]), tmp_path / "out")
     assert {name: (tmp_path / "out" / name).read_text() for name in before} == before
     assert not (tmp_path / "out" / "decontamination.json").exists()
+
+
+def _task_file(path: Path, tasks: list[dict]) -> str:
+    path.write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    return str(path)
+
+
+def test_a_resume_with_tasks_it_does_not_plan_is_refused_and_more_tasks_resume(toy, tmp_path):
+    """Another task file into the folder of a run: the trajectories of the tasks it lacks would stay in the training
+    data, counted in its summary. A task file with more tasks is how a run grows, and resumes."""
+    from swehero.errors import InputError
+
+    tasks = lines(toy)
+    out, repos = tmp_path / "out", str(toy.parent / "repos")
+    run = lambda task_file: distill(Settings(tasks=task_file, repos=repos, workers=2, progress=False,  # noqa: E731
+                                             agent=AgentSettings(policy="oracle", mode="zero")), out)
+    run(_task_file(tmp_path / "three.jsonl", tasks[:3]))
+    made = (out / "trajectories.jsonl").read_text()
+    fewer = _task_file(tmp_path / "two.jsonl", tasks[1:3])
+    with pytest.raises(InputError, match=rf"trajectories.jsonl: committed episodes of 1 task\(s\) are not in this "
+                                         rf"run's plan \({tasks[0]['instance_id']}; its tasks come from {fewer}\): "
+                                         r"rerun with the task file, selection and --rollouts they were made with, or "
+                                         r"distill into another --out"):
+        run(fewer)
+    assert (out / "trajectories.jsonl").read_text() == made
+    summary = run(str(toy))
+    assert (summary["episodes"], summary["planned"], summary["skipped_as_done"]) == (4, 4, 3)
+
+
+def test_a_resume_with_fewer_rollouts_is_refused(toy, tmp_path):
+    """The rollouts past the new count would stay in the data as well."""
+    from swehero.errors import InputError
+
+    settings = Settings(tasks=str(toy), limit=1, rollouts=2, workers=2, progress=False,
+                        agent=AgentSettings(policy="oracle", mode="zero"))
+    distill(settings, tmp_path)
+    with pytest.raises(InputError, match=r"committed episodes of 1 task\(s\) are not in this run's plan"):
+        distill(dataclasses.replace(settings, rollouts=1), tmp_path)
+
+
+def test_a_resume_after_a_tasks_row_changed_is_refused_unless_no_digest_was_recorded(toy, tmp_path):
+    """An episode made from another row of its task (another base commit or problem statement) is no trajectory of
+    the task the file now holds. Episodes committed before digests were recorded resume as they did."""
+    from swehero.errors import InputError
+
+    task = lines(toy)[0]
+    out, task_file = tmp_path / "out", tmp_path / "tasks.jsonl"
+    settings = Settings(tasks=_task_file(task_file, [task]), repos=str(toy.parent / "repos"), progress=False,
+                        agent=AgentSettings(policy="oracle", mode="zero"))
+    distill(settings, out)
+    assert distill(settings, out)["skipped_as_done"] == 1  # the same row: resumes
+    _task_file(task_file, [{**task, "FAIL_TO_PASS": ["tests/test_x.py::test_fixed_list"]}])
+    assert distill(settings, out)["skipped_as_done"] == 1  # the agent never saw the test lists: the filter regrades
+    _task_file(task_file, [{**task, "problem_statement": task["problem_statement"] + " (reworded)"}])
+    with pytest.raises(InputError, match=rf"1 task\(s\) with committed trajectories have another row in "
+                                         rf"{task_file} than they were made from \({task['instance_id']}\): rerun "
+                                         r"with the task file they were made from, or distill into another --out"):
+        distill(settings, out)
+    old = [{**r, "metadata": {k: v for k, v in r["metadata"].items() if k != "task_digest"}}
+           for r in lines(out / "trajectories.jsonl")]
+    _task_file(out / "trajectories.jsonl", old)  # as an earlier version of distill wrote them
+    assert distill(settings, out)["skipped_as_done"] == 1
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -86,9 +87,42 @@ def check_none_committed(dropped: list[dict], done: set, out_dir: Path) -> None:
 
     leaked = sorted({task for task, _ in done} & {d["instance_id"] for d in dropped})
     if leaked:
-        shown = ", ".join(leaked[:3]) + (f" and {len(leaked) - 3} more" if len(leaked) > 3 else "")
         raise InputError(f"{out_dir / TRAJECTORIES}: {len(leaked)} task(s) with committed trajectories are now "
-                         f"excluded ({shown}): distill into a fresh --out, or delete their lines from it first")
+                         f"excluded ({_few(leaked)}): distill into a fresh --out, or delete their lines from it first")
+
+
+def check_made_as_planned(log: Iterable[dict], digests: dict[str, str], rollouts: int, source: str,
+                          out_dir: Path) -> None:
+    """Refuse a resume into a folder holding committed episodes this run would not make: of tasks it does not plan
+    (another task file, a narrower selection, fewer rollouts), or of tasks whose row in the task file changed since
+    in what the agent saw (`digests`: the planned tasks' `attempted_task_digest`s, as each episode records it in
+    `metadata`; an edited test list is the filter's to regrade). Their
+    trajectories would stay in the training data, counted in this run's summary. An episode without a recorded
+    digest (made before they were recorded) is taken as made from today's row."""
+    from swehero.errors import InputError
+
+    unplanned, changed = set(), set()
+    for record in log:
+        task, rollout = key(record)
+        made_from = record["metadata"].get("task_digest")
+        if task not in digests or rollout >= rollouts:
+            unplanned.add(task)
+        elif made_from is not None and made_from != digests[task]:
+            changed.add(task)
+    where = out_dir / TRAJECTORIES
+    if unplanned:
+        raise InputError(f"{where}: committed episodes of {len(unplanned)} task(s) are not in this run's plan "
+                         f"({_few(sorted(unplanned))}; its tasks come from {source}): rerun with the task file, "
+                         "selection and --rollouts they were made with, or distill into another --out")
+    if changed:
+        raise InputError(f"{where}: {len(changed)} task(s) with committed trajectories have another row in {source} "
+                         f"than they were made from ({_few(sorted(changed))}): rerun with the task file they were "
+                         "made from, or distill into another --out")
+
+
+def _few(ids: list[str]) -> str:
+    """The first ids of a list that may be long, for an error line."""
+    return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
 
 
 def distill(settings: Settings, out_dir: Path) -> dict:
@@ -98,7 +132,8 @@ def distill(settings: Settings, out_dir: Path) -> dict:
     from swehero.distill.summary import summarize
     from swehero.jsonio import JsonlLog, exclusive, write_json_atomic
     from swehero.rollout.endpoints import serving
-    from swehero.rollout.runner import BUSY, LOCK, Job, attempt_identity, check_resumable, run_attempts, sampling_seed
+    from swehero.rollout.runner import (BUSY, LOCK, Job, attempt_identity, attempted_task_digest, check_resumable,
+                                        run_attempts, sampling_seed)
     from swehero.rollout.tasks import load_selection
 
     start = time.monotonic()
@@ -108,10 +143,14 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         selected = load_selection(settings, out_dir)
         tasks, repos = selected.tasks, selected.repos
         log, failures = JsonlLog(out_dir / TRAJECTORIES, key=key), JsonlLog(out_dir / FAILURES, key=key)
-        done = log.keys()
+        done, report = log.keys(), None
         if settings.exclude:
             tasks, report = decontaminate_against(tasks, settings.exclude)
             check_none_committed(report["dropped_tasks"], done, out_dir)
+        digests = {task["instance_id"]: attempted_task_digest(task) for task in tasks}
+        if done:
+            check_made_as_planned(log, digests, settings.rollouts, selected.source, out_dir)
+        if report is not None:
             write_json_atomic(out_dir / DECONTAMINATION, report)
         else:  # an earlier run's report no longer holds: the tasks it dropped are run now
             (out_dir / DECONTAMINATION).unlink(missing_ok=True)
@@ -135,7 +174,8 @@ def distill(settings: Settings, out_dir: Path) -> dict:
                 failures.append({"instance_id": job.task["instance_id"], "metadata": {"rollout": job.index},
                                  "error": meta.get("error", "")[-2000:]})
                 return
-            meta.update(rollout=job.index, test_files=patch_files(job.task.get("test_patch") or ""))
+            meta.update(rollout=job.index, test_files=patch_files(job.task.get("test_patch") or ""),
+                        task_digest=digests[job.task["instance_id"]])
             log.append(record)
             done.add(key(record))  # the summary's outstanding failures, without reading the log again
 
