@@ -256,8 +256,19 @@ class Editor:
         # As OHEditor: the lines read as a file reads them, shown split as `str.splitlines` splits them.
         return numbered("\n".join(_lines(text, start, n if end == -1 else end).splitlines()), path, start)
 
+    def read_to_edit(self, path: str) -> str:
+        """`read` for `str_replace`, `insert` and `undo_edit`. OHEditor guesses their file's encoding before it checks it:
+        charset-normalizer finds no confidence at all (None) for most binary files, and its `> 0.9` comparison then
+        raises this TypeError, which OpenHands' runtime returns as the observation."""
+        try:
+            return self.read(path)
+        except BinaryFile:
+            if charset_normalizer.detect(self.files.read_bytes(path)[:ENCODING_SNIFF_BYTES])["confidence"] is None:
+                raise ToolError("'>' not supported between instances of 'NoneType' and 'float'") from None
+            raise
+
     def str_replace(self, path: str, old_str: str, new_str: str) -> str:
-        text = self.read(path)
+        text = self.read_to_edit(path)
         starts = [m.start() for m in re.finditer(re.escape(old_str), text)]
         if not starts:
             raise ToolError(f"No replacement was performed, old_str `{old_str}` did not appear verbatim in {path}.")
@@ -276,7 +287,7 @@ class Editor:
                 + "Review the changes and make sure they are as expected. Edit the file again if necessary.")
 
     def insert(self, path: str, insert_line: int, new_str: str) -> str:
-        text = self.read(path)
+        text = self.read_to_edit(path)
         n = _count_lines(text)
         if insert_line < 0 or insert_line > n:
             raise _invalid("insert_line", insert_line, f"It should be within the range of allowed values: {[0, n]}")
@@ -294,7 +305,7 @@ class Editor:
                 "etc). Edit the file again if necessary.")
 
     def undo_edit(self, path: str) -> str:
-        self.read(path)
+        self.read_to_edit(path)
         stack = self.history.get(path)
         if not stack:
             raise ToolError(f"No edit history found for {path}.")

@@ -103,6 +103,10 @@ CALLS = [  # arguments, with {folder} for the folder's absolute path
     {"command": "str_replace", "path": "{folder}/pkg", "old_str": "a", "new_str": "b"},
     {"command": "search", "path": "{folder}/small.py"},
     {"command": "view", "path": "{folder}//pkg/sub"},
+    # edits of a binary file: its encoding is guessed first, before the binary check (no confidence: a TypeError)
+    {"command": "str_replace", "path": "{folder}/blob.bin", "old_str": "a", "new_str": "b"},
+    {"command": "insert", "path": "{folder}/blob.bin", "insert_line": 0, "new_str": "b"},
+    {"command": "undo_edit", "path": "{folder}/blob.bin"},
 ]
 
 
