@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -411,3 +412,30 @@ def test_write_errors_show_agent_paths_only(ed, repo):
     assert message == (f"Ran into [Errno 2] No such file or directory: '{ROOT}/no/such/dir.py' while trying to write "
                        f"to {ROOT}/no/such/dir.py")
     assert str(repo) not in message
+
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs to run the check as another user")
+def test_a_folder_that_may_be_searched_but_not_read_is_passed_as_by_name():
+    """The editor opens the folders on the way to a file one by one: opened for reading, a folder of mode 0311 (a
+    test fixture's, one the agent locked) refused the files in it, which opening the path by name reaches."""
+    with tempfile.TemporaryDirectory() as folder:  # under /tmp: pytest's own folders are closed to other users
+        checkout = Path(folder)
+        (checkout / "locked").mkdir()
+        (checkout / "locked" / "f.py").write_text("x = 1\n")
+        checkout.chmod(0o755)
+        (checkout / "locked").chmod(0o311)
+        files, (read_end, write_end) = LocalFiles("/testbed", checkout), os.pipe()
+        child = os.fork()
+        if child == 0:  # as a user the folder's mode applies to (root passes every folder); nothing left to import
+            try:
+                os.setgid(65534), os.setuid(65534)
+                answer = files.read_bytes("/testbed/locked/f.py").decode() + files.kind("/testbed/locked/f.py")
+            except Exception as e:
+                answer = repr(e)
+            os.write(write_end, answer.encode())
+            os._exit(0)
+        os.close(write_end)
+        answer = os.read(read_end, 4096).decode()
+        os.waitpid(child, 0)
+    assert answer == "x = 1\nfile"

@@ -92,6 +92,35 @@ def test_a_report_gives_no_grade_made_against_another_version_of_the_task(toy, t
     assert build_report([task], tmp_path, "gold", "custom")["resolved"] == 1
     edited = build_report([{**task, "PASS_TO_PASS": []}], tmp_path, "gold", "custom")
     assert edited["resolved"] == 0 and edited["ungraded"] == 1
+    # a column grading does not read (a hint, an annotation, a new column) keeps the grade
+    annotated = build_report([{**task, "hints_text": "see the docs", "difficulty": "easy"}], tmp_path, "gold", "custom")
+    assert annotated["resolved"] == 1
+
+
+def test_a_key_only_one_record_holds_is_no_difference(tmp_path):
+    """Not recorded by an older run (a shard or folder written before the key was), or not known now (the weights
+    of a model that is no local folder on this host): either way nothing is known to differ."""
+    from swehero.rollout.runner import recorded_differences
+
+    now = {"agent": {"mode": "zero"}, "serve_model": "/m", "serve_weights": "abc", "max_model_len": 8}
+    old = {key: now[key] for key in OLD_IDENTITY}
+    check_resumable(tmp_path, old, now)
+    check_resumable(tmp_path, now, old)
+    assert recorded_differences(old, now) == recorded_differences(now, old) == []
+    with pytest.raises(InputError, match="the weights in /m changed since these attempts were made"):
+        check_resumable(tmp_path, now, {**now, "serve_weights": "def"})
+
+
+def test_a_benchmark_named_like_a_folder_here_stays_a_benchmark(tmp_path, monkeypatch):
+    """`eval run verified --tasks verified` creates the folder `verified` first: the task source saved for
+    `eval report` and `eval grade` must stay the benchmark's name, the task file's path absolute."""
+    from swehero.eval.pipeline import _absolute
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "verified").mkdir()
+    (tmp_path / "tasks.jsonl").write_text("")
+    assert [_absolute(source) for source in ("verified", "toy", "tasks.jsonl", "")] == [
+        "verified", "toy", str(tmp_path / "tasks.jsonl"), ""]
 
 
 def _rows(path: Path) -> list[dict]:

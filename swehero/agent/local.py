@@ -114,8 +114,11 @@ def _describe(error: OSError, path: str) -> str:
     return f"[Errno {error.errno}] {error.strerror}: '{path}'" if error.errno else str(error)
 
 
+PASSAGE = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
+"""How each folder on the way to a file is opened: a folder, not through a symbolic link, and only passed through,
+so that a folder one may search but not read (mode 0311) is passed as opening the path by name passes it."""
 FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-"""How each folder on the way to a file is opened: a folder, and not through a symbolic link."""
+"""How a folder to list is opened."""
 MISSING = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 """Errors that mean "no such path" to pathlib's `exists()`: a component missing, no folder, or (now) a link."""
 
@@ -193,10 +196,10 @@ class LocalFiles:
         """The folder holding `host` (a path `resolve()` gave), opened beneath the checkout, and `host`'s name in it
         (`.` for the checkout itself)."""
         *folders, name = host.relative_to(self.host_root).parts or (".",)
-        folder = os.open(self.host_root, FOLDER)
+        folder = os.open(self.host_root, PASSAGE)
         try:
             for inner in folders:
-                opened = os.open(inner, FOLDER, dir_fd=folder)
+                opened = os.open(inner, PASSAGE, dir_fd=folder)
                 os.close(folder)
                 folder = opened
             yield folder, name

@@ -76,7 +76,8 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     not in the merged trajectories is listed under `failed`, with how many."""
     from swehero.distill.run import ATTEMPTS, SUMMARY, TRAJECTORIES, key, outstanding_failures
     from swehero.distill.summary import summarize
-    from swehero.jsonio import JsonlLog, JsonlLogReader, differences, write_json_atomic
+    from swehero.jsonio import JsonlLog, JsonlLogReader, write_json_atomic
+    from swehero.rollout.runner import recorded_differences
 
     for shard in shard_dirs:
         if not any((Path(shard) / name).exists() for name in (SUMMARY, TRAJECTORIES)):
@@ -90,7 +91,7 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     if made:
         (first, identity), *others = made.items()
         for where, attempts in others:
-            if changed := differences(identity, attempts):
+            if changed := recorded_differences(identity, attempts):  # shards from before a key was recorded agree
                 raise InputError(f"{where} holds attempts made otherwise than {first} ({'; '.join(changed)}): the "
                                  "shards of one result must share their settings")
         write_json_atomic(out_dir / ATTEMPTS, identity, indent=1)

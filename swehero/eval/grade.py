@@ -31,6 +31,11 @@ from swehero.rollout.local_grader import LocalGraderConfig, check_local, grade_i
 from swehero.jsonio import JsonlLog, JsonlLogReader
 from swehero.rollout.tasks import load_tasks, repo_dir, task_digest
 
+GRADED_COLUMNS = ("repo", "base_commit", "version", "test_patch", "FAIL_TO_PASS", "PASS_TO_PASS", "eval_script",
+                  "log_parser", "eval_type", "language", "install_config", "image", "environment_setup_commit")
+"""The columns of a task row a grade depends on (the local grader's and the harness's): an edit of another (a
+hint, an annotation, a new column) keeps the grade."""
+
 GRADES = "grades.jsonl"
 
 
@@ -50,10 +55,15 @@ def grades(out_dir: Path) -> dict[str, dict]:
     return {record["instance_id"]: record for record in JsonlLogReader(Path(out_dir) / GRADES)}
 
 
+def graded_task_digest(task: dict) -> str:
+    """A digest of what a grade is made from of a task row (`GRADED_COLUMNS`)."""
+    return task_digest({column: task.get(column) for column in GRADED_COLUMNS})
+
+
 def current_grades(out_dir: Path, tasks: list[dict]) -> dict[str, dict]:
     """`grades`, less those made against another version of the task row `tasks` holds (its test lists, test patch,
-    ...: `task_digest` differs); a grade that recorded none was made before digests were, and counts."""
-    digests = {t["instance_id"]: task_digest(t) for t in tasks}
+    ...: `graded_task_digest` differs); a grade that recorded none was made before digests were, and counts."""
+    digests = {t["instance_id"]: graded_task_digest(t) for t in tasks}
     return {iid: grade for iid, grade in grades(out_dir).items()
             if iid not in digests or grade.get("task_digest", digests[iid]) == digests[iid]}
 
@@ -122,7 +132,7 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
                 return
             except Exception as e:  # a broken clone (a full disk) is the infrastructure's failure, not the model's
                 record = retry_record(iid, "local", logs, failure_text(e))
-            log.append({**record, "task_digest": task_digest(task)})
+            log.append({**record, "task_digest": graded_task_digest(task)})
             progress(f"  {iid}: {verdict(record)}")
 
         with ThreadPoolExecutor(max_workers=max(settings.workers, 1)) as pool:
@@ -136,7 +146,7 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
         model = predictions[ids[0]]["model_name_or_path"]
         where = run_harness(settings.harness, out_dir, harness_dataset, out_dir / PREDICTIONS, ids,
                             {row["instance_id"]: image_name(row) for row in rows})
-        digests = {t["instance_id"]: task_digest(t) for t in todo}
+        digests = {t["instance_id"]: graded_task_digest(t) for t in todo}
         for iid, record in parse_harness(where, run_id_for(settings.harness, out_dir), model, ids).items():
             log.append({**record, "task_digest": digests[iid]})
     return {"graded": len(todo) - len(missing), "before": len(done), "missing_repositories": sorted(missing)}

@@ -109,8 +109,13 @@ def check_same_attempts(out_dir: Path, before: dict, saved: dict) -> None:
 
 def _absolute(path: str | Path | None) -> str:
     """A path saved in `eval.json` as it is from here, so that `eval report` and `eval grade` find it from any
-    directory; a benchmark name, or no path, as is."""
-    return str(Path(path).resolve()) if path and Path(path).exists() else str(path or "")
+    directory; a benchmark name (also where a folder of that name lies here: `eval run verified --tasks verified`
+    creates one), `toy`, or no path, as is."""
+    from swehero.rollout.tasks import TOY, benchmark_of
+
+    if not path or str(path) == TOY or benchmark_of(str(path)) or not Path(path).exists():
+        return str(path or "")
+    return str(Path(path).resolve())
 
 
 def check_settings(settings: Settings) -> None:
@@ -254,7 +259,7 @@ def score_heldout(settings: Settings, out_dir: Path, progress=print) -> None:
     scored, now, why = out_dir / TEACHER_FORCED, heldout_identity(settings), ""
     if scored.exists():
         recorded = json.loads(scored.read_text())  # the score, and what it was made from
-        changed = recorded_differences({key: recorded[key] for key in now if key in recorded}, now)
+        changed = recorded_differences(recorded, now)
         if not changed:
             return
         why = f" (scored again: {'; '.join(changed)})"

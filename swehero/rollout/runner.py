@@ -82,9 +82,11 @@ def attempt_identity(agent: AgentSettings, serve: ServeConfig, **more) -> dict:
 
 
 def recorded_differences(before: dict, now: dict) -> list[str]:
-    """`differences` of the keys `before` recorded: a key added since an older run wrote `before` was not recorded
-    there, which is no difference."""
-    return differences(before, {key: value for key, value in now.items() if key in before})
+    """`differences` of the keys both records hold: a key added since an older run wrote one was not recorded
+    there, and a key one cannot take now (the weights of a model that is no local folder here) is not known: neither
+    is a difference."""
+    shared = before.keys() & now.keys()
+    return differences({key: before[key] for key in shared}, {key: now[key] for key in shared})
 
 
 def check_resumable(out_dir: Path, before: dict | None, now: dict) -> None:
