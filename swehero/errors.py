@@ -22,3 +22,8 @@ class Unavailable(RuntimeError):
 class ProcessFailed(RuntimeError):
     """A process swehero started to do the work (a recipe's command, torchrun, a build) failed. The message says
     which, with its exit status or the end of its output; the traceback of the Python that waited would add nothing."""
+
+
+def few(names: list[str], shown: int = 3) -> str:
+    """The first of a list that may be long, for an error's one line: `a, b, c and 7 more`."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")

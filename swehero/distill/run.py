@@ -83,12 +83,12 @@ def outstanding_failures(out_dir: Path, committed: set, planned: set | None = No
 def check_none_committed(dropped: list[dict], done: set, out_dir: Path) -> None:
     """Refuse a resume that excludes tasks an earlier run committed: their trajectories would stay in the training
     data while the decontamination report says they were dropped."""
-    from swehero.errors import InputError
+    from swehero.errors import InputError, few
 
     leaked = sorted({task for task, _ in done} & {d["instance_id"] for d in dropped})
     if leaked:
         raise InputError(f"{out_dir / TRAJECTORIES}: {len(leaked)} task(s) with committed trajectories are now "
-                         f"excluded ({_few(leaked)}): distill into a fresh --out, or delete their lines from it first")
+                         f"excluded ({few(leaked)}): distill into a fresh --out, or delete their lines from it first")
 
 
 def check_made_as_planned(log: Iterable[dict], digests: dict[str, str], rollouts: int, source: str,
@@ -99,7 +99,7 @@ def check_made_as_planned(log: Iterable[dict], digests: dict[str, str], rollouts
     `metadata`; an edited test list is the filter's to regrade). Their
     trajectories would stay in the training data, counted in this run's summary. An episode without a recorded
     digest (made before they were recorded) is taken as made from today's row."""
-    from swehero.errors import InputError
+    from swehero.errors import InputError, few
 
     unplanned, changed = set(), set()
     for record in log:
@@ -112,17 +112,12 @@ def check_made_as_planned(log: Iterable[dict], digests: dict[str, str], rollouts
     where = out_dir / TRAJECTORIES
     if unplanned:
         raise InputError(f"{where}: committed episodes of {len(unplanned)} task(s) are not in this run's plan "
-                         f"({_few(sorted(unplanned))}; its tasks come from {source}): rerun with the task file, "
+                         f"({few(sorted(unplanned))}; its tasks come from {source}): rerun with the task file, "
                          "selection and --rollouts they were made with, or distill into another --out")
     if changed:
         raise InputError(f"{where}: {len(changed)} task(s) with committed trajectories have another row in {source} "
-                         f"than they were made from ({_few(sorted(changed))}): rerun with the task file they were "
+                         f"than they were made from ({few(sorted(changed))}): rerun with the task file they were "
                          "made from, or distill into another --out")
-
-
-def _few(ids: list[str]) -> str:
-    """The first ids of a list that may be long, for an error line."""
-    return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
 
 
 def distill(settings: Settings, out_dir: Path) -> dict:

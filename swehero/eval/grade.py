@@ -61,10 +61,15 @@ def graded_task_digest(task: dict) -> str:
 
 
 def current_grades(out_dir: Path, tasks: list[dict]) -> dict[str, dict]:
-    """`grades`, less those made against another version of the task row `tasks` holds (its test lists, test patch,
-    ...: `graded_task_digest` differs); a grade that recorded none was made before digests were, and counts."""
+    """`grades`, less those made against another version of the task row `tasks` holds."""
+    return _made_on(tasks, grades(out_dir))
+
+
+def _made_on(tasks: list[dict], recorded: dict[str, dict]) -> dict[str, dict]:
+    """The grades of `recorded` made on the task rows `tasks` holds (its test lists, test patch, ...:
+    `graded_task_digest` is the same); a grade that recorded none was made before digests were, and counts."""
     digests = {t["instance_id"]: graded_task_digest(t) for t in tasks}
-    return {iid: grade for iid, grade in grades(out_dir).items()
+    return {iid: grade for iid, grade in recorded.items()
             if iid not in digests or grade.get("task_digest", digests[iid]) == digests[iid]}
 
 
@@ -105,8 +110,9 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
     that were missing (their instances are left ungraded)."""
     out_dir = Path(out_dir)
     log = JsonlLog(out_dir / GRADES)
-    done = {iid: record for iid, record in current_grades(out_dir, tasks).items() if is_final(record)}
-    edited = {iid for iid, record in grades(out_dir).items() if is_final(record)} - set(done)
+    final = {iid: record for iid, record in grades(out_dir).items() if is_final(record)}
+    done = _made_on(tasks, final)
+    edited = final.keys() - done.keys()
     predictions = finished(out_dir)
     todo = [t for t in tasks if t["instance_id"] in predictions and t["instance_id"] not in done
             and (predictions[t["instance_id"]]["model_patch"] or "").strip()]

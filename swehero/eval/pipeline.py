@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 from swehero.agent.settings import AgentSettings
-from swehero.errors import InputError, Unavailable
+from swehero.errors import InputError, Unavailable, few
 from swehero.eval.grade import GradingSettings
 from swehero.eval.select import VerifierSettings, check_verifier
 from swehero.recipe.stage import InputPath, Range
@@ -101,10 +101,9 @@ def check_same_attempts(out_dir: Path, before: dict, saved: dict) -> None:
     edited = sorted(iid for iid in made if recorded.get(iid, saved["task_digests"].get(iid))
                     != saved["task_digests"].get(iid))
     if edited:  # what the agent saw changed: regrading cannot mend an attempt made on another task
-        shown = ", ".join(edited[:5]) + (f" and {len(edited) - 5} more" if len(edited) > 5 else "")
         raise InputError(f"{out_dir} holds attempts made on another version of {len(edited)} task(s) in "
-                         f"{saved['tasks']} ({shown}): what the agent saw of them (problem statement, base commit, "
-                         "...) changed; write into another folder, or rerun with the task rows they were made on")
+                         f"{saved['tasks']} ({few(edited, 5)}): what the agent saw of them (problem statement, base "
+                         "commit, ...) changed; write into another folder, or rerun with the task rows they were made on")
 
 
 def _absolute(path: str | Path | None) -> str:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from swehero.errors import InputError, MissingInput
+from swehero.errors import InputError, MissingInput, few
 from swehero.model import qwen2
 
 CONFIG = "config.json"
@@ -107,15 +107,11 @@ def check_hf_weights(folder: str | Path, config: dict[str, Any]) -> None:
         why = " (tie_word_embeddings is false, so the LM head is a tensor of its own)" \
             if "lm_head.weight" in missing else ""
         raise MissingInput(f"{folder}: {len(missing)} tensor(s) its {CONFIG} needs are not in its weights: "
-                           f"{_few(missing)}{why}")
+                           f"{few(missing)}{why}")
     unused = sorted(n for n in present - needed if not qwen2.is_harmless_unused(n, config))
     if unused:
-        print(f"warning: {folder}: {len(unused)} tensor(s) its {CONFIG} does not use are left out: {_few(unused)}",
+        print(f"warning: {folder}: {len(unused)} tensor(s) its {CONFIG} does not use are left out: {few(unused)}",
               file=sys.stderr)
-
-
-def _few(names: list[str], shown: int = 3) -> str:
-    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def weight_paths(folder: str | Path) -> list[Path]:
