@@ -167,6 +167,28 @@ def test_an_eval_rerun_on_an_edited_task_regrades_or_refuses(toy, tmp_path, monk
 
 
 @pytest.mark.slow
+def test_grade_and_report_refuse_a_folder_whose_task_file_now_holds_another_task(toy, tmp_path):
+    """The task file edited in place after the attempts: `eval grade` and `eval report` read it again, and refuse as
+    `eval run` does when what the agent saw changed; an edited test list is graded again."""
+    from swehero.eval.pipeline import regrade
+
+    tasks = shutil.copy(toy, tmp_path / "tasks.jsonl")
+    out = tmp_path / "E"
+    _eval(tasks, toy.parent / "repos", out)
+    _edit(toy, tasks, FAIL_TO_PASS=json.dumps(["tests/test_ops.py::test_nothing_so"]))
+    said = []
+    regrade(out, _local(), progress=said.append)
+    assert said[-1] == f"resolved 0/1; report: {out / 'report.md'}", said
+    _edit(toy, tasks, problem_statement="Another bug.")
+    refusal = re.escape(f"{out} holds attempts made on another version of 1 task(s) in {tasks} "
+                        f"({_rows(toy)[0]['instance_id']}): what the agent saw of them")
+    with pytest.raises(InputError, match=refusal):
+        regrade(out, _local(), progress=said.append)
+    with pytest.raises(InputError, match=refusal):
+        open_eval(out)
+
+
+@pytest.mark.slow
 def test_an_eval_folder_of_the_old_records_resumes_without_redoing_anything(toy, tmp_path):
     """eval.json without task digests or served weights, grades without task digests: the same command resumes,
     attempting and grading nothing again."""

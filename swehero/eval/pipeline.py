@@ -97,12 +97,17 @@ def check_same_attempts(out_dir: Path, before: dict, saved: dict) -> None:
 
     made = {iid for run in run_dirs(out_dir, before.get("runs", 1)) for iid in finished(run)}
     check_resumable(out_dir, before.get("attempts") if made else None, saved["attempts"])
-    recorded = before.get("task_digests", {})
-    edited = sorted(iid for iid in made if recorded.get(iid, saved["task_digests"].get(iid))
-                    != saved["task_digests"].get(iid))
-    if edited:  # what the agent saw changed: regrading cannot mend an attempt made on another task
+    check_same_tasks(out_dir, made, before.get("task_digests", {}), saved["task_digests"], saved["tasks"])
+
+
+def check_same_tasks(out_dir: Path, made: set[str], recorded: dict[str, str], now: dict[str, str],
+                     tasks_file: str) -> None:
+    """Refuse the attempts `made` whose task row, as the agent saw it, is not the one `recorded` (digests by instance
+    id) when they were made; an attempt recorded without a digest is not checked."""
+    edited = sorted(iid for iid in made if recorded.get(iid, now.get(iid)) != now.get(iid))
+    if edited:  # what the agent saw changed: grading cannot mend an attempt made on another task
         raise InputError(f"{out_dir} holds attempts made on another version of {len(edited)} task(s) in "
-                         f"{saved['tasks']} ({few(edited, 5)}): what the agent saw of them (problem statement, base "
+                         f"{tasks_file} ({few(edited, 5)}): what the agent saw of them (problem statement, base "
                          "commit, ...) changed; write into another folder, or rerun with the task rows they were made on")
 
 
@@ -221,12 +226,18 @@ def report_eval(out_dir: Path, tasks: list[dict], saved: dict, progress=print) -
 
 def open_eval(out_dir: Path, tests: bool = False) -> tuple[list[dict], dict, list[Path]]:
     """An eval folder's tasks (`tests`: each with its test lists, for grading), saved settings (`eval.json`) and
-    run folders."""
+    run folders; refused, as `evaluate` refuses to resume it, when the task file now holds another version of a
+    task attempted there."""
+    from swehero.eval.inference import finished
     from swehero.eval.runs import eval_runs
+    from swehero.rollout.runner import attempted_task_digest
     from swehero.rollout.tasks import load_tasks, select
 
     saved, runs = eval_runs(out_dir)
-    return select(load_tasks(saved["tasks"], tests=tests), saved["instance_ids"]), saved, runs
+    tasks = select(load_tasks(saved["tasks"], tests=tests), saved["instance_ids"])
+    check_same_tasks(out_dir, {iid for run in runs for iid in finished(run)}, saved.get("task_digests", {}),
+                     {task["instance_id"]: attempted_task_digest(task) for task in tasks}, saved["tasks"])
+    return tasks, saved, runs
 
 
 def regrade(out_dir: Path, settings: GradingSettings, repos: str = "", progress=print) -> dict[str, str]:
