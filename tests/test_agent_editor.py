@@ -418,7 +418,8 @@ def test_write_errors_show_agent_paths_only(ed, repo):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs to run the check as another user")
 def test_a_folder_that_may_be_searched_but_not_read_is_passed_as_by_name():
     """The editor opens the folders on the way to a file one by one: opened for reading, a folder of mode 0311 (a
-    test fixture's, one the agent locked) refused the files in it, which opening the path by name reaches."""
+    test fixture's, one the agent locked) refused the files in it, which opening the path by name reaches. A listing
+    shows it as a folder (find's `d`), not as a file."""
     with tempfile.TemporaryDirectory() as folder:  # under /tmp: pytest's own folders are closed to other users
         checkout = Path(folder)
         (checkout / "locked").mkdir()
@@ -431,6 +432,7 @@ def test_a_folder_that_may_be_searched_but_not_read_is_passed_as_by_name():
             try:
                 os.setgid(65534), os.setuid(65534)
                 answer = files.read_bytes("/testbed/locked/f.py").decode() + files.kind("/testbed/locked/f.py")
+                answer += " " + " ".join(files.listing("/testbed")[0])
             except Exception as e:
                 answer = repr(e)
             os.write(write_end, answer.encode())
@@ -438,4 +440,4 @@ def test_a_folder_that_may_be_searched_but_not_read_is_passed_as_by_name():
         os.close(write_end)
         answer = os.read(read_end, 4096).decode()
         os.waitpid(child, 0)
-    assert answer == "x = 1\nfile"
+    assert answer == "x = 1\nfile /testbed/ /testbed/locked/"  # listed as a folder, its entries unread

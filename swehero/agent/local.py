@@ -275,7 +275,8 @@ class LocalFiles:
                     hidden += 1
                     continue
                 inner = self._subfolder(folder, entry, f"{shown}/{entry.name}")
-                found.append((f"{shown}/{entry.name}", inner is not None))
+                # a folder the agent may not read (mode 0311) is listed as a folder, without its entries, as by find
+                found.append((f"{shown}/{entry.name}", inner is not None or entry.is_dir(follow_symlinks=False)))
                 if inner is not None:
                     try:
                         if depth < 2:
