@@ -104,7 +104,7 @@ def test_a_run_given_twice_or_copied_is_refused_not_counted_twice(tmp_path):
 
 def test_the_verifiers_identity_follows_its_weights_and_config(tmp_path):
     """A verifier written again into the same folder (retrained, exported again) is another verifier: its old
-    scores are not reused. Only the config's content and the weights' names, sizes and times are read."""
+    scores are not reused; a copy of it (its files' times not kept) is the same verifier."""
     from swehero.eval.select import verifier_identity
 
     folder = tmp_path / "verifier"
@@ -115,11 +115,14 @@ def test_the_verifiers_identity_follows_its_weights_and_config(tmp_path):
     first = verifier_identity(settings)
     (folder / "tokenizer.json").write_text("{}")  # a side file: the same weights
     assert verifier_identity(settings) == first
-    os.utime(folder / "model.safetensors", ns=(1, 1))  # new weights of the same size
+    os.utime(folder / "model.safetensors", ns=(1, 1))  # the same weights, copied or downloaded again
+    assert verifier_identity(settings) == first
+    (folder / "model.safetensors").write_bytes(b"weighTs")  # new weights of the same size
     retrained = verifier_identity(settings)
-    assert retrained["weights"] != first["weights"] and retrained["model"] == first["model"]
+    assert retrained["weights_sampled"] != first["weights_sampled"] and retrained["model"] == first["model"]
     (folder / "config.json").write_text('{"hidden_size": 16}')
-    assert verifier_identity(settings)["weights"] not in (first["weights"], retrained["weights"])
+    assert verifier_identity(settings)["weights_sampled"] not in (first["weights_sampled"],
+                                                                  retrained["weights_sampled"])
 
 
 class _Completions(ThreadingHTTPServer):

@@ -285,7 +285,7 @@ def heldout_identity(settings: Settings) -> dict:
     from swehero.fingerprint import fingerprint_path
 
     return {"files": list(settings.heldout_trajectories), "model": settings.serve.model,
-            "weights": folder_fingerprint(settings.serve.model), "max_model_len": settings.serve.max_model_len,
+            "weights_sampled": folder_fingerprint(settings.serve.model), "max_model_len": settings.serve.max_model_len,
             "file_fingerprints": [fingerprint_path(path) for path in settings.heldout_trajectories]}
 
 

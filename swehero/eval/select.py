@@ -79,7 +79,7 @@ def verifier_identity(settings: VerifierSettings) -> dict:
     model = Path(settings.serve.model)
     local = model.exists()
     return {"model": str(model.resolve()) if local else settings.serve.model,
-            "weights": folder_fingerprint(model) if local else None,
+            "weights_sampled": folder_fingerprint(model) if local else None,
             "seq_length": settings.seq_length, "format": FORMAT}
 
 
@@ -88,7 +88,8 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
     from swehero.data.render import load_tokenizer
     from swehero.data.verifier import VerifierFormat
     from swehero.eval.attempts import check_distinct_runs, read_attempts
-    from swehero.jsonio import JsonlLog, differences
+    from swehero.jsonio import JsonlLog
+    from swehero.rollout.runner import recorded_differences
 
     check_verifier(settings)
     out_dir = Path(out_dir)
@@ -102,9 +103,10 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
     verifier = verifier_identity(settings)
     log = JsonlLog(out_dir / SCORES, key=lambda r: r.get("attempt"))  # lines of older logs have none: scored again
     logged = log.records()
-    other = next((r["verifier"] for r in logged.values() if r["verifier"] != verifier), None)
-    if other is not None:
-        raise InputError(f"{log.path} holds scores of another verifier ({'; '.join(differences(other, verifier))}): "
+    # a key one record lacks is no difference: logs of older versions recorded the weights' times (`weights`)
+    other = next((found for r in logged.values() if (found := recorded_differences(r["verifier"], verifier))), None)
+    if other:
+        raise InputError(f"{log.path} holds scores of another verifier ({'; '.join(other)}): "
                          "select into another folder (--out), or remove the file")
     fmt = VerifierFormat(load_tokenizer(settings.serve.model), settings.seq_length)
     judged = [a for per in attempts.values() for a in per if a.patch.strip()]

@@ -64,9 +64,10 @@ BUSY = ("another run is writing into this folder (a Slurm requeue while the firs
         "or write elsewhere")
 
 
-WEIGHTS = "serve_weights"
+WEIGHTS = "serve_weights_sampled"
 """The identity's key for the served folder's `folder_fingerprint`: its path alone does not tell a model retrained
-or exported again into it."""
+or exported again into it. (Records of older versions hold `serve_weights`, a fingerprint of the files' times, which
+a copy of the same model did not keep: not compared.)"""
 
 
 def attempt_identity(agent: AgentSettings, serve: ServeConfig, **more) -> dict:
