@@ -18,7 +18,7 @@ CONSTRAINTS := $(if $(LOCK),-c $(LOCK),)
 TORCH_WHEELS ?= /opt/wheels
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install demo test test-fast clean lock install-py312 test-py312
+.PHONY: install demo test test-other test-megatron test-fast clean lock install-py312 test-py312
 
 install: $(STAMP)
 
@@ -41,14 +41,28 @@ demo: install
 	$(VENV)/bin/swehero recipe run recipes/tiny-cpu.yaml
 
 # Both tiers: the whole suite (Python 3.11, megatron-core 0.16.1), then the model and training tests under what the
-# GPU image ships (test-py312); the second runs even when the first fails, and make fails if either did. The two
-# environments install side by side: each install is mostly one core unpacking and compiling.
+# GPU image ships (test-py312); make fails if either did. The two environments install side by side: each install
+# is mostly one core unpacking and compiling. The suite then runs as two streams side by side (a serial run keeps
+# one of the two cores busy): the tests that train with Megatron across processes, one at a time, followed by the
+# 3.12 tier (which runs even when the first part failed); and everything else. Two Megatron jobs at once thrash this
+# machine, so they never share it (see docs/testing.md). Each stream's output is printed when it ends.
 # The Docker tests need an engine and a base image built offline: as root the session installs docker.io, starts
 # dockerd and builds the image once per machine (minutes), in the background while the other tests run, and runs the
 # Docker tests last; otherwise it says why, and those tests are skipped.
 test:
 	$(MAKE) --no-print-directory -j2 --output-sync=target install $(if $(HAVE_PY312),install-py312)
-	$(VENV)/bin/python -m pytest; main=$$?; \
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-other test-megatron
+
+# The tests that start Megatron-Core jobs of several processes (training, parity, conversion, the tiny recipe, the
+# Slurm jobs, the GPU check's dry run).
+MEGATRON_TESTS = $(PY312_TESTS) tests/test_train_gradients.py tests/test_slurm_jobs.py tests/test_tiny_recipe.py \
+  tests/test_gpu_check.py
+
+test-other: install
+	$(VENV)/bin/python -m pytest $(addprefix --ignore=,$(MEGATRON_TESTS))
+
+test-megatron: install
+	$(VENV)/bin/python -m pytest -p no:cacheprovider $(MEGATRON_TESTS); main=$$?; \
 	if [ -n "$(HAVE_PY312)" ]; then $(MAKE) --no-print-directory test-py312 || exit 1; \
 	else echo "skipped the Python 3.12 tier (megatron-core 0.19.2): no $(PY312) here; install Python 3.12 or set PY312="; \
 	fi; exit $$main
