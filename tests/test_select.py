@@ -188,6 +188,6 @@ def test_a_verifier_written_again_into_its_folder_does_not_reuse_the_old_scores(
     shutil.rmtree(folder)
     make_tiny(folder, TinyModelConfig(), seed=1)  # retrained into the same folder
     dead = replace(scored, endpoint="http://127.0.0.1:9/v1")
-    with pytest.raises(ValueError, match=r"holds scores of another verifier \(weights: '\w+' -> '\w+'\)"):
+    with pytest.raises(ValueError, match=r"holds scores of another verifier \(weights_sampled: '\w+' -> '\w+'\)"):
         _select(list(attempts), dead, tmp_path / "out")
 

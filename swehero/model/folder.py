@@ -136,7 +136,8 @@ def folder_fingerprint(folder: str | Path) -> str:
     `WEIGHT_SAMPLES` windows of its bytes spread evenly over it (the first holds a safetensors header): another model
     written into the same folder (retrained, exported again) changes it, a copy of the same model does not, whatever
     its files' times (staged to a node's disk, downloaded again). Sampled, not read whole: hashing tens of GB on
-    every use would cost minutes, and weights trained any further differ in nearly every window."""
+    every use would cost minutes, and weights trained any further differ in nearly every window (a change confined
+    to a few small tensors between the windows goes unseen)."""
     folder = Path(folder)
     digest = hashlib.sha256((folder / CONFIG).read_bytes() if (folder / CONFIG).is_file() else b"")
     for path in weight_paths(folder):
