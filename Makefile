@@ -45,7 +45,8 @@ demo: install
 # is mostly one core unpacking and compiling. The suite then runs as two streams side by side (a serial run keeps
 # one of the two cores busy): the tests that train with Megatron across processes, one at a time, followed by the
 # 3.12 tier (which runs even when the first part failed); and everything else. Two Megatron jobs at once thrash this
-# machine, so they never share it (see docs/testing.md). Each stream's output is printed when it ends.
+# machine, so they never share it (see docs/testing.md). The Megatron stream's output shows as it runs (its line
+# calls make), the other's when it ends.
 # The Docker tests need an engine and a base image built offline: as root the session installs docker.io, starts
 # dockerd and builds the image once per machine (minutes), in the background while the other tests run, and runs the
 # Docker tests last; otherwise it says why, and those tests are skipped.
