@@ -124,7 +124,7 @@ class OpenHandsPane:
         self.run("set-option", "-g", "history-limit", "10000")
         self.run("new-window", "-t", "oh", "-n", "bash", f"bash --noprofile --rcfile {rc}")  # the first window
         self.run("kill-window", "-t", "oh:0")                                          # keeps the default limit
-        self.wait_for_prompts(1)
+        self.poll(self.PROMPT.search)
 
     def run(self, *args) -> str:
         return subprocess.run(self.tmux + list(args), capture_output=True, text=True, check=True).stdout
@@ -138,25 +138,32 @@ class OpenHandsPane:
         return "\n".join(line.rstrip() for line in self.run("capture-pane", "-t", "oh:bash", "-J", "-pS", "-")
                          .split("\n"))
 
-    def wait_for_prompts(self, n: int) -> list[re.Match]:
-        for _ in range(200):
-            content = self.content()
-            prompts = list(self.PROMPT.finditer(content))
-            if len(prompts) >= n or (prompts and content.rstrip().endswith("###PS1END###")):
-                return prompts
+    def poll(self, done, source=None) -> str:
+        """The pane's text (`source`: another capture) once `done` holds for it: waiting on what the pane shows, not
+        for a set time, so that a loaded machine only makes the test slower."""
+        for _ in range(600):
+            if done(content := (source or self.content)()):
+                return content
             time.sleep(0.1)
-        raise AssertionError(f"no prompt:\n{content[-2000:]}")
+        raise AssertionError(f"the pane did not get there:\n{content[-2000:]}")
+
+    def clear(self) -> str:
+        """OpenHands' clearing before a command (Ctrl-L, then `clear-history`), once Ctrl-L has taken effect (the
+        screen shows only the prompt): the pane's text then."""
+        self.run("send-keys", "-t", "oh:bash", "C-l")
+        self.poll(lambda screen: screen.strip().startswith("###PS1JSON###") and len(self.PROMPT.findall(screen)) == 1,
+                  source=lambda: self.run("capture-pane", "-t", "oh:bash", "-p"))
+        self.run("clear-history", "-t", "oh:bash")
+        content = self.content()
+        assert len(self.PROMPT.findall(content)) == 1, content[-2000:]
+        return content
 
     def read(self, command: str) -> tuple[int, str]:
         """OpenHands' lines count (`splitlines` of the text above the last prompt) and that text, stripped."""
-        self.run("send-keys", "-t", "oh:bash", "C-l")
-        time.sleep(0.2)
-        self.run("clear-history", "-t", "oh:bash")
-        assert len(self.wait_for_prompts(1)) == 1
+        before = self.clear()
         self.keys(command)
-        time.sleep(0.5)
-        prompts = self.wait_for_prompts(2)
-        content = self.content()
+        content = self.poll(lambda now: now != before and now.rstrip().endswith("###PS1END###"))
+        prompts = list(self.PROMPT.finditer(content))
         above = content[: prompts[-1].start()] if len(prompts) == 1 else \
             content[prompts[0].end() + 1: prompts[-1].start()]
         text = above.lstrip().removeprefix(command).strip()
@@ -166,10 +173,7 @@ class OpenHandsPane:
         """What OpenHands shows of `command` while it still runs (it must print, then sleep): the pane captured once
         it stops changing, the text after the prompt before the command (all of it when that prompt is gone), the
         command's echo left out. Ctrl-C then ends it."""
-        self.run("send-keys", "-t", "oh:bash", "C-l")
-        time.sleep(0.2)
-        self.run("clear-history", "-t", "oh:bash")
-        assert len(self.wait_for_prompts(1)) == 1
+        self.clear()
         self.keys(command)
         content, previous = "", None
         while content != previous:
@@ -179,7 +183,7 @@ class OpenHandsPane:
         assert len(prompts) <= 1 and not content.rstrip().endswith("###PS1END###"), "it ended: sleep longer"
         text = content[prompts[0].end() + 1:] if prompts else content
         self.run("send-keys", "-t", "oh:bash", "C-c")
-        self.wait_for_prompts(2)
+        self.poll(lambda now: now.rstrip().endswith("###PS1END###"))
         return text.lstrip().removeprefix(command).strip()
 
     def close(self) -> None:
