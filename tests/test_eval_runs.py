@@ -16,6 +16,7 @@ from swehero.eval.grade import GRADES
 from swehero.eval.inference import PREDICTIONS, trajectory_path
 from swehero.eval.leaks import seeking_commands
 from swehero.eval.report import build_report, write_report
+from swehero.eval.report import markdown as report_markdown
 from swehero.eval.runs import aggregate, markdown, pass_at_k, paired_difference, resolve_fractions, write_runs_report
 from swehero.jsonio import JsonlLog, write_json_atomic
 from swehero.rollout.toy import build_toy_tasks
@@ -123,17 +124,38 @@ def test_a_difference_on_few_shared_instances_is_called_too_few_to_tell():
 TASKS = [{"instance_id": f"t{n}", "repo": "o/r"} for n in range(4)]
 
 
-def _run_folder(out: Path, results: dict[str, bool | None]) -> dict:
+def _run_folder(out: Path, results: dict[str, bool | None], tasks: list[dict] = TASKS) -> dict:
     """A run's folder as inference and grading leave it, and its report: per instance of `results` a patch graded
-    resolved (True) or not (False), or not graded (None); the other TASKS have no prediction yet."""
+    resolved (True) or not (False), or not graded (None); the other `tasks` have no prediction yet."""
     predictions, grades = JsonlLog(out / PREDICTIONS), JsonlLog(out / GRADES)
     for iid, resolved in results.items():
         write_json_atomic(trajectory_path(out, iid), {"instance_id": iid, "metadata": {
             "finish_reason": "submitted", "steps": 3, "prompt_tokens": 10, "completion_tokens": 5}})
         predictions.append({"instance_id": iid, "model_name_or_path": "m", "model_patch": "diff"})
         if resolved is not None:
-            grades.append({"instance_id": iid, "resolved": resolved})
-    return build_report(TASKS, out, "m", "toy")
+            grades.append({"instance_id": iid, "grader": "local", "resolved": resolved})
+    return build_report(tasks, out, "m", "toy", task_file="/data/toy.jsonl")
+
+
+def test_a_grading_error_to_retry_is_reported_as_not_graded(tmp_path):
+    """Its line is no verdict (the next grading does it again): the report counts it not graded and says to grade,
+    with the error, where it showed a final infra_error."""
+    _run_folder(tmp_path, {"t0": True, "t1": False})
+    JsonlLog(tmp_path / GRADES).append({"instance_id": "t1", "grader": "local", "resolved": False, "retry": True,
+                                        "infra_failure": True, "error": "docker: no space"})
+    report = build_report(TASKS, tmp_path, "m", "toy")
+    assert report["ungraded"] == 1 and report["outcomes"]["infra_error"] == 1
+    assert report["instances"][1]["detail"] == "not graded: docker: no space"
+    assert "**Not graded:** 1 prediction(s)" in report_markdown(report)
+
+
+def test_percentages_are_rounded_once_and_the_report_names_its_tasks_and_grader(tmp_path):
+    """15 of 19 is 78.947%: 78.9%, not the 79.0% of a rate stored rounded to 0.7895 and rounded again."""
+    tasks = [{"instance_id": f"t{n}", "repo": "o/r"} for n in range(19)]
+    report = _run_folder(tmp_path, {t["instance_id"]: n < 15 for n, t in enumerate(tasks)}, tasks)
+    text = report_markdown(report)
+    assert "**Resolved: 15/19 = 78.9%**" in text and "| o/r | 15 | 19 | 78.9% |" in text
+    assert "Tasks: /data/toy.jsonl (19); graded by: local" in text
 
 
 def test_the_report_over_runs_flags_predictions_not_graded(tmp_path):

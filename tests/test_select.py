@@ -106,7 +106,7 @@ def test_selection_follows_the_verifiers_scores_checked_with_transformers(attemp
     chosen = [inst["resolved"][inst["selected_run"]] for inst in report["per_instance"]]
     assert report["best_at_k"]["2"] == pytest.approx(sum(chosen) / 3, abs=1e-4)
     assert report["best_at_k"]["1"] == report["mean"] == 0.5 and report["pass_at_k"] == {"1": 0.5, "2": 1.0}
-    assert report["majority_at_k"]["2"] == 0.0  # two different patches tie: the first run's, the decoy, wins
+    assert report["majority_at_k"]["2"] == 0.5  # two different patches tie: the decoy or the fix, half each
     assert all(report["best_at_k"][k] <= report["pass_at_k"][k] for k in report["pass_at_k"])
     assert (tmp_path / "select.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "best@2" in (tmp_path / "select.md").read_text()

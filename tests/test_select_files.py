@@ -25,13 +25,14 @@ from swehero.serve.server import ServeConfig
 VERIFIER = {"model": "v", "seq_length": 8, "format": "f"}
 RETRY = {"resolved": False, "patch_applied": False, "infra_failure": True, "retry": True, "error": "docker: no space"}
 PATCH = "diff --git a/x.py b/x.py\n--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-    return a\n+    return b\n"
+TASK = {"repo": "o/r", "base_commit": "c0ffee", "problem_statement": "Fix it.", "PASS_TO_PASS": ["t::a"]}
 GRADER_FAILED = {"resolved": False, "patch_applied": False, "infra_failure": True, "error": "OSError: broken clone"}
 
 
 def _write(out: Path, scores: tuple[float, float]) -> dict[str, str]:
     attempts = {"i": [Attempt(run, "i", out / f"t{run}.json", f"diff {run}", run == 1) for run in (0, 1)]}
     return write_selection(["i"], attempts, {(run, "i"): {"score": s} for run, s in enumerate(scores)},
-                           VERIFIER, ["f"], out, progress=lambda _: None)
+                           VERIFIER, [{"folder": "f", "model": "m", "runs": 2}], out, progress=lambda _: None)
 
 
 def test_selection_files_are_replaced_whole_under_a_reader(tmp_path):
@@ -52,7 +53,10 @@ def _eval_folder(path: Path, grades: dict[str, list[dict]], record: dict | None 
     """A one-run eval folder in the layout `swehero eval run` writes: per instance, a patch and its grade lines; the
     trajectories are `record` (default: none a verifier can judge) under each instance's id."""
     (path / "trajectories").mkdir(parents=True)
-    (path / "eval.json").write_text(json.dumps({"runs": 1, "instance_ids": list(grades)}))
+    tasks = path.with_name(f"{path.name}.tasks.jsonl")
+    tasks.write_text("".join(json.dumps(TASK | {"instance_id": iid}) + "\n" for iid in grades))
+    (path / "eval.json").write_text(json.dumps({"runs": 1, "instance_ids": list(grades), "tasks": str(tasks),
+                                                "model": "m"}))
     with open(path / "predictions.jsonl", "w") as p, open(path / "grades.jsonl", "w") as g:
         for iid, lines in grades.items():
             (path / "trajectories" / f"{iid}.json").write_text(json.dumps({**(record or {}), "id": iid,
@@ -76,16 +80,36 @@ def test_a_grading_error_to_retry_is_no_grade_and_selection_refuses_it(tmp_path)
     assert read_attempts([tmp_path / "e"])[1]["A"][0].resolved is True
 
 
+def test_a_grade_made_on_other_test_lists_is_no_grade_for_a_selection(tmp_path):
+    """As in the runs' reports: a task whose test lists changed since it was graded is not graded, and a selection
+    refuses it rather than counting the old verdict (it counted 1 of 1 where the report counted it not graded)."""
+    from swehero.eval.grade import graded_task_digest
+    from swehero.rollout.tasks import load_tasks
+
+    _eval_folder(tmp_path / "e", {"A": [{"resolved": True}]})
+    digest = graded_task_digest(load_tasks(str(tmp_path / "e.tasks.jsonl"))[0])  # as grading records it
+    (tmp_path / "e" / "grades.jsonl").write_text(json.dumps({"instance_id": "A", "resolved": True,
+                                                             "task_digest": digest}) + "\n")
+    assert read_attempts([tmp_path / "e"])[1]["A"][0].resolved is True
+    (tmp_path / "e.tasks.jsonl").write_text(json.dumps(TASK | {"instance_id": "A", "PASS_TO_PASS": []}) + "\n")
+    assert read_attempts([tmp_path / "e"])[1]["A"][0].resolved is None
+    settings = VerifierSettings(serve=ServeConfig(model="never/loaded", max_model_len=64), seq_length=64,
+                                endpoint="http://127.0.0.1:9/v1")
+    with pytest.raises(InputError, match=r"1 attempt\(s\) are not graded yet"):
+        select_best([tmp_path / "e"], settings, tmp_path / "out", progress=lambda _: None)
+
+
 def test_a_grader_failure_counts_as_unresolved_and_is_named_in_the_report(tmp_path):
     _eval_folder(tmp_path / "e", {"A": [{"resolved": True}], "B": [GRADER_FAILED]})
     ids, attempts = read_attempts([tmp_path / "e"])
-    paths = write_selection(ids, attempts, {(0, "A"): {"score": 0.9}, (0, "B"): {"score": 0.8}}, VERIFIER, ["e"],
-                            tmp_path, progress=lambda _: None)
+    paths = write_selection(ids, attempts, {(0, "A"): {"score": 0.9}, (0, "B"): {"score": 0.8}}, VERIFIER,
+                            [{"folder": "e", "model": "m", "runs": 1}], tmp_path, progress=lambda _: None)
     report = json.loads(Path(paths["select"]).read_text())
     assert report["mean"] == report["best_at_k"]["1"] == 0.5
     assert report["grader_failures"] == [{"run": 0, "instance_id": "B"}]
     assert "1 attempt(s) whose grader failed (`infra_failure`) count as unresolved" in \
         Path(paths["select_md"]).read_text()
+    assert "Runs read, in this order: e (m, 1 run(s))" in Path(paths["select_md"]).read_text()
 
 
 def test_a_run_given_twice_or_copied_is_refused_not_counted_twice(tmp_path):

@@ -132,7 +132,11 @@ def _record(tid: str, instance: str, resolved, patch: str, issue: str = "Fix the
 def _eval_folder(path, attempts: list[tuple[str, str, bool | None]]) -> None:
     """A one-run eval folder in the layout `swehero eval run` writes: (instance, patch, grade) per attempt."""
     (path / "trajectories").mkdir(parents=True)
-    (path / "eval.json").write_text(json.dumps({"runs": 1, "instance_ids": [a[0] for a in attempts]}))
+    tasks = path.with_name(f"{path.name}.tasks.jsonl")
+    tasks.write_text("".join(json.dumps({"instance_id": a[0], "repo": "o/r", "base_commit": "c0ffee",
+                                         "problem_statement": "Fix it."}) + "\n" for a in attempts))
+    (path / "eval.json").write_text(json.dumps({"runs": 1, "instance_ids": [a[0] for a in attempts],
+                                                "tasks": str(tasks), "model": "m"}))
     with open(path / "predictions.jsonl", "w") as p, open(path / "grades.jsonl", "w") as g:
         for iid, patch, resolved in attempts:
             rec = _record(f"{iid}.openai.{len(patch)}", iid, None, patch)

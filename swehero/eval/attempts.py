@@ -8,9 +8,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from swehero.eval.grade import grades, is_final
+from swehero.eval.grade import current_grades, is_final
 from swehero.eval.inference import finished, trajectory_path
-from swehero.eval.runs import EvalFolderError, eval_runs
+from swehero.eval.runs import EvalFolderError
 
 
 @dataclass
@@ -42,21 +42,24 @@ class Attempt:
 
 def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attempt]]]:
     """(instance ids, their attempts in run order) over every run of `folders`, which must be evaluations of the
-    same instances, each run read once. EvalFolderError naming what is missing when an attempt has no committed
-    prediction."""
+    same instances, each run read once, graded on the task rows their task files hold now. EvalFolderError naming
+    what is missing when an attempt has no committed prediction."""
+    from swehero.eval.pipeline import open_eval
+
     instance_ids, runs = None, []
     for folder in folders:
-        saved, dirs = eval_runs(folder)
+        tasks, saved, dirs = open_eval(folder)  # refused, as `eval grade` refuses it, after its tasks were edited
         if instance_ids is None:
             instance_ids = saved["instance_ids"]
         elif sorted(saved["instance_ids"]) != sorted(instance_ids):
             raise EvalFolderError(f"{folder} evaluates other instances than {folders[0]}: selection needs every run "
                                   "to attempt the same instances")
-        runs += dirs
-    _check_read_once(runs)
+        runs += [(run, tasks) for run in dirs]
+    _check_read_once([run for run, _ in runs])
     attempts: dict[str, list[Attempt]] = {iid: [] for iid in instance_ids}
-    for k, run in enumerate(runs):
-        predictions, graded = finished(run), grades(run)
+    for k, (run, tasks) in enumerate(runs):
+        # a grade made against another version of its task (its test lists) is no grade, as in the runs' reports
+        predictions, graded = finished(run), current_grades(run, tasks)
         missing = [iid for iid in instance_ids if iid not in predictions]
         if missing:
             raise EvalFolderError(f"{run}: {len(missing)} instance(s) have no prediction yet (e.g. {missing[0]}); "

@@ -3,20 +3,26 @@
 Rules (stated in every report):
 
 - **Verifier ranking.** Per instance the attempts are ranked: attempts with a patch before those without (an empty
-  patch resolves nothing), then by the verifier's score, highest first (attempts it could not score last), then by
-  run, lowest first. The selected attempt is the first of the ranking.
+  patch resolves nothing), then by the verifier's score, highest first (attempts it could not score last). The
+  selected attempt is the first of the ranking; among attempts the ranking ties (equal scores: a confident
+  verifier's scores meet at 1.0) `select.json` names the lowest run.
 - **best@k.** The expected resolved rate of the selected attempt when the selector sees k of the N attempts, drawn
-  at random without replacement, averaged over every such draw: the attempt at position j of the ranking (0-based)
-  is the best of the drawn ones in C(N-1-j, k-1) of the C(N, k) draws. This is the counterpart of pass@k's unbiased
-  estimator (which averages "at least one drawn attempt resolves" over the same draws): best@1 is the mean resolved
-  rate of the runs, best@N selects among all attempts, best@k never exceeds pass@k, and equals it when the verifier
-  ranks every resolved attempt first. (Selecting among "the first k runs" instead would make best@1 the rate of
-  run 0 alone, above pass@1 whenever run 0 was lucky.)
+  at random without replacement, averaged over every such draw and over the orders of tied attempts (a tie is
+  broken at random, not by run: breaking it by run would make a verifier that scores every attempt alike select
+  run 0's attempts, and best@N run 0's rate). Per tier of tied attempts: the draws with none ranked above it and
+  at least one of it, C(N - above, k) - C(N - above - size, k) of the C(N, k), each selecting one of its drawn
+  attempts, a resolved one with the tier's resolved share. This is the counterpart of pass@k's unbiased
+  estimator (which averages "at least one drawn attempt resolves" over the same draws): best@1 is the mean
+  resolved rate of the runs, best@k never exceeds pass@k, and equals it when the verifier ranks every resolved
+  attempt first. (Selecting among "the first k runs" instead would make best@1 the rate of run 0 alone.)
 - **Majority patch** (no training): among the drawn attempts with a patch, the patch that occurs most often once
-  normalised (`normalise_patch`: whitespace that does not change what the patch does); a tie goes to the patch
-  whose earliest attempt has the lowest run, and the earliest attempt with that patch is selected; with no patch
-  drawn, nothing resolves. Averaged over all draws of k (C(N, k) <= `MAX_DRAWS`), else over `MAX_DRAWS` draws
-  sampled with a fixed seed. Each patch is normalised once (`patch_groups`); the draws vote over its group.
+  normalised (`normalise_patch`: whitespace that does not change what the patch does), and one of its drawn
+  attempts; with no patch drawn, nothing resolves. majority@k averages over all draws of k (C(N, k) <=
+  `MAX_DRAWS`, else `MAX_DRAWS` draws sampled with a fixed seed) and, as best@k, over the ways of breaking ties:
+  between patches drawn equally often, and between the drawn attempts of the chosen patch (which may be graded
+  differently). `select.json` names one attempt: of the patches tied, the one whose earliest attempt has the
+  lowest run, and that earliest attempt. Each patch is normalised once (`patch_groups`); the draws vote over its
+  group.
 """
 
 from __future__ import annotations
@@ -60,50 +66,56 @@ def patch_groups(patches: list[str]) -> list[int | None]:
     return [numbers.setdefault(normalise_patch(p), len(numbers)) if p.strip() else None for p in patches]
 
 
+def _rank(scores: list[float | None], patches: list[str], k: int) -> tuple:
+    """Attempt k's place in the ranking, equal for tied attempts."""
+    return not patches[k].strip(), scores[k] is None, -(scores[k] or 0.0)
+
+
 def ranking(scores: list[float | None], patches: list[str]) -> list[int]:
-    """Attempt indices (runs), best first, by the module's rule."""
-    return sorted(range(len(scores)), key=lambda k: (not patches[k].strip(), scores[k] is None, -(scores[k] or 0.0), k))
+    """Attempt indices (runs), best first, by the module's rule; tied attempts by run."""
+    return sorted(range(len(scores)), key=lambda k: (_rank(scores, patches, k), k))
 
 
-def best_at_k(order: list[int], resolved: list[bool], k: int) -> float:
-    """Expected resolved of the selected attempt over all draws of k attempts (closed form, exact)."""
-    n = len(order)
-    return sum(math.comb(n - 1 - j, k - 1) for j, a in enumerate(order) if resolved[a]) / math.comb(n, k)
+def best_at_k(scores: list[float | None], patches: list[str], resolved: list[bool], k: int) -> float:
+    """Expected resolved of the selected attempt over all draws of k attempts and all orders of tied attempts
+    (closed form, exact)."""
+    n, above, total = len(scores), 0, 0.0
+    for _, tier in itertools.groupby(ranking(scores, patches), key=lambda a: _rank(scores, patches, a)):
+        tier = list(tier)
+        draws = math.comb(n - above, k) - math.comb(n - above - len(tier), k)  # none above it drawn, some of it
+        total += draws * sum(resolved[a] for a in tier) / len(tier)
+        above += len(tier)
+    return total / math.comb(n, k)
 
 
 def majority_choice(drawn: list[int], groups: list[int | None]) -> int | None:
-    """The attempt the majority-patch rule selects among `drawn` (sorted by run), None when none has a patch;
-    `groups` are the attempts' `patch_groups`."""
-    chosen = _majority(np.array([drawn], dtype=np.int64), groups)[0]
-    return None if chosen < 0 else int(chosen)
+    """The attempt `select.json` names by the majority-patch rule among `drawn` (sorted by run), None when none
+    has a patch: the earliest attempt of the most common patch, ties going to the patch seen first. `groups` are
+    the attempts' `patch_groups`."""
+    with_patch = [a for a in drawn if groups[a] is not None]
+    votes = Counter(groups[a] for a in with_patch)
+    return max(with_patch, key=lambda a: votes[groups[a]], default=None)  # max keeps the first of equals
 
 
 def majority_at_k(groups: list[int | None], resolved: list[bool], k: int, seed: int = 0) -> float:
-    """Expected resolved of the majority patch's attempt over the draws of k attempts (see MAX_DRAWS); `groups`
-    are the attempts' `patch_groups`."""
+    """Expected resolved of the majority patch's attempt over the draws of k attempts (see MAX_DRAWS) and the ways
+    of breaking ties; `groups` are the attempts' `patch_groups`. All draws at once: at 32 runs, 32 x 2000 draws
+    per instance."""
     n = len(groups)
     if math.comb(n, k) <= MAX_DRAWS:
         draws = np.array(list(itertools.combinations(range(n), k)), dtype=np.int64).reshape(-1, k)
-    else:  # each row a uniform draw of k of the n attempts, in run order
-        draws = np.sort(np.argsort(np.random.default_rng(seed).random((MAX_DRAWS, n)), axis=1)[:, :k], axis=1)
-    chosen = _majority(draws, groups)
-    return float(np.mean(np.where(chosen >= 0, np.asarray(resolved, dtype=bool)[chosen], False)))
-
-
-def _majority(draws: np.ndarray, groups: list[int | None]) -> np.ndarray:
-    """Per draw (a row of attempts in run order), the attempt the rule selects, -1 when none has a patch: the
-    first attempt (lowest run) of the patch most attempts share, ties going to the patch whose first attempt is
-    earliest. All draws at once: at 32 runs, 32 x 2000 draws per instance."""
-    n = len(groups)
+    else:  # each row a uniform draw of k of the n attempts
+        draws = np.argsort(np.random.default_rng(seed).random((MAX_DRAWS, n)), axis=1)[:, :k]
     group = np.array([-1 if g is None else g for g in groups], dtype=np.int64)[draws]
-    rows = np.broadcast_to(np.arange(len(draws))[:, None], draws.shape)
     has = group >= 0
+    rows = np.broadcast_to(np.arange(len(draws))[:, None], draws.shape)[has]
     size = max(int(group.max(initial=-1)) + 1, 1)
-    members, first = np.zeros((len(draws), size), np.int64), np.full((len(draws), size), n, np.int64)
-    np.add.at(members, (rows[has], group[has]), 1)
-    np.minimum.at(first, (rows[has], group[has]), draws[has])
-    best = np.argmax(members * (n + 1) - first, axis=1)  # more members first, then the earlier first attempt
-    return np.where(has.any(axis=1), first[np.arange(len(draws)), best], -1)
+    members, wins = np.zeros((len(draws), size)), np.zeros((len(draws), size))
+    np.add.at(members, (rows, group[has]), 1)
+    np.add.at(wins, (rows, group[has]), np.asarray(resolved, dtype=float)[draws][has])
+    top = (members == members.max(axis=1, keepdims=True)) & (members > 0)  # the patches drawn most often
+    share = np.divide(wins, members, out=np.zeros_like(wins), where=members > 0)
+    return float(np.mean((top * share).sum(axis=1) / np.maximum(top.sum(axis=1), 1)))
 
 
 def auc(scores: list[float], labels: list[bool]) -> float | None:
@@ -126,9 +138,9 @@ def summarise(instances: list[dict], runs: int) -> dict:
     ks = range(1, runs + 1)
     best, majority, passed = Counter(), Counter(), Counter()
     for inst in instances:
-        order, groups = ranking(inst["scores"], inst["patches"]), patch_groups(inst["patches"])
+        groups = patch_groups(inst["patches"])
         for k in ks:
-            best[k] += best_at_k(order, inst["resolved"], k)
+            best[k] += best_at_k(inst["scores"], inst["patches"], inst["resolved"], k)
             majority[k] += majority_at_k(groups, inst["resolved"], k)
             passed[k] += pass_at_k(runs, sum(inst["resolved"]), k)
     n = len(instances)
@@ -137,13 +149,13 @@ def summarise(instances: list[dict], runs: int) -> dict:
                                          inst["graded"])
               if s is not None and p.strip() and graded]
     return {
-        "mean": round(best[1] / n, 4),
-        "best_at_k": {str(k): round(best[k] / n, 4) for k in ks},
-        "majority_at_k": {str(k): round(majority[k] / n, 4) for k in ks},
-        "pass_at_k": {str(k): round(passed[k] / n, 4) for k in ks},
+        "mean": best[1] / n,
+        "best_at_k": {str(k): best[k] / n for k in ks},
+        "majority_at_k": {str(k): majority[k] / n for k in ks},
+        "pass_at_k": {str(k): passed[k] / n for k in ks},
         "verifier_quality": {
             "scored": len(scored), "resolved": sum(y for _, y in scored),
-            "accuracy": round(float(np.mean([(s >= 0.5) == y for s, y in scored])), 4) if scored else None,
-            "auc": None if (a := auc([s for s, _ in scored], [y for _, y in scored])) is None else round(a, 4),
+            "accuracy": float(np.mean([(s >= 0.5) == y for s, y in scored])) if scored else None,
+            "auc": auc([s for s, _ in scored], [y for _, y in scored]),
         },
     }

@@ -211,7 +211,8 @@ def report_eval(out_dir: Path, tasks: list[dict], saved: dict, progress=print) -
     teacher_forced = json.loads(scored.read_text()) if scored.exists() else None
     runs = run_dirs(out_dir, saved.get("runs", 1))
     reports = [build_report(tasks, run, saved["model"], saved["benchmark"], saved.get("price_prompt_per_mtok", 0.0),
-                            saved.get("price_completion_per_mtok", 0.0), teacher_forced) for run in runs]
+                            saved.get("price_completion_per_mtok", 0.0), teacher_forced, saved["tasks"])
+               for run in runs]
     outputs = [write_report(report, run) for report, run in zip(reports, runs)][0]
     if len(runs) > 1:
         agg = aggregate(reports)

@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from swehero.eval.grade import current_grades
+from swehero.eval.grade import current_grades, is_final
 from swehero.eval.inference import finished, trajectory_path
 from swehero.eval.leaks import seeking_commands
 from swehero.eval.paper import paper_figure
@@ -45,6 +45,8 @@ def outcome(attempt: dict, grade: dict | None, patch: str) -> tuple[str, str]:
         return "resolved", ""
     if attempt.get("finish_reason") == "agent_error":
         return "infra_error", attempt.get("error", "")
+    if grade and not is_final(grade):  # a grading error to retry: no verdict yet
+        return "infra_error", f"{NOT_GRADED}: {grade.get('error', '')}"
     if grade and grade.get("infra_failure"):
         return "infra_error", grade.get("error", "")
     if grade is None and patch.strip():  # before the limits: a patch at a limit is graded too, and may resolve
@@ -62,9 +64,10 @@ def _mean(values: list) -> float | None:
 
 
 def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, price_prompt: float = 0.0,
-                 price_completion: float = 0.0, teacher_forced: dict | None = None) -> dict:
-    """Summarize an eval folder (one run). Prices are $ per million prompt / completion tokens (0: no cost column);
-    `teacher_forced` is the checkpoint's score on held-out trajectories, when measured."""
+                 price_completion: float = 0.0, teacher_forced: dict | None = None, task_file: str = "") -> dict:
+    """Summarize an eval folder (one run) of the tasks of `task_file`. Prices are $ per million prompt / completion
+    tokens (0: no cost column); `teacher_forced` is the checkpoint's score on held-out trajectories, when
+    measured."""
     out_dir = Path(out_dir)
     # a grade made against another version of its task is no grade of this one
     predictions, graded = finished(out_dir), current_grades(out_dir, tasks)
@@ -76,7 +79,8 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
             continue
         record = json.loads(trajectory_path(out_dir, iid).read_text())
         meta = record["metadata"]
-        cls, detail = outcome(meta, graded.get(iid), predictions[iid]["model_patch"] or "")
+        grade = graded.get(iid)
+        cls, detail = outcome(meta, grade, predictions[iid]["model_patch"] or "")
         prompt, completion = meta.get("prompt_tokens"), meta.get("completion_tokens")
         priced = ((prompt, price_prompt), (completion, price_completion))
         # a priced count that is missing makes the cost unknown: counting it as 0 would understate it
@@ -91,7 +95,7 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
                           "prompts": meta.get("prompts"),
                           "seeking": seeking_commands(record, task.get("base_commit", "")),
                           # the grader's report and test output, relative to the run's folder
-                          "logs": (graded.get(iid) or {}).get("logs")})
+                          "logs": (grade or {}).get("logs")})
     total = len(tasks)
     resolved = sum(i["outcome"] == "resolved" for i in instances)
     per_repo: dict[str, dict] = {}
@@ -100,22 +104,24 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
     for inst in instances:
         per_repo[inst["repo"]]["resolved"] += inst["outcome"] == "resolved"
     for row in per_repo.values():
-        row["rate"] = round(row["resolved"] / row["total"], 4)
+        row["rate"] = row["resolved"] / row["total"]
     low, high = wilson(resolved, total)
     paper = paper_figure(model, benchmark)
     turns, valid = sum(i["steps"] for i in instances), sum(i["valid_tool_calls"] for i in instances)
     return {
-        "model": model, "benchmark": benchmark, "total": total, "finished": len(instances), "pending": len(pending),
-        "resolved": resolved, "resolved_rate": round(resolved / total, 4) if total else 0.0,
-        "ci95": [round(low, 4), round(high, 4)],
+        "model": model, "benchmark": benchmark, "task_file": task_file,
+        "graders": sorted({grade["grader"] for grade in graded.values() if grade.get("grader")}),
+        "total": total, "finished": len(instances), "pending": len(pending),
+        "resolved": resolved, "resolved_rate": resolved / total if total else 0.0,
+        "ci95": [low, high],
         "outcomes": {name: sum(i["outcome"] == name for i in instances) for name in OUTCOMES},
         "per_repo": dict(sorted(per_repo.items())),
         "averages": {key: _mean([i[key] for i in instances])
                      for key in ("steps", "prompt_tokens", "completion_tokens", "cost_usd", "seconds")},
         "paper": {"model": paper[0], "benchmark": benchmark, "resolved_rate": paper[1] / 100} if paper else None,
-        "tool_calls": {"turns": turns, "valid": valid, "valid_rate": round(valid / turns, 4) if turns else None},
+        "tool_calls": {"turns": turns, "valid": valid, "valid_rate": valid / turns if turns else None},
         "teacher_forced": teacher_forced,
-        "ungraded": sum(i["detail"] == NOT_GRADED for i in instances),
+        "ungraded": sum(i["detail"].startswith(NOT_GRADED) for i in instances),
         "prompts": sorted({i["prompts"] for i in instances if i["prompts"]}),
         "attempts": {"max": max((i["attempts"] for i in instances), default=1),
                      "retried": sum(i["attempts"] > 1 for i in instances)},
@@ -128,7 +134,7 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
 
 def markdown(report: dict) -> str:
     lo, hi = report["ci95"]
-    lines = [f"# Eval: {report['model']} on {report['benchmark']}", "",
+    lines = [f"# Eval: {report['model']} on {report['benchmark']}", "", source_line(report), "",
              (f"**Resolved: {report['resolved']}/{report['total']} = {percent(report['resolved_rate'])}** "
               f"(95% Wilson CI {percent(lo)} – {percent(hi)})")]
     if report["paper"]:
@@ -148,11 +154,19 @@ def markdown(report: dict) -> str:
                      f"assistant tokens ({tf['trajectories']} trajectories{files})")
     lines += ["", "## Outcomes", "", "| outcome | count |", "|---|---|"]
     lines += [f"| {name} | {count} |" for name, count in report["outcomes"].items()]
+    if report["pending"]:
+        lines.append(f"| pending (no prediction yet) | {report['pending']} |")
     lines += ["", "## Per repository", "", "| repo | resolved | total | rate |", "|---|---|---|---|"]
     lines += [f"| {repo} | {r['resolved']} | {r['total']} | {percent(r['rate'])} |" for repo, r in report["per_repo"].items()]
     lines += ["", "## Averages per finished instance", "", "| metric | mean |", "|---|---|"]
     lines += [f"| {key} | {'—' if v is None else v} |" for key, v in report["averages"].items()]
     return "\n".join(lines + protocol_lines(report)) + "\n"
+
+
+def source_line(report: dict) -> str:
+    """What was evaluated and how it was graded, in the report of one run and of several."""
+    return (f"Tasks: {report['task_file'] or '—'} ({report['total']}); graded by: "
+            f"{', '.join(report['graders']) or '—'}")
 
 
 def ungraded_line(ungraded: int) -> str:
@@ -188,14 +202,15 @@ def chart(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
-    names, counts = list(report["outcomes"]), list(report["outcomes"].values())
+    bars = {**report["outcomes"], **({"pending": report["pending"]} if report["pending"] else {})}  # adds up to total
+    names, counts = list(bars), list(bars.values())
     left.bar(names, counts, color=["#2a9d8f" if n == "resolved" else "#8d99ae" for n in names])
     left.set_ylabel("instances")
     left.set_title(f"{report['model']} on {report['benchmark']}: outcomes")
     left.tick_params(axis="x", rotation=30)
     labels, rates = ["ours"], [100 * report["resolved_rate"]]
     lo, hi = report["ci95"]
-    errors = [[rates[0] - 100 * lo], [100 * hi - rates[0]]]
+    errors = [[max(rates[0] - 100 * lo, 0.0)], [max(100 * hi - rates[0], 0.0)]]  # 1.0 - 1e-16 is no interval
     if report["paper"]:
         labels.append("paper")
         rates.append(100 * report["paper"]["resolved_rate"])

@@ -74,16 +74,17 @@ def aggregate(reports: list[dict]) -> dict:
     turns = sum(r["tool_calls"]["turns"] for r in reports)
     valid = sum(r["tool_calls"]["valid"] for r in reports)
     return {
-        "model": first["model"], "benchmark": first["benchmark"], "total": first["total"], "runs": n,
+        "model": first["model"], "benchmark": first["benchmark"], "task_file": first["task_file"],
+        "graders": sorted({g for r in reports for g in r["graders"]}), "total": first["total"], "runs": n,
         "per_run": [{"run": k, "resolved": r["resolved"], "total": r["total"], "rate": r["resolved_rate"],
                      "pending": r["pending"], "ungraded": r["ungraded"]} for k, r in enumerate(reports)],
-        "resolved_rate": round(statistics.mean(rates), 4),
-        "std_rate": round(statistics.stdev(rates), 4) if n > 1 else 0.0,
-        "pass_at_k": {str(k): round(statistics.mean(pass_at_k(n, c, k) for c in counts.values()), 4)
+        "resolved_rate": statistics.mean(rates),
+        "std_rate": statistics.stdev(rates) if n > 1 else 0.0,
+        "pass_at_k": {str(k): statistics.mean(pass_at_k(n, c, k) for c in counts.values())
                       for k in range(1, n + 1)},
         "per_instance": dict(sorted(counts.items())),
         "outcomes": {name: sum(r["outcomes"][name] for r in reports) for name in first["outcomes"]},
-        "tool_calls": {"turns": turns, "valid": valid, "valid_rate": round(valid / turns, 4) if turns else None},
+        "tool_calls": {"turns": turns, "valid": valid, "valid_rate": valid / turns if turns else None},
         "paper": first["paper"], "teacher_forced": first["teacher_forced"],
         "prompts": sorted({p for r in reports for p in r["prompts"]}),
         "attempts": {"max": max(r["attempts"]["max"] for r in reports),
@@ -117,8 +118,8 @@ def paired_difference(report: dict, baseline: dict, resamples: int = 2000) -> di
     rng = np.random.default_rng(0)
     means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
-    return {"instances": len(shared), "difference": round(float(diffs.mean()), 4),
-            "ci95": [round(float(low), 4), round(float(high), 4)],
+    return {"instances": len(shared), "difference": float(diffs.mean()),
+            "ci95": [float(low), float(high)],
             "significant": bool(low > 0 or high < 0) if len(shared) >= MIN_SHARED else None}
 
 
@@ -128,9 +129,9 @@ def percent(x: float | None) -> str:
 
 
 def markdown(agg: dict) -> str:
-    from swehero.eval.report import protocol_lines, ungraded_line
+    from swehero.eval.report import protocol_lines, source_line, ungraded_line
 
-    lines = [f"# Eval: {agg['model']} on {agg['benchmark']}, {agg['runs']} runs", "",
+    lines = [f"# Eval: {agg['model']} on {agg['benchmark']}, {agg['runs']} runs", "", source_line(agg), "",
              f"**Resolved: {percent(agg['resolved_rate'])} mean over {agg['runs']} runs** (standard deviation "
              f"{100 * agg['std_rate']:.1f} points); pass@{agg['runs']} {percent(agg['pass_at_k'][str(agg['runs'])])}"]
     if agg["paper"]:
@@ -141,8 +142,10 @@ def markdown(agg: dict) -> str:
                      "in the rates above, as in the report of one run).")
     if agg["ungraded"]:
         lines.append(ungraded_line(agg["ungraded"]))
-    lines += ["", "## Runs", "", "| run | resolved | rate |", "|---|---|---|"]
-    lines += [f"| {r['run']} | {r['resolved']}/{r['total']} | {percent(r['rate'])} |" for r in agg["per_run"]]
+    lines += ["", "## Runs", "", "| run (folder) | resolved | rate |", "|---|---|---|"]
+    lines += [f"| run-{r['run']} | {r['resolved']}/{r['total']} | {percent(r['rate'])} |" for r in agg["per_run"]]
+    lines += ["", "## Outcomes over all runs", "", "| outcome | attempts |", "|---|---|"]
+    lines += [f"| {name} | {count} |" for name, count in agg["outcomes"].items()]
     lines += ["", "## pass@k (unbiased estimator)", "", "| k | pass@k |", "|---|---|"]
     lines += [f"| {k} | {percent(v)} |" for k, v in agg["pass_at_k"].items()]
     spread: dict[int, int] = {}
@@ -180,7 +183,8 @@ def chart(agg: dict, path: Path) -> None:
     left.axhline(100 * agg["resolved_rate"], color="#8d99ae", linestyle="--", label="mean pass@1")
     if agg["paper"]:
         left.axhline(100 * agg["paper"]["resolved_rate"], color="#e9c46a", linestyle=":", label="paper pass@1")
-    left.set_xlabel("k")
+    left.set_xlabel("k (attempts per instance)")
+    left.set_xticks(ks)
     left.set_ylabel("% resolved")
     left.set_title(f"{agg['model']} on {agg['benchmark']}")
     left.legend()

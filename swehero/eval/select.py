@@ -88,6 +88,7 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
     from swehero.data.render import load_tokenizer
     from swehero.data.verifier import VerifierFormat
     from swehero.eval.attempts import check_distinct_runs, read_attempts
+    from swehero.eval.runs import eval_runs
     from swehero.jsonio import JsonlLog
     from swehero.rollout.runner import recorded_differences
 
@@ -124,7 +125,9 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
             _each(one, todo, settings.workers)
         logged = log.records()
     scores = {(a.run, a.instance_id): logged[fingerprints[a.run, a.instance_id]] for a in judged}
-    return write_selection(instance_ids, attempts, scores, verifier, [str(f) for f in folders], out_dir, progress)
+    sources = [{"folder": str(f), "model": saved["model"], "runs": saved.get("runs", 1)}
+               for f, saved in ((f, eval_runs(f)[0]) for f in folders)]
+    return write_selection(instance_ids, attempts, scores, verifier, sources, out_dir, progress)
 
 
 def _each(score, attempts: list, workers: int) -> None:
@@ -205,10 +208,10 @@ def yes_probability(lp_yes: float, lp_no: float) -> float:
     return odds / (1.0 + odds)
 
 
-def write_selection(instance_ids: list[str], attempts: dict, scores: dict, verifier: dict, folders: list[str],
+def write_selection(instance_ids: list[str], attempts: dict, scores: dict, verifier: dict, folders: list[dict],
                     out_dir: Path, progress=print) -> dict[str, str]:
-    """`select.json`, `select.md` and `select.png` from the attempts and their scores (by run and instance);
-    returns the paths."""
+    """`select.json`, `select.md` and `select.png` from the attempts and their scores (by run and instance) of the
+    eval `folders` ({folder, model, runs}, in the order their runs were read); returns the paths."""
     from swehero.eval.best_of import majority_choice, patch_groups, ranking, summarise
     from swehero.eval.selection_report import chart, markdown
     from swehero.jsonio import atomic_path, write_json_atomic, write_text_atomic

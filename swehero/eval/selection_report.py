@@ -17,6 +17,8 @@ def markdown(report: dict) -> str:
              f"{percent(report['pass_at_k'][str(runs)])}; mean of the runs {percent(report['mean'])}.",
              f"Selected attempts resolve {report['selected_resolved']} of the {report['oracle_resolved']} instances "
              f"some run resolved.", "",
+             "Runs read, in this order: " + "; ".join(f"{f['folder']} ({f['model']}, {f['runs']} run(s))"
+                                                     for f in report["folders"]), "",
              f"Verifier on the {quality['scored']} graded attempts with a patch ({quality['resolved']} resolved): accuracy "
              f"{percent(quality['accuracy'])} (yes when the score is at least 0.5), AUC {auc}.",
              "", "| k | mean (pass@1) | best@k (verifier) | majority patch@k | pass@k |", "|---|---|---|---|---|"]
@@ -25,11 +27,13 @@ def markdown(report: dict) -> str:
     lines += ["", "## Rules", "",
               f"- Score: {v['score']}, one forward pass per attempt ({v['format']}: the training data's judging "
               f"message, attempts longer than {v['seq_length']} tokens truncated from the middle).",
-              "- Selection: attempts with a patch first, then the highest score, then the lowest run.",
-              "- best@k, majority@k and pass@k average over every draw of k of the runs' attempts (best@1 is the "
-              "mean); best@k never exceeds pass@k.",
-              "- Majority patch: the most common patch among the drawn attempts, whitespace normalised; ties go to "
-              "the patch seen first (lowest run).",
+              "- Selection: attempts with a patch first, then the highest score; of tied attempts the table of "
+              "`select.json` names the lowest run.",
+              "- best@k, majority@k and pass@k average over every draw of k of the runs' attempts and over the ways "
+              "of breaking ties (not by run: a verifier scoring all alike would select run 0's rate); best@1 is the "
+              "mean, best@k never exceeds pass@k.",
+              "- Majority patch: the most common patch among the drawn attempts, whitespace normalised, and one of "
+              "its drawn attempts.",
               "- Nothing is graded again: the attempts' grades come from their runs; an attempt whose grader failed "
               "counts as unresolved, as in the runs' reports."]
     if report["unscored"]:

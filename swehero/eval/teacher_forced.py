@@ -37,4 +37,4 @@ def teacher_forced_accuracy(model_dir: str, trajectory_files: list[str], max_tok
             tokens += int(trained.sum())
             correct += int((predicted == ids[1:])[trained].sum())
     return {"trajectories": trajectories, "tokens": tokens, "correct": correct,
-            "accuracy": round(correct / tokens, 6) if tokens else None}
+            "accuracy": correct / tokens if tokens else None}
