@@ -175,9 +175,29 @@ def test_finish_and_think_need_no_argument_in_openhands(toy):
     assert (meta["finish_reason"], meta["finish_message"], meta["format_errors"]) == ("submitted", "", 0)
 
 
-def test_repeated_failures_end_the_episode(toy):
+def test_repeated_failures_end_the_episode_only_with_a_limit_set(toy):
     record, _ = episode(toy, [call("nope", {})] * 5, max_consecutive_errors=3)
     assert record["metadata"]["finish_reason"] == "tool_parse_failures" and record["metadata"]["steps"] == 3
+    # by default as in OpenHands, whose controller answers every malformed reply and goes on (different replies:
+    # its stuck detector would stop three equal ones)
+    record, _ = episode(toy, [call(f"nope{n}", {}) for n in range(6)] + [{"role": "assistant", "content": "hm"}],
+                        max_steps=7)
+    assert record["metadata"]["finish_reason"] == "step_limit" and record["metadata"]["format_errors"] == 7
+
+
+def test_whitespace_beside_a_call_is_no_content_and_non_objects_lack_the_argument_as_in_openhands(toy):
+    """OpenHands' conversation memory sends an assistant message whose content is only whitespace with its calls
+    as one without content; its `"command" in arguments` test reads a string or list without the name as the
+    argument missing."""
+    spaced = {**call("think", {"thought": "a"}), "content": "  \n"}
+    record, _ = episode(toy, [spaced, call("execute_bash", '"ls -la"'), call("str_replace_editor", '["view"]'),
+                              call("execute_bash", '"command"'), call("finish", {})])
+    assistant = [m for m in record["messages"] if m["role"] == "assistant"]
+    assert assistant[0]["content"] == ""
+    errors = [m["content"].split("\n[Error")[0] for m in record["messages"] if m["role"] == "user"][1:]
+    assert errors == ['Missing required argument "command" in tool call execute_bash',
+                      '\n\nMissing required argument "command" in tool call str_replace_editor',
+                      '\n\nTool call arguments must be a JSON object, got: "command"']
 
 
 def test_an_agent_repeating_itself_is_stopped_as_openhands_stops_it(toy):

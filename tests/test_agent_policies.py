@@ -94,6 +94,10 @@ def test_openai_policy_retries_and_sends_sampling_settings():
     assert len(server.requests) == 3
     sent = server.requests[-1]
     assert (sent["temperature"], sent["top_p"], sent["top_k"], sent["model"]) == (0.7, 0.8, 20, "m")
+    # no reply limit, as OpenHands sends none for a model LiteLLM does not know (it sent 4096, cutting long creates)
+    assert "max_tokens" not in sent and "max_completion_tokens" not in sent
+    assert OpenAIPolicy(OpenAIConfig(base_url=server.url, model="m", max_reply_tokens=64)).chat_request(
+        [], [])["max_tokens"] == 64
 
 
 def test_openai_policy_errors():

@@ -49,8 +49,10 @@ class LoopConfig:
     """Assistant turns before the episode ends (the paper's 100)."""
     max_context_tokens: Annotated[int, Range(min=1)] = 131072
     """Conversation size (server-reported prompt tokens, or characters / 4) at which the episode ends (128k)."""
-    max_consecutive_errors: Annotated[int, Range(min=1)] = 3
-    """Malformed replies in a row (no tool call, several calls, unknown tool, bad arguments) that end the episode."""
+    max_consecutive_errors: Annotated[int | None, Range(min=1)] = None
+    """Malformed replies in a row (no tool call, several calls, unknown tool, bad arguments) that end the episode;
+    None: no such limit, as in OpenHands, whose controller answers each and goes on (its stuck detector still ends
+    the same reply without a call three times, and `max_steps` bounds the rest)."""
 
 
 def run_episode(task: Task, policy: Policy, tools: Tools, opening: list[dict], config: LoopConfig = LoopConfig(),
@@ -81,7 +83,7 @@ def run_episode(task: Task, policy: Policy, tools: Tools, opening: list[dict], c
                 tokens.update(reply, messages)
                 _count_tokens(meta, reply)
                 errors_in_row = errors_in_row + 1 if _step(reply.message, tools, messages, meta) else 0
-                if errors_in_row >= config.max_consecutive_errors:
+                if config.max_consecutive_errors is not None and errors_in_row >= config.max_consecutive_errors:
                     meta["finish_reason"] = "tool_parse_failures"
             _save(record, out)
     except ContextLimit:
@@ -135,6 +137,8 @@ def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool
         messages.append({"role": "user", "content": separator + e.observation})
         meta["format_errors"] += 1
         return True
+    if not (message.get("content") or "").strip():  # OpenHands' conversation memory sends whitespace beside calls as no content
+        message = {**message, "content": ""}
     messages.append(message)
     meta["format_errors"] += len(calls) > 1
     for n, (call, arguments) in enumerate(zip(calls, parsed)):

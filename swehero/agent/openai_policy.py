@@ -43,8 +43,10 @@ class OpenAIConfig:
     seed: int | None = None
     """Sampling seed sent with every request (vLLM's per-request seed); eval and distill give each attempt its
     own, so runs are reproducible; None: the server's choice."""
-    max_reply_tokens: Annotated[int, Range(min=1)] = 4096
-    """Tokens per model reply (the request's `max_tokens`)."""
+    max_reply_tokens: Annotated[int | None, Range(min=1)] = None
+    """Tokens per model reply (the request's `max_tokens`); None sends none, so a reply may run to the end of the
+    context: what OpenHands 0.54 sends for a model LiteLLM has no card of (a vLLM-served checkpoint, the teacher
+    behind an OpenAI-compatible server), so that a long `create` is not cut into a reply without a call."""
     request_timeout: Annotated[float, Range(gt=0)] = 600.0
     """Seconds to wait for one reply."""
     request_retries: Annotated[int, Range(min=0)] = 5
@@ -101,8 +103,9 @@ class OpenAIPolicy:
     def chat_request(self, messages: list[dict], tools: list[dict]) -> dict:
         """The body `act` posts to `/chat/completions`."""
         body = {"model": self.model, "messages": messages, "tools": tools, "tool_choice": "auto",
-                "temperature": self.config.temperature, "top_p": self.config.top_p,
-                "max_tokens": self.config.max_reply_tokens}
+                "temperature": self.config.temperature, "top_p": self.config.top_p}
+        if self.config.max_reply_tokens is not None:
+            body["max_tokens"] = self.config.max_reply_tokens
         if self.config.top_k >= 0:
             body["top_k"] = self.config.top_k
         if self.config.seed is not None:

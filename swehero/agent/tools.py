@@ -77,7 +77,12 @@ def parse_call(name: str, arguments: str | dict) -> dict:
     if name not in TOOL_NAMES:  # the arguments as Python prints them, as there
         raise InvalidCall(f"Tool {name} is not registered. (arguments: {arguments}). Please check the tool name and "
                           "retry with an existing tool.")
-    if not isinstance(arguments, dict):  # OpenHands fails the whole episode on these (an AttributeError)
+    if not isinstance(arguments, dict):
+        # OpenHands tests `"command" in arguments` first: a string or list without the name reads as the argument
+        # missing; past that test (and for think, finish, numbers, null) its episode fails, here the call does
+        missing = [r for r in REQUIRED.get(name, ()) if isinstance(arguments, (str, list)) and r not in arguments]
+        if missing:
+            raise InvalidCall(f'Missing required argument "{missing[0]}" in tool call {name}')
         raise InvalidCall(f"Tool call arguments must be a JSON object, got: {json.dumps(arguments)}")
     for required in REQUIRED.get(name, ()):
         if required not in arguments:

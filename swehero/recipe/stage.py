@@ -83,8 +83,10 @@ class Range:
     gt: float | None = None
     lt: float | None = None
 
-    def problem(self, value: float) -> str | None:
-        """`must be ...` when `value` is out of range, else None."""
+    def problem(self, value: float | None) -> str | None:
+        """`must be ...` when `value` is out of range, else None (also for a None its type allows: no bound)."""
+        if value is None:
+            return None
         bounds = [(sign, bound, test) for sign, bound, test in [
             (">=", self.min, operator.ge), (">", self.gt, operator.gt),
             ("<=", self.max, operator.le), ("<", self.lt, operator.lt)] if bound is not None]
