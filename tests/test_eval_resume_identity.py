@@ -157,7 +157,7 @@ def _edit(toy: Path, out: Path, **columns) -> Path:
 
 def _eval(tasks: Path, repos: Path, out: Path, **kw) -> list[str]:
     said = []
-    settings = Settings(tasks=str(tasks), repos=str(repos), agent=AgentSettings(policy="gold"), limit=1, **kw)
+    settings = Settings(tasks=str(tasks), repos=str(repos), agent=AgentSettings(policy="gold"), **{"limit": 1, **kw})
     settings.grading.grader = "local"
     evaluate(settings, out, progress=said.append)
     return said
@@ -206,6 +206,25 @@ def test_grade_and_report_refuse_a_folder_whose_task_file_now_holds_another_task
         regrade(out, _local(), progress=said.append)
     with pytest.raises(InputError, match=refusal):
         open_eval(out)
+
+
+@pytest.mark.slow
+def test_grade_and_report_follow_the_last_selection_after_a_narrower_or_another_task_file(toy, tmp_path):
+    """A rerun with a narrower --limit, or with another task file, keeps the other attempts in the folder, outside
+    its reports: `eval report` and `eval grade` read the selected tasks (they refused the folder, taking the
+    attempts outside the selection for tasks edited away)."""
+    from swehero.eval.pipeline import regrade
+
+    out, repos, ids = tmp_path / "E", toy.parent / "repos", [row["instance_id"] for row in _rows(toy)]
+    _eval(toy, repos, out, limit=3)
+    for tasks in (toy, toy.parent / "heldout.jsonl"):
+        said = _eval(tasks, repos, out, limit=1)
+        assert said[-1] == f"resolved 1/1; report: {out / 'report.md'}"
+        assert [t["instance_id"] for t in open_eval(out)[0]] == [_rows(tasks)[0]["instance_id"]]
+        regrade(out, _local(), progress=said.append)
+        assert said[-1] == f"resolved 1/1; report: {out / 'report.md'}"
+    assert _eval(toy, repos, out, limit=3)[-1] == f"resolved 3/3; report: {out / 'report.md'}"  # nothing redone
+    assert len(_rows(out / "predictions.jsonl")) == 4 and ids[0] in open(out / "predictions.jsonl").read()
 
 
 @pytest.mark.slow

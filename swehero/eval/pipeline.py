@@ -236,7 +236,10 @@ def open_eval(out_dir: Path, tests: bool = False) -> tuple[list[dict], dict, lis
 
     saved, runs = eval_runs(out_dir)
     tasks = select(load_tasks(saved["tasks"], tests=tests), saved["instance_ids"])
-    check_same_tasks(out_dir, {iid for run in runs for iid in finished(run)}, saved.get("task_digests", {}),
+    # the attempts of tasks the last `eval run` did not select (a narrower --limit, another task file) stay in the
+    # folder, outside its reports: only the selected ones are checked
+    made = {iid for run in runs for iid in finished(run)} & set(saved["instance_ids"])
+    check_same_tasks(out_dir, made, saved.get("task_digests", {}),
                      {task["instance_id"]: attempted_task_digest(task) for task in tasks}, saved["tasks"])
     return tasks, saved, runs
 
