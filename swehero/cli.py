@@ -4,8 +4,9 @@ so `swehero --help` stays fast and a broken optional dependency only breaks its 
 Every command stops on SIGTERM (`kill`, `timeout`, a scheduler) as on Ctrl-C: the stack unwinds, so what the
 command started goes with it (model servers, which run in their own process groups, attempt processes, sandboxes,
 containers) and nothing half-done is committed; the exit status is 143 (`serve start`, whose job is to serve until
-stopped, exits 0). Input a command cannot use (`errors.InputError`), and what it needs from this machine but
-cannot have (`errors.Unavailable`), are reported in one line, exit 1."""
+stopped, exits 0). Input a command cannot use (`errors.InputError`), what it needs from this machine but cannot
+have (`errors.Unavailable`), and a path the system refuses (an OSError naming it) are reported in one line,
+exit 1."""
 
 from __future__ import annotations
 
@@ -48,6 +49,13 @@ class LazyGroup(click.Group):
                 return super().invoke(ctx)
             except (InputError, ProcessFailed, Unavailable) as e:
                 raise click.ClickException(str(e)) from None
+            except OSError as e:
+                if e.filename is None:  # a socket, a pipe, a bug: the traceback says where
+                    raise
+                # a path given that the system refuses (an --out under a file, a folder where a file goes):
+                # the user's input, in one line, as git and pip report it
+                paths = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+                raise click.ClickException(f"{paths}: {e.strerror}") from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

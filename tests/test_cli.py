@@ -47,6 +47,14 @@ def test_usage_errors(args):
     assert CliRunner().invoke(main, args).exit_code == 2
 
 
+def test_a_path_the_system_refuses_is_one_line_naming_it(tmp_path):
+    """An OSError naming a path (here an --out below a file) is the user's input, not a bug: no traceback."""
+    (tmp_path / "afile").write_text("")
+    result = CliRunner().invoke(main, ["tiny", "make", str(tmp_path / "afile" / "kit")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"Error: {tmp_path / 'afile'}"), result.output
+
+
 def help_examples() -> list[tuple[str, str]]:
     """(command, example line) for every example in a command's --help."""
     examples = []

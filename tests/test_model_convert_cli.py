@@ -99,13 +99,17 @@ def test_convert_stage(tmp_path):
 def test_a_folder_without_a_model_fails_before_any_rank_starts(tmp_path):
     from swehero.cli import main
 
-    config_only, llama = tmp_path / "config-only", tmp_path / "llama"
+    config_only, llama, garbled = tmp_path / "config-only", tmp_path / "llama", tmp_path / "garbled"
     for folder, config in ((config_only, {}), (llama, {"model_type": "llama"})):
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(config))
+    garbled.mkdir()
+    (garbled / "config.json").write_text("{half")
     cases = [(tmp_path, f"{tmp_path}: no config.json (Hugging Face folder) or hf_config.json"),
              (config_only, f"{config_only}: no model.safetensors.index.json or model.safetensors"),
-             (llama, f"{llama}: expected a qwen2 config, got model_type='llama'")]
+             (llama, f"{llama}: expected a qwen2 config, got model_type='llama'"),
+             (garbled, f"{garbled / 'config.json'}: not a model config (JSON): Expecting property name"),
+             (llama / "config.json", f"{llama / 'config.json'}: expected a qwen2 config")]
     for source, message in cases:
         result = CliRunner().invoke(main, ["convert", "hf-to-mcore", str(source), str(tmp_path / "out")])
         assert result.exit_code == 1 and f"Error: {message}" in result.output, result.output
@@ -114,4 +118,6 @@ def test_a_folder_without_a_model_fails_before_any_rank_starts(tmp_path):
                                        "--like", str(config_only)])
     message = f"Error: {config_only}: no hf_config.json, so not a Megatron checkpoint of swehero's"
     assert result.exit_code == 1 and message in result.output, result.output
+    result = CliRunner().invoke(main, ["convert", "hf-to-mcore", str(llama), str(tmp_path / "out"), "--tp", "0"])
+    assert result.exit_code == 2 and "--tp: tp: must be >= 1, got 0" in result.output, result.output  # not / 0
     assert not (tmp_path / "out").exists()

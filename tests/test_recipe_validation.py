@@ -91,6 +91,25 @@ def test_bad_recipe_names_file_line_field(tmp_path, text, expected):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_recipe_without_a_list_of_stages_or_not_utf8_or_with_a_file_as_run_dir_is_one_problem(tmp_path):
+    """Each ended in a traceback (a TypeError checking the stages' graph, a UnicodeDecodeError reading the file, a
+    NotADirectoryError in the dry run)."""
+    (tmp_path / "afile").write_text("")
+    cases = {"name: t\nrun_dir: x\nstages: 5\n": ":3: stages: expected a list of stages, got int",
+             "name: t\nrun_dir: x\n": "stages: missing required field",
+             f"name: t\nrun_dir: {tmp_path / 'afile'}\nstages: []\n":
+                 f":2: run_dir: {tmp_path / 'afile'} is a file, not the folder of the run's stages"}
+    for text, expected in cases.items():
+        path = write(tmp_path, text)
+        for command in ("validate", "show", "plan"):
+            result = CliRunner().invoke(main, ["recipe", command, str(path)])
+            assert result.exit_code == 2 and expected in result.output and "Traceback" not in result.output, \
+                (command, result.output)
+    (tmp_path / "latin1.yaml").write_bytes(b"name: t\nrun_dir: x\nstages: []\n# caf\xe9\n")
+    result = CliRunner().invoke(main, ["recipe", "validate", str(tmp_path / "latin1.yaml")])
+    assert result.exit_code == 2 and f"{tmp_path / 'latin1.yaml'}:4: not UTF-8 text (byte 0xe9)" in result.output
+
+
 def test_all_problems_reported_at_once(tmp_path):
     text = GOOD.replace("outputs: [out.txt]", "outputz: [out.txt]").replace("needs: [fetch]", "needs: [nope]")
     found = problems(write(tmp_path, text))

@@ -104,6 +104,12 @@ def test_tied_embeddings_and_cli(tmp_path):
                        model.model.embed_tokens.weight.data)
 
 
-def test_bad_shape_is_rejected(tmp_path):
+def test_bad_shape_is_rejected_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="multiple of head_dim 64"):
         make_tiny(tmp_path / "x", TinyModelConfig(hidden_size=100), seed=0)
+    for option, message in (("--hidden-size=100", "model.hidden_size: must be a multiple of head_dim 64, got 100"),
+                            ("--num-kv-heads=3", "model.num_kv_heads: must divide the 4 attention heads, got 3"),
+                            ("--num-layers=0", "model.num_layers: must be >= 1, got 0")):
+        result = CliRunner().invoke(main, ["tiny", "make", str(tmp_path / "x"), option])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "x").exists()  # the tokenizer was written before the shape was checked

@@ -51,12 +51,17 @@ def read_config(path: str | Path) -> dict[str, Any]:
     """The Hugging Face config of a model: a Hugging Face folder's `config.json` (or that file), or the one a
     Megatron checkpoint of ours keeps (`hf_config.json`)."""
     path = Path(path)
-    if path.is_file():
-        return json.loads(path.read_text())
-    for name in (CONFIG, CHECKPOINT_CONFIG):
-        if (path / name).is_file():
-            return json.loads((path / name).read_text())
-    raise MissingInput(f"{path}: no {CONFIG} (Hugging Face folder) or {CHECKPOINT_CONFIG} (Megatron checkpoint)")
+    found = path if path.is_file() else next((path / n for n in (CONFIG, CHECKPOINT_CONFIG) if (path / n).is_file()),
+                                             None)
+    if found is None:
+        raise MissingInput(f"{path}: no {CONFIG} (Hugging Face folder) or {CHECKPOINT_CONFIG} (Megatron checkpoint)")
+    try:
+        config = json.loads(found.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{found}: not a model config (JSON): {e}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{found}: not a model config: a JSON object is, got {type(config).__name__}")
+    return config
 
 
 def known_config(ref: str) -> dict[str, Any] | None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from swehero.errors import InputError, MissingInput
-from swehero.recipe.stage import InputPath, StageContext
+from swehero.recipe.stage import InputPath, Range, StageContext
 
 OUTPUTS = {"hf-to-mcore": "checkpoint", "mcore-to-hf": "hf"}
 """Each direction's output, by name (also its folder in the stage)."""
@@ -21,9 +21,9 @@ class Settings:
     """Which way to convert."""
     like: InputPath | None = None
     """mcore-to-hf only: the Hugging Face folder whose tokenizer and chat template go with the export."""
-    tp: int = 1
+    tp: Annotated[int, Range(min=1)] = 1
     """Tensor-parallel ranks used for the conversion."""
-    pp: int = 1
+    pp: Annotated[int, Range(min=1)] = 1
     """Pipeline-parallel ranks used for the conversion."""
     spec: Literal["local", "te"] = "local"
     """Layer spec of the model, 'local' or 'te' (Transformer Engine): train with the same spec."""

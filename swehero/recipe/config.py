@@ -154,8 +154,11 @@ def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
     hints = typing.get_type_hints(Recipe, include_extras=True)
     header = {k: v for k, v in data.items() if k in top and k != "stages"}
     values = {k: check(hints[k], v, (k,), lines, problems) for k, v in header.items()}
+    if isinstance(values.get("run_dir"), str) and Path(values["run_dir"]).exists() and not Path(values["run_dir"]).is_dir():
+        problems.append(lines.problem(("run_dir",), f"{values['run_dir']} is a file, not the folder of the run's stages"))
     stages = _build_stages(data.get("stages", []), lines, problems)
-    problems += _check_graph(stages, data.get("stages"), lines)
+    # a `stages` that is no list is reported by _build_stages: there is no graph to check
+    problems += _check_graph(stages, data["stages"] if isinstance(data.get("stages"), list) else [], lines)
     if problems:
         raise RecipeError(problems)
     recipe = Recipe(stages=stages, file=str(path), **values)

@@ -101,6 +101,9 @@ def load_yaml(file: Path) -> tuple[dict[str, Any], Lines]:
         text = file.read_text()
     except OSError as e:
         raise RecipeError([f"{file}: cannot read recipe: {e.strerror}"]) from None
+    except UnicodeDecodeError as e:
+        line = file.read_bytes()[:e.start].count(b"\n") + 1
+        raise RecipeError([f"{file}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x})"]) from None
     loader = _Loader(text)
     try:
         node = loader.get_single_node()

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from swehero.errors import InputError
+from swehero.recipe.stage import Range
 
 HERE = Path(__file__).parent
 
@@ -38,22 +40,31 @@ QWEN2_SPLIT_PATTERN = (
 class TinyModelConfig:
     """Shape of the tiny model. head_dim is fixed at 64 so vLLM's CPU attention accepts it."""
 
-    vocab_size: int = 2048
+    vocab_size: Annotated[int, Range(min=1)] = 2048
     """Most BPE tokens to learn from the corpus, before the 22 added tokens (fewer when it runs out of merges)."""
-    hidden_size: int = 256
+    hidden_size: Annotated[int, Range(min=64)] = 256
     """Model width; the number of attention heads is hidden_size / 64 (4: tensor parallel up to 2 with GQA)."""
-    num_layers: int = 2
+    num_layers: Annotated[int, Range(min=1)] = 2
     """Transformer layers."""
-    num_kv_heads: int = 2
+    num_kv_heads: Annotated[int, Range(min=1)] = 2
     """Key/value heads (GQA); must divide the number of attention heads."""
-    intermediate_size: int = 512
+    intermediate_size: Annotated[int, Range(min=1)] = 512
     """SwiGLU hidden size."""
-    max_position_embeddings: int = 32768
+    max_position_embeddings: Annotated[int, Range(min=1)] = 32768
     """Context length recorded in config.json."""
-    rope_theta: float = 1000000.0
+    rope_theta: Annotated[float, Range(gt=0)] = 1000000.0
     """RoPE base, as Qwen2.5."""
     tie_word_embeddings: bool = False
     """Share the input embedding with the LM head (Qwen2.5 0.5B-3B do; 7B+ do not)."""
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        """Shapes no Qwen2 model has: refused by the schema (and `make_tiny`) before anything is written."""
+        if self.hidden_size % HEAD_DIM:
+            return [("hidden_size", f"must be a multiple of head_dim {HEAD_DIM}, got {self.hidden_size}")]
+        if (self.hidden_size // HEAD_DIM) % self.num_kv_heads:
+            return [("num_kv_heads", f"must divide the {self.hidden_size // HEAD_DIM} attention heads, got "
+                                     f"{self.num_kv_heads}")]
+        return []
 
 
 HEAD_DIM = 64
@@ -102,11 +113,8 @@ def build_tokenizer(vocab_size: int):
 
 def hf_config(cfg: TinyModelConfig, vocab_size: int, bos_id: int, eos_id: int) -> dict:
     """A config.json in the published Qwen2.5 format (what our converters and vLLM read)."""
-    if cfg.hidden_size % HEAD_DIM:
-        raise InputError(f"hidden_size {cfg.hidden_size} must be a multiple of head_dim {HEAD_DIM}")
+    _check_shape(cfg)
     heads = cfg.hidden_size // HEAD_DIM
-    if heads % cfg.num_kv_heads:
-        raise InputError(f"num_kv_heads {cfg.num_kv_heads} must divide the {heads} attention heads")
     return {
         "architectures": ["Qwen2ForCausalLM"],
         "attention_dropout": 0.0,
@@ -139,12 +147,18 @@ def hf_config(cfg: TinyModelConfig, vocab_size: int, bos_id: int, eos_id: int) -
 
 def make_tiny(out: Path, cfg: TinyModelConfig, seed: int) -> Path:
     """Write a Hugging Face folder (config, safetensors weights, tokenizer, generation config) to `out`."""
+    _check_shape(cfg)  # before the tokenizer is written: no half-made kit
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(cfg.vocab_size)
     tokenizer.save_pretrained(out)
     _mark_as_qwen2_tokenizer(out / "tokenizer_config.json")
     return write_random_model(out, cfg, tokenizer, seed)
+
+
+def _check_shape(cfg: TinyModelConfig) -> None:
+    if problems := cfg.cross_field_problems():
+        raise InputError("; ".join(f"{name} {message}" for name, message in problems))
 
 
 def write_random_model(out: Path, cfg: TinyModelConfig, tokenizer, seed: int) -> Path:
