@@ -37,6 +37,19 @@ def existing_file(path: str | Path) -> Path:
     return path
 
 
+def read_json(path: str | Path, what: str) -> dict:
+    """The JSON object in the file `path`, which swehero wrote whole (`what` it holds); a file that is none (edited
+    by hand, damaged) is an `InputError` naming it, not a traceback in the command that reads it."""
+    path = existing_file(path)
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not {what} (not JSON: {e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not {what} (a JSON object, got {type(data).__name__})")
+    return data
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, record) of a JSONL file's non-blank lines, one line in memory at a time (a distillation's
     trajectories run to tens of GB); a line that is not JSON is an `InputError` naming file:line. Lines end at `\\n`

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from agent_repos import CALC, CALC_FIX, make_task
+from agent_repos import CALC, CALC_FIX, TWINS, TWINS_FIX, make_task
 from click.testing import CliRunner
 
 from swehero.agent.cli import agent
@@ -57,6 +57,13 @@ def test_run_with_the_oracle_writes_a_valid_trajectory(tmp_path):
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"Error: no git repository for toy/calc at {tmp_path / 'not-a-clone'}: clone")
     assert not (tmp_path / "none.json").exists()
+    other = make_task(tmp_path / "other-repo", "twins", TWINS, TWINS_FIX)  # another repository
+    result = CliRunner().invoke(main, ["agent", "run", "--task", str(tmp_path / "task.json"), "--instance-id",
+                                       task.instance_id, "--repo-dir", str(tmp_path / "other-repo"), "--policy",
+                                       "oracle", "--out", str(tmp_path / "none.json")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output  # was git's CalledProcessError
+    assert result.output.startswith(f"Error: {tmp_path / 'other-repo'}: no commit {task.base_commit} (the task's "
+                                    "base_commit) in this repository"), (result.output, other.base_commit)
 
 
 def test_agent_imports_stay_light():

@@ -251,6 +251,26 @@ def _write_reports(root: Path, reports: dict[str, dict]) -> list[Path]:
     return [root / name for name in reports]
 
 
+def test_damaged_eval_files_are_named_not_tracebacks(tmp_path):
+    """eval.json and report.json are written whole by swehero; one edited by hand or damaged is named in one line
+    (they ended in a JSONDecodeError or a KeyError)."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    good, odd, garbled = _write_reports(tmp_path, {"good": _report({"a": True}), "odd": {}, "garbled": {}})
+    (garbled / "report.json").write_text("{half")
+    (garbled / "eval.json").write_text("[1]")
+    cases = [(["eval", "compare", str(good), str(odd)], f"Error: {odd}: report.json is no eval report"),
+             (["eval", "compare", str(good), str(garbled)], f"Error: {garbled / 'report.json'}: not an eval report "
+                                                             "(not JSON: Expecting property name"),
+             (["eval", "report", str(garbled)], f"Error: {garbled / 'eval.json'}: not an eval folder's settings "
+                                                "(a JSON object, got list)")]
+    for args, message in cases:
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1 and result.output.startswith(message), (args, result.output)
+
+
 def test_compare_warns_when_runs_used_different_prompts(tmp_path):
     table = compare(_write_reports(tmp_path, {name: _report({"a": True}, prompts=prompts)
                                               for name, prompts in (("one", ["builtin-v3"]), ("two", ["sha256:ab"]))}))

@@ -26,6 +26,7 @@ from typing import Callable, Protocol
 
 from swehero.agent.editor import Files
 from swehero.agent.terminal import Scrollback
+from swehero.errors import InputError
 from swehero.gitdiff import c_unquote
 
 STATE_DIR = "/.swehero"
@@ -455,7 +456,11 @@ def prepare_checkout(source: Path, base_commit: str, dest: Path, cache: Path) ->
     `.git/objects`, and through a hard link that would corrupt the cache for every later rollout of the task. The
     copy costs about 0.2 s for a history of 230 MB (OpenHands' own, one pack, files in the page cache).
     """
-    sha = git("rev-parse", "--verify", f"{base_commit}^{{commit}}", cwd=source).strip()
+    try:
+        sha = git("rev-parse", "--verify", f"{base_commit}^{{commit}}", cwd=source).strip()
+    except subprocess.CalledProcessError:  # the task's input, not git's failure: say which
+        raise InputError(f"{source}: no commit {base_commit} (the task's base_commit) in this repository: is it "
+                         "the task's repository, with its history up to that commit?") from None
     bare = cache / f"{sha}.git"
     if not bare.exists():
         cache.mkdir(parents=True, exist_ok=True)

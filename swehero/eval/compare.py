@@ -5,12 +5,12 @@ held-out trajectories)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path, PurePath
 
 from swehero.eval.report import OUTCOMES
 from swehero.eval.runs import MIN_SHARED, EvalFolderError, paired_difference, percent
+from swehero.jsonio import read_json
 
 
 def _resolved(report: dict) -> str:
@@ -33,7 +33,10 @@ def compare(eval_dirs: list[Path]) -> str:
     if missing:
         raise EvalFolderError(f"no report.json in {', '.join(missing)}: not eval folders, or not reported yet "
                               "(`swehero eval report FOLDER` writes it)")
-    reports = [json.loads((Path(d) / "report.json").read_text()) for d in eval_dirs]
+    reports = [read_json(Path(d) / "report.json", "an eval report") for d in eval_dirs]
+    if odd := [str(d) for d, r in zip(eval_dirs, reports) if "model" not in r or "resolved_rate" not in r]:
+        raise EvalFolderError(f"{', '.join(odd)}: report.json is no eval report (`swehero eval report FOLDER` "
+                              "writes it again)")
     paths = [os.path.abspath(d) for d in eval_dirs]
     names = column_names(paths)
     row = lambda label, cells: f"| {label} | " + " | ".join(cells) + " |"  # noqa: E731

@@ -10,7 +10,6 @@ a paired bootstrap over instances, which is what a claimed improvement has to be
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from swehero.errors import InputError
+from swehero.jsonio import read_json
 
 EVAL_FILE = "eval.json"
 """What an eval folder evaluates (task source, instance ids, model, number of runs, prices), written before
@@ -45,7 +45,7 @@ def eval_runs(folder: Path) -> tuple[dict, list[Path]]:
     """The saved settings of an eval folder (`eval.json`) and its run folders."""
     if not is_eval_folder(folder):
         raise EvalFolderError(f"{folder} is not an eval folder (no {EVAL_FILE})")
-    saved = json.loads((Path(folder) / EVAL_FILE).read_text())
+    saved = read_json(Path(folder) / EVAL_FILE, "an eval folder's settings")
     return saved, run_dirs(folder, saved.get("runs", 1))
 
 
