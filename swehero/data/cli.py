@@ -53,7 +53,7 @@ def import_(settings: ImportSettings, out: Path) -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="JSONL of {id, input_ids, loss_mask}.")
 @_MASK
-@click.option("--max-reject-fraction", type=float, default=MAX_REJECT_FRACTION, show_default=True,
+@click.option("--max-reject-fraction", type=click.FloatRange(0, 1), default=MAX_REJECT_FRACTION, show_default=True,
               help="Fail when more than this share of rows is malformed (as `import` and `prepare` do).")
 def render(tokenizer, inputs: tuple[str, ...], out: Path, mask: str, max_reject_fraction: float) -> None:
     """Tokenize canonical trajectories with the chat template and the assistant-only loss mask."""

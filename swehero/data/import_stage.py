@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from swehero.data.importers import Format
 from swehero.data.sources import MAX_REJECT_FRACTION
-from swehero.recipe.stage import InputPath, StageContext
+from swehero.recipe.stage import InputPath, Range, StageContext
 
 TRAJECTORIES = "trajectories.jsonl"
 
@@ -24,11 +24,11 @@ class Settings:
     """Their format (see docs/data.md)."""
     stage: Literal["zero", "hero"] | None = None
     """The stage label every record gets (SWE-Zero or SWE-Hero data)."""
-    max_reject_fraction: float = MAX_REJECT_FRACTION
+    max_reject_fraction: Annotated[float, Range(min=0, max=1)] = MAX_REJECT_FRACTION
     """Fail when more than this share of the rows cannot be used (each reject is logged with its file:line)."""
-    per_instance: int | None = None
+    per_instance: Annotated[int, Range(min=1)] | None = None
     """Keep at most this many trajectories per task (a seeded choice; empty: all)."""
-    limit: int | None = None
+    limit: Annotated[int, Range(min=1)] | None = None
     """Keep at most this many trajectories in all, after `per_instance` (a seeded choice; empty: all)."""
     seed: int | None = None
     """Seeds the selection; empty: the recipe's seed (1234 from the command line)."""

@@ -70,7 +70,7 @@ class PrepareConfig:
     sort_window: int = 256
     """Trajectories buffered and placed longest first (best-fit decreasing within a window: 1-2 points more
     packing efficiency than arrival order); bounds memory like `max_open`."""
-    max_reject_fraction: float = MAX_REJECT_FRACTION
+    max_reject_fraction: Annotated[float, Range(min=0, max=1)] = MAX_REJECT_FRACTION
     """Fail when more than this share of rows is malformed."""
 
 

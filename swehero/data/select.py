@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from swehero.errors import InputError
 from swehero.jsonio import partial_path
 
 
@@ -24,9 +23,10 @@ class Selection:
     """Which trajectories an import keeps."""
 
     per_instance: int | None = None
-    """At most this many trajectories per `instance_id` (None: all)."""
+    """At most this many trajectories per `instance_id` (None: all); at least 1, as the settings it comes from
+    are bounded (`Range`)."""
     limit: int | None = None
-    """At most this many trajectories in all, after `per_instance` (None: all)."""
+    """At most this many trajectories in all, after `per_instance` (None: all); at least 1 likewise."""
     seed: int = 1234
     """Seeds the choice."""
 
@@ -37,10 +37,6 @@ class Selection:
 
 def select(records: Iterable[tuple[str, str]], selection: Selection) -> list[int]:
     """Positions (in input order) of the kept records, given each record's (instance_id, id) in input order."""
-    for name in ("per_instance", "limit"):
-        value = getattr(selection, name)
-        if value is not None and value < 1:
-            raise InputError(f"{name} must be at least 1, got {value}")
     by_instance: dict[str, list[tuple[bytes, int]]] = {}
     for position, (instance_id, record_id) in enumerate(records):
         key = hashlib.sha256(f"{selection.seed}\0{record_id}".encode()).digest()  # ties (repeated ids): input order

@@ -42,10 +42,10 @@ class FilterConfig:
 
     stage: Literal["zero", "hero"] = "zero"
     """zero: SWE-Zero rules (adds the banned-command rule); hero: SWE-Hero rules."""
-    max_steps: int = LoopConfig.max_steps
+    max_steps: Annotated[int, Range(min=1)] = LoopConfig.max_steps
     """Assistant turns allowed (the agent's step limit, the paper's 100); an episode that ended at the limit is
     dropped too."""
-    max_editor_errors: int = 3
+    max_editor_errors: Annotated[int, Range(min=1)] = 3
     """Drop trajectories with this many `str_replace_editor` errors or more (the paper: 3)."""
     resolved_only: bool = False
     """hero only: keep only rollouts whose patch resolves the task (graded locally when not yet graded). The paper

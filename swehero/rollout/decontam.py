@@ -15,8 +15,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from swehero.errors import InputError
+from swehero.recipe.stage import Range
 
 _WORD = re.compile(r"\w+")
 _PR_ID = re.compile(r"^(?P<owner>.+?)__(?P<name>.+)-(?P<number>\d+)$")
@@ -25,12 +27,24 @@ _PR_URL = re.compile(r"github\.com/([^/]+/[^/]+)/pull/(\d+)")
 
 @dataclass(frozen=True)
 class DecontamConfig:
-    threshold: float = 0.5
+    threshold: Annotated[float, Range(gt=0, lt=1)] = 0.5
     """Estimated Jaccard similarity of problem statements at which a training task is dropped."""
-    ngram: int = 5
+    ngram: Annotated[int, Range(min=1)] = 5
     """Characters per shingle (of the lower-cased words joined by single spaces)."""
-    num_perm: int = 256
+    num_perm: Annotated[int, Range(min=2)] = 256
     """MinHash permutations (more: a finer estimate)."""
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        # datasketch's LSH index splits the permutations into bands and needs at least 2: how many a threshold
+        # gets depends on num_perm (0.99 needs more than 256), so only building one tells
+        from datasketch import MinHashLSH
+
+        try:
+            MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+        except ValueError as e:
+            return [("threshold", f"datasketch's LSH index cannot be built for it with num_perm {self.num_perm} "
+                                  f"({e}): lower the threshold or raise num_perm")]
+        return []
 
 
 def upstream_pr(task: dict) -> tuple[str, int] | None:
@@ -113,6 +127,8 @@ def decontaminate_file(tasks_file: str, against: list[str], out: Path, cfg: Deco
     from swehero.jsonio import write_json_atomic
     from swehero.rollout.tasks import load_tasks
 
+    if out.suffix != ".jsonl":  # the file is written as JSON Lines, which the task loader reads by its suffix
+        raise InputError(f"{out}: the kept tasks are written as JSON Lines: name the file .jsonl")
     kept, report = decontaminate_against(load_tasks(tasks_file), against, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in kept))

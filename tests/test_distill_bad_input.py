@@ -1,0 +1,77 @@
+"""Settings and inputs of the distill commands (decontaminate, filter, merge) and the task loader that no run can
+use: each is refused in one line naming the setting, or the file (and line), before any work where it can be told
+then; never a traceback, nor an empty result that looks like success."""
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from swehero.cli import main
+from swehero.recipe.config import load_recipe
+from swehero.recipe.loader import RecipeError
+
+TASK = {"repo": "django/django", "base_commit": "0" * 40, "FAIL_TO_PASS": "[]", "PASS_TO_PASS": "[]"}
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def task_files(tmp_path):
+    """(training tasks, evaluation tasks): two unrelated issues, one evaluation task."""
+    train, evals = tmp_path / "train.jsonl", tmp_path / "evals.jsonl"
+    train.write_text("".join(json.dumps({**TASK, "instance_id": f"gym__t-{i}", "problem_statement": text}) + "\n"
+                             for i, text in enumerate(["Admin totals are wrong when filtering by date.",
+                                                       "The migration autodetector loops on renamed fields."])))
+    evals.write_text(json.dumps({**TASK, "instance_id": "django__django-1",
+                                 "problem_statement": "QuerySet.bulk_update() fails with F expressions."}) + "\n")
+    return train, evals
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--ngram", "0"], "--ngram: ngram: must be >= 1, got 0"),  # every shingle empty: every task dropped
+    (["--threshold", "5"], "--threshold: threshold: must be > 0 and < 1, got 5.0"),
+    (["--threshold", "0"], "--threshold: threshold: must be > 0 and < 1, got 0.0"),
+    (["--num-perm", "0"], "--num-perm: num_perm: must be >= 2, got 0"),
+    # in range each, not together: datasketch's index needs 2 bands, which 0.99 does not get of 256 permutations
+    (["--threshold", "0.99"], "--threshold: threshold: datasketch's LSH index cannot be built for it with num_perm "
+                              "256 (The number of bands are too small (b < 2)): lower the threshold or raise num_perm"),
+])
+def test_decontamination_settings_no_index_can_use_are_refused(options, message, tmp_path):
+    train, evals = task_files(tmp_path)
+    result = invoke("distill", "decontaminate", train, "--against", evals, *options, "--out", tmp_path / "c.jsonl")
+    assert result.exit_code == 2 and message in result.output.splitlines(), result.output
+    assert not (tmp_path / "c.jsonl").exists()
+    # the same threshold with more permutations gets its bands
+    if options[1] == "0.99":
+        result = invoke("distill", "decontaminate", train, "--against", evals, *options, "--num-perm", "1024",
+                        "--out", tmp_path / "c.jsonl")
+        assert result.exit_code == 0 and "kept 2 of 2 tasks" in result.output, result.output
+
+
+def test_decontaminated_tasks_are_written_only_under_a_jsonl_name(tmp_path):
+    """The task loader reads a file by its suffix: JSON Lines named .parquet would be read as Parquet."""
+    train, evals = task_files(tmp_path)
+    result = invoke("distill", "decontaminate", train, "--against", evals, "--out", tmp_path / "c.parquet")
+    assert result.exit_code == 1, result.output
+    assert result.output == f"Error: {tmp_path / 'c.parquet'}: the kept tasks are written as JSON Lines: name the " \
+                            "file .jsonl\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evals.jsonl", "train.jsonl"]
+
+
+def test_filter_limits_that_drop_every_trajectory_are_refused_by_the_schema(tmp_path):
+    """A step limit or editor-error limit below 1 dropped every trajectory, and the run passed."""
+    overrides = (f"run_dir={tmp_path}", "stages.filter_hero.rules.max_steps=-5",
+                 "stages.filter_hero.rules.max_editor_errors=0")
+    with pytest.raises(RecipeError) as info:
+        load_recipe("hero-7b", overrides)
+    assert [re.sub(r"stages\[\d+\]", "stages[i]", p) for p in info.value.problems] == [
+        "--set: stages[i].rules.max_steps: must be >= 1, got -5",
+        "--set: stages[i].rules.max_editor_errors: must be >= 1, got 0"]
+    (tmp_path / "t.jsonl").write_text("")
+    result = invoke("filter", "--stage", "zero", tmp_path / "t.jsonl", "--max-editor-errors", "-1",
+                    "--out", tmp_path / "f")
+    assert result.exit_code == 2 and "--max-editor-errors: rules.max_editor_errors: must be >= 1, got -1" \
+        in result.output.splitlines(), result.output
