@@ -293,7 +293,8 @@ def test_a_teacher_forced_score_is_made_again_for_other_weights_or_held_out_file
 
 
 def test_the_report_names_the_held_out_files_it_scored(tmp_path):
-    report = {"model": "m", "benchmark": "custom", "total": 0, "resolved": 0, "resolved_rate": 0.0, "ci95": [0, 0],
+    report = {"model": "m", "benchmark": "custom", "task_file": "t.jsonl", "graders": [], "total": 0, "resolved": 0,
+              "resolved_rate": 0.0, "ci95": [0, 0],
               "paper": None, "pending": 0, "ungraded": 0, "tool_calls": {"valid": 0, "turns": 0, "valid_rate": None},
               "teacher_forced": {"accuracy": 0.5, "tokens": 10, "trajectories": 2, "files": ["h/one.jsonl"]},
               "outcomes": {}, "per_repo": {}, "averages": {}, "prompts": [], "attempts": {"max": 1, "retried": 0},
