@@ -2,6 +2,8 @@
 or the file (and line, and what is wrong), where the rows are read as everywhere else (a reject under the reject
 budget, or an `Error:`), never a traceback, a result that looks like success, or a file of an earlier run."""
 
+import codecs
+import json
 import re
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from click.testing import CliRunner
 from tests_paths import QWEN
 
 from swehero.cli import main
+from swehero.data.sources import read_rows
+from swehero.errors import InputError
 from swehero.recipe.config import load_recipe
 from swehero.recipe.loader import RecipeError
 
@@ -39,3 +43,66 @@ def test_selection_and_reject_budget_out_of_range_are_refused_by_the_schema(tmp_
                     "--out", tmp_path / "r.jsonl")
     assert result.exit_code == 2 and "'--max-reject-fraction': -1.0 is not in the range 0<=x<=1" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_bytes_that_are_not_utf8_are_a_reject_at_their_line(tmp_path):
+    """As a line that is not JSON: counted under the reject budget, listed with its file:line (a traceback before)."""
+    jsonl, doc = tmp_path / "in.jsonl", tmp_path / "in.json"
+    jsonl.write_bytes(NVIDIA.read_bytes().splitlines(keepends=True)[0] + b'{"trajectory_id": "t\xff"}\n')
+    doc.write_bytes(b'[{"id": "a"},\n {"id": "b\xff"}]')
+    result = invoke("data", "import", "--format", "nvidia", jsonl, "--out", tmp_path / "o.jsonl")
+    assert result.exit_code == 1 and result.output.startswith("Error: 1 of 2 rows rejected") \
+        and "reasons: not_utf8: 1;" in result.output, result.output
+    result = invoke("data", "import", "--format", "nvidia", jsonl, "--max-reject-fraction", "0.5",
+                    "--out", tmp_path / "o.jsonl")
+    assert result.exit_code == 0 and '"written": 1, "rejected": {"not_utf8": 1}' in result.output, result.output
+    [reject] = [json.loads(line) for line in (tmp_path / "o.rejects.jsonl").read_text().splitlines()]
+    assert reject["where"] == f"{jsonl}:2" and reject["reason"] == "not_utf8"
+    assert reject["detail"] == "not UTF-8: 'utf-8' codec can't decode byte 0xff in position 20: invalid start byte"
+    [(where, row)] = read_rows(doc)
+    assert where == f"{doc}:2" and row.reason == "not_utf8", (where, row)
+    # commands that need every row a trajectory stop at it, naming it
+    result = invoke("filter", "--stage", "zero", jsonl, "--out", tmp_path / "f")
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {jsonl}:1: not a canonical trajectory")
+    (tmp_path / "t.jsonl").write_bytes(b'{"id": "\xff"}\n')
+    result = invoke("filter", "--stage", "zero", tmp_path / "t.jsonl", "--out", tmp_path / "f")
+    assert result.output == f"Error: {tmp_path / 't.jsonl'}:1: not a canonical trajectory: not_utf8: not UTF-8: " \
+                            "'utf-8' codec can't decode byte 0xff in position 8: invalid start byte\n", result.output
+
+
+def test_a_byte_order_mark_before_the_first_row_is_no_part_of_it(tmp_path):
+    """As the task loader reads it: line 1 was rejected as malformed JSON."""
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(codecs.BOM_UTF8 + NVIDIA.read_bytes())
+    result = invoke("data", "import", "--format", "nvidia", bom, "--out", tmp_path / "o.jsonl")
+    assert result.exit_code == 0 and '"written": 2, "rejected": {}' in result.output, result.output
+    assert next(read_rows(bom, parse=False))[1] == NVIDIA.read_text().splitlines(keepends=True)[0]  # prepare's way
+    doc = tmp_path / "bom.json"
+    doc.write_bytes(codecs.BOM_UTF8 + b'[{"id": "a"}]')
+    assert list(read_rows(doc)) == [(f"{doc}#1", {"id": "a"})]
+
+
+def damaged_parquet(tmp_path) -> Path:
+    """A Parquet file whose footer is whole but whose middle half (page headers among it) is zeroed."""
+    import pyarrow
+    import pyarrow.parquet
+
+    path = tmp_path / "damaged.parquet"
+    rows = [{"id": f"t{i}", "text": f"row {i} " * 20} for i in range(2000)]
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), path, row_group_size=100)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 4: len(data) * 3 // 4] = bytes(len(data) * 3 // 4 - len(data) // 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_file_that_is_not_parquet_is_one_error_naming_it(tmp_path):
+    """Text named .parquet, or a damaged Parquet file: pyarrow's ArrowInvalid or OSError before."""
+    text = tmp_path / "text.parquet"
+    text.write_text("hello")
+    result = invoke("data", "import", "--format", "nvidia", text, "--out", tmp_path / "o.jsonl")
+    assert result.exit_code == 1 and result.output == f"Error: {text}: cannot be read as Parquet (Parquet file size " \
+                                                      "is 5 bytes, smaller than the minimum file footer (8 bytes))\n"
+    with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path))}/damaged.parquet: cannot be read as Parquet"):
+        list(read_rows(damaged_parquet(tmp_path)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.parquet", "text.parquet"]

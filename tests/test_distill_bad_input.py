@@ -2,15 +2,19 @@
 use: each is refused in one line naming the setting, or the file (and line), before any work where it can be told
 then; never a traceback, nor an empty result that looks like success."""
 
+import codecs
 import json
 import re
 
 import pytest
 from click.testing import CliRunner
+from test_data_bad_input import damaged_parquet
 
 from swehero.cli import main
+from swehero.errors import InputError
 from swehero.recipe.config import load_recipe
 from swehero.recipe.loader import RecipeError
+from swehero.rollout.tasks import load_tasks
 
 TASK = {"repo": "django/django", "base_commit": "0" * 40, "FAIL_TO_PASS": "[]", "PASS_TO_PASS": "[]"}
 
@@ -75,3 +79,25 @@ def test_filter_limits_that_drop_every_trajectory_are_refused_by_the_schema(tmp_
                     "--out", tmp_path / "f")
     assert result.exit_code == 2 and "--max-editor-errors: rules.max_editor_errors: must be >= 1, got -1" \
         in result.output.splitlines(), result.output
+
+
+def test_task_files_that_cannot_be_read_are_one_error_naming_them(tmp_path):
+    """A .json task file with bytes that are not UTF-8, text named .parquet or a damaged Parquet file: tracebacks of
+    UnicodeDecodeError, ArrowInvalid or DatasetGenerationError before. A .json file starting with a byte order mark
+    loads, as a .jsonl one does (it was `not JSON` before)."""
+    row = {**TASK, "instance_id": "gym__t-1", "problem_statement": "Totals are wrong."}
+    doc = tmp_path / "tasks.json"
+    doc.write_bytes(b"[\n" + json.dumps(row).encode() + b',\n{"instance_id": "\xff"}]')
+    with pytest.raises(InputError, match=rf"^{re.escape(str(doc))}:3: not UTF-8: 'utf-8' codec can't decode byte "
+                                         r"0xff in position \d+: invalid start byte$"):
+        load_tasks(str(doc))
+    doc.write_bytes(codecs.BOM_UTF8 + json.dumps([row]).encode())
+    assert [t["instance_id"] for t in load_tasks(str(doc))] == ["gym__t-1"]
+    text = tmp_path / "tasks.parquet"
+    text.write_text("hello")
+    result = invoke("distill", "decontaminate", text, "--against", doc, "--out", tmp_path / "c.jsonl")
+    assert result.exit_code == 1 and result.output == f"Error: {text}: cannot be read as Parquet (Parquet file size " \
+                                                      "is 5 bytes, smaller than the minimum file footer (8 bytes))\n"
+    damaged = damaged_parquet(tmp_path)
+    with pytest.raises(InputError, match=rf"^{re.escape(str(damaged))}: cannot be read as Parquet \(.+\)$"):
+        load_tasks(str(damaged))

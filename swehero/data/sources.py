@@ -8,6 +8,7 @@ memory); its rows are tagged `file:row`.
 
 from __future__ import annotations
 
+import codecs
 import json
 import sys
 from collections import Counter
@@ -60,20 +61,23 @@ def _is_data_file(path: Path) -> bool:
 
 
 def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:
-    """Yield `(where, row)`; a row that cannot be parsed is yielded as a `Reject` instead of a dict.
+    """Yield `(where, row)`; a row that cannot be parsed (not UTF-8, not JSON) is yielded as a `Reject` instead of
+    a dict. A byte order mark before the first row is no part of it (some Windows tools write one), as for task
+    files. A Parquet file that cannot be read is an `InputError` naming it.
 
     With `parse=False`, JSONL lines come back as unparsed strings (so worker processes can parse them)."""
     path = existing_file(path)
     if path.suffix == ".parquet":
-        from datasets import load_dataset
-
-        rows = load_dataset("parquet", data_files=str(path), split="train", streaming=True)
-        for i, row in enumerate(rows, 1):
-            yield f"{path}:{i}", _without_arrow_nulls(row)
+        yield from _parquet_rows(path)
     elif path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
+        with open(path, "rb") as f:  # lines end at b"\n" alone: JSON written raw may hold U+2028 or a lone \r
+            for i, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = (raw.removeprefix(codecs.BOM_UTF8) if i == 1 else raw).decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield f"{path}:{i}", Reject("not_utf8", f"not UTF-8: {e}")
                     continue
                 if not parse:
                     yield f"{path}:{i}", line
@@ -83,8 +87,13 @@ def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:
                 except json.JSONDecodeError as e:
                     yield f"{path}:{i}", Reject("malformed_json", str(e))
     else:  # one JSON document: a list of rows, or a single row (a SWE-agent .traj file)
+        raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            yield f"{path}:{line}", Reject("not_utf8", f"not UTF-8: {e}")
+            return
         except json.JSONDecodeError as e:
             yield f"{path}:{e.lineno}", Reject("malformed_json", str(e))
             return
@@ -93,6 +102,21 @@ def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:
                 yield f"{path}#{i}", row
         else:
             yield f"{path}", data
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    """`(file:row, row)` of a Parquet file, streamed by `datasets`; a file that is no Parquet, or a damaged one, is
+    an `InputError` naming it (Arrow reports a bad footer as `ArrowInvalid`, a bad page as `OSError`)."""
+    import pyarrow.parquet
+    from datasets import load_dataset
+
+    try:
+        pyarrow.parquet.read_metadata(path)  # no Parquet at all: said here, before `datasets` logs it too
+        rows = load_dataset("parquet", data_files=str(path), split="train", streaming=True)
+        for i, row in enumerate(rows, 1):
+            yield f"{path}:{i}", _without_arrow_nulls(row)
+    except (pyarrow.ArrowException, OSError) as e:
+        raise InputError(f"{path}: cannot be read as Parquet ({' '.join(str(e).split())})") from None
 
 
 def _without_arrow_nulls(row: dict) -> dict:

@@ -9,6 +9,7 @@ agent needs only the columns in `REQUIRED`; grading needs the test lists too (`l
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import importlib
 import json
@@ -212,8 +213,12 @@ def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
         if path.suffix == ".jsonl":
             return [(f"{source}:{i}", row) for i, row in iter_jsonl(path)]
         if path.suffix == ".json":
+            raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # as JSON Lines task files, a BOM is no content
             try:
-                rows = json.loads(path.read_text())
+                rows = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                line = raw.count(b"\n", 0, e.start) + 1
+                raise InputError(f"{source}:{line}: not UTF-8: {e}") from None
             except json.JSONDecodeError as e:
                 # `datasets.Dataset.to_json` writes JSON Lines, whatever the file is called
                 hint = "; one JSON object a line is JSON Lines: name the file .jsonl" if e.msg == "Extra data" else ""
@@ -225,8 +230,7 @@ def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
     import datasets
 
     if path.is_file():
-        rows = datasets.load_dataset("parquet", data_files=str(path), split="train")
-        return [(f"{source}:{i}", row) for i, row in enumerate(rows, 1)]
+        return [(f"{source}:{i}", row) for i, row in enumerate(_parquet_rows(path), 1)]
     bench = benchmark_of(source)
     if bench is None:
         raise InputError(f"{source!r} is neither a task file nor a known benchmark "
@@ -240,6 +244,21 @@ def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
             "with network access (or a recipe's `download` stage), or pass a local .jsonl/.parquet file of the tasks."
         ) from e
     return [(f"{bench.hub_id}:{i}", row) for i, row in enumerate(rows, 1)]
+
+
+def _parquet_rows(path: Path):
+    """The rows of a Parquet task file, through `datasets`; a file that is no Parquet, or a damaged one, is an
+    `InputError` naming it (Arrow reports a bad footer as `ArrowInvalid`, a bad page as `OSError`, which `datasets`
+    wraps)."""
+    import datasets
+    import pyarrow.parquet
+
+    try:
+        pyarrow.parquet.read_metadata(path)  # no Parquet at all: said here, before `datasets` logs it too
+        return datasets.load_dataset("parquet", data_files=str(path), split="train")
+    except (pyarrow.ArrowException, OSError, datasets.exceptions.DatasetGenerationError) as e:
+        reason = e.__cause__ or e
+        raise InputError(f"{path}: cannot be read as Parquet ({' '.join(str(reason).split())})") from None
 
 
 def load_tasks(source: str, split: str = "", tests: bool = False) -> list[dict]:
