@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tests_paths import QWEN
 
 from swehero.cli import main
-from swehero.data.sources import read_rows
+from swehero.data.sources import Rejects, read_rows
 from swehero.errors import InputError
 from swehero.recipe.config import load_recipe
 from swehero.recipe.loader import RecipeError
@@ -106,3 +106,32 @@ def test_a_file_that_is_not_parquet_is_one_error_naming_it(tmp_path):
     with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path))}/damaged.parquet: cannot be read as Parquet"):
         list(read_rows(damaged_parquet(tmp_path)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.parquet", "text.parquet"]
+
+
+def test_a_finished_run_leaves_its_own_rejects_only(tmp_path):
+    """The rejects file was opened (emptied) at the first reject only: a rerun with none left the earlier run's."""
+    malformed = tmp_path / "in.jsonl"
+    malformed.write_text(NVIDIA.read_text() + "{bad\n")
+    out = tmp_path / "o.jsonl"
+    result = invoke("data", "import", "--format", "nvidia", malformed, "--max-reject-fraction", "0.5", "--out", out)
+    assert result.exit_code == 0 and (tmp_path / "o.rejects.jsonl").exists(), result.output
+    result = invoke("data", "import", "--format", "nvidia", NVIDIA, "--out", out)
+    assert result.exit_code == 0 and '"rejected": {}' in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "o.jsonl"]
+    # `data verifier` (rejects.jsonl in its folder) and `prepare` keep theirs through the same class
+    stale = tmp_path / "rejects.jsonl"
+    stale.write_text('{"where": "old:1"}\n')
+    rejects = Rejects(stale)
+    rejects.close()
+    assert not stale.exists()
+
+
+@pytest.mark.parametrize("command", [["import", "--format", "nvidia"], ["render", "--tokenizer", QWEN]])
+def test_an_output_that_is_a_folder_is_refused_before_any_work(command, tmp_path):
+    """It ended, after all the work, in `IsADirectoryError: 'out.partial' -> 'out'`."""
+    out = tmp_path / "out"
+    out.mkdir()
+    result = invoke("data", *command, NVIDIA, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert result.output == f"Error: {out}: a folder, where the command writes a file: name a file (OUT.jsonl)\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not any(out.iterdir())

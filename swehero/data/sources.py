@@ -157,21 +157,25 @@ def iter_trajectories(path: Path) -> Iterator[dict]:
 def checked_output(out: Path, max_reject_fraction: float,
                    inputs: list[str]) -> Iterator[tuple[Path, Rejects, Counter]]:
     """For a command writing `out` from the rows it reads from `inputs`: where to write it, its rejects
-    (`<out>.rejects.jsonl`, kept whatever happens) and a counter the command counts the rows it read in (`read`).
-    When the block ends, no row read (empty files: a truncated copy) or more than `max_reject_fraction` of them
-    rejected is an InputError; `out` appears only then, and only whole:
+    (`<out>.rejects.jsonl`, this run's only, kept whatever happens) and a counter the command counts the rows it
+    read in (`read`). When the block ends, no row read (empty files: a truncated copy) or more than
+    `max_reject_fraction` of them rejected is an InputError; `out` appears only then, and only whole:
     on an error, Ctrl-C or too many rejects nothing half-written is left beside it. It is written at
-    `<out>.partial`, which a rerun replaces: a `kill -9` leaves only that, which a folder read as input skips."""
-    rejects, counts = Rejects(out.with_name(out.stem + REJECTS)), Counter()
-    try:
-        with partial_path(out) as tmp:
+    `<out>.partial`, which a rerun replaces: a `kill -9` leaves only that, which a folder read as input skips.
+    An `out` that is a folder is an InputError before any work, which could not be renamed over it."""
+    if out.is_dir():
+        raise InputError(f"{out}: a folder, where the command writes a file: name a file (OUT.jsonl)")
+    with partial_path(out) as tmp:
+        # under partial_path's lock: a second run into `out` meanwhile stops before it touches the first's rejects
+        rejects, counts = Rejects(out.with_name(out.stem + REJECTS)), Counter()
+        try:
             yield tmp, rejects, counts
             rejects.close()
             if not counts["read"]:
                 raise InputError(f"{', '.join(map(str, inputs))}: no rows to read (empty files?)")
             rejects.check(counts["read"], max_reject_fraction)
-    finally:
-        rejects.close()
+        finally:
+            rejects.close()
 
 
 LOG_PROGRESS_EVERY = 60.0
@@ -206,12 +210,14 @@ class _Lines:
 
 
 class Rejects:
-    """Counts rejects by reason and writes each to a JSONL file with where it came from."""
+    """Counts rejects by reason and writes each to a JSONL file with where it came from. The file is the run's own:
+    one an earlier run left is removed at once, so that a run with none leaves none, not the earlier run's."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.counts: Counter[str] = Counter()
         self._file = None
+        path.unlink(missing_ok=True)
 
     def add(self, where: str, reject: Reject, record_id: str | None = None) -> None:
         if self._file is None:
