@@ -9,6 +9,7 @@ import re
 import pytest
 from click.testing import CliRunner
 from test_data_bad_input import damaged_parquet
+from test_distill_filters import good
 
 from swehero.cli import main
 from swehero.errors import InputError
@@ -101,3 +102,28 @@ def test_task_files_that_cannot_be_read_are_one_error_naming_them(tmp_path):
     damaged = damaged_parquet(tmp_path)
     with pytest.raises(InputError, match=rf"^{re.escape(str(damaged))}: cannot be read as Parquet \(.+\)$"):
         load_tasks(str(damaged))
+
+
+def test_filter_refuses_an_input_without_trajectories(tmp_path):
+    """It reported `kept 0 of 0` and passed, where import and prepare refuse an empty input."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    result = invoke("filter", "--stage", "zero", empty, "--out", tmp_path / "f")
+    assert result.exit_code == 1 and result.output == f"Error: {empty}: no trajectories to read (an empty file?)\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl"]
+
+
+def test_a_task_file_without_the_trajectorys_task_is_named(tmp_path):
+    """`no test patch known (pass the task file: --tasks)` was the message with --tasks given."""
+    record = good(0)
+    del record["metadata"]["test_files"]
+    trajectories, tasks = tmp_path / "t.jsonl", tmp_path / "tasks.jsonl"
+    trajectories.write_text(json.dumps(record) + "\n")
+    tasks.write_text(json.dumps({**TASK, "instance_id": "gym__t-1", "problem_statement": "Totals are wrong."}) + "\n")
+    result = invoke("filter", "--stage", "zero", trajectories, "--tasks", tasks, "--out", tmp_path / "f")
+    assert result.exit_code == 1, result.output
+    assert result.output == f"Error: {tasks}: no task swehero-toy__calc-1, whose test patch touches_test_files reads " \
+                            "(nor has the trajectory metadata.test_files): pass the task file it was made from, or " \
+                            "skip the rule\n"
+    result = invoke("filter", "--stage", "zero", trajectories, "--out", tmp_path / "f")
+    assert result.output == "Error: swehero-toy__calc-1: no test patch known (pass the task file: --tasks)\n"

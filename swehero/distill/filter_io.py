@@ -10,6 +10,7 @@ from pathlib import Path
 from swehero.data.select import Selection, select_lines
 from swehero.data.sources import iter_trajectories
 from swehero.distill.filters import GRADES, FilterConfig, Grades, check_gradable, filter_trajectories
+from swehero.errors import InputError
 
 REPORT = "filter_report.json"
 
@@ -41,6 +42,8 @@ def filter_file(path: str, cfg: FilterConfig, out_dir: Path, seed: int = Selecti
 
             report = filter_trajectories(iter_trajectories(path), cfg, keep,
                                          lambda d: dropped.write(json.dumps(d) + "\n"), grades)
+        if not report["input"]:  # as import and prepare: an emptied file (a failed export) is no clean result
+            raise InputError(f"{path}: no trajectories to read (an empty file?)")
         if selection.active:
             report["selected"] = select_lines(partial["trajectories"], kept_ids, selection)
         report["source"] = str(path)

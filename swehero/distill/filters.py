@@ -350,6 +350,9 @@ def _violates(rule: Rule, record: dict, cfg: FilterConfig, tasks: dict[str, dict
         files = patch_files(task.get("test_patch") or "")
     elif "test_files" in meta:
         files = meta["test_files"]
+    elif cfg.tasks:
+        raise InputError(f"{cfg.tasks}: no task {record['instance_id']}, whose test patch {rule.name} reads (nor has "
+                         "the trajectory metadata.test_files): pass the task file it was made from, or skip the rule")
     else:
         raise InputError(f"{record['instance_id']}: no test patch known (pass the task file: --tasks)")
     return rule.check(record, cfg, files)
