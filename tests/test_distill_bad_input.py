@@ -127,3 +127,28 @@ def test_a_task_file_without_the_trajectorys_task_is_named(tmp_path):
                             "skip the rule\n"
     result = invoke("filter", "--stage", "zero", trajectories, "--out", tmp_path / "f")
     assert result.output == "Error: swehero-toy__calc-1: no test patch known (pass the task file: --tasks)\n"
+
+
+def test_merge_names_a_damaged_summary_or_trajectory_and_merges_nothing(tmp_path):
+    """A summary.json that is no JSON ended in JSONDecodeError, a trajectory without messages in KeyError."""
+    shard, out = tmp_path / "shard-0", tmp_path / "merged"
+    shard.mkdir()
+    trajectories = shard / "trajectories.jsonl"
+    trajectories.write_text("".join(json.dumps(good(i)) + "\n" for i in range(2)))
+    (shard / "summary.json").write_text("{")
+    result = invoke("distill", "merge", shard, "--out", out)
+    assert result.exit_code == 1 and result.output == (
+        f"Error: {shard / 'summary.json'}: not a distill run's summary (not JSON: Expecting property name enclosed in "
+        "double quotes: line 1 column 2 (char 1))\n"), result.output
+    (shard / "summary.json").write_text(json.dumps({"wall_s": 1.5, "outstanding_failures": 0}))
+    broken, unnumbered = good(2), good(3)
+    del broken["messages"], unnumbered["metadata"]["rollout"]
+    for record, problem in [(broken, "messages is missing"), (unnumbered, "metadata.rollout is no rollout number")]:
+        trajectories.write_text("".join(json.dumps(r) + "\n" for r in [good(0), record, good(1)]))
+        result = invoke("distill", "merge", shard, "--out", out)
+        assert result.exit_code == 1, result.output
+        assert result.output == f"Error: {trajectories}:2: not a distill run's trajectory: {problem}\n"
+    assert not (out / "trajectories.jsonl").exists() or not (out / "trajectories.jsonl").read_text()
+    trajectories.write_text("".join(json.dumps(good(i)) + "\n" for i in range(2)))
+    result = invoke("distill", "merge", shard, "--out", out)
+    assert result.exit_code == 0 and result.output.startswith("2 episodes from 1 shard(s)"), result.output

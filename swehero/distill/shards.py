@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 
 from swehero.errors import InputError, MissingInput
@@ -49,16 +50,51 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
     return out / "distill.sbatch"
 
 
+def episodes(file: Path) -> Iterator[dict]:
+    """The trajectories of a distill run's `trajectories.jsonl`, read as `JsonlLogReader` reads them (to the last
+    complete line: the one a running shard is appending is left for the next merge), each checked for what the merge
+    reads of it (its task, rollout number and messages): a line without them is an `InputError` naming its file:line
+    and the field, not a KeyError halfway through the merge."""
+    if not Path(file).exists():
+        return
+    with open(file, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.endswith(b"\n"):
+                return
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise InputError(f"{file}:{number}: not JSON: {e}") from None
+            if problem := _not_an_episode(record):
+                raise InputError(f"{file}:{number}: not a distill run's trajectory: {problem}")
+            yield record
+
+
+def _not_an_episode(record) -> str | None:
+    """What a record lacks of the fields the merge reads (`key`, `fingerprint`), or None."""
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__}, not a JSON object"
+    if not isinstance(record.get("instance_id"), str):
+        return "instance_id is no string"
+    if not isinstance(record.get("messages"), list):
+        return f"messages is {'missing' if 'messages' not in record else 'no list'}"
+    metadata = record.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("rollout"), int):
+        return "metadata.rollout is no rollout number"
+    return None
+
+
 def check_one_episode_per_key(files: list[Path]) -> set:
     """The keys of the records `files` hold; two different records under one key are an error. Only a fingerprint
     of each record is kept: the files together can be far larger than memory."""
     from swehero.distill.filters import fingerprint
     from swehero.distill.run import key
-    from swehero.jsonio import JsonlLogReader
 
     seen: dict = {}
     for file in files:
-        for record in JsonlLogReader(file, key=key):
+        for record in episodes(file):
             made = fingerprint(record)
             first, where = seen.setdefault(key(record), (made, file))
             if first != made:
@@ -76,17 +112,19 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     not in the merged trajectories is listed under `failed`, with how many."""
     from swehero.distill.run import ATTEMPTS, SUMMARY, TRAJECTORIES, key, outstanding_failures
     from swehero.distill.summary import summarize
-    from swehero.jsonio import JsonlLog, JsonlLogReader, write_json_atomic
+    from swehero.jsonio import JsonlLog, read_json, write_json_atomic
     from swehero.rollout.runner import recorded_differences
 
     for shard in shard_dirs:
         if not any((Path(shard) / name).exists() for name in (SUMMARY, TRAJECTORIES)):
             raise MissingInput(f"{shard}: not the output of a distill run (no {TRAJECTORIES} or {SUMMARY})")
-    unfinished = [str(shard) for shard in shard_dirs if not (Path(shard) / SUMMARY).exists()]
+    # read before anything is merged: a damaged one stops the merge with nothing appended
+    summaries = {shard: _summary(Path(shard) / SUMMARY) for shard in shard_dirs if (Path(shard) / SUMMARY).exists()}
+    unfinished = [str(shard) for shard in shard_dirs if shard not in summaries]
     out_dir = Path(out_dir)
     # one result holds attempts made one way: the shards' (and what `out_dir` already holds) must agree, and the
     # merged folder records it, so that a later run into it is checked against it too
-    made = {str(d): json.loads((Path(d) / ATTEMPTS).read_text())
+    made = {str(d): read_json(Path(d) / ATTEMPTS, "the attempts record of a distill run")
             for d in [*shard_dirs, out_dir] if (Path(d) / ATTEMPTS).is_file()}
     if made:
         (first, identity), *others = made.items()
@@ -99,9 +137,9 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     # checked before anything is appended; records stream through: the shards together can be far larger than memory
     checked = check_one_episode_per_key([merged.path, *(Path(shard) / TRAJECTORIES for shard in shard_dirs)])
     have = merged.keys()
-    walls, duplicates, summaries = [], 0, {}
+    duplicates = 0
     for shard in shard_dirs:
-        for record in JsonlLogReader(Path(shard) / TRAJECTORIES, key=key):
+        for record in episodes(Path(shard) / TRAJECTORIES):
             if key(record) not in checked:  # committed by a running shard after the check: left for the next merge
                 continue
             if key(record) in have:
@@ -109,15 +147,23 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
                 continue
             merged.append(record)
             have.add(key(record))
-        summary_file = Path(shard) / SUMMARY
-        if summary_file.exists():
-            summaries[shard] = json.loads(summary_file.read_text())
-            walls.append(summaries[shard]["wall_s"])
     # a shard's own count knows its plan (a failed task excluded since is not outstanding)
     failed = {str(shard): n for shard in shard_dirs
               if (n := summaries.get(shard, {}).get("outstanding_failures", len(outstanding_failures(shard, have))))}
-    summary = summarize(merged, wall_s=max(walls, default=0.0))
+    summary = summarize(merged, wall_s=max((s["wall_s"] for s in summaries.values()), default=0.0))
     summary.update(shards=[str(s) for s in shard_dirs], duplicates_skipped=duplicates, unfinished=unfinished,
                    outstanding_failures=sum(failed.values()), failed=failed)
     write_json_atomic(out_dir / SUMMARY, summary)
+    return summary
+
+
+def _summary(file: Path) -> dict:
+    """A shard's `summary.json`, with the figures the merge reads of it; one that is not is an `InputError` naming it."""
+    from swehero.jsonio import read_json
+
+    summary = read_json(file, "a distill run's summary")
+    if not isinstance(summary.get("wall_s"), (int, float)) or \
+            not isinstance(summary.get("outstanding_failures", 0), int):
+        raise InputError(f"{file}: not a distill run's summary: it needs wall_s (seconds) and, if any, "
+                         "outstanding_failures (a count)")
     return summary
