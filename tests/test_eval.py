@@ -654,12 +654,11 @@ def test_what_a_run_cannot_use_is_one_line_before_any_attempt(toy, tmp_path):
     (tmp_path / "prompts.json").write_text(json.dumps({"zero": "not a prompts file"}))
     cases = [(["--policy", "gold"], f"{toy} lacks eval_script"),  # the swebench grader, on tasks without images
              (["--policy", "openai", "--grader", "local"], "the openai policy needs a model endpoint"),
-             (["--policy", "gold", "--grader", "local", "--shard", "4/2"], "shard '4/2': need 0 <= i < n"),
              (["--policy", "oracle", "--grader", "local", "--prompts", str(tmp_path / "prompts.json")],
               f"{tmp_path / 'prompts.json'}: not a prompts file (format swehero-prompts/1"),
              (["--policy", "oracle", "--grader", "local", "--runtime", "docker"], "no Docker engine is reachable"),
              (["--policy", "oracle", "--grader", "local"], "bubblewrap (`bwrap`) is not installed")]
-    machine = {4: {"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}, 5: {"PATH": str(tmp_path / "bin")}}
+    machine = {3: {"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}, 4: {"PATH": str(tmp_path / "bin")}}
     for i, (args, message) in enumerate(cases):
         out = tmp_path / f"run-{i}"
         result = CliRunner().invoke(main, ["eval", "run", str(out), "--tasks", str(toy), *args], env=machine.get(i))

@@ -465,11 +465,20 @@ def test_settings_out_of_range_are_reported_before_anything_runs(tmp_path):
     ("stages.eval_verified.agent.loop.max_steps=0", "agent.loop.max_steps: must be >= 1, got 0"),
     ("stages.eval_verified.workers=0", "workers: must be >= 1, got 0"),
     ("stages.eval_verified.grading.workers=0", "grading.workers: must be >= 1, got 0"),
+    ("stages.eval_verified.agent.openai.max_reply_tokens=0", "agent.openai.max_reply_tokens: must be >= 1, got 0"),
+    ("stages.eval_verified.limit=-1", "limit: must be >= 0, got -1"),
+    ("stages.eval_verified.shard=abc", "shard: must look like i/n (e.g. 0/4), got 'abc'"),
+    ("stages.eval_verified.shard=3/2", "shard: '3/2': need 0 <= i < n"),
 ])
 def test_sizes_and_sampling_settings_out_of_range_are_reported(assignment, message, tmp_path):
     """Each was accepted, then divided by (`recipe plan`: ZeroDivisionError) or planned as nonsense (0x8 GPUs)."""
     found = problems("hero-7b", f"run_dir={tmp_path}", assignment)
     assert re.fullmatch(rf"--set: stages\[\d+\]\.{re.escape(message)}", found[0]), found
+
+
+def test_the_verifier_datas_reject_fraction_is_a_share(tmp_path):
+    found = problems("hero-32b-verifier", f"run_dir={tmp_path}", "stages.verifier_data.max_reject_fraction=-1")
+    assert re.fullmatch(r"--set: stages\[\d+\]\.max_reject_fraction: must be >= 0 and <= 1, got -1.0", found[0]), found
 
 
 @pytest.mark.parametrize("assignment", ["stages.sft_zero.parallel.tensor=0",

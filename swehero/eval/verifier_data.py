@@ -70,7 +70,7 @@ class Settings:
     """Seeds the order of attempts and the train/valid split; default: the recipe's seed (0 from the CLI)."""
     workers: int = -1
     """Processes packing the examples (`prepare`); -1: every core, 0: none."""
-    max_reject_fraction: float = MAX_REJECT_FRACTION
+    max_reject_fraction: Annotated[float, Range(min=0, max=1)] = MAX_REJECT_FRACTION
     """Fail when more than this share of the records read is malformed."""
 
 

@@ -16,11 +16,12 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Annotated
 
 from swehero.errors import InputError, MissingInput
 from swehero.gitdiff import diff_files
 from swehero.jsonio import iter_jsonl
-from swehero.recipe.stage import input_or_names
+from swehero.recipe.stage import Range, input_or_names
 
 REQUIRED = ("instance_id", "repo", "base_commit", "problem_statement")
 """What the agent needs of a task."""
@@ -73,11 +74,20 @@ class TaskSelection:
     """Only these instance ids, in this order."""
     shard: str = ""
     """`i/n`: every n-th task starting at the i-th (0-based), to split a task set over machines."""
-    limit: int = 0
+    limit: Annotated[int, Range(min=0)] = 0
     """At most this many tasks (after sharding; 0: all)."""
     repos: str = ""
     """Folder of the task repositories, one git repository (or bare mirror) per task repository named
     `owner__name` (local runtime, local grader); empty: `repos/` beside the task file."""
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        """A shard that is no `i/n`, refused with the other settings before any task is loaded."""
+        try:
+            if self.shard:
+                parse_shard(self.shard)
+        except InputError as e:
+            return [("shard", str(e).removeprefix("shard "))]
+        return []
 
 
 @dataclass(frozen=True)
