@@ -188,9 +188,13 @@ class JsonlLogReader:
 
     def __iter__(self) -> Iterator[dict]:
         """The complete records, in the order committed, one in memory at a time."""
+        yield from (record for _, record in self.numbered())
+
+    def numbered(self) -> Iterator[tuple[int, Any]]:
+        """(line number, record) of the complete records: for a reader that checks them, to name the line."""
         if self.path.exists():
             with open(existing_file(self.path), "rb") as f:
-                yield from (record for _, record in _parsed(self.path, _terminated(enumerate(f, 1))))
+                yield from _parsed(self.path, _terminated(enumerate(f, 1)))
 
     def keys(self) -> set:
         """The keys committed: what a resumed run skips, without holding the records."""

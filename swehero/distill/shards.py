@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,21 +54,12 @@ def episodes(file: Path) -> Iterator[dict]:
     complete line: the one a running shard is appending is left for the next merge), each checked for what the merge
     reads of it (its task, rollout number and messages): a line without them is an `InputError` naming its file:line
     and the field, not a KeyError halfway through the merge."""
-    if not Path(file).exists():
-        return
-    with open(file, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if not line.endswith(b"\n"):
-                return
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise InputError(f"{file}:{number}: not JSON: {e}") from None
-            if problem := _not_an_episode(record):
-                raise InputError(f"{file}:{number}: not a distill run's trajectory: {problem}")
-            yield record
+    from swehero.jsonio import JsonlLogReader
+
+    for number, record in JsonlLogReader(file).numbered():
+        if problem := _not_an_episode(record):
+            raise InputError(f"{file}:{number}: not a distill run's trajectory: {problem}")
+        yield record
 
 
 def _not_an_episode(record) -> str | None:
