@@ -108,7 +108,7 @@ def test_a_folder_without_a_model_fails_before_any_rank_starts(tmp_path):
     cases = [(tmp_path, f"{tmp_path}: no config.json (Hugging Face folder) or hf_config.json"),
              (config_only, f"{config_only}: no model.safetensors.index.json or model.safetensors"),
              (llama, f"{llama}: expected a qwen2 config, got model_type='llama'"),
-             (garbled, f"{garbled / 'config.json'}: not a model config (JSON): Expecting property name"),
+             (garbled, f"{garbled / 'config.json'}: not a model config (not JSON: Expecting property name"),
              (llama / "config.json", f"{llama / 'config.json'}: expected a qwen2 config")]
     for source, message in cases:
         result = CliRunner().invoke(main, ["convert", "hf-to-mcore", str(source), str(tmp_path / "out")])

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from swehero.errors import InputError, MissingInput, few
+from swehero.jsonio import read_json
 from swehero.model import qwen2
 
 CONFIG = "config.json"
@@ -55,13 +56,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
                                              None)
     if found is None:
         raise MissingInput(f"{path}: no {CONFIG} (Hugging Face folder) or {CHECKPOINT_CONFIG} (Megatron checkpoint)")
-    try:
-        config = json.loads(found.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{found}: not a model config (JSON): {e}") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{found}: not a model config: a JSON object is, got {type(config).__name__}")
-    return config
+    return read_json(found, "a model config")
 
 
 def known_config(ref: str) -> dict[str, Any] | None:
