@@ -135,21 +135,3 @@ def test_an_output_that_is_a_folder_is_refused_before_any_work(command, tmp_path
     assert result.exit_code == 1, result.output
     assert result.output == f"Error: {out}: a folder, where the command writes a file: name a file (OUT.jsonl)\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not any(out.iterdir())
-
-
-def test_a_trajectory_read_twice_is_written_once_and_counted_as_a_duplicate(tmp_path):
-    """It was written twice (`"written": 2, "instances": 1`), for `prepare` to reject it later. By content, as
-    `prepare` finds them: the copy has another id."""
-    first = json.loads(NVIDIA.read_text().splitlines()[0])
-    twice = tmp_path / "twice.jsonl"
-    twice.write_text(json.dumps(first) + "\n" + json.dumps({**first, "trajectory_id": "copy"}) + "\n")
-    out = tmp_path / "o.jsonl"
-    result = invoke("data", "import", "--format", "nvidia", twice, "--max-reject-fraction", "0.5", "--out", out)
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["written"] == 1 and json.loads(result.output)["rejected"] == {"duplicate": 1}
-    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [first["trajectory_id"]]
-    assert json.loads((tmp_path / "o.rejects.jsonl").read_text()) == {
-        "where": f"{twice}:2", "reason": "duplicate", "detail": f"the same messages and tools as {twice}:1",
-        "id": "copy"}
-    result = invoke("data", "import", "--format", "nvidia", twice, "--out", out)
-    assert result.exit_code == 1 and "reasons: duplicate: 1;" in result.output, result.output

@@ -422,11 +422,10 @@ def import_files(
     written, rejected by reason, distinct tasks, records per source; with a selection, also what it kept."""
     from swehero.data.select import select_lines
     from swehero.data.sources import checked_output, expand, progress, read_rows
-    from swehero.data.trajectory import trained_digest, validate
+    from swehero.data.trajectory import validate
 
     convert, id_column = IMPORTERS[fmt], ID_COLUMNS.get(fmt, "id")
     written: list[tuple[str, str]] = []  # (instance_id, id) of each line written
-    seen: dict[str, str] = {}  # trained_digest -> where it was first read
     sources: Counter[str] = Counter()
     with checked_output(out, max_reject_fraction, paths) as (tmp, rejects, n):
         with open(tmp, "w", encoding="utf-8") as f, progress("import", " rows") as bar:
@@ -440,12 +439,6 @@ def import_files(
                         if not isinstance(row, dict):
                             raise Reject("not_an_object", type(row).__name__)
                         record = validate(convert(row, where, stage))
-                        # the same conversation again (a file copied into the input, a row repeated): written once,
-                        # as `prepare` would train it once; by content, not by id, which a source need not keep unique
-                        digest = trained_digest(record)
-                        if digest in seen:
-                            raise Reject("duplicate", f"the same messages and tools as {seen[digest]}")
-                        seen[digest] = where
                     except Reject as r:
                         rejects.add(where, r, row.get(id_column) if id_column and isinstance(row, dict) else None)
                         continue
