@@ -68,7 +68,7 @@ def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:
     With `parse=False`, JSONL lines come back as unparsed strings (so worker processes can parse them)."""
     path = existing_file(path)
     if path.suffix == ".parquet":
-        yield from _parquet_rows(path)
+        yield from parquet_rows(path)
     elif path.suffix == ".jsonl":
         with open(path, "rb") as f:  # lines end at b"\n" alone: JSON written raw may hold U+2028 or a lone \r
             for i, raw in enumerate(f, 1):
@@ -104,7 +104,7 @@ def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:
             yield f"{path}", data
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[str, dict]]:
+def parquet_rows(path: Path) -> Iterator[tuple[str, dict]]:
     """`(file:row, row)` of a Parquet file, streamed by `datasets`; a file that is no Parquet, or a damaged one, is
     an `InputError` naming it (Arrow reports a bad footer as `ArrowInvalid`, a bad page as `OSError`)."""
     import pyarrow.parquet

@@ -237,10 +237,11 @@ def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
             return [(f"{source}#{i}", row) for i, row in enumerate(rows, 1)]
         if path.suffix != ".parquet":
             raise InputError(f"{source}: task files must be .jsonl, .json or .parquet")
+        from swehero.data.sources import parquet_rows  # the data plane's reader: one rule for a damaged file
+
+        return list(parquet_rows(path))
     import datasets
 
-    if path.is_file():
-        return [(f"{source}:{i}", row) for i, row in enumerate(_parquet_rows(path), 1)]
     bench = benchmark_of(source)
     if bench is None:
         raise InputError(f"{source!r} is neither a task file nor a known benchmark "
@@ -254,21 +255,6 @@ def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
             "with network access (or a recipe's `download` stage), or pass a local .jsonl/.parquet file of the tasks."
         ) from e
     return [(f"{bench.hub_id}:{i}", row) for i, row in enumerate(rows, 1)]
-
-
-def _parquet_rows(path: Path):
-    """The rows of a Parquet task file, through `datasets`; a file that is no Parquet, or a damaged one, is an
-    `InputError` naming it (Arrow reports a bad footer as `ArrowInvalid`, a bad page as `OSError`, which `datasets`
-    wraps)."""
-    import datasets
-    import pyarrow.parquet
-
-    try:
-        pyarrow.parquet.read_metadata(path)  # no Parquet at all: said here, before `datasets` logs it too
-        return datasets.load_dataset("parquet", data_files=str(path), split="train")
-    except (pyarrow.ArrowException, OSError, datasets.exceptions.DatasetGenerationError) as e:
-        reason = e.__cause__ or e
-        raise InputError(f"{path}: cannot be read as Parquet ({' '.join(str(reason).split())})") from None
 
 
 def load_tasks(source: str, split: str = "", tests: bool = False) -> list[dict]:
