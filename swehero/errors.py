@@ -24,6 +24,6 @@ class ProcessFailed(RuntimeError):
     which, with its exit status or the end of its output; the traceback of the Python that waited would add nothing."""
 
 
-def few(names: list[str], shown: int = 3) -> str:
+def few(names: list[str], shown: int = 3, sep: str = ", ") -> str:
     """The first of a list that may be long, for an error's one line: `a, b, c and 7 more`."""
-    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+    return sep.join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")

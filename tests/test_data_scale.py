@@ -15,8 +15,8 @@ import pytest
 from data_samples import samples
 from tests_paths import QWEN
 
+import swehero.progress
 from swehero.data import prepare as prepare_module
-from swehero.data import sources
 from swehero.data.importers import import_files
 from swehero.data.prepare import PrepareConfig, prepare
 from swehero.data.render import ChatRenderer, render_files
@@ -216,7 +216,7 @@ def test_object_arguments_lose_their_nulls_from_any_file_and_schema_nulls_in_jso
 def test_import_render_and_prepare_say_how_far_they_got_on_stderr(tmp_path, capfd, monkeypatch, qwen_tokenizer):
     """Not a terminal (a log file, Slurm's output): lines, not a bar redrawn with carriage returns."""
     # a line a minute, were it not for this (not raising: were it gone, no line would come and the test fail)
-    monkeypatch.setattr(sources, "LOG_PROGRESS_EVERY", 0, raising=False)
+    monkeypatch.setattr(swehero.progress, "LOG_EVERY", 0, raising=False)
     _corpus(tmp_path / "in.jsonl", instances=6, per_instance=1)
     import_files([str(tmp_path / "in.jsonl")], "canonical", tmp_path / "c.jsonl")
     render_files([str(tmp_path / "c.jsonl")], qwen_tokenizer, tmp_path / "r.jsonl")

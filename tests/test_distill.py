@@ -18,6 +18,7 @@ from swehero.data.trajectory import validate
 from swehero.agent.settings import AgentSettings
 from swehero.rollout.endpoints import EndpointPool, NoLiveEndpoint
 from swehero.distill.run import Settings, distill
+from swehero.distill.shards import slurm_job
 from swehero.jsonio import read_jsonl
 from swehero.rollout.tasks import load_tasks
 from swehero.rollout.toy import build_toy_tasks
@@ -100,6 +101,26 @@ def _alive(pids: list[int]) -> list[int]:
 
 def _children_of(pid: int) -> list[int]:
     return [int(p.name) for p in Path("/proc").glob("[0-9]*") if _stat(p.name)[1:2] == [str(pid)]]
+
+
+def test_the_missing_repositories_of_a_run_are_one_short_line():
+    """3,500 repositories without a mirror made an error line of 600 KB."""
+    from swehero.agent.local import MissingRepository
+
+    message = str(MissingRepository.of([f"o/r{i}: no mirror, git clone failed: not found" for i in range(3500)]))
+    assert message.endswith("o/r4: no mirror, git clone failed: not found and 3495 more") and len(message) < 400
+
+
+def test_progress_in_a_log_is_lines_not_one_redrawn_line(toy, tmp_path, capfd, monkeypatch):
+    """Outside a terminal (Slurm's output, a log file) the bar's carriage-return redraws piled up on one line (22 KB
+    for 300 attempts), and Slurm shards were run without it: nothing between start and end."""
+    import swehero.progress
+
+    monkeypatch.setattr(swehero.progress, "LOG_EVERY", 0)
+    distill(Settings(tasks=str(toy), limit=2, agent=AgentSettings(policy="gold", mode="exec")), tmp_path)
+    err = capfd.readouterr().err
+    assert "\r" not in err and "attempts: 100%" in err and "2/2" in err, err
+    assert "--no-progress" not in (slurm_job(Settings(tasks=str(toy)), 2, tmp_path / "job")).read_text()
 
 
 @pytest.mark.slow

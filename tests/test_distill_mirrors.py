@@ -54,6 +54,28 @@ def test_two_processes_fill_one_mirror_cache_at_once(tmp_path):
     assert len(mirrored) == 60
 
 
+@pytest.mark.slow
+def test_a_process_clones_several_repositories_at_once(tmp_path):
+    """One after another, 3,500 clones of ~20 s held every shard of a paper-scale run for ~19 hours before its first
+    episode."""
+    import threading
+    import time
+
+    from swehero.distill.mirrors import ensure_mirrors
+
+    repos = {f"o/big{i}" for i in range(4)}
+    for repo in repos:
+        big_repository(tmp_path / "src" / repo.replace("/", "__"), files=30)
+    cache, outcomes, most = tmp_path / "mirrors", {}, 0
+    worker = threading.Thread(target=lambda: outcomes.update(
+        ensure_mirrors(repos, f"file://{tmp_path}/src/{{repo_dir}}", cache)))
+    worker.start()
+    while worker.is_alive():
+        most = max(most, len(list(cache.glob("*.partial-*"))))  # clones under way
+        time.sleep(0.005)
+    assert outcomes == {repo: "cloned" for repo in repos} and most >= 2, most
+
+
 def test_a_clone_killed_midway_is_redone(tmp_path):
     """What a killed clone left is never used as a mirror, and goes when the repository is cloned."""
     from swehero.distill.mirrors import ensure_mirrors

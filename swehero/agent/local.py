@@ -48,7 +48,7 @@ from swehero.agent.runtime import (
 )
 from swehero.agent.taskenv import EnvError, TaskEnv, make_layer
 from swehero.agent.terminal import COLUMNS, SCREEN_ROWS
-from swehero.errors import InputError, MissingInput, Unavailable
+from swehero.errors import InputError, MissingInput, Unavailable, few
 
 SYSTEM_DIRS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 """Top-level folders the sandbox shows read-only (as links where the host has merged /usr)."""
@@ -59,6 +59,11 @@ VENV_ROOT = "/opt/venv"
 class MissingRepository(MissingInput):
     """A task's repository folder does not exist or is not a git repository: the input's error, so a command says
     so in one line (after attempting the tasks whose repositories are there)."""
+
+    @classmethod
+    def of(cls, reasons: list[str]) -> MissingRepository:
+        """One error for the repositories of a run: the first few reasons (all of 3,500 made a line of 600 KB)."""
+        return cls(few(reasons, 5, "; "))
 
 
 def check_repository(path: Path, repo: str = "") -> None:

@@ -421,7 +421,8 @@ def import_files(
     `selection`, only the trajectories it picks are kept (see `swehero.data.select`). Returns counts: rows read,
     written, rejected by reason, distinct tasks, records per source; with a selection, also what it kept."""
     from swehero.data.select import select_lines
-    from swehero.data.sources import checked_output, expand, progress, read_rows
+    from swehero.data.sources import checked_output, expand, read_rows
+    from swehero.progress import progress
     from swehero.data.trajectory import validate
 
     convert, id_column = IMPORTERS[fmt], ID_COLUMNS.get(fmt, "id")

@@ -34,7 +34,8 @@ import numpy as np
 
 from swehero.data.pack import BestFitPacker
 from swehero.data.render import ChatRenderer, fit_length, load_tokenizer
-from swehero.data.sources import MAX_REJECT_FRACTION, Rejects, expand, parse_row, progress, read_rows
+from swehero.data.sources import MAX_REJECT_FRACTION, Rejects, expand, parse_row, read_rows
+from swehero.progress import progress
 from swehero.data.trajectory import Reject, trained_digest, validate
 from swehero.errors import InputError, MissingInput
 from swehero.jsonio import differences

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from swehero.data.sources import MAX_REJECT_FRACTION, checked_output, expand, parse_row, progress, read_rows
+from swehero.data.sources import MAX_REJECT_FRACTION, checked_output, expand, parse_row, read_rows
+from swehero.progress import progress
 from swehero.data.trajectory import Reject, template_messages, validate
 from swehero.errors import InputError, MissingInput
 from swehero.recipe.stage import HUB_INPUT

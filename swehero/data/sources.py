@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import codecs
 import json
-import sys
 from collections import Counter
 from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from swehero.data.trajectory import Reject, validate, without_nulls
 from swehero.errors import InputError, MissingInput
@@ -176,37 +175,6 @@ def checked_output(out: Path, max_reject_fraction: float,
             rejects.check(counts["read"], max_reject_fraction)
         finally:
             rejects.close()
-
-
-LOG_PROGRESS_EVERY = 60.0
-"""Seconds between the progress lines a data command writes where stderr is not a terminal."""
-
-
-def progress(desc: str, unit: str):
-    """A tqdm counter on stderr for a command that reads rows for hours at the paper's scale (inputs are streamed,
-    so there is no total). On a terminal it redraws in place; elsewhere (a log file, Slurm's output), whose
-    redraws' carriage returns would pile up on one line, it writes a line every `LOG_PROGRESS_EVERY` seconds,
-    the first one that late, so a short run's output holds only its result."""
-    from tqdm import tqdm
-
-    if sys.stderr.isatty():
-        return tqdm(desc=desc, unit=unit, dynamic_ncols=True)
-    every = LOG_PROGRESS_EVERY
-    return tqdm(desc=desc, unit=unit, file=_Lines(sys.stderr), delay=every, mininterval=every, maxinterval=every)
-
-
-class _Lines:
-    """A stream that writes each of tqdm's redraws as a line of its own."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def write(self, text: str) -> None:
-        if text := text.strip():
-            self.stream.write(text + "\n")
-
-    def flush(self) -> None:
-        self.stream.flush()
 
 
 class Rejects:

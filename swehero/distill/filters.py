@@ -314,7 +314,7 @@ def check_gradable(records: Iterable[dict], cfg: FilterConfig) -> None:
         except MissingRepository as e:
             missing.append(str(e))
     if missing:
-        raise MissingRepository("; ".join(missing))
+        raise MissingRepository.of(missing)
 
 
 def _hits(record: dict, rules: list[Rule], cfg: FilterConfig, tasks: dict[str, dict], seen: set[str],

@@ -7,10 +7,12 @@ from the mirror through the agent's runtime (history up to the base commit only,
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from swehero.jsonio import exclusive
@@ -28,15 +30,31 @@ def mirror_url(template: str, repo: str) -> str:
 MIRRORED = ("cloned", "cached")
 
 
+CLONES_AT_ONCE = 8
+"""Clones a process runs at once: a clone waits on the network and the remote's packing, rarely on this machine."""
+
+
 def ensure_mirrors(repos: set[str], url_template: str, cache: Path) -> dict[str, str]:
-    """Clone the repositories that have no mirror in `cache` yet; returns {repo: outcome}, the outcome "cloned",
-    "cached", or why there is no mirror.
+    """Clone the repositories that have no mirror in `cache` yet, `CLONES_AT_ONCE` at a time; returns {repo:
+    outcome}, the outcome "cloned", "cached", or why there is no mirror.
 
     A repository that cannot be cloned (deleted, renamed, private) gets no mirror, and its git error on stderr at
     once: the runner then skips its tasks and attempts the others. Several processes (a sharded run's array tasks) may
-    fill one cache at once: each repository is cloned by one of them while the others wait for its mirror."""
+    fill one cache at once: each repository is cloned by one of them while the others wait for its mirror. Each
+    process takes the repositories in an order of its own, so that they clone different ones at once (all in the
+    same order, each shard waited for every clone of the others: no faster than one process)."""
+    from swehero.progress import progress
+
     cache.mkdir(parents=True, exist_ok=True)
-    return {repo: ensure_mirror(repo, url_template, cache) for repo in sorted(repos)}
+    missing = [repo for repo in repos if not repo_dir(cache, repo).exists()]
+    random.Random(uuid.uuid4().int).shuffle(missing)
+    outcomes = {repo: "cached" for repo in repos}
+    if missing:
+        with progress("mirrors", "repo", len(missing)) as bar, ThreadPoolExecutor(CLONES_AT_ONCE) as pool:
+            for repo, outcome in zip(missing, pool.map(lambda repo: ensure_mirror(repo, url_template, cache), missing)):
+                outcomes[repo] = outcome
+                bar.update(1)
+    return outcomes
 
 
 def ensure_mirror(repo: str, url_template: str, cache: Path) -> str:

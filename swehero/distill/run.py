@@ -190,5 +190,5 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         if ran["missing_repositories"]:  # the others are done and committed; a rerun with them in place does these
             from swehero.agent.local import MissingRepository
 
-            raise MissingRepository("; ".join(unmirrored or ran["missing_repositories"]))
+            raise MissingRepository.of(unmirrored or ran["missing_repositories"])
         return summary

@@ -44,7 +44,7 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
              "set -euo pipefail",
              f"# when every array task is done: swehero distill merge {out}/shard-* --out {out}",
              f"{shlex.quote(sys.executable)} -m swehero distill --config {shlex.quote(str(out / 'distill.yaml'))} "
-             f'--no-progress --shard "$SLURM_ARRAY_TASK_ID/{shards}" --out "{out}/shard-$SLURM_ARRAY_TASK_ID"']
+             f'--shard "$SLURM_ARRAY_TASK_ID/{shards}" --out "{out}/shard-$SLURM_ARRAY_TASK_ID"']
     (out / "distill.sbatch").write_text("\n".join(lines) + "\n")
     return out / "distill.sbatch"
 

@@ -193,7 +193,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
         if missing:  # everything else is done and reported; a rerun with the repositories in place finishes these
             from swehero.agent.local import MissingRepository
 
-            raise MissingRepository("; ".join(sorted(missing)))
+            raise MissingRepository.of(sorted(missing))
         if settings.verifier.selects:  # after the policy's server has stopped: the verifier gets the GPUs
             from swehero.eval.select import select_best
 

@@ -270,7 +270,7 @@ def _bar(total: int, enabled: bool):
     if not enabled:
         yield None
         return
-    from tqdm import tqdm
+    from swehero.progress import progress
 
-    with tqdm(total=total, unit="attempt", dynamic_ncols=True, smoothing=0.1) as bar:
+    with progress("attempts", "attempt", total, smoothing=0.1) as bar:
         yield bar
