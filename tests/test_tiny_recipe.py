@@ -57,7 +57,10 @@ def test_shortened_tiny_recipe_runs_end_to_end_and_reruns_nothing(tmp_path):
     select = json.loads((run_dir / "best_of" / "select.json").read_text())
     assert (select["runs"], select["instances"], select["verifier_quality"]["scored"]) == (2, 3, 6)
     assert select["mean"] == 0.5 and select["pass_at_k"]["2"] == 1.0 and select["majority_at_k"]["2"] == 0.5
-    chosen = [i["resolved"][i["selected_run"]] for i in select["per_instance"]]
+    # best@2: the resolved of the attempt scored higher, or half of both where the two scores tie (a trained tiny
+    # verifier may give both attempts the same score)
+    chosen = [i["resolved"][i["selected_run"]] if i["scores"][0] != i["scores"][1] else sum(i["resolved"]) / 2
+              for i in select["per_instance"]]
     assert select["best_at_k"]["2"] == pytest.approx(sum(chosen) / 3, abs=1e-4)
     assert select["best_at_k"]["2"] <= select["pass_at_k"]["2"]
 
