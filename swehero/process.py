@@ -187,8 +187,8 @@ def run_group(argv: list[str], grace_s: float = 10.0, **popen) -> int:
 def run_captured(argv: list[str] | str, timeout_s: float | None = None, **popen) -> subprocess.CompletedProcess:
     """`subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)` in its own process group: at the
     timeout the whole group is killed, the command's children too (`subprocess.run` kills the command alone and
-    leaves them running), and the `TimeoutExpired` carries, as text, the output written until then (`subprocess.run`
-    drops it, or hands it over as bytes)."""
+    leaves them running), and has died before it raises; the `TimeoutExpired` carries, as text, the output written
+    until then (`subprocess.run` drops it, or hands it over as bytes)."""
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                              start_new_session=True, **popen)
     try:
@@ -197,11 +197,37 @@ def run_captured(argv: list[str] | str, timeout_s: float | None = None, **popen)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
         stdout, stderr = _rest_of_output(child)
+        _wait_until_ended(child.pid)
         raise subprocess.TimeoutExpired(argv, timeout_s, stdout, stderr) from None
     except BaseException:  # interrupted: the group must not outlive the caller
         end_group(child)
         raise
     return subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
+
+
+def _wait_until_ended(pgid: int, wait_s: float = 10.0) -> None:
+    """Wait up to `wait_s` until no process of group `pgid` runs any more. A process dies some time after its SIGKILL
+    (one that holds much memory first frees it), so without the wait a caller could still see it, and what it writes,
+    after the group was killed."""
+    deadline = time.monotonic() + wait_s
+    while _runs_in_group(pgid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _runs_in_group(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs, read from /proc: a zombie has ended, though `os.killpg(pgid, 0)`
+    still finds it until its parent (init, for an orphan) reaps it."""
+    with contextlib.suppress(OSError):  # no /proc: not Linux
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                        state, _parent, group = stat.read().rpartition(b")")[2].split()[:3]
+                except (OSError, ValueError):  # it ended meanwhile
+                    continue
+                if int(group) == pgid and state not in (b"Z", b"X"):
+                    return True
+    return False
 
 
 def _rest_of_output(child: subprocess.Popen, wait_s: float = 10.0) -> tuple[str, str]:

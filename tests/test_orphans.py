@@ -107,6 +107,23 @@ def test_what_was_left_behind_is_ended_and_nothing_else():
         unrelated.wait()
 
 
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
+def test_a_command_past_its_timeout_has_ended_children_and_all_when_it_returns(tmp_path):
+    """`run_captured` (the local grader's tests) kills the command's group at the timeout and returns once every
+    process of it has died: one that holds much memory is still running for a while after its SIGKILL, and the
+    caller must not see it so (a CI run under load saw a test's `sleep` alive after its grading had returned)."""
+    from swehero.process import run_captured
+
+    holds = "import os, time\nx = b'1' * (1 << 28)\nos.write(1, b'%d\\n' % os.getpid())\ntime.sleep(600)"
+    with pytest.raises(subprocess.TimeoutExpired) as stopped:
+        run_captured(["bash", "-c", f'for i in 1 2 3 4; do {PYTHON} -c "$0" & done; sleep 600', holds], timeout_s=5)
+    pids = [int(pid) for pid in stopped.value.stdout.split()]
+    try:
+        assert len(pids) == 4 and not [pid for pid in pids if alive(pid)]
+    finally:
+        kill_all(pids)
+
+
 def test_what_a_training_rank_forks_dies_with_it(tmp_path):
     # The worker module as a process a rank spawns runs it (`__mp_main__`); that process forks Megatron's checkpoint
     # writers, as a rank itself does with async_save.
