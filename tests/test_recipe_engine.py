@@ -128,8 +128,18 @@ def test_from_only_force(tmp_path):
     assert ran(tmp_path) == ["second"]
     run(path, "--force")
     assert ran(tmp_path) == ["first", "second", "third"]
-    result = CliRunner().invoke(main, ["recipe", "run", str(path), "--only", "nosuch"])
-    assert result.exit_code != 0 and "no stage of that name" in result.output
+
+
+@pytest.mark.parametrize("option", ["--only", "--from"])
+def test_a_stage_option_naming_no_stage_is_a_usage_error_listing_the_stages(tmp_path, option):
+    """As click refuses a bad option value: exit 2, the option and the recipe's stages named, nothing written."""
+    path = setup_recipe(tmp_path)
+    for dry_run in ([], ["--dry-run"]):
+        result = CliRunner().invoke(main, ["recipe", "run", str(path), option, "nosuch", *dry_run])
+        assert result.exit_code == 2, result.output
+        assert f"Invalid value for '{option}': 'nosuch' is not a stage of {path} (stages: first, second, third)" \
+            in result.output
+    assert not (tmp_path / "run").exists() and ran(tmp_path) == []
 
 
 def test_only_refuses_when_needs_incomplete(tmp_path):

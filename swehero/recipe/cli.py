@@ -8,14 +8,23 @@ import click
 import yaml
 
 from swehero.recipe.config import Recipe, load_recipe
-from swehero.recipe.engine import (StageFailed, describe, plan as plan_steps, recipe_as_dict, run_in_progress,
-                                   run_lock, run_recipe)
+from swehero.recipe.engine import (StageFailed, UnknownStage, check_stage_name, describe, plan as plan_steps,
+                                   recipe_as_dict, run_in_progress, run_lock, run_recipe)
 from swehero.recipe.loader import RecipeError
 from swehero.recipe.options import Group
 from swehero.recipe.plan import plan_recipe, unservable
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a value, e.g. --set stages.sft_zero.optimizer.lr=3e-5 (repeatable).")
+
+
+def stage_option(loaded: Recipe, option: str, name: str | None) -> None:
+    """Refuse a stage option that names no stage of the recipe as click refuses a bad option value (exit 2),
+    before anything is locked or written."""
+    try:
+        check_stage_name(loaded, option, name)
+    except UnknownStage as e:
+        raise click.BadParameter(e.message, param_hint=f"'{e.option}'") from None
 
 
 def load_or_exit(recipe_file: str, overrides: tuple[str, ...]) -> Recipe:
@@ -65,6 +74,8 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
     loaded = load_or_exit(recipe_file, overrides)
     if only and start:
         raise click.UsageError("--only and --from cannot be combined")
+    stage_option(loaded, "--only", only)
+    stage_option(loaded, "--from", start)
     try:
         if dry_run:
             if run_in_progress(loaded):

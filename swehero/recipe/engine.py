@@ -44,6 +44,22 @@ class StageFailed(Exception):
     pass
 
 
+class UnknownStage(StageFailed):
+    """A stage option (`--only`, `--from`, `--stage`) names no stage of the recipe: a mistake on the command line,
+    which the command reports as click reports a bad option value (exit 2)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option, self.message = option, message
+
+
+def check_stage_name(recipe: Recipe, option: str, name: str | None) -> None:
+    """Raise `UnknownStage` when `name` (given with `option`) is not one of the recipe's stages."""
+    names = [s.name for s in recipe.stages]
+    if name is not None and name not in names:
+        raise UnknownStage(option, f"{name!r} is not a stage of {recipe.file} (stages: {', '.join(names)})")
+
+
 @dataclass
 class Step:
     stage: Stage
@@ -141,9 +157,8 @@ def _identity(recipe: Recipe, stage: Stage, upstream: dict[str, str]) -> dict[st
 def plan(recipe: Recipe, only: str | None = None, start: str | None = None, force: bool = False) -> list[Step]:
     """Decide, for every stage in order, whether it runs and why."""
     names = [s.name for s in recipe.stages]
-    for option, value in (("--only", only), ("--from", start)):
-        if value is not None and value not in names:
-            raise StageFailed(f"{option} {value}: no stage of that name (stages: {', '.join(names)})")
+    check_stage_name(recipe, "--only", only)
+    check_stage_name(recipe, "--from", start)
     steps: list[Step] = []
     running: set[str] = set()
     start_index = names.index(start) if start else None
@@ -198,9 +213,14 @@ def _note_stale_needs(recipe: Recipe, step: Step) -> None:
 def stage_to_run(recipe: Recipe, kind: str, name: str | None = None) -> Stage:
     """The stage of `kind` named `name`; without a name, the first of that kind a plain run would run, else the
     first one (whose plan then says it is up to date)."""
+    check_stage_name(recipe, "--stage", name)
     stages = [s for s in recipe.stages if s.kind == kind and name in (None, s.name)]
+    if not stages and name:
+        raise UnknownStage("--stage", f"stage {name!r} of {recipe.file} is a {recipe.stage(name).kind} stage, not "
+                                      f"a {kind} one ({kind} stages: "
+                                      f"{', '.join(s.name for s in recipe.stages if s.kind == kind) or 'none'})")
     if not stages:
-        raise StageFailed(f"{recipe.file}: no {kind} stage" + (f" named {name}" if name else ""))
+        raise StageFailed(f"{recipe.file}: no {kind} stage")
     if name is None:
         runs = {step.stage.name for step in plan(recipe) if step.run or step.waits}
         return next((s for s in stages if s.name in runs), stages[0])
