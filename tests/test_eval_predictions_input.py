@@ -66,3 +66,49 @@ def test_a_null_patch_is_no_patch(inferred, tmp_path):
     out = _edited(inferred, tmp_path, lambda record: {**record, "model_patch": None})
     result = CliRunner().invoke(main, ["eval", "grade", str(out), "--grader", "local"])
     assert result.exit_code == 0 and "0 prediction(s) to grade" in result.output, result.output
+
+
+def _with_predictions(inferred: Path, tmp_path: Path, ids: list[str]) -> Path:
+    """A copy of the eval folder with predictions of `ids` added after its own (a patch each, to be graded)."""
+    out = _edited(inferred, tmp_path, lambda record: record)
+    patch = json.loads((out / PREDICTIONS).read_text())["model_patch"]
+    with open(out / PREDICTIONS, "a") as f:
+        f.writelines(json.dumps({"instance_id": iid, "model_name_or_path": "gold", "model_patch": patch}) + "\n"
+                     for iid in ids)
+    return out
+
+
+def test_predictions_of_instances_the_task_file_lacks_are_named_and_the_others_graded(inferred, tmp_path):
+    """SWE-bench's harness refuses a predictions file with an instance its dataset lacks; `eval grade` says how many
+    and which, and grades the rest: a later `eval run` with another task file leaves its attempts in the folder. A
+    prediction of a task of the file that the evaluation did not select (a narrower --limit) is left out silently,
+    as the harness leaves out those not in --instance_ids."""
+    foreign = ["django__django-1", "django__django-2", "django__django-3", "flask__flask-4"]
+    out = _with_predictions(inferred, tmp_path, [*foreign, "swehero-toy__stack-1"])
+    for command in (["grade", str(out), "--grader", "local"], ["report", str(out)]):
+        result = CliRunner().invoke(main, ["eval", *command])
+        assert result.exit_code == 0, result.output
+        [warning] = [line for line in result.output.splitlines() if "not in the task file" in line]
+        assert warning == (f"warning: {out / PREDICTIONS}: 4 prediction(s) of instances not in the task file "
+                           f"{json.loads((out / 'eval.json').read_text())['tasks']}, left out of grading and reports: "
+                           "django__django-1, django__django-2, django__django-3 and 1 more")
+        assert "stack" not in result.output
+    assert [json.loads(line)["instance_id"] for line in (out / "grades.jsonl").read_text().splitlines()] == [CALC]
+    assert [i["instance_id"] for i in json.loads((out / "report.json").read_text())["instances"]] == [CALC]
+
+
+def test_the_harness_is_handed_only_the_predictions_it_grades(inferred, tmp_path, monkeypatch):
+    """A prediction of an instance its dataset lacks made swebench refuse the whole file (`ValueError: Some
+    prediction IDs not found in dataset!`) before it graded any: with an engine that cannot be reached, it now
+    gets as far as Docker."""
+    import docker
+
+    from swehero.eval.harness import HarnessConfig, run_harness
+
+    out = _with_predictions(inferred, tmp_path, ["django__django-1"])
+    tasks = json.loads((out / "eval.json").read_text())["tasks"]
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    with pytest.raises(docker.errors.DockerException):
+        run_harness(HarnessConfig(min_free_gb=0), out, tasks, out / PREDICTIONS, [CALC], {})
+    handed = [json.loads(line) for line in (out / "harness" / PREDICTIONS).read_text().splitlines()]
+    assert [p["instance_id"] for p in handed] == [CALC]

@@ -48,7 +48,7 @@ def grade(out: Path, repos: str, settings: GradingSettings) -> None:
 @_OUT
 def report(out: Path) -> None:
     """Rewrite the reports of an eval folder (report.json / .md / .png) from its files."""
-    tasks, saved, _ = open_eval(out)
+    tasks, saved, _ = open_eval(out, progress=click.echo)
     report_eval(out, tasks, saved, progress=click.echo)
 
 

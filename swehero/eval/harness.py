@@ -109,6 +109,19 @@ def harness_copy(dataset: str, where: Path) -> str:
     return str(copy)
 
 
+def harness_predictions(predictions: Path, where: Path, instance_ids: list[str]) -> Path:
+    """`where/predictions.jsonl`: the predictions of `instance_ids` (an id's first line, as swehero reads them).
+    swebench refuses a whole predictions file that holds one instance its dataset lacks, and a folder may hold
+    predictions of tasks no longer in its task file (`open_eval` names them)."""
+    from swehero.jsonio import JsonlLogReader
+
+    wanted = set(instance_ids)
+    copy = Path(where).resolve() / "predictions.jsonl"
+    copy.write_text("".join(json.dumps(record) + "\n" for iid, record in JsonlLogReader(predictions).records().items()
+                            if iid in wanted))
+    return copy
+
+
 def _missing_images(names: list[str]) -> bool:
     """Whether the harness may pull: an image unnamed (hub datasets) or not on the engine."""
     import docker
@@ -128,7 +141,7 @@ def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions:
                 images: dict[str, str]) -> Path:
     """Grade `instance_ids` (non-empty patches); returns the folder the harness wrote under. `images` maps
     instance ids to image names: the disk guard runs only when one is missing (the harness would pull it), and
-    pruning removes them."""
+    pruning removes them. The harness is handed the predictions of `instance_ids` only (`harness_predictions`)."""
     from swebench.harness.run_evaluation import main as run_evaluation
 
     check_architecture(remote=config.modal)
@@ -140,6 +153,7 @@ def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions:
     where.mkdir(parents=True, exist_ok=True)
     run_id = run_id_for(config, out_dir)
     dataset = harness_copy(dataset, where)
+    predictions = harness_predictions(predictions, where, instance_ids)
     batches = [[iid] for iid in instance_ids] if config.prune_images else [instance_ids]
     with contextlib.chdir(where):  # the harness writes its logs relative to the working directory
         for batch in batches:

@@ -225,20 +225,28 @@ def report_eval(out_dir: Path, tasks: list[dict], saved: dict, progress=print) -
     return outputs
 
 
-def open_eval(out_dir: Path, tests: bool = False) -> tuple[list[dict], dict, list[Path]]:
+def open_eval(out_dir: Path, tests: bool = False, progress=None) -> tuple[list[dict], dict, list[Path]]:
     """An eval folder's tasks (`tests`: each with its test lists, for grading), saved settings (`eval.json`) and
     run folders; refused, as `evaluate` refuses to resume it, when the task file now holds another version of a
-    task attempted there."""
-    from swehero.eval.inference import finished
+    task attempted there. `progress`: told of the predictions of instances the task file does not have."""
+    from swehero.eval.inference import PREDICTIONS, finished
     from swehero.eval.runs import eval_runs
     from swehero.rollout.runner import attempted_task_digest
     from swehero.rollout.tasks import load_tasks, select
 
     saved, runs = eval_runs(out_dir)
-    tasks = select(load_tasks(saved["tasks"], tests=tests), saved["instance_ids"])
+    every = load_tasks(saved["tasks"], tests=tests)
+    tasks = select(every, saved["instance_ids"])
+    predicted = {run: finished(run) for run in runs}
     # the attempts of tasks the last `eval run` did not select (a narrower --limit, another task file) stay in the
-    # folder, outside its reports: only the selected ones are checked
-    made = {iid for run in runs for iid in finished(run)} & set(saved["instance_ids"])
+    # folder, outside its reports: only the selected ones are checked. Those of tasks the file lacks are said (where
+    # SWE-bench's harness refuses them), not refused: a later `eval run` with another task file leaves them there
+    known = {task["instance_id"] for task in every}
+    for run, predictions in predicted.items():
+        if progress and (foreign := [iid for iid in predictions if iid not in known]):
+            progress(f"warning: {run / PREDICTIONS}: {len(foreign)} prediction(s) of instances not in the task file "
+                     f"{saved['tasks']}, left out of grading and reports: {few(foreign)}")
+    made = {iid for predictions in predicted.values() for iid in predictions} & set(saved["instance_ids"])
     check_same_tasks(out_dir, made, saved.get("task_digests", {}),
                      {task["instance_id"]: attempted_task_digest(task) for task in tasks}, saved["tasks"])
     return tasks, saved, runs
@@ -251,7 +259,7 @@ def regrade(out_dir: Path, settings: GradingSettings, repos: str = "", progress=
     from swehero.jsonio import exclusive
     from swehero.rollout.runner import BUSY, LOCK
 
-    tasks, saved, runs = open_eval(out_dir, tests=settings.grader != "none")
+    tasks, saved, runs = open_eval(out_dir, tests=settings.grader != "none", progress=progress)
     repo_root = Path(repos or saved.get("repos") or Path(saved["tasks"]).parent / "repos")
     # as `evaluate`: two gradings at once would grade an instance twice, and in one harness run id
     with exclusive(Path(out_dir) / LOCK, busy=f"{out_dir}: {BUSY}"):
