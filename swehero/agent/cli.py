@@ -81,5 +81,5 @@ def prompts() -> None:
 def extract(settings: PromptsSettings, out: Path) -> None:
     """Derive the system prompt and task-message template of each stage (zero / hero) from canonical TRAJECTORIES;
     fails, naming two disagreeing trajectories, unless a template covers 95% of its stage."""
-    found = extract_files(list(settings.trajectories), out, settings.tasks)
+    found = extract_files(list(settings.trajectories), out, settings.tasks, progress=click.echo)
     click.echo("\n".join(summary(found) + [f"wrote {out}"]))

@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from swehero.errors import InputError
+from swehero.errors import InputError, few
 from swehero.jsonio import existing_file
 
 FORMAT = "swehero-prompts/1"
@@ -144,8 +144,10 @@ def _cased(language: str, case: str) -> str:
 # ------------------------------------------------------------------------------------------------ extraction
 
 
-def extract_files(trajectory_files: list[str], out: Path, tasks_file: str = "") -> dict:
-    """`extract` over canonical trajectory files (and, optionally, their task file), written to `out`."""
+def extract_files(trajectory_files: list[str], out: Path, tasks_file: str = "", progress=print) -> dict:
+    """`extract` over canonical trajectory files (and, optionally, their task file), written to `out`. A task file
+    with none of the trajectories' instances is refused (it is not theirs); one lacking some is said, in one line:
+    their problem statements are taken from the trajectories."""
     from swehero.data.sources import iter_trajectories  # training data's format, checked as the importers check it
     from swehero.jsonio import write_json_atomic
 
@@ -157,6 +159,14 @@ def extract_files(trajectory_files: list[str], out: Path, tasks_file: str = "") 
         from swehero.rollout.tasks import load_tasks
 
         tasks = {t["instance_id"]: t for t in load_tasks(tasks_file)}
+        instances = list(dict.fromkeys(r["instance_id"] for r in records if r["instance_id"]))
+        lacking = [iid for iid in instances if iid not in tasks]
+        if lacking and len(lacking) == len(instances):
+            raise PromptsError(f"{tasks_file}: has none of the {len(instances)} instance(s) of the trajectories "
+                               f"({few(instances)}): not their task file")
+        if lacking:
+            progress(f"warning: {tasks_file} lacks {len(lacking)} of the {len(instances)} instances of the "
+                     f"trajectories ({few(lacking)}): their problem statements are taken from the trajectories")
     prompts = {**extract(records, tasks), "sources": [str(p) for p in trajectory_files]}
     write_json_atomic(Path(out), prompts, indent=1)
     return prompts
