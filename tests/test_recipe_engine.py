@@ -142,6 +142,17 @@ def test_a_stage_option_naming_no_stage_is_a_usage_error_listing_the_stages(tmp_
     assert not (tmp_path / "run").exists() and ran(tmp_path) == []
 
 
+def test_train_stage_naming_no_train_stage_is_a_usage_error(tmp_path):
+    """`swehero train --stage` likewise, for a name of no stage and a stage of another kind, before the run is
+    locked (which creates its folder)."""
+    path = setup_recipe(tmp_path)
+    for name, says in (("nosuch", f"'nosuch' is not a stage of {path} (stages: first, second, third)"),
+                       ("first", f"stage 'first' of {path} is a command stage, not a train one (train stages: none)")):
+        result = CliRunner().invoke(main, ["train", str(path), "--stage", name])
+        assert result.exit_code == 2 and f"Invalid value for '--stage': {says}" in result.output, result.output
+    assert not (tmp_path / "run").exists() and ran(tmp_path) == []
+
+
 def test_only_refuses_when_needs_incomplete(tmp_path):
     path = setup_recipe(tmp_path)
     result = CliRunner().invoke(main, ["recipe", "run", str(path), "--only", "third"])

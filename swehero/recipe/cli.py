@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 import click
 import yaml
@@ -18,11 +20,12 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
                           help="Override a value, e.g. --set stages.sft_zero.optimizer.lr=3e-5 (repeatable).")
 
 
-def stage_option(loaded: Recipe, option: str, name: str | None) -> None:
-    """Refuse a stage option that names no stage of the recipe as click refuses a bad option value (exit 2),
-    before anything is locked or written."""
+@contextlib.contextmanager
+def stage_options() -> Iterator[None]:
+    """Refuse a stage option that names no stage of the recipe (`UnknownStage` raised in the block) as click refuses
+    a bad option value (exit 2): checked before anything is locked or written."""
     try:
-        check_stage_name(loaded, option, name)
+        yield
     except UnknownStage as e:
         raise click.BadParameter(e.message, param_hint=f"'{e.option}'") from None
 
@@ -74,8 +77,9 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
     loaded = load_or_exit(recipe_file, overrides)
     if only and start:
         raise click.UsageError("--only and --from cannot be combined")
-    stage_option(loaded, "--only", only)
-    stage_option(loaded, "--from", start)
+    with stage_options():
+        check_stage_name(loaded, "--only", only)
+        check_stage_name(loaded, "--from", start)
     try:
         if dry_run:
             if run_in_progress(loaded):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from swehero.recipe.cli import load_or_exit, set_option
+from swehero.recipe.cli import load_or_exit, set_option, stage_options
 from swehero.recipe.engine import StageFailed, hand_off, plan, run_lock, run_recipe, stage_to_run
 from swehero.recipe.options import Command, launcher_options, submit_if_asked
 from swehero.train.stage import slurm_job
@@ -25,9 +25,11 @@ def train(recipe_file: str, stage_name: str | None, force: bool, overrides: tupl
     waits while the job is queued or running, then completes the stage from its work (or goes on from its last
     checkpoint). An up-to-date stage is left alone unless --force: writing a job empties the stage's folder."""
     loaded = load_or_exit(recipe_file, overrides)
+    with stage_options():
+        named = stage_to_run(loaded, "train", stage_name) if stage_name else None
     try:
         with run_lock(loaded):
-            stage = stage_to_run(loaded, "train", stage_name)
+            stage = named or stage_to_run(loaded, "train")
             steps = plan(loaded, only=stage.name, force=force)
             step = next(s for s in steps if s.stage is stage)
             if not step.run:
