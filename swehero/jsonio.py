@@ -16,7 +16,7 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -56,15 +56,16 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     only: `str.splitlines` also breaks at U+2028, U+0085, U+001C and others, which JSON written with
     `ensure_ascii=False` carries raw inside strings (model output does)."""
     with open(existing_file(path), "rb") as f:  # binary lines end at b"\n" alone
-        yield from _parsed(path, enumerate(f, 1))
+        yield from ((number, record) for number, _, record in parsed(path, enumerate(f, 1)))
 
 
-def _parsed(path: Path, lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, Any]]:
-    """(line number, record) of the non-blank ones of `path`'s numbered `lines`; one not JSON is an `InputError`."""
+def parsed(path: Path, lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, Any]]:
+    """(line number, line, record) of the non-blank ones of `path`'s numbered `lines`; one not JSON is an
+    `InputError` naming file:line."""
     for number, line in lines:
         if line.strip():
             try:
-                yield number, json.loads(line)
+                yield number, line, json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise InputError(f"{path}:{number}: not JSON: {e}") from None
 
@@ -192,9 +193,13 @@ class JsonlLogReader:
 
     def numbered(self) -> Iterator[tuple[int, Any]]:
         """(line number, record) of the complete records: for a reader that checks them, to name the line."""
+        yield from ((number, record) for number, _, record in parsed(self.path, self.lines()))
+
+    def lines(self) -> Iterator[tuple[int, bytes]]:
+        """(line number, line) of the complete lines as written, blank ones too: for a reader that copies them."""
         if self.path.exists():
             with open(existing_file(self.path), "rb") as f:
-                yield from _parsed(self.path, _terminated(enumerate(f, 1)))
+                yield from _terminated(enumerate(f, 1))
 
     def keys(self) -> set:
         """The keys committed: what a resumed run skips, without holding the records."""
@@ -248,5 +253,17 @@ class JsonlLog(JsonlLogReader):
         with open(self.path, "ab") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # per open file: threads of this process wait for each other too
             f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def append_lines(self, lines: Iterable[bytes]) -> None:
+        """Append records as written in another log (complete lines, see `lines`), under one lock and with one sync
+        at the end, for a writer that copies many (a merge): a sync per line would cost more than the copying.
+        Killed halfway, the log holds the lines written before, the last perhaps torn, which the next opening
+        cuts."""
+        with open(self.path, "ab") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            for line in lines:
+                f.write(line)
             f.flush()
             os.fsync(f.fileno())

@@ -87,3 +87,20 @@ def test_a_line_being_written_is_skipped_by_readers_and_left_alone(tmp_path):
     summary = merge([shard], tmp_path / "merged")
     assert summary["unfinished"] == [str(shard)] and committed(tmp_path / "merged" / TRAJECTORIES) == ["t0"]
     assert [path.name for path in before if path.read_bytes() != before[path]] == []
+
+
+def test_a_merge_killed_while_it_appends_is_completed_by_the_next(tmp_path):
+    """A merge appends a shard's lines with one sync at the end (`JsonlLog.append_lines`): killed halfway, the merged
+    log holds the lines written before, the last perhaps torn; the next merge cuts the torn line and adds the rest,
+    each episode once, and its summary counts them all."""
+    shard, merged = tmp_path / "shard-0", tmp_path / "merged"
+    shard.mkdir()
+    merged.mkdir()
+    # written as another writer would (non-ASCII escaped): the merge copies the lines as written
+    lines = [json.dumps({**trajectory(i), "patch": f"patch {i} \u00e9"}) + "\n" for i in range(5)]
+    (shard / TRAJECTORIES).write_text("".join(lines))
+    (merged / TRAJECTORIES).write_text("".join(lines[:2]) + lines[2][:40])  # what the kill left
+    summary = merge([shard], merged)
+    assert committed(merged / TRAJECTORIES) == [f"t{i}" for i in range(5)]
+    assert (merged / TRAJECTORIES).read_text() == "".join(lines)
+    assert summary["episodes"] == 5 and summary["duplicates_skipped"] == 2 and summary["with_patch"] == 5

@@ -19,13 +19,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from swehero.agent.settings import AgentSettings
 from swehero.recipe.stage import Range
 from swehero.rollout.endpoints import rollout_server
 from swehero.rollout.tasks import TaskSelection
 from swehero.serve.server import ServeConfig
+
+if TYPE_CHECKING:
+    from swehero.distill.summary import Figures
 
 TRAJECTORIES = "trajectories.jsonl"
 FAILURES = "failures.jsonl"
@@ -91,40 +94,61 @@ def check_none_committed(dropped: list[dict], done: set, out_dir: Path) -> None:
                          f"excluded ({few(leaked)}): distill into a fresh --out, or delete their lines from it first")
 
 
-def check_made_as_planned(log: Iterable[dict], digests: dict[str, str], rollouts: int, source: str,
-                          out_dir: Path) -> None:
-    """Refuse a resume into a folder holding committed episodes this run would not make: of tasks it does not plan
-    (another task file, a narrower selection, fewer rollouts), or of tasks whose row in the task file changed since
-    in what the agent saw (`digests`: the planned tasks' `attempted_task_digest`s, as each episode records it in
-    `metadata`; an edited test list is the filter's to regrade). Their
-    trajectories would stay in the training data, counted in this run's summary. An episode without a recorded
-    digest (made before they were recorded) is taken as made from today's row."""
-    from swehero.errors import InputError, few
+@dataclass
+class Committed:
+    """What a run's log holds, read once (`read_committed`): a resume at the paper's scale reads tens of GB."""
 
-    unplanned, changed = set(), set()
+    done: set
+    """The (task, rollout) pairs committed: what the run skips."""
+    figures: Figures
+    """The summary's figures over them, to which the run adds what it commits."""
+    unplanned: set
+    """Tasks with committed episodes this run does not plan (another task file, a narrower selection, fewer
+    rollouts)."""
+    changed: set
+    """Tasks with committed episodes made from another row of the task file than today's, in what the agent saw."""
+
+
+def read_committed(log: Iterable[dict], digests: dict[str, str], rollouts: int) -> Committed:
+    """The committed episodes of a run that plans `rollouts` of each task in `digests` (their
+    `attempted_task_digest`s, as each episode records it in `metadata`). An episode without a recorded digest (made
+    before they were recorded) is taken as made from today's row."""
+    from swehero.distill.summary import Figures
+
+    committed = Committed(set(), Figures(), set(), set())
     for record in log:
         task, rollout = key(record)
+        committed.done.add((task, rollout))
+        committed.figures.add(record)
         made_from = record["metadata"].get("task_digest")
         if task not in digests or rollout >= rollouts:
-            unplanned.add(task)
+            committed.unplanned.add(task)
         elif made_from is not None and made_from != digests[task]:
-            changed.add(task)
+            committed.changed.add(task)
+    return committed
+
+
+def check_made_as_planned(committed: Committed, source: str, out_dir: Path) -> None:
+    """Refuse a resume into a folder holding committed episodes this run would not make: of tasks it does not plan,
+    or of tasks whose row in the task file changed since in what the agent saw (an edited test list is the filter's
+    to regrade). Their trajectories would stay in the training data, counted in this run's summary."""
+    from swehero.errors import InputError, few
+
     where = out_dir / TRAJECTORIES
-    if unplanned:
-        raise InputError(f"{where}: committed episodes of {len(unplanned)} task(s) are not in this run's plan "
-                         f"({few(sorted(unplanned))}; its tasks come from {source}): rerun with the task file, "
-                         "selection and --rollouts they were made with, or distill into another --out")
-    if changed:
-        raise InputError(f"{where}: {len(changed)} task(s) with committed trajectories have another row in {source} "
-                         f"than they were made from ({few(sorted(changed))}): rerun with the task file they were "
-                         "made from, or distill into another --out")
+    if committed.unplanned:
+        raise InputError(f"{where}: committed episodes of {len(committed.unplanned)} task(s) are not in this run's "
+                         f"plan ({few(sorted(committed.unplanned))}; its tasks come from {source}): rerun with the "
+                         "task file, selection and --rollouts they were made with, or distill into another --out")
+    if committed.changed:
+        raise InputError(f"{where}: {len(committed.changed)} task(s) with committed trajectories have another row in "
+                         f"{source} than they were made from ({few(sorted(committed.changed))}): rerun with the task "
+                         "file they were made from, or distill into another --out")
 
 
 def distill(settings: Settings, out_dir: Path) -> dict:
     """Run every (task, rollout) not yet in `out_dir/trajectories.jsonl`; write `summary.json`; return it."""
     from swehero.rollout.decontam import decontaminate_against
     from swehero.gitdiff import patch_files
-    from swehero.distill.summary import summarize
     from swehero.jsonio import JsonlLog, exclusive, write_json_atomic
     from swehero.rollout.endpoints import serving
     from swehero.rollout.runner import (BUSY, LOCK, Job, attempt_identity, attempted_task_digest, check_resumable,
@@ -138,13 +162,15 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         selected = load_selection(settings, out_dir)
         tasks, repos = selected.tasks, selected.repos
         log, failures = JsonlLog(out_dir / TRAJECTORIES, key=key), JsonlLog(out_dir / FAILURES, key=key)
-        done, report = log.keys(), None
+        report = None
         if settings.exclude:
             tasks, report = decontaminate_against(tasks, settings.exclude)
-            check_none_committed(report["dropped_tasks"], done, out_dir)
         digests = {task["instance_id"]: attempted_task_digest(task) for task in tasks}
-        if done:
-            check_made_as_planned(log, digests, settings.rollouts, selected.source, out_dir)
+        committed = read_committed(log, digests, settings.rollouts)
+        done = committed.done
+        if report is not None:
+            check_none_committed(report["dropped_tasks"], done, out_dir)
+        check_made_as_planned(committed, selected.source, out_dir)
         if report is not None:
             write_json_atomic(out_dir / DECONTAMINATION, report)
         else:  # an earlier run's report no longer holds: the tasks it dropped are run now
@@ -173,6 +199,7 @@ def distill(settings: Settings, out_dir: Path) -> dict:
                         task_digest=digests[job.task["instance_id"]])
             log.append(record)
             done.add(key(record))  # the summary's outstanding failures, without reading the log again
+            committed.figures.add(record)
 
         # no server is started for a run with nothing left to do
         endpoints = serving(settings.agent, settings.endpoints, settings.serve, out_dir) if todo else \
@@ -180,7 +207,7 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         with endpoints as (agent, urls):
             ran = run_attempts(todo, agent, commit, out_dir / "work", repos, urls, settings.workers,
                                bar=settings.progress)
-        summary = summarize(log, wall_s=time.monotonic() - start)
+        summary = committed.figures.summary(wall_s=time.monotonic() - start)
         summary.update(planned=len(tasks) * settings.rollouts,
                        skipped_as_done=len(tasks) * settings.rollouts - len(todo),
                        failed_this_run=ran["agent_errors"],

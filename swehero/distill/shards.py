@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,17 +50,17 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
     return out / "distill.sbatch"
 
 
-def episodes(file: Path) -> Iterator[dict]:
-    """The trajectories of a distill run's `trajectories.jsonl`, read as `JsonlLogReader` reads them (to the last
-    complete line: the one a running shard is appending is left for the next merge), each checked for what the merge
-    reads of it (its task, rollout number and messages): a line without them is an `InputError` naming its file:line
-    and the field, not a KeyError halfway through the merge."""
-    from swehero.jsonio import JsonlLogReader
+def episodes(file: Path) -> Iterator[tuple[int, bytes, dict]]:
+    """(line number, line, trajectory) of a distill run's `trajectories.jsonl`, read as `JsonlLogReader` reads it (to
+    the last complete line: the one a running shard is appending is left for the next merge), each checked for what
+    the merge reads of it (its task, rollout number and messages): a line without them is an `InputError` naming its
+    file:line and the field, not a KeyError halfway through the merge."""
+    from swehero.jsonio import JsonlLogReader, parsed
 
-    for number, record in JsonlLogReader(file).numbered():
+    for number, line, record in parsed(file, JsonlLogReader(file).lines()):
         if problem := _not_an_episode(record):
             raise InputError(f"{file}:{number}: not a distill run's trajectory: {problem}")
-        yield record
+        yield number, line, record
 
 
 def _not_an_episode(record) -> str | None:
@@ -76,22 +77,20 @@ def _not_an_episode(record) -> str | None:
     return None
 
 
-def check_one_episode_per_key(files: list[Path]) -> set:
-    """The keys of the records `files` hold; two different records under one key are an error. Only a fingerprint
-    of each record is kept: the files together can be far larger than memory."""
-    from swehero.distill.filters import fingerprint
+def _first_of_its_key(seen: dict, record: dict, line: bytes, file: Path) -> bool:
+    """Whether `record` (its `line` of `file`) is the first of its key in `seen` ({key: (digest of the line, file)}:
+    the files together can be far larger than memory); a second one that is another record is an error."""
     from swehero.distill.run import key
 
-    seen: dict = {}
-    for file in files:
-        for record in episodes(file):
-            made = fingerprint(record)
-            first, where = seen.setdefault(key(record), (made, file))
-            if first != made:
-                raise InputError(f"{record['instance_id']} rollout {key(record)[1]}: {where} and {file} hold "
-                                 "different episodes of it (every run numbers its rollouts from 0): merge the shards "
-                                 "of one run, and split work between runs by task (--shard i/n), not by rollout")
-    return set(seen)
+    made, found = hashlib.sha256(line).digest(), seen.get(key(record))
+    if found is None:
+        seen[key(record)] = made, file
+        return True
+    if found[0] != made:
+        raise InputError(f"{record['instance_id']} rollout {key(record)[1]}: {found[1]} and {file} hold different "
+                         "episodes of it (every run numbers its rollouts from 0): merge the shards of one run, and "
+                         "split work between runs by task (--shard i/n), not by rollout")
+    return False
 
 
 def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
@@ -101,8 +100,8 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     is merged as far as it got, and listed as `unfinished`; a shard whose failed episodes (`failures.jsonl`) are
     not in the merged trajectories is listed under `failed`, with how many."""
     from swehero.distill.run import ATTEMPTS, SUMMARY, TRAJECTORIES, key, outstanding_failures
-    from swehero.distill.summary import summarize
-    from swehero.jsonio import JsonlLog, read_json, write_json_atomic
+    from swehero.distill.summary import Figures
+    from swehero.jsonio import JsonlLog, JsonlLogReader, read_json, write_json_atomic
     from swehero.rollout.runner import recorded_differences
 
     for shard in shard_dirs:
@@ -123,24 +122,28 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
                 raise InputError(f"{where} holds attempts made otherwise than {first} ({'; '.join(changed)}): the "
                                  "shards of one result must share their settings")
         write_json_atomic(out_dir / ATTEMPTS, identity, indent=1)
-    merged = JsonlLog(out_dir / TRAJECTORIES, key=key)
-    # checked before anything is appended; records stream through: the shards together can be far larger than memory
-    checked = check_one_episode_per_key([merged.path, *(Path(shard) / TRAJECTORIES for shard in shard_dirs)])
-    have = merged.keys()
-    duplicates = 0
+    merged, figures, seen = JsonlLog(out_dir / TRAJECTORIES, key=key), Figures(), {}
+    # Records stream through, as the shards together can be far larger than memory, each read once: what is merged
+    # already (its keys, digests and figures), then the shards, which are checked before anything is appended, and
+    # whose new lines are then copied as they were written.
+    for _, line, record in episodes(merged.path):
+        _first_of_its_key(seen, record, line, merged.path)
+        figures.add(record)
+    new, duplicates = {}, 0
     for shard in shard_dirs:
-        for record in episodes(Path(shard) / TRAJECTORIES):
-            if key(record) not in checked:  # committed by a running shard after the check: left for the next merge
-                continue
-            if key(record) in have:
+        file = Path(shard) / TRAJECTORIES
+        for number, line, record in episodes(file):
+            if _first_of_its_key(seen, record, line, file):
+                new.setdefault(file, set()).add(number)
+                figures.add(record)
+            else:
                 duplicates += 1
-                continue
-            merged.append(record)
-            have.add(key(record))
+    for file, numbers in new.items():  # a line committed by a running shard since is left for the next merge
+        merged.append_lines(line for number, line in JsonlLogReader(file).lines() if number in numbers)
     # a shard's own count knows its plan (a failed task excluded since is not outstanding)
-    failed = {str(shard): n for shard in shard_dirs
-              if (n := summaries.get(shard, {}).get("outstanding_failures", len(outstanding_failures(shard, have))))}
-    summary = summarize(merged, wall_s=max((s["wall_s"] for s in summaries.values()), default=0.0))
+    failed = {str(shard): n for shard in shard_dirs if (n := summaries.get(shard, {}).get(
+        "outstanding_failures", len(outstanding_failures(shard, seen.keys()))))}
+    summary = figures.summary(wall_s=max((s["wall_s"] for s in summaries.values()), default=0.0))
     summary.update(shards=[str(s) for s in shard_dirs], duplicates_skipped=duplicates, unfinished=unfinished,
                    outstanding_failures=sum(failed.values()), failed=failed)
     write_json_atomic(out_dir / SUMMARY, summary)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
-from collections.abc import Iterable
 
 import numpy as np
 
@@ -26,25 +26,34 @@ def percentiles(values: list[float]) -> dict:
             "mean": round(float(np.mean(values)), 2), "total": float(sum(values))}
 
 
-def summarize(records: Iterable[dict], wall_s: float) -> dict:
-    """Figures over the committed trajectories (all of them, including those of earlier, resumed runs), read once
-    and not kept: a run's trajectories can be far larger than memory."""
-    tasks, reasons, with_patch, steps, tokens, seconds = set(), Counter(), 0, [], [], []
-    for record in records:
-        meta = record.get("metadata") or {}
-        tasks.add(record["instance_id"])
-        reasons[meta.get("finish_reason", "unknown")] += 1
-        with_patch += bool((record.get("patch") or "").strip())
-        steps.append(meta.get("steps", 0))
-        tokens.append(tokens_of(record))
-        seconds.append(meta.get("seconds", 0.0))
-    return {
-        "episodes": len(steps),
-        "tasks": len(tasks),
-        "finish_reasons": dict(reasons.most_common()),
-        "with_patch": with_patch,
-        "steps": percentiles(steps),
-        "tokens": percentiles(tokens),
-        "episode_seconds": percentiles(seconds),
-        "wall_s": round(wall_s, 2),
-    }
+class Figures:
+    """The summary's figures over trajectories, gathered one record at a time (from any thread), so that a run reads
+    its log once and adds what it commits, and a merge what it appends; a few numbers of each are kept, not the
+    record: a run's trajectories can be far larger than memory."""
+
+    def __init__(self) -> None:
+        self.tasks, self.reasons, self.with_patch = set(), Counter(), 0
+        self.steps, self.tokens, self.seconds = [], [], []
+        self._adding = threading.Lock()
+
+    def add(self, record: dict) -> None:
+        meta, tokens = record.get("metadata") or {}, tokens_of(record)
+        with self._adding:
+            self.tasks.add(record["instance_id"])
+            self.reasons[meta.get("finish_reason", "unknown")] += 1
+            self.with_patch += bool((record.get("patch") or "").strip())
+            self.steps.append(meta.get("steps", 0))
+            self.tokens.append(tokens)
+            self.seconds.append(meta.get("seconds", 0.0))
+
+    def summary(self, wall_s: float) -> dict:
+        return {
+            "episodes": len(self.steps),
+            "tasks": len(self.tasks),
+            "finish_reasons": dict(self.reasons.most_common()),
+            "with_patch": self.with_patch,
+            "steps": percentiles(self.steps),
+            "tokens": percentiles(self.tokens),
+            "episode_seconds": percentiles(self.seconds),
+            "wall_s": round(wall_s, 2),
+        }
