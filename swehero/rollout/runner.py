@@ -26,7 +26,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -184,14 +184,25 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
                     tqdm_bar.set_postfix(agent_errors=counts["agent_errors"], refresh=False)
                     tqdm_bar.update(1)
 
-        with ThreadPoolExecutor(max_workers=max(workers, 1)) as executor:
-            futures = [executor.submit(one, job) for job in jobs]
-            try:
-                for future in futures:
+        width, running = max(workers, 1), set()
+
+        def settle(at_most: int) -> None:
+            """Wait until at most `at_most` attempts run, raising what one that ended raised."""
+            nonlocal running
+            while len(running) > at_most:
+                ended, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in ended:
                     future.result()
+
+        with ThreadPoolExecutor(max_workers=width) as executor:
+            try:  # submitted as attempts end: 750k submitted at once (150k tasks x 5) held 1.1 GB of futures
+                for job in jobs:
+                    settle(width - 1)
+                    running.add(executor.submit(one, job))
+                settle(0)
             except KeyboardInterrupt:
                 executor.shutdown(wait=False, cancel_futures=True)
-                _drain(futures, stop, say or _to_stderr)
+                _drain(running, stop, say or _to_stderr)
                 raise
             except BaseException:  # SIGTERM (see swehero.cli) or an error: the running attempts end now, uncommitted
                 stop.set()
@@ -225,7 +236,7 @@ def _remove_image(image: str) -> None:
     remove_image(client(), image)
 
 
-def _drain(futures: list[Future], stop: threading.Event, say: Callable[[str], None]) -> None:
+def _drain(futures: set[Future], stop: threading.Event, say: Callable[[str], None]) -> None:
     """After a first Ctrl-C no attempt starts, and the running ones finish and commit; a second Ctrl-C ends them."""
     running = [f for f in futures if not f.cancelled()]  # a cancelled future never counts as done for `wait`
     say(f"stopping: no new attempts; the {sum(f.running() for f in running)} running will finish and commit "
