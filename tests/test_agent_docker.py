@@ -234,6 +234,9 @@ def test_binary_and_non_utf8_files_and_huge_outputs_survive(calc):
         editor = Editor(rt.files)
         with pytest.raises(ToolError, match="binary"):
             editor("view", f"{root}/blob.bin")
+        rt.container.put_archive(root, _tar("big.bin", every_byte * 12_000))  # over the editor's 10 MB
+        assert rt.files.read_bytes(f"{root}/big.bin", 1024) == every_byte and editor.binary(f"{root}/big.bin")
+        assert not editor.binary(root) and not editor.binary(f"{root}/nowhere.bin")
         latin1 = "café = 1\n".encode("latin-1")
         rt.container.put_archive(root, _tar("latin.py", latin1))
         editor("str_replace", f"{root}/latin.py", old_str="1", new_str="2")  # read and written back as Latin-1

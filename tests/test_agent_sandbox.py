@@ -170,9 +170,20 @@ def test_editor_calls_recorded_from_openhands_give_the_same_observations_and_fil
 
 
 def test_a_view_of_a_binary_file_is_refused_as_openhands_refuses_it(rt):
+    """OpenHands' runtime asks binaryornot before its editor checks anything: a binary over the editor's 10 MB is
+    refused as binary too, and so is any `.pyc` path, even one that does not exist."""
     (rt.checkout / "blob.bin").write_bytes(b"\x00\x01\xff")
-    view = Tools(rt, "exec").call("str_replace_editor", {"command": "view", "path": f"{ROOT}/blob.bin"})
-    assert (view.observation, view.error) == ("ERROR_BINARY_FILE\n[Error occurred in processing last action]", True)
+    (rt.checkout / "big.bin").write_bytes(b"\x00\x01\xff" * (4 << 20))
+    (rt.checkout / "big.txt").write_text("x = 1\n" * (2 << 20))
+    tools, refused = Tools(rt, "exec"), ("ERROR_BINARY_FILE\n[Error occurred in processing last action]", True)
+    for name in ("blob.bin", "big.bin", "nowhere.pyc"):
+        view = tools.call("str_replace_editor", {"command": "view", "path": f"{ROOT}/{name}"})
+        assert (view.observation, view.error) == refused, name
+    view = tools.call("str_replace_editor", {"command": "view", "path": f"{ROOT}/big.txt"})
+    assert view.error and "File is too large (12.0MB). Maximum allowed size is 10MB." in view.observation
+    edit = tools.call("str_replace_editor", {"command": "str_replace", "path": f"{ROOT}/big.bin", "old_str": "a",
+                                             "new_str": "b"})
+    assert edit.error and "File is too large" in edit.observation  # its editor checks the size first
 
 
 def test_an_insert_line_written_as_a_string_is_read_as_openhands_reads_it(rt):

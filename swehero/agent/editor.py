@@ -63,7 +63,8 @@ class Files(Protocol):
 
     def size(self, path: str) -> int: ...
 
-    def read_bytes(self, path: str) -> bytes: ...
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes:
+        """The file's bytes, or its first `limit`; raises ToolError for what is no regular file."""
 
     def write_bytes(self, path: str, data: bytes) -> None: ...
 
@@ -202,6 +203,21 @@ class Editor:
             raise _invalid("path", path,
                            f"The path {path} is a directory and only the `view` command can be used on directories.")
         return kind
+
+    def binary(self, path) -> bool:
+        """binaryornot's `is_binary(path)`, which OpenHands' runtime asks of a file to view before its editor checks
+        anything (size, path): True for a `.pyc` path, existing or not; False for what it cannot read (no file, a
+        directory, another path), which the editor's own checks then name."""
+        if not isinstance(path, str):
+            return False
+        if path.endswith(".pyc"):
+            return True
+        try:
+            if not path.startswith("/") or self.files.kind(path) != "file":
+                return False
+            return is_binary_string(self.files.read_bytes(path, BINARY_SNIFF_BYTES))
+        except ToolError:
+            return False
 
     def read(self, path: str) -> str:
         size = self.files.size(path)

@@ -237,7 +237,7 @@ class LocalFiles:
         with _reporting(path, "read"):
             return self._lstat(host).st_size
 
-    def read_bytes(self, path: str) -> bytes:
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes:
         host = self.host(path)
         with _reporting(path, "read"):
             # opened nonblocking, as a FIFO would block the open until a writer came, and refused unread, as a FIFO or
@@ -245,7 +245,7 @@ class LocalFiles:
             with os.fdopen(self.open_beneath(host, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
                 if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
                     raise ToolError(f"File validation failed for {path}: it is not a regular file.")
-                return file.read()
+                return file.read(-1 if limit is None else limit)
 
     def write_bytes(self, path: str, data: bytes) -> None:
         host = self.host(path)

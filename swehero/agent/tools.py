@@ -15,7 +15,7 @@ import bashlex
 
 from swehero.agent.banned import RefusedCommand, banned_commands
 from swehero.agent.bash_session import BashSession, special_key, truncate
-from swehero.agent.editor import BinaryFile, Editor, ToolError
+from swehero.agent.editor import Editor, ToolError
 from swehero.agent.keystrokes import typed_command
 from swehero.agent.runtime import Runtime
 from swehero.toolspec import TOOL_NAMES, tool_schema
@@ -205,12 +205,10 @@ class Tools:
                 kwargs["insert_line"] = int(insert_line)
             except ValueError:
                 return Outcome(f"ERROR:\nInvalid insert_line value: '{insert_line}'. Expected an integer.", error=True)
+        if command == "view" and self.editor.binary(path):  # OpenHands' runtime, before its editor sees the call
+            return Outcome(error_observation("ERROR_BINARY_FILE"), error=True)
         try:
             return Outcome(self.editor(command, path, **kwargs))
-        except BinaryFile as e:
-            if command == "view":  # OpenHands' runtime refuses it as an ErrorObservation, before its editor sees it
-                return Outcome(error_observation("ERROR_BINARY_FILE"), error=True)
-            return Outcome(f"ERROR:\n{e}", error=True)
         except ToolError as e:
             return Outcome(f"ERROR:\n{e}", error=True)
 
