@@ -127,3 +127,6 @@ stages:
     result = CliRunner().invoke(main, ["recipe", "run", str(recipe)])
     assert result.exit_code == 1 and "stage download_later: repos.labels.revision is empty" in result.output
     assert not (tmp_path / "trained").exists() and not (tmp_path / "run/train_for_days").exists()
+    dry = CliRunner().invoke(main, ["recipe", "run", str(recipe), "--dry-run"])  # says so before a real run
+    assert dry.exit_code == 0 and dry.output.startswith(
+        "a run would stop before its first stage: stage download_later: repos.labels.revision is empty"), dry.output

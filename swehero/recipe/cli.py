@@ -11,10 +11,10 @@ import yaml
 
 from swehero.recipe.config import Recipe, load_recipe
 from swehero.recipe.engine import (StageFailed, UnknownStage, check_stage_name, describe, plan as plan_steps,
-                                   recipe_as_dict, run_in_progress, run_lock, run_recipe)
+                                   recipe_as_dict, run_in_progress, run_lock, run_recipe, stops_before_first_stage)
 from swehero.recipe.loader import RecipeError
 from swehero.recipe.options import Group
-from swehero.recipe.plan import plan_recipe, unservable
+from swehero.recipe.plan import plan_recipe
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a value, e.g. --set stages.sft_zero.optimizer.lr=3e-5 (repeatable).")
@@ -86,7 +86,7 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
                 click.echo(f"{loaded.run_dir}: another `recipe run` or `swehero train` is running now; a stage shown "
                            "as interrupted while running is the one it runs")
             steps = plan_steps(loaded, only=only, start=start, force=force)
-            if problems := unservable(loaded, [step.stage for step in steps if step.run]):
+            if problems := stops_before_first_stage(loaded, [step.stage for step in steps if step.run]):
                 click.echo("a run would stop before its first stage: " + "; ".join(problems))
             return click.echo("\n".join(describe(steps)))
         with run_lock(loaded):

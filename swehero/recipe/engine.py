@@ -415,14 +415,25 @@ def run_in_progress(recipe: Recipe) -> bool:
         return any(line.split()[1] == "FLOCK" and line.split()[5] == held for line in locks if "->" not in line)
 
 
+def stops_before_first_stage(recipe: Recipe, stages: list[Stage]) -> list[str]:
+    """Why a run of `stages` would stop before the first of them (`--dry-run` says it too): each stage kind's `check`
+    of its settings (an unpinned download) and what vLLM would not serve. What would stop a later stage stops the
+    run now, not after days of the earlier ones."""
+    problems = []
+    for stage in stages:
+        if check := getattr(kinds.load_kind(stage.kind), "check", None):
+            try:
+                check(stage.settings, stage.name)
+            except InputError as e:
+                problems.append(str(e))
+    return problems + unservable(recipe, stages)
+
+
 def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:
     Path(recipe.run_dir).mkdir(parents=True, exist_ok=True)
     (Path(recipe.run_dir) / "recipe.resolved.yaml").write_text(yaml.safe_dump(recipe_as_dict(recipe), sort_keys=False))
     todo = [s for s in steps if s.run]
-    for step in todo:  # what would stop a later stage stops the run now, not after days of the earlier ones
-        if check := getattr(kinds.load_kind(step.stage.kind), "check", None):
-            check(step.stage.settings, step.stage.name)
-    if problems := unservable(recipe, [step.stage for step in todo]):
+    if problems := stops_before_first_stage(recipe, [step.stage for step in todo]):
         raise InputError("; ".join(problems))
     for n, step in enumerate(todo, 1):
         echo(f"[{n}/{len(todo)}] {step.stage.name} ({step.stage.kind}): {step.reason}")
