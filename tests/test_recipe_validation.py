@@ -533,6 +533,18 @@ def test_plan_takes_a_utilisation_between_0_and_1(mfu):
     assert result.exit_code == 2 and "Invalid value for '--mfu'" in result.output
 
 
+def test_a_key_set_inside_a_reference_names_where_to_set_it():
+    """tiny-cpu's eval_trained takes its agent settings by reference: a key below it is set where it points."""
+    result = CliRunner().invoke(main, ["recipe", "validate", "tiny-cpu", "--set",
+                                       "stages.eval_trained.agent.openai.top_p=0.5"])
+    assert result.exit_code == 2 and (
+        "--set stages.eval_trained.agent.openai.top_p: stages[12].agent is not a mapping but "
+        "${stages.eval_untrained.agent}, a reference: set stages.eval_untrained.agent.openai.top_p (every section "
+        "that refers to it changes), or stages[12].agent whole") in result.output, result.output
+    assert CliRunner().invoke(main, ["recipe", "validate", "tiny-cpu", "--set",
+                                     "stages.eval_untrained.agent.openai.top_p=0.5"]).exit_code == 0
+
+
 def test_references_schema_and_needs_are_checked_in_one_pass(tmp_path):
     """A reference to no setting is reported beside every other stage's problems and bad needs, instead of one phase
     at a time."""

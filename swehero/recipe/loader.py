@@ -184,7 +184,11 @@ def apply_override(data: dict[str, Any], lines: Lines, assignment: str) -> None:
                 raise RecipeError([f"--set {key}: no item {part!r} in {format_path(path)} (have {names})"])
             part = index
         elif not isinstance(node, dict):
-            raise RecipeError([f"--set {key}: {format_path(path)} is not a mapping"])
+            hint = ""
+            if isinstance(node, str) and (reference := re.fullmatch(r"\$\{([^:}]+)\}", node.strip())):
+                hint = (f" but {node.strip()}, a reference: set {reference[1]}.{'.'.join(parts[i:])} (every section "
+                        f"that refers to it changes), or {format_path(path)} whole")
+            raise RecipeError([f"--set {key}: {format_path(path)} is not a mapping{hint}"])
         path += (part,)
         if last:
             node[part] = value
