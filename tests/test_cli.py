@@ -40,6 +40,9 @@ def test_every_command_has_help_with_example():
         assert result.exit_code == 0, (path, result.output)
         if not isinstance(command, click.Group):
             assert "Example" in result.output, f"`swehero {' '.join(path)} --help` shows no example"
+            bare = [option.opts[0] for option in command.params if isinstance(option, click.Option)
+                    and not option.hidden and not option.help]
+            assert not bare, f"`swehero {' '.join(path)} --help` says nothing of {', '.join(bare)}"
 
 
 @pytest.mark.parametrize("args", [["nosuch"], ["recipe", "run", "--only"]])

@@ -55,7 +55,9 @@ def run(task_path: Path, instance_id: str | None, repo_dir: Path | None, out: Pa
     "swehero agent tool --repo . --mode zero execute_bash '{\"command\": \"git log --oneline -3\"}'"])
 @click.option("--repo", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder the sandbox shows at --root (edited in place).")
-@click.option("--mode", type=click.Choice(["zero", "exec"]), default="zero", show_default=True)
+@click.option("--mode", type=click.Choice(["zero", "exec"]), default="zero", show_default=True,
+              help="zero (SWE-Zero: execution-free, banned commands are refused) or exec (SWE-Hero: code and "
+                   "tests may run).")
 @click.option("--root", default=SWEBENCH_ROOT, show_default=True, help="Where the agent sees the repository.")
 @click.argument("name")
 @click.argument("args_json")

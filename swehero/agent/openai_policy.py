@@ -53,6 +53,7 @@ class OpenAIConfig:
     """Retries of a request after a connection error, HTTP 429 or 5xx, waiting `backoff * 2**attempt` seconds in
     between; lower it when other endpoints can take over (distillation fails over to them)."""
     backoff: Annotated[float, Range(min=0)] = 1.0
+    """Seconds before the first retry of a request, doubled for each retry after it."""
 
 
 class OpenAIPolicy:

@@ -14,7 +14,8 @@ from swehero.distill.shards import merge as merge_shards, slurm_job
 from swehero.recipe.options import Command, DefaultCommandGroup, launcher_options, settings_options, submit_if_asked
 from swehero.rollout.decontam import DecontamConfig, decontaminate_file
 
-_OUT_DIR = click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+_OUT_DIR = click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+                        help="Folder to write into (see above); a rerun into it goes on where it stopped.")
 
 
 @click.group(cls=DefaultCommandGroup, default="run")

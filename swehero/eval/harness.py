@@ -31,6 +31,7 @@ class HarnessConfig:
     """Dataset the harness grades against (hub id or local .json/.jsonl/.parquet with swebench 5 columns: `image`,
     `eval_script`, `log_parser`, `eval_type`); empty: the benchmark's harness dataset, or the task file."""
     split: str = "test"
+    """Split of `dataset` to grade against (a hub dataset's; a local file has one)."""
     run_id: str = ""
     """Harness run id (in log paths and container names); empty: `swehero.<eval folder name>.<hash of its path>`."""
     max_workers: int = 4
@@ -38,6 +39,7 @@ class HarnessConfig:
     timeout_s: int = 1800
     """Seconds the tests of one instance may run."""
     open_file_limit: int = 4096
+    """The harness's limit on open files (`ulimit -n`) while it grades, as its `--open_file_limit`."""
     task_repo: str = ""
     """Build the instance images from this swebench task repo instead of pulling published ones."""
     modal: bool = False
