@@ -210,12 +210,9 @@ class Editor:
         directory, another path), which the editor's own checks then name."""
         if not isinstance(path, str):
             return False
-        if path.endswith(".pyc"):
-            return True
         try:
-            if not path.startswith("/") or self.files.kind(path) != "file":
-                return False
-            return is_binary_string(self.files.read_bytes(path, BINARY_SNIFF_BYTES))
+            return path.endswith(".pyc") or path.startswith("/") and self.files.kind(path) == "file" and \
+                _binary(path, self.files.read_bytes(path, BINARY_SNIFF_BYTES))
         except ToolError:
             return False
 
