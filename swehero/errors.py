@@ -14,6 +14,15 @@ class MissingInput(InputError, FileNotFoundError):
     dataset named is not where it can be read; still a FileNotFoundError for the callers that catch one."""
 
 
+class SettingError(InputError):
+    """A stage setting a run cannot use, found by its stage kind's `check`; `field` is the setting's path in the
+    stage's settings (`("repos", "zero", "revision")`), so that the recipe engine can say where the recipe sets it."""
+
+    def __init__(self, field: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class Unavailable(RuntimeError):
     """What a command needs from this machine is missing or unreachable (a Docker engine, bubblewrap, disk space, an
     x86_64 CPU for SWE-bench images). The message says what to do about it."""

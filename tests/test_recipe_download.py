@@ -102,7 +102,7 @@ def test_download_offline_records_the_resolved_commits_and_the_import_keeps_one_
 def test_an_empty_revision_stops_the_stage_naming_the_field(tmp_path, hub_cache):
     done = run_recipe(tmp_path, hub_cache, "")
     assert done.returncode != 0
-    assert "repos.zero.revision is empty" in done.stderr
+    assert "stage download: repos.zero.revision: empty: pin" in done.stderr
     assert not (tmp_path / "run/download").exists()  # refused before the stage started
 
 
@@ -125,8 +125,33 @@ stages:
     repos: {{labels: {{repo_id: nebius/SWE-rebench-openhands-trajectories, revision: ""}}}}
 """)
     result = CliRunner().invoke(main, ["recipe", "run", str(recipe)])
-    assert result.exit_code == 1 and "stage download_later: repos.labels.revision is empty" in result.output
+    assert result.exit_code == 1 and f"{recipe}:8: stage download_later: repos.labels.revision: empty" in result.output
     assert not (tmp_path / "trained").exists() and not (tmp_path / "run/train_for_days").exists()
     dry = CliRunner().invoke(main, ["recipe", "run", str(recipe), "--dry-run"])  # says so before a real run
     assert dry.exit_code == 0 and dry.output.startswith(
-        "a run would stop before its first stage: stage download_later: repos.labels.revision is empty"), dry.output
+        f"a run would stop before its first stage: {recipe}:8: stage download_later: repos.labels.revision: empty"), \
+        dry.output
+
+
+def test_an_unset_revision_of_a_bundled_recipe_names_its_line_and_variable(monkeypatch):
+    """The bundled recipes read their dataset revisions from environment variables: the message says which one."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+    from swehero.recipe.config import find_recipe
+
+    monkeypatch.delenv("SWEHERO_SWE_ZERO_REVISION", raising=False)
+    monkeypatch.setenv("SWEHERO_SWE_HERO_REVISION", "main")
+    recipe = find_recipe("zero-7b")
+    line = next(n for n, text in enumerate(recipe.read_text().splitlines(), 1) if "SWEHERO_SWE_ZERO_REVISION" in text)
+    dry = CliRunner().invoke(main, ["recipe", "run", "zero-7b", "--dry-run"])
+    assert dry.exit_code == 0 and dry.output.startswith(
+        f"a run would stop before its first stage: {recipe}:{line}: stage download: repos.zero.revision: empty: pin "
+        "nvidia/SWE-Zero-openhands-trajectories to a commit"), dry.output
+    assert "(the recipe writes it as ${env:SWEHERO_SWE_ZERO_REVISION,})" in dry.output.splitlines()[0]
+    assert "repos.hero" not in dry.output.splitlines()[0]
+    set_by_hand = CliRunner().invoke(main, ["recipe", "run", "zero-7b", "--dry-run", "--set",
+                                            "stages.download.repos.zero.revision=''"])
+    assert set_by_hand.output.startswith("a run would stop before its first stage: --set: stage download: "
+                                         "repos.zero.revision: empty"), set_by_hand.output
+    assert "the recipe writes it as" not in set_by_hand.output.splitlines()[0]

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from swehero.recipe import kinds
-from swehero.recipe.loader import (FieldPath, Lines, RecipeError, apply_override, load_yaml, merge_base,
-                                   resolve_references, suggest)
+from swehero.recipe.loader import (FieldPath, Lines, RecipeError, apply_override, format_path, load_yaml,
+                                   merge_base, resolve_references, suggest)
 from swehero.recipe.schema import as_data, build, check, field_default, input_paths, section_class
 from swehero.recipe.stage import ModelConfig
 
@@ -37,8 +37,19 @@ class Stage:
     """An instance of the kind module's `Settings` dataclass."""
     inputs: list[str] = field(default_factory=list)
     """Absolute paths of everything the stage reads (its InputPath settings, and the model if it uses it)."""
-    line: str = ""
-    """`file:line` of the stage entry, for messages."""
+    lines: Lines | None = field(default=None, repr=False, compare=False)
+    """Where the recipe sets each value (the whole recipe's), for messages about this stage's settings."""
+    at: FieldPath = ()
+    """The stage entry's path in the recipe, `("stages", i)`."""
+
+    def problem(self, setting: tuple[str, ...], message: str) -> str:
+        """`file:line: stage NAME: setting: message`, the recipe's own form, naming the reference the setting was
+        written with (`${env:NAME,}`: the variable to set) when it was one."""
+        path = self.at + setting
+        where = self.lines.where(path) if self.lines else "<recipe>"
+        written = self.lines.written.get(path) if self.lines else None
+        return (f"{where}: stage {self.name}: {format_path(setting)}: {message}"
+                + (f" (the recipe writes it as {written})" if written else ""))
 
 
 @dataclass
@@ -229,7 +240,7 @@ def _build_stages(raw: Any, lines: Lines, problems: list[str]) -> list[Stage]:
         module = kinds.load_kind(kind)
         settings_data = {k: v for k, v in entry.items() if k not in _STAGE_KEYS}
         settings = build(module.Settings, settings_data, at, lines, problems)
-        stages.append(Stage(name, kind, list(needs), settings, line=lines.where(at)))
+        stages.append(Stage(name, kind, list(needs), settings, lines=lines, at=at))
     return stages
 
 

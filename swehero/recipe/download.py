@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from swehero.errors import InputError
+from swehero.errors import SettingError
 from swehero.recipe.stage import StageContext
 
 RESUMABLE = True  # partial downloads live in the hub cache and resume; the stage folder only holds symlinks
@@ -51,11 +51,9 @@ class Settings:
 def check(settings: Settings, name: str) -> None:
     for entry, repo in settings.repos.items():
         if not repo.revision.strip():
-            raise InputError(
-                f"stage {name}: repos.{entry}.revision is empty: pin {repo.repo_id} to a commit (40 hex digits, "
-                "from the repository's 'Files and versions' page), or write `main` to take the latest (the "
-                "manifest then records the commit it was); bundled recipes read it from an environment variable "
-                "named in the recipe file")
+            raise SettingError(("repos", entry, "revision"), (
+                f"empty: pin {repo.repo_id} to a commit (40 hex digits, from the repository's 'Files and versions' "
+                "page), or write `main` to take the latest (the manifest then records the commit it was)"))
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from swehero.errors import InputError
+from swehero.errors import InputError, SettingError
 from swehero.fingerprint import fingerprint_path, short_digest
 from swehero.jsonio import differences, exclusive, write_json_atomic
 from swehero.process import end_left_behind, recording_groups
@@ -424,6 +424,8 @@ def stops_before_first_stage(recipe: Recipe, stages: list[Stage]) -> list[str]:
         if check := getattr(kinds.load_kind(stage.kind), "check", None):
             try:
                 check(stage.settings, stage.name)
+            except SettingError as e:
+                problems.append(stage.problem(e.field, str(e)))
             except InputError as e:
                 problems.append(str(e))
     return problems + unservable(recipe, stages)

@@ -46,6 +46,9 @@ class Lines:
     def __init__(self, file: str) -> None:
         self.file = file
         self.by_path: dict[FieldPath, str] = {}
+        self.written: dict[FieldPath, str] = {}
+        """Values written with a `${...}` reference, as written (resolved since): a message about such a value
+        shows what to change, e.g. which environment variable to set."""
 
     def where(self, path: FieldPath) -> str:
         # Fall back to the nearest enclosing value that has a location (e.g. a missing field -> its section).
@@ -279,6 +282,7 @@ def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, A
             return [resolve(v, at + (i,), active) for i, v in enumerate(value)]
         if not isinstance(value, str) or "${" not in value:
             return value
+        lines.written.setdefault(at, value)
         try:
             whole = _REF.fullmatch(value)
             if whole:
