@@ -114,14 +114,22 @@ def test_a_command_past_its_timeout_has_ended_children_and_all_when_it_returns(t
     caller must not see it so (a CI run under load saw a test's `sleep` alive after its grading had returned)."""
     from swehero.process import run_captured
 
-    holds = "import os, time\nx = b'1' * (1 << 28)\nos.write(1, b'%d\\n' % os.getpid())\ntime.sleep(600)"
+    pids = tmp_path / "pids"
+    pids.touch()
+    holds = f"import os, time\nx = b'1' * (1 << 28)\nopen({str(pids)!r}, 'a').write('%d\\n' % os.getpid())\n" \
+            "time.sleep(600)"
+    # The children write elsewhere than the captured output: one holding that pipe open would be waited for by the
+    # read of the output's end, which would hide the wait under test. The timeout comes once all three hold memory.
+    script = f'for i in 1 2 3; do {PYTHON} -c "$0" >/dev/null 2>&1 & done; ' \
+             f'until [ "$(wc -l < {pids})" = 3 ]; do sleep 0.1; done; echo ready; sleep 600'
     with pytest.raises(subprocess.TimeoutExpired) as stopped:
-        run_captured(["bash", "-c", f'for i in 1 2 3 4; do {PYTHON} -c "$0" & done; sleep 600', holds], timeout_s=5)
-    pids = [int(pid) for pid in stopped.value.stdout.split()]
+        run_captured(["bash", "-c", script, holds], timeout_s=15)
+    children = [int(pid) for pid in pids.read_text().split()]
     try:
-        assert len(pids) == 4 and not [pid for pid in pids if alive(pid)]
+        assert stopped.value.stdout.strip() == "ready" and len(children) == 3
+        assert not [pid for pid in children if alive(pid)]
     finally:
-        kill_all(pids)
+        kill_all(children)
 
 
 def test_what_a_training_rank_forks_dies_with_it(tmp_path):
