@@ -7,6 +7,8 @@ get_extra_state / restored by set_extra_state, as TE's linear layers do. Everyth
 path on 2 gloo processes (pipeline 2, so each rank saves and reloads its own layers): `model_setup.build`,
 Megatron's DDP and distributed optimizer, and `Checkpointer.save` / `load_latest`. The GPU part (TE's own
 state in an FP8 run) is in benchmarks/gpu_check.sh.
+
+Also the background save GPU runs make (`checkpoint.async_save`), with the megatron-core of each tier.
 """
 
 import io
@@ -126,3 +128,42 @@ def test_extra_state_round_trips_through_the_training_checkpoint(tmp_path):
             assert torch.equal(history, history2) and torch.equal(scale, scale2)
         assert result["saved"][0][0][:2].abs().min() > 0  # both steps recorded an amax
         assert not torch.equal(result["saved"][0][0], result["saved"][1][0])  # each layer got back its own
+
+
+def background_save_job(rank: int, init: str, folder: str) -> None:
+    from megatron.core import parallel_state
+
+    from swehero.train.checkpoint import Checkpointer
+    from swehero.train.step import train_step
+
+    parallel_state.initialize_model_parallel(pipeline_model_parallel_size=2)
+    model, hf_config, optimizer, scheduler = _build(init)
+    train_step(model, optimizer, scheduler, [_batch(hf_config, 0)], SEQ, torch.device("cpu"), fused_ce=True)
+    saved = {name: p.detach().clone() for name, p in model[0].named_parameters()}
+    checkpointer = Checkpointer(Path(folder), hf_config, keep_last=1, async_save=True)
+    checkpointer.save(1, model, optimizer, scheduler)
+    checkpointer.poll(blocking=True)  # the training loop's last call: the background writes finish and publish
+
+    resumed, _, optimizer, scheduler = _build(init)
+    reader = Checkpointer(Path(folder), hf_config, keep_last=1, async_save=False)
+    step = reader.load_latest(resumed, optimizer, scheduler)
+    restored = dict(resumed[0].named_parameters())
+    torch.save({"step": step, "equal": [torch.equal(p, restored[name]) for name, p in saved.items()]},
+               f"{folder}/rank{rank}.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_background_save_works_with_the_installed_megatron_core(tmp_path):
+    """Training saves in the background on GPUs (`checkpoint.async_save`). megatron-core 0.19's background save
+    wants nvidia-resiliency-ext unless told to use its own writer: run that path here, under both tiers' versions."""
+    from model_jobs import make_hf
+
+    from swehero.model.cpu_backend import launch
+
+    init = make_hf(tmp_path / "hf")
+    launch(background_save_job, 2, str(init), str(tmp_path / "checkpoints"))
+    assert (tmp_path / "checkpoints/step-1").is_dir() and not list((tmp_path / "checkpoints").glob(".*partial"))
+    for rank in range(2):
+        result = torch.load(tmp_path / "checkpoints" / f"rank{rank}.pt")
+        assert result["step"] == 1 and result["equal"] and all(result["equal"])

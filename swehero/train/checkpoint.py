@@ -11,6 +11,7 @@ interrupted one stopped.
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -28,6 +29,12 @@ from swehero.train.model_setup import check_schedule, model_chunks
 # Each rank saves and loads its own optimizer shard, with no gathering; the optimizer state then resumes at the
 # same layout (data-parallel size may change), while the weights load at any layout.
 OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}
+
+# A background save writes with Megatron's own writer, whose requests the AsyncCallsQueue below runs: from 0.17 on,
+# megatron-core's default is nvidia-resiliency-ext's, which the image does not install (the first checkpoint of
+# every GPU run failed on the import); 0.16 has only its own and no such argument.
+_OWN_WRITER = {"async_strategy": "mcore"} if "async_strategy" in inspect.signature(dist_checkpointing.save).parameters \
+    else {}
 
 
 def _model_state(model: list) -> dict:
@@ -107,7 +114,8 @@ class Checkpointer:
         state["step"] = step
         # Into the empty folder: Megatron takes any file already there for the leftovers of a crashed save and
         # says so ("Overwriting old incomplete / corrupted checkpoint"). Our own files go in when it is done.
-        request = dist_checkpointing.save(state, str(partial), async_sharded_save=background)
+        request = dist_checkpointing.save(state, str(partial), async_sharded_save=background,
+                                          **(_OWN_WRITER if background else {}))
         if not background:
             self._publish(partial, step, rng)
         else:
