@@ -40,11 +40,17 @@ def test_padding_adds_untrained_tokens_at_each_document_end():
     assert pad_documents(batch, 1).tokens.equal(batch.tokens)
 
 
-@pytest.mark.parametrize("cp", [2, 4])
-def test_ranks_together_hold_the_padded_row_once(cp):
+def test_the_row_is_padded_at_its_last_document_to_a_multiple():
+    padded = pad_documents(row([5, 9, 2]), 4, row_multiple=16)
+    assert padded.padded_lengths == [8, 12, 12] and padded.tokens.shape == (1, 32)
+    assert padded.loss_mask[0, 20 + 2:].sum() == 0
+
+
+@pytest.mark.parametrize("cp,tp", [(2, 1), (4, 1), (2, 4), (4, 8)])
+def test_ranks_together_hold_the_padded_row_once(cp, tp):
     batch = row([37, 100, 3, 116])
-    padded = pad_documents(batch, 2 * cp)
-    shards = [shard(batch, cp, r) for r in range(cp)]
+    padded = pad_documents(batch, 2 * cp, row_multiple=16 * cp * tp)
+    shards = [shard(batch, cp, r, tp) for r in range(cp)]
     assert all(s.tokens.shape[1] == padded.tokens.shape[1] // cp for s in shards)
     order = torch.cat([partition_indices(padded.padded_lengths, cp, r) for r in range(cp)])
     assert sorted(order.tolist()) == list(range(padded.tokens.shape[1]))
@@ -54,6 +60,36 @@ def test_ranks_together_hold_the_padded_row_once(cp):
         assert torch.equal(rebuilt, getattr(padded, name)), name
     # Every rank keeps the whole row's boundaries: attention needs them.
     assert all(s.doc_lengths == batch.doc_lengths and s.padded_lengths == padded.padded_lengths for s in shards)
+
+
+@pytest.mark.parametrize("docs", [[1001, 3000, 4191], [1, 2, 3, 4, 5, 6, 7, 8191], [8192]])
+@pytest.mark.parametrize("cp,tp", [(2, 2), (2, 4), (4, 8), (8, 8)])
+def test_each_rank_share_splits_again_over_the_tensor_ranks_in_multiples_of_16(docs, cp, tp):
+    """With sequence parallelism Megatron splits each context-parallel rank's tokens over the tensor-parallel ranks
+    and asserts they divide them; FP8 matrix products want multiples of 16. Documents padded only to 2 x cp gave
+    [1001, 3000, 4191] at cp 2 shares of 4098 tokens, which 4 ranks do not divide."""
+    for r in range(cp):
+        mine = shard(row(docs), cp, r, tp)
+        assert mine.tokens.shape[1] % (16 * tp) == 0
+        assert all(n % (2 * cp) == 0 for n in mine.padded_lengths) and mine.doc_lengths == docs
+        assert mine.loss_mask.sum() > 0 or r > 0 or sum(docs) < 2 * cp
+
+
+@pytest.mark.parametrize("tensor,pipeline,context", [(1, 2, 2), (4, 2, 2), (8, 4, 2)])
+def test_layouts_with_context_and_pipeline_parallelism_build_megatrons_config(tensor, pipeline, context):
+    """A pipeline of context-parallel ranks sends rows of varying length (their padding differs), which megatron-core
+    0.19 refused beside its default MoE dispatcher, in a model with no experts too: the run died on every rank."""
+    from swehero.model.provider import transformer_config
+    from swehero.train.config import ParallelConfig, Settings
+    from swehero.train.model_setup import model_overrides
+
+    from model_jobs import TINY
+
+    hf = {**TINY, "num_attention_heads": 8, "num_key_value_heads": 8, "model_type": "qwen2"}
+    layout = ParallelConfig(tensor=tensor, pipeline=pipeline, context=context, sequence_parallel=tensor > 1)
+    config = transformer_config(hf, layout, torch.bfloat16,
+                                **model_overrides(Settings(data="d", parallel=layout), cuda=True))
+    assert config.variable_seq_lengths and config.context_parallel_size == context
 
 
 def _token_losses(batch: PackedBatch) -> torch.Tensor:

@@ -24,10 +24,14 @@ from swehero.model.packing import position_ids
 from swehero.train.data import PackedBatch
 
 
-def pad_documents(batch: PackedBatch, multiple: int) -> PackedBatch:
+def pad_documents(batch: PackedBatch, multiple: int, row_multiple: int | None = None) -> PackedBatch:
     """`batch` with every document padded at its end to a multiple of `multiple` tokens (token 0, loss mask 0,
-    positions counting on); `padded_lengths` records the padded document lengths."""
+    positions counting on), the last one further, to make the row a multiple of `row_multiple` (itself a multiple
+    of `multiple`); `padded_lengths` records the padded document lengths."""
+    row_multiple = row_multiple or multiple
+    assert row_multiple % multiple == 0, (row_multiple, multiple)
     padded = [-(-n // multiple) * multiple for n in batch.doc_lengths]
+    padded[-1] += -sum(padded) % row_multiple
     pieces: dict[str, list[torch.Tensor]] = {"tokens": [], "labels": [], "loss_mask": []}
     start = 0
     for length, target in zip(batch.doc_lengths, padded):
@@ -51,10 +55,14 @@ def partition_indices(padded_lengths: list[int], cp: int, rank: int) -> torch.Te
     return torch.cat(indices)
 
 
-def shard(batch: PackedBatch, cp: int, rank: int) -> PackedBatch:
+def shard(batch: PackedBatch, cp: int, rank: int, tp: int = 1) -> PackedBatch:
     """This context-parallel rank's share of a packed row: every document padded to a multiple of 2 x cp and
-    split in TE's load-balanced order. The document lengths stay those of the whole row: attention needs them."""
-    padded = pad_documents(batch, 2 * cp)
+    split in TE's load-balanced order. The document lengths stay those of the whole row: attention needs them.
+
+    The share is a multiple of 16 x tp tokens: sequence parallelism splits it again over the `tp` tensor-parallel
+    ranks (Megatron asserts they divide it), and FP8 matrix products want token counts in multiples of 16
+    (Megatron's `get_fp8_align_size`), which a row of documents padded only to 2 x cp would not give."""
+    padded = pad_documents(batch, 2 * cp, row_multiple=16 * cp * tp)
     mine = partition_indices(padded.padded_lengths, cp, rank)
     return replace(padded, **{name: getattr(padded, name)[:, mine]
                               for name in ("tokens", "labels", "loss_mask", "position_ids")})

@@ -61,8 +61,9 @@ def model_overrides(s: Settings, cuda: bool) -> dict:
         overrides.update(recompute_granularity="selective")
     if s.parallel.context > 1 and s.parallel.pipeline > 1:
         # Context parallelism pads each document (`context.py`), so rows differ in length: pipeline transfers
-        # send their shape first.
-        overrides.update(variable_seq_lengths=True)
+        # send their shape first. megatron-core 0.19 refuses variable lengths beside its default MoE token
+        # dispatcher (allgather) even in a model without experts, where the dispatcher is never built.
+        overrides.update(variable_seq_lengths=True, moe_token_dispatcher_type="alltoall")
     if s.parallel.virtual_pipeline > 1:
         # Megatron-LM's defaults for the interleaved schedule: each transfer posted on its own, overlapped with
         # compute. Batched, a rank's sends to the same peer in both directions (pipeline 2: next = previous) can

@@ -39,7 +39,8 @@ def forward_step(data_iterator: Iterator[PackedBatch], model: torch.nn.Module, d
     batch = next(data_iterator)
     cp = parallel_state.get_context_parallel_world_size()
     if cp > 1:
-        batch = context.shard(batch, cp, parallel_state.get_context_parallel_rank())
+        batch = context.shard(batch, cp, parallel_state.get_context_parallel_rank(),
+                              parallel_state.get_tensor_model_parallel_world_size())
     to = partial(torch.Tensor.to, device=device, non_blocking=True)
     labels = masked_labels(batch.labels, batch.loss_mask) if fused_ce else batch.labels
     output = model(
