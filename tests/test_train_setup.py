@@ -49,6 +49,16 @@ def test_context_parallel_needs_divisible_sequence():
         check_layout(bad, QWEN25_CODER_32B, 16)
 
 
+def test_sequence_parallel_needs_a_sequence_the_tensor_ranks_divide():
+    layout = ParallelConfig(tensor=8, sequence_parallel=True)
+    with pytest.raises(LayoutError, match="seq_length 100004 is not divisible by tensor 8 .sequence parallelism"):
+        check_layout(Settings(data="d", seq_length=100004, parallel=layout), QWEN25_CODER_32B, 8)
+    assert check_layout(Settings(data="d", seq_length=100000, parallel=layout), QWEN25_CODER_32B, 8) == 1
+    # with context parallelism the batch path pads each rank's share to what the tensor ranks divide
+    assert check_layout(Settings(data="d", seq_length=100004, parallel=dataclasses.replace(layout, context=2)),
+                        QWEN25_CODER_32B, 16) == 1
+
+
 def test_data_order_is_a_function_of_seed_and_step():
     n, gbs = 10, 4
     assert steps_for(n, gbs, epochs=3, steps=None) == 7 and steps_for(n, gbs, 3, steps=5) == 5

@@ -146,6 +146,10 @@ def check_layout(settings: Settings, hf_config: dict, world_size: int) -> int:
         problems.append("virtual_pipeline > 1 needs pipeline > 1")
     if p.sequence_parallel and p.tensor == 1:
         problems.append("sequence_parallel needs tensor > 1")
+    elif p.sequence_parallel and p.context == 1 and settings.seq_length % p.tensor:
+        # each row is seq_length tokens, split over the tensor ranks (with context parallelism, `context.py` pads)
+        problems.append(f"seq_length {settings.seq_length} is not divisible by tensor {p.tensor} (sequence "
+                        "parallelism splits each sequence over the tensor-parallel ranks)")
     if settings.seq_length % (2 * p.context):
         problems.append(f"seq_length {settings.seq_length} is not divisible by 2 x context {p.context} "
                         "(context parallelism splits each sequence into 2 x context chunks)")
