@@ -84,6 +84,41 @@ def test_parity_passes_a_correct_bf16_model_and_fails_a_wrong_one():
         wrong.stdout + wrong.stderr[-2000:]
 
 
+def test_fp8_states_are_compared_by_what_they_hold_not_their_bytes():
+    """Transformer Engine's extra state is a pickled dict in a uint8 tensor; restored, it may pickle its keys in
+    another order. Same values in another order are equal, another value or dtype is not."""
+    import io
+    import pickle
+
+    import torch
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from gpu_check import _equal
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def te(state: dict) -> torch.Tensor:
+        return torch.frombuffer(bytearray(pickle.dumps(state)), dtype=torch.uint8)
+
+    def te1(state: dict) -> torch.Tensor:  # TE 1.x: torch.save into bytes
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+
+    scale, history = torch.tensor([448.0, 1.0]), torch.arange(16.0)
+    saved = te({"scale_fwd": scale, "amax_history_fwd": history, "global_fp8_buffer_pos_fwd": 3})
+    reordered = te({"global_fp8_buffer_pos_fwd": 3, "amax_history_fwd": history.clone(), "scale_fwd": scale.clone()})
+    assert not torch.equal(saved, reordered) and _equal(saved, reordered)
+    assert _equal(te1({"scale": scale}), te1({"scale": scale.clone()}))
+    assert not _equal(saved, te({"scale_fwd": scale * 2, "amax_history_fwd": history, "global_fp8_buffer_pos_fwd": 3}))
+    assert not _equal(saved, te({"scale_fwd": scale.half(), "amax_history_fwd": history, "global_fp8_buffer_pos_fwd": 3}))
+    assert not _equal(saved, te({"scale_fwd": scale, "amax_history_fwd": history}))
+    assert _equal(torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([1, 2], dtype=torch.uint8))
+    assert not _equal(torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([1, 3], dtype=torch.uint8))
+    assert _equal(None, None) and not _equal(None, torch.zeros(0))
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_fused_ce_fails_when_the_fused_version_runs_out_of_memory():
