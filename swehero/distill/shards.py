@@ -40,6 +40,8 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
     cpus = gpus + 2 + settings.workers  # vLLM: a process per GPU, its API server and engine; one per episode
     lines = ["#!/bin/bash", "#SBATCH --job-name=swehero-distill", f"#SBATCH --array=0-{shards - 1}",
              f"#SBATCH --chdir={Path.cwd()}", f"#SBATCH --output={out}/slurm-%A_%a.log",
+             # one node: the shard's server and its workers meet on localhost (a job's --gpus may span nodes)
+             "#SBATCH --nodes=1",
              *([f"#SBATCH --gpus={gpus}", f"#SBATCH --cpus-per-task={cpus}"] if serves else []),
              *(f"#SBATCH {a}" for a in sbatch_args),
              "set -euo pipefail",
