@@ -314,3 +314,31 @@ def test_a_distill_rerun_after_new_weights_in_its_served_folder_is_refused(toy, 
     _folder(ckpt, b"b" * 16)
     with pytest.raises(InputError, match=re.escape(f"the weights in {ckpt} changed since these attempts were made")):
         distill(settings, tmp_path / "D")
+
+
+def test_teacher_forced_accuracy_equals_the_full_logits_argmax(tiny_model_dir, tmp_path, monkeypatch):
+    """The output layer runs on a few positions at a time (all of 128k positions' logits would not fit beside a
+    32B model): the predictions are those of the whole forward pass, counted over the trained tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from data_samples import samples
+    from swehero.data.render import ChatRenderer, load_tokenizer
+    from swehero.data.trajectory import validate
+    from swehero.eval import teacher_forced
+
+    heldout = tmp_path / "h.jsonl"
+    heldout.write_text("".join(json.dumps(s) + "\n" for s in samples()[:3]))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    renderer, tokens, correct = ChatRenderer(load_tokenizer(str(tiny_model_dir))), 0, 0
+    for record in samples()[:3]:
+        rendered = renderer.render(validate(record))
+        ids = torch.tensor(rendered.input_ids[:4096])
+        trained = torch.tensor(rendered.loss_mask[1:4096], dtype=torch.bool)
+        with torch.inference_mode():
+            predicted = model(ids[None]).logits[0, :-1].argmax(-1)
+        tokens, correct = tokens + int(trained.sum()), correct + int((predicted == ids[1:])[trained].sum())
+    chunked = teacher_forced._most_likely_next
+    monkeypatch.setattr(teacher_forced, "_most_likely_next", lambda m, ids: chunked(m, ids, rows=37))
+    score = teacher_forced.teacher_forced_accuracy(str(tiny_model_dir), [str(heldout)], max_tokens=4096)
+    assert score["trajectories"] == 3 and (score["tokens"], score["correct"]) == (tokens, correct) and tokens > 100
