@@ -160,15 +160,18 @@ def _guard(mark: str, parent: int, every_s: float = 0.2) -> None:
 
 
 def end_group(child: subprocess.Popen, *steps: tuple[int, float]) -> None:
-    """For each (signal, seconds) step while the child runs: the signal to its process group (it was started with
-    `start_new_session`), then up to that long for it to exit. SIGKILL if it outlives them all."""
+    """For each (signal, seconds) step while a process of the child's group runs: the signal to the group (the child
+    was started with `start_new_session`), then up to that long for all of it to exit. SIGKILL if it outlives them
+    all. Returns once the whole group has ended, not only the child: what outlives a server's API process (its
+    engine and GPU workers) holds the memory the next server needs."""
     for sig, seconds in (*steps, (signal.SIGKILL, 10.0)):
-        if child.poll() is not None:
+        if child.poll() is not None and not _runs_in_group(child.pid):
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=seconds)
+        deadline = time.monotonic() + seconds
+        while (child.poll() is None or _runs_in_group(child.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def run_group(argv: list[str], grace_s: float = 10.0, **popen) -> int:

@@ -132,6 +132,28 @@ def test_a_command_past_its_timeout_has_ended_children_and_all_when_it_returns(t
         kill_all(children)
 
 
+@pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
+def test_stopping_a_group_ends_what_outlives_its_leader(tmp_path):
+    """A server's API process may exit at SIGTERM before its workers do, or leave one that ignores it: stopping the
+    group returns once all of it has ended, not when its leader has."""
+    from swehero.process import end_group, start_group
+
+    pids = tmp_path / "pids"
+    leader = start_group(["bash", "-c", f'(trap "" TERM; echo $BASHPID > {pids}; exec sleep 600) & '
+                                        'trap "exit 0" TERM; while :; do sleep 0.1; done'])
+    deadline = time.monotonic() + 30
+    while not (pids.exists() and pids.read_text().strip()):
+        assert time.monotonic() < deadline and leader.poll() is None
+        time.sleep(0.05)
+    worker = int(pids.read_text())
+    try:
+        end_group(leader, (signal.SIGTERM, 5.0))
+        assert leader.returncode == 0  # the leader ended at SIGTERM, as asked
+        assert not alive(worker)  # what ignored it ended at the SIGKILL that follows
+    finally:
+        kill_all([worker])
+
+
 def test_what_a_training_rank_forks_dies_with_it(tmp_path):
     # The worker module as a process a rank spawns runs it (`__mp_main__`); that process forks Megatron's checkpoint
     # writers, as a rank itself does with async_save.
