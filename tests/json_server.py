@@ -1,9 +1,11 @@
 """A real HTTP server on a free port that answers every request with JSON, for the tests that talk to an
 OpenAI-compatible endpoint: `answer(method, path, body)` gives (status, body); `body` is the request's JSON, None
-for a GET."""
+for a GET. `received` keeps each request's (headers, body), in order (headers as http.server reads them: `get`
+ignores case, as HTTP does)."""
 
 from __future__ import annotations
 
+import email.message
 import http.server
 import json
 import threading
@@ -12,12 +14,18 @@ from collections.abc import Callable
 
 class JsonServer:
     def __init__(self, answer: Callable[[str, str, dict | None], tuple[int, dict]]) -> None:
+        self.received: list[tuple[email.message.Message, dict | None]] = []
+        received = self.received
+
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
+                received.append((self.headers, None))
                 self._send(*answer("GET", self.path, None))
 
             def do_POST(self):
-                self._send(*answer("POST", self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                received.append((self.headers, body))
+                self._send(*answer("POST", self.path, body))
 
             def _send(self, status: int, body: dict) -> None:
                 data = json.dumps(body).encode()

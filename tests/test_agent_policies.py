@@ -100,6 +100,20 @@ def test_openai_policy_retries_and_sends_sampling_settings():
         [], [])["max_tokens"] == 64
 
 
+def test_openai_policy_sends_every_request_to_its_replica():
+    """vLLM's `X-data-parallel-rank` header: the turns of an episode go to the replica that holds their prefix."""
+    answer = (200, _completion({"role": "assistant", "content": "ok", "tool_calls": None}))
+    server = _Server([answer] * 3)
+    try:
+        pinned = OpenAIPolicy(OpenAIConfig(base_url=server.url, model="m", replica=1))
+        pinned.act([{"role": "user", "content": "hi"}], [])
+        pinned.act([{"role": "user", "content": "hi again"}], [])
+        OpenAIPolicy(OpenAIConfig(base_url=server.url, model="m")).act([], [])
+    finally:
+        server.close()
+    assert [headers.get("X-data-parallel-rank") for headers, _ in server.received] == ["1", "1", None]
+
+
 def test_openai_policy_errors():
     # vLLM's answer to a prompt of exactly max_model_len tokens: no token left, the context limit all the same
     at_the_limit = {"error": {"message": "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)"}}

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from swehero.data.trajectory import validate
+from swehero.agent.openai_policy import OpenAIConfig
 from swehero.agent.settings import AgentSettings
-from swehero.rollout.endpoints import EndpointPool, NoLiveEndpoint
+from swehero.rollout.endpoints import Endpoint, EndpointPool, NoLiveEndpoint
 from swehero.distill.run import Settings, distill
 from swehero.distill.shards import slurm_job
 from swehero.jsonio import read_jsonl
@@ -481,6 +482,50 @@ def test_endpoint_pool_least_loaded_and_dead_endpoints(tmp_path):
     with pytest.raises(NoLiveEndpoint), pool.borrow():
         pass
     assert pool.report() == [{"url": dead, "episodes": 1, "dead": True}]
+
+
+def test_the_replicas_of_one_server_are_endpoints_of_their_own(tmp_path):
+    url = "http://127.0.0.1:1/v1"
+    pool = EndpointPool([Endpoint(url, 0), Endpoint(url, 1), Endpoint(url, 1)])
+    with pool.borrow() as first, pool.borrow() as second:
+        assert (first.replica, second.replica) == (0, 1)  # the second attempt goes to the idle replica
+    assert pool.report() == [{"url": url, "replica": 0, "episodes": 1, "dead": False},
+                             {"url": url, "replica": 1, "episodes": 1, "dead": False}]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_each_attempt_keeps_to_one_replica_and_attempts_spread_over_them(toy, tmp_path):
+    """A server of two replicas (data parallelism): every request of an attempt carries the same replica, so its
+    turns find their prefix in that replica's cache; the attempts, two at a time, go to both."""
+    from json_server import JsonServer
+
+    from swehero.rollout.runner import Job, run_attempts
+
+    def answer(method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        turns = sum(m["role"] == "assistant" for m in body["messages"])
+        call = ("think", {"thought": "look first"}) if turns < 2 else ("finish", {"message": "done"})
+        message = {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"c{turns}", "type": "function", "function": {"name": call[0], "arguments": json.dumps(call[1])}}]}
+        return 200, {"choices": [{"message": message}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+
+    server = JsonServer(answer)
+    try:
+        tasks = load_tasks(str(toy))[:4]
+        settings = AgentSettings(policy="openai", mode="zero", openai=OpenAIConfig(model="m", request_retries=0))
+        ran = run_attempts([Job(task, 0) for task in tasks], settings, lambda job, record: None, tmp_path / "work",
+                           repos=toy.parent / "repos", endpoints=[Endpoint(server.url, 0), Endpoint(server.url, 1)],
+                           workers=2)
+    finally:
+        server.close()
+    assert ran["attempts"] == 4 and len(server.received) == 4 * 3
+    ranks = {}  # each attempt (its task's problem statement opens its conversation) -> the ranks its requests named
+    for headers, body in server.received:
+        task = next(t["instance_id"] for t in tasks if t["problem_statement"] in body["messages"][1]["content"])
+        ranks.setdefault(task, set()).add(headers.get("X-data-parallel-rank"))
+    assert len(ranks) == 4 and all(len(named) == 1 for named in ranks.values())
+    assert set().union(*ranks.values()) == {"0", "1"}
+    assert [(e["replica"], e["url"]) for e in ran["endpoints"]] == [(0, server.url), (1, server.url)]
 
 
 @pytest.mark.slow

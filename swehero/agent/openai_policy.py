@@ -54,6 +54,10 @@ class OpenAIConfig:
     between; lower it when other endpoints can take over (distillation fails over to them)."""
     backoff: Annotated[float, Range(min=0)] = 1.0
     """Seconds before the first retry of a request, doubled for each retry after it."""
+    replica: Annotated[int | None, Range(min=0)] = None
+    """Send every request to this replica of a vLLM server with data parallelism (its `X-data-parallel-rank`
+    header); None lets the server send each to its least busy replica, which loses the prefix an episode's last turn
+    left in another replica's cache. Eval and distill set it per attempt for the servers they start."""
 
 
 class OpenAIPolicy:
@@ -67,7 +71,8 @@ class OpenAIPolicy:
     def request(self, path: str, body: dict | None) -> dict:
         """POST `body` to `path` under the API root (GET without a body), with the configured retries."""
         key = os.environ.get(self.config.api_key_env, "")
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {}),
+                   **({"X-data-parallel-rank": str(self.config.replica)} if self.config.replica is not None else {})}
         data = json.dumps(body).encode() if body is not None else None
         url = self.config.base_url.rstrip("/") + path
         for attempt in range(self.config.request_retries + 1):

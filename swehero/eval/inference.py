@@ -15,6 +15,7 @@ from pathlib import Path
 from swehero.agent.settings import AgentSettings
 from swehero.errors import InputError
 from swehero.jsonio import JsonlLog, JsonlLogReader, write_json_atomic
+from swehero.rollout.endpoints import Endpoint
 from swehero.rollout.runner import Job, run_attempts, sampling_seed
 
 PREDICTIONS = "predictions.jsonl"
@@ -57,7 +58,7 @@ def checked_prediction(record, where: str) -> dict:
 
 
 def run_inference(tasks: list[dict], settings: AgentSettings, runs: list[Path], model_name: str, repos: Path | None,
-                  endpoints: list[str], workers: int = 1, max_attempts: int = 1, seed: int | None = None,
+                  endpoints: list[str | Endpoint], workers: int = 1, max_attempts: int = 1, seed: int | None = None,
                   progress=print) -> dict[str, int]:
     """Attempt every (task, run) without a committed prediction in that run's folder; returns
     {'done': previously finished, 'ran': now, 'missing_repositories': [...]}."""

@@ -38,6 +38,9 @@ class EndpointRefusesRequests(InputError):
 class Endpoint:
     url: str
     """OpenAI API root (`http://host:port/v1`)."""
+    replica: int | None = None
+    """One replica of a server with data parallelism, which every request of an attempt goes to: an episode's turns
+    then find their shared prefix in that replica's cache (vLLM would send each turn to its least busy replica)."""
     in_flight: int = 0
     """Episodes running against it now."""
     served: int = 0
@@ -55,10 +58,11 @@ def alive(url: str, timeout: float = 10.0) -> bool:
 
 
 class EndpointPool:
-    def __init__(self, urls: list[str]) -> None:
-        if not urls:
+    def __init__(self, endpoints: list[str | Endpoint]) -> None:
+        if not endpoints:
             raise ValueError("no teacher endpoint given")
-        self.endpoints = [Endpoint(url) for url in dict.fromkeys(urls)]
+        given = [e if isinstance(e, Endpoint) else Endpoint(e) for e in endpoints]
+        self.endpoints = list({(e.url, e.replica): e for e in given}.values())
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -87,7 +91,8 @@ class EndpointPool:
         return False
 
     def report(self) -> list[dict]:
-        return [{"url": e.url, "episodes": e.served, "dead": e.dead} for e in self.endpoints]
+        return [{"url": e.url, **({"replica": e.replica} if e.replica is not None else {}), "episodes": e.served,
+                 "dead": e.dead} for e in self.endpoints]
 
 
 def rollout_server() -> ServeConfig:
@@ -103,11 +108,13 @@ def serves_here(settings: AgentSettings, endpoints: list[str], serve: ServeConfi
 
 @contextlib.contextmanager
 def serving(settings: AgentSettings, endpoints: list[str], serve: ServeConfig, log_dir: Path):
-    """`with serving(...) as (settings, urls)`: the endpoints the attempts use, and the settings naming the model.
+    """`with serving(...) as (settings, endpoints)`: the endpoints the attempts use (URLs, or `Endpoint`s), and the
+    settings naming the model.
 
     Listed `endpoints` first, else the agent's own `openai.base_url`, else a vLLM server started here for
-    `serve.model` and stopped on exit. Policies that query no model get no endpoint. First, before a server starts,
-    it checks that attempts can run here at all (`check_ready`)."""
+    `serve.model` and stopped on exit, one endpoint per replica when it has several (`serve.data_parallel_size`).
+    Policies that query no model get no endpoint. First, before a server starts, it checks that attempts can run
+    here at all (`check_ready`)."""
     check_ready(settings)
     if settings.policy != "openai":
         yield settings, []
@@ -121,4 +128,5 @@ def serving(settings: AgentSettings, endpoints: list[str], serve: ServeConfig, l
 
         with VLLMServer(serve, Path(log_dir) / "vllm.log") as server:
             openai = replace(settings.openai, base_url=server.url, model=settings.openai.model or serve.name)
-            yield replace(settings, openai=openai), [server.url]
+            replicas = range(serve.data_parallel_size) if serve.data_parallel_size > 1 else [None]
+            yield replace(settings, openai=openai), [Endpoint(server.url, replica) for replica in replicas]

@@ -39,7 +39,7 @@ from swehero.errors import InputError
 from swehero.jsonio import differences
 from swehero.model.folder import folder_fingerprint, is_hf_folder
 from swehero.rollout.attempt import attempt_in_child
-from swehero.rollout.endpoints import EndpointPool, EndpointRefusesRequests
+from swehero.rollout.endpoints import Endpoint, EndpointPool, EndpointRefusesRequests
 from swehero.rollout.tasks import repo_dir, task_digest
 from swehero.serve.server import ServeConfig
 
@@ -75,7 +75,7 @@ def attempt_identity(agent: AgentSettings, serve: ServeConfig, **more) -> dict:
     server is), the served checkpoint (a local folder also by its weights) and its context length, and `more`
     (seeds, retries, ...)."""
     settings = asdict(agent)
-    del settings["openai"]["base_url"], settings["openai"]["api_key_env"]
+    del settings["openai"]["base_url"], settings["openai"]["api_key_env"], settings["openai"]["replica"]
     if agent.prompts:  # what the model reads, not where the file lies
         settings["prompts"] = digest(agent.prompts)
     weights = {WEIGHTS: folder_fingerprint(serve.model)} if serve.model and is_hf_folder(serve.model) else {}
@@ -119,7 +119,7 @@ def sampling_seed(*parts) -> int:
 
 
 def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job, dict], None], work_dir: Path,
-                 repos: Path | None = None, endpoints: list[str] = (), workers: int = 1,
+                 repos: Path | None = None, endpoints: list[str | Endpoint] = (), workers: int = 1,
                  progress: Callable[[str], None] | None = None, bar: bool = False, max_attempts: int = 1) -> dict:
     """Attempt every job, `workers` at a time, calling `commit(job, record)` as each ends; returns
     {"attempts", "agent_errors", "endpoints", "missing_repositories"}. `repos` holds the task repositories (local
@@ -261,7 +261,8 @@ def _attempt(job: Job, settings: AgentSettings, source: Path | None, workdir: Pa
         return _accepted(attempt_in_child(job.task, settings, source, workdir, stop, history))
     while True:  # each failover marks an endpoint dead: once all are, `borrow` raises NoLiveEndpoint
         with pool.borrow() as endpoint:
-            with_url = replace(settings, openai=replace(settings.openai, base_url=endpoint.url))
+            to = replace(settings.openai, base_url=endpoint.url, replica=endpoint.replica)
+            with_url = replace(settings, openai=to)
             record = _accepted(attempt_in_child(job.task, with_url, source, workdir, stop, history))
         if record is None or record["metadata"]["finish_reason"] != "agent_error" or pool.check(endpoint):
             return record
