@@ -30,9 +30,9 @@ from swehero.train.model_setup import check_schedule, model_chunks
 # same layout (data-parallel size may change), while the weights load at any layout.
 OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}
 
-# A background save writes with Megatron's own writer, whose requests the AsyncCallsQueue below runs: from 0.17 on,
-# megatron-core's default is nvidia-resiliency-ext's, which the image does not install (the first checkpoint of
-# every GPU run failed on the import); 0.16 has only its own and no such argument.
+# A background save writes with Megatron's own writer, whose requests the AsyncCallsQueue below runs: megatron-core
+# 0.19's default (the image's) is nvidia-resiliency-ext's, which the image does not install (the first checkpoint
+# of every GPU run failed on the import); 0.16 has only its own and no such argument.
 _OWN_WRITER = {"async_strategy": "mcore"} if "async_strategy" in inspect.signature(dist_checkpointing.save).parameters \
     else {}
 
