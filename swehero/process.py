@@ -170,8 +170,9 @@ def end_group(child: subprocess.Popen, *steps: tuple[int, float]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, sig)
         deadline = time.monotonic() + seconds
-        while (child.poll() is None or _runs_in_group(child.pid)) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=seconds)
+        _wait_until_ended(child.pid, max(deadline - time.monotonic(), 0.0))
 
 
 def run_group(argv: list[str], grace_s: float = 10.0, **popen) -> int:
