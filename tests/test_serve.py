@@ -162,7 +162,7 @@ def test_compile_off_asks_vllm_for_no_optimization():
 
 
 def test_vllm_finds_the_swehero_package_and_nothing_beside_it(tmp_path):
-    """The plugin's import path: in the GPU image swehero is installed in the base image's dist-packages, and that
+    """The launcher's and the plugin's import path: in the GPU image swehero is installed in the base image's dist-packages, and that
     folder on vLLM's PYTHONPATH put NGC's torch before the vLLM environment's own."""
     import subprocess
     import sys
@@ -170,7 +170,53 @@ def test_vllm_finds_the_swehero_package_and_nothing_beside_it(tmp_path):
     path = package_path(str(tmp_path))
     assert os.listdir(path) == ["swehero"]
     # no site-packages (-S): the package alone must import, and nothing else installed here may
-    probe = "import swehero.toolcalls, importlib.util as u; print(u.find_spec('click'))"
+    probe = "import swehero.toolcalls, swehero.serve.vllm_main, importlib.util as u; print(u.find_spec('click'))"
     done = subprocess.run([sys.executable, "-S", "-c", probe], env={"PYTHONPATH": path}, capture_output=True,
                           text=True, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.strip() == "None", done.stderr
+
+
+def _group_titles(leader: int) -> list[str]:
+    """The process titles (vLLM names its processes `VLLM::...`) of the process group `leader` leads."""
+    titles = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) == leader:
+                titles.append((proc / "cmdline").read_bytes().split(b"\0")[0].decode())
+    return titles
+
+
+def _requests_by_engine(metrics: str) -> dict[str, float]:
+    """Finished requests per data-parallel engine, from vLLM's Prometheus counters."""
+    counts: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("vllm:request_success_total{"):
+            engine = line.split('engine="', 1)[1].split('"', 1)[0]
+            counts[engine] = counts.get(engine, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(500)
+def test_a_data_parallel_server_runs_an_api_process_per_replica_and_each_request_reaches_the_replica_it_names(
+        tiny_model_dir, tmp_path):
+    """Two replicas: two API processes (one would render and tokenize every replica's 128k-token prompts), and
+    the agent's `replica` setting (`X-data-parallel-rank`) decides which engine answers, so an episode keeps its
+    prefix cache."""
+    from swehero.agent.openai_policy import OpenAIConfig, OpenAIPolicy
+
+    tools = [{"type": "function", "function": {"name": "finish", "description": "Finish.",
+                                               "parameters": {"type": "object", "properties": {}}}}]
+
+    cfg = ServeConfig(model=str(tiny_model_dir), data_parallel_size=2, max_model_len=1024, dtype="float32",
+                      gpu_memory_utilization=0.1, compile=False)
+    with VLLMServer(cfg, tmp_path / "vllm.log") as server:
+        assert sorted(t for t in _group_titles(server.process.pid) if t.startswith("VLLM::APIServer")) == [
+            "VLLM::APIServer_0", "VLLM::APIServer_1"], server.log_tail()
+        sent = {"0": 1, "1": 3}
+        for replica, requests in sent.items():
+            policy = OpenAIPolicy(OpenAIConfig(base_url=server.url, replica=int(replica), max_reply_tokens=2))
+            for _ in range(requests):  # with tools: through our parser plugin, whichever API process answers
+                policy.request("/chat/completions", policy.chat_request([{"role": "user", "content": "Fix it."}], tools))
+        with urllib.request.urlopen(server.url.removesuffix("/v1") + "/metrics", timeout=30) as response:
+            assert _requests_by_engine(response.read().decode()) == {k: float(v) for k, v in sent.items()}

@@ -127,7 +127,7 @@ def command(cfg: ServeConfig, port: int) -> list[str]:
         raise InputError(f"unknown tool-call parser {parser!r}: choose from {', '.join(PARSERS)} or auto")
     python = os.environ.get("SWEHERO_VLLM_PYTHON", sys.executable)
     args = [
-        python, "-m", "vllm.entrypoints.openai.api_server",
+        python, "-m", "swehero.serve.vllm_main",  # `vllm serve` (see there)
         "--model", cfg.model,
         "--served-model-name", cfg.name,
         "--host", cfg.host, "--port", str(port),
@@ -161,8 +161,8 @@ def socket_dir() -> str:
 
 
 def package_path(folder: str) -> str:
-    """A folder under `folder` that holds the swehero package alone, for vLLM's PYTHONPATH: the plugin imports
-    swehero.toolcalls (standard library only), also in vLLM's own environment. Not the folder swehero is installed
+    """A folder under `folder` that holds the swehero package alone, for vLLM's PYTHONPATH: vLLM's own environment
+    runs `swehero.serve.vllm_main` and the plugin, which imports swehero.toolcalls (standard library only). Not the folder swehero is installed
     in: in the GPU image that is the base image's dist-packages, whose torch and transformers would shadow vLLM's."""
     path = Path(folder) / "python"
     path.mkdir()
