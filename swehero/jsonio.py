@@ -12,6 +12,7 @@ opening the log never cuts a line another process is writing.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from swehero.errors import InputError, MissingInput
+from swehero.errors import InputError, MissingInput, Unavailable
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -151,10 +152,28 @@ def exclusive(lock: Path, busy: str = "") -> Iterator[IO[str]]:
     of `busy` at once."""
     with open(lock, "a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+            lock_exclusive(handle, wait=not busy)
         except BlockingIOError:
             raise InputError(busy) from None
         yield handle
+
+
+NO_LOCKS = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
+"""What `flock` fails with on a filesystem that gives no locks: Lustre mounted without `flock`, an NFS server whose
+lock service does not answer."""
+
+
+def lock_exclusive(f: IO, wait: bool = True) -> None:
+    """`flock` the open file `f` exclusively (BlockingIOError if held and not `wait`). A filesystem without locks is
+    an Unavailable naming the file, raised by the first lock a command takes, not an errno in a traceback."""
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError as e:
+        if e.errno not in NO_LOCKS:
+            raise
+        raise Unavailable(f"{f.name}: its filesystem gives no file locks ({e.strerror}), which swehero takes so that "
+                          "two runs never write the same files: use a folder on a filesystem that does (Lustre "
+                          "mounted with -o flock, NFS with its lock service running) or on a local disk") from None
 
 
 def write_json_atomic(path: Path, data: Any, indent: int | None = None, sort_keys: bool = False) -> None:
@@ -228,7 +247,7 @@ class JsonlLog(JsonlLogReader):
         if not self.path.exists():
             return
         with open(self.path, "r+b") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+            lock_exclusive(f)
             end = f.seek(0, os.SEEK_END)
             if not end:
                 return
@@ -251,7 +270,7 @@ class JsonlLog(JsonlLogReader):
     def append(self, record: dict) -> None:
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
         with open(self.path, "ab") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # per open file: threads of this process wait for each other too
+            lock_exclusive(f)  # per open file: threads of this process wait for each other too
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
@@ -262,7 +281,7 @@ class JsonlLog(JsonlLogReader):
         Killed halfway, the log holds the lines written before, the last perhaps torn, which the next opening
         cuts."""
         with open(self.path, "ab") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+            lock_exclusive(f)
             for line in lines:
                 f.write(line)
             f.flush()

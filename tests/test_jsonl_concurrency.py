@@ -104,3 +104,28 @@ def test_a_merge_killed_while_it_appends_is_completed_by_the_next(tmp_path):
     assert committed(merged / TRAJECTORIES) == [f"t{i}" for i in range(5)]
     assert (merged / TRAJECTORIES).read_text() == "".join(lines)
     assert summary["episodes"] == 5 and summary["duplicates_skipped"] == 2 and summary["with_patch"] == 5
+
+
+def test_a_filesystem_without_locks_is_one_line_naming_the_file_before_anything_runs(tmp_path, monkeypatch):
+    """Lustre mounted without `flock` answers ENOSYS, an NFS server without its lock service ENOLCK: no such
+    filesystem mounts here, so the kernel's answer is given in its place. The first lock a command takes says so."""
+    import errno
+    import fcntl
+
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+    from swehero.errors import Unavailable
+
+    def no_locks(f, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    result = CliRunner().invoke(main, ["recipe", "run", "tiny-cpu", "--set", f"run_dir={tmp_path / 'run'}"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: {tmp_path / 'run' / '.lock'}: its filesystem gives no file locks "
+                                    "(Function not implemented)"), result.output
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [".lock"]  # no stage started
+    log = JsonlLog(tmp_path / "log.jsonl")
+    with pytest.raises(Unavailable, match=f"^{tmp_path / 'log.jsonl'}: its filesystem gives no file locks"):
+        log.append({"instance_id": "t0"})
