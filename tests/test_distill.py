@@ -27,6 +27,7 @@ from swehero.serve.server import free_port
 
 pytestmark = pytest.mark.bwrap
 CLI = [sys.executable, "-c", "from swehero.distill.cli import distill; distill()"]
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,7 @@ def test_oracle_distills_every_task_and_rollout(toy, tmp_path, mode):
     assert summary["episodes"] == 8 and summary["finish_reasons"] == {"submitted": 8}
     assert summary["steps"]["p50"] > 0 and summary["tokens"]["total"] > 0 and summary["wall_s"] > 0
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert (tmp_path / "summary.png").read_bytes()[:8] == PNG
     # a rerun finds everything done and runs nothing
     again = distill(settings, tmp_path)
     assert again["skipped_as_done"] == 8 and len(lines(tmp_path / "trajectories.jsonl")) == 8
@@ -273,6 +275,7 @@ def test_shards_partition_the_tasks_and_merge(toy, tmp_path):
     assert "4 episodes from 3 shard(s) (2 duplicate(s) skipped)" in done.stdout
     assert len(lines(tmp_path / "all" / "trajectories.jsonl")) == 4
     assert json.loads((tmp_path / "all" / "summary.json").read_text())["episodes"] == 4
+    assert (tmp_path / "all" / "summary.png").read_bytes()[:8] == PNG
     # A shard stopped before its summary (an array task at its time limit) is merged as far as it got, and named.
     (tmp_path / "shard-1" / "summary.json").unlink()
     argv = CLI + ["merge", str(tmp_path / "shard-0"), str(tmp_path / "shard-1"), "--out", str(tmp_path / "part")]
@@ -773,3 +776,20 @@ def test_bad_agent_settings_are_recipe_errors(tmp_path):
     assert "r.yaml:8: stages[0].agent.mode: must be one of ['zero', 'exec'], got 'hero'" in text
     assert "r.yaml:10: stages[0].agent.loop.max_step: unknown field; did you mean 'max_steps'?" in text
     assert "r.yaml:11: stages[0].rollouts: must be >= 1, got 0" in text  # a run that would do nothing
+
+
+def test_the_summary_figure_is_drawn_for_no_episodes_and_for_some(tmp_path):
+    """A run whose every attempt failed, or a merge of shards that committed nothing yet, still gets its figure."""
+    from swehero.distill.summary import Figures
+
+    figures = Figures()
+    figures.write(figures.summary(wall_s=0.0), tmp_path / "empty" / "summary.json")
+    for i, (steps, reason) in enumerate([(12, "submitted"), (40, "submitted"), (100, "max_steps")]):
+        figures.add({"instance_id": f"t{i}", "patch": "", "messages": [{"role": "user", "content": "x" * 400}],
+                     "metadata": {"steps": steps, "finish_reason": reason, "seconds": 1.0}})
+    figures.write(figures.summary(wall_s=3.0), tmp_path / "some" / "summary.json")
+    for folder in ("empty", "some"):
+        assert (tmp_path / folder / "summary.png").read_bytes()[:8] == PNG
+        assert sorted(p.name for p in (tmp_path / folder).iterdir()) == ["summary.json", "summary.png"]
+    assert json.loads((tmp_path / "some" / "summary.json").read_text())["finish_reasons"] == {"submitted": 2,
+                                                                                             "max_steps": 1}

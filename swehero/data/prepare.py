@@ -386,18 +386,12 @@ def _stats(n, rejects, dropped, hist, writers, cfg, seconds, pad_id) -> dict:
 
 
 def _plot_lengths(hist: np.ndarray, seq_length: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from swehero.plots import figure
 
     last = max(int(np.flatnonzero(hist)[-1]) + 1 if hist.any() else 1, 1)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(np.arange(last) * HIST_BUCKET, hist[:last], width=HIST_BUCKET, align="edge")
-    ax.axvline(seq_length, color="red", linestyle="--", label=f"seq_length {seq_length}")
-    ax.set_xlabel("rendered trajectory length (tokens)")
-    ax.set_ylabel("trajectories")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, figsize=(7, 3.5)) as ax:
+        ax.bar(np.arange(last) * HIST_BUCKET, hist[:last], width=HIST_BUCKET, align="edge")
+        ax.axvline(seq_length, color="red", linestyle="--", label=f"seq_length {seq_length}")
+        ax.set_xlabel("rendered trajectory length (tokens)")
+        ax.set_ylabel("trajectories")
+        ax.legend()

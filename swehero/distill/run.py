@@ -213,7 +213,7 @@ def distill(settings: Settings, out_dir: Path) -> dict:
                        failed_this_run=ran["agent_errors"],
                        outstanding_failures=len(outstanding_failures(out_dir, done, planned)),
                        endpoints=ran["endpoints"])
-        write_json_atomic(out_dir / SUMMARY, summary)
+        committed.figures.write(summary, out_dir / SUMMARY)
         if ran["missing_repositories"]:  # the others are done and committed; a rerun with them in place does these
             from swehero.agent.local import MissingRepository
 

@@ -148,7 +148,7 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     summary = figures.summary(wall_s=max((s["wall_s"] for s in summaries.values()), default=0.0))
     summary.update(shards=[str(s) for s in shard_dirs], duplicates_skipped=duplicates, unfinished=unfinished,
                    outstanding_failures=sum(failed.values()), failed=failed)
-    write_json_atomic(out_dir / SUMMARY, summary)
+    figures.write(summary, out_dir / SUMMARY)
     return summary
 
 

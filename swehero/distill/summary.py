@@ -1,12 +1,18 @@
-"""`summary.json` of a distillation run: episodes, finish reasons, steps and tokens percentiles, wall time."""
+"""`summary.json` of a distillation run (episodes, finish reasons, steps and tokens percentiles, wall time) and its
+figure `summary.png`."""
 
 from __future__ import annotations
 
 import json
 import threading
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
+
+PAPER_STEPS = {"SWE-Zero": (10, 30), "SWE-Hero": (20, 60)}
+"""Assistant turns of most of the paper's trajectories of each stage (execution-free ones are shorter), to hold a
+teacher's episodes against."""
 
 
 def tokens_of(record: dict) -> int:
@@ -57,3 +63,24 @@ class Figures:
             "episode_seconds": percentiles(self.seconds),
             "wall_s": round(wall_s, 2),
         }
+
+    def write(self, summary: dict, path: Path) -> None:
+        """`summary` as JSON at `path`, and beside it (`.png`) steps per episode against the paper's ranges, tokens
+        per episode, and how episodes finished."""
+        from swehero.jsonio import write_json_atomic
+        from swehero.plots import figure
+
+        write_json_atomic(path, summary)
+        with figure(Path(path).with_suffix(".png"), 1, 3, figsize=(15, 4)) as (steps, tokens, reasons):
+            for (stage, (low, high)), color in zip(PAPER_STEPS.items(), ("#e9c46a", "#8ecae6")):
+                steps.axvspan(low, high, color=color, alpha=0.3, label=f"paper, {stage}: mostly {low}-{high}")
+            steps.hist(self.steps, bins=np.arange(max(self.steps, default=0) + 2) - 0.5, color="#2a9d8f")
+            steps.set(xlabel="steps (assistant turns) per episode", ylabel="episodes",
+                      title=f"{summary['episodes']} episodes of {summary['tasks']} tasks")
+            steps.legend(loc="upper right", fontsize="small")
+            tokens.hist(self.tokens, bins=50, color="#2a9d8f")
+            tokens.set(xlabel="tokens per episode (billed over its requests, else characters / 4)", ylabel="episodes",
+                       title="tokens")
+            names = [name for name, _ in self.reasons.most_common()][::-1]  # the most common on top
+            reasons.barh(names, [self.reasons[n] for n in names], color="#8d99ae")
+            reasons.set(xlabel="episodes", title="finish reasons")

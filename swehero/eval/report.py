@@ -17,7 +17,7 @@ from swehero.eval.inference import finished, trajectory_path
 from swehero.eval.leaks import seeking_commands
 from swehero.eval.paper import paper_figure
 from swehero.eval.runs import percent
-from swehero.jsonio import atomic_path, write_json_atomic, write_text_atomic
+from swehero.jsonio import write_json_atomic, write_text_atomic
 
 TEACHER_FORCED = "teacher_forced.json"
 """Written by the eval pipeline when it is given held-out trajectories (see teacher_forced.py)."""
@@ -196,18 +196,10 @@ def protocol_lines(report: dict) -> list[str]:
 
 
 def chart(report: dict, path: Path) -> None:
-    import matplotlib
+    from swehero.plots import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
     bars = {**report["outcomes"], **({"pending": report["pending"]} if report["pending"] else {})}  # adds up to total
     names, counts = list(bars), list(bars.values())
-    left.bar(names, counts, color=["#2a9d8f" if n == "resolved" else "#8d99ae" for n in names])
-    left.set_ylabel("instances")
-    left.set_title(f"{report['model']} on {report['benchmark']}: outcomes")
-    left.tick_params(axis="x", rotation=30)
     labels, rates = ["ours"], [100 * report["resolved_rate"]]
     lo, hi = report["ci95"]
     errors = [[max(rates[0] - 100 * lo, 0.0)], [max(100 * hi - rates[0], 0.0)]]  # 1.0 - 1e-16 is no interval
@@ -215,13 +207,14 @@ def chart(report: dict, path: Path) -> None:
         labels.append("paper")
         rates.append(100 * report["paper"]["resolved_rate"])
         errors = [errors[0] + [0], errors[1] + [0]]
-    right.bar(labels, rates, yerr=errors, capsize=6, color=["#2a9d8f", "#e9c46a"][: len(labels)])
-    right.set_ylabel("% resolved (95% CI)")
-    right.set_ylim(0, 100)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    with figure(path, 1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]}) as (left, right):
+        left.bar(names, counts, color=["#2a9d8f" if n == "resolved" else "#8d99ae" for n in names])
+        left.set_ylabel("instances")
+        left.set_title(f"{report['model']} on {report['benchmark']}: outcomes")
+        left.tick_params(axis="x", rotation=30)
+        right.bar(labels, rates, yerr=errors, capsize=6, color=["#2a9d8f", "#e9c46a"][: len(labels)])
+        right.set_ylabel("% resolved (95% CI)")
+        right.set_ylim(0, 100)
 
 
 def write_report(report: dict, out_dir: Path) -> dict[str, str]:

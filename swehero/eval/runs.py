@@ -170,28 +170,20 @@ def write_runs_report(agg: dict, out_dir: Path) -> dict[str, str]:
 
 
 def chart(agg: dict, path: Path) -> None:
-    import matplotlib
+    from swehero.plots import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from swehero.jsonio import atomic_path
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     ks = [int(k) for k in agg["pass_at_k"]]
-    left.plot(ks, [100 * v for v in agg["pass_at_k"].values()], marker="o", color="#2a9d8f", label="pass@k")
-    left.axhline(100 * agg["resolved_rate"], color="#8d99ae", linestyle="--", label="mean pass@1")
-    if agg["paper"]:
-        left.axhline(100 * agg["paper"]["resolved_rate"], color="#e9c46a", linestyle=":", label="paper pass@1")
-    left.set_xlabel("k (attempts per instance)")
-    left.set_xticks(ks)
-    left.set_ylabel("% resolved")
-    left.set_title(f"{agg['model']} on {agg['benchmark']}")
-    left.legend()
-    right.bar([str(r["run"]) for r in agg["per_run"]], [100 * r["rate"] for r in agg["per_run"]], color="#2a9d8f")
-    right.set_xlabel("run")
-    right.set_ylabel("% resolved")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    with figure(path, 1, 2, figsize=(11, 4)) as (left, right):
+        left.plot(ks, [100 * v for v in agg["pass_at_k"].values()], marker="o", color="#2a9d8f", label="pass@k")
+        left.axhline(100 * agg["resolved_rate"], color="#8d99ae", linestyle="--", label="mean pass@1")
+        if agg["paper"]:
+            left.axhline(100 * agg["paper"]["resolved_rate"], color="#e9c46a", linestyle=":", label="paper pass@1")
+        left.set_xlabel("k (attempts per instance)")
+        left.set_xticks(ks)
+        left.set_ylabel("% resolved")
+        left.set_title(f"{agg['model']} on {agg['benchmark']}")
+        left.legend()
+        right.bar([str(r["run"]) for r in agg["per_run"]], [100 * r["rate"] for r in agg["per_run"]],
+                  color="#2a9d8f")
+        right.set_xlabel("run")
+        right.set_ylabel("% resolved")

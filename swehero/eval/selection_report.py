@@ -48,23 +48,17 @@ def markdown(report: dict) -> str:
 
 
 def chart(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from swehero.plots import figure
 
     ks = [int(k) for k in report["best_at_k"]]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label, color, marker in (("pass_at_k", "pass@k (oracle)", "#2a9d8f", "o"),
-                                      ("best_at_k", "best@k (verifier)", "#e76f51", "s"),
-                                      ("majority_at_k", "majority patch@k", "#8d99ae", "^")):
-        ax.plot(ks, [100 * v for v in report[key].values()], marker=marker, color=color, label=label)
-    ax.axhline(100 * report["mean"], color="#264653", linestyle="--", label="mean pass@1")
-    ax.set_xlabel("k (attempts per instance)")
-    ax.set_ylabel("% resolved")
-    ax.set_xticks(ks)
-    ax.set_title(f"Best of {report['runs']}: {report['instances']} instances")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, figsize=(7, 4)) as ax:
+        for key, label, color, marker in (("pass_at_k", "pass@k (oracle)", "#2a9d8f", "o"),
+                                          ("best_at_k", "best@k (verifier)", "#e76f51", "s"),
+                                          ("majority_at_k", "majority patch@k", "#8d99ae", "^")):
+            ax.plot(ks, [100 * v for v in report[key].values()], marker=marker, color=color, label=label)
+        ax.axhline(100 * report["mean"], color="#264653", linestyle="--", label="mean pass@1")
+        ax.set_xlabel("k (attempts per instance)")
+        ax.set_ylabel("% resolved")
+        ax.set_xticks(ks)
+        ax.set_title(f"Best of {report['runs']}: {report['instances']} instances")
+        ax.legend()

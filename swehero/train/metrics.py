@@ -124,22 +124,16 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_curves(metrics_file: Path, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from swehero.plots import figure
 
     records = read_metrics(metrics_file)
     train = [r for r in records if "loss" in r]
     valid = [r for r in records if "valid_loss" in r]
-    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
-    if valid:
-        ax_loss.plot([r["step"] for r in valid], [r["valid_loss"] for r in valid], "o-", label="validation")
-    ax_loss.set(xlabel="step", ylabel="loss (per trained token)", title="loss")
-    ax_loss.legend()
-    ax_lr.plot([r["step"] for r in train], [r["lr"] for r in train])
-    ax_lr.set(xlabel="step", ylabel="learning rate", title="learning rate")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    with figure(out, 1, 2, figsize=(11, 4)) as (ax_loss, ax_lr):
+        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
+        if valid:
+            ax_loss.plot([r["step"] for r in valid], [r["valid_loss"] for r in valid], "o-", label="validation")
+        ax_loss.set(xlabel="step", ylabel="loss (per trained token)", title="loss")
+        ax_loss.legend()
+        ax_lr.plot([r["step"] for r in train], [r["lr"] for r in train])
+        ax_lr.set(xlabel="step", ylabel="learning rate", title="learning rate")
