@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from json_server import JsonServer
 from swehero.data.trajectory import validate
 from swehero.agent.openai_policy import OpenAIConfig
 from swehero.agent.settings import AgentSettings
@@ -487,6 +488,21 @@ def test_endpoint_pool_least_loaded_and_dead_endpoints(tmp_path):
     assert pool.report() == [{"url": dead, "episodes": 1, "dead": True}]
 
 
+def test_a_teacher_behind_an_api_key_is_alive_to_the_probe_and_a_failing_one_is_not():
+    """The probe after an agent_error sends no key: a 401 took a key-protected teacher for dead, which stopped the
+    run (NoLiveEndpoint) at its first agent error, whatever caused it."""
+    status = {"code": 401}
+    server = JsonServer(lambda method, path, body: (status["code"], {"error": "no key"}))
+    try:
+        pool = EndpointPool([server.url])
+        with pool.borrow() as endpoint:
+            assert pool.check(endpoint) and not endpoint.dead
+            status["code"] = 503
+            assert not pool.check(endpoint) and endpoint.dead
+    finally:
+        server.close()
+
+
 def test_the_replicas_of_one_server_are_endpoints_of_their_own(tmp_path):
     url = "http://127.0.0.1:1/v1"
     pool = EndpointPool([Endpoint(url, 0), Endpoint(url, 1), Endpoint(url, 1)])
@@ -501,8 +517,6 @@ def test_the_replicas_of_one_server_are_endpoints_of_their_own(tmp_path):
 def test_each_attempt_keeps_to_one_replica_and_attempts_spread_over_them(toy, tmp_path):
     """A server of two replicas (data parallelism): every request of an attempt carries the same replica, so its
     turns find their prefix in that replica's cache; the attempts, two at a time, go to both."""
-    from json_server import JsonServer
-
     from swehero.rollout.runner import Job, run_attempts
 
     def answer(method: str, path: str, body: dict | None) -> tuple[int, dict]:

@@ -49,10 +49,14 @@ class Endpoint:
 
 
 def alive(url: str, timeout: float = 10.0) -> bool:
-    """Whether the server answers `GET /models`."""
+    """Whether the server answers `GET /models`, with its list or a refusal: a teacher behind an API key answers the
+    probe, which sends none, 401, and is up (a key it refuses stops the attempts themselves, EndpointRefused). A
+    5xx is a server that cannot serve."""
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/models", timeout=timeout) as response:
             return response.status == 200
+    except urllib.error.HTTPError as e:
+        return e.code < 500
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
 
