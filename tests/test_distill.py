@@ -286,6 +286,35 @@ def test_shards_partition_the_tasks_and_merge(toy, tmp_path):
     assert summary["episodes"] == 4 and summary["unfinished"] == [str(tmp_path / "shard-1")]
 
 
+@pytest.mark.slow
+def test_a_shard_rerun_that_stopped_is_unfinished_to_a_merge_and_merges_wait_for_each_other(toy, tmp_path):
+    """A finished shard rerun for more rollouts and stopped (a time limit, no live teacher) kept its old summary, so
+    a merge took it for finished and read none of the rerun's failures; and two merges into one folder at once
+    each appended the lines new to both."""
+    from swehero.distill.shards import merge
+    from swehero.errors import InputError
+    from swehero.jsonio import exclusive
+    from swehero.rollout.endpoints import NoLiveEndpoint
+
+    def finish(method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        call = {"id": "c0", "type": "function", "function": {"name": "finish", "arguments": '{"message": "done"}'}}
+        return 200, {"choices": [{"message": {"role": "assistant", "content": "", "tool_calls": [call]}}]}
+
+    shard, teacher = tmp_path / "shard-0", JsonServer(finish)
+    settings = Settings(tasks=str(toy), workers=2, progress=False, endpoints=[teacher.url], agent=AgentSettings(
+        policy="openai", mode="zero", openai=OpenAIConfig(model="m", request_retries=0)))
+    try:
+        distill(settings, shard)
+    finally:
+        teacher.close()
+    assert merge([shard], tmp_path / "all")["unfinished"] == []
+    with pytest.raises(NoLiveEndpoint):  # the rerun for a second rollout finds its teacher gone
+        distill(dataclasses.replace(settings, rollouts=2), shard)
+    assert merge([shard], tmp_path / "all")["unfinished"] == [str(shard)]
+    with exclusive(tmp_path / "all" / ".lock"), pytest.raises(InputError, match="another run is writing into"):
+        merge([shard], tmp_path / "all")
+
+
 def test_merge_refuses_a_folder_no_run_wrote_to(tmp_path):
     from click.testing import CliRunner
 

@@ -201,6 +201,8 @@ def distill(settings: Settings, out_dir: Path) -> dict:
             done.add(key(record))  # the summary's outstanding failures, without reading the log again
             committed.figures.add(record)
 
+        if todo:  # until the new summary, a run under way: a merge meanwhile lists the folder as unfinished
+            (out_dir / SUMMARY).unlink(missing_ok=True)
         # no server is started for a run with nothing left to do
         endpoints = serving(settings.agent, settings.endpoints, settings.serve, out_dir) if todo else \
             contextlib.nullcontext((settings.agent, []))

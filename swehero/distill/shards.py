@@ -101,18 +101,29 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     the same tasks); a shard without its summary has not finished (its array task was stopped, or still runs) and
     is merged as far as it got, and listed as `unfinished`; a shard whose failed episodes (`failures.jsonl`) are
     not in the merged trajectories is listed under `failed`, with how many."""
+    from swehero.distill.run import SUMMARY, TRAJECTORIES
+    from swehero.jsonio import exclusive
+    from swehero.rollout.runner import BUSY, LOCK
+
+    for shard in shard_dirs:
+        if not any((Path(shard) / name).exists() for name in (SUMMARY, TRAJECTORIES)):
+            raise MissingInput(f"{shard}: not the output of a distill run (no {TRAJECTORIES} or {SUMMARY})")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # the lock a distill run holds: two merges at once would each append the lines new to both, twice in all
+    with exclusive(out_dir / LOCK, busy=f"{out_dir}: {BUSY}"):
+        return _merge_locked(shard_dirs, out_dir)
+
+
+def _merge_locked(shard_dirs: list[Path], out_dir: Path) -> dict:
     from swehero.distill.run import ATTEMPTS, SUMMARY, TRAJECTORIES, key, outstanding_failures
     from swehero.distill.summary import Figures
     from swehero.jsonio import JsonlLog, JsonlLogReader, read_json, write_json_atomic
     from swehero.rollout.runner import recorded_differences
 
-    for shard in shard_dirs:
-        if not any((Path(shard) / name).exists() for name in (SUMMARY, TRAJECTORIES)):
-            raise MissingInput(f"{shard}: not the output of a distill run (no {TRAJECTORIES} or {SUMMARY})")
     # read before anything is merged: a damaged one stops the merge with nothing appended
     summaries = {shard: _summary(Path(shard) / SUMMARY) for shard in shard_dirs if (Path(shard) / SUMMARY).exists()}
     unfinished = [str(shard) for shard in shard_dirs if shard not in summaries]
-    out_dir = Path(out_dir)
     # one result holds attempts made one way: the shards' (and what `out_dir` already holds) must agree, and the
     # merged folder records it, so that a later run into it is checked against it too
     made = {str(d): read_json(Path(d) / ATTEMPTS, "the attempts record of a distill run")
