@@ -176,6 +176,18 @@ def test_docker_runtime_without_engine_says_so(monkeypatch):
         DockerRuntime("swebench/sweb.eval.x86_64.x:latest")
 
 
+def test_pruning_an_image_with_no_engine_answering_warns_and_the_run_goes_on(monkeypatch, capsys):
+    """The runner prunes a task's image after its last attempt: an engine that did not answer then raised out of the
+    worker and stopped the run, ending the attempts running beside it uncommitted."""
+    pytest.importorskip("docker")
+    from swehero.rollout.runner import _remove_image
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    _remove_image("swebench/sweb.eval.x86_64.x:latest")
+    assert capsys.readouterr().err.startswith("warning: could not remove the Docker image "
+                                              "swebench/sweb.eval.x86_64.x:latest: no Docker engine is reachable")
+
+
 def test_history_stripping_for_images_leaves_nothing_after_the_base(tmp_path):
     """The script the docker runtime runs in zero mode, run on a clone with later commits, tags, branches, stash."""
     task = make_task(tmp_path / "upstream", "calc", CALC, CALC_FIX)

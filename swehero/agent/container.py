@@ -303,7 +303,7 @@ class DockerRuntime(OneCommandAtATime):
             except docker.errors.NotFound:  # already gone (auto_remove)
                 pass
             if self.prune_image:
-                remove_image(self.client, self.image)
+                remove_image(self.image, self.client)
 
 
 class DockerChannel:
@@ -345,19 +345,21 @@ class DockerChannel:
         return self.result
 
 
-def remove_image(client, image: str) -> None:
+def remove_image(image: str, engine=None) -> None:
     """Remove `image` unless a container still uses it (another attempt of the task, which would then lose it: a
     removal by force, or of one of several names, only untags, and the task's next attempt finds no image, nor can
-    it pull one built here); gone already is fine. Housekeeping only, so it never raises: a finished attempt's
-    record matters more than the disk."""
+    it pull one built here); gone already is fine. `engine`: a Docker client, else one is made. Housekeeping only,
+    so it never raises, not even for an engine that does not answer now: a finished attempt's record, and the
+    attempts running beside it, matter more than the disk."""
     import docker
 
     try:
-        if not client.containers.list(all=True, filters={"ancestor": image}):
-            client.images.remove(image)
+        engine = engine or client()
+        if not engine.containers.list(all=True, filters={"ancestor": image}):
+            engine.images.remove(image)
     except docker.errors.ImageNotFound:
         pass
-    except Exception as e:  # the engine's refusal, or no engine at all
+    except Exception as e:  # the engine's refusal, or no engine at all (Unavailable)
         if getattr(e, "status_code", None) != 409:  # 409: in use
             print(f"warning: could not remove the Docker image {image}: {e}", file=sys.stderr)
 

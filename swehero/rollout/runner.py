@@ -231,9 +231,8 @@ def _image(job: Job, settings: AgentSettings) -> str:
 
 def _remove_image(image: str) -> None:
     from swehero.agent.container import remove_image
-    from swehero.agent.docker_host import client
 
-    remove_image(client(), image)
+    remove_image(image)
 
 
 def _drain(futures: set[Future], stop: threading.Event, say: Callable[[str], None]) -> None:
