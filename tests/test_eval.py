@@ -681,3 +681,25 @@ def test_a_missing_repository_fails_the_command_after_the_others(toy, tmp_path):
     assert "Traceback" not in done.stderr
     report = json.loads((out / "report.json").read_text())  # the others were attempted, graded and reported
     assert report["resolved"] == 3 and report["pending_ids"] == ["swehero-toy__stack-1"]
+
+
+@pytest.mark.slow
+def test_grading_an_eval_folder_without_a_repository_fails_the_command_after_the_others(toy, tmp_path):
+    """`eval grade` dropped the missing repositories `grade` named and exited 0, its report saying to run it."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+    from swehero.eval.grade import grades
+
+    out = tmp_path / "run"
+    assert CliRunner().invoke(main, ["eval", "run", str(out), "--tasks", str(toy), "--policy", "gold",
+                                     "--grader", "none"]).exit_code == 0
+    repos = tmp_path / "repos"
+    shutil.copytree(toy.parent / "repos", repos)
+    shutil.rmtree(repos / "swehero-toy__stack")
+    result = CliRunner().invoke(main, ["eval", "grade", str(out), "--grader", "local", "--repos", str(repos)])
+    assert result.exit_code == 1 and "Error: no git repository for swehero-toy/stack at" in result.output
+    assert sorted(iid for iid, grade in grades(out).items() if grade["resolved"]) == sorted(
+        json.loads(line)["instance_id"] for line in toy.read_text().splitlines() if "stack" not in line)

@@ -228,7 +228,50 @@ def test_prune_images_removes_the_images_the_harness_used(tmp_path, scripted, mo
     _grade([_task(i) for i in ids], out, settings=_settings(prune_images=True))
     assert removed == [["swebench/sweb.eval.x86_64.django_1776_django-11099:latest"],
                        ["swebench/sweb.eval.x86_64.astropy_1776_astropy-12907:latest"]]
-    assert harness_run.graded() == [[ids[0]], [ids[1]], ids]
+    assert harness_run.graded() == [[ids[0]], [ids[1]]]
+
+
+def test_pruned_gradings_run_each_instance_once_and_keep_its_verdict(tmp_path, scripted, monkeypatch):
+    """Graded one at a time to prune each image after it, the instances were then all run again for the run's
+    summary: those without a report (a patch that did not apply, tests past the timeout) ran a second time, on an
+    image pulled again and never pruned, and the rerun's log could turn a verdict into a `retry`."""
+    ids = ["o__r-1", "o__r-2", "o__r-3"]
+    out = tmp_path / "verified"
+    _predict(out, ids)
+    monkeypatch.setattr(harness, "_remove_images", lambda names: None)
+    harness_run = scripted({"o__r-1": ["bad_patch"], "o__r-2": ["resolved"], "o__r-3": ["timeout"]})
+    _grade([_task(i) for i in ids], out, settings=_settings(prune_images=True))
+    assert harness_run.graded() == [[i] for i in ids]
+    graded = grades(out)
+    assert [(graded[i]["resolved"], graded[i]["error"], "retry" in graded[i]) for i in ids] == [
+        (False, "patch did not apply", False), (True, "", False), (False, "tests_timed_out", False)]
+
+
+def test_an_instance_graded_again_for_its_edited_task_row_is_run_again(tmp_path, scripted):
+    """The harness skips an instance that has a report.json: regraded after its test lists changed, it handed back
+    the old report, which was then recorded as graded on the new row."""
+    iid, out = "o__r-1", tmp_path / "verified"
+    _predict(out, [iid])
+    harness_run = scripted({iid: ["resolved", "bad_patch"]})
+    _grade([_task(iid)], out)
+    assert grades(out)[iid]["resolved"]
+    _grade([{**_task(iid), "FAIL_TO_PASS": ["t::other"]}], out)
+    assert harness_run.graded() == [[iid], [iid]] and not harness_run.outcomes[iid]
+    assert (grades(out)[iid]["resolved"], grades(out)[iid]["error"]) == (False, "patch did not apply")
+
+
+def test_a_harness_dataset_without_a_row_of_an_instance_to_grade_is_named(tmp_path, scripted):
+    """swebench refuses predictions of instances its dataset lacks with a bare ValueError."""
+    ids = ["o__r-1", "o__r-2"]
+    out = tmp_path / "eval"
+    _predict(out, ids)
+    harness_file = tmp_path / "tasks.harness.jsonl"
+    harness_file.write_text(json.dumps({**_task(ids[0]), "image": swebench_image(ids[0]), "eval_script": "#!/bin/bash",
+                                        "log_parser": "parse_log_pytest", "eval_type": "pass_and_fail"}) + "\n")
+    harness_run = scripted({iid: ["resolved"] for iid in ids})
+    with pytest.raises(InputError, match=rf"^{harness_file} has no row of 1 instance\(s\) to grade \(o__r-2\)"):
+        _grade([_task(i) for i in ids], out, str(harness_file))
+    assert not harness_run.calls
 
 
 def test_run_ids_differ_between_folders_of_one_name_and_stay_for_one_folder(tmp_path, monkeypatch):

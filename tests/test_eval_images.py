@@ -73,3 +73,10 @@ def test_swebench_grader_on_a_file_without_the_harness_columns_fails_before_infe
     assert not (tmp_path / "run" / "predictions.jsonl").exists()  # nothing was attempted
     fixed = write_harness_tasks(load_tasks(str(toy)), tmp_path / "harness.jsonl")
     assert all(json.loads(line)["eval_script"] for line in fixed.read_text().splitlines())
+    # a harness dataset of some of the tasks: swebench would refuse the others' predictions after inference
+    part = write_harness_tasks(load_tasks(str(toy))[1:], tmp_path / "part.harness.jsonl")
+    settings.grading.harness.dataset = str(part)
+    first = load_tasks(str(toy))[0]["instance_id"]
+    with pytest.raises(ValueError, match=rf"^{part} has no row of 1 instance\(s\) to grade \({first}\)"):
+        evaluate(settings, tmp_path / "run", progress=lambda _: None)
+    assert not (tmp_path / "run" / "predictions.jsonl").exists()

@@ -211,20 +211,24 @@ def test_a_verdict_the_verifier_rules_out_scores_0_or_1_without_overflow(tiny_mo
 
 def test_eval_checks_its_verifier_settings_before_any_run(tmp_path):
     """A verifier setting no selection can use fails before the runs, not after hours of them; a running server
-    alone (`verifier.endpoint`) is a selection too, which needs the checkpoint it serves."""
+    alone (`verifier.endpoint`) is a selection too, which needs the checkpoint it serves; and a selection needs
+    graded attempts."""
     from swehero.agent.settings import AgentSettings
     from swehero.eval.pipeline import Settings, evaluate
     from swehero.rollout.toy import HELDOUT, build_toy_tasks
 
     toy = build_toy_tasks(tmp_path / "toy").parent
     unusable = {
-        r"verifier\.endpoint needs verifier\.serve\.model too": VerifierSettings(endpoint="http://127.0.0.1:9/v1"),
-        r"verifier\.seq_length 8192 exceeds verifier\.serve\.max_model_len 4096": VerifierSettings(
-            serve=ServeConfig(model="never/loaded", max_model_len=4096), seq_length=8192)}
-    for k, (problem, verifier) in enumerate(unusable.items()):
+        r"verifier\.endpoint needs verifier\.serve\.model too": (VerifierSettings(endpoint="http://127.0.0.1:9/v1"),
+                                                                   "local"),
+        r"verifier\.seq_length 8192 exceeds verifier\.serve\.max_model_len 4096": (VerifierSettings(
+            serve=ServeConfig(model="never/loaded", max_model_len=4096), seq_length=8192), "local"),
+        r"the verifier's selection reports best@k beside pass@k, which takes graded attempts": (VerifierSettings(
+            serve=ServeConfig(model="never/loaded")), "none")}
+    for k, (problem, (verifier, grader)) in enumerate(unusable.items()):
         settings = Settings(tasks=str(toy / HELDOUT), repos=str(toy / "repos"), agent=AgentSettings(policy="gold"),
                             runs=2, verifier=verifier)
-        settings.grading.grader = "local"
+        settings.grading.grader = grader
         with pytest.raises(InputError, match=problem):
             evaluate(settings, tmp_path / f"eval-{k}", progress=lambda _: None)
         assert not (tmp_path / f"eval-{k}").exists()  # nothing was run

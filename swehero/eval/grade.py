@@ -19,10 +19,8 @@ from swehero.eval.harness import (
     HarnessConfig,
     check_harness_dataset,
     grade_record,
-    parse_harness,
     retry_record,
     run_harness,
-    run_id_for,
 )
 from swehero.eval.images import image_name
 from swehero.eval.inference import PREDICTIONS, finished
@@ -145,14 +143,12 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
             for future in [pool.submit(one, task) for task in todo]:
                 future.result()
     else:
-        rows = harness_rows(todo, harness_dataset)
+        rows, ids = harness_rows(todo, harness_dataset), [t["instance_id"] for t in todo]
         if Path(harness_dataset).is_file():
-            check_harness_dataset(rows, harness_dataset)
-        ids = [t["instance_id"] for t in todo]
-        model = predictions[ids[0]]["model_name_or_path"]
-        where = run_harness(settings.harness, out_dir, harness_dataset, out_dir / PREDICTIONS, ids,
-                            {row["instance_id"]: image_name(row) for row in rows})
+            check_harness_dataset(rows, harness_dataset, ids)
+        graded = run_harness(settings.harness, out_dir, harness_dataset, out_dir / PREDICTIONS, ids,
+                             {row["instance_id"]: image_name(row) for row in rows}, again=edited)
         digests = {t["instance_id"]: graded_task_digest(t) for t in todo}
-        for iid, record in parse_harness(where, run_id_for(settings.harness, out_dir), model, ids).items():
+        for iid, record in graded.items():
             log.append({**record, "task_digest": digests[iid]})
     return {"graded": len(todo) - len(missing), "before": len(done), "missing_repositories": sorted(missing)}

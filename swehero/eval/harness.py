@@ -14,6 +14,8 @@ import contextlib
 import hashlib
 import json
 import re
+import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -75,10 +77,17 @@ def harness_kwargs(config: HarnessConfig, dataset: str, predictions: Path, run_i
     }
 
 
-def check_harness_dataset(tasks: list[dict], dataset: str) -> None:
-    """swebench 5's `make_test_spec` needs these columns, and its grading a log parser it has; say so, with the fix,
-    before any work starts."""
+def check_harness_dataset(tasks: list[dict], dataset: str, instance_ids: Collection[str]) -> None:
+    """The rows `tasks` of the harness dataset `dataset` grade `instance_ids`: each needs a row (swebench refuses
+    predictions of instances its dataset lacks, after hours of inference), and swebench 5's `make_test_spec`
+    these columns, and its grading a log parser it has; say so, with the fix, before any work starts."""
+    from swehero.errors import few
     from swehero.rollout.local_grader import log_parser
+
+    if absent := sorted(set(instance_ids) - {task["instance_id"] for task in tasks}):
+        raise InputError(f"{dataset} has no row of {len(absent)} instance(s) to grade ({few(absent)}), and the harness "
+                         "grades with its rows: give it one that has them (harness.dataset), such as the file "
+                         "`swehero eval images build` writes for the whole task file")
 
     needed = ("image", "eval_script", "log_parser", "eval_type", "version")
     missing = sorted({name for task in tasks for name in needed if not task.get(name)})
@@ -111,17 +120,17 @@ def harness_copy(dataset: str, where: Path) -> str:
     return str(copy)
 
 
-def harness_predictions(predictions: Path, where: Path, instance_ids: list[str]) -> Path:
-    """`where/predictions.jsonl`: the predictions of `instance_ids` (an id's first line, as swehero reads them).
-    swebench refuses a whole predictions file that holds one instance its dataset lacks, and a folder may hold
-    predictions of tasks no longer in its task file (`open_eval` names them)."""
+def harness_predictions(predictions: Path, where: Path, instance_ids: list[str]) -> tuple[Path, str]:
+    """`where/predictions.jsonl`: the predictions of `instance_ids` (an id's first line, as swehero reads them),
+    and the model they name. swebench refuses a whole predictions file that holds one instance its dataset lacks,
+    and a folder may hold predictions of tasks no longer in its task file (`open_eval` names them)."""
     from swehero.jsonio import JsonlLogReader
 
     wanted = set(instance_ids)
+    records = [record for iid, record in JsonlLogReader(predictions).records().items() if iid in wanted]
     copy = Path(where).resolve() / "predictions.jsonl"
-    copy.write_text("".join(json.dumps(record) + "\n" for iid, record in JsonlLogReader(predictions).records().items()
-                            if iid in wanted))
-    return copy
+    copy.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return copy, records[0]["model_name_or_path"]
 
 
 def _missing_images(names: list[str]) -> bool:
@@ -140,10 +149,12 @@ def _missing_images(names: list[str]) -> bool:
 
 
 def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions: Path, instance_ids: list[str],
-                images: dict[str, str]) -> Path:
-    """Grade `instance_ids` (non-empty patches); returns the folder the harness wrote under. `images` maps
-    instance ids to image names: the disk guard runs only when one is missing (the harness would pull it), and
-    pruning removes them. The harness is handed the predictions of `instance_ids` only (`harness_predictions`)."""
+                images: dict[str, str], again: Collection[str] = ()) -> dict[str, dict]:
+    """Grade `instance_ids` (non-empty patches); returns the grades the harness came to (`parse_harness`). `images`
+    maps instance ids to image names: the disk guard runs only when one is missing (the harness would pull it), and
+    pruning removes them. `again`: instances graded before on another task row, whose report the harness would
+    hand back as it is (it skips an instance that has one). The harness is handed the predictions of
+    `instance_ids` only (`harness_predictions`)."""
     from swebench.harness.run_evaluation import main as run_evaluation
 
     check_architecture(remote=config.modal)
@@ -155,19 +166,22 @@ def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions:
     where.mkdir(parents=True, exist_ok=True)
     run_id = run_id_for(config, out_dir)
     dataset = harness_copy(dataset, where)
-    predictions = harness_predictions(predictions, where, instance_ids)
+    predictions, model = harness_predictions(predictions, where, instance_ids)
+    for iid in again:
+        shutil.rmtree(instance_logs(where, run_id, model, iid), ignore_errors=True)
     batches = [[iid] for iid in instance_ids] if config.prune_images else [instance_ids]
+    grades = {}
     with contextlib.chdir(where):  # the harness writes its logs relative to the working directory
         for batch in batches:
             if not config.modal and config.min_free_gb > 0 and _missing_images([images.get(i, "") for i in batch]):
                 check_free_disk(docker_root(), config.min_free_gb, f"pulling images for {len(batch)} instance(s)")
             run_evaluation(**harness_kwargs(config, dataset, predictions, run_id, batch))
+            # read now: the run's summary (errors without a report) is the last batch's; a run over them all at the
+            # end would run every instance without a report again, its image pruned
+            grades.update(parse_harness(where, run_id, model, batch))
             if config.prune_images:
                 _remove_images([images[i] for i in batch if images.get(i)])
-        # the summary over all of them (no instance is left to run, so this only writes the report)
-        if config.prune_images and len(batches) > 1:
-            run_evaluation(**harness_kwargs(config, dataset, predictions, run_id, instance_ids))
-    return where
+    return grades
 
 
 def _remove_images(names: list[str]) -> None:
@@ -180,18 +194,22 @@ def _remove_images(names: list[str]) -> None:
         remove_image(client, name)
 
 
+def instance_logs(where: Path, run_id: str, model_name: str, iid: str) -> Path:
+    """The folder the harness writes an instance's report and logs in."""
+    return Path(where) / "logs" / "run_evaluation" / run_id / model_name.replace("/", "__") / iid
+
+
 def parse_harness(where: Path, run_id: str, model_name: str, instance_ids: list[str]) -> dict[str, dict]:
     """Grades from the harness's files: each instance's `report.json`, and the run summary for instances that
     errored without one. Instances the harness did not get to are absent."""
     from swebench.harness.constants import APPLY_PATCH_PASS
 
-    model_dir = model_name.replace("/", "__")
-    summary_file = Path(where) / f"{model_dir}.{run_id}.json"
+    summary_file = Path(where) / f"{model_name.replace('/', '__')}.{run_id}.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     errors = set(summary.get("error_ids", []))
     grades = {}
     for iid in instance_ids:
-        log_dir = Path(where) / "logs" / "run_evaluation" / run_id / model_dir / iid
+        log_dir = instance_logs(where, run_id, model_name, iid)
         report_file = log_dir / "report.json"
         log = log_dir / "run_instance.log"
         logs = str(log_dir.relative_to(Path(where).parent))

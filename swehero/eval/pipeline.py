@@ -128,6 +128,9 @@ def check_settings(settings: Settings) -> None:
     if settings.heldout_trajectories and not settings.serve.model:
         raise InputError("heldout_trajectories needs `serve.model`: the checkpoint whose accuracy is measured")
     if settings.verifier.selects:
+        if settings.grading.grader == "none":
+            raise InputError("the verifier's selection reports best@k beside pass@k, which takes graded attempts: "
+                             "choose a grader (grading.grader: local or swebench)")
         check_verifier(settings.verifier)
 
 
@@ -174,7 +177,7 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
             from swehero.eval.harness import check_harness_dataset
 
             check_harness_dataset(selected.tasks if harness == selected.source else load_tasks(harness, tests=True),
-                                  harness)
+                                  harness, [task["instance_id"] for task in selected.tasks])
         if settings.agent.runtime == "docker":
             from swehero.agent.docker_host import check_architecture
 
@@ -263,10 +266,17 @@ def regrade(out_dir: Path, settings: GradingSettings, repos: str = "", progress=
     repo_root = Path(repos or saved.get("repos") or Path(saved["tasks"]).parent / "repos")
     # as `evaluate`: two gradings at once would grade an instance twice, and in one harness run id
     with exclusive(Path(out_dir) / LOCK, busy=f"{out_dir}: {BUSY}"):
+        missing = set()
         for run_dir in runs:
-            grade(tasks, run_dir, settings, repo_root, settings.harness.dataset or harness_dataset(saved["tasks"]),
-                  progress)
-        return report_eval(out_dir, tasks, saved, progress=progress)
+            missing |= set(grade(tasks, run_dir, settings, repo_root,
+                                 settings.harness.dataset or harness_dataset(saved["tasks"]), progress)
+                           ["missing_repositories"])
+        outputs = report_eval(out_dir, tasks, saved, progress=progress)
+    if missing:  # as `evaluate`: the others are graded and reported; a rerun with them in place grades these
+        from swehero.agent.local import MissingRepository
+
+        raise MissingRepository.of(sorted(missing))
+    return outputs
 
 
 def score_heldout(settings: Settings, out_dir: Path, progress=print) -> None:
