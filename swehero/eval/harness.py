@@ -167,7 +167,7 @@ def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions:
     run_id = run_id_for(config, out_dir)
     dataset = harness_copy(dataset, where)
     predictions, model = harness_predictions(predictions, where, instance_ids)
-    for iid in again:
+    for iid in set(again) & set(instance_ids):
         shutil.rmtree(instance_logs(where, run_id, model, iid), ignore_errors=True)
     batches = [[iid] for iid in instance_ids] if config.prune_images else [instance_ids]
     grades = {}
