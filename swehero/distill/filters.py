@@ -189,6 +189,10 @@ SKIPPABLE = tuple(r.name for r in RULES if r.name != UNRESOLVED)
 DUPLICATE = "duplicate"
 """Last rule, over the survivors of the others."""
 DUPLICATE_DOC = "Identical (messages and patch) to a trajectory kept earlier."
+UNGRADED = "ungraded"
+"""With `resolved_only`: a trajectory the grader could not judge, dropped from this run's output only."""
+UNGRADED_DOC = ("The local grader could not tell whether it resolves the task (the task's environment or checkout "
+                "failed, not the patch); not kept in grades.jsonl, so the next run grades it again.")
 
 
 def fingerprint(record: dict) -> str:
@@ -216,14 +220,20 @@ class Grades:
         self.known = {key: line["resolved"] for key, line in before.items()}
         self.counts = Counter()
 
-    def resolved(self, record: dict, task: dict, cfg: FilterConfig) -> bool:
-        """Whether `record`'s patch resolves `task`: a grade made before, else the local grader's, logged."""
+    def resolved(self, record: dict, task: dict, cfg: FilterConfig) -> bool | None:
+        """Whether `record`'s patch resolves `task`: a grade made before, else the local grader's, logged; None when
+        the grader could not tell, which is neither logged nor kept: the environment's failure, graded again by the
+        next run (once the environment is mended), not a verdict on the patch."""
         patch = record.get("patch") or ""
         key = grade_key(task, patch, cfg.grading)
         if key in self.known:
             self.counts["reused"] += 1
             return self.known[key]
-        resolved = _run_grader(task, patch, cfg)
+        resolved, failure = _run_grader(task, patch, cfg)
+        if failure:
+            self.counts["failed"] += 1
+            print(f"  {task['instance_id']} ({record.get('id')}): not graded: {failure}", flush=True)
+            return None
         if self.log is not None:
             self.log.append({"key": key, "instance_id": task["instance_id"], "id": record.get("id"),
                              "resolved": resolved})
@@ -281,13 +291,15 @@ def filter_trajectories(records: Iterable[dict], cfg: FilterConfig, keep: Callab
         "stage": cfg.stage, "input": counts["input"], "kept": counts["kept"], "dropped": counts["dropped"],
         "rules": [{"name": r.name, "doc": r.doc, "dropped": first_hit[r.name], "violations": violations[r.name]}
                   for r in rules]
-                 + [{"name": DUPLICATE, "doc": DUPLICATE_DOC, "dropped": first_hit[DUPLICATE],
-                     "violations": violations[DUPLICATE]}],
+                 + [{"name": name, "doc": doc, "dropped": first_hit[name], "violations": violations[name]}
+                    for name, doc in ((DUPLICATE, DUPLICATE_DOC), (UNGRADED, UNGRADED_DOC))
+                    if name != UNGRADED or cfg.resolved_only],
         "skipped": list(cfg.skip),
         "kept_tasks": len(kept_tasks),
     }
     if cfg.resolved_only:
-        report["grading"] = {"graded": grades.counts["graded"], "reused": grades.counts["reused"]}
+        report["grading"] = {"graded": grades.counts["graded"], "reused": grades.counts["reused"],
+                             "failed": grades.counts["failed"]}
     return report
 
 
@@ -326,6 +338,8 @@ def _hits(record: dict, rules: list[Rule], cfg: FilterConfig, tasks: dict[str, d
     if cfg.resolved_only:
         if record.get("resolved") is None and fp is not None and fp not in seen:
             _grade(record, tasks, cfg, grades)
+            if record["resolved"] is None:
+                return [UNGRADED]
         if record.get("resolved") is not None and unresolved(record, cfg):
             hits.append(UNRESOLVED)
     if hits:
@@ -385,13 +399,23 @@ def _grade(record: dict, tasks: dict[str, dict], cfg: FilterConfig, grades: Grad
     record["resolved"] = grades.resolved(record, tasks[record["instance_id"]], cfg)
 
 
-def _run_grader(task: dict, patch: str, cfg: FilterConfig) -> bool:
-    """Whether `patch` resolves `task` by the local grader (the task's FAIL_TO_PASS/PASS_TO_PASS tests)."""
-    from swehero.rollout.local_grader import grade_instance
+def _run_grader(task: dict, patch: str, cfg: FilterConfig) -> tuple[bool, str]:
+    """Whether `patch` resolves `task` by the local grader (the task's FAIL_TO_PASS/PASS_TO_PASS tests), and why
+    the grader could not tell, if it could not: the environment's failure (an install that failed), or an error
+    of its own (a clone on a full disk)."""
+    from swehero.agent.local import MissingRepository
+    from swehero.rollout.local_grader import failure_text, grade_instance
     from swehero.rollout.tasks import repo_dir
 
     prediction = {"instance_id": task["instance_id"], "model_name_or_path": "distill", "model_patch": patch}
     with tempfile.TemporaryDirectory(prefix="swehero-grade-") as work:
-        report = grade_instance(task, prediction, repo_dir(_repos(cfg), task["repo"]), Path(work) / "grade",
-                                cfg.grading)
-    return bool(report.get("resolved"))
+        try:
+            report = grade_instance(task, prediction, repo_dir(_repos(cfg), task["repo"]), Path(work) / "grade",
+                                    cfg.grading)
+        except MissingRepository:  # checked before any grading (`check_gradable`): one gone since is the user's
+            raise
+        except Exception as e:
+            return False, failure_text(e)
+    if report.get("infra_failure") and not report.get("resolved"):
+        return False, report.get("infra_failure_reason") or "the environment failed"
+    return bool(report.get("resolved")), ""

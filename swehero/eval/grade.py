@@ -7,7 +7,6 @@ and graded again by the next grading, whose line supersedes it: an instance's gr
 
 from __future__ import annotations
 
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from swehero.eval.harness import (
 from swehero.eval.images import image_name
 from swehero.eval.inference import PREDICTIONS, finished
 from swehero.recipe.stage import Range
-from swehero.rollout.local_grader import LocalGraderConfig, check_local, grade_instance
+from swehero.rollout.local_grader import LocalGraderConfig, check_local, failure_text, grade_instance
 from swehero.jsonio import JsonlLog, JsonlLogReader
 from swehero.rollout.tasks import load_tasks, repo_dir, task_digest
 
@@ -74,16 +73,6 @@ def _made_on(tasks: list[dict], recorded: dict[str, dict]) -> dict[str, dict]:
 def is_final(grade: dict) -> bool:
     """Whether a grade is a verdict on the patch, rather than a harness error to grade again."""
     return not grade.get("retry")
-
-
-def failure_text(error: Exception) -> str:
-    """What a failed local grading says: the exception, with the tail of a failed command's stderr (`git clone`'s
-    "No space left on device"), which its message leaves out."""
-    text = f"{type(error).__name__}: {error}"
-    stderr = error.stderr if isinstance(error, subprocess.CalledProcessError) else None
-    if isinstance(stderr, bytes):
-        stderr = stderr.decode(errors="replace")
-    return f"{text}: {stderr.strip()[-1000:]}" if stderr and stderr.strip() else text
 
 
 def verdict(record: dict) -> str:

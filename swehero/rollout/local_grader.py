@@ -71,6 +71,16 @@ class GradingRun:
     """Why the environment, not the patch, decided the outcome; empty when it did not."""
 
 
+def failure_text(error: Exception) -> str:
+    """What a failed local grading says: the exception, with the tail of a failed command's stderr (`git clone`'s
+    "No space left on device"), which its message leaves out."""
+    text = f"{type(error).__name__}: {error}"
+    stderr = error.stderr if isinstance(error, subprocess.CalledProcessError) else None
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    return f"{text}: {stderr.strip()[-1000:]}" if stderr and stderr.strip() else text
+
+
 def _run(cmd: list[str] | str, cwd: Path, timeout: float | None = None, env: dict | None = None
          ) -> subprocess.CompletedProcess:
     """`cmd` with its output; at the timeout it is stopped with every process it started (`run_captured`)."""
