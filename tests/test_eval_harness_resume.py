@@ -260,6 +260,23 @@ def test_an_instance_graded_again_for_its_edited_task_row_is_run_again(tmp_path,
     assert (grades(out)[iid]["resolved"], grades(out)[iid]["error"]) == (False, "patch did not apply")
 
 
+def test_a_report_torn_by_a_kill_is_graded_again(tmp_path, scripted):
+    """The harness hands back any report.json it finds: one a kill left empty or half-written was a `retry` line
+    forever (never run again), or a JSONDecodeError."""
+    ids = ["o__r-1", "o__r-2"]
+    out = tmp_path / "verified"
+    _predict(out, ids)
+    for iid, torn in zip(ids, ["", '{"o__r-2": {"patch_is_None": fal']):
+        log_dir = out / "harness" / "logs" / "run_evaluation" / run_id_for(HarnessConfig(), out) / "org__m" / iid
+        log_dir.mkdir(parents=True)
+        (log_dir / "report.json").write_text(torn)
+    harness_run = scripted({iid: ["resolved"] for iid in ids})
+    _grade([_task(i) for i in ids], out)
+    assert all(grades(out)[iid].get("retry") for iid in ids) and not any(harness_run.outcomes[i] == [] for i in ids)
+    _grade([_task(i) for i in ids], out)
+    assert all(grades(out)[iid]["resolved"] for iid in ids) and harness_run.graded() == [ids, ids]
+
+
 def test_a_harness_dataset_without_a_row_of_an_instance_to_grade_is_named(tmp_path, scripted):
     """swebench refuses predictions of instances its dataset lacks with a bare ValueError."""
     ids = ["o__r-1", "o__r-2"]

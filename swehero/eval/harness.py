@@ -213,14 +213,27 @@ def parse_harness(where: Path, run_id: str, model_name: str, instance_ids: list[
         report_file = log_dir / "report.json"
         log = log_dir / "run_instance.log"
         logs = str(log_dir.relative_to(Path(where).parent))
-        if report_file.exists() and report_file.read_text().strip():
-            entry = json.loads(report_file.read_text())[iid]
+        entry = _instance_report(report_file, iid)
+        if entry is not None:
             if log.exists():  # swebench sets the flag only when it could parse test output: the log says what happened
                 entry = {**entry, "patch_successfully_applied": APPLY_PATCH_PASS in log.read_text(errors="replace")}
             grades[iid] = grade_record(iid, entry, "swebench", logs)
+        elif report_file.exists():  # the harness hands back any report it finds: this one goes, so it runs again
+            report_file.unlink()
+            grades[iid] = retry_record(iid, "swebench", logs, f"{report_file.name} empty or torn (the harness was "
+                                                              "killed writing it)")
         elif iid in errors:
             grades[iid] = error_record(iid, log_dir, summary, logs)
     return grades
+
+
+def _instance_report(report_file: Path, iid: str) -> dict | None:
+    """The instance's entry of the harness's `report.json`; None where there is none, or the file is empty or not
+    whole (a kill while the harness wrote it)."""
+    try:
+        return json.loads(report_file.read_text())[iid]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return None
 
 
 def error_record(iid: str, log_dir: Path, summary: dict, logs: str) -> dict:
