@@ -307,6 +307,22 @@ def test_a_grading_the_environment_decided_is_dropped_as_ungraded_and_graded_aga
     assert [(r["id"], r["resolved"]) for r in read_jsonl(out / "trajectories.jsonl")] == [("t0", True)]
 
 
+@pytest.mark.slow  # two filter runs, the first grading real test suites
+def test_a_rerun_whose_grades_are_all_logged_needs_no_repository(tmp_path):
+    """Whether a task can be graded was checked for every trajectory not graded in its file, before the log of
+    grades was read: a rerun after the repositories moved was refused, though it grades nothing."""
+    toy = build_toy_tasks(tmp_path / "toy")
+    _, records = toy_records(toy, 2)
+    python, ran = noting_python(tmp_path)
+    src, out = write_jsonl(tmp_path / "in.jsonl", records), tmp_path / "out"
+    cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(toy), grading=LocalGraderConfig(python=str(python)))
+    filter_file(str(src), cfg, out)
+    shutil.move(toy.parent / "repos", tmp_path / "elsewhere")
+    filter_file(str(src), cfg, out)
+    assert grading_report(out) == {"graded": 0, "reused": 2, "failed": 0}
+    assert len(ran.read_text().splitlines()) == 2
+
+
 FILTER_RECIPE = """\
 name: grading
 run_dir: {run}

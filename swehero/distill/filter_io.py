@@ -9,7 +9,7 @@ from pathlib import Path
 
 from swehero.data.select import Selection, select_lines
 from swehero.data.sources import iter_trajectories
-from swehero.distill.filters import GRADES, FilterConfig, Grades, check_gradable, filter_trajectories
+from swehero.distill.filters import GRADES, FilterConfig, Grades, check_gradable, filter_trajectories, logged_grades
 from swehero.errors import InputError
 
 REPORT = "filter_report.json"
@@ -22,9 +22,9 @@ def filter_file(path: str, cfg: FilterConfig, out_dir: Path, seed: int = Selecti
     folder it made). With `resolved_only`, `path` is read once more first, so that a task grading would lack stops
     the run before hours of grading, not after; each grade is logged in `out_dir/grades.jsonl` as it is made, kept
     whatever stops the run, and reused by the next run into `out_dir`."""
-    check_gradable(iter_trajectories(path), cfg)
-    selection = cfg.selection(seed)
     out_dir = Path(out_dir)
+    check_gradable(iter_trajectories(path), cfg, logged_grades(out_dir / GRADES) if cfg.resolved_only else {})
+    selection = cfg.selection(seed)
     made = not out_dir.exists()
     outputs = {"trajectories": out_dir / "trajectories.jsonl", "dropped": out_dir / "dropped.jsonl",
                "report": out_dir / REPORT}

@@ -16,7 +16,7 @@ import hashlib
 import json
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,7 +25,7 @@ from swehero.agent.loop import KEEP_GOING, LoopConfig
 from swehero.data.select import Selection
 from swehero.errors import InputError
 from swehero.gitdiff import patch_files
-from swehero.jsonio import JsonlLog
+from swehero.jsonio import JsonlLog, JsonlLogReader
 from swehero.recipe.stage import Range
 from swehero.rollout.local_grader import LocalGraderConfig
 from swehero.rollout.tasks import canonical_digest
@@ -209,15 +209,20 @@ def _by_key(line: dict) -> str:
     return line["key"]
 
 
+def logged_grades(log: Path) -> dict[str, bool]:
+    """The grades a `grades.jsonl` holds, by `grade_key`, read without changing the file (none if there is none)."""
+    records = JsonlLogReader(log, key=_by_key).records() if Path(log).exists() else {}
+    return {key: line["resolved"] for key, line in records.items()}
+
+
 class Grades:
     """`resolved_only`'s grades by `grade_key`: each one graded is appended to `log` (when given; flushed and fsynced
     line by line) before the filter goes on, and one whose key is there is reused, not graded again. A changed task
     entry, patch or grading setting changes the key, so it is graded again, never given a stale grade."""
 
     def __init__(self, log: Path | None = None) -> None:
-        self.log = JsonlLog(log, key=_by_key) if log is not None else None
-        before = self.log.records() if self.log is not None else {}
-        self.known = {key: line["resolved"] for key, line in before.items()}
+        self.log = JsonlLog(log, key=_by_key) if log is not None else None  # opened first: a torn line goes
+        self.known = logged_grades(log) if log is not None else {}
         self.counts = Counter()
 
     def resolved(self, record: dict, task: dict, cfg: FilterConfig) -> bool | None:
@@ -303,10 +308,11 @@ def filter_trajectories(records: Iterable[dict], cfg: FilterConfig, keep: Callab
     return report
 
 
-def check_gradable(records: Iterable[dict], cfg: FilterConfig) -> None:
+def check_gradable(records: Iterable[dict], cfg: FilterConfig, logged: Collection[str] = ()) -> None:
     """With `resolved_only`, before anything is graded: raise naming every task that the records to grade (not
-    graded yet, passing every other rule) would need but that is not in the task file, that the local grader
-    cannot grade, or whose repository is missing (`MissingRepository`, all of them in one message)."""
+    graded yet, passing every other rule, their grade not among the `logged` keys of an earlier run's log) would
+    need but that is not in the task file, that the local grader cannot grade, or whose repository is missing
+    (`MissingRepository`, all of them in one message)."""
     if not cfg.resolved_only:
         return
     from swehero.agent.local import MissingRepository, check_repository
@@ -315,7 +321,9 @@ def check_gradable(records: Iterable[dict], cfg: FilterConfig) -> None:
 
     rules, tasks = active_rules(cfg), _tasks(cfg.tasks)
     to_grade = {record["instance_id"] for record in records
-                if record.get("resolved") is None and not _other_hits(record, rules, cfg, tasks)}
+                if record.get("resolved") is None and not _other_hits(record, rules, cfg, tasks)
+                and not (record["instance_id"] in tasks and grade_key(tasks[record["instance_id"]],
+                                                                      record.get("patch") or "", cfg.grading) in logged)}
     if to_grade:
         _check_known(sorted(to_grade), tasks, cfg)
     check_local([tasks[iid] for iid in sorted(to_grade)])
