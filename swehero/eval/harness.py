@@ -79,7 +79,7 @@ def harness_kwargs(config: HarnessConfig, dataset: str, predictions: Path, run_i
 
 def check_harness_dataset(tasks: list[dict], dataset: str, instance_ids: Collection[str]) -> None:
     """The rows `tasks` of the harness dataset `dataset` grade `instance_ids`: each needs a row (swebench refuses
-    predictions of instances its dataset lacks, after hours of inference), and swebench 5's `make_test_spec`
+    predictions of instances its dataset lacks, after hours of inference), swebench 5's `make_test_spec` needs
     these columns, and its grading a log parser it has; say so, with the fix, before any work starts."""
     from swehero.errors import few
     from swehero.rollout.local_grader import log_parser
