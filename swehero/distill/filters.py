@@ -322,8 +322,7 @@ def check_gradable(records: Iterable[dict], cfg: FilterConfig, logged: Collectio
     rules, tasks = active_rules(cfg), _tasks(cfg.tasks)
     to_grade = {record["instance_id"] for record in records
                 if record.get("resolved") is None and not _other_hits(record, rules, cfg, tasks)
-                and not (record["instance_id"] in tasks and grade_key(tasks[record["instance_id"]],
-                                                                      record.get("patch") or "", cfg.grading) in logged)}
+                and not _graded_before(record, tasks, cfg, logged)}
     if to_grade:
         _check_known(sorted(to_grade), tasks, cfg)
     check_local([tasks[iid] for iid in sorted(to_grade)])
@@ -335,6 +334,12 @@ def check_gradable(records: Iterable[dict], cfg: FilterConfig, logged: Collectio
             missing.append(str(e))
     if missing:
         raise MissingRepository.of(missing)
+
+
+def _graded_before(record: dict, tasks: dict[str, dict], cfg: FilterConfig, logged: Collection[str]) -> bool:
+    """Whether the record's grade is among the `logged` keys (its task in the task file, which the key covers)."""
+    task = tasks.get(record["instance_id"])
+    return task is not None and grade_key(task, record.get("patch") or "", cfg.grading) in logged
 
 
 def _hits(record: dict, rules: list[Rule], cfg: FilterConfig, tasks: dict[str, dict], seen: set[str],

@@ -162,8 +162,9 @@ def socket_dir() -> str:
 
 def package_path(folder: str) -> str:
     """A folder under `folder` that holds the swehero package alone, for vLLM's PYTHONPATH: vLLM's own environment
-    runs `swehero.serve.vllm_main` and the plugin, which imports swehero.toolcalls (standard library only). Not the folder swehero is installed
-    in: in the GPU image that is the base image's dist-packages, whose torch and transformers would shadow vLLM's."""
+    runs `swehero.serve.vllm_main` and the plugin, which imports swehero.toolcalls (standard library only). Not the
+    folder swehero is installed in: in the GPU image that is the base image's dist-packages, whose torch and
+    transformers would shadow vLLM's."""
     path = Path(folder) / "python"
     path.mkdir()
     (path / "swehero").symlink_to(Path(swehero.__file__).parent, target_is_directory=True)
