@@ -75,3 +75,7 @@ class Scripted:
         call = {"id": f"call_{len(self.calls)}", "type": "function",
                 "function": {"name": name, "arguments": json.dumps(args)}}
         return Reply({"role": "assistant", "content": "", "tool_calls": [call]})
+
+# lines holding breaks that `str.splitlines` splits at, but a file's lines do not: a form feed, a Unicode line separator
+PAGES = {"pages.py": "a = 1\n\x0c\nb = 2\ns = 'x\u2028y'\n"}
+PAGES_FIX = {"pages.py": "a = 1\n\x0c# page\nb = 2\ns = 'x\u2028z'\n"}

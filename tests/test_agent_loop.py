@@ -7,7 +7,8 @@ import shutil
 import subprocess
 
 import pytest
-from agent_repos import BIG, BIG_FIX, CALC, CALC_FIX, LAYOUT, LAYOUT_FIX, TWINS, TWINS_FIX, git, make_task
+from agent_repos import (BIG, BIG_FIX, CALC, CALC_FIX, LAYOUT, LAYOUT_FIX, PAGES, PAGES_FIX, TWINS, TWINS_FIX, git,
+                         make_task)
 
 from swehero.agent.local import LocalRuntime
 from swehero.agent.loop import GIVE_UP, KEEP_GOING, LoopConfig, run_episode
@@ -23,7 +24,7 @@ from swehero.toolspec import openhands_tools
 pytestmark = pytest.mark.bwrap
 
 TASKS = {"calc": (CALC, CALC_FIX, 3), "twins": (TWINS, TWINS_FIX, 1), "layout": (LAYOUT, LAYOUT_FIX, 3),
-         "big": (BIG, BIG_FIX, 0)}
+         "big": (BIG, BIG_FIX, 0), "pages": (PAGES, PAGES_FIX, 1)}
 
 
 def applies_like_gold(src, task, patch: str, tmp_path) -> None:
@@ -74,6 +75,13 @@ def test_oracle_widens_context_until_unique():
     old_str, new_str = unique_edit(text, start, old, new)
     assert old_str == "def g():\n    x = 1\n    y = 2\n    z = 3\n    return x + y + z" and text.count(old_str) == 1
     assert new_str == old_str.replace("y = 2", "y = 20")
+
+
+def test_the_oracle_reads_a_dos_files_patch_as_the_editor_reads_the_file():
+    """The editor shows and matches a file's \r\n as \n (OpenHands' text mode): so do the hunks."""
+    (fp,) = parse_patch("diff --git a/dos.txt b/dos.txt\n--- a/dos.txt\n+++ b/dos.txt\n@@ -1,3 +1,3 @@\n"
+                        " one\r\n-two\r\n+2\r\n three\r\n")
+    assert fp.hunks == [(1, ["one", "two", "three"], ["one", "2", "three"])]
 
 
 class Scripted:

@@ -34,7 +34,9 @@ class FilePatch:
 def parse_patch(patch: str) -> list[FilePatch]:
     """The files of a `git diff`-style unified patch; renames, mode-only and binary changes are not supported."""
     files: list[FilePatch] = []
-    lines = patch.splitlines()
+    # lines end at "\n" (a form feed, which `splitlines` breaks at too, is content); a DOS file's "\r\n" as "\n",
+    # as the editor reads and matches its text
+    lines = [line.removesuffix("\r") for line in patch.split("\n")]
     i = 0
     while i < len(lines):
         line = lines[i]
