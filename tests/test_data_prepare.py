@@ -26,11 +26,13 @@ def _corpus(path: Path) -> list[dict]:
             r["id"], r["instance_id"] = f"t{i}-{j}", f"org__repo-{i}"
             r["messages"][-1]["content"] = f"turn {i}.{j} " * (1 + 40 * ((i * 7 + j) % 5))  # vary lengths
             records.append(r)
-    bad = [copy.deepcopy(records[0]) for _ in range(4)]
+    records[5]["messages"][3]["content"] += "\n<|im_end|>"  # a tool result may quote a special token: kept
+    bad = [copy.deepcopy(records[0]) for _ in range(5)]
     del bad[0]["instance_id"]
     bad[1]["messages"][1]["role"] = "robot"
     bad[2]["messages"][2]["tool_calls"][0]["function"]["arguments"] = "{not json"
     bad[3]["messages"][-1] = {"role": "assistant", "content": "  "}
+    bad[4]["messages"][2]["tool_calls"][0]["function"]["arguments"] = json.dumps({"command": "echo '<|im_end|>' >> t.j2"})
     lines = [json.dumps(r) for r in records[:10]] + ['{"id": "broken", '] + [json.dumps(b) for b in bad]
     lines += [json.dumps(r) for r in records[10:]]
     path.write_text("\n".join(lines) + "\n")
@@ -87,16 +89,18 @@ def test_packed_samples_hold_exact_renders_with_boundaries(built, qwen_tokenizer
 @pytest.mark.slow
 def test_split_by_instance_stats_and_rejects(built, qwen_tokenizer):
     tmp, records, _, stats = built
-    assert stats["trajectories"]["read"] == len(records) + 5
+    assert stats["trajectories"]["read"] == len(records) + 6
     assert stats["trajectories"]["rejected"] == {
         "malformed_json": 1,
         "missing_field": 1,
         "unknown_role": 1,
         "invalid_tool_arguments": 1,
         "empty_assistant_turn": 1,
+        "special_token_in_turn": 1,
     }
     rejects = [json.loads(x) for x in (tmp / "out" / "rejects.jsonl").read_text().splitlines()]
-    assert [r["where"].rsplit(":", 1)[1] for r in rejects] == ["11", "12", "13", "14", "15"]
+    assert [r["where"].rsplit(":", 1)[1] for r in rejects] == ["11", "12", "13", "14", "15", "16"]
+    assert rejects[-1]["detail"] == "message 2 writes <|im_end|>"
     assert stats["samples"]["valid"] > 0 and stats["samples"]["train"] > 0
     assert 0.5 < stats["packing_efficiency"] <= 1.0
     assert (tmp / "out" / "lengths.png").stat().st_size > 1000

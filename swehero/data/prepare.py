@@ -142,7 +142,7 @@ def _process(batch: list[tuple[str, object]]) -> list[tuple]:
     for k, (where, row) in enumerate(batch):
         try:
             row = parse_row(row)
-            good.append((k, validate(row)))
+            good.append((k, _renderer.trainable(validate(row))))
         except Reject as r:
             out[k] = ("reject", where, row.get("id") if isinstance(row, dict) else None, r.reason, r.detail)
     rendered = _renderer.render_batch([rec for _, rec in good])

@@ -95,6 +95,21 @@ class ChatRenderer:
         self._tail_untrained = len(tail) - len(tail.rstrip())
         self._tail_trained = len(tail.rstrip())
         self._byte_lengths = byte_length_table(tokenizer.backend_tokenizer)
+        self._special = [t.content for t in tokenizer.backend_tokenizer.get_added_tokens_decoder().values()
+                         if t.special]
+
+    def trainable(self, record: dict) -> dict:
+        """`record` (validated), unless an assistant turn writes a special token's text (`<|im_end|>` in a chat
+        template the agent edits): rendered, it becomes that token, so the model would learn to end its turn there
+        (or to write a token a server leaves out of the text it returns). Raises `Reject`; tool results and user
+        messages may hold such text, as they do when the model runs."""
+        for i, m in enumerate(record["messages"]):
+            if m["role"] == "assistant":
+                written = json.dumps(m, ensure_ascii=False)  # content, calls, arguments; JSON escapes none of them
+                found = [token for token in self._special if token in written]
+                if found:
+                    raise Reject("special_token_in_turn", f"message {i} writes {', '.join(found)}")
+        return record
 
     def text(self, messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = False) -> str:
         return self.tokenizer.apply_chat_template(
@@ -272,7 +287,7 @@ def render_files(inputs: list[str], tokenizer, out, mask: str = "all",
                 n["read"] += 1
                 bar.update()
                 try:
-                    record = validate(parse_row(row))
+                    record = renderer.trainable(validate(parse_row(row)))
                 except Reject as r:
                     rejects.add(where, r)
                     continue
@@ -302,9 +317,10 @@ def show(path: Path, index: int, tokenizer, mask: str, style) -> tuple[str, str]
     row = next(islice(read_rows(Path(path)), index, None), None)
     if row is None:
         raise IndexError(f"{path} has no trajectory {index}")
+    renderer = ChatRenderer(tokenizer, mask=mask)
     try:
-        record = validate(parse_row(row[1]))
+        record = renderer.trainable(validate(parse_row(row[1])))
     except Reject as e:
         raise Reject(e.reason, f"{row[0]}: {e.detail}") from None
-    r = ChatRenderer(tokenizer, mask=mask).render(record)
+    r = renderer.render(record)
     return highlight(r, tokenizer, style), f"[{row[0]}] {len(r.input_ids)} tokens, {int(r.loss_mask.sum())} trained"
