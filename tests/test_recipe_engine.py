@@ -114,7 +114,47 @@ def test_a_run_moved_elsewhere_is_the_same_run(tmp_path):
     run(path, *moved, "--set", "stages.second.run=echo second >> " + str(tmp_path / "log") + "; cp ../first/out.txt .")
     assert ran(tmp_path) == ["second", "third"]
     second = json.loads((tmp_path / "moved" / "second" / "manifest.json").read_text())
-    assert list(second["inputs"]) == [str(tmp_path / "moved" / "first" / "out.txt")]
+    first = json.loads((tmp_path / "moved" / "first" / "manifest.json").read_text())
+    assert second["inputs"] == {} and second["upstream"] == {"first": first["fingerprint"]}
+
+LINKED = """\
+name: linked
+run_dir: {run}
+stages:
+  - name: fetch
+    kind: command
+    run: echo fetch >> {log}; ln -sfn "$SNAP" snap
+    env: {{SNAP: {snapshot}}}
+    outputs: [snap]
+  - name: use
+    kind: command
+    inputs: ["${{stages.fetch.dir}}/snap"]
+    run: echo use >> {log}; cat ../fetch/snap/data.txt > out.txt
+    outputs: [out.txt]
+"""
+
+
+def test_a_stage_reading_another_stages_link_out_of_the_run_follows_that_stage(tmp_path):
+    """A download's outputs link into the hub cache: reading one, a stage still depends on the download (it lost the
+    dependency once the link existed, reran as "input changed" on the next run, and stayed up to date when the
+    download reran for a new revision); files added to another stage's folder (`wandb sync`'s marker) rerun
+    nothing."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "data.txt").write_text(f"snapshot {name}\n")
+    path = tmp_path / "r.yaml"
+    path.write_text(LINKED.format(run=tmp_path / "run", log=tmp_path / "log", snapshot=tmp_path / "a"))
+    run(path)
+    assert ran(tmp_path) == ["fetch", "use"]
+    assert run(path, "--dry-run").count("up to date") == 2
+    (tmp_path / "run" / "fetch" / "run-1.wandb.synced").touch()
+    assert run(path, "--dry-run").count("up to date") == 2
+    other = ["--set", "stages.fetch.env={SNAP: " + str(tmp_path / "b") + "}"]
+    assert "upstream fetch reruns" in run(path, "--dry-run", *other)
+    run(path, *other)
+    assert ran(tmp_path) == ["fetch", "use"]
+    assert (tmp_path / "run" / "use" / "out.txt").read_text() == "snapshot b\n"
+
 
 def test_from_only_force(tmp_path):
     path = setup_recipe(tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 import sys
 import sysconfig
@@ -285,9 +286,11 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 def _check_inputs(recipe: Recipe, lines: Lines) -> None:
     """Every input path exists, is produced by another stage (which then becomes a dependency), or is a hub id
-    where the field allows one."""
-    run_dir = Path(recipe.run_dir).resolve()
-    stage_dirs = {s.name: run_dir / s.name for s in recipe.stages}
+    where the field allows one. What another stage makes is followed through that stage's fingerprint, which
+    changes whenever it reruns, not through its files: those may link out of `run_dir` (a download's links into
+    the hub cache), and logs, `wandb sync` or a checkpoint pruned by hand change them without changing the result."""
+    run_dirs = {Path(os.path.abspath(recipe.run_dir)), Path(recipe.run_dir).resolve()}
+    stage_dirs = {s.name: [d / s.name for d in run_dirs] for s in recipe.stages}
     problems: list[str] = []
     for i, stage in enumerate(recipe.stages):
         module = kinds.load_kind(stage.kind)
@@ -300,12 +303,15 @@ def _check_inputs(recipe: Recipe, lines: Lines) -> None:
         if getattr(module, "USES_MODEL", False) and recipe.model is not None:
             found += input_paths(ModelConfig, recipe.model, ("model",))
         for at, value, marker in found:
-            resolved = Path(value).resolve()
-            producer = next((n for n, d in stage_dirs.items() if resolved.is_relative_to(d) and n != stage.name), None)
+            absolute = Path(os.path.abspath(value))
+            resolved = absolute.resolve()
+            producer = next((n for n, dirs in stage_dirs.items() if n != stage.name
+                             for path in (absolute, resolved) for d in dirs if path.is_relative_to(d)), None)
             if producer:
                 if producer not in stage.needs:
                     stage.needs.append(producer)
-            elif not resolved.exists():
+                continue
+            if not resolved.exists():
                 if marker.needs_no_file(value):
                     continue  # resolved by the hub client at run time
                 problems.append(lines.problem(at, f"input not found: {value}"))
