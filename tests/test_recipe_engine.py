@@ -214,6 +214,26 @@ def test_failed_stage_is_recorded_and_redone(tmp_path):
 
 
 
+def test_a_rerun_stopped_while_it_empties_the_folder_leaves_no_complete_stage(tmp_path, monkeypatch):
+    """Ctrl-C (or a kill) while a rerun deletes the old outputs (a checkpoint folder half gone, still there): the
+    stage is not taken as up to date afterwards, once the change that reran it is undone."""
+    import shutil
+
+    path = setup_recipe(tmp_path)
+    run(path)
+    ran(tmp_path)
+
+    def interrupted(folder, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted)
+    result = CliRunner().invoke(main, ["recipe", "run", str(path), "--set", "stages.second.run=echo changed"])
+    assert result.exit_code != 0, result.output
+    monkeypatch.undo()
+    line = next(line for line in run(path, "--dry-run").splitlines() if line.split()[1] == "second")
+    assert line.split() == ["run", "second", "never", "ran"]
+
+
 def test_a_failed_command_is_one_line_naming_its_status_not_a_traceback(tmp_path):
     path = setup_recipe(tmp_path)
     result = CliRunner().invoke(main, ["recipe", "run", str(path), "--set", "stages.second.run=exit 3"])

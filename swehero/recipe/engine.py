@@ -312,6 +312,9 @@ def _begin(recipe: Recipe, step: Step) -> Path:
     folder = stage_dir(recipe, step.stage)
     end_left_behind((read_manifest(folder) or {}).get("process_groups", []))
     if folder.exists() and not step.resume:
+        # the manifest first: a kill while the rest goes (minutes for checkpoints on a parallel filesystem) would
+        # leave a `complete` one over half the outputs, taken as up to date once the change that reran it is undone
+        (folder / MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
