@@ -213,6 +213,7 @@ def test_a_token_budget_per_step_sets_the_rows_and_is_checked_against_seq_length
 def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path, monkeypatch):
     from swehero.errors import InputError, MissingInput, Unavailable
     from swehero.train.plan import plan_stage
+    from swehero.data.prepare import tokenizer_digests
     from swehero.train.stage import check_inputs
 
     data, model, other = tmp_path / "data", tmp_path / "model", tmp_path / "other"
@@ -232,6 +233,24 @@ def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path
     check_inputs(Settings(data=str(data), seq_length=65536, export_hf=False), str(model), "sft")
     (model / "tokenizer.json").write_text("{}")  # a tokenizer in any of its forms
     check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
+    # Data rendered with another tokenizer folder (`model.tokenizer`) than the one the export serves with.
+    stats = json.loads((data / "stats.json").read_text())
+    for template, fails in (("{}", False), ('{"chat_template": "mine"}', True)):
+        (other / "tokenizer.json").write_text("{}")
+        (other / "tokenizer_config.json").write_text(template)
+        (model / "tokenizer_config.json").write_text("{}")
+        made_from = {"tokenizer": str(other), "tokenizer_files": tokenizer_digests(other)}
+        (data / "stats.json").write_text(json.dumps({**stats, "made_from": made_from}))
+        if fails:
+            with pytest.raises(InputError, match=f"stage sft: {data} was rendered with the tokenizer of {other}, but "
+                                                 f"the export takes {model}'s, and tokenizer_config.json differ"):
+                check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
+        else:
+            check_inputs(Settings(data=str(data), seq_length=65536), str(model), "sft")
+    check_inputs(Settings(data=str(data), seq_length=65536, export_hf=False), str(model), "sft")
+    (data / "stats.json").write_text(json.dumps(stats))
+    (other / "tokenizer.json").unlink()
+    (other / "tokenizer_config.json").unlink()
     with monkeypatch.context() as without_wandb:  # as in the Docker image, which does not install it
         without_wandb.setitem(sys.modules, "wandb", None)  # what find_spec takes for a module that is not there
         with pytest.raises(Unavailable, match="stage sft: wandb_project is set, but wandb is not installed here"):

@@ -318,11 +318,11 @@ def _made_from(files: list[Path], tokenizer_path: str, cfg: PrepareConfig) -> di
                  "tokenizer": str(tokenizer.resolve()) if tokenizer.exists() else tokenizer_path,
                  "settings": settings}
     if tokenizer.is_dir():
-        made_from["tokenizer_files"] = _tokenizer_digests(tokenizer)
+        made_from["tokenizer_files"] = tokenizer_digests(tokenizer)
     return made_from
 
 
-def _tokenizer_digests(folder: Path) -> dict[str, str]:
+def tokenizer_digests(folder: Path) -> dict[str, str]:
     """sha256 (16 hex digits) of each file of the folder that decides how a conversation renders and tokenizes
     (the tokenizer and chat template files, megabytes: not the sampling defaults), by name. By content, so a copy of
     the same tokenizer, or its files touched, still reuses the dataset."""

@@ -52,7 +52,7 @@ def check_inputs(settings: Settings, init: str, name: str) -> None:
     the stage's seq_length and has training rows, a Hugging Face folder holds a Qwen2 model whose every tensor its
     weight files list, the parallel layout fits that model on the stage's processes, and wandb is there if asked for
     (rank 0 would import it only once the model is loaded)."""
-    from swehero.data.prepare import read_stats
+    from swehero.data.prepare import read_stats, tokenizer_digests
     from swehero.model.folder import (TOKENIZER_FILES, check_hf_weights, has_tokenizer, is_hf_folder, read_config,
                                       side_files_from)
     from swehero.model.qwen2 import check_supported
@@ -85,6 +85,18 @@ def check_inputs(settings: Settings, init: str, name: str) -> None:
         raise InputError(f"stage {name}: {side_files_from(init)} has no tokenizer ({', '.join(TOKENIZER_FILES)}) "
                          "for the export to take; start from a folder with one, or export the earlier stage "
                          "(export_hf: true)")
+    rendered_with = stats.get("made_from", {})
+    if settings.export_hf and "tokenizer_files" in rendered_with:  # recorded for a local tokenizer folder
+        # the data was rendered with `model.tokenizer`, the export serves with init's: they must be the same files
+        served = tokenizer_digests(side_files_from(init))
+        differ = sorted(n for n in served.keys() | rendered_with["tokenizer_files"].keys()
+                        if served.get(n) != rendered_with["tokenizer_files"].get(n))
+        if differ:
+            raise InputError(f"stage {name}: {settings.data} was rendered with the tokenizer of "
+                             f"{rendered_with['tokenizer']}, but the export takes {side_files_from(init)}'s, and "
+                             f"{', '.join(differ)} differ: the model would be served with another chat template than "
+                             "it was trained with. Prepare the data with the tokenizer of the folder training starts "
+                             "from, or put the data's tokenizer files into that folder.")
     try:
         config = model_config(settings, init)
     except MissingInput as e:  # an earlier stage's folder, before its first checkpoint
