@@ -107,3 +107,26 @@ def test_git_settings_the_agent_writes_leave_the_patch_as_it_is(tmp_path, task):
             rt.close()
     assert patches[0] == patches[1]
     assert "diff --git a/pkg/calc.py b/pkg/calc.py\n" in patches[1] and "+one\r\n" in patches[1]
+
+
+def test_what_the_install_generated_stays_out_of_the_patch_whatever_its_name(tmp_path, task):
+    """The files an install makes are excluded by name: names git quotes (non-ASCII, a newline), names gitignore
+    would read as a glob, comment, negation or trailing blank, and a name that is no UTF-8. A file the agent
+    creates later, which the glob `a[1].txt` would have matched, is still in the patch."""
+    rt = runtime(tmp_path, task)
+    try:
+        names = [b"caf\xc3\xa9.mo", b"#notes", b"!bang", b"a[1].txt", b"star*.txt", b"back\\slash", b"trail ",
+                 b"new\nline", b"latin\xe9.txt", b"build/lib/x.py"]
+        for name in names:
+            path = os.path.join(bytes(rt.checkout), name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(b"generated\n")
+        from swehero.agent.local import _exclude, untracked_patterns
+
+        _exclude(rt.checkout, untracked_patterns(rt.checkout))
+        bash(rt, "echo mine > a1.txt")
+        patch = rt.patch(task.base_commit)
+        assert "+++ b/a1.txt" in patch and patch.count("diff --git") == 1, patch
+    finally:
+        rt.close()

@@ -374,8 +374,7 @@ class LocalRuntime(OneCommandAtATime):
             raise EnvError(f"installing the checkout into its environment (`{command}`) "
                            f"{'timed out' if result.timed_out else f'failed with exit code {result.exit_code}'}:\n"
                            f"{result.output[-3000:]}")
-        _exclude(self.checkout, [f"/{path}" for path in
-                                 git("ls-files", "--others", "--exclude-standard", cwd=self.checkout).splitlines()])
+        _exclude(self.checkout, untracked_patterns(self.checkout))
         for name in ("cwd", "env", "python"):  # the agent's first command starts from a clean shell
             (self.workdir / "state" / name).unlink(missing_ok=True)
 
@@ -435,8 +434,20 @@ def _exclude(checkout: Path, patterns: list[str]) -> None:
     """Keep `patterns` out of `git add -A` (and so out of the patch) without touching the repository's files."""
     if patterns:
         (checkout / ".git" / "info").mkdir(exist_ok=True)
-        with open(checkout / ".git" / "info" / "exclude", "a") as f:
+        # file names are bytes: those that are no UTF-8 go back as they came (`os.fsdecode`)
+        with open(checkout / ".git" / "info" / "exclude", "a", encoding="utf-8", errors="surrogateescape") as f:
             f.write("".join(f"{p}\n" for p in patterns))
+
+
+def untracked_patterns(checkout: Path) -> list[str]:
+    """Exclude patterns matching exactly the files git does not track in `checkout` now (what an install made).
+    The names come NUL-ended (a name git would quote, such as `"caf\\303\\251.mo"`, matches nothing as a pattern),
+    with the characters gitignore reads as globs, comments, negations or trailing blanks escaped; a newline, which
+    no pattern line can hold, as `?`."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--others", "--exclude-standard"], cwd=checkout, check=True,
+                            capture_output=True).stdout
+    return ["/" + "".join("\\" + c if c in "\\*?[!# " else "?" if c == "\n" else c for c in os.fsdecode(name))
+            for name in listed.split(b"\0") if name]
 
 
 def _under(path: str, tops) -> bool:
