@@ -191,6 +191,9 @@ def test_path_errors(ed):
     assert err(ed, command="view", path="pkg/a.py") == (
         f"Invalid `path` parameter: pkg/a.py. The path should be an absolute path, starting with `/`. Maybe you "
         f"meant {ROOT}/pkg/a.py?")
+    # a relative path out of the repository: the same answer, without a suggestion (not the confinement's error)
+    assert err(ed, command="view", path="../a.py") == (
+        "Invalid `path` parameter: ../a.py. The path should be an absolute path, starting with `/`.")
     assert err(ed, command="view", path=f"{ROOT}/nope.py") == (
         f"Invalid `path` parameter: {ROOT}/nope.py. The path {ROOT}/nope.py does not exist. "
         "Please provide a valid path.")

@@ -190,8 +190,11 @@ class Editor:
             hint = "The path should be an absolute path, starting with `/`."
             if isinstance(path, str):
                 suggestion = str(PurePosixPath(self.files.root) / path)
-                if self.files.kind(suggestion) is not None:
-                    hint += f" Maybe you meant {suggestion}?"
+                try:
+                    if self.files.kind(suggestion) is not None:
+                        hint += f" Maybe you meant {suggestion}?"
+                except ToolError:  # `../x` leaves the repository: no suggestion, as for a path that is not there
+                    pass
             raise _invalid("path", path, hint)
         kind = self.files.kind(path)
         if command == "create" and kind is not None:
