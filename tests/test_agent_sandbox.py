@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -149,6 +150,69 @@ def test_a_command_outlives_its_call_as_in_openhands(rt):
     there), and the command runs on; the next calls wait again (''), type into it or send keys (`is_input`), and
     any other command is not run. Calls recorded from OpenHands' own bash session give the same observations here."""
     replay(rt, ROOT)
+
+
+def quiet_after(rt, seconds: float) -> Tools:
+    """The agent's tools, with commands returned from after `seconds` without output."""
+    rt.config = dataclasses.replace(rt.config, no_output_timeout=seconds)
+    return Tools(rt, "exec")
+
+
+NO_NEW_OUTPUT = f"[The command has no new output after 1 seconds. {STILL_RUNNING}]"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_command_that_ended_since_the_last_call_lets_the_next_one_run(rt):
+    """OpenHands looks at its pane before it refuses a new command: the previous one has ended meanwhile, so the new
+    one runs, typed below the pane's last prompt. Its observation starts with what the previous command wrote since
+    the last call and the blank rows before that prompt, then the new command's echo (no longer at the start, so not
+    cut); with nothing new, it is the usual one. `$?` is the previous command's."""
+    tools = quiet_after(rt, 1)
+    bash = lambda command, **kw: tools.call("execute_bash", {"command": command, **kw}).observation  # noqa: E731
+    assert bash("sleep 2; echo finished") == "\n" + NO_NEW_OUTPUT
+    time.sleep(3)
+    assert bash("echo next").startswith("finished\n\n\necho next\nnext\n[The command completed with exit code 0.]\n"
+                                        f"[Current working directory: {ROOT}]\n")
+    assert bash("sleep 2; false") == "\n" + NO_NEW_OUTPUT
+    time.sleep(3)
+    assert bash("echo $?").startswith("1\n[The command completed with exit code 0.]\n")
+    # the new command outlives its call too: OpenHands shows the whole under the continuation note, and then only
+    # what is new
+    assert bash("sleep 2; printf end") == "\n" + NO_NEW_OUTPUT
+    time.sleep(3)
+    assert bash("echo x; sleep 2") == ("[Below is the output of the previous command.]\nend\n\necho x; sleep 2\nx\n"
+                                       + NO_NEW_OUTPUT)
+    assert bash("", timeout=20).startswith("\n[The command completed with exit code 0.]\n")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_zero_mode_checks_a_command_typed_after_one_that_ended_unseen_as_any_new_one(rt):
+    """The history expansion of a command that runs because the last one ended since the last call is checked: the
+    quick substitution `^ls^python3` makes the last command run python."""
+    rt.config = dataclasses.replace(rt.config, no_output_timeout=1)
+    tools = Tools(rt, "zero")
+    assert tools.call("execute_bash", {"command": "sleep 2; ls -d ."}).observation == "\n" + NO_NEW_OUTPUT
+    time.sleep(3)
+    outcome = tools.call("execute_bash", {"command": "^ls^python3"})
+    assert outcome.error and outcome.banned == ["python3"], outcome
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_command_refused_while_the_previous_runs_shows_the_new_output(rt):
+    """What the running command wrote since the last call comes above the refusal, as OpenHands shows it, and not
+    again after it."""
+    tools = quiet_after(rt, 1)
+    bash = lambda command, **kw: tools.call("execute_bash", {"command": command, **kw}).observation  # noqa: E731
+    assert bash("sleep 2; echo mid; sleep 30") == "\n" + NO_NEW_OUTPUT
+    time.sleep(4)
+    assert bash("echo next") == (
+        '[Below is the output of the previous command.]\nmid\n[Your command "echo next" is NOT executed. The previous '
+        "command is still running - You CANNOT send new commands until the previous command is completed. By setting "
+        f"`is_input` to `true`, you can interact with the current process: {STILL_RUNNING}]")
+    assert bash("C-c", is_input="true").startswith("^C\n[The command completed with exit code 130. CTRL+C was sent.]")
 
 
 def test_ctrl_c_interrupts_also_when_swehero_runs_in_the_background(rt):

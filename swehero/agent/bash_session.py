@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from swehero.agent.history_expansion import HISTORY_SIZE, Expansion, expansion_script, may_expand, read_expansion
 from swehero.agent.runtime import CommandResult, Output, Runtime
 from swehero.agent.keystrokes import typed_command
-from swehero.agent.terminal import openhands_reads
+from swehero.agent.terminal import as_terminal_shows, openhands_reads
 
 MAX_OBSERVATION_CHARS = 30000
 """Bash output longer than this keeps its first and last halves (OpenHands' observation limit)."""
@@ -92,6 +92,11 @@ class BashSession:
         """OpenHands could not cut that command's echo from its pane: observations show it."""
         self.shown: str | None = None
         """Its output as the last observation of it saw it; None before the first."""
+        self.above = ""
+        """What OpenHands' pane shows above that command's echo: the end of a command that had ended unseen when
+        this one was typed (`settle`)."""
+        self.ended_unseen: str | None = None
+        """That end, found by `settle`, until the next command is typed."""
         self.stopped = 0
         """Commands stopped with C-z (bash numbers them as jobs)."""
         self.exit_code = 0
@@ -122,22 +127,25 @@ class BashSession:
         quiet = math.inf if blocking else self.runtime.config.no_output_timeout
         waited = {"timeout": f"\n[The command timed out after {timeout} seconds. {STILL_RUNNING}]",
                   "quiet": f"\n[The command has no new output after {quiet:g} seconds. {STILL_RUNNING}]"}
-        if self.output is not None and command and not is_input:
-            return self._running(command, f'\n[Your command "{command}" is NOT executed. The previous command is '
-                                 "still running - You CANNOT send new commands until the previous command is "
+        if self.output is not None and command and not is_input and self.settle(command):
+            return self._running(command, f'\n[Your command "{command}" is NOT executed. The previous command '
+                                 "is still running - You CANNOT send new commands until the previous command is "
                                  "completed. By setting `is_input` to `true`, you can interact with the current "
                                  f"process: {STILL_RUNNING}]"), True
+        above, self.ended_unseen = self.ended_unseen, None
         if self.output is None and key is not None:  # typed at the idle prompt: only Ctrl-C makes a new one
             if key != b"\x03":  # no prompt comes: the call waits as long as it would for a command
                 return truncate(waited["timeout" if blocking else "quiet"]), False
             # bash draws a new prompt; `$?` stays the last command's
             state = self.runtime.execute(":", self.runtime.config.default_timeout)  # where the shell stands
             return completed_observation(CommandResult("^C", self.exit_code, False, state.cwd, state.python),
-                                         command), False
+                                         command, (above or "") + "^C"), False
         if self.output is None:
             shell = shell or self.read(command)
             self.history = (self.history + list(shell.expansion.entries))[-HISTORY_SIZE:]
-            self.command, self.echoed, self.shown = shell.typed, shell.echoed, None
+            self.command, self.echoed, self.shown, self.above = shell.typed, shell.echoed, None, above or ""
+            if above is not None:  # OpenHands still holds the ended command's output as seen: this one continues it
+                self.shown, self.echoed = "", shell.echoed or bool(above)
             if not shell.expansion.runs:  # bash dropped every line: it printed why, and `$?` stays
                 state = shell.state or self.runtime.execute(":", self.runtime.config.default_timeout)
                 return completed_observation(CommandResult(shell.expansion.printed, self.exit_code, False, state.cwd,
@@ -166,6 +174,23 @@ class BashSession:
         return completed_observation(CommandResult(output, code, False, cwd, python), command, continued,
                                      self.command, self.echoed, scrolled)
 
+    def settle(self, command: str) -> bool:
+        """Before a new `command` is typed while the last one seemed to run: whether it still does. OpenHands looks
+        at its pane first (for a second at most while the command writes); a command that has ended since the last
+        observation is finished then, and `command` runs as at the prompt. OpenHands types it below the ended
+        command's prompt, its pane not cleared, and cuts the next observation from the whole: what the ended command
+        wrote since, the blank rows down to its prompt (the prompt's own first one, and one OpenHands adds between
+        the outputs of two prompts), then `command`'s echo, no longer at the start and so never cut. That part
+        above the echo is kept for it in `ended_unseen` ('' when nothing new came: the blank rows go with it)."""
+        if self.output.wait(1, 0.1) != "ended":
+            return True
+        _, new = self._new_output(command, ended=True)
+        rows = "\n".join(row.rstrip() for row in as_terminal_shows(self.output.buffer.pane()[0]).split("\n"))
+        self.exit_code = self.output.channel.finish()[0]  # `$?` for the next command
+        self.output = None
+        self.ended_unseen = new and new + "\n" * (len(rows) - len(rows.rstrip("\n")) + 2)
+        return False
+
     def _stop(self, command: str) -> str:
         """C-z: bash stops the job, reports it and returns to its prompt, the job kept for `fg`. Our shell keeps no
         jobs, so the command is killed instead; the observation is bash's."""
@@ -191,6 +216,7 @@ class BashSession:
         out. When the pane's history has dropped the top of what they showed, all that the pane holds is new."""
         output, scrolled = self.output.buffer.pane()
         _, shown = openhands_reads(output, self.command, ended, self.echoed, scrolled)
+        shown = self.above + shown
         new, prefix = shown, ""
         if self.shown is not None:
             new, prefix = shown.removeprefix(self.shown), CONTINUED

@@ -169,6 +169,9 @@ class Tools:
             return Outcome(NO_LOGS, error=True)
         if not self.bash.running and is_input:
             return Outcome(NO_INPUT, error=True)
+        if self.bash.running and stripped and not is_input:
+            # one that has ended since the last call lets this command start (and be checked as one that starts)
+            self.bash.settle(stripped)
         starts = not (is_input or self.bash.running or special_key(stripped) is not None)
         shell = self.bash.read(stripped) if starts else None
         if self.mode == "zero" and special_key(stripped) is None:  # input too: a shell or `less` may read it
