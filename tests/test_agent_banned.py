@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from agent_repos import CALC, CALC_FIX, make_task
 
-from swehero.agent.banned import ComputedCommand, UnparsableCommand, banned_commands
+from swehero.agent.banned import (ComputedCommand, UnparsableCommand, banned_commands, path_programs,
+                                  shebang_banned)
+from swehero.agent.local import LocalRuntime
+from swehero.agent.runtime import RuntimeConfig
+from swehero.agent.tools import Tools
 
 BANNED = [
     ("python setup.py test", "python"),
@@ -117,6 +122,33 @@ BANNED = [
     ("git rebase --exec=tox HEAD~1", "tox"),
     ("git submodule foreach --recursive 'pip install .'", "pip"),
     ("diff <(python3 old.py) expected.txt", "python3"),
+    # brace expansion makes the command word (`{python3,-c,x}` is `python3 -c x`), also through a wrapper
+    ("{python3,-c,'print(6*7)'}", "python3"),
+    ("{python3,-c,'print(6 * 7)'}", "python3"),
+    ("py{thon3,} -V", "python3"),
+    ("{p..p}ython3 -V", "python3"),
+    ("env {python3,-V}", "python3"),
+    ("xargs {-I,X,sh,-c,'python3 X'} < files.txt", "python3"),
+    # combined short options: the shell-string option last in a cluster (`-qc CMD`), a value-taking one too
+    ("script -qc 'python3 -V' /dev/null", "python3"),
+    ("script -qcpytest /dev/null", "pytest"),
+    ("su -lc 'python3 -V'", "python3"),
+    ("runuser -lc 'python3 -V'", "python3"),
+    ("su - root -c 'pytest -q'", "pytest"),  # getopt permutes: `-c` after the user is su's too
+    ("su -s /usr/bin/python3 root", "python3"),  # the login shell picked by `-s`
+    ("script -q /dev/null <<< 'python3 -V'", "python3"),  # no -c: a shell reading standard input
+    ("sudo -Eu root python3 x.py", "python3"),
+    ("xargs -rn 1 python3 < files.txt", "python3"),
+    ("xargs -i python3 {} < files.txt", "python3"),  # GNU's -i takes only an attached replace string
+    ("env - python3 -V", "python3"),
+    ("env -iS 'python3 -u' x.py", "python3"),
+    ("flock /tmp/lock -c 'pytest -q'", "pytest"),
+    ("watch -n 5 'pytest -q'", "pytest"),  # watch runs its arguments through `sh -c`
+    ("parallel -j4 python3 ::: a.py b.py", "python3"),
+    ("parallel ::: 'pytest -q' 'ls'", "pytest"),
+    ("awk 'BEGIN { \"pytest -q\" | getline x }'", "pytest"),
+    ("perl -e 'print `pytest -q`'", "pytest"),
+    ("ruby -e 'puts %x(python3 -V)'", "python3"),
 ]
 
 COMPUTED = [
@@ -136,6 +168,34 @@ COMPUTED = [
     ("bash <(echo pytest)", "bash reading its commands from a process substitution"),
     ("source <(sed s/x/y/ run.sh)", "source reading its commands from a process substitution"),
     ("bash < <(echo pytest)", "bash reading its commands from a pipe"),
+    # a glob as the command word: the files decide what runs
+    ("/usr/bin/pyth*3 -c 'print(6*7)'", "/usr/bin/pyth*3"),
+    ("env /usr/bin/py??on3 -V", "/usr/bin/py??on3"),
+    ("/usr/bin/pyth[o]n3 -V", "/usr/bin/pyth[o]n3"),
+    # an interpreter's one-liner starting a program that is not written literally
+    ("echo 'python3 -V' | awk '{system($0)}'", "system($0)"),
+    ("perl -e 'system(@ARGV)' python3 -V", "system(@ARGV)"),
+    ("perl -e 'exec @ARGV' python3 -V", "exec @ARGV"),
+    ("awk '{system(\"echo \" $0)}' cmds.txt", 'system("echo " $0)'),
+    ("echo python3 | awk '{print | $0}'", "print | $0"),
+    ("echo python3 | awk '{$0 | getline x}'", "$0 | getline"),
+    ("ruby -e 'exec(*ARGV)' python3 -V", "exec(*ARGV)"),
+    ("node -e 'require(\"child_process\").execSync(process.argv[1])' python3", "execSync(process.argv[1])"),
+    ("php -r 'system($argv[1]);' python3", "system($argv[1])"),
+    ("perl -e 'system \"@ARGV\"' python3", "@ARGV"),
+    ("ruby -e 'system(\"#{ARGV[0]} -V\")' python3", "#{ARGV[0]} -V"),
+    ("perl -e 'print `$ARGV[0]`' python3", "$ARGV[0]"),
+    # xargs, find and parallel supplying the program or the shell's script from their input
+    ("echo python3 -V | xargs -I{} sh -c {}", "what xargs supplies"),
+    ("echo python3 | xargs env", "what xargs supplies"),
+    ("xargs -I X sh -c X < cmds.txt", "what xargs supplies"),
+    ("xargs bash -c < cmds.txt", "what xargs supplies"),
+    ("echo python3 -V | xargs -I{} {}", "what xargs supplies"),
+    ("echo python3 | xargs timeout 5", "what xargs supplies"),
+    ("find /usr/bin -name 'python3*' -exec {} -V \\;", "what find supplies"),
+    ("echo 'python3 -V' | parallel", "what parallel supplies"),
+    ("echo python3 | su", "bash reading its commands from a pipe"),
+    ("echo 'python3 -V' | script -q /dev/null", "bash reading its commands from a pipe"),
 ]
 
 ALLOWED = [
@@ -206,6 +266,33 @@ ALLOWED = [
     "diff <(sort a.txt) <(sort b.txt) setup.py",  # after a process substitution: the command's arguments
     "while read f; do wc -l $f; done < <(find . -name '*.py')",
     "git log --oneline -3 && git bisect log",
+    # globs and braces as arguments; text tools that only mention programs; xargs with literal programs
+    "ls *.py",
+    "ls src/{a,b}/*.py && echo {1..3}",
+    "cat pkg/{calc,util}.py",
+    "find . -name '*.py' -exec grep -l foo {} +",
+    "find . -name '*.sh' -exec sh -c 'grep -c x \"$1\"' _ {} \\;",
+    "awk '/python/'",
+    "awk '/python|pytest/ {print FILENAME}' a.txt",
+    "awk '{print $1,$2}' a.txt",
+    "awk '{print $1 \"|\" $2}' a.txt",
+    "awk '{print | \"sort\"}' a.txt",
+    "awk 'BEGIN { while ((\"ls\" | getline f) > 0) print f }'",
+    "awk '{print system}' a.txt",
+    "perl -ne 'print if /pytest/'",
+    "perl -ne 'print if /system/' a.py",
+    "perl -ne 'print if /os\\.system\\(/' a.py",
+    "perl -e 'system(\"git\", \"status\")'",
+    "awk 'BEGIN { system(\"ls -la\") }'",
+    "xargs grep -l foo < files.txt",
+    "echo a b | xargs -n1 echo",
+    "echo a b | xargs",
+    "find . -name '*.py' | xargs -I{} grep -c foo {}",
+    "xargs -I{} sh -c 'grep -c foo {} | wc -l' < files.txt",
+    "find . -type f -print0 | xargs -0 wc -l",
+    "script -qc 'git log -1' /dev/null",
+    "env -S 'grep -rn x' .",
+    "cd bin && ls",
 ]
 
 
@@ -239,3 +326,69 @@ def test_tables_are_big_enough():
 def test_unparsable_lines_raise(command):
     with pytest.raises(UnparsableCommand):
         banned_commands(command)
+
+
+def test_path_programs_are_reported_for_their_shebang():
+    """What a program named by a path runs depends on the file: the scanner reports those paths (also joined with the
+    directories the line moves into) for the caller, who can read them."""
+    assert path_programs("bin/test sympy/core") == ["bin/test"]
+    assert path_programs("cd pkg && ../bin/test -k x") == ["../bin/test", "pkg/../bin/test"]
+    assert path_programs("timeout 60 ./run && /opt/x/tool") == ["./run", "/opt/x/tool"]
+    assert path_programs("ls bin/test; cat ./run; grep -r x .") == []
+
+
+@pytest.mark.parametrize("first_line,banned", [
+    ("#!/usr/bin/env python", ["python"]),
+    ("#!/usr/bin/env python3\n", ["python3"]),
+    ("#! /usr/bin/python3.11 -u", ["python3.11"]),
+    ("#!/usr/bin/env -S python3 -u -X dev", ["python3"]),
+    ("#!/opt/conda/bin/pytest", ["pytest"]),
+    ("#!/bin/sh", []),
+    ("#!/usr/bin/env bash", []),
+    ("# not a shebang: python", []),
+    ("\x7fELF\x02\x01", []),
+])
+def test_shebang_interpreters(first_line, banned):
+    assert shebang_banned(first_line.encode()) == banned
+
+
+ROOT = "/workspace/toy__calc__0.1"
+SCRIPT = "#!/usr/bin/env python3\nopen('ran', 'w').write('ran')\n"
+SHEBANGS = {
+    "bin/test": SCRIPT,  # sympy's test runner is such a script
+    "bin/test2": "#!/usr/bin/env python\nprint(1)\n",
+    "bin/split": "#!/usr/bin/env -S python3 -u\nprint(1)\n",
+    "bin/check": "#!/bin/sh\necho checked\n",
+}
+
+
+@pytest.fixture
+def rt(tmp_path):
+    task = make_task(tmp_path / "src", "calc", {**CALC, **SHEBANGS}, CALC_FIX)
+    runtime = LocalRuntime.for_task(tmp_path / "src", task.base_commit, ROOT, tmp_path / "work",
+                                    RuntimeConfig(default_timeout=20))
+    for name in SHEBANGS:
+        (runtime.checkout / name).chmod(0o755)
+    yield runtime
+    runtime.close()
+
+
+@pytest.mark.bwrap
+def test_zero_mode_refuses_a_repository_script_whose_shebang_is_python(rt):
+    tools = Tools(rt, "zero")
+    for command, banned in [("bin/test sympy/core", ["python3"]), ("./bin/test2", ["python"]),
+                            (f"{ROOT}/bin/test", ["python3"]), ("timeout 60 bin/split", ["python3"]),
+                            ("cd pkg && ../bin/test", ["python3"])]:
+        outcome = tools.call("execute_bash", {"command": command})
+        assert outcome.error and outcome.banned == banned, (command, outcome)
+        assert outcome.observation.startswith(f"ERROR: Command refused, nothing was run: it would execute "
+                                              f"`{banned[0]}`"), outcome.observation
+        assert not (rt.checkout / "ran").exists() and not (rt.checkout / "pkg" / "ran").exists()
+    assert "`python3` (the `#!` interpreter of `bin/test`)" in tools.call(
+        "execute_bash", {"command": "bin/test"}).observation
+    # relative to where the shell stands, which an earlier command moved
+    tools.call("execute_bash", {"command": "cd bin"})
+    moved = tools.call("execute_bash", {"command": "./test"})
+    assert moved.banned == ["python3"] and not (rt.checkout / "bin" / "ran").exists()
+    assert "checked" in tools.call("execute_bash", {"command": "./check"}).observation
+    assert "checked" in tools.call("execute_bash", {"command": "cd .. && bin/check && ls bin/test"}).observation

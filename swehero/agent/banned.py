@@ -8,7 +8,11 @@ heredocs and here-strings fed to a shell, `find -exec`, `git bisect run`, proces
 bodies, inline programs of other interpreters that start programs (`perl -e 'system("pytest")'`), and absolute
 paths such as `/usr/bin/python3`. A command whose program is only known at run time (`$cmd`, `${cmd}`, `$(...)` as
 the command word, a script piped into a shell) cannot be checked: it is refused with that reason, unless its
-variable was assigned a plain word earlier in the same line.
+variable was assigned a plain word earlier in the same line. So is a glob as the command word (the files decide
+what runs), an interpreter's one-liner that starts a program it was not given literally (`awk '{system($0)}'`), and
+a program or shell script that xargs, find or parallel fill in from their input (`xargs -I{} sh -c {}`). Brace
+expansion is applied (`{python3,-V}` runs python3). A program named by a path (`bin/test`) may be a script whose
+`#!` line names python: the scanner reports such paths (`path_programs`) to the caller, who can read the files.
 
 Why our own shlex-based scanner and not `bashlex`: bashlex is GPL-3.0 (this package is Apache-2.0), and it raises
 on syntax it does not model (`case`, arithmetic, some heredocs), which leaves a filter that must answer for every
@@ -57,14 +61,14 @@ _WRAPPERS: dict[str, set[str]] = {
     "ionice": {"-c", "-n", "-p"},
     "chrt": set(),
     "timeout": {"-s", "--signal", "-k", "--kill-after"},
-    "xargs": {"-I", "-i", "-n", "-P", "-L", "-l", "-d", "-E", "-e", "-s", "-a", "--arg-file", "--delimiter",
-              "--max-args", "--max-procs", "--replace", "--max-lines", "--eof"},
+    "xargs": {"-I", "-n", "-P", "-L", "-d", "-E", "-s", "-a", "--arg-file", "--delimiter", "--max-args",
+              "--max-procs", "--max-chars", "--process-slot-var"},
     "exec": {"-a"},
     "command": set(),
     "builtin": set(),
     "stdbuf": {"-i", "-o", "-e"},
     "setsid": set(),
-    "watch": {"-n", "--interval", "-d"},
+    "watch": {"-n", "--interval"},
     "chronic": set(),
     "unbuffer": set(),
     "strace": {"-e", "-o", "-p", "-s", "-u"},
@@ -81,22 +85,49 @@ _WRAPPERS: dict[str, set[str]] = {
     "fakeroot": {"-l", "-s", "-i"},
     "chroot": set(),
     "doas": {"-u"},
-    "su": {"-c"},
-    "runuser": {"-c", "-u", "-g", "-G"},
-    "script": {"-c", "--command", "-E", "--echo", "-T", "--log-timing"},
     "flock": {"-w", "-E"},
+    "parallel": {"-j", "--jobs", "-P", "-S", "--sshlogin", "-a", "--arg-file", "-d", "--delimiter", "-E", "-n",
+                 "-N", "-L", "--max-args", "--max-lines", "-C", "--colsep", "--joblog", "--results", "--timeout",
+                 "--tmpdir", "--workdir", "--wd", "--delay", "--halt", "--retries", "--tag-string"},
     "busybox": set(),  # multi-call binaries: `busybox sh -c ...` runs the applet `sh`
     "toybox": set(),
 }
+_ATTACHED_VALUE = {"xargs": {"-i", "-e", "-l"}, "watch": {"-d"}}
+"""Options that take a value only in their own word (GNU xargs' `-i{}`, `-e`, `-l`); alone they take none."""
 _POSITIONAL_BEFORE_COMMAND = {"timeout": 1, "taskset": 1, "chroot": 1, "flock": 1, "chrt": 1}
-_SHELL_STRING_OPTIONS = {"su": {"-c"}, "runuser": {"-c"}, "script": {"-c", "--command"}}
-"""Wrapper options whose value is a command line that a shell runs."""
+_SHELL_STRING_OPTIONS = {"flock": {"-c", "--command"}}
+"""Wrapper options whose value is a command line that a shell runs (`flock FILE -c CMD`)."""
+_SHELL_WRAPPERS: dict[str, set[str]] = {
+    "su": {"-c", "--command", "--session-command", "-s", "--shell", "-g", "--group", "-G", "--supp-group", "-w",
+           "--whitelist-environment"},
+    "runuser": {"-c", "--command", "--session-command", "-s", "--shell", "-g", "--group", "-G", "--supp-group",
+                "-u", "--user", "-w", "--whitelist-environment"},
+    "script": {"-c", "--command", "-E", "--echo", "-T", "--log-timing", "-B", "--log-io", "-I", "--log-in", "-O",
+               "--log-out", "-m", "--logging-format", "--output-limit"},
+}
+"""Programs that start a shell (their options that take a value): it runs `-c CMD` wherever that stands (getopt
+permutes: `su root -c CMD`), `-s SHELL` picks it (su, runuser), `runuser -u USER CMD` runs CMD itself; else the
+shell reads its commands from standard input (`script`'s operand is its log file, `su`'s the user)."""
 _INTERPRETERS = {"perl", "ruby", "node", "nodejs", "awk", "gawk", "mawk", "nawk", "php", "lua", "tclsh", "Rscript"}
 _SPAWNS = re.compile(r"\b(system|exec\w*|spawn\w*|popen\w*|Popen|qx|child_process|shell_exec|passthru)\b"
-                     r"|`|\|\s*[\"']|[\"']\s*\|")
+                     r"|`|%x|\|\s*[\"']|[\"']\s*\|")
 """In an argument of one of `_INTERPRETERS`: a call that starts another program (awk's `print | "cmd"` and perl's
 `open(F, "|cmd")` too). Only such arguments are searched for banned names, so that `perl -ne 'print if /pytest/'`
 or `awk '/python/'` stay the text tools they are."""
+_CALL = re.compile(r"\b(?:system\w*|exec\w*|spawn\w*|popen\w*|Popen|shell_exec|passthru|proc_open)(?=\s*[({\[]|\s+"
+                   r"[\"'$@*])")
+"""A call of one of `_INTERPRETERS` that starts a program, where it is followed by its arguments: `system("ls")`,
+`exec "python", "x"`, `system $cmd` (so `print if /system/` mentions it and calls nothing)."""
+_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'')
+_LITERAL = r"(?:\"_*\"|'_*')"
+"""A string literal in a program whose strings are masked (`_masked`)."""
+_LITERAL_ARGS = re.compile(rf"\s*(\(\s*\[?)?\s*({_LITERAL}(?:\s*,\s*{_LITERAL})*)\s*(?(1)\]?\s*\)|(?![\s.,+\[$@\"']))")
+"""A call's arguments when they are string literals only, in parentheses (`("ls", "-l")`) or not (`"ls";`)."""
+_INTERPOLATED = re.compile(r"#\{|@[\w{]")
+"""Ruby's `#{...}` and perl's `@array` in a string literal: text the string only gets when the program runs."""
+_GLOB = re.compile(r"[*?\[]")
+_SUPPLIED = re.compile(r"__swehero_(\w+?)_supplies__")
+"""Stands for what xargs, find or parallel put into the command they run (a word of their input, a file found)."""
 _SEPARATORS = {";", "&", "&&", "||", "|", "|&", "\n", "(", ")", ";;", ";&", ";;&"}
 _PIPES = {"|", "|&"}
 _PROCESS_SUBSTITUTION = "<(...)"
@@ -146,6 +177,34 @@ def banned_commands(command: str) -> list[str]:
     return scan.found
 
 
+def path_programs(command: str) -> list[str]:
+    """The programs `command` runs by a path (`bin/test`, `./run`, `/opt/tool`) that `banned_commands` cleared by
+    their name, relative ones also joined with the folders a `cd` in the line may have moved to. What such a file
+    runs depends on its `#!` line (`shebang_banned`): the caller, who can read files, looks (sympy's `bin/test` is
+    `#!/usr/bin/env python`)."""
+    scan = _Scan()
+    scan.line(command, depth=0)
+    paths = [p if p.startswith("/") else q for p in scan.paths
+             for q in [p, *(os.path.join(d, p) for d in scan.dirs)]]
+    return list(dict.fromkeys(paths))
+
+
+def shebang_banned(head: bytes) -> list[str]:
+    """The banned programs a file beginning with `head` runs when it is run as a program: the interpreter of its
+    `#!` line, read as Linux reads it (the interpreter, then the rest of the line as one argument):
+    `#!/usr/bin/python3 -u`, `#!/usr/bin/env python`, `#!/usr/bin/env -S python3 -u`."""
+    if not head.startswith(b"#!"):
+        return []
+    line = head[2:].split(b"\n", 1)[0].decode(errors="replace").strip()
+    words = re.split(r"[ \t]+", line, maxsplit=1) if line else []
+    scan = _Scan()
+    try:
+        scan.words(words, _Simple(), depth=0)
+    except UnparsableCommand:  # `env -S` with an open quote: env refuses to run it
+        return []
+    return scan.found
+
+
 def why_banned(name: str) -> str | None:
     """What kind of banned program `name` (a basename) is, or None if allowed."""
     base = os.path.basename(name)
@@ -166,6 +225,8 @@ class _Simple:
     """The text of a heredoc or here-string it reads."""
     piped: bool = False
     """Its standard input is the previous command's output."""
+    pattern: bool = False
+    """A `case` pattern (`*.py)`, `a|b)`): the words before a `)` that no `(` opened, which bash does not run."""
 
 
 class _Scan:
@@ -176,6 +237,10 @@ class _Scan:
         self.computed: list[str] = []
         self.variables: dict[str, str | None] = {}
         """Plain assignments seen so far in the line (None: something computed, or two different values)."""
+        self.paths: list[str] = []
+        """Programs named by a path (`bin/test`) that were not banned by their name."""
+        self.dirs: list[str] = []
+        """Where `cd DIR` in the line may have moved the shell (DIR as written, joined with earlier ones)."""
 
     def line(self, command: str, depth: int) -> None:
         if depth > 8:
@@ -188,7 +253,13 @@ class _Scan:
         for sub in _substitutions(command, in_double_quotes=False):
             self.line(sub, depth + 1)
         for simple in _simple_commands(command, [body for body, _ in bodies]):
+            before = len(self.found)
             self.words(simple.words, simple, depth)
+            # shlex removed the quotes that tell bash which braces to expand: both readings are checked
+            expanded = [w for word in simple.words for w in _braces(word)]
+            if expanded != simple.words:
+                self.words(expanded, simple, depth)
+                self.found[before:] = dict.fromkeys(self.found[before:])  # a name both readings found, once
 
     def words(self, words: list[str], simple: _Simple, depth: int) -> None:
         """Walk past assignments, keywords and wrappers to the command word, then look at what it runs."""
@@ -217,7 +288,13 @@ class _Scan:
             name = os.path.basename(word) if "/" in word else word
             if why_banned(name) or (word.endswith(".py") and "/" in word):
                 self.found.append(name)
+            elif (supplied := _SUPPLIED.search(word)) is not None:
+                self.computed.append(f"what {supplied.group(1)} supplies")
+            elif _GLOB.search(word):  # the files the glob matches decide what runs
+                self.computed.append(word)
             else:
+                if "/" in word and not word.startswith("~"):
+                    self.paths.append(word)
                 self.runs(name, words[i + 1:], simple, depth)
             return
 
@@ -225,7 +302,17 @@ class _Scan:
         """What an allowed program `name` would run with `args`: wrapped commands, shell scripts, exec arguments."""
         if name == "command" and any(a in {"-v", "-V"} for a in args[:2]):
             return  # `command -v python` only looks the program up
-        if name in _WRAPPERS:
+        if name in {"cd", "pushd"}:
+            self.cd(args)
+        elif name == "xargs":
+            self.xargs(args, simple, depth)
+        elif name == "parallel":
+            self.parallel(args, depth)
+        elif name == "watch":  # it runs its arguments, joined, with `sh -c`
+            self.line(" ".join(_unwrap(name, args)), depth + 1)
+        elif name in _SHELL_WRAPPERS:
+            self.words(_shell_wrapper(name, args), simple, depth)
+        elif name in _WRAPPERS:
             self.words(_unwrap(name, args), simple, depth)
         elif name in _SHELLS:
             kind, value = _shell_input(args)
@@ -233,7 +320,7 @@ class _Scan:
                 self.line(value, depth + 1)
             elif kind == "file" and value == _PROCESS_SUBSTITUTION:
                 self.computed.append(f"{name} reading its commands from a process substitution")
-            elif kind == "file":
+            elif kind == "file" and not (_GLOB.search(value) or _SUPPLIED.search(value)):  # a script, whichever
                 self.words([value], simple, depth)  # `bash script.py`
             elif simple.stdin is not None:  # `bash <<EOF`, `bash -s <<< "pytest"`
                 self.line(simple.stdin, depth + 1)
@@ -243,22 +330,81 @@ class _Scan:
             self.computed.append(f"{name} reading its commands from a process substitution")
         elif name == "eval":
             self.line(" ".join(args), depth + 1)
-        elif name == "find":
+        elif name == "find":  # `{}` is the file found, wherever it stands
             for i, a in enumerate(args):
                 if a in {"-exec", "-execdir", "-ok", "-okdir"}:
                     end = next((j for j in range(i + 1, len(args)) if args[j] in {";", "+", "\\;"}), len(args))
-                    self.words(args[i + 1 : end], simple, depth)
+                    self.words([w.replace("{}", _supplies("find")) for w in args[i + 1 : end]], simple, depth)
         elif name == "fd":
             for i, a in enumerate(args):
                 if a in {"-x", "--exec", "-X", "--exec-batch"}:
-                    self.words(args[i + 1 :], simple, depth)
+                    found = _supplies("fd")
+                    self.words([re.sub(r"\{/?/?\.?\}", found, w) for w in args[i + 1 :]], simple, depth)
         elif name == "git":
             self.git(args, simple, depth)
-        elif name == "parallel" and args:
-            self.line(" ".join(a for a in args if a not in {":::", "::::"}), depth + 1)
         elif name in _INTERPRETERS:
-            for program in (a for a in args if _SPAWNS.search(a)):
-                self.found += [w for w in re.findall(r"[A-Za-z0-9_./+-]+", program) if why_banned(w)]
+            for arg in args:
+                before = len(self.found)
+                for text, call in _spawned(arg, awk=name.endswith("awk")):
+                    self.spawned(text, call, depth)
+                if _SPAWNS.search(arg):
+                    found = self.found[before:]
+                    self.found += [w for w in re.findall(r"[A-Za-z0-9_./+-]+", arg) if why_banned(w) and w not in found]
+
+    def spawned(self, text: str | None, call: str, depth: int) -> None:
+        """A command line an interpreter's `call` hands to a shell (or, as a list, runs): `text`, None when the
+        program builds it when it runs."""
+        if text is None or _INTERPOLATED.search(text):
+            self.computed.append(text if text is not None and "\n" not in text else call)
+            return
+        try:
+            self.line(text, depth + 1)
+        except UnparsableCommand:
+            self.computed.append(call)
+
+    def cd(self, args: list[str]) -> None:
+        """Note where `cd DIR` may move the shell, so that `cd pkg && ../bin/test` finds `bin/test`."""
+        target = next((a for a in args if not a.startswith("-")), None)
+        if target is None or "$" in target or "`" in target or target.startswith("~"):
+            return  # the home folder or a computed one: not followed
+        self.dirs += [os.path.normpath(os.path.join(d, target)) for d in ["", *self.dirs]]
+
+    def xargs(self, args: list[str], simple: _Simple, depth: int) -> None:
+        """xargs runs its command (echo when none) with the words it reads appended, or put in place of its
+        replace string (`-I R`, `-iR`, `-i`, `--replace[=R]`) wherever that stands."""
+        command = _unwrap("xargs", args)
+        if not command:
+            return
+        replace, options, i = None, args[: len(args) - len(command)], 0
+        while i < len(options) and options[i] != "--":
+            pairs, used = _options(options[i], options[i + 1] if i + 1 < len(options) else None, _WRAPPERS["xargs"],
+                                   _ATTACHED_VALUE["xargs"])
+            for option, value in pairs:
+                if option in {"-I", "-i", "--replace"}:
+                    replace = value or "{}"
+            i += used
+        supplied = _supplies("xargs")
+        if replace:
+            self.words([w.replace(replace, supplied) for w in command], simple, depth)
+        else:
+            self.words(command + [supplied], simple, depth)
+
+    def parallel(self, args: list[str], depth: int) -> None:
+        """GNU parallel runs its command line with a shell once per input (the words after `:::`, or read from
+        `::::` files or standard input), which replaces `{}` (`{.}`, `{/}`, ...) or is appended; without a command
+        the inputs are the command lines."""
+        sources = next((i for i, a in enumerate(args) if a.startswith(":::")), len(args))
+        command = _unwrap("parallel", args[:sources])
+        supplied = _supplies("parallel")
+        if command:
+            line = " ".join(command)
+            replaced = re.sub(r"\{[0-9]*[./#%]*\}", supplied, line)
+            self.line(replaced if replaced != line else f"{line} {supplied}", depth + 1)
+        elif args[sources:sources + 1] == [":::"] and not any(a.startswith("::::") for a in args[sources:]):
+            for line in args[sources + 1:]:
+                self.line(line, depth + 1)
+        else:
+            self.computed.append("what parallel supplies")
 
     def git(self, args: list[str], simple: _Simple, depth: int) -> None:
         """`git bisect run CMD ARGS`, `git rebase --exec SCRIPT` and `git submodule foreach SCRIPT` run commands."""
@@ -388,7 +534,7 @@ def _simple_commands(command: str, heredocs: list[str]) -> list[_Simple]:
     except ValueError as e:
         raise UnparsableCommand(str(e)) from None
     commands = [_Simple()]
-    redirect, i = "", 0
+    redirect, i, parens = "", 0, 0
     while i < len(tokens):
         tok = tokens[i]
         if tok in {"<", ">"} and tokens[i + 1:i + 2] == ["("]:  # `<(cmd)`, `>(cmd)`: a file name made at run time
@@ -406,13 +552,20 @@ def _simple_commands(command: str, heredocs: list[str]) -> list[_Simple]:
                 commands[-1].stdin = tok
             redirect = ""
         elif tok in _SEPARATORS:
+            parens += {"(": 1, ")": -1}.get(tok, 0)
+            if parens < 0:  # only a case pattern ends so (anything else bash rejects)
+                parens = 0
+                for pattern in reversed(commands):
+                    pattern.pattern = True
+                    if not pattern.piped:
+                        break
             commands.append(_Simple(piped=tok in _PIPES))
         elif (m := _REDIRECT.fullmatch(tok)) is not None:
             redirect = m.group(1) or tok
         else:
             commands[-1].words.append(tok)
         i += 1
-    return [c for c in commands if c.words]
+    return [c for c in commands if c.words and not c.pattern]
 
 
 def _closing(tokens: list[str], opening: int) -> int:
@@ -436,7 +589,9 @@ def _operators(token: str) -> list[str]:
 
 
 def _unwrap(wrapper: str, args: list[str]) -> list[str]:
-    takes_value = _WRAPPERS[wrapper]
+    """The command `wrapper` runs with `args` (empty if none)."""
+    shell_string = _SHELL_STRING_OPTIONS.get(wrapper, set())
+    takes_value = _WRAPPERS[wrapper] | shell_string
     positional = _POSITIONAL_BEFORE_COMMAND.get(wrapper, 0)
     i = 0
     while i < len(args):
@@ -444,12 +599,15 @@ def _unwrap(wrapper: str, args: list[str]) -> list[str]:
         if a == "--":
             return args[i + 1 :]
         if a.startswith("-") and len(a) > 1:
-            if a in _SHELL_STRING_OPTIONS.get(wrapper, ()) and i + 1 < len(args):
-                return ["bash", "-c", args[i + 1]]
-            if wrapper == "env" and a in {"-S", "--split-string"} and i + 1 < len(args):
-                return shlex.split(args[i + 1]) + args[i + 2 :]
-            i += 2 if a in takes_value else 1
-        elif wrapper == "env" and "=" in a:
+            options, used = _options(a, args[i + 1] if i + 1 < len(args) else None, takes_value,
+                                     _ATTACHED_VALUE.get(wrapper, set()))
+            for option, value in options:
+                if option in shell_string and value is not None:
+                    return ["bash", "-c", value]
+                if wrapper == "env" and option in {"-S", "--split-string"} and value is not None:
+                    return _split(value) + args[i + used :]
+            i += used
+        elif wrapper == "env" and ("=" in a or a == "-"):  # `env -` is `env -i`
             i += 1
         elif positional:
             positional -= 1
@@ -457,6 +615,175 @@ def _unwrap(wrapper: str, args: list[str]) -> list[str]:
         else:
             return args[i:]
     return []
+
+
+def _options(word: str, following: str | None, takes_value: set[str],
+             attached: set[str] = set()) -> tuple[list[tuple[str, str | None]], int]:
+    """getopt's reading of the option word `word` (`following` is the word after it): `--opt=V`, `--opt V`, or a
+    cluster of short options (`-qc CMD`, `-Eu root`, `-n1`) where one taking a value takes the rest of the word, or
+    else the next word (one in `attached` only the rest of the word). The (option, value) pairs, and how many words
+    they use."""
+    if word.startswith("--"):
+        name, eq, value = word.partition("=")
+        if eq or name not in takes_value:
+            return [(name, value if eq else None)], 1
+        return [(name, following)], 2
+    found: list[tuple[str, str | None]] = []
+    for j in range(1, len(word)):
+        option, rest = "-" + word[j], word[j + 1 :]
+        if option in takes_value:
+            return [*found, (option, rest or following)], 1 if rest else 2
+        if option in attached:
+            return [*found, (option, rest)], 1
+        found.append((option, None))
+    return found, 1
+
+
+def _shell_wrapper(wrapper: str, args: list[str]) -> list[str]:
+    """The command one of `_SHELL_WRAPPERS` runs with `args`."""
+    shell, script, user, operands, i = "bash", None, False, [], 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            operands += args[i + 1 :]
+            break
+        if a.startswith("-") and len(a) > 1:
+            options, used = _options(a, args[i + 1] if i + 1 < len(args) else None, _SHELL_WRAPPERS[wrapper])
+            for option, value in options:
+                if option in {"-c", "--command", "--session-command"} and value is not None:
+                    script = value
+                elif option in {"-s", "--shell"} and wrapper != "script" and value:
+                    shell = value
+                user = user or option in {"-u", "--user"}
+            i += used
+        else:
+            operands.append(a)
+            i += 1
+    if script is not None:
+        return [shell, "-c", script]
+    if user:  # `runuser -u USER CMD ARGS`
+        return operands
+    return [shell, *operands[1:]] if wrapper != "script" else [shell]  # `su USER ARGS`: ARGS are the shell's
+
+
+def _split(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as e:
+        raise UnparsableCommand(str(e)) from None
+
+
+def _supplies(tool: str) -> str:
+    """The word standing for what `tool` puts into the command it runs (`_SUPPLIED`)."""
+    return f"__swehero_{tool}_supplies__"
+
+
+def _braces(word: str, limit: int = 1000) -> list[str]:
+    """Bash's brace expansion of `word`: `{python3,-V}` is `python3 -V`, `py{thon3,}` is `python3 py`, `{p..q}` is
+    `p q` (a sequence of letters or numbers); `${...}` is a parameter, not a brace. Only its first `limit` words:
+    the command word and its wrapper's arguments come first."""
+    start = 0
+    while (opening := word.find("{", start)) >= 0:
+        depth, commas, close = 0, [], -1
+        for k in range(opening, len(word)):
+            depth += {"{": 1, "}": -1}.get(word[k], 0)
+            if word[k] == "," and depth == 1:
+                commas.append(k)
+            if depth == 0:
+                close = k
+                break
+        if close < 0:
+            break
+        start = close + 1 if word[opening - 1 : opening] == "$" else opening + 1
+        body = word[opening + 1 : close]
+        sequence = re.fullmatch(r"(-?\d+|[A-Za-z])\.\.(-?\d+|[A-Za-z])(?:\.\.(-?\d+))?", body)
+        if word[opening - 1 : opening] == "$" or not (commas or sequence):
+            continue
+        if commas:
+            cuts = [opening, *commas, close]
+            alternatives = [word[a + 1 : b] for a, b in zip(cuts, cuts[1:])]
+        else:
+            alternatives = _sequence(*sequence.groups(), limit)
+            if alternatives is None:
+                continue
+        expanded: list[str] = []
+        for alt in alternatives:
+            if len(expanded) >= limit:
+                break
+            expanded += _braces(word[:opening] + alt + word[close + 1 :], limit - len(expanded))
+        return expanded
+    return [word]
+
+
+def _sequence(first: str, last: str, step: str | None, limit: int) -> list[str] | None:
+    """The first `limit` words of `{first..last..step}`; None when bash leaves it as it is (a letter and a number)."""
+    numbers = first.lstrip("-").isdigit()
+    if numbers != last.lstrip("-").isdigit():
+        return None
+    a, b = (int(first), int(last)) if numbers else (ord(first), ord(last))
+    n = abs(int(step or 1)) or 1
+    values = range(a, b + 1, n) if a <= b else range(a, b - 1, -n)
+    return [str(v) if numbers else chr(v) for v in values[:limit]]
+
+
+def _masked(program: str) -> str:
+    """`program` with the text of its string literals replaced by `_` (same length), so that what they hold is not
+    read as code."""
+    return _STRING.sub(lambda m: m.group()[0] + "_" * (len(m.group()) - 2) + m.group()[-1], program)
+
+
+def _spawned(program: str, awk: bool) -> list[tuple[str | None, str]]:
+    """The command lines an interpreter's `program` starts, as (text, the call): `system("ls")`, `exec "a", "b"`
+    (the words of a list), perl's `open(F, "-|", "cmd")`, backticks and `qx(...)`/`%x(...)`, awk's `print | "cmd"`
+    and `"cmd" | getline`; a variable set once to a string literal (`cmd="ls"; system(cmd)`) stands for it. The
+    text is None where the program computes it (`system($0)`, `exec @ARGV`, `print | $0`)."""
+    masked, found = _masked(program), []
+
+    def literals(start: int, end: int) -> str:
+        words = [program[start + m.start() + 1 : start + m.end() - 1] for m in re.finditer(_LITERAL, masked[start:end])]
+        return words[0] if len(words) == 1 else shlex.join(words)
+
+    def assigned(name: str) -> str | None:
+        """The string literal `name` is set to, if it is set once, to one literal."""
+        sets = list(re.finditer(rf"(?<![\w$]){re.escape(name)}\s*=(?![=~])\s*", masked))
+        value = re.match(rf"{_LITERAL}(?=\s*(?:[;}}\n]|$))", masked[sets[0].end():]) if len(sets) == 1 else None
+        return literals(sets[0].end(), sets[0].end() + value.end()) if value else None
+
+    def arguments(at: int) -> str | None:
+        """The command line that the arguments starting at `at` give, if they are literal."""
+        if (args := _LITERAL_ARGS.match(masked, at)) is not None:
+            return literals(*args.span(2))
+        variable = re.compile(r"\s*(\()?\s*(\$?[A-Za-z_]\w*)\s*(?(1)\)|(?=[;}\n)]|$))").match(masked, at)
+        return assigned(variable.group(2)) if variable else None
+
+    def statement(at: int) -> str:
+        return re.split(r"[;}\n]", program[at:])[0].strip()
+
+    for call in _CALL.finditer(masked):
+        found.append((arguments(call.end()), statement(call.start())))
+    for m in re.finditer(rf"\bopen\b\s*\(?[^,;]*,\s*({_LITERAL})\s*,", masked):  # perl's `open(F, "-|", CMD...)`
+        if program[m.start(1) + 1 : m.end(1) - 1].strip() in {"-|", "|-"}:
+            found.append((arguments(m.end()), statement(m.start())))
+    for m in re.finditer(r"`([^`]*)`?|(?:\bqx|%x)\s*([^\w\s])", masked):
+        if m.group(1) is not None:
+            found.append((program[m.start(1) : m.end(1)], m.group()))
+        else:
+            closing = {"(": ")", "{": "}", "[": "]", "<": ">"}.get(m.group(2), m.group(2))
+            end = masked.find(closing, m.end())
+            end = len(program) if end < 0 else end
+            found.append((program[m.end() : end], program[m.start() : end + 1]))
+    if awk:
+        for m in re.finditer(r"\b(?:print|printf)\b[^;{}\n|]*\|&?(?!\|)\s*", masked):
+            found.append((arguments(m.end()), statement(m.start())))
+        for pipe in re.finditer(r"\|&?\s*getline\b", masked):  # what stands before the pipe is the command
+            m = re.search(rf"(?:({_LITERAL})|(?<![\w$])([A-Za-z_]\w*)|([^\s({{;]+))\s*$", masked[: pipe.start()])
+            call = program[m.start() if m else pipe.start() : pipe.end()]
+            if m and m.group(1):
+                found.append((program[m.start(1) + 1 : m.end(1) - 1], call))
+            else:  # a variable, alone before the pipe (`(cmd | getline)`), or an expression
+                alone = m and m.group(2) and re.search(r"(?:^|[({;\n])\s*$", masked[: m.start()])
+                found.append((assigned(m.group(2)) if alone else None, call))
+    return found
 
 
 def _shell_input(args: list[str]) -> tuple[str, str]:

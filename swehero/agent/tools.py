@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from dataclasses import dataclass, field
 
 import bashlex
 
-from swehero.agent.banned import RefusedCommand, banned_commands
-from swehero.agent.bash_session import BashSession, special_key, truncate
+from swehero.agent.banned import RefusedCommand, banned_commands, path_programs, shebang_banned
+from swehero.agent.bash_session import BashSession, ShellInput, special_key, truncate
 from swehero.agent.editor import Editor, ToolError
 from swehero.agent.keystrokes import typed_command
 from swehero.agent.runtime import Runtime
@@ -30,6 +31,8 @@ ERROR_TRAILER = "\n[Error occurred in processing last action]"
 NO_LOGS = "ERROR: No previous running command to retrieve logs from."
 NO_INPUT = "ERROR: No previous running command to interact with."
 """OpenHands' bash session's answers to an empty command, or input, when no command runs."""
+SHEBANG_BYTES = 256
+"""How much of a file Linux reads for its `#!` line (BINPRM_BUF_SIZE)."""
 
 
 def error_observation(content: str) -> str:
@@ -130,8 +133,11 @@ def top_level_commands(command: str) -> list[str]:
     return found
 
 
-def refusal(programs: list[str]) -> str:
+def refusal(programs: list[str], scripts: list[str] | None = None) -> str:
+    """`scripts`: the files whose `#!` line names `programs`, when that is how the command would run them."""
     names = ", ".join(f"`{p}`" for p in dict.fromkeys(programs))
+    if scripts:
+        names += f" (the `#!` interpreter of {', '.join(f'`{s}`' for s in dict.fromkeys(scripts))})"
     return (f"ERROR: Command refused, nothing was run: it would execute {names}. This environment is "
             "execution-free: running code (python in any form), tests, type checkers and package managers is not "
             "possible. Use the editor and read-only shell commands (grep, find, cat, ls, git log/show/diff) instead.")
@@ -184,6 +190,9 @@ class Tools:
                 return Outcome(f"ERROR: Command refused, nothing was run: {e}", error=True, banned=e.programs)
             if banned:
                 return Outcome(refusal(banned), error=True, banned=banned)
+            banned, scripts = self.banned_scripts(list(dict.fromkeys([command, given])), shell)
+            if banned:
+                return Outcome(refusal(banned, scripts), error=True, banned=banned)
         commands = top_level_commands(stripped)
         if len(commands) > 1:
             listed = "\n".join(f"({i}) {c}" for i, c in enumerate(commands, 1))
@@ -200,6 +209,32 @@ class Tools:
         observation, running = self.bash.execute(stripped, is_input, min(limit, config.max_timeout),
                                                  blocking=timeout is not None, shell=shell)
         return Outcome(observation, error=running)
+
+    def banned_scripts(self, commands: list[str], shell: ShellInput | None) -> tuple[list[str], list[str]]:
+        """The banned interpreters of the files `commands` run by a path (`bin/test` starting with
+        `#!/usr/bin/env python`), and those files, as the shell would find them. Only files in the repository are
+        looked at: the runtime's files reach no further."""
+        paths = list(dict.fromkeys(p for c in commands for p in path_programs(c)))
+        # Relative paths start where the shell stands. With `shell` (a new command, nothing running) the history
+        # expansion's round trip saw it, or the runtime is asked, as the bash session asks it after C-c. Without it
+        # (text typed into a running program, a command sent while one runs) the directory is not known here, and
+        # asking would disturb the running command: relative paths are then taken from the repository root.
+        cwd = self.runtime.root
+        if shell is not None and any(not p.startswith("/") for p in paths):
+            cwd = (shell.state or self.runtime.execute(":", self.runtime.config.default_timeout)).cwd
+        banned, scripts = [], []
+        for p in paths:
+            path = posixpath.normpath(posixpath.join(cwd, p))
+            try:
+                if self.runtime.files.kind(path) != "file":
+                    continue
+                interpreters = shebang_banned(self.runtime.files.read_bytes(path, SHEBANG_BYTES))
+            except ToolError:  # outside the repository, or no regular file
+                continue
+            if interpreters:
+                banned += interpreters
+                scripts.append(posixpath.normpath(p))
+        return list(dict.fromkeys(banned)), scripts
 
     def str_replace_editor(self, command, path, **kwargs) -> Outcome:
         insert_line = kwargs.get("insert_line")
