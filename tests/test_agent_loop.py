@@ -176,6 +176,20 @@ def test_a_call_openhands_cannot_read_runs_nothing_and_leaves_a_valid_record(toy
     validate(record)  # the broken reply is not in it
 
 
+@pytest.mark.parametrize("name, arguments", [
+    ("execute_bash", '{"command": "echo \\ud83d"}'),
+    ("str_replace_editor", '{"command": "view", "path": "/testbed/\\ud83d.txt"}'),
+])
+def test_a_lone_surrogate_in_a_call_is_an_error_observation_not_the_end_of_the_episode(toy, name, arguments):
+    """JSON's `"\\ud83d"` without its pair (half an emoji) is no text a command line or path can hold: the call
+    is answered with an error, and the episode goes on to its finish."""
+    record, _ = episode(toy, [call(name, arguments), call("execute_bash", {"command": "echo ok"}),
+                              call("finish", {"message": "x"})])
+    assert record["metadata"]["finish_reason"] == "submitted"
+    assert record["messages"][3]["content"].startswith("ERROR: Ran into 'utf-8' codec can't encode character '\\ud83d'")
+    assert record["messages"][5]["content"].startswith("ok\n[The command completed with exit code 0.]")
+
+
 def test_finish_and_think_need_no_argument_in_openhands(toy):
     record, _ = episode(toy, [call("think", {}), call("finish", {})])
     assert record["messages"][-2]["content"] == "Your thought has been logged."

@@ -162,7 +162,12 @@ class Tools:
 
     def run(self, name: str, arguments: dict) -> Outcome:
         """Run a call `parse_call` read."""
-        return getattr(self, name)(**arguments)
+        try:
+            return getattr(self, name)(**arguments)
+        except UnicodeEncodeError as e:
+            # a lone surrogate (JSON's `"\ud83d"` without its pair) is no text a path or command line can hold: the
+            # runtime refuses it before anything runs
+            return Outcome(f"ERROR: Ran into {e} while trying to run the {name} call.", error=True)
 
     def execute_bash(self, command, is_input="false", timeout=None) -> Outcome:
         if not isinstance(command, str):
