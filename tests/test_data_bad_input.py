@@ -46,7 +46,8 @@ def test_selection_and_reject_budget_out_of_range_are_refused_by_the_schema(tmp_
 
 
 def test_bytes_that_are_not_utf8_are_a_reject_at_their_line(tmp_path):
-    """As a line that is not JSON: counted under the reject budget, listed with its file:line (a traceback before)."""
+    """As a line that is not JSON: counted under the reject budget, listed with its file:line (a traceback before).
+    In a .json document they spoil the whole file: an error naming it and the line."""
     jsonl, doc = tmp_path / "in.jsonl", tmp_path / "in.json"
     jsonl.write_bytes(NVIDIA.read_bytes().splitlines(keepends=True)[0] + b'{"trajectory_id": "t\xff"}\n')
     doc.write_bytes(b'[{"id": "a"},\n {"id": "b\xff"}]')
@@ -59,7 +60,10 @@ def test_bytes_that_are_not_utf8_are_a_reject_at_their_line(tmp_path):
     [reject] = [json.loads(line) for line in (tmp_path / "o.rejects.jsonl").read_text().splitlines()]
     assert reject["where"] == f"{jsonl}:2" and reject["reason"] == "not_utf8"
     assert reject["detail"] == "not UTF-8: 'utf-8' codec can't decode byte 0xff in position 20: invalid start byte"
-    [(where, row)] = read_rows(doc)
+    with pytest.raises(InputError, match=rf"^{re.escape(str(doc))}:2: not UTF-8: 'utf-8' codec can't decode byte"):
+        list(read_rows(doc))
+    doc.write_bytes(b'{"id": "a"}\n{"id": "b\xff"}\n')  # JSON Lines named .json: the line alone
+    [_, (where, row)] = read_rows(doc)
     assert where == f"{doc}:2" and row.reason == "not_utf8", (where, row)
     # commands that need every row a trajectory stop at it, naming it
     result = invoke("filter", "--stage", "zero", jsonl, "--out", tmp_path / "f")
@@ -80,6 +84,29 @@ def test_a_byte_order_mark_before_the_first_row_is_no_part_of_it(tmp_path):
     doc = tmp_path / "bom.json"
     doc.write_bytes(codecs.BOM_UTF8 + b'[{"id": "a"}]')
     assert list(read_rows(doc)) == [(f"{doc}#1", {"id": "a"})]
+
+
+def test_a_json_file_of_json_lines_is_read_line_by_line_and_a_cut_off_one_is_an_error(tmp_path):
+    """`datasets.Dataset.to_json` writes JSON Lines whatever the file is called, as many files on the Hugging Face hub
+    are: such a file, or a cut-off list, was one `malformed_json` reject, every trajectory in it lost under the
+    reject limit."""
+    lines = tmp_path / "hub.json"
+    lines.write_bytes(codecs.BOM_UTF8 + NVIDIA.read_bytes() + b"{bad\n")
+    rows = list(read_rows(lines))
+    assert [where for where, _ in rows] == [f"{lines}:{i}" for i in (1, 2, 3)]
+    assert [row["trajectory_id"] for _, row in rows[:2]] == ["astropy__astropy-12907_0", "django__django-11099_2"]
+    assert rows[2][1].reason == "malformed_json"
+    result = invoke("data", "import", "--format", "nvidia", lines, "--max-reject-fraction", "0.5",
+                    "--out", tmp_path / "o.jsonl")
+    assert result.exit_code == 0 and '"written": 2, "rejected": {"malformed_json": 1}' in result.output, result.output
+    cut = tmp_path / "cut.json"
+    cut.write_text("[" + ",\n".join(NVIDIA.read_text().splitlines())[:-100])
+    result = invoke("data", "import", "--format", "nvidia", cut, "--out", tmp_path / "o.jsonl")
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {cut}:2: not JSON: "), result.output
+    same_line = tmp_path / "same_line.json"  # one value after another on a line is no JSON Lines
+    same_line.write_text('{"id": "a"} {"id": "b"}\n')
+    with pytest.raises(InputError, match=rf"^{re.escape(str(same_line))}:1: not JSON: Extra data"):
+        list(read_rows(same_line))
 
 
 def damaged_parquet(tmp_path) -> Path:
@@ -106,6 +133,18 @@ def test_a_file_that_is_not_parquet_is_one_error_naming_it(tmp_path):
     with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path))}/damaged.parquet: cannot be read as Parquet"):
         list(read_rows(damaged_parquet(tmp_path)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.parquet", "text.parquet"]
+
+
+def test_a_parquet_file_is_read_by_its_name_not_as_a_pattern(tmp_path):
+    """`datasets` took the path for a glob: `x[1].parquet` gave `x1.parquet`'s rows, and a name with brackets that
+    matched no file (`shard[0].parquet` alone) ended in a traceback."""
+    import pyarrow
+    import pyarrow.parquet
+
+    for name in ("x1.parquet", "x[1].parquet", "shard[0].parquet"):
+        pyarrow.parquet.write_table(pyarrow.Table.from_pylist([{"id": name}]), tmp_path / name)
+    for name in ("x[1].parquet", "shard[0].parquet"):
+        assert list(read_rows(tmp_path / name)) == [(f"{tmp_path / name}:1", {"id": name})]
 
 
 def test_a_finished_run_leaves_its_own_rejects_only(tmp_path):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from swehero.data.importers import import_files, parse_text_tool_calls
+from swehero.data.importers import import_files, parse_text_tool_calls, text_of
 from swehero.data.render import ChatRenderer
 from swehero.data.trajectory import template_messages
 from swehero.errors import InputError
@@ -42,7 +42,7 @@ def test_nvidia_attaches_openhands_tools_and_links_tool_results_by_order(tmp_pat
 
 
 @pytest.mark.slow
-def test_parquet_input_through_datasets(tmp_path):
+def test_parquet_input(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -505,3 +505,46 @@ def test_swe_gym_text_may_mention_tool_call_tags(tmp_path):
     (rec,), _ = _records_and_rejects(out)
     assert rec["messages"][1]["content"] == said
     assert _calls(rec) == [("execute_bash", {"command": "grep -rn '<tool_call>' src"})]
+
+
+def test_sharegpt_function_call_list_is_calls_made_at_once(tmp_path):
+    """LLaMA-Factory's FunctionFormatter reads a list of `{name, arguments}` as parallel calls; it was trained as the
+    assistant's text."""
+    calls = [{"name": "execute_bash", "arguments": {"command": "ls"}},
+             {"name": "execute_bash", "arguments": {"command": "pwd"}}]
+    row = {"id": "sg-3", "conversations": [
+        {"from": "human", "value": "Where am I?"}, {"from": "function_call", "value": json.dumps(calls)},
+        {"from": "observation", "value": "a.py"}, {"from": "observation", "value": "/w"},
+        {"from": "gpt", "value": "In /w."}]}
+    (tmp_path / "sg.jsonl").write_text(json.dumps(row) + "\n")
+    out = tmp_path / "out.jsonl"
+    import_files([str(tmp_path / "sg.jsonl")], "sharegpt", out)
+    (rec,), _ = _records_and_rejects(out)
+    assert _calls(rec) == [("execute_bash", {"command": "ls"}), ("execute_bash", {"command": "pwd"})]
+    assert rec["messages"][1]["content"] == ""
+    assert [m["tool_call_id"] for m in rec["messages"][2:4]] == [c["id"] for c in rec["messages"][1]["tool_calls"]]
+
+
+def test_empty_text_parts_are_skipped_as_vllm_skips_them():
+    """vLLM's chat_utils keeps a part only `if parse_res:`; an empty one was joined, a blank line vLLM never shows."""
+    parts = [{"type": "text", "text": "first"}, {"type": "text", "text": ""}, "", {"type": "text", "text": "second"}]
+    assert text_of(parts, 0) == "first\nsecond"
+
+
+@pytest.mark.parametrize("system", [None, "You are a coding agent."])
+def test_sharegpt_rejects_name_the_turn_as_conversations_numbers_it(tmp_path, system):
+    """With a `system` column, the record's messages count it first: a detail said `message 2` of `conversations[1]`."""
+    row = {"id": "sg-4", "system": system, "conversations": [
+        {"from": "human", "value": "hi"}, {"from": "gpt", "value": " "}, {"from": "human", "value": "?"},
+        {"from": "gpt", "value": "hello"}]}
+    (tmp_path / "sg.jsonl").write_text(json.dumps(row) + "\n")
+    out = tmp_path / "out.jsonl"
+    import_files([str(tmp_path / "sg.jsonl")], "sharegpt", out, max_reject_fraction=1)
+    _, (reject,) = _records_and_rejects(out)
+    assert (reject["reason"], reject["detail"]) == ("empty_assistant_turn", "turn 1")
+    if system:  # the record's message 0
+        surrogate = {**row, "system": "\udc80", "conversations": [row["conversations"][0], row["conversations"][3]]}
+        (tmp_path / "sg.jsonl").write_text(json.dumps(surrogate) + "\n")
+        import_files([str(tmp_path / "sg.jsonl")], "sharegpt", out, max_reject_fraction=1)
+        _, (reject,) = _records_and_rejects(out)
+        assert reject["detail"] == "the `system` column holds a lone surrogate U+DC80, which UTF-8 cannot encode"

@@ -77,7 +77,8 @@ def test_loads_verified_and_multilingual_shapes(toy, tmp_path):
         rows.append(row)
     datasets.Dataset.from_list(rows).to_parquet(tmp_path / "ml.parquet")
     (tmp_path / "ml.json").write_text(json.dumps(rows))
-    for path in (tmp_path / "ml.parquet", tmp_path / "ml.json"):
+    datasets.Dataset.from_list(rows).to_json(tmp_path / "lines.json")  # JSON Lines, whatever the file is called
+    for path in (tmp_path / "ml.parquet", tmp_path / "ml.json", tmp_path / "lines.json"):
         multilingual = load_tasks(str(path))
         assert [t["FAIL_TO_PASS"] for t in multilingual] == [t["FAIL_TO_PASS"] for t in verified]
         assert [t["PASS_TO_PASS"] for t in multilingual] == [t["PASS_TO_PASS"] for t in verified]
@@ -107,7 +108,7 @@ def test_rows_that_are_no_tasks_are_named_by_file_line_and_field(toy, tmp_path):
     cases = {"null.jsonl": json.dumps(row) + "\nnull\n", "list.jsonl": "[1, 2]\n", "objects.json": "[1]",
              "id.jsonl": json.dumps({**row, "instance_id": 12}) + "\n",
              "twice.jsonl": json.dumps(row) + "\n\n" + json.dumps(row) + "\n",
-             "lines.json": json.dumps(row) + "\n" + json.dumps({**row, "instance_id": "b"}) + "\n",
+             "lines.json": json.dumps(row) + "\n" + json.dumps({**row, "instance_id": 12}) + "\n",
              "path.jsonl": json.dumps({**row, "instance_id": "../../victim"}) + "\n",
              "dots.jsonl": json.dumps({**row, "instance_id": ".."}) + "\n"}
     messages = {"null.jsonl": r"null.jsonl:2: a task is a JSON object with SWE-bench's columns, got None",
@@ -116,7 +117,7 @@ def test_rows_that_are_no_tasks_are_named_by_file_line_and_field(toy, tmp_path):
                 "id.jsonl": r"id.jsonl:1: task 12: instance_id must be a string, got 12",
                 "twice.jsonl": rf"twice.jsonl:3: instance {row['instance_id']} appears twice "
                                r"\(first at .*twice.jsonl:1\)",
-                "lines.json": r"lines.json:2: not JSON: Extra data.*JSON Lines: name the file .jsonl",
+                "lines.json": r"lines.json:2: task 12: instance_id must be a string, got 12",
                 # a run empties the folders named by its ids: a path there would empty folders outside the run
                 "path.jsonl": r"path.jsonl:1: task '../../victim': instance_id names files and folders: it cannot",
                 "dots.jsonl": r"dots.jsonl:1: task '..': instance_id names files and folders"}

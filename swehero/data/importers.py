@@ -19,20 +19,20 @@ from typing import Any, Literal
 from swehero import toolcalls
 from swehero.data.select import Selection
 from swehero.data.sources import MAX_REJECT_FRACTION
-from swehero.data.trajectory import Reject, make_tool_call, without_nulls
+from swehero.data.trajectory import Reject, make_tool_call, validate, without_nulls
 from swehero.errors import InputError
 from swehero.toolspec import TOOL_NAMES, openhands_tools
 
 def text_of(content: Any, i: int) -> str:
     """Message `i`'s content as one string; None is empty. OpenAI content-part lists are joined with newlines, as
     vLLM's chat_utils joins text parts for a template that takes string content (and OpenHands serialises them),
-    so the model trains on the text it reads at inference."""
+    so the model trains on the text it reads at inference; like vLLM, it skips a part whose text is empty."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(text for j, part in enumerate(content) if (text := _part_text(part, i, j)) is not None)
+        return "\n".join(text for j, part in enumerate(content) if (text := _part_text(part, i, j)))
     raise Reject("bad_message", f"message {i} content of type {type(content).__name__}")
 
 
@@ -345,8 +345,27 @@ _SHAREGPT_ROLES = {
 
 def sharegpt(row: dict, where: str, stage: str | None) -> dict:
     """ShareGPT-style `conversations: [{from, value}]` with an optional `system` column; `function_call` turns carry
-    `{"name", "arguments"}` JSON (LLaMA-Factory) or a call written as text, as `gpt` turns may (`<tool_call>` JSON,
-    OpenHands' `<function=...>` markup, whose text format is undone as for SWE-Gym)."""
+    `{"name", "arguments"}` JSON or a list of such calls made at once (LLaMA-Factory), or a call written as text, as
+    `gpt` turns may (`<tool_call>` JSON, OpenHands' `<function=...>` markup, whose text format is undone as for
+    SWE-Gym). The record is validated here, so that a reject names a message as the row numbers it (`turn 1` is
+    `conversations[1]`), where the record's messages count a `system` column first."""
+    try:
+        return validate(_sharegpt(row, where, stage))
+    except Reject as e:
+        raise Reject(e.reason, _turn_named(e.detail, bool(row.get("system")))) from None
+
+
+def _turn_named(detail: str, system_column: bool) -> str:
+    """A reject's detail with the record's `message i` named as in the ShareGPT row: `turn j` for
+    `conversations[j]`, or its `system` column."""
+    found = re.match(r"message (\d+)", detail)
+    if found is None:
+        return detail
+    turn = int(found.group(1)) - system_column
+    return ("the `system` column" if turn < 0 else f"turn {turn}") + detail[found.end():]
+
+
+def _sharegpt(row: dict, where: str, stage: str | None) -> dict:
     _require(row, "conversations")
     messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
     for i, turn in enumerate(_json_field(row["conversations"])):
@@ -356,8 +375,11 @@ def sharegpt(row: dict, where: str, stage: str | None) -> dict:
         if role == "system" and messages:
             raise Reject("bad_message", f"turn {i} is a system turn and the row has a `system` column or turn")
         value = turn.get("value") or ""
-        if turn["from"] == "function_call" and isinstance(_json_or_none(value), dict):
-            value = f"<tool_call>{value}</tool_call>"
+        calls = _json_or_none(value) if turn["from"] == "function_call" else None
+        if isinstance(calls, dict):  # one call, or a list of calls made at once: LLaMA-Factory reads both
+            calls = [calls]
+        if isinstance(calls, list) and all(isinstance(call, dict) for call in calls):
+            value = "\n".join(f"<tool_call>{json.dumps(call)}</tool_call>" for call in calls)
         messages.append({"role": role, "content": value})
     messages, described = from_openhands_text_format(messages)
     instance_id = row.get("instance_id") or row.get("id") or where
@@ -423,7 +445,6 @@ def import_files(
     from swehero.data.select import select_lines
     from swehero.data.sources import checked_output, expand, read_rows
     from swehero.progress import progress
-    from swehero.data.trajectory import validate
 
     convert, id_column = IMPORTERS[fmt], ID_COLUMNS.get(fmt, "id")
     written: list[tuple[str, str]] = []  # (instance_id, id) of each line written

@@ -2,8 +2,8 @@
 rejects.
 
 JSONL is read line by line here rather than through `datasets`, so that one malformed line becomes one reject
-with its file:line instead of failing the whole file. Parquet goes through `datasets` in streaming mode (bounded
-memory); its rows are tagged `file:row`.
+with its file:line instead of failing the whole file. Parquet is read with pyarrow a batch of rows at a time
+(bounded memory); its rows are tagged `file:row`.
 """
 
 from __future__ import annotations
@@ -60,60 +60,86 @@ def _is_data_file(path: Path) -> bool:
 
 
 def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:
-    """Yield `(where, row)`; a row that cannot be parsed (not UTF-8, not JSON) is yielded as a `Reject` instead of
-    a dict. A byte order mark before the first row is no part of it (some Windows tools write one), as for task
-    files. A Parquet file that cannot be read is an `InputError` naming it.
+    """Yield `(where, row)`; a row of JSON Lines that cannot be parsed (not UTF-8, not JSON) is yielded as a `Reject`
+    instead of a dict. A byte order mark before the first row is no part of it (some Windows tools write one), as
+    for task files. A `.json` file (or `.traj`) may hold JSON Lines, read as such; one that holds neither them nor
+    one JSON document is an `InputError` naming it and the line (`json_document`), as is a Parquet file that cannot
+    be read.
 
-    With `parse=False`, JSONL lines come back as unparsed strings (so worker processes can parse them)."""
+    With `parse=False`, JSON Lines come back as unparsed strings (so worker processes can parse them)."""
     path = existing_file(path)
     if path.suffix == ".parquet":
         yield from parquet_rows(path)
-    elif path.suffix == ".jsonl":
-        with open(path, "rb") as f:  # lines end at b"\n" alone: JSON written raw may hold U+2028 or a lone \r
-            for i, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    line = (raw.removeprefix(codecs.BOM_UTF8) if i == 1 else raw).decode("utf-8")
-                except UnicodeDecodeError as e:
-                    yield f"{path}:{i}", Reject("not_utf8", f"not UTF-8: {e}")
-                    continue
-                if not parse:
-                    yield f"{path}:{i}", line
-                    continue
-                try:
-                    yield f"{path}:{i}", json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield f"{path}:{i}", Reject("malformed_json", str(e))
-    else:  # one JSON document: a list of rows, or a single row (a SWE-agent .traj file)
-        raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            line = raw.count(b"\n", 0, e.start) + 1
-            yield f"{path}:{line}", Reject("not_utf8", f"not UTF-8: {e}")
-            return
-        except json.JSONDecodeError as e:
-            yield f"{path}:{e.lineno}", Reject("malformed_json", str(e))
-            return
-        if isinstance(data, list):
-            for i, row in enumerate(data, 1):
-                yield f"{path}#{i}", row
-        else:
-            yield f"{path}", data
+        return
+    document = JSON_LINES if path.suffix == ".jsonl" else json_document(path)
+    if document is JSON_LINES:
+        yield from _json_lines(path, parse)
+    elif isinstance(document, list):
+        for i, row in enumerate(document, 1):
+            yield f"{path}#{i}", row
+    else:  # a single row (a SWE-agent .traj file)
+        yield f"{path}", document
+
+
+def _json_lines(path: Path, parse: bool) -> Iterator[tuple[str, Any]]:
+    with open(path, "rb") as f:  # lines end at b"\n" alone: JSON written raw may hold U+2028 or a lone \r
+        for i, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                line = (raw.removeprefix(codecs.BOM_UTF8) if i == 1 else raw).decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield f"{path}:{i}", Reject("not_utf8", f"not UTF-8: {e}")
+                continue
+            if not parse:
+                yield f"{path}:{i}", line
+                continue
+            try:
+                yield f"{path}:{i}", json.loads(line)
+            except json.JSONDecodeError as e:
+                yield f"{path}:{i}", Reject("malformed_json", str(e))
+
+
+JSON_LINES = object()
+"""What `json_document` returns for a file holding one JSON value a line."""
+
+
+def json_document(path: Path) -> Any:
+    """The JSON document a `.json` file holds, less a byte order mark before it, or `JSON_LINES` where its second
+    value starts a line of its own: `datasets.Dataset.to_json` writes JSON Lines whatever the file is called, as
+    many files on the Hugging Face hub are. Anything else that is not one JSON document (a list cut off, bytes that
+    are not UTF-8) is an `InputError` naming file:line: taken as one bad row, it would lose all the file's rows
+    while staying under the reject limit."""
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    # bytes that are not UTF-8 are kept (as lone surrogates) until the file's shape is known: in JSON Lines they
+    # spoil their own line only, which the line reader rejects
+    text = raw.decode("utf-8", "surrogateescape")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and not text[e.pos - e.colno + 1:e.pos].strip():  # nothing before it on its line
+            return JSON_LINES
+        raise InputError(f"{path}:{e.lineno}: not JSON: {e}") from None
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise InputError(f"{path}:{line}: not UTF-8: {e}") from None
+    return document
 
 
 def parquet_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    """`(file:row, row)` of a Parquet file, streamed by `datasets`; a file that is no Parquet, or a damaged one, is
-    an `InputError` naming it (Arrow reports a bad footer as `ArrowInvalid`, a bad page as `OSError`)."""
+    """`(file:row, row)` of a Parquet file, streamed by pyarrow; a file that is no Parquet, or a damaged one, is an
+    `InputError` naming it (Arrow reports a bad footer as `ArrowInvalid`, a bad page as `OSError`). The file is
+    opened by its name: `datasets` would take it for a pattern, and read `x1.parquet` for `x[1].parquet`."""
     import pyarrow.parquet
-    from datasets import load_dataset
 
     try:
-        pyarrow.parquet.read_metadata(path)  # no Parquet at all: said here, before `datasets` logs it too
-        rows = load_dataset("parquet", data_files=str(path), split="train", streaming=True)
-        for i, row in enumerate(rows, 1):
-            yield f"{path}:{i}", _without_arrow_nulls(row)
+        with pyarrow.parquet.ParquetFile(path) as parquet:
+            # a few rows as Python objects at a time (the default is 65536): a trajectory may run to megabytes
+            rows = (row for batch in parquet.iter_batches(batch_size=256) for row in batch.to_pylist())
+            for i, row in enumerate(rows, 1):
+                yield f"{path}:{i}", _without_arrow_nulls(row)
     except (pyarrow.ArrowException, OSError) as e:
         raise InputError(f"{path}: cannot be read as Parquet ({' '.join(str(e).split())})") from None
 

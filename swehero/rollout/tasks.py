@@ -9,7 +9,6 @@ agent needs only the columns in `REQUIRED`; grading needs the test lists too (`l
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import importlib
 import json
@@ -216,30 +215,23 @@ def _swebench_family(task: dict) -> str:
 
 
 def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
-    """(where, row) of every row: local JSON files with the standard library (exact values, `file:line` in errors),
-    Parquet files and benchmarks with `datasets`."""
+    """(where, row) of every row: local JSON files with the standard library (exact values, `file:line` in errors;
+    a .json file may hold JSON Lines, as `datasets.Dataset.to_json` writes them), Parquet files with pyarrow,
+    benchmarks with `datasets`."""
     path = Path(source)
     if path.is_file():
-        if path.suffix == ".jsonl":
-            return [(f"{source}:{i}", row) for i, row in iter_jsonl(path)]
-        if path.suffix == ".json":
-            raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # as JSON Lines task files, a BOM is no content
-            try:
-                rows = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as e:
-                line = raw.count(b"\n", 0, e.start) + 1
-                raise InputError(f"{source}:{line}: not UTF-8: {e}") from None
-            except json.JSONDecodeError as e:
-                # `datasets.Dataset.to_json` writes JSON Lines, whatever the file is called
-                hint = "; one JSON object a line is JSON Lines: name the file .jsonl" if e.msg == "Extra data" else ""
-                raise InputError(f"{source}:{e.lineno}: not JSON: {e}{hint}") from None
-            rows = rows if isinstance(rows, list) else [rows]
-            return [(f"{source}#{i}", row) for i, row in enumerate(rows, 1)]
-        if path.suffix != ".parquet":
-            raise InputError(f"{source}: task files must be .jsonl, .json or .parquet")
-        from swehero.data.sources import parquet_rows  # the data plane's reader: one rule for a damaged file
+        # the data plane's readers: one rule for what a .json file holds and for a damaged Parquet file
+        from swehero.data.sources import JSON_LINES, json_document, parquet_rows
 
-        return list(parquet_rows(path))
+        if path.suffix == ".parquet":
+            return list(parquet_rows(path))
+        if path.suffix not in (".jsonl", ".json"):
+            raise InputError(f"{source}: task files must be .jsonl, .json or .parquet")
+        document = JSON_LINES if path.suffix == ".jsonl" else json_document(path)
+        if document is JSON_LINES:
+            return [(f"{source}:{i}", row) for i, row in iter_jsonl(path)]
+        rows = document if isinstance(document, list) else [document]
+        return [(f"{source}#{i}", row) for i, row in enumerate(rows, 1)]
     import datasets
 
     bench = benchmark_of(source)
