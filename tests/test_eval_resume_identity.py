@@ -43,6 +43,26 @@ def _identity(model: Path) -> dict:
     return attempt_identity(AgentSettings(policy="gold"), ServeConfig(model=str(model)))
 
 
+def test_settings_of_where_and_how_hard_attempts_are_made_do_not_stop_a_resume(tmp_path):
+    """Image pruning turned on once the disk filled, environments moved to a bigger disk, more retries: the attempts
+    go as before, so the run resumes (also from a record that holds these settings); the sampling does not."""
+    from dataclasses import asdict, replace
+
+    agent = AgentSettings(runtime="docker")
+    made = attempt_identity(agent, ServeConfig())
+    changed = replace(agent, docker=replace(agent.docker, prune_image=True, min_free_gb=20.0),
+                      env=replace(agent.env, cache=str(tmp_path / "envs"), retry_failed=True),
+                      openai=replace(agent.openai, request_timeout=3600.0, request_retries=8, backoff=5.0))
+    check_resumable(tmp_path, made, attempt_identity(changed, ServeConfig()))
+    older = {**made, "agent": {**made["agent"], "docker": asdict(agent.docker), "env": asdict(agent.env),
+                               "openai": {**made["agent"]["openai"], "request_retries": 5}}}
+    check_resumable(tmp_path, older, attempt_identity(changed, ServeConfig()))
+    with pytest.raises(InputError, match=re.escape("agent.openai.temperature: 0.7 -> 0.0")):
+        check_resumable(tmp_path, made, attempt_identity(replace(changed, openai=replace(changed.openai,
+                                                                                          temperature=0.0)),
+                                                         ServeConfig()))
+
+
 def test_a_model_written_again_into_the_served_folder_is_refused_by_its_weights(tmp_path):
     ckpt = _folder(tmp_path / "ckpt", b"a" * 8)
     made = _identity(ckpt)

@@ -70,12 +70,29 @@ or exported again into it. (Records of older versions hold `serve_weights`, a fi
 a copy of the same model did not keep: not compared.)"""
 
 
+NOT_DECISIVE = ("openai.base_url", "openai.api_key_env", "openai.replica", "openai.request_timeout",
+                "openai.request_retries", "openai.backoff", "docker.min_free_gb", "docker.prune_image", "env.cache",
+                "env.retry_failed")
+"""Agent settings that say where an attempt's server, environments and images are, and how hard a request is tried,
+not how the attempt goes: neither recorded nor compared (older records hold them), so a run resumes with them
+changed (images pruned once the disk filled, environments on a bigger disk, more retries) and shards made on
+nodes with other caches merge."""
+
+
+def _decisive(agent: dict) -> dict:
+    """The agent settings of an identity without `NOT_DECISIVE`."""
+    kept = {section: dict(value) if isinstance(value, dict) else value for section, value in agent.items()}
+    for setting in NOT_DECISIVE:
+        section, name = setting.split(".")
+        kept.get(section, {}).pop(name, None)
+    return kept
+
+
 def attempt_identity(agent: AgentSettings, serve: ServeConfig, **more) -> dict:
-    """What decides how an attempt goes, recorded beside a run's attempts: the agent's settings (not where its
-    server is), the served checkpoint (a local folder also by its weights) and its context length, and `more`
+    """What decides how an attempt goes, recorded beside a run's attempts: the agent's settings (less
+    `NOT_DECISIVE`), the served checkpoint (a local folder also by its weights) and its context length, and `more`
     (seeds, retries, ...)."""
-    settings = asdict(agent)
-    del settings["openai"]["base_url"], settings["openai"]["api_key_env"], settings["openai"]["replica"]
+    settings = _decisive(asdict(agent))
     if agent.prompts:  # what the model reads, not where the file lies
         settings["prompts"] = digest(agent.prompts)
     weights = {WEIGHTS: folder_fingerprint(serve.model)} if serve.model and is_hf_folder(serve.model) else {}
@@ -87,7 +104,8 @@ def recorded_differences(before: dict, now: dict) -> list[str]:
     there, and a key one cannot take now (the weights of a model that is no local folder here) is not known: neither
     is a difference."""
     shared = before.keys() & now.keys()
-    return differences({key: before[key] for key in shared}, {key: now[key] for key in shared})
+    before, now = ({key: _decisive(r[key]) if key == "agent" else r[key] for key in shared} for r in (before, now))
+    return differences(before, now)
 
 
 def check_resumable(out_dir: Path, before: dict | None, now: dict) -> None:
