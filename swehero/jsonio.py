@@ -268,21 +268,23 @@ class JsonlLog(JsonlLogReader):
             os.fsync(f.fileno())
 
     def append(self, record: dict) -> None:
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
-        with open(self.path, "ab") as f:
-            lock_exclusive(f)  # per open file: threads of this process wait for each other too
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        self.append_lines([(json.dumps(record, ensure_ascii=False) + "\n").encode()])
 
     def append_lines(self, lines: Iterable[bytes]) -> None:
-        """Append records as written in another log (complete lines, see `lines`), under one lock and with one sync
-        at the end, for a writer that copies many (a merge): a sync per line would cost more than the copying.
-        Killed halfway, the log holds the lines written before, the last perhaps torn, which the next opening
-        cuts."""
-        with open(self.path, "ab") as f:
-            lock_exclusive(f)
-            for line in lines:
-                f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        """Append records (complete lines: `lines` reads them from another log) under one lock, with one sync at the
+        end, for a writer that copies many (a merge): a sync per line would cost more than the copying. Killed
+        halfway, the log holds the lines written before, the last perhaps torn, which the next opening cuts. A write
+        that fails (a full disk) is undone before the lock is let go: another writer's line, appended to a torn one
+        after the disk had room again, would make both one line no reader can parse, in the middle of the log."""
+        with open(self.path, "ab", buffering=0) as f:  # unbuffered: nothing left to write once it is undone
+            lock_exclusive(f)  # per open file: threads of this process wait for each other too
+            end = os.lseek(f.fileno(), 0, os.SEEK_END)
+            try:
+                for line in lines:
+                    written = memoryview(line)
+                    while written:  # a raw write may write part of it
+                        written = written[f.write(written):]
+                os.fsync(f.fileno())
+            except BaseException:
+                os.ftruncate(f.fileno(), end)
+                raise

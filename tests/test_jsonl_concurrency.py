@@ -129,3 +129,36 @@ def test_a_filesystem_without_locks_is_one_line_naming_the_file_before_anything_
     log = JsonlLog(tmp_path / "log.jsonl")
     with pytest.raises(Unavailable, match=f"^{tmp_path / 'log.jsonl'}: its filesystem gives no file locks"):
         log.append({"instance_id": "t0"})
+
+
+def _append_on_a_full_disk(path: Path, failed) -> None:
+    """A commit that the kernel cuts short (the file-size limit stands in for a full disk: a short write, then
+    EFBIG), then another worker's commit once there is room again."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG returned instead of the process killed
+    log = JsonlLog(path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 500, hard))
+    try:
+        log.append(trajectory(1))
+    except OSError as e:
+        failed.put(e.errno)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    log.append({**trajectory(2), "patch": "fix"})
+
+
+def test_a_commit_a_full_disk_cut_short_leaves_no_torn_line_under_the_next(tmp_path):
+    """Undone before the lock is let go: the next worker's line would otherwise be glued to the torn one, a line no
+    resume can read, in the middle of the log."""
+    import errno
+
+    path = tmp_path / TRAJECTORIES
+    JsonlLog(path).append({**trajectory(0), "patch": "first"})
+    failed = fork.Queue()
+    child = fork.Process(target=_append_on_a_full_disk, args=(path, failed))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0 and failed.get(timeout=5) == errno.EFBIG
+    assert committed(path) == ["t0", "t2"] and path.read_bytes().endswith(b"\n")
