@@ -66,7 +66,13 @@ def hub(tmp_path) -> Path:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_the_hero_32b_job_mounts_every_path_its_workers_read(tmp_path, hub):
-    done = generate(tmp_path, hub, "--container-image", "/images/swehero.sqsh")
+    # Links in folders the workers do not read: a download's into a hub cache cleaned since, a venv's into /usr.
+    (tmp_path / "runs/h32/download").mkdir()
+    (tmp_path / "runs/h32/download/zero").symlink_to(tmp_path / "cleaned-cache/snapshots/abc")
+    (tmp_path / "runs/h32/eval/work/venv/bin").mkdir(parents=True)
+    (tmp_path / "runs/h32/eval/work/venv/bin/python").symlink_to("/usr/bin/python3")
+    (tmp_path / "swehero.sqsh").write_bytes(b"hsqs")  # named as the README names it, relative to where it is run
+    done = generate(tmp_path, hub, "--container-image", "swehero.sqsh")
     assert done.returncode == 0, done.stdout + done.stderr
     stage = tmp_path / "runs/h32/sft_zero"
     script = (stage / "train.sbatch").read_text()
@@ -79,7 +85,10 @@ def test_the_hero_32b_job_mounts_every_path_its_workers_read(tmp_path, hub):
     assert Path(job["init"]) == hub / "models--Qwen--Qwen2.5-Coder-32B-Instruct/snapshots" / COMMIT
     for path in (p for read in reads for p in every_path_under(read)):
         assert any(path.is_relative_to(m) for m in mounts), f"{path} is read by the workers but not mounted"
+    assert not any(m.is_relative_to("/usr") for m in mounts), mounts
     assert f"--container-workdir={stage}" in script
+    # pyxis takes a squashfs file only by a path starting with `.` or `/`: else it pulls `docker://swehero.sqsh`
+    assert f"--container-image={tmp_path / 'swehero.sqsh'} " in script
 
 
 @pytest.mark.slow
@@ -106,6 +115,16 @@ def test_a_job_that_starts_from_a_stage_not_run_yet_is_refused_not_looked_up_on_
     assert done.returncode == 1
     assert done.stderr.strip() == ("Error: stage sft_hero needs sft_zero, which has not completed; run it first "
                                    "(drop --only / --from)")
+
+
+def test_a_run_folder_or_recipe_name_with_blanks_stays_one_sbatch_value_and_pyxis_is_not_given_one():
+    from swehero.train.launch import slurm_script
+
+    script = slurm_script(Path("/runs/my run/sft_zero"), 2, 8, 'hero 32b "#1"', [])
+    assert '#SBATCH --job-name="hero 32b \\"#1\\""' in script.splitlines()
+    assert '#SBATCH --output="/runs/my run/sft_zero/slurm-%j.out"' in script.splitlines()
+    with pytest.raises(ValueError, match="pyxis cannot mount /runs/my run: a path with a space, comma or colon"):
+        slurm_script(Path("/runs/my run/sft_zero"), 2, 8, "h", [], "/images/swehero.sqsh", [Path("/runs/my run")])
 
 
 def test_the_job_runs_torchrun_on_every_cpu_of_its_nodes_with_the_submitters_python():

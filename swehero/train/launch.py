@@ -34,17 +34,25 @@ def torchrun_command(stage_dir: Path, nproc: int) -> list[str]:
             "-m", "swehero.train.worker", str(stage_dir)]
 
 
+SYSTEM_FOLDERS = [Path(p) for p in ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin",
+                                      "/sys", "/usr")]
+"""The image's own: a link into one (a venv's `bin/python`) is read there inside the container, not mounted over it."""
+
+
 def container_mounts(paths: list[Path]) -> list[Path]:
     """The host folders a container must mount, each at the same path, so that every path in `paths` and
     everything under it reads as on the host: each path (its folder, for a file) and the real location of each
     symlink in it (a download stage's outputs link into the hub cache; a hub snapshot's files into its
-    `blobs/`), outermost folders only. Raises FileNotFoundError naming a path that does not exist (yet)."""
+    `blobs/`), outermost folders only, none in `SYSTEM_FOLDERS`. Raises FileNotFoundError naming a path that does
+    not exist (yet)."""
     needed: list[Path] = []
 
     def add(path: Path, why: str) -> None:
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist{why}")
-        needed.append(path if path.is_dir() else path.parent)
+        folder = path if path.is_dir() else path.parent
+        if not (folder == Path("/") or any(folder.is_relative_to(system) for system in SYSTEM_FOLDERS)):
+            needed.append(folder)
 
     for path in map(Path, paths):
         path = Path(os.path.abspath(path))
@@ -75,17 +83,21 @@ def slurm_script(stage_dir: Path, nodes: int, gpus_per_node: int, job_name: str,
         "--rdzv-id=$SLURM_JOB_ID", "--rdzv-backend=c10d", f"--rdzv-endpoint=$head:{RDZV_PORT}",
         "-m", "swehero.train.worker", shlex.quote(str(stage_dir)),
     ])
+    unmountable = [str(m) for m in mounts if set(str(m)) & set(" ,:")]
+    if unmountable:  # pyxis splits its mounts at commas and colons, and its mount table's fields at spaces
+        raise ValueError(f"pyxis cannot mount {', '.join(unmountable)}: a path with a space, comma or colon; move "
+                         "the run folder, the data or the model to one without")
     binds = ",".join(f"{m}:{m}" for m in mounts)
     container = f"--container-image={shlex.quote(container_image)} --container-mounts={shlex.quote(binds)} " \
         f"--container-workdir={shlex.quote(str(stage_dir))} " if container_image else ""
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --job-name={_directive_value(job_name)}",
         f"#SBATCH --nodes={nodes}",
         "#SBATCH --ntasks-per-node=1",
         f"#SBATCH --gpus-per-node={gpus_per_node}",
         "#SBATCH --exclusive",
-        f"#SBATCH --output={stage_dir}/slurm-%j.out",
+        f"#SBATCH --output={_directive_value(f'{stage_dir}/slurm-%j.out')}",
         # To the step's processes before the time limit: the workers save at the next step boundary and exit.
         f"#SBATCH --signal={STOP_SIGNAL.name.removeprefix('SIG')}@{STOP_MARGIN_S}",
         *[f"#SBATCH {option}" for option in sbatch_options],  # after ours: sbatch takes an option's last value
@@ -97,6 +109,11 @@ def slurm_script(stage_dir: Path, nodes: int, gpus_per_node: int, job_name: str,
         "",
     ]
     return "\n".join(lines)
+
+
+def _directive_value(value: str) -> str:
+    """`value` double-quoted for an `#SBATCH` line, which sbatch splits at blanks and cuts at an unquoted `#`."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _children() -> list[int]:

@@ -113,10 +113,11 @@ def not_made_yet(stage: str, missing: str) -> MissingInput:
 
 
 def paths_read(job_path: Path) -> list[Path]:
-    """What the workers of a job file read: the run folder (this stage's folder, and earlier stages' when `init`
-    is one), the packed data and the initial weights."""
+    """What the workers of a job file read: this stage's folder, the packed data and the initial weights (an earlier
+    stage's folder, or a Hugging Face one). Not the whole run folder: the links in other stages' folders (a
+    download's into a hub cache since cleaned, a venv's into /usr) are nothing the workers read."""
     job = json.loads(Path(job_path).read_text())
-    return [Path(job["dir"]).parent, Path(job["settings"]["data"]), Path(job["init"])]
+    return [Path(job["dir"]), Path(job["settings"]["data"]), Path(job["init"])]
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
@@ -146,10 +147,17 @@ def slurm_job(recipe, stage, sbatch_options: list[str], container_image: str | N
         mounts = container_mounts(paths_read(job))  # also checks every path and symlink target exists
     except FileNotFoundError as e:
         raise not_made_yet(stage.name, str(e)) from None
+    if container_image and Path(container_image).is_file():
+        # pyxis takes a squashfs file only by a path starting with `.` or `/`; `swehero.sqsh` would be pulled from
+        # Docker Hub as an image of that name, on every node, after the wait in the queue
+        container_image = os.path.abspath(container_image)
+    try:
+        text = slurm_script(folder, stage.settings.nodes, stage.settings.gpus_per_node, f"{recipe.name}-{stage.name}",
+                            sbatch_options, container_image, mounts if container_image else [])
+    except ValueError as e:  # a folder pyxis cannot mount
+        raise InputError(f"stage {stage.name}: {e}") from None
     script = folder / "train.sbatch"
-    script.write_text(slurm_script(folder, stage.settings.nodes, stage.settings.gpus_per_node,
-                                   f"{recipe.name}-{stage.name}", sbatch_options, container_image,
-                                   mounts if container_image else []))
+    script.write_text(text)
     return script
 
 
