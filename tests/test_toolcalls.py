@@ -323,6 +323,17 @@ def test_streaming_reads_as_the_finished_reply(tokenizer, case, step):
     assert content == expected
 
 
+def test_a_call_sent_then_left_unclosed_stays_sent_and_stops_the_calls(tokenizer):
+    """Its body was complete, so it was sent; a second `<tool_call>` before its `</tool_call>` makes the finished
+    reply read it as text. No call is sent after it: the next would take its index, and vLLM would send the next's
+    arguments as the rest of the first's."""
+    text = ('<tool_call>\n{"name": "execute_bash", "arguments": {"command": "ls"}}\n<tool_call>\n'
+            '{"name": "str_replace_editor", "arguments": {"command": "view", "path": "/workspace/repo/setup.py"}}\n'
+            "</tool_call>")
+    for step in (1, 4):
+        assert stream(tokenizer, text, step)[1] == [("execute_bash", '{"command": "ls"}')]
+
+
 def test_streaming_sends_no_call_after_a_broken_one(tokenizer):
     """A reply whose second call is broken is malformed; streamed, the first call was sent before the second began,
     and nothing of the second is."""

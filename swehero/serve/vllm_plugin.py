@@ -24,6 +24,11 @@ NAME = "swehero_hermes"
 
 @ToolParserManager.register_module(NAME)
 class JsonAwareHermesToolParser(Hermes2ProToolParser):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._sent_calls: list[str] = []
+        """The calls streamed so far (one parser streams one reply)."""
+
     def extract_tool_calls(self, model_output, request) -> ExtractedToolCallInformation:
         try:
             content, calls = toolcalls.parse(model_output)
@@ -51,7 +56,14 @@ class JsonAwareHermesToolParser(Hermes2ProToolParser):
 
     def _extract_tool_call_jsons(self, text: str) -> list[tuple[str, bool]]:
         """(json_text, is_complete) per complete call, for vLLM's streaming diff logic: written as the finished
-        reply's calls are, so the streamed arguments are theirs byte for byte."""
-        return [(f'{{"name": {json.dumps(call["name"], ensure_ascii=False)}, '
-                 f'"arguments": {toolcalls.arguments_json(call["arguments"])}}}', True)
-                for call in toolcalls.streamed(text).calls]
+        reply's calls are, so the streamed arguments are theirs byte for byte. A call sent stays sent: text that
+        then makes its block no call (a second `<tool_call>` before its `</tool_call>`) stops the calls there, as a
+        broken one does; else the calls after it would move onto its index, and vLLM would send their arguments
+        as the rest of its own."""
+        found = [f'{{"name": {json.dumps(call["name"], ensure_ascii=False)}, '
+                 f'"arguments": {toolcalls.arguments_json(call["arguments"])}}}'
+                 for call in toolcalls.streamed(text).calls]
+        if found[:len(self._sent_calls)] != self._sent_calls:
+            found = self._sent_calls
+        self._sent_calls = found
+        return [(call, True) for call in found]
