@@ -129,6 +129,8 @@ def test_round_trip_is_bit_exact(results, case, source, layouts):
         for file in sorted(set(index["weight_map"].values())):
             exported.update(load_file(export / file))
         assert exported.keys() == original.keys()
+        # one data-parallel replica wrote it (tp1pp1 ran on 4 ranks): counted once, as transformers' index counts
+        assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in exported.values())
         for name, tensor in original.items():
             assert torch.equal(exported[name], tensor), f"{layout}: {name}"
     # transformers loads the export (config copied from the source, as `mcore-to-hf --like` does).

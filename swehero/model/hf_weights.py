@@ -163,14 +163,16 @@ def save_hf_weights(model: Chunks, hf: dict, out_dir: str | Path, max_shard_byte
     `model.safetensors.index.json`, replacing any weights `out_dir` held (as `save_pretrained` does). The index
     is written last: an interrupted export leaves no loadable weights.
 
-    Collective over all ranks; TP rank 0 of each pipeline stage writes that stage's shards.
+    Collective over all ranks; TP rank 0 of each pipeline stage in the first data-parallel replica writes that
+    stage's shards (the other replicas hold the same weights: writing them too would race on the same files).
     """
     out_dir = Path(out_dir)
     if torch.distributed.get_rank() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_weights(out_dir)
     torch.distributed.barrier()
-    writer = parallel_state.get_tensor_model_parallel_rank() == 0
+    writer = (parallel_state.get_tensor_model_parallel_rank() == 0
+              and parallel_state.get_data_parallel_rank(with_context_parallel=True) == 0)
     stage = parallel_state.get_pipeline_model_parallel_rank()
     weight_map: dict[str, str] = {}
     written = 0
