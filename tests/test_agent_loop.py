@@ -11,7 +11,7 @@ from agent_repos import (BIG, BIG_FIX, CALC, CALC_FIX, LAYOUT, LAYOUT_FIX, PAGES
                          make_task)
 
 from swehero.agent.local import LocalRuntime
-from swehero.agent.loop import GIVE_UP, KEEP_GOING, LoopConfig, run_episode
+from swehero.agent.loop import GIVE_UP, KEEP_GOING, LoopConfig, TimeLimit, run_episode
 from swehero.agent.oracle import parse_patch, unique_edit
 from swehero.agent.policy import Reply
 from swehero.agent.run import run_task
@@ -246,6 +246,44 @@ def test_step_limit(toy):
 def test_context_budget(toy):
     record, _ = episode(toy, [], max_context_tokens=100)
     assert record["metadata"]["finish_reason"] == "context_limit" and record["metadata"]["steps"] == 0
+
+
+class Failing(Scripted):
+    """Replays its replies, then raises `error` from `act`."""
+
+    def __init__(self, replies: list[dict], error: BaseException) -> None:
+        super().__init__(replies)
+        self.error = error
+
+    def act(self, messages, tools):
+        if not self.replies:
+            raise self.error
+        return super().act(messages, tools)
+
+
+def test_a_policy_that_fails_unexpectedly_ends_the_episode_as_an_agent_error_keeping_the_conversation(toy):
+    """Not only a `PolicyError`: any exception from the policy (a server's reply it could not read) ends the episode
+    as `agent_error`, with its text, the conversation so far and the patch, as a `PolicyError` does; the time limit
+    and a stop (BaseExceptions) are not taken for one."""
+    task, rt = toy
+    edit = call("str_replace_editor", {"command": "str_replace", "path": "/testbed/pkg/calc.py",
+                                       "old_str": '"""Add."""\n    return a - b',
+                                       "new_str": '"""Add."""\n    return a + b'})
+    opening = [{"role": "system", "content": "Fix it."}, {"role": "user", "content": task.problem_statement}]
+
+    def run(replies, error):
+        return run_episode(task, Failing(replies, error), Tools(rt, "zero"), opening, LoopConfig())
+
+    record = run([edit], AttributeError("'list' object has no attribute 'get'"))
+    meta = record["metadata"]
+    assert (meta["finish_reason"], meta["steps"]) == ("agent_error", 1)
+    assert meta["error"] == "AttributeError: 'list' object has no attribute 'get'"
+    assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant", "tool"]
+    assert "+    return a + b" in record["patch"]
+    validate(record)
+    assert run([], TimeLimit())["metadata"]["finish_reason"] == "time_limit"
+    with pytest.raises(KeyboardInterrupt):
+        run([], KeyboardInterrupt())
 
 
 def test_banned_attempts_are_flagged_and_not_run(toy):

@@ -3,8 +3,11 @@ and the Docker runtime's pure parts (no Docker engine on this machine)."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import socket
 import subprocess
+import threading
 
 import pytest
 from agent_repos import CALC, CALC_FIX, git, make_task
@@ -20,9 +23,12 @@ from swehero.agent.container import (
     untar_one,
 )
 from swehero.agent.local import LocalRuntime
+from swehero.agent.loop import LoopConfig, run_episode
 from swehero.agent.openai_policy import OpenAIConfig, OpenAIPolicy, assistant_message, parse_text_tool_calls
 from swehero.agent.policy import ContextLimit, PolicyError
 from swehero.agent.runtime import strip_history_script
+from swehero.agent.task import Task
+from swehero.agent.tools import Outcome
 from swehero.errors import Unavailable
 
 
@@ -133,6 +139,124 @@ def test_openai_policy_errors():
     unreachable = OpenAIPolicy(OpenAIConfig(base_url="http://127.0.0.1:9/v1", model="m", request_retries=0))
     with pytest.raises(PolicyError):
         unreachable.act([], [])
+
+
+class _RawServer:
+    """Answers each POST with the next of a scripted list of raw replies: (status, bytes) sent whole, or
+    ("truncated", bytes): a Content-Length larger than what is sent, then the connection closed, as a server or proxy
+    that dies while sending the body. The last answer repeats."""
+
+    def __init__(self, answers):
+        self.answers, self.requests = list(answers), []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                server.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                status, data = server.answers.pop(0) if len(server.answers) > 1 else server.answers[0]
+                self.send_response(200 if status == "truncated" else status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data) + 100 if status == "truncated" else len(data)))
+                self.end_headers()
+                self.wfile.write(data[:len(data) // 2] if status == "truncated" else data)
+                if status == "truncated":
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _json(body) -> tuple[int, bytes]:
+    return 200, json.dumps(body).encode()
+
+
+def _tool_reply(name: str, arguments: dict) -> tuple[int, bytes]:
+    return _json(_completion({"role": "assistant", "content": None, "tool_calls": [
+        {"id": f"call_{name}", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}]}))
+
+
+THINK, FINISH = _tool_reply("think", {"thought": "t"}), _tool_reply("finish", {"message": "done"})
+
+
+class _FakeTools:
+    """Tools whose calls all succeed (`finish` ends the episode): what the loop does with the server's replies."""
+
+    mode = "exec"
+
+    class runtime:
+        root = "/testbed"
+
+        @staticmethod
+        def patch(base_commit):
+            return "diff --git a/x b/x\n"
+
+    def run(self, name, arguments):
+        return Outcome("ok", finished=name == "finish")
+
+
+def _episode(server, **config):
+    policy = OpenAIPolicy(OpenAIConfig(base_url=server.url, model="m", backoff=0.001, **config))
+    task = Task("o__r-1", "o/r", "a" * 40, "Fix it.")
+    opening = [{"role": "system", "content": "s"}, {"role": "user", "content": "Fix it."}]
+    try:
+        return run_episode(task, policy, _FakeTools(), opening, LoopConfig())
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("glitch", [("truncated", _json(_completion({"role": "assistant", "content": "hi"}))[1]),
+                                    _json({"choices": []}),
+                                    _json({"error": {"message": "upstream overloaded", "code": 503}}),
+                                    _json(["not", "an", "object"]),
+                                    (200, b'{"choices": [{"message": {"role": "assis'),
+                                    (200, b"<html>bad gateway</html>")],
+                         ids=["truncated-body", "no-choice", "error-body", "not-an-object", "cut-json", "not-json"])
+def test_a_reply_the_server_failed_to_send_is_retried_and_the_episode_goes_on(glitch):
+    """A body cut short (`IncompleteRead`), a 200 with no choice or with an error (what OpenHands' LLM wrapper
+    retries as `LLMNoResponseError`), a body that is not a JSON object: retried like a 5xx, not an empty reply of
+    the model's (a step, a format error, a "please continue" message) nor an exception that loses the episode."""
+    server = _RawServer([THINK, glitch, FINISH])
+    record = _episode(server)
+    meta = record["metadata"]
+    assert (meta["finish_reason"], meta["steps"], meta["format_errors"]) == ("submitted", 2, 0), meta
+    assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
+    assert len(server.requests) == 3 and server.requests[1] == server.requests[2]
+
+
+@pytest.mark.parametrize("answer, named", [
+    (_json({"choices": []}), 'the reply has no message: {"choices": []}'),
+    (_json({"error": {"message": "upstream overloaded"}}), 'the server sent an error: {"error": {"message": "upstream'),
+    (_json([1, 2]), "the reply is not a JSON object: [1, 2]"),
+    (("truncated", b'{"choices": []}'), "IncompleteRead(7 bytes read")],
+                         ids=["no-choice", "error-body", "not-an-object", "truncated-body"])
+def test_a_server_that_never_sends_a_reply_ends_the_episode_as_an_agent_error(answer, named):
+    server = _RawServer([THINK, answer])
+    record = _episode(server, request_retries=2)
+    meta = record["metadata"]
+    assert meta["finish_reason"] == "agent_error" and named in meta["error"], meta
+    assert len(server.requests) == 1 + 3 and meta["steps"] == 1 and meta["format_errors"] == 0
+    assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant", "tool"]
+    assert record["patch"] == "diff --git a/x b/x\n"
+
+
+def test_an_error_body_is_shortened_in_the_policy_error():
+    server = _RawServer([_json({"error": {"message": "x" * 5000}})])
+    try:
+        with pytest.raises(PolicyError, match="upstream|xxx") as e:
+            OpenAIPolicy(OpenAIConfig(base_url=server.url, model="m", backoff=0, request_retries=1)).act([], [])
+    finally:
+        server.close()
+    assert len(str(e.value)) < 1000 and len(server.requests) == 2
 
 
 def test_docker_container_settings():

@@ -78,7 +78,7 @@ def run_episode(task: Task, policy: Policy, tools: Tools, opening: list[dict], c
             elif tokens.estimate(messages) > config.max_context_tokens:
                 meta["finish_reason"] = "context_limit"
             else:
-                reply = policy.act(messages, record["tools"])
+                reply = _act(policy, messages, record["tools"])
                 meta["steps"] += 1
                 tokens.update(reply, messages)
                 _count_tokens(meta, reply)
@@ -104,6 +104,18 @@ def run_episode(task: Task, policy: Policy, tools: Tools, opening: list[dict], c
             _patch_failed(meta, str(e))
         _save(record, out)
     return record
+
+
+def _act(policy: Policy, messages: list[dict], tools: list[dict]) -> Reply:
+    """The policy's reply; any exception from it other than a `PolicyError` (a server reply it could not read, a bug)
+    becomes one, so that the episode ends as `agent_error` with its conversation and patch, not lost with the
+    exception. BaseExceptions (`TimeLimit`, KeyboardInterrupt, SystemExit) pass as they are."""
+    try:
+        return policy.act(messages, tools)
+    except PolicyError:
+        raise
+    except Exception as e:
+        raise PolicyError(f"{type(e).__name__}: {e}") from e
 
 
 def _patch_failed(meta: dict, error: str) -> None:

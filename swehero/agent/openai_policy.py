@@ -7,6 +7,7 @@ returns them as text instead, they are read from the content by `swehero.toolcal
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -50,7 +52,8 @@ class OpenAIConfig:
     request_timeout: Annotated[float, Range(gt=0)] = 600.0
     """Seconds to wait for one reply."""
     request_retries: Annotated[int, Range(min=0)] = 5
-    """Retries of a request after a connection error, HTTP 429 or 5xx, waiting `backoff * 2**attempt` seconds in
+    """Retries of a request after a connection error or timeout, a reply cut short, HTTP 429 or 5xx, or a 200
+    without a reply in it (not a JSON object, no choice, an error body), waiting `backoff * 2**attempt` seconds in
     between; lower it when other endpoints can take over (distillation fails over to them)."""
     backoff: Annotated[float, Range(min=0)] = 1.0
     """Seconds before the first retry of a request, doubled for each retry after it."""
@@ -68,8 +71,12 @@ class OpenAIPolicy:
         self.config = config
         self.model = config.model or self._first_model()
 
-    def request(self, path: str, body: dict | None) -> dict:
-        """POST `body` to `path` under the API root (GET without a body), with the configured retries."""
+    def request(self, path: str, body: dict | None, check: Callable[[dict], str | None] | None = None) -> dict:
+        """POST `body` to `path` under the API root (GET without a body), with the configured retries: of a
+        connection error or timeout, a body cut short, HTTP 429 or 5xx, and a 200 whose body is not a JSON object or
+        one `check` refuses (it names what is missing; `act`: a reply without a message, such as `{"choices": []}`
+        or an error sent with status 200), as OpenHands' LLM wrapper retries `LLMNoResponseError`. After the last
+        retry, a `PolicyError` naming the failure and what the server sent, shortened."""
         key = os.environ.get(self.config.api_key_env, "")
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {}),
                    **({"X-data-parallel-rank": str(self.config.replica)} if self.config.replica is not None else {})}
@@ -79,29 +86,36 @@ class OpenAIPolicy:
             try:
                 req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
                 with urllib.request.urlopen(req, timeout=self.config.request_timeout) as resp:
-                    body = resp.read()
-                try:
-                    return json.loads(body)
-                except json.JSONDecodeError:
-                    raise PolicyError(f"{url}: the reply is not JSON: {body[:200]!r}") from None
+                    raw = resp.read()
             except urllib.error.HTTPError as e:
-                detail = e.read().decode(errors="replace")[:2000]
+                try:
+                    detail = e.read().decode(errors="replace")[:2000]
+                except (OSError, http.client.HTTPException) as cut:  # the error's body cut short
+                    detail = f"({_error_text(cut)})"
                 # vLLM: a prompt past max_model_len; exactly at it, no token left to generate
                 if e.code == 400 and re.search(r"context length|maximum context|too long|max_tokens must be at least 1",
                                                detail, re.I):
                     raise ContextLimit(detail) from None
                 if e.code in (401, 403, 404):
                     raise EndpointRefused(f"{url}: HTTP {e.code}: {detail}") from None
-                if e.code != 429 and e.code < 500 or attempt == self.config.request_retries:
+                if e.code != 429 and e.code < 500:
                     raise PolicyError(f"{url}: HTTP {e.code}: {detail}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                if attempt == self.config.request_retries:
-                    raise PolicyError(f"{url}: {e}") from None
+                failure = f"HTTP {e.code}: {detail}"
+            # IncompleteRead and the rest of http.client's: a server or proxy that closed while sending the reply
+            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
+                failure = _error_text(e)
+            else:
+                reply, failure = _read_reply(raw, check)
+                if failure is None:
+                    return reply
+            if attempt == self.config.request_retries:
+                raise PolicyError(f"{url}: {failure}")
             time.sleep(self.config.backoff * 2**attempt)
         raise AssertionError("unreachable")
 
     def _first_model(self) -> str:
-        models = self.request("/models", None).get("data") or []
+        models = self.request("/models", None, lambda reply: None if isinstance(reply.get("data"), list)
+                              else "the reply has no model list")["data"]
         if not models:
             raise PolicyError(f"{self.config.base_url} serves no models")
         return models[0]["id"]
@@ -119,11 +133,40 @@ class OpenAIPolicy:
         return body
 
     def act(self, messages: list[dict], tools: list[dict]) -> Reply:
-        resp = self.request("/chat/completions", self.chat_request(messages, tools))
-        msg = (resp.get("choices") or [{}])[0].get("message") or {}
-        usage = resp.get("usage") or {}
+        resp = self.request("/chat/completions", self.chat_request(messages, tools), _no_message)
+        msg = resp["choices"][0]["message"]
+        usage = resp.get("usage") if isinstance(resp.get("usage"), dict) else {}
         return Reply(assistant_message(msg.get("content"), msg.get("tool_calls")),
                      usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+
+def _no_message(reply: dict) -> str | None:
+    """What a chat completion lacks to be a reply of the model's: its first choice's message (OpenHands raises
+    `LLMNoResponseError` for a reply without choices, which its LLM wrapper retries)."""
+    choices = reply.get("choices")
+    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)
+            and isinstance(choices[0].get("message"), dict)):
+        return "the reply has no message" if "error" not in reply else "the server sent an error"
+    return None
+
+
+def _read_reply(raw: bytes, check: Callable[[dict], str | None] | None) -> tuple[dict | None, str | None]:
+    """The reply of a 200 and None, or None and what is wrong with it (with what was sent, shortened)."""
+    try:
+        reply = json.loads(raw)
+    except ValueError:  # not JSON (cut short where no Content-Length frames the body), or not UTF-8
+        return None, f"the reply is not JSON: {_shortened(raw)}"
+    problem = "the reply is not a JSON object" if not isinstance(reply, dict) else check and check(reply)
+    return (None, f"{problem}: {_shortened(raw)}") if problem else (reply, None)
+
+
+def _shortened(raw: bytes, limit: int = 300) -> str:
+    text = raw.decode(errors="replace")
+    return text if len(text) <= limit else text[:limit] + f"... ({len(raw)} bytes)"
+
+
+def _error_text(e: BaseException) -> str:
+    return str(e) or type(e).__name__
 
 
 def assistant_message(content: str | None, tool_calls: list | None) -> dict:
