@@ -232,8 +232,9 @@ def test_a_variant_stage_without_a_kind_must_name_a_stage_of_the_base(tmp_path):
 
 
 def test_a_reference_to_a_setting_left_out_is_its_default(tmp_path):
-    """The value the stage gets: a section given in part has its class's defaults for the keys it leaves out (3600 s),
-    a section left out its field's default (distill's agent: 1800 s)."""
+    """The value the stage gets: a section given in part, as a section left out, has its field's defaults for the
+    keys it leaves out (distill's agent: SWE-Zero's mode and 1800 s, not the class's exec and 3600 s), as the
+    command line's options give them."""
     path = write(tmp_path, """\
         name: t
         run_dir: {run_dir}
@@ -247,9 +248,23 @@ def test_a_reference_to_a_setting_left_out_is_its_default(tmp_path):
             outputs: ${stages.left.exclude}
             env: {AGENT: "${stages.given.agent.time_limit_s} ${stages.left.agent.time_limit_s} ${stages.left.agent.mode}"}
         """)
-    c = load_recipe(path).stage("c")
-    assert c.settings.run == "echo 3 256" and c.settings.env == {"AGENT": "3600.0 1800.0 zero"}
+    recipe = load_recipe(path)
+    c = recipe.stage("c")
+    assert c.settings.run == "echo 3 256" and c.settings.env == {"AGENT": "1800.0 1800.0 zero"}
     assert c.settings.outputs == []
+    given = recipe.stage("given").settings.agent
+    assert (given.mode, given.time_limit_s) == ("exec", 1800.0)
+    path = write(tmp_path, """\
+        name: t
+        run_dir: {run_dir}
+        stages:
+          - {name: d, kind: distill, agent: {policy: openai, openai: {temperature: 1.0}}, serve: {model: org/m}}
+          - {name: e, kind: eval, serve: {model: org/m}}
+        """)
+    recipe = load_recipe(path)
+    d, e = recipe.stage("d").settings, recipe.stage("e").settings
+    assert (d.agent.mode, d.agent.time_limit_s, d.agent.openai.temperature) == ("zero", 1800.0, 1.0)
+    assert d.serve.max_model_len == e.serve.max_model_len == 131072
     path = write(tmp_path, """\
         name: t
         run_dir: {run_dir}

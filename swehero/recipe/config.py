@@ -182,27 +182,29 @@ def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
 
 def _default_setting(data: dict[str, Any], path: FieldPath) -> Any:
     """What a stage gets for a setting its entry leaves out, as recipe data: `path` is `("stages", i, field, ...)`
-    with all but its last part in the recipe. A part of a section the recipe gives takes the section class's field
-    default, a section left out its field's default (which may differ: distill's `agent`). `dataclasses.MISSING` if
-    the path names no setting of the stage's kind; KeyError if the setting has no default."""
+    with all but its last part in the recipe. A part of a section takes the section's default (the field's, which
+    may differ from the class's: distill's `agent`), as `schema.build` fills it. `dataclasses.MISSING` if the path
+    names no setting of the stage's kind; KeyError if the setting has no default."""
     if len(path) < 3 or path[0] != "stages" or not isinstance(path[1], int):
         return dataclasses.MISSING
     kind = data["stages"][path[1]].get("kind")
     if not isinstance(kind, str) or kind not in kinds.KINDS:
         return dataclasses.MISSING
     cls: type | None = kinds.load_kind(kind).Settings
-    for part in path[2:-1]:
-        section = _init_fields(cls).get(part)
-        cls = section and section_class(typing.get_type_hints(cls, include_extras=True)[part])
-        if cls is None:
+    default: Any = dataclasses.MISSING  # the default of the section walked into, as data
+    for part in path[2:]:
+        f = _init_fields(cls).get(part) if cls is not None else None
+        if f is None:
             return dataclasses.MISSING
-    f = _init_fields(cls).get(path[-1])
-    if f is None:
-        return dataclasses.MISSING
-    default = field_default(f)
+        if isinstance(default, dict) and part in default:
+            default = default[part]
+        else:  # the outermost field, or one inside a section whose default is None
+            default = field_default(f)
+            default = default if default is dataclasses.MISSING else as_data(default)
+        cls = section_class(typing.get_type_hints(cls, include_extras=True)[part])
     if default is dataclasses.MISSING:
         raise KeyError("is not set in the recipe (no default)")
-    return as_data(default)
+    return default
 
 
 def _init_fields(cls: type) -> dict[str, dataclasses.Field]:

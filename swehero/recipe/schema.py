@@ -31,6 +31,11 @@ def build(cls: type, data: Any, path: FieldPath, lines: Lines, problems: list[st
         if key not in fields:
             problems.append(lines.problem(path + (key,), "unknown field" + suggest(key, list(fields))))
             continue
+        section, default = section_class(hints[key]), field_default(fields[key])
+        if section is not None and isinstance(value, dict) and dataclasses.is_dataclass(default):
+            # a section written in part keeps the rest of its field's default (distill's `agent` is SWE-Zero's,
+            # not the class's), as a command line's options and `--config` do
+            value = laid_over(section, as_data(default), value)
         kwargs[key] = check(hints[key], value, path + (key,), lines, problems)
     for name, f in fields.items():
         if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -141,6 +146,19 @@ def as_data(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         return {f.name: as_data(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
     return copy.deepcopy(value)
+
+
+def laid_over(cls: type, default: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """Data of section `cls`: `given` over `default`, section by section (any other value, a mapping too, is
+    replaced whole)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    merged = dict(default)
+    for key, value in given.items():
+        section = section_class(hints[key]) if key in hints else None
+        if section is not None and isinstance(value, dict) and isinstance(default.get(key), dict):
+            value = laid_over(section, default[key], value)
+        merged[key] = value
+    return merged
 
 
 def section_class(tp: Any) -> type | None:
