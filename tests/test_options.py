@@ -291,3 +291,69 @@ def test_verbatim_list_items_keep_their_commas(tmp_path):
     result = CliRunner().invoke(serve, [str(tmp_path), "--extra-args", speculative, "--extra-args=--enforce-eager"])
     assert result.exit_code == 0, result.output
     assert got[0].extra_args == [speculative, "--enforce-eager"]
+
+
+@click.command()
+@settings_options(Demo, positional=("source",), required=("grading.mode",))
+def graded(settings: Demo) -> None:
+    click.echo(settings.grading.mode)
+
+
+def test_a_required_field_is_given_only_by_its_own_path_or_a_mapping_that_holds_it(tmp_path):
+    """A section given without the required key leaves it missing: `--set grading={}` or a config's
+    `grading: {workers: 5}` once counted as giving `grading.mode`, which then silently took its default."""
+    def run(*args: str) -> click.testing.Result:
+        return CliRunner().invoke(graded, [str(tmp_path), *args])
+
+    partial, whole = tmp_path / "partial.yaml", tmp_path / "whole.yaml"
+    partial.write_text("grading:\n  workers: 5\n")
+    whole.write_text("grading:\n  mode: docker\n")
+    for args, where in [(["--config", str(partial)], "--grading-mode"), (["--set", "grading={}"], "--set"),
+                        (["--set", "grading={workers: 1}"], "--set"),
+                        (["--config", str(whole), "--set", "grading={workers: 1}"], "--set")]:
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.splitlines()[0] == f"{where}: grading.mode: missing required field", args
+    for args in (["--config", str(whole)], ["--grading-mode", "docker"], ["--set", "grading.mode=docker"],
+                 ["--set", "grading={mode: docker}"], ["--config", str(partial), "--set", "grading={mode: docker}"]):
+        result = run(*args)
+        assert (result.exit_code, result.output) == (0, "docker\n"), (args, result.output)
+
+
+def test_an_option_that_replaces_a_list_of_the_config_is_blamed_for_its_items(tmp_path):
+    """The config's lines of the items it replaced would be blamed for the option's own values."""
+    config = tmp_path / "demo.yaml"
+    config.write_text("name: n\ncounts:\n  - 1\n  - 2\n")
+    assert problems(str(tmp_path), "--config", str(config), "--counts", "x", "--counts", "3,4") == [
+        "--counts: counts[0]: expected int, got str 'x'",
+        "--counts: counts[1]: expected int, got str '3,4'",
+    ]
+    assert problems(str(tmp_path), "--config", str(config), "--set", "counts=[x]") == [
+        "--set: counts[0]: expected int, got str 'x'"]
+
+
+def test_a_config_file_resolves_environment_references_and_refuses_the_others(tmp_path, monkeypatch):
+    """`${env:NAME}` and `${env:NAME,default}` (a whole value read as a YAML scalar) and `${recipe_dir}` (the config
+    file's folder) resolve as in a recipe; a reference to a recipe's values has no meaning outside one."""
+    monkeypatch.setenv("SWEHERO_TEST_WORKERS", "6")
+    monkeypatch.delenv("SWEHERO_TEST_UNSET", raising=False)
+    config = tmp_path / "demo.yaml"
+    config.write_text("source: ${recipe_dir}\nname: ${env:SWEHERO_TEST_UNSET,me}\n"
+                      "workers: ${env:SWEHERO_TEST_WORKERS}\nseed: ${env:SWEHERO_TEST_UNSET,7}\n"
+                      "tags: ['x-${env:SWEHERO_TEST_WORKERS}']\n")
+    got = parsed("--config", str(config))
+    assert (got["source"], got["name"], got["workers"], got["seed"]) == (str(tmp_path), "me", 6, 7)
+    assert got["tags"] == ["x-6"]
+    config.write_text("source: ${stages.x.dir}/f\nname: ${stages.x.dir}\nworkers: ${env:SWEHERO_TEST_UNSET}\n"
+                      "tags: [a, '${seed}/b']\nseed: ${env:SWEHERO_TEST_UNSET,2020-13-45}\n")
+    assert problems("--config", str(config)) == [  # an input path that is no path is not reported missing
+        f"{config}:1: source: ${{stages.x.dir}}: no recipe to refer to: a --config file resolves only "
+        "${env:NAME}, ${env:NAME,default} and ${recipe_dir} (its folder)",
+        f"{config}:2: name: ${{stages.x.dir}}: no recipe to refer to: a --config file resolves only "
+        "${env:NAME}, ${env:NAME,default} and ${recipe_dir} (its folder)",
+        f"{config}:3: workers: environment variable SWEHERO_TEST_UNSET is not set "
+        "(use ${env:SWEHERO_TEST_UNSET,default} for a default)",
+        f"{config}:4: tags[1]: ${{seed}}: no recipe to refer to: a --config file resolves only "
+        "${env:NAME}, ${env:NAME,default} and ${recipe_dir} (its folder)",
+        f"{config}:5: seed: ${{env:SWEHERO_TEST_UNSET,2020-13-45}}: cannot read '2020-13-45': month must be in 1..12",
+    ]

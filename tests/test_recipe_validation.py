@@ -306,6 +306,71 @@ def test_a_whole_value_environment_variable_is_read_as_yaml(tmp_path, monkeypatc
         f"{path}:2: seed: ${{env:SWEHERO_TEST_SEED,7}}: cannot read '2020-13-45': month must be in 1..12"]
 
 
+def test_a_quoted_environment_value_is_a_string_without_its_quotes(tmp_path, monkeypatch):
+    """As documented: `REV='"0123"'` keeps an all-digit revision a string (unquoted, `0123` is YAML 1.1's octal
+    83); the quotes are YAML's, not the value's. A quote left open is reported, not kept as text."""
+    monkeypatch.setenv("SWEHERO_TEST_DOUBLE", '"0123"')
+    monkeypatch.setenv("SWEHERO_TEST_SINGLE", "'it''s 1e-5'")
+    monkeypatch.setenv("SWEHERO_TEST_INNER", '"0123"')
+    path = write(tmp_path, """\
+        name: t
+        run_dir: {run_dir}
+        stages:
+          - name: c
+            kind: command
+            run: echo ${env:SWEHERO_TEST_INNER}
+            env: {DOUBLE: "${env:SWEHERO_TEST_DOUBLE}", SINGLE: "${env:SWEHERO_TEST_SINGLE}"}
+        """)
+    settings = load_recipe(path).stage("c").settings
+    assert settings.env == {"DOUBLE": "0123", "SINGLE": "it's 1e-5"}
+    assert settings.run == 'echo "0123"'  # inside a longer string it is text, quotes and all
+    monkeypatch.setenv("SWEHERO_TEST_DOUBLE", '"0123')
+    monkeypatch.setenv("SWEHERO_TEST_SINGLE", '"a": b')
+    assert problems(path) == [
+        f"{path}:7: stages[0].env.DOUBLE: ${{env:SWEHERO_TEST_DOUBLE}}: cannot read '\"0123': not one quoted string: "
+        "found unexpected end of stream",
+        f"{path}:7: stages[0].env.SINGLE: ${{env:SWEHERO_TEST_SINGLE}}: cannot read '\"a\": b': not one quoted string",
+    ]
+
+
+def test_yaml_merge_keys_merge_and_keep_the_line_each_value_is_written_on(tmp_path):
+    """`<<: *anchor` merges a mapping in (its keys before the mapping's own, which win); a merged value is reported
+    at the line it is written on, under the path it is merged into."""
+    path = write(tmp_path, """\
+        name: t
+        run_dir: {run_dir}
+        stages:
+          - name: a
+            kind: command
+            run: &run echo a
+            env: &env {A: "1", B: "2"}
+          - name: b
+            kind: command
+            run: *run
+            env:
+              <<: *env
+              B: "3"
+          - name: c
+            kind: command
+            <<: [{run: echo c, env: {C: 4}}, {run: echo never}]
+        """)
+    data, lines = load_yaml(path)
+    assert data["stages"][1]["env"] == {"A": "1", "B": "3"} and data["stages"][2]["run"] == "echo c"
+    assert lines.where(("stages", 1, "env", "A")) == f"{path}:7"  # the anchor's line
+    assert lines.where(("stages", 1, "env", "B")) == f"{path}:13"
+    assert problems(path) == [f"{path}:16: stages[2].env.C: expected str, got int 4"]
+    twice = write(tmp_path, "a: &a {x: 1, y: 1}\nb: &b {<<: *a, x: 2}\nc: *b\nd: {<<: [*b, {x: 3, z: 3}]}\n", "t.yaml")
+    assert load_yaml(twice)[0] == {"a": {"x": 1, "y": 1}, "b": {"y": 1, "x": 2}, "c": {"y": 1, "x": 2},
+                                   "d": {"y": 1, "x": 2, "z": 3}}
+    duplicate = write(tmp_path, "a: &a {x: 1}\nb:\n  <<: *a\n  y: 1\n  y: 2\n", "d.yaml")
+    with pytest.raises(RecipeError, match=r"d.yaml:5: b.y: duplicate key"):
+        load_yaml(duplicate)
+    not_a_mapping = write(tmp_path, "a: &a [1]\nb:\n  <<: *a\n", "m.yaml")
+    with pytest.raises(RecipeError) as info:
+        load_yaml(not_a_mapping)
+    assert info.value.problems == [f"{not_a_mapping}:1: b: `<<` merges a mapping or a list of mappings, got a scalar"]
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "recipes").glob("*.yaml")))
 def test_bundled_recipes_validate_and_dry_run(name, tmp_path):
     from swehero.recipe.engine import plan

@@ -50,6 +50,12 @@ class Lines:
         """Values written with a `${...}` reference, as written (resolved since): a message about such a value
         shows what to change, e.g. which environment variable to set."""
 
+    def forget(self, path: FieldPath) -> None:
+        """Drop the locations at and under `path`, whose value was replaced: they would be blamed for the
+        problems of the value that replaced it."""
+        for stale in [p for p in self.by_path if p[: len(path)] == path]:
+            del self.by_path[stale]
+
     def where(self, path: FieldPath) -> str:
         # Fall back to the nearest enclosing value that has a location (e.g. a missing field -> its section).
         for cut in range(len(path), -1, -1):
@@ -81,18 +87,43 @@ def _construct(loader: _Loader, node: yaml.Node, where: str) -> Any:
         raise RecipeError([f"{where}: cannot read {node.value!r}: {e} (quote it to keep it a string)"]) from None
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _pairs(node: yaml.MappingNode, path: FieldPath, lines: Lines, loader: _Loader) -> list[tuple[str, yaml.Node]]:
+    """A mapping's keys and value nodes, its YAML merge keys (`<<: *anchor`, `<<: [*a, *b]`) replaced by the pairs
+    they merge in, merged first, as the YAML spec says: the mapping's own keys win, then the earlier of the merged
+    mappings. Not PyYAML's `flatten_mapping`: it rewrites the nodes in place (an anchored node is walked again
+    wherever it is aliased), and 6.0.4's tells keys apart by the `id()` of their text, so which of `<<: [{run: a},
+    {run: b}]` wins depends on Python interning the string."""
+    own: list[tuple[str, yaml.Node]] = []
+    sources: list[yaml.Node] = []
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE:
+            sources += value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            continue
+        where = f"{lines.file}:{key_node.start_mark.line + 1}"
+        key = _construct(loader, key_node, f"{where}: {format_path(path)}")
+        if not isinstance(key, str):
+            raise RecipeError([f"{where}: keys must be strings, got {key!r}"])
+        if any(key == k for k, _ in own):
+            raise RecipeError([f"{where}: {format_path(path + (key,))}: duplicate key"])
+        own.append((key, value_node))
+    merged: list[tuple[str, yaml.Node]] = []
+    for source in sources:
+        if not isinstance(source, yaml.MappingNode):
+            raise RecipeError([f"{lines.file}:{source.start_mark.line + 1}: {format_path(path)}: `<<` merges a mapping "
+                               f"or a list of mappings, got a {source.id}"])
+        have = {k for k, _ in own + merged}
+        merged += [(key, value) for key, value in _pairs(source, path, lines, loader) if key not in have]
+    return merged + own
+
+
 def _to_data(node: yaml.Node, path: FieldPath, lines: Lines, loader: _Loader) -> Any:
     lines.by_path[path] = f"{lines.file}:{node.start_mark.line + 1}"
     if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = _construct(loader, key_node, f"{lines.file}:{key_node.start_mark.line + 1}: {format_path(path)}")
-            if not isinstance(key, str):
-                raise RecipeError([f"{lines.file}:{key_node.start_mark.line + 1}: keys must be strings, got {key!r}"])
-            if key in out:
-                raise RecipeError([f"{lines.file}:{key_node.start_mark.line + 1}: {format_path(path + (key,))}: duplicate key"])
-            out[key] = _to_data(value_node, path + (key,), lines, loader)
-        return out
+        # a merged value keeps the line it is written on (the anchor's), under the path it is merged into
+        return {key: _to_data(value, path + (key,), lines, loader) for key, value in _pairs(node, path, lines, loader)}
     if isinstance(node, yaml.SequenceNode):
         return [_to_data(item, path + (i,), lines, loader) for i, item in enumerate(node.value)]
     return _construct(loader, node, f"{lines.by_path[path]}: {format_path(path)}")
@@ -195,9 +226,7 @@ def apply_override(data: dict[str, Any], lines: Lines, assignment: str) -> None:
         path += (part,)
         if last:
             node[part] = value
-            # the file's lines for what the value replaced would be blamed for the value's own problems
-            for stale in [p for p in lines.by_path if p[:len(path)] == path]:
-                del lines.by_path[stale]
+            lines.forget(path)  # the file's lines for what the value replaced
         else:
             if isinstance(node, dict) and part not in node:
                 node[part] = {}
@@ -226,15 +255,17 @@ class Unresolved(str):
 
 
 def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, Any],
-                       default_of: Callable[[FieldPath], Any], problems: list[str]) -> dict[str, Any]:
+                       default_of: Callable[[FieldPath], Any], problems: list[str], *,
+                       no_values: str | None = None) -> dict[str, Any]:
     """Replace `${a.b}` (another value of the recipe, stages addressed by name), `${env:NAME}` and
     `${env:NAME,default}` everywhere. A value that is exactly one reference keeps the referenced value's type, and
     an environment variable that is the whole value is read as a YAML scalar (`seed: ${env:SEED,7}` is an int);
     references inside longer strings are substituted as text. `builtins` supplies computed values such as
     `${recipe_dir}` and `${stages.NAME.dir}` (which may themselves hold references). `default_of(path)` gives the
     value of a setting the recipe leaves out, `dataclasses.MISSING` if the path names no setting, or raises
-    KeyError saying why it has none. A reference that cannot be resolved is appended to `problems` and its value
-    left `Unresolved`, so that the rest is still checked."""
+    KeyError saying why it has none. `no_values`: where `${a.b}` cannot name another value (settings read outside a
+    recipe), why, reported for each such reference. A reference that cannot be resolved is appended to `problems`
+    and its value left `Unresolved`, so that the rest is still checked."""
 
     def lookup(expr: str, at: FieldPath, active: tuple[str, ...], whole: bool) -> Any:
         expr = expr.strip()
@@ -251,6 +282,8 @@ def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, A
             raise KeyError(f"reference cycle: {' -> '.join(active + (expr,))}")
         if expr in builtins:
             return resolve(builtins[expr], at, active + (expr,))
+        if no_values is not None:
+            raise KeyError(f"${{{expr}}}: {no_values}")
         node: Any = data
         ref_path: FieldPath = ()
         for part in expr.split("."):
@@ -300,9 +333,12 @@ def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, A
 def _scalar(text: str, expr: str) -> Any:
     """An environment value read as the recipe would read it written in place of the reference: `7` an int, `1e-5`
     a float, `true` a bool. Read as one plain scalar, not parsed as YAML text, so that `a: b`, `[x` or `x #y` stay
-    the text they are."""
+    the text they are; but a value that starts with a quote is one quoted YAML scalar, a string without its quotes
+    (`REV='"0123"'` keeps an all-digit revision the string 0123)."""
     if not text:
         return text  # `${env:NAME,}` is how a recipe writes "empty" (a required revision): not YAML's null
+    if text[0] in "'\"":
+        return _quoted(text, expr)
     loader = _Loader("")
     try:
         return loader.construct_object(yaml.ScalarNode(loader.resolve(yaml.ScalarNode, text, (True, False)), text))
@@ -310,6 +346,21 @@ def _scalar(text: str, expr: str) -> Any:
         raise KeyError(f"${{{expr}}}: cannot read {text!r}: {e}") from None
     finally:
         loader.dispose()
+
+
+def _quoted(text: str, expr: str) -> str:
+    """The string a quoted YAML scalar (`"0123"`, `'it''s'`) writes; anything else (`"a": b`, `"open`) is an error."""
+    loader = _Loader(text)
+    reason = ""
+    try:
+        node = loader.get_single_node()
+        if isinstance(node, yaml.ScalarNode) and node.style == text[0]:
+            return node.value
+    except yaml.MarkedYAMLError as e:
+        reason = f": {e.problem}"
+    finally:
+        loader.dispose()
+    raise KeyError(f"${{{expr}}}: cannot read {text!r}: not one quoted string{reason}")
 
 
 def references_in(value: Any) -> list[str]:

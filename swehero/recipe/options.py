@@ -34,7 +34,8 @@ from typing import Annotated, Any, Callable, Literal
 import click
 from click.core import ParameterSource
 
-from swehero.recipe.loader import FieldPath, Lines, RecipeError, apply_override, load_yaml
+from swehero.recipe.loader import (FieldPath, Lines, RecipeError, Unresolved, apply_override, load_yaml,
+                                   resolve_references)
 from swehero.recipe.schema import as_data, build, field_default, input_paths, section_class, unwrap, without_none
 from swehero.recipe.stage import _Input
 
@@ -330,37 +331,52 @@ class _Spec:
         data = copy.deepcopy(self.tree)
         lines = Lines(str(config_file) if config_file else "command line")
         lines.by_path.update(self.shown)
-        by_user = set(given)
+        problems: list[str] = []
         try:
             if config_file:
                 config, config_lines = load_yaml(config_file)
+                config = resolve_references(config, config_lines, {"recipe_dir": str(config_file.resolve().parent)},
+                                            lambda path: dataclasses.MISSING, problems, no_values=_NO_RECIPE)
                 _merge(data, config, (), self.sections)
                 lines.by_path.update(config_lines.by_path)
-                by_user |= set(config_lines.by_path) - {()}
             for path, value in given.items():
                 _put(data, path, value)
+                lines.forget(path)  # the config's lines of a list the option replaces, `inputs[0]`, ...
                 lines.by_path[path] = self.shown[path]
             for assignment in assignments:
                 apply_override(data, lines, assignment)
         except RecipeError as e:
-            raise SettingsError(e.problems) from None
-        by_user |= {path for path, where in lines.by_path.items() if where == "--set"}
+            raise SettingsError(problems + e.problems) from None
+        # What the user gave, as it stands once everything is applied: the config's paths (less what an option or a
+        # --set replaced), the options given and the --set paths; not the options' own entries, only for errors.
+        by_user = {path for path, where in lines.by_path.items()
+                   if path and (path in given or where != self.shown.get(path))}
 
         def touched(path: FieldPath) -> bool:  # given, or inside or around something given
             return any(p[: len(path)] == path or path[: len(p)] == p for p in by_user)
 
-        problems = [lines.problem(path, "set by the command") for path in self.fixed if touched(path)]
-        problems += [lines.problem(path, "missing required field") for path in self.required if not touched(path)]
+        def given_field(path: FieldPath) -> bool:
+            # its own path, or a mapping --set gave whole that holds it; a config's section holding it has its path
+            return path in by_user or (any(path[: len(p)] == p and lines.by_path[p] == "--set" for p in by_user)
+                                       and _lookup(data, path) is not dataclasses.MISSING)
+
+        problems += [lines.problem(path, "set by the command") for path in self.fixed if touched(path)]
+        problems += [lines.problem(path, "missing required field") for path in self.required if not given_field(path)]
         for path, value in self.fixed.items():
             _put(data, path, value)
         settings = build(self.cls, data, (), lines, problems)
         if settings is not None:
             problems += [lines.problem(at, f"input not found: {value}")
                          for at, value, marker in input_paths(self.cls, settings, ())
-                         if not Path(value).exists() and not marker.needs_no_file(value)]
+                         if not isinstance(value, Unresolved)  # reported as the reference it is
+                         and not Path(value).exists() and not marker.needs_no_file(value)]
         if problems:
             raise SettingsError(problems)
         return settings
+
+
+_NO_RECIPE = ("no recipe to refer to: a --config file resolves only ${env:NAME}, ${env:NAME,default} and "
+              "${recipe_dir} (its folder)")
 
 
 def _merge(data: dict[str, Any], new: dict[str, Any], at: FieldPath, sections: set[tuple[str, ...]]) -> None:
