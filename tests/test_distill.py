@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -389,6 +390,196 @@ def test_merge_counts_the_failed_episodes_no_run_has_made_since(tmp_path):
     summary = merge([tmp_path / "shard-0", tmp_path / "shard-1"], tmp_path / "all")
     assert summary["failed"] == {str(tmp_path / "shard-0"): 1} and summary["outstanding_failures"] == 1
     assert json.loads((tmp_path / "all" / "summary.json").read_text())["failed"] == summary["failed"]
+
+
+def _scripted_teacher(*commands: str) -> JsonServer:
+    """A teacher that runs `commands` (one bash call a turn), then calls `finish`."""
+    def answer(method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        turn = sum(m["role"] == "assistant" for m in body["messages"])
+        call = ("execute_bash", {"command": commands[turn]}) if turn < len(commands) else ("finish", {"message": "ok"})
+        message = {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"c{turn}", "type": "function", "function": {"name": call[0], "arguments": json.dumps(call[1])}}]}
+        return 200, {"choices": [{"message": message}]}
+
+    return JsonServer(answer)
+
+
+def _exec_settings(tmp_path: Path, install: str, **limits) -> AgentSettings:
+    """The oracle in execution mode, its task environment built into `tmp_path/envs` with the command `install`."""
+    from swehero.agent.taskenv import EnvSettings
+
+    return AgentSettings(policy="oracle", mode="exec", env=EnvSettings(install=install, cache=str(tmp_path / "envs")),
+                         **limits)
+
+
+ONLY_IN_THE_BUILD = 'case "$PWD" in /workspace/*) ;; *) sleep {};; esac'
+"""An install command that sleeps while the shared environment is built (in a clone under the cache), not when a
+checkout is installed into it (in the sandbox, at /workspace/...)."""
+ONLY_IN_THE_SANDBOX = 'case "$PWD" in /workspace/*) sleep {};; esac'
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_time_limit_reached_during_setup_is_an_agent_error_that_the_next_run_retries(toy, tmp_path):
+    """Installing the checkout into its environment (the setup of an execution-mode attempt) outlasts the time
+    limit: no outcome of the model's, so no record in trajectories.jsonl committed as done, but a failure the next
+    run retries, saying what the setup was doing."""
+    settings = Settings(tasks=str(toy), limit=1, workers=1, progress=False,
+                        agent=_exec_settings(tmp_path, ONLY_IN_THE_SANDBOX.format(60), time_limit_s=2,
+                                             kill_grace_s=60))
+    start = time.monotonic()
+    summary = distill(settings, tmp_path / "out")
+    committed = tmp_path / "out" / "trajectories.jsonl"
+    assert not committed.exists() or [r["metadata"] for r in lines(committed)] == []
+    assert summary["failed_this_run"] == 1 and summary["episodes"] == 0
+    assert time.monotonic() - start < 50  # ended at the time limit, not by the kill 60 s later
+    [failure] = lines(tmp_path / "out" / "failures.jsonl")
+    task = lines(toy)[0]
+    assert failure["instance_id"] == task["instance_id"]
+    assert failure["error"] == (f"time limit of 2s reached during setup (checking out {task['repo']} at "
+                                f"{task['base_commit'][:12]} and installing it into its environment)")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_building_the_shared_task_environment_does_not_count_against_the_time_limit(toy, tmp_path):
+    """The environment an attempt waits for (another attempt may be building it) or builds is shared by every
+    attempt of the repository: an attempt whose build outlasts its own time limit (and the grace after it) is not
+    ended or killed for it, and still has its whole limit for its episode."""
+    from swehero.rollout.attempt import attempt_in_child
+
+    task = lines(toy)[0]
+    settings = _exec_settings(tmp_path, ONLY_IN_THE_BUILD.format(8), time_limit_s=5, kill_grace_s=1)
+    start = time.monotonic()
+    record = attempt_in_child(task, settings, toy.parent / "repos" / task["repo"].replace("/", "__"),
+                              tmp_path / "work")
+    meta = record["metadata"]
+    assert meta["finish_reason"] == "submitted", meta
+    assert record["patch"] == task["patch"] and meta["steps"] > 1
+    assert time.monotonic() - start > 8  # the build slept
+    assert [p.name for p in (tmp_path / "envs").glob("*/swehero-env.json")]  # built, for the attempts after it
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_wait_for_the_shared_environment_is_bounded(toy, tmp_path):
+    """Another process holds the environment's lock and never lets go: the wait goes uncounted for twice the
+    build's timeout, then the attempt's own time limit runs out in it, an agent error saying what setup waited for."""
+    from swehero.agent.taskenv import env_key, find_python, install_spec
+    from swehero.jsonio import exclusive
+    from swehero.rollout.attempt import attempt_in_child
+
+    task = lines(toy)[0]
+    settings = _exec_settings(tmp_path, "true", time_limit_s=1, kill_grace_s=0.5)
+    settings = dataclasses.replace(settings, env=dataclasses.replace(settings.env, build_timeout_s=1))
+    spec = install_spec(task, settings.env)
+    lock = tmp_path / "envs" / f"{env_key(task, spec, find_python(spec.python), project=True)}.lock"
+    lock.parent.mkdir()
+    with exclusive(lock):
+        start = time.monotonic()
+        record = attempt_in_child(task, settings, toy.parent / "repos" / "swehero-toy__calc", tmp_path / "work")
+        took = time.monotonic() - start
+    meta = record["metadata"]
+    assert meta["finish_reason"] == "agent_error", meta
+    assert meta["error"] == ("time limit of 1s reached during setup (waiting for, or building, the task environment "
+                             f"of {task['repo']} {task['version']})")
+    assert 3 <= took < 10  # 1 s of its own and 2 s uncounted, then ended by its limit, not killed
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_an_environment_build_stopped_midway_leaves_nothing_behind(toy, tmp_path):
+    """An attempt stopped (SIGTERM) while it builds the shared environment: no half-built environment is left, and
+    no failure is recorded for the build, which did not fail; the next attempt builds it afresh."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from swehero.rollout.attempt import attempt_in_child
+
+    task = lines(toy)[0]
+    source = toy.parent / "repos" / task["repo"].replace("/", "__")
+    settings = _exec_settings(tmp_path, ONLY_IN_THE_BUILD.format(60), time_limit_s=600)
+    envs, stop = tmp_path / "envs", threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(attempt_in_child, task, settings, source, tmp_path / "work", stop)
+        deadline = time.monotonic() + 120
+        while not any("sleep 60" in log.read_text() for log in envs.glob("*.log")):  # the build runs the install
+            assert not future.done() and time.monotonic() < deadline, future.result() if future.done() else "no build"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        stop.set()
+        assert future.result(timeout=60) is None
+    assert not list(envs.glob("*.failed.json"))
+    assert sorted(p.name for p in envs.iterdir() if p.is_dir() and p.name != "wheels") == []
+    quick = _exec_settings(tmp_path, ONLY_IN_THE_BUILD.format(60).replace("sleep 60", "true"), time_limit_s=600)
+    record = attempt_in_child(task, quick, source, tmp_path / "work")
+    assert record["metadata"]["finish_reason"] == "submitted" and record["patch"] == task["patch"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_an_episode_that_ended_in_time_keeps_its_patch_however_long_taking_it_takes(toy, tmp_path):
+    """The agent submits well within the time limit, and taking its patch (`git add -A` running a clean filter the
+    agent configured, which sleeps) outlasts the limit: the limit, reached after the episode ended, ends nothing,
+    and the attempt is the submitted episode with its messages and patch."""
+    from swehero.rollout.attempt import attempt_in_child
+
+    task = lines(toy)[0]
+    teacher = _scripted_teacher("git config filter.slow.clean 'sleep 8; cat' && printf 'slow.txt filter=slow\\n' > "
+                                ".gitattributes && echo late > slow.txt")
+    settings = AgentSettings(policy="openai", mode="zero", time_limit_s=4, kill_grace_s=60,
+                             openai=OpenAIConfig(base_url=teacher.url, model="m", request_retries=0))
+    try:
+        start = time.monotonic()
+        record = attempt_in_child(task, settings, toy.parent / "repos" / task["repo"].replace("/", "__"),
+                                  tmp_path / "work")
+    finally:
+        teacher.close()
+    meta = record["metadata"]
+    assert meta["finish_reason"] == "submitted", meta
+    assert meta["steps"] == 2 and len(record["messages"]) == 5
+    assert "+late" in record["patch"] and "slow.txt" in record["patch"]
+    assert time.monotonic() - start > 8  # the patch took its time, past the limit
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_an_attempt_killed_while_closing_its_runtime_keeps_its_finished_episode(toy, tmp_path):
+    """The episode has ended and saved its trajectory, patch included, and the attempt hangs while closing its
+    runtime (as on a busy Docker daemon removing the container; here the attempt process is stopped while it
+    removes the 40 000 files the agent left in its /tmp): killed at the end of the grace period, the attempt is the
+    finished episode as it saved it, not a record without messages or patch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from swehero.rollout.attempt import attempt_in_child
+
+    task = lines(toy)[0]
+    teacher = _scripted_teacher("echo '# reviewed' >> calc/ops.py && mkdir /tmp/many && cd /tmp/many && "
+                                "seq 40000 | xargs touch")
+    settings = AgentSettings(policy="openai", mode="zero", time_limit_s=6, kill_grace_s=1,
+                             openai=OpenAIConfig(base_url=teacher.url, model="m", request_retries=0))
+    work = tmp_path / "work"
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(attempt_in_child, task, settings, toy.parent / "repos" / "swehero-toy__calc", work)
+            deadline = time.monotonic() + 60
+            while True:  # until the episode's last save, which writes the patch: then the runtime is closed
+                assert not future.done() and time.monotonic() < deadline, "the attempt ended before it was stopped"
+                try:
+                    if json.loads((work / "trajectory.json").read_text())["patch"]:
+                        break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.005)
+            [child] = [pid for pid in _children_of(os.getpid())
+                       if b"swehero.rollout.attempt" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            os.killpg(child, signal.SIGSTOP)  # it hangs where it is, closing its runtime
+            record = future.result(timeout=60)
+    finally:
+        teacher.close()
+    meta = record["metadata"]
+    assert meta["finish_reason"] == "submitted", meta
+    assert meta["steps"] == 2 and len(record["messages"]) == 5 and "+# reviewed" in record["patch"]
+    assert meta["seconds"] >= 6
 
 
 def test_an_attempt_whose_runner_is_gone_does_nothing(tmp_path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,25 +38,74 @@ def check_ready(settings: AgentSettings) -> None:
         usable_bwrap()  # bubblewrap there, and allowed to make its namespaces
 
 
+class Progress:
+    """Where `run_task` is, told to a caller that keeps a clock on it (the rollout's attempt, see
+    `swehero.rollout.attempt`); this one does nothing. Setup (the policy, the runtime) comes first, then the episode,
+    then its patch, then the runtime is closed."""
+
+    def setting_up(self, doing: str) -> None:
+        """Setup is now `doing` this (what a time limit reached now would interrupt)."""
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        """Around the wait for, and the build of, the task environment that every attempt of the repository shares
+        (`taskenv.ensure_env`)."""
+        yield
+
+    def episode(self) -> None:
+        """The episode starts."""
+
+    def ending(self) -> None:
+        """The episode has ended (however it ended); its patch is taken next."""
+
+    def ended(self, record: dict) -> None:
+        """The episode's record is whole, its patch in it, and saved; the runtime is closed next."""
+
+
 def run_task(task: Task, settings: AgentSettings, out: Path | None = None, source_repo: Path | None = None,
-             workdir: Path = Path("/tmp/swehero-agent"), history_cache: Path | None = None) -> dict:
+             workdir: Path = Path("/tmp/swehero-agent"), history_cache: Path | None = None,
+             progress: Progress | None = None) -> dict:
     """Run one episode of `task` and return its trajectory record (written to `out` after every step).
     `history_cache`: where the local runtime keeps the task's git history for other attempts of the same task
-    (default: the runtime's own, removed with it)."""
+    (default: the runtime's own, removed with it). `progress` is told where the task is."""
     if settings.policy in SUBMITTING:
         return _submission(task, settings, out)
+    progress = progress or Progress()
+    progress.setting_up("reading the prompts")
     root = agent_root(settings.root or OPENHANDS_ROOT, task)
     opening, prompts = opening_messages(settings.prompts, settings.mode, Opening(
         workspace=root, repo=task.repo, instance_id=task.instance_id, base_commit=task.base_commit,
         problem_statement=task.problem_statement, language=task.language or "Python"))
+    asks = f": asking {settings.openai.base_url} for its model" if settings.policy == "openai" and \
+        not settings.openai.model else ""
+    progress.setting_up(f"starting the {settings.policy} policy{asks}")
     policy = _policy(task, settings, root)
-    runtime = _runtime(task, settings, root, source_repo, workdir, history_cache)
+    runtime = _runtime(task, settings, root, source_repo, workdir, history_cache, progress)
     try:
         meta = {"policy": settings.policy, "runtime": settings.runtime, "prompts": prompts,
                 "model": getattr(policy, "model", settings.policy)}
-        return run_episode(task, policy, Tools(runtime, settings.mode), opening, settings.loop, out, meta)
+        progress.episode()
+        record = run_episode(task, policy, Tools(_Ending(runtime, progress), settings.mode), opening, settings.loop,
+                             out, meta)
+        progress.ended(record)
+        return record
     finally:
         runtime.close()
+
+
+class _Ending:
+    """The runtime as the loop sees it, which tells `progress` when the episode has ended: the loop asks for the
+    patch once, last, however the episode ended."""
+
+    def __init__(self, runtime, progress: Progress) -> None:
+        self._runtime, self._progress = runtime, progress
+
+    def __getattr__(self, name: str):
+        return getattr(self._runtime, name)
+
+    def patch(self, base_commit: str) -> str:
+        self._progress.ending()
+        return self._runtime.patch(base_commit)
 
 
 def bare_record(task: Task, settings: AgentSettings, finish_reason: str, patch: str = "", error: str = "") -> dict:
@@ -94,7 +145,7 @@ def task_image(task: Task, settings: AgentSettings) -> str:
 
 
 def _runtime(task: Task, settings: AgentSettings, root: str, source_repo: Path | None, workdir: Path,
-             history_cache: Path | None):
+             history_cache: Path | None, progress: Progress):
     if settings.runtime == "docker":
         from swehero.agent.container import DockerRuntime
 
@@ -102,8 +153,9 @@ def _runtime(task: Task, settings: AgentSettings, root: str, source_repo: Path |
         # containers of killed attempts within minutes, not hours
         attempt_s = int(settings.time_limit_s + settings.kill_grace_s) + 60
         limits = replace(settings.docker, lifetime=min(settings.docker.lifetime, attempt_s))
-        return DockerRuntime(task_image(task, settings), root, config=settings.sandbox, limits=limits,
-                             base_commit=task.base_commit)
+        image = task_image(task, settings)
+        progress.setting_up(f"starting a container of {image}, pulled first if missing")
+        return DockerRuntime(image, root, config=settings.sandbox, limits=limits, base_commit=task.base_commit)
     from swehero.agent.local import LocalRuntime, check_repository
 
     if source_repo is None:
@@ -113,7 +165,11 @@ def _runtime(task: Task, settings: AgentSettings, root: str, source_repo: Path |
         from swehero.agent.taskenv import ensure_env
 
         check_repository(source_repo, task.repo)
-        env = ensure_env({"repo": task.repo, "version": task.version, "base_commit": task.base_commit,
-                          "install_config": task.install_config or None}, settings.env, source_repo)
+        progress.setting_up(f"waiting for, or building, the task environment of {task.repo} {task.version}".strip())
+        with progress.shared():
+            env = ensure_env({"repo": task.repo, "version": task.version, "base_commit": task.base_commit,
+                              "install_config": task.install_config or None}, settings.env, source_repo)
+    progress.setting_up(f"checking out {task.repo} at {task.base_commit[:12]}"
+                        + (" and installing it into its environment" if env is not None else ""))
     return LocalRuntime.for_task(source_repo, task.base_commit, root, workdir, settings.sandbox, env=env,
                                  history_cache=history_cache)

@@ -38,9 +38,11 @@ class AgentSettings:
     """Opening messages taken from the training data (`swehero agent prompts extract`), so the model reads what it
     was trained on; empty: the built-in prompts (`swehero/agent/prompts/*.v3.txt`)."""
     time_limit_s: float = 3600.0
-    """Wall-clock seconds per attempt, setup included; the patch so far is kept."""
+    """Wall-clock seconds per attempt, setup included (not the wait for, and build of, the task environment that
+    every attempt of a repository shares); the patch so far is kept. Reached during setup, it is an `agent_error`."""
     kill_grace_s: float = 60.0
-    """Seconds after the time limit before an attempt that did not stop is killed (and loses its patch)."""
+    """Seconds after the time limit before an attempt that did not stop is killed (and loses its patch, unless its
+    episode had ended and saved it)."""
     loop: LoopConfig = field(default_factory=LoopConfig)
     """Limits of the episode: steps, context, malformed replies in a row."""
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)

@@ -13,7 +13,9 @@ sandbox in execution mode:
   project's dependencies (the install command is run once on a checkout of the first task's base commit, then the
   project itself is uninstalled, so that no stale copy shadows the checkout under test). Builds of the same
   environment are serialised by a file lock; a failed build is remembered with its log and reported at once to
-  later requests until `retry_failed`.
+  later requests until `retry_failed`. A build interrupted (a stopped run, an attempt's time limit) is no failed
+  one: its partial folder is removed and nothing remembered, so the next request builds it afresh. The rollout's
+  attempts do not count this wait against their time limit (see `swehero.rollout.attempt`).
 - **The layer** (`make_layer`): a per-checkout venv over the shared environment (its site-packages added by a
   `.pth` file, its console scripts pointing at the layer's interpreter), into which each checkout is installed.
   The shared environment is never written after its build, so graders and sandboxes of the same repository run
@@ -283,6 +285,11 @@ def ensure_env(task: dict, settings: EnvSettings, source_repo: Path) -> TaskEnv:
                      + (f"; the log ends:\n{tail}\n" if tail else "") + f"; log: {log}")
             write_json_atomic(failed, {"error": error, "log": str(log)})
             raise EnvError(error) from None
+        except BaseException as e:  # interrupted, not failed (a stop, Ctrl-C, an attempt's time limit): no marker
+            shutil.rmtree(path, ignore_errors=True)  # the next request builds it afresh
+            with contextlib.suppress(OSError), open(log, "a") as out:
+                out.write(f"interrupted ({type(e).__name__}): the partial environment was removed\n")
+            raise
         failed.unlink(missing_ok=True)
         write_json_atomic(path / READY, asdict(env), indent=1)
     return env

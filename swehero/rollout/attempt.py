@@ -6,6 +6,14 @@ does not stop within the grace period is killed by the parent, its process group
 the policy ends only this attempt, as an `agent_error` (infrastructure, not the model). A runner that is stopped
 (Ctrl-C, SIGTERM) ends its attempts at once: SIGTERM, on which the child unwinds and closes its sandbox or
 container, then SIGKILL after `STOP_GRACE_S`.
+
+The limit is the model's: what is not the episode does not make a `time_limit` of it. Reached during setup (an
+image pull, a checkout, its install) it is an `agent_error` saying what setup was doing, since no episode began.
+The wait for the task environment that every attempt of a repository shares, and its build, do not count (up to
+twice `env.build_timeout_s`: a build another attempt is making, then its own), else the attempts waiting on one
+build would spend their limits on it. Once the episode has ended, the clock is stopped: taking the patch and closing
+the runtime are the infrastructure's time, and an attempt killed while closing (a busy Docker daemon) is the episode
+as it saved it. The child tells the parent where it is and when its limit falls due in `CLOCK`.
 """
 
 from __future__ import annotations
@@ -24,13 +32,20 @@ from pathlib import Path
 
 import swehero
 from swehero.agent.loop import TimeLimit
-from swehero.agent.run import bare_record, run_task
+from swehero.agent.run import Progress, bare_record, run_task
 from swehero.agent.settings import AgentSettings
 from swehero.agent.task import Task
 from swehero.jsonio import write_json_atomic
 from swehero.process import die_with_parent, end_group, exit_with_signal, on_sigterm
 
 STOP_GRACE_S = 10.0
+CLOCK = "clock.json"
+"""Written by the attempt process into its workdir as it goes: its `stage` (setup, episode, patch: the episode
+has ended and its patch is being taken, closing: the episode's record is whole and saved), what setup is `doing`,
+and when its time limit is `due` (a `time.monotonic()` reading, one clock for every process on Linux). The parent
+kills it `kill_grace_s` after that, and then reads what it cut short."""
+TRAJECTORY = "trajectory.json"
+"""The episode's record, saved after every step and once more, whole, when its patch is taken."""
 
 
 def attempt(task: dict, settings: AgentSettings, source_repo: Path | None, workdir: Path,
@@ -39,18 +54,69 @@ def attempt(task: dict, settings: AgentSettings, source_repo: Path | None, workd
     `finish_reason`, `seconds` and, when it failed, `error`."""
     start = time.monotonic()
     row = Task.from_row(task)
-    signal.signal(signal.SIGALRM, _raise_time_limit)
-    signal.setitimer(signal.ITIMER_REAL, settings.time_limit_s)
+    clock = _Clock(settings, workdir / CLOCK)
     try:
-        record = run_task(row, settings, workdir / "trajectory.json", source_repo, workdir / "agent", history_cache)
-    except TimeLimit:  # reached before the episode began (a slow checkout or image pull)
-        record = bare_record(row, settings, "time_limit", error=f"time limit of {settings.time_limit_s:g}s reached")
+        record = run_task(row, settings, workdir / TRAJECTORY, source_repo, workdir / "agent", history_cache, clock)
+    except TimeLimit:  # not in the episode, whose loop ends at the limit itself
+        record = clock.record or _cut_short(task, settings, clock.stage, clock.doing)
     except Exception as e:  # anything else is the infrastructure's fault, and ends only this attempt
-        record = bare_record(row, settings, "agent_error", error=f"{type(e).__name__}: {e}")
+        if clock.record is None:
+            record = bare_record(row, settings, "agent_error", error=f"{type(e).__name__}: {e}")
+        else:  # closing the runtime failed after a whole episode: the episode stands
+            record = clock.record
+            print(f"closing the runtime failed after the episode: {type(e).__name__}: {e}", file=sys.stderr)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     record["metadata"]["seconds"] = round(time.monotonic() - start, 3)
     return record
+
+
+class _Clock(Progress):
+    """The attempt's time limit (a SIGALRM raising `TimeLimit`), kept as `run_task` says where it is (see the
+    module's docstring), and written to `file` for the parent at every change."""
+
+    def __init__(self, settings: AgentSettings, file: Path) -> None:
+        self.file, self.shared_s = file, 2 * settings.env.build_timeout_s
+        self.stage, self.doing, self.record = "setup", "starting", None
+        file.parent.mkdir(parents=True, exist_ok=True)
+        signal.signal(signal.SIGALRM, _raise_time_limit)
+        self._arm(settings.time_limit_s)
+
+    def _arm(self, seconds: float) -> None:
+        self.due = time.monotonic() + seconds
+        self._write()
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    def _write(self) -> None:
+        write_json_atomic(self.file, {"stage": self.stage, "doing": self.doing, "due": self.due})
+
+    def setting_up(self, doing: str) -> None:
+        self.doing = doing
+        self._write()
+
+    @contextlib.contextmanager
+    def shared(self):
+        left = signal.getitimer(signal.ITIMER_REAL)[0]
+        self._arm(left + self.shared_s)
+        try:
+            yield
+        finally:
+            still = signal.getitimer(signal.ITIMER_REAL)[0]
+            if still > 0:  # 0: it went off (TimeLimit is on its way out)
+                self._arm(min(left, still))  # the time past `shared_s` counts
+
+    def episode(self) -> None:
+        self.stage = "episode"
+        self._write()
+
+    def ending(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self.stage = "patch"
+        self._write()
+
+    def ended(self, record: dict) -> None:
+        self.stage, self.record = "closing", record
+        self._write()
 
 
 def attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | None, workdir: Path,
@@ -69,17 +135,21 @@ def attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | No
         child = subprocess.Popen([sys.executable, "-m", "swehero.rollout.attempt", str(spec), str(result),
                                   str(os.getpid())], env=env, stdout=subprocess.DEVNULL, stderr=stderr,
                                  start_new_session=True)
-    deadline = time.monotonic() + settings.time_limit_s + settings.kill_grace_s
+    start = time.monotonic()
+    deadline = start + settings.time_limit_s + settings.kill_grace_s
     try:
         while child.poll() is None:
             if stop is not None and stop.is_set():
                 end_group(child, (signal.SIGTERM, STOP_GRACE_S))  # it unwinds, closing its sandbox or container
                 return None
             if time.monotonic() > deadline:
+                clock = _read_clock(workdir / CLOCK)
+                if clock.get("due", 0) + settings.kill_grace_s > time.monotonic():  # its clock stood still a while
+                    deadline = clock["due"] + settings.kill_grace_s
+                    continue
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
-                return _failed(task, settings, "time_limit", f"killed {settings.kill_grace_s:g}s after the "
-                                                             f"{settings.time_limit_s:g}s time limit")
+                return _killed(task, settings, workdir, clock, time.monotonic() - start)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=0.5)  # in slices, to notice `stop`
     except BaseException:  # Ctrl-C or SIGTERM in this thread: the child and everything it started go too
@@ -88,12 +158,54 @@ def attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | No
     if result.exists():
         return json.loads(result.read_text())
     tail = (workdir / "stderr.txt").read_text(errors="replace")[-2000:]
-    return _failed(task, settings, "agent_error", f"attempt process exited with status {child.returncode}: {tail}")
+    return _failed(task, settings, "agent_error", f"attempt process exited with status {child.returncode}: {tail}",
+                   time.monotonic() - start)
 
 
-def _failed(task: dict, settings: AgentSettings, finish_reason: str, error: str) -> dict:
+def _read_clock(file: Path) -> dict:
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError):  # the child died before it wrote it
+        return {}
+
+
+def _killed(task: dict, settings: AgentSettings, workdir: Path, clock: dict, seconds: float) -> dict:
+    """The record of an attempt killed `kill_grace_s` after its time limit: its episode as it saved it when that
+    episode was whole (it hung closing its runtime), else what it was cut short in."""
+    stage = clock.get("stage", "")
+    if stage in ("patch", "closing"):
+        try:
+            saved = json.loads((workdir / TRAJECTORY).read_text())
+        except (OSError, ValueError):
+            saved = None
+        # whole: the child said so, or it was killed before it could but after the episode's last save, the only one
+        # that writes the patch
+        if saved is not None and (stage == "closing" or saved.get("patch")):
+            saved["metadata"]["seconds"] = round(seconds, 3)
+            return saved
+    record = _cut_short(task, settings, stage, clock.get("doing", ""), killed=True)
+    record["metadata"]["seconds"] = round(seconds, 3)
+    return record
+
+
+def _cut_short(task: dict, settings: AgentSettings, stage: str, doing: str, killed: bool = False) -> dict:
+    """The record of an attempt whose time limit ended it outside its episode's loop (`stage`, see `CLOCK`), or that
+    was `killed` after the grace period."""
+    limit = f"time limit of {settings.time_limit_s:g}s"
+    after = f"; it did not stop within {settings.kill_grace_s:g}s and was killed" if killed else ""
+    if stage == "setup":  # no episode began: not the model's outcome
+        return _failed(task, settings, "agent_error", f"{limit} reached during setup ({doing}){after}")
+    if stage == "patch" and killed:  # the episode had ended: the runtime did not give its patch in time
+        return _failed(task, settings, "agent_error", f"taking the patch did not end within "
+                                                      f"{settings.kill_grace_s:g}s of the {limit}; it was killed")
+    if killed:
+        return _failed(task, settings, "time_limit", f"killed {settings.kill_grace_s:g}s after the {limit}")
+    return _failed(task, settings, "time_limit", f"{limit} reached")
+
+
+def _failed(task: dict, settings: AgentSettings, finish_reason: str, error: str, seconds: float = 0.0) -> dict:
     record = bare_record(Task.from_row(task), settings, finish_reason, error=error)
-    record["metadata"]["seconds"] = settings.time_limit_s if finish_reason == "time_limit" else 0.0
+    record["metadata"]["seconds"] = round(seconds, 3)
     return record
 
 
