@@ -3,11 +3,8 @@ and the Docker runtime's pure parts (no Docker engine on this machine)."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import socket
 import subprocess
-import threading
 
 import pytest
 from agent_repos import CALC, CALC_FIX, git, make_task
@@ -141,39 +138,13 @@ def test_openai_policy_errors():
         unreachable.act([], [])
 
 
-class _RawServer:
-    """Answers each POST with the next of a scripted list of raw replies: (status, bytes) sent whole, or
-    ("truncated", bytes): a Content-Length larger than what is sent, then the connection closed, as a server or proxy
-    that dies while sending the body. The last answer repeats."""
+class _RawServer(_Server):
+    """Answers each POST with the next of a scripted list of replies: (status, bytes) sent whole, or ("truncated",
+    bytes), the body cut short (see `JsonServer`). The last answer repeats."""
 
-    def __init__(self, answers):
-        self.answers, self.requests = list(answers), []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                server.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                status, data = server.answers.pop(0) if len(server.answers) > 1 else server.answers[0]
-                self.send_response(200 if status == "truncated" else status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data) + 100 if status == "truncated" else len(data)))
-                self.end_headers()
-                self.wfile.write(data[:len(data) // 2] if status == "truncated" else data)
-                if status == "truncated":
-                    self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def _answer(self, method: str, path: str, body: dict | None) -> tuple[int | str, bytes]:
+        self.requests.append(body)
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
 def _json(body) -> tuple[int, bytes]:
