@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -416,3 +417,114 @@ def test_a_run_prunes_a_tasks_image_after_its_last_attempt(calc, own_image, tmp_
     ran = run_attempts([Job(calc, i) for i in range(3)], settings, commit, tmp_path / "work", workers=2)
     assert ended == [("submitted", None, True)] * 3 and ran["agent_errors"] == 0
     assert not image_exists(own_image)
+
+
+class Interrupted(BaseException):
+    """What a signal handler raises: the attempt's time limit, or SIGTERM unwinding as Ctrl-C does."""
+
+
+@pytest.mark.timeout(120)
+def test_no_container_is_left_when_a_signal_lands_between_create_and_start(calc, monkeypatch):
+    """Starting a container is a create, then a start: a signal whose handler raises, landing once the engine has
+    created the container but before it runs (where `auto_remove` never fires), must not leave the container."""
+    import docker.api.container
+
+    create = docker.api.container.ContainerApiMixin.create_container
+    created = []
+
+    def create_then_signal(self, *args, **kwargs):
+        answer = create(self, *args, **kwargs)  # the engine has made the container...
+        created.append(kwargs["name"])
+        signal.raise_signal(signal.SIGUSR1)  # ...and the signal lands as its answer arrives
+        return answer
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    monkeypatch.setattr(docker.api.container.ContainerApiMixin, "create_container", create_then_signal)
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with pytest.raises(Interrupted):
+            start(calc)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert created and created[0] not in rollout_containers()
+
+
+_FULL_DISK = textwrap.dedent("""
+    from swehero.agent.container import DockerConfig, DockerRuntime
+    from swehero.errors import Unavailable
+    try:
+        DockerRuntime("swehero-test/not-here:none", limits=DockerConfig(min_free_gb=1e9))
+    except Unavailable as e:
+        print(e)
+""")
+
+
+@pytest.mark.timeout(120)
+def test_free_disk_is_measured_where_the_engine_is_when_its_folder_is_not_here(calc):
+    """swehero in a container that reaches the engine through its socket (docs/gpu-image.md), or an engine on
+    another host, cannot see the engine's DockerRootDir: the free space before a pull is measured where the engine
+    is, and agrees with the engine's disk. Here the folder is hidden by a mount namespace of the test's own."""
+    import shutil
+
+    import docker
+
+    root = docker.from_env().info()["DockerRootDir"]
+    hide = f"mount -t tmpfs swehero-test {shlex.quote(os.path.dirname(root))}"
+    if os.path.dirname(root) == "/" or not shutil.which("unshare") or subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide], capture_output=True).returncode:
+        pytest.skip("cannot hide the engine's folder in a mount namespace here (needs root and unshare)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           f"{hide} && exec {shlex.quote(sys.executable)} -c {shlex.quote(_FULL_DISK)}"],
+                          capture_output=True, text=True, env=env, timeout=100)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    free = re.search(r"only ([\d.]+) GiB free", done.stdout)
+    assert free, done.stdout
+    assert abs(float(free[1]) - shutil.disk_usage(root).free / 2**30) < 1
+
+
+@pytest.fixture(scope="module")
+def srcpkg(docker_base_image, tmp_path_factory) -> dict:
+    """A src-layout project whose image's editable install leaves `src/srcpkg.egg-info/` untracked."""
+    from agent_repos import git, write
+    from test_eval_docker import SRC_LAYOUT
+
+    from swehero.eval.images import build_images
+
+    repo = tmp_path_factory.mktemp("srcpkg") / "repos" / "toy__srcpkg"
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    write(repo, SRC_LAYOUT)
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    task = {"instance_id": "toy__srcpkg-2", "repo": "toy/srcpkg", "version": "0.1", "problem_statement": "-",
+            "base_commit": git(repo, "rev-parse", "HEAD").strip(), "install": "pip install -e ."}
+    [task["image"]] = build_images([task], repo.parent, docker_base_image, progress=lambda _: None)
+    return task
+
+
+@pytest.mark.timeout(300)
+def test_files_the_images_install_left_untracked_stay_out_of_the_patch(srcpkg):
+    """As in the local runtime: what the image's install generated (an egg-info) and the bytecode of the agent's
+    python runs are no part of the patch, which then applies to a fresh container of the image."""
+    from swehero.gitdiff import diff_files
+
+    root = "/workspace/toy__srcpkg__0.1"
+    rt = DockerRuntime(srcpkg["image"], root, base_commit=srcpkg["base_commit"])
+    try:
+        assert rt.execute("ls src; echo '# fixed' >> src/srcpkg/__init__.py; python -c 'import srcpkg'",
+                          60).output.split() == ["srcpkg", "srcpkg.egg-info"]
+        patch = rt.patch(srcpkg["base_commit"])
+    finally:
+        rt.close()
+    assert diff_files(patch) == [("src/srcpkg/__init__.py", "src/srcpkg/__init__.py")]
+    fresh = DockerRuntime(srcpkg["image"], root, base_commit=srcpkg["base_commit"])
+    try:
+        fresh.files.write_bytes(f"{root}/fix.patch", patch.encode())
+        applied = fresh.execute("git apply fix.patch && rm fix.patch && git status --porcelain", 60)
+        assert applied.exit_code == 0 and applied.output.split() == ["M", "src/srcpkg/__init__.py"], applied.output
+    finally:
+        fresh.close()

@@ -31,13 +31,16 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from swehero.agent.docker_host import check_free_disk, client, docker_root
+from swehero.agent.docker_host import check_engine_disk, client, remove_container
 from swehero.agent.editor import ToolError, slash_dirs
 from swehero.agent.runtime import (
+    BYTECODE_PATTERNS,
     STATE_DIR,
+    UNTRACKED_COMMAND,
     CommandResult,
     OneCommandAtATime,
     RuntimeConfig,
+    exclude_patterns,
     history_check_script,
     require_clean_history,
     run_to_end,
@@ -75,7 +78,7 @@ def swebench_image(instance_id: str, namespace: str = "swebench", tag: str = "la
 
 
 def container_kwargs(image: str, limits: DockerConfig) -> dict:
-    """Arguments of `client.containers.run` for a rollout container (kept pure so it can be tested without Docker)."""
+    """Arguments of `client.containers.create` for a rollout container (pure: tested without Docker)."""
     return {
         "image": image,
         "command": ["sleep", str(limits.lifetime)],
@@ -234,9 +237,14 @@ class DockerRuntime(OneCommandAtATime):
         self.client = client()
         _require_image(self.client, image, limits.min_free_gb)
         self.image, self.prune_image = image, limits.prune_image
-        self.container = self.client.containers.run(**container_kwargs(image, limits))
-        atexit.register(self.close)
+        kwargs = container_kwargs(image, limits)
         try:
+            # Create, then start, under a name chosen here: a signal whose handler raises (SIGTERM, the attempt's
+            # time limit) may land once the engine has made the container but before its answer is back or the
+            # container runs, where neither `self.container` nor `auto_remove` would ever remove it; the name does.
+            self.container = self.client.containers.create(**kwargs)
+            atexit.register(self.close)
+            self.container.start()
             self.keep = self.sh("for p in /proc/[0-9]*; do [ ${p#/proc/} = $$ ] || echo -n \"${p#/proc/} \"; done")
             setup = [f"mkdir -p {STATE_DIR}", "git config --global --add safe.directory '*'"]
             if root != image_repo:
@@ -246,14 +254,32 @@ class DockerRuntime(OneCommandAtATime):
             code, out = self.run(" && ".join(setup))
             if code != 0:
                 raise RuntimeError(f"preparing the repository of {image} at {root} failed: {out[-2000:]}")
+            self._exclude_untracked()
             self.sh(activation_script())
             if base_commit:
                 _, leaks = self.run(f"cd {shlex.quote(root)} && {history_check_script(base_commit)}")
                 require_clean_history(leaks, f"{image}:{root}", base_commit)
         except BaseException:
             self.close()
+            remove_container(self.client, kwargs["name"])
             raise
         self.files = DockerFiles(self)
+
+    def _exclude_untracked(self) -> None:
+        """Keep out of the patch what the image's install left untracked (an egg-info, build files) and the bytecode
+        of the agent's python runs, as the local runtime does after its install: the same edits then give the same
+        patch in both runtimes, and it applies to a fresh container. Through a file: the list may be long."""
+        code, listed = self.container.exec_run(UNTRACKED_COMMAND, workdir=self.root)
+        if code != 0:
+            raise RuntimeError(f"listing the untracked files of {self.root} failed: {listed[-2000:]!r}")
+        patterns = BYTECODE_PATTERNS + exclude_patterns(listed)
+        # names that are no UTF-8 go back as they came (see `exclude_patterns`)
+        self.container.put_archive(STATE_DIR, tar_one("exclude", "".join(f"{p}\n" for p in patterns).encode(
+            "utf-8", "surrogateescape")))
+        code, out = self.run(f"cd {shlex.quote(self.root)} && mkdir -p .git/info && cat {STATE_DIR}/exclude >> "
+                             f".git/info/exclude && rm {STATE_DIR}/exclude")
+        if code != 0:
+            raise RuntimeError(f"writing {self.root}/.git/info/exclude failed: {out[-2000:]}")
 
     def run(self, script: str) -> tuple[int, str]:
         """Run a helper command (not the agent's); its exit code and output."""
@@ -374,7 +400,7 @@ def _require_image(client, image: str, min_free_gb: float) -> None:
     except docker.errors.ImageNotFound:
         pass
     if min_free_gb > 0:
-        check_free_disk(docker_root(), min_free_gb, f"pulling {image}")
+        check_engine_disk(min_free_gb, f"pulling {image}", client)
     try:
         client.images.pull(image)
     except docker.errors.APIError as e:

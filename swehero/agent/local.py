@@ -37,10 +37,13 @@ from pathlib import Path
 
 from swehero.agent.editor import ToolError, slash_dirs
 from swehero.agent.runtime import (
+    BYTECODE_PATTERNS,
     STATE_DIR,
+    UNTRACKED_COMMAND,
     CommandResult,
     OneCommandAtATime,
     RuntimeConfig,
+    exclude_patterns,
     git,
     prepare_checkout,
     run_to_end,
@@ -355,7 +358,7 @@ class LocalRuntime(OneCommandAtATime):
             shutil.rmtree(owned, ignore_errors=True)
             raise
         runtime.owned = owned
-        _exclude(checkout, ["__pycache__/", "*.py[cod]"])  # bytecode of the agent's python runs is no patch
+        _exclude(checkout, BYTECODE_PATTERNS)  # bytecode of the agent's python runs is no patch
         try:
             runtime.install()
         except BaseException:
@@ -440,14 +443,8 @@ def _exclude(checkout: Path, patterns: list[str]) -> None:
 
 
 def untracked_patterns(checkout: Path) -> list[str]:
-    """Exclude patterns matching exactly the files git does not track in `checkout` now (what an install made).
-    The names come NUL-ended (a name git would quote, such as `"caf\\303\\251.mo"`, matches nothing as a pattern),
-    with the characters gitignore reads as globs, comments, negations or trailing blanks escaped; a newline, which
-    no pattern line can hold, as `?`."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--others", "--exclude-standard"], cwd=checkout, check=True,
-                            capture_output=True).stdout
-    return ["/" + "".join("\\" + c if c in "\\*?[!# " else "?" if c == "\n" else c for c in os.fsdecode(name))
-            for name in listed.split(b"\0") if name]
+    """Exclude patterns matching exactly the files git does not track in `checkout` now (see `exclude_patterns`)."""
+    return exclude_patterns(subprocess.run(UNTRACKED_COMMAND, cwd=checkout, check=True, capture_output=True).stdout)
 
 
 def _under(path: str, tops) -> bool:

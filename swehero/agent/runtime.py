@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import collections
 import math
+import os
 import re
 import shlex
 import shutil
@@ -31,6 +32,10 @@ from swehero.gitdiff import c_unquote
 
 STATE_DIR = "/.swehero"
 """Where the shell state (cwd, exported variables, python path) lives inside the sandbox, outside the checkout."""
+UNTRACKED_COMMAND = ["git", "ls-files", "-z", "--others", "--exclude-standard"]
+"""Lists, NUL-ended, the files git does not track in a checkout (see `exclude_patterns`)."""
+BYTECODE_PATTERNS = ["__pycache__/", "*.py[cod]"]
+"""Exclude patterns for the bytecode the agent's python runs write: no part of a patch, in either runtime."""
 
 
 @dataclass(frozen=True)
@@ -478,3 +483,13 @@ def prepare_checkout(source: Path, base_commit: str, dest: Path, cache: Path) ->
         git("config", key, value, cwd=dest)
     leaks = subprocess.run(["bash", "-c", history_check_script(sha)], cwd=dest, capture_output=True, text=True)
     require_clean_history(leaks.stdout + leaks.stderr, str(dest), sha)
+
+
+def exclude_patterns(listed: bytes) -> list[str]:
+    """Exclude patterns matching exactly the files `UNTRACKED_COMMAND` listed (what an install made), so that both
+    runtimes keep the same files out of the patch. The names come NUL-ended (a name git would quote, such as
+    `"caf\\303\\251.mo"`, matches nothing as a pattern), with the characters gitignore reads as globs, comments,
+    negations or trailing blanks escaped; a newline, which no pattern line can hold, as `?`. A name that is no
+    UTF-8 comes back as it came when encoded with `os.fsencode` (surrogate escapes)."""
+    return ["/" + "".join("\\" + c if c in "\\*?[!# " else "?" if c == "\n" else c for c in os.fsdecode(name))
+            for name in listed.split(b"\0") if name]

@@ -19,7 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from swehero.agent.docker_host import check_architecture, check_free_disk, docker_root
+from swehero.agent.docker_host import check_architecture, check_engine_disk
 from swehero.errors import InputError
 
 HARNESS_DIR = "harness"
@@ -174,7 +174,7 @@ def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions:
     with contextlib.chdir(where):  # the harness writes its logs relative to the working directory
         for batch in batches:
             if not config.modal and config.min_free_gb > 0 and _missing_images([images.get(i, "") for i in batch]):
-                check_free_disk(docker_root(), config.min_free_gb, f"pulling images for {len(batch)} instance(s)")
+                check_engine_disk(config.min_free_gb, f"pulling images for {len(batch)} instance(s)")
             run_evaluation(**harness_kwargs(config, dataset, predictions, run_id, batch))
             # read now: the run's summary (errors without a report) is the last batch's; a run over them all at the
             # end would run every instance without a report again, its image pruned
