@@ -489,20 +489,13 @@ def test_free_disk_is_measured_where_the_engine_is_when_its_folder_is_not_here(c
 @pytest.fixture(scope="module")
 def srcpkg(docker_base_image, tmp_path_factory) -> dict:
     """A src-layout project whose image's editable install leaves `src/srcpkg.egg-info/` untracked."""
-    from agent_repos import git, write
-    from test_eval_docker import SRC_LAYOUT
+    from test_eval_docker import srcpkg_task
 
     from swehero.eval.images import build_images
 
-    repo = tmp_path_factory.mktemp("srcpkg") / "repos" / "toy__srcpkg"
-    repo.mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
-    write(repo, SRC_LAYOUT)
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
-    task = {"instance_id": "toy__srcpkg-2", "repo": "toy/srcpkg", "version": "0.1", "problem_statement": "-",
-            "base_commit": git(repo, "rev-parse", "HEAD").strip(), "install": "pip install -e ."}
-    [task["image"]] = build_images([task], repo.parent, docker_base_image, progress=lambda _: None)
+    repos = tmp_path_factory.mktemp("srcpkg") / "repos"
+    task = srcpkg_task(repos, "toy__srcpkg-2")
+    [task["image"]] = build_images([task], repos, docker_base_image, progress=lambda _: None)
     return task
 
 

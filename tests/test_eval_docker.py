@@ -59,20 +59,26 @@ SRC_LAYOUT = {
 }
 
 
-@pytest.mark.timeout(300)
-def test_an_installed_package_imports_the_agents_code_from_the_workspace(docker_base_image, tmp_path):
-    """A src-layout project installed in editable mode (`install` column) imports from anywhere in the image; in a
-    rollout the repository moves to the workspace, and the install follows it through the /testbed link."""
+def srcpkg_task(repos: Path, instance_id: str) -> dict:
+    """The task of a src-layout project in `repos/toy__srcpkg`, installed in editable mode (`install` column), which
+    leaves `src/srcpkg.egg-info/` untracked."""
     from agent_repos import git, write
 
-    repo = tmp_path / "repos" / "toy__srcpkg"
+    repo = repos / "toy__srcpkg"
     repo.mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
     write(repo, SRC_LAYOUT)
     git(repo, "add", "-A")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
-    task = {"instance_id": "toy__srcpkg-1", "repo": "toy/srcpkg", "version": "0.1", "problem_statement": "-",
+    return {"instance_id": instance_id, "repo": "toy/srcpkg", "version": "0.1", "problem_statement": "-",
             "base_commit": git(repo, "rev-parse", "HEAD").strip(), "install": "pip install -e ."}
+
+
+@pytest.mark.timeout(300)
+def test_an_installed_package_imports_the_agents_code_from_the_workspace(docker_base_image, tmp_path):
+    """A src-layout project installed in editable mode (`install` column) imports from anywhere in the image; in a
+    rollout the repository moves to the workspace, and the install follows it through the /testbed link."""
+    task = srcpkg_task(tmp_path / "repos", "toy__srcpkg-1")
     [name] = build_images([task], tmp_path / "repos", docker_base_image, progress=lambda _: None)
     assert in_image(name, "cd / && bash -ic 'python -c \"import srcpkg; print(srcpkg.VALUE)\"' 2>/dev/null") == "1\n"
     rt = DockerRuntime(name, "/workspace/toy__srcpkg__0.1", base_commit=task["base_commit"])
