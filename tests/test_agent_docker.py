@@ -112,7 +112,24 @@ def test_an_attempts_container_lives_no_longer_than_the_attempt(calc, tmp_path, 
     record = run_task(Task.from_row(calc), AgentSettings(runtime="docker", time_limit_s=30, kill_grace_s=10),
                       tmp_path / "traj.json")
     shown = next(m["content"] for m in record["messages"] if m["role"] == "tool")
-    assert shown.startswith("/sbin/docker-init -- sleep 100\n")  # 30 + 10 + 60 s, not the 6 h default
+    assert shown.startswith("sh -c while :; do sleep 100 & wait $! && exit; done")  # 30 + 10 + 60 s, not 6 h
+
+
+@pytest.mark.timeout(180)
+def test_the_agent_killing_every_process_it_can_leaves_the_container_and_swehero_own_commands(calc):
+    """`pkill sleep` and `kill -9 -1` end neither the container (PID 1 is its keep-alive, which no signal from
+    inside reaches) nor the editor's commands in flight when a command ends (the reaper spares them): it killed
+    them, losing a file's mode or failing the editor's call."""
+    rt = start(calc)
+    try:
+        assert "killed" in rt.execute("sleep 300 & sleep 0.2; pkill sleep; kill -9 -1; echo killed", 30).output
+        assert rt.execute("echo alive", 30).output.startswith("alive")
+        rt.start("sleep 2")  # ends, and reaps, while the helper below runs
+        assert rt.run("sleep 4; echo helper-survived") == (0, "helper-survived\n")
+        assert rt.execute("echo still-alive", 30).output.startswith("still-alive")
+        assert rt.patch(calc["base_commit"]) == ""
+    finally:
+        rt.close()
 
 
 @pytest.mark.timeout(120)

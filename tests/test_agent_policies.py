@@ -234,7 +234,8 @@ def test_docker_container_settings():
     kw = container_kwargs("img:1", DockerConfig(cpus=1.5, memory="4g", pids=256))
     assert kw["network_mode"] == "none" and kw["nano_cpus"] == 1_500_000_000
     assert (kw["mem_limit"], kw["memswap_limit"], kw["pids_limit"]) == ("4g", "4g", 256)
-    assert kw["command"] == ["sleep", "21600"] and kw["auto_remove"] and kw["detach"]
+    assert kw["command"] == ["sh", "-c", "while :; do sleep 21600 & wait $! && exit; done"]
+    assert kw["auto_remove"] and kw["detach"] and not kw.get("init")  # PID 1 is the keep-alive itself
     assert kw["name"].startswith("swehero-")
     assert swebench_image("django__django-11099") == "swebench/sweb.eval.x86_64.django_1776_django-11099:latest"
 

@@ -1,12 +1,13 @@
 """The `docker` runtime: a SWE-bench instance image, one container per rollout, the same tool semantics as local.
 
-The container runs `sleep <lifetime>` with no network and CPU/memory/pids limits. Before the first turn it is made
-to look as OpenHands' SWE-bench runtime makes it look: the image's repository is moved to the agent's workspace
-(`/workspace/<repo>__<version>`, with `/testbed` left as a link to it, so editable installs pointing at /testbed
-still import the agent's code), stripped of everything newer than the base commit (SWE-bench images leak later
-commits, tags and reflogs) and checked for such history; and the environment the image's own shell start-up
-activates (the `testbed` conda environment of SWE-bench's Python images, whatever `~/.bashrc` sets up elsewhere) is
-captured once, so every command the agent runs sees the interpreter and tools the instance's tests use.
+The container's PID 1 runs `sleep <lifetime>` (`keep_alive_script`), with no network and CPU/memory/pids limits.
+Before the first turn it is made to look as OpenHands' SWE-bench runtime makes it look: the image's repository is
+moved to the agent's workspace (`/workspace/<repo>__<version>`, with `/testbed` left as a link to it, so editable
+installs pointing at /testbed still import the agent's code), stripped of everything newer than the base commit
+(SWE-bench images leak later commits, tags and reflogs) and checked for such history; and the environment the
+image's own shell start-up activates (the `testbed` conda environment of SWE-bench's Python images, whatever
+`~/.bashrc` sets up elsewhere) is captured once, so every command the agent runs sees the interpreter and tools the
+instance's tests use.
 
 Every command is `docker exec`ed, on a terminal of its own, through the same state-keeping shell wrapper as the local
 runtime; when it ends, every process it left behind is killed (as in the local runtime, whose PID namespace ends with
@@ -81,7 +82,7 @@ def container_kwargs(image: str, limits: DockerConfig) -> dict:
     """Arguments of `client.containers.create` for a rollout container (pure: tested without Docker)."""
     return {
         "image": image,
-        "command": ["sleep", str(limits.lifetime)],
+        "command": ["sh", "-c", keep_alive_script(limits.lifetime)],
         "detach": True,
         "auto_remove": True,
         "name": f"swehero-{uuid.uuid4().hex[:12]}",
@@ -91,8 +92,23 @@ def container_kwargs(image: str, limits: DockerConfig) -> dict:
         "memswap_limit": limits.memory,
         "pids_limit": limits.pids,
         "labels": {"swehero": "rollout"},
-        "init": True,
     }
+
+
+def keep_alive_script(lifetime: int) -> str:
+    """PID 1 of a rollout container: `sleep` for `lifetime` seconds, then the container ends (and the engine removes
+    it). PID 1 itself, not a child of docker-init: the kernel gives a namespace's init no signal from inside it that
+    it has no handler for, so the agent's `pkill sleep` or `kill -9 -1` cannot end the container under its episode
+    (with docker-init, killing its child ended it). A `sleep` killed is started again, for the whole lifetime: a
+    safety net for containers whose swehero was killed, which then kill nothing more. Waiting on it, PID 1 also reaps
+    the processes whose parents ended before them, which become its children, as an init must. Nothing else is
+    started: the reaper of a command may kill any other process."""
+    return f"while :; do sleep {int(lifetime)} & wait $! && exit; done"
+
+
+HELPER_ENV = {"SWEHERO_HELPER": "1"}
+"""In the environment of swehero's own commands in a container (the editor's reads and writes, the setup's): the
+reaper spares them, and what they start."""
 
 
 def exec_argv(root: str, keep: str) -> list[str]:
@@ -120,15 +136,20 @@ def workspace_script(image_repo: str, root: str) -> str:
 def activation_script() -> str:
     """Write the environment an interactive shell of the image has (`~/.bashrc` and the like sourced, as in a
     terminal and in OpenHands' shell) to the state file every command starts from. Through fd 3: whatever the
-    start-up files print must not end up in a file that is sourced."""
-    return f"bash -i -c 'export -p >&3' 3>{STATE_DIR}/env </dev/null >/dev/null 2>&1"
+    start-up files print must not end up in a file that is sourced. Run as a helper: the helper's mark is not
+    kept (the agent's commands would be spared by the reaper)."""
+    return f"bash -i -c 'unset {' '.join(HELPER_ENV)}; export -p >&3' 3>{STATE_DIR}/env </dev/null >/dev/null 2>&1"
 
 
 def reap_script(keep: str) -> str:
-    """Kill every process of the container but PID 1, the lifetime `sleep` and this shell (`keep`: their PIDs),
-    a few rounds over, since a dying fork bomb still forks."""
+    """Kill every process of the container but those of `keep` (PID 1 and its `sleep`), this shell and swehero's
+    own commands (`HELPER_ENV`: an editor's write in flight when a command ends would otherwise die half done), a
+    few rounds over, since a dying fork bomb still forks. Bash, builtins only: a process it started would be one
+    more to kill."""
     return (f'keep=" {keep} $$ "; for round in 1 2 3 4 5 6 7 8; do left=; for p in /proc/[0-9]*; do '
-            'pid=${p#/proc/}; case "$keep" in *" $pid "*) ;; *) kill -9 "$pid" 2>/dev/null && left=1;; esac; done; '
+            'pid=${p#/proc/}; case "$keep" in *" $pid "*) continue;; esac; helper=; '
+            'while IFS= read -r -d "" v; do [ "$v" = SWEHERO_HELPER=1 ] && helper=1 && break; done 2>/dev/null '
+            '< "$p/environ"; [ -n "$helper" ] || { kill -9 "$pid" 2>/dev/null && left=1; }; done; '
             '[ -z "$left" ] && break; done')
 
 
@@ -269,7 +290,7 @@ class DockerRuntime(OneCommandAtATime):
         """Keep out of the patch what the image's install left untracked (an egg-info, build files) and the bytecode
         of the agent's python runs, as the local runtime does after its install: the same edits then give the same
         patch in both runtimes, and it applies to a fresh container. Through a file: the list may be long."""
-        code, listed = self.container.exec_run(UNTRACKED_COMMAND, workdir=self.root)
+        code, listed = self.container.exec_run(UNTRACKED_COMMAND, workdir=self.root, environment=HELPER_ENV)
         if code != 0:
             raise RuntimeError(f"listing the untracked files of {self.root} failed: {listed[-2000:]!r}")
         patterns = BYTECODE_PATTERNS + exclude_patterns(listed)
@@ -283,7 +304,7 @@ class DockerRuntime(OneCommandAtATime):
 
     def run(self, script: str) -> tuple[int, str]:
         """Run a helper command (not the agent's); its exit code and output."""
-        code, out = self.container.exec_run(["bash", "-c", script])
+        code, out = self.container.exec_run(["bash", "-c", script], environment=HELPER_ENV)
         return code, out.decode("utf-8", errors="replace")
 
     def sh(self, script: str) -> str:
