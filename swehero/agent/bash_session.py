@@ -122,12 +122,13 @@ class BashSession:
                 shell: ShellInput | None = None) -> tuple[str, bool]:
         """Run, continue or type into a command (`command` stripped, as OpenHands strips it), waiting at most
         `timeout` seconds, or with `blocking` False also until `no_output_timeout` seconds pass without output. The
-        observation, and whether the command still runs. `shell`: `read(command)`, when the caller has it."""
+        observation, and whether the command still runs. `shell`: `read(command)`, when the caller has it. A new
+        `command` while the last one seemed to run comes after `settle(command)`, which finds whether it still does."""
         key = special_key(command)
         quiet = math.inf if blocking else self.runtime.config.no_output_timeout
         waited = {"timeout": f"\n[The command timed out after {timeout} seconds. {STILL_RUNNING}]",
                   "quiet": f"\n[The command has no new output after {quiet:g} seconds. {STILL_RUNNING}]"}
-        if self.output is not None and command and not is_input and self.settle(command):
+        if self.output is not None and command and not is_input:  # still running: the caller has settled it
             return self._running(command, f'\n[Your command "{command}" is NOT executed. The previous command '
                                  "is still running - You CANNOT send new commands until the previous command is "
                                  "completed. By setting `is_input` to `true`, you can interact with the current "
