@@ -286,6 +286,31 @@ def test_a_policy_that_fails_unexpectedly_ends_the_episode_as_an_agent_error_kee
         run([], KeyboardInterrupt())
 
 
+def test_a_runtime_that_fails_under_a_call_ends_the_episode_as_an_agent_error_keeping_the_conversation(toy):
+    """The sandbox's private folder goes while the model thinks (a /tmp cleaner): the next command cannot start, an
+    OSError from the runtime, not the model's fault. The episode ends as `agent_error` naming the call and the
+    error, with its conversation so far (the attempt used to keep none), and the patch that could not be taken is
+    said so."""
+    task, rt = toy
+    policy = Scripted([call("str_replace_editor", {"command": "view", "path": "/testbed/pkg/calc.py"}),
+                       call("execute_bash", {"command": "ls"})])
+    act = policy.act
+
+    def act_then_lose_the_sandbox(messages, tools):
+        if len(policy.seen) == 1:
+            shutil.rmtree(rt.workdir)
+        return act(messages, tools)
+
+    policy.act = act_then_lose_the_sandbox
+    opening = [{"role": "system", "content": "Fix it."}, {"role": "user", "content": task.problem_statement}]
+    record = run_episode(task, policy, Tools(rt, "zero"), opening, LoopConfig())
+    meta = record["metadata"]
+    assert (meta["finish_reason"], meta["steps"]) == ("agent_error", 2)
+    assert meta["error"].startswith("execute_bash failed in the runtime: FileNotFoundError: "), meta["error"]
+    assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
+    assert "No such file or directory" in meta["patch_error"] and record["patch"] == ""
+
+
 def test_banned_attempts_are_flagged_and_not_run(toy):
     task, rt = toy
     record, _ = episode(toy, [call("execute_bash", {"command": "cd /testbed && pytest -q || touch ran"}),

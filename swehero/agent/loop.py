@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 from swehero.agent.policy import ContextLimit, EndpointRefused, Policy, PolicyError, Reply
 from swehero.agent.stuck import is_stuck
 from swehero.agent.task import Task
-from swehero.agent.tools import ERROR_TRAILER, InvalidCall, Tools, parse_call
+from swehero.agent.tools import ERROR_TRAILER, InvalidCall, Outcome, Tools, parse_call
 from swehero.jsonio import write_json_atomic
 from swehero.recipe.stage import Range
 from swehero.toolspec import openhands_tools
@@ -34,6 +35,11 @@ KEEP_GOING = ("Please continue working on the task on whatever approach you thin
 """The user message that answers a reply without a tool call: OpenHands' SWE-bench evaluation (`codeact_user_response`
 of its `evaluation/utils/shared.py`), which adds `GIVE_UP` once the conversation holds two user messages."""
 GIVE_UP = 'If you want to give up, use the "finish" tool to finish the interaction.\n'
+
+
+class RuntimeFailed(Exception):
+    """A tool call the runtime failed to run (its container gone, its sandbox broken): the episode ends as
+    `agent_error`, keeping its conversation, as a policy's failure does."""
 
 
 class TimeLimit(BaseException):
@@ -56,9 +62,11 @@ class LoopConfig:
 
 
 def run_episode(task: Task, policy: Policy, tools: Tools, opening: list[dict], config: LoopConfig = LoopConfig(),
-                out: Path | None = None, metadata: dict | None = None) -> dict:
+                out: Path | None = None, metadata: dict | None = None,
+                on_end: Callable[[], None] = lambda: None) -> dict:
     """Run one episode from its `opening` messages (system prompt and task message) and return its trajectory
-    record (also written to `out` after every step)."""
+    record (also written to `out` after every step). `on_end` is called once the episode has ended, however it
+    ended, before its patch is taken."""
     mode, root = tools.mode, tools.runtime.root
     messages = list(opening)
     meta = {**(metadata or {}), "mode": mode, "agent_root": root, "base_commit": task.base_commit,
@@ -90,7 +98,7 @@ def run_episode(task: Task, policy: Policy, tools: Tools, opening: list[dict], c
         meta["finish_reason"] = "context_limit"
     except TimeLimit:
         meta["finish_reason"] = "time_limit"
-    except PolicyError as e:
+    except (PolicyError, RuntimeFailed) as e:
         meta["finish_reason"], meta["error"] = "agent_error", str(e)
         if isinstance(e, EndpointRefused):  # for the runner: not the attempt's outcome, and every attempt's alike
             meta["endpoint_refused"] = True
@@ -98,10 +106,11 @@ def run_episode(task: Task, policy: Policy, tools: Tools, opening: list[dict], c
         meta["finish_reason"] = "interrupted"
         raise
     finally:
+        on_end()
         try:
             record["patch"] = tools.runtime.patch(task.base_commit)
         except Exception as e:  # the trajectory is still worth keeping without its patch
-            _patch_failed(meta, str(e))
+            patch_failed(meta, str(e))
         _save(record, out)
     return record
 
@@ -118,7 +127,7 @@ def _act(policy: Policy, messages: list[dict], tools: list[dict]) -> Reply:
         raise PolicyError(f"{type(e).__name__}: {e}") from e
 
 
-def _patch_failed(meta: dict, error: str) -> None:
+def patch_failed(meta: dict, error: str) -> None:
     """An episode whose patch could not be taken (its sandbox broken, its repository unreadable) has no outcome to
     grade or train on, however it ended: the runtime's failure, so an `agent_error`, which runs count and retry."""
     meta["patch_error"] = error
@@ -149,7 +158,7 @@ def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool
         messages.append({"role": "user", "content": separator + e.observation})
         meta["format_errors"] += 1
         return True
-    if not (message.get("content") or "").strip():  # OpenHands' conversation memory sends whitespace beside calls as no content
+    if not (message.get("content") or "").strip():  # OpenHands' memory sends whitespace beside calls as no content
         message = {**message, "content": ""}
     messages.append(message)
     meta["format_errors"] += len(calls) > 1
@@ -158,7 +167,7 @@ def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool
             meta["finish_reason"] = "stuck"
             break
         name = call["function"]["name"]
-        outcome = tools.run(name, arguments)
+        outcome = _run(tools, name, arguments)
         if outcome.finished:  # the calls after it are not run
             meta["finish_reason"], meta["finish_message"] = "submitted", outcome.observation
             break
@@ -169,6 +178,15 @@ def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool
         if outcome.error and name == "str_replace_editor":
             meta["editor_errors"] += 1
     return False
+
+
+def _run(tools: Tools, name: str, arguments: dict) -> Outcome:
+    """The call's outcome; an exception from the runtime under it becomes `RuntimeFailed`, as `_act` does for the
+    policy (the tools themselves answer what the model got wrong)."""
+    try:
+        return tools.run(name, arguments)
+    except Exception as e:
+        raise RuntimeFailed(f"{name} failed in the runtime: {type(e).__name__}: {e}") from e
 
 
 def _count_tokens(meta: dict, reply: Reply) -> None:

@@ -85,27 +85,12 @@ def run_task(task: Task, settings: AgentSettings, out: Path | None = None, sourc
         meta = {"policy": settings.policy, "runtime": settings.runtime, "prompts": prompts,
                 "model": getattr(policy, "model", settings.policy)}
         progress.episode()
-        record = run_episode(task, policy, Tools(_Ending(runtime, progress), settings.mode), opening, settings.loop,
-                             out, meta)
+        record = run_episode(task, policy, Tools(runtime, settings.mode), opening, settings.loop, out, meta,
+                             on_end=progress.ending)
         progress.ended(record)
         return record
     finally:
         runtime.close()
-
-
-class _Ending:
-    """The runtime as the loop sees it, which tells `progress` when the episode has ended: the loop asks for the
-    patch once, last, however the episode ended."""
-
-    def __init__(self, runtime, progress: Progress) -> None:
-        self._runtime, self._progress = runtime, progress
-
-    def __getattr__(self, name: str):
-        return getattr(self._runtime, name)
-
-    def patch(self, base_commit: str) -> str:
-        self._progress.ending()
-        return self._runtime.patch(base_commit)
 
 
 def bare_record(task: Task, settings: AgentSettings, finish_reason: str, patch: str = "", error: str = "") -> dict:
