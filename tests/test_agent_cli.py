@@ -6,12 +6,14 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from agent_repos import CALC, CALC_FIX, TWINS, TWINS_FIX, make_task
 from click.testing import CliRunner
+from json_server import JsonServer
 
 from swehero.agent.cli import agent
 from swehero.cli import main
@@ -64,6 +66,50 @@ def test_run_with_the_oracle_writes_a_valid_trajectory(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output  # was git's CalledProcessError
     assert result.output.startswith(f"Error: {tmp_path / 'other-repo'}: no commit {task.base_commit} (the task's "
                                     "base_commit) in this repository"), (result.output, other.base_commit)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_run_keeps_the_time_limit_as_an_attempt_does(tmp_path):
+    """`--time-limit-s` was taken and not kept by `agent run` (while its container's lifetime was cut to it). A
+    model that thinks a second a turn is stopped at the limit, the episode a `time_limit` with its patch so far;
+    a server that does not say its model within the limit is the command's error, naming what setup was doing. The
+    caller's SIGALRM handler is its own again after."""
+    task = make_task(tmp_path / "repo", "calc", CALC, CALC_FIX)
+    (tmp_path / "task.json").write_text(json.dumps(asdict(task)))
+    edit = {"command": "str_replace", "path": f"/workspace/toy__calc__{task.version}/pkg/calc.py",
+            "old_str": '"""Add."""\n    return a - b', "new_str": '"""Add."""\n    return a + b'}
+
+    def answer(method, path, body):
+        if method == "GET":  # the model's name, asked for when none is given
+            time.sleep(8)
+            return 200, {"data": [{"id": "m"}]}
+        time.sleep(1)
+        turn = sum(m["role"] == "assistant" for m in body["messages"])
+        name, arguments = ("str_replace_editor", edit) if turn == 0 else ("think", {"thought": "hm"})
+        return 200, {"choices": [{"message": {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"c{turn}", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}]}}]}
+
+    server = JsonServer(answer)
+    before = signal.getsignal(signal.SIGALRM)
+    args = ["agent", "run", "--task", str(tmp_path / "task.json"), "--repo-dir", str(tmp_path / "repo"), "--mode",
+            "zero", "--time-limit-s", "4", "--base-url", server.url, "--out", str(tmp_path / "traj.json")]
+    try:
+        start = time.monotonic()
+        result = CliRunner().invoke(main, [*args, "--model", "m"])
+        took = time.monotonic() - start
+        slow = CliRunner().invoke(main, args)
+    finally:
+        server.close()
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{task.instance_id}: time_limit after ") and 4 <= took < 10, (result.output, took)
+    record = validate(json.loads((tmp_path / "traj.json").read_text()))
+    assert record["metadata"]["finish_reason"] == "time_limit" and "+    return a + b" in record["patch"]
+    assert slow.exit_code == 1, slow.output
+    # (the server's threads may have said that the client went away)
+    assert (f"Error: time limit 4s reached while starting the openai policy: asking {server.url} for its model"
+            in slow.output.splitlines()), slow.output
+    assert signal.getsignal(signal.SIGALRM) is before
 
 
 def test_agent_imports_stay_light():

@@ -517,16 +517,19 @@ def test_an_environment_build_stopped_midway_leaves_nothing_behind(toy, tmp_path
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_an_episode_that_ended_in_time_keeps_its_patch_however_long_taking_it_takes(toy, tmp_path):
+@pytest.mark.parametrize("kill_grace_s", [60, 1])
+def test_an_episode_that_ended_in_time_keeps_its_patch_however_long_taking_it_takes(toy, tmp_path, kill_grace_s):
     """The agent submits well within the time limit, and taking its patch (`git add -A` running a clean filter the
     agent configured, which sleeps) outlasts the limit: the limit, reached after the episode ended, ends nothing,
-    and the attempt is the submitted episode with its messages and patch."""
+    and the attempt is the submitted episode with its messages and patch. Unless the patch takes longer than the
+    grace period too: the attempt is killed, and is the episode's conversation as it saved it, an `agent_error`
+    whose patch was not taken (it was a record without messages)."""
     from swehero.rollout.attempt import attempt_in_child
 
     task = lines(toy)[0]
     teacher = _scripted_teacher("git config filter.slow.clean 'sleep 8; cat' && printf 'slow.txt filter=slow\\n' > "
                                 ".gitattributes && echo late > slow.txt")
-    settings = AgentSettings(policy="openai", mode="zero", time_limit_s=4, kill_grace_s=60,
+    settings = AgentSettings(policy="openai", mode="zero", time_limit_s=4, kill_grace_s=kill_grace_s,
                              openai=OpenAIConfig(base_url=teacher.url, model="m", request_retries=0))
     try:
         start = time.monotonic()
@@ -535,8 +538,13 @@ def test_an_episode_that_ended_in_time_keeps_its_patch_however_long_taking_it_ta
     finally:
         teacher.close()
     meta = record["metadata"]
-    assert meta["finish_reason"] == "submitted", meta
     assert meta["steps"] == 2 and len(record["messages"]) == 5
+    if kill_grace_s == 1:
+        assert (meta["finish_reason"], record["patch"]) == ("agent_error", ""), meta
+        assert meta["error"] == ("taking the patch failed: taking it did not end within 1s of the time limit of 4s; "
+                                 "it was killed")
+        return
+    assert meta["finish_reason"] == "submitted", meta
     assert "+late" in record["patch"] and "slow.txt" in record["patch"]
     assert time.monotonic() - start > 8  # the patch took its time, past the limit
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from swehero.agent.local import LocalRuntime
+from swehero.agent.loop import TimeLimit
 from swehero.agent.prompts import extract_files, summary
 from swehero.agent.prompts_stage import Settings as PromptsSettings
 from swehero.agent.run import run_task
@@ -16,6 +17,7 @@ from swehero.agent.settings import AgentSettings
 from swehero.agent.task import SWEBENCH_ROOT, Task
 from swehero.agent.tools import Tools
 from swehero.recipe.options import Group, settings_options
+from swehero.rollout.attempt import time_limit
 from swehero.rollout.tasks import load_tasks, select
 
 
@@ -45,7 +47,11 @@ def run(task_path: Path, instance_id: str | None, repo_dir: Path | None, out: Pa
                                  param_hint="--task")
     task = Task.from_row(tasks[0])
     out = out or Path(f"{task.instance_id}.{settings.mode}.json")
-    record = run_task(task, settings, out, repo_dir)  # SIGTERM (see swehero.cli): sandbox closed, trajectory kept
+    with time_limit(settings) as clock:  # as a rollout's attempt has it, less the kill after the grace period
+        try:
+            record = run_task(task, settings, out, repo_dir, progress=clock)  # SIGTERM (swehero.cli): trajectory kept
+        except TimeLimit:  # the episode's loop ends at the limit itself, keeping its patch: this was setup
+            raise click.ClickException(f"time limit {settings.time_limit_s:g}s reached while {clock.doing}") from None
     meta = record["metadata"]
     click.echo(f"{task.instance_id}: {meta['finish_reason']} after {meta['steps']} steps, patch "
                f"{len(record['patch'].splitlines())} lines, banned={meta.get('banned', False)} -> {out}")

@@ -28,10 +28,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import swehero
-from swehero.agent.loop import TimeLimit
+from swehero.agent.loop import TimeLimit, patch_failed
 from swehero.agent.run import Progress, bare_record, run_task
 from swehero.agent.settings import AgentSettings
 from swehero.agent.task import Task
@@ -54,32 +55,43 @@ def attempt(task: dict, settings: AgentSettings, source_repo: Path | None, workd
     `finish_reason`, `seconds` and, when it failed, `error`."""
     start = time.monotonic()
     row = Task.from_row(task)
-    clock = _Clock(settings, workdir / CLOCK)
-    try:
-        record = run_task(row, settings, workdir / TRAJECTORY, source_repo, workdir / "agent", history_cache, clock)
-    except TimeLimit:  # not in the episode, whose loop ends at the limit itself
-        record = clock.record or _cut_short(task, settings, clock.stage, clock.doing)
-    except Exception as e:  # anything else is the infrastructure's fault, and ends only this attempt
-        if clock.record is None:
-            record = bare_record(row, settings, "agent_error", error=f"{type(e).__name__}: {e}")
-        else:  # closing the runtime failed after a whole episode: the episode stands
-            record = clock.record
-            print(f"closing the runtime failed after the episode: {type(e).__name__}: {e}", file=sys.stderr)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+    with time_limit(settings, workdir / CLOCK) as clock:
+        try:
+            record = run_task(row, settings, workdir / TRAJECTORY, source_repo, workdir / "agent", history_cache,
+                              clock)
+        except TimeLimit:  # not in the episode, whose loop ends at the limit itself
+            record = clock.record or _cut_short(task, settings, clock.stage, clock.doing)
+        except Exception as e:  # anything else is the infrastructure's fault, and ends only this attempt
+            if clock.record is None:
+                record = bare_record(row, settings, "agent_error", error=f"{type(e).__name__}: {e}")
+            else:  # closing the runtime failed after a whole episode: the episode stands
+                record = clock.record
+                print(f"closing the runtime failed after the episode: {type(e).__name__}: {e}", file=sys.stderr)
     record["metadata"]["seconds"] = round(time.monotonic() - start, 3)
     return record
 
 
-class _Clock(Progress):
-    """The attempt's time limit (a SIGALRM raising `TimeLimit`), kept as `run_task` says where it is (see the
-    module's docstring), and written to `file` for the parent at every change."""
+@contextlib.contextmanager
+def time_limit(settings: AgentSettings, file: Path | None = None) -> Iterator[_Clock]:
+    """`settings.time_limit_s` on the block, kept by the `_Clock` it gives (`run_task`'s progress), which writes
+    where it is to `file` when one is given; the alarm and its handler are as they were after the block."""
+    before = signal.signal(signal.SIGALRM, _raise_time_limit)
+    try:
+        yield _Clock(settings, file)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
 
-    def __init__(self, settings: AgentSettings, file: Path) -> None:
+
+class _Clock(Progress):
+    """The attempt's time limit (a SIGALRM, on which `time_limit`'s handler raises `TimeLimit`), kept as `run_task`
+    says where it is (see the module's docstring), and written to `file`, if any, for the parent at every change."""
+
+    def __init__(self, settings: AgentSettings, file: Path | None) -> None:
         self.file, self.shared_s = file, 2 * settings.env.build_timeout_s
         self.stage, self.doing, self.record = "setup", "starting", None
-        file.parent.mkdir(parents=True, exist_ok=True)
-        signal.signal(signal.SIGALRM, _raise_time_limit)
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
         self._arm(settings.time_limit_s)
 
     def _arm(self, seconds: float) -> None:
@@ -88,7 +100,8 @@ class _Clock(Progress):
         signal.setitimer(signal.ITIMER_REAL, seconds)
 
     def _write(self) -> None:
-        write_json_atomic(self.file, {"stage": self.stage, "doing": self.doing, "due": self.due})
+        if self.file is not None:
+            write_json_atomic(self.file, {"stage": self.stage, "doing": self.doing, "due": self.due})
 
     def setting_up(self, doing: str) -> None:
         self.doing = doing
@@ -171,19 +184,17 @@ def _read_clock(file: Path) -> dict:
 
 def _killed(task: dict, settings: AgentSettings, workdir: Path, clock: dict, seconds: float) -> dict:
     """The record of an attempt killed `kill_grace_s` after its time limit: its episode as it saved it when that
-    episode was whole (it hung closing its runtime), else what it was cut short in."""
-    stage = clock.get("stage", "")
+    episode had ended (it hung taking its patch, or closing its runtime), else what it was cut short in."""
+    stage, record = clock.get("stage", ""), None
     if stage in ("patch", "closing"):
-        try:
-            saved = json.loads((workdir / TRAJECTORY).read_text())
-        except (OSError, ValueError):
-            saved = None
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads((workdir / TRAJECTORY).read_text())
         # whole: the child said so, or it was killed before it could but after the episode's last save, the only one
-        # that writes the patch
-        if saved is not None and (stage == "closing" or saved.get("patch")):
-            saved["metadata"]["seconds"] = round(seconds, 3)
-            return saved
-    record = _cut_short(task, settings, stage, clock.get("doing", ""), killed=True)
+        # that writes the patch; else the conversation stands without its patch, as when the runtime fails to give it
+        if record is not None and stage == "patch" and not record.get("patch"):
+            patch_failed(record["metadata"], f"taking it did not end within {settings.kill_grace_s:g}s of the time "
+                                             f"limit of {settings.time_limit_s:g}s; it was killed")
+    record = record or _cut_short(task, settings, stage, clock.get("doing", ""), killed=True)
     record["metadata"]["seconds"] = round(seconds, 3)
     return record
 
@@ -195,7 +206,7 @@ def _cut_short(task: dict, settings: AgentSettings, stage: str, doing: str, kill
     after = f"; it did not stop within {settings.kill_grace_s:g}s and was killed" if killed else ""
     if stage == "setup":  # no episode began: not the model's outcome
         return _failed(task, settings, "agent_error", f"{limit} reached during setup ({doing}){after}")
-    if stage == "patch" and killed:  # the episode had ended: the runtime did not give its patch in time
+    if stage == "patch" and killed:  # the episode had ended, and its trajectory is not readable
         return _failed(task, settings, "agent_error", f"taking the patch did not end within "
                                                       f"{settings.kill_grace_s:g}s of the {limit}; it was killed")
     if killed:
