@@ -4,12 +4,16 @@ task file the harness cannot grade."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from swehero.agent.container import swebench_image
-from swehero.eval.images import ACTIVATE, dockerfile, harness_columns, write_harness_tasks
+from swehero.agent.taskenv import EnvError, find_python
+from swehero.eval.images import (ACTIVATE, MARKER_ENVIRONMENT, WheelCache, dockerfile, harness_columns,
+                                 write_harness_tasks)
 from swehero.rollout.tasks import load_tasks
 from swehero.rollout.toy import build_toy_tasks
 
@@ -80,3 +84,35 @@ def test_swebench_grader_on_a_file_without_the_harness_columns_fails_before_infe
     with pytest.raises(ValueError, match=rf"^{part} has no row of 1 instance\(s\) to grade \({first}\)"):
         evaluate(settings, tmp_path / "run", progress=lambda _: None)
     assert not (tmp_path / "run" / "predictions.jsonl").exists()
+
+
+def marker_environment(python: str) -> dict:
+    return json.loads(subprocess.run([python, "-c", MARKER_ENVIRONMENT], capture_output=True, check=True).stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_wheels_for_an_older_python_bring_what_its_markers_ask_for(tmp_path):
+    """An image's Python older than the one building it: pytest there needs `exceptiongroup` and `tomli`
+    (`python_version < "3.11"`), which pip's `--python-version` alone left out (it evaluates markers for the Python
+    running pip), so the image's offline install failed. The wheels fetched for that Python's marker environment
+    install offline into a venv of it, as the image's build installs them."""
+    from packaging.markers import default_environment
+
+    assert marker_environment(sys.executable) == default_environment()  # the script says what packaging says
+    for minor in (8, 9, 10):
+        try:
+            older = find_python(f"3.{minor}")
+            break
+        except EnvError:
+            continue
+    else:
+        pytest.skip("no Python 3.8-3.10 on PATH or installed by pyenv or uv")
+    environment = marker_environment(older.executable)
+    assert environment["python_version"] == older.version
+    wheels = WheelCache(tmp_path / "wheels", environment).get(["pytest"])
+    assert {"pytest", "exceptiongroup", "tomli"} <= {wheel.name.split("-")[0].lower() for wheel in wheels.iterdir()}
+    subprocess.run([older.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
+    subprocess.run([str(tmp_path / "venv/bin/pip"), "install", "-q", "--no-index", "--find-links", str(wheels),
+                    "pytest"], check=True)
+    subprocess.run([str(tmp_path / "venv/bin/python"), "-m", "pytest", "--version"], check=True)

@@ -98,22 +98,51 @@ def dockerfile(base: str, packages: list[str], install: str) -> str:
     return "\n".join(steps) + "\n"
 
 
-class WheelCache:
-    """Wheels fetched with this machine's pip for the images' Python, once per distinct package list."""
+MARKER_ENVIRONMENT = """\
+import json, os, platform, sys
+v = sys.implementation.version
+release = "" if v.releaselevel == "final" else v.releaselevel[0] + str(v.serial)
+print(json.dumps({"implementation_name": sys.implementation.name,
+                  "implementation_version": "%d.%d.%d%s" % (v.major, v.minor, v.micro, release),
+                  "os_name": os.name, "platform_machine": platform.machine(), "platform_release": platform.release(),
+                  "platform_system": platform.system(), "platform_version": platform.version(),
+                  "python_full_version": platform.python_version(),
+                  "platform_python_implementation": platform.python_implementation(),
+                  "python_version": "%d.%d" % sys.version_info[:2], "sys_platform": sys.platform}))
+"""
+"""Prints the PEP 508 marker environment of the python3 that runs it (as `packaging.markers.default_environment`)."""
+PIP_FOR_TARGET = """\
+import json, runpy, sys
+from pip._vendor.packaging import markers
+target = json.loads(sys.argv.pop(1))
+markers.default_environment = lambda: dict(target)
+sys.argv[0] = "pip"
+runpy.run_module("pip", run_name="__main__", alter_sys=True)
+"""
+"""pip, with requirement markers evaluated in the environment given as its first argument. `--python-version`
+alone picks wheels and checks Requires-Python for the target, but evaluates markers for the Python running pip
+(pypa/pip#11010): pytest for a 3.9 image would come without `exceptiongroup` and `tomli`, and the offline install
+in the image fail. pip has no option for it; packaging's `default_environment` is what its marker evaluation reads."""
 
-    def __init__(self, folder: Path, python_version: str) -> None:
-        self.folder, self.python_version = folder, python_version
+
+class WheelCache:
+    """Wheels fetched with this machine's pip for the images' Python (`environment`: its marker environment, as
+    `MARKER_ENVIRONMENT` prints it), once per distinct package list."""
+
+    def __init__(self, folder: Path, environment: dict[str, str]) -> None:
+        self.folder, self.environment = folder, environment
 
     def get(self, packages: list[str]) -> Path:
-        key = hashlib.sha256(json.dumps([self.python_version, sorted(packages)]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps([self.environment, sorted(packages)]).encode()).hexdigest()[:16]
         dest = self.folder / key
         if not dest.exists():
             tmp = self.folder / f"{key}.partial"
-            done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(tmp), "--only-binary=:all:",
-                                   "--python-version", self.python_version, *packages],
+            python = self.environment["python_version"]
+            done = subprocess.run([sys.executable, "-c", PIP_FOR_TARGET, json.dumps(self.environment), "download",
+                                   "-q", "-d", str(tmp), "--only-binary=:all:", "--python-version", python, *packages],
                                   capture_output=True, text=True)
             if done.returncode != 0:
-                raise ProcessFailed(f"fetching {' '.join(packages)} for Python {self.python_version} failed: "
+                raise ProcessFailed(f"fetching {' '.join(packages)} for Python {python} failed: "
                                    f"{done.stderr.strip()[-2000:]}")
             tmp.rename(dest)
         return dest
@@ -148,11 +177,10 @@ def build_image(engine, task: dict, source_repo: Path, base: str, wheels: WheelC
     return name
 
 
-def image_python(engine, base: str) -> str:
-    """`major.minor` of the base image's python3 (the wheels are fetched for it)."""
-    out = engine.containers.run(base, ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                                network_mode="none", remove=True)
-    return out.decode().strip()
+def image_environment(engine, base: str) -> dict[str, str]:
+    """The marker environment of the base image's python3 (the wheels are fetched for it)."""
+    out = engine.containers.run(base, ["python3", "-c", MARKER_ENVIRONMENT], network_mode="none", remove=True)
+    return json.loads(out)
 
 
 def build_images(tasks: list[dict], repos: Path, base: str = "", progress=print) -> list[str]:
@@ -170,7 +198,7 @@ def build_images(tasks: list[dict], repos: Path, base: str = "", progress=print)
                            f"{repo_dir(repos, missing[0])}); pass --repos")
     names = []
     with tempfile.TemporaryDirectory(prefix="swehero-images-") as tmp:
-        wheels = WheelCache(Path(tmp) / "wheels", image_python(engine, base))
+        wheels = WheelCache(Path(tmp) / "wheels", image_environment(engine, base))
         wheels.folder.mkdir()
         for i, task in enumerate(tasks, 1):
             name = build_image(engine, task, repo_dir(repos, task["repo"]), base, wheels, Path(tmp))
