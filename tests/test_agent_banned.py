@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from agent_repos import CALC, CALC_FIX, make_task
 
-from swehero.agent.banned import (ComputedCommand, UnparsableCommand, banned_commands, path_programs,
+from swehero.agent.banned import (ComputedCommand, Scanned, UnparsableCommand, banned_commands, scan,
                                   shebang_banned)
 from swehero.agent.local import LocalRuntime
 from swehero.agent.runtime import RuntimeConfig
@@ -331,10 +331,11 @@ def test_unparsable_lines_raise(command):
 def test_path_programs_are_reported_for_their_shebang():
     """What a program named by a path runs depends on the file: the scanner reports those paths (also joined with the
     directories the line moves into) for the caller, who can read them."""
-    assert path_programs("bin/test sympy/core") == ["bin/test"]
-    assert path_programs("cd pkg && ../bin/test -k x") == ["../bin/test", "pkg/../bin/test"]
-    assert path_programs("timeout 60 ./run && /opt/x/tool") == ["./run", "/opt/x/tool"]
-    assert path_programs("ls bin/test; cat ./run; grep -r x .") == []
+    assert scan("bin/test sympy/core").paths == ["bin/test"]
+    assert scan("cd pkg && ../bin/test -k x").paths == ["../bin/test", "pkg/../bin/test"]
+    assert scan("timeout 60 ./run && /opt/x/tool").paths == ["./run", "/opt/x/tool"]
+    assert scan("ls bin/test; cat ./run; grep -r x .").paths == []
+    assert scan("pytest; bin/test") == Scanned(["pytest"], ["bin/test"])  # one walk says both
 
 
 @pytest.mark.parametrize("first_line,banned", [

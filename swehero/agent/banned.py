@@ -12,7 +12,7 @@ variable was assigned a plain word earlier in the same line. So is a glob as the
 what runs), an interpreter's one-liner that starts a program it was not given literally (`awk '{system($0)}'`), and
 a program or shell script that xargs, find or parallel fill in from their input (`xargs -I{} sh -c {}`). Brace
 expansion is applied (`{python3,-V}` runs python3). A program named by a path (`bin/test`) may be a script whose
-`#!` line names python: the scanner reports such paths (`path_programs`) to the caller, who can read the files.
+`#!` line names python: the scanner reports such paths (`Scanned.paths`) to the caller, who can read the files.
 
 Why our own shlex-based scanner and not `bashlex`: bashlex is GPL-3.0 (this package is Apache-2.0), and it raises
 on syntax it does not model (`case`, arithmetic, some heredocs), which leaves a filter that must answer for every
@@ -164,29 +164,36 @@ class ComputedCommand(RefusedCommand):
             "and package managers are refused however they are reached.")
 
 
-def banned_commands(command: str) -> list[str]:
-    """Names of the banned programs `command` would run (empty if none), e.g. `['python3', 'pytest']`.
+@dataclass(frozen=True)
+class Scanned:
+    """What a command line would run, as far as it can be told before it runs."""
+
+    banned: list[str]
+    """Names of the banned programs it would run (empty if none), e.g. `['python3', 'pytest']`."""
+    paths: list[str]
+    """The programs it runs by a path (`bin/test`, `./run`, `/opt/tool`) that were not banned by their name,
+    relative ones also joined with the folders a `cd` in the line may have moved to. What such a file runs depends
+    on its `#!` line (`shebang_banned`): the caller, who can read files, looks (sympy's `bin/test` is
+    `#!/usr/bin/env python`)."""
+
+
+def scan(command: str) -> Scanned:
+    """Scan `command` once for what it would run.
 
     Raises `UnparsableCommand` for lines bash could not parse either, and `ComputedCommand` for lines that run a
     program whose name is computed at run time and cannot be resolved here; callers refuse both.
     """
-    scan = _Scan()
-    scan.line(command, depth=0)
-    if not scan.found and scan.computed:
-        raise ComputedCommand(scan.computed)
-    return scan.found
+    walk = _Scan()
+    walk.line(command, depth=0)
+    if not walk.found and walk.computed:
+        raise ComputedCommand(walk.computed)
+    paths = [p if p.startswith("/") else q for p in walk.paths for q in [p, *(os.path.join(d, p) for d in walk.dirs)]]
+    return Scanned(walk.found, list(dict.fromkeys(paths)))
 
 
-def path_programs(command: str) -> list[str]:
-    """The programs `command` runs by a path (`bin/test`, `./run`, `/opt/tool`) that `banned_commands` cleared by
-    their name, relative ones also joined with the folders a `cd` in the line may have moved to. What such a file
-    runs depends on its `#!` line (`shebang_banned`): the caller, who can read files, looks (sympy's `bin/test` is
-    `#!/usr/bin/env python`)."""
-    scan = _Scan()
-    scan.line(command, depth=0)
-    paths = [p if p.startswith("/") else q for p in scan.paths
-             for q in [p, *(os.path.join(d, p) for d in scan.dirs)]]
-    return list(dict.fromkeys(paths))
+def banned_commands(command: str) -> list[str]:
+    """Names of the banned programs `command` would run (`scan`'s `banned`; it raises as `scan` does)."""
+    return scan(command).banned
 
 
 def shebang_banned(head: bytes) -> list[str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import bashlex
 
-from swehero.agent.banned import RefusedCommand, banned_commands, path_programs, shebang_banned
+from swehero.agent.banned import RefusedCommand, scan, shebang_banned
 from swehero.agent.bash_session import BashSession, ShellInput, special_key, truncate
 from swehero.agent.editor import Editor, ToolError
 from swehero.agent.keystrokes import typed_command
@@ -190,12 +190,14 @@ class Tools:
                 # what the shell runs may differ from what was written (`keystrokes`, `history_expansion`): neither
                 # may run a banned one
                 given = command if is_input else shell.expansion.runs if shell else typed_command(stripped)[0]
-                banned = list(dict.fromkeys(banned_commands(command) + banned_commands(given)))
+                scans = [scan(line) for line in dict.fromkeys([command, given])]
             except RefusedCommand as e:  # unparsable, or a program computed at run time
                 return Outcome(f"ERROR: Command refused, nothing was run: {e}", error=True, banned=e.programs)
+            banned = list(dict.fromkeys(name for line in scans for name in line.banned))
             if banned:
                 return Outcome(refusal(banned), error=True, banned=banned)
-            banned, scripts = self.banned_scripts(list(dict.fromkeys([command, given])), shell)
+            banned, scripts = self.banned_scripts(list(dict.fromkeys(path for line in scans for path in line.paths)),
+                                                  shell)
             if banned:
                 return Outcome(refusal(banned, scripts), error=True, banned=banned)
         commands = top_level_commands(stripped)
@@ -215,11 +217,10 @@ class Tools:
                                                  blocking=timeout is not None, shell=shell)
         return Outcome(observation, error=running)
 
-    def banned_scripts(self, commands: list[str], shell: ShellInput | None) -> tuple[list[str], list[str]]:
-        """The banned interpreters of the files `commands` run by a path (`bin/test` starting with
+    def banned_scripts(self, paths: list[str], shell: ShellInput | None) -> tuple[list[str], list[str]]:
+        """The banned interpreters of the files a command runs by these `paths` (`bin/test` starting with
         `#!/usr/bin/env python`), and those files, as the shell would find them. Only files in the repository are
         looked at: the runtime's files reach no further."""
-        paths = list(dict.fromkeys(p for c in commands for p in path_programs(c)))
         # Relative paths start where the shell stands. With `shell` (a new command, nothing running) the history
         # expansion's round trip saw it, or the runtime is asked, as the bash session asks it after C-c. Without it
         # (text typed into a running program, a command sent while one runs) the directory is not known here, and
