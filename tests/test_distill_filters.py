@@ -253,41 +253,63 @@ def noting_python(tmp_path: Path, hold_run: int = 0) -> tuple[Path, Path]:
     return python, ran
 
 
+@dataclasses.dataclass
+class Grading:
+    """The toy tasks, the first `count` of them with a gold-patch record each (written to `src`), and the hero filter
+    that grades them into `out` with the local grader; `python` notes every test run in `ran` (see `noting_python`)
+    unless the test brought its own."""
+
+    toy: Path
+    tasks: list[dict]
+    records: list[dict]
+    src: Path
+    out: Path
+    python: Path
+    ran: Path | None
+    cfg: FilterConfig
+
+
+def hero_grading(tmp_path: Path, count: int, python: Path | None = None, hold_run: int = 0) -> Grading:
+    toy = build_toy_tasks(tmp_path / "toy")
+    tasks, records = toy_records(toy, count)
+    ran = None
+    if python is None:
+        python, ran = noting_python(tmp_path, hold_run)
+    cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(toy), grading=LocalGraderConfig(python=str(python)))
+    return Grading(toy, tasks, records, write_jsonl(tmp_path / "in.jsonl", records), tmp_path / "out", python, ran,
+                   cfg)
+
+
 def test_resolved_only_checks_every_repository_first_and_grades_only_what_the_other_rules_keep(tmp_path):
     """Grading runs tests (hours of them on real data): a task whose repository is missing stops `filter` before
     anything is graded, with every such task named; a record another rule drops is not graded, so its repository
     is not needed."""
     from swehero.agent.local import MissingRepository
 
-    toy = build_toy_tasks(tmp_path / "toy")
-    tasks, records = toy_records(toy, 3)
-    records[2]["messages"][2]["tool_calls"].append(make_tool_call("call_9", "think", {"thought": "x"}))
-    src, out = write_jsonl(tmp_path / "in.jsonl", records), tmp_path / "out"
-    hidden = {task["repo"]: tmp_path / "hidden" / task["repo"].replace("/", "__") for task in tasks[1:]}
+    g = hero_grading(tmp_path, 3)
+    g.records[2]["messages"][2]["tool_calls"].append(make_tool_call("call_9", "think", {"thought": "x"}))
+    write_jsonl(g.src, g.records)
+    hidden = {task["repo"]: tmp_path / "hidden" / task["repo"].replace("/", "__") for task in g.tasks[1:]}
     for repo, where in hidden.items():
-        shutil.move(toy.parent / "repos" / where.name, where)
-    python, ran = noting_python(tmp_path)
-    cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(toy), grading=LocalGraderConfig(python=str(python)))
+        shutil.move(g.toy.parent / "repos" / where.name, where)
 
     with pytest.raises(MissingRepository) as missing:
-        filter_file(str(src), cfg, out)
-    assert tasks[1]["repo"] in str(missing.value) and tasks[2]["repo"] not in str(missing.value)
-    assert not ran.exists() and not out.exists()
+        filter_file(str(g.src), g.cfg, g.out)
+    assert g.tasks[1]["repo"] in str(missing.value) and g.tasks[2]["repo"] not in str(missing.value)
+    assert not g.ran.exists() and not g.out.exists()
 
-    shutil.move(hidden[tasks[1]["repo"]], toy.parent / "repos" / hidden[tasks[1]["repo"]].name)
-    filter_file(str(src), cfg, out)
-    kept = read_jsonl(out / "trajectories.jsonl")
+    shutil.move(hidden[g.tasks[1]["repo"]], g.toy.parent / "repos" / hidden[g.tasks[1]["repo"]].name)
+    filter_file(str(g.src), g.cfg, g.out)
+    kept = read_jsonl(g.out / "trajectories.jsonl")
     assert [(r["id"], r["resolved"]) for r in kept] == [("t0", True), ("t1", True)]
-    assert [d["rule"] for d in read_jsonl(out / "dropped.jsonl")] == ["not_one_tool_call"]
-    assert len(ran.read_text().splitlines()) == 2
+    assert [d["rule"] for d in read_jsonl(g.out / "dropped.jsonl")] == ["not_one_tool_call"]
+    assert len(g.ran.read_text().splitlines()) == 2
 
 
 @pytest.mark.slow  # two filter runs grading a real test suite
 def test_a_grading_the_environment_decided_is_dropped_as_ungraded_and_graded_again_once_mended(tmp_path):
     """pytest unable to run (exit 4: an option of a plugin not installed) says nothing of the patch: it was kept in
     grades.jsonl as `resolved: false` and reused by every later run, the trajectory dropped as unresolved for good."""
-    toy = build_toy_tasks(tmp_path / "toy")
-    _, records = toy_records(toy, 1)
     broken, python = tmp_path / "broken", tmp_path / "bin" / "python"
     python.parent.mkdir()
     python.write_text(f'#!/bin/sh\ncase "$*" in *"-m pytest"*) [ -e "{broken}" ] && '
@@ -295,32 +317,27 @@ def test_a_grading_the_environment_decided_is_dropped_as_ungraded_and_graded_aga
                       f'exec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
     broken.touch()
-    src, out = write_jsonl(tmp_path / "in.jsonl", records), tmp_path / "out"
-    cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(toy), grading=LocalGraderConfig(python=str(python)))
-    filter_file(str(src), cfg, out)
-    assert grading_report(out) == {"graded": 0, "reused": 0, "failed": 1}
-    assert [d["rule"] for d in read_jsonl(out / "dropped.jsonl")] == ["ungraded"]
-    assert not (out / "grades.jsonl").exists() or not read_jsonl(out / "grades.jsonl")
+    g = hero_grading(tmp_path, 1, python)
+    filter_file(str(g.src), g.cfg, g.out)
+    assert grading_report(g.out) == {"graded": 0, "reused": 0, "failed": 1}
+    assert [d["rule"] for d in read_jsonl(g.out / "dropped.jsonl")] == ["ungraded"]
+    assert not (g.out / "grades.jsonl").exists() or not read_jsonl(g.out / "grades.jsonl")
     broken.unlink()  # the environment mended
-    filter_file(str(src), cfg, out)
-    assert grading_report(out) == {"graded": 1, "reused": 0, "failed": 0}
-    assert [(r["id"], r["resolved"]) for r in read_jsonl(out / "trajectories.jsonl")] == [("t0", True)]
+    filter_file(str(g.src), g.cfg, g.out)
+    assert grading_report(g.out) == {"graded": 1, "reused": 0, "failed": 0}
+    assert [(r["id"], r["resolved"]) for r in read_jsonl(g.out / "trajectories.jsonl")] == [("t0", True)]
 
 
 @pytest.mark.slow  # two filter runs, the first grading real test suites
 def test_a_rerun_whose_grades_are_all_logged_needs_no_repository(tmp_path):
     """Whether a task can be graded was checked for every trajectory not graded in its file, before the log of
     grades was read: a rerun after the repositories moved was refused, though it grades nothing."""
-    toy = build_toy_tasks(tmp_path / "toy")
-    _, records = toy_records(toy, 2)
-    python, ran = noting_python(tmp_path)
-    src, out = write_jsonl(tmp_path / "in.jsonl", records), tmp_path / "out"
-    cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(toy), grading=LocalGraderConfig(python=str(python)))
-    filter_file(str(src), cfg, out)
-    shutil.move(toy.parent / "repos", tmp_path / "elsewhere")
-    filter_file(str(src), cfg, out)
-    assert grading_report(out) == {"graded": 0, "reused": 2, "failed": 0}
-    assert len(ran.read_text().splitlines()) == 2
+    g = hero_grading(tmp_path, 2)
+    filter_file(str(g.src), g.cfg, g.out)
+    shutil.move(g.toy.parent / "repos", tmp_path / "elsewhere")
+    filter_file(str(g.src), g.cfg, g.out)
+    assert grading_report(g.out) == {"graded": 0, "reused": 2, "failed": 0}
+    assert len(g.ran.read_text().splitlines()) == 2
 
 
 FILTER_RECIPE = """\
@@ -357,17 +374,16 @@ def test_an_interrupted_grading_goes_on_from_its_grade_log(tmp_path, via):
     """`swehero filter --resolved-only`, or a `filter` stage, stopped by Ctrl-C in the middle of grading keeps every
     grade made (`grades.jsonl`), and the next run grades only the rest: a release's grading takes hours. A recipe
     resumes the stage with its log, unless its settings changed."""
-    toy = build_toy_tasks(tmp_path / "toy")
-    _, records = toy_records(toy, 3)
-    src = write_jsonl(tmp_path / "in.jsonl", records)
-    python, ran = noting_python(tmp_path, hold_run=2)
+    g = hero_grading(tmp_path, 3, hold_run=2)
+    ran = g.ran
     if via == "filter":
-        out = tmp_path / "out"
-        command = [sys.executable, "-c", "from swehero.distill.cli import filter_; filter_()", str(src), "--stage",
-                   "hero", "--resolved-only", "--tasks", str(toy), "--grading-python", str(python), "--out", str(out)]
+        out = g.out
+        command = [sys.executable, "-c", "from swehero.distill.cli import filter_; filter_()", str(g.src), "--stage",
+                   "hero", "--resolved-only", "--tasks", str(g.toy), "--grading-python", str(g.python), "--out",
+                   str(out)]
     else:
         out, recipe = tmp_path / "run" / "hero", tmp_path / "r.yaml"
-        recipe.write_text(FILTER_RECIPE.format(run=tmp_path / "run", src=src, tasks=toy, python=python))
+        recipe.write_text(FILTER_RECIPE.format(run=tmp_path / "run", src=g.src, tasks=g.toy, python=g.python))
         command = [sys.executable, "-c", "from swehero.cli import main; main()", "recipe", "run", str(recipe)]
     log = tmp_path / "first.log"
     with open(log, "w") as output:
@@ -398,44 +414,37 @@ def test_an_interrupted_grading_goes_on_from_its_grade_log(tmp_path, via):
 def test_a_changed_patch_task_or_grading_setting_is_graded_again(tmp_path):
     """A grade is reused only for the same task entry, patch and grading settings: anything else that decides it
     changed is graded again, never given the stale grade."""
-    toy = build_toy_tasks(tmp_path / "toy")
-    tasks, records = toy_records(toy, 3)
-    python, ran = noting_python(tmp_path)
-    src, out = tmp_path / "in.jsonl", tmp_path / "out"
-    cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(toy), grading=LocalGraderConfig(python=str(python)))
+    g = hero_grading(tmp_path, 3)
+    records = g.records
 
-    def grading(rows: list[dict], cfg: FilterConfig = cfg) -> dict:
-        filter_file(str(write_jsonl(src, rows)), cfg, out)
-        return grading_report(out)
+    def grading(rows: list[dict], cfg: FilterConfig = g.cfg) -> dict:
+        filter_file(str(write_jsonl(g.src, rows)), cfg, g.out)
+        return grading_report(g.out)
 
     assert grading(records) == {"graded": 3, "reused": 0, "failed": 0}
     records[0]["patch"] = NEW_FILE
-    edited = [json.loads(line) for line in toy.read_text().splitlines()]
+    edited = [json.loads(line) for line in g.toy.read_text().splitlines()]
     edited[1]["PASS_TO_PASS"] = "[]"
-    write_jsonl(toy, edited)
+    write_jsonl(g.toy, edited)
     assert grading(records) == {"graded": 2, "reused": 1, "failed": 0}
-    assert [(d["id"], d["rule"]) for d in read_jsonl(out / "dropped.jsonl")] == [("t0", "unresolved")]
-    longer = dataclasses.replace(cfg, grading=LocalGraderConfig(python=str(python), test_timeout_s=60))
+    assert [(d["id"], d["rule"]) for d in read_jsonl(g.out / "dropped.jsonl")] == [("t0", "unresolved")]
+    longer = dataclasses.replace(g.cfg, grading=LocalGraderConfig(python=str(g.python), test_timeout_s=60))
     assert grading(records[2:], longer) == {"graded": 1, "reused": 0, "failed": 0}
-    assert len(ran.read_text().splitlines()) == 6
+    assert len(g.ran.read_text().splitlines()) == 6
 
 
 @pytest.mark.slow  # subprocesses or a server: the fast tier stays under 2 minutes
 def test_a_grade_line_torn_by_a_kill_is_ignored(tmp_path):
     """`kill -9` in the middle of appending a grade leaves a torn last line: the rerun cuts it off and goes on."""
-    toy = build_toy_tasks(tmp_path / "toy")
-    _, records = toy_records(toy, 1)
-    python, ran = noting_python(tmp_path)
-    src, out = write_jsonl(tmp_path / "in.jsonl", records), tmp_path / "out"
-    cfg = FilterConfig(stage="hero", resolved_only=True, tasks=str(toy), grading=LocalGraderConfig(python=str(python)))
-    filter_file(str(src), cfg, out)
-    grades = out / "grades.jsonl"
+    g = hero_grading(tmp_path, 1)
+    filter_file(str(g.src), g.cfg, g.out)
+    grades = g.out / "grades.jsonl"
     whole = grades.read_text()
     with open(grades, "a") as log:
         log.write('{"key": "0123')
-    filter_file(str(src), cfg, out)
-    assert grading_report(out) == {"graded": 0, "reused": 1, "failed": 0}
-    assert grades.read_text() == whole and len(ran.read_text().splitlines()) == 1
+    filter_file(str(g.src), g.cfg, g.out)
+    assert grading_report(g.out) == {"graded": 0, "reused": 1, "failed": 0}
+    assert grades.read_text() == whole and len(g.ran.read_text().splitlines()) == 1
 
 
 @pytest.mark.slow
