@@ -371,6 +371,19 @@ def test_yaml_merge_keys_merge_and_keep_the_line_each_value_is_written_on(tmp_pa
     assert info.value.problems == [f"{not_a_mapping}:1: b: `<<` merges a mapping or a list of mappings, got a scalar"]
 
 
+@pytest.mark.parametrize("text,where", [("a: &x [1, *x]\n", "a[1]"), ("a: &x\n  b: *x\n", "a.b"),
+                                        ("a: &x {<<: *x}\n", "a"), ("a: &x\n  c:\n    <<: *x\n", "a.c")])
+def test_an_alias_inside_its_own_anchor_is_one_problem(tmp_path, text, where):
+    """YAML allows a value that contains itself; as recipe data it never ends (it was a RecursionError)."""
+    path = write(tmp_path, text, "r.yaml")
+    with pytest.raises(RecipeError) as info:
+        load_yaml(path)
+    assert info.value.problems == [f"{path}:1: {where}: an alias of the anchor it is inside (the value would contain "
+                                   "itself)"]
+    assert load_yaml(write(tmp_path, "a: &x {c: 1}\nb: {<<: *x, d: *x}\n", "ok.yaml"))[0] == {
+        "a": {"c": 1}, "b": {"c": 1, "d": {"c": 1}}}  # an anchor used twice, neither inside itself
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "recipes").glob("*.yaml")))
 def test_bundled_recipes_validate_and_dry_run(name, tmp_path):
     from swehero.recipe.engine import plan

@@ -90,7 +90,8 @@ def _construct(loader: _Loader, node: yaml.Node, where: str) -> Any:
 _MERGE = "tag:yaml.org,2002:merge"
 
 
-def _pairs(node: yaml.MappingNode, path: FieldPath, lines: Lines, loader: _Loader) -> list[tuple[str, yaml.Node]]:
+def _pairs(node: yaml.MappingNode, path: FieldPath, lines: Lines, loader: _Loader,
+           inside: frozenset[int]) -> list[tuple[str, yaml.Node]]:
     """A mapping's keys and value nodes, its YAML merge keys (`<<: *anchor`, `<<: [*a, *b]`) replaced by the pairs
     they merge in, merged first, as the YAML spec says: the mapping's own keys win, then the earlier of the merged
     mappings. Not PyYAML's `flatten_mapping`: it rewrites the nodes in place (an anchored node is walked again
@@ -114,19 +115,32 @@ def _pairs(node: yaml.MappingNode, path: FieldPath, lines: Lines, loader: _Loade
         if not isinstance(source, yaml.MappingNode):
             raise RecipeError([f"{lines.file}:{source.start_mark.line + 1}: {format_path(path)}: `<<` merges a mapping "
                                f"or a list of mappings, got a {source.id}"])
+        _not_inside(source, inside, path, lines)
         have = {k for k, _ in own + merged}
-        merged += [(key, value) for key, value in _pairs(source, path, lines, loader) if key not in have]
+        merged += [(key, value) for key, value in _pairs(source, path, lines, loader, inside | {id(source)})
+                   if key not in have]
     return merged + own
 
 
-def _to_data(node: yaml.Node, path: FieldPath, lines: Lines, loader: _Loader) -> Any:
+def _to_data(node: yaml.Node, path: FieldPath, lines: Lines, loader: _Loader,
+             inside: frozenset[int] = frozenset()) -> Any:
+    """The data of `node`, at `path`; `inside`: the collections it is in (an alias of one of them never ends)."""
+    _not_inside(node, inside, path, lines)
     lines.by_path[path] = f"{lines.file}:{node.start_mark.line + 1}"
+    inside |= {id(node)}
     if isinstance(node, yaml.MappingNode):
         # a merged value keeps the line it is written on (the anchor's), under the path it is merged into
-        return {key: _to_data(value, path + (key,), lines, loader) for key, value in _pairs(node, path, lines, loader)}
+        return {key: _to_data(value, path + (key,), lines, loader, inside)
+                for key, value in _pairs(node, path, lines, loader, inside)}
     if isinstance(node, yaml.SequenceNode):
-        return [_to_data(item, path + (i,), lines, loader) for i, item in enumerate(node.value)]
+        return [_to_data(item, path + (i,), lines, loader, inside) for i, item in enumerate(node.value)]
     return _construct(loader, node, f"{lines.by_path[path]}: {format_path(path)}")
+
+
+def _not_inside(node: yaml.Node, inside: frozenset[int], path: FieldPath, lines: Lines) -> None:
+    if id(node) in inside:  # `a: &x [*x]`: YAML allows it, as data it is endless
+        raise RecipeError([f"{lines.file}:{node.start_mark.line + 1}: {format_path(path)}: an alias of the anchor it "
+                           "is inside (the value would contain itself)"])
 
 
 def load_yaml(file: Path) -> tuple[dict[str, Any], Lines]:
