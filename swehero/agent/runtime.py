@@ -42,14 +42,16 @@ BYTECODE_PATTERNS = ["__pycache__/", "*.py[cod]"]
 class RuntimeConfig:
     """Limits and paths shared by all runtimes."""
 
-    default_timeout: float = 120.0
-    """Seconds a call waits for a command when the agent gives no `timeout` (OpenHands' sandbox timeout); the
-    command keeps running after it."""
-    no_output_timeout: float = 10.0
-    """Seconds without new output after which a call without `timeout` returns, the command still running
-    (OpenHands' no-change timeout, which its tool description states)."""
-    max_timeout: float = 600.0
-    """Upper bound on the `timeout` the agent may ask for."""
+    default_timeout: float = 300.0
+    """Seconds a call waits for a command when the agent gives no `timeout`; the command keeps running after it.
+    OpenHands' SWE-bench evaluation, which made the training data and the paper's figures, sets its sandbox timeout
+    to 300 (`get_default_sandbox_config_for_eval`; its product default is 120)."""
+    no_output_timeout: float = 30.0
+    """Seconds without new output after which a call without `timeout` returns, the command still running: the
+    evaluation's `NO_CHANGE_TIMEOUT_SECONDS` (30; 10 in OpenHands' product, which its tool description states)."""
+    max_timeout: float | None = None
+    """Upper bound on the `timeout` the agent may ask for; None: none, as in OpenHands (the attempt's time limit
+    still ends the episode)."""
     output_cap_bytes: int = 2_000_000
     """Bytes of a command's output kept as read (first and last halves, the last one up to twice that while
     reading); of the rest only what OpenHands' pane would still hold is kept, as the pane shows it."""

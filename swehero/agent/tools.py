@@ -213,7 +213,8 @@ class Tools:
             return Outcome(f"ERROR: Invalid `timeout` parameter: {timeout}. It should be a positive number of "
                            "seconds.", error=True)
         # a `timeout` of the agent's makes the call wait for it however quiet the command is (OpenHands' blocking)
-        observation, running = self.bash.execute(stripped, is_input, min(limit, config.max_timeout),
+        limit = limit if config.max_timeout is None else min(limit, config.max_timeout)
+        observation, running = self.bash.execute(stripped, is_input, limit,
                                                  blocking=timeout is not None, shell=shell)
         return Outcome(observation, error=running)
 
