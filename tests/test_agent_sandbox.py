@@ -20,7 +20,7 @@ from layout_repos import GENERATED, make_layout_task
 from openhands_session import replay, replay_editor
 
 import swehero
-from swehero.agent.bash_session import MAX_OBSERVATION_CHARS, STILL_RUNNING
+from swehero.agent.bash_session import MAX_OBSERVATION_CHARS, STILL_RUNNING, TRUNCATED
 from swehero.agent.loop import run_episode
 from swehero.agent.local import SYSTEM_DIRS, VENV_ROOT, LocalRuntime, MissingRepository, find_bwrap
 from swehero.agent.run import run_task
@@ -267,6 +267,25 @@ def test_an_insert_line_written_as_a_string_is_read_as_openhands_reads_it(rt):
     assert (rt.checkout / "pkg" / "calc.py").read_text().split("\n")[1] == "# one"
     bad = tools.call("str_replace_editor", {"command": "insert", "path": path, "insert_line": "two", "new_str": "x"})
     assert (bad.observation, bad.error) == ("ERROR:\nInvalid insert_line value: 'two'. Expected an integer.", True)
+
+
+def test_an_edits_observation_is_cut_as_openhands_memory_cuts_it_and_a_views_is_not(rt):
+    """OpenHands sends an edit's observation (its snippet, or an error quoting `old_str`) cut to 30,000 characters,
+    and a view as the editor clipped it: a replacement of 6,000 one-letter lines, whose snippet the editor clips
+    before it numbers every line, is cut; the file's view is not (the editor clips a view's file at 16,000
+    characters, then numbers the lines)."""
+    tools, path = Tools(rt, "exec"), f"{ROOT}/pkg/calc.py"
+    many = "b\n" * 6000
+    edit = tools.call("str_replace_editor", {"command": "str_replace", "path": path, "old_str": "def add",
+                                             "new_str": many + "def add"}).observation
+    assert len(edit) == MAX_OBSERVATION_CHARS + len(TRUNCATED) and TRUNCATED in edit
+    assert edit.startswith(f"The file {path} has been edited.") and edit.endswith("Edit the file again if necessary.")
+    missing = tools.call("str_replace_editor", {"command": "str_replace", "path": path, "old_str": "c\n" * 16000,
+                                                "new_str": "y"})
+    assert missing.error and missing.observation.startswith("ERROR:\nNo replacement was performed") and \
+        len(missing.observation) == MAX_OBSERVATION_CHARS + len(TRUNCATED)
+    view = tools.call("str_replace_editor", {"command": "view", "path": path}).observation
+    assert TRUNCATED not in view and len(view) > MAX_OBSERVATION_CHARS  # 12,000 characters of file, numbered
 
 
 def test_background_processes_end_with_their_command(rt):

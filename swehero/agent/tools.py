@@ -252,10 +252,13 @@ class Tools:
                 return Outcome(f"ERROR:\nInvalid insert_line value: '{insert_line}'. Expected an integer.", error=True)
         if command == "view" and self.editor.binary(path):  # OpenHands' runtime, before its editor sees the call
             return Outcome(error_observation("ERROR_BINARY_FILE"), error=True)
+        # OpenHands' conversation memory cuts an edit's observation, its errors too, to 30,000 characters; a view's
+        # only as the editor clips it (its FileReadObservation is sent as it is)
+        cut = (lambda text: text) if command == "view" else truncate
         try:
-            return Outcome(self.editor(command, path, **kwargs))
+            return Outcome(cut(self.editor(command, path, **kwargs)))
         except ToolError as e:
-            return Outcome(f"ERROR:\n{e}", error=True)
+            return Outcome(cut(f"ERROR:\n{e}"), error=True)
 
     def think(self, thought) -> Outcome:
         return Outcome("Your thought has been logged.")
