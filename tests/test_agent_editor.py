@@ -188,12 +188,14 @@ def test_undo_edit(ed, repo):
 
 
 def test_path_errors(ed):
-    assert err(ed, command="view", path="pkg/a.py") == (
-        f"Invalid `path` parameter: pkg/a.py. The path should be an absolute path, starting with `/`. Maybe you "
-        f"meant {ROOT}/pkg/a.py?")
-    # a relative path out of the repository: the same answer, without a suggestion (not the confinement's error)
-    assert err(ed, command="view", path="../a.py") == (
-        "Invalid `path` parameter: ../a.py. The path should be an absolute path, starting with `/`.")
+    # a relative path is suggested from OpenHands' working directory, /workspace, which holds the repository
+    assert err(ed, command="view", path="toy__calc__0.1/pkg/a.py") == (
+        "Invalid `path` parameter: toy__calc__0.1/pkg/a.py. The path should be an absolute path, starting with `/`. "
+        f"Maybe you meant {ROOT}/pkg/a.py?")
+    # not there, or out of the repository: the same answer, without a suggestion (not the confinement's error)
+    for path in ("pkg/a.py", "../a.py", "toy__calc__0.1/../a.py"):
+        assert err(ed, command="view", path=path) == (
+            f"Invalid `path` parameter: {path}. The path should be an absolute path, starting with `/`.")
     assert err(ed, command="view", path=f"{ROOT}/nope.py") == (
         f"Invalid `path` parameter: {ROOT}/nope.py. The path {ROOT}/nope.py does not exist. "
         "Please provide a valid path.")

@@ -189,7 +189,9 @@ class Editor:
         if not isinstance(path, str) or not path.startswith("/"):
             hint = "The path should be an absolute path, starting with `/`."
             if isinstance(path, str):
-                suggestion = str(PurePosixPath(self.files.root) / path)
+                # OpenHands' editor joins the path to its working directory, the workspace folder that holds the
+                # repository (`/workspace`), not the repository: `pkg/a.py` gets no suggestion there
+                suggestion = str(PurePosixPath(self.files.root).parent / path)
                 try:
                     if self.files.kind(suggestion) is not None:
                         hint += f" Maybe you meant {suggestion}?"
