@@ -107,9 +107,31 @@ def partial_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + PARTIAL)
-    with _locked(tmp, busy=f"{path}: another run is writing it (into {tmp}); wait for it to end, or stop it"):
+    with _locked(tmp, busy=_busy(path, tmp)):
         with _renamed_over(tmp, path):
             yield tmp
+
+
+@contextmanager
+def partial_folder(path: Path) -> Iterator[Path]:
+    """`<path>.partial`, for a run to write the folder `path` in, for hours, holding the lock `partial_path` holds
+    for a file: a second run into `path` meanwhile is an InputError, where it would have removed the first one's
+    folder, and the first would have written the rest of its output into the second's and renamed that over
+    `path`. The block empties, fills and renames the folder itself. The lock is on the file `<path>.partial.lock`
+    (NFS locks only files open for writing, not folders), removed when the block ends."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + PARTIAL)
+    lock = tmp.with_name(tmp.name + ".lock")
+    with _locked(lock, busy=_busy(path, tmp)):
+        try:
+            yield tmp
+        finally:  # under the lock: a run that opened this file meanwhile sees it gone and locks a new one
+            lock.unlink(missing_ok=True)
+
+
+def _busy(path: Path, tmp: Path) -> str:
+    return f"{path}: another run is writing it (into {tmp}); wait for it to end, or stop it"
 
 
 @contextmanager

@@ -3,8 +3,10 @@ or the file (and line, and what is wrong), where the rows are read as everywhere
 budget, or an `Error:`), never a traceback, a result that looks like success, or a file of an earlier run."""
 
 import codecs
+import itertools
 import json
 import re
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -107,6 +109,70 @@ def test_a_json_file_of_json_lines_is_read_line_by_line_and_a_cut_off_one_is_an_
     same_line.write_text('{"id": "a"} {"id": "b"}\n')
     with pytest.raises(InputError, match=rf"^{re.escape(str(same_line))}:1: not JSON: Extra data"):
         list(read_rows(same_line))
+
+
+def test_a_json_file_of_json_lines_is_not_read_whole_to_tell_its_format(tmp_path):
+    """It was read whole, decoded and parsed up to its second row first: 348 MB of JSON Lines named .json took 680 MB
+    of memory before the first row. Here the rows are followed by 64 MB of zero bytes (a sparse file, written at
+    once), no JSON at all: a reader that reads the file whole holds them."""
+    lines = tmp_path / "hub.json"
+    lines.write_bytes(NVIDIA.read_bytes())
+    with open(lines, "r+b") as f:
+        f.truncate(lines.stat().st_size + (64 << 20))
+    tracemalloc.start()
+    try:
+        rows = list(itertools.islice(read_rows(lines), 2))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [where for where, _ in rows] == [f"{lines}:1", f"{lines}:2"]
+    assert [row["trajectory_id"] for _, row in rows] == ["astropy__astropy-12907_0", "django__django-11099_2"]
+    assert peak < 4 << 20, peak
+
+
+def _with_deep_rows(path: Path) -> dict:
+    """The sample trajectories, then a row `[[[...` 100000 deep (no parser takes it) and one that parses but is too
+    deep for the checks to walk; returns the rejects they make."""
+    from data_samples import samples
+
+    too_deep_to_check = {**samples()[0], "id": "deep", "metadata": {"x": json.loads("[" * 600 + "]" * 600)}}
+    path.write_text("".join(json.dumps(r) + "\n" for r in samples()) + "[" * 100_000 + "\n"
+                    + json.dumps(too_deep_to_check) + "\n")
+    return {"malformed_json": 1, "nested_too_deeply": 1}
+
+
+def test_a_row_nested_too_deeply_is_a_reject_at_its_line(tmp_path, qwen_tokenizer):
+    """It ended import and render in a RecursionError traceback. A `.json` document that deep is an error naming
+    it."""
+    from swehero.data.render import render_files
+
+    src = tmp_path / "in.jsonl"
+    rejected = _with_deep_rows(src)
+    result = invoke("data", "import", "--format", "canonical", src, "--max-reject-fraction", "0.5",
+                    "--out", tmp_path / "o.jsonl")
+    assert result.exit_code == 0 and f'"written": 3, "rejected": {json.dumps(rejected)}' in result.output, \
+        result.output
+    rejects = [json.loads(line) for line in (tmp_path / "o.rejects.jsonl").read_text().splitlines()]
+    assert [(r["where"], r["reason"], r["id"]) for r in rejects] == [
+        (f"{src}:4", "malformed_json", None), (f"{src}:5", "nested_too_deeply", "deep")]
+    assert rejects[0]["detail"].startswith("maximum recursion depth exceeded while decoding a JSON array")
+    assert render_files([str(src)], qwen_tokenizer, tmp_path / "r.jsonl", max_reject_fraction=0.5) == \
+        {"written": 3, "rejected": rejected}
+    doc = tmp_path / "deep.json"
+    doc.write_text("[" * 100_000)
+    with pytest.raises(InputError, match=rf"^{re.escape(str(doc))}: not JSON that can be read: maximum recursion"):
+        list(read_rows(doc))
+
+
+@pytest.mark.slow
+def test_a_row_nested_too_deeply_is_a_reject_of_prepare_from_its_workers(tmp_path):
+    """As in `import`: the RecursionError came out of a worker, a traceback."""
+    from swehero.data.prepare import PrepareConfig, prepare
+
+    src = tmp_path / "in.jsonl"
+    rejected = _with_deep_rows(src)
+    cfg = PrepareConfig(seq_length=4096, max_reject_fraction=0.5, workers=1)
+    assert prepare([str(src)], str(QWEN), tmp_path / "d", cfg)["trajectories"]["rejected"] == rejected
 
 
 def damaged_parquet(tmp_path) -> Path:

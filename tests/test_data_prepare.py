@@ -12,6 +12,7 @@ from swehero.data.pack import BestFitPacker
 from swehero.data.prepare import PrepareConfig, prepare
 from swehero.data.render import ChatRenderer
 from swehero.errors import InputError
+from swehero.jsonio import partial_folder
 
 N_INSTANCES = 24
 TIMINGS = ("seconds", "cpu_seconds", "rendered_tokens_per_second")
@@ -216,6 +217,38 @@ def test_an_out_that_is_not_a_dataset_is_refused_before_any_work(existing, tmp_p
                                          r"finished \(no stats.json\): choose another --out, or delete it$"):
         prepare([str(src)], str(QWEN), out, PrepareConfig(seq_length=4096))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out"]  # no out.partial: no work was done
+
+
+def test_a_run_into_an_output_another_run_is_writing_is_refused_and_leaves_that_run_whole(tmp_path):
+    """A second run removed the first one's `out.partial` and made its own; the first wrote the rest of its output
+    into that one and renamed it to `out`: a complete-looking dataset of two runs' files."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in samples()))
+    out = tmp_path / "out"
+    with partial_folder(out) as first_runs:  # a first run, still writing
+        first_runs.mkdir()
+        (first_runs / "train_tokens.bin").write_text("the first run's tokens")
+        with pytest.raises(InputError, match=rf"^{out}: another run is writing it \(into {out}.partial\)"):
+            prepare([str(src)], str(QWEN), out, PrepareConfig(seq_length=4096))
+        assert [p.name for p in first_runs.iterdir()] == ["train_tokens.bin"]
+        assert (first_runs / "train_tokens.bin").read_text() == "the first run's tokens"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.partial"]  # and no lock file left
+
+
+@pytest.mark.slow
+def test_a_dataset_written_into_its_input_folder_is_no_input_of_a_rerun(tmp_path):
+    """Its stats.json and rejects.jsonl were read as trajectories: a rerun saw other inputs and refused the dataset,
+    and another dataset written beside it counted them as rejects."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples()) + "{bad\n")
+    cfg = PrepareConfig(seq_length=4096, valid_fraction=0.0, max_reject_fraction=0.5)
+    first = prepare([str(folder)], str(QWEN), folder / "sft", cfg)
+    assert (folder / "sft" / "rejects.jsonl").exists()
+    assert prepare([str(folder)], str(QWEN), folder / "sft", cfg) == first
+    beside = prepare([str(folder)], str(QWEN), folder / "sft-again", cfg)
+    assert beside["trajectories"] == first["trajectories"] == {
+        "read": 4, "kept": 3, "truncated": 0, "rejected": {"malformed_json": 1}, "dropped": {}}
 
 
 @pytest.mark.slow

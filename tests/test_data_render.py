@@ -130,6 +130,30 @@ def test_validate_normalises_null_content_and_rejects_bad_records():
         assert e.value.reason == reason
 
 
+@pytest.mark.parametrize("escape", [False, True], ids=["literal", "escaped"])
+def test_an_assistant_turn_writing_a_special_token_is_rejected_however_its_arguments_spell_it(renderer, escape):
+    """The check searched the stored message, where `arguments` is a JSON string: `\\u003c|im_end|>` in it passed,
+    and the template, which renders the arguments decoded, wrote the token <|im_end|> mid-call, trained."""
+    import json
+
+    from swehero.data.trajectory import Reject
+
+    arguments = json.dumps({"command": "grep -n '<|im_end|>' template.jinja"})
+    record = samples()[0]
+    record["messages"][2]["tool_calls"][0]["function"]["arguments"] = \
+        arguments.replace("<", "\\u003c") if escape else arguments
+    im_end = renderer.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    rendered = renderer.render(validate(record))
+    first = slice(rendered.turn_ends[0])
+    turn = rendered.input_ids[first][rendered.loss_mask[first] == 1]
+    assert (turn == im_end).sum() == 2  # the turn's closing marker, and the one its call writes: trained
+    with pytest.raises(Reject, match=r"^special_token_in_turn: message 2 writes <\|im_end\|>$"):
+        renderer.trainable(validate(record))
+    record["messages"][3]["content"] = arguments  # a tool result may hold it, as when the model runs
+    record["messages"][2]["tool_calls"][0]["function"]["arguments"] = json.dumps({"command": "ls"})
+    assert renderer.trainable(validate(record)) == validate(record)
+
+
 @pytest.mark.parametrize("sample", samples(), ids=lambda s: s["id"])
 def test_second_tokenizer_and_template(llama_style_tokenizer, sample):
     tok = llama_style_tokenizer

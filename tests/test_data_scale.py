@@ -23,7 +23,7 @@ from swehero.data.render import ChatRenderer, render_files
 from swehero.data.select import Selection, select_lines
 from swehero.data.sources import expand, iter_trajectories
 from swehero.data.trajectory import make_tool_call
-from swehero.errors import InputError
+from swehero.errors import InputError, MissingInput
 from swehero.jsonio import partial_path
 
 REPO = Path(__file__).parents[1]
@@ -105,13 +105,19 @@ def test_a_selection_that_fails_midway_leaves_only_the_file_it_was_selecting_fro
         select_lines(rows, [("a", "1"), ("a", "2"), ("b", "3")], Selection(per_instance=1))
     assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
 
-def test_a_folder_read_as_input_skips_hidden_and_half_written_files(tmp_path):
+def test_a_folder_read_as_input_skips_hidden_and_half_written_files_and_prepared_datasets(tmp_path):
+    """A dataset `prepare` wrote into the folder (`sft`: its stats.json, rejects.jsonl) was read as trajectories. A
+    stats.json with no Megatron index beside it is no dataset's: data."""
     (tmp_path / "sub").mkdir()
     for name in ("a.jsonl", "sub/b.parquet", ".a.jsonl.123.456.tmp.jsonl", "a.jsonl.partial", ".hidden/c.jsonl",
-                 "d.partial/rejects.jsonl", "a.rejects.jsonl"):
+                 "d.partial/rejects.jsonl", "a.rejects.jsonl", "sft/stats.json", "sft/rejects.jsonl",
+                 "sft/train_tokens.idx", "sft/train_tokens.bin", "sft/nested/e.jsonl", "sft.partial.lock",
+                 "notes/stats.json"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("{}\n")
-    assert expand([str(tmp_path)]) == [tmp_path / "a.jsonl", tmp_path / "sub/b.parquet"]
+    assert expand([str(tmp_path)]) == [tmp_path / "a.jsonl", tmp_path / "notes/stats.json", tmp_path / "sub/b.parquet"]
+    with pytest.raises(MissingInput, match=rf"^{tmp_path / 'sft'}: a folder without data files"):
+        expand([str(tmp_path / "sft")])
 
 
 # --- strings that are not UTF-8 text -------------------------------------------------------------------------

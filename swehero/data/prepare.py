@@ -34,16 +34,14 @@ import numpy as np
 
 from swehero.data.pack import BestFitPacker
 from swehero.data.render import ChatRenderer, fit_length, load_tokenizer
-from swehero.data.sources import MAX_REJECT_FRACTION, Rejects, expand, parse_row, read_rows
+from swehero.data.sources import MAX_REJECT_FRACTION, STATS, Rejects, expand, parse_row, read_rows
 from swehero.progress import progress
 from swehero.data.trajectory import Reject, trained_digest, validate
 from swehero.errors import InputError, MissingInput
-from swehero.jsonio import differences
+from swehero.jsonio import differences, partial_folder
 from swehero.model.folder import SIDE_FILES
 from swehero.recipe.stage import Range
 
-STATS = "stats.json"
-"""A dataset's summary (seq_length, samples per split, tokens, ...), written last: a folder with it is complete."""
 HIST_BUCKET = 256
 """Width in tokens of the length-histogram buckets (stats keep a count per bucket, not every length)."""
 
@@ -217,10 +215,30 @@ def _results(cfg: PrepareConfig, batches):
 
 def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfig) -> dict:
     """Build the packed dataset at `out`; returns the stats. A complete `out` made from the same inputs and settings
-    is left as is (its stats returned); one made otherwise, or anything else already at `out`, is an InputError."""
+    is left as is (its stats returned); one made otherwise, or anything else already at `out`, is an InputError, as
+    is another run writing `out` meanwhile (`partial_folder`'s lock)."""
     out = Path(out)
     files = expand(inputs)
     made_from = _made_from(files, tokenizer_path, cfg)
+    # the lock is taken before `out` is looked at: a run that held it may have finished `out` meanwhile
+    with partial_folder(out) as tmp:
+        stats = _finished(out, made_from)
+        if stats is not None:
+            return stats
+        tok = load_tokenizer(tokenizer_path)  # before the partial folder: bad input leaves none
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftovers: restart cleanly
+        tmp.mkdir(parents=True)
+        stats = _build(files, inputs, tok, tmp, cfg)
+        stats["made_from"] = made_from
+        (tmp / STATS).write_text(json.dumps(stats, indent=2) + "\n")
+        tmp.replace(out)
+    return stats
+
+
+def _finished(out: Path, made_from: dict) -> dict | None:
+    """The stats of the complete dataset at `out` made from `made_from`, or None where there is nothing at `out`;
+    anything else there is an InputError, before any work (the final rename could not replace it, and the work would
+    be lost)."""
     if (out / STATS).exists():
         stats = read_stats(out)
         changed = _changes(stats["made_from"], made_from) if "made_from" in stats else \
@@ -229,14 +247,15 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
             raise InputError(f"{out} holds a dataset made from other inputs or settings ({'; '.join(changed)}): "
                              "choose another --out, or delete it to rebuild")
         return stats
-    # checked before any work: the final rename could not replace it, and the work would be lost
     if out.is_file() or (out.is_dir() and any(out.iterdir())):
         raise InputError(f"{out}: already exists and is not a dataset `swehero data prepare` finished (no {STATS}): "
                          "choose another --out, or delete it")
-    tok = load_tokenizer(tokenizer_path)  # before the partial folder: bad input leaves none
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftovers: restart cleanly
-    tmp.mkdir(parents=True)
+    return None
+
+
+def _build(files: list[Path], inputs: list[str], tok, tmp: Path, cfg: PrepareConfig) -> dict:
+    """Pack the trajectories of `files` into the folder `tmp`, with its rejects and length plot; returns the stats
+    (`stats.json` is the caller's to write, last)."""
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     writers = {s: PackedWriter(tmp / s, cfg, pad_id) for s in ("train", "valid")}
     rejects = Rejects(tmp / "rejects.jsonl")
@@ -288,10 +307,7 @@ def prepare(inputs: list[str], tokenizer_path: str, out: Path, cfg: PrepareConfi
                          f"length is {_percentile(hist, 50)} tokens, seq_length {cfg.seq_length}")
     stats = _stats(n, rejects, dropped, hist, writers, cfg, seconds, pad_id)
     stats["cpu_seconds"] = round(cpu_seconds, 3)
-    stats["made_from"] = made_from
     _plot_lengths(hist, cfg.seq_length, tmp / "lengths.png")
-    (tmp / STATS).write_text(json.dumps(stats, indent=2) + "\n")
-    tmp.replace(out)
     return stats
 
 

@@ -102,8 +102,10 @@ class ChatRenderer:
         """`record` (validated), unless an assistant turn writes a special token's text (`<|im_end|>` in a chat
         template the agent edits): rendered, it becomes that token, so the model would learn to end its turn there
         (or to write a token a server leaves out of the text it returns). Raises `Reject`; tool results and user
-        messages may hold such text, as they do when the model runs."""
-        for i, m in enumerate(record["messages"]):
+        messages may hold such text, as they do when the model runs. Searched in the messages as the template gets
+        them (`template_messages`): arguments stored as a JSON string are decoded there, so an escaped
+        `\\u003c|im_end|>` in them renders as the token too."""
+        for i, m in enumerate(template_messages(record["messages"])):
             if m["role"] == "assistant":
                 written = json.dumps(m, ensure_ascii=False)  # content, calls, arguments; JSON escapes none of them
                 found = [token for token in self._special if token in written]

@@ -26,6 +26,9 @@ default, before it fails: a few malformed rows are a dataset's noise, more mean 
 was told it is."""
 
 SUFFIXES = (".jsonl", ".json", ".traj", ".parquet")
+STATS = "stats.json"
+"""A packed dataset's summary (seq_length, samples per split, tokens, ...), which `prepare` writes last: a folder
+with it is complete."""
 REJECTS = ".rejects.jsonl"
 """The suffix of the file beside a command's output listing the rows it rejected (`checked_output`)."""
 
@@ -33,12 +36,13 @@ REJECTS = ".rejects.jsonl"
 def expand(paths: list[str]) -> list[Path]:
     """Files named directly, plus the data files inside named folders (sorted, so runs are deterministic), each once
     however often it is named (a folder and a file in it, a path given twice): read twice, its trajectories would
-    be trained twice. Hidden files and what swehero leaves half-written (`_is_data_file`) are not data. A folder
-    without any is an error: an empty dataset from a mistyped folder would otherwise pass unnoticed."""
+    be trained twice. Hidden files, what swehero leaves half-written (`_is_data_file`) and the datasets `prepare`
+    wrote (`_data_files`) are not data. A folder without any is an error: an empty dataset from a mistyped folder
+    would otherwise pass unnoticed."""
     files: dict[Path, Path] = {}  # resolved -> as named, in first-named order
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if _is_data_file(f.relative_to(p)) and f.is_file())
+            found = _data_files(p)
             if not found:
                 raise MissingInput(f"{p}: a folder without data files ({', '.join(SUFFIXES)})")
         elif p.is_file():
@@ -48,6 +52,20 @@ def expand(paths: list[str]) -> list[Path]:
         for f in found:
             files.setdefault(f.resolve(), f)
     return list(files.values())
+
+
+def _data_files(folder: Path) -> list[Path]:
+    """The data files inside `folder` (`_is_data_file`), less those of the datasets `prepare` wrote into it
+    (`_is_dataset`): its `stats.json` and `rejects.jsonl` are no trajectories, and reading them would make each rerun
+    of that `prepare` see other inputs than the run that wrote the dataset."""
+    datasets = {stats.parent for stats in folder.rglob(STATS) if _is_dataset(stats.parent)}
+    return sorted(f for f in folder.rglob("*") if _is_data_file(f.relative_to(folder)) and f.is_file()
+                  and datasets.isdisjoint(f.parents))
+
+
+def _is_dataset(folder: Path) -> bool:
+    """Whether `folder` holds a packed dataset `prepare` finished: its `stats.json` beside Megatron index files."""
+    return (folder / STATS).is_file() and any(folder.glob("*.idx"))
 
 
 def _is_data_file(path: Path) -> bool:
@@ -95,9 +113,10 @@ def _json_lines(path: Path, parse: bool) -> Iterator[tuple[str, Any]]:
                 yield f"{path}:{i}", line
                 continue
             try:
-                yield f"{path}:{i}", json.loads(line)
-            except json.JSONDecodeError as e:
-                yield f"{path}:{i}", Reject("malformed_json", str(e))
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deeply to parse
+                row = Reject("malformed_json", str(e))
+            yield f"{path}:{i}", row
 
 
 JSON_LINES = object()
@@ -109,7 +128,10 @@ def json_document(path: Path) -> Any:
     value starts a line of its own: `datasets.Dataset.to_json` writes JSON Lines whatever the file is called, as
     many files on the Hugging Face hub are. Anything else that is not one JSON document (a list cut off, bytes that
     are not UTF-8) is an `InputError` naming file:line: taken as one bad row, it would lose all the file's rows
-    while staying under the reject limit."""
+    while staying under the reject limit. JSON Lines are told from the first two lines (`_starts_json_lines`): the
+    file is read whole only where it may be one document."""
+    if _starts_json_lines(path):
+        return JSON_LINES
     raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     # bytes that are not UTF-8 are kept (as lone surrogates) until the file's shape is known: in JSON Lines they
     # spoil their own line only, which the line reader rejects
@@ -120,12 +142,35 @@ def json_document(path: Path) -> Any:
         if e.msg == "Extra data" and not text[e.pos - e.colno + 1:e.pos].strip():  # nothing before it on its line
             return JSON_LINES
         raise InputError(f"{path}:{e.lineno}: not JSON: {e}") from None
+    except RecursionError as e:
+        raise InputError(f"{path}: not JSON that can be read: {e}") from None
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise InputError(f"{path}:{line}: not UTF-8: {e}") from None
     return document
+
+
+def _starts_json_lines(path: Path) -> bool:
+    """Whether the first non-blank line of `path` holds one whole JSON value and another non-blank line follows: JSON
+    Lines, which hold many gigabytes, told without reading them whole (their rows are read a line at a time). Any
+    other start (a document spread over lines, a first line that is no JSON value) is for `json_document` to read."""
+    with open(path, "rb") as f:
+        lines = (line for line in f if line.strip())
+        first, second = next(lines, b""), next(lines, None)
+    text = first.removeprefix(codecs.BOM_UTF8).decode("utf-8", "surrogateescape").strip(JSON_WHITESPACE)
+    try:
+        _, end = json.JSONDecoder().raw_decode(text)
+    except json.JSONDecodeError:
+        return False
+    except RecursionError:  # a row nested too deeply to parse: the line reader rejects it, as in a `.jsonl` file
+        return second is not None
+    return second is not None and end == len(text)
+
+
+JSON_WHITESPACE = " \t\n\r"
+"""The characters JSON allows between values (`str.strip` would take more: a form feed is no JSON)."""
 
 
 def parquet_rows(path: Path) -> Iterator[tuple[str, dict]]:
@@ -159,7 +204,7 @@ def parse_row(row: Any) -> dict:
     if isinstance(row, str):
         try:
             row = json.loads(row)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deeply to parse
             raise Reject("malformed_json", str(e)) from None
     if not isinstance(row, dict):
         raise Reject("not_an_object", type(row).__name__)

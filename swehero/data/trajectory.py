@@ -29,7 +29,15 @@ class Reject(ValueError):
 
 
 def validate(record: Any) -> dict:
-    """Check one canonical record and return it with defaults filled in; raise `Reject` if unusable."""
+    """Check one canonical record and return it with defaults filled in; raise `Reject` if unusable. One nested too
+    deeply for the checks to walk (RecursionError) is rejected too (`nested_too_deeply`), not the end of the run."""
+    try:
+        return _validated(record)
+    except RecursionError:
+        raise Reject("nested_too_deeply", "a value nested too deeply to check") from None
+
+
+def _validated(record: Any) -> dict:
     if not isinstance(record, dict):
         raise Reject("not_an_object", type(record).__name__)
     for field in REQUIRED:
