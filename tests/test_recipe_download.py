@@ -155,3 +155,17 @@ def test_an_unset_revision_of_a_bundled_recipe_names_its_line_and_variable(monke
     assert set_by_hand.output.startswith("a run would stop before its first stage: --set: stage download: "
                                          "repos.zero.revision: empty"), set_by_hand.output
     assert "the recipe writes it as" not in set_by_hand.output.splitlines()[0]
+
+
+def test_every_unpinned_revision_is_reported_at_once(monkeypatch):
+    """The bundled recipes' two dataset revisions come from two variables: the first one unset was reported alone,
+    and the second only after a rerun."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    for name in ("SWEHERO_SWE_ZERO_REVISION", "SWEHERO_SWE_HERO_REVISION"):
+        monkeypatch.delenv(name, raising=False)
+    stops = CliRunner().invoke(main, ["recipe", "run", "zero-7b", "--dry-run"]).output.splitlines()[0]
+    assert "stage download: repos.zero.revision: empty" in stops and "${env:SWEHERO_SWE_ZERO_REVISION,}" in stops
+    assert "stage download: repos.hero.revision: empty" in stops and "${env:SWEHERO_SWE_HERO_REVISION,}" in stops, stops

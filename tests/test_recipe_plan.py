@@ -116,3 +116,75 @@ def test_only_servers_started_here_with_known_configs_are_refused(tmp_path):
     stale.mkdir(parents=True)
     (stale / "config.json").write_text(json.dumps(known_config("Qwen/Qwen2.5-Coder-7B-Instruct")))
     assert refused() == []
+
+
+def test_the_distributed_optimizer_shards_over_the_context_parallel_ranks_too(tmp_path):
+    """megatron-core 0.16 shards the optimizer state over its `intra_dp_cp` group (data x context ranks): at TP 4,
+    CP 2 on 8 GPUs (DP 1) the plan said 21.3 GiB per GPU, twice what each rank holds."""
+    block = stage_block(plan("zero-7b", tmp_path, "stages.sft_zero.parallel.context=2",
+                             "stages.sft_zero.parallel.pipeline=1"), "sft_zero")
+    assert "DP 1" in block and "optimizer 10.6 + " in block, block
+
+
+def test_recipe_run_refuses_a_train_layout_megatron_would_not_run(tmp_path, monkeypatch):
+    """The layout was checked only when the train stage launched, after the downloads, imports and packing before it:
+    `recipe run` now stops before its first stage, judging it against the model the recipe names."""
+    for name in ("SWEHERO_SWE_ZERO_REVISION", "SWEHERO_SWE_HERO_REVISION"):
+        monkeypatch.setenv(name, "main")
+    args = ["recipe", "run", "hero-7b", "--set", f"run_dir={tmp_path}", "--set", "stages.sft_zero.parallel.tensor=3"]
+    result = CliRunner().invoke(main, args)
+    refused = "stage sft_zero: bad parallel layout: world size 8 is not divisible by tensor 3 x pipeline 2"
+    assert result.exit_code != 0 and refused in result.output, result.output
+    assert "stage sft_hero: bad parallel layout" in result.output  # from sft_zero's folder: the base's architecture
+    assert not list(tmp_path.glob("*/manifest.json"))
+    dry = CliRunner().invoke(main, [*args, "--dry-run"])
+    assert dry.exit_code == 0 and dry.output.startswith("a run would stop before its first stage: ") \
+        and refused in dry.output.splitlines()[0], dry.output
+    assert "layout" not in CliRunner().invoke(main, args[:-2] + ["--dry-run"]).output
+
+
+def test_a_layout_against_a_model_not_made_yet_is_judged_on_what_is_known(tmp_path):
+    """tiny-cpu's model is made by its first stage: how its heads split is not known before, the world size is."""
+    from swehero.recipe.config import load_recipe
+    from swehero.recipe.engine import check_stages, plan as plan_steps
+
+    recipe = load_recipe("tiny-cpu", (f"run_dir={tmp_path}", "stages.sft_zero.parallel.tensor=3"))
+    assert check_stages(recipe, plan_steps(recipe)).problems == [
+        "stage sft_zero: bad parallel layout: world size 2 is not divisible by tensor 3 x pipeline 1 x context 1 = 3"]
+
+
+MULTI_NODE = """\
+name: multi-node
+run_dir: {run}
+model: {{base: Qwen/Qwen2.5-Coder-7B-Instruct}}
+stages:
+  - {{name: hours_of_data, kind: command, run: "mkdir dataset", outputs: [dataset]}}
+  - {{name: sft, kind: train, data: "${{stages.hours_of_data.dir}}/dataset", parallel: {{tensor: 4, pipeline: 2}},
+     nodes: 2}}
+"""
+
+
+def test_a_dry_run_says_where_a_multi_node_train_stage_stops_the_run(tmp_path):
+    """Only a Slurm job trains a stage of several nodes: `recipe run` runs the stages before it and stops there,
+    and the dry run says so beforehand (it did not). A stage whose Slurm job finished training is completed from
+    its work, and stops nothing."""
+    from swehero.recipe.config import load_recipe
+    from swehero.recipe.engine import Step, check_stages
+
+    path = tmp_path / "r.yaml"
+    path.write_text(MULTI_NODE.format(run=tmp_path / "run"))
+    stops = ("stage sft, which spans 2 nodes (only a Slurm job trains it): launch it with `swehero train RECIPE "
+             "--stage sft --launcher slurm`")
+    dry = CliRunner().invoke(main, ["recipe", "run", str(path), "--dry-run"])
+    assert dry.exit_code == 0 and dry.output.startswith(f"a run would stop at {stops}\n"), dry.output
+    result = CliRunner().invoke(main, ["recipe", "run", str(path)])
+    assert result.exit_code != 0 and "stage sft spans 2 nodes: launch it with `swehero train" in result.output
+    assert (tmp_path / "run" / "hours_of_data" / "dataset").is_dir()  # the stages before it ran
+
+    recipe = load_recipe(str(path), ())
+    (tmp_path / "run" / "sft").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "run" / "sft" / "finished.json").write_text("{}")  # what a Slurm job's workers write at the end
+    resumed = Step(recipe.stage("sft"), True, "handed to Slurm (...) (resuming)", resume=True)
+    assert check_stages(recipe, [resumed]) == check_stages(recipe, []) and not check_stages(recipe, []).stops_at
+    afresh = Step(recipe.stage("sft"), True, "settings changed")
+    assert check_stages(recipe, [afresh]).stops_at == [stops]

@@ -95,10 +95,46 @@ def test_flops_per_token_matches_the_textbook_estimate():
     # For short documents attention is negligible and training costs ~6 FLOPs per parameter per token.
     params = 32.5e9 - 5120 * 152064  # minus the input embedding
     flops = training_flops_per_token(QWEN25_CODER_32B, [128] * 8)
-    assert flops == pytest.approx(6 * params, rel=0.02)
-    # Long documents add the causal attention term: 12 * layers * hidden * (mean keys per token).
+    assert flops.total == pytest.approx(6 * params, rel=0.02)
+    # Long documents add the causal attention term: 12 * layers * hidden * (mean keys per token), none of it linear.
     long = training_flops_per_token(QWEN25_CODER_32B, [131072])
-    assert long - flops == pytest.approx(12 * 64 * 5120 * ((131072 + 1) / 2 - (128 + 1) / 2), rel=1e-6)
+    assert long.total - flops.total == pytest.approx(12 * 64 * 5120 * ((131072 + 1) / 2 - (128 + 1) / 2), rel=1e-6)
+    assert long.linear == flops.linear and long.attention == pytest.approx(12 * 64 * 5120 * (131072 + 1) / 2)
+
+
+def test_fp8_speeds_up_only_the_linear_layers_in_gpu_hours_and_mfu(tmp_path):
+    """Transformer Engine runs the linear layers in FP8 (Megatron's `hybrid`), core attention stays bf16: the plan's
+    GPU-hours and the logged MFU took 2x the bf16 peak for all FLOPs, attention too, which at 128k is over half of
+    the 32B's."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from swehero.train.data import PackedBatch
+    from swehero.train.loop import throughput
+    from swehero.train.metrics import H100_BF16_PEAK_FLOPS
+    from swehero.train.plan import plan_stage
+
+    per_token = training_flops_per_token(QWEN25_CODER_32B, [131072])
+    fp8_share = (per_token.linear / 2 + per_token.attention) / per_token.total  # of bf16's time at peak
+    assert 0.75 < fp8_share < 0.8  # not 0.5
+    (tmp_path / "data").mkdir()  # one 131072-token trajectory per packed row, as the plan reads it
+    (tmp_path / "data" / "stats.json").write_text(json.dumps({
+        "seq_length": 131072, "samples": {"train": 960, "valid": 3}, "trajectories": {"kept": 1}, "tokens": 131072}))
+    plans = {precision: plan_stage("sft", Settings(data=str(tmp_path / "data"), nodes=4, precision=precision,
+                                                   parallel=ParallelConfig(tensor=8, pipeline=4)),
+                                   "Qwen/Qwen2.5-Coder-32B-Instruct", mfu=0.45) for precision in ("bf16", "fp8")}
+    bf16_hours = per_token.total * plans["bf16"].tokens / (0.45 * H100_BF16_PEAK_FLOPS) / 3600
+    assert plans["bf16"].gpu_hours == pytest.approx(bf16_hours, rel=1e-3)  # the bundled config's exact sizes
+    assert plans["fp8"].gpu_hours == pytest.approx(fp8_share * plans["bf16"].gpu_hours, rel=1e-3)
+
+    # One step of a 131072-token document on 8 GPUs in the time bf16 would take at 45% MFU: fp8 reports less.
+    batch = PackedBatch(tokens=torch.zeros(1, 131072, dtype=torch.long), labels=torch.zeros(1, 131072),
+                        loss_mask=torch.ones(1, 131072), position_ids=torch.arange(131072)[None], doc_lengths=[131072])
+    env = SimpleNamespace(dp_size=1, world_size=8, cuda=True)
+    seconds = per_token.total * 131072 / 8 / (0.45 * H100_BF16_PEAK_FLOPS)
+    assert throughput([batch], QWEN25_CODER_32B, env, seconds, "bf16")["mfu"] == pytest.approx(0.45)
+    assert throughput([batch], QWEN25_CODER_32B, env, seconds, "fp8")["mfu"] == pytest.approx(0.45 * fp8_share)
 
 
 def test_metrics_plot_and_resumed_records(tmp_path):
@@ -122,10 +158,11 @@ def test_memory_model_terms_and_fit_warning(tmp_path):
     layout = dict(tensor=8, pipeline=2, context=2, sequence_parallel=True)
     selective = estimate(Settings(data="d", parallel=ParallelConfig(**layout)), QWEN25_CODER_32B, data_parallel=1)
     full = estimate(Settings(data="d", parallel=ParallelConfig(**layout), recompute="full"), QWEN25_CODER_32B, 1)
-    # bf16 weights over 16 model-parallel ranks; fp32 grads twice that; fp32 master + 2 moments 6x the weights.
+    # bf16 weights over 16 model-parallel ranks; fp32 grads twice that; fp32 master + 2 moments 6x the weights,
+    # sharded over the data- and context-parallel ranks together (megatron-core's intra_dp_cp group): DP 1 x CP 2.
     assert selective.weights_gib == pytest.approx(2 * 32.76e9 / 16 / 2**30, rel=1e-3)
     assert selective.gradients_gib == pytest.approx(2 * selective.weights_gib)
-    assert selective.optimizer_gib == pytest.approx(6 * selective.weights_gib)
+    assert selective.optimizer_gib == pytest.approx(6 * selective.weights_gib / 2)
     # Full recompute keeps one hidden vector per token per layer: 2 bytes x 5120 / 8 x 65536 tokens x 32 layers x 2 in
     # flight, plus the layer re-run in the backward pass, whole for one micro-batch: 2 bytes x (4 x 5120 norm and
     # projection inputs + (40 + 2 x 8) x 128 q, k, v + 2 x 40 x 128 attention output and o_proj input + 3 x 27648

@@ -114,7 +114,22 @@ def test_a_job_that_starts_from_a_stage_not_run_yet_is_refused_not_looked_up_on_
     done = generate(tmp_path, hub, "--stage", "sft_hero")
     assert done.returncode == 1
     assert done.stderr.strip() == ("Error: stage sft_hero needs sft_zero, which has not completed; run it first "
-                                   "(drop --only / --from)")
+                                   f"(`swehero recipe run {Path(__file__).parents[1] / 'recipes' / 'hero-32b.yaml'}` "
+                                   "runs the stages in order)")
+
+
+def test_a_stage_whose_needs_have_not_run_names_commands_that_run_them(tmp_path):
+    """`swehero train` said "(drop --only / --from)", options it does not have and the user never typed."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    result = CliRunner().invoke(main, ["train", "hero-32b", "--stage", "sft_hero", "--launcher", "slurm",
+                                       "--set", f"run_dir={tmp_path}"])
+    recipe = Path(__file__).parents[1] / "recipes" / "hero-32b.yaml"
+    assert result.exit_code == 1 and result.output == (
+        "Error: stage sft_hero needs prepare_hero, sft_zero, which have not completed; run them first "
+        f"(`swehero recipe run {recipe}` runs the stages in order)\n")
 
 
 def test_a_run_folder_or_recipe_name_with_blanks_stays_one_sbatch_value_and_pyxis_is_not_given_one():

@@ -14,7 +14,7 @@ RESUMABLE = True
 __all__ = ["RESUMABLE", "Settings", "check", "run"]
 
 
-def check(settings: Settings, name: str) -> None:
+def check(settings: Settings, name: str, recipe, step) -> None:
     """Settings that do not go together stop `recipe run` before its first stage, not after days of them."""
     try:
         check_settings(settings)

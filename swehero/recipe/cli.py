@@ -11,7 +11,7 @@ import yaml
 
 from swehero.recipe.config import Recipe, load_recipe
 from swehero.recipe.engine import (StageFailed, UnknownStage, check_stage_name, describe, plan as plan_steps,
-                                   recipe_as_dict, run_in_progress, run_lock, run_recipe, stops_before_first_stage)
+                                   recipe_as_dict, run_in_progress, run_lock, run_recipe, check_stages)
 from swehero.recipe.loader import RecipeError
 from swehero.recipe.options import Group
 from swehero.recipe.plan import plan_recipe
@@ -86,8 +86,11 @@ def run(recipe_file: str, overrides: tuple[str, ...], dry_run: bool, start: str 
                 click.echo(f"{loaded.run_dir}: another `recipe run` or `swehero train` is running now; a stage shown "
                            "as interrupted while running is the one it runs")
             steps = plan_steps(loaded, only=only, start=start, force=force)
-            if problems := stops_before_first_stage(loaded, [step.stage for step in steps if step.run]):
-                click.echo("a run would stop before its first stage: " + "; ".join(problems))
+            checked = check_stages(loaded, steps)
+            if checked.problems:
+                click.echo("a run would stop before its first stage: " + "; ".join(checked.problems))
+            if checked.stops_at:
+                click.echo(f"a run would stop at {checked.stops_at[0]}")
             return click.echo("\n".join(describe(steps)))
         with run_lock(loaded):
             run_recipe(loaded, plan_steps(loaded, only=only, start=start, force=force), echo=click.echo)

@@ -48,12 +48,13 @@ class Settings:
     """Hub cache to download into; default: the environment's (`HF_HUB_CACHE`, `HF_HOME`, ~/.cache/huggingface)."""
 
 
-def check(settings: Settings, name: str) -> None:
-    for entry, repo in settings.repos.items():
-        if not repo.revision.strip():
-            raise SettingError(("repos", entry, "revision"), (
-                f"empty: pin {repo.repo_id} to a commit (40 hex digits, from the repository's 'Files and versions' "
-                "page), or write `main` to take the latest (the manifest then records the commit it was)"))
+def check(settings: Settings, name: str, recipe, step) -> None:
+    unpinned = [SettingError(("repos", entry, "revision"), (
+        f"empty: pin {repo.repo_id} to a commit (40 hex digits, from the repository's 'Files and versions' page), "
+        "or write `main` to take the latest (the manifest then records the commit it was)"))
+        for entry, repo in settings.repos.items() if not repo.revision.strip()]
+    if unpinned:  # every one at once: a recipe's downloads are often all unset, from one run's environment
+        raise ExceptionGroup(f"stage {name}: unpinned revisions", unpinned)
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:

@@ -31,7 +31,7 @@ from swehero.process import end_left_behind, recording_groups
 from swehero.recipe import kinds
 from swehero.recipe.config import Recipe, Stage
 from swehero.recipe.plan import unservable
-from swehero.recipe.stage import StageContext
+from swehero.recipe.stage import RunsElsewhere, StageContext
 from swehero.slurm import jobs_running
 
 MANIFEST = "manifest.json"
@@ -192,8 +192,11 @@ def plan(recipe: Recipe, only: str | None = None, start: str | None = None, forc
                     raise StageFailed(f"stage {step.stage.name} needs {name}, whose {busy}; run again when it "
                                       "has ended")
             if missing:
-                raise StageFailed(f"stage {step.stage.name} needs {', '.join(missing)}, which has not completed; "
-                                  f"run it first (drop --only / --from)")
+                one = len(missing) == 1
+                # said whichever command selected the stage (`--only`, `--from`, `swehero train --stage`)
+                raise StageFailed(f"stage {step.stage.name} needs {', '.join(missing)}, which "
+                                  f"{'has' if one else 'have'} not completed; run {'it' if one else 'them'} first "
+                                  f"(`swehero recipe run {recipe.file}` runs the stages in order)")
     if only is not None:
         _note_stale_needs(recipe, next(s for s in steps if s.stage.name == only))
     return steps
@@ -418,27 +421,41 @@ def run_in_progress(recipe: Recipe) -> bool:
         return any(line.split()[1] == "FLOCK" and line.split()[5] == held for line in locks if "->" not in line)
 
 
-def stops_before_first_stage(recipe: Recipe, stages: list[Stage]) -> list[str]:
-    """Why a run of `stages` would stop before the first of them (`--dry-run` says it too): each stage kind's `check`
-    of its settings (an unpinned download) and what vLLM would not serve. What would stop a later stage stops the
-    run now, not after days of the earlier ones."""
-    problems = []
-    for stage in stages:
-        if check := getattr(kinds.load_kind(stage.kind), "check", None):
-            try:
-                check(stage.settings, stage.name)
-            except SettingError as e:
-                problems.append(stage.problem(e.field, str(e)))
-            except InputError as e:
-                problems.append(str(e))
-    return problems + unservable(recipe, stages)
+@dataclasses.dataclass
+class Checked:
+    """What the stage kinds' `check`s and vLLM say of the steps a run would run."""
+
+    problems: list[str]
+    """Why the run would stop before its first stage (an unpinned download, a train stage's layout, what vLLM would
+    not serve): what would stop a later stage stops the run now, not after days of the earlier ones."""
+    stops_at: list[str]
+    """The stages it cannot run here (`RunsElsewhere`: a train stage of several nodes), in order, with why: a run
+    stops at the first."""
+
+
+def check_stages(recipe: Recipe, steps: list[Step]) -> Checked:
+    """Each stage kind's `check` of the steps that run, and what vLLM would not serve (`--dry-run` says both)."""
+    checked = Checked([], [])
+    for step in (step for step in steps if step.run):
+        check = getattr(kinds.load_kind(step.stage.kind), "check", None)
+        try:
+            if check is not None:
+                check(step.stage.settings, step.stage.name, recipe, step)
+        except* RunsElsewhere as found:
+            checked.stops_at += [f"stage {step.stage.name}, which {e}" for e in found.exceptions]
+        except* SettingError as found:
+            checked.problems += [step.stage.problem(e.field, str(e)) for e in found.exceptions]
+        except* InputError as found:
+            checked.problems += [str(e) for e in found.exceptions]
+    checked.problems += unservable(recipe, [step.stage for step in steps if step.run])
+    return checked
 
 
 def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:
     Path(recipe.run_dir).mkdir(parents=True, exist_ok=True)
     (Path(recipe.run_dir) / "recipe.resolved.yaml").write_text(yaml.safe_dump(recipe_as_dict(recipe), sort_keys=False))
     todo = [s for s in steps if s.run]
-    if problems := stops_before_first_stage(recipe, [step.stage for step in todo]):
+    if problems := check_stages(recipe, steps).problems:
         raise InputError("; ".join(problems))
     for n, step in enumerate(todo, 1):
         echo(f"[{n}/{len(todo)}] {step.stage.name} ({step.stage.kind}): {step.reason}")

@@ -24,7 +24,7 @@ def plan_recipe(recipe: Recipe, mfu: float) -> list[str]:
             init = stage.settings.init
             # A checkpoint of an earlier stage has the base model's architecture.
             model_ref = init if (init and is_hf_folder(init)) or base is None else base
-            config = _trained_config(recipe, stage)
+            config = trained_config(recipe, stage)
             blocks.append(format_plan(plan_stage(stage.name, stage.settings, model_ref, mfu, config), mfu))
         elif stage.kind == "eval":
             blocks += [_serving(recipe, name, serve, workers) for name, serve, workers in _servers(stage)]
@@ -74,7 +74,7 @@ def _served_config(recipe: Recipe, serve) -> tuple[dict | None, int | None, bool
     config is a guess (the base model's architecture, for a model another kind of stage makes)."""
     maker = _train_stage_making(recipe, serve.model)
     # a train stage's export as the recipe makes it now, not one an earlier run left on disk
-    config = (_trained_config(recipe, maker) if maker else None) or known_config(serve.model)
+    config = (trained_config(recipe, maker) if maker else None) or known_config(serve.model)
     # vLLM's limit for Qwen2 (YaRN or none): max_position_embeddings, which a YaRN export sets to original x factor;
     # unknown where `--hf-overrides` changes the config vLLM reads.
     overridden = any(arg.startswith("--hf-overrides") for arg in serve.extra_args)
@@ -93,13 +93,13 @@ def _train_stage_making(recipe: Recipe, model: str) -> Stage | None:
     return None
 
 
-def _trained_config(recipe: Recipe, stage: Stage) -> dict | None:
+def trained_config(recipe: Recipe, stage: Stage) -> dict | None:
     """The config a train stage exports: its initial model's (an earlier train stage's export, else the `init`
     or base model's), with the stage's rope_scaling."""
     init = stage.settings.init
     earlier = _train_stage_making(recipe, init) if init else None
     if earlier:
-        config = _trained_config(recipe, earlier)
+        config = trained_config(recipe, earlier)
     else:
         ref = init or (recipe.model.base if recipe.model else None)
         config = known_config(ref) if ref else None

@@ -20,9 +20,13 @@ A stage kind is a module (registered in `swehero.recipe.kinds`) that defines:
 - optionally `NOT_IN_RESULT = ("field", ...)`: settings that change how the stage runs or what it reports, not
   what it makes (a train stage's logging, GPU count, checkpoint cadence). Changed alone, they neither make a
   complete stage run again nor empty an interrupted one's folder (days of checkpoints): it resumes with them.
-- optionally `check(settings, name) -> None`: raises InputError for settings that would stop `run` and need no
-  earlier stage's work to tell (an unpinned download). `recipe run` checks every stage it is about to run before
-  it runs the first, so a run is not stopped by its last stage after days of the others.
+- optionally `check(settings, name, recipe, step) -> None`: raises InputError for settings that would stop `run`
+  and need no earlier stage's work to tell (an unpinned download, a train stage's layout against the model the
+  recipe starts it from): a `SettingError` names the setting, an `ExceptionGroup` of them reports several at once.
+  `recipe run` checks every stage it is about to run before it runs the first, so a run is not stopped by its last
+  stage after days of the others. `RunsElsewhere` instead says that the stage cannot run in this process (a run
+  goes up to it and stops there; `--dry-run` says so). `recipe` and `step` (the engine's plan for the stage: does
+  it resume) are there for the checks that need more than the settings.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
+
+from swehero.errors import InputError
 
 
 class _Input:
@@ -107,6 +113,11 @@ class ModelConfig:
     @property
     def tokenizer_path(self) -> str:
         return self.tokenizer or self.base
+
+
+class RunsElsewhere(InputError):
+    """Raised by a stage kind's `check`: the stage cannot run in this process (a train stage of several nodes, which
+    only a Slurm job trains); the message says why and how to run it, after `stage NAME, which `."""
 
 
 @dataclass(frozen=True)

@@ -128,8 +128,9 @@ class LayoutError(ValueError):
     pass
 
 
-def check_layout(settings: Settings, hf_config: dict, world_size: int) -> int:
-    """Reject layouts Megatron would fail on (or silently mis-run); returns the data-parallel size."""
+def check_layout(settings: Settings, hf_config: dict | None, world_size: int) -> int:
+    """Reject layouts Megatron would fail on (or silently mis-run); returns the data-parallel size. Without the
+    model's config (made by a stage that has not run), all but how the model splits over the ranks."""
     p = settings.parallel
     # a layout built outside the schema (Python callers) can still hold sizes the checks below would divide by
     sizes = {"world size": world_size, "tensor": p.tensor, "pipeline": p.pipeline,
@@ -141,7 +142,8 @@ def check_layout(settings: Settings, hf_config: dict, world_size: int) -> int:
     if world_size % model_parallel:
         problems.append(f"world size {world_size} is not divisible by tensor {p.tensor} x pipeline {p.pipeline} "
                         f"x context {p.context} = {model_parallel}")
-    problems += model_split_problems(hf_config, p.tensor, p.pipeline, p.virtual_pipeline)
+    if hf_config is not None:
+        problems += model_split_problems(hf_config, p.tensor, p.pipeline, p.virtual_pipeline)
     if p.virtual_pipeline > 1 and p.pipeline == 1:
         problems.append("virtual_pipeline > 1 needs pipeline > 1")
     if p.sequence_parallel and p.tensor == 1:

@@ -17,7 +17,7 @@ from swehero.train.checkpoint import Checkpointer, is_reporting_rank
 from swehero.train.config import Settings, rows_per_step
 from swehero.train.data import PackedSequences, sample_indices, steps_for
 from swehero.train.memory import GiB, peak_bytes
-from swehero.train.metrics import H100_BF16_PEAK_FLOPS, LogInterval, MetricsLogger, training_flops_per_token
+from swehero.train.metrics import LogInterval, MetricsLogger, training_flops_per_token
 from swehero.train.step import evaluate, train_step
 from swehero.train.worker import FINISHED, StopRequest
 
@@ -128,9 +128,9 @@ def throughput(batches: list, hf_config: dict, env, seconds: float, precision: s
     """Tokens/s and MFU of this step over the whole job (every DP rank processed as many tokens)."""
     tokens = sum(b.tokens.numel() for b in batches) * env.dp_size
     docs = [n for b in batches for n in b.doc_lengths]
-    flops = training_flops_per_token(hf_config, docs) * tokens
-    out = {"tokens_per_s": tokens / seconds, "tflops_per_gpu": flops / seconds / env.world_size / 1e12}
+    per_token = training_flops_per_token(hf_config, docs)
+    out = {"tokens_per_s": tokens / seconds,
+           "tflops_per_gpu": per_token.total * tokens / seconds / env.world_size / 1e12}
     if env.cuda:
-        peak = H100_BF16_PEAK_FLOPS * (2 if precision == "fp8" else 1)
-        out["mfu"] = flops / seconds / env.world_size / peak
+        out["mfu"] = per_token.seconds_at_peak(precision) * tokens / seconds / env.world_size
     return out

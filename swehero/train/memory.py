@@ -1,7 +1,8 @@
 """Memory per GPU of a training layout, term by term, so a plan can say what fits before GPUs are booked.
 
 Model: Megatron-Core with bf16 weights, fp32 gradient buffers, AdamW with fp32 master weights and moments
-(sharded over data-parallel ranks by the distributed optimizer; an fp32 run has no master copy), flash attention
+(sharded by the distributed optimizer over the data- and context-parallel ranks together, as megatron-core shards it
+over its `intra_dp_cp` group: context ranks hold the same weights; an fp32 run has no master copy), flash attention
 (no s^2 score matrix), and activations counted tensor by tensor for a Qwen2 layer (GQA attention + SwiGLU MLP),
 following Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models"). The first
 pipeline stage holds the most activations: with 1F1B, `pipeline` micro-batches are in flight there. Full recompute
@@ -114,7 +115,7 @@ def estimate(settings: Settings, hf_config: dict, data_parallel: int) -> MemoryE
                                               4 if fp32 else 2)
     # fp32 logits (and their softmax copy) of the last stage for the cross-entropy, unless fused.
     logits = 0.0 if settings.fused_ce else 2 * 4 * tokens_per_microbatch * hf_config["vocab_size"] / p.tensor
-    optimizer_shards = data_parallel if settings.distributed_optimizer else 1
+    optimizer_shards = data_parallel * p.context if settings.distributed_optimizer else 1
     return MemoryEstimate(
         parameters=total,
         weights_gib=weight_bytes * local / GiB,

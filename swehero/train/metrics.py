@@ -10,11 +10,34 @@ from pathlib import Path
 
 from swehero.train.memory import dims, layer_matmul_weights
 
-# Dense bf16 peak of one H100 SXM (FP8 doubles it); MFU is reported against this unless told otherwise.
+# Dense bf16 peak of one H100 SXM; FP8 doubles it for the matrix multiplies Transformer Engine runs in FP8.
 H100_BF16_PEAK_FLOPS = 989e12
+FP8_SPEEDUP = 2.0
 
 
-def training_flops_per_token(hf_config: dict, doc_lengths: list[int]) -> float:
+@dataclass(frozen=True)
+class TrainingFlops:
+    """Forward + backward FLOPs per trained token, split by what runs them: under `precision: fp8` only the linear
+    layers' matrix multiplies run in FP8 (Megatron's `hybrid` recipe); core attention stays bf16."""
+
+    linear: float
+    """Matrix multiplies of the weights (the layers' projections and the LM head)."""
+    attention: float
+    """Attention scores and their weighted sum over the values."""
+
+    @property
+    def total(self) -> float:
+        return self.linear + self.attention
+
+    def seconds_at_peak(self, precision: str) -> float:
+        """GPU-seconds these FLOPs take at the H100's peak: the linear part at FP8's under `fp8`, attention at
+        bf16's. MFU is this time over the time taken: the FLOPs against the effective peak of their mix (the bf16
+        peak itself in bf16)."""
+        linear_peak = H100_BF16_PEAK_FLOPS * (FP8_SPEEDUP if precision == "fp8" else 1)
+        return self.linear / linear_peak + self.attention / H100_BF16_PEAK_FLOPS
+
+
+def training_flops_per_token(hf_config: dict, doc_lengths: list[int]) -> TrainingFlops:
     """Forward + backward FLOPs per trained token of a Qwen2-style decoder, attention counted exactly for
     causal attention within each packed document (a token at position p attends to p + 1 keys).
 
@@ -27,7 +50,7 @@ def training_flops_per_token(hf_config: dict, doc_lengths: list[int]) -> float:
     matmul_params = layers * layer_matmul_weights(hf_config) + h * hf_config["vocab_size"]  # + the LM head
     tokens = sum(doc_lengths)
     mean_keys = sum(n * (n + 1) / 2 for n in doc_lengths) / max(tokens, 1)
-    return 6.0 * matmul_params + 12.0 * layers * heads * head_dim * mean_keys
+    return TrainingFlops(linear=6.0 * matmul_params, attention=12.0 * layers * heads * head_dim * mean_keys)
 
 
 # Per-step rates (work over the step's seconds): over a log interval they are its work over its time.

@@ -13,7 +13,7 @@ from swehero.model.parallel import model_split_problems
 from swehero.train.config import LayoutError, Settings, check_layout, rows_per_step
 from swehero.train.data import empty_training_split, seq_length_mismatch, steps_for
 from swehero.train.memory import GPU_MEMORY_GIB, RUNTIME_OVERHEAD_GIB, GiB, MemoryEstimate, dims, estimate, parameter_count
-from swehero.train.metrics import H100_BF16_PEAK_FLOPS, training_flops_per_token
+from swehero.train.metrics import training_flops_per_token
 
 @dataclass
 class StagePlan:
@@ -80,9 +80,8 @@ def plan_stage(name: str, settings: Settings, model_ref: str, mfu: float, config
         return StagePlan(name, layout, memory, None, None, None, warnings, **batch)
     tokens = steps * rows * settings.seq_length
     docs = [int(mean_doc)] * max(1, math.ceil(settings.seq_length / mean_doc))
-    flops = tokens * training_flops_per_token(config, docs)
-    peak = H100_BF16_PEAK_FLOPS * (2 if settings.precision == "fp8" else 1)
-    return StagePlan(name, layout, memory, steps, tokens, flops / (mfu * peak) / 3600, warnings,
+    seconds_at_peak = tokens * training_flops_per_token(config, docs).seconds_at_peak(settings.precision)
+    return StagePlan(name, layout, memory, steps, tokens, seconds_at_peak / mfu / 3600, warnings,
                      steps_per_epoch=per_epoch, **batch)
 
 

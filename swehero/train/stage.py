@@ -10,10 +10,15 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from swehero.errors import InputError, MissingInput, ProcessFailed, Unavailable
-from swehero.recipe.stage import HUB_ID, StageContext
+from swehero.recipe.stage import HUB_ID, RunsElsewhere, StageContext
 from swehero.train.config import Settings
+
+if TYPE_CHECKING:
+    from swehero.recipe.config import Recipe
+    from swehero.recipe.engine import Step
 
 USES_MODEL = True
 RESUMABLE = True
@@ -56,7 +61,6 @@ def check_inputs(settings: Settings, init: str, name: str) -> None:
     from swehero.model.folder import (TOKENIZER_FILES, check_hf_weights, has_tokenizer, is_hf_folder, read_config,
                                       side_files_from)
     from swehero.model.qwen2 import check_supported
-    from swehero.train.config import LayoutError, check_layout
     from swehero.train.data import empty_training_split, seq_length_mismatch
     from swehero.train.folders import model_config
 
@@ -101,10 +105,49 @@ def check_inputs(settings: Settings, init: str, name: str) -> None:
         config = model_config(settings, init)
     except MissingInput as e:  # an earlier stage's folder, before its first checkpoint
         raise not_made_yet(name, str(e)) from None
+    check_layout_of(settings, config, name)
+
+
+def check(settings: Settings, name: str, recipe: Recipe, step: Step) -> None:
+    """What `recipe run` can tell of the stage before its first stage: a parallel layout Megatron would not run,
+    against the model where the recipe says which before any stage runs (as `recipe plan` reads it; not a model
+    another kind of stage makes), and a stage of several nodes, which only a Slurm job trains (`RunsElsewhere`: the
+    run stops there). Nothing where the stage's Slurm job finished training: the run completes the stage from its
+    work, launching nothing."""
+    from swehero.recipe.engine import stage_dir
+    from swehero.recipe.plan import trained_config
+
+    if workers_finished(stage_dir(recipe, step.stage), step.resume):
+        return
+    check_layout_of(settings, trained_config(recipe, step.stage), name)
+    if settings.nodes > 1:
+        raise RunsElsewhere(f"spans {settings.nodes} nodes (only a Slurm job trains it): launch it with "
+                            f"`swehero train RECIPE --stage {name} --launcher slurm`")
+
+
+def check_layout_of(settings: Settings, config: dict | None, name: str) -> None:
+    """The stage's parallel layout against the model config it trains (None: not known yet), on all its
+    processes."""
+    from swehero.train.config import LayoutError, check_layout
+
     try:
         check_layout(settings, config, settings.nodes * settings.gpus_per_node)
     except LayoutError as e:
         raise InputError(f"stage {name}: {e}") from None
+
+
+def workers_finished(folder: Path, resume: bool) -> bool:
+    """Whether the attempt a stage resumes trained to the end (a Slurm job, or a run stopped just after its
+    workers finished): nothing is left to launch."""
+    from swehero.train.worker import FINISHED
+
+    return resume and (folder / FINISHED).exists()
+
+
+def spans_nodes(name: str, nodes: int) -> InputError:
+    """Why the stage cannot train here: only a Slurm job starts one torchrun per node."""
+    return InputError(f"stage {name} spans {nodes} nodes: launch it with "
+                      f"`swehero train RECIPE --stage {name} --launcher slurm`")
 
 
 def not_made_yet(stage: str, missing: str) -> MissingInput:
@@ -121,10 +164,7 @@ def paths_read(job_path: Path) -> list[Path]:
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
-    from swehero.train.worker import FINISHED
-
-    # A resumed attempt's workers may have finished already: a Slurm job, or a run stopped just after them.
-    if not (ctx.resume and (ctx.dir / FINISHED).exists()):
+    if not workers_finished(ctx.dir, ctx.resume):
         train_here(settings, ctx)
     outputs = {"checkpoints": str(ctx.dir / "checkpoints"), "metrics": str(ctx.dir / "metrics.jsonl"),
                "plot": str(ctx.dir / "loss.png")}
@@ -170,8 +210,7 @@ def train_here(settings: Settings, ctx: StageContext) -> None:
     from swehero.train.worker import FINISHED
 
     if settings.nodes > 1:
-        raise InputError(f"stage {ctx.name} spans {settings.nodes} nodes: launch it with "
-                         f"`swehero train RECIPE --stage {ctx.name} --launcher slurm`")
+        raise spans_nodes(ctx.name, settings.nodes)
     job_file(settings, ctx)
     # In its own session, so that Ctrl-C reaches this process alone, which then stops torchrun as SIGTERM would;
     # guarded, so that nothing of it (workers, their checkpoint writers) outlives this process killed outright.
