@@ -277,7 +277,7 @@ def test_a_policy_that_fails_unexpectedly_ends_the_episode_as_an_agent_error_kee
     record = run([edit], AttributeError("'list' object has no attribute 'get'"))
     meta = record["metadata"]
     assert (meta["finish_reason"], meta["steps"]) == ("agent_error", 1)
-    assert meta["error"] == "AttributeError: 'list' object has no attribute 'get'"
+    assert meta["error"] == "AttributeError: 'list' object has no attribute 'get'" and meta["error_in"] == "policy"
     assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant", "tool"]
     assert "+    return a + b" in record["patch"]
     validate(record)
@@ -307,6 +307,7 @@ def test_a_runtime_that_fails_under_a_call_ends_the_episode_as_an_agent_error_ke
     meta = record["metadata"]
     assert (meta["finish_reason"], meta["steps"]) == ("agent_error", 2)
     assert meta["error"].startswith("execute_bash failed in the runtime: FileNotFoundError: "), meta["error"]
+    assert meta["error_in"] == "runtime"
     assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
     assert "No such file or directory" in meta["patch_error"] and record["patch"] == ""
 

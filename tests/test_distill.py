@@ -404,6 +404,25 @@ def _scripted_teacher(*commands: str) -> JsonServer:
     return JsonServer(answer)
 
 
+def test_an_episode_past_the_context_at_once_is_committed_and_the_filter_drops_it(toy, tmp_path):
+    """A problem statement past the teacher's context: the episode ends before its first turn, committed so that a
+    resume does not make it again; the filter refused the whole file at it and wrote nothing."""
+    from swehero.distill.filter_io import filter_file
+    from swehero.distill.filters import FilterConfig
+
+    teacher = JsonServer(lambda method, path, body: (400, {"error": "This model's maximum context length is 131072 "
+                                                                    "tokens. However, you requested 200000 tokens"}))
+    try:
+        settings = Settings(tasks=str(toy), limit=1, progress=False, endpoints=[teacher.url], agent=AgentSettings(
+            policy="openai", mode="zero", openai=OpenAIConfig(model="m", request_retries=0)))
+        assert distill(settings, tmp_path / "run")["finish_reasons"] == {"context_limit": 1}
+    finally:
+        teacher.close()
+    out = filter_file(str(tmp_path / "run" / "trajectories.jsonl"), FilterConfig(stage="zero"), tmp_path / "f")
+    assert lines(Path(out["trajectories"])) == []
+    assert [d["rule"] for d in lines(Path(out["dropped"]))] == ["no_assistant_turn"]
+
+
 def _exec_settings(tmp_path: Path, install: str, **limits) -> AgentSettings:
     """The oracle in execution mode, its task environment built into `tmp_path/envs` with the command `install`."""
     from swehero.agent.taskenv import EnvSettings
@@ -661,6 +680,16 @@ def test_an_array_job_serving_its_teacher_asks_for_the_servers_gpus(toy, tmp_pat
     assert script.index("#SBATCH --cpus-per-task=26") < script.index("#SBATCH --partition=gpu")  # the user's last
 
 
+def test_an_array_job_on_shared_endpoints_asks_for_a_cpu_per_episode(toy, tmp_path):
+    """Without a CPU request each array task got Slurm's one CPU, on which its workers' episodes queued."""
+    argv = CLI + ["--tasks", str(toy), "--mode", "zero", "--policy", "oracle", "--rollouts", "2", "--workers", "2",
+                  "--out", str(tmp_path), "--launcher", "slurm", "--shards", "2", "--sbatch-arg=--cpus-per-task=8"]
+    subprocess.run(argv, check=True, capture_output=True)
+    script = (tmp_path / "distill.sbatch").read_text().splitlines()
+    assert "--gpus=" not in "\n".join(script)
+    assert script.index("#SBATCH --cpus-per-task=4") < script.index("#SBATCH --cpus-per-task=8")  # the user's last
+
+
 @pytest.mark.slow
 def test_a_run_resumes_only_with_the_settings_its_episodes_were_made_with(toy, tmp_path):
     """Episodes of two ways of attempting would be one dataset with one summary; more tasks or workers resume, fewer
@@ -713,7 +742,36 @@ def test_endpoint_pool_least_loaded_and_dead_endpoints(tmp_path):
         assert not pool.check(endpoint) and endpoint.dead
     with pytest.raises(NoLiveEndpoint), pool.borrow():
         pass
-    assert pool.report() == [{"url": dead, "episodes": 1, "dead": True}]
+    assert pool.report() == [{"url": dead, "episodes": 1, "failed": 0, "dead": True}]
+
+
+def test_an_endpoint_failing_in_a_row_is_benched_then_tried_one_attempt_at_a_time(monkeypatch):
+    """Always the least loaded, an endpoint that fails every attempt at once would be chosen again and again."""
+    from swehero.rollout import endpoints
+
+    pool = EndpointPool(["http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"])
+    a, b = pool.endpoints
+    for _ in range(endpoints.FAILURES_IN_ROW - 1):
+        pool.ended(a, failed=True)
+    pool.ended(a, failed=False)  # not in a row
+    for _ in range(endpoints.FAILURES_IN_ROW):
+        pool.ended(a, failed=True)
+    with pool.borrow() as first, pool.borrow() as second, pool.borrow(instead_of=b) as third:
+        assert first is second is third is b  # benched: b takes them all, however busy
+    for _ in range(endpoints.FAILURES_IN_ROW):
+        pool.ended(b, failed=True)
+    with pool.borrow() as first, pool.borrow() as second:
+        assert (first, second) == (a, b)  # both benched: they still serve, never none while one lives
+    pool.ended(b, failed=False)
+    monkeypatch.setattr(endpoints, "BENCH_S", 0.0)
+    pool.ended(a, failed=True)  # a's bench is over at once: it is on trial
+    with pool.borrow() as trial, pool.borrow() as other, pool.borrow() as then:
+        assert (trial, other, then) == (a, b, b)  # one attempt at a time
+    pool.ended(a, failed=False)
+    with pool.borrow() as first, pool.borrow() as second:
+        assert (first, second) == (a, b)
+    in_row = endpoints.FAILURES_IN_ROW
+    assert [(e["failed"], e["episodes"]) for e in pool.report()] == [(2 * in_row, 3), (in_row, 7)]
 
 
 def test_a_teacher_behind_an_api_key_is_alive_to_the_probe_and_a_failing_one_is_not():
@@ -736,8 +794,8 @@ def test_the_replicas_of_one_server_are_endpoints_of_their_own(tmp_path):
     pool = EndpointPool([Endpoint(url, 0), Endpoint(url, 1), Endpoint(url, 1)])
     with pool.borrow() as first, pool.borrow() as second:
         assert (first.replica, second.replica) == (0, 1)  # the second attempt goes to the idle replica
-    assert pool.report() == [{"url": url, "replica": 0, "episodes": 1, "dead": False},
-                             {"url": url, "replica": 1, "episodes": 1, "dead": False}]
+    assert pool.report() == [{"url": url, "replica": 0, "episodes": 1, "failed": 0, "dead": False},
+                             {"url": url, "replica": 1, "episodes": 1, "failed": 0, "dead": False}]
 
 
 @pytest.mark.slow
@@ -771,6 +829,62 @@ def test_each_attempt_keeps_to_one_replica_and_attempts_spread_over_them(toy, tm
     assert len(ranks) == 4 and all(len(named) == 1 for named in ranks.values())
     assert set().union(*ranks.values()) == {"0", "1"}
     assert [(e["replica"], e["url"]) for e in ran["endpoints"]] == [(0, server.url), (1, server.url)]
+
+
+def _teacher_answering_models(chat) -> JsonServer:
+    """A teacher whose `GET /models` answers (the pool's probe finds it alive) and whose chat requests `chat()`
+    answers."""
+    return JsonServer(lambda method, path, body: chat() if method == "POST" else (200, {"data": [{"id": "m"}]}))
+
+
+def _openai(endpoints: list[str], time_limit_s: float = 60.0, **settings) -> Settings:
+    return Settings(tasks=settings.pop("tasks"), progress=False, endpoints=endpoints, **settings, agent=AgentSettings(
+        policy="openai", mode="zero", time_limit_s=time_limit_s,
+        openai=OpenAIConfig(model="m", request_retries=1, backoff=0.01)))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_teacher_that_fails_every_request_is_benched_and_its_episodes_made_on_another(toy, tmp_path):
+    """Its API up, its engine dead: a 500 at once. Always the least loaded, it was given most episodes, each a
+    failure (7 of 12)."""
+    from swehero.rollout.endpoints import FAILURES_IN_ROW
+
+    failing, healthy = _teacher_answering_models(lambda: (500, {"error": "engine dead"})), _scripted_teacher()
+    try:
+        summary = distill(_openai([failing.url, healthy.url], tasks=str(toy), rollouts=3, workers=2), tmp_path)
+    finally:
+        failing.close()
+        healthy.close()
+    assert summary["episodes"] == 3 * len(lines(toy)) and summary["failed_this_run"] == 0
+    failed = summary["endpoints"][0]
+    assert FAILURES_IN_ROW <= failed["failed"] == failed["episodes"] <= FAILURES_IN_ROW + 1  # + the one in flight
+    assert not (tmp_path / "failures.jsonl").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_teacher_that_never_replies_leaves_failures_to_retry_not_time_limits(toy, tmp_path):
+    """Its POST never returns: each episode reached the time limit before a step, and was committed as a
+    `time_limit` episode that a resume never made again (and that the filter refused). Now it is a failure the
+    next run retries, and a run with another teacher makes it there."""
+    released = threading.Event()
+    hung = _teacher_answering_models(lambda: (released.wait(60), (500, {}))[1])
+    healthy = _scripted_teacher()
+    try:
+        alone = distill(_openai([hung.url], tasks=str(toy), limit=1, time_limit_s=2), tmp_path)
+        assert (alone["episodes"], alone["failed_this_run"], alone["outstanding_failures"]) == (0, 1, 1)
+        [failure] = lines(tmp_path / "failures.jsonl")
+        assert failure["error"] == f"{hung.url}: no reply before the time limit of 2s"
+        both = distill(_openai([hung.url, healthy.url], tasks=str(toy), limit=1, time_limit_s=2), tmp_path)
+    finally:
+        released.set()
+        hung.close()
+        healthy.close()
+    assert (both["episodes"], both["failed_this_run"], both["outstanding_failures"]) == (1, 0, 0)
+    assert [(e["episodes"], e["failed"]) for e in both["endpoints"]] == [(1, 1), (1, 0)]  # tried there, then made
+    [episode] = lines(tmp_path / "trajectories.jsonl")
+    assert episode["metadata"]["finish_reason"] == "submitted"
 
 
 @pytest.mark.slow

@@ -134,7 +134,7 @@ def test_each_rule_drops_exactly_its_violators(stage):
     assert by_id["dup"] == "duplicate"
     counts = {r["name"]: r["dropped"] for r in report["rules"]}
     assert counts == {**{rule: len(items) for rule, items in bad.items() if stage == "zero" or rule != "banned_command"},
-                      "duplicate": 1}
+                      "duplicate": 1, "no_assistant_turn": 0}
     assert report["input"] == len(records) + 4 and report["kept"] == len(kept)
     assert all(r["doc"] for r in report["rules"])
 
@@ -483,6 +483,45 @@ def test_filter_cli_writes_the_report(tmp_path):
     assert {r["name"]: r["dropped"] for r in report["rules"]}["banned_command"] == 1
     assert read_jsonl(tmp_path / "out" / "trajectories.jsonl") == [validate(junk)]
     assert len(read_jsonl(tmp_path / "out" / "dropped.jsonl")) == 2
+
+
+def turnless(i: int, finish_reason: str, messages: int) -> dict:
+    """A distill run's record of an episode that ended before the teacher's first reply, with the first `messages`
+    messages of `good`'s opening (system prompt, task)."""
+    r = good(i)
+    r.update(id=f"turnless-{i}", patch="", messages=r["messages"][:messages])
+    r["metadata"]["finish_reason"] = finish_reason
+    return r
+
+
+def test_records_without_an_assistant_turn_are_dropped_by_their_own_rule(tmp_path):
+    """A distill run commits them (a problem statement past the context, a time limit); the filter refused the
+    whole file at the first, and wrote nothing."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in [turnless(0, "context_limit", 2), good(1),
+                                                          turnless(2, "time_limit", 0)]))
+    out = filter_file(str(src), FilterConfig(stage="zero"), tmp_path / "f")
+    assert kept_ids(read_jsonl(Path(out["trajectories"]))) == ["t1"]
+    assert read_jsonl(Path(out["dropped"])) == [
+        {"id": f"turnless-{i}", "instance_id": "swehero-toy__calc-1", "rule": "no_assistant_turn",
+         "violates": ["no_assistant_turn"]} for i in (0, 2)]
+    report = json.loads(Path(out["report"]).read_text())
+    assert report["rules"][0] == {"name": "no_assistant_turn", "doc": report["rules"][0]["doc"], "dropped": 2,
+                                  "violations": 2}
+    assert (report["input"], report["kept"], report["dropped"]) == (3, 1, 2)
+
+
+def test_a_record_without_an_assistant_turn_is_otherwise_checked_as_any(tmp_path):
+    """Only the missing turn is let pass: a fault `validate` finds after the turns (text UTF-8 cannot encode) still
+    stops the filter, as in any other record."""
+    src = tmp_path / "in.jsonl"
+    bad = turnless(0, "context_limit", 2)
+    bad["messages"][1]["content"] += "\udc80"
+    src.write_text(json.dumps(good(1)) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(InputError, match=rf"^{src}:2: not a canonical trajectory: not_utf8: message 1 holds a lone "
+                                         "surrogate U\\+DC80, which UTF-8 cannot encode$"):
+        filter_file(str(src), FilterConfig(stage="zero"), tmp_path / "f")
+    assert not (tmp_path / "f").exists()
 
 
 def test_filter_and_prompts_name_a_row_that_is_no_trajectory(tmp_path):

@@ -100,6 +100,7 @@ def run_episode(task: Task, policy: Policy, tools: Tools, opening: list[dict], c
         meta["finish_reason"] = "time_limit"
     except (PolicyError, RuntimeFailed) as e:
         meta["finish_reason"], meta["error"] = "agent_error", str(e)
+        meta["error_in"] = "policy" if isinstance(e, PolicyError) else "runtime"  # the model's server, or the sandbox
         if isinstance(e, EndpointRefused):  # for the runner: not the attempt's outcome, and every attempt's alike
             meta["endpoint_refused"] = True
     except (KeyboardInterrupt, SystemExit):
@@ -134,6 +135,7 @@ def patch_failed(meta: dict, error: str) -> None:
     if meta["finish_reason"] != "interrupted":
         meta["finish_reason"] = "agent_error"
         meta["error"] = meta.get("error") or f"taking the patch failed: {error}"
+        meta.setdefault("error_in", "runtime")
 
 
 def _step(message: dict, tools: Tools, messages: list[dict], meta: dict) -> bool:

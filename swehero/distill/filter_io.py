@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from swehero.data.select import Selection, select_lines
-from swehero.data.sources import iter_trajectories
+from swehero.data.sources import parse_row, read_rows
+from swehero.data.trajectory import Reject, validate
 from swehero.distill.filters import GRADES, FilterConfig, Grades, check_gradable, filter_trajectories, logged_grades
 from swehero.errors import InputError
 
 REPORT = "filter_report.json"
+TURNLESS = ("no_assistant_turn", "no_messages")
+"""What `validate` rejects a record without an assistant turn as: a distill run commits one for an episode that ended
+before the teacher's first reply (its problem statement past the context, a time limit), with the opening messages
+or none. The filter drops it (`filters.NO_ASSISTANT_TURN`) where it would refuse the whole file."""
+_STAND_IN = {"role": "assistant", "content": "(stand-in)"}
+"""Appended to such a record's messages for `validate` to check the rest of it as it checks any record's."""
 
 
 def filter_file(path: str, cfg: FilterConfig, out_dir: Path, seed: int = Selection.seed) -> dict[str, str]:
@@ -23,7 +32,7 @@ def filter_file(path: str, cfg: FilterConfig, out_dir: Path, seed: int = Selecti
     the run before hours of grading, not after; each grade is logged in `out_dir/grades.jsonl` as it is made, kept
     whatever stops the run, and reused by the next run into `out_dir`."""
     out_dir = Path(out_dir)
-    check_gradable(iter_trajectories(path), cfg, logged_grades(out_dir / GRADES) if cfg.resolved_only else {})
+    check_gradable(trajectories(path), cfg, logged_grades(out_dir / GRADES) if cfg.resolved_only else {})
     selection = cfg.selection(seed)
     made = not out_dir.exists()
     outputs = {"trajectories": out_dir / "trajectories.jsonl", "dropped": out_dir / "dropped.jsonl",
@@ -40,7 +49,7 @@ def filter_file(path: str, cfg: FilterConfig, out_dir: Path, seed: int = Selecti
                 if selection.active:
                     kept_ids.append((record["instance_id"], record["id"]))
 
-            report = filter_trajectories(iter_trajectories(path), cfg, keep,
+            report = filter_trajectories(trajectories(path), cfg, keep,
                                          lambda d: dropped.write(json.dumps(d) + "\n"), grades)
         if not report["input"]:  # as import and prepare: an emptied file (a failed export) is no clean result
             raise InputError(f"{path}: no trajectories to read (an empty file?)")
@@ -63,3 +72,26 @@ def _holds_grades(out_dir: Path) -> bool:
     """Whether `out_dir` holds grades, hours of tests that a rerun reuses."""
     log = out_dir / GRADES
     return log.is_file() and log.stat().st_size > 0
+
+
+def trajectories(path: str) -> Iterator[dict]:
+    """The canonical trajectories of a file, one at a time (`swehero.data.sources.iter_trajectories`), and the records
+    of episodes without an assistant turn (`TURNLESS`), otherwise valid. Any other row that is not a trajectory stops
+    the read with `InputError` naming its file:line and the field."""
+    for where, row in read_rows(Path(path)):
+        try:
+            yield _validated(row)
+        except Reject as e:
+            raise InputError(f"{where}: not a canonical trajectory: {e}") from None
+
+
+def _validated(row: Any) -> dict:
+    """`row` as `validate` returns it, also when it has no assistant turn; else `Reject`."""
+    try:
+        return validate(parse_row(row))
+    except Reject as e:
+        if e.reason not in TURNLESS or not isinstance(row.get("messages"), list):
+            raise
+    record = validate({**row, "messages": [*row["messages"], _STAND_IN]})
+    record["messages"].pop()
+    return record

@@ -3,7 +3,9 @@
 Every rule reads only the canonical trajectory (messages, patch, metadata) and, for the test-file rule, the task's
 test patch (from `metadata.test_files`, written by `swehero distill`, or from a task file). A trajectory is dropped
 by the first rule it violates, in the order of RULES; the report also counts every rule's violations on its own,
-so the effect of each rule is visible whatever the order. Rules named in `skip` do not run, and the report says so.
+so the effect of each rule is visible whatever the order. One without an assistant turn, which a distill run
+commits for an episode that ended before its first, is dropped as `no_assistant_turn` before any rule runs. Rules
+named in `skip` do not run, and the report says so.
 
 `resolved_only` grades run tests, hours of them for a release's trajectories: each grade is committed to an
 append-only log (`Grades`) the moment it is made, so a filter that is killed or stopped goes on where it stopped.
@@ -189,6 +191,11 @@ SKIPPABLE = tuple(r.name for r in RULES if r.name != UNRESOLVED)
 DUPLICATE = "duplicate"
 """Last rule, over the survivors of the others."""
 DUPLICATE_DOC = "Identical (messages and patch) to a trajectory kept earlier."
+NO_ASSISTANT_TURN = "no_assistant_turn"
+"""First rule, before the others: a distill run commits an episode that ended before the teacher's first turn (its
+task's problem statement past the context, a time limit), so that a resume does not make it again and again."""
+NO_ASSISTANT_TURN_DOC = ("Has no assistant turn: the episode ended before the teacher's first reply (e.g. the task "
+                         "did not fit the context). Dropped by this rule alone: the others judge a conversation.")
 UNGRADED = "ungraded"
 """With `resolved_only`: a trajectory the grader could not judge, dropped from this run's output only."""
 UNGRADED_DOC = ("The local grader could not tell whether it resolves the task (the task's environment or checkout "
@@ -292,12 +299,14 @@ def filter_trajectories(records: Iterable[dict], cfg: FilterConfig, keep: Callab
             counts["kept"] += 1
             kept_tasks.add(record["instance_id"])
             keep(record)
+
+    def counted(name: str, doc: str) -> dict:
+        return {"name": name, "doc": doc, "dropped": first_hit[name], "violations": violations[name]}
+
     report = {
         "stage": cfg.stage, "input": counts["input"], "kept": counts["kept"], "dropped": counts["dropped"],
-        "rules": [{"name": r.name, "doc": r.doc, "dropped": first_hit[r.name], "violations": violations[r.name]}
-                  for r in rules]
-                 + [{"name": name, "doc": doc, "dropped": first_hit[name], "violations": violations[name]}
-                    for name, doc in ((DUPLICATE, DUPLICATE_DOC), (UNGRADED, UNGRADED_DOC))
+        "rules": [counted(NO_ASSISTANT_TURN, NO_ASSISTANT_TURN_DOC)] + [counted(r.name, r.doc) for r in rules]
+                 + [counted(name, doc) for name, doc in ((DUPLICATE, DUPLICATE_DOC), (UNGRADED, UNGRADED_DOC))
                     if name != UNGRADED or cfg.resolved_only],
         "skipped": list(cfg.skip),
         "kept_tasks": len(kept_tasks),
@@ -364,7 +373,10 @@ def _hits(record: dict, rules: list[Rule], cfg: FilterConfig, tasks: dict[str, d
 
 
 def _other_hits(record: dict, rules: list[Rule], cfg: FilterConfig, tasks: dict[str, dict]) -> list[str]:
-    """The rules other than `unresolved` that `record` violates."""
+    """The rules other than `unresolved` that `record` violates; `[NO_ASSISTANT_TURN]` alone for a record without
+    an assistant turn."""
+    if not _assistant_turns(record):
+        return [NO_ASSISTANT_TURN]
     return [r.name for r in rules if r.name != UNRESOLVED and _violates(r, record, cfg, tasks)]
 
 

@@ -19,8 +19,9 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
     excluded task files, a model) name what they name here. With `repo_url` and no `repos`, every task clones into
     one mirror cache, `out_dir/mirrors`.
 
-    A task that serves its own teacher asks for that server's GPUs and CPUs for its processes and the episodes
-    (by default Slurm would give it one CPU and no GPU, and could put two 8-GPU servers on one node);
+    Every task asks for a CPU per episode and two more (by default Slurm would give it one CPU, on which its
+    `workers` episodes would queue); one that serves its own teacher also asks for that server's GPUs and a CPU for
+    each of its processes (else it would get no GPU, and Slurm could put two 8-GPU servers on one node);
     `sbatch_args` come after, and sbatch takes the last of an option given twice. It runs the Python that wrote it,
     not whichever `swehero` the node's PATH finds."""
     import dataclasses
@@ -37,12 +38,13 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
     (out / "distill.yaml").write_text(yaml.safe_dump(dataclasses.asdict(settings), sort_keys=False))
     serves = serves_here(settings.agent, settings.endpoints, settings.serve)
     gpus = settings.serve.tensor_parallel_size * settings.serve.data_parallel_size if serves else 0
-    cpus = gpus + 2 + settings.workers  # vLLM: a process per GPU, its API server and engine; one per episode
+    cpus = gpus + 2 + settings.workers  # one per episode; two for the run (serving: its API server and engine); a
+    # process per GPU
     lines = ["#!/bin/bash", "#SBATCH --job-name=swehero-distill", f"#SBATCH --array=0-{shards - 1}",
              f"#SBATCH --chdir={Path.cwd()}", f"#SBATCH --output={out}/slurm-%A_%a.log",
              # one node: the shard's server and its workers meet on localhost (a job's --gpus may span nodes)
              "#SBATCH --nodes=1",
-             *([f"#SBATCH --gpus={gpus}", f"#SBATCH --cpus-per-task={cpus}"] if serves else []),
+             *([f"#SBATCH --gpus={gpus}"] if serves else []), f"#SBATCH --cpus-per-task={cpus}",
              *(f"#SBATCH {a}" for a in sbatch_args),
              "set -euo pipefail",
              f"# when every array task is done: swehero distill merge {out}/shard-* --out {out}",

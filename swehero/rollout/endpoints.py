@@ -5,12 +5,19 @@ Each attempt borrows the live endpoint with the fewest attempts in flight (ties 
 returns it when done. An attempt that ends in an `agent_error` makes the pool probe that endpoint's `/models`; an
 endpoint that does not answer is marked dead, never chosen again, and the attempt is retried on another one. When
 none is left the run stops, committing nothing for the attempts that found them dead.
+
+A server can answer the probe and still fail every attempt (its API process up, its engine dead: a 500 at once; or
+requests that never return). Always the least loaded, it would take most of the run's attempts. So the pool counts
+the attempts that fail for each endpoint in a row (the runner tells which, `EndpointPool.ended`): after
+`FAILURES_IN_ROW` it is benched, chosen only when no other live endpoint is ready, for `BENCH_S`; then it is on
+trial, given one attempt at a time until one does not fail for it (a failure benches it again).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, replace
@@ -21,6 +28,14 @@ from swehero.agent.run import check_ready
 from swehero.agent.settings import AgentSettings
 from swehero.errors import InputError, Unavailable
 from swehero.serve.server import ServeConfig
+
+
+FAILURES_IN_ROW = 3
+"""Attempts failing for an endpoint in a row that bench it: few enough that a failing teacher costs the run a few
+attempts, each retried elsewhere; more than one, so that a single bad request does not."""
+BENCH_S = 600.0
+"""How long a benched endpoint gets no attempt while another live one is ready (a server restarting is back within
+minutes)."""
 
 
 class NoLiveEndpoint(Unavailable):
@@ -45,7 +60,17 @@ class Endpoint:
     """Episodes running against it now."""
     served: int = 0
     """Episodes it has been given so far."""
+    failed: int = 0
+    """Of those, how many failed for it (`EndpointPool.ended`)."""
+    failures_in_row: int = 0
+    benched_until: float = 0.0
+    """`time.monotonic()` until which it is benched, after `FAILURES_IN_ROW` failures in a row."""
     dead: bool = False
+
+    def ready(self, now: float) -> bool:
+        """Whether it may be chosen while other live endpoints are ready: not benched, or on trial with no attempt in
+        flight."""
+        return self.failures_in_row < FAILURES_IN_ROW or (self.benched_until <= now and not self.in_flight)
 
 
 def alive(url: str, timeout: float = 10.0) -> bool:
@@ -70,15 +95,12 @@ class EndpointPool:
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def borrow(self):
-        """`with pool.borrow() as endpoint:` the least-loaded live endpoint, counted as busy inside the block."""
+    def borrow(self, instead_of: Endpoint | None = None):
+        """`with pool.borrow() as endpoint:` the least-loaded ready endpoint, counted as busy inside the block; one
+        other than `instead_of` where another is ready. When none is ready, the least-loaded live one: a benched
+        endpoint still serves while no other can."""
         with self._lock:
-            live = [e for e in self.endpoints if not e.dead]
-            if not live:
-                raise NoLiveEndpoint(f"no model endpoint answers (GET /models) any more: "
-                                     f"{', '.join(e.url for e in self.endpoints)}; the attempts committed are kept, "
-                                     "and the same command resumes with the rest once one answers")
-            chosen = min(live, key=lambda e: e.in_flight)
+            chosen = min(self._choices(instead_of), key=lambda e: e.in_flight)
             chosen.in_flight += 1
             chosen.served += 1
         try:
@@ -86,6 +108,30 @@ class EndpointPool:
         finally:
             with self._lock:
                 chosen.in_flight -= 1
+
+    def _choices(self, instead_of: Endpoint | None) -> list[Endpoint]:
+        live = [e for e in self.endpoints if not e.dead]
+        if not live:
+            raise NoLiveEndpoint(f"no model endpoint answers (GET /models) any more: "
+                                 f"{', '.join(e.url for e in self.endpoints)}; the attempts committed are kept, "
+                                 "and the same command resumes with the rest once one answers")
+        now = time.monotonic()
+        ready = [e for e in live if e.ready(now)] or live
+        return [e for e in ready if e is not instead_of] or ready
+
+    def ended(self, endpoint: Endpoint, failed: bool) -> None:
+        """An attempt on `endpoint` ended, `failed` for it or not: count it, and bench the endpoint at its
+        `FAILURES_IN_ROW`-th failure in a row (and at each after, its trials')."""
+        with self._lock:
+            endpoint.failed += failed
+            endpoint.failures_in_row = endpoint.failures_in_row + 1 if failed else 0
+            if endpoint.failures_in_row >= FAILURES_IN_ROW:
+                endpoint.benched_until = time.monotonic() + BENCH_S
+
+    def others_live(self, endpoint: Endpoint) -> bool:
+        """Whether a live endpoint other than `endpoint` is left, for an attempt that failed on it to retry."""
+        with self._lock:
+            return any(not e.dead and e is not endpoint for e in self.endpoints)
 
     def check(self, endpoint: Endpoint) -> bool:
         """Probe an endpoint after a failure; mark it dead if it does not answer. Returns whether it is alive."""
@@ -96,7 +142,7 @@ class EndpointPool:
 
     def report(self) -> list[dict]:
         return [{"url": e.url, **({"replica": e.replica} if e.replica is not None else {}), "episodes": e.served,
-                 "dead": e.dead} for e in self.endpoints]
+                 "failed": e.failed, "dead": e.dead} for e in self.endpoints]
 
 
 def rollout_server() -> ServeConfig:

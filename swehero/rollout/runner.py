@@ -6,7 +6,11 @@ gives every attempt a hard time limit and confines a crash to that attempt.
 
 Endpoints: with several model servers, each attempt borrows the live one with the fewest attempts in flight; an
 attempt that ends in an `agent_error` makes the pool probe its server, and one that does not answer is dropped and
-the attempt retried on another (endpoints.py).
+the attempt retried on another (endpoints.py). An attempt that failed for its server (`_failed_for`) is counted
+against it (the pool benches one that keeps failing) and made once more on another live one before it is recorded.
+Where the caller asks (`unanswered_fails`: distillation), an openai attempt whose time limit came before the model's
+first reply is such a failure (`_unanswered`): no outcome of the model's, so it is recorded as an `agent_error`,
+which runs retry, not as a `time_limit` kept for good.
 
 Resume: what is committed is the caller's business (`commit` appends to an append-only log, see
 `swehero.jsonio.JsonlLog`); the caller passes only the jobs its log does not hold yet, so a rerun after any
@@ -138,12 +142,15 @@ def sampling_seed(*parts) -> int:
 
 def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job, dict], None], work_dir: Path,
                  repos: Path | None = None, endpoints: list[str | Endpoint] = (), workers: int = 1,
-                 progress: Callable[[str], None] | None = None, bar: bool = False, max_attempts: int = 1) -> dict:
+                 progress: Callable[[str], None] | None = None, bar: bool = False, max_attempts: int = 1,
+                 unanswered_fails: bool = False) -> dict:
     """Attempt every job, `workers` at a time, calling `commit(job, record)` as each ends; returns
     {"attempts", "agent_errors", "endpoints", "missing_repositories"}. `repos` holds the task repositories (local
     runtime); a job whose repository is missing is not attempted, and named in "missing_repositories". An attempt
     that ends without a patch is made again, up to `max_attempts` times (OpenHands' benchmark protocol); the last
-    one is committed, with `metadata.attempts` saying how many were made."""
+    one is committed, with `metadata.attempts` saying how many were made. With `unanswered_fails`, an openai
+    attempt whose time limit came before the model's first reply is an `agent_error` (`_unanswered`), where an
+    evaluation keeps it as the model's `time_limit`."""
     pool = EndpointPool(list(endpoints)) if endpoints else None
     counts, lock, missing = {"attempts": 0, "agent_errors": 0}, threading.Lock(), set()
     stop = threading.Event()
@@ -182,7 +189,7 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
                 seed = job.seed if attempt == 1 or job.seed is None else sampling_seed(job.seed, attempt)
                 with_seed = settings if seed is None else replace(settings, openai=replace(settings.openai, seed=seed))
                 record = _attempt(job, with_seed, source, Path(work_dir) / job.name, pool, stop,
-                                  histories / job.task["instance_id"])
+                                  histories / job.task["instance_id"], unanswered_fails)
                 if record is None:  # interrupted: nothing is committed, and a rerun makes the attempt again
                     return
                 if record["patch"].strip():
@@ -273,16 +280,48 @@ def _to_stderr(message: str) -> None:
 
 
 def _attempt(job: Job, settings: AgentSettings, source: Path | None, workdir: Path, pool: EndpointPool | None,
-             stop: threading.Event, history: Path) -> dict | None:
+             stop: threading.Event, history: Path, unanswered_fails: bool) -> dict | None:
+    def attempt(settings: AgentSettings) -> dict | None:
+        record = attempt_in_child(job.task, settings, source, workdir, stop, history)
+        return _accepted(_unanswered(record, settings) if unanswered_fails else record)
+
     if pool is None:
-        return _accepted(attempt_in_child(job.task, settings, source, workdir, stop, history))
-    while True:  # each failover marks an endpoint dead: once all are, `borrow` raises NoLiveEndpoint
-        with pool.borrow() as endpoint:
+        return attempt(settings)
+    failed_on = None  # the endpoint the attempt failed for, once: its retry goes to another
+    while True:  # each pass but that retry marks an endpoint dead: once all are, `borrow` raises NoLiveEndpoint
+        with pool.borrow(instead_of=failed_on) as endpoint:
             to = replace(settings.openai, base_url=endpoint.url, replica=endpoint.replica)
-            with_url = replace(settings, openai=to)
-            record = _accepted(attempt_in_child(job.task, with_url, source, workdir, stop, history))
-        if record is None or record["metadata"]["finish_reason"] != "agent_error" or pool.check(endpoint):
+            record = attempt(replace(settings, openai=to))
+        if record is None:
+            return None
+        failed = _failed_for(record)
+        pool.ended(endpoint, failed)
+        if record["metadata"]["finish_reason"] == "agent_error" and not pool.check(endpoint):
+            continue  # dead: another takes the attempt
+        if not failed or failed_on is not None or not pool.others_live(endpoint):
             return record
+        failed_on = endpoint
+
+
+def _unanswered(record: dict | None, settings: AgentSettings) -> dict | None:
+    """`record`, or, when the openai policy's time limit came before the model's first reply (a server that takes
+    requests and never answers), an `agent_error` naming the server: the infrastructure's failure, not the model's
+    outcome."""
+    if record is None or settings.policy != "openai":
+        return record
+    meta = record["metadata"]
+    if meta["finish_reason"] == "time_limit" and not meta["steps"]:
+        meta.update(finish_reason="agent_error", error_in="policy",
+                    error=f"{settings.openai.base_url}: no reply before the time limit of {settings.time_limit_s:g}s")
+    return record
+
+
+def _failed_for(record: dict) -> bool:
+    """Whether the attempt failed for its endpoint: an `agent_error` of the policy, which talks to it
+    (`metadata.error_in`, set by the agent's loop, and by `_unanswered` for a server that did not reply), not of
+    the runtime."""
+    meta = record["metadata"]
+    return meta["finish_reason"] == "agent_error" and meta.get("error_in") == "policy"
 
 
 def _accepted(record: dict | None) -> dict | None:
