@@ -235,7 +235,7 @@ def test_gold_scores_100_and_empty_0_through_local_grader(toy, tmp_path):
         assert report[row["instance_id"]]["resolved"] is True
         assert report[row["instance_id"]]["tests_status"]["FAIL_TO_PASS"]["failure"] == []
     table = compare([tmp_path / "gold", tmp_path / "empty"])
-    assert "| resolved | 4/4 = 100.0% | 0/4 = 0.0% |" in table and "| empty_patch | 0 | 4 |" in table
+    assert "| resolved | 4/4 = 100.0% | 0/4 = 0.0% |" in table and "| empty_patch (per run) | 0 | 4 |" in table
 
 
 def test_wrong_patch_is_unresolved_and_breaking_p2p_counts(toy, tmp_path):
@@ -336,7 +336,8 @@ def test_harness_output_parses_into_outcomes(tmp_path, monkeypatch):
     report = build_report([{"instance_id": i, "repo": "o/r"} for i in ids], out, model, "verified", 3.0, 15.0)
     assert report["outcomes"] == {"resolved": 1, "unresolved": 2, "empty_patch": 1, "stuck": 0, "step_limit": 0,
                                   "context_limit": 0, "time_limit": 0, "tool_parse_failure": 0, "infra_error": 1}
-    assert report["paper"] == {"model": "SWE-Hero-32B", "benchmark": "verified", "resolved_rate": 0.622}
+    assert report["paper"] == {"model": "SWE-Hero-32B", "benchmark": "verified", "scaffold": "execution-based",
+                               "resolved_rate": 0.622}
     assert report["averages"]["cost_usd"] == pytest.approx((1000 * 3 + 100 * 15) / 1e6)
     assert report["per_repo"]["o/r"] == {"total": 5, "resolved": 1, "rate": 0.2}
 
@@ -416,12 +417,33 @@ def test_wilson_interval():
 
 
 def test_paper_table():
-    from swehero.eval.paper import paper_figure
+    from swehero.eval.paper import markdown_table, paper_figure
 
-    assert paper_figure("/ckpt/SWE-Hero-32B/hf", "multilingual") == ("SWE-Hero-32B", 44.1)
-    assert paper_figure("swe_zero_7b", "verified") == ("SWE-Zero-7B", 46.8)
-    assert paper_figure("swe-hero-14b", "verified") == ("SWE-Hero-14B", 60.8)
-    assert paper_figure("swe-hero-7b", "multilingual") is None and paper_figure("qwen", "verified") is None
+    assert paper_figure("/ckpt/SWE-Hero-32B/hf", "multilingual", "exec") == ("SWE-Hero-32B", 44.1)
+    assert paper_figure("swe_zero_7b", "verified", "exec") == ("SWE-Zero-7B", 46.8)
+    assert paper_figure("swe-hero-14b", "verified", "exec") == ("SWE-Hero-14B", 60.8)
+    assert paper_figure("swe-hero-7b", "multilingual", "exec") is None
+    assert paper_figure("qwen", "verified", "exec") is None
+    # the execution-free scaffold: the paper evaluates SWE-Hero-32B with it, and no other model
+    assert paper_figure("swe-hero-32b", "verified", "zero") == ("SWE-Hero-32B", 57.7)
+    assert paper_figure("swe-hero-32b", "multilingual", "zero") == ("SWE-Hero-32B", 42.2)
+    assert paper_figure("swe-zero-32b", "verified", "zero") is None
+    assert markdown_table() in (Path(__file__).parents[1] / "docs" / "evaluation.md").read_text()
+
+
+def test_the_report_takes_the_paper_figure_of_the_scaffold_the_folder_was_evaluated_with(tmp_path):
+    """A zero-mode (execution-free) eval of SWE-Hero-32B is set against the paper's 57.7, not the 62.2 of the
+    execution-based scaffold; a folder saved before the mode was recorded keeps the execution-based figure."""
+    from swehero.eval.pipeline import report_eval
+
+    _priced_folder(tmp_path, {"prompt_tokens": 1, "completion_tokens": 1})
+    tasks = [{"instance_id": "o__r-1", "repo": "o/r"}]
+    saved = {"tasks": "/data/verified.jsonl", "model": "swe-hero-32b", "benchmark": "verified"}
+    for attempts, figure in (({"agent": {"mode": "zero"}}, 0.577), ({"agent": {"mode": "exec"}}, 0.622), ({}, 0.622)):
+        report_eval(tmp_path, tasks, {**saved, "attempts": attempts}, progress=lambda _: None)
+        assert json.loads((tmp_path / "report.json").read_text())["paper"]["resolved_rate"] == pytest.approx(figure)
+    assert "Paper (SWE-Hero-32B, verified, execution-based scaffold, pass@1): 62.2%" in \
+        (tmp_path / "report.md").read_text()
 
 
 def test_guards():

@@ -210,3 +210,33 @@ def test_an_endpoint_that_names_no_model_stops_the_run_before_any_attempt(toy, t
     assert result.exit_code == 1, result.output
     assert f"Error: no model endpoint says which model it serves ({endpoint.url}/models: " in result.output
     assert "Traceback" not in result.output and not (out / PREDICTIONS).exists()
+
+
+def test_eval_grade_grades_with_the_grader_the_run_graded_with(toy, tmp_path):
+    """eval.json saves the grader: `eval grade` without --grader grades as the run did (it tried swebench), and a
+    grader that would mix two graders' verdicts in one rate is refused in one line. A folder saved before the grader
+    was grades with the default, swebench."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+    from swehero.eval.pipeline import run_grading
+
+    out = _inferred(toy, tmp_path / "run")
+    assert "grading" not in json.loads((out / "eval.json").read_text())  # inference only: no grader yet
+    runner = CliRunner()
+    graded = runner.invoke(main, ["eval", "grade", str(out), "--grader", "local"])
+    assert graded.exit_code == 0, graded.output
+    assert json.loads((out / "eval.json").read_text())["grading"] == {"grader": "local"}
+    again = runner.invoke(main, ["eval", "grade", str(out)])
+    assert again.exit_code == 0 and "grading (local): 0 prediction(s) to grade, 1 graded before" in again.output
+    (tmp_path / "grading.yaml").write_text("grader: swebench\n")
+    for named in (["--grader", "swebench"], ["--set", "grader=swebench"], ["--config", str(tmp_path / "grading.yaml")]):
+        mixed = runner.invoke(main, ["eval", "grade", str(out), *named])
+        assert mixed.exit_code == 1 and mixed.output == (
+            f"Error: {out} holds grades by the local grader, so grading it with swebench would mix graders in one "
+            f"rate: grade with --grader local, or remove {out / GRADES} to grade every prediction again with "
+            "swebench\n"), mixed.output
+    assert run_grading(GradingSettings(), {}, grader_named=False).grader == "swebench"
+    saved = {"grading": {"grader": "swebench", "harness_dataset": "/data/harness.jsonl"}}
+    assert run_grading(GradingSettings(grader="local"), saved, grader_named=False).harness.dataset == \
+        "/data/harness.jsonl"

@@ -319,3 +319,60 @@ def test_compare_names_each_folder_by_the_path_suffix_that_tells_them_apart(tmp_
     assert f"Folders: runA/eval_verified is {runs[0]}; runB/eval_verified is {runs[1]}\n" in table
     assert compare([runs[0], tmp_path / "runA" / ".." / "runB" / "eval_verified"]) == table  # named as they are
     assert compare([runs[0], runs[0]]).startswith("| metric | eval_verified | eval_verified |\n")
+
+
+def test_compare_warns_for_every_attempt_setting_that_differs(tmp_path):
+    """eval.json records how the attempts were made: another mode, turn limit, sampling or context is named with both
+    values; the checkpoint itself and the seeds are what a comparison compares, and no warning."""
+    def attempts(model: str, seed: int, mode: str = "exec", max_steps: int = 100, temperature: float = 0.7,
+                 context: int = 131072) -> dict:
+        return {"agent": {"mode": mode, "policy": "openai", "prompts": "",
+                          "loop": {"max_steps": max_steps, "max_context_tokens": context},
+                          "openai": {"model": model, "temperature": temperature, "top_p": 0.8, "top_k": 20}},
+                "serve_model": f"/ckpt/{model}", "max_model_len": context, "model": model, "seed": seed,
+                "max_attempts": 1, "runs": 1}
+    folders = {"base": attempts("a", 1), "other-model": attempts("b", 2),
+               "zero": attempts("a", 1, mode="zero", max_steps=50, temperature=0.0, context=32768)}
+    dirs = _write_reports(tmp_path, {name: _report({"a": True}) for name in folders})
+    for folder, recorded in zip(dirs, folders.values()):
+        (folder / "eval.json").write_text(json.dumps({"attempts": recorded}))
+    assert "**warning:**" not in compare(dirs[:2])
+    assert ("**warning:** zero made its attempts otherwise than base (from base to zero: "
+            "agent.loop.max_context_tokens: 131072 -> 32768; agent.loop.max_steps: 100 -> 50; "
+            "agent.mode: 'exec' -> 'zero'; "
+            "agent.openai.temperature: 0.7 -> 0.0; max_model_len: 131072 -> 32768): the difference is not the "
+            "checkpoints' alone") in compare([dirs[0], dirs[2]])
+    (dirs[2] / "eval.json").unlink()  # a report without its folder's settings: nothing known to compare
+    assert "**warning:**" not in compare([dirs[0], dirs[2]])
+
+
+def test_compare_warns_when_runs_were_graded_by_different_graders(tmp_path):
+    dirs = _write_reports(tmp_path, {"local": _report({"a": True}, graders=["local"]),
+                                     "harness": _report({"a": True}, graders=["swebench"])})
+    assert "**warning:** the runs were graded by different graders (local: local; harness: swebench)" in compare(dirs)
+
+
+def test_compare_shows_outcomes_per_run_and_the_averages_of_repeated_runs(tmp_path):
+    """A folder of two runs counts each outcome twice over the same four tasks: beside a single run it is shown per
+    run, and its mean steps and tokens are over all its attempts."""
+    results = {"t0": True, "t1": False, "t2": False, "t3": False}
+    single = _run_folder(tmp_path / "one", results)
+    runs = aggregate([_run_folder(tmp_path / "two" / f"run-{k}", results) for k in range(2)])
+    assert runs["outcomes"]["unresolved"] == 6 and runs["averages"]["steps"] == 3.0
+    assert "## Averages per attempt (all runs)" in markdown(runs)
+    table = compare(_write_reports(tmp_path / "cmp", {"one": single, "two": runs}))
+    assert "| unresolved (per run) | 3 | 3 |" in table and "| avg steps | 3.0 | 3.0 |" in table
+    assert "| avg prompt_tokens | 10.0 | 10.0 |" in table
+
+
+def test_grading_counts_the_grades_of_the_selected_tasks_alone(tmp_path):
+    """A folder graded on four tasks, graded again on two of them (`eval run --limit 2`): two graded before, and
+    its report names the graders of these two only."""
+    from swehero.eval.grade import GradingSettings, grade
+
+    _run_folder(tmp_path, {t["instance_id"]: True for t in TASKS})
+    JsonlLog(tmp_path / GRADES).append({"instance_id": "t3", "grader": "swebench", "resolved": True})
+    said = []
+    counts = grade(TASKS[:2], tmp_path, GradingSettings(grader="local"), None, "", progress=said.append)
+    assert said == ["grading (local): 0 prediction(s) to grade, 2 graded before"] and counts["before"] == 2
+    assert build_report(TASKS[:2], tmp_path, "m", "toy")["graders"] == ["local"]

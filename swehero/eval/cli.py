@@ -13,7 +13,7 @@ from swehero.eval.grade import GradingSettings
 from swehero.eval.images import build_command
 from swehero.eval.pipeline import Settings, evaluate, open_eval, regrade, report_eval
 from swehero.eval.select import VerifierSettings, select_best
-from swehero.recipe.options import Group, settings_options
+from swehero.recipe.options import Group, given, settings_options
 from swehero.rollout.toy import build_toy_tasks
 
 _OUT = click.argument("out", type=click.Path(file_okay=False, path_type=Path))
@@ -40,8 +40,9 @@ def run(out: Path, settings: Settings) -> None:
 @click.option("--repos", default="", help="Folder of the task repositories (local grader); default: the run's.")
 @settings_options(GradingSettings)
 def grade(out: Path, repos: str, settings: GradingSettings) -> None:
-    """Grade an eval folder's predictions (only those not graded yet), then rewrite its report."""
-    regrade(out, settings, repos, progress=click.echo)
+    """Grade an eval folder's predictions (only those not graded yet), then rewrite its report. Without --grader,
+    with the grader the eval graded with (eval.json), else swebench."""
+    regrade(out, settings, repos, progress=click.echo, grader_named=given("grader"))
 
 
 @eval_group.command(examples=["swehero eval report runs/v-32b"])

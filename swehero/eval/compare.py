@@ -1,16 +1,24 @@
 """Eval folders side by side (`swehero eval compare`, stage kind `compare`): one column per folder, then how each
 differs from the first (the baseline) on the three measures of a trained agent, with a paired bootstrap interval on
-the resolved rate, and warnings where the folders were not evaluated alike (prompts, retries, benchmark,
-held-out trajectories)."""
+the resolved rate, and warnings where the folders were not evaluated alike (prompts, retries, benchmark, graders,
+held-out trajectories, and any other setting `eval.json` records of how the attempts were made)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path, PurePath
 
 from swehero.eval.report import OUTCOMES
-from swehero.eval.runs import MIN_SHARED, EvalFolderError, paired_difference, percent
+from swehero.eval.runs import EVAL_FILE, MIN_SHARED, EvalFolderError, paired_difference, percent
 from swehero.jsonio import read_json
+from swehero.rollout.runner import WEIGHTS, recorded_differences
+
+NOT_PROTOCOL = ("model", "serve_model", WEIGHTS, "serve_weights", "agent.policy", "agent.openai.model", "runs", "seed",
+                "agent.openai.seed", "agent.prompts")
+"""What `eval.json` records of the attempts that is no difference of protocol between two folders: the checkpoint
+(what is compared), the number of runs (its own row), the sampling seeds (run-to-run noise, which the paired
+bootstrap measures) and the prompts (their own warning, by the names the reports give them)."""
 
 
 def _resolved(report: dict) -> str:
@@ -37,6 +45,7 @@ def compare(eval_dirs: list[Path]) -> str:
     if odd := [str(d) for d, r in zip(eval_dirs, reports) if "model" not in r or "resolved_rate" not in r]:
         raise EvalFolderError(f"{', '.join(odd)}: report.json is no eval report (`swehero eval report FOLDER` "
                               "writes it again)")
+    protocols = [_protocol(Path(d)) for d in eval_dirs]
     paths = [os.path.abspath(d) for d in eval_dirs]
     names = column_names(paths)
     row = lambda label, cells: f"| {label} | " + " | ".join(cells) + " |"  # noqa: E731
@@ -52,7 +61,9 @@ def compare(eval_dirs: list[Path]) -> str:
             row("valid tool calls", [f"{r['tool_calls']['valid']}/{r['tool_calls']['turns']} = "
                                      f"{percent(r['tool_calls']['valid_rate'])}" for r in reports]),
             row("teacher-forced accuracy", [percent(_accuracy(r)) for r in reports])]
-    rows += [row(name, [str(r["outcomes"].get(name, 0)) for r in reports]) for name in OUTCOMES[1:]]
+    # a folder of several runs counts every run's attempts: per run, its counts compare with a single run's
+    rows += [row(f"{name} (per run)", [f"{round(r['outcomes'].get(name, 0) / r.get('runs', 1), 2):g}" for r in reports])
+             for name in OUTCOMES[1:]]
     rows += [row(f"avg {key}", [str(r["averages"][key]) if r.get("averages", {}).get(key) is not None else "—"
                                 for r in reports]) for key in ("steps", "prompt_tokens", "completion_tokens", "cost_usd")]
     rows += ["", "Folders: " + "; ".join(f"{name} is {path}" for name, path in zip(names, paths)), ""]
@@ -66,7 +77,7 @@ def compare(eval_dirs: list[Path]) -> str:
                          f"{100 * paired['ci95'][0]:+.1f} to {100 * paired['ci95'][1]:+.1f} (paired bootstrap over "
                          f"{paired['instances']} instances): {verdict}")
         rows.append(f"- **{name}** vs {names[0]}: " + "; ".join(parts))
-    rows += [f"- **warning:** {w}" for w in warnings(names, reports)]
+    rows += [f"- **warning:** {w}" for w in warnings(names, reports, protocols)]
     return "\n".join(rows) + "\n"
 
 
@@ -81,9 +92,28 @@ def column_names(paths: list[str]) -> list[str]:
     return [str(PurePath(*p)) for p in parts]
 
 
-def warnings(names: list[str], reports: list[dict]) -> list[str]:
-    """Where the folders were not evaluated alike, so their numbers do not compare directly."""
+def _protocol(folder: Path) -> dict:
+    """How a folder's attempts were made, as its `eval.json` records it (`attempts`), less `NOT_PROTOCOL`; {} where
+    it records none (a folder of an older version, or a report copied without it): nothing to compare."""
+    saved = read_json(folder / EVAL_FILE, "an eval folder's settings") if (folder / EVAL_FILE).is_file() else {}
+    protocol = json.loads(json.dumps(saved.get("attempts", {})))  # a copy to prune
+    for dotted in NOT_PROTOCOL:
+        *sections, name = dotted.split(".")
+        record = protocol
+        for section in sections:
+            record = record.get(section, {})
+        record.pop(name, None)
+    return protocol
+
+
+def warnings(names: list[str], reports: list[dict], protocols: list[dict]) -> list[str]:
+    """Where the folders were not evaluated alike, so their numbers do not compare directly; `protocols`: how each
+    folder's attempts were made (`_protocol`)."""
     out = []
+    for name, protocol in zip(names[1:], protocols[1:]):
+        if changed := recorded_differences(protocols[0], protocol):  # the mode, turns, sampling, context, ...
+            out.append(f"{name} made its attempts otherwise than {names[0]} (from {names[0]} to {name}: "
+                       f"{'; '.join(changed)}): the difference is not the checkpoints' alone")
     prompts = [tuple(r.get("prompts", [])) for r in reports]
     if len(set(prompts)) > 1:
         out.append("the runs used different prompts (" + "; ".join(
@@ -93,6 +123,11 @@ def warnings(names: list[str], reports: list[dict]) -> list[str]:
         out.append(f"{', '.join(retried)} retried attempts that ended without a patch, which raises pass@1")
     if len({r["benchmark"] for r in reports}) > 1:
         out.append("the runs are on different benchmarks")
+    # a folder with no grade (empty patches alone, or not graded yet) was graded by no other grader
+    graders = {n: tuple(r["graders"]) for n, r in zip(names, reports) if r.get("graders")}
+    if len(set(graders.values())) > 1:
+        out.append("the runs were graded by different graders (" + "; ".join(
+            f"{n}: {', '.join(g)}" for n, g in graders.items()) + ")")
     heldout = {name: r["teacher_forced"] for name, r in zip(names, reports) if r["teacher_forced"]}
     # the files name the set; the token count tells the same files cut to another context, or edited since
     if len({(tuple(tf.get("files", ())), tf["tokens"]) for tf in heldout.values()}) > 1:

@@ -64,10 +64,31 @@ def current_grades(out_dir: Path, tasks: list[dict]) -> dict[str, dict]:
 
 def _made_on(tasks: list[dict], recorded: dict[str, dict]) -> dict[str, dict]:
     """The grades of `recorded` made on the task rows `tasks` holds (its test lists, test patch, ...:
-    `graded_task_digest` is the same); a grade that recorded none was made before digests were, and counts."""
+    `graded_task_digest` is the same); a grade that recorded none was made before digests were, and counts. Those of
+    tasks `tasks` does not hold (left in the folder by a wider selection) are no grade of these."""
     digests = {t["instance_id"]: graded_task_digest(t) for t in tasks}
     return {iid: grade for iid, grade in recorded.items()
-            if iid not in digests or grade.get("task_digest", digests[iid]) == digests[iid]}
+            if iid in digests and grade.get("task_digest", digests[iid]) == digests[iid]}
+
+
+def check_one_grader(tasks: list[dict], out_dir: Path, grader: str) -> None:
+    """Refuse to grade `tasks` in `out_dir` with `grader` where another grader gave their verdicts: one rate would
+    count two graders' verdicts (the local grader and the harness differ on some patches). Grades that name no
+    grader were made before grades did, and are not checked."""
+    if grader == "none":
+        return
+    others = sorted({g.get("grader") for g in current_grades(out_dir, tasks).values() if is_final(g)} - {grader, None})
+    if others:
+        raise InputError(f"{out_dir} holds grades by the {', '.join(others)} grader, so grading it with {grader} "
+                         f"would mix graders in one rate: grade with --grader {others[0]}, or remove "
+                         f"{Path(out_dir) / GRADES} to grade every prediction again with {grader}")
+
+
+def grading_record(settings: GradingSettings, harness_dataset: str) -> dict:
+    """What decides a folder's grades, saved in its `eval.json` so that `eval grade` grades the rest alike: the
+    grader, and for the harness the dataset whose rows it grades against."""
+    harness = {"harness_dataset": harness_dataset} if settings.grader == "swebench" else {}
+    return {"grader": settings.grader, **harness}
 
 
 def is_final(grade: dict) -> bool:
@@ -96,8 +117,10 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
     """Grade every committed, non-empty, ungraded prediction of `tasks`; returns counts and the repositories
     that were missing (their instances are left ungraded)."""
     out_dir = Path(out_dir)
+    check_one_grader(tasks, out_dir, settings.grader)
     log = JsonlLog(out_dir / GRADES)
-    final = {iid: record for iid, record in grades(out_dir).items() if is_final(record)}
+    selected = {t["instance_id"] for t in tasks}
+    final = {iid: record for iid, record in grades(out_dir).items() if iid in selected and is_final(record)}
     done = _made_on(tasks, final)
     edited = final.keys() - done.keys()
     predictions = finished(out_dir)

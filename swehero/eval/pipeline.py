@@ -88,6 +88,34 @@ def saved_settings(out_dir: Path) -> dict:
     return json.loads((out_dir / EVAL_FILE).read_text()) if (out_dir / EVAL_FILE).is_file() else {}
 
 
+def save_settings(out_dir: Path, saved: dict) -> None:
+    """Write `eval.json` whole (`eval compare` may read it meanwhile)."""
+    from swehero.eval.runs import EVAL_FILE
+    from swehero.jsonio import write_json_atomic
+
+    write_json_atomic(Path(out_dir) / EVAL_FILE, saved, indent=1)
+
+
+def saved_grading(settings: GradingSettings, harness: str, before: dict) -> dict:
+    """`eval.json`'s `grading`, how the folder's predictions are graded (`grading_record`; `harness`: the harness's
+    dataset): this grading's, or where it grades nothing (`none`) the last one's, if any."""
+    from swehero.eval.grade import grading_record
+
+    if settings.grader == "none":
+        return {"grading": before["grading"]} if "grading" in before else {}
+    return {"grading": grading_record(settings, _absolute(harness))}
+
+
+def run_grading(settings: GradingSettings, saved: dict, grader_named: bool) -> GradingSettings:
+    """`settings` completed from the grading an eval folder saved (`saved_grading`), so that `eval grade` grades the
+    rest as the run graded the first: its grader unless `grader_named`, its harness dataset unless one is given. A
+    folder saved before its grading was: `settings` as they are."""
+    recorded = saved.get("grading", {})
+    grader = settings.grader if grader_named else recorded.get("grader", settings.grader)
+    dataset = settings.harness.dataset or (recorded.get("harness_dataset", "") if grader == "swebench" else "")
+    return replace(settings, grader=grader, harness=replace(settings.harness, dataset=dataset))
+
+
 def check_same_attempts(out_dir: Path, before: dict, saved: dict) -> None:
     """Refuse to resume an eval folder whose committed attempts were made with other `attempts` settings, or on
     another version of their task (`task_digests`). Folders from before these were saved are not checked."""
@@ -136,9 +164,9 @@ def check_settings(settings: Settings) -> None:
 
 def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str]:
     """Run inference, grading and the report into `out_dir`; returns the output paths."""
-    from swehero.eval.grade import grade
+    from swehero.eval.grade import check_one_grader, grade
     from swehero.eval.inference import PREDICTIONS, run_inference
-    from swehero.eval.runs import EVAL_FILE, run_dirs
+    from swehero.eval.runs import run_dirs
     from swehero.rollout.endpoints import serving
     from swehero.jsonio import exclusive
     from swehero.rollout.runner import BUSY, LOCK, attempt_identity, attempted_task_digest
@@ -159,6 +187,10 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
             check_local(selected.tasks)
         label = model_label(settings)
         before = saved_settings(out_dir)
+        runs = run_dirs(out_dir, settings.runs)
+        for run in runs:  # before inference, not after
+            check_one_grader(selected.tasks, run, settings.grading.grader)
+        harness = settings.grading.harness.dataset or harness_dataset(selected.source)
         saved = {"tasks": _absolute(selected.source), "benchmark": selected.benchmark, "model": label,
                  "repos": _absolute(selected.repos), "runs": settings.runs,
                  "instance_ids": [t["instance_id"] for t in selected.tasks],
@@ -168,11 +200,11 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
                  # with the folder, so `eval report` and `eval grade` rewrite the reports with the cost column
                  "price_prompt_per_mtok": settings.price_prompt_per_mtok,
                  "price_completion_per_mtok": settings.price_completion_per_mtok,
-                 "attempts": attempt_identity(settings.agent, settings.serve, model=label,
-                                              seed=settings.seed, max_attempts=settings.max_attempts, runs=settings.runs)}
+                 "attempts": attempt_identity(settings.agent, settings.serve, model=label, seed=settings.seed,
+                                              max_attempts=settings.max_attempts, runs=settings.runs),
+                 **saved_grading(settings.grading, harness, before)}
         check_same_attempts(out_dir, before, saved)
-        (out_dir / EVAL_FILE).write_text(json.dumps(saved, indent=1))
-        harness = settings.grading.harness.dataset or harness_dataset(selected.source)
+        save_settings(out_dir, saved)
         if settings.grading.grader == "swebench" and Path(harness).is_file():  # fail before inference, not after
             from swehero.eval.harness import check_harness_dataset
 
@@ -182,7 +214,6 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
             from swehero.agent.docker_host import check_architecture
 
             check_architecture()
-        runs = run_dirs(out_dir, settings.runs)
         with serving(settings.agent, settings.endpoints, settings.serve, out_dir) as (agent, urls):
             inferred = run_inference(selected.tasks, agent, runs, label, selected.repos, urls,
                                      settings.workers, settings.max_attempts, settings.seed, progress=progress)
@@ -214,7 +245,8 @@ def report_eval(out_dir: Path, tasks: list[dict], saved: dict, progress=print) -
     teacher_forced = json.loads(scored.read_text()) if scored.exists() else None
     runs = run_dirs(out_dir, saved.get("runs", 1))
     reports = [build_report(tasks, run, saved["model"], saved["benchmark"], saved.get("price_prompt_per_mtok", 0.0),
-                            saved.get("price_completion_per_mtok", 0.0), teacher_forced, saved["tasks"])
+                            saved.get("price_completion_per_mtok", 0.0), teacher_forced, saved["tasks"],
+                            attempted_mode(saved))
                for run in runs]
     outputs = [write_report(report, run) for report, run in zip(reports, runs)][0]
     if len(runs) > 1:
@@ -226,6 +258,12 @@ def report_eval(out_dir: Path, tasks: list[dict], saved: dict, progress=print) -
     else:
         progress(f"resolved {reports[0]['resolved']}/{reports[0]['total']}; report: {outputs['report_md']}")
     return outputs
+
+
+def attempted_mode(saved: dict) -> str:
+    """The agent's mode the attempts of an eval folder were made in, as its `eval.json` records it; for a folder saved
+    before it was recorded, the agent's default (`exec`), as its reports assumed."""
+    return saved.get("attempts", {}).get("agent", {}).get("mode", "exec")
 
 
 def open_eval(out_dir: Path, tests: bool = False, progress=None) -> tuple[list[dict], dict, list[Path]]:
@@ -255,22 +293,25 @@ def open_eval(out_dir: Path, tests: bool = False, progress=None) -> tuple[list[d
     return tasks, saved, runs
 
 
-def regrade(out_dir: Path, settings: GradingSettings, repos: str = "", progress=print) -> dict[str, str]:
+def regrade(out_dir: Path, settings: GradingSettings, repos: str = "", progress=print,
+            grader_named: bool = True) -> dict[str, str]:
     """Grade the predictions of an eval folder not graded yet (repositories: `repos`, else the run's), then
-    rewrite its reports."""
+    rewrite its reports. Without `grader_named`, with the grader the run graded with (`run_grading`)."""
     from swehero.eval.grade import grade
+    from swehero.eval.runs import eval_runs
     from swehero.jsonio import exclusive
     from swehero.rollout.runner import BUSY, LOCK
 
+    settings = run_grading(settings, eval_runs(out_dir)[0], grader_named)
     tasks, saved, runs = open_eval(out_dir, tests=settings.grader != "none", progress=progress)
     repo_root = Path(repos or saved.get("repos") or Path(saved["tasks"]).parent / "repos")
+    harness = settings.harness.dataset or harness_dataset(saved["tasks"])
     # as `evaluate`: two gradings at once would grade an instance twice, and in one harness run id
     with exclusive(Path(out_dir) / LOCK, busy=f"{out_dir}: {BUSY}"):
         missing = set()
         for run_dir in runs:
-            missing |= set(grade(tasks, run_dir, settings, repo_root,
-                                 settings.harness.dataset or harness_dataset(saved["tasks"]), progress)
-                           ["missing_repositories"])
+            missing |= set(grade(tasks, run_dir, settings, repo_root, harness, progress)["missing_repositories"])
+        save_settings(out_dir, {**saved, **saved_grading(settings, harness, saved)})
         outputs = report_eval(out_dir, tasks, saved, progress=progress)
     if missing:  # as `evaluate`: the others are graded and reported; a rerun with them in place grades these
         from swehero.agent.local import MissingRepository

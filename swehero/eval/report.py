@@ -15,7 +15,7 @@ from pathlib import Path
 from swehero.eval.grade import current_grades, is_final
 from swehero.eval.inference import finished, trajectory_path
 from swehero.eval.leaks import seeking_commands
-from swehero.eval.paper import paper_figure
+from swehero.eval.paper import SCAFFOLDS, paper_figure
 from swehero.eval.runs import percent
 from swehero.jsonio import write_json_atomic, write_text_atomic
 
@@ -64,10 +64,11 @@ def _mean(values: list) -> float | None:
 
 
 def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, price_prompt: float = 0.0,
-                 price_completion: float = 0.0, teacher_forced: dict | None = None, task_file: str = "") -> dict:
-    """Summarize an eval folder (one run) of the tasks of `task_file`. Prices are $ per million prompt / completion
-    tokens (0: no cost column); `teacher_forced` is the checkpoint's score on held-out trajectories, when
-    measured."""
+                 price_completion: float = 0.0, teacher_forced: dict | None = None, task_file: str = "",
+                 mode: str = "exec") -> dict:
+    """Summarize an eval folder (one run) of the tasks of `task_file`, attempted in the agent's `mode` (the scaffold
+    the paper's figure is looked up for). Prices are $ per million prompt / completion tokens (0: no cost column);
+    `teacher_forced` is the checkpoint's score on held-out trajectories, when measured."""
     out_dir = Path(out_dir)
     # a grade made against another version of its task is no grade of this one
     predictions, graded = finished(out_dir), current_grades(out_dir, tasks)
@@ -106,19 +107,19 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
     for row in per_repo.values():
         row["rate"] = row["resolved"] / row["total"]
     low, high = wilson(resolved, total)
-    paper = paper_figure(model, benchmark)
+    paper = paper_figure(model, benchmark, mode)
     turns, valid = sum(i["steps"] for i in instances), sum(i["valid_tool_calls"] for i in instances)
     return {
-        "model": model, "benchmark": benchmark, "task_file": task_file,
+        "model": model, "benchmark": benchmark, "mode": mode, "task_file": task_file,
         "graders": sorted({grade["grader"] for grade in graded.values() if grade.get("grader")}),
         "total": total, "finished": len(instances), "pending": len(pending),
         "resolved": resolved, "resolved_rate": resolved / total if total else 0.0,
         "ci95": [low, high],
         "outcomes": {name: sum(i["outcome"] == name for i in instances) for name in OUTCOMES},
         "per_repo": dict(sorted(per_repo.items())),
-        "averages": {key: _mean([i[key] for i in instances])
-                     for key in ("steps", "prompt_tokens", "completion_tokens", "cost_usd", "seconds")},
-        "paper": {"model": paper[0], "benchmark": benchmark, "resolved_rate": paper[1] / 100} if paper else None,
+        "averages": averages(instances),
+        "paper": {"model": paper[0], "benchmark": benchmark, "scaffold": SCAFFOLDS[mode],
+                  "resolved_rate": paper[1] / 100} if paper else None,
         "tool_calls": {"turns": turns, "valid": valid, "valid_rate": valid / turns if turns else None},
         "teacher_forced": teacher_forced,
         "ungraded": sum(i["detail"].startswith(NOT_GRADED) for i in instances),
@@ -132,14 +133,19 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
     }
 
 
+def averages(instances: list[dict]) -> dict[str, float | None]:
+    """Mean steps, tokens, cost and seconds of the finished `instances` (attempts), each over those that have it."""
+    return {key: _mean([i[key] for i in instances])
+            for key in ("steps", "prompt_tokens", "completion_tokens", "cost_usd", "seconds")}
+
+
 def markdown(report: dict) -> str:
     lo, hi = report["ci95"]
     lines = [f"# Eval: {report['model']} on {report['benchmark']}", "", source_line(report), "",
              (f"**Resolved: {report['resolved']}/{report['total']} = {percent(report['resolved_rate'])}** "
               f"(95% Wilson CI {percent(lo)} – {percent(hi)})")]
     if report["paper"]:
-        lines.append(f"Paper ({report['paper']['model']}, {report['benchmark']}): "
-                     f"{percent(report['paper']['resolved_rate'])}")
+        lines.append(paper_line(report))
     if report["pending"]:
         lines.append(f"\n**Incomplete:** {report['pending']} instance(s) have no prediction yet (counted as "
                      "unresolved in the rate above, as SWE-bench counts an instance without a prediction).")
@@ -158,9 +164,21 @@ def markdown(report: dict) -> str:
         lines.append(f"| pending (no prediction yet) | {report['pending']} |")
     lines += ["", "## Per repository", "", "| repo | resolved | total | rate |", "|---|---|---|---|"]
     lines += [f"| {repo} | {r['resolved']} | {r['total']} | {percent(r['rate'])} |" for repo, r in report["per_repo"].items()]
-    lines += ["", "## Averages per finished instance", "", "| metric | mean |", "|---|---|"]
-    lines += [f"| {key} | {'—' if v is None else v} |" for key, v in report["averages"].items()]
+    lines += averages_lines(report, "finished instance")
     return "\n".join(lines + protocol_lines(report)) + "\n"
+
+
+def paper_line(report: dict) -> str:
+    """The paper's figure for the model, benchmark and scaffold of a report (of one run or of several)."""
+    paper = report["paper"]
+    scaffold = f", {paper['scaffold']} scaffold" if "scaffold" in paper else ""  # not recorded in older reports
+    return f"Paper ({paper['model']}, {report['benchmark']}{scaffold}, pass@1): {percent(paper['resolved_rate'])}"
+
+
+def averages_lines(report: dict, per: str) -> list[str]:
+    """The table of mean steps, tokens, cost and seconds `per` attempt, in the report of one run and of several."""
+    return (["", f"## Averages per {per}", "", "| metric | mean |", "|---|---|"]
+            + [f"| {key} | {'—' if v is None else v} |" for key, v in report["averages"].items()])
 
 
 def source_line(report: dict) -> str:

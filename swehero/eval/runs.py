@@ -59,7 +59,10 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def aggregate(reports: list[dict]) -> dict:
-    """One report over several runs' reports (same model, benchmark and tasks)."""
+    """One report over several runs' reports (same model, benchmark and tasks). Its `outcomes` count the attempts
+    of all runs; its `averages` are over all attempts."""
+    from swehero.eval.report import averages
+
     first = reports[0]
     rates = [r["resolved_rate"] for r in reports]
     counts: dict[str, int] = {}
@@ -74,7 +77,8 @@ def aggregate(reports: list[dict]) -> dict:
     turns = sum(r["tool_calls"]["turns"] for r in reports)
     valid = sum(r["tool_calls"]["valid"] for r in reports)
     return {
-        "model": first["model"], "benchmark": first["benchmark"], "task_file": first["task_file"],
+        "model": first["model"], "benchmark": first["benchmark"], "mode": first["mode"],
+        "task_file": first["task_file"],
         "graders": sorted({g for r in reports for g in r["graders"]}), "total": first["total"], "runs": n,
         "per_run": [{"run": k, "resolved": r["resolved"], "total": r["total"], "rate": r["resolved_rate"],
                      "pending": r["pending"], "ungraded": r["ungraded"]} for k, r in enumerate(reports)],
@@ -84,6 +88,7 @@ def aggregate(reports: list[dict]) -> dict:
                       for k in range(1, n + 1)},
         "per_instance": dict(sorted(counts.items())),
         "outcomes": {name: sum(r["outcomes"][name] for r in reports) for name in first["outcomes"]},
+        "averages": averages([i for r in reports for i in r["instances"]]),
         "tool_calls": {"turns": turns, "valid": valid, "valid_rate": valid / turns if turns else None},
         "paper": first["paper"], "teacher_forced": first["teacher_forced"],
         "prompts": sorted({p for r in reports for p in r["prompts"]}),
@@ -129,14 +134,13 @@ def percent(x: float | None) -> str:
 
 
 def markdown(agg: dict) -> str:
-    from swehero.eval.report import protocol_lines, source_line, ungraded_line
+    from swehero.eval.report import averages_lines, paper_line, protocol_lines, source_line, ungraded_line
 
     lines = [f"# Eval: {agg['model']} on {agg['benchmark']}, {agg['runs']} runs", "", source_line(agg), "",
              f"**Resolved: {percent(agg['resolved_rate'])} mean over {agg['runs']} runs** (standard deviation "
              f"{100 * agg['std_rate']:.1f} points); pass@{agg['runs']} {percent(agg['pass_at_k'][str(agg['runs'])])}"]
     if agg["paper"]:
-        lines.append(f"Paper ({agg['paper']['model']}, {agg['benchmark']}, pass@1): "
-                     f"{percent(agg['paper']['resolved_rate'])}")
+        lines.append(paper_line(agg))
     if agg["pending"]:
         lines.append(f"\n**Incomplete:** {agg['pending']} attempt(s) have no prediction yet (counted as unresolved "
                      "in the rates above, as in the report of one run).")
@@ -154,6 +158,7 @@ def markdown(agg: dict) -> str:
     lines += ["", "## Instances by the number of runs that resolved them", "", "| runs resolving | instances |",
               "|---|---|"]
     lines += [f"| {c} of {agg['runs']} | {spread[c]} |" for c in sorted(spread)]
+    lines += averages_lines(agg, "attempt (all runs)")
     return "\n".join(lines + protocol_lines(agg)) + "\n"
 
 

@@ -210,8 +210,12 @@ class _Parameter:
     decorator: Callable
 
 
+def _key(path: FieldPath) -> str:
+    return "setting__" + "__".join(path)
+
+
 def _parameter(leaf: Leaf, name: str, positional: bool, default: Any, must_give: bool) -> _Parameter:
-    key = "setting__" + "__".join(leaf.path)
+    key = _key(leaf.path)
     item = _list_item(leaf.type)
     metavar = _metavar(leaf.type if item is None else item)
     if positional:
@@ -310,6 +314,21 @@ def settings_options(cls: type, *, positional: tuple[str, ...] = (), exclude: tu
         return wrapper
 
     return decorate
+
+
+def given(dotted: str) -> bool:
+    """Whether the running command's command line gives the setting `dotted` (its option, a `--set` of it or of a
+    section holding it, or its --config file) rather than leaving it to its default: for a command whose default
+    comes from what it works on (`eval grade`: the grader the folder was graded with)."""
+    context = click.get_current_context()
+    path = tuple(dotted.split("."))
+    if context.get_parameter_source(_key(path)) is ParameterSource.COMMANDLINE:
+        return True
+    set_paths = [tuple(a.partition("=")[0].strip().split(".")) for a in context.params["settings_set"]]
+    if any(path[: len(p)] == p for p in set_paths):
+        return True
+    config = context.params["settings_config"]
+    return config is not None and _lookup(load_yaml(config)[0], path) is not dataclasses.MISSING
 
 
 @dataclasses.dataclass(frozen=True)
