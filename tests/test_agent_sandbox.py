@@ -82,6 +82,7 @@ def test_a_command_bash_drops_while_expanding_costs_one_round_trip(rt, monkeypat
     assert len(calls) == 1
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_a_long_output_loses_its_top_only_when_the_next_prompt_comes(rt):
     """In OpenHands' pane a running command has no prompt below it: 10,985 rows show whole while it runs. Once it
     ends, the next prompt pushes the pane's first 1,000 rows out, and OpenHands shows everything from the row that is

@@ -404,6 +404,7 @@ def _scripted_teacher(*commands: str) -> JsonServer:
     return JsonServer(answer)
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_an_episode_past_the_context_at_once_is_committed_and_the_filter_drops_it(toy, tmp_path):
     """A problem statement past the teacher's context: the episode ends before its first turn, committed so that a
     resume does not make it again; the filter refused the whole file at it and wrote nothing."""
@@ -951,6 +952,7 @@ def test_distill_and_filter_stage_kinds(toy, tmp_path):
     assert {r["name"]: r["dropped"] for r in report["rules"]}["duplicate"] == 4
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_exclude_decontaminates_before_running(toy, tmp_path):
     evals = tmp_path / "eval.jsonl"
     evals.write_text(toy.read_text().splitlines()[1] + "\n")  # the textkit task is in the "evaluation set"
@@ -985,6 +987,7 @@ def _task_file(path: Path, tasks: list[dict]) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_a_resume_with_tasks_it_does_not_plan_is_refused_and_more_tasks_resume(toy, tmp_path):
     """Another task file into the folder of a run: the trajectories of the tasks it lacks would stay in the training
     data, counted in its summary. A task file with more tasks is how a run grows, and resumes."""
@@ -1018,6 +1021,7 @@ def test_a_resume_with_fewer_rollouts_is_refused(toy, tmp_path):
         distill(dataclasses.replace(settings, rollouts=1), tmp_path)
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_a_resume_after_a_tasks_row_changed_is_refused_unless_no_digest_was_recorded(toy, tmp_path):
     """An episode made from another row of its task (another base commit or problem statement) is no trajectory of
     the task the file now holds. Episodes committed before digests were recorded resume as they did."""

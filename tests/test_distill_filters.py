@@ -280,6 +280,7 @@ def hero_grading(tmp_path: Path, count: int, python: Path | None = None, hold_ru
                    cfg)
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_resolved_only_checks_every_repository_first_and_grades_only_what_the_other_rules_keep(tmp_path):
     """Grading runs tests (hours of them on real data): a task whose repository is missing stops `filter` before
     anything is graded, with every such task named; a record another rule drops is not graded, so its repository

@@ -212,6 +212,7 @@ def test_an_endpoint_that_names_no_model_stops_the_run_before_any_attempt(toy, t
     assert "Traceback" not in result.output and not (out / PREDICTIONS).exists()
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_eval_grade_grades_with_the_grader_the_run_graded_with(toy, tmp_path):
     """eval.json saves the grader: `eval grade` without --grader grades as the run did (it tried swebench), and a
     grader that would mix two graders' verdicts in one rate is refused in one line. A folder saved before the grader

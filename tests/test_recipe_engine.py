@@ -392,6 +392,7 @@ def test_a_train_stage_resumes_when_only_its_logging_gpus_or_checkpointing_chang
         assert "settings changed: " in line and said in line and "resuming" not in line, line
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_stage_killed_with_sigkill_is_redone(tmp_path):
     path = setup_recipe(tmp_path)
     gate = tmp_path / "gate"

@@ -71,6 +71,7 @@ def test_answer_tokens_of_qwen_and_a_tokenizer_that_splits_them(qwen_tokenizer):
         answer_token_ids(PreTrainedTokenizerFast(tokenizer_object=split))
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_long_attempts_lose_turns_from_the_middle_then_patch_lines(qwen_tokenizer):
     record = validate(samples()[0])
     messages, tools = record["messages"], record["tools"]
