@@ -171,6 +171,7 @@ def test_resolved_only_filter_grades_with_the_given_settings_and_names_missing_r
                                                                                           tmp_path):
     """`filter --resolved-only` grades with the grader settings it is given (here the test-only dependency comes
     from them, not from the task file); a missing repository fails it before anything is graded."""
+    from swehero.data.trajectory import make_tool_call
     from swehero.distill.filters import FilterConfig, check_gradable, filter_trajectories
 
     root, tasks = layouts
@@ -178,7 +179,10 @@ def test_resolved_only_filter_grades_with_the_given_settings_and_names_missing_r
     (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in chosen))
     (tmp_path / "repos").mkdir()
     (tmp_path / "repos" / "layout__stats").symlink_to(root / "repos" / "layout__stats")
-    records = [{"id": t["instance_id"], "instance_id": t["instance_id"], "messages": [], "patch": t["patch"],
+    # an episode that submits at once (one without an assistant turn is dropped before any grading)
+    submits = [{"role": "user", "content": "Fix it."},
+               {"role": "assistant", "content": "", "tool_calls": [make_tool_call("c1", "finish", {"message": "ok"})]}]
+    records = [{"id": t["instance_id"], "instance_id": t["instance_id"], "messages": submits, "patch": t["patch"],
                 "metadata": {"exit_reason": "finished"}} for t in chosen]
     grading = replace(config, env=replace(config.env, pip_packages=tasks[TEST_DEP.name]["install_config"]
                                           ["pip_packages"]))
