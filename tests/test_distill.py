@@ -757,8 +757,10 @@ def test_an_endpoint_failing_in_a_row_is_benched_then_tried_one_attempt_at_a_tim
     pool.ended(a, failed=False)  # not in a row
     for _ in range(endpoints.FAILURES_IN_ROW):
         pool.ended(a, failed=True)
-    with pool.borrow() as first, pool.borrow() as second, pool.borrow(instead_of=b) as third:
-        assert first is second is third is b  # benched: b takes them all, however busy
+    with pool.borrow() as first, pool.borrow() as second:
+        assert first is second is b  # benched: b takes them all, however busy
+    with pool.borrow(instead_of=b) as retry:
+        assert retry is a  # an attempt failed on b is made again elsewhere: on a benched endpoint, not back on b
     for _ in range(endpoints.FAILURES_IN_ROW):
         pool.ended(b, failed=True)
     with pool.borrow() as first, pool.borrow() as second:
@@ -772,7 +774,24 @@ def test_an_endpoint_failing_in_a_row_is_benched_then_tried_one_attempt_at_a_tim
     with pool.borrow() as first, pool.borrow() as second:
         assert (first, second) == (a, b)
     in_row = endpoints.FAILURES_IN_ROW
-    assert [(e["failed"], e["episodes"]) for e in pool.report()] == [(2 * in_row, 3), (in_row, 7)]
+    assert [(e["failed"], e["episodes"]) for e in pool.report()] == [(2 * in_row, 4), (in_row, 6)]
+
+
+def test_only_an_episode_the_server_never_answered_is_its_failure():
+    """A time limit before the first reply is the server's failure (distillation retries it); the record without
+    messages of an attempt killed after its grace period (a hung runtime) says nothing of the server."""
+    from swehero.rollout.attempt import _cut_short
+    from swehero.rollout.runner import _failed_for, _unanswered
+
+    settings = AgentSettings(policy="openai", openai=OpenAIConfig(base_url="http://teacher/v1"))
+    task = {"instance_id": "t-1", "repo": "o/t", "base_commit": "0" * 40, "problem_statement": "x"}
+    killed = _unanswered(_cut_short(task, settings, "episode", "", killed=True), settings)
+    assert killed["metadata"]["finish_reason"] == "time_limit" and not _failed_for(killed)
+    waited = _cut_short(task, settings, "episode", "")
+    waited["messages"] = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]  # the opening
+    unanswered = _unanswered(waited, settings)
+    assert unanswered["metadata"]["finish_reason"] == "agent_error" and _failed_for(unanswered)
+    assert unanswered["metadata"]["error"] == "http://teacher/v1: no reply before the time limit of 3600s"
 
 
 def test_a_teacher_behind_an_api_key_is_alive_to_the_probe_and_a_failing_one_is_not():

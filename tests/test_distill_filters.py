@@ -510,6 +510,11 @@ def test_records_without_an_assistant_turn_are_dropped_by_their_own_rule(tmp_pat
     assert report["rules"][0] == {"name": "no_assistant_turn", "doc": report["rules"][0]["doc"], "dropped": 2,
                                   "violations": 2}
     assert (report["input"], report["kept"], report["dropped"]) == (3, 1, 2)
+    # by that rule alone: a label the record carries is not judged either
+    labelled = [{**turnless(0, "context_limit", 2), "resolved": False}]
+    report = filter_trajectories(labelled, FilterConfig(stage="hero", resolved_only=True), lambda r: None,
+                                 lambda d: None)
+    assert [(r["name"], r["violations"]) for r in report["rules"] if r["violations"]] == [("no_assistant_turn", 1)]
 
 
 def test_a_record_without_an_assistant_turn_is_otherwise_checked_as_any(tmp_path):

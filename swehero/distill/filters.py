@@ -356,6 +356,8 @@ def _hits(record: dict, rules: list[Rule], cfg: FilterConfig, tasks: dict[str, d
     """The rules `record` violates, in order; `[DUPLICATE]` if none but it repeats one kept (`seen`, which a record
     kept joins). Grading is slow, so a record is graded last, and only when nothing else drops it."""
     hits = _other_hits(record, rules, cfg, tasks)
+    if hits == [NO_ASSISTANT_TURN]:  # by this rule alone: no conversation for the others, unresolved included
+        return hits
     fp = None if hits else fingerprint(record)
     if cfg.resolved_only:
         if record.get("resolved") is None and fp is not None and fp not in seen:

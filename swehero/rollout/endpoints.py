@@ -117,7 +117,10 @@ class EndpointPool:
                                  "and the same command resumes with the rest once one answers")
         now = time.monotonic()
         ready = [e for e in live if e.ready(now)] or live
-        return [e for e in ready if e is not instead_of] or ready
+        if instead_of is None:
+            return ready
+        # a retry goes to another endpoint, a benched one rather than the one it failed on
+        return [e for e in ready if e is not instead_of] or [e for e in live if e is not instead_of] or ready
 
     def ended(self, endpoint: Endpoint, failed: bool) -> None:
         """An attempt on `endpoint` ended, `failed` for it or not: count it, and bench the endpoint at its

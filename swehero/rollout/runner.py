@@ -310,7 +310,9 @@ def _unanswered(record: dict | None, settings: AgentSettings) -> dict | None:
     if record is None or settings.policy != "openai":
         return record
     meta = record["metadata"]
-    if meta["finish_reason"] == "time_limit" and not meta["steps"]:
+    # an episode's record (its opening messages, no step); not the record without messages of an attempt killed
+    # after its grace period, which says nothing of the server
+    if meta["finish_reason"] == "time_limit" and not meta["steps"] and record["messages"]:
         meta.update(finish_reason="agent_error", error_in="policy",
                     error=f"{settings.openai.base_url}: no reply before the time limit of {settings.time_limit_s:g}s")
     return record
