@@ -106,6 +106,8 @@ def keep_alive_script(lifetime: int) -> str:
     return f"while :; do sleep {int(lifetime)} & wait $! && exit; done"
 
 
+_BEGIN, _END = "swehero-helper-output-begins", "swehero-helper-output-ends"
+"""The lines that frame a helper's output (`DockerRuntime.query`)."""
 HELPER_ENV = {"SWEHERO_HELPER": "1"}
 """In the environment of swehero's own commands in a container (the editor's reads and writes, the setup's): the
 reaper spares them, and what they start."""
@@ -183,22 +185,15 @@ class DockerFiles:
         if not inside(norm):
             raise ToolError(f"Invalid `path` parameter: {path}. Only files inside the repository {self.root} can "
                             "be viewed or edited.")
-        real, root_real = self._lines(f"realpath -m {shlex.quote(norm)} {shlex.quote(self.root)}", 2)
+        script = f"realpath -m {shlex.quote(norm)} {shlex.quote(self.root)}"
+        code, out = self.rt.query(script)
+        if code != 0 or out.count("\n") < 2:
+            raise RuntimeError(f"the container answered {script!r} with status {code} and {out[-500:]!r}")
+        real, root_real = out.split("\n")[:2]
         if real != root_real and not real.startswith(root_real.rstrip("/") + "/"):
             raise ToolError(f"Invalid `path` parameter: {path}. It is a symbolic link to a location outside the "
                             f"repository {self.root}.")
         return real if follow else norm
-
-    def _lines(self, script: str, count: int) -> list[str]:
-        """The first `count` lines `script` prints, which it always prints. Once, in a CI run of two test streams,
-        the engine's exec gave back fewer lines of a `realpath` than it prints (what it gave was not kept): the
-        script then runs again, and a container that keeps answering so is named in an error."""
-        for _ in range(3):
-            code, out = self.rt.run(script)
-            lines = out.split("\n")
-            if code == 0 and len(lines) > count:  # each line ends with its newline
-                return lines[:count]
-        raise RuntimeError(f"the container answered {script!r} with status {code} and {out[-500:]!r}")
 
     def kind(self, path: str) -> str | None:
         p = shlex.quote(self._check(path))
@@ -211,7 +206,7 @@ class DockerFiles:
     def read_bytes(self, path: str, limit: int | None = None) -> bytes:
         if limit is not None:  # the start of a file that may be far larger; `-f`: a FIFO would block `head`
             p = shlex.quote(self._check(path, follow=True))
-            code, out = self.rt.run(f"[ -f {p} ] && head -c {int(limit)} {p} 2>/dev/null | base64 -w0")
+            code, out = self.rt.query(f"[ -f {p} ] && head -c {int(limit)} {p} 2>/dev/null | base64 -w0")
             if code != 0:
                 raise ToolError(f"File validation failed for {path}: it is not a regular file.")
             return base64.b64decode(out)
@@ -276,9 +271,9 @@ class DockerRuntime(OneCommandAtATime):
             if code != 0:
                 raise RuntimeError(f"preparing the repository of {image} at {root} failed: {out[-2000:]}")
             self._exclude_untracked()
-            self.sh(activation_script())
+            self.run(activation_script())
             if base_commit:
-                _, leaks = self.run(f"cd {shlex.quote(root)} && {history_check_script(base_commit)}")
+                _, leaks = self.query(f"cd {shlex.quote(root)} && {history_check_script(base_commit)}")
                 require_clean_history(leaks, f"{image}:{root}", base_commit)
         except BaseException:
             self.close()
@@ -303,16 +298,33 @@ class DockerRuntime(OneCommandAtATime):
             raise RuntimeError(f"writing {self.root}/.git/info/exclude failed: {out[-2000:]}")
 
     def run(self, script: str) -> tuple[int, str]:
-        """Run a helper command (not the agent's); its exit code and output."""
+        """Run a helper command (not the agent's); its exit code and output, which may have lost its start (see
+        `query`): for a command that changes something, whose output is read only to say why it failed."""
         code, out = self.container.exec_run(["bash", "-c", script], environment=HELPER_ENV)
         return code, out.decode("utf-8", errors="replace")
 
+    def query(self, script: str) -> tuple[int, str]:
+        """A helper command that changes nothing: its exit code and whole output. The engine's exec now and then
+        gives back none of a short command's output, or not its start (docker-py#2042, moby#27289; a file the
+        editor had just viewed was once "does not exist"): the output is framed by two marker lines, and the command
+        run again until both arrive, three times at most."""
+        framed = f"echo {_BEGIN}; {{ {script}\n}}; printf '\\n{_END} %d\\n' $?"
+        for _ in range(3):
+            _, out = self.run(framed)
+            _, begun, rest = out.partition(_BEGIN + "\n")
+            body, ended, code = rest.rpartition(f"\n{_END} ")
+            if begun and ended:
+                return int(code), body
+        raise RuntimeError(f"the container's exec gave back the output of {script!r} incomplete three times: "
+                           f"{out[-500:]!r}")
+
     def sh(self, script: str) -> str:
-        return self.run(script)[1]
+        """The whole output of a helper command that changes nothing (`query`)."""
+        return self.query(script)[1]
 
     def reap(self) -> None:
         """Kill every process the agent's commands left running."""
-        self.sh(reap_script(self.keep))
+        self.run(reap_script(self.keep))
 
     def start(self, command: str) -> DockerChannel:
         self.stop()
