@@ -12,7 +12,7 @@ import codecs
 import json
 from collections import Counter
 from contextlib import contextmanager
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -211,13 +211,13 @@ def parse_row(row: Any) -> dict:
     return row
 
 
-def iter_trajectories(path: Path) -> Iterator[dict]:
-    """The canonical trajectories of a file, one at a time, as `validate` returns them (defaults filled in, a null
-    `content` made ""). A row that is not one stops the read with `InputError` naming its file:line and the field,
-    where importing would have counted it a reject."""
+def iter_trajectories(path: Path, check: Callable[[dict], dict] = validate) -> Iterator[dict]:
+    """The canonical trajectories of a file, one at a time, as `check` (`validate`) returns them (defaults filled in,
+    a null `content` made ""). A row that is not one stops the read with `InputError` naming its file:line and the
+    field, where importing would have counted it a reject."""
     for where, row in read_rows(Path(path)):
         try:
-            record = validate(parse_row(row))
+            record = check(parse_row(row))
         except Reject as e:
             raise InputError(f"{where}: not a canonical trajectory: {e}") from None
         yield record

@@ -7,10 +7,9 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from swehero.data.select import Selection, select_lines
-from swehero.data.sources import parse_row, read_rows
+from swehero.data.sources import iter_trajectories
 from swehero.data.trajectory import Reject, validate
 from swehero.distill.filters import GRADES, FilterConfig, Grades, check_gradable, filter_trajectories, logged_grades
 from swehero.errors import InputError
@@ -78,17 +77,13 @@ def trajectories(path: str) -> Iterator[dict]:
     """The canonical trajectories of a file, one at a time (`swehero.data.sources.iter_trajectories`), and the records
     of episodes without an assistant turn (`TURNLESS`), otherwise valid. Any other row that is not a trajectory stops
     the read with `InputError` naming its file:line and the field."""
-    for where, row in read_rows(Path(path)):
-        try:
-            yield _validated(row)
-        except Reject as e:
-            raise InputError(f"{where}: not a canonical trajectory: {e}") from None
+    return iter_trajectories(Path(path), _validated)
 
 
-def _validated(row: Any) -> dict:
+def _validated(row: dict) -> dict:
     """`row` as `validate` returns it, also when it has no assistant turn; else `Reject`."""
     try:
-        return validate(parse_row(row))
+        return validate(row)
     except Reject as e:
         if e.reason not in TURNLESS or not isinstance(row.get("messages"), list):
             raise
