@@ -725,6 +725,24 @@ def test_decontamination_catches_each_kind_of_overlap():
         upstream_pr(row("x", "y", repo="a/b", pull_number="12a"))
 
 
+def test_an_evaluation_issue_copied_into_a_longer_statement_is_dropped_and_a_shared_phrase_is_not():
+    """Jaccard sees the copy diluted by the text around it (about 0.3 here); the share of the evaluation issue's
+    word 13-grams found in the training statement sees it whole."""
+    other = " ".join(f"Step {i}: the migration framework rebuilds table number {i} from its model state." for i in
+                     range(40))
+    evals = [row("django__django-15368", ISSUE)]
+    train = [row("gym__copied-1", f"Reported downstream as well. {other} Upstream report: {ISSUE} Thanks."),
+             row("gym__quotes-2", f"{other} As the docs say, every object passed to bulk_update must already have "
+                                  "a primary key set in the database; this is about something else."),
+             row("gym__short-3", "QuerySet.bulk_update() crashes")]
+    kept, dropped = decontaminate(train, evals)
+    assert [(d["instance_id"], d["reason"], d["matches"], d["contained"]) for d in dropped] == [
+        ("gym__copied-1", "contained_statement", "django__django-15368", 1.0)]
+    assert [t["instance_id"] for t in kept] == ["gym__quotes-2", "gym__short-3"]
+    from swehero.rollout.decontam import _minhash, DecontamConfig
+    assert _minhash(train[0]["problem_statement"], DecontamConfig()).jaccard(_minhash(ISSUE, DecontamConfig())) < 0.5
+
+
 def test_a_task_in_several_evaluation_sets_counts_once(tmp_path):
     """SWE-bench Verified is a subset of SWE-bench (and an evaluation set may be named twice): a task they share is
     one evaluation task."""

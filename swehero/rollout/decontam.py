@@ -8,11 +8,17 @@ Three ways a training task can leak an evaluation task, checked in this order:
   MinHash (datasketch's LSH index), reaches the threshold: a copied or reworded issue. Character shingles over the
   normalised words survive rewording far better than word shingles (a reworded issue in the tests: 0.66 with
   5-character shingles, 0.43 with word 3-grams; a different issue about the same API: 0.26 and 0.06).
+- `contained_statement`: an evaluation statement copied into a longer training statement, which Jaccard misses
+  (the extra text is in its denominator: an issue of 300 words inside one of 1,000 scores ~0.3): the share of the
+  evaluation statement's word 13-grams that occur in the training statement. Exact (a dictionary of the evaluation
+  sets' n-grams, so a training statement costs one pass over its words), and long n-grams, as GPT-3's and Llama's
+  benchmark-contamination checks use: two issues about one API share words and short phrases, not 13 words in a row.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -33,6 +39,11 @@ class DecontamConfig:
     """Characters per shingle (of the lower-cased words joined by single spaces)."""
     num_perm: Annotated[int, Range(min=2)] = 256
     """MinHash permutations (more: a finer estimate)."""
+    contained: Annotated[float, Range(gt=0, max=1)] = 0.5
+    """Share of an evaluation statement's word n-grams found in one training statement at which that training task
+    is dropped (an issue copied into a longer one)."""
+    contained_ngram: Annotated[int, Range(min=1)] = 13
+    """Words per n-gram of the containment check (a statement with fewer words is left to the Jaccard check)."""
 
     def cross_field_problems(self) -> list[tuple[str, str]]:
         # datasketch's LSH index splits the permutations into bands and needs at least 2: how many a threshold
@@ -72,6 +83,29 @@ def _minhash(text: str, cfg: DecontamConfig):
     return mh
 
 
+def _word_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = _WORD.findall(text.lower())
+    return set(zip(*(words[i:] for i in range(n))))
+
+
+class _NgramIndex:
+    """The evaluation statements' word n-grams, for the share of each found in a training statement."""
+
+    def __init__(self, statements: dict[str, str], n: int) -> None:
+        self.n, self.sizes, self.holders = n, {}, defaultdict(list)
+        for iid, text in statements.items():
+            grams = _word_ngrams(text, n)
+            if grams:
+                self.sizes[iid] = len(grams)
+                for gram in grams:
+                    self.holders[gram].append(iid)
+
+    def most_contained(self, text: str) -> tuple[float, str] | None:
+        """(share, evaluation id) of the evaluation statement most contained in `text`, if any shares an n-gram."""
+        found = Counter(iid for gram in _word_ngrams(text, self.n) for iid in self.holders.get(gram, ()))
+        return max(((count / self.sizes[iid], iid) for iid, count in found.items()), default=None)
+
+
 def decontaminate(train: list[dict], evals: list[dict], cfg: DecontamConfig = DecontamConfig()
                   ) -> tuple[list[dict], list[dict]]:
     """(kept training tasks, dropped ones as {instance_id, reason, matches, similarity?})."""
@@ -80,12 +114,13 @@ def decontaminate(train: list[dict], evals: list[dict], cfg: DecontamConfig = De
     ids = {t["instance_id"] for t in evals}
     prs = {pr: t["instance_id"] for t in evals if (pr := upstream_pr(t))}
     lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
-    hashes = {}
-    for t in evals:
-        if t["instance_id"] in hashes:  # in several evaluation sets (Verified is a subset of SWE-bench): one entry
-            continue
-        hashes[t["instance_id"]] = _minhash(t["problem_statement"], cfg)
-        lsh.insert(t["instance_id"], hashes[t["instance_id"]])
+    statements = {}
+    for t in evals:  # in several evaluation sets (Verified is a subset of SWE-bench): one entry
+        statements.setdefault(t["instance_id"], t["problem_statement"])
+    hashes = {iid: _minhash(text, cfg) for iid, text in statements.items()}
+    for iid, mh in hashes.items():
+        lsh.insert(iid, mh)
+    ngrams = _NgramIndex(statements, cfg.contained_ngram)
     kept, dropped = [], []
     for task in train:
         iid = task["instance_id"]
@@ -96,9 +131,13 @@ def decontaminate(train: list[dict], evals: list[dict], cfg: DecontamConfig = De
         else:
             mh = _minhash(task["problem_statement"], cfg)
             scored = sorted(((mh.jaccard(hashes[c]), c) for c in lsh.query(mh)), reverse=True)
+            contained = ngrams.most_contained(task["problem_statement"])
             if scored and scored[0][0] >= cfg.threshold:
                 dropped.append({"instance_id": iid, "reason": "near_duplicate_statement", "matches": scored[0][1],
                                 "similarity": round(scored[0][0], 3)})
+            elif contained and contained[0] >= cfg.contained:
+                dropped.append({"instance_id": iid, "reason": "contained_statement", "matches": contained[1],
+                                "contained": round(contained[0], 3)})
             else:
                 kept.append(task)
     return kept, dropped
@@ -107,8 +146,6 @@ def decontaminate(train: list[dict], evals: list[dict], cfg: DecontamConfig = De
 def decontaminate_against(train: list[dict], sources: list[str], cfg: DecontamConfig = DecontamConfig()
                           ) -> tuple[list[dict], dict]:
     """Decontaminate against evaluation task files or named benchmarks; returns (kept, report)."""
-    from collections import Counter
-
     from swehero.rollout.tasks import load_tasks
 
     evals = [t for source in sources for t in load_tasks(source)]
@@ -116,7 +153,8 @@ def decontaminate_against(train: list[dict], sources: list[str], cfg: DecontamCo
     return kept, {"against": list(sources), "eval_tasks": len({t["instance_id"] for t in evals}),
                   "train_tasks": len(train), "kept": len(kept), "dropped": len(dropped),
                   "by_reason": dict(Counter(d["reason"] for d in dropped)), "dropped_tasks": dropped,
-                  "threshold": cfg.threshold, "ngram": cfg.ngram}
+                  "threshold": cfg.threshold, "ngram": cfg.ngram, "contained": cfg.contained,
+                  "contained_ngram": cfg.contained_ngram}
 
 
 def decontaminate_file(tasks_file: str, against: list[str], out: Path, cfg: DecontamConfig) -> dict:
