@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -48,6 +49,31 @@ def _settings(toy: Path, policy: str, **kw) -> Settings:
 
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
+@pytest.mark.timeout(120)
+def test_a_model_server_that_never_replies_is_an_infra_error_not_the_models_time_limit(toy, tmp_path):
+    """Its POST never returns: the attempt reached its time limit before the model's first reply, and the report
+    counted a `time_limit` of the model's, where the model had not been asked."""
+    from json_server import JsonServer
+
+    released = threading.Event()
+    hung = JsonServer(lambda method, path, body: (200, {"data": [{"id": "m"}]}) if method == "GET" else
+                      (released.wait(60), (500, {}))[1])
+    settings = Settings(tasks=str(toy), limit=1, endpoints=[hung.url], agent=AgentSettings(
+        policy="openai", time_limit_s=2, openai=OpenAIConfig(model="m", request_retries=1, backoff=0.01)))
+    settings.grading.grader = "local"
+    try:
+        out = evaluate(settings, tmp_path / "e", progress=lambda _: None)
+    finally:
+        released.set()
+        hung.close()
+    report = json.loads(Path(out["report"]).read_text())
+    assert report["outcomes"]["infra_error"] == 1 and report["outcomes"]["time_limit"] == 0
+    [prediction] = _lines(tmp_path / "e" / "predictions.jsonl")
+    meta = json.loads(next((tmp_path / "e").rglob(f"{prediction['instance_id']}*.json")).read_text())["metadata"]
+    assert meta["error"] == f"{hung.url}: no reply before the time limit of 2s" and meta["error_in"] == "policy"
 
 
 def test_toy_tasks_are_deterministic_and_in_verified_shape(toy, tmp_path):

@@ -207,9 +207,8 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         endpoints = serving(settings.agent, settings.endpoints, settings.serve, out_dir) if todo else \
             contextlib.nullcontext((settings.agent, []))
         with endpoints as (agent, urls):
-            # a hung teacher's episodes are failures to retry, not time limits kept for good (and filtered out)
             ran = run_attempts(todo, agent, commit, out_dir / "work", repos, urls, settings.workers,
-                               bar=settings.progress, unanswered_fails=True)
+                               bar=settings.progress)
         summary = committed.figures.summary(wall_s=time.monotonic() - start)
         summary.update(planned=len(tasks) * settings.rollouts,
                        skipped_as_done=len(tasks) * settings.rollouts - len(todo),

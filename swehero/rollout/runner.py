@@ -8,9 +8,9 @@ Endpoints: with several model servers, each attempt borrows the live one with th
 attempt that ends in an `agent_error` makes the pool probe its server, and one that does not answer is dropped and
 the attempt retried on another (endpoints.py). An attempt that failed for its server (`_failed_for`) is counted
 against it (the pool benches one that keeps failing) and made once more on another live one before it is recorded.
-Where the caller asks (`unanswered_fails`: distillation), an openai attempt whose time limit came before the model's
-first reply is such a failure (`_unanswered`): no outcome of the model's, so it is recorded as an `agent_error`,
-which runs retry, not as a `time_limit` kept for good.
+An openai attempt whose time limit came before the model's first reply is such a failure too (`_unanswered`): no
+outcome of the model's, so it is recorded as an `agent_error` (a failure distillation retries, an evaluation's
+`infra_error`), not as the model's `time_limit`, kept for good.
 
 Resume: what is committed is the caller's business (`commit` appends to an append-only log, see
 `swehero.jsonio.JsonlLog`); the caller passes only the jobs its log does not hold yet, so a rerun after any
@@ -142,15 +142,12 @@ def sampling_seed(*parts) -> int:
 
 def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job, dict], None], work_dir: Path,
                  repos: Path | None = None, endpoints: list[str | Endpoint] = (), workers: int = 1,
-                 progress: Callable[[str], None] | None = None, bar: bool = False, max_attempts: int = 1,
-                 unanswered_fails: bool = False) -> dict:
+                 progress: Callable[[str], None] | None = None, bar: bool = False, max_attempts: int = 1) -> dict:
     """Attempt every job, `workers` at a time, calling `commit(job, record)` as each ends; returns
     {"attempts", "agent_errors", "endpoints", "missing_repositories"}. `repos` holds the task repositories (local
     runtime); a job whose repository is missing is not attempted, and named in "missing_repositories". An attempt
     that ends without a patch is made again, up to `max_attempts` times (OpenHands' benchmark protocol); the last
-    one is committed, with `metadata.attempts` saying how many were made. With `unanswered_fails`, an openai
-    attempt whose time limit came before the model's first reply is an `agent_error` (`_unanswered`), where an
-    evaluation keeps it as the model's `time_limit`."""
+    one is committed, with `metadata.attempts` saying how many were made."""
     pool = EndpointPool(list(endpoints)) if endpoints else None
     counts, lock, missing = {"attempts": 0, "agent_errors": 0}, threading.Lock(), set()
     stop = threading.Event()
@@ -189,7 +186,7 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
                 seed = job.seed if attempt == 1 or job.seed is None else sampling_seed(job.seed, attempt)
                 with_seed = settings if seed is None else replace(settings, openai=replace(settings.openai, seed=seed))
                 record = _attempt(job, with_seed, source, Path(work_dir) / job.name, pool, stop,
-                                  histories / job.task["instance_id"], unanswered_fails)
+                                  histories / job.task["instance_id"])
                 if record is None:  # interrupted: nothing is committed, and a rerun makes the attempt again
                     return
                 if record["patch"].strip():
@@ -280,10 +277,10 @@ def _to_stderr(message: str) -> None:
 
 
 def _attempt(job: Job, settings: AgentSettings, source: Path | None, workdir: Path, pool: EndpointPool | None,
-             stop: threading.Event, history: Path, unanswered_fails: bool) -> dict | None:
+             stop: threading.Event, history: Path) -> dict | None:
     def attempt(settings: AgentSettings) -> dict | None:
         record = attempt_in_child(job.task, settings, source, workdir, stop, history)
-        return _accepted(_unanswered(record, settings) if unanswered_fails else record)
+        return _accepted(_unanswered(record, settings))
 
     if pool is None:
         return attempt(settings)
