@@ -28,16 +28,18 @@ class Reject(ValueError):
         self.detail = detail
 
 
-def validate(record: Any) -> dict:
+def validate(record: Any, turnless: bool = False) -> dict:
     """Check one canonical record and return it with defaults filled in; raise `Reject` if unusable. One nested too
-    deeply for the checks to walk (RecursionError) is rejected too (`nested_too_deeply`), not the end of the run."""
+    deeply for the checks to walk (RecursionError) is rejected too (`nested_too_deeply`), not the end of the run.
+    `turnless`: messages without an assistant turn, or none, pass (a distill run's record of an episode that ended
+    before the teacher's first reply: the filter drops it by its own rule, where it would refuse the whole file)."""
     try:
-        return _validated(record)
+        return _validated(record, turnless)
     except RecursionError:
         raise Reject("nested_too_deeply", "a value nested too deeply to check") from None
 
 
-def _validated(record: Any) -> dict:
+def _validated(record: Any, turnless: bool) -> dict:
     if not isinstance(record, dict):
         raise Reject("not_an_object", type(record).__name__)
     for field in REQUIRED:
@@ -54,7 +56,7 @@ def _validated(record: Any) -> dict:
         raise Reject("bad_field", "tools must be a list of objects")
     if isinstance(out["messages"], list):
         out["messages"] = [_normalised(m) if isinstance(m, dict) else m for m in out["messages"]]
-    _check_messages(out["messages"])
+    _check_messages(out["messages"], turnless)
     _check_utf8(out)
     return out
 
@@ -118,8 +120,8 @@ def _surrogate_in(value: Any) -> str | None:
     return None
 
 
-def _check_messages(messages: Any) -> None:
-    if not isinstance(messages, list) or not messages:
+def _check_messages(messages: Any, turnless: bool) -> None:
+    if not isinstance(messages, list) or not (messages or turnless):
         raise Reject("no_messages")
     n_assistant = 0
     for i, m in enumerate(messages):
@@ -139,7 +141,7 @@ def _check_messages(messages: Any) -> None:
                 raise Reject("empty_assistant_turn", f"message {i}")
             for call in calls:
                 _check_tool_call(call, i)
-    if n_assistant == 0:
+    if n_assistant == 0 and not turnless:
         raise Reject("no_assistant_turn")
 
 

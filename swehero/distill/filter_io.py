@@ -3,6 +3,7 @@ with `resolved_only` the log of grades (`grades.jsonl`) that a rerun into the sa
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Iterator
@@ -10,17 +11,11 @@ from pathlib import Path
 
 from swehero.data.select import Selection, select_lines
 from swehero.data.sources import iter_trajectories
-from swehero.data.trajectory import Reject, validate
+from swehero.data.trajectory import validate
 from swehero.distill.filters import GRADES, FilterConfig, Grades, check_gradable, filter_trajectories, logged_grades
 from swehero.errors import InputError
 
 REPORT = "filter_report.json"
-TURNLESS = ("no_assistant_turn", "no_messages")
-"""What `validate` rejects a record without an assistant turn as: a distill run commits one for an episode that ended
-before the teacher's first reply (its problem statement past the context, a time limit), with the opening messages
-or none. The filter drops it (`filters.NO_ASSISTANT_TURN`) where it would refuse the whole file."""
-_STAND_IN = {"role": "assistant", "content": "(stand-in)"}
-"""Appended to such a record's messages for `validate` to check the rest of it as it checks any record's."""
 
 
 def filter_file(path: str, cfg: FilterConfig, out_dir: Path, seed: int = Selection.seed) -> dict[str, str]:
@@ -75,18 +70,7 @@ def _holds_grades(out_dir: Path) -> bool:
 
 def trajectories(path: str) -> Iterator[dict]:
     """The canonical trajectories of a file, one at a time (`swehero.data.sources.iter_trajectories`), and the records
-    of episodes without an assistant turn (`TURNLESS`), otherwise valid. Any other row that is not a trajectory stops
-    the read with `InputError` naming its file:line and the field."""
-    return iter_trajectories(Path(path), _validated)
-
-
-def _validated(row: dict) -> dict:
-    """`row` as `validate` returns it, also when it has no assistant turn; else `Reject`."""
-    try:
-        return validate(row)
-    except Reject as e:
-        if e.reason not in TURNLESS or not isinstance(row.get("messages"), list):
-            raise
-    record = validate({**row, "messages": [*row["messages"], _STAND_IN]})
-    record["messages"].pop()
-    return record
+    of episodes without an assistant turn (a distill run commits one for an episode that ended before the teacher's
+    first reply), otherwise valid: the filter drops these by its own rule (`filters.NO_ASSISTANT_TURN`). Any other
+    row that is not a trajectory stops the read with `InputError` naming its file:line and the field."""
+    return iter_trajectories(Path(path), functools.partial(validate, turnless=True))
