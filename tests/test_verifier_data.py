@@ -10,6 +10,7 @@ import pytest
 from data_samples import samples
 
 from swehero.data.trajectory import template_messages, validate
+from swehero.errors import InputError
 from swehero.data.verifier import (
     VerifierFormat,
     answer_message,
@@ -166,6 +167,28 @@ def test_choose_merges_equal_patches_caps_per_instance_and_balances_pairs_first(
     assert dropped == Counter(duplicate_patch=1)
 
 
+def test_a_patch_graded_both_ways_is_no_example_under_either_answer():
+    """A flaky test graded the same patch resolved once and unresolved once: both were kept, and balancing kept them
+    first (an instance with both labels), the one patch shown under both answers."""
+    from swehero.eval.verifier_data import Candidate, choose
+
+    cands = [Candidate(f"w{i}", f"t{i}", iid, res, key, f"{i:02d}") for i, (iid, res, key) in enumerate([
+        ("A", True, "p1"), ("A", False, "p1"), ("A", False, "p2"), ("B", True, "p3"), ("C", False, "p4")])]
+    chosen, dropped = choose(cands, per_instance=1, balance=True)
+    assert dropped == Counter(conflicting_label=2, balance=1)
+    assert [c.where for c in chosen] == ["w2", "w3"]  # A's other patch, paired with B (first in order) over C
+
+
+def test_a_damaged_trajectory_of_an_eval_folder_is_an_error_naming_it(tmp_path):
+    from swehero.eval.attempts import read_attempts
+
+    _eval_folder(tmp_path / "eval", [("org__f-6", PATCH, False)])
+    (tmp_path / "eval" / "trajectories" / "org__f-6.json").write_text('{"id": "cut sh')
+    [attempt] = read_attempts([tmp_path / "eval"])[1]["org__f-6"]
+    with pytest.raises(InputError, match=r"eval/trajectories/org__f-6.json: not a trajectory \(not JSON"):
+        attempt.record()
+
+
 @pytest.mark.slow
 def test_verifier_data_from_files_and_eval_folders_to_a_packed_dataset(tiny_model_dir, tmp_path):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
@@ -176,7 +199,10 @@ def test_verifier_data_from_files_and_eval_folders_to_a_packed_dataset(tiny_mode
                _record("r3", "org__b-2", True, PATCH), _record("r4", "org__b-2", True, "  " + PATCH),  # same patch
                _record("r5", "org__c-3", None, PATCH),  # unlabelled
                _record("r6", "org__d-4", True, ""),  # no patch
-               _record("r7", "org__e-5", False, PATCH, issue="Leaked: `f(1)` is wrong.")]  # an eval task
+               _record("r7", "org__e-5", False, PATCH, issue="Leaked: `f(1)` is wrong."),  # an eval task
+               _record("r8", "org__j-10", False, PATCH + "+z\n")]
+    r8_turn = next(m for m in records[-1]["messages"] if m["role"] == "assistant")
+    r8_turn["content"] += " Each turn ends with <|im_end|>."  # a reject (it renders as the token), not a stop
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + "{broken\n")
     _eval_folder(tmp_path / "eval", [("org__f-6", PATCH, False), ("org__g-7", "", None),
                                      ("org__h-8", PATCH, None), ("org__i-9", PATCH + "+y\n", False)])
@@ -187,8 +213,8 @@ def test_verifier_data_from_files_and_eval_folders_to_a_packed_dataset(tiny_mode
                         exclude=[str(tmp_path / "evalset.jsonl")], valid_fraction=0.0, workers=0,
                         max_reject_fraction=0.2)
     stats = build_verifier_data(settings, str(tiny_model_dir), tmp_path / "out", seed=3)
-    assert stats["rejected"] == {"malformed_json": 1}
-    assert stats["counts"] == {"read": 12, "unlabelled": 1, "empty_patch": 2, "not_graded": 1, "usable": 7,
+    assert stats["rejected"] == {"malformed_json": 1, "special_token_in_turn": 1}
+    assert stats["counts"] == {"read": 13, "unlabelled": 1, "empty_patch": 2, "not_graded": 1, "usable": 7,
                                "decontaminated": 1, "duplicate_patch": 1, "balance": 1, "truncated": 0}
     assert (stats["examples"], stats["resolved"], stats["unresolved"]) == (4, 2, 2)
     examples = [json.loads(line) for line in (tmp_path / "out" / "examples.jsonl").open()]

@@ -4,13 +4,13 @@ committed patch and the grade. What selection among attempts and verifier traini
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from swehero.eval.grade import current_grades, is_final
 from swehero.eval.inference import finished, trajectory_path
 from swehero.eval.runs import EvalFolderError
+from swehero.jsonio import read_json
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Attempt:
     """The grader failed (the verdict says nothing about the patch)."""
 
     def record(self) -> dict:
-        return json.loads(self.trajectory.read_text())
+        return read_json(self.trajectory, "a trajectory")
 
     def fingerprint(self) -> str:
         """sha256 of what a verifier judges of the attempt, its trajectory file and its patch: equal only for the

@@ -5,13 +5,15 @@ imported set with labels such as nebius's SWE-rebench trajectories) and eval fol
 labelled by its grade). Which attempts become examples, in this order:
 
 1. usable: labelled, with a non-empty patch and a task message (an unlabelled record, an ungraded attempt or one
-   whose grader failed says nothing about its patch);
+   whose grader failed says nothing about its patch), and renderable as training data (an assistant turn writing a
+   special token's text, `<|im_end|>`, is a reject, counted under `max_reject_fraction`, as `prepare` counts it);
 2. decontaminated: instances overlapping the evaluation sets in `exclude` are dropped (same instance id, same
    upstream pull request, or a near-duplicate problem statement: the task message's `<issue_description>` or
    `<pr_description>` block, else the whole task message; `swehero.rollout.decontam`);
-3. deduplicated by instance: within an instance and label, attempts whose patches are equal once normalised as
-   the majority patch's are (`swehero.eval.best_of.normalise_patch`: indentation counts) are one attempt, and at
-   most `per_instance` attempts are kept; "first" always means in the seeded order (sha256 of the seed and the
+3. deduplicated by instance: attempts whose patches are equal once normalised as the majority patch's are
+   (`swehero.eval.best_of.normalise_patch`: indentation counts) are one attempt; a patch graded both ways (a flaky
+   test) is dropped (`conflicting_label`: the same patch under both answers teaches noise); at most
+   `per_instance` attempts per instance and label are kept; "first" always means in the seeded order (sha256 of the seed and the
    trajectory id), never file order;
 4. balanced: the larger label is cut to the size of the smaller, keeping first the attempts of instances that have
    both labels (a resolved and an unresolved attempt at the same task teach the verifier to judge the patch, not
@@ -96,9 +98,10 @@ def issue_text(task_message: str) -> str:
     return found.group(2) if found else task_message
 
 
-def _labelled(inputs: list[str], on_reject, counts: Counter):
+def _labelled(inputs: list[str], trainable, on_reject, counts: Counter):
     """Every record or eval attempt of `inputs`, streamed: yields (where, record, resolved, patch) of those usable
-    for examples (valid, labelled, with a patch and a task message), counting why the others are not."""
+    for examples (valid and `trainable`, labelled, with a patch and a task message), counting why the others are
+    not."""
     from swehero.data.sources import parse_row
     from swehero.data.trajectory import Reject, validate
 
@@ -113,7 +116,7 @@ def _labelled(inputs: list[str], on_reject, counts: Counter):
                 continue
             row = attempt.record()
         try:
-            record = validate(parse_row(row))
+            record = trainable(validate(parse_row(row)))
         except Reject as r:
             on_reject(where, r, row.get("id") if isinstance(row, dict) else None)
             continue
@@ -149,8 +152,14 @@ def _read(inputs: list[str]):
 def choose(candidates: list[Candidate], per_instance: int, balance: bool) -> tuple[list[Candidate], Counter]:
     """Steps 3 and 4 of the module's rule: (chosen, in the seeded order; what each step dropped)."""
     dropped: Counter = Counter()
+    labels = defaultdict(set)
+    for c in candidates:
+        labels[c.instance_id, c.patch_key].add(c.resolved)
     groups: dict[tuple[str, bool], list[Candidate]] = defaultdict(list)
     for c in sorted(candidates, key=lambda c: c.order):
+        if len(labels[c.instance_id, c.patch_key]) > 1:
+            dropped["conflicting_label"] += 1
+            continue
         group = groups[c.instance_id, c.resolved]
         if any(c.patch_key == kept.patch_key for kept in group):
             dropped["duplicate_patch"] += 1
@@ -187,7 +196,8 @@ def build_verifier_data(settings: Settings, tokenizer_path: str, out: Path, seed
     seed = seed if settings.seed is None else settings.seed
     rejects, counts = Rejects(out / "rejects.jsonl"), Counter()
     candidates, tasks = [], {}
-    usable = tqdm(_labelled(list(settings.inputs), rejects.add, counts), desc="labelled attempts", unit=" attempts")
+    usable = tqdm(_labelled(list(settings.inputs), fmt.renderer.trainable, rejects.add, counts),
+                  desc="labelled attempts", unit=" attempts")
     for where, record, resolved, patch in usable:
         order = hashlib.sha256(f"{seed}:{record['id']}".encode()).hexdigest()
         patch_key = hashlib.sha256(normalise_patch(patch).encode()).hexdigest()
@@ -244,7 +254,8 @@ def _write_examples(settings: Settings, fmt, wanted: dict[str, Candidate], out: 
 
     scratch, offsets = out / f".{EXAMPLES}.unordered", {}
     with open(scratch, "wb") as f, tqdm(total=len(wanted), desc="verifier examples", unit=" examples") as bar:
-        for where, record, resolved, patch in _labelled(list(settings.inputs), lambda *_: None, Counter()):
+        for where, record, resolved, patch in _labelled(list(settings.inputs), fmt.renderer.trainable,
+                                                        lambda *_: None, Counter()):
             if where not in wanted:
                 continue
             bar.update()
