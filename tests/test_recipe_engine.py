@@ -392,6 +392,34 @@ def test_a_train_stage_resumes_when_only_its_logging_gpus_or_checkpointing_chang
         assert "settings changed: " in line and said in line and "resuming" not in line, line
 
 
+def test_a_train_stage_whose_export_is_turned_on_or_off_resumes_complete_or_not(tmp_path, monkeypatch):
+    """Turning export_hf on for a trained stage emptied its folder and trained it again from scratch: the export is
+    made from the last checkpoint, so the stage goes on from its work (test_train_cpu exports without training)."""
+    from swehero.jsonio import write_json_atomic
+    from swehero.recipe.config import load_recipe
+    from swehero.recipe.engine import MANIFEST, _attempt, hand_off, plan, stage_dir
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "model").mkdir()
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: t\nrun_dir: {tmp_path / 'run'}\nstages:\n"
+                    f"  - {{name: sft, kind: train, data: {tmp_path / 'data'}, init: {tmp_path / 'model'}}}\n")
+    recipe = load_recipe(str(path), ("stages.sft.export_hf=false",))
+    hand_off(recipe, plan(recipe)[0], lambda: {"slurm_script": "/jobs/t.sbatch", "slurm_job": None})
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    line = run(path, "--dry-run").splitlines()[-1]
+    assert line.endswith("handed to Slurm (/jobs/t.sbatch); settings changed: export_hf: False -> True (resuming)")
+    sft = recipe.stage("sft")
+    write_json_atomic(stage_dir(recipe, sft) / MANIFEST, {**_attempt(recipe, sft, "complete"),
+                                                          "finished": "2026-12-07", "outputs": {}})
+    assert run(path, "--dry-run", "--set", "stages.sft.export_hf=false").splitlines()[-1].endswith(
+        "up to date (completed 2026-12-07)")
+    line = run(path, "--dry-run").splitlines()[-1]
+    assert line.endswith("settings changed: export_hf: False -> True (resuming)"), line
+    line = run(path, "--dry-run", "--set", "stages.sft.optimizer.lr=2e-5").splitlines()[-1]
+    assert "export_hf: False -> True" in line and "resuming" not in line, line
+
+
 @pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_stage_killed_with_sigkill_is_redone(tmp_path):
     path = setup_recipe(tmp_path)

@@ -119,6 +119,37 @@ def test_a_stopped_stage_saves_the_step_it_reached_and_its_rerun_resumes_from_it
     assert losses(resumed) == pytest.approx(losses(whole), rel=1e-6)
 
 
+def test_the_logged_lr_is_the_one_each_step_trained_with(reference):
+    """It was read after the scheduler's step: the next step's, so step 1 showed a decayed lr it never trained at and
+    the last step min_lr, which no step used."""
+    records = [r for r in reference[1] if "loss" in r]
+    # 10% warmup of 6 steps is none: step 1 trains at the peak, 2e-3; the cosine reaches min_lr (2e-4) after step 6
+    assert records[0]["lr"] == pytest.approx(2e-3) and records[-1]["lr"] > 2.1e-4
+    assert all(a["lr"] > b["lr"] for a, b in zip(records, records[1:]))
+
+
+def test_a_trained_stage_whose_export_is_turned_on_exports_its_last_checkpoint_and_trains_nothing(
+        tmp_path, dataset, tiny_model_dir, reference):
+    """Turning `export_hf` on for a stage trained without it emptied its folder and trained it again from scratch
+    (days, at the paper's scale): it resumes at its last step now, and exports."""
+    from swehero.train.stage import workers_finished
+
+    folder = tmp_path / "stage"
+    assert start_stage(folder, dataset, tiny_model_dir, steps=6, export_hf=False).wait(timeout=600) == 0, \
+        (folder / "log.txt").read_text()[-3000:]
+    assert not (folder / "hf").exists() and workers_finished(folder, True, export_hf=False)
+    assert not workers_finished(folder, True, export_hf=True)
+    trained = (folder / "metrics.jsonl").read_text()
+    assert start_stage(folder, dataset, tiny_model_dir, steps=6, export_hf=True).wait(timeout=600) == 0, \
+        (folder / "log.txt").read_text()[-3000:]
+    assert (folder / "metrics.jsonl").read_text() == trained  # no step trained again
+    assert workers_finished(folder, True, export_hf=True)
+    exported, whole = hf_weights(folder / "hf"), hf_weights(reference[0] / "hf")
+    assert exported.keys() == whole.keys()
+    for name, tensor in whole.items():
+        torch.testing.assert_close(exported[name], tensor, rtol=1e-5, atol=1e-6)
+
+
 def test_every_worker_starts_with_what_megatron_needs_in_its_environment(tmp_path):
     from swehero.train.launch import torchrun_command
 

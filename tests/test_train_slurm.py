@@ -158,3 +158,24 @@ def test_the_job_runs_torchrun_on_every_cpu_of_its_nodes_with_the_submitters_pyt
     # The warning before the time limit, which a site's own (later) option overrides.
     assert re.findall(r"^#SBATCH --signal=.*$", script, re.M) == ["#SBATCH --signal=USR1@600",
                                                                   "#SBATCH --signal=USR1@1200"]
+
+
+def test_the_job_script_reaches_srun_on_a_job_of_thousands_of_nodes(tmp_path):
+    """`scontrol show hostnames | head -n 1`: head exits after the first name, scontrol writing the others dies of
+    SIGPIPE, and `set -o pipefail` made that the end of the script, before torchrun (most runs past ~256 nodes)."""
+    from swehero.train.launch import slurm_script
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\nseq -f gpu-node-%05g 20000\n")
+    (bin_dir / "srun").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'srun-args'}\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    script = tmp_path / "train.sbatch"
+    script.write_text(slurm_script(Path("/runs/h32/sft_zero"), 20000, 8, "h32", []))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "gpu-node-[00001-20000]",
+           "SLURM_CPUS_ON_NODE": "64", "SLURM_JOB_ID": "7"}
+    for _ in range(5):
+        done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "gpu-node-00001:" in (tmp_path / "srun-args").read_text()

@@ -255,6 +255,9 @@ def _why_run(recipe: Recipe, stage: Stage, manifest: dict[str, Any] | None, runn
         return "never ran", False
     rerun_upstream = [n for n in stage.needs if n in running]
     changed = f"upstream {', '.join(rerun_upstream)} reruns" if rerun_upstream else _changed(recipe, stage, manifest)
+    # changed only in what the stage makes of its work (train's export_hf): it goes on from that work
+    carried = bool(changed) and not rerun_upstream and not _changed(
+        recipe, stage, manifest, getattr(kinds.load_kind(stage.kind), "RESUMES_ACROSS", ()))
     status = manifest.get("status")
     if status != "complete":
         if status == "slurm":
@@ -264,19 +267,20 @@ def _why_run(recipe: Recipe, stage: Stage, manifest: dict[str, Any] | None, runn
             ended = "interrupted while running"
         else:
             ended = f"last attempt {status}: {manifest.get('error', '')}".strip()
-        return (f"{ended}; {changed}" if changed else ended), not changed
+        return (f"{ended}; {changed}" if changed else ended), not changed or carried
     if changed:
-        return changed, False
+        return changed, carried
     missing = [p for p in manifest.get("outputs", {}).values() if not Path(p).exists()]
     return ("output missing: " + ", ".join(missing) if missing else ""), False
 
 
-def _changed(recipe: Recipe, stage: Stage, manifest: dict[str, Any]) -> str:
-    """What differs between the attempt `manifest` records and the stage as the recipe now defines it."""
+def _changed(recipe: Recipe, stage: Stage, manifest: dict[str, Any], ignored: tuple[str, ...] = ()) -> str:
+    """What differs between the attempt `manifest` records and the stage as the recipe now defines it, but for the
+    kind's `NOT_IN_RESULT` settings and the `ignored` ones."""
     identity = _identity(recipe, stage, _upstream_fingerprints(recipe, stage))
     if manifest.get("kind") != identity["kind"]:
         return f"kind changed: {manifest.get('kind')} -> {identity['kind']}"
-    not_in_result = getattr(kinds.load_kind(stage.kind), "NOT_IN_RESULT", ())
+    not_in_result = (*getattr(kinds.load_kind(stage.kind), "NOT_IN_RESULT", ()), *ignored)
     if manifest.get("settings_hash") != identity["settings_hash"] and \
             _without(manifest.get("settings"), not_in_result) != _without(identity["settings"], not_in_result):
         return "settings changed: " + "; ".join(differences(manifest.get("settings"), identity["settings"]))

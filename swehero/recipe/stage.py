@@ -20,6 +20,9 @@ A stage kind is a module (registered in `swehero.recipe.kinds`) that defines:
 - optionally `NOT_IN_RESULT = ("field", ...)`: settings that change how the stage runs or what it reports, not
   what it makes (a train stage's logging, GPU count, checkpoint cadence). Changed alone, they neither make a
   complete stage run again nor empty an interrupted one's folder (days of checkpoints): it resumes with them.
+- optionally `RESUMES_ACROSS = ("field", ...)`: settings that change what the stage makes from its work, not the
+  work (a train stage's `export_hf`). Changed alone, they make a complete or interrupted stage run again resuming
+  (with `RESUMABLE`): its `run` finishes what the new value asks of the work already done.
 - optionally `check(settings, name, recipe, step) -> None`: raises InputError for settings that would stop `run`
   and need no earlier stage's work to tell (an unpinned download, a train stage's layout against the model the
   recipe starts it from): a `SettingError` names the setting, an `ExceptionGroup` of them reports several at once.

@@ -102,7 +102,9 @@ def slurm_script(stage_dir: Path, nodes: int, gpus_per_node: int, job_name: str,
         f"#SBATCH --signal={STOP_SIGNAL.name.removeprefix('SIG')}@{STOP_MARGIN_S}",
         *[f"#SBATCH {option}" for option in sbatch_options],  # after ours: sbatch takes an option's last value
         "set -euo pipefail",
-        'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        # sed reads the whole list: `head -n 1` exits after a line, and scontrol writing on dies of SIGPIPE, which
+        # pipefail makes the script's end (with a few hundred nodes)
+        'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)',
         # The whole node for torchrun and its workers: since Slurm 22.05 a step no longer inherits the job's CPUs
         # per task, and with task/affinity or task/cgroup it would be bound to one CPU.
         f"srun --cpus-per-task=$SLURM_CPUS_ON_NODE {container}{torchrun}",

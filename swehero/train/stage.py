@@ -27,6 +27,9 @@ RESUMABLE = True
 # Megatron cannot reshard the optimizer state.
 NOT_IN_RESULT = ("log_every", "eval_every", "tensorboard", "wandb_project", "nodes", "gpus_per_node", "checkpoint",
                  "recompute")
+# The Hugging Face export is made from the last checkpoint: turned on for a trained stage, the stage resumes at its
+# last step and exports (it emptied the folder and trained again from scratch).
+RESUMES_ACROSS = ("export_hf",)
 
 
 def job_file(settings: Settings, ctx: StageContext) -> Path:
@@ -117,7 +120,7 @@ def check(settings: Settings, name: str, recipe: Recipe, step: Step) -> None:
     from swehero.recipe.engine import stage_dir
     from swehero.recipe.plan import trained_config
 
-    if workers_finished(stage_dir(recipe, step.stage), step.resume):
+    if workers_finished(stage_dir(recipe, step.stage), step.resume, settings.export_hf):
         return
     check_layout_of(settings, trained_config(recipe, step.stage), name)
     if settings.nodes > 1:
@@ -136,12 +139,13 @@ def check_layout_of(settings: Settings, config: dict | None, name: str) -> None:
         raise InputError(f"stage {name}: {e}") from None
 
 
-def workers_finished(folder: Path, resume: bool) -> bool:
+def workers_finished(folder: Path, resume: bool, export_hf: bool) -> bool:
     """Whether the attempt a stage resumes trained to the end (a Slurm job, or a run stopped just after its
-    workers finished): nothing is left to launch."""
+    workers finished) and exported what `export_hf` asks: nothing is left to launch."""
     from swehero.train.worker import FINISHED
 
-    return resume and (folder / FINISHED).exists()
+    return resume and (folder / FINISHED).exists() and (json.loads((folder / FINISHED).read_text())["hf"]
+                                                        or not export_hf)
 
 
 def spans_nodes(name: str, nodes: int) -> InputError:
@@ -164,7 +168,7 @@ def paths_read(job_path: Path) -> list[Path]:
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
-    if not workers_finished(ctx.dir, ctx.resume):
+    if not workers_finished(ctx.dir, ctx.resume, settings.export_hf):
         train_here(settings, ctx)
     outputs = {"checkpoints": str(ctx.dir / "checkpoints"), "metrics": str(ctx.dir / "metrics.jsonl"),
                "plot": str(ctx.dir / "loss.png")}
@@ -212,6 +216,7 @@ def train_here(settings: Settings, ctx: StageContext) -> None:
     if settings.nodes > 1:
         raise spans_nodes(ctx.name, settings.nodes)
     job_file(settings, ctx)
+    (ctx.dir / FINISHED).unlink(missing_ok=True)  # an earlier attempt's (one without the export this one makes)
     # In its own session, so that Ctrl-C reaches this process alone, which then stops torchrun as SIGTERM would;
     # guarded, so that nothing of it (workers, their checkpoint writers) outlives this process killed outright.
     torchrun = start_group(torchrun_command(ctx.dir, settings.nodes * settings.gpus_per_node),

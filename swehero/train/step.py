@@ -95,12 +95,12 @@ def train_step(model: list, optimizer, scheduler, batches: list[PackedBatch], se
         warnings.filterwarnings("ignore", r"The \.grad attribute of a Tensor that is not a leaf Tensor", UserWarning)
         optimizer.zero_grad()
     loss_sum, tokens = run_batches(model, batches, seq_length, device, forward_only=False, fused_ce=fused_ce)
+    lr = optimizer.param_groups[0]["lr"]  # this step's: the scheduler's step sets the next one's
     updated, grad_norm, _ = optimizer.step()
     if not updated:
         raise FloatingPointError("optimizer step skipped: non-finite gradients")
     scheduler.step(increment=1)
-    metrics = {"loss": global_mean_loss(loss_sum, tokens, device), "grad_norm": float(grad_norm or 0.0),
-               "lr": optimizer.param_groups[0]["lr"]}
+    metrics = {"loss": global_mean_loss(loss_sum, tokens, device), "grad_norm": float(grad_norm or 0.0), "lr": lr}
     check_finite(metrics)
     return metrics
 
