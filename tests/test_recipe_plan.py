@@ -183,7 +183,8 @@ def test_a_dry_run_says_where_a_multi_node_train_stage_stops_the_run(tmp_path):
 
     recipe = load_recipe(str(path), ())
     (tmp_path / "run" / "sft").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "run" / "sft" / "finished.json").write_text("{}")  # what a Slurm job's workers write at the end
+    # what a Slurm job's workers write at the end
+    (tmp_path / "run" / "sft" / "finished.json").write_text('{"step": 10, "hf": true}')
     resumed = Step(recipe.stage("sft"), True, "handed to Slurm (...) (resuming)", resume=True)
     assert check_stages(recipe, [resumed]) == check_stages(recipe, []) and not check_stages(recipe, []).stops_at
     afresh = Step(recipe.stage("sft"), True, "settings changed")
