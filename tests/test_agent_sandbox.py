@@ -109,6 +109,50 @@ def test_writes_outside_the_checkout_fail(rt):
     assert (rt.checkout / "ok").exists() and (rt.workdir / "tmp" / "ok").exists()
 
 
+def test_a_command_run_by_root_can_neither_remount_nor_change_the_kernels_settings_nor_see_host_paths(rt):
+    """Started by root, bwrap kept every capability and uid 0 was the host's: `mount -o remount,rw` made /etc and
+    /usr writable, and /proc/sys/kernel/core_pattern (which uid 0 owns) could point at a host program the kernel
+    runs as root. bwrap's own command line (process 1) named the host folders bound in."""
+    out = bash(rt, "grep CapEff /proc/self/status; mount -o remount,rw,bind /etc || echo no-remount; "
+                   "v=$(cat /proc/sys/kernel/core_pattern); (printf %s \"$v\" > /proc/sys/kernel/core_pattern) "
+                   "2>/dev/null || echo no-sysctl; tr '\\0' ' ' < /proc/1/cmdline")
+    assert re.search(r"CapEff:\s+0{16}\n", out) and "no-remount" in out and "no-sysctl" in out, out
+    assert str(rt.workdir) not in out and str(rt.checkout) not in out and "/usr/bin/bwrap --args" in out, out
+
+
+def test_closing_removes_a_folder_a_command_made_unreadable(tmp_path):
+    """Not being root, `rmtree(ignore_errors=True)` cannot enter a folder the agent made mode 0: the folder and what
+    it holds stayed on disk. Run as root, the test removes as `nobody` (root enters any folder)."""
+    from swehero.agent.local import remove_tree
+
+    top = Path(tempfile.mkdtemp(dir="/tmp"))
+    blob = top / "d" / "e" / "blob"
+
+    def leave_and_remove() -> None:
+        blob.parent.mkdir(parents=True)
+        blob.write_bytes(b"x" * 1000)
+        os.chmod(top / "d", 0)
+        remove_tree(top)
+
+    if os.geteuid() != 0:
+        leave_and_remove()
+        assert not top.exists()
+        return
+    os.chown(top, 65534, 65534)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            leave_and_remove()
+            os._exit(0 if not top.exists() else 1)
+        except BaseException:
+            os._exit(2)
+    status = os.waitpid(pid, 0)[1]
+    shutil.rmtree(top, ignore_errors=True)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_private_tmp_no_network_own_pids(rt):
     bash(rt, "echo state > /tmp/keep")
     assert "state" in bash(rt, "cat /tmp/keep")  # /tmp persists within the rollout ...

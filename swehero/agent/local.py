@@ -114,7 +114,12 @@ def sandbox_argv(bwrap: str, network: bool = False) -> list[str]:
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    return argv + ["--proc", "/proc", "--dev", "/dev"]
+    # Started by root, bwrap keeps every capability and its uid 0 is the host's: without capabilities a command
+    # cannot remount the system folders writable, and the kernel's settings, which uid 0 owns and may write with or
+    # without them (core_pattern: a host program run as root), are read-only. Root-only files of the system folders
+    # (/etc/shadow) stay readable to uid 0: run as another user for that.
+    return argv + ["--cap-drop", "ALL", "--proc", "/proc", "--ro-bind-try", "/proc/sys", "/proc/sys",
+                   "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger", "--dev", "/dev"]
 
 
 def _describe(error: OSError, path: str) -> str:
@@ -402,17 +407,23 @@ class LocalRuntime(OneCommandAtATime):
     def start(self, command: str, network: bool = False) -> LocalChannel:
         # `setsid -c` makes the terminal the shell's controlling terminal, so that Ctrl-C typed on it interrupts
         # the command (bwrap's --new-session left the sandbox without one); -w: the sandbox ends with the shell
-        argv = self.bwrap_argv(self.root, network) + ["setsid", "-w", "-c", *shell_argv(self.root)]
+        bwrap, *options = self.bwrap_argv(self.root, network)
         self.stop()
         (self.workdir / "state" / "cmd").write_text(command)
+        # bwrap is the sandbox's process 1, whose command line any command reads (/proc/1/cmdline): its options,
+        # the host's paths among them, come from a file outside the sandbox instead
+        (self.workdir / "bwrap-options").write_bytes(b"".join(os.fsencode(o) + b"\0" for o in options))
+        given = os.open(self.workdir / "bwrap-options", os.O_RDONLY)
         reader, terminal = _terminal()
         try:
-            proc = subprocess.Popen(argv, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True,
-                                    preexec_fn=_default_interrupts)
+            proc = subprocess.Popen([bwrap, "--args", str(given), "setsid", "-w", "-c", *shell_argv(self.root)],
+                                    stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True,
+                                    preexec_fn=_default_interrupts, pass_fds=(given,))
         except BaseException:
             os.close(reader)
             raise
         finally:
+            os.close(given)
             os.close(terminal)  # only the sandbox holds it now, so reading ends when the sandbox ends
         self.running = LocalChannel(proc, reader, self.workdir / "state", self.root)
         return self.running
@@ -428,9 +439,25 @@ class LocalRuntime(OneCommandAtATime):
 
     def close(self) -> None:
         self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        remove_tree(self.workdir)
         if self.owned is not None:
-            shutil.rmtree(self.owned, ignore_errors=True)
+            remove_tree(self.owned)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove `path` and what is under it, also folders a command took its own rights to (`chmod 0 dir`): not being
+    root, the owner gives them back first, or the folder and what it holds would stay on disk for good."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except OSError:
+        os.chmod(path, stat.S_IRWXU)
+        for folder, subfolders, _ in os.walk(path):  # top-down: each subfolder opened to us before it is listed
+            for name in subfolders:
+                if not os.path.islink(os.path.join(folder, name)):  # chmod follows links: only our own folders
+                    os.chmod(os.path.join(folder, name), stat.S_IRWXU)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _exclude(checkout: Path, patterns: list[str]) -> None:
