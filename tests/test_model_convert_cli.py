@@ -98,16 +98,18 @@ def test_convert_stage(tmp_path):
 
 def test_a_folder_without_a_model_fails_before_any_rank_starts(tmp_path):
     from swehero.cli import main
+    from swehero.model.folder import known_config
 
     config_only, llama, garbled = tmp_path / "config-only", tmp_path / "llama", tmp_path / "garbled"
-    for folder, config in ((config_only, {}), (llama, {"model_type": "llama"})):
+    qwen = known_config("Qwen/Qwen2.5-Coder-7B-Instruct")
+    for folder, config in ((config_only, qwen), (llama, {"model_type": "llama"})):
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(config))
     garbled.mkdir()
     (garbled / "config.json").write_text("{half")
     cases = [(tmp_path, f"{tmp_path}: no config.json (Hugging Face folder) or hf_config.json"),
              (config_only, f"{config_only}: no model.safetensors.index.json or model.safetensors"),
-             (llama, f"{llama}: expected a qwen2 config, got model_type='llama'"),
+             (llama, f"{llama / 'config.json'}: expected a qwen2 config, got model_type='llama'"),
              (garbled, f"{garbled / 'config.json'}: not a model config (not JSON: Expecting property name"),
              (llama / "config.json", f"{llama / 'config.json'}: expected a qwen2 config")]
     for source, message in cases:

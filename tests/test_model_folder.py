@@ -3,6 +3,7 @@ one rule for the side files an exported folder needs to serve."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -15,7 +16,7 @@ from safetensors.numpy import load_file, save_file
 sys.path.insert(0, str(Path(__file__).parent))
 from model_jobs import make_hf, with_tokenizer  # noqa: E402
 
-from swehero.errors import InputError, MissingInput  # noqa: E402
+from swehero.errors import InputError, MissingInput, Unavailable  # noqa: E402
 from swehero.model import qwen2, stage  # noqa: E402
 from swehero.model.folder import (  # noqa: E402
     check_hf_weights, known_config, read_config, remove_weights, side_files, weight_files, write_folder_files,
@@ -269,3 +270,92 @@ def test_an_export_replaces_the_weights_a_folder_held_and_keeps_the_rest(tmp_pat
         (tmp_path / name).write_text("x")
     remove_weights(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+def test_an_export_into_an_earlier_exports_folder_keeps_none_of_its_side_files(tiny_model_dir, qwen_tokenizer_dir,
+                                                                                  tmp_path):
+    """The tiny model's tokenizer.json and chat_template.jinja, left by a first export, were read in place of the
+    second `like`'s vocab.json + merges.txt and tokenizer_config.json's template, by transformers and vLLM."""
+    first = tmp_path / "first"
+    shutil.copytree(tiny_model_dir, first)
+    (first / "additional_chat_templates").mkdir()
+    (first / "additional_chat_templates" / "plain.jinja").write_text("{{ messages[0]['content'] }}")
+    out = tmp_path / "out"
+    out.mkdir()
+    write_folder_files(out, {"model_type": "qwen2"}, first)
+    assert {"tokenizer.json", "chat_template.jinja", "additional_chat_templates"} <= {p.name for p in out.iterdir()}
+    write_folder_files(out, {"model_type": "qwen2"}, qwen_tokenizer_dir)
+    assert {p.name for p in out.iterdir()} == {p.name for p in qwen_tokenizer_dir.iterdir()} | {"config.json"}
+    assert all((out / p.name).read_bytes() == p.read_bytes() for p in qwen_tokenizer_dir.iterdir())
+
+
+def test_an_export_over_the_folder_the_model_came_from_keeps_its_side_files(tiny_model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    (tmp_path / "link").symlink_to(folder)  # the same folder under another name
+    config = {**read_config(folder), "rope_scaling": YARN_128K}
+    for like in (folder, tmp_path / "link"):
+        write_folder_files(folder, config, like)  # shutil.SameFileError, after the export had written the weights
+        assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in tiny_model_dir.iterdir())
+        assert all((folder / p.name).read_bytes() == p.read_bytes() for p in side_files(tiny_model_dir))
+        assert read_config(folder) == config
+
+
+def _damaged_copy(source: Path, to: Path, file: str, change) -> Path:
+    shutil.copytree(source, to)
+    path = to / file
+    path.write_text(change(path.read_text() if path.exists() else ""))
+    return to
+
+
+def _config_edit(**fields):
+    """A change to config.json's text: each field set to its value, or removed where the value is None."""
+    def edit(text: str) -> str:
+        config = {**json.loads(text), **fields}
+        return json.dumps({k: v for k, v in config.items() if v is not None})
+    return edit
+
+
+@pytest.mark.parametrize("file, change, message", [
+    ("model.safetensors.index.json", lambda _: '{"weight_map": ', "not a safetensors shard index (not JSON: "),
+    ("model.safetensors.index.json", lambda _: '{"metadata": {}}', "weight_map: missing or not an object"),
+    ("config.json", _config_edit(num_hidden_layers=None), "num_hidden_layers: must be a whole number > 0, got nothing"),
+    ("config.json", _config_edit(hidden_size="64"), "hidden_size: must be a whole number > 0, got '64'"),
+    ("config.json", _config_edit(rms_norm_eps=None), "rms_norm_eps: must be a number > 0, got nothing"),
+    ("config.json", _config_edit(rope_scaling={"type": "yarn"}),
+     "rope_scaling.factor: must be a number > 1, got nothing"),
+    ("config.json",
+     _config_edit(rope_scaling={"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": "x"}),
+     "rope_scaling.original_max_position_embeddings: must be a whole number > 0, got 'x'"),
+    ("config.json", _config_edit(torch_dtype="auto"),
+     "torch_dtype: must be one of float32, bfloat16, float16 (the dtype the weights are stored in), got 'auto'"),
+    ("config.json", _config_edit(hidden_act="gelu"), "hidden_act: must be silu (Qwen2's SwiGLU), got 'gelu'"),
+], ids=["truncated index", "index without weight_map", "no num_hidden_layers", "text size", "no rms_norm_eps",
+        "yarn without factor", "text original", "torch_dtype auto", "gelu"])
+def test_a_damaged_index_or_config_fails_in_one_line_naming_the_file_and_field(untied_hf, tmp_path, file, change,
+                                                                               message):
+    """Each was a traceback (JSONDecodeError, KeyError, or AttributeError: module 'torch' has no attribute 'auto' in
+    every rank)."""
+    folder = _damaged_copy(untied_hf, tmp_path / "bad", file, change)
+    with pytest.raises(InputError) as caught:
+        stage.convert(stage.Settings(source=str(folder)), tmp_path / "out")
+    assert str(caught.value).startswith(f"{folder / file}: {message}"), caught.value
+    assert "\n" not in str(caught.value) and not (tmp_path / "out").exists()
+
+
+def test_a_rope_scaling_override_must_be_yarn_with_a_factor_that_extends_the_context():
+    config = known_config("Qwen/Qwen2.5-Coder-7B-Instruct")
+    for scaling, message in (({"type": "yarn"}, "rope_scaling.factor: must be a number > 1, got nothing"),
+                             ({"type": "yarn", "factor": -2}, "rope_scaling.factor: must be a number > 1, got -2"),
+                             ({"factor": 4}, "rope_scaling.type: must be yarn .*, got nothing")):
+        with pytest.raises(InputError, match=f"^{message}$"):
+            qwen2.with_rope_scaling(config, scaling)
+    assert qwen2.with_rope_scaling(config, {"rope_type": "yarn", "factor": 2})["max_position_embeddings"] == 65536
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformer_engine") is not None, reason="Transformer Engine is here")
+def test_spec_te_without_transformer_engine_fails_in_one_line_before_any_rank_starts(untied_hf, tmp_path):
+    """It was a NameError (TESpecProvider) from inside Megatron's layer specs, in every rank."""
+    with pytest.raises(Unavailable, match="^convert: spec te needs Transformer Engine, which is not installed here"):
+        stage.convert(stage.Settings(source=str(untied_hf), spec="te"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

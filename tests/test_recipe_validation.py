@@ -601,6 +601,38 @@ def test_min_lr_above_lr_is_reported_at_its_line(tmp_path):
                               f"{path}:9: stages[0].optimizer.min_lr: must be <= lr (1e-05), got 0.001"]
 
 
+@pytest.mark.parametrize("scaling, message", [
+    ("{type: yarn}", "factor: must be a number > 1, got nothing"),
+    ("{type: yarn, factor: abc}", "factor: must be a number > 1, got 'abc'"),
+    ("{type: yarn, factor: -2}", "factor: must be a number > 1, got -2"),
+    ("{factor: 4}", "type: must be yarn (the rope scaling Qwen2.5 extends its context with), got nothing"),
+    ("{rope_type: linear, factor: 4}", "type: must be yarn (the rope scaling Qwen2.5 extends its context with), got "
+                                       "'linear'"),
+    ("{type: yarn, factor: 4, original_max_position_embeddings: abc}",
+     "original_max_position_embeddings: must be a whole number > 0, got 'abc'"),
+])
+def test_a_rope_scaling_no_model_is_built_with_is_reported_by_validate(scaling, message, tmp_path):
+    """`validate` said ok; `plan` and `run --dry-run` then failed with a traceback (KeyError 'factor', ValueError),
+    or planned -65536 positions (factor -2), or trained without scaling (no type)."""
+    found = problems("zero-7b", f"run_dir={tmp_path}", f"stages.sft_zero.rope_scaling={scaling}")
+    assert found == [f"--set: stages[6].rope_scaling: {message}"]
+    assert load_recipe("zero-7b", (f"run_dir={tmp_path}",
+                                   "stages.sft_zero.rope_scaling={rope_type: yarn, factor: 2}")).stage("sft_zero")
+
+
+def test_a_bad_rope_scaling_is_reported_at_its_line(tmp_path):
+    path = write(tmp_path, """\
+        name: t
+        run_dir: {run_dir}
+        stages:
+          - name: sft
+            kind: train
+            data: d
+            rope_scaling: {type: yarn, factor: 1}
+        """)
+    assert problems(path) == [f"{path}:7: stages[0].rope_scaling: factor: must be a number > 1, got 1"]
+
+
 def test_commands_built_from_the_settings_report_ranges_too():
     result = CliRunner().invoke(main, ["serve", "start", "some/model", "--tensor-parallel-size", "0"])
     assert result.exit_code == 2, result.output

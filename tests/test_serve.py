@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from tiny_server import servers_on
 
-from swehero.serve.server import (ServeConfig, VLLMServer, command, free_port, package_path, socket_dir,
-                                  tool_parser_for)
+from swehero.serve.server import (ServeConfig, VLLMServer, chat_template_text, check_port_free, command, free_port,
+                                  package_path, socket_dir, tool_parser_for)
 
 pytest.importorskip("vllm")
 
@@ -141,6 +141,49 @@ def test_a_port_another_server_holds_is_refused_before_vllm_starts(tmp_path, tin
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"Error: 127.0.0.1:{port} is taken (Address already in use), so another server")
     assert not (tmp_path / "vllm.log").exists()
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_an_ipv6_host_is_checked_and_addressed_as_ipv6(tmp_path, tiny_model_dir):
+    """`--host ::` (vLLM's dual-stack listen) was refused as taken (an IPv4 socket cannot bind `::`), or with
+    `--port 0` a gaierror traceback; the URL was `http://:::PORT`."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    for host in ("::", "::1"):
+        port = free_port(host)
+        check_port_free(host, port)
+        assert VLLMServer(ServeConfig(model="m", host=host, port=port), tmp_path / "vllm.log").url == \
+            f"http://[{host}]:{port}/v1"
+        with socket.socket(socket.AF_INET6) as other:
+            other.bind((host, port))
+            other.listen()
+            result = CliRunner().invoke(main, ["serve", str(tiny_model_dir), "--host", host, "--port", str(port),
+                                               "--log", str(tmp_path / "vllm.log")])
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f"Error: [{host}]:{port} is taken (Address already in use), so another")
+    assert VLLMServer(ServeConfig(model="m", port=8000), tmp_path / "vllm.log").url == "http://127.0.0.1:8000/v1"
+    with pytest.raises(ValueError, match="^host ::zz: not an address or known name to listen on"):
+        free_port("::zz")
+    assert not (tmp_path / "vllm.log").exists()
+
+
+def test_a_tokenizer_config_with_a_null_chat_template_has_none(tmp_path):
+    """transformers writes `"chat_template": null` for a tokenizer without one: `serve` failed on it (TypeError)."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": None}))
+    assert chat_template_text(str(tmp_path)) == ""
+    assert tool_parser_for(str(tmp_path)) == "hermes"
 
 
 def test_socket_folders_fit_a_socket_address(tmp_path, monkeypatch):

@@ -14,6 +14,8 @@ from swehero.train.metrics import plot_curves, read_metrics, training_flops_per_
 
 QWEN25_CODER_32B = {"hidden_size": 5120, "num_hidden_layers": 64, "num_attention_heads": 40,
                     "num_key_value_heads": 8, "intermediate_size": 27648, "vocab_size": 152064}
+QWEN2_CONFIG = {**QWEN25_CODER_32B, "model_type": "qwen2", "max_position_embeddings": 32768, "rms_norm_eps": 1e-6}
+"""Its config.json as a train stage reads it (the fields the model is built from)."""
 
 
 def settings(**parallel) -> Settings:
@@ -258,7 +260,7 @@ def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path
         folder.mkdir()
     (data / "stats.json").write_text(json.dumps({
         "seq_length": 65536, "samples": {"train": 64, "valid": 1}, "trajectories": {"kept": 96}, "tokens": 96 * 40000}))
-    config = {**QWEN25_CODER_32B, "model_type": "qwen2", "tie_word_embeddings": False}
+    config = {**QWEN2_CONFIG, "tie_word_embeddings": False}
     (model / "config.json").write_text(json.dumps(config))
     _names_only_weights(model, config, leave_out=("lm_head.weight",))
     with pytest.raises(MissingInput, match=f"{model}: 1 tensor\\(s\\) its config.json needs are not in its weights: "
@@ -371,7 +373,7 @@ def _dataset(folder, train: int, seq_length: int = 65536):
 
 def _model(folder, **config):
     folder.mkdir(parents=True)
-    config = {**QWEN25_CODER_32B, "model_type": "qwen2", **config}
+    config = {**QWEN2_CONFIG, **config}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "tokenizer.json").write_text("{}")
     _names_only_weights(folder, config)

@@ -48,15 +48,20 @@ def is_hf_folder(path: str | Path) -> bool:
     return (Path(path) / CONFIG).is_file()
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    """The Hugging Face config of a model: a Hugging Face folder's `config.json` (or that file), or the one a
-    Megatron checkpoint of ours keeps (`hf_config.json`)."""
+def config_file(path: str | Path) -> Path:
+    """The file holding a model's Hugging Face config: a Hugging Face folder's `config.json` (or that file), or the
+    one a Megatron checkpoint of ours keeps (`hf_config.json`)."""
     path = Path(path)
     found = path if path.is_file() else next((path / n for n in (CONFIG, CHECKPOINT_CONFIG) if (path / n).is_file()),
                                              None)
     if found is None:
         raise MissingInput(f"{path}: no {CONFIG} (Hugging Face folder) or {CHECKPOINT_CONFIG} (Megatron checkpoint)")
-    return read_json(found, "a model config")
+    return found
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The Hugging Face config of a model (see `config_file`)."""
+    return read_json(config_file(path), "a model config")
 
 
 def known_config(ref: str) -> dict[str, Any] | None:
@@ -72,7 +77,11 @@ def weight_files(folder: str | Path) -> dict[str, str]:
     """Tensor name -> the safetensors file holding it: from the shard index, or the single `model.safetensors`."""
     folder = Path(folder)
     if (folder / INDEX).exists():
-        return json.loads((folder / INDEX).read_text())["weight_map"]
+        weight_map = read_json(folder / INDEX, "a safetensors shard index").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise InputError(f"{folder / INDEX}: weight_map: missing or not an object (tensor name -> file); "
+                             "download the model again")
+        return weight_map
     if not (folder / "model.safetensors").exists():
         raise MissingInput(f"{folder}: no {INDEX} or model.safetensors (only safetensors weights are read)")
     return dict.fromkeys(_tensor_names(folder / "model.safetensors"), "model.safetensors")
@@ -169,11 +178,20 @@ def side_files_from(init: str | Path) -> Path:
 
 def write_folder_files(out: str | Path, config: dict[str, Any], like: str | Path) -> None:
     """Complete exported weights in `out` into a Hugging Face folder: `config` (what the weights were built with,
-    e.g. with a `rope_scaling` override) as config.json, and `like`'s side files."""
+    e.g. with a `rope_scaling` override) as config.json, and `like`'s side files, which replace those `out` held
+    (`like` may be `out` itself: an export over the folder the model came from keeps them)."""
     out = Path(out)
-    for path in side_files(like):
-        if path.is_dir():
-            shutil.copytree(path, out / path.name, dirs_exist_ok=True)
-        else:
-            shutil.copy2(path, out / path.name)
+    if not out.samefile(like):
+        # A side file of an earlier export that `like` lacks would be read instead of `like`'s: chat_template.jinja
+        # before tokenizer_config.json's template, tokenizer.json before vocab.json + merges.txt.
+        for path in side_files(out):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        for path in side_files(like):
+            if path.is_dir():
+                shutil.copytree(path, out / path.name)
+            else:
+                shutil.copy2(path, out / path.name)
     (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")

@@ -155,7 +155,7 @@ def hf_tensors(model: GPTModel, hf: dict, dtype: torch.dtype) -> Iterator[tuple[
 
 def checkpoint_dtype(hf: dict) -> torch.dtype:
     """The dtype the Hugging Face weights are stored in: conversion keeps it, so round trips are bit-exact."""
-    return getattr(torch, hf.get("torch_dtype") or hf.get("dtype") or "float32")
+    return getattr(torch, qwen2.dtype_name(hf))
 
 
 def save_hf_weights(model: Chunks, hf: dict, out_dir: str | Path, max_shard_bytes: int = 4 << 30) -> None:

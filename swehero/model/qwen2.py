@@ -74,14 +74,15 @@ def rope_theta(hf: dict[str, Any]) -> float:
 
 
 def yarn(hf: dict[str, Any]) -> Yarn | None:
-    scaling = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
+    key = "rope_scaling" if hf.get("rope_scaling") else "rope_parameters"
+    scaling = hf.get(key) or {}
     kind = scaling.get("rope_type", scaling.get("type", "default"))
     if kind == "default":
         return None
     if kind != "yarn":
-        raise InputError(f"rope scaling {kind!r} is not supported for Qwen2; use yarn or none")
-    if scaling.get("attention_factor") is not None or scaling.get("mscale") or scaling.get("mscale_all_dim"):
-        raise InputError("an explicit YaRN attention_factor/mscale is not supported: Qwen2.5 derives it from factor")
+        raise InputError(f"{key}: rope scaling {kind!r} is not supported for Qwen2; use yarn or none")
+    if problems := yarn_problems(scaling):
+        raise InputError("; ".join(f"{key}.{name}: {problem}" for name, problem in problems))
     return Yarn(
         factor=float(scaling["factor"]),
         original_max_position_embeddings=int(
@@ -93,39 +94,101 @@ def yarn(hf: dict[str, Any]) -> Yarn | None:
     )
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _got(value: Any) -> str:
+    return "nothing" if value is None else repr(value)
+
+
+def yarn_problems(scaling: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, problem) for the values of a YaRN `rope_scaling` that no model can be built with."""
+    problems = []
+    factor = scaling.get("factor")
+    if not _is_number(factor) or factor <= 1:
+        # YaRN multiplies the context by factor: 1 extends nothing, less shrinks it, 0 or less leaves no positions
+        problems.append(("factor", f"must be a number > 1, got {_got(factor)}"))
+    original = scaling.get("original_max_position_embeddings")
+    if original is not None and not _is_count(original):
+        problems.append(("original_max_position_embeddings", f"must be a whole number > 0, got {original!r}"))
+    if scaling.get("attention_factor") is not None or scaling.get("mscale") or scaling.get("mscale_all_dim"):
+        problems.append(("attention_factor", "an explicit YaRN attention_factor/mscale is not supported: Qwen2.5 "
+                                             "derives it from factor"))
+    return problems
+
+
+def rope_override_problems(scaling: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, problem) for a train stage's `rope_scaling` override: YaRN (`type` or `rope_type`), with values
+    `yarn_problems` accepts. Without a type it would be written into the config and read as no scaling."""
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind != "yarn":
+        return [("type", f"must be yarn (the rope scaling Qwen2.5 extends its context with), got {_got(kind)}")]
+    return yarn_problems(scaling)
+
+
 def with_rope_scaling(hf: dict[str, Any], scaling: dict[str, Any]) -> dict[str, Any]:
-    """`hf` with a rope-scaling override, written so that transformers 5 and vLLM 0.32 read what Megatron trains:
+    """`hf` with a YaRN rope-scaling override (`rope_override_problems` says what one needs), written so that
+    transformers 5 and vLLM 0.32 read what Megatron trains:
 
     - `original_max_position_embeddings` explicit (else the checkpoint's earlier YaRN value, else its
       `max_position_embeddings`), so applying the override again (stage 2) changes nothing;
-    - for YaRN, `max_position_embeddings` = original x factor, the context the scaling reaches: vLLM no longer
+    - `max_position_embeddings` = original x factor, the context the scaling reaches: vLLM no longer
       multiplies it by `factor` for YaRN (as transformers never did) and refuses a longer `--max-model-len`;
     - inside `rope_parameters` when the config keeps its theta there (transformers 5's layout), since a
       `rope_scaling` beside it is read with the default theta (10000 instead of Qwen2.5's 1e6)."""
+    if problems := rope_override_problems(scaling):
+        raise InputError("; ".join(f"rope_scaling.{name}: {problem}" for name, problem in problems))
     scaling = dict(scaling)
-    kind = scaling.get("rope_type", scaling.get("type", "default"))
-    out = dict(hf)
-    if kind == "yarn":
-        earlier = yarn(hf)
-        original = scaling.get("original_max_position_embeddings") or (
-            earlier.original_max_position_embeddings if earlier else hf["max_position_embeddings"])
-        scaling["original_max_position_embeddings"] = original
-        out["max_position_embeddings"] = int(original * float(scaling["factor"]))
+    earlier = yarn(hf)
+    original = scaling.get("original_max_position_embeddings") or (
+        earlier.original_max_position_embeddings if earlier else hf["max_position_embeddings"])
+    scaling["original_max_position_embeddings"] = original
+    out = {**hf, "max_position_embeddings": int(original * scaling["factor"])}
     if hf.get("rope_parameters") and not hf.get("rope_scaling"):
         scaling.pop("type", None)
-        out["rope_parameters"] = {**hf["rope_parameters"], **scaling, "rope_type": kind}
+        out["rope_parameters"] = {**hf["rope_parameters"], **scaling, "rope_type": "yarn"}
     else:
         out["rope_scaling"] = scaling
-    yarn(out)  # an unsupported kind fails here, naming it
     return out
 
 
+SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "vocab_size",
+         "max_position_embeddings")
+"""The fields of a Qwen2 config the model is built from that have no default: whole numbers > 0."""
+DTYPES = ("float32", "bfloat16", "float16")
+"""The dtypes weights are stored and converted in."""
+
+
+def dtype_name(hf: dict[str, Any]) -> str:
+    """The dtype the weights are stored in: `torch_dtype` (`dtype` in transformers 5's configs), float32 if unset."""
+    return hf.get("torch_dtype") or hf.get("dtype") or "float32"
+
+
 def check_supported(hf: dict[str, Any]) -> None:
-    """Raise `InputError` unless `hf` is a Qwen2 config this module converts."""
+    """Raise `InputError` unless `hf` is a Qwen2 config this module converts, naming the field that is not."""
     if hf.get("model_type") not in (None, "qwen2"):
         raise InputError(f"expected a qwen2 config, got model_type={hf.get('model_type')!r}")
     if hf.get("use_sliding_window"):
         raise InputError("sliding-window attention is not supported (Qwen2.5 checkpoints ship with it off)")
+    for name in SIZES:
+        value = hf.get(name)
+        if not _is_count(value):
+            raise InputError(f"{name}: must be a whole number > 0, got {_got(value)}")
+    if hf.get("hidden_act", "silu") != "silu":  # Megatron's provider builds SwiGLU, as every Qwen2.5 has
+        raise InputError(f"hidden_act: must be silu (Qwen2's SwiGLU), got {hf['hidden_act']!r}")
+    if not (_is_number(hf.get("rms_norm_eps")) and hf["rms_norm_eps"] > 0):
+        raise InputError(f"rms_norm_eps: must be a number > 0, got {_got(hf.get('rms_norm_eps'))}")
+    if dtype_name(hf) not in DTYPES:
+        # "auto" is from_pretrained's argument for "the dtype the config states", not a dtype: transformers cannot
+        # read a config.json stating it either (5.19: AttributeError), and guessing bf16 would round fp32 weights.
+        field = "torch_dtype" if hf.get("torch_dtype") else "dtype"
+        raise InputError(f"{field}: must be one of {', '.join(DTYPES)} (the dtype the weights are stored in), got "
+                         f"{dtype_name(hf)!r}")
     yarn(hf)
 
 

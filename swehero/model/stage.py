@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from swehero.errors import InputError, MissingInput
+from swehero.errors import InputError, MissingInput, Unavailable
 from swehero.recipe.stage import InputPath, Range, StageContext
 
 OUTPUTS = {"hf-to-mcore": "checkpoint", "mcore-to-hf": "hf"}
@@ -46,11 +47,16 @@ def convert(settings: Settings, out: Path) -> None:
 
 
 def _check_inputs(settings: Settings, source: Path) -> None:
-    """A wrong folder or layout fails here in one line, not in each rank after importing Megatron."""
-    from swehero.model.folder import CHECKPOINT_CONFIG, TOKENIZER_FILES, check_hf_weights, has_tokenizer, read_config
+    """A wrong folder, layout or spec fails here in one line, not in each rank after importing Megatron."""
+    from swehero.model.folder import (CHECKPOINT_CONFIG, TOKENIZER_FILES, check_hf_weights, config_file,
+                                      has_tokenizer, read_config)
     from swehero.model.parallel import model_split_problems
     from swehero.model.qwen2 import check_supported
 
+    if settings.spec == "te" and importlib.util.find_spec("transformer_engine") is None:
+        # else a NameError from deep inside Megatron's layer specs, in every rank
+        raise Unavailable("convert: spec te needs Transformer Engine, which is not installed here: use spec local, "
+                          "or convert where it is (the GPU image)")
     if settings.direction == "mcore-to-hf":
         if settings.like is None:
             raise InputError("convert: mcore-to-hf needs `like`, the Hugging Face folder the model came from")
@@ -65,7 +71,7 @@ def _check_inputs(settings: Settings, source: Path) -> None:
     try:
         check_supported(config)
     except InputError as e:
-        raise InputError(f"{source}: {e}") from None
+        raise InputError(f"{config_file(source)}: {e}") from None
     if settings.direction == "hf-to-mcore":
         check_hf_weights(source, config)
     problems = model_split_problems(config, settings.tp, settings.pp)

@@ -92,7 +92,8 @@ def chat_template_text(model_dir: str) -> str:
     if chat_template_of(model_dir):
         return (Path(model_dir) / "chat_template.jinja").read_text()
     tokenizer_config = Path(model_dir) / "tokenizer_config.json"
-    template = json.loads(tokenizer_config.read_text()).get("chat_template", "") if tokenizer_config.exists() else ""
+    # `or`: transformers writes "chat_template": null for a tokenizer without one
+    template = tokenizer_config.exists() and json.loads(tokenizer_config.read_text()).get("chat_template") or ""
     return template if isinstance(template, str) else "\n".join(t.get("template", "") for t in template)
 
 
@@ -103,22 +104,41 @@ def chat_template_of(model_dir: str) -> str | None:
     return str(template) if template.exists() else None
 
 
+def host_port(host: str, port: int) -> str:
+    """`host:port` as a URL writes it: an IPv6 address in brackets (`[::1]:8000`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host:port` as vLLM's server binds one: IPv6 for an IPv6 address (`::`, `::1`), else
+    IPv4 (a host name too), with SO_REUSEADDR (a port in TIME_WAIT is free). A host that is no address or known name
+    is an InputError; a port that is taken, the OSError."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+    except socket.gaierror as e:
+        s.close()
+        raise InputError(f"host {host}: not an address or known name to listen on ({e.strerror})") from None
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
+    with bound_socket(host, 0) as s:
         return s.getsockname()[1]
 
 
 def check_port_free(host: str, port: int) -> None:
     """Unavailable if another process listens on `port`: it would answer our health checks while vLLM loads, so
     a run would talk to whatever model that server holds."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as vLLM's server binds: TIME_WAIT is free
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            raise Unavailable(f"{host}:{port} is taken ({e.strerror}), so another server would answer for this one: "
-                              "stop it, or choose another port (0 picks a free one)") from None
+    try:
+        bound_socket(host, port).close()
+    except OSError as e:
+        raise Unavailable(f"{host_port(host, port)} is taken ({e.strerror}), so another server would answer for "
+                          "this one: stop it, or choose another port (0 picks a free one)") from None
 
 
 def command(cfg: ServeConfig, port: int) -> list[str]:
@@ -178,7 +198,7 @@ class VLLMServer:
         self.cfg = cfg
         self.log_file = Path(log_file)
         self.port = cfg.port or free_port(cfg.host)
-        self.url = f"http://{cfg.host}:{self.port}/v1"
+        self.url = f"http://{host_port(cfg.host, self.port)}/v1"
         self.process: subprocess.Popen | None = None
         self.tmp_dir: str | None = None
 

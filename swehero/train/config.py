@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from swehero.model.parallel import ParallelConfig, model_split_problems
+from swehero.model.qwen2 import rope_override_problems
 from swehero.recipe.stage import InputPath, ModelRef, Range
 
 
@@ -69,7 +70,8 @@ class Settings:
     seq_length: Annotated[int, Range(min=1)] = 131072
     """Tokens per packed sequence; must equal the dataset's, checked at launch (paper: 128k with YaRN)."""
     rope_scaling: dict | None = None
-    """Overrides the checkpoint's `rope_scaling`, e.g. {type: yarn, factor: 4, original_max_position_embeddings: 32768}."""
+    """Overrides the checkpoint's `rope_scaling` with YaRN: {type: yarn, factor: 4, original_max_position_embeddings:
+    32768}; a `factor` > 1, `original_max_position_embeddings` (default: the checkpoint's) a whole number."""
     global_batch_size: Annotated[int, Range(min=1)] = 32
     """Packed rows of `seq_length` tokens per optimizer step over all data-parallel ranks: one step trains on
     global_batch_size x seq_length tokens (32 x 128k = 4.2M with the defaults). The paper's "global batch 32"
@@ -114,6 +116,12 @@ class Settings:
     """cuda, or cpu (gloo, through the CPU backend; for tests and the tiny recipe). auto: cuda if available."""
     export_hf: bool = True
     """Export the final weights as a Hugging Face folder (`<stage>/hf`) for serving."""
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        # else `recipe plan` and `run` fail on it with a traceback, or train with the scaling left out
+        if self.rope_scaling is None:
+            return []
+        return [("rope_scaling", f"{key}: {problem}") for key, problem in rope_override_problems(self.rope_scaling)]
 
 
 def rows_per_step(settings: Settings) -> int:
