@@ -633,6 +633,20 @@ def test_a_bad_rope_scaling_is_reported_at_its_line(tmp_path):
     assert problems(path) == [f"{path}:7: stages[0].rope_scaling: factor: must be a number > 1, got 1"]
 
 
+def test_a_token_budget_below_one_is_reported_by_validate(tmp_path):
+    """`global_batch_tokens: 0` passed `recipe validate` and stopped `recipe plan` and `run`."""
+    path = write(tmp_path, """\
+        name: t
+        run_dir: {run_dir}
+        stages:
+          - name: sft
+            kind: train
+            data: d
+            global_batch_tokens: 0
+        """)
+    assert problems(path) == [f"{path}:7: stages[0].global_batch_tokens: must be >= 1, got 0"]
+
+
 def test_commands_built_from_the_settings_report_ranges_too():
     result = CliRunner().invoke(main, ["serve", "start", "some/model", "--tensor-parallel-size", "0"])
     assert result.exit_code == 2, result.output

@@ -77,7 +77,7 @@ class Settings:
     global_batch_size x seq_length tokens (32 x 128k = 4.2M with the defaults). The paper's "global batch 32"
     is read as 32 such rows (see docs/training.md). Each micro-batch is one row, so a rank accumulates
     global_batch_size / data-parallel size micro-batches."""
-    global_batch_tokens: int | None = None
+    global_batch_tokens: Annotated[int | None, Range(min=1)] = None
     """Tokens per optimizer step instead of `global_batch_size`: it then trains on global_batch_tokens /
     seq_length rows per step, which must be a whole multiple of the data-parallel size (checked at plan and
     launch). E.g. 1048576 at seq_length 131072 is 8 rows per step."""
