@@ -88,6 +88,39 @@ def test_an_installed_package_imports_the_agents_code_from_the_workspace(docker_
         assert seen.output.split()[0] == "2"
     finally:
         rt.close()
+    # Rebuilt for a changed recipe, the tag moves to the new image: the old one went untagged and stayed on disk.
+    import docker
+
+    old = docker.from_env().images.get(name).id
+    build_images([{**task, "install": task["install"] + " && true"}], tmp_path / "repos", docker_base_image,
+                 progress=lambda _: None)
+    assert docker.from_env().images.get(name).id != old
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker.from_env().images.get(old)
+
+
+NEW_TEST = ("diff --git a/tests/test_new.py b/tests/test_new.py\nnew file mode 100644\n--- /dev/null\n"
+            "+++ b/tests/test_new.py\n@@ -0,0 +1,2 @@\n+def test_new():\n+    assert True\n")
+
+
+@pytest.mark.timeout(300)
+def test_a_test_patch_adding_a_file_applies_over_a_test_the_model_edited_and_colours_stay_off(toy_images):
+    """The eval script reset every file of the test patch, also the one it creates: the checkout failed as a whole,
+    left the model's edit of tests/test_ops.py, and the test patch did not apply (no test ran: unresolved where
+    the local grader resolved). A project's `--color=yes` hid the PASSED lines from swebench's parser."""
+    import docker
+    from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT
+
+    from swehero.eval.images import eval_script
+
+    task = load_tasks(str(toy_images))[0]
+    model = ("cat >> tests/test_ops.py <<'EOF'\n\n\ndef test_mine():\n    assert True\nEOF\n"
+             "printf '[pytest]\\naddopts = --color=yes\\n' > pytest.ini\n")
+    script = eval_script({**task, "test_patch": task["test_patch"] + NEW_TEST})
+    out = docker.from_env().containers.run(task["image"], ["bash", "-c", f"cd /testbed\n{model}{script}"],
+                                           network_mode="none", stderr=True, remove=True).decode()  # set -x: stderr
+    tests = out[out.index(START_TEST_OUTPUT):out.index(END_TEST_OUTPUT)]
+    assert "PASSED tests/test_new.py::test_new" in tests and "PASSED tests/test_ops.py::test_sub" in tests, out
 
 
 def _run(harness_file: Path, out: Path, policy: str, runtime: str = "local") -> dict:

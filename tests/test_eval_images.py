@@ -43,16 +43,19 @@ def test_harness_columns_make_a_test_spec_that_runs_the_test_patch(toy, tmp_path
     script = spec.eval_script
     assert spec.image == swebench_image(task["instance_id"]) and spec.log_parser == "parse_log_pytest"
     assert script.index(ACTIVATE) < script.index(START_TEST_OUTPUT) < script.index(END_TEST_OUTPUT)
-    assert f"python -m pytest -rA tests/test_ops.py\n" in script and TEST_EXIT_CODE in script
+    assert "python -m pytest -rA -p no:cacheprovider --color=no tests/test_ops.py\n" in script
+    assert TEST_EXIT_CODE in script
     assert task["test_patch"].rstrip("\n") in script
     custom = harness_columns({**task, "test_cmd": "pytest -rA -p no:cacheprovider", "install": "pip install -e ."})
     assert "pytest -rA -p no:cacheprovider tests/test_ops.py" in custom["eval_script"]
     assert "\npip install -e .\n" in custom["eval_script"]
-    # a data file of the test patch is reset with the tests, but not handed to pytest (swebench's NON_TEST_EXTS)
-    data = "diff --git a/tests/data.json b/tests/data.json\n--- /dev/null\n+++ b/tests/data.json\n@@ -0,0 +1 @@\n+{}\n"
+    # a data file the test patch adds is not handed to pytest (swebench's NON_TEST_EXTS), nor reset: it is not at
+    # base_commit, and naming it failed the whole checkout (swebench's scripts reset the files that are)
+    data = ("diff --git a/tests/data.json b/tests/data.json\nnew file mode 100644\n--- /dev/null\n"
+            "+++ b/tests/data.json\n@@ -0,0 +1 @@\n+{}\n")
     with_data = harness_columns({**task, "test_patch": task["test_patch"] + data})["eval_script"]
-    assert "python -m pytest -rA tests/test_ops.py\n" in with_data
-    assert f"git checkout {task['base_commit']} tests/test_ops.py tests/data.json\n" in with_data
+    assert "python -m pytest -rA -p no:cacheprovider --color=no tests/test_ops.py\n" in with_data
+    assert f"git checkout {task['base_commit']} tests/test_ops.py\n" in with_data
 
 
 def test_dockerfile_puts_the_environment_before_the_repository():

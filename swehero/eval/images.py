@@ -31,13 +31,16 @@ from pathlib import Path
 from swehero.agent.container import swebench_image
 from swehero.agent.runtime import prepare_checkout
 from swehero.errors import MissingInput, ProcessFailed
+from swehero.rollout.local_grader import PYTEST_OPTIONS
 
 ENV_DIR = "/opt/venvs/testbed"
 ACTIVATE = f"source {ENV_DIR}/bin/activate"
 """How the images activate their environment: in `/root/.bashrc` and at the top of the eval script (SWE-bench's:
 `source /opt/miniconda3/bin/activate && conda activate testbed`)."""
 DEFAULT_PACKAGES = ("pytest",)
-DEFAULT_TEST_CMD = "python -m pytest -rA"
+DEFAULT_TEST_CMD = " ".join(("python -m pytest", *PYTEST_OPTIONS))
+"""The local grader's pytest options: a project's `--color=yes` would hide the `PASSED` lines from swebench's
+parser."""
 BUILD_PACKAGES = ("setuptools", "wheel")
 """Fetched too when a task has an `install` command: pip's isolated builds need them."""
 RECIPE_LABEL = "swehero.recipe"
@@ -60,12 +63,14 @@ def eval_script(task: dict) -> str:
     activate, show the tree, reset and apply the test patch, run the test files between the harness's markers,
     reset the test files."""
     from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT
-    from swebench.utils import generate_heredoc_delimiter
+    from swebench.utils import generate_heredoc_delimiter, get_modified_files
 
-    from swehero.rollout.local_grader import test_directives, test_files  # one definition of what the graders run
+    from swehero.rollout.local_grader import test_directives  # one definition of what the graders run
 
     base, test_patch = task["base_commit"], task.get("test_patch") or ""
-    files = " ".join(shlex.quote(f) for f in test_files(test_patch))
+    # reset: the test files that exist at base_commit, as swebench's scripts reset them; naming one the test patch
+    # creates failed the whole checkout, and the test patch then did not apply over a test the model had edited
+    files = " ".join(shlex.quote(f) for f in get_modified_files(test_patch))
     tests = " ".join(shlex.quote(f) for f in test_directives(test_patch))
     delimiter = generate_heredoc_delimiter(test_patch)
     lines = ["#!/bin/bash", "set -uxo pipefail", ACTIVATE, "cd /testbed",
@@ -158,10 +163,11 @@ def build_image(engine, task: dict, source_repo: Path, base: str, wheels: WheelC
     base_id = engine.images.get(base).id
     digest = hashlib.sha256(json.dumps([recipe, base_id, task["base_commit"]]).encode()).hexdigest()[:16]
     try:
-        if engine.images.get(name).labels.get(RECIPE_LABEL) == digest:
-            return name
+        earlier = engine.images.get(name)
     except docker.errors.ImageNotFound:
-        pass
+        earlier = None
+    if earlier is not None and earlier.labels.get(RECIPE_LABEL) == digest:
+        return name
     context = Path(tempfile.mkdtemp(prefix="image-", dir=work))
     # hard links keep the wheels' bytes and times identical from task to task, so the environment layer is cached
     subprocess.run(["cp", "-al", str(wheels.get(packages)), str(context / "wheels")], check=True)
@@ -174,6 +180,11 @@ def build_image(engine, task: dict, source_repo: Path, base: str, wheels: WheelC
         raise ProcessFailed(f"building {name} for {task['instance_id']} failed: {e.msg}\n{log[-3000:]}") from None
     finally:
         subprocess.run(["rm", "-rf", str(context)], check=False)
+    if earlier is not None:  # the tag moved to the new image: the old one would stay on disk, untagged, for good
+        try:
+            engine.images.remove(earlier.id)
+        except docker.errors.APIError:  # a container still uses it (a rollout running in it)
+            pass
     return name
 
 
