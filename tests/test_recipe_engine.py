@@ -508,3 +508,16 @@ def test_bundled_recipe_by_name_and_show(tmp_path):
     assert f"base: {tmp_path}/tiny/model" in result.output and "kind: tiny" in result.output
     result = CliRunner().invoke(main, ["recipe", "validate", "tiny-cpu"])
     assert result.exit_code == 0 and "ok" in result.output
+
+
+def test_from_says_when_a_stage_before_it_is_out_of_date(tmp_path):
+    """`--from second` after `first`'s input changed reran second on first's old output without a word (`--only`
+    said so), and the next plain run trained it again."""
+    path = setup_recipe(tmp_path)
+    run(path)
+    (tmp_path / "data.txt").write_text("changed since\n")
+    out = run(path, "--dry-run", "--from", "second")
+    assert f"forced; its input is out of date: a plain run would first rerun first (input changed: " \
+           f"{tmp_path / 'data.txt'})" in out
+    assert [line for line in out.splitlines() if "out of date" in line][0].split()[:2] == ["run", "second"]
+    assert "out of date" not in run(path, "--dry-run", "--from", "first")

@@ -738,3 +738,118 @@ def test_the_paper_recipes_import_every_trajectory_and_select_after_the_filter(t
             assert (hero.stage, hero.skip, hero.per_instance, hero.limit) == ("hero", ["touches_test_files"], 1, None)
             assert not hero.resolved_only
             assert stages["prepare_hero"].inputs == [f"{tmp_path}/filter_hero/trajectories.jsonl"]
+
+
+def test_nested_references_resolve_innermost_first_and_a_reference_left_open_is_reported(tmp_path, monkeypatch):
+    """`${env:A,${env:B}/x}` (OmegaConf's nested default) stayed text and a `${` left open validated: run_dir was a
+    folder named `${env:...` under the working directory. A default the variable makes unused needs nothing."""
+    monkeypatch.delenv("SWEHERO_TEST_RUN_DIR", raising=False)
+    monkeypatch.setenv("SWEHERO_TEST_SCRATCH", str(tmp_path / "scratch"))
+    path = write(tmp_path, """\
+        name: t
+        run_dir: ${env:SWEHERO_TEST_RUN_DIR,${env:SWEHERO_TEST_SCRATCH}/runs}
+        stages:
+          - {name: c, kind: command, run: "echo ${env:SWEHERO_TEST_UNSET,${name}}"}
+        """)
+    recipe = load_recipe(path)
+    assert recipe.run_dir == f"{tmp_path}/scratch/runs" and recipe.stage("c").settings.run == "echo t"
+    monkeypatch.setenv("SWEHERO_TEST_RUN_DIR", str(tmp_path / "mine"))
+    monkeypatch.delenv("SWEHERO_TEST_SCRATCH")
+    assert load_recipe(path).run_dir == str(tmp_path / "mine")
+    monkeypatch.delenv("SWEHERO_TEST_RUN_DIR")
+    assert problems(path) == [f"{path}:2: run_dir: environment variable SWEHERO_TEST_SCRATCH is not set (use "
+                              "${env:SWEHERO_TEST_SCRATCH,default} for a default)"]
+    path = write(tmp_path, """\
+        name: t
+        run_dir: {run_dir}_${env:USER_TAG
+        stages:
+          - {name: c, kind: command, run: "echo ${}"}
+        """)
+    assert problems(path) == [
+        f"{path}:2: run_dir: '${{env:USER_TAG': a `${{` that no `}}` closes (`$${{` writes the text `${{`)",
+        f"{path}:4: stages[0].run: ${{}}: an empty reference"]
+
+
+def test_shell_variables_are_written_with_an_escape_and_every_bad_reference_is_reported(tmp_path):
+    """bash's `${VAR}` was read as a recipe reference, reported as "SWEHERO_SEED does not exist" (a variable the
+    command stage sets), and only the first of a value's bad references was."""
+    path = write(tmp_path, """\
+        name: t
+        run_dir: {run_dir}
+        stages:
+          - name: c
+            kind: command
+            run: echo "$${SWEHERO_SEED}" > "$${SWEHERO_STAGE_DIR}/o.txt"; echo $${N:-3} $$ ${name} $$${x}
+            env: {RUN: "${stages.c.run}", DIR: "$${recipe_dir}"}
+        """)
+    settings = load_recipe(path).stage("c").settings
+    run = 'echo "${SWEHERO_SEED}" > "${SWEHERO_STAGE_DIR}/o.txt"; echo ${N:-3} $$ t $${x}'
+    assert settings.run == run and settings.env == {"RUN": run, "DIR": "${recipe_dir}"}  # an escape is text once
+    path.write_text(path.read_text().replace("$${", "${"))
+    assert problems(path) == [
+        f"{path}:6: stages[0].run: ${{SWEHERO_SEED}}: SWEHERO_SEED does not exist (a shell variable? write "
+        "$SWEHERO_SEED or $${SWEHERO_SEED})",
+        f"{path}:6: stages[0].run: ${{SWEHERO_STAGE_DIR}}: SWEHERO_STAGE_DIR does not exist (a shell variable? write "
+        "$SWEHERO_STAGE_DIR or $${SWEHERO_STAGE_DIR})",
+        f"{path}:6: stages[0].run: ${{N:-3}}: N:-3 does not exist (a shell variable? write $${{N:-3}})"]
+
+
+def test_recipe_dir_in_a_base_recipe_is_the_base_recipes_folder(tmp_path):
+    """It was the variant's folder: a base's data beside it was not found, or the variant's file of that name used."""
+    (tmp_path / "base" / "data").mkdir(parents=True)
+    (tmp_path / "base" / "data" / "in.txt").write_text("base\n")
+    (tmp_path / "variant" / "data").mkdir(parents=True)
+    (tmp_path / "variant" / "data" / "in.txt").write_text("variant\n")
+    write(tmp_path / "base", """\
+        name: b
+        run_dir: {run_dir}
+        stages:
+          - {name: a, kind: command, run: cat in.txt, inputs: ["${recipe_dir}/data/in.txt"]}
+        """, "base.yaml")
+    variant = write(tmp_path / "variant", """\
+        base: ../base/base.yaml
+        name: v
+        run_dir: {run_dir}
+        stages:
+          - {name: a, env: {HERE: "${recipe_dir}"}}
+        """, "v.yaml")
+    a = load_recipe(variant, ("stages.a.env.SET=${recipe_dir}",)).stage("a")
+    assert a.settings.inputs == [str(tmp_path / "base" / "data" / "in.txt")]
+    assert a.settings.env == {"HERE": str(tmp_path / "variant"), "SET": str(tmp_path / "variant")}
+
+
+def test_a_whole_section_reference_is_the_section_the_referenced_stage_gets(tmp_path):
+    """`agent: ${stages.dist.agent}` copied what the distill stage wrote over the eval's own agent defaults: the
+    execution-based agent with 3600 s, not SWE-Zero's execution-free one with 1800 s."""
+    path = write(tmp_path, """\
+        name: t
+        run_dir: {run_dir}
+        stages:
+          - {name: dist, kind: distill, tasks: toy, agent: {policy: oracle, openai: {temperature: 0.5}}}
+          - {name: ev, kind: eval, tasks: toy, agent: "${stages.dist.agent}"}
+          - {name: ev2, kind: eval, tasks: toy, agent: {policy: oracle, openai: "${stages.dist.agent.openai}"}}
+        """)
+    recipe = load_recipe(path)
+    dist, ev, ev2 = (recipe.stage(n).settings.agent for n in ("dist", "ev", "ev2"))
+    assert (dist.mode, dist.time_limit_s) == ("zero", 1800.0)
+    assert ev == dist
+    assert ev2.openai == dist.openai and ev2.openai.temperature == 0.5
+
+
+def test_a_set_value_keeps_a_hash_as_text(tmp_path):
+    """As Hydra reads an override: `--set 'description=run #2'` was `run`, the rest dropped as a YAML comment."""
+    path = write(tmp_path, GOOD)
+    recipe = load_recipe(path, ("description=run #2 of the sweep", "stages.fetch.run=echo hi > out.txt # and more",
+                                "stages.use.env={A: 'x #1'}"))
+    assert recipe.description == "run #2 of the sweep"
+    assert recipe.stage("fetch").settings.run == "echo hi > out.txt # and more"
+    assert recipe.stage("use").settings.env == {"A": "x #1"}
+    assert problems(path, "stages.fetch.outputs=[out.txt] # the result") == [
+        "--set stages.fetch.outputs=[out.txt] # the result: ` #` starts a YAML comment after a list or mapping: "
+        "quote the text that holds it (`[a, 'b #2']`)"]
+
+
+def test_a_mapping_key_of_the_wrong_type_is_reported(tmp_path):
+    """`--set stages.c.env={1: x}` validated, and the run ended in a TypeError traceback."""
+    assert problems(write(tmp_path, GOOD), "stages.use.env={1: x, B: y}") == [
+        "--set: stages[1].env: key 1: expected str, got int 1"]

@@ -16,8 +16,8 @@ from typing import Any
 
 from swehero.recipe import kinds
 from swehero.recipe.loader import (FieldPath, Lines, RecipeError, apply_override, format_path, load_yaml,
-                                   merge_base, resolve_references, suggest)
-from swehero.recipe.schema import as_data, build, check, field_default, input_paths, section_class
+                                   merge_base, resolve_references, substitute, suggest)
+from swehero.recipe.schema import as_data, build, check, field_default, input_paths, laid_over, section_class
 from swehero.recipe.stage import ModelConfig
 
 _STAGE_KEYS = ("name", "kind", "needs")
@@ -99,6 +99,8 @@ def find_recipe(name_or_path: str) -> Path:
 def read_recipe_data(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Lines]:
     """The recipe's YAML with its `base:` chain merged in (see `merge_base`)."""
     data, lines = load_yaml(path)
+    # each file's own folder, before a variant's values are merged over it: a base's data lies beside the base
+    data = substitute(data, "recipe_dir", str(path.resolve().parent))
     if "base" not in data:
         return data, lines
     if not isinstance(data["base"], str):
@@ -151,7 +153,8 @@ def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
     builtins = {"recipe_dir": str(path.resolve().parent)}
     builtins.update({f"stages.{n}.dir": f"${{run_dir}}/{n}" for n in names if isinstance(n, str)})
     missing = [key for key in ("name", "run_dir", "stages") if key not in data]
-    data = resolve_references(data, lines, builtins, functools.partial(_default_setting, data), problems)
+    data = resolve_references(data, lines, builtins, functools.partial(_default_setting, data), problems,
+                              as_given=functools.partial(_section_as_given, data))
     # reported once, as missing, not again at every reference to it (a variant's tiny-cpu has 36 to run_dir)
     problems = [p for p in problems if not any(f"${{{key}}}: {key} does not exist" in p for key in missing)]
 
@@ -181,30 +184,48 @@ def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
 
 
 def _default_setting(data: dict[str, Any], path: FieldPath) -> Any:
-    """What a stage gets for a setting its entry leaves out, as recipe data: `path` is `("stages", i, field, ...)`
-    with all but its last part in the recipe. A part of a section takes the section's default (the field's, which
-    may differ from the class's: distill's `agent`), as `schema.build` fills it. `dataclasses.MISSING` if the path
-    names no setting of the stage's kind; KeyError if the setting has no default."""
-    if len(path) < 3 or path[0] != "stages" or not isinstance(path[1], int):
+    """What a stage gets for a setting its entry leaves out, as recipe data (see `_setting`).
+    `dataclasses.MISSING` if the path names no setting of the stage's kind; KeyError if the setting has no default."""
+    found = _setting(data, path)
+    if found is None:
         return dataclasses.MISSING
+    if found[0] is dataclasses.MISSING:
+        raise KeyError("is not set in the recipe (no default)")
+    return found[0]
+
+
+def _section_as_given(data: dict[str, Any], path: FieldPath, given: dict[str, Any]) -> dict[str, Any]:
+    """A section the recipe writes (in part) at `path` as its stage gets it: over its field's default, as
+    `schema.build` lays it. Any other mapping is what the recipe writes."""
+    found = _setting(data, path)
+    if found is None or found[1] is None or not isinstance(found[0], dict):
+        return given
+    return laid_over(found[1], found[0], given)
+
+
+def _setting(data: dict[str, Any], path: FieldPath) -> tuple[Any, type | None] | None:
+    """The default of a stage setting, as recipe data (`dataclasses.MISSING` if it has none), and the section class
+    it holds (None if it holds none): `path` is `("stages", i, field, ...)` with all but its last part in the
+    recipe. A part of a section takes the section's default (the field's, which may differ from the class's:
+    distill's `agent`), as `schema.build` fills it. None if the path names no setting of the stage's kind."""
+    if len(path) < 3 or path[0] != "stages" or not isinstance(path[1], int):
+        return None
     kind = data["stages"][path[1]].get("kind")
     if not isinstance(kind, str) or kind not in kinds.KINDS:
-        return dataclasses.MISSING
+        return None
     cls: type | None = kinds.load_kind(kind).Settings
     default: Any = dataclasses.MISSING  # the default of the section walked into, as data
     for part in path[2:]:
         f = _init_fields(cls).get(part) if cls is not None else None
         if f is None:
-            return dataclasses.MISSING
+            return None
         if isinstance(default, dict) and part in default:
             default = default[part]
         else:  # the outermost field, or one inside a section whose default is None
             default = field_default(f)
             default = default if default is dataclasses.MISSING else as_data(default)
         cls = section_class(typing.get_type_hints(cls, include_extras=True)[part])
-    if default is dataclasses.MISSING:
-        raise KeyError("is not set in the recipe (no default)")
-    return default
+    return default, cls
 
 
 def _init_fields(cls: type) -> dict[str, dataclasses.Field]:

@@ -198,19 +198,25 @@ def plan(recipe: Recipe, only: str | None = None, start: str | None = None, forc
                                   f"{'has' if one else 'have'} not completed; run {'it' if one else 'them'} first "
                                   f"(`swehero recipe run {recipe.file}` runs the stages in order)")
     if only is not None:
-        _note_stale_needs(recipe, next(s for s in steps if s.stage.name == only))
+        _note_stale_needs(recipe, steps, [next(s for s in steps if s.stage.name == only)])
+    elif start_index is not None:
+        _note_stale_needs(recipe, steps, steps[start_index:])
     return steps
 
 
-def _note_stale_needs(recipe: Recipe, step: Step) -> None:
-    """`--only` runs (or skips) a stage on what its needs hold now; say which of them a plain run would rerun first,
-    since the stage then works from (or was made from) outdated input."""
+def _note_stale_needs(recipe: Recipe, steps: list[Step], selected: list[Step]) -> None:
+    """`--only` runs (or skips) a stage, and `--from` reruns the stages from one on, on what the needs they leave
+    alone hold now; say which of those a plain run would rerun first, since the stage then works from (or was made
+    from) outdated input."""
     try:
         plain = {s.stage.name: s.reason for s in plan(recipe) if s.run}
     except StageFailed:  # a plain run could not start now (a need's Slurm job is queued): no plan to compare with
         return
-    if stale := [f"{name} ({plain[name]})" for name in step.stage.needs if name in plain]:
-        step.reason += f"; its input is out of date: a plain run would first rerun {', '.join(stale)}"
+    run_here = {s.stage.name for s in steps if s.run}
+    for step in selected:
+        if stale := [f"{name} ({plain[name]})" for name in step.stage.needs
+                     if name in plain and name not in run_here]:
+            step.reason += f"; its input is out of date: a plain run would first rerun {', '.join(stale)}"
 
 
 def stage_to_run(recipe: Recipe, kind: str, name: str | None = None) -> Stage:

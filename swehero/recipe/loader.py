@@ -215,11 +215,22 @@ def apply_override(data: dict[str, Any], lines: Lines, assignment: str) -> None:
     key, eq, raw = assignment.partition("=")
     if not eq or not key:
         raise RecipeError([f"--set {assignment}: expected KEY=VALUE, e.g. stages.sft_zero.optimizer.lr=3e-5"])
+    loader = _Loader(raw)
     try:
-        value = yaml.load(raw, Loader=_Loader)  # the value is YAML, so 3, 1e-5, true, [a, b] have their types
+        parsed = loader.get_single_node()  # the value is YAML, so 3, 1e-5, true, [a, b] have their types
+        if (parsed.end_mark.index if parsed else 0) < len(raw.rstrip()):
+            # YAML read ` #...` as a comment; in a value it is text (`description=run #2`), as Hydra reads it
+            if parsed is not None and not (isinstance(parsed, yaml.ScalarNode) and parsed.style is None):
+                raise RecipeError([f"--set {assignment}: ` #` starts a YAML comment after a list or mapping: quote "
+                                   "the text that holds it (`[a, 'b #2']`)"])
+            value = _plain(raw.strip())
+        else:
+            value = None if parsed is None else loader.construct_document(parsed)
     except (yaml.YAMLError, ValueError) as e:
         reason = getattr(e, "problem", None) or str(e)  # a MarkedYAMLError's `problem` is the one-line reason
         raise RecipeError([f"--set {assignment}: the value is not YAML: {reason} (quote it to keep it a string)"]) from None
+    finally:
+        loader.dispose()
     parts = re.sub(r"\[(\d+)\]", r".\1", key).split(".")
     node: Any = data
     path: FieldPath = ()
@@ -260,7 +271,51 @@ def _list_index(items: list[Any], part: str) -> int | None:
 
 # ---------------------------------------------------------------------------------------------- references
 
-_REF = re.compile(r"\$\{([^${}]+)\}")
+_TOKEN = re.compile(r"\$\$\{|\$\{|\}")
+"""What `_parse` looks for: `$${` (the text `${`), `${` (a reference opens) and `}` (the innermost open one closes)."""
+_SHELL_NAME = re.compile(r"[A-Z_][A-Z0-9_]*\b")
+
+
+@dataclasses.dataclass
+class _Ref:
+    """One `${...}` of a value: its text and the references nested in it, and the reference as written."""
+
+    parts: list[str | _Ref]
+    written: str
+
+
+def _parse(text: str) -> list[str | _Ref]:
+    """`text` as its literal parts and references, innermost ones inside the others (`${env:A,${env:B}/x}`). `$${`
+    is the text `${` (bash's `${VAR}` in a command). ValueError for a `${` that no `}` closes."""
+    open_refs: list[tuple[list[str | _Ref], int]] = [([], 0)]  # the parts of the value, then of each open reference
+    at = 0
+    for token in _TOKEN.finditer(text):
+        parts = open_refs[-1][0]
+        parts.append(text[at:token.start()])
+        at = token.end()
+        if token[0] == "$${":
+            parts.append("${")
+        elif token[0] == "${":
+            open_refs.append(([], token.start()))
+        elif len(open_refs) > 1:
+            inner, start = open_refs.pop()
+            open_refs[-1][0].append(_Ref([p for p in inner if p], text[start:at]))
+        else:
+            parts.append("}")  # not in a reference: text
+    if len(open_refs) > 1:
+        raise ValueError(f"{text[open_refs[1][1]:]!r}: a `${{` that no `}}` closes (`$${{` writes the text `${{`)")
+    return [p for p in open_refs[0][0] + [text[at:]] if p]
+
+
+def substitute(value: Any, name: str, text: str) -> Any:
+    """`value` with every `${name}` in it replaced by `text`, other references left as written. `${` not after a `$`
+    is a reference, as `_parse` reads it."""
+    ref = re.compile(r"(?<!\$)\$\{\s*" + re.escape(name) + r"\s*\}")
+    if isinstance(value, dict):
+        return {k: substitute(v, name, text) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, name, text) for v in value]
+    return ref.sub(lambda _: text, value) if isinstance(value, str) else value
 
 
 class Unresolved(str):
@@ -270,19 +325,24 @@ class Unresolved(str):
 
 def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, Any],
                        default_of: Callable[[FieldPath], Any], problems: list[str], *,
-                       no_values: str | None = None) -> dict[str, Any]:
+                       no_values: str | None = None,
+                       as_given: Callable[[FieldPath, dict[str, Any]], dict[str, Any]] | None = None
+                       ) -> dict[str, Any]:
     """Replace `${a.b}` (another value of the recipe, stages addressed by name), `${env:NAME}` and
-    `${env:NAME,default}` everywhere. A value that is exactly one reference keeps the referenced value's type, and
-    an environment variable that is the whole value is read as a YAML scalar (`seed: ${env:SEED,7}` is an int);
-    references inside longer strings are substituted as text. `builtins` supplies computed values such as
-    `${recipe_dir}` and `${stages.NAME.dir}` (which may themselves hold references). `default_of(path)` gives the
-    value of a setting the recipe leaves out, `dataclasses.MISSING` if the path names no setting, or raises
-    KeyError saying why it has none. `no_values`: where `${a.b}` cannot name another value (settings read outside a
-    recipe), why, reported for each such reference. A reference that cannot be resolved is appended to `problems`
-    and its value left `Unresolved`, so that the rest is still checked."""
+    `${env:NAME,default}` everywhere; references nested in one (`${env:A,${env:B}/x}`) first, and `$${` by the text
+    `${`. A value that is exactly one reference keeps the referenced value's type, and an environment variable that
+    is the whole value is read as a YAML scalar (`seed: ${env:SEED,7}` is an int); references inside longer strings
+    are substituted as text. `builtins` supplies computed values such as `${recipe_dir}` and `${stages.NAME.dir}`
+    (which may themselves hold references). `default_of(path)` gives the value of a setting the recipe leaves out,
+    `dataclasses.MISSING` if the path names no setting, or raises KeyError saying why it has none; `as_given(path,
+    section)` a section the recipe writes at `path` as the setting gets it (the rest of it from its default).
+    `no_values`: where `${a.b}` cannot name another value (settings read outside a recipe), why, reported for each
+    such reference. Every reference that cannot be resolved is appended to `problems` and its value left
+    `Unresolved`, so that the rest is still checked."""
 
     def lookup(expr: str, at: FieldPath, active: tuple[str, ...], whole: bool) -> Any:
-        expr = expr.strip()
+        if not expr:
+            raise KeyError("${}: an empty reference")
         if expr.startswith("env:"):
             name, comma, default = expr[4:].partition(",")
             if name in os.environ:
@@ -318,9 +378,32 @@ def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, A
                 except KeyError as e:
                     raise KeyError(f"${{{expr}}}: {format_path(ref_path + (part,))} {e.args[0]}") from None
                 if node is dataclasses.MISSING:
-                    raise KeyError(f"${{{expr}}}: {format_path(ref_path + (part,))} does not exist")
+                    shell = _SHELL_NAME.match(expr) if not ref_path else None
+                    hint = (f" (a shell variable? write ${expr} or $${{{expr}}})" if shell and shell[0] == expr else
+                            f" (a shell variable? write $${{{expr}}})" if shell else "")
+                    raise KeyError(f"${{{expr}}}: {format_path(ref_path + (part,))} does not exist{hint}")
                 ref_path += (part,)
-        return resolve(node, ref_path, active + (expr,))
+        value = resolve(node, ref_path, active + (expr,))
+        # a section is what its own stage gets, not only what the recipe writes: another stage that refers to it
+        # would lay it over its own field's default (an eval's agent), which may differ
+        return as_given(ref_path, value) if as_given and isinstance(value, dict) else value
+
+    def reference(ref: _Ref, at: FieldPath, active: tuple[str, ...], failed: list[str], whole: bool) -> Any:
+        nested: list[str] = []
+        expr = text(ref.parts, at, active, nested).strip()
+        if expr.startswith("env:") and expr[4:].partition(",")[0] in os.environ:
+            nested = []  # the variable is set: its default, and what that failed on, is not used
+        if nested:
+            failed += nested
+            return Unresolved(ref.written)
+        try:
+            return lookup(expr, at, active, whole)
+        except KeyError as e:
+            failed.append(str(e.args[0]))
+            return Unresolved(ref.written)
+
+    def text(parts: list[str | _Ref], at: FieldPath, active: tuple[str, ...], failed: list[str]) -> str:
+        return "".join(p if isinstance(p, str) else str(reference(p, at, active, failed, whole=False)) for p in parts)
 
     def resolve(value: Any, at: FieldPath, active: tuple[str, ...]) -> Any:
         if isinstance(value, dict):
@@ -329,17 +412,22 @@ def resolve_references(data: dict[str, Any], lines: Lines, builtins: dict[str, A
             return [resolve(v, at + (i,), active) for i, v in enumerate(value)]
         if not isinstance(value, str) or "${" not in value:
             return value
-        lines.written.setdefault(at, value)
+        failed: list[str] = []  # every bad reference of the value, not only the first
         try:
-            whole = _REF.fullmatch(value)
-            if whole:
-                return lookup(whole.group(1), at, active, whole=True)
-            return _REF.sub(lambda m: str(lookup(m.group(1), at, active, whole=False)), value)
-        except KeyError as e:
-            problem = lines.problem(at, str(e.args[0]))
+            parts = _parse(value)
+        except ValueError as e:
+            parts, failed = [], [str(e)]
+        if any(isinstance(p, _Ref) for p in parts):
+            lines.written.setdefault(at, value)
+        if len(parts) == 1 and isinstance(parts[0], _Ref):
+            resolved = reference(parts[0], at, active, failed, whole=True)
+        else:
+            resolved = text(parts, at, active, failed)
+        for message in failed:
+            problem = lines.problem(at, message)
             if problem not in problems:
                 problems.append(problem)
-            return Unresolved(value)
+        return Unresolved(value) if failed else resolved
 
     return resolve(data, (), ())
 
@@ -353,11 +441,17 @@ def _scalar(text: str, expr: str) -> Any:
         return text  # `${env:NAME,}` is how a recipe writes "empty" (a required revision): not YAML's null
     if text[0] in "'\"":
         return _quoted(text, expr)
+    try:
+        return _plain(text)
+    except ValueError as e:  # a date that is none, `2020-13-45`
+        raise KeyError(f"${{{expr}}}: cannot read {text!r}: {e}") from None
+
+
+def _plain(text: str) -> Any:
+    """`text` as one plain YAML scalar, `#` and `: ` included: `7` an int, `1e-5` a float, `run #2` a string."""
     loader = _Loader("")
     try:
         return loader.construct_object(yaml.ScalarNode(loader.resolve(yaml.ScalarNode, text, (True, False)), text))
-    except ValueError as e:  # a date that is none, `2020-13-45`
-        raise KeyError(f"${{{expr}}}: cannot read {text!r}: {e}") from None
     finally:
         loader.dispose()
 
@@ -375,12 +469,3 @@ def _quoted(text: str, expr: str) -> str:
     finally:
         loader.dispose()
     raise KeyError(f"${{{expr}}}: cannot read {text!r}: not one quoted string{reason}")
-
-
-def references_in(value: Any) -> list[str]:
-    """Every `${...}` expression in a value (used to infer which stages a stage reads from)."""
-    if isinstance(value, dict):
-        return [r for v in value.values() for r in references_in(v)]
-    if isinstance(value, list):
-        return [r for v in value for r in references_in(v)]
-    return [m.group(1).strip() for m in _REF.finditer(value)] if isinstance(value, str) else []

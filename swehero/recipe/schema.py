@@ -94,6 +94,11 @@ def check(tp: Any, value: Any, path: FieldPath, lines: Lines, problems: list[str
         if not isinstance(value, dict):
             problems.append(lines.problem(path, f"expected a mapping, got {_describe(value)}"))
             return value
+        for key in value:  # a key a `--set` gave (`env={1: x}`): a file's are strings (`loader._pairs`)
+            wrong: list[str] = []
+            check(args[0], key, path, lines, wrong)
+            if wrong:
+                problems.append(lines.problem(path, f"key {key!r}: expected {_name(args[0])}, got {_describe(key)}"))
         return {k: check(args[1], v, path + (k,), lines, problems) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, path, lines, problems)
