@@ -6,7 +6,7 @@ import pytest
 from agent_repos import CALC, CALC_FIX, make_task
 
 from swehero.agent.banned import (ComputedCommand, Scanned, UnparsableCommand, banned_commands, scan,
-                                  shebang_banned)
+                                  shebang_banned, shell_script)
 from swehero.agent.local import LocalRuntime
 from swehero.agent.runtime import RuntimeConfig
 from swehero.agent.tools import Tools
@@ -149,6 +149,16 @@ BANNED = [
     ("awk 'BEGIN { \"pytest -q\" | getline x }'", "pytest"),
     ("perl -e 'print `pytest -q`'", "pytest"),
     ("ruby -e 'puts %x(python3 -V)'", "python3"),
+    ("/lib64/ld-linux-x86-64.so.2 /usr/bin/python3 -V", "python3"),  # the dynamic loader runs what it is given
+    ("ld.so --library-path /usr/lib --argv0 py pytest -q", "pytest"),
+    ("/lib/x86_64-linux-gnu/ld-2.31.so python3 x.py", "python3"),
+    ("trap 'python3 -V' EXIT", "python3"),  # the action is a command line the shell runs on the signal
+    ("trap -- 'pytest -q' INT TERM", "pytest"),
+    ("echo $#; python3 -V", "python3"),  # `#` inside a word starts no comment
+    ("echo a#b && pytest", "pytest"),
+    ("echo ${#x}; pip list", "pip"),
+    ('bash -c "echo a # note\npython3 -V"', "python3"),  # a comment ends at its newline, which ends the command
+    ('bash -c "ls # usage: x <<EOF\npython3 -V"', "python3"),  # a comment's `<<EOF` starts no heredoc
 ]
 
 COMPUTED = [
@@ -293,6 +303,14 @@ ALLOWED = [
     "script -qc 'git log -1' /dev/null",
     "env -S 'grep -rn x' .",
     "cd bin && ls",
+    "/lib64/ld-linux-x86-64.so.2 --list /bin/ls",
+    "trap - EXIT",
+    "trap -p",
+    "trap 'rm -f /tmp/x' EXIT",
+    "ls  # then pytest; (python3 -V)",
+    "echo '#'; echo \"# python3\" | grep -c python",
+    "bash -n run.sh",
+    "sh -n -c 'python3 -V'",
 ]
 
 
@@ -338,6 +356,33 @@ def test_path_programs_are_reported_for_their_shebang():
     assert scan("pytest; bin/test") == Scanned(["pytest"], ["bin/test"])  # one walk says both
 
 
+def test_files_a_shell_reads_are_reported_for_their_text():
+    """What `sh run.sh` or `source env.sh` runs is in the file, whatever its `#!` line: the scanner reports the files
+    (joined with the folders the line moves into, as `paths`) for the caller, who can read them."""
+    assert scan("sh run.sh").scripts == ["run.sh"]
+    assert scan("bash -x scripts/test.sh -k a") == Scanned([], ["scripts/test.sh"], ["scripts/test.sh"])
+    assert scan("source env.sh && . ./env.sh").scripts == ["env.sh", "./env.sh"]
+    assert scan("cd pkg && bash < ../run.sh").scripts == ["../run.sh", "pkg/../run.sh"]
+    assert scan("S=run.sh; sh $S").scripts == ["run.sh"]
+    for allowed in ["cat run.sh", "bash -n run.sh", "grep python run.sh", "sh -c 'ls'", "source $F", "./run.sh"]:
+        assert scan(allowed).scripts == [], allowed
+
+
+@pytest.mark.parametrize("head,shell", [
+    ("#!/bin/sh\n", True),
+    ("#!/bin/bash -eu\n", True),
+    ("#!/usr/bin/env bash\n", True),
+    ("#!/usr/bin/env -S bash -e\n", True),
+    ("echo no #! line\n", True),  # the shell that was asked runs it itself
+    ("", True),
+    ("#!/usr/bin/env python3\n", False),
+    ("#!/usr/bin/awk -f\n", False),
+    ("\x7fELF\x02\x01\x01\x00", False),
+])
+def test_which_files_a_shell_runs_by_their_path(head, shell):
+    assert shell_script(head.encode()) == shell
+
+
 @pytest.mark.parametrize("first_line,banned", [
     ("#!/usr/bin/env python", ["python"]),
     ("#!/usr/bin/env python3\n", ["python3"]),
@@ -361,14 +406,24 @@ SHEBANGS = {
     "bin/split": "#!/usr/bin/env -S python3 -u\nprint(1)\n",
     "bin/check": "#!/bin/sh\necho checked\n",
 }
+SHELL_SCRIPTS = {
+    "run.sh": "#!/bin/sh\n# the tests (they need python)\ntouch ran\npython3 -m pytest \"$@\"\n",
+    "plain.sh": "touch ran; pytest -q\n",  # no `#!` line: bash runs it itself
+    "scripts/ci.sh": "#!/usr/bin/env bash\n[ $# -gt 0 ] && echo \"$1\"\ncd \"$(dirname \"$0\")\" && ./install.sh\n",
+    "scripts/install.sh": "#!/bin/sh\ntouch ran && pip install -e ..\n",
+    "scripts/lib.sh": ". ./env.sh\n",  # sourced: relative to where the shell stands
+    "env.sh": "export PATH=\"$PWD/bin:$PATH\"\ndeactivate () {\n    unset -f deactivate  # no python here\n}\nhash -r\n",
+    "greps.sh": "#!/bin/sh\n# count the functions (python files)\ngrep -c def pkg/calc.py\n",
+    "computed.sh": "#!/bin/sh\n$RUNNER tests\n",
+}
 
 
 @pytest.fixture
 def rt(tmp_path):
-    task = make_task(tmp_path / "src", "calc", {**CALC, **SHEBANGS}, CALC_FIX)
+    task = make_task(tmp_path / "src", "calc", {**CALC, **SHEBANGS, **SHELL_SCRIPTS}, CALC_FIX)
     runtime = LocalRuntime.for_task(tmp_path / "src", task.base_commit, ROOT, tmp_path / "work",
                                     RuntimeConfig(default_timeout=20))
-    for name in SHEBANGS:
+    for name in [*SHEBANGS, *SHELL_SCRIPTS]:
         (runtime.checkout / name).chmod(0o755)
     yield runtime
     runtime.close()
@@ -393,3 +448,38 @@ def test_zero_mode_refuses_a_repository_script_whose_shebang_is_python(rt):
     assert moved.banned == ["python3"] and not (rt.checkout / "bin" / "ran").exists()
     assert "checked" in tools.call("execute_bash", {"command": "./check"}).observation
     assert "checked" in tools.call("execute_bash", {"command": "cd .. && bin/check && ls bin/test"}).observation
+
+
+@pytest.mark.bwrap
+def test_zero_mode_refuses_a_repository_shell_script_that_runs_python(rt):
+    """`./run.sh` (a `#!/bin/sh` script, or one with no `#!` line), `sh run.sh` or `source run.sh` runs what the file
+    says: its text is scanned as a command line is, and so are the scripts it runs."""
+    tools = Tools(rt, "zero")
+    for command, banned, how in [
+        ("./run.sh", ["python3"], "run by `run.sh`"), ("sh run.sh -x", ["python3"], "run by `run.sh`"),
+        ("bash run.sh", ["python3"], "run by `run.sh`"), ("source run.sh", ["python3"], "run by `run.sh`"),
+        (". ./run.sh", ["python3"], "run by `run.sh`"), ("bash < run.sh", ["python3"], "run by `run.sh`"),
+        ("timeout 5 ./plain.sh", ["pytest"], "run by `plain.sh`"),
+        ("cd pkg && ../run.sh", ["python3"], "run by `run.sh`"),
+        ("scripts/ci.sh", ["pip"], "run by `install.sh`, which `scripts/ci.sh` runs"),
+    ]:
+        outcome = tools.call("execute_bash", {"command": command})
+        assert outcome.error and outcome.banned == banned, (command, outcome)
+        assert outcome.observation.startswith(f"ERROR: Command refused, nothing was run: it would execute "
+                                              f"`{banned[0]}` ({how})"), outcome.observation
+        assert not (rt.checkout / "ran").exists() and not (rt.checkout / "pkg" / "ran").exists()
+    computed = tools.call("execute_bash", {"command": "./computed.sh"})
+    assert computed.banned == ["$RUNNER"] and computed.observation.startswith(
+        "ERROR: Command refused, nothing was run: it runs the shell script `computed.sh`, which cannot be checked: the "
+        "program it runs (`$RUNNER`) is only known"), computed.observation
+    # what does not run the script, a script that runs nothing banned, and files that are no script run as before
+    (rt.checkout / "tool").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(64))
+    (rt.checkout / "tool").chmod(0o755)
+    for command, shown in [("cat run.sh", "python3 -m pytest"), ("bash -n run.sh && echo parsed", "parsed"),
+                           ("grep -c python run.sh", "1"), ("sh -c 'ls pkg'", "calc.py"), ("./greps.sh", "2"),
+                           ("bash scripts/lib.sh && echo sourced", "sourced"),
+                           ("source env.sh && type deactivate", "deactivate is a function"),
+                           ("./missing.sh", "No such file or directory"), ("sh missing.sh", "No such file"),
+                           ("./tool", "cannot execute binary file"), ("bash tool", "cannot execute binary file")]:
+        outcome = tools.call("execute_bash", {"command": command})
+        assert not outcome.banned and shown in outcome.observation, (command, outcome.observation)

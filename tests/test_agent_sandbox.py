@@ -645,3 +645,16 @@ def test_exec_mode_runs_in_the_task_environment(tmp_path, monkeypatch):
         assert "+++ b/src/vers/__init__.py" in patch and "_version.py" not in patch and "__pycache__" not in patch
     finally:
         rt.close()
+
+
+def test_zero_mode_refuses_python_behind_the_loader_a_trap_or_a_word_with_a_hash(rt):
+    """Each of these ran python in zero mode: the dynamic loader runs the program it is given, a trap's action is a
+    command line, and a `#` inside a word (`$#`) or a comment's end hid the command after it."""
+    tools = Tools(rt, "zero")
+    for command in ["touch ran; /lib64/ld-linux-x86-64.so.2 /usr/bin/python3 -V", "touch ran; trap 'python3 -V' EXIT",
+                    "touch ran; echo $#; python3 -V", 'bash -c "touch ran # a note\npython3 -V"']:
+        outcome = tools.call("execute_bash", {"command": command})
+        assert outcome.error and outcome.banned == ["python3"], (command, outcome)
+        assert not (rt.checkout / "ran").exists(), command
+    trapped = tools.call("execute_bash", {"command": "trap 'echo bye' EXIT; echo $# # no python3 here"})
+    assert trapped.observation.startswith("0\n") and not trapped.banned, trapped.observation

@@ -1,22 +1,24 @@
 """Find the commands a bash command line would run, and which of them SWE-Zero bans.
 
 SWE-Zero is execution-free: the agent may navigate (grep, find, cat, git log) but must not run the project's code
-(`python` in any form, test runners, type checkers, package managers). The agent writes arbitrary bash, so the
-check has to see through pipelines, `&&`/`||`/`;`, subshells, `$(...)`/backticks, `bash -c '...'`, `eval`,
-wrappers (`env`, `timeout`, `time -p`, `xargs`, `sudo`, `busybox`, ...), shell options (`bash -o pipefail -c`),
-heredocs and here-strings fed to a shell, `find -exec`, `git bisect run`, process substitutions, one-line function
-bodies, inline programs of other interpreters that start programs (`perl -e 'system("pytest")'`), and absolute
-paths such as `/usr/bin/python3`. A command whose program is only known at run time (`$cmd`, `${cmd}`, `$(...)` as
-the command word, a script piped into a shell) cannot be checked: it is refused with that reason, unless its
-variable was assigned a plain word earlier in the same line. So is a glob as the command word (the files decide
-what runs), an interpreter's one-liner that starts a program it was not given literally (`awk '{system($0)}'`), and
-a program or shell script that xargs, find or parallel fill in from their input (`xargs -I{} sh -c {}`). Brace
-expansion is applied (`{python3,-V}` runs python3). A program named by a path (`bin/test`) may be a script whose
-`#!` line names python: the scanner reports such paths (`Scanned.paths`) to the caller, who can read the files.
+(`python` in any form, test runners, type checkers, package managers). The agent writes arbitrary bash, so the check
+has to see through pipelines, `&&`/`||`/`;`, subshells, `$(...)`/backticks, `bash -c '...'`, `eval`, wrappers
+(`env`, `timeout`, `time -p`, `xargs`, `sudo`, `busybox`, the dynamic loader `ld.so`, ...), shell options (`bash -o
+pipefail -c`), heredocs and here-strings fed to a shell, `find -exec`, `git bisect run`, `trap` actions, process
+substitutions, one-line function bodies, inline programs of other interpreters that start programs (`perl -e
+'system("pytest")'`), and absolute paths such as `/usr/bin/python3`. A command whose program is only known at run
+time (`$cmd`, `${cmd}`, `$(...)` as the command word, a script piped into a shell) cannot be checked: it is refused
+with that reason, unless its variable was assigned a plain word earlier in the same line. So is a glob as the
+command word (the files decide what runs), an interpreter's one-liner that starts a program it was not given
+literally (`awk '{system($0)}'`), and a program or shell script that xargs, find or parallel fill in from their
+input (`xargs -I{} sh -c {}`). Brace expansion is applied (`{python3,-V}` runs python3). A program named by a path
+(`bin/test`) may be a script whose `#!` line names python, or a shell script that runs python, and so may a file a
+shell reads (`sh run.sh`, `source run.sh`): the scanner reports such paths (`Scanned.paths`, `Scanned.scripts`) to
+the caller, who can read the files (`shebang_banned`, `shell_script`, then `scan` of the script's text).
 
-Why our own shlex-based scanner and not `bashlex`: bashlex is GPL-3.0 (this package is Apache-2.0), and it raises
-on syntax it does not model (`case`, arithmetic, some heredocs), which leaves a filter that must answer for every
-command line with nothing to say. Here `shlex` does the quoting rules (word splitting, quote removal) and a small
+Why our own shlex-based scanner and not `bashlex` (which `tools` uses only to split a command line as OpenHands
+splits it, with bashlex as OpenHands does): bashlex raises on syntax it does not model (`case`, arithmetic, some
+heredocs), which leaves a filter that must answer for every command line with nothing to say. Here `shlex` does the quoting rules (word splitting, quote removal) and a small
 scanner adds what shlex lacks: command separators, heredoc bodies (data, not commands, unless a shell reads them)
 and substitutions (which run even inside double quotes). When in doubt it errs towards "banned": an unbalanced
 quote is reported as such.
@@ -91,7 +93,12 @@ _WRAPPERS: dict[str, set[str]] = {
                  "--tmpdir", "--workdir", "--wd", "--delay", "--halt", "--retries", "--tag-string"},
     "busybox": set(),  # multi-call binaries: `busybox sh -c ...` runs the applet `sh`
     "toybox": set(),
+    "ld.so": {"--library-path", "--inhibit-rpath", "--audit", "--preload", "--argv0", "--glibc-hwcaps-prepend",
+              "--glibc-hwcaps-mask"},  # the dynamic loader (`_LOADER`), which runs the program it is given
 }
+_LOADER = re.compile(r"ld(?:64|-[\w.-]+)?\.so(?:\.[0-9.]+)?\Z")
+"""The dynamic loader's names (`ld.so`, `ld-linux-x86-64.so.2`, `ld-2.31.so`, `ld64.so.2`, `ld-musl-x86_64.so.1`):
+all are the wrapper `ld.so`."""
 _ATTACHED_VALUE = {"xargs": {"-i", "-e", "-l"}, "watch": {"-d"}}
 """Options that take a value only in their own word (GNU xargs' `-i{}`, `-e`, `-l`); alone they take none."""
 _POSITIONAL_BEFORE_COMMAND = {"timeout": 1, "taskset": 1, "chroot": 1, "flock": 1, "chrt": 1}
@@ -153,6 +160,14 @@ class UnparsableCommand(RefusedCommand):
         super().__init__(f"bash cannot parse it ({detail}).")
 
 
+class RefusedScript(RefusedCommand):
+    """A shell script the command runs cannot be cleared: why, and what its own check refused (`programs`)."""
+
+    def __init__(self, script: str, why: str, programs: list[str] | None = None) -> None:
+        self.programs = programs or []
+        super().__init__(f"it runs the shell script `{script}`, which cannot be checked: {why}")
+
+
 class ComputedCommand(RefusedCommand):
     """The program a command runs is only known when it runs (`$cmd`, `$(...)`, a script piped into a shell)."""
 
@@ -174,7 +189,10 @@ class Scanned:
     """The programs it runs by a path (`bin/test`, `./run`, `/opt/tool`) that were not banned by their name,
     relative ones also joined with the folders a `cd` in the line may have moved to. What such a file runs depends
     on its `#!` line (`shebang_banned`): the caller, who can read files, looks (sympy's `bin/test` is
-    `#!/usr/bin/env python`)."""
+    `#!/usr/bin/env python`), and scans its text when a shell runs it (`shell_script`)."""
+    scripts: list[str] = field(default_factory=list)
+    """Files a shell reads its commands from (`sh run.sh`, `bash -x scripts/test`, `source env.sh`, `. ./env.sh`),
+    whatever their `#!` line, relative ones joined as `paths` are: the caller scans their text."""
 
 
 def scan(command: str) -> Scanned:
@@ -187,8 +205,13 @@ def scan(command: str) -> Scanned:
     walk.line(command, depth=0)
     if not walk.found and walk.computed:
         raise ComputedCommand(walk.computed)
-    paths = [p if p.startswith("/") else q for p in walk.paths for q in [p, *(os.path.join(d, p) for d in walk.dirs)]]
-    return Scanned(walk.found, list(dict.fromkeys(paths)))
+    return Scanned(walk.found, _joined(walk.paths, walk.dirs), _joined(walk.scripts, walk.dirs))
+
+
+def _joined(paths: list[str], dirs: list[str]) -> list[str]:
+    """`paths`, relative ones also joined with each of `dirs`."""
+    found = [p if p.startswith("/") else q for p in paths for q in [p, *(os.path.join(d, p) for d in dirs)]]
+    return list(dict.fromkeys(found))
 
 
 def banned_commands(command: str) -> list[str]:
@@ -212,6 +235,25 @@ def shebang_banned(head: bytes) -> list[str]:
     return scan.found
 
 
+def shell_script(head: bytes) -> bool:
+    """Whether a file beginning with `head`, run by its path, is read by a shell: its `#!` line names one
+    (`#!/bin/sh -e`, `#!/usr/bin/env bash`), or it has none and is no binary (the kernel refuses such a file and the
+    shell that asked runs it itself; bash takes a NUL in its first line, of its first 80 bytes, for a binary)."""
+    if not head.startswith(b"#!"):
+        return not is_binary(head)
+    words = re.split(r"[ \t]+", head[2:].split(b"\n", 1)[0].decode(errors="replace").strip(), maxsplit=1)
+    try:
+        words = _unwrap("env", words[1:]) if os.path.basename(words[0]) == "env" else words
+    except UnparsableCommand:  # `env -S` with an open quote: env refuses to run it
+        return False
+    return bool(words) and os.path.basename(words[0]) in _SHELLS
+
+
+def is_binary(head: bytes) -> bool:
+    """Whether bash refuses to run a file beginning with `head` as a script (`cannot execute binary file`)."""
+    return b"\0" in head[:80].split(b"\n", 1)[0]
+
+
 def why_banned(name: str) -> str | None:
     """What kind of banned program `name` (a basename) is, or None if allowed."""
     base = os.path.basename(name)
@@ -230,6 +272,8 @@ class _Simple:
     words: list[str] = field(default_factory=list)
     stdin: str | None = None
     """The text of a heredoc or here-string it reads."""
+    stdin_file: str | None = None
+    """The file it reads (`< FILE`)."""
     piped: bool = False
     """Its standard input is the previous command's output."""
     pattern: bool = False
@@ -246,6 +290,8 @@ class _Scan:
         """Plain assignments seen so far in the line (None: something computed, or two different values)."""
         self.paths: list[str] = []
         """Programs named by a path (`bin/test`) that were not banned by their name."""
+        self.scripts: list[str] = []
+        """Files a shell reads its commands from (`sh run.sh`, `source env.sh`)."""
         self.dirs: list[str] = []
         """Where `cd DIR` in the line may have moved the shell (DIR as written, joined with earlier ones)."""
 
@@ -309,6 +355,8 @@ class _Scan:
         """What an allowed program `name` would run with `args`: wrapped commands, shell scripts, exec arguments."""
         if name == "command" and any(a in {"-v", "-V"} for a in args[:2]):
             return  # `command -v python` only looks the program up
+        if _LOADER.match(name):
+            name = "ld.so"
         if name in {"cd", "pushd"}:
             self.cd(args)
         elif name == "xargs":
@@ -323,20 +371,31 @@ class _Scan:
             self.words(_unwrap(name, args), simple, depth)
         elif name in _SHELLS:
             kind, value = _shell_input(args)
+            if kind == "noexec":  # `bash -n run.sh` only reads it
+                return
             if kind == "script":
                 self.line(value, depth + 1)
             elif kind == "file" and value == _PROCESS_SUBSTITUTION:
                 self.computed.append(f"{name} reading its commands from a process substitution")
             elif kind == "file" and not (_GLOB.search(value) or _SUPPLIED.search(value)):  # a script, whichever
                 self.words([value], simple, depth)  # `bash script.py`
+                self.script(value)
             elif simple.stdin is not None:  # `bash <<EOF`, `bash -s <<< "pytest"`
                 self.line(simple.stdin, depth + 1)
+            elif simple.stdin_file is not None:  # `bash < run.sh`
+                self.script(simple.stdin_file)
             elif simple.piped:
                 self.computed.append(f"{name} reading its commands from a pipe")
         elif name in {"source", "."} and args[:1] == [_PROCESS_SUBSTITUTION]:
             self.computed.append(f"{name} reading its commands from a process substitution")
+        elif name in {"source", "."} and args:
+            self.script(args[1] if args[0] == "--" and len(args) > 1 else args[0])
         elif name == "eval":
             self.line(" ".join(args), depth + 1)
+        elif name == "trap":  # `trap [--] ACTION SIGNAL...`: the shell runs ACTION, a command line, on the signal
+            action = args[1:] if args[:1] == ["--"] else args
+            if len(action) > 1:
+                self.line(action[0], depth + 1)
         elif name == "find":  # `{}` is the file found, wherever it stands
             for i, a in enumerate(args):
                 if a in {"-exec", "-execdir", "-ok", "-okdir"}:
@@ -425,6 +484,13 @@ class _Scan:
             elif args[i:i + 2] == ["submodule", "foreach"]:
                 self.line(" ".join(w for w in args[i + 2:] if w != "--recursive"), depth + 1)
 
+    def script(self, word: str) -> None:
+        """Note a file a shell reads its commands from, for the caller to scan. One named by a variable the line
+        did not set is not known here (and is not read)."""
+        word = self.filled(word)
+        if "$" not in word and "`" not in word and not word.startswith("~"):
+            self.scripts.append(word)
+
     def assign(self, name: str, value: str) -> None:
         computed = "$" in value or "`" in value
         self.variables[name] = None if computed or self.variables.get(name, value) != value else value
@@ -433,16 +499,21 @@ class _Scan:
         """`word` with the variables assigned earlier in the line filled in; None (noted) if it stays computed."""
         if "$" not in word and "`" not in word:
             return word
-        resolved = _VARIABLE.sub(lambda m: self.variables.get(m.group(1) or m.group(2)) or m.group(0), word)
+        resolved = self.filled(word)
         if "$" not in resolved and "`" not in resolved or why_banned(resolved.rsplit("/", 1)[-1]):
             return resolved  # `$HOME/.local/bin/pytest` is pytest whatever $HOME is
         self.computed.append("$(...)" if word == "$" or word.startswith("`") else word)
         return None
 
+    def filled(self, word: str) -> str:
+        """`word` with the variables assigned a plain word earlier in the line filled in."""
+        return _VARIABLE.sub(lambda m: self.variables.get(m.group(1) or m.group(2)) or m.group(0), word)
+
 
 def _strip_heredocs(command: str) -> tuple[str, list[tuple[str, bool]]]:
     """Take heredoc bodies out of the line (data, not commands, unless a shell reads them): the n-th `<<DELIM`
-    becomes `<< _HEREDOC_WORD.format(n)`. Returns the rest and the (body, delimiter was quoted) pairs."""
+    becomes `<< _HEREDOC_WORD.format(n)`; and comments (`_uncommented`). Returns the rest and the (body, delimiter
+    was quoted) pairs."""
     lines = command.split("\n")
     kept: list[str] = []
     bodies: list[tuple[str, bool]] = []
@@ -450,7 +521,8 @@ def _strip_heredocs(command: str) -> tuple[str, list[tuple[str, bool]]]:
     while i < len(lines):
         line = lines[i]
         i += 1
-        matches = [m for m in _HEREDOC.finditer(line) if not _inside_quotes(line, m.start())]
+        code = _uncommented(line)  # `# usage: cmd <<EOF` starts no heredoc (a comment is the line's end)
+        matches = [m for m in _HEREDOC.finditer(code) if not _inside_quotes(code, m.start())]
         first = len(bodies)
         for m in matches:
             quoted, delim = m.group(1), m.group(2)
@@ -463,7 +535,29 @@ def _strip_heredocs(command: str) -> tuple[str, list[tuple[str, bool]]]:
         for n, m in reversed(list(enumerate(matches, start=first))):
             line = f"{line[:m.start()]}<< {_HEREDOC_WORD.format(n)}{line[m.end():]}"
         kept.append(line)
-    return "\n".join(kept), bodies
+    return _uncommented("\n".join(kept)), bodies
+
+
+def _uncommented(text: str) -> str:
+    """`text` without its comments. bash starts one with a `#` that begins a word outside quotes (`a#b`, `$#` and
+    `${#x}` are none), and ends it at the end of the line, whose newline still ends the command. (shlex's comments
+    start at any `#` and take the newline with them: `echo $#; pytest`, `echo a # c<newline>pytest` hid pytest.)"""
+    out, start, i, quote = [], 0, 0, ""
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and quote != "'":
+            i += 2
+            continue
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c == "#" and (i == 0 or text[i - 1] in " \t\n;&|()<>"):
+            out.append(text[start:i])
+            start = i = len(text) if (end := text.find("\n", i)) < 0 else end
+            continue
+        i += 1
+    return "".join(out) + text[start:]
 
 
 def _inside_quotes(line: str, pos: int) -> bool:
@@ -531,11 +625,12 @@ def _matching_paren(text: str, start: int) -> int:
 
 
 def _simple_commands(command: str, heredocs: list[str]) -> list[_Simple]:
-    """Split into simple commands at every separator and parenthesis, noting heredocs and here-strings read."""
+    """Split into simple commands at every separator and parenthesis, noting the heredocs, here-strings and files
+    read."""
     lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()<>\n")
     lexer.whitespace = " \t\r"
     lexer.whitespace_split = True
-    lexer.commenters = "#"
+    lexer.commenters = ""  # taken out before (`_uncommented`)
     try:
         tokens = [part for tok in lexer for part in _operators(tok)]
     except ValueError as e:
@@ -557,6 +652,8 @@ def _simple_commands(command: str, heredocs: list[str]) -> list[_Simple]:
                 commands[-1].stdin = heredocs[int(heredoc.group(1))]
             elif redirect == "<<<":
                 commands[-1].stdin = tok
+            elif redirect == "<":
+                commands[-1].stdin_file = tok
             redirect = ""
         elif tok in _SEPARATORS:
             parens += {"(": 1, ")": -1}.get(tok, 0)
@@ -795,19 +892,24 @@ def _spawned(program: str, awk: bool) -> list[tuple[str | None, str]]:
 
 def _shell_input(args: list[str]) -> tuple[str, str]:
     """What a shell with `args` runs: ("script", SCRIPT) for `-c SCRIPT`, ("file", NAME) for a script file,
-    ("stdin", "") when it reads its commands from standard input (`-s`, or no operand)."""
-    has_c = reads_stdin = False
+    ("stdin", "") when it reads its commands from standard input (`-s`, or no operand), ("noexec", "") when it only
+    reads them (`-n`, `-o noexec`)."""
+    has_c = reads_stdin = noexec = False
     i = 0
     while i < len(args) and args[i].startswith(("-", "+")) and args[i] not in {"-", "--"}:
         a = args[i]
         if a in _SHELL_OPTION_VALUE:
+            noexec = noexec or a == "-o" and args[i + 1 : i + 2] == ["noexec"]
             i += 2
             continue
         if a.startswith("-") and not a.startswith("--"):
             has_c = has_c or "c" in a[1:]
             reads_stdin = reads_stdin or "s" in a[1:]
+            noexec = noexec or "n" in a[1:]
         i += 1
     i += args[i:i + 1] in (["-"], ["--"])
+    if noexec:
+        return "noexec", ""
     if has_c:  # the first operand is the script, even when options follow -c (`bash -c -e 'cmd'`)
         return "script", args[i] if i < len(args) else ""
     if reads_stdin or i >= len(args):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import bashlex
 
-from swehero.agent.banned import RefusedCommand, scan, shebang_banned
+from swehero.agent.banned import RefusedCommand, RefusedScript, Scanned, is_binary, scan, shebang_banned, shell_script
 from swehero.agent.bash_session import BashSession, ShellInput, special_key, truncate
 from swehero.agent.editor import Editor, ToolError
 from swehero.agent.keystrokes import typed_command
@@ -33,6 +33,10 @@ NO_INPUT = "ERROR: No previous running command to interact with."
 """OpenHands' bash session's answers to an empty command, or input, when no command runs."""
 SHEBANG_BYTES = 256
 """How much of a file Linux reads for its `#!` line (BINPRM_BUF_SIZE)."""
+SCRIPT_BYTES = 1 << 16
+"""The longest shell script the zero-mode check reads; a longer one is refused, as it cannot be checked whole."""
+SCRIPT_DEPTH = 8
+"""How deep the zero-mode check follows scripts that run scripts; one deeper is refused."""
 
 
 def error_observation(content: str) -> str:
@@ -133,11 +137,11 @@ def top_level_commands(command: str) -> list[str]:
     return found
 
 
-def refusal(programs: list[str], scripts: list[str] | None = None) -> str:
-    """`scripts`: the files whose `#!` line names `programs`, when that is how the command would run them."""
+def refusal(programs: list[str], how: list[str] | None = None) -> str:
+    """`how`: which files run `programs`, when that is how the command would run them (`banned_scripts`)."""
     names = ", ".join(f"`{p}`" for p in dict.fromkeys(programs))
-    if scripts:
-        names += f" (the `#!` interpreter of {', '.join(f'`{s}`' for s in dict.fromkeys(scripts))})"
+    if how:
+        names += f" ({'; '.join(dict.fromkeys(how))})"
     return (f"ERROR: Command refused, nothing was run: it would execute {names}. This environment is "
             "execution-free: running code (python in any form), tests, type checkers and package managers is not "
             "possible. Use the editor and read-only shell commands (grep, find, cat, ls, git log/show/diff) instead.")
@@ -191,15 +195,14 @@ class Tools:
                 # may run a banned one
                 given = command if is_input else shell.expansion.runs if shell else typed_command(stripped)[0]
                 scans = [scan(line) for line in dict.fromkeys([command, given])]
-            except RefusedCommand as e:  # unparsable, or a program computed at run time
+                banned = list(dict.fromkeys(name for line in scans for name in line.banned))
+                if banned:
+                    return Outcome(refusal(banned), error=True, banned=banned)
+                banned, how = self.banned_scripts(scans, shell)
+            except RefusedCommand as e:  # unparsable, a program computed at run time, or such a script
                 return Outcome(f"ERROR: Command refused, nothing was run: {e}", error=True, banned=e.programs)
-            banned = list(dict.fromkeys(name for line in scans for name in line.banned))
             if banned:
-                return Outcome(refusal(banned), error=True, banned=banned)
-            banned, scripts = self.banned_scripts(list(dict.fromkeys(path for line in scans for path in line.paths)),
-                                                  shell)
-            if banned:
-                return Outcome(refusal(banned, scripts), error=True, banned=banned)
+                return Outcome(refusal(banned, how), error=True, banned=banned)
         commands = top_level_commands(stripped)
         if len(commands) > 1:
             listed = "\n".join(f"({i}) {c}" for i, c in enumerate(commands, 1))
@@ -218,30 +221,64 @@ class Tools:
                                                  blocking=timeout is not None, shell=shell)
         return Outcome(observation, error=running)
 
-    def banned_scripts(self, paths: list[str], shell: ShellInput | None) -> tuple[list[str], list[str]]:
-        """The banned interpreters of the files a command runs by these `paths` (`bin/test` starting with
-        `#!/usr/bin/env python`), and those files, as the shell would find them. Only files in the repository are
-        looked at: the runtime's files reach no further."""
+    def banned_scripts(self, scans: list[Scanned], shell: ShellInput | None) -> tuple[list[str], list[str]]:
+        """The banned programs the repository's files that the command runs would run, and how, as the shell would
+        find the files: the `#!` interpreter of one run by its path (`bin/test` starting with `#!/usr/bin/env
+        python`), and what a shell script runs, one a shell reads (`sh run.sh`, `source env.sh`) or one run by its
+        path whose `#!` line names a shell or that has none (`./run.sh`): its text is scanned as a command line is,
+        and so are the files it runs in turn, `SCRIPT_DEPTH` deep. Raises `RefusedScript` for a script that cannot
+        be cleared. Only files in the repository are looked at: the runtime's files reach no further."""
+        paths = list(dict.fromkeys(path for line in scans for path in line.paths))
+        scripts = list(dict.fromkeys(path for line in scans for path in line.scripts))
         # Relative paths start where the shell stands. With `shell` (a new command, nothing running) the history
         # expansion's round trip saw it, or the runtime is asked, as the bash session asks it after C-c. Without it
         # (text typed into a running program, a command sent while one runs) the directory is not known here, and
         # asking would disturb the running command: relative paths are then taken from the repository root.
         cwd = self.runtime.root
-        if shell is not None and any(not p.startswith("/") for p in paths):
+        if shell is not None and any(not p.startswith("/") for p in paths + scripts):
             cwd = (shell.state or self.runtime.execute(":", self.runtime.config.default_timeout)).cwd
-        banned, scripts = [], []
-        for p in paths:
-            path = posixpath.normpath(posixpath.join(cwd, p))
-            try:
-                if self.runtime.files.kind(path) != "file":
+        # (path as written, read by a shell, the folders it may be relative to, the scripts that run it)
+        todo = [(p, False, [cwd], []) for p in paths] + [(p, True, [cwd], []) for p in scripts]
+        banned, how, seen = [], [], set()
+        while todo:
+            p, by_shell, bases, chain = todo.pop(0)
+            name = posixpath.normpath(p)
+            where = "".join(f", which `{c}` runs" for c in reversed(chain))
+            for path in dict.fromkeys(posixpath.normpath(posixpath.join(base, p)) for base in bases):
+                if (path, by_shell) in seen:
                     continue
-                interpreters = shebang_banned(self.runtime.files.read_bytes(path, SHEBANG_BYTES))
-            except ToolError:  # outside the repository, or no regular file
-                continue
-            if interpreters:
-                banned += interpreters
-                scripts.append(posixpath.normpath(p))
-        return list(dict.fromkeys(banned)), scripts
+                seen.add((path, by_shell))
+                try:
+                    if self.runtime.files.kind(path) != "file":
+                        continue
+                    head = self.runtime.files.read_bytes(path, SHEBANG_BYTES)
+                    interpreters = [] if by_shell else shebang_banned(head)
+                    read = not interpreters and (not is_binary(head) if by_shell else shell_script(head))
+                    text = self.runtime.files.read_bytes(path, SCRIPT_BYTES + 1) if read else None
+                except ToolError:  # outside the repository, or no regular file
+                    continue
+                if interpreters:
+                    banned += interpreters
+                    how.append(f"the `#!` interpreter of `{name}`{where}")
+                if text is None:
+                    continue
+                if len(text) > SCRIPT_BYTES:
+                    raise RefusedScript(name, f"it is longer than {SCRIPT_BYTES} bytes.")
+                if len(chain) == SCRIPT_DEPTH:
+                    raise RefusedScript(name, f"scripts run scripts more than {SCRIPT_DEPTH} deep.")
+                try:
+                    found = scan(text.decode(errors="replace"))
+                except RefusedCommand as e:
+                    raise RefusedScript(name, str(e), e.programs) from None
+                if found.banned:
+                    banned += found.banned
+                    how.append(f"run by `{name}`{where}")
+                # what it runs by a relative path starts where the shell stands, or, after the usual
+                # `cd "$(dirname "$0")"` (not followed: computed), in the script's own folder
+                inner = [cwd, posixpath.dirname(path)]
+                todo += [(q, False, inner, [*chain, name]) for q in found.paths]
+                todo += [(q, True, inner, [*chain, name]) for q in found.scripts]
+        return list(dict.fromkeys(banned)), how
 
     def str_replace_editor(self, command, path, **kwargs) -> Outcome:
         insert_line = kwargs.get("insert_line")
