@@ -112,12 +112,14 @@ def test_writes_outside_the_checkout_fail(rt):
 def test_a_command_run_by_root_can_neither_remount_nor_change_the_kernels_settings_nor_see_host_paths(rt):
     """Started by root, bwrap kept every capability and uid 0 was the host's: `mount -o remount,rw` made /etc and
     /usr writable, and /proc/sys/kernel/core_pattern (which uid 0 owns) could point at a host program the kernel
-    runs as root. bwrap's own command line (process 1) named the host folders bound in."""
+    runs as root. bwrap's own command line and environment (process 1) named the host folders bound in and the
+    launcher's variables (its keys)."""
     out = bash(rt, "grep CapEff /proc/self/status; mount -o remount,rw,bind /etc || echo no-remount; "
                    "v=$(cat /proc/sys/kernel/core_pattern); (printf %s \"$v\" > /proc/sys/kernel/core_pattern) "
-                   "2>/dev/null || echo no-sysctl; tr '\\0' ' ' < /proc/1/cmdline")
+                   "2>/dev/null || echo no-sysctl; tr '\\0' ' ' < /proc/1/cmdline; echo; tr '\\0' ' ' < /proc/1/environ")
     assert re.search(r"CapEff:\s+0{16}\n", out) and "no-remount" in out and "no-sysctl" in out, out
     assert str(rt.workdir) not in out and str(rt.checkout) not in out and "/usr/bin/bwrap --args" in out, out
+    assert os.environ["PATH"] not in out and "PYTHONPATH" not in out, out  # nor the launcher's environment
 
 
 def test_closing_removes_a_folder_a_command_made_unreadable(tmp_path):

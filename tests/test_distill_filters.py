@@ -743,6 +743,29 @@ def test_an_evaluation_issue_copied_into_a_longer_statement_is_dropped_and_a_sha
     assert _minhash(train[0]["problem_statement"], DecontamConfig()).jaccard(_minhash(ISSUE, DecontamConfig())) < 0.5
 
 
+TEMPLATE = ("<!-- This comment is hidden when you submit the issue, so you do not need to remove it. Please be sure "
+            "to check out our contributing guidelines and our code of conduct before you open a new issue here, and "
+            "search the tracker to see whether a similar issue has already been posted by someone else. -->\n"
+            "### Description\n")
+VERSIONS = ("### Versions\nimport platform; print(platform.platform()); import sys; print('Python', sys.version); "
+            "import numpy; print('Numpy', numpy.__version__); import astropy; print('astropy', astropy.__version__)")
+
+
+def test_an_issue_template_two_statements_share_is_no_containment():
+    """An unrelated issue written in the same issue form was dropped: the form's hidden instructions (HTML comments)
+    and the snippet every report pastes made up most of a short evaluation statement's 13-grams."""
+    evals = [row(f"astropy__astropy-{i}", f"{TEMPLATE}{body}\n{VERSIONS}", repo="astropy/astropy") for i, body in
+             enumerate(["Incorrect ignored usage in ModelBoundingBox.", "Table.read fails on a masked column.",
+                        "WCS.all_pix2world raises for a 1-d header."])]
+    other = ("Quantity.to_value fails for dimensionless angles: the conversion factor of the unit is applied twice, "
+             "once when the composite unit is simplified and again when the value is extracted.")
+    train = [row("gym__astropy-1", f"{TEMPLATE}{other}\n{VERSIONS}", repo="astropy/astropy"),
+             row("gym__astropy-2", f"Seen again downstream: {evals[0]['problem_statement']} {other}")]
+    kept, dropped = decontaminate(train, evals)
+    assert [t["instance_id"] for t in kept] == ["gym__astropy-1"]
+    assert [(d["instance_id"], d["matches"]) for d in dropped] == [("gym__astropy-2", "astropy__astropy-0")]
+
+
 def test_a_task_in_several_evaluation_sets_counts_once(tmp_path):
     """SWE-bench Verified is a subset of SWE-bench (and an evaluation set may be named twice): a task they share is
     one evaluation task."""

@@ -542,20 +542,26 @@ def _uncommented(text: str) -> str:
     """`text` without its comments. bash starts one with a `#` that begins a word outside quotes (`a#b`, `$#` and
     `${#x}` are none), and ends it at the end of the line, whose newline still ends the command. (shlex's comments
     start at any `#` and take the newline with them: `echo $#; pytest`, `echo a # c<newline>pytest` hid pytest.)"""
-    out, start, i, quote = [], 0, 0, ""
+    # `boundary`: the last character ends a word (an unescaped blank or operator): in `a\ #b` the blank is escaped,
+    # and the `#` starts no comment. In `$'...'` a backslash escapes the quote too (`$'a\' #'` is one string).
+    out, start, i, quote, boundary = [], 0, 0, "", True
     while i < len(text):
         c = text[i]
         if c == "\\" and quote != "'":
-            i += 2
+            i, boundary = i + 2, False
             continue
         if quote:
-            quote = "" if c == quote else quote
+            quote = "" if c == quote[-1] else quote
+        elif text.startswith("$'", i):
+            i, quote, boundary = i + 2, "$'", False
+            continue
         elif c in "'\"":
             quote = c
-        elif c == "#" and (i == 0 or text[i - 1] in " \t\n;&|()<>"):
+        elif c == "#" and boundary:
             out.append(text[start:i])
             start = i = len(text) if (end := text.find("\n", i)) < 0 else end
             continue
+        boundary = not quote and c in " \t\n;&|()<>"
         i += 1
     return "".join(out) + text[start:]
 

@@ -410,15 +410,16 @@ class LocalRuntime(OneCommandAtATime):
         bwrap, *options = self.bwrap_argv(self.root, network)
         self.stop()
         (self.workdir / "state" / "cmd").write_text(command)
-        # bwrap is the sandbox's process 1, whose command line any command reads (/proc/1/cmdline): its options,
-        # the host's paths among them, come from a file outside the sandbox instead
+        # bwrap is the sandbox's process 1, whose command line and environment any command reads (/proc/1/cmdline,
+        # /proc/1/environ): its options, the host's paths among them, come from a file outside the sandbox, and it
+        # starts with no environment (--clearenv clears only the shell's: the launcher's keys and paths showed)
         (self.workdir / "bwrap-options").write_bytes(b"".join(os.fsencode(o) + b"\0" for o in options))
         given = os.open(self.workdir / "bwrap-options", os.O_RDONLY)
         reader, terminal = _terminal()
         try:
             proc = subprocess.Popen([bwrap, "--args", str(given), "setsid", "-w", "-c", *shell_argv(self.root)],
                                     stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True,
-                                    preexec_fn=_default_interrupts, pass_fds=(given,))
+                                    preexec_fn=_default_interrupts, pass_fds=(given,), env={})
         except BaseException:
             os.close(reader)
             raise

@@ -29,6 +29,8 @@ from swehero.recipe.stage import Range
 _WORD = re.compile(r"\w+")
 _PR_ID = re.compile(r"^(?P<owner>.+?)__(?P<name>.+)-(?P<number>\d+)$")
 _PR_URL = re.compile(r"github\.com/([^/]+/[^/]+)/pull/(\d+)")
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+"""What GitHub does not show of an issue: an issue form's instructions, left out of both statement checks."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def upstream_pr(task: dict) -> tuple[str, int] | None:
 def _minhash(text: str, cfg: DecontamConfig):
     from datasketch import MinHash
 
-    text = " ".join(_WORD.findall(text.lower()))
+    text = " ".join(_WORD.findall(_HTML_COMMENT.sub(" ", text).lower()))  # an issue form's hidden instructions
     shingles = {text[i:i + cfg.ngram] for i in range(max(len(text) - cfg.ngram + 1, 1))}
     mh = MinHash(num_perm=cfg.num_perm, seed=1)
     mh.update_batch([s.encode() for s in shingles])
@@ -88,21 +90,33 @@ def _word_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     return set(zip(*(words[i:] for i in range(n))))
 
 
+BOILERPLATE_STATEMENTS = 3
+"""An n-gram in this many evaluation statements is a template's (the repository's issue form, its `Versions`
+snippet), not one issue's text: left out of the containment check."""
+
+
 class _NgramIndex:
-    """The evaluation statements' word n-grams, for the share of each found in a training statement."""
+    """The evaluation statements' own word n-grams, for the share of each found in a training statement. Issue
+    templates are left out: their instructions, in HTML comments GitHub does not show, and what several evaluation
+    statements share (astropy's template alone made an unrelated issue 77% contained in another)."""
 
     def __init__(self, statements: dict[str, str], n: int) -> None:
         self.n, self.sizes, self.holders = n, {}, defaultdict(list)
-        for iid, text in statements.items():
-            grams = _word_ngrams(text, n)
-            if grams:
-                self.sizes[iid] = len(grams)
-                for gram in grams:
+        grams_of = {iid: self.grams(text) for iid, text in statements.items()}
+        shared = Counter(gram for grams in grams_of.values() for gram in grams)
+        for iid, grams in grams_of.items():
+            own = [gram for gram in grams if shared[gram] < BOILERPLATE_STATEMENTS]
+            if own:
+                self.sizes[iid] = len(own)
+                for gram in own:
                     self.holders[gram].append(iid)
+
+    def grams(self, text: str) -> set[tuple[str, ...]]:
+        return _word_ngrams(_HTML_COMMENT.sub(" ", text), self.n)
 
     def most_contained(self, text: str) -> tuple[float, str] | None:
         """(share, evaluation id) of the evaluation statement most contained in `text`, if any shares an n-gram."""
-        found = Counter(iid for gram in _word_ngrams(text, self.n) for iid in self.holders.get(gram, ()))
+        found = Counter(iid for gram in self.grams(text) for iid in self.holders.get(gram, ()))
         return max(((count / self.sizes[iid], iid) for iid, count in found.items()), default=None)
 
 
