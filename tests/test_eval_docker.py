@@ -107,7 +107,8 @@ NEW_TEST = ("diff --git a/tests/test_new.py b/tests/test_new.py\nnew file mode 1
 def test_a_test_patch_adding_a_file_applies_over_a_test_the_model_edited_and_colours_stay_off(toy_images):
     """The eval script reset every file of the test patch, also the one it creates: the checkout failed as a whole,
     left the model's edit of tests/test_ops.py, and the test patch did not apply (no test ran: unresolved where
-    the local grader resolved). A project's `--color=yes` hid the PASSED lines from swebench's parser."""
+    the local grader resolved); a test file of the model's under a name the test patch creates stopped it too. A
+    project's `--color=yes` hid the PASSED lines from swebench's parser."""
     import docker
     from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT
 
@@ -115,12 +116,14 @@ def test_a_test_patch_adding_a_file_applies_over_a_test_the_model_edited_and_col
 
     task = load_tasks(str(toy_images))[0]
     model = ("cat >> tests/test_ops.py <<'EOF'\n\n\ndef test_mine():\n    assert True\nEOF\n"
-             "printf '[pytest]\\naddopts = --color=yes\\n' > pytest.ini\n")
+             "printf '[pytest]\\naddopts = --color=yes\\n' > pytest.ini\n"
+             "printf 'def test_models_own():\\n    assert True\\n' > tests/test_new.py\n")  # the test patch's name
     script = eval_script({**task, "test_patch": task["test_patch"] + NEW_TEST})
     out = docker.from_env().containers.run(task["image"], ["bash", "-c", f"cd /testbed\n{model}{script}"],
                                            network_mode="none", stderr=True, remove=True).decode()  # set -x: stderr
     tests = out[out.index(START_TEST_OUTPUT):out.index(END_TEST_OUTPUT)]
     assert "PASSED tests/test_new.py::test_new" in tests and "PASSED tests/test_ops.py::test_sub" in tests, out
+    assert "test_models_own" not in tests, out
 
 
 def _run(harness_file: Path, out: Path, policy: str, runtime: str = "local") -> dict:

@@ -31,6 +31,7 @@ from pathlib import Path
 from swehero.agent.container import swebench_image
 from swehero.agent.runtime import prepare_checkout
 from swehero.errors import MissingInput, ProcessFailed
+from swehero.gitdiff import diff_files
 from swehero.rollout.local_grader import PYTEST_OPTIONS
 
 ENV_DIR = "/opt/venvs/testbed"
@@ -71,6 +72,9 @@ def eval_script(task: dict) -> str:
     # reset: the test files that exist at base_commit, as swebench's scripts reset them; naming one the test patch
     # creates failed the whole checkout, and the test patch then did not apply over a test the model had edited
     files = " ".join(shlex.quote(f) for f in get_modified_files(test_patch))
+    # a copy of a file the test patch creates (a test the model wrote under that name) would stop it from applying:
+    # removed, as the local grader removes it (swebench's own scripts leave it)
+    created = " ".join(shlex.quote(new) for old, new in diff_files(test_patch) if old is None and new is not None)
     tests = " ".join(shlex.quote(f) for f in test_directives(test_patch))
     delimiter = generate_heredoc_delimiter(test_patch)
     lines = ["#!/bin/bash", "set -uxo pipefail", ACTIVATE, "cd /testbed",
@@ -78,7 +82,8 @@ def eval_script(task: dict) -> str:
              f"git -c core.fileMode=false diff {base}"]
     if task.get("install"):
         lines.append(task["install"])
-    lines += [f"git checkout {base} {files}", f"git apply -v - <<'{delimiter}'", test_patch.rstrip("\n"), delimiter,
+    lines += [f"git checkout {base} {files}", *([f"rm -f -- {created}"] if created else []),
+              f"git apply -v - <<'{delimiter}'", test_patch.rstrip("\n"), delimiter,
               f": '{START_TEST_OUTPUT}'", f"{task.get('test_cmd') or DEFAULT_TEST_CMD} {tests}",
               f": '{END_TEST_OUTPUT}'", f"git checkout {base} {files}"]
     return "\n".join(lines) + "\n"
