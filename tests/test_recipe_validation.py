@@ -620,31 +620,22 @@ def test_a_rope_scaling_no_model_is_built_with_is_reported_by_validate(scaling, 
                                    "stages.sft_zero.rope_scaling={rope_type: yarn, factor: 2}")).stage("sft_zero")
 
 
-def test_a_bad_rope_scaling_is_reported_at_its_line(tmp_path):
-    path = write(tmp_path, """\
+@pytest.mark.parametrize("setting, message", [
+    ("rope_scaling: {type: yarn, factor: 1}", "rope_scaling: factor: must be a number > 1, got 1"),
+    # passed `recipe validate` and stopped `recipe plan` and `run`
+    ("global_batch_tokens: 0", "global_batch_tokens: must be >= 1, got 0"),
+])
+def test_a_train_setting_no_run_can_take_is_reported_at_its_line(tmp_path, setting, message):
+    path = write(tmp_path, f"""\
         name: t
-        run_dir: {run_dir}
+        run_dir: {{run_dir}}
         stages:
           - name: sft
             kind: train
             data: d
-            rope_scaling: {type: yarn, factor: 1}
+            {setting}
         """)
-    assert problems(path) == [f"{path}:7: stages[0].rope_scaling: factor: must be a number > 1, got 1"]
-
-
-def test_a_token_budget_below_one_is_reported_by_validate(tmp_path):
-    """`global_batch_tokens: 0` passed `recipe validate` and stopped `recipe plan` and `run`."""
-    path = write(tmp_path, """\
-        name: t
-        run_dir: {run_dir}
-        stages:
-          - name: sft
-            kind: train
-            data: d
-            global_batch_tokens: 0
-        """)
-    assert problems(path) == [f"{path}:7: stages[0].global_batch_tokens: must be >= 1, got 0"]
+    assert problems(path) == [f"{path}:7: stages[0].{message}"]
 
 
 def test_commands_built_from_the_settings_report_ranges_too():
