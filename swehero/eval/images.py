@@ -32,7 +32,7 @@ from swehero.agent.container import swebench_image
 from swehero.agent.runtime import prepare_checkout
 from swehero.errors import MissingInput, ProcessFailed
 from swehero.gitdiff import diff_files
-from swehero.rollout.local_grader import PYTEST_OPTIONS
+from swehero.rollout.local_grader import PYTEST_OPTIONS, test_directives  # what both graders run
 
 ENV_DIR = "/opt/venvs/testbed"
 ACTIVATE = f"source {ENV_DIR}/bin/activate"
@@ -65,8 +65,6 @@ def eval_script(task: dict) -> str:
     reset the test files."""
     from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT
     from swebench.utils import generate_heredoc_delimiter, get_modified_files
-
-    from swehero.rollout.local_grader import test_directives  # one definition of what the graders run
 
     base, test_patch = task["base_commit"], task.get("test_patch") or ""
     # reset: the test files that exist at base_commit, as swebench's scripts reset them; naming one the test patch

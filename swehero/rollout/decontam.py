@@ -78,15 +78,20 @@ def upstream_pr(task: dict) -> tuple[str, int] | None:
 def _minhash(text: str, cfg: DecontamConfig):
     from datasketch import MinHash
 
-    text = " ".join(_WORD.findall(_HTML_COMMENT.sub(" ", text).lower()))  # an issue form's hidden instructions
+    text = " ".join(_shown_words(text))
     shingles = {text[i:i + cfg.ngram] for i in range(max(len(text) - cfg.ngram + 1, 1))}
     mh = MinHash(num_perm=cfg.num_perm, seed=1)
     mh.update_batch([s.encode() for s in shingles])
     return mh
 
 
+def _shown_words(text: str) -> list[str]:
+    """The lower-cased words of a statement as GitHub shows it: not an issue form's hidden instructions."""
+    return _WORD.findall(_HTML_COMMENT.sub(" ", text).lower())
+
+
 def _word_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    words = _WORD.findall(text.lower())
+    words = _shown_words(text)
     return set(zip(*(words[i:] for i in range(n))))
 
 
@@ -102,7 +107,7 @@ class _NgramIndex:
 
     def __init__(self, statements: dict[str, str], n: int) -> None:
         self.n, self.sizes, self.holders = n, {}, defaultdict(list)
-        grams_of = {iid: self.grams(text) for iid, text in statements.items()}
+        grams_of = {iid: _word_ngrams(text, n) for iid, text in statements.items()}
         shared = Counter(gram for grams in grams_of.values() for gram in grams)
         for iid, grams in grams_of.items():
             own = [gram for gram in grams if shared[gram] < BOILERPLATE_STATEMENTS]
@@ -111,12 +116,9 @@ class _NgramIndex:
                 for gram in own:
                     self.holders[gram].append(iid)
 
-    def grams(self, text: str) -> set[tuple[str, ...]]:
-        return _word_ngrams(_HTML_COMMENT.sub(" ", text), self.n)
-
     def most_contained(self, text: str) -> tuple[float, str] | None:
         """(share, evaluation id) of the evaluation statement most contained in `text`, if any shares an n-gram."""
-        found = Counter(iid for gram in self.grams(text) for iid in self.holders.get(gram, ()))
+        found = Counter(iid for gram in _word_ngrams(text, self.n) for iid in self.holders.get(gram, ()))
         return max(((count / self.sizes[iid], iid) for iid, count in found.items()), default=None)
 
 
