@@ -18,10 +18,10 @@ the caller, who can read the files (`shebang_banned`, `shell_script`, then `scan
 
 Why our own shlex-based scanner and not `bashlex` (which `tools` uses only to split a command line as OpenHands
 splits it, with bashlex as OpenHands does): bashlex raises on syntax it does not model (`case`, arithmetic, some
-heredocs), which leaves a filter that must answer for every command line with nothing to say. Here `shlex` does the quoting rules (word splitting, quote removal) and a small
-scanner adds what shlex lacks: command separators, heredoc bodies (data, not commands, unless a shell reads them)
-and substitutions (which run even inside double quotes). When in doubt it errs towards "banned": an unbalanced
-quote is reported as such.
+heredocs), which leaves a filter that must answer for every command line with nothing to say. Here `shlex` does
+the quoting rules (word splitting, quote removal) and a small scanner adds what shlex lacks: command separators,
+heredoc bodies (data, not commands, unless a shell reads them) and substitutions (which run even inside double
+quotes). When in doubt it errs towards "banned": an unbalanced quote is reported as such.
 """
 
 from __future__ import annotations

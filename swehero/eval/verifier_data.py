@@ -13,8 +13,8 @@ labelled by its grade). Which attempts become examples, in this order:
 3. deduplicated by instance: attempts whose patches are equal once normalised as the majority patch's are
    (`swehero.eval.best_of.normalise_patch`: indentation counts) are one attempt; a patch graded both ways (a flaky
    test) is dropped (`conflicting_label`: the same patch under both answers teaches noise); at most
-   `per_instance` attempts per instance and label are kept; "first" always means in the seeded order (sha256 of the seed and the
-   trajectory id), never file order;
+   `per_instance` attempts per instance and label are kept; "first" always means in the seeded order (sha256 of the
+   seed and the trajectory id), never file order;
 4. balanced: the larger label is cut to the size of the smaller, keeping first the attempts of instances that have
    both labels (a resolved and an unresolved attempt at the same task teach the verifier to judge the patch, not
    the task's difficulty), then in the seeded order.
