@@ -307,8 +307,10 @@ class DockerRuntime(OneCommandAtATime):
         """A helper command that changes nothing: its exit code and whole output. The engine's exec now and then
         gives back none of a short command's output, or not its start (docker-py#2042, moby#27289; a file the
         editor had just viewed was once "does not exist"): the output is framed by two marker lines, and the command
-        run again until both arrive, three times at most."""
-        framed = f"echo {_BEGIN}; {{ {script}\n}}; printf '\\n{_END} %d\\n' $?"
+        run again until both arrive, three times at most. The end marker is written on the shell's exit, also by an
+        `exit` in `script`, and stderr joins stdout in the shell: the engine sends stderr as a stream of its own, in
+        no fixed order with stdout, and an error message once arrived after the end marker."""
+        framed = f"exec 2>&1; trap 'printf \"\\n{_END} %d\\n\" $?' EXIT; echo {_BEGIN}; {script}\n"
         for _ in range(3):
             _, out = self.run(framed)
             _, begun, rest = out.partition(_BEGIN + "\n")
@@ -398,7 +400,9 @@ class DockerChannel:
             self.ended = True
             self.attached.close()
             code = self.runtime.client.api.exec_inspect(self.exec_id)["ExitCode"]
-            state = self.runtime.sh(f'printf "%s\\n" "$(cat {STATE_DIR}/cwd)" "$(cat {STATE_DIR}/python)"')
+            # A command ended before it saved its state (timed out, killed) leaves no files: the root, no python
+            state = self.runtime.sh(f'printf "%s\\n" "$(cat {STATE_DIR}/cwd 2>/dev/null)" '
+                                    f'"$(cat {STATE_DIR}/python 2>/dev/null)"')
             cwd, _, python = state.partition("\n")
             self.result = (code if code is not None else -1), cwd.strip() or self.runtime.root, python.strip()
         return self.result
