@@ -103,6 +103,11 @@ def _split_lines(text: str) -> list[str]:
     return lines if lines[-1] else lines[:-1]
 
 
+def _universal_newlines(text: str) -> str:
+    """`text` as a file holding it reads in text mode: \r\n and \r are \n."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _lines(text: str, start: int, end: int) -> str:
     """Lines `start`..`end` (1-based, inclusive) with their newlines, like reading a file line by line."""
     return "".join(_split_lines(text)[max(start - 1, 0) : end]) if end >= start else ""
@@ -236,7 +241,7 @@ class Editor:
             raise ToolError(f"Ran into {e} while trying to read {path}") from None
         # OHEditor opens files in text mode, whose universal newlines read \r\n and \r as \n: the agent never sees
         # a \r, matches old_str written with \n, and an edit writes the file back with \n line endings.
-        return text.replace("\r\n", "\n").replace("\r", "\n")
+        return _universal_newlines(text)
 
     def view(self, path: str, kind: str | None, view_range) -> str:
         if kind == "dir":
@@ -300,7 +305,8 @@ class Editor:
         self._remember(path, text)
         line = text.count("\n", 0, at) + 1
         first = max(0, line - SNIPPET_LINES)
-        snippet = _lines(new_text, first + 1, line + SNIPPET_LINES + new_str.count("\n"))
+        # read back from the file, as OHEditor reads it: a \r the agent wrote shows as a line break
+        snippet = _lines(_universal_newlines(new_text), first + 1, line + SNIPPET_LINES + new_str.count("\n"))
         return (f"The file {path} has been edited. " + numbered(snippet, f"a snippet of {path}", first + 1)
                 + "Review the changes and make sure they are as expected. Edit the file again if necessary.")
 
@@ -316,7 +322,7 @@ class Editor:
         self._remember(path, text)
         first = max(0, insert_line - SNIPPET_LINES)
         last = min(n + len(new_lines), insert_line + SNIPPET_LINES + len(new_lines))
-        snippet = _lines(new_text, first + 1, last)
+        snippet = _lines(_universal_newlines(new_text), first + 1, last)
         return (f"The file {path} has been edited. "
                 + numbered(snippet, "a snippet of the edited file", max(1, insert_line - SNIPPET_LINES + 1))
                 + "Review the changes and make sure they are as expected (correct indentation, no duplicate lines, "
@@ -332,6 +338,12 @@ class Editor:
         return f"Last edit to {path} undone successfully. {numbered(old, path)}"
 
     def write(self, path: str, text: str) -> None:
+        if not isinstance(text, str):
+            # JSON of another type (an object as `create`'s `file_text`: only `create` writes what it was given):
+            # OHEditor has opened the new file for writing when its write fails, so it stays there, empty
+            self.files.write_bytes(path, b"")
+            raise ToolError(f"Ran into write() argument must be str, not {type(text).__name__} while trying to "
+                            f"write to {path}")
         try:
             data = text.encode(self.encodings[path])
         except UnicodeEncodeError as e:  # a character the file's legacy encoding lacks

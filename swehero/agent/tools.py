@@ -296,6 +296,8 @@ class Tools:
             return Outcome(cut(self.editor(command, path, **kwargs)))
         except ToolError as e:
             return Outcome(cut(f"ERROR:\n{e}"), error=True)
+        except TypeError as e:  # an argument of another type (`new_str: 2`): OpenHands' runtime answers with it too
+            return Outcome(cut(f"ERROR:\n{e}"), error=True)
 
     def think(self, thought) -> Outcome:
         return Outcome("Your thought has been logged.")

@@ -107,6 +107,12 @@ CALLS = [  # arguments, with {folder} for the folder's absolute path
     {"command": "str_replace", "path": "{folder}/blob.bin", "old_str": "a", "new_str": "b"},
     {"command": "insert", "path": "{folder}/blob.bin", "insert_line": 0, "new_str": "b"},
     {"command": "undo_edit", "path": "{folder}/blob.bin"},
+    # arguments of another JSON type: errors the agent reads, not a failed episode
+    {"command": "create", "path": "{folder}/config.json", "file_text": {"debug": True}},
+    {"command": "str_replace", "path": "{folder}/tabs.py", "old_str": "return 1", "new_str": 2},
+    # carriage returns the agent writes: the snippet is read back from the file, in text mode
+    {"command": "str_replace", "path": "{folder}/tabs.py", "old_str": "return 1", "new_str": "a = 1\r\n\treturn a"},
+    {"command": "insert", "path": "{folder}/tabs.py", "insert_line": 1, "new_str": "p\rq"},
 ]
 
 
