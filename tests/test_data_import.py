@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -334,6 +335,12 @@ def test_sharegpt_function_call_turns_and_unknown_role_reject(tmp_path):
 def test_swe_agent_traj(tmp_path):
     _, (rec,), _ = _import(tmp_path, "swe-agent", "marshmallow-code__marshmallow-1867.traj")
     assert rec["instance_id"] == "marshmallow-code__marshmallow-1867"
+    # a run folder named with a time (or a `#`): the id is still the file's stem (it was the folder's name cut at `:`)
+    run = tmp_path / "run_2024-05-01T12:00:00#2"
+    run.mkdir()
+    shutil.copy(FIXTURES / "marshmallow-code__marshmallow-1867.traj", run)
+    import_files([str(run)], "swe-agent", tmp_path / "run.jsonl")
+    assert _records_and_rejects(tmp_path / "run.jsonl")[0][0]["instance_id"] == "marshmallow-code__marshmallow-1867"
     assert rec["patch"].startswith("diff --git") and _calls(rec) == [("bash", {"command": "ls"}), ("submit", {})]
     assert [m["tool_call_id"] for m in rec["messages"] if m["role"] == "tool"] == ["call_a", "call_b"]
 
@@ -460,6 +467,26 @@ def test_empty_or_missing_arguments_are_no_json_object(tmp_path, arguments):
     import_files([str(tmp_path / "in.jsonl")], "nvidia", out, max_reject_fraction=1)
     records, (reject,) = _records_and_rejects(out)
     assert not records and reject["reason"] == "invalid_tool_arguments"
+
+
+@pytest.mark.parametrize("fmt,row,named", [
+    ("sharegpt", {"id": "r", "conversations": [
+        {"from": "human", "value": "task"}, {"from": "gpt", "value": "<tool_call>\n{\"name\": \"x\", \"arguments\": {}}\n</tool_call>"},
+        {"from": "observation", "value": "out"},
+        {"from": "gpt", "value": "<tool_call>\n{\"name\": \"x\", \"arguments\": {\n</tool_call>"}]},
+     "turn 3: "),
+    ("nvidia", {"instance_id": "a__b-3", "trajectory_id": "r", "trajectory": [
+        {"role": "user", "content": "task"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "c", "name": "x", "arguments": "{}"}]}]},
+     "message 1: ")])
+def test_a_bad_tool_call_is_named_by_its_message(tmp_path, fmt, row, named):
+    """A malformed call written as text, or a structured one without `function`, is located as every other reject
+    is (`message i`, ShareGPT's `turn j`): in a trajectory of a hundred turns the detail alone did not say which."""
+    (tmp_path / "in.jsonl").write_text(json.dumps(row) + "\n")
+    out = tmp_path / "out.jsonl"
+    import_files([str(tmp_path / "in.jsonl")], fmt, out, max_reject_fraction=1)
+    (reject,) = _records_and_rejects(out)[1]
+    assert reject["reason"] in ("invalid_tool_arguments", "bad_tool_call") and reject["detail"].startswith(named)
 
 
 @pytest.mark.parametrize("fmt,id_column", [("nvidia", "trajectory_id"), ("nebius", "trajectory_id"),

@@ -231,3 +231,5 @@ def test_render_fails_when_too_many_rows_are_rejected_and_writes_nothing(tmp_pat
     assert result.output == (f"Error: 3 of 3 rows rejected (100.0% > --max-reject-fraction 1.0%); reasons: "
                              f"missing_field: 3; details in {tmp_path / 'r.rejects.jsonl'}\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.rejects.jsonl", "rendered.jsonl"]
+    # each reject names its row's id, as `import` and `prepare` name it
+    assert [json.loads(x)["id"] for x in (tmp_path / "r.rejects.jsonl").read_text().splitlines()] == ["r0", "r1", "r2"]

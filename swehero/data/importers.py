@@ -196,10 +196,13 @@ def openai_messages(messages: list[dict], parse_text_calls: bool = False, markup
                 if raw_calls:
                     raise Reject("bad_message", f"message {i} has both tool_calls and a legacy function_call")
                 raw_calls = [{"function": m["function_call"]}]
-            calls = [_openai_call(c, f"call_{i}_{j}") for j, c in enumerate(raw_calls)]
-            from_text = parse_text_calls and not calls
-            if from_text:
-                content, calls = parse_text_tool_calls(content, f"call_{i}", markup_only)
+            try:  # a call's reject names its message, as every other detail does
+                calls = [_openai_call(c, f"call_{i}_{j}") for j, c in enumerate(raw_calls)]
+                from_text = parse_text_calls and not calls
+                if from_text:
+                    content, calls = parse_text_tool_calls(content, f"call_{i}", markup_only)
+            except Reject as e:
+                raise Reject(e.reason, f"message {i}: {e.detail}") from None
             pending = [c["id"] for c in calls]
             msg = {"role": "assistant", "content": content}
             if calls:
@@ -402,7 +405,9 @@ def swe_agent(row: dict, where: str, stage: str | None) -> dict:
     the instance id is the file name's stem, the patch `info.submission`."""
     _require(row, "history")
     info = row.get("info") or {}
-    instance_id = row.get("instance_id") or Path(where.split(":")[0].split("#")[0]).stem
+    # `where` is the file, with `:LINE` or `#ROW` after it for files of many rows: only that suffix goes (a run
+    # folder may be named with a time, `run_2024-05-01T12:00:00`)
+    instance_id = row.get("instance_id") or Path(re.sub(r"[:#]\d+$", "", where)).stem
     messages = openai_messages(row["history"], parse_text_calls=True)
     return {
         "id": f"swe-agent@{where}",

@@ -289,9 +289,10 @@ def render_files(inputs: list[str], tokenizer, out, mask: str = "all",
                 n["read"] += 1
                 bar.update()
                 try:
-                    record = renderer.trainable(validate(parse_row(row)))
-                except Reject as r:
-                    rejects.add(where, r)
+                    row = parse_row(row)
+                    record = renderer.trainable(validate(row))
+                except Reject as r:  # with the row's id, as `import` and `prepare` write it
+                    rejects.add(where, r, row.get("id") if isinstance(row, dict) else None)
                     continue
                 r = renderer.render(record)
                 ids, trained = r.input_ids.tolist(), r.loss_mask.tolist()
