@@ -208,6 +208,10 @@ def test_benchmark_presets_resolve_and_fail_clearly_offline(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "Error: could not load princeton-nlp/SWE-bench_Verified" in done.stderr
     assert "hf download --repo-type dataset" in done.stderr
+    # a hub id loads that copy: the harness's has the `eval_script` the local grader needs (it loaded princeton-nlp's)
+    load = "from swehero.rollout.tasks import load_tasks; load_tasks('swe-bench/swe-bench_verified')"
+    done = subprocess.run([sys.executable, "-c", load], env=env, capture_output=True, text=True, timeout=120)
+    assert "could not load SWE-bench/SWE-bench_Verified" in done.stderr, done.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -388,8 +392,13 @@ def test_every_instance_gets_one_outcome(episode, grade, patch, expected):
 
 
 def test_a_patch_at_a_limit_not_graded_yet_is_flagged_as_not_graded():
-    """So the report's "Not graded" notice counts it: graded, it may well resolve."""
+    """So the report's "Not graded" notice counts it: graded, it may well resolve. An agent_error's partial patch
+    too: it is graded as well, and `eval select` refuses the folder while it is not."""
     assert outcome({"finish_reason": "context_limit", "error": "128k"}, None, "d") == ("infra_error", NOT_GRADED)
+    assert outcome({"finish_reason": "agent_error", "error": "server gone"}, None, "d") == ("infra_error", NOT_GRADED)
+    assert outcome({"finish_reason": "agent_error", "error": "server gone"}, {"resolved": False, "error": "disk",
+                                                                            "retry": True}, "d")[1].startswith(
+        NOT_GRADED)
 
 
 def _priced_folder(out: Path, tokens: dict) -> None:

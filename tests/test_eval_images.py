@@ -56,6 +56,15 @@ def test_harness_columns_make_a_test_spec_that_runs_the_test_patch(toy, tmp_path
     with_data = harness_columns({**task, "test_patch": task["test_patch"] + data})["eval_script"]
     assert "python -m pytest -rA -p no:cacheprovider --color=no tests/test_ops.py\n" in with_data
     assert f"git checkout {task['base_commit']} tests/test_ops.py\n" in with_data
+    # a row without `version` (SWE-smith's), which the harness needs: the file written grades all the same (the
+    # check before inference refused it, and told the user to write the same file again)
+    from swehero.eval.harness import check_harness_dataset
+
+    unversioned = [{k: v for k, v in t.items() if k != "version"} for t in load_tasks(str(toy))]
+    out = write_harness_tasks(unversioned, tmp_path / "unversioned.jsonl")
+    rows = load_swebench_dataset(str(out))
+    check_harness_dataset(rows, str(out), [t["instance_id"] for t in rows])
+    assert make_test_spec(rows[0]).image == swebench_image(rows[0]["instance_id"])
 
 
 def test_dockerfile_puts_the_environment_before_the_repository():

@@ -88,9 +88,10 @@ def eval_script(task: dict) -> str:
 
 
 def harness_columns(task: dict) -> dict:
-    """The columns swebench 5's `make_test_spec` needs for a task of these images."""
+    """The columns swebench 5's `make_test_spec` needs for a task of these images: `version` too, which rows of
+    other sources (SWE-smith's) lack and nothing here needs (the harness reads it; any value names these images)."""
     return {"image": image_name(task), "eval_script": eval_script(task), "log_parser": "parse_log_pytest",
-            "eval_type": "pass_and_fail"}
+            "eval_type": "pass_and_fail", "version": task.get("version") or "0"}
 
 
 def dockerfile(base: str, packages: list[str], install: str) -> str:

@@ -43,14 +43,16 @@ def outcome(attempt: dict, grade: dict | None, patch: str) -> tuple[str, str]:
     metadata (finish_reason, error)."""
     if grade and grade["resolved"]:
         return "resolved", ""
-    if attempt.get("finish_reason") == "agent_error":
-        return "infra_error", attempt.get("error", "")
+    # Not graded yet, whatever the finish reason (an agent_error keeps its partial patch, which is graded too):
+    # before the limits, since a patch at a limit may resolve; the notice and `eval select` count these
     if grade and not is_final(grade):  # a grading error to retry: no verdict yet
         return "infra_error", f"{NOT_GRADED}: {grade.get('error', '')}"
+    if grade is None and patch.strip():
+        return "infra_error", NOT_GRADED
+    if attempt.get("finish_reason") == "agent_error":
+        return "infra_error", attempt.get("error", "")
     if grade and grade.get("infra_failure"):
         return "infra_error", grade.get("error", "")
-    if grade is None and patch.strip():  # before the limits: a patch at a limit is graded too, and may resolve
-        return "infra_error", NOT_GRADED
     if attempt.get("finish_reason") in _LIMITS:
         return _LIMITS[attempt["finish_reason"]], attempt.get("error", "")
     if not patch.strip():

@@ -238,15 +238,19 @@ def _load_rows(source: str, split: str) -> list[tuple[str, dict]]:
     if bench is None:
         raise InputError(f"{source!r} is neither a task file nor a known benchmark "
                          f"({', '.join(f'{k} = {b.hub_id}' for k, b in BENCHMARKS.items())})")
+    # the copy named: swebench's harness dataset has columns (`eval_script`) the original lacks; a short name, the
+    # benchmark's original
+    hub_id = next((i for i in (bench.hub_id, bench.harness_dataset) if i.lower() == source.strip().lower()),
+                  bench.hub_id)
     try:
-        rows = datasets.load_dataset(bench.hub_id, split=split or bench.split)
+        rows = datasets.load_dataset(hub_id, split=split or bench.split)
     except Exception as e:  # offline without a cache, gated, renamed: all end the same way for the user
         raise MissingInput(
-            f"could not load {bench.hub_id} through `datasets` ({type(e).__name__}: {e}). It must be in the "
-            f"Hugging Face cache or downloadable: run `hf download --repo-type dataset {bench.hub_id}` on a machine "
+            f"could not load {hub_id} through `datasets` ({type(e).__name__}: {e}). It must be in the "
+            f"Hugging Face cache or downloadable: run `hf download --repo-type dataset {hub_id}` on a machine "
             "with network access (or a recipe's `download` stage), or pass a local .jsonl/.parquet file of the tasks."
         ) from e
-    return [(f"{bench.hub_id}:{i}", row) for i, row in enumerate(rows, 1)]
+    return [(f"{hub_id}:{i}", row) for i, row in enumerate(rows, 1)]
 
 
 def load_tasks(source: str, split: str = "", tests: bool = False) -> list[dict]:
