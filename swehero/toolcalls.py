@@ -136,8 +136,8 @@ def _block(text: str, start: int, streaming: bool) -> Block | None:
 def _json_block(text: str, start: int, body: int, streaming: bool) -> Block | None:
     try:
         value, body_end = _DECODER.raw_decode(text, body)
-    except json.JSONDecodeError as e:
-        if streaming and _json_prefix(text[body:], e):
+    except (ValueError, RecursionError) as e:  # besides bad JSON: 4,300+ digits in a number, or nesting 1,000 deep
+        if streaming and isinstance(e, json.JSONDecodeError) and _json_prefix(text[body:], e):
             return None
         return _failed(text, start, body, f"tool call is not valid JSON: {text[body:body + 80]!r}")
     call = _as_call(value)
@@ -195,7 +195,7 @@ def _typed(tool: str, key: str, value: str):
         return value
     try:
         return json.loads(value)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # see `_json_block`
         raise MalformedToolCall(f"parameter {key} of {tool} is not a valid {kind}: {value[:80]!r}") from None
 
 
@@ -209,7 +209,7 @@ def _as_call(value: object) -> dict | None:
     if isinstance(arguments, str):  # some models double-encode; accept a JSON string holding an object
         try:
             arguments = _DECODER.decode(arguments)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # see `_json_block`
             return None
     return {"name": value["name"], "arguments": arguments} if isinstance(arguments, dict) else None
 
@@ -303,6 +303,6 @@ def _json_prefix(text: str, error: json.JSONDecodeError) -> bool:
 def _decodes(text: str) -> bool:
     try:
         _DECODER.decode(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # see `_json_block`
         return False
     return True

@@ -162,6 +162,9 @@ def test_an_empty_reply_is_left_out_but_the_quality_filter_still_drops_the_traje
 @pytest.mark.parametrize("name, arguments, error", [
     ("execute_bash", "{not json", "Failed to parse tool call arguments: {not json"),
     ("execute_bash", "", "Failed to parse tool call arguments: "),
+    # JSON Python's decoder refuses all the same (ValueError): a number of 4,300+ digits
+    ("execute_bash", '{"timeout": ' + "9" * 5000 + "}", 'Failed to parse tool call arguments: {"timeout": ' + "9" * 5000
+     + "}"),
     ("execute_bash", {"command": "ls", "timeout": "soon"}, "Invalid float passed to 'timeout' argument: soon"),
     ("str_replace_editor", {"command": "create", "path": "/testbed/n.py", "file_text": "", "security_risk": "LOW"},
      "Unexpected argument security_risk in tool call str_replace_editor. Allowed arguments are: {'command', 'path', "

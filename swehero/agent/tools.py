@@ -79,7 +79,7 @@ def parse_call(name: str, arguments: str | dict) -> dict:
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also 4,300+ digits in a number, or nesting 1,000 deep
             raise InvalidCall(f"Failed to parse tool call arguments: {arguments}") from None
     if name not in TOOL_NAMES:  # the arguments as Python prints them, as there
         raise InvalidCall(f"Tool {name} is not registered. (arguments: {arguments}). Please check the tool name and "
