@@ -1,6 +1,7 @@
 """swehero distill with the oracle teacher on the toy tasks (real git repositories, bubblewrap sandbox): both modes,
 kill -9 and resume, Ctrl-C and SIGTERM, shards and their merge, the Slurm script, the endpoint pool."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -508,12 +509,25 @@ def test_the_wait_for_the_shared_environment_is_bounded(toy, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_an_environment_build_stopped_midway_leaves_nothing_behind(toy, tmp_path):
+@pytest.mark.parametrize("stopped_by", ["runner", "scheduler"])
+def test_an_environment_build_stopped_midway_leaves_nothing_behind(toy, tmp_path, stopped_by):
     """An attempt stopped (SIGTERM) while it builds the shared environment: no half-built environment is left, and
-    no failure is recorded for the build, which did not fail; the next attempt builds it afresh."""
+    no failure is recorded for the build, which did not fail; the next attempt builds it afresh. Stopped by the
+    runner (`stop`), or by a scheduler, whose SIGTERM reaches the attempt's process before the runner has set
+    `stop` (`scancel`: every process of the job): interrupted all the same (it was an agent_error, committed)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from swehero.rollout.attempt import attempt_in_child
+
+    def stop_attempt() -> None:
+        if stopped_by == "runner":
+            return stop.set()
+        work = str(tmp_path / "work")
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+                if "swehero.rollout.attempt" in argv and any(a.startswith(work) for a in argv):
+                    os.kill(int(proc.name), signal.SIGTERM)
 
     task = lines(toy)[0]
     source = toy.parent / "repos" / task["repo"].replace("/", "__")
@@ -526,7 +540,7 @@ def test_an_environment_build_stopped_midway_leaves_nothing_behind(toy, tmp_path
             assert not future.done() and time.monotonic() < deadline, future.result() if future.done() else "no build"
             time.sleep(0.05)
         time.sleep(0.5)
-        stop.set()
+        stop_attempt()
         assert future.result(timeout=60) is None
     assert not list(envs.glob("*.failed.json"))
     assert sorted(p.name for p in envs.iterdir() if p.is_dir() and p.name != "wheels") == []

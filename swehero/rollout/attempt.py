@@ -135,7 +135,9 @@ class _Clock(Progress):
 def attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | None, workdir: Path,
                      stop: threading.Event | None = None, history_cache: Path | None = None) -> dict | None:
     """`attempt` in a child process, in `workdir` (emptied first); killed `kill_grace_s` after the time limit.
-    Once `stop` is set the attempt is ended and None returned: an interrupted attempt has nothing to commit.
+    Once `stop` is set the attempt is ended and None returned: an interrupted attempt has nothing to commit. A
+    child that a SIGTERM or SIGINT of its own ended without a record is interrupted too: a scheduler (`scancel`, a
+    job's time limit) signals every process of the job at once, the child before the runner may have set `stop`.
     `history_cache` is shared with the task's other attempts (see `LocalRuntime.for_task`)."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
@@ -170,9 +172,15 @@ def attempt_in_child(task: dict, settings: AgentSettings, source_repo: Path | No
         raise
     if result.exists():
         return json.loads(result.read_text())
+    if child.returncode in _INTERRUPTED:
+        return None
     tail = (workdir / "stderr.txt").read_text(errors="replace")[-2000:]
     return _failed(task, settings, "agent_error", f"attempt process exited with status {child.returncode}: {tail}",
                    time.monotonic() - start)
+
+
+_INTERRUPTED = {code for sig in (signal.SIGTERM, signal.SIGINT) for code in (-sig, 128 + sig)}
+"""The exit statuses of a child that a signal to stop ended (killed by it, or exiting as a shell reports it)."""
 
 
 def _read_clock(file: Path) -> dict:
