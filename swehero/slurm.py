@@ -11,6 +11,11 @@ from pathlib import Path
 from swehero.errors import Unavailable
 
 
+def directive_value(value: str) -> str:
+    """`value` double-quoted for an `#SBATCH` line, which sbatch splits at blanks and cuts at an unquoted `#`."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _tool(name: str, why: str) -> str:
     path = shutil.which(name)
     if path is None:

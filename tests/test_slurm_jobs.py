@@ -128,6 +128,8 @@ def test_a_two_node_training_job_goes_on_after_a_cancel_and_its_stage_completes_
 def test_a_distill_array_job_runs_every_task_once_across_its_shards_wherever_it_is_submitted(slurm, tmp_path):
     from swehero.rollout.toy import build_toy_tasks
 
+    tmp_path = tmp_path / "my runs"  # a blank in the folders: sbatch split `#SBATCH --chdir=` there
+    tmp_path.mkdir()
     tasks = build_toy_tasks(tmp_path / "toy")
     out = tmp_path / "zero"
     # Relative paths, then the script submitted by hand from another folder: its tasks read what was meant here.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from swehero.errors import InputError, MissingInput
 from swehero.rollout.endpoints import serves_here
+from swehero.slurm import directive_value
 
 
 def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ()) -> Path:
@@ -41,13 +42,15 @@ def slurm_job(settings, shards: int, out_dir: Path, sbatch_args: list[str] = ())
     cpus = gpus + 2 + settings.workers  # one per episode; two for the run (serving: its API server and engine); a
     # process per GPU
     lines = ["#!/bin/bash", "#SBATCH --job-name=swehero-distill", f"#SBATCH --array=0-{shards - 1}",
-             f"#SBATCH --chdir={Path.cwd()}", f"#SBATCH --output={out}/slurm-%A_%a.log",
+             f"#SBATCH --chdir={directive_value(str(Path.cwd()))}",
+             f"#SBATCH --output={directive_value(f'{out}/slurm-%A_%a.log')}",
              # one node: the shard's server and its workers meet on localhost (a job's --gpus may span nodes)
              "#SBATCH --nodes=1",
              *([f"#SBATCH --gpus={gpus}"] if serves else []), f"#SBATCH --cpus-per-task={cpus}",
              *(f"#SBATCH {a}" for a in sbatch_args),
              "set -euo pipefail",
-             f"# when every array task is done: swehero distill merge {out}/shard-* --out {out}",
+             f"# when every array task is done: swehero distill merge {shlex.quote(str(out))}/shard-* --out "
+             f"{shlex.quote(str(out))}",
              f"{shlex.quote(sys.executable)} -m swehero distill --config {shlex.quote(str(out / 'distill.yaml'))} "
              f'--shard "$SLURM_ARRAY_TASK_ID/{shards}" --out "{out}/shard-$SLURM_ARRAY_TASK_ID"']
     (out / "distill.sbatch").write_text("\n".join(lines) + "\n")

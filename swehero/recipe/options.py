@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import inspect
 import re
+import shlex
 import textwrap
 import typing
 from pathlib import Path
@@ -471,5 +472,5 @@ def submit_if_asked(script: Path, submit: bool) -> str | None:
     from swehero.slurm import submit as sbatch
 
     job = sbatch(script) if submit else None
-    click.echo(f"wrote {script}; " + (f"submitted as Slurm job {job}" if job else f"submit it with: sbatch {script}"))
+    click.echo(f"wrote {script}; " + (f"submitted as Slurm job {job}" if job else f"submit it with: sbatch {shlex.quote(str(script))}"))
     return job

@@ -16,6 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
+from swehero.slurm import directive_value
+
 RDZV_PORT = 29500
 WORKER_ENV = {"CUDA_DEVICE_MAX_CONNECTIONS": "1"}  # Megatron overlaps TP communication with compute only with 1
 STOP_SIGNAL = signal.SIGUSR1
@@ -92,12 +94,12 @@ def slurm_script(stage_dir: Path, nodes: int, gpus_per_node: int, job_name: str,
         f"--container-workdir={shlex.quote(str(stage_dir))} " if container_image else ""
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name={_directive_value(job_name)}",
+        f"#SBATCH --job-name={directive_value(job_name)}",
         f"#SBATCH --nodes={nodes}",
         "#SBATCH --ntasks-per-node=1",
         f"#SBATCH --gpus-per-node={gpus_per_node}",
         "#SBATCH --exclusive",
-        f"#SBATCH --output={_directive_value(f'{stage_dir}/slurm-%j.out')}",
+        f"#SBATCH --output={directive_value(f'{stage_dir}/slurm-%j.out')}",
         # To the step's processes before the time limit: the workers save at the next step boundary and exit.
         f"#SBATCH --signal={STOP_SIGNAL.name.removeprefix('SIG')}@{STOP_MARGIN_S}",
         *[f"#SBATCH {option}" for option in sbatch_options],  # after ours: sbatch takes an option's last value
@@ -111,11 +113,6 @@ def slurm_script(stage_dir: Path, nodes: int, gpus_per_node: int, job_name: str,
         "",
     ]
     return "\n".join(lines)
-
-
-def _directive_value(value: str) -> str:
-    """`value` double-quoted for an `#SBATCH` line, which sbatch splits at blanks and cuts at an unquoted `#`."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _children() -> list[int]:
