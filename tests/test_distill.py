@@ -411,6 +411,7 @@ def test_an_episode_past_the_context_at_once_is_committed_and_the_filter_drops_i
     resume does not make it again; the filter refused the whole file at it and wrote nothing."""
     from swehero.distill.filter_io import filter_file
     from swehero.distill.filters import FilterConfig
+    from swehero.errors import InputError
 
     teacher = JsonServer(lambda method, path, body: (400, {"error": "This model's maximum context length is 131072 "
                                                                     "tokens. However, you requested 200000 tokens"}))
@@ -423,6 +424,14 @@ def test_an_episode_past_the_context_at_once_is_committed_and_the_filter_drops_i
     out = filter_file(str(tmp_path / "run" / "trajectories.jsonl"), FilterConfig(stage="zero"), tmp_path / "f")
     assert lines(Path(out["trajectories"])) == []
     assert [d["rule"] for d in lines(Path(out["dropped"]))] == ["no_assistant_turn"]
+    # never into the run's own folder (its log was replaced by what the filters kept), nor over the file it reads
+    log = tmp_path / "run" / "trajectories.jsonl"
+    before = log.read_bytes()
+    with pytest.raises(InputError, match="a distill run's folder"):
+        filter_file(str(log), FilterConfig(stage="zero"), tmp_path / "run")
+    with pytest.raises(InputError, match="is read as input"):
+        filter_file(str(tmp_path / "f"), FilterConfig(stage="zero"), tmp_path / "f")
+    assert log.read_bytes() == before
 
 
 def _exec_settings(tmp_path: Path, install: str, **limits) -> AgentSettings:

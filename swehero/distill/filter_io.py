@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from swehero.data.select import Selection, select_lines
-from swehero.data.sources import iter_trajectories
+from swehero.data.sources import expand, iter_trajectories
 from swehero.data.trajectory import validate
 from swehero.distill.filters import GRADES, FilterConfig, Grades, check_gradable, filter_trajectories, logged_grades
 from swehero.errors import InputError
@@ -26,6 +26,7 @@ def filter_file(path: str, cfg: FilterConfig, out_dir: Path, seed: int = Selecti
     the run before hours of grading, not after; each grade is logged in `out_dir/grades.jsonl` as it is made, kept
     whatever stops the run, and reused by the next run into `out_dir`."""
     out_dir = Path(out_dir)
+    _refuse_replacing_input(path, out_dir)
     check_gradable(trajectories(path), cfg, logged_grades(out_dir / GRADES) if cfg.resolved_only else {})
     selection = cfg.selection(seed)
     made = not out_dir.exists()
@@ -66,6 +67,22 @@ def _holds_grades(out_dir: Path) -> bool:
     """Whether `out_dir` holds grades, hours of tests that a rerun reuses."""
     log = out_dir / GRADES
     return log.is_file() and log.stat().st_size > 0
+
+
+def _refuse_replacing_input(path: str, out_dir: Path) -> None:
+    """The outputs replace files of `out_dir`: never one being read, nor a distill run's log (filtered into its own
+    folder, a run's append-only `trajectories.jsonl` was replaced by what the filters kept: the teacher's other
+    episodes lost, and a rerun of the run made them again and appended them to the filtered file)."""
+    from swehero.distill.run import ATTEMPTS
+
+    if (out_dir / ATTEMPTS).is_file():
+        raise InputError(f"{out_dir} is a distill run's folder: filtering into it would replace the run's "
+                         "trajectories.jsonl; write the filtered trajectories to another folder (--out)")
+    read = {p.resolve() for p in expand([str(path)])}
+    for name in ("trajectories.jsonl", "dropped.jsonl"):
+        if (out_dir / name).resolve() in read:
+            raise InputError(f"{out_dir / name} is read as input and would be replaced by the output: write the "
+                             "filtered trajectories to another folder (--out)")
 
 
 def trajectories(path: str) -> Iterator[dict]:
