@@ -1156,9 +1156,9 @@ def test_repository_mirrors_are_cloned_once_and_serve_every_rollout(toy, tmp_pat
         bare = subprocess.run(["git", "-C", str(mirror), "rev-parse", "--is-bare-repository"],
                               capture_output=True, text=True, check=True).stdout.strip()
         assert bare == "true"
-    assert ensure_mirrors({t["repo"] for t in lines(tasks)}, source, tmp_path / "out" / "mirrors") == {
+    assert ensure_mirrors({t["repo"]: () for t in lines(tasks)}, source, tmp_path / "out" / "mirrors") == {
         t["repo"]: "cached" for t in lines(tasks)}
-    failed = ensure_mirrors({"nobody/nothing"}, source, tmp_path / "other")["nobody/nothing"]
+    failed = ensure_mirrors({"nobody/nothing": ()}, source, tmp_path / "other")["nobody/nothing"]
     assert failed.startswith("nobody/nothing: no mirror, git clone --mirror ") and "does not exist" in failed
     assert not (tmp_path / "other" / "nobody__nothing").exists()  # a failed clone leaves no mirror
 

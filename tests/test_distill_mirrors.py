@@ -23,7 +23,7 @@ go = Path(sys.argv[3])
 print("ready", flush=True)
 while not go.exists():  # both processes start cloning within a millisecond of each other
     time.sleep(0.001)
-print(json.dumps(ensure_mirrors({"o/big"}, sys.argv[1], Path(sys.argv[2]))))
+print(json.dumps(ensure_mirrors({"o/big": ()}, sys.argv[1], Path(sys.argv[2]))))
 """
 
 
@@ -63,7 +63,7 @@ def test_a_process_clones_several_repositories_at_once(tmp_path):
 
     from swehero.distill.mirrors import ensure_mirrors
 
-    repos = {f"o/big{i}" for i in range(4)}
+    repos = {f"o/big{i}": () for i in range(4)}
     for repo in repos:
         big_repository(tmp_path / "src" / repo.replace("/", "__"), files=30)
     cache, outcomes, most = tmp_path / "mirrors", {}, 0
@@ -83,8 +83,78 @@ def test_a_clone_killed_midway_is_redone(tmp_path):
     big_repository(tmp_path / "src" / "o__big", files=2)
     left = tmp_path / "mirrors" / "o__big.partial-0123"
     left.mkdir(parents=True)
-    assert ensure_mirrors({"o/big"}, f"{tmp_path}/src/{{repo_dir}}", tmp_path / "mirrors") == {"o/big": "cloned"}
+    assert ensure_mirrors({"o/big": ()}, f"{tmp_path}/src/{{repo_dir}}", tmp_path / "mirrors") == {"o/big": "cloned"}
     assert not left.exists()
+
+
+def git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+def later_commit(source: Path, parent: str, ref: str = "refs/heads/later") -> str:
+    """A commit the source gains after its mirror was cloned: `parent`'s files, on a branch of its own."""
+    sha = git(source, "commit-tree", f"{parent}^{{tree}}", "-p", parent, "-m", "later").stdout.strip()
+    git(source, "update-ref", ref, sha)
+    return sha
+
+
+def has(mirror: Path, sha: str) -> bool:
+    return git(mirror, "cat-file", "-e", f"{sha}^{{commit}}").returncode == 0
+
+
+def test_a_mirror_is_fetched_into_for_a_commit_its_source_gained_since_its_clone(tmp_path):
+    """A mirror was "cached" forever: a task added later, at a commit its source gained since, failed on every
+    rerun (and the run still exited 0)."""
+    from swehero.distill.mirrors import ensure_mirrors
+
+    source, cache, url = tmp_path / "src" / "o__r", tmp_path / "mirrors", f"{tmp_path}/src/{{repo_dir}}"
+    big_repository(source, files=1)
+    old = git(source, "rev-parse", "refs/heads/main").stdout.strip()
+    assert ensure_mirrors({"o/r": {old}}, url, cache) == {"o/r": "cloned"}
+    new = later_commit(source, old)
+    assert ensure_mirrors({"o/r": {old}}, url, cache) == {"o/r": "cached"}  # it has every commit: not fetched
+    assert not has(cache / "o__r", new)
+    assert ensure_mirrors({"o/r": {old, new}}, url, cache) == {"o/r": "updated"}
+    assert has(cache / "o__r", new) and git(cache / "o__r", "rev-parse", "refs/heads/later").stdout.strip() == new
+    assert ensure_mirrors({"o/r": {old, new}}, url, cache) == {"o/r": "cached"}
+    assert ensure_mirrors({"o/r": ()}, url, cache) == {"o/r": "cached"}  # no commits named: any mirror will do
+
+
+def test_a_mirror_whose_fetch_fails_stays_as_it_was(tmp_path, capfd):
+    """Its tasks at a commit it lacks fail (git's reason on stderr); its other tasks, and the other repositories,
+    still run from their mirrors."""
+    from swehero.distill.mirrors import MIRRORED, ensure_mirrors
+
+    source, cache, url = tmp_path / "src" / "o__r", tmp_path / "mirrors", f"{tmp_path}/src/{{repo_dir}}"
+    big_repository(source, files=1)
+    old = git(source, "rev-parse", "refs/heads/main").stdout.strip()
+    ensure_mirrors({"o/r": {old}}, url, cache)
+    shutil.rmtree(source)  # deleted at the source: nothing to fetch from
+    outcomes = ensure_mirrors({"o/r": {old, "0" * 40}}, url, cache)
+    assert outcomes == {"o/r": "stale"} and outcomes["o/r"] in MIRRORED
+    assert f"o/r: mirror not updated, its tasks at a commit it lacks fail: git fetch {source} failed: " \
+        in capfd.readouterr().err
+    assert has(cache / "o__r", old) and sorted(p.name for p in cache.iterdir()) == ["o__r", "o__r.lock"]
+
+
+@pytest.mark.slow
+def test_a_run_fetches_the_base_commit_of_a_task_added_since_its_mirror_was_cloned(tmp_path):
+    """The run passes each repository's base commits on, so that a rerun does the new task."""
+    toy = build_toy_tasks(tmp_path / "toy")
+    sources, tasks = tmp_path / "sources", tmp_path / "tasks.jsonl"
+    shutil.copytree(toy.parent / "repos", sources)
+    first = json.loads(toy.read_text().splitlines()[0])
+    tasks.write_text(json.dumps(first) + "\n")
+    settings = Settings(tasks=str(tasks), workers=1, progress=False, repo_url=f"{sources}/{{repo_dir}}",
+                        agent=AgentSettings(policy="oracle", mode="zero"))
+    assert distill(settings, tmp_path / "out")["episodes"] == 1
+    added = {**first, "instance_id": first["instance_id"] + "-later",
+             "base_commit": later_commit(sources / first["repo"].replace("/", "__"), first["base_commit"])}
+    with tasks.open("a") as out:
+        out.write(json.dumps(added) + "\n")
+    summary = distill(settings, tmp_path / "out")
+    assert summary["episodes"] == 2 and summary["failed_this_run"] == 0 and summary["outstanding_failures"] == 0
 
 
 @pytest.mark.slow

@@ -183,10 +183,10 @@ def distill(settings: Settings, out_dir: Path) -> dict:
                 for t in tasks for k in range(settings.rollouts) if (t["instance_id"], k) not in done]
         unmirrored: list[str] = []  # why a repository has no mirror: the reason its tasks are not attempted
         if settings.repo_url:
-            from swehero.distill.mirrors import MIRRORED, ensure_mirrors
+            from swehero.distill.mirrors import MIRRORED, base_commits, ensure_mirrors
 
             repos = Path(settings.repos) if settings.repos else out_dir / "mirrors"
-            outcomes = ensure_mirrors({job.task["repo"] for job in todo}, settings.repo_url, repos)
+            outcomes = ensure_mirrors(base_commits(job.task for job in todo), settings.repo_url, repos)
             unmirrored = [outcome for outcome in outcomes.values() if outcome not in MIRRORED]
 
         def commit(job: Job, record: dict) -> None:
