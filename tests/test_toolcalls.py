@@ -145,12 +145,19 @@ def test_function_markup_reads_alike_by_importers_agent_and_plugin(tokenizer, ca
 @pytest.mark.parametrize("body", [
     '{"name": "think", "arguments": {"thought": 1}',
     # what Python's decoder refuses besides bad JSON, which a model repeating itself writes: a number of 4,300+
-    # digits, nesting 1,000 deep (the plugin's error was vLLM's HTTP 400, the agent's a failed episode)
+    # digits, nesting 1,000 deep (the plugin's error was vLLM's HTTP 400, the agent's a failed episode); nesting
+    # past MAX_NESTING, which Python 3.13 decodes; a float beyond a double's range or NaN, which would be written
+    # back as Infinity and NaN, no JSON to a client
     '{"name": "execute_bash", "arguments": {"command": "ls", "timeout": ' + "1" * 5000 + "}}",
     '{"name": "str_replace_editor", "arguments": {"command": "view", "path": "/w", "view_range": '
     + "[" * 3000 + "]" * 3000 + "}}",
+    '{"name": "str_replace_editor", "arguments": {"command": "view", "path": "/w", "view_range": '
+    + "[" * 150 + "]" * 150 + "}}",
     '<function=str_replace_editor>\n<parameter=command>\nview\n</parameter>\n<parameter=view_range>\n'
-    + "[" * 3000 + "]" * 3000 + "\n</parameter>\n</function>"])
+    + "[" * 150 + "]" * 150 + "\n</parameter>\n</function>",
+    '{"name": "execute_bash", "arguments": {"command": "ls", "timeout": 1' + "0" * 400 + '.0}}',
+    '<function=execute_bash>\n<parameter=command>\nls\n</parameter>\n<parameter=timeout>\nNaN\n</parameter>\n'
+    "</function>"])
 def test_a_malformed_call_is_refused_by_importers_plugin_and_agent_alike(tokenizer, body):
     from swehero.agent.openai_policy import parse_text_tool_calls as agent_reader
     from swehero.data.importers import parse_text_tool_calls as importer_reader
