@@ -97,15 +97,13 @@ The message should include:
 """
 
 
-def _function(name: str, description: str, properties: dict, required: list[str]) -> dict:
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {"type": "object", "properties": properties, "required": required},
-        },
-    }
+def _function(name: str, description: str, properties: dict, required: list[str], required_first: bool = False
+              ) -> dict:
+    # in the order of OpenHands' own files (its finish.py writes `required` first): the chat template writes the
+    # tools into the system prompt key by key, as JSON
+    parameters = {"type": "object", "required": required, "properties": properties} if required_first else \
+        {"type": "object", "properties": properties, "required": required}
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
 
 
 _TOOLS: tuple[dict, ...] = (
@@ -140,6 +138,7 @@ _TOOLS: tuple[dict, ...] = (
         _FINISH_DESCRIPTION,
         {"message": {"type": "string", "description": "Final message to send to the user"}},
         ["message"],
+        required_first=True,
     ),
     _function(
         "str_replace_editor",
