@@ -396,6 +396,10 @@ def test_several_commands_on_separate_lines_are_refused_as_openhands_refuses_the
         "single command via && or ;\nProvided commands:\n(1) touch ran\n# then list\n(2) ls -1\n"
         "[Error occurred in processing last action]")
     assert not (rt.checkout / "ran").exists()
+    # cut to 30,000 characters as every error OpenHands' memory shows (a long line was shown whole)
+    long = Tools(rt, "exec").call("execute_bash", {"command": f"echo {'x' * 40_000}\necho done"}).observation
+    assert len(long) < 30_200 and "Observation truncated" in long
+    assert long.endswith("(2) echo done\n[Error occurred in processing last action]")
     # One top-level command each: chained, a compound, a quoted newline, a continued line; and a here-document
     # ending the command, which bashlex cannot parse, so OpenHands runs it whole.
     for command in ("touch a; touch b && touch c", "for f in d e; do\n  touch $f\ndone", "echo 'x\ny' > f",

@@ -56,7 +56,8 @@ class LoopConfig:
     max_context_tokens: Annotated[int, Range(min=1)] = 131072
     """Conversation size (server-reported prompt tokens, or characters / 4) at which the episode ends (128k)."""
     max_consecutive_errors: Annotated[int | None, Range(min=1)] = None
-    """Malformed replies in a row (no tool call, several calls, unknown tool, bad arguments) that end the episode;
+    """Malformed replies in a row (no tool call, unknown tool, bad arguments) that end the episode (a reply with
+    several calls runs them, as OpenHands does, so it ends no row: it counts as a format error only);
     None: no such limit, as in OpenHands, whose controller answers each and goes on (its stuck detector still ends
     the same reply without a call three times, and `max_steps` bounds the rest)."""
 

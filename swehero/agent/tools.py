@@ -40,8 +40,8 @@ SCRIPT_DEPTH = 8
 
 
 def error_observation(content: str) -> str:
-    """An OpenHands ErrorObservation as its agent puts it in the conversation."""
-    return content + ERROR_TRAILER
+    """An OpenHands ErrorObservation as its agent puts it in the conversation: cut as its observations are."""
+    return truncate(content) + ERROR_TRAILER
 
 
 @dataclass
@@ -65,7 +65,7 @@ class InvalidCall(ValueError):
     @property
     def observation(self) -> str:
         """What the model reads of it: OpenHands' ErrorObservation, cut as its observations are."""
-        return error_observation(truncate(str(self)))
+        return error_observation(str(self))
 
 
 REQUIRED = {"execute_bash": ("command",), "str_replace_editor": ("command", "path")}
