@@ -269,8 +269,9 @@ def test_length_percentiles_are_true_lengths_however_long(tmp_path, qwen_tokeniz
 
 @pytest.mark.slow
 def test_each_input_file_and_each_trajectory_is_trained_once(built):
-    """A folder and a file in it name the file once; a later copy of a conversation already read is a `duplicate`
-    reject, found by its content: another trajectory that happens to share its id is kept."""
+    """A folder and a file in it name the file once; a later copy of a conversation already read is dropped as a
+    `duplicate`, found by its content: another trajectory that happens to share its id is kept. A folder holding a
+    whole copy of a file trains it once, within the default reject limit (duplicates counted as rejects failed it)."""
     tmp, records, cfg, _ = built
     sub = tmp / "dup"
     sub.mkdir()
@@ -279,13 +280,10 @@ def test_each_input_file_and_each_trajectory_is_trained_once(built):
     assert once["trajectories"]["read"] == once["trajectories"]["kept"] == 6
     copy, same_id = {**records[2], "id": "copied"}, {**records[7], "id": records[0]["id"]}
     (sub / "b.jsonl").write_text(json.dumps(copy) + "\n" + json.dumps(same_id) + "\n")
-    lenient = PrepareConfig(**{**cfg.__dict__, "max_reject_fraction": 0.5})
-    twice = prepare([str(sub)], str(QWEN), tmp / "dup-ids", lenient)
-    assert twice["trajectories"]["read"] == 8 and twice["trajectories"]["kept"] == 7
-    assert twice["trajectories"]["rejected"] == {"duplicate": 1}
-    reject = json.loads((tmp / "dup-ids" / "rejects.jsonl").read_text())
-    assert reject == {"where": f"{sub / 'b.jsonl'}:1", "reason": "duplicate",
-                      "detail": f"the same messages and tools as {sub / 'a.jsonl'}:3", "id": "copied"}
+    shutil.copy(sub / "a.jsonl", sub / "c.jsonl")
+    twice = prepare([str(sub)], str(QWEN), tmp / "dup-ids", cfg)
+    assert twice["trajectories"]["read"] == 14 and twice["trajectories"]["kept"] == 7
+    assert twice["trajectories"]["dropped"] == {"duplicate": 7} and twice["trajectories"]["rejected"] == {}
 
 
 @pytest.mark.slow

@@ -122,6 +122,9 @@ def test_validate_normalises_null_content_and_rejects_bad_records():
         (lambda r: r["messages"][-1].update(content="", tool_calls=[]), "empty_assistant_turn"),
         (lambda r: r.update(messages=[m for m in r["messages"] if m["role"] != "assistant"]), "no_assistant_turn"),
         (lambda r: r.update(stage="three"), "bad_field"),
+        # tool calls on a user message: the template decoded them, and prepare stopped with a JSONDecodeError
+        (lambda r: r["messages"][1].update(tool_calls=[{"function": {"name": "execute_bash", "arguments": "ls"}}]),
+         "bad_message"),
     ]:
         bad = samples()[0]
         mutate(bad)

@@ -274,10 +274,11 @@ def _build(files: list[Path], inputs: list[str], tok, tmp: Path, cfg: PrepareCon
                     rejects.add(where, Reject(res[3], res[4]), record_id)
                     continue
                 # the same conversation again (another copy of a file): trained once. By content, not by `id`: a
-                # source's ids need not be unique, and two copies need not share one
+                # source's ids need not be unique, and two copies need not share one. Dropped, not rejected: a
+                # copy is no malformed row, and a folder holding a copy of a file would exceed any reject limit
                 digest = res[3]
                 if digest in seen:
-                    rejects.add(where, Reject("duplicate", f"the same messages and tools as {seen[digest]}"), record_id)
+                    dropped["duplicate"] += 1
                     continue
                 seen[digest] = where
                 length = res[5]

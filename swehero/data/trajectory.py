@@ -141,6 +141,8 @@ def _check_messages(messages: Any, turnless: bool) -> None:
                 raise Reject("empty_assistant_turn", f"message {i}")
             for call in calls:
                 _check_tool_call(call, i)
+        elif m.get("tool_calls"):  # only the model calls tools; rendering would read these as calls
+            raise Reject("bad_message", f"message {i} ({role}) has tool_calls")
     if n_assistant == 0 and not turnless:
         raise Reject("no_assistant_turn")
 
