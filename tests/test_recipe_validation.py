@@ -581,6 +581,16 @@ def test_plan_reports_a_size_of_0_instead_of_dividing_by_it(assignment):
     assert result.exit_code == 2 and "must be >= 1, got 0" in result.output, result.output
 
 
+@pytest.mark.parametrize("root, said", [("/ws/{name}", "takes the placeholders {repo} and {version} only"),
+                                        ("workspace/{repo}", "must be an absolute path"),
+                                        ("/tmp/{repo}", "cannot appear at /tmp/owner__name inside the sandbox")])
+def test_an_agent_root_no_attempt_can_use_is_refused_before_the_run(tmp_path, root, said):
+    """Each attempt of a run failed on it (an agent_error each, the run exiting 0). (Reported again where another
+    stage takes the same agent section.)"""
+    found = problems("tiny-cpu", f"run_dir={tmp_path}", f"stages.eval_untrained.agent.root={root}")
+    assert re.fullmatch(rf"--set: stages\[\d+\]\.agent\.root: .*{re.escape(said)}.*", found[0]), found
+
+
 def test_min_lr_above_lr_is_reported_at_its_line(tmp_path):
     path = write(tmp_path, """\
         name: t

@@ -329,10 +329,8 @@ class LocalRuntime(OneCommandAtATime):
             raise Unavailable(f"`setsid` (util-linux) is not on the sandbox's PATH ({config.path}); the local runtime "
                               "needs it to give each command its own terminal. Install util-linux, or use "
                               "`--runtime docker`.")
-        if _under(root, (*SYSTEM_DIRS, "tmp", "proc", "dev", STATE_DIR.strip("/"), VENV_ROOT.strip("/"))) \
-                or root == "/":
-            raise InputError(f"the repository cannot appear at {root} inside the sandbox: that path is the "
-                             "sandbox's own; choose another agent root (e.g. /workspace/<name> or /testbed)")
+        if problem := root_problem(root):
+            raise InputError(problem)
         self.checkout, self.root, self.config, self.env = checkout.resolve(), root, config, env
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=workdir.resolve()))
@@ -473,6 +471,14 @@ def _exclude(checkout: Path, patterns: list[str]) -> None:
 def untracked_patterns(checkout: Path) -> list[str]:
     """Exclude patterns matching exactly the files git does not track in `checkout` now (see `exclude_patterns`)."""
     return exclude_patterns(subprocess.run(UNTRACKED_COMMAND, cwd=checkout, check=True, capture_output=True).stdout)
+
+
+def root_problem(root: str) -> str | None:
+    """Why the repository cannot appear at `root` inside the sandbox, or None."""
+    if _under(root, (*SYSTEM_DIRS, "tmp", "proc", "dev", STATE_DIR.strip("/"), VENV_ROOT.strip("/"))) or root == "/":
+        return (f"the repository cannot appear at {root} inside the sandbox: that path is the sandbox's own; choose "
+                "another agent root (e.g. /workspace/<name> or /testbed)")
+    return None
 
 
 def _under(path: str, tops) -> bool:

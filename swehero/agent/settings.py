@@ -5,10 +5,12 @@ container)."""
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Literal
 
 from swehero.agent.container import DockerConfig
+from swehero.agent.local import root_problem
 from swehero.agent.loop import LoopConfig
 from swehero.agent.openai_policy import OpenAIConfig
 from swehero.agent.runtime import RuntimeConfig
@@ -54,3 +56,17 @@ class AgentSettings:
     command, test dependencies, Python version, cache; the agent's `python` and `pytest` are the task's."""
     docker: DockerConfig = field(default_factory=DockerConfig)
     """Container resources and image housekeeping (runtime docker)."""
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        """A `root` no attempt can use, refused with the other settings (each attempt of a run failed on it)."""
+        if not self.root:
+            return []
+        try:  # as `agent_root` fills it, for a task of any repository
+            shown = self.root.format(repo="owner__name", version="0.0")
+        except (KeyError, IndexError, ValueError) as e:
+            return [("root", f"takes the placeholders {{repo}} and {{version}} only, not {e} in {self.root!r}")]
+        if not shown.startswith("/"):
+            return [("root", f"must be an absolute path, got {self.root!r}")]
+        if self.runtime == "local" and (problem := root_problem(posixpath.normpath(shown))):
+            return [("root", problem)]
+        return []
