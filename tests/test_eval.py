@@ -8,6 +8,7 @@ containers.
 import inspect
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -370,6 +371,10 @@ def test_harness_output_parses_into_outcomes(tmp_path, monkeypatch):
                                "resolved_rate": 0.622}
     assert report["averages"]["cost_usd"] == pytest.approx((1000 * 3 + 100 * 15) / 1e6)
     assert report["per_repo"]["o/r"] == {"total": 5, "resolved": 1, "rate": 0.2}
+    # a grade edited by hand is refused at its line, not read as a verdict ("no" counted as resolved)
+    grade_log.append({**grades["o__r-2"], "resolved": "no"})
+    with pytest.raises(InputError, match=rf"{re.escape(str(out / GRADES))}:5: resolved must be true or false"):
+        build_report([{"instance_id": i, "repo": "o/r"} for i in ids], out, model, "verified")
 
 
 @pytest.mark.parametrize("episode,grade,patch,expected", [

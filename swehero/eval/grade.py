@@ -48,8 +48,18 @@ class GradingSettings:
 
 
 def grades(out_dir: Path) -> dict[str, dict]:
-    """Each graded instance's grade: its latest line, which supersedes a harness error graded again."""
-    return {record["instance_id"]: record for record in JsonlLogReader(Path(out_dir) / GRADES)}
+    """Each graded instance's grade: its latest line, which supersedes a harness error graded again. A line that is
+    no grade (edited by hand) is an `InputError` naming its file:line and field: `"resolved": "no"` read as true."""
+    path = Path(out_dir) / GRADES
+    found = {}
+    for number, record in JsonlLogReader(path).numbered():
+        if not isinstance(record, dict) or not isinstance(record.get("instance_id"), str):
+            raise InputError(f"{path}:{number}: a grade is a JSON object with an instance_id string, got "
+                             f"{record!r:.80}")
+        if not isinstance(record.get("resolved"), bool):
+            raise InputError(f"{path}:{number}: resolved must be true or false, got {record.get('resolved')!r:.80}")
+        found[record["instance_id"]] = record
+    return found
 
 
 def graded_task_digest(task: dict) -> str:
