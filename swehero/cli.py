@@ -11,6 +11,7 @@ exit 1."""
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -55,7 +56,10 @@ class LazyGroup(click.Group):
                 # a path given that the system refuses (an --out under a file, a folder where a file goes):
                 # the user's input, in one line, as git and pip report it
                 paths = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
-                raise click.ClickException(f"{paths}: {e.strerror}") from None
+                # mkdir's "File exists" for a file where a folder of the path goes reads as a refusal to overwrite
+                why = "not a folder (a file is there)" if isinstance(e, FileExistsError) and os.path.isfile(
+                    e.filename) else e.strerror
+                raise click.ClickException(f"{paths}: {why}") from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
