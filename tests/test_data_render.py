@@ -236,3 +236,22 @@ def test_render_fails_when_too_many_rows_are_rejected_and_writes_nothing(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.rejects.jsonl", "rendered.jsonl"]
     # each reject names its row's id, as `import` and `prepare` name it
     assert [json.loads(x)["id"] for x in (tmp_path / "r.rejects.jsonl").read_text().splitlines()] == ["r0", "r1", "r2"]
+
+
+def test_a_row_that_is_a_json_string_is_no_object_whatever_it_holds(tmp_path):
+    """`"x"`, or a trajectory encoded twice, read by `render`, `show` and `filter` (which parse as they read): it was
+    decoded a second time, `"x"` reported as malformed JSON and the twice-encoded trajectory accepted."""
+    import json
+    import pickle
+
+    from swehero.data.sources import parse_row, read_rows
+    from swehero.data.trajectory import Reject
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('"x"\n' + json.dumps(json.dumps(samples()[0])) + "\n" + json.dumps(samples()[0]) + "\n")
+    for parse in (True, False):
+        read = [row for _, row in read_rows(rows, parse=parse)]
+        for row in read[:2]:
+            with pytest.raises(Reject, match="not_an_object: str"):
+                parse_row(pickle.loads(pickle.dumps(row)))  # as prepare's workers get them
+        assert parse_row(pickle.loads(pickle.dumps(read[2])))["id"] == samples()[0]["id"]

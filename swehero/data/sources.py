@@ -99,6 +99,11 @@ def read_rows(path: Path, parse: bool = True) -> Iterator[tuple[str, Any]]:
         yield f"{path}", document
 
 
+class UnparsedLine(str):
+    """A JSON line as `read_rows(..., parse=False)` gives it: told apart from a row that is a JSON string (`"x"`,
+    or a trajectory encoded twice), which is no object and must not be decoded again."""
+
+
 def _json_lines(path: Path, parse: bool) -> Iterator[tuple[str, Any]]:
     with open(path, "rb") as f:  # lines end at b"\n" alone: JSON written raw may hold U+2028 or a lone \r
         for i, raw in enumerate(f, 1):
@@ -110,7 +115,7 @@ def _json_lines(path: Path, parse: bool) -> Iterator[tuple[str, Any]]:
                 yield f"{path}:{i}", Reject("not_utf8", f"not UTF-8: {e}")
                 continue
             if not parse:
-                yield f"{path}:{i}", line
+                yield f"{path}:{i}", UnparsedLine(line)
                 continue
             try:
                 row = json.loads(line)
@@ -201,7 +206,7 @@ def parse_row(row: Any) -> dict:
     """A row from `read_rows(..., parse=False)` as a dict, or raise `Reject`."""
     if isinstance(row, Reject):
         raise row
-    if isinstance(row, str):
+    if isinstance(row, UnparsedLine):
         try:
             row = json.loads(row)
         except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deeply to parse
