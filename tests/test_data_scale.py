@@ -21,7 +21,7 @@ from swehero.data.importers import import_files
 from swehero.data.prepare import PrepareConfig, prepare
 from swehero.data.render import ChatRenderer, render_files
 from swehero.data.select import Selection, select_lines
-from swehero.data.sources import expand, iter_trajectories
+from swehero.data.sources import UnparsedLine, expand, iter_trajectories
 from swehero.data.trajectory import make_tool_call
 from swehero.errors import InputError, MissingInput
 from swehero.jsonio import partial_path
@@ -247,7 +247,7 @@ def test_workers_minus_one_is_one_per_core_the_process_may_run_on(tmp_path, qwen
         with open(tmp_path / "in.jsonl") as f:
             for line in f:
                 pool_sizes.append(len(mp.active_children()))
-                yield [("in.jsonl:1", line)]
+                yield [("in.jsonl:1", UnparsedLine(line))]  # as read_rows(parse=False) gives it
 
     prepare_module._setup(qwen_tokenizer, PrepareConfig(seq_length=4096, workers=-1))
     os.sched_setaffinity(0, {min(allowed)})
