@@ -262,7 +262,7 @@ def _build(files: list[Path], inputs: list[str], tok, tmp: Path, cfg: PrepareCon
     dropped: Counter[str] = Counter()
     buckets: Counter[int] = Counter()  # length // HIST_BUCKET -> trajectories: as long as the longest, no cap
     n = Counter()
-    seen: dict[str, str] = {}  # trained_digest -> where it was first read
+    seen: set[str] = set()  # trained_digest of each trajectory read
     _setup(tok, cfg)
     start, start_cpu = time.perf_counter(), _cpu_seconds()
     try:
@@ -280,7 +280,7 @@ def _build(files: list[Path], inputs: list[str], tok, tmp: Path, cfg: PrepareCon
                 if digest in seen:
                     dropped["duplicate"] += 1
                     continue
-                seen[digest] = where
+                seen.add(digest)
                 length = res[5]
                 buckets[length // HIST_BUCKET] += 1
                 n["rendered_tokens"] += length
