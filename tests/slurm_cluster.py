@@ -34,10 +34,17 @@ def missing() -> str:
     return ""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: their sockets are held together while the ports are chosen (one at a time, two
+    calls could give the same port, and slurmctld and a slurmd then fought over it)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 class SlurmCluster:
@@ -50,35 +57,40 @@ class SlurmCluster:
         (munge / "key").write_bytes(os.urandom(128))
         (munge / "key").chmod(0o600)
         self.conf = self.dir / "slurm.conf"
+        controller_port, *node_ports = _free_ports(1 + len(self.nodes))
         self.conf.write_text("\n".join([
             "ClusterName=swehero-test", f"SlurmctldHost={self.nodes[0]}",
             "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={munge / 'socket'}",
-            "SlurmUser=root", "SlurmdUser=root", f"SlurmctldPort={_free_port()}",
+            "SlurmUser=root", "SlurmdUser=root", f"SlurmctldPort={controller_port}",
             f"StateSaveLocation={self.dir / 'state'}", f"SlurmdSpoolDir={self.dir / 'spool-%n'}",
             f"SlurmctldPidFile={self.dir / 'slurmctld.pid'}", f"SlurmdPidFile={self.dir / 'slurmd-%n.pid'}",
             f"SlurmctldLogFile={self.dir / 'slurmctld.log'}", f"SlurmdLogFile={self.dir / 'slurmd-%n.log'}",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
             "AccountingStorageType=accounting_storage/none", "MpiDefault=none", "ReturnToService=2",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core", "GresTypes=gpu",
-            *(f"NodeName={node} NodeHostname={node} NodeAddr=127.0.0.1 Port={_free_port()} CPUs={os.cpu_count()} "
-              "RealMemory=4000 Gres=gpu:1 State=UNKNOWN" for node in self.nodes),
+            *(f"NodeName={node} NodeHostname={node} NodeAddr=127.0.0.1 Port={port} CPUs={os.cpu_count()} "
+              "RealMemory=4000 Gres=gpu:1 State=UNKNOWN" for node, port in zip(self.nodes, node_ports)),
             "PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""]))
         (self.dir / "gres.conf").write_text("".join(
             f"NodeName={node} Name=gpu File={device}\n" for node, device in zip(self.nodes, ("/dev/null", "/dev/zero"))))
         # Jobs inherit the submitter's environment (sbatch --export=ALL): this Python's `swehero` and `torchrun`.
         self.env = {**os.environ, "SLURM_CONF": str(self.conf),
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        subprocess.run(["munged", "--force", f"--socket={munge / 'socket'}", f"--key-file={munge / 'key'}",
-                        f"--log-file={munge / 'log'}", f"--pid-file={munge / 'pid'}", f"--seed-file={munge / 'seed'}"],
-                       check=True)
-        subprocess.run(["slurmctld", "-f", str(self.conf)], env=self.env, check=True)
-        for node in self.nodes:
-            subprocess.run(["slurmd", "-f", str(self.conf), "-N", node], env=self.env, check=True)
-        deadline = time.monotonic() + 60
-        while self.run("sinfo", "--noheader", "--Node", "--format=%t").stdout.split() != ["idle", "idle"]:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the test cluster's nodes never became idle; see {self.dir}/slurm*.log")
-            time.sleep(0.5)
+        try:  # a cluster that does not come up is shut down, not left running for the next tests to meet
+            subprocess.run(["munged", "--force", f"--socket={munge / 'socket'}", f"--key-file={munge / 'key'}",
+                            f"--log-file={munge / 'log'}", f"--pid-file={munge / 'pid'}",
+                            f"--seed-file={munge / 'seed'}"], check=True)
+            subprocess.run(["slurmctld", "-f", str(self.conf)], env=self.env, check=True)
+            for node in self.nodes:
+                subprocess.run(["slurmd", "-f", str(self.conf), "-N", node], env=self.env, check=True)
+            deadline = time.monotonic() + 60
+            while self.run("sinfo", "--noheader", "--Node", "--format=%t").stdout.split() != ["idle", "idle"]:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the test cluster's nodes never became idle; see {self.dir}/slurm*.log")
+                time.sleep(0.5)
+        except BaseException:
+            self._stop()  # its logs stay, for the error to point at
+            raise
 
     def run(self, *argv: str) -> subprocess.CompletedProcess:
         return subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=60)
@@ -94,8 +106,11 @@ class SlurmCluster:
             time.sleep(1)
 
     def close(self) -> None:
+        self._stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _stop(self) -> None:
         self.run("scontrol", "shutdown")  # slurmctld and every slurmd
         pid = self.dir / "munge" / "pid"
         if pid.exists():
             os.kill(int(pid.read_text()), 15)
-        shutil.rmtree(self.dir, ignore_errors=True)
