@@ -255,7 +255,7 @@ def run_benchmarks(args: argparse.Namespace, tmp: Path) -> None:
     one_process_comparison(corpus, args.tokenizer, tmp, args.seq_length, args.repeats)
     if args.scale > 1:
         # Distinct trajectories drawn like the corpus's: prepare trains each conversation once, so copies of the
-        # corpus would be rejected as duplicates.
+        # corpus would be dropped as duplicates.
         big = tmp / "big.jsonl"
         write_corpus(big, args.trajectories * args.scale)
         cb = run_prepare(big, args.tokenizer, tmp / "out-big", args.seq_length, args.workers)

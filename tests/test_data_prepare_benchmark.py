@@ -27,8 +27,8 @@ def test_a_failed_prepare_shows_its_reason(tmp_path):
     bench = _data_prepare_module()
     corpus = tmp_path / "corpus.jsonl"
     bench.write_corpus(corpus, 2)
-    corpus.write_text(corpus.read_text() * 3)  # every row twice more: rejected as duplicates
-    with pytest.raises(RuntimeError, match="duplicate"):
+    corpus.write_text(corpus.read_text() + "{not json\n" * 2)  # more than 1% of the rows rejected
+    with pytest.raises(RuntimeError, match="malformed_json: 2"):
         bench.run_prepare(corpus, str(QWEN), tmp_path / "out", 32768, 1)
 
 
