@@ -217,12 +217,13 @@ def _typed(tool: str, key: str, value: str):
     kind = tool_schema(tool)["properties"].get(key, {}).get("type") if tool in TOOL_NAMES else None
     if kind in (None, "string"):
         return value
+    malformed = MalformedToolCall(f"parameter {key} of {tool} is not a valid {kind}: {value[:80]!r}")
     try:
         typed = _DECODER.decode(value)
     except (ValueError, RecursionError):  # see `_json_block`
-        typed = None
-    if typed is None or _nested_too_deeply(typed):
-        raise MalformedToolCall(f"parameter {key} of {tool} is not a valid {kind}: {value[:80]!r}")
+        raise malformed from None
+    if _nested_too_deeply(typed):
+        raise malformed
     return typed
 
 

@@ -89,6 +89,14 @@ def test_malformed_calls_are_reported(text, error):
         toolcalls.parse(text)
 
 
+def test_a_typed_markup_parameter_may_be_null():
+    """`null` is a value of any type there, read as it was before the checks of numbers and nesting came in."""
+    text = ("<tool_call>\n<function=str_replace_editor>\n<parameter=command>\nview\n</parameter>\n"
+            "<parameter=view_range>\nnull\n</parameter>\n</function>\n</tool_call>")
+    assert toolcalls.parse(text)[1] == [{"name": "str_replace_editor",
+                                         "arguments": {"command": "view", "view_range": None}}]
+
+
 def test_plain_text_and_unclosed_final_call():
     assert toolcalls.parse("just text") == ("just text", [])
     content, calls = toolcalls.parse('thinking\n<tool_call>\n{"name": "finish", "arguments": {"message": "done"}}')
