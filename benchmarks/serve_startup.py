@@ -1,4 +1,5 @@
-"""How long a vLLM server takes to answer /health, with and without compilation (`serve.compile`).
+"""How long a vLLM server takes to be ready (its model listed at /v1/models), with and without compilation
+(`serve.compile`).
 
 Starts the tiny model's server (`swehero tiny make`) several times each way, alternating, and prints the median
 seconds from launch to a healthy server. The first compiled start also fills vLLM's compile cache, which later

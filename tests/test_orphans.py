@@ -183,14 +183,17 @@ def test_what_a_training_rank_forks_dies_with_it(tmp_path):
 
 FAKE_VLLM = """\
 #!{python}
-# Stands in for vLLM's python: answers /health on --port, and starts a process as vLLM starts its engine core.
-import http.server, subprocess, sys
+# Stands in for vLLM's python: lists --served-model-name at /v1/models on --port, and starts a process as vLLM
+# starts its engine core.
+import http.server, json, subprocess, sys
 engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 open({pids!r}, "w").write(f"{{engine.pid}}\\n")
+models = json.dumps({{"data": [{{"id": sys.argv[sys.argv.index("--served-model-name") + 1]}}]}}).encode()
 class Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200)
         self.end_headers()
+        self.wfile.write(models)
     def log_message(self, *args):
         pass
 port = int(sys.argv[sys.argv.index("--port") + 1])

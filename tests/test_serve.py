@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from tiny_server import servers_on
 
-from swehero.serve.server import (ServeConfig, VLLMServer, chat_template_text, check_port_free, command, free_port,
-                                  package_path, socket_dir, tool_parser_for)
+from swehero.serve.server import (ServeConfig, VLLMServer, api_key, chat_template_text, check_port_free, command,
+                                  free_port, package_path, served_models, socket_dir, tool_parser_for)
 
 pytest.importorskip("vllm")
 
@@ -263,3 +263,40 @@ def test_a_data_parallel_server_runs_an_api_process_per_replica_and_each_request
                 policy.request("/chat/completions", policy.chat_request([{"role": "user", "content": "Fix it."}], tools))
         with urllib.request.urlopen(server.url.removesuffix("/v1") + "/metrics", timeout=30) as response:
             assert _requests_by_engine(response.read().decode()) == {k: float(v) for k, v in sent.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_port_taken_between_its_choice_and_vllms_start_gives_way_to_another(tiny_model_dir, tmp_path, monkeypatch):
+    """A port chosen free may be taken before vLLM binds it (a parallel test's server did so in CI): that server
+    answered /health, and the chat requests went to it. Readiness is vLLM listing the model; vLLM failing to bind
+    the port it was given starts it again on another one."""
+    from json_server import JsonServer
+
+    other = JsonServer(lambda method, path, body: (200, {"data": [{"id": "another-model"}]}))
+    taken = int(other.url.removesuffix("/v1").rsplit(":", 1)[1])
+    ports = iter([taken])
+    monkeypatch.setattr("swehero.serve.server.free_port", lambda host="127.0.0.1": next(ports, 0) or free_port(host))
+    cfg = ServeConfig(model=str(tiny_model_dir), max_model_len=2048, dtype="float32", gpu_memory_utilization=0.2,
+                      compile=False)
+    try:
+        with VLLMServer(cfg, tmp_path / "vllm.log") as server:
+            assert server.port != taken
+            with urllib.request.urlopen(f"{server.url}/models", timeout=30) as response:
+                assert [m["id"] for m in json.loads(response.read())["data"]] == [tiny_model_dir.name]
+    finally:
+        other.close()
+    assert "Address already in use" in (tmp_path / "vllm.log").read_text()
+
+
+def test_readiness_asks_with_the_servers_api_key_and_reads_only_a_model_list(monkeypatch):
+    """vLLM started with `--api-key` (or VLLM_API_KEY) refuses /v1/models without it: the wait would never end."""
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    assert api_key(ServeConfig(model="m")) is None
+    monkeypatch.setenv("VLLM_API_KEY", "from-env")
+    assert api_key(ServeConfig(model="m")) == "from-env"
+    assert api_key(ServeConfig(model="m", extra_args=["--api-key", "a", "--api-key=b"])) == "b"
+    assert api_key(ServeConfig(model="m", extra_args=["--api-key=b", "--api-key", "a"])) == "a"
+    assert served_models(b'{"object": "list", "data": [{"id": "m"}, {"id": "n"}]}') == ["m", "n"]
+    for other in (b"", b"OK", b"[]", b'{"data": {"id": "m"}}', b'{"data": ["m"]}', b'{"data": [{"id": 1}]}'):
+        assert served_models(other) == []

@@ -9,6 +9,7 @@ Python that has vLLM (the GPU image keeps vLLM in its own environment); by defau
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -33,6 +34,8 @@ from swehero.recipe.stage import ModelRef, Range, Verbatim
 PLUGIN = Path(__file__).with_name("vllm_plugin.py")
 # Our parser name for each model family; `hermes` is served by the JSON-aware plugin (see swehero/toolcalls.py).
 PARSERS = {"hermes": "swehero_hermes", "qwen3_coder": "qwen3_coder"}
+PORT_TAKEN = "Address already in use"  # what vLLM's log says when its port was bound first (EADDRINUSE)
+PORT_TRIES = 3
 
 
 @dataclass
@@ -66,7 +69,7 @@ class ServeConfig:
     Off (`--optimization-level 0`) for short jobs on small models, where the start dominates: on 2 CPU cores a tiny
     model's server answered after 63 s instead of 84 s (medians, `benchmarks/serve_startup.py`)."""
     startup_timeout_s: Annotated[float, Range(gt=0)] = 900.0
-    """How long to wait for the server to answer /health."""
+    """How long to wait for the server to list the model at /v1/models."""
     extra_args: list[Verbatim] = field(default_factory=list)
     """More `vllm serve` arguments, passed through (one per repeat: `--extra-args=--hf-overrides={...}`)."""
 
@@ -139,6 +142,31 @@ def check_port_free(host: str, port: int) -> None:
     except OSError as e:
         raise Unavailable(f"{host_port(host, port)} is taken ({e.strerror}), so another server would answer for "
                           "this one: stop it, or choose another port (0 picks a free one)") from None
+
+
+def api_key(cfg: ServeConfig) -> str | None:
+    """The key vLLM requires of /v1 requests: `--api-key` among the extra arguments (the last one given, as
+    argparse reads it), else VLLM_API_KEY, else none."""
+    key = os.environ.get("VLLM_API_KEY")
+    args = cfg.extra_args
+    for i, arg in enumerate(args):
+        if arg == "--api-key" and i + 1 < len(args):
+            key = args[i + 1]
+        elif arg.startswith("--api-key="):
+            key = arg.removeprefix("--api-key=")
+    return key
+
+
+def served_models(body: bytes) -> list[str]:
+    """The model names in a /v1/models answer; none in anything else."""
+    try:
+        listing = json.loads(body)
+    except ValueError:
+        return []
+    data = listing.get("data") if isinstance(listing, dict) else None
+    if not isinstance(data, list):
+        return []
+    return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
 
 def command(cfg: ServeConfig, port: int) -> list[str]:
@@ -214,30 +242,55 @@ class VLLMServer:
         self.tmp_dir = env["TMPDIR"] = socket_dir()
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_path(self.tmp_dir), env.get("PYTHONPATH")]))
         try:
-            with open(self.log_file, "ab") as log:
-                # its whole process group (vLLM's engine and workers) goes with this process, even killed outright
-                self.process = start_group(command(self.cfg, self.port), stdout=log, stderr=subprocess.STDOUT, env=env)
-            self._wait_healthy()
+            for tries in range(1, PORT_TRIES + 1):
+                log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
+                with open(self.log_file, "ab") as log:
+                    # its whole process group (vLLM's engine and workers) goes with this process, even killed outright
+                    self.process = start_group(command(self.cfg, self.port), stdout=log, stderr=subprocess.STDOUT,
+                                               env=env)
+                try:
+                    self._wait_ready()
+                    break
+                except RuntimeError:
+                    # the port chosen free was taken before vLLM bound it: another one, unless the user chose it
+                    if self.cfg.port or tries == PORT_TRIES or PORT_TAKEN not in self._log_since(log_start):
+                        raise
+                    end_group(self.process, (signal.SIGTERM, 10.0))
+                    self.port = free_port(self.cfg.host)
+                    self.url = f"http://{host_port(self.cfg.host, self.port)}/v1"
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_healthy(self) -> None:
+    def _wait_ready(self) -> None:
+        """Until vLLM lists the model at /v1/models: /health alone is answered by any server on the port, and one
+        started on it while vLLM loads (a port chosen free may be taken before vLLM binds it) would get the
+        requests."""
         deadline = time.monotonic() + self.cfg.startup_timeout_s
-        health = self.url.removesuffix("/v1") + "/health"
+        key = api_key(self.cfg)
+        models = urllib.request.Request(f"{self.url}/models", headers={"Authorization": f"Bearer {key}"} if key else {})
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"vLLM exited with status {self.process.returncode} while starting; "
                                    f"last lines of {self.log_file}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(health, timeout=5) as response:
-                    if response.status == 200:
+                with urllib.request.urlopen(models, timeout=5) as response:
+                    if self.cfg.name in served_models(response.read()):
                         return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException):
+                pass  # not up yet, or another server on the port (vLLM then exits: its port is taken)
             time.sleep(1.0)
-        raise TimeoutError(f"vLLM did not become healthy in {self.cfg.startup_timeout_s:.0f}s; see {self.log_file}")
+        raise TimeoutError(f"vLLM did not list {self.cfg.name} at {self.url}/models in "
+                           f"{self.cfg.startup_timeout_s:.0f}s; see {self.log_file}")
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_file, "rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 30) -> str:
         try:
