@@ -258,10 +258,19 @@ def test_damaged_eval_files_are_named_not_tracebacks(tmp_path):
 
     from swehero.cli import main
 
-    good, odd, garbled = _write_reports(tmp_path, {"good": _report({"a": True}), "odd": {}, "garbled": {}})
+    partial = {key: value for key, value in _report({"a": True}).items() if key not in ("benchmark", "instances")}
+    partial["tool_calls"] = {"valid": 1}
+    runs = {**_report({"a": True}), "per_run": [], "runs": 2}  # repeated runs' report without its per-instance counts
+    good, odd, garbled, cut, cut_runs = _write_reports(tmp_path, {"good": _report({"a": True}), "odd": {},
+                                                                  "garbled": {}, "cut": partial, "cut_runs": runs})
     (garbled / "report.json").write_text("{half")
     (garbled / "eval.json").write_text("[1]")
     cases = [(["eval", "compare", str(good), str(odd)], f"Error: {odd}: report.json is no eval report"),
+             (["eval", "compare", str(good), str(cut)], f"Error: {cut}: report.json is no eval report (no benchmark, "
+                                                        "instances, tool_calls.turns, tool_calls.valid_rate): `swehero "
+                                                        "eval report FOLDER` writes it again"),
+             (["eval", "compare", str(cut_runs), str(good)], f"Error: {cut_runs}: report.json is no eval report (no "
+                                                             "std_rate, per_instance)"),
              (["eval", "compare", str(good), str(garbled)], f"Error: {garbled / 'report.json'}: not an eval report "
                                                              "(not JSON: Expecting property name"),
              (["eval", "report", str(garbled)], f"Error: {garbled / 'eval.json'}: not an eval folder's settings "

@@ -42,9 +42,10 @@ def compare(eval_dirs: list[Path]) -> str:
         raise EvalFolderError(f"no report.json in {', '.join(missing)}: not eval folders, or not reported yet "
                               "(`swehero eval report FOLDER` writes it)")
     reports = [read_json(Path(d) / "report.json", "an eval report") for d in eval_dirs]
-    if odd := [str(d) for d, r in zip(eval_dirs, reports) if "model" not in r or "resolved_rate" not in r]:
-        raise EvalFolderError(f"{', '.join(odd)}: report.json is no eval report (`swehero eval report FOLDER` "
-                              "writes it again)")
+    for folder, report in zip(eval_dirs, reports):
+        if missing := _missing_fields(report):
+            raise EvalFolderError(f"{folder}: report.json is no eval report (no {', '.join(missing)}): "
+                                  "`swehero eval report FOLDER` writes it again")
     protocols = [_protocol(Path(d)) for d in eval_dirs]
     paths = [os.path.abspath(d) for d in eval_dirs]
     names = column_names(paths)
@@ -79,6 +80,23 @@ def compare(eval_dirs: list[Path]) -> str:
         rows.append(f"- **{name}** vs {names[0]}: " + "; ".join(parts))
     rows += [f"- **warning:** {w}" for w in warnings(names, reports, protocols)]
     return "\n".join(rows) + "\n"
+
+
+_FIELDS = ("model", "benchmark", "resolved_rate", "pending", "paper", "outcomes", "tool_calls", "teacher_forced")
+_ONE_RUN = ("resolved", "total", "instances", "pending_ids")
+_RUNS = ("runs", "std_rate", "per_instance")  # a report of repeated runs is the one with `per_run`
+
+
+def _missing_fields(report: dict) -> list[str]:
+    """The fields of a report (one run's or repeated runs') that the comparison reads and `report` lacks: a report
+    edited by hand or cut short."""
+    fields = _FIELDS + (_RUNS if "per_run" in report else _ONE_RUN)
+    missing = [key for key in fields if key not in report]
+    if "tool_calls" in report:
+        counts = report["tool_calls"]
+        missing += [f"tool_calls.{key}" for key in ("valid", "turns", "valid_rate")
+                    if not isinstance(counts, dict) or key not in counts]
+    return missing
 
 
 def column_names(paths: list[str]) -> list[str]:
