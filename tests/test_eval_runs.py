@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -278,6 +279,22 @@ def test_damaged_eval_files_are_named_not_tracebacks(tmp_path):
     for args, message in cases:
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 1 and result.output.startswith(message), (args, result.output)
+
+
+def test_a_damaged_trajectory_is_named_by_the_report(tmp_path):
+    """A trajectory file cut short or edited by hand (its prediction committed) ended `eval report` in a
+    JSONDecodeError or KeyError traceback."""
+    from swehero.errors import InputError
+
+    _run_folder(tmp_path, {"t0": True, "t1": False})
+    cut = trajectory_path(tmp_path, "t1")
+    for text, message in (('{"instance_id": "t1", "meta', "not a trajectory (not JSON: "),
+                          ('{"instance_id": "t1"}', "not a trajectory (no metadata object)"),
+                          ('{"metadata": []}', "not a trajectory (no metadata object)"),
+                          ("", "not a trajectory (not JSON: ")):
+        cut.write_text(text)
+        with pytest.raises(InputError, match=re.escape(f"{cut}: {message}")):
+            build_report(TASKS, tmp_path, "m", "toy")
 
 
 def test_compare_warns_when_runs_used_different_prompts(tmp_path):

@@ -8,16 +8,16 @@ sending malformed tool calls, the patch was empty, or it was graded and not reso
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+from swehero.errors import InputError
 from swehero.eval.grade import current_grades, is_final
 from swehero.eval.inference import finished, trajectory_path
 from swehero.eval.leaks import seeking_commands
 from swehero.eval.paper import SCAFFOLDS, paper_figure
 from swehero.eval.runs import percent
-from swehero.jsonio import write_json_atomic, write_text_atomic
+from swehero.jsonio import read_json, write_json_atomic, write_text_atomic
 
 TEACHER_FORCED = "teacher_forced.json"
 """Written by the eval pipeline when it is given held-out trajectories (see teacher_forced.py)."""
@@ -80,8 +80,11 @@ def build_report(tasks: list[dict], out_dir: Path, model: str, benchmark: str, p
         if iid not in predictions:
             pending.append(iid)
             continue
-        record = json.loads(trajectory_path(out_dir, iid).read_text())
-        meta = record["metadata"]
+        path = trajectory_path(out_dir, iid)
+        record = read_json(path, "a trajectory")
+        meta = record.get("metadata")
+        if not isinstance(meta, dict):
+            raise InputError(f"{path}: not a trajectory (no metadata object)")
         grade = graded.get(iid)
         cls, detail = outcome(meta, grade, predictions[iid]["model_patch"] or "")
         prompt, completion = meta.get("prompt_tokens"), meta.get("completion_tokens")
