@@ -35,6 +35,14 @@ def test_tool_runs_one_call_and_prints_the_observation(tmp_path):
     result = runner.invoke(agent, ["tool", "--repo", str(tmp_path / "repo"), "execute_bash",
                                    json.dumps({"command": "git log --oneline | wc -l"})])
     assert result.output.startswith("2\n[The command completed with exit code 0.]")
+    # a root that is no absolute path ran the call with no working folder; one that leads into the sandbox's own
+    # folders is refused as `/tmp` itself is
+    for root, message in (("", "the agent root must be an absolute path, got ''"),
+                          ("ws", "the agent root must be an absolute path, got 'ws'"),
+                          ("/ws/../tmp", "the repository cannot appear at /tmp inside the sandbox")):
+        result = runner.invoke(main, ["agent", "tool", "--repo", str(tmp_path / "repo"), "--root", root,
+                                      "execute_bash", json.dumps({"command": "pwd"})])
+        assert result.exit_code == 1 and result.output.startswith(f"Error: {message}"), (root, result.output)
 
 
 def test_run_with_the_oracle_writes_a_valid_trajectory(tmp_path):

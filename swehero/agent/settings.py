@@ -5,7 +5,6 @@ container)."""
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -67,6 +66,6 @@ class AgentSettings:
             return [("root", f"takes the placeholders {{repo}} and {{version}} only, not {e} in {self.root!r}")]
         if not shown.startswith("/"):
             return [("root", f"must be an absolute path, got {self.root!r}")]
-        if self.runtime == "local" and (problem := root_problem(posixpath.normpath(shown))):
+        if self.runtime == "local" and (problem := root_problem(shown)):
             return [("root", problem)]
         return []
