@@ -305,6 +305,12 @@ def test_a_view_of_a_binary_file_is_refused_as_openhands_refuses_it(rt):
     edit = tools.call("str_replace_editor", {"command": "str_replace", "path": f"{ROOT}/big.bin", "old_str": "a",
                                              "new_str": "b"})
     assert edit.error and "File is too large" in edit.observation  # its editor checks the size first
+    # a NUL byte in a view's path: binaryornot fails to open it, so does OpenHands' action (the episode ends in
+    # error); a `.pyc` path is binary before it is opened (the edits' answers are in the recorded calls)
+    with pytest.raises(ValueError, match="embedded null byte in the path of a view"):
+        tools.call("str_replace_editor", {"command": "view", "path": f"{ROOT}/pkg/calc.py\0"})
+    view = tools.call("str_replace_editor", {"command": "view", "path": f"{ROOT}/x\0.pyc"})
+    assert (view.observation, view.error) == refused
 
 
 def test_an_insert_line_written_as_a_string_is_read_as_openhands_reads_it(rt):

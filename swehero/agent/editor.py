@@ -198,12 +198,12 @@ class Editor:
                 # repository (`/workspace`), not the repository: `pkg/a.py` gets no suggestion there
                 suggestion = str(PurePosixPath(self.files.root).parent / path)
                 try:
-                    if self.files.kind(suggestion) is not None:
+                    if self._kind(suggestion) is not None:
                         hint += f" Maybe you meant {suggestion}?"
                 except ToolError:  # `../x` leaves the repository: no suggestion, as for a path that is not there
                     pass
             raise _invalid("path", path, hint)
-        kind = self.files.kind(path)
+        kind = self._kind(path)
         if command == "create" and kind is not None:
             raise _invalid("path", path,
                            f"File already exists at: {path}. Cannot overwrite files using command `create`.")
@@ -214,12 +214,20 @@ class Editor:
                            f"The path {path} is a directory and only the `view` command can be used on directories.")
         return kind
 
+    def _kind(self, path: str) -> str | None:
+        """The files' `kind`; None for a path holding a NUL byte, which names no file (OHEditor's `Path.exists()` is
+        False for it, and the runtimes' files would refuse it or cut it short)."""
+        return None if "\0" in path else self.files.kind(path)
+
     def binary(self, path) -> bool:
         """binaryornot's `is_binary(path)`, which OpenHands' runtime asks of a file to view before its editor checks
         anything (size, path): True for a `.pyc` path, existing or not; False for what it cannot read (no file, a
         directory, another path), which the editor's own checks then name."""
         if not isinstance(path, str):
             return False
+        if "\0" in path and not path.endswith(".pyc"):
+            # binaryornot opens the file and fails: OpenHands' runtime fails the action, and the episode ends
+            raise ValueError(f"embedded null byte in the path of a view: {path!r}")
         try:
             return path.endswith(".pyc") or path.startswith("/") and self.files.kind(path) == "file" and \
                 _binary(path, self.files.read_bytes(path, BINARY_SNIFF_BYTES))
@@ -338,6 +346,8 @@ class Editor:
         return f"Last edit to {path} undone successfully. {numbered(old, path)}"
 
     def write(self, path: str, text: str) -> None:
+        if "\0" in path:  # what opening it for writing says (`create`: the other commands found no such file)
+            raise ToolError(f"Ran into embedded null byte while trying to write to {path}")
         if not isinstance(text, str):
             # JSON of another type (an object as `create`'s `file_text`: only `create` writes what it was given):
             # OHEditor has opened the new file for writing when its write fails, so it stays there, empty

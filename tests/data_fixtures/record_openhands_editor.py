@@ -1,10 +1,11 @@
 """Write openhands-aci-0.3.1-editor.json: the observations OpenHands 0.54 gives for a sequence of str_replace_editor
 calls on a folder of files (tests/test_agent_sandbox.py makes the same calls with our tools and compares).
 
-OpenHands 0.54 pins openhands-aci 0.3.1 (and locks charset-normalizer 3.4.2, binaryornot 0.4.4). A call goes as
-there: a `view` of a binary file is refused by the runtime (`ERROR_BINARY_FILE`, an error observation); an
-`insert_line` written as a string is read as a number first; the editor's errors come back as `ERROR:\n...`.
-Run with `pip install charset-normalizer==3.4.2 binaryornot==0.4.4 cachetools pydantic`, given 0.3.1's source:
+OpenHands 0.54 pins openhands-aci 0.3.1 (and locks charset-normalizer 3.4.2, binaryornot 0.4.4, chardet 5.2.0).
+A call goes as there: a `view` of a binary file is refused by the runtime (`ERROR_BINARY_FILE`, an error
+observation); an `insert_line` written as a string is read as a number first; the editor's errors come back as
+`ERROR:\n...`. Run with `pip install charset-normalizer==3.4.2 binaryornot==0.4.4 chardet==5.2.0 cachetools
+pydantic` (binaryornot fails on chardet 7's answers), given 0.3.1's source:
     git -C openhands-aci archive 0.3.1 openhands_aci | tar -x -C SRC
     python record_openhands_editor.py SRC
 """
@@ -113,6 +114,12 @@ CALLS = [  # arguments, with {folder} for the folder's absolute path
     # carriage returns the agent writes: the snippet is read back from the file, in text mode
     {"command": "str_replace", "path": "{folder}/tabs.py", "old_str": "return 1", "new_str": "a = 1\r\n\treturn a"},
     {"command": "insert", "path": "{folder}/tabs.py", "insert_line": 1, "new_str": "p\rq"},
+    # a NUL byte in a path: no such file (`Path.exists()` is False), and `create` fails to open it (a `view` fails in
+    # the runtime's binary check, ending the episode: tests/test_agent_sandbox.py)
+    {"command": "str_replace", "path": "{folder}/small\u0000.py", "old_str": "one", "new_str": "1"},
+    {"command": "undo_edit", "path": "{folder}/small.py\u0000"},
+    {"command": "create", "path": "{folder}/new\u0000.py", "file_text": "x"},
+    {"command": "insert", "path": "small\u0000.py", "insert_line": 0, "new_str": "x"},
 ]
 
 
