@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
+import tempfile
 from typing import Any, Callable
 
 import torch
@@ -112,18 +112,11 @@ def enable() -> None:
     _mode.__enter__()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world_size: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+def _worker(rank: int, world_size: int, rendezvous: str, fn: Callable[..., Any], args: tuple) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     enable()
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
     try:
         fn(rank, *args)
     finally:
@@ -136,7 +129,9 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable[..., Any], args:
 def launch(fn: Callable[..., Any], world_size: int, *args: Any) -> None:
     """Run `fn(rank, *args)` on `world_size` CPU processes joined by a gloo process group.
 
-    `fn` must be importable (a module-level function). A failure on any rank raises here.
+    `fn` must be importable (a module-level function). A failure on any rank raises here. The ranks meet through a
+    file, not a TCP port: a port found free here could be taken by another process before rank 0 listens on it.
     """
-    mp.start_processes(_worker, args=(world_size, free_port(), fn, args), nprocs=world_size,
-                       join=True, start_method="spawn")
+    with tempfile.TemporaryDirectory(prefix="swehero-gloo-") as folder:
+        mp.start_processes(_worker, args=(world_size, os.path.join(folder, "rendezvous"), fn, args),
+                           nprocs=world_size, join=True, start_method="spawn")
