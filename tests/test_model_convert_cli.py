@@ -123,3 +123,41 @@ def test_a_folder_without_a_model_fails_before_any_rank_starts(tmp_path):
     result = CliRunner().invoke(main, ["convert", "hf-to-mcore", str(llama), str(tmp_path / "out"), "--tp", "0"])
     assert result.exit_code == 2 and "--tp: tp: must be >= 1, got 0" in result.output, result.output  # not / 0
     assert not (tmp_path / "out").exists()
+
+
+STAND_IN_GPU = """
+import sys
+import torch
+import torch.distributed as dist
+from swehero.model import cpu_backend
+cpu_backend.enable()
+torch.cuda.is_available = lambda: True  # the CUDA branch of run_ranks, on the CPU backend
+nccl = dist.init_process_group
+dist.init_process_group = lambda backend, **kw: nccl("gloo", **kw)
+from swehero.cli import main
+sys.argv = ["swehero", "recipe", "run", sys.argv[1]]
+main()
+"""
+
+
+@pytest.mark.timeout(600)
+def test_two_convert_stages_run_in_one_recipe_process_on_a_gpu_node(tmp_path):
+    """On a GPU, a convert stage runs in the recipe's own process (no torchrun): the first left Megatron's model
+    parallel groups behind, and the second failed on `assert _DATA_PARALLEL_GROUP is None`; both met at the fixed
+    port 29500. The CUDA branch runs here with the CPU standing in for the GPU and gloo for NCCL."""
+    import subprocess
+
+    hf_dir = with_tokenizer(make_hf(tmp_path / "hf", seed=3))
+    recipe = tmp_path / "two.yaml"
+    recipe.write_text(f"""name: two
+run_dir: {tmp_path / "run"}
+stages:
+  - {{name: to_mcore, kind: convert, source: {hf_dir}}}
+  - {{name: back, kind: convert, direction: mcore-to-hf, source: "${{stages.to_mcore.dir}}/checkpoint", like: {hf_dir}}}
+""")
+    done = subprocess.run([sys.executable, "-c", STAND_IN_GPU, str(recipe)], capture_output=True, text=True,
+                          timeout=550)
+    assert done.returncode == 0, done.stderr[-3000:]
+    weights = _weights(tmp_path / "run" / "back" / "hf")
+    assert weights.keys() == _weights(hf_dir).keys()
+    assert all(torch.equal(weights[k], v) for k, v in _weights(hf_dir).items())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any, Callable
 
 import torch
@@ -22,12 +23,18 @@ def run_ranks(fn: Callable[..., Any], world_size: int, *args: Any) -> None:
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != world_size:
         raise SystemExit(f"this needs {world_size} GPU ranks: start it with torchrun --nproc-per-node {world_size}")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29500")
-    os.environ.setdefault("RANK", "0")
     torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    torch.distributed.init_process_group("nccl", world_size=world_size)
-    try:
-        fn(torch.distributed.get_rank(), *args)
-    finally:
-        torch.distributed.destroy_process_group()
+    with tempfile.TemporaryDirectory(prefix="swehero-nccl-") as folder:
+        # torchrun's rendezvous when it started this process; else this is the only rank (`swehero convert`, a
+        # recipe's stage), which meets no other: through a file, not a fixed port another job on the node may hold
+        init = "env://" if "MASTER_ADDR" in os.environ else f"file://{folder}/rendezvous"
+        torch.distributed.init_process_group("nccl", init_method=init, rank=int(os.environ.get("RANK", "0")),
+                                             world_size=world_size)
+        try:
+            fn(torch.distributed.get_rank(), *args)
+        finally:
+            from megatron.core import parallel_state
+
+            # the next stage of a recipe run in this process initializes its own (Megatron asserts none is left)
+            parallel_state.destroy_model_parallel()
+            torch.distributed.destroy_process_group()
