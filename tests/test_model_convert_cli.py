@@ -123,6 +123,17 @@ def test_a_folder_without_a_model_fails_before_any_rank_starts(tmp_path):
     result = CliRunner().invoke(main, ["convert", "hf-to-mcore", str(llama), str(tmp_path / "out"), "--tp", "0"])
     assert result.exit_code == 2 and "--tp: tp: must be >= 1, got 0" in result.output, result.output  # not / 0
     assert not (tmp_path / "out").exists()
+    # A checkpoint copied with `cp DIR/*` (no .metadata), and an OUT that is a file, ended in a traceback per rank.
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    (copied / "hf_config.json").write_text(json.dumps(qwen))
+    result = CliRunner().invoke(main, ["convert", "mcore-to-hf", str(copied), str(tmp_path / "out"),
+                                       "--like", str(config_only)])
+    assert result.exit_code == 1 and f"Error: {copied}: no .metadata, the index of" in result.output, result.output
+    hf_dir, taken = make_hf(tmp_path / "hf", seed=1), tmp_path / "a-file"
+    taken.write_text("")
+    result = CliRunner().invoke(main, ["convert", "hf-to-mcore", str(hf_dir), str(taken)])
+    assert result.exit_code == 1 and result.output == f"Error: {taken}: not a folder (a file is there)\n"
 
 
 STAND_IN_GPU = """

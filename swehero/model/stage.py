@@ -34,6 +34,7 @@ def convert(settings: Settings, out: Path) -> None:
     """Run the conversion on tp * pp ranks, writing `out` (a Megatron checkpoint or a Hugging Face folder)."""
     source = Path(settings.source)
     _check_inputs(settings, source)
+    out.mkdir(parents=True, exist_ok=True)  # here, where a file in its place is one line, not a traceback per rank
 
     from swehero.model import convert_jobs
     from swehero.model.launch import run_ranks
@@ -63,6 +64,9 @@ def _check_inputs(settings: Settings, source: Path) -> None:
         if not (source / CHECKPOINT_CONFIG).is_file():
             raise MissingInput(f"{source}: no {CHECKPOINT_CONFIG}, so not a Megatron checkpoint of swehero's "
                                "(`convert hf-to-mcore`'s output, or a train stage's checkpoints/step-N)")
+        if not (source / ".metadata").is_file():  # torch.distributed.checkpoint's index of the shards
+            raise MissingInput(f"{source}: no .metadata, the index of the checkpoint's shards (`cp DIR/* COPY` leaves "
+                               "out dot files: copy the folder itself, `cp -r DIR COPY`)")
         if not has_tokenizer(settings.like):
             # Else the export would have weights but no tokenizer or chat template to serve with.
             raise MissingInput(f"{settings.like}: no tokenizer ({', '.join(TOKENIZER_FILES)}) for the export to "
