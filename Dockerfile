@@ -36,10 +36,11 @@ ARG DOCKER_SDK_VERSION
 ARG SWEHERO_GIT_COMMIT=unknown
 
 # Ubuntu's archive drops superseded package versions, so exact apt pins would break rebuilds; the base image's
-# digest already fixes the distribution release these come from.
+# digest already fixes the distribution release these come from. docker.io for its `docker` command alone: swebench's
+# harness stops and removes each container it grades in with it (the engine is the host's, through its socket).
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends bubblewrap git \
+ && apt-get install -y --no-install-recommends bubblewrap docker.io git \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/swehero

@@ -630,7 +630,7 @@ def test_harness_runs_up_to_the_docker_engine(toy, tmp_path, monkeypatch):
     """With an engine that cannot be reached (DOCKER_HOST names a socket that does not exist, whether or not this
     machine runs Docker), the harness gets our arguments, loads our predictions and the task file, records the run,
     and only then fails to reach Docker. Our own disk guard says clearly what is missing."""
-    import docker
+    import resource
 
     from swehero.eval.harness import run_harness
 
@@ -638,9 +638,15 @@ def test_harness_runs_up_to_the_docker_engine(toy, tmp_path, monkeypatch):
     out = evaluate(_settings(toy, "gold", limit=2), tmp_path / "run", progress=lambda _: None)
     ids = [row["instance_id"] for row in _lines(Path(out["predictions"]))]
     with pytest.raises(Unavailable, match="no Docker engine is reachable"):
-        run_harness(HarnessConfig(), tmp_path / "run", str(toy), Path(out["predictions"]), ids, {})
-    with pytest.raises(docker.errors.DockerException):
-        run_harness(HarnessConfig(min_free_gb=0), tmp_path / "run", str(toy), Path(out["predictions"]), ids, {})
+        run_harness(HarnessConfig(), tmp_path / "run", str(toy), Path(out["predictions"]), ids, {}, print)
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    graded = []
+    with pytest.raises(RuntimeError, match="swebench's harness exited with status 1"):  # DockerException there
+        run_harness(HarnessConfig(min_free_gb=0, open_file_limit=limits[0] // 2), tmp_path / "run", str(toy),
+                    Path(out["predictions"]), ids, {}, graded.append)
+    assert graded == [{}]  # what it came to, nothing: handed over even so
+    # the limit the harness sets is its own process's (it lowered this one's, the hard limit too, for good)
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == limits
     run_id = run_id_for(HarnessConfig(), tmp_path / "run")
     recorded = json.loads((tmp_path / "run" / "harness" / "logs" / "run_evaluation" / run_id / "run.json").read_text())
     assert recorded["dataset"] == str((tmp_path / "run" / "harness" / "tasks.jsonl").resolve())

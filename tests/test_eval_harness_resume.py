@@ -8,6 +8,7 @@ writes for that outcome (in its layout, relative to the working directory) and t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -91,10 +92,13 @@ class ScriptedHarness:
 @pytest.fixture
 def scripted(monkeypatch):
     def install(outcomes: dict[str, list[str]]) -> ScriptedHarness:
-        import swebench.harness.run_evaluation
-
         fake = ScriptedHarness(outcomes)
-        monkeypatch.setattr(swebench.harness.run_evaluation, "main", fake)
+
+        def run_in(kwargs: dict, where: Path) -> None:  # as the child process runs it: in `where`
+            with contextlib.chdir(where):
+                fake(**kwargs)
+
+        monkeypatch.setattr(harness, "run_evaluation", run_in)
         return fake
 
     return install
@@ -108,7 +112,7 @@ def _predict(out: Path, ids: list[str]) -> None:
 
 
 def _settings(**harness_options) -> GradingSettings:
-    return GradingSettings(grader="swebench", harness=HarnessConfig(min_free_gb=0, **harness_options))
+    return GradingSettings(grader="swebench", harness=HarnessConfig(**{"min_free_gb": 0, **harness_options}))
 
 
 def _grade(tasks: list[dict], out: Path, dataset: str = VERIFIED, settings: GradingSettings | None = None) -> dict:
@@ -223,11 +227,11 @@ def test_prune_images_removes_the_images_the_harness_used(tmp_path, scripted, mo
     out = tmp_path / "verified"
     _predict(out, ids)
     removed: list[list[str]] = []
-    monkeypatch.setattr(harness, "_remove_images", removed.append)  # the engine call itself needs Docker
+    monkeypatch.setattr(harness, "remove_image", removed.append)  # the engine call itself needs Docker
     harness_run = scripted({iid: ["resolved"] for iid in ids})
     _grade([_task(i) for i in ids], out, settings=_settings(prune_images=True))
-    assert removed == [["swebench/sweb.eval.x86_64.django_1776_django-11099:latest"],
-                       ["swebench/sweb.eval.x86_64.astropy_1776_astropy-12907:latest"]]
+    assert removed == ["swebench/sweb.eval.x86_64.django_1776_django-11099:latest",
+                       "swebench/sweb.eval.x86_64.astropy_1776_astropy-12907:latest"]
     assert harness_run.graded() == [[ids[0]], [ids[1]]]
 
 
@@ -238,7 +242,7 @@ def test_pruned_gradings_run_each_instance_once_and_keep_its_verdict(tmp_path, s
     ids = ["o__r-1", "o__r-2", "o__r-3"]
     out = tmp_path / "verified"
     _predict(out, ids)
-    monkeypatch.setattr(harness, "_remove_images", lambda names: None)
+    monkeypatch.setattr(harness, "remove_image", lambda name: None)
     harness_run = scripted({"o__r-1": ["bad_patch"], "o__r-2": ["resolved"], "o__r-3": ["timeout"]})
     _grade([_task(i) for i in ids], out, settings=_settings(prune_images=True))
     assert harness_run.graded() == [[i] for i in ids]
@@ -305,3 +309,110 @@ def test_run_ids_differ_between_folders_of_one_name_and_stay_for_one_folder(tmp_
     assert all(docker_name.fullmatch(f"sweb.eval.o__r-1.{run_id_for(config, folder)}")
                for folder in (a, b, tmp_path / "my eval (2)", a / "run-0"))
     assert run_id_for(HarnessConfig(run_id="mine"), a) == "mine"
+
+
+def test_pruned_gradings_keep_the_verdicts_of_batches_before_a_failure(tmp_path, scripted, monkeypatch):
+    """Graded a batch at a time, the grades were written once every batch had run: a later batch's failure (the
+    disk check before a pull) lost the earlier verdicts, and the rerun graded them again (a timeout: its full
+    time again)."""
+    ids = ["o__r-1", "o__r-2", "o__r-3"]
+    out = tmp_path / "verified"
+    _predict(out, ids)
+    monkeypatch.setattr(harness, "remove_image", lambda name: None)
+    monkeypatch.setattr(harness, "_missing_images", lambda names: True)
+    checks = []
+
+    def disk_check(min_free_gb, what):
+        checks.append(what)
+        if len(checks) == 3:
+            raise harness.Unavailable("Docker's disk has 2 GiB free")
+
+    monkeypatch.setattr(harness, "check_engine_disk", disk_check)
+    harness_run = scripted({"o__r-1": ["timeout"], "o__r-2": ["resolved"], "o__r-3": ["resolved"]})
+    with pytest.raises(harness.Unavailable):
+        _grade([_task(i) for i in ids], out, settings=_settings(prune_images=True, min_free_gb=1))
+    assert sorted(grades(out)) == ["o__r-1", "o__r-2"]
+    monkeypatch.setattr(harness, "check_engine_disk", lambda min_free_gb, what: None)
+    _grade([_task(i) for i in ids], out, settings=_settings(prune_images=True, min_free_gb=1))
+    assert harness_run.graded() == [["o__r-1"], ["o__r-2"], ["o__r-3"]]
+
+
+def test_a_patch_that_did_not_apply_on_modal_is_a_verdict_and_its_errors_are_run_again(tmp_path):
+    """swebench's Modal runner leaves an empty report.json for every instance it errored on (a patch that did not
+    apply too), and skips an instance whose log folder exists."""
+    from swebench.harness.constants import APPLY_PATCH_FAIL
+
+    run_id, where = "r", tmp_path / "harness"
+    bad, broken = (harness.instance_logs(where, run_id, MODEL, iid) for iid in ("o__r-1", "o__r-2"))
+    for folder, log in ((bad, f"{APPLY_PATCH_FAIL}:\nerror: corrupt patch\n"), (broken, "Error: sandbox died\n")):
+        folder.mkdir(parents=True)
+        (folder / "report.json").write_text("")
+        (folder / "run_instance.log").write_text(log)
+    graded = parse_harness(where, run_id, MODEL, ["o__r-1", "o__r-2"])
+    assert (graded["o__r-1"]["error"], "retry" in graded["o__r-1"]) == ("patch did not apply", False)
+    assert graded["o__r-2"]["retry"]
+
+
+def test_a_grader_errors_logs_go_before_it_is_graded_again(tmp_path, scripted):
+    iid, out = "o__r-1", tmp_path / "verified"
+    _predict(out, [iid])
+    harness_run = scripted({iid: ["no_space", "resolved"]})
+    _grade([_task(iid)], out)
+    stale = harness.instance_logs(out / harness.HARNESS_DIR, run_id_for(HarnessConfig(), out), MODEL, iid)
+    (stale / "left-by-modal.txt").write_text("x")
+    _grade([_task(iid)], out)
+    assert grades(out)[iid]["resolved"] and not (stale / "left-by-modal.txt").exists()
+    assert harness_run.graded() == [[iid], [iid]]
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(120)
+def test_a_stopped_grading_stops_the_harness_at_once_and_removes_its_containers(tmp_path, docker_base_image):
+    """In this process, the harness's thread pool ran every queued instance before Ctrl-C got through, and a kill
+    left its containers running. Its child process stands in here for a harness busy grading: it has started a
+    container, named as the harness names them, and waits."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import docker
+
+    run_id, iid = f"stop.{os.getpid()}", "o__r-1"
+    name = f"sweb.eval.{iid}.{run_id}"
+    busy = (f"import docker, time\ndocker.from_env().containers.run({docker_base_image!r}, 'sleep 300', "
+            f"name={name!r}, detach=True)\nprint('started', flush=True)\ntime.sleep(300)")
+    grading = subprocess.Popen([sys.executable, "-c", f"""
+import sys
+from pathlib import Path
+from swehero.eval import harness
+harness.HARNESS_MAIN = {busy!r}
+harness.run_evaluation({{"run_id": {run_id!r}, "instance_ids": [{iid!r}]}}, Path({str(tmp_path)!r}))
+"""], stdout=subprocess.PIPE, text=True)
+    engine = docker.from_env()
+    try:
+        assert grading.stdout.readline() == "started\n"
+        stopped = time.monotonic()
+        grading.send_signal(signal.SIGINT)
+        assert grading.wait(timeout=60) != 0 and time.monotonic() - stopped < 30
+        assert not engine.containers.list(all=True, filters={"name": name})
+    finally:
+        grading.kill()
+        for container in engine.containers.list(all=True, filters={"name": name}):
+            container.remove(force=True)
+
+
+def test_grading_with_the_harness_needs_the_docker_command(tmp_path, monkeypatch):
+    """swebench stops and removes each container it grades in with `docker stop` / `docker rm`: without the command
+    (an image with the SDK alone) every container was left running, a FileNotFoundError traceback each."""
+    from swehero.errors import Unavailable
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(Unavailable, match="the `docker` command, which is not on PATH"):
+        harness.check_docker_command(HarnessConfig())
+    harness.check_docker_command(HarnessConfig(modal=True))  # Modal's sandboxes, not this engine
+    out = tmp_path / "verified"
+    _predict(out, ["o__r-1"])
+    with pytest.raises(Unavailable, match="not on PATH"):
+        _grade([_task("o__r-1")], out)

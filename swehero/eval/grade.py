@@ -168,9 +168,14 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
         rows, ids = harness_rows(todo, harness_dataset), [t["instance_id"] for t in todo]
         if Path(harness_dataset).is_file():
             check_harness_dataset(rows, harness_dataset, ids)
-        graded = run_harness(settings.harness, out_dir, harness_dataset, out_dir / PREDICTIONS, ids,
-                             {row["instance_id"]: image_name(row) for row in rows}, again=edited)
         digests = {t["instance_id"]: graded_task_digest(t) for t in todo}
-        for iid, record in graded.items():
-            log.append({**record, "task_digest": digests[iid]})
+
+        def record_grades(graded: dict[str, dict]) -> None:
+            for iid, record in graded.items():
+                log.append({**record, "task_digest": digests[iid]})
+
+        # a grader error's logs go too: on Modal, the harness skips an instance whose log folder exists
+        errors = {iid for iid, record in grades(out_dir).items() if not is_final(record)}
+        run_harness(settings.harness, out_dir, harness_dataset, out_dir / PREDICTIONS, ids,
+                    {row["instance_id"]: image_name(row) for row in rows}, record_grades, again=edited | errors)
     return {"graded": len(todo) - len(missing), "before": len(done), "missing_repositories": sorted(missing)}

@@ -1,4 +1,5 @@
-"""Grading with the official harness, swebench 5.0.2, through its Python API (`run_evaluation.main`).
+"""Grading with the official harness, swebench 5.0.2, through its Python API (`run_evaluation.main`, in a child
+process: see `run_evaluation`).
 
 The harness writes `logs/run_evaluation/<run_id>/<model>/<instance>/report.json` relative to the working
 directory and the run summary `<model>.<run_id>.json` to `report_dir`; both go under `<eval dir>/harness`. It
@@ -10,17 +11,19 @@ distinct run id per eval folder keeps gradings of two folders, at once or one af
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
 import shutil
-from collections.abc import Collection
+import sys
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from swehero.agent.container import remove_image
 from swehero.agent.docker_host import check_architecture, check_engine_disk
-from swehero.errors import InputError
+from swehero.errors import InputError, Unavailable
+from swehero.process import run_group
 
 HARNESS_DIR = "harness"
 
@@ -148,15 +151,25 @@ def _missing_images(names: list[str]) -> bool:
     return False
 
 
-def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions: Path, instance_ids: list[str],
-                images: dict[str, str], again: Collection[str] = ()) -> dict[str, dict]:
-    """Grade `instance_ids` (non-empty patches); returns the grades the harness came to (`parse_harness`). `images`
-    maps instance ids to image names: the disk guard runs only when one is missing (the harness would pull it), and
-    pruning removes them. `again`: instances graded before on another task row, whose report the harness would
-    hand back as it is (it skips an instance that has one). The harness is handed the predictions of
-    `instance_ids` only (`harness_predictions`)."""
-    from swebench.harness.run_evaluation import main as run_evaluation
+def check_docker_command(config: HarnessConfig) -> None:
+    """Unavailable unless the `docker` command is on PATH for a grading on this engine: the harness stops and
+    removes each container it grades in with it (without it, every one is left running)."""
+    if not config.modal and shutil.which("docker") is None:
+        raise Unavailable("swebench's harness stops and removes its containers with the `docker` command, which is "
+                          "not on PATH (each graded container would be left running): install the Docker CLI "
+                          "(Debian/Ubuntu: docker.io), or grade with --grader local")
 
+
+def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions: Path, instance_ids: list[str],
+                images: dict[str, str], on_grades: Callable[[dict[str, dict]], None],
+                again: Collection[str] = ()) -> None:
+    """Grade `instance_ids` (non-empty patches), handing `on_grades` the grades the harness came to
+    (`parse_harness`) batch by batch, and also when stopped: what it graded is kept. `images` maps instance ids to
+    image names: the disk guard runs only when one is missing (the harness would pull it), and pruning removes them.
+    `again`: instances graded before on another task row, whose report the harness would hand back as it is (it
+    skips an instance that has one). The harness is handed the predictions of `instance_ids` only
+    (`harness_predictions`)."""
+    check_docker_command(config)
     check_architecture(remote=config.modal)
     # resolved here, before the harness's working directory replaces the one relative paths are relative to
     out_dir, predictions = Path(out_dir).resolve(), Path(predictions).resolve()
@@ -170,28 +183,51 @@ def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions:
     for iid in set(again) & set(instance_ids):
         shutil.rmtree(instance_logs(where, run_id, model, iid), ignore_errors=True)
     batches = [[iid] for iid in instance_ids] if config.prune_images else [instance_ids]
-    grades = {}
-    with contextlib.chdir(where):  # the harness writes its logs relative to the working directory
-        for batch in batches:
-            if not config.modal and config.min_free_gb > 0 and _missing_images([images.get(i, "") for i in batch]):
-                check_engine_disk(config.min_free_gb, f"pulling images for {len(batch)} instance(s)")
-            run_evaluation(**harness_kwargs(config, dataset, predictions, run_id, batch))
+    for batch in batches:
+        if not config.modal and config.min_free_gb > 0 and _missing_images([images.get(i, "") for i in batch]):
+            check_engine_disk(config.min_free_gb, f"pulling images for {len(batch)} instance(s)")
+        try:
+            run_evaluation(harness_kwargs(config, dataset, predictions, run_id, batch), where)
+        finally:
             # read now: the run's summary (errors without a report) is the last batch's; a run over them all at the
             # end would run every instance without a report again, its image pruned
-            grades.update(parse_harness(where, run_id, model, batch))
-            if config.prune_images:
-                _remove_images([images[i] for i in batch if images.get(i)])
-    return grades
+            on_grades(parse_harness(where, run_id, model, batch))
+        if config.prune_images:
+            for image in [images[i] for i in batch if images.get(i)]:
+                remove_image(image)  # not by force: an attempt running beside the grading may use it
 
 
-def _remove_images(names: list[str]) -> None:
-    from swebench.image_builder.docker_utils import remove_image
+HARNESS_MAIN = "import json, sys\nfrom swebench.harness.run_evaluation import main\nmain(**json.loads(sys.argv[1]))"
 
+
+def run_evaluation(kwargs: dict, where: Path) -> None:
+    """swebench's `run_evaluation.main(**kwargs)`, run in `where` (it writes its logs relative to the working
+    directory) by a child process in a group of its own: stopped (Ctrl-C, SIGTERM), the child goes at once and its
+    containers with it, where in this process the harness's thread pool ran every queued instance before the
+    interrupt got through; and the open-file limit it sets (`setrlimit`) stays the child's."""
+    try:
+        status = run_group([sys.executable, "-c", HARNESS_MAIN, json.dumps(kwargs)], cwd=where)
+    except BaseException:
+        if not kwargs.get("modal"):
+            _remove_containers(kwargs["run_id"], kwargs["instance_ids"])
+        raise
+    if status:
+        raise RuntimeError(f"swebench's harness exited with status {status} (its output is above; its logs are in "
+                           f"{where})")
+
+
+def _remove_containers(run_id: str, instance_ids: list[str]) -> None:
+    """The harness's containers of `instance_ids` in this run, which its child leaves running when it is stopped."""
     import docker
 
-    client = docker.from_env()
-    for name in names:
-        remove_image(client, name)
+    names = {f"sweb.eval.{iid.lower()}.{run_id}" for iid in instance_ids}
+    try:
+        engine = docker.from_env()
+        for container in engine.containers.list(all=True, filters={"name": "sweb.eval."}):
+            if container.name in names:
+                container.remove(force=True)
+    except docker.errors.DockerException as e:  # housekeeping while stopping: the interrupt is what matters
+        print(f"warning: could not remove the harness's containers of run {run_id}: {e}", file=sys.stderr)
 
 
 def instance_logs(where: Path, run_id: str, model_name: str, iid: str) -> Path:
@@ -218,11 +254,12 @@ def parse_harness(where: Path, run_id: str, model_name: str, instance_ids: list[
             if log.exists():  # swebench sets the flag only when it could parse test output: the log says what happened
                 entry = {**entry, "patch_successfully_applied": APPLY_PATCH_PASS in log.read_text(errors="replace")}
             grades[iid] = grade_record(iid, entry, "swebench", logs)
-        elif report_file.exists():  # the harness hands back any report it finds: this one goes, so it runs again
+        elif report_file.exists() and not patch_failed(log):
+            # the harness hands back any report it finds: this one goes, so it runs again
             report_file.unlink()
             grades[iid] = retry_record(iid, "swebench", logs, f"{report_file.name} empty or torn (the harness was "
                                                               "killed writing it)")
-        elif iid in errors:
+        elif iid in errors or report_file.exists():  # on Modal, an error leaves an empty report.json
             grades[iid] = error_record(iid, log_dir, summary, logs)
     return grades
 
@@ -243,17 +280,22 @@ def error_record(iid: str, log_dir: Path, summary: dict, logs: str) -> dict:
     other error (Docker out of space, an image that could not be pulled) says nothing about the patch: its line
     says `retry`, and the next grading runs the instance again, as swebench's own resume does (it reruns every
     instance without a report); the later line supersedes this one."""
-    from swebench.harness.constants import APPLY_PATCH_FAIL
-
     log = log_dir / "run_instance.log"
     record = {"instance_id": iid, "grader": "swebench", "resolved": False, "patch_applied": False, "logs": logs}
-    if log.exists() and APPLY_PATCH_FAIL in log.read_text(errors="replace"):
+    if patch_failed(log):
         return {**record, "infra_failure": False, "error": "patch did not apply"}
     reason = summary.get("failure_reasons", {}).get(iid)
     if tests_timed_out(log_dir):  # the patch applied: the tests ran, and did not finish
         return {**record, "patch_applied": True, "infra_failure": iid in summary.get("infra_failure_ids", []),
                 "error": reason or "tests_timed_out"}
     return retry_record(iid, "swebench", logs, reason or f"harness error; see {log_dir}")
+
+
+def patch_failed(log: Path) -> bool:
+    """Whether the harness's instance log says the patch did not apply."""
+    from swebench.harness.constants import APPLY_PATCH_FAIL
+
+    return log.exists() and APPLY_PATCH_FAIL in log.read_text(errors="replace")
 
 
 def retry_record(iid: str, grader: str, logs: str, error: str) -> dict:

@@ -205,11 +205,13 @@ def evaluate(settings: Settings, out_dir: Path, progress=print) -> dict[str, str
                  **saved_grading(settings.grading, harness, before)}
         check_same_attempts(out_dir, before, saved)
         save_settings(out_dir, saved)
-        if settings.grading.grader == "swebench" and Path(harness).is_file():  # fail before inference, not after
-            from swehero.eval.harness import check_harness_dataset
+        if settings.grading.grader == "swebench":  # fail before inference, not after
+            from swehero.eval.harness import check_docker_command, check_harness_dataset
 
-            check_harness_dataset(selected.tasks if harness == selected.source else load_tasks(harness, tests=True),
-                                  harness, [task["instance_id"] for task in selected.tasks])
+            if Path(harness).is_file():
+                check_harness_dataset(selected.tasks if harness == selected.source else load_tasks(harness, tests=True),
+                                      harness, [task["instance_id"] for task in selected.tasks])
+            check_docker_command(settings.grading.harness)
         if settings.agent.runtime == "docker":
             from swehero.agent.docker_host import check_architecture
 
