@@ -402,3 +402,31 @@ def test_grading_counts_the_grades_of_the_selected_tasks_alone(tmp_path):
     counts = grade(TASKS[:2], tmp_path, GradingSettings(grader="local"), None, "", progress=said.append)
     assert said == ["grading (local): 0 prediction(s) to grade, 2 graded before"] and counts["before"] == 2
     assert build_report(TASKS[:2], tmp_path, "m", "toy")["graders"] == ["local"]
+
+
+def test_ctrl_c_stops_a_local_grading_without_starting_the_queued_ones(tmp_path, monkeypatch):
+    """Leaving the worker pool's block waited for every grading still queued: Ctrl-C got through once all were
+    graded. The grading running finishes and is written; the queued ones are not started."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from swehero.eval import grade as grading
+
+    tasks = [{**TASKS[0], "instance_id": f"t{i}"} for i in range(6)]
+    predictions = JsonlLog(tmp_path / PREDICTIONS)
+    for task in tasks:
+        predictions.append({"instance_id": task["instance_id"], "model_name_or_path": "m", "model_patch": "diff"})
+
+    def slow_grading(task, prediction, repo, logs, config):
+        time.sleep(1)
+        return {"resolved": True, "patch_successfully_applied": True}
+
+    monkeypatch.setattr(grading, "check_local", lambda todo: None)
+    monkeypatch.setattr(grading, "grade_instance", slow_grading)
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        grading.grade(tasks, tmp_path, grading.GradingSettings(grader="local"), tmp_path, "", progress=print)
+    assert time.monotonic() - started < 3 and len(list(JsonlLog(tmp_path / GRADES))) == 1

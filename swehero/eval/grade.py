@@ -162,8 +162,13 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
             progress(f"  {iid}: {verdict(record)}")
 
         with ThreadPoolExecutor(max_workers=max(settings.workers, 1)) as pool:
-            for future in [pool.submit(one, task) for task in todo]:
-                future.result()
+            futures = [pool.submit(one, task) for task in todo]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # Ctrl-C, SIGTERM: leaving the block would start every grading still queued
+                pool.shutdown(cancel_futures=True)
+                raise
     else:
         rows, ids = harness_rows(todo, harness_dataset), [t["instance_id"] for t in todo]
         if Path(harness_dataset).is_file():
