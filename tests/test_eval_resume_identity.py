@@ -17,7 +17,7 @@ from swehero.errors import InputError
 from swehero.eval.grade import GRADES, GradingSettings, grade
 from swehero.eval.pipeline import Settings, evaluate, open_eval, score_heldout
 from swehero.eval.report import TEACHER_FORCED, build_report, markdown
-from swehero.rollout.runner import attempt_identity, check_resumable
+from swehero.rollout.runner import TOKENIZER, attempt_identity, check_resumable
 from swehero.rollout.tasks import load_tasks
 from swehero.rollout.toy import build_toy_tasks
 from swehero.serve.server import ServeConfig
@@ -77,6 +77,23 @@ def test_a_model_written_again_into_the_served_folder_is_refused_by_its_weights(
     assert f"(serve_model: '{ckpt}' -> '{tmp_path / 'mB'}')" in str(other.value)
     # attempts recorded before the weights were: not recorded, so no difference
     check_resumable(tmp_path, {key: made[key] for key in OLD_IDENTITY}, _identity(ckpt))
+
+
+def test_a_tokenizer_or_chat_template_exported_again_beside_the_same_weights_is_refused(tmp_path):
+    """An export with another `like` replaces the tokenizer and chat template beside the same weights: vLLM then
+    renders every prompt otherwise, and the resumed run mixed attempts made under both."""
+    ckpt = _folder(tmp_path / "ckpt", b"a" * 8)
+    (ckpt / "chat_template.jinja").write_text("{{ messages }}")
+    made = _identity(ckpt)
+    check_resumable(tmp_path, made, _identity(shutil.copytree(ckpt, tmp_path / "copy")) | {"serve_model": str(ckpt)})
+    (ckpt / "chat_template.jinja").write_text("{{ messages | tojson }}")
+    with pytest.raises(InputError, match=re.escape(f"(the tokenizer or chat template in {ckpt} changed since")):
+        check_resumable(tmp_path, made, _identity(ckpt))
+    (ckpt / "chat_template.jinja").unlink()
+    with pytest.raises(InputError, match="the tokenizer or chat template"):
+        check_resumable(tmp_path, made, _identity(ckpt))
+    # attempts recorded before the tokenizer was: not recorded, so no difference
+    check_resumable(tmp_path, {key: value for key, value in made.items() if key != TOKENIZER}, _identity(ckpt))
 
 
 def _gold_prediction(task: dict, run: Path) -> None:

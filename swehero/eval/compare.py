@@ -12,10 +12,10 @@ from pathlib import Path, PurePath
 from swehero.eval.report import OUTCOMES
 from swehero.eval.runs import EVAL_FILE, MIN_SHARED, EvalFolderError, paired_difference, percent
 from swehero.jsonio import read_json
-from swehero.rollout.runner import WEIGHTS, recorded_differences
+from swehero.rollout.runner import TOKENIZER, WEIGHTS, recorded_differences
 
-NOT_PROTOCOL = ("model", "serve_model", WEIGHTS, "serve_weights", "agent.policy", "agent.openai.model", "runs", "seed",
-                "agent.openai.seed", "agent.prompts")
+NOT_PROTOCOL = ("model", "serve_model", WEIGHTS, TOKENIZER, "serve_weights", "agent.policy", "agent.openai.model",
+                "runs", "seed", "agent.openai.seed", "agent.prompts")
 """What `eval.json` records of the attempts that is no difference of protocol between two folders: the checkpoint
 (what is compared), the number of runs (its own row), the sampling seeds (run-to-run noise, which the paired
 bootstrap measures) and the prompts (their own warning, by the names the reports give them)."""

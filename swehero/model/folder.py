@@ -160,6 +160,18 @@ def folder_fingerprint(folder: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def side_files_fingerprint(folder: str | Path) -> str:
+    """sha256 (16 hex digits) of the `side_files` of a Hugging Face folder, read whole (megabytes): the tokenizer
+    and chat template a server renders its prompts with, which an export with another `like` replaces beside the
+    same weights."""
+    digest = hashlib.sha256()
+    for path in side_files(folder):
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file():
+                digest.update(f"\0{file.relative_to(folder)}\0".encode() + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def side_files(folder: str | Path) -> list[Path]:
     """The side files (tokenizer, chat templates, generation config) a folder has."""
     folder = Path(folder)

@@ -41,7 +41,7 @@ from swehero.agent.settings import AgentSettings
 from swehero.agent.task import Task
 from swehero.errors import InputError
 from swehero.jsonio import differences
-from swehero.model.folder import folder_fingerprint, is_hf_folder
+from swehero.model.folder import folder_fingerprint, is_hf_folder, side_files_fingerprint
 from swehero.rollout.attempt import attempt_in_child
 from swehero.rollout.endpoints import Endpoint, EndpointPool, EndpointRefusesRequests
 from swehero.rollout.tasks import repo_dir, task_digest
@@ -74,6 +74,11 @@ or exported again into it. (Records of older versions hold `serve_weights`, a fi
 a copy of the same model did not keep: not compared.)"""
 
 
+TOKENIZER = "serve_tokenizer_and_template"
+"""The identity's key for the served folder's `side_files_fingerprint`: the tokenizer and chat template vLLM
+renders prompts with (records of older versions lack it: not compared)."""
+
+
 NOT_DECISIVE = ("openai.base_url", "openai.api_key_env", "openai.replica", "openai.request_timeout",
                 "openai.request_retries", "openai.backoff", "docker.min_free_gb", "docker.prune_image", "env.cache",
                 "env.retry_failed")
@@ -99,7 +104,8 @@ def attempt_identity(agent: AgentSettings, serve: ServeConfig, **more) -> dict:
     settings = _decisive(asdict(agent))
     if agent.prompts:  # what the model reads, not where the file lies
         settings["prompts"] = digest(agent.prompts)
-    weights = {WEIGHTS: folder_fingerprint(serve.model)} if serve.model and is_hf_folder(serve.model) else {}
+    weights = {WEIGHTS: folder_fingerprint(serve.model), TOKENIZER: side_files_fingerprint(serve.model)} \
+        if serve.model and is_hf_folder(serve.model) else {}
     return {"agent": settings, "serve_model": serve.model, **weights, "max_model_len": serve.max_model_len, **more}
 
 
@@ -117,10 +123,12 @@ def check_resumable(out_dir: Path, before: dict | None, now: dict) -> None:
     would mix two ways of attempting in one result, so any difference is an InputError naming each."""
     if before is None:
         return
-    if before.get("serve_model") != now.get("serve_model"):  # another checkpoint: its path says so, not its weights
-        before = {key: value for key, value in before.items() if key != WEIGHTS}
-    changed = [f"the weights in {now['serve_model']} changed since these attempts were made"
-               if d.startswith(f"{WEIGHTS}:") else d for d in recorded_differences(before, now)]
+    if before.get("serve_model") != now.get("serve_model"):  # another checkpoint: its path says so, not its files
+        before = {key: value for key, value in before.items() if key not in (WEIGHTS, TOKENIZER)}
+    said = {WEIGHTS: "the weights", TOKENIZER: "the tokenizer or chat template"}
+    changed = [next((f"{what} in {now['serve_model']} changed since these attempts were made"
+                     for key, what in said.items() if d.startswith(f"{key}:")), d)
+               for d in recorded_differences(before, now)]
     if changed:
         raise InputError(f"{out_dir} holds attempts made with other settings ({'; '.join(changed)}): write into "
                          "another folder, or rerun with the same settings to resume")
