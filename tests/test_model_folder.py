@@ -196,6 +196,13 @@ def _bad_folders(untied: Path, tmp: Path) -> list[tuple[Path, type, str]]:
     blob = tmp / "blobs" / "gone"  # a Hugging Face cache whose blob was removed
     (dangling / "model-00001-of-00002.safetensors").unlink()
     (dangling / "model-00001-of-00002.safetensors").symlink_to(blob)
+    wider = _changed_copy(untied, tmp / "wider", config={"intermediate_size": read_config(untied)["intermediate_size"]
+                                                         + 8})  # another model's config over these weights
+    misplaced = _sharded_copy(untied, tmp / "misplaced")
+    index = json.loads((misplaced / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.norm.weight"] = next(f for f in index["weight_map"].values()
+                                                    if f != index["weight_map"]["model.norm.weight"])
+    (misplaced / "model.safetensors.index.json").write_text(json.dumps(index))
     return [
         (no_bias, MissingInput, f"{no_bias}: 1 tensor(s) its config.json needs are not in its weights: "
                                 "model.layers.1.self_attn.q_proj.bias"),
@@ -207,6 +214,10 @@ def _bad_folders(untied: Path, tmp: Path) -> list[tuple[Path, type, str]]:
                                 "model.safetensors.index.json but missing"),
         (dangling, MissingInput, f"{dangling}/model-00001-of-00002.safetensors: listed in "
                                  "model.safetensors.index.json but missing"),
+        (wider, InputError, f"{wider}/config.json: its sizes do not fit the weights (6 tensor(s): "
+                            "model.layers.0.mlp.down_proj.weight is ["),
+        (misplaced, InputError, f"{misplaced}/model.safetensors.index.json: 1 tensor(s) are not in the file it names "
+                                "for them: model.norm.weight; download the model again"),
     ]
 
 
@@ -256,6 +267,7 @@ def test_an_export_needs_a_tokenizer_to_take(untied_hf, tmp_path):
     checkpoint = tmp_path / "ckpt"  # what the check reads of a Megatron checkpoint
     checkpoint.mkdir()
     shutil.copy(untied_hf / "config.json", checkpoint / "hf_config.json")
+    (checkpoint / ".metadata").write_bytes(b"")
     settings = stage.Settings(source=str(checkpoint), direction="mcore-to-hf", like=str(checkpoint))
     with pytest.raises(MissingInput, match=f"^{checkpoint}: no tokenizer \\(tokenizer.json, .*\\) for the export"):
         stage.convert(settings, tmp_path / "out")

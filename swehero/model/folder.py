@@ -84,41 +84,50 @@ def weight_files(folder: str | Path) -> dict[str, str]:
         return weight_map
     if not (folder / "model.safetensors").exists():
         raise MissingInput(f"{folder}: no {INDEX} or model.safetensors (only safetensors weights are read)")
-    return dict.fromkeys(_tensor_names(folder / "model.safetensors"), "model.safetensors")
+    return dict.fromkeys(_tensor_shapes(folder / "model.safetensors"), "model.safetensors")
 
 
-def _tensor_names(path: Path) -> list[str]:
-    """The tensors a safetensors file's header lists, failing in one line that names the file."""
+def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the tensors a safetensors file's header lists, failing in one line that names the file."""
     from safetensors import SafetensorError, safe_open
 
     if not path.is_file():  # also a dangling link, as a Hugging Face cache holds after an interrupted download
         raise MissingInput(f"{path}: listed in {INDEX} but missing; download the model again")
     try:
         with safe_open(path, "np") as f:
-            return list(f.keys())
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
     except SafetensorError as e:
         raise InputError(f"{path}: unreadable safetensors file ({e}); download it again") from None
 
 
 def check_hf_weights(folder: str | Path, config: dict[str, Any]) -> None:
-    """Fail in one line unless `folder` holds, in files that open, every tensor a model of `config` is built from;
-    warn (stderr) about tensors that would be left out."""
+    """Fail in one line unless `folder` holds, in files that open, every tensor a model of `config` is built from,
+    each in the file its index names and of the shape the config gives it; warn (stderr) about tensors that would
+    be left out."""
     folder = Path(folder)
     if config.get("quantization_config"):
         method = config["quantization_config"].get("quant_method", "?")
         raise InputError(f"{folder / CONFIG}: quantization_config ({method}): quantized weights are not converted; "
                          "use the unquantized release")
-    present: set[str] = set()
-    for file in sorted(set(weight_files(folder).values())):
-        present.update(_tensor_names(folder / file))
-    needed = qwen2.hf_weight_names(config)
-    missing = sorted(needed - present)
+    mapping = weight_files(folder)
+    shapes = {file: _tensor_shapes(folder / file) for file in sorted(set(mapping.values()))}
+    present = {name for held in shapes.values() for name in held}
+    needed = qwen2.hf_weight_shapes(config)
+    missing = sorted(needed.keys() - present)
     if missing:
         why = " (tie_word_embeddings is false, so the LM head is a tensor of its own)" \
             if "lm_head.weight" in missing else ""
         raise MissingInput(f"{folder}: {len(missing)} tensor(s) its {CONFIG} needs are not in its weights: "
                            f"{few(missing)}{why}")
-    unused = sorted(n for n in present - needed if not qwen2.is_harmless_unused(n, config))
+    if misplaced := sorted(name for name in needed if name not in shapes.get(mapping.get(name), {})):
+        raise InputError(f"{folder / INDEX}: {len(misplaced)} tensor(s) are not in the file it names for them: "
+                         f"{few(misplaced)}; download the model again")
+    wrong = [f"{name} is {list(shapes[mapping[name]][name])}, the config makes it {list(shape)}"
+             for name, shape in sorted(needed.items()) if shapes[mapping[name]][name] != shape]
+    if wrong:
+        raise InputError(f"{folder / CONFIG}: its sizes do not fit the weights ({len(wrong)} tensor(s): "
+                         f"{few(wrong, sep='; ')}): the config of another model?")
+    unused = sorted(n for n in present - needed.keys() if not qwen2.is_harmless_unused(n, config))
     if unused:
         print(f"warning: {folder}: {len(unused)} tensor(s) its {CONFIG} does not use are left out: {few(unused)}",
               file=sys.stderr)

@@ -245,6 +245,21 @@ def hf_weight_names(hf: dict[str, Any]) -> set[str]:
     return {n.replace("*", layer) for n in names for layer in (layers if "*" in n else ["*"])}
 
 
+def hf_weight_shapes(hf: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The shape of each Hugging Face tensor of `hf_weight_names`, as config `hf` sizes it (the embeddings by its
+    `vocab_size`)."""
+    hidden, heads, kv = hf["hidden_size"], hf["num_attention_heads"], hf.get("num_key_value_heads", hf["num_attention_heads"])
+    head_dim, ffn, vocab = hf.get("head_dim") or hidden // heads, hf["intermediate_size"], hf["vocab_size"]
+    by_ending = {"embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden), "norm.weight": (hidden,),
+                 "layernorm.weight": (hidden,), "q_proj.weight": (heads * head_dim, hidden),
+                 "q_proj.bias": (heads * head_dim,), "o_proj.weight": (hidden, heads * head_dim),
+                 "gate_proj.weight": (ffn, hidden), "up_proj.weight": (ffn, hidden), "down_proj.weight": (hidden, ffn),
+                 **{f"{p}_proj.{kind}": (kv * head_dim, hidden)[: 2 if kind == "weight" else 1]
+                    for p in "kv" for kind in ("weight", "bias")}}
+    return {name: next(shape for ending, shape in by_ending.items() if name.endswith(ending))
+            for name in hf_weight_names(hf)}
+
+
 def is_harmless_unused(name: str, hf: dict[str, Any]) -> bool:
     """Whether leaving out Hugging Face tensor `name` loses nothing: computed buffers, and a tied model's copy of
     the embeddings as LM head."""
