@@ -170,6 +170,52 @@ def test_from_only_force(tmp_path):
     assert ran(tmp_path) == ["first", "second", "third"]
 
 
+def test_a_run_of_part_of_the_recipe_says_what_it_ran_not_that_the_recipe_is_complete(tmp_path):
+    """`--only` and `--from` said `recipe NAME complete` with stages never run or out of date."""
+    path = setup_recipe(tmp_path)
+    complete = f"recipe engine complete: {tmp_path / 'run'}"
+    left = "not run or out of date (`--dry-run` says why): " + str(tmp_path / "run")
+    assert run(path, "--only", "first").splitlines()[-1] == f"recipe engine: ran first; not complete: second, third {left}"
+    assert run(path).splitlines()[-1] == complete
+    assert run(path, "--only", "third").splitlines()[-1] == complete  # up to date, as is every other stage
+    changed = ["--set", "stages.second.run=cp ../first/out.txt ."]
+    assert run(path, "--only", "second", *changed).splitlines()[-1] == \
+        f"recipe engine: ran second; not complete: third {left}"
+    changed = ["--set", f"stages.first.run=cat {tmp_path / 'data.txt'} > out.txt"]
+    assert run(path, "--from", "second", *changed).splitlines()[-1] == \
+        f"recipe engine: ran second, third; not complete: first, second, third {left}"
+    assert run(path, *changed).splitlines()[-1] == complete
+
+
+RELATIVE = """\
+name: relative
+run_dir: runs/relative
+stages:
+  - name: first
+    kind: command
+    run: echo made > out.txt
+    outputs: [out.txt]
+  - name: second
+    kind: command
+    run: cat ../first/out.txt > out.txt
+    inputs: ["${stages.first.dir}/out.txt"]
+    outputs: [out.txt]
+"""
+
+
+def test_a_command_reads_another_stages_output_from_its_own_folder_under_a_relative_run_dir(tmp_path, monkeypatch):
+    """As docs/recipes.md says to write it: `../first/...` in the command (run in its stage folder), and
+    `${stages.first.dir}/...` in `inputs` (read from the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text(RELATIVE)
+    run("r.yaml", "--only", "first")
+    run("r.yaml", "--only", "second")
+    folder = tmp_path / "runs" / "relative"
+    assert (folder / "second" / "out.txt").read_text() == "made\n"
+    first, second = (json.loads((folder / name / "manifest.json").read_text()) for name in ("first", "second"))
+    assert second["upstream"] == {"first": first["fingerprint"]}  # the input made `first` a need of `second`
+
+
 @pytest.mark.parametrize("option", ["--only", "--from"])
 def test_a_stage_option_naming_no_stage_is_a_usage_error_listing_the_stages(tmp_path, option):
     """As click refuses a bad option value: exit 2, the option and the recipe's stages named, nothing written."""
@@ -232,6 +278,31 @@ def test_a_rerun_stopped_while_it_empties_the_folder_leaves_no_complete_stage(tm
     monkeypatch.undo()
     line = next(line for line in run(path, "--dry-run").splitlines() if line.split()[1] == "second")
     assert line.split() == ["run", "second", "never", "ran"]
+
+
+def test_a_stage_folder_moved_to_another_disk_and_linked_back_reruns_there(tmp_path):
+    """A rerun empties what the link's target holds and keeps the link (rmtree refused the link, after the manifest
+    had gone); a link to no folder (its disk not mounted) is refused in one line before anything is touched."""
+    path = setup_recipe(tmp_path)
+    run(path)
+    ran(tmp_path)
+    linked, disk = tmp_path / "run" / "first", tmp_path / "disk" / "first"
+    disk.parent.mkdir()
+    linked.rename(disk)
+    linked.symlink_to(disk)
+    assert run(path, "--dry-run").count("up to date") == 3
+    (disk / "left.txt").write_text("the last attempt's\n")
+    run(path, "--from", "first")
+    assert ran(tmp_path) == ["first", "second", "third"]
+    assert linked.is_symlink() and sorted(p.name for p in disk.iterdir()) == ["manifest.json", "out.txt"]
+    assert manifest(tmp_path, "first")["status"] == "complete"
+
+    disk.parent.rename(tmp_path / "unmounted")
+    result = CliRunner().invoke(main, ["recipe", "run", str(path), "--from", "first"])
+    assert result.exit_code == 1 and result.output.splitlines()[-1] == (
+        f"Error: stage first: its folder {linked} is a link to {disk}, which is not a folder (a disk not mounted?): "
+        "mount it, or remove the link"), result.output
+    assert ran(tmp_path) == [] and (tmp_path / "unmounted" / "first" / "manifest.json").exists()
 
 
 def test_a_failed_command_is_one_line_naming_its_status_not_a_traceback(tmp_path):

@@ -110,6 +110,26 @@ def test_a_recipe_without_a_list_of_stages_or_not_utf8_or_with_a_file_as_run_dir
     assert result.exit_code == 2 and f"{tmp_path / 'latin1.yaml'}:4: not UTF-8 text (byte 0xe9)" in result.output
 
 
+def test_an_empty_run_dir_or_list_of_stages_is_refused_at_its_line(tmp_path, monkeypatch):
+    """An empty run_dir (its variable set but empty) wrote the stages into the working directory, `${stages.X.dir}`
+    being `/X`; `stages: []` validated, and `recipe run` ended in an IndexError."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SWEHERO_TEST_RUN_DIR", "")
+    path = write(tmp_path, GOOD.replace("{run_dir}", "${env:SWEHERO_TEST_RUN_DIR}"))
+    said = (f"{path}:2: run_dir: is empty (the recipe writes it as ${{env:SWEHERO_TEST_RUN_DIR}}): name the folder "
+            "of the run's stages")
+    assert problems(path) == [said]
+    assert problems(write(tmp_path, GOOD, "good.yaml"), "run_dir=''") == ["--set: run_dir: is empty: name the folder of the run's "
+                                                            "stages"]
+    empty = write(tmp_path, "name: t\nrun_dir: {run_dir}\nstages: []\n", "empty.yaml")
+    assert problems(empty) == [f"{empty}:3: stages: is empty: a recipe has at least one stage"]
+    for recipe, problem in ((path, said), (empty, "stages: is empty")):
+        result = CliRunner().invoke(main, ["recipe", "run", str(recipe)])
+        assert result.exit_code == 2 and problem in result.output and "nothing was run" in result.output, \
+            result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.yaml", "good.yaml", "r.yaml"]
+
+
 def test_all_problems_reported_at_once(tmp_path):
     text = GOOD.replace("outputs: [out.txt]", "outputz: [out.txt]").replace("needs: [fetch]", "needs: [nope]")
     found = problems(write(tmp_path, text))
@@ -394,6 +414,17 @@ def test_bundled_recipes_validate_and_dry_run(name, tmp_path):
     names = [s.name for s in recipe.stages]
     for stage in recipe.stages:  # dependencies come first
         assert all(names.index(n) < names.index(stage.name) for n in stage.needs)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "recipes").glob("*.yaml")))
+def test_bundled_command_stages_read_other_stages_from_their_own_folder(name, tmp_path, monkeypatch):
+    """A command runs in its stage folder, where a relative run_dir's `${stages.NAME.dir}` names nothing:
+    tiny-docker's toy_images looked for runs/tiny-docker/toy_tasks/tasks.jsonl in runs/tiny-docker/toy_images."""
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(name, ("run_dir=relative/run",))
+    for stage in (stage for stage in recipe.stages if stage.kind == "command"):
+        for text in (stage.settings.run, *stage.settings.env.values()):
+            assert "relative/run/" not in text, (stage.name, text)
 
 
 def test_the_paper_recipes_stage_two_and_packing_follow_stage_one(tmp_path):
@@ -721,6 +752,36 @@ def test_a_filter_skipping_no_rule_is_reported_at_its_field(tmp_path):
     found = problems(path)
     assert len(found) == 1 and found[0].startswith(f"{path}:7: stages[0].rules.skip[0]: must be one of ["), found
     assert "'touches_test_files'" in found[0] and "got 'touches_test_file'" in found[0]
+
+
+FILES_READ = """\
+name: t
+run_dir: {run_dir}
+stages:
+  - name: d
+    kind: distill
+    exclude: [{tmp}/eval.jsonl, verified]
+  - name: f
+    kind: filter
+    trajectories: {tmp}/in.jsonl
+    rules: {stage: hero, tasks: {tmp}/tasks.jsonl, repos: {tmp}/repos}
+"""
+
+
+def test_the_files_a_distill_exclude_and_a_filter_read_are_checked_and_fingerprinted(tmp_path):
+    """A distill stage's `exclude` and a filter's `rules.tasks` were plain strings: a typo passed validation, and a
+    changed file did not rerun the stage. (`rules.repos`, a folder of checkouts, stays a path, as the rollout
+    stages' `repos`.)"""
+    path = write(tmp_path, FILES_READ.replace("{tmp}", str(tmp_path)))
+    (tmp_path / "in.jsonl").write_text("")
+    assert problems(path) == [f"{path}:6: stages[0].exclude[0]: input not found: {tmp_path}/eval.jsonl",
+                              f"{path}:10: stages[1].rules.tasks: input not found: {tmp_path}/tasks.jsonl"]
+    for name in ("eval.jsonl", "tasks.jsonl"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "repos").mkdir()
+    recipe = load_recipe(path)
+    assert recipe.stage("d").inputs == [str(tmp_path / "eval.jsonl")]
+    assert recipe.stage("f").inputs == [str(tmp_path / name) for name in ("in.jsonl", "tasks.jsonl")]
 
 
 def test_the_paper_recipes_import_every_trajectory_and_select_after_the_filter(tmp_path):

@@ -28,7 +28,7 @@ from swehero.data.select import Selection
 from swehero.errors import InputError
 from swehero.gitdiff import patch_files
 from swehero.jsonio import JsonlLog, JsonlLogReader
-from swehero.recipe.stage import Range
+from swehero.recipe.stage import InputPath, Range
 from swehero.rollout.local_grader import LocalGraderConfig
 from swehero.rollout.tasks import canonical_digest
 
@@ -52,11 +52,12 @@ class FilterConfig:
     resolved_only: bool = False
     """hero only: keep only rollouts whose patch resolves the task (graded locally when not yet graded). The paper
     does NOT filter on this; off by default."""
-    tasks: str = ""
+    tasks: InputPath = ""
     """Task file: test files of each task's test patch (else `metadata.test_files`), and grading for
     `resolved_only`."""
     repos: str = ""
-    """Folder of task repositories (`owner__name`) for grading; empty: `repos/` beside the task file."""
+    """Folder of task repositories (`owner__name`) for grading; empty: `repos/` beside the task file. A plain path,
+    as the rollout stages' `repos`: fingerprinting every file of every checkout on each plan would take minutes."""
     grading: LocalGraderConfig = field(default_factory=LocalGraderConfig)
     """How `resolved_only` grades: the task environments (install recipe, test dependencies, Python), or an
     interpreter to test with as it is, and the test timeout."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated
 from swehero.agent.settings import AgentSettings
 from swehero.recipe.stage import Range
 from swehero.rollout.endpoints import rollout_server
-from swehero.rollout.tasks import TaskSelection
+from swehero.rollout.tasks import TaskSelection, TaskSource
 from swehero.serve.server import ServeConfig
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class Settings(TaskSelection):
     serve: ServeConfig = field(default_factory=rollout_server)
     """A checkpoint folder to serve with vLLM for the run when no endpoint is given (stopped at the end), by default
     with the agent's whole context."""
-    exclude: list[str] = field(default_factory=list)
+    exclude: list[TaskSource] = field(default_factory=list)
     """Evaluation sets (task files, or `verified`/`multilingual`) whose tasks are removed first (decontamination)."""
     agent: AgentSettings = field(default_factory=lambda: AgentSettings(mode="zero", time_limit_s=1800.0))
     """Mode (zero: SWE-Zero, exec: SWE-Hero), policy, runtime, per-episode limits and sampling."""

@@ -169,8 +169,7 @@ def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
     hints = typing.get_type_hints(Recipe, include_extras=True)
     header = {k: v for k, v in data.items() if k in top and k != "stages"}
     values = {k: check(hints[k], v, (k,), lines, problems) for k, v in header.items()}
-    if isinstance(values.get("run_dir"), str) and Path(values["run_dir"]).exists() and not Path(values["run_dir"]).is_dir():
-        problems.append(lines.problem(("run_dir",), f"{values['run_dir']} is a file, not the folder of the run's stages"))
+    problems += _run_dir_problems(values.get("run_dir"), lines)
     stages = _build_stages(data.get("stages", []), lines, problems)
     # a `stages` that is no list is reported by _build_stages: there is no graph to check
     problems += _check_graph(stages, data["stages"] if isinstance(data.get("stages"), list) else [], lines)
@@ -181,6 +180,20 @@ def load_recipe(file: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
     _check_inputs(recipe, lines)
     recipe.stages = _in_dependency_order(recipe.stages)
     return recipe
+
+
+def _run_dir_problems(run_dir: Any, lines: Lines) -> list[str]:
+    """An empty `run_dir` (an empty environment variable) would put the stage folders in the working directory, and
+    `${stages.NAME.dir}` at `/NAME`; a file holds no stage folders. Missing or no string, it is reported as such."""
+    if not isinstance(run_dir, str):
+        return []
+    if not run_dir.strip():
+        written = lines.written.get(("run_dir",))
+        return [lines.problem(("run_dir",), "is empty" + (f" (the recipe writes it as {written})" if written else "")
+                              + ": name the folder of the run's stages")]
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        return [lines.problem(("run_dir",), f"{run_dir} is a file, not the folder of the run's stages")]
+    return []
 
 
 def _default_setting(data: dict[str, Any], path: FieldPath) -> Any:
@@ -236,6 +249,8 @@ def _build_stages(raw: Any, lines: Lines, problems: list[str]) -> list[Stage]:
     if not isinstance(raw, list):
         problems.append(lines.problem(("stages",), f"expected a list of stages, got {type(raw).__name__}"))
         return []
+    if not raw:
+        problems.append(lines.problem(("stages",), "is empty: a recipe has at least one stage"))
     stages: list[Stage] = []
     seen: set[str] = set()
     for i, entry in enumerate(raw):

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from swehero.errors import InputError, SettingError
+from swehero.errors import InputError, SettingError, few
 from swehero.fingerprint import fingerprint_path, short_digest
 from swehero.jsonio import differences, exclusive, write_json_atomic
 from swehero.process import end_left_behind, recording_groups
@@ -323,14 +323,30 @@ def _begin(recipe: Recipe, step: Step) -> Path:
     """The stage's folder, emptied first unless the step resumes. What an attempt killed outright left running (see
     `_record_group`) is ended first: it would write on into the folder beside the new attempt."""
     folder = stage_dir(recipe, step.stage)
+    if folder.is_symlink() and not folder.is_dir():
+        raise StageFailed(f"stage {step.stage.name}: its folder {folder} is a link to {os.readlink(folder)}, which is "
+                          "not a folder (a disk not mounted?): mount it, or remove the link")
     end_left_behind((read_manifest(folder) or {}).get("process_groups", []))
     if folder.exists() and not step.resume:
         # the manifest first: a kill while the rest goes (minutes for checkpoints on a parallel filesystem) would
         # leave a `complete` one over half the outputs, taken as up to date once the change that reran it is undone
         (folder / MANIFEST).unlink(missing_ok=True)
-        shutil.rmtree(folder)
+        _empty(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _empty(folder: Path) -> None:
+    """Remove the stage folder, or, where it is a link (moved to a bigger disk and linked back), what its target
+    holds: the link stays, so the new attempt writes on that disk too."""
+    if not folder.is_symlink():
+        shutil.rmtree(folder)
+        return
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _attempt(recipe: Recipe, stage: Stage, status: str) -> dict[str, Any]:
@@ -473,10 +489,22 @@ def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:
         echo(f"      done in {manifest['duration_s']:.1f}s -> {stage_dir(recipe, step.stage)}")
     if waiting := [f"stage {s.stage.name}: {s.reason}" for s in steps if s.waits]:
         raise StageFailed("; ".join(waiting))
+    if left := _left_to_run(recipe):  # `--only`, `--from` or `swehero train --stage` ran part of the recipe
+        ran = few([step.stage.name for step in todo], 5) or "no stage"
+        return echo(f"recipe {recipe.name}: ran {ran}; not complete: {few(left, 5)} not run or out of date "
+                    f"(`--dry-run` says why): {recipe.run_dir}")
     echo(f"recipe {recipe.name} complete: {recipe.run_dir}")
     last = recipe.stages[-1]
     for name, path in ((stage_manifest(recipe, last) or {}).get("outputs") or {}).items():
         echo(f"  {last.name} {name}: {path}")
+
+
+def _left_to_run(recipe: Recipe) -> list[str]:
+    """The stages a plain run would run now, or wait for: none when every stage is complete and up to date."""
+    try:
+        return [step.stage.name for step in plan(recipe) if step.run or step.waits]
+    except StageFailed:  # a plain run could not start: a stage's Slurm job is queued, so it is not complete
+        return [stage.name for stage in recipe.stages if not _is_complete(recipe, stage.name)]
 
 
 def describe(steps: list[Step]) -> list[str]:
