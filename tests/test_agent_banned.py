@@ -432,6 +432,7 @@ def rt(tmp_path):
     runtime.close()
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 @pytest.mark.bwrap
 def test_zero_mode_refuses_a_repository_script_whose_shebang_is_python(rt):
     tools = Tools(rt, "zero")
@@ -453,6 +454,7 @@ def test_zero_mode_refuses_a_repository_script_whose_shebang_is_python(rt):
     assert "checked" in tools.call("execute_bash", {"command": "cd .. && bin/check && ls bin/test"}).observation
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 @pytest.mark.bwrap
 def test_zero_mode_refuses_a_repository_shell_script_that_runs_python(rt):
     """`./run.sh` (a `#!/bin/sh` script, or one with no `#!` line), `sh run.sh` or `source run.sh` runs what the file

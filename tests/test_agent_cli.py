@@ -45,6 +45,7 @@ def test_tool_runs_one_call_and_prints_the_observation(tmp_path):
         assert result.exit_code == 1 and result.output.startswith(f"Error: {message}"), (root, result.output)
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_run_with_the_oracle_writes_a_valid_trajectory(tmp_path):
     task = make_task(tmp_path / "repo", "calc", CALC, CALC_FIX)
     (tmp_path / "task.json").write_text(json.dumps([asdict(task), {**asdict(task), "instance_id": "other"}]))

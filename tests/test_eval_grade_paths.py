@@ -43,6 +43,7 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_the_harness_finds_the_files_of_an_eval_folder_given_relative(toy, tmp_path, monkeypatch):
     """The harness runs in `<OUT>/harness`: paths relative to the caller's working directory are made absolute
     before it moves there. With an engine that cannot be reached, it gets as far as Docker: it has loaded the

@@ -97,6 +97,7 @@ def test_predictions_of_instances_the_task_file_lacks_are_named_and_the_others_g
     assert [i["instance_id"] for i in json.loads((out / "report.json").read_text())["instances"]] == [CALC]
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_the_harness_is_handed_only_the_predictions_it_grades(inferred, tmp_path, monkeypatch):
     """A prediction of an instance its dataset lacks made swebench refuse the whole file (`ValueError: Some
     prediction IDs not found in dataset!`) before it graded any: with an engine that cannot be reached, it now

@@ -353,6 +353,7 @@ def test_a_distill_rerun_after_new_weights_in_its_served_folder_is_refused(toy, 
         distill(settings, tmp_path / "D")
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_teacher_forced_accuracy_equals_the_full_logits_argmax(tiny_model_dir, tmp_path, monkeypatch):
     """The output layer runs on a few positions at a time (all of 128k positions' logits would not fit beside a
     32B model): the predictions are those of the whole forward pass, counted over the trained tokens."""

@@ -201,6 +201,7 @@ http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
 """
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 @pytest.mark.timeout(60)
 def test_a_model_server_goes_with_the_process_that_started_it(tmp_path):
     # vLLM takes a minute to start on CPU, and VLLMServer launches it as any command: a stand-in serves here.
