@@ -39,7 +39,8 @@ def test_tool_runs_one_call_and_prints_the_observation(tmp_path):
     # folders is refused as `/tmp` itself is
     for root, message in (("", "the agent root must be an absolute path, got ''"),
                           ("ws", "the agent root must be an absolute path, got 'ws'"),
-                          ("/ws/../tmp", "the repository cannot appear at /tmp inside the sandbox")):
+                          ("/ws/../tmp", "the repository cannot appear at /tmp inside the sandbox"),
+                          ("//tmp", "the repository cannot appear at /tmp inside the sandbox")):
         result = runner.invoke(main, ["agent", "tool", "--repo", str(tmp_path / "repo"), "--root", root,
                                       "execute_bash", json.dumps({"command": "pwd"})])
         assert result.exit_code == 1 and result.output.startswith(f"Error: {message}"), (root, result.output)

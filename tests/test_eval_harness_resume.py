@@ -416,3 +416,13 @@ def test_grading_with_the_harness_needs_the_docker_command(tmp_path, monkeypatch
     _predict(out, ["o__r-1"])
     with pytest.raises(Unavailable, match="not on PATH"):
         _grade([_task("o__r-1")], out)
+
+
+def test_the_harness_child_takes_the_arguments_of_thousands_of_instances(tmp_path, monkeypatch):
+    """Given as one command-line argument, the ids of ~4,000 instances passed the kernel's 128 KiB limit for one
+    (E2BIG): the grading could not start."""
+    ids = [f"scikit-learn__scikit-learn-{n}" for n in range(10000, 15000)]
+    monkeypatch.setattr(harness, "HARNESS_MAIN", "import json, sys\nkwargs = json.load(sys.stdin)\n"
+                                                 "open('got.txt', 'w').write(str(len(kwargs['instance_ids'])))")
+    harness.run_evaluation({"run_id": "r", "instance_ids": ids, "modal": False}, tmp_path)
+    assert (tmp_path / "got.txt").read_text() == "5000"

@@ -96,6 +96,24 @@ def test_a_tokenizer_or_chat_template_exported_again_beside_the_same_weights_is_
     check_resumable(tmp_path, {key: value for key, value in made.items() if key != TOKENIZER}, _identity(ckpt))
 
 
+def test_teacher_forced_and_verifier_scores_are_of_the_tokenizer_and_template_too(tmp_path):
+    """Both are computed with the folder's own tokenizer and chat template: an export with another `like` kept the
+    old teacher-forced score and the old verifier scores."""
+    from swehero.eval.pipeline import Settings, heldout_identity
+    from swehero.eval.select import VerifierSettings, verifier_identity
+    from swehero.rollout.runner import recorded_differences
+
+    ckpt = _folder(tmp_path / "ckpt", b"a" * 8)
+    (ckpt / "chat_template.jinja").write_text("{{ messages }}")
+    (tmp_path / "heldout.jsonl").write_text("")
+    scoring = Settings(heldout_trajectories=[str(tmp_path / "heldout.jsonl")], serve=ServeConfig(model=str(ckpt)))
+    judging = VerifierSettings(serve=ServeConfig(model=str(ckpt)))
+    before = heldout_identity(scoring), verifier_identity(judging)
+    (ckpt / "chat_template.jinja").write_text("{{ messages | tojson }}")
+    for made, now in zip(before, (heldout_identity(scoring), verifier_identity(judging))):
+        assert [d.split(":")[0] for d in recorded_differences(made, now)] == ["tokenizer_and_template"]
+
+
 def _gold_prediction(task: dict, run: Path) -> None:
     run.mkdir(parents=True, exist_ok=True)
     (run / "predictions.jsonl").write_text(json.dumps(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -166,8 +167,9 @@ stages:
   - {{name: to_mcore, kind: convert, source: {hf_dir}}}
   - {{name: back, kind: convert, direction: mcore-to-hf, source: "${{stages.to_mcore.dir}}/checkpoint", like: {hf_dir}}}
 """)
+    # a MASTER_ADDR exported without its port (a Slurm script's) is no rendezvous of torchrun's
     done = subprocess.run([sys.executable, "-c", STAND_IN_GPU, str(recipe)], capture_output=True, text=True,
-                          timeout=550)
+                          timeout=550, env={**os.environ, "MASTER_ADDR": "127.0.0.1"})
     assert done.returncode == 0, done.stderr[-3000:]
     weights = _weights(tmp_path / "run" / "back" / "hf")
     assert weights.keys() == _weights(hf_dir).keys()

@@ -305,6 +305,20 @@ def test_a_stage_folder_moved_to_another_disk_and_linked_back_reruns_there(tmp_p
     assert ran(tmp_path) == [] and (tmp_path / "unmounted" / "first" / "manifest.json").exists()
 
 
+def test_a_linked_command_stage_reads_the_run_through_swehero_run_dir(tmp_path):
+    """A command stage's folder linked to another disk runs there: its `..` is that disk's folder, and
+    $SWEHERO_RUN_DIR (its folder's parent, resolved) was too; it is the run's folder now."""
+    path = setup_recipe(tmp_path)
+    reads_run_dir = f"stages.second.run=echo second >> {tmp_path / 'log'}; tr a-z A-Z < $SWEHERO_RUN_DIR/first/out.txt > out.txt"
+    run(path, "--set", reads_run_dir)
+    linked, disk = tmp_path / "run" / "second", tmp_path / "disk" / "second"
+    disk.parent.mkdir()
+    linked.rename(disk)
+    linked.symlink_to(disk)
+    run(path, "--from", "second", "--set", reads_run_dir)
+    assert (disk / "out.txt").read_text() == "HELLO\n"
+
+
 def test_a_failed_command_is_one_line_naming_its_status_not_a_traceback(tmp_path):
     path = setup_recipe(tmp_path)
     result = CliRunner().invoke(main, ["recipe", "run", str(path), "--set", "stages.second.run=exit 3"])

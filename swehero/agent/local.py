@@ -477,7 +477,7 @@ def root_problem(root: str) -> str | None:
     """Why the repository cannot appear at `root` inside the sandbox, or None."""
     if not root.startswith("/"):
         return f"the agent root must be an absolute path, got {root!r}"
-    root = posixpath.normpath(root)  # `/ws/../tmp` is /tmp
+    root = "/" + posixpath.normpath(root).lstrip("/")  # `/ws/../tmp` and `//tmp` are /tmp
     if _under(root, (*SYSTEM_DIRS, "tmp", "proc", "dev", STATE_DIR.strip("/"), VENV_ROOT.strip("/"))) or root == "/":
         return (f"the repository cannot appear at {root} inside the sandbox: that path is the sandbox's own; choose "
                 "another agent root (e.g. /workspace/<name> or /testbed)")

@@ -197,7 +197,7 @@ def run_harness(config: HarnessConfig, out_dir: Path, dataset: str, predictions:
                 remove_image(image)  # not by force: an attempt running beside the grading may use it
 
 
-HARNESS_MAIN = "import json, sys\nfrom swebench.harness.run_evaluation import main\nmain(**json.loads(sys.argv[1]))"
+HARNESS_MAIN = "import json, sys\nfrom swebench.harness.run_evaluation import main\nmain(**json.load(sys.stdin))"
 
 
 def run_evaluation(kwargs: dict, where: Path) -> None:
@@ -205,8 +205,12 @@ def run_evaluation(kwargs: dict, where: Path) -> None:
     directory) by a child process in a group of its own: stopped (Ctrl-C, SIGTERM), the child goes at once and its
     containers with it, where in this process the harness's thread pool ran every queued instance before the
     interrupt got through; and the open-file limit it sets (`setrlimit`) stays the child's."""
+    # the arguments on stdin: as one argument, thousands of instance ids would pass the kernel's 128 KiB limit
+    arguments = where / "harness_arguments.json"
+    arguments.write_text(json.dumps(kwargs))
     try:
-        status = run_group([sys.executable, "-c", HARNESS_MAIN, json.dumps(kwargs)], cwd=where)
+        with open(arguments) as stdin:
+            status = run_group([sys.executable, "-c", HARNESS_MAIN], cwd=where, stdin=stdin)
     except BaseException:
         if not kwargs.get("modal"):
             _remove_containers(kwargs["run_id"], kwargs["instance_ids"])

@@ -344,13 +344,16 @@ def score_heldout(settings: Settings, out_dir: Path, progress=print) -> None:
 
 
 def heldout_identity(settings: Settings) -> dict:
-    """What decides the teacher-forced score: the checkpoint's path and `folder_fingerprint`, the context it is cut
-    to, and the held-out files, each by path and size and mtime (`fingerprint_path`)."""
-    from swehero.model.folder import folder_fingerprint
+    """What decides the teacher-forced score: the checkpoint's path, `folder_fingerprint` and the tokenizer and chat
+    template it renders with (`side_files_fingerprint`), the context it is cut to, and the held-out files, each by
+    path and size and mtime (`fingerprint_path`)."""
+    from swehero.model.folder import folder_fingerprint, side_files_fingerprint
     from swehero.fingerprint import fingerprint_path
 
     return {"files": list(settings.heldout_trajectories), "model": settings.serve.model,
-            "weights_sampled": folder_fingerprint(settings.serve.model), "max_model_len": settings.serve.max_model_len,
+            "weights_sampled": folder_fingerprint(settings.serve.model),
+            "tokenizer_and_template": side_files_fingerprint(settings.serve.model),
+            "max_model_len": settings.serve.max_model_len,
             "file_fingerprints": [fingerprint_path(path) for path in settings.heldout_trajectories]}
 
 

@@ -71,15 +71,16 @@ def check_verifier(settings: VerifierSettings) -> None:
 
 def verifier_identity(settings: VerifierSettings) -> dict:
     """What the scores in a log depend on: the checkpoint (its resolved folder and a fingerprint of its config and
-    weights, so another model written into the same folder is another verifier; a hub id as named), the
-    truncation and the format."""
+    weights, so another model written into the same folder is another verifier, and of the tokenizer and chat
+    template an attempt is rendered with; a hub id as named), the truncation and the format."""
     from swehero.data.verifier import FORMAT
-    from swehero.model.folder import folder_fingerprint
+    from swehero.model.folder import folder_fingerprint, side_files_fingerprint
 
     model = Path(settings.serve.model)
     local = model.exists()
     return {"model": str(model.resolve()) if local else settings.serve.model,
             "weights_sampled": folder_fingerprint(model) if local else None,
+            "tokenizer_and_template": side_files_fingerprint(model) if local else None,
             "seq_length": settings.seq_length, "format": FORMAT}
 
 

@@ -25,9 +25,9 @@ def run_ranks(fn: Callable[..., Any], world_size: int, *args: Any) -> None:
         raise SystemExit(f"this needs {world_size} GPU ranks: start it with torchrun --nproc-per-node {world_size}")
     torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     with tempfile.TemporaryDirectory(prefix="swehero-nccl-") as folder:
-        # torchrun's rendezvous when it started this process; else this is the only rank (`swehero convert`, a
-        # recipe's stage), which meets no other: through a file, not a fixed port another job on the node may hold
-        init = "env://" if "MASTER_ADDR" in os.environ else f"file://{folder}/rendezvous"
+        # torchrun's rendezvous for several ranks; one rank (`swehero convert`, a recipe's stage) meets no other:
+        # through a file, not a port another job on the node may hold (or a MASTER_ADDR exported without its port)
+        init = "env://" if world_size > 1 else f"file://{folder}/rendezvous"
         torch.distributed.init_process_group("nccl", init_method=init, rank=int(os.environ.get("RANK", "0")),
                                              world_size=world_size)
         try:

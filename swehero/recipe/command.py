@@ -33,7 +33,7 @@ class Settings:
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
-    env = {**os.environ, **settings.env, "SWEHERO_STAGE_DIR": str(ctx.dir), "SWEHERO_RUN_DIR": str(ctx.dir.parent),
+    env = {**os.environ, **settings.env, "SWEHERO_STAGE_DIR": str(ctx.dir), "SWEHERO_RUN_DIR": str(ctx.run_dir or ctx.dir.parent),
            "SWEHERO_SEED": str(ctx.seed), "SWEHERO_PYTHON": sys.executable}
     status = run_group(["bash", "-c", settings.run], cwd=ctx.dir, env=env, preexec_fn=die_with_parent)
     if status != 0:

@@ -394,6 +394,7 @@ def run_stage(recipe: Recipe, step: Step) -> dict[str, Any]:
     ctx = StageContext(
         name=stage.name,
         dir=folder.resolve(),
+        run_dir=Path(os.path.abspath(recipe.run_dir)),
         seed=recipe.seed,
         model=recipe.model if getattr(module, "USES_MODEL", False) else None,
         upstream={n: m.get("outputs", {}) for n, m in upstream_manifests.items()},

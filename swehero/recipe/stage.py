@@ -141,3 +141,6 @@ class StageContext:
     """True when an interrupted attempt left partial work in `dir` (only for RESUMABLE kinds)."""
     provenance: dict[str, Any] = field(default_factory=dict)
     """Facts the stage records in its manifest under `provenance`, e.g. the commit a download resolved to."""
+    run_dir: Path | None = None
+    """The recipe's `run_dir`, absolute; None: `dir`'s parent. Not resolved through links: `dir` is where a stage
+    folder linked to another disk lies, whose parent is not the run's."""
