@@ -389,7 +389,9 @@ from pathlib import Path
 from swehero.eval import harness
 harness.HARNESS_MAIN = {busy!r}
 harness.run_evaluation({{"run_id": {run_id!r}, "instance_ids": [{iid!r}]}}, Path({str(tmp_path)!r}))
-"""], stdout=subprocess.PIPE, text=True)
+"""], stdout=subprocess.PIPE, text=True,
+        # Ctrl-C as a terminal delivers it, also when the tests run as a background job (SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     engine = docker.from_env()
     try:
         assert grading.stdout.readline() == "started\n"

@@ -425,8 +425,13 @@ def test_ctrl_c_stops_a_local_grading_without_starting_the_queued_ones(tmp_path,
 
     monkeypatch.setattr(grading, "check_local", lambda todo: None)
     monkeypatch.setattr(grading, "grade_instance", slow_grading)
+    # Ctrl-C as a terminal delivers it, also when the tests run as a background job (SIGINT ignored)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Timer(0.15, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        grading.grade(tasks, tmp_path, grading.GradingSettings(grader="local"), tmp_path, "", progress=print)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            grading.grade(tasks, tmp_path, grading.GradingSettings(grader="local"), tmp_path, "", progress=print)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert time.monotonic() - started < 2 and len(list(JsonlLog(tmp_path / GRADES))) == 1  # all six: 3 s

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import math
 import subprocess
 import sys
 
@@ -382,21 +381,14 @@ def _model(folder, **config):
 
 
 def _names_only_weights(folder, config: dict, leave_out: tuple[str, ...] = ()) -> None:
-    """A `model.safetensors` with every tensor `config` needs but `leave_out`, of its shape, all zero bytes in a
-    sparse file (tens of GB of a 32B model take no disk): the launch checks read only the header."""
+    """A `model.safetensors` with every tensor `config` needs but `leave_out`, of its shape, in a sparse file (tens
+    of GB of a 32B model take no disk): the launch checks read only the header."""
+    from sparse_weights import write_sparse_safetensors
+
     from swehero.model.qwen2 import hf_weight_shapes
 
-    header, offset = {}, 0
-    for name, shape in sorted(hf_weight_shapes(config).items()):
-        if name not in leave_out:
-            size = 2 * math.prod(shape)
-            header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + size]}
-            offset += size
-    encoded = json.dumps(header).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    with open(folder / "model.safetensors", "wb") as file:
-        file.write(len(encoded).to_bytes(8, "little") + encoded)
-        file.truncate(8 + len(encoded) + offset)
+    write_sparse_safetensors(folder / "model.safetensors", {name: shape for name, shape in
+                                                            hf_weight_shapes(config).items() if name not in leave_out})
 
 
 def test_an_empty_training_split_is_refused_at_launch_and_the_plan_says_why(tmp_path):

@@ -32,19 +32,33 @@ def every_path_under(path: Path) -> list[Path]:
     return found
 
 
-def two_shards(config: dict) -> dict[str, bytes]:
-    """The model's weights as two safetensors shards and their index, one number per tensor: the launch reads only
-    the names."""
-    import torch
-    from safetensors.torch import save
+SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
 
+
+def shard_names(config: dict) -> dict[str, list[str]]:
+    """The model's tensors, split over two shards."""
     from swehero.model.qwen2 import hf_weight_names
 
     names = sorted(hf_weight_names(config))
-    shards = {f"model-0000{i + 1}-of-00002.safetensors": names[i::2] for i in range(2)}
-    index = {"weight_map": {name: file for file, part in shards.items() for name in part}}
-    return {"model.safetensors.index.json": json.dumps(index).encode(),
-            **{file: save({name: torch.zeros(1) for name in part}) for file, part in shards.items()}}
+    return {file: names[i::2] for i, file in enumerate(SHARDS)}
+
+
+def two_shards(config: dict) -> dict[str, bytes]:
+    """The index of two shards, and a placeholder for each (distinct: the cache keeps a file per content), written
+    whole by `fill_shards` once in the cache."""
+    index = {"weight_map": {name: file for file, part in shard_names(config).items() for name in part}}
+    return {"model.safetensors.index.json": json.dumps(index).encode(), **{file: file.encode() for file in SHARDS}}
+
+
+def fill_shards(snapshot: Path, config: dict) -> None:
+    """The shards of a cached snapshot, of their full shapes in sparse files: the launch reads only the headers."""
+    from sparse_weights import write_sparse_safetensors
+
+    from swehero.model.qwen2 import hf_weight_shapes
+
+    shapes = hf_weight_shapes(config)
+    for file, part in shard_names(config).items():
+        write_sparse_safetensors((snapshot / file).resolve(), {name: shapes[name] for name in part})
 
 
 @pytest.fixture
@@ -53,6 +67,7 @@ def hub(tmp_path) -> Path:
     config = (CONFIGS / "qwen2.5-coder-32b-instruct.json").read_bytes()
     add_to_cache(cache, "Qwen/Qwen2.5-Coder-32B-Instruct", COMMIT, repo_type="model", files={
         "config.json": config, **two_shards(json.loads(config)), "tokenizer.json": b"{}"})
+    fill_shards(cache / "models--Qwen--Qwen2.5-Coder-32B-Instruct" / "snapshots" / COMMIT, json.loads(config))
     dataset = tmp_path / "runs/h32/prepare_zero/dataset"  # what the prepare stage leaves
     dataset.mkdir(parents=True)
     for name in ("train_tokens.bin", "train_tokens.idx"):
