@@ -135,9 +135,13 @@ def test_the_verifiers_identity_follows_its_weights_and_config(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text('{"hidden_size": 8}')
     (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "tokenizer.json").write_text("{}")
     settings = VerifierSettings(serve=ServeConfig(model=str(folder), max_model_len=64), seq_length=64)
     first = verifier_identity(settings)
-    (folder / "tokenizer.json").write_text("{}")  # a side file: the same weights
+    (folder / "tokenizer.json").write_text('{"version": "1.0"}')  # another tokenizer renders attempts otherwise
+    assert verifier_identity(settings) == {**first, "tokenizer_and_template": verifier_identity(settings)[
+        "tokenizer_and_template"]} != first
+    (folder / "tokenizer.json").write_text("{}")
     assert verifier_identity(settings) == first
     os.utime(folder / "model.safetensors", ns=(1, 1))  # the same weights, copied or downloaded again
     assert verifier_identity(settings) == first
