@@ -130,7 +130,8 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
     check_one_grader(tasks, out_dir, settings.grader)
     log = JsonlLog(out_dir / GRADES)
     selected = {t["instance_id"] for t in tasks}
-    final = {iid: record for iid, record in grades(out_dir).items() if iid in selected and is_final(record)}
+    latest = grades(out_dir)
+    final = {iid: record for iid, record in latest.items() if iid in selected and is_final(record)}
     done = _made_on(tasks, final)
     edited = final.keys() - done.keys()
     predictions = finished(out_dir)
@@ -180,7 +181,7 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
                 log.append({**record, "task_digest": digests[iid]})
 
         # a grader error's logs go too: on Modal, the harness skips an instance whose log folder exists
-        errors = {iid for iid, record in grades(out_dir).items() if not is_final(record)}
+        errors = {iid for iid, record in latest.items() if not is_final(record)}
         run_harness(settings.harness, out_dir, harness_dataset, out_dir / PREDICTIONS, ids,
                     {row["instance_id"]: image_name(row) for row in rows}, record_grades, again=edited | errors)
     return {"graded": len(todo) - len(missing), "before": len(done), "missing_repositories": sorted(missing)}
