@@ -137,40 +137,66 @@ def test_a_folder_without_a_model_fails_before_any_rank_starts(tmp_path):
     assert result.exit_code == 1 and result.output == f"Error: {taken}: not a folder (a file is there)\n"
 
 
-STAND_IN_GPU = """
-import sys
+# Loaded by every Python process of the recipe (sitecustomize), spawned ranks too: the CPU stands in for a node
+# of two GPUs and gloo for NCCL; each process group asked for is written down.
+STAND_IN_GPU_NODE = """
+import os
 import torch
 import torch.distributed as dist
 from swehero.model import cpu_backend
 cpu_backend.enable()
-torch.cuda.is_available = lambda: True  # the CUDA branch of run_ranks, on the CPU backend
+torch.cuda.is_available = lambda: True
+torch.cuda.device_count = lambda: 2
 nccl = dist.init_process_group
-dist.init_process_group = lambda backend, **kw: nccl("gloo", **kw)
-from swehero.cli import main
-sys.argv = ["swehero", "recipe", "run", sys.argv[1]]
-main()
+def init_process_group(backend, **kw):
+    with open(os.environ["GROUPS_LOG"], "a") as log:
+        log.write(f"{backend} {kw['rank']}/{kw['world_size']}\\n")
+    nccl("gloo", **kw)
+dist.init_process_group = init_process_group
 """
 
 
 @pytest.mark.timeout(600)
-def test_two_convert_stages_run_in_one_recipe_process_on_a_gpu_node(tmp_path):
-    """On a GPU, a convert stage runs in the recipe's own process (no torchrun): the first left Megatron's model
-    parallel groups behind, and the second failed on `assert _DATA_PARALLEL_GROUP is None`; both met at the fixed
-    port 29500. The CUDA branch runs here with the CPU standing in for the GPU and gloo for NCCL."""
+def test_convert_stages_run_in_a_recipe_on_a_gpu_node(tmp_path):
+    """On a GPU node a convert stage runs without torchrun, from the recipe's process: one rank in that process (the
+    first left Megatron's model parallel groups behind, and the second failed on `assert _DATA_PARALLEL_GROUP is
+    None`; both met at the fixed port 29500), several spawned there, one per GPU (it asked for torchrun). The CUDA
+    branch runs here with the CPU standing in for the GPUs and gloo for NCCL."""
     import subprocess
 
     hf_dir = with_tokenizer(make_hf(tmp_path / "hf", seed=3))
-    recipe = tmp_path / "two.yaml"
-    recipe.write_text(f"""name: two
+    recipe = tmp_path / "three.yaml"
+    recipe.write_text(f"""name: three
 run_dir: {tmp_path / "run"}
 stages:
   - {{name: to_mcore, kind: convert, source: {hf_dir}}}
-  - {{name: back, kind: convert, direction: mcore-to-hf, source: "${{stages.to_mcore.dir}}/checkpoint", like: {hf_dir}}}
+  - {{name: split, kind: convert, source: {hf_dir}, tp: 2}}
+  - {{name: back, kind: convert, direction: mcore-to-hf, source: "${{stages.split.dir}}/checkpoint", like: {hf_dir}}}
 """)
+    (tmp_path / "stand_in").mkdir()
+    (tmp_path / "stand_in" / "sitecustomize.py").write_text(STAND_IN_GPU_NODE)
     # a MASTER_ADDR exported without its port (a Slurm script's) is no rendezvous of torchrun's
-    done = subprocess.run([sys.executable, "-c", STAND_IN_GPU, str(recipe)], capture_output=True, text=True,
-                          timeout=550, env={**os.environ, "MASTER_ADDR": "127.0.0.1"})
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "GROUPS_LOG": str(tmp_path / "groups.log"),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "stand_in"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "swehero", "recipe", "run", str(recipe)], capture_output=True,
+                          text=True, timeout=550, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+    groups = (tmp_path / "groups.log").read_text().splitlines()
+    assert groups[0] == "nccl 0/1" and sorted(groups[1:3]) == ["nccl 0/2", "nccl 1/2"] and groups[3:] == ["nccl 0/1"]
     weights = _weights(tmp_path / "run" / "back" / "hf")
     assert weights.keys() == _weights(hf_dir).keys()
     assert all(torch.equal(weights[k], v) for k, v in _weights(hf_dir).items())
+
+
+def test_a_gpu_node_with_fewer_gpus_than_ranks_is_one_line(monkeypatch):
+    from swehero.model.launch import run_ranks
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    with pytest.raises(SystemExit, match="^this needs 4 GPU ranks and this node has 2 GPUs$"):
+        run_ranks(print, 4)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match="^this needs 4 GPU ranks, torchrun started 2: start it with --nproc-per-node"):
+        run_ranks(print, 4)

@@ -25,7 +25,7 @@ def convert() -> None:
 def hf_to_mcore(settings: Settings, out: Path) -> None:
     """Write SOURCE's weights as a Megatron dist checkpoint OUT, loadable at any TP/PP layout.
 
-    Each of the tp*pp ranks holds only its share of the model (on GPUs start it with torchrun)."""
+    Each of the tp*pp ranks holds only its share of the model (on GPUs, one per GPU of this node, or torchrun's)."""
     run_convert(settings, out)
     click.echo(f"wrote Megatron checkpoint {out}")
 

@@ -17,12 +17,9 @@ Nothing in the GPU path imports this module.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from typing import Any, Callable
 
 import torch
-import torch.multiprocessing as mp
 from torch.overrides import TorchFunctionMode
 
 _CPU = torch.device("cpu")
@@ -112,26 +109,9 @@ def enable() -> None:
     _mode.__enter__()
 
 
-def _worker(rank: int, world_size: int, rendezvous: str, fn: Callable[..., Any], args: tuple) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    enable()
-    torch.distributed.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
-    try:
-        fn(rank, *args)
-    finally:
-        from megatron.core import parallel_state
-
-        parallel_state.destroy_model_parallel()
-        torch.distributed.destroy_process_group()
-
-
 def launch(fn: Callable[..., Any], world_size: int, *args: Any) -> None:
-    """Run `fn(rank, *args)` on `world_size` CPU processes joined by a gloo process group.
+    """Run `fn(rank, *args)` on `world_size` CPU processes joined by a gloo process group, also where CUDA is
+    (tests of the CPU backend on a GPU machine)."""
+    from swehero.model.launch import spawn_ranks
 
-    `fn` must be importable (a module-level function). A failure on any rank raises here. The ranks meet through a
-    file, not a TCP port: a port found free here could be taken by another process before rank 0 listens on it.
-    """
-    with tempfile.TemporaryDirectory(prefix="swehero-gloo-") as folder:
-        mp.start_processes(_worker, args=(world_size, os.path.join(folder, "rendezvous"), fn, args),
-                           nprocs=world_size, join=True, start_method="spawn")
+    spawn_ranks(fn, world_size, args, cuda=False)
