@@ -112,6 +112,21 @@ def test_test_files_the_model_patch_edited_are_reset_before_the_test_patch(tmp_p
     assert "test_mine" not in log and "test_model_version" not in log
 
 
+def test_a_patch_whose_part_is_already_there_applies_as_in_the_harness(tmp_path):
+    """Every command of the harness's chain fails on a patch one file of which the checkout already has (`patch
+    --forward` skips it and exits 1 with the rest applied); the harness then finds the patch reverses cleanly and
+    tests it: so does the local grader. One that neither applies nor reverses is still no patch."""
+    repo, base = base_repo(tmp_path / "repo", {**CODE, "pkg/extra.py": "a = 1\n",
+                                               "pkg/tests/test_mod.py": PYTEST_TESTS})
+    test_patch = diff(repo, {"pkg/tests/test_mod.py": PYTEST_TESTS + PYTEST_F2P})
+    task = task_of("o/r", base, test_patch, ["pkg/tests/test_mod.py::test_f"], ["pkg/tests/test_mod.py::test_exists"])
+    there = diff(repo, FIX) + "diff --git a/pkg/extra.py b/pkg/extra.py\n--- a/pkg/extra.py\n+++ b/pkg/extra.py\n"
+    entry = grade(repo, task, there + "@@ -1 +1 @@\n-a = 0\n+a = 1\n", tmp_path / "out")
+    assert entry["resolved"] and entry["patch_successfully_applied"], (tmp_path / "out" / "test_output.txt").read_text()
+    entry = grade(repo, task, there + "@@ -1 +1 @@\n-a = 0\n+a = 2\n", tmp_path / "out2")
+    assert not entry["resolved"] and not entry["patch_successfully_applied"]
+
+
 def test_data_files_of_the_test_patch_are_not_run(tmp_path):
     """swebench leaves `NON_TEST_EXTS` out of its test directives; given to pytest, they are not found (exit 4).
     astropy's tests are read with swebench's parser for astropy (`parse_log_pytest_v2`)."""
