@@ -170,6 +170,21 @@ def test_from_only_force(tmp_path):
     assert ran(tmp_path) == ["first", "second", "third"]
 
 
+def test_a_stage_run_again_within_the_same_second_is_new_input_to_the_next(tmp_path, monkeypatch):
+    """A stage's fingerprint was its settings, inputs and finish time to the second: one forced to run again within
+    that second (a quick stage, a script) made the same, and the stages after it stayed up to date."""
+    from swehero.recipe import engine
+
+    monkeypatch.setattr(engine, "_now", lambda: "2026-12-07T00:00:00+00:00")  # every run within one second
+    path = setup_recipe(tmp_path)
+    run(path)
+    ran(tmp_path)
+    run(path, "--only", "second", "--force")
+    assert ran(tmp_path) == ["second"]
+    run(path)
+    assert ran(tmp_path) == ["third"]
+
+
 def test_a_run_of_part_of_the_recipe_says_what_it_ran_not_that_the_recipe_is_complete(tmp_path):
     """`--only` and `--from` said `recipe NAME complete` with stages never run or out of date."""
     path = setup_recipe(tmp_path)
