@@ -769,6 +769,23 @@ def test_endpoint_pool_least_loaded_and_dead_endpoints(tmp_path):
     assert pool.report() == [{"url": dead, "episodes": 1, "failed": 0, "dead": True}]
 
 
+def test_shards_sharing_endpoints_fill_them_all():
+    """Every shard's pool gave ties to the first listed: 16 shards of 4 workers over 8 teachers loaded the first
+    four with 16 episodes each and left four idle. Each shard's ties now start where the previous shard's workers
+    ended; a URL written with and without its trailing slash is one teacher."""
+    from contextlib import ExitStack
+
+    urls = [f"http://teacher-{i}:8000/v1" for i in range(8)]
+    load = dict.fromkeys(urls, 0)
+    with ExitStack() as borrowed:
+        for shard in range(16):
+            pool = EndpointPool(urls, first=shard * 4)
+            for _ in range(4):
+                load[borrowed.enter_context(pool.borrow()).url] += 1
+    assert list(load.values()) == [8] * 8
+    assert [e.url for e in EndpointPool([urls[0], urls[0] + "/", urls[1]]).endpoints] == urls[:2]
+
+
 def test_an_endpoint_failing_in_a_row_is_benched_then_tried_one_attempt_at_a_time(monkeypatch):
     """Always the least loaded, an endpoint that fails every attempt at once would be chosen again and again."""
     from swehero.rollout import endpoints

@@ -153,7 +153,7 @@ def distill(settings: Settings, out_dir: Path) -> dict:
     from swehero.rollout.endpoints import serving
     from swehero.rollout.runner import (BUSY, LOCK, Job, attempt_identity, attempted_task_digest, check_resumable,
                                         run_attempts, sampling_seed)
-    from swehero.rollout.tasks import load_selection
+    from swehero.rollout.tasks import load_selection, parse_shard
 
     start = time.monotonic()
     out_dir = Path(out_dir)
@@ -207,8 +207,10 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         endpoints = serving(settings.agent, settings.endpoints, settings.serve, out_dir) if todo else \
             contextlib.nullcontext((settings.agent, []))
         with endpoints as (agent, urls):
+            # shard i's workers take up where shard i-1's left off in the endpoint list
+            first = parse_shard(settings.shard)[0] * settings.workers if settings.shard else 0
             ran = run_attempts(todo, agent, commit, out_dir / "work", repos, urls, settings.workers,
-                               bar=settings.progress)
+                               bar=settings.progress, first_endpoint=first)
         summary = committed.figures.summary(wall_s=time.monotonic() - start)
         summary.update(planned=len(tasks) * settings.rollouts,
                        skipped_as_done=len(tasks) * settings.rollouts - len(todo),

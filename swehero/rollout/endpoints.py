@@ -1,8 +1,9 @@
 """Model endpoints for the attempts: which servers they talk to (listed ones, or a vLLM server started for the
 run), least-loaded dispatch and failover.
 
-Each attempt borrows the live endpoint with the fewest attempts in flight (ties go to the one listed first) and
-returns it when done. An attempt that ends in an `agent_error` makes the pool probe that endpoint's `/models`; an
+Each attempt borrows the live endpoint with the fewest attempts in flight and returns it when done. Ties go to the
+first in list order from the pool's `first` on: processes sharing a list (distill's shards) each start at their
+own place, so that together they fill every endpoint, not all the first ones. An attempt that ends in an `agent_error` makes the pool probe that endpoint's `/models`; an
 endpoint that does not answer is marked dead, never chosen again, and the attempt is retried on another one. When
 none is left the run stops, committing nothing for the attempts that found them dead.
 
@@ -87,11 +88,15 @@ def alive(url: str, timeout: float = 10.0) -> bool:
 
 
 class EndpointPool:
-    def __init__(self, endpoints: list[str | Endpoint]) -> None:
+    def __init__(self, endpoints: list[str | Endpoint], first: int = 0) -> None:
         if not endpoints:
             raise ValueError("no teacher endpoint given")
-        given = [e if isinstance(e, Endpoint) else Endpoint(e) for e in endpoints]
+        # `.../v1/` and `.../v1` are one server: listed twice, it would get twice the share
+        given = [replace(e, url=e.url.rstrip("/")) if isinstance(e, Endpoint) else Endpoint(e.rstrip("/"))
+                 for e in endpoints]
         self.endpoints = list({(e.url, e.replica): e for e in given}.values())
+        first %= len(self.endpoints)
+        self._tie_order = self.endpoints[first:] + self.endpoints[:first]
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -100,7 +105,7 @@ class EndpointPool:
         other than `instead_of` where another is ready. When none is ready, the least-loaded live one: a benched
         endpoint still serves while no other can."""
         with self._lock:
-            chosen = min(self._choices(instead_of), key=lambda e: e.in_flight)
+            chosen = min(self._choices(instead_of), key=lambda e: (e.in_flight, self._tie_order.index(e)))
             chosen.in_flight += 1
             chosen.served += 1
         try:

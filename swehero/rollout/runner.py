@@ -150,13 +150,15 @@ def sampling_seed(*parts) -> int:
 
 def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job, dict], None], work_dir: Path,
                  repos: Path | None = None, endpoints: list[str | Endpoint] = (), workers: int = 1,
-                 progress: Callable[[str], None] | None = None, bar: bool = False, max_attempts: int = 1) -> dict:
+                 progress: Callable[[str], None] | None = None, bar: bool = False, max_attempts: int = 1,
+                 first_endpoint: int = 0) -> dict:
     """Attempt every job, `workers` at a time, calling `commit(job, record)` as each ends; returns
     {"attempts", "agent_errors", "endpoints", "missing_repositories"}. `repos` holds the task repositories (local
     runtime); a job whose repository is missing is not attempted, and named in "missing_repositories". An attempt
     that ends without a patch is made again, up to `max_attempts` times (OpenHands' benchmark protocol); the last
-    one is committed, with `metadata.attempts` saying how many were made."""
-    pool = EndpointPool(list(endpoints)) if endpoints else None
+    one is committed, with `metadata.attempts` saying how many were made. `first_endpoint`: where this process's
+    ties start in `endpoints` (`EndpointPool`)."""
+    pool = EndpointPool(list(endpoints), first_endpoint) if endpoints else None
     counts, lock, missing = {"attempts": 0, "agent_errors": 0}, threading.Lock(), set()
     stop = threading.Event()
     # The local runtime copies a task's git history before its first attempt; the task's other attempts (3-5
