@@ -966,8 +966,12 @@ def test_a_run_whose_endpoints_stop_answering_stops_and_commits_nothing_for_them
 @pytest.mark.slow
 def test_a_missing_repository_fails_the_run_after_the_others_and_a_rerun_does_it(toy, tmp_path):
     """An episode whose repository is missing is not attempted or committed; the others are, then the command
-    fails naming the repository; the next run does the missing one."""
+    fails naming the repository; the next run does the missing one. The summary counts it, as not attempted: a
+    merge of the shard said nothing of it (it is in neither file), and the result was taken for complete."""
+    from click.testing import CliRunner
+
     from swehero.agent.local import MissingRepository
+    from swehero.distill.cli import merge as merge_command
 
     repos = tmp_path / "repos"
     shutil.copytree(toy.parent / "repos", repos)
@@ -976,10 +980,18 @@ def test_a_missing_repository_fails_the_run_after_the_others_and_a_rerun_does_it
                         agent=AgentSettings(policy="oracle", mode="zero"))
     with pytest.raises(MissingRepository, match="swehero-toy/calc"):
         distill(settings, tmp_path / "out")
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["episodes"] == 3
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["episodes"], summary["not_attempted"]) == (3, 1)
+    assert summary["missing_repositories"] == [f"no git repository for swehero-toy/calc at {repos}/swehero-toy__calc:"
+                                               " clone it there (the folder of repositories holds one clone per "
+                                               "repository, named owner__name)"]
+    merged = CliRunner().invoke(merge_command, [str(tmp_path / "out"), "--out", str(tmp_path / "merged")])
+    assert merged.exit_code == 0 and "episodes not attempted, their repositories missing (put them in place, rerun " \
+        f"the shard, then merge again): {tmp_path / 'out'} (1); no git repository for swehero-toy/calc" in merged.output
     shutil.copytree(toy.parent / "repos" / "swehero-toy__calc", repos / "swehero-toy__calc")
     summary = distill(settings, tmp_path / "out")
     assert summary["episodes"] == 4 and summary["failed_this_run"] == 0 and summary["skipped_as_done"] == 3
+    assert (summary["not_attempted"], summary["missing_repositories"]) == (0, [])
 
 
 @pytest.mark.slow

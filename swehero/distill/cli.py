@@ -11,6 +11,7 @@ from swehero.distill.filter_io import filter_file
 from swehero.distill.filter_stage import Settings as FilterSettings
 from swehero.distill.run import Settings, distill as run_distill
 from swehero.distill.shards import merge as merge_shards, slurm_job
+from swehero.errors import few
 from swehero.recipe.options import Command, DefaultCommandGroup, launcher_options, settings_options, submit_if_asked
 from swehero.rollout.decontam import DecontamConfig, decontaminate_file
 
@@ -54,6 +55,10 @@ def merge(shard_dirs: tuple[Path, ...], out: Path) -> None:
     if summary["failed"]:
         click.echo("failed episodes outstanding (rerun the shard, it retries them, then merge again): "
                    + " ".join(f"{shard} ({n})" for shard, n in summary["failed"].items()), err=True)
+    if summary["not_attempted"]:
+        click.echo("episodes not attempted, their repositories missing (put them in place, rerun the shard, then "
+                   "merge again): " + " ".join(f"{shard} ({n})" for shard, n in summary["not_attempted"].items())
+                   + "; " + few(summary["missing_repositories"], 5, "; "), err=True)
 
 
 @distill.command(examples=[

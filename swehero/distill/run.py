@@ -216,6 +216,9 @@ def distill(settings: Settings, out_dir: Path) -> dict:
                        skipped_as_done=len(tasks) * settings.rollouts - len(todo),
                        failed_this_run=ran["agent_errors"],
                        outstanding_failures=len(outstanding_failures(out_dir, done, planned)),
+                       # no repository: in neither file, so a merge would not know them outstanding but for this
+                       not_attempted=ran["not_attempted"],
+                       missing_repositories=unmirrored or ran["missing_repositories"],
                        endpoints=ran["endpoints"])
         committed.figures.write(summary, out_dir / SUMMARY)
         if ran["missing_repositories"]:  # the others are done and committed; a rerun with them in place does these

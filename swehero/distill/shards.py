@@ -105,7 +105,8 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     folder no run has written to is an error, and so is a pair two folders hold different episodes of (two runs of
     the same tasks); a shard without its summary has not finished (its array task was stopped, or still runs) and
     is merged as far as it got, and listed as `unfinished`; a shard whose failed episodes (`failures.jsonl`) are
-    not in the merged trajectories is listed under `failed`, with how many."""
+    not in the merged trajectories is listed under `failed`, with how many, and one that did not attempt the tasks
+    of missing repositories under `not_attempted`."""
     from swehero.distill.run import SUMMARY, TRAJECTORIES
     from swehero.jsonio import exclusive
     from swehero.rollout.runner import BUSY, LOCK
@@ -161,9 +162,12 @@ def _merge_locked(shard_dirs: list[Path], out_dir: Path) -> dict:
     # a shard's own count knows its plan (a failed task excluded since is not outstanding)
     failed = {str(shard): n for shard in shard_dirs if (n := summaries.get(shard, {}).get(
         "outstanding_failures", len(outstanding_failures(shard, seen.keys()))))}
+    not_attempted = {str(shard): n for shard, s in summaries.items() if (n := s.get("not_attempted", 0))}
+    missing = sorted({reason for s in summaries.values() for reason in s.get("missing_repositories", [])})
     summary = figures.summary(wall_s=max((s["wall_s"] for s in summaries.values()), default=0.0))
     summary.update(shards=[str(s) for s in shard_dirs], duplicates_skipped=duplicates, unfinished=unfinished,
-                   outstanding_failures=sum(failed.values()), failed=failed)
+                   outstanding_failures=sum(failed.values()), failed=failed, not_attempted=not_attempted,
+                   missing_repositories=missing)
     figures.write(summary, out_dir / SUMMARY)
     return summary
 
@@ -174,7 +178,9 @@ def _summary(file: Path) -> dict:
 
     summary = read_json(file, "a distill run's summary")
     if not isinstance(summary.get("wall_s"), (int, float)) or \
-            not isinstance(summary.get("outstanding_failures", 0), int):
+            not isinstance(summary.get("outstanding_failures", 0), int) or \
+            not isinstance(summary.get("not_attempted", 0), int) or \
+            not isinstance(summary.get("missing_repositories", []), list):
         raise InputError(f"{file}: not a distill run's summary: it needs wall_s (seconds) and, if any, "
-                         "outstanding_failures (a count)")
+                         "outstanding_failures and not_attempted (counts) and missing_repositories (a list)")
     return summary

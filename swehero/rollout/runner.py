@@ -153,13 +153,14 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
                  progress: Callable[[str], None] | None = None, bar: bool = False, max_attempts: int = 1,
                  first_endpoint: int = 0) -> dict:
     """Attempt every job, `workers` at a time, calling `commit(job, record)` as each ends; returns
-    {"attempts", "agent_errors", "endpoints", "missing_repositories"}. `repos` holds the task repositories (local
-    runtime); a job whose repository is missing is not attempted, and named in "missing_repositories". An attempt
+    {"attempts", "agent_errors", "endpoints", "not_attempted", "missing_repositories"}. `repos` holds the task
+    repositories (local runtime); a job whose repository is missing is not attempted (counted), and its repository
+    named in "missing_repositories". An attempt
     that ends without a patch is made again, up to `max_attempts` times (OpenHands' benchmark protocol); the last
     one is committed, with `metadata.attempts` saying how many were made. `first_endpoint`: where this process's
     ties start in `endpoints` (`EndpointPool`)."""
     pool = EndpointPool(list(endpoints), first_endpoint) if endpoints else None
-    counts, lock, missing = {"attempts": 0, "agent_errors": 0}, threading.Lock(), set()
+    counts, lock, missing = {"attempts": 0, "agent_errors": 0, "not_attempted": 0}, threading.Lock(), set()
     stop = threading.Event()
     # The local runtime copies a task's git history before its first attempt; the task's other attempts (3-5
     # rollouts, runs) clone that copy, and it goes when the last of them has ended. Callers list a task's jobs
@@ -190,7 +191,9 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
                 try:
                     check_repository(source, job.task["repo"])
                 except MissingRepository as e:  # not the attempt's fault: nothing committed, the caller says so
-                    missing.add(str(e))
+                    with lock:
+                        missing.add(str(e))
+                        counts["not_attempted"] += 1
                     return
             for attempt in range(1, max_attempts + 1):
                 seed = job.seed if attempt == 1 or job.seed is None else sampling_seed(job.seed, attempt)
