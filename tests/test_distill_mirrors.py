@@ -193,3 +193,18 @@ def test_the_shards_of_a_run_share_one_mirror_cache(tmp_path):
     assert yaml.safe_load((tmp_path / "mine" / "distill.yaml").read_text())["repos"] == "/data/mirrors"
     slurm_job(Settings(tasks=tasks, endpoints=["http://a:8000/v1"]), 4, tmp_path / "local")  # no --repo-url
     assert yaml.safe_load((tmp_path / "local" / "distill.yaml").read_text())["repos"] == ""
+
+
+@pytest.mark.parametrize("template", ["/data/repos/{owner}__{name}", "/data/repos/calc", "/data/{repo", "/data/{}"])
+def test_a_repo_url_naming_no_repository_is_refused_before_the_run(tmp_path, template):
+    """Another placeholder was a KeyError traceback after the run had begun; none cloned one repository under every
+    task repository's name, and every episode failed on a missing base commit."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    result = CliRunner().invoke(main, ["distill", "run", "--tasks", "toy", "--policy", "oracle", "--repo-url",
+                                       template, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--repo-url: repo_url: needs {repo} (owner/name) or {repo_dir} (owner__name) " \
+        f"and no other placeholder, got {template!r}" in result.output, result.output
+    assert not (tmp_path / "out").exists()

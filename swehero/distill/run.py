@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import string
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -66,6 +67,20 @@ class Settings(TaskSelection):
     """Where each task repository comes from, e.g. `https://github.com/{repo}.git` or `/data/repos/{repo_dir}`
     ({repo} = owner/name, {repo_dir} = owner__name). When set, a bare mirror of each repository is cloned once
     into `repos` (default: `<out>/mirrors`) and every rollout checks out from it."""
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        """`TaskSelection`'s, and a `repo_url` that names no repository (one mirror cloned under every name) or
+        holds another placeholder (a traceback once the run had started)."""
+        problems = super().cross_field_problems()
+        if self.repo_url:
+            try:
+                names = {name for _, name, _, _ in string.Formatter().parse(self.repo_url) if name is not None}
+            except ValueError as e:  # a lone brace
+                names = {f"({e})"}
+            if not names or names - {"repo", "repo_dir"}:
+                problems.append(("repo_url", f"needs {{repo}} (owner/name) or {{repo_dir}} (owner__name) and no "
+                                             f"other placeholder, got {self.repo_url!r}"))
+        return problems
 
 
 def key(record: dict) -> tuple[str, int]:
