@@ -995,6 +995,26 @@ def test_a_missing_repository_fails_the_run_after_the_others_and_a_rerun_does_it
 
 
 @pytest.mark.slow
+def test_a_task_whose_base_commit_its_repository_lacks_is_not_attempted_but_named(toy, tmp_path):
+    """Its checkout failed in the attempt, an `agent_error` in failures.jsonl: every rerun made it again (fetching
+    its mirror again), and a merge advised a rerun that could not help. It is the task's input, named as a
+    missing repository is."""
+    from swehero.agent.local import MissingRepository
+
+    rows = [json.loads(line) for line in toy.read_text().splitlines()]
+    rows[0]["base_commit"] = "0" * 40
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    settings = Settings(tasks=str(tasks), repos=str(toy.parent / "repos"), workers=2, progress=False,
+                        agent=AgentSettings(policy="oracle", mode="zero"))
+    with pytest.raises(MissingRepository, match=f"no commit {'0' * 40} \\(the task's base_commit\\)"):
+        distill(settings, tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["episodes"], summary["not_attempted"], summary["outstanding_failures"]) == (len(rows) - 1, 1, 0)
+    assert not (tmp_path / "out" / "failures.jsonl").exists()
+
+
+@pytest.mark.slow
 def test_distill_and_filter_stage_kinds(toy, tmp_path):
     """Both kinds' Settings build from recipe data with the recipe schema, then run through the stage contract."""
     from swehero.distill import filter_stage, stage

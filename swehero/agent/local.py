@@ -43,6 +43,7 @@ from swehero.agent.runtime import (
     CommandResult,
     OneCommandAtATime,
     RuntimeConfig,
+    base_commit_sha,
     exclude_patterns,
     git,
     prepare_checkout,
@@ -69,11 +70,17 @@ class MissingRepository(MissingInput):
         return cls(few(reasons, 5, "; "))
 
 
-def check_repository(path: Path, repo: str = "") -> None:
-    """Raise `MissingRepository` unless `path` holds a git repository (the clone of `repo`)."""
+def check_repository(path: Path, repo: str = "", base_commit: str = "") -> None:
+    """Raise `MissingRepository` unless `path` holds a git repository (the clone of `repo`), with `base_commit`
+    if one is given."""
     if not (Path(path) / ".git").exists() and not (Path(path) / "HEAD").is_file():
         raise MissingRepository(f"no git repository{f' for {repo}' if repo else ''} at {path}: clone it there (the "
                                 "folder of repositories holds one clone per repository, named owner__name)")
+    if base_commit:
+        try:
+            base_commit_sha(path, base_commit)
+        except InputError as e:
+            raise MissingRepository(str(e)) from None
 
 
 def find_bwrap() -> str:

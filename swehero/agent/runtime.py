@@ -453,6 +453,16 @@ def git(*args: str, cwd: Path | None = None) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
+def base_commit_sha(source: Path, base_commit: str) -> str:
+    """The full sha of `base_commit` in the repository `source`; an InputError (the task's input, not git's
+    failure) where it has no such commit."""
+    try:
+        return git("rev-parse", "--verify", f"{base_commit}^{{commit}}", cwd=source).strip()
+    except subprocess.CalledProcessError:
+        raise InputError(f"{source}: no commit {base_commit} (the task's base_commit) in this repository: is it "
+                         "the task's repository, with its history up to that commit?") from None
+
+
 def prepare_checkout(source: Path, base_commit: str, dest: Path, cache: Path) -> None:
     """A fresh repository at `dest` holding only `base_commit` and its ancestors, checked out on branch `main`.
 
@@ -463,11 +473,7 @@ def prepare_checkout(source: Path, base_commit: str, dest: Path, cache: Path) ->
     `.git/objects`, and through a hard link that would corrupt the cache for every later rollout of the task. The
     copy costs about 0.2 s for a history of 230 MB (OpenHands' own, one pack, files in the page cache).
     """
-    try:
-        sha = git("rev-parse", "--verify", f"{base_commit}^{{commit}}", cwd=source).strip()
-    except subprocess.CalledProcessError:  # the task's input, not git's failure: say which
-        raise InputError(f"{source}: no commit {base_commit} (the task's base_commit) in this repository: is it "
-                         "the task's repository, with its history up to that commit?") from None
+    sha = base_commit_sha(source, base_commit)
     bare = cache / f"{sha}.git"
     if not bare.exists():
         cache.mkdir(parents=True, exist_ok=True)

@@ -189,7 +189,7 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
             source = repo_dir(repos, job.task["repo"]) if repos and settings.runtime == "local" else None
             if source is not None:
                 try:
-                    check_repository(source, job.task["repo"])
+                    check_repository(source, job.task["repo"], job.task.get("base_commit", ""))
                 except MissingRepository as e:  # not the attempt's fault: nothing committed, the caller says so
                     with lock:
                         missing.add(str(e))
