@@ -1015,6 +1015,20 @@ def test_a_task_whose_base_commit_its_repository_lacks_is_not_attempted_but_name
 
 
 @pytest.mark.slow
+def test_a_folder_holding_trajectories_another_command_wrote_is_named(toy, tmp_path):
+    """`--out` at an import stage's folder (its trajectories.jsonl has no rollout numbers): a KeyError traceback."""
+    from swehero.errors import InputError
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "trajectories.jsonl").write_text(json.dumps(
+        {"instance_id": "swehero-toy__calc-1", "messages": [], "metadata": {"stage": "zero"}}) + "\n")
+    settings = Settings(tasks=str(toy), progress=False, agent=AgentSettings(policy="oracle", mode="zero"))
+    with pytest.raises(InputError, match=f"^{tmp_path / 'out' / 'trajectories.jsonl'}:1: not a distill run's "
+                                         "trajectory: metadata.rollout is no rollout number$"):
+        distill(settings, tmp_path / "out")
+
+
+@pytest.mark.slow
 def test_distill_and_filter_stage_kinds(toy, tmp_path):
     """Both kinds' Settings build from recipe data with the recipe schema, then run through the stage contract."""
     from swehero.distill import filter_stage, stage

@@ -162,6 +162,7 @@ def check_made_as_planned(committed: Committed, source: str, out_dir: Path) -> N
 
 def distill(settings: Settings, out_dir: Path) -> dict:
     """Run every (task, rollout) not yet in `out_dir/trajectories.jsonl`; write `summary.json`; return it."""
+    from swehero.distill.shards import episodes
     from swehero.rollout.decontam import decontaminate_against
     from swehero.gitdiff import patch_files
     from swehero.jsonio import JsonlLog, exclusive, write_json_atomic
@@ -181,7 +182,8 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         if settings.exclude:
             tasks, report = decontaminate_against(tasks, settings.exclude)
         digests = {task["instance_id"]: attempted_task_digest(task) for task in tasks}
-        committed = read_committed(log, digests, settings.rollouts)
+        # checked as a merge checks them: a folder another command wrote (an import's) is named, not a KeyError
+        committed = read_committed((record for *_, record in episodes(log.path)), digests, settings.rollouts)
         done = committed.done
         if report is not None:
             check_none_committed(report["dropped_tasks"], done, out_dir)
