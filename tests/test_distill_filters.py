@@ -550,6 +550,24 @@ def test_filter_and_prompts_name_a_row_that_is_no_trajectory(tmp_path):
     assert not (tmp_path / "f").exists() and not (tmp_path / "p.json").exists()
 
 
+@pytest.mark.parametrize("field, value, problem", [
+    ("metadata", "oops", "metadata must be an object or null"),
+    ("patch", 5, "patch must be a string or null"),
+    ("metadata", {"test_files": "pkg/tests/test_mod.py"}, "metadata.test_files must be a list of file paths")])
+def test_a_field_of_the_wrong_type_is_named_not_a_traceback(tmp_path, field, value, problem):
+    """A string metadata or a number patch was an AttributeError traceback; test files given as one string were
+    compared with the patch's files character by character, so `touches_test_files` never fired."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(good(0)) + "\n" + json.dumps({**good(1), field: value}) + "\n")
+    result = CliRunner().invoke(main, ["filter", str(src), "--stage", "zero", "--out", str(tmp_path / "f")])
+    assert result.exit_code == 1 and f"Error: {src}:2: not a canonical trajectory: bad_field: {problem}" \
+        in result.output, result.output
+
+
 def release_turn(n: int, name: str, args: dict, result: str) -> list[dict]:
     """One assistant call and its result, as the NVIDIA release writes them (OpenHands messages)."""
     call = {"id": f"c{n}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}

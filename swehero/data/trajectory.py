@@ -54,6 +54,10 @@ def _validated(record: Any, turnless: bool) -> dict:
         raise Reject("bad_field", "resolved must be true, false or null")
     if not isinstance(out["tools"], list) or not all(isinstance(t, dict) for t in out["tools"]):
         raise Reject("bad_field", "tools must be a list of objects")
+    if out["patch"] is not None and not isinstance(out["patch"], str):
+        raise Reject("bad_field", "patch must be a string or null")
+    if out["metadata"] is not None and not isinstance(out["metadata"], dict):
+        raise Reject("bad_field", "metadata must be an object or null")
     if isinstance(out["messages"], list):
         out["messages"] = [_normalised(m) if isinstance(m, dict) else m for m in out["messages"]]
     _check_messages(out["messages"], turnless)

@@ -3,7 +3,6 @@ with `resolved_only` the log of grades (`grades.jsonl`) that a rerun into the sa
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from swehero.data.select import Selection, select_lines
 from swehero.data.sources import expand, iter_trajectories
-from swehero.data.trajectory import validate
+from swehero.data.trajectory import Reject, validate
 from swehero.distill.filters import GRADES, FilterConfig, Grades, check_gradable, filter_trajectories, logged_grades
 from swehero.errors import InputError
 
@@ -90,4 +89,13 @@ def trajectories(path: str) -> Iterator[dict]:
     of episodes without an assistant turn (a distill run commits one for an episode that ended before the teacher's
     first reply), otherwise valid: the filter drops these by its own rule (`filters.NO_ASSISTANT_TURN`). Any other
     row that is not a trajectory stops the read with `InputError` naming its file:line and the field."""
-    return iter_trajectories(Path(path), functools.partial(validate, turnless=True))
+    return iter_trajectories(Path(path), _checked)
+
+
+def _checked(row: dict) -> dict:
+    record = validate(row, turnless=True)
+    files = (record["metadata"] or {}).get("test_files")
+    if files is not None and not (isinstance(files, list) and all(isinstance(f, str) for f in files)):
+        # a string would be compared with the patch's files character by character: the rule would never fire
+        raise Reject("bad_field", "metadata.test_files must be a list of file paths")
+    return record
