@@ -647,8 +647,8 @@ def test_min_lr_above_lr_is_reported_at_its_line(tmp_path):
     ("{type: yarn, factor: abc}", "factor: must be a number > 1, got 'abc'"),
     ("{type: yarn, factor: -2}", "factor: must be a number > 1, got -2"),
     ("{factor: 4}", "type: must be yarn (the rope scaling Qwen2.5 extends its context with), got nothing"),
-    ("{rope_type: linear, factor: 4}", "type: must be yarn (the rope scaling Qwen2.5 extends its context with), got "
-                                       "'linear'"),
+    ("{rope_type: linear, factor: 4}", "rope_type: must be yarn (the rope scaling Qwen2.5 extends its context with), "
+                                       "got 'linear'"),
     ("{type: yarn, factor: 4, original_max_position_embeddings: abc}",
      "original_max_position_embeddings: must be a whole number > 0, got 'abc'"),
 ])
@@ -656,13 +656,13 @@ def test_a_rope_scaling_no_model_is_built_with_is_reported_by_validate(scaling, 
     """`validate` said ok; `plan` and `run --dry-run` then failed with a traceback (KeyError 'factor', ValueError),
     or planned -65536 positions (factor -2), or trained without scaling (no type)."""
     found = problems("zero-7b", f"run_dir={tmp_path}", f"stages.sft_zero.rope_scaling={scaling}")
-    assert found == [f"--set: stages[6].rope_scaling: {message}"]
+    assert found == [f"--set: stages[6].rope_scaling.{message}"]
     assert load_recipe("zero-7b", (f"run_dir={tmp_path}",
                                    "stages.sft_zero.rope_scaling={rope_type: yarn, factor: 2}")).stage("sft_zero")
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("rope_scaling: {type: yarn, factor: 1}", "rope_scaling: factor: must be a number > 1, got 1"),
+    ("rope_scaling: {type: yarn, factor: 1}", "rope_scaling.factor: must be a number > 1, got 1"),
     # passed `recipe validate` and stopped `recipe plan` and `run`
     ("global_batch_tokens: 0", "global_batch_tokens: must be >= 1, got 0"),
 ])
@@ -677,6 +677,24 @@ def test_a_train_setting_no_run_can_take_is_reported_at_its_line(tmp_path, setti
             {setting}
         """)
     assert problems(path) == [f"{path}:7: stages[0].{message}"]
+
+
+def test_a_rope_scaling_a_variant_recipe_overrides_is_reported_at_the_variants_line(tmp_path):
+    """Merged key by key into the base's mapping, the problem was reported at the base's `rope_scaling` (its line
+    73 reads `factor: 4.0`)."""
+    hero = Path(__file__).parent.parent / "recipes" / "hero-7b.yaml"  # whose sft_hero takes sft_zero's scaling
+    path = write(tmp_path, f"""\
+        base: {hero}
+        name: variant
+        run_dir: {{run_dir}}
+        stages:
+          - name: sft_zero
+            rope_scaling:
+              type: yarn
+              factor: 0.5
+        """)
+    assert problems(path) == [f"{path}:8: stages[6].rope_scaling.factor: must be a number > 1, got 0.5",
+                              f"{hero}:31: stages[11].rope_scaling.factor: must be a number > 1, got 0.5"]
 
 
 def test_commands_built_from_the_settings_report_ranges_too():

@@ -249,6 +249,48 @@ def test_a_token_budget_per_step_sets_the_rows_and_is_checked_against_seq_length
     assert "steps          375, 125 per epoch  (393.22 M tokens)" in text
 
 
+def test_an_odd_seq_length_is_no_context_parallel_problem_without_context_parallelism():
+    """Refused as one: "seq_length 4095 is not divisible by 2 x context 1"."""
+    check_layout(Settings(data="x", seq_length=4095, global_batch_size=2, gpus_per_node=2, device="cpu"), None, 2)
+    with pytest.raises(LayoutError, match="seq_length 4095 is not divisible by 2 x context 2"):
+        check_layout(Settings(data="x", seq_length=4095, global_batch_size=2, parallel=ParallelConfig(context=2)),
+                     None, 2)
+
+
+def test_a_node_that_cannot_train_the_stage_is_one_error_before_torchrun(monkeypatch, capsys):
+    """A node that shows no GPU (a container started without them) trained `device: auto` on the CPU: every worker
+    of a 7B layout imported Megatron and failed on sequence parallelism, naming Transformer Engine, not the GPUs
+    (one without it trains on the CPU, said on stderr now); a node with fewer GPUs than `gpus_per_node` failed in
+    every surplus worker's `set_device`."""
+    import torch
+
+    from swehero.errors import InputError, Unavailable
+    from swehero.train import model_setup
+    from swehero.train.stage import check_this_node
+
+    seven_b = Settings(data="d", gpus_per_node=8, parallel=ParallelConfig(tensor=4, pipeline=2, sequence_parallel=True))
+    assert not torch.cuda.is_available()  # this machine: the node without GPUs
+    with pytest.raises(InputError, match="^stage sft: sequence_parallel needs Transformer Engine's layers .*, which the "
+                                         "CPU cannot run: no CUDA GPU is visible on this node"):
+        check_this_node(seven_b, "sft")
+    with pytest.raises(Unavailable, match="^stage sft: device is cuda, but no CUDA GPU is visible on this node"):
+        check_this_node(dataclasses.replace(seven_b, device="cuda"), "sft")
+    check_this_node(dataclasses.replace(seven_b, parallel=ParallelConfig(tensor=4, pipeline=2)), "sft")  # CPU ranks
+    assert capsys.readouterr().err == "warning: stage sft: no CUDA GPU is visible on this node: device auto trains " \
+                                      "on the CPU, 8 gloo process(es)\n"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    with pytest.raises(Unavailable, match="^stage sft: gpus_per_node is 8, but this node shows 4 GPU"):
+        check_this_node(seven_b, "sft")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setattr(model_setup, "has_transformer_engine", lambda: False)
+    with pytest.raises(InputError, match="^stage sft: sequence_parallel needs Transformer Engine's layers \\(Megatron's "
+                                         "local norms refuse it\\)$"):
+        check_this_node(seven_b, "sft")
+    monkeypatch.setattr(model_setup, "has_transformer_engine", lambda: True)
+    check_this_node(seven_b, "sft")
+
+
 def test_what_every_worker_would_fail_on_is_one_error_before_any_starts(tmp_path, monkeypatch):
     from swehero.errors import InputError, MissingInput, Unavailable
     from swehero.train.plan import plan_stage

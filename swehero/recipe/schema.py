@@ -44,13 +44,15 @@ def build(cls: type, data: Any, path: FieldPath, lines: Lines, problems: list[st
         return None
     built = cls(**kwargs)
     if not any(isinstance(value, Unresolved) for value in kwargs.values()):  # already reported
-        problems += [lines.problem(path + (name,), message) for name, message in cross_field_problems(built)]
+        problems += [lines.problem(path + (name if isinstance(name, tuple) else (name,)), message)
+                     for name, message in cross_field_problems(built)]
     return built
 
 
-def cross_field_problems(settings: Any) -> list[tuple[str, str]]:
+def cross_field_problems(settings: Any) -> list[tuple[str | FieldPath, str]]:
     """(field, message) for values a dataclass says do not go together (`min_lr` above `lr`): its optional
-    `cross_field_problems()` method, which a value's own type and range cannot tell."""
+    `cross_field_problems()` method, which a value's own type and range cannot tell. The field may be a path
+    within the dataclass (a key of a mapping field), so that the problem is found at that key's line."""
     method = getattr(settings, "cross_field_problems", None)
     return method() if method else []
 

@@ -117,11 +117,14 @@ class Settings:
     export_hf: bool = True
     """Export the final weights as a Hugging Face folder (`<stage>/hf`) for serving."""
 
-    def cross_field_problems(self) -> list[tuple[str, str]]:
+    def cross_field_problems(self) -> list[tuple[tuple[str, str], str]]:
         # else `recipe plan` and `run` fail on it with a traceback, or train with the scaling left out
         if self.rope_scaling is None:
             return []
-        return [("rope_scaling", f"{key}: {problem}") for key, problem in rope_override_problems(self.rope_scaling)]
+        # at the key's own line: a variant recipe's override merged into its base's mapping keeps the base's line
+        spelt = {"type": "rope_type"} if "rope_type" in self.rope_scaling else {}
+        return [(("rope_scaling", spelt.get(key, key)), problem)
+                for key, problem in rope_override_problems(self.rope_scaling)]
 
 
 def rows_per_step(settings: Settings) -> int:
@@ -160,7 +163,7 @@ def check_layout(settings: Settings, hf_config: dict | None, world_size: int) ->
         # each row is seq_length tokens, split over the tensor ranks (with context parallelism, `context.py` pads)
         problems.append(f"seq_length {settings.seq_length} is not divisible by tensor {p.tensor} (sequence "
                         "parallelism splits each sequence over the tensor-parallel ranks)")
-    if settings.seq_length % (2 * p.context):
+    if p.context > 1 and settings.seq_length % (2 * p.context):
         problems.append(f"seq_length {settings.seq_length} is not divisible by 2 x context {p.context} "
                         "(context parallelism splits each sequence into 2 x context chunks)")
     data_parallel = max(world_size // model_parallel, 1)

@@ -83,7 +83,7 @@ def build(s: Settings, init: str, env: Env) -> tuple[list, dict]:
     hf_config = model_config(s, init)
     check_layout(s, hf_config, env.world_size)
     dtype = torch.float32 if s.precision == "fp32" else torch.bfloat16
-    spec = layer_spec(s, env.cuda and _has_transformer_engine())
+    spec = layer_spec(s, env.cuda and has_transformer_engine())
     chunks = build_model_chunks(hf_config, s.parallel, spec, dtype, **model_overrides(s, env.cuda))
     for chunk in chunks:
         if s.fused_ce:
@@ -156,7 +156,7 @@ def layer_spec(s: Settings, has_te: bool) -> str:
     return "local"
 
 
-def _has_transformer_engine() -> bool:
+def has_transformer_engine() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("transformer_engine") is not None

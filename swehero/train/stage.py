@@ -128,6 +128,36 @@ def check(settings: Settings, name: str, recipe: Recipe, step: Step) -> None:
                             f"`swehero train RECIPE --stage {name} --launcher slurm`")
 
 
+def check_this_node(settings: Settings, name: str) -> None:
+    """What every worker on this node would fail on after importing Megatron, or train otherwise than meant, that
+    only this node can tell (a Slurm job's nodes are other machines, its image maybe another environment): GPUs
+    where the stage trains on them (a container started without them, a driver mismatch: `auto` trains on the
+    CPU then, which a stage that needs Transformer Engine cannot, and the rest is said on stderr), as many as it
+    starts, and Transformer Engine where its layout needs it."""
+    import sys
+
+    import torch
+
+    from swehero.train.model_setup import has_transformer_engine, layer_spec
+
+    cuda = torch.cuda.is_available()
+    if settings.device == "cuda" and not cuda:
+        raise Unavailable(f"stage {name}: device is cuda, but no CUDA GPU is visible on this node (no GPU, a "
+                          "container started without them, a driver mismatch)")
+    if cuda and settings.device != "cpu" and (shown := torch.cuda.device_count()) < settings.gpus_per_node:
+        raise Unavailable(f"stage {name}: gpus_per_node is {settings.gpus_per_node}, but this node shows {shown} "
+                          "GPU(s) (CUDA_VISIBLE_DEVICES?)")
+    try:
+        layer_spec(settings, settings.device != "cpu" and cuda and has_transformer_engine())
+    except InputError as e:
+        where = "" if cuda or settings.device == "cpu" else (
+            ", which the CPU cannot run: no CUDA GPU is visible on this node (device auto trains on the CPU then)")
+        raise InputError(f"stage {name}: {e}{where}") from None
+    if settings.device == "auto" and not cuda:
+        print(f"warning: stage {name}: no CUDA GPU is visible on this node: device auto trains on the CPU, "
+              f"{settings.gpus_per_node} gloo process(es)", file=sys.stderr)
+
+
 def check_layout_of(settings: Settings, config: dict | None, name: str) -> None:
     """The stage's parallel layout against the model config it trains (None: not known yet), on all its
     processes."""
@@ -216,6 +246,7 @@ def train_here(settings: Settings, ctx: StageContext) -> None:
     if settings.nodes > 1:
         raise spans_nodes(ctx.name, settings.nodes)
     job_file(settings, ctx)
+    check_this_node(settings, ctx.name)
     (ctx.dir / FINISHED).unlink(missing_ok=True)  # an earlier attempt's (one without the export this one makes)
     # In its own session, so that Ctrl-C reaches this process alone, which then stops torchrun as SIGTERM would;
     # guarded, so that nothing of it (workers, their checkpoint writers) outlives this process killed outright.
