@@ -9,7 +9,7 @@ from data_samples import samples
 from tests_paths import QWEN
 
 from swehero.data.pack import BestFitPacker
-from swehero.data.prepare import PrepareConfig, prepare
+from swehero.data.prepare import PrepareConfig, _process as _PROCESS, prepare
 from swehero.data.render import ChatRenderer
 from swehero.errors import InputError
 from swehero.jsonio import partial_folder
@@ -173,6 +173,32 @@ def test_multiprocess_output_equals_in_process(built):
     prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "mp", cfg2)
     for name in ("train_tokens.bin", "train_loss_mask.bin", "valid_tokens.bin", "train_tokens.idx"):
         assert (tmp / "out" / name).read_bytes() == (tmp / "mp" / name).read_bytes()
+
+
+def _killed_on_its_third_batch(batch):
+    """Stands in for `prepare._process` in the forked workers: the worker given the third batch is killed, as the
+    OOM killer kills one on a batch of long rows."""
+    import os
+    import signal
+
+    if batch[0][0].endswith(":11"):  # batches of 5 rows: the third starts at line 11
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _PROCESS(batch)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_worker_killed_mid_run_ends_the_run_with_its_reason(built, monkeypatch):
+    """multiprocessing.Pool replaced the killed worker and never answered its batch: the run waited forever."""
+    from swehero.data import prepare as module
+    from swehero.errors import ProcessFailed
+
+    tmp, _, cfg, _ = built
+    monkeypatch.setattr(module, "_process", _killed_on_its_third_batch)
+    with pytest.raises(ProcessFailed, match="^a worker process died while preparing \\(killed: out of memory"):
+        prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "killed", PrepareConfig(**{**cfg.__dict__, "workers": 2,
+                                                                                       "batch_size": 5}))
+    assert not (tmp / "killed").exists()
 
 
 def test_best_fit_packer():

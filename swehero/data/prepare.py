@@ -26,6 +26,8 @@ import shutil
 import signal
 import time
 from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -37,7 +39,7 @@ from swehero.data.render import ChatRenderer, fit_length, load_tokenizer
 from swehero.data.sources import MAX_REJECT_FRACTION, STATS, Rejects, expand, parse_row, read_rows
 from swehero.progress import progress
 from swehero.data.trajectory import Reject, trained_digest, validate
-from swehero.errors import InputError, MissingInput
+from swehero.errors import InputError, MissingInput, ProcessFailed
 from swehero.jsonio import differences, partial_folder
 from swehero.model.folder import SIDE_FILES
 from swehero.recipe.stage import Range
@@ -192,18 +194,23 @@ def _results(cfg: PrepareConfig, batches):
     # yet in this process, and within a worker parallelism comes from the processes, not from its thread pool.
     previous = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    # Not multiprocessing.Pool: a worker killed (the OOM killer on a batch of 128k-token rows) is replaced there,
+    # its batch never answered, and the run waited for it forever; this pool raises BrokenProcessPool.
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=signal.signal,
+                               initargs=(signal.SIGTERM, signal.SIG_DFL))  # whatever handler this process had
     try:
-        # terminate() must stop the workers whatever SIGTERM handler this process had when they were forked
-        with mp.get_context("fork").Pool(workers, initializer=signal.signal,
-                                         initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
-            pending: deque = deque()
-            for batch in batches:
-                pending.append(pool.apply_async(_process, (batch,)))
-                if len(pending) >= 2 * workers:
-                    yield pending.popleft().get()
-            while pending:
-                yield pending.popleft().get()
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.submit(_process, batch))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        raise ProcessFailed("a worker process died while preparing (killed: out of memory? see `dmesg`); its batch "
+                            "is lost: run again (fewer --workers take less memory)") from None
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # the running batches end; no other starts
         if previous is None:
             del os.environ["TOKENIZERS_PARALLELISM"]
         else:
