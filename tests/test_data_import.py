@@ -575,3 +575,34 @@ def test_sharegpt_rejects_name_the_turn_as_conversations_numbers_it(tmp_path, sy
         import_files([str(tmp_path / "sg.jsonl")], "sharegpt", out, max_reject_fraction=1)
         _, (reject,) = _records_and_rejects(out)
         assert reject["detail"] == "the `system` column holds a lone surrogate U+DC80, which UTF-8 cannot encode"
+
+
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
+def test_parquet_values_json_has_no_type_for_are_read_as_json(tmp_path, qwen_tokenizer):
+    """Arrow gives timestamp, decimal and binary columns as Python objects: a `created_at` beside the messages, or
+    a time on each message, was a TypeError traceback (not JSON serializable) in import, render and prepare."""
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from data_samples import samples
+
+    from swehero.data.render import render_files
+
+    rows = samples()[:2]
+    when = datetime.datetime(2026, 12, 7, 19, 30, tzinfo=datetime.timezone.utc)
+    for row in rows:
+        row.update(created_at=when, cost=decimal.Decimal("0.125"), raw=b"\xff\x00", note=b"caf\xc3\xa9",
+                   metadata={"stage": "zero"})
+        for message in row["messages"]:
+            message["timestamp"] = when
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "canonical.parquet")
+    out = tmp_path / "out.jsonl"
+    assert import_files([str(tmp_path / "canonical.parquet")], "canonical", out)["written"] == 2
+    first = json.loads(out.read_text().splitlines()[0])
+    assert (first["created_at"], first["cost"], first["raw"], first["note"]) == \
+        ("2026-12-07T19:30:00+00:00", 0.125, "/wA=", "café")
+    assert first["messages"][0]["timestamp"] == "2026-12-07T19:30:00+00:00"
+    stats = render_files([str(tmp_path / "canonical.parquet")], qwen_tokenizer, tmp_path / "r.jsonl", "all", 0.0)
+    assert stats["written"] == 2, stats

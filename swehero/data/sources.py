@@ -8,7 +8,10 @@ with its file:line instead of failing the whole file. Parquet is read with pyarr
 
 from __future__ import annotations
 
+import base64
 import codecs
+import datetime
+import decimal
 import json
 from collections import Counter
 from contextlib import contextmanager
@@ -198,8 +201,32 @@ def _without_arrow_nulls(row: dict) -> dict:
     """A Parquet row with `tools` and `messages` (the canonical record's lists of structs) less their null-valued
     keys (`without_nulls`): Arrow gives each tool the other tools' parameters as nulls, each message the other
     messages' keys (`tool_calls: null` on a user message), where the written rows had none. Parquet cannot say
-    whether a null was written, so none is kept; JSON strings (arguments, a column of JSON) are kept as written."""
-    return {k: without_nulls(v) if k in ("tools", "messages") else v for k, v in row.items()}
+    whether a null was written, so none is kept; JSON strings (arguments, a column of JSON) are kept as written.
+    Values JSON has no type for are made JSON's (`_as_json`)."""
+    return {k: without_nulls(_as_json(v)) if k in ("tools", "messages") else _as_json(v) for k, v in row.items()}
+
+
+def _as_json(value: Any) -> Any:
+    """A value of a Parquet row as JSON holds it: Arrow gives timestamp, date, time, duration, decimal and binary
+    columns (a `created_at` beside the messages) as Python objects `json.dumps` refuses, which was a traceback in
+    import, render and prepare. Times as ISO 8601 text, durations as seconds, decimals as numbers, binary as its
+    UTF-8 text (else base64)."""
+    if isinstance(value, dict):
+        return {k: _as_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_json(v) for v in value]
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime.datetime is a date
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return base64.b64encode(value).decode()
+    return value
 
 
 def parse_row(row: Any) -> dict:
