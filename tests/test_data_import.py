@@ -336,10 +336,14 @@ def test_swe_agent_traj(tmp_path):
     _, (rec,), _ = _import(tmp_path, "swe-agent", "marshmallow-code__marshmallow-1867.traj")
     assert rec["instance_id"] == "marshmallow-code__marshmallow-1867"
     # a run folder named with a time (or a `#`): the id is still the file's stem (it was the folder's name cut at `:`)
+    # As SWE-agent writes a batch run: a folder per instance, and the run's preds.json and config beside them (read
+    # as a trajectory, preds.json was a reject over the reject limit)
     run = tmp_path / "run_2024-05-01T12:00:00#2"
-    run.mkdir()
-    shutil.copy(FIXTURES / "marshmallow-code__marshmallow-1867.traj", run)
-    import_files([str(run)], "swe-agent", tmp_path / "run.jsonl")
+    (run / "marshmallow-code__marshmallow-1867").mkdir(parents=True)
+    shutil.copy(FIXTURES / "marshmallow-code__marshmallow-1867.traj", run / "marshmallow-code__marshmallow-1867")
+    (run / "preds.json").write_text(json.dumps({"marshmallow-code__marshmallow-1867": {"model_patch": ""}}))
+    (run / "run_batch.config.json").write_text("{}")
+    import_files([str(run)], "swe-agent", tmp_path / "run.jsonl", max_reject_fraction=0)
     assert _records_and_rejects(tmp_path / "run.jsonl")[0][0]["instance_id"] == "marshmallow-code__marshmallow-1867"
     assert rec["patch"].startswith("diff --git") and _calls(rec) == [("bash", {"command": "ls"}), ("submit", {})]
     assert [m["tool_call_id"] for m in rec["messages"] if m["role"] == "tool"] == ["call_a", "call_b"]

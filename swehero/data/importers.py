@@ -435,6 +435,9 @@ IMPORTERS: dict[str, Callable[[dict, str, str | None], dict]] = {
 """Format name (the `--format` of `swehero data import`) -> converter."""
 Format = Literal[tuple(IMPORTERS)]
 
+FOLDER_SUFFIXES = {"swe-agent": (".traj",)}
+"""The files read in a folder of the format, where not every data file: a SWE-agent run folder holds `preds.json`
+(and config files) beside its trajectories."""
 ID_COLUMNS = {"nvidia": "trajectory_id", "nebius": "trajectory_id", "swe-smith": "traj_id", "swe-agent": None}
 """Format -> the column holding a row's own id (`id` where not listed), which the rejects file names."""
 
@@ -448,7 +451,7 @@ def import_files(
     `selection`, only the trajectories it picks are kept (see `swehero.data.select`). Returns counts: rows read,
     written, rejected by reason, distinct tasks, records per source; with a selection, also what it kept."""
     from swehero.data.select import select_lines
-    from swehero.data.sources import checked_output, expand, read_rows
+    from swehero.data.sources import SUFFIXES, checked_output, expand, read_rows
     from swehero.progress import progress
 
     convert, id_column = IMPORTERS[fmt], ID_COLUMNS.get(fmt, "id")
@@ -456,7 +459,7 @@ def import_files(
     sources: Counter[str] = Counter()
     with checked_output(out, max_reject_fraction, paths) as (tmp, rejects, n):
         with open(tmp, "w", encoding="utf-8") as f, progress("import", " rows") as bar:
-            for path in expand(paths):
+            for path in expand(paths, FOLDER_SUFFIXES.get(fmt, SUFFIXES)):
                 for where, row in read_rows(path):
                     n["read"] += 1
                     bar.update()

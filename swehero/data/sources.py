@@ -36,18 +36,18 @@ REJECTS = ".rejects.jsonl"
 """The suffix of the file beside a command's output listing the rows it rejected (`checked_output`)."""
 
 
-def expand(paths: list[str]) -> list[Path]:
+def expand(paths: list[str], suffixes: tuple[str, ...] = SUFFIXES) -> list[Path]:
     """Files named directly, plus the data files inside named folders (sorted, so runs are deterministic), each once
     however often it is named (a folder and a file in it, a path given twice): read twice, its trajectories would
     be trained twice. Hidden files, what swehero leaves half-written (`_is_data_file`) and the datasets `prepare`
-    wrote (`_data_files`) are not data. A folder without any is an error: an empty dataset from a mistyped folder
-    would otherwise pass unnoticed."""
+    wrote (`_data_files`) are not data, nor in folders a file without one of `suffixes`. A folder without any is an
+    error: an empty dataset from a mistyped folder would otherwise pass unnoticed."""
     files: dict[Path, Path] = {}  # resolved -> as named, in first-named order
     for p in map(Path, paths):
         if p.is_dir():
-            found = _data_files(p)
+            found = _data_files(p, suffixes)
             if not found:
-                raise MissingInput(f"{p}: a folder without data files ({', '.join(SUFFIXES)})")
+                raise MissingInput(f"{p}: a folder without data files ({', '.join(suffixes)})")
         elif p.is_file():
             found = [p]
         else:
@@ -57,12 +57,12 @@ def expand(paths: list[str]) -> list[Path]:
     return list(files.values())
 
 
-def _data_files(folder: Path) -> list[Path]:
+def _data_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     """The data files inside `folder` (`_is_data_file`), less those of the datasets `prepare` wrote into it
     (`_is_dataset`): its `stats.json` and `rejects.jsonl` are no trajectories, and reading them would make each rerun
     of that `prepare` see other inputs than the run that wrote the dataset."""
     datasets = {stats.parent for stats in folder.rglob(STATS) if _is_dataset(stats.parent)}
-    return sorted(f for f in folder.rglob("*") if _is_data_file(f.relative_to(folder)) and f.is_file()
+    return sorted(f for f in folder.rglob("*") if _is_data_file(f.relative_to(folder), suffixes) and f.is_file()
                   and datasets.isdisjoint(f.parents))
 
 
@@ -71,12 +71,12 @@ def _is_dataset(folder: Path) -> bool:
     return (folder / STATS).is_file() and any(folder.glob("*.idx"))
 
 
-def _is_data_file(path: Path) -> bool:
+def _is_data_file(path: Path, suffixes: tuple[str, ...]) -> bool:
     """Whether a path inside a folder read as input holds data: one with a data suffix, not hidden (an editor's
     or a writer's temporary file, `atomic_path`'s included), not inside a hidden folder and not inside a `.partial`
     one (a killed `prepare`'s): a half-written or excluded copy of the data would be trained on silently. Nor an
     import's list of the rows it rejected, which would be rejected again and count against the reject limit."""
-    return path.suffix in SUFFIXES and not path.name.endswith(REJECTS) \
+    return path.suffix in suffixes and not path.name.endswith(REJECTS) \
         and not any(part.startswith(".") or part.endswith(PARTIAL) for part in path.parts)
 
 
