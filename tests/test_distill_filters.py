@@ -741,6 +741,9 @@ def test_decontamination_catches_each_kind_of_overlap():
     assert upstream_pr(row("x", "y", repo="a/b")) is None
     with pytest.raises(InputError, match=r"task 'x': pull_number '12a' is not a PR number"):
         upstream_pr(row("x", "y", repo="a/b", pull_number="12a"))
+    # the repository however a row spells it, and a number as pandas writes a column with gaps: one PR
+    for repo in ("Django/django.git", "https://github.com/django/django", "git@github.com:django/django.git"):
+        assert upstream_pr(row("x", "y", repo=repo, pull_number=15368.0)) == ("django/django", 15368), repo
 
 
 def test_an_evaluation_issue_copied_into_a_longer_statement_is_dropped_and_a_shared_phrase_is_not():

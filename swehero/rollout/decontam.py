@@ -64,15 +64,27 @@ def upstream_pr(task: dict) -> tuple[str, int] | None:
     """(owner/name lower-cased, PR number) the task was made from, when its row says."""
     match = _PR_URL.search(str(task.get("pr_url") or task.get("pull_url") or ""))
     if match:
-        return match.group(1).lower(), int(match.group(2))
-    if task.get("pull_number") not in (None, "") and task.get("repo"):
-        if not str(task["pull_number"]).isdigit():
-            raise InputError(f"task {task['instance_id']!r}: pull_number {task['pull_number']!r} is not a PR number")
-        return task["repo"].lower(), int(task["pull_number"])
+        return _repo_key(match.group(1)), int(match.group(2))
+    number = task.get("pull_number")
+    if number not in (None, "") and task.get("repo"):
+        if isinstance(number, float) and number.is_integer():  # a column with gaps, through pandas: 11099.0
+            number = int(number)
+        if not str(number).isdigit():
+            raise InputError(f"task {task['instance_id']!r}: pull_number {number!r} is not a PR number")
+        return _repo_key(task["repo"]), int(number)
     match = _PR_ID.match(task["instance_id"])
     if match:
         return f"{match['owner']}/{match['name']}".lower(), int(match["number"])
     return None
+
+
+def _repo_key(repo: str) -> str:
+    """`owner/name` lower-cased, however the row spells it: `Django/django.git`, `https://github.com/django/django`
+    and `git@github.com:django/django.git` are one repository."""
+    repo = repo.strip().lower().removesuffix("/").removesuffix(".git")
+    for prefix in ("https://github.com/", "http://github.com/", "git@github.com:", "github.com/"):
+        repo = repo.removeprefix(prefix)
+    return repo
 
 
 def _minhash(text: str, cfg: DecontamConfig):
