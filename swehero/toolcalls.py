@@ -13,7 +13,8 @@ the text `</tool_call>` (an agent editing this very parser, a test fixture, a pr
 decode and is dropped. Here the JSON body is decoded first (`json.JSONDecoder.raw_decode`) and the closing tag is
 expected only after it, so every call the chat template can render comes back intact. The text before the first
 call may name the tag too (`the parser splits <tool_call> blocks`): a `<tool_call>` that does not open a call is
-prose when another `<tool_call>` follows; only the last one failing makes the reply malformed.
+prose when another `<tool_call>` follows; only the last one failing makes the reply malformed. A whole call the
+next call's `<tool_call>` follows without `</tool_call>` between them is a call.
 
 Standard library only: the vLLM plugin is also loaded in vLLM's own environment.
 """
@@ -188,11 +189,15 @@ def _function_in_block(text: str, start: int, body: int, streaming: bool) -> Blo
 
 def _closed(text: str, start: int, body: int, body_end: int, call: dict, streaming: bool) -> Block:
     """A block whose call ends at `body_end`: `</tool_call>` must follow, or nothing (generation stopped before
-    it), or, while streaming, the first characters of `</tool_call>`."""
+    it), or the next call's `<tool_call>` (the model left out the closing tag: its call is whole, and taking it
+    for prose would run only the next one, where streaming had already sent it), or, while streaming, the first
+    characters of either tag."""
     after = _skip_space(text, body_end)
     if text.startswith(END, after):
         return Block(start, after + len(END), call)
-    if after == len(text) or (streaming and END.startswith(text[after:])):
+    if text.startswith(START, after):
+        return Block(start, after, call)
+    if after == len(text) or (streaming and (END.startswith(text[after:]) or START.startswith(text[after:]))):
         return Block(start, len(text), call)
     return _failed(text, start, body, f"text after a tool call where {END} belongs: {text[after:after + 40]!r}")
 

@@ -58,14 +58,20 @@ def lines(path):
 
 
 @pytest.mark.timeout(400)
-def test_zero_mode_serves_a_checkpoint_folder_and_frees_its_port(tiny_model_dir, toy, tmp_path):
+def test_zero_mode_serves_a_checkpoint_folder_and_frees_its_port(tiny_model_dir, toy, tmp_path, monkeypatch):
+    """Served with an API key, as vLLM is with `--api-key` (or VLLM_API_KEY): the readiness check sent it, the
+    attempts did not (HTTP 401 on every request, the run stopped)."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     port = free_port()
-    settings = Settings(tasks=str(toy), limit=1, rollouts=2, workers=2, serve=tiny_serve_config(tiny_model_dir, port),
-                        progress=False, agent=agent("zero"))
+    serve = tiny_serve_config(tiny_model_dir, port)
+    serve = replace(serve, extra_args=[*serve.extra_args, "--api-key", "s3cret"])
+    settings = Settings(tasks=str(toy), limit=1, rollouts=2, workers=2, serve=serve, progress=False,
+                        agent=agent("zero"))
     summary = distill(settings, tmp_path)
     assert summary["episodes"] == 2 and summary["failed_this_run"] == 0
     assert {r["stage"] for r in lines(tmp_path / "trajectories.jsonl")} == {"zero"}
     assert (tmp_path / "vllm.log").exists() and port_is_free(port)
+    assert "s3cret" not in (tmp_path / "attempts.json").read_text() and "s3cret" not in os.environ.values()
 
 
 def _attempts_of(pid: int) -> list[int]:

@@ -200,6 +200,7 @@ class _Completions(ThreadingHTTPServer):
 @pytest.mark.parametrize("logprobs, score", [((0.0, -9999.0), 1.0), ((-9999.0, 0.0), 0.0),
                                              ((math.log(0.3), math.log(0.1)), 0.75)])
 def test_a_verdict_the_verifier_rules_out_scores_0_or_1_without_overflow(tiny_model_dir, logprobs, score):
+    from swehero.agent.openai_policy import OpenAIConfig
     from swehero.data.render import load_tokenizer
     from swehero.data.verifier import VerifierFormat
     from swehero.eval.select import _Scorer
@@ -207,7 +208,8 @@ def test_a_verdict_the_verifier_rules_out_scores_0_or_1_without_overflow(tiny_mo
     record = {**samples()[0], "patch": PATCH}
     server = _Completions(logprobs)
     try:
-        scored = _Scorer(server.url, VerifierFormat(load_tokenizer(str(tiny_model_dir)), 4096)).score(record, PATCH)
+        scored = _Scorer(OpenAIConfig(base_url=server.url), VerifierFormat(load_tokenizer(str(tiny_model_dir)), 4096)
+                         ).score(record, PATCH)
     finally:
         server.stop()
     assert scored["score"] == pytest.approx(score) and (scored["logprob_yes"], scored["logprob_no"]) == logprobs

@@ -349,15 +349,20 @@ def test_streaming_reads_as_the_finished_reply(tokenizer, case, step):
     assert content == expected
 
 
-def test_a_call_sent_then_left_unclosed_stays_sent_and_stops_the_calls(tokenizer):
-    """Its body was complete, so it was sent; a second `<tool_call>` before its `</tool_call>` makes the finished
-    reply read it as text. No call is sent after it: the next would take its index, and vLLM would send the next's
-    arguments as the rest of the first's."""
+def test_a_call_left_unclosed_before_the_next_is_a_call_whole_or_streamed(tokenizer):
+    """A second `<tool_call>` before the first's `</tool_call>`: the finished reply read the first as prose (its
+    text the message's content) and ran the second alone, while streaming had sent the first alone. The first's
+    body is whole: both readings give both calls."""
     text = ('<tool_call>\n{"name": "execute_bash", "arguments": {"command": "ls"}}\n<tool_call>\n'
             '{"name": "str_replace_editor", "arguments": {"command": "view", "path": "/workspace/repo/setup.py"}}\n'
             "</tool_call>")
+    both = [("execute_bash", '{"command": "ls"}'),
+            ("str_replace_editor", '{"command": "view", "path": "/workspace/repo/setup.py"}')]
     for step in (1, 4):
-        assert stream(tokenizer, text, step)[1] == [("execute_bash", '{"command": "ls"}')]
+        assert stream(tokenizer, text, step) == ("", both)
+    served = JsonAwareHermesToolParser(tokenizer).extract_tool_calls(text, None)
+    assert [(c.function.name, c.function.arguments) for c in served.tool_calls] == both and not served.content
+    assert toolcalls.parse(text)[0] == ""
 
 
 def test_streaming_sends_no_call_after_a_broken_one(tokenizer):

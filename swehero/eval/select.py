@@ -23,11 +23,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from swehero.errors import InputError
 from swehero.recipe.stage import Range
 from swehero.serve.server import ServeConfig
+
+if TYPE_CHECKING:
+    from swehero.agent.openai_policy import OpenAIConfig
 
 SCORES = "verifier_scores.jsonl"
 SCORE_RULE = "p(yes) / (p(yes) + p(no)) of the verifier's next token after the judging message"
@@ -115,8 +118,8 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
     todo = [a for a in judged if fingerprints[a.run, a.instance_id] not in logged]
     progress(f"verifier: {len(judged) - len(todo)} attempt(s) scored before, {len(todo)} to score")
     if todo:
-        with _endpoint(settings, out_dir) as url:
-            scorer = _Scorer(url, fmt)
+        with _endpoint(settings, out_dir) as client:
+            scorer = _Scorer(client, fmt)
 
             def one(attempt) -> None:
                 log.append({"attempt": fingerprints[attempt.run, attempt.instance_id],
@@ -160,22 +163,25 @@ def _each(score, attempts: list, workers: int) -> None:
 
 @contextlib.contextmanager
 def _endpoint(settings: VerifierSettings, log_dir: Path):
+    """The verifier's client settings: its endpoint, or a server started here (with the key it requires)."""
+    from swehero.agent.openai_policy import OpenAIConfig
+
     if settings.endpoint:
-        yield settings.endpoint
+        yield OpenAIConfig(base_url=settings.endpoint)
         return
     from swehero.serve.server import VLLMServer
 
     with VLLMServer(settings.serve, Path(log_dir) / "verifier-vllm.log") as server:
-        yield server.url
+        yield OpenAIConfig(base_url=server.url, **({"api_key_env": server.key_env} if server.key_env else {}))
 
 
 class _Scorer:
     """One completion request per attempt: the prompt's token ids in, the two answers' log-probabilities out."""
 
-    def __init__(self, url: str, fmt) -> None:
-        from swehero.agent.openai_policy import OpenAIConfig, OpenAIPolicy
+    def __init__(self, client: OpenAIConfig, fmt) -> None:
+        from swehero.agent.openai_policy import OpenAIPolicy
 
-        self.client = OpenAIPolicy(OpenAIConfig(base_url=url))
+        self.client = OpenAIPolicy(client)
         self.fmt = fmt
 
     def score(self, record: dict, patch: str) -> dict:

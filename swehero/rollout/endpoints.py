@@ -185,6 +185,7 @@ def serving(settings: AgentSettings, endpoints: list[str], serve: ServeConfig, l
         from swehero.serve.server import VLLMServer
 
         with VLLMServer(serve, Path(log_dir) / "vllm.log") as server:
-            openai = replace(settings.openai, base_url=server.url, model=settings.openai.model or serve.name)
+            openai = replace(settings.openai, base_url=server.url, model=settings.openai.model or serve.name,
+                             api_key_env=server.key_env or settings.openai.api_key_env)
             replicas = range(serve.data_parallel_size) if serve.data_parallel_size > 1 else [None]
             yield replace(settings, openai=openai), [Endpoint(server.url, replica) for replica in replicas]

@@ -229,6 +229,10 @@ class VLLMServer:
         self.url = f"http://{host_port(cfg.host, self.port)}/v1"
         self.process: subprocess.Popen | None = None
         self.tmp_dir: str | None = None
+        self.key_env: str | None = None
+        """Where the server requires a key (`api_key`): the environment variable holding it for its clients
+        (`OpenAIConfig.api_key_env`), set in this process while the server runs, so that attempt processes inherit
+        it and no recorded setting holds the key."""
 
     def start(self) -> "VLLMServer":
         if Path(self.cfg.model).exists() and not is_hf_folder(self.cfg.model):  # now, not after vLLM's start-up
@@ -261,6 +265,9 @@ class VLLMServer:
         except BaseException:
             self.stop()
             raise
+        if key := api_key(self.cfg):
+            self.key_env = f"SWEHERO_VLLM_API_KEY_{self.port}"
+            os.environ[self.key_env] = key
         return self
 
     def _wait_ready(self) -> None:
@@ -306,6 +313,9 @@ class VLLMServer:
         if self.tmp_dir:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
             self.tmp_dir = None
+        if self.key_env:
+            os.environ.pop(self.key_env, None)
+            self.key_env = None
 
     def __enter__(self) -> "VLLMServer":
         return self.start()
