@@ -122,11 +122,8 @@ def content_before(text: str, found: list[Block]) -> str:
 
 
 def arguments_json(arguments: dict) -> str:
-    """A call's arguments as JSON text, non-ASCII written as is, as the chat template writes them. Arguments that
-    hold a lone surrogate (decoded from an escape such as `\\ud83d`) are written with ASCII escapes instead:
-    UTF-8 cannot encode one, and a server's response holding it fails (HTTP 500)."""
-    written = json.dumps(arguments, ensure_ascii=False)
-    return written if _is_utf8(written) else json.dumps(arguments)
+    """A call's arguments as JSON text, non-ASCII written as is, as the chat template writes them."""
+    return json.dumps(arguments, ensure_ascii=False)
 
 
 def _tool_call_blocks(text: str, streaming: bool) -> tuple[list[Block], int | None]:
@@ -244,7 +241,10 @@ def _as_call(value: object) -> dict | None:
             arguments = _DECODER.decode(arguments)
         except (ValueError, RecursionError):  # see `_json_block`
             return None
-    if not isinstance(arguments, dict) or _nested_too_deeply(arguments):
+    # Nor arguments holding a lone surrogate (an escape such as `\ud83d` without its pair): the chat template would
+    # write the character itself, which UTF-8 cannot encode, so every later prompt of the episode would fail to
+    # tokenize (HTTP 400), and no trajectory holding one can be trained on.
+    if not isinstance(arguments, dict) or _nested_too_deeply(arguments) or not _is_utf8(arguments_json(arguments)):
         return None
     return {"name": value["name"], "arguments": arguments}
 

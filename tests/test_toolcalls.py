@@ -299,14 +299,16 @@ def test_bare_function_markup_is_a_call_only_when_closed(tokenizer):
 LONE_SURROGATE = '<tool_call>\n{"name": "execute_bash", "arguments": {"command": "printf \'\\ud83d\'"}}\n</tool_call>'
 
 
-def test_a_lone_surrogate_escape_is_served_as_an_escape(tokenizer):
-    """UTF-8 cannot encode a lone surrogate: written as is, the server's response would fail (HTTP 500)."""
+def test_a_lone_surrogate_escape_in_arguments_is_no_call(tokenizer):
+    """Half an emoji (`\\ud83d` without its pair) was served as a call: the template then writes the character
+    itself, which UTF-8 cannot encode, and every later prompt of the episode failed to tokenize (HTTP 400). It is a
+    malformed call, the reply's text its content (as the escape, which is ASCII), whole and streamed."""
     served = JsonAwareHermesToolParser(tokenizer).extract_tool_calls(LONE_SURROGATE, None)
-    (call,) = served.tool_calls
-    call.model_dump_json().encode("utf-8")  # as the server writes its response: raised UnicodeEncodeError
-    assert json.loads(call.function.arguments) == {"command": "printf '\ud83d'"}
-    _, [(_, streamed)] = stream(tokenizer, LONE_SURROGATE)
-    assert streamed == call.function.arguments
+    assert not served.tools_called and served.content == LONE_SURROGATE
+    assert stream(tokenizer, LONE_SURROGATE)[1] == []
+    with pytest.raises(toolcalls.MalformedToolCall):
+        toolcalls.parse(LONE_SURROGATE)
+    tokenizer.apply_chat_template([{"role": "assistant", "content": served.content}], tokenize=True)
 
 
 def test_non_ascii_arguments_are_served_as_the_template_writes_them(tokenizer):

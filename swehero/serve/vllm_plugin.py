@@ -57,8 +57,8 @@ class JsonAwareHermesToolParser(Hermes2ProToolParser):
     def _extract_tool_call_jsons(self, text: str) -> list[tuple[str, bool]]:
         """(json_text, is_complete) per complete call, for vLLM's streaming diff logic: written as the finished
         reply's calls are, so the streamed arguments are theirs byte for byte. A call sent stays sent: text that
-        then makes its block no call (a second `<tool_call>` before its `</tool_call>`) stops the calls there, as a
-        broken one does; else the calls after it would move onto its index, and vLLM would send their arguments
+        then makes its block no call (text where its `</tool_call>` belongs) stops the calls there, as a broken one
+        does; else the calls after it would move onto its index, and vLLM would send their arguments
         as the rest of its own."""
         found = [f'{{"name": {json.dumps(call["name"], ensure_ascii=False)}, '
                  f'"arguments": {toolcalls.arguments_json(call["arguments"])}}}'
