@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from data_samples import samples
 
-from swehero.agent.policy import PolicyError
-from swehero.errors import InputError
+from swehero.errors import InputError, Unavailable
 from swehero.eval.attempts import Attempt, read_attempts
 from swehero.eval.runs import EvalFolderError
 from swehero.eval.select import SCORES, VerifierSettings, select_best, write_selection
@@ -47,6 +46,22 @@ def test_selection_files_are_replaced_whole_under_a_reader(tmp_path):
             assert reader.read() == old[name], name
         assert Path(paths[name]).read_bytes() != old[name], name
     assert not list(tmp_path.glob(".*.tmp*"))
+
+
+def test_the_headline_count_does_not_depend_on_the_order_of_tied_runs(tmp_path):
+    """It counted the selected run of each instance, the lowest of tied ones: a verifier scoring all alike resolved
+    every instance given one order of the runs, none given the other."""
+    counts = []
+    for resolved_run in (0, 1):
+        attempts = {"i": [Attempt(run, "i", tmp_path / f"t{run}.json", f"diff {run}", run == resolved_run)
+                          for run in (0, 1)]}
+        paths = write_selection(["i"], attempts, {(run, "i"): {"score": 0.5} for run in (0, 1)}, VERIFIER,
+                                [{"folder": "f", "model": "m", "runs": 2}], tmp_path / str(resolved_run),
+                                progress=lambda _: None)
+        counts.append(json.loads(Path(paths["select"]).read_text())["selected_resolved"])
+        assert "Selected attempts resolve 0.5 of the 1 instances some run resolved (best@2 x instances" in \
+            Path(paths["select_md"]).read_text()
+    assert counts == [0.5, 0.5]
 
 
 def _eval_folder(path: Path, grades: dict[str, list[dict]], record: dict | None = None) -> None:
@@ -126,6 +141,21 @@ def test_a_run_given_twice_or_copied_is_refused_not_counted_twice(tmp_path):
         select_best([tmp_path / "e", copy], settings, tmp_path / "out", progress=lambda _: None)
 
 
+def test_two_folders_sampled_with_one_seed_are_refused(tmp_path):
+    """More runs, evaluated into a second folder with the same --seed, repeat the first folder's seeds run for run
+    (each attempt's seed follows from the eval's, the instance and the run's index): near copies, which would count
+    as independent runs."""
+    for name in ("a", "b", "c"):
+        _eval_folder(tmp_path / name, {"A": [{"resolved": True}], "B": [{"resolved": False}]})
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        saved = json.loads((tmp_path / name / "eval.json").read_text())
+        (tmp_path / name / "eval.json").write_text(json.dumps({**saved, "attempts": {"seed": seed}}))
+    with pytest.raises(EvalFolderError, match=f"^{tmp_path / 'b'} was sampled with the same seed as {tmp_path / 'a'} "
+                                              r"\(7\): its runs repeat"):
+        read_attempts([tmp_path / "a", tmp_path / "b"])
+    assert len(read_attempts([tmp_path / "a", tmp_path / "c"])[1]["A"]) == 2
+
+
 def test_the_verifiers_identity_follows_its_weights_and_config(tmp_path):
     """A verifier written again into the same folder (retrained, exported again) is another verifier: its old
     scores are not reused; a copy of it (its files' times not kept) is the same verifier."""
@@ -158,8 +188,9 @@ class _Completions(ThreadingHTTPServer):
     tiny model served by vLLM never produces (vLLM reports a verdict the model rules out, -inf, as -9999.0), and a
     server that dies: after `answers` completions it stops, mid-request, and refuses connections."""
 
-    def __init__(self, logprobs: tuple[float, float], answers: int | None = None) -> None:
-        logprob_yes, logprob_no = logprobs
+    def __init__(self, logprobs: tuple[float, float] | None, answers: int | None = None) -> None:
+        """`logprobs`: of yes and no; None: a server that ignores `logprob_token_ids` (its top token only)."""
+        logprob_yes, logprob_no = logprobs or (None, None)
         server = self
         answered = threading.Semaphore(answers if answers is not None else 1 << 30)
 
@@ -175,8 +206,8 @@ class _Completions(ThreadingHTTPServer):
                 if not answered.acquire(blocking=False):
                     server.stop()
                     return  # the connection is dropped unanswered
-                self._send({"choices": [{"logprobs": {"top_logprobs": [
-                    {f"token_id:{yes}": logprob_yes, f"token_id:{no}": logprob_no}]}}]})
+                top = {f"token_id:{yes}": logprob_yes, f"token_id:{no}": logprob_no} if logprobs else {"token_id:7": -0.1}
+                self._send({"choices": [{"logprobs": {"top_logprobs": [top]}}]})
 
             def _send(self, reply: dict) -> None:
                 body = json.dumps(reply).encode()
@@ -213,6 +244,24 @@ def test_a_verdict_the_verifier_rules_out_scores_0_or_1_without_overflow(tiny_mo
     finally:
         server.stop()
     assert scored["score"] == pytest.approx(score) and (scored["logprob_yes"], scored["logprob_no"]) == logprobs
+
+
+def test_a_verifier_server_that_cannot_score_is_one_error_naming_it(tiny_model_dir):
+    """A server that ignores `logprob_token_ids` (its top token only) was a KeyError traceback."""
+    from swehero.agent.openai_policy import OpenAIConfig
+    from swehero.data.render import load_tokenizer
+    from swehero.data.verifier import VerifierFormat
+    from swehero.errors import Unavailable
+    from swehero.eval.select import _Scorer
+
+    server = _Completions(None)
+    try:
+        with pytest.raises(Unavailable, match=f"^the verifier at {server.url} answered without the log-probabilities "
+                                              "of both answers: it must be a vLLM server that takes"):
+            _Scorer(OpenAIConfig(base_url=server.url), VerifierFormat(load_tokenizer(str(tiny_model_dir)), 4096)
+                    ).score({**samples()[0], "patch": PATCH}, PATCH)
+    finally:
+        server.stop()
 
 
 def test_eval_checks_its_verifier_settings_before_any_run(tmp_path):
@@ -252,7 +301,7 @@ def test_a_verifier_server_that_dies_fails_the_selection_within_one_retry_cycle(
     settings = VerifierSettings(serve=ServeConfig(model=str(tiny_model_dir), max_model_len=4096), seq_length=4096,
                                 endpoint=server.url, workers=2)
     start = time.monotonic()
-    with pytest.raises(PolicyError, match="Connection refused"):
+    with pytest.raises(Unavailable, match=f"^the verifier at {server.url}: .*Connection refused"):
         select_best([tmp_path / "e"], settings, tmp_path / "out", progress=lambda _: None)
     # the two requests under way when it died retry at once; four more attempts, two at a time, would be two more
     assert time.monotonic() - start < 50

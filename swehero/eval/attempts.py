@@ -46,7 +46,7 @@ def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attemp
     what is missing when an attempt has no committed prediction."""
     from swehero.eval.pipeline import open_eval
 
-    instance_ids, runs = None, []
+    instance_ids, runs, seeds = None, [], {}
     for folder in folders:
         tasks, saved, dirs = open_eval(folder)  # refused, as `eval grade` refuses it, after its tasks were edited
         if instance_ids is None:
@@ -54,6 +54,12 @@ def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attemp
         elif sorted(saved["instance_ids"]) != sorted(instance_ids):
             raise EvalFolderError(f"{folder} evaluates other instances than {folders[0]}: selection needs every run "
                                   "to attempt the same instances")
+        # a run's seeds follow from the eval's seed, the instance and the run's index in its folder
+        seed = (saved.get("attempts") or {}).get("seed")
+        if seed is not None and seeds.setdefault(seed, folder) != folder:
+            raise EvalFolderError(f"{folder} was sampled with the same seed as {seeds[seed]} ({seed}): its runs "
+                                  "repeat that folder's samples run for run, and would count as independent runs; "
+                                  "evaluate more runs with another --seed")
         runs += [(run, tasks) for run in dirs]
     _check_read_once([run for run, _ in runs])
     attempts: dict[str, list[Attempt]] = {iid: [] for iid in instance_ids}

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from swehero.errors import InputError
+from swehero.agent.policy import PolicyError
+from swehero.errors import InputError, Unavailable
 from swehero.recipe.stage import Range
 from swehero.serve.server import ServeConfig
 
@@ -196,11 +197,19 @@ class _Scorer:
             return {"score": None, "unscored": f"longer than {self.fmt.seq_length} tokens even truncated"}
         prompt = self.fmt.prompt_ids(judged, record["tools"])
         yes, no = self.fmt.answer_ids[True], self.fmt.answer_ids[False]
-        reply = self.client.request("/completions", {
-            "model": self.client.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": 1,
-            "logprob_token_ids": [yes, no], "return_tokens_as_token_ids": True})
-        top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
-        lp_yes, lp_no = top[f"token_id:{yes}"], top[f"token_id:{no}"]
+        where = f"the verifier at {self.client.config.base_url}"
+        try:
+            reply = self.client.request("/completions", {
+                "model": self.client.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": 1,
+                "logprob_token_ids": [yes, no], "return_tokens_as_token_ids": True})
+        except PolicyError as e:  # after its retries: a server down, or one that refuses the request
+            raise Unavailable(f"{where}: {e}") from None
+        try:
+            top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
+            lp_yes, lp_no = top[f"token_id:{yes}"], top[f"token_id:{no}"]
+        except (KeyError, IndexError, TypeError):
+            raise Unavailable(f"{where} answered without the log-probabilities of both answers: it must be a vLLM "
+                              f"server that takes `logprob_token_ids`; it sent {str(reply)[:300]}") from None
         return {"score": yes_probability(lp_yes, lp_no), "logprob_yes": lp_yes, "logprob_no": lp_no,
                 "prompt_tokens": len(prompt), "omitted_messages": judged.omitted_messages,
                 "omitted_patch_lines": judged.omitted_patch_lines}
@@ -241,7 +250,9 @@ def write_selection(instance_ids: list[str], attempts: dict, scores: dict, verif
                        if a.infra_failure]
     report = {"verifier": {**verifier, "score": SCORE_RULE}, "folders": folders, "runs": runs,
               "instances": len(instances), **summary,
-              "selected_resolved": sum(i["resolved"][i["selected_run"]] for i in instances),
+              # best@N in instances: a count of the `selected_run`s would depend on the order of the runs where
+              # scores tie (a verifier scoring all alike: run 0's count)
+              "selected_resolved": round(summary["best_at_k"][str(runs)] * len(instances), 2),
               "oracle_resolved": sum(any(i["resolved"]) for i in instances),
               "unscored": unscored, "grader_failures": grader_failures,
               "per_instance": [{k: v for k, v in i.items() if k != "patches"} for i in instances]}

@@ -15,8 +15,8 @@ def markdown(report: dict) -> str:
              f"**best@{runs} {percent(report['best_at_k'][str(runs)])}** with the verifier; majority patch "
              f"{percent(report['majority_at_k'][str(runs)])}; pass@{runs} (an oracle) "
              f"{percent(report['pass_at_k'][str(runs)])}; mean of the runs {percent(report['mean'])}.",
-             f"Selected attempts resolve {report['selected_resolved']} of the {report['oracle_resolved']} instances "
-             f"some run resolved.", "",
+             f"Selected attempts resolve {report['selected_resolved']:g} of the {report['oracle_resolved']} "
+             f"instances some run resolved (best@{runs} x instances: tied scores broken every way).", "",
              "Runs read, in this order: " + "; ".join(f"{f['folder']} ({f['model']}, {f['runs']} run(s))"
                                                      for f in report["folders"]), "",
              f"Verifier on the {quality['scored']} graded attempts with a patch ({quality['resolved']} resolved): accuracy "
