@@ -223,6 +223,10 @@ def _bash(command: str) -> dict:
     ("pip download requests==2.0", "pip download"),
     ("diff <(git show 3f2a9c1:a.py) a.py", "a commit by hash"),  # commands in substitutions run too
     ("echo $(git reflog | head -1)", "git reflog"),
+    # git's own options before the subcommand (OpenHands' runtime aliases `git --no-pager`): they hid it
+    ("git --no-pager log --all --oneline", "history of other refs"), ("git -P reflog", "git reflog"),
+    ("git --git-dir .git --no-pager show 1a2b3c4d", "a commit by hash"),
+    ("git --work-tree=. -c core.pager=cat log --branches", "history of other refs"),
 ])
 def test_leak_audit_finds_history_and_network_seeking_commands(command, kind):
     assert seeking_commands({"messages": [_bash(command)]}) == [{"command": command, "kind": kind}]
@@ -230,7 +234,7 @@ def test_leak_audit_finds_history_and_network_seeking_commands(command, kind):
 
 @pytest.mark.parametrize("command", ["git log --oneline -5", "git diff HEAD", "git show HEAD:src/a.py",
                                      "grep -rn curl .", "echo 'git reflog'", "git status", "cat wget.txt",
-                                     "git show abcdef1 -- a.py"])
+                                     "git show abcdef1 -- a.py", "git --no-pager log -5", "git -P diff"])
 def test_leak_audit_leaves_ordinary_commands_alone(command):
     assert seeking_commands({"messages": [_bash(command)]}, base_commit="abcdef1234" + "0" * 30) == []
 

@@ -16,6 +16,9 @@ from swehero.agent.banned import UnparsableCommand, simple_commands
 
 _HASH = re.compile(r"[0-9a-f]{7,40}")
 _OTHER_REFS = ("--all", "--branches", "--tags", "--remotes", "--reflog")
+_GIT_OPTIONS_WITH_VALUE = ("-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path", "--config-env",
+                           "--super-prefix", "--list-cmds", "--attr-source")
+"""git's options before the subcommand that take the next word as their value (`--git-dir=DIR` is one word)."""
 
 
 def _kind(words: list[str], base_commit: str) -> str | None:
@@ -28,8 +31,8 @@ def _kind(words: list[str], base_commit: str) -> str | None:
     if program != "git":
         return None
     args = words[1:]
-    while args[:1] and args[0] in ("-C", "-c"):  # git -C DIR / -c KEY=VALUE before the subcommand
-        args = args[2:]
+    while args[:1] and args[0].startswith("-"):  # git's own options before the subcommand (`--no-pager`, ...)
+        args = args[2:] if args[0] in _GIT_OPTIONS_WITH_VALUE else args[1:]
     sub, rest = (args[0], args[1:]) if args else ("", [])
     if sub in ("log", "rev-list", "shortlog", "whatchanged") and any(a.split("=")[0] in _OTHER_REFS for a in rest):
         return "history of other refs"
