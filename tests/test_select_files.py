@@ -156,6 +156,31 @@ def test_two_folders_sampled_with_one_seed_are_refused(tmp_path):
     assert len(read_attempts([tmp_path / "a", tmp_path / "c"])[1]["A"]) == 2
 
 
+def test_an_eval_folder_whose_files_were_moved_or_edited_is_named(tmp_path):
+    """A task file moved since (an eval folder copied to another node) said only that the path is no task file; an
+    eval.json without `tasks`, and a scores line without `verifier`, were KeyError tracebacks."""
+    from swehero.errors import MissingInput
+
+    _eval_folder(tmp_path / "e", {"A": [{"resolved": True}]})
+    saved = json.loads((tmp_path / "e" / "eval.json").read_text())
+    (tmp_path / "e.tasks.jsonl").rename(tmp_path / "moved.jsonl")
+    with pytest.raises(MissingInput, match=f"^{tmp_path / 'e' / 'eval.json'}: the eval's task file "
+                                           f"{tmp_path / 'e.tasks.jsonl'} is not there"):
+        read_attempts([tmp_path / "e"])
+    (tmp_path / "e" / "eval.json").write_text(json.dumps({**saved, "tasks": str(tmp_path / "moved.jsonl")}))
+    settings = VerifierSettings(serve=ServeConfig(model="never/loaded", max_model_len=64), seq_length=64,
+                                endpoint="http://127.0.0.1:9/v1")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / SCORES).write_text(json.dumps({"attempt": "x", "score": 0.5}) + "\n")
+    with pytest.raises(InputError, match=f"^{tmp_path / 'out' / SCORES}:1: not a score of `eval select`'s"):
+        select_best([tmp_path / "e"], settings, tmp_path / "out", progress=lambda _: None)
+    del saved["tasks"]
+    (tmp_path / "e" / "eval.json").write_text(json.dumps(saved))
+    with pytest.raises(EvalFolderError, match=f"^{tmp_path / 'e' / 'eval.json'}: not an eval folder's settings: it "
+                                              "lacks tasks$"):
+        read_attempts([tmp_path / "e"])
+
+
 def test_the_verifiers_identity_follows_its_weights_and_config(tmp_path):
     """A verifier written again into the same folder (retrained, exported again) is another verifier: its old
     scores are not reused; a copy of it (its files' times not kept) is the same verifier."""

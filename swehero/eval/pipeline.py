@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 from swehero.agent.settings import AgentSettings
-from swehero.errors import InputError, Unavailable, few
+from swehero.errors import InputError, MissingInput, Unavailable, few
 from swehero.eval.grade import GradingSettings
 from swehero.eval.select import VerifierSettings, check_verifier
 from swehero.recipe.stage import InputPath, Range
@@ -273,11 +273,15 @@ def open_eval(out_dir: Path, tests: bool = False, progress=None) -> tuple[list[d
     run folders; refused, as `evaluate` refuses to resume it, when the task file now holds another version of a
     task attempted there. `progress`: told of the predictions of instances the task file does not have."""
     from swehero.eval.inference import PREDICTIONS, finished
-    from swehero.eval.runs import eval_runs
+    from swehero.eval.runs import EVAL_FILE, eval_runs
     from swehero.rollout.runner import attempted_task_digest
-    from swehero.rollout.tasks import load_tasks, select
+    from swehero.rollout.tasks import benchmark_of, load_tasks, select
 
     saved, runs = eval_runs(out_dir)
+    if not Path(saved["tasks"]).exists() and not benchmark_of(saved["tasks"]):
+        raise MissingInput(f"{Path(out_dir) / EVAL_FILE}: the eval's task file {saved['tasks']} is not there (moved, "
+                           "or the eval folder copied from another machine): put it back at that path, or write the "
+                           "path it has now into `tasks`")
     every = load_tasks(saved["tasks"], tests=tests)
     tasks = select(every, saved["instance_ids"])
     predicted = {run: finished(run) for run in runs}

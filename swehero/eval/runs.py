@@ -46,6 +46,9 @@ def eval_runs(folder: Path) -> tuple[dict, list[Path]]:
     if not is_eval_folder(folder):
         raise EvalFolderError(f"{folder} is not an eval folder (no {EVAL_FILE})")
     saved = read_json(Path(folder) / EVAL_FILE, "an eval folder's settings")
+    if lacking := [key for key in ("tasks", "instance_ids") if key not in saved]:
+        raise EvalFolderError(f"{Path(folder) / EVAL_FILE}: not an eval folder's settings: it lacks "
+                              f"{', '.join(lacking)}")
     return saved, run_dirs(folder, saved.get("runs", 1))
 
 
