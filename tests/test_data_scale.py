@@ -256,4 +256,4 @@ def test_workers_minus_one_is_one_per_core_the_process_may_run_on(tmp_path, qwen
     finally:
         os.sched_setaffinity(0, allowed)
     assert [r[0][0] for r in results] == ["keep"] * 4
-    assert set(pool_sizes) == {1}
+    assert max(pool_sizes) == 1  # (the pool starts its worker with the first batch)
