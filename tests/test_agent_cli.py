@@ -22,6 +22,7 @@ from swehero.data.trajectory import validate
 pytestmark = pytest.mark.bwrap
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_tool_runs_one_call_and_prints_the_observation(tmp_path):
     make_task(tmp_path / "repo", "calc", CALC, CALC_FIX)
     runner = CliRunner()

@@ -56,6 +56,7 @@ def _expected_opening(fixture_row: dict, task, workspace: str, language: str = "
     return system, user
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 @pytest.mark.parametrize("mode, stage", [("exec", "hero"), ("zero", "zero")])
 def test_agent_opens_with_the_extracted_prompts_filled_for_its_task(prompts_file, tmp_path, mode, stage):
     task = make_task(tmp_path / "repo", "calc", CALC, CALC_FIX)

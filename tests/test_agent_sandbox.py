@@ -272,6 +272,7 @@ def test_a_command_refused_while_the_previous_runs_shows_the_new_output(rt):
     assert bash("C-c", is_input="true").startswith("^C\n[The command completed with exit code 130. CTRL+C was sent.]")
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_ctrl_c_interrupts_also_when_swehero_runs_in_the_background(rt):
     """A shell starts a background job with SIGINT ignored, and children inherit that: the sandbox must not, or the
     agent's Ctrl-C would do nothing (the replay above failed so when CI ran in the background)."""
@@ -590,6 +591,7 @@ def test_bad_timeouts_and_extra_arguments(rt):
     assert not big.error
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_only_the_allow_list_exists_inside():
     """A run directory, a file planted beside it, the task file with its gold patches, the source repository,
     another rollout, the project, home folders: none of them exists inside (outside /tmp, where the old

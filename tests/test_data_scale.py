@@ -146,6 +146,7 @@ def _rejects(path: Path) -> list[tuple[str, str, str]]:
     return [(r["where"], r["reason"], r["detail"]) for r in map(json.loads, path.read_text().splitlines())]
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_a_string_utf8_cannot_encode_is_a_reject_naming_its_line_and_message(tmp_path, qwen_tokenizer):
     src = tmp_path / "surr.jsonl"
     _with_surrogates(src)

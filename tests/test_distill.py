@@ -1069,6 +1069,7 @@ def test_exclude_decontaminates_before_running(toy, tmp_path):
     assert report["by_reason"] == {"instance_id": 1} and report["kept"] == 3
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_a_resume_that_excludes_a_committed_task_is_refused(toy, tmp_path):
     """Excluding a task whose trajectories an earlier run committed would keep them in the training data while the
     decontamination report says the task was dropped: the run stops before any work, writing nothing."""
@@ -1115,6 +1116,7 @@ def test_a_resume_with_tasks_it_does_not_plan_is_refused_and_more_tasks_resume(t
     assert (summary["episodes"], summary["planned"], summary["skipped_as_done"]) == (4, 4, 3)
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_a_resume_with_fewer_rollouts_is_refused(toy, tmp_path):
     """The rollouts past the new count would stay in the data as well."""
     from swehero.errors import InputError
