@@ -1167,38 +1167,64 @@ def test_a_rerun_without_exclude_leaves_no_decontamination_report(toy, tmp_path)
 
 
 @pytest.mark.slow
+def _teacher_failing(statement: str, failing: dict) -> JsonServer:
+    """A teacher that finishes at once, but answers HTTP 500 to the episode of the task whose problem statement is
+    `statement` while `failing["now"]` (a server whose engine died: the infrastructure's failure)."""
+    def answer(method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        if method == "GET":  # the pool's probe after a failure: the server's API is up
+            return 200, {"data": [{"id": "m"}]}
+        if failing["now"] and any(statement in str(m.get("content")) for m in body["messages"]):
+            return 500, {"error": "engine dead"}
+        call = {"id": "c0", "type": "function", "function": {"name": "finish", "arguments": '{"message": "done"}'}}
+        return 200, {"choices": [{"message": {"role": "assistant", "content": "", "tool_calls": [call]}}]}
+
+    return JsonServer(answer)
+
+
+def _teacher_settings(tasks: Path, repos: Path, teacher: JsonServer) -> Settings:
+    return Settings(tasks=str(tasks), repos=str(repos), workers=2, progress=False, endpoints=[teacher.url],
+                    agent=AgentSettings(
+        policy="openai", mode="zero", openai=OpenAIConfig(model="m", request_retries=0)))
+
+
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
 def test_a_failed_episode_no_longer_planned_is_not_outstanding(toy, tmp_path):
     """Excluded since (or deselected, or past the rollouts), a failed episode is never retried: not outstanding,
     in the run's summary and through a merge."""
     from swehero.distill.shards import merge
 
     tasks = [json.loads(line) for line in toy.read_text().splitlines()[:2]]
-    tasks[1]["base_commit"] = "dead" * 10
     task_file, excluded = tmp_path / "tasks.jsonl", tmp_path / "eval.jsonl"
     task_file.write_text("".join(json.dumps(t) + "\n" for t in tasks))
     excluded.write_text(json.dumps(tasks[1]) + "\n")
-    settings = Settings(tasks=str(task_file), repos=str(toy.parent / "repos"), workers=2, progress=False,
-                        agent=AgentSettings(policy="oracle", mode="zero"))
-    assert distill(settings, tmp_path / "out")["outstanding_failures"] == 1
-    assert distill(dataclasses.replace(settings, exclude=[str(excluded)]), tmp_path / "out")["outstanding_failures"] == 0
+    teacher = _teacher_failing(tasks[1]["problem_statement"], {"now": True})
+    try:
+        settings = _teacher_settings(task_file, toy.parent / "repos", teacher)
+        assert distill(settings, tmp_path / "out")["outstanding_failures"] == 1
+        assert distill(dataclasses.replace(settings, exclude=[str(excluded)]), tmp_path / "out")[
+            "outstanding_failures"] == 0
+    finally:
+        teacher.close()
     assert merge([tmp_path / "out"], tmp_path / "merged")["failed"] == {}
 
 
 @pytest.mark.slow
 def test_the_summary_counts_the_failed_episodes_not_made_since(toy, tmp_path):
-    """An episode the infrastructure failed (here: a base commit the repository lacks) is counted as outstanding,
-    and the run still succeeds, as an eval with infrastructure errors does; once a rerun makes it, it is not."""
+    """An episode the infrastructure failed (here: the teacher's HTTP 500) is counted as outstanding, and the run
+    still succeeds, as an eval with infrastructure errors does; once a rerun makes it, it is not."""
     tasks = [json.loads(line) for line in toy.read_text().splitlines()[:2]]
-    good_commit, tasks[1]["base_commit"] = tasks[1]["base_commit"], "dead" * 10
     task_file = tmp_path / "tasks.jsonl"
     task_file.write_text("".join(json.dumps(t) + "\n" for t in tasks))
-    settings = Settings(tasks=str(task_file), repos=str(toy.parent / "repos"), workers=2, progress=False,
-                        agent=AgentSettings(policy="oracle", mode="zero"))
-    summary = distill(settings, tmp_path / "out")
-    assert summary["failed_this_run"] == 1 and summary["outstanding_failures"] == 1 and summary["episodes"] == 1
-    tasks[1]["base_commit"] = good_commit
-    task_file.write_text("".join(json.dumps(t) + "\n" for t in tasks))
-    summary = distill(settings, tmp_path / "out")
+    failing = {"now": True}
+    teacher = _teacher_failing(tasks[1]["problem_statement"], failing)
+    try:
+        settings = _teacher_settings(task_file, toy.parent / "repos", teacher)
+        summary = distill(settings, tmp_path / "out")
+        assert summary["failed_this_run"] == 1 and summary["outstanding_failures"] == 1 and summary["episodes"] == 1
+        failing["now"] = False
+        summary = distill(settings, tmp_path / "out")
+    finally:
+        teacher.close()
     assert summary["episodes"] == 2 and summary["outstanding_failures"] == 0
     assert len(lines(tmp_path / "out" / "failures.jsonl")) == 1  # the log of what failed stays as it was
 
