@@ -201,6 +201,47 @@ def test_a_worker_killed_mid_run_ends_the_run_with_its_reason(built, monkeypatch
     assert not (tmp / "killed").exists()
 
 
+def _slow_after_the_first(batch):
+    """Stands in for `prepare._process` in the workers: the first batch at once, the others after 30 s of sleep."""
+    import time
+
+    if not batch[0][0].endswith(":1"):
+        time.sleep(30)
+    return batch
+
+
+def _half_a_second_of_cpu(batch):
+    import time
+
+    end = time.process_time() + 0.5
+    while time.process_time() < end:
+        pass
+    return batch
+
+
+@pytest.mark.slow
+def test_workers_stop_with_the_run_and_their_cpu_time_is_counted(monkeypatch):
+    """On a ProcessPoolExecutor the batches already queued to its workers ran to their end after the run stopped
+    (36 s of a test's 20-s batches after SIGTERM; Pool.terminate() stopped them at once); and its workers, not
+    joined when the run ended, were missing from the stats' `cpu_seconds`."""
+    import multiprocessing as mp
+    import time
+
+    from swehero.data import prepare as module
+
+    batches = [[(f"in.jsonl:{n}", None)] for n in range(1, 9)]
+    monkeypatch.setattr(module, "_process", _slow_after_the_first)
+    results = module._results(PrepareConfig(seq_length=64, workers=2), iter(batches))
+    assert next(results) == batches[0]
+    start = time.monotonic()
+    results.close()  # as the run's loop leaves it on an error, Ctrl-C or SIGTERM
+    assert time.monotonic() - start < 10 and not mp.active_children()
+    monkeypatch.setattr(module, "_process", _half_a_second_of_cpu)
+    before = module._cpu_seconds()
+    assert list(module._results(PrepareConfig(seq_length=64, workers=2), iter(batches))) == batches
+    assert module._cpu_seconds() - before >= 3.5  # 8 batches of half a second
+
+
 def test_best_fit_packer():
     p = BestFitPacker(10, max_open=2)
     assert p.add("a", 6) == [] and p.add("b", 5) == []

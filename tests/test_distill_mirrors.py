@@ -159,23 +159,31 @@ def test_a_run_fetches_the_base_commit_of_a_task_added_since_its_mirror_was_clon
 
 @pytest.mark.slow
 def test_a_repository_that_cannot_be_cloned_costs_only_its_tasks(tmp_path, capfd):
-    """One deleted or private repository among thousands used to stop the run before its first episode."""
+    """One deleted or private repository among thousands used to stop the run before its first episode. A task at
+    a commit its mirror lacks is named beside it (it went unnamed once any repository failed to mirror)."""
     from swehero.agent.local import MissingRepository
 
     toy = build_toy_tasks(tmp_path / "toy")
+    rows = [json.loads(line) for line in toy.read_text().splitlines()]
+    rows.append({**rows[1], "instance_id": rows[1]["instance_id"] + "-elsewhere", "base_commit": "0" * 40})
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(row) + "\n" for row in rows))
     sources = tmp_path / "sources"
     shutil.copytree(toy.parent / "repos", sources)
     shutil.rmtree(sources / "swehero-toy__calc")
-    settings = Settings(tasks=str(toy), workers=2, progress=False, repo_url=f"{sources}/{{repo_dir}}",
+    settings = Settings(tasks=str(tasks), workers=2, progress=False, repo_url=f"{sources}/{{repo_dir}}",
                         agent=AgentSettings(policy="oracle", mode="zero"))
     with pytest.raises(MissingRepository) as missing:
         distill(settings, tmp_path / "out")
     # git's reason, said when the clone fails (hours before a long run ends) and again in the run's error line
     why = f"swehero-toy/calc: no mirror, git clone --mirror {sources}/swehero-toy__calc failed: fatal: "
     assert str(missing.value).startswith(why) and "does not exist" in str(missing.value)
+    assert f"no commit {'0' * 40} (the task's base_commit)" in str(missing.value)
     assert why in capfd.readouterr().err
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["episodes"] == 3
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["episodes"], summary["not_attempted"], len(summary["missing_repositories"])) == (3, 2, 2)
     shutil.copytree(toy.parent / "repos" / "swehero-toy__calc", sources / "swehero-toy__calc")
+    tasks.write_text("".join(json.dumps(row) + "\n" for row in rows[:-1]))
     summary = distill(settings, tmp_path / "out")  # the rerun clones it and does its task
     assert summary["episodes"] == 4 and summary["skipped_as_done"] == 3
 

@@ -184,6 +184,14 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def _worker_signals() -> None:
+    """A worker ends on SIGTERM, whatever handler this process had when it forked, and leaves Ctrl-C (sent to the
+    whole process group) to the main process, which stops it: else its KeyboardInterrupt would break the pool, and
+    the run would say a worker died."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _results(cfg: PrepareConfig, batches):
     """Processed batches in submission order, with at most 2 * workers batches in flight (after `_setup`)."""
     if cfg.workers == 0:
@@ -196,8 +204,7 @@ def _results(cfg: PrepareConfig, batches):
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     # Not multiprocessing.Pool: a worker killed (the OOM killer on a batch of 128k-token rows) is replaced there,
     # its batch never answered, and the run waited for it forever; this pool raises BrokenProcessPool.
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=signal.signal,
-                               initargs=(signal.SIGTERM, signal.SIG_DFL))  # whatever handler this process had
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_signals)
     try:
         pending: deque = deque()
         for batch in batches:
@@ -209,8 +216,18 @@ def _results(cfg: PrepareConfig, batches):
     except BrokenProcessPool:
         raise ProcessFailed("a worker process died while preparing (killed: out of memory? see `dmesg`); its batch "
                             "is lost: run again (fewer --workers take less memory)") from None
+    except BaseException:
+        # Stopped (Ctrl-C, SIGTERM, the caller's error): the batches already queued to the workers would run to
+        # their end first. The workers go now, as Pool.terminate() had them go (Python 3.14: terminate_workers()).
+        workers_now = list((pool._processes or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in workers_now:
+            process.terminate()
+        for process in workers_now:
+            process.join()
+        raise
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)  # the running batches end; no other starts
+        pool.shutdown(wait=True)  # joined, so that their CPU time counts in the stats (`_cpu_seconds`)
         if previous is None:
             del os.environ["TOKENIZERS_PARALLELISM"]
         else:

@@ -198,13 +198,13 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         planned = {(t["instance_id"], k) for t in tasks for k in range(settings.rollouts)}
         todo = [Job(t, k, None if settings.seed is None else sampling_seed(settings.seed, t["instance_id"], k))
                 for t in tasks for k in range(settings.rollouts) if (t["instance_id"], k) not in done]
-        unmirrored: list[str] = []  # why a repository has no mirror: the reason its tasks are not attempted
+        unmirrored: dict[str, str] = {}  # why a repository has no mirror: the reason its tasks are not attempted
         if settings.repo_url:
             from swehero.distill.mirrors import MIRRORED, base_commits, ensure_mirrors
 
             repos = Path(settings.repos) if settings.repos else out_dir / "mirrors"
             outcomes = ensure_mirrors(base_commits(job.task for job in todo), settings.repo_url, repos)
-            unmirrored = [outcome for outcome in outcomes.values() if outcome not in MIRRORED]
+            unmirrored = {repo: outcome for repo, outcome in outcomes.items() if outcome not in MIRRORED}
 
         def commit(job: Job, record: dict) -> None:
             meta = record["metadata"]
@@ -225,9 +225,12 @@ def distill(settings: Settings, out_dir: Path) -> dict:
             contextlib.nullcontext((settings.agent, []))
         with endpoints as (agent, urls):
             # shard i's workers take up where shard i-1's left off in the endpoint list
-            first = parse_shard(settings.shard)[0] * settings.workers if settings.shard else 0
+            first = parse_shard(settings.shard)[0] * max(settings.workers, 1) if settings.shard else 0
             ran = run_attempts(todo, agent, commit, out_dir / "work", repos, urls, settings.workers,
                                bar=settings.progress, first_endpoint=first)
+        # why: a repository's own failure to mirror, else what the runner found (no repository, no base commit)
+        missing = [reason for repo, reasons in ran["missing_repositories"].items()
+                   for reason in ([unmirrored[repo]] if repo in unmirrored else reasons)]
         summary = committed.figures.summary(wall_s=time.monotonic() - start)
         summary.update(planned=len(tasks) * settings.rollouts,
                        skipped_as_done=len(tasks) * settings.rollouts - len(todo),
@@ -235,11 +238,11 @@ def distill(settings: Settings, out_dir: Path) -> dict:
                        outstanding_failures=len(outstanding_failures(out_dir, done, planned)),
                        # no repository: in neither file, so a merge would not know them outstanding but for this
                        not_attempted=ran["not_attempted"],
-                       missing_repositories=unmirrored or ran["missing_repositories"],
+                       missing_repositories=missing,
                        endpoints=ran["endpoints"])
         committed.figures.write(summary, out_dir / SUMMARY)
-        if ran["missing_repositories"]:  # the others are done and committed; a rerun with them in place does these
+        if missing:  # the others are done and committed; a rerun with them in place does these
             from swehero.agent.local import MissingRepository
 
-            raise MissingRepository.of(unmirrored or ran["missing_repositories"])
+            raise MissingRepository.of(missing)
         return summary

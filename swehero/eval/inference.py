@@ -78,4 +78,5 @@ def run_inference(tasks: list[dict], settings: AgentSettings, runs: list[Path], 
     work = Path(os.path.commonpath([str(run) for run in runs])) / "work"
     ran = run_attempts(todo, settings, commit, work, repos, endpoints, workers, progress=progress,
                        max_attempts=max_attempts)
-    return {"done": planned - len(todo), "ran": len(todo), "missing_repositories": ran["missing_repositories"]}
+    return {"done": planned - len(todo), "ran": len(todo),
+            "missing_repositories": [reason for reasons in ran["missing_repositories"].values() for reason in reasons]}

@@ -154,13 +154,13 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
                  first_endpoint: int = 0) -> dict:
     """Attempt every job, `workers` at a time, calling `commit(job, record)` as each ends; returns
     {"attempts", "agent_errors", "endpoints", "not_attempted", "missing_repositories"}. `repos` holds the task
-    repositories (local runtime); a job whose repository is missing is not attempted (counted), and its repository
-    named in "missing_repositories". An attempt
+    repositories (local runtime); a job whose repository is missing, or lacks its base commit, is not attempted
+    (counted), and why is in "missing_repositories" ({repo: [reasons]}). An attempt
     that ends without a patch is made again, up to `max_attempts` times (OpenHands' benchmark protocol); the last
     one is committed, with `metadata.attempts` saying how many were made. `first_endpoint`: where this process's
     ties start in `endpoints` (`EndpointPool`)."""
     pool = EndpointPool(list(endpoints), first_endpoint) if endpoints else None
-    counts, lock, missing = {"attempts": 0, "agent_errors": 0, "not_attempted": 0}, threading.Lock(), set()
+    counts, lock, missing = {"attempts": 0, "agent_errors": 0, "not_attempted": 0}, threading.Lock(), {}
     stop = threading.Event()
     # The local runtime copies a task's git history before its first attempt; the task's other attempts (3-5
     # rollouts, runs) clone that copy, and it goes when the last of them has ended. Callers list a task's jobs
@@ -192,7 +192,7 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
                     check_repository(source, job.task["repo"], job.task.get("base_commit", ""))
                 except MissingRepository as e:  # not the attempt's fault: nothing committed, the caller says so
                     with lock:
-                        missing.add(str(e))
+                        missing.setdefault(job.task["repo"], set()).add(str(e))
                         counts["not_attempted"] += 1
                     return
             for attempt in range(1, max_attempts + 1):
@@ -244,7 +244,8 @@ def run_attempts(jobs: list[Job], settings: AgentSettings, commit: Callable[[Job
                 executor.shutdown(wait=False, cancel_futures=True)
                 raise
     shutil.rmtree(work_dir, ignore_errors=True)
-    return {**counts, "endpoints": pool.report() if pool else [], "missing_repositories": sorted(missing)}
+    return {**counts, "endpoints": pool.report() if pool else [],
+            "missing_repositories": {repo: sorted(reasons) for repo, reasons in sorted(missing.items())}}
 
 
 class _Users:
