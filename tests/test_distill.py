@@ -786,6 +786,27 @@ def test_shards_sharing_endpoints_fill_them_all():
     assert [e.url for e in EndpointPool([urls[0], urls[0] + "/", urls[1]]).endpoints] == urls[:2]
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
+def test_a_shard_starts_its_ties_where_the_shards_before_it_ended(toy, tmp_path):
+    """Shard 1 of 2, one worker, two teachers: its episodes go to the second teacher (each finds both idle), where
+    every shard gave them to the first."""
+    def finish(method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        call = {"id": "c0", "type": "function", "function": {"name": "finish", "arguments": '{"message": "done"}'}}
+        return 200, {"choices": [{"message": {"role": "assistant", "content": "", "tool_calls": [call]}}]}
+
+    teachers = [JsonServer(finish), JsonServer(finish)]
+    try:
+        for workers in (1, 0):  # 0 runs one at a time too
+            summary = distill(Settings(tasks=str(toy), shard="1/2", workers=workers, progress=False,
+                                       endpoints=[t.url for t in teachers], agent=AgentSettings(
+                                           policy="openai", mode="zero", openai=OpenAIConfig(model="m"))),
+                              tmp_path / f"out{workers}")
+            assert [e["episodes"] for e in summary["endpoints"]] == [0, summary["episodes"]] != [0, 0]
+    finally:
+        for teacher in teachers:
+            teacher.close()
+
+
 def test_an_endpoint_failing_in_a_row_is_benched_then_tried_one_attempt_at_a_time(monkeypatch):
     """Always the least loaded, an endpoint that fails every attempt at once would be chosen again and again."""
     from swehero.rollout import endpoints

@@ -141,44 +141,22 @@ def test_a_run_given_twice_or_copied_is_refused_not_counted_twice(tmp_path):
         select_best([tmp_path / "e", copy], settings, tmp_path / "out", progress=lambda _: None)
 
 
-def test_two_folders_sampled_with_one_seed_are_refused(tmp_path):
-    """More runs, evaluated into a second folder with the same --seed, repeat the first folder's seeds run for run
-    (each attempt's seed follows from the eval's, the instance and the run's index): near copies, which would count
-    as independent runs."""
-    for name in ("a", "b", "c"):
+def test_two_folders_made_alike_with_one_seed_are_refused(tmp_path):
+    """More runs, evaluated into a second folder as the first was and with the same --seed, repeat the first
+    folder's seeds run for run (each attempt's seed follows from the eval's, the instance and the run's index):
+    near copies, which would count as independent runs. Folders of another checkpoint (or another temperature)
+    with that seed sample otherwise."""
+    made = {"serve_model": "/ckpt/step-1000", "agent": {"openai": {"temperature": 0.7}}}
+    for name, seed, model, runs in (("a", 7, "/ckpt/step-1000", 2), ("b", 7, "/ckpt/step-1000", 4),
+                                    ("c", 8, "/ckpt/step-1000", 2), ("d", 7, "/ckpt/step-2000", 2)):
         _eval_folder(tmp_path / name, {"A": [{"resolved": True}], "B": [{"resolved": False}]})
-    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         saved = json.loads((tmp_path / name / "eval.json").read_text())
-        (tmp_path / name / "eval.json").write_text(json.dumps({**saved, "attempts": {"seed": seed}}))
-    with pytest.raises(EvalFolderError, match=f"^{tmp_path / 'b'} was sampled with the same seed as {tmp_path / 'a'} "
-                                              r"\(7\): its runs repeat"):
+        (tmp_path / name / "eval.json").write_text(json.dumps(
+            {**saved, "attempts": {**made, "serve_model": model, "seed": seed, "runs": runs}}))
+    with pytest.raises(EvalFolderError, match=f"^{tmp_path / 'b'} was made as {tmp_path / 'a'} was, with the same "
+                                              r"seed \(7\): its runs repeat"):
         read_attempts([tmp_path / "a", tmp_path / "b"])
-    assert len(read_attempts([tmp_path / "a", tmp_path / "c"])[1]["A"]) == 2
-
-
-def test_an_eval_folder_whose_files_were_moved_or_edited_is_named(tmp_path):
-    """A task file moved since (an eval folder copied to another node) said only that the path is no task file; an
-    eval.json without `tasks`, and a scores line without `verifier`, were KeyError tracebacks."""
-    from swehero.errors import MissingInput
-
-    _eval_folder(tmp_path / "e", {"A": [{"resolved": True}]})
-    saved = json.loads((tmp_path / "e" / "eval.json").read_text())
-    (tmp_path / "e.tasks.jsonl").rename(tmp_path / "moved.jsonl")
-    with pytest.raises(MissingInput, match=f"^{tmp_path / 'e' / 'eval.json'}: the eval's task file "
-                                           f"{tmp_path / 'e.tasks.jsonl'} is not there"):
-        read_attempts([tmp_path / "e"])
-    (tmp_path / "e" / "eval.json").write_text(json.dumps({**saved, "tasks": str(tmp_path / "moved.jsonl")}))
-    settings = VerifierSettings(serve=ServeConfig(model="never/loaded", max_model_len=64), seq_length=64,
-                                endpoint="http://127.0.0.1:9/v1")
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / SCORES).write_text(json.dumps({"attempt": "x", "score": 0.5}) + "\n")
-    with pytest.raises(InputError, match=f"^{tmp_path / 'out' / SCORES}:1: not a score of `eval select`'s"):
-        select_best([tmp_path / "e"], settings, tmp_path / "out", progress=lambda _: None)
-    del saved["tasks"]
-    (tmp_path / "e" / "eval.json").write_text(json.dumps(saved))
-    with pytest.raises(EvalFolderError, match=f"^{tmp_path / 'e' / 'eval.json'}: not an eval folder's settings: it "
-                                              "lacks tasks$"):
-        read_attempts([tmp_path / "e"])
+    assert len(read_attempts([tmp_path / "a", tmp_path / "c", tmp_path / "d"])[1]["A"]) == 3
 
 
 def test_the_verifiers_identity_follows_its_weights_and_config(tmp_path):

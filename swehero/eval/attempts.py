@@ -4,6 +4,7 @@ committed patch and the grade. What selection among attempts and verifier traini
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,12 +55,15 @@ def read_attempts(folders: list[Path]) -> tuple[list[str], dict[str, list[Attemp
         elif sorted(saved["instance_ids"]) != sorted(instance_ids):
             raise EvalFolderError(f"{folder} evaluates other instances than {folders[0]}: selection needs every run "
                                   "to attempt the same instances")
-        # a run's seeds follow from the eval's seed, the instance and the run's index in its folder
-        seed = (saved.get("attempts") or {}).get("seed")
-        if seed is not None and seeds.setdefault(seed, folder) != folder:
-            raise EvalFolderError(f"{folder} was sampled with the same seed as {seeds[seed]} ({seed}): its runs "
-                                  "repeat that folder's samples run for run, and would count as independent runs; "
-                                  "evaluate more runs with another --seed")
+        # A run's seeds follow from the eval's seed, the instance and the run's index in its folder: a second folder
+        # made as the first was (model, weights, agent settings), with the same seed, repeats its samples
+        made = {key: value for key, value in (saved.get("attempts") or {}).items() if key != "runs"}
+        if made.get("seed") is not None:
+            first = seeds.setdefault(json.dumps(made, sort_keys=True), folder)
+            if first != folder:
+                raise EvalFolderError(f"{folder} was made as {first} was, with the same seed ({made['seed']}): its "
+                                      "runs repeat that folder's samples run for run, and would count as independent "
+                                      "runs; evaluate more runs with another --seed")
         runs += [(run, tasks) for run in dirs]
     _check_read_once([run for run, _ in runs])
     attempts: dict[str, list[Attempt]] = {iid: [] for iid in instance_ids}
