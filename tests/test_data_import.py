@@ -610,3 +610,9 @@ def test_parquet_values_json_has_no_type_for_are_read_as_json(tmp_path, qwen_tok
     assert first["messages"][0]["timestamp"] == "2026-12-07T19:30:00+00:00"
     stats = render_files([str(tmp_path / "canonical.parquet")], qwen_tokenizer, tmp_path / "r.jsonl", "all", 0.0)
     assert stats["written"] == 2, stats
+    # a map column's entries come as (key, value) tuples
+    labels = pa.table({"labels": pa.array([[("at", when)]], type=pa.map_(pa.string(), pa.timestamp("s", "UTC")))})
+    pq.write_table(labels, tmp_path / "map.parquet")
+    from swehero.data.sources import parquet_rows
+
+    assert [row for _, row in parquet_rows(tmp_path / "map.parquet")] == [{"labels": [["at", first["created_at"]]]}]

@@ -213,7 +213,7 @@ def _as_json(value: Any) -> Any:
     UTF-8 text (else base64)."""
     if isinstance(value, dict):
         return {k: _as_json(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):  # a map column's entries come as (key, value) tuples
         return [_as_json(v) for v in value]
     if isinstance(value, (datetime.date, datetime.time)):  # datetime.datetime is a date
         return value.isoformat()
