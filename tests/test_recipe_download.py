@@ -146,13 +146,14 @@ def test_an_unset_revision_of_a_bundled_recipe_names_its_line_and_variable(monke
     line = next(n for n, text in enumerate(recipe.read_text().splitlines(), 1) if "SWEHERO_SWE_ZERO_REVISION" in text)
     dry = CliRunner().invoke(main, ["recipe", "run", "zero-7b", "--dry-run"])
     assert dry.exit_code == 0 and dry.output.startswith(
-        f"a run would stop before its first stage: {recipe}:{line}: stage download: repos.zero.revision: empty: pin "
+        f"a run would stop before its first stage: {recipe}:{line}: stage download_zero: repos.zero.revision: empty: "
+        "pin "
         "nvidia/SWE-Zero-openhands-trajectories to a commit"), dry.output
     assert "(the recipe writes it as ${env:SWEHERO_SWE_ZERO_REVISION,})" in dry.output.splitlines()[0]
     assert "repos.hero" not in dry.output.splitlines()[0]
     set_by_hand = CliRunner().invoke(main, ["recipe", "run", "zero-7b", "--dry-run", "--set",
-                                            "stages.download.repos.zero.revision=''"])
-    assert set_by_hand.output.startswith("a run would stop before its first stage: --set: stage download: "
+                                            "stages.download_zero.repos.zero.revision=''"])
+    assert set_by_hand.output.startswith("a run would stop before its first stage: --set: stage download_zero: "
                                          "repos.zero.revision: empty"), set_by_hand.output
     assert "the recipe writes it as" not in set_by_hand.output.splitlines()[0]
 
@@ -167,5 +168,5 @@ def test_every_unpinned_revision_is_reported_at_once(monkeypatch):
     for name in ("SWEHERO_SWE_ZERO_REVISION", "SWEHERO_SWE_HERO_REVISION"):
         monkeypatch.delenv(name, raising=False)
     stops = CliRunner().invoke(main, ["recipe", "run", "zero-7b", "--dry-run"]).output.splitlines()[0]
-    assert "stage download: repos.zero.revision: empty" in stops and "${env:SWEHERO_SWE_ZERO_REVISION,}" in stops
-    assert "stage download: repos.hero.revision: empty" in stops and "${env:SWEHERO_SWE_HERO_REVISION,}" in stops, stops
+    assert "stage download_zero: repos.zero.revision: empty" in stops and "${env:SWEHERO_SWE_ZERO_REVISION,}" in stops
+    assert "stage download_hero: repos.hero.revision: empty" in stops and "${env:SWEHERO_SWE_HERO_REVISION,}" in stops, stops

@@ -492,6 +492,31 @@ def test_a_train_stage_resumes_when_only_its_logging_gpus_or_checkpointing_chang
         assert "settings changed: " in line and said in line and "resuming" not in line, line
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
+def test_an_eval_stage_keeps_its_attempts_when_only_how_they_are_run_changed(tmp_path):
+    """Any setting emptied an eval stage's folder: fewer workers, or a lower gpu_memory_utilization after running
+    out of memory, cost the finished attempts (thousands, on the paper's benchmarks). What the attempts are made
+    of still starts it again; a price, only in the report, runs it again resuming."""
+    import json
+
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: t\nrun_dir: {tmp_path / 'run'}\nstages:\n"
+                    "  - {name: ev, kind: eval, tasks: toy, limit: 1, grading: {grader: none}, "
+                    "agent: {policy: gold}}\n")
+    run(path)
+    for how in ("workers=4", "serve.gpu_memory_utilization=0.5", "grading.harness.max_workers=8",
+                "agent.openai.request_timeout=60"):
+        assert "up to date" in run(path, "--dry-run", "--set", f"stages.ev.{how}"), how
+    assert "settings changed: agent.openai.temperature" in run(path, "--dry-run", "--set",
+                                                               "stages.ev.agent.openai.temperature=0.5")
+    priced = run(path, "--dry-run", "--set", "stages.ev.price_prompt_per_mtok=0.5")
+    assert "settings changed: price_prompt_per_mtok" in priced and "resuming" in priced, priced
+    manifest = tmp_path / "run" / "ev" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "status": "running"}))
+    line = run(path, "--dry-run", "--set", "stages.ev.workers=4").splitlines()[-1]
+    assert line.endswith("interrupted while running (resuming)"), line
+
+
 def test_a_train_stage_whose_export_is_turned_on_or_off_resumes_complete_or_not(tmp_path, monkeypatch):
     """Turning export_hf on for a trained stage emptied its folder and trained it again from scratch: the export is
     made from the last checkpoint, so the stage goes on from its work (test_train_cpu exports without training)."""

@@ -111,7 +111,7 @@ def test_only_servers_started_here_with_known_configs_are_refused(tmp_path):
 
     tp8 = "stages.eval_verified.serve.tensor_parallel_size=8"
     assert refused(tp8) and not refused(tp8, "stages.eval_verified.endpoints=[http://127.0.0.1:9/v1]")
-    assert not refused(tp8, f"stages.eval_verified.serve.model={tmp_path}/download/model")  # not a train stage's
+    assert not refused(tp8, f"stages.eval_verified.serve.model={tmp_path}/download_zero/model")  # not a train stage's
     stale = tmp_path / "sft_hero" / "hf"  # an earlier run's export without YaRN: 32768 positions
     stale.mkdir(parents=True)
     (stale / "config.json").write_text(json.dumps(known_config("Qwen/Qwen2.5-Coder-7B-Instruct")))

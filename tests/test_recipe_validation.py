@@ -178,7 +178,7 @@ def test_override_errors_name_the_option(tmp_path):
 def test_a_set_that_replaces_a_section_is_blamed_for_what_it_holds(tmp_path):
     """`--set stages.sft_zero.optimizer={lr: x}` was reported at the recipe's line of the lr it replaced."""
     found = problems("hero-7b", f"run_dir={tmp_path}", "stages.sft_zero.optimizer={lr: x}")
-    assert found == ["--set: stages[6].optimizer.lr: expected float, got str 'x'"], found
+    assert found == ["--set: stages[7].optimizer.lr: expected float, got str 'x'"], found
     found = problems("tiny-cpu", f"run_dir={tmp_path}", "stages.prepare_zero.inputs=[nowhere.jsonl]")
     assert [p for p in found if "nowhere" in p] == ["--set: stages[4].inputs[0]: input not found: nowhere.jsonl"], found
 
@@ -213,11 +213,11 @@ def test_variant_recipes_merge_on_their_base(tmp_path):
 
 
 def test_a_misspelt_section_in_set_is_reported_at_set(tmp_path):
-    """`--set stages.sft_zero.optimiser.lr=1` blamed the bundled recipe's line of the stage; the `stages[6]` form
+    """`--set stages.sft_zero.optimiser.lr=1` blamed the bundled recipe's line of the stage; the `stages[7]` form
     the problems print is accepted as a path too."""
     found = problems("hero-7b", f"run_dir={tmp_path}", "stages.sft_zero.optimiser.lr=1")
-    assert found == ["--set: stages[6].optimiser: unknown field; did you mean 'optimizer'?"], found
-    recipe = load_recipe("hero-7b", (f"run_dir={tmp_path}", "stages[6].optimizer.lr=3e-5"))
+    assert found == ["--set: stages[7].optimiser: unknown field; did you mean 'optimizer'?"], found
+    recipe = load_recipe("hero-7b", (f"run_dir={tmp_path}", "stages[7].optimizer.lr=3e-5"))
     assert recipe.stage("sft_zero").settings.optimizer.lr == 3e-5
 
 
@@ -474,11 +474,14 @@ def test_plan_warns_when_training_goes_past_the_positions_the_model_reaches(tmp_
 
 
 def test_plan_covers_the_verifier_stages(tmp_path):
-    """The verifier's training stage and its server (after the policy's) are planned like any other."""
+    """The verifier's training stage is planned like any other; the selection is a stage of its own, after the
+    8 runs (which need no verifier: retraining one reran all 4,000 attempts)."""
     result = CliRunner().invoke(main, ["recipe", "plan", "hero-32b-verifier", "--set", f"run_dir={tmp_path}"])
     assert result.exit_code == 0, result.output
     assert "stage sft_verifier: 4x8 GPUs" in result.output
-    assert "stage eval_verified (verifier): vLLM, 1 replica(s) x TP 8 = 8 GPUs" in result.output
+    recipe = load_recipe("hero-32b-verifier", (f"run_dir={tmp_path}",))
+    assert "sft_verifier" not in recipe.stage("eval_verified").needs
+    assert set(recipe.stage("select_verified").needs) == {"eval_verified", "sft_verifier"}
 
 
 def test_stage_names_are_folder_names(tmp_path):
@@ -533,7 +536,7 @@ def test_documented_overrides_name_real_fields():
     helps = [CliRunner().invoke(main, ["recipe", command, "--help"], terminal_width=400).output
              for command in ("validate", "run")]
     examples = sorted(set(re.findall(r"--set (stages\.[^\s`)]+)", "\n".join([docs, *helps]))) - {
-        "stages.download.repos.zero.revision=..."})  # a placeholder value
+        "stages.download_zero.repos.zero.revision=..."})  # a placeholder value
     assert any(".lr=" in e for e in examples), examples
     for assignment in examples:
         try:
@@ -656,7 +659,7 @@ def test_a_rope_scaling_no_model_is_built_with_is_reported_by_validate(scaling, 
     """`validate` said ok; `plan` and `run --dry-run` then failed with a traceback (KeyError 'factor', ValueError),
     or planned -65536 positions (factor -2), or trained without scaling (no type)."""
     found = problems("zero-7b", f"run_dir={tmp_path}", f"stages.sft_zero.rope_scaling={scaling}")
-    assert found == [f"--set: stages[6].rope_scaling.{message}"]
+    assert found == [f"--set: stages[7].rope_scaling.{message}"]
     assert load_recipe("zero-7b", (f"run_dir={tmp_path}",
                                    "stages.sft_zero.rope_scaling={rope_type: yarn, factor: 2}")).stage("sft_zero")
 
@@ -693,8 +696,8 @@ def test_a_rope_scaling_a_variant_recipe_overrides_is_reported_at_the_variants_l
               type: yarn
               factor: 0.5
         """)
-    assert problems(path) == [f"{path}:8: stages[6].rope_scaling.factor: must be a number > 1, got 0.5",
-                              f"{hero}:31: stages[11].rope_scaling.factor: must be a number > 1, got 0.5"]
+    assert problems(path) == [f"{path}:8: stages[7].rope_scaling.factor: must be a number > 1, got 0.5",
+                              f"{hero}:31: stages[12].rope_scaling.factor: must be a number > 1, got 0.5"]
 
 
 def test_commands_built_from_the_settings_report_ranges_too():

@@ -306,7 +306,15 @@ def _changed(recipe: Recipe, stage: Stage, manifest: dict[str, Any], ignored: tu
 
 
 def _without(settings: Any, fields: tuple[str, ...]) -> Any:
-    return {k: v for k, v in settings.items() if k not in fields} if isinstance(settings, dict) else settings
+    """`settings` less `fields`, each a top-level setting or a dotted path into a section (`serve.port`)."""
+    if not isinstance(settings, dict):
+        return settings
+    inner: dict[str, tuple[str, ...]] = {}
+    for name in fields:
+        section, _, rest = name.partition(".")
+        if rest:
+            inner[section] = (*inner.get(section, ()), rest)
+    return {k: _without(v, inner[k]) if k in inner else v for k, v in settings.items() if k not in fields}
 
 
 def _upstream_manifests(recipe: Recipe, stage: Stage) -> dict[str, dict]:
