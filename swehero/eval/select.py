@@ -108,11 +108,12 @@ def select_best(folders: list[Path], settings: VerifierSettings, out_dir: Path, 
     check_distinct_runs(attempts, fingerprints)
     verifier = verifier_identity(settings)
     log = JsonlLog(out_dir / SCORES, key=lambda r: r.get("attempt"))  # lines of older logs have none: scored again
+    logged: dict = {}
     for number, line in log.numbered():
         if not isinstance(line, dict) or not isinstance(line.get("verifier"), dict):
             raise InputError(f"{log.path}:{number}: not a score of `eval select`'s (no `verifier` that made it): "
                              "mend or remove the line, or select into another folder (--out)")
-    logged = log.records()
+        logged.setdefault(log.key(line), line)  # as `records` keeps them: the first of a key
     # a key one record lacks is no difference: logs of older versions recorded the weights' times (`weights`)
     other = next((found for r in logged.values() if (found := recorded_differences(r["verifier"], verifier))), None)
     if other:
