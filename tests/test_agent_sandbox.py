@@ -56,6 +56,16 @@ def test_observation_format_and_persistent_state(rt):
     assert out.endswith("[Command finished with exit code 1]")
 
 
+@pytest.mark.parametrize("mode", ["zero", "exec"])
+def test_a_command_bashlex_fails_on_is_answered_as_openhands_answers_it(rt, mode):
+    """A command that is only a comment, or a lone backslash, makes OpenHands' escape raise, and its runtime answers
+    with the error's text; here it ended the episode as the runtime's failure."""
+    trailer = "\n[Error occurred in processing last action]"
+    assert bash(rt, "# Let me look around first", mode) == "'str' object has no attribute 'kind'" + trailer
+    assert bash(rt, "\\", mode) == "'NoneType' object has no attribute 'kind'" + trailer
+    assert bash(rt, "echo ok", mode).startswith("ok\n")
+
+
 def test_output_is_shown_as_a_terminal_shows_it(rt):
     """OpenHands reads commands' output from a tmux pane: no escape sequences, and carriage returns overwrite."""
     out = bash(rt, "printf '\\033[1;32mPASSED\\033[0m test_a\\n\\033]0;title\\007'; "
@@ -107,6 +117,25 @@ def test_writes_outside_the_checkout_fail(rt):
     assert out.count("Read-only file system") == 5 and "written" in out, out
     assert not os.path.exists("/usr/pwned") and not os.path.exists("/etc/pwned")
     assert (rt.checkout / "ok").exists() and (rt.workdir / "tmp" / "ok").exists()
+
+
+def test_links_in_the_state_folder_lead_the_host_nowhere(rt, tmp_path):
+    """The state folder is the host's, writable inside: links the agent put at the names of its files made the host
+    write the next command to a host file, show a host file as the directory or interpreter of the next
+    observation, and put a host file in the patch."""
+    secret, written = tmp_path / "secret", tmp_path / "written"
+    secret.write_text("HOST SECRET\n")
+    bash(rt, f"ln -sf {written} {STATE_DIR}/cmd")
+    assert "hello" in bash(rt, "echo hello") and not written.exists()
+    # the trap rewrites cwd and python when a command ends: kill the shell so that the links stay
+    out = bash(rt, f"ln -sf {secret} {STATE_DIR}/cwd; ln -sf {secret} {STATE_DIR}/python; kill -9 $$")
+    assert "SECRET" not in out and f"[Current working directory: {ROOT}]" in out, out
+    bash(rt, f"echo '# change' >> pkg/calc.py; ln -sf {secret} {STATE_DIR}/patch; rm {STATE_DIR}/cmd; "
+             f"mkdir {STATE_DIR}/cmd")
+    assert bash(rt, "echo again").startswith("again\n")  # a folder at the command's name is replaced by it
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=rt.checkout, capture_output=True, text=True).stdout
+    patch = rt.patch(head.strip())
+    assert "+# change" in patch and "SECRET" not in patch, patch
 
 
 def test_a_command_run_by_root_can_neither_remount_nor_change_the_kernels_settings_nor_see_host_paths(rt):

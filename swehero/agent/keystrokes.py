@@ -22,15 +22,23 @@ _KEPT = (('"', '"'), ("'", "'"), ("$(", ")"), ("`", "`"))
 """Words escaped as they are: quoted strings and command substitutions."""
 
 
+class EscapeFailed(Exception):
+    """bashlex failed on the command with an error OpenHands' escape does not expect (a command that is only a
+    comment, or a lone backslash: `'str' object has no attribute 'kind'`). There it leaves the bash session, and the
+    runtime answers with its text as an error observation; nothing is typed."""
+
+
 def openhands_escape(command: str) -> str:
     """The command with `\\;`, `\\&`, `\\|`, `\\>`, `\\<` outside quotes, command substitutions and here-documents
-    doubled to `\\\\;` ...; unchanged when bashlex cannot parse it."""
+    doubled to `\\\\;` ...; unchanged when bashlex cannot parse it. Raises `EscapeFailed` where OpenHands' raises."""
     if not command.strip():
         return ""
     try:
         nodes = list(bashlex.parse(command))
     except (bashlex.errors.ParsingError, NotImplementedError, TypeError):
         return command
+    except AttributeError as e:
+        raise EscapeFailed(str(e)) from None
     parts: list[str] = []
     last = 0
 

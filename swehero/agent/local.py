@@ -317,6 +317,39 @@ class LocalFiles:
             return None
 
 
+class StateFolder:
+    """The rollout's state folder on the host (`STATE_DIR` inside): the command to run, the directory and
+    interpreter it ended with, the patch. The agent may replace any of its files with a link to a host path (which
+    `/proc/self/mountinfo` names) or with a folder, so the host never follows a link there: it writes a file by
+    removing what is at its name and creating it anew, and reads only regular files, a link or anything else
+    reading as absent. No command runs while the host does either (a command's processes end with its sandbox)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def remove(self, name: str) -> None:
+        path = self.folder / name
+        if path.is_dir() and not path.is_symlink():
+            remove_tree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+    def write(self, name: str, data: bytes) -> None:
+        self.remove(name)
+        fd = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+
+    def read(self, name: str, limit: int = -1) -> bytes | None:
+        """The file's first `limit` bytes (all by default); None when it is missing or not a regular file."""
+        try:  # O_NONBLOCK: a FIFO put there must not block the open
+            fd = os.open(self.folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            return f.read(limit) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+
+
 @contextmanager
 def _reporting(path: str, doing: str) -> Iterator[None]:
     """An OSError of the editor's file access as its error observation, naming the agent-visible `path`."""
@@ -343,6 +376,7 @@ class LocalRuntime(OneCommandAtATime):
         self.workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=workdir.resolve()))
         for sub in ("state", "tmp"):
             (self.workdir / sub).mkdir()
+        self.state = StateFolder(self.workdir / "state")
         self.files = LocalFiles(root, self.checkout)
         self.owned: Path | None = None
         if env is not None:
@@ -389,7 +423,7 @@ class LocalRuntime(OneCommandAtATime):
                            f"{result.output[-3000:]}")
         _exclude(self.checkout, untracked_patterns(self.checkout))
         for name in ("cwd", "env", "python"):  # the agent's first command starts from a clean shell
-            (self.workdir / "state" / name).unlink(missing_ok=True)
+            self.state.remove(name)
 
     def bwrap_argv(self, cwd: str, network: bool = False) -> list[str]:
         argv = sandbox_argv(self.bwrap, network)
@@ -414,7 +448,7 @@ class LocalRuntime(OneCommandAtATime):
         # the command (bwrap's --new-session left the sandbox without one); -w: the sandbox ends with the shell
         bwrap, *options = self.bwrap_argv(self.root, network)
         self.stop()
-        (self.workdir / "state" / "cmd").write_text(command)
+        self.state.write("cmd", command.encode())
         # bwrap is the sandbox's process 1, whose command line and environment any command reads (/proc/1/cmdline,
         # /proc/1/environ): its options, the host's paths among them, come from a file outside the sandbox, and it
         # starts with no environment (--clearenv clears only the shell's: the launcher's keys and paths showed)
@@ -431,17 +465,21 @@ class LocalRuntime(OneCommandAtATime):
         finally:
             os.close(given)
             os.close(terminal)  # only the sandbox holds it now, so reading ends when the sandbox ends
-        self.running = LocalChannel(proc, reader, self.workdir / "state", self.root)
+        self.running = LocalChannel(proc, reader, self.state, self.root)
         return self.running
 
     def execute(self, command: str, timeout: float, network: bool = False) -> CommandResult:
         return run_to_end(self.start(command, network), timeout, self.config.output_cap_bytes)
 
     def _write_patch(self, command: str) -> bytes:
+        self.state.remove("patch")  # the diff writes a new file, not through a link the agent left at its name
         result = self.execute(command, timeout=120)
         if result.exit_code != 0:
             raise RuntimeError(f"git diff failed in the checkout: {result.output[-2000:]}")
-        return (self.workdir / "state" / "patch").read_bytes()
+        patch = self.state.read("patch")
+        if patch is None:
+            raise RuntimeError(f"{STATE_DIR}/patch is not a regular file after the diff")
+        return patch
 
     def close(self) -> None:
         self.stop()
@@ -521,7 +559,7 @@ def _default_interrupts() -> None:
 class LocalChannel:
     """A command running in its sandbox: the sandbox's process and the host end of its terminal."""
 
-    def __init__(self, proc: subprocess.Popen, reader: int, state: Path, root: str) -> None:
+    def __init__(self, proc: subprocess.Popen, reader: int, state: StateFolder, root: str) -> None:
         self.proc, self.reader, self.state, self.root = proc, reader, state, root
         self.result: tuple[int, str, str] | None = None
         self.selector = selectors.DefaultSelector()
@@ -556,6 +594,7 @@ class LocalChannel:
             os.close(self.reader)
             self.reader = -1
             code = self.proc.wait()
-            read = lambda name: (self.state / name).read_text().strip() if (self.state / name).exists() else ""  # noqa
+            # capped: a command that kills its shell leaves these files as it wrote them, not as the shell's trap does
+            read = lambda name: (self.state.read(name, 65536) or b"").decode(errors="replace").strip()  # noqa: E731
             self.result = code, read("cwd") or self.root, read("python")
         return self.result

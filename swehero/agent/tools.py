@@ -17,7 +17,7 @@ import bashlex
 from swehero.agent.banned import RefusedCommand, RefusedScript, Scanned, is_binary, scan, shebang_banned, shell_script
 from swehero.agent.bash_session import BashSession, ShellInput, special_key, truncate
 from swehero.agent.editor import Editor, ToolError
-from swehero.agent.keystrokes import typed_command
+from swehero.agent.keystrokes import EscapeFailed
 from swehero.agent.runtime import Runtime
 from swehero.toolspec import TOOL_NAMES, tool_schema
 
@@ -188,12 +188,15 @@ class Tools:
             # one that has ended since the last call lets this command start (and be checked as one that starts)
             self.bash.settle(stripped)
         starts = not (is_input or self.bash.running or special_key(stripped) is not None)
-        shell = self.bash.read(stripped) if starts else None
+        try:
+            shell = self.bash.read(stripped) if starts else None
+        except EscapeFailed as e:  # OpenHands' runtime answers with the error's text
+            return Outcome(error_observation(str(e)), error=True)
         if self.mode == "zero" and special_key(stripped) is None:  # input too: a shell or `less` may read it
             try:
                 # what the shell runs may differ from what was written (`keystrokes`, `history_expansion`): neither
                 # may run a banned one
-                given = command if is_input else shell.expansion.runs if shell else typed_command(stripped)[0]
+                given = shell.expansion.runs if shell else command  # without `shell`, nothing new is typed
                 scans = [scan(line) for line in dict.fromkeys([command, given])]
                 banned = list(dict.fromkeys(name for line in scans for name in line.banned))
                 if banned:
