@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests_paths import QWEN as QWEN_TOKENIZER
+from tests_paths import qwen
 
 # Tests run many small torch programs side by side on a 2-core machine: one thread each avoids oversubscription.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -38,9 +38,7 @@ def pytest_configure(config) -> None:
 
 @pytest.fixture(scope="session")
 def qwen_tokenizer_dir() -> Path:
-    if not (QWEN_TOKENIZER / "vocab.json").exists():
-        pytest.skip(f"reference Qwen2.5 tokenizer not found at {QWEN_TOKENIZER} (CI provides ../shared)")
-    return QWEN_TOKENIZER
+    return qwen()
 
 
 @pytest.fixture(scope="session")

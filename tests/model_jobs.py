@@ -34,9 +34,9 @@ def with_tokenizer(hf_dir: Path) -> Path:
     takes from `like`)."""
     import shutil
 
-    from tests_paths import QWEN
+    from tests_paths import qwen
 
-    for path in QWEN.iterdir():
+    for path in qwen().iterdir():
         if path.name != "README.md":
             shutil.copy(path, hf_dir / path.name)
     return hf_dir

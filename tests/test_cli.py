@@ -57,9 +57,9 @@ def test_a_path_the_system_refuses_is_one_line_naming_it(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.startswith(f"Error: {tmp_path / 'afile'}"), result.output
     # mkdir's "File exists" for a file where a folder goes read as a refusal to overwrite it: said as what it is
-    from tests_paths import QWEN
+    from tests_paths import qwen
 
-    result = CliRunner().invoke(main, ["data", "render", "--tokenizer", str(QWEN), str(tmp_path / "afile"), "--out",
+    result = CliRunner().invoke(main, ["data", "render", "--tokenizer", str(qwen()), str(tmp_path / "afile"), "--out",
                                        str(tmp_path / "afile" / "x.jsonl")])
     assert result.output == f"Error: {tmp_path / 'afile'}: not a folder (a file is there)\n", result.output
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tests_paths import QWEN
+from tests_paths import qwen
 
 from swehero.cli import main
 from swehero.data.sources import Rejects, read_rows
@@ -41,7 +41,7 @@ def test_selection_and_reject_budget_out_of_range_are_refused_by_the_schema(tmp_
         "--set: stages[i].max_reject_fraction: must be >= 0 and <= 1, got 1.5"]
     result = invoke("data", "import", "--format", "nvidia", NVIDIA, "--per-instance", "0", "--out", tmp_path / "o.jsonl")
     assert result.exit_code == 2 and "--per-instance: per_instance: must be >= 1, got 0" in result.output.splitlines()
-    result = invoke("data", "render", "--tokenizer", QWEN, NVIDIA, "--max-reject-fraction", "-1",
+    result = invoke("data", "render", "--tokenizer", qwen(), NVIDIA, "--max-reject-fraction", "-1",
                     "--out", tmp_path / "r.jsonl")
     assert result.exit_code == 2 and "'--max-reject-fraction': -1.0 is not in the range 0<=x<=1" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == []
@@ -172,7 +172,7 @@ def test_a_row_nested_too_deeply_is_a_reject_of_prepare_from_its_workers(tmp_pat
     src = tmp_path / "in.jsonl"
     rejected = _with_deep_rows(src)
     cfg = PrepareConfig(seq_length=4096, max_reject_fraction=0.5, workers=1)
-    assert prepare([str(src)], str(QWEN), tmp_path / "d", cfg)["trajectories"]["rejected"] == rejected
+    assert prepare([str(src)], str(qwen()), tmp_path / "d", cfg)["trajectories"]["rejected"] == rejected
 
 
 def damaged_parquet(tmp_path) -> Path:
@@ -231,9 +231,10 @@ def test_a_finished_run_leaves_its_own_rejects_only(tmp_path):
     assert not stale.exists()
 
 
-@pytest.mark.parametrize("command", [["import", "--format", "nvidia"], ["render", "--tokenizer", QWEN]])
+@pytest.mark.parametrize("command", [["import", "--format", "nvidia"], ["render", "--tokenizer"]])
 def test_an_output_that_is_a_folder_is_refused_before_any_work(command, tmp_path):
     """It ended, after all the work, in `IsADirectoryError: 'out.partial' -> 'out'`."""
+    command = command + [qwen()] if command[0] == "render" else command
     out = tmp_path / "out"
     out.mkdir()
     result = invoke("data", *command, NVIDIA, "--out", out)

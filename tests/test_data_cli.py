@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from tests_paths import QWEN
+from tests_paths import qwen
 
 from swehero.data.cli import data
 from swehero.data.trajectory import template_messages
@@ -27,14 +27,14 @@ def test_import_render_show_prepare(tmp_path, qwen_tokenizer):
     _ok(["import", "--format", "nvidia", "--stage", "zero", str(FIXTURES / "nvidia.jsonl"), "--out", str(canon)])
     assert [json.loads(x)["stage"] for x in canon.read_text().splitlines()] == ["zero", "zero"]
 
-    _ok(["render", "--tokenizer", str(QWEN), str(canon), "--out", str(tmp_path / "r.jsonl")])
+    _ok(["render", "--tokenizer", str(qwen()), str(canon), "--out", str(tmp_path / "r.jsonl")])
     rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["astropy__astropy-12907_0", "django__django-11099_2"]
     assert all(
         len(r["input_ids"]) == len(r["loss_mask"]) and 0 < sum(r["loss_mask"]) < len(r["loss_mask"]) for r in rows
     )
 
-    shown = _ok(["show", "--tokenizer", str(QWEN), str(canon), "--index", "1"]).stdout
+    shown = _ok(["show", "--tokenizer", str(qwen()), str(canon), "--index", "1"]).stdout
     rec = json.loads(canon.read_text().splitlines()[1])
     text = qwen_tokenizer.apply_chat_template(template_messages(rec["messages"]), tools=rec["tools"], tokenize=False)
     assert click.unstyle(shown) == text + "\n"
@@ -47,7 +47,7 @@ def test_import_render_show_prepare(tmp_path, qwen_tokenizer):
             "prepare",
             str(canon),
             "--tokenizer",
-            str(QWEN),
+            str(qwen()),
             "--seq-length",
             "8192",
             "--out",
@@ -69,7 +69,7 @@ def test_stage_run_uses_recipe_tokenizer_and_seed(tmp_path):
 
     import_files([str(FIXTURES / "nebius.jsonl")], "nebius", tmp_path / "c.jsonl", max_reject_fraction=0.6)
     ctx = StageContext(
-        name="prep", dir=tmp_path / "stage", seed=7, model=ModelConfig(base=str(QWEN)), upstream={}, resume=False
+        name="prep", dir=tmp_path / "stage", seed=7, model=ModelConfig(base=str(qwen())), upstream={}, resume=False
     )
     ctx.dir.mkdir()
     outputs = run(Settings(inputs=[str(tmp_path / "c.jsonl")], seq_length=4096, workers=0), ctx)
@@ -117,7 +117,7 @@ def test_a_folder_without_data_files_is_an_error_not_an_empty_dataset(tmp_path):
     (empty / "sub").mkdir(parents=True)
     (empty / "sub" / "README.md").write_text("not data")
     for args in (["import", "--format", "nvidia", "--stage", "zero", str(empty), "--out", str(tmp_path / "o.jsonl")],
-                 ["prepare", str(empty), "--tokenizer", str(QWEN), "--seq-length", "64", "--out", str(tmp_path / "d")]):
+                 ["prepare", str(empty), "--tokenizer", str(qwen()), "--seq-length", "64", "--out", str(tmp_path / "d")]):
         result = CliRunner().invoke(main, ["data", *args])
         assert result.exit_code == 1, result.output
         assert f"Error: {empty}: a folder without data files (.jsonl, .json, .traj, .parquet)" in result.output

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_samples import samples
-from tests_paths import QWEN
+from tests_paths import qwen
 
 from swehero.data.pack import BestFitPacker
 from swehero.data.prepare import PrepareConfig, _process as _PROCESS, prepare
@@ -60,7 +60,7 @@ def built(tmp_path_factory, qwen_tokenizer):
     tmp = tmp_path_factory.mktemp("prep")
     records = _corpus(tmp / "in.jsonl")
     cfg = PrepareConfig(seq_length=6144, valid_fraction=0.25, max_reject_fraction=0.2, max_open=8)
-    stats = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "out", cfg)
+    stats = prepare([str(tmp / "in.jsonl")], str(qwen()), tmp / "out", cfg)
     return tmp, records, cfg, stats
 
 
@@ -123,12 +123,12 @@ def test_split_by_instance_stats_and_rejects(built, qwen_tokenizer):
 @pytest.mark.slow
 def test_rerun_is_deterministic_and_complete_output_is_kept(built):
     tmp, _, cfg, stats = built
-    again = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "again", cfg)
+    again = prepare([str(tmp / "in.jsonl")], str(qwen()), tmp / "again", cfg)
     for name in ("train_tokens.bin", "train_loss_mask.bin", "valid_tokens.idx", "train_tokens.idx"):
         assert (tmp / "out" / name).read_bytes() == (tmp / "again" / name).read_bytes()
     assert {k: v for k, v in again.items() if k not in TIMINGS} == {k: v for k, v in stats.items() if k not in TIMINGS}
     mtime = (tmp / "again" / "train_tokens.bin").stat().st_mtime_ns
-    assert prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "again", cfg) == again
+    assert prepare([str(tmp / "in.jsonl")], str(qwen()), tmp / "again", cfg) == again
     assert (tmp / "again" / "train_tokens.bin").stat().st_mtime_ns == mtime
 
 
@@ -138,12 +138,12 @@ def test_killed_run_leftovers_restart_cleanly_and_failure_leaves_nothing_complet
     partial = tmp / "resume.partial"
     partial.mkdir()
     (partial / "train_tokens.bin").write_bytes(b"half written")
-    prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "resume", cfg)
+    prepare([str(tmp / "in.jsonl")], str(qwen()), tmp / "resume", cfg)
     assert not partial.exists()
     assert (tmp / "resume" / "train_tokens.bin").read_bytes() == (tmp / "out" / "train_tokens.bin").read_bytes()
     strict = PrepareConfig(seq_length=cfg.seq_length, max_reject_fraction=0.01)
     with pytest.raises(InputError, match="max-reject-fraction"):
-        prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "strict", strict)
+        prepare([str(tmp / "in.jsonl")], str(qwen()), tmp / "strict", strict)
     assert not (tmp / "strict").exists()
 
 
@@ -151,8 +151,8 @@ def test_killed_run_leftovers_restart_cleanly_and_failure_leaves_nothing_complet
 def test_too_long_policies(built, qwen_tokenizer):
     tmp, records, _, _ = built
     short = {"seq_length": 2600, "valid_fraction": 0.0, "max_reject_fraction": 0.2}
-    trunc = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "trunc", PrepareConfig(**short, too_long="truncate"))
-    drop = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "drop", PrepareConfig(**short, too_long="drop"))
+    trunc = prepare([str(tmp / "in.jsonl")], str(qwen()), tmp / "trunc", PrepareConfig(**short, too_long="truncate"))
+    drop = prepare([str(tmp / "in.jsonl")], str(qwen()), tmp / "drop", PrepareConfig(**short, too_long="drop"))
     assert trunc["trajectories"]["truncated"] > 0
     assert drop["trajectories"]["dropped"]["too_long"] >= trunc["trajectories"]["truncated"]
     assert drop["trajectories"]["kept"] + drop["trajectories"]["dropped"]["too_long"] == len(records)
@@ -161,7 +161,7 @@ def test_too_long_policies(built, qwen_tokenizer):
     with pytest.raises(InputError, match=rf"none of the \d+ trajectories was kept \(dropped: \{{'too_long': "
                                          rf"{len(records)}\}}, rejected: \{{.+\}}\); their median length is "
                                          rf"{median} tokens, seq_length 256"):
-        prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "none", PrepareConfig(**{**short, "seq_length": 256},
+        prepare([str(tmp / "in.jsonl")], str(qwen()), tmp / "none", PrepareConfig(**{**short, "seq_length": 256},
                                                                                too_long="drop"))
     assert not (tmp / "none").exists()
 
@@ -170,7 +170,7 @@ def test_too_long_policies(built, qwen_tokenizer):
 def test_multiprocess_output_equals_in_process(built):
     tmp, _, cfg, _ = built
     cfg2 = PrepareConfig(**{**cfg.__dict__, "workers": 2, "batch_size": 5})
-    prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "mp", cfg2)
+    prepare([str(tmp / "in.jsonl")], str(qwen()), tmp / "mp", cfg2)
     for name in ("train_tokens.bin", "train_loss_mask.bin", "valid_tokens.bin", "train_tokens.idx"):
         assert (tmp / "out" / name).read_bytes() == (tmp / "mp" / name).read_bytes()
 
@@ -196,7 +196,7 @@ def test_a_worker_killed_mid_run_ends_the_run_with_its_reason(built, monkeypatch
     tmp, _, cfg, _ = built
     monkeypatch.setattr(module, "_process", _killed_on_its_third_batch)
     with pytest.raises(ProcessFailed, match="^a worker process died while preparing \\(killed: out of memory"):
-        prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "killed", PrepareConfig(**{**cfg.__dict__, "workers": 2,
+        prepare([str(tmp / "in.jsonl")], str(qwen()), tmp / "killed", PrepareConfig(**{**cfg.__dict__, "workers": 2,
                                                                                        "batch_size": 5}))
     assert not (tmp / "killed").exists()
 
@@ -258,16 +258,16 @@ def test_a_complete_dataset_made_otherwise_is_refused_naming_what_differs(built)
     """A rerun into a finished folder reuses it only when it was made from the same inputs and settings (any
     number of workers); otherwise it says what differs instead of returning the old dataset."""
     tmp, records, cfg, stats = built
-    again = prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "out", PrepareConfig(**{**cfg.__dict__, "workers": 2}))
+    again = prepare([str(tmp / "in.jsonl")], str(qwen()), tmp / "out", PrepareConfig(**{**cfg.__dict__, "workers": 2}))
     assert again == stats
     with pytest.raises(InputError, match=r"out holds a dataset made from other inputs or settings \(settings."
                                          r"seq_length: 6144 -> 4096\): choose another --out, or delete it"):
-        prepare([str(tmp / "in.jsonl")], str(QWEN), tmp / "out", PrepareConfig(**{**cfg.__dict__, "seq_length": 4096}))
+        prepare([str(tmp / "in.jsonl")], str(qwen()), tmp / "out", PrepareConfig(**{**cfg.__dict__, "seq_length": 4096}))
     other = tmp / "other" / "in.jsonl"
     other.parent.mkdir()
     other.write_text("".join(json.dumps(r) + "\n" for r in records[:6]))
     with pytest.raises(InputError, match=rf"\(inputs.{tmp / 'in.jsonl'}: '\d+:\d+' -> None; inputs.{other}: None -> "):
-        prepare([str(other)], str(QWEN), tmp / "out", cfg)
+        prepare([str(other)], str(qwen()), tmp / "out", cfg)
 
 
 @pytest.mark.parametrize("existing", ["folder", "file"])
@@ -282,7 +282,7 @@ def test_an_out_that_is_not_a_dataset_is_refused_before_any_work(existing, tmp_p
         out.write_text("mine")
     with pytest.raises(InputError, match=rf"^{out}: already exists and is not a dataset `swehero data prepare` "
                                          r"finished \(no stats.json\): choose another --out, or delete it$"):
-        prepare([str(src)], str(QWEN), out, PrepareConfig(seq_length=4096))
+        prepare([str(src)], str(qwen()), out, PrepareConfig(seq_length=4096))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out"]  # no out.partial: no work was done
 
 
@@ -296,7 +296,7 @@ def test_a_run_into_an_output_another_run_is_writing_is_refused_and_leaves_that_
         first_runs.mkdir()
         (first_runs / "train_tokens.bin").write_text("the first run's tokens")
         with pytest.raises(InputError, match=rf"^{out}: another run is writing it \(into {out}.partial\)"):
-            prepare([str(src)], str(QWEN), out, PrepareConfig(seq_length=4096))
+            prepare([str(src)], str(qwen()), out, PrepareConfig(seq_length=4096))
         assert [p.name for p in first_runs.iterdir()] == ["train_tokens.bin"]
         assert (first_runs / "train_tokens.bin").read_text() == "the first run's tokens"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.partial"]  # and no lock file left
@@ -310,10 +310,10 @@ def test_a_dataset_written_into_its_input_folder_is_no_input_of_a_rerun(tmp_path
     folder.mkdir()
     (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples()) + "{bad\n")
     cfg = PrepareConfig(seq_length=4096, valid_fraction=0.0, max_reject_fraction=0.5)
-    first = prepare([str(folder)], str(QWEN), folder / "sft", cfg)
+    first = prepare([str(folder)], str(qwen()), folder / "sft", cfg)
     assert (folder / "sft" / "rejects.jsonl").exists()
-    assert prepare([str(folder)], str(QWEN), folder / "sft", cfg) == first
-    beside = prepare([str(folder)], str(QWEN), folder / "sft-again", cfg)
+    assert prepare([str(folder)], str(qwen()), folder / "sft", cfg) == first
+    beside = prepare([str(folder)], str(qwen()), folder / "sft-again", cfg)
     assert beside["trajectories"] == first["trajectories"] == {
         "read": 4, "kept": 3, "truncated": 0, "rejected": {"malformed_json": 1}, "dropped": {}}
 
@@ -328,7 +328,7 @@ def test_length_percentiles_are_true_lengths_however_long(tmp_path, qwen_tokeniz
     records.append(long)
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     cfg = PrepareConfig(seq_length=2600, valid_fraction=0.0)
-    stats = prepare([str(tmp_path / "in.jsonl")], str(QWEN), tmp_path / "out", cfg)
+    stats = prepare([str(tmp_path / "in.jsonl")], str(qwen()), tmp_path / "out", cfg)
     length = len(ChatRenderer(qwen_tokenizer).render(long).input_ids)
     assert length > 4 * cfg.seq_length and stats["trajectories"]["truncated"] == 1
     assert stats["length_percentiles"]["p99"] == (length // 256 + 1) * 256
@@ -343,12 +343,12 @@ def test_each_input_file_and_each_trajectory_is_trained_once(built):
     sub = tmp / "dup"
     sub.mkdir()
     (sub / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:6]))
-    once = prepare([str(sub), str(sub / "a.jsonl"), f"{sub}/../dup/a.jsonl"], str(QWEN), tmp / "dup-once", cfg)
+    once = prepare([str(sub), str(sub / "a.jsonl"), f"{sub}/../dup/a.jsonl"], str(qwen()), tmp / "dup-once", cfg)
     assert once["trajectories"]["read"] == once["trajectories"]["kept"] == 6
     copy, same_id = {**records[2], "id": "copied"}, {**records[7], "id": records[0]["id"]}
     (sub / "b.jsonl").write_text(json.dumps(copy) + "\n" + json.dumps(same_id) + "\n")
     shutil.copy(sub / "a.jsonl", sub / "c.jsonl")
-    twice = prepare([str(sub)], str(QWEN), tmp / "dup-ids", cfg)
+    twice = prepare([str(sub)], str(qwen()), tmp / "dup-ids", cfg)
     assert twice["trajectories"]["read"] == 14 and twice["trajectories"]["kept"] == 7
     assert twice["trajectories"]["dropped"] == {"duplicate": 7} and twice["trajectories"]["rejected"] == {}
 
@@ -359,7 +359,7 @@ def test_a_dataset_is_not_reused_once_another_tokenizer_is_saved_into_its_tokeni
     (other tokens, another pad id) instead of one tokenized with the tokenizer now there."""
     tok = tmp_path / "tok"
     tok.mkdir()
-    for f in QWEN.iterdir():
+    for f in qwen().iterdir():
         shutil.copyfile(f, tok / f.name)
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples()))
     cfg = PrepareConfig(seq_length=4096, valid_fraction=0.0)

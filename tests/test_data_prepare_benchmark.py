@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests_paths import QWEN
+from tests_paths import qwen
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "data_prepare.py"
 
@@ -29,7 +29,7 @@ def test_a_failed_prepare_shows_its_reason(tmp_path):
     bench.write_corpus(corpus, 2)
     corpus.write_text(corpus.read_text() + "{not json\n" * 2)  # more than 1% of the rows rejected
     with pytest.raises(RuntimeError, match="malformed_json: 2"):
-        bench.run_prepare(corpus, str(QWEN), tmp_path / "out", 32768, 1)
+        bench.run_prepare(corpus, str(qwen()), tmp_path / "out", 32768, 1)
 
 
 @pytest.mark.slow
@@ -37,7 +37,7 @@ def test_a_failed_prepare_shows_its_reason(tmp_path):
 def test_scaled_run_completes_and_removes_its_temporary_folder(tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path),
            "PYTHONPATH": f"{Path(__file__).parents[1]}:{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([sys.executable, str(SCRIPT), "--tokenizer", str(QWEN), "--trajectories", "3", "--scale", "2",
+    done = subprocess.run([sys.executable, str(SCRIPT), "--tokenizer", str(qwen()), "--trajectories", "3", "--scale", "2",
                            "--repeats", "1", "--workers", "1"], capture_output=True, text=True, timeout=580, env=env)
     assert done.returncode == 0 and "2x corpus" in done.stdout, done.stdout + done.stderr[-3000:]
     assert not list(tmp_path.glob("swehero-bench-*"))

@@ -205,14 +205,14 @@ def test_show_a_negative_or_missing_index_is_one_line(tmp_path):
     import json
 
     from click.testing import CliRunner
-    from tests_paths import QWEN
+    from tests_paths import qwen
 
     from swehero.cli import main
 
     src = tmp_path / "c.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in samples()))
     for index, problem in (("-1", "--index -1: must be 0 or more"), ("3", f"{src} has no trajectory 3")):
-        result = CliRunner().invoke(main, ["data", "show", "--tokenizer", str(QWEN), str(src), "--index", index])
+        result = CliRunner().invoke(main, ["data", "show", "--tokenizer", str(qwen()), str(src), "--index", index])
         assert result.exit_code == 1 and result.output == f"Error: {problem}\n", result.output
 
 
@@ -222,14 +222,14 @@ def test_render_fails_when_too_many_rows_are_rejected_and_writes_nothing(tmp_pat
     import json
 
     from click.testing import CliRunner
-    from tests_paths import QWEN
+    from tests_paths import qwen
 
     from swehero.cli import main
 
     src = tmp_path / "rendered.jsonl"
     src.write_text("".join(json.dumps({"id": f"r{i}", "input_ids": [1], "loss_mask": [0]}) + "\n" for i in range(3)))
     out = tmp_path / "r.jsonl"
-    result = CliRunner().invoke(main, ["data", "render", "--tokenizer", str(QWEN), str(src), "--out", str(out)])
+    result = CliRunner().invoke(main, ["data", "render", "--tokenizer", str(qwen()), str(src), "--out", str(out)])
     assert result.exit_code == 1, result.output
     assert result.output == (f"Error: 3 of 3 rows rejected (100.0% > --max-reject-fraction 1.0%); reasons: "
                              f"missing_field: 3; details in {tmp_path / 'r.rejects.jsonl'}\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from data_samples import samples
-from tests_paths import QWEN
+from tests_paths import qwen
 
 import swehero.progress
 from swehero.data import prepare as prepare_module
@@ -68,7 +68,7 @@ def test_a_killed_import_leaves_nothing_that_preparing_its_folder_trains(tmp_pat
     counts = import_files([str(tmp_path / "multi.jsonl")], "canonical", out, selection=Selection(per_instance=1))
     assert counts["selected"]["trajectories"] == 150
     assert expand([str(folder)]) == [out]
-    stats = prepare([str(folder)], str(QWEN), tmp_path / "d", PrepareConfig(seq_length=4096, valid_fraction=0))
+    stats = prepare([str(folder)], str(qwen()), tmp_path / "d", PrepareConfig(seq_length=4096, valid_fraction=0))
     assert stats["trajectories"]["read"] == stats["trajectories"]["kept"] == 150
     assert stats["trajectories"]["rejected"] == {}
 
@@ -159,7 +159,7 @@ def test_a_string_utf8_cannot_encode_is_a_reject_naming_its_line_and_message(tmp
     counts = render_files([str(src)], qwen_tokenizer, tmp_path / "r.jsonl", max_reject_fraction=1)
     assert counts == {"written": 3, "rejected": {"not_utf8": 3}}
 
-    stats = prepare([str(src)], str(QWEN), tmp_path / "d",
+    stats = prepare([str(src)], str(qwen()), tmp_path / "d",
                     PrepareConfig(seq_length=4096, max_reject_fraction=1, workers=0))
     assert stats["trajectories"]["kept"] == 3 and stats["trajectories"]["rejected"] == {"not_utf8": 3}
     assert _rejects(tmp_path / "d" / "rejects.jsonl") == expected
@@ -227,7 +227,7 @@ def test_import_render_and_prepare_say_how_far_they_got_on_stderr(tmp_path, capf
     _corpus(tmp_path / "in.jsonl", instances=6, per_instance=1)
     import_files([str(tmp_path / "in.jsonl")], "canonical", tmp_path / "c.jsonl")
     render_files([str(tmp_path / "c.jsonl")], qwen_tokenizer, tmp_path / "r.jsonl")
-    prepare([str(tmp_path / "c.jsonl")], str(QWEN), tmp_path / "d", PrepareConfig(seq_length=4096, workers=0))
+    prepare([str(tmp_path / "c.jsonl")], str(qwen()), tmp_path / "d", PrepareConfig(seq_length=4096, workers=0))
     err = capfd.readouterr().err
     assert "\r" not in err
     lines = err.splitlines()

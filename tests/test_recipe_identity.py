@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from data_samples import samples
 from hub_cache import add_to_cache
-from tests_paths import QWEN
+from tests_paths import qwen
 
 from swehero.cli import main
 
@@ -40,7 +40,7 @@ stages:
 def write_recipe(tmp_path: Path, base: str) -> Path:
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples()))
     path = tmp_path / "r.yaml"
-    path.write_text(RECIPE.format(run=tmp_path / "run", base=base, qwen=QWEN.resolve(), data=tmp_path / "in.jsonl"))
+    path.write_text(RECIPE.format(run=tmp_path / "run", base=base, qwen=qwen().resolve(), data=tmp_path / "in.jsonl"))
     return path
 
 
@@ -57,7 +57,7 @@ def test_another_hub_model_reruns_the_stages_that_use_it_and_a_manifest_without_
     """The bundled recipes name their base model by hub id, which is no input file to fingerprint: a probe's
     `--set model.base=org/tok-b` skipped `prepare` as up to date, its data tokenized with org/tok-a."""
     cache = tmp_path / "hub"
-    tokenizer = {p.name: p.read_bytes() for p in QWEN.iterdir()} | {"config.json": b'{"model_type": "qwen2"}'}
+    tokenizer = {p.name: p.read_bytes() for p in qwen().iterdir()} | {"config.json": b'{"model_type": "qwen2"}'}
     add_to_cache(cache, "org/tok-a", "a" * 40, tokenizer, repo_type="model")
     path = write_recipe(tmp_path, "org/tok-a")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "hf-home")}
