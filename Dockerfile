@@ -33,7 +33,8 @@ FROM base
 ARG MEGATRON_CORE_VERSION
 ARG SWEBENCH_VERSION
 ARG DOCKER_SDK_VERSION
-ARG SWEHERO_GIT_COMMIT=unknown
+# the commit this is built from (docs/gpu-image.md); left empty, manifests record no commit rather than a made-up one
+ARG SWEHERO_GIT_COMMIT=
 
 # Ubuntu's archive drops superseded package versions, so exact apt pins would break rebuilds; the base image's
 # digest already fixes the distribution release these come from. docker.io for its `docker` command alone: swebench's
@@ -52,7 +53,9 @@ RUN pip install --no-cache-dir -c docker/train.lock ".[gpu,eval]" \
  && python -c "import megatron.core, transformer_engine.pytorch, swebench, docker, swehero"
 COPY --from=vllm /opt/vllm /opt/vllm
 
-RUN useradd --create-home --uid 1000 swehero && mkdir -p /workspace && chown swehero /workspace
+# Ubuntu 24.04 images (NGC's since 24.xx) already hold a user at uid 1000 (`ubuntu`): useradd would refuse the uid
+RUN if id 1000 >/dev/null 2>&1; then userdel --remove "$(id -un 1000)"; fi \
+ && useradd --create-home --uid 1000 swehero && mkdir -p /workspace && chown swehero /workspace
 USER 1000
 WORKDIR /workspace
 ENV SWEHERO_VLLM_PYTHON=/opt/vllm/bin/python \

