@@ -59,6 +59,28 @@ def manifest(tmp_path, stage) -> dict:
     return json.loads((tmp_path / "run" / stage / "manifest.json").read_text())
 
 
+def test_another_recipes_run_dir_is_refused_before_anything_is_emptied(tmp_path, monkeypatch):
+    """The bundled recipes share $SWEHERO_RUN_DIR: a second recipe with a stage of the same name and other settings
+    emptied the first one's stage folder and ran it again."""
+    path = setup_recipe(tmp_path)
+    run(path)
+    ran(tmp_path)
+    monkeypatch.setenv("SWEHERO_RUN_DIR", str(tmp_path / "run"))
+    other = tmp_path / "other.yaml"
+    other.write_text(path.read_text().replace("name: engine", "name: demo").replace(
+        f"run_dir: {tmp_path / 'run'}", "run_dir: ${env:SWEHERO_RUN_DIR}").replace("cat ", "tac "))
+    dry = run(other, "--dry-run")
+    problem = (f"run_dir {tmp_path / 'run'} (from $SWEHERO_RUN_DIR) holds a run of recipe 'engine' (its "
+               "recipe.resolved.yaml), not of 'demo'")
+    assert f"a run would stop before its first stage: {problem}" in dry, dry
+    result = CliRunner().invoke(main, ["recipe", "run", str(other)])
+    assert result.exit_code == 1 and problem in result.output, result.output
+    assert ran(tmp_path) == [] and (tmp_path / "run" / "first" / "out.txt").read_text() == "hello\n"
+    (tmp_path / "run" / "recipe.resolved.yaml").unlink()  # as the message says, when the run is this recipe's
+    run(other)
+    assert ran(tmp_path) == ["first", "second", "third"]
+
+
 def test_run_skip_and_rerun_reasons(tmp_path):
     path = setup_recipe(tmp_path)
     run(path)

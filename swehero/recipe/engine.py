@@ -469,9 +469,32 @@ class Checked:
     stops at the first."""
 
 
+RESOLVED = "recipe.resolved.yaml"
+"""The resolved recipe of a run_dir's last run."""
+
+
+def another_recipes_run(recipe: Recipe) -> str | None:
+    """Why `recipe` must not run in its run_dir, when the last run there was another recipe's (by name): the bundled
+    recipes share `$SWEHERO_RUN_DIR`, and a stage of the same name with other settings is emptied and run again, so
+    `make demo` with it exported would empty the 32B run's `sft_zero`."""
+    try:
+        last = yaml.safe_load((Path(recipe.run_dir) / RESOLVED).read_text())
+    except (FileNotFoundError, yaml.YAMLError):
+        return None
+    other = last.get("name") if isinstance(last, dict) else None
+    if other is None or other == recipe.name:
+        return None
+    from_env = " (from $SWEHERO_RUN_DIR)" if os.environ.get("SWEHERO_RUN_DIR") == recipe.run_dir else ""
+    return (f"run_dir {recipe.run_dir}{from_env} holds a run of recipe {other!r} (its {RESOLVED}), not of "
+            f"{recipe.name!r}: its stages of the same names would be emptied and run again. Give this recipe a "
+            f"run_dir of its own (--set run_dir=...), or, if that run is this recipe's under another name, remove "
+            f"{Path(recipe.run_dir) / RESOLVED}")
+
+
 def check_stages(recipe: Recipe, steps: list[Step]) -> Checked:
-    """Each stage kind's `check` of the steps that run, and what vLLM would not serve (`--dry-run` says both)."""
-    checked = Checked([], [])
+    """Each stage kind's `check` of the steps that run, and what vLLM would not serve (`--dry-run` says both); first,
+    whether the run_dir is another recipe's."""
+    checked = Checked([problem] if (problem := another_recipes_run(recipe)) else [], [])
     for step in (step for step in steps if step.run):
         check = getattr(kinds.load_kind(step.stage.kind), "check", None)
         try:
@@ -488,11 +511,11 @@ def check_stages(recipe: Recipe, steps: list[Step]) -> Checked:
 
 
 def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:
-    Path(recipe.run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(recipe.run_dir) / "recipe.resolved.yaml").write_text(yaml.safe_dump(recipe_as_dict(recipe), sort_keys=False))
     todo = [s for s in steps if s.run]
     if problems := check_stages(recipe, steps).problems:
         raise InputError("; ".join(problems))
+    Path(recipe.run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(recipe.run_dir) / RESOLVED).write_text(yaml.safe_dump(recipe_as_dict(recipe), sort_keys=False))
     for n, step in enumerate(todo, 1):
         echo(f"[{n}/{len(todo)}] {step.stage.name} ({step.stage.kind}): {step.reason}")
         manifest = run_stage(recipe, step)
