@@ -123,7 +123,7 @@ def main() -> None:
     measured = max(r["peak_memory_gib"] for r in steps)
     print(f"  peak memory rank 0: measured {measured:.3f} GiB, memory model {predicted:.3f} GiB "
           f"(ratio {measured / predicted:.2f}) = weights {m.weights_gib:.3f} + gradients {m.gradients_gib:.3f} + "
-          f"optimizer {m.optimizer_gib:.3f} + activations {m.activations_gib:.3f} + logits {m.logits_gib:.3f}")
+          f"optimizer {m.optimizer_gib:.3f} + activations {m.activations_gib:.3f} + loss {m.loss_gib:.3f}")
 
 
 if __name__ == "__main__":

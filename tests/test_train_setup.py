@@ -173,7 +173,11 @@ def test_memory_model_terms_and_fit_warning(tmp_path):
     assert full.activations_gib == pytest.approx((2 * 5120 / 8 * 65536 * 32 * 2 + recomputed) / 2**30)
     assert selective.activations_gib > 10 * full.activations_gib
     unfused = estimate(Settings(data="d", parallel=ParallelConfig(**layout), fused_ce=False), QWEN25_CODER_32B, 1)
-    assert unfused.logits_gib == pytest.approx(8 * 65536 * 152064 / 8 / 2**30)
+    assert unfused.loss_gib == pytest.approx(8 * 65536 * 152064 / 8 / 2**30)
+    # Fused, the forward holds the fp32 LM-head gradient (152064 / 8 x 5120), three bf16 copies of the hidden states
+    # (the trained rows, their gradient, every row's) and a chunk of 8192 bf16 logits; the backward less.
+    assert selective.loss_gib == pytest.approx(
+        (4 * 152064 / 8 * 5120 + 3 * 2 * 65536 * 5120 + 2 * 8192 * 152064 / 8) / 2**30)
 
     folder = tmp_path / "qwen32b"
     folder.mkdir()

@@ -11,8 +11,11 @@ keeps each layer's input, plus, in the backward pass, all activations of the lay
 
 from __future__ import annotations
 
+import math
 import resource
 from dataclasses import dataclass
+
+from swehero_kernels.linear_ce import default_chunk_size
 
 from swehero.train.config import Settings
 
@@ -34,12 +37,13 @@ class MemoryEstimate:
     gradients_gib: float
     optimizer_gib: float
     activations_gib: float
-    logits_gib: float
+    loss_gib: float
+    """The last stage's cross-entropy (`loss_bytes`)."""
     overhead_gib: float
 
     @property
     def total_gib(self) -> float:
-        return (self.weights_gib + self.gradients_gib + self.optimizer_gib + self.activations_gib + self.logits_gib
+        return (self.weights_gib + self.gradients_gib + self.optimizer_gib + self.activations_gib + self.loss_gib
                 + self.overhead_gib)
 
 
@@ -87,6 +91,24 @@ def recomputed_chunk_bytes(hf_config: dict, settings: Settings, tokens_per_micro
     return per_token * tokens_per_microbatch * min(FULL_RECOMPUTE_LAYERS, layers_per_stage)
 
 
+def loss_bytes(hf_config: dict, settings: Settings, tokens_per_microbatch: float, dtype_bytes: int) -> float:
+    """What the last stage's cross-entropy holds at its peak, over one micro-batch. Unfused: the fp32 logits and
+    their softmax copy. Fused (`swehero_kernels.linear_ce`), the larger of its forward and its backward: the fp32
+    LM-head gradient, computed in the forward pass and held until the backward, which adds its copy in the
+    weights' dtype; in the forward, the trained tokens' hidden states and their gradient, the gradient of all hidden
+    states (every token counted as trained) and one chunk of logits; in the backward, the hidden states' gradient
+    and its scaled copy."""
+    vocab_shard = hf_config["vocab_size"] / settings.parallel.tensor
+    if not settings.fused_ce:
+        return 2 * 4 * tokens_per_microbatch * vocab_shard
+    h, tokens = hf_config["hidden_size"], tokens_per_microbatch
+    chunk = default_chunk_size(int(tokens), h, math.ceil(vocab_shard))
+    weight_grad = 4 * vocab_shard * h
+    forward = weight_grad + 3 * dtype_bytes * tokens * h + dtype_bytes * chunk * vocab_shard
+    backward = weight_grad + (dtype_bytes * vocab_shard * h if dtype_bytes != 4 else 0) + 2 * dtype_bytes * tokens * h
+    return max(forward, backward)
+
+
 def peak_bytes(cuda: bool) -> int:
     """High-water mark of this process: allocated GPU memory, or the resident set size on CPU."""
     if cuda:
@@ -113,8 +135,7 @@ def estimate(settings: Settings, hf_config: dict, data_parallel: int) -> MemoryE
     if settings.recompute == "full":
         activations += recomputed_chunk_bytes(hf_config, settings, tokens_per_microbatch, layers_per_stage,
                                               4 if fp32 else 2)
-    # fp32 logits (and their softmax copy) of the last stage for the cross-entropy, unless fused.
-    logits = 0.0 if settings.fused_ce else 2 * 4 * tokens_per_microbatch * hf_config["vocab_size"] / p.tensor
+    loss = loss_bytes(hf_config, settings, tokens_per_microbatch, 4 if fp32 else 2)
     optimizer_shards = data_parallel * p.context if settings.distributed_optimizer else 1
     return MemoryEstimate(
         parameters=total,
@@ -122,6 +143,6 @@ def estimate(settings: Settings, hf_config: dict, data_parallel: int) -> MemoryE
         gradients_gib=4 * local / GiB,
         optimizer_gib=optimizer_bytes * local / optimizer_shards / GiB,
         activations_gib=activations / GiB,
-        logits_gib=logits / GiB,
+        loss_gib=loss / GiB,
         overhead_gib=RUNTIME_OVERHEAD_GIB,
     )

@@ -93,7 +93,7 @@ def format_plan(plan: StagePlan, mfu: float) -> str:
                      f"  parameters     {m.parameters / 1e6:.2f} M")
         lines.append(f"  memory / GPU   {_gib(m.total_gib)} GiB = weights {_gib(m.weights_gib)} + gradients "
                      f"{_gib(m.gradients_gib)} + optimizer {_gib(m.optimizer_gib)} + activations "
-                     f"{_gib(m.activations_gib)} + logits {_gib(m.logits_gib)} + runtime {_gib(m.overhead_gib)}")
+                     f"{_gib(m.activations_gib)} + loss {_gib(m.loss_gib)} + runtime {_gib(m.overhead_gib)}")
     if plan.rows_per_step is not None:
         lines.append(f"  global batch   {plan.rows_per_step} rows x {plan.seq_length} tokens = "
                      f"{_count(plan.rows_per_step * plan.seq_length)} tokens per step")
