@@ -8,6 +8,9 @@ the first step.
     PYTHONPATH=$PWD python benchmarks/fused_ce.py                       # default shapes for the device
     PYTHONPATH=$PWD python benchmarks/fused_ce.py --shapes 4096x896x151936 --repeats 3 --trained 0.4
 
+`swehero_kernels` is whichever copy is installed under that name (PYTHONPATH=$PWD does not provide it): the header
+names it; `benchmarks/gpu_check.sh` runs this checkout's.
+
 By default every token is trained, which compares the kernels alone; with `--trained` below 1 the fused versions
 also skip the untrained tokens, as they do in SFT on agent trajectories.
 
@@ -26,9 +29,11 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
+import swehero_kernels
 from swehero_kernels import fused_linear_cross_entropy, unfused_linear_cross_entropy
 
 GPU_SHAPES = ["32768x5120x152064", "16384x5120x152064", "8192x3584x152064", "4096x896x151936"]
@@ -132,6 +137,7 @@ def main() -> None:
     shapes = [tuple(int(x) for x in name.split("x")) for name in names]
     print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {_machine(device)}, {dtype}, "
           f"median of {args.repeats}, {args.trained:.0%} of tokens trained")
+    print(f"# kernels: {Path(swehero_kernels.__file__).resolve().parent}")
     if device != "cuda":
         print("# triton: skipped, the Triton kernel needs a GPU (tests run it in the interpreter)")
     print(f"{'tokens x hidden x vocab':>26} {'impl':>10} {'ms':>10} {'peak MiB':>10} {'speed vs unfused':>17} "

@@ -14,7 +14,12 @@
 #   bash benchmarks/gpu_check.sh --dry-run  # anywhere
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# swehero_kernels is this checkout's kernels/ (an installed name, so $PWD alone would give an installed copy's,
+# such as the image's /opt/swehero under a newer checkout mounted over it)
+kernels_shim=$(mktemp -d)
+trap 'rm -rf "$kernels_shim"' EXIT
+ln -s "$PWD/kernels" "$kernels_shim/swehero_kernels"
+export PYTHONPATH="$kernels_shim:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PYTHON=${PYTHON:-python}
 DRY=""
 [[ "${1:-}" == "--dry-run" ]] && DRY="--dry-run"

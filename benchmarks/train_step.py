@@ -74,7 +74,8 @@ def random_dataset(folder: Path, vocab: int, seq: int, samples: int, mean_doc: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--like", help="bundled config to take the layer shapes from (default: the tiny kit)")
+    parser.add_argument("--like", help="bundled config or local model folder to take the layer shapes from "
+                                       "(default: the tiny kit)")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--mean-doc", type=int, default=1024, help="mean trajectory length in a packed sample")
@@ -93,6 +94,12 @@ def main() -> None:
     if args.steps <= WARMUP_STEPS:
         parser.error(f"--steps {args.steps}: at least {WARMUP_STEPS + 1}, as the first {WARMUP_STEPS} are warm-up "
                      "and not measured")
+    if args.like:
+        from swehero.model.folder import BUNDLED_CONFIGS, known_config
+
+        if known_config(args.like) is None:
+            parser.error(f"--like {args.like}: neither a local model folder nor a bundled config (bundled: "
+                         f"{', '.join(sorted(p.stem for p in BUNDLED_CONFIGS.glob('*.json')))})")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
