@@ -220,6 +220,7 @@ def test_object_arguments_lose_their_nulls_from_any_file_and_schema_nulls_in_jso
 # --- progress and workers ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_import_render_and_prepare_say_how_far_they_got_on_stderr(tmp_path, capfd, monkeypatch, qwen_tokenizer):
     """Not a terminal (a log file, Slurm's output): lines, not a bar redrawn with carriage returns."""
     # a line a minute, were it not for this (not raising: were it gone, no line would come and the test fail)

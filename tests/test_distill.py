@@ -643,6 +643,7 @@ def test_an_attempt_whose_runner_is_gone_does_nothing(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_a_second_run_into_a_folder_in_use_is_refused(toy, tmp_path):
     """Two runs appending to one folder at once (a Slurm requeue while the first still runs) would interleave their
     logs; the second stops before any work, and the folder is free again once the first ends."""
@@ -1292,6 +1293,7 @@ def test_bad_agent_settings_are_recipe_errors(tmp_path):
     assert "r.yaml:11: stages[0].rollouts: must be >= 1, got 0" in text  # a run that would do nothing
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_the_summary_figure_is_drawn_for_no_episodes_and_for_some(tmp_path):
     """A run whose every attempt failed, or a merge of shards that committed nothing yet, still gets its figure."""
     from swehero.distill.summary import Figures

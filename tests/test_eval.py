@@ -428,6 +428,7 @@ def test_a_missing_token_count_makes_the_cost_unknown_not_smaller(tmp_path, toke
             "averages"]["cost_usd"] == 3.0
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_eval_report_and_grade_keep_the_runs_prices(toy, tmp_path):
     """The prices are saved with the folder, so the reports `eval report` and `eval grade` rewrite keep the cost."""
     from click.testing import CliRunner
@@ -471,6 +472,7 @@ def test_paper_table():
     assert markdown_table() in (Path(__file__).parents[1] / "docs" / "evaluation.md").read_text()
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_the_report_takes_the_paper_figure_of_the_scaffold_the_folder_was_evaluated_with(tmp_path):
     """A zero-mode (execution-free) eval of SWE-Hero-32B is set against the paper's 57.7, not the 62.2 of the
     execution-based scaffold; a folder saved before the mode was recorded keeps the execution-based figure."""

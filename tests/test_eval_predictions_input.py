@@ -78,6 +78,7 @@ def _with_predictions(inferred: Path, tmp_path: Path, ids: list[str]) -> Path:
     return out
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_predictions_of_instances_the_task_file_lacks_are_named_and_the_others_graded(inferred, tmp_path):
     """SWE-bench's harness refuses a predictions file with an instance its dataset lacks; `eval grade` says how many
     and which, and grades the rest: a later `eval run` with another task file leaves its attempts in the folder. A

@@ -188,6 +188,7 @@ def test_attempts_not_made_yet_are_left_out_of_the_comparison(tmp_path):
     assert "(paired bootstrap over 2 instances)" in table
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_reports_are_replaced_whole_under_a_reader(tmp_path):
     """A reader (`eval compare`) that opened a report before a run rewrote it reads the old one whole, never the
     new one half written."""

@@ -132,6 +132,7 @@ def test_fused_ce_fails_when_the_fused_version_runs_out_of_memory():
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_train_step_refuses_fewer_steps_than_the_warm_up_before_training():
     done = _benchmark("train_step.py", "--layers", "1", "--seq", "128", "--global-batch", "1", "--steps", "2",
                       timeout=280)

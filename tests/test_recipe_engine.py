@@ -81,6 +81,7 @@ def test_another_recipes_run_dir_is_refused_before_anything_is_emptied(tmp_path,
     assert ran(tmp_path) == ["first", "second", "third"]
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_run_skip_and_rerun_reasons(tmp_path):
     path = setup_recipe(tmp_path)
     run(path)
@@ -178,6 +179,7 @@ def test_a_stage_reading_another_stages_link_out_of_the_run_follows_that_stage(t
     assert (tmp_path / "run" / "use" / "out.txt").read_text() == "snapshot b\n"
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_from_only_force(tmp_path):
     path = setup_recipe(tmp_path)
     run(path)
@@ -207,6 +209,7 @@ def test_a_stage_run_again_within_the_same_second_is_new_input_to_the_next(tmp_p
     assert ran(tmp_path) == ["third"]
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_a_run_of_part_of_the_recipe_says_what_it_ran_not_that_the_recipe_is_complete(tmp_path):
     """`--only` and `--from` said `recipe NAME complete` with stages never run or out of date."""
     path = setup_recipe(tmp_path)

@@ -111,6 +111,7 @@ def committed_repo(repo: Path) -> str:
     return git(repo, "rev-parse", "HEAD").strip()
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_the_commit_recorded_is_swehero_s_never_that_of_a_project_it_is_installed_in(tmp_path):
     """pip install into a project's git-ignored .venv: the project's repository encloses the installed package, and
     its commit (`-dirty` from the user's own files) was recorded as swehero's."""

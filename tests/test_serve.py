@@ -101,6 +101,7 @@ def test_serve_cli_runs_a_real_server_and_stops_on_ctrl_c(tiny_model_dir, tmp_pa
     tmp.rmdir()
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_a_server_that_fails_to_start_leaves_no_temporary_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setenv("SWEHERO_VLLM_PYTHON", "false")  # exits at once, as a vLLM that cannot load the model does
