@@ -37,7 +37,9 @@ def jobs_running(script: Path) -> list[tuple[str, str]]:
     whose batch script is `script`, whoever submitted it and however: squeue gives the script's absolute path."""
     squeue = _tool("squeue", f"cannot tell whether a Slurm job of {script} is still queued or running; run this on "
                              "a node of the cluster")
-    done = subprocess.run([squeue, "--noheader", "--format=%i|%T|%o"], capture_output=True, text=True)
+    # --all: without it squeue leaves out jobs in hidden partitions, or partitions of another group, and a job
+    # submitted to one would not be seen
+    done = subprocess.run([squeue, "--all", "--noheader", "--format=%i|%T|%o"], capture_output=True, text=True)
     if done.returncode != 0:
         raise Unavailable(f"squeue failed (status {done.returncode}): {done.stderr.strip()}")
     jobs = [line.split("|", 2) for line in done.stdout.splitlines() if line.count("|") >= 2]

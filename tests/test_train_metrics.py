@@ -5,7 +5,7 @@ import time
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from swehero.train.metrics import LogInterval, MetricsLogger
+from swehero.train.metrics import LogInterval, MetricsLogger, read_metrics
 
 
 def test_a_log_record_reports_its_whole_interval():
@@ -72,3 +72,14 @@ def test_a_resumed_training_logs_to_the_same_wandb_run_and_a_new_one_to_another(
     log_run(stage, 0, {1: 9.5}, valid={}, wandb_project="p")  # trained again from the start: another run
     assert runs()[:2] == [first, first] and runs()[2] != first
     assert not (tmp_path / "wandb").exists()
+
+
+def test_a_torn_last_record_is_cut_when_the_run_resumes(tmp_path):
+    """A run killed mid-write left `{"step": 2, "loss": 7.05`; the resumed run appended to it, and reading the
+    metrics at every later run's end failed (JSONDecodeError), so the stage could never complete."""
+    log_run(tmp_path, 0, {1: 9.0, 2: 8.0}, {})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss": 7.05')
+    log_run(tmp_path, 2, {3: 7.0, 4: 6.0}, {})
+    assert [r["loss"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [9.0, 8.0, 7.0, 6.0]
+    assert (tmp_path / "loss.png").exists()

@@ -100,6 +100,7 @@ def slurm_script(stage_dir: Path, nodes: int, gpus_per_node: int, job_name: str,
         f"#SBATCH --gpus-per-node={gpus_per_node}",
         "#SBATCH --exclusive",
         f"#SBATCH --output={directive_value(f'{stage_dir}/slurm-%j.out')}",
+        "#SBATCH --open-mode=append",  # a requeued job keeps its id: its earlier attempt's log is kept, not emptied
         # To the step's processes before the time limit: the workers save at the next step boundary and exit.
         f"#SBATCH --signal={STOP_SIGNAL.name.removeprefix('SIG')}@{STOP_MARGIN_S}",
         *[f"#SBATCH {option}" for option in sbatch_options],  # after ours: sbatch takes an option's last value

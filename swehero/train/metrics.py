@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swehero.jsonio import JsonlLog
 from swehero.train.memory import dims, layer_matmul_weights
 
 # Dense bf16 peak of one H100 SXM; FP8 doubles it for the matrix multiplies Transformer Engine runs in FP8.
@@ -85,6 +86,9 @@ class MetricsLogger:
         from tqdm import tqdm
 
         self.folder = Path(folder)
+        # A run killed mid-write (a full disk, a node lost) left a torn last line, which appending would glue to the
+        # next record, and every later run would fail reading the metrics at its end: opening the log cuts it.
+        JsonlLog(self.folder / "metrics.jsonl")
         self.jsonl = open(self.folder / "metrics.jsonl", "a")
         self.tb = None
         if tensorboard:
