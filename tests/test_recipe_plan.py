@@ -2,6 +2,7 @@
 memory full recompute holds in the backward pass."""
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -164,7 +165,7 @@ stages:
 """
 
 
-def test_a_dry_run_says_where_a_multi_node_train_stage_stops_the_run(tmp_path):
+def test_a_dry_run_says_where_a_multi_node_train_stage_stops_the_run(tmp_path, monkeypatch):
     """Only a Slurm job trains a stage of several nodes: `recipe run` runs the stages before it and stops there,
     and the dry run says so beforehand (it did not). A stage whose Slurm job finished training is completed from
     its work, and stops nothing."""
@@ -178,8 +179,26 @@ def test_a_dry_run_says_where_a_multi_node_train_stage_stops_the_run(tmp_path):
     dry = CliRunner().invoke(main, ["recipe", "run", str(path), "--dry-run"])
     assert dry.exit_code == 0 and dry.output.startswith(f"a run would stop at {stops}\n"), dry.output
     result = CliRunner().invoke(main, ["recipe", "run", str(path)])
-    assert result.exit_code != 0 and "stage sft spans 2 nodes: launch it with `swehero train" in result.output
+    assert result.exit_code != 0 and f"Error: {stops.replace(', which', '')}" in result.output, result.output
     assert (tmp_path / "run" / "hours_of_data" / "dataset").is_dir()  # the stages before it ran
+    assert not (tmp_path / "run" / "sft").exists()  # nor was the stage begun
+
+    # Handed to Slurm, its job since ended unfinished: `recipe run` refused it only after a new attempt had replaced
+    # the manifest's record of the script and the job, which then no later run asked squeue about.
+    from swehero.recipe.engine import hand_off
+
+    queue = tmp_path / "bin"  # a Slurm queue without jobs
+    queue.mkdir()
+    (queue / "squeue").write_text("#!/bin/sh\n")
+    (queue / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{queue}:{os.environ['PATH']}")
+    script = {"slurm_script": str(tmp_path / "run" / "sft" / "train.sbatch"), "slurm_job": "123"}
+    hand_off(load_recipe(str(path), ()), Step(load_recipe(str(path), ()).stage("sft"), True, "never ran"),
+             lambda: script)
+    handed = (tmp_path / "run" / "sft" / "manifest.json").read_text()
+    result = CliRunner().invoke(main, ["recipe", "run", str(path)])
+    assert result.exit_code != 0 and "stage sft spans 2 nodes" in result.output, result.output
+    assert (tmp_path / "run" / "sft" / "manifest.json").read_text() == handed
 
     recipe = load_recipe(str(path), ())
     (tmp_path / "run" / "sft").mkdir(parents=True, exist_ok=True)

@@ -467,6 +467,8 @@ class Checked:
     stops_at: list[str]
     """The stages it cannot run here (`RunsElsewhere`: a train stage of several nodes), in order, with why: a run
     stops at the first."""
+    elsewhere: dict[str, str] = dataclasses.field(default_factory=dict)
+    """The same stages by name: why each runs elsewhere."""
 
 
 RESOLVED = "recipe.resolved.yaml"
@@ -502,6 +504,7 @@ def check_stages(recipe: Recipe, steps: list[Step]) -> Checked:
                 check(step.stage.settings, step.stage.name, recipe, step)
         except* RunsElsewhere as found:
             checked.stops_at += [f"stage {step.stage.name}, which {e}" for e in found.exceptions]
+            checked.elsewhere[step.stage.name] = "; ".join(map(str, found.exceptions))
         except* SettingError as found:
             checked.problems += [step.stage.problem(e.field, str(e)) for e in found.exceptions]
         except* InputError as found:
@@ -512,11 +515,17 @@ def check_stages(recipe: Recipe, steps: list[Step]) -> Checked:
 
 def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:
     todo = [s for s in steps if s.run]
-    if problems := check_stages(recipe, steps).problems:
-        raise InputError("; ".join(problems))
+    checked = check_stages(recipe, steps)
+    if checked.problems:
+        raise InputError("; ".join(checked.problems))
     Path(recipe.run_dir).mkdir(parents=True, exist_ok=True)
     (Path(recipe.run_dir) / RESOLVED).write_text(yaml.safe_dump(recipe_as_dict(recipe), sort_keys=False))
     for n, step in enumerate(todo, 1):
+        if why := checked.elsewhere.get(step.stage.name):
+            # before its folder or manifest is touched: a stage handed to Slurm keeps the record of its script and
+            # job, which later runs ask squeue about (a new attempt here would have replaced it, and a second job
+            # could then be submitted beside a running one)
+            raise InputError(f"stage {step.stage.name} {why}")
         echo(f"[{n}/{len(todo)}] {step.stage.name} ({step.stage.kind}): {step.reason}")
         manifest = run_stage(recipe, step)
         echo(f"      done in {manifest['duration_s']:.1f}s -> {stage_dir(recipe, step.stage)}")
