@@ -147,6 +147,25 @@ def test_a_stage_whose_needs_have_not_run_names_commands_that_run_them(tmp_path)
         f"(`swehero recipe run {recipe}` runs the stages in order)\n")
 
 
+def test_sbatch_options_that_would_change_the_jobs_layout_are_refused(tmp_path):
+    """`--sbatch=--nodes=2` on a 4-node stage came after the script's own `--nodes=4`: sbatch took 2, the srun line
+    still started torchrun for 4 nodes, and the job failed after its wait in the queue and the rendezvous timeout."""
+    from click.testing import CliRunner
+
+    from swehero.cli import main
+    from swehero.train.launch import layout_options
+
+    given = ["--nodes=2", "-N 2", "-N2", "--ntasks-per-node=8", "--gres=gpu:8", "--gpus-per-node 4",
+             "--partition=batch", "--gres=nvme:1", "--nice=5", "-p batch", "--time=4:00:00"]
+    assert layout_options(given) == given[:6]
+    result = CliRunner().invoke(main, ["train", "hero-32b", "--stage", "sft_zero", "--launcher", "slurm",
+                                       "--set", f"run_dir={tmp_path}", "--sbatch=--partition=batch",
+                                       "--sbatch=--nodes=2"])
+    assert result.exit_code == 2 and ("Invalid value for '--sbatch': --nodes=2: the job's layout is the stage's "
+                                      "`nodes` and `gpus_per_node`") in result.output, result.output
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_run_folder_or_recipe_name_with_blanks_stays_one_sbatch_value_and_pyxis_is_not_given_one():
     from swehero.train.launch import slurm_script
 

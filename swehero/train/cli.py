@@ -7,6 +7,7 @@ import click
 from swehero.recipe.cli import load_or_exit, set_option, stage_options
 from swehero.recipe.engine import StageFailed, hand_off, plan, run_lock, run_recipe, stage_to_run
 from swehero.recipe.options import Command, launcher_options, submit_if_asked
+from swehero.train.launch import layout_options
 from swehero.train.stage import slurm_job
 
 
@@ -24,6 +25,9 @@ def train(recipe_file: str, stage_name: str | None, force: bool, overrides: tupl
     """A recipe's `train` stage: here (as `recipe run --only STAGE`), or as a Slurm job. A later `recipe run`
     waits while the job is queued or running, then completes the stage from its work (or goes on from its last
     checkpoint). An up-to-date stage is left alone unless --force: writing a job empties the stage's folder."""
+    if launcher == "slurm" and (layout := layout_options(list(sbatch_options))):
+        raise click.BadParameter(f"{', '.join(layout)}: the job's layout is the stage's `nodes` and `gpus_per_node` "
+                                 "(--set stages.STAGE.nodes=N)", param_hint="'--sbatch'")
     loaded = load_or_exit(recipe_file, overrides)
     with stage_options():
         named = stage_to_run(loaded, "train", stage_name) if stage_name else None

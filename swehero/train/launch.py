@@ -73,6 +73,22 @@ def container_mounts(paths: list[Path]) -> list[Path]:
     return sorted(outermost)
 
 
+LAYOUT_OPTIONS = {"--nodes", "-N", "--ntasks", "-n", "--ntasks-per-node", "--gpus", "-G", "--gpus-per-node",
+                  "--gpus-per-task"}
+"""sbatch options that set a job's layout, which the stage's `nodes` and `gpus_per_node` set (as does `--gres=gpu`)."""
+
+
+def layout_options(options: list[str]) -> list[str]:
+    """The `--sbatch` options that would set the job's layout: sbatch takes an option's last value, so the job would
+    get another layout than its srun and torchrun lines start, and fail only after its wait in the queue (the
+    rendezvous waiting for nodes that never come)."""
+    def name(option: str) -> str:
+        word = (option.split() or [""])[0].split("=", 1)[0]
+        return word[:2] if len(word) > 2 and word[0] == "-" and word[1] != "-" else word  # -N2 as -N 2
+
+    return [o for o in options if name(o) in LAYOUT_OPTIONS or (name(o) == "--gres" and "gpu" in o)]
+
+
 def slurm_script(stage_dir: Path, nodes: int, gpus_per_node: int, job_name: str, sbatch_options: list[str],
                  container_image: str | None = None, mounts: list[Path] = ()) -> str:
     """An sbatch script; `sbatch_options` are extra `#SBATCH` lines such as `--partition=batch`, `--time=4:00:00`
