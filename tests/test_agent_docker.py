@@ -57,6 +57,28 @@ def rollout_containers() -> list[str]:
 
 
 @pytest.mark.timeout(120)
+def test_output_that_arrives_with_the_engines_reply_is_not_lost(calc, monkeypatch):
+    """docker-py reads the engine's reply to an exec's start through a buffered reader and hands over the socket
+    under it: output that arrived in the same read as the reply (a quick command, a client slow to read on a busy
+    machine) stayed in that buffer. An agent's `echo` gave no output with exit code 0, a helper's listing of the
+    untracked files came back empty (their files then landed in the patch)."""
+    import http.client
+
+    rt = start(calc)
+    try:
+        begin = http.client.HTTPResponse.begin
+
+        def late(self):  # the client reads the reply only once the command has written its output
+            time.sleep(0.3)
+            return begin(self)
+
+        monkeypatch.setattr(http.client.HTTPResponse, "begin", late)
+        assert [rt.execute("echo hello", 10).output.strip() for _ in range(2)] == ["hello"] * 2
+        assert rt.run("echo helper; exit 3") == (3, "helper\n")
+    finally:
+        rt.close()
+
+
 def test_commands_run_in_the_instance_environment_at_the_workspace(calc):
     """The image's `python` exists only once its start-up file has activated the `testbed` environment; every
     agent command runs in that environment, in the repository moved to the OpenHands workspace path."""
@@ -326,36 +348,38 @@ def test_directory_listing_and_links_are_openhands_own(calc):
 
 
 @pytest.mark.timeout(120)
-def test_a_helper_output_the_engine_loses_is_asked_for_again(calc):
+def test_a_helper_output_the_engine_loses_is_asked_for_again(calc, monkeypatch):
     """The engine's exec now and then gives back none of a short command's output (docker-py#2042): a file the
     editor had just viewed was then "does not exist", in a CI run. Here the engine's answer loses the output, or its
     start, before each helper's first try: the editor still sees the file, its mode and the directory's entries."""
+    from swehero.agent import container
+
     rt = start(calc)
     try:
-        exec_run, lost = rt.container.exec_run, []
+        exec_output, lost = container.exec_output, []
 
-        def losing(argv, **kwargs):
-            code, out = exec_run(argv, **kwargs)
+        def losing(*args, **kwargs):
+            code, out = exec_output(*args, **kwargs)
             if len(lost) % 2 == 0:  # every other answer: none of it, or all but its last bytes
                 out = b"" if len(lost) % 4 == 0 else out[-12:]
-            lost.append(argv)
+            lost.append(args[1])
             return code, out
 
-        rt.container.exec_run = losing
+        monkeypatch.setattr(container, "exec_output", losing)
         path = f"{rt.root}/calc/ops.py"
         assert rt.files.kind(path) == "file" and rt.files.kind(f"{rt.root}/calc") == "dir"
         assert rt.files.kind(f"{rt.root}/nope") is None
         rt.execute("chmod 755 calc/ops.py", 10)
         Editor(rt.files)("str_replace", path, old_str="def add(a, b):\n    return a - b",
                          new_str="def add(a, b):\n    return a + b")
-        rt.container.exec_run = exec_run
+        monkeypatch.setattr(container, "exec_output", exec_output)
         assert rt.sh(f"stat -c %a {path}; grep -c 'a + b' {path}") == "755\n1\n"  # its mode kept
         assert lost, "no helper ran"
-        rt.container.exec_run = lambda argv, **kwargs: (0, b"")  # lost every time: an error, not a wrong answer
+        monkeypatch.setattr(container, "exec_output", lambda *args, **kwargs: (0, b""))  # lost every time: an error
         with pytest.raises(RuntimeError, match="gave back the output of .* incomplete three times"):
             rt.files.kind(path)
     finally:
-        rt.container.exec_run = exec_run
+        monkeypatch.setattr(container, "exec_output", exec_output)
         rt.close()
 
 

@@ -285,7 +285,7 @@ class DockerRuntime(OneCommandAtATime):
         """Keep out of the patch what the image's install left untracked (an egg-info, build files) and the bytecode
         of the agent's python runs, as the local runtime does after its install: the same edits then give the same
         patch in both runtimes, and it applies to a fresh container. Through a file: the list may be long."""
-        code, listed = self.container.exec_run(UNTRACKED_COMMAND, workdir=self.root, environment=HELPER_ENV)
+        code, listed = exec_output(self.container, UNTRACKED_COMMAND, HELPER_ENV, self.root)
         if code != 0:
             raise RuntimeError(f"listing the untracked files of {self.root} failed: {listed[-2000:]!r}")
         patterns = BYTECODE_PATTERNS + exclude_patterns(listed)
@@ -300,14 +300,14 @@ class DockerRuntime(OneCommandAtATime):
     def run(self, script: str) -> tuple[int, str]:
         """Run a helper command (not the agent's); its exit code and output, which may have lost its start (see
         `query`): for a command that changes something, whose output is read only to say why it failed."""
-        code, out = self.container.exec_run(["bash", "-c", script], environment=HELPER_ENV)
+        code, out = exec_output(self.container, ["bash", "-c", script], HELPER_ENV)
         return code, out.decode("utf-8", errors="replace")
 
     def query(self, script: str) -> tuple[int, str]:
-        """A helper command that changes nothing: its exit code and whole output. The engine's exec now and then
-        gives back none of a short command's output, or not its start (docker-py#2042, moby#27289; a file the
-        editor had just viewed was once "does not exist"): the output is framed by two marker lines, and the command
-        run again until both arrive, three times at most. The end marker is written on the shell's exit, also by an
+        """A helper command that changes nothing: its exit code and whole output. An exec's output once came back
+        without its start, or none of it (a file the editor had just viewed was "does not exist"; the client's
+        buffered read, `read_ahead`, was one cause): the output is framed by two marker lines, and the command run
+        again until both arrive, three times at most. The end marker is written on the shell's exit, also by an
         `exit` in `script`, and stderr joins stdout in the shell: the engine sends stderr as a stream of its own, in
         no fixed order with stdout, and an error message once arrived after the end marker."""
         framed = f"exec 2>&1; trap 'printf \"\\n{_END} %d\\n\" $?' EXIT; echo {_BEGIN}; {script}\n"
@@ -367,16 +367,61 @@ class DockerRuntime(OneCommandAtATime):
                 remove_image(self.image, self.client)
 
 
+def read_ahead(attached) -> bytes:
+    """What the HTTP client already read of an exec's stream: docker-py reads the engine's 101 reply through
+    http.client's buffered reader, then hands over the socket under it, so output that came in the same read as the
+    reply's headers (a quick command on a busy machine) sits in that buffer, and reading the socket alone lost it
+    (an `echo` gave no output; docker-py#2042). Taken without blocking: the socket is made non-blocking for it."""
+    reader = attached._response.raw._fp.fp
+    sock = getattr(attached, "_sock", attached)
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return reader.read1(65536) or b""  # only what is buffered, or nothing: the socket has nothing yet
+    except BlockingIOError:
+        return b""
+    finally:
+        sock.settimeout(timeout)
+
+
+def exec_output(container, argv: list[str], environment: dict[str, str],
+                workdir: str | None = None) -> tuple[int, bytes]:
+    """Run `argv` in the container without a terminal: its exit code and output (stdout and stderr in the order the
+    engine sent them). `exec_run` reads the socket as docker-py hands it over, losing what the HTTP client had
+    already buffered (see `read_ahead`)."""
+    api = container.client.api
+    exec_id = api.exec_create(container.id, argv, environment=environment, workdir=workdir)["Id"]
+    attached = api.exec_start(exec_id, socket=True)
+    sock = getattr(attached, "_sock", attached)
+    data = bytearray(read_ahead(attached))
+    sock.settimeout(None)  # a helper may be quiet for longer than the client's timeout
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    finally:
+        attached.close()
+    out, at = bytearray(), 0
+    while at + 8 <= len(data):  # the engine's frames: stream (1 byte), 3 zero bytes, size (4 bytes), payload
+        size = int.from_bytes(data[at + 4:at + 8], "big")
+        out += data[at + 8:at + 8 + size]
+        at += 8 + size
+    return api.exec_inspect(exec_id)["ExitCode"], bytes(out)
+
+
 class DockerChannel:
     """A command `docker exec`ed on a terminal: the exec and the socket attached to its terminal."""
 
     def __init__(self, runtime: DockerRuntime, exec_id: str, attached) -> None:
         self.runtime, self.exec_id, self.attached = runtime, exec_id, attached
         self.socket = getattr(attached, "_sock", attached)  # the socket under docker-py's SocketIO
+        self.pending = read_ahead(attached)
         self.ended = False
         self.result: tuple[int, str, str] | None = None
 
     def read(self, timeout: float) -> bytes | None:
+        if self.pending:
+            chunk, self.pending = self.pending, b""
+            return chunk
         if self.ended:
             return None
         if not select.select([self.socket], [], [], timeout)[0]:
