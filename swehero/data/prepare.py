@@ -219,15 +219,14 @@ def _results(cfg: PrepareConfig, batches):
     except BaseException:
         # Stopped (Ctrl-C, SIGTERM, the caller's error): the batches already queued to the workers would run to
         # their end first. The workers go now, as Pool.terminate() had them go (Python 3.14: terminate_workers()).
-        workers_now = list((pool._processes or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in workers_now:
+        # The pool's own thread sees them end and reaps them; joined here too, a worker could be reaped by that
+        # thread while this one's join returned, still listed as running in `multiprocessing.active_children()`.
+        for process in list((pool._processes or {}).values()):
             process.terminate()
-        for process in workers_now:
-            process.join()
         raise
     finally:
-        pool.shutdown(wait=True)  # joined, so that their CPU time counts in the stats (`_cpu_seconds`)
+        # Waits for the pool's thread, which joins the workers: their CPU time counts in the stats (`_cpu_seconds`).
+        pool.shutdown(wait=True, cancel_futures=True)
         if previous is None:
             del os.environ["TOKENIZERS_PARALLELISM"]
         else:
