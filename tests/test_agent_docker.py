@@ -441,6 +441,33 @@ def test_no_container_left_after_ctrl_c_or_normal_exit(calc, then):
     assert _gone_within(name, 15)  # at once, not after the 600 s lifetime
 
 
+@pytest.mark.timeout(300)
+def test_closing_a_container_the_engine_is_removing_already_is_no_error(calc):
+    """The engine answers a removal while another is under way (its own `auto_remove` at the end of the lifetime)
+    with 409 Conflict, which `close()` raised after a finished episode. Here the other removal is a client's, at
+    the same instant, a few times over: the engine answers one of the two with 409 or 404."""
+    import threading
+
+    import docker
+
+    engine = docker.from_env()
+    for _ in range(5):
+        rt = start(calc)
+        name, go = rt.container.name, threading.Barrier(2)
+
+        def remove_too():
+            go.wait()
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                engine.api.remove_container(name, force=True)
+
+        other = threading.Thread(target=remove_too)
+        other.start()
+        go.wait()
+        rt.close()
+        other.join()
+        assert name not in rollout_containers()
+
+
 @pytest.fixture
 def own_image(calc):
     """The calc task's image under a name of this test's own, which pruning may remove."""

@@ -51,6 +51,30 @@ def test_images_build_command_prints_the_names_the_harness_uses(toy_images, tmp_
     assert facts == ["/testbed", task["base_commit"], "2", ACTIVATE, "no-python", f"{ENV_DIR}/bin/python"]
 
 
+@pytest.mark.timeout(300)
+def test_a_base_image_that_cannot_be_used_is_one_line_and_leaves_no_container(toy_images, docker_base_image, tmp_path):
+    """A base without python3 was a traceback, and left its container behind in Created state; a base the engine
+    does not have was pulled, offline, and failed after the wait."""
+    import docker
+
+    engine = docker.from_env()
+    (tmp_path / "Dockerfile").write_text(f"FROM {docker_base_image}\nRUN rm -f /usr/bin/python3*\n")
+    no_python, _ = engine.images.build(path=str(tmp_path), tag="swehero-test/no-python3:1", network_mode="none",
+                                       rm=True, forcerm=True)
+    before = {c.id for c in engine.containers.list(all=True)}
+    try:
+        for base, said in [("swehero-test/no-python3:1", "its python3 did not run"),
+                           ("swehero-test/not-here:1", "not on this Docker engine")]:
+            done = subprocess.run([sys.executable, "-m", "swehero", "eval", "images", "build", "--tasks",
+                                   str(toy_images.parent / "tasks.jsonl"), "--base", base],
+                                  capture_output=True, text=True, timeout=240)
+            assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+            assert done.stderr.startswith(f"Error: base image {base}: {said}"), done.stderr
+        assert {c.id for c in engine.containers.list(all=True)} == before
+    finally:
+        engine.images.remove(no_python.id, force=True)
+
+
 SRC_LAYOUT = {
     "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n\n'
                       '[project]\nname = "srcpkg"\nversion = "0.1"\n\n'

@@ -936,3 +936,17 @@ def test_a_mapping_key_of_the_wrong_type_is_reported(tmp_path):
     """`--set stages.c.env={1: x}` validated, and the run ended in a TypeError traceback."""
     assert problems(write(tmp_path, GOOD), "stages.use.env={1: x, B: y}") == [
         "--set: stages[1].env: key 1: expected str, got int 1"]
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("memory=16Gi", "memory: must be bytes or a number with b, k, m or g (as 8g or 512m), got '16Gi'"),
+    ("memory=4k", "memory: must be at least 6m (the engine's least), got '4k'"),
+    ("cpus=0", "cpus: must be > 0, got 0.0"),
+    ("pids=0", "pids: must be >= 1, got 0"),
+    ("lifetime=0", "lifetime: must be >= 1, got 0"),
+])
+def test_container_limits_the_engine_refuses_are_reported_before_the_run(assignment, message, tmp_path):
+    """The engine refused them at each attempt's container: every attempt of an evaluation failed alike (a
+    traceback in `agent run`)."""
+    found = problems("hero-7b", f"run_dir={tmp_path}", f"stages.eval_verified.agent.docker.{assignment}")
+    assert re.fullmatch(rf"--set: stages\[\d+\]\.agent\.docker\.{re.escape(message)}", found[0]), found

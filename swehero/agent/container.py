@@ -31,6 +31,7 @@ import tarfile
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Annotated
 
 from swehero.agent.docker_host import check_engine_disk, client, remove_container
 from swehero.agent.editor import ToolError, slash_dirs
@@ -51,25 +52,47 @@ from swehero.agent.runtime import (
 from swehero.agent.task import SWEBENCH_ROOT
 from swehero.agent.terminal import COLUMNS, SCREEN_ROWS
 from swehero.errors import Unavailable
+from swehero.recipe.stage import Range
+
+DOCKER_MIN_MEMORY = 6 * 1024 * 1024
+"""The least memory limit the engine accepts ('Minimum memory limit allowed is 6MB')."""
+
 
 @dataclass(frozen=True)
 class DockerConfig:
     """Resources one rollout container may use, and the housekeeping of instance images."""
 
-    cpus: float = 2.0
+    cpus: Annotated[float, Range(gt=0)] = 2.0
     """CPU cores (`nano_cpus`)."""
     memory: str = "8g"
-    """Memory limit, swap included (`mem_limit` and `memswap_limit`)."""
-    pids: int = 1024
+    """Memory limit, swap included (`mem_limit` and `memswap_limit`): bytes, or a number with b, k, m or g."""
+    pids: Annotated[int, Range(min=1)] = 1024
     """Maximum number of processes (`pids_limit`): stops fork bombs."""
-    lifetime: int = 6 * 3600
+    lifetime: Annotated[int, Range(min=1)] = 6 * 3600
     """Seconds after which the container stops and the engine removes it, even if swehero was killed (SIGKILL)
     before it could clean up."""
-    min_free_gb: float = 50.0
+    min_free_gb: Annotated[float, Range(min=0)] = 50.0
     """Free GiB required on Docker's disk before an instance image is pulled."""
     prune_image: bool = False
     """Remove the instance image once it is no longer needed (small disks; grading pulls it again): after the
     runtime's container (one attempt), or after a run's last attempt of the task (the runner)."""
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        """A `memory` the engine refuses, found with the other settings: else every attempt of a run failed on it.
+        Read by the docker SDK's own parser, the one `containers.create` uses (without the SDK there is no docker
+        runtime to check for: `check_ready` says so)."""
+        try:
+            from docker.errors import DockerException
+            from docker.utils import parse_bytes
+        except ImportError:
+            return []
+        try:
+            size = parse_bytes(self.memory)
+        except DockerException:
+            return [("memory", f"must be bytes or a number with b, k, m or g (as 8g or 512m), got {self.memory!r}")]
+        if size < DOCKER_MIN_MEMORY:
+            return [("memory", f"must be at least 6m (the engine's least), got {self.memory!r}")]
+        return []
 
 
 def swebench_image(instance_id: str, namespace: str = "swebench", tag: str = "latest") -> str:
@@ -85,6 +108,9 @@ def container_kwargs(image: str, limits: DockerConfig) -> dict:
         "command": ["sh", "-c", keep_alive_script(limits.lifetime)],
         "detach": True,
         "auto_remove": True,
+        # PID 1 is the keep-alive, which a kill of "every process but PID 1" spares: said, as a daemon configured
+        # with `"init": true` would put docker-init there, and that kill would end the container
+        "init": False,
         "name": f"swehero-{uuid.uuid4().hex[:12]}",
         "network_mode": "none",
         "nano_cpus": int(limits.cpus * 1e9),
@@ -363,6 +389,9 @@ class DockerRuntime(OneCommandAtATime):
                 container.remove(force=True)
             except docker.errors.NotFound:  # already gone (auto_remove)
                 pass
+            except docker.errors.APIError as e:  # 409: being removed already (auto_remove, its lifetime over)
+                if e.status_code != 409:
+                    raise
             if self.prune_image:
                 remove_image(self.image, self.client)
 

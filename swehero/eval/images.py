@@ -26,11 +26,13 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 from swehero.agent.container import swebench_image
+from swehero.agent.docker_host import remove_container
 from swehero.agent.runtime import prepare_checkout
-from swehero.errors import MissingInput, ProcessFailed
+from swehero.errors import InputError, MissingInput, ProcessFailed
 from swehero.gitdiff import diff_files
 from swehero.rollout.local_grader import PYTEST_OPTIONS, test_directives  # what both graders run
 
@@ -193,9 +195,25 @@ def build_image(engine, task: dict, source_repo: Path, base: str, wheels: WheelC
 
 
 def image_environment(engine, base: str) -> dict[str, str]:
-    """The marker environment of the base image's python3 (the wheels are fetched for it)."""
-    out = engine.containers.run(base, ["python3", "-c", MARKER_ENVIRONMENT], network_mode="none", remove=True)
-    return json.loads(out)
+    """The marker environment of the base image's python3 (the wheels are fetched for it); an InputError naming
+    the image when it is not on the engine or has no python3 that runs. The container goes in any case (`remove=True`
+    left one whose start failed, in Created state)."""
+    import docker
+
+    try:
+        engine.images.get(base)  # else `containers.run` tries to pull it, and fails offline after a wait
+    except docker.errors.ImageNotFound:
+        raise InputError(f"base image {base}: not on this Docker engine (build or load it first; empty: swehero's "
+                         "own)") from None
+    name = f"swehero-env-{uuid.uuid4().hex[:12]}"
+    try:
+        out = engine.containers.run(base, ["python3", "-c", MARKER_ENVIRONMENT], name=name, network_mode="none")
+        return json.loads(out)
+    except (docker.errors.APIError, docker.errors.ContainerError, ValueError) as e:
+        raise InputError(f"base image {base}: its python3 did not run ({str(e).strip()[-500:]}); a base needs bash, "
+                         "git, kill and python3 with venv") from None
+    finally:
+        remove_container(engine, name)
 
 
 def build_images(tasks: list[dict], repos: Path, base: str = "", progress=print) -> list[str]:
