@@ -106,6 +106,17 @@ def test_an_empty_revision_stops_the_stage_naming_the_field(tmp_path, hub_cache)
     assert not (tmp_path / "run/download").exists()  # refused before the stage started
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_revision_not_in_the_cache_offline_is_one_line_naming_the_repository(tmp_path, hub_cache):
+    """The hub's error (no snapshot cached, offline) was an 80-line traceback, three chained ones with the network
+    merely unreachable."""
+    done = run_recipe(tmp_path, hub_cache, "a" * 40)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"Error: stage download: cannot fetch dataset nvidia/SWE-Zero-openhands-trajectories "
+                                  f"at {'a' * 40} from the Hugging Face hub (zero): "), done.stderr
+
+
 def test_an_unpinned_download_stops_the_run_before_its_first_stage(tmp_path):
     """hero-32b-verifier downloads its labelled data after both trainings: an unset revision stopped the run there,
     days in. `recipe run` now checks every stage it will run before it runs the first."""

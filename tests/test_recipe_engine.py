@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,6 +77,15 @@ def test_another_recipes_run_dir_is_refused_before_anything_is_emptied(tmp_path,
     result = CliRunner().invoke(main, ["recipe", "run", str(other)])
     assert result.exit_code == 1 and problem in result.output, result.output
     assert ran(tmp_path) == [] and (tmp_path / "run" / "first" / "out.txt").read_text() == "hello\n"
+    # A stage handed to Slurm (`swehero train --launcher slurm`) was emptied for its job without the check.
+    from swehero.errors import InputError
+    from swehero.recipe.config import load_recipe
+    from swehero.recipe.engine import hand_off, plan
+
+    loaded = load_recipe(str(other))
+    with pytest.raises(InputError, match=re.escape(problem)):
+        hand_off(loaded, plan(loaded)[0], lambda: {"slurm_script": "/jobs/t.sbatch", "slurm_job": None})
+    assert (tmp_path / "run" / "first" / "out.txt").read_text() == "hello\n"
     (tmp_path / "run" / "recipe.resolved.yaml").unlink()  # as the message says, when the run is this recipe's
     run(other)
     assert ran(tmp_path) == ["first", "second", "third"]
@@ -518,27 +528,33 @@ def test_a_train_stage_resumes_when_only_its_logging_gpus_or_checkpointing_chang
 
 
 @pytest.mark.slow  # a few seconds: the fast tier stays under 2 minutes
-def test_an_eval_stage_keeps_its_attempts_when_only_how_they_are_run_changed(tmp_path):
-    """Any setting emptied an eval stage's folder: fewer workers, or a lower gpu_memory_utilization after running
-    out of memory, cost the finished attempts (thousands, on the paper's benchmarks). What the attempts are made
-    of still starts it again; a price, only in the report, runs it again resuming."""
+@pytest.mark.parametrize("stage, how_run", [
+    ("{name: ev, kind: eval, tasks: toy, limit: 1, grading: {grader: none}, agent: {policy: gold}}",
+     ("workers=4", "serve.gpu_memory_utilization=0.5", "grading.harness.max_workers=8",
+      "agent.openai.request_timeout=60")),
+    ("{name: ev, kind: distill, tasks: toy, limit: 1, agent: {policy: gold}}",
+     ("workers=2", "endpoints=[http://127.0.0.1:9/v1]", "serve.gpu_memory_utilization=0.5", "progress=false",
+      "agent.openai.request_retries=9"))])
+def test_a_rollout_stage_keeps_its_attempts_when_only_how_they_are_run_changed(tmp_path, stage, how_run):
+    """Any setting emptied an eval stage's folder, and a distill stage's still did: fewer workers, or a lower
+    gpu_memory_utilization after running out of memory, cost the finished attempts (thousands, on the paper's
+    benchmarks). What the attempts are made of still starts it again; a price, only in an eval's report, runs it
+    again resuming."""
     import json
 
     path = tmp_path / "r.yaml"
-    path.write_text(f"name: t\nrun_dir: {tmp_path / 'run'}\nstages:\n"
-                    "  - {name: ev, kind: eval, tasks: toy, limit: 1, grading: {grader: none}, "
-                    "agent: {policy: gold}}\n")
+    path.write_text(f"name: t\nrun_dir: {tmp_path / 'run'}\nstages:\n  - {stage}\n")
     run(path)
-    for how in ("workers=4", "serve.gpu_memory_utilization=0.5", "grading.harness.max_workers=8",
-                "agent.openai.request_timeout=60"):
+    for how in how_run:
         assert "up to date" in run(path, "--dry-run", "--set", f"stages.ev.{how}"), how
     assert "settings changed: agent.openai.temperature" in run(path, "--dry-run", "--set",
                                                                "stages.ev.agent.openai.temperature=0.5")
-    priced = run(path, "--dry-run", "--set", "stages.ev.price_prompt_per_mtok=0.5")
-    assert "settings changed: price_prompt_per_mtok" in priced and "resuming" in priced, priced
+    if "kind: eval" in stage:
+        priced = run(path, "--dry-run", "--set", "stages.ev.price_prompt_per_mtok=0.5")
+        assert "settings changed: price_prompt_per_mtok" in priced and "resuming" in priced, priced
     manifest = tmp_path / "run" / "ev" / "manifest.json"
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "status": "running"}))
-    line = run(path, "--dry-run", "--set", "stages.ev.workers=4").splitlines()[-1]
+    line = run(path, "--dry-run", "--set", f"stages.ev.{how_run[0]}").splitlines()[-1]
     assert line.endswith("interrupted while running (resuming)"), line
 
 

@@ -65,6 +65,9 @@ def test_another_hub_model_reruns_the_stages_that_use_it_and_a_manifest_without_
                    capture_output=True)
 
     assert dry_run(path).count("up to date") == 2
+    # how the work is split makes the same dataset: a prepare stage packed with 0 workers is not packed again (and
+    # the training on it not run again) for 4, or for another batch size
+    assert dry_run(path, "stages.prep.workers=4", "stages.prep.batch_size=7").count("up to date") == 2
     out = dry_run(path, "model.base=org/tok-b")
     assert "run   prep  settings changed: model.base: 'org/tok-a' -> 'org/tok-b'" in out, out
     assert "skip  tok " in out  # a kind that does not use the model is not rerun for it

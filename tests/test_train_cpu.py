@@ -119,6 +119,24 @@ def test_a_stopped_stage_saves_the_step_it_reached_and_its_rerun_resumes_from_it
     assert losses(resumed) == pytest.approx(losses(whole), rel=1e-6)
 
 
+def test_a_job_on_a_finished_stage_whose_export_fails_leaves_no_claim_of_it(tmp_path, dataset, tiny_model_dir,
+                                                                            reference):
+    """A Slurm job run on a stage whose workers had finished (chained with --dependency, resubmitted) loads the last
+    checkpoint and exports again; that export failing (here a folder stands where its config goes) left the earlier
+    finished.json, which said the export was whole, and `recipe run` completed the stage from a broken `hf/`."""
+    from swehero.train.stage import workers_finished
+
+    folder = tmp_path / "stage"
+    shutil.copytree(reference[0], folder)
+    assert workers_finished(folder, True, export_hf=True)
+    shutil.rmtree(folder / "hf")
+    (folder / "hf" / "config.json").mkdir(parents=True)
+    job = start(folder, settings(dataset, **REFERENCE), tiny_model_dir)  # the workers alone, as a job starts them
+    assert job.wait(timeout=600) != 0
+    assert "IsADirectoryError" in (folder / "log.txt").read_text()
+    assert not workers_finished(folder, True, export_hf=True) and not (folder / "finished.json").exists()
+
+
 def test_the_logged_lr_is_the_one_each_step_trained_with(reference):
     """It was read after the scheduler's step: the next step's, so step 1 showed a decayed lr it never trained at and
     the last step min_lr, which no step used."""

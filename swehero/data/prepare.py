@@ -346,6 +346,10 @@ def _shown(batches, n: Counter, start: float):
             bar.update(len(results))
 
 
+NOT_IN_OUTPUT = ("workers", "batch_size")
+"""Settings of how the work is split among processes: the dataset is byte for byte the same with any of them."""
+
+
 def _made_from(files: list[Path], tokenizer_path: str, cfg: PrepareConfig) -> dict:
     """What decides a dataset's content, recorded in its stats so that a rerun can tell whether the dataset at
     `--out` is the one asked for: each input file's size and mtime (stat only, as the recipe engine does), the
@@ -353,7 +357,7 @@ def _made_from(files: list[Path], tokenizer_path: str, cfg: PrepareConfig) -> di
     folder makes other tokens) and the settings, less `workers` and `batch_size` (the output is identical with any
     of them)."""
     tokenizer = Path(tokenizer_path)
-    settings = {k: v for k, v in cfg.__dict__.items() if k not in ("workers", "batch_size")}
+    settings = {k: v for k, v in cfg.__dict__.items() if k not in NOT_IN_OUTPUT}
     made_from = {"inputs": {str(f.resolve()): f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files},
                  "tokenizer": str(tokenizer.resolve()) if tokenizer.exists() else tokenizer_path,
                  "settings": settings}

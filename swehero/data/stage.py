@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from swehero.data.prepare import PrepareConfig
+from swehero.data.prepare import NOT_IN_OUTPUT, PrepareConfig
 from swehero.errors import InputError
 from swehero.recipe.stage import InputPath, ModelRef, StageContext
 
 USES_MODEL = True  # the tokenizer defaults to the recipe's model tokenizer
+NOT_IN_RESULT = NOT_IN_OUTPUT  # changed alone, a complete stage stays complete (and what trains on it)
 
 
 @dataclass(frozen=True, kw_only=True)

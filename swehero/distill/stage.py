@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from swehero.distill.run import Settings
 from swehero.recipe.stage import StageContext
+from swehero.rollout.runner import HOW_ATTEMPTS_RUN
 
 RESUMABLE = True
+NOT_IN_RESULT = (*HOW_ATTEMPTS_RUN, "progress")
 
-__all__ = ["RESUMABLE", "Settings", "run"]
+__all__ = ["NOT_IN_RESULT", "RESUMABLE", "Settings", "run"]
 
 
 def run(settings: Settings, ctx: StageContext) -> dict[str, str]:

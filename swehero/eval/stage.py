@@ -8,18 +8,11 @@ from __future__ import annotations
 from swehero.errors import InputError
 from swehero.eval.pipeline import Settings, check_settings
 from swehero.recipe.stage import StageContext
-from swehero.rollout.runner import NOT_DECISIVE
+from swehero.rollout.runner import HOW_ATTEMPTS_RUN
 
 RESUMABLE = True
-# How the attempts are run or graded, not what they are (the eval's own record of its attempts,
-# `rollout.runner.attempt_identity`, leaves them out too): changed alone, a complete stage stays complete and an
-# interrupted one resumes. Fewer workers, or a lower gpu_memory_utilization after running out of memory, emptied
-# the stage's folder: thousands of finished attempts.
-NOT_IN_RESULT = ("workers", "endpoints", "grading.workers", "grading.harness.max_workers", "grading.harness.run_id",
-                 "grading.harness.min_free_gb", "grading.harness.prune_images", "grading.local.env.cache",
-                 "serve.tensor_parallel_size", "serve.data_parallel_size", "serve.gpu_memory_utilization", "serve.host",
-                 "serve.port", "serve.compile", "serve.startup_timeout_s",
-                 *(f"agent.{setting}" for setting in NOT_DECISIVE))
+NOT_IN_RESULT = (*HOW_ATTEMPTS_RUN, "grading.workers", "grading.harness.max_workers", "grading.harness.run_id",
+                 "grading.harness.min_free_gb", "grading.harness.prune_images", "grading.local.env.cache")
 # The prices make only the report's cost column: changed alone, the stage runs again, resuming its attempts and
 # grades, and writes its reports with them.
 RESUMES_ACROSS = ("price_prompt_per_mtok", "price_completion_per_mtok")

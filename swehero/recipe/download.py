@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from swehero.errors import SettingError
+from swehero.errors import SettingError, Unavailable
 from swehero.recipe.stage import StageContext
 
 RESUMABLE = True  # partial downloads live in the hub cache and resume; the stage folder only holds symlinks
@@ -62,10 +62,14 @@ def run(settings: Settings, ctx: StageContext) -> dict[str, str]:
 
     outputs = {}
     for name, repo in settings.repos.items():
-        snapshot = Path(snapshot_download(
-            repo.repo_id, repo_type=repo.repo_type, revision=repo.revision, allow_patterns=repo.allow_patterns,
-            cache_dir=settings.cache_dir,
-        ))
+        try:
+            snapshot = Path(snapshot_download(
+                repo.repo_id, repo_type=repo.repo_type, revision=repo.revision, allow_patterns=repo.allow_patterns,
+                cache_dir=settings.cache_dir,
+            ))
+        except OSError as e:  # offline and not cached, unknown repository or revision, no access: the hub's words
+            raise Unavailable(f"stage {ctx.name}: cannot fetch {repo.repo_type} {repo.repo_id} at {repo.revision} "
+                              f"from the Hugging Face hub ({name}): {' '.join(str(e).split())}") from None
         commit = snapshot.name  # the cache keeps every snapshot under snapshots/<commit>
         if not _COMMIT.match(commit):
             raise RuntimeError(f"{repo.repo_id}: snapshot_download returned {snapshot}, not a cache snapshot folder")

@@ -378,7 +378,11 @@ def hand_off(recipe: Recipe, step: Step, launch: Callable[[], dict[str, Any]]) -
     """Run `step`'s stage as a Slurm job: `launch` writes the job into the stage's folder (emptied first unless the
     step resumes), may submit it, and returns what to record (`slurm_script`, and `slurm_job` once submitted). A
     later `recipe run` then waits while the job is queued or running, and afterwards resumes the stage (its kind
-    finds the job's work done, or goes on from where it stopped) instead of starting it afresh."""
+    finds the job's work done, or goes on from where it stopped) instead of starting it afresh. A run_dir of another
+    recipe's run is refused first, as `run_recipe` refuses it."""
+    if problem := another_recipes_run(recipe):
+        raise InputError(problem)
+    _record_resolved(recipe)
     folder = _begin(recipe, step)
     record = launch()
     manifest = {**_attempt(recipe, step.stage, "slurm"), **record}
@@ -493,6 +497,12 @@ def another_recipes_run(recipe: Recipe) -> str | None:
             f"{Path(recipe.run_dir) / RESOLVED}")
 
 
+def _record_resolved(recipe: Recipe) -> None:
+    """The recipe as it runs, in its run_dir (`RESOLVED`): what `another_recipes_run` reads."""
+    Path(recipe.run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(recipe.run_dir) / RESOLVED).write_text(yaml.safe_dump(recipe_as_dict(recipe), sort_keys=False))
+
+
 def check_stages(recipe: Recipe, steps: list[Step]) -> Checked:
     """Each stage kind's `check` of the steps that run, and what vLLM would not serve (`--dry-run` says both); first,
     whether the run_dir is another recipe's."""
@@ -518,8 +528,7 @@ def run_recipe(recipe: Recipe, steps: list[Step], echo=print) -> None:
     checked = check_stages(recipe, steps)
     if checked.problems:
         raise InputError("; ".join(checked.problems))
-    Path(recipe.run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(recipe.run_dir) / RESOLVED).write_text(yaml.safe_dump(recipe_as_dict(recipe), sort_keys=False))
+    _record_resolved(recipe)
     for n, step in enumerate(todo, 1):
         if why := checked.elsewhere.get(step.stage.name):
             # before its folder or manifest is touched: a stage handed to Slurm keeps the record of its script and

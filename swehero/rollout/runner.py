@@ -88,6 +88,15 @@ changed (images pruned once the disk filled, environments on a bigger disk, more
 nodes with other caches merge."""
 
 
+HOW_ATTEMPTS_RUN = ("workers", "endpoints", "serve.tensor_parallel_size", "serve.data_parallel_size",
+                    "serve.gpu_memory_utilization", "serve.host", "serve.port", "serve.compile",
+                    "serve.startup_timeout_s", *(f"agent.{setting}" for setting in NOT_DECISIVE))
+"""Settings of a rollout stage (eval, distill) that say how its attempts are run, not what they are: the stage
+kinds' `NOT_IN_RESULT`, so that changed alone, a complete stage stays complete and an interrupted one resumes. Fewer
+workers, or a lower gpu_memory_utilization after running out of memory, emptied the stage's folder: thousands of
+finished attempts. Other endpoints resume as `eval run` and `distill run` resume with them."""
+
+
 def _decisive(agent: dict) -> dict:
     """The agent settings of an identity without `NOT_DECISIVE`."""
     kept = {section: dict(value) if isinstance(value, dict) else value for section, value in agent.items()}

@@ -38,6 +38,10 @@ class TrainJob:
 def train(job: TrainJob, stop: StopRequest) -> None:
     s, folder = job.settings, Path(job.dir)
     env = model_setup.initialize(s, job.seed)
+    if torch.distributed.get_rank() == 0:
+        # An earlier run's: this one's export (a Slurm job on a finished stage exports again) may fail, and the
+        # stage must not complete from a claim of an export that is no longer whole
+        (folder / FINISHED).unlink(missing_ok=True)
     before_model = peak_bytes(env.cuda)  # what the model, optimizer and batches add is measured from here
     model, hf_config = model_setup.build(s, job.init, env)
     ckpt = Checkpointer(folder / "checkpoints", hf_config, s.checkpoint.keep_last, s.checkpoint.async_save and env.cuda)

@@ -247,7 +247,6 @@ def train_here(settings: Settings, ctx: StageContext) -> None:
         raise spans_nodes(ctx.name, settings.nodes)
     job_file(settings, ctx)
     check_this_node(settings, ctx.name)
-    (ctx.dir / FINISHED).unlink(missing_ok=True)  # an earlier attempt's (one without the export this one makes)
     # In its own session, so that Ctrl-C reaches this process alone, which then stops torchrun as SIGTERM would;
     # guarded, so that nothing of it (workers, their checkpoint writers) outlives this process killed outright.
     torchrun = start_group(torchrun_command(ctx.dir, settings.nodes * settings.gpus_per_node),
