@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -188,13 +189,25 @@ def run_group(argv: list[str], grace_s: float = 10.0, **popen) -> int:
         raise
 
 
+_captured: set[int] = set()
+"""Process groups of the `run_captured` commands running now, in any thread (see `end_captured`)."""
+_ended: set[int] = set()
+"""Those of them `end_captured` killed."""
+
+
+class Ended(Exception):
+    """A `run_captured` command whose group `end_captured` killed: it did not end by itself."""
+
+
 def run_captured(argv: list[str] | str, timeout_s: float | None = None, **popen) -> subprocess.CompletedProcess:
     """`subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)` in its own process group: at the
     timeout the whole group is killed, the command's children too (`subprocess.run` kills the command alone and
     leaves them running), and has died before it raises; the `TimeoutExpired` carries, as text, the output written
-    until then (`subprocess.run` drops it, or hands it over as bytes)."""
+    until then (`subprocess.run` drops it, or hands it over as bytes). Interrupted, it ends the group; run in a
+    worker thread, which no signal interrupts, the caller ends it with `end_captured`."""
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                              start_new_session=True, **popen)
+    _captured.add(child.pid)
     try:
         stdout, stderr = child.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -206,7 +219,25 @@ def run_captured(argv: list[str] | str, timeout_s: float | None = None, **popen)
     except BaseException:  # interrupted: the group must not outlive the caller
         end_group(child)
         raise
+    finally:
+        _captured.discard(child.pid)
+        ended = child.pid in _ended
+        _ended.discard(child.pid)  # its pid may be another command's later
+    if ended:
+        raise Ended(f"stopped while running: {argv if isinstance(argv, str) else shlex.join(argv)}")
     return subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
+
+
+def end_captured() -> int:
+    """Kill the process group of every `run_captured` command running now, in whichever thread (a stop signal
+    reaches the main thread alone, and the ones running them would wait for their commands to end: tests, up to
+    their timeout); returns how many. Each raises `Ended` in its thread."""
+    groups = list(_captured)
+    for group in groups:
+        _ended.add(group)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    return len(groups)
 
 
 def _wait_until_ended(pgid: int, wait_s: float = 10.0) -> None:

@@ -283,9 +283,30 @@ def test_shards_partition_the_tasks_and_merge(toy, tmp_path):
     (tmp_path / "shard-1" / "summary.json").unlink()
     argv = CLI + ["merge", str(tmp_path / "shard-0"), str(tmp_path / "shard-1"), "--out", str(tmp_path / "part")]
     done = subprocess.run(argv, capture_output=True, text=True, check=True)
-    assert f"unfinished (no summary.json: rerun, it resumes, then merge again): {tmp_path / 'shard-1'}" in done.stderr
+    assert f"unfinished (no summary.json, or not started: run it, a rerun resumes, then merge again): " \
+           f"{tmp_path / 'shard-1'}" in done.stderr
     summary = json.loads((tmp_path / "part" / "summary.json").read_text())
     assert summary["episodes"] == 4 and summary["unfinished"] == [str(tmp_path / "shard-1")]
+    # Merged again: nothing is copied twice, and what the first merge copied is no duplicate (it counted 6).
+    done = subprocess.run(argv[:-1] + [str(tmp_path / "all")], capture_output=True, text=True, check=True)
+    assert "4 episodes from 2 shard(s) (0 duplicate(s) skipped)" in done.stdout
+    assert len(lines(tmp_path / "all" / "trajectories.jsonl")) == 4
+
+
+def test_a_merge_names_the_shards_started_or_pending_that_have_committed_nothing(toy, tmp_path):
+    """A shard that has begun (its attempts record written) but committed nothing yet, its teacher still loading,
+    failed the whole merge as "not the output of a distill run"; one whose array task never began was left out, and
+    the merge read as whole."""
+    from swehero.distill.shards import merge
+
+    settings = Settings(tasks=str(toy), shard="0/3", progress=False, agent=AgentSettings(policy="oracle", mode="zero"))
+    slurm_job(settings, 3, tmp_path)
+    distill(settings, tmp_path / "shard-0")
+    (tmp_path / "shard-1").mkdir()
+    shutil.copy(tmp_path / "shard-0" / "attempts.json", tmp_path / "shard-1")
+    summary = merge([tmp_path / "shard-0", tmp_path / "shard-1"], tmp_path)
+    assert summary["unfinished"] == [str(tmp_path / "shard-1"), str(tmp_path / "shard-2")]
+    assert summary["episodes"] == len(lines(tmp_path / "shard-0" / "trajectories.jsonl")) > 0
 
 
 @pytest.mark.slow
@@ -736,6 +757,9 @@ def test_a_run_resumes_only_with_the_settings_its_episodes_were_made_with(toy, t
                                          r"run's plan"):
         distill(zero, tmp_path)
     assert (tmp_path / "trajectories.jsonl").read_text() == made
+    (tmp_path / "attempts.json").write_text("[1]")  # damaged: named in one line, not an AttributeError
+    with pytest.raises(InputError, match=r"attempts.json: not the attempts record of a distill run \(a JSON object"):
+        distill(Settings(tasks=str(toy), progress=False, agent=AgentSettings(policy="oracle", mode="zero")), tmp_path)
 
 
 @pytest.mark.slow

@@ -280,7 +280,9 @@ def test_damaged_eval_files_are_named_not_tracebacks(tmp_path):
              (["eval", "compare", str(good), str(garbled)], f"Error: {garbled / 'report.json'}: not an eval report "
                                                              "(not JSON: Expecting property name"),
              (["eval", "report", str(garbled)], f"Error: {garbled / 'eval.json'}: not an eval folder's settings "
-                                                "(a JSON object, got list)")]
+                                                "(a JSON object, got list)"),
+             (["eval", "run", str(garbled), "--tasks", "toy", "--policy", "gold", "--grader", "none"],
+              f"Error: {garbled / 'eval.json'}: not an eval folder's settings (a JSON object, got list)")]
     for args, message in cases:
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 1 and result.output.startswith(message), (args, result.output)
@@ -440,3 +442,47 @@ def test_ctrl_c_stops_a_local_grading_without_starting_the_queued_ones(tmp_path,
     finally:
         signal.signal(signal.SIGINT, before)
     assert time.monotonic() - started < 2 and len(list(JsonlLog(tmp_path / GRADES))) == 1  # all six: 3 s
+
+
+@pytest.mark.slow  # seconds: the fast tier stays under 2 minutes
+@pytest.mark.timeout(180)
+def test_ctrl_c_ends_the_tests_of_the_running_local_gradings(toy, tmp_path):
+    """The running gradings' tests ran on after Ctrl-C (the stop reaches the main thread, not the pool's), the
+    command waiting for them up to their timeout; a second Ctrl-C then exited and left them running, orphaned, with
+    no timeout any more. They end at once now, and their instances, with no verdict, are graded by the next run."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "e"
+    done = subprocess.run([*CLI, "run", str(out), "--tasks", str(toy), "--policy", "gold", "--grader", "none"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    marker = f"slow-tests-{os.getpid()}"
+    slow = tmp_path / marker
+    slow.write_text(f"#!/bin/bash\nsleep 600\nexec {sys.executable} \"$@\"\n")
+    slow.chmod(0o755)
+
+    def tests_running() -> list[int]:
+        found = []
+        for entry in os.scandir("/proc"):
+            try:
+                if entry.name.isdigit() and marker.encode() in Path(entry.path, "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+        return found
+
+    grading = subprocess.Popen([*CLI, "grade", str(out), "--grader", "local", "--workers", "2", "--local-python",
+                                str(slow)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               # Ctrl-C as a terminal delivers it, also when the tests run as a background job
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while len(tests_running()) < 2:
+        assert grading.poll() is None and time.monotonic() < deadline, grading.stdout.read()
+        time.sleep(0.1)
+    grading.send_signal(signal.SIGINT)
+    said = grading.communicate(timeout=30)[0]
+    assert grading.returncode != 0 and "stopping: 2 running command(s) of the gradings were stopped" in said, said
+    assert tests_running() == []
+    assert not (out / GRADES).exists() or list(JsonlLog(out / GRADES)) == []

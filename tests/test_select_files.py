@@ -311,3 +311,14 @@ def test_a_verifier_server_that_dies_fails_the_selection_within_one_retry_cycle(
     # the one answer went to whichever of the first two requests reached the server first
     scored = [line["instance_id"] for line in map(json.loads, (tmp_path / "out" / SCORES).open())]
     assert len(scored) == 1 and scored[0] in ("i0", "i1")
+
+
+@pytest.mark.slow  # its retries of the dead server take half a minute
+@pytest.mark.timeout(120)
+def test_a_verifier_endpoint_that_never_answers_is_one_error_naming_it(tiny_model_dir, tmp_path):
+    """Asked which model it serves, a server that does not answer raised a PolicyError: a traceback."""
+    _eval_folder(tmp_path / "e", {"i0": [{"resolved": True}]}, record=samples()[0])
+    settings = VerifierSettings(serve=ServeConfig(model=str(tiny_model_dir), max_model_len=4096), seq_length=4096,
+                                endpoint="http://127.0.0.1:9/v1")
+    with pytest.raises(Unavailable, match=r"^the verifier's server does not answer: http://127\.0\.0\.1:9/v1/models"):
+        select_best([tmp_path / "e"], settings, tmp_path / "out", progress=lambda _: None)

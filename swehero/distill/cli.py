@@ -50,7 +50,7 @@ def merge(shard_dirs: tuple[Path, ...], out: Path) -> None:
     click.echo(f"{summary['episodes']} episodes from {len(shard_dirs)} shard(s) "
                f"({summary['duplicates_skipped']} duplicate(s) skipped) -> {out}")
     if summary["unfinished"]:
-        click.echo("unfinished (no summary.json: rerun, it resumes, then merge again): "
+        click.echo("unfinished (no summary.json, or not started: run it, a rerun resumes, then merge again): "
                    + " ".join(summary["unfinished"]), err=True)
     if summary["failed"]:
         click.echo("failed episodes outstanding (rerun the shard, it retries them, then merge again): "

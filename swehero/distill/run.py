@@ -14,7 +14,6 @@ When every teacher is down the run stops instead (`swehero.rollout.endpoints`).
 from __future__ import annotations
 
 import contextlib
-import json
 import string
 import time
 from collections.abc import Iterable
@@ -165,7 +164,7 @@ def distill(settings: Settings, out_dir: Path) -> dict:
     from swehero.distill.shards import episodes
     from swehero.rollout.decontam import decontaminate_against
     from swehero.gitdiff import patch_files
-    from swehero.jsonio import JsonlLog, exclusive, write_json_atomic
+    from swehero.jsonio import JsonlLog, exclusive, read_json, write_json_atomic
     from swehero.rollout.endpoints import serving
     from swehero.rollout.runner import (BUSY, LOCK, Job, attempt_identity, attempted_task_digest, check_resumable,
                                         run_attempts, sampling_seed)
@@ -193,7 +192,8 @@ def distill(settings: Settings, out_dir: Path) -> dict:
         else:  # an earlier run's report no longer holds: the tasks it dropped are run now
             (out_dir / DECONTAMINATION).unlink(missing_ok=True)
         attempts, recorded = attempt_identity(settings.agent, settings.serve, seed=settings.seed), out_dir / ATTEMPTS
-        check_resumable(out_dir, json.loads(recorded.read_text()) if done and recorded.is_file() else None, attempts)
+        check_resumable(out_dir, read_json(recorded, "the attempts record of a distill run")
+                        if done and recorded.is_file() else None, attempts)
         write_json_atomic(recorded, attempts, indent=1)
         planned = {(t["instance_id"], k) for t in tasks for k in range(settings.rollouts)}
         todo = [Job(t, k, None if settings.seed is None else sampling_seed(settings.seed, t["instance_id"], k))

@@ -107,13 +107,14 @@ def merge(shard_dirs: list[Path], out_dir: Path) -> dict:
     is merged as far as it got, and listed as `unfinished`; a shard whose failed episodes (`failures.jsonl`) are
     not in the merged trajectories is listed under `failed`, with how many, and one that did not attempt the tasks
     of missing repositories under `not_attempted`."""
-    from swehero.distill.run import SUMMARY, TRAJECTORIES
+    from swehero.distill.run import ATTEMPTS, SUMMARY, TRAJECTORIES
     from swehero.jsonio import exclusive
     from swehero.rollout.runner import BUSY, LOCK
 
-    for shard in shard_dirs:
-        if not any((Path(shard) / name).exists() for name in (SUMMARY, TRAJECTORIES)):
-            raise MissingInput(f"{shard}: not the output of a distill run (no {TRAJECTORIES} or {SUMMARY})")
+    for shard in shard_dirs:  # its attempts record comes first: a shard started that has committed nothing yet
+        if not any((Path(shard) / name).exists() for name in (SUMMARY, TRAJECTORIES, ATTEMPTS)):
+            raise MissingInput(f"{shard}: not the output of a distill run (no {TRAJECTORIES}, {SUMMARY} or "
+                               f"{ATTEMPTS})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # the lock a distill run holds: two merges at once would each append the lines new to both, twice in all
@@ -129,7 +130,7 @@ def _merge_locked(shard_dirs: list[Path], out_dir: Path) -> dict:
 
     # read before anything is merged: a damaged one stops the merge with nothing appended
     summaries = {shard: _summary(Path(shard) / SUMMARY) for shard in shard_dirs if (Path(shard) / SUMMARY).exists()}
-    unfinished = [str(shard) for shard in shard_dirs if shard not in summaries]
+    unfinished = [str(shard) for shard in shard_dirs if shard not in summaries] + not_started(shard_dirs, out_dir)
     # one result holds attempts made one way: the shards' (and what `out_dir` already holds) must agree, and the
     # merged folder records it, so that a later run into it is checked against it too
     made = {str(d): read_json(Path(d) / ATTEMPTS, "the attempts record of a distill run")
@@ -148,14 +149,14 @@ def _merge_locked(shard_dirs: list[Path], out_dir: Path) -> dict:
     for _, line, record in episodes(merged.path):
         _first_of_its_key(seen, record, line, merged.path)
         figures.add(record)
-    new, duplicates = {}, 0
+    new, duplicates, merged_before = {}, 0, set(seen)
     for shard in shard_dirs:
         file = Path(shard) / TRAJECTORIES
         for number, line, record in episodes(file):
             if _first_of_its_key(seen, record, line, file):
                 new.setdefault(file, set()).add(number)
                 figures.add(record)
-            else:
+            elif key(record) not in merged_before:  # a merge again copies no line twice, and that is no duplicate
                 duplicates += 1
     for file, numbers in new.items():  # a line committed by a running shard since is left for the next merge
         merged.append_lines(line for number, line in JsonlLogReader(file).lines() if number in numbers)
@@ -170,6 +171,19 @@ def _merge_locked(shard_dirs: list[Path], out_dir: Path) -> dict:
                    missing_repositories=missing)
     figures.write(summary, out_dir / SUMMARY)
     return summary
+
+
+def not_started(shard_dirs: list[Path], out_dir: Path) -> list[str]:
+    """The shard folders of `out_dir`'s array job (`slurm_job`: `OUT/shard-i`, i < its shard count) that do not
+    exist, when the shards merged are its: array tasks still pending, or that failed before they began."""
+    import re
+
+    script = out_dir / "distill.sbatch"
+    ours = [Path(shard) for shard in shard_dirs if Path(shard).resolve().parent == out_dir.resolve()]
+    found = re.search(r'--shard "\$SLURM_ARRAY_TASK_ID/(\d+)"', script.read_text()) if script.is_file() and ours \
+        else None
+    return [str(out_dir / f"shard-{i}") for i in range(int(found[1]) if found else 0)
+            if not (out_dir / f"shard-{i}").exists()]
 
 
 def _summary(file: Path) -> dict:

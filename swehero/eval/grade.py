@@ -26,6 +26,7 @@ from swehero.eval.inference import PREDICTIONS, finished
 from swehero.recipe.stage import Range
 from swehero.rollout.local_grader import LocalGraderConfig, check_local, failure_text, grade_instance
 from swehero.jsonio import JsonlLog, JsonlLogReader
+from swehero.process import Ended, end_captured
 from swehero.rollout.tasks import load_tasks, repo_dir, task_digest
 
 GRADED_COLUMNS = ("repo", "base_commit", "version", "test_patch", "FAIL_TO_PASS", "PASS_TO_PASS", "eval_script",
@@ -157,6 +158,8 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
             except MissingRepository as e:  # not a verdict: left ungraded, named when the others are done
                 missing.add(str(e))
                 return
+            except Ended:  # its tests were killed by a stop (below): no verdict; the next run grades it
+                return
             except Exception as e:  # a broken clone (a full disk) is the infrastructure's failure, not the model's
                 record = retry_record(iid, "local", logs, failure_text(e))
             log.append({**record, "task_digest": graded_task_digest(task)})
@@ -167,8 +170,13 @@ def grade(tasks: list[dict], out_dir: Path, settings: GradingSettings, repos: Pa
             try:
                 for future in futures:
                     future.result()
-            except BaseException:  # Ctrl-C, SIGTERM: leaving the block would start every grading still queued
-                pool.shutdown(cancel_futures=True)
+            except BaseException:
+                # Ctrl-C, SIGTERM: leaving the block would start every grading still queued, and wait for the
+                # running ones' tests (up to their timeout each); a second Ctrl-C then left them running, orphans
+                pool.shutdown(cancel_futures=True, wait=False)
+                if running := end_captured():
+                    progress(f"stopping: {running} running command(s) of the gradings were stopped; the next run "
+                             "grades their instances")
                 raise
     else:
         rows, ids = harness_rows(todo, harness_dataset), [t["instance_id"] for t in todo]

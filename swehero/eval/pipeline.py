@@ -84,8 +84,9 @@ def model_label(settings: Settings) -> str:
 def saved_settings(out_dir: Path) -> dict:
     """What an earlier run into `out_dir` saved (`eval.json`); {} for a new folder."""
     from swehero.eval.runs import EVAL_FILE
+    from swehero.jsonio import read_json
 
-    return json.loads((out_dir / EVAL_FILE).read_text()) if (out_dir / EVAL_FILE).is_file() else {}
+    return read_json(out_dir / EVAL_FILE, "an eval folder's settings") if (out_dir / EVAL_FILE).is_file() else {}
 
 
 def save_settings(out_dir: Path, saved: dict) -> None:

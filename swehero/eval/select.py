@@ -187,7 +187,10 @@ class _Scorer:
     def __init__(self, client: OpenAIConfig, fmt) -> None:
         from swehero.agent.openai_policy import OpenAIPolicy
 
-        self.client = OpenAIPolicy(client)
+        try:  # it asks the server which model it serves: one that does not answer is this machine's problem
+            self.client = OpenAIPolicy(client)
+        except PolicyError as e:
+            raise Unavailable(f"the verifier's server does not answer: {e}") from None
         self.fmt = fmt
 
     def score(self, record: dict, patch: str) -> dict:
