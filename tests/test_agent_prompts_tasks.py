@@ -65,5 +65,9 @@ def test_a_task_file_lacking_some_of_the_trajectories_instances_says_how_many(he
     assert full.exit_code == 0 and "lacks" not in full.output, full.output
     partial = tmp_path / "partial.jsonl"
     result = _extract(hero, _tasks(partial, rows[:2]), tmp_path / "partial.json")
+    assert result.exit_code == 0, result.output  # the statements of some rows and of some messages: no template
     assert result.output.startswith(f"warning: {partial} lacks 1 of the 3 instances of the trajectories "
-                                    "(sympy__sympy-24562): their problem statements are taken from the trajectories\n")
+                                    "(sympy__sympy-24562): the problem statements are taken from the trajectories, "
+                                    "as without --tasks\n")
+    found, whole = (json.loads((tmp_path / name).read_text())["templates"] for name in ("partial.json", "full.json"))
+    assert found == whole

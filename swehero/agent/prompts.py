@@ -147,7 +147,7 @@ def _cased(language: str, case: str) -> str:
 def extract_files(trajectory_files: list[str], out: Path, tasks_file: str = "", progress=print) -> dict:
     """`extract` over canonical trajectory files (and, optionally, their task file), written to `out`. A task file
     with none of the trajectories' instances is refused (it is not theirs); one lacking some is said, in one line:
-    their problem statements are taken from the trajectories."""
+    then every problem statement is taken from the trajectories, as without a task file."""
     from swehero.data.sources import iter_trajectories  # training data's format, checked as the importers check it
     from swehero.jsonio import write_json_atomic
 
@@ -165,8 +165,12 @@ def extract_files(trajectory_files: list[str], out: Path, tasks_file: str = "", 
             raise PromptsError(f"{tasks_file}: has none of the {len(instances)} instance(s) of the trajectories "
                                f"({few(instances)}): not their task file")
         if lacking:
+            # every statement found one way: rows' statements for some and the messages' for others made two shapes
+            # of one task message, and no template covered 95% of them
             progress(f"warning: {tasks_file} lacks {len(lacking)} of the {len(instances)} instances of the "
-                     f"trajectories ({few(lacking)}): their problem statements are taken from the trajectories")
+                     f"trajectories ({few(lacking)}): the problem statements are taken from the trajectories, as "
+                     "without --tasks")
+            tasks = {iid: {k: v for k, v in row.items() if k != "problem_statement"} for iid, row in tasks.items()}
     prompts = {**extract(records, tasks), "sources": [str(p) for p in trajectory_files]}
     write_json_atomic(Path(out), prompts, indent=1)
     return prompts
@@ -390,8 +394,9 @@ def _common_ends(texts: list[str], share: float) -> tuple[str, str]:
 def _name_of_varying_part(middles: list[str], records: list[dict], tasks: dict[str, dict]) -> str:
     """The varying part is the problem statement: the one per-task text the trajectories carry with no column of
     their own. With a task file it is checked against the tasks' problem statements."""
+    statements = {iid: row["problem_statement"] for iid, row in tasks.items() if "problem_statement" in row}
     wrong = [r["id"] for m, r in zip(middles, records)
-             if r["instance_id"] in tasks and m.strip() != tasks[r["instance_id"]]["problem_statement"].strip()]
+             if r["instance_id"] in statements and m.strip() != statements[r["instance_id"]].strip()]
     if wrong:
         raise PromptsError(f"the part of the task message that varies between trajectories is not the task's "
                            f"problem statement (e.g. in {wrong[0]})")
