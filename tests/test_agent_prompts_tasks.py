@@ -49,6 +49,7 @@ def _extract(hero: Path, tasks: Path, out: Path):
                                      "--out", str(out)])
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_a_task_file_with_none_of_the_trajectories_instances_is_refused_naming_it(hero, tmp_path):
     other = _tasks(tmp_path / "other.jsonl", [{**row, "instance_id": f"other__{i}"}
                                               for i, row in enumerate(_fixture_tasks())])

@@ -117,6 +117,7 @@ def test_the_missing_repositories_of_a_run_are_one_short_line():
     assert message.endswith("o/r4: no mirror, git clone failed: not found and 3495 more") and len(message) < 400
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_progress_in_a_log_is_lines_not_one_redrawn_line(toy, tmp_path, capfd, monkeypatch):
     """Outside a terminal (Slurm's output, a log file) the bar's carriage-return redraws piled up on one line (22 KB
     for 300 attempts), and Slurm shards were run without it: nothing between start and end."""
@@ -293,6 +294,7 @@ def test_shards_partition_the_tasks_and_merge(toy, tmp_path):
     assert len(lines(tmp_path / "all" / "trajectories.jsonl")) == 4
 
 
+@pytest.mark.slow  # a second or more: the fast tier stays under 2 minutes
 def test_a_merge_names_the_shards_started_or_pending_that_have_committed_nothing(toy, tmp_path):
     """A shard that has begun (its attempts record written) but committed nothing yet, its teacher still loading,
     failed the whole merge as "not the output of a distill run"; one whose array task never began was left out, and
