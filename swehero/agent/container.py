@@ -430,6 +430,7 @@ def exec_output(container, argv: list[str], environment: dict[str, str],
     finally:
         attached.close()
     out, at = bytearray(), 0
+    # docker-py's `frames_iter` reads its frames from a socket, but their start may be in `read_ahead`'s bytes
     while at + 8 <= len(data):  # the engine's frames: stream (1 byte), 3 zero bytes, size (4 bytes), payload
         size = int.from_bytes(data[at + 4:at + 8], "big")
         out += data[at + 8:at + 8 + size]
